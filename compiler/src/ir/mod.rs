@@ -1,0 +1,199 @@
+//! The IR: one dataflow graph per network, fully shape-inferred.
+//!
+//! # Invariants
+//!
+//! These hold after lowering and after every pass; [`verify::verify`] checks them.
+//!
+//! - A [`Graph`] owns three arenas: values, nodes and params. Handles from one graph never index
+//!   another.
+//! - Every value has a [`TensorType`] with a static shape: all symbolic dimensions of the source
+//!   were bound at compile time. Every dimension is at least 1 and byte sizes cannot overflow.
+//! - A value is defined exactly once: as a network input, as a param (weight), or as an output of
+//!   one node. `ValueData::def` records which, and the defining node lists the value among its
+//!   outputs at the recorded position.
+//! - Nodes are stored in execution order. A node may use a value only if it is an input, a param,
+//!   or an output of an earlier node; so the node arena order is a topological order.
+//! - The output types of every node are exactly what [`infer::infer`] computes from its op and
+//!   input types.
+//! - Param names are unique and are the PyTorch state-dict names (`layers.0.attn.q_proj.weight`).
+//!   A param used by several nodes is a tied weight.
+//! - Node names are the layer names of the source (`layers.0.attn.q_proj`); layers without weights
+//!   get the name of the variable they were assigned to. Names are for people and reports; nothing
+//!   depends on their uniqueness.
+//! - Source spans live in the side table [`Graph::spans`], not in the nodes.
+
+pub mod arena;
+pub mod infer;
+pub mod op;
+pub mod print;
+pub mod types;
+pub mod verify;
+
+pub use arena::{Arena, Handle, SecondaryMap};
+pub use op::{
+    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, Op, PoolAttrs, SparsePattern,
+};
+pub use types::{DType, TensorType};
+
+use crate::diagnostics::Span;
+
+/// A handle to a value.
+pub type Value = Handle<ValueData>;
+/// A handle to a node.
+pub type Node = Handle<NodeData>;
+/// A handle to a param.
+pub type Param = Handle<ParamData>;
+
+/// A tensor flowing through the graph.
+#[derive(Clone, Debug)]
+pub struct ValueData {
+    pub ty: TensorType,
+    pub def: ValueDef,
+}
+
+/// Where a value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueDef {
+    /// The `index`-th network input.
+    Input { index: usize },
+    /// A weight.
+    Param(Param),
+    /// The `position`-th output of a node.
+    Node { node: Node, position: usize },
+}
+
+/// An operation applied to values.
+#[derive(Clone, Debug)]
+pub struct NodeData {
+    pub op: Op,
+    pub inputs: Vec<Value>,
+    pub outputs: Vec<Value>,
+    /// The layer name, e.g. `layer1.0.conv1`.
+    pub name: String,
+}
+
+/// How a weight is initialized when no weights file is given (`--random-weights`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamInit {
+    /// Uniform in ±1/sqrt(fan_in), as PyTorch initializes linear and conv layers.
+    FanIn { fan_in: usize },
+    /// Standard normal, as PyTorch initializes embeddings.
+    Normal,
+    /// All ones: norm scales and running variances.
+    Ones,
+    /// All zeros: norm shifts and running means.
+    Zeros,
+}
+
+/// A weight of the network, loaded from a weights file by name.
+#[derive(Clone, Debug)]
+pub struct ParamData {
+    /// The state-dict name, e.g. `layer1.0.conv1.weight`.
+    pub name: String,
+    pub value: Value,
+    pub init: ParamInit,
+}
+
+/// A named network input.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub name: String,
+    pub value: Value,
+}
+
+/// A named network output.
+#[derive(Clone, Debug)]
+pub struct Output {
+    pub name: String,
+    pub value: Value,
+}
+
+/// One network, ready for passes and code generation.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    /// The symbolic dimensions and the values they were bound to, in declaration order.
+    pub dims: Vec<(String, usize)>,
+    pub values: Arena<ValueData>,
+    pub nodes: Arena<NodeData>,
+    pub params: Arena<ParamData>,
+    pub inputs: Vec<Input>,
+    pub outputs: Vec<Output>,
+    /// The source text each node was made from, for diagnostics.
+    pub spans: SecondaryMap<Node, Span>,
+}
+
+impl Default for SecondaryMap<Node, Span> {
+    fn default() -> Self {
+        SecondaryMap::with_default(0, Span::default())
+    }
+}
+
+impl Graph {
+    /// An empty graph named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Graph { name: name.into(), ..Graph::default() }
+    }
+
+    /// The type of `value`.
+    pub fn ty(&self, value: Value) -> &TensorType {
+        &self.values[value].ty
+    }
+
+    /// Adds a network input.
+    pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Value {
+        let index = self.inputs.len();
+        let value = self.values.push(ValueData { ty, def: ValueDef::Input { index } });
+        self.inputs.push(Input { name: name.into(), value });
+        value
+    }
+
+    /// Adds a weight and the value that carries it.
+    pub fn add_param(&mut self, name: impl Into<String>, ty: TensorType, init: ParamInit) -> Value {
+        let param = Param::from_index(self.params.len());
+        let value = self.values.push(ValueData { ty, def: ValueDef::Param(param) });
+        self.params.push(ParamData { name: name.into(), value, init });
+        value
+    }
+
+    /// Appends a node whose outputs have the given types, and returns the output values.
+    ///
+    /// The caller has inferred `output_types` with [`infer::infer`]; the verifier checks it.
+    pub fn add_node(
+        &mut self,
+        op: Op,
+        inputs: Vec<Value>,
+        output_types: Vec<TensorType>,
+        name: impl Into<String>,
+        span: Span,
+    ) -> Vec<Value> {
+        let node = Node::from_index(self.nodes.len());
+        let outputs: Vec<Value> = output_types
+            .into_iter()
+            .enumerate()
+            .map(|(position, ty)| self.values.push(ValueData { ty, def: ValueDef::Node { node, position } }))
+            .collect();
+        self.nodes.push(NodeData { op, inputs, outputs: outputs.clone(), name: name.into() });
+        self.spans.insert(node, span, Span::default());
+        outputs
+    }
+
+    /// The param behind `value`, if it is a weight.
+    pub fn param_of(&self, value: Value) -> Option<&ParamData> {
+        match self.values[value].def {
+            ValueDef::Param(param) => Some(&self.params[param]),
+            _ => None,
+        }
+    }
+
+    /// The total number of weight elements.
+    pub fn parameter_count(&self) -> u64 {
+        self.params.iter().map(|(_, param)| self.ty(param.value).element_count()).sum()
+    }
+}
+
+/// Everything compiled from one source: its networks, in source order.
+#[derive(Clone, Debug, Default)]
+pub struct Module {
+    pub networks: Vec<Graph>,
+}

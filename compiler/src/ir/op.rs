@@ -1,0 +1,348 @@
+//! The operations of the IR and their attributes.
+//!
+//! Each variant documents its inputs (in order) and its output. Weights are ordinary inputs that
+//! happen to be [`ValueDef::Param`](super::ValueDef::Param) values, so a tied weight is simply a
+//! value used by two nodes.
+
+use std::fmt;
+
+/// An elementwise activation function.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x` if positive, else `negative_slope * x`.
+    LeakyRelu { negative_slope: f32 },
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `x * sigmoid(x)`, also called Swish.
+    Silu,
+    /// `x * relu6(x + 3) / 6`.
+    HardSwish,
+    /// `relu6(x + 3) / 6`.
+    HardSigmoid,
+    /// `x * Φ(x)`; with `tanh_approximation`, PyTorch's `approximate="tanh"` form.
+    Gelu { tanh_approximation: bool },
+}
+
+impl Activation {
+    /// The name used in `.nn` files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Silu => "silu",
+            Activation::HardSwish => "hard_swish",
+            Activation::HardSigmoid => "hard_sigmoid",
+            Activation::Gelu { .. } => "gelu",
+        }
+    }
+}
+
+/// An elementwise binary operation with NumPy-style broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl BinaryOp {
+    /// The name printed in IR.
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+        }
+    }
+}
+
+/// Attributes of a convolution over `kernel.len()` (1 or 2) spatial dimensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvAttrs {
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    /// Zero padding on both sides of each spatial dimension.
+    pub padding: Vec<usize>,
+    pub dilation: Vec<usize>,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+/// Attributes of max and average pooling over `kernel.len()` (1 or 2) spatial dimensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolAttrs {
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub padding: Vec<usize>,
+    /// Only max pooling dilates; average pooling always has dilation 1.
+    pub dilation: Vec<usize>,
+    /// Round the output size up instead of down (PyTorch's `ceil_mode`).
+    pub ceil_mode: bool,
+    /// Average pooling divides by the full window, padding included.
+    pub count_include_pad: bool,
+}
+
+/// An explicit block-sparsity mask: query block `i` sees key block `j` where `mask[i][j]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BlockMask {
+    pub block_size: usize,
+    pub mask: Vec<Vec<bool>>,
+}
+
+/// Which (query, key) pairs an attention may look at, before the causal mask.
+///
+/// An empty pattern is dense. Otherwise a pair is kept when any present component keeps it; the
+/// causal mask, when set, then removes keys after the query. Distances are `i - j` for query
+/// position `i` and key position `j`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SparsePattern {
+    /// Sliding window: keeps `|i - j| < window * dilation` where `(i - j) % dilation == 0`.
+    pub window: Option<usize>,
+    /// Gaps in the sliding window; 1 means none.
+    pub dilation: usize,
+    /// Global tokens (Longformer): they see every key and every query sees them.
+    pub global_tokens: Vec<usize>,
+    /// Strided pattern (Sparse Transformer): keeps `|i - j| < stride` or `(i - j) % stride == 0`.
+    pub strided: Option<usize>,
+    /// Explicit block mask.
+    pub block_mask: Option<BlockMask>,
+}
+
+impl SparsePattern {
+    /// Whether the pattern keeps every pair.
+    pub fn is_dense(&self) -> bool {
+        self.window.is_none()
+            && self.global_tokens.is_empty()
+            && self.strided.is_none()
+            && self.block_mask.is_none()
+    }
+}
+
+/// Attributes of scaled dot-product attention.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionAttrs {
+    pub heads: usize,
+    /// Key/value heads; fewer than `heads` for grouped-query attention.
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+    /// Factor applied to `q·kᵀ`, by default `1 / sqrt(head_dim)`.
+    pub scale: f32,
+    pub pattern: SparsePattern,
+    /// Maximum context of the KV cache used for autoregressive decoding, if any.
+    pub kv_cache: Option<usize>,
+    /// Whether a fourth input, a key padding mask `[batch, keys]` (nonzero keeps), is present.
+    pub key_padding_mask: bool,
+}
+
+/// An operation of the IR.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `y = x·weightᵀ + bias`. Inputs: `x [.., in]`, `weight [out, in]`, `bias [out]` if `bias`.
+    Linear { bias: bool },
+    /// Batched matrix product. Inputs: `a [.., m, k]`, `b [.., k, n]`; batch dims broadcast.
+    MatMul,
+    /// Convolution. Inputs: `x [n, c, spatial..]`, `weight [out, c / groups, kernel..]`, `bias [out]`.
+    Conv(ConvAttrs),
+    /// Max pooling over the spatial dims of `x [n, c, spatial..]`.
+    MaxPool(PoolAttrs),
+    /// Average pooling over the spatial dims of `x [n, c, spatial..]`.
+    AvgPool(PoolAttrs),
+    /// Mean over all spatial dims, kept as size 1: `[n, c, h, w] -> [n, c, 1, 1]`.
+    GlobalAvgPool,
+    /// Maximum over all spatial dims, kept as size 1.
+    GlobalMaxPool,
+    /// Inference batch norm over axis 1. Inputs: `x`, `weight`, `bias`, `running_mean`, `running_var`.
+    BatchNorm { eps: f32 },
+    /// Normalization over the last dim. Inputs: `x`, then `weight` and `bias` if `affine`.
+    LayerNorm { eps: f32, affine: bool },
+    /// Root-mean-square normalization over the last dim. Inputs: `x`, `weight`.
+    RmsNorm { eps: f32 },
+    /// Row lookup. Inputs: `ids` (i64), `weight [num_embeddings, dim]`. Output `[ids.., dim]`.
+    Embedding,
+    /// Learned absolute positions. Inputs: `x` (axis 1 is the sequence), `weight [max, dim]`.
+    /// Output `[1, seq, dim]`: rows `offset..offset + seq` of the table, where the offset is the
+    /// number of positions already in the KV cache (0 without one).
+    PositionEmbedding,
+    /// Rotary position embedding of `x [batch, seq, heads * head_dim]`, per head.
+    Rope { heads: usize, theta: f32, interleaved: bool },
+    /// Scaled dot-product attention. Inputs: `q [b, sq, heads * d]`, `k` and `v [b, sk, kv_heads * d]`,
+    /// then a key padding mask `[b, sk]` if the attributes say so. Output `[b, sq, heads * d]`.
+    Attention(AttentionAttrs),
+    /// An elementwise activation.
+    Activation(Activation),
+    /// Softmax along `axis`.
+    Softmax { axis: usize },
+    /// An elementwise binary operation with broadcasting.
+    Binary(BinaryOp),
+    /// `x * scale + shift`, elementwise.
+    Affine { scale: f32, shift: f32 },
+    /// Same elements, new shape.
+    Reshape { shape: Vec<usize> },
+    /// Permutes the axes: output axis `i` is input axis `perm[i]`.
+    Transpose { perm: Vec<usize> },
+    /// Joins all inputs along `axis`.
+    Concat { axis: usize },
+    /// Keeps `start..end` of `axis`.
+    Slice { axis: usize, start: usize, end: usize },
+    /// Takes `index` of `axis` and drops the axis.
+    Select { axis: usize, index: usize },
+}
+
+impl Op {
+    /// The name printed in IR; mostly the `.nn` name of the layer.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Linear { .. } => "linear",
+            Op::MatMul => "matmul",
+            Op::Conv(attrs) if attrs.kernel.len() == 1 => "conv1d",
+            Op::Conv(_) => "conv2d",
+            Op::MaxPool(attrs) if attrs.kernel.len() == 1 => "max_pool1d",
+            Op::MaxPool(_) => "max_pool2d",
+            Op::AvgPool(attrs) if attrs.kernel.len() == 1 => "avg_pool1d",
+            Op::AvgPool(_) => "avg_pool2d",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::GlobalMaxPool => "global_max_pool",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Embedding => "embedding",
+            Op::PositionEmbedding => "position_embedding",
+            Op::Rope { .. } => "rope",
+            Op::Attention(_) => "attention",
+            Op::Activation(activation) => activation.name(),
+            Op::Softmax { .. } => "softmax",
+            Op::Binary(op) => op.name(),
+            Op::Affine { .. } => "affine",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Select { .. } => "select",
+        }
+    }
+}
+
+/// Prints the attributes of an op as `key = value` pairs, the way the IR printer shows them.
+pub struct DisplayAttrs<'a>(pub &'a Op);
+
+impl fmt::Display for DisplayAttrs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut attrs: Vec<String> = Vec::new();
+        let mut push = |key: &str, value: String| attrs.push(format!("{key} = {value}"));
+        match self.0 {
+            Op::Linear { .. }
+            | Op::MatMul
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
+            | Op::Embedding
+            | Op::PositionEmbedding
+            | Op::Binary(_) => {}
+            Op::Conv(conv) => {
+                push("kernel", list(&conv.kernel));
+                push("stride", list(&conv.stride));
+                push("padding", list(&conv.padding));
+                push("dilation", list(&conv.dilation));
+                push("groups", conv.groups.to_string());
+            }
+            Op::MaxPool(pool) | Op::AvgPool(pool) => {
+                push("kernel", list(&pool.kernel));
+                push("stride", list(&pool.stride));
+                push("padding", list(&pool.padding));
+                if matches!(self.0, Op::MaxPool(_)) {
+                    push("dilation", list(&pool.dilation));
+                } else {
+                    push("count_include_pad", pool.count_include_pad.to_string());
+                }
+                push("ceil_mode", pool.ceil_mode.to_string());
+            }
+            Op::BatchNorm { eps } | Op::RmsNorm { eps } => push("eps", float(*eps)),
+            Op::LayerNorm { eps, affine } => {
+                push("eps", float(*eps));
+                push("affine", affine.to_string());
+            }
+            Op::Rope { heads, theta, interleaved } => {
+                push("heads", heads.to_string());
+                push("theta", float(*theta));
+                push("interleaved", interleaved.to_string());
+            }
+            Op::Attention(attention) => {
+                push("heads", attention.heads.to_string());
+                push("kv_heads", attention.kv_heads.to_string());
+                push("head_dim", attention.head_dim.to_string());
+                push("causal", attention.causal.to_string());
+                push("scale", float(attention.scale));
+                let pattern = &attention.pattern;
+                if let Some(window) = pattern.window {
+                    push("window", window.to_string());
+                    push("dilation", pattern.dilation.to_string());
+                }
+                if !pattern.global_tokens.is_empty() {
+                    push("global_tokens", list(&pattern.global_tokens));
+                }
+                if let Some(stride) = pattern.strided {
+                    push("strided", stride.to_string());
+                }
+                if let Some(block_mask) = &pattern.block_mask {
+                    push("block_size", block_mask.block_size.to_string());
+                    let rows: Vec<String> = block_mask
+                        .mask
+                        .iter()
+                        .map(|row| row.iter().map(|&keep| if keep { '1' } else { '0' }).collect())
+                        .collect();
+                    push("block_mask", format!("[{}]", rows.join(" ")));
+                }
+                if let Some(max_context) = attention.kv_cache {
+                    push("kv_cache", max_context.to_string());
+                }
+            }
+            Op::Activation(Activation::LeakyRelu { negative_slope }) => {
+                push("negative_slope", float(*negative_slope));
+            }
+            Op::Activation(Activation::Gelu { tanh_approximation: true }) => {
+                push("approximate", "\"tanh\"".to_string());
+            }
+            Op::Activation(_) => {}
+            Op::Softmax { axis } => push("axis", axis.to_string()),
+            Op::Affine { scale, shift } => {
+                push("scale", float(*scale));
+                push("shift", float(*shift));
+            }
+            Op::Reshape { shape } => push("shape", list(shape)),
+            Op::Transpose { perm } => push("perm", list(perm)),
+            Op::Concat { axis } => push("axis", axis.to_string()),
+            Op::Slice { axis, start, end } => {
+                push("axis", axis.to_string());
+                push("start", start.to_string());
+                push("end", end.to_string());
+            }
+            Op::Select { axis, index } => {
+                push("axis", axis.to_string());
+                push("index", index.to_string());
+            }
+        }
+        f.write_str(&attrs.join(", "))
+    }
+}
+
+fn list(values: &[usize]) -> String {
+    let items: Vec<String> = values.iter().map(|value| value.to_string()).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Formats a float so that it reads back to the same `f32` and always shows it is a float.
+fn float(value: f32) -> String {
+    let text = format!("{value:?}");
+    if text.contains(['.', 'e', 'E', 'N', 'i']) { text } else { format!("{text}.0") }
+}

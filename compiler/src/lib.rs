@@ -1,0 +1,34 @@
+//! nnc-compiler: the nnc model compiler as a library.
+//!
+//! The pipeline, top to bottom:
+//!
+//! 1. [`syntax`]: `.nn` text to an AST (pest grammar in `syntax/nn.pest`);
+//! 2. [`lower`]: AST to one IR [`ir::Graph`] per network, with every shape inferred and checked;
+//! 3. [`ir::verify`]: the IR invariants, checked after every stage in debug builds and tests.
+//!
+//! Errors are [`diagnostics::Diagnostic`]s; [`diagnostics::render`] prints them like rustc.
+
+pub mod diagnostics;
+pub mod ir;
+pub mod lower;
+pub mod syntax;
+
+pub use diagnostics::{Diagnostic, Diagnostics, Span};
+pub use lower::LowerOptions;
+
+/// Options of the front end.
+pub type FrontendOptions = LowerOptions;
+
+/// Parses, lowers and verifies `source`, the text of one `.nn` file.
+pub fn compile_to_ir(source: &str, options: &FrontendOptions) -> Result<ir::Module, Diagnostics> {
+    let file = syntax::parse(source)?;
+    let module = lower::lower(&file, options)?;
+    if cfg!(debug_assertions) {
+        for graph in &module.networks {
+            if let Err(errors) = ir::verify::verify(graph) {
+                panic!("lowering produced an invalid graph for `{}`:\n{}", graph.name, errors.join("\n"));
+            }
+        }
+    }
+    Ok(module)
+}
