@@ -22,12 +22,18 @@ pub struct Span {
 impl Span {
     /// The span `start..end`.
     pub fn new(start: usize, end: usize) -> Self {
-        Span { start: to_u32(start), end: to_u32(end.max(start)) }
+        Span {
+            start: to_u32(start),
+            end: to_u32(end.max(start)),
+        }
     }
 
     /// The smallest span covering both.
     pub fn to(self, other: Span) -> Span {
-        Span { start: self.start.min(other.start), end: self.end.max(other.end) }
+        Span {
+            start: self.start.min(other.start),
+            end: self.end.max(other.end),
+        }
     }
 
     /// The byte range, for slicing the source.
@@ -65,7 +71,13 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `span`.
     pub fn error(span: Span, message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), span, label: String::new(), secondary: Vec::new(), hints: Vec::new() }
+        Diagnostic {
+            message: message.into(),
+            span,
+            label: String::new(),
+            secondary: Vec::new(),
+            hints: Vec::new(),
+        }
     }
 
     /// Sets the note under the caret.
@@ -76,7 +88,10 @@ impl Diagnostic {
 
     /// Adds another place to look at.
     pub fn with_secondary(mut self, span: Span, message: impl Into<String>) -> Self {
-        self.secondary.push(Label { span, message: message.into() });
+        self.secondary.push(Label {
+            span,
+            message: message.into(),
+        });
         self
     }
 
@@ -93,7 +108,11 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let messages: Vec<&str> = self.0.iter().map(|diagnostic| diagnostic.message.as_str()).collect();
+        let messages: Vec<&str> = self
+            .0
+            .iter()
+            .map(|diagnostic| diagnostic.message.as_str())
+            .collect();
         f.write_str(&messages.join("; "))
     }
 }
@@ -104,15 +123,22 @@ pub fn render(diagnostics: &[Diagnostic], file_name: &str, source: &str) -> Stri
     let config = term::Config::default();
     let mut output = String::new();
     for diagnostic in diagnostics {
-        let mut labels = vec![ReportLabel::primary((), clamp(diagnostic.span, source)).with_message(&diagnostic.label)];
-        labels.extend(
-            diagnostic
-                .secondary
-                .iter()
-                .map(|label| ReportLabel::secondary((), clamp(label.span, source)).with_message(&label.message)),
-        );
-        let notes = diagnostic.hints.iter().map(|hint| format!("help: {hint}")).collect();
-        let report = Report::error().with_message(&diagnostic.message).with_labels(labels).with_notes(notes);
+        let mut labels = vec![
+            ReportLabel::primary((), clamp(diagnostic.span, source))
+                .with_message(&diagnostic.label),
+        ];
+        labels.extend(diagnostic.secondary.iter().map(|label| {
+            ReportLabel::secondary((), clamp(label.span, source)).with_message(&label.message)
+        }));
+        let notes = diagnostic
+            .hints
+            .iter()
+            .map(|hint| format!("help: {hint}"))
+            .collect();
+        let report = Report::error()
+            .with_message(&diagnostic.message)
+            .with_labels(labels)
+            .with_notes(notes);
         match term::emit_into_string(&config, &file, &report) {
             Ok(text) => output.push_str(&text),
             // Spans are clamped to the source, so this only happens if the renderer itself fails;

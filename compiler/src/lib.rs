@@ -26,7 +26,11 @@ pub fn compile_to_ir(source: &str, options: &FrontendOptions) -> Result<ir::Modu
     if cfg!(debug_assertions) {
         for graph in &module.networks {
             if let Err(errors) = ir::verify::verify(graph) {
-                panic!("lowering produced an invalid graph for `{}`:\n{}", graph.name, errors.join("\n"));
+                panic!(
+                    "lowering produced an invalid graph for `{}`:\n{}",
+                    graph.name,
+                    errors.join("\n")
+                );
             }
         }
     }

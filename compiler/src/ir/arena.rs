@@ -17,7 +17,10 @@ impl<T> Handle<T> {
     /// The handle of the `index`-th entity of an arena.
     pub fn from_index(index: usize) -> Self {
         let index = u32::try_from(index).expect("an arena holds at most u32::MAX entities");
-        Handle { index, marker: PhantomData }
+        Handle {
+            index,
+            marker: PhantomData,
+        }
     }
 
     /// The position of the entity in its arena.
@@ -99,7 +102,10 @@ impl<T> Arena<T> {
 
     /// Handles and entities in the order they were pushed.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (Handle<T>, &T)> + '_ {
-        self.items.iter().enumerate().map(|(index, item)| (Handle::from_index(index), item))
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| (Handle::from_index(index), item))
     }
 
     /// All handles, in the order they were pushed.
@@ -110,7 +116,9 @@ impl<T> Arena<T> {
 
 impl<T: Clone> Clone for Arena<T> {
     fn clone(&self) -> Self {
-        Arena { items: self.items.clone() }
+        Arena {
+            items: self.items.clone(),
+        }
     }
 }
 
@@ -149,7 +157,10 @@ pub struct SecondaryMap<K, V> {
 impl<T, V: Clone> SecondaryMap<Handle<T>, V> {
     /// A table with `default` for each of `len` entities.
     pub fn with_default(len: usize, default: V) -> Self {
-        SecondaryMap { items: vec![default; len], marker: PhantomData }
+        SecondaryMap {
+            items: vec![default; len],
+            marker: PhantomData,
+        }
     }
 
     /// Sets the entry of `handle`, growing the table with `fill` if needed.

@@ -29,7 +29,11 @@ pub enum Culprit {
 impl ShapeError {
     /// An error about `culprit`.
     pub fn new(culprit: Culprit, message: impl Into<String>) -> Self {
-        ShapeError { message: message.into(), hint: None, culprit }
+        ShapeError {
+            message: message.into(),
+            hint: None,
+            culprit,
+        }
     }
 
     /// Adds a hint on how to fix it.
@@ -117,7 +121,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             if seq > weight.shape[0] {
                 return Err(ShapeError::new(
                     Culprit::Attr("max_positions"),
-                    format!("the sequence has {seq} positions but the table only {}", weight.shape[0]),
+                    format!(
+                        "the sequence has {seq} positions but the table only {}",
+                        weight.shape[0]
+                    ),
                 )
                 .with_hint("raise `max_positions` or shorten the sequence"));
             }
@@ -139,7 +146,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             if (width / heads) % 2 != 0 {
                 return Err(ShapeError::new(
                     Culprit::Attr("heads"),
-                    format!("rotary embedding needs an even head size, but it is {}", width / heads),
+                    format!(
+                        "rotary embedding needs an even head size, but it is {}",
+                        width / heads
+                    ),
                 ));
             }
             x.clone()
@@ -196,18 +206,26 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             let x = inputs[0];
             let mut seen = vec![false; x.rank()];
             let valid = perm.len() == x.rank()
-                && perm.iter().all(|&axis| axis < x.rank() && !std::mem::replace(&mut seen[axis], true));
+                && perm
+                    .iter()
+                    .all(|&axis| axis < x.rank() && !std::mem::replace(&mut seen[axis], true));
             if !valid {
                 return Err(ShapeError::new(
                     Culprit::Attr("dims"),
-                    format!("{perm:?} is not a permutation of the {} axes of {x}", x.rank()),
+                    format!(
+                        "{perm:?} is not a permutation of the {} axes of {x}",
+                        x.rank()
+                    ),
                 ));
             }
             make(x.dtype, perm.iter().map(|&axis| x.shape[axis]).collect())?
         }
         Op::Concat { axis } => {
             if inputs.is_empty() {
-                return Err(ShapeError::new(Culprit::Op, "concat needs at least one tensor"));
+                return Err(ShapeError::new(
+                    Culprit::Op,
+                    "concat needs at least one tensor",
+                ));
             }
             let first = inputs[0];
             check_axis(*axis, first, "dim")?;
@@ -223,7 +241,11 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
                     )
                     .with_hint("all sizes except the one of the joined dim must agree"));
                 }
-                shape[*axis] += other.shape[*axis];
+                shape[*axis] = shape[*axis]
+                    .checked_add(other.shape[*axis])
+                    .ok_or_else(|| {
+                        ShapeError::new(Culprit::Op, "the concatenated size does not fit in memory")
+                    })?;
             }
             make(first.dtype, shape)?
         }
@@ -234,7 +256,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             if start >= end || *end > x.shape[*axis] {
                 return Err(ShapeError::new(
                     Culprit::Op,
-                    format!("slice {start}..{end} is empty or outside dim {axis} of size {}", x.shape[*axis]),
+                    format!(
+                        "slice {start}..{end} is empty or outside dim {axis} of size {}",
+                        x.shape[*axis]
+                    ),
                 ));
             }
             let mut shape = x.shape.clone();
@@ -248,7 +273,10 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             if *index >= x.shape[*axis] {
                 return Err(ShapeError::new(
                     Culprit::Attr("index"),
-                    format!("index {index} is outside dim {axis} of size {}", x.shape[*axis]),
+                    format!(
+                        "index {index} is outside dim {axis} of size {}",
+                        x.shape[*axis]
+                    ),
                 ));
             }
             let mut shape = x.shape.clone();
@@ -273,9 +301,15 @@ pub fn window_output_size(
     ceil_mode: bool,
 ) -> Option<usize> {
     let padded = input.checked_add(padding.checked_mul(2)?)?;
-    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let span = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
     let room = padded.checked_sub(span)?;
-    let mut output = if ceil_mode { room.div_ceil(stride) } else { room / stride } + 1;
+    let mut output = if ceil_mode {
+        room.div_ceil(stride)
+    } else {
+        room / stride
+    } + 1;
     // PyTorch drops a last window that would start in the right padding.
     if ceil_mode && (output - 1) * stride >= input + padding {
         output -= 1;
@@ -287,7 +321,9 @@ pub fn window_output_size(
 pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let rank = a.len().max(b.len());
     let dim = |shape: &[usize], i: usize| {
-        (i + shape.len()).checked_sub(rank).map_or(1, |index| shape[index])
+        (i + shape.len())
+            .checked_sub(rank)
+            .map_or(1, |index| shape[index])
     };
     (0..rank)
         .map(|i| match (dim(a, i), dim(b, i)) {
@@ -310,7 +346,10 @@ fn linear(bias: bool, inputs: &[&TensorType]) -> Result<TensorType> {
     if weight.shape[1] != in_features {
         return Err(ShapeError::new(
             Culprit::Input(0),
-            format!("linear expects last dimension {} but got {in_features}", weight.shape[1]),
+            format!(
+                "linear expects last dimension {} but got {in_features}",
+                weight.shape[1]
+            ),
         )
         .with_hint(format!("the input has shape {}", format_shape(&x.shape))));
     }
@@ -337,15 +376,24 @@ fn matmul(inputs: &[&TensorType]) -> Result<TensorType> {
     if k != k2 {
         return Err(ShapeError::new(
             Culprit::Op,
-            format!("cannot multiply {} by {}: inner sizes {k} and {k2} differ", format_shape(&a.shape), format_shape(&b.shape)),
+            format!(
+                "cannot multiply {} by {}: inner sizes {k} and {k2} differ",
+                format_shape(&a.shape),
+                format_shape(&b.shape)
+            ),
         ));
     }
-    let mut shape = broadcast(&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2]).ok_or_else(|| {
-        ShapeError::new(
-            Culprit::Op,
-            format!("batch dims of {} and {} do not broadcast", format_shape(&a.shape), format_shape(&b.shape)),
-        )
-    })?;
+    let mut shape =
+        broadcast(&a.shape[..a.rank() - 2], &b.shape[..b.rank() - 2]).ok_or_else(|| {
+            ShapeError::new(
+                Culprit::Op,
+                format!(
+                    "batch dims of {} and {} do not broadcast",
+                    format_shape(&a.shape),
+                    format_shape(&b.shape)
+                ),
+            )
+        })?;
     shape.extend([m, n]);
     make(DType::F32, shape)
 }
@@ -355,7 +403,11 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     let spatial = conv.kernel.len();
     let x = float_input(inputs, 0)?;
     if x.rank() != spatial + 2 {
-        let expected = if spatial == 1 { "3 (batch, channels, length)" } else { "4 (batch, channels, height, width)" };
+        let expected = if spatial == 1 {
+            "3 (batch, channels, length)"
+        } else {
+            "4 (batch, channels, height, width)"
+        };
         return Err(rank_error(0, expected, x));
     }
     let in_channels = x.shape[1];
@@ -364,7 +416,12 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     check_groups(conv.groups, in_channels, out_channels)?;
     let mut expected_weight = vec![out_channels, in_channels / conv.groups];
     expected_weight.extend(&conv.kernel);
-    expect_shape(inputs, 1, &expected_weight, "[out_channels, in_channels / groups, kernel..]")?;
+    expect_shape(
+        inputs,
+        1,
+        &expected_weight,
+        "[out_channels, in_channels / groups, kernel..]",
+    )?;
     if conv.bias {
         expect_shape(inputs, 2, &[out_channels], "one entry per output channel")?;
     }
@@ -405,7 +462,11 @@ fn pooling(pool: &PoolAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     let spatial = pool.kernel.len();
     let x = float_input(inputs, 0)?;
     if x.rank() != spatial + 2 {
-        let expected = if spatial == 1 { "3 (batch, channels, length)" } else { "4 (batch, channels, height, width)" };
+        let expected = if spatial == 1 {
+            "3 (batch, channels, length)"
+        } else {
+            "4 (batch, channels, height, width)"
+        };
         return Err(rank_error(0, expected, x));
     }
     let mut shape = x.shape[..2].to_vec();
@@ -413,7 +474,10 @@ fn pooling(pool: &PoolAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
         if pool.padding[axis] > pool.kernel[axis] / 2 {
             return Err(ShapeError::new(
                 Culprit::Attr("padding"),
-                format!("padding {} is more than half the kernel size {}", pool.padding[axis], pool.kernel[axis]),
+                format!(
+                    "padding {} is more than half the kernel size {}",
+                    pool.padding[axis], pool.kernel[axis]
+                ),
             )
             .with_hint("PyTorch allows at most kernel / 2 of padding when pooling"));
         }
@@ -437,9 +501,16 @@ fn sliding_window(
     dilation: usize,
     ceil_mode: bool,
 ) -> Result<usize> {
-    for (name, value) in [("kernel", kernel), ("stride", stride), ("dilation", dilation)] {
+    for (name, value) in [
+        ("kernel", kernel),
+        ("stride", stride),
+        ("dilation", dilation),
+    ] {
         if value == 0 {
-            return Err(ShapeError::new(Culprit::Attr(name), format!("{name} must be at least 1")));
+            return Err(ShapeError::new(
+                Culprit::Attr(name),
+                format!("{name} must be at least 1"),
+            ));
         }
     }
     window_output_size(input, kernel, stride, padding, dilation, ceil_mode).ok_or_else(|| {
@@ -455,7 +526,12 @@ fn sliding_window(
 
 fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     arity(inputs, if attention.key_padding_mask { 4 } else { 3 })?;
-    let AttentionAttrs { heads, kv_heads, head_dim, .. } = *attention;
+    let AttentionAttrs {
+        heads,
+        kv_heads,
+        head_dim,
+        ..
+    } = *attention;
     if kv_heads == 0 || heads % kv_heads != 0 {
         return Err(ShapeError::new(
             Culprit::Attr("kv_heads"),
@@ -470,7 +546,10 @@ fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Resul
     if q.shape[2] != heads * head_dim {
         return Err(ShapeError::new(
             Culprit::Attr("heads"),
-            format!("heads = {heads} does not divide the query size {}", q.shape[2]),
+            format!(
+                "heads = {heads} does not divide the query size {}",
+                q.shape[2]
+            ),
         ));
     }
     let k = float_input(inputs, 1)?;
@@ -481,13 +560,20 @@ fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Resul
     if attention.key_padding_mask && inputs[3].shape != [batch, keys] {
         return Err(ShapeError::new(
             Culprit::Attr("mask"),
-            format!("the key padding mask must have shape {} but has {}", format_shape(&[batch, keys]), format_shape(&inputs[3].shape)),
+            format!(
+                "the key padding mask must have shape {} but has {}",
+                format_shape(&[batch, keys]),
+                format_shape(&inputs[3].shape)
+            ),
         ));
     }
     if attention.causal && q.shape[1] != keys && attention.kv_cache.is_none() {
         return Err(ShapeError::new(
             Culprit::Attr("causal"),
-            format!("a causal attention needs as many queries as keys, but has {} and {keys}", q.shape[1]),
+            format!(
+                "a causal attention needs as many queries as keys, but has {} and {keys}",
+                q.shape[1]
+            ),
         ));
     }
     if let Some(block_mask) = &attention.pattern.block_mask {
@@ -495,7 +581,10 @@ fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Resul
         if block_mask.mask.len() < needed || block_mask.mask.iter().any(|row| row.len() < needed) {
             return Err(ShapeError::new(
                 Culprit::Attr("block_mask"),
-                format!("the block mask must be at least {needed} × {needed} blocks of {}", block_mask.block_size),
+                format!(
+                    "the block mask must be at least {needed} × {needed} blocks of {}",
+                    block_mask.block_size
+                ),
             ));
         }
     }
@@ -506,7 +595,10 @@ fn arity(inputs: &[&TensorType], expected: usize) -> Result<()> {
     if inputs.len() == expected {
         Ok(())
     } else {
-        Err(ShapeError::new(Culprit::Op, format!("expected {expected} inputs, got {}", inputs.len())))
+        Err(ShapeError::new(
+            Culprit::Op,
+            format!("expected {expected} inputs, got {}", inputs.len()),
+        ))
     }
 }
 
@@ -515,22 +607,35 @@ fn float_input<'a>(inputs: &[&'a TensorType], position: usize) -> Result<&'a Ten
     if ty.dtype == DType::F32 {
         Ok(ty)
     } else {
-        Err(ShapeError::new(Culprit::Input(position), format!("expected an f32 tensor, got {ty}"))
-            .with_hint("integer tensors can only be looked up with `embedding`"))
+        Err(ShapeError::new(
+            Culprit::Input(position),
+            format!("expected an f32 tensor, got {ty}"),
+        )
+        .with_hint("integer tensors can only be looked up with `embedding`"))
     }
 }
 
 fn last_dim(x: &TensorType, position: usize) -> Result<usize> {
-    x.last_dim().ok_or_else(|| rank_error(position, "at least 1", x))
+    x.last_dim()
+        .ok_or_else(|| rank_error(position, "at least 1", x))
 }
 
-fn expect_shape(inputs: &[&TensorType], position: usize, expected: &[usize], what: &str) -> Result<()> {
+fn expect_shape(
+    inputs: &[&TensorType],
+    position: usize,
+    expected: &[usize],
+    what: &str,
+) -> Result<()> {
     if inputs[position].shape == expected {
         Ok(())
     } else {
         Err(ShapeError::new(
             Culprit::Input(position),
-            format!("expected shape {} ({what}), got {}", format_shape(expected), format_shape(&inputs[position].shape)),
+            format!(
+                "expected shape {} ({what}), got {}",
+                format_shape(expected),
+                format_shape(&inputs[position].shape)
+            ),
         ))
     }
 }
@@ -539,12 +644,18 @@ fn check_axis(axis: usize, x: &TensorType, attr: &'static str) -> Result<()> {
     if axis < x.rank() {
         Ok(())
     } else {
-        Err(ShapeError::new(Culprit::Attr(attr), format!("dim {axis} is out of range for {x}")))
+        Err(ShapeError::new(
+            Culprit::Attr(attr),
+            format!("dim {axis} is out of range for {x}"),
+        ))
     }
 }
 
 fn rank_error(position: usize, expected: &str, got: &TensorType) -> ShapeError {
-    ShapeError::new(Culprit::Input(position), format!("expected a tensor of rank {expected}, got {got}"))
+    ShapeError::new(
+        Culprit::Input(position),
+        format!("expected a tensor of rank {expected}, got {got}"),
+    )
 }
 
 fn make(dtype: DType, shape: Vec<usize>) -> Result<TensorType> {

@@ -92,6 +92,9 @@ pub struct ParamData {
     pub name: String,
     pub value: Value,
     pub init: ParamInit,
+    /// A buffer (batch norm's running statistics) is loaded like a weight but is not a trainable
+    /// parameter, so parameter counts leave it out, as PyTorch's do.
+    pub is_buffer: bool,
 }
 
 /// A named network input.
@@ -132,7 +135,10 @@ impl Default for SecondaryMap<Node, Span> {
 impl Graph {
     /// An empty graph named `name`.
     pub fn new(name: impl Into<String>) -> Self {
-        Graph { name: name.into(), ..Graph::default() }
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
     /// The type of `value`.
@@ -143,16 +149,36 @@ impl Graph {
     /// Adds a network input.
     pub fn add_input(&mut self, name: impl Into<String>, ty: TensorType) -> Value {
         let index = self.inputs.len();
-        let value = self.values.push(ValueData { ty, def: ValueDef::Input { index } });
-        self.inputs.push(Input { name: name.into(), value });
+        let value = self.values.push(ValueData {
+            ty,
+            def: ValueDef::Input { index },
+        });
+        self.inputs.push(Input {
+            name: name.into(),
+            value,
+        });
         value
     }
 
     /// Adds a weight and the value that carries it.
-    pub fn add_param(&mut self, name: impl Into<String>, ty: TensorType, init: ParamInit) -> Value {
+    pub fn add_param(
+        &mut self,
+        name: impl Into<String>,
+        ty: TensorType,
+        init: ParamInit,
+        is_buffer: bool,
+    ) -> Value {
         let param = Param::from_index(self.params.len());
-        let value = self.values.push(ValueData { ty, def: ValueDef::Param(param) });
-        self.params.push(ParamData { name: name.into(), value, init });
+        let value = self.values.push(ValueData {
+            ty,
+            def: ValueDef::Param(param),
+        });
+        self.params.push(ParamData {
+            name: name.into(),
+            value,
+            init,
+            is_buffer,
+        });
         value
     }
 
@@ -171,9 +197,19 @@ impl Graph {
         let outputs: Vec<Value> = output_types
             .into_iter()
             .enumerate()
-            .map(|(position, ty)| self.values.push(ValueData { ty, def: ValueDef::Node { node, position } }))
+            .map(|(position, ty)| {
+                self.values.push(ValueData {
+                    ty,
+                    def: ValueDef::Node { node, position },
+                })
+            })
             .collect();
-        self.nodes.push(NodeData { op, inputs, outputs: outputs.clone(), name: name.into() });
+        self.nodes.push(NodeData {
+            op,
+            inputs,
+            outputs: outputs.clone(),
+            name: name.into(),
+        });
         self.spans.insert(node, span, Span::default());
         outputs
     }
@@ -186,9 +222,22 @@ impl Graph {
         }
     }
 
-    /// The total number of weight elements.
+    /// The number of trainable parameters, as PyTorch counts them (buffers excluded).
     pub fn parameter_count(&self) -> u64 {
-        self.params.iter().map(|(_, param)| self.ty(param.value).element_count()).sum()
+        self.params
+            .iter()
+            .filter(|(_, param)| !param.is_buffer)
+            .map(|(_, param)| self.ty(param.value).element_count())
+            .fold(0, u64::saturating_add)
+    }
+
+    /// The number of buffer elements (batch norm's running statistics).
+    pub fn buffer_count(&self) -> u64 {
+        self.params
+            .iter()
+            .filter(|(_, param)| param.is_buffer)
+            .map(|(_, param)| self.ty(param.value).element_count())
+            .fold(0, u64::saturating_add)
     }
 }
 

@@ -176,7 +176,11 @@ pub enum Op {
     /// number of positions already in the KV cache (0 without one).
     PositionEmbedding,
     /// Rotary position embedding of `x [batch, seq, heads * head_dim]`, per head.
-    Rope { heads: usize, theta: f32, interleaved: bool },
+    Rope {
+        heads: usize,
+        theta: f32,
+        interleaved: bool,
+    },
     /// Scaled dot-product attention. Inputs: `q [b, sq, heads * d]`, `k` and `v [b, sk, kv_heads * d]`,
     /// then a key padding mask `[b, sk]` if the attributes say so. Output `[b, sq, heads * d]`.
     Attention(AttentionAttrs),
@@ -195,7 +199,11 @@ pub enum Op {
     /// Joins all inputs along `axis`.
     Concat { axis: usize },
     /// Keeps `start..end` of `axis`.
-    Slice { axis: usize, start: usize, end: usize },
+    Slice {
+        axis: usize,
+        start: usize,
+        end: usize,
+    },
     /// Takes `index` of `axis` and drops the axis.
     Select { axis: usize, index: usize },
 }
@@ -272,7 +280,11 @@ impl fmt::Display for DisplayAttrs<'_> {
                 push("eps", float(*eps));
                 push("affine", affine.to_string());
             }
-            Op::Rope { heads, theta, interleaved } => {
+            Op::Rope {
+                heads,
+                theta,
+                interleaved,
+            } => {
                 push("heads", heads.to_string());
                 push("theta", float(*theta));
                 push("interleaved", interleaved.to_string());
@@ -299,7 +311,11 @@ impl fmt::Display for DisplayAttrs<'_> {
                     let rows: Vec<String> = block_mask
                         .mask
                         .iter()
-                        .map(|row| row.iter().map(|&keep| if keep { '1' } else { '0' }).collect())
+                        .map(|row| {
+                            row.iter()
+                                .map(|&keep| if keep { '1' } else { '0' })
+                                .collect()
+                        })
                         .collect();
                     push("block_mask", format!("[{}]", rows.join(" ")));
                 }
@@ -310,7 +326,9 @@ impl fmt::Display for DisplayAttrs<'_> {
             Op::Activation(Activation::LeakyRelu { negative_slope }) => {
                 push("negative_slope", float(*negative_slope));
             }
-            Op::Activation(Activation::Gelu { tanh_approximation: true }) => {
+            Op::Activation(Activation::Gelu {
+                tanh_approximation: true,
+            }) => {
                 push("approximate", "\"tanh\"".to_string());
             }
             Op::Activation(_) => {}
@@ -344,5 +362,9 @@ fn list(values: &[usize]) -> String {
 /// Formats a float so that it reads back to the same `f32` and always shows it is a float.
 fn float(value: f32) -> String {
     let text = format!("{value:?}");
-    if text.contains(['.', 'e', 'E', 'N', 'i']) { text } else { format!("{text}.0") }
+    if text.contains(['.', 'e', 'E', 'N', 'i']) {
+        text
+    } else {
+        format!("{text}.0")
+    }
 }

@@ -24,23 +24,69 @@ pub fn print_graph(graph: &Graph) -> String {
     };
     let mut out = String::new();
 
-    let inputs: Vec<String> = graph.inputs.iter().map(|input| format!("{}: {}", input.name, graph.ty(input.value))).collect();
-    let outputs: Vec<String> = graph.outputs.iter().map(|output| format!("{}: {}", output.name, graph.ty(output.value))).collect();
-    write!(out, "network {}({}) -> ({})", graph.name, inputs.join(", "), outputs.join(", ")).unwrap();
+    let inputs: Vec<String> = graph
+        .inputs
+        .iter()
+        .map(|input| format!("{}: {}", input.name, graph.ty(input.value)))
+        .collect();
+    let outputs: Vec<String> = graph
+        .outputs
+        .iter()
+        .map(|output| format!("{}: {}", output.name, graph.ty(output.value)))
+        .collect();
+    write!(
+        out,
+        "network {}({}) -> ({})",
+        graph.name,
+        inputs.join(", "),
+        outputs.join(", ")
+    )
+    .unwrap();
     if !graph.dims.is_empty() {
-        let dims: Vec<String> = graph.dims.iter().map(|(name, size)| format!("{name} = {size}")).collect();
+        let dims: Vec<String> = graph
+            .dims
+            .iter()
+            .map(|(name, size)| format!("{name} = {size}"))
+            .collect();
         write!(out, " where {}", dims.join(", ")).unwrap();
     }
     out.push('\n');
-    writeln!(out, "  // {} parameters in {} tensors", group_digits(graph.parameter_count()), graph.params.len()).unwrap();
+    write!(
+        out,
+        "  // {} parameters",
+        group_digits(graph.parameter_count())
+    )
+    .unwrap();
+    if graph.buffer_count() > 0 {
+        write!(
+            out,
+            " and {} buffer elements",
+            group_digits(graph.buffer_count())
+        )
+        .unwrap();
+    }
+    writeln!(out, " in {} tensors", graph.params.len()).unwrap();
 
     for input in &graph.inputs {
         let id = number(input.value, &mut numbers);
-        writeln!(out, "  %{id}: {} = input {}", graph.ty(input.value), input.name).unwrap();
+        writeln!(
+            out,
+            "  %{id}: {} = input {}",
+            graph.ty(input.value),
+            input.name
+        )
+        .unwrap();
     }
     for (_, param) in graph.params.iter() {
         let id = number(param.value, &mut numbers);
-        writeln!(out, "  %{id}: {} = param \"{}\"", graph.ty(param.value), param.name).unwrap();
+        let kind = if param.is_buffer { "buffer" } else { "param" };
+        writeln!(
+            out,
+            "  %{id}: {} = {kind} \"{}\"",
+            graph.ty(param.value),
+            param.name
+        )
+        .unwrap();
     }
     for (_, node) in graph.nodes.iter() {
         let operands: Vec<String> = node
@@ -58,12 +104,23 @@ pub fn print_graph(graph: &Graph) -> String {
             .map(|&value| format!("%{}: {}", number(value, &mut numbers), graph.ty(value)))
             .collect();
         let attrs = DisplayAttrs(&node.op).to_string();
-        let attrs = if attrs.is_empty() { String::new() } else { format!(" {{{attrs}}}") };
-        let line = format!("  {} = {}({}){attrs}", results.join(", "), node.op.name(), operands.join(", "));
+        let attrs = if attrs.is_empty() {
+            String::new()
+        } else {
+            format!(" {{{attrs}}}")
+        };
+        let line = format!(
+            "  {} = {}({}){attrs}",
+            results.join(", "),
+            node.op.name(),
+            operands.join(", ")
+        );
         writeln!(out, "{line:<72} // {}", node.name).unwrap();
     }
     for output in &graph.outputs {
-        let id = numbers.get(&output.value).map_or_else(|| "?".to_string(), |id| id.to_string());
+        let id = numbers
+            .get(&output.value)
+            .map_or_else(|| "?".to_string(), |id| id.to_string());
         writeln!(out, "  output {} = %{id}", output.name).unwrap();
     }
     out

@@ -54,12 +54,14 @@ impl TensorType {
         if let Some((axis, &size)) = shape.iter().enumerate().find(|(_, size)| **size == 0) {
             return Err(ShapeOverflow::Empty { axis, size });
         }
-        let bytes = shape
-            .iter()
-            .try_fold(dtype.size_in_bytes(), |bytes, &dim| bytes.checked_mul(dim as u64));
+        let bytes = shape.iter().try_fold(dtype.size_in_bytes(), |bytes, &dim| {
+            bytes.checked_mul(dim as u64)
+        });
         match bytes {
             Some(bytes) if bytes <= isize::MAX as u64 => Ok(TensorType { dtype, shape }),
-            _ => Err(ShapeOverflow::TooLarge { shape: format_shape(&shape) }),
+            _ => Err(ShapeOverflow::TooLarge {
+                shape: format_shape(&shape),
+            }),
         }
     }
 

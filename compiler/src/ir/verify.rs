@@ -14,14 +14,24 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<String>> {
 
     for (value, data) in graph.values.iter() {
         let consistent = match data.def {
-            ValueDef::Input { index } => graph.inputs.get(index).is_some_and(|input| input.value == value),
-            ValueDef::Param(param) => graph.params.get(param).is_some_and(|param| param.value == value),
-            ValueDef::Node { node, position } => {
-                graph.nodes.get(node).is_some_and(|node| node.outputs.get(position) == Some(&value))
-            }
+            ValueDef::Input { index } => graph
+                .inputs
+                .get(index)
+                .is_some_and(|input| input.value == value),
+            ValueDef::Param(param) => graph
+                .params
+                .get(param)
+                .is_some_and(|param| param.value == value),
+            ValueDef::Node { node, position } => graph
+                .nodes
+                .get(node)
+                .is_some_and(|node| node.outputs.get(position) == Some(&value)),
         };
         if !consistent {
-            errors.push(format!("value {value:?} claims to be defined by {:?}, which does not define it", data.def));
+            errors.push(format!(
+                "value {value:?} claims to be defined by {:?}, which does not define it",
+                data.def
+            ));
         }
     }
 
@@ -43,26 +53,46 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<String>> {
                 None => false,
             };
             if !defined_before {
-                errors.push(format!("node {node:?} (`{}`) uses {input:?} before it is defined", data.name));
+                errors.push(format!(
+                    "node {node:?} (`{}`) uses {input:?} before it is defined",
+                    data.name
+                ));
             }
         }
-        if data.inputs.iter().any(|&input| !graph.values.contains(input)) || data.outputs.iter().any(|&output| !graph.values.contains(output)) {
+        if data
+            .inputs
+            .iter()
+            .any(|&input| !graph.values.contains(input))
+            || data
+                .outputs
+                .iter()
+                .any(|&output| !graph.values.contains(output))
+        {
             continue;
         }
         for (position, &output) in data.outputs.iter().enumerate() {
             if graph.values[output].def != (ValueDef::Node { node, position }) {
-                errors.push(format!("node {node:?} lists {output:?} as an output, but the value disagrees"));
+                errors.push(format!(
+                    "node {node:?} lists {output:?} as an output, but the value disagrees"
+                ));
             }
         }
         let input_types: Vec<_> = data.inputs.iter().map(|&input| graph.ty(input)).collect();
         match infer(&data.op, &input_types) {
             Ok(types) => {
-                let actual: Vec<_> = data.outputs.iter().map(|&output| graph.ty(output).clone()).collect();
+                let actual: Vec<_> = data
+                    .outputs
+                    .iter()
+                    .map(|&output| graph.ty(output).clone())
+                    .collect();
                 if types != actual {
                     errors.push(format!("node {node:?} (`{}`) has output types {actual:?}, but its op gives {types:?}", data.name));
                 }
             }
-            Err(error) => errors.push(format!("node {node:?} (`{}`) is ill-typed: {}", data.name, error.message)),
+            Err(error) => errors.push(format!(
+                "node {node:?} (`{}`) is ill-typed: {}",
+                data.name, error.message
+            )),
         }
         if graph.spans.get(node).is_none() {
             errors.push(format!("node {node:?} has no span"));
@@ -71,9 +101,16 @@ pub fn verify(graph: &Graph) -> Result<(), Vec<String>> {
 
     for output in &graph.outputs {
         if !graph.values.contains(output.value) {
-            errors.push(format!("output `{}` refers to a value that does not exist", output.name));
+            errors.push(format!(
+                "output `{}` refers to a value that does not exist",
+                output.name
+            ));
         }
     }
 
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }

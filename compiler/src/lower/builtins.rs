@@ -17,13 +17,68 @@ use crate::syntax::ast;
 
 /// Parameter names of each built-in, in positional order.
 const SIGNATURES: &[(&str, &[&str])] = &[
-    ("linear", &["x", "out_features", "bias", "in_features", "tied"]),
-    ("conv1d", &["x", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "bias", "in_channels"]),
-    ("conv2d", &["x", "out_channels", "kernel", "stride", "padding", "dilation", "groups", "bias", "in_channels"]),
-    ("max_pool1d", &["x", "kernel", "stride", "padding", "dilation", "ceil_mode"]),
-    ("max_pool2d", &["x", "kernel", "stride", "padding", "dilation", "ceil_mode"]),
-    ("avg_pool1d", &["x", "kernel", "stride", "padding", "ceil_mode", "count_include_pad"]),
-    ("avg_pool2d", &["x", "kernel", "stride", "padding", "ceil_mode", "count_include_pad"]),
+    (
+        "linear",
+        &["x", "out_features", "bias", "in_features", "tied"],
+    ),
+    (
+        "conv1d",
+        &[
+            "x",
+            "out_channels",
+            "kernel",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "in_channels",
+        ],
+    ),
+    (
+        "conv2d",
+        &[
+            "x",
+            "out_channels",
+            "kernel",
+            "stride",
+            "padding",
+            "dilation",
+            "groups",
+            "bias",
+            "in_channels",
+        ],
+    ),
+    (
+        "max_pool1d",
+        &["x", "kernel", "stride", "padding", "dilation", "ceil_mode"],
+    ),
+    (
+        "max_pool2d",
+        &["x", "kernel", "stride", "padding", "dilation", "ceil_mode"],
+    ),
+    (
+        "avg_pool1d",
+        &[
+            "x",
+            "kernel",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+        ],
+    ),
+    (
+        "avg_pool2d",
+        &[
+            "x",
+            "kernel",
+            "stride",
+            "padding",
+            "ceil_mode",
+            "count_include_pad",
+        ],
+    ),
     ("global_avg_pool", &["x"]),
     ("global_max_pool", &["x"]),
     ("batch_norm", &["x", "eps", "num_features"]),
@@ -35,8 +90,21 @@ const SIGNATURES: &[(&str, &[&str])] = &[
     (
         "attention",
         &[
-            "q", "k", "v", "heads", "kv_heads", "causal", "scale", "mask", "window", "dilation", "global_tokens",
-            "strided", "block_size", "block_mask", "kv_cache",
+            "q",
+            "k",
+            "v",
+            "heads",
+            "kv_heads",
+            "causal",
+            "scale",
+            "mask",
+            "window",
+            "dilation",
+            "global_tokens",
+            "strided",
+            "block_size",
+            "block_mask",
+            "kv_cache",
         ],
     ),
     ("relu", &["x"]),
@@ -83,7 +151,10 @@ pub(super) fn pytorch_alias(name: &str) -> Option<&'static str> {
         "conv1d" => "conv1d",
         "maxpool2d" | "maxpool" | "max_pool" => "max_pool2d",
         "avgpool2d" | "avgpool" | "avg_pool" => "avg_pool2d",
-        "adaptiveavgpool2d" | "adaptive_avg_pool2d" | "globalaveragepool" | "global_average_pool" => "global_avg_pool",
+        "adaptiveavgpool2d"
+        | "adaptive_avg_pool2d"
+        | "globalaveragepool"
+        | "global_average_pool" => "global_avg_pool",
         "batchnorm2d" | "batchnorm1d" | "batchnorm" | "bn" => "batch_norm",
         "layernorm" => "layer_norm",
         "rmsnorm" => "rms_norm",
@@ -94,7 +165,11 @@ pub(super) fn pytorch_alias(name: &str) -> Option<&'static str> {
         "leakyrelu" => "leaky_relu",
         "cat" | "concatenate" => "concat",
         "view" => "reshape",
-        "multiheadattention" | "multi_head_attention" | "scaled_dot_product_attention" | "sdpa" | "mha" => "attention",
+        "multiheadattention"
+        | "multi_head_attention"
+        | "scaled_dot_product_attention"
+        | "sdpa"
+        | "mha" => "attention",
         "rotary" | "rotary_embedding" => "rope",
         _ => return None,
     })
@@ -110,7 +185,10 @@ pub(super) fn call<'a>(
     builder: &mut Builder,
     naming: Option<&Naming>,
 ) -> Eval<Value> {
-    let (name, params) = *SIGNATURES.iter().find(|(name, _)| *name == callee.name).expect("is_builtin checked");
+    let (name, params) = *SIGNATURES
+        .iter()
+        .find(|(name, _)| *name == callee.name)
+        .expect("is_builtin checked");
     let mut slots: Vec<Option<(Value, Span)>> = vec![None; params.len()];
     let mut failed = false;
     let mut positional = 0;
@@ -127,8 +205,11 @@ pub(super) fn call<'a>(
                 positional += 1;
                 if positional > params.len() {
                     lowerer.errors.push(
-                        Diagnostic::error(arg.value.span, format!("`{name}` takes at most {} arguments", params.len()))
-                            .with_hint(format!("its parameters are {}", list_names(params))),
+                        Diagnostic::error(
+                            arg.value.span,
+                            format!("`{name}` takes at most {} arguments", params.len()),
+                        )
+                        .with_hint(format!("its parameters are {}", list_names(params))),
                     );
                     failed = true;
                     continue;
@@ -138,12 +219,17 @@ pub(super) fn call<'a>(
             Some(keyword) => match params.iter().position(|param| *param == keyword.name) {
                 Some(slot) => slot,
                 None => {
-                    let mut diagnostic = Diagnostic::error(keyword.span, format!("`{name}` has no parameter `{}`", keyword.name))
-                        .with_label("unknown keyword");
-                    diagnostic = diagnostic.with_hint(match did_you_mean(&keyword.name, params.iter().copied()) {
-                        Some(similar) => format!("did you mean `{similar}`?"),
-                        None => format!("its parameters are {}", list_names(params)),
-                    });
+                    let mut diagnostic = Diagnostic::error(
+                        keyword.span,
+                        format!("`{name}` has no parameter `{}`", keyword.name),
+                    )
+                    .with_label("unknown keyword");
+                    diagnostic = diagnostic.with_hint(
+                        match did_you_mean(&keyword.name, params.iter().copied()) {
+                            Some(similar) => format!("did you mean `{similar}`?"),
+                            None => format!("its parameters are {}", list_names(params)),
+                        },
+                    );
                     lowerer.errors.push(diagnostic);
                     failed = true;
                     continue;
@@ -151,7 +237,10 @@ pub(super) fn call<'a>(
             },
         };
         if slots[slot].is_some() {
-            lowerer.errors.push(Diagnostic::error(arg.value.span, format!("argument `{}` is given twice", params[slot])));
+            lowerer.errors.push(Diagnostic::error(
+                arg.value.span,
+                format!("argument `{}` is given twice", params[slot]),
+            ));
             failed = true;
             continue;
         }
@@ -182,10 +271,11 @@ pub(super) fn binary(
     a: ir::Value,
     b: ir::Value,
     span: Span,
-    naming: Option<&Naming>,
+    node_name: &str,
 ) -> Eval<Value> {
-    let mut cx = CallCx::for_operator(lowerer, builder, span, naming, op.name());
-    cx.node(Op::Binary(op), &[(a, None), (b, None)]).map(Value::Tensor)
+    let mut cx = CallCx::for_operator(lowerer, builder, span, node_name, op.name());
+    cx.node(Op::Binary(op), &[(a, None), (b, None)])
+        .map(Value::Tensor)
 }
 
 /// Lowers `x * scale + shift` for a tensor `x` and numbers.
@@ -196,10 +286,17 @@ pub(super) fn affine(
     scale: f64,
     shift: f64,
     span: Span,
-    naming: Option<&Naming>,
+    node_name: &str,
 ) -> Eval<Value> {
-    let mut cx = CallCx::for_operator(lowerer, builder, span, naming, "affine");
-    cx.node(Op::Affine { scale: scale as f32, shift: shift as f32 }, &[(x, None)]).map(Value::Tensor)
+    let mut cx = CallCx::for_operator(lowerer, builder, span, node_name, "affine");
+    cx.node(
+        Op::Affine {
+            scale: scale as f32,
+            shift: shift as f32,
+        },
+        &[(x, None)],
+    )
+    .map(Value::Tensor)
 }
 
 /// The arguments of one call, and the state needed to lower it.
@@ -271,10 +368,21 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let heads = cx.positive("heads", None)?;
             let theta = cx.float("theta", Some(10000.0))?;
             if theta <= 1.0 {
-                return Err(cx.error("theta", format!("theta must be greater than 1, but it is {theta}"), None));
+                return Err(cx.error(
+                    "theta",
+                    format!("theta must be greater than 1, but it is {theta}"),
+                    None,
+                ));
             }
             let interleaved = cx.bool("interleaved", Some(false))?;
-            cx.node(Op::Rope { heads, theta: theta as f32, interleaved }, &[(x, Some("x"))])?
+            cx.node(
+                Op::Rope {
+                    heads,
+                    theta: theta as f32,
+                    interleaved,
+                },
+                &[(x, Some("x"))],
+            )?
         }
         "attention" => attention(cx)?,
         "relu" => activation(cx, Activation::Relu)?,
@@ -294,7 +402,11 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
                 "none" => false,
                 "tanh" => true,
                 other => {
-                    return Err(cx.error("approximate", format!("unknown GELU approximation \"{other}\""), Some("use \"none\" (exact, with erf) or \"tanh\"")));
+                    return Err(cx.error(
+                        "approximate",
+                        format!("unknown GELU approximation \"{other}\""),
+                        Some("use \"none\" (exact, with erf) or \"tanh\""),
+                    ));
                 }
             };
             activation(cx, Activation::Gelu { tanh_approximation })?
@@ -317,7 +429,11 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let start = cx.axis("start_dim", shape.len(), Some(1))?;
             let end = cx.axis("end_dim", shape.len(), Some(-1))?;
             if start > end {
-                return Err(cx.error("end_dim", format!("end_dim ({end}) comes before start_dim ({start})"), None));
+                return Err(cx.error(
+                    "end_dim",
+                    format!("end_dim ({end}) comes before start_dim ({start})"),
+                    None,
+                ));
             }
             let mut new_shape = shape[..start].to_vec();
             new_shape.push(shape[start..=end].iter().product());
@@ -339,7 +455,13 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let dims = cx.int_list("dims", None)?;
             let mut perm = Vec::new();
             for dim in dims {
-                perm.push(normalize_axis(dim, rank).ok_or_else(|| cx.error("dims", format!("dim {dim} is out of range for a tensor of rank {rank}"), None))?);
+                perm.push(normalize_axis(dim, rank).ok_or_else(|| {
+                    cx.error(
+                        "dims",
+                        format!("dim {dim} is out of range for a tensor of rank {rank}"),
+                        None,
+                    )
+                })?);
             }
             cx.node(Op::Transpose { perm }, &[(x, Some("x"))])?
         }
@@ -347,7 +469,10 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let tensors = cx.tensor_list("tensors")?;
             let rank = cx.rank(tensors[0]);
             let axis = cx.axis("dim", rank, Some(0))?;
-            let inputs: Vec<(ir::Value, Option<&'static str>)> = tensors.iter().map(|&tensor| (tensor, Some("tensors"))).collect();
+            let inputs: Vec<(ir::Value, Option<&'static str>)> = tensors
+                .iter()
+                .map(|&tensor| (tensor, Some("tensors")))
+                .collect();
             cx.node(Op::Concat { axis }, &inputs)?
         }
         "slice" => {
@@ -357,8 +482,16 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let size = shape[axis] as i64;
             let start = cx.int("start", Some(0))?;
             let end = cx.int("end", Some(size))?;
-            let clamp = |index: i64| (if index < 0 { index + size } else { index }).clamp(0, size) as usize;
-            cx.node(Op::Slice { axis, start: clamp(start), end: clamp(end) }, &[(x, Some("x"))])?
+            let clamp =
+                |index: i64| (if index < 0 { index + size } else { index }).clamp(0, size) as usize;
+            cx.node(
+                Op::Slice {
+                    axis,
+                    start: clamp(start),
+                    end: clamp(end),
+                },
+                &[(x, Some("x"))],
+            )?
         }
         "select" => {
             let x = cx.tensor("x")?;
@@ -368,16 +501,30 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let size = shape[axis] as i64;
             let normalized = if index < 0 { index + size } else { index };
             if !(0..size).contains(&normalized) {
-                return Err(cx.error("index", format!("index {index} is out of range for dim {axis} of size {size}"), None));
+                return Err(cx.error(
+                    "index",
+                    format!("index {index} is out of range for dim {axis} of size {size}"),
+                    None,
+                ));
             }
-            cx.node(Op::Select { axis, index: normalized as usize }, &[(x, Some("x"))])?
+            cx.node(
+                Op::Select {
+                    axis,
+                    index: normalized as usize,
+                },
+                &[(x, Some("x"))],
+            )?
         }
         "dropout" => {
             // Inference only: dropout is the identity. It exists so PyTorch layer indices line up.
             let x = cx.tensor("x")?;
             let p = cx.float("p", Some(0.5))?;
             if !(0.0..1.0).contains(&p) {
-                return Err(cx.error("p", format!("a dropout probability must be in [0, 1), but it is {p}"), None));
+                return Err(cx.error(
+                    "p",
+                    format!("a dropout probability must be in [0, 1), but it is {p}"),
+                    None,
+                ));
             }
             x
         }
@@ -392,10 +539,23 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             let b = cx.required("b")?;
             let pick_min = cx.name == "min";
             return match (&a, &b) {
-                (Value::Int(x), Value::Int(y)) => Ok(Value::Int(if pick_min { *x.min(y) } else { *x.max(y) })),
+                (Value::Int(x), Value::Int(y)) => {
+                    Ok(Value::Int(if pick_min { *x.min(y) } else { *x.max(y) }))
+                }
                 _ => match (a.as_float(), b.as_float()) {
-                    (Some(x), Some(y)) => Ok(Value::Float(if pick_min { x.min(y) } else { x.max(y) })),
-                    _ => Err(cx.error("a", format!("`{}` compares numbers, not {} and {}", cx.name, a.describe(), b.describe()), None)),
+                    (Some(x), Some(y)) => {
+                        Ok(Value::Float(if pick_min { x.min(y) } else { x.max(y) }))
+                    }
+                    _ => Err(cx.error(
+                        "a",
+                        format!(
+                            "`{}` compares numbers, not {} and {}",
+                            cx.name,
+                            a.describe(),
+                            b.describe()
+                        ),
+                        None,
+                    )),
                 },
             };
         }
@@ -421,10 +581,16 @@ fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let in_features = cx.last_dim(x, "x")?;
     if let Some(declared) = cx.optional_positive("in_features")? {
         if declared != in_features {
-            let diagnostic = Diagnostic::error(cx.span_of("x"), format!("linear expects last dimension {declared} but got {in_features}"))
-                .with_label(format!("this has shape {}", ir::types::format_shape(&cx.shape(x))))
-                .with_secondary(cx.span_of("in_features"), "expected size declared here")
-                .with_hint("the previous layer's output size must equal `in_features`");
+            let diagnostic = Diagnostic::error(
+                cx.span_of("x"),
+                format!("linear expects last dimension {declared} but got {in_features}"),
+            )
+            .with_label(format!(
+                "this has shape {}",
+                ir::types::format_shape(&cx.shape(x))
+            ))
+            .with_secondary(cx.span_of("in_features"), "expected size declared here")
+            .with_hint("the previous layer's output size must equal `in_features`");
             cx.lowerer.errors.push(diagnostic);
             return Err(Stop);
         }
@@ -434,8 +600,15 @@ fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
         Some(layer) => {
             let weight_name = format!("{layer}.weight");
             let Some(&weight) = cx.builder.param_values.get(&weight_name) else {
-                let mut diagnostic = Diagnostic::error(cx.span_of("tied"), format!("no layer `{layer}` with a weight was defined before this one"));
-                let similar = did_you_mean(&weight_name, cx.builder.param_values.keys().map(String::as_str)).map(|name| name.trim_end_matches(".weight").to_string());
+                let mut diagnostic = Diagnostic::error(
+                    cx.span_of("tied"),
+                    format!("no layer `{layer}` with a weight was defined before this one"),
+                );
+                let similar = did_you_mean(
+                    &weight_name,
+                    cx.builder.param_values.keys().map(String::as_str),
+                )
+                .map(|name| name.trim_end_matches(".weight").to_string());
                 if let Some(similar) = similar {
                     diagnostic = diagnostic.with_hint(format!("did you mean \"{similar}\"?"));
                 }
@@ -445,20 +618,45 @@ fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
             let weight_shape = cx.shape(weight);
             if let Some(out_features) = cx.optional_positive("out_features")? {
                 if weight_shape.first() != Some(&out_features) {
-                    return Err(cx.error("out_features", format!("the tied weight has {} rows, not {out_features}", weight_shape[0]), None));
+                    return Err(cx.error(
+                        "out_features",
+                        format!(
+                            "the tied weight has {} rows, not {out_features}",
+                            weight_shape[0]
+                        ),
+                        None,
+                    ));
                 }
             }
             weight
         }
         None => {
             let out_features = cx.positive("out_features", None)?;
-            cx.param("weight", vec![out_features, in_features], ParamInit::FanIn { fan_in: in_features })?
+            cx.param(
+                "weight",
+                vec![out_features, in_features],
+                ParamInit::FanIn {
+                    fan_in: in_features,
+                },
+            )?
         }
     };
-    let mut inputs = vec![(x, Some("x")), (weight, cx.present("tied").then_some("tied"))];
+    let mut inputs = vec![
+        (x, Some("x")),
+        (weight, cx.present("tied").then_some("tied")),
+    ];
     if bias {
         let out_features = cx.shape(weight)[0];
-        inputs.push((cx.param("bias", vec![out_features], ParamInit::FanIn { fan_in: in_features })?, None));
+        inputs.push((
+            cx.param(
+                "bias",
+                vec![out_features],
+                ParamInit::FanIn {
+                    fan_in: in_features,
+                },
+            )?,
+            None,
+        ));
     }
     cx.node(Op::Linear { bias }, &inputs)
 }
@@ -467,16 +665,42 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
     let x = cx.tensor("x")?;
     let shape = cx.shape(x);
     if shape.len() != spatial + 2 {
-        let layout = if spatial == 1 { "[batch, channels, length]" } else { "[batch, channels, height, width]" };
-        let message = format!("{} expects a tensor of rank {} {layout}, but got shape {}", cx.name, spatial + 2, ir::types::format_shape(&shape));
-        return Err(cx.error("x", message, Some(if spatial == 2 { "add a batch dimension, or use conv1d" } else { "reshape the input first" })));
+        let layout = if spatial == 1 {
+            "[batch, channels, length]"
+        } else {
+            "[batch, channels, height, width]"
+        };
+        let message = format!(
+            "{} expects a tensor of rank {} {layout}, but got shape {}",
+            cx.name,
+            spatial + 2,
+            ir::types::format_shape(&shape)
+        );
+        return Err(cx.error(
+            "x",
+            message,
+            Some(if spatial == 2 {
+                "add a batch dimension, or use conv1d"
+            } else {
+                "reshape the input first"
+            }),
+        ));
     }
     let in_channels = shape[1];
     if let Some(declared) = cx.optional_positive("in_channels")? {
         if declared != in_channels {
-            let diagnostic = Diagnostic::error(cx.span_of("x"), format!("{} expects {declared} input channels but got {in_channels}", cx.name))
-                .with_label(format!("this has shape {}", ir::types::format_shape(&shape)))
-                .with_secondary(cx.span_of("in_channels"), "expected channels declared here");
+            let diagnostic = Diagnostic::error(
+                cx.span_of("x"),
+                format!(
+                    "{} expects {declared} input channels but got {in_channels}",
+                    cx.name
+                ),
+            )
+            .with_label(format!(
+                "this has shape {}",
+                ir::types::format_shape(&shape)
+            ))
+            .with_secondary(cx.span_of("in_channels"), "expected channels declared here");
             cx.lowerer.errors.push(diagnostic);
             return Err(Stop);
         }
@@ -491,7 +715,10 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
             "valid" => vec![0; spatial],
             "same" => {
                 if stride.iter().any(|&s| s != 1) {
-                    cx.lowerer.errors.push(Diagnostic::error(span, "padding = \"same\" needs stride 1").with_hint("give the padding as a number"));
+                    cx.lowerer.errors.push(
+                        Diagnostic::error(span, "padding = \"same\" needs stride 1")
+                            .with_hint("give the padding as a number"),
+                    );
                     return Err(Stop);
                 }
                 let mut padding = Vec::new();
@@ -499,8 +726,11 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
                     let total = dilation[axis] * (kernel[axis] - 1);
                     if total % 2 != 0 {
                         cx.lowerer.errors.push(
-                            Diagnostic::error(span, "padding = \"same\" would need uneven padding for this kernel")
-                                .with_hint("use an odd kernel size, or pad explicitly"),
+                            Diagnostic::error(
+                                span,
+                                "padding = \"same\" would need uneven padding for this kernel",
+                            )
+                            .with_hint("use an odd kernel size, or pad explicitly"),
                         );
                         return Err(Stop);
                     }
@@ -509,7 +739,10 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
                 padding
             }
             other => {
-                cx.lowerer.errors.push(Diagnostic::error(span, format!("unknown padding mode \"{other}\"")).with_hint("use a number, a list, \"same\" or \"valid\""));
+                cx.lowerer.errors.push(
+                    Diagnostic::error(span, format!("unknown padding mode \"{other}\""))
+                        .with_hint("use a number, a list, \"same\" or \"valid\""),
+                );
                 return Err(Stop);
             }
         },
@@ -521,13 +754,29 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
     }
     let mut weight_shape = vec![out_channels, in_channels / groups];
     weight_shape.extend(&kernel);
-    let fan_in = in_channels / groups * kernel.iter().product::<usize>();
+    // Saturating: an absurd kernel makes the weight too large, which `param` reports.
+    let fan_in = kernel.iter().fold(in_channels / groups, |fan_in, &size| {
+        fan_in.saturating_mul(size)
+    });
     let weight = cx.param("weight", weight_shape, ParamInit::FanIn { fan_in })?;
     let mut inputs = vec![(x, Some("x")), (weight, None)];
     if bias {
-        inputs.push((cx.param("bias", vec![out_channels], ParamInit::FanIn { fan_in })?, None));
+        inputs.push((
+            cx.param("bias", vec![out_channels], ParamInit::FanIn { fan_in })?,
+            None,
+        ));
     }
-    cx.node(Op::Conv(ConvAttrs { kernel, stride, padding, dilation, groups, bias }), &inputs)
+    cx.node(
+        Op::Conv(ConvAttrs {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+        }),
+        &inputs,
+    )
 }
 
 fn pool(cx: &mut CallCx<'_, '_>, spatial: usize, max: bool) -> Eval<ir::Value> {
@@ -538,11 +787,30 @@ fn pool(cx: &mut CallCx<'_, '_>, spatial: usize, max: bool) -> Eval<ir::Value> {
         false => kernel.clone(),
     };
     let padding = cx.spatial_allow_zero("padding", spatial, Some(0))?;
-    let dilation = if max { cx.spatial("dilation", spatial, Some(1))? } else { vec![1; spatial] };
+    let dilation = if max {
+        cx.spatial("dilation", spatial, Some(1))?
+    } else {
+        vec![1; spatial]
+    };
     let ceil_mode = cx.bool("ceil_mode", Some(false))?;
-    let count_include_pad = if max { false } else { cx.bool("count_include_pad", Some(true))? };
-    let attrs = PoolAttrs { kernel, stride, padding, dilation, ceil_mode, count_include_pad };
-    let op = if max { Op::MaxPool(attrs) } else { Op::AvgPool(attrs) };
+    let count_include_pad = if max {
+        false
+    } else {
+        cx.bool("count_include_pad", Some(true))?
+    };
+    let attrs = PoolAttrs {
+        kernel,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        count_include_pad,
+    };
+    let op = if max {
+        Op::MaxPool(attrs)
+    } else {
+        Op::AvgPool(attrs)
+    };
     cx.node(op, &[(x, Some("x"))])
 }
 
@@ -550,20 +818,40 @@ fn batch_norm(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let x = cx.tensor("x")?;
     let shape = cx.shape(x);
     if shape.len() < 2 {
-        return Err(cx.error("x", format!("batch_norm needs a tensor with a channel axis, but got shape {}", ir::types::format_shape(&shape)), None));
+        return Err(cx.error(
+            "x",
+            format!(
+                "batch_norm needs a tensor with a channel axis, but got shape {}",
+                ir::types::format_shape(&shape)
+            ),
+            None,
+        ));
     }
     let channels = shape[1];
     if let Some(declared) = cx.optional_positive("num_features")? {
         if declared != channels {
-            return Err(cx.error("num_features", format!("batch_norm expects {declared} channels but the input has {channels}"), None));
+            return Err(cx.error(
+                "num_features",
+                format!("batch_norm expects {declared} channels but the input has {channels}"),
+                None,
+            ));
         }
     }
     let eps = cx.float("eps", Some(1e-5))? as f32;
     let weight = cx.param("weight", vec![channels], ParamInit::Ones)?;
     let bias = cx.param("bias", vec![channels], ParamInit::Zeros)?;
-    let mean = cx.param("running_mean", vec![channels], ParamInit::Zeros)?;
-    let var = cx.param("running_var", vec![channels], ParamInit::Ones)?;
-    cx.node(Op::BatchNorm { eps }, &[(x, Some("x")), (weight, None), (bias, None), (mean, None), (var, None)])
+    let mean = cx.buffer("running_mean", vec![channels], ParamInit::Zeros)?;
+    let var = cx.buffer("running_var", vec![channels], ParamInit::Ones)?;
+    cx.node(
+        Op::BatchNorm { eps },
+        &[
+            (x, Some("x")),
+            (weight, None),
+            (bias, None),
+            (mean, None),
+            (var, None),
+        ],
+    )
 }
 
 fn reshape(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
@@ -580,13 +868,26 @@ fn reshape(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
             }
             -1 => return Err(cx.error("shape", "only one dimension can be -1", None)),
             dim if dim >= 1 => shape.push(dim as usize),
-            dim => return Err(cx.error("shape", format!("dimension {dim} is not a valid size"), Some("sizes are at least 1; -1 infers one size"))),
+            dim => {
+                return Err(cx.error(
+                    "shape",
+                    format!("dimension {dim} is not a valid size"),
+                    Some("sizes are at least 1; -1 infers one size"),
+                ));
+            }
         }
     }
     if let Some(axis) = inferred {
-        let known: usize = shape.iter().product();
+        let known = shape
+            .iter()
+            .try_fold(1usize, |known, &dim| known.checked_mul(dim))
+            .unwrap_or(usize::MAX);
         if count % known != 0 {
-            return Err(cx.error("shape", format!("cannot reshape {} elements into {dims:?}", count), None));
+            return Err(cx.error(
+                "shape",
+                format!("cannot reshape {} elements into {dims:?}", count),
+                None,
+            ));
         }
         shape[axis] = count / known;
     }
@@ -601,7 +902,11 @@ fn attention(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let kv_heads = cx.positive("kv_heads", Some(heads as i64))?;
     let width = cx.last_dim(q, "q")?;
     if width % heads != 0 {
-        return Err(cx.error("heads", format!("heads = {heads} does not divide the query size {width}"), Some("the query size is heads × head_dim")));
+        return Err(cx.error(
+            "heads",
+            format!("heads = {heads} does not divide the query size {width}"),
+            Some("the query size is heads × head_dim"),
+        ));
     }
     let head_dim = width / heads;
     let causal = cx.bool("causal", Some(false))?;
@@ -617,14 +922,22 @@ fn attention(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let window = cx.optional_positive("window")?;
     let dilation = cx.positive("dilation", Some(1))?;
     if cx.present("dilation") && window.is_none() {
-        return Err(cx.error("dilation", "`dilation` needs a `window`", Some("a dilated window is `window = w, dilation = d`")));
+        return Err(cx.error(
+            "dilation",
+            "`dilation` needs a `window`",
+            Some("a dilated window is `window = w, dilation = d`"),
+        ));
     }
     let global_tokens = match cx.slot("global_tokens") {
         None => Vec::new(),
         Some((Value::Int(count), _)) => {
             // A count means the first `count` tokens, as in Longformer's classification setup.
             if count < 1 || count as usize > positions {
-                return Err(cx.error("global_tokens", format!("{count} global tokens do not fit a sequence of {positions}"), None));
+                return Err(cx.error(
+                    "global_tokens",
+                    format!("{count} global tokens do not fit a sequence of {positions}"),
+                    None,
+                ));
             }
             (0..count as usize).collect()
         }
@@ -633,7 +946,11 @@ fn attention(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
             let mut result = Vec::new();
             for token in tokens {
                 if token < 0 || token as usize >= positions {
-                    return Err(cx.error("global_tokens", format!("global token {token} is outside the sequence of {positions}"), None));
+                    return Err(cx.error(
+                        "global_tokens",
+                        format!("global token {token} is outside the sequence of {positions}"),
+                        None,
+                    ));
                 }
                 result.push(token as usize);
             }
@@ -646,18 +963,48 @@ fn attention(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let block_size = cx.optional_positive("block_size")?;
     let block_mask = match (cx.present("block_mask"), block_size) {
         (false, None) => None,
-        (false, Some(_)) => return Err(cx.error("block_size", "`block_size` needs a `block_mask`", None)),
-        (true, None) => return Err(cx.error("block_mask", "`block_mask` needs a `block_size`", Some("add `block_size = 64`, the side of each block"))),
-        (true, Some(block_size)) => Some(BlockMask { block_size, mask: cx.bool_matrix("block_mask")? }),
+        (false, Some(_)) => {
+            return Err(cx.error("block_size", "`block_size` needs a `block_mask`", None));
+        }
+        (true, None) => {
+            return Err(cx.error(
+                "block_mask",
+                "`block_mask` needs a `block_size`",
+                Some("add `block_size = 64`, the side of each block"),
+            ));
+        }
+        (true, Some(block_size)) => Some(BlockMask {
+            block_size,
+            mask: cx.bool_matrix("block_mask")?,
+        }),
     };
     let kv_cache = cx.optional_positive("kv_cache")?;
     if let Some(max_context) = kv_cache {
         if max_context < keys {
-            return Err(cx.error("kv_cache", format!("the KV cache holds {max_context} positions, fewer than the {keys} keys"), None));
+            return Err(cx.error(
+                "kv_cache",
+                format!("the KV cache holds {max_context} positions, fewer than the {keys} keys"),
+                None,
+            ));
         }
     }
-    let pattern = SparsePattern { window, dilation, global_tokens, strided, block_mask };
-    let attrs = AttentionAttrs { heads, kv_heads, head_dim, causal, scale, pattern, kv_cache, key_padding_mask: mask.is_some() };
+    let pattern = SparsePattern {
+        window,
+        dilation,
+        global_tokens,
+        strided,
+        block_mask,
+    };
+    let attrs = AttentionAttrs {
+        heads,
+        kv_heads,
+        head_dim,
+        causal,
+        scale,
+        pattern,
+        kv_cache,
+        key_padding_mask: mask.is_some(),
+    };
     let mut inputs = vec![(q, Some("q")), (k, Some("k")), (v, Some("v"))];
     if let Some(mask) = mask {
         inputs.push((mask, Some("mask")));
@@ -667,8 +1014,29 @@ fn attention(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
 
 impl<'x, 'a> CallCx<'x, 'a> {
     /// A context for an operator like `+`, which has no arguments to point at.
-    fn for_operator(lowerer: &'x mut Lowerer<'a>, builder: &'x mut Builder, span: Span, naming: Option<&Naming>, name: &'static str) -> Self {
-        CallCx { lowerer, builder, name, span, callee_span: span, params: &[], slots: Vec::new(), naming: naming.cloned(), prefix: String::new() }
+    fn for_operator(
+        lowerer: &'x mut Lowerer<'a>,
+        builder: &'x mut Builder,
+        span: Span,
+        node_name: &str,
+        name: &'static str,
+    ) -> Self {
+        let naming = Some(Naming {
+            layer: node_name.to_string(),
+            span,
+            transparent: false,
+        });
+        CallCx {
+            lowerer,
+            builder,
+            name,
+            span,
+            callee_span: span,
+            params: &[],
+            slots: Vec::new(),
+            naming,
+            prefix: String::new(),
+        }
     }
 
     fn slot(&self, name: &str) -> Option<(Value, Span)> {
@@ -700,9 +1068,16 @@ impl<'x, 'a> CallCx<'x, 'a> {
             Some((Value::Poison, _)) => Err(Stop),
             Some((value, _)) => Ok(value),
             None => {
-                let diagnostic = Diagnostic::error(self.span, format!("`{}` needs the argument `{name}`", self.name))
-                    .with_label(format!("`{name}` is missing"))
-                    .with_hint(format!("the parameters of `{}` are {}", self.name, list_names(self.params)));
+                let diagnostic = Diagnostic::error(
+                    self.span,
+                    format!("`{}` needs the argument `{name}`", self.name),
+                )
+                .with_label(format!("`{name}` is missing"))
+                .with_hint(format!(
+                    "the parameters of `{}` are {}",
+                    self.name,
+                    list_names(self.params)
+                ));
                 self.lowerer.errors.push(diagnostic);
                 Err(Stop)
             }
@@ -710,7 +1085,11 @@ impl<'x, 'a> CallCx<'x, 'a> {
     }
 
     fn wrong_type(&mut self, name: &str, expected: &str, value: &Value) -> Stop {
-        let message = format!("`{name}` of `{}` must be {expected}, but this is {}", self.name, value.describe());
+        let message = format!(
+            "`{name}` of `{}` must be {expected}, but this is {}",
+            self.name,
+            value.describe()
+        );
         self.error(name, message, None)
     }
 
@@ -722,7 +1101,11 @@ impl<'x, 'a> CallCx<'x, 'a> {
     }
 
     fn optional_tensor(&mut self, name: &str) -> Eval<Option<ir::Value>> {
-        if self.present(name) { self.tensor(name).map(Some) } else { Ok(None) }
+        if self.present(name) {
+            self.tensor(name).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn tensor_list(&mut self, name: &str) -> Eval<Vec<ir::Value>> {
@@ -737,7 +1120,9 @@ impl<'x, 'a> CallCx<'x, 'a> {
                 }
                 Ok(tensors)
             }
-            other => Err(self.wrong_type(name, "a non-empty list of tensors, like `[a, b]`", &other)),
+            other => {
+                Err(self.wrong_type(name, "a non-empty list of tensors, like `[a, b]`", &other))
+            }
         }
     }
 
@@ -760,19 +1145,31 @@ impl<'x, 'a> CallCx<'x, 'a> {
         if value >= 1 {
             usize::try_from(value).map_err(|_| Stop)
         } else {
-            Err(self.error(name, format!("`{name}` must be at least 1, but it is {value}"), None))
+            Err(self.error(
+                name,
+                format!("`{name}` must be at least 1, but it is {value}"),
+                None,
+            ))
         }
     }
 
     fn optional_positive(&mut self, name: &str) -> Eval<Option<usize>> {
-        if self.present(name) { self.positive(name, None).map(Some) } else { Ok(None) }
+        if self.present(name) {
+            self.positive(name, None).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn float(&mut self, name: &str, default: Option<f64>) -> Eval<f64> {
         let value = self.value_or_default(name, default.map(Value::Float))?;
         match value.as_float() {
             Some(number) if number.is_finite() && (number as f32).is_finite() => Ok(number),
-            Some(number) => Err(self.error(name, format!("`{name}` = {number} does not fit in an f32"), None)),
+            Some(number) => Err(self.error(
+                name,
+                format!("`{name}` = {number} does not fit in an f32"),
+                None,
+            )),
             None => Err(self.wrong_type(name, "a number", &value)),
         }
     }
@@ -792,11 +1189,18 @@ impl<'x, 'a> CallCx<'x, 'a> {
     }
 
     fn optional_string(&mut self, name: &str) -> Eval<Option<String>> {
-        if self.present(name) { self.string(name, None).map(Some) } else { Ok(None) }
+        if self.present(name) {
+            self.string(name, None).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     fn int_list(&mut self, name: &str, default: Option<Vec<i64>>) -> Eval<Vec<i64>> {
-        let value = self.value_or_default(name, default.map(|items| Value::List(items.into_iter().map(Value::Int).collect())))?;
+        let value = self.value_or_default(
+            name,
+            default.map(|items| Value::List(items.into_iter().map(Value::Int).collect())),
+        )?;
         match &value {
             Value::List(items) => items
                 .iter()
@@ -817,7 +1221,9 @@ impl<'x, 'a> CallCx<'x, 'a> {
         };
         let mut matrix = Vec::new();
         for row in rows {
-            let Value::List(cells) = row else { return Err(self.wrong_type(name, "a list of rows of 0s and 1s", row)) };
+            let Value::List(cells) = row else {
+                return Err(self.wrong_type(name, "a list of rows of 0s and 1s", row));
+            };
             let mut parsed = Vec::new();
             for cell in cells {
                 parsed.push(match cell {
@@ -844,21 +1250,50 @@ impl<'x, 'a> CallCx<'x, 'a> {
     }
 
     /// An integer or a list of `count` non-negative integers.
-    fn spatial_allow_zero(&mut self, name: &str, count: usize, default: Option<i64>) -> Eval<Vec<usize>> {
+    fn spatial_allow_zero(
+        &mut self,
+        name: &str,
+        count: usize,
+        default: Option<i64>,
+    ) -> Eval<Vec<usize>> {
         let value = self.value_or_default(name, default.map(Value::Int))?;
         let items = match &value {
             Value::Int(single) => vec![*single; count],
-            Value::List(items) if items.len() == count && items.iter().all(|item| matches!(item, Value::Int(_))) => {
-                items.iter().map(|item| if let Value::Int(value) = item { *value } else { 0 }).collect()
+            Value::List(items)
+                if items.len() == count
+                    && items.iter().all(|item| matches!(item, Value::Int(_))) =>
+            {
+                items
+                    .iter()
+                    .map(|item| {
+                        if let Value::Int(value) = item {
+                            *value
+                        } else {
+                            0
+                        }
+                    })
+                    .collect()
             }
             other => {
-                let expected = if count == 1 { "an integer".to_string() } else { format!("an integer or a list of {count} integers") };
+                let expected = if count == 1 {
+                    "an integer".to_string()
+                } else {
+                    format!("an integer or a list of {count} integers")
+                };
                 return Err(self.wrong_type(name, &expected, other));
             }
         };
         items
             .into_iter()
-            .map(|item| usize::try_from(item).map_err(|_| self.error(name, format!("`{name}` cannot be negative, but it is {item}"), None)))
+            .map(|item| {
+                usize::try_from(item).map_err(|_| {
+                    self.error(
+                        name,
+                        format!("`{name}` cannot be negative, but it is {item}"),
+                        None,
+                    )
+                })
+            })
             .collect()
     }
 
@@ -866,7 +1301,11 @@ impl<'x, 'a> CallCx<'x, 'a> {
     fn axis(&mut self, name: &str, rank: usize, default: Option<i64>) -> Eval<usize> {
         let value = self.int(name, default)?;
         normalize_axis(value, rank).ok_or_else(|| {
-            self.error(name, format!("dim {value} is out of range for a tensor of rank {rank}"), Some("dims count from 0, or from -1 at the end"))
+            self.error(
+                name,
+                format!("dim {value} is out of range for a tensor of rank {rank}"),
+                Some("dims count from 0, or from -1 at the end"),
+            )
         })
     }
 
@@ -881,13 +1320,29 @@ impl<'x, 'a> CallCx<'x, 'a> {
     fn last_dim(&mut self, value: ir::Value, name: &str) -> Eval<usize> {
         match self.builder.graph.ty(value).last_dim() {
             Some(dim) => Ok(dim),
-            None => Err(self.error(name, format!("`{}` needs a tensor with at least one dimension", self.name), None)),
+            None => Err(self.error(
+                name,
+                format!("`{}` needs a tensor with at least one dimension", self.name),
+                None,
+            )),
         }
     }
 
     /// The full name of this layer, for its weights; an error if it has none.
     fn layer_name(&mut self) -> Eval<String> {
         match &self.naming {
+            Some(naming) if naming.transparent => {
+                let diagnostic = Diagnostic::error(
+                    naming.span,
+                    format!(
+                        "this `{}` has weights, so `as _` cannot leave it unnamed",
+                        self.name
+                    ),
+                )
+                .with_hint("`as _` is for blocks; name layers with weights: `as fc`");
+                self.lowerer.errors.push(diagnostic);
+                Err(Stop)
+            }
             Some(naming) => Ok(naming.layer.clone()),
             None => {
                 let diagnostic = Diagnostic::error(self.callee_span, format!("this `{}` has weights, so it needs a layer name", self.name))
@@ -900,38 +1355,74 @@ impl<'x, 'a> CallCx<'x, 'a> {
 
     /// Creates the weight `<layer>.<suffix>`.
     fn param(&mut self, suffix: &str, shape: Vec<usize>, init: ParamInit) -> Eval<ir::Value> {
+        self.weight(suffix, shape, init, false)
+    }
+
+    /// Creates the buffer `<layer>.<suffix>`: loaded like a weight, not counted as a parameter.
+    fn buffer(&mut self, suffix: &str, shape: Vec<usize>, init: ParamInit) -> Eval<ir::Value> {
+        self.weight(suffix, shape, init, true)
+    }
+
+    fn weight(
+        &mut self,
+        suffix: &str,
+        shape: Vec<usize>,
+        init: ParamInit,
+        is_buffer: bool,
+    ) -> Eval<ir::Value> {
         let layer = self.layer_name()?;
         let name = format!("{layer}.{suffix}");
         let naming_span = self.naming.as_ref().map_or(self.span, |naming| naming.span);
         if let Some(&first) = self.builder.param_spans.get(&name) {
-            let diagnostic = Diagnostic::error(naming_span, format!("the weight `{name}` is defined twice"))
-                .with_label("this layer's name is already taken")
-                .with_secondary(first, "first defined here")
-                .with_hint("give each layer with weights its own name with `as NAME` (in a loop: `as layers[i]`)");
+            let mut diagnostic =
+                Diagnostic::error(naming_span, format!("the weight `{name}` is defined twice"))
+                    .with_label("this layer's name is already taken");
+            diagnostic = if first == naming_span {
+                diagnostic.with_hint("this statement runs more than once (in a loop or a block called twice); index its name: `as layers[i]`")
+            } else {
+                diagnostic
+                    .with_secondary(first, "first defined here")
+                    .with_hint("give each layer with weights its own name with `as NAME`")
+            };
             self.lowerer.errors.push(diagnostic);
             return Err(Stop);
         }
         let ty = TensorType::new(DType::F32, shape).map_err(|error| {
-            let diagnostic = Diagnostic::error(self.span, format!("the weight `{name}` is too large: {error}"));
+            let diagnostic = Diagnostic::error(
+                self.span,
+                format!("the weight `{name}` is too large: {error}"),
+            );
             self.lowerer.errors.push(diagnostic);
             Stop
         })?;
         self.builder.param_spans.insert(name.clone(), naming_span);
-        let value = self.builder.graph.add_param(name.clone(), ty, init);
+        let value = self
+            .builder
+            .graph
+            .add_param(name.clone(), ty, init, is_buffer);
         self.builder.param_values.insert(name, value);
         Ok(value)
     }
 
     /// Infers the output type and appends the node. Each input names the argument it came from.
     fn node(&mut self, op: Op, inputs: &[(ir::Value, Option<&'static str>)]) -> Eval<ir::Value> {
-        let types: Vec<&TensorType> = inputs.iter().map(|(value, _)| self.builder.graph.ty(*value)).collect();
+        let types: Vec<&TensorType> = inputs
+            .iter()
+            .map(|(value, _)| self.builder.graph.ty(*value))
+            .collect();
         match infer(&op, &types) {
             Ok(output_types) => {
                 let name = match &self.naming {
-                    Some(naming) => naming.layer.clone(),
-                    None => format!("{}{}", self.prefix, self.name),
+                    Some(naming) if !naming.layer.is_empty() => naming.layer.clone(),
+                    _ => format!("{}{}", self.prefix, self.name),
                 };
-                let outputs = self.builder.graph.add_node(op, inputs.iter().map(|(value, _)| *value).collect(), output_types, name, self.span);
+                let outputs = self.builder.graph.add_node(
+                    op,
+                    inputs.iter().map(|(value, _)| *value).collect(),
+                    output_types,
+                    name,
+                    self.span,
+                );
                 Ok(outputs[0])
             }
             Err(error) => Err(self.shape_error(error, inputs)),
@@ -939,7 +1430,11 @@ impl<'x, 'a> CallCx<'x, 'a> {
     }
 
     /// Reports a shape error at the argument it is about.
-    fn shape_error(&mut self, error: ShapeError, inputs: &[(ir::Value, Option<&'static str>)]) -> Stop {
+    fn shape_error(
+        &mut self,
+        error: ShapeError,
+        inputs: &[(ir::Value, Option<&'static str>)],
+    ) -> Stop {
         let span = match error.culprit {
             Culprit::Op => self.span,
             Culprit::Input(position) => match inputs.get(position).and_then(|(_, arg)| *arg) {
@@ -950,7 +1445,8 @@ impl<'x, 'a> CallCx<'x, 'a> {
         };
         let mut diagnostic = Diagnostic::error(span, error.message);
         if span != self.span && !self.params.is_empty() {
-            diagnostic = diagnostic.with_secondary(self.callee_span, format!("in this `{}`", self.name));
+            diagnostic =
+                diagnostic.with_secondary(self.callee_span, format!("in this `{}`", self.name));
         }
         if let Some(hint) = error.hint {
             diagnostic = diagnostic.with_hint(hint);
@@ -963,7 +1459,9 @@ impl<'x, 'a> CallCx<'x, 'a> {
 fn normalize_axis(axis: i64, rank: usize) -> Option<usize> {
     let rank = rank as i64;
     let normalized = if axis < 0 { axis + rank } else { axis };
-    (0..rank).contains(&normalized).then_some(normalized as usize)
+    (0..rank)
+        .contains(&normalized)
+        .then_some(normalized as usize)
 }
 
 fn list_names(params: &[&str]) -> String {

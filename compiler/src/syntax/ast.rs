@@ -85,15 +85,32 @@ pub enum Stmt {
     /// `const name = value`.
     Const(ConstDef),
     /// `target = value as layer_name`.
-    Assign { target: Ident, value: Expr, layer_name: Option<LayerName> },
+    Assign {
+        target: Ident,
+        value: Expr,
+        layer_name: Option<LayerName>,
+    },
     /// `if cond { then } else { otherwise }`.
-    If { cond: Expr, then: Vec<Stmt>, otherwise: Vec<Stmt> },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        otherwise: Vec<Stmt>,
+    },
     /// `for var in start..end { body }`.
-    For { var: Ident, start: Expr, end: Expr, body: Vec<Stmt> },
+    For {
+        var: Ident,
+        start: Expr,
+        end: Expr,
+        body: Vec<Stmt>,
+    },
     /// `repeat count { body }`.
     Repeat { count: Expr, body: Vec<Stmt> },
     /// `return value as layer_name`.
-    Return { value: Expr, layer_name: Option<LayerName>, span: Span },
+    Return {
+        value: Expr,
+        layer_name: Option<LayerName>,
+        span: Span,
+    },
 }
 
 /// The layer name given with `as`.
@@ -129,9 +146,19 @@ pub enum ExprKind {
     Str(String),
     List(Vec<Expr>),
     Var(String),
-    Call { callee: Ident, args: Vec<Arg> },
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
-    Unary { op: UnaryOp, operand: Box<Expr> },
+    Call {
+        callee: Ident,
+        args: Vec<Arg>,
+    },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Expr>,
+    },
 }
 
 /// A call argument, positional or keyword.

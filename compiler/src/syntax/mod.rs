@@ -24,11 +24,16 @@ pub struct NnParser;
 
 /// Parses a whole `.nn` source text.
 pub fn parse(source: &str) -> Result<File, Diagnostics> {
-    let mut pairs = NnParser::parse(Rule::file, source).map_err(|error| Diagnostics(vec![syntax_error(&error, source)]))?;
+    let mut pairs = NnParser::parse(Rule::file, source)
+        .map_err(|error| Diagnostics(vec![syntax_error(&error, source)]))?;
     let file_pair = pairs.next().expect("`file` matched, so there is one pair");
     let mut parser = AstBuilder { errors: Vec::new() };
     let file = parser.parse_file(file_pair);
-    if parser.errors.is_empty() { Ok(file) } else { Err(Diagnostics(parser.errors)) }
+    if parser.errors.is_empty() {
+        Ok(file)
+    } else {
+        Err(Diagnostics(parser.errors))
+    }
 }
 
 /// A person's name for what a grammar rule matches, for "expected ..." messages.
@@ -37,7 +42,7 @@ pub fn rule_name(rule: Rule) -> &'static str {
         Rule::EOI => "end of input",
         Rule::WHITESPACE => "whitespace",
         Rule::COMMENT => "a comment",
-        Rule::file => "a file",
+        Rule::file => "`const`, `block` or `network`",
         Rule::item => "`const`, `block` or `network`",
         Rule::stmt => "a statement",
         Rule::primary => "an expression",
@@ -128,7 +133,13 @@ const EXPRESSION_STARTS: [Rule; 10] = [
 ];
 
 /// Rules that can follow a complete operand; their alternatives are not worth listing one by one.
-const OPERATORS: [Rule; 5] = [Rule::cmp_op, Rule::add_op, Rule::mul_op, Rule::op_or, Rule::op_and];
+const OPERATORS: [Rule; 5] = [
+    Rule::cmp_op,
+    Rule::add_op,
+    Rule::mul_op,
+    Rule::op_or,
+    Rule::op_and,
+];
 
 fn syntax_error(error: &pest::error::Error<Rule>, source: &str) -> Diagnostic {
     let offset = match error.location {
@@ -140,7 +151,11 @@ fn syntax_error(error: &pest::error::Error<Rule>, source: &str) -> Diagnostic {
     match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => {
             let mut expected: Vec<&str> = Vec::new();
-            let expression = positives.iter().filter(|rule| EXPRESSION_STARTS.contains(rule)).count() >= 2;
+            let expression = positives
+                .iter()
+                .filter(|rule| EXPRESSION_STARTS.contains(rule))
+                .count()
+                >= 2;
             if expression {
                 expected.push("an expression");
             }
@@ -148,7 +163,8 @@ fn syntax_error(error: &pest::error::Error<Rule>, source: &str) -> Diagnostic {
                 expected.push("an operator");
             }
             for rule in positives {
-                let skip = (expression && EXPRESSION_STARTS.contains(rule)) || OPERATORS.contains(rule);
+                let skip =
+                    (expression && EXPRESSION_STARTS.contains(rule)) || OPERATORS.contains(rule);
                 let name = rule_name(*rule);
                 if !skip && !expected.contains(&name) {
                     expected.push(name);
@@ -157,7 +173,9 @@ fn syntax_error(error: &pest::error::Error<Rule>, source: &str) -> Diagnostic {
             let message = match expected.as_slice() {
                 [] => format!("unexpected {found}"),
                 [only] => format!("expected {only}, found {found}"),
-                [init @ .., last] => format!("expected {} or {last}, found {found}", init.join(", ")),
+                [init @ .., last] => {
+                    format!("expected {} or {last}, found {found}", init.join(", "))
+                }
             };
             let mut diagnostic = Diagnostic::error(span, message).with_label("unexpected here");
             if let Some(hint) = syntax_hint(source, offset, positives) {
@@ -181,8 +199,11 @@ fn syntax_hint(source: &str, offset: usize, positives: &[Rule]) -> Option<String
     if positives.contains(&Rule::arrow) {
         return Some("a network declares its outputs after `->`: `network mlp(x: f32[1, 784]) -> (logits) { .. }`".into());
     }
-    if rest.starts_with("let ") {
+    if source[..offset].trim_end().ends_with("let") {
         return Some("bindings need no `let`: write `name = value`".into());
+    }
+    if rest.starts_with('"') && !rest[1..].lines().next().unwrap_or("").contains('"') {
+        return Some("this string is not closed before the end of the line".into());
     }
     None
 }
@@ -192,9 +213,9 @@ fn token_span(source: &str, offset: usize) -> Span {
     let rest = &source[offset.min(source.len())..];
     let length = match rest.chars().next() {
         None => 0,
-        Some(c) if c.is_alphanumeric() || c == '_' => {
-            rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len())
-        }
+        Some(c) if c.is_alphanumeric() || c == '_' => rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len()),
         Some(c) => c.len_utf8(),
     };
     Span::new(offset, offset + length)
@@ -213,9 +234,15 @@ fn describe_found(source: &str, offset: usize) -> String {
     }
 }
 
+/// The span of a pair, from its first to its last token: pest's own span of a non-atomic rule
+/// also covers the whitespace and comments after it, which carets should not underline.
 fn span_of(pair: &Pair<'_, Rule>) -> Span {
-    let span = pair.as_span();
-    Span::new(span.start(), span.end())
+    let start = pair.as_span().start();
+    let mut last = pair.clone();
+    while let Some(child) = last.clone().into_inner().last() {
+        last = child;
+    }
+    Span::new(start, last.as_span().end())
 }
 
 /// Builds the AST from pest pairs, collecting the errors pest cannot see (literal overflow).
@@ -249,7 +276,10 @@ impl AstBuilder {
                 rule => unreachable!("parse_const: unexpected {rule:?}"),
             }
         }
-        ConstDef { name: name.expect("parse_const: name"), value: value.expect("parse_const: value") }
+        ConstDef {
+            name: name.expect("parse_const: name"),
+            value: value.expect("parse_const: value"),
+        }
     }
 
     fn parse_block(&mut self, pair: Pair<'_, Rule>) -> BlockDef {
@@ -261,7 +291,10 @@ impl AstBuilder {
             match child.as_rule() {
                 Rule::ident => name = Some(parse_ident(child)),
                 Rule::param_list => {
-                    for param in child.into_inner().filter(|pair| pair.as_rule() == Rule::param) {
+                    for param in child
+                        .into_inner()
+                        .filter(|pair| pair.as_rule() == Rule::param)
+                    {
                         params.push(self.parse_param(param));
                     }
                 }
@@ -270,7 +303,12 @@ impl AstBuilder {
                 rule => unreachable!("parse_block: unexpected {rule:?}"),
             }
         }
-        BlockDef { name: name.expect("parse_block: name"), params, body, end }
+        BlockDef {
+            name: name.expect("parse_block: name"),
+            params,
+            body,
+            end,
+        }
     }
 
     fn parse_param(&mut self, pair: Pair<'_, Rule>) -> BlockParam {
@@ -284,7 +322,10 @@ impl AstBuilder {
                 rule => unreachable!("parse_param: unexpected {rule:?}"),
             }
         }
-        BlockParam { name: name.expect("parse_param: name"), default }
+        BlockParam {
+            name: name.expect("parse_param: name"),
+            default,
+        }
     }
 
     fn parse_network(&mut self, pair: Pair<'_, Rule>) -> NetworkDef {
@@ -297,17 +338,26 @@ impl AstBuilder {
             match child.as_rule() {
                 Rule::ident => name = Some(parse_ident(child)),
                 Rule::input_list => {
-                    for input in child.into_inner().filter(|pair| pair.as_rule() == Rule::input) {
+                    for input in child
+                        .into_inner()
+                        .filter(|pair| pair.as_rule() == Rule::input)
+                    {
                         inputs.push(self.parse_input(input));
                     }
                 }
                 Rule::outputs => {
-                    for output in child.into_inner().filter(|pair| pair.as_rule() == Rule::output) {
+                    for output in child
+                        .into_inner()
+                        .filter(|pair| pair.as_rule() == Rule::output)
+                    {
                         outputs.push(self.parse_output(output));
                     }
                 }
                 Rule::where_clause => {
-                    for binding in child.into_inner().filter(|pair| pair.as_rule() == Rule::dim_binding) {
+                    for binding in child
+                        .into_inner()
+                        .filter(|pair| pair.as_rule() == Rule::dim_binding)
+                    {
                         dims.push(self.parse_dim_binding(binding));
                     }
                 }
@@ -316,11 +366,19 @@ impl AstBuilder {
                 rule => unreachable!("parse_network: unexpected {rule:?}"),
             }
         }
-        NetworkDef { name: name.expect("parse_network: name"), inputs, outputs, dims, body }
+        NetworkDef {
+            name: name.expect("parse_network: name"),
+            inputs,
+            outputs,
+            dims,
+            body,
+        }
     }
 
     fn parse_input(&mut self, pair: Pair<'_, Rule>) -> InputDecl {
-        let mut children = pair.into_inner().filter(|pair| pair.as_rule() != Rule::colon);
+        let mut children = pair
+            .into_inner()
+            .filter(|pair| pair.as_rule() != Rule::colon);
         let name = parse_ident(children.next().expect("parse_input: name"));
         let ty = self.parse_tensor_type(children.next().expect("parse_input: type"));
         InputDecl { name, ty }
@@ -337,7 +395,10 @@ impl AstBuilder {
                 rule => unreachable!("parse_output: unexpected {rule:?}"),
             }
         }
-        OutputDecl { name: name.expect("parse_output: name"), ty }
+        OutputDecl {
+            name: name.expect("parse_output: name"),
+            ty,
+        }
     }
 
     fn parse_dim_binding(&mut self, pair: Pair<'_, Rule>) -> (Ident, Expr) {
@@ -399,7 +460,10 @@ impl AstBuilder {
                         rule => unreachable!("parse_stmt: repeat: unexpected {rule:?}"),
                     }
                 }
-                Stmt::Repeat { count: count.expect("parse_stmt: repeat count"), body }
+                Stmt::Repeat {
+                    count: count.expect("parse_stmt: repeat count"),
+                    body,
+                }
             }
             Rule::return_stmt => {
                 let span = span_of(&pair);
@@ -413,7 +477,11 @@ impl AstBuilder {
                         rule => unreachable!("parse_stmt: return: unexpected {rule:?}"),
                     }
                 }
-                Stmt::Return { value: value.expect("parse_stmt: return value"), layer_name, span }
+                Stmt::Return {
+                    value: value.expect("parse_stmt: return value"),
+                    layer_name,
+                    span,
+                }
             }
             rule => unreachable!("parse_stmt: unexpected {rule:?}"),
         }
@@ -440,9 +508,15 @@ impl AstBuilder {
     }
 
     fn parse_layer_name(&mut self, pair: Pair<'_, Rule>) -> LayerName {
-        let inner = pair.into_inner().find(|pair| pair.as_rule() != Rule::kw_as).expect("parse_layer_name: name");
+        let inner = pair
+            .into_inner()
+            .find(|pair| pair.as_rule() != Rule::kw_as)
+            .expect("parse_layer_name: name");
         match inner.as_rule() {
-            Rule::string => LayerName::Literal { name: unquote(inner.as_str()), span: span_of(&inner) },
+            Rule::string => LayerName::Literal {
+                name: unquote(inner.as_str()),
+                span: span_of(&inner),
+            },
             Rule::name_path => LayerName::Path(
                 inner
                     .into_inner()
@@ -467,7 +541,10 @@ impl AstBuilder {
                 rule => unreachable!("parse_name_segment: unexpected {rule:?}"),
             }
         }
-        NameSegment { head: head.expect("parse_name_segment: head"), indices }
+        NameSegment {
+            head: head.expect("parse_name_segment: head"),
+            indices,
+        }
     }
 
     fn parse_if(&mut self, pair: Pair<'_, Rule>) -> Stmt {
@@ -488,7 +565,11 @@ impl AstBuilder {
                 rule => unreachable!("parse_if: unexpected {rule:?}"),
             }
         }
-        Stmt::If { cond: cond.expect("parse_if: condition"), then, otherwise }
+        Stmt::If {
+            cond: cond.expect("parse_if: condition"),
+            then,
+            otherwise,
+        }
     }
 
     fn parse_for(&mut self, pair: Pair<'_, Rule>) -> Stmt {
@@ -517,7 +598,9 @@ impl AstBuilder {
         let span = span_of(&pair);
         match pair.as_rule() {
             Rule::expr | Rule::paren_expr => {
-                let inner = pair.into_inner().find(|pair| !matches!(pair.as_rule(), Rule::lparen | Rule::rparen));
+                let inner = pair
+                    .into_inner()
+                    .find(|pair| !matches!(pair.as_rule(), Rule::lparen | Rule::rparen));
                 let mut expr = self.parse_expr(inner.expect("parse_expr: inner expression"));
                 if expr.span.start >= span.start && expr.span.end <= span.end {
                     expr.span = span;
@@ -531,7 +614,14 @@ impl AstBuilder {
                     let rhs = self.parse_expr(children.next().expect("parse_expr: right operand"));
                     let op = parse_binary_op(op.as_str());
                     let span = lhs.span.to(rhs.span);
-                    lhs = Expr { kind: ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, span };
+                    lhs = Expr {
+                        kind: ExprKind::Binary {
+                            op,
+                            lhs: Box::new(lhs),
+                            rhs: Box::new(rhs),
+                        },
+                        span,
+                    };
                 }
                 lhs
             }
@@ -541,14 +631,28 @@ impl AstBuilder {
                 let mut expr = self.parse_expr(operand.clone());
                 for op in ops.iter().rev() {
                     let op_span = span_of(op);
-                    let op = if op.as_str() == "-" { UnaryOp::Neg } else { UnaryOp::Not };
+                    let op = if op.as_str() == "-" {
+                        UnaryOp::Neg
+                    } else {
+                        UnaryOp::Not
+                    };
                     // Fold negative literals so that `-1` is a literal, as a reader expects.
                     expr = match (op, &expr.kind) {
-                        (UnaryOp::Neg, ExprKind::Int(value)) => Expr { kind: ExprKind::Int(-value), span: op_span.to(expr.span) },
-                        (UnaryOp::Neg, ExprKind::Float(value)) => {
-                            Expr { kind: ExprKind::Float(-value), span: op_span.to(expr.span) }
-                        }
-                        _ => Expr { span: op_span.to(expr.span), kind: ExprKind::Unary { op, operand: Box::new(expr) } },
+                        (UnaryOp::Neg, ExprKind::Int(value)) => Expr {
+                            kind: ExprKind::Int(-value),
+                            span: op_span.to(expr.span),
+                        },
+                        (UnaryOp::Neg, ExprKind::Float(value)) => Expr {
+                            kind: ExprKind::Float(-value),
+                            span: op_span.to(expr.span),
+                        },
+                        _ => Expr {
+                            span: op_span.to(expr.span),
+                            kind: ExprKind::Unary {
+                                op,
+                                operand: Box::new(expr),
+                            },
+                        },
                     };
                 }
                 expr
@@ -563,26 +667,47 @@ impl AstBuilder {
                     );
                     0
                 });
-                Expr { kind: ExprKind::Int(value), span }
+                Expr {
+                    kind: ExprKind::Int(value),
+                    span,
+                }
             }
             Rule::float => {
                 let digits: String = pair.as_str().chars().filter(|c| *c != '_').collect();
                 let value = digits.parse::<f64>().unwrap_or(f64::INFINITY);
                 if !value.is_finite() {
-                    self.errors.push(Diagnostic::error(span, "number literal is too large").with_label("not a finite number"));
+                    self.errors.push(
+                        Diagnostic::error(span, "number literal is too large")
+                            .with_label("not a finite number"),
+                    );
                 }
-                Expr { kind: ExprKind::Float(value), span }
+                Expr {
+                    kind: ExprKind::Float(value),
+                    span,
+                }
             }
-            Rule::boolean => Expr { kind: ExprKind::Bool(pair.as_str() == "true"), span },
-            Rule::string => Expr { kind: ExprKind::Str(unquote(pair.as_str())), span },
-            Rule::ident => Expr { kind: ExprKind::Var(pair.as_str().to_string()), span },
+            Rule::boolean => Expr {
+                kind: ExprKind::Bool(pair.as_str() == "true"),
+                span,
+            },
+            Rule::string => Expr {
+                kind: ExprKind::Str(unquote(pair.as_str())),
+                span,
+            },
+            Rule::ident => Expr {
+                kind: ExprKind::Var(pair.as_str().to_string()),
+                span,
+            },
             Rule::list => {
                 let items = pair
                     .into_inner()
                     .filter(|pair| pair.as_rule() == Rule::expr)
                     .map(|item| self.parse_expr(item))
                     .collect();
-                Expr { kind: ExprKind::List(items), span }
+                Expr {
+                    kind: ExprKind::List(items),
+                    span,
+                }
             }
             Rule::call => {
                 let mut callee = None;
@@ -591,7 +716,10 @@ impl AstBuilder {
                     match child.as_rule() {
                         Rule::ident => callee = Some(parse_ident(child)),
                         Rule::arg_list => {
-                            for arg in child.into_inner().filter(|pair| pair.as_rule() == Rule::arg) {
+                            for arg in child
+                                .into_inner()
+                                .filter(|pair| pair.as_rule() == Rule::arg)
+                            {
                                 args.push(self.parse_arg(arg));
                             }
                         }
@@ -599,7 +727,13 @@ impl AstBuilder {
                         rule => unreachable!("parse_expr: call: unexpected {rule:?}"),
                     }
                 }
-                Expr { kind: ExprKind::Call { callee: callee.expect("parse_expr: callee"), args }, span }
+                Expr {
+                    kind: ExprKind::Call {
+                        callee: callee.expect("parse_expr: callee"),
+                        args,
+                    },
+                    span,
+                }
             }
             rule => unreachable!("parse_expr: unexpected {rule:?}"),
         }
@@ -612,16 +746,25 @@ impl AstBuilder {
                 let mut children = inner.into_inner().filter(|pair| pair.as_rule() != Rule::eq);
                 let name = parse_ident(children.next().expect("parse_arg: keyword"));
                 let value = self.parse_expr(children.next().expect("parse_arg: value"));
-                Arg { name: Some(name), value }
+                Arg {
+                    name: Some(name),
+                    value,
+                }
             }
-            Rule::expr => Arg { name: None, value: self.parse_expr(inner) },
+            Rule::expr => Arg {
+                name: None,
+                value: self.parse_expr(inner),
+            },
             rule => unreachable!("parse_arg: unexpected {rule:?}"),
         }
     }
 }
 
 fn parse_ident(pair: Pair<'_, Rule>) -> Ident {
-    Ident { name: pair.as_str().to_string(), span: span_of(&pair) }
+    Ident {
+        name: pair.as_str().to_string(),
+        span: span_of(&pair),
+    }
 }
 
 fn parse_binary_op(symbol: &str) -> BinaryOp {
@@ -646,3 +789,6 @@ fn parse_binary_op(symbol: &str) -> BinaryOp {
 fn unquote(text: &str) -> String {
     text[1..text.len() - 1].to_string()
 }
+
+#[cfg(test)]
+mod tests;
