@@ -1,10 +1,104 @@
 //! The `network!` macro: a thin shim over nnc-compiler.
+//!
+//! The macro prints its tokens back to `.nn` text ([`TokenSource`]), runs the same front end as
+//! `nnc check`, and turns each diagnostic into a `compile_error!` spanned on the offending token.
+//! Everything else lives in the compiler crate, where it is tested without a compiler invocation.
 
 use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
 
-/// Compiles a network written inline in Rust.
+use nnc_compiler::syntax::tokens::TokenSource;
+use nnc_compiler::{FrontendOptions, compile_to_ir, diagnostics, ir};
+
+/// Compiles a network written inline in Rust, or loaded with `network!(file = "model.nn")` from a
+/// path relative to the crate's manifest directory.
+///
+/// For each network it defines a module of the same name holding the checked IR.
 #[proc_macro]
 pub fn network(input: TokenStream) -> TokenStream {
-    let _ = input;
-    TokenStream::new()
+    let input = TokenStream2::from(input);
+    match file_argument(&input) {
+        Some(Ok((path, span))) => from_file(&path, span),
+        Some(Err(error)) => error,
+        None => inline(input),
+    }
+    .into()
+}
+
+/// `file = "path"`, if that is the whole input.
+fn file_argument(input: &TokenStream2) -> Option<Result<(String, Span), TokenStream2>> {
+    let tokens: Vec<TokenTree> = input.clone().into_iter().collect();
+    match tokens.as_slice() {
+        [TokenTree::Ident(key), TokenTree::Punct(eq), TokenTree::Literal(literal)] if key == "file" && eq.as_char() == '=' => {
+            let text = literal.to_string();
+            let path = text.strip_prefix('"').and_then(|text| text.strip_suffix('"'));
+            Some(match path {
+                Some(path) => Ok((path.to_string(), literal.span())),
+                None => Err(quote_spanned!(literal.span()=> compile_error!("expected a string: `file = \"model.nn\"`");)),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn inline(input: TokenStream2) -> TokenStream2 {
+    let source = TokenSource::new(input);
+    match compile_to_ir(&source.text, &FrontendOptions::default()) {
+        Ok(module) => expand(&module, None),
+        Err(errors) => {
+            let errors = errors.0.iter().map(|diagnostic| {
+                let span = source.span_at(diagnostic.span.start as usize);
+                let mut message = diagnostic.message.clone();
+                if !diagnostic.label.is_empty() {
+                    message.push_str(&format!(": {}", diagnostic.label));
+                }
+                for hint in &diagnostic.hints {
+                    message.push_str(&format!("\nhelp: {hint}"));
+                }
+                quote_spanned!(span=> compile_error!(#message);)
+            });
+            quote!(#(#errors)*)
+        }
+    }
+}
+
+fn from_file(path: &str, span: Span) -> TokenStream2 {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_string());
+    let full_path = std::path::Path::new(&manifest_dir).join(path);
+    let source = match std::fs::read_to_string(&full_path) {
+        Ok(source) => source,
+        Err(error) => {
+            let message = format!("cannot read {}: {error}", full_path.display());
+            return quote_spanned!(span=> compile_error!(#message););
+        }
+    };
+    match compile_to_ir(&source, &FrontendOptions::default()) {
+        Ok(module) => expand(&module, Some(&full_path.display().to_string())),
+        Err(errors) => {
+            let message = diagnostics::render(&errors.0, path, &source);
+            quote_spanned!(span=> compile_error!(#message);)
+        }
+    }
+}
+
+/// The items for a checked module: one Rust module per network.
+fn expand(module: &ir::Module, file: Option<&str>) -> TokenStream2 {
+    let modules = module.networks.iter().map(|graph| {
+        let name = format_ident!("{}", graph.name);
+        let text = ir::print::print_graph(graph);
+        let parameters = graph.parameter_count();
+        quote! {
+            #[doc = "A network checked by `nnc` at compile time."]
+            pub mod #name {
+                /// The network's IR, as `nnc check --emit ir` prints it.
+                pub const IR: &str = #text;
+                /// The number of trainable parameters.
+                pub const PARAMETER_COUNT: u64 = #parameters;
+            }
+        }
+    });
+    // Rebuild when the model file changes.
+    let dependency = file.map(|file| quote!(const _: &[u8] = include_bytes!(#file);));
+    quote!(#dependency #(#modules)*)
 }

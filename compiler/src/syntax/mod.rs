@@ -5,6 +5,7 @@
 //! tokens the way a person would ("expected `)`").
 
 pub mod ast;
+pub mod tokens;
 
 use pest::Parser as _;
 use pest::error::{ErrorVariant, InputLocation};
