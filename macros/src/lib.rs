@@ -26,20 +26,28 @@ pub fn network(input: TokenStream) -> TokenStream {
     .into()
 }
 
-/// `file = "path"`, if that is the whole input.
+/// `file = "path"`, if the input starts with `file =`.
 fn file_argument(input: &TokenStream2) -> Option<Result<(String, Span), TokenStream2>> {
     let tokens: Vec<TokenTree> = input.clone().into_iter().collect();
-    match tokens.as_slice() {
-        [TokenTree::Ident(key), TokenTree::Punct(eq), TokenTree::Literal(literal)] if key == "file" && eq.as_char() == '=' => {
+    let [TokenTree::Ident(key), TokenTree::Punct(eq), rest @ ..] = tokens.as_slice() else {
+        return None;
+    };
+    if key != "file" || eq.as_char() != '=' {
+        return None;
+    }
+    let path = match rest {
+        [TokenTree::Literal(literal)] => {
             let text = literal.to_string();
-            let path = text.strip_prefix('"').and_then(|text| text.strip_suffix('"'));
-            Some(match path {
-                Some(path) => Ok((path.to_string(), literal.span())),
-                None => Err(quote_spanned!(literal.span()=> compile_error!("expected a string: `file = \"model.nn\"`");)),
-            })
+            text.strip_prefix('"')
+                .and_then(|text| text.strip_suffix('"'))
+                .map(|path| (path.to_string(), literal.span()))
         }
         _ => None,
-    }
+    };
+    let span = rest.first().map_or(eq.span(), TokenTree::span);
+    Some(path.ok_or_else(
+        || quote_spanned!(span=> compile_error!("expected a path string: `file = \"model.nn\"`");),
+    ))
 }
 
 fn inline(input: TokenStream2) -> TokenStream2 {
@@ -99,6 +107,10 @@ fn expand(module: &ir::Module, file: Option<&str>) -> TokenStream2 {
         }
     });
     // Rebuild when the model file changes.
-    let dependency = file.map(|file| quote!(const _: &[u8] = include_bytes!(#file);));
+    let dependency = file.map(|file| {
+        quote!(
+            const _: &[u8] = include_bytes!(#file);
+        )
+    });
     quote!(#dependency #(#modules)*)
 }

@@ -19,7 +19,10 @@ pub struct TokenSource {
 impl TokenSource {
     /// Prints `tokens` as `.nn` text.
     pub fn new(tokens: TokenStream) -> Self {
-        let mut source = TokenSource { text: String::new(), tokens: Vec::new() };
+        let mut source = TokenSource {
+            text: String::new(),
+            tokens: Vec::new(),
+        };
         source.push_stream(tokens);
         source
     }
@@ -43,7 +46,9 @@ impl TokenSource {
                     self.push_token(&punct.as_char().to_string(), punct.span(), !joint);
                 }
                 TokenTree::Ident(ident) => self.push_token(&ident.to_string(), ident.span(), true),
-                TokenTree::Literal(literal) => self.push_token(&literal.to_string(), literal.span(), true),
+                TokenTree::Literal(literal) => {
+                    self.push_token(&literal.to_string(), literal.span(), true)
+                }
                 TokenTree::Group(group) => {
                     let (open, close) = match group.delimiter() {
                         Delimiter::Parenthesis => ("(", ")"),
@@ -70,7 +75,9 @@ impl TokenSource {
 
     /// The span of the token at or after byte `offset` of the text; the last token's past the end.
     pub fn span_at(&self, offset: usize) -> Span {
-        let index = self.tokens.partition_point(|(range, _)| range.end <= offset);
+        let index = self
+            .tokens
+            .partition_point(|(range, _)| range.end <= offset);
         match self.tokens.get(index).or_else(|| self.tokens.last()) {
             Some((_, span)) => *span,
             None => Span::call_site(),
@@ -107,7 +114,18 @@ mod tests {
         let source = TokenSource::new(tokens);
         let offset = source.text.find("conv2x").unwrap();
         // Outside a proc macro, proc-macro2's fallback spans carry no position, so compare text.
-        assert_eq!(source.tokens.iter().position(|(range, _)| range.start == offset), Some(2));
-        assert_eq!(source.tokens.partition_point(|(range, _)| range.end <= offset + 3), 2);
+        assert_eq!(
+            source
+                .tokens
+                .iter()
+                .position(|(range, _)| range.start == offset),
+            Some(2)
+        );
+        assert_eq!(
+            source
+                .tokens
+                .partition_point(|(range, _)| range.end <= offset + 3),
+            2
+        );
     }
 }

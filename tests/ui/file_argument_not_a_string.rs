@@ -1,0 +1,3 @@
+nnc::network!(file = model);
+
+fn main() {}
