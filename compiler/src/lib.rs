@@ -6,9 +6,13 @@
 //! 2. [`lower`]: AST to one IR [`ir::Graph`] per network, with every shape inferred and checked;
 //! 3. [`ir::verify`]: the IR invariants, checked after every stage in debug builds and tests.
 //!
+//! The `interpreter` feature adds [`interpret`], which runs a graph with nnc-runtime's kernels.
+//!
 //! Errors are [`diagnostics::Diagnostic`]s; [`diagnostics::render`] prints them like rustc.
 
 pub mod diagnostics;
+#[cfg(feature = "interpreter")]
+pub mod interpret;
 pub mod ir;
 pub mod lower;
 pub mod syntax;

@@ -4,8 +4,11 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use ndarray::ArrayD;
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
@@ -29,6 +32,48 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
     },
+    /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
+    Weights {
+        /// The `.nn` file.
+        model: PathBuf,
+        #[command(flatten)]
+        select: Select,
+    },
+    /// Run a model with the reference interpreter on `.npy` inputs.
+    Run {
+        /// The `.nn` file.
+        model: PathBuf,
+        #[command(flatten)]
+        select: Select,
+        /// The weights, a safetensors file with the names `nnc weights` lists.
+        #[arg(
+            long,
+            conflicts_with = "random_weights",
+            required_unless_present = "random_weights"
+        )]
+        weights: Option<PathBuf>,
+        /// Use random weights drawn from this seed instead of a file.
+        #[arg(long, value_name = "SEED")]
+        random_weights: Option<u64>,
+        /// An input: `--input x.npy` for a network with one input, else `--input NAME=x.npy`.
+        #[arg(long = "input", value_name = "[NAME=]FILE", required = true)]
+        inputs: Vec<String>,
+        /// Where to write an output: `--output y.npy` for one output, else `--output NAME=y.npy`.
+        /// Outputs without a file are summarized on standard output.
+        #[arg(long = "output", value_name = "[NAME=]FILE")]
+        outputs: Vec<String>,
+    },
+}
+
+/// Which network of a file, and its dimensions.
+#[derive(clap::Args)]
+struct Select {
+    /// The network to use, when the file defines several.
+    #[arg(long)]
+    network: Option<String>,
+    /// Bind a symbolic dimension, overriding the `where` clause: `--dim seq=512`.
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    dims: Vec<(String, i64)>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,8 +122,217 @@ fn print(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Reads and compiles a model, printing diagnostics on failure.
+fn compile(
+    model: &PathBuf,
+    dims: Vec<(String, i64)>,
+) -> Result<std::result::Result<ir::Module, ExitCode>> {
+    let source = std::fs::read_to_string(model)
+        .with_context(|| format!("cannot read {}", model.display()))?;
+    let file_name = model.display().to_string();
+    Ok(
+        nnc_compiler::compile_to_ir(&source, &FrontendOptions { dims }).map_err(|errors| {
+            eprint!("{}", diagnostics::render(&errors.0, &file_name, &source));
+            let count = errors.0.len();
+            eprintln!(
+                "error: could not compile `{file_name}` due to {count} previous error{}",
+                if count == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }),
+    )
+}
+
+/// The network `name` of a module, or its only one.
+fn select_network(module: ir::Module, name: Option<&str>) -> Result<ir::Graph> {
+    let names: Vec<String> = module
+        .networks
+        .iter()
+        .map(|graph| format!("`{}`", graph.name))
+        .collect();
+    match name {
+        Some(name) => module
+            .networks
+            .into_iter()
+            .find(|graph| graph.name == name)
+            .with_context(|| {
+                format!(
+                    "there is no network `{name}`; the file defines {}",
+                    names.join(", ")
+                )
+            }),
+        None if module.networks.len() == 1 => {
+            Ok(module.networks.into_iter().next().expect("one network"))
+        }
+        None => bail!(
+            "the file defines several networks ({}); choose one with --network",
+            names.join(", ")
+        ),
+    }
+}
+
+/// Splits `NAME=FILE`, or pairs a bare `FILE` with the only name there is.
+fn named_paths(arguments: &[String], names: &[&str], what: &str) -> Result<Vec<(String, PathBuf)>> {
+    arguments
+        .iter()
+        .map(|argument| match argument.split_once('=') {
+            Some((name, path)) => {
+                if !names.contains(&name) {
+                    bail!(
+                        "the network has no {what} `{name}`; its {what}s are {}",
+                        names.join(", ")
+                    );
+                }
+                Ok((name.to_string(), PathBuf::from(path)))
+            }
+            None if names.len() == 1 => Ok((names[0].to_string(), PathBuf::from(argument))),
+            None => bail!(
+                "the network has several {what}s ({}); write `--{what} NAME={argument}`",
+                names.join(", ")
+            ),
+        })
+        .collect()
+}
+
+fn run_network(
+    graph: &ir::Graph,
+    weights: Option<PathBuf>,
+    random_weights: Option<u64>,
+    inputs: &[String],
+    outputs: &[String],
+) -> Result<()> {
+    let weights = match (weights, random_weights) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("cannot read the weights file {}", path.display()))?;
+            interpret::load_weights(graph, &bytes, &path.display().to_string())?
+        }
+        (None, Some(seed)) => interpret::random_weights(graph, seed),
+        (None, None) => bail!("give --weights FILE or --random-weights SEED"),
+    };
+    let interpreter = Interpreter::new(graph, weights)?;
+
+    let input_names: Vec<&str> = graph
+        .inputs
+        .iter()
+        .map(|input| input.name.as_str())
+        .collect();
+    let mut tensors = Vec::new();
+    for (name, path) in named_paths(inputs, &input_names, "input")? {
+        let input = graph
+            .inputs
+            .iter()
+            .find(|input| input.name == name)
+            .expect("named_paths checked the name");
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read the input file {}", path.display()))?;
+        let tensor = match graph.ty(input.value).dtype {
+            ir::DType::F32 => Tensor::F32(
+                ArrayD::<f32>::read_npy(file)
+                    .with_context(|| format!("{} is not an f32 .npy file", path.display()))?,
+            ),
+            ir::DType::I64 => Tensor::I64(
+                ArrayD::<i64>::read_npy(file)
+                    .with_context(|| format!("{} is not an i64 .npy file", path.display()))?,
+            ),
+        };
+        tensors.push((name, tensor));
+    }
+    let named_inputs: Vec<(&str, Tensor)> = tensors
+        .iter()
+        .map(|(name, tensor)| (name.as_str(), tensor.clone()))
+        .collect();
+    let results = interpreter.run(&named_inputs)?;
+
+    let output_names: Vec<&str> = graph
+        .outputs
+        .iter()
+        .map(|output| output.name.as_str())
+        .collect();
+    let destinations = named_paths(outputs, &output_names, "output")?;
+    for (name, array) in &results {
+        match destinations
+            .iter()
+            .find(|(destination, _)| destination == name)
+        {
+            Some((_, path)) => {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                array
+                    .write_npy(std::io::BufWriter::new(file))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                print(&format!(
+                    "{name}: f32{:?} written to {}\n",
+                    array.shape(),
+                    path.display()
+                ))?;
+            }
+            None => {
+                let preview: Vec<String> = array
+                    .iter()
+                    .take(8)
+                    .map(|value| format!("{value:.6}"))
+                    .collect();
+                let more = if array.len() > 8 { ", ..." } else { "" };
+                print(&format!(
+                    "{name}: f32{:?} [{}{more}]\n",
+                    array.shape(),
+                    preview.join(", ")
+                ))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Weights { model, select } => {
+            let module = match compile(&model, select.dims)? {
+                Ok(module) => module,
+                Err(code) => return Ok(code),
+            };
+            let graph = select_network(module, select.network.as_deref())?;
+            let requirements = interpret::weight_requirements(&graph);
+            let width = requirements
+                .iter()
+                .map(|weight| weight.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            let mut text = format!("{:<width$}  {:<20}  dtype  kind\n", "name", "shape");
+            for weight in &requirements {
+                let shape = ir::types::format_shape(&weight.shape);
+                let kind = if weight.is_buffer { "buffer" } else { "param" };
+                text.push_str(&format!(
+                    "{:<width$}  {shape:<20}  f32    {kind}\n",
+                    weight.name
+                ));
+            }
+            text.push_str(&format!(
+                "{} tensors, {} parameters\n",
+                requirements.len(),
+                ir::print::group_digits(graph.parameter_count())
+            ));
+            print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run {
+            model,
+            select,
+            weights,
+            random_weights,
+            inputs,
+            outputs,
+        } => {
+            let module = match compile(&model, select.dims)? {
+                Ok(module) => module,
+                Err(code) => return Ok(code),
+            };
+            let graph = select_network(module, select.network.as_deref())?;
+            run_network(&graph, weights, random_weights, &inputs, &outputs)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { model, emit, dims } => {
             let source = std::fs::read_to_string(&model)
                 .with_context(|| format!("cannot read {}", model.display()))?;

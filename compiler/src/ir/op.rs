@@ -120,6 +120,33 @@ pub struct SparsePattern {
 }
 
 impl SparsePattern {
+    /// Whether query position `query` may attend to key position `key`, before the causal mask.
+    /// This is the definition of the pattern; every kernel must agree with it.
+    pub fn allows(&self, query: usize, key: usize) -> bool {
+        if self.is_dense() {
+            return true;
+        }
+        let distance = query.abs_diff(key);
+        let in_window = self.window.is_some_and(|window| {
+            let dilation = self.dilation.max(1);
+            distance < window.saturating_mul(dilation) && distance % dilation == 0
+        });
+        let global = self.global_tokens.contains(&query) || self.global_tokens.contains(&key);
+        let strided = self
+            .strided
+            .is_some_and(|stride| distance < stride || distance % stride == 0);
+        let in_block = self.block_mask.as_ref().is_some_and(|blocks| {
+            let (row, column) = (query / blocks.block_size, key / blocks.block_size);
+            blocks
+                .mask
+                .get(row)
+                .and_then(|row| row.get(column))
+                .copied()
+                .unwrap_or(false)
+        });
+        in_window || global || strided || in_block
+    }
+
     /// Whether the pattern keeps every pair.
     pub fn is_dense(&self) -> bool {
         self.window.is_none()
