@@ -1,0 +1,173 @@
+use super::*;
+use crate::reference;
+use proptest::prelude::*;
+
+const ALL: [Activation; 10] = [
+    Activation::Relu,
+    Activation::Relu6,
+    Activation::LeakyRelu {
+        negative_slope: 0.01,
+    },
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Silu,
+    Activation::HardSwish,
+    Activation::HardSigmoid,
+    Activation::Gelu,
+    Activation::GeluTanh,
+];
+
+fn activations() -> impl Strategy<Value = Activation> {
+    prop::sample::select(ALL.to_vec())
+}
+
+/// Runs the slice kernel (both forms) and checks every element against the `f64` reference,
+/// within `2e-6 * max(1, |x|)`: the error of `f32` arithmetic on an input of that size.
+#[track_caller]
+fn check_against_reference(inputs: &[f32], activation: Activation) {
+    let mut output = vec![0.0; inputs.len()];
+    apply_activation(inputs, &mut output, activation).unwrap();
+    let mut in_place = inputs.to_vec();
+    apply_activation_in_place(&mut in_place, activation);
+    assert_eq!(
+        output, in_place,
+        "{activation:?}: in place and out of place differ"
+    );
+    for (&x, &got) in inputs.iter().zip(&output) {
+        let expected = reference::activation(x, activation);
+        assert!(got.is_finite(), "{activation:?}({x}) = {got} is not finite");
+        let bound = 2e-6 * x.abs().max(1.0);
+        assert!(
+            (got - expected).abs() <= bound,
+            "{activation:?}({x}) = {got}, expected {expected}"
+        );
+        assert_eq!(
+            got,
+            activation.apply(x),
+            "{activation:?}: scalar and slice forms differ"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn moderate_inputs_match_reference(
+        inputs in prop::collection::vec(-12.0f32..12.0, 0..70),
+        activation in activations(),
+    ) {
+        check_against_reference(&inputs, activation);
+    }
+
+    #[test]
+    fn huge_inputs_match_reference(
+        inputs in prop::collection::vec(-1.0e4f32..1.0e4, 1..40),
+        activation in activations(),
+    ) {
+        check_against_reference(&inputs, activation);
+    }
+}
+
+#[test]
+fn extreme_inputs_saturate_without_nan() {
+    let inputs = [
+        -1.0e30, -1.0e4, -200.0, -104.5, -88.8, -20.0, -5.0, -1e-30, 0.0, 1e-30, 5.0, 20.0, 88.8,
+        200.0, 1.0e4, 1.0e30,
+    ];
+    for activation in ALL {
+        check_against_reference(&inputs, activation);
+    }
+}
+
+#[test]
+fn known_pytorch_values() {
+    let cases = [
+        (Activation::Gelu, 1.0, 0.841_344_7),
+        (Activation::Gelu, -1.0, -0.158_655_26),
+        (Activation::Gelu, 0.5, 0.345_731_23),
+        (Activation::GeluTanh, 1.0, 0.841_192),
+        (Activation::GeluTanh, -0.5, -0.154_286),
+        (Activation::HardSwish, 1.0, 0.666_666_7),
+        (Activation::HardSwish, -1.0, -0.333_333_34),
+        (Activation::HardSwish, 4.0, 4.0),
+        (Activation::HardSigmoid, -1.0, 0.333_333_34),
+        (Activation::HardSigmoid, 1.0, 0.666_666_7),
+        (Activation::HardSigmoid, -4.0, 0.0),
+        (Activation::Sigmoid, 1.0, 0.731_058_6),
+        (Activation::Silu, 1.0, 0.731_058_6),
+        (Activation::Silu, -2.0, -0.238_405_84),
+        (Activation::Tanh, 0.5, 0.462_117_17),
+        (Activation::Tanh, -2.0, -0.964_027_6),
+        (Activation::Relu6, 7.0, 6.0),
+        (Activation::Relu, -3.0, 0.0),
+        (
+            Activation::LeakyRelu {
+                negative_slope: 0.01,
+            },
+            -2.0,
+            -0.02,
+        ),
+        (Activation::Sigmoid, -1.0e4, 0.0),
+        (Activation::Sigmoid, 1.0e4, 1.0),
+        (Activation::Silu, 1.0e4, 1.0e4),
+        (Activation::Tanh, -1.0e4, -1.0),
+        (Activation::Gelu, 1.0e4, 1.0e4),
+        (Activation::GeluTanh, -1.0e4, 0.0),
+    ];
+    for (activation, x, expected) in cases {
+        let got = activation.apply(x);
+        assert!(
+            (got - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+            "{activation:?}({x}) = {got}, PyTorch gives {expected}"
+        );
+    }
+}
+
+#[test]
+fn nan_propagates() {
+    for activation in ALL {
+        assert!(activation.apply(f32::NAN).is_nan(), "{activation:?}(NaN)");
+    }
+}
+
+#[test]
+fn long_slices_split_across_threads_correctly() {
+    let inputs: Vec<f32> = (0..100_003)
+        .map(|index| (index as f32 - 50_000.0) * 1e-3)
+        .collect();
+    check_against_reference(&inputs, Activation::GeluTanh);
+    check_against_reference(&inputs, Activation::Silu);
+}
+
+#[test]
+fn reference_erf_matches_known_values() {
+    // Values from Python's math.erf.
+    let cases = [
+        (0.5, 0.520_499_877_813_046_5),
+        (1.0, 0.842_700_792_949_714_9),
+        (2.5, 0.999_593_047_982_555),
+        (3.0, 0.999_977_909_503_001_4),
+        (-1.5, -0.966_105_146_475_310_7),
+    ];
+    for (x, expected) in cases {
+        assert!((reference::erf(x) - expected).abs() < 1e-13, "erf({x})");
+    }
+}
+
+#[test]
+fn fast_erf_is_accurate_to_about_1e7() {
+    let mut worst = 0.0f64;
+    for step in -50_000..=50_000 {
+        let x = step as f32 * 1e-4;
+        let error = (crate::kernels::math::erf(x) as f64 - reference::erf(x as f64)).abs();
+        worst = worst.max(error);
+    }
+    assert!(worst < 1.2e-7, "worst absolute error of erf: {worst}");
+}
+
+#[test]
+fn mismatched_lengths_are_errors() {
+    let mut output = [0.0; 3];
+    assert!(apply_activation(&[1.0, 2.0], &mut output, Activation::Relu).is_err());
+}

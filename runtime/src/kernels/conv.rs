@@ -1,0 +1,581 @@
+//! Convolution over NCHW images (and NCL sequences, as images of height 1).
+//!
+//! The weight `[out_channels, in_channels / groups, kernel_h, kernel_w]` is prepared once, at
+//! load time, in a `PackedConv2d`, which also picks the method:
+//!
+//! - depthwise convolutions (one input channel per group, any channel multiplier) run a direct
+//!   kernel over each output plane;
+//! - everything else is `W_g * im2col(x_g)` per image and group on the GEMM, with the weight of
+//!   each group packed as the GEMM's left operand, the bias and activation fused into its
+//!   epilogue, and the im2col step skipped for 1x1 kernels with unit stride and no padding.
+//!
+//! im2col needs a scratch of `(in_channels / groups) * kernel_h * kernel_w * out_h * out_w`
+//! floats, kept in a caller-owned `ConvWorkspace` that grows once and is then reused.
+
+use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::gemm::{
+    Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm,
+};
+use crate::threading;
+
+/// Geometry of a 2-D convolution; each pair is `[height, width]`, padding is symmetric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Default for Conv2dOptions {
+    fn default() -> Self {
+        Self {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+/// Geometry of a 1-D convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1dOptions {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Default for Conv1dOptions {
+    fn default() -> Self {
+        Self {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+/// Scratch memory for im2col, owned by the caller and reused across calls.
+#[derive(Clone, Debug, Default)]
+pub struct ConvWorkspace {
+    columns: Vec<f32>,
+}
+
+impl ConvWorkspace {
+    /// An empty workspace; it grows on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn columns(&mut self, length: usize) -> &mut [f32] {
+        if self.columns.len() < length {
+            self.columns.resize(length, 0.0);
+        }
+        &mut self.columns[..length]
+    }
+}
+
+/// A 2-D convolution layer ready to run.
+#[derive(Clone, Debug)]
+pub struct PackedConv2d {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: [usize; 2],
+    options: Conv2dOptions,
+    bias: Option<Vec<f32>>,
+    activation: Option<Activation>,
+    method: Method,
+}
+
+#[derive(Clone, Debug)]
+enum Method {
+    /// One packed `[out / groups, in / groups * kh * kw]` matrix per group.
+    Gemm { group_weights: Vec<PackedLhsMatrix> },
+    /// The raw weight, `[out_channels, kh * kw]`.
+    Depthwise { weight: Vec<f32> },
+}
+
+impl PackedConv2d {
+    /// Prepares a weight of shape `[out_channels, in_channels / groups, kernel_h, kernel_w]`
+    /// (row-major) with an optional bias of length `out_channels`.
+    pub fn new(
+        weight: &[f32],
+        weight_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        options: Conv2dOptions,
+    ) -> KernelResult<Self> {
+        let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
+        let groups = options.groups;
+        if groups == 0 || !out_channels.is_multiple_of(groups) {
+            return Err(invalid_parameter(
+                "conv",
+                format!("{out_channels} output channels do not split into {groups} groups"),
+            ));
+        }
+        if options.stride.contains(&0) || options.dilation.contains(&0) {
+            return Err(invalid_parameter(
+                "conv",
+                "stride and dilation must be positive",
+            ));
+        }
+        if kernel_h == 0 || kernel_w == 0 || group_in_channels == 0 {
+            return Err(invalid_parameter("conv", "the weight has an empty axis"));
+        }
+        let group_depth = group_in_channels * kernel_h * kernel_w;
+        check_length("conv", "weight", out_channels * group_depth, weight.len())?;
+        if let Some(bias) = bias {
+            check_length("conv", "bias", out_channels, bias.len())?;
+        }
+        let method = if group_in_channels == 1 {
+            Method::Depthwise {
+                weight: weight.to_vec(),
+            }
+        } else {
+            let group_out_channels = out_channels / groups;
+            let group_weights = weight
+                .chunks_exact(group_out_channels * group_depth)
+                .map(|group_weight| {
+                    MatrixRef::row_major(group_weight, group_out_channels, group_depth)
+                        .map(PackedLhsMatrix::from_matrix)
+                })
+                .collect::<KernelResult<Vec<_>>>()?;
+            Method::Gemm { group_weights }
+        };
+        Ok(Self {
+            out_channels,
+            in_channels: group_in_channels * groups,
+            kernel: [kernel_h, kernel_w],
+            options,
+            bias: bias.map(<[f32]>::to_vec),
+            activation: None,
+            method,
+        })
+    }
+
+    /// The same layer with `activation` fused into its output.
+    pub fn with_activation(mut self, activation: Option<Activation>) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// The number of input channels.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// The number of output channels.
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// The output shape `[N, out_channels, out_h, out_w]` for an input `[N, C, H, W]`.
+    pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
+        let [batch, channels, height, width] = input_shape;
+        if channels != self.in_channels {
+            return Err(shape_mismatch(
+                "conv",
+                format!(
+                    "the input has {channels} channels, the layer expects {}",
+                    self.in_channels
+                ),
+            ));
+        }
+        let out_h = convolved_size(height, self.kernel[0], self.options, 0)?;
+        let out_w = convolved_size(width, self.kernel[1], self.options, 1)?;
+        Ok([batch, self.out_channels, out_h, out_w])
+    }
+
+    /// Runs the layer on an `[N, C, H, W]` input into an output of `output_shape(..)`.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let output_shape = self.output_shape(input_shape)?;
+        check_length("conv", "input", input_shape.iter().product(), input.len())?;
+        check_length(
+            "conv",
+            "output",
+            output_shape.iter().product(),
+            output.len(),
+        )?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let geometry = Geometry::new(input_shape, output_shape, self.kernel, self.options);
+        match &self.method {
+            Method::Depthwise { weight } => {
+                self.forward_depthwise(weight, input, output, &geometry);
+                Ok(())
+            }
+            Method::Gemm { group_weights } => {
+                self.forward_gemm(group_weights, input, output, &geometry, workspace)
+            }
+        }
+    }
+
+    fn forward_gemm(
+        &self,
+        group_weights: &[PackedLhsMatrix],
+        input: &[f32],
+        output: &mut [f32],
+        geometry: &Geometry,
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let groups = self.options.groups;
+        let group_in_channels = self.in_channels / groups;
+        let group_out_channels = self.out_channels / groups;
+        let input_plane = geometry.in_h * geometry.in_w;
+        let output_plane = geometry.out_h * geometry.out_w;
+        let group_depth = group_in_channels * self.kernel[0] * self.kernel[1];
+        let direct = self.kernel == [1, 1]
+            && self.options.stride == [1, 1]
+            && self.options.padding == [0, 0];
+        let columns = if direct {
+            &mut [][..]
+        } else {
+            workspace.columns(group_depth * output_plane)
+        };
+        let input_images = input.chunks_exact(self.in_channels * input_plane);
+        let output_images = output.chunks_exact_mut(self.out_channels * output_plane);
+        for (input_image, output_image) in input_images.zip(output_images) {
+            let input_groups = input_image.chunks_exact(group_in_channels * input_plane);
+            let output_groups = output_image.chunks_exact_mut(group_out_channels * output_plane);
+            for (group, (input_group, output_group)) in input_groups.zip(output_groups).enumerate()
+            {
+                let columns_matrix = if direct {
+                    MatrixRef::row_major(input_group, group_in_channels, input_plane)?
+                } else {
+                    im2col(input_group, group_in_channels, geometry, columns);
+                    MatrixRef::row_major(columns, group_depth, output_plane)?
+                };
+                let channels = group * group_out_channels..(group + 1) * group_out_channels;
+                let bias = self.bias.as_ref().map(|bias| Bias::PerRow(&bias[channels]));
+                let epilogue = match (bias, self.activation) {
+                    (None, None) => Epilogue::None,
+                    (Some(bias), None) => Epilogue::Bias(bias),
+                    (None, Some(activation)) => Epilogue::Activation(activation),
+                    (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
+                };
+                gemm(
+                    Lhs::Packed(&group_weights[group]),
+                    Rhs::Matrix(columns_matrix),
+                    output_group,
+                    output_plane,
+                    &GemmOptions {
+                        accumulate: false,
+                        epilogue,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_depthwise(
+        &self,
+        weight: &[f32],
+        input: &[f32],
+        output: &mut [f32],
+        geometry: &Geometry,
+    ) {
+        let taps = self.kernel[0] * self.kernel[1];
+        let input_plane = geometry.in_h * geometry.in_w;
+        let output_plane = geometry.out_h * geometry.out_w;
+        let multiplier = self.out_channels / self.in_channels;
+        let planes_per_task = (PARALLEL_CHUNK / output_plane).max(1);
+        threading::run_chunks_mut(
+            output,
+            planes_per_task * output_plane,
+            |chunk_index, planes| {
+                for (plane_offset, output_plane_values) in
+                    planes.chunks_exact_mut(output_plane).enumerate()
+                {
+                    let plane = chunk_index * planes_per_task + plane_offset;
+                    let (image, out_channel) =
+                        (plane / self.out_channels, plane % self.out_channels);
+                    let in_channel = out_channel / multiplier;
+                    let input_plane_values = &input
+                        [(image * self.in_channels + in_channel) * input_plane..][..input_plane];
+                    let bias = self.bias.as_ref().map_or(0.0, |bias| bias[out_channel]);
+                    depthwise_plane(
+                        input_plane_values,
+                        &weight[out_channel * taps..][..taps],
+                        bias,
+                        geometry,
+                        output_plane_values,
+                    );
+                    if let Some(activation) = self.activation {
+                        apply_activation_in_place(output_plane_values, activation);
+                    }
+                }
+            },
+        );
+    }
+}
+
+/// `output = conv(input)`; the same as `conv.forward`.
+pub fn conv2d(
+    input: &[f32],
+    input_shape: [usize; 4],
+    conv: &PackedConv2d,
+    output: &mut [f32],
+    workspace: &mut ConvWorkspace,
+) -> KernelResult<()> {
+    conv.forward(input, input_shape, output, workspace)
+}
+
+/// A 1-D convolution layer ready to run: a `PackedConv2d` with a kernel of height 1.
+#[derive(Clone, Debug)]
+pub struct PackedConv1d {
+    conv: PackedConv2d,
+}
+
+impl PackedConv1d {
+    /// Prepares a weight of shape `[out_channels, in_channels / groups, kernel]`.
+    pub fn new(
+        weight: &[f32],
+        weight_shape: [usize; 3],
+        bias: Option<&[f32]>,
+        options: Conv1dOptions,
+    ) -> KernelResult<Self> {
+        let [out_channels, group_in_channels, kernel] = weight_shape;
+        let options = Conv2dOptions {
+            stride: [1, options.stride],
+            padding: [0, options.padding],
+            dilation: [1, options.dilation],
+            groups: options.groups,
+        };
+        let conv = PackedConv2d::new(
+            weight,
+            [out_channels, group_in_channels, 1, kernel],
+            bias,
+            options,
+        )?;
+        Ok(Self { conv })
+    }
+
+    /// The same layer with `activation` fused into its output.
+    pub fn with_activation(self, activation: Option<Activation>) -> Self {
+        Self {
+            conv: self.conv.with_activation(activation),
+        }
+    }
+
+    /// The output shape `[N, out_channels, out_len]` for an input `[N, C, L]`.
+    pub fn output_shape(&self, input_shape: [usize; 3]) -> KernelResult<[usize; 3]> {
+        let [batch, channels, length] = input_shape;
+        let [_, out_channels, _, out_length] =
+            self.conv.output_shape([batch, channels, 1, length])?;
+        Ok([batch, out_channels, out_length])
+    }
+
+    /// Runs the layer on an `[N, C, L]` input.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 3],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let [batch, channels, length] = input_shape;
+        self.conv
+            .forward(input, [batch, channels, 1, length], output, workspace)
+    }
+}
+
+/// `output = conv(input)` for `[N, C, L]` inputs; the same as `conv.forward`.
+pub fn conv1d(
+    input: &[f32],
+    input_shape: [usize; 3],
+    conv: &PackedConv1d,
+    output: &mut [f32],
+    workspace: &mut ConvWorkspace,
+) -> KernelResult<()> {
+    conv.forward(input, input_shape, output, workspace)
+}
+
+/// Output planes per parallel task of the depthwise kernel (in elements).
+const PARALLEL_CHUNK: usize = 1 << 14;
+
+/// `(in + 2 pad - dilation (kernel - 1) - 1) / stride + 1` along `axis`, or an error if the
+/// kernel does not fit.
+fn convolved_size(
+    input: usize,
+    kernel: usize,
+    options: Conv2dOptions,
+    axis: usize,
+) -> KernelResult<usize> {
+    let padded = input + 2 * options.padding[axis];
+    let extent = options.dilation[axis] * (kernel - 1) + 1;
+    if padded < extent {
+        return Err(shape_mismatch(
+            "conv",
+            format!("the kernel (extent {extent}) is larger than the padded input ({padded})"),
+        ));
+    }
+    Ok((padded - extent) / options.stride[axis] + 1)
+}
+
+/// The sizes and geometry of one call, in one place.
+struct Geometry {
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl Geometry {
+    fn new(
+        input_shape: [usize; 4],
+        output_shape: [usize; 4],
+        kernel: [usize; 2],
+        options: Conv2dOptions,
+    ) -> Self {
+        Self {
+            in_h: input_shape[2],
+            in_w: input_shape[3],
+            out_h: output_shape[2],
+            out_w: output_shape[3],
+            kernel,
+            stride: options.stride,
+            padding: options.padding,
+            dilation: options.dilation,
+        }
+    }
+
+    /// The input row read by output row `out_y` through kernel row `kernel_y`, if inside.
+    fn input_row(&self, out_y: usize, kernel_y: usize) -> Option<usize> {
+        (out_y * self.stride[0] + kernel_y * self.dilation[0])
+            .checked_sub(self.padding[0])
+            .filter(|&row| row < self.in_h)
+    }
+
+    /// The output columns whose input column through kernel column `kernel_x` is inside.
+    fn valid_columns(&self, kernel_x: usize) -> std::ops::Range<usize> {
+        valid_output_range(
+            self.out_w,
+            self.stride[1],
+            kernel_x * self.dilation[1],
+            self.padding[1],
+            self.in_w,
+        )
+    }
+}
+
+/// The outputs `o` in `0..output_len` for which `o * stride + tap_offset - padding` lands in
+/// `0..input_len`.
+pub(crate) fn valid_output_range(
+    output_len: usize,
+    stride: usize,
+    tap_offset: usize,
+    padding: usize,
+    input_len: usize,
+) -> std::ops::Range<usize> {
+    let start = padding.saturating_sub(tap_offset).div_ceil(stride);
+    let end = (input_len + padding)
+        .saturating_sub(tap_offset)
+        .div_ceil(stride)
+        .min(output_len);
+    start.min(end)..end
+}
+
+/// Unfolds the channels of one group into `columns`, `[channels * kh * kw, out_h * out_w]`.
+fn im2col(input: &[f32], channels: usize, geometry: &Geometry, columns: &mut [f32]) {
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let output_plane = geometry.out_h * geometry.out_w;
+    let input_plane = geometry.in_h * geometry.in_w;
+    let mut rows = columns.chunks_exact_mut(output_plane);
+    for channel in 0..channels {
+        let channel_input = &input[channel * input_plane..][..input_plane];
+        for kernel_y in 0..kernel_h {
+            for kernel_x in 0..kernel_w {
+                let Some(row) = rows.next() else { return };
+                let valid = geometry.valid_columns(kernel_x);
+                let tap_offset = kernel_x * geometry.dilation[1];
+                for (out_y, output_row) in row.chunks_exact_mut(geometry.out_w).enumerate() {
+                    let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
+                        output_row.fill(0.0);
+                        continue;
+                    };
+                    let input_row = &channel_input[input_y * geometry.in_w..][..geometry.in_w];
+                    output_row[..valid.start].fill(0.0);
+                    output_row[valid.end..].fill(0.0);
+                    if valid.is_empty() {
+                        continue;
+                    }
+                    let first_input =
+                        valid.start * geometry.stride[1] + tap_offset - geometry.padding[1];
+                    if geometry.stride[1] == 1 {
+                        output_row[valid.clone()]
+                            .copy_from_slice(&input_row[first_input..][..valid.len()]);
+                    } else {
+                        for (output, input) in output_row[valid.clone()]
+                            .iter_mut()
+                            .zip(input_row[first_input..].iter().step_by(geometry.stride[1]))
+                        {
+                            *output = *input;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One output plane of a depthwise convolution: for every kernel tap, a scaled input row is
+/// added to every output row it reaches (contiguous for unit stride, so it vectorises).
+fn depthwise_plane(
+    input: &[f32],
+    weight: &[f32],
+    bias: f32,
+    geometry: &Geometry,
+    output: &mut [f32],
+) {
+    output.fill(bias);
+    let [kernel_h, kernel_w] = geometry.kernel;
+    for (out_y, output_row) in output.chunks_exact_mut(geometry.out_w).enumerate() {
+        for kernel_y in 0..kernel_h {
+            let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
+                continue;
+            };
+            let input_row = &input[input_y * geometry.in_w..][..geometry.in_w];
+            for kernel_x in 0..kernel_w {
+                let tap = weight[kernel_y * kernel_w + kernel_x];
+                let valid = geometry.valid_columns(kernel_x);
+                if valid.is_empty() {
+                    continue;
+                }
+                let first_input = valid.start * geometry.stride[1]
+                    + kernel_x * geometry.dilation[1]
+                    - geometry.padding[1];
+                let outputs = &mut output_row[valid.clone()];
+                if geometry.stride[1] == 1 {
+                    for (output, &input) in outputs.iter_mut().zip(&input_row[first_input..]) {
+                        *output += tap * input;
+                    }
+                } else {
+                    for (output, &input) in outputs
+                        .iter_mut()
+                        .zip(input_row[first_input..].iter().step_by(geometry.stride[1]))
+                    {
+                        *output += tap * input;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

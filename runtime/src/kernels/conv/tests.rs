@@ -1,0 +1,272 @@
+use super::*;
+use crate::reference;
+use crate::test_support::{assert_close, values};
+use proptest::prelude::*;
+
+/// A random convolution: geometry, groups, data, bias and activation.
+#[derive(Debug, Clone)]
+struct Case {
+    input_shape: [usize; 4],
+    weight_shape: [usize; 4],
+    options: Conv2dOptions,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    activation: Option<Activation>,
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        // batch, groups, group_in_channels, group_out_channels
+        (1..3usize, 1..4usize, 1..4usize, 1..4usize),
+        // kernel, stride, dilation, padding (per axis)
+        (
+            1..4usize,
+            1..4usize,
+            1..3usize,
+            1..3usize,
+            1..3usize,
+            1..3usize,
+        ),
+        (0..3usize, 0..3usize, 1..12usize, 1..12usize),
+        (any::<bool>(), any::<bool>()),
+    )
+        .prop_filter_map(
+            "the kernel must fit the padded input",
+            |(
+                (batch, groups, group_in, group_out),
+                (kh, kw, sh, sw, dh, dw),
+                (ph, pw, h, w),
+                flags,
+            )| {
+                let options = Conv2dOptions {
+                    stride: [sh, sw],
+                    padding: [ph.min(kh), pw.min(kw)],
+                    dilation: [dh, dw],
+                    groups,
+                };
+                let fits = |size: usize, pad: usize, kernel: usize, dilation: usize| {
+                    size + 2 * pad > dilation * (kernel - 1)
+                };
+                if !fits(h, options.padding[0], kh, dh) || !fits(w, options.padding[1], kw, dw) {
+                    return None;
+                }
+                Some((
+                    [batch, groups * group_in, h, w],
+                    [groups * group_out, group_in, kh, kw],
+                    options,
+                    flags,
+                ))
+            },
+        )
+        .prop_flat_map(
+            |(input_shape, weight_shape, options, (with_bias, with_activation))| {
+                (
+                    Just((input_shape, weight_shape, options)),
+                    values(input_shape.iter().product()),
+                    values(weight_shape.iter().product()),
+                    values(weight_shape[0]),
+                    Just((with_bias, with_activation)),
+                )
+            },
+        )
+        .prop_map(
+            |(
+                (input_shape, weight_shape, options),
+                input,
+                weight,
+                bias,
+                (with_bias, with_activation),
+            )| Case {
+                input_shape,
+                weight_shape,
+                options,
+                input,
+                weight,
+                bias: with_bias.then_some(bias),
+                activation: with_activation.then_some(Activation::Relu),
+            },
+        )
+}
+
+impl Case {
+    fn check(&self) {
+        let conv = PackedConv2d::new(
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        )
+        .unwrap()
+        .with_activation(self.activation);
+        let (mut expected, expected_shape) = reference::conv2d(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        );
+        if let Some(activation) = self.activation {
+            for value in &mut expected {
+                *value = reference::activation(*value, activation);
+            }
+        }
+        assert_eq!(conv.output_shape(self.input_shape).unwrap(), expected_shape);
+        let mut output = vec![f32::NAN; expected.len()];
+        let mut workspace = ConvWorkspace::new();
+        conv2d(
+            &self.input,
+            self.input_shape,
+            &conv,
+            &mut output,
+            &mut workspace,
+        )
+        .unwrap();
+        assert_close(&output, &expected, 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn conv2d_matches_reference(case in cases()) {
+        case.check();
+    }
+
+    #[test]
+    fn one_by_one_and_depthwise_match_reference(
+        (case, depthwise) in cases().prop_flat_map(|case| (Just(case), any::<bool>()))
+    ) {
+        let mut case = case;
+        if depthwise {
+            // Depthwise with a channel multiplier: one input channel per group.
+            let channels = case.input_shape[1];
+            let multiplier = case.weight_shape[0] / case.options.groups;
+            case.options.groups = channels;
+            case.weight_shape = [channels * multiplier, 1, case.weight_shape[2], case.weight_shape[3]];
+        } else {
+            // A 1x1 kernel with unit stride and no padding skips im2col.
+            case.options.stride = [1, 1];
+            case.options.padding = [0, 0];
+            case.weight_shape[2] = 1;
+            case.weight_shape[3] = 1;
+        }
+        let weight_length: usize = case.weight_shape.iter().product();
+        case.weight = (0..weight_length).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+        let bias_length = case.weight_shape[0];
+        case.bias = case.bias.map(|_| (0..bias_length).map(|i| i as f32 / 10.0).collect());
+        case.check();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn conv1d_matches_reference(
+        (batch, channels, length, out_channels, kernel, stride, padding, dilation, input, weight) in
+            (1..3usize, 1..5usize, 3..20usize, 1..5usize, 1..4usize, 1..3usize, 0..2usize, 1..3usize)
+                .prop_filter("fits", |&(_, _, length, _, kernel, _, padding, dilation)| {
+                    length + 2 * padding > dilation * (kernel - 1) && padding <= kernel
+                })
+                .prop_flat_map(|(batch, channels, length, out_channels, kernel, stride, padding, dilation)| {
+                    (Just(batch), Just(channels), Just(length), Just(out_channels), Just(kernel),
+                     Just(stride), Just(padding), Just(dilation),
+                     values(batch * channels * length), values(out_channels * channels * kernel))
+                })
+    ) {
+        let options = Conv1dOptions { stride, padding, dilation, groups: 1 };
+        let conv = PackedConv1d::new(&weight, [out_channels, channels, kernel], None, options).unwrap();
+        let (expected, expected_shape) = reference::conv2d(
+            &input,
+            [batch, channels, 1, length],
+            &weight,
+            [out_channels, channels, 1, kernel],
+            None,
+            Conv2dOptions { stride: [1, stride], padding: [0, padding], dilation: [1, dilation], groups: 1 },
+        );
+        let output_shape = conv.output_shape([batch, channels, length]).unwrap();
+        prop_assert_eq!(output_shape, [batch, out_channels, expected_shape[3]]);
+        let mut output = vec![0.0; expected.len()];
+        conv1d(&input, [batch, channels, length], &conv, &mut output, &mut ConvWorkspace::new()).unwrap();
+        assert_close(&output, &expected, 1e-4);
+    }
+}
+
+#[test]
+fn larger_convolutions_match_reference() {
+    // Large enough for the GEMM to split across threads and to cross a KC block.
+    let case = Case {
+        input_shape: [1, 32, 20, 20],
+        weight_shape: [24, 32, 3, 3],
+        options: Conv2dOptions {
+            padding: [1, 1],
+            ..Conv2dOptions::default()
+        },
+        input: (0..32 * 400)
+            .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect(),
+        weight: (0..24 * 32 * 9)
+            .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        bias: Some((0..24).map(|i| i as f32 / 7.0).collect()),
+        activation: Some(Activation::Silu),
+    };
+    case.check();
+}
+
+#[test]
+fn invalid_arguments_are_errors() {
+    let weight = [0.0; 18];
+    assert!(
+        PackedConv2d::new(
+            &weight,
+            [2, 1, 3, 3],
+            None,
+            Conv2dOptions {
+                groups: 3,
+                ..Conv2dOptions::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        PackedConv2d::new(
+            &weight,
+            [2, 1, 3, 3],
+            None,
+            Conv2dOptions {
+                stride: [0, 1],
+                ..Conv2dOptions::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        PackedConv2d::new(&weight[..17], [2, 1, 3, 3], None, Conv2dOptions::default()).is_err()
+    );
+    assert!(
+        PackedConv2d::new(
+            &weight,
+            [2, 1, 3, 3],
+            Some(&[0.0; 3]),
+            Conv2dOptions::default()
+        )
+        .is_err()
+    );
+    let conv = PackedConv2d::new(&weight, [2, 1, 3, 3], None, Conv2dOptions::default()).unwrap();
+    assert!(conv.output_shape([1, 2, 5, 5]).is_err());
+    assert!(conv.output_shape([1, 1, 2, 5]).is_err());
+    let mut output = [0.0; 18];
+    let mut workspace = ConvWorkspace::new();
+    assert!(
+        conv.forward(&[0.0; 24], [1, 1, 5, 5], &mut output, &mut workspace)
+            .is_err()
+    );
+    assert!(
+        conv.forward(&[0.0; 25], [1, 1, 5, 5], &mut output[..17], &mut workspace)
+            .is_err()
+    );
+}

@@ -1,0 +1,273 @@
+use super::*;
+use crate::reference;
+use crate::test_support::{assert_close, values};
+use proptest::prelude::*;
+
+/// One random product: shapes, layouts, packing and epilogue.
+#[derive(Debug, Clone)]
+struct Case {
+    rows: usize,
+    depth: usize,
+    cols: usize,
+    a_transposed: bool,
+    b_transposed: bool,
+    a_packed: bool,
+    b_packed: bool,
+    accumulate: bool,
+    row_padding: usize,
+    bias: Option<bool>,
+    activation: Option<Activation>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    bias_values: Vec<f32>,
+}
+
+fn activations() -> impl Strategy<Value = Option<Activation>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Activation::Relu)),
+        Just(Some(Activation::Gelu)),
+        Just(Some(Activation::Silu)),
+    ]
+}
+
+fn cases(max_rows: usize, max_depth: usize, max_cols: usize) -> impl Strategy<Value = Case> {
+    (1..=max_rows, 1..=max_depth, 1..=max_cols, 0..3usize)
+        .prop_flat_map(|(rows, depth, cols, row_padding)| {
+            let c_length = rows * (cols + row_padding);
+            (
+                (
+                    Just((rows, depth, cols, row_padding)),
+                    any::<[bool; 5]>(),
+                    prop::option::of(any::<bool>()),
+                    activations(),
+                ),
+                (
+                    values(rows * depth),
+                    values(depth * cols),
+                    values(c_length),
+                    values(rows.max(cols)),
+                ),
+            )
+        })
+        .prop_map(
+            |(
+                ((rows, depth, cols, row_padding), flags, bias, activation),
+                (a, b, c, bias_values),
+            )| {
+                Case {
+                    rows,
+                    depth,
+                    cols,
+                    a_transposed: flags[0],
+                    b_transposed: flags[1],
+                    a_packed: flags[2],
+                    b_packed: flags[3],
+                    accumulate: flags[4],
+                    row_padding,
+                    bias,
+                    activation,
+                    a,
+                    b,
+                    c,
+                    bias_values,
+                }
+            },
+        )
+}
+
+impl Case {
+    fn a_matrix(&self) -> MatrixRef<'_> {
+        if self.a_transposed {
+            MatrixRef::row_major(&self.a, self.depth, self.rows)
+                .unwrap()
+                .transposed()
+        } else {
+            MatrixRef::row_major(&self.a, self.rows, self.depth).unwrap()
+        }
+    }
+
+    fn b_matrix(&self) -> MatrixRef<'_> {
+        if self.b_transposed {
+            MatrixRef::row_major(&self.b, self.cols, self.depth)
+                .unwrap()
+                .transposed()
+        } else {
+            MatrixRef::row_major(&self.b, self.depth, self.cols).unwrap()
+        }
+    }
+
+    fn bias(&self) -> Option<Bias<'_>> {
+        self.bias.map(|per_row| {
+            if per_row {
+                Bias::PerRow(&self.bias_values[..self.rows])
+            } else {
+                Bias::PerColumn(&self.bias_values[..self.cols])
+            }
+        })
+    }
+
+    fn epilogue(&self) -> Epilogue<'_> {
+        match (self.bias(), self.activation) {
+            (None, None) => Epilogue::None,
+            (Some(bias), None) => Epilogue::Bias(bias),
+            (None, Some(activation)) => Epilogue::Activation(activation),
+            (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
+        }
+    }
+
+    /// Runs the fast kernel and returns C.
+    fn run(&self, execution: Execution) -> Vec<f32> {
+        let packed_a = PackedLhsMatrix::from_matrix(self.a_matrix());
+        let packed_b = PackedMatrix::from_matrix(self.b_matrix());
+        let a = if self.a_packed {
+            Lhs::Packed(&packed_a)
+        } else {
+            Lhs::Matrix(self.a_matrix())
+        };
+        let b = if self.b_packed {
+            Rhs::Packed(&packed_b)
+        } else {
+            Rhs::Matrix(self.b_matrix())
+        };
+        let mut c = self.c.clone();
+        let options = GemmOptions {
+            accumulate: self.accumulate,
+            epilogue: self.epilogue(),
+        };
+        gemm_with(
+            a,
+            b,
+            &mut c,
+            self.cols + self.row_padding,
+            &options,
+            execution,
+        )
+        .unwrap();
+        c
+    }
+
+    /// The reference result, with C's padding left as it was.
+    fn expected(&self) -> Vec<f32> {
+        let product = reference::gemm(self.a_matrix(), self.b_matrix());
+        let stride = self.cols + self.row_padding;
+        let mut c = self.c.clone();
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                let mut value = product[i * self.cols + j];
+                if self.accumulate {
+                    value += self.c[i * stride + j];
+                }
+                match self.bias() {
+                    Some(Bias::PerRow(bias)) => value += bias[i],
+                    Some(Bias::PerColumn(bias)) => value += bias[j],
+                    None => {}
+                }
+                if let Some(activation) = self.activation {
+                    value = reference::activation(value, activation);
+                }
+                c[i * stride + j] = value;
+            }
+        }
+        c
+    }
+}
+
+fn portable() -> Execution {
+    Execution {
+        parallel: false,
+        kernel: portable::tile_kernel,
+    }
+}
+
+fn detected(parallel: bool) -> Execution {
+    Execution {
+        parallel,
+        kernel: select_tile_kernel(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn detected_kernel_matches_reference(case in cases(20, 40, 40)) {
+        assert_close(&case.run(detected(false)), &case.expected(), 1e-4);
+    }
+
+    #[test]
+    fn portable_kernel_matches_reference(case in cases(20, 40, 40)) {
+        assert_close(&case.run(portable()), &case.expected(), 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// Deep products cross several `KC` blocks, tall ones several `MC` blocks, and both are big
+    /// enough to be split across threads.
+    #[test]
+    fn large_products_match_reference(case in cases(160, 600, 70)) {
+        assert_close(&case.run(detected(true)), &case.expected(), 1e-4);
+    }
+}
+
+#[test]
+fn empty_depth_gives_zero_then_epilogue() {
+    let a: [f32; 0] = [];
+    let a = MatrixRef::row_major(&a, 2, 0).unwrap();
+    let b = MatrixRef::row_major(&[], 0, 3).unwrap();
+    let mut c = [5.0; 6];
+    let bias = [1.0, -2.0, 3.0];
+    let options = GemmOptions {
+        accumulate: false,
+        epilogue: Epilogue::BiasActivation(Bias::PerColumn(&bias), Activation::Relu),
+    };
+    gemm(a.into(), b.into(), &mut c, 3, &options).unwrap();
+    assert_eq!(c, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let data = [1.0; 12];
+    let a = MatrixRef::row_major(&data, 3, 4).unwrap();
+    let b = MatrixRef::row_major(&data, 3, 4).unwrap();
+    let mut c = [0.0; 12];
+    let result = gemm(a.into(), b.into(), &mut c, 4, &GemmOptions::default());
+    assert!(matches!(result, Err(KernelError::ShapeMismatch { .. })));
+
+    let b = MatrixRef::row_major(&data, 4, 3).unwrap();
+    let mut short = [0.0; 8];
+    let result = gemm(a.into(), b.into(), &mut short, 3, &GemmOptions::default());
+    assert!(matches!(result, Err(KernelError::BufferLength { .. })));
+
+    let bias = [0.0; 2];
+    let options = GemmOptions {
+        accumulate: false,
+        epilogue: Epilogue::Bias(Bias::PerColumn(&bias)),
+    };
+    let result = gemm(a.into(), b.into(), &mut c, 3, &options);
+    assert!(matches!(result, Err(KernelError::BufferLength { .. })));
+
+    assert!(MatrixRef::new(&data, 4, 4, 4, 1).is_err());
+}
+
+#[test]
+fn linear_weight_packing_computes_x_times_w_transposed() {
+    // W is [out = 2, in = 3].
+    let weight = [1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
+    let packed = PackedMatrix::from_linear_weight(&weight, 2, 3).unwrap();
+    let x = [1.0, 1.0, 1.0, 2.0, 0.0, -1.0];
+    let mut y = [0.0; 4];
+    let a = MatrixRef::row_major(&x, 2, 3).unwrap();
+    gemm(
+        a.into(),
+        (&packed).into(),
+        &mut y,
+        2,
+        &GemmOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(y, [6.0, -0.5, -1.0, -2.0]);
+}

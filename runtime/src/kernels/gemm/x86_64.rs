@@ -1,0 +1,186 @@
+//! The AVX2 + FMA micro-kernel: a `rows x 16` tile of C from packed panels of A and B.
+//!
+//! The tile lives in `2 * rows` ymm accumulators (12 for the full 6-row tile), and every step
+//! of the k loop loads two vectors of B, broadcasts `rows` scalars of A and issues `2 * rows`
+//! FMAs. Each row count has its own monomorphised loop so that short tiles (the last rows of C,
+//! or a matrix-vector product) do no wasted arithmetic.
+
+use super::{MR, NR};
+use std::arch::x86_64::{
+    __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+};
+
+/// Whether the running processor has the features this kernel needs.
+pub(super) fn is_available() -> bool {
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+}
+
+/// Computes `C[0..rows, 0..cols] (+)= A_panel * B_panel` for one tile; the same contract as
+/// `portable::tile_kernel`.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`is_available()`), `a_panel` must hold at least
+/// `depth * MR` and `b_panel` at least `depth * NR` elements, `rows <= MR`, `cols <= NR`, and
+/// `c` must be valid for reads and writes of `rows` rows of `cols` elements spaced
+/// `c_row_stride` apart, with no other thread touching them.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile_kernel(
+    depth: usize,
+    a_panel: &[f32],
+    b_panel: &[f32],
+    c: *mut f32,
+    c_row_stride: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    debug_assert!(a_panel.len() >= depth * MR && b_panel.len() >= depth * NR);
+    debug_assert!(rows <= MR && cols <= NR);
+    let tile = TileDestination {
+        c,
+        c_row_stride,
+        cols,
+        accumulate,
+    };
+    let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
+    // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
+    // destination tile, which is exactly what each monomorphised kernel needs.
+    unsafe {
+        match rows {
+            6 => tile_kernel_rows::<6>(depth, a, b, tile),
+            5 => tile_kernel_rows::<5>(depth, a, b, tile),
+            4 => tile_kernel_rows::<4>(depth, a, b, tile),
+            3 => tile_kernel_rows::<3>(depth, a, b, tile),
+            2 => tile_kernel_rows::<2>(depth, a, b, tile),
+            1 => tile_kernel_rows::<1>(depth, a, b, tile),
+            _ => {}
+        }
+    }
+}
+
+/// Where a finished tile goes.
+#[derive(Clone, Copy)]
+struct TileDestination {
+    c: *mut f32,
+    c_row_stride: usize,
+    cols: usize,
+    accumulate: bool,
+}
+
+/// The k loop for a tile of `ROWS` rows, followed by the store.
+///
+/// # Safety
+///
+/// As for `tile_kernel`, with `ROWS` rows.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_kernel_rows<const ROWS: usize>(
+    depth: usize,
+    a: *const f32,
+    b: *const f32,
+    tile: TileDestination,
+) {
+    // Fetching the destination rows now hides their cache misses behind the k loop.
+    for row in 0..ROWS {
+        let destination = tile.c.wrapping_add(row * tile.c_row_stride);
+        _mm_prefetch::<_MM_HINT_T0>(destination.cast::<i8>());
+        _mm_prefetch::<_MM_HINT_T0>(destination.wrapping_add(NR - 1).cast::<i8>());
+    }
+    let mut left = [_mm256_setzero_ps(); ROWS];
+    let mut right = [_mm256_setzero_ps(); ROWS];
+    let mut a = a;
+    let mut b = b;
+    // Unrolling by two halves the loop overhead; the panels are padded, so the tail step is a
+    // plain single step.
+    let pairs = depth / 2;
+    for _ in 0..pairs {
+        // SAFETY: Step `p` reads `a[p * MR + r]` for `r < ROWS <= MR` and `b[p * NR..][..NR]`,
+        // and `p < depth`, so every read is inside the panels the caller vouched for.
+        unsafe {
+            fma_step::<ROWS>(a, b, &mut left, &mut right);
+            fma_step::<ROWS>(a.add(MR), b.add(NR), &mut left, &mut right);
+            a = a.add(2 * MR);
+            b = b.add(2 * NR);
+        }
+    }
+    if depth % 2 == 1 {
+        // SAFETY: This is step `depth - 1`, inside the panels as above.
+        unsafe { fma_step::<ROWS>(a, b, &mut left, &mut right) };
+    }
+    // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
+    unsafe { store_tile::<ROWS>(&left, &right, tile) };
+}
+
+/// One step of the k loop: `acc[r] += a[r] * b` for the two halves of the B row.
+///
+/// # Safety
+///
+/// `a` must be valid for `ROWS` reads and `b` for `NR` reads.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_step<const ROWS: usize>(
+    a: *const f32,
+    b: *const f32,
+    left: &mut [__m256; ROWS],
+    right: &mut [__m256; ROWS],
+) {
+    // SAFETY: `b` is valid for `NR = 16` reads, two vectors of eight; `a` for `ROWS` reads.
+    unsafe {
+        let b_left = _mm256_loadu_ps(b);
+        let b_right = _mm256_loadu_ps(b.add(8));
+        for row in 0..ROWS {
+            let a_value = _mm256_broadcast_ss(&*a.add(row));
+            left[row] = _mm256_fmadd_ps(a_value, b_left, left[row]);
+            right[row] = _mm256_fmadd_ps(a_value, b_right, right[row]);
+        }
+    }
+}
+
+/// Writes (or adds) the accumulators into C: straight vector stores for a full-width tile,
+/// through a small buffer for a tile cut short on the right.
+///
+/// # Safety
+///
+/// `tile.c` must be valid for `ROWS` rows of `tile.cols` elements spaced `tile.c_row_stride`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_tile<const ROWS: usize>(
+    left: &[__m256; ROWS],
+    right: &[__m256; ROWS],
+    tile: TileDestination,
+) {
+    if tile.cols == NR {
+        for row in 0..ROWS {
+            // SAFETY: Row `row < ROWS` starts at `row * c_row_stride` and holds `NR` elements.
+            unsafe {
+                let destination = tile.c.add(row * tile.c_row_stride);
+                let (mut low, mut high) = (left[row], right[row]);
+                if tile.accumulate {
+                    low = _mm256_add_ps(low, _mm256_loadu_ps(destination));
+                    high = _mm256_add_ps(high, _mm256_loadu_ps(destination.add(8)));
+                }
+                _mm256_storeu_ps(destination, low);
+                _mm256_storeu_ps(destination.add(8), high);
+            }
+        }
+        return;
+    }
+    let mut buffer = [0.0f32; NR];
+    for row in 0..ROWS {
+        // SAFETY: `buffer` holds 16 elements; the destination row holds `tile.cols` elements.
+        unsafe {
+            _mm256_storeu_ps(buffer.as_mut_ptr(), left[row]);
+            _mm256_storeu_ps(buffer.as_mut_ptr().add(8), right[row]);
+            let destination = tile.c.add(row * tile.c_row_stride);
+            for (column, &value) in buffer.iter().enumerate().take(tile.cols) {
+                let element = destination.add(column);
+                *element = if tile.accumulate {
+                    *element + value
+                } else {
+                    value
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+use super::*;
+use crate::reference;
+use crate::test_support::{assert_close, values};
+use proptest::prelude::*;
+
+/// Random pooling geometry that PyTorch accepts, with the input shape and data.
+/// Input shape, kernel, stride, padding, dilation, ceil mode and data of one pooling case.
+type PoolCase = (
+    [usize; 4],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    bool,
+    Vec<f32>,
+);
+
+fn geometry() -> impl Strategy<Value = PoolCase> {
+    (
+        (1..3usize, 1..4usize, 1..10usize, 1..10usize),
+        (1..4usize, 1..4usize, 1..4usize, 1..4usize),
+        (0..2usize, 0..2usize, 1..3usize, 1..3usize),
+        any::<bool>(),
+    )
+        .prop_filter_map(
+            "the window must fit",
+            |((batch, channels, h, w), (kh, kw, sh, sw), (ph, pw, dh, dw), ceil_mode)| {
+                let padding = [ph.min(kh / 2), pw.min(kw / 2)];
+                let fits = |size: usize, pad: usize, kernel: usize, dilation: usize| {
+                    size + 2 * pad > dilation * (kernel - 1)
+                };
+                if !fits(h, padding[0], kh, dh) || !fits(w, padding[1], kw, dw) {
+                    return None;
+                }
+                Some((
+                    [batch, channels, h, w],
+                    [kh, kw],
+                    [sh, sw],
+                    padding,
+                    [dh, dw],
+                    ceil_mode,
+                ))
+            },
+        )
+        .prop_flat_map(|(shape, kernel, stride, padding, dilation, ceil_mode)| {
+            (
+                Just(shape),
+                Just(kernel),
+                Just(stride),
+                Just(padding),
+                Just(dilation),
+                Just(ceil_mode),
+                values(shape.iter().product()),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn max_pool_matches_reference(
+        (shape, kernel, stride, padding, dilation, ceil_mode, input) in geometry()
+    ) {
+        let options = MaxPool2dOptions { kernel, stride, padding, dilation, ceil_mode };
+        let (expected, expected_shape) = reference::max_pool2d(&input, shape, &options);
+        let output_shape = max_pool2d_output_shape(shape, &options).unwrap();
+        prop_assert_eq!(output_shape, expected_shape);
+        let mut output = vec![0.0; expected.len()];
+        max_pool2d(&input, shape, &options, &mut output).unwrap();
+        prop_assert_eq!(output, expected);
+    }
+
+    #[test]
+    fn avg_pool_matches_reference(
+        (shape, kernel, stride, padding, _, ceil_mode, input) in geometry(),
+        count_include_pad in any::<bool>(),
+        divisor_override in prop::option::weighted(0.2, 1..5usize),
+    ) {
+        let options = AvgPool2dOptions {
+            kernel, stride, padding, ceil_mode, count_include_pad, divisor_override,
+        };
+        let (expected, expected_shape) = reference::avg_pool2d(&input, shape, &options);
+        prop_assert_eq!(avg_pool2d_output_shape(shape, &options).unwrap(), expected_shape);
+        let mut output = vec![0.0; expected.len()];
+        avg_pool2d(&input, shape, &options, &mut output).unwrap();
+        assert_close(&output, &expected, 1e-5);
+    }
+
+    #[test]
+    fn global_pools_match_reference(
+        (shape, input) in prop::collection::vec(1..5usize, 2..5).prop_flat_map(|shape| {
+            let length: usize = shape.iter().product();
+            (Just(shape), values(length))
+        })
+    ) {
+        let planes = shape[0] * shape[1];
+        let plane = input.len() / planes;
+        let mut output = vec![0.0; planes];
+        global_avg_pool(&input, &shape, &mut output).unwrap();
+        let expected: Vec<f32> = input
+            .chunks(plane)
+            .map(|values| (values.iter().map(|&x| x as f64).sum::<f64>() / plane as f64) as f32)
+            .collect();
+        assert_close(&output, &expected, 1e-5);
+        global_max_pool(&input, &shape, &mut output).unwrap();
+        let expected: Vec<f32> = input
+            .chunks(plane)
+            .map(|values| values.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        prop_assert_eq!(output, expected);
+    }
+}
+
+fn arange(length: usize) -> Vec<f32> {
+    (0..length).map(|index| index as f32).collect()
+}
+
+#[test]
+fn max_pool_ceil_mode_matches_pytorch() {
+    // torch.nn.functional.max_pool2d(torch.arange(25.).view(1, 1, 5, 5), 2, 2, ceil_mode=True)
+    let input = arange(25);
+    let mut options = MaxPool2dOptions::new([2, 2]);
+    options.ceil_mode = true;
+    let mut output = vec![0.0; 9];
+    max_pool2d(&input, [1, 1, 5, 5], &options, &mut output).unwrap();
+    assert_eq!(output, [6.0, 8.0, 9.0, 16.0, 18.0, 19.0, 21.0, 23.0, 24.0]);
+    options.ceil_mode = false;
+    assert_eq!(
+        max_pool2d_output_shape([1, 1, 5, 5], &options).unwrap(),
+        [1, 1, 2, 2]
+    );
+}
+
+#[test]
+fn ceil_mode_drops_a_window_that_starts_in_the_right_padding() {
+    // max_pool1d(torch.arange(5.).view(1, 1, 5), 2, stride=2, padding=1, ceil_mode=True)
+    // is [0, 2, 4]: a fourth window would start at index 5, inside the right padding.
+    let options = MaxPool1dOptions {
+        kernel: 2,
+        stride: 2,
+        padding: 1,
+        dilation: 1,
+        ceil_mode: true,
+    };
+    assert_eq!(max_pool1d_output_len(5, &options).unwrap(), 3);
+    let mut output = vec![0.0; 3];
+    max_pool1d(&arange(5), [1, 1, 5], &options, &mut output).unwrap();
+    assert_eq!(output, [0.0, 2.0, 4.0]);
+    // With six elements the fourth window starts at index 5, inside the input: [0, 2, 4, 5].
+    assert_eq!(max_pool1d_output_len(6, &options).unwrap(), 4);
+    let mut output = vec![0.0; 4];
+    max_pool1d(&arange(6), [1, 1, 6], &options, &mut output).unwrap();
+    assert_eq!(output, [0.0, 2.0, 4.0, 5.0]);
+}
+
+#[test]
+fn avg_pool_ceil_mode_and_padding_match_pytorch() {
+    // avg_pool2d(torch.arange(25.).view(1, 1, 5, 5), 2, 2, ceil_mode=True): the partial windows
+    // on the right and bottom divide by their clipped size.
+    let input = arange(25);
+    let mut options = AvgPool2dOptions::new([2, 2]);
+    options.ceil_mode = true;
+    let mut output = vec![0.0; 9];
+    avg_pool2d(&input, [1, 1, 5, 5], &options, &mut output).unwrap();
+    assert_eq!(output, [3.0, 5.0, 6.5, 13.0, 15.0, 16.5, 20.5, 22.5, 24.0]);
+
+    // avg_pool2d(..., 3, stride=2, padding=1, ceil_mode=True): the corner window covers
+    // {0, 1, 5, 6}, divided by 9 with count_include_pad and by 4 without.
+    let mut options = AvgPool2dOptions::new([3, 3]);
+    options.stride = [2, 2];
+    options.padding = [1, 1];
+    options.ceil_mode = true;
+    assert_eq!(
+        avg_pool2d_output_shape([1, 1, 5, 5], &options).unwrap(),
+        [1, 1, 3, 3]
+    );
+    avg_pool2d(&input, [1, 1, 5, 5], &options, &mut output).unwrap();
+    assert_close(&output[..1], &[12.0 / 9.0], 1e-6);
+    options.count_include_pad = false;
+    avg_pool2d(&input, [1, 1, 5, 5], &options, &mut output).unwrap();
+    assert_eq!(output[0], 3.0);
+    assert_eq!(output[8], (18.0 + 19.0 + 23.0 + 24.0) / 4.0);
+}
+
+#[test]
+fn avg_pool1d_matches_two_dimensional_form() {
+    let options = AvgPool1dOptions {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        ceil_mode: false,
+        count_include_pad: false,
+    };
+    let length = avg_pool1d_output_len(7, &options).unwrap();
+    let mut output = vec![0.0; 2 * length];
+    avg_pool1d(&arange(14), [1, 2, 7], &options, &mut output).unwrap();
+    let (expected, _) = reference::avg_pool2d(
+        &arange(14),
+        [1, 2, 1, 7],
+        &AvgPool2dOptions {
+            kernel: [1, 3],
+            stride: [1, 2],
+            padding: [0, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+            divisor_override: None,
+        },
+    );
+    assert_close(&output, &expected, 1e-6);
+}
+
+#[test]
+fn nan_propagates_through_max_pool() {
+    let input = [1.0, f32::NAN, 3.0, 2.0];
+    let mut output = [0.0];
+    max_pool2d(
+        &input,
+        [1, 1, 2, 2],
+        &MaxPool2dOptions::new([2, 2]),
+        &mut output,
+    )
+    .unwrap();
+    assert!(output[0].is_nan());
+}
+
+#[test]
+fn invalid_arguments_are_errors() {
+    assert!(pooled_size(5, 2, 2, 2, 1, false).is_err());
+    assert!(pooled_size(5, 0, 1, 0, 1, false).is_err());
+    assert!(pooled_size(5, 2, 0, 0, 1, false).is_err());
+    assert!(pooled_size(1, 3, 1, 0, 1, false).is_err());
+    let mut output = [0.0; 4];
+    let options = MaxPool2dOptions::new([2, 2]);
+    assert!(max_pool2d(&[0.0; 15], [1, 1, 4, 4], &options, &mut output).is_err());
+    assert!(global_avg_pool(&[0.0; 4], &[4], &mut output).is_err());
+    let mut options = AvgPool2dOptions::new([2, 2]);
+    options.divisor_override = Some(0);
+    assert!(avg_pool2d(&[0.0; 16], [1, 1, 4, 4], &options, &mut output).is_err());
+}

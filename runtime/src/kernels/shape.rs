@@ -1,0 +1,414 @@
+//! Data movement: permute (and transpose), concatenation, slicing along an axis and `select`.
+//!
+//! Everything works on dense row-major tensors. Permute first merges axes that stay adjacent
+//! and in order, then copies whole rows when the last axis stays last, and otherwise moves
+//! data in small square tiles so that both the reads and the writes stay in cache.
+
+use crate::error::{
+    KernelError, KernelResult, check_length, checked_element_count, invalid_parameter,
+    shape_mismatch,
+};
+use crate::tensor::{TensorRef, row_major_strides, split_at_axis};
+
+/// The shape after permuting: `output_shape[i] = shape[permutation[i]]`. Fails unless
+/// `permutation` holds each axis exactly once.
+pub fn permuted_shape(shape: &[usize], permutation: &[usize]) -> KernelResult<Vec<usize>> {
+    if permutation.len() != shape.len() {
+        return Err(invalid_parameter(
+            "permute",
+            format!(
+                "{permutation:?} is not a permutation of {} axes",
+                shape.len()
+            ),
+        ));
+    }
+    let mut seen = vec![false; shape.len()];
+    for &axis in permutation {
+        if axis >= shape.len() || std::mem::replace(&mut seen[axis], true) {
+            return Err(invalid_parameter(
+                "permute",
+                format!(
+                    "{permutation:?} is not a permutation of {} axes",
+                    shape.len()
+                ),
+            ));
+        }
+    }
+    Ok(permutation.iter().map(|&axis| shape[axis]).collect())
+}
+
+/// `output = input.permute(permutation)` (PyTorch's `permute`, numpy's `transpose`), written
+/// densely in the permuted shape.
+pub fn permute(
+    input: TensorRef<'_>,
+    permutation: &[usize],
+    output: &mut [f32],
+) -> KernelResult<()> {
+    let output_shape = permuted_shape(input.shape(), permutation)?;
+    check_length("permute", "output", input.data().len(), output.len())?;
+    if output.is_empty() {
+        return Ok(());
+    }
+    let input_strides = row_major_strides(input.shape());
+    let strides: Vec<usize> = permutation
+        .iter()
+        .map(|&axis| input_strides[axis])
+        .collect();
+    let (shape, strides) = merge_axes(&output_shape, &strides);
+    let data = input.data();
+    let rank = shape.len();
+    if strides[rank - 1] == 1 {
+        copy_rows(data, &shape, &strides, output);
+    } else {
+        // The axis that is contiguous in the input is now some other axis of the output.
+        let contiguous_axis = strides.iter().position(|&stride| stride == 1).unwrap_or(0);
+        transpose_tiles(data, &shape, &strides, contiguous_axis, output);
+    }
+    Ok(())
+}
+
+/// `output = input.transpose(first_axis, second_axis)`: swaps two axes.
+pub fn transpose(
+    input: TensorRef<'_>,
+    first_axis: usize,
+    second_axis: usize,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    let rank = input.rank();
+    for axis in [first_axis, second_axis] {
+        if axis >= rank {
+            return Err(KernelError::AxisOutOfRange {
+                operation: "transpose",
+                axis,
+                rank,
+            });
+        }
+    }
+    let mut permutation: Vec<usize> = (0..rank).collect();
+    permutation.swap(first_axis, second_axis);
+    permute(input, &permutation, output)
+}
+
+/// The shape of the concatenation of tensors of `shapes` along `axis`.
+pub fn concat_output_shape(shapes: &[&[usize]], axis: usize) -> KernelResult<Vec<usize>> {
+    let Some(first) = shapes.first() else {
+        return Err(invalid_parameter("concat", "there are no inputs"));
+    };
+    if axis >= first.len() {
+        return Err(KernelError::AxisOutOfRange {
+            operation: "concat",
+            axis,
+            rank: first.len(),
+        });
+    }
+    let mut output_shape = first.to_vec();
+    output_shape[axis] = 0;
+    for shape in shapes {
+        let agrees = shape.len() == first.len()
+            && shape
+                .iter()
+                .zip(first.iter())
+                .enumerate()
+                .all(|(index, (length, first_length))| index == axis || length == first_length);
+        if !agrees {
+            return Err(shape_mismatch(
+                "concat",
+                format!("{shape:?} does not match {first:?} outside axis {axis}"),
+            ));
+        }
+        output_shape[axis] += shape[axis];
+    }
+    Ok(output_shape)
+}
+
+/// `output = torch.cat(inputs, axis)`.
+pub fn concat(inputs: &[TensorRef<'_>], axis: usize, output: &mut [f32]) -> KernelResult<()> {
+    let shapes: Vec<&[usize]> = inputs.iter().map(TensorRef::shape).collect();
+    let output_shape = concat_output_shape(&shapes, axis)?;
+    let length = checked_element_count("concat", &output_shape)?;
+    check_length("concat", "output", length, output.len())?;
+    let (outer, _, inner) = split_at_axis("concat", &output_shape, axis)?;
+    let mut position = 0;
+    for outer_index in 0..outer {
+        for input in inputs {
+            let block = input.shape()[axis] * inner;
+            output[position..position + block]
+                .copy_from_slice(&input.data()[outer_index * block..][..block]);
+            position += block;
+        }
+    }
+    Ok(())
+}
+
+/// `output = input.narrow(axis, start, end - start)`: indices `start..end` along `axis`
+/// (step 1), with `start <= end <= shape[axis]`.
+pub fn slice_axis(
+    input: TensorRef<'_>,
+    axis: usize,
+    start: usize,
+    end: usize,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    let (outer, length, inner) = split_at_axis("slice", input.shape(), axis)?;
+    if start > end || end > length {
+        return Err(invalid_parameter(
+            "slice",
+            format!("{start}..{end} is not a range inside an axis of length {length}"),
+        ));
+    }
+    let block = (end - start) * inner;
+    check_length("slice", "output", outer * block, output.len())?;
+    if block == 0 {
+        return Ok(());
+    }
+    for (outer_index, output_block) in output.chunks_exact_mut(block).enumerate() {
+        let source = (outer_index * length + start) * inner;
+        output_block.copy_from_slice(&input.data()[source..source + block]);
+    }
+    Ok(())
+}
+
+/// `output = input.select(axis, index)`: the slice at `index` along `axis`, which disappears.
+pub fn select(
+    input: TensorRef<'_>,
+    axis: usize,
+    index: usize,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    let (_, length, _) = split_at_axis("select", input.shape(), axis)?;
+    if index >= length {
+        return Err(KernelError::IndexOutOfRange {
+            operation: "select",
+            index,
+            length,
+        });
+    }
+    slice_axis(input, axis, index, index + 1, output)
+}
+
+/// Side of the square tiles of the tiled transpose.
+const TILE: usize = 16;
+
+/// Drops length-1 axes and merges neighbours that are also neighbours, in order, in the
+/// input (`stride[i] == stride[i + 1] * shape[i + 1]`). Never returns an empty shape.
+fn merge_axes(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut merged_shape: Vec<usize> = Vec::new();
+    let mut merged_strides: Vec<usize> = Vec::new();
+    for (&length, &stride) in shape.iter().zip(strides) {
+        if length == 1 {
+            continue;
+        }
+        if let (Some(last_length), Some(last_stride)) =
+            (merged_shape.last_mut(), merged_strides.last_mut())
+            && *last_stride == stride * length
+        {
+            *last_length *= length;
+            *last_stride = stride;
+            continue;
+        }
+        merged_shape.push(length);
+        merged_strides.push(stride);
+    }
+    if merged_shape.is_empty() {
+        return (vec![1], vec![1]);
+    }
+    (merged_shape, merged_strides)
+}
+
+/// Offsets into the input for every combination of the axes in `axes` (row-major order).
+fn odometer_offsets(shape: &[usize], strides: &[usize], axes: &[usize]) -> Vec<usize> {
+    let mut offsets = vec![0usize];
+    for &axis in axes {
+        offsets = offsets
+            .iter()
+            .flat_map(|&offset| (0..shape[axis]).map(move |index| offset + index * strides[axis]))
+            .collect();
+    }
+    offsets
+}
+
+/// The permute when the last output axis is contiguous in the input: row-by-row copies.
+fn copy_rows(data: &[f32], shape: &[usize], strides: &[usize], output: &mut [f32]) {
+    let rank = shape.len();
+    let row_length = shape[rank - 1];
+    let outer_axes: Vec<usize> = (0..rank - 1).collect();
+    let offsets = odometer_offsets(shape, strides, &outer_axes);
+    for (output_row, offset) in output.chunks_exact_mut(row_length).zip(offsets) {
+        output_row.copy_from_slice(&data[offset..offset + row_length]);
+    }
+}
+
+/// The permute when the input-contiguous axis `contiguous_axis` is not last in the output:
+/// for every index of the other axes, a 2-D transpose between that axis and the last one,
+/// done in `TILE x TILE` tiles.
+fn transpose_tiles(
+    data: &[f32],
+    shape: &[usize],
+    strides: &[usize],
+    contiguous_axis: usize,
+    output: &mut [f32],
+) {
+    let rank = shape.len();
+    let last = rank - 1;
+    let output_strides = row_major_strides(shape);
+    let other_axes: Vec<usize> = (0..last).filter(|&axis| axis != contiguous_axis).collect();
+    let input_offsets = odometer_offsets(shape, strides, &other_axes);
+    let output_offsets = odometer_offsets(shape, &output_strides, &other_axes);
+    let (rows, cols) = (shape[contiguous_axis], shape[last]);
+    let (input_row_stride, input_col_stride) = (strides[contiguous_axis], strides[last]);
+    let output_row_stride = output_strides[contiguous_axis];
+    for (&input_base, &output_base) in input_offsets.iter().zip(&output_offsets) {
+        for row_tile in (0..rows).step_by(TILE) {
+            for col_tile in (0..cols).step_by(TILE) {
+                for row in row_tile..(row_tile + TILE).min(rows) {
+                    let output_row = output_base + row * output_row_stride;
+                    let input_row = input_base + row * input_row_stride;
+                    for col in col_tile..(col_tile + TILE).min(cols) {
+                        output[output_row + col] = data[input_row + col * input_col_stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use proptest::prelude::*;
+
+    fn ramp(length: usize) -> Vec<f32> {
+        (0..length).map(|index| index as f32).collect()
+    }
+
+    fn shape_and_permutation() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        prop::collection::vec(1..7usize, 0..5).prop_flat_map(|shape| {
+            let rank = shape.len();
+            (
+                Just(shape),
+                Just((0..rank).collect::<Vec<_>>()).prop_shuffle(),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn permute_matches_reference((shape, permutation) in shape_and_permutation()) {
+            let input = ramp(shape.iter().product());
+            let (expected, expected_shape) = reference::permute(&input, &shape, &permutation);
+            prop_assert_eq!(permuted_shape(&shape, &permutation).unwrap(), expected_shape);
+            let mut output = vec![0.0; input.len()];
+            permute(TensorRef::new(&input, &shape).unwrap(), &permutation, &mut output).unwrap();
+            prop_assert_eq!(output, expected);
+        }
+
+        #[test]
+        fn concat_matches_reference(
+            (shape, axis, lengths) in prop::collection::vec(1..5usize, 1..4).prop_flat_map(|shape| {
+                let rank = shape.len();
+                (Just(shape), 0..rank, prop::collection::vec(0..4usize, 1..4))
+            })
+        ) {
+            let shapes: Vec<Vec<usize>> = lengths
+                .iter()
+                .map(|&length| {
+                    let mut shape = shape.clone();
+                    shape[axis] = length;
+                    shape
+                })
+                .collect();
+            let datas: Vec<Vec<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(index, shape)| {
+                    let length: usize = shape.iter().product();
+                    (0..length).map(|value| (value + 100 * index) as f32).collect()
+                })
+                .collect();
+            let parts: Vec<(&[f32], &[usize])> = datas
+                .iter()
+                .zip(&shapes)
+                .map(|(data, shape)| (data.as_slice(), shape.as_slice()))
+                .collect();
+            let (expected, expected_shape) = reference::concat(&parts, axis);
+            let inputs: Vec<TensorRef<'_>> = parts
+                .iter()
+                .map(|&(data, shape)| TensorRef::new(data, shape).unwrap())
+                .collect();
+            let mut output = vec![0.0; expected.len()];
+            concat(&inputs, axis, &mut output).unwrap();
+            let shape_refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+            prop_assert_eq!(concat_output_shape(&shape_refs, axis).unwrap(), expected_shape);
+            prop_assert_eq!(output, expected);
+        }
+
+        #[test]
+        fn slice_and_select_match_reference(
+            (shape, axis, start, end) in prop::collection::vec(1..6usize, 1..5).prop_flat_map(|shape| {
+                let rank = shape.len();
+                (Just(shape), 0..rank)
+            }).prop_flat_map(|(shape, axis)| {
+                let length = shape[axis];
+                (Just(shape), Just(axis), 0..=length).prop_flat_map(move |(shape, axis, start)| {
+                    (Just(shape), Just(axis), Just(start), start..=length)
+                })
+            })
+        ) {
+            let input = ramp(shape.iter().product());
+            let tensor = TensorRef::new(&input, &shape).unwrap();
+            let (expected, _) = reference::slice_axis(&input, &shape, axis, start, end);
+            let mut output = vec![0.0; expected.len()];
+            slice_axis(tensor, axis, start, end, &mut output).unwrap();
+            prop_assert_eq!(&output, &expected);
+            if start < shape[axis] {
+                let (expected, _) = reference::slice_axis(&input, &shape, axis, start, start + 1);
+                let mut output = vec![0.0; expected.len()];
+                select(tensor, axis, start, &mut output).unwrap();
+                prop_assert_eq!(output, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn large_transpose_uses_tiles_correctly() {
+        let shape = [3, 37, 53];
+        let input = ramp(shape.iter().product());
+        for permutation in [[0, 2, 1], [2, 1, 0], [1, 2, 0], [2, 0, 1]] {
+            let (expected, _) = reference::permute(&input, &shape, &permutation);
+            let mut output = vec![0.0; input.len()];
+            permute(
+                TensorRef::new(&input, &shape).unwrap(),
+                &permutation,
+                &mut output,
+            )
+            .unwrap();
+            assert_eq!(output, expected, "{permutation:?}");
+        }
+        let mut output = vec![0.0; input.len()];
+        transpose(TensorRef::new(&input, &shape).unwrap(), 2, 0, &mut output).unwrap();
+        let (expected, _) = reference::permute(&input, &shape, &[2, 1, 0]);
+        assert_eq!(output, expected);
+    }
+
+    #[test]
+    fn invalid_arguments_are_errors() {
+        let input = ramp(6);
+        let tensor = TensorRef::new(&input, &[2, 3]).unwrap();
+        let mut output = vec![0.0; 6];
+        assert!(permute(tensor, &[0, 0], &mut output).is_err());
+        assert!(permute(tensor, &[1], &mut output).is_err());
+        assert!(transpose(tensor, 0, 2, &mut output).is_err());
+        assert!(slice_axis(tensor, 1, 2, 4, &mut output).is_err());
+        assert!(slice_axis(tensor, 1, 2, 1, &mut output).is_err());
+        assert!(matches!(
+            select(tensor, 0, 2, &mut output),
+            Err(KernelError::IndexOutOfRange { .. })
+        ));
+        let other = TensorRef::new(&input, &[3, 2]).unwrap();
+        assert!(concat(&[tensor, other], 0, &mut [0.0; 12]).is_err());
+        assert!(concat(&[], 0, &mut output).is_err());
+    }
+}

@@ -1,0 +1,403 @@
+//! Weights: loaded from safetensors files by name and checked against what a network expects, or
+//! drawn at random from a seed.
+//!
+//! A network describes each weight it needs with a [`WeightSpec`]: its state-dict name, shape and
+//! how to initialize it. Loading checks the file against the specs and reports every problem at
+//! once (missing, unexpected, wrong shape, wrong dtype), never a panic, whatever the file holds.
+
+use std::fmt;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use safetensors::{Dtype, SafeTensors};
+
+/// How a weight is initialized when no weights file is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// Uniform in ±1/sqrt(fan_in), as PyTorch initializes linear and conv layers.
+    FanIn { fan_in: usize },
+    /// Standard normal, as PyTorch initializes embeddings.
+    Normal,
+    /// All ones: norm scales and running variances.
+    Ones,
+    /// All zeros: norm shifts and running means.
+    Zeros,
+}
+
+/// One weight a network needs.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightSpec<'a> {
+    /// The state-dict name, e.g. `layer1.0.conv1.weight`.
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub init: Init,
+}
+
+/// Why a weights file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read the weights file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid safetensors file: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("the weights in {path} do not match the network:\n{}", list(.problems))]
+    Mismatch {
+        path: String,
+        problems: Vec<WeightProblem>,
+    },
+}
+
+/// One way a weights file disagrees with the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WeightProblem {
+    /// The network needs a tensor the file lacks.
+    Missing { name: String, shape: Vec<usize> },
+    /// The file has a tensor the network does not use.
+    Unexpected { name: String, shape: Vec<usize> },
+    /// The tensor has another shape than the network needs.
+    Shape {
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+    /// The tensor is not floating point.
+    DType { name: String, found: String },
+}
+
+impl fmt::Display for WeightProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightProblem::Missing { name, shape } => {
+                write!(f, "missing tensor `{name}` of shape {shape:?}")
+            }
+            WeightProblem::Unexpected { name, shape } => {
+                write!(
+                    f,
+                    "unexpected tensor `{name}` of shape {shape:?}: the network has no such weight"
+                )
+            }
+            WeightProblem::Shape {
+                name,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "tensor `{name}` has shape {found:?}, but the network needs {expected:?}"
+                )
+            }
+            WeightProblem::DType { name, found } => {
+                write!(
+                    f,
+                    "tensor `{name}` has dtype {found}, but weights must be F32, F16, BF16 or F64"
+                )
+            }
+        }
+    }
+}
+
+fn list(problems: &[WeightProblem]) -> String {
+    let lines: Vec<String> = problems
+        .iter()
+        .map(|problem| format!("  - {problem}"))
+        .collect();
+    lines.join("\n")
+}
+
+/// Reads the weights in `specs` from the safetensors file at `path`, as f32, in spec order.
+pub fn read_safetensors(
+    path: &Path,
+    specs: &[WeightSpec<'_>],
+) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_safetensors(&bytes, specs, &path.display().to_string())
+}
+
+/// Loads the weights in `specs` from safetensors bytes, as f32, in spec order. `source_name`
+/// names the bytes in errors.
+///
+/// Tensors stored as F16, BF16 or F64 are converted. A `<layer>.num_batches_tracked` tensor, which
+/// PyTorch saves beside batch-norm statistics, is ignored when `<layer>.running_mean` is expected.
+pub fn load_safetensors(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let tensors = SafeTensors::deserialize(bytes).map_err(|error| WeightsError::Corrupt {
+        path: source_name.to_string(),
+        message: error.to_string(),
+    })?;
+    let mut problems = Vec::new();
+    let mut loaded = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let view = match tensors.tensor(spec.name) {
+            Ok(view) => view,
+            Err(_) => {
+                problems.push(WeightProblem::Missing {
+                    name: spec.name.to_string(),
+                    shape: spec.shape.to_vec(),
+                });
+                loaded.push(Vec::new());
+                continue;
+            }
+        };
+        if view.shape() != spec.shape {
+            problems.push(WeightProblem::Shape {
+                name: spec.name.to_string(),
+                expected: spec.shape.to_vec(),
+                found: view.shape().to_vec(),
+            });
+            loaded.push(Vec::new());
+            continue;
+        }
+        match to_f32(view.dtype(), view.data()) {
+            Some(values) => loaded.push(values),
+            None => {
+                problems.push(WeightProblem::DType {
+                    name: spec.name.to_string(),
+                    found: format!("{:?}", view.dtype()),
+                });
+                loaded.push(Vec::new());
+            }
+        }
+    }
+    let mut unexpected: Vec<WeightProblem> = tensors
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !specs.iter().any(|spec| spec.name == name))
+        .filter(|(name, _)| {
+            let ignorable = name
+                .strip_suffix(".num_batches_tracked")
+                .is_some_and(|layer| {
+                    let running_mean = format!("{layer}.running_mean");
+                    specs.iter().any(|spec| spec.name == running_mean)
+                });
+            !ignorable
+        })
+        .map(|(name, view)| WeightProblem::Unexpected {
+            name,
+            shape: view.shape().to_vec(),
+        })
+        .collect();
+    unexpected.sort_by(|a, b| format!("{a}").cmp(&format!("{b}")));
+    problems.extend(unexpected);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(WeightsError::Mismatch {
+            path: source_name.to_string(),
+            problems,
+        })
+    }
+}
+
+/// Converts little-endian tensor bytes to f32; `None` for integer and boolean dtypes.
+fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    let values = match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|bytes| f32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|bytes| f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|bytes| half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|bytes| half::bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    };
+    Some(values)
+}
+
+/// Draws every weight from its [`Init`], deterministically from `seed`.
+///
+/// Each weight has its own stream, derived from the seed and the weight's name, so adding a layer
+/// does not change the weights of the others.
+pub fn random_weights(specs: &[WeightSpec<'_>], seed: u64) -> Vec<Vec<f32>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let count: usize = spec.shape.iter().product();
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(spec.name));
+            match spec.init {
+                Init::Ones => vec![1.0; count],
+                Init::Zeros => vec![0.0; count],
+                Init::Normal => (0..count)
+                    .map(|_| StandardNormal.sample(&mut rng))
+                    .collect(),
+                Init::FanIn { fan_in } => {
+                    let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                    (0..count)
+                        .map(|_| rng.random_range(-bound..bound))
+                        .collect()
+                }
+            }
+        })
+        .collect()
+}
+
+/// FNV-1a, a stable hash of a weight name.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                (
+                    name.to_string(),
+                    safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize(views, None).unwrap()
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect()
+    }
+
+    const SPECS: [WeightSpec<'static>; 2] = [
+        WeightSpec {
+            name: "fc.weight",
+            shape: &[2, 3],
+            init: Init::FanIn { fan_in: 3 },
+        },
+        WeightSpec {
+            name: "fc.bias",
+            shape: &[2],
+            init: Init::Zeros,
+        },
+    ];
+
+    #[test]
+    fn loads_by_name_and_converts_half_precision() {
+        let bias: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|value| half::bf16::from_f32(*value).to_le_bytes())
+            .collect();
+        let bytes = file(&[
+            ("fc.bias", Dtype::BF16, vec![2], bias),
+            (
+                "fc.weight",
+                Dtype::F32,
+                vec![2, 3],
+                f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            ),
+        ]);
+        let loaded = load_safetensors(&bytes, &SPECS, "test").unwrap();
+        assert_eq!(
+            loaded,
+            vec![vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![1.5, -2.0]]
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_by_name() {
+        let bytes = file(&[
+            ("fc.weight", Dtype::F32, vec![3, 2], f32_bytes(&[0.0; 6])),
+            ("head.weight", Dtype::F32, vec![1], f32_bytes(&[0.0])),
+        ]);
+        let error = load_safetensors(&bytes, &SPECS, "model.safetensors").unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("tensor `fc.weight` has shape [3, 2], but the network needs [2, 3]"),
+            "{message}"
+        );
+        assert!(
+            message.contains("missing tensor `fc.bias` of shape [2]"),
+            "{message}"
+        );
+        assert!(
+            message.contains("unexpected tensor `head.weight`"),
+            "{message}"
+        );
+
+        let bytes = file(&[
+            ("fc.weight", Dtype::I64, vec![2, 3], vec![0; 48]),
+            ("fc.bias", Dtype::F32, vec![2], f32_bytes(&[0.0; 2])),
+        ]);
+        let message = load_safetensors(&bytes, &SPECS, "model.safetensors")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("tensor `fc.weight` has dtype I64"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_files_are_errors_not_panics() {
+        let bytes = file(&[
+            ("fc.weight", Dtype::F32, vec![2, 3], f32_bytes(&[0.0; 6])),
+            ("fc.bias", Dtype::F32, vec![2], f32_bytes(&[0.0; 2])),
+        ]);
+        for length in [0, 3, 8, 20, bytes.len() / 2, bytes.len() - 1] {
+            let error = load_safetensors(&bytes[..length], &SPECS, "cut.safetensors").unwrap_err();
+            assert!(
+                matches!(error, WeightsError::Corrupt { .. }),
+                "{length}: {error}"
+            );
+        }
+        let mut garbage = bytes.clone();
+        garbage[0] = 0xff;
+        garbage[5] = 0x7f;
+        assert!(load_safetensors(&garbage, &SPECS, "garbage.safetensors").is_err());
+    }
+
+    #[test]
+    fn ignores_num_batches_tracked_next_to_batch_norm() {
+        let specs = [WeightSpec {
+            name: "bn.running_mean",
+            shape: &[1],
+            init: Init::Zeros,
+        }];
+        let bytes = file(&[
+            ("bn.running_mean", Dtype::F32, vec![1], f32_bytes(&[0.5])),
+            (
+                "bn.num_batches_tracked",
+                Dtype::I64,
+                vec![],
+                7i64.to_le_bytes().to_vec(),
+            ),
+        ]);
+        assert_eq!(
+            load_safetensors(&bytes, &specs, "bn").unwrap(),
+            vec![vec![0.5]]
+        );
+    }
+
+    #[test]
+    fn random_weights_are_deterministic_and_follow_the_init() {
+        let first = random_weights(&SPECS, 7);
+        assert_eq!(first, random_weights(&SPECS, 7));
+        assert_ne!(first, random_weights(&SPECS, 8));
+        let bound = 1.0 / 3f32.sqrt();
+        assert!(first[0].iter().all(|value| value.abs() <= bound));
+        assert_eq!(first[1], vec![0.0, 0.0]);
+    }
+}
