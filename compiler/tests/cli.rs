@@ -95,3 +95,103 @@ fn check_reports_a_missing_file_without_panicking() {
     );
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn weights_lists_names_shapes_and_kinds() {
+    let output = nnc(&["weights", "examples/resnet18.nn"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(stdout.contains("layer2.0.downsample.0.weight"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("bn1.running_var ") && line.ends_with("buffer")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("11,689,512 parameters"), "{stdout}");
+}
+
+#[test]
+fn run_matches_the_fixture_and_writes_npy() {
+    let output_path =
+        std::env::temp_dir().join(format!("nnc-cli-{}-logits.npy", std::process::id()));
+    let output = nnc(&[
+        "run",
+        "tests/fixtures/mlp/model.nn",
+        "--weights",
+        "tests/fixtures/mlp/weights.safetensors",
+        "--input",
+        "tests/fixtures/mlp/input_x.npy",
+        "--output",
+        output_path.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = std::fs::read(&output_path).unwrap();
+    assert!(written.starts_with(b"\x93NUMPY"));
+    std::fs::remove_file(output_path).unwrap();
+
+    let output = nnc(&[
+        "run",
+        "examples/mlp.nn",
+        "--random-weights",
+        "3",
+        "--input",
+        "x=tests/fixtures/mlp/input_x.npy",
+    ]);
+    // The fixture has batch 2 and the example batch 1: a clear error, not a panic.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("the input `x` must be f32[1, 784], but it is f32[2, 784]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_reports_bad_weights_files_by_tensor_name() {
+    let folder = std::env::temp_dir().join(format!("nnc-cli-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let good =
+        std::fs::read(workspace_root().join("tests/fixtures/mlp/weights.safetensors")).unwrap();
+    let truncated = folder.join("truncated.safetensors");
+    std::fs::write(&truncated, &good[..good.len() / 3]).unwrap();
+    let run = |weights: &str| {
+        nnc(&[
+            "run",
+            "tests/fixtures/mlp/model.nn",
+            "--weights",
+            weights,
+            "--input",
+            "tests/fixtures/mlp/input_x.npy",
+        ])
+    };
+
+    let output = run(truncated.to_str().unwrap());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("is not a valid safetensors file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Another model's weights: every missing and unexpected tensor is named.
+    let output = run("tests/fixtures/resnet_block/weights.safetensors");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("missing tensor `fc1.weight` of shape [256, 784]"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unexpected tensor `layer2.0.conv1.weight`"),
+        "{stderr}"
+    );
+
+    let output = run(folder.join("absent.safetensors").to_str().unwrap());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the weights file"));
+    std::fs::remove_dir_all(folder).unwrap();
+}
