@@ -10,6 +10,8 @@
 //!
 //! Errors are [`diagnostics::Diagnostic`]s; [`diagnostics::render`] prints them like rustc.
 
+mod build;
+pub mod codegen;
 pub mod diagnostics;
 #[cfg(feature = "interpreter")]
 pub mod interpret;
@@ -17,6 +19,7 @@ pub mod ir;
 pub mod lower;
 pub mod syntax;
 
+pub use build::{BuildError, Builder};
 pub use diagnostics::{Diagnostic, Diagnostics, Span};
 pub use lower::LowerOptions;
 

@@ -32,6 +32,20 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
     },
+    /// Generate specialized Rust code for a model, linked against nnc-runtime.
+    Compile {
+        /// The `.nn` file.
+        model: PathBuf,
+        /// Where to write the Rust source; standard output if not given.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The path by which the generated code reaches nnc-runtime.
+        #[arg(long, default_value = "::nnc::runtime")]
+        runtime_path: String,
+        /// Bind a symbolic dimension, overriding the `where` clause: `--dim seq=512`.
+        #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+    },
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -287,6 +301,31 @@ fn run_network(
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Compile {
+            model,
+            output,
+            runtime_path,
+            dims,
+        } => {
+            let module = match compile(&model, dims)? {
+                Ok(module) => module,
+                Err(code) => return Ok(code),
+            };
+            let source_name = model
+                .file_name()
+                .map(|name| name.to_string_lossy().to_string());
+            let options = nnc_compiler::codegen::CodegenOptions {
+                runtime_path,
+                source_name,
+            };
+            let code = nnc_compiler::codegen::generate(&module, &options);
+            match output {
+                Some(path) => std::fs::write(&path, code)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print(&code)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Weights { model, select } => {
             let module = match compile(&model, select.dims)? {
                 Ok(module) => module,

@@ -1,0 +1,119 @@
+//! Compiles every example and every ONNX Runtime fixture with `nnc_compiler::Builder`, and writes
+//! `models.rs`: a module per model that includes its generated code, plus a `run` adapter that
+//! the tests call with dynamic inputs.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use nnc_compiler::{FrontendOptions, compile_to_ir, ir};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let mut models = Vec::new();
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
+        .collect();
+    examples.sort();
+    for path in examples {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        models.push((format!("example_{name}"), path));
+    }
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    fixtures.sort();
+    for folder in fixtures {
+        let name = folder.file_name().unwrap().to_string_lossy().to_string();
+        models.push((format!("fixture_{name}"), folder.join("model.nn")));
+    }
+
+    let mut modules = String::new();
+    let mut table = String::from(
+        "/// Every model: its name, source file and adapter.\npub const MODELS: &[(&str, &str, Runner)] = &[\n",
+    );
+    for (module, path) in &models {
+        let dir = out_dir.join(module);
+        std::fs::create_dir_all(&dir).unwrap();
+        nnc_compiler::Builder::new()
+            .out_dir(&dir)
+            .compile(&[path])
+            .unwrap_or_else(|error| panic!("{error}"));
+        let source = std::fs::read_to_string(path).unwrap();
+        let graph = compile_to_ir(&source, &FrontendOptions::default())
+            .unwrap()
+            .networks
+            .remove(0);
+        let generated = dir.join(path.file_stem().unwrap()).with_extension("rs");
+        write_module(&mut modules, module, &generated, &graph);
+        writeln!(
+            table,
+            "    (\"{module}\", {:?}, {module}::run),",
+            path.canonicalize().unwrap().display().to_string()
+        )
+        .unwrap();
+    }
+    table.push_str("];\n");
+    std::fs::write(out_dir.join("models.rs"), modules + &table).unwrap();
+}
+
+/// A module including the generated code of `graph`, with an adapter from dynamic inputs.
+fn write_module(out: &mut String, module: &str, generated: &Path, graph: &ir::Graph) {
+    let struct_name = nnc_compiler::codegen::struct_name(&graph.name);
+    writeln!(out, "pub mod {module} {{").unwrap();
+    writeln!(out, "    include!({:?});", generated.display().to_string()).unwrap();
+    writeln!(
+        out,
+        "    /// Builds the model from `weights` and runs it on `inputs`, in declaration order."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "    pub fn run(weights: Vec<Vec<f32>>, inputs: &[crate::Input<'_>]) -> Result<Vec<::ndarray::ArrayD<f32>>, ::nnc::runtime::model::ModelError> {{"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "        let mut model = {struct_name}::from_weights(weights)?;"
+    )
+    .unwrap();
+    let mut arguments = Vec::new();
+    for (index, input) in graph.inputs.iter().enumerate() {
+        let ty = graph.ty(input.value);
+        let accessor = match ty.dtype {
+            ir::DType::F32 => "f32",
+            ir::DType::I64 => "i64",
+        };
+        writeln!(
+            out,
+            "        let {} = inputs[{index}].{accessor}().into_dimensionality::<::ndarray::Ix{}>().expect(\"input rank\");",
+            input.name,
+            ty.rank()
+        )
+        .unwrap();
+        arguments.push(input.name.clone());
+    }
+    let call = if arguments.len() == 1 {
+        format!("model.forward({})?", arguments[0])
+    } else {
+        format!(
+            "model.forward({struct_name}Inputs {{ {} }})?",
+            arguments.join(", ")
+        )
+    };
+    writeln!(out, "        let outputs = {call};").unwrap();
+    if graph.outputs.len() == 1 {
+        writeln!(out, "        Ok(vec![outputs.to_owned().into_dyn()])").unwrap();
+    } else {
+        let fields: Vec<String> = graph
+            .outputs
+            .iter()
+            .map(|output| format!("outputs.{}.to_owned().into_dyn()", output.name))
+            .collect();
+        writeln!(out, "        Ok(vec![{}])", fields.join(", ")).unwrap();
+    }
+    writeln!(out, "    }}\n}}").unwrap();
+}
