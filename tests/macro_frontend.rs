@@ -1,4 +1,5 @@
-//! The `network!` macro reads the same language as `.nn` files, inline or from a file.
+//! The `network!` macro reads the same language as `.nn` files, inline or from a file, and
+//! generates the same code as `nnc compile`.
 
 nnc::network! {
     /// Doc comments are allowed: the macro drops them like `//` comments.
@@ -12,19 +13,56 @@ nnc::network! {
     }
 }
 
-nnc::network!(file = "examples/resnet18.nn");
-
-#[test]
-fn inline_network_is_checked_at_compile_time() {
-    assert_eq!(inline_mlp::PARAMETER_COUNT, 784 * 256 + 256 + 256 * 10 + 10);
-    assert!(inline_mlp::IR.contains("param \"layers.0.fc.weight\""));
-    assert!(inline_mlp::IR.contains("%0: f32[2, 784] = input x"));
+mod from_file {
+    nnc::network!(file = "examples/mlp.nn");
 }
 
 #[test]
-fn file_network_matches_nnc_check() {
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/resnet18.nn")).unwrap();
+fn inline_network_generates_a_model() {
+    let names: Vec<&str> = InlineMlp::WEIGHTS.iter().map(|spec| spec.name).collect();
+    assert_eq!(
+        names,
+        [
+            "layers.0.fc.weight",
+            "layers.0.fc.bias",
+            "head.weight",
+            "head.bias"
+        ]
+    );
+    let mut model = InlineMlp::with_random_weights(1);
+    let input = ndarray::Array2::<f32>::ones((2, 784));
+    let logits = model.forward(input.view()).unwrap();
+    assert_eq!(logits.shape(), [2, 10]);
+    assert!(logits.iter().all(|value| value.is_finite()));
+}
+
+#[test]
+fn file_network_matches_the_interpreter() {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mlp.nn")).unwrap();
     let module = nnc_compiler::compile_to_ir(&source, &Default::default()).unwrap();
-    assert_eq!(resnet18::IR, nnc_compiler::ir::print::print_graph(&module.networks[0]));
-    assert_eq!(resnet18::PARAMETER_COUNT, 11_689_512);
+    let graph = &module.networks[0];
+    let weights = nnc_compiler::interpret::random_weights(graph, 5);
+    let input = ndarray::Array2::from_shape_fn((1, 784), |(_, j)| (j % 7) as f32 / 7.0);
+    let expected = nnc_compiler::interpret::Interpreter::new(graph, weights.clone())
+        .unwrap()
+        .run(&[(
+            "x",
+            nnc_compiler::interpret::Tensor::F32(input.clone().into_dyn()),
+        )])
+        .unwrap();
+    let mut model = from_file::Mlp::from_weights(weights).unwrap();
+    let logits = model.forward(input.view()).unwrap();
+    assert_eq!(logits.into_dyn(), expected[0].1.view());
+}
+
+#[test]
+fn wrong_input_shapes_are_errors() {
+    let mut model = from_file::Mlp::with_random_weights(0);
+    let wrong = ndarray::Array2::<f32>::zeros((1, 783));
+    let error = model.forward(wrong.view()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the input `x` must have shape [1, 784], but it has shape [1, 783]"
+    );
 }

@@ -1,10 +1,8 @@
 //! The `build.rs` API, in the style of prost-build: compile `.nn` files to Rust in `OUT_DIR`.
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     nnc_compiler::Builder::new().compile(&["models/mobilenet_v2.nn"]).unwrap();
-//! }
+//! // In build.rs's `main`:
+//! nnc_compiler::Builder::new().compile(&["models/mobilenet_v2.nn"]).unwrap();
 //! ```
 //!
 //! ```ignore

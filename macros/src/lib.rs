@@ -6,15 +6,16 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 
 use nnc_compiler::syntax::tokens::TokenSource;
-use nnc_compiler::{FrontendOptions, compile_to_ir, diagnostics, ir};
+use nnc_compiler::{FrontendOptions, codegen, compile_to_ir, diagnostics, ir};
 
 /// Compiles a network written inline in Rust, or loaded with `network!(file = "model.nn")` from a
 /// path relative to the crate's manifest directory.
 ///
-/// For each network it defines a module of the same name holding the checked IR.
+/// For each network it defines the same struct that `nnc compile` generates: `mlp` becomes
+/// `Mlp`, with `from_safetensors`, `with_random_weights` and `forward`.
 #[proc_macro]
 pub fn network(input: TokenStream) -> TokenStream {
     let input = TokenStream2::from(input);
@@ -90,27 +91,22 @@ fn from_file(path: &str, span: Span) -> TokenStream2 {
     }
 }
 
-/// The items for a checked module: one Rust module per network.
+/// The generated code of every network, exactly as `nnc compile` and `Builder` write it (the
+/// comments vanish when the text becomes tokens).
 fn expand(module: &ir::Module, file: Option<&str>) -> TokenStream2 {
-    let modules = module.networks.iter().map(|graph| {
-        let name = format_ident!("{}", graph.name);
-        let text = ir::print::print_graph(graph);
-        let parameters = graph.parameter_count();
-        quote! {
-            #[doc = "A network checked by `nnc` at compile time."]
-            pub mod #name {
-                /// The network's IR, as `nnc check --emit ir` prints it.
-                pub const IR: &str = #text;
-                /// The number of trainable parameters.
-                pub const PARAMETER_COUNT: u64 = #parameters;
-            }
+    let code = codegen::generate(module, &codegen::CodegenOptions::default());
+    let items: TokenStream2 = match code.parse() {
+        Ok(items) => items,
+        Err(error) => {
+            let message = format!("nnc generated code that does not parse (a bug in nnc): {error}");
+            return quote!(compile_error!(#message););
         }
-    });
+    };
     // Rebuild when the model file changes.
     let dependency = file.map(|file| {
         quote!(
             const _: &[u8] = include_bytes!(#file);
         )
     });
-    quote!(#dependency #(#modules)*)
+    quote!(#dependency #items)
 }

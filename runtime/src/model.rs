@@ -5,8 +5,6 @@
 //! at offsets the compiler planned. [`split_mut`] hands a kernel its output range mutably and its
 //! input ranges immutably; the compiler guarantees they are disjoint, and this checks it.
 
-use std::ops::Range;
-
 use ndarray::{ArrayView, Dimension, IntoDimension};
 
 use crate::KernelError;
@@ -31,25 +29,27 @@ pub enum ModelError {
 }
 
 /// The output range of `arena` mutably and the input ranges immutably, for one kernel call.
+/// Ranges are `(start, end)` element offsets.
 ///
 /// Panics if a range is out of bounds or an input overlaps the output: the compiler's memory plan
 /// never does that, so it would be a compiler bug, not a user error.
 pub fn split_mut<T, const N: usize>(
     arena: &mut [T],
-    output: Range<usize>,
-    inputs: [Range<usize>; N],
+    output: (usize, usize),
+    inputs: [(usize, usize); N],
 ) -> (&mut [T], [&[T]; N]) {
+    let in_bounds = |(start, end): (usize, usize)| start <= end && end <= arena.len();
     assert!(
-        output.start <= output.end && output.end <= arena.len(),
+        in_bounds(output),
         "output range {output:?} is outside the arena"
     );
-    for input in &inputs {
+    for input in inputs {
         assert!(
-            input.start <= input.end && input.end <= arena.len(),
+            in_bounds(input),
             "input range {input:?} is outside the arena"
         );
         assert!(
-            input.end <= output.start || output.end <= input.start,
+            input.1 <= output.0 || output.1 <= input.0,
             "input range {input:?} overlaps output range {output:?}"
         );
     }
@@ -59,9 +59,9 @@ pub fn split_mut<T, const N: usize>(
     // one mutable slice aliases none of the shared ones; the shared slices may overlap each other,
     // which shared borrows allow. All borrows live as long as the exclusive borrow of `arena`.
     unsafe {
-        let output_slice = std::slice::from_raw_parts_mut(base.add(output.start), output.len());
-        let input_slices = inputs.map(|input| {
-            std::slice::from_raw_parts(base.add(input.start).cast_const(), input.len())
+        let output_slice = std::slice::from_raw_parts_mut(base.add(output.0), output.1 - output.0);
+        let input_slices = inputs.map(|(start, end)| {
+            std::slice::from_raw_parts(base.add(start).cast_const(), end - start)
         });
         (output_slice, input_slices)
     }
@@ -102,7 +102,10 @@ pub fn check_weights(weights: &[Vec<f32>], specs: &[WeightSpec<'_>]) -> Result<(
     for (index, spec) in specs.iter().enumerate() {
         let expected: usize = spec.shape.iter().product();
         match weights.get(index) {
-            None => problems.push(WeightProblem::Missing { name: spec.name.to_string(), shape: spec.shape.to_vec() }),
+            None => problems.push(WeightProblem::Missing {
+                name: spec.name.to_string(),
+                shape: spec.shape.to_vec(),
+            }),
             Some(tensor) if tensor.len() != expected => problems.push(WeightProblem::Shape {
                 name: spec.name.to_string(),
                 expected: spec.shape.to_vec(),
@@ -112,18 +115,25 @@ pub fn check_weights(weights: &[Vec<f32>], specs: &[WeightSpec<'_>]) -> Result<(
         }
     }
     for (index, tensor) in weights.iter().enumerate().skip(specs.len()) {
-        problems.push(WeightProblem::Unexpected { name: format!("#{index}"), shape: vec![tensor.len()] });
+        problems.push(WeightProblem::Unexpected {
+            name: format!("#{index}"),
+            shape: vec![tensor.len()],
+        });
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(ModelError::Weights(WeightsError::Mismatch { path: "the weights given".to_string(), problems }))
+        Err(ModelError::Weights(WeightsError::Mismatch {
+            path: "the weights given".to_string(),
+            problems,
+        }))
     }
 }
 
 /// A view of an output in the arena.
 pub fn output_view<T, D: IntoDimension>(data: &[T], shape: D) -> ArrayView<'_, T, D::Dim> {
-    ArrayView::from_shape(shape.into_dimension(), data).expect("the memory plan sizes every output by its shape")
+    ArrayView::from_shape(shape.into_dimension(), data)
+        .expect("the memory plan sizes every output by its shape")
 }
 
 /// `output = input * scale + shift`, elementwise.
@@ -138,9 +148,16 @@ pub const MAX_RANK: usize = 8;
 
 /// `output = input.permute(permutation)` for a row-major `input` of `shape`, any element type,
 /// without allocating.
-pub fn permute<T: Copy>(input: &[T], shape: &[usize], permutation: &[usize], output: &mut [T]) -> Result<(), KernelError> {
+pub fn permute<T: Copy>(
+    input: &[T],
+    shape: &[usize],
+    permutation: &[usize],
+    output: &mut [T],
+) -> Result<(), KernelError> {
     let rank = shape.len();
-    let invalid = rank > MAX_RANK || permutation.len() != rank || permutation.iter().any(|&axis| axis >= rank);
+    let invalid = rank > MAX_RANK
+        || permutation.len() != rank
+        || permutation.iter().any(|&axis| axis >= rank);
     let count: usize = shape.iter().product();
     if invalid || input.len() != count || output.len() != count {
         return Err(KernelError::InvalidParameter {
@@ -176,23 +193,40 @@ pub fn permute<T: Copy>(input: &[T], shape: &[usize], permutation: &[usize], out
 }
 
 /// Joins row-major `inputs` (data and shape) along `axis`, any element type, without allocating.
-pub fn concat<T: Copy>(inputs: &[(&[T], &[usize])], axis: usize, output: &mut [T]) -> Result<(), KernelError> {
+pub fn concat<T: Copy>(
+    inputs: &[(&[T], &[usize])],
+    axis: usize,
+    output: &mut [T],
+) -> Result<(), KernelError> {
     let Some(&(_, first_shape)) = inputs.first() else {
-        return Err(KernelError::InvalidParameter { operation: "concat", detail: "no inputs".to_string() });
+        return Err(KernelError::InvalidParameter {
+            operation: "concat",
+            detail: "no inputs".to_string(),
+        });
     };
     if axis >= first_shape.len() {
-        return Err(KernelError::AxisOutOfRange { operation: "concat", axis, rank: first_shape.len() });
+        return Err(KernelError::AxisOutOfRange {
+            operation: "concat",
+            axis,
+            rank: first_shape.len(),
+        });
     }
     let outer: usize = first_shape[..axis].iter().product();
     let total: usize = inputs.iter().map(|(data, _)| data.len()).sum();
     if output.len() != total {
-        return Err(KernelError::BufferLength { operation: "concat", buffer: "output", expected: total, actual: output.len() });
+        return Err(KernelError::BufferLength {
+            operation: "concat",
+            buffer: "output",
+            expected: total,
+            actual: output.len(),
+        });
     }
     let mut position = 0;
     for outer_index in 0..outer {
         for (data, _) in inputs {
             let block = data.len() / outer.max(1);
-            output[position..position + block].copy_from_slice(&data[outer_index * block..(outer_index + 1) * block]);
+            output[position..position + block]
+                .copy_from_slice(&data[outer_index * block..(outer_index + 1) * block]);
             position += block;
         }
     }
@@ -200,7 +234,14 @@ pub fn concat<T: Copy>(inputs: &[(&[T], &[usize])], axis: usize, output: &mut [T
 }
 
 /// Keeps `start..end` of `axis` of a row-major `input` of `shape`, any element type.
-pub fn slice<T: Copy>(input: &[T], shape: &[usize], axis: usize, start: usize, end: usize, output: &mut [T]) -> Result<(), KernelError> {
+pub fn slice<T: Copy>(
+    input: &[T],
+    shape: &[usize],
+    axis: usize,
+    start: usize,
+    end: usize,
+    output: &mut [T],
+) -> Result<(), KernelError> {
     if axis >= shape.len() || start > end || end > shape[axis] {
         return Err(KernelError::InvalidParameter {
             operation: "slice",
@@ -211,7 +252,12 @@ pub fn slice<T: Copy>(input: &[T], shape: &[usize], axis: usize, start: usize, e
     let inner: usize = shape[axis + 1..].iter().product();
     let (block, kept) = (shape[axis] * inner, (end - start) * inner);
     if output.len() != outer * kept || input.len() != outer * block {
-        return Err(KernelError::BufferLength { operation: "slice", buffer: "output", expected: outer * kept, actual: output.len() });
+        return Err(KernelError::BufferLength {
+            operation: "slice",
+            buffer: "output",
+            expected: outer * kept,
+            actual: output.len(),
+        });
     }
     for outer_index in 0..outer {
         let source = &input[outer_index * block + start * inner..][..kept];
@@ -240,19 +286,27 @@ pub struct SparsePattern<'a> {
 impl SparsePattern<'_> {
     /// Whether query position `query` may attend to key position `key`.
     pub fn allows(&self, query: usize, key: usize) -> bool {
-        if self.window.is_none() && self.global_tokens.is_empty() && self.strided.is_none() && self.block_mask.is_empty() {
+        if self.window.is_none()
+            && self.global_tokens.is_empty()
+            && self.strided.is_none()
+            && self.block_mask.is_empty()
+        {
             return true;
         }
         let distance = query.abs_diff(key);
         let in_window = self.window.is_some_and(|window| {
             let dilation = self.dilation.max(1);
-            distance < window.saturating_mul(dilation) && distance % dilation == 0
+            distance < window.saturating_mul(dilation) && distance.is_multiple_of(dilation)
         });
         let global = self.global_tokens.contains(&query) || self.global_tokens.contains(&key);
-        let strided = self.strided.is_some_and(|stride| distance < stride || distance % stride == 0);
+        let strided = self
+            .strided
+            .is_some_and(|stride| distance < stride || distance.is_multiple_of(stride));
         let blocks_per_row = self.block_mask.len().isqrt();
         let (row, column) = (query / self.block_size.max(1), key / self.block_size.max(1));
-        let in_block = row < blocks_per_row && column < blocks_per_row && self.block_mask[row * blocks_per_row + column];
+        let in_block = row < blocks_per_row
+            && column < blocks_per_row
+            && self.block_mask[row * blocks_per_row + column];
         in_window || global || strided || in_block
     }
 }
@@ -267,40 +321,55 @@ mod tests {
         let array = ndarray::ArrayD::from_shape_vec(vec![2, 3, 4], data.clone()).unwrap();
         let mut output = vec![0i64; 24];
         permute(&data, &[2, 3, 4], &[2, 0, 1], &mut output).unwrap();
-        let expected: Vec<i64> = array.view().permuted_axes(vec![2, 0, 1]).iter().copied().collect();
+        let expected: Vec<i64> = array
+            .view()
+            .permuted_axes(vec![2, 0, 1])
+            .iter()
+            .copied()
+            .collect();
         assert_eq!(output, expected);
 
         let mut output = vec![0i64; 16];
         slice(&data, &[2, 3, 4], 1, 1, 3, &mut output).unwrap();
-        let expected: Vec<i64> = array.slice_axis(ndarray::Axis(1), (1..3).into()).iter().copied().collect();
+        let expected: Vec<i64> = array
+            .slice_axis(ndarray::Axis(1), (1..3).into())
+            .iter()
+            .copied()
+            .collect();
         assert_eq!(output, expected);
 
         let other: Vec<i64> = (100..108).collect();
         let mut output = vec![0i64; 32];
         concat(&[(&data, &[2, 3, 4]), (&other, &[2, 1, 4])], 1, &mut output).unwrap();
         let other_array = ndarray::ArrayD::from_shape_vec(vec![2, 1, 4], other).unwrap();
-        let expected = ndarray::concatenate(ndarray::Axis(1), &[array.view(), other_array.view()]).unwrap();
+        let expected =
+            ndarray::concatenate(ndarray::Axis(1), &[array.view(), other_array.view()]).unwrap();
         assert_eq!(output, expected.iter().copied().collect::<Vec<_>>());
     }
 
     #[test]
     fn split_gives_disjoint_views() {
         let mut arena: Vec<f32> = (0..10).map(|i| i as f32).collect();
-        let (output, [a, b]) = split_mut(&mut arena, 6..9, [0..3, 2..5]);
+        let (output, [a, b]) = split_mut(&mut arena, (6, 9), [(0, 3), (2, 5)]);
         assert_eq!(a, [0.0, 1.0, 2.0]);
         assert_eq!(b, [2.0, 3.0, 4.0]);
         output.copy_from_slice(&[7.0, 7.0, 7.0]);
         assert_eq!(arena[6..9], [7.0, 7.0, 7.0]);
         // Empty and edge ranges.
-        let (output, []) = split_mut(&mut arena, 10..10, []);
+        let (output, []) = split_mut(&mut arena, (10, 10), []);
         assert!(output.is_empty());
-        let (output, [input]) = split_mut(&mut arena, 0..1, [1..10]);
+        let (output, [input]) = split_mut(&mut arena, (0, 1), [(1, 10)]);
         assert_eq!((output.len(), input.len()), (1, 9));
     }
 
     #[test]
     fn split_rejects_overlap_and_out_of_bounds_ranges() {
-        for (output, input) in [(2..5, 4..6), (0..3, 0..1), (6..9, 0..1), (0..1, 7..9)] {
+        for (output, input) in [
+            ((2, 5), (4, 6)),
+            ((0, 3), (0, 1)),
+            ((6, 9), (0, 1)),
+            ((0, 1), (7, 9)),
+        ] {
             let result = std::panic::catch_unwind(move || {
                 let mut arena = vec![0i64; 8];
                 let _ = split_mut(&mut arena, output, [input]);

@@ -579,7 +579,7 @@ impl<'g> Generator<'g> {
             }
             let slot = self.plan.slots[value].expect("activations have slots");
             if slot.dtype == output_slot.dtype {
-                split_ranges.push(range_tokens(slot.range()));
+                split_ranges.push(pair_tokens(slot.range()));
                 split_names.push(operand);
             } else {
                 let arena = arena_field(slot.dtype);
@@ -588,7 +588,7 @@ impl<'g> Generator<'g> {
             }
         }
         let output_arena = arena_field(output_slot.dtype);
-        let output_range = range_tokens(output_slot.range());
+        let output_range = pair_tokens(output_slot.range());
         let split = quote! {
             let (output, [#(#split_names),*]) = #rt::model::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
         };
@@ -919,6 +919,12 @@ fn range_tokens(range: std::ops::Range<usize>) -> TokenStream {
         Literal::usize_unsuffixed(range.end),
     );
     quote!(#start..#end)
+}
+
+/// `(start, end)`, the form `split_mut` takes ranges in.
+fn pair_tokens(range: std::ops::Range<usize>) -> TokenStream {
+    let (start, end) = (lit(range.start), lit(range.end));
+    quote!((#start, #end))
 }
 
 fn lit(value: usize) -> Literal {

@@ -441,14 +441,14 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
 
 /// Checks that `groups` divides both channel counts.
 pub fn check_groups(groups: usize, in_channels: usize, out_channels: usize) -> Result<()> {
-    if groups == 0 || in_channels % groups != 0 {
+    if groups == 0 || !in_channels.is_multiple_of(groups) {
         return Err(ShapeError::new(
             Culprit::Attr("groups"),
             format!("groups = {groups} does not divide in_channels = {in_channels}"),
         )
         .with_hint("for a depthwise convolution, set `groups` to the number of input channels"));
     }
-    if out_channels % groups != 0 {
+    if !out_channels.is_multiple_of(groups) {
         return Err(ShapeError::new(
             Culprit::Attr("groups"),
             format!("groups = {groups} does not divide out_channels = {out_channels}"),

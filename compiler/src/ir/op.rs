@@ -129,12 +129,12 @@ impl SparsePattern {
         let distance = query.abs_diff(key);
         let in_window = self.window.is_some_and(|window| {
             let dilation = self.dilation.max(1);
-            distance < window.saturating_mul(dilation) && distance % dilation == 0
+            distance < window.saturating_mul(dilation) && distance.is_multiple_of(dilation)
         });
         let global = self.global_tokens.contains(&query) || self.global_tokens.contains(&key);
         let strided = self
             .strided
-            .is_some_and(|stride| distance < stride || distance % stride == 0);
+            .is_some_and(|stride| distance < stride || distance.is_multiple_of(stride));
         let in_block = self.block_mask.as_ref().is_some_and(|blocks| {
             let (row, column) = (query / blocks.block_size, key / blocks.block_size);
             blocks

@@ -579,21 +579,21 @@ fn activation(cx: &mut CallCx<'_, '_>, activation: Activation) -> Eval<ir::Value
 fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let x = cx.tensor("x")?;
     let in_features = cx.last_dim(x, "x")?;
-    if let Some(declared) = cx.optional_positive("in_features")? {
-        if declared != in_features {
-            let diagnostic = Diagnostic::error(
-                cx.span_of("x"),
-                format!("linear expects last dimension {declared} but got {in_features}"),
-            )
-            .with_label(format!(
-                "this has shape {}",
-                ir::types::format_shape(&cx.shape(x))
-            ))
-            .with_secondary(cx.span_of("in_features"), "expected size declared here")
-            .with_hint("the previous layer's output size must equal `in_features`");
-            cx.lowerer.errors.push(diagnostic);
-            return Err(Stop);
-        }
+    if let Some(declared) = cx.optional_positive("in_features")?
+        && declared != in_features
+    {
+        let diagnostic = Diagnostic::error(
+            cx.span_of("x"),
+            format!("linear expects last dimension {declared} but got {in_features}"),
+        )
+        .with_label(format!(
+            "this has shape {}",
+            ir::types::format_shape(&cx.shape(x))
+        ))
+        .with_secondary(cx.span_of("in_features"), "expected size declared here")
+        .with_hint("the previous layer's output size must equal `in_features`");
+        cx.lowerer.errors.push(diagnostic);
+        return Err(Stop);
     }
     let bias = cx.bool("bias", Some(true))?;
     let weight = match cx.optional_string("tied")? {
@@ -616,17 +616,17 @@ fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
                 return Err(Stop);
             };
             let weight_shape = cx.shape(weight);
-            if let Some(out_features) = cx.optional_positive("out_features")? {
-                if weight_shape.first() != Some(&out_features) {
-                    return Err(cx.error(
-                        "out_features",
-                        format!(
-                            "the tied weight has {} rows, not {out_features}",
-                            weight_shape[0]
-                        ),
-                        None,
-                    ));
-                }
+            if let Some(out_features) = cx.optional_positive("out_features")?
+                && weight_shape.first() != Some(&out_features)
+            {
+                return Err(cx.error(
+                    "out_features",
+                    format!(
+                        "the tied weight has {} rows, not {out_features}",
+                        weight_shape[0]
+                    ),
+                    None,
+                ));
             }
             weight
         }
@@ -687,23 +687,23 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
         ));
     }
     let in_channels = shape[1];
-    if let Some(declared) = cx.optional_positive("in_channels")? {
-        if declared != in_channels {
-            let diagnostic = Diagnostic::error(
-                cx.span_of("x"),
-                format!(
-                    "{} expects {declared} input channels but got {in_channels}",
-                    cx.name
-                ),
-            )
-            .with_label(format!(
-                "this has shape {}",
-                ir::types::format_shape(&shape)
-            ))
-            .with_secondary(cx.span_of("in_channels"), "expected channels declared here");
-            cx.lowerer.errors.push(diagnostic);
-            return Err(Stop);
-        }
+    if let Some(declared) = cx.optional_positive("in_channels")?
+        && declared != in_channels
+    {
+        let diagnostic = Diagnostic::error(
+            cx.span_of("x"),
+            format!(
+                "{} expects {declared} input channels but got {in_channels}",
+                cx.name
+            ),
+        )
+        .with_label(format!(
+            "this has shape {}",
+            ir::types::format_shape(&shape)
+        ))
+        .with_secondary(cx.span_of("in_channels"), "expected channels declared here");
+        cx.lowerer.errors.push(diagnostic);
+        return Err(Stop);
     }
     let out_channels = cx.positive("out_channels", None)?;
     let kernel = cx.spatial("kernel", spatial, None)?;
@@ -828,14 +828,14 @@ fn batch_norm(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
         ));
     }
     let channels = shape[1];
-    if let Some(declared) = cx.optional_positive("num_features")? {
-        if declared != channels {
-            return Err(cx.error(
-                "num_features",
-                format!("batch_norm expects {declared} channels but the input has {channels}"),
-                None,
-            ));
-        }
+    if let Some(declared) = cx.optional_positive("num_features")?
+        && declared != channels
+    {
+        return Err(cx.error(
+            "num_features",
+            format!("batch_norm expects {declared} channels but the input has {channels}"),
+            None,
+        ));
     }
     let eps = cx.float("eps", Some(1e-5))? as f32;
     let weight = cx.param("weight", vec![channels], ParamInit::Ones)?;
@@ -882,7 +882,7 @@ fn reshape(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
             .iter()
             .try_fold(1usize, |known, &dim| known.checked_mul(dim))
             .unwrap_or(usize::MAX);
-        if count % known != 0 {
+        if !count.is_multiple_of(known) {
             return Err(cx.error(
                 "shape",
                 format!("cannot reshape {} elements into {dims:?}", count),
@@ -979,14 +979,14 @@ fn attention(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
         }),
     };
     let kv_cache = cx.optional_positive("kv_cache")?;
-    if let Some(max_context) = kv_cache {
-        if max_context < keys {
-            return Err(cx.error(
-                "kv_cache",
-                format!("the KV cache holds {max_context} positions, fewer than the {keys} keys"),
-                None,
-            ));
-        }
+    if let Some(max_context) = kv_cache
+        && max_context < keys
+    {
+        return Err(cx.error(
+            "kv_cache",
+            format!("the KV cache holds {max_context} positions, fewer than the {keys} keys"),
+            None,
+        ));
     }
     let pattern = SparsePattern {
         window,

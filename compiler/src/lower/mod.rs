@@ -31,10 +31,10 @@ pub fn lower(file: &ast::File, options: &LowerOptions) -> Result<Module, Diagnos
     lowerer.check_item_names(file);
     let mut module = Module::default();
     for item in &file.items {
-        if let ast::Item::Network(network) = item {
-            if let Some(graph) = lowerer.lower_network(network, options) {
-                module.networks.push(graph);
-            }
+        if let ast::Item::Network(network) = item
+            && let Some(graph) = lowerer.lower_network(network, options)
+        {
+            module.networks.push(graph);
         }
     }
     // Constants no network used are still part of the file, so their mistakes are still errors.
@@ -343,22 +343,22 @@ impl<'a> Lowerer<'a> {
                     continue;
                 }
             };
-            if let Some(declared) = &output.ty {
-                if let Ok(declared_ty) = self.eval_type(declared, &mut scope, &mut builder) {
-                    let actual = builder.graph.ty(value).clone();
-                    if declared_ty != actual {
-                        self.errors.push(
-                            Diagnostic::error(
-                                declared.span,
-                                format!(
-                                    "output `{}` is declared as {declared_ty} but is {actual}",
-                                    output.name.name
-                                ),
-                            )
-                            .with_label(format!("the body computes {actual}"))
-                            .with_secondary(binding.span, "assigned here"),
-                        );
-                    }
+            if let Some(declared) = &output.ty
+                && let Ok(declared_ty) = self.eval_type(declared, &mut scope, &mut builder)
+            {
+                let actual = builder.graph.ty(value).clone();
+                if declared_ty != actual {
+                    self.errors.push(
+                        Diagnostic::error(
+                            declared.span,
+                            format!(
+                                "output `{}` is declared as {declared_ty} but is {actual}",
+                                output.name.name
+                            ),
+                        )
+                        .with_label(format!("the body computes {actual}"))
+                        .with_secondary(binding.span, "assigned here"),
+                    );
                 }
             }
             builder.graph.outputs.push(ir::Output {

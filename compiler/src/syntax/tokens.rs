@@ -33,11 +33,11 @@ impl TokenSource {
             match token {
                 TokenTree::Punct(punct) if punct.as_char() == '#' => {
                     // `#[doc = ".."]`, a doc comment: skip the attribute's bracket group.
-                    if let Some(TokenTree::Group(group)) = tokens.peek() {
-                        if group.delimiter() == Delimiter::Bracket {
-                            tokens.next();
-                            continue;
-                        }
+                    if let Some(TokenTree::Group(group)) = tokens.peek()
+                        && group.delimiter() == Delimiter::Bracket
+                    {
+                        tokens.next();
+                        continue;
                     }
                     self.push_token("#", punct.span(), true);
                 }
