@@ -1,0 +1,49 @@
+//! Snapshots of the generated code of every example, reviewed as code: a change in what nnc
+//! generates shows up here as a diff. `nnc compile`, `Builder` and `network!` all produce this
+//! text (the macro minus comments).
+
+use std::path::Path;
+
+use nnc_compiler::codegen::{CodegenOptions, generate};
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+
+#[test]
+fn generated_code_of_every_example() {
+    insta::glob!("../examples", "*.nn", |path| {
+        let source = std::fs::read_to_string(path).unwrap();
+        let module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+        let source_name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().to_string());
+        let code = generate(
+            &module,
+            &CodegenOptions {
+                source_name,
+                ..CodegenOptions::default()
+            },
+        );
+        insta::assert_snapshot!(code);
+    });
+}
+
+#[test]
+fn cli_and_builder_write_the_same_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = std::env::temp_dir().join(format!("nnc-builder-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    nnc_compiler::Builder::new()
+        .out_dir(&out_dir)
+        .emit_rerun_if_changed(false)
+        .compile(&[root.join("examples/resnet18.nn")])
+        .unwrap();
+    let built = std::fs::read_to_string(out_dir.join("resnet18.rs")).unwrap();
+    std::fs::remove_dir_all(&out_dir).unwrap();
+
+    let source = std::fs::read_to_string(root.join("examples/resnet18.nn")).unwrap();
+    let module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+    let options = CodegenOptions {
+        source_name: Some("resnet18.nn".to_string()),
+        ..CodegenOptions::default()
+    };
+    assert_eq!(built, generate(&module, &options));
+}
