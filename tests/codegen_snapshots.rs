@@ -1,17 +1,19 @@
-//! Snapshots of the generated code of every example, reviewed as code: a change in what nnc
+//! Snapshots of the generated code of every example at the default -O2, reviewed as code: a change in what nnc
 //! generates shows up here as a diff. `nnc compile`, `Builder` and `network!` all produce this
 //! text (the macro minus comments).
 
 use std::path::Path;
 
 use nnc_compiler::codegen::{CodegenOptions, generate};
+use nnc_compiler::passes::OptLevel;
 use nnc_compiler::{FrontendOptions, compile_to_ir};
 
 #[test]
 fn generated_code_of_every_example() {
     insta::glob!("../examples", "*.nn", |path| {
         let source = std::fs::read_to_string(path).unwrap();
-        let module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+        let mut module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+        nnc_compiler::optimize_module(&mut module, OptLevel::default());
         let source_name = path
             .file_name()
             .map(|name| name.to_string_lossy().to_string());
@@ -40,7 +42,8 @@ fn cli_and_builder_write_the_same_code() {
     std::fs::remove_dir_all(&out_dir).unwrap();
 
     let source = std::fs::read_to_string(root.join("examples/resnet18.nn")).unwrap();
-    let module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+    let mut module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+    nnc_compiler::optimize_module(&mut module, OptLevel::default());
     let options = CodegenOptions {
         source_name: Some("resnet18.nn".to_string()),
         ..CodegenOptions::default()

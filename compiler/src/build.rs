@@ -5,7 +5,7 @@
 //! nnc_compiler::Builder::new().compile(&["models/mobilenet_v2.nn"]).unwrap();
 //! ```
 //!
-//! ```ignore
+//! ```text
 //! // src/lib.rs: `mobilenet_v2.rs` defines `pub struct MobilenetV2`.
 //! include!(concat!(env!("OUT_DIR"), "/mobilenet_v2.rs"));
 //! ```
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use crate::codegen::{CodegenOptions, generate};
 use crate::diagnostics::render;
+use crate::passes::OptLevel;
 use crate::{FrontendOptions, compile_to_ir};
 
 /// Compiles `.nn` files to Rust source files, one per model, named after the model file.
@@ -24,6 +25,7 @@ pub struct Builder {
     runtime_path: String,
     dims: Vec<(String, i64)>,
     emit_rerun_if_changed: bool,
+    opt_level: OptLevel,
 }
 
 /// Why a build failed: the rendered diagnostics, or an I/O error.
@@ -54,6 +56,7 @@ impl Builder {
             runtime_path: CodegenOptions::default().runtime_path,
             dims: Vec::new(),
             emit_rerun_if_changed: true,
+            opt_level: OptLevel::default(),
         }
     }
 
@@ -73,6 +76,12 @@ impl Builder {
     /// Binds a symbolic dimension, overriding the models' `where` clauses.
     pub fn dim(&mut self, name: impl Into<String>, size: i64) -> &mut Self {
         self.dims.push((name.into(), size));
+        self
+    }
+
+    /// How hard to optimize (`O2` by default).
+    pub fn opt_level(&mut self, level: OptLevel) -> &mut Self {
+        self.opt_level = level;
         self
     }
 
@@ -118,13 +127,14 @@ impl Builder {
         let source = std::fs::read_to_string(model)
             .map_err(|error| format!("cannot read {}: {error}", model.display()))?;
         let file_name = model.display().to_string();
-        let module = compile_to_ir(
+        let mut module = compile_to_ir(
             &source,
             &FrontendOptions {
                 dims: self.dims.clone(),
             },
         )
         .map_err(|errors| render(&errors.0, &file_name, &source))?;
+        crate::optimize_module(&mut module, self.opt_level);
         let source_name = model
             .file_name()
             .map(|name| name.to_string_lossy().to_string());

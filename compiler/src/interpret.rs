@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, Axis, IxDyn};
 use nnc_runtime::kernels::{self, attention, conv, linear::PackedLinear, norm, pool, rope};
 use nnc_runtime::weights::{Init, WeightSpec, WeightsError};
-use nnc_runtime::{KernelError, TensorRef};
+use nnc_runtime::{KernelError, TensorRef, model};
 
 use crate::ir::{self, DType, Graph, Op, ParamInit, ValueDef};
 
@@ -176,31 +176,55 @@ impl<'g> Interpreter<'g> {
         }
     }
 
+    /// The weight and bias of a conv or linear node, with a folded batch norm applied.
+    fn fold_epilogue(
+        &self,
+        node: &ir::NodeData,
+        has_bias: bool,
+        epilogue: &ir::Epilogue,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), KernelError> {
+        let weight = self
+            .weight(node.inputs[1])
+            .expect("layer weights are params");
+        let bias = if has_bias {
+            self.weight(node.inputs[2])
+        } else {
+            None
+        };
+        let Some(eps) = epilogue.batch_norm else {
+            return Ok((weight.to_vec(), bias.map(<[f32]>::to_vec)));
+        };
+        let first = if has_bias { 3 } else { 2 };
+        let parameter = |offset: usize| {
+            self.weight(node.inputs[first + offset])
+                .expect("batch norm parameters are params")
+        };
+        let batch_norm = model::BatchNormToFold {
+            weight: parameter(0),
+            bias: parameter(1),
+            mean: parameter(2),
+            variance: parameter(3),
+            eps,
+        };
+        let folded = model::fold_batch_norm(weight, bias, &batch_norm)?;
+        Ok((folded.weight, Some(folded.bias)))
+    }
+
     fn prepare(&self, node: &ir::NodeData) -> Result<Prepared, KernelError> {
         let graph = self.graph;
         Ok(match &node.op {
-            Op::Linear { bias } => match self.weight(node.inputs[1]) {
-                Some(weight) => {
-                    let shape = &graph.ty(node.inputs[1]).shape;
-                    let bias = if *bias {
-                        self.weight(node.inputs[2])
-                    } else {
-                        None
-                    };
-                    Prepared::Linear(PackedLinear::new(weight, shape[0], shape[1], bias)?)
-                }
-                None => Prepared::None,
-            },
-            Op::Conv(attrs) => {
-                let weight = self
-                    .weight(node.inputs[1])
-                    .expect("conv weights are params");
+            Op::Linear { bias, epilogue } => {
                 let shape = &graph.ty(node.inputs[1]).shape;
-                let bias = if attrs.bias {
-                    self.weight(node.inputs[2])
-                } else {
-                    None
-                };
+                let (weight, bias) = self.fold_epilogue(node, *bias, epilogue)?;
+                let linear = PackedLinear::new(&weight, shape[0], shape[1], bias.as_deref())?;
+                Prepared::Linear(
+                    linear.with_activation(epilogue.activation.map(runtime_activation)),
+                )
+            }
+            Op::Conv(attrs) => {
+                let shape = &graph.ty(node.inputs[1]).shape;
+                let (weight, bias) = self.fold_epilogue(node, attrs.bias, &attrs.epilogue)?;
+                let activation = attrs.epilogue.activation.map(runtime_activation);
                 if attrs.kernel.len() == 1 {
                     let options = conv::Conv1dOptions {
                         stride: attrs.stride[0],
@@ -208,12 +232,13 @@ impl<'g> Interpreter<'g> {
                         dilation: attrs.dilation[0],
                         groups: attrs.groups,
                     };
-                    Prepared::Conv1d(conv::PackedConv1d::new(
-                        weight,
+                    let conv = conv::PackedConv1d::new(
+                        &weight,
                         [shape[0], shape[1], shape[2]],
-                        bias,
+                        bias.as_deref(),
                         options,
-                    )?)
+                    )?;
+                    Prepared::Conv1d(conv.with_activation(activation))
                 } else {
                     let options = conv::Conv2dOptions {
                         stride: [attrs.stride[0], attrs.stride[1]],
@@ -221,12 +246,13 @@ impl<'g> Interpreter<'g> {
                         dilation: [attrs.dilation[0], attrs.dilation[1]],
                         groups: attrs.groups,
                     };
-                    Prepared::Conv2d(conv::PackedConv2d::new(
-                        weight,
+                    let conv = conv::PackedConv2d::new(
+                        &weight,
                         [shape[0], shape[1], shape[2], shape[3]],
-                        bias,
+                        bias.as_deref(),
                         options,
-                    )?)
+                    )?;
+                    Prepared::Conv2d(conv.with_activation(activation))
                 }
             }
             Op::BatchNorm { eps } => {
@@ -567,14 +593,31 @@ impl<'g> Interpreter<'g> {
                         attention::AttentionMask::Function(&allowed)
                     },
                 };
-                attention::scaled_dot_product_attention(
-                    x(0),
-                    x(1),
-                    x(2),
-                    &shape,
-                    &options,
-                    &mut output,
-                )?;
+                {
+                    // The same tiled kernel as generated code, with the pattern's blocks.
+                    let layout = if pattern.is_dense() {
+                        None
+                    } else {
+                        Some(kernels::flash_attention::BlockSparseLayout::from_predicate(
+                            kernels::flash_attention::DEFAULT_BLOCK_SIZE,
+                            shape.query_len,
+                            shape.key_len,
+                            |query, key| pattern.allows(query, key),
+                        )?)
+                    };
+                    let mut workspace =
+                        kernels::flash_attention::FlashAttentionWorkspace::new(&shape);
+                    kernels::flash_attention::flash_attention(
+                        x(0),
+                        x(1),
+                        x(2),
+                        &shape,
+                        &options,
+                        layout.as_ref(),
+                        &mut output,
+                        &mut workspace,
+                    )?;
+                }
             }
             Op::Activation(activation) => {
                 kernels::activation::apply_activation(
@@ -600,10 +643,20 @@ impl<'g> Interpreter<'g> {
                     &mut output,
                 )?;
             }
-            Op::Affine { scale, shift } => {
-                for (out, &value) in output.iter_mut().zip(x(0)) {
-                    *out = value * scale + shift;
-                }
+            Op::Affine { scale, shift } => model::affine(x(0), &mut output, *scale, *shift),
+            Op::ElementwiseChain(steps) => {
+                let steps: Vec<model::ElementwiseStep> = steps
+                    .iter()
+                    .map(|step| match *step {
+                        ir::ElementwiseStep::Activation(activation) => {
+                            model::ElementwiseStep::Activation(runtime_activation(activation))
+                        }
+                        ir::ElementwiseStep::Affine { scale, shift } => {
+                            model::ElementwiseStep::Affine { scale, shift }
+                        }
+                    })
+                    .collect();
+                model::elementwise_chain(x(0), &mut output, &steps)?;
             }
             Op::Reshape { .. }
             | Op::Transpose { .. }

@@ -4,19 +4,31 @@
 //!
 //! 1. [`syntax`]: `.nn` text to an AST (pest grammar in `syntax/nn.pest`);
 //! 2. [`lower`]: AST to one IR [`ir::Graph`] per network, with every shape inferred and checked;
-//! 3. [`ir::verify`]: the IR invariants, checked after every stage in debug builds and tests.
+//! 3. [`ir::verify`]: the IR invariants, checked after every stage in debug builds and tests;
+//! 4. [`passes`]: the optimizer (`passes::optimize` lists the passes in order);
+//! 5. [`codegen`]: Rust source for each network, with its memory plan.
 //!
 //! The `interpreter` feature adds [`interpret`], which runs a graph with nnc-runtime's kernels.
 //!
+//! Analyses beside the pipeline: [`cost`] counts parameters, MACs, FLOPs and memory per node; the
+//! `report` feature renders them ([`report`]: tables, JSON, SVG charts, the graph as DOT/SVG), and
+//! the `cli` feature adds [`bench`], which builds generated code and times it layer by layer.
+//!
 //! Errors are [`diagnostics::Diagnostic`]s; [`diagnostics::render`] prints them like rustc.
 
+#[cfg(feature = "cli")]
+pub mod bench;
 mod build;
 pub mod codegen;
+pub mod cost;
 pub mod diagnostics;
 #[cfg(feature = "interpreter")]
 pub mod interpret;
 pub mod ir;
 pub mod lower;
+pub mod passes;
+#[cfg(feature = "report")]
+pub mod report;
 pub mod syntax;
 
 pub use build::{BuildError, Builder};
@@ -25,6 +37,13 @@ pub use lower::LowerOptions;
 
 /// Options of the front end.
 pub type FrontendOptions = LowerOptions;
+
+/// Runs the optimizer over every network of `module`.
+pub fn optimize_module(module: &mut ir::Module, level: passes::OptLevel) {
+    for graph in &mut module.networks {
+        passes::optimize(graph, level, |_, _| {});
+    }
+}
 
 /// Parses, lowers and verifies `source`, the text of one `.nn` file.
 pub fn compile_to_ir(source: &str, options: &FrontendOptions) -> Result<ir::Module, Diagnostics> {

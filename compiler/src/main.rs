@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
+use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
+
+mod report_cli;
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
 #[derive(Parser)]
@@ -45,7 +48,19 @@ enum Command {
         /// Bind a symbolic dimension, overriding the `where` clause: `--dim seq=512`.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        /// Optimization level: 0 (none), 1 (cleanups), 2 (fusion; the default).
+        #[arg(short = 'O', default_value = "2", value_parser = parse_opt_level)]
+        opt_level: OptLevel,
+        /// Print the IR after this pass (or `all` for after every pass) instead of the code.
+        #[arg(long, value_name = "PASS")]
+        emit_ir_after: Option<String>,
     },
+    /// Count parameters, MACs, FLOPs and activation memory per layer and in total.
+    Report(report_cli::ReportArgs),
+    /// Draw the network as Graphviz DOT and SVG, fused groups boxed.
+    Graph(report_cli::GraphArgs),
+    /// Build the generated code and time it: latency, throughput, GFLOP/s, time per layer.
+    Bench(report_cli::BenchArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -96,6 +111,17 @@ enum Emit {
     Ast,
     /// The IR of every network, after shape inference.
     Ir,
+}
+
+fn parse_opt_level(text: &str) -> Result<OptLevel, String> {
+    match text {
+        "0" => Ok(OptLevel::O0),
+        "1" => Ok(OptLevel::O1),
+        "2" => Ok(OptLevel::O2),
+        other => Err(format!(
+            "the optimization level is 0, 1 or 2, not `{other}`"
+        )),
+    }
 }
 
 fn parse_dim(text: &str) -> Result<(String, i64), String> {
@@ -306,11 +332,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             output,
             runtime_path,
             dims,
+            opt_level,
+            emit_ir_after,
         } => {
-            let module = match compile(&model, dims)? {
+            let mut module = match compile(&model, dims)? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
+            if let Some(wanted) = emit_ir_after {
+                if wanted != "all" && !passes::pass_names().contains(&wanted.as_str()) {
+                    bail!(
+                        "there is no pass `{wanted}`; the passes are {}",
+                        passes::pass_names().join(", ")
+                    );
+                }
+                let mut text = String::new();
+                for graph in &mut module.networks {
+                    passes::optimize(graph, opt_level, |name, graph| {
+                        if wanted == "all" || wanted == name {
+                            text.push_str(&format!(
+                                "// after {name}\n{}\n",
+                                ir::print::print_graph(graph)
+                            ));
+                        }
+                    });
+                }
+                print(&text)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            nnc_compiler::optimize_module(&mut module, opt_level);
             let source_name = model
                 .file_name()
                 .map(|name| name.to_string_lossy().to_string());
@@ -326,6 +376,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report(args) => report_cli::report(args),
+        Command::Graph(args) => report_cli::graph(args),
+        Command::Bench(args) => report_cli::bench(args),
         Command::Weights { model, select } => {
             let module = match compile(&model, select.dims)? {
                 Ok(module) => module,

@@ -94,7 +94,9 @@ fn from_file(path: &str, span: Span) -> TokenStream2 {
 /// The generated code of every network, exactly as `nnc compile` and `Builder` write it (the
 /// comments vanish when the text becomes tokens).
 fn expand(module: &ir::Module, file: Option<&str>) -> TokenStream2 {
-    let code = codegen::generate(module, &codegen::CodegenOptions::default());
+    let mut module = module.clone();
+    nnc_compiler::optimize_module(&mut module, nnc_compiler::passes::OptLevel::default());
+    let code = codegen::generate(&module, &codegen::CodegenOptions::default());
     let items: TokenStream2 = match code.parse() {
         Ok(items) => items,
         Err(error) => {

@@ -86,36 +86,105 @@ impl SquareProblem {
     }
 }
 
-/// The best GFLOP/s of several timed runs of `run`, after one warm-up run.
-fn best_gflops(flops: f64, mut run: impl FnMut()) -> f64 {
+/// GFLOP/s of the best of several timed runs, by wall clock and, where Linux reports it, by
+/// the calling thread's on-CPU time (which other processes on a shared machine do not inflate;
+/// meaningful for single-threaded runs only).
+#[derive(Clone, Copy)]
+struct Rate {
+    wall: f64,
+    on_cpu: Option<f64>,
+}
+
+fn best_rate(flops: f64, mut run: impl FnMut()) -> Rate {
     run();
-    let mut best = f64::INFINITY;
+    let mut best_wall = f64::INFINITY;
+    let mut best_on_cpu = f64::INFINITY;
     let started = Instant::now();
     let mut runs = 0;
-    while runs < 3 || (started.elapsed() < Duration::from_millis(600) && runs < 200) {
+    while runs < 3 || (started.elapsed() < Duration::from_millis(800) && runs < 200) {
+        let cpu_before = thread_cpu_seconds();
         let start = Instant::now();
         run();
-        best = best.min(start.elapsed().as_secs_f64());
+        best_wall = best_wall.min(start.elapsed().as_secs_f64());
+        if let (Some(before), Some(after)) = (cpu_before, thread_cpu_seconds()) {
+            best_on_cpu = best_on_cpu.min(after - before);
+        }
         runs += 1;
     }
-    flops / best / 1e9
+    Rate {
+        wall: flops / best_wall / 1e9,
+        on_cpu: best_on_cpu.is_finite().then(|| flops / best_on_cpu / 1e9),
+    }
+}
+
+/// The calling thread's time on a CPU so far (`CLOCK_THREAD_CPUTIME_ID`, Linux only).
+#[cfg(target_os = "linux")]
+fn thread_cpu_seconds() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        seconds: i64,
+        nanoseconds: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut time = Timespec {
+        seconds: 0,
+        nanoseconds: 0,
+    };
+    // SAFETY: `clock_gettime` from the C library the standard library already links writes one
+    // `struct timespec` (two 64-bit fields on 64-bit Linux) through the pointer, which points
+    // to a live, writable one.
+    let status = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    (status == 0).then_some(time.seconds as f64 + time.nanoseconds as f64 * 1e-9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> Option<f64> {
+    None
 }
 
 fn print_summary() {
-    let peak = single_thread_fma_peak_gflops();
-    match peak {
-        Some(peak) => {
-            println!("single-thread FMA peak (12 independent AVX2 FMA chains): {peak:.1} GFLOP/s")
-        }
-        None => println!("single-thread FMA peak: not measured (needs x86-64 with AVX2 + FMA)"),
-    }
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
     let core_count = std::thread::available_parallelism()
         .map(|cores| cores.get())
         .unwrap_or(1);
-    println!(
-        "{:>6} {:>8} {:>22} {:>22}",
-        "size", "threads", "B packed per call", "B packed at load"
-    );
+    println!("{core_count} cores, load average {load} at start");
+    let peak = single_thread_fma_peak();
+    match peak {
+        Some(peak) => println!(
+            "single-thread FMA peak (12 independent AVX2 FMA chains): {:.1} GFLOP/s wall{}",
+            peak.wall,
+            peak.on_cpu.map_or(String::new(), |on_cpu| format!(
+                ", {on_cpu:.1} GFLOP/s on-CPU"
+            )),
+        ),
+        None => println!("single-thread FMA peak: not measured (needs x86-64 with AVX2 + FMA)"),
+    }
+    let ratio = |gflops: f64, peak: Option<f64>| match peak {
+        Some(peak) => format!("({:4.1}% of 1T peak)", 100.0 * gflops / peak),
+        None => String::new(),
+    };
+    let describe = |rate: Rate, threads: usize| {
+        let mut text = format!(
+            "{:6.1} GFLOP/s {}",
+            rate.wall,
+            ratio(rate.wall, peak.map(|peak| peak.wall))
+        );
+        if threads == 1
+            && let Some(on_cpu) = rate.on_cpu
+        {
+            text += &format!(
+                "; on-CPU {on_cpu:6.1} GFLOP/s {}",
+                ratio(on_cpu, peak.and_then(|peak| peak.on_cpu))
+            );
+        }
+        text
+    };
     for size in SIZES {
         let mut problem = SquareProblem::new(size);
         let flops = problem.flops();
@@ -125,16 +194,15 @@ fn print_summary() {
         }
         for threads in thread_counts {
             nnc_runtime::set_num_threads(threads);
-            let unpacked = best_gflops(flops, || problem.run_unpacked());
-            let prepacked = best_gflops(flops, || problem.run_prepacked());
-            let ratio = |gflops: f64| match peak {
-                Some(peak) => format!("{:5.1}% of 1T peak", 100.0 * gflops / peak),
-                None => String::new(),
-            };
+            let prepacked = best_rate(flops, || problem.run_prepacked());
+            let unpacked = best_rate(flops, || problem.run_unpacked());
             println!(
-                "{size:>6} {threads:>8} {unpacked:>9.1} GFLOP/s {:>17} {prepacked:>9.1} GFLOP/s {:>17}",
-                ratio(unpacked),
-                ratio(prepacked),
+                "gemm {size:>4}^3, {threads} thread(s), B packed at load:  {}",
+                describe(prepacked, threads)
+            );
+            println!(
+                "gemm {size:>4}^3, {threads} thread(s), B packed per call: {}",
+                describe(unpacked, threads)
             );
         }
     }
@@ -159,19 +227,15 @@ fn benchmark_square_gemm(criterion: &mut Criterion) {
 
 /// Measures the single-thread peak with a loop of 12 independent FMA chains (enough to cover
 /// the FMA latency on both FMA pipes of current x86 cores).
-fn single_thread_fma_peak_gflops() -> Option<f64> {
+fn single_thread_fma_peak() -> Option<Rate> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         let iterations = 20_000_000u64;
         let flops = (iterations * 12 * 8 * 2) as f64;
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let start = Instant::now();
+        return Some(best_rate(flops, || {
             // SAFETY: AVX2 and FMA are available, checked just above.
             black_box(unsafe { fma_chains(black_box(iterations)) });
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        return Some(flops / best / 1e9);
+        }));
     }
     None
 }

@@ -8,12 +8,20 @@
 //!
 //! Parallel kernels share one rayon pool whose size is [`set_num_threads`], else the
 //! `NNC_NUM_THREADS` environment variable, else the number of cores.
+//!
+//! After warm-up, a kernel call allocates nothing (with one thread; rayon's own bookkeeping is
+//! outside our control): scratch lives in caller-owned workspaces (`ConvWorkspace`,
+//! `AttentionWorkspace`, `FlashAttentionWorkspace`) or in the GEMM's per-thread packing buffers,
+//! which grow on first use and are then reused, and shapes live in fixed-size arrays (so the
+//! broadcasting and permuting kernels take at most 8 axes). `tests/no_alloc.rs` checks every
+//! kernel with a counting allocator.
 
 pub use ndarray;
 
 pub mod arrays;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 mod tensor;
 mod threading;

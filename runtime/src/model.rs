@@ -143,6 +143,13 @@ pub fn affine(input: &[f32], output: &mut [f32], scale: f32, shift: f32) {
     }
 }
 
+/// `values = values * scale + shift`, elementwise, in place.
+pub fn affine_in_place(values: &mut [f32], scale: f32, shift: f32) {
+    for value in values {
+        *value = *value * scale + shift;
+    }
+}
+
 /// The most axes the data-movement helpers handle.
 pub const MAX_RANK: usize = 8;
 
@@ -309,6 +316,111 @@ impl SparsePattern<'_> {
             && self.block_mask[row * blocks_per_row + column];
         in_window || global || strided || in_block
     }
+}
+
+/// Folds an inference batch norm that follows a conv or linear layer into that layer's weights:
+/// each output channel's row of `weight` is scaled by `bn_weight / sqrt(variance + eps)` and the
+/// bias becomes `(bias - mean) * scale + bn_bias`. Runs once, when a model is built.
+pub struct FoldedBatchNorm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// The parameters of a batch norm to fold; see [`fold_batch_norm`].
+pub struct BatchNormToFold<'a> {
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
+    pub mean: &'a [f32],
+    pub variance: &'a [f32],
+    pub eps: f32,
+}
+
+/// Folds `batch_norm` into a layer with `weight` (`out_channels` rows) and optional `bias`.
+pub fn fold_batch_norm(
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    batch_norm: &BatchNormToFold<'_>,
+) -> Result<FoldedBatchNorm, KernelError> {
+    let channels = batch_norm.mean.len();
+    let lengths_agree = channels > 0
+        && [
+            batch_norm.weight.len(),
+            batch_norm.bias.len(),
+            batch_norm.variance.len(),
+        ]
+        .iter()
+        .all(|&length| length == channels)
+        && weight.len().is_multiple_of(channels)
+        && bias.is_none_or(|bias| bias.len() == channels);
+    if !lengths_agree {
+        return Err(KernelError::InvalidParameter {
+            operation: "fold_batch_norm",
+            detail: format!(
+                "{channels} channels do not match a weight of {} values",
+                weight.len()
+            ),
+        });
+    }
+    let row = weight.len() / channels;
+    let mut folded_weight = weight.to_vec();
+    let mut folded_bias = vec![0.0; channels];
+    for channel in 0..channels {
+        let scale =
+            batch_norm.weight[channel] / (batch_norm.variance[channel] + batch_norm.eps).sqrt();
+        folded_weight[channel * row..(channel + 1) * row]
+            .iter_mut()
+            .for_each(|value| *value *= scale);
+        let bias = bias.map_or(0.0, |bias| bias[channel]);
+        folded_bias[channel] = (bias - batch_norm.mean[channel]) * scale + batch_norm.bias[channel];
+    }
+    Ok(FoldedBatchNorm {
+        weight: folded_weight,
+        bias: folded_bias,
+    })
+}
+
+/// One step of a fused chain of elementwise operations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ElementwiseStep {
+    Activation(crate::kernels::activation::Activation),
+    /// `x * scale + shift`.
+    Affine {
+        scale: f32,
+        shift: f32,
+    },
+}
+
+/// Applies `steps` in order to every element of `values`, in place.
+pub fn elementwise_chain_in_place(values: &mut [f32], steps: &[ElementwiseStep]) {
+    for value in values {
+        *value = steps.iter().fold(*value, |value, step| match step {
+            ElementwiseStep::Activation(activation) => activation.apply(value),
+            ElementwiseStep::Affine { scale, shift } => value * scale + shift,
+        });
+    }
+}
+
+/// Applies `steps` in order to every element, in one pass over memory.
+pub fn elementwise_chain(
+    input: &[f32],
+    output: &mut [f32],
+    steps: &[ElementwiseStep],
+) -> Result<(), KernelError> {
+    if input.len() != output.len() {
+        return Err(KernelError::BufferLength {
+            operation: "elementwise",
+            buffer: "output",
+            expected: input.len(),
+            actual: output.len(),
+        });
+    }
+    for (out, &value) in output.iter_mut().zip(input) {
+        *out = steps.iter().fold(value, |value, step| match step {
+            ElementwiseStep::Activation(activation) => activation.apply(value),
+            ElementwiseStep::Affine { scale, shift } => value * scale + shift,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

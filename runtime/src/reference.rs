@@ -21,7 +21,8 @@ pub fn gemm(a: MatrixRef<'_>, b: MatrixRef<'_>) -> Vec<f32> {
         for j in 0..b.cols() {
             let mut sum = 0.0f64;
             for p in 0..a.cols() {
-                sum += a.get(i, p) as f64 * b.get(p, j) as f64;
+                sum +=
+                    a.get(i, p).expect("in range") as f64 * b.get(p, j).expect("in range") as f64;
             }
             c[i * b.cols() + j] = sum as f32;
         }
@@ -108,6 +109,21 @@ pub fn erf(x: f64) -> f64 {
     }
     let complement = (-magnitude * magnitude).exp() / std::f64::consts::PI.sqrt() / fraction;
     (1.0 - complement).copysign(x)
+}
+
+/// The global mean (or maximum) over the spatial axes of an `[N, C, *]` tensor, `[N, C]`.
+pub fn global_pool(input: &[f32], shape: &[usize], maximum: bool) -> Vec<f32> {
+    let plane: usize = shape[2..].iter().product();
+    input
+        .chunks(plane)
+        .map(|values| {
+            if maximum {
+                values.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            } else {
+                (values.iter().map(|&x| x as f64).sum::<f64>() / plane as f64) as f32
+            }
+        })
+        .collect()
 }
 
 /// The numpy broadcast of two shapes, or `None` if they do not broadcast.

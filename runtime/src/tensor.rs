@@ -58,11 +58,84 @@ pub(crate) fn split_at_axis(
     Ok((outer, shape[axis], inner))
 }
 
-/// The row-major strides (in elements) of a shape.
-pub(crate) fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
-    for axis in (0..shape.len().saturating_sub(1)).rev() {
-        strides[axis] = strides[axis + 1] * shape[axis + 1];
+/// The highest rank that the broadcasting and permuting kernels handle; their shape
+/// bookkeeping lives in fixed-size arrays of this length so that a call never allocates.
+pub(crate) const MAX_RANK: usize = 8;
+
+/// A shape (or a list of strides) of at most `MAX_RANK` axes, stored inline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Dims {
+    values: [usize; MAX_RANK],
+    len: usize,
+}
+
+impl Dims {
+    /// No axes.
+    pub(crate) const fn empty() -> Self {
+        Self {
+            values: [0; MAX_RANK],
+            len: 0,
+        }
     }
-    strides
+
+    /// `len` axes, all equal to `value`; fails above `MAX_RANK`.
+    pub(crate) fn filled(operation: &'static str, len: usize, value: usize) -> KernelResult<Self> {
+        check_rank(operation, len)?;
+        Ok(Self {
+            values: [value; MAX_RANK],
+            len,
+        })
+    }
+
+    /// A copy of `values`; fails above `MAX_RANK` axes.
+    pub(crate) fn from_slice(operation: &'static str, values: &[usize]) -> KernelResult<Self> {
+        let mut dims = Self::filled(operation, values.len(), 0)?;
+        dims.copy_from_slice(values);
+        Ok(dims)
+    }
+
+    /// Appends an axis. The callers build at most as many axes as an input they checked, so
+    /// running out of room is a bug in the kernel, not in the data.
+    pub(crate) fn push(&mut self, value: usize) {
+        assert!(self.len < MAX_RANK, "Dims::push: more than {MAX_RANK} axes");
+        self.values[self.len] = value;
+        self.len += 1;
+    }
+
+    /// The row-major strides (in elements) of this shape.
+    pub(crate) fn row_major_strides(&self) -> Self {
+        let mut strides = Self {
+            values: [1; MAX_RANK],
+            len: self.len,
+        };
+        for axis in (0..self.len.saturating_sub(1)).rev() {
+            strides.values[axis] = strides.values[axis + 1] * self.values[axis + 1];
+        }
+        strides
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.values[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Dims {
+    fn deref_mut(&mut self) -> &mut [usize] {
+        &mut self.values[..self.len]
+    }
+}
+
+/// Fails when `rank` exceeds `MAX_RANK`.
+pub(crate) fn check_rank(operation: &'static str, rank: usize) -> KernelResult<()> {
+    if rank > MAX_RANK {
+        return Err(KernelError::InvalidParameter {
+            operation,
+            detail: format!("tensors of rank {rank} exceed the supported rank {MAX_RANK}"),
+        });
+    }
+    Ok(())
 }

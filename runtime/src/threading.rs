@@ -128,3 +128,36 @@ pub(crate) fn run_chunks_mut<T: Send>(
 pub(crate) fn parallel_width() -> usize {
     num_threads_or_default().max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn thread_count_setting_round_trips_and_tasks_all_run() {
+        for threads in [1, 2, 3] {
+            set_num_threads(threads);
+            assert_eq!(num_threads(), threads);
+            let total = AtomicUsize::new(0);
+            run_tasks(10, |task| {
+                total.fetch_add(task + 1, Ordering::Relaxed);
+            });
+            assert_eq!(total.into_inner(), 55);
+            let mut values = vec![0usize; 1000];
+            run_chunks_mut(&mut values, 64, |chunk_index, chunk| {
+                for (offset, value) in chunk.iter_mut().enumerate() {
+                    *value = chunk_index * 64 + offset;
+                }
+            });
+            assert!(
+                values
+                    .iter()
+                    .enumerate()
+                    .all(|(index, &value)| index == value)
+            );
+        }
+        set_num_threads(0);
+        assert!(num_threads() >= 1);
+    }
+}

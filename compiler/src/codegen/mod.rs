@@ -9,7 +9,7 @@
 //! are written as `__nnc_comment!("..")` marker statements and turned into `//` lines after
 //! formatting, since token streams cannot carry comments.
 
-mod memory;
+pub mod memory;
 
 pub use memory::{MemoryPlan, Slot, plan};
 
@@ -118,6 +118,8 @@ struct Generator<'g> {
     node_fields: HashMap<ir::Node, syn::Ident>,
     /// Field names of weights used raw (not only through a prepared node).
     param_fields: HashMap<ir::Value, syn::Ident>,
+    /// For each attention node, its workspace field and, for sparse patterns, its layout field.
+    attention_fields: HashMap<ir::Node, (syn::Ident, Option<syn::Ident>)>,
     used_names: HashSet<String>,
 }
 
@@ -133,6 +135,7 @@ impl<'g> Generator<'g> {
             rt,
             node_fields: HashMap::new(),
             param_fields: HashMap::new(),
+            attention_fields: HashMap::new(),
             used_names: HashSet::from([
                 "arena".to_string(),
                 "arena_i64".to_string(),
@@ -149,6 +152,12 @@ impl<'g> Generator<'g> {
                 }
                 None => &data.inputs[..],
             };
+            if let Op::Attention(attrs) = &data.op {
+                let workspace = generator.fresh_name(&format!("{}_workspace", data.name));
+                let layout = (!attrs.pattern.is_dense())
+                    .then(|| generator.fresh_name(&format!("{}_layout", data.name)));
+                generator.attention_fields.insert(node, (workspace, layout));
+            }
             for &input in raw_inputs {
                 if matches!(graph.values[input].def, ValueDef::Param(_))
                     && !generator.param_fields.contains_key(&input)
@@ -216,6 +225,31 @@ impl<'g> Generator<'g> {
         }
         for field in self.sorted_param_fields() {
             fields.push(quote!(#field: Vec<f32>));
+        }
+        let mut attention_inits = Vec::new();
+        for (node, data) in graph.nodes.iter() {
+            let (Some((workspace, layout)), Op::Attention(attrs)) =
+                (self.attention_fields.get(&node), &data.op)
+            else {
+                continue;
+            };
+            let shape = self.attention_shape(data, attrs);
+            fields.push(quote!(#workspace: #rt::kernels::flash_attention::FlashAttentionWorkspace));
+            attention_inits.push(quote!(#workspace: #rt::kernels::flash_attention::FlashAttentionWorkspace::new(&#shape),));
+            if let Some(layout) = layout {
+                fields.push(quote!(#layout: #rt::kernels::flash_attention::BlockSparseLayout));
+                let layer = &data.name;
+                let pattern = self.pattern_tokens(&attrs.pattern);
+                let (query_len, key_len) = (
+                    lit(graph.ty(data.inputs[0]).shape[1]),
+                    lit(graph.ty(data.inputs[1]).shape[1]),
+                );
+                attention_inits.push(quote!(
+                    #layout: #rt::kernels::flash_attention::BlockSparseLayout::from_predicate(
+                        #rt::kernels::flash_attention::DEFAULT_BLOCK_SIZE, #query_len, #key_len, |query, key| #pattern.allows(query, key),
+                    ).map_err(#rt::model::at(#layer))?,
+                ));
+            }
         }
         fields.push(quote!(arena: Vec<f32>));
         if self.plan.i64_len > 0 {
@@ -315,6 +349,7 @@ impl<'g> Generator<'g> {
                     Ok(Self {
                         #(#node_field_inits,)*
                         #(#raw_fields,)*
+                        #(#attention_inits)*
                         arena: vec![0.0; #f32_len],
                         #arena_i64_init
                         #workspace_init
@@ -360,43 +395,77 @@ impl<'g> Generator<'g> {
                 let layer = &data.name;
                 let weight = |position: usize| self.weight_binding(data.inputs[position]);
                 let shape = |position: usize| graph.ty(data.inputs[position]).shape.clone();
+                // Conv and linear layers may carry an epilogue: a batch norm folded into the
+                // weights here, once, and an activation the kernel applies to its output.
+                let layer_weights = |has_bias: bool, epilogue: &ir::Epilogue| {
+                    let w = weight(1);
+                    let b = has_bias.then(|| weight(2));
+                    match epilogue.batch_norm {
+                        None => {
+                            let bias = match b {
+                                Some(b) => quote!(Some(&#b)),
+                                None => quote!(None),
+                            };
+                            (TokenStream::new(), quote!(&#w), bias)
+                        }
+                        Some(eps) => {
+                            let first = if has_bias { 3 } else { 2 };
+                            let (bn_weight, bn_bias, mean, variance) = (weight(first), weight(first + 1), weight(first + 2), weight(first + 3));
+                            let eps = Literal::f32_suffixed(eps);
+                            let bias = match b {
+                                Some(b) => quote!(Some(&#b)),
+                                None => quote!(None),
+                            };
+                            let fold = quote! {
+                                let folded = #rt::model::fold_batch_norm(&#w, #bias, &#rt::model::BatchNormToFold {
+                                    weight: &#bn_weight, bias: &#bn_bias, mean: &#mean, variance: &#variance, eps: #eps,
+                                }).map_err(#rt::model::at(#layer))?;
+                            };
+                            (fold, quote!(&folded.weight), quote!(Some(&folded.bias)))
+                        }
+                    }
+                };
+                let with_activation = |epilogue: &ir::Epilogue| match epilogue.activation {
+                    Some(activation) => {
+                        let activation = activation_tokens(&quote!(#rt::kernels), activation);
+                        quote!(.map(|layer| layer.with_activation(Some(#activation))))
+                    }
+                    None => TokenStream::new(),
+                };
                 let init = match (&data.op, prepared_kind(&data.op).expect("prepared")) {
-                    (Op::Linear { bias }, Prepared::Linear) => {
-                        let w = weight(1);
+                    (Op::Linear { bias, epilogue }, Prepared::Linear) => {
                         let [out_features, in_features] = shape(1)[..] else { unreachable!("linear weights are 2-D") };
                         let (out_features, in_features) = (lit(out_features), lit(in_features));
-                        let bias = if *bias {
-                            let b = weight(2);
-                            quote!(Some(&#b))
-                        } else {
-                            quote!(None)
-                        };
-                        quote!(#rt::kernels::linear::PackedLinear::new(&#w, #out_features, #in_features, #bias))
+                        let (fold, w, bias) = layer_weights(*bias, epilogue);
+                        let activation = with_activation(epilogue);
+                        quote!({
+                            #fold
+                            #rt::kernels::linear::PackedLinear::new(#w, #out_features, #in_features, #bias)
+                        } #activation)
                     }
                     (Op::Conv(attrs), kind) => {
-                        let w = weight(1);
                         let weight_shape = literal_list(&shape(1));
-                        let bias = if attrs.bias {
-                            let b = weight(2);
-                            quote!(Some(&#b))
-                        } else {
-                            quote!(None)
-                        };
+                        let (fold, w, bias) = layer_weights(attrs.bias, &attrs.epilogue);
+                        let activation = with_activation(&attrs.epilogue);
                         let groups = lit(attrs.groups);
-                        match kind {
+                        let new = match kind {
                             Prepared::Conv1d => {
                                 let (stride, padding, dilation) = (lit(attrs.stride[0]), lit(attrs.padding[0]), lit(attrs.dilation[0]));
-                                quote!(#rt::kernels::conv::PackedConv1d::new(&#w, #weight_shape, #bias, #rt::kernels::conv::Conv1dOptions {
+                                quote!(#rt::kernels::conv::PackedConv1d::new(#w, #weight_shape, #bias, #rt::kernels::conv::Conv1dOptions {
                                     stride: #stride, padding: #padding, dilation: #dilation, groups: #groups,
                                 }))
                             }
                             _ => {
                                 let (stride, padding, dilation) = (literal_list(&attrs.stride), literal_list(&attrs.padding), literal_list(&attrs.dilation));
-                                quote!(#rt::kernels::conv::PackedConv2d::new(&#w, #weight_shape, #bias, #rt::kernels::conv::Conv2dOptions {
+                                quote!(#rt::kernels::conv::PackedConv2d::new(#w, #weight_shape, #bias, #rt::kernels::conv::Conv2dOptions {
                                     stride: #stride, padding: #padding, dilation: #dilation, groups: #groups,
                                 }))
                             }
-                        }
+                        };
+                        quote!({
+                            #fold
+                            #new
+                        } #activation)
                     }
                     (Op::BatchNorm { eps }, Prepared::BatchNorm) => {
                         let (weight, bias, mean, variance) = (weight(1), weight(2), weight(3), weight(4));
@@ -589,6 +658,9 @@ impl<'g> Generator<'g> {
         }
         let output_arena = arena_field(output_slot.dtype);
         let output_range = pair_tokens(output_slot.range());
+        if self.plan.in_place(data.outputs[0], data.inputs[0]) {
+            return self.in_place_code(data, &comment);
+        }
         let split = quote! {
             let (output, [#(#split_names),*]) = #rt::model::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
         };
@@ -722,59 +794,39 @@ impl<'g> Generator<'g> {
                 quote!(output.copy_from_slice(&#table[..#length]);)
             }
             Op::Attention(attrs) => {
-                let key_type = graph.ty(data.inputs[1]);
-                let (batch, query_len, key_len) = (
-                    lit(input_type.shape[0]),
-                    lit(input_type.shape[1]),
-                    lit(key_type.shape[1]),
-                );
-                let (heads, kv_heads, head_dim, causal) = (
-                    lit(attrs.heads),
-                    lit(attrs.kv_heads),
-                    lit(attrs.head_dim),
-                    attrs.causal,
-                );
-                let scale = Literal::f32_suffixed(attrs.scale);
                 let (q, key, v) = (&operands[0], &operands[1], &operands[2]);
+                let causal = attrs.causal;
+                let scale = Literal::f32_suffixed(attrs.scale);
                 let padding = if attrs.key_padding_mask {
                     let mask = &operands[3];
                     quote!(Some(#mask))
                 } else {
                     quote!(None)
                 };
-                let pattern = &attrs.pattern;
-                let mask = if pattern.is_dense() {
-                    quote!(#k::attention::AttentionMask::None)
-                } else {
-                    let window = option_tokens(pattern.window);
-                    let strided = option_tokens(pattern.strided);
-                    let dilation = lit(pattern.dilation);
-                    let global_tokens = literal_list(&pattern.global_tokens);
-                    let (block_size, block_mask) = match &pattern.block_mask {
-                        Some(blocks) => {
-                            let flat: Vec<bool> = blocks.mask.iter().flatten().copied().collect();
-                            (lit(blocks.block_size), quote!(&[#(#flat),*]))
-                        }
-                        None => (lit(1), quote!(&[])),
-                    };
-                    quote!(#k::attention::AttentionMask::Function(&|query, key| {
-                        #rt::model::SparsePattern {
-                            window: #window, dilation: #dilation, global_tokens: &#global_tokens, strided: #strided,
-                            block_size: #block_size, block_mask: #block_mask,
-                        }.allows(query, key)
-                    }))
+                let shape = self.attention_shape(data, attrs);
+                let (workspace, layout) = &self.attention_fields[&node];
+                let (mask, layout) = match layout {
+                    None => (quote!(#k::attention::AttentionMask::None), quote!(None)),
+                    Some(layout) => {
+                        // The layout skips blocks the pattern never keeps; inside partially kept
+                        // blocks the kernel asks the pattern pair by pair.
+                        let pattern = self.pattern_tokens(&attrs.pattern);
+                        (
+                            quote!(#k::attention::AttentionMask::Function(&|query, key| #pattern.allows(query, key))),
+                            quote!(Some(&self.#layout)),
+                        )
+                    }
                 };
-                quote!(#k::attention::scaled_dot_product_attention(
+                quote!(#k::flash_attention::flash_attention(
                     #q, #key, #v,
-                    &#k::attention::AttentionShape {
-                        batch: #batch, query_len: #query_len, key_len: #key_len,
-                        n_heads: #heads, n_kv_heads: #kv_heads, head_dim: #head_dim,
-                    },
+                    &#shape,
                     &#k::attention::AttentionOptions {
                         scale: Some(#scale), causal: #causal, query_position_offset: 0,
                         key_padding_mask: #padding, mask: #mask,
                     },
+                    #layout,
                     output,
+                    &mut self.#workspace,
                 )#at;)
             }
             Op::Activation(activation) => {
@@ -818,6 +870,20 @@ impl<'g> Generator<'g> {
                 let (scale, shift) = (Literal::f32_suffixed(*scale), Literal::f32_suffixed(*shift));
                 quote!(#rt::model::affine(#input_0, output, #scale, #shift);)
             }
+            Op::ElementwiseChain(steps) => {
+                let steps = steps.iter().map(|step| match *step {
+                    ir::ElementwiseStep::Activation(activation) => {
+                        let activation = activation_tokens(&k, activation);
+                        quote!(#rt::model::ElementwiseStep::Activation(#activation))
+                    }
+                    ir::ElementwiseStep::Affine { scale, shift } => {
+                        let (scale, shift) =
+                            (Literal::f32_suffixed(scale), Literal::f32_suffixed(shift));
+                        quote!(#rt::model::ElementwiseStep::Affine { scale: #scale, shift: #shift })
+                    }
+                });
+                quote!(#rt::model::elementwise_chain(#input_0, output, &[#(#steps),*])#at;)
+            }
             Op::Reshape { .. } => quote!(output.copy_from_slice(#input_0);),
             Op::Transpose { perm } => {
                 let shape = literal_list(&input_type.shape);
@@ -851,6 +917,136 @@ impl<'g> Generator<'g> {
                 #call
             }
         }
+    }
+}
+
+impl Generator<'_> {
+    /// The code of a node that overwrites its first input, which dies here (see the memory plan).
+    fn in_place_code(&self, data: &ir::NodeData, comment: &str) -> TokenStream {
+        let graph = self.graph;
+        let rt = &self.rt;
+        let k = quote!(#rt::kernels);
+        let layer = &data.name;
+        let at = quote!(.map_err(#rt::model::at(#layer))?);
+        let slot = self.plan.slots[data.outputs[0]].expect("node outputs have slots");
+        let arena = arena_field(slot.dtype);
+        let range = range_tokens(slot.range());
+        let input_type = graph.ty(data.inputs[0]);
+        let comment = format!("{comment} (in place)");
+        let call = match &data.op {
+            Op::Reshape { .. } => {
+                // The same elements in the same order: the output is the input's memory.
+                return quote!(__nnc_comment!(#comment););
+            }
+            Op::Activation(activation) => {
+                let activation = activation_tokens(&k, *activation);
+                quote!(#k::activation::apply_activation_in_place(&mut self.#arena[#range], #activation);)
+            }
+            Op::Affine { scale, shift } => {
+                let (scale, shift) = (Literal::f32_suffixed(*scale), Literal::f32_suffixed(*shift));
+                quote!(#rt::model::affine_in_place(&mut self.#arena[#range], #scale, #shift);)
+            }
+            Op::ElementwiseChain(steps) => {
+                let steps = steps.iter().map(|step| match *step {
+                    ir::ElementwiseStep::Activation(activation) => {
+                        let activation = activation_tokens(&k, activation);
+                        quote!(#rt::model::ElementwiseStep::Activation(#activation))
+                    }
+                    ir::ElementwiseStep::Affine { scale, shift } => {
+                        let (scale, shift) =
+                            (Literal::f32_suffixed(scale), Literal::f32_suffixed(shift));
+                        quote!(#rt::model::ElementwiseStep::Affine { scale: #scale, shift: #shift })
+                    }
+                });
+                quote!(#rt::model::elementwise_chain_in_place(&mut self.#arena[#range], &[#(#steps),*]);)
+            }
+            Op::BatchNorm { .. } => {
+                let field = &self.node_fields[&self.node_of(data)];
+                let shape = literal_list(&input_type.shape);
+                quote!(#k::norm::batch_norm_in_place(&mut self.#arena[#range], &#shape, &self.#field)#at;)
+            }
+            Op::Binary(op) => {
+                let op = match op {
+                    ir::BinaryOp::Add => quote!(Add),
+                    ir::BinaryOp::Sub => quote!(Sub),
+                    ir::BinaryOp::Mul => quote!(Mul),
+                    ir::BinaryOp::Div => quote!(Div),
+                };
+                let other = data.inputs[1];
+                let function = if graph.ty(other).shape == input_type.shape {
+                    quote!(binary_same_shape_in_place)
+                } else {
+                    quote!(binary_row_vector_in_place)
+                };
+                let pair = pair_tokens(slot.range());
+                let bind_other = match self.param_fields.get(&other) {
+                    Some(field) => quote! {
+                        let values = &mut self.#arena[#range];
+                        let other: &[f32] = &self.#field;
+                    },
+                    None => {
+                        let other_range = pair_tokens(
+                            self.plan.slots[other]
+                                .expect("activations have slots")
+                                .range(),
+                        );
+                        quote!(let (values, [other]) = #rt::model::split_mut(&mut self.#arena, #pair, [#other_range]);)
+                    }
+                };
+                quote! {
+                    #bind_other
+                    #k::elementwise::#function(#k::elementwise::BinaryOp::#op, values, other)#at;
+                }
+            }
+            other => unreachable!("in_place_code: {} cannot run in place", other.name()),
+        };
+        quote! {
+            __nnc_comment!(#comment);
+            {
+                #call
+            }
+        }
+    }
+
+    /// The `AttentionShape` literal of an attention node.
+    fn attention_shape(&self, data: &ir::NodeData, attrs: &ir::AttentionAttrs) -> TokenStream {
+        let rt = &self.rt;
+        let (query, key) = (self.graph.ty(data.inputs[0]), self.graph.ty(data.inputs[1]));
+        let (batch, query_len, key_len) =
+            (lit(query.shape[0]), lit(query.shape[1]), lit(key.shape[1]));
+        let (heads, kv_heads, head_dim) =
+            (lit(attrs.heads), lit(attrs.kv_heads), lit(attrs.head_dim));
+        quote!(#rt::kernels::attention::AttentionShape {
+            batch: #batch, query_len: #query_len, key_len: #key_len,
+            n_heads: #heads, n_kv_heads: #kv_heads, head_dim: #head_dim,
+        })
+    }
+
+    /// A `SparsePattern` literal.
+    fn pattern_tokens(&self, pattern: &ir::SparsePattern) -> TokenStream {
+        let rt = &self.rt;
+        let window = option_tokens(pattern.window);
+        let strided = option_tokens(pattern.strided);
+        let dilation = lit(pattern.dilation);
+        let global_tokens = literal_list(&pattern.global_tokens);
+        let (block_size, block_mask) = match &pattern.block_mask {
+            Some(blocks) => {
+                let flat: Vec<bool> = blocks.mask.iter().flatten().copied().collect();
+                (lit(blocks.block_size), quote!(&[#(#flat),*]))
+            }
+            None => (lit(1), quote!(&[])),
+        };
+        quote!(#rt::model::SparsePattern {
+            window: #window, dilation: #dilation, global_tokens: &#global_tokens, strided: #strided,
+            block_size: #block_size, block_mask: #block_mask,
+        })
+    }
+
+    /// The handle of a node of this graph, from its data.
+    fn node_of(&self, data: &ir::NodeData) -> ir::Node {
+        self.graph
+            .producer(data.outputs[0])
+            .expect("node outputs are defined by their node")
     }
 }
 

@@ -4,7 +4,7 @@
 //! creates, and the verifier calls it again to check that a pass kept the graph well typed. Errors
 //! say which input or attribute is at fault, so the front end can point at the right argument.
 
-use super::op::{AttentionAttrs, ConvAttrs, Op, PoolAttrs};
+use super::op::{AttentionAttrs, ConvAttrs, Epilogue, Op, PoolAttrs};
 use super::types::{DType, TensorType, format_shape};
 
 /// Why an op cannot be applied to inputs of the given types.
@@ -48,7 +48,7 @@ type Result<T> = std::result::Result<T, ShapeError>;
 /// The output types of `op` applied to inputs of types `inputs`.
 pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
     let output = match op {
-        Op::Linear { bias } => linear(*bias, inputs)?,
+        Op::Linear { bias, epilogue } => linear(*bias, epilogue, inputs)?,
         Op::MatMul => matmul(inputs)?,
         Op::Conv(conv) => convolution(conv, inputs)?,
         Op::MaxPool(pool) | Op::AvgPool(pool) => pooling(pool, inputs)?,
@@ -155,7 +155,7 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             x.clone()
         }
         Op::Attention(attention) => attention_output(attention, inputs)?,
-        Op::Activation(_) | Op::Affine { .. } => {
+        Op::Activation(_) | Op::Affine { .. } | Op::ElementwiseChain(_) => {
             arity(inputs, 1)?;
             float_input(inputs, 0)?.clone()
         }
@@ -335,8 +335,9 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
         .collect()
 }
 
-fn linear(bias: bool, inputs: &[&TensorType]) -> Result<TensorType> {
-    arity(inputs, if bias { 3 } else { 2 })?;
+fn linear(bias: bool, epilogue: &Epilogue, inputs: &[&TensorType]) -> Result<TensorType> {
+    let weights = if bias { 3 } else { 2 };
+    arity(inputs, weights + epilogue_inputs(epilogue))?;
     let x = float_input(inputs, 0)?;
     let in_features = last_dim(x, 0)?;
     let weight = float_input(inputs, 1)?;
@@ -356,6 +357,14 @@ fn linear(bias: bool, inputs: &[&TensorType]) -> Result<TensorType> {
     let out_features = weight.shape[0];
     if bias {
         expect_shape(inputs, 2, &[out_features], "one entry per output feature")?;
+    }
+    for position in weights..inputs.len() {
+        expect_shape(
+            inputs,
+            position,
+            &[out_features],
+            "one batch-norm entry per output feature",
+        )?;
     }
     let mut shape = x.shape.clone();
     *shape.last_mut().expect("rank checked") = out_features;
@@ -399,7 +408,8 @@ fn matmul(inputs: &[&TensorType]) -> Result<TensorType> {
 }
 
 fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
-    arity(inputs, if conv.bias { 3 } else { 2 })?;
+    let weights = if conv.bias { 3 } else { 2 };
+    arity(inputs, weights + epilogue_inputs(&conv.epilogue))?;
     let spatial = conv.kernel.len();
     let x = float_input(inputs, 0)?;
     if x.rank() != spatial + 2 {
@@ -424,6 +434,14 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     )?;
     if conv.bias {
         expect_shape(inputs, 2, &[out_channels], "one entry per output channel")?;
+    }
+    for position in weights..inputs.len() {
+        expect_shape(
+            inputs,
+            position,
+            &[out_channels],
+            "one batch-norm entry per output channel",
+        )?;
     }
     let mut shape = vec![x.shape[0], out_channels];
     for axis in 0..spatial {
@@ -589,6 +607,11 @@ fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Resul
         }
     }
     Ok(q.clone())
+}
+
+/// The inputs an epilogue adds: the four parameters of a folded batch norm.
+pub fn epilogue_inputs(epilogue: &Epilogue) -> usize {
+    if epilogue.batch_norm.is_some() { 4 } else { 0 }
 }
 
 fn arity(inputs: &[&TensorType], expected: usize) -> Result<()> {

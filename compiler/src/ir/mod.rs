@@ -31,7 +31,8 @@ pub mod verify;
 
 pub use arena::{Arena, Handle, SecondaryMap};
 pub use op::{
-    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, Op, PoolAttrs, SparsePattern,
+    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, ElementwiseStep, Epilogue, Op,
+    PoolAttrs, SparsePattern,
 };
 pub use types::{DType, TensorType};
 
@@ -238,6 +239,140 @@ impl Graph {
             .filter(|(_, param)| param.is_buffer)
             .map(|(_, param)| self.ty(param.value).element_count())
             .fold(0, u64::saturating_add)
+    }
+}
+
+impl Graph {
+    /// How many times each value is read: by node inputs, and once more if it is a network output.
+    pub fn use_counts(&self) -> SecondaryMap<Value, usize> {
+        let mut counts = SecondaryMap::with_default(self.values.len(), 0);
+        for (_, node) in self.nodes.iter() {
+            for &input in &node.inputs {
+                counts[input] += 1;
+            }
+        }
+        for output in &self.outputs {
+            counts[output.value] += 1;
+        }
+        counts
+    }
+
+    /// The node that defines `value`, if a node does.
+    pub fn producer(&self, value: Value) -> Option<Node> {
+        match self.values[value].def {
+            ValueDef::Node { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// Makes every reader of `old` (node inputs and network outputs) read `new` instead. `new`
+    /// must have the same type and be defined before every reader of `old`.
+    pub fn replace_all_uses(&mut self, old: Value, new: Value) {
+        debug_assert_eq!(
+            self.ty(old),
+            self.ty(new),
+            "replace_all_uses changes a type"
+        );
+        for index in 0..self.nodes.len() {
+            for input in &mut self.nodes[Node::from_index(index)].inputs {
+                if *input == old {
+                    *input = new;
+                }
+            }
+        }
+        for output in &mut self.outputs {
+            if output.value == old {
+                output.value = new;
+            }
+        }
+    }
+
+    /// Removes the nodes whose outputs nothing reads, and the values they defined, renumbering the
+    /// rest densely in the same order (like naga's `compact`). Inputs and params are kept, so the
+    /// weights a graph needs do not depend on optimization. Returns whether anything was removed.
+    pub fn compact(&mut self) -> bool {
+        let mut live_nodes = vec![false; self.nodes.len()];
+        let mut needed = vec![false; self.values.len()];
+        for output in &self.outputs {
+            needed[output.value.index()] = true;
+        }
+        for index in (0..self.nodes.len()).rev() {
+            let node = &self.nodes[Node::from_index(index)];
+            if node.outputs.iter().any(|output| needed[output.index()]) {
+                live_nodes[index] = true;
+                for input in &node.inputs {
+                    needed[input.index()] = true;
+                }
+            }
+        }
+        if live_nodes.iter().all(|&live| live) {
+            return false;
+        }
+
+        let mut value_map: Vec<Option<Value>> = vec![None; self.values.len()];
+        let mut values = Arena::new();
+        let mut nodes = Arena::new();
+        let mut spans = SecondaryMap::with_default(0, Span::default());
+        // Inputs and params first, in their own order, then node outputs in node order.
+        for (value, data) in self.values.iter() {
+            if !matches!(data.def, ValueDef::Node { .. }) {
+                value_map[value.index()] = Some(values.push(data.clone()));
+            }
+        }
+        for (node, data) in self.nodes.iter() {
+            if !live_nodes[node.index()] {
+                continue;
+            }
+            let new_node = Node::from_index(nodes.len());
+            let outputs: Vec<Value> = data
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(position, &output)| {
+                    let ty = self.values[output].ty.clone();
+                    let new_value = values.push(ValueData {
+                        ty,
+                        def: ValueDef::Node {
+                            node: new_node,
+                            position,
+                        },
+                    });
+                    value_map[output.index()] = Some(new_value);
+                    new_value
+                })
+                .collect();
+            let inputs = data
+                .inputs
+                .iter()
+                .map(|input| value_map[input.index()].expect("inputs are defined before use"))
+                .collect();
+            nodes.push(NodeData {
+                op: data.op.clone(),
+                inputs,
+                outputs,
+                name: data.name.clone(),
+            });
+            spans.insert(
+                new_node,
+                self.spans.get(node).copied().unwrap_or_default(),
+                Span::default(),
+            );
+        }
+        let remap = |value: Value| value_map[value.index()].expect("kept values are remapped");
+        for index in 0..self.params.len() {
+            let param = &mut self.params[Param::from_index(index)];
+            param.value = remap(param.value);
+        }
+        for input in &mut self.inputs {
+            input.value = remap(input.value);
+        }
+        for output in &mut self.outputs {
+            output.value = remap(output.value);
+        }
+        self.values = values;
+        self.nodes = nodes;
+        self.spans = spans;
+        true
     }
 }
 

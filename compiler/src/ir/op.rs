@@ -67,8 +67,31 @@ impl BinaryOp {
     }
 }
 
+/// What a conv or linear layer applies to its output before writing it, set by the fusion
+/// passes. Without them it is empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Epilogue {
+    /// An inference batch norm with this eps, folded into the weights when the model is built.
+    /// Its four parameters (weight, bias, running mean, running variance) follow the layer's
+    /// other inputs.
+    pub batch_norm: Option<f32>,
+    /// An activation applied while the output is still in cache.
+    pub activation: Option<Activation>,
+}
+
+/// One step of a fused elementwise chain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ElementwiseStep {
+    Activation(Activation),
+    /// `x * scale + shift`.
+    Affine {
+        scale: f32,
+        shift: f32,
+    },
+}
+
 /// Attributes of a convolution over `kernel.len()` (1 or 2) spatial dimensions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ConvAttrs {
     pub kernel: Vec<usize>,
     pub stride: Vec<usize>,
@@ -77,6 +100,7 @@ pub struct ConvAttrs {
     pub dilation: Vec<usize>,
     pub groups: usize,
     pub bias: bool,
+    pub epilogue: Epilogue,
 }
 
 /// Attributes of max and average pooling over `kernel.len()` (1 or 2) spatial dimensions.
@@ -176,11 +200,13 @@ pub struct AttentionAttrs {
 /// An operation of the IR.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// `y = x·weightᵀ + bias`. Inputs: `x [.., in]`, `weight [out, in]`, `bias [out]` if `bias`.
-    Linear { bias: bool },
+    /// `y = x·weightᵀ + bias`. Inputs: `x [.., in]`, `weight [out, in]`, `bias [out]` if `bias`,
+    /// then the folded batch norm's parameters if the epilogue has one.
+    Linear { bias: bool, epilogue: Epilogue },
     /// Batched matrix product. Inputs: `a [.., m, k]`, `b [.., k, n]`; batch dims broadcast.
     MatMul,
-    /// Convolution. Inputs: `x [n, c, spatial..]`, `weight [out, c / groups, kernel..]`, `bias [out]`.
+    /// Convolution. Inputs: `x [n, c, spatial..]`, `weight [out, c / groups, kernel..]`, `bias [out]`
+    /// if `bias`, then the folded batch norm's parameters if the epilogue has one.
     Conv(ConvAttrs),
     /// Max pooling over the spatial dims of `x [n, c, spatial..]`.
     MaxPool(PoolAttrs),
@@ -219,6 +245,8 @@ pub enum Op {
     Binary(BinaryOp),
     /// `x * scale + shift`, elementwise.
     Affine { scale: f32, shift: f32 },
+    /// Several elementwise steps in one pass over memory (made by the elementwise-fusion pass).
+    ElementwiseChain(Vec<ElementwiseStep>),
     /// Same elements, new shape.
     Reshape { shape: Vec<usize> },
     /// Permutes the axes: output axis `i` is input axis `perm[i]`.
@@ -260,6 +288,7 @@ impl Op {
             Op::Softmax { .. } => "softmax",
             Op::Binary(op) => op.name(),
             Op::Affine { .. } => "affine",
+            Op::ElementwiseChain(_) => "elementwise",
             Op::Reshape { .. } => "reshape",
             Op::Transpose { .. } => "transpose",
             Op::Concat { .. } => "concat",
@@ -277,8 +306,8 @@ impl fmt::Display for DisplayAttrs<'_> {
         let mut attrs: Vec<String> = Vec::new();
         let mut push = |key: &str, value: String| attrs.push(format!("{key} = {value}"));
         match self.0 {
-            Op::Linear { .. }
-            | Op::MatMul
+            Op::Linear { epilogue, .. } => push_epilogue(&mut push, epilogue),
+            Op::MatMul
             | Op::GlobalAvgPool
             | Op::GlobalMaxPool
             | Op::Embedding
@@ -290,6 +319,7 @@ impl fmt::Display for DisplayAttrs<'_> {
                 push("padding", list(&conv.padding));
                 push("dilation", list(&conv.dilation));
                 push("groups", conv.groups.to_string());
+                push_epilogue(&mut push, &conv.epilogue);
             }
             Op::MaxPool(pool) | Op::AvgPool(pool) => {
                 push("kernel", list(&pool.kernel));
@@ -364,6 +394,18 @@ impl fmt::Display for DisplayAttrs<'_> {
                 push("scale", float(*scale));
                 push("shift", float(*shift));
             }
+            Op::ElementwiseChain(steps) => {
+                let steps: Vec<String> = steps
+                    .iter()
+                    .map(|step| match step {
+                        ElementwiseStep::Activation(activation) => activation_text(*activation),
+                        ElementwiseStep::Affine { scale, shift } => {
+                            format!("affine({}, {})", float(*scale), float(*shift))
+                        }
+                    })
+                    .collect();
+                push("steps", format!("[{}]", steps.join(", ")));
+            }
             Op::Reshape { shape } => push("shape", list(shape)),
             Op::Transpose { perm } => push("perm", list(perm)),
             Op::Concat { axis } => push("axis", axis.to_string()),
@@ -378,6 +420,27 @@ impl fmt::Display for DisplayAttrs<'_> {
             }
         }
         f.write_str(&attrs.join(", "))
+    }
+}
+
+fn push_epilogue(push: &mut impl FnMut(&str, String), epilogue: &Epilogue) {
+    if let Some(eps) = epilogue.batch_norm {
+        push("batch_norm", float(eps));
+    }
+    if let Some(activation) = epilogue.activation {
+        push("activation", activation_text(activation));
+    }
+}
+
+fn activation_text(activation: Activation) -> String {
+    match activation {
+        Activation::LeakyRelu { negative_slope } => {
+            format!("leaky_relu({})", float(negative_slope))
+        }
+        Activation::Gelu {
+            tanh_approximation: true,
+        } => "gelu_tanh".to_string(),
+        other => other.name().to_string(),
     }
 }
 

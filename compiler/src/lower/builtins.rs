@@ -10,8 +10,8 @@ use super::{Builder, Eval, Lowerer, Naming, Scope, Stop, did_you_mean};
 use crate::diagnostics::{Diagnostic, Span};
 use crate::ir::infer::{Culprit, ShapeError, check_groups, infer};
 use crate::ir::{
-    self, Activation, AttentionAttrs, BlockMask, ConvAttrs, DType, Op, ParamInit, PoolAttrs,
-    SparsePattern, TensorType,
+    self, Activation, AttentionAttrs, BlockMask, ConvAttrs, DType, Epilogue, Op, ParamInit,
+    PoolAttrs, SparsePattern, TensorType,
 };
 use crate::syntax::ast;
 
@@ -658,7 +658,13 @@ fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
             None,
         ));
     }
-    cx.node(Op::Linear { bias }, &inputs)
+    cx.node(
+        Op::Linear {
+            bias,
+            epilogue: Epilogue::default(),
+        },
+        &inputs,
+    )
 }
 
 fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
@@ -768,6 +774,7 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
     }
     cx.node(
         Op::Conv(ConvAttrs {
+            epilogue: Epilogue::default(),
             kernel,
             stride,
             padding,

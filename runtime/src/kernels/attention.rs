@@ -1,16 +1,22 @@
-//! Plain scaled dot-product attention with grouped-query heads and masks (a tiled,
-//! flash-style kernel will come later).
+//! Plain scaled dot-product attention with grouped-query heads and masks; the tiled,
+//! flash-style kernel with block-sparse layouts is in `flash_attention`.
 //!
 //! For each batch and head: `softmax(scale * Q K^T + mask) V`, where query `i` may attend to
 //! key `j` only if every mask in force allows it. A query row that may attend to no key at all
 //! yields zeros (PyTorch would give NaN there). The products run on the GEMM; heads run in
-//! parallel, and each processes its queries in blocks of `QUERY_BLOCK` rows so that the score
-//! buffer stays small.
+//! parallel, and each processes its queries in blocks of `QUERY_BLOCK` rows, scoring each block
+//! against every key (`QUERY_BLOCK x key_len` floats of scores per thread).
+//!
+//! The scratch lives in an `AttentionWorkspace` that the caller builds once (from the
+//! `AttentionShape`) and passes to `scaled_dot_product_attention_with_workspace`; with it, and
+//! once the GEMM's per-thread packing buffers have grown on a first call, a call allocates
+//! nothing. `scaled_dot_product_attention` builds a fresh workspace per call.
 
 use crate::error::{KernelError, KernelResult, check_length, invalid_parameter};
 use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, Rhs, gemm_sequential};
 use crate::kernels::softmax::softmax_row;
 use crate::threading;
+use std::marker::PhantomData;
 use std::sync::Mutex;
 
 /// The sizes of one attention call. `q` is `[batch, query_len, n_heads * head_dim]`, `k` and
@@ -65,8 +71,44 @@ pub struct AttentionOptions<'a> {
     pub mask: AttentionMask<'a>,
 }
 
+/// Scratch memory of `scaled_dot_product_attention_with_workspace`, owned by the caller and
+/// reused across calls: per thread, the scores of one block of queries against every key and
+/// the block's result.
+///
+/// `new` sizes it for one shape and the current thread count (`crate::num_threads`); a call
+/// with more keys or more threads than that grows it once.
+#[derive(Clone, Debug, Default)]
+pub struct AttentionWorkspace {
+    buffer: Vec<f32>,
+}
+
+impl AttentionWorkspace {
+    /// A workspace large enough for calls of `shape` at the current thread count.
+    pub fn new(shape: &AttentionShape) -> Self {
+        let mut workspace = Self::default();
+        let layout = SlotLayout::new(shape);
+        workspace.regions(&layout, layout.slot_count(shape));
+        workspace
+    }
+
+    /// The bytes it holds.
+    pub fn allocated_bytes(&self) -> usize {
+        self.buffer.capacity() * std::mem::size_of::<f32>()
+    }
+
+    /// `slots` regions of `layout.region_length()` floats, growing the buffer if needed.
+    fn regions(&mut self, layout: &SlotLayout, slots: usize) -> &mut [f32] {
+        let length = slots * layout.region_length();
+        if self.buffer.len() < length {
+            self.buffer.resize(length, 0.0);
+        }
+        &mut self.buffer[..length]
+    }
+}
+
 /// `output = softmax(scale * q k^T, masked) v` per batch and head; see the module docs.
-/// Allocates its scratch (scores and per-head results) per call.
+/// Builds a fresh `AttentionWorkspace` per call; use
+/// `scaled_dot_product_attention_with_workspace` to reuse one.
 pub fn scaled_dot_product_attention(
     q: &[f32],
     k: &[f32],
@@ -76,9 +118,24 @@ pub fn scaled_dot_product_attention(
     output: &mut [f32],
 ) -> KernelResult<()> {
     check_shapes(q, k, v, shape, options, output)?;
+    let mut workspace = AttentionWorkspace::new(shape);
+    scaled_dot_product_attention_with_workspace(q, k, v, shape, options, output, &mut workspace)
+}
+
+/// `scaled_dot_product_attention` with caller-owned scratch: after a first call has grown the
+/// workspace and the GEMM's per-thread packing buffers, calls allocate nothing.
+pub fn scaled_dot_product_attention_with_workspace(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: &AttentionShape,
+    options: &AttentionOptions<'_>,
+    output: &mut [f32],
+    workspace: &mut AttentionWorkspace,
+) -> KernelResult<()> {
+    check_shapes(q, k, v, shape, options, output)?;
     let AttentionShape {
         batch,
-        query_len,
         n_heads,
         n_kv_heads,
         head_dim,
@@ -89,47 +146,116 @@ pub fn scaled_dot_product_attention(
     }
     let scale = options.scale.unwrap_or(1.0 / (head_dim as f32).sqrt());
     let heads_per_kv_head = n_heads / n_kv_heads;
-    let head_output_size = query_len * head_dim;
-    // Each task writes one head's `[query_len, head_dim]` result here; they are interleaved
-    // into `output` afterwards.
-    let mut per_head = vec![0.0f32; batch * n_heads * head_output_size];
+    let tasks = batch * n_heads;
+    let layout = SlotLayout::new(shape);
+    let slots = layout.slot_count(shape);
+    let tasks_per_slot = tasks.div_ceil(slots);
+    let region_length = layout.region_length();
+    let regions = workspace.regions(&layout, slots);
+    let output = HeadOutputs::new(output);
     let failure = Mutex::new(None);
-    threading::run_chunks_mut(&mut per_head, head_output_size, |task, head_output| {
-        let (batch_index, head) = (task / n_heads, task % n_heads);
-        let kv_head = head / heads_per_kv_head;
-        let head_task = HeadTask {
-            q,
-            k,
-            v,
-            shape,
-            options,
-            scale,
-            batch_index,
-            head,
-            kv_head,
-        };
-        if let Err(error) = head_task.run(head_output)
-            && let Ok(mut failure) = failure.lock()
-        {
-            *failure = Some(error);
+    threading::run_chunks_mut(regions, region_length.max(1), |slot, region| {
+        let first_task = slot * tasks_per_slot;
+        for task in first_task..(first_task + tasks_per_slot).min(tasks) {
+            let (batch_index, head) = (task / n_heads, task % n_heads);
+            let head_task = HeadTask {
+                q,
+                k,
+                v,
+                shape,
+                options,
+                scale,
+                batch_index,
+                head,
+                kv_head: head / heads_per_kv_head,
+            };
+            if let Err(error) = head_task.run(output, region, &layout)
+                && let Ok(mut failure) = failure.lock()
+            {
+                *failure = Some(error);
+            }
         }
     });
     if let Some(error) = failure.into_inner().ok().flatten() {
         return Err(error);
     }
-    let hidden = n_heads * head_dim;
-    for (task, head_output) in per_head.chunks_exact(head_output_size).enumerate() {
-        let (batch_index, head) = (task / n_heads, task % n_heads);
-        for (row, values) in head_output.chunks_exact(head_dim).enumerate() {
-            let start = (batch_index * query_len + row) * hidden + head * head_dim;
-            output[start..start + head_dim].copy_from_slice(values);
+    Ok(())
+}
+
+/// The output of an attention call, shared by the tasks that compute its heads. Each task
+/// writes only the `head_dim` columns of its own (batch, head), so no element is written by
+/// two tasks, although their rows interleave.
+#[derive(Clone, Copy)]
+pub(crate) struct HeadOutputs<'a> {
+    pointer: *mut f32,
+    length: usize,
+    lifetime: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: The tasks that share a `HeadOutputs` write disjoint elements (see `slice_mut`), and the
+// exclusive borrow of the output outlives them all.
+unsafe impl Send for HeadOutputs<'_> {}
+// SAFETY: As above.
+unsafe impl Sync for HeadOutputs<'_> {}
+
+impl<'a> HeadOutputs<'a> {
+    pub(crate) fn new(output: &'a mut [f32]) -> Self {
+        Self {
+            pointer: output.as_mut_ptr(),
+            length: output.len(),
+            lifetime: PhantomData,
         }
     }
-    Ok(())
+
+    /// Elements `start..start + length` of the output.
+    ///
+    /// # Safety
+    ///
+    /// No other live reference (in this task or another) may cover any of these elements.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, start: usize, length: usize) -> &mut [f32] {
+        assert!(
+            start <= self.length && length <= self.length - start,
+            "HeadOutputs::slice_mut: {start}..{} is outside the output",
+            start + length
+        );
+        // SAFETY: The range is inside the output (checked above), which is exclusively borrowed
+        // for `'a`; the caller guarantees that nothing else references these elements.
+        unsafe { std::slice::from_raw_parts_mut(self.pointer.add(start), length) }
+    }
 }
 
 /// Query rows processed together by one head.
 const QUERY_BLOCK: usize = 64;
+
+/// How one thread's region of an `AttentionWorkspace` is laid out: the scores of a block of
+/// queries against every key, then the block's `[rows, head_dim]` result.
+struct SlotLayout {
+    block_rows: usize,
+    key_len: usize,
+    head_dim: usize,
+}
+
+impl SlotLayout {
+    fn new(shape: &AttentionShape) -> Self {
+        Self {
+            block_rows: QUERY_BLOCK.min(shape.query_len),
+            key_len: shape.key_len,
+            head_dim: shape.head_dim,
+        }
+    }
+
+    fn region_length(&self) -> usize {
+        self.block_rows * (self.key_len + self.head_dim)
+    }
+
+    /// The number of regions (threads working at once) for a call of `shape`.
+    fn slot_count(&self, shape: &AttentionShape) -> usize {
+        threading::parallel_width()
+            .min(shape.batch * shape.n_heads)
+            .max(1)
+    }
+}
 
 /// One batch and head of the attention.
 struct HeadTask<'a> {
@@ -145,7 +271,13 @@ struct HeadTask<'a> {
 }
 
 impl HeadTask<'_> {
-    fn run(&self, head_output: &mut [f32]) -> KernelResult<()> {
+    /// Computes this head into its columns of `output`, using `region` as scratch.
+    fn run(
+        &self,
+        output: HeadOutputs<'_>,
+        region: &mut [f32],
+        layout: &SlotLayout,
+    ) -> KernelResult<()> {
         let AttentionShape {
             query_len,
             key_len,
@@ -157,13 +289,18 @@ impl HeadTask<'_> {
         let (q_stride, kv_stride) = (n_heads * head_dim, n_kv_heads * head_dim);
         let q_start = self.batch_index * query_len * q_stride + self.head * head_dim;
         let kv_start = self.batch_index * key_len * kv_stride + self.kv_head * head_dim;
+        let output_row = |row: usize| {
+            // SAFETY: Row `row` of this head is `head_dim` elements that only this task writes
+            // (see `HeadOutputs`), and the slice is dropped before the next one is made.
+            unsafe { output.slice_mut(q_start + row * q_stride, head_dim) }
+        };
         if key_len == 0 {
-            head_output.fill(0.0);
+            (0..query_len).for_each(|row| output_row(row).fill(0.0));
             return Ok(());
         }
+        let (scores, staging) = region.split_at_mut(layout.block_rows * key_len);
         let keys = MatrixRef::new(&self.k[kv_start..], key_len, head_dim, kv_stride, 1)?;
         let values = MatrixRef::new(&self.v[kv_start..], key_len, head_dim, kv_stride, 1)?;
-        let mut scores = vec![0.0f32; QUERY_BLOCK.min(query_len) * key_len];
         for first_row in (0..query_len).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(query_len - first_row);
             let queries = MatrixRef::new(
@@ -184,13 +321,17 @@ impl HeadTask<'_> {
             for (row_offset, row) in scores.chunks_exact_mut(key_len).enumerate() {
                 self.mask_and_normalise(first_row + row_offset, row);
             }
+            let staging = &mut staging[..rows * head_dim];
             gemm_sequential(
                 Lhs::Matrix(MatrixRef::row_major(scores, rows, key_len)?),
                 Rhs::Matrix(values),
-                &mut head_output[first_row * head_dim..][..rows * head_dim],
+                staging,
                 head_dim,
                 &GemmOptions::default(),
             )?;
+            for (row_offset, values) in staging.chunks_exact(head_dim.max(1)).enumerate() {
+                output_row(first_row + row_offset).copy_from_slice(values);
+            }
         }
         Ok(())
     }
@@ -232,7 +373,8 @@ impl HeadTask<'_> {
     }
 }
 
-fn check_shapes(
+/// Checks the buffers and the head counts of an attention call.
+pub(crate) fn check_shapes(
     q: &[f32],
     k: &[f32],
     v: &[f32],

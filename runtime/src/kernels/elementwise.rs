@@ -1,9 +1,12 @@
 //! Element-wise binary arithmetic (`+ - * /`) with numpy broadcasting, plus fast paths for
 //! same-shape operands, a scalar operand and a row vector broadcast over the rows of a matrix.
+//!
+//! The general broadcast keeps its shapes and strides in fixed-size arrays, so no call
+//! allocates; operands of more than `MAX_RANK` (8) axes are rejected.
 
 use crate::error::{KernelError, KernelResult, check_length, checked_element_count};
 use crate::kernels::vectorize;
-use crate::tensor::{TensorRef, row_major_strides};
+use crate::tensor::{Dims, TensorRef};
 use crate::threading;
 
 /// Expands `body` once per operation with `$function` bound to that operation's closure, so
@@ -60,26 +63,13 @@ pub fn broadcast_shapes(lhs_shape: &[usize], rhs_shape: &[usize]) -> KernelResul
     let rhs_padding = rank - rhs_shape.len();
     (0..rank)
         .map(|axis| {
-            let lhs = if axis < lhs_padding {
-                1
-            } else {
-                lhs_shape[axis - lhs_padding]
-            };
-            let rhs = if axis < rhs_padding {
-                1
-            } else {
-                rhs_shape[axis - rhs_padding]
-            };
-            match (lhs, rhs) {
-                (lhs, rhs) if lhs == rhs => Ok(lhs),
-                (1, rhs) => Ok(rhs),
-                (lhs, 1) => Ok(lhs),
-                _ => Err(KernelError::BroadcastIncompatible {
-                    operation: "binary",
-                    lhs_shape: lhs_shape.to_vec(),
-                    rhs_shape: rhs_shape.to_vec(),
-                }),
-            }
+            let lhs = axis
+                .checked_sub(lhs_padding)
+                .map_or(1, |axis| lhs_shape[axis]);
+            let rhs = axis
+                .checked_sub(rhs_padding)
+                .map_or(1, |axis| rhs_shape[axis]);
+            broadcast_axis(lhs, rhs).ok_or_else(|| incompatible(lhs_shape, rhs_shape))
         })
         .collect()
 }
@@ -92,7 +82,7 @@ pub fn binary(
     rhs: TensorRef<'_>,
     output: &mut [f32],
 ) -> KernelResult<()> {
-    let output_shape = broadcast_shapes(lhs.shape(), rhs.shape())?;
+    let output_shape = broadcast_dims("binary", lhs.shape(), rhs.shape())?;
     let output_length = checked_element_count("binary", &output_shape)?;
     check_length("binary", "output", output_length, output.len())?;
     let (lhs_data, rhs_data) = (lhs.data(), rhs.data());
@@ -234,6 +224,67 @@ fn is_trailing_vector(shape: &[usize], output_shape: &[usize]) -> bool {
     !trimmed.is_empty() && output_shape.ends_with(trimmed)
 }
 
+/// The broadcast of two shapes in a fixed-size array (no allocation), for `binary` and
+/// `matmul`; fails above `MAX_RANK` axes.
+pub(crate) fn broadcast_dims(
+    operation: &'static str,
+    lhs_shape: &[usize],
+    rhs_shape: &[usize],
+) -> KernelResult<Dims> {
+    let rank = lhs_shape.len().max(rhs_shape.len());
+    let mut shape = Dims::filled(operation, rank, 1)?;
+    for (axis, length) in shape.iter_mut().enumerate() {
+        let lhs = (axis + lhs_shape.len())
+            .checked_sub(rank)
+            .map_or(1, |axis| lhs_shape[axis]);
+        let rhs = (axis + rhs_shape.len())
+            .checked_sub(rank)
+            .map_or(1, |axis| rhs_shape[axis]);
+        *length = broadcast_axis(lhs, rhs).ok_or_else(|| KernelError::BroadcastIncompatible {
+            operation,
+            lhs_shape: lhs_shape.to_vec(),
+            rhs_shape: rhs_shape.to_vec(),
+        })?;
+    }
+    Ok(shape)
+}
+
+/// Element strides of an operand inside the broadcast shape `output_shape` (0 on broadcast
+/// axes), each multiplied by `scale`; the operand's axes align to the right.
+pub(crate) fn broadcast_strides(shape: &[usize], output_shape: &[usize], scale: usize) -> Dims {
+    let padding = output_shape.len() - shape.len();
+    let mut strides = Dims::empty();
+    for _ in output_shape {
+        strides.push(0);
+    }
+    let mut stride = scale;
+    for (axis, &length) in shape.iter().enumerate().rev() {
+        if length != 1 {
+            strides[padding + axis] = stride;
+        }
+        stride *= length;
+    }
+    strides
+}
+
+/// The broadcast of one pair of axis lengths, if they are compatible.
+fn broadcast_axis(lhs: usize, rhs: usize) -> Option<usize> {
+    match (lhs, rhs) {
+        (lhs, rhs) if lhs == rhs => Some(lhs),
+        (1, rhs) => Some(rhs),
+        (lhs, 1) => Some(lhs),
+        _ => None,
+    }
+}
+
+fn incompatible(lhs_shape: &[usize], rhs_shape: &[usize]) -> KernelError {
+    KernelError::BroadcastIncompatible {
+        operation: "binary",
+        lhs_shape: lhs_shape.to_vec(),
+        rhs_shape: rhs_shape.to_vec(),
+    }
+}
+
 /// The general broadcast: axes are coalesced where both operands allow, then the output is
 /// walked row by row (the last coalesced axis), each operand with stride 0 or 1 along it.
 fn broadcast_general(
@@ -243,8 +294,8 @@ fn broadcast_general(
     output_shape: &[usize],
     output: &mut [f32],
 ) {
-    let lhs_strides = broadcast_strides(lhs.shape(), output_shape);
-    let rhs_strides = broadcast_strides(rhs.shape(), output_shape);
+    let lhs_strides = broadcast_strides(lhs.shape(), output_shape, 1);
+    let rhs_strides = broadcast_strides(rhs.shape(), output_shape, 1);
     let (shape, lhs_strides, rhs_strides) = coalesce(output_shape, &lhs_strides, &rhs_strides);
     let rank = shape.len();
     let inner = shape[rank - 1];
@@ -290,31 +341,13 @@ fn broadcast_general(
     });
 }
 
-/// Element strides of an operand inside the broadcast output shape (0 on broadcast axes).
-fn broadcast_strides(shape: &[usize], output_shape: &[usize]) -> Vec<usize> {
-    let strides = row_major_strides(shape);
-    let padding = output_shape.len() - shape.len();
-    (0..output_shape.len())
-        .map(|axis| {
-            if axis < padding || shape[axis - padding] == 1 {
-                0
-            } else {
-                strides[axis - padding]
-            }
-        })
-        .collect()
-}
-
 /// Merges neighbouring axes that both operands traverse the same way (both contiguous across
-/// the pair, or both broadcast along the pair), and drops length-1 axes.
-fn coalesce(
-    shape: &[usize],
-    lhs_strides: &[usize],
-    rhs_strides: &[usize],
-) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-    let mut merged_shape: Vec<usize> = Vec::new();
-    let mut merged_lhs: Vec<usize> = Vec::new();
-    let mut merged_rhs: Vec<usize> = Vec::new();
+/// the pair, or both broadcast along the pair), and drops length-1 axes. Never returns an
+/// empty shape.
+fn coalesce(shape: &[usize], lhs_strides: &[usize], rhs_strides: &[usize]) -> (Dims, Dims, Dims) {
+    let mut merged_shape = Dims::empty();
+    let mut merged_lhs = Dims::empty();
+    let mut merged_rhs = Dims::empty();
     for axis in 0..shape.len() {
         if shape[axis] == 1 {
             continue;
@@ -338,7 +371,9 @@ fn coalesce(
         merged_rhs.push(rhs_strides[axis]);
     }
     if merged_shape.is_empty() {
-        return (vec![1], vec![0], vec![0]);
+        merged_shape.push(1);
+        merged_lhs.push(0);
+        merged_rhs.push(0);
     }
     (merged_shape, merged_lhs, merged_rhs)
 }

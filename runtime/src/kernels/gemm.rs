@@ -1,7 +1,7 @@
 //! Single-precision matrix multiplication: `C = A * B`, then an optional fused epilogue.
 //!
 //! The design is the BLIS one. B is packed into column panels of `NR = 16` and A into row
-//! panels of `MR = 6`, both cut into blocks of `KC_()` steps of the shared dimension, and a
+//! panels of `MR = 6`, both cut into blocks of `KC` steps of the shared dimension, and a
 //! micro-kernel computes one `6 x 16` tile of C from one panel of each. Weights are packed once,
 //! at load time, into a `PackedMatrix` (the right operand, as in `linear`) or a
 //! `PackedLhsMatrix` (the left operand, as in convolution); a call then packs only the
@@ -95,9 +95,13 @@ impl<'a> MatrixRef<'a> {
         self.cols
     }
 
-    /// Element `(row, column)`; both must be in range.
-    pub fn get(&self, row: usize, column: usize) -> f32 {
-        self.data[row * self.row_stride + column * self.column_stride]
+    /// Element `(row, column)`, or `None` outside the matrix.
+    pub fn get(&self, row: usize, column: usize) -> Option<f32> {
+        if row < self.rows && column < self.cols {
+            Some(self.data[row * self.row_stride + column * self.column_stride])
+        } else {
+            None
+        }
     }
 }
 
@@ -176,8 +180,8 @@ impl PackedLhsMatrix {
         let panels = matrix.rows.div_ceil(MR);
         let mut data = AlignedBuffer::zeroed(panels * MR * matrix.cols);
         let buffer = data.as_mut_slice();
-        for block_start in (0..matrix.cols).step_by(KC_()) {
-            let block_depth = KC_().min(matrix.cols - block_start);
+        for block_start in (0..matrix.cols).step_by(KC) {
+            let block_depth = KC.min(matrix.cols - block_start);
             let block = &mut buffer[block_start * panels * MR..][..block_depth * panels * MR];
             pack_lhs_block(matrix, 0..matrix.rows, block_start, block_depth, block);
         }
@@ -299,6 +303,7 @@ pub fn gemm(
         Execution {
             parallel: true,
             kernel: select_tile_kernel(),
+            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
         },
     )
 }
@@ -321,48 +326,51 @@ pub(crate) fn gemm_sequential(
         Execution {
             parallel: false,
             kernel: select_tile_kernel(),
+            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
         },
     )
 }
 
-/// Depth of one block of the shared dimension: one B panel (`KC_() x NR`) stays in L1.
-#[allow(non_snake_case)]
-fn KC_() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("KC")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256)
-    })
-}
-/// Rows of A packed at once: an `MC_() x KC_()` block stays in L2.
-#[allow(non_snake_case)]
-fn MC_() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("MC")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(144)
-    })
-}
-/// Columns of B swept per block: a `KC_() x NC` block stays in L3.
+/// Depth of one block of the shared dimension: one B panel (`KC x NR`) stays in L1.
+const KC: usize = 256;
+/// Rows of A packed at once: an `MC x KC` block stays in L2.
+const MC: usize = 144;
+/// Columns of B swept per block: a `KC x NC` block stays in L3.
 const NC: usize = 4096;
+/// The most floats of B packed at once when B is not packed beforehand (64 MiB).
+const RHS_SCRATCH_LIMIT: usize = 1 << 24;
 /// Below this many multiply-adds a product runs on one thread.
 const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
 
 /// The signature shared by the micro-kernels; see `portable::tile_kernel` for the contract.
-type TileKernel = unsafe fn(usize, &[f32], &[f32], *mut f32, usize, usize, usize, bool);
+/// Flash attention packs its own panels and calls the micro-kernel directly.
+pub(crate) type TileKernel = unsafe fn(usize, &[f32], &[f32], *mut f32, usize, usize, usize, bool);
 
 /// How to run one product.
 #[derive(Clone, Copy)]
 struct Execution {
     parallel: bool,
     kernel: TileKernel,
+    /// The most floats of B to pack at once when B comes unpacked.
+    rhs_scratch_limit: usize,
 }
 
-fn select_tile_kernel() -> TileKernel {
+/// The signature of the micro-kernels that read A row-major: `(depth, a, a_row_stride, b_panel,
+/// c, c_row_stride, rows, cols, accumulate)`; see `portable::tile_kernel_row_major_a`.
+pub(crate) type RowMajorTileKernel =
+    unsafe fn(usize, &[f32], usize, &[f32], *mut f32, usize, usize, usize, bool);
+
+/// The fastest micro-kernel with a row-major A that this processor runs.
+pub(crate) fn select_row_major_tile_kernel() -> RowMajorTileKernel {
+    #[cfg(target_arch = "x86_64")]
+    if x86_64::is_available() {
+        return x86_64::tile_kernel_row_major_a;
+    }
+    portable::tile_kernel_row_major_a
+}
+
+/// The fastest micro-kernel this processor runs.
+pub(crate) fn select_tile_kernel() -> TileKernel {
     #[cfg(target_arch = "x86_64")]
     if x86_64::is_available() {
         return x86_64::tile_kernel;
@@ -427,12 +435,12 @@ impl AlignedBuffer {
     }
 }
 
-/// Packs B (`k x n`) into `output`: block by block of `KC_()` rows, panel by panel of `NR`
+/// Packs B (`k x n`) into `output`: block by block of `KC` rows, panel by panel of `NR`
 /// columns, each panel row-major with zero padding on the right.
 fn pack_rhs(matrix: MatrixRef<'_>, output: &mut [f32]) {
     let panels = matrix.cols.div_ceil(NR);
-    for block_start in (0..matrix.rows).step_by(KC_()) {
-        let block_depth = KC_().min(matrix.rows - block_start);
+    for block_start in (0..matrix.rows).step_by(KC) {
+        let block_depth = KC.min(matrix.rows - block_start);
         let block = &mut output[block_start * panels * NR..][..block_depth * panels * NR];
         for (panel_index, panel) in block.chunks_exact_mut(block_depth * NR).enumerate() {
             let first_column = panel_index * NR;
@@ -650,33 +658,64 @@ fn gemm_with(
         Lhs::Packed(matrix) => LhsSource::Packed(matrix),
     };
     let output = OutputPointer(c.as_mut_ptr());
-    let run = |rhs: PackedRhsView<'_>| {
-        let product = Product {
-            rows,
-            depth,
-            cols,
-            lhs,
-            rhs,
-            c: output,
-            c_row_stride,
-            accumulate: options.accumulate,
-            bias,
-            activation,
-            kernel: execution.kernel,
-        };
-        run_product(&product, execution.parallel);
-    };
     match b {
-        Rhs::Packed(matrix) => run(matrix.view()),
+        Rhs::Packed(matrix) => {
+            let product = Product {
+                rows,
+                depth,
+                cols,
+                lhs,
+                rhs: matrix.view(),
+                c: output,
+                c_row_stride,
+                accumulate: options.accumulate,
+                bias,
+                activation,
+                kernel: execution.kernel,
+            };
+            run_product(&product, execution.parallel);
+        }
         Rhs::Matrix(matrix) => {
-            with_scratch(&RHS_SCRATCH, packed_rhs_length(depth, cols), |buffer| {
-                pack_rhs(matrix, buffer);
-                run(PackedRhsView {
-                    data: buffer,
-                    depth,
-                    panels: cols.div_ceil(NR),
+            // A wide B is packed and multiplied a band of columns at a time, which bounds the
+            // scratch at about `RHS_SCRATCH_LIMIT` floats.
+            let band = (execution.rhs_scratch_limit / depth / NR).max(1) * NR;
+            for first_column in (0..cols).step_by(band) {
+                let width = band.min(cols - first_column);
+                let band_matrix = MatrixRef {
+                    data: &matrix.data[first_column * matrix.column_stride..],
+                    cols: width,
+                    ..matrix
+                };
+                with_scratch(&RHS_SCRATCH, packed_rhs_length(depth, width), |buffer| {
+                    pack_rhs(band_matrix, buffer);
+                    let band_bias = match bias {
+                        Some(Bias::PerColumn(values)) => {
+                            Some(Bias::PerColumn(&values[first_column..first_column + width]))
+                        }
+                        other => other,
+                    };
+                    let product = Product {
+                        rows,
+                        depth,
+                        cols: width,
+                        lhs,
+                        rhs: PackedRhsView {
+                            data: buffer,
+                            depth,
+                            panels: width.div_ceil(NR),
+                        },
+                        // SAFETY: `first_column < cols <= c_row_stride`, so the offset stays
+                        // inside C, whose extent was checked above.
+                        c: OutputPointer(unsafe { output.0.add(first_column) }),
+                        c_row_stride,
+                        accumulate: options.accumulate,
+                        bias: band_bias,
+                        activation,
+                        kernel: execution.kernel,
+                    };
+                    run_product(&product, execution.parallel);
                 });
-            })
+            }
         }
     }
     Ok(())
@@ -725,18 +764,18 @@ fn run_product(product: &Product<'_>, parallel: bool) {
 /// Computes one rectangle of C: the BLIS loops around the micro-kernel. `rows.start` is a
 /// multiple of `MR` and `cols.start` a multiple of `NR`.
 fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
-    let block_rows = MC_().min(rows.len().div_ceil(MR) * MR);
+    let block_rows = MC.min(rows.len().div_ceil(MR) * MR);
     let scratch_length = match product.lhs {
-        LhsSource::Matrix(_) => block_rows * KC_().min(product.depth),
+        LhsSource::Matrix(_) => block_rows * KC.min(product.depth),
         LhsSource::Packed(_) => 0,
     };
     with_scratch(&LHS_SCRATCH, scratch_length, |scratch| {
         for column_block in (cols.start..cols.end).step_by(NC) {
             let column_block = column_block..(column_block + NC).min(cols.end);
-            for block_start in (0..product.depth).step_by(KC_()) {
-                let block_depth = KC_().min(product.depth - block_start);
-                for row_block in (rows.start..rows.end).step_by(MC_()) {
-                    let row_block = row_block..(row_block + MC_()).min(rows.end);
+            for block_start in (0..product.depth).step_by(KC) {
+                let block_depth = KC.min(product.depth - block_start);
+                for row_block in (rows.start..rows.end).step_by(MC) {
+                    let row_block = row_block..(row_block + MC).min(rows.end);
                     let lhs_block: &[f32] = match product.lhs {
                         LhsSource::Matrix(matrix) => {
                             let length = row_block.len().div_ceil(MR) * MR * block_depth;

@@ -1,16 +1,20 @@
 //! `torch.matmul`: batched products `[.., m, k] x [.., k, n]` with numpy broadcasting of the
 //! batch axes, and PyTorch's rules for one-dimensional operands.
+//!
+//! The plan of a call lives in fixed-size arrays, so `matmul` itself never allocates (the GEMM
+//! reuses per-thread packing buffers after warm-up); operands of more than `MAX_RANK` (8) axes
+//! are rejected.
 
 use crate::error::{KernelResult, check_length, checked_element_count, shape_mismatch};
-use crate::kernels::elementwise::broadcast_shapes;
+use crate::kernels::elementwise::{broadcast_dims, broadcast_strides};
 use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, Rhs, gemm, gemm_sequential};
-use crate::tensor::{TensorRef, row_major_strides};
+use crate::tensor::{Dims, TensorRef, check_rank};
 use crate::threading;
 
 /// The shape of `matmul(a, b)`: the broadcast batch axes, then `m` (unless `a` is a vector)
 /// and `n` (unless `b` is a vector).
 pub fn matmul_output_shape(a_shape: &[usize], b_shape: &[usize]) -> KernelResult<Vec<usize>> {
-    Ok(MatmulPlan::new(a_shape, b_shape)?.output_shape)
+    Ok(MatmulPlan::new(a_shape, b_shape)?.output_shape.to_vec())
 }
 
 /// `output = a @ b` with PyTorch's semantics: a vector operand gains a unit axis (in front for
@@ -30,6 +34,7 @@ pub fn matmul(a: TensorRef<'_>, b: TensorRef<'_>, output: &mut [f32]) -> KernelR
         ..
     } = plan;
     let batch_count: usize = batch_shape.iter().product();
+    let (a_batch_strides, b_batch_strides) = (&a_batch_strides[..], &b_batch_strides[..]);
     if batch_count == 0 || rows == 0 || cols == 0 {
         return Ok(());
     }
@@ -38,7 +43,7 @@ pub fn matmul(a: TensorRef<'_>, b: TensorRef<'_>, output: &mut [f32]) -> KernelR
     // When B is the same matrix for every batch and A is dense, the batches stack into one
     // tall product, which packs B once.
     if b_batch_strides.iter().all(|&stride| stride == 0)
-        && a_batch_strides == dense_strides(&batch_shape, a_matrix_size)
+        && a_batch_strides == &dense_strides(&batch_shape, a_matrix_size)[..]
     {
         let a = MatrixRef::row_major(a.data(), batch_count * rows, depth)?;
         let b = MatrixRef::row_major(&b.data()[..b_matrix_size], depth, cols)?;
@@ -100,12 +105,12 @@ struct MatmulPlan {
     rows: usize,
     depth: usize,
     cols: usize,
-    batch_shape: Vec<usize>,
+    batch_shape: Dims,
     /// Element strides of each operand's matrices along the broadcast batch axes (zero where
     /// the operand is broadcast).
-    a_batch_strides: Vec<usize>,
-    b_batch_strides: Vec<usize>,
-    output_shape: Vec<usize>,
+    a_batch_strides: Dims,
+    b_batch_strides: Dims,
+    output_shape: Dims,
 }
 
 impl MatmulPlan {
@@ -116,37 +121,35 @@ impl MatmulPlan {
                 "both operands need at least one dimension",
             ));
         }
+        check_rank("matmul", a_shape.len())?;
+        check_rank("matmul", b_shape.len())?;
         let a_is_vector = a_shape.len() == 1;
         let b_is_vector = b_shape.len() == 1;
-        let a_matrix_shape: Vec<usize> = if a_is_vector {
-            vec![1, a_shape[0]]
-        } else {
-            a_shape.to_vec()
+        let (a_batch, rows, depth) = match a_shape {
+            &[depth] => (&[][..], 1, depth),
+            [batch @ .., rows, depth] => (batch, *rows, *depth),
+            [] => unreachable!("MatmulPlan::new: empty shapes were rejected above"),
         };
-        let b_matrix_shape: Vec<usize> = if b_is_vector {
-            vec![b_shape[0], 1]
-        } else {
-            b_shape.to_vec()
+        let (b_batch, b_depth, cols) = match b_shape {
+            &[depth] => (&[][..], depth, 1),
+            [batch @ .., depth, cols] => (batch, *depth, *cols),
+            [] => unreachable!("MatmulPlan::new: empty shapes were rejected above"),
         };
-        let (a_batch, a_matrix) = a_matrix_shape.split_at(a_matrix_shape.len() - 2);
-        let (b_batch, b_matrix) = b_matrix_shape.split_at(b_matrix_shape.len() - 2);
-        let (rows, depth) = (a_matrix[0], a_matrix[1]);
-        let (b_depth, cols) = (b_matrix[0], b_matrix[1]);
         if depth != b_depth {
             return Err(shape_mismatch(
                 "matmul",
                 format!("{a_shape:?} and {b_shape:?} disagree on the shared dimension"),
             ));
         }
-        let batch_shape = broadcast_shapes(a_batch, b_batch).map_err(|_| {
+        let batch_shape = broadcast_dims("matmul", a_batch, b_batch).map_err(|_| {
             shape_mismatch(
                 "matmul",
                 format!("the batch axes of {a_shape:?} and {b_shape:?} do not broadcast"),
             )
         })?;
-        let a_batch_strides = broadcast_batch_strides(a_batch, &batch_shape, rows * depth);
-        let b_batch_strides = broadcast_batch_strides(b_batch, &batch_shape, depth * cols);
-        let mut output_shape = batch_shape.clone();
+        let a_batch_strides = broadcast_strides(a_batch, &batch_shape, rows * depth);
+        let b_batch_strides = broadcast_strides(b_batch, &batch_shape, depth * cols);
+        let mut output_shape = batch_shape;
         if !a_is_vector {
             output_shape.push(rows);
         }
@@ -165,33 +168,10 @@ impl MatmulPlan {
     }
 }
 
-/// Strides of an operand's batch axes, aligned to the right of the broadcast batch shape, with
-/// zero for broadcast (missing or length-1) axes.
-fn broadcast_batch_strides(
-    operand_batch: &[usize],
-    batch_shape: &[usize],
-    matrix_size: usize,
-) -> Vec<usize> {
-    let operand_strides: Vec<usize> = row_major_strides(operand_batch)
-        .into_iter()
-        .map(|stride| stride * matrix_size)
-        .collect();
-    let missing = batch_shape.len() - operand_batch.len();
-    (0..batch_shape.len())
-        .map(|axis| {
-            if axis < missing || operand_batch[axis - missing] == 1 {
-                0
-            } else {
-                operand_strides[axis - missing]
-            }
-        })
-        .collect()
-}
-
 /// Batch strides of a dense operand that has every batch axis, for comparison (length-1 axes
 /// get stride 0 either way, so the comparison is fair).
-fn dense_strides(batch_shape: &[usize], matrix_size: usize) -> Vec<usize> {
-    broadcast_batch_strides(batch_shape, batch_shape, matrix_size)
+fn dense_strides(batch_shape: &[usize], matrix_size: usize) -> Dims {
+    broadcast_strides(batch_shape, batch_shape, matrix_size)
 }
 
 #[cfg(test)]
@@ -278,5 +258,11 @@ mod tests {
         assert!(matmul_output_shape(&[2, 3], &[4, 5]).is_err());
         assert!(matmul_output_shape(&[2, 2, 3], &[3, 3, 5]).is_err());
         assert!(matmul_output_shape(&[], &[3]).is_err());
+        // Up to eight axes per operand; nine is an error, not a panic.
+        assert_eq!(
+            matmul_output_shape(&[2, 1, 1, 1, 1, 1, 4, 3], &[3, 5]).unwrap(),
+            vec![2, 1, 1, 1, 1, 1, 4, 5]
+        );
+        assert!(matmul_output_shape(&[1, 1, 1, 1, 1, 1, 1, 4, 3], &[3, 5]).is_err());
     }
 }

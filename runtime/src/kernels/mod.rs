@@ -7,6 +7,7 @@ pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod embedding;
+pub mod flash_attention;
 pub mod gemm;
 pub mod linear;
 mod math;
@@ -20,7 +21,8 @@ mod vectorize;
 
 pub use activation::{Activation, apply_activation, apply_activation_in_place};
 pub use attention::{
-    AttentionMask, AttentionOptions, AttentionShape, scaled_dot_product_attention,
+    AttentionMask, AttentionOptions, AttentionShape, AttentionWorkspace,
+    scaled_dot_product_attention, scaled_dot_product_attention_with_workspace,
 };
 pub use conv::{
     Conv1dOptions, Conv2dOptions, ConvWorkspace, PackedConv1d, PackedConv2d, conv1d, conv2d,
@@ -30,6 +32,7 @@ pub use elementwise::{
     binary_same_shape, binary_same_shape_in_place, broadcast_shapes,
 };
 pub use embedding::embedding;
+pub use flash_attention::{BlockSparseLayout, FlashAttentionWorkspace, flash_attention};
 pub use gemm::{
     Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, PackedMatrix, Rhs, gemm,
 };

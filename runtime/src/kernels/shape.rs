@@ -3,36 +3,19 @@
 //! Everything works on dense row-major tensors. Permute first merges axes that stay adjacent
 //! and in order, then copies whole rows when the last axis stays last, and otherwise moves
 //! data in small square tiles so that both the reads and the writes stay in cache.
+//!
+//! None of these kernels allocates: permute keeps its shapes, strides and odometers in
+//! fixed-size arrays (so it handles at most `MAX_RANK`, 8, axes) and concat checks its inputs
+//! in place.
 
-use crate::error::{
-    KernelError, KernelResult, check_length, checked_element_count, invalid_parameter,
-    shape_mismatch,
-};
-use crate::tensor::{TensorRef, row_major_strides, split_at_axis};
+use crate::error::{KernelError, KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::tensor::{Dims, MAX_RANK, TensorRef, check_rank, split_at_axis};
 
 /// The shape after permuting: `output_shape[i] = shape[permutation[i]]`. Fails unless
 /// `permutation` holds each axis exactly once.
 pub fn permuted_shape(shape: &[usize], permutation: &[usize]) -> KernelResult<Vec<usize>> {
-    if permutation.len() != shape.len() {
-        return Err(invalid_parameter(
-            "permute",
-            format!(
-                "{permutation:?} is not a permutation of {} axes",
-                shape.len()
-            ),
-        ));
-    }
-    let mut seen = vec![false; shape.len()];
-    for &axis in permutation {
-        if axis >= shape.len() || std::mem::replace(&mut seen[axis], true) {
-            return Err(invalid_parameter(
-                "permute",
-                format!(
-                    "{permutation:?} is not a permutation of {} axes",
-                    shape.len()
-                ),
-            ));
-        }
+    if permutation.len() != shape.len() || !is_permutation(permutation) {
+        return Err(not_a_permutation(shape, permutation));
     }
     Ok(permutation.iter().map(|&axis| shape[axis]).collect())
 }
@@ -44,16 +27,21 @@ pub fn permute(
     permutation: &[usize],
     output: &mut [f32],
 ) -> KernelResult<()> {
-    let output_shape = permuted_shape(input.shape(), permutation)?;
+    let shape = input.shape();
+    if permutation.len() != shape.len() || !is_permutation(permutation) {
+        return Err(not_a_permutation(shape, permutation));
+    }
     check_length("permute", "output", input.data().len(), output.len())?;
     if output.is_empty() {
         return Ok(());
     }
-    let input_strides = row_major_strides(input.shape());
-    let strides: Vec<usize> = permutation
-        .iter()
-        .map(|&axis| input_strides[axis])
-        .collect();
+    let input_strides = Dims::from_slice("permute", shape)?.row_major_strides();
+    let mut output_shape = Dims::empty();
+    let mut strides = Dims::empty();
+    for &axis in permutation {
+        output_shape.push(shape[axis]);
+        strides.push(input_strides[axis]);
+    }
     let (shape, strides) = merge_axes(&output_shape, &strides);
     let data = input.data();
     let rank = shape.len();
@@ -84,9 +72,13 @@ pub fn transpose(
             });
         }
     }
-    let mut permutation: Vec<usize> = (0..rank).collect();
+    check_rank("transpose", rank)?;
+    let mut permutation = [0; MAX_RANK];
+    for (axis, entry) in permutation.iter_mut().enumerate() {
+        *entry = axis;
+    }
     permutation.swap(first_axis, second_axis);
-    permute(input, &permutation, output)
+    permute(input, &permutation[..rank], output)
 }
 
 /// The shape of the concatenation of tensors of `shapes` along `axis`.
@@ -123,11 +115,39 @@ pub fn concat_output_shape(shapes: &[&[usize]], axis: usize) -> KernelResult<Vec
 
 /// `output = torch.cat(inputs, axis)`.
 pub fn concat(inputs: &[TensorRef<'_>], axis: usize, output: &mut [f32]) -> KernelResult<()> {
-    let shapes: Vec<&[usize]> = inputs.iter().map(TensorRef::shape).collect();
-    let output_shape = concat_output_shape(&shapes, axis)?;
-    let length = checked_element_count("concat", &output_shape)?;
+    let Some(first) = inputs.first() else {
+        return Err(invalid_parameter("concat", "there are no inputs"));
+    };
+    let first_shape = first.shape();
+    let (outer, _, inner) = split_at_axis("concat", first_shape, axis)?;
+    let mut axis_length = 0usize;
+    for input in inputs {
+        let shape = input.shape();
+        let agrees = shape.len() == first_shape.len()
+            && shape
+                .iter()
+                .zip(first_shape)
+                .enumerate()
+                .all(|(index, (length, first_length))| index == axis || length == first_length);
+        if !agrees {
+            return Err(shape_mismatch(
+                "concat",
+                format!("{shape:?} does not match {first_shape:?} outside axis {axis}"),
+            ));
+        }
+        axis_length = axis_length
+            .checked_add(shape[axis])
+            .ok_or(KernelError::SizeOverflow {
+                operation: "concat",
+            })?;
+    }
+    let length = [outer, axis_length, inner]
+        .iter()
+        .try_fold(1usize, |total, &length| total.checked_mul(length))
+        .ok_or(KernelError::SizeOverflow {
+            operation: "concat",
+        })?;
     check_length("concat", "output", length, output.len())?;
-    let (outer, _, inner) = split_at_axis("concat", &output_shape, axis)?;
     let mut position = 0;
     for outer_index in 0..outer {
         for input in inputs {
@@ -189,11 +209,42 @@ pub fn select(
 /// Side of the square tiles of the tiled transpose.
 const TILE: usize = 16;
 
+/// Whether `permutation` holds each of `0..permutation.len()` exactly once (at most
+/// `MAX_RANK` axes).
+fn is_permutation(permutation: &[usize]) -> bool {
+    if permutation.len() > MAX_RANK {
+        return false;
+    }
+    let mut seen = [false; MAX_RANK];
+    permutation
+        .iter()
+        .all(|&axis| axis < permutation.len() && !std::mem::replace(&mut seen[axis], true))
+}
+
+fn not_a_permutation(shape: &[usize], permutation: &[usize]) -> KernelError {
+    if shape.len() > MAX_RANK {
+        return invalid_parameter(
+            "permute",
+            format!(
+                "tensors of rank {} exceed the supported rank {MAX_RANK}",
+                shape.len()
+            ),
+        );
+    }
+    invalid_parameter(
+        "permute",
+        format!(
+            "{permutation:?} is not a permutation of {} axes",
+            shape.len()
+        ),
+    )
+}
+
 /// Drops length-1 axes and merges neighbours that are also neighbours, in order, in the
 /// input (`stride[i] == stride[i + 1] * shape[i + 1]`). Never returns an empty shape.
-fn merge_axes(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let mut merged_shape: Vec<usize> = Vec::new();
-    let mut merged_strides: Vec<usize> = Vec::new();
+fn merge_axes(shape: &[usize], strides: &[usize]) -> (Dims, Dims) {
+    let mut merged_shape = Dims::empty();
+    let mut merged_strides = Dims::empty();
     for (&length, &stride) in shape.iter().zip(strides) {
         if length == 1 {
             continue;
@@ -210,32 +261,66 @@ fn merge_axes(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
         merged_strides.push(stride);
     }
     if merged_shape.is_empty() {
-        return (vec![1], vec![1]);
+        merged_shape.push(1);
+        merged_strides.push(1);
     }
     (merged_shape, merged_strides)
 }
 
-/// Offsets into the input for every combination of the axes in `axes` (row-major order).
-fn odometer_offsets(shape: &[usize], strides: &[usize], axes: &[usize]) -> Vec<usize> {
-    let mut offsets = vec![0usize];
-    for &axis in axes {
-        offsets = offsets
-            .iter()
-            .flat_map(|&offset| (0..shape[axis]).map(move |index| offset + index * strides[axis]))
-            .collect();
+/// Calls `visit(input_offset, output_offset)` for every combination of indices along `axes`
+/// (in row-major order, the last axis in `axes` fastest), where each offset is the sum of
+/// index times stride under `input_strides` and `output_strides` respectively.
+fn for_each_offset(
+    shape: &[usize],
+    input_strides: &[usize],
+    output_strides: &[usize],
+    axes: &[usize],
+    mut visit: impl FnMut(usize, usize),
+) {
+    let mut indices = [0usize; MAX_RANK];
+    let (mut input_offset, mut output_offset) = (0usize, 0usize);
+    loop {
+        visit(input_offset, output_offset);
+        // Advance the odometer: bump the last axis, carrying into earlier ones.
+        let mut position = axes.len();
+        loop {
+            if position == 0 {
+                return;
+            }
+            position -= 1;
+            let axis = axes[position];
+            indices[position] += 1;
+            input_offset += input_strides[axis];
+            output_offset += output_strides[axis];
+            if indices[position] < shape[axis] {
+                break;
+            }
+            input_offset -= indices[position] * input_strides[axis];
+            output_offset -= indices[position] * output_strides[axis];
+            indices[position] = 0;
+        }
     }
-    offsets
 }
 
 /// The permute when the last output axis is contiguous in the input: row-by-row copies.
-fn copy_rows(data: &[f32], shape: &[usize], strides: &[usize], output: &mut [f32]) {
+fn copy_rows(data: &[f32], shape: &Dims, strides: &[usize], output: &mut [f32]) {
     let rank = shape.len();
     let row_length = shape[rank - 1];
-    let outer_axes: Vec<usize> = (0..rank - 1).collect();
-    let offsets = odometer_offsets(shape, strides, &outer_axes);
-    for (output_row, offset) in output.chunks_exact_mut(row_length).zip(offsets) {
-        output_row.copy_from_slice(&data[offset..offset + row_length]);
+    let output_strides = shape.row_major_strides();
+    let mut outer_axes = Dims::empty();
+    for axis in 0..rank - 1 {
+        outer_axes.push(axis);
     }
+    for_each_offset(
+        shape,
+        strides,
+        &output_strides,
+        &outer_axes,
+        |input_offset, output_offset| {
+            output[output_offset..output_offset + row_length]
+                .copy_from_slice(&data[input_offset..input_offset + row_length]);
+        },
+    );
 }
 
 /// The permute when the input-contiguous axis `contiguous_axis` is not last in the output:
@@ -243,33 +328,40 @@ fn copy_rows(data: &[f32], shape: &[usize], strides: &[usize], output: &mut [f32
 /// done in `TILE x TILE` tiles.
 fn transpose_tiles(
     data: &[f32],
-    shape: &[usize],
+    shape: &Dims,
     strides: &[usize],
     contiguous_axis: usize,
     output: &mut [f32],
 ) {
     let rank = shape.len();
     let last = rank - 1;
-    let output_strides = row_major_strides(shape);
-    let other_axes: Vec<usize> = (0..last).filter(|&axis| axis != contiguous_axis).collect();
-    let input_offsets = odometer_offsets(shape, strides, &other_axes);
-    let output_offsets = odometer_offsets(shape, &output_strides, &other_axes);
+    let output_strides = shape.row_major_strides();
+    let mut other_axes = Dims::empty();
+    for axis in (0..last).filter(|&axis| axis != contiguous_axis) {
+        other_axes.push(axis);
+    }
     let (rows, cols) = (shape[contiguous_axis], shape[last]);
     let (input_row_stride, input_col_stride) = (strides[contiguous_axis], strides[last]);
     let output_row_stride = output_strides[contiguous_axis];
-    for (&input_base, &output_base) in input_offsets.iter().zip(&output_offsets) {
-        for row_tile in (0..rows).step_by(TILE) {
-            for col_tile in (0..cols).step_by(TILE) {
-                for row in row_tile..(row_tile + TILE).min(rows) {
-                    let output_row = output_base + row * output_row_stride;
-                    let input_row = input_base + row * input_row_stride;
-                    for col in col_tile..(col_tile + TILE).min(cols) {
-                        output[output_row + col] = data[input_row + col * input_col_stride];
+    for_each_offset(
+        shape,
+        strides,
+        &output_strides,
+        &other_axes,
+        |input_base, output_base| {
+            for row_tile in (0..rows).step_by(TILE) {
+                for col_tile in (0..cols).step_by(TILE) {
+                    for row in row_tile..(row_tile + TILE).min(rows) {
+                        let output_row = output_base + row * output_row_stride;
+                        let input_row = input_base + row * input_row_stride;
+                        for col in col_tile..(col_tile + TILE).min(cols) {
+                            output[output_row + col] = data[input_row + col * input_col_stride];
+                        }
                     }
                 }
             }
-        }
-    }
+        },
+    );
 }
 
 #[cfg(test)]
@@ -410,5 +502,11 @@ mod tests {
         let other = TensorRef::new(&input, &[3, 2]).unwrap();
         assert!(concat(&[tensor, other], 0, &mut [0.0; 12]).is_err());
         assert!(concat(&[], 0, &mut output).is_err());
+        assert!(concat(&[tensor], 2, &mut output).is_err());
+        // Nine axes exceed the fixed-size arrays that permute keeps its shapes in.
+        let deep = TensorRef::new(&input, &[1, 1, 1, 1, 1, 1, 1, 2, 3]).unwrap();
+        let reversed: Vec<usize> = (0..9).rev().collect();
+        assert!(permute(deep, &reversed, &mut output).is_err());
+        assert!(transpose(deep, 7, 8, &mut output).is_err());
     }
 }

@@ -5,6 +5,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use nnc_codegen_tests::example_bert_encoder::{BertEncoder, BertEncoderInputs};
+use nnc_codegen_tests::example_longformer::Longformer;
+use nnc_codegen_tests::example_seq2seq::{Seq2seq, Seq2seqInputs};
+use nnc_codegen_tests::example_tiny_gpt::TinyGpt;
 use nnc_codegen_tests::{
     example_mlp::Mlp, example_mobilenet_v2::MobilenetV2, example_resnet18::Resnet18,
 };
@@ -58,7 +62,9 @@ fn forward_does_not_allocate() {
     let x = ndarray::Array2::<f32>::ones((1, 784));
     mlp.forward(x.view()).unwrap();
     assert_eq!(
-        allocations_during(|| drop(mlp.forward(x.view()).unwrap())),
+        allocations_during(|| {
+            mlp.forward(x.view()).unwrap();
+        }),
         0,
         "mlp"
     );
@@ -67,7 +73,9 @@ fn forward_does_not_allocate() {
     let mut mobilenet = MobilenetV2::with_random_weights(0);
     mobilenet.forward(image.view()).unwrap();
     assert_eq!(
-        allocations_during(|| drop(mobilenet.forward(image.view()).unwrap())),
+        allocations_during(|| {
+            mobilenet.forward(image.view()).unwrap();
+        }),
         0,
         "mobilenet_v2"
     );
@@ -75,8 +83,66 @@ fn forward_does_not_allocate() {
     let mut resnet = Resnet18::with_random_weights(0);
     resnet.forward(image.view()).unwrap();
     assert_eq!(
-        allocations_during(|| drop(resnet.forward(image.view()).unwrap())),
+        allocations_during(|| {
+            resnet.forward(image.view()).unwrap();
+        }),
         0,
         "resnet18"
+    );
+
+    // Transformers: tiled attention with a workspace, and a block-sparse layout for Longformer.
+    let ids = ndarray::Array2::<i64>::from_shape_fn((1, 128), |(_, i)| (i % 2) as i64);
+    let mut bert = BertEncoder::with_random_weights(0);
+    let inputs = || BertEncoderInputs {
+        input_ids: ids.view(),
+        token_type_ids: ids.view(),
+    };
+    bert.forward(inputs()).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            bert.forward(inputs()).unwrap();
+        }),
+        0,
+        "bert_encoder"
+    );
+
+    let tokens = ndarray::Array2::<i64>::from_shape_fn((1, 64), |(_, i)| (i % 7) as i64);
+    let mut gpt = TinyGpt::with_random_weights(0);
+    gpt.forward(tokens.view()).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            gpt.forward(tokens.view()).unwrap();
+        }),
+        0,
+        "tiny_gpt"
+    );
+
+    let (src, tgt) = (
+        ndarray::Array2::<i64>::ones((1, 64)),
+        ndarray::Array2::<i64>::ones((1, 48)),
+    );
+    let mut seq2seq = Seq2seq::with_random_weights(0);
+    let inputs = || Seq2seqInputs {
+        src: src.view(),
+        tgt: tgt.view(),
+    };
+    seq2seq.forward(inputs()).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            seq2seq.forward(inputs()).unwrap();
+        }),
+        0,
+        "seq2seq"
+    );
+
+    let long_ids = ndarray::Array2::<i64>::ones((1, 1024));
+    let mut longformer = Longformer::with_random_weights(0);
+    longformer.forward(long_ids.view()).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            longformer.forward(long_ids.view()).unwrap();
+        }),
+        0,
+        "longformer"
     );
 }

@@ -132,3 +132,24 @@ fn incompatible_shapes_are_errors() {
     assert!(binary_row_vector(BinaryOp::Add, &data, &data[..4], &mut output).is_err());
     assert!(binary_same_shape(BinaryOp::Add, &data, &data[..5], &mut output).is_err());
 }
+
+#[test]
+fn ranks_above_the_limit_are_errors() {
+    // Nine axes: beyond the fixed-size shape arrays, so an error rather than a panic.
+    let data = [1.0; 4];
+    let shape = [1, 1, 1, 1, 1, 1, 1, 2, 2];
+    let lhs = TensorRef::new(&data, &shape).unwrap();
+    let rhs = TensorRef::new(&data[..2], &[2]).unwrap();
+    let mut output = [0.0; 4];
+    assert!(matches!(
+        binary(BinaryOp::Add, lhs, rhs, &mut output),
+        Err(KernelError::InvalidParameter { .. })
+    ));
+    // Eight axes are fine, through the general broadcast.
+    let shape = [2, 1, 1, 1, 1, 1, 1, 2];
+    let lhs = TensorRef::new(&data, &shape).unwrap();
+    let rhs = TensorRef::new(&data[..2], &[2, 1]).unwrap();
+    let mut output = [0.0; 8];
+    binary(BinaryOp::Add, lhs, rhs, &mut output).unwrap();
+    assert_eq!(output, [2.0; 8]);
+}

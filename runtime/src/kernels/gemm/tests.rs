@@ -178,6 +178,7 @@ fn portable() -> Execution {
     Execution {
         parallel: false,
         kernel: portable::tile_kernel,
+        rhs_scratch_limit: RHS_SCRATCH_LIMIT,
     }
 }
 
@@ -185,6 +186,16 @@ fn detected(parallel: bool) -> Execution {
     Execution {
         parallel,
         kernel: select_tile_kernel(),
+        rhs_scratch_limit: RHS_SCRATCH_LIMIT,
+    }
+}
+
+/// Packs an unpacked B in bands of 16 or 32 columns, to exercise the banded path.
+fn banded() -> Execution {
+    Execution {
+        parallel: false,
+        kernel: select_tile_kernel(),
+        rhs_scratch_limit: 600,
     }
 }
 
@@ -199,6 +210,11 @@ proptest! {
     #[test]
     fn portable_kernel_matches_reference(case in cases(20, 40, 40)) {
         assert_close(&case.run(portable()), &case.expected(), 1e-4);
+    }
+
+    #[test]
+    fn banded_packing_matches_reference(case in cases(10, 40, 70)) {
+        assert_close(&case.run(banded()), &case.expected(), 1e-4);
     }
 }
 
@@ -270,4 +286,77 @@ fn linear_weight_packing_computes_x_times_w_transposed() {
     )
     .unwrap();
     assert_eq!(y, [6.0, -0.5, -1.0, -2.0]);
+}
+
+/// One tile of a row-major A times a packed B panel, through `kernel`, against a plain sum.
+fn check_row_major_tile_kernel(
+    kernel: RowMajorTileKernel,
+    (rows, cols, depth, stride_padding, accumulate): (usize, usize, usize, usize, bool),
+    values: &[f32],
+) {
+    let a_row_stride = depth + stride_padding;
+    let a: Vec<f32> = (0..(rows - 1) * a_row_stride + depth)
+        .map(|index| values[index % values.len()])
+        .collect();
+    let b: Vec<f32> = (0..depth * NR)
+        .map(|index| values[(index * 7 + 3) % values.len()])
+        .collect();
+    let c_row_stride = cols + 2;
+    let initial: Vec<f32> = (0..rows * c_row_stride)
+        .map(|index| values[(index * 5 + 1) % values.len()])
+        .collect();
+    let mut c = initial.clone();
+    // SAFETY: `a` holds `(rows - 1) * a_row_stride + depth` elements, `b` holds `depth * NR`,
+    // `rows <= MR`, `cols <= NR`, and `c` holds `rows` rows of `c_row_stride >= cols`.
+    unsafe {
+        kernel(
+            depth,
+            &a,
+            a_row_stride,
+            &b,
+            c.as_mut_ptr(),
+            c_row_stride,
+            rows,
+            cols,
+            accumulate,
+        );
+    }
+    for row in 0..rows {
+        for column in 0..c_row_stride {
+            let index = row * c_row_stride + column;
+            let expected = if column < cols {
+                let product: f64 = (0..depth)
+                    .map(|step| {
+                        f64::from(a[row * a_row_stride + step]) * f64::from(b[step * NR + column])
+                    })
+                    .sum();
+                let base = if accumulate {
+                    f64::from(initial[index])
+                } else {
+                    0.0
+                };
+                (base + product) as f32
+            } else {
+                initial[index]
+            };
+            assert!(
+                (c[index] - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                "row {row}, column {column}: got {}, expected {expected}",
+                c[index]
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn row_major_tile_kernels_match_reference(
+        shape in (1..=MR, 1..=NR, 1..40usize, 0..3usize, any::<bool>()),
+        values in values(97),
+    ) {
+        check_row_major_tile_kernel(select_row_major_tile_kernel(), shape, &values);
+        check_row_major_tile_kernel(portable::tile_kernel_row_major_a, shape, &values);
+    }
 }

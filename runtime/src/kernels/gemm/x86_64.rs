@@ -4,6 +4,10 @@
 //! of the k loop loads two vectors of B, broadcasts `rows` scalars of A and issues `2 * rows`
 //! FMAs. Each row count has its own monomorphised loop so that short tiles (the last rows of C,
 //! or a matrix-vector product) do no wasted arithmetic.
+//!
+//! A second entry point, `tile_kernel_row_major_a`, reads A straight from a row-major matrix
+//! instead of a packed panel (flash attention multiplies its probabilities this way, without
+//! repacking them); it is the same loop, monomorphised apart so the GEMM's code is unchanged.
 
 use super::{MR, NR};
 use std::arch::x86_64::{
@@ -47,17 +51,88 @@ pub(super) unsafe fn tile_kernel(
     let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
     // destination tile, which is exactly what each monomorphised kernel needs.
+    unsafe { dispatch_rows::<false>(rows, depth, a, 0, b, tile) };
+}
+
+/// Computes `C[0..rows, 0..cols] (+)= A * B_panel` for one tile, where A is row-major with
+/// rows `a_row_stride` apart (`a[r * a_row_stride + p]` for `r < rows`, `p < depth`) and
+/// `b_panel` is packed as for `tile_kernel`.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`is_available()`), `a` must hold at least
+/// `(rows - 1) * a_row_stride + depth` elements and `b_panel` at least `depth * NR`,
+/// `rows <= MR`, `cols <= NR`, and `c` must be valid for reads and writes of `rows` rows of
+/// `cols` elements spaced `c_row_stride` apart, with no other thread touching them.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tile_kernel_row_major_a(
+    depth: usize,
+    a: &[f32],
+    a_row_stride: usize,
+    b_panel: &[f32],
+    c: *mut f32,
+    c_row_stride: usize,
+    rows: usize,
+    cols: usize,
+    accumulate: bool,
+) {
+    debug_assert!(rows == 0 || a.len() >= (rows - 1) * a_row_stride + depth);
+    debug_assert!(b_panel.len() >= depth * NR);
+    debug_assert!(rows <= MR && cols <= NR);
+    let tile = TileDestination {
+        c,
+        c_row_stride,
+        cols,
+        accumulate,
+    };
+    // SAFETY: As for `tile_kernel`, with A's reads `a[r * a_row_stride + p]` inside `a`.
+    unsafe {
+        dispatch_rows::<true>(
+            rows,
+            depth,
+            a.as_ptr(),
+            a_row_stride,
+            b_panel.as_ptr(),
+            tile,
+        )
+    };
+}
+
+/// Calls the loop monomorphised for `rows` rows.
+///
+/// # Safety
+///
+/// As for `tile_kernel_rows`.
+#[inline(always)]
+unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
+    rows: usize,
+    depth: usize,
+    a: *const f32,
+    a_row_stride: usize,
+    b: *const f32,
+    tile: TileDestination,
+) {
+    let a = LhsPointer { a, a_row_stride };
+    // SAFETY: Forwarded from the caller.
     unsafe {
         match rows {
-            6 => tile_kernel_rows::<6>(depth, a, b, tile),
-            5 => tile_kernel_rows::<5>(depth, a, b, tile),
-            4 => tile_kernel_rows::<4>(depth, a, b, tile),
-            3 => tile_kernel_rows::<3>(depth, a, b, tile),
-            2 => tile_kernel_rows::<2>(depth, a, b, tile),
-            1 => tile_kernel_rows::<1>(depth, a, b, tile),
+            6 => tile_kernel_rows::<6, ROW_MAJOR_A>(depth, a, b, tile),
+            5 => tile_kernel_rows::<5, ROW_MAJOR_A>(depth, a, b, tile),
+            4 => tile_kernel_rows::<4, ROW_MAJOR_A>(depth, a, b, tile),
+            3 => tile_kernel_rows::<3, ROW_MAJOR_A>(depth, a, b, tile),
+            2 => tile_kernel_rows::<2, ROW_MAJOR_A>(depth, a, b, tile),
+            1 => tile_kernel_rows::<1, ROW_MAJOR_A>(depth, a, b, tile),
             _ => {}
         }
     }
+}
+
+/// Where A's values are: a packed panel (`a[p * MR + r]`) or, with `ROW_MAJOR_A`, a row-major
+/// matrix (`a[r * a_row_stride + p]`).
+#[derive(Clone, Copy)]
+struct LhsPointer {
+    a: *const f32,
+    a_row_stride: usize,
 }
 
 /// Where a finished tile goes.
@@ -73,11 +148,11 @@ struct TileDestination {
 ///
 /// # Safety
 ///
-/// As for `tile_kernel`, with `ROWS` rows.
+/// As for `tile_kernel` (or `tile_kernel_row_major_a` with `ROW_MAJOR_A`), with `ROWS` rows.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_kernel_rows<const ROWS: usize>(
+unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     depth: usize,
-    a: *const f32,
+    a: LhsPointer,
     b: *const f32,
     tile: TileDestination,
 ) {
@@ -87,50 +162,67 @@ unsafe fn tile_kernel_rows<const ROWS: usize>(
         _mm_prefetch::<_MM_HINT_T0>(destination.cast::<i8>());
         _mm_prefetch::<_MM_HINT_T0>(destination.wrapping_add(NR - 1).cast::<i8>());
     }
+    // The offset of each row's value within one step of A, and the distance between steps.
+    let mut row_offsets = [0usize; ROWS];
+    for (row, offset) in row_offsets.iter_mut().enumerate() {
+        *offset = if ROW_MAJOR_A {
+            row * a.a_row_stride
+        } else {
+            row
+        };
+    }
+    let a_step = if ROW_MAJOR_A { 1 } else { MR };
     let mut left = [_mm256_setzero_ps(); ROWS];
     let mut right = [_mm256_setzero_ps(); ROWS];
-    let mut a = a;
+    let mut a = a.a;
     let mut b = b;
-    // Unrolling by two halves the loop overhead; the panels are padded, so the tail step is a
-    // plain single step.
+    // Unrolling by two halves the loop overhead; the tail step is a plain single step.
     let pairs = depth / 2;
     for _ in 0..pairs {
-        // SAFETY: Step `p` reads `a[p * MR + r]` for `r < ROWS <= MR` and `b[p * NR..][..NR]`,
-        // and `p < depth`, so every read is inside the panels the caller vouched for.
+        // SAFETY: Step `p` reads A at `p * a_step + row_offsets[r]` for `r < ROWS` and
+        // `b[p * NR..][..NR]`, and `p < depth`, so every read is inside what the caller vouched
+        // for.
         unsafe {
-            fma_step::<ROWS>(a, b, &mut left, &mut right);
-            fma_step::<ROWS>(a.add(MR), b.add(NR), &mut left, &mut right);
-            a = a.add(2 * MR);
+            fma_step::<ROWS>(a, &row_offsets, b, &mut left, &mut right);
+            fma_step::<ROWS>(
+                a.add(a_step),
+                &row_offsets,
+                b.add(NR),
+                &mut left,
+                &mut right,
+            );
+            a = a.add(2 * a_step);
             b = b.add(2 * NR);
         }
     }
     if depth % 2 == 1 {
-        // SAFETY: This is step `depth - 1`, inside the panels as above.
-        unsafe { fma_step::<ROWS>(a, b, &mut left, &mut right) };
+        // SAFETY: This is step `depth - 1`, inside the operands as above.
+        unsafe { fma_step::<ROWS>(a, &row_offsets, b, &mut left, &mut right) };
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
     unsafe { store_tile::<ROWS>(&left, &right, tile) };
 }
 
-/// One step of the k loop: `acc[r] += a[r] * b` for the two halves of the B row.
+/// One step of the k loop: `acc[r] += a[row_offsets[r]] * b` for the two halves of the B row.
 ///
 /// # Safety
 ///
-/// `a` must be valid for `ROWS` reads and `b` for `NR` reads.
+/// `a` must be valid for reads at each of `row_offsets` and `b` for `NR` reads.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fma_step<const ROWS: usize>(
     a: *const f32,
+    row_offsets: &[usize; ROWS],
     b: *const f32,
     left: &mut [__m256; ROWS],
     right: &mut [__m256; ROWS],
 ) {
-    // SAFETY: `b` is valid for `NR = 16` reads, two vectors of eight; `a` for `ROWS` reads.
+    // SAFETY: `b` is valid for `NR = 16` reads, two vectors of eight; `a` at every row offset.
     unsafe {
         let b_left = _mm256_loadu_ps(b);
         let b_right = _mm256_loadu_ps(b.add(8));
         for row in 0..ROWS {
-            let a_value = _mm256_broadcast_ss(&*a.add(row));
+            let a_value = _mm256_broadcast_ss(&*a.add(row_offsets[row]));
             left[row] = _mm256_fmadd_ps(a_value, b_left, left[row]);
             right[row] = _mm256_fmadd_ps(a_value, b_right, right[row]);
         }

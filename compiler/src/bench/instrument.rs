@@ -1,0 +1,174 @@
+//! Per-layer timing by rewriting generated source.
+//!
+//! Code generation writes each layer of `forward` as a comment naming the layer, then a block:
+//!
+//! ```text
+//!         // fc1: linear -> f32[1, 256]
+//!         {
+//!             ...
+//!         }
+//! ```
+//!
+//! [`instrument`] starts a clock before each such block and adds the elapsed time to the
+//! layer's slot after it, through `crate::nnc_profile::record(layer, started)`, which the bench
+//! harness defines. The rewrite is textual so that it needs nothing from code generation beyond
+//! that layout; a block it does not recognise is left untimed, never broken.
+
+/// Source with timing code, and the comment of each timed block, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instrumented {
+    pub source: String,
+    /// The layer comments of the timed blocks (`fc1: linear -> f32[1, 256]`); block `k` records
+    /// into slot `k`.
+    pub labels: Vec<String>,
+}
+
+/// The path of the recording function the instrumented code calls.
+pub const RECORD_FUNCTION: &str = "crate::nnc_profile::record";
+
+/// Wraps every commented layer block of every `forward` function of `source` in timing code.
+pub fn instrument(source: &str) -> Instrumented {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut out = String::with_capacity(source.len() * 5 / 4);
+    let mut labels = Vec::new();
+    let mut forward_indent: Option<&str> = None;
+    let mut index = 0;
+    while index < lines.len() {
+        let line = lines[index];
+        let indent = indentation(line);
+        match forward_indent {
+            None if line.trim_start().starts_with("pub fn forward(") => {
+                forward_indent = Some(indent);
+            }
+            Some(fn_indent) if line.len() == fn_indent.len() + 1 && line.ends_with('}') => {
+                forward_indent = None;
+            }
+            _ => {}
+        }
+        let block = forward_indent.and_then(|_| layer_block(&lines, index));
+        let Some((label, close)) = block else {
+            out.push_str(line);
+            out.push('\n');
+            index += 1;
+            continue;
+        };
+        let slot = labels.len();
+        labels.push(label.to_string());
+        out.push_str(line);
+        out.push('\n');
+        out.push_str(&format!(
+            "{indent}let __nnc_started = ::std::time::Instant::now();\n"
+        ));
+        for block_line in &lines[index + 1..=close] {
+            out.push_str(block_line);
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "{indent}{RECORD_FUNCTION}({slot}, __nnc_started);\n"
+        ));
+        index = close + 1;
+    }
+    Instrumented {
+        source: out,
+        labels,
+    }
+}
+
+/// The layer name of a block comment: `fc1` of `fc1: linear -> f32[1, 256]`.
+pub fn layer_name(label: &str) -> &str {
+    label.split_once(": ").map_or(label, |(name, _)| name)
+}
+
+/// If line `index` is a layer comment followed by a block at the same indentation, the
+/// comment's text and the line of the block's closing brace.
+fn layer_block<'a>(lines: &[&'a str], index: usize) -> Option<(&'a str, usize)> {
+    let line = lines[index];
+    let indent = indentation(line);
+    let label = line.trim_start().strip_prefix("// ")?;
+    let opening = lines.get(index + 1)?;
+    if indentation(opening) != indent || opening.trim() != "{" {
+        return None;
+    }
+    let close = lines[index + 2..]
+        .iter()
+        .position(|candidate| indentation(candidate) == indent && candidate.trim() == "}")?;
+    Some((label, index + 2 + close))
+}
+
+fn indentation(line: &str) -> &str {
+    &line[..line.len() - line.trim_start().len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_each_layer_block_of_forward() {
+        let source = "\
+impl Mlp {
+    pub fn new() -> Self {
+        // not in forward
+        {
+            x();
+        }
+    }
+    pub fn forward(
+        &mut self,
+    ) -> Result<(), E> {
+        copy();
+        // fc1: linear -> f32[1, 256]
+        {
+            let y = {
+                inner();
+            };
+            call()?;
+        }
+        // h: relu -> f32[1, 256]
+        {
+            relu();
+        }
+        Ok(())
+    }
+}
+";
+        let instrumented = instrument(source);
+        assert_eq!(
+            instrumented.labels,
+            ["fc1: linear -> f32[1, 256]", "h: relu -> f32[1, 256]"]
+        );
+        let expected = "\
+impl Mlp {
+    pub fn new() -> Self {
+        // not in forward
+        {
+            x();
+        }
+    }
+    pub fn forward(
+        &mut self,
+    ) -> Result<(), E> {
+        copy();
+        // fc1: linear -> f32[1, 256]
+        let __nnc_started = ::std::time::Instant::now();
+        {
+            let y = {
+                inner();
+            };
+            call()?;
+        }
+        crate::nnc_profile::record(0, __nnc_started);
+        // h: relu -> f32[1, 256]
+        let __nnc_started = ::std::time::Instant::now();
+        {
+            relu();
+        }
+        crate::nnc_profile::record(1, __nnc_started);
+        Ok(())
+    }
+}
+";
+        assert_eq!(instrumented.source, expected);
+        assert_eq!(layer_name(&instrumented.labels[0]), "fc1");
+    }
+}

@@ -1,0 +1,570 @@
+//! `nnc bench`: builds the generated code of a network with cargo, runs it, and merges the
+//! measured times with the static counts of the cost report.
+//!
+//! The generated code is compiled twice into one harness crate (see [`harness`]): as is, for
+//! the latency of whole forward passes, and rewritten by [`instrument`] with a clock around each
+//! layer, for the per-layer table. Timing every layer costs two clock reads per layer, which
+//! would distort the latency of small networks; keeping the copies apart keeps it honest.
+
+pub mod harness;
+pub mod instrument;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codegen::{CodegenOptions, generate};
+use crate::ir::{Graph, Module, Op};
+use crate::report::{Report, group_digits, human_count};
+
+/// How to run a benchmark.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Untimed forward passes before measuring.
+    pub warmup: usize,
+    /// Timed forward passes; `None` runs as many as fit in `seconds`.
+    pub iterations: Option<usize>,
+    /// The time to spend measuring when `iterations` is `None`.
+    pub seconds: f64,
+    /// Forward passes of the per-layer profile; 0 skips it (and its build).
+    pub profile_iterations: usize,
+    /// The seed of the random weights, when no weights file is given.
+    pub seed: u64,
+    /// A safetensors file with the network's weights.
+    pub weights: Option<PathBuf>,
+    /// Kernel threads; `None` leaves the runtime's default.
+    pub threads: Option<usize>,
+    /// Where the harness projects and their shared target directory live.
+    pub work_dir: PathBuf,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            warmup: 10,
+            iterations: None,
+            seconds: 2.0,
+            profile_iterations: 20,
+            seed: 0,
+            weights: None,
+            threads: None,
+            work_dir: default_work_dir(),
+        }
+    }
+}
+
+/// `target/nnc-bench` of the workspace nnc was built in.
+pub fn default_work_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nnc-bench")
+}
+
+/// The nnc-runtime sources nnc was built with.
+pub fn runtime_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime")
+}
+
+/// What is happening, for a progress indicator.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Progress {
+    /// Cargo is building; the message is its latest status line.
+    Building(String),
+    /// The harness is in `phase` (`warmup`, `measure`, `profile`), `done` of `total` passes.
+    Running {
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+}
+
+/// Why a benchmark failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("building the generated code failed:\n{log}")]
+    Build { log: String },
+    #[error("the benchmark failed:\n{log}")]
+    Run { log: String },
+    #[error("cannot read the benchmark's results ({reason}):\n{output}")]
+    Results { reason: String, output: String },
+}
+
+/// What the harness measured.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Measurements {
+    pub threads: usize,
+    pub warmup: usize,
+    pub latencies_ns: Vec<u64>,
+    pub profiled_iterations: usize,
+    /// The median time of each timed block, in the order of `labels`.
+    pub layer_median_ns: Vec<u64>,
+    /// The comments of the timed blocks (see [`instrument::Instrumented::labels`]).
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// Writes, builds and runs the harness of `graph`.
+pub fn run(
+    graph: &Graph,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Measurements, BenchError> {
+    let io = |context: String| move |source| BenchError::Io { context, source };
+    let project = options.work_dir.join(&graph.name);
+    let source_dir = project.join("src");
+    std::fs::create_dir_all(&source_dir)
+        .map_err(io(format!("cannot create {}", source_dir.display())))?;
+    let runtime = runtime_dir();
+    let runtime = runtime.canonicalize().map_err(io(format!(
+        "nnc bench builds against the nnc-runtime sources nnc was built from, but {} is gone",
+        runtime.display()
+    )))?;
+
+    let module = Module {
+        networks: vec![graph.clone()],
+    };
+    let code = generate(
+        &module,
+        &CodegenOptions {
+            runtime_path: "::nnc_runtime".to_string(),
+            source_name: None,
+        },
+    );
+    let profiled = (options.profile_iterations > 0).then(|| instrument::instrument(&code));
+    let mut files = vec![
+        (
+            project.join("Cargo.toml"),
+            harness::manifest(&graph.name, &runtime.display().to_string()),
+        ),
+        (
+            source_dir.join("main.rs"),
+            harness::main_source(graph, profiled.as_ref().map(|p| p.labels.len())),
+        ),
+        (source_dir.join("model.rs"), code.clone()),
+    ];
+    if let Some(profiled) = &profiled {
+        files.push((
+            source_dir.join("model_profiled.rs"),
+            profiled.source.clone(),
+        ));
+    }
+    for (path, text) in files {
+        write_if_changed(&path, &text)?;
+    }
+    // Pin the harness's dependencies to the versions the workspace uses.
+    let lock = project.join("Cargo.lock");
+    let workspace_lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    if !lock.exists() && workspace_lock.exists() {
+        std::fs::copy(&workspace_lock, &lock)
+            .map_err(io(format!("cannot copy {}", workspace_lock.display())))?;
+    }
+
+    // Build.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = options.work_dir.join("target");
+    let mut child = Command::new(&cargo)
+        .args(["build", "--release", "--color", "never", "--manifest-path"])
+        .arg(project.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("cannot run cargo".to_string()))?;
+    let mut log = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.map_err(io("cannot read cargo's output".to_string()))?;
+            let status = line.trim_start();
+            if status.starts_with("Compiling") || status.starts_with("Building") {
+                progress(Progress::Building(status.to_string()));
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(io("cannot wait for cargo".to_string()))?;
+    if !status.success() {
+        return Err(BenchError::Build { log });
+    }
+
+    // Run.
+    let binary = target_dir
+        .join("release")
+        .join(harness::package_name(&graph.name))
+        .with_extension(std::env::consts::EXE_EXTENSION);
+    let mut command = Command::new(&binary);
+    command.arg(format!("warmup={}", options.warmup.max(1)));
+    command.arg(format!("seconds={}", options.seconds));
+    command.arg(format!("profile_iterations={}", options.profile_iterations));
+    command.arg(format!("seed={}", options.seed));
+    if let Some(iterations) = options.iterations {
+        command.arg(format!("iterations={}", iterations.max(1)));
+    }
+    if let Some(weights) = &options.weights {
+        let weights = weights.canonicalize().unwrap_or_else(|_| weights.clone());
+        command.arg(format!("weights={}", weights.display()));
+    }
+    if let Some(threads) = options.threads {
+        command.arg(format!("threads={threads}"));
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io(format!("cannot run {}", binary.display())))?;
+    let stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut output = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut output);
+        output
+    });
+    let mut log = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.map_err(io("cannot read the benchmark's output".to_string()))?;
+            match parse_progress(&line) {
+                Some(update) => progress(update),
+                None => {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(io("cannot wait for the benchmark".to_string()))?;
+    let output = reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(BenchError::Run { log });
+    }
+    let mut measurements: Measurements =
+        serde_json::from_str(output.trim()).map_err(|error| BenchError::Results {
+            reason: error.to_string(),
+            output: output.clone(),
+        })?;
+    measurements.labels = profiled.map(|p| p.labels).unwrap_or_default();
+    Ok(measurements)
+}
+
+/// Reads a `nnc-progress PHASE DONE TOTAL` line.
+pub fn parse_progress(line: &str) -> Option<Progress> {
+    let mut words = line.strip_prefix("nnc-progress ")?.split_whitespace();
+    let phase = words.next()?.to_string();
+    let done = words.next()?.parse().ok()?;
+    let total = words.next()?.parse().ok()?;
+    Some(Progress::Running { phase, done, total })
+}
+
+fn write_if_changed(path: &Path, text: &str) -> Result<(), BenchError> {
+    if std::fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(|source| BenchError::Io {
+        context: format!("cannot write {}", path.display()),
+        source,
+    })
+}
+
+/// Latency percentiles of a set of runs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Latency {
+    pub median_ns: u64,
+    pub p10_ns: u64,
+    pub p90_ns: u64,
+    pub mean_ns: u64,
+    pub min_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Nearest-rank percentiles of `latencies` (which must not be empty).
+pub fn summarize(latencies: &[u64]) -> Latency {
+    let mut sorted = latencies.to_vec();
+    sorted.sort_unstable();
+    let percentile = |p: f64| {
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    };
+    Latency {
+        median_ns: percentile(50.0),
+        p10_ns: percentile(10.0),
+        p90_ns: percentile(90.0),
+        mean_ns: sorted.iter().sum::<u64>() / sorted.len() as u64,
+        min_ns: sorted[0],
+        max_ns: sorted[sorted.len() - 1],
+    }
+}
+
+/// The tokens one forward pass processes, for decoders: batch × the query length of the first
+/// causal attention. `None` for networks without causal attention.
+pub fn tokens_per_inference(graph: &Graph) -> Option<u64> {
+    graph.nodes.iter().find_map(|(_, data)| match &data.op {
+        Op::Attention(attrs) if attrs.causal => {
+            let query = graph.ty(data.inputs[0]);
+            Some(query.shape[0] as u64 * query.shape[1] as u64)
+        }
+        _ => None,
+    })
+}
+
+/// The benchmark of one network: measured times beside the static counts. What
+/// `nnc bench --format json` prints; its schema is in `docs/cost-model.md`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub schema_version: u32,
+    pub network: String,
+    pub threads: usize,
+    pub warmup: usize,
+    pub iterations: usize,
+    pub latency: Latency,
+    pub inferences_per_second: f64,
+    /// For decoders: tokens processed per second at the median latency.
+    pub tokens_per_second: Option<f64>,
+    pub flops: u64,
+    /// Counted FLOPs divided by the median latency.
+    pub achieved_gflops: f64,
+    pub profiled_iterations: usize,
+    /// Every layer of the report, with its median time if it was timed.
+    pub layers: Vec<LayerTime>,
+}
+
+/// One layer: static counts and measured time.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerTime {
+    pub index: usize,
+    pub name: String,
+    pub op: &'static str,
+    pub macs: u64,
+    pub flops: u64,
+    /// The median time of the layer over the profiled passes; `None` if it was not timed.
+    pub median_ns: Option<u64>,
+    /// The share of the sum of all layer medians.
+    pub share: Option<f64>,
+    pub gflops: Option<f64>,
+}
+
+/// Merges measurements with the static report. Timed blocks are matched to layers in order,
+/// by layer name, so a block that runs several fused layers is credited to its first.
+pub fn bench_report(
+    report: &Report,
+    tokens_per_inference: Option<u64>,
+    measurements: &Measurements,
+) -> BenchReport {
+    let latency = summarize(&measurements.latencies_ns);
+    let median_seconds = latency.median_ns.max(1) as f64 * 1e-9;
+    let mut times: Vec<Option<u64>> = vec![None; report.layers.len()];
+    let mut next_layer = 0;
+    for (label, &nanos) in measurements
+        .labels
+        .iter()
+        .zip(&measurements.layer_median_ns)
+    {
+        let name = instrument::layer_name(label);
+        if let Some(offset) = report.layers[next_layer..]
+            .iter()
+            .position(|layer| layer.name == name)
+        {
+            times[next_layer + offset] = Some(nanos);
+            next_layer += offset + 1;
+        }
+    }
+    let total_layer_ns: u64 = times.iter().flatten().sum();
+    let layers = report
+        .layers
+        .iter()
+        .zip(times)
+        .map(|(layer, median_ns)| LayerTime {
+            index: layer.index,
+            name: layer.name.clone(),
+            op: layer.op,
+            macs: layer.macs,
+            flops: layer.flops,
+            median_ns,
+            share: median_ns.map(|nanos| nanos as f64 / total_layer_ns.max(1) as f64),
+            gflops: median_ns
+                .filter(|&nanos| nanos > 0)
+                .map(|nanos| layer.flops as f64 / nanos as f64),
+        })
+        .collect();
+    BenchReport {
+        schema_version: crate::report::SCHEMA_VERSION,
+        network: report.network.clone(),
+        threads: measurements.threads,
+        warmup: measurements.warmup,
+        iterations: measurements.latencies_ns.len(),
+        latency,
+        inferences_per_second: 1.0 / median_seconds,
+        tokens_per_second: tokens_per_inference.map(|tokens| tokens as f64 / median_seconds),
+        flops: report.totals.flops,
+        achieved_gflops: report.totals.flops as f64 / latency.median_ns.max(1) as f64,
+        profiled_iterations: measurements.profiled_iterations,
+        layers,
+    }
+}
+
+impl BenchReport {
+    /// Pretty-printed JSON, ending in a newline.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("a bench report serializes");
+        text.push('\n');
+        text
+    }
+
+    /// The summary and the per-layer table; `top` keeps only the slowest layers.
+    pub fn render_text(&self, top: Option<usize>) -> String {
+        let latency = &self.latency;
+        let mut out = format!(
+            "{}: {} timed runs after {} warm-up runs, {} thread{}\n",
+            self.network,
+            group_digits(self.iterations as u64),
+            self.warmup,
+            self.threads,
+            if self.threads == 1 { "" } else { "s" }
+        );
+        out.push_str(&format!(
+            "latency     median {}  p10 {}  p90 {}  (min {}, max {})\n",
+            duration(latency.median_ns),
+            duration(latency.p10_ns),
+            duration(latency.p90_ns),
+            duration(latency.min_ns),
+            duration(latency.max_ns),
+        ));
+        out.push_str(&format!(
+            "throughput  {:.1} inferences/s",
+            self.inferences_per_second
+        ));
+        if let Some(tokens) = self.tokens_per_second {
+            out.push_str(&format!(", {tokens:.0} tokens/s"));
+        }
+        out.push('\n');
+        out.push_str(&format!(
+            "compute     {:.2} GFLOP/s achieved ({} FLOPs per inference)\n",
+            self.achieved_gflops,
+            human_count(self.flops)
+        ));
+        let timed: Vec<&LayerTime> = self
+            .layers
+            .iter()
+            .filter(|layer| layer.median_ns.is_some())
+            .collect();
+        if timed.is_empty() {
+            return out;
+        }
+        let mut rows: Vec<&LayerTime> = timed.clone();
+        if let Some(top) = top {
+            rows.sort_by_key(|layer| std::cmp::Reverse(layer.median_ns));
+            rows.truncate(top);
+        }
+        let layer_sum: u64 = timed.iter().filter_map(|layer| layer.median_ns).sum();
+        out.push_str(&format!(
+            "\nper layer: medians of {} profiled runs (sum {}){}\n",
+            self.profiled_iterations,
+            duration(layer_sum),
+            match top {
+                Some(top) if top < timed.len() => format!(", the {top} slowest"),
+                _ => String::new(),
+            }
+        ));
+        let cells: Vec<[String; 6]> = rows
+            .iter()
+            .map(|layer| {
+                [
+                    format!("{} ({})", layer.name, layer.op),
+                    group_digits(layer.macs),
+                    group_digits(layer.flops),
+                    layer.median_ns.map(duration).unwrap_or_default(),
+                    layer
+                        .share
+                        .map(|share| format!("{:.1}%", share * 100.0))
+                        .unwrap_or_default(),
+                    layer
+                        .gflops
+                        .filter(|_| layer.flops > 0)
+                        .map(|gflops| format!("{gflops:.2}"))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        let headers = ["Layer (op)", "MACs", "FLOPs", "Time", "Share", "GFLOP/s"];
+        let mut widths = headers.map(str::len);
+        for row in &cells {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut text = String::new();
+            for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+                if index == 0 {
+                    text.push_str(&format!("{cell:<width$}"));
+                } else {
+                    text.push_str(&format!("  {cell:>width$}"));
+                }
+            }
+            text.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(&headers.map(String::from)));
+        out.push_str(&format!(
+            "{}\n",
+            "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
+        ));
+        for row in &cells {
+            out.push_str(&line(row));
+        }
+        out
+    }
+}
+
+/// `12.3 µs`, `4.56 ms`, `1.23 s`.
+pub fn duration(nanos: u64) -> String {
+    let value = nanos as f64;
+    if value >= 1e9 {
+        format!("{:.2} s", value / 1e9)
+    } else if value >= 1e6 {
+        format!("{:.2} ms", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.1} µs", value / 1e3)
+    } else {
+        format!("{nanos} ns")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let latencies: Vec<u64> = (1..=10).rev().collect();
+        let summary = summarize(&latencies);
+        assert_eq!(
+            (summary.p10_ns, summary.median_ns, summary.p90_ns),
+            (1, 5, 9)
+        );
+        assert_eq!(
+            (summary.min_ns, summary.max_ns, summary.mean_ns),
+            (1, 10, 5)
+        );
+        assert_eq!(summarize(&[7]).median_ns, 7);
+    }
+
+    #[test]
+    fn progress_lines_parse() {
+        assert_eq!(
+            parse_progress("nnc-progress measure 3 10"),
+            Some(Progress::Running {
+                phase: "measure".to_string(),
+                done: 3,
+                total: 10
+            })
+        );
+        assert_eq!(parse_progress("warning: something"), None);
+    }
+}

@@ -1,0 +1,335 @@
+//! The cost model: parameters, MACs, FLOPs and activation bytes of every node, as a side table.
+//!
+//! Counts are exact integers for the static shapes of the graph. The conventions (what one MAC
+//! is, which ops have MACs, the FLOPs of each op per element) are stated in `docs/cost-model.md`;
+//! the functions below follow that table line by line. In short:
+//!
+//! - A MAC is one multiply-accumulate of a tensor contraction: `linear`, `matmul`, `conv` and
+//!   attention's `QKᵀ` and `AV`. Only contractions have MACs.
+//! - FLOPs are `2 × MACs` plus the arithmetic of everything else, at a fixed number of FLOPs per
+//!   element for each op (biases, norms, activations, softmax, elementwise arithmetic, pooling).
+//!   Moving data (reshape, transpose, concat, slice, embedding lookups) costs no FLOPs.
+//! - Attention scores only the (query, key) pairs its mask keeps, counted exactly by
+//!   [`attention::kept_pairs`].
+
+pub mod attention;
+pub mod memory;
+
+pub use attention::kept_pairs;
+pub use memory::{LiveRange, MemoryFigures, live_ranges, memory_figures};
+
+use std::collections::{HashMap, HashSet};
+
+use crate::ir::{
+    Activation, AttentionAttrs, DType, ElementwiseStep, Epilogue, Graph, Node, NodeData, Op,
+    SecondaryMap, Value,
+};
+
+/// The cost of one node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCost {
+    /// Trainable parameters this node is the first to use.
+    pub parameters: u64,
+    /// Trainable parameters this node uses that an earlier node already counted (tied weights).
+    pub tied_parameters: u64,
+    /// Buffer elements (batch norm running statistics) this node is the first to use.
+    pub buffers: u64,
+    /// Multiply-accumulates of the node's contractions.
+    pub macs: u64,
+    /// Floating-point operations: `2 × macs` plus the node's other arithmetic.
+    pub flops: u64,
+    /// Bytes of the node's outputs.
+    pub activation_bytes: u64,
+}
+
+/// The costs of every node of a graph.
+#[derive(Clone, Debug)]
+pub struct CostTable {
+    pub nodes: SecondaryMap<Node, NodeCost>,
+}
+
+/// Whole-graph sums.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CostTotals {
+    /// Trainable parameters, each tied weight counted once (PyTorch's `parameters()` count).
+    pub parameters: u64,
+    /// Buffer elements, loaded with the weights but not trainable.
+    pub buffers: u64,
+    /// Bytes of all weight tensors (parameters and buffers) in their dtype: the model's size.
+    pub weight_bytes: u64,
+    pub macs: u64,
+    pub flops: u64,
+}
+
+/// The KV cache of a decoder: what every cached attention keeps per token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvCache {
+    /// Attention nodes with a KV cache.
+    pub cached_layers: usize,
+    /// Bytes one token adds to the cache of one sequence: keys and values of every cached layer.
+    pub bytes_per_token: u64,
+    /// The longest maximum context of any cached layer.
+    pub max_context: usize,
+    /// Bytes of every cache filled to its maximum context, for the graph's batch.
+    pub bytes_at_max_context: u64,
+}
+
+impl CostTable {
+    /// The sums over all nodes, with the model size from the graph's weights.
+    pub fn totals(&self, graph: &Graph) -> CostTotals {
+        let mut totals = CostTotals {
+            weight_bytes: graph
+                .params
+                .iter()
+                .map(|(_, param)| graph.ty(param.value).size_in_bytes())
+                .fold(0, u64::saturating_add),
+            ..CostTotals::default()
+        };
+        for node in graph.nodes.handles() {
+            let cost = &self.nodes[node];
+            totals.parameters = totals.parameters.saturating_add(cost.parameters);
+            totals.buffers = totals.buffers.saturating_add(cost.buffers);
+            totals.macs = totals.macs.saturating_add(cost.macs);
+            totals.flops = totals.flops.saturating_add(cost.flops);
+        }
+        totals
+    }
+}
+
+/// Computes the cost of every node of `graph`.
+pub fn analyze(graph: &Graph) -> CostTable {
+    let mut nodes = SecondaryMap::with_default(graph.nodes.len(), NodeCost::default());
+    let mut counted: HashSet<Value> = HashSet::new();
+    let mut pair_counts = PairCounts::default();
+    for (node, data) in graph.nodes.iter() {
+        let mut cost = NodeCost {
+            activation_bytes: data
+                .outputs
+                .iter()
+                .map(|&output| graph.ty(output).size_in_bytes())
+                .fold(0, u64::saturating_add),
+            ..NodeCost::default()
+        };
+        for &input in &data.inputs {
+            let Some(param) = graph.param_of(input) else {
+                continue;
+            };
+            let elements = graph.ty(input).element_count();
+            let first_use = counted.insert(input);
+            match (param.is_buffer, first_use) {
+                (true, true) => cost.buffers += elements,
+                (true, false) => {}
+                (false, true) => cost.parameters += elements,
+                (false, false) => cost.tied_parameters += elements,
+            }
+        }
+        let (macs, other_flops) = arithmetic(graph, data, &mut pair_counts);
+        cost.macs = macs;
+        cost.flops = macs.saturating_mul(2).saturating_add(other_flops);
+        nodes[node] = cost;
+    }
+    CostTable { nodes }
+}
+
+/// The KV cache of every attention with `kv_cache = max_context`: keys and values, `kv_heads ×
+/// head_dim` elements each, per token and layer.
+pub fn kv_cache(graph: &Graph) -> Option<KvCache> {
+    let mut cache = KvCache::default();
+    for (_, data) in graph.nodes.iter() {
+        let Op::Attention(attrs) = &data.op else {
+            continue;
+        };
+        let Some(max_context) = attrs.kv_cache else {
+            continue;
+        };
+        let batch = graph.ty(data.inputs[0]).shape[0] as u64;
+        let per_token =
+            2 * attrs.kv_heads as u64 * attrs.head_dim as u64 * DType::F32.size_in_bytes();
+        cache.cached_layers += 1;
+        cache.bytes_per_token += per_token;
+        cache.max_context = cache.max_context.max(max_context);
+        cache.bytes_at_max_context = cache.bytes_at_max_context.saturating_add(
+            per_token
+                .saturating_mul(max_context as u64)
+                .saturating_mul(batch),
+        );
+    }
+    (cache.cached_layers > 0).then_some(cache)
+}
+
+/// The number of (query, key) pairs one head of the attention node scores, per batch element.
+pub fn attention_pairs(graph: &Graph, data: &NodeData, attrs: &AttentionAttrs) -> u64 {
+    let queries = graph.ty(data.inputs[0]).shape[1];
+    let keys = graph.ty(data.inputs[1]).shape[1];
+    kept_pairs(&attrs.pattern, attrs.causal, queries, keys)
+}
+
+/// FLOPs per element of an activation, transcendental functions (`exp`, `tanh`, `erf`) counted
+/// as one FLOP each.
+pub fn activation_flops_per_element(activation: Activation) -> u64 {
+    match activation {
+        // max(x, 0)
+        Activation::Relu => 1,
+        // min(max(x, 0), 6)
+        Activation::Relu6 => 2,
+        // compare, multiply
+        Activation::LeakyRelu { .. } => 2,
+        // negate, exp, add 1, divide
+        Activation::Sigmoid => 4,
+        Activation::Tanh => 1,
+        // sigmoid, then multiply by x
+        Activation::Silu => 5,
+        // add 3, max, min, divide by 6
+        Activation::HardSigmoid => 4,
+        // hard sigmoid, then multiply by x
+        Activation::HardSwish => 5,
+        // x * 0.5 * (1 + erf(x / sqrt 2)): multiply, erf, add, multiply, multiply
+        Activation::Gelu {
+            tanh_approximation: false,
+        } => 5,
+        // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x³))): x³ (2), ×c (1), + x (1), ×sqrt(2/pi) (1),
+        // tanh (1), + 1 (1), × 0.5 (1), × x (1)
+        Activation::Gelu {
+            tanh_approximation: true,
+        } => 9,
+    }
+}
+
+/// FLOPs per element of `x * scale + shift`: a multiply unless `scale` is 1, an add unless
+/// `shift` is 0.
+pub fn affine_flops_per_element(scale: f32, shift: f32) -> u64 {
+    u64::from(scale != 1.0) + u64::from(shift != 0.0)
+}
+
+/// FLOPs per output element of a conv or linear epilogue. A batch norm in the epilogue is folded
+/// into the weights when the model is built, so it costs nothing per inference; an activation
+/// costs what it costs on its own.
+pub fn epilogue_flops_per_element(epilogue: &Epilogue) -> u64 {
+    epilogue.activation.map_or(0, activation_flops_per_element)
+}
+
+/// FLOPs per element of the normalization ops, applied to their input.
+pub mod per_element {
+    /// Inference batch norm folded to `x * scale + shift`.
+    pub const BATCH_NORM: u64 = 2;
+    /// Mean (add), center (subtract), square (multiply), variance (add), normalize (multiply).
+    pub const LAYER_NORM: u64 = 5;
+    /// Layer norm's `weight` multiply and `bias` add.
+    pub const LAYER_NORM_AFFINE: u64 = 2;
+    /// Square, sum, normalize, weight.
+    pub const RMS_NORM: u64 = 4;
+    /// Max, subtract, exp, sum, divide.
+    pub const SOFTMAX: u64 = 5;
+    /// `x * cos + rotate(x) * sin`: two multiplies and an add.
+    pub const ROPE: u64 = 3;
+    /// Attention per kept score: the scale multiply and the softmax.
+    pub const ATTENTION_SCORE: u64 = 1 + SOFTMAX;
+}
+
+/// Caches pair counts, since every layer of a transformer has the same attention.
+#[derive(Default)]
+struct PairCounts {
+    counts: HashMap<(crate::ir::SparsePattern, bool, usize, usize), u64>,
+}
+
+impl PairCounts {
+    fn get(&mut self, graph: &Graph, data: &NodeData, attrs: &AttentionAttrs) -> u64 {
+        let queries = graph.ty(data.inputs[0]).shape[1];
+        let keys = graph.ty(data.inputs[1]).shape[1];
+        let key = (attrs.pattern.clone(), attrs.causal, queries, keys);
+        *self
+            .counts
+            .entry(key)
+            .or_insert_with(|| attention_pairs(graph, data, attrs))
+    }
+}
+
+/// The MACs and the non-MAC FLOPs of one node.
+fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (u64, u64) {
+    let output = graph.ty(data.outputs[0]);
+    let output_elements = output.element_count();
+    let input = graph.ty(data.inputs[0]);
+    let input_elements = input.element_count();
+    let each = |flops: u64| (0, output_elements.saturating_mul(flops));
+    match &data.op {
+        Op::Linear { bias, epilogue } => {
+            let in_features = graph.ty(data.inputs[1]).shape[1] as u64;
+            let bias_flops = if *bias { output_elements } else { 0 };
+            let epilogue_flops =
+                output_elements.saturating_mul(epilogue_flops_per_element(epilogue));
+            (
+                output_elements.saturating_mul(in_features),
+                bias_flops.saturating_add(epilogue_flops),
+            )
+        }
+        Op::MatMul => {
+            // Every output element is a dot product over the shared dimension k.
+            let shared = input.shape[input.rank() - 1] as u64;
+            (output_elements.saturating_mul(shared), 0)
+        }
+        Op::Conv(attrs) => {
+            // Weight [out, in / groups, kernel..]: each output element is a dot product over one
+            // group's input channels and the kernel window, padding included.
+            let weight = graph.ty(data.inputs[1]);
+            let window: u64 = weight.shape[1..].iter().map(|&dim| dim as u64).product();
+            let bias_flops = if attrs.bias { output_elements } else { 0 };
+            let epilogue_flops =
+                output_elements.saturating_mul(epilogue_flops_per_element(&attrs.epilogue));
+            (
+                output_elements.saturating_mul(window),
+                bias_flops.saturating_add(epilogue_flops),
+            )
+        }
+        Op::MaxPool(attrs) | Op::AvgPool(attrs) => {
+            // One comparison (max) or add (average, the last one standing in for the divide) per
+            // window element.
+            let window: u64 = attrs.kernel.iter().map(|&dim| dim as u64).product();
+            each(window)
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => (0, input_elements),
+        Op::BatchNorm { .. } => each(per_element::BATCH_NORM),
+        Op::LayerNorm { affine, .. } => each(
+            per_element::LAYER_NORM
+                + if *affine {
+                    per_element::LAYER_NORM_AFFINE
+                } else {
+                    0
+                },
+        ),
+        Op::RmsNorm { .. } => each(per_element::RMS_NORM),
+        Op::Embedding | Op::PositionEmbedding => (0, 0),
+        Op::Rope { .. } => each(per_element::ROPE),
+        Op::Attention(attrs) => {
+            let batch = input.shape[0] as u64;
+            let scored = pair_counts
+                .get(graph, data, attrs)
+                .saturating_mul(batch)
+                .saturating_mul(attrs.heads as u64);
+            // QKᵀ and AV: head_dim MACs per kept pair each.
+            let macs = scored.saturating_mul(2 * attrs.head_dim as u64);
+            (macs, scored.saturating_mul(per_element::ATTENTION_SCORE))
+        }
+        Op::Activation(activation) => each(activation_flops_per_element(*activation)),
+        Op::Softmax { .. } => each(per_element::SOFTMAX),
+        Op::Binary(_) => each(1),
+        Op::Affine { scale, shift } => each(affine_flops_per_element(*scale, *shift)),
+        Op::ElementwiseChain(steps) => each(
+            steps
+                .iter()
+                .map(|step| match step {
+                    ElementwiseStep::Activation(activation) => {
+                        activation_flops_per_element(*activation)
+                    }
+                    ElementwiseStep::Affine { scale, shift } => {
+                        affine_flops_per_element(*scale, *shift)
+                    }
+                })
+                .sum(),
+        ),
+        Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Select { .. } => (0, 0),
+    }
+}

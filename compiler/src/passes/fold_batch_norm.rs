@@ -1,0 +1,56 @@
+//! Batch-norm folding: an inference batch norm that directly follows a conv or linear layer is
+//! folded into that layer's epilogue, and the batch-norm node disappears.
+//!
+//! `bn(conv(x)) = conv(x)·s + t` per output channel, with `s = γ / sqrt(var + eps)` and
+//! `t = β - mean·s`, which is a conv with weights scaled by `s` and bias `b·s + t`. The layer takes
+//! the batch norm's four parameters as extra inputs and the scaling happens once, when the model
+//! is built (the weights are not known at compile time). Legal only when the conv or linear
+//! output feeds nothing but the batch norm and normalizes over the layer's output channels, and
+//! the layer has no epilogue yet.
+
+use crate::ir::{Graph, Node, Op};
+
+/// Folds batch norms into the layers before them; returns whether any was folded.
+pub fn run(graph: &mut Graph) -> bool {
+    let uses = graph.use_counts();
+    let mut changed = false;
+    for index in 0..graph.nodes.len() {
+        let node = Node::from_index(index);
+        let Op::BatchNorm { eps } = graph.nodes[node].op else {
+            continue;
+        };
+        let input = graph.nodes[node].inputs[0];
+        let Some(layer) = graph.producer(input) else {
+            continue;
+        };
+        if uses[input] != 1 {
+            continue;
+        }
+        // A linear layer's output channels are its last axis; batch norm normalizes axis 1.
+        let channel_axis_matches = match &graph.nodes[layer].op {
+            Op::Conv(attrs) => attrs.epilogue == Default::default(),
+            Op::Linear { epilogue, .. } => {
+                *epilogue == Default::default() && graph.ty(input).rank() == 2
+            }
+            _ => false,
+        };
+        if !channel_axis_matches {
+            continue;
+        }
+        let batch_norm_parameters = graph.nodes[node].inputs[1..].to_vec();
+        let output = graph.nodes[node].outputs[0];
+        let data = &mut graph.nodes[layer];
+        match &mut data.op {
+            Op::Conv(attrs) => attrs.epilogue.batch_norm = Some(eps),
+            Op::Linear { epilogue, .. } => epilogue.batch_norm = Some(eps),
+            _ => unreachable!("fold_batch_norm: checked above"),
+        }
+        data.inputs.extend(batch_norm_parameters);
+        graph.replace_all_uses(output, input);
+        changed = true;
+    }
+    changed && {
+        graph.compact();
+        true
+    }
+}

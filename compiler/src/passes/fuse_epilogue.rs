@@ -1,0 +1,46 @@
+//! Epilogue fusion: an activation that directly follows a conv or linear layer is applied by that
+//! layer's kernel while the output is still in cache, and the activation node disappears.
+//!
+//! Legal when the layer's output feeds nothing but the activation (no one needs the value before
+//! it) and the layer has no activation yet. Every activation of the language can be fused: the
+//! kernels apply the same scalar functions as the standalone activation kernel.
+//!
+//! Not yet fused: a residual add after the layer (the GEMM would accumulate into the skip
+//! connection) — it stays a separate elementwise node.
+
+use crate::ir::{Graph, Node, Op};
+
+/// Fuses activations into conv and linear layers; returns whether any was fused.
+pub fn run(graph: &mut Graph) -> bool {
+    let uses = graph.use_counts();
+    let mut changed = false;
+    for index in 0..graph.nodes.len() {
+        let node = Node::from_index(index);
+        let Op::Activation(activation) = graph.nodes[node].op else {
+            continue;
+        };
+        let input = graph.nodes[node].inputs[0];
+        let Some(layer) = graph.producer(input) else {
+            continue;
+        };
+        if uses[input] != 1 {
+            continue;
+        }
+        let epilogue = match &mut graph.nodes[layer].op {
+            Op::Conv(attrs) => &mut attrs.epilogue,
+            Op::Linear { epilogue, .. } => epilogue,
+            _ => continue,
+        };
+        if epilogue.activation.is_some() {
+            continue;
+        }
+        epilogue.activation = Some(activation);
+        let output = graph.nodes[node].outputs[0];
+        graph.replace_all_uses(output, input);
+        changed = true;
+    }
+    changed && {
+        graph.compact();
+        true
+    }
+}

@@ -1,0 +1,85 @@
+//! The optimizer: graph-to-graph passes, run in the order [`optimize`] lists them.
+//!
+//! Each pass is a function `run(&mut Graph) -> bool` (whether it changed anything) in a file of its
+//! own, whose header says what it rewrites and why that is legal. After every pass, debug builds
+//! and tests run the IR verifier. Passes never add or remove weights: a weights file fits a model
+//! at every optimization level.
+
+pub mod cse;
+pub mod dce;
+pub mod fold_batch_norm;
+pub mod fold_constants;
+pub mod fuse_elementwise;
+pub mod fuse_epilogue;
+
+use crate::ir::{Graph, verify};
+
+/// How hard to optimize.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OptLevel {
+    /// No passes: the graph as written.
+    O0,
+    /// Cleanups that never change which kernels run: constant folding, CSE, dead code.
+    O1,
+    /// Everything: also batch-norm folding and fusion.
+    #[default]
+    O2,
+}
+
+/// A pass: its name (as `--emit ir-after=NAME` takes it) and its function.
+pub type Pass = (&'static str, fn(&mut Graph) -> bool);
+
+/// The passes of `level`, in the order they run.
+pub fn pipeline(level: OptLevel) -> Vec<Pass> {
+    let mut passes: Vec<Pass> = Vec::new();
+    if level >= OptLevel::O1 {
+        passes.push(("fold-constants", fold_constants::run));
+        passes.push(("cse", cse::run));
+        passes.push(("dce", dce::run));
+    }
+    if level >= OptLevel::O2 {
+        passes.push(("fold-batch-norm", fold_batch_norm::run));
+        passes.push(("fuse-epilogue", fuse_epilogue::run));
+        passes.push(("fuse-elementwise", fuse_elementwise::run));
+        passes.push(("dce", dce::run));
+    }
+    passes
+}
+
+/// The names of all passes, for command-line validation.
+pub fn pass_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = pipeline(OptLevel::O2)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    names.dedup();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Optimizes `graph` at `level`. `after_each` sees the graph after every pass (for
+/// `--emit ir-after`). Returns the names of the passes that changed something.
+pub fn optimize(
+    graph: &mut Graph,
+    level: OptLevel,
+    mut after_each: impl FnMut(&str, &Graph),
+) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    for (name, pass) in pipeline(level) {
+        if pass(graph) {
+            changed.push(name);
+        }
+        if cfg!(debug_assertions)
+            && let Err(errors) = verify::verify(graph)
+        {
+            panic!(
+                "pass `{name}` left an invalid graph for `{}`:\n{}",
+                graph.name,
+                errors.join("\n")
+            );
+        }
+        after_each(name, graph);
+    }
+    changed
+}

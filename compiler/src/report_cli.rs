@@ -1,0 +1,276 @@
+//! `nnc report`, `nnc graph` and `nnc bench`: the cost-report subcommands of the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use nnc_compiler::bench::{self, BenchOptions, Progress};
+use nnc_compiler::passes::OptLevel;
+use nnc_compiler::report::{self, FusionGroups, ReportOptions, chart, graph_view, table};
+use nnc_compiler::{codegen, ir};
+
+use crate::{Select, compile, parse_opt_level, print, select_network};
+
+/// Arguments of `nnc report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The `.nn` file.
+    model: PathBuf,
+    #[command(flatten)]
+    select: Select,
+    /// How to print the report. The JSON schema is documented in docs/cost-model.md.
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+    /// Also write SVG charts into this directory: `<network>-macs.svg` (MACs per layer) and
+    /// `<network>-memory.svg` (the activation arena over time).
+    #[arg(long, value_name = "DIR")]
+    svg: Option<PathBuf>,
+    /// Optimization level of the graph reported: 0 (the model as written; the default), 1 or 2
+    /// (what `nnc compile` generates code for, with batch norms folded and layers fused).
+    #[arg(short = 'O', default_value = "0", value_parser = parse_opt_level)]
+    opt_level: OptLevel,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    /// A terminal table, like torchinfo's.
+    Table,
+    /// JSON with a stable, versioned schema.
+    Json,
+    /// GitHub-flavoured Markdown.
+    Markdown,
+}
+
+/// Arguments of `nnc graph`.
+#[derive(clap::Args)]
+pub struct GraphArgs {
+    /// The `.nn` file.
+    model: PathBuf,
+    #[command(flatten)]
+    select: Select,
+    /// The directory for `<network>.dot` and `<network>.svg`.
+    #[arg(short, long, default_value = ".")]
+    out_dir: PathBuf,
+    /// Who lays out the SVG: Graphviz's `dot` if it is installed (auto), always Graphviz, or
+    /// nnc's own layered layout.
+    #[arg(long, value_enum, default_value = "auto")]
+    layout: Layout,
+    /// Optimization level of the graph drawn (see `nnc report -O`).
+    #[arg(short = 'O', default_value = "0", value_parser = parse_opt_level)]
+    opt_level: OptLevel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Layout {
+    Auto,
+    Graphviz,
+    Builtin,
+}
+
+/// Arguments of `nnc bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The `.nn` file.
+    model: PathBuf,
+    #[command(flatten)]
+    select: Select,
+    /// The weights, a safetensors file; random weights (from --seed) if not given.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// The seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Timed runs; by default as many as fit in --seconds.
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Seconds to spend measuring when --iterations is not given.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Runs of the per-layer profile; 0 skips it.
+    #[arg(long, default_value_t = 20)]
+    profile_iterations: usize,
+    /// Kernel threads (default: NNC_NUM_THREADS, else every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Show only the N slowest layers.
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
+    /// How to print the results.
+    #[arg(long, value_enum, default_value = "table")]
+    format: BenchFormat,
+    /// Optimization level of the code benchmarked (as `nnc compile -O`).
+    #[arg(short = 'O', default_value = "2", value_parser = parse_opt_level)]
+    opt_level: OptLevel,
+    /// Where to write and build the benchmark crate.
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchFormat {
+    Table,
+    Json,
+}
+
+/// Compiles, selects and optimizes the network named by `select`.
+fn load(model: &PathBuf, select: Select, level: OptLevel) -> Result<Result<ir::Graph, ExitCode>> {
+    let module = match compile(model, select.dims)? {
+        Ok(module) => module,
+        Err(code) => return Ok(Err(code)),
+    };
+    let mut graph = select_network(module, select.network.as_deref())?;
+    nnc_compiler::passes::optimize(&mut graph, level, |_, _| {});
+    Ok(Ok(graph))
+}
+
+pub fn report(args: ReportArgs) -> Result<ExitCode> {
+    let graph = match load(&args.model, args.select, args.opt_level)? {
+        Ok(graph) => graph,
+        Err(code) => return Ok(code),
+    };
+    let plan = codegen::plan(&graph);
+    let report = report::build(&graph, &plan, &ReportOptions::default());
+    if let Some(dir) = &args.svg {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let macs = dir.join(format!("{}-macs.svg", graph.name));
+        write(&macs, &chart::macs_bar_chart(&report))?;
+        let memory = dir.join(format!("{}-memory.svg", graph.name));
+        write(&memory, &chart::memory_timeline(&graph, &plan))?;
+        eprintln!("wrote {} and {}", macs.display(), memory.display());
+    }
+    print(&match args.format {
+        ReportFormat::Table => table::render_text(&report),
+        ReportFormat::Json => report.to_json(),
+        ReportFormat::Markdown => table::render_markdown(&report),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn graph(args: GraphArgs) -> Result<ExitCode> {
+    let graph = match load(&args.model, args.select, args.opt_level)? {
+        Ok(graph) => graph,
+        Err(code) => return Ok(code),
+    };
+    let groups = FusionGroups::singletons(&graph);
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
+    let dot_path = args.out_dir.join(format!("{}.dot", graph.name));
+    let svg_path = args.out_dir.join(format!("{}.svg", graph.name));
+    let dot = graph_view::to_dot(&graph, &groups);
+    write(&dot_path, &dot)?;
+    let graphviz = match args.layout {
+        Layout::Builtin => false,
+        Layout::Graphviz => true,
+        Layout::Auto => which_dot(),
+    };
+    let how = if graphviz {
+        let spinner = spinner(format!("laying out {} with Graphviz", graph.name));
+        let output = std::process::Command::new("dot")
+            .args(["-Tsvg", "-o"])
+            .arg(&svg_path)
+            .arg(&dot_path)
+            .output();
+        spinner.finish_and_clear();
+        match output {
+            Ok(output) if output.status.success() => "Graphviz",
+            Ok(output) => bail!(
+                "Graphviz failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => bail!("cannot run Graphviz's `dot` ({error}); try --layout builtin"),
+        }
+    } else {
+        write(&svg_path, &graph_view::to_svg(&graph, &groups))?;
+        "the built-in layout"
+    };
+    print(&format!(
+        "wrote {} and {} ({how})\n",
+        dot_path.display(),
+        svg_path.display()
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let graph = match load(&args.model, args.select, args.opt_level)? {
+        Ok(graph) => graph,
+        Err(code) => return Ok(code),
+    };
+    let plan = codegen::plan(&graph);
+    let report = report::build(&graph, &plan, &ReportOptions::default());
+    let options = BenchOptions {
+        warmup: args.warmup,
+        iterations: args.iterations,
+        seconds: args.seconds,
+        profile_iterations: args.profile_iterations,
+        seed: args.seed,
+        weights: args.weights,
+        threads: args.threads,
+        work_dir: args.work_dir.unwrap_or_else(bench::default_work_dir),
+    };
+    let bar = spinner(format!("{}: generating code", graph.name));
+    let mut phase = String::new();
+    let result = bench::run(&graph, &options, &mut |update| match update {
+        Progress::Building(status) => {
+            bar.set_message(format!("{}: cargo build --release: {status}", graph.name));
+        }
+        Progress::Running {
+            phase: new_phase,
+            done,
+            total,
+        } => {
+            if new_phase != phase {
+                bar.set_style(bar_style());
+                bar.set_length(total);
+                bar.set_message(format!("{}: {new_phase}", graph.name));
+                phase = new_phase;
+            }
+            bar.set_position(done);
+        }
+    });
+    bar.finish_and_clear();
+    let measurements = result?;
+    let bench_report =
+        bench::bench_report(&report, bench::tokens_per_inference(&graph), &measurements);
+    print(&match args.format {
+        BenchFormat::Table => bench_report.render_text(args.top),
+        BenchFormat::Json => bench_report.to_json(),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Whether Graphviz's `dot` runs.
+fn which_dot() -> bool {
+    std::process::Command::new("dot")
+        .arg("-V")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// A spinner on standard error (drawn only when it is a terminal).
+fn spinner(message: String) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}")
+            .expect("a valid template"),
+    );
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {elapsed:>4} {msg} [{bar:30}] {pos}/{len}")
+        .expect("a valid template")
+        .progress_chars("=> ")
+}

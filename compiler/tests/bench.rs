@@ -1,0 +1,161 @@
+//! `nnc bench` without running cargo: the instrumented code and the harness are valid Rust that
+//! times every layer, and measurements merge with the static report. (Building the harness takes
+//! minutes in release mode, so the end-to-end run is checked by hand; see docs/cost-model.md.)
+
+#![cfg(feature = "cli")]
+
+use std::path::Path;
+
+use nnc_compiler::bench::{self, Measurements, harness, instrument};
+use nnc_compiler::codegen::{self, CodegenOptions};
+use nnc_compiler::ir::{Graph, Module, Op};
+use nnc_compiler::report::{self, ReportOptions};
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+
+fn example(name: &str) -> Graph {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let source = std::fs::read_to_string(path).unwrap();
+    compile_to_ir(&source, &FrontendOptions::default())
+        .unwrap()
+        .networks
+        .remove(0)
+}
+
+fn generated(graph: &Graph) -> String {
+    codegen::generate(
+        &Module {
+            networks: vec![graph.clone()],
+        },
+        &CodegenOptions {
+            runtime_path: "::nnc_runtime".to_string(),
+            source_name: None,
+        },
+    )
+}
+
+#[test]
+fn every_layer_of_generated_code_gets_a_clock() {
+    for name in ["mlp.nn", "resnet18.nn", "bert_encoder.nn", "seq2seq.nn"] {
+        let graph = example(name);
+        let code = generated(&graph);
+        let instrumented = instrument::instrument(&code);
+        syn::parse_file(&instrumented.source)
+            .unwrap_or_else(|error| panic!("{name}: instrumented code does not parse: {error}"));
+        // One timed block per node of the unoptimized graph, in order, named after the layer;
+        // only a reshape done in place, which runs no code, has none.
+        let names: Vec<&str> = instrumented
+            .labels
+            .iter()
+            .map(|label| instrument::layer_name(label))
+            .collect();
+        let layers: Vec<&str> = graph
+            .nodes
+            .iter()
+            .filter(|(_, data)| !matches!(data.op, Op::Reshape { .. }))
+            .map(|(_, data)| data.name.as_str())
+            .collect();
+        let mut remaining = names.iter();
+        for layer in &layers {
+            assert!(
+                remaining.any(|name| name == layer),
+                "{name}: no timed block for `{layer}`"
+            );
+        }
+        assert!(names.len() <= graph.nodes.len(), "{name}");
+        assert_eq!(
+            instrumented
+                .source
+                .matches(instrument::RECORD_FUNCTION)
+                .count(),
+            names.len()
+        );
+    }
+}
+
+#[test]
+fn the_harness_is_valid_rust() {
+    for name in ["mlp.nn", "bert_encoder.nn", "seq2seq.nn"] {
+        let graph = example(name);
+        for layers in [None, Some(graph.nodes.len())] {
+            let main = harness::main_source(&graph, layers);
+            syn::parse_file(&main)
+                .unwrap_or_else(|error| panic!("{name}: harness does not parse: {error}\n{main}"));
+        }
+        let manifest = harness::manifest(&graph.name, "/path/to/runtime");
+        assert!(manifest.contains("[workspace]"));
+        assert!(manifest.contains(&format!(
+            "name = \"{}\"",
+            harness::package_name(&graph.name)
+        )));
+    }
+    // Several inputs go through the generated `...Inputs` struct.
+    let main = harness::main_source(&example("bert_encoder.nn"), None);
+    assert!(main.contains("model::BertEncoderInputs {"));
+}
+
+#[test]
+fn measurements_merge_with_the_report() {
+    let graph = example("mlp.nn");
+    let report = report::build(&graph, &codegen::plan(&graph), &ReportOptions::default());
+    let measurements = Measurements {
+        threads: 1,
+        warmup: 10,
+        latencies_ns: vec![1_000, 1_200, 900, 1_100, 1_000],
+        profiled_iterations: 20,
+        layer_median_ns: vec![600, 100, 300],
+        labels: vec![
+            "fc1: linear -> f32[1, 256]".to_string(),
+            "h: relu -> f32[1, 256]".to_string(),
+            "fc2: linear -> f32[1, 10]".to_string(),
+        ],
+    };
+    let bench_report = bench::bench_report(&report, None, &measurements);
+    assert_eq!(bench_report.latency.median_ns, 1_000);
+    assert_eq!(bench_report.iterations, 5);
+    assert!((bench_report.inferences_per_second - 1e6).abs() < 1e-6);
+    // 407,050 FLOPs in 1 µs.
+    assert!((bench_report.achieved_gflops - 407.05).abs() < 1e-9);
+    let times: Vec<Option<u64>> = bench_report
+        .layers
+        .iter()
+        .map(|layer| layer.median_ns)
+        .collect();
+    assert_eq!(times, [Some(600), Some(100), Some(300)]);
+    assert_eq!(bench_report.layers[0].share, Some(0.6));
+    let text = bench_report.render_text(Some(2));
+    assert!(text.contains("the 2 slowest"), "{text}");
+    assert!(
+        text.contains("fc1 (linear)") && !text.contains("h (relu)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&bench_report.to_json()).unwrap();
+    assert_eq!(json["layers"][2]["median_ns"], 300);
+    assert_eq!(json["tokens_per_second"], serde_json::Value::Null);
+
+    // Fused code times fewer blocks; they are matched to layers by name.
+    let fused = Measurements {
+        layer_median_ns: vec![700, 300],
+        labels: vec![
+            "fc1: linear {activation = relu} -> f32[1, 256]".to_string(),
+            "fc2: linear -> f32[1, 10]".to_string(),
+        ],
+        ..measurements
+    };
+    let times: Vec<Option<u64>> = bench::bench_report(&report, None, &fused)
+        .layers
+        .iter()
+        .map(|layer| layer.median_ns)
+        .collect();
+    assert_eq!(times, [Some(700), None, Some(300)]);
+}
+
+#[test]
+fn decoders_report_tokens() {
+    assert_eq!(
+        bench::tokens_per_inference(&example("tiny_gpt.nn")),
+        Some(64)
+    );
+    assert_eq!(bench::tokens_per_inference(&example("resnet18.nn")), None);
+}

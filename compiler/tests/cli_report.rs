@@ -1,0 +1,115 @@
+//! `nnc report`, `nnc graph` and `nnc bench` as a user runs them.
+
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn nnc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nnc"))
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name)
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().expect("nnc runs");
+    assert!(
+        output.status.success(),
+        "nnc failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// A fresh directory under the target directory.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn report_prints_a_table_json_and_markdown() {
+    let table = run(nnc().arg("report").arg(example("resnet18.nn")));
+    assert!(table.contains("layer1.0.conv1 (conv2d)"), "{table}");
+    assert!(
+        table.contains("Parameters:               11,689,512 (11.69 M)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("MACs:                     1,814,073,344 (1.81 G)"),
+        "{table}"
+    );
+
+    let json = run(nnc()
+        .args(["report", "--format", "json"])
+        .arg(example("mlp.nn")));
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["schema_version"], 1);
+    assert_eq!(value["totals"]["parameters"], 203_530);
+
+    let markdown = run(nnc()
+        .args(["report", "--format", "markdown"])
+        .arg(example("mlp.nn")));
+    assert!(
+        markdown.contains("| 0 | `fc1` | linear | [1, 256] | 200,960 |"),
+        "{markdown}"
+    );
+
+    // -O2 reports the graph code is generated for: the ReLU is fused into fc1.
+    let optimized = run(nnc()
+        .args(["report", "-O2", "--format", "json"])
+        .arg(example("mlp.nn")));
+    let value: serde_json::Value = serde_json::from_str(&optimized).unwrap();
+    assert!(value["totals"]["layers"].as_u64().unwrap() <= 3);
+    assert_eq!(value["totals"]["parameters"], 203_530);
+}
+
+#[test]
+fn report_writes_svg_charts() {
+    let dir = scratch("report-svg");
+    run(nnc()
+        .arg("report")
+        .arg(example("tiny_gpt.nn"))
+        .arg("--svg")
+        .arg(&dir));
+    for file in ["tiny_gpt-macs.svg", "tiny_gpt-memory.svg"] {
+        let svg = std::fs::read_to_string(dir.join(file)).unwrap();
+        roxmltree::Document::parse(&svg).unwrap_or_else(|error| panic!("{file}: {error}"));
+    }
+}
+
+#[test]
+fn graph_writes_dot_and_svg_without_graphviz() {
+    let dir = scratch("graph");
+    let printed = run(nnc()
+        .arg("graph")
+        .arg(example("mobilenet_v2.nn"))
+        .args(["--layout", "builtin", "-o"])
+        .arg(&dir));
+    assert!(printed.contains("the built-in layout"), "{printed}");
+    let dot = std::fs::read_to_string(dir.join("mobilenet_v2.dot")).unwrap();
+    assert!(dot.starts_with("digraph \"mobilenet_v2\""));
+    let svg = std::fs::read_to_string(dir.join("mobilenet_v2.svg")).unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+}
+
+#[test]
+fn bench_explains_itself() {
+    let help = run(nnc().args(["bench", "--help"]));
+    for option in [
+        "--iterations",
+        "--warmup",
+        "--weights",
+        "--threads",
+        "--top",
+        "--format",
+    ] {
+        assert!(help.contains(option), "{help}");
+    }
+}
