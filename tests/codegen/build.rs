@@ -57,6 +57,20 @@ fn main() {
         .unwrap();
     }
     table.push_str("];\n");
+
+    // Unoptimized builds of the CNN examples, for the -O0 vs -O2 benchmark.
+    for name in ["resnet18", "mobilenet_v2"] {
+        let module = format!("o0_{name}");
+        let dir = out_dir.join(&module);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = root.join("examples").join(format!("{name}.nn"));
+        nnc_compiler::Builder::new()
+            .out_dir(&dir)
+            .opt_level(nnc_compiler::passes::OptLevel::O0)
+            .compile(&[&path])
+            .unwrap_or_else(|error| panic!("{error}"));
+        writeln!(modules, "/// `{name}` compiled at -O0.\npub mod {module} {{\n    include!({:?});\n}}", dir.join(format!("{name}.rs")).display().to_string()).unwrap();
+    }
     std::fs::write(out_dir.join("models.rs"), modules + &table).unwrap();
 }
 
