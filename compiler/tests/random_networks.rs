@@ -110,10 +110,10 @@ fn network(steps: &[Step]) -> String {
                 body.push_str(&format!("    h = h * {scale}.5 + {shift}.0\n"))
             }
             Step::Residual { back } => {
-                if let Some((name, saved_channels)) = saved.iter().rev().nth(*back) {
-                    if *saved_channels == channels {
-                        body.push_str(&format!("    h = h + {name}\n"));
-                    }
+                if let Some((name, saved_channels)) = saved.iter().rev().nth(*back)
+                    && *saved_channels == channels
+                {
+                    body.push_str(&format!("    h = h + {name}\n"));
                 }
             }
             Step::Gate { activation } => {
