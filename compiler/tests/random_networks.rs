@@ -161,3 +161,43 @@ proptest! {
         }
     }
 }
+
+/// The compiler's and the runtime's definitions of a sparse pattern agree (the runtime has its
+/// own so that generated code does not depend on the compiler).
+mod sparse_patterns {
+    use nnc_compiler::ir::{BlockMask, SparsePattern};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn compiler_and_runtime_agree(
+            window in prop::option::of(1usize..9),
+            dilation in 1usize..4,
+            global_tokens in proptest::collection::vec(0usize..40, 0..3),
+            strided in prop::option::of(1usize..9),
+            blocks in prop::option::of((1usize..9, proptest::collection::vec(any::<bool>(), 36))),
+        ) {
+            let block_mask = blocks.as_ref().map(|(block_size, cells)| BlockMask {
+                block_size: *block_size,
+                mask: cells.chunks(6).map(<[bool]>::to_vec).collect(),
+            });
+            let flat: Vec<bool> = blocks.as_ref().map(|(_, cells)| cells.clone()).unwrap_or_default();
+            let compiler = SparsePattern { window, dilation, global_tokens: global_tokens.clone(), strided, block_mask };
+            let runtime = nnc_runtime::model::SparsePattern {
+                window,
+                dilation,
+                global_tokens: &global_tokens,
+                strided,
+                block_size: blocks.as_ref().map_or(1, |(block_size, _)| *block_size),
+                block_mask: &flat,
+            };
+            for query in 0..40 {
+                for key in 0..40 {
+                    prop_assert_eq!(compiler.allows(query, key), runtime.allows(query, key), "({}, {})", query, key);
+                }
+            }
+        }
+    }
+}

@@ -21,6 +21,7 @@ pub use ndarray;
 pub mod arrays;
 pub mod error;
 pub mod kernels;
+pub mod kv_cache;
 pub mod model;
 pub mod reference;
 mod tensor;

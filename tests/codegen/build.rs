@@ -69,7 +69,12 @@ fn main() {
             .opt_level(nnc_compiler::passes::OptLevel::O0)
             .compile(&[&path])
             .unwrap_or_else(|error| panic!("{error}"));
-        writeln!(modules, "/// `{name}` compiled at -O0.\npub mod {module} {{\n    include!({:?});\n}}", dir.join(format!("{name}.rs")).display().to_string()).unwrap();
+        writeln!(
+            modules,
+            "/// `{name}` compiled at -O0.\npub mod {module} {{\n    include!({:?});\n}}",
+            dir.join(format!("{name}.rs")).display().to_string()
+        )
+        .unwrap();
     }
     std::fs::write(out_dir.join("models.rs"), modules + &table).unwrap();
 }

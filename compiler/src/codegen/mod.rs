@@ -871,17 +871,7 @@ impl<'g> Generator<'g> {
                 quote!(#rt::model::affine(#input_0, output, #scale, #shift);)
             }
             Op::ElementwiseChain(steps) => {
-                let steps = steps.iter().map(|step| match *step {
-                    ir::ElementwiseStep::Activation(activation) => {
-                        let activation = activation_tokens(&k, activation);
-                        quote!(#rt::model::ElementwiseStep::Activation(#activation))
-                    }
-                    ir::ElementwiseStep::Affine { scale, shift } => {
-                        let (scale, shift) =
-                            (Literal::f32_suffixed(scale), Literal::f32_suffixed(shift));
-                        quote!(#rt::model::ElementwiseStep::Affine { scale: #scale, shift: #shift })
-                    }
-                });
+                let steps = elementwise_steps(rt, steps);
                 quote!(#rt::model::elementwise_chain(#input_0, output, &[#(#steps),*])#at;)
             }
             Op::Reshape { .. } => quote!(output.copy_from_slice(#input_0);),
@@ -947,17 +937,7 @@ impl Generator<'_> {
                 quote!(#rt::model::affine_in_place(&mut self.#arena[#range], #scale, #shift);)
             }
             Op::ElementwiseChain(steps) => {
-                let steps = steps.iter().map(|step| match *step {
-                    ir::ElementwiseStep::Activation(activation) => {
-                        let activation = activation_tokens(&k, activation);
-                        quote!(#rt::model::ElementwiseStep::Activation(#activation))
-                    }
-                    ir::ElementwiseStep::Affine { scale, shift } => {
-                        let (scale, shift) =
-                            (Literal::f32_suffixed(scale), Literal::f32_suffixed(shift));
-                        quote!(#rt::model::ElementwiseStep::Affine { scale: #scale, shift: #shift })
-                    }
-                });
+                let steps = elementwise_steps(rt, steps);
                 quote!(#rt::model::elementwise_chain_in_place(&mut self.#arena[#range], &[#(#steps),*]);)
             }
             Op::BatchNorm { .. } => {
@@ -1059,6 +1039,24 @@ fn prepared_kind(op: &Op) -> Option<Prepared> {
         Op::Rope { .. } => Some(Prepared::Rope),
         _ => None,
     }
+}
+
+/// The `ElementwiseStep` literals of a fused elementwise chain.
+fn elementwise_steps(rt: &TokenStream, steps: &[ir::ElementwiseStep]) -> Vec<TokenStream> {
+    let k = quote!(#rt::kernels);
+    steps
+        .iter()
+        .map(|step| match *step {
+            ir::ElementwiseStep::Activation(activation) => {
+                let activation = activation_tokens(&k, activation);
+                quote!(#rt::model::ElementwiseStep::Activation(#activation))
+            }
+            ir::ElementwiseStep::Affine { scale, shift } => {
+                let (scale, shift) = (Literal::f32_suffixed(scale), Literal::f32_suffixed(shift));
+                quote!(#rt::model::ElementwiseStep::Affine { scale: #scale, shift: #shift })
+            }
+        })
+        .collect()
 }
 
 fn activation_tokens(k: &TokenStream, activation: ir::Activation) -> TokenStream {

@@ -40,30 +40,13 @@ pub struct MemoryFigures {
     pub live_bytes: Vec<u64>,
 }
 
-/// The live range of every activation; `None` for weights.
+/// The live range of every activation; `None` for weights. The definition is the memory
+/// planner's ([`crate::codegen::memory::live_ranges`]), so the figures measure what it plans.
 pub fn live_ranges(graph: &Graph) -> SecondaryMap<Value, Option<LiveRange>> {
-    let steps = graph.nodes.len();
-    let mut last_use: SecondaryMap<Value, usize> =
-        SecondaryMap::with_default(graph.values.len(), 0);
-    for (node, data) in graph.nodes.iter() {
-        for &input in &data.inputs {
-            last_use[input] = last_use[input].max(node.index() + 1);
-        }
-    }
-    for output in &graph.outputs {
-        last_use[output.value] = steps + 1;
-    }
+    let planned = crate::codegen::memory::live_ranges(graph);
     let mut ranges = SecondaryMap::with_default(graph.values.len(), None);
-    for (value, data) in graph.values.iter() {
-        let start = match data.def {
-            ValueDef::Input { .. } => 0,
-            ValueDef::Node { node, .. } => node.index() + 1,
-            ValueDef::Param(_) => continue,
-        };
-        ranges[value] = Some(LiveRange {
-            start,
-            end: last_use[value].max(start),
-        });
+    for (value, _) in graph.values.iter() {
+        ranges[value] = planned[value].map(|(start, end)| LiveRange { start, end });
     }
     ranges
 }
