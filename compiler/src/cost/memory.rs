@@ -14,7 +14,7 @@
 //! at its step, since a kernel never writes over what it reads.
 
 use crate::codegen::MemoryPlan;
-use crate::ir::{DType, Graph, SecondaryMap, Value, ValueDef};
+use crate::ir::{DType, Graph, SecondaryMap, Value};
 
 /// The steps during which a value occupies memory, both ends included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
