@@ -12,18 +12,20 @@ use nnc_compiler::{FrontendOptions, compile_to_ir};
 fn generated_code_of_every_example() {
     insta::glob!("../examples", "*.nn", |path| {
         let source = std::fs::read_to_string(path).unwrap();
-        let mut module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
-        nnc_compiler::optimize_module(&mut module, OptLevel::default());
         let source_name = path
             .file_name()
             .map(|name| name.to_string_lossy().to_string());
-        let code = generate(
-            &module,
-            &CodegenOptions {
-                source_name,
-                ..CodegenOptions::default()
-            },
-        );
+        let options = CodegenOptions {
+            source_name,
+            ..CodegenOptions::default()
+        };
+        let code = nnc_compiler::compile_to_rust(
+            &source,
+            &FrontendOptions::default(),
+            OptLevel::default(),
+            &options,
+        )
+        .unwrap();
         insta::assert_snapshot!(code);
     });
 }

@@ -13,10 +13,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::codegen::{CodegenOptions, generate};
+use crate::FrontendOptions;
+use crate::codegen::CodegenOptions;
 use crate::diagnostics::render;
 use crate::passes::OptLevel;
-use crate::{FrontendOptions, compile_to_ir};
 
 /// Compiles `.nn` files to Rust source files, one per model, named after the model file.
 #[derive(Clone, Debug)]
@@ -127,24 +127,18 @@ impl Builder {
         let source = std::fs::read_to_string(model)
             .map_err(|error| format!("cannot read {}: {error}", model.display()))?;
         let file_name = model.display().to_string();
-        let mut module = compile_to_ir(
-            &source,
-            &FrontendOptions {
-                dims: self.dims.clone(),
-            },
-        )
-        .map_err(|errors| render(&errors.0, &file_name, &source))?;
-        crate::optimize_module(&mut module, self.opt_level);
         let source_name = model
             .file_name()
             .map(|name| name.to_string_lossy().to_string());
-        let code = generate(
-            &module,
-            &CodegenOptions {
-                runtime_path: self.runtime_path.clone(),
-                source_name,
-            },
-        );
+        let options = CodegenOptions {
+            runtime_path: self.runtime_path.clone(),
+            source_name,
+        };
+        let frontend = FrontendOptions {
+            dims: self.dims.clone(),
+        };
+        let code = crate::compile_to_rust(&source, &frontend, self.opt_level, &options)
+            .map_err(|errors| render(&errors.0, &file_name, &source))?;
         let stem = model
             .file_stem()
             .ok_or_else(|| format!("{} has no file name", model.display()))?;

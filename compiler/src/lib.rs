@@ -38,6 +38,40 @@ pub use lower::LowerOptions;
 /// Options of the front end.
 pub type FrontendOptions = LowerOptions;
 
+/// Compiles `source` to Rust: every network, and for each decoder with a KV cache (a network
+/// whose attention layers have `kv_cache` and whose sequence dimension is named `seq`) a
+/// one-token decoder with `prefill`, `decode` and `generate`. The one code path of `nnc compile`,
+/// `Builder` and `network!`.
+pub fn compile_to_rust(
+    source: &str,
+    frontend: &FrontendOptions,
+    level: passes::OptLevel,
+    codegen_options: &codegen::CodegenOptions,
+) -> Result<String, Diagnostics> {
+    let mut module = compile_to_ir(source, frontend)?;
+    optimize_module(&mut module, level);
+    let has_cache = module.networks.iter().any(|graph| {
+        graph.dims.iter().any(|(name, _)| name == "seq")
+            && graph.nodes.iter().any(|(_, node)| matches!(&node.op, ir::Op::Attention(attrs) if attrs.kv_cache.is_some()))
+    });
+    let mut step_graphs = Vec::new();
+    if has_cache {
+        let mut dims = frontend.dims.clone();
+        dims.retain(|(name, _)| name != "seq");
+        dims.push(("seq".to_string(), 1));
+        // A network that does not compile with one token has no decoder; that is not an error.
+        if let Ok(mut steps) = compile_to_ir(source, &FrontendOptions { dims }) {
+            optimize_module(&mut steps, level);
+            step_graphs = steps.networks;
+        }
+    }
+    Ok(codegen::generate_with_decoders(
+        &module,
+        &step_graphs,
+        codegen_options,
+    ))
+}
+
 /// Runs the optimizer over every network of `module`.
 pub fn optimize_module(module: &mut ir::Module, level: passes::OptLevel) {
     for graph in &mut module.networks {

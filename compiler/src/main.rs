@@ -335,7 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opt_level,
             emit_ir_after,
         } => {
-            let mut module = match compile(&model, dims)? {
+            let mut module = match compile(&model, dims.clone())? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
@@ -360,7 +360,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print(&text)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            nnc_compiler::optimize_module(&mut module, opt_level);
             let source_name = model
                 .file_name()
                 .map(|name| name.to_string_lossy().to_string());
@@ -368,7 +367,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 runtime_path,
                 source_name,
             };
-            let code = nnc_compiler::codegen::generate(&module, &options);
+            // The source compiled above, so it compiles again: one code path with the Builder.
+            let source = std::fs::read_to_string(&model)?;
+            let code = nnc_compiler::compile_to_rust(
+                &source,
+                &FrontendOptions { dims },
+                opt_level,
+                &options,
+            )
+            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
             match output {
                 Some(path) => std::fs::write(&path, code)
                     .with_context(|| format!("cannot write {}", path.display()))?,

@@ -9,7 +9,7 @@ use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
 use quote::{quote, quote_spanned};
 
 use nnc_compiler::syntax::tokens::TokenSource;
-use nnc_compiler::{FrontendOptions, codegen, compile_to_ir, diagnostics, ir};
+use nnc_compiler::{FrontendOptions, codegen, diagnostics};
 
 /// Compiles a network written inline in Rust, or loaded with `network!(file = "model.nn")` from a
 /// path relative to the crate's manifest directory.
@@ -53,8 +53,8 @@ fn file_argument(input: &TokenStream2) -> Option<Result<(String, Span), TokenStr
 
 fn inline(input: TokenStream2) -> TokenStream2 {
     let source = TokenSource::new(input);
-    match compile_to_ir(&source.text, &FrontendOptions::default()) {
-        Ok(module) => expand(&module, None),
+    match compile(&source.text) {
+        Ok(code) => expand(&code, None),
         Err(errors) => {
             let errors = errors.0.iter().map(|diagnostic| {
                 let span = source.span_at(diagnostic.span.start as usize);
@@ -82,8 +82,8 @@ fn from_file(path: &str, span: Span) -> TokenStream2 {
             return quote_spanned!(span=> compile_error!(#message););
         }
     };
-    match compile_to_ir(&source, &FrontendOptions::default()) {
-        Ok(module) => expand(&module, Some(&full_path.display().to_string())),
+    match compile(&source) {
+        Ok(code) => expand(&code, Some(&full_path.display().to_string())),
         Err(errors) => {
             let message = diagnostics::render(&errors.0, path, &source);
             quote_spanned!(span=> compile_error!(#message);)
@@ -91,12 +91,18 @@ fn from_file(path: &str, span: Span) -> TokenStream2 {
     }
 }
 
-/// The generated code of every network, exactly as `nnc compile` and `Builder` write it (the
-/// comments vanish when the text becomes tokens).
-fn expand(module: &ir::Module, file: Option<&str>) -> TokenStream2 {
-    let mut module = module.clone();
-    nnc_compiler::optimize_module(&mut module, nnc_compiler::passes::OptLevel::default());
-    let code = codegen::generate(&module, &codegen::CodegenOptions::default());
+/// The Rust code of a model, as `nnc compile` and `Builder` write it.
+fn compile(source: &str) -> Result<String, nnc_compiler::Diagnostics> {
+    nnc_compiler::compile_to_rust(
+        source,
+        &FrontendOptions::default(),
+        Default::default(),
+        &codegen::CodegenOptions::default(),
+    )
+}
+
+/// The generated code as tokens (its comments vanish when the text becomes tokens).
+fn expand(code: &str, file: Option<&str>) -> TokenStream2 {
     let items: TokenStream2 = match code.parse() {
         Ok(items) => items,
         Err(error) => {

@@ -24,6 +24,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod reference;
+pub mod sampling;
 mod tensor;
 mod threading;
 pub mod weights;

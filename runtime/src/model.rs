@@ -26,6 +26,10 @@ pub enum ModelError {
         layer: &'static str,
         source: KernelError,
     },
+    #[error(transparent)]
+    KvCache(#[from] crate::kv_cache::KvCacheError),
+    #[error("the prompt is empty: a decoder needs at least one token to predict the next")]
+    EmptyPrompt,
 }
 
 /// The output range of `arena` mutably and the input ranges immutably, for one kernel call.

@@ -41,11 +41,26 @@ impl Default for CodegenOptions {
 
 /// Generates the Rust source of every network of `module`, formatted.
 pub fn generate(module: &Module, options: &CodegenOptions) -> String {
-    let items: Vec<TokenStream> = module
+    generate_with_decoders(module, &[], options)
+}
+
+/// Generates every network of `module` and, for each graph of `step_graphs` (networks compiled
+/// with `seq = 1`) that is a decoder with a KV cache, its one-token decoder.
+pub fn generate_with_decoders(
+    module: &Module,
+    step_graphs: &[Graph],
+    options: &CodegenOptions,
+) -> String {
+    let mut items: Vec<TokenStream> = module
         .networks
         .iter()
         .map(|graph| generate_tokens(graph, options))
         .collect();
+    items.extend(
+        step_graphs
+            .iter()
+            .filter_map(|graph| generate_decoder_tokens(graph, options)),
+    );
     let file: syn::File = syn::parse2(quote!(#(#items)*)).expect("generated code parses");
     let formatted = prettyplease::unparse(&file);
     let mut out = String::new();
@@ -121,6 +136,66 @@ struct Generator<'g> {
     /// For each attention node, its workspace field and, for sparse patterns, its layout field.
     attention_fields: HashMap<ir::Node, (syn::Ident, Option<syn::Ident>)>,
     used_names: HashSet<String>,
+    /// Set when generating the one-token step of a decoder with a KV cache.
+    decoding: Option<Decoding>,
+}
+
+/// What a decoder's one-token step needs: the KV-cache layer of each cached attention node.
+struct Decoding {
+    max_context: usize,
+    layers: HashMap<ir::Node, usize>,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Decoding {
+    /// The decoding plan of a one-token `graph`, if it is a decoder: every attention node has a
+    /// KV cache with the same size, heads and head size, and there is one i64 input `[1, 1]`.
+    fn of(graph: &Graph) -> Option<Decoding> {
+        let [input] = graph.inputs.as_slice() else {
+            return None;
+        };
+        if graph.ty(input.value).shape != [1, 1] || graph.ty(input.value).dtype != DType::I64 {
+            return None;
+        }
+        let mut layers = HashMap::new();
+        let mut shape = None;
+        for (node, data) in graph.nodes.iter() {
+            let Op::Attention(attrs) = &data.op else {
+                continue;
+            };
+            let max_context = attrs.kv_cache?;
+            let this = (max_context, attrs.kv_heads, attrs.head_dim);
+            if *shape.get_or_insert(this) != this || !attrs.causal {
+                return None;
+            }
+            layers.insert(node, layers.len());
+        }
+        let (max_context, kv_heads, head_dim) = shape?;
+        Some(Decoding {
+            max_context,
+            layers,
+            kv_heads,
+            head_dim,
+        })
+    }
+}
+
+/// The tokens of the one-token decoder of a network, from its graph compiled with `seq = 1`;
+/// `None` if the network is not a decoder with a KV cache.
+pub fn generate_decoder_tokens(
+    step_graph: &Graph,
+    options: &CodegenOptions,
+) -> Option<TokenStream> {
+    let decoding = Decoding::of(step_graph)?;
+    let mut generator = Generator::new(step_graph, options);
+    generator.used_names.insert("cache".to_string());
+    // Decoding masks sparse patterns by absolute position; block layouts serve the prefill graph.
+    for (_, layout) in generator.attention_fields.values_mut() {
+        *layout = None;
+    }
+    generator.decoding = Some(decoding);
+    Some(generator.network())
 }
 
 impl<'g> Generator<'g> {
@@ -136,6 +211,7 @@ impl<'g> Generator<'g> {
             node_fields: HashMap::new(),
             param_fields: HashMap::new(),
             attention_fields: HashMap::new(),
+            decoding: None,
             used_names: HashSet::from([
                 "arena".to_string(),
                 "arena_i64".to_string(),
@@ -201,7 +277,10 @@ impl<'g> Generator<'g> {
     fn network(&self) -> TokenStream {
         let graph = self.graph;
         let rt = &self.rt;
-        let name = format_ident!("{}", struct_name(&graph.name));
+        let name = match self.decoding {
+            Some(_) => format_ident!("{}Decoder", struct_name(&graph.name)),
+            None => format_ident!("{}", struct_name(&graph.name)),
+        };
         let doc = format!(
             " The `{}` network: {} parameters, {} bytes of activations.",
             graph.name,
@@ -314,10 +393,53 @@ impl<'g> Generator<'g> {
             .map(|(node, data)| self.node_code(node, data))
             .collect();
 
+        let (forward, decoder_api) = match &self.decoding {
+            None => (
+                quote! {
+                    /// Runs the network. The outputs borrow the network's arena until the next call.
+                    pub fn forward(&mut self, #forward_params) -> Result<#output_type, #rt::model::ModelError> {
+                        #copy_inputs
+                        #(#body)*
+                        Ok(#output_expr)
+                    }
+                },
+                TokenStream::new(),
+            ),
+            Some(decoding) => (
+                quote! {
+                    /// Runs one token through the network, appending its keys and values to the cache.
+                    fn step(&mut self, #forward_params) -> Result<#output_type, #rt::model::ModelError> {
+                        // A full context is the cache's error, before any layer sees the position.
+                        if self.cache.len() >= Self::MAX_CONTEXT {
+                            return Err(#rt::kv_cache::KvCacheError::Full {
+                                max_context: Self::MAX_CONTEXT,
+                                requested: self.cache.len() + 1,
+                            }
+                            .into());
+                        }
+                        #copy_inputs
+                        #(#body)*
+                        self.cache.advance(1)?;
+                        Ok(#output_expr)
+                    }
+                },
+                self.decoder_api(&name, decoding),
+            ),
+        };
+        let cache_field = self.decoding.as_ref().map(|decoding| {
+            let (layers, max_context, kv_heads, head_dim) =
+                (lit(decoding.layers.len()), lit(decoding.max_context), lit(decoding.kv_heads), lit(decoding.head_dim));
+            (
+                quote!(cache: #rt::kv_cache::KvCache,),
+                quote!(cache: #rt::kv_cache::KvCache::new(#layers, #max_context, #kv_heads, #head_dim),),
+            )
+        });
+        let (cache_field, cache_init) = cache_field.unzip();
         quote! {
             #[doc = #doc]
             pub struct #name {
                 #(#fields,)*
+                #cache_field
             }
 
             #input_items
@@ -353,16 +475,13 @@ impl<'g> Generator<'g> {
                         arena: vec![0.0; #f32_len],
                         #arena_i64_init
                         #workspace_init
+                        #cache_init
                     })
                 }
 
-                /// Runs the network. The outputs borrow the network's arena until the next call.
-                pub fn forward(&mut self, #forward_params) -> Result<#output_type, #rt::model::ModelError> {
-                    #copy_inputs
-                    #(#body)*
-                    Ok(#output_expr)
-                }
+                #forward
             }
+            #decoder_api
         }
     }
 
@@ -477,7 +596,8 @@ impl<'g> Generator<'g> {
                     (Op::Rope { heads, theta, .. }, Prepared::Rope) => {
                         let input_shape = shape(0);
                         let head_dim = lit(input_shape[2] / heads);
-                        let positions = lit(input_shape[1]);
+                        // A decoder's step rotates any position the cache can hold.
+                        let positions = lit(self.decoding.as_ref().map_or(input_shape[1], |decoding| decoding.max_context));
                         let theta = Literal::f32_suffixed(*theta);
                         quote!(#rt::kernels::rope::RopeTable::new(#head_dim, #theta, #positions))
                     }
@@ -695,13 +815,18 @@ impl<'g> Generator<'g> {
                     lit(input_type.shape[1]),
                     lit(*heads),
                 );
+                let offset = if self.decoding.is_some() {
+                    quote!(self.cache.len())
+                } else {
+                    quote!(0)
+                };
                 let convention = if *interleaved {
                     quote!(Interleaved)
                 } else {
                     quote!(HalfSplit)
                 };
                 quote!(#k::rope::apply_rope(#input_0, output, #batch, #seq, &self.#field, &#k::rope::RopeOptions {
-                    n_heads: #heads, convention: #k::rope::RopeConvention::#convention, position_offset: 0,
+                    n_heads: #heads, convention: #k::rope::RopeConvention::#convention, position_offset: #offset,
                 })#at;)
             }
             Op::MatMul => {
@@ -788,10 +913,65 @@ impl<'g> Generator<'g> {
                 let (count, dim) = (lit(table_shape[0]), lit(table_shape[1]));
                 quote!(#k::embedding::embedding(#table, #count, #dim, #input_0, output)#at;)
             }
+            Op::PositionEmbedding if self.decoding.is_some() => {
+                let table = &operands[0];
+                let dim = lit(output_type.last_dim().unwrap_or(1));
+                quote! {
+                    let position = self.cache.len();
+                    let Some(row) = #table.get(position * #dim..(position + 1) * #dim) else {
+                        return Err(#rt::KernelError::IndexOutOfRange {
+                            operation: "position_embedding", index: position, length: #table.len() / #dim,
+                        }).map_err(#rt::model::at(#layer));
+                    };
+                    output.copy_from_slice(row);
+                }
+            }
             Op::PositionEmbedding => {
                 let table = &operands[0];
                 let length = lit(output_type.element_count() as usize);
                 quote!(output.copy_from_slice(&#table[..#length]);)
+            }
+            Op::Attention(attrs)
+                if self
+                    .decoding
+                    .as_ref()
+                    .is_some_and(|decoding| decoding.layers.contains_key(&node)) =>
+            {
+                let cache_layer = lit(self.decoding.as_ref().expect("decoding").layers[&node]);
+                let (q, key, v) = (&operands[0], &operands[1], &operands[2]);
+                let causal = attrs.causal;
+                let scale = Literal::f32_suffixed(attrs.scale);
+                let shape = self.attention_shape(data, attrs);
+                let (workspace, _) = &self.attention_fields[&node];
+                // Query position `position` sees cached keys at their absolute positions.
+                let (position, mask) = if attrs.pattern.is_dense() {
+                    (
+                        TokenStream::new(),
+                        quote!(#k::attention::AttentionMask::None),
+                    )
+                } else {
+                    let pattern = self.pattern_tokens(&attrs.pattern);
+                    (
+                        quote!(let position = self.cache.len();),
+                        quote!(#k::attention::AttentionMask::Function(&|_, key| #pattern.allows(position, key))),
+                    )
+                };
+                quote! {
+                    #position
+                    self.cache.append(#cache_layer, #key, #v, 1)?;
+                    let key_len = self.cache.cached_len() + 1;
+                    #k::flash_attention::flash_attention(
+                        #q, self.cache.keys(#cache_layer), self.cache.values(#cache_layer),
+                        &#rt::kernels::attention::AttentionShape { key_len, ..#shape },
+                        &#k::attention::AttentionOptions {
+                            scale: Some(#scale), causal: #causal, query_position_offset: self.cache.cached_len(),
+                            key_padding_mask: None, mask: #mask,
+                        },
+                        None,
+                        output,
+                        &mut self.#workspace,
+                    )#at;
+                }
             }
             Op::Attention(attrs) => {
                 let (q, key, v) = (&operands[0], &operands[1], &operands[2]);
@@ -988,12 +1168,80 @@ impl Generator<'_> {
         }
     }
 
+    /// `reset`, `decode`, `prefill` and `generate` of a decoder.
+    fn decoder_api(&self, name: &syn::Ident, decoding: &Decoding) -> TokenStream {
+        let rt = &self.rt;
+        let graph = self.graph;
+        let input = &graph.inputs[0].name;
+        let input = format_ident!("{}", input);
+        let max_context = lit(decoding.max_context);
+        let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
+        quote! {
+            impl #name {
+                /// The most positions the KV cache holds.
+                pub const MAX_CONTEXT: usize = #max_context;
+
+                /// Forgets every position, to start a new sequence.
+                pub fn reset(&mut self) {
+                    self.cache.reset();
+                }
+
+                /// The number of positions decoded so far.
+                pub fn position(&self) -> usize {
+                    self.cache.len()
+                }
+
+                /// Appends one token and returns the logits for the next one.
+                pub fn decode(&mut self, token: i64) -> Result<#rt::ndarray::ArrayView1<'_, f32>, #rt::model::ModelError> {
+                    let #input = [[token]];
+                    let #input = #rt::ndarray::ArrayView2::from(&#input);
+                    let logits = self.step(#input)?;
+                    Ok(logits.into_shape_with_order(#vocab).expect("one position of logits"))
+                }
+
+                /// Appends `tokens` and returns the logits after the last one.
+                pub fn prefill(&mut self, tokens: &[i64]) -> Result<#rt::ndarray::ArrayView1<'_, f32>, #rt::model::ModelError> {
+                    let Some((&last, rest)) = tokens.split_last() else {
+                        return Err(#rt::model::ModelError::EmptyPrompt);
+                    };
+                    for &token in rest {
+                        self.decode(token)?;
+                    }
+                    self.decode(last)
+                }
+
+                /// Continues `prompt` by up to `max_new_tokens` tokens chosen by `sampler`, stopping
+                /// early when the context is full. Returns the new tokens.
+                pub fn generate(
+                    &mut self,
+                    prompt: &[i64],
+                    max_new_tokens: usize,
+                    sampler: &mut #rt::sampling::Sampler,
+                ) -> Result<Vec<i64>, #rt::model::ModelError> {
+                    let mut next = sampler.sample(self.prefill(prompt)?.as_slice().expect("contiguous logits"));
+                    let mut generated = Vec::with_capacity(max_new_tokens);
+                    while generated.len() < max_new_tokens {
+                        generated.push(next);
+                        if generated.len() == max_new_tokens || self.position() == Self::MAX_CONTEXT {
+                            break;
+                        }
+                        next = sampler.sample(self.decode(next)?.as_slice().expect("contiguous logits"));
+                    }
+                    Ok(generated)
+                }
+            }
+        }
+    }
+
     /// The `AttentionShape` literal of an attention node.
     fn attention_shape(&self, data: &ir::NodeData, attrs: &ir::AttentionAttrs) -> TokenStream {
         let rt = &self.rt;
         let (query, key) = (self.graph.ty(data.inputs[0]), self.graph.ty(data.inputs[1]));
-        let (batch, query_len, key_len) =
-            (lit(query.shape[0]), lit(query.shape[1]), lit(key.shape[1]));
+        let key_len = match &self.decoding {
+            Some(decoding) if attrs.kv_cache.is_some() => decoding.max_context,
+            _ => key.shape[1],
+        };
+        let (batch, query_len, key_len) = (lit(query.shape[0]), lit(query.shape[1]), lit(key_len));
         let (heads, kv_heads, head_dim) =
             (lit(attrs.heads), lit(attrs.kv_heads), lit(attrs.head_dim));
         quote!(#rt::kernels::attention::AttentionShape {

@@ -1,0 +1,105 @@
+//! Generated decoders: decoding token by token with the KV cache gives the logits of the full
+//! sequence at every position, and `generate` samples reproducibly.
+
+use nnc::runtime::sampling::Sampler;
+use nnc_codegen_tests::example_llama_decoder::{LlamaDecoder, LlamaDecoderDecoder};
+use nnc_codegen_tests::example_tiny_gpt::{TinyGpt, TinyGptDecoder};
+
+const TOLERANCE: f32 = 1e-4;
+
+/// The largest `|a - b| / max(|b|, 1)` between decoded and full-sequence logits.
+fn max_error(decoded: &[f32], full: &[f32]) -> f32 {
+    decoded
+        .iter()
+        .zip(full)
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn tiny_gpt_incremental_decoding_equals_the_full_forward() {
+    let tokens: Vec<i64> = (0..64).map(|i| (i * 37 % 512) as i64).collect();
+    let mut full = TinyGpt::with_random_weights(3);
+    let input = ndarray::Array2::from_shape_vec((1, 64), tokens.clone()).unwrap();
+    let full_logits = full.forward(input.view()).unwrap().to_owned();
+
+    let mut decoder = TinyGptDecoder::with_random_weights(3);
+    let mut worst = 0.0f32;
+    for (position, &token) in tokens.iter().enumerate() {
+        let logits = decoder.decode(token).unwrap();
+        let expected = full_logits.slice(ndarray::s![0, position, ..]);
+        worst = worst.max(max_error(
+            logits.as_slice().unwrap(),
+            expected.as_slice().unwrap(),
+        ));
+    }
+    assert!(worst <= TOLERANCE, "worst error {worst}");
+    assert_eq!(decoder.position(), 64);
+
+    // After a reset the same prompt gives the same logits again.
+    decoder.reset();
+    let again = decoder.prefill(&tokens).unwrap().to_owned();
+    assert!(
+        max_error(
+            again.as_slice().unwrap(),
+            full_logits
+                .slice(ndarray::s![0, 63, ..])
+                .as_slice()
+                .unwrap()
+        ) <= TOLERANCE
+    );
+}
+
+#[test]
+fn llama_incremental_decoding_equals_the_full_forward() {
+    let tokens: Vec<i64> = (0..64).map(|i| (i * 7919 % 49152) as i64).collect();
+    let mut full = LlamaDecoder::with_random_weights(5);
+    let input = ndarray::Array2::from_shape_vec((1, 64), tokens.clone()).unwrap();
+    let full_logits = full.forward(input.view()).unwrap().to_owned();
+    drop(full);
+
+    let mut decoder = LlamaDecoderDecoder::with_random_weights(5);
+    let mut worst = 0.0f32;
+    for (position, &token) in tokens.iter().enumerate() {
+        let logits = decoder.decode(token).unwrap();
+        let expected = full_logits.slice(ndarray::s![0, position, ..]);
+        worst = worst.max(max_error(
+            logits.as_slice().unwrap(),
+            expected.as_slice().unwrap(),
+        ));
+    }
+    assert!(worst <= TOLERANCE, "worst error {worst}");
+}
+
+#[test]
+fn generation_is_reproducible_and_stops_at_the_context() {
+    let mut decoder = TinyGptDecoder::with_random_weights(1);
+    let greedy = decoder
+        .generate(&[1, 2, 3], 10, &mut Sampler::greedy())
+        .unwrap();
+    decoder.reset();
+    assert_eq!(
+        decoder
+            .generate(&[1, 2, 3], 10, &mut Sampler::greedy())
+            .unwrap(),
+        greedy
+    );
+
+    let mut sample = |seed| {
+        decoder.reset();
+        decoder
+            .generate(&[5], 20, &mut Sampler::top_k(8, 0.8, seed))
+            .unwrap()
+    };
+    assert_eq!(sample(4), sample(4));
+
+    // The context holds 128 positions: generation stops there, and a further token is an error.
+    decoder.reset();
+    let generated = decoder.generate(&[1], 500, &mut Sampler::greedy()).unwrap();
+    assert_eq!(generated.len(), 128);
+    assert_eq!(decoder.position(), TinyGptDecoder::MAX_CONTEXT);
+    let error = decoder.decode(0).unwrap_err().to_string();
+    assert!(error.contains("full"), "{error}");
+
+    assert!(decoder.prefill(&[]).is_err());
+}
