@@ -4,3 +4,8 @@
 pub mod mobilenet_v2 {
     include!(concat!(env!("OUT_DIR"), "/mobilenet_v2.rs"));
 }
+
+/// The tiny GPT of `tiny_gpt.nn`, with its one-token decoder `TinyGptDecoder`.
+pub mod tiny_gpt {
+    include!(concat!(env!("OUT_DIR"), "/tiny_gpt.rs"));
+}
