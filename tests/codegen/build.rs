@@ -21,6 +21,17 @@ fn main() {
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
         models.push((format!("example_{name}"), path));
     }
+    let mut test_models: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
+            .collect();
+    test_models.sort();
+    for path in test_models {
+        let name = path.file_stem().unwrap().to_string_lossy().to_string();
+        models.push((format!("model_{name}"), path));
+    }
     let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures"))
         .unwrap()
         .map(|entry| entry.unwrap().path())

@@ -146,6 +146,9 @@ struct Decoding {
     layers: HashMap<ir::Node, usize>,
     kv_heads: usize,
     head_dim: usize,
+    /// When every cached attention is a plain sliding window, its size: the cache then rolls
+    /// and holds only the window, so its memory does not grow with the sequence.
+    rolling_window: Option<usize>,
 }
 
 impl Decoding {
@@ -172,11 +175,33 @@ impl Decoding {
             layers.insert(node, layers.len());
         }
         let (max_context, kv_heads, head_dim) = shape?;
+        let windows: Vec<Option<usize>> = graph
+            .nodes
+            .iter()
+            .filter_map(|(_, data)| match &data.op {
+                Op::Attention(attrs) => {
+                    let pattern = &attrs.pattern;
+                    let plain_window = pattern.dilation == 1
+                        && pattern.global_tokens.is_empty()
+                        && pattern.strided.is_none()
+                        && pattern.block_mask.is_none();
+                    Some(pattern.window.filter(|_| plain_window))
+                }
+                _ => None,
+            })
+            .collect();
+        let rolling_window = match windows.first() {
+            Some(&Some(window)) if windows.iter().all(|&other| other == Some(window)) => {
+                Some(window)
+            }
+            _ => None,
+        };
         Some(Decoding {
             max_context,
             layers,
             kv_heads,
             head_dim,
+            rolling_window,
         })
     }
 }
@@ -431,7 +456,13 @@ impl<'g> Generator<'g> {
                 (lit(decoding.layers.len()), lit(decoding.max_context), lit(decoding.kv_heads), lit(decoding.head_dim));
             (
                 quote!(cache: #rt::kv_cache::KvCache,),
-                quote!(cache: #rt::kv_cache::KvCache::new(#layers, #max_context, #kv_heads, #head_dim),),
+                match decoding.rolling_window {
+                    Some(window) => {
+                        let window = lit(window);
+                        quote!(cache: #rt::kv_cache::KvCache::rolling(#layers, #window, #kv_heads, #head_dim),)
+                    }
+                    None => quote!(cache: #rt::kv_cache::KvCache::new(#layers, #max_context, #kv_heads, #head_dim),),
+                },
             )
         });
         let (cache_field, cache_init) = cache_field.unzip();
@@ -952,8 +983,13 @@ impl<'g> Generator<'g> {
                 } else {
                     let pattern = self.pattern_tokens(&attrs.pattern);
                     (
-                        quote!(let position = self.cache.len();),
-                        quote!(#k::attention::AttentionMask::Function(&|_, key| #pattern.allows(position, key))),
+                        quote! {
+                            let position = self.cache.len();
+                            let first = self.cache.first_cached_position();
+                        },
+                        // View key `key` is absolute position `first + key`: a rolling cache's view
+                        // starts after the positions it dropped.
+                        quote!(#k::attention::AttentionMask::Function(&|_, key| #pattern.allows(position, first + key))),
                     )
                 };
                 quote! {

@@ -103,3 +103,25 @@ fn generation_is_reproducible_and_stops_at_the_context() {
 
     assert!(decoder.prefill(&[]).is_err());
 }
+
+#[test]
+fn sliding_window_decoding_with_a_rolling_cache_equals_the_windowed_forward() {
+    use nnc_codegen_tests::model_window_gpt::{WindowGpt, WindowGptDecoder};
+    let tokens: Vec<i64> = (0..32).map(|i| (i * 13 % 64) as i64).collect();
+    let mut full = WindowGpt::with_random_weights(2);
+    let input = ndarray::Array2::from_shape_vec((1, 32), tokens.clone()).unwrap();
+    let full_logits = full.forward(input.view()).unwrap().to_owned();
+
+    // The window is 8 positions: the decoder's cache rolls over 4 times in 32 tokens.
+    let mut decoder = WindowGptDecoder::with_random_weights(2);
+    let mut worst = 0.0f32;
+    for (position, &token) in tokens.iter().enumerate() {
+        let logits = decoder.decode(token).unwrap();
+        let expected = full_logits.slice(ndarray::s![0, position, ..]);
+        worst = worst.max(max_error(
+            logits.as_slice().unwrap(),
+            expected.as_slice().unwrap(),
+        ));
+    }
+    assert!(worst <= TOLERANCE, "worst error {worst}");
+}
