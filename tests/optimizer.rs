@@ -152,3 +152,39 @@ fn passes_before_and_after() {
         insta::assert_snapshot!(text);
     });
 }
+
+/// Fused nodes remember what they absorbed, so reports can show a graph's fused groups.
+#[test]
+fn fused_groups_follow_the_fusion_passes() {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resnet18.nn"))
+            .unwrap();
+    let graph = compile_to_ir(&source, &FrontendOptions::default())
+        .unwrap()
+        .networks
+        .remove(0);
+    let mut optimized = graph.clone();
+    passes::optimize(&mut optimized, OptLevel::O2, |_, _| {});
+    let groups = nnc_compiler::report::FusionGroups::from_optimized(&graph, &optimized);
+    let group = |name: &str| {
+        let node = graph
+            .nodes
+            .iter()
+            .find(|(_, data)| data.name == name)
+            .map(|(node, _)| node)
+            .unwrap();
+        groups.group_of[node]
+    };
+    // conv1 -> bn1 -> relu run as one conv kernel; the max pool is its own group.
+    assert_eq!(group("conv1"), group("bn1"));
+    assert_eq!(group("layer1.0.conv1"), group("layer1.0.bn1"));
+    assert_ne!(group("conv1"), group("layer1.0.conv1"));
+    assert_eq!(
+        groups.fused(&graph).len(),
+        optimized
+            .nodes
+            .iter()
+            .filter(|(_, data)| data.origin.len() > 1)
+            .count()
+    );
+}

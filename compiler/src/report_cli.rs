@@ -118,6 +118,13 @@ enum BenchFormat {
     Json,
 }
 
+/// The fused groups of `graph`: what `-O2` runs as one kernel.
+fn fusion_groups(graph: &ir::Graph) -> FusionGroups {
+    let mut optimized = graph.clone();
+    nnc_compiler::passes::optimize(&mut optimized, OptLevel::O2, |_, _| {});
+    FusionGroups::from_optimized(graph, &optimized)
+}
+
 /// Compiles, selects and optimizes the network named by `select`.
 fn load(model: &PathBuf, select: Select, level: OptLevel) -> Result<Result<ir::Graph, ExitCode>> {
     let module = match compile(model, select.dims)? {
@@ -135,7 +142,10 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let plan = codegen::plan(&graph);
-    let report = report::build(&graph, &plan, &ReportOptions::default());
+    let options = ReportOptions {
+        groups: Some(fusion_groups(&graph)),
+    };
+    let report = report::build(&graph, &plan, &options);
     if let Some(dir) = &args.svg {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let macs = dir.join(format!("{}-macs.svg", graph.name));
@@ -157,7 +167,7 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
         Ok(graph) => graph,
         Err(code) => return Ok(code),
     };
-    let groups = FusionGroups::singletons(&graph);
+    let groups = fusion_groups(&graph);
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("cannot create {}", args.out_dir.display()))?;
     let dot_path = args.out_dir.join(format!("{}.dot", graph.name));

@@ -71,6 +71,9 @@ pub struct NodeData {
     pub outputs: Vec<Value>,
     /// The layer name, e.g. `layer1.0.conv1`.
     pub name: String,
+    /// The nodes of the graph as lowered (by index, before any pass) that this node computes:
+    /// itself, and what fusion folded into it. Reports use it to show fused groups.
+    pub origin: Vec<usize>,
 }
 
 /// How a weight is initialized when no weights file is given (`--random-weights`).
@@ -210,6 +213,7 @@ impl Graph {
             inputs,
             outputs: outputs.clone(),
             name: name.into(),
+            origin: vec![node.index()],
         });
         self.spans.insert(node, span, Span::default());
         outputs
@@ -351,6 +355,7 @@ impl Graph {
                 inputs,
                 outputs,
                 name: data.name.clone(),
+                origin: data.origin.clone(),
             });
             spans.insert(
                 new_node,

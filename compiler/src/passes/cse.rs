@@ -28,6 +28,8 @@ pub fn run(graph: &mut Graph) -> bool {
                 for (duplicate, original) in pairs {
                     graph.replace_all_uses(duplicate, original);
                 }
+                let origin = graph.nodes[node].origin.clone();
+                graph.nodes[earlier].origin.extend(origin);
                 changed = true;
             }
             None => {

@@ -39,7 +39,9 @@ pub fn run(graph: &mut Graph) -> bool {
         }
         let batch_norm_parameters = graph.nodes[node].inputs[1..].to_vec();
         let output = graph.nodes[node].outputs[0];
+        let origin = graph.nodes[node].origin.clone();
         let data = &mut graph.nodes[layer];
+        data.origin.extend(origin);
         match &mut data.op {
             Op::Conv(attrs) => attrs.epilogue.batch_norm = Some(eps),
             Op::Linear { epilogue, .. } => epilogue.batch_norm = Some(eps),

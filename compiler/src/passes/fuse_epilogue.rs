@@ -35,6 +35,8 @@ pub fn run(graph: &mut Graph) -> bool {
             continue;
         }
         epilogue.activation = Some(activation);
+        let origin = graph.nodes[node].origin.clone();
+        graph.nodes[layer].origin.extend(origin);
         let output = graph.nodes[node].outputs[0];
         graph.replace_all_uses(output, input);
         changed = true;

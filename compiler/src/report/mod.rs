@@ -21,8 +21,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Which fused group each node belongs to.
 ///
-/// Code generation runs a fused group as one kernel. Until the fusion pass exists every node is
-/// its own group; the pass will hand its side table to [`ReportOptions::groups`].
+/// Code generation runs a fused group as one kernel: [`FusionGroups::from_optimized`] reads the
+/// groups of a graph as written off the optimized graph, whose nodes record what they absorbed.
 #[derive(Clone, Debug)]
 pub struct FusionGroups {
     /// The group of every node; groups are numbered densely from 0 in execution order.
@@ -35,6 +35,30 @@ impl FusionGroups {
         let mut group_of = SecondaryMap::with_default(graph.nodes.len(), 0);
         for node in graph.nodes.handles() {
             group_of[node] = node.index();
+        }
+        FusionGroups { group_of }
+    }
+
+    /// The groups of `graph` (as lowered, before any pass) that `optimized` (the same graph after
+    /// the passes) runs as one node each. Nodes the passes removed are groups of their own.
+    pub fn from_optimized(graph: &Graph, optimized: &Graph) -> Self {
+        let mut group_of = SecondaryMap::with_default(graph.nodes.len(), usize::MAX);
+        for (fused, data) in optimized.nodes.iter() {
+            for &index in &data.origin {
+                if index < graph.nodes.len() && group_of[Node::from_index(index)] == usize::MAX {
+                    group_of[Node::from_index(index)] = fused.index();
+                }
+            }
+        }
+        // Number the groups densely in execution order.
+        let mut renumber = std::collections::HashMap::new();
+        for node in graph.nodes.handles() {
+            let key = match group_of[node] {
+                usize::MAX => (1, node.index()),
+                fused => (0, fused),
+            };
+            let next = renumber.len();
+            group_of[node] = *renumber.entry(key).or_insert(next);
         }
         FusionGroups { group_of }
     }
