@@ -16,6 +16,21 @@ fn max_error(decoded: &[f32], full: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The worst error, over every position of `tokens`, between the logits `decode` returns for
+/// the token and the full forward's logits at that position (`full_logits` is `[1, seq, vocab]`).
+fn worst_decode_error(
+    tokens: &[i64],
+    full_logits: &ndarray::Array3<f32>,
+    mut decode: impl FnMut(i64) -> Vec<f32>,
+) -> f32 {
+    let mut worst = 0.0f32;
+    for (position, &token) in tokens.iter().enumerate() {
+        let expected = full_logits.slice(ndarray::s![0, position, ..]);
+        worst = worst.max(max_error(&decode(token), expected.as_slice().unwrap()));
+    }
+    worst
+}
+
 #[test]
 fn tiny_gpt_incremental_decoding_equals_the_full_forward() {
     let tokens: Vec<i64> = (0..64).map(|i| (i * 37 % 512) as i64).collect();
@@ -24,15 +39,9 @@ fn tiny_gpt_incremental_decoding_equals_the_full_forward() {
     let full_logits = full.forward(input.view()).unwrap().to_owned();
 
     let mut decoder = TinyGptDecoder::with_random_weights(3);
-    let mut worst = 0.0f32;
-    for (position, &token) in tokens.iter().enumerate() {
-        let logits = decoder.decode(token).unwrap();
-        let expected = full_logits.slice(ndarray::s![0, position, ..]);
-        worst = worst.max(max_error(
-            logits.as_slice().unwrap(),
-            expected.as_slice().unwrap(),
-        ));
-    }
+    let worst = worst_decode_error(&tokens, &full_logits, |token| {
+        decoder.decode(token).unwrap().to_vec()
+    });
     assert!(worst <= TOLERANCE, "worst error {worst}");
     assert_eq!(decoder.position(), 64);
 
@@ -59,15 +68,9 @@ fn llama_incremental_decoding_equals_the_full_forward() {
     drop(full);
 
     let mut decoder = LlamaDecoderDecoder::with_random_weights(5);
-    let mut worst = 0.0f32;
-    for (position, &token) in tokens.iter().enumerate() {
-        let logits = decoder.decode(token).unwrap();
-        let expected = full_logits.slice(ndarray::s![0, position, ..]);
-        worst = worst.max(max_error(
-            logits.as_slice().unwrap(),
-            expected.as_slice().unwrap(),
-        ));
-    }
+    let worst = worst_decode_error(&tokens, &full_logits, |token| {
+        decoder.decode(token).unwrap().to_vec()
+    });
     assert!(worst <= TOLERANCE, "worst error {worst}");
 }
 
@@ -114,14 +117,8 @@ fn sliding_window_decoding_with_a_rolling_cache_equals_the_windowed_forward() {
 
     // The window is 8 positions: the decoder's cache rolls over 4 times in 32 tokens.
     let mut decoder = WindowGptDecoder::with_random_weights(2);
-    let mut worst = 0.0f32;
-    for (position, &token) in tokens.iter().enumerate() {
-        let logits = decoder.decode(token).unwrap();
-        let expected = full_logits.slice(ndarray::s![0, position, ..]);
-        worst = worst.max(max_error(
-            logits.as_slice().unwrap(),
-            expected.as_slice().unwrap(),
-        ));
-    }
+    let worst = worst_decode_error(&tokens, &full_logits, |token| {
+        decoder.decode(token).unwrap().to_vec()
+    });
     assert!(worst <= TOLERANCE, "worst error {worst}");
 }
