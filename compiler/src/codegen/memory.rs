@@ -89,6 +89,14 @@ pub fn live_ranges(graph: &Graph) -> SecondaryMap<Value, Option<(usize, usize)>>
     ranges
 }
 
+/// Whether `row` broadcasts along the last axis of `full` as one row: `[.., 1, n]` against
+/// `[.., m, n]`. The runtime's row-vector kernels take exactly this case.
+pub fn is_row_vector(row: &[usize], full: &[usize]) -> bool {
+    row.last() == full.last()
+        && row.iter().rev().skip(1).all(|&dim| dim == 1)
+        && row.len() <= full.len()
+}
+
 /// Whether `op` can write its output over its first input (given the input dies there).
 fn can_run_in_place(graph: &Graph, op: &Op, inputs: &[Value], output: Value) -> bool {
     let first = graph.ty(inputs[0]);
@@ -100,9 +108,9 @@ fn can_run_in_place(graph: &Graph, op: &Op, inputs: &[Value], output: Value) -> 
         Op::Reshape { .. } => first.dtype == graph.ty(output).dtype,
         Op::Binary(_) => {
             let second = &graph.ty(inputs[1]).shape;
-            let row_vector = second.last() == first.shape.last()
-                && second.iter().rev().skip(1).all(|&dim| dim == 1);
-            same_type && inputs[0] != inputs[1] && (second == &first.shape || row_vector)
+            same_type
+                && inputs[0] != inputs[1]
+                && (second == &first.shape || is_row_vector(second, &first.shape))
         }
         _ => false,
     }

@@ -1055,22 +1055,12 @@ impl<'g> Generator<'g> {
                 quote!(#k::softmax::softmax(#input_0, output, &#shape, #axis)#at;)
             }
             Op::Binary(op) => {
-                let op = match op {
-                    ir::BinaryOp::Add => quote!(Add),
-                    ir::BinaryOp::Sub => quote!(Sub),
-                    ir::BinaryOp::Mul => quote!(Mul),
-                    ir::BinaryOp::Div => quote!(Div),
-                };
+                let op = binary_op_tokens(*op);
                 let (a, b) = (&operands[0], &operands[1]);
                 let (a_shape, b_shape) = (&input_type.shape, &graph.ty(data.inputs[1]).shape);
-                let row_vector = |row: &[usize], full: &[usize]| {
-                    row.last() == full.last()
-                        && row.iter().rev().skip(1).all(|&dim| dim == 1)
-                        && row.len() <= full.len()
-                };
                 if a_shape == b_shape {
                     quote!(#k::elementwise::binary_same_shape(#k::elementwise::BinaryOp::#op, #a, #b, output)#at;)
-                } else if a_shape == &output_type.shape && row_vector(b_shape, a_shape) {
+                } else if a_shape == &output_type.shape && memory::is_row_vector(b_shape, a_shape) {
                     quote!(#k::elementwise::binary_row_vector(#k::elementwise::BinaryOp::#op, #a, #b, output)#at;)
                 } else {
                     let (a_shape, b_shape) = (literal_list(a_shape), literal_list(b_shape));
@@ -1162,12 +1152,7 @@ impl Generator<'_> {
                 quote!(#k::norm::batch_norm_in_place(&mut self.#arena[#range], &#shape, &self.#field)#at;)
             }
             Op::Binary(op) => {
-                let op = match op {
-                    ir::BinaryOp::Add => quote!(Add),
-                    ir::BinaryOp::Sub => quote!(Sub),
-                    ir::BinaryOp::Mul => quote!(Mul),
-                    ir::BinaryOp::Div => quote!(Div),
-                };
+                let op = binary_op_tokens(*op);
                 let other = data.inputs[1];
                 let function = if graph.ty(other).shape == input_type.shape {
                     quote!(binary_same_shape_in_place)
@@ -1341,6 +1326,16 @@ fn elementwise_steps(rt: &TokenStream, steps: &[ir::ElementwiseStep]) -> Vec<Tok
             }
         })
         .collect()
+}
+
+/// The runtime's name of a binary operation: `Add`, `Sub`, `Mul` or `Div`.
+fn binary_op_tokens(op: ir::BinaryOp) -> TokenStream {
+    match op {
+        ir::BinaryOp::Add => quote!(Add),
+        ir::BinaryOp::Sub => quote!(Sub),
+        ir::BinaryOp::Mul => quote!(Mul),
+        ir::BinaryOp::Div => quote!(Div),
+    }
 }
 
 fn activation_tokens(k: &TokenStream, activation: ir::Activation) -> TokenStream {
