@@ -38,10 +38,12 @@ pub use lower::LowerOptions;
 /// Options of the front end.
 pub type FrontendOptions = LowerOptions;
 
-/// Compiles `source` to Rust: every network, and for each decoder with a KV cache (a network
-/// whose attention layers have `kv_cache` and whose sequence dimension is named `seq`) a
-/// one-token decoder with `prefill`, `decode` and `generate`. The one code path of `nnc compile`,
-/// `Builder` and `network!`.
+/// Compiles `source` to Rust: every network, and for each decoder with a KV cache a one-token
+/// decoder with `prefill`, `decode` and `generate` (and `encode` for an encoder–decoder). A
+/// network is a decoder when setting one of its dimensions to 1 — its target sequence length —
+/// makes every KV-cached attention a one-query attention over the new token (see
+/// [`codegen::is_decoder_step`]); a dimension named `seq` is tried first. The one code path of
+/// `nnc compile`, `Builder` and `network!`.
 pub fn compile_to_rust(
     source: &str,
     frontend: &FrontendOptions,
@@ -50,26 +52,61 @@ pub fn compile_to_rust(
 ) -> Result<String, Diagnostics> {
     let mut module = compile_to_ir(source, frontend)?;
     optimize_module(&mut module, level);
-    let has_cache = module.networks.iter().any(|graph| {
-        graph.dims.iter().any(|(name, _)| name == "seq")
-            && graph.nodes.iter().any(|(_, node)| matches!(&node.op, ir::Op::Attention(attrs) if attrs.kv_cache.is_some()))
-    });
-    let mut step_graphs = Vec::new();
-    if has_cache {
-        let mut dims = frontend.dims.clone();
-        dims.retain(|(name, _)| name != "seq");
-        dims.push(("seq".to_string(), 1));
-        // A network that does not compile with one token has no decoder; that is not an error.
-        if let Ok(mut steps) = compile_to_ir(source, &FrontendOptions { dims }) {
-            optimize_module(&mut steps, level);
-            step_graphs = steps.networks;
-        }
-    }
+    let step_graphs = decoder_steps(source, frontend, &module, level);
     Ok(codegen::generate_with_decoders(
         &module,
         &step_graphs,
         codegen_options,
     ))
+}
+
+/// The one-token graphs of the decoders among `module`'s networks, optimized at `level`.
+fn decoder_steps(
+    source: &str,
+    frontend: &FrontendOptions,
+    module: &ir::Module,
+    level: passes::OptLevel,
+) -> Vec<ir::Graph> {
+    let cached: Vec<&ir::Graph> = module
+        .networks
+        .iter()
+        .filter(|graph| {
+            graph.nodes.iter().any(|(_, node)| {
+                matches!(&node.op, ir::Op::Attention(attrs) if attrs.kv_cache.is_some())
+            })
+        })
+        .collect();
+    let mut candidates: Vec<&str> = cached
+        .iter()
+        .flat_map(|graph| &graph.dims)
+        .filter(|(_, size)| *size != 1)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    candidates.sort_by_key(|&name| name != "seq");
+    let mut seen = std::collections::HashSet::new();
+    candidates.retain(|&name| seen.insert(name));
+    let mut steps: Vec<ir::Graph> = Vec::new();
+    for dim in candidates {
+        if steps.len() == cached.len() {
+            break;
+        }
+        let mut dims = frontend.dims.clone();
+        dims.retain(|(name, _)| name != dim);
+        dims.push((dim.to_string(), 1));
+        // A network that does not compile with one token has no decoder; that is not an error.
+        let Ok(module) = compile_to_ir(source, &FrontendOptions { dims }) else {
+            continue;
+        };
+        for mut graph in module.networks {
+            let new = cached.iter().any(|network| network.name == graph.name)
+                && !steps.iter().any(|step| step.name == graph.name);
+            if new && codegen::is_decoder_step(&graph) {
+                passes::optimize(&mut graph, level, |_, _| {});
+                steps.push(graph);
+            }
+        }
+    }
+    steps
 }
 
 /// Runs the optimizer over every network of `module`.

@@ -28,6 +28,11 @@
 
 use thiserror::Error;
 
+use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape};
+use crate::kernels::flash_attention::{FlashAttentionWorkspace, flash_attention};
+use crate::kernels::paged_attention::{PagedKv, paged_attention};
+use crate::model::{ModelError, SparsePattern, at};
+
 /// Everything that can go wrong when writing to or reading from a KV cache.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum KvCacheError {
@@ -69,6 +74,162 @@ pub enum KvCacheError {
     /// The sequence was freed, or belongs to another cache.
     #[error("unknown sequence {0:?}")]
     UnknownSequence(SequenceId),
+}
+
+/// The keys and values of the one sequence a decoding step extends: a [`KvCache`], or one
+/// sequence of a [`PagedKvCache`] ([`PagedKvCache::sequence`]). Generated decoders run their
+/// step against this trait, so one set of weights serves both.
+///
+/// A step calls `attend` once per cached attention layer, in layer order, then `advance`.
+pub trait DecodeCache {
+    /// Committed positions: the absolute position of the step's first token.
+    fn position(&self) -> usize;
+
+    /// Appends the step's keys and values (`[tokens, kv_heads * head_dim]` each, `tokens =
+    /// shape.query_len`) to `layer`, then writes causal attention of the step's queries `q`
+    /// over every key the layer holds to `output`. `shape.key_len` is ignored (the cache knows
+    /// it); `pattern` masks (query, key) pairs by absolute position. Kernel errors name
+    /// `layer_name`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
+        &mut self,
+        layer: usize,
+        layer_name: &'static str,
+        q: &[f32],
+        k_new: &[f32],
+        v_new: &[f32],
+        shape: &AttentionShape,
+        scale: f32,
+        pattern: Option<&SparsePattern<'_>>,
+        output: &mut [f32],
+        workspace: &mut FlashAttentionWorkspace,
+    ) -> Result<(), ModelError>;
+
+    /// Commits a step of `tokens` positions (see the module docs).
+    fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError>;
+}
+
+/// An empty cache of no layers: a placeholder that allocates nothing.
+impl Default for KvCache {
+    fn default() -> Self {
+        Self::new(0, 0, 0, 0)
+    }
+}
+
+impl DecodeCache for KvCache {
+    fn position(&self) -> usize {
+        self.len
+    }
+
+    fn attend(
+        &mut self,
+        layer: usize,
+        layer_name: &'static str,
+        q: &[f32],
+        k_new: &[f32],
+        v_new: &[f32],
+        shape: &AttentionShape,
+        scale: f32,
+        pattern: Option<&SparsePattern<'_>>,
+        output: &mut [f32],
+        workspace: &mut FlashAttentionWorkspace,
+    ) -> Result<(), ModelError> {
+        let (position, first) = (self.len(), self.first_cached_position());
+        self.append(layer, k_new, v_new, shape.query_len)?;
+        // View key `key` is absolute position `first + key`: a rolling cache's view starts
+        // after the positions it dropped.
+        let allows = |query: usize, key: usize| {
+            pattern.is_none_or(|pattern| pattern.allows(position + query, first + key))
+        };
+        let shape = AttentionShape {
+            key_len: self.cached_len() + self.pending_len(layer),
+            ..*shape
+        };
+        let options = AttentionOptions {
+            scale: Some(scale),
+            causal: true,
+            query_position_offset: self.cached_len(),
+            key_padding_mask: None,
+            mask: match pattern {
+                Some(_) => AttentionMask::Function(&allows),
+                None => AttentionMask::None,
+            },
+        };
+        let (keys, values) = (self.keys(layer), self.values(layer));
+        flash_attention(q, keys, values, &shape, &options, None, output, workspace)
+            .map_err(at(layer_name))
+    }
+
+    fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
+        KvCache::advance(self, tokens)
+    }
+}
+
+/// One sequence of a [`PagedKvCache`], borrowed for decoding steps: attention reads its blocks
+/// in place through the block table (`kernels::paged_attention`).
+#[derive(Debug)]
+pub struct PagedSequence<'a> {
+    cache: &'a mut PagedKvCache,
+    seq: SequenceId,
+}
+
+impl PagedSequence<'_> {
+    /// The sequence this borrows.
+    pub fn id(&self) -> SequenceId {
+        self.seq
+    }
+}
+
+impl DecodeCache for PagedSequence<'_> {
+    fn position(&self) -> usize {
+        sequence_ref(&self.cache.sequences, self.seq).map_or(0, |sequence| sequence.len)
+    }
+
+    fn attend(
+        &mut self,
+        layer: usize,
+        layer_name: &'static str,
+        q: &[f32],
+        k_new: &[f32],
+        v_new: &[f32],
+        shape: &AttentionShape,
+        scale: f32,
+        pattern: Option<&SparsePattern<'_>>,
+        output: &mut [f32],
+        _workspace: &mut FlashAttentionWorkspace,
+    ) -> Result<(), ModelError> {
+        let cache = &mut *self.cache;
+        let position = cache.sequence_len(self.seq)?;
+        cache.append(self.seq, layer, k_new, v_new, shape.query_len)?;
+        let allows = |query: usize, key: usize| {
+            pattern.is_none_or(|pattern| pattern.allows(position + query, key))
+        };
+        let shape = AttentionShape {
+            key_len: cache.gathered_len(self.seq, layer)?,
+            ..*shape
+        };
+        let options = AttentionOptions {
+            scale: Some(scale),
+            causal: true,
+            query_position_offset: position,
+            key_padding_mask: None,
+            mask: match pattern {
+                Some(_) => AttentionMask::Function(&allows),
+                None => AttentionMask::None,
+            },
+        };
+        let kv = PagedKv {
+            keys: &cache.keys[layer],
+            values: &cache.values[layer],
+            block_table: cache.block_table(self.seq)?,
+            block_size: cache.block_size,
+        };
+        paged_attention(q, &kv, &shape, &options, output).map_err(at(layer_name))
+    }
+
+    fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
+        self.cache.advance(self.seq, tokens)
+    }
 }
 
 /// A per-layer key/value cache for one sequence (batch 1): either contiguous with a fixed
@@ -351,9 +512,8 @@ pub struct SequenceId {
 /// grows and returned by `free_sequence`.
 ///
 /// Each sequence follows the step protocol of the module docs (`append` per layer, then
-/// `advance`). Attention reads a sequence through `gather`, which copies its rows into
-/// contiguous caller-provided scratch; a block-table-aware attention kernel would read the
-/// blocks in place and avoid that copy.
+/// `advance`). Attention reads a sequence's blocks in place (`kernels::paged_attention`, which
+/// [`PagedSequence`] uses); `gather` copies them into contiguous scratch for other kernels.
 #[derive(Clone, Debug)]
 pub struct PagedKvCache {
     block_size: usize,
@@ -408,6 +568,12 @@ impl PagedKvCache {
             sequences: Vec::new(),
             free_slots: Vec::new(),
         }
+    }
+
+    /// Borrows `seq` for decoding steps (see [`DecodeCache`]).
+    pub fn sequence(&mut self, seq: SequenceId) -> Result<PagedSequence<'_>, KvCacheError> {
+        sequence_ref(&self.sequences, seq)?;
+        Ok(PagedSequence { cache: self, seq })
     }
 
     /// Starts an empty sequence; it takes no block until its first append.

@@ -30,6 +30,8 @@ pub enum ModelError {
     KvCache(#[from] crate::kv_cache::KvCacheError),
     #[error("the prompt is empty: a decoder needs at least one token to predict the next")]
     EmptyPrompt,
+    #[error("the decoder has no source: call `encode` before `decode`, `prefill` or `generate`")]
+    NotEncoded,
 }
 
 /// The output range of `arena` mutably and the input ranges immutably, for one kernel call.

@@ -66,6 +66,14 @@ pub struct MemoryStats {
 
 /// The live range of every activation: (definition step, last-use step).
 pub fn live_ranges(graph: &Graph) -> SecondaryMap<Value, Option<(usize, usize)>> {
+    live_ranges_pinned(graph, &[])
+}
+
+/// [`live_ranges`], with the `pinned` values live to the end like the outputs.
+pub fn live_ranges_pinned(
+    graph: &Graph,
+    pinned: &[Value],
+) -> SecondaryMap<Value, Option<(usize, usize)>> {
     let steps = graph.nodes.len();
     let mut last_use: SecondaryMap<Value, usize> =
         SecondaryMap::with_default(graph.values.len(), 0);
@@ -74,8 +82,13 @@ pub fn live_ranges(graph: &Graph) -> SecondaryMap<Value, Option<(usize, usize)>>
             last_use[input] = last_use[input].max(node.index() + 1);
         }
     }
-    for output in &graph.outputs {
-        last_use[output.value] = steps + 1;
+    for value in graph
+        .outputs
+        .iter()
+        .map(|output| output.value)
+        .chain(pinned.iter().copied())
+    {
+        last_use[value] = steps + 1;
     }
     let mut ranges = SecondaryMap::with_default(graph.values.len(), None);
     for (value, data) in graph.values.iter() {
@@ -118,7 +131,14 @@ fn can_run_in_place(graph: &Graph, op: &Op, inputs: &[Value], output: Value) -> 
 
 /// Plans the arenas of `graph`.
 pub fn plan(graph: &Graph) -> MemoryPlan {
-    let ranges = live_ranges(graph);
+    plan_pinned(graph, &[])
+}
+
+/// Plans the arenas of `graph`, keeping the `pinned` values to the end like the outputs: a
+/// decoder's step reads its encoder's results (computed once, at the front of the graph) at
+/// every call.
+pub fn plan_pinned(graph: &Graph, pinned: &[Value]) -> MemoryPlan {
+    let ranges = live_ranges_pinned(graph, pinned);
     let mut group: SecondaryMap<Value, Value> =
         SecondaryMap::with_default(graph.values.len(), Value::from_index(0));
     for (value, _) in graph.values.iter() {

@@ -140,7 +140,8 @@ struct Generator<'g> {
     decoding: Option<Decoding>,
 }
 
-/// What a decoder's one-token step needs: the KV-cache layer of each cached attention node.
+/// What a decoder's one-token step needs: the KV-cache layer of each cached attention node, and
+/// for an encoder–decoder, which nodes are the encoder's.
 struct Decoding {
     max_context: usize,
     layers: HashMap<ir::Node, usize>,
@@ -149,16 +150,52 @@ struct Decoding {
     /// When every cached attention is a plain sliding window, its size: the cache then rolls
     /// and holds only the window, so its memory does not grow with the sequence.
     rolling_window: Option<usize>,
+    /// The input that takes the new token, `i64 [1, 1]`.
+    token_input: usize,
+    /// Nodes `0..encoder_len` do not depend on the token: they are an encoder (with the other
+    /// inputs as its inputs), run once per source by `encode`. [`Decoding::of`] counts them;
+    /// [`step_graph_order`] puts them first.
+    encoder_len: usize,
+    /// Whether some encoder node comes after a step node; never once the graph is in
+    /// [`step_graph_order`].
+    interleaved: bool,
 }
 
 impl Decoding {
-    /// The decoding plan of a one-token `graph`, if it is a decoder: every attention node has a
-    /// KV cache with the same size, heads and head size, and there is one i64 input `[1, 1]`.
+    /// The decoding plan of a one-token `graph`, if it is a decoder: exactly one input is i64
+    /// `[1, 1]` (the token), the one output depends on it, and every attention that depends on
+    /// it either has a KV cache (causal, one query, all with the same size, heads and head
+    /// size: at least one) or reads keys and values that do not (cross-attention over an
+    /// encoder's output).
     fn of(graph: &Graph) -> Option<Decoding> {
-        let [input] = graph.inputs.as_slice() else {
+        let is_token = |value: ir::Value| {
+            graph.ty(value).shape == [1, 1] && graph.ty(value).dtype == DType::I64
+        };
+        let token_inputs: Vec<usize> = (0..graph.inputs.len())
+            .filter(|&index| is_token(graph.inputs[index].value))
+            .collect();
+        let [token_input] = token_inputs[..] else {
             return None;
         };
-        if graph.ty(input.value).shape != [1, 1] || graph.ty(input.value).dtype != DType::I64 {
+        let [output] = graph.outputs.as_slice() else {
+            return None;
+        };
+        // Which values change with the token.
+        let mut varies = vec![false; graph.values.len()];
+        varies[graph.inputs[token_input].value.index()] = true;
+        let (mut encoder_len, mut steps, mut interleaved) = (0, 0, false);
+        for (_, data) in graph.nodes.iter() {
+            if data.inputs.iter().any(|input| varies[input.index()]) {
+                for output in &data.outputs {
+                    varies[output.index()] = true;
+                }
+                steps += 1;
+            } else {
+                encoder_len += 1;
+                interleaved |= steps > 0;
+            }
+        }
+        if !varies[output.value.index()] {
             return None;
         }
         let mut layers = HashMap::new();
@@ -167,9 +204,19 @@ impl Decoding {
             let Op::Attention(attrs) = &data.op else {
                 continue;
             };
-            let max_context = attrs.kv_cache?;
+            if !varies[data.outputs[0].index()] {
+                continue;
+            }
+            let Some(max_context) = attrs.kv_cache else {
+                // Keys that change with the token would need the earlier tokens' keys.
+                if varies[data.inputs[1].index()] || varies[data.inputs[2].index()] {
+                    return None;
+                }
+                continue;
+            };
             let this = (max_context, attrs.kv_heads, attrs.head_dim);
-            if *shape.get_or_insert(this) != this || !attrs.causal {
+            let one_query = graph.ty(data.inputs[0]).shape.get(1) == Some(&1);
+            if *shape.get_or_insert(this) != this || !attrs.causal || !one_query {
                 return None;
             }
             layers.insert(node, layers.len());
@@ -178,6 +225,7 @@ impl Decoding {
         let windows: Vec<Option<usize>> = graph
             .nodes
             .iter()
+            .filter(|(node, _)| layers.contains_key(node))
             .filter_map(|(_, data)| match &data.op {
                 Op::Attention(attrs) => {
                     let pattern = &attrs.pattern;
@@ -202,8 +250,67 @@ impl Decoding {
             kv_heads,
             head_dim,
             rolling_window,
+            token_input,
+            encoder_len,
+            interleaved,
         })
     }
+
+    /// Whether `node` runs in every step (it depends on the token), not once in `encode`.
+    fn is_step(&self, node: ir::Node) -> bool {
+        node.index() >= self.encoder_len
+    }
+
+    /// Whether the network has an encoder: inputs besides the token.
+    fn has_encoder(&self, graph: &Graph) -> bool {
+        graph.inputs.len() > 1
+    }
+}
+
+/// Whether `graph`, compiled with one target position, is a decoder with a KV cache, for which
+/// [`generate_decoder_tokens`] makes a decoder.
+pub fn is_decoder_step(graph: &Graph) -> bool {
+    Decoding::of(graph).is_some()
+}
+
+/// The nodes of a decoder's step graph with the encoder's (those that do not depend on the
+/// token) first, each part in its original order: a valid order, since no encoder node reads
+/// a value that depends on the token.
+fn step_graph_order(graph: &Graph, decoding: &Decoding) -> Vec<ir::Node> {
+    let mut varies = vec![false; graph.values.len()];
+    varies[graph.inputs[decoding.token_input].value.index()] = true;
+    let (mut encoder, mut step) = (Vec::new(), Vec::new());
+    for (node, data) in graph.nodes.iter() {
+        if data.inputs.iter().any(|input| varies[input.index()]) {
+            for output in &data.outputs {
+                varies[output.index()] = true;
+            }
+            step.push(node);
+        } else {
+            encoder.push(node);
+        }
+    }
+    encoder.extend(step);
+    encoder
+}
+
+/// The values a decoder's steps read but do not compute (the encoder's results and the other
+/// inputs): they stay in the arena from `encode` to the last step.
+fn encoder_results(graph: &Graph, decoding: &Decoding) -> Vec<ir::Value> {
+    let mut results: Vec<ir::Value> = graph
+        .nodes
+        .iter()
+        .filter(|(node, _)| decoding.is_step(*node))
+        .flat_map(|(_, data)| data.inputs.iter().copied())
+        .filter(|&value| match graph.values[value].def {
+            ValueDef::Node { node, .. } => !decoding.is_step(node),
+            ValueDef::Input { .. } => value != graph.inputs[decoding.token_input].value,
+            ValueDef::Param(_) => false,
+        })
+        .collect();
+    results.sort_unstable();
+    results.dedup();
+    results
 }
 
 /// The tokens of the one-token decoder of a network, from its graph compiled with `seq = 1`;
@@ -213,11 +320,19 @@ pub fn generate_decoder_tokens(
     options: &CodegenOptions,
 ) -> Option<TokenStream> {
     let decoding = Decoding::of(step_graph)?;
-    let mut generator = Generator::new(step_graph, options);
-    generator.used_names.insert("cache".to_string());
-    // Decoding masks sparse patterns by absolute position; block layouts serve the prefill graph.
-    for (_, layout) in generator.attention_fields.values_mut() {
-        *layout = None;
+    let mut graph = step_graph.clone();
+    if decoding.interleaved {
+        graph.reorder(&step_graph_order(step_graph, &decoding));
+    }
+    let decoding = Decoding::of(&graph).expect("reordering keeps a decoder a decoder");
+    let plan = memory::plan_pinned(&graph, &encoder_results(&graph, &decoding));
+    let mut generator = Generator::with_plan(&graph, options, plan, &["cache", "encoded"]);
+    // A step masks sparse patterns by absolute position; block layouts serve the encoder and
+    // the full-sequence graph.
+    for (node, (_, layout)) in generator.attention_fields.iter_mut() {
+        if decoding.is_step(*node) {
+            *layout = None;
+        }
     }
     generator.decoding = Some(decoding);
     Some(generator.network())
@@ -225,23 +340,33 @@ pub fn generate_decoder_tokens(
 
 impl<'g> Generator<'g> {
     fn new(graph: &'g Graph, options: &CodegenOptions) -> Self {
+        Self::with_plan(graph, options, plan(graph), &[])
+    }
+
+    /// A generator using `plan`, with `reserved` field names kept free.
+    fn with_plan(
+        graph: &'g Graph,
+        options: &CodegenOptions,
+        plan: MemoryPlan,
+        reserved: &[&str],
+    ) -> Self {
         let rt: TokenStream = options
             .runtime_path
             .parse()
             .expect("the runtime path is a Rust path");
         let mut generator = Generator {
             graph,
-            plan: plan(graph),
+            plan,
             rt,
             node_fields: HashMap::new(),
             param_fields: HashMap::new(),
             attention_fields: HashMap::new(),
             decoding: None,
-            used_names: HashSet::from([
-                "arena".to_string(),
-                "arena_i64".to_string(),
-                "workspace".to_string(),
-            ]),
+            used_names: ["arena", "arena_i64", "workspace"]
+                .iter()
+                .chain(reserved)
+                .map(|name| name.to_string())
+                .collect(),
         };
         for (node, data) in graph.nodes.iter() {
             // A prepared node consumes its weights (all inputs after the first) when it is built.
@@ -409,7 +534,11 @@ impl<'g> Generator<'g> {
             uses_workspace.then(|| quote!(workspace: #rt::kernels::conv::ConvWorkspace::new(),));
 
         // Inputs and outputs.
-        let (input_items, forward_params, input_bindings) = self.inputs(&name);
+        let (input_items, forward_params, input_bindings) = match &self.decoding {
+            None => self.inputs(&name),
+            // A decoder takes the token and the encoder's inputs in methods of their own.
+            Some(_) => (TokenStream::new(), TokenStream::new(), Vec::new()),
+        };
         let (output_items, output_type, output_expr) = self.outputs(&name);
         let copy_inputs = self.copy_inputs(&input_bindings);
         let body: Vec<TokenStream> = graph
@@ -431,23 +560,7 @@ impl<'g> Generator<'g> {
                 TokenStream::new(),
             ),
             Some(decoding) => (
-                quote! {
-                    /// Runs one token through the network, appending its keys and values to the cache.
-                    fn step(&mut self, #forward_params) -> Result<#output_type, #rt::model::ModelError> {
-                        // A full context is the cache's error, before any layer sees the position.
-                        if self.cache.len() >= Self::MAX_CONTEXT {
-                            return Err(#rt::kv_cache::KvCacheError::Full {
-                                max_context: Self::MAX_CONTEXT,
-                                requested: self.cache.len() + 1,
-                            }
-                            .into());
-                        }
-                        #copy_inputs
-                        #(#body)*
-                        self.cache.advance(1)?;
-                        Ok(#output_expr)
-                    }
-                },
+                self.step_code(decoding, &body),
                 self.decoder_api(&name, decoding),
             ),
         };
@@ -465,7 +578,15 @@ impl<'g> Generator<'g> {
                 },
             )
         });
-        let (cache_field, cache_init) = cache_field.unzip();
+        let (mut cache_field, mut cache_init) = cache_field.unzip();
+        if self
+            .decoding
+            .as_ref()
+            .is_some_and(|decoding| decoding.has_encoder(graph))
+        {
+            cache_field = Some(quote!(#cache_field encoded: bool,));
+            cache_init = Some(quote!(#cache_init encoded: false,));
+        }
         quote! {
             #[doc = #doc]
             pub struct #name {
@@ -846,8 +967,8 @@ impl<'g> Generator<'g> {
                     lit(input_type.shape[1]),
                     lit(*heads),
                 );
-                let offset = if self.decoding.is_some() {
-                    quote!(self.cache.len())
+                let offset = if self.is_step(node) {
+                    quote!(cache.position())
                 } else {
                     quote!(0)
                 };
@@ -944,11 +1065,11 @@ impl<'g> Generator<'g> {
                 let (count, dim) = (lit(table_shape[0]), lit(table_shape[1]));
                 quote!(#k::embedding::embedding(#table, #count, #dim, #input_0, output)#at;)
             }
-            Op::PositionEmbedding if self.decoding.is_some() => {
+            Op::PositionEmbedding if self.is_step(node) => {
                 let table = &operands[0];
                 let dim = lit(output_type.last_dim().unwrap_or(1));
                 quote! {
-                    let position = self.cache.len();
+                    let position = cache.position();
                     let Some(row) = #table.get(position * #dim..(position + 1) * #dim) else {
                         return Err(#rt::KernelError::IndexOutOfRange {
                             operation: "position_embedding", index: position, length: #table.len() / #dim,
@@ -970,43 +1091,21 @@ impl<'g> Generator<'g> {
             {
                 let cache_layer = lit(self.decoding.as_ref().expect("decoding").layers[&node]);
                 let (q, key, v) = (&operands[0], &operands[1], &operands[2]);
-                let causal = attrs.causal;
                 let scale = Literal::f32_suffixed(attrs.scale);
                 let shape = self.attention_shape(data, attrs);
                 let (workspace, _) = &self.attention_fields[&node];
-                // Query position `position` sees cached keys at their absolute positions.
-                let (position, mask) = if attrs.pattern.is_dense() {
-                    (
-                        TokenStream::new(),
-                        quote!(#k::attention::AttentionMask::None),
-                    )
+                // The cache maps its keys to absolute positions for the pattern.
+                let pattern = if attrs.pattern.is_dense() {
+                    quote!(None)
                 } else {
                     let pattern = self.pattern_tokens(&attrs.pattern);
-                    (
-                        quote! {
-                            let position = self.cache.len();
-                            let first = self.cache.first_cached_position();
-                        },
-                        // View key `key` is absolute position `first + key`: a rolling cache's view
-                        // starts after the positions it dropped.
-                        quote!(#k::attention::AttentionMask::Function(&|_, key| #pattern.allows(position, first + key))),
-                    )
+                    quote!(Some(&#pattern))
                 };
                 quote! {
-                    #position
-                    self.cache.append(#cache_layer, #key, #v, 1)?;
-                    let key_len = self.cache.cached_len() + 1;
-                    #k::flash_attention::flash_attention(
-                        #q, self.cache.keys(#cache_layer), self.cache.values(#cache_layer),
-                        &#rt::kernels::attention::AttentionShape { key_len, ..#shape },
-                        &#k::attention::AttentionOptions {
-                            scale: Some(#scale), causal: #causal, query_position_offset: self.cache.cached_len(),
-                            key_padding_mask: None, mask: #mask,
-                        },
-                        None,
-                        output,
+                    cache.attend(
+                        #cache_layer, #layer, #q, #key, #v, &#shape, #scale, #pattern, output,
                         &mut self.#workspace,
-                    )#at;
+                    )?;
                 }
             }
             Op::Attention(attrs) => {
@@ -1189,14 +1288,140 @@ impl Generator<'_> {
         }
     }
 
-    /// `reset`, `decode`, `prefill` and `generate` of a decoder.
+    /// Whether `node` is part of a decoder's per-token step (not of an encoder, nor a network).
+    fn is_step(&self, node: ir::Node) -> bool {
+        self.decoding
+            .as_ref()
+            .is_some_and(|decoding| decoding.is_step(node))
+    }
+
+    /// A decoder's `step` (one token through the network, against any `DecodeCache`) and, with
+    /// an encoder, `encode`.
+    fn step_code(&self, decoding: &Decoding, body: &[TokenStream]) -> TokenStream {
+        let rt = &self.rt;
+        let graph = self.graph;
+        let (encoder_body, step_body) = body.split_at(decoding.encoder_len);
+        let token = graph.inputs[decoding.token_input].value;
+        let token_slot = lit(self.plan.slots[token].expect("inputs have slots").offset);
+        let encode = decoding.has_encoder(graph).then(|| {
+            let inputs: Vec<&ir::Input> = graph
+                .inputs
+                .iter()
+                .filter(|input| input.value != token)
+                .collect();
+            let params = inputs.iter().map(|input| {
+                let parameter = format_ident!("{}", input.name);
+                let ty = graph.ty(input.value);
+                let (element, dimension) = (element_type(ty.dtype), dimension_type(rt, ty.rank()));
+                quote!(#parameter: #rt::ndarray::ArrayView<'_, #element, #dimension>)
+            });
+            let bindings: Vec<(ir::Value, TokenStream)> = inputs
+                .iter()
+                .map(|input| {
+                    let parameter = format_ident!("{}", input.name);
+                    (input.value, quote!(#parameter))
+                })
+                .collect();
+            let copy_inputs = self.copy_inputs(&bindings);
+            quote! {
+                /// Runs the encoder on the source and starts a new target sequence: the encoder's
+                /// results stay in the decoder for every following `decode`.
+                pub fn encode(&mut self, #(#params),*) -> Result<(), #rt::model::ModelError> {
+                    self.encoded = false;
+                    self.cache.reset();
+                    #copy_inputs
+                    #(#encoder_body)*
+                    self.encoded = true;
+                    Ok(())
+                }
+            }
+        });
+        let encoded_check = encode.is_some().then(|| {
+            quote! {
+                if !self.encoded {
+                    return Err(#rt::model::ModelError::NotEncoded);
+                }
+            }
+        });
+        quote! {
+            /// Runs one token through the network against `cache`, which gains its keys and
+            /// values; the logits are left in the arena.
+            fn step(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, token: i64) -> Result<(), #rt::model::ModelError> {
+                #encoded_check
+                // A full context is the cache's error, before any layer sees the position.
+                if cache.position() >= Self::MAX_CONTEXT {
+                    return Err(#rt::kv_cache::KvCacheError::Full {
+                        max_context: Self::MAX_CONTEXT,
+                        requested: cache.position() + 1,
+                    }
+                    .into());
+                }
+                self.arena_i64[#token_slot] = token;
+                #(#step_body)*
+                cache.advance(1)?;
+                Ok(())
+            }
+
+            #encode
+        }
+    }
+
+    /// `reset`, `decode`, `prefill` and `generate` of a decoder, and for decoder-only networks
+    /// the same over sequences of a paged cache.
     fn decoder_api(&self, name: &syn::Ident, decoding: &Decoding) -> TokenStream {
         let rt = &self.rt;
         let graph = self.graph;
-        let input = &graph.inputs[0].name;
-        let input = format_ident!("{}", input);
         let max_context = lit(decoding.max_context);
+        let (_, _, output_expr) = self.outputs(name);
         let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
+        let logits = quote!(#rt::ndarray::ArrayView1<'_, f32>);
+        let result = quote!(Result<#logits, #rt::model::ModelError>);
+        let paged = (!decoding.has_encoder(graph)).then(|| {
+            let (layers, kv_heads, head_dim) = (
+                lit(decoding.layers.len()),
+                lit(decoding.kv_heads),
+                lit(decoding.head_dim),
+            );
+            quote! {
+                /// A pool of `num_blocks` blocks of `block_size` positions for decoding several
+                /// sequences with one decoder ([`Self::decode_paged`]); sequences take blocks as
+                /// they grow and return them when freed.
+                pub fn paged_cache(num_blocks: usize, block_size: usize) -> #rt::kv_cache::PagedKvCache {
+                    #rt::kv_cache::PagedKvCache::new(#layers, num_blocks, block_size, #kv_heads, #head_dim)
+                }
+
+                /// Appends one token to sequence `seq` of `cache` and returns the logits for its
+                /// next one. Sequences are independent: steps of different sequences may
+                /// interleave in any order.
+                pub fn decode_paged(
+                    &mut self,
+                    cache: &mut #rt::kv_cache::PagedKvCache,
+                    seq: #rt::kv_cache::SequenceId,
+                    token: i64,
+                ) -> #result {
+                    self.step(&mut cache.sequence(seq)?, token)?;
+                    Ok(self.logits())
+                }
+
+                /// Appends `tokens` to sequence `seq` of `cache` and returns the logits after the
+                /// last one.
+                pub fn prefill_paged(
+                    &mut self,
+                    cache: &mut #rt::kv_cache::PagedKvCache,
+                    seq: #rt::kv_cache::SequenceId,
+                    tokens: &[i64],
+                ) -> #result {
+                    if tokens.is_empty() {
+                        return Err(#rt::model::ModelError::EmptyPrompt);
+                    }
+                    let mut sequence = cache.sequence(seq)?;
+                    for &token in tokens {
+                        self.step(&mut sequence, token)?;
+                    }
+                    Ok(self.logits())
+                }
+            }
+        });
         quote! {
             impl #name {
                 /// The most positions the KV cache holds.
@@ -1213,22 +1438,25 @@ impl Generator<'_> {
                 }
 
                 /// Appends one token and returns the logits for the next one.
-                pub fn decode(&mut self, token: i64) -> Result<#rt::ndarray::ArrayView1<'_, f32>, #rt::model::ModelError> {
-                    let #input = [[token]];
-                    let #input = #rt::ndarray::ArrayView2::from(&#input);
-                    let logits = self.step(#input)?;
-                    Ok(logits.into_shape_with_order(#vocab).expect("one position of logits"))
+                pub fn decode(&mut self, token: i64) -> #result {
+                    // The step borrows the cache beside the rest of the decoder.
+                    let mut cache = std::mem::take(&mut self.cache);
+                    let stepped = self.step(&mut cache, token);
+                    self.cache = cache;
+                    stepped?;
+                    Ok(self.logits())
                 }
 
                 /// Appends `tokens` and returns the logits after the last one.
-                pub fn prefill(&mut self, tokens: &[i64]) -> Result<#rt::ndarray::ArrayView1<'_, f32>, #rt::model::ModelError> {
-                    let Some((&last, rest)) = tokens.split_last() else {
+                pub fn prefill(&mut self, tokens: &[i64]) -> #result {
+                    if tokens.is_empty() {
                         return Err(#rt::model::ModelError::EmptyPrompt);
-                    };
-                    for &token in rest {
-                        self.decode(token)?;
                     }
-                    self.decode(last)
+                    let mut cache = std::mem::take(&mut self.cache);
+                    let stepped = tokens.iter().try_for_each(|&token| self.step(&mut cache, token));
+                    self.cache = cache;
+                    stepped?;
+                    Ok(self.logits())
                 }
 
                 /// Continues `prompt` by up to `max_new_tokens` tokens chosen by `sampler`, stopping
@@ -1249,6 +1477,14 @@ impl Generator<'_> {
                         next = sampler.sample(self.decode(next)?.as_slice().expect("contiguous logits"));
                     }
                     Ok(generated)
+                }
+
+                #paged
+
+                /// The logits the last step left in the arena.
+                fn logits(&self) -> #logits {
+                    let logits = #output_expr;
+                    logits.into_shape_with_order(#vocab).expect("one position of logits")
                 }
             }
         }

@@ -312,7 +312,23 @@ impl Graph {
         if live_nodes.iter().all(|&live| live) {
             return false;
         }
+        let order: Vec<Node> = self
+            .nodes
+            .handles()
+            .filter(|node| live_nodes[node.index()])
+            .collect();
+        self.rebuild(&order);
+        true
+    }
 
+    /// Puts the nodes in `order` and renumbers them (and the values they define) densely, like
+    /// [`Graph::compact`]. `order` must list each node at most once, after the producers of its
+    /// inputs; nodes it leaves out are removed, so nothing kept may read them. Panics otherwise.
+    pub fn reorder(&mut self, order: &[Node]) {
+        self.rebuild(order);
+    }
+
+    fn rebuild(&mut self, order: &[Node]) {
         let mut value_map: Vec<Option<Value>> = vec![None; self.values.len()];
         let mut values = Arena::new();
         let mut nodes = Arena::new();
@@ -323,10 +339,8 @@ impl Graph {
                 value_map[value.index()] = Some(values.push(data.clone()));
             }
         }
-        for (node, data) in self.nodes.iter() {
-            if !live_nodes[node.index()] {
-                continue;
-            }
+        for &node in order {
+            let data = &self.nodes[node];
             let new_node = Node::from_index(nodes.len());
             let outputs: Vec<Value> = data
                 .outputs
@@ -377,7 +391,6 @@ impl Graph {
         self.values = values;
         self.nodes = nodes;
         self.spans = spans;
-        true
     }
 }
 

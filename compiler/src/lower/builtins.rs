@@ -84,7 +84,10 @@ const SIGNATURES: &[(&str, &[&str])] = &[
     ("batch_norm", &["x", "eps", "num_features"]),
     ("layer_norm", &["x", "eps", "affine"]),
     ("rms_norm", &["x", "eps"]),
-    ("embedding", &["ids", "num_embeddings", "embedding_dim"]),
+    (
+        "embedding",
+        &["ids", "num_embeddings", "embedding_dim", "tied"],
+    ),
     ("position_embedding", &["x", "max_positions", "dim"]),
     ("rope", &["x", "heads", "theta", "interleaved"]),
     (
@@ -351,10 +354,46 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
         }
         "embedding" => {
             let ids = cx.tensor("ids")?;
-            let count = cx.positive("num_embeddings", None)?;
-            let dim = cx.positive("embedding_dim", None)?;
-            let weight = cx.param("weight", vec![count, dim], ParamInit::Normal)?;
-            cx.node(Op::Embedding, &[(ids, Some("ids")), (weight, None)])?
+            let weight = match cx.optional_string("tied")? {
+                Some(layer) => {
+                    let weight = tied_weight(cx, &layer)?;
+                    let shape = cx.shape(weight);
+                    for (axis, name) in ["num_embeddings", "embedding_dim"].into_iter().enumerate()
+                    {
+                        if let Some(size) = cx.optional_positive(name)?
+                            && shape.get(axis) != Some(&size)
+                        {
+                            return Err(cx.error(
+                                name,
+                                format!(
+                                    "the tied weight has shape {}, so {name} would be {}, not {size}",
+                                    ir::types::format_shape(&shape),
+                                    shape.get(axis).copied().unwrap_or(1),
+                                ),
+                                None,
+                            ));
+                        }
+                    }
+                    if shape.len() != 2 {
+                        return Err(cx.error(
+                            "tied",
+                            format!(
+                                "an embedding table is a matrix, but the tied weight has shape {}",
+                                ir::types::format_shape(&shape)
+                            ),
+                            None,
+                        ));
+                    }
+                    weight
+                }
+                None => {
+                    let count = cx.positive("num_embeddings", None)?;
+                    let dim = cx.positive("embedding_dim", None)?;
+                    cx.param("weight", vec![count, dim], ParamInit::Normal)?
+                }
+            };
+            let tied = cx.present("tied").then_some("tied");
+            cx.node(Op::Embedding, &[(ids, Some("ids")), (weight, tied)])?
         }
         "position_embedding" => {
             let x = cx.tensor("x")?;
@@ -576,6 +615,28 @@ fn activation(cx: &mut CallCx<'_, '_>, activation: Activation) -> Eval<ir::Value
     cx.node(Op::Activation(activation), &[(x, Some("x"))])
 }
 
+/// The weight of the earlier layer `layer` that a `tied = "layer"` argument names.
+fn tied_weight(cx: &mut CallCx<'_, '_>, layer: &str) -> Eval<ir::Value> {
+    let weight_name = format!("{layer}.weight");
+    let Some(&weight) = cx.builder.param_values.get(&weight_name) else {
+        let mut diagnostic = Diagnostic::error(
+            cx.span_of("tied"),
+            format!("no layer `{layer}` with a weight was defined before this one"),
+        );
+        let similar = did_you_mean(
+            &weight_name,
+            cx.builder.param_values.keys().map(String::as_str),
+        )
+        .map(|name| name.trim_end_matches(".weight").to_string());
+        if let Some(similar) = similar {
+            diagnostic = diagnostic.with_hint(format!("did you mean \"{similar}\"?"));
+        }
+        cx.lowerer.errors.push(diagnostic);
+        return Err(Stop);
+    };
+    Ok(weight)
+}
+
 fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let x = cx.tensor("x")?;
     let in_features = cx.last_dim(x, "x")?;
@@ -598,23 +659,7 @@ fn linear(cx: &mut CallCx<'_, '_>) -> Eval<ir::Value> {
     let bias = cx.bool("bias", Some(true))?;
     let weight = match cx.optional_string("tied")? {
         Some(layer) => {
-            let weight_name = format!("{layer}.weight");
-            let Some(&weight) = cx.builder.param_values.get(&weight_name) else {
-                let mut diagnostic = Diagnostic::error(
-                    cx.span_of("tied"),
-                    format!("no layer `{layer}` with a weight was defined before this one"),
-                );
-                let similar = did_you_mean(
-                    &weight_name,
-                    cx.builder.param_values.keys().map(String::as_str),
-                )
-                .map(|name| name.trim_end_matches(".weight").to_string());
-                if let Some(similar) = similar {
-                    diagnostic = diagnostic.with_hint(format!("did you mean \"{similar}\"?"));
-                }
-                cx.lowerer.errors.push(diagnostic);
-                return Err(Stop);
-            };
+            let weight = tied_weight(cx, &layer)?;
             let weight_shape = cx.shape(weight);
             if let Some(out_features) = cx.optional_positive("out_features")?
                 && weight_shape.first() != Some(&out_features)

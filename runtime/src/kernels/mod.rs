@@ -13,6 +13,7 @@ pub mod linear;
 mod math;
 pub mod matmul;
 pub mod norm;
+pub mod paged_attention;
 pub mod pool;
 pub mod rope;
 pub mod shape;

@@ -122,3 +122,100 @@ fn sliding_window_decoding_with_a_rolling_cache_equals_the_windowed_forward() {
     });
     assert!(worst <= TOLERANCE, "worst error {worst}");
 }
+
+#[test]
+fn paged_decoding_of_interleaved_sequences_equals_decoding_each_alone() {
+    // Three prompts of different lengths, decoded alone with the contiguous cache.
+    let prompts: [Vec<i64>; 3] = [
+        (0..20).map(|i| (i * 37 % 512) as i64).collect(),
+        (0..33).map(|i| (i * 11 + 5) % 512).collect(),
+        (0..9).map(|i| (i * 101 + 7) % 512).collect(),
+    ];
+    let mut decoder = TinyGptDecoder::with_random_weights(8);
+    let alone: Vec<Vec<Vec<f32>>> = prompts
+        .iter()
+        .map(|prompt| {
+            decoder.reset();
+            prompt
+                .iter()
+                .map(|&token| decoder.decode(token).unwrap().to_vec())
+                .collect()
+        })
+        .collect();
+
+    // Blocks of 4 positions, 16 blocks: the three need 5 + 9 + 3 = 17 in all, so the long one
+    // finishes only with blocks the others freed.
+    let mut cache = TinyGptDecoder::paged_cache(16, 4);
+    let mut sequences: Vec<Option<_>> = (0..3).map(|_| Some(cache.add_sequence())).collect();
+    let mut worst = 0.0f32;
+    for step in 0..=33 {
+        for (index, prompt) in prompts.iter().enumerate() {
+            let Some(seq) = sequences[index] else {
+                continue;
+            };
+            if step == prompt.len() {
+                cache.free_sequence(seq).unwrap();
+                sequences[index] = None;
+                continue;
+            }
+            let logits = decoder.decode_paged(&mut cache, seq, prompt[step]).unwrap();
+            worst = worst.max(max_error(logits.as_slice().unwrap(), &alone[index][step]));
+        }
+    }
+    assert!(worst <= TOLERANCE, "worst error {worst}");
+    assert_eq!(cache.free_block_count(), 16);
+
+    // A fourth sequence reuses the freed blocks; prefill equals decoding alone.
+    let seq = cache.add_sequence();
+    let logits = decoder.prefill_paged(&mut cache, seq, &prompts[1]).unwrap();
+    assert!(max_error(logits.as_slice().unwrap(), &alone[1][32]) <= TOLERANCE);
+    assert_eq!(cache.sequence_len(seq).unwrap(), 33);
+
+    // A pool too small for the next block is a clear error, not a wrap.
+    let mut small = TinyGptDecoder::paged_cache(1, 4);
+    let seq = small.add_sequence();
+    decoder
+        .prefill_paged(&mut small, seq, &[1, 2, 3, 4])
+        .unwrap();
+    let error = decoder
+        .decode_paged(&mut small, seq, 5)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("exhausted"), "{error}");
+}
+
+#[test]
+fn seq2seq_decoding_with_a_cached_encoder_equals_the_full_forward() {
+    use nnc_codegen_tests::example_seq2seq::{Seq2seq, Seq2seqDecoder, Seq2seqInputs};
+    let source: Vec<i64> = (0..64).map(|i| (i * 31 + 3) % 1000).collect();
+    let target: Vec<i64> = (0..48).map(|i| (i * 17 + 1) % 1000).collect();
+    let src = ndarray::Array2::from_shape_vec((1, 64), source.clone()).unwrap();
+    let tgt = ndarray::Array2::from_shape_vec((1, 48), target.clone()).unwrap();
+    let mut full = Seq2seq::with_random_weights(6);
+    let full_logits = full
+        .forward(Seq2seqInputs {
+            src: src.view(),
+            tgt: tgt.view(),
+        })
+        .unwrap()
+        .to_owned();
+
+    let mut decoder = Seq2seqDecoder::with_random_weights(6);
+    let error = decoder.decode(1).unwrap_err().to_string();
+    assert!(error.contains("encode"), "{error}");
+    decoder.encode(src.view()).unwrap();
+    let worst = worst_decode_error(&target, &full_logits, |token| {
+        decoder.decode(token).unwrap().to_vec()
+    });
+    assert!(worst <= TOLERANCE, "worst error {worst}");
+
+    // A new source starts a new target sequence.
+    let other: Vec<i64> = source.iter().rev().copied().collect();
+    let other = ndarray::Array2::from_shape_vec((1, 64), other).unwrap();
+    decoder.encode(other.view()).unwrap();
+    assert_eq!(decoder.position(), 0);
+    decoder.encode(src.view()).unwrap();
+    let last = decoder.prefill(&target).unwrap().to_owned();
+    let expected = full_logits.slice(ndarray::s![0, 47, ..]);
+    assert!(max_error(last.as_slice().unwrap(), expected.as_slice().unwrap()) <= TOLERANCE);
+}

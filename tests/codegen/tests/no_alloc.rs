@@ -45,6 +45,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
+/// Held by each test: the count is global, so tests must not overlap.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Allocations made while `run` runs.
 fn allocations_during(run: impl FnOnce()) -> usize {
     ALLOCATIONS.store(0, Ordering::Relaxed);
@@ -56,6 +59,9 @@ fn allocations_during(run: impl FnOnce()) -> usize {
 
 #[test]
 fn forward_does_not_allocate() {
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     nnc::runtime::set_num_threads(1);
 
     let mut mlp = Mlp::with_random_weights(0);
@@ -144,5 +150,53 @@ fn forward_does_not_allocate() {
         }),
         0,
         "longformer"
+    );
+}
+
+#[test]
+fn decoding_steps_do_not_allocate() {
+    use nnc_codegen_tests::example_seq2seq::Seq2seqDecoder;
+    use nnc_codegen_tests::example_tiny_gpt::TinyGptDecoder;
+    let _alone = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    nnc::runtime::set_num_threads(1);
+
+    let mut gpt = TinyGptDecoder::with_random_weights(0);
+    gpt.prefill(&[1, 2, 3]).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            gpt.decode(4).unwrap();
+            gpt.prefill(&[5, 6]).unwrap();
+        }),
+        0,
+        "tiny_gpt decode"
+    );
+
+    let mut cache = TinyGptDecoder::paged_cache(8, 16);
+    let (first, second) = (cache.add_sequence(), cache.add_sequence());
+    gpt.prefill_paged(&mut cache, first, &[1, 2, 3]).unwrap();
+    gpt.prefill_paged(&mut cache, second, &[4]).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            gpt.decode_paged(&mut cache, first, 4).unwrap();
+            gpt.decode_paged(&mut cache, second, 5).unwrap();
+        }),
+        0,
+        "tiny_gpt paged decode"
+    );
+
+    let src = ndarray::Array2::<i64>::ones((1, 64));
+    let mut seq2seq = Seq2seqDecoder::with_random_weights(0);
+    seq2seq.encode(src.view()).unwrap();
+    seq2seq.decode(1).unwrap();
+    assert_eq!(
+        allocations_during(|| {
+            seq2seq.decode(2).unwrap();
+            seq2seq.encode(src.view()).unwrap();
+            seq2seq.decode(3).unwrap();
+        }),
+        0,
+        "seq2seq decode"
     );
 }

@@ -1,0 +1,377 @@
+//! Attention over keys and values stored in the fixed-size blocks of a paged KV cache
+//! (vLLM's paged attention), read in place through the sequence's block table.
+//!
+//! Key `j` of the sequence lives in block `block_table[j / block_size]`, row `j % block_size`,
+//! of per-layer pools shaped `[num_blocks, block_size, n_kv_heads * head_dim]`. The result is the
+//! same as `scaled_dot_product_attention` on the gathered `[key_len, n_kv_heads * head_dim]`
+//! keys and values, with the same masks and the same convention for a query row that may attend
+//! to no key (zeros). Batch is 1: a paged cache holds one sequence per block table.
+//!
+//! Each (query, head) pair keeps a running maximum and sum (online softmax, as in the tiled
+//! kernel) and walks the keys in chunks of at most [`CHUNK`] within a block: scores of a chunk go
+//! to a stack buffer, the accumulator is rescaled once per chunk, so the extra memory is
+//! O(head_dim) and nothing is allocated.
+
+use crate::KernelError;
+use crate::error::{KernelResult, check_length, invalid_parameter};
+use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape};
+use crate::kernels::math;
+
+/// Keys scored together before the accumulator is rescaled.
+pub const CHUNK: usize = 64;
+
+/// A sequence's keys and values in a paged KV cache.
+#[derive(Clone, Copy, Debug)]
+pub struct PagedKv<'a> {
+    /// One layer's key pool, `[num_blocks, block_size, n_kv_heads * head_dim]`.
+    pub keys: &'a [f32],
+    /// One layer's value pool, shaped like `keys`.
+    pub values: &'a [f32],
+    /// The sequence's blocks in position order.
+    pub block_table: &'a [usize],
+    /// Positions per block.
+    pub block_size: usize,
+}
+
+/// `output = softmax(scale * q k^T, masked) v` for `q [query_len, n_heads * head_dim]` against
+/// the first `shape.key_len` keys and values of `kv`; see the module docs.
+pub fn paged_attention(
+    q: &[f32],
+    kv: &PagedKv<'_>,
+    shape: &AttentionShape,
+    options: &AttentionOptions<'_>,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    check(q, kv, shape, options, output)?;
+    let AttentionShape {
+        query_len,
+        key_len,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        ..
+    } = *shape;
+    let scale = options
+        .scale
+        .unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt());
+    let group = n_heads / n_kv_heads;
+    let row_length = n_kv_heads * head_dim;
+    let allowed = |query: usize, key: usize| {
+        if options.causal && key > options.query_position_offset + query {
+            return false;
+        }
+        if let Some(padding) = options.key_padding_mask
+            && padding[key] == 0
+        {
+            return false;
+        }
+        match options.mask {
+            AttentionMask::None => true,
+            AttentionMask::Dense(mask) => mask[query * key_len + key],
+            AttentionMask::Function(allows) => allows(query, key),
+        }
+    };
+    let mut scores = [0.0f32; CHUNK];
+    for query in 0..query_len {
+        // Causal rows stop at their own position.
+        let visible = if options.causal {
+            (options.query_position_offset + query + 1).min(key_len)
+        } else {
+            key_len
+        };
+        for head in 0..n_heads {
+            let kv_offset = (head / group) * head_dim;
+            let row = (query * n_heads + head) * head_dim;
+            let q_row = &q[row..row + head_dim];
+            let accumulator = &mut output[row..row + head_dim];
+            accumulator.fill(0.0);
+            let mut maximum = f32::NEG_INFINITY;
+            let mut sum = 0.0f32;
+            let mut start = 0;
+            while start < visible {
+                let block = kv.block_table[start / kv.block_size];
+                let in_block = start % kv.block_size;
+                let count = (kv.block_size - in_block).min(visible - start).min(CHUNK);
+                let first_row = block * kv.block_size + in_block;
+                let mut chunk_maximum = f32::NEG_INFINITY;
+                for (index, score) in scores[..count].iter_mut().enumerate() {
+                    *score = if allowed(query, start + index) {
+                        let offset = (first_row + index) * row_length + kv_offset;
+                        scale * dot(q_row, &kv.keys[offset..offset + head_dim])
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    chunk_maximum = chunk_maximum.max(*score);
+                }
+                if chunk_maximum > f32::NEG_INFINITY {
+                    let new_maximum = maximum.max(chunk_maximum);
+                    let correction = math::exp(maximum - new_maximum);
+                    if correction != 1.0 {
+                        accumulator
+                            .iter_mut()
+                            .for_each(|value| *value *= correction);
+                    }
+                    sum *= correction;
+                    maximum = new_maximum;
+                    for (index, &score) in scores[..count].iter().enumerate() {
+                        if score == f32::NEG_INFINITY {
+                            continue;
+                        }
+                        let weight = math::exp(score - maximum);
+                        sum += weight;
+                        let offset = (first_row + index) * row_length + kv_offset;
+                        let value = &kv.values[offset..offset + head_dim];
+                        for (out, &v) in accumulator.iter_mut().zip(value) {
+                            *out += weight * v;
+                        }
+                    }
+                }
+                start += count;
+            }
+            if sum > 0.0 {
+                let inverse = 1.0 / sum;
+                accumulator.iter_mut().for_each(|value| *value *= inverse);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent partial sums, which the compiler keeps in one vector register.
+    let mut partial = [0.0f32; 8];
+    let (a_chunks, a_tail) = a.split_at(a.len() / 8 * 8);
+    let (b_chunks, b_tail) = b.split_at(a_chunks.len());
+    for (x, y) in a_chunks.chunks_exact(8).zip(b_chunks.chunks_exact(8)) {
+        for lane in 0..8 {
+            partial[lane] += x[lane] * y[lane];
+        }
+    }
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    partial.iter().sum::<f32>() + tail
+}
+
+fn check(
+    q: &[f32],
+    kv: &PagedKv<'_>,
+    shape: &AttentionShape,
+    options: &AttentionOptions<'_>,
+    output: &[f32],
+) -> KernelResult<()> {
+    let operation = "paged_attention";
+    let overflow = KernelError::SizeOverflow { operation };
+    if shape.batch != 1 {
+        return Err(invalid_parameter(
+            operation,
+            format!(
+                "a block table holds one sequence, but the batch is {}",
+                shape.batch
+            ),
+        ));
+    }
+    if shape.n_kv_heads == 0 || !shape.n_heads.is_multiple_of(shape.n_kv_heads) {
+        return Err(invalid_parameter(
+            operation,
+            format!(
+                "{} query heads cannot share {} key/value heads evenly",
+                shape.n_heads, shape.n_kv_heads
+            ),
+        ));
+    }
+    if kv.block_size == 0 {
+        return Err(invalid_parameter(operation, "the block size is zero"));
+    }
+    let q_length = [shape.query_len, shape.n_heads, shape.head_dim]
+        .iter()
+        .try_fold(1usize, |total, &length| total.checked_mul(length))
+        .ok_or(overflow.clone())?;
+    check_length(operation, "q", q_length, q.len())?;
+    check_length(operation, "output", q_length, output.len())?;
+    let row_length = shape
+        .n_kv_heads
+        .checked_mul(shape.head_dim)
+        .ok_or(overflow.clone())?;
+    let block_floats = kv
+        .block_size
+        .checked_mul(row_length)
+        .ok_or(overflow.clone())?;
+    check_length(operation, "values", kv.keys.len(), kv.values.len())?;
+    let blocks_needed = shape.key_len.div_ceil(kv.block_size);
+    if blocks_needed > kv.block_table.len() {
+        return Err(invalid_parameter(
+            operation,
+            format!(
+                "{} keys need {blocks_needed} blocks of {}, but the block table lists {}",
+                shape.key_len,
+                kv.block_size,
+                kv.block_table.len()
+            ),
+        ));
+    }
+    let pool_blocks = kv.keys.len().checked_div(block_floats).unwrap_or(0);
+    if let Some(&block) = kv.block_table[..blocks_needed]
+        .iter()
+        .find(|&&block| block >= pool_blocks)
+    {
+        return Err(KernelError::IndexOutOfRange {
+            operation,
+            index: block,
+            length: pool_blocks,
+        });
+    }
+    if let Some(padding) = options.key_padding_mask {
+        check_length(operation, "key_padding_mask", shape.key_len, padding.len())?;
+    }
+    if let AttentionMask::Dense(mask) = options.mask {
+        let entries = shape.query_len.checked_mul(shape.key_len).ok_or(overflow)?;
+        check_length(operation, "mask", entries, mask.len())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::attention::scaled_dot_product_attention;
+    use proptest::prelude::*;
+
+    /// Scatters `[key_len, row]` keys and values into a pool along a shuffled block table.
+    fn paged(
+        keys: &[f32],
+        values: &[f32],
+        row_length: usize,
+        block_size: usize,
+        seed: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+        let key_len = keys.len() / row_length;
+        let blocks = key_len.div_ceil(block_size);
+        // Two spare blocks and a permutation, so table order is not pool order.
+        let pool_blocks = blocks + 2;
+        let mut table: Vec<usize> = (0..pool_blocks).collect();
+        table.rotate_left(seed % pool_blocks);
+        table.reverse();
+        table.truncate(blocks);
+        let mut pool_keys = vec![f32::NAN; pool_blocks * block_size * row_length];
+        let mut pool_values = pool_keys.clone();
+        for key in 0..key_len {
+            let target = (table[key / block_size] * block_size + key % block_size) * row_length;
+            pool_keys[target..target + row_length]
+                .copy_from_slice(&keys[key * row_length..(key + 1) * row_length]);
+            pool_values[target..target + row_length]
+                .copy_from_slice(&values[key * row_length..(key + 1) * row_length]);
+        }
+        (pool_keys, pool_values, table)
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|index| {
+                let x = (index as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(seed);
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn equals_dense_attention_on_gathered_keys(
+            query_len in 1usize..4,
+            key_extra in 0usize..150,
+            kv_heads in 1usize..3,
+            group in 1usize..3,
+            head_dim in 1usize..20,
+            block_size in 1usize..40,
+            causal in any::<bool>(),
+            masked in any::<bool>(),
+            padded in any::<bool>(),
+            seed in 0usize..100,
+        ) {
+            let key_len = query_len + key_extra;
+            let n_heads = kv_heads * group;
+            let shape = AttentionShape {
+                batch: 1, query_len, key_len, n_heads, n_kv_heads: kv_heads, head_dim,
+            };
+            let q = values(query_len * n_heads * head_dim, seed as u32);
+            let k = values(key_len * kv_heads * head_dim, seed as u32 + 1);
+            let v = values(key_len * kv_heads * head_dim, seed as u32 + 2);
+            let window = |query: usize, key: usize| (key_extra + query).abs_diff(key) < 5 || key == 0;
+            let padding: Vec<i64> = (0..key_len).map(|key| i64::from(key % 3 != 1)).collect();
+            let options = AttentionOptions {
+                scale: None,
+                causal,
+                query_position_offset: key_extra,
+                key_padding_mask: padded.then_some(padding.as_slice()),
+                mask: if masked { AttentionMask::Function(&window) } else { AttentionMask::None },
+            };
+            let mut expected = vec![0.0; q.len()];
+            scaled_dot_product_attention(&q, &k, &v, &shape, &options, &mut expected).unwrap();
+            let (keys, values, block_table) = paged(&k, &v, kv_heads * head_dim, block_size, seed);
+            let kv = PagedKv { keys: &keys, values: &values, block_table: &block_table, block_size };
+            let mut actual = vec![f32::NAN; q.len()];
+            paged_attention(&q, &kv, &shape, &options, &mut actual).unwrap();
+            for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {
+                prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "element {index}: {a} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_short_block_tables_and_foreign_blocks() {
+        let shape = AttentionShape {
+            batch: 1,
+            query_len: 1,
+            key_len: 5,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 2,
+        };
+        let pool = vec![0.0; 4 * 2 * 2];
+        let options = AttentionOptions::default();
+        let mut output = [0.0; 2];
+        let short = PagedKv {
+            keys: &pool,
+            values: &pool,
+            block_table: &[0, 1],
+            block_size: 2,
+        };
+        let error = paged_attention(&[1.0, 1.0], &short, &shape, &options, &mut output);
+        assert!(error.unwrap_err().to_string().contains("3 blocks"));
+        let foreign = PagedKv {
+            block_table: &[0, 1, 9],
+            ..short
+        };
+        let error = paged_attention(&[1.0, 1.0], &foreign, &shape, &options, &mut output);
+        assert!(matches!(
+            error,
+            Err(KernelError::IndexOutOfRange { index: 9, .. })
+        ));
+    }
+
+    #[test]
+    fn a_row_with_no_allowed_key_is_zero() {
+        let shape = AttentionShape {
+            batch: 1,
+            query_len: 1,
+            key_len: 3,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 2,
+        };
+        let pool = vec![1.0; 3 * 2];
+        let kv = PagedKv {
+            keys: &pool,
+            values: &pool,
+            block_table: &[0],
+            block_size: 3,
+        };
+        let options = AttentionOptions {
+            key_padding_mask: Some(&[0, 0, 0]),
+            ..AttentionOptions::default()
+        };
+        let mut output = [f32::NAN; 2];
+        paged_attention(&[1.0, 1.0], &kv, &shape, &options, &mut output).unwrap();
+        assert_eq!(output, [0.0, 0.0]);
+    }
+}
