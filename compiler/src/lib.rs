@@ -60,13 +60,14 @@ pub fn compile_to_rust(
     ))
 }
 
-/// The one-token graphs of the decoders among `module`'s networks, optimized at `level`.
+/// The step graphs of the decoders among `module`'s networks, optimized at `level`: one token,
+/// and a prefill chunk (see [`codegen::prefill_chunk_len`]).
 fn decoder_steps(
     source: &str,
     frontend: &FrontendOptions,
     module: &ir::Module,
     level: passes::OptLevel,
-) -> Vec<ir::Graph> {
+) -> Vec<codegen::DecoderGraphs> {
     let cached: Vec<&ir::Graph> = module
         .networks
         .iter()
@@ -85,25 +86,36 @@ fn decoder_steps(
     candidates.sort_by_key(|&name| name != "seq");
     let mut seen = std::collections::HashSet::new();
     candidates.retain(|&name| seen.insert(name));
-    let mut steps: Vec<ir::Graph> = Vec::new();
+    // The networks of `source` with `dim` set to `size`, if it compiles.
+    let with_dim = |dim: &str, size: i64| {
+        let mut dims = frontend.dims.clone();
+        dims.retain(|(name, _)| name != dim);
+        dims.push((dim.to_string(), size));
+        // A network that does not compile with these sizes has no decoder; that is not an error.
+        compile_to_ir(source, &FrontendOptions { dims }).map(|module| module.networks)
+    };
+    let mut steps: Vec<codegen::DecoderGraphs> = Vec::new();
     for dim in candidates {
         if steps.len() == cached.len() {
             break;
         }
-        let mut dims = frontend.dims.clone();
-        dims.retain(|(name, _)| name != dim);
-        dims.push((dim.to_string(), 1));
-        // A network that does not compile with one token has no decoder; that is not an error.
-        let Ok(module) = compile_to_ir(source, &FrontendOptions { dims }) else {
+        let Ok(networks) = with_dim(dim, 1) else {
             continue;
         };
-        for mut graph in module.networks {
-            let new = cached.iter().any(|network| network.name == graph.name)
-                && !steps.iter().any(|step| step.name == graph.name);
-            if new && codegen::is_decoder_step(&graph) {
-                passes::optimize(&mut graph, level, |_, _| {});
-                steps.push(graph);
+        for mut step in networks {
+            let new = cached.iter().any(|network| network.name == step.name)
+                && !steps.iter().any(|graphs| graphs.step.name == step.name);
+            if !new || !codegen::is_decoder_step(&step) {
+                continue;
             }
+            let chunk = codegen::prefill_chunk_len(&step).and_then(|tokens| {
+                let networks = with_dim(dim, i64::try_from(tokens).ok()?).ok()?;
+                let mut chunk = networks.into_iter().find(|graph| graph.name == step.name)?;
+                passes::optimize(&mut chunk, level, |_, _| {});
+                Some(chunk)
+            });
+            passes::optimize(&mut step, level, |_, _| {});
+            steps.push(codegen::DecoderGraphs { step, chunk });
         }
     }
     steps

@@ -44,11 +44,20 @@ pub fn generate(module: &Module, options: &CodegenOptions) -> String {
     generate_with_decoders(module, &[], options)
 }
 
-/// Generates every network of `module` and, for each graph of `step_graphs` (networks compiled
-/// with `seq = 1`) that is a decoder with a KV cache, its one-token decoder.
+/// A decoder's network compiled for its steps: with one token, and with a prefill chunk.
+#[derive(Clone, Debug)]
+pub struct DecoderGraphs {
+    /// The network with its sequence dimension set to 1.
+    pub step: Graph,
+    /// The network with its sequence dimension set to [`prefill_chunk_len`] of `step`.
+    pub chunk: Option<Graph>,
+}
+
+/// Generates every network of `module` and, for each of `step_graphs` that is a decoder with a
+/// KV cache, its decoder.
 pub fn generate_with_decoders(
     module: &Module,
-    step_graphs: &[Graph],
+    step_graphs: &[DecoderGraphs],
     options: &CodegenOptions,
 ) -> String {
     let mut items: Vec<TokenStream> = module
@@ -56,11 +65,9 @@ pub fn generate_with_decoders(
         .iter()
         .map(|graph| generate_tokens(graph, options))
         .collect();
-    items.extend(
-        step_graphs
-            .iter()
-            .filter_map(|graph| generate_decoder_tokens(graph, options)),
-    );
+    items.extend(step_graphs.iter().filter_map(|graphs| {
+        generate_decoder_tokens(&graphs.step, graphs.chunk.as_ref(), options)
+    }));
     let file: syn::File = syn::parse2(quote!(#(#items)*)).expect("generated code parses");
     let formatted = prettyplease::unparse(&file);
     let mut out = String::new();
@@ -138,6 +145,8 @@ struct Generator<'g> {
     used_names: HashSet<String>,
     /// Set when generating the one-token step of a decoder with a KV cache.
     decoding: Option<Decoding>,
+    /// A decoder's prefill step of several tokens, when it has one.
+    chunk: Option<ChunkStep>,
 }
 
 /// What a decoder's one-token step needs: the KV-cache layer of each cached attention node, and
@@ -162,14 +171,14 @@ struct Decoding {
 }
 
 impl Decoding {
-    /// The decoding plan of a one-token `graph`, if it is a decoder: exactly one input is i64
-    /// `[1, 1]` (the token), the one output depends on it, and every attention that depends on
-    /// it either has a KV cache (causal, one query, all with the same size, heads and head
-    /// size: at least one) or reads keys and values that do not (cross-attention over an
-    /// encoder's output).
-    fn of(graph: &Graph) -> Option<Decoding> {
+    /// The decoding plan of `graph` compiled for steps of `tokens` tokens, if it is a decoder:
+    /// exactly one input is i64 `[1, tokens]` (the tokens), the one output depends on it, and
+    /// every attention that depends on it either has a KV cache (causal, `tokens` queries, all
+    /// with the same size, heads and head size: at least one) or reads keys and values that do
+    /// not (cross-attention over an encoder's output).
+    fn of(graph: &Graph, tokens: usize) -> Option<Decoding> {
         let is_token = |value: ir::Value| {
-            graph.ty(value).shape == [1, 1] && graph.ty(value).dtype == DType::I64
+            graph.ty(value).shape == [1, tokens] && graph.ty(value).dtype == DType::I64
         };
         let token_inputs: Vec<usize> = (0..graph.inputs.len())
             .filter(|&index| is_token(graph.inputs[index].value))
@@ -215,8 +224,8 @@ impl Decoding {
                 continue;
             };
             let this = (max_context, attrs.kv_heads, attrs.head_dim);
-            let one_query = graph.ty(data.inputs[0]).shape.get(1) == Some(&1);
-            if *shape.get_or_insert(this) != this || !attrs.causal || !one_query {
+            let step_queries = graph.ty(data.inputs[0]).shape.get(1) == Some(&tokens);
+            if *shape.get_or_insert(this) != this || !attrs.causal || !step_queries {
                 return None;
             }
             layers.insert(node, layers.len());
@@ -270,8 +279,27 @@ impl Decoding {
 /// Whether `graph`, compiled with one target position, is a decoder with a KV cache, for which
 /// [`generate_decoder_tokens`] makes a decoder.
 pub fn is_decoder_step(graph: &Graph) -> bool {
-    Decoding::of(graph).is_some()
+    Decoding::of(graph, 1).is_some()
 }
+
+/// The most tokens a prefill step of the decoder with one-token graph `step` takes at once, if
+/// it can take several: decoder-only networks prefill in chunks of [`PREFILL_CHUNK`] tokens (fewer
+/// when a rolling window or the context is smaller), compiled as a second graph with the
+/// sequence dimension set to that; encoder–decoders prefill token by token.
+pub fn prefill_chunk_len(step: &Graph) -> Option<usize> {
+    let decoding = Decoding::of(step, 1)?;
+    if decoding.has_encoder(step) {
+        return None;
+    }
+    let chunk = PREFILL_CHUNK
+        .min(decoding.max_context)
+        .min(decoding.rolling_window.unwrap_or(usize::MAX));
+    (chunk > 1).then_some(chunk)
+}
+
+/// Tokens per prefill step of decoder-only networks: enough rows to turn the step's
+/// matrix-vector products into matrix products.
+pub const PREFILL_CHUNK: usize = 16;
 
 /// The nodes of a decoder's step graph with the encoder's (those that do not depend on the
 /// token) first, each part in its original order: a valid order, since no encoder node reads
@@ -315,16 +343,22 @@ fn encoder_results(graph: &Graph, decoding: &Decoding) -> Vec<ir::Value> {
 
 /// The tokens of the one-token decoder of a network, from its graph compiled with `seq = 1`;
 /// `None` if the network is not a decoder with a KV cache.
+///
+/// `chunk_graph`, the same network compiled with the sequence dimension set to
+/// [`prefill_chunk_len`], adds steps of that many tokens for `prefill`. It must be the step
+/// graph's twin, node for node (the same source through the same passes); when it is not, prefill
+/// steps one token at a time.
 pub fn generate_decoder_tokens(
     step_graph: &Graph,
+    chunk_graph: Option<&Graph>,
     options: &CodegenOptions,
 ) -> Option<TokenStream> {
-    let decoding = Decoding::of(step_graph)?;
+    let decoding = Decoding::of(step_graph, 1)?;
     let mut graph = step_graph.clone();
     if decoding.interleaved {
         graph.reorder(&step_graph_order(step_graph, &decoding));
     }
-    let decoding = Decoding::of(&graph).expect("reordering keeps a decoder a decoder");
+    let decoding = Decoding::of(&graph, 1).expect("reordering keeps a decoder a decoder");
     let plan = memory::plan_pinned(&graph, &encoder_results(&graph, &decoding));
     let mut generator = Generator::with_plan(&graph, options, plan, &["cache", "encoded"]);
     // A step masks sparse patterns by absolute position; block layouts serve the encoder and
@@ -335,7 +369,114 @@ pub fn generate_decoder_tokens(
         }
     }
     generator.decoding = Some(decoding);
+    let chunk_tokens = prefill_chunk_len(&graph);
+    if let (Some(chunk_graph), Some(tokens)) = (chunk_graph, chunk_tokens) {
+        generator.chunk = ChunkStep::new(&generator, chunk_graph, tokens, options);
+    }
     Some(generator.network())
+}
+
+/// A decoder's prefill step of several tokens: the code of the chunk graph, using the fields of
+/// the one-token step's generator.
+struct ChunkStep {
+    tokens: usize,
+    body: Vec<TokenStream>,
+    token_slot: usize,
+    f32_len: usize,
+    i64_len: usize,
+    /// The arena range of the last position's logits.
+    last_logits: std::ops::Range<usize>,
+    /// The `AttentionShape` of each attention node (by index), to size its workspace.
+    attention_shapes: HashMap<ir::Node, TokenStream>,
+}
+
+impl ChunkStep {
+    /// The chunk step of `chunk_graph` for the step generator `step`, if the two graphs are twins
+    /// and give the same fields.
+    fn new(
+        step: &Generator<'_>,
+        chunk_graph: &Graph,
+        tokens: usize,
+        options: &CodegenOptions,
+    ) -> Option<ChunkStep> {
+        let twins =
+            step.graph.nodes.len() == chunk_graph.nodes.len()
+                && step.graph.values.len() == chunk_graph.values.len()
+                && step.graph.params.len() == chunk_graph.params.len()
+                && step
+                    .graph
+                    .nodes
+                    .iter()
+                    .zip(chunk_graph.nodes.iter())
+                    .all(|((_, a), (_, b))| {
+                        a.inputs == b.inputs
+                            && a.outputs == b.outputs
+                            && a.name == b.name
+                            && a.op.name() == b.op.name()
+                    })
+                && step.graph.params.iter().zip(chunk_graph.params.iter()).all(
+                    |((_, a), (_, b))| {
+                        a.name == b.name && step.graph.ty(a.value) == chunk_graph.ty(b.value)
+                    },
+                );
+        if !twins {
+            return None;
+        }
+        let decoding = Decoding::of(chunk_graph, tokens)?;
+        if decoding.encoder_len != 0 {
+            return None;
+        }
+        let mut generator = Generator::with_plan(
+            chunk_graph,
+            options,
+            plan(chunk_graph),
+            &["cache", "encoded"],
+        );
+        let same_fields = generator.node_fields == step.node_fields
+            && generator.param_fields == step.param_fields
+            && generator
+                .attention_fields
+                .iter()
+                .all(|(node, (workspace, _))| {
+                    step.attention_fields.get(node).map(|(field, _)| field) == Some(workspace)
+                });
+        if !same_fields {
+            return None;
+        }
+        for (_, layout) in generator.attention_fields.values_mut() {
+            *layout = None;
+        }
+        generator.decoding = Some(decoding);
+        let body = chunk_graph
+            .nodes
+            .iter()
+            .map(|(node, data)| generator.node_code(node, data))
+            .collect();
+        let token = chunk_graph.inputs[0].value;
+        let output = chunk_graph.outputs[0].value;
+        let vocab = chunk_graph.ty(output).last_dim().unwrap_or(1);
+        let output_slot = generator.plan.slots[output].expect("outputs have slots");
+        let attention_shapes = chunk_graph
+            .nodes
+            .iter()
+            .filter_map(|(node, data)| match &data.op {
+                Op::Attention(attrs) => Some((node, generator.attention_shape(data, attrs))),
+                _ => None,
+            })
+            .collect();
+        Some(ChunkStep {
+            tokens,
+            body,
+            token_slot: generator.plan.slots[token]
+                .expect("inputs have slots")
+                .offset,
+            f32_len: generator.plan.f32_len,
+            i64_len: generator.plan.i64_len,
+            last_logits: output_slot.offset + output_slot.len - vocab
+                ..output_slot.offset + output_slot.len,
+            attention_shapes,
+        })
+    }
 }
 
 impl<'g> Generator<'g> {
@@ -362,6 +503,7 @@ impl<'g> Generator<'g> {
             param_fields: HashMap::new(),
             attention_fields: HashMap::new(),
             decoding: None,
+            chunk: None,
             used_names: ["arena", "arena_i64", "workspace"]
                 .iter()
                 .chain(reserved)
@@ -462,7 +604,15 @@ impl<'g> Generator<'g> {
             else {
                 continue;
             };
-            let shape = self.attention_shape(data, attrs);
+            // Sized for the largest step, so that decoding never grows it.
+            let shape = match self
+                .chunk
+                .as_ref()
+                .and_then(|chunk| chunk.attention_shapes.get(&node))
+            {
+                Some(shape) => shape.clone(),
+                None => self.attention_shape(data, attrs),
+            };
             fields.push(quote!(#workspace: #rt::kernels::flash_attention::FlashAttentionWorkspace));
             attention_inits.push(quote!(#workspace: #rt::kernels::flash_attention::FlashAttentionWorkspace::new(&#shape),));
             if let Some(layout) = layout {
@@ -527,9 +677,19 @@ impl<'g> Generator<'g> {
             .iter()
             .filter_map(|(node, _)| self.node_fields.get(&node))
             .map(|field| quote!(#field));
-        let f32_len = lit(self.plan.f32_len);
-        let i64_len = lit(self.plan.i64_len);
-        let arena_i64_init = (self.plan.i64_len > 0).then(|| quote!(arena_i64: vec![0; #i64_len],));
+        // A decoder's prefill chunk runs in the same arena, under its own plan.
+        let (f32_len, i64_len) = match &self.chunk {
+            Some(chunk) => (
+                self.plan.f32_len.max(chunk.f32_len),
+                self.plan.i64_len.max(chunk.i64_len),
+            ),
+            None => (self.plan.f32_len, self.plan.i64_len),
+        };
+        let arena_i64_init = (i64_len > 0).then(|| {
+            let i64_len = lit(i64_len);
+            quote!(arena_i64: vec![0; #i64_len],)
+        });
+        let f32_len = lit(f32_len);
         let workspace_init =
             uses_workspace.then(|| quote!(workspace: #rt::kernels::conv::ConvWorkspace::new(),));
 
@@ -1068,14 +1228,24 @@ impl<'g> Generator<'g> {
             Op::PositionEmbedding if self.is_step(node) => {
                 let table = &operands[0];
                 let dim = lit(output_type.last_dim().unwrap_or(1));
+                let count = output_type.shape.get(1).copied().unwrap_or(1);
+                let tokens = lit(count);
+                let last = match count {
+                    1 => quote!(position),
+                    _ => {
+                        let before_last = lit(count - 1);
+                        quote!(position + #before_last)
+                    }
+                };
                 quote! {
+                    // The step's positions follow the cached ones.
                     let position = cache.position();
-                    let Some(row) = #table.get(position * #dim..(position + 1) * #dim) else {
+                    let Some(rows) = #table.get(position * #dim..(position + #tokens) * #dim) else {
                         return Err(#rt::KernelError::IndexOutOfRange {
-                            operation: "position_embedding", index: position, length: #table.len() / #dim,
+                            operation: "position_embedding", index: #last, length: #table.len() / #dim,
                         }).map_err(#rt::model::at(#layer));
                     };
-                    output.copy_from_slice(row);
+                    output.copy_from_slice(rows);
                 }
             }
             Op::PositionEmbedding => {
@@ -1343,6 +1513,34 @@ impl Generator<'_> {
                 }
             }
         });
+        let chunk_step = self.chunk.as_ref().map(|chunk| {
+            let tokens = lit(chunk.tokens);
+            let token_range = range_tokens(chunk.token_slot..chunk.token_slot + chunk.tokens);
+            let body = &chunk.body;
+            let last_logits = range_tokens(chunk.last_logits.clone());
+            quote! {
+                /// Runs `PREFILL_CHUNK` tokens through the network at once against `cache`, which
+                /// gains their keys and values; the last one's logits are left in the arena.
+                fn step_chunk(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64; #tokens]) -> Result<(), #rt::model::ModelError> {
+                    if cache.position() + #tokens > Self::MAX_CONTEXT {
+                        return Err(#rt::kv_cache::KvCacheError::Full {
+                            max_context: Self::MAX_CONTEXT,
+                            requested: cache.position() + #tokens,
+                        }
+                        .into());
+                    }
+                    self.arena_i64[#token_range].copy_from_slice(tokens);
+                    #(#body)*
+                    cache.advance(#tokens)?;
+                    Ok(())
+                }
+
+                /// The logits of the last token of the last `step_chunk`.
+                fn chunk_logits(&self) -> #rt::ndarray::ArrayView1<'_, f32> {
+                    #rt::ndarray::ArrayView1::from(&self.arena[#last_logits])
+                }
+            }
+        });
         quote! {
             /// Runs one token through the network against `cache`, which gains its keys and
             /// values; the logits are left in the arena.
@@ -1363,6 +1561,7 @@ impl Generator<'_> {
             }
 
             #encode
+            #chunk_step
         }
     }
 
@@ -1376,6 +1575,54 @@ impl Generator<'_> {
         let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
         let logits = quote!(#rt::ndarray::ArrayView1<'_, f32>);
         let result = quote!(Result<#logits, #rt::model::ModelError>);
+        let prefill_steps = match &self.chunk {
+            Some(chunk) => {
+                let tokens = lit(chunk.tokens);
+                quote! {
+                    /// Runs `tokens` through the network against `cache`: whole chunks of
+                    /// `PREFILL_CHUNK` at once, the rest one by one. Returns whether the last step
+                    /// was a chunk.
+                    fn prefill_steps(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, #rt::model::ModelError> {
+                        if tokens.is_empty() {
+                            return Err(#rt::model::ModelError::EmptyPrompt);
+                        }
+                        let (chunks, rest) = tokens.as_chunks::<#tokens>();
+                        for chunk in chunks {
+                            self.step_chunk(cache, chunk)?;
+                        }
+                        for &token in rest {
+                            self.step(cache, token)?;
+                        }
+                        Ok(rest.is_empty())
+                    }
+
+                    /// The logits after a prefill.
+                    fn prefill_logits(&self, chunk_last: bool) -> #logits {
+                        if chunk_last { self.chunk_logits() } else { self.logits() }
+                    }
+
+                    /// Tokens per prefill step.
+                    pub const PREFILL_CHUNK: usize = #tokens;
+                }
+            }
+            None => quote! {
+                /// Runs `tokens` through the network against `cache`, one by one.
+                fn prefill_steps(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, #rt::model::ModelError> {
+                    if tokens.is_empty() {
+                        return Err(#rt::model::ModelError::EmptyPrompt);
+                    }
+                    for &token in tokens {
+                        self.step(cache, token)?;
+                    }
+                    Ok(false)
+                }
+
+                /// The logits after a prefill.
+                fn prefill_logits(&self, _chunk_last: bool) -> #logits {
+                    self.logits()
+                }
+            },
+        };
         let paged = (!decoding.has_encoder(graph)).then(|| {
             let (layers, kv_heads, head_dim) = (
                 lit(decoding.layers.len()),
@@ -1411,14 +1658,8 @@ impl Generator<'_> {
                     seq: #rt::kv_cache::SequenceId,
                     tokens: &[i64],
                 ) -> #result {
-                    if tokens.is_empty() {
-                        return Err(#rt::model::ModelError::EmptyPrompt);
-                    }
-                    let mut sequence = cache.sequence(seq)?;
-                    for &token in tokens {
-                        self.step(&mut sequence, token)?;
-                    }
-                    Ok(self.logits())
+                    let chunk_last = self.prefill_steps(&mut cache.sequence(seq)?, tokens)?;
+                    Ok(self.prefill_logits(chunk_last))
                 }
             }
         });
@@ -1449,15 +1690,13 @@ impl Generator<'_> {
 
                 /// Appends `tokens` and returns the logits after the last one.
                 pub fn prefill(&mut self, tokens: &[i64]) -> #result {
-                    if tokens.is_empty() {
-                        return Err(#rt::model::ModelError::EmptyPrompt);
-                    }
                     let mut cache = std::mem::take(&mut self.cache);
-                    let stepped = tokens.iter().try_for_each(|&token| self.step(&mut cache, token));
+                    let stepped = self.prefill_steps(&mut cache, tokens);
                     self.cache = cache;
-                    stepped?;
-                    Ok(self.logits())
+                    Ok(self.prefill_logits(stepped?))
                 }
+
+                #prefill_steps
 
                 /// Continues `prompt` by up to `max_new_tokens` tokens chosen by `sampler`, stopping
                 /// early when the context is full. Returns the new tokens.

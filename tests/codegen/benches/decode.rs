@@ -1,6 +1,7 @@
 //! Decoding speed against context length: tokens/s of the generated one-token decoders of the
 //! tiny GPT (context 128) and the SmolLM2-sized Llama (context 2048) when the KV cache already
-//! holds `context` positions. `cargo bench -p nnc-codegen-tests --bench decode`.
+//! holds `context` positions; paged against contiguous decoding; and prefill in chunks against
+//! prefill token by token. `cargo bench -p nnc-codegen-tests --bench decode`.
 
 use std::time::Instant;
 
@@ -50,4 +51,90 @@ fn main() {
         );
         println!("  context {context:>5}: {rate:>8.1} tokens/s");
     }
+
+    paged_against_contiguous();
+    prefill_in_chunks_against_token_by_token(&mut gpt, &mut llama);
+}
+
+/// Tiny GPT: 4 sequences of 100 tokens decoded interleaved from a paged cache (blocks of 16),
+/// against the same tokens decoded one sequence at a time with the contiguous cache.
+fn paged_against_contiguous() {
+    let mut gpt = TinyGptDecoder::with_random_weights(0);
+    let token = |sequence: usize, position: usize| ((sequence * 31 + position * 7) % 512) as i64;
+    let (sequences, length) = (4, 100);
+    let start = Instant::now();
+    for sequence in 0..sequences {
+        gpt.reset();
+        for position in 0..length {
+            drop(gpt.decode(token(sequence, position)).unwrap());
+        }
+    }
+    let contiguous = (sequences * length) as f64 / start.elapsed().as_secs_f64();
+    let mut cache = TinyGptDecoder::paged_cache(sequences * 8, 16);
+    let ids: Vec<_> = (0..sequences).map(|_| cache.add_sequence()).collect();
+    let start = Instant::now();
+    for position in 0..length {
+        for (sequence, &id) in ids.iter().enumerate() {
+            drop(
+                gpt.decode_paged(&mut cache, id, token(sequence, position))
+                    .unwrap(),
+            );
+        }
+    }
+    let paged = (sequences * length) as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "tiny_gpt, {sequences} sequences x {length} tokens: contiguous {contiguous:.0} tokens/s, paged interleaved {paged:.0} tokens/s ({:.2}x)",
+        paged / contiguous
+    );
+}
+
+/// Prompt tokens per second of `prefill` (chunks of `PREFILL_CHUNK`) against `decode` of each
+/// prompt token.
+fn prefill_in_chunks_against_token_by_token(
+    gpt: &mut TinyGptDecoder,
+    llama: &mut LlamaDecoderDecoder,
+) {
+    let prompt: Vec<i64> = (0..112).map(|i| (i * 37 % 512) as i64).collect();
+    let time = |run: &mut dyn FnMut()| {
+        let start = Instant::now();
+        run();
+        start.elapsed().as_secs_f64()
+    };
+    let chunked = time(&mut || {
+        gpt.reset();
+        drop(gpt.prefill(&prompt).unwrap());
+    });
+    let single = time(&mut || {
+        gpt.reset();
+        for &token in &prompt {
+            drop(gpt.decode(token).unwrap());
+        }
+    });
+    println!(
+        "tiny_gpt prefill of {} tokens: chunks of {} {:.0} tokens/s, token by token {:.0} tokens/s ({:.1}x)",
+        prompt.len(),
+        TinyGptDecoder::PREFILL_CHUNK,
+        prompt.len() as f64 / chunked,
+        prompt.len() as f64 / single,
+        single / chunked
+    );
+    let prompt: Vec<i64> = (0..256).map(|i| (i * 7919 % 49152) as i64).collect();
+    let chunked = time(&mut || {
+        llama.reset();
+        drop(llama.prefill(&prompt).unwrap());
+    });
+    let single = time(&mut || {
+        llama.reset();
+        for &token in &prompt {
+            drop(llama.decode(token).unwrap());
+        }
+    });
+    println!(
+        "llama_decoder prefill of {} tokens: chunks of {} {:.1} tokens/s, token by token {:.1} tokens/s ({:.1}x)",
+        prompt.len(),
+        LlamaDecoderDecoder::PREFILL_CHUNK,
+        prompt.len() as f64 / chunked,
+        prompt.len() as f64 / single,
+        single / chunked
+    );
 }

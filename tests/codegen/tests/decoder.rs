@@ -219,3 +219,80 @@ fn seq2seq_decoding_with_a_cached_encoder_equals_the_full_forward() {
     let expected = full_logits.slice(ndarray::s![0, 47, ..]);
     assert!(max_error(last.as_slice().unwrap(), expected.as_slice().unwrap()) <= TOLERANCE);
 }
+
+#[test]
+fn chunked_prefill_equals_the_full_forward_and_decoding_continues_from_it() {
+    // 37 tokens: two chunks of 16, then 5 one-token steps; 32 tokens: chunks only.
+    assert_eq!(TinyGptDecoder::PREFILL_CHUNK, 16);
+    let tokens: Vec<i64> = (0..64).map(|i| (i * 29 + 11) % 512).collect();
+    let mut full = TinyGpt::with_random_weights(9);
+    let input = ndarray::Array2::from_shape_vec((1, 64), tokens.clone()).unwrap();
+    let full_logits = full.forward(input.view()).unwrap().to_owned();
+    let at = |position: usize| full_logits.slice(ndarray::s![0, position, ..]).to_vec();
+
+    let mut decoder = TinyGptDecoder::with_random_weights(9);
+    for prompt in [37, 32, 16, 5] {
+        decoder.reset();
+        let logits = decoder.prefill(&tokens[..prompt]).unwrap().to_vec();
+        assert!(
+            max_error(&logits, &at(prompt - 1)) <= TOLERANCE,
+            "prompt {prompt}"
+        );
+        assert_eq!(decoder.position(), prompt);
+        // Decoding after a prefill sees every prefilled position.
+        for position in prompt..prompt + 3 {
+            let logits = decoder.decode(tokens[position]).unwrap().to_vec();
+            assert!(
+                max_error(&logits, &at(position)) <= TOLERANCE,
+                "prompt {prompt}, {position}"
+            );
+        }
+    }
+
+    // Prefill past the context is the cache's error, for a chunk as for a token.
+    decoder.reset();
+    decoder.prefill(&vec![1; 120]).unwrap();
+    let error = decoder.prefill(&[1; 16]).unwrap_err().to_string();
+    assert!(error.contains("full"), "{error}");
+
+    // Paged sequences prefill in chunks too, with the same result.
+    let mut cache = TinyGptDecoder::paged_cache(8, 16);
+    let seq = cache.add_sequence();
+    let logits = decoder
+        .prefill_paged(&mut cache, seq, &tokens[..48])
+        .unwrap()
+        .to_vec();
+    assert!(max_error(&logits, &at(47)) <= TOLERANCE);
+}
+
+#[test]
+fn llama_and_window_prefill_in_chunks_equal_the_full_forward() {
+    use nnc_codegen_tests::model_window_gpt::{WindowGpt, WindowGptDecoder};
+    // Llama: rotary positions and grouped-query heads in a 16-token step.
+    let tokens: Vec<i64> = (0..64).map(|i| (i * 7919 % 49152) as i64).collect();
+    let mut full = LlamaDecoder::with_random_weights(5);
+    let input = ndarray::Array2::from_shape_vec((1, 64), tokens.clone()).unwrap();
+    let full_logits = full.forward(input.view()).unwrap().to_owned();
+    drop(full);
+    let mut decoder = LlamaDecoderDecoder::with_random_weights(5);
+    assert_eq!(LlamaDecoderDecoder::PREFILL_CHUNK, 16);
+    let logits = decoder.prefill(&tokens[..40]).unwrap().to_vec();
+    let expected = full_logits.slice(ndarray::s![0, 39, ..]).to_vec();
+    assert!(max_error(&logits, &expected) <= TOLERANCE);
+
+    // The rolling window of 8 caps the chunk at 8 tokens.
+    assert_eq!(WindowGptDecoder::PREFILL_CHUNK, 8);
+    let tokens: Vec<i64> = (0..32).map(|i| (i * 13 % 64) as i64).collect();
+    let mut full = WindowGpt::with_random_weights(2);
+    let input = ndarray::Array2::from_shape_vec((1, 32), tokens.clone()).unwrap();
+    let full_logits = full.forward(input.view()).unwrap().to_owned();
+    let mut decoder = WindowGptDecoder::with_random_weights(2);
+    let logits = decoder.prefill(&tokens[..27]).unwrap().to_vec();
+    let expected = full_logits.slice(ndarray::s![0, 26, ..]).to_vec();
+    assert!(max_error(&logits, &expected) <= TOLERANCE);
+    for (position, &token) in tokens.iter().enumerate().skip(27) {
+        let logits = decoder.decode(token).unwrap().to_vec();
+        let expected = full_logits.slice(ndarray::s![0, position, ..]).to_vec();
+        assert!(max_error(&logits, &expected) <= TOLERANCE, "{position}");
+    }
+}
