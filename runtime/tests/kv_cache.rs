@@ -5,7 +5,8 @@ use nnc_runtime::kernels::{
     AttentionMask, AttentionOptions, AttentionShape, BlockSparseLayout, FlashAttentionWorkspace,
     flash_attention,
 };
-use nnc_runtime::kv_cache::{KvCache, KvCacheError, PagedKvCache};
+use nnc_runtime::kv_cache::{DecodeCache, KvCache, KvCacheError, PagedKvCache};
+use nnc_runtime::model::SparsePattern;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -623,5 +624,93 @@ fn decoding_through_a_paged_cache_matches_full_causal_attention() {
     for (sequence, output) in sequences.iter().zip(&outputs) {
         let error = max_abs_difference(output, &sequence.full_attention(None));
         assert!(error <= 1e-4, "error {error}");
+    }
+}
+
+/// Decodes `sequence` in steps of `step_lengths` (cycled) through `DecodeCache::attend`, with
+/// `pattern` masking by absolute position.
+fn decode_through(
+    cache: &mut impl DecodeCache,
+    sequence: &Sequence,
+    step_lengths: &[usize],
+    pattern: Option<&SparsePattern<'_>>,
+) -> Vec<f32> {
+    let (query_row, key_row) = (sequence.query_row_length(), sequence.key_row_length());
+    let len = sequence.shape.query_len;
+    let mut output = vec![0.0; len * query_row];
+    let mut workspace = FlashAttentionWorkspace::default();
+    for &step in step_lengths.iter().cycle() {
+        let first = cache.position();
+        if first == len {
+            break;
+        }
+        let tokens = step.min(len - first);
+        let keys = first * key_row..(first + tokens) * key_row;
+        let queries = first * query_row..(first + tokens) * query_row;
+        let shape = AttentionShape {
+            query_len: tokens,
+            ..sequence.shape
+        };
+        let scale = 1.0 / (sequence.shape.head_dim as f32).sqrt();
+        cache
+            .attend(
+                0,
+                "attention",
+                &sequence.q[queries.clone()],
+                &sequence.k[keys.clone()],
+                &sequence.v[keys],
+                &shape,
+                scale,
+                pattern,
+                &mut output[queries],
+                &mut workspace,
+            )
+            .unwrap();
+        cache.advance(tokens).unwrap();
+    }
+    output
+}
+
+#[test]
+fn every_decode_cache_matches_full_attention_with_a_window_pattern() {
+    let window = 6;
+    let pattern = SparsePattern {
+        window: Some(window),
+        dilation: 1,
+        global_tokens: &[],
+        strided: None,
+        block_size: 8,
+        block_mask: &[],
+    };
+    let sequence = Sequence::random(45, 4, 2, 8, 300);
+    for (pattern, expected) in [
+        (None, sequence.full_attention(None)),
+        (Some(&pattern), sequence.full_attention(Some(window))),
+    ] {
+        let steps: &[usize] = &[1, 4, 2, 5];
+        let mut contiguous = KvCache::new(1, 48, 2, 8);
+        let error = max_abs_difference(
+            &decode_through(&mut contiguous, &sequence, steps, pattern),
+            &expected,
+        );
+        assert!(error <= 1e-4, "contiguous: error {error}");
+        if pattern.is_some() {
+            let mut rolling = KvCache::rolling(1, window, 2, 8);
+            let error = max_abs_difference(
+                &decode_through(&mut rolling, &sequence, steps, pattern),
+                &expected,
+            );
+            assert!(error <= 1e-4, "rolling: error {error}");
+        }
+        // A paged sequence beside another that holds some blocks, so its table is not 0, 1, ...
+        let mut paged = PagedKvCache::new(1, 20, 3, 2, 8);
+        let other = paged.add_sequence();
+        paged.append(other, 0, &[0.0; 16], &[0.0; 16], 1).unwrap();
+        paged.advance(other, 1).unwrap();
+        let seq = paged.add_sequence();
+        let decoded = decode_through(&mut paged.sequence(seq).unwrap(), &sequence, steps, pattern);
+        assert_ne!(paged.block_table(seq).unwrap()[0], 0);
+        let error = max_abs_difference(&decoded, &expected);
+        assert!(error <= 1e-4, "paged: error {error}");
     }
 }
