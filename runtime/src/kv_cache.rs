@@ -165,8 +165,13 @@ impl DecodeCache for KvCache {
     }
 }
 
+/// Steps of at most this many tokens attend to a paged sequence's blocks in place
+/// (`kernels::paged_attention`); longer ones gather the blocks for the tiled kernel.
+pub const DIRECT_ATTENTION_QUERIES: usize = 2;
+
 /// One sequence of a [`PagedKvCache`], borrowed for decoding steps: attention reads its blocks
-/// in place through the block table (`kernels::paged_attention`).
+/// in place through the block table (`kernels::paged_attention`) for one-token steps, and from a
+/// gathered copy for prefill chunks (see [`DIRECT_ATTENTION_QUERIES`]).
 #[derive(Debug)]
 pub struct PagedSequence<'a> {
     cache: &'a mut PagedKvCache,
@@ -196,7 +201,7 @@ impl DecodeCache for PagedSequence<'_> {
         scale: f32,
         pattern: Option<&SparsePattern<'_>>,
         output: &mut [f32],
-        _workspace: &mut FlashAttentionWorkspace,
+        workspace: &mut FlashAttentionWorkspace,
     ) -> Result<(), ModelError> {
         let cache = &mut *self.cache;
         let position = cache.sequence_len(self.seq)?;
@@ -218,13 +223,39 @@ impl DecodeCache for PagedSequence<'_> {
                 None => AttentionMask::None,
             },
         };
-        let kv = PagedKv {
-            keys: &cache.keys[layer],
-            values: &cache.values[layer],
-            block_table: cache.block_table(self.seq)?,
-            block_size: cache.block_size,
-        };
-        paged_attention(q, &kv, &shape, &options, output).map_err(at(layer_name))
+        if shape.query_len <= DIRECT_ATTENTION_QUERIES {
+            let kv = PagedKv {
+                keys: &cache.keys[layer],
+                values: &cache.values[layer],
+                block_table: cache.block_table(self.seq)?,
+                block_size: cache.block_size,
+            };
+            return paged_attention(q, &kv, &shape, &options, output).map_err(at(layer_name));
+        }
+        // Several queries amortize a copy into contiguous scratch for the tiled kernel, which
+        // is faster than the direct one from a few queries on.
+        let floats = shape.key_len * cache.row_length;
+        let (mut keys, mut values) = std::mem::take(&mut cache.gathered);
+        if keys.len() < floats {
+            keys.resize(floats, 0.0);
+            values.resize(floats, 0.0);
+        }
+        let gathered = cache.gather(self.seq, layer, &mut keys, &mut values);
+        let attended = gathered.map_err(ModelError::from).and_then(|_| {
+            flash_attention(
+                q,
+                &keys[..floats],
+                &values[..floats],
+                &shape,
+                &options,
+                None,
+                output,
+                workspace,
+            )
+            .map_err(at(layer_name))
+        });
+        cache.gathered = (keys, values);
+        attended
     }
 
     fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
@@ -525,6 +556,9 @@ pub struct PagedKvCache {
     free_blocks: Vec<usize>,
     sequences: Vec<SequenceSlot>,
     free_slots: Vec<u32>,
+    /// Scratch for the keys and values `PagedSequence::attend` gathers for several queries;
+    /// grows to the longest sequence gathered.
+    gathered: (Vec<f32>, Vec<f32>),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -567,6 +601,7 @@ impl PagedKvCache {
             free_blocks: (0..num_blocks).rev().collect(),
             sequences: Vec::new(),
             free_slots: Vec::new(),
+            gathered: (Vec::new(), Vec::new()),
         }
     }
 

@@ -7,18 +7,23 @@
 //! keys and values, with the same masks and the same convention for a query row that may attend
 //! to no key (zeros). Batch is 1: a paged cache holds one sequence per block table.
 //!
-//! Each (query, head) pair keeps a running maximum and sum (online softmax, as in the tiled
-//! kernel) and walks the keys in chunks of at most [`CHUNK`] within a block: scores of a chunk go
-//! to a stack buffer, the accumulator is rescaled once per chunk, so the extra memory is
-//! O(head_dim) and nothing is allocated.
+//! Each (query, head) row keeps a running maximum and sum (online softmax, as in the tiled
+//! kernel), accumulating into its output row. The rows that share a key/value head (grouped
+//! queries, and the step's several tokens) walk the keys together, a tile of up to eight rows at
+//! a time, in chunks of at most [`CHUNK`] keys within a block: each key and value row is read once
+//! per tile, the chunk's scores go to a stack buffer, and the accumulators are rescaled once per
+//! chunk. Nothing is allocated.
 
 use crate::KernelError;
 use crate::error::{KernelResult, check_length, invalid_parameter};
 use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape};
-use crate::kernels::math;
+use crate::kernels::{math, vectorize};
 
-/// Keys scored together before the accumulator is rescaled.
+/// Keys scored together before the accumulators are rescaled.
 pub const CHUNK: usize = 64;
+
+/// (query, head) rows sharing a key/value head that walk the keys together.
+const ROWS: usize = 8;
 
 /// A sequence's keys and values in a paged KV cache.
 #[derive(Clone, Copy, Debug)]
@@ -43,6 +48,43 @@ pub fn paged_attention(
     output: &mut [f32],
 ) -> KernelResult<()> {
     check(q, kv, shape, options, output)?;
+    #[cfg(target_arch = "x86_64")]
+    if vectorize::has_avx2_fma() {
+        // SAFETY: The processor supports AVX2 and FMA, checked just above.
+        unsafe { attend_avx2(q, kv, shape, options, output) };
+        return Ok(());
+    }
+    attend(q, kv, shape, options, output);
+    Ok(())
+}
+
+/// [`attend`] compiled with AVX2 and FMA, so that its dot products and row updates use 8-wide
+/// registers.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(
+    q: &[f32],
+    kv: &PagedKv<'_>,
+    shape: &AttentionShape,
+    options: &AttentionOptions<'_>,
+    output: &mut [f32],
+) {
+    attend(q, kv, shape, options, output);
+}
+
+/// The kernel, on checked arguments.
+#[inline(always)]
+fn attend(
+    q: &[f32],
+    kv: &PagedKv<'_>,
+    shape: &AttentionShape,
+    options: &AttentionOptions<'_>,
+    output: &mut [f32],
+) {
     let AttentionShape {
         query_len,
         key_len,
@@ -71,72 +113,109 @@ pub fn paged_attention(
             AttentionMask::Function(allows) => allows(query, key),
         }
     };
-    let mut scores = [0.0f32; CHUNK];
-    for query in 0..query_len {
-        // Causal rows stop at their own position.
-        let visible = if options.causal {
-            (options.query_position_offset + query + 1).min(key_len)
-        } else {
-            key_len
-        };
-        for head in 0..n_heads {
-            let kv_offset = (head / group) * head_dim;
-            let row = (query * n_heads + head) * head_dim;
-            let q_row = &q[row..row + head_dim];
-            let accumulator = &mut output[row..row + head_dim];
-            accumulator.fill(0.0);
-            let mut maximum = f32::NEG_INFINITY;
-            let mut sum = 0.0f32;
+    // Rows (query, head) that share a key/value head are processed together, up to `ROWS` at a
+    // time, so each key and value row is read from memory once per tile, not once per head.
+    let mut scores = [[0.0f32; CHUNK]; ROWS];
+    let rows_per_kv_head = query_len * group;
+    for kv_head in 0..n_kv_heads {
+        let kv_offset = kv_head * head_dim;
+        let row_of = |index: usize| (index / group, kv_head * group + index % group);
+        for tile_start in (0..rows_per_kv_head).step_by(ROWS) {
+            let rows = (rows_per_kv_head - tile_start).min(ROWS);
+            let mut maxima = [f32::NEG_INFINITY; ROWS];
+            let mut sums = [0.0f32; ROWS];
+            // The keys any row of the tile sees: causal rows stop at their own position.
+            let mut visible = [key_len; ROWS];
+            let mut tile_visible = 0;
+            for row in 0..rows {
+                let (query, head) = row_of(tile_start + row);
+                if options.causal {
+                    visible[row] = (options.query_position_offset + query + 1).min(key_len);
+                }
+                tile_visible = tile_visible.max(visible[row]);
+                let offset = (query * n_heads + head) * head_dim;
+                output[offset..offset + head_dim].fill(0.0);
+            }
             let mut start = 0;
-            while start < visible {
+            while start < tile_visible {
                 let block = kv.block_table[start / kv.block_size];
                 let in_block = start % kv.block_size;
-                let count = (kv.block_size - in_block).min(visible - start).min(CHUNK);
+                let count = (kv.block_size - in_block)
+                    .min(tile_visible - start)
+                    .min(CHUNK);
                 let first_row = block * kv.block_size + in_block;
-                let mut chunk_maximum = f32::NEG_INFINITY;
-                for (index, score) in scores[..count].iter_mut().enumerate() {
-                    *score = if allowed(query, start + index) {
-                        let offset = (first_row + index) * row_length + kv_offset;
-                        scale * dot(q_row, &kv.keys[offset..offset + head_dim])
-                    } else {
-                        f32::NEG_INFINITY
-                    };
-                    chunk_maximum = chunk_maximum.max(*score);
-                }
-                if chunk_maximum > f32::NEG_INFINITY {
-                    let new_maximum = maximum.max(chunk_maximum);
-                    let correction = math::exp(maximum - new_maximum);
+                for row in 0..rows {
+                    let (query, head) = row_of(tile_start + row);
+                    let offset = (query * n_heads + head) * head_dim;
+                    let q_row = &q[offset..offset + head_dim];
+                    let mut chunk_maximum = f32::NEG_INFINITY;
+                    for (index, score) in scores[row][..count].iter_mut().enumerate() {
+                        let key = start + index;
+                        *score = if key < visible[row] && allowed(query, key) {
+                            let at = (first_row + index) * row_length + kv_offset;
+                            scale * dot(q_row, &kv.keys[at..at + head_dim])
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        chunk_maximum = chunk_maximum.max(*score);
+                    }
+                    if chunk_maximum == f32::NEG_INFINITY {
+                        // Nothing in this chunk for this row: no weight.
+                        scores[row][..count].fill(0.0);
+                        continue;
+                    }
+                    // Rescale what the row has so far to the new maximum, then turn the
+                    // chunk's scores into weights.
+                    let new_maximum = maxima[row].max(chunk_maximum);
+                    let correction = math::exp(maxima[row] - new_maximum);
                     if correction != 1.0 {
-                        accumulator
+                        output[offset..offset + head_dim]
                             .iter_mut()
                             .for_each(|value| *value *= correction);
                     }
-                    sum *= correction;
-                    maximum = new_maximum;
-                    for (index, &score) in scores[..count].iter().enumerate() {
-                        if score == f32::NEG_INFINITY {
+                    sums[row] *= correction;
+                    maxima[row] = new_maximum;
+                    for score in &mut scores[row][..count] {
+                        *score = if *score == f32::NEG_INFINITY {
+                            0.0
+                        } else {
+                            math::exp(*score - new_maximum)
+                        };
+                        sums[row] += *score;
+                    }
+                }
+                for index in 0..count {
+                    let at = (first_row + index) * row_length + kv_offset;
+                    let value = &kv.values[at..at + head_dim];
+                    for row in 0..rows {
+                        let weight = scores[row][index];
+                        if weight == 0.0 || index + start >= visible[row] {
                             continue;
                         }
-                        let weight = math::exp(score - maximum);
-                        sum += weight;
-                        let offset = (first_row + index) * row_length + kv_offset;
-                        let value = &kv.values[offset..offset + head_dim];
-                        for (out, &v) in accumulator.iter_mut().zip(value) {
+                        let (query, head) = row_of(tile_start + row);
+                        let offset = (query * n_heads + head) * head_dim;
+                        for (out, &v) in output[offset..offset + head_dim].iter_mut().zip(value) {
                             *out += weight * v;
                         }
                     }
                 }
                 start += count;
             }
-            if sum > 0.0 {
-                let inverse = 1.0 / sum;
-                accumulator.iter_mut().for_each(|value| *value *= inverse);
+            for row in 0..rows {
+                if sums[row] > 0.0 {
+                    let (query, head) = row_of(tile_start + row);
+                    let offset = (query * n_heads + head) * head_dim;
+                    let inverse = 1.0 / sums[row];
+                    output[offset..offset + head_dim]
+                        .iter_mut()
+                        .for_each(|value| *value *= inverse);
+                }
             }
         }
     }
-    Ok(())
 }
 
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     // Eight independent partial sums, which the compiler keeps in one vector register.
     let mut partial = [0.0f32; 8];
