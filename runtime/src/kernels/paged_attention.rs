@@ -77,6 +77,8 @@ unsafe fn attend_avx2(
 }
 
 /// The kernel, on checked arguments.
+// A tile's rows index several per-row arrays (scores, maxima, sums, visible lengths) at once.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn attend(
     q: &[f32],

@@ -3,6 +3,7 @@
 //! holds `context` positions; paged against contiguous decoding; and prefill in chunks against
 //! prefill token by token. `cargo bench -p nnc-codegen-tests --bench decode`.
 
+use std::hint::black_box;
 use std::time::Instant;
 
 use nnc_codegen_tests::example_llama_decoder::LlamaDecoderDecoder;
@@ -66,7 +67,7 @@ fn paged_against_contiguous() {
     for sequence in 0..sequences {
         gpt.reset();
         for position in 0..length {
-            drop(gpt.decode(token(sequence, position)).unwrap());
+            black_box(gpt.decode(token(sequence, position)).unwrap());
         }
     }
     let contiguous = (sequences * length) as f64 / start.elapsed().as_secs_f64();
@@ -75,7 +76,7 @@ fn paged_against_contiguous() {
     let start = Instant::now();
     for position in 0..length {
         for (sequence, &id) in ids.iter().enumerate() {
-            drop(
+            black_box(
                 gpt.decode_paged(&mut cache, id, token(sequence, position))
                     .unwrap(),
             );
@@ -102,12 +103,12 @@ fn prefill_in_chunks_against_token_by_token(
     };
     let chunked = time(&mut || {
         gpt.reset();
-        drop(gpt.prefill(&prompt).unwrap());
+        black_box(gpt.prefill(&prompt).unwrap());
     });
     let single = time(&mut || {
         gpt.reset();
         for &token in &prompt {
-            drop(gpt.decode(token).unwrap());
+            black_box(gpt.decode(token).unwrap());
         }
     });
     println!(
@@ -121,12 +122,12 @@ fn prefill_in_chunks_against_token_by_token(
     let prompt: Vec<i64> = (0..256).map(|i| (i * 7919 % 49152) as i64).collect();
     let chunked = time(&mut || {
         llama.reset();
-        drop(llama.prefill(&prompt).unwrap());
+        black_box(llama.prefill(&prompt).unwrap());
     });
     let single = time(&mut || {
         llama.reset();
         for &token in &prompt {
-            drop(llama.decode(token).unwrap());
+            black_box(llama.decode(token).unwrap());
         }
     });
     println!(

@@ -240,8 +240,8 @@ fn chunked_prefill_equals_the_full_forward_and_decoding_continues_from_it() {
         );
         assert_eq!(decoder.position(), prompt);
         // Decoding after a prefill sees every prefilled position.
-        for position in prompt..prompt + 3 {
-            let logits = decoder.decode(tokens[position]).unwrap().to_vec();
+        for (position, &token) in tokens.iter().enumerate().skip(prompt).take(3) {
+            let logits = decoder.decode(token).unwrap().to_vec();
             assert!(
                 max_error(&logits, &at(position)) <= TOLERANCE,
                 "prompt {prompt}, {position}"
