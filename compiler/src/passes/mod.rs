@@ -11,6 +11,7 @@ pub mod fold_batch_norm;
 pub mod fold_constants;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod fuse_residual;
 
 use crate::ir::{Graph, verify};
 
@@ -39,6 +40,8 @@ pub fn pipeline(level: OptLevel) -> Vec<Pass> {
     }
     if level >= OptLevel::O2 {
         passes.push(("fold-batch-norm", fold_batch_norm::run));
+        // Before epilogue fusion: an activation after a residual add applies after the add.
+        passes.push(("fuse-residual", fuse_residual::run));
         passes.push(("fuse-epilogue", fuse_epilogue::run));
         passes.push(("fuse-elementwise", fuse_elementwise::run));
         passes.push(("dce", dce::run));
