@@ -1311,9 +1311,7 @@ impl Generator<'_> {
 /// The residual a conv or linear layer accumulates onto, if its epilogue has one: its last input.
 fn residual_input(data: &ir::NodeData) -> Option<ir::Value> {
     let residual = match &data.op {
-        Op::Linear { epilogue, .. } | Op::Conv(ir::ConvAttrs { epilogue, .. }) => {
-            epilogue.residual
-        }
+        Op::Linear { epilogue, .. } | Op::Conv(ir::ConvAttrs { epilogue, .. }) => epilogue.residual,
         _ => false,
     };
     if residual {

@@ -623,13 +623,22 @@ fn batch_norm_inputs(epilogue: &Epilogue) -> usize {
 
 /// Checks that a residual, if the epilogue has one, is the last input and has the output's type
 /// exactly: the kernel adds it element by element, without broadcasting.
-fn check_residual(epilogue: &Epilogue, inputs: &[&TensorType], output_shape: &[usize]) -> Result<()> {
+fn check_residual(
+    epilogue: &Epilogue,
+    inputs: &[&TensorType],
+    output_shape: &[usize],
+) -> Result<()> {
     if !epilogue.residual {
         return Ok(());
     }
     let position = inputs.len() - 1;
     float_input(inputs, position)?;
-    expect_shape(inputs, position, output_shape, "the residual has the output's shape")
+    expect_shape(
+        inputs,
+        position,
+        output_shape,
+        "the residual has the output's shape",
+    )
 }
 
 fn arity(inputs: &[&TensorType], expected: usize) -> Result<()> {

@@ -102,9 +102,11 @@ fn single_head(graph: &Graph, uses: &SecondaryMap<Value, usize>, node: Node) -> 
         return None;
     };
     // kᵀ is `transpose(k)` with k `[b, m, d]`.
-    let (k, k_transpose) = defined_by(graph, core.k_transposed, |op| {
-        matches!(op, Op::Transpose { perm } if perm == &[0, 2, 1])
-    })?;
+    let (k, k_transpose) = defined_by(
+        graph,
+        core.k_transposed,
+        |op| matches!(op, Op::Transpose { perm } if perm == &[0, 2, 1]),
+    )?;
     let [k_batch, keys, k_dim] = graph.ty(k).shape[..] else {
         return None;
     };
@@ -112,7 +114,10 @@ fn single_head(graph: &Graph, uses: &SecondaryMap<Value, usize>, node: Node) -> 
     if k_batch != batch || k_dim != head_dim || v_shape != &[batch, keys, head_dim] {
         return None;
     }
-    debug_assert_eq!(graph.ty(graph.nodes[node].outputs[0]).shape, [batch, queries, head_dim]);
+    debug_assert_eq!(
+        graph.ty(graph.nodes[node].outputs[0]).shape,
+        [batch, queries, head_dim]
+    );
     let mut absorbed = core.absorbed;
     if uses[core.k_transposed] == 1 {
         absorbed.push(k_transpose);
@@ -132,9 +137,11 @@ fn single_head(graph: &Graph, uses: &SecondaryMap<Value, usize>, node: Node) -> 
 /// with the heads of `q`, `k` and `v` split as the module docs show.
 fn multi_head(graph: &Graph, uses: &SecondaryMap<Value, usize>, node: Node) -> Option<Found> {
     let merged = graph.nodes[node].inputs[0];
-    let (output, merge_transpose) = defined_by(graph, merged, |op| {
-        matches!(op, Op::Transpose { perm } if perm == &[0, 2, 1, 3])
-    })?;
+    let (output, merge_transpose) = defined_by(
+        graph,
+        merged,
+        |op| matches!(op, Op::Transpose { perm } if perm == &[0, 2, 1, 3]),
+    )?;
     if uses[merged] != 1 {
         return None;
     }
@@ -188,10 +195,13 @@ fn attention_core(graph: &Graph, uses: &SecondaryMap<Value, usize>, node: Node) 
         return None;
     };
     let rank = graph.ty(probabilities).rank();
-    let (scaled, softmax) = defined_by(graph, probabilities, |op| {
-        matches!(op, Op::Softmax { axis } if *axis + 1 == rank)
-    })?;
-    let (scores, scale, scale_node) = match graph.producer(scaled).map(|node| &graph.nodes[node].op) {
+    let (scaled, softmax) = defined_by(
+        graph,
+        probabilities,
+        |op| matches!(op, Op::Softmax { axis } if *axis + 1 == rank),
+    )?;
+    let (scores, scale, scale_node) = match graph.producer(scaled).map(|node| &graph.nodes[node].op)
+    {
         Some(&Op::Affine { scale, shift }) if shift == 0.0 && uses[scaled] == 1 => {
             let scale_node = graph.producer(scaled)?;
             (graph.nodes[scale_node].inputs[0], scale, Some(scale_node))

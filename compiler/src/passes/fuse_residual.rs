@@ -34,21 +34,22 @@ pub fn run(graph: &mut Graph) -> bool {
         };
         let output = graph.nodes[add].outputs[0];
         // The first operand that a fusable layer produces is the product, the other the skip.
-        let Some((layer, skip)) = [(left, right), (right, left)]
-            .into_iter()
-            .find_map(|(product, skip)| {
-                let layer = graph.producer(product)?;
-                let fusable = uses[product] == 1
-                    && product != skip
-                    && graph.ty(skip) == graph.ty(product)
-                    && graph.ty(output) == graph.ty(product)
-                    && match &graph.nodes[layer].op {
-                        Op::Conv(attrs) => takes_residual(&attrs.epilogue),
-                        Op::Linear { epilogue, .. } => takes_residual(epilogue),
-                        _ => false,
-                    };
-                fusable.then_some((layer, skip))
-            })
+        let Some((layer, skip)) =
+            [(left, right), (right, left)]
+                .into_iter()
+                .find_map(|(product, skip)| {
+                    let layer = graph.producer(product)?;
+                    let fusable = uses[product] == 1
+                        && product != skip
+                        && graph.ty(skip) == graph.ty(product)
+                        && graph.ty(output) == graph.ty(product)
+                        && match &graph.nodes[layer].op {
+                            Op::Conv(attrs) => takes_residual(&attrs.epilogue),
+                            Op::Linear { epilogue, .. } => takes_residual(epilogue),
+                            _ => false,
+                        };
+                    fusable.then_some((layer, skip))
+                })
         else {
             continue;
         };

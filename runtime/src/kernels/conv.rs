@@ -242,14 +242,9 @@ impl PackedConv2d {
                 self.forward_depthwise(weight, input, residual, output, &geometry);
                 Ok(())
             }
-            Method::Gemm { group_weights } => self.forward_gemm(
-                group_weights,
-                input,
-                residual,
-                output,
-                &geometry,
-                workspace,
-            ),
+            Method::Gemm { group_weights } => {
+                self.forward_gemm(group_weights, input, residual, output, &geometry, workspace)
+            }
         }
     }
 

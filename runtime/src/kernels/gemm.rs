@@ -671,14 +671,7 @@ fn gemm_with(
             if !options.accumulate {
                 c_row.fill(0.0);
             }
-            apply_epilogue_to_row(
-                c_row,
-                row,
-                0,
-                bias,
-                residual_row(row, 0, cols),
-                activation,
-            );
+            apply_epilogue_to_row(c_row, row, 0, bias, residual_row(row, 0, cols), activation);
         }
         return Ok(());
     }
