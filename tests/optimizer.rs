@@ -190,6 +190,14 @@ fn fused_groups_follow_the_fusion_passes() {
     assert_eq!(group("conv1"), group("bn1"));
     assert_eq!(group("layer1.0.conv1"), group("layer1.0.bn1"));
     assert_ne!(group("conv1"), group("layer1.0.conv1"));
+    // conv2 -> bn2 -> + shortcut -> relu run as one conv kernel, the residual in its epilogue.
+    let block_end: Vec<&str> = graph
+        .nodes
+        .iter()
+        .filter(|(node, _)| groups.group_of[*node] == group("layer1.0.conv2"))
+        .map(|(_, data)| data.op.name())
+        .collect();
+    assert_eq!(block_end, ["conv2d", "batch_norm", "add", "relu"]);
     assert_eq!(
         groups.fused(&graph).len(),
         optimized
