@@ -1,5 +1,6 @@
-//! The optimizer keeps results: every example and fixture computes the same outputs at -O0 and
-//! -O2 (in the interpreter, with the same weights), and each pass's effect is snapshotted.
+//! The optimizer keeps results: every example, fixture and pass-test input computes the same
+//! outputs at -O0 and -O2 (in the interpreter, with the same weights), and each pass's effect is
+//! snapshotted.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +39,16 @@ fn models() -> Vec<Model> {
             root.join("examples").join(format!("{name}.nn")),
             dims,
         ));
+    }
+    // The inputs of the pass snapshots, which show each rewrite in isolation.
+    let mut pass_inputs: Vec<PathBuf> = std::fs::read_dir(root.join("tests/passes"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    pass_inputs.sort();
+    for path in pass_inputs {
+        let name = format!("passes/{}", path.file_stem().unwrap().to_string_lossy());
+        models.push((name, path, vec![]));
     }
     let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures"))
         .unwrap()
@@ -179,6 +190,14 @@ fn fused_groups_follow_the_fusion_passes() {
     assert_eq!(group("conv1"), group("bn1"));
     assert_eq!(group("layer1.0.conv1"), group("layer1.0.bn1"));
     assert_ne!(group("conv1"), group("layer1.0.conv1"));
+    // conv2 -> bn2 -> + shortcut -> relu run as one conv kernel, the residual in its epilogue.
+    let block_end: Vec<&str> = graph
+        .nodes
+        .iter()
+        .filter(|(node, _)| groups.group_of[*node] == group("layer1.0.conv2"))
+        .map(|(_, data)| data.op.name())
+        .collect();
+    assert_eq!(block_end, ["conv2d", "batch_norm", "add", "relu"]);
     assert_eq!(
         groups.fused(&graph).len(),
         optimized

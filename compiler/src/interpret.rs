@@ -400,13 +400,24 @@ impl<'g> Interpreter<'g> {
         let input_type = graph.ty(node.inputs[0]);
         let mut output = vec![0.0f32; output_type.element_count() as usize];
         let x = |position: usize| self.f32_data(node.inputs[position], buffers);
+        // A fused residual is the layer's last input; the kernel adds it in its epilogue.
+        let residual = match &node.op {
+            Op::Linear { epilogue, .. } | Op::Conv(ir::ConvAttrs { epilogue, .. }) => {
+                epilogue.residual.then(|| x(node.inputs.len() - 1))
+            }
+            _ => None,
+        };
         match &node.op {
             Op::Linear { .. } => {
                 let Prepared::Linear(linear) = &self.prepared[index] else {
                     unreachable!("linear weights are params")
                 };
                 let rows = input_type.element_count() as usize / linear.in_features();
-                linear.forward(x(0), rows, &mut output)?;
+                if let Some(residual) = residual {
+                    linear.forward_residual(x(0), rows, residual, &mut output)?;
+                } else {
+                    linear.forward(x(0), rows, &mut output)?;
+                }
             }
             Op::MatMul => kernels::matmul::matmul(
                 self.tensor(node.inputs[0], buffers),
@@ -417,14 +428,21 @@ impl<'g> Interpreter<'g> {
                 let shape = &input_type.shape;
                 match &self.prepared[index] {
                     Prepared::Conv1d(conv) => {
-                        conv.forward(x(0), [shape[0], shape[1], shape[2]], &mut output, workspace)?
+                        let shape = [shape[0], shape[1], shape[2]];
+                        if let Some(residual) = residual {
+                            conv.forward_residual(x(0), shape, residual, &mut output, workspace)?
+                        } else {
+                            conv.forward(x(0), shape, &mut output, workspace)?
+                        }
                     }
-                    Prepared::Conv2d(conv) => conv.forward(
-                        x(0),
-                        [shape[0], shape[1], shape[2], shape[3]],
-                        &mut output,
-                        workspace,
-                    )?,
+                    Prepared::Conv2d(conv) => {
+                        let shape = [shape[0], shape[1], shape[2], shape[3]];
+                        if let Some(residual) = residual {
+                            conv.forward_residual(x(0), shape, residual, &mut output, workspace)?
+                        } else {
+                            conv.forward(x(0), shape, &mut output, workspace)?
+                        }
+                    }
                     _ => unreachable!("convolutions are prepared"),
                 }
             }

@@ -111,6 +111,9 @@ pub fn is_row_vector(row: &[usize], full: &[usize]) -> bool {
 }
 
 /// Whether `op` can write its output over its first input (given the input dies there).
+///
+/// A conv or linear layer with a fused residual cannot take the residual's memory: its kernel
+/// writes partial products into the output before the epilogue reads the residual.
 fn can_run_in_place(graph: &Graph, op: &Op, inputs: &[Value], output: Value) -> bool {
     let first = graph.ty(inputs[0]);
     let same_type = first == graph.ty(output);

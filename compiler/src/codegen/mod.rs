@@ -1061,8 +1061,10 @@ impl<'g> Generator<'g> {
         } else {
             0
         };
+        // A layer with a fused residual reads it in its epilogue: one more operand.
+        let residual = residual_input(data);
         let operand_values: Vec<ir::Value> = match data.op {
-            _ if consumed == 1 => vec![data.inputs[0]],
+            _ if consumed == 1 => std::iter::once(data.inputs[0]).chain(residual).collect(),
             // Positions depend only on the sequence length, not on the input's values.
             Op::PositionEmbedding => vec![data.inputs[1]],
             _ => data.inputs.clone(),
@@ -1101,17 +1103,24 @@ impl<'g> Generator<'g> {
         let shape_of = |position: usize| literal_list(&graph.ty(data.inputs[position]).shape);
         let input_0 = operands.first().cloned();
 
+        let (forward, residual) = match residual {
+            None => (quote!(forward), TokenStream::new()),
+            Some(_) => {
+                let residual = &operands[1];
+                (quote!(forward_residual), quote!(#residual,))
+            }
+        };
         let call = match &data.op {
             Op::Linear { .. } => {
                 let field = &self.node_fields[&node];
                 let in_features = input_type.last_dim().unwrap_or(1);
                 let rows = lit(input_type.element_count() as usize / in_features);
-                quote!(self.#field.forward(#input_0, #rows, output)#at;)
+                quote!(self.#field.#forward(#input_0, #rows, #residual output)#at;)
             }
             Op::Conv(_) => {
                 let field = &self.node_fields[&node];
                 let shape = literal_list(&input_type.shape);
-                quote!(self.#field.forward(#input_0, #shape, output, &mut self.workspace)#at;)
+                quote!(self.#field.#forward(#input_0, #shape, #residual output, &mut self.workspace)#at;)
             }
             Op::BatchNorm { .. } => {
                 let field = &self.node_fields[&node];
@@ -1771,6 +1780,19 @@ impl Generator<'_> {
         self.graph
             .producer(data.outputs[0])
             .expect("node outputs are defined by their node")
+    }
+}
+
+/// The residual a conv or linear layer accumulates onto, if its epilogue has one: its last input.
+fn residual_input(data: &ir::NodeData) -> Option<ir::Value> {
+    let residual = match &data.op {
+        Op::Linear { epilogue, .. } | Op::Conv(ir::ConvAttrs { epilogue, .. }) => epilogue.residual,
+        _ => false,
+    };
+    if residual {
+        data.inputs.last().copied()
+    } else {
+        None
     }
 }
 

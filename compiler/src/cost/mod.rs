@@ -202,10 +202,10 @@ pub fn affine_flops_per_element(scale: f32, shift: f32) -> u64 {
 }
 
 /// FLOPs per output element of a conv or linear epilogue. A batch norm in the epilogue is folded
-/// into the weights when the model is built, so it costs nothing per inference; an activation
-/// costs what it costs on its own.
+/// into the weights when the model is built, so it costs nothing per inference; a residual is
+/// one add, and an activation costs what it costs on its own, as the nodes they replace did.
 pub fn epilogue_flops_per_element(epilogue: &Epilogue) -> u64 {
-    epilogue.activation.map_or(0, activation_flops_per_element)
+    u64::from(epilogue.residual) + epilogue.activation.map_or(0, activation_flops_per_element)
 }
 
 /// FLOPs per element of the normalization ops, applied to their input.

@@ -358,7 +358,7 @@ fn linear(bias: bool, epilogue: &Epilogue, inputs: &[&TensorType]) -> Result<Ten
     if bias {
         expect_shape(inputs, 2, &[out_features], "one entry per output feature")?;
     }
-    for position in weights..inputs.len() {
+    for position in weights..weights + batch_norm_inputs(epilogue) {
         expect_shape(
             inputs,
             position,
@@ -368,6 +368,7 @@ fn linear(bias: bool, epilogue: &Epilogue, inputs: &[&TensorType]) -> Result<Ten
     }
     let mut shape = x.shape.clone();
     *shape.last_mut().expect("rank checked") = out_features;
+    check_residual(epilogue, inputs, &shape)?;
     make(DType::F32, shape)
 }
 
@@ -435,7 +436,7 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     if conv.bias {
         expect_shape(inputs, 2, &[out_channels], "one entry per output channel")?;
     }
-    for position in weights..inputs.len() {
+    for position in weights..weights + batch_norm_inputs(&conv.epilogue) {
         expect_shape(
             inputs,
             position,
@@ -454,6 +455,7 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
             false,
         )?);
     }
+    check_residual(&conv.epilogue, inputs, &shape)?;
     make(DType::F32, shape)
 }
 
@@ -609,9 +611,34 @@ fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Resul
     Ok(q.clone())
 }
 
-/// The inputs an epilogue adds: the four parameters of a folded batch norm.
+/// The inputs an epilogue adds: the four parameters of a folded batch norm, then the residual.
 pub fn epilogue_inputs(epilogue: &Epilogue) -> usize {
+    batch_norm_inputs(epilogue) + usize::from(epilogue.residual)
+}
+
+/// The inputs a folded batch norm adds.
+fn batch_norm_inputs(epilogue: &Epilogue) -> usize {
     if epilogue.batch_norm.is_some() { 4 } else { 0 }
+}
+
+/// Checks that a residual, if the epilogue has one, is the last input and has the output's type
+/// exactly: the kernel adds it element by element, without broadcasting.
+fn check_residual(
+    epilogue: &Epilogue,
+    inputs: &[&TensorType],
+    output_shape: &[usize],
+) -> Result<()> {
+    if !epilogue.residual {
+        return Ok(());
+    }
+    let position = inputs.len() - 1;
+    float_input(inputs, position)?;
+    expect_shape(
+        inputs,
+        position,
+        output_shape,
+        "the residual has the output's shape",
+    )
 }
 
 fn arity(inputs: &[&TensorType], expected: usize) -> Result<()> {

@@ -75,6 +75,10 @@ pub struct Epilogue {
     /// Its four parameters (weight, bias, running mean, running variance) follow the layer's
     /// other inputs.
     pub batch_norm: Option<f32>,
+    /// A residual (skip-connection) tensor of the output's type is added after the bias and the
+    /// batch norm and before the activation: `activation(layer(x) + residual)`. It is the layer's
+    /// last input, after the batch norm's parameters.
+    pub residual: bool,
     /// An activation applied while the output is still in cache.
     pub activation: Option<Activation>,
 }
@@ -201,12 +205,14 @@ pub struct AttentionAttrs {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// `y = x·weightᵀ + bias`. Inputs: `x [.., in]`, `weight [out, in]`, `bias [out]` if `bias`,
-    /// then the folded batch norm's parameters if the epilogue has one.
+    /// then the folded batch norm's parameters if the epilogue has one, then the residual (the
+    /// output's type) if the epilogue adds one.
     Linear { bias: bool, epilogue: Epilogue },
     /// Batched matrix product. Inputs: `a [.., m, k]`, `b [.., k, n]`; batch dims broadcast.
     MatMul,
     /// Convolution. Inputs: `x [n, c, spatial..]`, `weight [out, c / groups, kernel..]`, `bias [out]`
-    /// if `bias`, then the folded batch norm's parameters if the epilogue has one.
+    /// if `bias`, then the folded batch norm's parameters if the epilogue has one, then the residual
+    /// (the output's type) if the epilogue adds one.
     Conv(ConvAttrs),
     /// Max pooling over the spatial dims of `x [n, c, spatial..]`.
     MaxPool(PoolAttrs),
@@ -426,6 +432,9 @@ impl fmt::Display for DisplayAttrs<'_> {
 fn push_epilogue(push: &mut impl FnMut(&str, String), epilogue: &Epilogue) {
     if let Some(eps) = epilogue.batch_norm {
         push("batch_norm", float(eps));
+    }
+    if epilogue.residual {
+        push("residual", "true".to_string());
     }
     if let Some(activation) = epilogue.activation {
         push("activation", activation_text(activation));

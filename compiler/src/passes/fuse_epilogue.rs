@@ -5,8 +5,8 @@
 //! it) and the layer has no activation yet. Every activation of the language can be fused: the
 //! kernels apply the same scalar functions as the standalone activation kernel.
 //!
-//! Not yet fused: a residual add after the layer (the GEMM would accumulate into the skip
-//! connection) — it stays a separate elementwise node.
+//! A residual add between the layer and the activation was fused first (see `fuse_residual`),
+//! so the activation applies to the sum, as written.
 
 use crate::ir::{Graph, Node, Op};
 

@@ -9,8 +9,10 @@ pub mod cse;
 pub mod dce;
 pub mod fold_batch_norm;
 pub mod fold_constants;
+pub mod fuse_attention;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod fuse_residual;
 
 use crate::ir::{Graph, verify};
 
@@ -38,7 +40,10 @@ pub fn pipeline(level: OptLevel) -> Vec<Pass> {
         passes.push(("dce", dce::run));
     }
     if level >= OptLevel::O2 {
+        passes.push(("fuse-attention", fuse_attention::run));
         passes.push(("fold-batch-norm", fold_batch_norm::run));
+        // Before epilogue fusion: an activation after a residual add applies after the add.
+        passes.push(("fuse-residual", fuse_residual::run));
         passes.push(("fuse-epilogue", fuse_epilogue::run));
         passes.push(("fuse-elementwise", fuse_elementwise::run));
         passes.push(("dce", dce::run));

@@ -197,6 +197,31 @@ impl PackedConv2d {
         output: &mut [f32],
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
+        self.run(input, input_shape, None, output, workspace)
+    }
+
+    /// `output = activation(conv(input) + residual)`, with `residual` (a skip connection of the
+    /// output's shape) added in the epilogue, after the bias, while each tile is still in cache,
+    /// so the residual add costs no pass over memory of its own.
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: &[f32],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.run(input, input_shape, Some(residual), output, workspace)
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
         let output_shape = self.output_shape(input_shape)?;
         check_length("conv", "input", input_shape.iter().product(), input.len())?;
         check_length(
@@ -205,17 +230,20 @@ impl PackedConv2d {
             output_shape.iter().product(),
             output.len(),
         )?;
+        if let Some(residual) = residual {
+            check_length("conv", "residual", output.len(), residual.len())?;
+        }
         if output.is_empty() {
             return Ok(());
         }
         let geometry = Geometry::new(input_shape, output_shape, self.kernel, self.options);
         match &self.method {
             Method::Depthwise { weight } => {
-                self.forward_depthwise(weight, input, output, &geometry);
+                self.forward_depthwise(weight, input, residual, output, &geometry);
                 Ok(())
             }
             Method::Gemm { group_weights } => {
-                self.forward_gemm(group_weights, input, output, &geometry, workspace)
+                self.forward_gemm(group_weights, input, residual, output, &geometry, workspace)
             }
         }
     }
@@ -224,6 +252,7 @@ impl PackedConv2d {
         &self,
         group_weights: &[PackedLhsMatrix],
         input: &[f32],
+        residual: Option<&[f32]>,
         output: &mut [f32],
         geometry: &Geometry,
         workspace: &mut ConvWorkspace,
@@ -243,12 +272,19 @@ impl PackedConv2d {
             workspace.columns(group_depth * output_plane)
         };
         let input_images = input.chunks_exact(self.in_channels * input_plane);
-        let output_images = output.chunks_exact_mut(self.out_channels * output_plane);
-        for (input_image, output_image) in input_images.zip(output_images) {
+        let output_image_length = self.out_channels * output_plane;
+        let output_images = output.chunks_exact_mut(output_image_length);
+        for (image, (input_image, output_image)) in input_images.zip(output_images).enumerate() {
             let input_groups = input_image.chunks_exact(group_in_channels * input_plane);
-            let output_groups = output_image.chunks_exact_mut(group_out_channels * output_plane);
+            let output_group_length = group_out_channels * output_plane;
+            let output_groups = output_image.chunks_exact_mut(output_group_length);
             for (group, (input_group, output_group)) in input_groups.zip(output_groups).enumerate()
             {
+                // The residual is laid out like the output.
+                let residual_group = residual.map(|residual| {
+                    &residual[image * output_image_length + group * output_group_length..]
+                        [..output_group_length]
+                });
                 let columns_matrix = if direct {
                     MatrixRef::row_major(input_group, group_in_channels, input_plane)?
                 } else {
@@ -271,6 +307,7 @@ impl PackedConv2d {
                     &GemmOptions {
                         accumulate: false,
                         epilogue,
+                        residual: residual_group,
                     },
                 )?;
             }
@@ -282,6 +319,7 @@ impl PackedConv2d {
         &self,
         weight: &[f32],
         input: &[f32],
+        residual: Option<&[f32]>,
         output: &mut [f32],
         geometry: &Geometry,
     ) {
@@ -311,6 +349,12 @@ impl PackedConv2d {
                         geometry,
                         output_plane_values,
                     );
+                    if let Some(residual) = residual {
+                        let residual_plane = &residual[plane * output_plane..][..output_plane];
+                        for (value, &skip) in output_plane_values.iter_mut().zip(residual_plane) {
+                            *value += skip;
+                        }
+                    }
                     if let Some(activation) = self.activation {
                         apply_activation_in_place(output_plane_values, activation);
                     }
@@ -387,6 +431,21 @@ impl PackedConv1d {
         let [batch, channels, length] = input_shape;
         self.conv
             .forward(input, [batch, channels, 1, length], output, workspace)
+    }
+
+    /// `output = activation(conv(input) + residual)`; see [`PackedConv2d::forward_residual`].
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 3],
+        residual: &[f32],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let [batch, channels, length] = input_shape;
+        let input_shape = [batch, channels, 1, length];
+        self.conv
+            .forward_residual(input, input_shape, residual, output, workspace)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Single-precision matrix multiplication: `C = A * B`, then an optional fused epilogue.
+//! Single-precision matrix multiplication: `C = A * B`, then an optional fused epilogue (a bias,
+//! a residual matrix, an activation).
 //!
 //! The design is the BLIS one. B is packed into column panels of `NR = 16` and A into row
 //! panels of `MR = 6`, both cut into blocks of `KC` steps of the shared dimension, and a
@@ -283,6 +284,10 @@ pub struct GemmOptions<'a> {
     pub accumulate: bool,
     /// What to apply to each finished tile.
     pub epilogue: Epilogue<'a>,
+    /// A residual (skip connection) laid out like C (row stride `c_row_stride`), added to each
+    /// finished element after the bias and before the activation, while the tile is in cache:
+    /// `C = activation(A * B + bias + residual)`, in that order of additions.
+    pub residual: Option<&'a [f32]>,
 }
 
 /// `C = A * B` (or `C += A * B`), then the epilogue, for an `m x k` A and a `k x n` B; C is
@@ -561,6 +566,8 @@ struct Product<'a> {
     c_row_stride: usize,
     accumulate: bool,
     bias: Option<Bias<'a>>,
+    /// Laid out like C, starting at this product's first column.
+    residual: Option<&'a [f32]>,
     activation: Option<Activation>,
     kernel: TileKernel,
 }
@@ -642,6 +649,21 @@ fn gemm_with(
         }
         _ => {}
     }
+    if let Some(residual) = options.residual
+        && residual.len() < c_extent
+    {
+        return Err(KernelError::BufferLength {
+            operation: "gemm",
+            buffer: "residual",
+            expected: c_extent,
+            actual: residual.len(),
+        });
+    }
+    let residual_row = |row: usize, first_column: usize, width: usize| {
+        options
+            .residual
+            .map(|residual| &residual[row * c_row_stride + first_column..][..width])
+    };
     if depth == 0 {
         // The product is empty: C is zero (or unchanged), then the epilogue.
         for (row, c_row) in c.chunks_mut(c_row_stride).take(rows).enumerate() {
@@ -649,7 +671,7 @@ fn gemm_with(
             if !options.accumulate {
                 c_row.fill(0.0);
             }
-            apply_epilogue_to_row(c_row, row, 0, bias, activation);
+            apply_epilogue_to_row(c_row, row, 0, bias, residual_row(row, 0, cols), activation);
         }
         return Ok(());
     }
@@ -670,6 +692,7 @@ fn gemm_with(
                 c_row_stride,
                 accumulate: options.accumulate,
                 bias,
+                residual: options.residual,
                 activation,
                 kernel: execution.kernel,
             };
@@ -710,6 +733,7 @@ fn gemm_with(
                         c_row_stride,
                         accumulate: options.accumulate,
                         bias: band_bias,
+                        residual: options.residual.map(|residual| &residual[first_column..]),
                         activation,
                         kernel: execution.kernel,
                     };
@@ -822,7 +846,8 @@ fn run_block(
     let first_block = block_start == 0;
     let last_block = block_start + block_depth == product.depth;
     let accumulate = product.accumulate || !first_block;
-    let has_epilogue = last_block && (product.bias.is_some() || product.activation.is_some());
+    let has_epilogue = last_block
+        && (product.bias.is_some() || product.residual.is_some() || product.activation.is_some());
     for first_column in column_block.step_by(NR) {
         let width = NR.min(product.cols - first_column);
         let rhs_panel = product
@@ -860,11 +885,16 @@ fn run_block(
                             width,
                         )
                     };
+                    let residual = product.residual.map(|residual| {
+                        &residual[(first_row + row) * product.c_row_stride + first_column..]
+                            [..width]
+                    });
                     apply_epilogue_to_row(
                         c_row,
                         first_row + row,
                         first_column,
                         product.bias,
+                        residual,
                         product.activation,
                     );
                 }
@@ -873,13 +903,14 @@ fn run_block(
     }
 }
 
-/// Adds the bias to, then applies the activation on, a piece of row `row` of C that starts at
-/// column `first_column`.
+/// Adds the bias and then the residual to, then applies the activation on, a piece of row `row`
+/// of C that starts at column `first_column`; `residual` is the matching piece of the residual.
 fn apply_epilogue_to_row(
     c_row: &mut [f32],
     row: usize,
     first_column: usize,
     bias: Option<Bias<'_>>,
+    residual: Option<&[f32]>,
     activation: Option<Activation>,
 ) {
     match bias {
@@ -895,6 +926,11 @@ fn apply_epilogue_to_row(
             }
         }
         None => {}
+    }
+    if let Some(residual) = residual {
+        for (value, &skip) in c_row.iter_mut().zip(residual) {
+            *value += skip;
+        }
     }
     if let Some(activation) = activation {
         apply_activation_in_place(c_row, activation);

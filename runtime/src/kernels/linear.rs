@@ -63,8 +63,34 @@ impl PackedLinear {
 
     /// `output[rows, out] = activation(input[rows, in] * W^T + b)`; both row-major.
     pub fn forward(&self, input: &[f32], rows: usize, output: &mut [f32]) -> KernelResult<()> {
+        self.run(input, rows, None, output)
+    }
+
+    /// `output = activation(input * W^T + b + residual)`, with `residual` (a skip connection,
+    /// `[rows, out]`) added in the GEMM's epilogue while each tile is still in cache, so the
+    /// residual add costs no pass over memory of its own.
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        rows: usize,
+        residual: &[f32],
+        output: &mut [f32],
+    ) -> KernelResult<()> {
+        self.run(input, rows, Some(residual), output)
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        rows: usize,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) -> KernelResult<()> {
         check_length("linear", "input", rows * self.in_features, input.len())?;
         check_length("linear", "output", rows * self.out_features, output.len())?;
+        if let Some(residual) = residual {
+            check_length("linear", "residual", output.len(), residual.len())?;
+        }
         let epilogue = match (&self.bias, self.activation) {
             (None, None) => Epilogue::None,
             (Some(bias), None) => Epilogue::Bias(Bias::PerColumn(bias)),
@@ -82,6 +108,7 @@ impl PackedLinear {
             &GemmOptions {
                 accumulate: false,
                 epilogue,
+                residual,
             },
         )
     }
@@ -138,6 +165,27 @@ mod tests {
             let expected: Vec<f32> = expected
                 .iter()
                 .map(|&value| reference::activation(value, Activation::Relu6))
+                .collect();
+            assert_close(&y, &expected, 1e-4);
+        }
+
+        #[test]
+        fn residual_linear_matches_reference(
+            (rows, in_features, out_features, x, weight, bias, with_bias) in cases(),
+            residual_seed in values(12 * 40),
+        ) {
+            let bias = with_bias.then_some(bias.as_slice());
+            let residual = &residual_seed[..rows * out_features];
+            let layer = PackedLinear::new(&weight, out_features, in_features, bias)
+                .unwrap()
+                .with_activation(Some(Activation::Relu));
+            let mut y = vec![f32::NAN; rows * out_features];
+            layer.forward_residual(&x, rows, residual, &mut y).unwrap();
+            let product = reference::linear(&x, rows, &weight, out_features, in_features, bias);
+            let expected: Vec<f32> = product
+                .iter()
+                .zip(residual)
+                .map(|(&value, &skip)| reference::activation(value + skip, Activation::Relu))
                 .collect();
             assert_close(&y, &expected, 1e-4);
         }

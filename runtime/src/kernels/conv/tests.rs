@@ -124,6 +124,38 @@ impl Case {
         )
         .unwrap();
         assert_close(&output, &expected, 1e-4);
+        self.check_residual(&conv);
+    }
+
+    /// `forward_residual` adds the product to a residual before the activation.
+    fn check_residual(&self, conv: &PackedConv2d) {
+        let (mut expected, _) = reference::conv2d(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        );
+        let residual: Vec<f32> = (0..expected.len())
+            .map(|index| ((index * 13) % 17) as f32 / 4.0 - 2.0)
+            .collect();
+        for (value, &skip) in expected.iter_mut().zip(&residual) {
+            *value += skip;
+            if let Some(activation) = self.activation {
+                *value = reference::activation(*value, activation);
+            }
+        }
+        let mut output = vec![f32::NAN; expected.len()];
+        conv.forward_residual(
+            &self.input,
+            self.input_shape,
+            &residual,
+            &mut output,
+            &mut ConvWorkspace::new(),
+        )
+        .unwrap();
+        assert_close(&output, &expected, 1e-4);
     }
 }
 

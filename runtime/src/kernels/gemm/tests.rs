@@ -16,6 +16,8 @@ struct Case {
     accumulate: bool,
     row_padding: usize,
     bias: Option<bool>,
+    /// A residual laid out like C (padding included), when present.
+    residual: Option<Vec<f32>>,
     activation: Option<Activation>,
     a: Vec<f32>,
     b: Vec<f32>,
@@ -42,6 +44,7 @@ fn cases(max_rows: usize, max_depth: usize, max_cols: usize) -> impl Strategy<Va
                     any::<[bool; 5]>(),
                     prop::option::of(any::<bool>()),
                     activations(),
+                    prop::option::of(values(c_length)),
                 ),
                 (
                     values(rows * depth),
@@ -53,7 +56,7 @@ fn cases(max_rows: usize, max_depth: usize, max_cols: usize) -> impl Strategy<Va
         })
         .prop_map(
             |(
-                ((rows, depth, cols, row_padding), flags, bias, activation),
+                ((rows, depth, cols, row_padding), flags, bias, activation, residual),
                 (a, b, c, bias_values),
             )| {
                 Case {
@@ -67,6 +70,7 @@ fn cases(max_rows: usize, max_depth: usize, max_cols: usize) -> impl Strategy<Va
                     accumulate: flags[4],
                     row_padding,
                     bias,
+                    residual,
                     activation,
                     a,
                     b,
@@ -135,6 +139,7 @@ impl Case {
         let options = GemmOptions {
             accumulate: self.accumulate,
             epilogue: self.epilogue(),
+            residual: self.residual.as_deref(),
         };
         gemm_with(
             a,
@@ -163,6 +168,9 @@ impl Case {
                     Some(Bias::PerRow(bias)) => value += bias[i],
                     Some(Bias::PerColumn(bias)) => value += bias[j],
                     None => {}
+                }
+                if let Some(residual) = &self.residual {
+                    value += residual[i * stride + j];
                 }
                 if let Some(activation) = self.activation {
                     value = reference::activation(value, activation);
@@ -239,6 +247,7 @@ fn empty_depth_gives_zero_then_epilogue() {
     let options = GemmOptions {
         accumulate: false,
         epilogue: Epilogue::BiasActivation(Bias::PerColumn(&bias), Activation::Relu),
+        residual: None,
     };
     gemm(a.into(), b.into(), &mut c, 3, &options).unwrap();
     assert_eq!(c, [1.0, 0.0, 3.0, 1.0, 0.0, 3.0]);
@@ -262,6 +271,15 @@ fn mismatched_shapes_are_errors() {
     let options = GemmOptions {
         accumulate: false,
         epilogue: Epilogue::Bias(Bias::PerColumn(&bias)),
+        residual: None,
+    };
+    let result = gemm(a.into(), b.into(), &mut c, 3, &options);
+    assert!(matches!(result, Err(KernelError::BufferLength { .. })));
+
+    let residual = [0.0; 8];
+    let options = GemmOptions {
+        residual: Some(&residual),
+        ..GemmOptions::default()
     };
     let result = gemm(a.into(), b.into(), &mut c, 3, &options);
     assert!(matches!(result, Err(KernelError::BufferLength { .. })));

@@ -1,0 +1,88 @@
+//! Residual-add fusion: `add(layer(x), skip)` (in either order), where `layer` is a conv or linear
+//! layer, becomes the layer with a residual in its epilogue, and the add node disappears. The
+//! kernel accumulates its product onto the skip connection (`C = skip + A·B`, then the bias and
+//! the activation), so the residual costs no pass over memory of its own; the memory planner lets
+//! the layer's output take the skip connection's buffer when that dies here.
+//!
+//! ResNet's `relu(bn(conv(x)) + identity)` becomes one conv with `bias -> batch norm -> +
+//! residual -> relu`: this pass runs after batch-norm folding and before epilogue fusion, which
+//! then fuses the relu that follows the add.
+//!
+//! Legal when the layer's output feeds nothing but the add (no one needs the value without the
+//! residual), the layer has no residual and no activation yet (the activation must apply after
+//! the add, and the epilogue adds the residual before it), and the skip connection has exactly
+//! the output's type (no broadcasting: the kernel adds element by element). The add is the same
+//! sum in a different rounding order, which the tests' tolerance allows.
+//!
+//! The fused layer takes the add's place in the node order, not the layer's: the skip
+//! connection may be computed after the layer (ResNet's downsampling shortcut is), and the
+//! layer's own inputs are all defined before it, hence before the add.
+
+use crate::ir::{BinaryOp, Epilogue, Graph, Node, Op};
+
+/// Fuses residual adds into conv and linear layers; returns whether any was fused.
+pub fn run(graph: &mut Graph) -> bool {
+    let uses = graph.use_counts();
+    let mut changed = false;
+    for index in 0..graph.nodes.len() {
+        let add = Node::from_index(index);
+        if graph.nodes[add].op != Op::Binary(BinaryOp::Add) {
+            continue;
+        }
+        let [left, right] = graph.nodes[add].inputs[..] else {
+            continue;
+        };
+        let output = graph.nodes[add].outputs[0];
+        // The first operand that a fusable layer produces is the product, the other the skip.
+        let Some((layer, skip)) =
+            [(left, right), (right, left)]
+                .into_iter()
+                .find_map(|(product, skip)| {
+                    let layer = graph.producer(product)?;
+                    let fusable = uses[product] == 1
+                        && product != skip
+                        && graph.ty(skip) == graph.ty(product)
+                        && graph.ty(output) == graph.ty(product)
+                        && match &graph.nodes[layer].op {
+                            Op::Conv(attrs) => takes_residual(&attrs.epilogue),
+                            Op::Linear { epilogue, .. } => takes_residual(epilogue),
+                            _ => false,
+                        };
+                    fusable.then_some((layer, skip))
+                })
+        else {
+            continue;
+        };
+
+        let layer_data = graph.nodes[layer].clone();
+        let mut op = layer_data.op;
+        match &mut op {
+            Op::Conv(attrs) => attrs.epilogue.residual = true,
+            Op::Linear { epilogue, .. } => epilogue.residual = true,
+            _ => unreachable!("fuse_residual: checked above"),
+        }
+        let mut inputs = layer_data.inputs;
+        inputs.push(skip);
+        let mut origin = layer_data.origin;
+        origin.extend(&graph.nodes[add].origin);
+        let span = graph.spans.get(layer).copied().unwrap_or_default();
+        let data = &mut graph.nodes[add];
+        data.op = op;
+        data.inputs = inputs;
+        data.name = layer_data.name;
+        data.origin = origin;
+        graph.spans.insert(add, span, Default::default());
+        // The layer node is now dead (the add was its only reader); `compact` removes it.
+        changed = true;
+    }
+    changed && {
+        graph.compact();
+        true
+    }
+}
+
+/// Whether a layer with `epilogue` can take a residual: it has none, and no activation that would
+/// have to run before the add.
+fn takes_residual(epilogue: &Epilogue) -> bool {
+    !epilogue.residual && epilogue.activation.is_none()
+}
