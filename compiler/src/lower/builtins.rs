@@ -781,6 +781,7 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
             dilation,
             groups,
             bias,
+            channels_last: false,
         }),
         &inputs,
     )
