@@ -1,5 +1,5 @@
 //! The same convolutions over NCHW and channels-last (NHWC) images, on MobileNetV2's shapes:
-//! depthwise 3×3 at stride 1 and 2, and 1×1 expansions, plus the transposes that change layout.
+//! the stem's 3×3 convolution, depthwise 3×3 at stride 1 and 2, and 1×1 expansions, plus the transposes that change layout.
 //!
 //! Run with `cargo bench -p nnc-runtime --bench conv_layout`; throughput lines read as GFLOP/s
 //! (each multiply-add counts two), or as elements per second for the transposes.
@@ -16,7 +16,8 @@ use std::time::Duration;
 /// A layer: name, channels in, channels out, input size, kernel, stride, groups.
 type Layer = (&'static str, usize, usize, usize, usize, usize, usize);
 
-const LAYERS: [Layer; 6] = [
+const LAYERS: [Layer; 7] = [
+    ("stem3x3_s2_c3_c32_224", 3, 32, 224, 3, 2, 1),
     ("dw3x3_s1_c32_112", 32, 32, 112, 3, 1, 32),
     ("dw3x3_s2_c96_112", 96, 96, 112, 3, 2, 96),
     ("dw3x3_s1_c144_56", 144, 144, 56, 3, 1, 144),

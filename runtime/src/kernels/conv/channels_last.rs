@@ -307,6 +307,14 @@ unsafe fn depthwise_row_avx2(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     depthwise_row_body(row, output);
 }
 
+/// Channels one accumulator block holds in registers (two AVX2 vectors).
+const CHANNEL_BLOCK: usize = 16;
+/// Taps gathered before they are applied; larger kernels are applied in several rounds.
+const MAX_TAPS: usize = 32;
+
+/// Each block of channels of an output pixel sums all its taps in registers and is stored once.
+/// The taps of an interior pixel (every kernel column inside the row) are the same offsets
+/// shifted by the pixel's position, listed once per row; border pixels list their own.
 #[inline(always)]
 fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     let geometry = row.geometry;
@@ -315,27 +323,128 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     for pixel in output.chunks_exact_mut(channels) {
         pixel.copy_from_slice(row.bias);
     }
+    let interior = if kernel_h * kernel_w <= MAX_TAPS {
+        geometry.valid_columns(0).start..geometry.valid_columns(kernel_w - 1).end
+    } else {
+        0..0
+    };
+    let mut relative_taps = [(0usize, 0usize); MAX_TAPS];
+    let mut count = 0;
+    if !interior.is_empty() {
+        for kernel_y in 0..kernel_h {
+            let Some(input_y) = geometry.input_row(row.out_y, kernel_y) else {
+                continue;
+            };
+            for kernel_x in 0..kernel_w {
+                relative_taps[count] = (
+                    (input_y * geometry.in_w + kernel_x * geometry.dilation[1]) * channels,
+                    (kernel_y * kernel_w + kernel_x) * channels,
+                );
+                count += 1;
+            }
+        }
+    }
+    let relative_taps = &relative_taps[..count];
+    for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
+        if interior.contains(&out_x) {
+            let base = (out_x * geometry.stride[1] - geometry.padding[1]) * channels;
+            accumulate_taps(row.input, base, row.weight, relative_taps, pixel);
+        } else {
+            border_pixel(row, out_x, pixel);
+        }
+    }
+}
+
+/// One output pixel whose kernel hangs over the left or right edge: its taps are checked one by
+/// one.
+#[inline(always)]
+fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
+    let geometry = row.geometry;
+    let channels = row.channels;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let mut taps = [(0usize, 0usize); MAX_TAPS];
+    let mut count = 0;
     for kernel_y in 0..kernel_h {
         let Some(input_y) = geometry.input_row(row.out_y, kernel_y) else {
             continue;
         };
-        let input_row =
-            &row.input[input_y * geometry.in_w * channels..][..geometry.in_w * channels];
         for kernel_x in 0..kernel_w {
-            let tap = &row.weight[(kernel_y * kernel_w + kernel_x) * channels..][..channels];
-            let valid = geometry.valid_columns(kernel_x);
-            let offset = kernel_x * geometry.dilation[1];
-            for out_x in valid {
-                let input_x = out_x * geometry.stride[1] + offset - geometry.padding[1];
-                let input_pixel = &input_row[input_x * channels..][..channels];
-                let output_pixel = &mut output[out_x * channels..][..channels];
-                for ((output, &weight), &input) in output_pixel.iter_mut().zip(tap).zip(input_pixel)
-                {
-                    *output += weight * input;
-                }
+            let Some(input_x) = (out_x * geometry.stride[1] + kernel_x * geometry.dilation[1])
+                .checked_sub(geometry.padding[1])
+                .filter(|&column| column < geometry.in_w)
+            else {
+                continue;
+            };
+            taps[count] = (
+                (input_y * geometry.in_w + input_x) * channels,
+                (kernel_y * kernel_w + kernel_x) * channels,
+            );
+            count += 1;
+            if count == MAX_TAPS {
+                accumulate_taps(row.input, 0, row.weight, &taps, pixel);
+                count = 0;
             }
         }
     }
+    accumulate_taps(row.input, 0, row.weight, &taps[..count], pixel);
+}
+
+/// `pixel[c] += sum over taps of weight[w + c] * input[base + i + c]` for the taps' `(i, w)`,
+/// block by block of channels.
+#[inline(always)]
+fn accumulate_taps(
+    input: &[f32],
+    base: usize,
+    weight: &[f32],
+    taps: &[(usize, usize)],
+    pixel: &mut [f32],
+) {
+    let input = &input[base..];
+    if taps.is_empty() {
+        return;
+    }
+    let channels = pixel.len();
+    let mut start = 0;
+    while start + CHANNEL_BLOCK <= channels {
+        accumulate_block::<CHANNEL_BLOCK>(input, weight, taps, pixel, start);
+        start += CHANNEL_BLOCK;
+    }
+    if start + CHANNEL_BLOCK / 2 <= channels {
+        accumulate_block::<{ CHANNEL_BLOCK / 2 }>(input, weight, taps, pixel, start);
+        start += CHANNEL_BLOCK / 2;
+    }
+    for channel in start..channels {
+        let mut sum = pixel[channel];
+        for &(input_offset, weight_offset) in taps {
+            sum += weight[weight_offset + channel] * input[input_offset + channel];
+        }
+        pixel[channel] = sum;
+    }
+}
+
+/// One block of `N` channels from `start`: fixed-size arrays, so the sum stays in registers.
+#[inline(always)]
+fn accumulate_block<const N: usize>(
+    input: &[f32],
+    weight: &[f32],
+    taps: &[(usize, usize)],
+    pixel: &mut [f32],
+    start: usize,
+) {
+    let block = &mut pixel[start..start + N];
+    let mut sum: [f32; N] = (&*block).try_into().expect("the block has N channels");
+    for &(input_offset, weight_offset) in taps {
+        let inputs: &[f32; N] = input[input_offset + start..][..N]
+            .try_into()
+            .expect("the block has N channels");
+        let weights: &[f32; N] = weight[weight_offset + start..][..N]
+            .try_into()
+            .expect("the block has N channels");
+        for lane in 0..N {
+            sum[lane] += weights[lane] * inputs[lane];
+        }
+    }
+    block.copy_from_slice(&sum);
 }
 
 /// Unfolds one `[H, W, C]` image into `columns`, `[out_h * out_w, kh * kw * C]`: each row is the

@@ -385,6 +385,31 @@ fn larger_channels_last_depthwise_matches_reference() {
 }
 
 #[test]
+fn channels_last_depthwise_with_more_taps_than_one_round_matches_reference() {
+    // A dilated 7x7 kernel has 49 taps, more than the kernel gathers at once (32); 27 channels
+    // are one 16-block, one 8-block and a scalar tail of 3.
+    let case = Case {
+        input_shape: [1, 27, 15, 13],
+        weight_shape: [27, 1, 7, 7],
+        options: Conv2dOptions {
+            padding: [3, 2],
+            dilation: [2, 1],
+            groups: 27,
+            ..Conv2dOptions::default()
+        },
+        input: (0..27 * 15 * 13)
+            .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect(),
+        weight: (0..27 * 49)
+            .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        bias: None,
+        activation: None,
+    };
+    case.check_channels_last();
+}
+
+#[test]
 fn channels_last_rejects_grouped_convolutions() {
     let options = Conv2dOptions {
         groups: 2,
