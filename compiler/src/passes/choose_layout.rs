@@ -50,7 +50,7 @@ use crate::ir::{
 /// The threshold of the cost rule, from `cargo bench -p nnc-runtime --bench conv_layout` on a
 /// 2-core AVX2 machine: a layout change moves about 1.1 G elements/s (0.9 ns per element), and a
 /// channels-last 3×3 depthwise convolution saves 0.03–0.17 ns per multiply-add at stride 1 and
-/// 1.2–2.2 ns at stride 2 over NCHW. At stride 1 that breaks even around 5–30 multiply-adds per
+/// 0.8–2.2 ns at stride 2 over NCHW. At stride 1 that breaks even around 5–30 multiply-adds per
 /// transposed element; 8 lets regions with strided layers through and keeps a lone depthwise
 /// layer (9 multiply-adds per output against 2 or more transposed elements) NCHW.
 pub const MACS_PER_TRANSPOSED_ELEMENT: u64 = 8;
