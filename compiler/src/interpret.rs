@@ -424,7 +424,7 @@ impl<'g> Interpreter<'g> {
                 self.tensor(node.inputs[1], buffers),
                 &mut output,
             )?,
-            Op::Conv(_) => {
+            Op::Conv(attrs) => {
                 let shape = &input_type.shape;
                 match &self.prepared[index] {
                     Prepared::Conv1d(conv) => {
@@ -434,6 +434,47 @@ impl<'g> Interpreter<'g> {
                         } else {
                             conv.forward(x(0), shape, &mut output, workspace)?
                         }
+                    }
+                    // The reference for a channels-last convolution is the NCHW kernel between
+                    // layout changes, so that -O2 is checked against a different kernel.
+                    Prepared::Conv2d(conv) if attrs.channels_last => {
+                        let [batch, height, width, channels] = shape[..] else {
+                            unreachable!("execute: 2-D convolutions have 4-D inputs")
+                        };
+                        let mut nchw_input = vec![0.0; x(0).len()];
+                        model::permute(
+                            x(0),
+                            &[batch, height, width, channels],
+                            &[0, 3, 1, 2],
+                            &mut nchw_input,
+                        )?;
+                        let nchw_shape = [batch, channels, height, width];
+                        let [_, out_channels, out_h, out_w] = conv.output_shape(nchw_shape)?;
+                        let mut nchw_output = vec![0.0; output.len()];
+                        if let Some(residual) = residual {
+                            let mut nchw_residual = vec![0.0; residual.len()];
+                            model::permute(
+                                residual,
+                                &[batch, out_h, out_w, out_channels],
+                                &[0, 3, 1, 2],
+                                &mut nchw_residual,
+                            )?;
+                            conv.forward_residual(
+                                &nchw_input,
+                                nchw_shape,
+                                &nchw_residual,
+                                &mut nchw_output,
+                                workspace,
+                            )?;
+                        } else {
+                            conv.forward(&nchw_input, nchw_shape, &mut nchw_output, workspace)?;
+                        }
+                        model::permute(
+                            &nchw_output,
+                            &[batch, out_channels, out_h, out_w],
+                            &[0, 2, 3, 1],
+                            &mut output,
+                        )?;
                     }
                     Prepared::Conv2d(conv) => {
                         let shape = [shape[0], shape[1], shape[2], shape[3]];

@@ -71,6 +71,26 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A step of a MobileNet-like chain (depthwise and 1×1 convolutions, gates, residuals), where
+/// channels-last regions pay, so that the layout pass runs and its transposes meet every kind of
+/// neighbour.
+fn mobile_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => any::<bool>().prop_map(|batch_norm| Step::Depthwise { batch_norm }),
+        2 => (1usize..6, any::<bool>(), prop::option::of(0..ACTIVATIONS.len())).prop_map(
+            |(channels, batch_norm, activation)| Step::Conv {
+                channels,
+                kernel: 1,
+                batch_norm,
+                activation
+            }
+        ),
+        1 => (1usize..4).prop_map(|back| Step::Residual { back }),
+        1 => (0..ACTIVATIONS.len()).prop_map(|activation| Step::Gate { activation }),
+        1 => Just(Step::MaxPool),
+    ]
+}
+
 /// The `.nn` text of a network made of `steps`.
 fn network(steps: &[Step]) -> String {
     let mut body = String::new();
@@ -137,7 +157,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn o0_equals_o2_and_plans_do_not_overlap(steps in proptest::collection::vec(step(), 1..10), seed in 0u64..1000) {
+    fn o0_equals_o2_and_plans_do_not_overlap(
+        steps in prop_oneof![
+            proptest::collection::vec(step(), 1..10),
+            proptest::collection::vec(mobile_step(), 4..12),
+        ],
+        seed in 0u64..1000,
+    ) {
         let source = network(&steps);
         let unoptimized = compile_to_ir(&source, &FrontendOptions::default())
             .unwrap_or_else(|errors| panic!("{source}\n{errors}"))

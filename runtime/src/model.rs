@@ -178,6 +178,15 @@ pub fn permute<T: Copy>(
             detail: format!("permutation {permutation:?} of shape {shape:?}"),
         });
     }
+    if let Some((rows, cols)) = batched_transpose(shape, permutation) {
+        for (input, output) in input
+            .chunks_exact(rows * cols)
+            .zip(output.chunks_exact_mut(rows * cols))
+        {
+            transpose_tiled(input, rows, cols, output);
+        }
+        return Ok(());
+    }
     let mut input_strides = [0usize; MAX_RANK];
     let mut stride = 1;
     for axis in (0..rank).rev() {
@@ -203,6 +212,44 @@ pub fn permute<T: Copy>(
         }
     }
     Ok(())
+}
+
+/// Whether `permutation` keeps leading axes and swaps two blocks of the others, as the layout
+/// changes NCHW <-> NHWC do (`[0, 2, 3, 1]`, `[0, 3, 1, 2]`): then it is a batch of 2-D
+/// transposes, returned as the `(rows, cols)` of each input matrix.
+fn batched_transpose(shape: &[usize], permutation: &[usize]) -> Option<(usize, usize)> {
+    let kept = permutation
+        .iter()
+        .enumerate()
+        .take_while(|&(axis, &source)| axis == source)
+        .count();
+    let rest = &permutation[kept..];
+    // The rest is a rotation: `split..rank` followed by `kept..split`.
+    let split = *rest.first()?;
+    let rotated = (split..shape.len()).chain(kept..split);
+    if split == kept || !rest.iter().copied().eq(rotated) {
+        return None;
+    }
+    let product = |axes: std::ops::Range<usize>| shape[axes].iter().product::<usize>();
+    Some((product(kept..split), product(split..shape.len())))
+}
+
+/// `output[c][r] = input[r][c]` for a row-major `rows x cols` input, in square tiles so that
+/// both sides stream through the cache.
+fn transpose_tiled<T: Copy>(input: &[T], rows: usize, cols: usize, output: &mut [T]) {
+    const TILE: usize = 16;
+    for row_start in (0..rows).step_by(TILE) {
+        let row_end = (row_start + TILE).min(rows);
+        for col_start in (0..cols).step_by(TILE) {
+            let col_end = (col_start + TILE).min(cols);
+            for col in col_start..col_end {
+                let output_row = &mut output[col * rows..][..rows];
+                for row in row_start..row_end {
+                    output_row[row] = input[row * cols + col];
+                }
+            }
+        }
+    }
 }
 
 /// Joins row-major `inputs` (data and shape) along `axis`, any element type, without allocating.
@@ -463,6 +510,31 @@ mod tests {
         let expected =
             ndarray::concatenate(ndarray::Axis(1), &[array.view(), other_array.view()]).unwrap();
         assert_eq!(output, expected.iter().copied().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn layout_changes_match_ndarray() {
+        // Batched 2-D transposes (the fast path), on sizes that are not multiples of its tile,
+        // and a permutation that is not one.
+        let shapes = [[2, 17, 5, 3], [1, 3, 33, 19], [3, 1, 1, 40]];
+        let permutations: [&[usize]; 4] =
+            [&[0, 2, 3, 1], &[0, 3, 1, 2], &[1, 2, 3, 0], &[0, 2, 1, 3]];
+        for shape in shapes {
+            let count: usize = shape.iter().product();
+            let data: Vec<i64> = (0..count as i64).collect();
+            let array = ndarray::ArrayD::from_shape_vec(shape.to_vec(), data.clone()).unwrap();
+            for permutation in permutations {
+                let mut output = vec![0i64; count];
+                permute(&data, &shape, permutation, &mut output).unwrap();
+                let expected: Vec<i64> = array
+                    .view()
+                    .permuted_axes(permutation.to_vec())
+                    .iter()
+                    .copied()
+                    .collect();
+                assert_eq!(output, expected, "{shape:?} by {permutation:?}");
+            }
+        }
     }
 
     #[test]

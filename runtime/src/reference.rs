@@ -572,6 +572,56 @@ pub fn conv2d(
     (output, [batch, out_channels, out_h, out_w])
 }
 
+/// 2-D convolution of a channels-last `[N, H, W, C]` image: [`conv2d`] between two layout
+/// changes. Returns the `[N, out_h, out_w, out_channels]` result and its shape.
+pub fn conv2d_channels_last(
+    input: &[f32],
+    input_shape: [usize; 4],
+    weight: &[f32],
+    weight_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    options: Conv2dOptions,
+) -> (Vec<f32>, [usize; 4]) {
+    let [batch, height, width, channels] = input_shape;
+    let nchw_input = nhwc_to_nchw(input, [batch, height, width, channels]);
+    let (output, [_, out_channels, out_h, out_w]) = conv2d(
+        &nchw_input,
+        [batch, channels, height, width],
+        weight,
+        weight_shape,
+        bias,
+        options,
+    );
+    let mut nhwc_output = vec![0.0; output.len()];
+    for n in 0..batch {
+        for c in 0..out_channels {
+            for y in 0..out_h {
+                for x in 0..out_w {
+                    nhwc_output[((n * out_h + y) * out_w + x) * out_channels + c] =
+                        output[((n * out_channels + c) * out_h + y) * out_w + x];
+                }
+            }
+        }
+    }
+    (nhwc_output, [batch, out_h, out_w, out_channels])
+}
+
+/// An `[N, H, W, C]` tensor as `[N, C, H, W]`.
+pub fn nhwc_to_nchw(input: &[f32], [batch, height, width, channels]: [usize; 4]) -> Vec<f32> {
+    let mut output = vec![0.0; input.len()];
+    for n in 0..batch {
+        for c in 0..channels {
+            for y in 0..height {
+                for x in 0..width {
+                    output[((n * channels + c) * height + y) * width + x] =
+                        input[((n * height + y) * width + x) * channels + c];
+                }
+            }
+        }
+    }
+    output
+}
+
 /// PyTorch's pooled length: `floor((in + 2 pad - dilation (kernel - 1) - 1 [+ stride - 1 in
 /// ceil mode]) / stride) + 1`, minus one in ceil mode if the last window would start past the
 /// input and left padding.

@@ -128,6 +128,8 @@ enum Prepared {
     Linear,
     Conv1d,
     Conv2d,
+    /// A 2-D convolution over channels-last images.
+    Conv2dChannelsLast,
     BatchNorm,
     Rope,
 }
@@ -588,6 +590,9 @@ impl<'g> Generator<'g> {
                     Prepared::Linear => quote!(#rt::kernels::linear::PackedLinear),
                     Prepared::Conv1d => quote!(#rt::kernels::conv::PackedConv1d),
                     Prepared::Conv2d => quote!(#rt::kernels::conv::PackedConv2d),
+                    Prepared::Conv2dChannelsLast => {
+                        quote!(#rt::kernels::conv::PackedConv2dChannelsLast)
+                    }
                     Prepared::BatchNorm => quote!(#rt::kernels::norm::BatchNorm),
                     Prepared::Rope => quote!(#rt::kernels::rope::RopeTable),
                 };
@@ -888,7 +893,11 @@ impl<'g> Generator<'g> {
                             }
                             _ => {
                                 let (stride, padding, dilation) = (literal_list(&attrs.stride), literal_list(&attrs.padding), literal_list(&attrs.dilation));
-                                quote!(#rt::kernels::conv::PackedConv2d::new(#w, #weight_shape, #bias, #rt::kernels::conv::Conv2dOptions {
+                                let packed = match kind {
+                                    Prepared::Conv2dChannelsLast => quote!(PackedConv2dChannelsLast),
+                                    _ => quote!(PackedConv2d),
+                                };
+                                quote!(#rt::kernels::conv::#packed::new(#w, #weight_shape, #bias, #rt::kernels::conv::Conv2dOptions {
                                     stride: #stride, padding: #padding, dilation: #dilation, groups: #groups,
                                 }))
                             }
@@ -1800,6 +1809,7 @@ fn prepared_kind(op: &Op) -> Option<Prepared> {
     match op {
         Op::Linear { .. } => Some(Prepared::Linear),
         Op::Conv(attrs) if attrs.kernel.len() == 1 => Some(Prepared::Conv1d),
+        Op::Conv(attrs) if attrs.channels_last => Some(Prepared::Conv2dChannelsLast),
         Op::Conv(_) => Some(Prepared::Conv2d),
         Op::BatchNorm { .. } => Some(Prepared::BatchNorm),
         Op::Rope { .. } => Some(Prepared::Rope),

@@ -421,7 +421,19 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
         };
         return Err(rank_error(0, expected, x));
     }
-    let in_channels = x.shape[1];
+    if conv.channels_last && spatial != 2 {
+        return Err(ShapeError::new(
+            Culprit::Attr("layout"),
+            "only 2-D convolutions can be channels-last",
+        ));
+    }
+    // Channels-last images are [n, h, w, c]: the spatial axes start at 1, channels are last.
+    let (channel_axis, first_spatial_axis) = if conv.channels_last {
+        (spatial + 1, 1)
+    } else {
+        (1, 2)
+    };
+    let in_channels = x.shape[channel_axis];
     let weight = float_input(inputs, 1)?;
     let out_channels = weight.shape[0];
     check_groups(conv.groups, in_channels, out_channels)?;
@@ -444,16 +456,34 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
             "one batch-norm entry per output channel",
         )?;
     }
-    let mut shape = vec![x.shape[0], out_channels];
+    if conv.channels_last
+        && conv.groups != 1
+        && !(conv.groups == in_channels && conv.groups == out_channels)
+    {
+        return Err(ShapeError::new(
+            Culprit::Attr("groups"),
+            format!(
+                "a channels-last convolution is depthwise or ungrouped, not groups = {}",
+                conv.groups
+            ),
+        ));
+    }
+    let mut shape = vec![x.shape[0]];
+    if !conv.channels_last {
+        shape.push(out_channels);
+    }
     for axis in 0..spatial {
         shape.push(sliding_window(
-            x.shape[2 + axis],
+            x.shape[first_spatial_axis + axis],
             conv.kernel[axis],
             conv.stride[axis],
             conv.padding[axis],
             conv.dilation[axis],
             false,
         )?);
+    }
+    if conv.channels_last {
+        shape.push(out_channels);
     }
     check_residual(&conv.epilogue, inputs, &shape)?;
     make(DType::F32, shape)

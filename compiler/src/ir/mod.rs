@@ -21,6 +21,11 @@
 //!   get the name of the variable they were assigned to. Names are for people and reports; nothing
 //!   depends on their uniqueness.
 //! - Source spans live in the side table [`Graph::spans`], not in the nodes.
+//! - Images are NCHW as written. The layout pass may make a region channels-last (`[n, h, w, c]`):
+//!   its convolutions say so in [`ConvAttrs::channels_last`], the other ops in it are elementwise,
+//!   and values enter and leave it through explicit `transpose` nodes, so every type is still the
+//!   true shape of its data. Transposes it inserts compute nothing of the source: their `origin`
+//!   is empty.
 
 pub mod arena;
 pub mod infer;

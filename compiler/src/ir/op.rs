@@ -105,6 +105,10 @@ pub struct ConvAttrs {
     pub groups: usize,
     pub bias: bool,
     pub epilogue: Epilogue,
+    /// The activations are channels-last (NHWC): `x [n, h, w, c]` and the output
+    /// `[n, out_h, out_w, out]`; the weight keeps its `[out, c / groups, kh, kw]` shape. Only the
+    /// layout pass sets it, and only on 2-D convolutions that are depthwise or ungrouped.
+    pub channels_last: bool,
 }
 
 /// Attributes of max and average pooling over `kernel.len()` (1 or 2) spatial dimensions.
@@ -210,9 +214,10 @@ pub enum Op {
     Linear { bias: bool, epilogue: Epilogue },
     /// Batched matrix product. Inputs: `a [.., m, k]`, `b [.., k, n]`; batch dims broadcast.
     MatMul,
-    /// Convolution. Inputs: `x [n, c, spatial..]`, `weight [out, c / groups, kernel..]`, `bias [out]`
-    /// if `bias`, then the folded batch norm's parameters if the epilogue has one, then the residual
-    /// (the output's type) if the epilogue adds one.
+    /// Convolution. Inputs: `x [n, c, spatial..]` (`[n, h, w, c]` if `channels_last`),
+    /// `weight [out, c / groups, kernel..]`, `bias [out]` if `bias`, then the folded batch norm's
+    /// parameters if the epilogue has one, then the residual (the output's type) if the epilogue
+    /// adds one.
     Conv(ConvAttrs),
     /// Max pooling over the spatial dims of `x [n, c, spatial..]`.
     MaxPool(PoolAttrs),
@@ -325,6 +330,9 @@ impl fmt::Display for DisplayAttrs<'_> {
                 push("padding", list(&conv.padding));
                 push("dilation", list(&conv.dilation));
                 push("groups", conv.groups.to_string());
+                if conv.channels_last {
+                    push("layout", "\"nhwc\"".to_string());
+                }
                 push_epilogue(&mut push, &conv.epilogue);
             }
             Op::MaxPool(pool) | Op::AvgPool(pool) => {

@@ -826,6 +826,7 @@ fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<ir::Value> {
             dilation,
             groups,
             bias,
+            channels_last: false,
         }),
         &inputs,
     )

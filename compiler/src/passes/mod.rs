@@ -5,6 +5,7 @@
 //! and tests run the IR verifier. Passes never add or remove weights: a weights file fits a model
 //! at every optimization level.
 
+pub mod choose_layout;
 pub mod cse;
 pub mod dce;
 pub mod fold_batch_norm;
@@ -23,7 +24,7 @@ pub enum OptLevel {
     O0,
     /// Cleanups that never change which kernels run: constant folding, CSE, dead code.
     O1,
-    /// Everything: also batch-norm folding and fusion.
+    /// Everything: also batch-norm folding, fusion and the choice of layout.
     #[default]
     O2,
 }
@@ -46,6 +47,7 @@ pub fn pipeline(level: OptLevel) -> Vec<Pass> {
         passes.push(("fuse-residual", fuse_residual::run));
         passes.push(("fuse-epilogue", fuse_epilogue::run));
         passes.push(("fuse-elementwise", fuse_elementwise::run));
+        passes.push(("choose-layout", choose_layout::run));
         passes.push(("dce", dce::run));
     }
     passes

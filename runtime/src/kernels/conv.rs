@@ -1,4 +1,5 @@
-//! Convolution over NCHW images (and NCL sequences, as images of height 1).
+//! Convolution over NCHW images (and NCL sequences, as images of height 1); channels-last images
+//! are in [`channels_last`].
 //!
 //! The weight `[out_channels, in_channels / groups, kernel_h, kernel_w]` is prepared once, at
 //! load time, in a `PackedConv2d`, which also picks the method:
@@ -18,6 +19,10 @@ use crate::kernels::gemm::{
     Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm,
 };
 use crate::threading;
+
+pub mod channels_last;
+
+pub use channels_last::PackedConv2dChannelsLast;
 
 /// Geometry of a 2-D convolution; each pair is `[height, width]`, padding is symmetric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

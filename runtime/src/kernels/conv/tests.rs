@@ -302,3 +302,150 @@ fn invalid_arguments_are_errors() {
             .is_err()
     );
 }
+
+impl Case {
+    /// The same case through the channels-last kernel (on the transposed input) against the
+    /// channels-last reference.
+    fn check_channels_last(&self) {
+        let [batch, channels, height, width] = self.input_shape;
+        let mut input = vec![0.0; self.input.len()];
+        for n in 0..batch {
+            for c in 0..channels {
+                for y in 0..height {
+                    for x in 0..width {
+                        input[((n * height + y) * width + x) * channels + c] =
+                            self.input[((n * channels + c) * height + y) * width + x];
+                    }
+                }
+            }
+        }
+        let input_shape = [batch, height, width, channels];
+        let conv = PackedConv2dChannelsLast::new(
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        )
+        .unwrap()
+        .with_activation(self.activation);
+        let (mut expected, expected_shape) = reference::conv2d_channels_last(
+            &input,
+            input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        );
+        if let Some(activation) = self.activation {
+            for value in &mut expected {
+                *value = reference::activation(*value, activation);
+            }
+        }
+        assert_eq!(conv.output_shape(input_shape).unwrap(), expected_shape);
+        let mut output = vec![f32::NAN; expected.len()];
+        conv.forward(&input, input_shape, &mut output, &mut ConvWorkspace::new())
+            .unwrap();
+        assert_close(&output, &expected, 1e-4);
+    }
+}
+
+/// Channel counts around the 8-lane vector width, so the depthwise kernel's tails are covered.
+fn channel_counts() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        1..4usize,
+        5..12usize,
+        15..18usize,
+        Just(24usize),
+        Just(33usize)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn channels_last_matches_reference(
+        (case, channels, kind) in cases().prop_flat_map(|case| (Just(case), channel_counts(), 0..3usize))
+    ) {
+        // Kind 0: groups = 1 with any geometry (im2col); 1: depthwise; 2: 1x1, stride 1, no padding.
+        let mut case = case;
+        let out_channels = match kind {
+            1 => channels,
+            _ => case.weight_shape[0],
+        };
+        case.options.groups = if kind == 1 { channels } else { 1 };
+        case.input_shape[1] = channels;
+        let group_in_channels = if kind == 1 { 1 } else { channels };
+        case.weight_shape = [out_channels, group_in_channels, case.weight_shape[2], case.weight_shape[3]];
+        if kind == 2 {
+            case.options.stride = [1, 1];
+            case.options.padding = [0, 0];
+            case.weight_shape[2] = 1;
+            case.weight_shape[3] = 1;
+        }
+        let input_length: usize = case.input_shape.iter().product();
+        case.input = (0..input_length).map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0).collect();
+        let weight_length: usize = case.weight_shape.iter().product();
+        case.weight = (0..weight_length).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+        case.bias = case.bias.map(|_| (0..out_channels).map(|i| i as f32 / 10.0).collect());
+        case.check_channels_last();
+    }
+}
+
+#[test]
+fn larger_channels_last_depthwise_matches_reference() {
+    // Enough rows to split across threads; stride 2 and a channel tail (37 = 4 * 8 + 5).
+    let case = Case {
+        input_shape: [2, 37, 23, 19],
+        weight_shape: [37, 1, 3, 3],
+        options: Conv2dOptions {
+            stride: [2, 2],
+            padding: [1, 1],
+            groups: 37,
+            ..Conv2dOptions::default()
+        },
+        input: (0..2 * 37 * 23 * 19)
+            .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect(),
+        weight: (0..37 * 9)
+            .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        bias: Some((0..37).map(|i| i as f32 / 7.0).collect()),
+        activation: Some(Activation::Relu6),
+    };
+    case.check_channels_last();
+}
+
+#[test]
+fn channels_last_depthwise_with_more_taps_than_one_round_matches_reference() {
+    // A dilated 7x7 kernel has 49 taps, more than the kernel gathers at once (32); 27 channels
+    // are one 16-block, one 8-block and a scalar tail of 3.
+    let case = Case {
+        input_shape: [1, 27, 15, 13],
+        weight_shape: [27, 1, 7, 7],
+        options: Conv2dOptions {
+            padding: [3, 2],
+            dilation: [2, 1],
+            groups: 27,
+            ..Conv2dOptions::default()
+        },
+        input: (0..27 * 15 * 13)
+            .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect(),
+        weight: (0..27 * 49)
+            .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        bias: None,
+        activation: None,
+    };
+    case.check_channels_last();
+}
+
+#[test]
+fn channels_last_rejects_grouped_convolutions() {
+    let options = Conv2dOptions {
+        groups: 2,
+        ..Conv2dOptions::default()
+    };
+    assert!(PackedConv2dChannelsLast::new(&[0.0; 16], [4, 2, 1, 1], None, options).is_err());
+}

@@ -1,0 +1,358 @@
+//! Layout choice: regions of 2-D convolutions that contain depthwise convolutions run
+//! channels-last (NHWC), with explicit transposes where values enter and leave the region.
+//!
+//! A depthwise convolution over NCHW images walks one plane at a time and cannot vectorise
+//! across channels; with a stride it reads every other element (about 0.7 GFLOP/s). Over NHWC
+//! images every tap is one contiguous multiply-add across all channels, whatever the stride, and a
+//! 1×1 convolution is a single GEMM `[n * h * w, in] x [in, out]`. Changing the layout costs a
+//! transpose, so it pays over a region of several layers, not around one.
+//!
+//! # What it rewrites
+//!
+//! A node can be in a region if it has a fast channels-last form: a 2-D convolution that is
+//! depthwise (`groups` = in = out channels) or pointwise (1×1, unit stride, no padding, no
+//! groups), with its fused residual if it has one, an elementwise op (activation, affine,
+//! elementwise chain) on a 4-D value, or a binary op whose two operands and output all have the
+//! same 4-D shape (no broadcasting). Regions are the connected components of such nodes, joined
+//! where one's output feeds another. A region switches to channels-last when it pays by this
+//! rule:
+//!
+//! - it contains a depthwise convolution, and
+//! - its depthwise multiply-adds are at least [`MACS_PER_TRANSPOSED_ELEMENT`] times the number of
+//!   elements the transposes at its boundary move.
+//!
+//! A switched region's convolutions get `channels_last`, and its values become `[n, h, w, c]`. An
+//! activation from outside gets a `transpose(perm = [0, 2, 3, 1])` before its first reader in the
+//! region; a region value read outside (or a network output) gets a
+//! `transpose(perm = [0, 3, 1, 2])` before its first reader outside. Each value is transposed at
+//! most once each way.
+//!
+//! # Why it is legal
+//!
+//! A channels-last convolution computes the NCHW convolution of the transposed input, transposed;
+//! elementwise and same-shape binary ops commute with any permutation of the axes. Every edge that
+//! crosses the region boundary gets the transpose that undoes the layout change, so every value
+//! read outside the region, network outputs included, is exactly the value of the original graph.
+//! No weight changes: the kernel repacks the weight when the model is built.
+//!
+//! Other ungrouped convolutions stay out of regions although the runtime has a channels-last
+//! form for them: its im2col copies one pixel's channels at a time, and on MobileNetV2's stem
+//! (3 input channels) it measured 2.5 ms against 1.4 ms for NCHW, more than the 0.4 ms transpose
+//! it would save.
+
+use std::collections::HashMap;
+
+use crate::diagnostics::Span;
+use crate::ir::{
+    Arena, Graph, Node, NodeData, Op, SecondaryMap, TensorType, Value, ValueData, ValueDef, infer,
+};
+
+/// The threshold of the cost rule, from `cargo bench -p nnc-runtime --bench conv_layout` on a
+/// 2-core AVX2 machine: a layout change moves about 1.1 G elements/s (0.9 ns per element), and a
+/// channels-last 3×3 depthwise convolution saves 0.03–0.17 ns per multiply-add at stride 1 and
+/// 0.8–2.2 ns at stride 2 over NCHW. At stride 1 that breaks even around 5–30 multiply-adds per
+/// transposed element; 8 lets regions with strided layers through and keeps a lone depthwise
+/// layer (9 multiply-adds per output against 2 or more transposed elements) NCHW.
+pub const MACS_PER_TRANSPOSED_ELEMENT: u64 = 8;
+
+/// Switches the regions that pay to channels-last; returns whether any was switched.
+pub fn run(graph: &mut Graph) -> bool {
+    let region_of = regions(graph);
+    let switched = regions_that_pay(graph, &region_of);
+    if switched.iter().all(|&switch| !switch) {
+        return false;
+    }
+    let in_switched = |node: Node| region_of[node].is_some_and(|region: usize| switched[region]);
+    rewrite(graph, &in_switched);
+    true
+}
+
+/// Whether `node` has a channels-last form, and which of its inputs are activations (the rest
+/// are weights).
+fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
+    let is_4d = |value: Value| graph.ty(value).rank() == 4;
+    match &data.op {
+        Op::Conv(attrs) if attrs.kernel.len() == 2 && !attrs.channels_last => {
+            let weight = graph.ty(data.inputs[1]);
+            let (out_channels, group_in_channels) = (weight.shape[0], weight.shape[1]);
+            let depthwise = group_in_channels == 1 && attrs.groups == out_channels;
+            let pointwise = attrs.groups == 1
+                && attrs.kernel == [1, 1]
+                && attrs.stride == [1, 1]
+                && attrs.padding == [0, 0];
+            // A fused residual (the last input) has the output's layout, so it is an activation
+            // of the region too.
+            let residual = attrs.epilogue.residual.then(|| data.inputs.len() - 1);
+            (depthwise || pointwise).then(|| std::iter::once(0).chain(residual).collect())
+        }
+        Op::Activation(_) | Op::Affine { .. } | Op::ElementwiseChain(_)
+            if is_4d(data.inputs[0]) =>
+        {
+            Some(vec![0])
+        }
+        Op::Binary(_) => {
+            let output = graph.ty(data.outputs[0]);
+            let same = |value: Value| is_4d(value) && graph.ty(value).shape == output.shape;
+            data.inputs
+                .iter()
+                .all(|&input| same(input))
+                .then(|| vec![0, 1])
+        }
+        _ => None,
+    }
+}
+
+fn is_depthwise(graph: &Graph, data: &NodeData) -> bool {
+    matches!(&data.op, Op::Conv(attrs) if graph.ty(data.inputs[1]).shape[1] == 1 && attrs.groups > 1)
+}
+
+/// The region of every node that has a channels-last form: connected components, numbered
+/// densely.
+fn regions(graph: &Graph) -> SecondaryMap<Node, Option<usize>> {
+    let count = graph.nodes.len();
+    let mut parent: Vec<usize> = (0..count).collect();
+    fn root(parent: &mut [usize], mut node: usize) -> usize {
+        while parent[node] != node {
+            parent[node] = parent[parent[node]];
+            node = parent[node];
+        }
+        node
+    }
+    let mut candidate = vec![false; count];
+    for (node, data) in graph.nodes.iter() {
+        let Some(activations) = activation_inputs(graph, data) else {
+            continue;
+        };
+        candidate[node.index()] = true;
+        for position in activations {
+            if let Some(producer) = graph.producer(data.inputs[position])
+                && candidate[producer.index()]
+            {
+                let (a, b) = (
+                    root(&mut parent, producer.index()),
+                    root(&mut parent, node.index()),
+                );
+                parent[a] = b;
+            }
+        }
+    }
+    let mut region_of = SecondaryMap::with_default(count, None);
+    let mut numbers = HashMap::new();
+    for node in graph.nodes.handles() {
+        if candidate[node.index()] {
+            let next = numbers.len();
+            let root = root(&mut parent, node.index());
+            region_of[node] = Some(*numbers.entry(root).or_insert(next));
+        }
+    }
+    region_of
+}
+
+/// Which regions pay for their transposes, by the rule in the header.
+fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>) -> Vec<bool> {
+    let region_count = graph
+        .nodes
+        .handles()
+        .filter_map(|node| region_of[node])
+        .max()
+        .map_or(0, |last| last + 1);
+    let mut depthwise_macs = vec![0u64; region_count];
+    let mut transposed = vec![0u64; region_count];
+    let mut entering: Vec<(usize, Value)> = Vec::new();
+    let mut leaving: Vec<(usize, Value)> = Vec::new();
+    let region_of_value = |value: Value| graph.producer(value).and_then(|node| region_of[node]);
+    for (node, data) in graph.nodes.iter() {
+        let Some(region) = region_of[node] else {
+            for &input in &data.inputs {
+                if let Some(producer_region) = region_of_value(input) {
+                    leaving.push((producer_region, input));
+                }
+            }
+            continue;
+        };
+        if is_depthwise(graph, data) {
+            let output = graph.ty(data.outputs[0]);
+            let window: u64 = graph.ty(data.inputs[1]).shape[2..]
+                .iter()
+                .map(|&dim| dim as u64)
+                .product();
+            depthwise_macs[region] += output.element_count().saturating_mul(window);
+        }
+        for position in activation_inputs(graph, data).unwrap_or_default() {
+            let input = data.inputs[position];
+            if region_of_value(input) != Some(region) {
+                entering.push((region, input));
+            }
+        }
+    }
+    for output in &graph.outputs {
+        if let Some(region) = region_of_value(output.value) {
+            leaving.push((region, output.value));
+        }
+    }
+    for list in [&mut entering, &mut leaving] {
+        list.sort_unstable();
+        list.dedup();
+        for &(region, value) in list.iter() {
+            transposed[region] += graph.ty(value).element_count();
+        }
+    }
+    (0..region_count)
+        .map(|region| {
+            depthwise_macs[region] > 0
+                && depthwise_macs[region]
+                    >= MACS_PER_TRANSPOSED_ELEMENT.saturating_mul(transposed[region])
+        })
+        .collect()
+}
+
+/// Rebuilds the graph with the switched nodes channels-last and transposes on the boundary.
+fn rewrite(graph: &mut Graph, in_switched: &dyn Fn(Node) -> bool) {
+    let old = std::mem::take(graph);
+    *graph = Graph {
+        name: old.name.clone(),
+        dims: old.dims.clone(),
+        params: old.params.clone(),
+        inputs: old.inputs.clone(),
+        outputs: old.outputs.clone(),
+        values: Arena::new(),
+        nodes: Arena::new(),
+        spans: SecondaryMap::with_default(0, Span::default()),
+    };
+    // New handles of the old values; channels-last values map to their NHWC form.
+    let mut map: Vec<Option<Value>> = vec![None; old.values.len()];
+    for (value, data) in old.values.iter() {
+        if !matches!(data.def, ValueDef::Node { .. }) {
+            map[value.index()] = Some(graph.values.push(data.clone()));
+        }
+    }
+    let is_nhwc = |value: Value| old.producer(value).is_some_and(in_switched);
+    let mut to_nhwc: HashMap<Value, Value> = HashMap::new();
+    let mut to_nchw: HashMap<Value, Value> = HashMap::new();
+    for (node, data) in old.nodes.iter() {
+        let switched = in_switched(node);
+        let activations = if switched {
+            activation_inputs(&old, data).expect("switched nodes have a channels-last form")
+        } else {
+            Vec::new()
+        };
+        let mut inputs = Vec::with_capacity(data.inputs.len());
+        for (position, &input) in data.inputs.iter().enumerate() {
+            let mapped = map[input.index()].expect("inputs are defined before use");
+            let new_input = match (switched && activations.contains(&position), is_nhwc(input)) {
+                (true, false) => transpose_once(
+                    graph,
+                    &mut to_nhwc,
+                    mapped,
+                    [0, 2, 3, 1],
+                    "to_channels_last",
+                ),
+                (false, true) => transpose_once(
+                    graph,
+                    &mut to_nchw,
+                    mapped,
+                    [0, 3, 1, 2],
+                    "to_channels_first",
+                ),
+                _ => mapped,
+            };
+            inputs.push(new_input);
+        }
+        let mut op = data.op.clone();
+        if let (true, Op::Conv(attrs)) = (switched, &mut op) {
+            attrs.channels_last = true;
+        }
+        let span = old.spans.get(node).copied().unwrap_or_default();
+        let outputs = push_node(
+            graph,
+            op,
+            inputs,
+            data.name.clone(),
+            data.origin.clone(),
+            span,
+        );
+        for (&old_output, new_output) in data.outputs.iter().zip(outputs) {
+            map[old_output.index()] = Some(new_output);
+        }
+    }
+    let remap = |value: Value| map[value.index()].expect("kept values are remapped");
+    for index in 0..graph.params.len() {
+        let param = &mut graph.params[crate::ir::Param::from_index(index)];
+        param.value = remap(param.value);
+    }
+    for input in &mut graph.inputs {
+        input.value = remap(input.value);
+    }
+    for index in 0..graph.outputs.len() {
+        let value = graph.outputs[index].value;
+        let mapped = remap(value);
+        graph.outputs[index].value = if is_nhwc(value) {
+            transpose_once(
+                graph,
+                &mut to_nchw,
+                mapped,
+                [0, 3, 1, 2],
+                "to_channels_first",
+            )
+        } else {
+            mapped
+        };
+    }
+}
+
+/// The transpose of `value` by `perm`, made on first use and cached.
+fn transpose_once(
+    graph: &mut Graph,
+    cache: &mut HashMap<Value, Value>,
+    value: Value,
+    perm: [usize; 4],
+    name: &str,
+) -> Value {
+    *cache.entry(value).or_insert_with(|| {
+        let op = Op::Transpose {
+            perm: perm.to_vec(),
+        };
+        push_node(
+            graph,
+            op,
+            vec![value],
+            name.to_string(),
+            Vec::new(),
+            Span::default(),
+        )[0]
+    })
+}
+
+/// Appends a node with inferred output types, keeping its name, origin and span.
+fn push_node(
+    graph: &mut Graph,
+    op: Op,
+    inputs: Vec<Value>,
+    name: String,
+    origin: Vec<usize>,
+    span: Span,
+) -> Vec<Value> {
+    let input_types: Vec<&TensorType> = inputs.iter().map(|&input| graph.ty(input)).collect();
+    let output_types = infer::infer(&op, &input_types)
+        .unwrap_or_else(|error| panic!("choose_layout: {name} does not infer: {}", error.message));
+    let node = Node::from_index(graph.nodes.len());
+    let outputs: Vec<Value> = output_types
+        .into_iter()
+        .enumerate()
+        .map(|(position, ty)| {
+            graph.values.push(ValueData {
+                ty,
+                def: ValueDef::Node { node, position },
+            })
+        })
+        .collect();
+    graph.nodes.push(NodeData {
+        op,
+        inputs,
+        outputs: outputs.clone(),
+        name,
+        origin,
+    });
+    graph.spans.insert(node, span, Span::default());
+    outputs
+}

@@ -1,0 +1,516 @@
+//! Convolution over channels-last (NHWC) images, for the layout the compiler picks where
+//! depthwise and 1×1 convolutions dominate.
+//!
+//! The weight keeps PyTorch's `[out_channels, in_channels / groups, kernel_h, kernel_w]` shape and
+//! is repacked once, at load time, in a `PackedConv2dChannelsLast`, which picks the method:
+//!
+//! - depthwise convolutions (one input and one output channel per group) run a direct kernel that
+//!   walks output pixels and vectorises across channels, which are contiguous: every tap is one
+//!   `output[c] += weight[tap][c] * input[pixel][c]` over all channels, whatever the stride;
+//! - convolutions without groups are one GEMM per image, `im2col(x)[pixels, kh * kw * in] *
+//!   W'[kh * kw * in, out]`, with `W'` packed as the GEMM's right operand and the bias (one per
+//!   column) and activation in its epilogue. A 1×1 kernel with unit stride and no padding skips
+//!   im2col: the input already is the `[n * h * w, in]` matrix, and the whole batch is one GEMM.
+//!
+//! Other grouped convolutions are not supported in this layout; the compiler leaves them NCHW.
+
+use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::gemm::{Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMatrix, Rhs, gemm};
+use crate::kernels::vectorize;
+use crate::threading;
+
+use super::{Conv2dOptions, ConvWorkspace, Geometry, convolved_size};
+
+/// A 2-D convolution layer over `[N, H, W, C]` images, ready to run.
+#[derive(Clone, Debug)]
+pub struct PackedConv2dChannelsLast {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: [usize; 2],
+    options: Conv2dOptions,
+    bias: Option<Vec<f32>>,
+    activation: Option<Activation>,
+    method: Method,
+}
+
+#[derive(Clone, Debug)]
+enum Method {
+    /// `W'` of shape `[kh * kw * in, out]`, packed; its rows are ordered `(ky, kx, c)`, the
+    /// order of an NHWC patch.
+    Gemm { weight: PackedMatrix },
+    /// The weight transposed to `[kh * kw, channels]`, so each tap is a contiguous channel row.
+    Depthwise { weight: Vec<f32> },
+}
+
+impl PackedConv2dChannelsLast {
+    /// Prepares a weight of shape `[out_channels, in_channels / groups, kernel_h, kernel_w]`
+    /// (row-major, PyTorch's layout) with an optional bias of length `out_channels`. `groups`
+    /// must be 1, or equal to both channel counts (depthwise).
+    pub fn new(
+        weight: &[f32],
+        weight_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        options: Conv2dOptions,
+    ) -> KernelResult<Self> {
+        let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
+        if options.stride.contains(&0) || options.dilation.contains(&0) {
+            return Err(invalid_parameter(
+                "conv",
+                "stride and dilation must be positive",
+            ));
+        }
+        if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || group_in_channels == 0 {
+            return Err(invalid_parameter("conv", "the weight has an empty axis"));
+        }
+        let taps = kernel_h * kernel_w;
+        check_length(
+            "conv",
+            "weight",
+            out_channels * group_in_channels * taps,
+            weight.len(),
+        )?;
+        if let Some(bias) = bias {
+            check_length("conv", "bias", out_channels, bias.len())?;
+        }
+        let depthwise = group_in_channels == 1 && options.groups == out_channels;
+        let method = if depthwise {
+            let mut transposed = vec![0.0; taps * out_channels];
+            for (channel, channel_weight) in weight.chunks_exact(taps).enumerate() {
+                for (tap, &value) in channel_weight.iter().enumerate() {
+                    transposed[tap * out_channels + channel] = value;
+                }
+            }
+            Method::Depthwise { weight: transposed }
+        } else if options.groups == 1 {
+            // [out, in, kh, kw] -> [out, kh, kw, in], then packed as the transposed right operand.
+            let depth = group_in_channels * taps;
+            let mut reordered = vec![0.0; out_channels * depth];
+            for (out_channel, filter) in weight.chunks_exact(depth).enumerate() {
+                for (channel, channel_taps) in filter.chunks_exact(taps).enumerate() {
+                    for (tap, &value) in channel_taps.iter().enumerate() {
+                        reordered[out_channel * depth + tap * group_in_channels + channel] = value;
+                    }
+                }
+            }
+            Method::Gemm {
+                weight: PackedMatrix::from_linear_weight(&reordered, out_channels, depth)?,
+            }
+        } else {
+            return Err(invalid_parameter(
+                "conv",
+                format!(
+                    "a channels-last convolution has groups = 1 or is depthwise, not groups = {}",
+                    options.groups
+                ),
+            ));
+        };
+        Ok(Self {
+            out_channels,
+            in_channels: group_in_channels * options.groups,
+            kernel: [kernel_h, kernel_w],
+            options,
+            bias: bias.map(<[f32]>::to_vec),
+            activation: None,
+            method,
+        })
+    }
+
+    /// The same layer with `activation` fused into its output.
+    pub fn with_activation(mut self, activation: Option<Activation>) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// The output shape `[N, out_h, out_w, out_channels]` for an input `[N, H, W, C]`.
+    pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
+        let [batch, height, width, channels] = input_shape;
+        if channels != self.in_channels {
+            return Err(shape_mismatch(
+                "conv",
+                format!(
+                    "the input has {channels} channels, the layer expects {}",
+                    self.in_channels
+                ),
+            ));
+        }
+        let out_h = convolved_size(height, self.kernel[0], self.options, 0)?;
+        let out_w = convolved_size(width, self.kernel[1], self.options, 1)?;
+        Ok([batch, out_h, out_w, self.out_channels])
+    }
+
+    /// Runs the layer on an `[N, H, W, C]` input into an output of `output_shape(..)`.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.run(input, input_shape, None, output, workspace)
+    }
+
+    /// [`Self::forward`] with a residual shaped like the output, added after the bias and
+    /// before the activation.
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: &[f32],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.run(input, input_shape, Some(residual), output, workspace)
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let output_shape = self.output_shape(input_shape)?;
+        check_length("conv", "input", input_shape.iter().product(), input.len())?;
+        check_length(
+            "conv",
+            "output",
+            output_shape.iter().product(),
+            output.len(),
+        )?;
+        if let Some(residual) = residual {
+            check_length("conv", "residual", output.len(), residual.len())?;
+        }
+        if output.is_empty() {
+            return Ok(());
+        }
+        // `Geometry` speaks NCHW; only its spatial sizes matter here.
+        let [batch, in_h, in_w, _] = input_shape;
+        let [_, out_h, out_w, _] = output_shape;
+        let geometry = Geometry::new(
+            [batch, self.in_channels, in_h, in_w],
+            [batch, self.out_channels, out_h, out_w],
+            self.kernel,
+            self.options,
+        );
+        match &self.method {
+            Method::Depthwise { weight } => {
+                self.forward_depthwise(weight, input, residual, output, &geometry);
+                Ok(())
+            }
+            Method::Gemm { weight } => {
+                self.forward_gemm(weight, input, batch, residual, output, &geometry, workspace)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_gemm(
+        &self,
+        weight: &PackedMatrix,
+        input: &[f32],
+        batch: usize,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        geometry: &Geometry,
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let bias = self.bias.as_deref().map(Bias::PerColumn);
+        let epilogue = match (bias, self.activation) {
+            (None, None) => Epilogue::None,
+            (Some(bias), None) => Epilogue::Bias(bias),
+            (None, Some(activation)) => Epilogue::Activation(activation),
+            (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
+        };
+        let options = GemmOptions {
+            accumulate: false,
+            epilogue,
+            residual,
+        };
+        let pointwise = self.kernel == [1, 1]
+            && self.options.stride == [1, 1]
+            && self.options.padding == [0, 0];
+        if pointwise {
+            let pixels = batch * geometry.in_h * geometry.in_w;
+            let matrix = MatrixRef::row_major(input, pixels, self.in_channels)?;
+            return gemm(
+                Lhs::Matrix(matrix),
+                Rhs::Packed(weight),
+                output,
+                self.out_channels,
+                &options,
+            );
+        }
+        let depth = weight.depth();
+        let output_pixels = geometry.out_h * geometry.out_w;
+        let columns = workspace.columns(output_pixels * depth);
+        let input_images = input.chunks_exact(geometry.in_h * geometry.in_w * self.in_channels);
+        let image_len = output_pixels * self.out_channels;
+        let output_images = output.chunks_exact_mut(image_len);
+        for (image, (input_image, output_image)) in input_images.zip(output_images).enumerate() {
+            im2col_channels_last(input_image, self.in_channels, geometry, columns);
+            let matrix = MatrixRef::row_major(columns, output_pixels, depth)?;
+            let options = GemmOptions {
+                residual: residual.map(|residual| &residual[image * image_len..][..image_len]),
+                ..options
+            };
+            gemm(
+                Lhs::Matrix(matrix),
+                Rhs::Packed(weight),
+                output_image,
+                self.out_channels,
+                &options,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn forward_depthwise(
+        &self,
+        weight: &[f32],
+        input: &[f32],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        geometry: &Geometry,
+    ) {
+        let channels = self.out_channels;
+        let output_row = geometry.out_w * channels;
+        let input_image = geometry.in_h * geometry.in_w * channels;
+        let zeros;
+        let bias = match &self.bias {
+            Some(bias) => bias.as_slice(),
+            None => {
+                zeros = vec![0.0; channels];
+                zeros.as_slice()
+            }
+        };
+        let rows_per_task = (PARALLEL_CHUNK / output_row).max(1);
+        threading::run_chunks_mut(output, rows_per_task * output_row, |chunk_index, rows| {
+            for (row_offset, output_row_values) in rows.chunks_exact_mut(output_row).enumerate() {
+                let row = chunk_index * rows_per_task + row_offset;
+                let (image, out_y) = (row / geometry.out_h, row % geometry.out_h);
+                let input_image_values = &input[image * input_image..][..input_image];
+                let row_input = DepthwiseRow {
+                    input: input_image_values,
+                    weight,
+                    bias,
+                    geometry,
+                    channels,
+                    out_y,
+                };
+                depthwise_row(&row_input, output_row_values);
+                if let Some(residual) = residual {
+                    let residual_row = &residual[row * output_row..][..output_row];
+                    vectorize::zip_map_in_place(output_row_values, residual_row, |y, r| y + r);
+                }
+                if let Some(activation) = self.activation {
+                    apply_activation_in_place(output_row_values, activation);
+                }
+            }
+        });
+    }
+}
+
+/// Output elements per parallel task of the depthwise kernel.
+const PARALLEL_CHUNK: usize = 1 << 14;
+
+/// What one output row of a channels-last depthwise convolution reads.
+struct DepthwiseRow<'a> {
+    /// One image, `[H, W, C]`.
+    input: &'a [f32],
+    /// `[kh * kw, C]`.
+    weight: &'a [f32],
+    /// `[C]`.
+    bias: &'a [f32],
+    geometry: &'a Geometry,
+    channels: usize,
+    out_y: usize,
+}
+
+/// One output row `[out_w, C]` of a channels-last depthwise convolution, compiled for AVX2 + FMA
+/// when the processor has them (the channel loop then runs 8 lanes wide) and for the baseline
+/// target otherwise.
+fn depthwise_row(row: &DepthwiseRow<'_>, output: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::vectorize::has_avx2_fma() {
+        // SAFETY: The processor supports AVX2 and FMA, checked just above; the function is
+        // otherwise safe Rust.
+        unsafe { depthwise_row_avx2(row, output) };
+        return;
+    }
+    depthwise_row_body(row, output);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_row_avx2(row: &DepthwiseRow<'_>, output: &mut [f32]) {
+    depthwise_row_body(row, output);
+}
+
+/// Channels one accumulator block holds in registers (two AVX2 vectors).
+const CHANNEL_BLOCK: usize = 16;
+/// Taps gathered before they are applied; larger kernels are applied in several rounds.
+const MAX_TAPS: usize = 32;
+
+/// Each block of channels of an output pixel sums all its taps in registers and is stored once.
+/// The taps of an interior pixel (every kernel column inside the row) are the same offsets
+/// shifted by the pixel's position, listed once per row; border pixels list their own.
+#[inline(always)]
+fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
+    let geometry = row.geometry;
+    let channels = row.channels;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    for pixel in output.chunks_exact_mut(channels) {
+        pixel.copy_from_slice(row.bias);
+    }
+    let interior = if kernel_h * kernel_w <= MAX_TAPS {
+        geometry.valid_columns(0).start..geometry.valid_columns(kernel_w - 1).end
+    } else {
+        0..0
+    };
+    let mut relative_taps = [(0usize, 0usize); MAX_TAPS];
+    let mut count = 0;
+    if !interior.is_empty() {
+        for kernel_y in 0..kernel_h {
+            let Some(input_y) = geometry.input_row(row.out_y, kernel_y) else {
+                continue;
+            };
+            for kernel_x in 0..kernel_w {
+                relative_taps[count] = (
+                    (input_y * geometry.in_w + kernel_x * geometry.dilation[1]) * channels,
+                    (kernel_y * kernel_w + kernel_x) * channels,
+                );
+                count += 1;
+            }
+        }
+    }
+    let relative_taps = &relative_taps[..count];
+    for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
+        if interior.contains(&out_x) {
+            let base = (out_x * geometry.stride[1] - geometry.padding[1]) * channels;
+            accumulate_taps(row.input, base, row.weight, relative_taps, pixel);
+        } else {
+            border_pixel(row, out_x, pixel);
+        }
+    }
+}
+
+/// One output pixel whose kernel hangs over the left or right edge: its taps are checked one by
+/// one.
+#[inline(always)]
+fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
+    let geometry = row.geometry;
+    let channels = row.channels;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let mut taps = [(0usize, 0usize); MAX_TAPS];
+    let mut count = 0;
+    for kernel_y in 0..kernel_h {
+        let Some(input_y) = geometry.input_row(row.out_y, kernel_y) else {
+            continue;
+        };
+        for kernel_x in 0..kernel_w {
+            let Some(input_x) = (out_x * geometry.stride[1] + kernel_x * geometry.dilation[1])
+                .checked_sub(geometry.padding[1])
+                .filter(|&column| column < geometry.in_w)
+            else {
+                continue;
+            };
+            taps[count] = (
+                (input_y * geometry.in_w + input_x) * channels,
+                (kernel_y * kernel_w + kernel_x) * channels,
+            );
+            count += 1;
+            if count == MAX_TAPS {
+                accumulate_taps(row.input, 0, row.weight, &taps, pixel);
+                count = 0;
+            }
+        }
+    }
+    accumulate_taps(row.input, 0, row.weight, &taps[..count], pixel);
+}
+
+/// `pixel[c] += sum over taps of weight[w + c] * input[base + i + c]` for the taps' `(i, w)`,
+/// block by block of channels.
+#[inline(always)]
+fn accumulate_taps(
+    input: &[f32],
+    base: usize,
+    weight: &[f32],
+    taps: &[(usize, usize)],
+    pixel: &mut [f32],
+) {
+    let input = &input[base..];
+    if taps.is_empty() {
+        return;
+    }
+    let channels = pixel.len();
+    let mut start = 0;
+    while start + CHANNEL_BLOCK <= channels {
+        accumulate_block::<CHANNEL_BLOCK>(input, weight, taps, pixel, start);
+        start += CHANNEL_BLOCK;
+    }
+    if start + CHANNEL_BLOCK / 2 <= channels {
+        accumulate_block::<{ CHANNEL_BLOCK / 2 }>(input, weight, taps, pixel, start);
+        start += CHANNEL_BLOCK / 2;
+    }
+    for channel in start..channels {
+        let mut sum = pixel[channel];
+        for &(input_offset, weight_offset) in taps {
+            sum += weight[weight_offset + channel] * input[input_offset + channel];
+        }
+        pixel[channel] = sum;
+    }
+}
+
+/// One block of `N` channels from `start`: fixed-size arrays, so the sum stays in registers.
+#[inline(always)]
+fn accumulate_block<const N: usize>(
+    input: &[f32],
+    weight: &[f32],
+    taps: &[(usize, usize)],
+    pixel: &mut [f32],
+    start: usize,
+) {
+    let block = &mut pixel[start..start + N];
+    let mut sum: [f32; N] = (&*block).try_into().expect("the block has N channels");
+    for &(input_offset, weight_offset) in taps {
+        let inputs: &[f32; N] = input[input_offset + start..][..N]
+            .try_into()
+            .expect("the block has N channels");
+        let weights: &[f32; N] = weight[weight_offset + start..][..N]
+            .try_into()
+            .expect("the block has N channels");
+        for lane in 0..N {
+            sum[lane] += weights[lane] * inputs[lane];
+        }
+    }
+    block.copy_from_slice(&sum);
+}
+
+/// Unfolds one `[H, W, C]` image into `columns`, `[out_h * out_w, kh * kw * C]`: each row is the
+/// patch under one output pixel, zero where it hangs over the padding.
+fn im2col_channels_last(input: &[f32], channels: usize, geometry: &Geometry, columns: &mut [f32]) {
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let depth = kernel_h * kernel_w * channels;
+    for (pixel, patch) in columns.chunks_exact_mut(depth).enumerate() {
+        let (out_y, out_x) = (pixel / geometry.out_w, pixel % geometry.out_w);
+        for (kernel_y, patch_row) in patch.chunks_exact_mut(kernel_w * channels).enumerate() {
+            let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
+                patch_row.fill(0.0);
+                continue;
+            };
+            for (kernel_x, tap) in patch_row.chunks_exact_mut(channels).enumerate() {
+                let input_x = (out_x * geometry.stride[1] + kernel_x * geometry.dilation[1])
+                    .checked_sub(geometry.padding[1])
+                    .filter(|&column| column < geometry.in_w);
+                match input_x {
+                    Some(input_x) => tap.copy_from_slice(
+                        &input[(input_y * geometry.in_w + input_x) * channels..][..channels],
+                    ),
+                    None => tap.fill(0.0),
+                }
+            }
+        }
+    }
+}
