@@ -336,8 +336,14 @@ impl Case {
             self.bias.as_deref(),
             self.options,
         );
+        // A residual goes in after the bias and before the activation.
+        let residual: Vec<f32> = (0..expected.len())
+            .map(|index| (index % 7) as f32 * 0.25 - 0.75)
+            .collect();
+        let mut expected_residual: Vec<f32> =
+            expected.iter().zip(&residual).map(|(y, r)| y + r).collect();
         if let Some(activation) = self.activation {
-            for value in &mut expected {
+            for value in expected.iter_mut().chain(&mut expected_residual) {
                 *value = reference::activation(*value, activation);
             }
         }
@@ -346,6 +352,16 @@ impl Case {
         conv.forward(&input, input_shape, &mut output, &mut ConvWorkspace::new())
             .unwrap();
         assert_close(&output, &expected, 1e-4);
+        let mut output = vec![f32::NAN; expected.len()];
+        conv.forward_residual(
+            &input,
+            input_shape,
+            &residual,
+            &mut output,
+            &mut ConvWorkspace::new(),
+        )
+        .unwrap();
+        assert_close(&output, &expected_residual, 1e-4);
     }
 }
 
