@@ -156,6 +156,17 @@ impl DecodeCache for KvCache {
             },
         };
         let (keys, values) = (self.keys(layer), self.values(layer));
+        if shape.query_len <= DIRECT_ATTENTION_QUERIES {
+            // The view is one block: the direct kernel reads it in place, on this thread, which
+            // for a token or two beats packing it for the tiled kernel and waking the pool.
+            let kv = PagedKv {
+                keys,
+                values,
+                block_table: &[0],
+                block_size: shape.key_len.max(1),
+            };
+            return paged_attention(q, &kv, &shape, &options, output).map_err(at(layer_name));
+        }
         flash_attention(q, keys, values, &shape, &options, None, output, workspace)
             .map_err(at(layer_name))
     }
@@ -165,8 +176,10 @@ impl DecodeCache for KvCache {
     }
 }
 
-/// Steps of at most this many tokens attend to a paged sequence's blocks in place
-/// (`kernels::paged_attention`); longer ones gather the blocks for the tiled kernel.
+/// Steps of at most this many tokens attend through the direct kernel
+/// (`kernels::paged_attention`: a paged sequence's blocks, or a contiguous cache's view as one
+/// block, read in place on the calling thread); longer ones use the tiled kernel (a paged
+/// sequence's blocks gathered first).
 pub const DIRECT_ATTENTION_QUERIES: usize = 2;
 
 /// One sequence of a [`PagedKvCache`], borrowed for decoding steps: attention reads its blocks
