@@ -18,12 +18,17 @@ use crate::KernelError;
 use crate::error::{KernelResult, check_length, invalid_parameter};
 use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape};
 use crate::kernels::{math, vectorize};
+use crate::threading;
 
 /// Keys scored together before the accumulators are rescaled.
 pub const CHUNK: usize = 64;
 
 /// (query, head) rows sharing a key/value head that walk the keys together.
 const ROWS: usize = 8;
+
+/// Multiply-adds (keys × heads × head size) from which one query's key/value heads run on the
+/// thread pool.
+const PARALLEL_WORK: usize = 1 << 18;
 
 /// A sequence's keys and values in a paged KV cache.
 #[derive(Clone, Copy, Debug)]
@@ -117,9 +122,11 @@ fn attend(
     };
     // Rows (query, head) that share a key/value head are processed together, up to `ROWS` at a
     // time, so each key and value row is read from memory once per tile, not once per head.
-    let mut scores = [[0.0f32; CHUNK]; ROWS];
-    let rows_per_kv_head = query_len * group;
-    for kv_head in 0..n_kv_heads {
+    // `output` is the whole output (`base` 0) or, when one query's kv heads run in parallel, the
+    // kv head's own columns, which start at `base`.
+    let run_kv_head = |kv_head: usize, output: &mut [f32], base: usize| {
+        let mut scores = [[0.0f32; CHUNK]; ROWS];
+        let rows_per_kv_head = query_len * group;
         let kv_offset = kv_head * head_dim;
         let row_of = |index: usize| (index / group, kv_head * group + index % group);
         for tile_start in (0..rows_per_kv_head).step_by(ROWS) {
@@ -135,7 +142,7 @@ fn attend(
                     visible[row] = (options.query_position_offset + query + 1).min(key_len);
                 }
                 tile_visible = tile_visible.max(visible[row]);
-                let offset = (query * n_heads + head) * head_dim;
+                let offset = (query * n_heads + head) * head_dim - base;
                 output[offset..offset + head_dim].fill(0.0);
             }
             let mut start = 0;
@@ -148,8 +155,9 @@ fn attend(
                 let first_row = block * kv.block_size + in_block;
                 for row in 0..rows {
                     let (query, head) = row_of(tile_start + row);
-                    let offset = (query * n_heads + head) * head_dim;
-                    let q_row = &q[offset..offset + head_dim];
+                    let q_offset = (query * n_heads + head) * head_dim;
+                    let q_row = &q[q_offset..q_offset + head_dim];
+                    let offset = q_offset - base;
                     let mut chunk_maximum = f32::NEG_INFINITY;
                     for (index, score) in scores[row][..count].iter_mut().enumerate() {
                         let key = start + index;
@@ -195,7 +203,7 @@ fn attend(
                             continue;
                         }
                         let (query, head) = row_of(tile_start + row);
-                        let offset = (query * n_heads + head) * head_dim;
+                        let offset = (query * n_heads + head) * head_dim - base;
                         for (out, &v) in output[offset..offset + head_dim].iter_mut().zip(value) {
                             *out += weight * v;
                         }
@@ -206,13 +214,24 @@ fn attend(
             for row in 0..rows {
                 if sums[row] > 0.0 {
                     let (query, head) = row_of(tile_start + row);
-                    let offset = (query * n_heads + head) * head_dim;
+                    let offset = (query * n_heads + head) * head_dim - base;
                     let inverse = 1.0 / sums[row];
                     output[offset..offset + head_dim]
                         .iter_mut()
                         .for_each(|value| *value *= inverse);
                 }
             }
+        }
+    };
+    // One query's kv heads write disjoint columns: in parallel when there is enough work.
+    let work = key_len * n_heads * head_dim;
+    if query_len == 1 && n_kv_heads > 1 && work >= PARALLEL_WORK {
+        threading::run_chunks_mut(output, group * head_dim, |kv_head, columns| {
+            run_kv_head(kv_head, columns, kv_head * group * head_dim)
+        });
+    } else {
+        for kv_head in 0..n_kv_heads {
+            run_kv_head(kv_head, output, 0);
         }
     }
 }
@@ -394,6 +413,47 @@ mod tests {
             paged_attention(&q, &kv, &shape, &options, &mut actual).unwrap();
             for (index, (a, e)) in actual.iter().zip(&expected).enumerate() {
                 prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "element {index}: {a} vs {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_query_over_many_keys_runs_heads_in_parallel_with_the_same_result() {
+        // 3000 keys x 8 heads x 16 = 384,000 multiply-adds: past `PARALLEL_WORK`.
+        let (key_len, n_heads, n_kv_heads, head_dim) = (3000, 8, 4, 16);
+        assert!(key_len * n_heads * head_dim >= PARALLEL_WORK);
+        let shape = AttentionShape {
+            batch: 1,
+            query_len: 1,
+            key_len,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+        };
+        let q = values(n_heads * head_dim, 1);
+        let k = values(key_len * n_kv_heads * head_dim, 2);
+        let v = values(key_len * n_kv_heads * head_dim, 3);
+        let window = |_: usize, key: usize| key % 5 != 3;
+        for mask in [AttentionMask::None, AttentionMask::Function(&window)] {
+            let options = AttentionOptions {
+                causal: true,
+                query_position_offset: key_len - 1,
+                mask,
+                ..AttentionOptions::default()
+            };
+            let mut expected = vec![0.0; q.len()];
+            scaled_dot_product_attention(&q, &k, &v, &shape, &options, &mut expected).unwrap();
+            let (keys, values, block_table) = paged(&k, &v, n_kv_heads * head_dim, 64, 5);
+            let kv = PagedKv {
+                keys: &keys,
+                values: &values,
+                block_table: &block_table,
+                block_size: 64,
+            };
+            let mut actual = vec![f32::NAN; q.len()];
+            paged_attention(&q, &kv, &shape, &options, &mut actual).unwrap();
+            for (a, e) in actual.iter().zip(&expected) {
+                assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{a} vs {e}");
             }
         }
     }
