@@ -113,13 +113,13 @@ fn map_sequential(input: &[f32], output: &mut [f32], activation: Activation) {
 }
 
 #[inline(always)]
-fn relu(x: f32) -> f32 {
+pub(crate) fn relu(x: f32) -> f32 {
     // Written so that NaN passes through, as in PyTorch.
     if x < 0.0 { 0.0 } else { x }
 }
 
 #[inline(always)]
-fn relu6(x: f32) -> f32 {
+pub(crate) fn relu6(x: f32) -> f32 {
     x.clamp(0.0, 6.0)
 }
 
