@@ -370,7 +370,7 @@ fn lower_builtin(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
                                     ir::types::format_shape(&shape),
                                     shape.get(axis).copied().unwrap_or(1),
                                 ),
-                                None,
+                                Some("a tied embedding takes its sizes from the table: leave them out"),
                             ));
                         }
                     }
