@@ -136,39 +136,34 @@ impl DecodeCache for KvCache {
     ) -> Result<(), ModelError> {
         let (position, first) = (self.len(), self.first_cached_position());
         self.append(layer, k_new, v_new, shape.query_len)?;
-        // View key `key` is absolute position `first + key`: a rolling cache's view starts
-        // after the positions it dropped.
-        let allows = |query: usize, key: usize| {
-            pattern.is_none_or(|pattern| pattern.allows(position + query, first + key))
-        };
         let shape = AttentionShape {
             key_len: self.cached_len() + self.pending_len(layer),
             ..*shape
         };
-        let options = AttentionOptions {
-            scale: Some(scale),
-            causal: true,
-            query_position_offset: self.cached_len(),
-            key_padding_mask: None,
-            mask: match pattern {
-                Some(_) => AttentionMask::Function(&allows),
-                None => AttentionMask::None,
-            },
+        // View key `key` is absolute position `first + key`: a rolling cache's view starts
+        // after the positions it dropped.
+        let step = StepPositions {
+            first_query: position,
+            first_key: first,
+            queries_after: self.cached_len(),
         };
         let (keys, values) = (self.keys(layer), self.values(layer));
-        if shape.query_len <= DIRECT_ATTENTION_QUERIES {
-            // The view is one block: the direct kernel reads it in place, on this thread, which
-            // for a token or two beats packing it for the tiled kernel and waking the pool.
-            let kv = PagedKv {
-                keys,
-                values,
-                block_table: &[0],
-                block_size: shape.key_len.max(1),
-            };
-            return paged_attention(q, &kv, &shape, &options, output).map_err(at(layer_name));
-        }
-        flash_attention(q, keys, values, &shape, &options, None, output, workspace)
-            .map_err(at(layer_name))
+        with_step_options(scale, pattern, step, |options| {
+            if shape.query_len <= DIRECT_ATTENTION_QUERIES {
+                // The view is one block: the direct kernel reads it in place, on this thread,
+                // which for a token or two beats packing it for the tiled kernel and waking
+                // the pool.
+                let kv = PagedKv {
+                    keys,
+                    values,
+                    block_table: &[0],
+                    block_size: shape.key_len.max(1),
+                };
+                return paged_attention(q, &kv, &shape, options, output).map_err(at(layer_name));
+            }
+            flash_attention(q, keys, values, &shape, options, None, output, workspace)
+                .map_err(at(layer_name))
+        })
     }
 
     fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
@@ -219,60 +214,110 @@ impl DecodeCache for PagedSequence<'_> {
         let cache = &mut *self.cache;
         let position = cache.sequence_len(self.seq)?;
         cache.append(self.seq, layer, k_new, v_new, shape.query_len)?;
-        let allows = |query: usize, key: usize| {
-            pattern.is_none_or(|pattern| pattern.allows(position + query, key))
-        };
         let shape = AttentionShape {
             key_len: cache.gathered_len(self.seq, layer)?,
             ..*shape
         };
-        let options = AttentionOptions {
-            scale: Some(scale),
-            causal: true,
-            query_position_offset: position,
-            key_padding_mask: None,
-            mask: match pattern {
-                Some(_) => AttentionMask::Function(&allows),
-                None => AttentionMask::None,
-            },
+        // A sequence's keys are all its positions, in order.
+        let step = StepPositions {
+            first_query: position,
+            first_key: 0,
+            queries_after: position,
         };
+        with_step_options(scale, pattern, step, |options| {
+            cache.attend_sequence(
+                self.seq, layer, layer_name, q, &shape, options, output, workspace,
+            )
+        })
+    }
+
+    fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
+        self.cache.advance(self.seq, tokens)
+    }
+}
+
+/// Where a decoding step's queries and keys sit in the sequence.
+#[derive(Clone, Copy)]
+struct StepPositions {
+    /// The absolute position of the step's first query.
+    first_query: usize,
+    /// The absolute position of the first key the cache hands to attention.
+    first_key: usize,
+    /// Keys in front of the step's first query: the causal mask's `query_position_offset`.
+    queries_after: usize,
+}
+
+/// Runs `attend` with the options of a decoding step: causal, scaled by `scale`, and masked by
+/// `pattern` (if any) at absolute positions.
+fn with_step_options<R>(
+    scale: f32,
+    pattern: Option<&SparsePattern<'_>>,
+    step: StepPositions,
+    attend: impl FnOnce(&AttentionOptions<'_>) -> R,
+) -> R {
+    let allows = |query: usize, key: usize| {
+        pattern.is_none_or(|pattern| pattern.allows(step.first_query + query, step.first_key + key))
+    };
+    let options = AttentionOptions {
+        scale: Some(scale),
+        causal: true,
+        query_position_offset: step.queries_after,
+        key_padding_mask: None,
+        mask: match pattern {
+            Some(_) => AttentionMask::Function(&allows),
+            None => AttentionMask::None,
+        },
+    };
+    attend(&options)
+}
+
+impl PagedKvCache {
+    /// Attention of a step of `seq` over its keys in `layer` (see `DecodeCache::attend`).
+    #[allow(clippy::too_many_arguments)]
+    fn attend_sequence(
+        &mut self,
+        seq: SequenceId,
+        layer: usize,
+        layer_name: &'static str,
+        q: &[f32],
+        shape: &AttentionShape,
+        options: &AttentionOptions<'_>,
+        output: &mut [f32],
+        workspace: &mut FlashAttentionWorkspace,
+    ) -> Result<(), ModelError> {
         if shape.query_len <= DIRECT_ATTENTION_QUERIES {
             let kv = PagedKv {
-                keys: &cache.keys[layer],
-                values: &cache.values[layer],
-                block_table: cache.block_table(self.seq)?,
-                block_size: cache.block_size,
+                keys: &self.keys[layer],
+                values: &self.values[layer],
+                block_table: self.block_table(seq)?,
+                block_size: self.block_size,
             };
-            return paged_attention(q, &kv, &shape, &options, output).map_err(at(layer_name));
+            return paged_attention(q, &kv, shape, options, output).map_err(at(layer_name));
         }
         // Several queries amortize a copy into contiguous scratch for the tiled kernel, which
         // is faster than the direct one from a few queries on.
-        let floats = shape.key_len * cache.row_length;
-        let (mut keys, mut values) = std::mem::take(&mut cache.gathered);
+        let floats = shape.key_len * self.row_length;
+        let (mut keys, mut values) = std::mem::take(&mut self.gathered);
         if keys.len() < floats {
             keys.resize(floats, 0.0);
             values.resize(floats, 0.0);
         }
-        let gathered = cache.gather(self.seq, layer, &mut keys, &mut values);
+        let gathered = self.gather(seq, layer, &mut keys, &mut values);
         let attended = gathered.map_err(ModelError::from).and_then(|_| {
             flash_attention(
                 q,
                 &keys[..floats],
                 &values[..floats],
-                &shape,
-                &options,
+                shape,
+                options,
                 None,
                 output,
                 workspace,
             )
             .map_err(at(layer_name))
         });
-        cache.gathered = (keys, values);
+        self.gathered = (keys, values);
         attended
-    }
-
-    fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
-        self.cache.advance(self.seq, tokens)
     }
 }
 

@@ -373,6 +373,20 @@ impl HeadTask<'_> {
     }
 }
 
+/// Checks that the query heads share the key/value heads evenly.
+pub(crate) fn check_heads(operation: &'static str, shape: &AttentionShape) -> KernelResult<()> {
+    if shape.n_kv_heads == 0 || !shape.n_heads.is_multiple_of(shape.n_kv_heads) {
+        return Err(invalid_parameter(
+            operation,
+            format!(
+                "{} query heads cannot share {} key/value heads evenly",
+                shape.n_heads, shape.n_kv_heads
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the buffers and the head counts of an attention call.
 pub(crate) fn check_shapes(
     q: &[f32],
@@ -385,15 +399,7 @@ pub(crate) fn check_shapes(
     let overflow = KernelError::SizeOverflow {
         operation: "attention",
     };
-    if shape.n_kv_heads == 0 || !shape.n_heads.is_multiple_of(shape.n_kv_heads) {
-        return Err(invalid_parameter(
-            "attention",
-            format!(
-                "{} query heads cannot share {} key/value heads evenly",
-                shape.n_heads, shape.n_kv_heads
-            ),
-        ));
-    }
+    check_heads("attention", shape)?;
     let q_length = [shape.batch, shape.query_len, shape.n_heads, shape.head_dim]
         .iter()
         .try_fold(1usize, |total, &length| total.checked_mul(length))

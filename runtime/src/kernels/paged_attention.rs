@@ -16,7 +16,7 @@
 
 use crate::KernelError;
 use crate::error::{KernelResult, check_length, invalid_parameter};
-use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape};
+use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape, check_heads};
 use crate::kernels::{math, vectorize};
 use crate::threading;
 
@@ -269,15 +269,7 @@ fn check(
             ),
         ));
     }
-    if shape.n_kv_heads == 0 || !shape.n_heads.is_multiple_of(shape.n_kv_heads) {
-        return Err(invalid_parameter(
-            operation,
-            format!(
-                "{} query heads cannot share {} key/value heads evenly",
-                shape.n_heads, shape.n_kv_heads
-            ),
-        ));
-    }
+    check_heads(operation, shape)?;
     if kv.block_size == 0 {
         return Err(invalid_parameter(operation, "the block size is zero"));
     }
