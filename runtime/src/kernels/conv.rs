@@ -228,16 +228,7 @@ impl PackedConv2d {
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         let output_shape = self.output_shape(input_shape)?;
-        check_length("conv", "input", input_shape.iter().product(), input.len())?;
-        check_length(
-            "conv",
-            "output",
-            output_shape.iter().product(),
-            output.len(),
-        )?;
-        if let Some(residual) = residual {
-            check_length("conv", "residual", output.len(), residual.len())?;
-        }
+        check_buffers(input, input_shape, output, output_shape, residual)?;
         if output.is_empty() {
             return Ok(());
         }
@@ -463,6 +454,28 @@ pub fn conv1d(
     workspace: &mut ConvWorkspace,
 ) -> KernelResult<()> {
     conv.forward(input, input_shape, output, workspace)
+}
+
+/// Checks the buffers of one 2-D convolution call: the input, the output and the residual, which
+/// is shaped like the output.
+fn check_buffers(
+    input: &[f32],
+    input_shape: [usize; 4],
+    output: &[f32],
+    output_shape: [usize; 4],
+    residual: Option<&[f32]>,
+) -> KernelResult<()> {
+    check_length("conv", "input", input_shape.iter().product(), input.len())?;
+    check_length(
+        "conv",
+        "output",
+        output_shape.iter().product(),
+        output.len(),
+    )?;
+    if let Some(residual) = residual {
+        check_length("conv", "residual", output.len(), residual.len())?;
+    }
+    Ok(())
 }
 
 /// Output planes per parallel task of the depthwise kernel (in elements).

@@ -20,7 +20,7 @@ use crate::kernels::gemm::{Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMa
 use crate::kernels::vectorize;
 use crate::threading;
 
-use super::{Conv2dOptions, ConvWorkspace, Geometry, convolved_size};
+use super::{Conv2dOptions, ConvWorkspace, Geometry, check_buffers, convolved_size};
 
 /// A 2-D convolution layer over `[N, H, W, C]` images, ready to run.
 #[derive(Clone, Debug)]
@@ -39,8 +39,9 @@ enum Method {
     /// `W'` of shape `[kh * kw * in, out]`, packed; its rows are ordered `(ky, kx, c)`, the
     /// order of an NHWC patch.
     Gemm { weight: PackedMatrix },
-    /// The weight transposed to `[kh * kw, channels]`, so each tap is a contiguous channel row.
-    Depthwise { weight: Vec<f32> },
+    /// The weight transposed to `[kh * kw, channels]`, so each tap is a contiguous channel row,
+    /// and the bias (zeros without one), which starts every output row.
+    Depthwise { weight: Vec<f32>, bias: Vec<f32> },
 }
 
 impl PackedConv2dChannelsLast {
@@ -81,7 +82,10 @@ impl PackedConv2dChannelsLast {
                     transposed[tap * out_channels + channel] = value;
                 }
             }
-            Method::Depthwise { weight: transposed }
+            Method::Depthwise {
+                weight: transposed,
+                bias: bias.map_or_else(|| vec![0.0; out_channels], <[f32]>::to_vec),
+            }
         } else if options.groups == 1 {
             // [out, in, kh, kw] -> [out, kh, kw, in], then packed as the transposed right operand.
             let depth = group_in_channels * taps;
@@ -172,16 +176,7 @@ impl PackedConv2dChannelsLast {
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         let output_shape = self.output_shape(input_shape)?;
-        check_length("conv", "input", input_shape.iter().product(), input.len())?;
-        check_length(
-            "conv",
-            "output",
-            output_shape.iter().product(),
-            output.len(),
-        )?;
-        if let Some(residual) = residual {
-            check_length("conv", "residual", output.len(), residual.len())?;
-        }
+        check_buffers(input, input_shape, output, output_shape, residual)?;
         if output.is_empty() {
             return Ok(());
         }
@@ -195,8 +190,8 @@ impl PackedConv2dChannelsLast {
             self.options,
         );
         match &self.method {
-            Method::Depthwise { weight } => {
-                self.forward_depthwise(weight, input, residual, output, &geometry);
+            Method::Depthwise { weight, bias } => {
+                self.forward_depthwise(weight, bias, input, residual, output, &geometry);
                 Ok(())
             }
             Method::Gemm { weight } => {
@@ -269,6 +264,7 @@ impl PackedConv2dChannelsLast {
     fn forward_depthwise(
         &self,
         weight: &[f32],
+        bias: &[f32],
         input: &[f32],
         residual: Option<&[f32]>,
         output: &mut [f32],
@@ -277,14 +273,6 @@ impl PackedConv2dChannelsLast {
         let channels = self.out_channels;
         let output_row = geometry.out_w * channels;
         let input_image = geometry.in_h * geometry.in_w * channels;
-        let zeros;
-        let bias = match &self.bias {
-            Some(bias) => bias.as_slice(),
-            None => {
-                zeros = vec![0.0; channels];
-                zeros.as_slice()
-            }
-        };
         let rows_per_task = (PARALLEL_CHUNK / output_row).max(1);
         threading::run_chunks_mut(output, rows_per_task * output_row, |chunk_index, rows| {
             for (row_offset, output_row_values) in rows.chunks_exact_mut(output_row).enumerate() {
