@@ -191,15 +191,10 @@ impl Decoding {
         let [output] = graph.outputs.as_slice() else {
             return None;
         };
-        // Which values change with the token.
-        let mut varies = vec![false; graph.values.len()];
-        varies[graph.inputs[token_input].value.index()] = true;
+        let varies = token_dependent(graph, graph.inputs[token_input].value);
         let (mut encoder_len, mut steps, mut interleaved) = (0, 0, false);
         for (_, data) in graph.nodes.iter() {
-            if data.inputs.iter().any(|input| varies[input.index()]) {
-                for output in &data.outputs {
-                    varies[output.index()] = true;
-                }
+            if varies[data.outputs[0].index()] {
                 steps += 1;
             } else {
                 encoder_len += 1;
@@ -307,21 +302,29 @@ pub const PREFILL_CHUNK: usize = 16;
 /// token) first, each part in its original order: a valid order, since no encoder node reads
 /// a value that depends on the token.
 fn step_graph_order(graph: &Graph, decoding: &Decoding) -> Vec<ir::Node> {
+    let varies = token_dependent(graph, graph.inputs[decoding.token_input].value);
+    let (mut step, mut encoder): (Vec<ir::Node>, Vec<ir::Node>) = graph
+        .nodes
+        .iter()
+        .map(|(node, _)| node)
+        .partition(|node| varies[graph.nodes[*node].outputs[0].index()]);
+    encoder.append(&mut step);
+    encoder
+}
+
+/// Which values of `graph` change with `token`, by value index: `token` and everything computed
+/// from it.
+fn token_dependent(graph: &Graph, token: ir::Value) -> Vec<bool> {
     let mut varies = vec![false; graph.values.len()];
-    varies[graph.inputs[decoding.token_input].value.index()] = true;
-    let (mut encoder, mut step) = (Vec::new(), Vec::new());
-    for (node, data) in graph.nodes.iter() {
+    varies[token.index()] = true;
+    for (_, data) in graph.nodes.iter() {
         if data.inputs.iter().any(|input| varies[input.index()]) {
             for output in &data.outputs {
                 varies[output.index()] = true;
             }
-            step.push(node);
-        } else {
-            encoder.push(node);
         }
     }
-    encoder.extend(step);
-    encoder
+    varies
 }
 
 /// The values a decoder's steps read but do not compute (the encoder's results and the other
@@ -1535,18 +1538,13 @@ impl Generator<'_> {
             let tokens = lit(chunk.tokens);
             let token_range = range_tokens(chunk.token_slot..chunk.token_slot + chunk.tokens);
             let body = &chunk.body;
+            let room_check = room_check(rt, chunk.tokens);
             let last_logits = range_tokens(chunk.last_logits.clone());
             quote! {
                 /// Runs `PREFILL_CHUNK` tokens through the network at once against `cache`, which
                 /// gains their keys and values; the last one's logits are left in the arena.
                 fn step_chunk(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64; #tokens]) -> Result<(), #rt::model::ModelError> {
-                    if cache.position() + #tokens > Self::MAX_CONTEXT {
-                        return Err(#rt::kv_cache::KvCacheError::Full {
-                            max_context: Self::MAX_CONTEXT,
-                            requested: cache.position() + #tokens,
-                        }
-                        .into());
-                    }
+                    #room_check
                     self.arena_i64[#token_range].copy_from_slice(tokens);
                     #(#body)*
                     cache.advance(#tokens)?;
@@ -1559,19 +1557,13 @@ impl Generator<'_> {
                 }
             }
         });
+        let room_check = room_check(rt, 1);
         quote! {
             /// Runs one token through the network against `cache`, which gains its keys and
             /// values; the logits are left in the arena.
             fn step(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, token: i64) -> Result<(), #rt::model::ModelError> {
                 #encoded_check
-                // A full context is the cache's error, before any layer sees the position.
-                if cache.position() >= Self::MAX_CONTEXT {
-                    return Err(#rt::kv_cache::KvCacheError::Full {
-                        max_context: Self::MAX_CONTEXT,
-                        requested: cache.position() + 1,
-                    }
-                    .into());
-                }
+                #room_check
                 self.arena_i64[#token_slot] = token;
                 #(#step_body)*
                 cache.advance(1)?;
@@ -1593,53 +1585,60 @@ impl Generator<'_> {
         let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
         let logits = quote!(#rt::ndarray::ArrayView1<'_, f32>);
         let result = quote!(Result<#logits, #rt::model::ModelError>);
-        let prefill_steps = match &self.chunk {
-            Some(chunk) => {
-                let tokens = lit(chunk.tokens);
-                quote! {
-                    /// Runs `tokens` through the network against `cache`: whole chunks of
-                    /// `PREFILL_CHUNK` at once, the rest one by one. Returns whether the last step
-                    /// was a chunk.
-                    fn prefill_steps(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, #rt::model::ModelError> {
-                        if tokens.is_empty() {
-                            return Err(#rt::model::ModelError::EmptyPrompt);
-                        }
-                        let (chunks, rest) = tokens.as_chunks::<#tokens>();
-                        for chunk in chunks {
-                            self.step_chunk(cache, chunk)?;
-                        }
-                        for &token in rest {
-                            self.step(cache, token)?;
-                        }
-                        Ok(rest.is_empty())
-                    }
-
-                    /// The logits after a prefill.
-                    fn prefill_logits(&self, chunk_last: bool) -> #logits {
-                        if chunk_last { self.chunk_logits() } else { self.logits() }
-                    }
-
-                    /// Tokens per prefill step.
-                    pub const PREFILL_CHUNK: usize = #tokens;
+        // With a chunk step, prefill runs whole chunks first and the rest one token at a time.
+        let (chunk_steps, chunk_last, chunk_last_param, prefill_logits, chunk_const) =
+            match &self.chunk {
+                Some(chunk) => {
+                    let tokens = lit(chunk.tokens);
+                    (
+                        quote! {
+                            let (chunks, tokens) = tokens.as_chunks::<#tokens>();
+                            for chunk in chunks {
+                                self.step_chunk(cache, chunk)?;
+                            }
+                        },
+                        quote!(tokens.is_empty()),
+                        quote!(chunk_last),
+                        quote!(if chunk_last {
+                            self.chunk_logits()
+                        } else {
+                            self.logits()
+                        }),
+                        quote! {
+                            /// Tokens per prefill step.
+                            pub const PREFILL_CHUNK: usize = #tokens;
+                        },
+                    )
                 }
+                None => (
+                    TokenStream::new(),
+                    quote!(false),
+                    quote!(_chunk_last),
+                    quote!(self.logits()),
+                    TokenStream::new(),
+                ),
+            };
+        let prefill_steps = quote! {
+            /// Runs `tokens` through the network against `cache`: whole prefill chunks at once
+            /// if the decoder has a chunk step, the rest one by one. Returns whether the last
+            /// step was a chunk.
+            fn prefill_steps(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, #rt::model::ModelError> {
+                if tokens.is_empty() {
+                    return Err(#rt::model::ModelError::EmptyPrompt);
+                }
+                #chunk_steps
+                for &token in tokens {
+                    self.step(cache, token)?;
+                }
+                Ok(#chunk_last)
             }
-            None => quote! {
-                /// Runs `tokens` through the network against `cache`, one by one.
-                fn prefill_steps(&mut self, cache: &mut impl #rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, #rt::model::ModelError> {
-                    if tokens.is_empty() {
-                        return Err(#rt::model::ModelError::EmptyPrompt);
-                    }
-                    for &token in tokens {
-                        self.step(cache, token)?;
-                    }
-                    Ok(false)
-                }
 
-                /// The logits after a prefill.
-                fn prefill_logits(&self, _chunk_last: bool) -> #logits {
-                    self.logits()
-                }
-            },
+            /// The logits after a prefill.
+            fn prefill_logits(&self, #chunk_last_param: bool) -> #logits {
+                #prefill_logits
+            }
+
+            #chunk_const
         };
         let paged = (!decoding.has_encoder(graph)).then(|| {
             let (layers, kv_heads, head_dim) = (
@@ -1802,6 +1801,21 @@ fn residual_input(data: &ir::NodeData) -> Option<ir::Value> {
         data.inputs.last().copied()
     } else {
         None
+    }
+}
+
+/// The start of a decoder step of `tokens` tokens: a full context is the cache's error, before
+/// any layer sees the positions.
+fn room_check(rt: &TokenStream, tokens: usize) -> TokenStream {
+    let tokens = lit(tokens);
+    quote! {
+        if cache.position() + #tokens > Self::MAX_CONTEXT {
+            return Err(#rt::kv_cache::KvCacheError::Full {
+                max_context: Self::MAX_CONTEXT,
+                requested: cache.position() + #tokens,
+            }
+            .into());
+        }
     }
 }
 
