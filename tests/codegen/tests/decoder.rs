@@ -72,6 +72,13 @@ fn llama_incremental_decoding_equals_the_full_forward() {
         decoder.decode(token).unwrap().to_vec()
     });
     assert!(worst <= TOLERANCE, "worst error {worst}");
+
+    // Prefill in chunks: rotary positions and grouped-query heads in a 16-token step.
+    decoder.reset();
+    assert_eq!(LlamaDecoderDecoder::PREFILL_CHUNK, 16);
+    let logits = decoder.prefill(&tokens[..40]).unwrap().to_vec();
+    let expected = full_logits.slice(ndarray::s![0, 39, ..]).to_vec();
+    assert!(max_error(&logits, &expected) <= TOLERANCE);
 }
 
 #[test]
@@ -121,6 +128,18 @@ fn sliding_window_decoding_with_a_rolling_cache_equals_the_windowed_forward() {
         decoder.decode(token).unwrap().to_vec()
     });
     assert!(worst <= TOLERANCE, "worst error {worst}");
+
+    // The rolling window of 8 caps the prefill chunk at 8 tokens; decoding goes on from it.
+    decoder.reset();
+    assert_eq!(WindowGptDecoder::PREFILL_CHUNK, 8);
+    let logits = decoder.prefill(&tokens[..27]).unwrap().to_vec();
+    let expected = full_logits.slice(ndarray::s![0, 26, ..]).to_vec();
+    assert!(max_error(&logits, &expected) <= TOLERANCE);
+    for (position, &token) in tokens.iter().enumerate().skip(27) {
+        let logits = decoder.decode(token).unwrap().to_vec();
+        let expected = full_logits.slice(ndarray::s![0, position, ..]).to_vec();
+        assert!(max_error(&logits, &expected) <= TOLERANCE, "{position}");
+    }
 }
 
 #[test]
@@ -263,36 +282,4 @@ fn chunked_prefill_equals_the_full_forward_and_decoding_continues_from_it() {
         .unwrap()
         .to_vec();
     assert!(max_error(&logits, &at(47)) <= TOLERANCE);
-}
-
-#[test]
-fn llama_and_window_prefill_in_chunks_equal_the_full_forward() {
-    use nnc_codegen_tests::model_window_gpt::{WindowGpt, WindowGptDecoder};
-    // Llama: rotary positions and grouped-query heads in a 16-token step.
-    let tokens: Vec<i64> = (0..64).map(|i| (i * 7919 % 49152) as i64).collect();
-    let mut full = LlamaDecoder::with_random_weights(5);
-    let input = ndarray::Array2::from_shape_vec((1, 64), tokens.clone()).unwrap();
-    let full_logits = full.forward(input.view()).unwrap().to_owned();
-    drop(full);
-    let mut decoder = LlamaDecoderDecoder::with_random_weights(5);
-    assert_eq!(LlamaDecoderDecoder::PREFILL_CHUNK, 16);
-    let logits = decoder.prefill(&tokens[..40]).unwrap().to_vec();
-    let expected = full_logits.slice(ndarray::s![0, 39, ..]).to_vec();
-    assert!(max_error(&logits, &expected) <= TOLERANCE);
-
-    // The rolling window of 8 caps the chunk at 8 tokens.
-    assert_eq!(WindowGptDecoder::PREFILL_CHUNK, 8);
-    let tokens: Vec<i64> = (0..32).map(|i| (i * 13 % 64) as i64).collect();
-    let mut full = WindowGpt::with_random_weights(2);
-    let input = ndarray::Array2::from_shape_vec((1, 32), tokens.clone()).unwrap();
-    let full_logits = full.forward(input.view()).unwrap().to_owned();
-    let mut decoder = WindowGptDecoder::with_random_weights(2);
-    let logits = decoder.prefill(&tokens[..27]).unwrap().to_vec();
-    let expected = full_logits.slice(ndarray::s![0, 26, ..]).to_vec();
-    assert!(max_error(&logits, &expected) <= TOLERANCE);
-    for (position, &token) in tokens.iter().enumerate().skip(27) {
-        let logits = decoder.decode(token).unwrap().to_vec();
-        let expected = full_logits.slice(ndarray::s![0, position, ..]).to_vec();
-        assert!(max_error(&logits, &expected) <= TOLERANCE, "{position}");
-    }
 }
