@@ -267,9 +267,11 @@ impl Decoding {
         node.index() >= self.encoder_len
     }
 
-    /// Whether the network has an encoder: inputs besides the token.
+    /// Whether the network has an encoder: inputs besides the token, or nodes that do not
+    /// depend on it. Either way `encode` must run (copying those inputs, running those nodes)
+    /// before the steps, which read its results.
     fn has_encoder(&self, graph: &Graph) -> bool {
-        graph.inputs.len() > 1
+        graph.inputs.len() > 1 || self.encoder_len > 0
     }
 }
 
