@@ -8,6 +8,7 @@ use super::{Eval, Stop};
 use crate::ir;
 
 impl CallCx<'_, '_> {
+    /// The tensor argument `name`.
     pub(super) fn tensor(&mut self, name: &str) -> Eval<ir::Value> {
         match self.required(name)? {
             Value::Tensor(value) => Ok(value),
@@ -15,6 +16,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// The tensor argument `name`, if given.
     pub(super) fn optional_tensor(&mut self, name: &str) -> Eval<Option<ir::Value>> {
         if self.present(name) {
             self.tensor(name).map(Some)
@@ -23,6 +25,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A non-empty list of tensors, like `[a, b]`.
     pub(super) fn tensor_list(&mut self, name: &str) -> Eval<Vec<ir::Value>> {
         match self.required(name)? {
             Value::List(items) if !items.is_empty() => {
@@ -41,6 +44,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// The argument `name`, or `default` if it was not given and there is one.
     fn value_or_default(&mut self, name: &str, default: Option<Value>) -> Eval<Value> {
         match (self.present(name), default) {
             (false, Some(default)) => Ok(default),
@@ -48,6 +52,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// An integer argument.
     pub(super) fn int(&mut self, name: &str, default: Option<i64>) -> Eval<i64> {
         match self.value_or_default(name, default.map(Value::Int))? {
             Value::Int(value) => Ok(value),
@@ -55,6 +60,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// An integer argument that must be at least 1.
     pub(super) fn positive(&mut self, name: &str, default: Option<i64>) -> Eval<usize> {
         let value = self.int(name, default)?;
         if value >= 1 {
@@ -68,6 +74,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// An integer argument that must be at least 1, if given.
     pub(super) fn optional_positive(&mut self, name: &str) -> Eval<Option<usize>> {
         if self.present(name) {
             self.positive(name, None).map(Some)
@@ -76,6 +83,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A number argument, integer or float, that fits in an `f32`.
     pub(super) fn float(&mut self, name: &str, default: Option<f64>) -> Eval<f64> {
         let value = self.value_or_default(name, default.map(Value::Float))?;
         match value.as_float() {
@@ -89,6 +97,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A boolean argument.
     pub(super) fn bool(&mut self, name: &str, default: Option<bool>) -> Eval<bool> {
         match self.value_or_default(name, default.map(Value::Bool))? {
             Value::Bool(value) => Ok(value),
@@ -96,6 +105,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A string argument.
     pub(super) fn string(&mut self, name: &str, default: Option<&str>) -> Eval<String> {
         match self.value_or_default(name, default.map(|text| Value::Str(text.to_string())))? {
             Value::Str(value) => Ok(value),
@@ -103,6 +113,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A string argument, if given.
     pub(super) fn optional_string(&mut self, name: &str) -> Eval<Option<String>> {
         if self.present(name) {
             self.string(name, None).map(Some)
@@ -111,6 +122,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A list of integers, like `[0, 2, 1]`.
     pub(super) fn int_list(&mut self, name: &str, default: Option<Vec<i64>>) -> Eval<Vec<i64>> {
         let value = self.value_or_default(
             name,
@@ -128,6 +140,7 @@ impl CallCx<'_, '_> {
         }
     }
 
+    /// A square matrix of 0s and 1s (or booleans), as a list of rows: a block mask.
     pub(super) fn bool_matrix(&mut self, name: &str) -> Eval<Vec<Vec<bool>>> {
         let value = self.required(name)?;
         let rows = match &value {
@@ -229,14 +242,17 @@ impl CallCx<'_, '_> {
         })
     }
 
+    /// The shape of a tensor of the graph.
     pub(super) fn shape(&self, value: ir::Value) -> Vec<usize> {
         self.builder.graph.ty(value).shape.clone()
     }
 
+    /// The rank of a tensor of the graph.
     pub(super) fn rank(&self, value: ir::Value) -> usize {
         self.builder.graph.ty(value).rank()
     }
 
+    /// The size of the last axis of a tensor; an error at argument `name` if it has none.
     pub(super) fn last_dim(&mut self, value: ir::Value, name: &str) -> Eval<usize> {
         match self.builder.graph.ty(value).last_dim() {
             Some(dim) => Ok(dim),

@@ -9,14 +9,14 @@
 //! whose later uses are skipped silently, so each mistake is reported once and all of them at once.
 //!
 //! The files follow the evaluator's structure, outermost first:
-//! - [`network`]: item names, a network's header (dimensions, inputs, outputs) and its types;
-//! - [`statements`]: `const`, assignments, `if`, `for`, `repeat` and `return`;
-//! - [`expressions`]: literals, variables, operators and calls;
-//! - [`scope`]: variables and file-level constants;
-//! - [`blocks`]: instantiating a user-defined block;
-//! - [`naming`]: layer names (`as` names, PyTorch state-dict names of weights);
-//! - [`call`] and [`arguments`]: binding a built-in's arguments and reading them by type;
-//! - [`builtins`]: the table of built-in layers and functions, one file per family.
+//! - `network.rs`: item names, a network's header (dimensions, inputs, outputs) and its types;
+//! - `statements.rs`: `const`, assignments, `if`, `for`, `repeat` and `return`;
+//! - `expressions.rs`: literals, variables, operators and calls;
+//! - `scope.rs`: variables and file-level constants;
+//! - `blocks.rs`: instantiating a user-defined block;
+//! - `naming.rs`: layer names (`as` names, PyTorch state-dict names of weights);
+//! - `call.rs` and `arguments.rs`: binding a built-in's arguments and reading them by type;
+//! - `builtins/`: the table of built-in layers and functions, one file per family.
 
 mod arguments;
 mod blocks;
