@@ -1,0 +1,48 @@
+//! Activations, all elementwise (`relu`, `gelu`, `silu`, ...), and `softmax`.
+//!
+//! An activation without arguments needs only its row in the table, pointing at [`activation`]
+//! with its [`Activation`]; one with arguments reads them in a small function here.
+
+use crate::ir::{Activation, Op};
+use crate::lower::Eval;
+use crate::lower::call::CallCx;
+use crate::lower::value::Value;
+
+/// Applies `activation` to the argument `x`.
+pub(super) fn activation(cx: &mut CallCx<'_, '_>, activation: Activation) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    cx.node(Op::Activation(activation), &[(x, Some("x"))])
+        .map(Value::Tensor)
+}
+
+/// `leaky_relu(x, negative_slope = 0.01)`.
+pub(super) fn leaky_relu(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let negative_slope = cx.float("negative_slope", Some(0.01))? as f32;
+    activation(cx, Activation::LeakyRelu { negative_slope })
+}
+
+/// `gelu(x, approximate = "none")`, or `"tanh"` for the tanh approximation.
+pub(super) fn gelu(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let approximate = cx.string("approximate", Some("none"))?;
+    let tanh_approximation = match approximate.as_str() {
+        "none" => false,
+        "tanh" => true,
+        other => {
+            return Err(cx.error(
+                "approximate",
+                format!("unknown GELU approximation \"{other}\""),
+                Some("use \"none\" (exact, with erf) or \"tanh\""),
+            ));
+        }
+    };
+    activation(cx, Activation::Gelu { tanh_approximation })
+}
+
+/// `softmax(x, dim = -1)`.
+pub(super) fn softmax(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let rank = cx.rank(x);
+    let axis = cx.axis("dim", rank, Some(-1))?;
+    cx.node(Op::Softmax { axis }, &[(x, Some("x"))])
+        .map(Value::Tensor)
+}

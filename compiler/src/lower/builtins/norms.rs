@@ -1,0 +1,74 @@
+//! Normalizations: `batch_norm` (inference form, over axis 1), `layer_norm` and `rms_norm` (over the
+//! last axis).
+
+use crate::ir::{self, Op, ParamInit};
+use crate::lower::Eval;
+use crate::lower::call::CallCx;
+use crate::lower::value::Value;
+
+/// `batch_norm(x, eps, num_features)`, with running statistics as buffers.
+pub(super) fn batch_norm(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let shape = cx.shape(x);
+    if shape.len() < 2 {
+        return Err(cx.error(
+            "x",
+            format!(
+                "batch_norm needs a tensor with a channel axis, but got shape {}",
+                ir::types::format_shape(&shape)
+            ),
+            None,
+        ));
+    }
+    let channels = shape[1];
+    if let Some(declared) = cx.optional_positive("num_features")?
+        && declared != channels
+    {
+        return Err(cx.error(
+            "num_features",
+            format!("batch_norm expects {declared} channels but the input has {channels}"),
+            None,
+        ));
+    }
+    let eps = cx.float("eps", Some(1e-5))? as f32;
+    let weight = cx.param("weight", vec![channels], ParamInit::Ones)?;
+    let bias = cx.param("bias", vec![channels], ParamInit::Zeros)?;
+    let mean = cx.buffer("running_mean", vec![channels], ParamInit::Zeros)?;
+    let var = cx.buffer("running_var", vec![channels], ParamInit::Ones)?;
+    cx.node(
+        Op::BatchNorm { eps },
+        &[
+            (x, Some("x")),
+            (weight, None),
+            (bias, None),
+            (mean, None),
+            (var, None),
+        ],
+    )
+    .map(Value::Tensor)
+}
+
+/// `layer_norm(x, eps, affine)`.
+pub(super) fn layer_norm(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let eps = cx.float("eps", Some(1e-5))? as f32;
+    let affine = cx.bool("affine", Some(true))?;
+    let features = cx.last_dim(x, "x")?;
+    let mut inputs = vec![(x, Some("x"))];
+    if affine {
+        inputs.push((cx.param("weight", vec![features], ParamInit::Ones)?, None));
+        inputs.push((cx.param("bias", vec![features], ParamInit::Zeros)?, None));
+    }
+    cx.node(Op::LayerNorm { eps, affine }, &inputs)
+        .map(Value::Tensor)
+}
+
+/// `rms_norm(x, eps)`.
+pub(super) fn rms_norm(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let eps = cx.float("eps", Some(1e-6))? as f32;
+    let features = cx.last_dim(x, "x")?;
+    let weight = cx.param("weight", vec![features], ParamInit::Ones)?;
+    cx.node(Op::RmsNorm { eps }, &[(x, Some("x")), (weight, None)])
+        .map(Value::Tensor)
+}
