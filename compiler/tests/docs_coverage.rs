@@ -24,9 +24,9 @@ fn documented_op_names() -> BTreeSet<String> {
         // Code spans are the odd pieces between backticks; a span may hold a call
         // (`linear(x, out)`) or several names, so every identifier in it counts.
         for code in first_cell.split('`').skip(1).step_by(2) {
-            for word in code.split(|character: char| {
-                !(character.is_ascii_alphanumeric() || character == '_')
-            }) {
+            for word in code
+                .split(|character: char| !(character.is_ascii_alphanumeric() || character == '_'))
+            {
                 if word.starts_with(|character: char| character.is_ascii_alphabetic()) {
                     names.insert(word.to_string());
                 }
@@ -53,7 +53,15 @@ fn every_op_has_a_row_in_the_cost_table() {
         "ops without a row in the cost table of docs/cost-model.md: {missing:?}"
     );
     // Spot checks that the example ops cover the names the IR prints.
-    for name in ["conv1d", "conv2d", "max_pool2d", "gelu", "hard_swish", "div", "elementwise"] {
+    for name in [
+        "conv1d",
+        "conv2d",
+        "max_pool2d",
+        "gelu",
+        "hard_swish",
+        "div",
+        "elementwise",
+    ] {
         assert!(ir_names.contains(name), "{name} is not an IR name");
     }
 }

@@ -85,7 +85,9 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
             .then(|| (0..data.inputs.len()).collect());
     }
     let Op::Conv(attrs) = &data.op else {
-        unreachable!("choose_layout: only convolutions and elementwise ops have a channels-last form")
+        unreachable!(
+            "choose_layout: only convolutions and elementwise ops have a channels-last form"
+        )
     };
     if attrs.channels_last {
         return None;

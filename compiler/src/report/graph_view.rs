@@ -409,12 +409,7 @@ impl Picture {
 }
 
 impl Vertex {
-    fn new(
-        kind: VertexKind,
-        title: String,
-        detail: String,
-        group: Option<usize>,
-    ) -> Self {
+    fn new(kind: VertexKind, title: String, detail: String, group: Option<usize>) -> Self {
         let width = text_width(&title, FONT_SIZE)
             .max(text_width(&detail, FONT_SIZE - 1.0))
             .max(60.0)

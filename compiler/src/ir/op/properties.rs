@@ -163,9 +163,10 @@ impl Op {
     /// When the node's output may take its first input's memory; see [`InPlaceRule`].
     pub fn in_place_rule(&self) -> InPlaceRule {
         match self {
-            Op::Activation(_) | Op::Affine { .. } | Op::ElementwiseChain(_) | Op::BatchNorm { .. } => {
-                InPlaceRule::SameType
-            }
+            Op::Activation(_)
+            | Op::Affine { .. }
+            | Op::ElementwiseChain(_)
+            | Op::BatchNorm { .. } => InPlaceRule::SameType,
             Op::Reshape { .. } => InPlaceRule::SameDtype,
             Op::Binary(_) => InPlaceRule::FirstOperandOfTwo,
             // A conv or linear layer with a fused residual cannot take the residual's memory
@@ -418,20 +419,26 @@ mod tests {
         for op in OpKind::ALL.into_iter().flat_map(OpKind::examples) {
             let name = op.name();
             if op.is_elementwise() {
-                assert!(op.can_run_in_place(), "{name}: elementwise ops run in place");
-                assert!(op.has_channels_last_form(), "{name}: elementwise ops permute");
+                assert!(
+                    op.can_run_in_place(),
+                    "{name}: elementwise ops run in place"
+                );
+                assert!(
+                    op.has_channels_last_form(),
+                    "{name}: elementwise ops permute"
+                );
             }
             if op.elementwise_steps().is_some() {
                 assert!(op.is_elementwise(), "{name}: chain steps are elementwise");
                 assert_eq!(op.in_place_rule(), InPlaceRule::SameType, "{name}");
             }
             if op.epilogue().is_some() {
-                assert!(op.prepares_weights(), "{name}: epilogues are applied by prepared layers");
                 assert!(
-                    matches!(
-                        op.category(),
-                        OpCategory::Dense | OpCategory::Convolution
-                    ),
+                    op.prepares_weights(),
+                    "{name}: epilogues are applied by prepared layers"
+                );
+                assert!(
+                    matches!(op.category(), OpCategory::Dense | OpCategory::Convolution),
                     "{name}"
                 );
             }
