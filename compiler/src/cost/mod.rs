@@ -7,7 +7,8 @@
 //! - A MAC is one multiply-accumulate of a tensor contraction: `linear`, `matmul`, `conv` and
 //!   attention's `QKᵀ` and `AV`. Only contractions have MACs.
 //! - FLOPs are `2 × MACs` plus the arithmetic of everything else, at a fixed number of FLOPs per
-//!   element for each op (biases, norms, activations, softmax, elementwise arithmetic, pooling).
+//!   element for each op (biases, norms, activations, softmax, elementwise arithmetic, pooling);
+//!   an activation's is [`Activation::flops_per_element`], beside its definition.
 //!   Moving data (reshape, transpose, concat, slice, embedding lookups) costs no FLOPs.
 //! - Attention scores only the (query, key) pairs its mask keeps, counted exactly by
 //!   [`attention::kept_pairs`].
@@ -164,37 +165,6 @@ pub fn attention_pairs(graph: &Graph, data: &NodeData, attrs: &AttentionAttrs) -
     kept_pairs(&attrs.pattern, attrs.causal, queries, keys)
 }
 
-/// FLOPs per element of an activation, transcendental functions (`exp`, `tanh`, `erf`) counted
-/// as one FLOP each.
-pub fn activation_flops_per_element(activation: Activation) -> u64 {
-    match activation {
-        // max(x, 0)
-        Activation::Relu => 1,
-        // min(max(x, 0), 6)
-        Activation::Relu6 => 2,
-        // compare, multiply
-        Activation::LeakyRelu { .. } => 2,
-        // negate, exp, add 1, divide
-        Activation::Sigmoid => 4,
-        Activation::Tanh => 1,
-        // sigmoid, then multiply by x
-        Activation::Silu => 5,
-        // add 3, max, min, divide by 6
-        Activation::HardSigmoid => 4,
-        // hard sigmoid, then multiply by x
-        Activation::HardSwish => 5,
-        // x * 0.5 * (1 + erf(x / sqrt 2)): multiply, erf, add, multiply, multiply
-        Activation::Gelu {
-            tanh_approximation: false,
-        } => 5,
-        // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x³))): x³ (2), ×c (1), + x (1), ×sqrt(2/pi) (1),
-        // tanh (1), + 1 (1), × 0.5 (1), × x (1)
-        Activation::Gelu {
-            tanh_approximation: true,
-        } => 9,
-    }
-}
-
 /// FLOPs per element of `x * scale + shift`: a multiply unless `scale` is 1, an add unless
 /// `shift` is 0.
 pub fn affine_flops_per_element(scale: f32, shift: f32) -> u64 {
@@ -205,7 +175,7 @@ pub fn affine_flops_per_element(scale: f32, shift: f32) -> u64 {
 /// into the weights when the model is built, so it costs nothing per inference; a residual is
 /// one add, and an activation costs what it costs on its own, as the nodes they replace did.
 pub fn epilogue_flops_per_element(epilogue: &Epilogue) -> u64 {
-    u64::from(epilogue.residual) + epilogue.activation.map_or(0, activation_flops_per_element)
+    u64::from(epilogue.residual) + epilogue.activation.map_or(0, Activation::flops_per_element)
 }
 
 /// FLOPs per element of the normalization ops, applied to their input.
@@ -309,17 +279,15 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
             let macs = scored.saturating_mul(2 * attrs.head_dim as u64);
             (macs, scored.saturating_mul(per_element::ATTENTION_SCORE))
         }
-        Op::Activation(activation) => each(activation_flops_per_element(*activation)),
+        Op::Activation(activation) => each(activation.flops_per_element()),
         Op::Softmax { .. } => each(per_element::SOFTMAX),
-        Op::Binary(_) => each(1),
+        Op::Binary(op) => each(op.flops_per_element()),
         Op::Affine { scale, shift } => each(affine_flops_per_element(*scale, *shift)),
         Op::ElementwiseChain(steps) => each(
             steps
                 .iter()
                 .map(|step| match step {
-                    ElementwiseStep::Activation(activation) => {
-                        activation_flops_per_element(*activation)
-                    }
+                    ElementwiseStep::Activation(activation) => activation.flops_per_element(),
                     ElementwiseStep::Affine { scale, shift } => {
                         affine_flops_per_element(*scale, *shift)
                     }

@@ -36,8 +36,8 @@ pub mod verify;
 
 pub use arena::{Arena, Handle, SecondaryMap};
 pub use op::{
-    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, ElementwiseStep, Epilogue, Op,
-    PoolAttrs, SparsePattern,
+    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, ElementwiseStep, Epilogue,
+    InPlaceRule, Op, OpCategory, OpKind, PoolAttrs, PreparedState, SparsePattern,
 };
 pub use types::{DType, TensorType};
 

@@ -67,39 +67,42 @@ pub fn run(graph: &mut Graph) -> bool {
     true
 }
 
-/// Whether `node` has a channels-last form, and which of its inputs are activations (the rest
-/// are weights).
+/// Whether `node` can join a region (it has a fast channels-last form for its shapes, and is not
+/// channels-last already), and which of its inputs are activations (the rest are weights).
 fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
-    let is_4d = |value: Value| graph.ty(value).rank() == 4;
-    match &data.op {
-        Op::Conv(attrs) if attrs.kernel.len() == 2 && !attrs.channels_last => {
-            let weight = graph.ty(data.inputs[1]);
-            let (out_channels, group_in_channels) = (weight.shape[0], weight.shape[1]);
-            let depthwise = group_in_channels == 1 && attrs.groups == out_channels;
-            let pointwise = attrs.groups == 1
-                && attrs.kernel == [1, 1]
-                && attrs.stride == [1, 1]
-                && attrs.padding == [0, 0];
-            // A fused residual (the last input) has the output's layout, so it is an activation
-            // of the region too.
-            let residual = attrs.epilogue.residual.then(|| data.inputs.len() - 1);
-            (depthwise || pointwise).then(|| std::iter::once(0).chain(residual).collect())
-        }
-        Op::Activation(_) | Op::Affine { .. } | Op::ElementwiseChain(_)
-            if is_4d(data.inputs[0]) =>
-        {
-            Some(vec![0])
-        }
-        Op::Binary(_) => {
-            let output = graph.ty(data.outputs[0]);
-            let same = |value: Value| is_4d(value) && graph.ty(value).shape == output.shape;
-            data.inputs
-                .iter()
-                .all(|&input| same(input))
-                .then(|| vec![0, 1])
-        }
-        _ => None,
+    if !data.op.has_channels_last_form() {
+        return None;
     }
+    if data.op.is_elementwise() {
+        // Elementwise ops commute with the permutation when no operand broadcasts: every
+        // operand has the output's 4-D shape (a unary op's one operand always has).
+        let output = graph.ty(data.outputs[0]);
+        let same = |value: Value| output.rank() == 4 && graph.ty(value).shape == output.shape;
+        return data
+            .inputs
+            .iter()
+            .all(|&input| same(input))
+            .then(|| (0..data.inputs.len()).collect());
+    }
+    let Op::Conv(attrs) = &data.op else {
+        unreachable!(
+            "choose_layout: only convolutions and elementwise ops have a channels-last form"
+        )
+    };
+    if attrs.channels_last {
+        return None;
+    }
+    let weight = graph.ty(data.inputs[1]);
+    let (out_channels, group_in_channels) = (weight.shape[0], weight.shape[1]);
+    let depthwise = group_in_channels == 1 && attrs.groups == out_channels;
+    let pointwise = attrs.groups == 1
+        && attrs.kernel == [1, 1]
+        && attrs.stride == [1, 1]
+        && attrs.padding == [0, 0];
+    // A fused residual (the last input) has the output's layout, so it is an activation of the
+    // region too.
+    let residual = data.residual_input().map(|_| data.inputs.len() - 1);
+    (depthwise || pointwise).then(|| std::iter::once(0).chain(residual).collect())
 }
 
 fn is_depthwise(graph: &Graph, data: &NodeData) -> bool {

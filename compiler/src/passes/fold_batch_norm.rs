@@ -8,7 +8,7 @@
 //! output feeds nothing but the batch norm and normalizes over the layer's output channels, and
 //! the layer has no epilogue yet.
 
-use crate::ir::{Graph, Node, Op};
+use crate::ir::{Epilogue, Graph, Node, Op};
 
 /// Folds batch norms into the layers before them; returns whether any was folded.
 pub fn run(graph: &mut Graph) -> bool {
@@ -26,15 +26,12 @@ pub fn run(graph: &mut Graph) -> bool {
         if uses[input] != 1 {
             continue;
         }
-        // A linear layer's output channels are its last axis; batch norm normalizes axis 1.
-        let channel_axis_matches = match &graph.nodes[layer].op {
-            Op::Conv(attrs) => attrs.epilogue == Default::default(),
-            Op::Linear { epilogue, .. } => {
-                *epilogue == Default::default() && graph.ty(input).rank() == 2
-            }
-            _ => false,
-        };
-        if !channel_axis_matches {
+        // Batch norm normalizes axis 1; a linear layer's output channels are its last axis, so
+        // they agree only on rank-2 outputs.
+        let layer_op = &graph.nodes[layer].op;
+        let foldable = layer_op.epilogue() == Some(&Epilogue::default())
+            && layer_op.output_channel_axis(graph.ty(input).rank()) == Some(1);
+        if !foldable {
             continue;
         }
         let batch_norm_parameters = graph.nodes[node].inputs[1..].to_vec();
@@ -42,11 +39,8 @@ pub fn run(graph: &mut Graph) -> bool {
         let origin = graph.nodes[node].origin.clone();
         let data = &mut graph.nodes[layer];
         data.origin.extend(origin);
-        match &mut data.op {
-            Op::Conv(attrs) => attrs.epilogue.batch_norm = Some(eps),
-            Op::Linear { epilogue, .. } => epilogue.batch_norm = Some(eps),
-            _ => unreachable!("fold_batch_norm: checked above"),
-        }
+        let epilogue = data.op.epilogue_mut();
+        epilogue.expect("fold_batch_norm: checked above").batch_norm = Some(eps);
         data.inputs.extend(batch_norm_parameters);
         graph.replace_all_uses(output, input);
         changed = true;

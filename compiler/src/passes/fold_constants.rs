@@ -42,17 +42,7 @@ fn fold_once(graph: &mut Graph) -> bool {
             .and_then(|producer| graph.nodes[producer].inputs.first().copied());
 
         // Operations that do nothing.
-        let identity = match &graph.nodes[node].op {
-            Op::Affine { scale, shift } => *scale == 1.0 && *shift == 0.0,
-            Op::Reshape { shape } => graph.ty(input).shape == *shape,
-            Op::Transpose { perm } => perm
-                .iter()
-                .enumerate()
-                .all(|(axis, &source)| axis == source),
-            Op::Slice { axis, start, end } => *start == 0 && *end == graph.ty(input).shape[*axis],
-            _ => false,
-        };
-        if identity {
+        if graph.nodes[node].op.is_identity_on(&graph.ty(input).shape) {
             graph.replace_all_uses(output, input);
             changed = true;
             continue;

@@ -4,20 +4,7 @@
 //! Legal when each intermediate result feeds only the next step: the chain applies the same
 //! scalar functions in the same order to each element.
 
-use crate::ir::{ElementwiseStep, Graph, Node, Op};
-
-/// The steps of a unary elementwise op.
-fn steps(op: &Op) -> Option<Vec<ElementwiseStep>> {
-    match op {
-        Op::Activation(activation) => Some(vec![ElementwiseStep::Activation(*activation)]),
-        Op::Affine { scale, shift } => Some(vec![ElementwiseStep::Affine {
-            scale: *scale,
-            shift: *shift,
-        }]),
-        Op::ElementwiseChain(steps) => Some(steps.clone()),
-        _ => None,
-    }
-}
+use crate::ir::{Graph, Node, Op};
 
 /// Fuses elementwise chains; returns whether any was fused.
 pub fn run(graph: &mut Graph) -> bool {
@@ -25,7 +12,7 @@ pub fn run(graph: &mut Graph) -> bool {
     let mut changed = false;
     for index in 0..graph.nodes.len() {
         let node = Node::from_index(index);
-        let Some(outer) = steps(&graph.nodes[node].op) else {
+        let Some(outer) = graph.nodes[node].op.elementwise_steps() else {
             continue;
         };
         let input = graph.nodes[node].inputs[0];
@@ -35,7 +22,7 @@ pub fn run(graph: &mut Graph) -> bool {
         if uses[input] != 1 {
             continue;
         }
-        let Some(mut inner) = steps(&graph.nodes[producer].op) else {
+        let Some(mut inner) = graph.nodes[producer].op.elementwise_steps() else {
             continue;
         };
         inner.extend(outer);

@@ -26,10 +26,8 @@ pub fn run(graph: &mut Graph) -> bool {
         if uses[input] != 1 {
             continue;
         }
-        let epilogue = match &mut graph.nodes[layer].op {
-            Op::Conv(attrs) => &mut attrs.epilogue,
-            Op::Linear { epilogue, .. } => epilogue,
-            _ => continue,
+        let Some(epilogue) = graph.nodes[layer].op.epilogue_mut() else {
+            continue;
         };
         if epilogue.activation.is_some() {
             continue;

@@ -49,11 +49,7 @@ pub fn run(graph: &mut Graph) -> bool {
                         && product != skip
                         && graph.ty(skip) == graph.ty(product)
                         && graph.ty(output) == graph.ty(product)
-                        && match &graph.nodes[layer].op {
-                            Op::Conv(attrs) => takes_residual(&attrs.epilogue),
-                            Op::Linear { epilogue, .. } => takes_residual(epilogue),
-                            _ => false,
-                        };
+                        && graph.nodes[layer].op.epilogue().is_some_and(takes_residual);
                     fusable.then_some((layer, skip))
                 })
         else {
@@ -62,11 +58,8 @@ pub fn run(graph: &mut Graph) -> bool {
 
         let layer_data = graph.nodes[layer].clone();
         let mut op = layer_data.op;
-        match &mut op {
-            Op::Conv(attrs) => attrs.epilogue.residual = true,
-            Op::Linear { epilogue, .. } => epilogue.residual = true,
-            _ => unreachable!("fuse_residual: checked above"),
-        }
+        let epilogue = op.epilogue_mut();
+        epilogue.expect("fuse_residual: checked above").residual = true;
         let mut inputs = layer_data.inputs;
         inputs.push(skip);
         let mut origin = layer_data.origin;

@@ -106,7 +106,7 @@ pub fn macs_bar_chart(report: &Report) -> String {
             y + 2.0,
             length,
             row_height - 4.0,
-            &format!(r#"fill="{}""#, category_colour(layer.op)),
+            &format!(r#"fill="{}""#, category_colour(layer.category)),
             &format!(
                 "{} ({}): {} MACs, {} FLOPs",
                 layer.name,

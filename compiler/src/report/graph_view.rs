@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use super::FusionGroups;
 use super::svg::{Svg, category_colour, text_width};
 use crate::cost;
-use crate::ir::{Graph, ValueDef, types::format_shape};
+use crate::ir::{Graph, OpCategory, ValueDef, types::format_shape};
 
 const FONT_SIZE: f64 = 11.0;
 const NODE_HEIGHT: f64 = 36.0;
@@ -27,7 +27,8 @@ const MARGIN: f64 = 20.0;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum VertexKind {
     Input,
-    Node,
+    /// A node, with its op's category for its colour.
+    Node(OpCategory),
     Output,
 }
 
@@ -36,8 +37,6 @@ struct Vertex {
     /// The first line (bold) and the second line of the label.
     title: String,
     detail: String,
-    /// The op name for nodes, for colours.
-    op: &'static str,
     /// The fused group of a node.
     group: Option<usize>,
     rank: usize,
@@ -76,8 +75,8 @@ pub fn to_dot(graph: &Graph, groups: &FusionGroups) -> String {
             VertexKind::Input | VertexKind::Output => format!(
                 "v{index} [shape=ellipse, style=filled, fillcolor=\"#f4f4f4\", label=\"{label}\"];"
             ),
-            VertexKind::Node => {
-                let colour = category_colour(vertex.op);
+            VertexKind::Node(category) => {
+                let colour = category_colour(category);
                 format!(
                     "v{index} [label=\"{label}\", color=\"{colour}\", fillcolor=\"{colour}40\"];"
                 )
@@ -129,7 +128,6 @@ impl Picture {
                 VertexKind::Input,
                 input.name.clone(),
                 graph.ty(input.value).to_string(),
-                "",
                 None,
             ));
         }
@@ -142,10 +140,9 @@ impl Picture {
                 detail.push_str(&format!(" · {} params", super::human_count(parameters)));
             }
             vertices.push(Vertex::new(
-                VertexKind::Node,
+                VertexKind::Node(data.op.category()),
                 data.name.clone(),
                 detail,
-                data.op.name(),
                 Some(groups.group_of[node]),
             ));
             let mut producers = Vec::new();
@@ -167,7 +164,6 @@ impl Picture {
                 VertexKind::Output,
                 output.name.clone(),
                 graph.ty(output.value).to_string(),
-                "",
                 None,
             ));
             let producer = match graph.values[output.value].def {
@@ -356,9 +352,9 @@ impl Picture {
         for vertex in &self.vertices {
             let x0 = vertex.x - vertex.width / 2.0;
             let (fill, stroke, shape) = match vertex.kind {
-                VertexKind::Node => (
-                    category_colour(vertex.op),
-                    category_colour(vertex.op),
+                VertexKind::Node(category) => (
+                    category_colour(category),
+                    category_colour(category),
                     r#"rx="6""#,
                 ),
                 VertexKind::Input | VertexKind::Output => ("#dddddd", "#888888", r#"rx="18""#),
@@ -413,13 +409,7 @@ impl Picture {
 }
 
 impl Vertex {
-    fn new(
-        kind: VertexKind,
-        title: String,
-        detail: String,
-        op: &'static str,
-        group: Option<usize>,
-    ) -> Self {
+    fn new(kind: VertexKind, title: String, detail: String, group: Option<usize>) -> Self {
         let width = text_width(&title, FONT_SIZE)
             .max(text_width(&detail, FONT_SIZE - 1.0))
             .max(60.0)
@@ -428,7 +418,6 @@ impl Vertex {
             kind,
             title,
             detail,
-            op,
             group,
             rank: 0,
             width,

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::codegen::MemoryPlan;
 use crate::cost::{self, CostTable};
-use crate::ir::{Graph, Node, SecondaryMap};
+use crate::ir::{Graph, Node, OpCategory, SecondaryMap};
 
 /// The version of the JSON schema of [`Report`].
 pub const SCHEMA_VERSION: u32 = 1;
@@ -125,6 +125,9 @@ pub struct LayerReport {
     pub name: String,
     /// The op as the `.nn` language names it (`conv2d`, `relu`, `attention`).
     pub op: &'static str,
+    /// The op's category, for colours; not part of the JSON form.
+    #[serde(skip)]
+    pub category: OpCategory,
     pub output_dtype: &'static str,
     /// The shape of the node's first output.
     pub output_shape: Vec<usize>,
@@ -199,6 +202,7 @@ pub fn build(graph: &Graph, plan: &MemoryPlan, options: &ReportOptions) -> Repor
                 index: node.index(),
                 name: data.name.clone(),
                 op: data.op.name(),
+                category: data.op.category(),
                 output_dtype: output.dtype.name(),
                 output_shape: output.shape.clone(),
                 parameters: cost.parameters,

@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use crate::ir::OpCategory;
+
 /// The font of every chart; monospace so that text widths can be computed from character counts.
 pub const FONT: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
 
@@ -9,18 +11,16 @@ pub const FONT: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
 const CHARACTER_WIDTH: f64 = 0.61;
 
 /// The fill colours of op categories, shared by the charts and the graph.
-pub fn category_colour(op: &str) -> &'static str {
-    match op {
-        "linear" | "matmul" | "conv1d" | "conv2d" => "#4e79a7",
-        "attention" => "#b07aa1",
-        "batch_norm" | "layer_norm" | "rms_norm" | "softmax" => "#59a14f",
-        "max_pool1d" | "max_pool2d" | "avg_pool1d" | "avg_pool2d" | "global_avg_pool"
-        | "global_max_pool" => "#76b7b2",
-        "embedding" | "position_embedding" | "rope" => "#edc948",
-        "add" | "sub" | "mul" | "div" | "affine" => "#f28e2b",
-        "reshape" | "transpose" | "concat" | "slice" | "select" => "#bab0ac",
-        // Activations.
-        _ => "#e15759",
+pub fn category_colour(category: OpCategory) -> &'static str {
+    match category {
+        OpCategory::Dense | OpCategory::Convolution => "#4e79a7",
+        OpCategory::Attention => "#b07aa1",
+        OpCategory::Normalization => "#59a14f",
+        OpCategory::Pooling => "#76b7b2",
+        OpCategory::Embedding => "#edc948",
+        OpCategory::Arithmetic => "#f28e2b",
+        OpCategory::Shape => "#bab0ac",
+        OpCategory::Activation => "#e15759",
     }
 }
 

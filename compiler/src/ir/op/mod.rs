@@ -3,69 +3,21 @@
 //! Each variant documents its inputs (in order) and its output. Weights are ordinary inputs that
 //! happen to be [`ValueDef::Param`](super::ValueDef::Param) values, so a tied weight is simply a
 //! value used by two nodes.
+//!
+//! What the compiler knows about each op (its category, whether it is elementwise, may run in
+//! place, has a channels-last form, builds state at load time) is answered by the methods in
+//! [`properties`], each an exhaustive match; code elsewhere asks them instead of matching on ops
+//! with a catch-all arm.
 
-use std::fmt;
+mod display;
+mod kind;
+mod properties;
+mod vocabulary;
 
-/// An elementwise activation function.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, 0), 6)`.
-    Relu6,
-    /// `x` if positive, else `negative_slope * x`.
-    LeakyRelu { negative_slope: f32 },
-    /// `1 / (1 + exp(-x))`.
-    Sigmoid,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// `x * sigmoid(x)`, also called Swish.
-    Silu,
-    /// `x * relu6(x + 3) / 6`.
-    HardSwish,
-    /// `relu6(x + 3) / 6`.
-    HardSigmoid,
-    /// `x * Φ(x)`; with `tanh_approximation`, PyTorch's `approximate="tanh"` form.
-    Gelu { tanh_approximation: bool },
-}
-
-impl Activation {
-    /// The name used in `.nn` files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Relu => "relu",
-            Activation::Relu6 => "relu6",
-            Activation::LeakyRelu { .. } => "leaky_relu",
-            Activation::Sigmoid => "sigmoid",
-            Activation::Tanh => "tanh",
-            Activation::Silu => "silu",
-            Activation::HardSwish => "hard_swish",
-            Activation::HardSigmoid => "hard_sigmoid",
-            Activation::Gelu { .. } => "gelu",
-        }
-    }
-}
-
-/// An elementwise binary operation with NumPy-style broadcasting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-impl BinaryOp {
-    /// The name printed in IR.
-    pub fn name(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-        }
-    }
-}
+pub use display::DisplayAttrs;
+pub use kind::OpKind;
+pub use properties::{InPlaceRule, OpCategory, PreparedState};
+pub use vocabulary::{Activation, BinaryOp};
 
 /// What a conv or linear layer applies to its output before writing it, set by the fusion
 /// passes. Without them it is empty.
@@ -306,172 +258,5 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Select { .. } => "select",
         }
-    }
-}
-
-/// Prints the attributes of an op as `key = value` pairs, the way the IR printer shows them.
-pub struct DisplayAttrs<'a>(pub &'a Op);
-
-impl fmt::Display for DisplayAttrs<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut attrs: Vec<String> = Vec::new();
-        let mut push = |key: &str, value: String| attrs.push(format!("{key} = {value}"));
-        match self.0 {
-            Op::Linear { epilogue, .. } => push_epilogue(&mut push, epilogue),
-            Op::MatMul
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
-            | Op::Embedding
-            | Op::PositionEmbedding
-            | Op::Binary(_) => {}
-            Op::Conv(conv) => {
-                push("kernel", list(&conv.kernel));
-                push("stride", list(&conv.stride));
-                push("padding", list(&conv.padding));
-                push("dilation", list(&conv.dilation));
-                push("groups", conv.groups.to_string());
-                if conv.channels_last {
-                    push("layout", "\"nhwc\"".to_string());
-                }
-                push_epilogue(&mut push, &conv.epilogue);
-            }
-            Op::MaxPool(pool) | Op::AvgPool(pool) => {
-                push("kernel", list(&pool.kernel));
-                push("stride", list(&pool.stride));
-                push("padding", list(&pool.padding));
-                if matches!(self.0, Op::MaxPool(_)) {
-                    push("dilation", list(&pool.dilation));
-                } else {
-                    push("count_include_pad", pool.count_include_pad.to_string());
-                }
-                push("ceil_mode", pool.ceil_mode.to_string());
-            }
-            Op::BatchNorm { eps } | Op::RmsNorm { eps } => push("eps", float(*eps)),
-            Op::LayerNorm { eps, affine } => {
-                push("eps", float(*eps));
-                push("affine", affine.to_string());
-            }
-            Op::Rope {
-                heads,
-                theta,
-                interleaved,
-            } => {
-                push("heads", heads.to_string());
-                push("theta", float(*theta));
-                push("interleaved", interleaved.to_string());
-            }
-            Op::Attention(attention) => {
-                push("heads", attention.heads.to_string());
-                push("kv_heads", attention.kv_heads.to_string());
-                push("head_dim", attention.head_dim.to_string());
-                push("causal", attention.causal.to_string());
-                push("scale", float(attention.scale));
-                let pattern = &attention.pattern;
-                if let Some(window) = pattern.window {
-                    push("window", window.to_string());
-                    push("dilation", pattern.dilation.to_string());
-                }
-                if !pattern.global_tokens.is_empty() {
-                    push("global_tokens", list(&pattern.global_tokens));
-                }
-                if let Some(stride) = pattern.strided {
-                    push("strided", stride.to_string());
-                }
-                if let Some(block_mask) = &pattern.block_mask {
-                    push("block_size", block_mask.block_size.to_string());
-                    let rows: Vec<String> = block_mask
-                        .mask
-                        .iter()
-                        .map(|row| {
-                            row.iter()
-                                .map(|&keep| if keep { '1' } else { '0' })
-                                .collect()
-                        })
-                        .collect();
-                    push("block_mask", format!("[{}]", rows.join(" ")));
-                }
-                if let Some(max_context) = attention.kv_cache {
-                    push("kv_cache", max_context.to_string());
-                }
-            }
-            Op::Activation(Activation::LeakyRelu { negative_slope }) => {
-                push("negative_slope", float(*negative_slope));
-            }
-            Op::Activation(Activation::Gelu {
-                tanh_approximation: true,
-            }) => {
-                push("approximate", "\"tanh\"".to_string());
-            }
-            Op::Activation(_) => {}
-            Op::Softmax { axis } => push("axis", axis.to_string()),
-            Op::Affine { scale, shift } => {
-                push("scale", float(*scale));
-                push("shift", float(*shift));
-            }
-            Op::ElementwiseChain(steps) => {
-                let steps: Vec<String> = steps
-                    .iter()
-                    .map(|step| match step {
-                        ElementwiseStep::Activation(activation) => activation_text(*activation),
-                        ElementwiseStep::Affine { scale, shift } => {
-                            format!("affine({}, {})", float(*scale), float(*shift))
-                        }
-                    })
-                    .collect();
-                push("steps", format!("[{}]", steps.join(", ")));
-            }
-            Op::Reshape { shape } => push("shape", list(shape)),
-            Op::Transpose { perm } => push("perm", list(perm)),
-            Op::Concat { axis } => push("axis", axis.to_string()),
-            Op::Slice { axis, start, end } => {
-                push("axis", axis.to_string());
-                push("start", start.to_string());
-                push("end", end.to_string());
-            }
-            Op::Select { axis, index } => {
-                push("axis", axis.to_string());
-                push("index", index.to_string());
-            }
-        }
-        f.write_str(&attrs.join(", "))
-    }
-}
-
-fn push_epilogue(push: &mut impl FnMut(&str, String), epilogue: &Epilogue) {
-    if let Some(eps) = epilogue.batch_norm {
-        push("batch_norm", float(eps));
-    }
-    if epilogue.residual {
-        push("residual", "true".to_string());
-    }
-    if let Some(activation) = epilogue.activation {
-        push("activation", activation_text(activation));
-    }
-}
-
-fn activation_text(activation: Activation) -> String {
-    match activation {
-        Activation::LeakyRelu { negative_slope } => {
-            format!("leaky_relu({})", float(negative_slope))
-        }
-        Activation::Gelu {
-            tanh_approximation: true,
-        } => "gelu_tanh".to_string(),
-        other => other.name().to_string(),
-    }
-}
-
-fn list(values: &[usize]) -> String {
-    let items: Vec<String> = values.iter().map(|value| value.to_string()).collect();
-    format!("[{}]", items.join(", "))
-}
-
-/// Formats a float so that it reads back to the same `f32` and always shows it is a float.
-fn float(value: f32) -> String {
-    let text = format!("{value:?}");
-    if text.contains(['.', 'e', 'E', 'N', 'i']) {
-        text
-    } else {
-        format!("{text}.0")
     }
 }
