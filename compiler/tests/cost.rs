@@ -247,7 +247,8 @@ fn every_example_has_consistent_totals_and_memory_figures() {
     let examples = nnc_test_support::examples();
     assert!(examples.len() >= 8);
     for example in examples {
-        let graph = graph_from(&example.path);
+        let path = &example.path;
+        let graph = graph_from(path);
         let costs = cost::analyze(&graph);
         let totals = costs.totals(&graph);
         assert_eq!(
