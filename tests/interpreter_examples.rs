@@ -1,103 +1,99 @@
 //! Every bundled example runs in the reference interpreter with random weights and gives finite
-//! outputs. Sequence lengths are shortened with dimension overrides to keep the test quick; the
-//! layers and weights are those of the full models.
+//! outputs. Each runs at the test dimensions of its header comment (`// test-dims: seq=16`, see
+//! `nnc_test_support::header`), which shorten sequences to keep the test quick; the layers and
+//! weights are those of the full models.
 
-use std::path::Path;
+use nnc_compiler::interpret::{self, Interpreter};
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+use nnc_test_support::inputs::{named, random_inputs};
+use nnc_test_support::{example, examples};
 
-use ndarray::{ArrayD, IxDyn};
-use nnc_compiler::interpret::{self, Interpreter, Tensor};
-use nnc_compiler::{FrontendOptions, compile_to_ir, ir};
+/// The examples that have a test below, one test each so that they run in parallel.
+const TESTED: [&str; 8] = [
+    "bert_encoder",
+    "llama_decoder",
+    "longformer",
+    "mlp",
+    "mobilenet_v2",
+    "resnet18",
+    "seq2seq",
+    "tiny_gpt",
+];
 
-fn run_example(file: &str, dims: &[(&str, i64)]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(file);
-    let source = std::fs::read_to_string(path).unwrap();
+fn run_example(name: &str) {
+    let model = example(name);
     let options = FrontendOptions {
-        dims: dims
-            .iter()
-            .map(|(name, size)| (name.to_string(), *size))
-            .collect(),
+        dims: model.test_dims(),
     };
-    let module = compile_to_ir(&source, &options).unwrap();
+    let module = compile_to_ir(&model.source(), &options).unwrap();
     let graph = &module.networks[0];
+    // The front end ignores overrides of dimensions a network does not have, so a misspelt
+    // header would silently test the full size.
+    for (dim, size) in &options.dims {
+        assert!(
+            graph.dims.contains(&(dim.clone(), *size as usize)),
+            "{name}: test-dims {dim}={size} is not a dimension of the network ({:?})",
+            graph.dims
+        );
+    }
     let interpreter = Interpreter::new(graph, interpret::random_weights(graph, 42)).unwrap();
-    let inputs: Vec<(&str, Tensor)> = graph
-        .inputs
-        .iter()
-        .map(|input| {
-            let shape = graph.ty(input.value).shape.clone();
-            let count: usize = shape.iter().product();
-            let tensor = match graph.ty(input.value).dtype {
-                // Small ids are valid for every vocabulary, token types included.
-                ir::DType::I64 => Tensor::I64(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&shape),
-                        (0..count).map(|i| (i % 2) as i64).collect(),
-                    )
-                    .unwrap(),
-                ),
-                ir::DType::F32 => Tensor::F32(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&shape),
-                        (0..count).map(|i| ((i % 17) as f32 - 8.0) / 8.0).collect(),
-                    )
-                    .unwrap(),
-                ),
-            };
-            (input.name.as_str(), tensor)
-        })
-        .collect();
-    let outputs = interpreter.run(&inputs).unwrap();
+    let inputs = random_inputs(graph, 42);
+    let outputs = interpreter.run(&named(&inputs)).unwrap();
     assert_eq!(outputs.len(), graph.outputs.len());
-    for (name, output) in outputs {
+    for (output_name, output) in outputs {
         assert!(
             output.iter().all(|value| value.is_finite()),
-            "{file}: output {name} is not finite"
+            "{name}: output {output_name} is not finite"
         );
         assert!(
             output.iter().any(|&value| value != 0.0),
-            "{file}: output {name} is all zeros"
+            "{name}: output {output_name} is all zeros"
         );
     }
 }
 
 #[test]
+fn every_example_has_a_test() {
+    let names: Vec<String> = examples().into_iter().map(|model| model.name).collect();
+    assert_eq!(names, TESTED, "add a test below for each new example");
+}
+
+#[test]
 fn mlp() {
-    run_example("mlp.nn", &[]);
+    run_example("mlp");
 }
 
 #[test]
 fn resnet18() {
-    run_example("resnet18.nn", &[]);
+    run_example("resnet18");
 }
 
 #[test]
 fn mobilenet_v2() {
-    run_example("mobilenet_v2.nn", &[]);
+    run_example("mobilenet_v2");
 }
 
 #[test]
 fn bert_encoder() {
-    run_example("bert_encoder.nn", &[("seq", 16)]);
+    run_example("bert_encoder");
 }
 
 #[test]
 fn tiny_gpt() {
-    run_example("tiny_gpt.nn", &[("seq", 16)]);
+    run_example("tiny_gpt");
 }
 
 #[test]
 fn llama_decoder() {
-    run_example("llama_decoder.nn", &[("seq", 4)]);
+    run_example("llama_decoder");
 }
 
 #[test]
 fn seq2seq() {
-    run_example("seq2seq.nn", &[("src_len", 12), ("tgt_len", 8)]);
+    run_example("seq2seq");
 }
 
 #[test]
 fn longformer() {
-    run_example("longformer.nn", &[("seq", 300)]);
+    run_example("longformer");
 }

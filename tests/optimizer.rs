@@ -2,114 +2,38 @@
 //! outputs at -O0 and -O2 (in the interpreter, with the same weights), and each pass's effect is
 //! snapshotted.
 
-use std::path::{Path, PathBuf};
-
-use ndarray::{ArrayD, IxDyn};
-use nnc_compiler::interpret::{self, Interpreter, Tensor};
+use nnc_compiler::interpret::{self, Interpreter};
 use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, compile_to_ir, ir};
+use nnc_test_support::inputs::{named, random_inputs};
+use nnc_test_support::{TestModel, example, examples, fixtures, pass_inputs};
 
 const TOLERANCE: f32 = 1e-5;
 
-/// A model to test: its name, source file, and dimension overrides.
-type Model = (String, PathBuf, Vec<(String, i64)>);
-
-fn models() -> Vec<Model> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut models = Vec::new();
-    for name in [
-        "mlp",
-        "resnet18",
-        "mobilenet_v2",
-        "bert_encoder",
-        "tiny_gpt",
-        "llama_decoder",
-        "seq2seq",
-        "longformer",
-    ] {
-        let dims: Vec<(String, i64)> = match name {
-            "bert_encoder" | "tiny_gpt" => vec![("seq".into(), 16)],
-            "llama_decoder" => vec![("seq".into(), 4)],
-            "longformer" => vec![("seq".into(), 260)],
-            "seq2seq" => vec![("src_len".into(), 10), ("tgt_len".into(), 6)],
-            _ => vec![],
-        };
-        models.push((
-            name.to_string(),
-            root.join("examples").join(format!("{name}.nn")),
-            dims,
-        ));
-    }
-    // The inputs of the pass snapshots, which show each rewrite in isolation.
-    let mut pass_inputs: Vec<PathBuf> = std::fs::read_dir(root.join("tests/passes"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    pass_inputs.sort();
-    for path in pass_inputs {
-        let name = format!("passes/{}", path.file_stem().unwrap().to_string_lossy());
-        models.push((name, path, vec![]));
-    }
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    fixtures.sort();
-    for folder in fixtures {
-        models.push((
-            folder.file_name().unwrap().to_string_lossy().to_string(),
-            folder.join("model.nn"),
-            vec![],
-        ));
-    }
+/// Every model this test runs, each at the test dimensions of its header: the examples, the pass
+/// inputs (which show each rewrite in isolation) and the ONNX Runtime fixtures.
+fn models() -> Vec<TestModel> {
+    let mut models = examples();
+    models.extend(pass_inputs());
+    models.extend(fixtures());
     models
-}
-
-fn inputs(graph: &ir::Graph) -> Vec<(String, Tensor)> {
-    graph
-        .inputs
-        .iter()
-        .map(|input| {
-            let ty = graph.ty(input.value);
-            let count = ty.element_count() as usize;
-            let tensor = match ty.dtype {
-                ir::DType::I64 => Tensor::I64(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&ty.shape),
-                        (0..count).map(|i| (i % 2) as i64).collect(),
-                    )
-                    .unwrap(),
-                ),
-                ir::DType::F32 => Tensor::F32(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&ty.shape),
-                        (0..count)
-                            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 5.0)
-                            .collect(),
-                    )
-                    .unwrap(),
-                ),
-            };
-            (input.name.clone(), tensor)
-        })
-        .collect()
 }
 
 #[test]
 fn o0_and_o2_agree_on_every_example_and_fixture() {
     let mut failures = Vec::new();
-    for (name, path, dims) in models() {
-        let source = std::fs::read_to_string(&path).unwrap();
-        let options = FrontendOptions { dims };
+    for model in models() {
+        let name = format!("{}/{}", model.collection.folder(), model.name);
+        let options = FrontendOptions {
+            dims: model.test_dims(),
+        };
+        let source = model.source();
         let unoptimized = compile_to_ir(&source, &options).unwrap().networks.remove(0);
         let mut optimized = unoptimized.clone();
         let changed = passes::optimize(&mut optimized, OptLevel::O2, |_, _| {});
         let weights = interpret::random_weights(&unoptimized, 11);
-        let inputs = inputs(&unoptimized);
-        let named: Vec<(&str, Tensor)> = inputs
-            .iter()
-            .map(|(name, tensor)| (name.as_str(), tensor.clone()))
-            .collect();
+        let inputs = random_inputs(&unoptimized, 11);
+        let named = named(&inputs);
         let expected = Interpreter::new(&unoptimized, weights.clone())
             .unwrap()
             .run(&named)
@@ -125,7 +49,7 @@ fn o0_and_o2_agree_on_every_example_and_fixture() {
                 .map(|(a, e)| (a - e).abs() / e.abs().max(1.0))
                 .fold(0.0f32, f32::max);
             println!(
-                "{name:>18} {output:>20}: {} -> {} nodes ({}), max error {error:.2e}",
+                "{name:>34} {output:>20}: {} -> {} nodes ({}), max error {error:.2e}",
                 unoptimized.nodes.len(),
                 optimized.nodes.len(),
                 changed.join(", ")
@@ -167,9 +91,7 @@ fn passes_before_and_after() {
 /// Fused nodes remember what they absorbed, so reports can show a graph's fused groups.
 #[test]
 fn fused_groups_follow_the_fusion_passes() {
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/resnet18.nn"))
-            .unwrap();
+    let source = example("resnet18").source();
     let graph = compile_to_ir(&source, &FrontendOptions::default())
         .unwrap()
         .networks

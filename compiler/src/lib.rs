@@ -16,6 +16,8 @@
 //!
 //! Errors are [`diagnostics::Diagnostic`]s; [`diagnostics::render`] prints them like rustc.
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "cli")]
 pub mod bench;
 mod build;

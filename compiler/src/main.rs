@@ -1,5 +1,7 @@
 //! The `nnc` command-line tool.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,24 +1,13 @@
 //! The `nnc check` command on the bundled examples and on every bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use nnc_test_support::workspace_root;
 
+/// The `.nn` files of `folder`, relative to the workspace root.
 fn nn_files(folder: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(workspace_root().join(folder))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no .nn files in {folder}");
-    files
+    nnc_test_support::nn_files(&workspace_root().join(folder))
 }
 
 fn nnc(args: &[&str]) -> std::process::Output {

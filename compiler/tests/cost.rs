@@ -244,15 +244,11 @@ fn elementwise_ops_count_flops_per_element() {
 
 #[test]
 fn every_example_has_consistent_totals_and_memory_figures() {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(workspace().join("examples"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
-        .collect();
-    paths.sort();
-    assert!(paths.len() >= 8);
-    for path in paths {
-        let graph = graph_from(&path);
+    let examples = nnc_test_support::examples();
+    assert!(examples.len() >= 8);
+    for example in examples {
+        let path = &example.path;
+        let graph = graph_from(path);
         let costs = cost::analyze(&graph);
         let totals = costs.totals(&graph);
         assert_eq!(

@@ -5,26 +5,14 @@
 //! fail with diagnostics whose spans lie inside the source. `compile_to_ir` itself runs the
 //! verifier in debug builds, so an invalid graph would fail here as a panic.
 
-use std::path::Path;
-
 use nnc_compiler::{FrontendOptions, compile_to_ir, diagnostics};
 use proptest::prelude::*;
 
 fn examples() -> Vec<String> {
-    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut sources: Vec<(String, String)> = std::fs::read_dir(folder)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
-        .map(|path| {
-            (
-                path.display().to_string(),
-                std::fs::read_to_string(&path).unwrap(),
-            )
-        })
-        .collect();
-    sources.sort();
-    sources.into_iter().map(|(_, source)| source).collect()
+    nnc_test_support::examples()
+        .iter()
+        .map(|example| example.source())
+        .collect()
 }
 
 fn check_does_not_panic(source: &str) {

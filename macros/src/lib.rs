@@ -4,6 +4,8 @@
 //! `nnc check`, and turns each diagnostic into a `compile_error!` spanned on the offending token.
 //! Everything else lives in the compiler crate, where it is tested without a compiler invocation.
 
+#![forbid(unsafe_code)]
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
 use quote::{quote, quote_spanned};

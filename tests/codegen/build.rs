@@ -8,38 +8,18 @@ use std::path::{Path, PathBuf};
 use nnc_compiler::{FrontendOptions, compile_to_ir, ir};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    // The models are generated at their declared sizes, not at their headers' test dimensions:
+    // the decoder and allocation tests drive the generated examples at those sizes.
     let mut models = Vec::new();
-    let mut examples: Vec<PathBuf> = std::fs::read_dir(root.join("examples"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
-        .collect();
-    examples.sort();
-    for path in examples {
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        models.push((format!("example_{name}"), path));
+    for model in nnc_test_support::examples() {
+        models.push((format!("example_{}", model.name), model.path));
     }
-    let mut test_models: Vec<PathBuf> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|extension| extension == "nn"))
-            .collect();
-    test_models.sort();
-    for path in test_models {
-        let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        models.push((format!("model_{name}"), path));
+    for model in nnc_test_support::codegen_models() {
+        models.push((format!("model_{}", model.name), model.path));
     }
-    let mut fixtures: Vec<PathBuf> = std::fs::read_dir(root.join("tests/fixtures"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    fixtures.sort();
-    for folder in fixtures {
-        let name = folder.file_name().unwrap().to_string_lossy().to_string();
-        models.push((format!("fixture_{name}"), folder.join("model.nn")));
+    for model in nnc_test_support::fixtures() {
+        models.push((format!("fixture_{}", model.name), model.path));
     }
 
     let mut modules = String::new();
@@ -74,7 +54,7 @@ fn main() {
         let module = format!("o0_{name}");
         let dir = out_dir.join(&module);
         std::fs::create_dir_all(&dir).unwrap();
-        let path = root.join("examples").join(format!("{name}.nn"));
+        let path = nnc_test_support::example(name).path;
         nnc_compiler::Builder::new()
             .out_dir(&dir)
             .opt_level(nnc_compiler::passes::OptLevel::O0)

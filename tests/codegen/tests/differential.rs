@@ -6,86 +6,43 @@
 
 use std::path::Path;
 
-use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::ReadNpyExt;
 use nnc_codegen_tests::{Input, MODELS};
-use nnc_compiler::interpret::{self, Interpreter, Tensor};
-use nnc_compiler::{FrontendOptions, compile_to_ir, ir};
+use nnc_compiler::interpret::{Interpreter, Tensor};
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+use nnc_test_support::inputs::{inputs_for, named, weights_for};
+use nnc_test_support::{TestModel, codegen_models, examples, fixtures};
 
 const TOLERANCE: f32 = 1e-5;
 
-fn inputs_for(graph: &ir::Graph, source: &Path) -> Vec<Tensor> {
-    let fixture_folder = source
-        .parent()
-        .filter(|folder| folder.join("weights.safetensors").exists());
-    graph
-        .inputs
-        .iter()
-        .map(|input| {
-            let ty = graph.ty(input.value);
-            if let Some(folder) = fixture_folder {
-                let file =
-                    std::fs::File::open(folder.join(format!("input_{}.npy", input.name))).unwrap();
-                return match ty.dtype {
-                    ir::DType::F32 => Tensor::F32(ArrayD::<f32>::read_npy(file).unwrap()),
-                    ir::DType::I64 => Tensor::I64(ArrayD::<i64>::read_npy(file).unwrap()),
-                };
-            }
-            let count = ty.element_count() as usize;
-            match ty.dtype {
-                ir::DType::I64 => Tensor::I64(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&ty.shape),
-                        (0..count).map(|i| (i * 7 % 2) as i64).collect(),
-                    )
-                    .unwrap(),
-                ),
-                ir::DType::F32 => Tensor::F32(
-                    ArrayD::from_shape_vec(
-                        IxDyn(&ty.shape),
-                        (0..count)
-                            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
-                            .collect(),
-                    )
-                    .unwrap(),
-                ),
-            }
-        })
-        .collect()
+/// The test model whose source is `path`, as `build.rs` found it.
+fn test_model(path: &Path) -> TestModel {
+    let path = path.canonicalize().unwrap();
+    [examples(), codegen_models(), fixtures()]
+        .into_iter()
+        .flatten()
+        .find(|model| model.path.canonicalize().unwrap() == path)
+        .unwrap_or_else(|| panic!("{} is in no collection of test models", path.display()))
 }
 
 #[test]
 fn generated_code_equals_the_interpreter() {
     let mut failures = Vec::new();
     for (name, source_path, run) in MODELS {
-        let source_path = Path::new(source_path);
-        let source = std::fs::read_to_string(source_path).unwrap();
-        let module = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+        // The generated code is compiled at the declared sizes, so the interpreter runs at them
+        // too, not at the header's test dimensions.
+        let model = test_model(Path::new(source_path));
+        let module = compile_to_ir(&model.source(), &FrontendOptions::default()).unwrap();
         let graph = &module.networks[0];
-        let weights = match source_path
-            .parent()
-            .map(|folder| folder.join("weights.safetensors"))
-            .filter(|path| path.exists())
-        {
-            Some(path) => {
-                interpret::load_weights(graph, &std::fs::read(path).unwrap(), "weights").unwrap()
-            }
-            None => interpret::random_weights(graph, 7),
-        };
-        let inputs = inputs_for(graph, source_path);
-        let named: Vec<(&str, Tensor)> = graph
-            .inputs
-            .iter()
-            .zip(&inputs)
-            .map(|(input, tensor)| (input.name.as_str(), tensor.clone()))
-            .collect();
+        let weights = weights_for(&model, graph, 7);
+        let named_inputs = inputs_for(&model, graph, 7);
+        let named = named(&named_inputs);
         let expected = Interpreter::new(graph, weights.clone())
             .unwrap()
             .run(&named)
             .unwrap();
-        let dynamic: Vec<Input<'_>> = inputs
+        let dynamic: Vec<Input<'_>> = named_inputs
             .iter()
-            .map(|tensor| match tensor {
+            .map(|(_, tensor)| match tensor {
                 Tensor::F32(array) => Input::F32(array.view()),
                 Tensor::I64(array) => Input::I64(array.view()),
             })
