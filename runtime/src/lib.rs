@@ -17,6 +17,8 @@
 //! kernel with a counting allocator.
 
 pub use ndarray;
+/// The vocabulary shared with the compiler: activations, binary operations, kernel options.
+pub use nnc_ops as ops;
 
 pub mod arrays;
 pub mod error;

@@ -28,8 +28,9 @@ use crate::kernels::gemm::{
     MR, NR, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
 };
 use crate::kernels::softmax::{maximum, sum};
-use crate::kernels::{math, vectorize};
+use crate::kernels::vectorize;
 use crate::threading;
+use nnc_ops::math;
 
 /// The block size (query rows and keys per block) when no layout is given: 16 panels of `MR`
 /// rows and 6 of `NR` keys, so no tile is cut short. Blocks of 64 to 192 all ran within a few

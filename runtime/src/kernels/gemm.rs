@@ -19,8 +19,9 @@ mod portable;
 mod x86_64;
 
 use crate::error::{KernelError, KernelResult, invalid_parameter, shape_mismatch};
-use crate::kernels::activation::{Activation, apply_activation_in_place, relu, relu6};
+use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::threading;
+use nnc_ops::activation::{relu, relu6};
 use std::cell::RefCell;
 use std::ops::Range;
 
