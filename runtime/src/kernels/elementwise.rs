@@ -9,7 +9,10 @@ use crate::kernels::vectorize;
 use crate::tensor::{Dims, TensorRef};
 use crate::threading;
 
-pub use nnc_ops::BinaryOp;
+pub mod chain;
+
+pub use chain::{affine, affine_in_place, elementwise_chain, elementwise_chain_in_place};
+pub use nnc_ops::{BinaryOp, ElementwiseStep};
 
 /// Expands `body` once per operation with `$function` bound to that operation's closure, so
 /// that every loop is monomorphised (and vectorised) for its operation.
