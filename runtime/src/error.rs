@@ -1,7 +1,14 @@
-//! The error type that every fallible kernel returns.
+//! The error types of the runtime: [`KernelError`], which every fallible kernel returns,
+//! [`KvCacheError`] of the KV caches, and [`ModelError`], which generated models return and
+//! which wraps the other two.
 //!
 //! Kernels never panic on user data: a buffer of the wrong length, a shape that does not
 //! broadcast or an embedding id out of range all come back as a `KernelError`.
+//!
+//! This module depends on no other module of the crate but `weights` (whose error a model can
+//! return), so that kernels, the arena helpers and the KV caches can all use it.
+
+use crate::weights::WeightsError;
 
 /// Everything that can go wrong when calling a kernel.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -63,6 +70,89 @@ pub enum KernelError {
 
 /// The result type of the fallible kernels.
 pub type KernelResult<T> = Result<T, KernelError>;
+
+/// Why a generated model could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("the input `{name}` must have shape {expected:?}, but it has shape {found:?}")]
+    InputShape {
+        name: &'static str,
+        expected: &'static [usize],
+        found: Vec<usize>,
+    },
+    #[error("layer `{layer}` failed: {source}")]
+    Kernel {
+        layer: &'static str,
+        source: KernelError,
+    },
+    #[error(transparent)]
+    KvCache(#[from] KvCacheError),
+    #[error("the prompt is empty: a decoder needs at least one token to predict the next")]
+    EmptyPrompt,
+    #[error("the decoder has no source: call `encode` before `decode`, `prefill` or `generate`")]
+    NotEncoded,
+}
+
+/// Turns a kernel error into a [`ModelError`] naming the layer: `.map_err(at("fc1"))?`.
+pub fn at(layer: &'static str) -> impl FnOnce(KernelError) -> ModelError {
+    move |source| ModelError::Kernel { layer, source }
+}
+
+/// Everything that can go wrong when writing to or reading from a KV cache.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvCacheError {
+    /// An append would take the cache past its `max_context` positions. Nothing was written.
+    #[error(
+        "the KV cache is full: it holds at most {max_context} positions, but {requested} were requested"
+    )]
+    Full {
+        max_context: usize,
+        requested: usize,
+    },
+    /// The block pool of a `PagedKvCache` has fewer free blocks than an append needs. Nothing
+    /// was written or allocated.
+    #[error("the KV cache block pool is exhausted: {needed} more blocks needed, {free} free")]
+    OutOfBlocks { needed: usize, free: usize },
+    /// One step of a rolling cache appended more rows to a layer than the window holds.
+    #[error(
+        "a step of {tokens} tokens does not fit a rolling KV cache of window {window}: split it into steps of at most {window}"
+    )]
+    StepExceedsWindow { window: usize, tokens: usize },
+    /// A layer index is not smaller than the number of layers.
+    #[error("layer {layer} is out of range for a KV cache of {layers} layers")]
+    LayerOutOfRange { layer: usize, layers: usize },
+    /// A buffer does not hold the number of floats its token count implies.
+    #[error("`{buffer}` must hold {expected} floats, but it holds {actual}")]
+    BufferLength {
+        buffer: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+    /// `advance(tokens)` was called while some layer had received a different number of rows
+    /// in this step.
+    #[error("advance by {tokens} positions, but layer {layer} has {appended} rows appended")]
+    UnevenAdvance {
+        tokens: usize,
+        layer: usize,
+        appended: usize,
+    },
+    /// The sequence was freed, or belongs to another cache.
+    #[error("unknown sequence {0:?}")]
+    UnknownSequence(SequenceId),
+}
+
+/// A handle to one sequence of a `PagedKvCache`. Handles of freed sequences are rejected, even
+/// once their slot is reused.
+///
+/// It is defined here, beside the [`KvCacheError`] that names it, so that this module depends on
+/// no cache; `kv_cache::SequenceId` re-exports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SequenceId {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
 
 /// Checks that `buffer` holds exactly `expected` elements.
 pub(crate) fn check_length(

@@ -17,7 +17,10 @@
 //! kernel with a counting allocator.
 
 pub use ndarray;
+/// The vocabulary shared with the compiler: activations, binary operations, kernel options.
+pub use nnc_ops as ops;
 
+pub mod arena;
 pub mod arrays;
 pub mod error;
 pub mod kernels;
@@ -29,7 +32,7 @@ mod tensor;
 mod threading;
 pub mod weights;
 
-pub use error::{KernelError, KernelResult};
+pub use error::{KernelError, KernelResult, KvCacheError, ModelError};
 pub use tensor::TensorRef;
 pub use threading::{num_threads, set_num_threads};
 

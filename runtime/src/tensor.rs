@@ -60,7 +60,7 @@ pub(crate) fn split_at_axis(
 
 /// The highest rank that the broadcasting and permuting kernels handle; their shape
 /// bookkeeping lives in fixed-size arrays of this length so that a call never allocates.
-pub(crate) const MAX_RANK: usize = 8;
+pub const MAX_RANK: usize = 8;
 
 /// A shape (or a list of strides) of at most `MAX_RANK` axes, stored inline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,57 +1,19 @@
-//! Element-wise activations with PyTorch's definitions, in place and out of place.
+//! Element-wise activations with PyTorch's definitions, in place and out of place, vectorised
+//! and run in parallel over large slices.
 //!
-//! Every activation is finite wherever PyTorch's is: `sigmoid`, `silu`, `tanh` and both GELUs
-//! saturate cleanly at large magnitudes (±1e4 and beyond) instead of producing NaN or infinity.
-//! GELU uses an `erf` accurate to about 1e-7 (absolute).
+//! The [`Activation`] enum and the scalar function of each activation are defined in
+//! `nnc_ops::activation` (re-exported here at their old path); this module runs those functions
+//! over slices, with one loop per activation so that each compiles to its own vectorised body.
 
 use crate::error::{KernelResult, check_length};
-use crate::kernels::{math, vectorize};
+use crate::kernels::vectorize;
 use crate::threading;
+use nnc_ops::activation::{
+    gelu, gelu_tanh, hard_sigmoid, hard_swish, leaky_relu, relu, relu6, sigmoid, silu,
+};
+use nnc_ops::math;
 
-/// An activation function, with its parameter where it has one.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    /// `max(x, 0)`.
-    Relu,
-    /// `min(max(x, 0), 6)`.
-    Relu6,
-    /// `x` for `x >= 0`, `negative_slope * x` otherwise (`torch.nn.LeakyReLU`).
-    LeakyRelu { negative_slope: f32 },
-    /// `1 / (1 + e^-x)`.
-    Sigmoid,
-    /// The hyperbolic tangent.
-    Tanh,
-    /// `x * sigmoid(x)`, also called swish.
-    Silu,
-    /// `x * relu6(x + 3) / 6`.
-    HardSwish,
-    /// `relu6(x + 3) / 6` (PyTorch's definition, not Keras's `0.2 x + 0.5`).
-    HardSigmoid,
-    /// Exact GELU: `x / 2 * (1 + erf(x / sqrt(2)))` (`approximate="none"`).
-    Gelu,
-    /// GELU's tanh approximation: `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`
-    /// (`approximate="tanh"`).
-    GeluTanh,
-}
-
-impl Activation {
-    /// The activation of one value.
-    #[inline(always)]
-    pub fn apply(self, x: f32) -> f32 {
-        match self {
-            Activation::Relu => relu(x),
-            Activation::Relu6 => relu6(x),
-            Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
-            Activation::Sigmoid => sigmoid(x),
-            Activation::Tanh => math::tanh(x),
-            Activation::Silu => silu(x),
-            Activation::HardSwish => hard_swish(x),
-            Activation::HardSigmoid => hard_sigmoid(x),
-            Activation::Gelu => gelu(x),
-            Activation::GeluTanh => gelu_tanh(x),
-        }
-    }
-}
+pub use nnc_ops::Activation;
 
 /// Applies `activation` to every element of `values`.
 pub fn apply_activation_in_place(values: &mut [f32], activation: Activation) {
@@ -110,56 +72,6 @@ fn map_sequential(input: &[f32], output: &mut [f32], activation: Activation) {
         Activation::Gelu => vectorize::map(input, output, gelu),
         Activation::GeluTanh => vectorize::map(input, output, gelu_tanh),
     }
-}
-
-#[inline(always)]
-pub(crate) fn relu(x: f32) -> f32 {
-    // Written so that NaN passes through, as in PyTorch.
-    if x < 0.0 { 0.0 } else { x }
-}
-
-#[inline(always)]
-pub(crate) fn relu6(x: f32) -> f32 {
-    x.clamp(0.0, 6.0)
-}
-
-#[inline(always)]
-fn leaky_relu(x: f32, negative_slope: f32) -> f32 {
-    if x < 0.0 { x * negative_slope } else { x }
-}
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    // `e^-x` overflows to infinity for very negative x, and 1 / infinity is the right 0.
-    1.0 / (1.0 + math::exp(-x))
-}
-
-#[inline(always)]
-fn silu(x: f32) -> f32 {
-    x / (1.0 + math::exp(-x))
-}
-
-#[inline(always)]
-fn hard_sigmoid(x: f32) -> f32 {
-    (x + 3.0).clamp(0.0, 6.0) / 6.0
-}
-
-#[inline(always)]
-fn hard_swish(x: f32) -> f32 {
-    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
-}
-
-#[inline(always)]
-fn gelu(x: f32) -> f32 {
-    x * 0.5 * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-#[inline(always)]
-fn gelu_tanh(x: f32) -> f32 {
-    // sqrt(2 / pi).
-    const BETA: f32 = 0.797_884_6;
-    const KAPPA: f32 = 0.044_715;
-    0.5 * x * (1.0 + math::tanh(BETA * (x + KAPPA * x * x * x)))
 }
 
 #[cfg(test)]

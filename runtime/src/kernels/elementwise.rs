@@ -9,6 +9,11 @@ use crate::kernels::vectorize;
 use crate::tensor::{Dims, TensorRef};
 use crate::threading;
 
+pub mod chain;
+
+pub use chain::{affine, affine_in_place, elementwise_chain, elementwise_chain_in_place};
+pub use nnc_ops::{BinaryOp, ElementwiseStep};
+
 /// Expands `body` once per operation with `$function` bound to that operation's closure, so
 /// that every loop is monomorphised (and vectorised) for its operation.
 macro_rules! with_op_function {
@@ -32,28 +37,6 @@ macro_rules! with_op_function {
             }
         }
     };
-}
-
-/// A binary arithmetic operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
-impl BinaryOp {
-    /// The operation on one pair of values.
-    #[inline(always)]
-    pub fn apply(self, left: f32, right: f32) -> f32 {
-        match self {
-            BinaryOp::Add => left + right,
-            BinaryOp::Sub => left - right,
-            BinaryOp::Mul => left * right,
-            BinaryOp::Div => left / right,
-        }
-    }
 }
 
 /// The numpy broadcast of two shapes: right-aligned, each pair of axes equal or one of them 1.

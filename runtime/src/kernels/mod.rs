@@ -10,7 +10,6 @@ pub mod embedding;
 pub mod flash_attention;
 pub mod gemm;
 pub mod linear;
-mod math;
 pub mod matmul;
 pub mod norm;
 pub mod paged_attention;

@@ -17,8 +17,9 @@
 use crate::KernelError;
 use crate::error::{KernelResult, check_length, invalid_parameter};
 use crate::kernels::attention::{AttentionMask, AttentionOptions, AttentionShape, check_heads};
-use crate::kernels::{math, vectorize};
+use crate::kernels::vectorize;
 use crate::threading;
+use nnc_ops::math;
 
 /// Keys scored together before the accumulators are rescaled.
 pub const CHUNK: usize = 64;

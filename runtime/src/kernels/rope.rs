@@ -8,14 +8,7 @@
 
 use crate::error::{KernelResult, check_length, invalid_parameter};
 
-/// Which elements of a head form the rotated pairs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeConvention {
-    /// Pairs `(x[i], x[i + d/2])`, Hugging Face Llama / GPT-NeoX (`rotate_half`).
-    HalfSplit,
-    /// Pairs `(x[2i], x[2i + 1])`, GPT-J / the original RoFormer (`rotate_every_two`).
-    Interleaved,
-}
+pub use nnc_ops::{RopeConvention, RopeOptions};
 
 /// Cosines and sines for positions `0..max_positions`, `[max_positions, head_dim / 2]` each.
 #[derive(Clone, Debug)]
@@ -71,15 +64,6 @@ impl RopeTable {
     pub fn max_positions(&self) -> usize {
         self.max_positions
     }
-}
-
-/// Options of `apply_rope`.
-#[derive(Clone, Copy, Debug)]
-pub struct RopeOptions {
-    pub n_heads: usize,
-    pub convention: RopeConvention,
-    /// The absolute position of the first token (the KV-cache length when decoding).
-    pub position_offset: usize,
 }
 
 /// Rotates `values` of shape `[batch, seq, n_heads * head_dim]` in place: token `t` is at

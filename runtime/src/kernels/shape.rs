@@ -1,6 +1,8 @@
 //! Data movement: permute (and transpose), concatenation, slicing along an axis and `select`.
 //!
-//! Everything works on dense row-major tensors. Permute first merges axes that stay adjacent
+//! Everything works on dense row-major tensors. The `f32` kernels take [`TensorRef`]s; the
+//! `*_any_type` forms take a slice and its shape and move elements of any `Copy` type (generated
+//! code moves `i64` token ids with them). Both run the same code. Permute first merges axes that stay adjacent
 //! and in order, then copies whole rows when the last axis stays last, and otherwise moves
 //! data in small square tiles so that both the reads and the writes stay in cache.
 //!
@@ -8,7 +10,10 @@
 //! fixed-size arrays (so it handles at most `MAX_RANK`, 8, axes) and concat checks its inputs
 //! in place.
 
-use crate::error::{KernelError, KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::error::{
+    KernelError, KernelResult, check_length, checked_element_count, invalid_parameter,
+    shape_mismatch,
+};
 use crate::tensor::{Dims, MAX_RANK, TensorRef, check_rank, split_at_axis};
 
 /// The shape after permuting: `output_shape[i] = shape[permutation[i]]`. Fails unless
@@ -27,12 +32,37 @@ pub fn permute(
     permutation: &[usize],
     output: &mut [f32],
 ) -> KernelResult<()> {
-    let shape = input.shape();
+    permute_any_type(input.data(), input.shape(), permutation, output)
+}
+
+/// [`permute`] for a row-major `input` of `shape` with elements of any type.
+///
+/// Layout changes such as NCHW <-> NHWC (`[0, 2, 3, 1]`, `[0, 3, 1, 2]`) merge into a batch of
+/// 2-D transposes, which run in cache-sized tiles; permutations that keep the last axis copy
+/// whole rows.
+pub fn permute_any_type<T: Copy>(
+    input: &[T],
+    shape: &[usize],
+    permutation: &[usize],
+    output: &mut [T],
+) -> KernelResult<()> {
     if permutation.len() != shape.len() || !is_permutation(permutation) {
         return Err(not_a_permutation(shape, permutation));
     }
-    check_length("permute", "output", input.data().len(), output.len())?;
+    let count = checked_element_count("permute", shape)?;
+    check_length("permute", "input", count, input.len())?;
+    check_length("permute", "output", count, output.len())?;
     if output.is_empty() {
+        return Ok(());
+    }
+    if let Some((rows, cols)) = batched_transpose(shape, permutation) {
+        // The most common layout changes; this loop beats the general tiled path on them.
+        for (input, output) in input
+            .chunks_exact(rows * cols)
+            .zip(output.chunks_exact_mut(rows * cols))
+        {
+            transpose_matrix_tiled(input, rows, cols, output);
+        }
         return Ok(());
     }
     let input_strides = Dims::from_slice("permute", shape)?.row_major_strides();
@@ -43,7 +73,7 @@ pub fn permute(
         strides.push(input_strides[axis]);
     }
     let (shape, strides) = merge_axes(&output_shape, &strides);
-    let data = input.data();
+    let data = input;
     let rank = shape.len();
     if strides[rank - 1] == 1 {
         copy_rows(data, &shape, &strides, output);
@@ -115,14 +145,107 @@ pub fn concat_output_shape(shapes: &[&[usize]], axis: usize) -> KernelResult<Vec
 
 /// `output = torch.cat(inputs, axis)`.
 pub fn concat(inputs: &[TensorRef<'_>], axis: usize, output: &mut [f32]) -> KernelResult<()> {
-    let Some(first) = inputs.first() else {
+    concat_parts(
+        inputs.iter().map(|input| (input.data(), input.shape())),
+        axis,
+        output,
+    )
+}
+
+/// [`concat`] for row-major inputs, each a slice and its shape, with elements of any type.
+pub fn concat_any_type<T: Copy>(
+    inputs: &[(&[T], &[usize])],
+    axis: usize,
+    output: &mut [T],
+) -> KernelResult<()> {
+    for &(data, shape) in inputs {
+        check_length(
+            "concat",
+            "input",
+            checked_element_count("concat", shape)?,
+            data.len(),
+        )?;
+    }
+    concat_parts(inputs.iter().copied(), axis, output)
+}
+
+/// `output = input.narrow(axis, start, end - start)`: indices `start..end` along `axis`
+/// (step 1), with `start <= end <= shape[axis]`.
+pub fn slice_axis(
+    input: TensorRef<'_>,
+    axis: usize,
+    start: usize,
+    end: usize,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    slice_axis_any_type(input.data(), input.shape(), axis, start, end, output)
+}
+
+/// [`slice_axis`] for a row-major `input` of `shape` with elements of any type.
+pub fn slice_axis_any_type<T: Copy>(
+    input: &[T],
+    shape: &[usize],
+    axis: usize,
+    start: usize,
+    end: usize,
+    output: &mut [T],
+) -> KernelResult<()> {
+    let (outer, length, inner) = split_at_axis("slice", shape, axis)?;
+    check_length(
+        "slice",
+        "input",
+        checked_element_count("slice", shape)?,
+        input.len(),
+    )?;
+    if start > end || end > length {
+        return Err(invalid_parameter(
+            "slice",
+            format!("{start}..{end} is not a range inside an axis of length {length}"),
+        ));
+    }
+    let block = (end - start) * inner;
+    check_length("slice", "output", outer * block, output.len())?;
+    if block == 0 {
+        return Ok(());
+    }
+    for (outer_index, output_block) in output.chunks_exact_mut(block).enumerate() {
+        let source = (outer_index * length + start) * inner;
+        output_block.copy_from_slice(&input[source..source + block]);
+    }
+    Ok(())
+}
+
+/// `output = input.select(axis, index)`: the slice at `index` along `axis`, which disappears.
+pub fn select(
+    input: TensorRef<'_>,
+    axis: usize,
+    index: usize,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    let (_, length, _) = split_at_axis("select", input.shape(), axis)?;
+    if index >= length {
+        return Err(KernelError::IndexOutOfRange {
+            operation: "select",
+            index,
+            length,
+        });
+    }
+    slice_axis(input, axis, index, index + 1, output)
+}
+
+/// The body of [`concat`] and [`concat_any_type`], over `(data, shape)` pairs whose data holds
+/// what the shape implies.
+fn concat_parts<'a, T: Copy + 'a>(
+    inputs: impl Iterator<Item = (&'a [T], &'a [usize])> + Clone,
+    axis: usize,
+    output: &mut [T],
+) -> KernelResult<()> {
+    let Some((_, first_shape)) = inputs.clone().next() else {
         return Err(invalid_parameter("concat", "there are no inputs"));
     };
-    let first_shape = first.shape();
     let (outer, _, inner) = split_at_axis("concat", first_shape, axis)?;
     let mut axis_length = 0usize;
-    for input in inputs {
-        let shape = input.shape();
+    for (_, shape) in inputs.clone() {
         let agrees = shape.len() == first_shape.len()
             && shape
                 .iter()
@@ -150,64 +273,55 @@ pub fn concat(inputs: &[TensorRef<'_>], axis: usize, output: &mut [f32]) -> Kern
     check_length("concat", "output", length, output.len())?;
     let mut position = 0;
     for outer_index in 0..outer {
-        for input in inputs {
-            let block = input.shape()[axis] * inner;
+        for (data, shape) in inputs.clone() {
+            let block = shape[axis] * inner;
             output[position..position + block]
-                .copy_from_slice(&input.data()[outer_index * block..][..block]);
+                .copy_from_slice(&data[outer_index * block..][..block]);
             position += block;
         }
     }
     Ok(())
 }
 
-/// `output = input.narrow(axis, start, end - start)`: indices `start..end` along `axis`
-/// (step 1), with `start <= end <= shape[axis]`.
-pub fn slice_axis(
-    input: TensorRef<'_>,
-    axis: usize,
-    start: usize,
-    end: usize,
-    output: &mut [f32],
-) -> KernelResult<()> {
-    let (outer, length, inner) = split_at_axis("slice", input.shape(), axis)?;
-    if start > end || end > length {
-        return Err(invalid_parameter(
-            "slice",
-            format!("{start}..{end} is not a range inside an axis of length {length}"),
-        ));
-    }
-    let block = (end - start) * inner;
-    check_length("slice", "output", outer * block, output.len())?;
-    if block == 0 {
-        return Ok(());
-    }
-    for (outer_index, output_block) in output.chunks_exact_mut(block).enumerate() {
-        let source = (outer_index * length + start) * inner;
-        output_block.copy_from_slice(&input.data()[source..source + block]);
-    }
-    Ok(())
-}
-
-/// `output = input.select(axis, index)`: the slice at `index` along `axis`, which disappears.
-pub fn select(
-    input: TensorRef<'_>,
-    axis: usize,
-    index: usize,
-    output: &mut [f32],
-) -> KernelResult<()> {
-    let (_, length, _) = split_at_axis("select", input.shape(), axis)?;
-    if index >= length {
-        return Err(KernelError::IndexOutOfRange {
-            operation: "select",
-            index,
-            length,
-        });
-    }
-    slice_axis(input, axis, index, index + 1, output)
-}
-
 /// Side of the square tiles of the tiled transpose.
 const TILE: usize = 16;
+
+/// Whether `permutation` keeps leading axes and swaps two blocks of the others, as the layout
+/// changes NCHW <-> NHWC do (`[0, 2, 3, 1]`, `[0, 3, 1, 2]`): then it is a batch of 2-D
+/// transposes, returned as the `(rows, cols)` of each input matrix.
+fn batched_transpose(shape: &[usize], permutation: &[usize]) -> Option<(usize, usize)> {
+    let kept = permutation
+        .iter()
+        .enumerate()
+        .take_while(|&(axis, &source)| axis == source)
+        .count();
+    let rest = &permutation[kept..];
+    // The rest is a rotation: `split..rank` followed by `kept..split`.
+    let split = *rest.first()?;
+    let rotated = (split..shape.len()).chain(kept..split);
+    if split == kept || !rest.iter().copied().eq(rotated) {
+        return None;
+    }
+    let product = |axes: std::ops::Range<usize>| shape[axes].iter().product::<usize>();
+    Some((product(kept..split), product(split..shape.len())))
+}
+
+/// `output[c][r] = input[r][c]` for a row-major `rows x cols` input, in square tiles so that
+/// both sides stream through the cache.
+fn transpose_matrix_tiled<T: Copy>(input: &[T], rows: usize, cols: usize, output: &mut [T]) {
+    for row_start in (0..rows).step_by(TILE) {
+        let row_end = (row_start + TILE).min(rows);
+        for col_start in (0..cols).step_by(TILE) {
+            let col_end = (col_start + TILE).min(cols);
+            for col in col_start..col_end {
+                let output_row = &mut output[col * rows..][..rows];
+                for row in row_start..row_end {
+                    output_row[row] = input[row * cols + col];
+                }
+            }
+        }
+    }
+}
 
 /// Whether `permutation` holds each of `0..permutation.len()` exactly once (at most
 /// `MAX_RANK` axes).
@@ -303,7 +417,7 @@ fn for_each_offset(
 }
 
 /// The permute when the last output axis is contiguous in the input: row-by-row copies.
-fn copy_rows(data: &[f32], shape: &Dims, strides: &[usize], output: &mut [f32]) {
+fn copy_rows<T: Copy>(data: &[T], shape: &Dims, strides: &[usize], output: &mut [T]) {
     let rank = shape.len();
     let row_length = shape[rank - 1];
     let output_strides = shape.row_major_strides();
@@ -326,12 +440,12 @@ fn copy_rows(data: &[f32], shape: &Dims, strides: &[usize], output: &mut [f32]) 
 /// The permute when the input-contiguous axis `contiguous_axis` is not last in the output:
 /// for every index of the other axes, a 2-D transpose between that axis and the last one,
 /// done in `TILE x TILE` tiles.
-fn transpose_tiles(
-    data: &[f32],
+fn transpose_tiles<T: Copy>(
+    data: &[T],
     shape: &Dims,
     strides: &[usize],
     contiguous_axis: usize,
-    output: &mut [f32],
+    output: &mut [T],
 ) {
     let rank = shape.len();
     let last = rank - 1;
@@ -460,6 +574,63 @@ mod tests {
                 let mut output = vec![0.0; expected.len()];
                 select(tensor, axis, start, &mut output).unwrap();
                 prop_assert_eq!(output, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn any_type_data_movement_matches_ndarray() {
+        let data: Vec<i64> = (0..24).collect();
+        let array = ndarray::ArrayD::from_shape_vec(vec![2, 3, 4], data.clone()).unwrap();
+        let mut output = vec![0i64; 24];
+        permute_any_type(&data, &[2, 3, 4], &[2, 0, 1], &mut output).unwrap();
+        let expected: Vec<i64> = array
+            .view()
+            .permuted_axes(vec![2, 0, 1])
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(output, expected);
+
+        let mut output = vec![0i64; 16];
+        slice_axis_any_type(&data, &[2, 3, 4], 1, 1, 3, &mut output).unwrap();
+        let expected: Vec<i64> = array
+            .slice_axis(ndarray::Axis(1), (1..3).into())
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(output, expected);
+
+        let other: Vec<i64> = (100..108).collect();
+        let mut output = vec![0i64; 32];
+        concat_any_type(&[(&data, &[2, 3, 4]), (&other, &[2, 1, 4])], 1, &mut output).unwrap();
+        let other_array = ndarray::ArrayD::from_shape_vec(vec![2, 1, 4], other).unwrap();
+        let expected =
+            ndarray::concatenate(ndarray::Axis(1), &[array.view(), other_array.view()]).unwrap();
+        assert_eq!(output, expected.iter().copied().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn any_type_layout_changes_match_ndarray() {
+        // Batched 2-D transposes (the fast path), on sizes that are not multiples of its tile,
+        // and a permutation that is not one.
+        let shapes = [[2, 17, 5, 3], [1, 3, 33, 19], [3, 1, 1, 40]];
+        let permutations: [&[usize]; 4] =
+            [&[0, 2, 3, 1], &[0, 3, 1, 2], &[1, 2, 3, 0], &[0, 2, 1, 3]];
+        for shape in shapes {
+            let count: usize = shape.iter().product();
+            let data: Vec<i64> = (0..count as i64).collect();
+            let array = ndarray::ArrayD::from_shape_vec(shape.to_vec(), data.clone()).unwrap();
+            for permutation in permutations {
+                let mut output = vec![0i64; count];
+                permute_any_type(&data, &shape, permutation, &mut output).unwrap();
+                let expected: Vec<i64> = array
+                    .view()
+                    .permuted_axes(permutation.to_vec())
+                    .iter()
+                    .copied()
+                    .collect();
+                assert_eq!(output, expected, "{shape:?} by {permutation:?}");
             }
         }
     }

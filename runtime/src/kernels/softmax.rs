@@ -6,9 +6,10 @@
 //! the stack, so that every pass is contiguous and vectorises and no call allocates.
 
 use crate::error::{KernelResult, check_length, checked_element_count};
-use crate::kernels::{math, vectorize};
+use crate::kernels::vectorize;
 use crate::tensor::split_at_axis;
 use crate::threading;
+use nnc_ops::math;
 
 /// `output = softmax(input)` along `axis` of `shape` (row-major).
 pub fn softmax(

@@ -5,10 +5,13 @@
 //! uses two Chebyshev fits made for this crate: `x * P(x^2)` below 1 and
 //! `1 - exp(-x^2) * Q(x)` from 1 to 4, where `Q` approximates `erfc(x) * exp(x^2)`; its absolute
 //! error is below 1e-7. Beyond 4, `erf` is 1 in `f32`. NaN inputs give NaN.
+//!
+//! They live in this crate because the activations are defined with them; the runtime's
+//! softmax and attention kernels use the same `exp`, so that all kernels agree on its values.
 
 /// `e^x`, overflowing to infinity above about 88.72 and underflowing to zero below about -104.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in two so that `n * LN2_HIGH` is exact.
     const LN2_HIGH: f32 = 0.693_359_4;
@@ -37,7 +40,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 
 /// The hyperbolic tangent.
 #[inline(always)]
-pub(crate) fn tanh(x: f32) -> f32 {
+pub fn tanh(x: f32) -> f32 {
     let magnitude = x.abs();
     let square = x * x;
     let mut polynomial = -5.704_988_7e-3;
@@ -52,7 +55,7 @@ pub(crate) fn tanh(x: f32) -> f32 {
 
 /// The error function.
 #[inline(always)]
-pub(crate) fn erf(x: f32) -> f32 {
+pub fn erf(x: f32) -> f32 {
     const SMALL: [f32; 7] = [
         9.654_687_6e-1,
         -1.405_361e-1,

@@ -10,6 +10,10 @@ use crate::kernels::softmax::sum;
 use crate::kernels::vectorize;
 use crate::threading;
 
+pub mod fold;
+
+pub use fold::{BatchNormToFold, FoldedBatchNorm, fold_batch_norm};
+
 /// The running statistics and affine parameters of a batch norm layer.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchNormParams<'a> {

@@ -19,39 +19,10 @@ use crate::threading;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 
-/// The sizes of one attention call. `q` is `[batch, query_len, n_heads * head_dim]`, `k` and
-/// `v` are `[batch, key_len, n_kv_heads * head_dim]`, and the output is shaped like `q`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttentionShape {
-    pub batch: usize,
-    pub query_len: usize,
-    pub key_len: usize,
-    pub n_heads: usize,
-    /// Key/value heads; query head `h` reads key/value head `h / (n_heads / n_kv_heads)`.
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-}
+pub mod mask;
 
-/// A general mask over (query row, key index) pairs, shared by every batch and head.
-#[derive(Clone, Copy, Default)]
-pub enum AttentionMask<'a> {
-    #[default]
-    None,
-    /// Row-major `[query_len, key_len]`; `true` allows the pair.
-    Dense(&'a [bool]),
-    /// `allowed(i, j)` for query row `i` (in `0..query_len`, not offset) and key `j`.
-    Function(&'a (dyn Fn(usize, usize) -> bool + Sync)),
-}
-
-impl std::fmt::Debug for AttentionMask<'_> {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AttentionMask::None => formatter.write_str("None"),
-            AttentionMask::Dense(mask) => write!(formatter, "Dense({} entries)", mask.len()),
-            AttentionMask::Function(_) => formatter.write_str("Function(..)"),
-        }
-    }
-}
+pub use mask::{AttentionMask, SparsePattern};
+pub use nnc_ops::AttentionShape;
 
 /// Options of `scaled_dot_product_attention`.
 #[derive(Clone, Copy, Debug, Default)]

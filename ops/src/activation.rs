@@ -1,0 +1,215 @@
+//! The activation functions, with PyTorch's definitions: the [`Activation`] enum that both the
+//! compiler's IR and the runtime's kernels use, and the scalar function of each activation.
+//!
+//! The scalar functions are the single definition of each activation's values: the runtime's
+//! vectorised kernels call them inside their loops (they are `#[inline(always)]` and branch-free
+//! so that those loops vectorise), and [`Activation::apply`] calls them one value at a time.
+//! Every activation is finite wherever PyTorch's is: `sigmoid`, `silu`, `tanh` and both GELUs
+//! saturate cleanly at large magnitudes (±1e4 and beyond) instead of producing NaN or infinity.
+//! GELU uses an `erf` accurate to about 1e-7 (absolute).
+
+use crate::math;
+
+/// An activation function, with its parameter where it has one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x` for `x >= 0`, `negative_slope * x` otherwise (`torch.nn.LeakyReLU`).
+    LeakyRelu { negative_slope: f32 },
+    /// `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// The hyperbolic tangent.
+    Tanh,
+    /// `x * sigmoid(x)`, also called swish.
+    Silu,
+    /// `x * relu6(x + 3) / 6`.
+    HardSwish,
+    /// `relu6(x + 3) / 6` (PyTorch's definition, not Keras's `0.2 x + 0.5`).
+    HardSigmoid,
+    /// Exact GELU: `x / 2 * (1 + erf(x / sqrt(2)))` (`approximate="none"`).
+    Gelu,
+    /// GELU's tanh approximation: `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`
+    /// (`approximate="tanh"`).
+    GeluTanh,
+}
+
+impl Activation {
+    /// The name of the activation in `.nn` files. Both GELUs are `gelu`: the tanh approximation
+    /// is an argument of that built-in, not a name of its own.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Relu6 => "relu6",
+            Activation::LeakyRelu { .. } => "leaky_relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+            Activation::Silu => "silu",
+            Activation::HardSwish => "hard_swish",
+            Activation::HardSigmoid => "hard_sigmoid",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu",
+        }
+    }
+
+    /// The activation of one value.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => relu(x),
+            Activation::Relu6 => relu6(x),
+            Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => math::tanh(x),
+            Activation::Silu => silu(x),
+            Activation::HardSwish => hard_swish(x),
+            Activation::HardSigmoid => hard_sigmoid(x),
+            Activation::Gelu => gelu(x),
+            Activation::GeluTanh => gelu_tanh(x),
+        }
+    }
+}
+
+/// `max(x, 0)`, written so that NaN passes through, as in PyTorch.
+#[inline(always)]
+pub fn relu(x: f32) -> f32 {
+    if x < 0.0 { 0.0 } else { x }
+}
+
+/// `min(max(x, 0), 6)`.
+#[inline(always)]
+pub fn relu6(x: f32) -> f32 {
+    x.clamp(0.0, 6.0)
+}
+
+/// `x` for `x >= 0`, `negative_slope * x` otherwise.
+#[inline(always)]
+pub fn leaky_relu(x: f32, negative_slope: f32) -> f32 {
+    if x < 0.0 { x * negative_slope } else { x }
+}
+
+/// `1 / (1 + e^-x)`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    // `e^-x` overflows to infinity for very negative x, and 1 / infinity is the right 0.
+    1.0 / (1.0 + math::exp(-x))
+}
+
+/// `x * sigmoid(x)`.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + math::exp(-x))
+}
+
+/// `relu6(x + 3) / 6`.
+#[inline(always)]
+pub fn hard_sigmoid(x: f32) -> f32 {
+    (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// `x * relu6(x + 3) / 6`.
+#[inline(always)]
+pub fn hard_swish(x: f32) -> f32 {
+    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+}
+
+/// Exact GELU, `x / 2 * (1 + erf(x / sqrt(2)))`.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    x * 0.5 * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// GELU's tanh approximation.
+#[inline(always)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    // sqrt(2 / pi).
+    const BETA: f32 = 0.797_884_6;
+    const KAPPA: f32 = 0.044_715;
+    0.5 * x * (1.0 + math::tanh(BETA * (x + KAPPA * x * x * x)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Activation; 10] = [
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::LeakyRelu {
+            negative_slope: 0.01,
+        },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Silu,
+        Activation::HardSwish,
+        Activation::HardSigmoid,
+        Activation::Gelu,
+        Activation::GeluTanh,
+    ];
+
+    #[test]
+    fn names_are_the_nn_built_ins() {
+        let names: Vec<&str> = ALL.iter().map(|activation| activation.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "relu",
+                "relu6",
+                "leaky_relu",
+                "sigmoid",
+                "tanh",
+                "silu",
+                "hard_swish",
+                "hard_sigmoid",
+                "gelu",
+                "gelu"
+            ]
+        );
+    }
+
+    #[test]
+    fn apply_matches_the_textbook_formulas() {
+        let exact_gelu = |x: f32| {
+            // erf(1 / sqrt(2)) and erf(-1 / sqrt(2)), rounded to f32.
+            let erf = if x > 0.0 { 0.682_689_5 } else { -0.682_689_5 };
+            x * 0.5 * (1.0 + erf)
+        };
+        for x in [-1.0f32, 1.0] {
+            let close = |activation: Activation, expected: f32| {
+                let got = activation.apply(x);
+                assert!(
+                    (got - expected).abs() < 1e-6,
+                    "{activation:?}({x}) = {got}, expected {expected}"
+                );
+            };
+            close(Activation::Relu, x.max(0.0));
+            close(Activation::Relu6, x.clamp(0.0, 6.0));
+            close(
+                Activation::LeakyRelu {
+                    negative_slope: 0.01,
+                },
+                if x < 0.0 { 0.01 * x } else { x },
+            );
+            close(Activation::Sigmoid, 1.0 / (1.0 + (-x).exp()));
+            close(Activation::Tanh, x.tanh());
+            close(Activation::Silu, x / (1.0 + (-x).exp()));
+            close(Activation::HardSwish, x * (x + 3.0).clamp(0.0, 6.0) / 6.0);
+            close(Activation::HardSigmoid, (x + 3.0).clamp(0.0, 6.0) / 6.0);
+            close(Activation::Gelu, exact_gelu(x));
+            let inner = 0.797_884_6 * (x + 0.044_715 * x * x * x);
+            close(Activation::GeluTanh, 0.5 * x * (1.0 + inner.tanh()));
+        }
+    }
+
+    #[test]
+    fn large_magnitudes_saturate_and_nan_propagates() {
+        for activation in ALL {
+            for x in [-1e4f32, 1e4] {
+                assert!(activation.apply(x).is_finite(), "{activation:?}({x})");
+            }
+            assert!(activation.apply(f32::NAN).is_nan(), "{activation:?}(NaN)");
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Single-precision matrix multiplication: `C = A * B`, then an optional fused epilogue (a bias,
+//! a residual matrix, an activation).
+//!
+//! The design is the BLIS one. B is packed into column panels of `NR = 16` and A into row
+//! panels of `MR = 6`, both cut into blocks of `KC` steps of the shared dimension, and a
+//! micro-kernel computes one `6 x 16` tile of C from one panel of each. Weights are packed once,
+//! at load time, into a `PackedMatrix` (the right operand, as in `linear`) or a
+//! `PackedLhsMatrix` (the left operand, as in convolution); a call then packs only the
+//! activations. The micro-kernel is AVX2 + FMA where the processor has them (detected at run
+//! time), else a portable one with the same signature and packing, so packed weights do not
+//! depend on the processor.
+//!
+//! Work is split into rectangles of C, along whichever of `m` and `n` has more panels, and the
+//! rectangles run on the shared pool (`crate::set_num_threads`). Packing buffers are kept per
+//! thread and reused, so after warm-up a call allocates nothing.
+
+mod driver;
+mod packing;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+pub(crate) use driver::{
+    RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
+};
+
+use crate::error::{KernelError, KernelResult};
+use crate::kernels::activation::Activation;
+use driver::{Execution, KC, PackedRhsView, RHS_SCRATCH_LIMIT, gemm_with, strided_extent};
+use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
+
+/// Rows of A (and of C) in one micro-kernel tile.
+pub const MR: usize = 6;
+/// Columns of B (and of C) in one micro-kernel tile.
+pub const NR: usize = 16;
+
+/// A read-only matrix in a slice, with arbitrary row and column strides (in elements).
+///
+/// Element `(i, j)` is `data[i * row_stride + j * column_stride]`. A transposed view swaps the
+/// strides, so `W^T` for a row-major weight `W` costs nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct MatrixRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    column_stride: usize,
+}
+
+impl<'a> MatrixRef<'a> {
+    /// A strided view; fails if some element would lie outside `data`.
+    pub fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        column_stride: usize,
+    ) -> KernelResult<Self> {
+        let needed = strided_extent(rows, cols, row_stride, column_stride)
+            .ok_or(KernelError::SizeOverflow { operation: "gemm" })?;
+        if needed > data.len() {
+            return Err(KernelError::BufferLength {
+                operation: "gemm",
+                buffer: "matrix",
+                expected: needed,
+                actual: data.len(),
+            });
+        }
+        Ok(Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            column_stride,
+        })
+    }
+
+    /// A dense row-major `rows x cols` view.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> KernelResult<Self> {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// The transpose of this view (no data moves).
+    pub fn transposed(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.column_stride,
+            column_stride: self.row_stride,
+        }
+    }
+
+    /// The number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element `(row, column)`, or `None` outside the matrix.
+    pub fn get(&self, row: usize, column: usize) -> Option<f32> {
+        if row < self.rows && column < self.cols {
+            Some(self.data[row * self.row_stride + column * self.column_stride])
+        } else {
+            None
+        }
+    }
+}
+
+/// A right operand `B` (`k x n`) packed once into the micro-kernel's layout.
+///
+/// Build it from a `[out, in]` weight with `from_linear_weight` (so that `y = x * W^T`) or from
+/// any `k x n` matrix with `from_matrix`.
+#[derive(Clone, Debug)]
+pub struct PackedMatrix {
+    depth: usize,
+    cols: usize,
+    data: AlignedBuffer,
+}
+
+impl PackedMatrix {
+    /// Packs a `k x n` matrix.
+    pub fn from_matrix(matrix: MatrixRef<'_>) -> Self {
+        let length = packed_rhs_length(matrix.rows, matrix.cols);
+        let mut data = AlignedBuffer::zeroed(length);
+        pack_rhs(matrix, data.as_mut_slice());
+        Self {
+            depth: matrix.rows,
+            cols: matrix.cols,
+            data,
+        }
+    }
+
+    /// Packs `W^T` for a PyTorch-style row-major weight `W` of shape `[out_features,
+    /// in_features]`, so the product `x * packed` is `x * W^T`.
+    pub fn from_linear_weight(
+        weight: &[f32],
+        out_features: usize,
+        in_features: usize,
+    ) -> KernelResult<Self> {
+        let weight = MatrixRef::row_major(weight, out_features, in_features)?;
+        crate::error::check_length(
+            "linear",
+            "weight",
+            out_features * in_features,
+            weight.data.len(),
+        )?;
+        Ok(Self::from_matrix(weight.transposed()))
+    }
+
+    /// The shared dimension `k` (rows of B).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// The number of columns `n` of B.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn view(&self) -> PackedRhsView<'_> {
+        PackedRhsView {
+            data: self.data.as_slice(),
+            depth: self.depth,
+            panels: self.cols.div_ceil(NR),
+        }
+    }
+}
+
+/// A left operand `A` (`m x k`) packed once into the micro-kernel's layout; convolution packs
+/// its weights this way, since they sit on the left of `W * im2col(x)`.
+#[derive(Clone, Debug)]
+pub struct PackedLhsMatrix {
+    rows: usize,
+    depth: usize,
+    data: AlignedBuffer,
+}
+
+impl PackedLhsMatrix {
+    /// Packs an `m x k` matrix.
+    pub fn from_matrix(matrix: MatrixRef<'_>) -> Self {
+        let panels = matrix.rows.div_ceil(MR);
+        let mut data = AlignedBuffer::zeroed(panels * MR * matrix.cols);
+        let buffer = data.as_mut_slice();
+        for block_start in (0..matrix.cols).step_by(KC) {
+            let block_depth = KC.min(matrix.cols - block_start);
+            let block = &mut buffer[block_start * panels * MR..][..block_depth * panels * MR];
+            pack_lhs_block(matrix, 0..matrix.rows, block_start, block_depth, block);
+        }
+        Self {
+            rows: matrix.rows,
+            depth: matrix.cols,
+            data,
+        }
+    }
+
+    /// The number of rows `m` of A.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The shared dimension `k` (columns of A).
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+}
+
+/// The left operand of `gemm`: a strided matrix (packed per call) or a packed one.
+#[derive(Clone, Copy, Debug)]
+pub enum Lhs<'a> {
+    Matrix(MatrixRef<'a>),
+    Packed(&'a PackedLhsMatrix),
+}
+
+/// The right operand of `gemm`: a strided matrix (packed per call) or a packed one.
+#[derive(Clone, Copy, Debug)]
+pub enum Rhs<'a> {
+    Matrix(MatrixRef<'a>),
+    Packed(&'a PackedMatrix),
+}
+
+impl<'a> From<MatrixRef<'a>> for Lhs<'a> {
+    fn from(matrix: MatrixRef<'a>) -> Self {
+        Lhs::Matrix(matrix)
+    }
+}
+
+impl<'a> From<&'a PackedLhsMatrix> for Lhs<'a> {
+    fn from(matrix: &'a PackedLhsMatrix) -> Self {
+        Lhs::Packed(matrix)
+    }
+}
+
+impl<'a> From<MatrixRef<'a>> for Rhs<'a> {
+    fn from(matrix: MatrixRef<'a>) -> Self {
+        Rhs::Matrix(matrix)
+    }
+}
+
+impl<'a> From<&'a PackedMatrix> for Rhs<'a> {
+    fn from(matrix: &'a PackedMatrix) -> Self {
+        Rhs::Packed(matrix)
+    }
+}
+
+/// A bias vector for the epilogue.
+#[derive(Clone, Copy, Debug)]
+pub enum Bias<'a> {
+    /// `c[i][j] += bias[j]`, one value per column (as in `linear`); length `n`.
+    PerColumn(&'a [f32]),
+    /// `c[i][j] += bias[i]`, one value per row (as in convolution); length `m`.
+    PerRow(&'a [f32]),
+}
+
+/// Work fused into the GEMM and applied to each tile of C while it is still in cache.
+#[derive(Clone, Copy, Debug, Default)]
+pub enum Epilogue<'a> {
+    /// C is the product (plus the old C when accumulating).
+    #[default]
+    None,
+    /// Adds a bias.
+    Bias(Bias<'a>),
+    /// Applies an activation.
+    Activation(Activation),
+    /// Adds a bias, then applies an activation.
+    BiasActivation(Bias<'a>, Activation),
+}
+
+impl Epilogue<'_> {
+    fn parts(&self) -> (Option<Bias<'_>>, Option<Activation>) {
+        match *self {
+            Epilogue::None => (None, None),
+            Epilogue::Bias(bias) => (Some(bias), None),
+            Epilogue::Activation(activation) => (None, Some(activation)),
+            Epilogue::BiasActivation(bias, activation) => (Some(bias), Some(activation)),
+        }
+    }
+}
+
+/// Options of `gemm`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GemmOptions<'a> {
+    /// Add the product to C instead of overwriting it (`beta = 1`); the epilogue then applies
+    /// to the sum.
+    pub accumulate: bool,
+    /// What to apply to each finished tile.
+    pub epilogue: Epilogue<'a>,
+    /// A residual (skip connection) laid out like C (row stride `c_row_stride`), added to each
+    /// finished element after the bias and before the activation, while the tile is in cache:
+    /// `C = activation(A * B + bias + residual)`, in that order of additions.
+    pub residual: Option<&'a [f32]>,
+}
+
+/// `C = A * B` (or `C += A * B`), then the epilogue, for an `m x k` A and a `k x n` B; C is
+/// row-major with row stride `c_row_stride >= n`, so it may be a block of a larger matrix.
+pub fn gemm(
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    gemm_with(
+        a,
+        b,
+        c,
+        c_row_stride,
+        options,
+        Execution {
+            parallel: true,
+            kernel: select_tile_kernel(),
+            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
+        },
+    )
+}
+
+/// Like `gemm`, but always on the calling thread; for kernels that already run in parallel
+/// at a coarser grain (attention over heads, convolution over images).
+pub(crate) fn gemm_sequential(
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    gemm_with(
+        a,
+        b,
+        c,
+        c_row_stride,
+        options,
+        Execution {
+            parallel: false,
+            kernel: select_tile_kernel(),
+            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests;
