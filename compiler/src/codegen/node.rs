@@ -76,8 +76,8 @@ impl Generator<'_> {
         let call = self.call_code(node, data, &call, &names);
         quote! {
             __nnc_comment!(#comment);
-            __nnc_comment!(#locations);
             {
+                __nnc_comment!(#locations);
                 #(#other_bindings)*
                 #split
                 #call
