@@ -27,6 +27,7 @@ pub mod diagnostics;
 #[cfg(feature = "interpreter")]
 pub mod interpret;
 pub mod ir;
+pub mod kernel_call;
 pub mod lower;
 pub mod passes;
 #[cfg(feature = "report")]

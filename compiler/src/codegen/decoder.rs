@@ -1,0 +1,432 @@
+//! A decoder's code: its one-token `step` (and, with an encoder, `encode`), its prefill chunk
+//! step, and its public API (`decode`, `prefill`, `generate`, the paged-cache variants).
+
+use std::collections::HashMap;
+
+use nnc_runtime::kernels::attention::AttentionShape;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::decoding::{Decoding, encoder_results, prefill_chunk_len, step_graph_order};
+use super::network::Generator;
+use super::tokens::{dimension_type, element_type, lit, range_tokens};
+use super::{CodegenOptions, memory, plan};
+use crate::ir::{self, Graph, Op};
+
+/// The tokens of the one-token decoder of a network, from its graph compiled with `seq = 1`;
+/// `None` if the network is not a decoder with a KV cache.
+///
+/// `chunk_graph`, the same network compiled with the sequence dimension set to
+/// [`prefill_chunk_len`], adds steps of that many tokens for `prefill`. It must be the step
+/// graph's twin, node for node (the same source through the same passes); when it is not, prefill
+/// steps one token at a time.
+pub fn generate_decoder_tokens(
+    step_graph: &Graph,
+    chunk_graph: Option<&Graph>,
+    options: &CodegenOptions,
+) -> Option<TokenStream> {
+    let decoding = Decoding::of(step_graph, 1)?;
+    let mut graph = step_graph.clone();
+    if decoding.interleaved {
+        graph.reorder(&step_graph_order(step_graph, &decoding));
+    }
+    let decoding = Decoding::of(&graph, 1).expect("reordering keeps a decoder a decoder");
+    let plan = memory::plan_pinned(&graph, &encoder_results(&graph, &decoding));
+    let mut generator = Generator::with_plan(&graph, options, plan, &["cache", "encoded"]);
+    // A step masks sparse patterns by absolute position; block layouts serve the encoder and
+    // the full-sequence graph.
+    for (node, (_, layout)) in generator.attention_fields.iter_mut() {
+        if decoding.is_step(*node) {
+            *layout = None;
+        }
+    }
+    generator.decoding = Some(decoding);
+    let chunk_tokens = prefill_chunk_len(&graph);
+    if let (Some(chunk_graph), Some(tokens)) = (chunk_graph, chunk_tokens) {
+        generator.chunk = ChunkStep::new(&generator, chunk_graph, tokens, options);
+    }
+    let items = generator.network();
+    Some(super::network_module(
+        &format!("{}_decoder", graph.name),
+        &items,
+        options,
+    ))
+}
+
+/// A decoder's prefill step of several tokens: the code of the chunk graph, using the fields of
+/// the one-token step's generator.
+pub(super) struct ChunkStep {
+    tokens: usize,
+    body: Vec<TokenStream>,
+    token_slot: usize,
+    pub(super) f32_len: usize,
+    pub(super) i64_len: usize,
+    /// The arena range of the last position's logits.
+    last_logits: std::ops::Range<usize>,
+    /// The `AttentionShape` of each attention node (by index), to size its workspace.
+    pub(super) attention_shapes: HashMap<ir::Node, AttentionShape>,
+}
+
+impl ChunkStep {
+    /// The chunk step of `chunk_graph` for the step generator `step`, if the two graphs are twins
+    /// and give the same fields.
+    pub(super) fn new(
+        step: &Generator<'_>,
+        chunk_graph: &Graph,
+        tokens: usize,
+        options: &CodegenOptions,
+    ) -> Option<ChunkStep> {
+        let twins =
+            step.graph.nodes.len() == chunk_graph.nodes.len()
+                && step.graph.values.len() == chunk_graph.values.len()
+                && step.graph.params.len() == chunk_graph.params.len()
+                && step
+                    .graph
+                    .nodes
+                    .iter()
+                    .zip(chunk_graph.nodes.iter())
+                    .all(|((_, a), (_, b))| {
+                        a.inputs == b.inputs
+                            && a.outputs == b.outputs
+                            && a.name == b.name
+                            && a.op.name() == b.op.name()
+                    })
+                && step.graph.params.iter().zip(chunk_graph.params.iter()).all(
+                    |((_, a), (_, b))| {
+                        a.name == b.name && step.graph.ty(a.value) == chunk_graph.ty(b.value)
+                    },
+                );
+        if !twins {
+            return None;
+        }
+        let decoding = Decoding::of(chunk_graph, tokens)?;
+        if decoding.encoder_len != 0 {
+            return None;
+        }
+        let mut generator = Generator::with_plan(
+            chunk_graph,
+            options,
+            plan(chunk_graph),
+            &["cache", "encoded"],
+        );
+        let same_fields = generator.node_fields == step.node_fields
+            && generator.param_fields == step.param_fields
+            && generator
+                .attention_fields
+                .iter()
+                .all(|(node, (workspace, _))| {
+                    step.attention_fields.get(node).map(|(field, _)| field) == Some(workspace)
+                });
+        if !same_fields {
+            return None;
+        }
+        for (_, layout) in generator.attention_fields.values_mut() {
+            *layout = None;
+        }
+        generator.decoding = Some(decoding);
+        let body = chunk_graph
+            .nodes
+            .iter()
+            .map(|(node, data)| generator.node_code(node, data))
+            .collect();
+        let token = chunk_graph.inputs[0].value;
+        let output = chunk_graph.outputs[0].value;
+        let vocab = chunk_graph.ty(output).last_dim().unwrap_or(1);
+        let output_slot = generator.plan.slots[output].expect("outputs have slots");
+        let attention_shapes = chunk_graph
+            .nodes
+            .iter()
+            .filter_map(|(node, data)| match &data.op {
+                Op::Attention(attrs) => Some((node, generator.attention_shape(node, data, attrs))),
+                _ => None,
+            })
+            .collect();
+        Some(ChunkStep {
+            tokens,
+            body,
+            token_slot: generator.plan.slots[token]
+                .expect("inputs have slots")
+                .offset,
+            f32_len: generator.plan.f32_len,
+            i64_len: generator.plan.i64_len,
+            last_logits: output_slot.offset + output_slot.len - vocab
+                ..output_slot.offset + output_slot.len,
+            attention_shapes,
+        })
+    }
+}
+
+impl Generator<'_> {
+    /// A decoder's `step` (one token through the network, against any `DecodeCache`) and, with
+    /// an encoder, `encode`.
+    pub(super) fn step_code(&self, decoding: &Decoding, body: &[TokenStream]) -> TokenStream {
+        let graph = self.graph;
+        let (encoder_body, step_body) = body.split_at(decoding.encoder_len);
+        let token = graph.inputs[decoding.token_input].value;
+        let token_slot = lit(self.plan.slots[token].expect("inputs have slots").offset);
+        let encode = decoding.has_encoder(graph).then(|| {
+            let inputs: Vec<&ir::Input> = graph
+                .inputs
+                .iter()
+                .filter(|input| input.value != token)
+                .collect();
+            let params = inputs.iter().map(|input| {
+                let parameter = format_ident!("{}", input.name);
+                let ty = graph.ty(input.value);
+                let (element, dimension) = (element_type(ty.dtype), dimension_type(ty.rank()));
+                quote!(#parameter: rt::ndarray::ArrayView<'_, #element, #dimension>)
+            });
+            let bindings: Vec<(ir::Value, TokenStream)> = inputs
+                .iter()
+                .map(|input| {
+                    let parameter = format_ident!("{}", input.name);
+                    (input.value, quote!(#parameter))
+                })
+                .collect();
+            let copy_inputs = self.copy_inputs(&bindings);
+            quote! {
+                /// Runs the encoder on the source and starts a new target sequence: the encoder's
+                /// results stay in the decoder for every following `decode`.
+                pub fn encode(&mut self, #(#params),*) -> Result<(), rt::model::ModelError> {
+                    self.encoded = false;
+                    self.cache.reset();
+                    #copy_inputs
+                    #(#encoder_body)*
+                    self.encoded = true;
+                    Ok(())
+                }
+            }
+        });
+        let encoded_check = encode.is_some().then(|| {
+            quote! {
+                if !self.encoded {
+                    return Err(rt::model::ModelError::NotEncoded);
+                }
+            }
+        });
+        let chunk_step = self.chunk.as_ref().map(|chunk| {
+            let tokens = lit(chunk.tokens);
+            let token_range = range_tokens(chunk.token_slot..chunk.token_slot + chunk.tokens);
+            let body = &chunk.body;
+            let room_check = room_check(chunk.tokens);
+            let last_logits = range_tokens(chunk.last_logits.clone());
+            quote! {
+                /// Runs `PREFILL_CHUNK` tokens through the network at once against `cache`, which
+                /// gains their keys and values; the last one's logits are left in the arena.
+                fn step_chunk(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64; #tokens]) -> Result<(), rt::model::ModelError> {
+                    #room_check
+                    self.arena_i64[#token_range].copy_from_slice(tokens);
+                    #(#body)*
+                    cache.advance(#tokens)?;
+                    Ok(())
+                }
+
+                /// The logits of the last token of the last `step_chunk`.
+                fn chunk_logits(&self) -> rt::ndarray::ArrayView1<'_, f32> {
+                    rt::ndarray::ArrayView1::from(&self.arena[#last_logits])
+                }
+            }
+        });
+        let room_check = room_check(1);
+        quote! {
+            /// Runs one token through the network against `cache`, which gains its keys and
+            /// values; the logits are left in the arena.
+            fn step(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, token: i64) -> Result<(), rt::model::ModelError> {
+                #encoded_check
+                #room_check
+                self.arena_i64[#token_slot] = token;
+                #(#step_body)*
+                cache.advance(1)?;
+                Ok(())
+            }
+
+            #encode
+            #chunk_step
+        }
+    }
+
+    /// `reset`, `decode`, `prefill` and `generate` of a decoder, and for decoder-only networks
+    /// the same over sequences of a paged cache.
+    pub(super) fn decoder_api(&self, name: &syn::Ident, decoding: &Decoding) -> TokenStream {
+        let graph = self.graph;
+        let max_context = lit(decoding.max_context);
+        let (_, _, output_expr) = self.outputs(name);
+        let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
+        let logits = quote!(rt::ndarray::ArrayView1<'_, f32>);
+        let result = quote!(Result<#logits, rt::model::ModelError>);
+        // With a chunk step, prefill runs whole chunks first and the rest one token at a time.
+        let (chunk_steps, chunk_last, chunk_last_param, prefill_logits, chunk_const) =
+            match &self.chunk {
+                Some(chunk) => {
+                    let tokens = lit(chunk.tokens);
+                    (
+                        quote! {
+                            let (chunks, tokens) = tokens.as_chunks::<#tokens>();
+                            for chunk in chunks {
+                                self.step_chunk(cache, chunk)?;
+                            }
+                        },
+                        quote!(tokens.is_empty()),
+                        quote!(chunk_last),
+                        quote!(if chunk_last {
+                            self.chunk_logits()
+                        } else {
+                            self.logits()
+                        }),
+                        quote! {
+                            /// Tokens per prefill step.
+                            pub const PREFILL_CHUNK: usize = #tokens;
+                        },
+                    )
+                }
+                None => (
+                    TokenStream::new(),
+                    quote!(false),
+                    quote!(_chunk_last),
+                    quote!(self.logits()),
+                    TokenStream::new(),
+                ),
+            };
+        let prefill_steps = quote! {
+            /// Runs `tokens` through the network against `cache`: whole prefill chunks at once
+            /// if the decoder has a chunk step, the rest one by one. Returns whether the last
+            /// step was a chunk.
+            fn prefill_steps(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, rt::model::ModelError> {
+                if tokens.is_empty() {
+                    return Err(rt::model::ModelError::EmptyPrompt);
+                }
+                #chunk_steps
+                for &token in tokens {
+                    self.step(cache, token)?;
+                }
+                Ok(#chunk_last)
+            }
+
+            /// The logits after a prefill.
+            fn prefill_logits(&self, #chunk_last_param: bool) -> #logits {
+                #prefill_logits
+            }
+
+            #chunk_const
+        };
+        let paged = (!decoding.has_encoder(graph)).then(|| {
+            let (layers, kv_heads, head_dim) = (
+                lit(decoding.layers.len()),
+                lit(decoding.kv_heads),
+                lit(decoding.head_dim),
+            );
+            quote! {
+                /// A pool of `num_blocks` blocks of `block_size` positions for decoding several
+                /// sequences with one decoder ([`Self::decode_paged`]); sequences take blocks as
+                /// they grow and return them when freed.
+                pub fn paged_cache(num_blocks: usize, block_size: usize) -> rt::kv_cache::PagedKvCache {
+                    rt::kv_cache::PagedKvCache::new(#layers, num_blocks, block_size, #kv_heads, #head_dim)
+                }
+
+                /// Appends one token to sequence `seq` of `cache` and returns the logits for its
+                /// next one. Sequences are independent: steps of different sequences may
+                /// interleave in any order.
+                pub fn decode_paged(
+                    &mut self,
+                    cache: &mut rt::kv_cache::PagedKvCache,
+                    seq: rt::kv_cache::SequenceId,
+                    token: i64,
+                ) -> #result {
+                    self.step(&mut cache.sequence(seq)?, token)?;
+                    Ok(self.logits())
+                }
+
+                /// Appends `tokens` to sequence `seq` of `cache` and returns the logits after the
+                /// last one.
+                pub fn prefill_paged(
+                    &mut self,
+                    cache: &mut rt::kv_cache::PagedKvCache,
+                    seq: rt::kv_cache::SequenceId,
+                    tokens: &[i64],
+                ) -> #result {
+                    let chunk_last = self.prefill_steps(&mut cache.sequence(seq)?, tokens)?;
+                    Ok(self.prefill_logits(chunk_last))
+                }
+            }
+        });
+        quote! {
+            impl #name {
+                /// The most positions the KV cache holds.
+                pub const MAX_CONTEXT: usize = #max_context;
+
+                /// Forgets every position, to start a new sequence.
+                pub fn reset(&mut self) {
+                    self.cache.reset();
+                }
+
+                /// The number of positions decoded so far.
+                pub fn position(&self) -> usize {
+                    self.cache.len()
+                }
+
+                /// Appends one token and returns the logits for the next one.
+                pub fn decode(&mut self, token: i64) -> #result {
+                    // The step borrows the cache beside the rest of the decoder.
+                    let mut cache = std::mem::take(&mut self.cache);
+                    let stepped = self.step(&mut cache, token);
+                    self.cache = cache;
+                    stepped?;
+                    Ok(self.logits())
+                }
+
+                /// Appends `tokens` and returns the logits after the last one.
+                pub fn prefill(&mut self, tokens: &[i64]) -> #result {
+                    let mut cache = std::mem::take(&mut self.cache);
+                    let stepped = self.prefill_steps(&mut cache, tokens);
+                    self.cache = cache;
+                    Ok(self.prefill_logits(stepped?))
+                }
+
+                #prefill_steps
+
+                /// Continues `prompt` by up to `max_new_tokens` tokens chosen by `sampler`, stopping
+                /// early when the context is full. Returns the new tokens.
+                pub fn generate(
+                    &mut self,
+                    prompt: &[i64],
+                    max_new_tokens: usize,
+                    sampler: &mut rt::sampling::Sampler,
+                ) -> Result<Vec<i64>, rt::model::ModelError> {
+                    let mut next = sampler.sample(self.prefill(prompt)?.as_slice().expect("contiguous logits"));
+                    let mut generated = Vec::with_capacity(max_new_tokens);
+                    while generated.len() < max_new_tokens {
+                        generated.push(next);
+                        if generated.len() == max_new_tokens || self.position() == Self::MAX_CONTEXT {
+                            break;
+                        }
+                        next = sampler.sample(self.decode(next)?.as_slice().expect("contiguous logits"));
+                    }
+                    Ok(generated)
+                }
+
+                #paged
+
+                /// The logits the last step left in the arena.
+                fn logits(&self) -> #logits {
+                    let logits = #output_expr;
+                    logits.into_shape_with_order(#vocab).expect("one position of logits")
+                }
+            }
+        }
+    }
+}
+
+/// The start of a decoder step of `tokens` tokens: a full context is the cache's error, before
+/// any layer sees the positions.
+fn room_check(tokens: usize) -> TokenStream {
+    let tokens = lit(tokens);
+    quote! {
+        if cache.position() + #tokens > Self::MAX_CONTEXT {
+            return Err(rt::kv_cache::KvCacheError::Full {
+                max_context: Self::MAX_CONTEXT,
+                requested: cache.position() + #tokens,
+            }
+            .into());
+        }
+    }
+}

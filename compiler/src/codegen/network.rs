@@ -1,0 +1,494 @@
+//! The generator of one network's code: its struct, fields, constructors, `forward`, and the
+//! input and output types. The weights' part is in [`super::weights`], each node's call in
+//! [`super::node`], a decoder's methods in [`super::decoder`].
+//!
+//! Every access to a node's prepared field, a raw weight field or an attention workspace goes
+//! through [`Generator::field`], every KV-cache layer index through
+//! [`Generator::cache_layer_tokens`], and every layer name in error mapping through
+//! [`Generator::layer_name`]: code for a loop over layers would change those three only.
+
+use std::collections::{HashMap, HashSet};
+
+use nnc_runtime::kernels::attention::AttentionShape;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+
+use super::decoder::ChunkStep;
+use super::decoding::Decoding;
+use super::tokens::{
+    ToRust, arena_field, dimension_type, element_type, lit, literal_list, range_tokens,
+    sanitized_name,
+};
+use super::{CodegenOptions, MemoryPlan, plan, struct_name};
+use crate::ir::{self, Graph, Op, ValueDef};
+use crate::kernel_call::{self, Site};
+
+/// The state of generating one network's (or one decoder's) code.
+pub(super) struct Generator<'g> {
+    pub(super) graph: &'g Graph,
+    pub(super) plan: MemoryPlan,
+    /// Field names of prepared nodes.
+    pub(super) node_fields: HashMap<ir::Node, syn::Ident>,
+    /// Field names of weights used raw (not only through a prepared node).
+    pub(super) param_fields: HashMap<ir::Value, syn::Ident>,
+    /// For each attention node, its workspace field and, for sparse patterns, its layout field.
+    pub(super) attention_fields: HashMap<ir::Node, (syn::Ident, Option<syn::Ident>)>,
+    /// The local each weight is bound to in `from_weights`, by param index: its raw field's
+    /// name, or a name made from the weight's.
+    pub(super) weight_bindings: Vec<syn::Ident>,
+    used_names: HashSet<String>,
+    /// Set when generating the one-token step of a decoder with a KV cache.
+    pub(super) decoding: Option<Decoding>,
+    /// A decoder's prefill step of several tokens, when it has one.
+    pub(super) chunk: Option<ChunkStep>,
+}
+
+impl<'g> Generator<'g> {
+    pub(super) fn new(graph: &'g Graph, options: &CodegenOptions) -> Self {
+        Self::with_plan(graph, options, plan(graph), &[])
+    }
+
+    /// A generator using `plan`, with `reserved` field names kept free.
+    pub(super) fn with_plan(
+        graph: &'g Graph,
+        _options: &CodegenOptions,
+        plan: MemoryPlan,
+        reserved: &[&str],
+    ) -> Self {
+        let mut generator = Generator {
+            graph,
+            plan,
+            node_fields: HashMap::new(),
+            param_fields: HashMap::new(),
+            attention_fields: HashMap::new(),
+            weight_bindings: Vec::new(),
+            decoding: None,
+            chunk: None,
+            // Names of fields and of `from_weights`'s locals, which share one namespace.
+            used_names: [
+                "arena",
+                "arena_i64",
+                "workspace",
+                "weights",
+                "folded",
+                "layer",
+            ]
+            .iter()
+            .chain(reserved)
+            .map(|name| name.to_string())
+            .collect(),
+        };
+        for (node, data) in graph.nodes.iter() {
+            // A prepared node consumes its weights (all inputs after the first) when it is built.
+            let prepared = kernel_call::preparation(graph, data, &Site::default()).is_some();
+            let raw_inputs = match prepared {
+                true => {
+                    let field = generator.fresh_name(&data.name);
+                    generator.node_fields.insert(node, field);
+                    &data.inputs[..1]
+                }
+                false => &data.inputs[..],
+            };
+            if let Op::Attention(attrs) = &data.op {
+                let workspace = generator.fresh_name(&format!("{}_workspace", data.name));
+                let layout = (!attrs.pattern.is_dense())
+                    .then(|| generator.fresh_name(&format!("{}_layout", data.name)));
+                generator.attention_fields.insert(node, (workspace, layout));
+            }
+            for &input in raw_inputs {
+                if matches!(graph.values[input].def, ValueDef::Param(_))
+                    && !generator.param_fields.contains_key(&input)
+                {
+                    let name = graph.param_of(input).expect("a param").name.clone();
+                    let field = generator.fresh_name(&name);
+                    generator.param_fields.insert(input, field);
+                }
+            }
+        }
+        generator.weight_bindings = graph
+            .params
+            .iter()
+            .map(
+                |(_, param)| match generator.param_fields.get(&param.value) {
+                    Some(field) => field.clone(),
+                    None => generator.fresh_name(&param.name),
+                },
+            )
+            .collect();
+        generator
+    }
+
+    /// A field name from a layer name, unique in the struct: `layer1.0.conv1` is `layer1_0_conv1`.
+    fn fresh_name(&mut self, name: &str) -> syn::Ident {
+        let base = sanitized_name(name);
+        let mut candidate = base.clone();
+        let mut counter = 1;
+        while !self.used_names.insert(candidate.clone()) {
+            counter += 1;
+            candidate = format!("{base}_{counter}");
+        }
+        format_ident!("{}", candidate)
+    }
+
+    pub(super) fn network(&self) -> TokenStream {
+        let graph = self.graph;
+        let name = match self.decoding {
+            Some(_) => format_ident!("{}Decoder", struct_name(&graph.name)),
+            None => format_ident!("{}", struct_name(&graph.name)),
+        };
+        let doc = format!(
+            " The `{}` network: {} parameters, {} bytes of activations.",
+            graph.name,
+            ir::print::group_digits(graph.parameter_count()),
+            ir::print::group_digits((self.plan.f32_len * 4 + self.plan.i64_len * 8) as u64)
+        );
+
+        // Fields.
+        let mut fields = Vec::new();
+        for (node, data) in graph.nodes.iter() {
+            if let Some(field) = self.node_fields.get(&node) {
+                let preparation = kernel_call::preparation(graph, data, &self.site(node))
+                    .expect("nodes with fields are prepared");
+                let ty = super::weights::prepared_type(&preparation);
+                fields.push(quote!(#field: #ty));
+            }
+        }
+        for field in self.sorted_param_fields() {
+            fields.push(quote!(#field: Vec<f32>));
+        }
+        let mut attention_inits = Vec::new();
+        for (node, data) in graph.nodes.iter() {
+            let (Some((workspace, layout)), Op::Attention(attrs)) =
+                (self.attention_fields.get(&node), &data.op)
+            else {
+                continue;
+            };
+            // Sized for the largest step, so that decoding never grows it.
+            let shape = match self
+                .chunk
+                .as_ref()
+                .and_then(|chunk| chunk.attention_shapes.get(&node))
+            {
+                Some(shape) => *shape,
+                None => self.attention_shape(node, data, attrs),
+            }
+            .to_rust();
+            fields.push(quote!(#workspace: k::flash_attention::FlashAttentionWorkspace));
+            attention_inits.push(
+                quote!(#workspace: k::flash_attention::FlashAttentionWorkspace::new(&#shape),),
+            );
+            if let Some(layout) = layout {
+                fields.push(quote!(#layout: k::flash_attention::BlockSparseLayout));
+                let layer = self.layer_name(data);
+                let pattern = self.pattern_tokens(&attrs.pattern);
+                let (query_len, key_len) = (
+                    lit(graph.ty(data.inputs[0]).shape[1]),
+                    lit(graph.ty(data.inputs[1]).shape[1]),
+                );
+                attention_inits.push(quote!(
+                    #layout: k::flash_attention::BlockSparseLayout::from_predicate(
+                        k::flash_attention::DEFAULT_BLOCK_SIZE, #query_len, #key_len, |query, key| #pattern.allows(query, key),
+                    ).map_err(rt::model::at(#layer))?,
+                ));
+            }
+        }
+        fields.push(quote!(arena: Vec<f32>));
+        if self.plan.i64_len > 0 {
+            fields.push(quote!(arena_i64: Vec<i64>));
+        }
+        let uses_workspace = graph
+            .nodes
+            .iter()
+            .any(|(_, data)| matches!(data.op, Op::Conv(_)));
+        if uses_workspace {
+            fields.push(quote!(workspace: k::conv::ConvWorkspace));
+        }
+
+        // Weights.
+        let weights = self.weights_code();
+        let (specs, weight_count, weight_bindings, prepare, raw_fields) = (
+            &weights.specs,
+            lit(graph.params.len()),
+            &self.weight_bindings,
+            &weights.prepare,
+            &weights.raw_field_inits,
+        );
+        let node_field_inits = graph
+            .nodes
+            .iter()
+            .filter_map(|(node, _)| self.node_fields.get(&node))
+            .map(|field| quote!(#field));
+        // A decoder's prefill chunk runs in the same arena, under its own plan.
+        let (f32_len, i64_len) = match &self.chunk {
+            Some(chunk) => (
+                self.plan.f32_len.max(chunk.f32_len),
+                self.plan.i64_len.max(chunk.i64_len),
+            ),
+            None => (self.plan.f32_len, self.plan.i64_len),
+        };
+        let arena_i64_init = (i64_len > 0).then(|| {
+            let i64_len = lit(i64_len);
+            quote!(arena_i64: vec![0; #i64_len],)
+        });
+        let f32_len = lit(f32_len);
+        let workspace_init =
+            uses_workspace.then(|| quote!(workspace: k::conv::ConvWorkspace::new(),));
+
+        // Inputs and outputs.
+        let (input_items, forward_params, input_bindings) = match &self.decoding {
+            None => self.inputs(&name),
+            // A decoder takes the token and the encoder's inputs in methods of their own.
+            Some(_) => (TokenStream::new(), TokenStream::new(), Vec::new()),
+        };
+        let (output_items, output_type, output_expr) = self.outputs(&name);
+        let copy_inputs = self.copy_inputs(&input_bindings);
+        let body: Vec<TokenStream> = graph
+            .nodes
+            .iter()
+            .map(|(node, data)| self.node_code(node, data))
+            .collect();
+
+        let (forward, decoder_api) = match &self.decoding {
+            None => (
+                quote! {
+                    /// Runs the network. The outputs borrow the network's arena until the next call.
+                    pub fn forward(&mut self, #forward_params) -> Result<#output_type, rt::model::ModelError> {
+                        #copy_inputs
+                        #(#body)*
+                        Ok(#output_expr)
+                    }
+                },
+                TokenStream::new(),
+            ),
+            Some(decoding) => (
+                self.step_code(decoding, &body),
+                self.decoder_api(&name, decoding),
+            ),
+        };
+        let cache_field = self.decoding.as_ref().map(|decoding| {
+            let (layers, max_context, kv_heads, head_dim) =
+                (lit(decoding.layers.len()), lit(decoding.max_context), lit(decoding.kv_heads), lit(decoding.head_dim));
+            (
+                quote!(cache: rt::kv_cache::KvCache,),
+                match decoding.rolling_window {
+                    Some(window) => {
+                        let window = lit(window);
+                        quote!(cache: rt::kv_cache::KvCache::rolling(#layers, #window, #kv_heads, #head_dim),)
+                    }
+                    None => quote!(cache: rt::kv_cache::KvCache::new(#layers, #max_context, #kv_heads, #head_dim),),
+                },
+            )
+        });
+        let (mut cache_field, mut cache_init) = cache_field.unzip();
+        if self
+            .decoding
+            .as_ref()
+            .is_some_and(|decoding| decoding.has_encoder(graph))
+        {
+            cache_field = Some(quote!(#cache_field encoded: bool,));
+            cache_init = Some(quote!(#cache_init encoded: false,));
+        }
+        quote! {
+            #[doc = #doc]
+            pub struct #name {
+                #(#fields,)*
+                #cache_field
+            }
+
+            #input_items
+            #output_items
+
+            impl #name {
+                /// The weights this network needs, in the order [`Self::from_weights`] takes them.
+                pub const WEIGHTS: &'static [rt::weights::WeightSpec<'static>] = &[#(#specs),*];
+
+                /// Loads the weights from a safetensors file, by name.
+                pub fn from_safetensors(path: impl AsRef<std::path::Path>) -> Result<Self, rt::model::ModelError> {
+                    let weights = rt::weights::read_safetensors(path.as_ref(), Self::WEIGHTS)?;
+                    Self::from_weights(weights)
+                }
+
+                /// Draws the weights from their initializers, deterministically from `seed`.
+                pub fn with_random_weights(seed: u64) -> Self {
+                    Self::from_weights(rt::weights::random_weights(Self::WEIGHTS, seed))
+                        .expect("random weights have the shapes the network needs")
+                }
+
+                /// Builds the network from weights in the order of [`Self::WEIGHTS`], packing them
+                /// for the kernels.
+                pub fn from_weights(weights: Vec<Vec<f32>>) -> Result<Self, rt::model::ModelError> {
+                    rt::model::check_weights(&weights, Self::WEIGHTS)?;
+                    let [#(#weight_bindings),*]: [Vec<f32>; #weight_count] =
+                        weights.try_into().expect("check_weights checked the count");
+                    #(#prepare)*
+                    Ok(Self {
+                        #(#node_field_inits,)*
+                        #(#raw_fields,)*
+                        #(#attention_inits)*
+                        arena: vec![0.0; #f32_len],
+                        #arena_i64_init
+                        #workspace_init
+                        #cache_init
+                    })
+                }
+
+                #forward
+            }
+            #decoder_api
+        }
+    }
+
+    /// The input struct (if several inputs), the `forward` parameters, and (name, binding) pairs.
+    fn inputs(
+        &self,
+        name: &syn::Ident,
+    ) -> (TokenStream, TokenStream, Vec<(ir::Value, TokenStream)>) {
+        let graph = self.graph;
+        let view_type = |value: ir::Value, lifetime: TokenStream| {
+            let ty = graph.ty(value);
+            let element = element_type(ty.dtype);
+            let dimension = dimension_type(ty.rank());
+            quote!(rt::ndarray::ArrayView<#lifetime, #element, #dimension>)
+        };
+        if let [input] = graph.inputs.as_slice() {
+            let parameter = format_ident!("{}", input.name);
+            let ty = view_type(input.value, quote!('_));
+            return (
+                TokenStream::new(),
+                quote!(#parameter: #ty),
+                vec![(input.value, quote!(#parameter))],
+            );
+        }
+        let struct_name = format_ident!("{}Inputs", name);
+        let doc = format!(" The inputs of [`{name}::forward`].");
+        let fields = graph.inputs.iter().map(|input| {
+            let field = format_ident!("{}", input.name);
+            let ty = view_type(input.value, quote!('a));
+            let field_doc = format!(" `{}`: {}.", input.name, graph.ty(input.value));
+            quote!(#[doc = #field_doc] pub #field: #ty)
+        });
+        let items = quote! {
+            #[doc = #doc]
+            pub struct #struct_name<'a> {
+                #(#fields,)*
+            }
+        };
+        let bindings = graph
+            .inputs
+            .iter()
+            .map(|input| {
+                let field = format_ident!("{}", input.name);
+                (input.value, quote!(inputs.#field))
+            })
+            .collect();
+        (items, quote!(inputs: #struct_name<'_>), bindings)
+    }
+
+    /// The output struct (if several outputs), the output type and the expression returning them.
+    pub(super) fn outputs(&self, name: &syn::Ident) -> (TokenStream, TokenStream, TokenStream) {
+        let graph = self.graph;
+        let view = |value: ir::Value| {
+            let ty = graph.ty(value);
+            let slot = self.plan.slots[value].expect("outputs have slots");
+            let range = range_tokens(slot.range());
+            let arena = arena_field(ty.dtype);
+            let shape = literal_list(&ty.shape);
+            quote!(rt::model::output_view(&self.#arena[#range], #shape))
+        };
+        let view_type = |value: ir::Value, lifetime: TokenStream| {
+            let ty = graph.ty(value);
+            let element = element_type(ty.dtype);
+            let dimension = dimension_type(ty.rank());
+            quote!(rt::ndarray::ArrayView<#lifetime, #element, #dimension>)
+        };
+        if let [output] = graph.outputs.as_slice() {
+            return (
+                TokenStream::new(),
+                view_type(output.value, quote!('_)),
+                view(output.value),
+            );
+        }
+        let struct_name = format_ident!("{}Outputs", name);
+        let doc = format!(" The outputs of [`{name}::forward`].");
+        let fields = graph.outputs.iter().map(|output| {
+            let field = format_ident!("{}", output.name);
+            let ty = view_type(output.value, quote!('a));
+            let field_doc = format!(" `{}`: {}.", output.name, graph.ty(output.value));
+            quote!(#[doc = #field_doc] pub #field: #ty)
+        });
+        let values = graph.outputs.iter().map(|output| {
+            let field = format_ident!("{}", output.name);
+            let view = view(output.value);
+            quote!(#field: #view)
+        });
+        let items = quote! {
+            #[doc = #doc]
+            pub struct #struct_name<'a> {
+                #(#fields,)*
+            }
+        };
+        (
+            items,
+            quote!(#struct_name<'_>),
+            quote!(#struct_name { #(#values,)* }),
+        )
+    }
+
+    pub(super) fn copy_inputs(&self, bindings: &[(ir::Value, TokenStream)]) -> TokenStream {
+        let copies = bindings.iter().map(|(value, binding)| {
+            let input = self
+                .graph
+                .inputs
+                .iter()
+                .find(|input| input.value == *value)
+                .expect("an input");
+            let name = &input.name;
+            let ty = self.graph.ty(*value);
+            let shape = literal_list(&ty.shape);
+            let arena = arena_field(ty.dtype);
+            let range = range_tokens(self.plan.slots[*value].expect("inputs have slots").range());
+            quote!(rt::model::copy_input(#name, #binding, &#shape, &mut self.#arena[#range])?;)
+        });
+        quote!(#(#copies)*)
+    }
+
+    /// Where `node` runs: in a network's `forward`, a decoder's `encode`, or a decoder's step.
+    pub(super) fn site(&self, node: ir::Node) -> Site {
+        match &self.decoding {
+            None => Site::default(),
+            Some(decoding) => Site {
+                max_context: Some(decoding.max_context),
+                in_step: decoding.is_step(node),
+                cache_layer: decoding.layers.get(&node).copied(),
+            },
+        }
+    }
+
+    /// The sizes of an attention node's call here.
+    pub(super) fn attention_shape(
+        &self,
+        node: ir::Node,
+        data: &ir::NodeData,
+        attrs: &ir::AttentionAttrs,
+    ) -> AttentionShape {
+        kernel_call::attention_shape(self.graph, data, attrs, &self.site(node))
+    }
+
+    /// A field of the network's struct that belongs to one layer: a prepared node, a raw weight,
+    /// an attention workspace or layout.
+    pub(super) fn field(&self, field: &syn::Ident) -> TokenStream {
+        quote!(self.#field)
+    }
+
+    /// The KV-cache layer index of a cached attention node.
+    pub(super) fn cache_layer_tokens(&self, layer: usize) -> TokenStream {
+        let layer = lit(layer);
+        quote!(#layer)
+    }
+
+    /// The name of a layer, as errors report it.
+    pub(super) fn layer_name(&self, data: &ir::NodeData) -> TokenStream {
+        let name = &data.name;
+        quote!(#name)
+    }
+}

@@ -1,0 +1,219 @@
+//! The weights' part of a network's code: the `WEIGHTS` specs, the binding of each weight to a
+//! named local in `from_weights`, and the printing of each node's [`Preparation`] (packing,
+//! batch-norm folding, rope tables) that runs there once.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::network::Generator;
+use super::tokens::{ToRust, f32_lit, lit, literal_list};
+use crate::ir::{self, ParamInit, ValueDef};
+use crate::kernel_call::{self, BatchNormWeights, ConvLayout, LayerWeights, Preparation};
+
+/// The pieces of `from_weights` and `WEIGHTS`.
+pub(super) struct WeightsCode {
+    /// A `WeightSpec` per param, in param order.
+    pub(super) specs: Vec<TokenStream>,
+    /// `let field = ...;` per prepared node.
+    pub(super) prepare: Vec<TokenStream>,
+    /// The struct's raw weight fields, each initialized by its same-named local.
+    pub(super) raw_field_inits: Vec<syn::Ident>,
+}
+
+/// The type of the field holding what `preparation` builds.
+pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
+    match preparation {
+        Preparation::Linear { .. } => quote!(k::linear::PackedLinear),
+        Preparation::Conv1d { .. } => quote!(k::conv::PackedConv1d),
+        Preparation::Conv2d {
+            layout: ConvLayout::Nchw,
+            ..
+        } => quote!(k::conv::PackedConv2d),
+        Preparation::Conv2d {
+            layout: ConvLayout::ChannelsLast,
+            ..
+        } => quote!(k::conv::PackedConv2dChannelsLast),
+        Preparation::BatchNorm { .. } => quote!(k::norm::BatchNorm),
+        Preparation::Rope { .. } => quote!(k::rope::RopeTable),
+    }
+}
+
+impl Generator<'_> {
+    pub(super) fn weights_code(&self) -> WeightsCode {
+        let graph = self.graph;
+        let specs = graph
+            .params
+            .iter()
+            .map(|(_, param)| {
+                let weight_name = &param.name;
+                let shape = literal_list(&graph.ty(param.value).shape);
+                let init = match param.init {
+                    ParamInit::FanIn { fan_in } => {
+                        let fan_in = lit(fan_in);
+                        quote!(rt::weights::Init::FanIn { fan_in: #fan_in })
+                    }
+                    ParamInit::Normal => quote!(rt::weights::Init::Normal),
+                    ParamInit::Ones => quote!(rt::weights::Init::Ones),
+                    ParamInit::Zeros => quote!(rt::weights::Init::Zeros),
+                };
+                quote!(rt::weights::WeightSpec { name: #weight_name, shape: &#shape, init: #init })
+            })
+            .collect();
+        let prepare = graph
+            .nodes
+            .iter()
+            .filter_map(|(node, data)| {
+                let field = self.node_fields.get(&node)?;
+                let preparation = kernel_call::preparation(graph, data, &self.site(node))
+                    .expect("nodes with fields are prepared");
+                let init = self.preparation_code(data, &preparation);
+                Some(quote!(let #field = #init;))
+            })
+            .collect();
+        let mut raw_fields: Vec<(ir::Value, syn::Ident)> = self
+            .param_fields
+            .iter()
+            .map(|(value, field)| (*value, field.clone()))
+            .collect();
+        raw_fields.sort_by_key(|(value, _)| *value);
+        WeightsCode {
+            specs,
+            prepare,
+            raw_field_inits: raw_fields.into_iter().map(|(_, field)| field).collect(),
+        }
+    }
+
+    /// The raw weight fields, in param order.
+    pub(super) fn sorted_param_fields(&self) -> Vec<syn::Ident> {
+        self.weights_code().raw_field_inits
+    }
+
+    /// The expression building what `preparation` describes, from `from_weights`'s locals.
+    fn preparation_code(&self, data: &ir::NodeData, preparation: &Preparation) -> TokenStream {
+        let at = {
+            let layer = self.layer_name(data);
+            quote!(.map_err(rt::model::at(#layer))?)
+        };
+        match preparation {
+            Preparation::Linear {
+                out_features,
+                in_features,
+                weights,
+                activation,
+            } => {
+                let (out_features, in_features) = (lit(*out_features), lit(*in_features));
+                self.packed_layer(weights, *activation, &at, |weight, bias| {
+                    quote!(k::linear::PackedLinear::new(#weight, #out_features, #in_features, #bias))
+                })
+            }
+            Preparation::Conv1d {
+                weight_shape,
+                options,
+                weights,
+                activation,
+            } => {
+                let (weight_shape, options) = (literal_list(weight_shape), options.to_rust());
+                self.packed_layer(weights, *activation, &at, |weight, bias| {
+                    quote!(k::conv::PackedConv1d::new(#weight, #weight_shape, #bias, #options))
+                })
+            }
+            Preparation::Conv2d {
+                weight_shape,
+                options,
+                layout,
+                weights,
+                activation,
+            } => {
+                let (weight_shape, options) = (literal_list(weight_shape), options.to_rust());
+                let packed = match layout {
+                    ConvLayout::Nchw => quote!(PackedConv2d),
+                    ConvLayout::ChannelsLast => quote!(PackedConv2dChannelsLast),
+                };
+                self.packed_layer(weights, *activation, &at, |weight, bias| {
+                    quote!(k::conv::#packed::new(#weight, #weight_shape, #bias, #options))
+                })
+            }
+            Preparation::BatchNorm { parameters } => {
+                let BatchNormWeights {
+                    weight,
+                    bias,
+                    mean,
+                    variance,
+                    eps,
+                } = *parameters;
+                let (weight, bias, mean, variance) = (
+                    self.weight_binding(weight),
+                    self.weight_binding(bias),
+                    self.weight_binding(mean),
+                    self.weight_binding(variance),
+                );
+                let eps = f32_lit(eps);
+                quote!(k::norm::BatchNorm::new(&k::norm::BatchNormParams {
+                    mean: &#mean, variance: &#variance, weight: Some(&#weight), bias: Some(&#bias), eps: #eps,
+                })#at)
+            }
+            Preparation::Rope {
+                head_dim,
+                theta,
+                positions,
+            } => {
+                let (head_dim, theta, positions) =
+                    (lit(*head_dim), f32_lit(*theta), lit(*positions));
+                quote!(k::rope::RopeTable::new(#head_dim, #theta, #positions)#at)
+            }
+        }
+    }
+
+    /// A packed conv or linear layer: `new(weight, bias)` builds it, after folding a batch norm
+    /// into the weight and bias if the layer has one; the activation is the kernel's epilogue.
+    fn packed_layer(
+        &self,
+        weights: &LayerWeights,
+        activation: Option<nnc_runtime::kernels::activation::Activation>,
+        at: &TokenStream,
+        new: impl Fn(TokenStream, TokenStream) -> TokenStream,
+    ) -> TokenStream {
+        let weight = self.weight_binding(weights.weight);
+        let bias = match weights.bias.map(|bias| self.weight_binding(bias)) {
+            Some(bias) => quote!(Some(&#bias)),
+            None => quote!(None),
+        };
+        let layer = match weights.batch_norm {
+            None => {
+                let new = new(quote!(&#weight), bias);
+                quote!(#new #at)
+            }
+            Some(batch_norm) => {
+                let (bn_weight, bn_bias, mean, variance) = (
+                    self.weight_binding(batch_norm.weight),
+                    self.weight_binding(batch_norm.bias),
+                    self.weight_binding(batch_norm.mean),
+                    self.weight_binding(batch_norm.variance),
+                );
+                let eps = f32_lit(batch_norm.eps);
+                let new = new(quote!(&folded.weight), quote!(Some(&folded.bias)));
+                quote!({
+                    let folded = rt::model::fold_batch_norm(&#weight, #bias, &rt::model::BatchNormToFold {
+                        weight: &#bn_weight, bias: &#bn_bias, mean: &#mean, variance: &#variance, eps: #eps,
+                    })#at;
+                    #new #at
+                })
+            }
+        };
+        match activation {
+            None => layer,
+            Some(_) => {
+                let activation = activation.to_rust();
+                quote!(#layer.with_activation(#activation))
+            }
+        }
+    }
+
+    /// The local a weight is bound to in `from_weights`.
+    fn weight_binding(&self, value: ir::Value) -> &syn::Ident {
+        match self.graph.values[value].def {
+            ValueDef::Param(param) => &self.weight_bindings[param.index()],
+            _ => unreachable!("weight_binding: {value:?} is not a weight"),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The interpreter's execution of one [`KernelCall`]: the runtime kernel it names, called on
+//! the interpreter's buffers.
+
+use std::collections::HashMap;
+
+use ndarray::{ArrayD, Axis, IxDyn};
+use nnc_runtime::kernels::{self, attention, conv, flash_attention, norm, pool, rope};
+use nnc_runtime::{KernelError, TensorRef, model};
+
+use super::prepare::Prepared;
+use super::{Buffer, Interpreter};
+use crate::ir::{self, DType};
+use crate::kernel_call::{ConvLayout, KernelCall, NodeCall, Position};
+
+impl Interpreter<'_> {
+    /// Runs `node`'s call on `buffers` and returns its output.
+    pub(super) fn execute(
+        &self,
+        node: &ir::NodeData,
+        node_call: &NodeCall,
+        prepared: Option<&Prepared>,
+        buffers: &HashMap<ir::Value, Buffer>,
+        workspace: &mut conv::ConvWorkspace,
+    ) -> Result<Buffer, KernelError> {
+        let output_type = self.graph.ty(node.outputs[0]);
+        let mut output = vec![0.0f32; output_type.element_count() as usize];
+        let operands = &node_call.operands;
+        let x = |position: usize| self.f32_data(operands[position], buffers);
+        // A fused residual is a prepared layer's second operand.
+        let residual = |has_residual: bool| has_residual.then(|| x(1));
+        match (&node_call.call, prepared) {
+            (KernelCall::Linear { rows, residual: r }, Some(Prepared::Linear(linear))) => {
+                match residual(*r) {
+                    Some(residual) => {
+                        linear.forward_residual(x(0), *rows, residual, &mut output)?
+                    }
+                    None => linear.forward(x(0), *rows, &mut output)?,
+                }
+            }
+            (
+                KernelCall::Conv1d {
+                    input_shape,
+                    residual: r,
+                },
+                Some(Prepared::Conv1d(conv)),
+            ) => match residual(*r) {
+                Some(residual) => {
+                    conv.forward_residual(x(0), *input_shape, residual, &mut output, workspace)?
+                }
+                None => conv.forward(x(0), *input_shape, &mut output, workspace)?,
+            },
+            (
+                KernelCall::Conv2d {
+                    input_shape,
+                    layout: ConvLayout::Nchw,
+                    residual: r,
+                },
+                Some(Prepared::Conv2d(conv)),
+            ) => match residual(*r) {
+                Some(residual) => {
+                    conv.forward_residual(x(0), *input_shape, residual, &mut output, workspace)?
+                }
+                None => conv.forward(x(0), *input_shape, &mut output, workspace)?,
+            },
+            (
+                KernelCall::Conv2d {
+                    input_shape,
+                    layout: ConvLayout::ChannelsLast,
+                    residual: r,
+                },
+                Some(Prepared::Conv2d(conv)),
+            ) => conv_through_nchw(
+                conv,
+                x(0),
+                *input_shape,
+                residual(*r),
+                &mut output,
+                workspace,
+            )?,
+            (KernelCall::MatMul { a_shape, b_shape }, None) => kernels::matmul::matmul(
+                TensorRef::new(x(0), a_shape)?,
+                TensorRef::new(x(1), b_shape)?,
+                &mut output,
+            )?,
+            (
+                KernelCall::MaxPool1d {
+                    input_shape,
+                    options,
+                },
+                None,
+            ) => pool::max_pool1d(x(0), *input_shape, options, &mut output)?,
+            (
+                KernelCall::MaxPool2d {
+                    input_shape,
+                    options,
+                },
+                None,
+            ) => pool::max_pool2d(x(0), *input_shape, options, &mut output)?,
+            (
+                KernelCall::AvgPool1d {
+                    input_shape,
+                    options,
+                },
+                None,
+            ) => pool::avg_pool1d(x(0), *input_shape, options, &mut output)?,
+            (
+                KernelCall::AvgPool2d {
+                    input_shape,
+                    options,
+                },
+                None,
+            ) => pool::avg_pool2d(x(0), *input_shape, options, &mut output)?,
+            (KernelCall::GlobalAvgPool { input_shape }, None) => {
+                pool::global_avg_pool(x(0), input_shape, &mut output)?
+            }
+            (KernelCall::GlobalMaxPool { input_shape }, None) => {
+                pool::global_max_pool(x(0), input_shape, &mut output)?
+            }
+            (KernelCall::BatchNorm { input_shape }, Some(Prepared::BatchNorm(batch_norm))) => {
+                norm::batch_norm(x(0), &mut output, input_shape, batch_norm)?
+            }
+            (KernelCall::LayerNorm { size, eps, affine }, None) => {
+                let options = norm::LayerNormOptions {
+                    weight: affine.then(|| x(1)),
+                    bias: affine.then(|| x(2)),
+                    eps: *eps,
+                };
+                norm::layer_norm(x(0), &mut output, *size, &options)?
+            }
+            (KernelCall::RmsNorm { size, eps }, None) => {
+                let options = norm::RmsNormOptions {
+                    weight: Some(x(1)),
+                    eps: *eps,
+                };
+                norm::rms_norm(x(0), &mut output, *size, &options)?
+            }
+            (KernelCall::Embedding { rows, dim }, None) => {
+                let Buffer::I64(ids) = &buffers[&operands[0]] else {
+                    unreachable!("execute: embedding ids are i64")
+                };
+                kernels::embedding::embedding(x(1), *rows, *dim, ids, &mut output)?
+            }
+            (
+                KernelCall::PositionEmbedding {
+                    position: Position::Start,
+                    ..
+                },
+                None,
+            ) => {
+                // Positions start at 0: the first rows of the table.
+                let length = output.len();
+                output.copy_from_slice(&x(0)[..length]);
+            }
+            (
+                KernelCall::Rope {
+                    batch,
+                    seq,
+                    heads,
+                    convention,
+                    position: Position::Start,
+                },
+                Some(Prepared::Rope(table)),
+            ) => {
+                let options = rope::RopeOptions {
+                    n_heads: *heads,
+                    convention: *convention,
+                    position_offset: 0,
+                };
+                rope::apply_rope(x(0), &mut output, *batch, *seq, table, &options)?
+            }
+            (KernelCall::Attention(call), None) if call.cache_layer.is_none() => {
+                let padding_mask: Option<Vec<i64>> = call.key_padding_mask.then(|| match &buffers
+                    [&operands[3]]
+                {
+                    Buffer::I64(mask) => mask.clone(),
+                    Buffer::F32(mask) => mask.iter().map(|&keep| i64::from(keep != 0.0)).collect(),
+                });
+                let allowed = |query: usize, key: usize| {
+                    call.pattern
+                        .as_ref()
+                        .is_none_or(|pattern| pattern.allows(query, key))
+                };
+                let options = attention::AttentionOptions {
+                    scale: Some(call.scale),
+                    causal: call.causal,
+                    query_position_offset: 0,
+                    key_padding_mask: padding_mask.as_deref(),
+                    mask: match call.pattern {
+                        None => attention::AttentionMask::None,
+                        Some(_) => attention::AttentionMask::Function(&allowed),
+                    },
+                };
+                // The same tiled kernel as generated code, with the pattern's blocks.
+                let layout = match &call.pattern {
+                    None => None,
+                    Some(pattern) => Some(flash_attention::BlockSparseLayout::from_predicate(
+                        flash_attention::DEFAULT_BLOCK_SIZE,
+                        call.shape.query_len,
+                        call.shape.key_len,
+                        |query, key| pattern.allows(query, key),
+                    )?),
+                };
+                let mut workspace = flash_attention::FlashAttentionWorkspace::new(&call.shape);
+                flash_attention::flash_attention(
+                    x(0),
+                    x(1),
+                    x(2),
+                    &call.shape,
+                    &options,
+                    layout.as_ref(),
+                    &mut output,
+                    &mut workspace,
+                )?
+            }
+            (KernelCall::Activation(activation), None) => {
+                kernels::activation::apply_activation(x(0), &mut output, *activation)?
+            }
+            (KernelCall::Softmax { shape, axis }, None) => {
+                kernels::softmax::softmax(x(0), &mut output, shape, *axis)?
+            }
+            // The reference runs every form through the general broadcasting kernel.
+            (KernelCall::Binary { op, form: _ }, None) => kernels::elementwise::binary(
+                *op,
+                self.tensor(operands[0], buffers),
+                self.tensor(operands[1], buffers),
+                &mut output,
+            )?,
+            (KernelCall::Affine { scale, shift }, None) => {
+                model::affine(x(0), &mut output, *scale, *shift)
+            }
+            (KernelCall::ElementwiseChain(steps), None) => {
+                model::elementwise_chain(x(0), &mut output, steps)?
+            }
+            (
+                KernelCall::Copy
+                | KernelCall::Permute { .. }
+                | KernelCall::Concat { .. }
+                | KernelCall::Slice { .. },
+                None,
+            ) => return Ok(self.shape_op(node, &node_call.call, buffers)),
+            (call, _) => unreachable!(
+                "execute: the interpreter prepares every layer and runs no decoder step, \
+                 so `{}` cannot be {call:?}",
+                node.name
+            ),
+        }
+        Ok(Buffer::F32(output))
+    }
+
+    /// Shape operations, for f32 and i64 tensors alike.
+    fn shape_op(
+        &self,
+        node: &ir::NodeData,
+        call: &KernelCall,
+        buffers: &HashMap<ir::Value, Buffer>,
+    ) -> Buffer {
+        let graph = self.graph;
+        let arrays = |values: &[ir::Value]| -> Vec<ArrayD<f64>> {
+            values
+                .iter()
+                .map(|&value| {
+                    let data: Vec<f64> = match self.weight(value) {
+                        Some(weight) => weight.iter().map(|&x| f64::from(x)).collect(),
+                        None => match &buffers[&value] {
+                            Buffer::F32(data) => data.iter().map(|&x| f64::from(x)).collect(),
+                            Buffer::I64(data) => data.iter().map(|&x| x as f64).collect(),
+                        },
+                    };
+                    ArrayD::from_shape_vec(IxDyn(&graph.ty(value).shape), data)
+                        .expect("buffer length matches its type")
+                })
+                .collect()
+        };
+        let inputs = arrays(&node.inputs);
+        let output_shape = &graph.ty(node.outputs[0]).shape;
+        let result: ArrayD<f64> = match call {
+            KernelCall::Copy => inputs[0].clone(),
+            KernelCall::Permute { perm, .. } => inputs[0].clone().permuted_axes(IxDyn(perm)),
+            KernelCall::Concat { axis, .. } => {
+                let views: Vec<_> = inputs.iter().map(|array| array.view()).collect();
+                ndarray::concatenate(Axis(*axis), &views).expect("shapes checked")
+            }
+            KernelCall::Slice {
+                axis, start, end, ..
+            } => inputs[0]
+                .slice_axis(Axis(*axis), (*start..*end).into())
+                .to_owned(),
+            other => unreachable!("shape_op: {other:?} is not a shape operation"),
+        };
+        // A reshape and a select keep their elements in order; give them the output's shape.
+        let result = result
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order(IxDyn(output_shape))
+            .expect("element count checked");
+        // f64 holds every f32 and every i64 up to 2^53 exactly; token ids are far below that.
+        match graph.ty(node.outputs[0]).dtype {
+            DType::F32 => Buffer::F32(result.iter().map(|&x| x as f32).collect()),
+            DType::I64 => Buffer::I64(result.iter().map(|&x| x as i64).collect()),
+        }
+    }
+
+    /// The f32 data of `value`: a weight or a computed tensor.
+    fn f32_data<'a>(
+        &'a self,
+        value: ir::Value,
+        buffers: &'a HashMap<ir::Value, Buffer>,
+    ) -> &'a [f32] {
+        if let Some(weight) = self.weight(value) {
+            return weight;
+        }
+        match &buffers[&value] {
+            Buffer::F32(data) => data,
+            Buffer::I64(_) => unreachable!("the verifier checked that {value:?} is f32"),
+        }
+    }
+
+    fn tensor<'a>(
+        &'a self,
+        value: ir::Value,
+        buffers: &'a HashMap<ir::Value, Buffer>,
+    ) -> TensorRef<'a> {
+        TensorRef::new(self.f32_data(value, buffers), &self.graph.ty(value).shape)
+            .expect("buffer length matches its type")
+    }
+}
+
+/// A channels-last convolution computed by the NCHW kernel between layout changes.
+fn conv_through_nchw(
+    conv: &conv::PackedConv2d,
+    input: &[f32],
+    [batch, height, width, channels]: [usize; 4],
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+    workspace: &mut conv::ConvWorkspace,
+) -> Result<(), KernelError> {
+    let mut nchw_input = vec![0.0; input.len()];
+    model::permute(
+        input,
+        &[batch, height, width, channels],
+        &[0, 3, 1, 2],
+        &mut nchw_input,
+    )?;
+    let nchw_shape = [batch, channels, height, width];
+    let [_, out_channels, out_h, out_w] = conv.output_shape(nchw_shape)?;
+    let mut nchw_output = vec![0.0; output.len()];
+    if let Some(residual) = residual {
+        let mut nchw_residual = vec![0.0; residual.len()];
+        model::permute(
+            residual,
+            &[batch, out_h, out_w, out_channels],
+            &[0, 3, 1, 2],
+            &mut nchw_residual,
+        )?;
+        conv.forward_residual(
+            &nchw_input,
+            nchw_shape,
+            &nchw_residual,
+            &mut nchw_output,
+            workspace,
+        )?;
+    } else {
+        conv.forward(&nchw_input, nchw_shape, &mut nchw_output, workspace)?;
+    }
+    model::permute(
+        &nchw_output,
+        &[batch, out_channels, out_h, out_w],
+        &[0, 2, 3, 1],
+        output,
+    )
+}

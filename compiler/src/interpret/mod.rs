@@ -1,0 +1,258 @@
+//! The reference interpreter: runs an IR graph node by node with the runtime's kernels.
+//!
+//! It is the oracle that generated code is tested against, and it serves users who want no build
+//! step (`nnc run`). Weights are prepared once, in [`Interpreter::new`] (linear weights packed for
+//! the GEMM, batch norms folded to a scale and shift); [`Interpreter::run`] then only computes.
+//! Each intermediate tensor is freed after its last use.
+
+mod execute;
+mod prepare;
+
+use std::collections::HashMap;
+
+use ndarray::{ArrayD, IxDyn};
+use nnc_runtime::KernelError;
+use nnc_runtime::kernels::conv;
+use nnc_runtime::weights::{Init, WeightSpec, WeightsError};
+
+use crate::ir::{self, DType, Graph, ParamInit, ValueDef};
+use crate::kernel_call::{self, NodeCall, Site};
+use prepare::Prepared;
+
+/// A tensor at the interpreter's boundary.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tensor {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+impl Tensor {
+    fn dtype(&self) -> DType {
+        match self {
+            Tensor::F32(_) => DType::F32,
+            Tensor::I64(_) => DType::I64,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Tensor::F32(array) => array.shape(),
+            Tensor::I64(array) => array.shape(),
+        }
+    }
+}
+
+/// Why a network could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpretError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("the network has no input `{name}`; its inputs are {inputs}")]
+    UnknownInput { name: String, inputs: String },
+    #[error("the input `{name}` is missing")]
+    MissingInput { name: String },
+    #[error("the input `{name}` must be {expected}, but it is {found}")]
+    InputType {
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("layer `{layer}` ({op}) failed: {source}")]
+    Kernel {
+        layer: String,
+        op: &'static str,
+        source: KernelError,
+    },
+}
+
+/// One weight a graph needs, owned: its name, shape and initialization.
+#[derive(Clone, Debug)]
+pub struct WeightRequirement {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+    pub is_buffer: bool,
+}
+
+/// The weights `graph` needs, in param order.
+pub fn weight_requirements(graph: &Graph) -> Vec<WeightRequirement> {
+    graph
+        .params
+        .iter()
+        .map(|(_, param)| WeightRequirement {
+            name: param.name.clone(),
+            shape: graph.ty(param.value).shape.clone(),
+            init: match param.init {
+                ParamInit::FanIn { fan_in } => Init::FanIn { fan_in },
+                ParamInit::Normal => Init::Normal,
+                ParamInit::Ones => Init::Ones,
+                ParamInit::Zeros => Init::Zeros,
+            },
+            is_buffer: param.is_buffer,
+        })
+        .collect()
+}
+
+fn specs(requirements: &[WeightRequirement]) -> Vec<WeightSpec<'_>> {
+    requirements
+        .iter()
+        .map(|weight| WeightSpec {
+            name: &weight.name,
+            shape: &weight.shape,
+            init: weight.init,
+        })
+        .collect()
+}
+
+/// Loads the weights of `graph` from safetensors bytes, in param order.
+pub fn load_weights(
+    graph: &Graph,
+    bytes: &[u8],
+    source_name: &str,
+) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let requirements = weight_requirements(graph);
+    nnc_runtime::weights::load_safetensors(bytes, &specs(&requirements), source_name)
+}
+
+/// Draws the weights of `graph` from their initializers, deterministically from `seed`.
+pub fn random_weights(graph: &Graph, seed: u64) -> Vec<Vec<f32>> {
+    let requirements = weight_requirements(graph);
+    nnc_runtime::weights::random_weights(&specs(&requirements), seed)
+}
+
+/// Runs one graph with one set of weights.
+pub struct Interpreter<'g> {
+    graph: &'g Graph,
+    weights: Vec<Vec<f32>>,
+    /// For each node, by index: its call, and what it prepared from its weights.
+    calls: Vec<(NodeCall, Option<Prepared>)>,
+    /// For each value, the index of the last node that reads it (`usize::MAX` for outputs).
+    last_use: HashMap<ir::Value, usize>,
+}
+
+/// A tensor during interpretation.
+enum Buffer {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+impl<'g> Interpreter<'g> {
+    /// Prepares `graph` to run with `weights` (in param order, as [`load_weights`] returns them).
+    pub fn new(graph: &'g Graph, weights: Vec<Vec<f32>>) -> Result<Self, InterpretError> {
+        assert_eq!(weights.len(), graph.params.len(), "one weight per param");
+        let mut interpreter = Interpreter {
+            graph,
+            weights,
+            calls: Vec::new(),
+            last_use: HashMap::new(),
+        };
+        // The interpreter runs whole sequences, never a decoder's step.
+        let site = Site::default();
+        for (node, data) in graph.nodes.iter() {
+            let prepared = kernel_call::preparation(graph, data, &site)
+                .map(|preparation| interpreter.prepare(&preparation))
+                .transpose()
+                .map_err(|source| InterpretError::Kernel {
+                    layer: data.name.clone(),
+                    op: data.op.name(),
+                    source,
+                })?;
+            interpreter
+                .calls
+                .push((kernel_call::kernel_call(graph, data, &site), prepared));
+            for &input in &data.inputs {
+                interpreter.last_use.insert(input, node.index());
+            }
+        }
+        for output in &graph.outputs {
+            interpreter.last_use.insert(output.value, usize::MAX);
+        }
+        Ok(interpreter)
+    }
+
+    fn weight(&self, value: ir::Value) -> Option<&[f32]> {
+        match self.graph.values[value].def {
+            ValueDef::Param(param) => Some(&self.weights[param.index()]),
+            _ => None,
+        }
+    }
+
+    /// Runs the network on named inputs and returns its named outputs.
+    pub fn run(
+        &self,
+        inputs: &[(&str, Tensor)],
+    ) -> Result<Vec<(String, ArrayD<f32>)>, InterpretError> {
+        let graph = self.graph;
+        let mut buffers: HashMap<ir::Value, Buffer> = HashMap::new();
+        for (name, tensor) in inputs {
+            let Some(input) = graph.inputs.iter().find(|input| input.name == *name) else {
+                let names: Vec<String> = graph
+                    .inputs
+                    .iter()
+                    .map(|input| format!("`{}`", input.name))
+                    .collect();
+                return Err(InterpretError::UnknownInput {
+                    name: name.to_string(),
+                    inputs: names.join(", "),
+                });
+            };
+            let expected = graph.ty(input.value);
+            if tensor.dtype() != expected.dtype || tensor.shape() != expected.shape.as_slice() {
+                return Err(InterpretError::InputType {
+                    name: name.to_string(),
+                    expected: expected.to_string(),
+                    found: format!("{}{:?}", tensor.dtype().name(), tensor.shape()),
+                });
+            }
+            let buffer = match tensor {
+                Tensor::F32(array) => Buffer::F32(array.iter().copied().collect()),
+                Tensor::I64(array) => Buffer::I64(array.iter().copied().collect()),
+            };
+            buffers.insert(input.value, buffer);
+        }
+        if let Some(missing) = graph
+            .inputs
+            .iter()
+            .find(|input| !buffers.contains_key(&input.value))
+        {
+            return Err(InterpretError::MissingInput {
+                name: missing.name.clone(),
+            });
+        }
+
+        let mut workspace = conv::ConvWorkspace::new();
+        for (node, data) in graph.nodes.iter() {
+            let (call, prepared) = &self.calls[node.index()];
+            let output = self
+                .execute(data, call, prepared.as_ref(), &buffers, &mut workspace)
+                .map_err(|source| InterpretError::Kernel {
+                    layer: data.name.clone(),
+                    op: data.op.name(),
+                    source,
+                })?;
+            buffers.insert(data.outputs[0], output);
+            for input in &data.inputs {
+                if self.last_use.get(input) == Some(&node.index())
+                    && !matches!(graph.values[*input].def, ValueDef::Param(_))
+                {
+                    buffers.remove(input);
+                }
+            }
+        }
+
+        Ok(graph
+            .outputs
+            .iter()
+            .map(|output| {
+                let shape = graph.ty(output.value).shape.clone();
+                let data = match &buffers[&output.value] {
+                    Buffer::F32(data) => data.clone(),
+                    Buffer::I64(data) => data.iter().map(|&value| value as f32).collect(),
+                };
+                let array = ArrayD::from_shape_vec(IxDyn(&shape), data)
+                    .expect("buffer length matches its type");
+                (output.name.clone(), array)
+            })
+            .collect())
+    }
+}

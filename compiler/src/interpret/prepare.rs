@@ -1,0 +1,113 @@
+//! What the interpreter builds from a node's weights at load time: it executes the node's
+//! [`Preparation`], the same description generated code prints into `from_weights`.
+
+use nnc_runtime::KernelError;
+use nnc_runtime::kernels::{conv, linear::PackedLinear, norm, rope};
+use nnc_runtime::model;
+
+use super::Interpreter;
+use crate::kernel_call::{BatchNormWeights, LayerWeights, Preparation};
+
+/// What [`Interpreter::new`] prepared for a node.
+pub(super) enum Prepared {
+    Linear(PackedLinear),
+    Conv1d(conv::PackedConv1d),
+    /// A 2-D convolution over NCHW images, whatever the node's layout: the interpreter runs a
+    /// channels-last convolution through the NCHW kernel between layout changes, so that -O2 is
+    /// checked against a different kernel.
+    Conv2d(conv::PackedConv2d),
+    BatchNorm(norm::BatchNorm),
+    Rope(rope::RopeTable),
+}
+
+impl Interpreter<'_> {
+    /// Builds what `preparation` describes from the interpreter's weights.
+    pub(super) fn prepare(&self, preparation: &Preparation) -> Result<Prepared, KernelError> {
+        Ok(match preparation {
+            Preparation::Linear {
+                out_features,
+                in_features,
+                weights,
+                activation,
+            } => {
+                let (weight, bias) = self.fold_layer_weights(weights)?;
+                let linear =
+                    PackedLinear::new(&weight, *out_features, *in_features, bias.as_deref())?;
+                Prepared::Linear(linear.with_activation(*activation))
+            }
+            Preparation::Conv1d {
+                weight_shape,
+                options,
+                weights,
+                activation,
+            } => {
+                let (weight, bias) = self.fold_layer_weights(weights)?;
+                let conv =
+                    conv::PackedConv1d::new(&weight, *weight_shape, bias.as_deref(), *options)?;
+                Prepared::Conv1d(conv.with_activation(*activation))
+            }
+            Preparation::Conv2d {
+                weight_shape,
+                options,
+                layout: _,
+                weights,
+                activation,
+            } => {
+                let (weight, bias) = self.fold_layer_weights(weights)?;
+                let conv =
+                    conv::PackedConv2d::new(&weight, *weight_shape, bias.as_deref(), *options)?;
+                Prepared::Conv2d(conv.with_activation(*activation))
+            }
+            Preparation::BatchNorm { parameters } => {
+                let params = norm::BatchNormParams {
+                    mean: self.param(parameters.mean),
+                    variance: self.param(parameters.variance),
+                    weight: Some(self.param(parameters.weight)),
+                    bias: Some(self.param(parameters.bias)),
+                    eps: parameters.eps,
+                };
+                Prepared::BatchNorm(norm::BatchNorm::new(&params)?)
+            }
+            Preparation::Rope {
+                head_dim,
+                theta,
+                positions,
+            } => Prepared::Rope(rope::RopeTable::new(*head_dim, *theta, *positions)?),
+        })
+    }
+
+    /// The weight and bias of a conv or linear layer, with a folded batch norm applied.
+    fn fold_layer_weights(
+        &self,
+        weights: &LayerWeights,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), KernelError> {
+        let weight = self.param(weights.weight);
+        let bias = weights.bias.map(|bias| self.param(bias));
+        let Some(batch_norm) = weights.batch_norm else {
+            return Ok((weight.to_vec(), bias.map(<[f32]>::to_vec)));
+        };
+        let BatchNormWeights {
+            weight: bn_weight,
+            bias: bn_bias,
+            mean,
+            variance,
+            eps,
+        } = batch_norm;
+        let batch_norm = model::BatchNormToFold {
+            weight: self.param(bn_weight),
+            bias: self.param(bn_bias),
+            mean: self.param(mean),
+            variance: self.param(variance),
+            eps,
+        };
+        let folded = model::fold_batch_norm(weight, bias, &batch_norm)?;
+        Ok((folded.weight, Some(folded.bias)))
+    }
+
+    /// The data of a weight that a preparation consumes.
+    fn param(&self, value: crate::ir::Value) -> &[f32] {
+        self.weight(value).unwrap_or_else(|| {
+            unreachable!("param: prepared layers read their weights from params")
+        })
+    }
+}
