@@ -8,15 +8,13 @@
 //! positions from its KV cache; the interpreter runs channels-last convolutions through the NCHW
 //! kernel) is an input, [`Site`], or a field of the description, never a second translation.
 
-use nnc_runtime::kernels::activation::Activation;
-use nnc_runtime::kernels::attention::AttentionShape;
-use nnc_runtime::kernels::conv::{Conv1dOptions, Conv2dOptions};
-use nnc_runtime::kernels::elementwise::BinaryOp;
-use nnc_runtime::kernels::pool::{
-    AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions,
-};
-use nnc_runtime::kernels::rope::RopeConvention;
-use nnc_runtime::model::ElementwiseStep;
+use nnc_ops::Activation;
+use nnc_ops::AttentionShape;
+use nnc_ops::BinaryOp;
+use nnc_ops::ElementwiseStep;
+use nnc_ops::RopeConvention;
+use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
+use nnc_ops::{Conv1dOptions, Conv2dOptions};
 
 use crate::codegen::memory;
 use crate::ir::{self, Graph, Op};

@@ -211,7 +211,7 @@ mod sparse_patterns {
             });
             let flat: Vec<bool> = blocks.as_ref().map(|(_, cells)| cells.clone()).unwrap_or_default();
             let compiler = SparsePattern { window, dilation, global_tokens: global_tokens.clone(), strided, block_mask };
-            let runtime = nnc_runtime::model::SparsePattern {
+            let runtime = nnc_runtime::kernels::attention::SparsePattern {
                 window,
                 dilation,
                 global_tokens: &global_tokens,

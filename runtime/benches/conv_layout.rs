@@ -9,7 +9,7 @@ use nnc_runtime::kernels::activation::Activation;
 use nnc_runtime::kernels::conv::{
     Conv2dOptions, ConvWorkspace, PackedConv2d, PackedConv2dChannelsLast,
 };
-use nnc_runtime::model::permute;
+use nnc_runtime::kernels::shape::permute_any_type as permute;
 use std::hint::black_box;
 use std::time::Duration;
 

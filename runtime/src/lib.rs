@@ -25,7 +25,6 @@ pub mod arrays;
 pub mod error;
 pub mod kernels;
 pub mod kv_cache;
-pub mod model;
 pub mod reference;
 pub mod sampling;
 mod tensor;

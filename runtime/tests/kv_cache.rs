@@ -1,12 +1,12 @@
 //! Tests of the KV caches: each against a plain `Vec` of every row ever appended, and decoding
 //! through a cache against one full attention call over the whole sequence.
 
+use nnc_runtime::kernels::attention::SparsePattern;
 use nnc_runtime::kernels::{
     AttentionMask, AttentionOptions, AttentionShape, BlockSparseLayout, FlashAttentionWorkspace,
     flash_attention,
 };
 use nnc_runtime::kv_cache::{DecodeCache, KvCache, KvCacheError, PagedKvCache};
-use nnc_runtime::model::SparsePattern;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -82,7 +82,7 @@ fn write_module(out: &mut String, module: &str, generated: &Path, graph: &ir::Gr
     .unwrap();
     writeln!(
         out,
-        "    pub fn run(weights: Vec<Vec<f32>>, inputs: &[crate::Input<'_>]) -> Result<Vec<::ndarray::ArrayD<f32>>, ::nnc::runtime::model::ModelError> {{"
+        "    pub fn run(weights: Vec<Vec<f32>>, inputs: &[crate::Input<'_>]) -> Result<Vec<::ndarray::ArrayD<f32>>, ::nnc::runtime::ModelError> {{"
     )
     .unwrap();
     writeln!(

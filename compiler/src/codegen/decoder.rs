@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use nnc_runtime::kernels::attention::AttentionShape;
+use nnc_ops::AttentionShape;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -187,7 +187,7 @@ impl Generator<'_> {
             quote! {
                 /// Runs the encoder on the source and starts a new target sequence: the encoder's
                 /// results stay in the decoder for every following `decode`.
-                pub fn encode(&mut self, #(#params),*) -> Result<(), rt::model::ModelError> {
+                pub fn encode(&mut self, #(#params),*) -> Result<(), rt::ModelError> {
                     self.encoded = false;
                     self.cache.reset();
                     #copy_inputs
@@ -200,7 +200,7 @@ impl Generator<'_> {
         let encoded_check = encode.is_some().then(|| {
             quote! {
                 if !self.encoded {
-                    return Err(rt::model::ModelError::NotEncoded);
+                    return Err(rt::ModelError::NotEncoded);
                 }
             }
         });
@@ -213,7 +213,7 @@ impl Generator<'_> {
             quote! {
                 /// Runs `PREFILL_CHUNK` tokens through the network at once against `cache`, which
                 /// gains their keys and values; the last one's logits are left in the arena.
-                fn step_chunk(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64; #tokens]) -> Result<(), rt::model::ModelError> {
+                fn step_chunk(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64; #tokens]) -> Result<(), rt::ModelError> {
                     #room_check
                     self.arena_i64[#token_range].copy_from_slice(tokens);
                     #(#body)*
@@ -231,7 +231,7 @@ impl Generator<'_> {
         quote! {
             /// Runs one token through the network against `cache`, which gains its keys and
             /// values; the logits are left in the arena.
-            fn step(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, token: i64) -> Result<(), rt::model::ModelError> {
+            fn step(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, token: i64) -> Result<(), rt::ModelError> {
                 #encoded_check
                 #room_check
                 self.arena_i64[#token_slot] = token;
@@ -253,7 +253,7 @@ impl Generator<'_> {
         let (_, _, output_expr) = self.outputs(name);
         let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
         let logits = quote!(rt::ndarray::ArrayView1<'_, f32>);
-        let result = quote!(Result<#logits, rt::model::ModelError>);
+        let result = quote!(Result<#logits, rt::ModelError>);
         // With a chunk step, prefill runs whole chunks first and the rest one token at a time.
         let (chunk_steps, chunk_last, chunk_last_param, prefill_logits, chunk_const) =
             match &self.chunk {
@@ -291,9 +291,9 @@ impl Generator<'_> {
             /// Runs `tokens` through the network against `cache`: whole prefill chunks at once
             /// if the decoder has a chunk step, the rest one by one. Returns whether the last
             /// step was a chunk.
-            fn prefill_steps(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, rt::model::ModelError> {
+            fn prefill_steps(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, rt::ModelError> {
                 if tokens.is_empty() {
-                    return Err(rt::model::ModelError::EmptyPrompt);
+                    return Err(rt::ModelError::EmptyPrompt);
                 }
                 #chunk_steps
                 for &token in tokens {
@@ -391,7 +391,7 @@ impl Generator<'_> {
                     prompt: &[i64],
                     max_new_tokens: usize,
                     sampler: &mut rt::sampling::Sampler,
-                ) -> Result<Vec<i64>, rt::model::ModelError> {
+                ) -> Result<Vec<i64>, rt::ModelError> {
                     let mut next = sampler.sample(self.prefill(prompt)?.as_slice().expect("contiguous logits"));
                     let mut generated = Vec::with_capacity(max_new_tokens);
                     while generated.len() < max_new_tokens {

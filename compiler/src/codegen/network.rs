@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use nnc_runtime::kernels::attention::AttentionShape;
+use nnc_ops::AttentionShape;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -188,7 +188,7 @@ impl<'g> Generator<'g> {
                 attention_inits.push(quote!(
                     #layout: k::flash_attention::BlockSparseLayout::from_predicate(
                         k::flash_attention::DEFAULT_BLOCK_SIZE, #query_len, #key_len, |query, key| #pattern.allows(query, key),
-                    ).map_err(rt::model::at(#layer))?,
+                    ).map_err(rt::error::at(#layer))?,
                 ));
             }
         }
@@ -252,7 +252,7 @@ impl<'g> Generator<'g> {
             None => (
                 quote! {
                     /// Runs the network. The outputs borrow the network's arena until the next call.
-                    pub fn forward(&mut self, #forward_params) -> Result<#output_type, rt::model::ModelError> {
+                    pub fn forward(&mut self, #forward_params) -> Result<#output_type, rt::ModelError> {
                         #copy_inputs
                         #(#body)*
                         Ok(#output_expr)
@@ -303,7 +303,7 @@ impl<'g> Generator<'g> {
                 pub const WEIGHTS: &'static [rt::weights::WeightSpec<'static>] = &[#(#specs),*];
 
                 /// Loads the weights from a safetensors file, by name.
-                pub fn from_safetensors(path: impl AsRef<std::path::Path>) -> Result<Self, rt::model::ModelError> {
+                pub fn from_safetensors(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
                     let weights = rt::weights::read_safetensors(path.as_ref(), Self::WEIGHTS)?;
                     Self::from_weights(weights)
                 }
@@ -316,8 +316,8 @@ impl<'g> Generator<'g> {
 
                 /// Builds the network from weights in the order of [`Self::WEIGHTS`], packing them
                 /// for the kernels.
-                pub fn from_weights(weights: Vec<Vec<f32>>) -> Result<Self, rt::model::ModelError> {
-                    rt::model::check_weights(&weights, Self::WEIGHTS)?;
+                pub fn from_weights(weights: Vec<Vec<f32>>) -> Result<Self, rt::ModelError> {
+                    rt::arena::check_weights(&weights, Self::WEIGHTS)?;
                     let [#(#weight_bindings),*]: [Vec<f32>; #weight_count] =
                         weights.try_into().expect("check_weights checked the count");
                     #(#prepare)*
@@ -393,7 +393,7 @@ impl<'g> Generator<'g> {
             let range = range_tokens(slot.range());
             let arena = arena_field(ty.dtype);
             let shape = literal_list(&ty.shape);
-            quote!(rt::model::output_view(&self.#arena[#range], #shape))
+            quote!(rt::arena::output_view(&self.#arena[#range], #shape))
         };
         let view_type = |value: ir::Value, lifetime: TokenStream| {
             let ty = graph.ty(value);
@@ -447,7 +447,7 @@ impl<'g> Generator<'g> {
             let shape = literal_list(&ty.shape);
             let arena = arena_field(ty.dtype);
             let range = range_tokens(self.plan.slots[*value].expect("inputs have slots").range());
-            quote!(rt::model::copy_input(#name, #binding, &#shape, &mut self.#arena[#range])?;)
+            quote!(rt::arena::copy_input(#name, #binding, &#shape, &mut self.#arena[#range])?;)
         });
         quote!(#(#copies)*)
     }

@@ -71,7 +71,7 @@ impl Generator<'_> {
         );
         let output_range = pair_tokens(output_slot.range());
         let split = quote! {
-            let (output, [#(#split_names),*]) = rt::model::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
+            let (output, [#(#split_names),*]) = rt::arena::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
         };
         let call = self.call_code(node, data, &call, &names);
         quote! {
@@ -94,7 +94,7 @@ impl Generator<'_> {
         operands: &[syn::Ident],
     ) -> TokenStream {
         let layer = self.layer_name(data);
-        let at = quote!(.map_err(rt::model::at(#layer))?);
+        let at = quote!(.map_err(rt::error::at(#layer))?);
         let prepared = || self.field(&self.node_fields[&node]);
         let operand = |position: usize| &operands[position];
         let x = operand(0);
@@ -227,7 +227,7 @@ impl Generator<'_> {
                     let Some(rows) = #table.get(position * #dim..(position + #tokens) * #dim) else {
                         return Err(rt::KernelError::IndexOutOfRange {
                             operation: "position_embedding", index: #last, length: #table.len() / #dim,
-                        }).map_err(rt::model::at(#layer));
+                        }).map_err(rt::error::at(#layer));
                     };
                     output.copy_from_slice(rows);
                 }
@@ -282,16 +282,16 @@ impl Generator<'_> {
             }
             KernelCall::Affine { scale, shift } => {
                 let (scale, shift) = (f32_lit(*scale), f32_lit(*shift));
-                quote!(rt::model::affine(#x, output, #scale, #shift);)
+                quote!(k::elementwise::affine(#x, output, #scale, #shift);)
             }
             KernelCall::ElementwiseChain(steps) => {
                 let steps = steps.iter().map(ToRust::to_rust);
-                quote!(rt::model::elementwise_chain(#x, output, &[#(#steps),*])#at;)
+                quote!(k::elementwise::elementwise_chain(#x, output, &[#(#steps),*])#at;)
             }
             KernelCall::Copy => quote!(output.copy_from_slice(#x);),
             KernelCall::Permute { input_shape, perm } => {
                 let (shape, perm) = (literal_list(input_shape), literal_list(perm));
-                quote!(rt::model::permute(#x, &#shape, &#perm, output)#at;)
+                quote!(k::shape::permute_any_type(#x, &#shape, &#perm, output)#at;)
             }
             KernelCall::Concat { axis, shapes } => {
                 let axis = lit(*axis);
@@ -299,7 +299,7 @@ impl Generator<'_> {
                     let shape = literal_list(shape);
                     quote!((#operand, &#shape[..]))
                 });
-                quote!(rt::model::concat(&[#(#parts),*], #axis, output)#at;)
+                quote!(k::shape::concat_any_type(&[#(#parts),*], #axis, output)#at;)
             }
             KernelCall::Slice {
                 input_shape,
@@ -309,7 +309,7 @@ impl Generator<'_> {
             } => {
                 let shape = literal_list(input_shape);
                 let (axis, start, end) = (lit(*axis), lit(*start), lit(*end));
-                quote!(rt::model::slice(#x, &#shape, #axis, #start, #end, output)#at;)
+                quote!(k::shape::slice_axis_any_type(#x, &#shape, #axis, #start, #end, output)#at;)
             }
         }
     }
@@ -408,7 +408,7 @@ impl Generator<'_> {
         comment: &str,
     ) -> TokenStream {
         let layer = self.layer_name(data);
-        let at = quote!(.map_err(rt::model::at(#layer))?);
+        let at = quote!(.map_err(rt::error::at(#layer))?);
         let slot = self.plan.slots[data.outputs[0]].expect("node outputs have slots");
         let arena = arena_field(slot.dtype);
         let range = range_tokens(slot.range());
@@ -422,11 +422,11 @@ impl Generator<'_> {
             }
             KernelCall::Affine { scale, shift } => {
                 let (scale, shift) = (f32_lit(*scale), f32_lit(*shift));
-                quote!(rt::model::affine_in_place(&mut self.#arena[#range], #scale, #shift);)
+                quote!(k::elementwise::affine_in_place(&mut self.#arena[#range], #scale, #shift);)
             }
             KernelCall::ElementwiseChain(steps) => {
                 let steps = steps.iter().map(ToRust::to_rust);
-                quote!(rt::model::elementwise_chain_in_place(&mut self.#arena[#range], &[#(#steps),*]);)
+                quote!(k::elementwise::elementwise_chain_in_place(&mut self.#arena[#range], &[#(#steps),*]);)
             }
             KernelCall::BatchNorm { input_shape } => {
                 let prepared = self.field(&self.node_fields[&node]);
@@ -458,7 +458,7 @@ impl Generator<'_> {
                                 .expect("activations have slots")
                                 .range(),
                         );
-                        quote!(let (values, [other]) = rt::model::split_mut(&mut self.#arena, #pair, [#other_range]);)
+                        quote!(let (values, [other]) = rt::arena::split_mut(&mut self.#arena, #pair, [#other_range]);)
                     }
                 };
                 quote! {
@@ -489,7 +489,7 @@ impl Generator<'_> {
             }
             None => (lit(1), quote!(&[])),
         };
-        quote!(rt::model::SparsePattern {
+        quote!(k::attention::SparsePattern {
             window: #window, dilation: #dilation, global_tokens: &#global_tokens, strided: #strided,
             block_size: #block_size, block_mask: #block_mask,
         })

@@ -7,15 +7,13 @@
 
 use std::fmt::Debug;
 
-use nnc_runtime::kernels::activation::Activation;
-use nnc_runtime::kernels::attention::AttentionShape;
-use nnc_runtime::kernels::conv::{Conv1dOptions, Conv2dOptions};
-use nnc_runtime::kernels::elementwise::BinaryOp;
-use nnc_runtime::kernels::pool::{
-    AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions,
-};
-use nnc_runtime::kernels::rope::RopeConvention;
-use nnc_runtime::model::ElementwiseStep;
+use nnc_ops::Activation;
+use nnc_ops::AttentionShape;
+use nnc_ops::BinaryOp;
+use nnc_ops::ElementwiseStep;
+use nnc_ops::RopeConvention;
+use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
+use nnc_ops::{Conv1dOptions, Conv2dOptions};
 use proc_macro2::{Literal, Spacing, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 
@@ -58,11 +56,11 @@ impl ToRust for ElementwiseStep {
         match self {
             ElementwiseStep::Activation(activation) => {
                 let activation = activation.to_rust();
-                quote!(rt::model::ElementwiseStep::Activation(#activation))
+                quote!(k::elementwise::ElementwiseStep::Activation(#activation))
             }
             ElementwiseStep::Affine { scale, shift } => {
                 let (scale, shift) = (f32_lit(*scale), f32_lit(*shift));
-                quote!(rt::model::ElementwiseStep::Affine { scale: #scale, shift: #shift })
+                quote!(k::elementwise::ElementwiseStep::Affine { scale: #scale, shift: #shift })
             }
         }
     }

@@ -92,7 +92,7 @@ impl Generator<'_> {
     fn preparation_code(&self, data: &ir::NodeData, preparation: &Preparation) -> TokenStream {
         let at = {
             let layer = self.layer_name(data);
-            quote!(.map_err(rt::model::at(#layer))?)
+            quote!(.map_err(rt::error::at(#layer))?)
         };
         match preparation {
             Preparation::Linear {
@@ -169,7 +169,7 @@ impl Generator<'_> {
     fn packed_layer(
         &self,
         weights: &LayerWeights,
-        activation: Option<nnc_runtime::kernels::activation::Activation>,
+        activation: Option<nnc_ops::Activation>,
         at: &TokenStream,
         new: impl Fn(TokenStream, TokenStream) -> TokenStream,
     ) -> TokenStream {
@@ -193,7 +193,7 @@ impl Generator<'_> {
                 let eps = f32_lit(batch_norm.eps);
                 let new = new(quote!(&folded.weight), quote!(Some(&folded.bias)));
                 quote!({
-                    let folded = rt::model::fold_batch_norm(&#weight, #bias, &rt::model::BatchNormToFold {
+                    let folded = k::norm::fold_batch_norm(&#weight, #bias, &k::norm::BatchNormToFold {
                         weight: &#bn_weight, bias: &#bn_bias, mean: &#mean, variance: &#variance, eps: #eps,
                     })#at;
                     #new #at

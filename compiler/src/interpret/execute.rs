@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use nnc_runtime::kernels::{self, attention, conv, flash_attention, norm, pool, rope};
-use nnc_runtime::{KernelError, TensorRef, model};
+use nnc_runtime::{KernelError, TensorRef};
 
 use super::prepare::Prepared;
 use super::{Buffer, Interpreter};
@@ -226,10 +226,10 @@ impl Interpreter<'_> {
                 &mut output,
             )?,
             (KernelCall::Affine { scale, shift }, None) => {
-                model::affine(x(0), &mut output, *scale, *shift)
+                kernels::elementwise::affine(x(0), &mut output, *scale, *shift)
             }
             (KernelCall::ElementwiseChain(steps), None) => {
-                model::elementwise_chain(x(0), &mut output, steps)?
+                kernels::elementwise::elementwise_chain(x(0), &mut output, steps)?
             }
             (
                 KernelCall::Copy
@@ -335,7 +335,7 @@ fn conv_through_nchw(
     workspace: &mut conv::ConvWorkspace,
 ) -> Result<(), KernelError> {
     let mut nchw_input = vec![0.0; input.len()];
-    model::permute(
+    kernels::shape::permute_any_type(
         input,
         &[batch, height, width, channels],
         &[0, 3, 1, 2],
@@ -346,7 +346,7 @@ fn conv_through_nchw(
     let mut nchw_output = vec![0.0; output.len()];
     if let Some(residual) = residual {
         let mut nchw_residual = vec![0.0; residual.len()];
-        model::permute(
+        kernels::shape::permute_any_type(
             residual,
             &[batch, out_h, out_w, out_channels],
             &[0, 3, 1, 2],
@@ -362,7 +362,7 @@ fn conv_through_nchw(
     } else {
         conv.forward(&nchw_input, nchw_shape, &mut nchw_output, workspace)?;
     }
-    model::permute(
+    kernels::shape::permute_any_type(
         &nchw_output,
         &[batch, out_channels, out_h, out_w],
         &[0, 2, 3, 1],

@@ -3,7 +3,6 @@
 
 use nnc_runtime::KernelError;
 use nnc_runtime::kernels::{conv, linear::PackedLinear, norm, rope};
-use nnc_runtime::model;
 
 use super::Interpreter;
 use crate::kernel_call::{BatchNormWeights, LayerWeights, Preparation};
@@ -93,14 +92,14 @@ impl Interpreter<'_> {
             variance,
             eps,
         } = batch_norm;
-        let batch_norm = model::BatchNormToFold {
+        let batch_norm = norm::BatchNormToFold {
             weight: self.param(bn_weight),
             bias: self.param(bn_bias),
             mean: self.param(mean),
             variance: self.param(variance),
             eps,
         };
-        let folded = model::fold_batch_norm(weight, bias, &batch_norm)?;
+        let folded = norm::fold_batch_norm(weight, bias, &batch_norm)?;
         Ok((folded.weight, Some(folded.bias)))
     }
 

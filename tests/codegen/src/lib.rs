@@ -30,9 +30,7 @@ impl<'a> Input<'a> {
 }
 
 /// Builds a model from weights and runs it on inputs.
-pub type Runner = fn(
-    Vec<Vec<f32>>,
-    &[Input<'_>],
-) -> Result<Vec<ndarray::ArrayD<f32>>, nnc::runtime::model::ModelError>;
+pub type Runner =
+    fn(Vec<Vec<f32>>, &[Input<'_>]) -> Result<Vec<ndarray::ArrayD<f32>>, nnc::runtime::ModelError>;
 
 include!(concat!(env!("OUT_DIR"), "/models.rs"));
