@@ -253,36 +253,6 @@ pub struct BatchNormWeights {
     pub eps: f32,
 }
 
-/// The runtime's activation for the IR's.
-pub fn runtime_activation(activation: ir::Activation) -> Activation {
-    match activation {
-        ir::Activation::Relu => Activation::Relu,
-        ir::Activation::Relu6 => Activation::Relu6,
-        ir::Activation::LeakyRelu { negative_slope } => Activation::LeakyRelu { negative_slope },
-        ir::Activation::Sigmoid => Activation::Sigmoid,
-        ir::Activation::Tanh => Activation::Tanh,
-        ir::Activation::Silu => Activation::Silu,
-        ir::Activation::HardSwish => Activation::HardSwish,
-        ir::Activation::HardSigmoid => Activation::HardSigmoid,
-        ir::Activation::Gelu {
-            tanh_approximation: false,
-        } => Activation::Gelu,
-        ir::Activation::Gelu {
-            tanh_approximation: true,
-        } => Activation::GeluTanh,
-    }
-}
-
-/// The runtime's binary operation for the IR's.
-pub fn runtime_binary_op(op: ir::BinaryOp) -> BinaryOp {
-    match op {
-        ir::BinaryOp::Add => BinaryOp::Add,
-        ir::BinaryOp::Sub => BinaryOp::Sub,
-        ir::BinaryOp::Mul => BinaryOp::Mul,
-        ir::BinaryOp::Div => BinaryOp::Div,
-    }
-}
-
 /// The call `node` of `graph` makes at `site`.
 pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall {
     let input_shape = &graph.ty(node.inputs[0]).shape;
@@ -466,10 +436,7 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
             }),
             all_operands,
         ),
-        Op::Activation(activation) => (
-            KernelCall::Activation(runtime_activation(*activation)),
-            all_operands,
-        ),
+        Op::Activation(activation) => (KernelCall::Activation(*activation), all_operands),
         Op::Softmax { axis } => (
             KernelCall::Softmax {
                 shape: input_shape.clone(),
@@ -491,13 +458,7 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
                     b_shape: b_shape.clone(),
                 }
             };
-            (
-                KernelCall::Binary {
-                    op: runtime_binary_op(*op),
-                    form,
-                },
-                all_operands,
-            )
+            (KernelCall::Binary { op: *op, form }, all_operands)
         }
         Op::Affine { scale, shift } => (
             KernelCall::Affine {
@@ -506,22 +467,7 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
             },
             all_operands,
         ),
-        Op::ElementwiseChain(steps) => (
-            KernelCall::ElementwiseChain(
-                steps
-                    .iter()
-                    .map(|step| match *step {
-                        ir::ElementwiseStep::Activation(activation) => {
-                            ElementwiseStep::Activation(runtime_activation(activation))
-                        }
-                        ir::ElementwiseStep::Affine { scale, shift } => {
-                            ElementwiseStep::Affine { scale, shift }
-                        }
-                    })
-                    .collect(),
-            ),
-            all_operands,
-        ),
+        Op::ElementwiseChain(steps) => (KernelCall::ElementwiseChain(steps.clone()), all_operands),
         Op::Reshape { .. } => (KernelCall::Copy, all_operands),
         Op::Transpose { perm } => (
             KernelCall::Permute {
@@ -574,12 +520,12 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 out_features,
                 in_features,
                 weights: layer_weights(node, *bias, epilogue),
-                activation: epilogue.activation.map(runtime_activation),
+                activation: epilogue.activation,
             })
         }
         Op::Conv(attrs) => {
             let weights = layer_weights(node, attrs.bias, &attrs.epilogue);
-            let activation = attrs.epilogue.activation.map(runtime_activation);
+            let activation = attrs.epilogue.activation;
             Some(if attrs.kernel.len() == 1 {
                 Preparation::Conv1d {
                     weight_shape: dims(weight_shape(1)),

@@ -37,6 +37,24 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// One activation of every variant (both GELUs: their FLOPs differ), for tests and
+    /// documentation checks that must cover every activation. A variant missing here is caught by
+    /// the exhaustive match in this file's tests.
+    pub const ALL: [Activation; 10] = [
+        Activation::Relu,
+        Activation::Relu6,
+        Activation::LeakyRelu {
+            negative_slope: 0.01,
+        },
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Silu,
+        Activation::HardSwish,
+        Activation::HardSigmoid,
+        Activation::Gelu,
+        Activation::GeluTanh,
+    ];
+
     /// The name of the activation in `.nn` files. Both GELUs are `gelu`: the tanh approximation
     /// is an argument of that built-in, not a name of its own.
     pub fn name(self) -> &'static str {
@@ -51,6 +69,33 @@ impl Activation {
             Activation::HardSigmoid => "hard_sigmoid",
             Activation::Gelu => "gelu",
             Activation::GeluTanh => "gelu",
+        }
+    }
+
+    /// FLOPs per element, transcendental functions (`exp`, `tanh`, `erf`) counted as one FLOP
+    /// each, as nnc's `docs/cost-model.md` states.
+    pub fn flops_per_element(self) -> u64 {
+        match self {
+            // max(x, 0)
+            Activation::Relu => 1,
+            // min(max(x, 0), 6)
+            Activation::Relu6 => 2,
+            // compare, multiply
+            Activation::LeakyRelu { .. } => 2,
+            // negate, exp, add 1, divide
+            Activation::Sigmoid => 4,
+            Activation::Tanh => 1,
+            // sigmoid, then multiply by x
+            Activation::Silu => 5,
+            // add 3, max, min, divide by 6
+            Activation::HardSigmoid => 4,
+            // hard sigmoid, then multiply by x
+            Activation::HardSwish => 5,
+            // x * 0.5 * (1 + erf(x / sqrt 2)): multiply, erf, add, multiply, multiply
+            Activation::Gelu => 5,
+            // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x³))): x³ (2), ×c (1), + x (1), ×sqrt(2/pi) (1),
+            // tanh (1), + 1 (1), × 0.5 (1), × x (1)
+            Activation::GeluTanh => 9,
         }
     }
 
@@ -134,20 +179,31 @@ pub fn gelu_tanh(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    const ALL: [Activation; 10] = [
-        Activation::Relu,
-        Activation::Relu6,
-        Activation::LeakyRelu {
-            negative_slope: 0.01,
-        },
-        Activation::Sigmoid,
-        Activation::Tanh,
-        Activation::Silu,
-        Activation::HardSwish,
-        Activation::HardSigmoid,
-        Activation::Gelu,
-        Activation::GeluTanh,
-    ];
+    const ALL: [Activation; 10] = Activation::ALL;
+
+    // This match fails to compile when a variant is added: a reminder to list it in `ALL`.
+    fn is_listed(activation: Activation) -> bool {
+        match activation {
+            Activation::Relu
+            | Activation::Relu6
+            | Activation::LeakyRelu { .. }
+            | Activation::Sigmoid
+            | Activation::Tanh
+            | Activation::Silu
+            | Activation::HardSwish
+            | Activation::HardSigmoid
+            | Activation::Gelu
+            | Activation::GeluTanh => ALL.contains(&activation),
+        }
+    }
+
+    #[test]
+    fn every_variant_is_listed_and_costs_flops() {
+        for activation in ALL {
+            assert!(is_listed(activation), "{activation:?}");
+            assert!(activation.flops_per_element() >= 1, "{activation:?}");
+        }
+    }
 
     #[test]
     fn names_are_the_nn_built_ins() {

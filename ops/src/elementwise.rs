@@ -13,6 +13,16 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// Every binary operation.
+    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+
+    /// FLOPs per output element: one arithmetic operation.
+    pub fn flops_per_element(self) -> u64 {
+        match self {
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => 1,
+        }
+    }
+
     /// The name of the operation in `.nn` files and printed IR.
     pub fn name(self) -> &'static str {
         match self {

@@ -92,9 +92,7 @@ impl fmt::Display for DisplayAttrs<'_> {
             Op::Activation(Activation::LeakyRelu { negative_slope }) => {
                 push("negative_slope", float(*negative_slope));
             }
-            Op::Activation(Activation::Gelu {
-                tanh_approximation: true,
-            }) => {
+            Op::Activation(Activation::GeluTanh) => {
                 push("approximate", "\"tanh\"".to_string());
             }
             Op::Activation(_) => {}
@@ -149,9 +147,7 @@ fn activation_text(activation: Activation) -> String {
         Activation::LeakyRelu { negative_slope } => {
             format!("leaky_relu({})", float(negative_slope))
         }
-        Activation::Gelu {
-            tanh_approximation: true,
-        } => "gelu_tanh".to_string(),
+        Activation::GeluTanh => "gelu_tanh".to_string(),
         other => other.name().to_string(),
     }
 }

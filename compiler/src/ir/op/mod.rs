@@ -12,12 +12,13 @@
 mod display;
 mod kind;
 mod properties;
-mod vocabulary;
 
 pub use display::DisplayAttrs;
 pub use kind::OpKind;
+/// The elementwise vocabulary is shared with the runtime: one definition of each activation and
+/// binary operation, with its name and FLOPs, in the `nnc-ops` crate.
+pub use nnc_ops::{Activation, BinaryOp, ElementwiseStep};
 pub use properties::{InPlaceRule, OpCategory, PreparedState};
-pub use vocabulary::{Activation, BinaryOp};
 
 /// What a conv or linear layer applies to its output before writing it, set by the fusion
 /// passes. Without them it is empty.
@@ -33,17 +34,6 @@ pub struct Epilogue {
     pub residual: bool,
     /// An activation applied while the output is still in cache.
     pub activation: Option<Activation>,
-}
-
-/// One step of a fused elementwise chain.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum ElementwiseStep {
-    Activation(Activation),
-    /// `x * scale + shift`.
-    Affine {
-        scale: f32,
-        shift: f32,
-    },
 }
 
 /// Attributes of a convolution over `kernel.len()` (1 or 2) spatial dimensions.

@@ -24,9 +24,9 @@ pub(super) fn leaky_relu(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
 /// `gelu(x, approximate = "none")`, or `"tanh"` for the tanh approximation.
 pub(super) fn gelu(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
     let approximate = cx.string("approximate", Some("none"))?;
-    let tanh_approximation = match approximate.as_str() {
-        "none" => false,
-        "tanh" => true,
+    let gelu = match approximate.as_str() {
+        "none" => Activation::Gelu,
+        "tanh" => Activation::GeluTanh,
         other => {
             return Err(cx.error(
                 "approximate",
@@ -35,7 +35,7 @@ pub(super) fn gelu(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             ));
         }
     };
-    activation(cx, Activation::Gelu { tanh_approximation })
+    activation(cx, gelu)
 }
 
 /// `softmax(x, dim = -1)`.
