@@ -102,19 +102,74 @@ impl Activation {
     /// The activation of one value.
     #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
+        struct One(f32);
+        impl ScalarMap for One {
+            type Output = f32;
+            #[inline(always)]
+            fn map(self, function: impl Fn(f32) -> f32 + Copy) -> f32 {
+                function(self.0)
+            }
+        }
+        self.with_scalar_function(One(x))
+    }
+
+    /// Hands this activation's scalar function to `map`. Each activation's function is a type of
+    /// its own, so the caller's loop is compiled once per activation, and vectorised: this is the
+    /// only place that dispatches on the activation, and the runtime's slice kernels go through it.
+    #[inline(always)]
+    pub fn with_scalar_function<M: ScalarMap>(self, map: M) -> M::Output {
         match self {
-            Activation::Relu => relu(x),
-            Activation::Relu6 => relu6(x),
-            Activation::LeakyRelu { negative_slope } => leaky_relu(x, negative_slope),
-            Activation::Sigmoid => sigmoid(x),
-            Activation::Tanh => math::tanh(x),
-            Activation::Silu => silu(x),
-            Activation::HardSwish => hard_swish(x),
-            Activation::HardSigmoid => hard_sigmoid(x),
-            Activation::Gelu => gelu(x),
-            Activation::GeluTanh => gelu_tanh(x),
+            Activation::Relu => map.map(relu),
+            Activation::Relu6 => map.map(relu6),
+            Activation::LeakyRelu { negative_slope } => {
+                map.map(move |x| leaky_relu(x, negative_slope))
+            }
+            Activation::Sigmoid => map.map(sigmoid),
+            Activation::Tanh => map.map(math::tanh),
+            Activation::Silu => map.map(silu),
+            Activation::HardSwish => map.map(hard_swish),
+            Activation::HardSigmoid => map.map(hard_sigmoid),
+            Activation::Gelu => map.map(gelu),
+            Activation::GeluTanh => map.map(gelu_tanh),
         }
     }
+
+    /// The activation of one value by its textbook formula, computed in `f64`: the reference the
+    /// tests hold every kernel to. It shares no code with the `f32` functions.
+    pub fn reference(self, x: f32) -> f32 {
+        let x = x as f64;
+        let relu6 = |x: f64| x.clamp(0.0, 6.0);
+        let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+        let value = match self {
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => relu6(x),
+            Activation::LeakyRelu { negative_slope } => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    x * negative_slope as f64
+                }
+            }
+            Activation::Sigmoid => sigmoid(x),
+            Activation::Tanh => x.tanh(),
+            Activation::Silu => x * sigmoid(x),
+            Activation::HardSwish => x * relu6(x + 3.0) / 6.0,
+            Activation::HardSigmoid => relu6(x + 3.0) / 6.0,
+            Activation::Gelu => 0.5 * x * (1.0 + math::erf_f64(x / std::f64::consts::SQRT_2)),
+            Activation::GeluTanh => {
+                let beta = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (beta * (x + 0.044715 * x * x * x)).tanh())
+            }
+        };
+        value as f32
+    }
+}
+
+/// A computation over data that takes a scalar function: the runtime's vectorised loops over
+/// slices, or one value in [`Activation::apply`]. See [`Activation::with_scalar_function`].
+pub trait ScalarMap {
+    type Output;
+    fn map(self, function: impl Fn(f32) -> f32 + Copy) -> Self::Output;
 }
 
 /// `max(x, 0)`, written so that NaN passes through, as in PyTorch.

@@ -52,64 +52,13 @@ pub fn linear(
     y
 }
 
-/// The activation of one value, computed in `f64`.
+/// The activation of one value, computed in `f64` (the definition is
+/// [`Activation::reference`], beside the activation's own).
 pub fn activation(x: f32, activation: Activation) -> f32 {
-    let x = x as f64;
-    let relu6 = |x: f64| x.clamp(0.0, 6.0);
-    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let value = match activation {
-        Activation::Relu => x.max(0.0),
-        Activation::Relu6 => relu6(x),
-        Activation::LeakyRelu { negative_slope } => {
-            if x >= 0.0 {
-                x
-            } else {
-                x * negative_slope as f64
-            }
-        }
-        Activation::Sigmoid => sigmoid(x),
-        Activation::Tanh => x.tanh(),
-        Activation::Silu => x * sigmoid(x),
-        Activation::HardSwish => x * relu6(x + 3.0) / 6.0,
-        Activation::HardSigmoid => relu6(x + 3.0) / 6.0,
-        Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
-        Activation::GeluTanh => {
-            let beta = (2.0 / std::f64::consts::PI).sqrt();
-            0.5 * x * (1.0 + (beta * (x + 0.044715 * x * x * x)).tanh())
-        }
-    };
-    value as f32
+    activation.reference(x)
 }
 
-/// The error function in `f64` (about 1e-13 absolute): its Maclaurin series below 2.5, the
-/// continued fraction of `erfc` above.
-pub fn erf(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    let magnitude = x.abs();
-    if magnitude < 2.5 {
-        let mut term = x;
-        let mut sum = x;
-        let square = x * x;
-        for n in 1..200 {
-            term *= -square / n as f64;
-            let contribution = term / (2 * n + 1) as f64;
-            sum += contribution;
-            if contribution.abs() < 1e-17 * sum.abs() {
-                break;
-            }
-        }
-        return sum * 2.0 / std::f64::consts::PI.sqrt();
-    }
-    // erfc(x) = e^{-x^2} / sqrt(pi) / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...)))).
-    let mut fraction = magnitude;
-    for n in (1..=80).rev() {
-        fraction = magnitude + (n as f64 / 2.0) / fraction;
-    }
-    let complement = (-magnitude * magnitude).exp() / std::f64::consts::PI.sqrt() / fraction;
-    (1.0 - complement).copysign(x)
-}
+pub use nnc_ops::math::erf_f64 as erf;
 
 /// The global mean (or maximum) over the spatial axes of an `[N, C, *]` tensor, `[N, C]`.
 pub fn global_pool(input: &[f32], shape: &[usize], maximum: bool) -> Vec<f32> {

@@ -2,20 +2,7 @@ use super::*;
 use crate::reference;
 use proptest::prelude::*;
 
-const ALL: [Activation; 10] = [
-    Activation::Relu,
-    Activation::Relu6,
-    Activation::LeakyRelu {
-        negative_slope: 0.01,
-    },
-    Activation::Sigmoid,
-    Activation::Tanh,
-    Activation::Silu,
-    Activation::HardSwish,
-    Activation::HardSigmoid,
-    Activation::Gelu,
-    Activation::GeluTanh,
-];
+const ALL: [Activation; Activation::ALL.len()] = Activation::ALL;
 
 fn activations() -> impl Strategy<Value = Activation> {
     prop::sample::select(ALL.to_vec())
