@@ -34,13 +34,15 @@ pub enum Activation {
     /// GELU's tanh approximation: `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`
     /// (`approximate="tanh"`).
     GeluTanh,
+    /// `ln(1 + e^x)`, a smooth ReLU (`torch.nn.Softplus` with `beta = 1`).
+    Softplus,
 }
 
 impl Activation {
     /// One activation of every variant (both GELUs: their FLOPs differ), for tests and
     /// documentation checks that must cover every activation. A variant missing here is caught by
     /// the exhaustive match in this file's tests.
-    pub const ALL: [Activation; 10] = [
+    pub const ALL: [Activation; 11] = [
         Activation::Relu,
         Activation::Relu6,
         Activation::LeakyRelu {
@@ -53,6 +55,7 @@ impl Activation {
         Activation::HardSigmoid,
         Activation::Gelu,
         Activation::GeluTanh,
+        Activation::Softplus,
     ];
 
     /// The name of the activation in `.nn` files. Both GELUs are `gelu`: the tanh approximation
@@ -69,6 +72,7 @@ impl Activation {
             Activation::HardSigmoid => "hard_sigmoid",
             Activation::Gelu => "gelu",
             Activation::GeluTanh => "gelu",
+            Activation::Softplus => "softplus",
         }
     }
 
@@ -96,6 +100,8 @@ impl Activation {
             // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x³))): x³ (2), ×c (1), + x (1), ×sqrt(2/pi) (1),
             // tanh (1), + 1 (1), × 0.5 (1), × x (1)
             Activation::GeluTanh => 9,
+            // max(x, 0) + ln(1 + e^-|x|): abs, negate, exp, add 1, ln, max, add
+            Activation::Softplus => 7,
         }
     }
 
@@ -131,6 +137,7 @@ impl Activation {
             Activation::HardSigmoid => map.map(hard_sigmoid),
             Activation::Gelu => map.map(gelu),
             Activation::GeluTanh => map.map(gelu_tanh),
+            Activation::Softplus => map.map(softplus),
         }
     }
 
@@ -160,6 +167,9 @@ impl Activation {
                 let beta = (2.0 / std::f64::consts::PI).sqrt();
                 0.5 * x * (1.0 + (beta * (x + 0.044715 * x * x * x)).tanh())
             }
+            // e^x overflows f64 only past 709, where ln(1 + e^x) is x to the last bit.
+            Activation::Softplus if x > 700.0 => x,
+            Activation::Softplus => x.exp().ln_1p(),
         };
         value as f32
     }
@@ -221,6 +231,13 @@ pub fn gelu(x: f32) -> f32 {
     x * 0.5 * (1.0 + math::erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// `ln(1 + e^x)`, as `max(x, 0) + ln(1 + e^-|x|)` so that it neither overflows for large `x`
+/// nor loses the small values of very negative `x`.
+#[inline(always)]
+pub fn softplus(x: f32) -> f32 {
+    x.max(0.0) + math::exp(-x.abs()).ln_1p()
+}
+
 /// GELU's tanh approximation.
 #[inline(always)]
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -234,7 +251,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    const ALL: [Activation; 10] = Activation::ALL;
+    const ALL: [Activation; 11] = Activation::ALL;
 
     // This match fails to compile when a variant is added: a reminder to list it in `ALL`.
     fn is_listed(activation: Activation) -> bool {
@@ -248,7 +265,8 @@ mod tests {
             | Activation::HardSwish
             | Activation::HardSigmoid
             | Activation::Gelu
-            | Activation::GeluTanh => ALL.contains(&activation),
+            | Activation::GeluTanh
+            | Activation::Softplus => ALL.contains(&activation),
         }
     }
 
@@ -275,7 +293,8 @@ mod tests {
                 "hard_swish",
                 "hard_sigmoid",
                 "gelu",
-                "gelu"
+                "gelu",
+                "softplus"
             ]
         );
     }

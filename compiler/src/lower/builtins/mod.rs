@@ -263,6 +263,12 @@ const BUILTINS: &[Builtin] = &[
         lower: |cx| activation(cx, Activation::HardSigmoid),
     },
     Builtin {
+        name: "softplus",
+        params: X,
+        aliases: &[],
+        lower: |cx| activation(cx, Activation::Softplus),
+    },
+    Builtin {
         name: "gelu",
         params: &["x", "approximate"],
         aliases: &["gelu"],
