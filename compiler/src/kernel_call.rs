@@ -565,7 +565,27 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 positions: site.max_context.unwrap_or(input_shape[1]),
             })
         }
-        _ => None,
+        // Listed one by one, so that a new op must say whether it prepares anything.
+        Op::MatMul
+        | Op::MaxPool(_)
+        | Op::AvgPool(_)
+        | Op::GlobalAvgPool
+        | Op::GlobalMaxPool
+        | Op::LayerNorm { .. }
+        | Op::RmsNorm { .. }
+        | Op::Embedding
+        | Op::PositionEmbedding
+        | Op::Attention(_)
+        | Op::Activation(_)
+        | Op::Softmax { .. }
+        | Op::Binary(_)
+        | Op::Affine { .. }
+        | Op::ElementwiseChain(_)
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Select { .. } => None,
     }
 }
 
