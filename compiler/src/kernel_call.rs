@@ -512,6 +512,8 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
 /// What `node` of `graph` prepares from its weights at load time, if anything. Its weights are
 /// then consumed: the node's call reads only its first input (and a fused residual).
 pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Preparation> {
+    // Whether a node prepares anything is an op property; this says only what it prepares.
+    node.op.prepared_state()?;
     let weight_shape = |position: usize| &graph.ty(node.inputs[position]).shape;
     match &node.op {
         Op::Linear { bias, epilogue } => {
@@ -565,27 +567,7 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 positions: site.max_context.unwrap_or(input_shape[1]),
             })
         }
-        // Listed one by one, so that a new op must say whether it prepares anything.
-        Op::MatMul
-        | Op::MaxPool(_)
-        | Op::AvgPool(_)
-        | Op::GlobalAvgPool
-        | Op::GlobalMaxPool
-        | Op::LayerNorm { .. }
-        | Op::RmsNorm { .. }
-        | Op::Embedding
-        | Op::PositionEmbedding
-        | Op::Attention(_)
-        | Op::Activation(_)
-        | Op::Softmax { .. }
-        | Op::Binary(_)
-        | Op::Affine { .. }
-        | Op::ElementwiseChain(_)
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Concat { .. }
-        | Op::Slice { .. }
-        | Op::Select { .. } => None,
+        other => unreachable!("preparation: {} has no prepared state", other.name()),
     }
 }
 
