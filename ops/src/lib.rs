@@ -24,7 +24,7 @@ pub mod pool;
 pub mod rope;
 
 pub use activation::Activation;
-pub use attention::AttentionShape;
+pub use attention::{AttentionShape, SparsePattern};
 pub use conv::{Conv1dOptions, Conv2dOptions};
 pub use elementwise::{BinaryOp, ElementwiseStep};
 pub use pool::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};

@@ -484,8 +484,8 @@ impl Generator<'_> {
         let global_tokens = literal_list(&pattern.global_tokens);
         let (block_size, block_mask) = match &pattern.block_mask {
             Some(blocks) => {
-                let flat: Vec<bool> = blocks.mask.iter().flatten().copied().collect();
-                (lit(blocks.block_size), quote!(&[#(#flat),*]))
+                let mask = &blocks.mask;
+                (lit(blocks.block_size), quote!(&[#(#mask),*]))
             }
             None => (lit(1), quote!(&[])),
         };

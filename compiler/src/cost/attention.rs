@@ -93,7 +93,7 @@ fn mark_row(pattern: &SparsePattern, query: usize, row: &mut Bitset) {
 fn mark_blocks(pattern: &SparsePattern, query: usize, row: &mut Bitset) {
     if let Some(blocks) = &pattern.block_mask {
         let block_size = blocks.block_size.max(1);
-        if let Some(mask_row) = blocks.mask.get(query / block_size) {
+        if let Some(mask_row) = blocks.rows().nth(query / block_size) {
             for (column, &keep) in mask_row.iter().enumerate() {
                 if keep {
                     let start = column.saturating_mul(block_size);
@@ -201,9 +201,12 @@ mod tests {
             .prop_map(|(window, dilation, global_tokens, strided, blocks)| {
                 let block_mask = blocks.map(|(block_size, bits)| {
                     let side = (bits.len() as f64).sqrt().ceil() as usize;
+                    let mut mask = bits;
+                    mask.resize(side * side, false);
                     BlockMask {
                         block_size,
-                        mask: bits.chunks(side).map(<[bool]>::to_vec).collect(),
+                        blocks_per_row: side,
+                        mask,
                     }
                 });
                 SparsePattern {

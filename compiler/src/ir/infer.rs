@@ -628,7 +628,7 @@ fn attention_output(attention: &AttentionAttrs, inputs: &[&TensorType]) -> Resul
     }
     if let Some(block_mask) = &attention.pattern.block_mask {
         let needed = q.shape[1].max(keys).div_ceil(block_mask.block_size);
-        if block_mask.mask.len() < needed || block_mask.mask.iter().any(|row| row.len() < needed) {
+        if block_mask.blocks_per_row < needed {
             return Err(ShapeError::new(
                 Culprit::Attr("block_mask"),
                 format!(

@@ -75,8 +75,7 @@ impl fmt::Display for DisplayAttrs<'_> {
                 if let Some(block_mask) = &pattern.block_mask {
                     push("block_size", block_mask.block_size.to_string());
                     let rows: Vec<String> = block_mask
-                        .mask
-                        .iter()
+                        .rows()
                         .map(|row| {
                             row.iter()
                                 .map(|&keep| if keep { '1' } else { '0' })

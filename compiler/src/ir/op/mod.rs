@@ -67,11 +67,20 @@ pub struct PoolAttrs {
     pub count_include_pad: bool,
 }
 
-/// An explicit block-sparsity mask: query block `i` sees key block `j` where `mask[i][j]`.
+/// An explicit block-sparsity mask: query block `i` sees key block `j` where
+/// `mask[i * blocks_per_row + j]`. It is square: `mask.len() == blocks_per_row²`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlockMask {
     pub block_size: usize,
-    pub mask: Vec<Vec<bool>>,
+    pub blocks_per_row: usize,
+    pub mask: Vec<bool>,
+}
+
+impl BlockMask {
+    /// The mask's rows, one per query block.
+    pub fn rows(&self) -> impl Iterator<Item = &[bool]> {
+        self.mask.chunks(self.blocks_per_row.max(1))
+    }
 }
 
 /// Which (query, key) pairs an attention may look at, before the causal mask.
@@ -94,31 +103,26 @@ pub struct SparsePattern {
 }
 
 impl SparsePattern {
-    /// Whether query position `query` may attend to key position `key`, before the causal mask.
-    /// This is the definition of the pattern; every kernel must agree with it.
+    /// Whether query position `query` may attend to key position `key`, before the causal mask:
+    /// the definition of `nnc_ops::SparsePattern::allows`, which every kernel agrees with.
     pub fn allows(&self, query: usize, key: usize) -> bool {
-        if self.is_dense() {
-            return true;
+        self.view().allows(query, key)
+    }
+
+    /// The pattern as the runtime's kernels and generated code take it, borrowing its lists.
+    pub fn view(&self) -> nnc_ops::SparsePattern<'_> {
+        let (block_size, block_mask) = match &self.block_mask {
+            Some(blocks) => (blocks.block_size, blocks.mask.as_slice()),
+            None => (1, &[][..]),
+        };
+        nnc_ops::SparsePattern {
+            window: self.window,
+            dilation: self.dilation,
+            global_tokens: &self.global_tokens,
+            strided: self.strided,
+            block_size,
+            block_mask,
         }
-        let distance = query.abs_diff(key);
-        let in_window = self.window.is_some_and(|window| {
-            let dilation = self.dilation.max(1);
-            distance < window.saturating_mul(dilation) && distance.is_multiple_of(dilation)
-        });
-        let global = self.global_tokens.contains(&query) || self.global_tokens.contains(&key);
-        let strided = self
-            .strided
-            .is_some_and(|stride| distance < stride || distance.is_multiple_of(stride));
-        let in_block = self.block_mask.as_ref().is_some_and(|blocks| {
-            let (row, column) = (query / blocks.block_size, key / blocks.block_size);
-            blocks
-                .mask
-                .get(row)
-                .and_then(|row| row.get(column))
-                .copied()
-                .unwrap_or(false)
-        });
-        in_window || global || strided || in_block
     }
 
     /// Whether the pattern keeps every pair.

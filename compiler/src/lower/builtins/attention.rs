@@ -86,10 +86,14 @@ pub(super) fn attention(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
                 Some("add `block_size = 64`, the side of each block"),
             ));
         }
-        (true, Some(block_size)) => Some(BlockMask {
-            block_size,
-            mask: cx.bool_matrix("block_mask")?,
-        }),
+        (true, Some(block_size)) => {
+            let rows = cx.bool_matrix("block_mask")?;
+            Some(BlockMask {
+                block_size,
+                blocks_per_row: rows.len(),
+                mask: rows.concat(),
+            })
+        }
     };
     let kv_cache = cx.optional_positive("kv_cache")?;
     if let Some(max_context) = kv_cache
