@@ -19,13 +19,15 @@
 //! - [`decoding`] and [`decoder`]: which networks are decoders, and their step, prefill and
 //!   generation API;
 //! - [`tokens`]: small token helpers and [`ToRust`](tokens::ToRust) for runtime values;
-//! - [`memory`]: the arena plan.
+//! - [`memory`]: the arena plan;
+//! - [`repeat`]: runs of identical consecutive layers, which the code rolls into loops.
 
 mod decoder;
 mod decoding;
 pub mod memory;
 mod network;
 mod node;
+pub mod repeat;
 mod tokens;
 mod weights;
 
