@@ -47,7 +47,10 @@ block layer(x) {
     h = layer_norm(x) as ln_1
     x = x + attention(h, h, h, heads = 4) as attn
     h = layer_norm(x) as ln_2
-    return x + linear(gelu(linear(h, 64) as fc_in), 32) as fc_out
+    h = linear(h, 64) as fc_in
+    h = gelu(h)
+    h = linear(h, 32) as fc_out
+    return x + h
 }
 
 network encoder(x: f32[batch, seq, 32]) -> (y: f32[batch, seq, 32]) where batch = 1, seq = 8 {

@@ -356,7 +356,10 @@ pub fn plan_rolled(graph: &Graph, pinned: &[Value], runs: &[Run]) -> RolledPlan 
             .iter()
             .flat_map(|run| run.carried.iter())
             .filter(|(entering, produced)| {
-                plan.group[*entering] != plan.group[*produced] && !copied.contains(entering)
+                let entering_slot = runs
+                    .iter()
+                    .fold(*entering, |value, run| run.representative(graph, value));
+                plan.group[entering_slot] != plan.group[*produced] && !copied.contains(entering)
             })
             .map(|(entering, _)| *entering)
             .collect();
@@ -443,7 +446,9 @@ fn rolled_ranges(
                     .carried
                     .iter()
                     .any(|(entering, _)| *entering == input && !copied.contains(entering));
+                // A value from before the run may be a later iteration's of an earlier run.
                 if from_before && !carried_in_place {
+                    let input = representative(input);
                     last_use[input] = last_use[input].max(body_end);
                 }
             }
