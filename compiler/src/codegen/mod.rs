@@ -20,7 +20,8 @@
 //!   generation API;
 //! - [`tokens`]: small token helpers and [`ToRust`](tokens::ToRust) for runtime values;
 //! - [`memory`]: the arena plan;
-//! - [`repeat`]: runs of identical consecutive layers, which the code rolls into loops.
+//! - [`repeat`] and [`rolled`]: runs of identical consecutive layers, and their emission as one
+//!   loop over an array of layer structs.
 
 mod decoder;
 mod decoding;
@@ -28,6 +29,7 @@ pub mod memory;
 mod network;
 mod node;
 pub mod repeat;
+mod rolled;
 mod tokens;
 mod weights;
 

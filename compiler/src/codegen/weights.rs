@@ -14,9 +14,10 @@ use crate::kernel_call::{self, BatchNormWeights, ConvLayout, LayerWeights, Prepa
 pub(super) struct WeightsCode {
     /// A `WeightSpec` per param, in param order.
     pub(super) specs: Vec<TokenStream>,
-    /// `let field = ...;` per prepared node.
+    /// `let field = ...;` per prepared node outside rolled runs (a run's are in its layer loop).
     pub(super) prepare: Vec<TokenStream>,
-    /// The struct's raw weight fields, each initialized by its same-named local.
+    /// The struct's raw weight fields outside rolled runs, each initialized by its same-named
+    /// local.
     pub(super) raw_field_inits: Vec<syn::Ident>,
 }
 
@@ -62,36 +63,52 @@ impl Generator<'_> {
         let prepare = graph
             .nodes
             .iter()
-            .filter_map(|(node, data)| {
-                let field = self.node_fields.get(&node)?;
-                let preparation = kernel_call::preparation(graph, data, &self.site(node))
-                    .expect("nodes with fields are prepared");
-                let init = self.preparation_code(data, &preparation);
-                Some(quote!(let #field = #init;))
-            })
+            .filter(|(node, _)| self.run_of_node(*node).is_none())
+            .filter_map(|(node, _)| self.prepare_statement(node))
             .collect();
+        let raw_field_inits = self
+            .sorted_param_fields()
+            .into_iter()
+            .filter(|(value, _)| self.run_of_weight(*value).is_none())
+            .map(|(_, field)| field)
+            .collect();
+        WeightsCode {
+            specs,
+            prepare,
+            raw_field_inits,
+        }
+    }
+
+    /// `let field = ...;` if `node` is prepared.
+    pub(super) fn prepare_statement(&self, node: ir::Node) -> Option<TokenStream> {
+        let field = self.node_fields.get(&node)?;
+        let data = &self.graph.nodes[node];
+        let preparation = kernel_call::preparation(self.graph, data, &self.site(node))
+            .expect("nodes with fields are prepared");
+        let init = self.preparation_code(node, data, &preparation);
+        Some(quote!(let #field = #init;))
+    }
+
+    /// The raw weight fields with their weights, in param order.
+    pub(super) fn sorted_param_fields(&self) -> Vec<(ir::Value, syn::Ident)> {
         let mut raw_fields: Vec<(ir::Value, syn::Ident)> = self
             .param_fields
             .iter()
             .map(|(value, field)| (*value, field.clone()))
             .collect();
         raw_fields.sort_by_key(|(value, _)| *value);
-        WeightsCode {
-            specs,
-            prepare,
-            raw_field_inits: raw_fields.into_iter().map(|(_, field)| field).collect(),
-        }
-    }
-
-    /// The raw weight fields, in param order.
-    pub(super) fn sorted_param_fields(&self) -> Vec<syn::Ident> {
-        self.weights_code().raw_field_inits
+        raw_fields
     }
 
     /// The expression building what `preparation` describes, from `from_weights`'s locals.
-    fn preparation_code(&self, data: &ir::NodeData, preparation: &Preparation) -> TokenStream {
+    fn preparation_code(
+        &self,
+        node: ir::Node,
+        data: &ir::NodeData,
+        preparation: &Preparation,
+    ) -> TokenStream {
         let at = {
-            let layer = self.layer_name(data);
+            let layer = self.layer_name(node, data);
             quote!(.map_err(rt::error::at(#layer))?)
         };
         match preparation {
