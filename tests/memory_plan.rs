@@ -49,7 +49,7 @@ fn plans_are_valid_and_near_the_lower_bound() {
 /// body, which costs up to a third more on BERT and Longformer at -O0).
 #[test]
 fn rolled_plans_are_valid_over_the_unrolled_graph() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut paths: Vec<_> = std::fs::read_dir(root.join("examples"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
