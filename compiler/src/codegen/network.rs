@@ -265,6 +265,7 @@ impl<'g> Generator<'g> {
 
         // Weights.
         let weights = self.weights_code();
+        let spec_helpers = &weights.spec_helpers;
         let (specs, weight_count, weight_bindings, prepare, raw_fields) = (
             &weights.specs,
             lit(graph.params.len()),
@@ -373,6 +374,8 @@ impl<'g> Generator<'g> {
             impl #name {
                 /// The weights this network needs, in the order [`Self::from_weights`] takes them.
                 pub const WEIGHTS: &'static [rt::weights::WeightSpec<'static>] = &[#(#specs),*];
+
+                #(#spec_helpers)*
 
                 #layer_constants
 

@@ -187,6 +187,24 @@ fn common_affixes(first: &str, second: &str) -> (usize, usize) {
     (prefix, suffix)
 }
 
+/// `first + stride * index`, without the terms that clippy calls no-ops.
+fn affine_index(first: usize, stride: usize) -> TokenStream {
+    let scaled = match stride {
+        1 => quote!(index),
+        _ => {
+            let stride = lit(stride);
+            quote!(#stride * index)
+        }
+    };
+    match first {
+        0 => scaled,
+        _ => {
+            let first = lit(first);
+            quote!(#first + #scaled)
+        }
+    }
+}
+
 /// The index of the weight `value` of `graph` among its params.
 fn weight_position(graph: &Graph, value: Value) -> usize {
     match graph.values[value].def {
@@ -319,14 +337,7 @@ impl Generator<'_> {
         let per_body = (run.first_node..run.first_node + run.body_len)
             .filter(|&index| decoding.layers.contains_key(&Node::from_index(index)))
             .count();
-        let layer = lit(layer);
-        Some(match per_body {
-            1 => quote!(#layer + index),
-            _ => {
-                let per_body = lit(per_body);
-                quote!(#layer + #per_body * index)
-            }
-        })
+        Some(affine_index(layer, per_body))
     }
 
     /// The code of every node, by node index, with each run rolled into a loop at its first
@@ -527,8 +538,7 @@ impl Generator<'_> {
             position as isize == positions[0] as isize + stride * iteration as isize
         });
         if progression && stride > 0 {
-            let (first, stride) = (lit(positions[0]), lit(stride as usize));
-            quote!(#first + #stride * index)
+            affine_index(positions[0], stride as usize)
         } else {
             let positions = positions.iter().map(|&position| lit(position));
             quote!([#(#positions),*][index])

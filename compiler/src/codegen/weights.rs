@@ -12,8 +12,11 @@ use crate::kernel_call::{self, BatchNormWeights, ConvLayout, LayerWeights, Prepa
 
 /// The pieces of `from_weights` and `WEIGHTS`.
 pub(super) struct WeightsCode {
-    /// A `WeightSpec` per param, in param order.
+    /// A `WeightSpec` per param, in param order, each one short line built by a helper of
+    /// [`WeightsCode::spec_helpers`].
     pub(super) specs: Vec<TokenStream>,
+    /// The `const fn`s building the specs, one per kind of initializer in use.
+    pub(super) spec_helpers: Vec<TokenStream>,
     /// `let field = ...;` per prepared node outside rolled runs (a run's are in its layer loop).
     pub(super) prepare: Vec<TokenStream>,
     /// The struct's raw weight fields outside rolled runs, each initialized by its same-named
@@ -39,27 +42,73 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
     }
 }
 
+/// The `const fn`s that build one weight spec for each kind of initializer (fan-in, normal,
+/// ones, zeros) that `kinds_in_use` marks, so that no helper goes unused.
+fn spec_helpers(kinds_in_use: [bool; 4]) -> Vec<TokenStream> {
+    let helpers = [
+        quote! {
+            /// A weight drawn with a fan-in scaled uniform, in one line of [`Self::WEIGHTS`].
+            const fn fan_in(name: &'static str, shape: &'static [usize], fan_in: usize) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::FanIn { fan_in } }
+            }
+        },
+        quote! {
+            /// A weight drawn from a normal distribution, in one line of [`Self::WEIGHTS`].
+            const fn normal(name: &'static str, shape: &'static [usize]) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::Normal }
+            }
+        },
+        quote! {
+            /// A weight of ones, in one line of [`Self::WEIGHTS`].
+            const fn ones(name: &'static str, shape: &'static [usize]) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::Ones }
+            }
+        },
+        quote! {
+            /// A weight of zeros, in one line of [`Self::WEIGHTS`].
+            const fn zeros(name: &'static str, shape: &'static [usize]) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::Zeros }
+            }
+        },
+    ];
+    helpers
+        .into_iter()
+        .zip(kinds_in_use)
+        .filter_map(|(helper, in_use)| in_use.then_some(helper))
+        .collect()
+}
+
 impl Generator<'_> {
     pub(super) fn weights_code(&self) -> WeightsCode {
         let graph = self.graph;
+        // A network has hundreds of weights: one short line each keeps `WEIGHTS` readable and
+        // the generated file small.
+        let mut kinds_in_use = [false; 4];
         let specs = graph
             .params
             .iter()
             .map(|(_, param)| {
                 let weight_name = &param.name;
                 let shape = literal_list(&graph.ty(param.value).shape);
-                let init = match param.init {
+                let kind = match param.init {
+                    ParamInit::FanIn { .. } => 0,
+                    ParamInit::Normal => 1,
+                    ParamInit::Ones => 2,
+                    ParamInit::Zeros => 3,
+                };
+                kinds_in_use[kind] = true;
+                match param.init {
                     ParamInit::FanIn { fan_in } => {
                         let fan_in = lit(fan_in);
-                        quote!(rt::weights::Init::FanIn { fan_in: #fan_in })
+                        quote!(Self::fan_in(#weight_name, &#shape, #fan_in))
                     }
-                    ParamInit::Normal => quote!(rt::weights::Init::Normal),
-                    ParamInit::Ones => quote!(rt::weights::Init::Ones),
-                    ParamInit::Zeros => quote!(rt::weights::Init::Zeros),
-                };
-                quote!(rt::weights::WeightSpec { name: #weight_name, shape: &#shape, init: #init })
+                    ParamInit::Normal => quote!(Self::normal(#weight_name, &#shape)),
+                    ParamInit::Ones => quote!(Self::ones(#weight_name, &#shape)),
+                    ParamInit::Zeros => quote!(Self::zeros(#weight_name, &#shape)),
+                }
             })
             .collect();
+        let spec_helpers = spec_helpers(kinds_in_use);
         let prepare = graph
             .nodes
             .iter()
@@ -74,6 +123,7 @@ impl Generator<'_> {
             .collect();
         WeightsCode {
             specs,
+            spec_helpers,
             prepare,
             raw_field_inits,
         }
