@@ -108,7 +108,15 @@ impl Rolling {
     /// `first` with the part that differs from `second` written `{index}`, for comments.
     pub(super) fn template(first: &str, second: &str) -> String {
         let (prefix, suffix) = common_affixes(first, second);
-        if prefix + suffix > first.len() {
+        let differs_by_a_number = [first, second].iter().all(|name| {
+            prefix + suffix < name.len()
+                && name[prefix..name.len() - suffix]
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit())
+        });
+        // Layers named unlike each other (`embeddings.LayerNorm`, then
+        // `encoder.layer.0.output.LayerNorm`) are named after the first iteration.
+        if !differs_by_a_number {
             return first.to_string();
         }
         format!(
