@@ -10,7 +10,7 @@ use quote::{format_ident, quote};
 use super::decoding::{Decoding, encoder_results, prefill_chunk_len, step_graph_order};
 use super::network::Generator;
 use super::tokens::{dimension_type, element_type, lit, range_tokens};
-use super::{CodegenOptions, memory, plan};
+use super::{CodegenOptions, rolled};
 use crate::ir::{self, Graph, Op};
 
 /// The tokens of the one-token decoder of a network, from its graph compiled with `seq = 1`;
@@ -31,8 +31,16 @@ pub fn generate_decoder_tokens(
         graph.reorder(&step_graph_order(step_graph, &decoding));
     }
     let decoding = Decoding::of(&graph, 1).expect("reordering keeps a decoder a decoder");
-    let plan = memory::plan_pinned(&graph, &encoder_results(&graph, &decoding));
-    let mut generator = Generator::with_plan(&graph, options, plan, &["cache", "encoded"]);
+    // Runs of identical layers do not straddle the encoder and the step.
+    let (plan, rolling) = rolled::plan(
+        &graph,
+        &encoder_results(&graph, &decoding),
+        &[
+            0..decoding.encoder_len,
+            decoding.encoder_len..graph.nodes.len(),
+        ],
+    );
+    let mut generator = Generator::with_plan(&graph, options, plan, rolling, &["cache", "encoded"]);
     // A step masks sparse patterns by absolute position; block layouts serve the encoder and
     // the full-sequence graph.
     for (node, (_, layout)) in generator.attention_fields.iter_mut() {
@@ -103,13 +111,20 @@ impl ChunkStep {
         if decoding.encoder_len != 0 {
             return None;
         }
+        // The chunk rolls the same runs as the step (they share the layer structs), or prefill
+        // steps one token at a time.
+        let (chunk_plan, rolling) = rolled::plan(chunk_graph, &[], &[]);
+        let same_runs = rolling.as_ref().map(|rolling| &rolling.runs)
+            == step.rolling.as_ref().map(|rolling| &rolling.runs);
         let mut generator = Generator::with_plan(
             chunk_graph,
             options,
-            plan(chunk_graph),
+            chunk_plan,
+            rolling,
             &["cache", "encoded"],
         );
-        let same_fields = generator.node_fields == step.node_fields
+        let same_fields = same_runs
+            && generator.node_fields == step.node_fields
             && generator.param_fields == step.param_fields
             && generator
                 .attention_fields
@@ -124,11 +139,7 @@ impl ChunkStep {
             *layout = None;
         }
         generator.decoding = Some(decoding);
-        let body = chunk_graph
-            .nodes
-            .iter()
-            .map(|(node, data)| generator.node_code(node, data))
-            .collect();
+        let body = generator.body_code();
         let token = chunk_graph.inputs[0].value;
         let output = chunk_graph.outputs[0].value;
         let vocab = chunk_graph.ty(output).last_dim().unwrap_or(1);

@@ -11,7 +11,8 @@
 //! first, which on these graphs lands at or near the lower bound: the most bytes live at any step.
 //! [`check`] verifies a plan independently of how it was made.
 
-use crate::ir::{DType, Graph, Op, SecondaryMap, Value, ValueDef};
+use super::repeat::Run;
+use crate::ir::{DType, Graph, Node, Op, SecondaryMap, Value, ValueDef};
 
 /// Where a value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +142,16 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
 /// decoder's step reads its encoder's results (computed once, at the front of the graph) at
 /// every call.
 pub fn plan_pinned(graph: &Graph, pinned: &[Value]) -> MemoryPlan {
-    let ranges = live_ranges_pinned(graph, pinned);
+    plan_with_ranges(graph, &live_ranges_pinned(graph, pinned), |_| false)
+}
+
+/// Plans the values of `graph` that have a range in `ranges` (node `i` runs at step `i + 1`),
+/// leaving out the nodes for which `skipped` holds.
+fn plan_with_ranges(
+    graph: &Graph,
+    ranges: &SecondaryMap<Value, Option<(usize, usize)>>,
+    skipped: impl Fn(usize) -> bool,
+) -> MemoryPlan {
     let mut group: SecondaryMap<Value, Value> =
         SecondaryMap::with_default(graph.values.len(), Value::from_index(0));
     for (value, _) in graph.values.iter() {
@@ -149,6 +159,9 @@ pub fn plan_pinned(graph: &Graph, pinned: &[Value]) -> MemoryPlan {
     }
     let mut group_range: SecondaryMap<Value, Option<(usize, usize)>> = ranges.clone();
     for (node, data) in graph.nodes.iter() {
+        if skipped(node.index()) {
+            continue;
+        }
         let Some(&input) = data.inputs.first() else {
             continue;
         };
@@ -283,38 +296,343 @@ pub fn stats(graph: &Graph, plan: &MemoryPlan) -> MemoryStats {
 /// Checks that no two activations live at the same time share memory, except a value and the
 /// in-place result that overwrites it at its last use. Independent of how the plan was made.
 pub fn check(graph: &Graph, plan: &MemoryPlan) -> Result<(), String> {
-    let ranges = live_ranges(graph);
-    let values: Vec<(Value, (usize, usize), Slot)> = graph
+    check_pinned(graph, plan, &[])
+}
+
+/// [`check`], with the `pinned` values live to the end like the outputs.
+pub fn check_pinned(graph: &Graph, plan: &MemoryPlan, pinned: &[Value]) -> Result<(), String> {
+    let ranges = live_ranges_pinned(graph, pinned);
+    let intervals: Vec<Interval> = graph
         .values
         .iter()
-        .filter_map(|(value, _)| Some((value, ranges[value]?, plan.slots[value]?)))
+        .filter_map(|(value, _)| {
+            let (start, end) = ranges[value]?;
+            Some(Interval {
+                name: format!("{value:?}"),
+                start: 2 * start,
+                end: 2 * end,
+                slot: plan.slots[value]?,
+                expected_len: graph.ty(value).element_count() as usize,
+                group: Some(plan.group[value]),
+            })
+        })
         .collect();
-    for (value, _, slot) in &values {
+    check_intervals(&intervals, plan)
+}
+
+/// A plan whose runs of identical segments ([`Run`]) share one set of slots: the first segment's
+/// values are planned once, with every value read by the body kept until the body's end, and
+/// every later segment's values take the first segment's slots.
+#[derive(Clone, Debug)]
+pub struct RolledPlan {
+    /// The slot of every value, the later segments' included.
+    pub plan: MemoryPlan,
+    /// The runs, as found by [`super::repeat::find_runs`] and kept by the plan.
+    pub runs: Vec<Run>,
+    /// For each run, the carried values that do not end up where they entered: (the first
+    /// segment's value, the value entering the run). The loop copies the first into the
+    /// second's slot at the end of each iteration, so the next finds it where the first did.
+    pub copies: Vec<Vec<(Value, Value)>>,
+}
+
+/// Plans `graph` with every run of `runs` rolled into one body; see [`RolledPlan`]. With no
+/// runs this is [`plan_pinned`].
+pub fn plan_rolled(graph: &Graph, pinned: &[Value], runs: &[Run]) -> RolledPlan {
+    let later_segment = |node: usize| {
+        runs.iter().any(|run| {
+            run.position_of(node)
+                .is_some_and(|(iteration, _)| iteration > 0)
+        })
+    };
+    // A carried value lands in the slot it entered in when the body overwrites it in place
+    // (a residual added in place); the others keep the entering slot free to the end of the
+    // body and are copied there. Keeping one free can stop an in-place chain, so repeat until
+    // no new copy is needed.
+    let mut copied: Vec<Value> = Vec::new();
+    loop {
+        let ranges = rolled_ranges(graph, pinned, runs, &copied);
+        let mut plan = plan_with_ranges(graph, &ranges, later_segment);
+        let missing: Vec<Value> = runs
+            .iter()
+            .flat_map(|run| run.carried.iter())
+            .filter(|(entering, produced)| {
+                let entering_slot = runs
+                    .iter()
+                    .fold(*entering, |value, run| run.representative(graph, value));
+                plan.group[entering_slot] != plan.group[*produced] && !copied.contains(entering)
+            })
+            .map(|(entering, _)| *entering)
+            .collect();
+        if !missing.is_empty() {
+            copied.extend(missing);
+            continue;
+        }
+        for run in runs {
+            for (value, _) in graph.values.iter() {
+                let representative = run.representative(graph, value);
+                if representative != value {
+                    plan.slots[value] = plan.slots[representative];
+                    plan.group[value] = plan.group[representative];
+                }
+            }
+        }
+        let copies = runs
+            .iter()
+            .map(|run| {
+                run.carried
+                    .iter()
+                    .filter(|(entering, _)| copied.contains(entering))
+                    .map(|&(entering, produced)| (produced, entering))
+                    .collect()
+            })
+            .collect();
+        return RolledPlan {
+            plan,
+            runs: runs.to_vec(),
+            copies,
+        };
+    }
+}
+
+/// The live ranges of the rolled graph: a later segment's values have none (they take the first
+/// segment's slots), reads after a run of its last segment's values count as reads of the first
+/// segment's, and the first segment's inputs from before the run (bar carried values that need
+/// no copy) and its carried results stay live to the end of the body, which every iteration
+/// runs again.
+fn rolled_ranges(
+    graph: &Graph,
+    pinned: &[Value],
+    runs: &[Run],
+    copied: &[Value],
+) -> SecondaryMap<Value, Option<(usize, usize)>> {
+    let steps = graph.nodes.len();
+    let representative = |value: Value| {
+        runs.iter()
+            .fold(value, |value, run| run.representative(graph, value))
+    };
+    let mut last_use: SecondaryMap<Value, usize> =
+        SecondaryMap::with_default(graph.values.len(), 0);
+    for (node, data) in graph.nodes.iter() {
+        let in_later_segment = runs.iter().any(|run| {
+            run.position_of(node.index())
+                .is_some_and(|(iteration, _)| iteration > 0)
+        });
+        if in_later_segment {
+            continue;
+        }
+        for &input in &data.inputs {
+            let input = representative(input);
+            last_use[input] = last_use[input].max(node.index() + 1);
+        }
+    }
+    for value in graph
+        .outputs
+        .iter()
+        .map(|output| output.value)
+        .chain(pinned.iter().copied())
+    {
+        last_use[representative(value)] = steps + 1;
+    }
+    for run in runs {
+        let body_end = run.first_node + run.body_len;
+        for index in run.first_node..body_end {
+            for &input in &graph.nodes[Node::from_index(index)].inputs {
+                let from_before = match graph.values[input].def {
+                    ValueDef::Node { node, .. } => node.index() < run.first_node,
+                    ValueDef::Input { .. } => true,
+                    ValueDef::Param(_) => false,
+                };
+                let carried_in_place = run
+                    .carried
+                    .iter()
+                    .any(|(entering, _)| *entering == input && !copied.contains(entering));
+                // A value from before the run may be a later iteration's of an earlier run.
+                if from_before && !carried_in_place {
+                    let input = representative(input);
+                    last_use[input] = last_use[input].max(body_end);
+                }
+            }
+        }
+        for (_, produced) in &run.carried {
+            last_use[*produced] = last_use[*produced].max(body_end);
+        }
+    }
+    let mut ranges = SecondaryMap::with_default(graph.values.len(), None);
+    for (value, data) in graph.values.iter() {
+        let defined = match data.def {
+            ValueDef::Input { .. } => 0,
+            ValueDef::Node { node, .. } => {
+                let in_later_segment = runs.iter().any(|run| {
+                    run.position_of(node.index())
+                        .is_some_and(|(iteration, _)| iteration > 0)
+                });
+                if in_later_segment {
+                    continue;
+                }
+                node.index() + 1
+            }
+            ValueDef::Param(_) => continue,
+        };
+        ranges[value] = Some((defined, last_use[value].max(defined)));
+    }
+    ranges
+}
+
+/// Checks a rolled plan over the whole unrolled graph, as the generated loop runs it: every
+/// segment's values in their slots, and each carried copy as a value of its own, written after
+/// its segment's last node from the value it copies and read by the next segment in its place.
+/// The same rules as [`check`]: no two values live at once share memory, bar in-place updates.
+pub fn check_rolled(graph: &Graph, rolled: &RolledPlan, pinned: &[Value]) -> Result<(), String> {
+    let plan = &rolled.plan;
+    // Steps are doubled so that a copy can run between two nodes: node `i` at `2 * (i + 1)`, the
+    // copy after it at `2 * (i + 1) + 1`.
+    let node_step = |index: usize| 2 * (index + 1);
+    let end_step = node_step(graph.nodes.len());
+    // The copies: (run, iteration, produced, entering) with the step they run at.
+    let mut copies: Vec<(usize, usize, Value, Value, usize)> = Vec::new();
+    for (run_index, run) in rolled.runs.iter().enumerate() {
+        for iteration in 0..run.count {
+            let last = run.first_node + (iteration + 1) * run.body_len - 1;
+            for &(produced, entering) in &rolled.copies[run_index] {
+                let produced = corresponding(graph, run, produced, iteration);
+                copies.push((
+                    run_index,
+                    iteration,
+                    produced,
+                    entering,
+                    node_step(last) + 1,
+                ));
+            }
+        }
+    }
+    // Which copy a node reads in place of a carried value: the copy of the segment before.
+    let copy_read = |node: usize, input: Value| {
+        copies
+            .iter()
+            .position(|&(run_index, iteration, produced, _, _)| {
+                produced == input
+                    && rolled.runs[run_index]
+                        .position_of(node)
+                        .is_some_and(|(reader, _)| reader == iteration + 1)
+            })
+    };
+    let mut last_use: SecondaryMap<Value, usize> =
+        SecondaryMap::with_default(graph.values.len(), 0);
+    let mut copy_last_use: Vec<usize> = copies.iter().map(|copy| copy.4).collect();
+    for (node, data) in graph.nodes.iter() {
+        for &input in &data.inputs {
+            match copy_read(node.index(), input) {
+                Some(copy) => {
+                    copy_last_use[copy] = copy_last_use[copy].max(node_step(node.index()))
+                }
+                None => last_use[input] = last_use[input].max(node_step(node.index())),
+            }
+        }
+    }
+    for &(_, _, produced, _, step) in &copies {
+        last_use[produced] = last_use[produced].max(step);
+    }
+    for value in graph
+        .outputs
+        .iter()
+        .map(|output| output.value)
+        .chain(pinned.iter().copied())
+    {
+        last_use[value] = end_step;
+    }
+    let mut intervals = Vec::new();
+    for (value, data) in graph.values.iter() {
+        let start = match data.def {
+            ValueDef::Input { .. } => 0,
+            ValueDef::Node { node, .. } => node_step(node.index()),
+            ValueDef::Param(_) => continue,
+        };
+        let Some(slot) = plan.slots[value] else {
+            return Err(format!("{value:?} has no slot"));
+        };
+        intervals.push(Interval {
+            name: format!("{value:?}"),
+            start,
+            end: last_use[value].max(start),
+            slot,
+            expected_len: graph.ty(value).element_count() as usize,
+            group: Some(plan.group[value]),
+        });
+    }
+    for (copy, &(run_index, iteration, produced, entering, step)) in copies.iter().enumerate() {
+        let Some(slot) = plan.slots[entering] else {
+            return Err(format!("{entering:?} has no slot"));
+        };
+        intervals.push(Interval {
+            name: format!("the copy of {produced:?} into {entering:?}'s slot after iteration {iteration} of run {run_index}"),
+            start: step,
+            end: copy_last_use[copy],
+            slot,
+            expected_len: graph.ty(produced).element_count() as usize,
+            group: None,
+        });
+    }
+    check_intervals(&intervals, plan)
+}
+
+/// The value of iteration `iteration` of `run` at the place of the first segment's `value`.
+fn corresponding(graph: &Graph, run: &Run, value: Value, iteration: usize) -> Value {
+    match graph.values[value].def {
+        ValueDef::Node { node, position } => {
+            let (_, offset) = run
+                .position_of(node.index())
+                .expect("corresponding: a value of the run");
+            graph.nodes[Node::from_index(run.first_node + iteration * run.body_len + offset)]
+                .outputs[position]
+        }
+        _ => unreachable!("corresponding: {value:?} is not computed by the run"),
+    }
+}
+
+/// One value (or copy) as the checker sees it: when it is live, where, and its in-place group
+/// (none for copies, which never run in place).
+struct Interval {
+    name: String,
+    start: usize,
+    end: usize,
+    slot: Slot,
+    expected_len: usize,
+    group: Option<Value>,
+}
+
+/// The overlap checker behind [`check`] and [`check_rolled`].
+fn check_intervals(intervals: &[Interval], plan: &MemoryPlan) -> Result<(), String> {
+    for interval in intervals {
+        let slot = interval.slot;
         let arena = if slot.dtype == DType::F32 {
             plan.f32_len
         } else {
             plan.i64_len
         };
-        if slot.offset + slot.len > arena || slot.len as u64 != graph.ty(*value).element_count() {
+        if slot.offset + slot.len > arena || slot.len != interval.expected_len {
             return Err(format!(
-                "{value:?} has slot {slot:?} outside its arena of {arena} or of the wrong size"
+                "{} has slot {slot:?} outside its arena of {arena} or of the wrong size",
+                interval.name
             ));
         }
     }
-    for (index, &(a, (a_start, a_end), a_slot)) in values.iter().enumerate() {
-        for &(b, (b_start, b_end), b_slot) in &values[index + 1..] {
+    for (index, a) in intervals.iter().enumerate() {
+        for b in &intervals[index + 1..] {
+            let (a_slot, b_slot) = (a.slot, b.slot);
             let share_memory = a_slot.dtype == b_slot.dtype
                 && a_slot.offset < b_slot.offset + b_slot.len
                 && b_slot.offset < a_slot.offset + a_slot.len;
-            let live_together = a_start <= b_end && b_start <= a_end;
+            let live_together = a.start <= b.end && b.start <= a.end;
             if !share_memory || !live_together {
                 continue;
             }
             // Legal only as an in-place update: one value dies at the step that defines the other.
-            let in_place = plan.group[a] == plan.group[b] && (a_end == b_start || b_end == a_start);
+            let in_place =
+                a.group.is_some() && a.group == b.group && (a.end == b.start || b.end == a.start);
             if !in_place {
                 return Err(format!(
-                    "{a:?} (steps {a_start}..={a_end}, {a_slot:?}) and {b:?} (steps {b_start}..={b_end}, {b_slot:?}) are live together but overlap"
+                    "{} (steps {}..={}, {a_slot:?}) and {} (steps {}..={}, {b_slot:?}) are live together but overlap",
+                    a.name, a.start, a.end, b.name, b.start, b.end
                 ));
             }
         }

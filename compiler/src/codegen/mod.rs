@@ -19,13 +19,17 @@
 //! - [`decoding`] and [`decoder`]: which networks are decoders, and their step, prefill and
 //!   generation API;
 //! - [`tokens`]: small token helpers and [`ToRust`](tokens::ToRust) for runtime values;
-//! - [`memory`]: the arena plan.
+//! - [`memory`]: the arena plan;
+//! - [`repeat`] and [`rolled`]: runs of identical consecutive layers, and their emission as one
+//!   loop over an array of layer structs.
 
 mod decoder;
 mod decoding;
 pub mod memory;
 mod network;
 mod node;
+pub mod repeat;
+mod rolled;
 mod tokens;
 mod weights;
 

@@ -5,7 +5,8 @@
 //! Every access to a node's prepared field, a raw weight field or an attention workspace goes
 //! through [`Generator::field`], every KV-cache layer index through
 //! [`Generator::cache_layer_tokens`], and every layer name in error mapping through
-//! [`Generator::layer_name`]: code for a loop over layers would change those three only.
+//! [`Generator::layer_name`]: in a rolled run's body ([`super::rolled`]) those three read the
+//! loop's `layer`, `index` and `names` instead.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,11 +16,12 @@ use quote::{format_ident, quote};
 
 use super::decoder::ChunkStep;
 use super::decoding::Decoding;
+use super::rolled::{self, LayerItems, Rolling};
 use super::tokens::{
     ToRust, arena_field, dimension_type, element_type, lit, literal_list, range_tokens,
     sanitized_name,
 };
-use super::{CodegenOptions, MemoryPlan, plan, struct_name};
+use super::{CodegenOptions, MemoryPlan, struct_name};
 use crate::ir::{self, Graph, Op, ValueDef};
 use crate::kernel_call::{self, Site};
 
@@ -41,18 +43,24 @@ pub(super) struct Generator<'g> {
     pub(super) decoding: Option<Decoding>,
     /// A decoder's prefill step of several tokens, when it has one.
     pub(super) chunk: Option<ChunkStep>,
+    /// The runs of identical layers emitted as loops ([`super::rolled`]).
+    pub(super) rolling: Option<Rolling>,
+    /// The fields that live in a layer struct of a rolled run rather than in the network's.
+    layer_fields: HashSet<syn::Ident>,
 }
 
 impl<'g> Generator<'g> {
     pub(super) fn new(graph: &'g Graph, options: &CodegenOptions) -> Self {
-        Self::with_plan(graph, options, plan(graph), &[])
+        let (plan, rolling) = rolled::plan(graph, &[], &[]);
+        Self::with_plan(graph, options, plan, rolling, &[])
     }
 
-    /// A generator using `plan`, with `reserved` field names kept free.
+    /// A generator using `plan` and `rolling`, with `reserved` field names kept free.
     pub(super) fn with_plan(
         graph: &'g Graph,
         _options: &CodegenOptions,
         plan: MemoryPlan,
+        rolling: Option<Rolling>,
         reserved: &[&str],
     ) -> Self {
         let mut generator = Generator {
@@ -64,6 +72,8 @@ impl<'g> Generator<'g> {
             weight_bindings: Vec::new(),
             decoding: None,
             chunk: None,
+            rolling,
+            layer_fields: HashSet::new(),
             // Names of fields and of `from_weights`'s locals, which share one namespace.
             used_names: [
                 "arena",
@@ -72,6 +82,10 @@ impl<'g> Generator<'g> {
                 "weights",
                 "folded",
                 "layer",
+                "layers",
+                "names",
+                "names_of_layer",
+                "index",
             ]
             .iter()
             .chain(reserved)
@@ -79,28 +93,46 @@ impl<'g> Generator<'g> {
             .collect(),
         };
         for (node, data) in graph.nodes.iter() {
+            // A run's later iterations use the first one's fields, which are named without the
+            // layer index and live in the run's layer struct.
+            if generator.is_repeat(node) {
+                continue;
+            }
+            let in_run = generator.run_of_node(node).is_some();
+            let field_name = generator.field_name(node, &data.name);
+            let mut new_fields = Vec::new();
             // A prepared node consumes its weights (all inputs after the first) when it is built.
             let prepared = kernel_call::preparation(graph, data, &Site::default()).is_some();
             let raw_inputs = match prepared {
                 true => {
-                    let field = generator.fresh_name(&data.name);
+                    let field = generator.fresh_name(&field_name);
+                    new_fields.push(field.clone());
                     generator.node_fields.insert(node, field);
                     &data.inputs[..1]
                 }
                 false => &data.inputs[..],
             };
             if let Op::Attention(attrs) = &data.op {
-                let workspace = generator.fresh_name(&format!("{}_workspace", data.name));
+                let workspace = generator.fresh_name(&format!("{field_name}_workspace"));
                 let layout = (!attrs.pattern.is_dense())
-                    .then(|| generator.fresh_name(&format!("{}_layout", data.name)));
+                    .then(|| generator.fresh_name(&format!("{field_name}_layout")));
+                new_fields.push(workspace.clone());
+                new_fields.extend(layout.clone());
                 generator.attention_fields.insert(node, (workspace, layout));
+            }
+            if in_run {
+                generator.layer_fields.extend(new_fields);
             }
             for &input in raw_inputs {
                 if matches!(graph.values[input].def, ValueDef::Param(_))
                     && !generator.param_fields.contains_key(&input)
                 {
-                    let name = graph.param_of(input).expect("a param").name.clone();
+                    let name = &graph.param_of(input).expect("a param").name;
+                    let name = generator.weight_field_name(input, name);
                     let field = generator.fresh_name(&name);
+                    if generator.run_of_weight(input).is_some() {
+                        generator.layer_fields.insert(field.clone());
+                    }
                     generator.param_fields.insert(input, field);
                 }
             }
@@ -108,12 +140,19 @@ impl<'g> Generator<'g> {
         generator.weight_bindings = graph
             .params
             .iter()
-            .map(
-                |(_, param)| match generator.param_fields.get(&param.value) {
+            .map(|(index, param)| {
+                if generator.is_repeated_weight(param.value) {
+                    // Never printed: the layer loop binds the first iteration's local.
+                    return format_ident!("repeated_weight_{}", index.index());
+                }
+                match generator.param_fields.get(&param.value) {
                     Some(field) => field.clone(),
-                    None => generator.fresh_name(&param.name),
-                },
-            )
+                    None => {
+                        let name = generator.weight_field_name(param.value, &param.name);
+                        generator.fresh_name(&name)
+                    }
+                }
+            })
             .collect();
         generator
     }
@@ -143,18 +182,32 @@ impl<'g> Generator<'g> {
             ir::print::group_digits((self.plan.f32_len * 4 + self.plan.i64_len * 8) as u64)
         );
 
-        // Fields.
+        // Fields; a rolled run's go to its layer struct (`layer_fields[run]`).
         let mut fields = Vec::new();
+        let mut layer_fields = vec![Vec::new(); self.run_count()];
+        let mut layer_inits = vec![Vec::new(); self.run_count()];
         for (node, data) in graph.nodes.iter() {
             if let Some(field) = self.node_fields.get(&node) {
                 let preparation = kernel_call::preparation(graph, data, &self.site(node))
                     .expect("nodes with fields are prepared");
                 let ty = super::weights::prepared_type(&preparation);
-                fields.push(quote!(#field: #ty));
+                match self.run_of_node(node) {
+                    Some(run) => {
+                        layer_fields[run].push(quote!(#field: #ty));
+                        layer_inits[run].push(quote!(#field,));
+                    }
+                    None => fields.push(quote!(#field: #ty)),
+                }
             }
         }
-        for field in self.sorted_param_fields() {
-            fields.push(quote!(#field: Vec<f32>));
+        for (value, field) in self.sorted_param_fields() {
+            match self.run_of_weight(value) {
+                Some(run) => {
+                    layer_fields[run].push(quote!(#field: Vec<f32>));
+                    layer_inits[run].push(quote!(#field,));
+                }
+                None => fields.push(quote!(#field: Vec<f32>)),
+            }
         }
         let mut attention_inits = Vec::new();
         for (node, data) in graph.nodes.iter() {
@@ -173,13 +226,17 @@ impl<'g> Generator<'g> {
                 None => self.attention_shape(node, data, attrs),
             }
             .to_rust();
+            let (fields, attention_inits) = match self.run_of_node(node) {
+                Some(run) => (&mut layer_fields[run], &mut layer_inits[run]),
+                None => (&mut fields, &mut attention_inits),
+            };
             fields.push(quote!(#workspace: k::flash_attention::FlashAttentionWorkspace));
             attention_inits.push(
                 quote!(#workspace: k::flash_attention::FlashAttentionWorkspace::new(&#shape),),
             );
             if let Some(layout) = layout {
                 fields.push(quote!(#layout: k::flash_attention::BlockSparseLayout));
-                let layer = self.layer_name(data);
+                let layer = self.layer_name(node, data);
                 let pattern = self.pattern_tokens(&attrs.pattern);
                 let (query_len, key_len) = (
                     lit(graph.ty(data.inputs[0]).shape[1]),
@@ -192,6 +249,8 @@ impl<'g> Generator<'g> {
                 ));
             }
         }
+        let (layers_fields, layers_inits) = self.layers_fields(&name);
+        fields.extend(layers_fields);
         fields.push(quote!(arena: Vec<f32>));
         if self.plan.i64_len > 0 {
             fields.push(quote!(arena_i64: Vec<i64>));
@@ -206,6 +265,7 @@ impl<'g> Generator<'g> {
 
         // Weights.
         let weights = self.weights_code();
+        let spec_helpers = &weights.spec_helpers;
         let (specs, weight_count, weight_bindings, prepare, raw_fields) = (
             &weights.specs,
             lit(graph.params.len()),
@@ -216,8 +276,23 @@ impl<'g> Generator<'g> {
         let node_field_inits = graph
             .nodes
             .iter()
+            .filter(|(node, _)| self.run_of_node(*node).is_none())
             .filter_map(|(node, _)| self.node_fields.get(&node))
-            .map(|field| quote!(#field));
+            .map(|field| quote!(#field))
+            .chain(layers_inits);
+        let LayerItems {
+            structs: layer_structs,
+            loops: layer_loops,
+            constants: layer_constants,
+        } = self.layer_items(&name, layer_fields, layer_inits);
+        // With rolled runs, the layer loops take their layers' weights out of `weights`.
+        let bind_weights = match &self.rolling {
+            None => quote! {
+                let [#(#weight_bindings),*]: [Vec<f32>; #weight_count] =
+                    weights.try_into().expect("check_weights checked the count");
+            },
+            Some(_) => self.bind_weights_outside_runs(),
+        };
         // A decoder's prefill chunk runs in the same arena, under its own plan.
         let (f32_len, i64_len) = match &self.chunk {
             Some(chunk) => (
@@ -242,11 +317,7 @@ impl<'g> Generator<'g> {
         };
         let (output_items, output_type, output_expr) = self.outputs(&name);
         let copy_inputs = self.copy_inputs(&input_bindings);
-        let body: Vec<TokenStream> = graph
-            .nodes
-            .iter()
-            .map(|(node, data)| self.node_code(node, data))
-            .collect();
+        let body = self.body_code();
 
         let (forward, decoder_api) = match &self.decoding {
             None => (
@@ -289,6 +360,8 @@ impl<'g> Generator<'g> {
             cache_init = Some(quote!(#cache_init encoded: false,));
         }
         quote! {
+            #layer_structs
+
             #[doc = #doc]
             pub struct #name {
                 #(#fields,)*
@@ -301,6 +374,10 @@ impl<'g> Generator<'g> {
             impl #name {
                 /// The weights this network needs, in the order [`Self::from_weights`] takes them.
                 pub const WEIGHTS: &'static [rt::weights::WeightSpec<'static>] = &[#(#specs),*];
+
+                #(#spec_helpers)*
+
+                #layer_constants
 
                 /// Loads the weights from a safetensors file, by name.
                 pub fn from_safetensors(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
@@ -318,9 +395,9 @@ impl<'g> Generator<'g> {
                 /// for the kernels.
                 pub fn from_weights(weights: Vec<Vec<f32>>) -> Result<Self, rt::ModelError> {
                     rt::arena::check_weights(&weights, Self::WEIGHTS)?;
-                    let [#(#weight_bindings),*]: [Vec<f32>; #weight_count] =
-                        weights.try_into().expect("check_weights checked the count");
+                    #bind_weights
                     #(#prepare)*
+                    #layer_loops
                     Ok(Self {
                         #(#node_field_inits,)*
                         #(#raw_fields,)*
@@ -476,18 +553,29 @@ impl<'g> Generator<'g> {
 
     /// A field of the network's struct that belongs to one layer: a prepared node, a raw weight,
     /// an attention workspace or layout.
+    /// In a rolled run's body it is a field of the loop's `layer`.
     pub(super) fn field(&self, field: &syn::Ident) -> TokenStream {
-        quote!(self.#field)
+        match self.layer_fields.contains(field) {
+            true => quote!(layer.#field),
+            false => quote!(self.#field),
+        }
     }
 
-    /// The KV-cache layer index of a cached attention node.
-    pub(super) fn cache_layer_tokens(&self, layer: usize) -> TokenStream {
+    /// The KV-cache layer index of the cached attention `node`, `layer` in the first iteration
+    /// of a rolled run.
+    pub(super) fn cache_layer_tokens(&self, node: ir::Node, layer: usize) -> TokenStream {
+        if let Some(layer) = self.rolled_cache_layer(node, layer) {
+            return layer;
+        }
         let layer = lit(layer);
         quote!(#layer)
     }
 
     /// The name of a layer, as errors report it.
-    pub(super) fn layer_name(&self, data: &ir::NodeData) -> TokenStream {
+    pub(super) fn layer_name(&self, node: ir::Node, data: &ir::NodeData) -> TokenStream {
+        if let Some(name) = self.rolled_layer_name(node) {
+            return name;
+        }
         let name = &data.name;
         quote!(#name)
     }

@@ -17,7 +17,8 @@ impl Generator<'_> {
         let graph = self.graph;
         let output_type = graph.ty(data.outputs[0]);
         let output_slot = self.plan.slots[data.outputs[0]].expect("node outputs have slots");
-        let comment = format!("{}: {}{} -> {output_type}", data.name, data.op.name(), {
+        let name = self.comment_name(node, data);
+        let comment = format!("{name}: {}{} -> {output_type}", data.op.name(), {
             let attrs = ir::op::DisplayAttrs(&data.op).to_string();
             if attrs.is_empty() {
                 String::new()
@@ -93,7 +94,7 @@ impl Generator<'_> {
         call: &KernelCall,
         operands: &[syn::Ident],
     ) -> TokenStream {
-        let layer = self.layer_name(data);
+        let layer = self.layer_name(node, data);
         let at = quote!(.map_err(rt::error::at(#layer))?);
         let prepared = || self.field(&self.node_fields[&node]);
         let operand = |position: usize| &operands[position];
@@ -348,8 +349,8 @@ impl Generator<'_> {
         let (workspace, layout) = &self.attention_fields[&node];
         let workspace = self.field(workspace);
         if let Some(cache_layer) = attention.cache_layer {
-            let cache_layer = self.cache_layer_tokens(cache_layer);
-            let layer = self.layer_name(data);
+            let cache_layer = self.cache_layer_tokens(node, cache_layer);
+            let layer = self.layer_name(node, data);
             // The cache maps its keys to absolute positions for the pattern.
             let pattern = match &attention.pattern {
                 None => quote!(None),
@@ -407,7 +408,7 @@ impl Generator<'_> {
         call: &KernelCall,
         comment: &str,
     ) -> TokenStream {
-        let layer = self.layer_name(data);
+        let layer = self.layer_name(node, data);
         let at = quote!(.map_err(rt::error::at(#layer))?);
         let slot = self.plan.slots[data.outputs[0]].expect("node outputs have slots");
         let arena = arena_field(slot.dtype);

@@ -12,11 +12,15 @@ use crate::kernel_call::{self, BatchNormWeights, ConvLayout, LayerWeights, Prepa
 
 /// The pieces of `from_weights` and `WEIGHTS`.
 pub(super) struct WeightsCode {
-    /// A `WeightSpec` per param, in param order.
+    /// A `WeightSpec` per param, in param order, each one short line built by a helper of
+    /// [`WeightsCode::spec_helpers`].
     pub(super) specs: Vec<TokenStream>,
-    /// `let field = ...;` per prepared node.
+    /// The `const fn`s building the specs, one per kind of initializer in use.
+    pub(super) spec_helpers: Vec<TokenStream>,
+    /// `let field = ...;` per prepared node outside rolled runs (a run's are in its layer loop).
     pub(super) prepare: Vec<TokenStream>,
-    /// The struct's raw weight fields, each initialized by its same-named local.
+    /// The struct's raw weight fields outside rolled runs, each initialized by its same-named
+    /// local.
     pub(super) raw_field_inits: Vec<syn::Ident>,
 }
 
@@ -38,60 +42,123 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
     }
 }
 
+/// The `const fn`s that build one weight spec for each kind of initializer (fan-in, normal,
+/// ones, zeros) that `kinds_in_use` marks, so that no helper goes unused.
+fn spec_helpers(kinds_in_use: [bool; 4]) -> Vec<TokenStream> {
+    let helpers = [
+        quote! {
+            /// A weight drawn with a fan-in scaled uniform, in one line of [`Self::WEIGHTS`].
+            const fn fan_in(name: &'static str, shape: &'static [usize], fan_in: usize) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::FanIn { fan_in } }
+            }
+        },
+        quote! {
+            /// A weight drawn from a normal distribution, in one line of [`Self::WEIGHTS`].
+            const fn normal(name: &'static str, shape: &'static [usize]) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::Normal }
+            }
+        },
+        quote! {
+            /// A weight of ones, in one line of [`Self::WEIGHTS`].
+            const fn ones(name: &'static str, shape: &'static [usize]) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::Ones }
+            }
+        },
+        quote! {
+            /// A weight of zeros, in one line of [`Self::WEIGHTS`].
+            const fn zeros(name: &'static str, shape: &'static [usize]) -> rt::weights::WeightSpec<'static> {
+                rt::weights::WeightSpec { name, shape, init: rt::weights::Init::Zeros }
+            }
+        },
+    ];
+    helpers
+        .into_iter()
+        .zip(kinds_in_use)
+        .filter_map(|(helper, in_use)| in_use.then_some(helper))
+        .collect()
+}
+
 impl Generator<'_> {
     pub(super) fn weights_code(&self) -> WeightsCode {
         let graph = self.graph;
+        // A network has hundreds of weights: one short line each keeps `WEIGHTS` readable and
+        // the generated file small.
+        let mut kinds_in_use = [false; 4];
         let specs = graph
             .params
             .iter()
             .map(|(_, param)| {
                 let weight_name = &param.name;
                 let shape = literal_list(&graph.ty(param.value).shape);
-                let init = match param.init {
+                let kind = match param.init {
+                    ParamInit::FanIn { .. } => 0,
+                    ParamInit::Normal => 1,
+                    ParamInit::Ones => 2,
+                    ParamInit::Zeros => 3,
+                };
+                kinds_in_use[kind] = true;
+                match param.init {
                     ParamInit::FanIn { fan_in } => {
                         let fan_in = lit(fan_in);
-                        quote!(rt::weights::Init::FanIn { fan_in: #fan_in })
+                        quote!(Self::fan_in(#weight_name, &#shape, #fan_in))
                     }
-                    ParamInit::Normal => quote!(rt::weights::Init::Normal),
-                    ParamInit::Ones => quote!(rt::weights::Init::Ones),
-                    ParamInit::Zeros => quote!(rt::weights::Init::Zeros),
-                };
-                quote!(rt::weights::WeightSpec { name: #weight_name, shape: &#shape, init: #init })
+                    ParamInit::Normal => quote!(Self::normal(#weight_name, &#shape)),
+                    ParamInit::Ones => quote!(Self::ones(#weight_name, &#shape)),
+                    ParamInit::Zeros => quote!(Self::zeros(#weight_name, &#shape)),
+                }
             })
             .collect();
+        let spec_helpers = spec_helpers(kinds_in_use);
         let prepare = graph
             .nodes
             .iter()
-            .filter_map(|(node, data)| {
-                let field = self.node_fields.get(&node)?;
-                let preparation = kernel_call::preparation(graph, data, &self.site(node))
-                    .expect("nodes with fields are prepared");
-                let init = self.preparation_code(data, &preparation);
-                Some(quote!(let #field = #init;))
-            })
+            .filter(|(node, _)| self.run_of_node(*node).is_none())
+            .filter_map(|(node, _)| self.prepare_statement(node))
             .collect();
+        let raw_field_inits = self
+            .sorted_param_fields()
+            .into_iter()
+            .filter(|(value, _)| self.run_of_weight(*value).is_none())
+            .map(|(_, field)| field)
+            .collect();
+        WeightsCode {
+            specs,
+            spec_helpers,
+            prepare,
+            raw_field_inits,
+        }
+    }
+
+    /// `let field = ...;` if `node` is prepared.
+    pub(super) fn prepare_statement(&self, node: ir::Node) -> Option<TokenStream> {
+        let field = self.node_fields.get(&node)?;
+        let data = &self.graph.nodes[node];
+        let preparation = kernel_call::preparation(self.graph, data, &self.site(node))
+            .expect("nodes with fields are prepared");
+        let init = self.preparation_code(node, data, &preparation);
+        Some(quote!(let #field = #init;))
+    }
+
+    /// The raw weight fields with their weights, in param order.
+    pub(super) fn sorted_param_fields(&self) -> Vec<(ir::Value, syn::Ident)> {
         let mut raw_fields: Vec<(ir::Value, syn::Ident)> = self
             .param_fields
             .iter()
             .map(|(value, field)| (*value, field.clone()))
             .collect();
         raw_fields.sort_by_key(|(value, _)| *value);
-        WeightsCode {
-            specs,
-            prepare,
-            raw_field_inits: raw_fields.into_iter().map(|(_, field)| field).collect(),
-        }
-    }
-
-    /// The raw weight fields, in param order.
-    pub(super) fn sorted_param_fields(&self) -> Vec<syn::Ident> {
-        self.weights_code().raw_field_inits
+        raw_fields
     }
 
     /// The expression building what `preparation` describes, from `from_weights`'s locals.
-    fn preparation_code(&self, data: &ir::NodeData, preparation: &Preparation) -> TokenStream {
+    fn preparation_code(
+        &self,
+        node: ir::Node,
+        data: &ir::NodeData,
+        preparation: &Preparation,
+    ) -> TokenStream {
         let at = {
-            let layer = self.layer_name(data);
+            let layer = self.layer_name(node, data);
             quote!(.map_err(rt::error::at(#layer))?)
         };
         match preparation {
