@@ -12,7 +12,7 @@
 //! [`check`] verifies a plan independently of how it was made.
 
 use super::repeat::Run;
-use crate::ir::{DType, Graph, Node, Op, SecondaryMap, Value, ValueDef};
+use crate::ir::{DType, Graph, InPlaceRule, Node, Op, SecondaryMap, Value, ValueDef};
 
 /// Where a value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,25 +111,21 @@ pub fn is_row_vector(row: &[usize], full: &[usize]) -> bool {
         && row.len() <= full.len()
 }
 
-/// Whether `op` can write its output over its first input (given the input dies there).
-///
-/// A conv or linear layer with a fused residual cannot take the residual's memory: its kernel
-/// writes partial products into the output before the epilogue reads the residual.
+/// Whether `op` can write its output over its first input (given the input dies there): the op's
+/// [`InPlaceRule`], checked against the types at hand.
 fn can_run_in_place(graph: &Graph, op: &Op, inputs: &[Value], output: Value) -> bool {
     let first = graph.ty(inputs[0]);
-    let same_type = first == graph.ty(output);
-    match op {
-        Op::Activation(_) | Op::Affine { .. } | Op::ElementwiseChain(_) | Op::BatchNorm { .. } => {
-            same_type
-        }
-        Op::Reshape { .. } => first.dtype == graph.ty(output).dtype,
-        Op::Binary(_) => {
+    let output = graph.ty(output);
+    match op.in_place_rule() {
+        InPlaceRule::Never => false,
+        InPlaceRule::SameType => first == output,
+        InPlaceRule::SameDtype => first.dtype == output.dtype,
+        InPlaceRule::FirstOperandOfTwo => {
             let second = &graph.ty(inputs[1]).shape;
-            same_type
+            first == output
                 && inputs[0] != inputs[1]
                 && (second == &first.shape || is_row_vector(second, &first.shape))
         }
-        _ => false,
     }
 }
 
