@@ -499,7 +499,9 @@ impl Generator<'_> {
     /// Where a value read from the arena comes from, for comments: a layer, or an input.
     fn value_source(&self, value: ir::Value) -> String {
         match self.graph.values[value].def {
-            ValueDef::Node { node, .. } => format!("`{}`", self.graph.nodes[node].name),
+            ValueDef::Node { node, .. } => {
+                format!("`{}`", self.comment_name(node, &self.graph.nodes[node]))
+            }
             ValueDef::Input { index } => format!("input `{}`", self.graph.inputs[index].name),
             ValueDef::Param(_) => "a weight".to_string(),
         }
