@@ -6,11 +6,11 @@
 //! [`KernelError`] instead of panicking. [`arrays`] offers the same operations over `ndarray`
 //! views, and [`reference`] holds the naive twin of each kernel that the tests compare against.
 //!
-//! Parallel kernels share one rayon pool whose size is [`set_num_threads`], else the
-//! `NNC_NUM_THREADS` environment variable, else the number of cores.
+//! Parallel kernels share one thread pool (the calling thread and `n - 1` workers, see
+//! `threading.rs`) whose size is [`set_num_threads`], else the `NNC_NUM_THREADS` environment
+//! variable, else the number of cores.
 //!
-//! After warm-up, a kernel call allocates nothing (with one thread; rayon's own bookkeeping is
-//! outside our control): scratch lives in caller-owned workspaces (`ConvWorkspace`,
+//! After warm-up, a kernel call allocates nothing, at any thread count: scratch lives in caller-owned workspaces (`ConvWorkspace`,
 //! `AttentionWorkspace`, `FlashAttentionWorkspace`) or in the GEMM's per-thread packing buffers,
 //! which grow on first use and are then reused, and shapes live in fixed-size arrays (so the
 //! broadcasting and permuting kernels take at most 8 axes). `tests/no_alloc.rs` checks every

@@ -20,3 +20,14 @@ pub(crate) fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
         );
     }
 }
+
+/// Held by tests that change the global thread count and check it, so that tests running at
+/// the same time do not change it under them.
+pub(crate) static THREAD_COUNT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`THREAD_COUNT_LOCK`], whatever a panicking holder left behind.
+pub(crate) fn lock_thread_count() -> std::sync::MutexGuard<'static, ()> {
+    THREAD_COUNT_LOCK
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+}

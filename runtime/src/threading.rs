@@ -1,25 +1,39 @@
-//! The thread-count setting and the rayon pool that the kernels share.
+//! The thread-count setting and the thread pool that the kernels share.
 //!
 //! The number of threads comes from, in order: the last `set_num_threads(n)` with `n > 0`, the
 //! `NNC_NUM_THREADS` environment variable (read once, at first use), and the number of cores.
-//! The pool is built lazily and rebuilt after the setting changes. With one thread, kernels run
-//! inline on the calling thread and never touch rayon.
+//! With one thread, kernels run inline on the calling thread and no pool exists.
+//!
+//! The pool is ours, not rayon's, because a network is hundreds of short kernel calls in a row
+//! (MobileNetV2's layers take 20–300 µs; a decode step is ~200 one-token projections of 20–100
+//! µs each), so what a parallel call costs to start and to finish matters as much as how it
+//! splits. `n` threads are the calling thread plus `n - 1` workers. A call publishes its job in
+//! one atomic word (a generation number and the next task index), the caller and the workers
+//! claim tasks from that word, and the caller waits for the last one by spinning. Between jobs a
+//! worker spins for [`SPIN_DURATION`] before it sleeps on a condition variable, so a network's
+//! back-to-back calls never pay for waking a thread, and an idle process does not burn a core.
+//!
+//! A call made while the pool is busy (from inside a task, or from a second thread running
+//! another network) runs inline on its own thread instead of waiting for the pool.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Sets the number of threads the kernels may use; `0` restores the default (the
 /// `NNC_NUM_THREADS` environment variable, else every core).
 pub fn set_num_threads(num_threads: usize) {
     REQUESTED_THREADS.store(num_threads, Ordering::Relaxed);
-    if let Ok(mut pool) = POOL.write() {
-        // Dropping the old pool lets its threads finish; the next parallel kernel builds a new one.
-        if pool
+    if let Ok(mut pool) = POOL.write()
+        && pool
             .as_ref()
-            .is_some_and(|pool| pool.current_num_threads() != num_threads_or_default())
-        {
-            *pool = None;
-        }
+            .is_some_and(|pool| pool.threads() != num_threads_or_default())
+    {
+        // The old pool's workers stop once the last call still using it returns.
+        *pool = None;
     }
 }
 
@@ -28,8 +42,17 @@ pub fn num_threads() -> usize {
     num_threads_or_default()
 }
 
+/// How long an idle worker spins, watching for the next job, before it goes to sleep.
+const SPIN_DURATION: Duration = Duration::from_millis(2);
+
 static REQUESTED_THREADS: AtomicUsize = AtomicUsize::new(0);
-static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+static POOL: RwLock<Option<Arc<Pool>>> = RwLock::new(None);
+
+thread_local! {
+    /// Whether this thread is running a task of the pool (always, on a worker); a parallel call
+    /// from such a thread runs inline.
+    static INSIDE_POOL: Cell<bool> = const { Cell::new(false) };
+}
 
 fn num_threads_or_default() -> usize {
     match REQUESTED_THREADS.load(Ordering::Relaxed) {
@@ -54,45 +77,42 @@ fn default_num_threads() -> usize {
 }
 
 /// Returns the shared pool, building it if needed, or `None` when kernels should run inline
-/// (one thread, or the pool could not be built).
-fn shared_pool() -> Option<Arc<rayon::ThreadPool>> {
+/// (one thread, or the pool's threads could not be started).
+fn shared_pool() -> Option<Arc<Pool>> {
     let wanted = num_threads_or_default();
     if wanted <= 1 {
         return None;
     }
     if let Ok(pool) = POOL.read()
         && let Some(pool) = pool.as_ref()
-        && pool.current_num_threads() == wanted
+        && pool.threads() == wanted
     {
         return Some(Arc::clone(pool));
     }
     let mut slot = POOL.write().ok()?;
     if let Some(pool) = slot.as_ref()
-        && pool.current_num_threads() == wanted
+        && pool.threads() == wanted
     {
         return Some(Arc::clone(pool));
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(wanted)
-        .thread_name(|index| format!("nnc-runtime-{index}"))
-        .build()
-        .ok()?;
-    let pool = Arc::new(pool);
+    let pool = Arc::new(Pool::start(wanted - 1)?);
     *slot = Some(Arc::clone(&pool));
     Some(pool)
 }
 
-/// Runs `task(index)` for every index in `0..task_count`, on the shared pool when it has more
-/// than one thread and there is more than one task, else inline in order.
-pub(crate) fn run_tasks(task_count: usize, task: impl Fn(usize) + Sync + Send) {
+/// Runs `task(index)` for every index in `0..task_count`, on the pool when it has more than one
+/// thread and there is more than one task, else inline in order. Returns when every task has
+/// finished; a panic in a task panics the caller.
+pub(crate) fn run_tasks(task_count: usize, task: impl Fn(usize) + Sync) {
     if task_count == 0 {
         return;
     }
     if task_count > 1
+        && u32::try_from(task_count).is_ok()
+        && !INSIDE_POOL.with(Cell::get)
         && let Some(pool) = shared_pool()
+        && pool.run(task_count, &task)
     {
-        use rayon::prelude::*;
-        pool.install(|| (0..task_count).into_par_iter().for_each(&task));
         return;
     }
     (0..task_count).for_each(task);
@@ -103,30 +123,292 @@ pub(crate) fn run_tasks(task_count: usize, task: impl Fn(usize) + Sync + Send) {
 pub(crate) fn run_chunks_mut<T: Send>(
     output: &mut [T],
     chunk_length: usize,
-    task: impl Fn(usize, &mut [T]) + Sync + Send,
+    task: impl Fn(usize, &mut [T]) + Sync,
 ) {
     let chunk_length = chunk_length.max(1);
-    if output.len() > chunk_length
-        && let Some(pool) = shared_pool()
-    {
-        use rayon::prelude::*;
-        pool.install(|| {
-            output
-                .par_chunks_mut(chunk_length)
-                .enumerate()
-                .for_each(|(index, chunk)| task(index, chunk))
-        });
+    let length = output.len();
+    let chunk_count = length.div_ceil(chunk_length);
+    if chunk_count <= 1 {
+        if length > 0 {
+            task(0, output);
+        }
         return;
     }
-    output
-        .chunks_mut(chunk_length)
-        .enumerate()
-        .for_each(|(index, chunk)| task(index, chunk));
+    let base = SharedSlice(output.as_mut_ptr());
+    run_tasks(chunk_count, |chunk_index| {
+        let start = chunk_index * chunk_length;
+        let end = (start + chunk_length).min(length);
+        // SAFETY: `start..end` lies inside `output` (`chunk_index < chunk_count`), the chunks of
+        // different indices are disjoint and each index runs once, and `output` stays mutably
+        // borrowed until `run_tasks` returns, after every task has finished.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+        task(chunk_index, chunk);
+    });
 }
 
 /// The number of threads that parallel kernels will use, for sizing their task lists.
 pub(crate) fn parallel_width() -> usize {
     num_threads_or_default().max(1)
+}
+
+/// A pointer to the first element of a slice whose disjoint chunks tasks write.
+struct SharedSlice<T>(*mut T);
+
+impl<T> SharedSlice<T> {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    fn get(&self) -> *mut T {
+        self.0
+    }
+}
+
+// SAFETY: The tasks of `run_chunks_mut` write disjoint chunks through this pointer, and the
+// slice's elements are `Send`.
+unsafe impl<T: Send> Sync for SharedSlice<T> {}
+
+/// A task of the current job, with its lifetime erased; see `Pool::run` for why it stays valid.
+type TaskPointer = *const (dyn Fn(usize) + Sync + 'static);
+
+/// The job a generation runs.
+struct JobSlot {
+    generation: u32,
+    task: Option<TaskPointer>,
+    task_count: usize,
+}
+
+// SAFETY: The task behind the pointer is `Sync`, so calling it from any thread is allowed; the
+// slot only moves the pointer between threads under its mutex.
+unsafe impl Send for JobSlot {}
+
+/// What the calling thread and the workers share.
+struct Shared {
+    /// `generation << 32 | next task index`: a worker claims task `i` of generation `g` by
+    /// moving this word from `(g, i)` to `(g, i + 1)`, so a worker late from an older job can
+    /// never claim a task of a newer one.
+    claims: AtomicU64,
+    /// The task and the number of tasks of the current generation.
+    job: Mutex<JobSlot>,
+    /// Tasks of the current job not yet finished.
+    unfinished: AtomicUsize,
+    /// Whether a task of the current job panicked.
+    panicked: AtomicBool,
+    /// Workers asleep (or about to sleep) on `wake`.
+    sleeping: AtomicUsize,
+    wake_lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+}
+
+struct Pool {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
+    /// Whether a call is using the pool; a second concurrent call runs inline.
+    busy: AtomicBool,
+}
+
+impl Pool {
+    /// Starts `worker_count` workers, or returns `None` if a thread could not be spawned.
+    fn start(worker_count: usize) -> Option<Self> {
+        let shared = Arc::new(Shared {
+            claims: AtomicU64::new(0),
+            job: Mutex::new(JobSlot {
+                generation: 0,
+                task: None,
+                task_count: 0,
+            }),
+            unfinished: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            sleeping: AtomicUsize::new(0),
+            wake_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+        });
+        let mut pool = Pool {
+            shared: Arc::clone(&shared),
+            workers: Vec::with_capacity(worker_count),
+            busy: AtomicBool::new(false),
+        };
+        for index in 0..worker_count {
+            let shared = Arc::clone(&shared);
+            let worker = std::thread::Builder::new()
+                .name(format!("nnc-runtime-{index}"))
+                .spawn(move || worker_loop(&shared))
+                .ok()?;
+            // A pool dropped here, on a failed spawn, stops the workers already started.
+            pool.workers.push(worker);
+        }
+        Some(pool)
+    }
+
+    /// The number of threads a job runs on: the workers and the caller.
+    fn threads(&self) -> usize {
+        self.workers.len() + 1
+    }
+
+    /// Runs the job on the pool and returns `true`, or returns `false` without running anything
+    /// if the pool is busy with another call.
+    fn run(&self, task_count: usize, task: &(dyn Fn(usize) + Sync)) -> bool {
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let shared = &*self.shared;
+        // SAFETY: Only the lifetime is erased. The pointer is called only by whoever claims a
+        // task of this generation, a claim succeeds only while a task of it is unclaimed, and
+        // this function returns only after `unfinished` reaches zero, that is after every
+        // claimed task has returned; later generations replace the pointer before anyone can
+        // claim their tasks. So `task` is never called after this borrow ends.
+        let erased: TaskPointer =
+            unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), TaskPointer>(task) };
+        let generation = ((shared.claims.load(Ordering::Relaxed) >> 32) as u32).wrapping_add(1);
+        {
+            let mut job = shared
+                .job
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            *job = JobSlot {
+                generation,
+                task: Some(erased),
+                task_count,
+            };
+        }
+        shared.unfinished.store(task_count, Ordering::Relaxed);
+        shared
+            .claims
+            .store(u64::from(generation) << 32, Ordering::SeqCst);
+        if shared.sleeping.load(Ordering::SeqCst) > 0 {
+            let _guard = shared
+                .wake_lock
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            shared.wake.notify_all();
+        }
+        INSIDE_POOL.with(|inside| inside.set(true));
+        claim_and_run(shared, generation, erased, task_count);
+        INSIDE_POOL.with(|inside| inside.set(false));
+        let mut spins = 0u32;
+        while shared.unfinished.load(Ordering::Acquire) != 0 {
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                // A worker that lost its core (a loaded machine) gets it back sooner.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        self.busy.store(false, Ordering::Release);
+        if shared.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a parallel kernel task panicked");
+        }
+        true
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        {
+            let _guard = self
+                .shared
+                .wake_lock
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for worker in self.workers.drain(..) {
+            // A worker never panics (tasks run under `catch_unwind`); nothing to report.
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Claims and runs tasks of `generation` until none is left.
+fn claim_and_run(shared: &Shared, generation: u32, task: TaskPointer, task_count: usize) {
+    loop {
+        let state = shared.claims.load(Ordering::Acquire);
+        let index = (state & u64::from(u32::MAX)) as usize;
+        if (state >> 32) as u32 != generation || index >= task_count {
+            return;
+        }
+        if shared
+            .claims
+            .compare_exchange_weak(state, state + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        // SAFETY: This thread claimed task `index` of `generation`, so the job is not finished
+        // and its caller is still waiting in `Pool::run`, which keeps `task` alive.
+        let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { (*task)(index) }));
+        if outcome.is_err() {
+            shared.panicked.store(true, Ordering::Relaxed);
+        }
+        shared.unfinished.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// A worker: waits for each new generation, then claims its tasks.
+fn worker_loop(shared: &Shared) {
+    INSIDE_POOL.with(|inside| inside.set(true));
+    let mut seen = 0u32;
+    loop {
+        let Some(generation) = wait_for_job(shared, seen) else {
+            return;
+        };
+        seen = generation;
+        let (task, task_count) = {
+            let job = shared
+                .job
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            (job.task, job.task_count)
+        };
+        if let Some(task) = task {
+            claim_and_run(shared, generation, task, task_count);
+        }
+    }
+}
+
+/// Spins, then sleeps, until the generation differs from `seen`; `None` on shutdown.
+fn wait_for_job(shared: &Shared, seen: u32) -> Option<u32> {
+    let current = || (shared.claims.load(Ordering::SeqCst) >> 32) as u32;
+    let mut spin_start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return None;
+        }
+        let generation = current();
+        if generation != seen {
+            return Some(generation);
+        }
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(256) || spin_start.elapsed() < SPIN_DURATION {
+            std::hint::spin_loop();
+            continue;
+        }
+        let guard = shared
+            .wake_lock
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        shared.sleeping.fetch_add(1, Ordering::SeqCst);
+        // Checked again after announcing the sleep: a caller that published before this check
+        // is seen here; one that publishes after it sees `sleeping` and notifies under the lock,
+        // which this thread releases only inside `wait`.
+        let guard = if current() == seen && !shared.shutdown.load(Ordering::SeqCst) {
+            shared
+                .wake
+                .wait(guard)
+                .unwrap_or_else(|poison| poison.into_inner())
+        } else {
+            guard
+        };
+        shared.sleeping.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        spin_start = Instant::now();
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +418,7 @@ mod tests {
 
     #[test]
     fn thread_count_setting_round_trips_and_tasks_all_run() {
+        let _guard = crate::test_support::lock_thread_count();
         for threads in [1, 2, 3] {
             set_num_threads(threads);
             assert_eq!(num_threads(), threads);
@@ -159,5 +442,69 @@ mod tests {
         }
         set_num_threads(0);
         assert!(num_threads() >= 1);
+    }
+
+    #[test]
+    fn many_jobs_in_a_row_each_run_every_task_once() {
+        let _guard = crate::test_support::lock_thread_count();
+        set_num_threads(3);
+        for job in 0..2000usize {
+            let task_count = 1 + job % 7;
+            let counts: Vec<AtomicUsize> = (0..task_count).map(|_| AtomicUsize::new(0)).collect();
+            run_tasks(task_count, |task| {
+                counts[task].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(
+                counts
+                    .iter()
+                    .all(|count| count.load(Ordering::Relaxed) == 1)
+            );
+        }
+        set_num_threads(0);
+    }
+
+    #[test]
+    fn nested_and_concurrent_calls_run_inline_and_finish() {
+        let _guard = crate::test_support::lock_thread_count();
+        set_num_threads(2);
+        let total = AtomicUsize::new(0);
+        run_tasks(4, |_| {
+            // Inside a task: the pool is busy, so this runs inline on the same thread.
+            run_tasks(3, |_| {
+                total.fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 12);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        run_tasks(5, |_| {
+                            total.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 12 + 3 * 200 * 5);
+        set_num_threads(0);
+    }
+
+    #[test]
+    fn a_panicking_task_panics_the_caller_and_the_pool_still_works() {
+        let _guard = crate::test_support::lock_thread_count();
+        set_num_threads(2);
+        let outcome = catch_unwind(|| {
+            run_tasks(8, |task| {
+                assert_ne!(task, 5, "task 5 fails on purpose");
+            })
+        });
+        assert!(outcome.is_err());
+        let total = AtomicUsize::new(0);
+        run_tasks(8, |task| {
+            total.fetch_add(task, Ordering::Relaxed);
+        });
+        assert_eq!(total.into_inner(), 28);
+        set_num_threads(0);
     }
 }

@@ -273,6 +273,7 @@ fn ramp_case(shape: AttentionShape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
 
 #[test]
 fn agrees_with_the_plain_kernel_for_every_thread_count() {
+    let _guard = crate::test_support::lock_thread_count();
     // Two heads sharing one key/value head, fewer heads than threads (so query blocks are
     // split between threads), causal decoding with an offset and a long key sequence.
     let shape = AttentionShape {
@@ -321,6 +322,7 @@ fn agrees_with_the_plain_kernel_for_every_thread_count() {
 
 #[test]
 fn only_partial_blocks_of_the_layout_evaluate_the_element_mask() {
+    let _guard = crate::test_support::lock_thread_count();
     let shape = AttentionShape {
         batch: 1,
         query_len: 64,
