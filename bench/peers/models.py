@@ -309,7 +309,9 @@ def bert_inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 LLAMA = dict(vocab=49152, hidden=576, layers=30, heads=9, kv_heads=3, head_dim=64,
              intermediate=1536, theta=100000.0, eps=1e-5, max_context=2048)
-PROMPT = [1, 7919 % 49152, 15839, 23759, 31679]  # 5 fixed token ids spread over the vocabulary
+# 5 fixed token ids spread over the vocabulary: the prompt of nnc's decoder harness,
+# (i * 7919 + 1) % vocab.
+PROMPT = [(i * 7919 + 1) % 49152 for i in range(5)]
 
 
 def kv_names(layer: int) -> tuple[str, str, str, str]:
