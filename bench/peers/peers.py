@@ -260,7 +260,7 @@ def time_all(specs: list[models.ModelSpec], engine_lists: dict[str, list[str]],
 
 
 def percentile(values: list[float], p: float) -> float:
-    """Nearest rank, as nnc bench's."""
+    """Nearest rank, as nnc bench's (for the 10th and 90th percentiles over processes)."""
     ordered = sorted(values)
     rank = int(np.ceil(p / 100.0 * len(ordered)))
     return ordered[min(max(rank, 1), len(ordered)) - 1]
@@ -273,7 +273,8 @@ def table(results: dict, engine_names: list[str]) -> str:
         for threads, figures in by_threads.items():
             for figure, by_engine in figures.items():
                 cells = [model, threads, figure + " (ms)"]
-                medians = {e: percentile(v, 50) for e, v in by_engine.items()}
+                # The median over processes, the mean of the middle two for an even count.
+                medians = {e: float(np.median(v)) for e, v in by_engine.items()}
                 for engine in engine_names:
                     if engine not in by_engine:
                         cells.append("—")
@@ -308,8 +309,8 @@ def uptime() -> str:
 
 
 def write_results(results: dict, checks: dict, settings: Settings, engine_names: list[str],
-                  loads: list[str], quick: bool) -> None:
-    env = environment()
+                  loads: list[str], quick: bool, env: dict | None = None) -> None:
+    env = env or environment()
     text = table(results, engine_names)
     md = [
         "# nnc against its peers",
@@ -346,7 +347,17 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, help="processes per engine (default 5, quick 2)")
     parser.add_argument("--refresh", action="store_true", help="redraw weights, rebuild graphs")
+    parser.add_argument("--retable", action="store_true",
+                        help="only rewrite results.md from results.json (no runs)")
     args = parser.parse_args()
+    if args.retable:
+        saved = json.loads((HERE / "results.json").read_text())
+        engine_names = sorted({e for by_t in saved["results"].values() for figs in by_t.values()
+                               for by_e in figs.values() for e in by_e},
+                              key=["nnc", *engines.ENGINES].index)
+        write_results(saved["results"], saved["agreement"], Settings(**saved["settings"]),
+                      engine_names, saved["load"], saved["quick"], saved["environment"])
+        return
     names = [m for m in args.models.split(",") if m]
     unknown = set(names) - set(models.MODELS)
     if unknown:
