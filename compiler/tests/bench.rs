@@ -122,6 +122,7 @@ fn measurements_merge_with_the_report() {
             "h: relu -> f32[1, 256]".to_string(),
             "fc2: linear -> f32[1, 10]".to_string(),
         ],
+        ..Measurements::default()
     };
     let bench_report = bench::bench_report(&report, None, &measurements);
     assert_eq!(bench_report.latency.median_ns, 1_000);
@@ -175,7 +176,13 @@ fn the_decoder_harness_is_valid_rust_and_names_the_generated_decoder() {
             panic!("{name}: decoder harness does not parse: {error}\n{main}")
         });
         assert!(main.contains(&format!("model::{decoder}::from_safetensors")));
-        for key in ["\"prompt_tokens\"", "\"new_tokens\"", "\"prefill_ns\""] {
+        // It takes the decode arguments, and prints the prefill times as JSON (a key escaped in
+        // the format string).
+        for key in [
+            "\"prompt_tokens\" =>",
+            "\"new_tokens\" =>",
+            r#"\"prefill_ns\":["#,
+        ] {
             assert!(main.contains(key), "{name}: {key}");
         }
     }
