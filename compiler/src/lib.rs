@@ -64,8 +64,9 @@ pub fn compile_to_rust(
 }
 
 /// The step graphs of the decoders among `module`'s networks, optimized at `level`: one token,
-/// and a prefill chunk (see [`codegen::prefill_chunk_len`]).
-fn decoder_steps(
+/// and a prefill chunk (see [`codegen::prefill_chunk_len`]). `module` is `source` compiled with
+/// `frontend`. Also what `nnc bench --decode` builds its decoder from.
+pub fn decoder_steps(
     source: &str,
     frontend: &FrontendOptions,
     module: &ir::Module,

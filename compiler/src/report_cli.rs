@@ -110,6 +110,17 @@ pub struct BenchArgs {
     /// Where to write and build the benchmark crate.
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// Time the generated decoder instead of forward passes: per sequence, `prefill` of a
+    /// prompt, then one-token `decode` steps (networks with a KV cache only). --iterations then
+    /// counts sequences, and there is no per-layer profile.
+    #[arg(long)]
+    decode: bool,
+    /// With --decode: the prompt's length in tokens.
+    #[arg(long, default_value_t = 5, requires = "decode")]
+    prompt_tokens: usize,
+    /// With --decode: the decode steps timed after the prompt, per sequence.
+    #[arg(long, default_value_t = 32, requires = "decode")]
+    new_tokens: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -208,12 +219,23 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let dims = args.select.dims.clone();
     let graph = match load(&args.model, args.select, args.opt_level)? {
         Ok(graph) => graph,
         Err(code) => return Ok(code),
     };
-    let plan = codegen::plan(&graph);
-    let report = report::build(&graph, &plan, &ReportOptions::default());
+    // A decoder is benchmarked, and counted, as its one-token step graph.
+    let decoder = if args.decode {
+        if args.new_tokens == 0 || args.prompt_tokens == 0 {
+            bail!("--prompt-tokens and --new-tokens must be at least 1");
+        }
+        Some(decoder_graphs(&args.model, dims, &graph, args.opt_level)?)
+    } else {
+        None
+    };
+    let counted = decoder.as_ref().map_or(&graph, |graphs| &graphs.step);
+    let plan = codegen::plan(counted);
+    let report = report::build(counted, &plan, &ReportOptions::default());
     let options = BenchOptions {
         warmup: args.warmup,
         iterations: args.iterations,
@@ -226,7 +248,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     };
     let bar = spinner(format!("{}: generating code", graph.name));
     let mut phase = String::new();
-    let result = bench::run(&graph, &options, &mut |update| match update {
+    let mut on_progress = |update| match update {
         Progress::Building(status) => {
             bar.set_message(format!("{}: cargo build --release: {status}", graph.name));
         }
@@ -243,16 +265,54 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
             }
             bar.set_position(done);
         }
-    });
+    };
+    let result = match &decoder {
+        Some(graphs) => {
+            let decode = bench::DecodeOptions {
+                prompt_tokens: args.prompt_tokens,
+                new_tokens: args.new_tokens,
+            };
+            bench::run_decoder(&graph, graphs, &decode, &options, &mut on_progress)
+        }
+        None => bench::run(&graph, &options, &mut on_progress),
+    };
     bar.finish_and_clear();
     let measurements = result?;
-    let bench_report =
-        bench::bench_report(&report, bench::tokens_per_inference(&graph), &measurements);
+    let tokens = match &decoder {
+        Some(_) => Some(1),
+        None => bench::tokens_per_inference(&graph),
+    };
+    let bench_report = bench::bench_report(&report, tokens, &measurements);
     print(&match args.format {
         BenchFormat::Table => bench_report.render_text(args.top),
         BenchFormat::Json => bench_report.to_json(),
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one-token step graphs of the decoder of `graph`, which is the network of `model` compiled
+/// with `dims`, or an error if it has none.
+fn decoder_graphs(
+    model: &Path,
+    dims: Vec<(String, i64)>,
+    graph: &ir::Graph,
+    level: OptLevel,
+) -> Result<codegen::DecoderGraphs> {
+    let source = std::fs::read_to_string(model)
+        .with_context(|| format!("cannot read {}", model.display()))?;
+    let frontend = nnc_compiler::FrontendOptions { dims };
+    let module = nnc_compiler::compile_to_ir(&source, &frontend)
+        .map_err(|_| anyhow::anyhow!("cannot compile {}", model.display()))?;
+    nnc_compiler::decoder_steps(&source, &frontend, &module, level)
+        .into_iter()
+        .find(|graphs| graphs.step.name == graph.name)
+        .with_context(|| {
+            format!(
+                "`{}` has no decoder: --decode needs a network whose causal attention has a KV \
+                 cache (`kv_cache = N`) and whose sequence length can be set to 1",
+                graph.name
+            )
+        })
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -1,6 +1,8 @@
-//! `nnc bench` without running cargo: the instrumented code and the harness are valid Rust that
-//! times every layer, and measurements merge with the static report. (Building the harness takes
-//! minutes in release mode, so the end-to-end run is checked by hand; see docs/cost-model.md.)
+//! `nnc bench` without running cargo: the instrumented code and the harnesses (forward and
+//! `--decode`) are valid Rust that times every layer, and measurements merge with the static
+//! report. (Building a harness takes minutes in release mode — it compiles nnc-runtime and the
+//! generated model with optimizations — so the end-to-end run is checked by hand, and by
+//! bench/peers/run.sh, which runs both harnesses; see docs/cost-model.md.)
 
 #![cfg(feature = "cli")]
 
@@ -120,6 +122,7 @@ fn measurements_merge_with_the_report() {
             "h: relu -> f32[1, 256]".to_string(),
             "fc2: linear -> f32[1, 10]".to_string(),
         ],
+        ..Measurements::default()
     };
     let bench_report = bench::bench_report(&report, None, &measurements);
     assert_eq!(bench_report.latency.median_ns, 1_000);
@@ -159,6 +162,73 @@ fn measurements_merge_with_the_report() {
         .map(|layer| layer.median_ns)
         .collect();
     assert_eq!(times, [Some(700), None, Some(300)]);
+}
+
+#[test]
+fn the_decoder_harness_is_valid_rust_and_names_the_generated_decoder() {
+    for (name, decoder) in [
+        ("tiny_gpt.nn", "TinyGptDecoder"),
+        ("llama_decoder.nn", "LlamaDecoderDecoder"),
+    ] {
+        let graph = example(name);
+        let main = harness::decoder_main_source(&graph);
+        syn::parse_file(&main).unwrap_or_else(|error| {
+            panic!("{name}: decoder harness does not parse: {error}\n{main}")
+        });
+        assert!(main.contains(&format!("model::{decoder}::from_safetensors")));
+        // It takes the decode arguments, and prints the prefill times as JSON (a key escaped in
+        // the format string).
+        for key in [
+            "\"prompt_tokens\" =>",
+            "\"new_tokens\" =>",
+            r#"\"prefill_ns\":["#,
+        ] {
+            assert!(main.contains(key), "{name}: {key}");
+        }
+    }
+    // Its project and binary are apart from the forward harness's.
+    let project = bench::decoder_project_name("tiny_gpt");
+    assert_ne!(project, "tiny_gpt");
+    let binary = bench::harness_binary(Path::new("/work"), &project);
+    assert!(
+        binary.ends_with("target/release/nnc-bench-tiny-gpt-decode"),
+        "{}",
+        binary.display()
+    );
+}
+
+#[test]
+fn decoder_measurements_report_prefill_and_decode() {
+    let graph = example("tiny_gpt.nn");
+    let report = report::build(&graph, &codegen::plan(&graph), &ReportOptions::default());
+    // What the decoder harness prints: two sequences of a 5-token prompt and 3 new tokens.
+    let output = r#"{"threads":1,"warmup":1,"latencies_ns":[100,300,200,100,200,400],"profiled_iterations":0,"layer_median_ns":[],"prompt_tokens":5,"new_tokens":3,"prefill_ns":[2000,1000]}"#;
+    let measurements: Measurements = serde_json::from_str(output).unwrap();
+    let bench_report = bench::bench_report(&report, Some(1), &measurements);
+    let decode = bench_report.decode.as_ref().expect("a decode section");
+    assert_eq!(
+        (decode.prompt_tokens, decode.new_tokens, decode.sequences),
+        (5, 3, 2)
+    );
+    assert_eq!(decode.prefill.median_ns, 1000);
+    assert_eq!(decode.decode_step.median_ns, 200);
+    assert!((decode.decode_ms_per_token - 2e-4).abs() < 1e-12);
+    assert!((decode.decode_tokens_per_second - 5e6).abs() < 1e-3);
+    let json: serde_json::Value = serde_json::from_str(&bench_report.to_json()).unwrap();
+    assert_eq!(json["decode"]["prefill"]["median_ns"], 1000);
+    assert_eq!(json["tokens_per_second"], 5e6);
+    let text = bench_report.render_text(None);
+    assert!(text.contains("prefill     median 1.0 µs"), "{text}");
+    assert!(text.contains("decode      median 200 ns"), "{text}");
+    // Forward measurements have no decode section.
+    let forward = Measurements {
+        prompt_tokens: 0,
+        new_tokens: 0,
+        prefill_ns: Vec::new(),
+        ..measurements
+    };
+    let json = bench::bench_report(&report, None, &forward).to_json();
+    assert!(!json.contains("\"decode\""), "{json}");
 }
 
 #[test]

@@ -109,7 +109,33 @@ fn bench_explains_itself() {
         "--threads",
         "--top",
         "--format",
+        "--decode",
+        "--prompt-tokens",
+        "--new-tokens",
     ] {
         assert!(help.contains(option), "{help}");
     }
+}
+
+#[test]
+fn bench_decode_refuses_a_network_without_a_decoder_before_building() {
+    let work_dir = scratch("bench_decode_refuses");
+    let output = nnc()
+        .args(["bench", "--decode", "--work-dir"])
+        .arg(&work_dir)
+        .arg(example("resnet18.nn"))
+        .output()
+        .expect("nnc runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`resnet18` has no decoder"), "{stderr}");
+    // Nothing was written: the check comes before the harness.
+    assert_eq!(std::fs::read_dir(&work_dir).unwrap().count(), 0);
+    // The decode options need --decode.
+    let output = nnc()
+        .args(["bench", "--new-tokens", "3"])
+        .arg(example("tiny_gpt.nn"))
+        .output()
+        .expect("nnc runs");
+    assert!(!output.status.success());
 }

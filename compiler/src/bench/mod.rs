@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codegen::{CodegenOptions, generate};
+use crate::codegen::{CodegenOptions, DecoderGraphs, generate, generate_with_decoders};
 use crate::ir::{Graph, Module, Op};
 use crate::report::{Report, group_digits, human_count};
 
@@ -94,11 +94,30 @@ pub enum BenchError {
     Results { reason: String, output: String },
 }
 
+/// The work of one timed sequence of `nnc bench --decode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Tokens of the prompt given to `prefill`.
+    pub prompt_tokens: usize,
+    /// One-token `decode` steps after the prompt.
+    pub new_tokens: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            prompt_tokens: 5,
+            new_tokens: 32,
+        }
+    }
+}
+
 /// What the harness measured.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Measurements {
     pub threads: usize,
     pub warmup: usize,
+    /// Forward passes; for a decoder harness, one-token decode steps.
     pub latencies_ns: Vec<u64>,
     pub profiled_iterations: usize,
     /// The median time of each timed block, in the order of `labels`.
@@ -106,16 +125,111 @@ pub struct Measurements {
     /// The comments of the timed blocks (see [`instrument::Instrumented::labels`]).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Decoder harness only: the prompt's length, the decode steps per sequence, and the time
+    /// of `prefill` of each timed sequence.
+    #[serde(default)]
+    pub prompt_tokens: usize,
+    #[serde(default)]
+    pub new_tokens: usize,
+    #[serde(default)]
+    pub prefill_ns: Vec<u64>,
 }
 
-/// Writes, builds and runs the harness of `graph`.
+/// Writes, builds and runs the harness of `graph`: the latency of whole forward passes, and
+/// unless `options.profile_iterations` is 0 the per-layer profile.
 pub fn run(
     graph: &Graph,
     options: &BenchOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Measurements, BenchError> {
+    let module = Module {
+        networks: vec![graph.clone()],
+    };
+    let code = generate(&module, &codegen_options());
+    let profiled = (options.profile_iterations > 0).then(|| instrument::instrument(&code));
+    let mut sources = vec![
+        (
+            "main.rs",
+            harness::main_source(graph, profiled.as_ref().map(|p| p.labels.len())),
+        ),
+        ("model.rs", code.clone()),
+    ];
+    if let Some(profiled) = &profiled {
+        sources.push(("model_profiled.rs", profiled.source.clone()));
+    }
+    let mut measurements = build_and_run(&graph.name, &sources, &[], options, progress)?;
+    measurements.labels = profiled.map(|p| p.labels).unwrap_or_default();
+    Ok(measurements)
+}
+
+/// Writes, builds and runs the decoder harness of `graph` (`nnc bench --decode`): the time of
+/// `prefill` of a prompt and of each one-token `decode` step after it, of the decoder generated
+/// from `decoder` (the network compiled with one token, see
+/// [`decoder_steps`](crate::decoder_steps)). The harness is a project of its own, named
+/// [`decoder_project_name`], so that it does not rebuild the forward harness's.
+pub fn run_decoder(
+    graph: &Graph,
+    decoder: &DecoderGraphs,
+    decode: &DecodeOptions,
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Measurements, BenchError> {
+    let module = Module {
+        networks: vec![graph.clone()],
+    };
+    let code = generate_with_decoders(&module, std::slice::from_ref(decoder), &codegen_options());
+    let sources = vec![
+        ("main.rs", harness::decoder_main_source(graph)),
+        ("model.rs", code),
+    ];
+    let arguments = [
+        format!("prompt_tokens={}", decode.prompt_tokens),
+        format!("new_tokens={}", decode.new_tokens),
+    ];
+    build_and_run(
+        &decoder_project_name(&graph.name),
+        &sources,
+        &arguments,
+        options,
+        progress,
+    )
+}
+
+/// The name of the harness project (and of its folder under the work directory) of the decoder
+/// of `network`.
+pub fn decoder_project_name(network: &str) -> String {
+    format!("{network}_decode")
+}
+
+/// The harness binary of project `project` (a network's name, or [`decoder_project_name`]) once
+/// built under `work_dir`: it can be run again directly, with the same `key=value` arguments,
+/// without rebuilding (bench/peers does this to time each engine in fresh processes).
+pub fn harness_binary(work_dir: &Path, project: &str) -> PathBuf {
+    work_dir
+        .join("target")
+        .join("release")
+        .join(harness::package_name(project))
+        .with_extension(std::env::consts::EXE_EXTENSION)
+}
+
+fn codegen_options() -> CodegenOptions {
+    CodegenOptions {
+        runtime_path: "::nnc_runtime".to_string(),
+        source_name: None,
+    }
+}
+
+/// Writes the harness project `project` (its `Cargo.toml` and `sources` under `src/`), builds
+/// it in release mode and runs it with `options` and `extra_arguments`.
+fn build_and_run(
+    project_name: &str,
+    sources: &[(&str, String)],
+    extra_arguments: &[String],
+    options: &BenchOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Measurements, BenchError> {
     let io = |context: String| move |source| BenchError::Io { context, source };
-    let project = options.work_dir.join(&graph.name);
+    let project = options.work_dir.join(project_name);
     let source_dir = project.join("src");
     std::fs::create_dir_all(&source_dir)
         .map_err(io(format!("cannot create {}", source_dir.display())))?;
@@ -124,37 +238,12 @@ pub fn run(
         "nnc bench builds against the nnc-runtime sources nnc was built from, but {} is gone",
         runtime.display()
     )))?;
-
-    let module = Module {
-        networks: vec![graph.clone()],
-    };
-    let code = generate(
-        &module,
-        &CodegenOptions {
-            runtime_path: "::nnc_runtime".to_string(),
-            source_name: None,
-        },
-    );
-    let profiled = (options.profile_iterations > 0).then(|| instrument::instrument(&code));
-    let mut files = vec![
-        (
-            project.join("Cargo.toml"),
-            harness::manifest(&graph.name, &runtime.display().to_string()),
-        ),
-        (
-            source_dir.join("main.rs"),
-            harness::main_source(graph, profiled.as_ref().map(|p| p.labels.len())),
-        ),
-        (source_dir.join("model.rs"), code.clone()),
-    ];
-    if let Some(profiled) = &profiled {
-        files.push((
-            source_dir.join("model_profiled.rs"),
-            profiled.source.clone(),
-        ));
-    }
-    for (path, text) in files {
-        write_if_changed(&path, &text)?;
+    write_if_changed(
+        &project.join("Cargo.toml"),
+        &harness::manifest(project_name, &runtime.display().to_string()),
+    )?;
+    for (file, text) in sources {
+        write_if_changed(&source_dir.join(file), text)?;
     }
     // Pin the harness's dependencies to the versions the workspace uses.
     let lock = project.join("Cargo.lock");
@@ -195,10 +284,7 @@ pub fn run(
     }
 
     // Run.
-    let binary = target_dir
-        .join("release")
-        .join(harness::package_name(&graph.name))
-        .with_extension(std::env::consts::EXE_EXTENSION);
+    let binary = harness_binary(&options.work_dir, project_name);
     let mut command = Command::new(&binary);
     command.arg(format!("warmup={}", options.warmup.max(1)));
     command.arg(format!("seconds={}", options.seconds));
@@ -214,6 +300,7 @@ pub fn run(
     if let Some(threads) = options.threads {
         command.arg(format!("threads={threads}"));
     }
+    command.args(extra_arguments);
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -245,13 +332,10 @@ pub fn run(
     if !status.success() {
         return Err(BenchError::Run { log });
     }
-    let mut measurements: Measurements =
-        serde_json::from_str(output.trim()).map_err(|error| BenchError::Results {
-            reason: error.to_string(),
-            output: output.clone(),
-        })?;
-    measurements.labels = profiled.map(|p| p.labels).unwrap_or_default();
-    Ok(measurements)
+    serde_json::from_str(output.trim()).map_err(|error| BenchError::Results {
+        reason: error.to_string(),
+        output: output.clone(),
+    })
 }
 
 /// Reads a `nnc-progress PHASE DONE TOTAL` line.
@@ -333,6 +417,30 @@ pub struct BenchReport {
     pub profiled_iterations: usize,
     /// Every layer of the report, with its median time if it was timed.
     pub layers: Vec<LayerTime>,
+    /// `nnc bench --decode` only: prefill and per-token decode times. `latency` is then that
+    /// of one decode step, and `flops` those of the one-token graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode: Option<DecodeReport>,
+}
+
+/// The times of a decoder (`nnc bench --decode`): per sequence, `prefill` of a prompt of
+/// `prompt_tokens` tokens, then `new_tokens` one-token `decode` steps.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodeReport {
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+    /// Timed sequences.
+    pub sequences: usize,
+    /// The time of `prefill`, over the timed sequences.
+    pub prefill: Latency,
+    /// The median prefill time, in milliseconds.
+    pub prefill_ms: f64,
+    /// The time of one decode step, over every step of every timed sequence.
+    pub decode_step: Latency,
+    /// The median decode step, in milliseconds per token.
+    pub decode_ms_per_token: f64,
+    /// New tokens per second at the median decode step.
+    pub decode_tokens_per_second: f64,
 }
 
 /// One layer: static counts and measured time.
@@ -406,7 +514,26 @@ pub fn bench_report(
         achieved_gflops: report.totals.flops as f64 / latency.median_ns.max(1) as f64,
         profiled_iterations: measurements.profiled_iterations,
         layers,
+        decode: decode_report(measurements, &latency),
     }
+}
+
+/// The decode section of a report, when `measurements` come from the decoder harness.
+fn decode_report(measurements: &Measurements, decode_step: &Latency) -> Option<DecodeReport> {
+    if measurements.prefill_ns.is_empty() {
+        return None;
+    }
+    let prefill = summarize(&measurements.prefill_ns);
+    Some(DecodeReport {
+        prompt_tokens: measurements.prompt_tokens,
+        new_tokens: measurements.new_tokens,
+        sequences: measurements.prefill_ns.len(),
+        prefill,
+        prefill_ms: prefill.median_ns as f64 * 1e-6,
+        decode_step: *decode_step,
+        decode_ms_per_token: decode_step.median_ns as f64 * 1e-6,
+        decode_tokens_per_second: 1e9 / decode_step.median_ns.max(1) as f64,
+    })
 }
 
 impl BenchReport {
@@ -420,6 +547,9 @@ impl BenchReport {
     /// The summary and the per-layer table; `top` keeps only the slowest layers.
     pub fn render_text(&self, top: Option<usize>) -> String {
         let latency = &self.latency;
+        if let Some(decode) = &self.decode {
+            return render_decode(self, decode);
+        }
         let mut out = format!(
             "{}: {} timed runs after {} warm-up runs, {} thread{}\n",
             self.network,
@@ -520,6 +650,34 @@ impl BenchReport {
         }
         out
     }
+}
+
+/// The text of a decoder's benchmark: prefill and decode times.
+fn render_decode(report: &BenchReport, decode: &DecodeReport) -> String {
+    let (prefill, step) = (&decode.prefill, &decode.decode_step);
+    format!(
+        "{} decoder: {} timed sequences of a {}-token prompt and {} new tokens after {} warm-up sequences, {} thread{}\n\
+         prefill     median {}  p10 {}  p90 {}  ({} tokens)\n\
+         decode      median {}  p10 {}  p90 {}  per token ({:.1} tokens/s)\n\
+         compute     {:.2} GFLOP/s achieved by decode ({} FLOPs per one-token step)\n",
+        report.network,
+        group_digits(decode.sequences as u64),
+        decode.prompt_tokens,
+        decode.new_tokens,
+        report.warmup,
+        report.threads,
+        if report.threads == 1 { "" } else { "s" },
+        duration(prefill.median_ns),
+        duration(prefill.p10_ns),
+        duration(prefill.p90_ns),
+        decode.prompt_tokens,
+        duration(step.median_ns),
+        duration(step.p10_ns),
+        duration(step.p90_ns),
+        decode.decode_tokens_per_second,
+        report.achieved_gflops,
+        human_count(report.flops),
+    )
 }
 
 /// `12.3 µs`, `4.56 ms`, `1.23 s`.
