@@ -252,10 +252,15 @@ impl Generator<'_> {
             let body = &chunk.body;
             let room_check = room_check(chunk.tokens);
             let (first_logits, vocab) = (lit(chunk.first_logits), lit(chunk.vocab));
-            let (tokens_param, start) = if chunk.pads {
-                (quote!(tokens), quote!(#first_logits + (tokens - 1) * #vocab))
-            } else {
-                (quote!(_tokens), quote!(#first_logits))
+            // No `0 +` or `* 1` in the offset, which clippy would flag in the generated code.
+            let row = match chunk.vocab {
+                1 => quote!(tokens - 1),
+                _ => quote!((tokens - 1) * #vocab),
+            };
+            let (tokens_param, start) = match (chunk.pads, chunk.first_logits) {
+                (true, 0) => (quote!(tokens), row),
+                (true, _) => (quote!(tokens), quote!(#first_logits + #row)),
+                (false, _) => (quote!(_tokens), quote!(#first_logits)),
             };
             quote! {
                 /// Runs up to `PREFILL_CHUNK` tokens through the network at once against `cache`,
