@@ -172,6 +172,121 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A step padded after its real tokens, committed with `advance_dropping_padding`, leaves
+    /// every kind of cache as if only the real tokens had been appended: the contiguous and the
+    /// rolling cache hold the same views, the paged one the same rows and no block more.
+    #[test]
+    fn padded_steps_keep_only_the_real_positions(
+        layers in 1usize..3,
+        kv_heads in 1usize..3,
+        head_dim in 1usize..4,
+        window in 1usize..9,
+        block_size in 1usize..6,
+        steps in prop::collection::vec((1usize..8, 0usize..8), 1..24),
+    ) {
+        let row_length = kv_heads * head_dim;
+        // A rolling step holds at most the window; the others take any step.
+        let steps: Vec<(usize, usize)> = steps
+            .into_iter()
+            .map(|(tokens, padding)| {
+                let tokens = 1 + (tokens - 1) % window;
+                (tokens, padding.min(window - tokens))
+            })
+            .collect();
+        let total: usize = steps.iter().map(|&(tokens, padding)| tokens + padding).sum();
+        let mut contiguous = KvCache::new(layers, total, kv_heads, head_dim);
+        let mut rolling = KvCache::rolling(layers, window, kv_heads, head_dim);
+        let num_blocks = total.div_ceil(block_size) + 1;
+        let mut paged = PagedKvCache::new(layers, num_blocks, block_size, kv_heads, head_dim);
+        let seq = paged.add_sequence();
+        let mut reference = vec![ReferenceLayer::default(); layers];
+        let mut k_out = vec![0.0; total * row_length];
+        let mut v_out = vec![0.0; total * row_length];
+        let mut len = 0;
+        for (tokens, padding) in steps {
+            prop_assert!(rolling.has_room_for(tokens + padding));
+            prop_assert!(paged.sequence(seq).unwrap().has_room_for(tokens + padding));
+            for layer in 0..layers {
+                let mut keys = rows(2 * layer, len, tokens, row_length);
+                let mut values = rows(2 * layer + 1, len, tokens, row_length);
+                reference[layer].keys.extend_from_slice(&keys);
+                reference[layer].values.extend_from_slice(&values);
+                keys.resize((tokens + padding) * row_length, -1.0);
+                values.resize((tokens + padding) * row_length, -1.0);
+                contiguous.append(layer, &keys, &values, tokens + padding).unwrap();
+                rolling.append(layer, &keys, &values, tokens + padding).unwrap();
+                paged.append(seq, layer, &keys, &values, tokens + padding).unwrap();
+            }
+            contiguous.advance_dropping_padding(tokens, padding).unwrap();
+            rolling.advance_dropping_padding(tokens, padding).unwrap();
+            paged
+                .sequence(seq)
+                .unwrap()
+                .advance_dropping_padding(tokens, padding)
+                .unwrap();
+            len += tokens;
+            prop_assert_eq!((contiguous.len(), rolling.len()), (len, len));
+            prop_assert_eq!(paged.sequence_len(seq).unwrap(), len);
+            prop_assert_eq!(paged.block_table(seq).unwrap().len(), len.div_ceil(block_size));
+            prop_assert_eq!(
+                paged.free_block_count(),
+                num_blocks - len.div_ceil(block_size)
+            );
+            let first_rolling = (len - len.min(window)) * row_length;
+            for (layer, reference_layer) in reference.iter().enumerate() {
+                prop_assert_eq!(contiguous.keys(layer), &reference_layer.keys[..]);
+                prop_assert_eq!(contiguous.values(layer), &reference_layer.values[..]);
+                prop_assert_eq!(rolling.keys(layer), &reference_layer.keys[first_rolling..]);
+                prop_assert_eq!(
+                    rolling.values(layer),
+                    &reference_layer.values[first_rolling..]
+                );
+                let gathered = paged.gather(seq, layer, &mut k_out, &mut v_out).unwrap();
+                prop_assert_eq!(gathered, len);
+                prop_assert_eq!(&k_out[..len * row_length], &reference_layer.keys[..]);
+                prop_assert_eq!(&v_out[..len * row_length], &reference_layer.values[..]);
+            }
+        }
+    }
+}
+
+#[test]
+fn room_for_a_step_follows_the_context_and_the_pool() {
+    let mut cache = KvCache::new(1, 4, 1, 1);
+    assert!(cache.has_room_for(4) && !cache.has_room_for(5));
+    cache
+        .append(0, &[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0], 3)
+        .unwrap();
+    cache.advance_dropping_padding(1, 2).unwrap();
+    assert!(cache.has_room_for(3) && !cache.has_room_for(4));
+    let rolling = KvCache::rolling(1, 3, 1, 1);
+    assert!(rolling.has_room_for(3) && !rolling.has_room_for(4));
+    // Two blocks of two positions: a sequence of one position has room for three more.
+    let mut paged = PagedKvCache::new(1, 2, 2, 1, 1);
+    let seq = paged.add_sequence();
+    paged.append(seq, 0, &[1.0], &[1.0], 1).unwrap();
+    paged.advance(seq, 1).unwrap();
+    assert!(paged.has_room_for(seq, 3) && !paged.has_room_for(seq, 4));
+    let other = paged.add_sequence();
+    paged.append(other, 0, &[1.0], &[1.0], 1).unwrap();
+    paged.advance(other, 1).unwrap();
+    assert!(paged.has_room_for(seq, 1) && !paged.has_room_for(seq, 2));
+    // An uneven padded advance is refused and changes nothing.
+    paged.append(seq, 0, &[2.0], &[2.0], 1).unwrap();
+    assert_eq!(
+        paged.advance_dropping_padding(seq, 1, 1),
+        Err(KvCacheError::UnevenAdvance {
+            tokens: 2,
+            layer: 0,
+            appended: 1
+        })
+    );
+    assert_eq!(paged.sequence_len(seq).unwrap(), 1);
+}
+
 #[test]
 fn contiguous_cache_reports_full_without_writing() {
     let mut cache = KvCache::new(2, 4, 1, 2);

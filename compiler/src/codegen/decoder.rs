@@ -63,14 +63,31 @@ pub fn generate_decoder_tokens(
 
 /// A decoder's prefill step of several tokens: the code of the chunk graph, using the fields of
 /// the one-token step's generator.
+///
+/// A chunk shorter than `tokens` (the end of a prompt) runs padded: token 0 fills the positions
+/// after the real tokens, and the cache drops their keys and values when the step commits
+/// (`DecodeCache::advance_dropping_padding`). That is exact for every decoder that has a chunk
+/// step: its cached attention is causal, so no real token sees a padded one, every other node
+/// works on each position alone (the one-token step relies on that too), and the logits are
+/// read at the last real position. It needs room for the padded positions in the cache and in
+/// every learned position table; when there is none, the end of the prompt runs token by token.
+/// A network whose output is not one row of logits per position (one that picks the last
+/// position, say) would read a padded row, so its chunks are never padded.
 pub(super) struct ChunkStep {
     tokens: usize,
     body: Vec<TokenStream>,
     token_slot: usize,
     pub(super) f32_len: usize,
     pub(super) i64_len: usize,
-    /// The arena range of the last position's logits.
-    last_logits: std::ops::Range<usize>,
+    /// Where the logits of the chunk's first position start in the arena; the others follow,
+    /// `vocab` apart. Without padding, where the last position's start.
+    first_logits: usize,
+    vocab: usize,
+    /// Whether a shorter chunk may run padded: the output has a row of logits per position.
+    pads: bool,
+    /// The fewest rows of a learned position table (`usize::MAX` without one): padded
+    /// positions must stay below it.
+    position_limit: usize,
     /// The `AttentionShape` of each attention node (by index), to size its workspace.
     pub(super) attention_shapes: HashMap<ir::Node, AttentionShape>,
 }
@@ -144,6 +161,17 @@ impl ChunkStep {
         let output = chunk_graph.outputs[0].value;
         let vocab = chunk_graph.ty(output).last_dim().unwrap_or(1);
         let output_slot = generator.plan.slots[output].expect("outputs have slots");
+        let output_shape = &chunk_graph.ty(output).shape;
+        let pads = output_shape.len() >= 2
+            && output_shape[1] == tokens
+            && output_slot.len == tokens * vocab;
+        let position_limit = chunk_graph
+            .nodes
+            .iter()
+            .filter(|(_, data)| matches!(data.op, Op::PositionEmbedding))
+            .map(|(_, data)| chunk_graph.ty(data.inputs[1]).shape[0])
+            .min()
+            .unwrap_or(usize::MAX);
         let attention_shapes = chunk_graph
             .nodes
             .iter()
@@ -160,8 +188,11 @@ impl ChunkStep {
                 .offset,
             f32_len: generator.plan.f32_len,
             i64_len: generator.plan.i64_len,
-            last_logits: output_slot.offset + output_slot.len - vocab
-                ..output_slot.offset + output_slot.len,
+            first_logits: output_slot.offset + output_slot.len
+                - if pads { tokens * vocab } else { vocab },
+            vocab,
+            pads,
+            position_limit,
             attention_shapes,
         })
     }
@@ -220,21 +251,36 @@ impl Generator<'_> {
             let token_range = range_tokens(chunk.token_slot..chunk.token_slot + chunk.tokens);
             let body = &chunk.body;
             let room_check = room_check(chunk.tokens);
-            let last_logits = range_tokens(chunk.last_logits.clone());
+            let (first_logits, vocab) = (lit(chunk.first_logits), lit(chunk.vocab));
+            // No `0 +` or `* 1` in the offset, which clippy would flag in the generated code.
+            let row = match chunk.vocab {
+                1 => quote!(tokens - 1),
+                _ => quote!((tokens - 1) * #vocab),
+            };
+            let (tokens_param, start) = match (chunk.pads, chunk.first_logits) {
+                (true, 0) => (quote!(tokens), row),
+                (true, _) => (quote!(tokens), quote!(#first_logits + #row)),
+                (false, _) => (quote!(_tokens), quote!(#first_logits)),
+            };
             quote! {
-                /// Runs `PREFILL_CHUNK` tokens through the network at once against `cache`, which
-                /// gains their keys and values; the last one's logits are left in the arena.
-                fn step_chunk(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64; #tokens]) -> Result<(), rt::ModelError> {
+                /// Runs up to `PREFILL_CHUNK` tokens through the network at once against `cache`,
+                /// which gains their keys and values. Fewer run padded with token 0 after them
+                /// (causal attention keeps the real ones from seeing the padding) and the cache
+                /// drops the padding's keys and values; the caller checks that it fits.
+                fn step_chunk(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<(), rt::ModelError> {
                     #room_check
-                    self.arena_i64[#token_range].copy_from_slice(tokens);
+                    let (real, padding) = self.arena_i64[#token_range].split_at_mut(tokens.len());
+                    real.copy_from_slice(tokens);
+                    padding.fill(0);
                     #(#body)*
-                    cache.advance(#tokens)?;
+                    cache.advance_dropping_padding(tokens.len(), #tokens - tokens.len())?;
                     Ok(())
                 }
 
-                /// The logits of the last token of the last `step_chunk`.
-                fn chunk_logits(&self) -> rt::ndarray::ArrayView1<'_, f32> {
-                    rt::ndarray::ArrayView1::from(&self.arena[#last_logits])
+                /// The logits of the last of the `tokens` real tokens of the last `step_chunk`.
+                fn chunk_logits(&self, #tokens_param: usize) -> rt::ndarray::ArrayView1<'_, f32> {
+                    let start = #start;
+                    rt::ndarray::ArrayView1::from(&self.arena[start..start + #vocab])
                 }
             }
         });
@@ -265,56 +311,83 @@ impl Generator<'_> {
         let vocab = lit(graph.ty(graph.outputs[0].value).last_dim().unwrap_or(1));
         let logits = quote!(rt::ndarray::ArrayView1<'_, f32>);
         let result = quote!(Result<#logits, rt::ModelError>);
-        // With a chunk step, prefill runs whole chunks first and the rest one token at a time.
-        let (chunk_steps, chunk_last, chunk_last_param, prefill_logits, chunk_const) =
-            match &self.chunk {
-                Some(chunk) => {
-                    let tokens = lit(chunk.tokens);
-                    (
-                        quote! {
-                            let (chunks, tokens) = tokens.as_chunks::<#tokens>();
-                            for chunk in chunks {
+        // With a chunk step, prefill runs the prompt in chunks, the last one padded (see
+        // `ChunkStep`); without one, one token at a time.
+        let (prefill_body, chunk_tokens_param, prefill_logits, chunk_const) = match &self.chunk {
+            Some(chunk) => {
+                let tokens = lit(chunk.tokens);
+                // A padded chunk needs its positions in the learned position tables too.
+                let table_check = (chunk.position_limit < decoding.max_context).then(|| {
+                    let position_limit = lit(chunk.position_limit);
+                    quote!(&& cache.position() + #tokens <= #position_limit)
+                });
+                // A whole chunk runs as one (and reports a full cache as its error); a shorter
+                // one too, padded, when the padding fits; a lone token is cheaper as a one-token
+                // step.
+                let as_chunk = if chunk.pads {
+                    quote! {
+                        chunk.len() == #tokens
+                            || (chunk.len() > 1
+                                && cache.position() + #tokens <= Self::MAX_CONTEXT
+                                #table_check
+                                && cache.has_room_for(#tokens))
+                    }
+                } else {
+                    quote!(chunk.len() == #tokens)
+                };
+                (
+                    quote! {
+                        let mut chunk_tokens = 0;
+                        for chunk in tokens.chunks(#tokens) {
+                            if #as_chunk {
                                 self.step_chunk(cache, chunk)?;
+                                chunk_tokens = chunk.len();
+                            } else {
+                                for &token in chunk {
+                                    self.step(cache, token)?;
+                                }
+                                chunk_tokens = 0;
                             }
-                        },
-                        quote!(tokens.is_empty()),
-                        quote!(chunk_last),
-                        quote!(if chunk_last {
-                            self.chunk_logits()
-                        } else {
-                            self.logits()
-                        }),
-                        quote! {
-                            /// Tokens per prefill step.
-                            pub const PREFILL_CHUNK: usize = #tokens;
-                        },
-                    )
-                }
-                None => (
-                    TokenStream::new(),
-                    quote!(false),
-                    quote!(_chunk_last),
-                    quote!(self.logits()),
-                    TokenStream::new(),
-                ),
-            };
+                        }
+                        Ok(chunk_tokens)
+                    },
+                    quote!(chunk_tokens),
+                    quote!(match chunk_tokens {
+                        0 => self.logits(),
+                        tokens => self.chunk_logits(tokens),
+                    }),
+                    quote! {
+                        /// Tokens per prefill step.
+                        pub const PREFILL_CHUNK: usize = #tokens;
+                    },
+                )
+            }
+            None => (
+                quote! {
+                    for &token in tokens {
+                        self.step(cache, token)?;
+                    }
+                    Ok(0)
+                },
+                quote!(_chunk_tokens),
+                quote!(self.logits()),
+                TokenStream::new(),
+            ),
+        };
         let prefill_steps = quote! {
-            /// Runs `tokens` through the network against `cache`: whole prefill chunks at once
-            /// if the decoder has a chunk step, the rest one by one. Returns whether the last
-            /// step was a chunk.
-            fn prefill_steps(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<bool, rt::ModelError> {
+            /// Runs `tokens` through the network against `cache`: in prefill chunks if the
+            /// decoder has a chunk step, else one by one. Returns how many tokens the last step
+            /// took if it was a chunk, else 0.
+            fn prefill_steps(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<usize, rt::ModelError> {
                 if tokens.is_empty() {
                     return Err(rt::ModelError::EmptyPrompt);
                 }
-                #chunk_steps
-                for &token in tokens {
-                    self.step(cache, token)?;
-                }
-                Ok(#chunk_last)
+                #prefill_body
             }
 
-            /// The logits after a prefill.
-            fn prefill_logits(&self, #chunk_last_param: bool) -> #logits {
+            /// The logits after a prefill whose last step was a chunk of `chunk_tokens` tokens
+            /// (0: a one-token step).
+            fn prefill_logits(&self, #chunk_tokens_param: usize) -> #logits {
                 #prefill_logits
             }
 
@@ -355,8 +428,8 @@ impl Generator<'_> {
                     seq: rt::kv_cache::SequenceId,
                     tokens: &[i64],
                 ) -> #result {
-                    let chunk_last = self.prefill_steps(&mut cache.sequence(seq)?, tokens)?;
-                    Ok(self.prefill_logits(chunk_last))
+                    let chunk_tokens = self.prefill_steps(&mut cache.sequence(seq)?, tokens)?;
+                    Ok(self.prefill_logits(chunk_tokens))
                 }
             }
         });

@@ -154,14 +154,28 @@ impl KvCache {
     /// rows since the last `advance` (`KvCacheError::UnevenAdvance` otherwise, and nothing
     /// changes). A rolling cache then drops the positions that fell out of the window.
     pub fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
+        self.advance_dropping_padding(tokens, 0)
+    }
+
+    /// Commits the first `tokens` positions of a step that appended `tokens + padding` rows to
+    /// every layer (`KvCacheError::UnevenAdvance` otherwise, and nothing changes) and forgets
+    /// the other `padding`: they lie after the view, where the next step writes over them. A
+    /// rolling cache drops old positions for the `tokens` committed only, so the view keeps
+    /// every position the window still needs.
+    pub fn advance_dropping_padding(
+        &mut self,
+        tokens: usize,
+        padding: usize,
+    ) -> Result<(), KvCacheError> {
+        let appended = tokens + padding;
         if let Some((layer, buffer)) = self
             .layers
             .iter()
             .enumerate()
-            .find(|(_, buffer)| buffer.pending != tokens)
+            .find(|(_, buffer)| buffer.pending != appended)
         {
             return Err(KvCacheError::UnevenAdvance {
-                tokens,
+                tokens: appended,
                 layer,
                 appended: buffer.pending,
             });
@@ -178,6 +192,15 @@ impl KvCache {
         }
         self.cached = cached;
         Ok(())
+    }
+
+    /// Whether a step of `tokens` positions fits: within the maximum context of a contiguous
+    /// cache, at most the window of a rolling one.
+    pub fn has_room_for(&self, tokens: usize) -> bool {
+        match self.kind {
+            CacheKind::Contiguous { max_context } => self.len + tokens <= max_context,
+            CacheKind::Rolling { window } => tokens <= window,
+        }
     }
 
     /// Forgets every position (committed and pending), keeping the allocation.
@@ -334,5 +357,17 @@ impl DecodeCache for KvCache {
 
     fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
         KvCache::advance(self, tokens)
+    }
+
+    fn advance_dropping_padding(
+        &mut self,
+        tokens: usize,
+        padding: usize,
+    ) -> Result<(), KvCacheError> {
+        KvCache::advance_dropping_padding(self, tokens, padding)
+    }
+
+    fn has_room_for(&self, tokens: usize) -> bool {
+        KvCache::has_room_for(self, tokens)
     }
 }

@@ -75,6 +75,22 @@ pub trait DecodeCache {
 
     /// Commits a step of `tokens` positions (see the module docs).
     fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError>;
+
+    /// Commits the first `tokens` positions of a step that appended `tokens + padding` rows to
+    /// every layer, and forgets the last `padding` rows, as if the step had been `tokens` long:
+    /// the end of a prefill chunk padded to the length the network was compiled for. Causal
+    /// attention kept the real tokens from seeing the padding, which came after them; dropping
+    /// it keeps later steps from seeing it. Blocks taken only for the padding go back to the pool.
+    fn advance_dropping_padding(
+        &mut self,
+        tokens: usize,
+        padding: usize,
+    ) -> Result<(), KvCacheError>;
+
+    /// Whether a step of `tokens` positions fits: a contiguous cache has the room, a rolling
+    /// one takes that many in one step, a paged pool has the blocks. A decoder asks before
+    /// padding a prefill chunk, and steps token by token instead when the padding does not fit.
+    fn has_room_for(&self, tokens: usize) -> bool;
 }
 
 /// Steps of at most this many tokens attend through the direct kernel

@@ -158,22 +158,53 @@ impl PagedKvCache {
     /// Commits a step of `tokens` positions of `seq`: every layer must have received exactly
     /// `tokens` rows since its last `advance` (`KvCacheError::UnevenAdvance` otherwise).
     pub fn advance(&mut self, seq: SequenceId, tokens: usize) -> Result<(), KvCacheError> {
+        self.advance_dropping_padding(seq, tokens, 0)
+    }
+
+    /// Commits the first `tokens` positions of a step of `seq` that appended `tokens + padding`
+    /// rows to every layer (`KvCacheError::UnevenAdvance` otherwise, and nothing changes) and
+    /// forgets the other `padding`, returning the blocks that held only padding to the pool.
+    pub fn advance_dropping_padding(
+        &mut self,
+        seq: SequenceId,
+        tokens: usize,
+        padding: usize,
+    ) -> Result<(), KvCacheError> {
+        let block_size = self.block_size;
         let sequence = sequence_mut(&mut self.sequences, seq)?;
-        if let Some((layer, &appended)) = sequence
+        let appended = tokens + padding;
+        if let Some((layer, &pending)) = sequence
             .pending
             .iter()
             .enumerate()
-            .find(|(_, pending)| **pending != tokens)
+            .find(|(_, pending)| **pending != appended)
         {
             return Err(KvCacheError::UnevenAdvance {
-                tokens,
+                tokens: appended,
                 layer,
-                appended,
+                appended: pending,
             });
         }
         sequence.len += tokens;
         sequence.pending.fill(0);
+        // The table only ever grew to the blocks the step's rows needed, so the blocks past the
+        // committed positions held padding alone.
+        let blocks_kept = sequence.len.div_ceil(block_size);
+        while sequence.block_table.len() > blocks_kept {
+            let block = sequence.block_table.pop().expect("longer than blocks_kept");
+            self.free_blocks.push(block);
+        }
         Ok(())
+    }
+
+    /// Whether the pool has the blocks for `tokens` more positions of `seq` (false for an
+    /// unknown sequence).
+    pub fn has_room_for(&self, seq: SequenceId, tokens: usize) -> bool {
+        sequence_ref(&self.sequences, seq).is_ok_and(|sequence| {
+            let first = sequence.len + sequence.pending.iter().copied().max().unwrap_or(0);
+            let needed = (first + tokens).div_ceil(self.block_size);
+            needed.saturating_sub(sequence.block_table.len()) <= self.free_blocks.len()
+        })
     }
 
     /// Ends `seq`, returning its blocks to the pool; its handle is invalid afterwards.
@@ -326,6 +357,19 @@ impl DecodeCache for PagedSequence<'_> {
 
     fn advance(&mut self, tokens: usize) -> Result<(), KvCacheError> {
         self.cache.advance(self.seq, tokens)
+    }
+
+    fn advance_dropping_padding(
+        &mut self,
+        tokens: usize,
+        padding: usize,
+    ) -> Result<(), KvCacheError> {
+        self.cache
+            .advance_dropping_padding(self.seq, tokens, padding)
+    }
+
+    fn has_room_for(&self, tokens: usize) -> bool {
+        self.cache.has_room_for(self.seq, tokens)
     }
 }
 

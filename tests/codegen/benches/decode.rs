@@ -1,7 +1,10 @@
 //! Decoding speed against context length: tokens/s of the generated one-token decoders of the
 //! tiny GPT (context 128) and the SmolLM2-sized Llama (context 2048) when the KV cache already
 //! holds `context` positions; paged against contiguous decoding; and prefill in chunks against
-//! prefill token by token. `cargo bench -p nnc-codegen-tests --bench decode`.
+//! prefill token by token, and the time of a short (5-token) prompt's prefill. Set
+//! `NNC_NUM_THREADS` to compare thread counts, and `NNC_BENCH_CONTEXTS` (say `0,256`) to time
+//! the Llama at fewer context lengths than the default five, whose filling takes minutes.
+//! `cargo bench -p nnc-codegen-tests --bench decode`.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -41,7 +44,14 @@ fn main() {
     println!(
         "llama_decoder (30 layers, hidden 576, SmolLM2-135M size), tokens/s by context length:"
     );
-    for context in [0, 256, 512, 1024, 2000] {
+    let contexts: Vec<usize> = match std::env::var("NNC_BENCH_CONTEXTS") {
+        Ok(list) => list
+            .split(',')
+            .map(|context| context.trim().parse().expect("NNC_BENCH_CONTEXTS: numbers"))
+            .collect(),
+        Err(_) => vec![0, 256, 512, 1024, 2000],
+    };
+    for context in contexts {
         let rate = tokens_per_second(
             |token| match token {
                 Some(token) => drop(llama.decode(token).unwrap()),
@@ -50,11 +60,70 @@ fn main() {
             context,
             8,
         );
-        println!("  context {context:>5}: {rate:>8.1} tokens/s");
+        println!(
+            "  context {context:>5}: {rate:>8.1} tokens/s ({:.1} ms/token)",
+            1000.0 / rate
+        );
     }
 
     paged_against_contiguous();
     prefill_in_chunks_against_token_by_token(&mut gpt, &mut llama);
+    short_prompt_prefill(&mut llama);
+    one_thread_against_two(&mut llama);
+}
+
+/// The Llama's decoding step and 5-token prefill at 1 and at 2 threads, alternating in one
+/// process, best of many: on a loaded machine the best time is the one least disturbed by other
+/// work, and alternating gives both thread counts the same conditions.
+fn one_thread_against_two(llama: &mut LlamaDecoderDecoder) {
+    let prompt = [1, 9915, 314, 253, 3874];
+    let (mut step, mut prefill) = ([f64::MAX; 2], [f64::MAX; 2]);
+    for round in 0..24 {
+        let threads = 1 + round % 2;
+        nnc::runtime::set_num_threads(threads);
+        llama.reset();
+        let start = Instant::now();
+        black_box(llama.prefill(&prompt).unwrap());
+        prefill[threads - 1] = prefill[threads - 1].min(start.elapsed().as_secs_f64());
+        for token in 0..4 {
+            let start = Instant::now();
+            black_box(llama.decode(token).unwrap());
+            step[threads - 1] = step[threads - 1].min(start.elapsed().as_secs_f64());
+        }
+    }
+    nnc::runtime::set_num_threads(0);
+    println!(
+        "llama_decoder, best of 48 steps after a 5-token prompt: 1 thread {:.1} ms/token, 2 threads {:.1} ms/token ({:.2}x)",
+        step[0] * 1000.0,
+        step[1] * 1000.0,
+        step[0] / step[1]
+    );
+    println!(
+        "llama_decoder, best of 12 prefills of a 5-token prompt: 1 thread {:.1} ms, 2 threads {:.1} ms ({:.2}x)",
+        prefill[0] * 1000.0,
+        prefill[1] * 1000.0,
+        prefill[0] / prefill[1]
+    );
+}
+
+/// The median time of a 5-token prompt's prefill by the Llama decoder: shorter than a chunk.
+fn short_prompt_prefill(llama: &mut LlamaDecoderDecoder) {
+    let prompt = [1, 9915, 314, 253, 3874];
+    let mut times: Vec<f64> = (0..7)
+        .map(|_| {
+            llama.reset();
+            let start = Instant::now();
+            black_box(llama.prefill(&prompt).unwrap());
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    println!(
+        "llama_decoder prefill of a {}-token prompt: {:.1} ms (median of {})",
+        prompt.len(),
+        times[times.len() / 2] * 1000.0,
+        times.len()
+    );
 }
 
 /// Tiny GPT: 4 sequences of 100 tokens decoded interleaved from a paged cache (blocks of 16),

@@ -31,6 +31,139 @@ fn worst_decode_error(
     worst
 }
 
+/// What `check_prefill_of_every_length` asks a decoder to do.
+enum Step<'a> {
+    Reset,
+    Prefill(&'a [i64]),
+    Decode(i64),
+}
+
+/// Prefill of every prompt length from 1 to two chunks and three tokens, against decoding the
+/// same tokens one by one: the prefill's logits equal those of the prompt's last token, the
+/// decoder is at the prompt's length, and the next two decoded tokens (which attend over every
+/// cached position, so a wrong or extra key shows) give the same logits too. `run` performs a
+/// step and returns the logits (empty after a reset) and the position.
+fn check_prefill_of_every_length(
+    chunk: usize,
+    tokens: &[i64],
+    mut run: impl FnMut(Step<'_>) -> (Vec<f32>, usize),
+) {
+    let longest = 2 * chunk + 3;
+    assert!(tokens.len() >= longest + 2);
+    run(Step::Reset);
+    let one_by_one: Vec<Vec<f32>> = tokens[..longest + 2]
+        .iter()
+        .map(|&token| run(Step::Decode(token)).0)
+        .collect();
+    for length in 1..=longest {
+        run(Step::Reset);
+        let (logits, position) = run(Step::Prefill(&tokens[..length]));
+        let error = max_error(&logits, &one_by_one[length - 1]);
+        assert!(error <= TOLERANCE, "prompt of {length}: error {error}");
+        assert_eq!(position, length, "prompt of {length}");
+        for next in length..length + 2 {
+            let (logits, position) = run(Step::Decode(tokens[next]));
+            let error = max_error(&logits, &one_by_one[next]);
+            assert!(
+                error <= TOLERANCE,
+                "prompt of {length}, then token {next}: error {error}"
+            );
+            assert_eq!(position, next + 1);
+        }
+    }
+}
+
+/// The `run` of `check_prefill_of_every_length` for a decoder with its own contiguous cache.
+macro_rules! steps_of {
+    ($decoder:ident) => {
+        |step| {
+            let logits = match step {
+                Step::Reset => {
+                    $decoder.reset();
+                    Vec::new()
+                }
+                Step::Prefill(prompt) => $decoder.prefill(prompt).unwrap().to_vec(),
+                Step::Decode(token) => $decoder.decode(token).unwrap().to_vec(),
+            };
+            (logits, $decoder.position())
+        }
+    };
+}
+
+#[test]
+fn prefill_of_every_length_equals_decoding_token_by_token() {
+    use nnc_codegen_tests::model_small_llama::SmallLlamaDecoder;
+    use nnc_codegen_tests::model_window_gpt::WindowGptDecoder;
+    let tokens: Vec<i64> = (0..64).map(|i| (i * 29 + 11) % 64).collect();
+
+    let mut gpt = TinyGptDecoder::with_random_weights(4);
+    check_prefill_of_every_length(TinyGptDecoder::PREFILL_CHUNK, &tokens, steps_of!(gpt));
+    let mut llama = SmallLlamaDecoder::with_random_weights(4);
+    assert_eq!(SmallLlamaDecoder::PREFILL_CHUNK, 16);
+    check_prefill_of_every_length(SmallLlamaDecoder::PREFILL_CHUNK, &tokens, steps_of!(llama));
+    // The rolling cache of the window of 8: a padded chunk must not push out positions the
+    // window still needs.
+    let mut window = WindowGptDecoder::with_random_weights(4);
+    assert_eq!(WindowGptDecoder::PREFILL_CHUNK, 8);
+    check_prefill_of_every_length(WindowGptDecoder::PREFILL_CHUNK, &tokens, steps_of!(window));
+
+    // A paged sequence, in a pool of blocks of 4 that is reset by freeing the sequence: padded
+    // chunks return the blocks they took for padding.
+    let mut cache = SmallLlamaDecoder::paged_cache(16, 4);
+    let mut seq = cache.add_sequence();
+    check_prefill_of_every_length(SmallLlamaDecoder::PREFILL_CHUNK, &tokens, |step| {
+        let logits = match step {
+            Step::Reset => {
+                cache.free_sequence(seq).unwrap();
+                assert_eq!(cache.free_block_count(), 16);
+                seq = cache.add_sequence();
+                Vec::new()
+            }
+            Step::Prefill(prompt) => llama
+                .prefill_paged(&mut cache, seq, prompt)
+                .unwrap()
+                .to_vec(),
+            Step::Decode(token) => llama.decode_paged(&mut cache, seq, token).unwrap().to_vec(),
+        };
+        let position = cache.sequence_len(seq).unwrap();
+        assert_eq!(cache.block_table(seq).unwrap().len(), position.div_ceil(4));
+        (logits, position)
+    });
+}
+
+#[test]
+fn a_padded_chunk_that_does_not_fit_falls_back_to_one_token_steps() {
+    use nnc_codegen_tests::model_small_llama::SmallLlamaDecoder;
+    let tokens: Vec<i64> = (0..96).map(|i| (i * 13 + 5) % 256).collect();
+    let mut decoder = SmallLlamaDecoder::with_random_weights(7);
+    let one_by_one: Vec<Vec<f32>> = tokens
+        .iter()
+        .map(|&token| decoder.decode(token).unwrap().to_vec())
+        .collect();
+    // The context holds 96 positions: after 84, a padded chunk of 16 would run past it, so the
+    // 5 tokens after them run one by one, and so does everything up to the end of the context.
+    decoder.reset();
+    decoder.prefill(&tokens[..84]).unwrap();
+    let logits = decoder.prefill(&tokens[84..89]).unwrap().to_vec();
+    assert!(max_error(&logits, &one_by_one[88]) <= TOLERANCE);
+    let logits = decoder.prefill(&tokens[89..]).unwrap().to_vec();
+    assert!(max_error(&logits, &one_by_one[95]) <= TOLERANCE);
+    assert_eq!(decoder.position(), SmallLlamaDecoder::MAX_CONTEXT);
+    let error = decoder.prefill(&[1, 2]).unwrap_err().to_string();
+    assert!(error.contains("full"), "{error}");
+
+    // Two blocks of 4 positions hold a prompt of 5, but not its chunk padded to 16: the prompt
+    // runs one token at a time instead of failing.
+    let mut cache = SmallLlamaDecoder::paged_cache(2, 4);
+    let seq = cache.add_sequence();
+    let logits = decoder
+        .prefill_paged(&mut cache, seq, &tokens[..5])
+        .unwrap()
+        .to_vec();
+    assert!(max_error(&logits, &one_by_one[4]) <= TOLERANCE);
+    assert_eq!(cache.free_block_count(), 0);
+}
+
 #[test]
 fn tiny_gpt_incremental_decoding_equals_the_full_forward() {
     let tokens: Vec<i64> = (0..64).map(|i| (i * 37 % 512) as i64).collect();
@@ -73,12 +206,21 @@ fn llama_incremental_decoding_equals_the_full_forward() {
     });
     assert!(worst <= TOLERANCE, "worst error {worst}");
 
-    // Prefill in chunks: rotary positions and grouped-query heads in a 16-token step.
-    decoder.reset();
+    // Prefill in chunks: rotary positions and grouped-query heads in a 16-token step; 40
+    // tokens end with a chunk padded from 8, a prompt of 5 is one padded chunk.
     assert_eq!(LlamaDecoderDecoder::PREFILL_CHUNK, 16);
-    let logits = decoder.prefill(&tokens[..40]).unwrap().to_vec();
-    let expected = full_logits.slice(ndarray::s![0, 39, ..]).to_vec();
-    assert!(max_error(&logits, &expected) <= TOLERANCE);
+    for prompt in [40, 5] {
+        decoder.reset();
+        let logits = decoder.prefill(&tokens[..prompt]).unwrap().to_vec();
+        let expected = full_logits.slice(ndarray::s![0, prompt - 1, ..]).to_vec();
+        assert!(
+            max_error(&logits, &expected) <= TOLERANCE,
+            "prompt {prompt}"
+        );
+        let logits = decoder.decode(tokens[prompt]).unwrap().to_vec();
+        let expected = full_logits.slice(ndarray::s![0, prompt, ..]).to_vec();
+        assert!(max_error(&logits, &expected) <= TOLERANCE, "after {prompt}");
+    }
 }
 
 #[test]
@@ -241,7 +383,7 @@ fn seq2seq_decoding_with_a_cached_encoder_equals_the_full_forward() {
 
 #[test]
 fn chunked_prefill_equals_the_full_forward_and_decoding_continues_from_it() {
-    // 37 tokens: two chunks of 16, then 5 one-token steps; 32 tokens: chunks only.
+    // 37 tokens: two chunks of 16, then one padded from 5; 32 tokens: whole chunks only.
     assert_eq!(TinyGptDecoder::PREFILL_CHUNK, 16);
     let tokens: Vec<i64> = (0..64).map(|i| (i * 29 + 11) % 512).collect();
     let mut full = TinyGpt::with_random_weights(9);

@@ -21,8 +21,14 @@ pub(super) const MC: usize = 144;
 pub(super) const NC: usize = 4096;
 /// The most floats of B packed at once when B is not packed beforehand (64 MiB).
 pub(super) const RHS_SCRATCH_LIMIT: usize = 1 << 24;
-/// Below this many multiply-adds a product runs on one thread.
+/// From this many multiply-adds on, a product splits across threads.
 pub(super) const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
+/// From this many bytes of A, B and C on, a product splits across threads even when it has few
+/// multiply-adds: a product of one row with a large weight (a decoding step's projections) is
+/// bound by streaming the weight from memory, and two cores stream more than one. 256 KiB takes
+/// tens of microseconds to stream, several times what waking the pool costs, and lies past L2,
+/// so the weights of small networks, which may stay in cache between calls, keep one thread.
+pub(super) const PARALLEL_MIN_BYTES: usize = 1 << 18;
 
 /// The signature shared by the micro-kernels; see `portable::tile_kernel` for the contract.
 /// Flash attention packs its own panels and calls the micro-kernel directly.
@@ -311,13 +317,9 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
     } else {
         1
     };
-    let multiply_adds = product
-        .rows
-        .saturating_mul(product.cols)
-        .saturating_mul(product.depth);
     let row_panels = product.rows.div_ceil(MR);
     let column_panels = product.cols.div_ceil(NR);
-    if threads == 1 || multiply_adds < PARALLEL_MIN_MULTIPLY_ADDS {
+    if !worth_splitting(product, threads) {
         run_rectangle(product, 0..product.rows, 0..product.cols);
         return;
     }
@@ -342,6 +344,27 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
             run_rectangle(product, 0..product.rows, cols);
         }
     });
+}
+
+/// Whether `product` is worth splitting across `threads` threads: it has enough arithmetic
+/// (`PARALLEL_MIN_MULTIPLY_ADDS`) or moves enough memory (`PARALLEL_MIN_BYTES`), and more than
+/// one panel to share. For one row of A the split is by columns (`run_product` splits the longer
+/// side), so each task streams its own contiguous panels of a packed B.
+fn worth_splitting(product: &Product<'_>, threads: usize) -> bool {
+    if threads <= 1 || (product.rows <= MR && product.cols <= NR) {
+        return false;
+    }
+    let multiply_adds = product
+        .rows
+        .saturating_mul(product.cols)
+        .saturating_mul(product.depth);
+    let floats = product
+        .depth
+        .saturating_mul(product.cols)
+        .saturating_add(product.rows.saturating_mul(product.depth))
+        .saturating_add(product.rows.saturating_mul(product.cols));
+    let bytes = floats.saturating_mul(std::mem::size_of::<f32>());
+    multiply_adds >= PARALLEL_MIN_MULTIPLY_ADDS || bytes >= PARALLEL_MIN_BYTES
 }
 
 /// Computes one rectangle of C: the BLIS loops around the micro-kernel. `rows.start` is a

@@ -378,3 +378,41 @@ proptest! {
         check_row_major_tile_kernel(portable::tile_kernel_row_major_a, shape, &values);
     }
 }
+
+/// One row against a weight past `PARALLEL_MIN_BYTES` but with few multiply-adds (a decoding
+/// step's projection) splits its columns across threads, with the result of one thread.
+#[test]
+fn one_row_products_with_large_weights_split_by_columns() {
+    use super::driver::{PARALLEL_MIN_BYTES, PARALLEL_MIN_MULTIPLY_ADDS};
+    let (depth, cols) = (300, 250);
+    assert!(depth * cols * 4 >= PARALLEL_MIN_BYTES && depth * cols < PARALLEL_MIN_MULTIPLY_ADDS);
+    let a: Vec<f32> = (0..depth).map(|i| (i % 13) as f32 / 13.0 - 0.4).collect();
+    let b: Vec<f32> = (0..depth * cols)
+        .map(|i| (i % 29) as f32 / 29.0 - 0.5)
+        .collect();
+    let (a, b) = (
+        MatrixRef::row_major(&a, 1, depth).unwrap(),
+        MatrixRef::row_major(&b, depth, cols).unwrap(),
+    );
+    let packed = PackedMatrix::from_matrix(b);
+    let residual: Vec<f32> = (0..cols).map(|i| i as f32).collect();
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        crate::set_num_threads(threads);
+        let mut c = vec![0.0; cols];
+        let options = GemmOptions {
+            residual: Some(&residual),
+            ..GemmOptions::default()
+        };
+        gemm(a.into(), (&packed).into(), &mut c, cols, &options).unwrap();
+        results.push(c);
+    }
+    crate::set_num_threads(0);
+    assert!(results.iter().all(|c| *c == results[0]));
+    let expected: Vec<f32> = reference::gemm(a, b)
+        .iter()
+        .zip(&residual)
+        .map(|(product, skip)| product + skip)
+        .collect();
+    assert_close(&results[0], &expected, 1e-4);
+}

@@ -157,7 +157,7 @@ pub fn layer_norm_in_place(
     if let Some(bias) = options.bias {
         check_length("layer_norm", "bias", normalized_size, bias.len())?;
     }
-    let rows_per_task = (PARALLEL_CHUNK / normalized_size.max(1)).max(1);
+    let rows_per_task = rows_per_task(values.len(), normalized_size);
     threading::run_chunks_mut(values, rows_per_task * normalized_size, |_, values| {
         for row in values.chunks_exact_mut(normalized_size) {
             let count = normalized_size as f32;
@@ -207,7 +207,7 @@ pub fn rms_norm_in_place(
     options: &RmsNormOptions<'_>,
 ) -> KernelResult<()> {
     check_rows("rms_norm", values.len(), normalized_size, options.weight)?;
-    let rows_per_task = (PARALLEL_CHUNK / normalized_size.max(1)).max(1);
+    let rows_per_task = rows_per_task(values.len(), normalized_size);
     threading::run_chunks_mut(values, rows_per_task * normalized_size, |_, values| {
         for row in values.chunks_exact_mut(normalized_size) {
             let mean_square = sum_of_squares(row) / normalized_size as f32;
@@ -223,8 +223,26 @@ pub fn rms_norm_in_place(
     Ok(())
 }
 
-/// Elements per parallel task.
+/// Elements per parallel task of batch norm.
 const PARALLEL_CHUNK: usize = 1 << 15;
+
+/// From this many elements (4 MiB) on, layer norm and RMS norm split their rows across threads.
+/// A norm makes two or three cheap passes over rows that the previous layer just wrote, into
+/// one core's cache: a second thread first pulls its half over to its own core, and pays for
+/// waking the pool. With tasks of 32K elements two threads made layer norm slower (0.5x to 0.9x
+/// from 64 to 2048 rows of 768, `benches/decode_kernels.rs`); below 4 MiB one thread keeps
+/// the rows in the caches of the core that wrote them.
+const NORM_PARALLEL_MIN_ELEMENTS: usize = 1 << 20;
+
+/// Rows per task of a row-wise norm over `length` elements in rows of `normalized_size`: all of
+/// them below `NORM_PARALLEL_MIN_ELEMENTS`, else an even share per thread.
+fn rows_per_task(length: usize, normalized_size: usize) -> usize {
+    let rows = length / normalized_size.max(1);
+    if length < NORM_PARALLEL_MIN_ELEMENTS {
+        return rows.max(1);
+    }
+    rows.div_ceil(threading::parallel_width()).max(1)
+}
 
 /// Checks an `[N, C, *]` shape against the data and the layer; returns the spatial size.
 fn check_batch_norm_shape(length: usize, shape: &[usize], norm: &BatchNorm) -> KernelResult<usize> {
@@ -359,6 +377,39 @@ mod tests {
             rms_norm(&input, &mut output, size, &options).unwrap();
             assert_close(&output, &expected, 1e-5);
         }
+    }
+
+    #[test]
+    fn norms_split_across_threads_equal_one_thread() {
+        // Past the threshold, with an odd row count so that the last task is shorter.
+        let (rows, size) = (NORM_PARALLEL_MIN_ELEMENTS / 97 + 3, 97);
+        assert!(rows * size >= NORM_PARALLEL_MIN_ELEMENTS);
+        let input: Vec<f32> = (0..rows * size)
+            .map(|i| (i % 89) as f32 / 89.0 - 0.3)
+            .collect();
+        let weight: Vec<f32> = (0..size).map(|i| 1.0 + i as f32 / 97.0).collect();
+        let layer = LayerNormOptions {
+            weight: Some(&weight),
+            bias: Some(&weight),
+            eps: 1e-5,
+        };
+        let rms = RmsNormOptions {
+            weight: Some(&weight),
+            eps: 1e-5,
+        };
+        let mut outputs = Vec::new();
+        for threads in [1, 2, 3] {
+            crate::set_num_threads(threads);
+            let mut layer_output = input.clone();
+            layer_norm_in_place(&mut layer_output, size, &layer).unwrap();
+            let mut rms_output = input.clone();
+            rms_norm_in_place(&mut rms_output, size, &rms).unwrap();
+            outputs.push((layer_output, rms_output));
+        }
+        crate::set_num_threads(0);
+        assert!(outputs.iter().all(|output| *output == outputs[0]));
+        let expected = reference::rms_norm(&input[..3 * size], size, Some(&weight), 1e-5);
+        assert_close(&outputs[0].1[..3 * size], &expected, 1e-5);
     }
 
     #[test]
