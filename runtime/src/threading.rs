@@ -358,15 +358,17 @@ fn worker_loop(shared: &Shared) {
             return;
         };
         seen = generation;
-        let (task, task_count) = {
+        // The slot may already hold a newer job than the one seen; its own generation goes with
+        // its task, so a claim is only ever made for the task it belongs to.
+        let (job_generation, task, task_count) = {
             let job = shared
                 .job
                 .lock()
                 .unwrap_or_else(|poison| poison.into_inner());
-            (job.task, job.task_count)
+            (job.generation, job.task, job.task_count)
         };
         if let Some(task) = task {
-            claim_and_run(shared, generation, task, task_count);
+            claim_and_run(shared, job_generation, task, task_count);
         }
     }
 }
