@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ort_fixtures import (  # noqa: E402  (bench/ is not a package)
@@ -551,5 +551,4 @@ def unchecked_model(g: Graph, name: str) -> onnx.ModelProto:
 
 
 __all__ = ["MODELS", "ModelSpec", "PROMPT", "LLAMA", "build_onnx", "calibrate_batch_norms",
-           "draw_weights", "nnc_weight_list", "numpy_helper", "write_gguf", "empty_cache",
-           "kv_names"]
+           "draw_weights", "nnc_weight_list", "write_gguf", "empty_cache", "kv_names"]
