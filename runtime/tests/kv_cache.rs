@@ -209,11 +209,11 @@ proptest! {
         for (tokens, padding) in steps {
             prop_assert!(rolling.has_room_for(tokens + padding));
             prop_assert!(paged.sequence(seq).unwrap().has_room_for(tokens + padding));
-            for layer in 0..layers {
+            for (layer, reference_layer) in reference.iter_mut().enumerate() {
                 let mut keys = rows(2 * layer, len, tokens, row_length);
                 let mut values = rows(2 * layer + 1, len, tokens, row_length);
-                reference[layer].keys.extend_from_slice(&keys);
-                reference[layer].values.extend_from_slice(&values);
+                reference_layer.keys.extend_from_slice(&keys);
+                reference_layer.values.extend_from_slice(&values);
                 keys.resize((tokens + padding) * row_length, -1.0);
                 values.resize((tokens + padding) * row_length, -1.0);
                 contiguous.append(layer, &keys, &values, tokens + padding).unwrap();
