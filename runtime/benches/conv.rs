@@ -133,8 +133,7 @@ fn median_rate(flops: f64, mut run: impl FnMut()) -> f64 {
     run();
     let mut times = Vec::new();
     let started = Instant::now();
-    while times.len() < 5 || (started.elapsed() < Duration::from_millis(700) && times.len() < 101)
-    {
+    while times.len() < 5 || (started.elapsed() < Duration::from_millis(700) && times.len() < 101) {
         let start = Instant::now();
         run();
         times.push(start.elapsed().as_secs_f64());
@@ -151,27 +150,36 @@ fn print_summary() {
     println!("load average {load} at start; GFLOP/s, median of runs");
     println!(
         "{:<26} {:>8} {:>8} {:>8} {:>8} {:>13} {:>13} {:>11}",
-        "layer", "conv 1T", "gemm 1T", "conv 2T", "gemm 2T", "conv/gemm 1T", "conv/gemm 2T", "conv 2T/1T"
+        "layer",
+        "conv 1T",
+        "gemm 1T",
+        "conv 2T",
+        "gemm 2T",
+        "conv/gemm 1T",
+        "conv/gemm 2T",
+        "conv 2T/1T"
     );
     for layer in LAYERS {
         let mut problem = Problem::new(layer);
         let flops = problem.flops;
-        let mut rates = Vec::new();
-        for threads in [1, 2] {
-            nnc_runtime::set_num_threads(threads);
-            rates.push(median_rate(flops, || problem.run_conv()));
-            rates.push(median_rate(flops, || problem.run_gemm()));
-        }
+        nnc_runtime::set_num_threads(1);
+        let (conv_1, conv_1_cpu) = median_rate(flops, || problem.run_conv());
+        let (gemm_1, gemm_1_cpu) = median_rate(flops, || problem.run_gemm());
+        nnc_runtime::set_num_threads(2);
+        let (conv_2, _) = median_rate(flops, || problem.run_conv());
+        let (gemm_2, _) = median_rate(flops, || problem.run_gemm());
         println!(
-            "{:<26} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>12.0}% {:>12.0}% {:>10.2}x",
+            "{:<24} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.0}% {:>8.0}% {:>8.2}x",
             problem.name,
-            rates[0],
-            rates[1],
-            rates[2],
-            rates[3],
-            100.0 * rates[0] / rates[1],
-            100.0 * rates[2] / rates[3],
-            rates[2] / rates[0],
+            conv_1,
+            conv_1_cpu,
+            gemm_1,
+            gemm_1_cpu,
+            conv_2,
+            gemm_2,
+            100.0 * conv_1_cpu / gemm_1_cpu,
+            100.0 * conv_2 / gemm_2,
+            conv_2 / conv_1,
         );
     }
     nnc_runtime::set_num_threads(0);
