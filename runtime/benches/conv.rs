@@ -128,18 +128,60 @@ impl Problem {
     }
 }
 
-/// GFLOP/s of the median of several timed runs (after one warm-up run).
-fn median_rate(flops: f64, mut run: impl FnMut()) -> f64 {
+/// GFLOP/s of the median of several timed runs (after one warm-up run), by wall clock and by
+/// the calling thread's on-CPU time (which other processes on a loaded machine inflate less;
+/// meaningful for single-threaded runs only).
+fn median_rate(flops: f64, mut run: impl FnMut()) -> (f64, f64) {
     run();
-    let mut times = Vec::new();
+    let mut wall_times = Vec::new();
+    let mut cpu_times = Vec::new();
     let started = Instant::now();
-    while times.len() < 5 || (started.elapsed() < Duration::from_millis(700) && times.len() < 101) {
+    while wall_times.len() < 5
+        || (started.elapsed() < Duration::from_millis(700) && wall_times.len() < 101)
+    {
+        let cpu_before = thread_cpu_seconds();
         let start = Instant::now();
         run();
-        times.push(start.elapsed().as_secs_f64());
+        wall_times.push(start.elapsed().as_secs_f64());
+        if let (Some(before), Some(after)) = (cpu_before, thread_cpu_seconds()) {
+            cpu_times.push(after - before);
+        }
     }
-    times.sort_by(f64::total_cmp);
-    flops / times[times.len() / 2] / 1e9
+    let median = |times: &mut Vec<f64>| {
+        times.sort_by(f64::total_cmp);
+        times
+            .get(times.len() / 2)
+            .map_or(f64::NAN, |&time| flops / time / 1e9)
+    };
+    (median(&mut wall_times), median(&mut cpu_times))
+}
+
+/// The calling thread's time on a CPU so far (`CLOCK_THREAD_CPUTIME_ID`, Linux only).
+#[cfg(target_os = "linux")]
+fn thread_cpu_seconds() -> Option<f64> {
+    #[repr(C)]
+    struct Timespec {
+        seconds: i64,
+        nanoseconds: i64,
+    }
+    unsafe extern "C" {
+        fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
+    }
+    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+    let mut time = Timespec {
+        seconds: 0,
+        nanoseconds: 0,
+    };
+    // SAFETY: `clock_gettime` from the C library the standard library already links writes one
+    // `struct timespec` (two 64-bit fields on 64-bit Linux) through the pointer, which points
+    // to a live, writable one.
+    let status = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    (status == 0).then_some(time.seconds as f64 + time.nanoseconds as f64 * 1e-9)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu_seconds() -> Option<f64> {
+    None
 }
 
 fn print_summary() {
