@@ -10,9 +10,13 @@
 //! time), else a portable one with the same signature and packing, so packed weights do not
 //! depend on the processor.
 //!
-//! Work is split into rectangles of C, along whichever of `m` and `n` has more panels, and the
-//! rectangles run on the shared pool (`crate::set_num_threads`). Packing buffers are kept per
-//! thread and reused, so after warm-up a call allocates nothing.
+//! B that is not packed at load time is packed during the call by the tasks themselves, each
+//! packing only the panels of its own columns, one `KC x SOURCE_NC` block at a time, from a
+//! `RhsSource`: a strided matrix, or (for convolution) the input image read as its im2col matrix,
+//! which is never built. Work is split into a grid of rectangles of C, cut along the columns
+//! first and along the rows where the columns alone do not give every thread an equal share
+//! (`driver::task_grid`), and the rectangles run on the shared pool (`crate::set_num_threads`).
+//! Packing buffers are kept per thread and reused, so after warm-up a call allocates nothing.
 
 mod driver;
 mod packing;
@@ -21,12 +25,16 @@ mod portable;
 mod x86_64;
 
 pub(crate) use driver::{
-    RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
+    RhsSource, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
 };
 
 use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;
-use driver::{Execution, KC, PackedRhsView, RHS_SCRATCH_LIMIT, gemm_with, strided_extent};
+use driver::{
+    Execution, KC, MatrixSource, PackedRhsView, RhsOperand, SOURCE_NC, gemm_with, strided_extent,
+};
+#[cfg(test)]
+use driver::{TaskGrid, even_share, task_grid};
 use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
 
 /// Rows of A (and of C) in one micro-kernel tile.
@@ -304,22 +312,13 @@ pub fn gemm(
     c_row_stride: usize,
     options: &GemmOptions<'_>,
 ) -> KernelResult<()> {
-    gemm_with(
-        a,
-        b,
-        c,
-        c_row_stride,
-        options,
-        Execution {
-            parallel: true,
-            kernel: select_tile_kernel(),
-            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
-        },
-    )
+    with_rhs_operand(b, |b| {
+        gemm_with(a, b, c, c_row_stride, options, Execution::detected(true))
+    })
 }
 
 /// Like `gemm`, but always on the calling thread; for kernels that already run in parallel
-/// at a coarser grain (attention over heads, convolution over images).
+/// at a coarser grain (attention over heads, batched matrix products).
 pub(crate) fn gemm_sequential(
     a: Lhs<'_>,
     b: Rhs<'_>,
@@ -327,18 +326,52 @@ pub(crate) fn gemm_sequential(
     c_row_stride: usize,
     options: &GemmOptions<'_>,
 ) -> KernelResult<()> {
-    gemm_with(
-        a,
-        b,
-        c,
-        c_row_stride,
-        options,
-        Execution {
-            parallel: false,
+    with_rhs_operand(b, |b| {
+        gemm_with(a, b, c, c_row_stride, options, Execution::detected(false))
+    })
+}
+
+/// Like `gemm`, with a `depth x cols` B that each task packs from `source`, panel by panel, for
+/// the columns it computes; convolution reads its input image this way as its im2col matrix.
+pub(crate) fn gemm_from_source(
+    a: Lhs<'_>,
+    source: &dyn RhsSource,
+    depth: usize,
+    cols: usize,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    let b = RhsOperand::Source {
+        source,
+        depth,
+        cols,
+    };
+    gemm_with(a, b, c, c_row_stride, options, Execution::detected(true))
+}
+
+/// Runs `task` with `b` as the driver takes it: a strided matrix becomes a source of panels
+/// that the tasks pack for themselves.
+fn with_rhs_operand<R>(b: Rhs<'_>, task: impl FnOnce(RhsOperand<'_>) -> R) -> R {
+    match b {
+        Rhs::Packed(matrix) => task(RhsOperand::Packed(matrix)),
+        Rhs::Matrix(matrix) => task(RhsOperand::Source {
+            source: &MatrixSource(matrix),
+            depth: matrix.rows,
+            cols: matrix.cols,
+        }),
+    }
+}
+
+impl Execution {
+    /// The processor's fastest micro-kernel and the default blocking.
+    fn detected(parallel: bool) -> Self {
+        Self {
+            parallel,
             kernel: select_tile_kernel(),
-            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
-        },
-    )
+            source_column_block: SOURCE_NC,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -130,10 +130,15 @@ impl Case {
         } else {
             Lhs::Matrix(self.a_matrix())
         };
+        let matrix_source = MatrixSource(self.b_matrix());
         let b = if self.b_packed {
-            Rhs::Packed(&packed_b)
+            RhsOperand::Packed(&packed_b)
         } else {
-            Rhs::Matrix(self.b_matrix())
+            RhsOperand::Source {
+                source: &matrix_source,
+                depth: self.depth,
+                cols: self.cols,
+            }
         };
         let mut c = self.c.clone();
         let options = GemmOptions {
@@ -186,24 +191,20 @@ fn portable() -> Execution {
     Execution {
         parallel: false,
         kernel: portable::tile_kernel,
-        rhs_scratch_limit: RHS_SCRATCH_LIMIT,
+        source_column_block: SOURCE_NC,
     }
 }
 
 fn detected(parallel: bool) -> Execution {
-    Execution {
-        parallel,
-        kernel: select_tile_kernel(),
-        rhs_scratch_limit: RHS_SCRATCH_LIMIT,
-    }
+    Execution::detected(parallel)
 }
 
-/// Packs an unpacked B in bands of 16 or 32 columns, to exercise the banded path.
-fn banded() -> Execution {
+/// Packs an unpacked B in blocks of 16 or 32 columns, to cross several column blocks.
+fn banded(source_column_block: usize) -> Execution {
     Execution {
         parallel: false,
         kernel: select_tile_kernel(),
-        rhs_scratch_limit: 600,
+        source_column_block,
     }
 }
 
@@ -221,8 +222,11 @@ proptest! {
     }
 
     #[test]
-    fn banded_packing_matches_reference(case in cases(10, 40, 70)) {
-        assert_close(&case.run(banded()), &case.expected(), 1e-4);
+    fn banded_packing_matches_reference(
+        case in cases(10, 40, 70),
+        source_column_block in prop_oneof![Just(NR), Just(2 * NR)],
+    ) {
+        assert_close(&case.run(banded(source_column_block)), &case.expected(), 1e-4);
     }
 }
 
@@ -234,6 +238,107 @@ proptest! {
     #[test]
     fn large_products_match_reference(case in cases(160, 600, 70)) {
         assert_close(&case.run(detected(true)), &case.expected(), 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Products split into a grid of tasks on one and on two threads, with B packed at load or
+    /// by the tasks themselves (in blocks of 16 to 256 columns), match the reference; sizes are
+    /// rarely multiples of `MR` or `NR`.
+    #[test]
+    fn threaded_grids_match_reference(
+        case in cases(90, 300, 300),
+        threads in 1..3usize,
+        source_column_block in prop_oneof![Just(NR), Just(3 * NR), Just(SOURCE_NC)],
+    ) {
+        crate::set_num_threads(threads);
+        let execution = Execution {
+            source_column_block,
+            ..detected(true)
+        };
+        assert_close(&case.run(execution), &case.expected(), 1e-4);
+        crate::set_num_threads(0);
+    }
+
+    /// A B packed by the tasks from a source gives exactly the product of the same B packed
+    /// beforehand: the panels are the same, so are the sums.
+    #[test]
+    fn source_packing_matches_prepacked_matrix(case in cases(40, 300, 120), threads in 1..3usize) {
+        crate::set_num_threads(threads);
+        let packed_a = PackedLhsMatrix::from_matrix(case.a_matrix());
+        let packed_b = PackedMatrix::from_matrix(case.b_matrix());
+        let stride = case.cols + case.row_padding;
+        let options = GemmOptions {
+            accumulate: case.accumulate,
+            epilogue: case.epilogue(),
+            residual: case.residual.as_deref(),
+        };
+        let mut from_packed = case.c.clone();
+        gemm((&packed_a).into(), (&packed_b).into(), &mut from_packed, stride, &options).unwrap();
+        let mut from_source = case.c.clone();
+        let source = MatrixSource(case.b_matrix());
+        gemm_from_source(
+            (&packed_a).into(),
+            &source,
+            case.depth,
+            case.cols,
+            &mut from_source,
+            stride,
+            &options,
+        )
+        .unwrap();
+        crate::set_num_threads(0);
+        prop_assert_eq!(
+            from_packed.iter().map(|value| value.to_bits()).collect::<Vec<_>>(),
+            from_source.iter().map(|value| value.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The time to finish `grid` on `threads` threads, in tile steps, if each task costs its tiles
+/// and tasks go to threads in rounds.
+fn grid_finish_time(
+    grid: TaskGrid,
+    row_panels: usize,
+    column_panels: usize,
+    threads: usize,
+) -> usize {
+    let tasks = grid.row_tasks * grid.column_tasks;
+    let largest_task =
+        row_panels.div_ceil(grid.row_tasks) * column_panels.div_ceil(grid.column_tasks);
+    tasks.div_ceil(threads) * largest_task
+}
+
+#[test]
+fn task_grid_gives_every_thread_an_equal_share() {
+    // ResNet-18 at batch 1: 56x56x64 (196 pixel panels, 11 channel panels) and 7x7x512 (4 pixel
+    // panels, the last of one pixel, and 86 channel panels), at two threads.
+    let wide = task_grid(11, 196, 2, true);
+    assert_eq!(wide.row_tasks, 1, "{wide:?}: many columns need no row cut");
+    assert_eq!(grid_finish_time(wide, 11, 196, 2), 11 * 98);
+    let tall = task_grid(86, 4, 2, true);
+    assert_eq!(grid_finish_time(tall, 86, 4, 2), 86 * 2, "{tall:?}");
+    // Three columns on two threads: only a row cut shares them evenly.
+    let narrow = task_grid(40, 3, 2, true);
+    assert!(narrow.row_tasks > 1, "{narrow:?}");
+    assert!(
+        grid_finish_time(narrow, 40, 3, 2) <= 20 * 3 + 3,
+        "{narrow:?}"
+    );
+    // Whatever the shape, no task is empty and nothing is lost.
+    for (row_panels, column_panels, threads) in [(1, 1, 2), (1, 200, 3), (300, 1, 2), (7, 5, 4)] {
+        let grid = task_grid(row_panels, column_panels, threads, false);
+        assert!(grid.row_tasks <= row_panels && grid.column_tasks <= column_panels);
+        let covered: usize = (0..grid.row_tasks)
+            .map(|task| even_share(row_panels, grid.row_tasks, task).len())
+            .sum();
+        assert_eq!(covered, row_panels);
+        assert!(
+            (0..grid.column_tasks)
+                .all(|task| !even_share(column_panels, grid.column_tasks, task).is_empty())
+        );
     }
 }
 
