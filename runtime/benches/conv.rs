@@ -189,19 +189,28 @@ fn print_summary() {
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
-    println!("load average {load} at start; GFLOP/s, median of runs");
     println!(
-        "{:<26} {:>8} {:>8} {:>8} {:>8} {:>13} {:>13} {:>11}",
+        "load average {load} at start; GFLOP/s, median of runs (wall clock; 'cpu': on-CPU time)"
+    );
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9} {:>9}",
         "layer",
         "conv 1T",
+        "cpu",
         "gemm 1T",
+        "cpu",
         "conv 2T",
         "gemm 2T",
-        "conv/gemm 1T",
-        "conv/gemm 2T",
-        "conv 2T/1T"
+        "c/g 1Tcpu",
+        "c/g 2T",
+        "conv 2/1T"
     );
-    for layer in LAYERS {
+    // `NNC_BENCH_LAYERS=conv3x3_c64_56,stem` limits the table to layers whose names contain one
+    // of the words (for profiling one layer).
+    let wanted = std::env::var("NNC_BENCH_LAYERS").unwrap_or_default();
+    let is_wanted =
+        |name: &str| wanted.is_empty() || wanted.split(',').any(|word| name.contains(word.trim()));
+    for layer in LAYERS.into_iter().filter(|layer| is_wanted(layer.0)) {
         let mut problem = Problem::new(layer);
         let flops = problem.flops;
         nnc_runtime::set_num_threads(1);

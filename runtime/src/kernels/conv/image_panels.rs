@@ -6,9 +6,10 @@
 //! Row `d = (channel, kernel_y, kernel_x)` and column `j = (out_y, out_x)` of the matrix hold
 //! `input[channel][out_y * stride_y + kernel_y * dilation_y - padding_y][out_x * stride_x +
 //! kernel_x * dilation_x - padding_x]`, or zero where that lies in the padding. A panel covers
-//! 16 consecutive output pixels, which fall into a few runs along output rows ("segments"); for
-//! each row of the panel, each segment is one contiguous copy (unit stride) or one strided
-//! gather from one input row, with zeros where the kernel tap reaches into the padding.
+//! 16 consecutive output pixels, which fall into a few runs along output rows ("segments"). For
+//! each kernel tap, what the segments read is planned once (`TapPlan`: one contiguous copy or
+//! strided gather per segment, from one input row, zeros where the tap reaches into the
+//! padding), and the plan then runs for every channel of the panel's rows.
 
 use super::Geometry;
 use crate::kernels::gemm::{NR, RhsSource};
@@ -20,9 +21,9 @@ pub(super) struct ImagePanels<'a> {
     pub(super) geometry: &'a Geometry,
 }
 
-/// The kernel widths up to which a panel computes each kernel column's valid output columns
-/// once, up front (wider kernels recompute them per row).
-const MAX_PRECOMPUTED_KERNEL_WIDTH: usize = 16;
+/// The kernel widths up to which a panel works out each kernel column's valid output columns up
+/// front.
+const PRECOMPUTED_KERNEL_WIDTH: usize = 16;
 
 /// A run of a panel's pixels along one output row.
 #[derive(Clone, Copy, Default)]
@@ -33,6 +34,64 @@ struct Segment {
     length: usize,
     out_y: usize,
     first_out_x: usize,
+}
+
+/// One contiguous (unit stride) or strided read of a panel row: `length` pixels from panel
+/// position `position` on, read from a channel's plane at `source`, `source + stride`, ...
+#[derive(Clone, Copy, Default)]
+struct Read {
+    position: usize,
+    length: usize,
+    source: usize,
+}
+
+/// What one kernel tap reads for the panel's pixels, the same in every channel: a few reads,
+/// and zeros everywhere else.
+struct TapPlan {
+    reads: [Read; NR],
+    read_count: usize,
+}
+
+impl TapPlan {
+    /// The plan of tap `(kernel_y, kernel_x)` for `segments`, where `valid` are the output
+    /// columns whose input column through `kernel_x` lies inside the image.
+    fn new(
+        geometry: &Geometry,
+        segments: &[Segment],
+        kernel_y: usize,
+        kernel_x: usize,
+        valid: Range<usize>,
+    ) -> Self {
+        let mut plan = TapPlan {
+            reads: [Read::default(); NR],
+            read_count: 0,
+        };
+        for segment in segments {
+            let Some(input_y) = geometry.input_row(segment.out_y, kernel_y) else {
+                continue;
+            };
+            let segment_end = segment.first_out_x + segment.length;
+            let first_valid = valid.start.clamp(segment.first_out_x, segment_end);
+            let end_valid = valid.end.clamp(first_valid, segment_end);
+            if first_valid == end_valid {
+                continue;
+            }
+            let first_input_x = first_valid * geometry.stride[1] + kernel_x * geometry.dilation[1]
+                - geometry.padding[1];
+            plan.reads[plan.read_count] = Read {
+                position: segment.position + first_valid - segment.first_out_x,
+                length: end_valid - first_valid,
+                source: input_y * geometry.in_w + first_input_x,
+            };
+            plan.read_count += 1;
+        }
+        plan
+    }
+
+    /// Whether one read fills the whole panel row, so that nothing needs zeroing.
+    fn is_one_full_read(&self) -> bool {
+        self.read_count == 1 && self.reads[0].length == NR
+    }
 }
 
 impl RhsSource for ImagePanels<'_> {
@@ -48,6 +107,7 @@ impl RhsSource for ImagePanels<'_> {
         let [kernel_h, kernel_w] = geometry.kernel;
         let taps = kernel_h * kernel_w;
         let input_plane = geometry.in_h * geometry.in_w;
+        let stride = geometry.stride[1];
 
         let mut segments = [Segment::default(); NR];
         let mut segment_count = 0;
@@ -67,8 +127,10 @@ impl RhsSource for ImagePanels<'_> {
             out_y += 1;
         }
         let segments = &segments[..segment_count];
-
-        let valid_columns: [Range<usize>; MAX_PRECOMPUTED_KERNEL_WIDTH] =
+        // The valid output columns of each kernel column take two divisions, so narrow kernels
+        // work them out once per panel rather than once per tap (a 7x7 stem has 49 taps of
+        // three channels each).
+        let valid_columns: [Range<usize>; PRECOMPUTED_KERNEL_WIDTH] =
             std::array::from_fn(|kernel_x| {
                 if kernel_x < kernel_w {
                     geometry.valid_columns(kernel_x)
@@ -77,86 +139,69 @@ impl RhsSource for ImagePanels<'_> {
                 }
             });
 
-        let (mut channel, tap) = (first_row / taps, first_row % taps);
-        let (mut kernel_y, mut kernel_x) = (tap / kernel_w, tap % kernel_w);
-        for panel_row in panel[..depth * NR].chunks_exact_mut(NR) {
-            let valid = if kernel_x < MAX_PRECOMPUTED_KERNEL_WIDTH {
-                valid_columns[kernel_x].clone()
-            } else {
-                geometry.valid_columns(kernel_x)
+        // Row `d` of the matrix is tap `d % taps` of channel `d / taps`. Tap by tap, the plan
+        // of its reads is made once and then run for every channel of the block, down the
+        // panel rows `taps` apart.
+        let panel = &mut panel[..depth * NR];
+        let first_channel = first_row / taps;
+        let first_tap = first_row % taps;
+        for tap in 0..taps.min(depth) {
+            let tap_index = (first_tap + tap) % taps;
+            let (kernel_y, kernel_x) = (tap_index / kernel_w, tap_index % kernel_w);
+            let valid = match valid_columns.get(kernel_x) {
+                Some(valid) => valid.clone(),
+                None => geometry.valid_columns(kernel_x),
             };
-            let channel_input = &self.input[channel * input_plane..][..input_plane];
-            panel_row[width..].fill(0.0);
-            for segment in segments {
-                pack_segment(
-                    channel_input,
-                    geometry,
-                    segment,
-                    kernel_y,
-                    kernel_x,
-                    valid.clone(),
-                    &mut panel_row[segment.position..][..segment.length],
-                );
-            }
-            kernel_x += 1;
-            if kernel_x == kernel_w {
-                kernel_x = 0;
-                kernel_y += 1;
-                if kernel_y == kernel_h {
-                    kernel_y = 0;
-                    channel += 1;
+            let plan = TapPlan::new(geometry, segments, kernel_y, kernel_x, valid);
+            let channel = first_channel + (first_tap + tap) / taps;
+            let rows = panel[tap * NR..].chunks_mut(NR).step_by(taps);
+            let channel_inputs = self.input[channel * input_plane..].chunks(input_plane);
+            if plan.is_one_full_read() {
+                let source = plan.reads[0].source;
+                for (panel_row, channel_input) in rows.zip(channel_inputs) {
+                    let panel_row: &mut [f32; NR] = panel_row
+                        .try_into()
+                        .expect("pack_panel: panel rows are NR long");
+                    copy_sixteen(&channel_input[source..], stride, panel_row);
+                }
+            } else {
+                let reads = &plan.reads[..plan.read_count];
+                for (panel_row, channel_input) in rows.zip(channel_inputs) {
+                    panel_row.fill(0.0);
+                    for read in reads {
+                        copy_run(
+                            &channel_input[read.source..],
+                            stride,
+                            &mut panel_row[read.position..][..read.length],
+                        );
+                    }
                 }
             }
         }
     }
 }
 
-/// Fills one segment of one panel row from one channel's plane: the tap `(kernel_y, kernel_x)`
-/// of the segment's pixels, where `valid` are the output columns whose tap lies inside the
-/// input's width.
-fn pack_segment(
-    channel_input: &[f32],
-    geometry: &Geometry,
-    segment: &Segment,
-    kernel_y: usize,
-    kernel_x: usize,
-    valid: Range<usize>,
-    output: &mut [f32],
-) {
-    let Some(input_y) = geometry.input_row(segment.out_y, kernel_y) else {
-        output.fill(0.0);
-        return;
-    };
-    let input_row = &channel_input[input_y * geometry.in_w..][..geometry.in_w];
-    let segment_end = segment.first_out_x + segment.length;
-    let first_valid = valid.start.clamp(segment.first_out_x, segment_end);
-    let end_valid = valid.end.clamp(first_valid, segment_end);
-    let stride = geometry.stride[1];
-    if first_valid == end_valid {
-        output.fill(0.0);
-        return;
-    }
-    let first_input = first_valid * stride + kernel_x * geometry.dilation[1] - geometry.padding[1];
-    let valid_length = end_valid - first_valid;
-    if let Ok(output) = <&mut [f32; NR]>::try_from(&mut *output)
-        && valid_length == NR
-    {
-        // The common case inside the image: sixteen pixels of one output row, all inside.
-        copy_sixteen(&input_row[first_input..], stride, output);
-        return;
-    }
-    let (before, rest) = output.split_at_mut(first_valid - segment.first_out_x);
-    let (inside, after) = rest.split_at_mut(valid_length);
-    before.fill(0.0);
-    after.fill(0.0);
-    if stride == 1 {
-        inside.copy_from_slice(&input_row[first_input..][..valid_length]);
-    } else {
-        for (value, &input) in inside
-            .iter_mut()
-            .zip(input_row[first_input..].iter().step_by(stride))
-        {
+/// `output[p] = input[p * stride]` for a run of at most 16 pixels; unit-stride runs are copied
+/// in pieces of fixed length (8, 4, 2, 1), which compile to vector moves rather than a call to
+/// `memcpy` that would cost more than the copy.
+#[inline]
+fn copy_run(input: &[f32], stride: usize, output: &mut [f32]) {
+    if stride != 1 {
+        for (value, &input) in output.iter_mut().zip(input.iter().step_by(stride)) {
             *value = input;
+        }
+        return;
+    }
+    let mut done = 0;
+    let length = output.len();
+    while length - done >= 8 {
+        output[done..done + 8].copy_from_slice(&input[done..done + 8]);
+        done += 8;
+    }
+    for piece in [4, 2, 1] {
+        if length - done >= piece {
+            output[done..done + piece].copy_from_slice(&input[done..done + piece]);
+            done += piece;
         }
     }
 }
@@ -167,17 +212,49 @@ fn pack_segment(
 fn copy_sixteen(input: &[f32], stride: usize, output: &mut [f32; NR]) {
     match stride {
         1 => output.copy_from_slice(&input[..NR]),
-        2 => {
-            let input = &input[..2 * (NR - 1) + 1];
-            for (position, value) in output.iter_mut().enumerate() {
-                *value = input[2 * position];
+        2 => match <&[f32; 2 * NR]>::try_from(input.get(..2 * NR).unwrap_or_default()) {
+            Ok(input) => gather_even_sixteen(input, output),
+            // The last pixel of the image: one float short of a whole vector load.
+            Err(_) => {
+                let input = &input[..2 * (NR - 1) + 1];
+                for (position, value) in output.iter_mut().enumerate() {
+                    *value = input[2 * position];
+                }
             }
-        }
+        },
         _ => {
             let input = &input[..stride * (NR - 1) + 1];
             for (position, value) in output.iter_mut().enumerate() {
                 *value = input[stride * position];
             }
         }
+    }
+}
+
+/// `output[p] = input[2 p]`: stride-2 convolutions (a ResNet stem, downsampling) read every
+/// other float, which SSE's shuffle picks out of two vectors at once; the compiler leaves the
+/// plain loop as sixteen scalar moves.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn gather_even_sixteen(input: &[f32; 2 * NR], output: &mut [f32; NR]) {
+    use std::arch::x86_64::{_mm_loadu_ps, _mm_shuffle_ps, _mm_storeu_ps};
+    for quarter in 0..NR / 4 {
+        // SAFETY: SSE is part of the x86-64 baseline; the loads read `input[8 q..8 q + 8]` and
+        // the store writes `output[4 q..4 q + 4]`, inside both arrays for `q < NR / 4`.
+        unsafe {
+            let low = _mm_loadu_ps(input.as_ptr().add(8 * quarter));
+            let high = _mm_loadu_ps(input.as_ptr().add(8 * quarter + 4));
+            let even = _mm_shuffle_ps::<0b10_00_10_00>(low, high);
+            _mm_storeu_ps(output.as_mut_ptr().add(4 * quarter), even);
+        }
+    }
+}
+
+/// The portable twin of the SSE `gather_even_sixteen`.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn gather_even_sixteen(input: &[f32; 2 * NR], output: &mut [f32; NR]) {
+    for (position, value) in output.iter_mut().enumerate() {
+        *value = input[2 * position];
     }
 }
