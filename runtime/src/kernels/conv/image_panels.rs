@@ -187,7 +187,15 @@ impl RhsSource for ImagePanels<'_> {
 #[inline]
 fn copy_run(input: &[f32], stride: usize, output: &mut [f32]) {
     if stride != 1 {
-        for (value, &input) in output.iter_mut().zip(input.iter().step_by(stride)) {
+        let done = if stride == 2 {
+            gather_even_pieces(input, output)
+        } else {
+            0
+        };
+        for (value, &input) in output[done..]
+            .iter_mut()
+            .zip(input[done * stride..].iter().step_by(stride))
+        {
             *value = input;
         }
         return;
@@ -212,16 +220,14 @@ fn copy_run(input: &[f32], stride: usize, output: &mut [f32]) {
 fn copy_sixteen(input: &[f32], stride: usize, output: &mut [f32; NR]) {
     match stride {
         1 => output.copy_from_slice(&input[..NR]),
-        2 => match <&[f32; 2 * NR]>::try_from(input.get(..2 * NR).unwrap_or_default()) {
-            Ok(input) => gather_even_sixteen(input, output),
-            // The last pixel of the image: one float short of a whole vector load.
-            Err(_) => {
-                let input = &input[..2 * (NR - 1) + 1];
-                for (position, value) in output.iter_mut().enumerate() {
-                    *value = input[2 * position];
-                }
+        2 => {
+            let done = gather_even_pieces(input, output);
+            // Near the end of the image the last piece is one float short of its load.
+            let input = &input[..2 * (NR - 1) + 1];
+            for (position, value) in output.iter_mut().enumerate().skip(done) {
+                *value = input[2 * position];
             }
-        },
+        }
         _ => {
             let input = &input[..stride * (NR - 1) + 1];
             for (position, value) in output.iter_mut().enumerate() {
@@ -231,30 +237,45 @@ fn copy_sixteen(input: &[f32], stride: usize, output: &mut [f32; NR]) {
     }
 }
 
-/// `output[p] = input[2 p]`: stride-2 convolutions (a ResNet stem, downsampling) read every
-/// other float, which SSE's shuffle picks out of two vectors at once; the compiler leaves the
-/// plain loop as sixteen scalar moves.
+/// `output[p] = input[2 p]` for four pixels: stride-2 convolutions (a ResNet stem,
+/// downsampling) read every other float, which SSE's shuffle picks out of two vectors at once;
+/// the compiler leaves the plain loop as scalar moves.
 #[cfg(target_arch = "x86_64")]
 #[inline]
-fn gather_even_sixteen(input: &[f32; 2 * NR], output: &mut [f32; NR]) {
+fn gather_even_four(input: &[f32; 8], output: &mut [f32; 4]) {
     use std::arch::x86_64::{_mm_loadu_ps, _mm_shuffle_ps, _mm_storeu_ps};
-    for quarter in 0..NR / 4 {
-        // SAFETY: SSE is part of the x86-64 baseline; the loads read `input[8 q..8 q + 8]` and
-        // the store writes `output[4 q..4 q + 4]`, inside both arrays for `q < NR / 4`.
-        unsafe {
-            let low = _mm_loadu_ps(input.as_ptr().add(8 * quarter));
-            let high = _mm_loadu_ps(input.as_ptr().add(8 * quarter + 4));
-            let even = _mm_shuffle_ps::<0b10_00_10_00>(low, high);
-            _mm_storeu_ps(output.as_mut_ptr().add(4 * quarter), even);
-        }
+    // SAFETY: SSE is part of the x86-64 baseline; the loads read `input[0..4]` and
+    // `input[4..8]` and the store writes `output[0..4]`, all inside the arrays.
+    unsafe {
+        let low = _mm_loadu_ps(input.as_ptr());
+        let high = _mm_loadu_ps(input.as_ptr().add(4));
+        _mm_storeu_ps(
+            output.as_mut_ptr(),
+            _mm_shuffle_ps::<0b10_00_10_00>(low, high),
+        );
     }
 }
 
-/// The portable twin of the SSE `gather_even_sixteen`.
+/// The portable twin of the SSE `gather_even_four`.
 #[cfg(not(target_arch = "x86_64"))]
 #[inline]
-fn gather_even_sixteen(input: &[f32; 2 * NR], output: &mut [f32; NR]) {
+fn gather_even_four(input: &[f32; 8], output: &mut [f32; 4]) {
     for (position, value) in output.iter_mut().enumerate() {
         *value = input[2 * position];
     }
+}
+
+/// `output[p] = input[2 p]` for as many whole pieces of four pixels as `output` holds and
+/// `input` can load (a piece loads eight floats, one past the last it uses); returns how many
+/// pixels it wrote.
+#[inline]
+fn gather_even_pieces(input: &[f32], output: &mut [f32]) -> usize {
+    let mut done = 0;
+    for (piece_input, piece_output) in input.chunks_exact(8).zip(output.chunks_exact_mut(4)) {
+        let piece_input: &[f32; 8] = piece_input.try_into().expect("chunks of eight");
+        let piece_output: &mut [f32; 4] = piece_output.try_into().expect("chunks of four");
+        gather_even_four(piece_input, piece_output);
+        done += 4;
+    }
+    done
 }

@@ -1,6 +1,6 @@
-//! The GEMM's driver: cache blocking, the split of C into rectangles for the thread pool, the
-//! per-thread packing scratch, the selection of the micro-kernel for this processor and the
-//! fused epilogue.
+//! The GEMM's driver: cache blocking, the split of C into a grid of rectangles for the thread
+//! pool, the packing of B by each task from an `RhsSource` into its per-thread scratch, the
+//! selection of the micro-kernel for this processor and the fused epilogue.
 
 use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs_panel};
 #[cfg(target_arch = "x86_64")]
