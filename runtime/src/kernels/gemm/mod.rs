@@ -17,6 +17,7 @@
 mod driver;
 mod packing;
 mod portable;
+mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -28,6 +29,7 @@ use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;
 use driver::{Execution, KC, PackedRhsView, RHS_SCRATCH_LIMIT, gemm_with, strided_extent};
 use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
+use tile::GemmKernels;
 
 /// Rows of A (and of C) in one micro-kernel tile.
 pub const MR: usize = 6;
@@ -312,7 +314,7 @@ pub fn gemm(
         options,
         Execution {
             parallel: true,
-            kernel: select_tile_kernel(),
+            kernel: GemmKernels::detected(),
             rhs_scratch_limit: RHS_SCRATCH_LIMIT,
         },
     )
@@ -335,7 +337,7 @@ pub(crate) fn gemm_sequential(
         options,
         Execution {
             parallel: false,
-            kernel: select_tile_kernel(),
+            kernel: GemmKernels::detected(),
             rhs_scratch_limit: RHS_SCRATCH_LIMIT,
         },
     )
