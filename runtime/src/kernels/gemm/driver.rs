@@ -407,27 +407,30 @@ pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Ran
     });
 }
 
-/// Computes one rectangle of C from a shallow row-major A (`depth <= KC`, column stride 1),
-/// which the micro-kernel reads in place: one block of k, no packing of A.
+/// Computes one rectangle of C from a row-major A (column stride 1), which the micro-kernel
+/// reads in place: the loops of `run_rectangle` without the packing of A.
 fn run_rectangle_row_major_lhs(
     product: &Product<'_>,
     matrix: MatrixRef<'_>,
     rows: Range<usize>,
     cols: Range<usize>,
 ) {
-    debug_assert!(product.depth <= KC && matrix.column_stride == 1);
+    debug_assert_eq!(matrix.column_stride, 1);
     for column_block in (cols.start..cols.end).step_by(NC) {
         let column_block = column_block..(column_block + NC).min(cols.end);
-        for row_block in (rows.start..rows.end).step_by(MC) {
-            let row_block = row_block..(row_block + MC).min(rows.end);
-            run_block(
-                product,
-                LhsBlock::RowMajor(matrix),
-                row_block,
-                column_block.clone(),
-                0,
-                product.depth,
-            );
+        for block_start in (0..product.depth).step_by(KC) {
+            let block_depth = KC.min(product.depth - block_start);
+            for row_block in (rows.start..rows.end).step_by(MC) {
+                let row_block = row_block..(row_block + MC).min(rows.end);
+                run_block(
+                    product,
+                    LhsBlock::RowMajor(matrix),
+                    row_block,
+                    column_block.clone(),
+                    block_start,
+                    block_depth,
+                );
+            }
         }
     }
 }
