@@ -474,64 +474,58 @@ pub(super) fn run_block(
             let rhs_panel = product
                 .rhs
                 .panel(block_start, block_depth, first_column / NR);
-            for first_row in row_block.clone().step_by(MR) {
-                let height = MR.min(product.rows - first_row);
-                let offset = first_row * product.c_row_stride + first_column;
-                let epilogue = if last_block {
-                    TileEpilogue {
-                        column_bias: match product.bias {
-                            Some(Bias::PerColumn(values)) => Some(&values[first_column..]),
-                            _ => None,
-                        },
-                        row_bias: match product.bias {
-                            Some(Bias::PerRow(values)) => Some(&values[first_row..]),
-                            _ => None,
-                        },
-                        residual: product.residual.map(|residual| &residual[offset..]),
-                        clamp,
-                    }
-                } else {
-                    TileEpilogue::default()
-                };
-                let output = TileOutput {
-                    // SAFETY: The offset of the tile's first element lies inside C (checked
-                    // against `c.len()` in `gemm_with`).
-                    c: unsafe { product.c.0.add(offset) },
-                    c_row_stride: product.c_row_stride,
-                    rows: height,
-                    cols: width,
-                    accumulate,
-                    epilogue,
-                };
-                match lhs {
-                    LhsBlock::Packed(block) => {
-                        let lhs_panel = &block[(first_row - row_block.start) * block_depth..]
-                            [..block_depth * MR];
-                        // SAFETY: The tile `first_row..first_row + height` x `first_column..
-                        // first_column + width` lies inside C and inside this task's rectangle,
-                        // so no other task touches it; the panels hold `block_depth` steps; the
-                        // bias slices start at the tile and the residual, as long as C (checked
-                        // in `gemm_with`), at the tile's first element; and the kernels come
-                        // from `GemmKernels`, which checks the processor.
-                        unsafe {
-                            (product.kernel.packed_a)(block_depth, lhs_panel, rhs_panel, &output)
-                        };
-                    }
-                    LhsBlock::RowMajor(matrix) => {
-                        let a = &matrix.data[first_row * matrix.row_stride + block_start..];
-                        // SAFETY: As above; A's rows `first_row..first_row + height`, columns
-                        // `block_start..block_start + block_depth` lie inside `matrix.data`
-                        // (`MatrixRef::new` checked its extent) and its column stride is 1.
-                        unsafe {
-                            (product.kernel.row_major_a)(
-                                block_depth,
-                                a,
-                                matrix.row_stride,
-                                rhs_panel,
-                                &output,
-                            )
-                        };
-                    }
+            // One call computes the whole strip of the row block under this panel of B.
+            let offset = row_block.start * product.c_row_stride + first_column;
+            let epilogue = if last_block {
+                TileEpilogue {
+                    column_bias: match product.bias {
+                        Some(Bias::PerColumn(values)) => Some(&values[first_column..]),
+                        _ => None,
+                    },
+                    row_bias: match product.bias {
+                        Some(Bias::PerRow(values)) => Some(&values[row_block.start..]),
+                        _ => None,
+                    },
+                    residual: product.residual.map(|residual| &residual[offset..]),
+                    clamp,
+                }
+            } else {
+                TileEpilogue::default()
+            };
+            let output = TileOutput {
+                // SAFETY: The offset of the strip's first element lies inside C (checked
+                // against `c.len()` in `gemm_with`).
+                c: unsafe { product.c.0.add(offset) },
+                c_row_stride: product.c_row_stride,
+                rows: row_block.len(),
+                cols: width,
+                accumulate,
+                epilogue,
+            };
+            match lhs {
+                LhsBlock::Packed(block) => {
+                    // SAFETY: The strip `row_block` x `first_column..first_column + width` lies
+                    // inside C and inside this task's rectangle, so no other task touches it;
+                    // the block holds the strip's panels of `block_depth` steps and the B panel
+                    // `block_depth` steps; the bias slices start at the strip and the residual,
+                    // as long as C (checked in `gemm_with`), at the strip's first element; and
+                    // the kernels come from `GemmKernels`, which checks the processor.
+                    unsafe { (product.kernel.packed_a)(block_depth, block, rhs_panel, &output) };
+                }
+                LhsBlock::RowMajor(matrix) => {
+                    let a = &matrix.data[row_block.start * matrix.row_stride + block_start..];
+                    // SAFETY: As above; A's rows `row_block`, columns `block_start..block_start
+                    // + block_depth` lie inside `matrix.data` (`MatrixRef::new` checked its
+                    // extent) and its column stride is 1.
+                    unsafe {
+                        (product.kernel.row_major_a)(
+                            block_depth,
+                            a,
+                            matrix.row_stride,
+                            rhs_panel,
+                            &output,
+                        )
+                    };
                 }
             }
         }

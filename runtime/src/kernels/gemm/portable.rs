@@ -38,14 +38,15 @@ pub(super) unsafe fn tile_kernel(
     unsafe { tile_kernel_with_epilogue(depth, a_panel, b_panel, &output) }
 }
 
-/// Computes one tile, `C[0..rows, 0..cols] = epilogue(A_panel * B_panel (+ C))`, where the
-/// panels are in the packed layouts (`a_panel[p * MR + r]`, `b_panel[p * NR + c]` for
-/// `p < depth`) and the epilogue is `output.epilogue` (see `TileEpilogue`).
+/// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A_panels * B_panel (+ C))`,
+/// where the panels are in the packed layouts (`a_panel[p * MR + r]`, `b_panel[p * NR + c]`
+/// for `p < depth`; the strip's `rows.div_ceil(MR)` panels of A one after the other) and the
+/// epilogue is `output.epilogue` (see `TileEpilogue` and `TileOutput`).
 ///
 /// # Safety
 ///
-/// `a_panel` must hold at least `depth * MR` and `b_panel` at least `depth * NR` elements,
-/// `output.rows <= MR`, `output.cols <= NR`, the epilogue's slices must be as long as
+/// `a_panel` must hold at least `rows.div_ceil(MR) * depth * MR` and `b_panel` at least
+/// `depth * NR` elements, `output.cols <= NR`, the epilogue's slices must be as long as
 /// `TileEpilogue` says, and `output.c` must be valid for reads and writes of `output.rows` rows
 /// of `output.cols` elements spaced `output.c_row_stride` apart, with no other thread touching
 /// them.
@@ -56,20 +57,23 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     output: &TileOutput<'_>,
 ) {
     output.debug_check();
-    let mut accumulators = [[0.0f32; NR]; MR];
-    for (a_step, b_step) in a_panel
-        .chunks_exact(MR)
-        .zip(b_panel.chunks_exact(NR))
-        .take(depth)
-    {
-        for (accumulator_row, &a_value) in accumulators.iter_mut().zip(a_step) {
-            for (accumulator, &b_value) in accumulator_row.iter_mut().zip(b_step) {
-                *accumulator += a_value * b_value;
+    for first_row in (0..output.rows).step_by(MR) {
+        let a_panel = &a_panel[first_row * depth..][..depth * MR];
+        let mut accumulators = [[0.0f32; NR]; MR];
+        for (a_step, b_step) in a_panel
+            .chunks_exact(MR)
+            .zip(b_panel.chunks_exact(NR))
+            .take(depth)
+        {
+            for (accumulator_row, &a_value) in accumulators.iter_mut().zip(a_step) {
+                for (accumulator, &b_value) in accumulator_row.iter_mut().zip(b_step) {
+                    *accumulator += a_value * b_value;
+                }
             }
         }
+        // SAFETY: The tile is rows `first_row..` of the strip the caller vouched for.
+        unsafe { store_tile(&accumulators, &output.tile(first_row)) };
     }
-    // SAFETY: Forwarded from the caller.
-    unsafe { store_tile(&accumulators, output) };
 }
 
 /// Computes `C[0..rows, 0..cols] (+)= A * B_panel` for one tile, where A is row-major with
@@ -104,9 +108,9 @@ pub(super) unsafe fn tile_kernel_row_major_a(
     unsafe { tile_kernel_row_major_a_with_epilogue(depth, a, a_row_stride, b_panel, &output) }
 }
 
-/// Computes one tile, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))`, where A is
-/// row-major with rows `a_row_stride` apart (`a[r * a_row_stride + p]`) and `b_panel` is packed
-/// as for `tile_kernel_with_epilogue`.
+/// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))`, where A
+/// is row-major with rows `a_row_stride` apart (`a[r * a_row_stride + p]`) and `b_panel` is
+/// packed as for `tile_kernel_with_epilogue`.
 ///
 /// # Safety
 ///
@@ -120,17 +124,20 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output: &TileOutput<'_>,
 ) {
     output.debug_check();
-    let mut accumulators = [[0.0f32; NR]; MR];
-    for (row, accumulator_row) in accumulators.iter_mut().enumerate().take(output.rows) {
-        let a_row = &a[row * a_row_stride..][..depth];
-        for (&a_value, b_step) in a_row.iter().zip(b_panel.chunks_exact(NR)) {
-            for (accumulator, &b_value) in accumulator_row.iter_mut().zip(b_step) {
-                *accumulator += a_value * b_value;
+    for first_row in (0..output.rows).step_by(MR) {
+        let tile = output.tile(first_row);
+        let mut accumulators = [[0.0f32; NR]; MR];
+        for (row, accumulator_row) in accumulators.iter_mut().enumerate().take(tile.rows) {
+            let a_row = &a[(first_row + row) * a_row_stride..][..depth];
+            for (&a_value, b_step) in a_row.iter().zip(b_panel.chunks_exact(NR)) {
+                for (accumulator, &b_value) in accumulator_row.iter_mut().zip(b_step) {
+                    *accumulator += a_value * b_value;
+                }
             }
         }
+        // SAFETY: The tile is rows `first_row..` of the strip the caller vouched for.
+        unsafe { store_tile(&accumulators, &tile) };
     }
-    // SAFETY: Forwarded from the caller.
-    unsafe { store_tile(&accumulators, output) };
 }
 
 /// Applies the epilogue to the accumulators and writes them into C, in `TileEpilogue`'s order

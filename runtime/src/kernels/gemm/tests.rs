@@ -391,8 +391,8 @@ proptest! {
     }
 }
 
-/// One tile through a micro-kernel with a full epilogue (both biases, a residual, a clamp),
-/// against the same sums computed here in `f64`.
+/// One strip of tiles through a micro-kernel with a full epilogue (both biases, a residual, a
+/// clamp), against the same sums computed here in `f64`.
 #[allow(clippy::too_many_arguments)]
 fn check_tile_epilogue(
     kernels: tile::GemmKernels,
@@ -402,13 +402,20 @@ fn check_tile_epilogue(
     values: &[f32],
 ) {
     let value = |index: usize| values[index % values.len()];
-    // A row-major with a padded stride, and the same A packed into one panel.
+    // A row-major with a padded stride, and the same A packed into panels (zero below).
     let a_row_stride = depth + 1;
-    let a: Vec<f32> = (0..MR * a_row_stride).map(|index| 4.0 * value(index)).collect();
-    let a_panel: Vec<f32> = (0..depth * MR)
+    let a: Vec<f32> = (0..rows * a_row_stride)
+        .map(|index| 4.0 * value(index))
+        .collect();
+    let a_panel: Vec<f32> = (0..rows.div_ceil(MR) * depth * MR)
         .map(|index| {
-            let (step, row) = (index / MR, index % MR);
-            a[row * a_row_stride + step]
+            let (panel, step, lane) = (index / (depth * MR), index / MR % depth, index % MR);
+            let row = panel * MR + lane;
+            if row < rows {
+                a[row * a_row_stride + step]
+            } else {
+                0.0
+            }
         })
         .collect();
     let b: Vec<f32> = (0..depth * NR).map(|index| value(index * 7 + 3)).collect();
@@ -491,10 +498,11 @@ fn clamps() -> impl Strategy<Value = tile::Clamp> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Every tile shape (rows < MR, cols < NR included), packed and row-major A, both kernels.
+    /// Strips of one to four tiles (a last tile of fewer than MR rows, cols < NR included),
+    /// packed and row-major A, both kernels.
     #[test]
     fn tile_kernels_apply_the_epilogue(
-        shape in (1..=MR, 1..=NR, 1..24usize, any::<bool>()),
+        shape in (1..=4 * MR, 1..=NR, 1..24usize, any::<bool>()),
         clamp in clamps(),
         values in values(89),
     ) {

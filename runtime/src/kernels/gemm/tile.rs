@@ -64,7 +64,7 @@ impl Clamp {
 pub(crate) struct TileEpilogue<'a> {
     /// The tile's own bias values, one per column: at least `cols` of them.
     pub(crate) column_bias: Option<&'a [f32]>,
-    /// The tile's own bias values, one per row: at least `rows` of them.
+    /// The tile's (or strip's) own bias values, one per row: at least `rows` of them.
     pub(crate) row_bias: Option<&'a [f32]>,
     /// Laid out like C (rows `c_row_stride` apart) and starting at the tile's first element: at
     /// least `(rows - 1) * c_row_stride + cols` elements.
@@ -73,12 +73,18 @@ pub(crate) struct TileEpilogue<'a> {
 }
 
 /// Where a micro-kernel writes its tile, and the epilogue it applies on the way.
+///
+/// The `_with_epilogue` kernels take a strip of any number of rows: they compute it tile by
+/// tile, `MR` rows at a time (the last tile shorter), against the same panel of B, reading A's
+/// tiles one after the other (consecutive packed panels, or rows further down a row-major A).
+/// One call per strip saves the call, the dispatch and the set-up of one call per tile, which
+/// matter when k is small and a tile takes only a few dozen steps.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TileOutput<'a> {
-    /// The tile's first element; rows `c_row_stride` apart.
+    /// The strip's first element; rows `c_row_stride` apart.
     pub(crate) c: *mut f32,
     pub(crate) c_row_stride: usize,
-    /// At most `MR`.
+    /// Any number (`MR` per tile).
     pub(crate) rows: usize,
     /// At most `NR`.
     pub(crate) cols: usize,
@@ -90,7 +96,7 @@ pub(crate) struct TileOutput<'a> {
 impl TileOutput<'_> {
     /// Checks, in debug builds, the lengths the epilogue's slices must have.
     pub(crate) fn debug_check(&self) {
-        debug_assert!(self.rows <= MR && self.cols <= NR);
+        debug_assert!(self.cols <= NR);
         if let Some(bias) = self.epilogue.column_bias {
             debug_assert!(bias.len() >= self.cols);
         }
@@ -101,6 +107,28 @@ impl TileOutput<'_> {
             && self.rows > 0
         {
             debug_assert!(residual.len() >= (self.rows - 1) * self.c_row_stride + self.cols);
+        }
+    }
+}
+
+impl<'a> TileOutput<'a> {
+    /// The tile of this strip that starts at row `first_row` (a multiple of `MR` below `rows`):
+    /// at most `MR` rows, with the epilogue's slices moved along to it.
+    #[inline(always)]
+    pub(crate) fn tile(&self, first_row: usize) -> TileOutput<'a> {
+        let offset = first_row * self.c_row_stride;
+        TileOutput {
+            c: self.c.wrapping_add(offset),
+            c_row_stride: self.c_row_stride,
+            rows: MR.min(self.rows - first_row),
+            cols: self.cols,
+            accumulate: self.accumulate,
+            epilogue: TileEpilogue {
+                column_bias: self.epilogue.column_bias,
+                row_bias: self.epilogue.row_bias.map(|bias| &bias[first_row..]),
+                residual: self.epilogue.residual.map(|residual| &residual[offset..]),
+                clamp: self.epilogue.clamp,
+            },
         }
     }
 }

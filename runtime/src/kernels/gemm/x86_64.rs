@@ -59,8 +59,8 @@ pub(super) unsafe fn tile_kernel(
     unsafe { tile_kernel_with_epilogue(depth, a_panel, b_panel, &output) };
 }
 
-/// Computes one tile, `C[0..rows, 0..cols] = epilogue(A_panel * B_panel (+ C))`; the same
-/// contract as `portable::tile_kernel_with_epilogue`.
+/// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A_panels * B_panel (+ C))`;
+/// the same contract as `portable::tile_kernel_with_epilogue`.
 ///
 /// # Safety
 ///
@@ -72,12 +72,13 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     b_panel: &[f32],
     output: &TileOutput<'_>,
 ) {
-    debug_assert!(a_panel.len() >= depth * MR && b_panel.len() >= depth * NR);
+    debug_assert!(a_panel.len() >= output.rows.div_ceil(MR) * depth * MR);
+    debug_assert!(b_panel.len() >= depth * NR);
     output.debug_check();
     let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
-    // destination tile and the epilogue's slices, which is what each monomorphised kernel needs.
-    unsafe { dispatch_rows::<false>(depth, a, 0, b, output) };
+    // destination strip and the epilogue's slices, which is what each tile's kernel needs.
+    unsafe { strip_kernel::<false>(depth, a, 0, b, output) };
 }
 
 /// Computes `C[0..rows, 0..cols] (+)= A * B_panel` for one tile, where A is row-major with
@@ -114,8 +115,8 @@ pub(super) unsafe fn tile_kernel_row_major_a(
     unsafe { tile_kernel_row_major_a_with_epilogue(depth, a, a_row_stride, b_panel, &output) };
 }
 
-/// Computes one tile, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a row-major A;
-/// the same contract as `portable::tile_kernel_row_major_a_with_epilogue`.
+/// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
+/// row-major A; the same contract as `portable::tile_kernel_row_major_a_with_epilogue`.
 ///
 /// # Safety
 ///
@@ -133,7 +134,46 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output.debug_check();
     // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
     // inside `a`.
-    unsafe { dispatch_rows::<true>(depth, a.as_ptr(), a_row_stride, b_panel.as_ptr(), output) };
+    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel.as_ptr(), output) };
+}
+
+/// Runs the strip's tiles one after the other, each with the loop monomorphised for its rows:
+/// full tiles of `MR` rows, then the last, shorter one.
+///
+/// # Safety
+///
+/// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
+/// `ROW_MAJOR_A`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
+    depth: usize,
+    a: *const f32,
+    a_row_stride: usize,
+    b: *const f32,
+    output: &TileOutput<'_>,
+) {
+    // The distance from one tile's A to the next: one packed panel, or `MR` rows.
+    let a_tile_step = if ROW_MAJOR_A {
+        MR * a_row_stride
+    } else {
+        MR * depth
+    };
+    let mut first_row = 0;
+    let mut a = a;
+    while first_row + MR <= output.rows {
+        let tile = output.tile(first_row);
+        let lhs = LhsPointer { a, a_row_stride };
+        // SAFETY: Rows `first_row..first_row + MR` are a tile of the strip the caller vouched
+        // for, and `a` points at that tile's panel (or first row) of A.
+        unsafe { tile_kernel_rows::<MR, ROW_MAJOR_A>(depth, lhs, b, &tile) };
+        first_row += MR;
+        a = a.wrapping_add(a_tile_step);
+    }
+    if first_row < output.rows {
+        let tile = output.tile(first_row);
+        // SAFETY: As above, for the last, shorter tile.
+        unsafe { dispatch_rows::<ROW_MAJOR_A>(depth, a, a_row_stride, b, &tile) };
+    }
 }
 
 /// Calls the loop monomorphised for `rows` rows.
@@ -141,7 +181,8 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
 /// # Safety
 ///
 /// As for `tile_kernel_rows`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
     depth: usize,
     a: *const f32,
@@ -177,6 +218,7 @@ struct LhsPointer {
 /// # Safety
 ///
 /// As for `tile_kernel` (or `tile_kernel_row_major_a` with `ROW_MAJOR_A`), with `ROWS` rows.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     depth: usize,
