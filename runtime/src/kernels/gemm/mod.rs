@@ -13,6 +13,12 @@
 //! Work is split into rectangles of C, along whichever of `m` and `n` has more panels, and the
 //! rectangles run on the shared pool (`crate::set_num_threads`). Packing buffers are kept per
 //! thread and reused, so after warm-up a call allocates nothing.
+//!
+//! The epilogue is fused into the micro-kernel (`tile.rs`): on the last block of k, the biases,
+//! the residual and the clamp activations (relu, relu6, leaky relu) are applied to the
+//! accumulators before the tile's one store; other activations run with the vectorised loops
+//! over the rows of each 256-column group of a block, while it is still in L2. A row-major A no
+//! deeper than `KC` is not packed: the micro-kernel reads its rows in place.
 
 mod driver;
 mod packing;
