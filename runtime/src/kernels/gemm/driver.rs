@@ -3,13 +3,13 @@
 //! selection of the micro-kernel for this processor and the fused epilogue.
 
 use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs_panel};
+use super::tile::{Clamp, GemmKernels, TileEpilogue, TileOutput};
 #[cfg(target_arch = "x86_64")]
 use super::x86_64;
 use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix, PackedMatrix, portable};
 use crate::error::{KernelError, KernelResult, invalid_parameter, shape_mismatch};
-use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::threading;
-use nnc_ops::activation::{relu, relu6};
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -24,6 +24,13 @@ pub(super) const NC: usize = 4096;
 pub(super) const SOURCE_NC: usize = 256;
 /// Below this many multiply-adds a product runs on one thread.
 pub(super) const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
+/// Up to this depth, a row-major A is read in place by the micro-kernel instead of being packed
+/// per call: with few steps of k per tile, packing A costs more than it saves.
+pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = KC;
+/// Columns of C a block finishes before the activations that are not clamps run over its rows:
+/// `MC x 256` floats (144 KiB) are still in L2 then, and each call of the vectorised loop
+/// covers 256 values.
+pub(super) const ACTIVATION_GROUP_COLUMNS: usize = 256;
 
 /// The signature shared by the micro-kernels; see `portable::tile_kernel` for the contract.
 /// Flash attention packs its own panels and calls the micro-kernel directly.
@@ -33,7 +40,7 @@ pub(crate) type TileKernel = unsafe fn(usize, &[f32], &[f32], *mut f32, usize, u
 #[derive(Clone, Copy)]
 pub(super) struct Execution {
     pub(super) parallel: bool,
-    pub(super) kernel: TileKernel,
+    pub(super) kernel: GemmKernels,
     /// Columns of B one task packs at once when B is packed during the call (`SOURCE_NC`,
     /// smaller in tests to cross more blocks).
     pub(super) source_column_block: usize,
@@ -182,7 +189,7 @@ pub(super) struct Product<'a> {
     /// Laid out like C.
     residual: Option<&'a [f32]>,
     activation: Option<Activation>,
-    kernel: TileKernel,
+    kernel: GemmKernels,
 }
 
 thread_local! {
@@ -415,13 +422,23 @@ pub(super) fn even_share(total: usize, count: usize, index: usize) -> Range<usiz
 
 /// Computes one rectangle of C: the BLIS loops around the micro-kernel. For each chunk of the
 /// rectangle's columns and each block of the shared dimension, B's panels of those columns are
-/// packed once (unless B came packed) and then swept by every block of A's rows. `rows.start` is
-/// a multiple of `MR` and `cols.start` a multiple of `NR`.
+/// packed once (unless B came packed) and then swept by every block of A's rows. A row-major A
+/// (column stride 1) no deeper than `ROW_MAJOR_LHS_MAX_DEPTH` is not packed: the micro-kernel
+/// reads its rows in place. `rows.start` is a multiple of `MR` and `cols.start` a multiple of
+/// `NR`.
 pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
+    let row_major_lhs = match product.lhs {
+        LhsSource::Matrix(matrix)
+            if matrix.column_stride == 1 && product.depth <= ROW_MAJOR_LHS_MAX_DEPTH =>
+        {
+            Some(matrix)
+        }
+        _ => None,
+    };
     let block_rows = MC.min(rows.len().div_ceil(MR) * MR);
     let lhs_scratch_length = match product.lhs {
-        LhsSource::Matrix(_) => block_rows * KC.min(product.depth),
-        LhsSource::Packed(_) => 0,
+        LhsSource::Matrix(_) if row_major_lhs.is_none() => block_rows * KC.min(product.depth),
+        LhsSource::Matrix(_) | LhsSource::Packed(_) => 0,
     };
     let rhs_scratch_length = match product.rhs {
         RhsPanels::Source(_) => {
@@ -464,8 +481,9 @@ pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Ran
                     };
                     for row_block in (rows.start..rows.end).step_by(MC) {
                         let row_block = row_block..(row_block + MC).min(rows.end);
-                        let lhs_block: &[f32] = match product.lhs {
-                            LhsSource::Matrix(matrix) => {
+                        let lhs_block = match (row_major_lhs, product.lhs) {
+                            (Some(matrix), _) => LhsBlock::RowMajor(matrix),
+                            (None, LhsSource::Matrix(matrix)) => {
                                 let length = row_block.len().div_ceil(MR) * MR * block_depth;
                                 let block = &mut lhs_scratch[..length];
                                 pack_lhs_block(
@@ -475,14 +493,14 @@ pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Ran
                                     block_depth,
                                     block,
                                 );
-                                block
+                                LhsBlock::Packed(block)
                             }
-                            LhsSource::Packed(matrix) => {
+                            (None, LhsSource::Packed(matrix)) => {
                                 let panels = matrix.rows.div_ceil(MR);
                                 let start =
                                     block_start * panels * MR + row_block.start * block_depth;
                                 let length = row_block.len().div_ceil(MR) * MR * block_depth;
-                                &matrix.data.as_slice()[start..start + length]
+                                LhsBlock::Packed(&matrix.data.as_slice()[start..start + length])
                             }
                         };
                         run_block(
@@ -501,71 +519,116 @@ pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Ran
     });
 }
 
-/// The two innermost loops: every tile of one packed A block against every panel of one packed
-/// B block (the panels of `column_block`).
+/// Where `run_block` reads the rows of A.
+#[derive(Clone, Copy)]
+pub(super) enum LhsBlock<'a> {
+    /// The block's rows packed into panels of `MR` rows and `block_depth` steps each.
+    Packed(&'a [f32]),
+    /// A row-major A itself (column stride 1), read in place from column `block_start`.
+    RowMajor(MatrixRef<'a>),
+}
+
+/// The two innermost loops: every tile of one block of A against every panel of one packed B
+/// block (the panels of `column_block`). On the last block of k the micro-kernel applies the
+/// biases, the residual and a clamp activation as it stores each tile; any other activation
+/// runs afterwards over the rows of each group of `ACTIVATION_GROUP_COLUMNS` columns, while they
+/// are still in cache.
 pub(super) fn run_block(
     product: &Product<'_>,
-    lhs_block: &[f32],
+    lhs: LhsBlock<'_>,
     rhs_block: &[f32],
     row_block: Range<usize>,
     column_block: Range<usize>,
     block_start: usize,
     block_depth: usize,
 ) {
+    debug_assert_eq!(
+        rhs_block.len(),
+        column_block.len().div_ceil(NR) * block_depth * NR
+    );
     let first_block = block_start == 0;
     let last_block = block_start + block_depth == product.depth;
     let accumulate = product.accumulate || !first_block;
-    let has_epilogue = last_block
-        && (product.bias.is_some() || product.residual.is_some() || product.activation.is_some());
-    for (rhs_panel, first_column) in rhs_block
-        .chunks_exact(block_depth * NR)
-        .zip(column_block.step_by(NR))
-    {
-        let width = NR.min(product.cols - first_column);
-        for first_row in row_block.clone().step_by(MR) {
-            let height = MR.min(product.rows - first_row);
-            let lhs_panel =
-                &lhs_block[(first_row - row_block.start) * block_depth..][..block_depth * MR];
-            let offset = first_row * product.c_row_stride + first_column;
-            // SAFETY: The tile `first_row..first_row + height` x `first_column..first_column +
-            // width` lies inside C (checked against `c.len()` in `gemm_with`) and inside this
-            // task's rectangle, so no other task touches it; the panels hold `block_depth` steps.
-            unsafe {
-                let tile = product.c.0.add(offset);
-                (product.kernel)(
-                    block_depth,
-                    lhs_panel,
-                    rhs_panel,
-                    tile,
-                    product.c_row_stride,
-                    height,
-                    width,
-                    accumulate,
-                );
-            }
-            if has_epilogue {
-                for row in 0..height {
-                    // SAFETY: Row `row` of the tile is `width` elements of C owned by this task
-                    // (as above), and no other reference to them exists while this one lives.
-                    let c_row = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            product.c.0.add(offset + row * product.c_row_stride),
-                            width,
+    let (clamp, row_activation) = match product.activation {
+        Some(activation) if last_block => match Clamp::of(activation) {
+            Some(clamp) => (clamp, None),
+            None => (Clamp::None, Some(activation)),
+        },
+        _ => (Clamp::None, None),
+    };
+    for group_start in column_block.clone().step_by(ACTIVATION_GROUP_COLUMNS) {
+        let group = group_start..(group_start + ACTIVATION_GROUP_COLUMNS).min(column_block.end);
+        for first_column in group.clone().step_by(NR) {
+            let width = NR.min(product.cols - first_column);
+            let panel_index = (first_column - column_block.start) / NR;
+            let rhs_panel = &rhs_block[panel_index * block_depth * NR..][..block_depth * NR];
+            // One call computes the whole strip of the row block under this panel of B.
+            let offset = row_block.start * product.c_row_stride + first_column;
+            let epilogue = if last_block {
+                TileEpilogue {
+                    column_bias: match product.bias {
+                        Some(Bias::PerColumn(values)) => Some(&values[first_column..]),
+                        _ => None,
+                    },
+                    row_bias: match product.bias {
+                        Some(Bias::PerRow(values)) => Some(&values[row_block.start..]),
+                        _ => None,
+                    },
+                    residual: product.residual.map(|residual| &residual[offset..]),
+                    clamp,
+                }
+            } else {
+                TileEpilogue::default()
+            };
+            let output = TileOutput {
+                // SAFETY: The offset of the strip's first element lies inside C (checked
+                // against `c.len()` in `gemm_with`).
+                c: unsafe { product.c.0.add(offset) },
+                c_row_stride: product.c_row_stride,
+                rows: row_block.len(),
+                cols: width,
+                accumulate,
+                epilogue,
+            };
+            match lhs {
+                LhsBlock::Packed(block) => {
+                    // SAFETY: The strip `row_block` x `first_column..first_column + width` lies
+                    // inside C and inside this task's rectangle, so no other task touches it;
+                    // the block holds the strip's panels of `block_depth` steps and the B panel
+                    // `block_depth` steps; the bias slices start at the strip and the residual,
+                    // as long as C (checked in `gemm_with`), at the strip's first element; and
+                    // the kernels come from `GemmKernels`, which checks the processor.
+                    unsafe { (product.kernel.packed_a)(block_depth, block, rhs_panel, &output) };
+                }
+                LhsBlock::RowMajor(matrix) => {
+                    let a = &matrix.data[row_block.start * matrix.row_stride + block_start..];
+                    // SAFETY: As above; A's rows `row_block`, columns `block_start..block_start
+                    // + block_depth` lie inside `matrix.data` (`MatrixRef::new` checked its
+                    // extent) and its column stride is 1.
+                    unsafe {
+                        (product.kernel.row_major_a)(
+                            block_depth,
+                            a,
+                            matrix.row_stride,
+                            rhs_panel,
+                            &output,
                         )
                     };
-                    let residual = product.residual.map(|residual| {
-                        &residual[(first_row + row) * product.c_row_stride + first_column..]
-                            [..width]
-                    });
-                    apply_epilogue_to_row(
-                        c_row,
-                        first_row + row,
-                        first_column,
-                        product.bias,
-                        residual,
-                        product.activation,
-                    );
                 }
+            }
+        }
+        if let Some(activation) = row_activation {
+            for row in row_block.clone() {
+                // SAFETY: Row `row`, columns `group`, are elements of C inside this task's
+                // rectangle (as above), and no other reference to them exists while this one
+                // lives.
+                let c_row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        product.c.0.add(row * product.c_row_stride + group.start),
+                        group.len(),
+                    )
+                };
+                apply_activation_sequential(c_row, activation);
             }
         }
     }
@@ -573,7 +636,7 @@ pub(super) fn run_block(
 
 /// Adds the bias and then the residual to, then applies the activation on, a piece of row `row`
 /// of C that starts at column `first_column`; `residual` is the matching piece of the residual.
-#[inline]
+/// Only an empty product (`k = 0`) needs it: the micro-kernels apply the epilogue otherwise.
 pub(super) fn apply_epilogue_to_row(
     c_row: &mut [f32],
     row: usize,
@@ -601,12 +664,7 @@ pub(super) fn apply_epilogue_to_row(
             *value += skip;
         }
     }
-    match activation {
-        // The cheap activations inline: the epilogue runs on pieces of 16 columns, too short to
-        // pay for a dispatch per piece.
-        Some(Activation::Relu) => c_row.iter_mut().for_each(|value| *value = relu(*value)),
-        Some(Activation::Relu6) => c_row.iter_mut().for_each(|value| *value = relu6(*value)),
-        Some(activation) => apply_activation_in_place(c_row, activation),
-        None => {}
+    if let Some(activation) = activation {
+        apply_activation_sequential(c_row, activation);
     }
 }

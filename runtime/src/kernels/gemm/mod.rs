@@ -17,10 +17,17 @@
 //! first and along the rows where the columns alone do not give every thread an equal share
 //! (`driver::task_grid`), and the rectangles run on the shared pool (`crate::set_num_threads`).
 //! Packing buffers are kept per thread and reused, so after warm-up a call allocates nothing.
+//!
+//! The epilogue is fused into the micro-kernel (`tile.rs`): on the last block of k, the biases,
+//! the residual and the clamp activations (relu, relu6, leaky relu) are applied to the
+//! accumulators before the tile's one store; other activations run with the vectorised loops
+//! over the rows of each 256-column group of a block, while it is still in L2. A row-major A no
+//! deeper than `KC` is not packed: the micro-kernel reads its rows in place.
 
 mod driver;
 mod packing;
 mod portable;
+mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
@@ -36,6 +43,7 @@ use driver::{
 #[cfg(test)]
 use driver::{TaskGrid, even_share, task_grid};
 use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
+use tile::GemmKernels;
 
 /// Rows of A (and of C) in one micro-kernel tile.
 pub const MR: usize = 6;
@@ -368,7 +376,7 @@ impl Execution {
     fn detected(parallel: bool) -> Self {
         Self {
             parallel,
-            kernel: select_tile_kernel(),
+            kernel: GemmKernels::detected(),
             source_column_block: SOURCE_NC,
         }
     }

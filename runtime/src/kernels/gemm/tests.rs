@@ -25,12 +25,12 @@ struct Case {
     bias_values: Vec<f32>,
 }
 
+/// No activation, or any one: the clamps the micro-kernels apply in registers (relu, relu6,
+/// leaky relu) and the others the driver applies to finished rows.
 fn activations() -> impl Strategy<Value = Option<Activation>> {
     prop_oneof![
         Just(None),
-        Just(Some(Activation::Relu)),
-        Just(Some(Activation::Gelu)),
-        Just(Some(Activation::Silu)),
+        prop::sample::select(Activation::ALL.to_vec()).prop_map(Some),
     ]
 }
 
@@ -190,7 +190,7 @@ impl Case {
 fn portable() -> Execution {
     Execution {
         parallel: false,
-        kernel: portable::tile_kernel,
+        kernel: tile::GemmKernels::PORTABLE,
         source_column_block: SOURCE_NC,
     }
 }
@@ -203,7 +203,7 @@ fn detected(parallel: bool) -> Execution {
 fn banded(source_column_block: usize) -> Execution {
     Execution {
         parallel: false,
-        kernel: select_tile_kernel(),
+        kernel: tile::GemmKernels::detected(),
         source_column_block,
     }
 }
@@ -227,6 +227,18 @@ proptest! {
         source_column_block in prop_oneof![Just(NR), Just(2 * NR)],
     ) {
         assert_close(&case.run(banded(source_column_block)), &case.expected(), 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Depths past `KC = 256` take several blocks of k, and the epilogue must apply on the last
+    /// one only; shallower ones take the row-major A path when A is row-major and unpacked.
+    #[test]
+    fn deep_products_match_reference_with_every_epilogue(case in cases(14, 600, 37)) {
+        assert_close(&case.run(detected(false)), &case.expected(), 1e-4);
+        assert_close(&case.run(portable()), &case.expected(), 1e-4);
     }
 }
 
@@ -294,6 +306,34 @@ proptest! {
             from_packed.iter().map(|value| value.to_bits()).collect::<Vec<_>>(),
             from_source.iter().map(|value| value.to_bits()).collect::<Vec<_>>()
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// A row-major A no deeper than `KC`, read in place by the micro-kernel, against a B that the
+    /// tasks pack from a source (blocks of 16 to 256 columns), on one and on two threads, with
+    /// every epilogue: the two paths meet in `run_rectangle`.
+    #[test]
+    fn row_major_lhs_with_source_rhs_matches_reference(
+        case in cases(90, KC, 300),
+        threads in 1..3usize,
+        source_column_block in prop_oneof![Just(NR), Just(3 * NR), Just(SOURCE_NC)],
+    ) {
+        let case = Case {
+            a_transposed: false,
+            a_packed: false,
+            b_packed: false,
+            ..case
+        };
+        crate::set_num_threads(threads);
+        let execution = Execution {
+            source_column_block,
+            ..detected(true)
+        };
+        assert_close(&case.run(execution), &case.expected(), 1e-4);
+        crate::set_num_threads(0);
     }
 }
 
@@ -481,5 +521,153 @@ proptest! {
     ) {
         check_row_major_tile_kernel(select_row_major_tile_kernel(), shape, &values);
         check_row_major_tile_kernel(portable::tile_kernel_row_major_a, shape, &values);
+    }
+}
+
+/// One strip of tiles through a micro-kernel with a full epilogue (both biases, a residual, a
+/// clamp), against the same sums computed here in `f64`.
+#[allow(clippy::too_many_arguments)]
+fn check_tile_epilogue(
+    kernels: tile::GemmKernels,
+    row_major_a: bool,
+    (rows, cols, depth, accumulate): (usize, usize, usize, bool),
+    clamp: tile::Clamp,
+    values: &[f32],
+) {
+    let value = |index: usize| values[index % values.len()];
+    // A row-major with a padded stride, and the same A packed into panels (zero below).
+    let a_row_stride = depth + 1;
+    let a: Vec<f32> = (0..rows * a_row_stride)
+        .map(|index| 4.0 * value(index))
+        .collect();
+    let a_panel: Vec<f32> = (0..rows.div_ceil(MR) * depth * MR)
+        .map(|index| {
+            let (panel, step, lane) = (index / (depth * MR), index / MR % depth, index % MR);
+            let row = panel * MR + lane;
+            if row < rows {
+                a[row * a_row_stride + step]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let b: Vec<f32> = (0..depth * NR).map(|index| value(index * 7 + 3)).collect();
+    let c_row_stride = cols + 3;
+    let initial: Vec<f32> = (0..rows * c_row_stride)
+        .map(|index| value(index * 5 + 1))
+        .collect();
+    let residual: Vec<f32> = (0..rows * c_row_stride)
+        .map(|index| value(index * 3 + 2))
+        .collect();
+    let column_bias: Vec<f32> = (0..cols).map(|index| value(index * 11 + 5)).collect();
+    let row_bias: Vec<f32> = (0..rows).map(|index| value(index * 13 + 7)).collect();
+    let mut c = initial.clone();
+    let output = tile::TileOutput {
+        c: c.as_mut_ptr(),
+        c_row_stride,
+        rows,
+        cols,
+        accumulate,
+        epilogue: tile::TileEpilogue {
+            column_bias: Some(&column_bias),
+            row_bias: Some(&row_bias),
+            residual: Some(&residual),
+            clamp,
+        },
+    };
+    // SAFETY: `a` holds `MR` rows of `a_row_stride >= depth`, the panels `depth` steps, `c` and
+    // `residual` `rows` rows of `c_row_stride >= cols`, the biases `cols` and `rows` values, and
+    // the kernels come from `GemmKernels`, which checks the processor.
+    unsafe {
+        if row_major_a {
+            (kernels.row_major_a)(depth, &a, a_row_stride, &b, &output);
+        } else {
+            (kernels.packed_a)(depth, &a_panel, &b, &output);
+        }
+    }
+    for row in 0..rows {
+        for column in 0..c_row_stride {
+            let index = row * c_row_stride + column;
+            let expected = if column < cols {
+                let product: f64 = (0..depth)
+                    .map(|step| {
+                        f64::from(a[row * a_row_stride + step]) * f64::from(b[step * NR + column])
+                    })
+                    .sum();
+                let old = if accumulate {
+                    f64::from(initial[index])
+                } else {
+                    0.0
+                };
+                let sum = product
+                    + old
+                    + f64::from(column_bias[column])
+                    + f64::from(row_bias[row])
+                    + f64::from(residual[index]);
+                clamp.apply(sum as f32)
+            } else {
+                initial[index]
+            };
+            assert!(
+                (c[index] - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                "{clamp:?}, row {row}, column {column}: got {}, expected {expected}",
+                c[index]
+            );
+        }
+    }
+}
+
+fn clamps() -> impl Strategy<Value = tile::Clamp> {
+    prop_oneof![
+        Just(tile::Clamp::None),
+        Just(tile::Clamp::Relu),
+        Just(tile::Clamp::Relu6),
+        Just(tile::Clamp::LeakyRelu {
+            negative_slope: 0.1
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Strips of one to four tiles (a last tile of fewer than MR rows, cols < NR included),
+    /// packed and row-major A, both kernels.
+    #[test]
+    fn tile_kernels_apply_the_epilogue(
+        shape in (1..=4 * MR, 1..=NR, 1..24usize, any::<bool>()),
+        clamp in clamps(),
+        values in values(89),
+    ) {
+        for row_major_a in [false, true] {
+            check_tile_epilogue(tile::GemmKernels::detected(), row_major_a, shape, clamp, &values);
+            check_tile_epilogue(tile::GemmKernels::PORTABLE, row_major_a, shape, clamp, &values);
+        }
+    }
+}
+
+/// The clamps keep NaN, as `relu` and `relu6` do, in registers as in the portable kernel.
+#[test]
+fn clamps_let_nan_through() {
+    for kernels in [tile::GemmKernels::detected(), tile::GemmKernels::PORTABLE] {
+        for clamp in [tile::Clamp::Relu, tile::Clamp::Relu6] {
+            let a_panel = [f32::NAN; MR];
+            let b_panel = [1.0; NR];
+            let mut c = [0.0; MR * NR];
+            let output = tile::TileOutput {
+                c: c.as_mut_ptr(),
+                c_row_stride: NR,
+                rows: MR,
+                cols: NR,
+                accumulate: false,
+                epilogue: tile::TileEpilogue {
+                    clamp,
+                    ..tile::TileEpilogue::default()
+                },
+            };
+            // SAFETY: One step of each panel, and a full `MR x NR` tile of C.
+            unsafe { (kernels.packed_a)(1, &a_panel, &b_panel, &output) };
+            assert!(c.iter().all(|value| value.is_nan()), "{clamp:?}: {c:?}");
+        }
     }
 }
