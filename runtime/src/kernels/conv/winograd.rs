@@ -1,0 +1,683 @@
+//! Winograd F(4x4, 3x3) convolution: 3x3 kernels with unit stride and dilation and one group.
+//!
+//! A 4x4 tile of outputs needs a 6x6 tile `d` of inputs. With the matrices `B^T` (6x6), `G` (6x3)
+//! and `A^T` (4x6) of Lavin and Gray's F(4, 3) (interpolation points 0, +-1, +-2 and infinity),
+//!
+//! ```text
+//! y[o] = A^T ( sum_i (G g[o, i] G^T) .* (B^T d[i] B) ) A
+//! ```
+//!
+//! so the 36 points of the transformed tiles are 36 independent matrix products
+//! `M[p] = U[p] * V[p]` of `U[p]`, `[out, in]` (the transformed filters, packed once at load as
+//! the GEMM's left operand), by `V[p]`, `[in, tiles]` (the transformed inputs). That is 36
+//! multiply-adds per input channel and tile where direct convolution needs 16 * 9 = 144: four
+//! times fewer, paid for by the transforms, which are additions and cheap multiplications.
+//!
+//! The work is cut into blocks of tiles (over the whole batch, in row-major order within each
+//! image) small enough that a block's `V` and `M` stay in L2. A task transforms one block of
+//! inputs into its thread's scratch, runs the 36 products on the calling thread
+//! (`gemm_sequential`) for one chunk of output channels at a time, and transforms each chunk's
+//! `M` back into the output, adding the bias and the residual and applying the activation on
+//! the way (the `PackedConv2d` epilogue contract: `activation(conv + bias + residual)`). When
+//! there are too few blocks to keep every thread busy (small images), tasks also split the
+//! output channels, each transforming the same block of inputs.
+//!
+//! The transforms work on [`LANES`] tiles at once, one tile per lane of an array, so that the
+//! AVX2 build of the same code (chosen at run time) does each step as one vector operation.
+//!
+//! Precision: the transforms multiply values by up to 5 (B), 1/24 (G) and 8 (A), which costs
+//! a few bits over direct convolution; `tests.rs` measures the error against the f64 reference
+//! at ResNet depths.
+
+use super::PackedConv2d;
+use crate::error::KernelResult;
+use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm_sequential};
+use crate::threading;
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Mutex;
+
+/// Outputs per side of one tile.
+const OUTPUT_TILE: usize = 4;
+/// Inputs per side of one tile (`OUTPUT_TILE + 3 - 1`).
+const INPUT_TILE: usize = 6;
+/// Points of a transformed tile, and so independent matrix products.
+const POINTS: usize = INPUT_TILE * INPUT_TILE;
+/// Tiles transformed together, one per lane (one AVX2 register of f32).
+const LANES: usize = 8;
+/// Output channels per chunk: one chunk's `M` (`36 x 64 x tiles`) stays in L2 beside `V`.
+const OUT_CHUNK_CHANNELS: usize = 64;
+/// The bounds on the tiles of one block: the products' `n`, a multiple of the GEMM's `NR`.
+const MIN_BLOCK_TILES: usize = 16;
+const MAX_BLOCK_TILES: usize = 64;
+/// The bytes of `V` and `M` one block may use, about half of a 1 MiB L2.
+const BLOCK_SCRATCH_BYTES: usize = 512 * 1024;
+
+/// The transformed filters of one layer, `U[p] = (G g G^T)[p]` for each of the 36 points `p`.
+#[derive(Clone, Debug)]
+pub(super) struct WinogradWeights {
+    in_channels: usize,
+    out_channels: usize,
+    chunks: Vec<WeightChunk>,
+}
+
+/// The transformed filters of a run of output channels.
+#[derive(Clone, Debug)]
+struct WeightChunk {
+    first_out_channel: usize,
+    out_channels: usize,
+    /// One packed `[out_channels, in_channels]` matrix per point.
+    matrices: Vec<PackedLhsMatrix>,
+}
+
+/// One call's data and sizes, as `PackedConv2d::run` checked them.
+pub(super) struct WinogradCall<'a> {
+    pub(super) input: &'a [f32],
+    pub(super) batch: usize,
+    pub(super) in_h: usize,
+    pub(super) in_w: usize,
+    pub(super) out_h: usize,
+    pub(super) out_w: usize,
+    pub(super) padding: [usize; 2],
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) residual: Option<&'a [f32]>,
+    pub(super) activation: Option<Activation>,
+}
+
+impl WinogradWeights {
+    /// Transforms and packs a `[out_channels, in_channels, 3, 3]` weight.
+    pub(super) fn new(
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+    ) -> KernelResult<Self> {
+        let matrix_length = out_channels * in_channels;
+        let mut transformed = vec![0.0f32; POINTS * matrix_length];
+        // Filter `o * in_channels + i` lands at row `o`, column `i` of every point's matrix.
+        for (filter_index, filter) in weight.chunks_exact(9).enumerate() {
+            for (point, value) in transform_filter(filter).into_iter().enumerate() {
+                transformed[point * matrix_length + filter_index] = value;
+            }
+        }
+        let chunks = (0..out_channels)
+            .step_by(OUT_CHUNK_CHANNELS)
+            .map(|first_out_channel| {
+                let chunk_channels = OUT_CHUNK_CHANNELS.min(out_channels - first_out_channel);
+                let matrices = (0..POINTS)
+                    .map(|point| {
+                        let start = point * matrix_length + first_out_channel * in_channels;
+                        MatrixRef::row_major(
+                            &transformed[start..start + chunk_channels * in_channels],
+                            chunk_channels,
+                            in_channels,
+                        )
+                        .map(PackedLhsMatrix::from_matrix)
+                    })
+                    .collect::<KernelResult<Vec<_>>>()?;
+                Ok(WeightChunk {
+                    first_out_channel,
+                    out_channels: chunk_channels,
+                    matrices,
+                })
+            })
+            .collect::<KernelResult<Vec<_>>>()?;
+        Ok(Self {
+            in_channels,
+            out_channels,
+            chunks,
+        })
+    }
+
+    /// Runs the convolution into `output`, `[batch, out_channels, out_h, out_w]`.
+    pub(super) fn forward(&self, call: &WinogradCall<'_>, output: &mut [f32]) -> KernelResult<()> {
+        let tiles_x = call.out_w.div_ceil(OUTPUT_TILE);
+        let tiles_per_image = call.out_h.div_ceil(OUTPUT_TILE) * tiles_x;
+        let total_tiles = call.batch * tiles_per_image;
+        if total_tiles == 0 {
+            return Ok(());
+        }
+        let block_tiles = self.block_tiles(total_tiles);
+        let blocks = total_tiles.div_ceil(block_tiles);
+        // With fewer blocks than two per thread, tasks split the output channels too, each
+        // transforming its block's inputs again.
+        let threads = threading::parallel_width();
+        let wanted_groups = if threads > 1 && blocks < 2 * threads {
+            (2 * threads).div_ceil(blocks)
+        } else {
+            1
+        };
+        let chunks_per_group = self
+            .chunks
+            .len()
+            .div_ceil(wanted_groups.min(self.chunks.len()));
+        let chunk_groups = self.chunks.len().div_ceil(chunks_per_group);
+        let layout = TileLayout {
+            tiles_x,
+            tiles_per_image,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+        };
+        let destination = OutputPointer {
+            data: output.as_mut_ptr(),
+            length: output.len(),
+        };
+        let first_error = Mutex::new(None);
+        threading::run_tasks(blocks * chunk_groups, |task| {
+            let (block, group) = (task / chunk_groups, task % chunk_groups);
+            let tiles = block * block_tiles..((block + 1) * block_tiles).min(total_tiles);
+            let chunks = &self.chunks[group * chunks_per_group..]
+                [..chunks_per_group.min(self.chunks.len() - group * chunks_per_group)];
+            if let Err(error) = self.run_block(call, &layout, tiles, chunks, &destination)
+                && let Ok(mut slot) = first_error.lock()
+            {
+                slot.get_or_insert(error);
+            }
+        });
+        match first_error.into_inner() {
+            Ok(Some(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Tiles per block: as many as keep `V` and one chunk's `M` within `BLOCK_SCRATCH_BYTES`.
+    fn block_tiles(&self, total_tiles: usize) -> usize {
+        let chunk_channels = OUT_CHUNK_CHANNELS.min(self.out_channels);
+        let bytes_per_tile = POINTS * (self.in_channels + chunk_channels) * size_of::<f32>();
+        let budget = (BLOCK_SCRATCH_BYTES / bytes_per_tile / MIN_BLOCK_TILES * MIN_BLOCK_TILES)
+            .clamp(MIN_BLOCK_TILES, MAX_BLOCK_TILES);
+        budget.min(total_tiles.div_ceil(LANES) * LANES)
+    }
+
+    /// Transforms the inputs of `tiles`, then multiplies and transforms back each chunk.
+    fn run_block(
+        &self,
+        call: &WinogradCall<'_>,
+        layout: &TileLayout,
+        tiles: Range<usize>,
+        chunks: &[WeightChunk],
+        destination: &OutputPointer,
+    ) -> KernelResult<()> {
+        // `V` and `M` are `[36][rows][row_stride]`; the tile lanes past `tiles.end` are padding.
+        let row_stride = tiles.len().div_ceil(LANES) * LANES;
+        let chunk_channels = chunks
+            .iter()
+            .map(|chunk| chunk.out_channels)
+            .max()
+            .unwrap_or(0);
+        let v_length = POINTS * self.in_channels * row_stride;
+        let m_length = POINTS * chunk_channels * row_stride;
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            if scratch.len() < v_length + m_length {
+                scratch.resize(v_length + m_length, 0.0);
+            }
+            let (transformed_input, products) = scratch.split_at_mut(v_length);
+            let products = &mut products[..m_length];
+            transform_inputs(call, layout, tiles.clone(), row_stride, transformed_input);
+            for chunk in chunks {
+                let chunk_length = chunk.out_channels * row_stride;
+                for (point, matrix) in chunk.matrices.iter().enumerate() {
+                    let input_length = self.in_channels * row_stride;
+                    let rhs = MatrixRef::new(
+                        &transformed_input[point * input_length..][..input_length],
+                        self.in_channels,
+                        tiles.len(),
+                        row_stride,
+                        1,
+                    )?;
+                    gemm_sequential(
+                        Lhs::Packed(matrix),
+                        Rhs::Matrix(rhs),
+                        &mut products[point * chunk_length..][..chunk_length],
+                        row_stride,
+                        &GemmOptions::default(),
+                    )?;
+                }
+                transform_outputs(
+                    call,
+                    layout,
+                    tiles.clone(),
+                    row_stride,
+                    chunk,
+                    products,
+                    destination,
+                );
+            }
+            Ok(())
+        })
+    }
+}
+
+impl PackedConv2d {
+    /// Whether a layer of this shape is worth Winograd: a 3x3 kernel, unit stride and
+    /// dilation, one group, and enough channels that the products dominate the transforms.
+    pub(super) fn prefers_winograd(
+        weight_shape: [usize; 4],
+        options: &nnc_ops::Conv2dOptions,
+    ) -> bool {
+        let [out_channels, in_channels, _, _] = weight_shape;
+        Self::supports_winograd(weight_shape, options)
+            && in_channels.min(out_channels) >= MIN_WINOGRAD_CHANNELS
+            && in_channels.max(out_channels) <= MAX_WINOGRAD_CHANNELS
+    }
+
+    /// Whether the Winograd method computes a layer of this shape at all.
+    pub(super) fn supports_winograd(
+        weight_shape: [usize; 4],
+        options: &nnc_ops::Conv2dOptions,
+    ) -> bool {
+        weight_shape[2..] == [3, 3]
+            && options.stride == [1, 1]
+            && options.dilation == [1, 1]
+            && options.groups == 1
+    }
+}
+
+/// Below this many input or output channels the transforms cost more than they save.
+const MIN_WINOGRAD_CHANNELS: usize = 16;
+/// Above this many channels the transformed filters (four times the weight) stop paying: such
+/// layers sit at the end of a network, on images too small to fill the products.
+const MAX_WINOGRAD_CHANNELS: usize = 256;
+
+thread_local! {
+    /// Each thread's `V` and `M`; grown once, then reused.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the tiles are.
+struct TileLayout {
+    tiles_x: usize,
+    tiles_per_image: usize,
+    in_channels: usize,
+    out_channels: usize,
+}
+
+impl TileLayout {
+    /// The image of tile `tile` and the top-left output of the tile.
+    fn tile_origin(&self, tile: usize) -> (usize, usize, usize) {
+        let (image, index) = (tile / self.tiles_per_image, tile % self.tiles_per_image);
+        let (tile_y, tile_x) = (index / self.tiles_x, index % self.tiles_x);
+        (image, tile_y * OUTPUT_TILE, tile_x * OUTPUT_TILE)
+    }
+}
+
+/// The output, shared by the tasks, which write disjoint elements.
+struct OutputPointer {
+    data: *mut f32,
+    length: usize,
+}
+
+// SAFETY: Every output element belongs to one tile and one output channel, so to exactly one
+// task (block, chunk group), and `run_tasks` returns only after every task has finished, while
+// the `&mut` borrow the pointer came from is still held by `forward`.
+unsafe impl Sync for OutputPointer {}
+
+impl OutputPointer {
+    /// Writes `value` at `index`.
+    fn write(&self, index: usize, value: f32) {
+        assert!(index < self.length, "winograd: output index out of range");
+        // SAFETY: `index` is in bounds (checked above), and no other task writes or reads this
+        // element (see the `Sync` implementation).
+        unsafe { self.data.add(index).write(value) };
+    }
+}
+
+/// `G g G^T` for one 3x3 filter, computed in f64; the 6x6 result row-major.
+fn transform_filter(filter: &[f32]) -> [f32; POINTS] {
+    const G: [[f64; 3]; INPUT_TILE] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut left = [[0.0f64; 3]; INPUT_TILE];
+    for (row, g_row) in left.iter_mut().zip(&G) {
+        for (column, value) in row.iter_mut().enumerate() {
+            *value = (0..3)
+                .map(|k| g_row[k] * f64::from(filter[k * 3 + column]))
+                .sum();
+        }
+    }
+    let mut transformed = [0.0f32; POINTS];
+    for (row, left_row) in left.iter().enumerate() {
+        for (column, g_row) in G.iter().enumerate() {
+            let value: f64 = (0..3).map(|k| left_row[k] * g_row[k]).sum();
+            transformed[row * INPUT_TILE + column] = value as f32;
+        }
+    }
+    transformed
+}
+
+/// Eight values, one per tile.
+type Lanes = [f32; LANES];
+
+/// Transforms the inputs of `tiles` into `V`, `[36][in_channels][row_stride]`.
+fn transform_inputs(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    transformed: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: The processor supports AVX2 and FMA (checked just above).
+        unsafe { transform_inputs_avx2(call, layout, tiles, row_stride, transformed) };
+        return;
+    }
+    transform_inputs_body(call, layout, tiles, row_stride, transformed);
+}
+
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_inputs_avx2(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    transformed: &mut [f32],
+) {
+    transform_inputs_body(call, layout, tiles, row_stride, transformed);
+}
+
+#[inline(always)]
+fn transform_inputs_body(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    transformed: &mut [f32],
+) {
+    let input_plane = call.in_h * call.in_w;
+    let matrix_length = layout.in_channels * row_stride;
+    for first_tile in tiles.clone().step_by(LANES) {
+        let lane_offset = first_tile - tiles.start;
+        let lane_tiles = LANES.min(tiles.end - first_tile);
+        for channel in 0..layout.in_channels {
+            let mut patches = [[0.0f32; LANES]; POINTS];
+            for lane in 0..lane_tiles {
+                let (image, out_y, out_x) = layout.tile_origin(first_tile + lane);
+                let plane_start = (image * layout.in_channels + channel) * input_plane;
+                gather_patch(
+                    &call.input[plane_start..][..input_plane],
+                    call,
+                    out_y as isize - call.padding[0] as isize,
+                    out_x as isize - call.padding[1] as isize,
+                    &mut patches,
+                    lane,
+                );
+            }
+            let points = transform_input_tile(&patches);
+            for (point, values) in points.iter().enumerate() {
+                transformed[point * matrix_length + channel * row_stride + lane_offset..][..LANES]
+                    .copy_from_slice(values);
+            }
+        }
+    }
+}
+
+/// Copies the 6x6 input patch whose top-left corner is `(top, left)` (possibly outside the
+/// image, which reads as zeros) into lane `lane` of `patches`.
+#[inline(always)]
+fn gather_patch(
+    plane: &[f32],
+    call: &WinogradCall<'_>,
+    top: isize,
+    left: isize,
+    patches: &mut [Lanes; POINTS],
+    lane: usize,
+) {
+    let (height, width) = (call.in_h as isize, call.in_w as isize);
+    if top >= 0 && left >= 0 && top + INPUT_TILE as isize <= height {
+        if left + INPUT_TILE as isize <= width {
+            for row in 0..INPUT_TILE {
+                let start = (top as usize + row) * call.in_w + left as usize;
+                let values = &plane[start..start + INPUT_TILE];
+                for (column, &value) in values.iter().enumerate() {
+                    patches[row * INPUT_TILE + column][lane] = value;
+                }
+            }
+            return;
+        }
+    }
+    for row in 0..INPUT_TILE {
+        let y = top + row as isize;
+        if y < 0 || y >= height {
+            continue;
+        }
+        for column in 0..INPUT_TILE {
+            let x = left + column as isize;
+            if x >= 0 && x < width {
+                patches[row * INPUT_TILE + column][lane] =
+                    plane[y as usize * call.in_w + x as usize];
+            }
+        }
+    }
+}
+
+/// `B^T d B` for the tile in each lane.
+#[inline(always)]
+fn transform_input_tile(patches: &[Lanes; POINTS]) -> [Lanes; POINTS] {
+    let mut rows_done = [[0.0f32; LANES]; POINTS];
+    for row in 0..INPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|column| &patches[row * INPUT_TILE + column]);
+        let points = input_points(values);
+        for (column, point) in points.into_iter().enumerate() {
+            rows_done[row * INPUT_TILE + column] = point;
+        }
+    }
+    let mut transformed = [[0.0f32; LANES]; POINTS];
+    for column in 0..INPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|row| &rows_done[row * INPUT_TILE + column]);
+        let points = input_points(values);
+        for (row, point) in points.into_iter().enumerate() {
+            transformed[row * INPUT_TILE + column] = point;
+        }
+    }
+    transformed
+}
+
+/// `B^T x` for six values `x` per lane.
+#[inline(always)]
+fn input_points(x: [&Lanes; INPUT_TILE]) -> [Lanes; INPUT_TILE] {
+    let mut points = [[0.0f32; LANES]; INPUT_TILE];
+    for lane in 0..LANES {
+        let [x0, x1, x2, x3, x4, x5] = x.map(|values| values[lane]);
+        points[0][lane] = 4.0 * x0 - 5.0 * x2 + x4;
+        points[1][lane] = (x3 + x4) - 4.0 * (x1 + x2);
+        points[2][lane] = (x4 - x3) + 4.0 * (x1 - x2);
+        points[3][lane] = (x4 - x2) + 2.0 * (x3 - x1);
+        points[4][lane] = (x4 - x2) - 2.0 * (x3 - x1);
+        points[5][lane] = 4.0 * x1 - 5.0 * x3 + x5;
+    }
+    points
+}
+
+/// Transforms one chunk's products `M`, `[36][chunk_channels][row_stride]`, back into the
+/// output tiles of `tiles`, with the epilogue.
+fn transform_outputs(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    chunk: &WeightChunk,
+    products: &[f32],
+    destination: &OutputPointer,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: The processor supports AVX2 and FMA (checked just above).
+        unsafe {
+            transform_outputs_avx2(
+                call,
+                layout,
+                tiles,
+                row_stride,
+                chunk,
+                products,
+                destination,
+            )
+        };
+        return;
+    }
+    transform_outputs_body(
+        call,
+        layout,
+        tiles,
+        row_stride,
+        chunk,
+        products,
+        destination,
+    );
+}
+
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_outputs_avx2(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    chunk: &WeightChunk,
+    products: &[f32],
+    destination: &OutputPointer,
+) {
+    transform_outputs_body(
+        call,
+        layout,
+        tiles,
+        row_stride,
+        chunk,
+        products,
+        destination,
+    );
+}
+
+#[inline(always)]
+fn transform_outputs_body(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    chunk: &WeightChunk,
+    products: &[f32],
+    destination: &OutputPointer,
+) {
+    let output_plane = call.out_h * call.out_w;
+    let matrix_length = chunk.out_channels * row_stride;
+    for first_tile in tiles.clone().step_by(LANES) {
+        let lane_offset = first_tile - tiles.start;
+        let lane_tiles = LANES.min(tiles.end - first_tile);
+        let origins: [(usize, usize, usize); LANES] =
+            std::array::from_fn(|lane| layout.tile_origin(first_tile + lane.min(lane_tiles - 1)));
+        for chunk_channel in 0..chunk.out_channels {
+            let channel = chunk.first_out_channel + chunk_channel;
+            let mut points = [[0.0f32; LANES]; POINTS];
+            for (point, values) in points.iter_mut().enumerate() {
+                values.copy_from_slice(
+                    &products[point * matrix_length + chunk_channel * row_stride + lane_offset..]
+                        [..LANES],
+                );
+            }
+            let mut outputs = transform_output_tile(&points);
+            if let Some(bias) = call.bias {
+                let bias = bias[channel];
+                for value in outputs.as_flattened_mut() {
+                    *value += bias;
+                }
+            }
+            if let Some(residual) = call.residual {
+                for (lane, &(image, top, left)) in origins.iter().enumerate().take(lane_tiles) {
+                    let plane_start = (image * layout.out_channels + channel) * output_plane;
+                    for_each_output(call, top, left, |row, column, index| {
+                        outputs[row * OUTPUT_TILE + column][lane] += residual[plane_start + index];
+                    });
+                }
+            }
+            if let Some(activation) = call.activation {
+                apply_activation_in_place(outputs.as_flattened_mut(), activation);
+            }
+            for (lane, &(image, top, left)) in origins.iter().enumerate().take(lane_tiles) {
+                let plane_start = (image * layout.out_channels + channel) * output_plane;
+                for_each_output(call, top, left, |row, column, index| {
+                    destination.write(
+                        plane_start + index,
+                        outputs[row * OUTPUT_TILE + column][lane],
+                    );
+                });
+            }
+        }
+    }
+}
+
+/// Calls `visit(row, column, index in the plane)` for each output of the tile at `(top, left)`
+/// that lies inside the output (tiles on the bottom and right edges are clipped).
+#[inline(always)]
+fn for_each_output(
+    call: &WinogradCall<'_>,
+    top: usize,
+    left: usize,
+    mut visit: impl FnMut(usize, usize, usize),
+) {
+    let rows = OUTPUT_TILE.min(call.out_h - top);
+    let columns = OUTPUT_TILE.min(call.out_w - left);
+    for row in 0..rows {
+        for column in 0..columns {
+            visit(row, column, (top + row) * call.out_w + left + column);
+        }
+    }
+}
+
+/// `A^T m A` for the 6x6 products in each lane: the 4x4 outputs, row-major.
+#[inline(always)]
+fn transform_output_tile(points: &[Lanes; POINTS]) -> [Lanes; OUTPUT_TILE * OUTPUT_TILE] {
+    let mut rows_done = [[0.0f32; LANES]; INPUT_TILE * OUTPUT_TILE];
+    for row in 0..INPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|column| &points[row * INPUT_TILE + column]);
+        let outputs = output_points(values);
+        for (column, output) in outputs.into_iter().enumerate() {
+            rows_done[row * OUTPUT_TILE + column] = output;
+        }
+    }
+    let mut outputs = [[0.0f32; LANES]; OUTPUT_TILE * OUTPUT_TILE];
+    for column in 0..OUTPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|row| &rows_done[row * OUTPUT_TILE + column]);
+        let results = output_points(values);
+        for (row, result) in results.into_iter().enumerate() {
+            outputs[row * OUTPUT_TILE + column] = result;
+        }
+    }
+    outputs
+}
+
+/// `A^T m` for six values `m` per lane.
+#[inline(always)]
+fn output_points(m: [&Lanes; INPUT_TILE]) -> [Lanes; OUTPUT_TILE] {
+    let mut outputs = [[0.0f32; LANES]; OUTPUT_TILE];
+    for lane in 0..LANES {
+        let [m0, m1, m2, m3, m4, m5] = m.map(|values| values[lane]);
+        let (sum_12, difference_12) = (m1 + m2, m1 - m2);
+        let (sum_34, difference_34) = (m3 + m4, m3 - m4);
+        outputs[0][lane] = m0 + sum_12 + sum_34;
+        outputs[1][lane] = difference_12 + 2.0 * difference_34;
+        outputs[2][lane] = sum_12 + 4.0 * sum_34;
+        outputs[3][lane] = difference_12 + 8.0 * difference_34 + m5;
+    }
+    outputs
+}
+
+#[cfg(test)]
+mod tests;
