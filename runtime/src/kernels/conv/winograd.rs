@@ -34,9 +34,13 @@ use crate::error::KernelResult;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm_sequential};
 use crate::threading;
+use nnc_ops::activation::relu;
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Mutex;
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
 
 /// Outputs per side of one tile.
 const OUTPUT_TILE: usize = 4;
@@ -314,12 +318,18 @@ struct OutputPointer {
 unsafe impl Sync for OutputPointer {}
 
 impl OutputPointer {
-    /// Writes `value` at `index`.
-    fn write(&self, index: usize, value: f32) {
-        assert!(index < self.length, "winograd: output index out of range");
-        // SAFETY: `index` is in bounds (checked above), and no other task writes or reads this
-        // element (see the `Sync` implementation).
-        unsafe { self.data.add(index).write(value) };
+    /// Writes `values` at `index..index + values.len()`.
+    fn write(&self, index: usize, values: &[f32]) {
+        assert!(
+            index + values.len() <= self.length,
+            "winograd: output index out of range"
+        );
+        // SAFETY: The range is in bounds (checked above), `values` is a local buffer that
+        // cannot overlap the output, and no other task writes or reads these elements (see the
+        // `Sync` implementation).
+        unsafe {
+            std::ptr::copy_nonoverlapping(values.as_ptr(), self.data.add(index), values.len())
+        };
     }
 }
 
@@ -354,6 +364,38 @@ fn transform_filter(filter: &[f32]) -> [f32; POINTS] {
 /// Eight values, one per tile.
 type Lanes = [f32; LANES];
 
+/// The 4x4 outputs of each lane's tile, row-major.
+type OutputTiles = [[f32; OUTPUT_TILE * OUTPUT_TILE]; LANES];
+
+/// Where one lane's 6x6 input patch is: element `(row, column)` is
+/// `data[offset + row * row_stride + column]`.
+#[derive(Clone, Copy)]
+struct PatchSource<'a> {
+    data: &'a [f32],
+    offset: usize,
+    row_stride: usize,
+}
+
+impl PatchSource<'_> {
+    /// Row `row` of the patch.
+    #[inline(always)]
+    fn row(&self, row: usize) -> &[f32] {
+        &self.data[self.offset + row * self.row_stride..][..INPUT_TILE]
+    }
+}
+
+/// Whether to use the AVX2 transforms (detected once per call).
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Transforms the inputs of `tiles` into `V`, `[36][in_channels][row_stride]`.
 fn transform_inputs(
     call: &WinogradCall<'_>,
@@ -362,102 +404,105 @@ fn transform_inputs(
     row_stride: usize,
     transformed: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: The processor supports AVX2 and FMA (checked just above).
-        unsafe { transform_inputs_avx2(call, layout, tiles, row_stride, transformed) };
-        return;
-    }
-    transform_inputs_body(call, layout, tiles, row_stride, transformed);
-}
-
-/// # Safety
-///
-/// The processor must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_inputs_avx2(
-    call: &WinogradCall<'_>,
-    layout: &TileLayout,
-    tiles: Range<usize>,
-    row_stride: usize,
-    transformed: &mut [f32],
-) {
-    transform_inputs_body(call, layout, tiles, row_stride, transformed);
-}
-
-#[inline(always)]
-fn transform_inputs_body(
-    call: &WinogradCall<'_>,
-    layout: &TileLayout,
-    tiles: Range<usize>,
-    row_stride: usize,
-    transformed: &mut [f32],
-) {
+    let use_avx2 = avx2_available();
     let input_plane = call.in_h * call.in_w;
     let matrix_length = layout.in_channels * row_stride;
+    let (height, width) = (call.in_h as isize, call.in_w as isize);
+    let zeros = [0.0f32; POINTS];
+    // Tiles that reach into the padding are copied here first, with zeros outside the image.
+    let mut edge_patches = [[0.0f32; POINTS]; LANES];
     for first_tile in tiles.clone().step_by(LANES) {
-        let lane_offset = first_tile - tiles.start;
+        let column = first_tile - tiles.start;
         let lane_tiles = LANES.min(tiles.end - first_tile);
-        for channel in 0..layout.in_channels {
-            let mut patches = [[0.0f32; LANES]; POINTS];
-            for lane in 0..lane_tiles {
+        // Per lane: the image, the patch's top-left corner, and whether the patch is inside.
+        let corners: [Option<(usize, isize, isize, bool)>; LANES] = std::array::from_fn(|lane| {
+            (lane < lane_tiles).then(|| {
                 let (image, out_y, out_x) = layout.tile_origin(first_tile + lane);
-                let plane_start = (image * layout.in_channels + channel) * input_plane;
-                gather_patch(
-                    &call.input[plane_start..][..input_plane],
-                    call,
-                    out_y as isize - call.padding[0] as isize,
-                    out_x as isize - call.padding[1] as isize,
-                    &mut patches,
-                    lane,
-                );
+                let top = out_y as isize - call.padding[0] as isize;
+                let left = out_x as isize - call.padding[1] as isize;
+                let inside = top >= 0
+                    && left >= 0
+                    && top + INPUT_TILE as isize <= height
+                    && left + INPUT_TILE as isize <= width;
+                (image, top, left, inside)
+            })
+        });
+        for channel in 0..layout.in_channels {
+            let plane = |image: usize| {
+                &call.input[(image * layout.in_channels + channel) * input_plane..][..input_plane]
+            };
+            for (corner, patch) in corners.iter().zip(&mut edge_patches) {
+                if let Some((image, top, left, false)) = *corner {
+                    copy_edge_patch(plane(image), call, top, left, patch);
+                }
             }
-            let points = transform_input_tile(&patches);
-            for (point, values) in points.iter().enumerate() {
-                transformed[point * matrix_length + channel * row_stride + lane_offset..][..LANES]
-                    .copy_from_slice(values);
+            let sources: [PatchSource<'_>; LANES] =
+                std::array::from_fn(|lane| match corners[lane] {
+                    Some((image, top, left, true)) => PatchSource {
+                        data: plane(image),
+                        offset: top as usize * call.in_w + left as usize,
+                        row_stride: call.in_w,
+                    },
+                    Some((_, _, _, false)) => PatchSource {
+                        data: &edge_patches[lane],
+                        offset: 0,
+                        row_stride: INPUT_TILE,
+                    },
+                    None => PatchSource {
+                        data: &zeros,
+                        offset: 0,
+                        row_stride: INPUT_TILE,
+                    },
+                });
+            let destination = &mut transformed[channel * row_stride + column..];
+            #[cfg(target_arch = "x86_64")]
+            if use_avx2 {
+                // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).
+                unsafe { x86_64::transform_input_group(&sources, destination, matrix_length) };
+                continue;
             }
+            let _ = use_avx2;
+            transform_input_group(&sources, destination, matrix_length);
         }
     }
 }
 
-/// Copies the 6x6 input patch whose top-left corner is `(top, left)` (possibly outside the
-/// image, which reads as zeros) into lane `lane` of `patches`.
-#[inline(always)]
-fn gather_patch(
+/// Copies the 6x6 input patch whose top-left corner is `(top, left)`, partly outside the
+/// image, into `patch`, with zeros outside.
+fn copy_edge_patch(
     plane: &[f32],
     call: &WinogradCall<'_>,
     top: isize,
     left: isize,
-    patches: &mut [Lanes; POINTS],
-    lane: usize,
+    patch: &mut [f32; POINTS],
 ) {
     let (height, width) = (call.in_h as isize, call.in_w as isize);
-    if top >= 0 && left >= 0 && top + INPUT_TILE as isize <= height {
-        if left + INPUT_TILE as isize <= width {
-            for row in 0..INPUT_TILE {
-                let start = (top as usize + row) * call.in_w + left as usize;
-                let values = &plane[start..start + INPUT_TILE];
-                for (column, &value) in values.iter().enumerate() {
-                    patches[row * INPUT_TILE + column][lane] = value;
-                }
-            }
-            return;
+    for (row, patch_row) in patch.chunks_exact_mut(INPUT_TILE).enumerate() {
+        let y = top + row as isize;
+        for (column, value) in patch_row.iter_mut().enumerate() {
+            let x = left + column as isize;
+            *value = if y >= 0 && y < height && x >= 0 && x < width {
+                plane[y as usize * call.in_w + x as usize]
+            } else {
+                0.0
+            };
         }
     }
-    for row in 0..INPUT_TILE {
-        let y = top + row as isize;
-        if y < 0 || y >= height {
-            continue;
-        }
-        for column in 0..INPUT_TILE {
-            let x = left + column as isize;
-            if x >= 0 && x < width {
-                patches[row * INPUT_TILE + column][lane] =
-                    plane[y as usize * call.in_w + x as usize];
-            }
-        }
+}
+
+/// `B^T d B` for the patches of one group of tiles, written as point `p` of lane `l` at
+/// `destination[p * matrix_length + l]`; the portable twin of `x86_64::transform_input_group`.
+fn transform_input_group(
+    sources: &[PatchSource<'_>; LANES],
+    destination: &mut [f32],
+    matrix_length: usize,
+) {
+    let patches: [Lanes; POINTS] = std::array::from_fn(|point| {
+        std::array::from_fn(|lane| sources[lane].row(point / INPUT_TILE)[point % INPUT_TILE])
+    });
+    let points = transform_input_tile(&patches);
+    for (point, values) in points.iter().enumerate() {
+        destination[point * matrix_length..][..LANES].copy_from_slice(values);
     }
 }
 
@@ -512,108 +557,66 @@ fn transform_outputs(
     products: &[f32],
     destination: &OutputPointer,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: The processor supports AVX2 and FMA (checked just above).
-        unsafe {
-            transform_outputs_avx2(
-                call,
-                layout,
-                tiles,
-                row_stride,
-                chunk,
-                products,
-                destination,
-            )
-        };
-        return;
-    }
-    transform_outputs_body(
-        call,
-        layout,
-        tiles,
-        row_stride,
-        chunk,
-        products,
-        destination,
-    );
-}
-
-/// # Safety
-///
-/// The processor must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_outputs_avx2(
-    call: &WinogradCall<'_>,
-    layout: &TileLayout,
-    tiles: Range<usize>,
-    row_stride: usize,
-    chunk: &WeightChunk,
-    products: &[f32],
-    destination: &OutputPointer,
-) {
-    transform_outputs_body(
-        call,
-        layout,
-        tiles,
-        row_stride,
-        chunk,
-        products,
-        destination,
-    );
-}
-
-#[inline(always)]
-fn transform_outputs_body(
-    call: &WinogradCall<'_>,
-    layout: &TileLayout,
-    tiles: Range<usize>,
-    row_stride: usize,
-    chunk: &WeightChunk,
-    products: &[f32],
-    destination: &OutputPointer,
-) {
+    let use_avx2 = avx2_available();
     let output_plane = call.out_h * call.out_w;
     let matrix_length = chunk.out_channels * row_stride;
+    let mut outputs: OutputTiles = [[0.0; OUTPUT_TILE * OUTPUT_TILE]; LANES];
     for first_tile in tiles.clone().step_by(LANES) {
-        let lane_offset = first_tile - tiles.start;
+        let column = first_tile - tiles.start;
         let lane_tiles = LANES.min(tiles.end - first_tile);
         let origins: [(usize, usize, usize); LANES] =
             std::array::from_fn(|lane| layout.tile_origin(first_tile + lane.min(lane_tiles - 1)));
         for chunk_channel in 0..chunk.out_channels {
             let channel = chunk.first_out_channel + chunk_channel;
-            let mut points = [[0.0f32; LANES]; POINTS];
-            for (point, values) in points.iter_mut().enumerate() {
-                values.copy_from_slice(
-                    &products[point * matrix_length + chunk_channel * row_stride + lane_offset..]
-                        [..LANES],
-                );
+            let bias = call.bias.map_or(0.0, |bias| bias[channel]);
+            let group_products = &products[chunk_channel * row_stride + column..];
+            #[cfg(target_arch = "x86_64")]
+            if use_avx2 {
+                // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).
+                unsafe {
+                    x86_64::transform_output_group(
+                        group_products,
+                        matrix_length,
+                        bias,
+                        &mut outputs,
+                    )
+                };
+            } else {
+                transform_output_group(group_products, matrix_length, bias, &mut outputs);
             }
-            let mut outputs = transform_output_tile(&points);
-            if let Some(bias) = call.bias {
-                let bias = bias[channel];
-                for value in outputs.as_flattened_mut() {
-                    *value += bias;
-                }
-            }
+            #[cfg(not(target_arch = "x86_64"))]
+            transform_output_group(group_products, matrix_length, bias, &mut outputs);
+            let _ = use_avx2;
+            let plane_start = |image: usize| (image * layout.out_channels + channel) * output_plane;
             if let Some(residual) = call.residual {
-                for (lane, &(image, top, left)) in origins.iter().enumerate().take(lane_tiles) {
-                    let plane_start = (image * layout.out_channels + channel) * output_plane;
-                    for_each_output(call, top, left, |row, column, index| {
-                        outputs[row * OUTPUT_TILE + column][lane] += residual[plane_start + index];
+                for (tile, &(image, top, left)) in outputs.iter_mut().zip(&origins).take(lane_tiles)
+                {
+                    for_each_output_row(call, top, left, |row, index, columns| {
+                        let values = &mut tile[row * OUTPUT_TILE..][..columns];
+                        let skips = &residual[plane_start(image) + index..][..columns];
+                        for (value, &skip) in values.iter_mut().zip(skips) {
+                            *value += skip;
+                        }
                     });
                 }
             }
-            if let Some(activation) = call.activation {
-                apply_activation_in_place(outputs.as_flattened_mut(), activation);
+            match call.activation {
+                // ReLU inline: a call per 128 values costs as much as the transform.
+                Some(Activation::Relu) => {
+                    for value in outputs.as_flattened_mut() {
+                        *value = relu(*value);
+                    }
+                }
+                Some(activation) => {
+                    apply_activation_in_place(outputs.as_flattened_mut(), activation)
+                }
+                None => {}
             }
-            for (lane, &(image, top, left)) in origins.iter().enumerate().take(lane_tiles) {
-                let plane_start = (image * layout.out_channels + channel) * output_plane;
-                for_each_output(call, top, left, |row, column, index| {
+            for (tile, &(image, top, left)) in outputs.iter().zip(&origins).take(lane_tiles) {
+                for_each_output_row(call, top, left, |row, index, columns| {
                     destination.write(
-                        plane_start + index,
-                        outputs[row * OUTPUT_TILE + column][lane],
+                        plane_start(image) + index,
+                        &tile[row * OUTPUT_TILE..][..columns],
                     );
                 });
             }
@@ -621,10 +624,10 @@ fn transform_outputs_body(
     }
 }
 
-/// Calls `visit(row, column, index in the plane)` for each output of the tile at `(top, left)`
-/// that lies inside the output (tiles on the bottom and right edges are clipped).
+/// Calls `visit(row, index in the plane of the row's first output, outputs in the row)` for
+/// each row of the tile at `(top, left)` inside the output (edge tiles are clipped).
 #[inline(always)]
-fn for_each_output(
+fn for_each_output_row(
     call: &WinogradCall<'_>,
     top: usize,
     left: usize,
@@ -633,8 +636,26 @@ fn for_each_output(
     let rows = OUTPUT_TILE.min(call.out_h - top);
     let columns = OUTPUT_TILE.min(call.out_w - left);
     for row in 0..rows {
-        for column in 0..columns {
-            visit(row, column, (top + row) * call.out_w + left + column);
+        visit(row, (top + row) * call.out_w + left, columns);
+    }
+}
+
+/// `A^T m A + bias` for the products of one group of tiles (point `p` of lane `l` at
+/// `products[p * matrix_length + l]`), into each lane's 4x4 outputs; the portable twin of
+/// `x86_64::transform_output_group`.
+fn transform_output_group(
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    outputs: &mut OutputTiles,
+) {
+    let points: [Lanes; POINTS] = std::array::from_fn(|point| {
+        std::array::from_fn(|lane| products[point * matrix_length + lane])
+    });
+    let results = transform_output_tile(&points);
+    for (index, values) in results.iter().enumerate() {
+        for (tile, &value) in outputs.iter_mut().zip(values) {
+            tile[index] = value + bias;
         }
     }
 }

@@ -296,3 +296,48 @@ fn automatic_choice_takes_winograd_only_where_it_pays() {
     );
     assert!(forced.is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The AVX2 transforms of one group of tiles agree with their portable twins, on patches
+    /// read from a strided plane and from 6-wide copies.
+    #[test]
+    fn vector_transforms_match_portable_ones(
+        plane in values(9 * 40),
+        products in values(POINTS * 11),
+        bias in -2.0f32..2.0,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_available() {
+            let sources: [PatchSource<'_>; LANES] = std::array::from_fn(|lane| PatchSource {
+                data: &plane,
+                offset: (lane % 3) * 40 + lane * 4,
+                row_stride: if lane == 5 { INPUT_TILE } else { 40 },
+            });
+            let matrix_length = 11;
+            let mut expected = vec![0.0; POINTS * matrix_length];
+            let mut actual = expected.clone();
+            transform_input_group(&sources, &mut expected, matrix_length);
+            // SAFETY: AVX2 and FMA are available (checked above).
+            unsafe { x86_64::transform_input_group(&sources, &mut actual, matrix_length) };
+            for (actual, expected) in actual.iter().zip(&expected) {
+                prop_assert!((actual - expected).abs() <= 1e-5 * expected.abs().max(1.0));
+            }
+            let mut expected_outputs: OutputTiles = [[0.0; 16]; LANES];
+            let mut actual_outputs = expected_outputs;
+            transform_output_group(&products, matrix_length, bias, &mut expected_outputs);
+            // SAFETY: As above.
+            unsafe {
+                x86_64::transform_output_group(&products, matrix_length, bias, &mut actual_outputs)
+            };
+            for (actual, expected) in actual_outputs
+                .as_flattened()
+                .iter()
+                .zip(expected_outputs.as_flattened())
+            {
+                prop_assert!((actual - expected).abs() <= 1e-5 * expected.abs().max(1.0));
+            }
+        }
+    }
+}
