@@ -79,8 +79,8 @@ pub enum ConvMethodChoice {
     Automatic,
     /// The GEMM (im2col) method, or the depthwise kernel for depthwise layers.
     Gemm,
-    /// Winograd F(4x4, 3x3); an error for layers it does not compute (see
-    /// `PackedConv2d::new`'s conditions, without the channel thresholds).
+    /// Winograd F(4x4, 3x3); an error for layers it does not compute (a 3x3 kernel, unit
+    /// stride and dilation, one group and a padding of at most 2 are needed).
     Winograd,
 }
 

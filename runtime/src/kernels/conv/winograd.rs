@@ -266,12 +266,15 @@ impl PackedConv2d {
             && in_channels.max(out_channels) <= MAX_WINOGRAD_CHANNELS
     }
 
-    /// Whether the Winograd method computes a layer of this shape at all.
+    /// Whether the Winograd method computes a layer of this shape at all (a padding over 2
+    /// would give tiles wholly inside the padding, which the input transform does not expect).
     pub(super) fn supports_winograd(
         weight_shape: [usize; 4],
         options: &nnc_ops::Conv2dOptions,
     ) -> bool {
         weight_shape[2..] == [3, 3]
+            && options.padding[0] <= 2
+            && options.padding[1] <= 2
             && options.stride == [1, 1]
             && options.dilation == [1, 1]
             && options.groups == 1
@@ -476,16 +479,26 @@ fn copy_edge_patch(
     left: isize,
     patch: &mut [f32; POINTS],
 ) {
-    let (height, width) = (call.in_h as isize, call.in_w as isize);
+    let height = call.in_h as isize;
+    // The patch columns inside the image, the same for every row.
+    let first_column = (-left).clamp(0, INPUT_TILE as isize) as usize;
+    let end_column =
+        (call.in_w as isize - left).clamp(first_column as isize, INPUT_TILE as isize) as usize;
     for (row, patch_row) in patch.chunks_exact_mut(INPUT_TILE).enumerate() {
         let y = top + row as isize;
-        for (column, value) in patch_row.iter_mut().enumerate() {
-            let x = left + column as isize;
-            *value = if y >= 0 && y < height && x >= 0 && x < width {
-                plane[y as usize * call.in_w + x as usize]
-            } else {
-                0.0
-            };
+        if y < 0 || y >= height {
+            patch_row.fill(0.0);
+            continue;
+        }
+        patch_row[..first_column].fill(0.0);
+        patch_row[end_column..].fill(0.0);
+        let image_row = y as usize * call.in_w;
+        let first_x = (left + first_column as isize) as usize;
+        for (value, &input) in patch_row[first_column..end_column]
+            .iter_mut()
+            .zip(&plane[image_row + first_x..])
+        {
+            *value = input;
         }
     }
 }
