@@ -32,7 +32,10 @@
 use super::PackedConv2d;
 use crate::error::KernelResult;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
-use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm_sequential};
+use crate::kernels::gemm::{
+    GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, PackedRhsRef, gemm_sequential_prepacked,
+    packed_rhs_index, packed_rhs_size,
+};
 use crate::threading;
 use nnc_ops::activation::relu;
 use std::cell::RefCell;
@@ -202,14 +205,17 @@ impl WinogradWeights {
         chunks: &[WeightChunk],
         destination: &OutputPointer,
     ) -> KernelResult<()> {
-        // `V` and `M` are `[36][rows][row_stride]`; the tile lanes past `tiles.end` are padding.
+        // `V` is 36 `[in_channels, tiles]` matrices already in the GEMM's packed layout for its
+        // right operand, so the products read it without packing it again; `M` is
+        // `[36][chunk_channels][row_stride]`. Tile lanes past `tiles.end` are padding.
         let row_stride = tiles.len().div_ceil(LANES) * LANES;
+        let input_length = packed_rhs_size(self.in_channels, tiles.len());
         let chunk_channels = chunks
             .iter()
             .map(|chunk| chunk.out_channels)
             .max()
             .unwrap_or(0);
-        let v_length = POINTS * self.in_channels * row_stride;
+        let v_length = POINTS * input_length;
         let m_length = POINTS * chunk_channels * row_stride;
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
@@ -218,21 +224,18 @@ impl WinogradWeights {
             }
             let (transformed_input, products) = scratch.split_at_mut(v_length);
             let products = &mut products[..m_length];
-            transform_inputs(call, layout, tiles.clone(), row_stride, transformed_input);
+            transform_inputs(call, layout, tiles.clone(), input_length, transformed_input);
             for chunk in chunks {
                 let chunk_length = chunk.out_channels * row_stride;
                 for (point, matrix) in chunk.matrices.iter().enumerate() {
-                    let input_length = self.in_channels * row_stride;
-                    let rhs = MatrixRef::new(
+                    let rhs = PackedRhsRef::new(
                         &transformed_input[point * input_length..][..input_length],
                         self.in_channels,
                         tiles.len(),
-                        row_stride,
-                        1,
                     )?;
-                    gemm_sequential(
+                    gemm_sequential_prepacked(
                         Lhs::Packed(matrix),
-                        Rhs::Matrix(rhs),
+                        rhs,
                         &mut products[point * chunk_length..][..chunk_length],
                         row_stride,
                         &GemmOptions::default(),
@@ -399,17 +402,17 @@ fn avx2_available() -> bool {
     }
 }
 
-/// Transforms the inputs of `tiles` into `V`, `[36][in_channels][row_stride]`.
+/// Transforms the inputs of `tiles` into `V`: 36 `[in_channels, tiles]` matrices of
+/// `matrix_length` floats each, in the GEMM's packed layout (`packed_rhs_index`).
 fn transform_inputs(
     call: &WinogradCall<'_>,
     layout: &TileLayout,
     tiles: Range<usize>,
-    row_stride: usize,
+    matrix_length: usize,
     transformed: &mut [f32],
 ) {
     let use_avx2 = avx2_available();
     let input_plane = call.in_h * call.in_w;
-    let matrix_length = layout.in_channels * row_stride;
     let (height, width) = (call.in_h as isize, call.in_w as isize);
     let zeros = [0.0f32; POINTS];
     // Tiles that reach into the padding are copied here first, with zeros outside the image.
@@ -457,7 +460,9 @@ fn transform_inputs(
                         row_stride: INPUT_TILE,
                     },
                 });
-            let destination = &mut transformed[channel * row_stride + column..];
+            // The 8 lanes of a group are contiguous: they share a panel of 16 columns.
+            let start = packed_rhs_index(layout.in_channels, tiles.len(), channel, column);
+            let destination = &mut transformed[start..];
             #[cfg(target_arch = "x86_64")]
             if use_avx2 {
                 // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).

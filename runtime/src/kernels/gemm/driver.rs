@@ -157,9 +157,26 @@ pub(super) fn with_scratch<R>(
     }
 }
 
+/// The right operand as the driver takes it: a `Rhs`, or a panel layout packed by the caller
+/// (`PackedRhsRef`) with its number of columns.
+#[derive(Clone, Copy)]
+pub(super) enum RhsOperand<'a> {
+    Matrix(MatrixRef<'a>),
+    Packed(PackedRhsView<'a>, usize),
+}
+
+impl<'a> From<Rhs<'a>> for RhsOperand<'a> {
+    fn from(rhs: Rhs<'a>) -> Self {
+        match rhs {
+            Rhs::Matrix(matrix) => RhsOperand::Matrix(matrix),
+            Rhs::Packed(matrix) => RhsOperand::Packed(matrix.view(), matrix.cols()),
+        }
+    }
+}
+
 pub(super) fn gemm_with(
     a: Lhs<'_>,
-    b: Rhs<'_>,
+    b: RhsOperand<'_>,
     c: &mut [f32],
     c_row_stride: usize,
     options: &GemmOptions<'_>,
@@ -170,8 +187,8 @@ pub(super) fn gemm_with(
         Lhs::Packed(matrix) => (matrix.rows, matrix.depth),
     };
     let (rhs_depth, cols) = match b {
-        Rhs::Matrix(matrix) => (matrix.rows, matrix.cols),
-        Rhs::Packed(matrix) => (matrix.depth, matrix.cols),
+        RhsOperand::Matrix(matrix) => (matrix.rows, matrix.cols),
+        RhsOperand::Packed(view, cols) => (view.depth, cols),
     };
     if depth != rhs_depth {
         return Err(shape_mismatch(
@@ -240,13 +257,13 @@ pub(super) fn gemm_with(
     };
     let output = OutputPointer(c.as_mut_ptr());
     match b {
-        Rhs::Packed(matrix) => {
+        RhsOperand::Packed(view, _) => {
             let product = Product {
                 rows,
                 depth,
                 cols,
                 lhs,
-                rhs: matrix.view(),
+                rhs: view,
                 c: output,
                 c_row_stride,
                 accumulate: options.accumulate,
@@ -257,7 +274,7 @@ pub(super) fn gemm_with(
             };
             run_product(&product, execution.parallel);
         }
-        Rhs::Matrix(matrix) => {
+        RhsOperand::Matrix(matrix) => {
             // A wide B is packed and multiplied a band of columns at a time, which bounds the
             // scratch at about `RHS_SCRATCH_LIMIT` floats.
             let band = (execution.rhs_scratch_limit / depth / NR).max(1) * NR;
