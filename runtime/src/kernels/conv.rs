@@ -6,6 +6,8 @@
 //!
 //! - depthwise convolutions (one input channel per group, any channel multiplier) run a direct
 //!   kernel over each output plane;
+//! - 3x3 kernels with unit stride and dilation, one group and enough channels run Winograd's
+//!   F(4x4, 3x3) (in [`winograd`]): four times fewer multiplications than direct convolution;
 //! - everything else is `W_g * im2col(x_g)` per image and group on the GEMM, with the weight of
 //!   each group packed as the GEMM's left operand and the bias and activation fused into its
 //!   epilogue. The im2col matrix is never built: it is an implicit GEMM, whose tasks pack their
@@ -25,6 +27,7 @@ use image_panels::ImagePanels;
 
 pub mod channels_last;
 mod image_panels;
+mod winograd;
 
 pub use channels_last::PackedConv2dChannelsLast;
 pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
@@ -67,6 +70,22 @@ enum Method {
     Gemm { group_weights: Vec<PackedLhsMatrix> },
     /// The raw weight, `[out_channels, kh * kw]`.
     Depthwise { weight: Vec<f32> },
+    /// The Winograd-transformed filters of a 3x3 convolution.
+    Winograd(winograd::WinogradWeights),
+}
+
+/// Which method `PackedConv2d::new_with_method` uses; for benchmarks and tests that compare
+/// the methods on the same layer.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvMethodChoice {
+    /// What `PackedConv2d::new` picks.
+    Automatic,
+    /// The GEMM (im2col) method, or the depthwise kernel for depthwise layers.
+    Gemm,
+    /// Winograd F(4x4, 3x3); an error for layers it does not compute (a 3x3 kernel, unit
+    /// stride and dilation, one group and a padding of at most 2 are needed).
+    Winograd,
 }
 
 impl PackedConv2d {
@@ -77,6 +96,24 @@ impl PackedConv2d {
         weight_shape: [usize; 4],
         bias: Option<&[f32]>,
         options: Conv2dOptions,
+    ) -> KernelResult<Self> {
+        Self::new_with_method(
+            weight,
+            weight_shape,
+            bias,
+            options,
+            ConvMethodChoice::Automatic,
+        )
+    }
+
+    /// `new`, with the method forced (for benchmarks and tests).
+    #[doc(hidden)]
+    pub fn new_with_method(
+        weight: &[f32],
+        weight_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        options: Conv2dOptions,
+        choice: ConvMethodChoice,
     ) -> KernelResult<Self> {
         let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
         let groups = options.groups;
@@ -100,7 +137,24 @@ impl PackedConv2d {
         if let Some(bias) = bias {
             check_length("conv", "bias", out_channels, bias.len())?;
         }
-        let method = if group_in_channels == 1 {
+        let winograd = match choice {
+            ConvMethodChoice::Automatic => Self::prefers_winograd(weight_shape, &options),
+            ConvMethodChoice::Gemm => false,
+            ConvMethodChoice::Winograd if Self::supports_winograd(weight_shape, &options) => true,
+            ConvMethodChoice::Winograd => {
+                return Err(invalid_parameter(
+                    "conv",
+                    "Winograd needs a 3x3 kernel, unit stride and dilation, and one group",
+                ));
+            }
+        };
+        let method = if winograd {
+            Method::Winograd(winograd::WinogradWeights::new(
+                weight,
+                out_channels,
+                group_in_channels,
+            )?)
+        } else if group_in_channels == 1 {
             Method::Depthwise {
                 weight: weight.to_vec(),
             }
@@ -208,6 +262,21 @@ impl PackedConv2d {
                 let _ = workspace;
                 self.forward_gemm(group_weights, input, residual, output, &geometry)
             }
+            Method::Winograd(weights) => weights.forward(
+                &winograd::WinogradCall {
+                    input,
+                    batch: input_shape[0],
+                    in_h: geometry.in_h,
+                    in_w: geometry.in_w,
+                    out_h: geometry.out_h,
+                    out_w: geometry.out_w,
+                    padding: self.options.padding,
+                    bias: self.bias.as_deref(),
+                    residual,
+                    activation: self.activation,
+                },
+                output,
+            ),
         }
     }
 

@@ -6,7 +6,7 @@ use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs_panel};
 use super::tile::{Clamp, GemmKernels, TileEpilogue, TileOutput};
 #[cfg(target_arch = "x86_64")]
 use super::x86_64;
-use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix, PackedMatrix, portable};
+use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix, portable};
 use crate::error::{KernelError, KernelResult, invalid_parameter, shape_mismatch};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::threading;
@@ -218,11 +218,12 @@ pub(super) fn with_scratch<R>(
     }
 }
 
-/// Where `gemm_with` gets B from: packed at load time, or packed panel by panel from a source
-/// while the product runs.
+/// Where `gemm_with` gets B from: packed beforehand (at load time as a `PackedMatrix`, or by the
+/// caller as a `PackedRhsRef`), with its number of columns, or packed panel by panel from a
+/// source while the product runs.
 #[derive(Clone, Copy)]
 pub(super) enum RhsOperand<'a> {
-    Packed(&'a PackedMatrix),
+    Packed(PackedRhsView<'a>, usize),
     Source {
         source: &'a dyn RhsSource,
         depth: usize,
@@ -243,7 +244,7 @@ pub(super) fn gemm_with(
         Lhs::Packed(matrix) => (matrix.rows, matrix.depth),
     };
     let (rhs_depth, cols) = match b {
-        RhsOperand::Packed(matrix) => (matrix.depth, matrix.cols),
+        RhsOperand::Packed(view, cols) => (view.depth, cols),
         RhsOperand::Source { depth, cols, .. } => (depth, cols),
     };
     if depth != rhs_depth {
@@ -312,7 +313,7 @@ pub(super) fn gemm_with(
         Lhs::Packed(matrix) => LhsSource::Packed(matrix),
     };
     let (rhs, column_block) = match b {
-        RhsOperand::Packed(matrix) => (RhsPanels::Packed(matrix.view()), NC),
+        RhsOperand::Packed(view, _) => (RhsPanels::Packed(view), NC),
         RhsOperand::Source { source, .. } => {
             (RhsPanels::Source(source), execution.source_column_block)
         }

@@ -362,7 +362,7 @@ pub(crate) fn gemm_from_source(
 /// that the tasks pack for themselves.
 fn with_rhs_operand<R>(b: Rhs<'_>, task: impl FnOnce(RhsOperand<'_>) -> R) -> R {
     match b {
-        Rhs::Packed(matrix) => task(RhsOperand::Packed(matrix)),
+        Rhs::Packed(matrix) => task(RhsOperand::Packed(matrix.view(), matrix.cols)),
         Rhs::Matrix(matrix) => task(RhsOperand::Source {
             source: &MatrixSource(matrix),
             depth: matrix.rows,
@@ -380,6 +380,67 @@ impl Execution {
             source_column_block: SOURCE_NC,
         }
     }
+}
+
+/// A right operand `B` (`k x n`) that the caller wrote straight into `PackedMatrix`'s layout
+/// (element `(row, column)` at `packed_rhs_index(depth, cols, row, column)`; the padding columns
+/// of the last panel may hold anything, as the micro-kernel computes them but never stores
+/// them), borrowed: for kernels that produce B themselves (Winograd's transformed
+/// input) and would otherwise write it once and pack it once more.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackedRhsRef<'a> {
+    data: &'a [f32],
+    depth: usize,
+    cols: usize,
+}
+
+impl<'a> PackedRhsRef<'a> {
+    /// Fails if `data` is shorter than `packed_rhs_length(depth, cols)`.
+    pub(crate) fn new(data: &'a [f32], depth: usize, cols: usize) -> KernelResult<Self> {
+        crate::error::check_length(
+            "gemm",
+            "packed B",
+            packed_rhs_length(depth, cols),
+            data.len().min(packed_rhs_length(depth, cols)),
+        )?;
+        Ok(Self { data, depth, cols })
+    }
+}
+
+/// The floats a packed `depth x cols` B takes.
+pub(crate) fn packed_rhs_size(depth: usize, cols: usize) -> usize {
+    packed_rhs_length(depth, cols)
+}
+
+/// Where element `(row, column)` of a packed `depth x cols` B lies: blocks of `KC` rows, each
+/// cut into panels of `NR` columns, each panel row-major.
+pub(crate) fn packed_rhs_index(depth: usize, cols: usize, row: usize, column: usize) -> usize {
+    let panels = cols.div_ceil(NR);
+    let block_start = row / KC * KC;
+    let block_depth = KC.min(depth - block_start);
+    block_start * panels * NR
+        + (column / NR) * block_depth * NR
+        + (row - block_start) * NR
+        + column % NR
+}
+
+/// `gemm_sequential` with a B packed by the caller.
+pub(crate) fn gemm_sequential_prepacked(
+    a: Lhs<'_>,
+    b: PackedRhsRef<'_>,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    let b = RhsOperand::Packed(
+        PackedRhsView {
+            data: b.data,
+            depth: b.depth,
+            panels: b.cols.div_ceil(NR),
+        },
+        b.cols,
+    );
+    gemm_with(a, b, c, c_row_stride, options, Execution::detected(false))
 }
 
 #[cfg(test)]

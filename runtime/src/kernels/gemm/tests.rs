@@ -132,7 +132,7 @@ impl Case {
         };
         let matrix_source = MatrixSource(self.b_matrix());
         let b = if self.b_packed {
-            RhsOperand::Packed(&packed_b)
+            RhsOperand::Packed(packed_b.view(), packed_b.cols)
         } else {
             RhsOperand::Source {
                 source: &matrix_source,
@@ -670,4 +670,46 @@ fn clamps_let_nan_through() {
             assert!(c.iter().all(|value| value.is_nan()), "{clamp:?}: {c:?}");
         }
     }
+}
+
+/// A B written by the caller through `packed_rhs_index` (across a `KC` block boundary and with
+/// a partial last panel) multiplies like the same B packed by the GEMM.
+#[test]
+fn prepacked_rhs_matches_packing() {
+    let (rows, depth, cols) = (7, KC + 45, 2 * NR + 5);
+    let a: Vec<f32> = (0..rows * depth)
+        .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let b: Vec<f32> = (0..depth * cols)
+        .map(|i| ((i * 5) % 11) as f32 / 5.0 - 1.0)
+        .collect();
+    let a = MatrixRef::row_major(&a, rows, depth).unwrap();
+    let b_matrix = MatrixRef::row_major(&b, depth, cols).unwrap();
+    let mut packed = vec![f32::NAN; packed_rhs_size(depth, cols)];
+    for row in 0..depth {
+        for column in 0..cols {
+            packed[packed_rhs_index(depth, cols, row, column)] = b[row * cols + column];
+        }
+    }
+    let mut expected = vec![0.0; rows * cols];
+    gemm(
+        Lhs::Matrix(a),
+        Rhs::Matrix(b_matrix),
+        &mut expected,
+        cols,
+        &GemmOptions::default(),
+    )
+    .unwrap();
+    let mut actual = vec![0.0; rows * cols];
+    let rhs = PackedRhsRef::new(&packed, depth, cols).unwrap();
+    gemm_sequential_prepacked(
+        Lhs::Matrix(a),
+        rhs,
+        &mut actual,
+        cols,
+        &GemmOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(actual, expected);
+    assert!(PackedRhsRef::new(&packed[1..], depth, cols).is_err());
 }
