@@ -2,11 +2,15 @@
 //! peak, which the benchmark measures itself with a loop of independent AVX2 FMA chains.
 //!
 //! Run with `cargo bench -p nnc-runtime --bench gemm`. A summary table comes first (best of a
-//! few timed runs per case), then criterion's own measurements, whose throughput lines read as
-//! GFLOP/s because each product counts `2 n^3` elements.
+//! few timed runs per case): the square products, then the shapes of real models on one thread
+//! (the MiniLM encoder's projections and MobileNetV2's early 1x1 convolutions, each with the
+//! epilogue the compiler fuses into it). Criterion's own measurements follow, whose throughput
+//! lines read as GFLOP/s because each product counts `2 m k n` elements. `-- --summary-only`
+//! stops after the table.
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use nnc_runtime::kernels::gemm::{GemmOptions, MatrixRef, PackedMatrix, gemm};
+use nnc_runtime::kernels::activation::Activation;
+use nnc_runtime::kernels::gemm::{Bias, Epilogue, GemmOptions, MatrixRef, PackedMatrix, gemm};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -14,12 +18,16 @@ const SIZES: [usize; 3] = [256, 1024, 2048];
 
 fn main() {
     print_summary();
+    if std::env::args().any(|argument| argument == "--summary-only") {
+        return;
+    }
     let mut criterion = Criterion::default()
         .configure_from_args()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     benchmark_square_gemm(&mut criterion);
+    benchmark_model_shapes(&mut criterion);
     criterion.final_summary();
 }
 
@@ -185,6 +193,20 @@ fn print_summary() {
         }
         text
     };
+    nnc_runtime::set_num_threads(1);
+    for shape in SHAPES {
+        let mut problem = ShapeProblem::new(shape);
+        let rate = best_rate(problem.flops(), || problem.run());
+        println!(
+            "{:<20} {:>5}x{:>4}x{:>4}, 1 thread, {:<16} {}",
+            problem.name,
+            problem.rows,
+            problem.depth,
+            problem.cols,
+            format!("{}:", problem.describe_epilogue()),
+            describe(rate, 1)
+        );
+    }
     for size in SIZES {
         let mut problem = SquareProblem::new(size);
         let flops = problem.flops();
@@ -207,6 +229,154 @@ fn print_summary() {
         }
     }
     nnc_runtime::set_num_threads(0);
+}
+
+/// The epilogue of one model-shaped case.
+#[derive(Clone, Copy)]
+enum ShapeEpilogue {
+    None,
+    BiasActivation(Activation),
+    BiasResidual,
+}
+
+/// One product of a real model: `[m, k] x [k, n]`, A row-major (the activations), B packed at
+/// load (the weights), with the epilogue the compiler fuses into it.
+struct ShapeProblem {
+    name: &'static str,
+    rows: usize,
+    depth: usize,
+    cols: usize,
+    epilogue: ShapeEpilogue,
+    a: Vec<f32>,
+    bias: Vec<f32>,
+    residual: Vec<f32>,
+    c: Vec<f32>,
+    packed_b: PackedMatrix,
+}
+
+/// The shapes: the MiniLM encoder (sequence 128, hidden 384, feed-forward 1536) and
+/// MobileNetV2's early pointwise expansions (channels-last, `[h * w, in] x [in, out]`).
+const SHAPES: [(&str, usize, usize, usize, ShapeEpilogue); 6] = [
+    ("encoder qkv/out", 128, 384, 384, ShapeEpilogue::None),
+    (
+        "encoder ffn up",
+        128,
+        384,
+        1536,
+        ShapeEpilogue::BiasActivation(Activation::Gelu),
+    ),
+    (
+        "encoder ffn down",
+        128,
+        1536,
+        384,
+        ShapeEpilogue::BiasResidual,
+    ),
+    (
+        "mobilenet 112^2 1x1",
+        12544,
+        16,
+        96,
+        ShapeEpilogue::BiasActivation(Activation::Relu6),
+    ),
+    (
+        "mobilenet 56^2 1x1",
+        3136,
+        24,
+        144,
+        ShapeEpilogue::BiasActivation(Activation::Relu6),
+    ),
+    (
+        "mobilenet 28^2 1x1",
+        784,
+        32,
+        192,
+        ShapeEpilogue::BiasActivation(Activation::Relu6),
+    ),
+];
+
+impl ShapeProblem {
+    fn new(
+        (name, rows, depth, cols, epilogue): (&'static str, usize, usize, usize, ShapeEpilogue),
+    ) -> Self {
+        let a: Vec<f32> = (0..rows * depth)
+            .map(|index| ((index * 7 % 13) as f32 - 6.0) / 13.0)
+            .collect();
+        let b: Vec<f32> = (0..depth * cols)
+            .map(|index| ((index * 5 % 11) as f32 - 5.0) / 11.0)
+            .collect();
+        let bias: Vec<f32> = (0..cols)
+            .map(|index| ((index * 3 % 7) as f32 - 3.0) / 7.0)
+            .collect();
+        let residual: Vec<f32> = (0..rows * cols)
+            .map(|index| ((index * 11 % 17) as f32 - 8.0) / 17.0)
+            .collect();
+        let packed_b = PackedMatrix::from_matrix(MatrixRef::row_major(&b, depth, cols).unwrap());
+        Self {
+            name,
+            rows,
+            depth,
+            cols,
+            epilogue,
+            a,
+            bias,
+            residual,
+            c: vec![0.0; rows * cols],
+            packed_b,
+        }
+    }
+
+    fn flops(&self) -> f64 {
+        2.0 * self.rows as f64 * self.depth as f64 * self.cols as f64
+    }
+
+    fn describe_epilogue(&self) -> String {
+        match self.epilogue {
+            ShapeEpilogue::None => "none".to_owned(),
+            ShapeEpilogue::BiasActivation(activation) => format!("bias + {}", activation.name()),
+            ShapeEpilogue::BiasResidual => "bias + residual".to_owned(),
+        }
+    }
+
+    fn run(&mut self) {
+        let a = MatrixRef::row_major(&self.a, self.rows, self.depth).unwrap();
+        let options = match self.epilogue {
+            ShapeEpilogue::None => GemmOptions::default(),
+            ShapeEpilogue::BiasActivation(activation) => GemmOptions {
+                epilogue: Epilogue::BiasActivation(Bias::PerColumn(&self.bias), activation),
+                ..GemmOptions::default()
+            },
+            ShapeEpilogue::BiasResidual => GemmOptions {
+                epilogue: Epilogue::Bias(Bias::PerColumn(&self.bias)),
+                residual: Some(&self.residual),
+                ..GemmOptions::default()
+            },
+        };
+        gemm(
+            a.into(),
+            (&self.packed_b).into(),
+            &mut self.c,
+            self.cols,
+            &options,
+        )
+        .unwrap();
+        black_box(&self.c);
+    }
+}
+
+fn benchmark_model_shapes(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("model_shapes_1_thread");
+    nnc_runtime::set_num_threads(1);
+    for shape in SHAPES {
+        let mut problem = ShapeProblem::new(shape);
+        group.throughput(Throughput::Elements(problem.flops() as u64));
+        let id = format!("{}x{}x{}", problem.rows, problem.depth, problem.cols);
+        group.bench_function(BenchmarkId::new(problem.name, id), |b| {
+            b.iter(|| problem.run())
+        });
+    }
+    nnc_runtime::set_num_threads(0);
+    group.finish();
 }
 
 fn benchmark_square_gemm(criterion: &mut Criterion) {

@@ -155,6 +155,38 @@ fn kernels_do_not_allocate_after_warm_up() {
             .forward(&image, image_shape, &mut pointwise_output, &mut workspace)
             .unwrap()
     });
+    // A 3x3 stride-1 layer with enough channels for the Winograd method, with a residual.
+    let winograd_shape = [2, 24, 13, 11];
+    let winograd_image = ramp(winograd_shape.iter().product(), 30);
+    let winograd = PackedConv2d::new(
+        &ramp(20 * 24 * 3 * 3, 31),
+        [20, 24, 3, 3],
+        Some(&ramp(20, 32)),
+        Conv2dOptions {
+            padding: [1, 1],
+            ..Conv2dOptions::default()
+        },
+    )
+    .unwrap()
+    .with_activation(Some(Activation::Relu));
+    let winograd_length = winograd
+        .output_shape(winograd_shape)
+        .unwrap()
+        .iter()
+        .product();
+    let winograd_residual = ramp(winograd_length, 33);
+    let mut winograd_output = vec![0.0; winograd_length];
+    check("PackedConv2d::forward_residual (winograd)", &mut || {
+        winograd
+            .forward_residual(
+                &winograd_image,
+                winograd_shape,
+                &winograd_residual,
+                &mut winograd_output,
+                &mut workspace,
+            )
+            .unwrap()
+    });
     let sequence_shape = [2, 6, 30];
     let sequence = ramp(sequence_shape.iter().product(), 12);
     let conv1d = PackedConv1d::new(

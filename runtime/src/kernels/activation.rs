@@ -35,6 +35,13 @@ pub fn apply_activation(
     Ok(())
 }
 
+/// Applies `activation` to every element of `values` on the calling thread: for kernels that
+/// run it on short pieces of their output (the GEMM's epilogue), where the parallel split's
+/// bookkeeping would cost more than the work.
+pub(crate) fn apply_activation_sequential(values: &mut [f32], activation: Activation) {
+    apply_sequential(values, activation)
+}
+
 /// Elements per parallel task; smaller slices (such as the epilogue's rows) stay on one thread.
 const PARALLEL_CHUNK: usize = 1 << 15;
 

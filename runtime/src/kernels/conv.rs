@@ -6,26 +6,33 @@
 //!
 //! - depthwise convolutions (one input channel per group, any channel multiplier) run a direct
 //!   kernel over each output plane;
+//! - 3x3 kernels with unit stride and dilation, one group and enough channels run Winograd's
+//!   F(4x4, 3x3) (in [`winograd`]): four times fewer multiplications than direct convolution;
 //! - everything else is `W_g * im2col(x_g)` per image and group on the GEMM, with the weight of
-//!   each group packed as the GEMM's left operand, the bias and activation fused into its
-//!   epilogue, and the im2col step skipped for 1x1 kernels with unit stride and no padding.
+//!   each group packed as the GEMM's left operand and the bias and activation fused into its
+//!   epilogue. The im2col matrix is never built: it is an implicit GEMM, whose tasks pack their
+//!   B panels straight from the image (`image_panels`), and for 1x1 kernels with unit stride
+//!   and no padding the image already is the matrix.
 //!
-//! im2col needs a scratch of `(in_channels / groups) * kernel_h * kernel_w * out_h * out_w`
-//! floats, kept in a caller-owned `ConvWorkspace` that grows once and is then reused.
+//! NCHW convolutions need no scratch of their own (the GEMM's packing buffers are per thread);
+//! the caller-owned `ConvWorkspace` serves the channels-last im2col.
 
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
-    Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm,
+    Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm, gemm_from_source,
 };
 use crate::threading;
+use image_panels::ImagePanels;
 
 pub mod channels_last;
+mod image_panels;
+mod winograd;
 
 pub use channels_last::PackedConv2dChannelsLast;
 pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
 
-/// Scratch memory for im2col, owned by the caller and reused across calls.
+/// Scratch memory for the channels-last im2col, owned by the caller and reused across calls.
 #[derive(Clone, Debug, Default)]
 pub struct ConvWorkspace {
     columns: Vec<f32>,
@@ -63,6 +70,22 @@ enum Method {
     Gemm { group_weights: Vec<PackedLhsMatrix> },
     /// The raw weight, `[out_channels, kh * kw]`.
     Depthwise { weight: Vec<f32> },
+    /// The Winograd-transformed filters of a 3x3 convolution.
+    Winograd(winograd::WinogradWeights),
+}
+
+/// Which method `PackedConv2d::new_with_method` uses; for benchmarks and tests that compare
+/// the methods on the same layer.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvMethodChoice {
+    /// What `PackedConv2d::new` picks.
+    Automatic,
+    /// The GEMM (im2col) method, or the depthwise kernel for depthwise layers.
+    Gemm,
+    /// Winograd F(4x4, 3x3); an error for layers it does not compute (a 3x3 kernel, unit
+    /// stride and dilation, one group and a padding of at most 2 are needed).
+    Winograd,
 }
 
 impl PackedConv2d {
@@ -73,6 +96,24 @@ impl PackedConv2d {
         weight_shape: [usize; 4],
         bias: Option<&[f32]>,
         options: Conv2dOptions,
+    ) -> KernelResult<Self> {
+        Self::new_with_method(
+            weight,
+            weight_shape,
+            bias,
+            options,
+            ConvMethodChoice::Automatic,
+        )
+    }
+
+    /// `new`, with the method forced (for benchmarks and tests).
+    #[doc(hidden)]
+    pub fn new_with_method(
+        weight: &[f32],
+        weight_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        options: Conv2dOptions,
+        choice: ConvMethodChoice,
     ) -> KernelResult<Self> {
         let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
         let groups = options.groups;
@@ -96,7 +137,24 @@ impl PackedConv2d {
         if let Some(bias) = bias {
             check_length("conv", "bias", out_channels, bias.len())?;
         }
-        let method = if group_in_channels == 1 {
+        let winograd = match choice {
+            ConvMethodChoice::Automatic => Self::prefers_winograd(weight_shape, &options),
+            ConvMethodChoice::Gemm => false,
+            ConvMethodChoice::Winograd if Self::supports_winograd(weight_shape, &options) => true,
+            ConvMethodChoice::Winograd => {
+                return Err(invalid_parameter(
+                    "conv",
+                    "Winograd needs a 3x3 kernel, unit stride and dilation, and one group",
+                ));
+            }
+        };
+        let method = if winograd {
+            Method::Winograd(winograd::WinogradWeights::new(
+                weight,
+                out_channels,
+                group_in_channels,
+            )?)
+        } else if group_in_channels == 1 {
             Method::Depthwise {
                 weight: weight.to_vec(),
             }
@@ -200,8 +258,25 @@ impl PackedConv2d {
                 Ok(())
             }
             Method::Gemm { group_weights } => {
-                self.forward_gemm(group_weights, input, residual, output, &geometry, workspace)
+                // The NCHW path needs no workspace: the GEMM packs from the image itself.
+                let _ = workspace;
+                self.forward_gemm(group_weights, input, residual, output, &geometry)
             }
+            Method::Winograd(weights) => weights.forward(
+                &winograd::WinogradCall {
+                    input,
+                    batch: input_shape[0],
+                    in_h: geometry.in_h,
+                    in_w: geometry.in_w,
+                    out_h: geometry.out_h,
+                    out_w: geometry.out_w,
+                    padding: self.options.padding,
+                    bias: self.bias.as_deref(),
+                    residual,
+                    activation: self.activation,
+                },
+                output,
+            ),
         }
     }
 
@@ -212,7 +287,6 @@ impl PackedConv2d {
         residual: Option<&[f32]>,
         output: &mut [f32],
         geometry: &Geometry,
-        workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         let groups = self.options.groups;
         let group_in_channels = self.in_channels / groups;
@@ -223,11 +297,6 @@ impl PackedConv2d {
         let direct = self.kernel == [1, 1]
             && self.options.stride == [1, 1]
             && self.options.padding == [0, 0];
-        let columns = if direct {
-            &mut [][..]
-        } else {
-            workspace.columns(group_depth * output_plane)
-        };
         let input_images = input.chunks_exact(self.in_channels * input_plane);
         let output_image_length = self.out_channels * output_plane;
         let output_images = output.chunks_exact_mut(output_image_length);
@@ -242,12 +311,6 @@ impl PackedConv2d {
                     &residual[image * output_image_length + group * output_group_length..]
                         [..output_group_length]
                 });
-                let columns_matrix = if direct {
-                    MatrixRef::row_major(input_group, group_in_channels, input_plane)?
-                } else {
-                    im2col(input_group, group_in_channels, geometry, columns);
-                    MatrixRef::row_major(columns, group_depth, output_plane)?
-                };
                 let channels = group * group_out_channels..(group + 1) * group_out_channels;
                 let bias = self.bias.as_ref().map(|bias| Bias::PerRow(&bias[channels]));
                 let epilogue = match (bias, self.activation) {
@@ -256,17 +319,37 @@ impl PackedConv2d {
                     (None, Some(activation)) => Epilogue::Activation(activation),
                     (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
                 };
-                gemm(
-                    Lhs::Packed(&group_weights[group]),
-                    Rhs::Matrix(columns_matrix),
-                    output_group,
-                    output_plane,
-                    &GemmOptions {
-                        accumulate: false,
-                        epilogue,
-                        residual: residual_group,
-                    },
-                )?;
+                let options = GemmOptions {
+                    accumulate: false,
+                    epilogue,
+                    residual: residual_group,
+                };
+                let weights = Lhs::Packed(&group_weights[group]);
+                if direct {
+                    let image_matrix =
+                        MatrixRef::row_major(input_group, group_in_channels, input_plane)?;
+                    gemm(
+                        weights,
+                        Rhs::Matrix(image_matrix),
+                        output_group,
+                        output_plane,
+                        &options,
+                    )?;
+                } else {
+                    let source = ImagePanels {
+                        input: input_group,
+                        geometry,
+                    };
+                    gemm_from_source(
+                        weights,
+                        &source,
+                        group_depth,
+                        output_plane,
+                        output_group,
+                        output_plane,
+                        &options,
+                    )?;
+                }
             }
         }
         Ok(())
@@ -526,49 +609,6 @@ pub(crate) fn valid_output_range(
         .div_ceil(stride)
         .min(output_len);
     start.min(end)..end
-}
-
-/// Unfolds the channels of one group into `columns`, `[channels * kh * kw, out_h * out_w]`.
-fn im2col(input: &[f32], channels: usize, geometry: &Geometry, columns: &mut [f32]) {
-    let [kernel_h, kernel_w] = geometry.kernel;
-    let output_plane = geometry.out_h * geometry.out_w;
-    let input_plane = geometry.in_h * geometry.in_w;
-    let mut rows = columns.chunks_exact_mut(output_plane);
-    for channel in 0..channels {
-        let channel_input = &input[channel * input_plane..][..input_plane];
-        for kernel_y in 0..kernel_h {
-            for kernel_x in 0..kernel_w {
-                let Some(row) = rows.next() else { return };
-                let valid = geometry.valid_columns(kernel_x);
-                let tap_offset = kernel_x * geometry.dilation[1];
-                for (out_y, output_row) in row.chunks_exact_mut(geometry.out_w).enumerate() {
-                    let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
-                        output_row.fill(0.0);
-                        continue;
-                    };
-                    let input_row = &channel_input[input_y * geometry.in_w..][..geometry.in_w];
-                    output_row[..valid.start].fill(0.0);
-                    output_row[valid.end..].fill(0.0);
-                    if valid.is_empty() {
-                        continue;
-                    }
-                    let first_input =
-                        valid.start * geometry.stride[1] + tap_offset - geometry.padding[1];
-                    if geometry.stride[1] == 1 {
-                        output_row[valid.clone()]
-                            .copy_from_slice(&input_row[first_input..][..valid.len()]);
-                    } else {
-                        for (output, input) in output_row[valid.clone()]
-                            .iter_mut()
-                            .zip(input_row[first_input..].iter().step_by(geometry.stride[1]))
-                        {
-                            *output = *input;
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// One output plane of a depthwise convolution: for every kernel tap, a scaled input row is

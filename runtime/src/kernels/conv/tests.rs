@@ -1,4 +1,5 @@
 use super::*;
+use crate::kernels::gemm::{NR, RhsSource};
 use crate::reference;
 use crate::test_support::{assert_close, values};
 use proptest::prelude::*;
@@ -224,6 +225,164 @@ proptest! {
         let mut output = vec![0.0; expected.len()];
         conv1d(&input, [batch, channels, length], &conv, &mut output, &mut ConvWorkspace::new()).unwrap();
         assert_close(&output, &expected, 1e-4);
+    }
+}
+
+/// Convolutions big enough for the GEMM to split across threads (over a million multiply-adds):
+/// strides 1-3, padding 0-3, dilation 1-2, groups 1 or 2, batch 1 or 2, odd sizes whose pixel
+/// counts are rarely multiples of 16 and channel counts rarely multiples of 6.
+fn threaded_cases() -> impl Strategy<Value = Case> {
+    (
+        // batch, groups, group_in_channels, group_out_channels
+        (1..3usize, 1..3usize, 2..12usize, 5..40usize),
+        // kernel (square or 7x7 like a stem), stride, dilation, padding
+        (
+            prop_oneof![1..4usize, Just(7usize)],
+            1..4usize,
+            1..3usize,
+            0..4usize,
+        ),
+        // input height and width
+        (9..40usize, 9..40usize),
+        any::<bool>(),
+    )
+        .prop_filter_map(
+            "the kernel must fit the padded input",
+            |(
+                (batch, groups, group_in, group_out),
+                (kernel, stride, dilation, padding),
+                (h, w),
+                flag,
+            )| {
+                let options = Conv2dOptions {
+                    stride: [stride, stride],
+                    padding: [padding, padding],
+                    dilation: [dilation, dilation],
+                    groups,
+                };
+                let extent = dilation * (kernel - 1) + 1;
+                if h + 2 * padding < extent || w + 2 * padding < extent {
+                    return None;
+                }
+                Some((
+                    [batch, groups * group_in, h, w],
+                    [groups * group_out, group_in, kernel, kernel],
+                    options,
+                    flag,
+                ))
+            },
+        )
+        .prop_flat_map(|(input_shape, weight_shape, options, with_bias)| {
+            (
+                Just((input_shape, weight_shape, options, with_bias)),
+                values(input_shape.iter().product()),
+                values(weight_shape.iter().product()),
+                values(weight_shape[0]),
+            )
+        })
+        .prop_map(
+            |((input_shape, weight_shape, options, with_bias), input, weight, bias)| Case {
+                input_shape,
+                weight_shape,
+                options,
+                input,
+                weight,
+                bias: with_bias.then_some(bias),
+                activation: Some(Activation::Relu),
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// The implicit GEMM on one and on two threads: every split of the output channels and
+    /// pixels into tasks gives the reference's result.
+    #[test]
+    fn threaded_convolutions_match_reference(case in threaded_cases(), threads in 1..3usize) {
+        crate::set_num_threads(threads);
+        case.check();
+        crate::set_num_threads(0);
+    }
+}
+
+/// Element `(row, column)` of the im2col matrix of a `[channels, in_h, in_w]` image, straight
+/// from its definition.
+fn im2col_element(input: &[f32], geometry: &Geometry, row: usize, column: usize) -> f32 {
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let (channel, kernel_y, kernel_x) = (
+        row / (kernel_h * kernel_w),
+        row / kernel_w % kernel_h,
+        row % kernel_w,
+    );
+    let (out_y, out_x) = (column / geometry.out_w, column % geometry.out_w);
+    let y = (out_y * geometry.stride[0] + kernel_y * geometry.dilation[0]) as isize
+        - geometry.padding[0] as isize;
+    let x = (out_x * geometry.stride[1] + kernel_x * geometry.dilation[1]) as isize
+        - geometry.padding[1] as isize;
+    if y < 0 || x < 0 || y >= geometry.in_h as isize || x >= geometry.in_w as isize {
+        return 0.0;
+    }
+    input[(channel * geometry.in_h + y as usize) * geometry.in_w + x as usize]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any panel packed straight from the image equals the same panel of the materialized
+    /// im2col matrix, zero padded past `width`: any first row and depth (crossing channels and
+    /// kernel rows), any first pixel (crossing output rows), any width up to 16.
+    #[test]
+    fn image_panels_match_materialized_im2col(
+        (channels, kernel_h, kernel_w) in (1..5usize, 1..4usize, prop_oneof![1..5usize, Just(7usize)]),
+        (stride_h, stride_w, dilation_h, dilation_w) in (1..4usize, 1..4usize, 1..3usize, 1..3usize),
+        (padding_h, padding_w, in_h, in_w) in (0..4usize, 0..4usize, 1..20usize, 1..40usize),
+        (row_fraction, depth_fraction, column_fraction, width) in (0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64, 1..=NR),
+        input in values(4 * 20 * 40),
+    ) {
+        let options = Conv2dOptions {
+            stride: [stride_h, stride_w],
+            padding: [padding_h, padding_w],
+            dilation: [dilation_h, dilation_w],
+            groups: 1,
+        };
+        let fits = |size: usize, padding: usize, kernel: usize, dilation: usize| {
+            size + 2 * padding > dilation * (kernel - 1)
+        };
+        prop_assume!(fits(in_h, padding_h, kernel_h, dilation_h));
+        prop_assume!(fits(in_w, padding_w, kernel_w, dilation_w));
+        let out_h = convolved_size(in_h, kernel_h, options, 0).unwrap();
+        let out_w = convolved_size(in_w, kernel_w, options, 1).unwrap();
+        let geometry = Geometry::new(
+            [1, channels, in_h, in_w],
+            [1, 1, out_h, out_w],
+            [kernel_h, kernel_w],
+            options,
+        );
+        let input = &input[..channels * in_h * in_w];
+        let rows = channels * kernel_h * kernel_w;
+        let columns = out_h * out_w;
+        let first_row = ((rows as f64 * row_fraction) as usize).min(rows - 1);
+        let depth = 1 + ((rows - first_row - 1) as f64 * depth_fraction) as usize;
+        let first_column = ((columns as f64 * column_fraction) as usize).min(columns - 1);
+        let width = width.min(columns - first_column);
+        let mut panel = vec![f32::NAN; depth * NR];
+        let source = ImagePanels { input, geometry: &geometry };
+        source.pack_panel(first_row, depth, first_column, width, &mut panel);
+        for step in 0..depth {
+            for position in 0..NR {
+                let expected = if position < width {
+                    im2col_element(input, &geometry, first_row + step, first_column + position)
+                } else {
+                    0.0
+                };
+                prop_assert_eq!(
+                    panel[step * NR + position].to_bits(),
+                    expected.to_bits(),
+                    "row {}, column {}", first_row + step, first_column + position
+                );
+            }
+        }
     }
 }
 

@@ -1,15 +1,15 @@
-//! The GEMM's driver: cache blocking, the split of C into rectangles for the thread pool, the
-//! per-thread packing scratch, the selection of the micro-kernel for this processor and the
-//! fused epilogue.
+//! The GEMM's driver: cache blocking, the split of C into a grid of rectangles for the thread
+//! pool, the packing of B by each task from an `RhsSource` into its per-thread scratch, the
+//! selection of the micro-kernel for this processor and the fused epilogue.
 
-use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
+use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs_panel};
+use super::tile::{Clamp, GemmKernels, TileEpilogue, TileOutput};
 #[cfg(target_arch = "x86_64")]
 use super::x86_64;
-use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix, Rhs, portable};
+use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix, portable};
 use crate::error::{KernelError, KernelResult, invalid_parameter, shape_mismatch};
-use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::threading;
-use nnc_ops::activation::{relu, relu6};
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -17,10 +17,11 @@ use std::ops::Range;
 pub(super) const KC: usize = 256;
 /// Rows of A packed at once: an `MC x KC` block stays in L2.
 pub(super) const MC: usize = 144;
-/// Columns of B swept per block: a `KC x NC` block stays in L3.
+/// Columns of a packed-at-load B swept per block: a `KC x NC` block stays in L3.
 pub(super) const NC: usize = 4096;
-/// The most floats of B packed at once when B is not packed beforehand (64 MiB).
-pub(super) const RHS_SCRATCH_LIMIT: usize = 1 << 24;
+/// Columns of B one task packs at once when B is packed during the call: a `KC x
+/// SOURCE_NC` block (256 KiB) stays in L2 from its packing to its last use.
+pub(super) const SOURCE_NC: usize = 256;
 /// From this many multiply-adds on, a product splits across threads.
 pub(super) const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
 /// From this many bytes of A, B and C on, a product splits across threads even when it has few
@@ -29,6 +30,13 @@ pub(super) const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
 /// tens of microseconds to stream, several times what waking the pool costs, and lies past L2,
 /// so the weights of small networks, which may stay in cache between calls, keep one thread.
 pub(super) const PARALLEL_MIN_BYTES: usize = 1 << 18;
+/// Up to this depth, a row-major A is read in place by the micro-kernel instead of being packed
+/// per call: with few steps of k per tile, packing A costs more than it saves.
+pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = KC;
+/// Columns of C a block finishes before the activations that are not clamps run over its rows:
+/// `MC x 256` floats (144 KiB) are still in L2 then, and each call of the vectorised loop
+/// covers 256 values.
+pub(super) const ACTIVATION_GROUP_COLUMNS: usize = 256;
 
 /// The signature shared by the micro-kernels; see `portable::tile_kernel` for the contract.
 /// Flash attention packs its own panels and calls the micro-kernel directly.
@@ -38,9 +46,10 @@ pub(crate) type TileKernel = unsafe fn(usize, &[f32], &[f32], *mut f32, usize, u
 #[derive(Clone, Copy)]
 pub(super) struct Execution {
     pub(super) parallel: bool,
-    pub(super) kernel: TileKernel,
-    /// The most floats of B to pack at once when B comes unpacked.
-    pub(super) rhs_scratch_limit: usize,
+    pub(super) kernel: GemmKernels,
+    /// Columns of B one task packs at once when B is packed during the call (`SOURCE_NC`,
+    /// smaller in tests to cross more blocks).
+    pub(super) source_column_block: usize,
 }
 
 /// The signature of the micro-kernels that read A row-major: `(depth, a, a_row_stride, b_panel,
@@ -90,17 +99,67 @@ pub(super) struct PackedRhsView<'a> {
     pub(super) panels: usize,
 }
 
-impl PackedRhsView<'_> {
-    /// Panel `panel_index` of the block starting at row `block_start`.
-    pub(super) fn panel(
-        &self,
+impl<'a> PackedRhsView<'a> {
+    /// Panels `first_panel..first_panel + panel_count` of the block starting at row
+    /// `block_start`, which lie next to each other.
+    pub(super) fn panels(
+        self,
         block_start: usize,
         block_depth: usize,
-        panel_index: usize,
-    ) -> &[f32] {
-        let start = block_start * self.panels * NR + panel_index * block_depth * NR;
-        &self.data[start..start + block_depth * NR]
+        first_panel: usize,
+        panel_count: usize,
+    ) -> &'a [f32] {
+        debug_assert!(first_panel + panel_count <= self.panels);
+        debug_assert!(block_start + block_depth <= self.depth);
+        let start = block_start * self.panels * NR + first_panel * block_depth * NR;
+        &self.data[start..start + panel_count * block_depth * NR]
     }
+}
+
+/// A right operand B (`k x n`) that the driver packs itself, panel by panel, as each task needs
+/// its columns: a strided matrix, or a convolution's input image read as its im2col matrix
+/// without that matrix ever being built.
+pub(crate) trait RhsSource: Sync {
+    /// Packs rows `first_row..first_row + depth` of columns `first_column..first_column +
+    /// width` (`width <= NR`) into `panel`, as `packing::pack_rhs_panel` does: `depth` rows of
+    /// `NR` floats, the columns past `width` zero.
+    fn pack_panel(
+        &self,
+        first_row: usize,
+        depth: usize,
+        first_column: usize,
+        width: usize,
+        panel: &mut [f32],
+    );
+}
+
+/// A strided matrix as a source of B's panels.
+pub(super) struct MatrixSource<'a>(pub(super) MatrixRef<'a>);
+
+impl RhsSource for MatrixSource<'_> {
+    fn pack_panel(
+        &self,
+        first_row: usize,
+        depth: usize,
+        first_column: usize,
+        width: usize,
+        panel: &mut [f32],
+    ) {
+        pack_rhs_panel(
+            self.0,
+            first_row,
+            first_column,
+            width,
+            &mut panel[..depth * NR],
+        );
+    }
+}
+
+/// Where the driver gets B's panels from.
+#[derive(Clone, Copy)]
+pub(super) enum RhsPanels<'a> {
+    Packed(PackedRhsView<'a>),
+    Source(&'a dyn RhsSource),
 }
 
 /// Where the driver gets A's panels from.
@@ -126,15 +185,17 @@ pub(super) struct Product<'a> {
     depth: usize,
     cols: usize,
     lhs: LhsSource<'a>,
-    rhs: PackedRhsView<'a>,
+    rhs: RhsPanels<'a>,
+    /// Columns of B packed, or swept, at once by one task.
+    column_block: usize,
     c: OutputPointer,
     c_row_stride: usize,
     accumulate: bool,
     bias: Option<Bias<'a>>,
-    /// Laid out like C, starting at this product's first column.
+    /// Laid out like C.
     residual: Option<&'a [f32]>,
     activation: Option<Activation>,
-    kernel: TileKernel,
+    kernel: GemmKernels,
 }
 
 thread_local! {
@@ -163,9 +224,22 @@ pub(super) fn with_scratch<R>(
     }
 }
 
+/// Where `gemm_with` gets B from: packed beforehand (at load time as a `PackedMatrix`, or by the
+/// caller as a `PackedRhsRef`), with its number of columns, or packed panel by panel from a
+/// source while the product runs.
+#[derive(Clone, Copy)]
+pub(super) enum RhsOperand<'a> {
+    Packed(PackedRhsView<'a>, usize),
+    Source {
+        source: &'a dyn RhsSource,
+        depth: usize,
+        cols: usize,
+    },
+}
+
 pub(super) fn gemm_with(
     a: Lhs<'_>,
-    b: Rhs<'_>,
+    b: RhsOperand<'_>,
     c: &mut [f32],
     c_row_stride: usize,
     options: &GemmOptions<'_>,
@@ -176,8 +250,8 @@ pub(super) fn gemm_with(
         Lhs::Packed(matrix) => (matrix.rows, matrix.depth),
     };
     let (rhs_depth, cols) = match b {
-        Rhs::Matrix(matrix) => (matrix.rows, matrix.cols),
-        Rhs::Packed(matrix) => (matrix.depth, matrix.cols),
+        RhsOperand::Packed(view, cols) => (view.depth, cols),
+        RhsOperand::Source { depth, cols, .. } => (depth, cols),
     };
     if depth != rhs_depth {
         return Err(shape_mismatch(
@@ -244,112 +318,60 @@ pub(super) fn gemm_with(
         Lhs::Matrix(matrix) => LhsSource::Matrix(matrix),
         Lhs::Packed(matrix) => LhsSource::Packed(matrix),
     };
-    let output = OutputPointer(c.as_mut_ptr());
-    match b {
-        Rhs::Packed(matrix) => {
-            let product = Product {
-                rows,
-                depth,
-                cols,
-                lhs,
-                rhs: matrix.view(),
-                c: output,
-                c_row_stride,
-                accumulate: options.accumulate,
-                bias,
-                residual: options.residual,
-                activation,
-                kernel: execution.kernel,
-            };
-            run_product(&product, execution.parallel);
+    let (rhs, column_block) = match b {
+        RhsOperand::Packed(view, _) => (RhsPanels::Packed(view), NC),
+        RhsOperand::Source { source, .. } => {
+            (RhsPanels::Source(source), execution.source_column_block)
         }
-        Rhs::Matrix(matrix) => {
-            // A wide B is packed and multiplied a band of columns at a time, which bounds the
-            // scratch at about `RHS_SCRATCH_LIMIT` floats.
-            let band = (execution.rhs_scratch_limit / depth / NR).max(1) * NR;
-            for first_column in (0..cols).step_by(band) {
-                let width = band.min(cols - first_column);
-                let band_matrix = MatrixRef {
-                    data: &matrix.data[first_column * matrix.column_stride..],
-                    cols: width,
-                    ..matrix
-                };
-                with_scratch(&RHS_SCRATCH, packed_rhs_length(depth, width), |buffer| {
-                    pack_rhs(band_matrix, buffer);
-                    let band_bias = match bias {
-                        Some(Bias::PerColumn(values)) => {
-                            Some(Bias::PerColumn(&values[first_column..first_column + width]))
-                        }
-                        other => other,
-                    };
-                    let product = Product {
-                        rows,
-                        depth,
-                        cols: width,
-                        lhs,
-                        rhs: PackedRhsView {
-                            data: buffer,
-                            depth,
-                            panels: width.div_ceil(NR),
-                        },
-                        // SAFETY: `first_column < cols <= c_row_stride`, so the offset stays
-                        // inside C, whose extent was checked above.
-                        c: OutputPointer(unsafe { output.0.add(first_column) }),
-                        c_row_stride,
-                        accumulate: options.accumulate,
-                        bias: band_bias,
-                        residual: options.residual.map(|residual| &residual[first_column..]),
-                        activation,
-                        kernel: execution.kernel,
-                    };
-                    run_product(&product, execution.parallel);
-                });
-            }
-        }
-    }
+    };
+    let product = Product {
+        rows,
+        depth,
+        cols,
+        lhs,
+        rhs,
+        column_block,
+        c: OutputPointer(c.as_mut_ptr()),
+        c_row_stride,
+        accumulate: options.accumulate,
+        bias,
+        residual: options.residual,
+        activation,
+        kernel: execution.kernel,
+    };
+    run_product(&product, execution.parallel);
     Ok(())
 }
 
-/// Splits C into rectangles and runs them, in parallel when that pays.
+/// Splits C into a grid of rectangles and runs them, in parallel when that pays.
 pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
     let threads = if parallel {
         threading::parallel_width()
     } else {
         1
     };
-    let row_panels = product.rows.div_ceil(MR);
-    let column_panels = product.cols.div_ceil(NR);
     if !worth_splitting(product, threads) {
         run_rectangle(product, 0..product.rows, 0..product.cols);
         return;
     }
-    // Twice as many rectangles as threads lets work stealing even out a busy core.
-    let split_rows = row_panels >= column_panels;
-    let panels = if split_rows {
-        row_panels
-    } else {
-        column_panels
-    };
-    let task_count = (2 * threads).min(panels);
-    let panels_per_task = panels.div_ceil(task_count);
-    let task_count = panels.div_ceil(panels_per_task);
-    threading::run_tasks(task_count, |task| {
-        let first_panel = task * panels_per_task;
-        let last_panel = (first_panel + panels_per_task).min(panels);
-        if split_rows {
-            let rows = first_panel * MR..(last_panel * MR).min(product.rows);
-            run_rectangle(product, rows, 0..product.cols);
-        } else {
-            let cols = first_panel * NR..(last_panel * NR).min(product.cols);
-            run_rectangle(product, 0..product.rows, cols);
-        }
+    let row_panels = product.rows.div_ceil(MR);
+    let column_panels = product.cols.div_ceil(NR);
+    let packs_rhs = matches!(product.rhs, RhsPanels::Source(_));
+    let grid = task_grid(row_panels, column_panels, threads, packs_rhs);
+    threading::run_tasks(grid.row_tasks * grid.column_tasks, |task| {
+        let (row_task, column_task) = (task / grid.column_tasks, task % grid.column_tasks);
+        let row_panels = even_share(row_panels, grid.row_tasks, row_task);
+        let column_panels = even_share(column_panels, grid.column_tasks, column_task);
+        let rows = row_panels.start * MR..(row_panels.end * MR).min(product.rows);
+        let cols = column_panels.start * NR..(column_panels.end * NR).min(product.cols);
+        run_rectangle(product, rows, cols);
     });
 }
 
 /// Whether `product` is worth splitting across `threads` threads: it has enough arithmetic
 /// (`PARALLEL_MIN_MULTIPLY_ADDS`) or moves enough memory (`PARALLEL_MIN_BYTES`), and more than
-/// one panel to share. For one row of A the split is by columns (`run_product` splits the longer
-/// side), so each task streams its own contiguous panels of a packed B.
+/// one panel to share. For one row of A, `task_grid` cuts only the columns, so each task streams
+/// its own contiguous panels of a packed B.
 fn worth_splitting(product: &Product<'_>, threads: usize) -> bool {
     if threads <= 1 || (product.rows <= MR && product.cols <= NR) {
         return false;
@@ -367,119 +389,270 @@ fn worth_splitting(product: &Product<'_>, threads: usize) -> bool {
     multiply_adds >= PARALLEL_MIN_MULTIPLY_ADDS || bytes >= PARALLEL_MIN_BYTES
 }
 
-/// Computes one rectangle of C: the BLIS loops around the micro-kernel. `rows.start` is a
-/// multiple of `MR` and `cols.start` a multiple of `NR`.
-pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
-    let block_rows = MC.min(rows.len().div_ceil(MR) * MR);
-    let scratch_length = match product.lhs {
-        LhsSource::Matrix(_) => block_rows * KC.min(product.depth),
-        LhsSource::Packed(_) => 0,
+/// How many ways C is cut along its rows and along its columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TaskGrid {
+    pub(super) row_tasks: usize,
+    pub(super) column_tasks: usize,
+}
+
+/// The relative cost of one `MR x NR` tile for one step of the shared dimension, and of packing
+/// one `NR`-wide row of a B panel: a tile step is `2 * MR` FMAs (six cycles at two a cycle), a
+/// packed row two loads and two stores, or a short gather for a convolution.
+const TILE_COST: usize = 4;
+const PANEL_PACKING_COST: usize = 1;
+
+/// Picks the grid of tasks that finishes soonest on `threads` threads, counting that every task
+/// packs the B panels of its own columns (so cutting the rows packs B more than once), that a
+/// task is the unit of scheduling (so the slowest round decides), and that panels are shared out
+/// as evenly as whole panels allow. Ties go to fewer row cuts, then to more tasks, which lets
+/// work stealing even out a core that another process holds.
+pub(super) fn task_grid(
+    row_panels: usize,
+    column_panels: usize,
+    threads: usize,
+    packs_rhs: bool,
+) -> TaskGrid {
+    let packing_cost = if packs_rhs { PANEL_PACKING_COST } else { 0 };
+    let max_tasks = 4 * threads;
+    let mut best = TaskGrid {
+        row_tasks: 1,
+        column_tasks: 1,
     };
-    with_scratch(&LHS_SCRATCH, scratch_length, |scratch| {
-        for column_block in (cols.start..cols.end).step_by(NC) {
-            let column_block = column_block..(column_block + NC).min(cols.end);
-            for block_start in (0..product.depth).step_by(KC) {
-                let block_depth = KC.min(product.depth - block_start);
-                for row_block in (rows.start..rows.end).step_by(MC) {
-                    let row_block = row_block..(row_block + MC).min(rows.end);
-                    let lhs_block: &[f32] = match product.lhs {
-                        LhsSource::Matrix(matrix) => {
-                            let length = row_block.len().div_ceil(MR) * MR * block_depth;
-                            let block = &mut scratch[..length];
-                            pack_lhs_block(
-                                matrix,
-                                row_block.clone(),
-                                block_start,
-                                block_depth,
-                                block,
-                            );
-                            block
-                        }
-                        LhsSource::Packed(matrix) => {
-                            let panels = matrix.rows.div_ceil(MR);
-                            let start = block_start * panels * MR + row_block.start * block_depth;
-                            let length = row_block.len().div_ceil(MR) * MR * block_depth;
-                            &matrix.data.as_slice()[start..start + length]
-                        }
-                    };
-                    run_block(
-                        product,
-                        lhs_block,
-                        row_block,
-                        column_block.clone(),
-                        block_start,
-                        block_depth,
-                    );
-                }
+    let mut best_key = (usize::MAX, usize::MAX, 0);
+    for column_tasks in 1..=column_panels.min(max_tasks) {
+        for row_tasks in 1..=row_panels.min(max_tasks / column_tasks) {
+            let tasks = row_tasks * column_tasks;
+            let task_cost = column_panels.div_ceil(column_tasks)
+                * (row_panels.div_ceil(row_tasks) * TILE_COST + packing_cost);
+            let finish = tasks.div_ceil(threads) * task_cost;
+            let key = (finish, row_tasks, usize::MAX - tasks);
+            if key < best_key {
+                best_key = key;
+                best = TaskGrid {
+                    row_tasks,
+                    column_tasks,
+                };
             }
         }
+    }
+    best
+}
+
+/// Share `index` of `count` near-equal shares of `0..total` (they differ by at most one).
+pub(super) fn even_share(total: usize, count: usize, index: usize) -> Range<usize> {
+    total * index / count..total * (index + 1) / count
+}
+
+/// Computes one rectangle of C: the BLIS loops around the micro-kernel. For each chunk of the
+/// rectangle's columns and each block of the shared dimension, B's panels of those columns are
+/// packed once (unless B came packed) and then swept by every block of A's rows. A row-major A
+/// (column stride 1) no deeper than `ROW_MAJOR_LHS_MAX_DEPTH` is not packed: the micro-kernel
+/// reads its rows in place. `rows.start` is a multiple of `MR` and `cols.start` a multiple of
+/// `NR`.
+pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
+    let row_major_lhs = match product.lhs {
+        LhsSource::Matrix(matrix)
+            if matrix.column_stride == 1 && product.depth <= ROW_MAJOR_LHS_MAX_DEPTH =>
+        {
+            Some(matrix)
+        }
+        _ => None,
+    };
+    let block_rows = MC.min(rows.len().div_ceil(MR) * MR);
+    let lhs_scratch_length = match product.lhs {
+        LhsSource::Matrix(_) if row_major_lhs.is_none() => block_rows * KC.min(product.depth),
+        LhsSource::Matrix(_) | LhsSource::Packed(_) => 0,
+    };
+    let rhs_scratch_length = match product.rhs {
+        RhsPanels::Source(_) => {
+            KC.min(product.depth) * product.column_block.min(cols.len()).div_ceil(NR) * NR
+        }
+        RhsPanels::Packed(_) => 0,
+    };
+    with_scratch(&LHS_SCRATCH, lhs_scratch_length, |lhs_scratch| {
+        with_scratch(&RHS_SCRATCH, rhs_scratch_length, |rhs_scratch| {
+            for column_block in (cols.start..cols.end).step_by(product.column_block) {
+                let column_block =
+                    column_block..(column_block + product.column_block).min(cols.end);
+                let panel_count = column_block.len().div_ceil(NR);
+                for block_start in (0..product.depth).step_by(KC) {
+                    let block_depth = KC.min(product.depth - block_start);
+                    let rhs_block: &[f32] = match product.rhs {
+                        RhsPanels::Packed(view) => view.panels(
+                            block_start,
+                            block_depth,
+                            column_block.start / NR,
+                            panel_count,
+                        ),
+                        RhsPanels::Source(source) => {
+                            let block = &mut rhs_scratch[..panel_count * block_depth * NR];
+                            for (panel, first_column) in block
+                                .chunks_exact_mut(block_depth * NR)
+                                .zip(column_block.clone().step_by(NR))
+                            {
+                                let width = NR.min(product.cols - first_column);
+                                source.pack_panel(
+                                    block_start,
+                                    block_depth,
+                                    first_column,
+                                    width,
+                                    panel,
+                                );
+                            }
+                            block
+                        }
+                    };
+                    for row_block in (rows.start..rows.end).step_by(MC) {
+                        let row_block = row_block..(row_block + MC).min(rows.end);
+                        let lhs_block = match (row_major_lhs, product.lhs) {
+                            (Some(matrix), _) => LhsBlock::RowMajor(matrix),
+                            (None, LhsSource::Matrix(matrix)) => {
+                                let length = row_block.len().div_ceil(MR) * MR * block_depth;
+                                let block = &mut lhs_scratch[..length];
+                                pack_lhs_block(
+                                    matrix,
+                                    row_block.clone(),
+                                    block_start,
+                                    block_depth,
+                                    block,
+                                );
+                                LhsBlock::Packed(block)
+                            }
+                            (None, LhsSource::Packed(matrix)) => {
+                                let panels = matrix.rows.div_ceil(MR);
+                                let start =
+                                    block_start * panels * MR + row_block.start * block_depth;
+                                let length = row_block.len().div_ceil(MR) * MR * block_depth;
+                                LhsBlock::Packed(&matrix.data.as_slice()[start..start + length])
+                            }
+                        };
+                        run_block(
+                            product,
+                            lhs_block,
+                            rhs_block,
+                            row_block,
+                            column_block.clone(),
+                            block_start,
+                            block_depth,
+                        );
+                    }
+                }
+            }
+        })
     });
 }
 
-/// The two innermost loops: every tile of one packed A block against every panel of B.
+/// Where `run_block` reads the rows of A.
+#[derive(Clone, Copy)]
+pub(super) enum LhsBlock<'a> {
+    /// The block's rows packed into panels of `MR` rows and `block_depth` steps each.
+    Packed(&'a [f32]),
+    /// A row-major A itself (column stride 1), read in place from column `block_start`.
+    RowMajor(MatrixRef<'a>),
+}
+
+/// The two innermost loops: every tile of one block of A against every panel of one packed B
+/// block (the panels of `column_block`). On the last block of k the micro-kernel applies the
+/// biases, the residual and a clamp activation as it stores each tile; any other activation
+/// runs afterwards over the rows of each group of `ACTIVATION_GROUP_COLUMNS` columns, while they
+/// are still in cache.
 pub(super) fn run_block(
     product: &Product<'_>,
-    lhs_block: &[f32],
+    lhs: LhsBlock<'_>,
+    rhs_block: &[f32],
     row_block: Range<usize>,
     column_block: Range<usize>,
     block_start: usize,
     block_depth: usize,
 ) {
+    debug_assert_eq!(
+        rhs_block.len(),
+        column_block.len().div_ceil(NR) * block_depth * NR
+    );
     let first_block = block_start == 0;
     let last_block = block_start + block_depth == product.depth;
     let accumulate = product.accumulate || !first_block;
-    let has_epilogue = last_block
-        && (product.bias.is_some() || product.residual.is_some() || product.activation.is_some());
-    for first_column in column_block.step_by(NR) {
-        let width = NR.min(product.cols - first_column);
-        let rhs_panel = product
-            .rhs
-            .panel(block_start, block_depth, first_column / NR);
-        debug_assert_eq!(product.rhs.depth, product.depth);
-        for first_row in row_block.clone().step_by(MR) {
-            let height = MR.min(product.rows - first_row);
-            let lhs_panel =
-                &lhs_block[(first_row - row_block.start) * block_depth..][..block_depth * MR];
-            let offset = first_row * product.c_row_stride + first_column;
-            // SAFETY: The tile `first_row..first_row + height` x `first_column..first_column +
-            // width` lies inside C (checked against `c.len()` in `gemm_with`) and inside this
-            // task's rectangle, so no other task touches it; the panels hold `block_depth` steps.
-            unsafe {
-                let tile = product.c.0.add(offset);
-                (product.kernel)(
-                    block_depth,
-                    lhs_panel,
-                    rhs_panel,
-                    tile,
-                    product.c_row_stride,
-                    height,
-                    width,
-                    accumulate,
-                );
-            }
-            if has_epilogue {
-                for row in 0..height {
-                    // SAFETY: Row `row` of the tile is `width` elements of C owned by this task
-                    // (as above), and no other reference to them exists while this one lives.
-                    let c_row = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            product.c.0.add(offset + row * product.c_row_stride),
-                            width,
+    let (clamp, row_activation) = match product.activation {
+        Some(activation) if last_block => match Clamp::of(activation) {
+            Some(clamp) => (clamp, None),
+            None => (Clamp::None, Some(activation)),
+        },
+        _ => (Clamp::None, None),
+    };
+    for group_start in column_block.clone().step_by(ACTIVATION_GROUP_COLUMNS) {
+        let group = group_start..(group_start + ACTIVATION_GROUP_COLUMNS).min(column_block.end);
+        for first_column in group.clone().step_by(NR) {
+            let width = NR.min(product.cols - first_column);
+            let panel_index = (first_column - column_block.start) / NR;
+            let rhs_panel = &rhs_block[panel_index * block_depth * NR..][..block_depth * NR];
+            // One call computes the whole strip of the row block under this panel of B.
+            let offset = row_block.start * product.c_row_stride + first_column;
+            let epilogue = if last_block {
+                TileEpilogue {
+                    column_bias: match product.bias {
+                        Some(Bias::PerColumn(values)) => Some(&values[first_column..]),
+                        _ => None,
+                    },
+                    row_bias: match product.bias {
+                        Some(Bias::PerRow(values)) => Some(&values[row_block.start..]),
+                        _ => None,
+                    },
+                    residual: product.residual.map(|residual| &residual[offset..]),
+                    clamp,
+                }
+            } else {
+                TileEpilogue::default()
+            };
+            let output = TileOutput {
+                // SAFETY: The offset of the strip's first element lies inside C (checked
+                // against `c.len()` in `gemm_with`).
+                c: unsafe { product.c.0.add(offset) },
+                c_row_stride: product.c_row_stride,
+                rows: row_block.len(),
+                cols: width,
+                accumulate,
+                epilogue,
+            };
+            match lhs {
+                LhsBlock::Packed(block) => {
+                    // SAFETY: The strip `row_block` x `first_column..first_column + width` lies
+                    // inside C and inside this task's rectangle, so no other task touches it;
+                    // the block holds the strip's panels of `block_depth` steps and the B panel
+                    // `block_depth` steps; the bias slices start at the strip and the residual,
+                    // as long as C (checked in `gemm_with`), at the strip's first element; and
+                    // the kernels come from `GemmKernels`, which checks the processor.
+                    unsafe { (product.kernel.packed_a)(block_depth, block, rhs_panel, &output) };
+                }
+                LhsBlock::RowMajor(matrix) => {
+                    let a = &matrix.data[row_block.start * matrix.row_stride + block_start..];
+                    // SAFETY: As above; A's rows `row_block`, columns `block_start..block_start
+                    // + block_depth` lie inside `matrix.data` (`MatrixRef::new` checked its
+                    // extent) and its column stride is 1.
+                    unsafe {
+                        (product.kernel.row_major_a)(
+                            block_depth,
+                            a,
+                            matrix.row_stride,
+                            rhs_panel,
+                            &output,
                         )
                     };
-                    let residual = product.residual.map(|residual| {
-                        &residual[(first_row + row) * product.c_row_stride + first_column..]
-                            [..width]
-                    });
-                    apply_epilogue_to_row(
-                        c_row,
-                        first_row + row,
-                        first_column,
-                        product.bias,
-                        residual,
-                        product.activation,
-                    );
                 }
+            }
+        }
+        if let Some(activation) = row_activation {
+            for row in row_block.clone() {
+                // SAFETY: Row `row`, columns `group`, are elements of C inside this task's
+                // rectangle (as above), and no other reference to them exists while this one
+                // lives.
+                let c_row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        product.c.0.add(row * product.c_row_stride + group.start),
+                        group.len(),
+                    )
+                };
+                apply_activation_sequential(c_row, activation);
             }
         }
     }
@@ -487,7 +660,7 @@ pub(super) fn run_block(
 
 /// Adds the bias and then the residual to, then applies the activation on, a piece of row `row`
 /// of C that starts at column `first_column`; `residual` is the matching piece of the residual.
-#[inline]
+/// Only an empty product (`k = 0`) needs it: the micro-kernels apply the epilogue otherwise.
 pub(super) fn apply_epilogue_to_row(
     c_row: &mut [f32],
     row: usize,
@@ -515,12 +688,7 @@ pub(super) fn apply_epilogue_to_row(
             *value += skip;
         }
     }
-    match activation {
-        // The cheap activations inline: the epilogue runs on pieces of 16 columns, too short to
-        // pay for a dispatch per piece.
-        Some(Activation::Relu) => c_row.iter_mut().for_each(|value| *value = relu(*value)),
-        Some(Activation::Relu6) => c_row.iter_mut().for_each(|value| *value = relu6(*value)),
-        Some(activation) => apply_activation_in_place(c_row, activation),
-        None => {}
+    if let Some(activation) = activation {
+        apply_activation_sequential(c_row, activation);
     }
 }

@@ -10,24 +10,40 @@
 //! time), else a portable one with the same signature and packing, so packed weights do not
 //! depend on the processor.
 //!
-//! Work is split into rectangles of C, along whichever of `m` and `n` has more panels, and the
-//! rectangles run on the shared pool (`crate::set_num_threads`). Packing buffers are kept per
-//! thread and reused, so after warm-up a call allocates nothing.
+//! B that is not packed at load time is packed during the call by the tasks themselves, each
+//! packing only the panels of its own columns, one `KC x SOURCE_NC` block at a time, from a
+//! `RhsSource`: a strided matrix, or (for convolution) the input image read as its im2col matrix,
+//! which is never built. Work is split into a grid of rectangles of C, cut along the columns
+//! first and along the rows where the columns alone do not give every thread an equal share
+//! (`driver::task_grid`), and the rectangles run on the shared pool (`crate::set_num_threads`).
+//! Packing buffers are kept per thread and reused, so after warm-up a call allocates nothing.
+//!
+//! The epilogue is fused into the micro-kernel (`tile.rs`): on the last block of k, the biases,
+//! the residual and the clamp activations (relu, relu6, leaky relu) are applied to the
+//! accumulators before the tile's one store; other activations run with the vectorised loops
+//! over the rows of each 256-column group of a block, while it is still in L2. A row-major A no
+//! deeper than `KC` is not packed: the micro-kernel reads its rows in place.
 
 mod driver;
 mod packing;
 mod portable;
+mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 pub(crate) use driver::{
-    RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
+    RhsSource, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
 };
 
 use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;
-use driver::{Execution, KC, PackedRhsView, RHS_SCRATCH_LIMIT, gemm_with, strided_extent};
+use driver::{
+    Execution, KC, MatrixSource, PackedRhsView, RhsOperand, SOURCE_NC, gemm_with, strided_extent,
+};
+#[cfg(test)]
+use driver::{TaskGrid, even_share, task_grid};
 use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
+use tile::GemmKernels;
 
 /// Rows of A (and of C) in one micro-kernel tile.
 pub const MR: usize = 6;
@@ -304,22 +320,13 @@ pub fn gemm(
     c_row_stride: usize,
     options: &GemmOptions<'_>,
 ) -> KernelResult<()> {
-    gemm_with(
-        a,
-        b,
-        c,
-        c_row_stride,
-        options,
-        Execution {
-            parallel: true,
-            kernel: select_tile_kernel(),
-            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
-        },
-    )
+    with_rhs_operand(b, |b| {
+        gemm_with(a, b, c, c_row_stride, options, Execution::detected(true))
+    })
 }
 
 /// Like `gemm`, but always on the calling thread; for kernels that already run in parallel
-/// at a coarser grain (attention over heads, convolution over images).
+/// at a coarser grain (attention over heads, batched matrix products).
 pub(crate) fn gemm_sequential(
     a: Lhs<'_>,
     b: Rhs<'_>,
@@ -327,18 +334,113 @@ pub(crate) fn gemm_sequential(
     c_row_stride: usize,
     options: &GemmOptions<'_>,
 ) -> KernelResult<()> {
-    gemm_with(
-        a,
-        b,
-        c,
-        c_row_stride,
-        options,
-        Execution {
-            parallel: false,
-            kernel: select_tile_kernel(),
-            rhs_scratch_limit: RHS_SCRATCH_LIMIT,
+    with_rhs_operand(b, |b| {
+        gemm_with(a, b, c, c_row_stride, options, Execution::detected(false))
+    })
+}
+
+/// Like `gemm`, with a `depth x cols` B that each task packs from `source`, panel by panel, for
+/// the columns it computes; convolution reads its input image this way as its im2col matrix.
+pub(crate) fn gemm_from_source(
+    a: Lhs<'_>,
+    source: &dyn RhsSource,
+    depth: usize,
+    cols: usize,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    let b = RhsOperand::Source {
+        source,
+        depth,
+        cols,
+    };
+    gemm_with(a, b, c, c_row_stride, options, Execution::detected(true))
+}
+
+/// Runs `task` with `b` as the driver takes it: a strided matrix becomes a source of panels
+/// that the tasks pack for themselves.
+fn with_rhs_operand<R>(b: Rhs<'_>, task: impl FnOnce(RhsOperand<'_>) -> R) -> R {
+    match b {
+        Rhs::Packed(matrix) => task(RhsOperand::Packed(matrix.view(), matrix.cols)),
+        Rhs::Matrix(matrix) => task(RhsOperand::Source {
+            source: &MatrixSource(matrix),
+            depth: matrix.rows,
+            cols: matrix.cols,
+        }),
+    }
+}
+
+impl Execution {
+    /// The processor's fastest micro-kernel and the default blocking.
+    fn detected(parallel: bool) -> Self {
+        Self {
+            parallel,
+            kernel: GemmKernels::detected(),
+            source_column_block: SOURCE_NC,
+        }
+    }
+}
+
+/// A right operand `B` (`k x n`) that the caller wrote straight into `PackedMatrix`'s layout
+/// (element `(row, column)` at `packed_rhs_index(depth, cols, row, column)`; the padding columns
+/// of the last panel may hold anything, as the micro-kernel computes them but never stores
+/// them), borrowed: for kernels that produce B themselves (Winograd's transformed
+/// input) and would otherwise write it once and pack it once more.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PackedRhsRef<'a> {
+    data: &'a [f32],
+    depth: usize,
+    cols: usize,
+}
+
+impl<'a> PackedRhsRef<'a> {
+    /// Fails if `data` is shorter than `packed_rhs_length(depth, cols)`.
+    pub(crate) fn new(data: &'a [f32], depth: usize, cols: usize) -> KernelResult<Self> {
+        crate::error::check_length(
+            "gemm",
+            "packed B",
+            packed_rhs_length(depth, cols),
+            data.len().min(packed_rhs_length(depth, cols)),
+        )?;
+        Ok(Self { data, depth, cols })
+    }
+}
+
+/// The floats a packed `depth x cols` B takes.
+pub(crate) fn packed_rhs_size(depth: usize, cols: usize) -> usize {
+    packed_rhs_length(depth, cols)
+}
+
+/// Where element `(row, column)` of a packed `depth x cols` B lies: blocks of `KC` rows, each
+/// cut into panels of `NR` columns, each panel row-major.
+pub(crate) fn packed_rhs_index(depth: usize, cols: usize, row: usize, column: usize) -> usize {
+    let panels = cols.div_ceil(NR);
+    let block_start = row / KC * KC;
+    let block_depth = KC.min(depth - block_start);
+    block_start * panels * NR
+        + (column / NR) * block_depth * NR
+        + (row - block_start) * NR
+        + column % NR
+}
+
+/// `gemm_sequential` with a B packed by the caller.
+pub(crate) fn gemm_sequential_prepacked(
+    a: Lhs<'_>,
+    b: PackedRhsRef<'_>,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    let b = RhsOperand::Packed(
+        PackedRhsView {
+            data: b.data,
+            depth: b.depth,
+            panels: b.cols.div_ceil(NR),
         },
-    )
+        b.cols,
+    );
+    gemm_with(a, b, c, c_row_stride, options, Execution::detected(false))
 }
 
 #[cfg(test)]

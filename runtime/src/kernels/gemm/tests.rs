@@ -25,12 +25,12 @@ struct Case {
     bias_values: Vec<f32>,
 }
 
+/// No activation, or any one: the clamps the micro-kernels apply in registers (relu, relu6,
+/// leaky relu) and the others the driver applies to finished rows.
 fn activations() -> impl Strategy<Value = Option<Activation>> {
     prop_oneof![
         Just(None),
-        Just(Some(Activation::Relu)),
-        Just(Some(Activation::Gelu)),
-        Just(Some(Activation::Silu)),
+        prop::sample::select(Activation::ALL.to_vec()).prop_map(Some),
     ]
 }
 
@@ -130,10 +130,15 @@ impl Case {
         } else {
             Lhs::Matrix(self.a_matrix())
         };
+        let matrix_source = MatrixSource(self.b_matrix());
         let b = if self.b_packed {
-            Rhs::Packed(&packed_b)
+            RhsOperand::Packed(packed_b.view(), packed_b.cols)
         } else {
-            Rhs::Matrix(self.b_matrix())
+            RhsOperand::Source {
+                source: &matrix_source,
+                depth: self.depth,
+                cols: self.cols,
+            }
         };
         let mut c = self.c.clone();
         let options = GemmOptions {
@@ -185,25 +190,21 @@ impl Case {
 fn portable() -> Execution {
     Execution {
         parallel: false,
-        kernel: portable::tile_kernel,
-        rhs_scratch_limit: RHS_SCRATCH_LIMIT,
+        kernel: tile::GemmKernels::PORTABLE,
+        source_column_block: SOURCE_NC,
     }
 }
 
 fn detected(parallel: bool) -> Execution {
-    Execution {
-        parallel,
-        kernel: select_tile_kernel(),
-        rhs_scratch_limit: RHS_SCRATCH_LIMIT,
-    }
+    Execution::detected(parallel)
 }
 
-/// Packs an unpacked B in bands of 16 or 32 columns, to exercise the banded path.
-fn banded() -> Execution {
+/// Packs an unpacked B in blocks of 16 or 32 columns, to cross several column blocks.
+fn banded(source_column_block: usize) -> Execution {
     Execution {
         parallel: false,
-        kernel: select_tile_kernel(),
-        rhs_scratch_limit: 600,
+        kernel: tile::GemmKernels::detected(),
+        source_column_block,
     }
 }
 
@@ -221,8 +222,23 @@ proptest! {
     }
 
     #[test]
-    fn banded_packing_matches_reference(case in cases(10, 40, 70)) {
-        assert_close(&case.run(banded()), &case.expected(), 1e-4);
+    fn banded_packing_matches_reference(
+        case in cases(10, 40, 70),
+        source_column_block in prop_oneof![Just(NR), Just(2 * NR)],
+    ) {
+        assert_close(&case.run(banded(source_column_block)), &case.expected(), 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Depths past `KC = 256` take several blocks of k, and the epilogue must apply on the last
+    /// one only; shallower ones take the row-major A path when A is row-major and unpacked.
+    #[test]
+    fn deep_products_match_reference_with_every_epilogue(case in cases(14, 600, 37)) {
+        assert_close(&case.run(detected(false)), &case.expected(), 1e-4);
+        assert_close(&case.run(portable()), &case.expected(), 1e-4);
     }
 }
 
@@ -234,6 +250,135 @@ proptest! {
     #[test]
     fn large_products_match_reference(case in cases(160, 600, 70)) {
         assert_close(&case.run(detected(true)), &case.expected(), 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Products split into a grid of tasks on one and on two threads, with B packed at load or
+    /// by the tasks themselves (in blocks of 16 to 256 columns), match the reference; sizes are
+    /// rarely multiples of `MR` or `NR`.
+    #[test]
+    fn threaded_grids_match_reference(
+        case in cases(90, 300, 300),
+        threads in 1..3usize,
+        source_column_block in prop_oneof![Just(NR), Just(3 * NR), Just(SOURCE_NC)],
+    ) {
+        crate::set_num_threads(threads);
+        let execution = Execution {
+            source_column_block,
+            ..detected(true)
+        };
+        assert_close(&case.run(execution), &case.expected(), 1e-4);
+        crate::set_num_threads(0);
+    }
+
+    /// A B packed by the tasks from a source gives exactly the product of the same B packed
+    /// beforehand: the panels are the same, so are the sums.
+    #[test]
+    fn source_packing_matches_prepacked_matrix(case in cases(40, 300, 120), threads in 1..3usize) {
+        crate::set_num_threads(threads);
+        let packed_a = PackedLhsMatrix::from_matrix(case.a_matrix());
+        let packed_b = PackedMatrix::from_matrix(case.b_matrix());
+        let stride = case.cols + case.row_padding;
+        let options = GemmOptions {
+            accumulate: case.accumulate,
+            epilogue: case.epilogue(),
+            residual: case.residual.as_deref(),
+        };
+        let mut from_packed = case.c.clone();
+        gemm((&packed_a).into(), (&packed_b).into(), &mut from_packed, stride, &options).unwrap();
+        let mut from_source = case.c.clone();
+        let source = MatrixSource(case.b_matrix());
+        gemm_from_source(
+            (&packed_a).into(),
+            &source,
+            case.depth,
+            case.cols,
+            &mut from_source,
+            stride,
+            &options,
+        )
+        .unwrap();
+        crate::set_num_threads(0);
+        prop_assert_eq!(
+            from_packed.iter().map(|value| value.to_bits()).collect::<Vec<_>>(),
+            from_source.iter().map(|value| value.to_bits()).collect::<Vec<_>>()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// A row-major A no deeper than `KC`, read in place by the micro-kernel, against a B that the
+    /// tasks pack from a source (blocks of 16 to 256 columns), on one and on two threads, with
+    /// every epilogue: the two paths meet in `run_rectangle`.
+    #[test]
+    fn row_major_lhs_with_source_rhs_matches_reference(
+        case in cases(90, KC, 300),
+        threads in 1..3usize,
+        source_column_block in prop_oneof![Just(NR), Just(3 * NR), Just(SOURCE_NC)],
+    ) {
+        let case = Case {
+            a_transposed: false,
+            a_packed: false,
+            b_packed: false,
+            ..case
+        };
+        crate::set_num_threads(threads);
+        let execution = Execution {
+            source_column_block,
+            ..detected(true)
+        };
+        assert_close(&case.run(execution), &case.expected(), 1e-4);
+        crate::set_num_threads(0);
+    }
+}
+
+/// The time to finish `grid` on `threads` threads, in tile steps, if each task costs its tiles
+/// and tasks go to threads in rounds.
+fn grid_finish_time(
+    grid: TaskGrid,
+    row_panels: usize,
+    column_panels: usize,
+    threads: usize,
+) -> usize {
+    let tasks = grid.row_tasks * grid.column_tasks;
+    let largest_task =
+        row_panels.div_ceil(grid.row_tasks) * column_panels.div_ceil(grid.column_tasks);
+    tasks.div_ceil(threads) * largest_task
+}
+
+#[test]
+fn task_grid_gives_every_thread_an_equal_share() {
+    // ResNet-18 at batch 1: 56x56x64 (196 pixel panels, 11 channel panels) and 7x7x512 (4 pixel
+    // panels, the last of one pixel, and 86 channel panels), at two threads.
+    let wide = task_grid(11, 196, 2, true);
+    assert_eq!(wide.row_tasks, 1, "{wide:?}: many columns need no row cut");
+    assert_eq!(grid_finish_time(wide, 11, 196, 2), 11 * 98);
+    let tall = task_grid(86, 4, 2, true);
+    assert_eq!(grid_finish_time(tall, 86, 4, 2), 86 * 2, "{tall:?}");
+    // Three columns on two threads: only a row cut shares them evenly.
+    let narrow = task_grid(40, 3, 2, true);
+    assert!(narrow.row_tasks > 1, "{narrow:?}");
+    assert!(
+        grid_finish_time(narrow, 40, 3, 2) <= 20 * 3 + 3,
+        "{narrow:?}"
+    );
+    // Whatever the shape, no task is empty and nothing is lost.
+    for (row_panels, column_panels, threads) in [(1, 1, 2), (1, 200, 3), (300, 1, 2), (7, 5, 4)] {
+        let grid = task_grid(row_panels, column_panels, threads, false);
+        assert!(grid.row_tasks <= row_panels && grid.column_tasks <= column_panels);
+        let covered: usize = (0..grid.row_tasks)
+            .map(|task| even_share(row_panels, grid.row_tasks, task).len())
+            .sum();
+        assert_eq!(covered, row_panels);
+        assert!(
+            (0..grid.column_tasks)
+                .all(|task| !even_share(column_panels, grid.column_tasks, task).is_empty())
+        );
     }
 }
 
@@ -415,4 +560,194 @@ fn one_row_products_with_large_weights_split_by_columns() {
         .map(|(product, skip)| product + skip)
         .collect();
     assert_close(&results[0], &expected, 1e-4);
+}
+
+/// One strip of tiles through a micro-kernel with a full epilogue (both biases, a residual, a
+/// clamp), against the same sums computed here in `f64`.
+#[allow(clippy::too_many_arguments)]
+fn check_tile_epilogue(
+    kernels: tile::GemmKernels,
+    row_major_a: bool,
+    (rows, cols, depth, accumulate): (usize, usize, usize, bool),
+    clamp: tile::Clamp,
+    values: &[f32],
+) {
+    let value = |index: usize| values[index % values.len()];
+    // A row-major with a padded stride, and the same A packed into panels (zero below).
+    let a_row_stride = depth + 1;
+    let a: Vec<f32> = (0..rows * a_row_stride)
+        .map(|index| 4.0 * value(index))
+        .collect();
+    let a_panel: Vec<f32> = (0..rows.div_ceil(MR) * depth * MR)
+        .map(|index| {
+            let (panel, step, lane) = (index / (depth * MR), index / MR % depth, index % MR);
+            let row = panel * MR + lane;
+            if row < rows {
+                a[row * a_row_stride + step]
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let b: Vec<f32> = (0..depth * NR).map(|index| value(index * 7 + 3)).collect();
+    let c_row_stride = cols + 3;
+    let initial: Vec<f32> = (0..rows * c_row_stride)
+        .map(|index| value(index * 5 + 1))
+        .collect();
+    let residual: Vec<f32> = (0..rows * c_row_stride)
+        .map(|index| value(index * 3 + 2))
+        .collect();
+    let column_bias: Vec<f32> = (0..cols).map(|index| value(index * 11 + 5)).collect();
+    let row_bias: Vec<f32> = (0..rows).map(|index| value(index * 13 + 7)).collect();
+    let mut c = initial.clone();
+    let output = tile::TileOutput {
+        c: c.as_mut_ptr(),
+        c_row_stride,
+        rows,
+        cols,
+        accumulate,
+        epilogue: tile::TileEpilogue {
+            column_bias: Some(&column_bias),
+            row_bias: Some(&row_bias),
+            residual: Some(&residual),
+            clamp,
+        },
+    };
+    // SAFETY: `a` holds `MR` rows of `a_row_stride >= depth`, the panels `depth` steps, `c` and
+    // `residual` `rows` rows of `c_row_stride >= cols`, the biases `cols` and `rows` values, and
+    // the kernels come from `GemmKernels`, which checks the processor.
+    unsafe {
+        if row_major_a {
+            (kernels.row_major_a)(depth, &a, a_row_stride, &b, &output);
+        } else {
+            (kernels.packed_a)(depth, &a_panel, &b, &output);
+        }
+    }
+    for row in 0..rows {
+        for column in 0..c_row_stride {
+            let index = row * c_row_stride + column;
+            let expected = if column < cols {
+                let product: f64 = (0..depth)
+                    .map(|step| {
+                        f64::from(a[row * a_row_stride + step]) * f64::from(b[step * NR + column])
+                    })
+                    .sum();
+                let old = if accumulate {
+                    f64::from(initial[index])
+                } else {
+                    0.0
+                };
+                let sum = product
+                    + old
+                    + f64::from(column_bias[column])
+                    + f64::from(row_bias[row])
+                    + f64::from(residual[index]);
+                clamp.apply(sum as f32)
+            } else {
+                initial[index]
+            };
+            assert!(
+                (c[index] - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                "{clamp:?}, row {row}, column {column}: got {}, expected {expected}",
+                c[index]
+            );
+        }
+    }
+}
+
+fn clamps() -> impl Strategy<Value = tile::Clamp> {
+    prop_oneof![
+        Just(tile::Clamp::None),
+        Just(tile::Clamp::Relu),
+        Just(tile::Clamp::Relu6),
+        Just(tile::Clamp::LeakyRelu {
+            negative_slope: 0.1
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Strips of one to four tiles (a last tile of fewer than MR rows, cols < NR included),
+    /// packed and row-major A, both kernels.
+    #[test]
+    fn tile_kernels_apply_the_epilogue(
+        shape in (1..=4 * MR, 1..=NR, 1..24usize, any::<bool>()),
+        clamp in clamps(),
+        values in values(89),
+    ) {
+        for row_major_a in [false, true] {
+            check_tile_epilogue(tile::GemmKernels::detected(), row_major_a, shape, clamp, &values);
+            check_tile_epilogue(tile::GemmKernels::PORTABLE, row_major_a, shape, clamp, &values);
+        }
+    }
+}
+
+/// The clamps keep NaN, as `relu` and `relu6` do, in registers as in the portable kernel.
+#[test]
+fn clamps_let_nan_through() {
+    for kernels in [tile::GemmKernels::detected(), tile::GemmKernels::PORTABLE] {
+        for clamp in [tile::Clamp::Relu, tile::Clamp::Relu6] {
+            let a_panel = [f32::NAN; MR];
+            let b_panel = [1.0; NR];
+            let mut c = [0.0; MR * NR];
+            let output = tile::TileOutput {
+                c: c.as_mut_ptr(),
+                c_row_stride: NR,
+                rows: MR,
+                cols: NR,
+                accumulate: false,
+                epilogue: tile::TileEpilogue {
+                    clamp,
+                    ..tile::TileEpilogue::default()
+                },
+            };
+            // SAFETY: One step of each panel, and a full `MR x NR` tile of C.
+            unsafe { (kernels.packed_a)(1, &a_panel, &b_panel, &output) };
+            assert!(c.iter().all(|value| value.is_nan()), "{clamp:?}: {c:?}");
+        }
+    }
+}
+
+/// A B written by the caller through `packed_rhs_index` (across a `KC` block boundary and with
+/// a partial last panel) multiplies like the same B packed by the GEMM.
+#[test]
+fn prepacked_rhs_matches_packing() {
+    let (rows, depth, cols) = (7, KC + 45, 2 * NR + 5);
+    let a: Vec<f32> = (0..rows * depth)
+        .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let b: Vec<f32> = (0..depth * cols)
+        .map(|i| ((i * 5) % 11) as f32 / 5.0 - 1.0)
+        .collect();
+    let a = MatrixRef::row_major(&a, rows, depth).unwrap();
+    let b_matrix = MatrixRef::row_major(&b, depth, cols).unwrap();
+    let mut packed = vec![f32::NAN; packed_rhs_size(depth, cols)];
+    for row in 0..depth {
+        for column in 0..cols {
+            packed[packed_rhs_index(depth, cols, row, column)] = b[row * cols + column];
+        }
+    }
+    let mut expected = vec![0.0; rows * cols];
+    gemm(
+        Lhs::Matrix(a),
+        Rhs::Matrix(b_matrix),
+        &mut expected,
+        cols,
+        &GemmOptions::default(),
+    )
+    .unwrap();
+    let mut actual = vec![0.0; rows * cols];
+    let rhs = PackedRhsRef::new(&packed, depth, cols).unwrap();
+    gemm_sequential_prepacked(
+        Lhs::Matrix(a),
+        rhs,
+        &mut actual,
+        cols,
+        &GemmOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(actual, expected);
+    assert!(PackedRhsRef::new(&packed[1..], depth, cols).is_err());
 }

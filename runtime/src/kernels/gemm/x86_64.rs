@@ -7,12 +7,19 @@
 //!
 //! A second entry point, `tile_kernel_row_major_a`, reads A straight from a row-major matrix
 //! instead of a packed panel (flash attention multiplies its probabilities this way, without
-//! repacking them); it is the same loop, monomorphised apart so the GEMM's code is unchanged.
+//! repacking them, and the GEMM when A is too shallow for packing to pay); it is the same loop,
+//! monomorphised apart.
+//!
+//! The `_with_epilogue` entry points apply the tile's epilogue (`TileEpilogue`: biases,
+//! residual, clamp) to the accumulators before the one store of each row, so a tile is written
+//! once. A tile cut short on the right goes through a 16-float buffer on the stack.
 
+use super::tile::{Clamp, TileEpilogue, TileOutput};
 use super::{MR, NR};
 use std::arch::x86_64::{
-    __m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps,
-    _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _CMP_LT_OQ, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_blendv_ps,
+    _mm256_broadcast_ss, _mm256_cmp_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps,
+    _mm256_min_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
 /// Whether the running processor has the features this kernel needs.
@@ -40,18 +47,38 @@ pub(super) unsafe fn tile_kernel(
     cols: usize,
     accumulate: bool,
 ) {
-    debug_assert!(a_panel.len() >= depth * MR && b_panel.len() >= depth * NR);
-    debug_assert!(rows <= MR && cols <= NR);
-    let tile = TileDestination {
+    let output = TileOutput {
         c,
         c_row_stride,
+        rows,
         cols,
         accumulate,
+        epilogue: TileEpilogue::default(),
     };
+    // SAFETY: Forwarded from the caller; an empty epilogue needs nothing more.
+    unsafe { tile_kernel_with_epilogue(depth, a_panel, b_panel, &output) };
+}
+
+/// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A_panels * B_panel (+ C))`;
+/// the same contract as `portable::tile_kernel_with_epilogue`.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`is_available()`), and the operands and `output`
+/// must be as `portable::tile_kernel_with_epilogue` requires.
+pub(super) unsafe fn tile_kernel_with_epilogue(
+    depth: usize,
+    a_panel: &[f32],
+    b_panel: &[f32],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(a_panel.len() >= output.rows.div_ceil(MR) * depth * MR);
+    debug_assert!(b_panel.len() >= depth * NR);
+    output.debug_check();
     let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
-    // destination tile, which is exactly what each monomorphised kernel needs.
-    unsafe { dispatch_rows::<false>(rows, depth, a, 0, b, tile) };
+    // destination strip and the epilogue's slices, which is what each tile's kernel needs.
+    unsafe { strip_kernel::<false>(depth, a, 0, b, output) };
 }
 
 /// Computes `C[0..rows, 0..cols] (+)= A * B_panel` for one tile, where A is row-major with
@@ -76,26 +103,77 @@ pub(super) unsafe fn tile_kernel_row_major_a(
     cols: usize,
     accumulate: bool,
 ) {
-    debug_assert!(rows == 0 || a.len() >= (rows - 1) * a_row_stride + depth);
-    debug_assert!(b_panel.len() >= depth * NR);
-    debug_assert!(rows <= MR && cols <= NR);
-    let tile = TileDestination {
+    let output = TileOutput {
         c,
         c_row_stride,
+        rows,
         cols,
         accumulate,
+        epilogue: TileEpilogue::default(),
     };
-    // SAFETY: As for `tile_kernel`, with A's reads `a[r * a_row_stride + p]` inside `a`.
-    unsafe {
-        dispatch_rows::<true>(
-            rows,
-            depth,
-            a.as_ptr(),
-            a_row_stride,
-            b_panel.as_ptr(),
-            tile,
-        )
+    // SAFETY: Forwarded from the caller; an empty epilogue needs nothing more.
+    unsafe { tile_kernel_row_major_a_with_epilogue(depth, a, a_row_stride, b_panel, &output) };
+}
+
+/// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
+/// row-major A; the same contract as `portable::tile_kernel_row_major_a_with_epilogue`.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`is_available()`), and the operands and `output`
+/// must be as `portable::tile_kernel_row_major_a_with_epilogue` requires.
+pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
+    depth: usize,
+    a: &[f32],
+    a_row_stride: usize,
+    b_panel: &[f32],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(output.rows == 0 || a.len() >= (output.rows - 1) * a_row_stride + depth);
+    debug_assert!(b_panel.len() >= depth * NR);
+    output.debug_check();
+    // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
+    // inside `a`.
+    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel.as_ptr(), output) };
+}
+
+/// Runs the strip's tiles one after the other, each with the loop monomorphised for its rows:
+/// full tiles of `MR` rows, then the last, shorter one.
+///
+/// # Safety
+///
+/// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
+/// `ROW_MAJOR_A`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
+    depth: usize,
+    a: *const f32,
+    a_row_stride: usize,
+    b: *const f32,
+    output: &TileOutput<'_>,
+) {
+    // The distance from one tile's A to the next: one packed panel, or `MR` rows.
+    let a_tile_step = if ROW_MAJOR_A {
+        MR * a_row_stride
+    } else {
+        MR * depth
     };
+    let mut first_row = 0;
+    let mut a = a;
+    while first_row + MR <= output.rows {
+        let tile = output.tile(first_row);
+        let lhs = LhsPointer { a, a_row_stride };
+        // SAFETY: Rows `first_row..first_row + MR` are a tile of the strip the caller vouched
+        // for, and `a` points at that tile's panel (or first row) of A.
+        unsafe { tile_kernel_rows::<MR, ROW_MAJOR_A>(depth, lhs, b, &tile) };
+        first_row += MR;
+        a = a.wrapping_add(a_tile_step);
+    }
+    if first_row < output.rows {
+        let tile = output.tile(first_row);
+        // SAFETY: As above, for the last, shorter tile.
+        unsafe { dispatch_rows::<ROW_MAJOR_A>(depth, a, a_row_stride, b, &tile) };
+    }
 }
 
 /// Calls the loop monomorphised for `rows` rows.
@@ -103,19 +181,19 @@ pub(super) unsafe fn tile_kernel_row_major_a(
 /// # Safety
 ///
 /// As for `tile_kernel_rows`.
-#[inline(always)]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
-    rows: usize,
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
     b: *const f32,
-    tile: TileDestination,
+    tile: &TileOutput<'_>,
 ) {
     let a = LhsPointer { a, a_row_stride };
     // SAFETY: Forwarded from the caller.
     unsafe {
-        match rows {
+        match tile.rows {
             6 => tile_kernel_rows::<6, ROW_MAJOR_A>(depth, a, b, tile),
             5 => tile_kernel_rows::<5, ROW_MAJOR_A>(depth, a, b, tile),
             4 => tile_kernel_rows::<4, ROW_MAJOR_A>(depth, a, b, tile),
@@ -135,32 +213,34 @@ struct LhsPointer {
     a_row_stride: usize,
 }
 
-/// Where a finished tile goes.
-#[derive(Clone, Copy)]
-struct TileDestination {
-    c: *mut f32,
-    c_row_stride: usize,
-    cols: usize,
-    accumulate: bool,
-}
-
 /// The k loop for a tile of `ROWS` rows, followed by the store.
 ///
 /// # Safety
 ///
 /// As for `tile_kernel` (or `tile_kernel_row_major_a` with `ROW_MAJOR_A`), with `ROWS` rows.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     depth: usize,
     a: LhsPointer,
     b: *const f32,
-    tile: TileDestination,
+    tile: &TileOutput<'_>,
 ) {
-    // Fetching the destination rows now hides their cache misses behind the k loop.
+    // Fetching the rows the store reads (the old C when accumulating, the residual) now hides
+    // their cache misses behind the k loop. A C that is only written is not fetched: the store
+    // buffer absorbs those misses, and on shallow products (k = 16 to 32) the twelve prefetches
+    // per tile cost more than they saved (5% measured).
     for row in 0..ROWS {
-        let destination = tile.c.wrapping_add(row * tile.c_row_stride);
-        _mm_prefetch::<_MM_HINT_T0>(destination.cast::<i8>());
-        _mm_prefetch::<_MM_HINT_T0>(destination.wrapping_add(NR - 1).cast::<i8>());
+        if tile.accumulate {
+            let destination = tile.c.wrapping_add(row * tile.c_row_stride);
+            _mm_prefetch::<_MM_HINT_T0>(destination.cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(destination.wrapping_add(NR - 1).cast::<i8>());
+        }
+        if let Some(residual) = tile.epilogue.residual {
+            let source = residual.as_ptr().wrapping_add(row * tile.c_row_stride);
+            _mm_prefetch::<_MM_HINT_T0>(source.cast::<i8>());
+            _mm_prefetch::<_MM_HINT_T0>(source.wrapping_add(NR - 1).cast::<i8>());
+        }
     }
     // The offset of each row's value within one step of A, and the distance between steps.
     let mut row_offsets = [0usize; ROWS];
@@ -229,50 +309,120 @@ unsafe fn fma_step<const ROWS: usize>(
     }
 }
 
-/// Writes (or adds) the accumulators into C: straight vector stores for a full-width tile,
-/// through a small buffer for a tile cut short on the right.
+/// Applies the epilogue to the accumulators and writes them into C, one row at a time: straight
+/// vector loads and stores for a full-width tile, through a buffer for a tile cut short on the
+/// right.
 ///
 /// # Safety
 ///
-/// `tile.c` must be valid for `ROWS` rows of `tile.cols` elements spaced `tile.c_row_stride`.
+/// `tile` must describe `ROWS` rows of `tile.cols` elements at `tile.c`, spaced
+/// `tile.c_row_stride`, valid for reads and writes, and the epilogue's slices must be as long as
+/// `TileEpilogue` says.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store_tile<const ROWS: usize>(
     left: &[__m256; ROWS],
     right: &[__m256; ROWS],
-    tile: TileDestination,
+    tile: &TileOutput<'_>,
 ) {
-    if tile.cols == NR {
-        for row in 0..ROWS {
-            // SAFETY: Row `row < ROWS` starts at `row * c_row_stride` and holds `NR` elements.
-            unsafe {
-                let destination = tile.c.add(row * tile.c_row_stride);
-                let (mut low, mut high) = (left[row], right[row]);
-                if tile.accumulate {
-                    low = _mm256_add_ps(low, _mm256_loadu_ps(destination));
-                    high = _mm256_add_ps(high, _mm256_loadu_ps(destination.add(8)));
-                }
-                _mm256_storeu_ps(destination, low);
-                _mm256_storeu_ps(destination.add(8), high);
-            }
-        }
-        return;
-    }
-    let mut buffer = [0.0f32; NR];
+    let epilogue = &tile.epilogue;
+    let cols = tile.cols;
+    // SAFETY: The column bias holds at least `cols` values.
+    let column_bias = epilogue
+        .column_bias
+        .map(|bias| unsafe { load_row(bias.as_ptr(), cols) });
     for row in 0..ROWS {
-        // SAFETY: `buffer` holds 16 elements; the destination row holds `tile.cols` elements.
+        let (mut low, mut high) = (left[row], right[row]);
+        // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds `cols`
+        // elements, in C and in the residual alike; the row bias holds `ROWS` values.
         unsafe {
-            _mm256_storeu_ps(buffer.as_mut_ptr(), left[row]);
-            _mm256_storeu_ps(buffer.as_mut_ptr().add(8), right[row]);
             let destination = tile.c.add(row * tile.c_row_stride);
-            for (column, &value) in buffer.iter().enumerate().take(tile.cols) {
-                let element = destination.add(column);
-                *element = if tile.accumulate {
-                    *element + value
-                } else {
-                    value
-                };
+            if tile.accumulate {
+                let (old_low, old_high) = load_row(destination, cols);
+                low = _mm256_add_ps(low, old_low);
+                high = _mm256_add_ps(high, old_high);
             }
+            if let Some((bias_low, bias_high)) = column_bias {
+                low = _mm256_add_ps(low, bias_low);
+                high = _mm256_add_ps(high, bias_high);
+            }
+            if let Some(bias) = epilogue.row_bias {
+                let bias = _mm256_broadcast_ss(bias.get_unchecked(row));
+                low = _mm256_add_ps(low, bias);
+                high = _mm256_add_ps(high, bias);
+            }
+            if let Some(residual) = epilogue.residual {
+                let (skip_low, skip_high) =
+                    load_row(residual.as_ptr().add(row * tile.c_row_stride), cols);
+                low = _mm256_add_ps(low, skip_low);
+                high = _mm256_add_ps(high, skip_high);
+            }
+            low = apply_clamp(low, epilogue.clamp);
+            high = apply_clamp(high, epilogue.clamp);
+            store_row(destination, cols, low, high);
+        }
+    }
+}
+
+/// Loads `cols <= 16` floats as two vectors, the lanes past `cols` zero.
+///
+/// # Safety
+///
+/// `source` must be valid for `cols` reads.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn load_row(source: *const f32, cols: usize) -> (__m256, __m256) {
+    // SAFETY: A full row is 16 readable floats; a short one is copied into a buffer of 16.
+    unsafe {
+        if cols == NR {
+            return (_mm256_loadu_ps(source), _mm256_loadu_ps(source.add(8)));
+        }
+        let mut buffer = [0.0f32; NR];
+        std::ptr::copy_nonoverlapping(source, buffer.as_mut_ptr(), cols);
+        (
+            _mm256_loadu_ps(buffer.as_ptr()),
+            _mm256_loadu_ps(buffer.as_ptr().add(8)),
+        )
+    }
+}
+
+/// Stores the first `cols <= 16` lanes of two vectors.
+///
+/// # Safety
+///
+/// `destination` must be valid for `cols` writes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_row(destination: *mut f32, cols: usize, low: __m256, high: __m256) {
+    // SAFETY: A full row is 16 writable floats; a short one goes through a buffer of 16.
+    unsafe {
+        if cols == NR {
+            _mm256_storeu_ps(destination, low);
+            _mm256_storeu_ps(destination.add(8), high);
+            return;
+        }
+        let mut buffer = [0.0f32; NR];
+        _mm256_storeu_ps(buffer.as_mut_ptr(), low);
+        _mm256_storeu_ps(buffer.as_mut_ptr().add(8), high);
+        std::ptr::copy_nonoverlapping(buffer.as_ptr(), destination, cols);
+    }
+}
+
+/// The clamp activation of eight values, with the scalar functions' results: `max_ps` and
+/// `min_ps` return their second operand when either is NaN, so NaN passes through as it does
+/// in `relu` and `relu6`, and `-0.0` stays `-0.0`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn apply_clamp(values: __m256, clamp: Clamp) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    match clamp {
+        Clamp::None => values,
+        Clamp::Relu => _mm256_max_ps(zero, values),
+        Clamp::Relu6 => _mm256_min_ps(_mm256_set1_ps(6.0), _mm256_max_ps(zero, values)),
+        Clamp::LeakyRelu { negative_slope } => {
+            let negative = _mm256_cmp_ps::<_CMP_LT_OQ>(values, zero);
+            let scaled = _mm256_mul_ps(values, _mm256_set1_ps(negative_slope));
+            _mm256_blendv_ps(values, scaled, negative)
         }
     }
 }

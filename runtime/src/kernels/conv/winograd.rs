@@ -1,0 +1,734 @@
+//! Winograd F(4x4, 3x3) convolution: 3x3 kernels with unit stride and dilation and one group.
+//!
+//! A 4x4 tile of outputs needs a 6x6 tile `d` of inputs. With the matrices `B^T` (6x6), `G` (6x3)
+//! and `A^T` (4x6) of Lavin and Gray's F(4, 3) (interpolation points 0, +-1, +-2 and infinity),
+//!
+//! ```text
+//! y[o] = A^T ( sum_i (G g[o, i] G^T) .* (B^T d[i] B) ) A
+//! ```
+//!
+//! so the 36 points of the transformed tiles are 36 independent matrix products
+//! `M[p] = U[p] * V[p]` of `U[p]`, `[out, in]` (the transformed filters, packed once at load as
+//! the GEMM's left operand), by `V[p]`, `[in, tiles]` (the transformed inputs). That is 36
+//! multiply-adds per input channel and tile where direct convolution needs 16 * 9 = 144: four
+//! times fewer, paid for by the transforms, which are additions and cheap multiplications.
+//!
+//! The work is cut into blocks of tiles (over the whole batch, in row-major order within each
+//! image) small enough that a block's `V` and `M` stay in L2. A task transforms one block of
+//! inputs into its thread's scratch, runs the 36 products on the calling thread
+//! (`gemm_sequential`) for one chunk of output channels at a time, and transforms each chunk's
+//! `M` back into the output, adding the bias and the residual and applying the activation on
+//! the way (the `PackedConv2d` epilogue contract: `activation(conv + bias + residual)`). When
+//! there are too few blocks to keep every thread busy (small images), tasks also split the
+//! output channels, each transforming the same block of inputs.
+//!
+//! The transforms work on [`LANES`] tiles at once, one tile per lane of an array, so that the
+//! AVX2 build of the same code (chosen at run time) does each step as one vector operation.
+//!
+//! Precision: the transforms multiply values by up to 5 (B), 1/24 (G) and 8 (A), which costs
+//! a few bits over direct convolution; `tests.rs` measures the error against the f64 reference
+//! at ResNet depths.
+
+use super::PackedConv2d;
+use crate::error::KernelResult;
+use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::gemm::{
+    GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, PackedRhsRef, gemm_sequential_prepacked,
+    packed_rhs_index, packed_rhs_size,
+};
+use crate::threading;
+use nnc_ops::activation::relu;
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Mutex;
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+/// Outputs per side of one tile.
+const OUTPUT_TILE: usize = 4;
+/// Inputs per side of one tile (`OUTPUT_TILE + 3 - 1`).
+const INPUT_TILE: usize = 6;
+/// Points of a transformed tile, and so independent matrix products.
+const POINTS: usize = INPUT_TILE * INPUT_TILE;
+/// Tiles transformed together, one per lane (one AVX2 register of f32).
+const LANES: usize = 8;
+/// Output channels per chunk: one chunk's `M` (`36 x 64 x tiles`) stays in L2 beside `V`.
+const OUT_CHUNK_CHANNELS: usize = 64;
+/// The bounds on the tiles of one block: the products' `n`, a multiple of the GEMM's `NR`.
+const MIN_BLOCK_TILES: usize = 16;
+const MAX_BLOCK_TILES: usize = 64;
+/// The bytes of `V` and `M` one block may use, about half of a 1 MiB L2.
+const BLOCK_SCRATCH_BYTES: usize = 512 * 1024;
+
+/// The transformed filters of one layer, `U[p] = (G g G^T)[p]` for each of the 36 points `p`.
+#[derive(Clone, Debug)]
+pub(super) struct WinogradWeights {
+    in_channels: usize,
+    out_channels: usize,
+    chunks: Vec<WeightChunk>,
+}
+
+/// The transformed filters of a run of output channels.
+#[derive(Clone, Debug)]
+struct WeightChunk {
+    first_out_channel: usize,
+    out_channels: usize,
+    /// One packed `[out_channels, in_channels]` matrix per point.
+    matrices: Vec<PackedLhsMatrix>,
+}
+
+/// One call's data and sizes, as `PackedConv2d::run` checked them.
+pub(super) struct WinogradCall<'a> {
+    pub(super) input: &'a [f32],
+    pub(super) batch: usize,
+    pub(super) in_h: usize,
+    pub(super) in_w: usize,
+    pub(super) out_h: usize,
+    pub(super) out_w: usize,
+    pub(super) padding: [usize; 2],
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) residual: Option<&'a [f32]>,
+    pub(super) activation: Option<Activation>,
+}
+
+impl WinogradWeights {
+    /// Transforms and packs a `[out_channels, in_channels, 3, 3]` weight.
+    pub(super) fn new(
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+    ) -> KernelResult<Self> {
+        let matrix_length = out_channels * in_channels;
+        let mut transformed = vec![0.0f32; POINTS * matrix_length];
+        // Filter `o * in_channels + i` lands at row `o`, column `i` of every point's matrix.
+        for (filter_index, filter) in weight.chunks_exact(9).enumerate() {
+            for (point, value) in transform_filter(filter).into_iter().enumerate() {
+                transformed[point * matrix_length + filter_index] = value;
+            }
+        }
+        let chunks = (0..out_channels)
+            .step_by(OUT_CHUNK_CHANNELS)
+            .map(|first_out_channel| {
+                let chunk_channels = OUT_CHUNK_CHANNELS.min(out_channels - first_out_channel);
+                let matrices = (0..POINTS)
+                    .map(|point| {
+                        let start = point * matrix_length + first_out_channel * in_channels;
+                        MatrixRef::row_major(
+                            &transformed[start..start + chunk_channels * in_channels],
+                            chunk_channels,
+                            in_channels,
+                        )
+                        .map(PackedLhsMatrix::from_matrix)
+                    })
+                    .collect::<KernelResult<Vec<_>>>()?;
+                Ok(WeightChunk {
+                    first_out_channel,
+                    out_channels: chunk_channels,
+                    matrices,
+                })
+            })
+            .collect::<KernelResult<Vec<_>>>()?;
+        Ok(Self {
+            in_channels,
+            out_channels,
+            chunks,
+        })
+    }
+
+    /// Runs the convolution into `output`, `[batch, out_channels, out_h, out_w]`.
+    pub(super) fn forward(&self, call: &WinogradCall<'_>, output: &mut [f32]) -> KernelResult<()> {
+        let tiles_x = call.out_w.div_ceil(OUTPUT_TILE);
+        let tiles_per_image = call.out_h.div_ceil(OUTPUT_TILE) * tiles_x;
+        let total_tiles = call.batch * tiles_per_image;
+        if total_tiles == 0 {
+            return Ok(());
+        }
+        let block_tiles = self.block_tiles(total_tiles);
+        let blocks = total_tiles.div_ceil(block_tiles);
+        // With fewer blocks than two per thread, tasks split the output channels too, each
+        // transforming its block's inputs again.
+        let threads = threading::parallel_width();
+        let wanted_groups = if threads > 1 && blocks < 2 * threads {
+            (2 * threads).div_ceil(blocks)
+        } else {
+            1
+        };
+        let chunks_per_group = self
+            .chunks
+            .len()
+            .div_ceil(wanted_groups.min(self.chunks.len()));
+        let chunk_groups = self.chunks.len().div_ceil(chunks_per_group);
+        let layout = TileLayout {
+            tiles_x,
+            tiles_per_image,
+            in_channels: self.in_channels,
+            out_channels: self.out_channels,
+        };
+        let destination = OutputPointer {
+            data: output.as_mut_ptr(),
+            length: output.len(),
+        };
+        let first_error = Mutex::new(None);
+        threading::run_tasks(blocks * chunk_groups, |task| {
+            let (block, group) = (task / chunk_groups, task % chunk_groups);
+            let tiles = block * block_tiles..((block + 1) * block_tiles).min(total_tiles);
+            let chunks = &self.chunks[group * chunks_per_group..]
+                [..chunks_per_group.min(self.chunks.len() - group * chunks_per_group)];
+            if let Err(error) = self.run_block(call, &layout, tiles, chunks, &destination)
+                && let Ok(mut slot) = first_error.lock()
+            {
+                slot.get_or_insert(error);
+            }
+        });
+        match first_error.into_inner() {
+            Ok(Some(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Tiles per block: as many as keep `V` and one chunk's `M` within `BLOCK_SCRATCH_BYTES`.
+    fn block_tiles(&self, total_tiles: usize) -> usize {
+        let chunk_channels = OUT_CHUNK_CHANNELS.min(self.out_channels);
+        let bytes_per_tile = POINTS * (self.in_channels + chunk_channels) * size_of::<f32>();
+        let budget = (BLOCK_SCRATCH_BYTES / bytes_per_tile / MIN_BLOCK_TILES * MIN_BLOCK_TILES)
+            .clamp(MIN_BLOCK_TILES, MAX_BLOCK_TILES);
+        budget.min(total_tiles.div_ceil(LANES) * LANES)
+    }
+
+    /// Transforms the inputs of `tiles`, then multiplies and transforms back each chunk.
+    fn run_block(
+        &self,
+        call: &WinogradCall<'_>,
+        layout: &TileLayout,
+        tiles: Range<usize>,
+        chunks: &[WeightChunk],
+        destination: &OutputPointer,
+    ) -> KernelResult<()> {
+        // `V` is 36 `[in_channels, tiles]` matrices already in the GEMM's packed layout for its
+        // right operand, so the products read it without packing it again; `M` is
+        // `[36][chunk_channels][row_stride]`. Tile lanes past `tiles.end` are padding.
+        let row_stride = tiles.len().div_ceil(LANES) * LANES;
+        let input_length = packed_rhs_size(self.in_channels, tiles.len());
+        let chunk_channels = chunks
+            .iter()
+            .map(|chunk| chunk.out_channels)
+            .max()
+            .unwrap_or(0);
+        let v_length = POINTS * input_length;
+        let m_length = POINTS * chunk_channels * row_stride;
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            if scratch.len() < v_length + m_length {
+                scratch.resize(v_length + m_length, 0.0);
+            }
+            let (transformed_input, products) = scratch.split_at_mut(v_length);
+            let products = &mut products[..m_length];
+            transform_inputs(call, layout, tiles.clone(), input_length, transformed_input);
+            for chunk in chunks {
+                let chunk_length = chunk.out_channels * row_stride;
+                for (point, matrix) in chunk.matrices.iter().enumerate() {
+                    let rhs = PackedRhsRef::new(
+                        &transformed_input[point * input_length..][..input_length],
+                        self.in_channels,
+                        tiles.len(),
+                    )?;
+                    gemm_sequential_prepacked(
+                        Lhs::Packed(matrix),
+                        rhs,
+                        &mut products[point * chunk_length..][..chunk_length],
+                        row_stride,
+                        &GemmOptions::default(),
+                    )?;
+                }
+                transform_outputs(
+                    call,
+                    layout,
+                    tiles.clone(),
+                    row_stride,
+                    chunk,
+                    products,
+                    destination,
+                );
+            }
+            Ok(())
+        })
+    }
+}
+
+impl PackedConv2d {
+    /// Whether a layer of this shape is worth Winograd: a 3x3 kernel, unit stride and
+    /// dilation, one group, and enough channels that the products dominate the transforms.
+    pub(super) fn prefers_winograd(
+        weight_shape: [usize; 4],
+        options: &nnc_ops::Conv2dOptions,
+    ) -> bool {
+        let [out_channels, in_channels, _, _] = weight_shape;
+        Self::supports_winograd(weight_shape, options)
+            && in_channels.min(out_channels) >= MIN_WINOGRAD_CHANNELS
+            && in_channels.max(out_channels) <= MAX_WINOGRAD_CHANNELS
+    }
+
+    /// Whether the Winograd method computes a layer of this shape at all (a padding over 2
+    /// would give tiles wholly inside the padding, which the input transform does not expect).
+    pub(super) fn supports_winograd(
+        weight_shape: [usize; 4],
+        options: &nnc_ops::Conv2dOptions,
+    ) -> bool {
+        weight_shape[2..] == [3, 3]
+            && options.padding[0] <= 2
+            && options.padding[1] <= 2
+            && options.stride == [1, 1]
+            && options.dilation == [1, 1]
+            && options.groups == 1
+    }
+}
+
+/// Below this many input or output channels the transforms cost more than they save.
+const MIN_WINOGRAD_CHANNELS: usize = 16;
+/// Above this many channels the transformed filters (four times the weight) stop paying: such
+/// layers sit at the end of a network, on images too small to fill the products.
+const MAX_WINOGRAD_CHANNELS: usize = 256;
+
+thread_local! {
+    /// Each thread's `V` and `M`; grown once, then reused.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the tiles are.
+struct TileLayout {
+    tiles_x: usize,
+    tiles_per_image: usize,
+    in_channels: usize,
+    out_channels: usize,
+}
+
+impl TileLayout {
+    /// The image of tile `tile` and the top-left output of the tile.
+    fn tile_origin(&self, tile: usize) -> (usize, usize, usize) {
+        let (image, index) = (tile / self.tiles_per_image, tile % self.tiles_per_image);
+        let (tile_y, tile_x) = (index / self.tiles_x, index % self.tiles_x);
+        (image, tile_y * OUTPUT_TILE, tile_x * OUTPUT_TILE)
+    }
+}
+
+/// The output, shared by the tasks, which write disjoint elements.
+struct OutputPointer {
+    data: *mut f32,
+    length: usize,
+}
+
+// SAFETY: Every output element belongs to one tile and one output channel, so to exactly one
+// task (block, chunk group), and `run_tasks` returns only after every task has finished, while
+// the `&mut` borrow the pointer came from is still held by `forward`.
+unsafe impl Sync for OutputPointer {}
+
+impl OutputPointer {
+    /// Writes `values` at `index..index + values.len()`.
+    fn write(&self, index: usize, values: &[f32]) {
+        assert!(
+            index + values.len() <= self.length,
+            "winograd: output index out of range"
+        );
+        // Whole tile rows (the usual case) get a copy of known length, which compiles to one
+        // vector move instead of a call to `memcpy`.
+        if let Ok(row) = <&[f32; OUTPUT_TILE]>::try_from(values) {
+            // SAFETY: The range is in bounds (checked above), `row` is a local buffer that
+            // cannot overlap the output, and no other task writes or reads these elements (see
+            // the `Sync` implementation).
+            unsafe {
+                self.data
+                    .add(index)
+                    .cast::<[f32; OUTPUT_TILE]>()
+                    .write_unaligned(*row)
+            };
+        } else {
+            for (offset, &value) in values.iter().enumerate() {
+                // SAFETY: As above, for one element of the checked range.
+                unsafe { self.data.add(index + offset).write(value) };
+            }
+        }
+    }
+}
+
+/// `G g G^T` for one 3x3 filter, computed in f64; the 6x6 result row-major.
+fn transform_filter(filter: &[f32]) -> [f32; POINTS] {
+    const G: [[f64; 3]; INPUT_TILE] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut left = [[0.0f64; 3]; INPUT_TILE];
+    for (row, g_row) in left.iter_mut().zip(&G) {
+        for (column, value) in row.iter_mut().enumerate() {
+            *value = (0..3)
+                .map(|k| g_row[k] * f64::from(filter[k * 3 + column]))
+                .sum();
+        }
+    }
+    let mut transformed = [0.0f32; POINTS];
+    for (row, left_row) in left.iter().enumerate() {
+        for (column, g_row) in G.iter().enumerate() {
+            let value: f64 = (0..3).map(|k| left_row[k] * g_row[k]).sum();
+            transformed[row * INPUT_TILE + column] = value as f32;
+        }
+    }
+    transformed
+}
+
+/// Eight values, one per tile.
+type Lanes = [f32; LANES];
+
+/// The 4x4 outputs of each lane's tile, row-major.
+type OutputTiles = [[f32; OUTPUT_TILE * OUTPUT_TILE]; LANES];
+
+/// Where one lane's 6x6 input patch is: element `(row, column)` is
+/// `data[offset + row * row_stride + column]`.
+#[derive(Clone, Copy)]
+struct PatchSource<'a> {
+    data: &'a [f32],
+    offset: usize,
+    row_stride: usize,
+}
+
+impl PatchSource<'_> {
+    /// Row `row` of the patch.
+    #[inline(always)]
+    fn row(&self, row: usize) -> &[f32] {
+        &self.data[self.offset + row * self.row_stride..][..INPUT_TILE]
+    }
+}
+
+/// Whether to use the AVX2 transforms (detected once per call).
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Transforms the inputs of `tiles` into `V`: 36 `[in_channels, tiles]` matrices of
+/// `matrix_length` floats each, in the GEMM's packed layout (`packed_rhs_index`).
+fn transform_inputs(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    matrix_length: usize,
+    transformed: &mut [f32],
+) {
+    let use_avx2 = avx2_available();
+    let input_plane = call.in_h * call.in_w;
+    let (height, width) = (call.in_h as isize, call.in_w as isize);
+    let zeros = [0.0f32; POINTS];
+    // Tiles that reach into the padding are copied here first, with zeros outside the image.
+    let mut edge_patches = [[0.0f32; POINTS]; LANES];
+    for first_tile in tiles.clone().step_by(LANES) {
+        let column = first_tile - tiles.start;
+        let lane_tiles = LANES.min(tiles.end - first_tile);
+        // Per lane: the image, the patch's top-left corner, and whether the patch is inside.
+        let corners: [Option<(usize, isize, isize, bool)>; LANES] = std::array::from_fn(|lane| {
+            (lane < lane_tiles).then(|| {
+                let (image, out_y, out_x) = layout.tile_origin(first_tile + lane);
+                let top = out_y as isize - call.padding[0] as isize;
+                let left = out_x as isize - call.padding[1] as isize;
+                let inside = top >= 0
+                    && left >= 0
+                    && top + INPUT_TILE as isize <= height
+                    && left + INPUT_TILE as isize <= width;
+                (image, top, left, inside)
+            })
+        });
+        for channel in 0..layout.in_channels {
+            let plane = |image: usize| {
+                &call.input[(image * layout.in_channels + channel) * input_plane..][..input_plane]
+            };
+            for (corner, patch) in corners.iter().zip(&mut edge_patches) {
+                if let Some((image, top, left, false)) = *corner {
+                    copy_edge_patch(plane(image), call, top, left, patch);
+                }
+            }
+            let sources: [PatchSource<'_>; LANES] =
+                std::array::from_fn(|lane| match corners[lane] {
+                    Some((image, top, left, true)) => PatchSource {
+                        data: plane(image),
+                        offset: top as usize * call.in_w + left as usize,
+                        row_stride: call.in_w,
+                    },
+                    Some((_, _, _, false)) => PatchSource {
+                        data: &edge_patches[lane],
+                        offset: 0,
+                        row_stride: INPUT_TILE,
+                    },
+                    None => PatchSource {
+                        data: &zeros,
+                        offset: 0,
+                        row_stride: INPUT_TILE,
+                    },
+                });
+            // The 8 lanes of a group are contiguous: they share a panel of 16 columns.
+            let start = packed_rhs_index(layout.in_channels, tiles.len(), channel, column);
+            let destination = &mut transformed[start..];
+            #[cfg(target_arch = "x86_64")]
+            if use_avx2 {
+                // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).
+                unsafe { x86_64::transform_input_group(&sources, destination, matrix_length) };
+                continue;
+            }
+            let _ = use_avx2;
+            transform_input_group(&sources, destination, matrix_length);
+        }
+    }
+}
+
+/// Copies the 6x6 input patch whose top-left corner is `(top, left)`, partly outside the
+/// image, into `patch`, with zeros outside.
+fn copy_edge_patch(
+    plane: &[f32],
+    call: &WinogradCall<'_>,
+    top: isize,
+    left: isize,
+    patch: &mut [f32; POINTS],
+) {
+    let height = call.in_h as isize;
+    // The patch columns inside the image, the same for every row.
+    let first_column = (-left).clamp(0, INPUT_TILE as isize) as usize;
+    let end_column =
+        (call.in_w as isize - left).clamp(first_column as isize, INPUT_TILE as isize) as usize;
+    // A whole-patch store of known size compiles to a few vector stores, where filling the
+    // short pieces outside the image would call `memset` for each.
+    *patch = [0.0; POINTS];
+    for (row, patch_row) in patch.chunks_exact_mut(INPUT_TILE).enumerate() {
+        let y = top + row as isize;
+        if y < 0 || y >= height {
+            continue;
+        }
+        let image_row = y as usize * call.in_w;
+        let first_x = (left + first_column as isize) as usize;
+        for (value, &input) in patch_row[first_column..end_column]
+            .iter_mut()
+            .zip(&plane[image_row + first_x..])
+        {
+            *value = input;
+        }
+    }
+}
+
+/// `B^T d B` for the patches of one group of tiles, written as point `p` of lane `l` at
+/// `destination[p * matrix_length + l]`; the portable twin of `x86_64::transform_input_group`.
+fn transform_input_group(
+    sources: &[PatchSource<'_>; LANES],
+    destination: &mut [f32],
+    matrix_length: usize,
+) {
+    let patches: [Lanes; POINTS] = std::array::from_fn(|point| {
+        std::array::from_fn(|lane| sources[lane].row(point / INPUT_TILE)[point % INPUT_TILE])
+    });
+    let points = transform_input_tile(&patches);
+    for (point, values) in points.iter().enumerate() {
+        destination[point * matrix_length..][..LANES].copy_from_slice(values);
+    }
+}
+
+/// `B^T d B` for the tile in each lane.
+#[inline(always)]
+fn transform_input_tile(patches: &[Lanes; POINTS]) -> [Lanes; POINTS] {
+    let mut rows_done = [[0.0f32; LANES]; POINTS];
+    for row in 0..INPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|column| &patches[row * INPUT_TILE + column]);
+        let points = input_points(values);
+        for (column, point) in points.into_iter().enumerate() {
+            rows_done[row * INPUT_TILE + column] = point;
+        }
+    }
+    let mut transformed = [[0.0f32; LANES]; POINTS];
+    for column in 0..INPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|row| &rows_done[row * INPUT_TILE + column]);
+        let points = input_points(values);
+        for (row, point) in points.into_iter().enumerate() {
+            transformed[row * INPUT_TILE + column] = point;
+        }
+    }
+    transformed
+}
+
+/// `B^T x` for six values `x` per lane.
+#[inline(always)]
+fn input_points(x: [&Lanes; INPUT_TILE]) -> [Lanes; INPUT_TILE] {
+    let mut points = [[0.0f32; LANES]; INPUT_TILE];
+    for lane in 0..LANES {
+        let [x0, x1, x2, x3, x4, x5] = x.map(|values| values[lane]);
+        points[0][lane] = 4.0 * x0 - 5.0 * x2 + x4;
+        points[1][lane] = (x3 + x4) - 4.0 * (x1 + x2);
+        points[2][lane] = (x4 - x3) + 4.0 * (x1 - x2);
+        points[3][lane] = (x4 - x2) + 2.0 * (x3 - x1);
+        points[4][lane] = (x4 - x2) - 2.0 * (x3 - x1);
+        points[5][lane] = 4.0 * x1 - 5.0 * x3 + x5;
+    }
+    points
+}
+
+/// Transforms one chunk's products `M`, `[36][chunk_channels][row_stride]`, back into the
+/// output tiles of `tiles`, with the epilogue.
+fn transform_outputs(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    row_stride: usize,
+    chunk: &WeightChunk,
+    products: &[f32],
+    destination: &OutputPointer,
+) {
+    let use_avx2 = avx2_available();
+    let output_plane = call.out_h * call.out_w;
+    let matrix_length = chunk.out_channels * row_stride;
+    let mut outputs: OutputTiles = [[0.0; OUTPUT_TILE * OUTPUT_TILE]; LANES];
+    for first_tile in tiles.clone().step_by(LANES) {
+        let column = first_tile - tiles.start;
+        let lane_tiles = LANES.min(tiles.end - first_tile);
+        let origins: [(usize, usize, usize); LANES] =
+            std::array::from_fn(|lane| layout.tile_origin(first_tile + lane.min(lane_tiles - 1)));
+        for chunk_channel in 0..chunk.out_channels {
+            let channel = chunk.first_out_channel + chunk_channel;
+            let bias = call.bias.map_or(0.0, |bias| bias[channel]);
+            let group_products = &products[chunk_channel * row_stride + column..];
+            #[cfg(target_arch = "x86_64")]
+            if use_avx2 {
+                // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).
+                unsafe {
+                    x86_64::transform_output_group(
+                        group_products,
+                        matrix_length,
+                        bias,
+                        &mut outputs,
+                    )
+                };
+            } else {
+                transform_output_group(group_products, matrix_length, bias, &mut outputs);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            transform_output_group(group_products, matrix_length, bias, &mut outputs);
+            let _ = use_avx2;
+            let plane_start = |image: usize| (image * layout.out_channels + channel) * output_plane;
+            if let Some(residual) = call.residual {
+                for (tile, &(image, top, left)) in outputs.iter_mut().zip(&origins).take(lane_tiles)
+                {
+                    for_each_output_row(call, top, left, |row, index, columns| {
+                        let values = &mut tile[row * OUTPUT_TILE..][..columns];
+                        let skips = &residual[plane_start(image) + index..][..columns];
+                        for (value, &skip) in values.iter_mut().zip(skips) {
+                            *value += skip;
+                        }
+                    });
+                }
+            }
+            match call.activation {
+                // ReLU inline: a call per 128 values costs as much as the transform.
+                Some(Activation::Relu) => {
+                    for value in outputs.as_flattened_mut() {
+                        *value = relu(*value);
+                    }
+                }
+                Some(activation) => {
+                    apply_activation_in_place(outputs.as_flattened_mut(), activation)
+                }
+                None => {}
+            }
+            for (tile, &(image, top, left)) in outputs.iter().zip(&origins).take(lane_tiles) {
+                for_each_output_row(call, top, left, |row, index, columns| {
+                    destination.write(
+                        plane_start(image) + index,
+                        &tile[row * OUTPUT_TILE..][..columns],
+                    );
+                });
+            }
+        }
+    }
+}
+
+/// Calls `visit(row, index in the plane of the row's first output, outputs in the row)` for
+/// each row of the tile at `(top, left)` inside the output (edge tiles are clipped).
+#[inline(always)]
+fn for_each_output_row(
+    call: &WinogradCall<'_>,
+    top: usize,
+    left: usize,
+    mut visit: impl FnMut(usize, usize, usize),
+) {
+    let rows = OUTPUT_TILE.min(call.out_h - top);
+    let columns = OUTPUT_TILE.min(call.out_w - left);
+    for row in 0..rows {
+        visit(row, (top + row) * call.out_w + left, columns);
+    }
+}
+
+/// `A^T m A + bias` for the products of one group of tiles (point `p` of lane `l` at
+/// `products[p * matrix_length + l]`), into each lane's 4x4 outputs; the portable twin of
+/// `x86_64::transform_output_group`.
+fn transform_output_group(
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    outputs: &mut OutputTiles,
+) {
+    let points: [Lanes; POINTS] = std::array::from_fn(|point| {
+        std::array::from_fn(|lane| products[point * matrix_length + lane])
+    });
+    let results = transform_output_tile(&points);
+    for (index, values) in results.iter().enumerate() {
+        for (tile, &value) in outputs.iter_mut().zip(values) {
+            tile[index] = value + bias;
+        }
+    }
+}
+
+/// `A^T m A` for the 6x6 products in each lane: the 4x4 outputs, row-major.
+#[inline(always)]
+fn transform_output_tile(points: &[Lanes; POINTS]) -> [Lanes; OUTPUT_TILE * OUTPUT_TILE] {
+    let mut rows_done = [[0.0f32; LANES]; INPUT_TILE * OUTPUT_TILE];
+    for row in 0..INPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|column| &points[row * INPUT_TILE + column]);
+        let outputs = output_points(values);
+        for (column, output) in outputs.into_iter().enumerate() {
+            rows_done[row * OUTPUT_TILE + column] = output;
+        }
+    }
+    let mut outputs = [[0.0f32; LANES]; OUTPUT_TILE * OUTPUT_TILE];
+    for column in 0..OUTPUT_TILE {
+        let values: [&Lanes; INPUT_TILE] =
+            std::array::from_fn(|row| &rows_done[row * OUTPUT_TILE + column]);
+        let results = output_points(values);
+        for (row, result) in results.into_iter().enumerate() {
+            outputs[row * OUTPUT_TILE + column] = result;
+        }
+    }
+    outputs
+}
+
+/// `A^T m` for six values `m` per lane.
+#[inline(always)]
+fn output_points(m: [&Lanes; INPUT_TILE]) -> [Lanes; OUTPUT_TILE] {
+    let mut outputs = [[0.0f32; LANES]; OUTPUT_TILE];
+    for lane in 0..LANES {
+        let [m0, m1, m2, m3, m4, m5] = m.map(|values| values[lane]);
+        let (sum_12, difference_12) = (m1 + m2, m1 - m2);
+        let (sum_34, difference_34) = (m3 + m4, m3 - m4);
+        outputs[0][lane] = m0 + sum_12 + sum_34;
+        outputs[1][lane] = difference_12 + 2.0 * difference_34;
+        outputs[2][lane] = sum_12 + 4.0 * sum_34;
+        outputs[3][lane] = difference_12 + 8.0 * difference_34 + m5;
+    }
+    outputs
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,343 @@
+//! The Winograd method against the f64 reference convolution: the transforms on one tile, odd
+//! image sizes with every epilogue at one and two threads, and the precision at ResNet depths.
+
+use super::*;
+use crate::kernels::conv::{ConvMethodChoice, ConvWorkspace, PackedConv2d};
+use crate::reference;
+use crate::test_support::values;
+use nnc_ops::Conv2dOptions;
+use proptest::prelude::*;
+
+/// The 1-D identity behind the method: `A^T ((G g) .* (B^T d))` is the 3-tap correlation of
+/// six inputs.
+#[test]
+fn one_dimensional_transforms_compute_a_correlation() {
+    let filter = [0.5f32, -1.25, 2.0];
+    let inputs = [1.0f32, -2.0, 0.75, 3.0, -0.5, 1.5];
+    // The filter as the first column of a 3x3 (the other columns zero) and the inputs as the
+    // first column of a patch: the 2-D transforms then reduce to the 1-D ones on column 0.
+    let mut filter_2d = [0.0f32; 9];
+    for (k, &value) in filter.iter().enumerate() {
+        filter_2d[k * 3] = value;
+    }
+    let transformed_filter = transform_filter(&filter_2d);
+    let mut patches = [[0.0f32; LANES]; POINTS];
+    for (row, &value) in inputs.iter().enumerate() {
+        patches[row * INPUT_TILE][3] = value;
+    }
+    let transformed_input = transform_input_tile(&patches);
+    let mut products = [[0.0f32; LANES]; POINTS];
+    for point in 0..POINTS {
+        products[point][3] = transformed_filter[point] * transformed_input[point][3];
+    }
+    let outputs = transform_output_tile(&products);
+    for row in 0..OUTPUT_TILE {
+        let expected: f32 = (0..3).map(|k| filter[k] * inputs[row + k]).sum();
+        let actual = outputs[row * OUTPUT_TILE][3];
+        assert!(
+            (actual - expected).abs() < 1e-5,
+            "row {row}: {actual} vs {expected}"
+        );
+        assert_eq!(outputs[row * OUTPUT_TILE + 1][3], 0.0);
+        assert_eq!(outputs[row * OUTPUT_TILE][2], 0.0);
+    }
+}
+
+/// One Winograd layer and its data.
+#[derive(Debug, Clone)]
+struct Case {
+    input_shape: [usize; 4],
+    out_channels: usize,
+    padding: [usize; 2],
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    residual: Option<Vec<f32>>,
+    activation: Option<Activation>,
+    threads: usize,
+}
+
+impl Case {
+    fn weight_shape(&self) -> [usize; 4] {
+        [self.out_channels, self.input_shape[1], 3, 3]
+    }
+
+    fn options(&self) -> Conv2dOptions {
+        Conv2dOptions {
+            padding: self.padding,
+            ..Conv2dOptions::default()
+        }
+    }
+
+    /// `activation(conv + bias + residual)` from the f64 reference.
+    fn expected(&self) -> Vec<f32> {
+        let (mut expected, _) = reference::conv2d(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape(),
+            self.bias.as_deref(),
+            self.options(),
+        );
+        if let Some(residual) = &self.residual {
+            for (value, &skip) in expected.iter_mut().zip(residual) {
+                *value += skip;
+            }
+        }
+        if let Some(activation) = self.activation {
+            for value in &mut expected {
+                *value = reference::activation(*value, activation);
+            }
+        }
+        expected
+    }
+
+    /// Runs the layer through the Winograd method.
+    fn run(&self) -> Vec<f32> {
+        let conv = PackedConv2d::new_with_method(
+            &self.weight,
+            self.weight_shape(),
+            self.bias.as_deref(),
+            self.options(),
+            ConvMethodChoice::Winograd,
+        )
+        .unwrap()
+        .with_activation(self.activation);
+        assert!(matches!(conv.method, super::super::Method::Winograd(_)));
+        let output_shape = conv.output_shape(self.input_shape).unwrap();
+        let mut output = vec![f32::NAN; output_shape.iter().product()];
+        let mut workspace = ConvWorkspace::new();
+        crate::set_num_threads(self.threads);
+        match &self.residual {
+            Some(residual) => conv.forward_residual(
+                &self.input,
+                self.input_shape,
+                residual,
+                &mut output,
+                &mut workspace,
+            ),
+            None => conv.forward(&self.input, self.input_shape, &mut output, &mut workspace),
+        }
+        .unwrap();
+        crate::set_num_threads(0);
+        output
+    }
+
+    /// `max |winograd - reference| / max(max |reference|, 1)`.
+    fn relative_error(&self) -> f32 {
+        let expected = self.expected();
+        let actual = self.run();
+        let largest = expected
+            .iter()
+            .fold(1.0f32, |max, value| max.max(value.abs()));
+        let error = actual
+            .iter()
+            .zip(&expected)
+            .map(|(actual, expected)| (actual - expected).abs())
+            .fold(0.0f32, |max, difference| {
+                // A NaN (an output left unwritten) must fail the comparison.
+                if difference.is_nan() {
+                    f32::INFINITY
+                } else {
+                    max.max(difference)
+                }
+            });
+        error / largest
+    }
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        (1..3usize, 1..12usize, 1..12usize, 0..3usize, 0..3usize),
+        (1..10usize, 1..10usize),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            0..=Activation::ALL.len(),
+            1..3usize,
+        ),
+    )
+        .prop_filter(
+            "the kernel must fit the padded input",
+            |&((_, _, _, pad_h, pad_w), (height, width), _)| {
+                height + 2 * pad_h >= 3 && width + 2 * pad_w >= 3
+            },
+        )
+        .prop_flat_map(
+            |(
+                (batch, in_channels, out_channels, pad_h, pad_w),
+                (height, width),
+                (with_bias, with_residual, activation, threads),
+            )| {
+                let input_shape = [batch, in_channels, height, width];
+                let output_length =
+                    batch * out_channels * (height + 2 * pad_h - 2) * (width + 2 * pad_w - 2);
+                (
+                    Just((input_shape, out_channels, [pad_h, pad_w], threads)),
+                    values(input_shape.iter().product()),
+                    values(out_channels * in_channels * 9),
+                    values(out_channels),
+                    values(output_length),
+                    Just((
+                        with_bias,
+                        with_residual,
+                        Activation::ALL.get(activation).copied(),
+                    )),
+                )
+            },
+        )
+        .prop_map(
+            |(
+                (input_shape, out_channels, padding, threads),
+                input,
+                weight,
+                bias,
+                residual,
+                (with_bias, with_residual, activation),
+            )| Case {
+                input_shape,
+                out_channels,
+                padding,
+                input,
+                weight,
+                bias: with_bias.then_some(bias),
+                residual: with_residual.then_some(residual),
+                activation,
+                threads,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Images of 1x1 to 9x9 (mostly not multiples of the tile), batch 1 or 2, paddings 0 to 2,
+    /// with and without bias and residual, every activation, at one and two threads.
+    #[test]
+    fn winograd_matches_reference(case in cases()) {
+        let error = case.relative_error();
+        prop_assert!(error <= 1e-4, "relative error {error}");
+    }
+}
+
+/// A deterministic pseudo-random sequence in `[-scale, scale)`.
+fn pseudo_random(length: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// A layer at a ResNet depth: He-scaled weights, inputs in `[-1, 1)`, bias, a residual and
+/// ReLU, with an image that is not a multiple of the tile.
+fn deep_case(channels: usize, size: usize, threads: usize) -> Case {
+    let weight_scale = (6.0 / (9.0 * channels as f32)).sqrt();
+    let output_length = channels * size * size;
+    Case {
+        input_shape: [1, channels, size, size],
+        out_channels: channels,
+        padding: [1, 1],
+        input: pseudo_random(channels * size * size, 1, 1.0),
+        weight: pseudo_random(channels * channels * 9, 2, weight_scale),
+        bias: Some(pseudo_random(channels, 3, 0.1)),
+        residual: Some(pseudo_random(output_length, 4, 1.0)),
+        activation: Some(Activation::Relu),
+        threads,
+    }
+}
+
+/// F(4x4, 3x3) stays within the 1e-4 relative tolerance at 64 to 512 channels; the measured
+/// errors (about 1e-6) are in the report of the change that added this method.
+#[test]
+fn winograd_is_accurate_at_resnet_depths() {
+    for (channels, size, threads) in [(64, 19, 2), (128, 13, 1), (256, 9, 2), (512, 7, 1)] {
+        let case = deep_case(channels, size, threads);
+        let error = case.relative_error();
+        println!("winograd relative error at {channels} channels, {size}x{size}: {error:e}");
+        assert!(
+            error <= 1e-4,
+            "{channels} channels, {size}x{size}: relative error {error}"
+        );
+    }
+}
+
+#[test]
+fn automatic_choice_takes_winograd_only_where_it_pays() {
+    let options = Conv2dOptions {
+        padding: [1, 1],
+        ..Conv2dOptions::default()
+    };
+    let choose = |out_channels: usize, in_channels: usize, options: Conv2dOptions| {
+        let weight = vec![0.0; out_channels * in_channels * 9];
+        let conv =
+            PackedConv2d::new(&weight, [out_channels, in_channels, 3, 3], None, options).unwrap();
+        matches!(conv.method, super::super::Method::Winograd(_))
+    };
+    assert!(choose(64, 64, options));
+    assert!(choose(256, 128, options));
+    assert!(!choose(8, 64, options));
+    assert!(!choose(512, 512, options));
+    let strided = Conv2dOptions {
+        stride: [2, 2],
+        ..options
+    };
+    assert!(!choose(64, 64, strided));
+    let forced = PackedConv2d::new_with_method(
+        &[0.0; 64 * 64 * 9],
+        [64, 64, 3, 3],
+        None,
+        strided,
+        ConvMethodChoice::Winograd,
+    );
+    assert!(forced.is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The AVX2 transforms of one group of tiles agree with their portable twins, on patches
+    /// read from a strided plane and from 6-wide copies.
+    #[test]
+    fn vector_transforms_match_portable_ones(
+        plane in values(9 * 40),
+        products in values(POINTS * 11),
+        bias in -2.0f32..2.0,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if avx2_available() {
+            let sources: [PatchSource<'_>; LANES] = std::array::from_fn(|lane| PatchSource {
+                data: &plane,
+                offset: (lane % 3) * 40 + lane * 4,
+                row_stride: if lane == 5 { INPUT_TILE } else { 40 },
+            });
+            let matrix_length = 11;
+            let mut expected = vec![0.0; POINTS * matrix_length];
+            let mut actual = expected.clone();
+            transform_input_group(&sources, &mut expected, matrix_length);
+            // SAFETY: AVX2 and FMA are available (checked above).
+            unsafe { x86_64::transform_input_group(&sources, &mut actual, matrix_length) };
+            for (actual, expected) in actual.iter().zip(&expected) {
+                prop_assert!((actual - expected).abs() <= 1e-5 * expected.abs().max(1.0));
+            }
+            let mut expected_outputs: OutputTiles = [[0.0; 16]; LANES];
+            let mut actual_outputs = expected_outputs;
+            transform_output_group(&products, matrix_length, bias, &mut expected_outputs);
+            // SAFETY: As above.
+            unsafe {
+                x86_64::transform_output_group(&products, matrix_length, bias, &mut actual_outputs)
+            };
+            for (actual, expected) in actual_outputs
+                .as_flattened()
+                .iter()
+                .zip(expected_outputs.as_flattened())
+            {
+                prop_assert!((actual - expected).abs() <= 1e-5 * expected.abs().max(1.0));
+            }
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The contract between the GEMM's driver and its micro-kernels: where a tile of C goes, what the
+//! kernel applies to it as it stores it (the fused epilogue), and the kernels' signatures.
+//!
+//! The epilogue runs on the accumulators, in registers, before the tile's single store: a tile
+//! of C is then written once, instead of being stored, read back and rewritten by scalar code.
+//! Only the work that costs one or two vector instructions per register lives here (the biases,
+//! the residual and the clamp activations); the driver applies the other activations to whole
+//! rows afterwards with the vectorised activation loops.
+
+use super::{MR, NR};
+use crate::kernels::activation::Activation;
+
+/// An activation that is a clamp of its input, which the micro-kernels apply to their
+/// accumulators with a `max` (and a `min`, or a multiply and a blend).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) enum Clamp {
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x` for `x >= 0`, `negative_slope * x` otherwise.
+    LeakyRelu { negative_slope: f32 },
+}
+
+impl Clamp {
+    /// The clamp that computes `activation`, or `None` for an activation that is not a clamp.
+    pub(crate) fn of(activation: Activation) -> Option<Clamp> {
+        match activation {
+            Activation::Relu => Some(Clamp::Relu),
+            Activation::Relu6 => Some(Clamp::Relu6),
+            Activation::LeakyRelu { negative_slope } => Some(Clamp::LeakyRelu { negative_slope }),
+            Activation::Sigmoid
+            | Activation::Tanh
+            | Activation::Silu
+            | Activation::HardSwish
+            | Activation::HardSigmoid
+            | Activation::Gelu
+            | Activation::GeluTanh
+            | Activation::Softplus => None,
+        }
+    }
+
+    /// The clamp of one value, as the portable kernel computes it; the same function as the
+    /// activation's, so that NaN passes through and `-0.0` stays `-0.0`.
+    #[inline(always)]
+    pub(crate) fn apply(self, value: f32) -> f32 {
+        match self {
+            Clamp::None => value,
+            Clamp::Relu => nnc_ops::activation::relu(value),
+            Clamp::Relu6 => nnc_ops::activation::relu6(value),
+            Clamp::LeakyRelu { negative_slope } => {
+                nnc_ops::activation::leaky_relu(value, negative_slope)
+            }
+        }
+    }
+}
+
+/// What a micro-kernel does to a tile before storing it:
+/// `c[i][j] = clamp(product[i][j] (+ old c[i][j]) + column_bias[j] + row_bias[i] + residual[i][j])`,
+/// the additions in that order, each one only where its operand is present.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TileEpilogue<'a> {
+    /// The tile's own bias values, one per column: at least `cols` of them.
+    pub(crate) column_bias: Option<&'a [f32]>,
+    /// The tile's (or strip's) own bias values, one per row: at least `rows` of them.
+    pub(crate) row_bias: Option<&'a [f32]>,
+    /// Laid out like C (rows `c_row_stride` apart) and starting at the tile's first element: at
+    /// least `(rows - 1) * c_row_stride + cols` elements.
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) clamp: Clamp,
+}
+
+/// Where a micro-kernel writes its tile, and the epilogue it applies on the way.
+///
+/// The `_with_epilogue` kernels take a strip of any number of rows: they compute it tile by
+/// tile, `MR` rows at a time (the last tile shorter), against the same panel of B, reading A's
+/// tiles one after the other (consecutive packed panels, or rows further down a row-major A).
+/// One call per strip saves the call, the dispatch and the set-up of one call per tile, which
+/// matter when k is small and a tile takes only a few dozen steps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TileOutput<'a> {
+    /// The strip's first element; rows `c_row_stride` apart.
+    pub(crate) c: *mut f32,
+    pub(crate) c_row_stride: usize,
+    /// Any number (`MR` per tile).
+    pub(crate) rows: usize,
+    /// At most `NR`.
+    pub(crate) cols: usize,
+    /// Add the product to the old C instead of overwriting it.
+    pub(crate) accumulate: bool,
+    pub(crate) epilogue: TileEpilogue<'a>,
+}
+
+impl TileOutput<'_> {
+    /// Checks, in debug builds, the lengths the epilogue's slices must have.
+    pub(crate) fn debug_check(&self) {
+        debug_assert!(self.cols <= NR);
+        if let Some(bias) = self.epilogue.column_bias {
+            debug_assert!(bias.len() >= self.cols);
+        }
+        if let Some(bias) = self.epilogue.row_bias {
+            debug_assert!(bias.len() >= self.rows);
+        }
+        if let Some(residual) = self.epilogue.residual
+            && self.rows > 0
+        {
+            debug_assert!(residual.len() >= (self.rows - 1) * self.c_row_stride + self.cols);
+        }
+    }
+}
+
+impl<'a> TileOutput<'a> {
+    /// The tile of this strip that starts at row `first_row` (a multiple of `MR` below `rows`):
+    /// at most `MR` rows, with the epilogue's slices moved along to it.
+    #[inline(always)]
+    pub(crate) fn tile(&self, first_row: usize) -> TileOutput<'a> {
+        let offset = first_row * self.c_row_stride;
+        TileOutput {
+            c: self.c.wrapping_add(offset),
+            c_row_stride: self.c_row_stride,
+            rows: MR.min(self.rows - first_row),
+            cols: self.cols,
+            accumulate: self.accumulate,
+            epilogue: TileEpilogue {
+                column_bias: self.epilogue.column_bias,
+                row_bias: self.epilogue.row_bias.map(|bias| &bias[first_row..]),
+                residual: self.epilogue.residual.map(|residual| &residual[offset..]),
+                clamp: self.epilogue.clamp,
+            },
+        }
+    }
+}
+
+/// A micro-kernel over a packed A panel: `(depth, a_panel, b_panel, output)`; see
+/// `portable::tile_kernel_with_epilogue` for the contract.
+pub(crate) type PackedTileKernel = unsafe fn(usize, &[f32], &[f32], &TileOutput<'_>);
+
+/// A micro-kernel over a row-major A: `(depth, a, a_row_stride, b_panel, output)`; see
+/// `portable::tile_kernel_row_major_a_with_epilogue` for the contract.
+pub(crate) type RowMajorTileKernelWithEpilogue =
+    unsafe fn(usize, &[f32], usize, &[f32], &TileOutput<'_>);
+
+/// The pair of micro-kernels a product runs with, both for the same processor.
+#[derive(Clone, Copy)]
+pub(crate) struct GemmKernels {
+    pub(crate) packed_a: PackedTileKernel,
+    pub(crate) row_major_a: RowMajorTileKernelWithEpilogue,
+}
+
+impl GemmKernels {
+    /// The plain-Rust kernels, which every processor runs.
+    pub(crate) const PORTABLE: GemmKernels = GemmKernels {
+        packed_a: super::portable::tile_kernel_with_epilogue,
+        row_major_a: super::portable::tile_kernel_row_major_a_with_epilogue,
+    };
+
+    /// The fastest kernels this processor runs.
+    pub(crate) fn detected() -> GemmKernels {
+        #[cfg(target_arch = "x86_64")]
+        if super::x86_64::is_available() {
+            return GemmKernels {
+                packed_a: super::x86_64::tile_kernel_with_epilogue,
+                row_major_a: super::x86_64::tile_kernel_row_major_a_with_epilogue,
+            };
+        }
+        GemmKernels::PORTABLE
+    }
+}
