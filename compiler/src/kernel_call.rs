@@ -49,7 +49,7 @@ pub enum Position {
     Cached,
 }
 
-/// The memory layout of a 2-D convolution's images.
+/// The memory layout of the images of a 2-D convolution or pooling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvLayout {
     /// `[batch, channels, height, width]`.
@@ -114,23 +114,31 @@ pub enum KernelCall {
         input_shape: [usize; 3],
         options: MaxPool1dOptions,
     },
+    /// `input_shape` is in the layout's order.
     MaxPool2d {
         input_shape: [usize; 4],
         options: MaxPool2dOptions,
+        layout: ConvLayout,
     },
     AvgPool1d {
         input_shape: [usize; 3],
         options: AvgPool1dOptions,
     },
+    /// `input_shape` is in the layout's order.
     AvgPool2d {
         input_shape: [usize; 4],
         options: AvgPool2dOptions,
+        layout: ConvLayout,
     },
+    /// `input_shape` is in the layout's order; channels-last inputs are 4-D.
     GlobalAvgPool {
         input_shape: Vec<usize>,
+        layout: ConvLayout,
     },
+    /// As [`KernelCall::GlobalAvgPool`].
     GlobalMaxPool {
         input_shape: Vec<usize>,
+        layout: ConvLayout,
     },
     /// The node's [`Preparation::BatchNorm`].
     BatchNorm {
@@ -326,6 +334,7 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
                         dilation: dims(&attrs.dilation),
                         ceil_mode: attrs.ceil_mode,
                     },
+                    layout: layout(attrs.channels_last),
                 }
             };
             (call, all_operands)
@@ -353,19 +362,22 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
                         count_include_pad: attrs.count_include_pad,
                         divisor_override: None,
                     },
+                    layout: layout(attrs.channels_last),
                 }
             };
             (call, all_operands)
         }
-        Op::GlobalAvgPool => (
+        Op::GlobalAvgPool { channels_last } => (
             KernelCall::GlobalAvgPool {
                 input_shape: input_shape.clone(),
+                layout: layout(*channels_last),
             },
             all_operands,
         ),
-        Op::GlobalMaxPool => (
+        Op::GlobalMaxPool { channels_last } => (
             KernelCall::GlobalMaxPool {
                 input_shape: input_shape.clone(),
+                layout: layout(*channels_last),
             },
             all_operands,
         ),
@@ -622,7 +634,11 @@ fn batch_norm_weights(values: &[ir::Value], eps: f32) -> BatchNormWeights {
 }
 
 fn conv_layout(attrs: &ir::ConvAttrs) -> ConvLayout {
-    if attrs.channels_last {
+    layout(attrs.channels_last)
+}
+
+fn layout(channels_last: bool) -> ConvLayout {
+    if channels_last {
         ConvLayout::ChannelsLast
     } else {
         ConvLayout::Nchw

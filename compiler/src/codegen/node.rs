@@ -9,7 +9,9 @@ use super::tokens::{
     ToRust, arena_field, f32_lit, lit, literal_list, option_tokens, pair_tokens, range_tokens,
 };
 use crate::ir::{self, ValueDef};
-use crate::kernel_call::{self, AttentionCall, BinaryForm, KernelCall, NodeCall, Position};
+use crate::kernel_call::{
+    self, AttentionCall, BinaryForm, ConvLayout, KernelCall, NodeCall, Position,
+};
 
 impl Generator<'_> {
     /// The code of one node: bind its operands, call its kernel.
@@ -150,9 +152,14 @@ impl Generator<'_> {
             KernelCall::MaxPool2d {
                 input_shape,
                 options,
+                layout,
             } => {
                 let (shape, options) = (literal_list(input_shape), options.to_rust());
-                quote!(k::pool::max_pool2d(#x, #shape, &#options, output)#at;)
+                let function = match layout {
+                    ConvLayout::Nchw => quote!(max_pool2d),
+                    ConvLayout::ChannelsLast => quote!(max_pool2d_channels_last),
+                };
+                quote!(k::pool::#function(#x, #shape, &#options, output)#at;)
             }
             KernelCall::AvgPool1d {
                 input_shape,
@@ -164,17 +171,38 @@ impl Generator<'_> {
             KernelCall::AvgPool2d {
                 input_shape,
                 options,
+                layout,
             } => {
                 let (shape, options) = (literal_list(input_shape), options.to_rust());
-                quote!(k::pool::avg_pool2d(#x, #shape, &#options, output)#at;)
+                let function = match layout {
+                    ConvLayout::Nchw => quote!(avg_pool2d),
+                    ConvLayout::ChannelsLast => quote!(avg_pool2d_channels_last),
+                };
+                quote!(k::pool::#function(#x, #shape, &#options, output)#at;)
             }
-            KernelCall::GlobalAvgPool { input_shape } => {
+            KernelCall::GlobalAvgPool {
+                input_shape,
+                layout,
+            } => {
                 let shape = literal_list(input_shape);
-                quote!(k::pool::global_avg_pool(#x, &#shape, output)#at;)
+                match layout {
+                    ConvLayout::Nchw => quote!(k::pool::global_avg_pool(#x, &#shape, output)#at;),
+                    ConvLayout::ChannelsLast => {
+                        quote!(k::pool::global_avg_pool_channels_last(#x, #shape, output)#at;)
+                    }
+                }
             }
-            KernelCall::GlobalMaxPool { input_shape } => {
+            KernelCall::GlobalMaxPool {
+                input_shape,
+                layout,
+            } => {
                 let shape = literal_list(input_shape);
-                quote!(k::pool::global_max_pool(#x, &#shape, output)#at;)
+                match layout {
+                    ConvLayout::Nchw => quote!(k::pool::global_max_pool(#x, &#shape, output)#at;),
+                    ConvLayout::ChannelsLast => {
+                        quote!(k::pool::global_max_pool_channels_last(#x, #shape, output)#at;)
+                    }
+                }
             }
             KernelCall::BatchNorm { input_shape } => {
                 let (shape, prepared) = (literal_list(input_shape), prepared());

@@ -256,7 +256,7 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
             let window: u64 = attrs.kernel.iter().map(|&dim| dim as u64).product();
             each(window)
         }
-        Op::GlobalAvgPool | Op::GlobalMaxPool => (0, input_elements),
+        Op::GlobalAvgPool { .. } | Op::GlobalMaxPool { .. } => (0, input_elements),
         Op::BatchNorm { .. } => each(per_element::BATCH_NORM),
         Op::LayerNorm { affine, .. } => each(
             per_element::LAYER_NORM

@@ -93,9 +93,18 @@ impl Interpreter<'_> {
                 KernelCall::MaxPool2d {
                     input_shape,
                     options,
+                    layout,
                 },
                 None,
-            ) => pool::max_pool2d(x(0), *input_shape, options, &mut output)?,
+            ) => match layout {
+                ConvLayout::Nchw => pool::max_pool2d(x(0), *input_shape, options, &mut output)?,
+                ConvLayout::ChannelsLast => {
+                    let shape = pool::max_pool2d_output_shape(nchw(*input_shape), options)?;
+                    pool_through_nchw(x(0), *input_shape, shape, &mut output, |input, output| {
+                        pool::max_pool2d(input, nchw(*input_shape), options, output)
+                    })?
+                }
+            },
             (
                 KernelCall::AvgPool1d {
                     input_shape,
@@ -107,15 +116,47 @@ impl Interpreter<'_> {
                 KernelCall::AvgPool2d {
                     input_shape,
                     options,
+                    layout,
                 },
                 None,
-            ) => pool::avg_pool2d(x(0), *input_shape, options, &mut output)?,
-            (KernelCall::GlobalAvgPool { input_shape }, None) => {
-                pool::global_avg_pool(x(0), input_shape, &mut output)?
-            }
-            (KernelCall::GlobalMaxPool { input_shape }, None) => {
-                pool::global_max_pool(x(0), input_shape, &mut output)?
-            }
+            ) => match layout {
+                ConvLayout::Nchw => pool::avg_pool2d(x(0), *input_shape, options, &mut output)?,
+                ConvLayout::ChannelsLast => {
+                    let shape = pool::avg_pool2d_output_shape(nchw(*input_shape), options)?;
+                    pool_through_nchw(x(0), *input_shape, shape, &mut output, |input, output| {
+                        pool::avg_pool2d(input, nchw(*input_shape), options, output)
+                    })?
+                }
+            },
+            (
+                KernelCall::GlobalAvgPool {
+                    input_shape,
+                    layout,
+                },
+                None,
+            ) => match layout {
+                ConvLayout::Nchw => pool::global_avg_pool(x(0), input_shape, &mut output)?,
+                ConvLayout::ChannelsLast => {
+                    let shape = nchw(four_dims(input_shape));
+                    // The output, [n, c, 1, 1], is the same in both layouts.
+                    let input = to_nchw(x(0), four_dims(input_shape))?;
+                    pool::global_avg_pool(&input, &shape, &mut output)?
+                }
+            },
+            (
+                KernelCall::GlobalMaxPool {
+                    input_shape,
+                    layout,
+                },
+                None,
+            ) => match layout {
+                ConvLayout::Nchw => pool::global_max_pool(x(0), input_shape, &mut output)?,
+                ConvLayout::ChannelsLast => {
+                    let shape = nchw(four_dims(input_shape));
+                    let input = to_nchw(x(0), four_dims(input_shape))?;
+                    pool::global_max_pool(&input, &shape, &mut output)?
+                }
+            },
             (KernelCall::BatchNorm { input_shape }, Some(Prepared::BatchNorm(batch_norm))) => {
                 norm::batch_norm(x(0), &mut output, input_shape, batch_norm)?
             }
@@ -326,6 +367,46 @@ impl Interpreter<'_> {
 }
 
 /// A channels-last convolution computed by the NCHW kernel between layout changes.
+/// A channels-last pooling run as the interpreter runs channels-last convolutions: through the
+/// NCHW kernel between two transposes, so generated code (which calls the channels-last kernel)
+/// is checked against an independent path.
+fn pool_through_nchw(
+    input: &[f32],
+    input_shape: [usize; 4],
+    [batch, channels, out_h, out_w]: [usize; 4],
+    output: &mut [f32],
+    pool: impl FnOnce(&[f32], &mut [f32]) -> Result<(), KernelError>,
+) -> Result<(), KernelError> {
+    let nchw_input = to_nchw(input, input_shape)?;
+    let mut nchw_output = vec![0.0; output.len()];
+    pool(&nchw_input, &mut nchw_output)?;
+    kernels::shape::permute_any_type(
+        &nchw_output,
+        &[batch, channels, out_h, out_w],
+        &[0, 2, 3, 1],
+        output,
+    )
+}
+
+/// `[n, h, w, c]` data as `[n, c, h, w]`.
+fn to_nchw(input: &[f32], shape: [usize; 4]) -> Result<Vec<f32>, KernelError> {
+    let mut nchw_input = vec![0.0; input.len()];
+    kernels::shape::permute_any_type(input, &shape, &[0, 3, 1, 2], &mut nchw_input)?;
+    Ok(nchw_input)
+}
+
+/// The NCHW shape of an `[n, h, w, c]` shape.
+fn nchw([batch, height, width, channels]: [usize; 4]) -> [usize; 4] {
+    [batch, channels, height, width]
+}
+
+/// A channels-last shape, which the verifier checked to be 4-D.
+fn four_dims(shape: &[usize]) -> [usize; 4] {
+    shape
+        .try_into()
+        .expect("execute: channels-last inputs are 4-D")
+}
+
 fn conv_through_nchw(
     conv: &conv::PackedConv2d,
     input: &[f32],

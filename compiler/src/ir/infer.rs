@@ -52,15 +52,23 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::MatMul => matmul(inputs)?,
         Op::Conv(conv) => convolution(conv, inputs)?,
         Op::MaxPool(pool) | Op::AvgPool(pool) => pooling(pool, inputs)?,
-        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+        Op::GlobalAvgPool { channels_last } | Op::GlobalMaxPool { channels_last } => {
             arity(inputs, 1)?;
             let x = float_input(inputs, 0)?;
-            if x.rank() < 3 {
-                return Err(rank_error(0, "at least 3 (batch, channels, spatial..)", x));
+            if *channels_last {
+                // [n, h, w, c] -> [n, c, 1, 1], the same memory as [n, 1, 1, c].
+                if x.rank() != 4 {
+                    return Err(rank_error(0, "4 (batch, height, width, channels)", x));
+                }
+                make(DType::F32, vec![x.shape[0], x.shape[3], 1, 1])?
+            } else {
+                if x.rank() < 3 {
+                    return Err(rank_error(0, "at least 3 (batch, channels, spatial..)", x));
+                }
+                let mut shape = x.shape.clone();
+                shape[2..].iter_mut().for_each(|dim| *dim = 1);
+                make(DType::F32, shape)?
             }
-            let mut shape = x.shape.clone();
-            shape[2..].iter_mut().for_each(|dim| *dim = 1);
-            make(DType::F32, shape)?
         }
         Op::BatchNorm { .. } => {
             arity(inputs, 5)?;
@@ -519,7 +527,18 @@ fn pooling(pool: &PoolAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
         };
         return Err(rank_error(0, expected, x));
     }
+    if pool.channels_last && spatial != 2 {
+        return Err(ShapeError::new(
+            Culprit::Attr("layout"),
+            "only 2-D pooling can be channels-last",
+        ));
+    }
+    // The spatial axes follow the batch in channels-last images, the channels otherwise.
+    let first_spatial_axis = if pool.channels_last { 1 } else { 2 };
     let mut shape = x.shape[..2].to_vec();
+    if pool.channels_last {
+        shape.truncate(1);
+    }
     for axis in 0..spatial {
         if pool.padding[axis] > pool.kernel[axis] / 2 {
             return Err(ShapeError::new(
@@ -532,13 +551,16 @@ fn pooling(pool: &PoolAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
             .with_hint("PyTorch allows at most kernel / 2 of padding when pooling"));
         }
         shape.push(sliding_window(
-            x.shape[2 + axis],
+            x.shape[first_spatial_axis + axis],
             pool.kernel[axis],
             pool.stride[axis],
             pool.padding[axis],
             pool.dilation[axis],
             pool.ceil_mode,
         )?);
+    }
+    if pool.channels_last {
+        shape.push(x.shape[3]);
     }
     make(DType::F32, shape)
 }

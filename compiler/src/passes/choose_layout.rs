@@ -12,16 +12,19 @@
 //! A node can be in a region if it has a fast channels-last form: a 2-D convolution that is
 //! depthwise (`groups` = in = out channels) or pointwise (1×1, unit stride, no padding, no
 //! groups), with its fused residual if it has one, an elementwise op (activation, affine,
-//! elementwise chain) on a 4-D value, or a binary op whose two operands and output all have the
-//! same 4-D shape (no broadcasting). Regions are the connected components of such nodes, joined
-//! where one's output feeds another. A region switches to channels-last when it pays by this
-//! rule:
+//! elementwise chain) on a 4-D value, a binary op whose two operands and output all have the
+//! same 4-D shape (no broadcasting), or a 2-D or global pooling of a 4-D value. Regions are the
+//! connected components of such nodes, joined where one's output feeds another. A global pooling
+//! ends its region: its output `[n, c, 1, 1]` is the same memory in both layouts, so it leaves
+//! the region without a transpose (and does not join the region of a reader). A region switches
+//! to channels-last when it pays by this rule:
 //!
 //! - it contains a depthwise convolution, and
 //! - its depthwise multiply-adds are at least [`MACS_PER_TRANSPOSED_ELEMENT`] times the number of
 //!   elements the transposes at its boundary move.
 //!
-//! A switched region's convolutions get `channels_last`, and its values become `[n, h, w, c]`. An
+//! A switched region's convolutions and poolings get `channels_last`, and its values (but global
+//! poolings' outputs) become `[n, h, w, c]`. An
 //! activation from outside gets a `transpose(perm = [0, 2, 3, 1])` before its first reader in the
 //! region; a region value read outside (or a network output) gets a
 //! `transpose(perm = [0, 3, 1, 2])` before its first reader outside. Each value is transposed at
@@ -29,8 +32,10 @@
 //!
 //! # Why it is legal
 //!
-//! A channels-last convolution computes the NCHW convolution of the transposed input, transposed;
-//! elementwise and same-shape binary ops commute with any permutation of the axes. Every edge that
+//! A channels-last convolution (or pooling) computes the NCHW convolution of the transposed input,
+//! transposed; a channels-last global pooling computes the NCHW one's very values, since the
+//! transpose of `[n, 1, 1, c]` is a reshape; elementwise and same-shape binary ops commute with
+//! any permutation of the axes. Every edge that
 //! crosses the region boundary gets the transpose that undoes the layout change, so every value
 //! read outside the region, network outputs included, is exactly the value of the original graph.
 //! No weight changes: the kernel repacks the weight when the model is built.
@@ -73,6 +78,13 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
     if !data.op.has_channels_last_form() {
         return None;
     }
+    let rank_four = |value: Value| graph.ty(value).rank() == 4;
+    if let Op::MaxPool(attrs) | Op::AvgPool(attrs) = &data.op {
+        return (!attrs.channels_last && rank_four(data.inputs[0])).then(|| vec![0]);
+    }
+    if let Op::GlobalAvgPool { channels_last } | Op::GlobalMaxPool { channels_last } = &data.op {
+        return (!channels_last && rank_four(data.inputs[0])).then(|| vec![0]);
+    }
     if data.op.is_elementwise() {
         // Elementwise ops commute with the permutation when no operand broadcasts: every
         // operand has the output's 4-D shape (a unary op's one operand always has).
@@ -86,7 +98,7 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
     }
     let Op::Conv(attrs) = &data.op else {
         unreachable!(
-            "choose_layout: only convolutions and elementwise ops have a channels-last form"
+            "choose_layout: only convolutions, poolings and elementwise ops have a channels-last form"
         )
     };
     if attrs.channels_last {
@@ -103,6 +115,12 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
     // region too.
     let residual = data.residual_input().map(|_| data.inputs.len() - 1);
     (depthwise || pointwise).then(|| std::iter::once(0).chain(residual).collect())
+}
+
+/// Whether a node of a switched region writes a channels-last output: all but global poolings,
+/// whose `[n, c, 1, 1]` output is the same memory in both layouts and leaves the region as is.
+fn writes_channels_last(op: &Op) -> bool {
+    !matches!(op, Op::GlobalAvgPool { .. } | Op::GlobalMaxPool { .. })
 }
 
 fn is_depthwise(graph: &Graph, data: &NodeData) -> bool {
@@ -130,6 +148,7 @@ fn regions(graph: &Graph) -> SecondaryMap<Node, Option<usize>> {
         for position in activations {
             if let Some(producer) = graph.producer(data.inputs[position])
                 && candidate[producer.index()]
+                && writes_channels_last(&graph.nodes[producer].op)
             {
                 let (a, b) = (
                     root(&mut parent, producer.index()),
@@ -163,7 +182,12 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
     let mut transposed = vec![0u64; region_count];
     let mut entering: Vec<(usize, Value)> = Vec::new();
     let mut leaving: Vec<(usize, Value)> = Vec::new();
-    let region_of_value = |value: Value| graph.producer(value).and_then(|node| region_of[node]);
+    let region_of_value = |value: Value| {
+        graph
+            .producer(value)
+            .filter(|&node| writes_channels_last(&graph.nodes[node].op))
+            .and_then(|node| region_of[node])
+    };
     for (node, data) in graph.nodes.iter() {
         let Some(region) = region_of[node] else {
             for &input in &data.inputs {
@@ -229,7 +253,10 @@ fn rewrite(graph: &mut Graph, in_switched: &dyn Fn(Node) -> bool) {
             map[value.index()] = Some(graph.values.push(data.clone()));
         }
     }
-    let is_nhwc = |value: Value| old.producer(value).is_some_and(in_switched);
+    let is_nhwc = |value: Value| {
+        old.producer(value)
+            .is_some_and(|node| in_switched(node) && writes_channels_last(&old.nodes[node].op))
+    };
     let mut to_nhwc: HashMap<Value, Value> = HashMap::new();
     let mut to_nchw: HashMap<Value, Value> = HashMap::new();
     for (node, data) in old.nodes.iter() {
@@ -262,8 +289,8 @@ fn rewrite(graph: &mut Graph, in_switched: &dyn Fn(Node) -> bool) {
             inputs.push(new_input);
         }
         let mut op = data.op.clone();
-        if let (true, Op::Conv(attrs)) = (switched, &mut op) {
-            attrs.channels_last = true;
+        if switched {
+            op.set_channels_last();
         }
         let span = old.spans.get(node).copied().unwrap_or_default();
         let outputs = push_node(

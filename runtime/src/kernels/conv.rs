@@ -26,6 +26,7 @@ use crate::threading;
 use image_panels::ImagePanels;
 
 pub mod channels_last;
+mod depthwise_rows;
 mod image_panels;
 mod winograd;
 
@@ -611,8 +612,10 @@ pub(crate) fn valid_output_range(
     start.min(end)..end
 }
 
-/// One output plane of a depthwise convolution: for every kernel tap, a scaled input row is
-/// added to every output row it reaches (contiguous for unit stride, so it vectorises).
+/// One output plane of a depthwise convolution, row by row: the outputs whose taps all lie
+/// inside the input row (the interior) sum every tap in a register, eight at a time, whatever
+/// the stride ([`depthwise_rows::accumulate_row`]); the few whose window hangs over the left or
+/// right padding are summed one by one. Every output starts at the bias.
 fn depthwise_plane(
     input: &[f32],
     weight: &[f32],
@@ -622,35 +625,62 @@ fn depthwise_plane(
 ) {
     output.fill(bias);
     let [kernel_h, kernel_w] = geometry.kernel;
+    let [stride, dilation, padding] = [
+        geometry.stride[1],
+        geometry.dilation[1],
+        geometry.padding[1],
+    ];
+    let interior = {
+        let first = geometry.valid_columns(0);
+        let last = geometry.valid_columns(kernel_w - 1);
+        first.start.max(last.start)..first.end.min(last.end)
+    };
     for (out_y, output_row) in output.chunks_exact_mut(geometry.out_w).enumerate() {
-        for kernel_y in 0..kernel_h {
-            let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
-                continue;
-            };
-            let input_row = &input[input_y * geometry.in_w..][..geometry.in_w];
-            for kernel_x in 0..kernel_w {
-                let tap = weight[kernel_y * kernel_w + kernel_x];
-                let valid = geometry.valid_columns(kernel_x);
-                if valid.is_empty() {
-                    continue;
+        let kernel_rows = (0..kernel_h).filter_map(|kernel_y| {
+            geometry.input_row(out_y, kernel_y).map(|input_y| {
+                (
+                    &input[input_y * geometry.in_w..][..geometry.in_w],
+                    &weight[kernel_y * kernel_w..][..kernel_w],
+                )
+            })
+        });
+        if !interior.is_empty() {
+            // Each input row from the first interior output's first tap.
+            let first_input = interior.start * stride - padding;
+            let mut round: [depthwise_rows::KernelRow<'_>; depthwise_rows::ROWS_PER_CALL] =
+                [(&[], &[]); depthwise_rows::ROWS_PER_CALL];
+            let mut count = 0;
+            for (input_row, kernel_row) in kernel_rows.clone() {
+                round[count] = (&input_row[first_input..], kernel_row);
+                count += 1;
+                if count == depthwise_rows::ROWS_PER_CALL {
+                    let outputs = &mut output_row[interior.clone()];
+                    depthwise_rows::accumulate_row(outputs, &round, stride, dilation);
+                    count = 0;
                 }
-                let first_input = valid.start * geometry.stride[1]
-                    + kernel_x * geometry.dilation[1]
-                    - geometry.padding[1];
-                let outputs = &mut output_row[valid.clone()];
-                if geometry.stride[1] == 1 {
-                    for (output, &input) in outputs.iter_mut().zip(&input_row[first_input..]) {
-                        *output += tap * input;
-                    }
-                } else {
-                    for (output, &input) in outputs
-                        .iter_mut()
-                        .zip(input_row[first_input..].iter().step_by(geometry.stride[1]))
+            }
+            let outputs = &mut output_row[interior.clone()];
+            depthwise_rows::accumulate_row(outputs, &round[..count], stride, dilation);
+        }
+        // The columns outside the interior: all of them when it is empty.
+        let (border_end, border_start) = if interior.is_empty() {
+            (geometry.out_w, geometry.out_w)
+        } else {
+            (interior.start, interior.end)
+        };
+        for out_x in (0..border_end).chain(border_start..geometry.out_w) {
+            let mut sum = 0.0;
+            for (input_row, kernel_row) in kernel_rows.clone() {
+                for (kernel_x, &tap) in kernel_row.iter().enumerate() {
+                    if let Some(input_x) = (out_x * stride + kernel_x * dilation)
+                        .checked_sub(padding)
+                        .filter(|&x| x < geometry.in_w)
                     {
-                        *output += tap * input;
+                        sum += tap * input_row[input_x];
                     }
                 }
             }
+            output_row[out_x] += sum;
         }
     }
 }

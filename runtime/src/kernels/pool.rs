@@ -1,15 +1,30 @@
 //! Max and average pooling over NCHW (and NCL) tensors with PyTorch's rules, and global
-//! pooling over all spatial axes.
+//! pooling over all spatial axes; the channels-last (NHWC) forms are in [`channels_last`].
 //!
 //! The output size is `floor_or_ceil((in + 2 pad - dilation (kernel - 1) - 1) / stride) + 1`,
 //! and in ceil mode the last window is dropped if it would start in the right padding: every
 //! window must start inside the input or the left padding. Padding may be at most half the
 //! kernel. Max pooling treats padding as minus infinity and propagates NaN; average pooling
 //! divides by the window clipped to the padded input (`count_include_pad`) or to the input.
+//!
+//! An NCHW output row is vectorised over its width where every window column lies inside the
+//! input: eight outputs at a time combine all the taps of their windows in a register
+//! ([`rows::reduce_window_row`], with an AVX2 form for strides 1 and 2). The few outputs whose
+//! window hangs over the left or right padding take a scalar path. Nothing is allocated.
 
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::kernels::conv::valid_output_range;
 use crate::kernels::softmax::{maximum, sum};
 use crate::threading;
+use rows::{Isa, Reduction, RowWindow, reduce_window_row};
+
+pub mod channels_last;
+mod rows;
+
+pub use channels_last::{
+    avg_pool2d_channels_last, global_avg_pool_channels_last, global_max_pool_channels_last,
+    max_pool2d_channels_last,
+};
 
 pub use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 
@@ -271,6 +286,8 @@ fn for_each_plane(
 /// Input elements per parallel task.
 const PARALLEL_CHUNK: usize = 1 << 15;
 
+/// One output plane of max pooling: minus infinity (the padding) combined with every tap inside
+/// the input.
 fn max_pool_plane(
     input: &[f32],
     window: &Window,
@@ -279,36 +296,29 @@ fn max_pool_plane(
     output: &mut [f32],
 ) {
     let [_, _, height, width] = input_shape;
-    let [_, _, out_h, out_w] = output_shape;
-    for out_y in 0..out_h {
-        for out_x in 0..out_w {
-            let mut best = f32::NEG_INFINITY;
-            for kernel_y in 0..window.kernel[0] {
-                let Some(y) = (out_y * window.stride[0] + kernel_y * window.dilation[0])
-                    .checked_sub(window.padding[0])
-                    .filter(|&y| y < height)
-                else {
-                    continue;
-                };
-                let row = &input[y * width..][..width];
-                for kernel_x in 0..window.kernel[1] {
-                    let Some(x) = (out_x * window.stride[1] + kernel_x * window.dilation[1])
-                        .checked_sub(window.padding[1])
-                        .filter(|&x| x < width)
-                    else {
-                        continue;
-                    };
-                    let value = row[x];
-                    if value > best || value.is_nan() {
-                        best = value;
-                    }
-                }
-            }
-            output[out_y * out_w + out_x] = best;
-        }
+    let out_w = output_shape[3];
+    let plane = PlaneRows {
+        input,
+        height,
+        width,
+        kernel_h: window.kernel[0],
+        stride_h: window.stride[0],
+        dilation_h: window.dilation[0],
+        padding: window.padding,
+        row_window: RowWindow {
+            kernel_w: window.kernel[1],
+            stride: window.stride[1],
+            dilation: window.dilation[1],
+        },
+    };
+    let interior = plane.interior(out_w);
+    for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+        plane.reduce_row(Reduction::Maximum, out_y, interior.clone(), output_row);
     }
 }
 
+/// One output plane of average pooling: the sum of the taps inside the input, divided by the
+/// window clipped to the padded input or to the input (see the module docs).
 fn avg_pool_plane(
     input: &[f32],
     options: &AvgPool2dOptions,
@@ -317,41 +327,178 @@ fn avg_pool_plane(
     output: &mut [f32],
 ) {
     let [_, _, height, width] = input_shape;
-    let [_, _, out_h, out_w] = output_shape;
-    // A window's extent, first clipped to the padded input and then to the input itself.
-    let clip = |out: usize, axis: usize, size: usize| {
-        let start = (out * options.stride[axis]) as isize - options.padding[axis] as isize;
-        let padded_end =
-            (start + options.kernel[axis] as isize).min((size + options.padding[axis]) as isize);
-        let padded_count = padded_end - start;
-        let input_start = start.max(0) as usize;
-        let input_end = padded_end.clamp(0, size as isize) as usize;
-        (
-            padded_count as usize,
-            input_start..input_end.max(input_start),
-        )
+    let out_w = output_shape[3];
+    let [kernel_h, kernel_w] = options.kernel;
+    let plane = PlaneRows {
+        input,
+        height,
+        width,
+        kernel_h,
+        stride_h: options.stride[0],
+        dilation_h: 1,
+        padding: options.padding,
+        row_window: RowWindow {
+            kernel_w,
+            stride: options.stride[1],
+            dilation: 1,
+        },
     };
-    for out_y in 0..out_h {
-        let (padded_rows, rows) = clip(out_y, 0, height);
-        for out_x in 0..out_w {
-            let (padded_cols, cols) = clip(out_x, 1, width);
-            let value = if rows.is_empty() || cols.is_empty() {
+    let interior = plane.interior(out_w);
+    for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+        let (padded_rows, rows) = clipped_window(
+            out_y,
+            kernel_h,
+            options.stride[0],
+            options.padding[0],
+            height,
+        );
+        if rows.is_empty() {
+            output_row.fill(0.0);
+            continue;
+        }
+        plane.reduce_row(Reduction::Sum, out_y, interior.clone(), output_row);
+        let divisor = |padded_columns: usize, columns: usize| match options.divisor_override {
+            Some(divisor) => divisor,
+            None if options.count_include_pad => padded_rows * padded_columns,
+            None => rows.len() * columns,
+        };
+        if !interior.is_empty() {
+            // A window wholly inside the row has `kernel_w` columns, padded or not.
+            let interior_divisor = divisor(kernel_w, kernel_w) as f32;
+            for value in &mut output_row[interior.clone()] {
+                *value /= interior_divisor;
+            }
+        }
+        for out_x in border_columns(interior.clone(), out_w) {
+            let (padded_columns, columns) = clipped_window(
+                out_x,
+                kernel_w,
+                options.stride[1],
+                options.padding[1],
+                width,
+            );
+            output_row[out_x] = if columns.is_empty() {
                 0.0
             } else {
-                let total: f32 = rows
-                    .clone()
-                    .map(|y| input[y * width..][cols.clone()].iter().sum::<f32>())
-                    .sum();
-                let divisor = match options.divisor_override {
-                    Some(divisor) => divisor,
-                    None if options.count_include_pad => padded_rows * padded_cols,
-                    None => rows.len() * cols.len(),
-                };
-                total / divisor as f32
+                output_row[out_x] / divisor(padded_columns, columns.len()) as f32
             };
-            output[out_y * out_w + out_x] = value;
         }
     }
+}
+
+/// The input plane and window of one NCHW pooling, for reducing output rows.
+struct PlaneRows<'a> {
+    input: &'a [f32],
+    height: usize,
+    width: usize,
+    kernel_h: usize,
+    stride_h: usize,
+    dilation_h: usize,
+    padding: [usize; 2],
+    row_window: RowWindow,
+}
+
+/// Input rows combined per round of [`reduce_window_row`]; taller windows take several rounds.
+const ROWS_PER_ROUND: usize = 8;
+
+impl PlaneRows<'_> {
+    /// The outputs of a row whose window columns all lie inside the input row: those whose
+    /// first and last taps do.
+    fn interior(&self, out_w: usize) -> std::ops::Range<usize> {
+        let window = self.row_window;
+        let first = valid_output_range(out_w, window.stride, 0, self.padding[1], self.width);
+        let last = valid_output_range(
+            out_w,
+            window.stride,
+            (window.kernel_w - 1) * window.dilation,
+            self.padding[1],
+            self.width,
+        );
+        first.start.max(last.start)..first.end.min(last.end)
+    }
+
+    /// Output row `out_y` reduced over the taps inside the input (the identity where there are
+    /// none): `interior` in vectors, the border columns one by one.
+    fn reduce_row(
+        &self,
+        reduction: Reduction,
+        out_y: usize,
+        interior: std::ops::Range<usize>,
+        output_row: &mut [f32],
+    ) {
+        let isa = Isa::detect();
+        let window = self.row_window;
+        let input_rows = (0..self.kernel_h).filter_map(|kernel_y| {
+            (out_y * self.stride_h + kernel_y * self.dilation_h)
+                .checked_sub(self.padding[0])
+                .filter(|&y| y < self.height)
+                .map(|y| &self.input[y * self.width..][..self.width])
+        });
+        if !interior.is_empty() {
+            // Each row from the first interior output's first input.
+            let first_input = interior.start * window.stride - self.padding[1];
+            let mut round: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
+            let mut count = 0;
+            let mut accumulate = false;
+            for row in input_rows.clone() {
+                round[count] = &row[first_input..];
+                count += 1;
+                if count == ROWS_PER_ROUND {
+                    let outputs = &mut output_row[interior.clone()];
+                    reduce_window_row(isa, reduction, outputs, &round, window, accumulate);
+                    accumulate = true;
+                    count = 0;
+                }
+            }
+            if count > 0 || !accumulate {
+                let outputs = &mut output_row[interior.clone()];
+                reduce_window_row(isa, reduction, outputs, &round[..count], window, accumulate);
+            }
+        }
+        for out_x in border_columns(interior, output_row.len()) {
+            let mut total = reduction.identity();
+            for row in input_rows.clone() {
+                for kernel_x in 0..window.kernel_w {
+                    if let Some(x) = (out_x * window.stride + kernel_x * window.dilation)
+                        .checked_sub(self.padding[1])
+                        .filter(|&x| x < self.width)
+                    {
+                        total = reduction.combine(total, row[x]);
+                    }
+                }
+            }
+            output_row[out_x] = total;
+        }
+    }
+}
+
+/// The outputs of a row outside `interior` (all of them when it is empty).
+fn border_columns(interior: std::ops::Range<usize>, out_w: usize) -> impl Iterator<Item = usize> {
+    let (start, end) = if interior.is_empty() {
+        (out_w, out_w)
+    } else {
+        (interior.start, interior.end)
+    };
+    (0..start.min(out_w)).chain(end..out_w)
+}
+
+/// A window's extent along one axis: its length clipped to the padded input, and its positions
+/// inside the input.
+fn clipped_window(
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    size: usize,
+) -> (usize, std::ops::Range<usize>) {
+    let start = (out * stride) as isize - padding as isize;
+    let padded_end = (start + kernel as isize).min((size + padding) as isize);
+    let input_start = start.max(0) as usize;
+    let input_end = padded_end.clamp(0, size as isize) as usize;
+    (
+        (padded_end - start) as usize,
+        input_start..input_end.max(input_start),
+    )
 }
 
 fn global_pool(

@@ -13,12 +13,12 @@ impl fmt::Display for DisplayAttrs<'_> {
         let mut push = |key: &str, value: String| attrs.push(format!("{key} = {value}"));
         match self.0 {
             Op::Linear { epilogue, .. } => push_epilogue(&mut push, epilogue),
-            Op::MatMul
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
-            | Op::Embedding
-            | Op::PositionEmbedding
-            | Op::Binary(_) => {}
+            Op::GlobalAvgPool { channels_last } | Op::GlobalMaxPool { channels_last } => {
+                if *channels_last {
+                    push("layout", "\"nhwc\"".to_string());
+                }
+            }
+            Op::MatMul | Op::Embedding | Op::PositionEmbedding | Op::Binary(_) => {}
             Op::Conv(conv) => {
                 push("kernel", list(&conv.kernel));
                 push("stride", list(&conv.stride));
@@ -40,6 +40,9 @@ impl fmt::Display for DisplayAttrs<'_> {
                     push("count_include_pad", pool.count_include_pad.to_string());
                 }
                 push("ceil_mode", pool.ceil_mode.to_string());
+                if pool.channels_last {
+                    push("layout", "\"nhwc\"".to_string());
+                }
             }
             Op::BatchNorm { eps } | Op::RmsNorm { eps } => push("eps", float(*eps)),
             Op::LayerNorm { eps, affine } => {

@@ -78,8 +78,12 @@ impl OpKind {
             OpKind::Conv => vec![Op::Conv(conv_attrs(1)), Op::Conv(conv_attrs(2))],
             OpKind::MaxPool => vec![Op::MaxPool(pool_attrs(1)), Op::MaxPool(pool_attrs(2))],
             OpKind::AvgPool => vec![Op::AvgPool(pool_attrs(1)), Op::AvgPool(pool_attrs(2))],
-            OpKind::GlobalAvgPool => vec![Op::GlobalAvgPool],
-            OpKind::GlobalMaxPool => vec![Op::GlobalMaxPool],
+            OpKind::GlobalAvgPool => vec![Op::GlobalAvgPool {
+                channels_last: false,
+            }],
+            OpKind::GlobalMaxPool => vec![Op::GlobalMaxPool {
+                channels_last: false,
+            }],
             OpKind::BatchNorm => vec![Op::BatchNorm { eps: 1e-5 }],
             OpKind::LayerNorm => vec![Op::LayerNorm {
                 eps: 1e-5,
@@ -139,8 +143,8 @@ impl Op {
             Op::Conv(_) => OpKind::Conv,
             Op::MaxPool(_) => OpKind::MaxPool,
             Op::AvgPool(_) => OpKind::AvgPool,
-            Op::GlobalAvgPool => OpKind::GlobalAvgPool,
-            Op::GlobalMaxPool => OpKind::GlobalMaxPool,
+            Op::GlobalAvgPool { .. } => OpKind::GlobalAvgPool,
+            Op::GlobalMaxPool { .. } => OpKind::GlobalMaxPool,
             Op::BatchNorm { .. } => OpKind::BatchNorm,
             Op::LayerNorm { .. } => OpKind::LayerNorm,
             Op::RmsNorm { .. } => OpKind::RmsNorm,
@@ -185,6 +189,7 @@ fn pool_attrs(spatial: usize) -> PoolAttrs {
         dilation: vec![1; spatial],
         ceil_mode: false,
         count_include_pad: true,
+        channels_last: false,
     }
 }
 

@@ -65,6 +65,8 @@ pub struct PoolAttrs {
     pub ceil_mode: bool,
     /// Average pooling divides by the full window, padding included.
     pub count_include_pad: bool,
+    /// The input and output are `[n, h, w, c]` (set by the layout pass, 2-D only).
+    pub channels_last: bool,
 }
 
 /// An explicit block-sparsity mask: query block `i` sees key block `j` where
@@ -165,14 +167,18 @@ pub enum Op {
     /// parameters if the epilogue has one, then the residual (the output's type) if the epilogue
     /// adds one.
     Conv(ConvAttrs),
-    /// Max pooling over the spatial dims of `x [n, c, spatial..]`.
+    /// Max pooling over the spatial dims of `x [n, c, spatial..]` (`[n, h, w, c]` in and out if
+    /// `channels_last`).
     MaxPool(PoolAttrs),
-    /// Average pooling over the spatial dims of `x [n, c, spatial..]`.
+    /// Average pooling over the spatial dims of `x [n, c, spatial..]` (`[n, h, w, c]` in and out
+    /// if `channels_last`).
     AvgPool(PoolAttrs),
-    /// Mean over all spatial dims, kept as size 1: `[n, c, h, w] -> [n, c, 1, 1]`.
-    GlobalAvgPool,
-    /// Maximum over all spatial dims, kept as size 1.
-    GlobalMaxPool,
+    /// Mean over all spatial dims, kept as size 1: `[n, c, h, w] -> [n, c, 1, 1]`. With
+    /// `channels_last` the input is `[n, h, w, c]` and the output still `[n, c, 1, 1]`, which is
+    /// also `[n, 1, 1, c]` in memory: the pool leaves a channels-last region without a transpose.
+    GlobalAvgPool { channels_last: bool },
+    /// Maximum over all spatial dims, kept as size 1 (`channels_last` as for the mean).
+    GlobalMaxPool { channels_last: bool },
     /// Inference batch norm over axis 1. Inputs: `x`, `weight`, `bias`, `running_mean`, `running_var`.
     BatchNorm { eps: f32 },
     /// Normalization over the last dim. Inputs: `x`, then `weight` and `bias` if `affine`.
@@ -232,8 +238,8 @@ impl Op {
             Op::MaxPool(_) => "max_pool2d",
             Op::AvgPool(attrs) if attrs.kernel.len() == 1 => "avg_pool1d",
             Op::AvgPool(_) => "avg_pool2d",
-            Op::GlobalAvgPool => "global_avg_pool",
-            Op::GlobalMaxPool => "global_max_pool",
+            Op::GlobalAvgPool { .. } => "global_avg_pool",
+            Op::GlobalMaxPool { .. } => "global_max_pool",
             Op::BatchNorm { .. } => "batch_norm",
             Op::LayerNorm { .. } => "layer_norm",
             Op::RmsNorm { .. } => "rms_norm",

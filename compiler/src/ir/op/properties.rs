@@ -91,9 +91,10 @@ impl Op {
         match self {
             Op::Linear { .. } | Op::MatMul => OpCategory::Dense,
             Op::Conv(_) => OpCategory::Convolution,
-            Op::MaxPool(_) | Op::AvgPool(_) | Op::GlobalAvgPool | Op::GlobalMaxPool => {
-                OpCategory::Pooling
-            }
+            Op::MaxPool(_)
+            | Op::AvgPool(_)
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. } => OpCategory::Pooling,
             Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -141,8 +142,8 @@ impl Op {
             | Op::Conv(_)
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -177,8 +178,8 @@ impl Op {
             | Op::Conv(_)
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::Embedding
@@ -199,18 +200,17 @@ impl Op {
     }
 
     /// Whether the runtime can run the op on channels-last (`[n, h, w, c]`) images: 2-D
-    /// convolutions (the layout pass further requires them depthwise or pointwise, for speed) and
-    /// elementwise ops (on operands of one shape, since they commute with the permutation).
+    /// convolutions (the layout pass further requires them depthwise or pointwise, for speed),
+    /// 2-D and global pooling (the layout pass further requires a 4-D input for global pooling),
+    /// and elementwise ops (on operands of one shape, since they commute with the permutation).
     pub fn has_channels_last_form(&self) -> bool {
         match self {
             Op::Conv(attrs) => attrs.kernel.len() == 2,
+            Op::MaxPool(attrs) | Op::AvgPool(attrs) => attrs.kernel.len() == 2,
+            Op::GlobalAvgPool { .. } | Op::GlobalMaxPool { .. } => true,
             Op::Activation(_) | Op::Affine { .. } | Op::ElementwiseChain(_) | Op::Binary(_) => true,
             Op::Linear { .. }
             | Op::MatMul
-            | Op::MaxPool(_)
-            | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -227,6 +227,38 @@ impl Op {
         }
     }
 
+    /// Marks an op of a channels-last region as running on `[n, h, w, c]` images: convolutions
+    /// and poolings say so in their attributes; elementwise ops need no mark, and the other ops
+    /// have no channels-last form.
+    pub fn set_channels_last(&mut self) {
+        match self {
+            Op::Conv(attrs) => attrs.channels_last = true,
+            Op::MaxPool(attrs) | Op::AvgPool(attrs) => attrs.channels_last = true,
+            Op::GlobalAvgPool { channels_last } | Op::GlobalMaxPool { channels_last } => {
+                *channels_last = true
+            }
+            Op::Activation(_)
+            | Op::Affine { .. }
+            | Op::ElementwiseChain(_)
+            | Op::Binary(_)
+            | Op::Linear { .. }
+            | Op::MatMul
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::RmsNorm { .. }
+            | Op::Embedding
+            | Op::PositionEmbedding
+            | Op::Rope { .. }
+            | Op::Attention(_)
+            | Op::Softmax { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Select { .. } => {}
+        }
+    }
+
     /// What the node builds when the model is loaded, if anything. A prepared node consumes its
     /// weights (every input after the first, but a fused residual) when it is built.
     pub fn prepared_state(&self) -> Option<PreparedState> {
@@ -240,8 +272,8 @@ impl Op {
             Op::MatMul
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
             | Op::Embedding
@@ -274,8 +306,8 @@ impl Op {
             Op::MatMul
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -304,8 +336,8 @@ impl Op {
             Op::MatMul
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -338,8 +370,8 @@ impl Op {
             Op::MatMul
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
@@ -377,8 +409,8 @@ impl Op {
             | Op::Conv(_)
             | Op::MaxPool(_)
             | Op::AvgPool(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
+            | Op::GlobalAvgPool { .. }
+            | Op::GlobalMaxPool { .. }
             | Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }

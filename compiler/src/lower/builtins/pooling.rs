@@ -41,6 +41,7 @@ pub(super) fn pool(cx: &mut CallCx<'_, '_>, spatial: usize, pooling: Pooling) ->
         dilation,
         ceil_mode,
         count_include_pad,
+        channels_last: false,
     };
     let op = match pooling {
         Pooling::Max => Op::MaxPool(attrs),
@@ -53,8 +54,12 @@ pub(super) fn pool(cx: &mut CallCx<'_, '_>, spatial: usize, pooling: Pooling) ->
 pub(super) fn global_pool(cx: &mut CallCx<'_, '_>, pooling: Pooling) -> Eval<Value> {
     let x = cx.tensor("x")?;
     let op = match pooling {
-        Pooling::Max => Op::GlobalMaxPool,
-        Pooling::Average => Op::GlobalAvgPool,
+        Pooling::Max => Op::GlobalMaxPool {
+            channels_last: false,
+        },
+        Pooling::Average => Op::GlobalAvgPool {
+            channels_last: false,
+        },
     };
     cx.node(op, &[(x, Some("x"))]).map(Value::Tensor)
 }

@@ -624,3 +624,43 @@ fn channels_last_rejects_grouped_convolutions() {
     };
     assert!(PackedConv2dChannelsLast::new(&[0.0; 16], [4, 2, 1, 1], None, options).is_err());
 }
+
+#[test]
+fn larger_nchw_depthwise_matches_reference() {
+    // Rows wide enough for the vectorised interior and its masked tail, at strides 1 and 2, with
+    // a dilation, an odd kernel width and a channel multiplier of 2; one and two threads.
+    for threads in [1, 2] {
+        crate::set_num_threads(threads);
+        for (kernel, stride, dilation, padding, multiplier) in [
+            ([3, 3], [2, 2], [1, 1], [1, 1], 1),
+            ([3, 3], [1, 1], [1, 1], [1, 1], 1),
+            ([3, 5], [2, 2], [2, 1], [2, 2], 2),
+            ([5, 3], [1, 2], [1, 2], [0, 1], 1),
+        ] {
+            let channels = 5;
+            let out_channels = channels * multiplier;
+            let input_shape = [2, channels, 37, 41];
+            let weight_shape = [out_channels, 1, kernel[0], kernel[1]];
+            let case = Case {
+                input_shape,
+                weight_shape,
+                options: Conv2dOptions {
+                    stride,
+                    padding,
+                    dilation,
+                    groups: channels,
+                },
+                input: (0..input_shape.iter().product::<usize>())
+                    .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+                    .collect(),
+                weight: (0..weight_shape.iter().product::<usize>())
+                    .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+                    .collect(),
+                bias: Some((0..out_channels).map(|i| i as f32 / 7.0).collect()),
+                activation: Some(Activation::Relu6),
+            };
+            case.check();
+        }
+    }
+    crate::set_num_threads(0);
+}

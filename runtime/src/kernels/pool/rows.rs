@@ -1,0 +1,479 @@
+//! The two loops every pooling kernel is made of, with an AVX2 form and a portable twin:
+//!
+//! - [`reduce_window_row`]: the outputs of one NCHW row whose window lies inside the input,
+//!   eight at a time, every tap of the window combined in a register and the result stored once
+//!   (stride 1 is a contiguous load; stride 2 loads two vectors and keeps their even lanes with a
+//!   shuffle and a permute);
+//! - [`reduce_taps`]: `output[c] = combine over taps t of input[offset_t + c]`, all the taps of
+//!   one channels-last pixel summed in registers, eight channels at a time.
+//!
+//! The maximum propagates NaN as the reference does (`if x > best || x.is_nan() { x }`): the
+//! result is NaN if any value is. With no NaN both forms give the maximum; sums may differ from a
+//! sequential sum in rounding only.
+
+/// What a pooling window computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Reduction {
+    Maximum,
+    Sum,
+}
+
+impl Reduction {
+    /// The value of an empty window before any tap: minus infinity for the maximum (padding
+    /// never wins), zero for the sum.
+    pub(super) fn identity(self) -> f32 {
+        match self {
+            Reduction::Maximum => f32::NEG_INFINITY,
+            Reduction::Sum => 0.0,
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn combine(self, accumulator: f32, value: f32) -> f32 {
+        match self {
+            Reduction::Maximum => {
+                if value > accumulator || value.is_nan() {
+                    value
+                } else {
+                    accumulator
+                }
+            }
+            Reduction::Sum => accumulator + value,
+        }
+    }
+}
+
+/// Which instructions the loops use, decided once per kernel call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// AVX2 where the processor has it, else the portable loops.
+    pub(super) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+        Isa::Portable
+    }
+
+    /// Every form this machine can run, for tests that compare them.
+    #[cfg(test)]
+    pub(super) fn available() -> Vec<Self> {
+        let mut forms = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            forms.push(Isa::Avx2);
+        }
+        forms
+    }
+}
+
+/// The horizontal geometry of a pooling window.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RowWindow {
+    pub(super) kernel_w: usize,
+    pub(super) stride: usize,
+    pub(super) dilation: usize,
+}
+
+/// `output[i] = combine(start, rows[r][i * stride + k * dilation] for every row r and kernel
+/// column k)`, where `start` is `output[i]` itself when `accumulate`, else the identity. Every
+/// row must hold `(output.len() - 1) * stride + (kernel_w - 1) * dilation + 1` values.
+pub(super) fn reduce_window_row(
+    isa: Isa,
+    reduction: Reduction,
+    output: &mut [f32],
+    rows: &[&[f32]],
+    window: RowWindow,
+    accumulate: bool,
+) {
+    if output.is_empty() {
+        return;
+    }
+    let last_input = (output.len() - 1) * window.stride + (window.kernel_w - 1) * window.dilation;
+    assert!(
+        rows.iter().all(|row| row.len() > last_input),
+        "reduce_window_row: an input row is too short"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: `Isa::Avx2` is only made by `detect` (and `available`) after checking the
+            // processor has AVX2; the row lengths were checked just above.
+            unsafe { x86_64::reduce_window_row(reduction, output, rows, window, accumulate) }
+        }
+        Isa::Portable => reduce_window_row_portable(reduction, output, rows, window, accumulate),
+    }
+}
+
+/// `output[c] = combine(start[c], input[offset + c] for offset in offsets)`, where `start` is
+/// `output` itself when `accumulate`, else the reduction's identity. Every `offset + output.len()`
+/// must be within `input`.
+pub(super) fn reduce_taps(
+    isa: Isa,
+    reduction: Reduction,
+    output: &mut [f32],
+    input: &[f32],
+    offsets: &[usize],
+    accumulate: bool,
+) {
+    let channels = output.len();
+    assert!(
+        offsets
+            .iter()
+            .all(|&offset| offset + channels <= input.len()),
+        "reduce_taps: a tap is outside the input"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: `Isa::Avx2` is only made after checking the processor has AVX2; every tap
+            // was checked to lie inside `input` just above.
+            unsafe { x86_64::reduce_taps(reduction, output, input, offsets, accumulate) }
+        }
+        Isa::Portable => reduce_taps_portable(reduction, output, input, offsets, accumulate),
+    }
+}
+
+fn reduce_window_row_portable(
+    reduction: Reduction,
+    output: &mut [f32],
+    rows: &[&[f32]],
+    window: RowWindow,
+    accumulate: bool,
+) {
+    for (index, value) in output.iter_mut().enumerate() {
+        let mut total = if accumulate {
+            *value
+        } else {
+            reduction.identity()
+        };
+        for row in rows {
+            for kernel_x in 0..window.kernel_w {
+                total = reduction.combine(
+                    total,
+                    row[index * window.stride + kernel_x * window.dilation],
+                );
+            }
+        }
+        *value = total;
+    }
+}
+
+fn reduce_taps_portable(
+    reduction: Reduction,
+    output: &mut [f32],
+    input: &[f32],
+    offsets: &[usize],
+    accumulate: bool,
+) {
+    if !accumulate {
+        output.fill(reduction.identity());
+    }
+    for &offset in offsets {
+        for (value, &x) in output.iter_mut().zip(&input[offset..]) {
+            *value = reduction.combine(*value, x);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64 {
+    //! The AVX2 loops; the callers check the processor and the bounds.
+
+    use super::Reduction;
+    use std::arch::x86_64::*;
+
+    /// Eight lanes of `combine(accumulator, value)`. `vmaxps` returns its second operand when
+    /// either is NaN, so a NaN `value` wins; a NaN accumulator is kept by OR-ing in its NaN
+    /// mask, which makes the lane all ones, a NaN. (A blend with the accumulator would be
+    /// turned by LLVM into a masked store, `vmaskmovps`, which is microcoded and about three
+    /// times slower on AMD processors.)
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn combine(reduction: Reduction, accumulator: __m256, value: __m256) -> __m256 {
+        match reduction {
+            Reduction::Maximum => {
+                let maximum = _mm256_max_ps(accumulator, value);
+                let accumulator_is_nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(accumulator, accumulator);
+                _mm256_or_ps(maximum, accumulator_is_nan)
+            }
+            Reduction::Sum => _mm256_add_ps(accumulator, value),
+        }
+    }
+
+    /// The even lanes of the fifteen values at `pointer`: `pointer[0, 2, .., 14]`. The second
+    /// load starts at 7, not 8, so that the last block of a row reads nothing past its last
+    /// even element; its wanted lanes are then the odd ones.
+    ///
+    /// # Safety
+    /// Fifteen values must be readable from `pointer`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_even_lanes(pointer: *const f32) -> __m256 {
+        // SAFETY: The caller guarantees fifteen readable values: 0..8 and 7..15.
+        let (low, high) = unsafe { (_mm256_loadu_ps(pointer), _mm256_loadu_ps(pointer.add(7))) };
+        // Per 128-bit half: lanes 0 and 2 of `low`, lanes 1 and 3 of `high`, giving
+        // [p0 p2 p8 p10 | p4 p6 p12 p14]; then the 64-bit pairs reordered to 0, 2, 1, 3.
+        let even = _mm256_shuffle_ps::<0b11_01_10_00>(low, high);
+        _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+            even,
+        )))
+    }
+
+    /// Eight inputs for outputs `index..index + 8` at `stride` 1 or 2.
+    ///
+    /// # Safety
+    /// `input` holds `index * stride + 7 * stride + 1` values at least.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load_inputs(input: *const f32, index: usize, stride: usize) -> __m256 {
+        // SAFETY: The caller guarantees the last input read, `(index + 7) * stride`, is inside.
+        unsafe {
+            if stride == 1 {
+                _mm256_loadu_ps(input.add(index))
+            } else {
+                load_even_lanes(input.add(2 * index))
+            }
+        }
+    }
+
+    /// See [`super::reduce_window_row`]: blocks of eight outputs; the last, partial block is
+    /// the last eight outputs computed again (the same values stored again), except when summing
+    /// into `output`, where it is finished one output at a time.
+    ///
+    /// # Safety
+    /// The processor has AVX2, and every row holds the inputs of the last output's last tap.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn reduce_window_row(
+        reduction: Reduction,
+        output: &mut [f32],
+        rows: &[&[f32]],
+        window: super::RowWindow,
+        accumulate: bool,
+    ) {
+        let length = output.len();
+        if window.stride > 2 || length < 8 {
+            super::reduce_window_row_portable(reduction, output, rows, window, accumulate);
+            return;
+        }
+        let mut index = 0;
+        while index + 8 <= length {
+            // SAFETY: `index + 8 <= length`, and the rows hold the inputs of every output.
+            unsafe { window_block(reduction, output, rows, window, index, accumulate) };
+            index += 8;
+        }
+        if index < length {
+            if accumulate && reduction == Reduction::Sum {
+                let rest = &mut output[index..];
+                for (offset, value) in rest.iter_mut().enumerate() {
+                    let mut total = *value;
+                    for row in rows {
+                        for kernel_x in 0..window.kernel_w {
+                            total +=
+                                row[(index + offset) * window.stride + kernel_x * window.dilation];
+                        }
+                    }
+                    *value = total;
+                }
+            } else {
+                // SAFETY: `length >= 8`, so the last eight outputs are in bounds.
+                unsafe { window_block(reduction, output, rows, window, length - 8, accumulate) };
+            }
+        }
+    }
+
+    /// Outputs `index..index + 8` of [`reduce_window_row`].
+    ///
+    /// # Safety
+    /// The processor has AVX2, `index + 8 <= output.len()`, and every row holds the inputs of
+    /// output `index + 7`'s last tap, `(index + 7) * stride + (kernel_w - 1) * dilation`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn window_block(
+        reduction: Reduction,
+        output: &mut [f32],
+        rows: &[&[f32]],
+        window: super::RowWindow,
+        index: usize,
+        accumulate: bool,
+    ) {
+        let destination = output.as_mut_ptr();
+        // SAFETY: The caller guarantees the outputs and every input read are in bounds.
+        unsafe {
+            let mut total = if accumulate {
+                _mm256_loadu_ps(destination.add(index))
+            } else {
+                _mm256_set1_ps(reduction.identity())
+            };
+            for row in rows {
+                let source = row.as_ptr();
+                for kernel_x in 0..window.kernel_w {
+                    let start = source.add(kernel_x * window.dilation);
+                    total = combine(reduction, total, load_inputs(start, index, window.stride));
+                }
+            }
+            _mm256_storeu_ps(destination.add(index), total);
+        }
+    }
+
+    /// See [`super::reduce_taps`]: sixteen channels at a time in two registers, then eight,
+    /// then one by one.
+    ///
+    /// # Safety
+    /// The processor has AVX2, and `offset + output.len() <= input.len()` for every offset.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn reduce_taps(
+        reduction: Reduction,
+        output: &mut [f32],
+        input: &[f32],
+        offsets: &[usize],
+        accumulate: bool,
+    ) {
+        let channels = output.len();
+        let destination = output.as_mut_ptr();
+        let source = input.as_ptr();
+        let identity = _mm256_set1_ps(reduction.identity());
+        let mut channel = 0;
+        while channel + 16 <= channels {
+            // SAFETY: `channel + 16 <= channels`, so both output vectors and, for each tap,
+            // both input vectors (`offset + channels <= input.len()`) are in bounds.
+            unsafe {
+                let (mut first, mut second) = if accumulate {
+                    (
+                        _mm256_loadu_ps(destination.add(channel)),
+                        _mm256_loadu_ps(destination.add(channel + 8)),
+                    )
+                } else {
+                    (identity, identity)
+                };
+                for &offset in offsets {
+                    let pointer = source.add(offset + channel);
+                    first = combine(reduction, first, _mm256_loadu_ps(pointer));
+                    second = combine(reduction, second, _mm256_loadu_ps(pointer.add(8)));
+                }
+                _mm256_storeu_ps(destination.add(channel), first);
+                _mm256_storeu_ps(destination.add(channel + 8), second);
+            }
+            channel += 16;
+        }
+        if channel + 8 <= channels {
+            // SAFETY: As above, for eight channels.
+            unsafe {
+                let mut first = if accumulate {
+                    _mm256_loadu_ps(destination.add(channel))
+                } else {
+                    identity
+                };
+                for &offset in offsets {
+                    first = combine(
+                        reduction,
+                        first,
+                        _mm256_loadu_ps(source.add(offset + channel)),
+                    );
+                }
+                _mm256_storeu_ps(destination.add(channel), first);
+            }
+            channel += 8;
+        }
+        for channel in channel..channels {
+            let mut value = if accumulate {
+                output[channel]
+            } else {
+                reduction.identity()
+            };
+            for &offset in offsets {
+                value = reduction.combine(value, input[offset + channel]);
+            }
+            output[channel] = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::values;
+    use proptest::prelude::*;
+
+    fn same(left: &[f32], right: &[f32]) -> bool {
+        left.len() == right.len()
+            && left
+                .iter()
+                .zip(right)
+                .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()))
+    }
+
+    /// Values with a NaN now and then, to check it propagates through both forms.
+    fn with_nans(mut data: Vec<f32>, every: usize) -> Vec<f32> {
+        for value in data.iter_mut().step_by(every.max(1)) {
+            *value = f32::NAN;
+        }
+        data
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn reduce_window_row_forms_agree(
+            (window, start, data, row_length) in (0..40usize, 1..4usize, 1..4usize, 1..3usize, 0..3usize)
+                .prop_flat_map(|(length, kernel_w, stride, dilation, spare)| {
+                    let window = RowWindow { kernel_w, stride, dilation };
+                    // Each row is exactly as long as needed, or a little longer.
+                    let needed = length.saturating_sub(1) * stride + (kernel_w - 1) * dilation + 1;
+                    (Just(window), values(length), values(3 * (needed + spare)), Just(needed + spare))
+                }),
+            row_count in 0..4usize,
+            nan_every in prop::option::of(5..60usize),
+            maximum in any::<bool>(),
+            accumulate in any::<bool>(),
+        ) {
+            let reduction = if maximum { Reduction::Maximum } else { Reduction::Sum };
+            let data = match nan_every { Some(every) => with_nans(data, every), None => data };
+            let rows: Vec<&[f32]> = data.chunks_exact(row_length).take(row_count).collect();
+            let mut expected = start.clone();
+            reduce_window_row_portable(reduction, &mut expected, &rows, window, accumulate);
+            for isa in Isa::available() {
+                let mut output = start.clone();
+                reduce_window_row(isa, reduction, &mut output, &rows, window, accumulate);
+                let close = output.iter().zip(&expected).all(|(a, b)| {
+                    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * b.abs().max(1.0)
+                });
+                prop_assert!(close, "{isa:?}: {output:?} vs {expected:?}");
+            }
+        }
+
+        #[test]
+        fn reduce_taps_forms_agree(
+            (channels, input) in (0..40usize).prop_flat_map(|channels| (Just(channels), values(channels * 5 + 7))),
+            offsets in prop::collection::vec(0..=7usize, 0..5),
+            nan_every in prop::option::of(5..40usize),
+            maximum in any::<bool>(),
+            accumulate in any::<bool>(),
+        ) {
+            let reduction = if maximum { Reduction::Maximum } else { Reduction::Sum };
+            let input = match nan_every { Some(every) => with_nans(input, every), None => input };
+            let offsets: Vec<usize> = offsets.iter().map(|&tap| tap * channels / 2).collect();
+            let start: Vec<f32> = (0..channels).map(|channel| channel as f32 - 3.0).collect();
+            let mut expected = start.clone();
+            for (channel, value) in expected.iter_mut().enumerate() {
+                let mut total = if accumulate { *value } else { reduction.identity() };
+                for &offset in &offsets {
+                    total = reduction.combine(total, input[offset + channel]);
+                }
+                *value = total;
+            }
+            for isa in Isa::available() {
+                let mut output = start.clone();
+                reduce_taps(isa, reduction, &mut output, &input, &offsets, accumulate);
+                prop_assert!(same(&output, &expected), "{isa:?}: {output:?} vs {expected:?}");
+            }
+        }
+    }
+}
