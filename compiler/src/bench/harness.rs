@@ -15,6 +15,30 @@ use std::fmt::Write as _;
 use crate::codegen::struct_name;
 use crate::ir::{DType, Graph, Op};
 
+/// The progress reporter both harnesses print to standard error (`nnc-progress <phase> <done>
+/// <total>`, which [`super::run`] reads), spliced into their sources.
+const REPORTER_SOURCE: &str = r#"/// Progress lines on standard error, at most ten a second.
+struct Reporter {
+    phase: &'static str,
+    total: usize,
+    last: Instant,
+}
+
+impl Reporter {
+    fn new(phase: &'static str, total: usize) -> Self {
+        eprintln!("nnc-progress {phase} 0 {total}");
+        Reporter { phase, total, last: Instant::now() }
+    }
+
+    fn report(&mut self, done: usize) {
+        if done == self.total || self.last.elapsed() >= Duration::from_millis(100) {
+            eprintln!("nnc-progress {} {done} {}", self.phase, self.total);
+            self.last = Instant::now();
+        }
+    }
+}
+"#;
+
 /// The package name of the harness of `network`.
 pub fn package_name(network: &str) -> String {
     format!("nnc-bench-{}", network.replace('_', "-").to_lowercase())
@@ -182,6 +206,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
         "    let layer_median_ns: Vec<u64> = Vec::new();\n    let profiled_iterations = 0;\n"
     };
 
+    let reporter = REPORTER_SOURCE;
     let _ = write!(
         out,
         r#"struct Options {{
@@ -224,27 +249,7 @@ impl Options {{
     }}
 }}
 
-/// Progress lines on standard error, at most ten a second.
-struct Reporter {{
-    phase: &'static str,
-    total: usize,
-    last: Instant,
-}}
-
-impl Reporter {{
-    fn new(phase: &'static str, total: usize) -> Self {{
-        eprintln!("nnc-progress {{phase}} 0 {{total}}");
-        Reporter {{ phase, total, last: Instant::now() }}
-    }}
-
-    fn report(&mut self, done: usize) {{
-        if done == self.total || self.last.elapsed() >= Duration::from_millis(100) {{
-            eprintln!("nnc-progress {{}} {{done}} {{}}", self.phase, self.total);
-            self.last = Instant::now();
-        }}
-    }}
-}}
-
+{reporter}
 fn median(values: &mut [u64]) -> u64 {{
     values.sort_unstable();
     if values.is_empty() {{ 0 }} else {{ values[values.len() / 2] }}
@@ -328,6 +333,7 @@ pub fn decoder_main_source(graph: &Graph) -> String {
     out.push_str("#![allow(clippy::all, dead_code, unused_imports)]\n\n");
     out.push_str("mod model {\n    include!(\"model.rs\");\n}\n\n");
     out.push_str("use std::time::{Duration, Instant};\n\n");
+    let reporter = REPORTER_SOURCE;
     let _ = write!(
         out,
         r#"const VOCAB: i64 = {vocab};
@@ -383,27 +389,7 @@ impl Options {{
     }}
 }}
 
-/// Progress lines on standard error, at most ten a second.
-struct Reporter {{
-    phase: &'static str,
-    total: usize,
-    last: Instant,
-}}
-
-impl Reporter {{
-    fn new(phase: &'static str, total: usize) -> Self {{
-        eprintln!("nnc-progress {{phase}} 0 {{total}}");
-        Reporter {{ phase, total, last: Instant::now() }}
-    }}
-
-    fn report(&mut self, done: usize) {{
-        if done == self.total || self.last.elapsed() >= Duration::from_millis(100) {{
-            eprintln!("nnc-progress {{}} {{done}} {{}}", self.phase, self.total);
-            self.last = Instant::now();
-        }}
-    }}
-}}
-
+{reporter}
 /// The prompt: fixed, spread over the vocabulary.
 fn prompt(options: &Options) -> Vec<i64> {{
     (0..options.prompt_tokens as i64).map(|i| (i * 7919 + 1) % VOCAB).collect()
