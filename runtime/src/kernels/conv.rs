@@ -14,8 +14,8 @@
 //!   B panels straight from the image (`image_panels`), and for 1x1 kernels with unit stride
 //!   and no padding the image already is the matrix.
 //!
-//! NCHW convolutions need no scratch of their own (the GEMM's packing buffers are per thread);
-//! the caller-owned `ConvWorkspace` serves the channels-last im2col.
+//! NCHW convolutions need no caller-owned scratch (the GEMM's packing buffers and Winograd's
+//! transform buffers are per thread); the `ConvWorkspace` serves the channels-last im2col.
 
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
@@ -214,15 +214,17 @@ impl PackedConv2d {
         Ok([batch, self.out_channels, out_h, out_w])
     }
 
-    /// Runs the layer on an `[N, C, H, W]` input into an output of `output_shape(..)`.
+    /// Runs the layer on an `[N, C, H, W]` input into an output of `output_shape(..)`. The
+    /// workspace is not used (an NCHW convolution's scratch is per thread); it keeps the
+    /// signature of the channels-last layer, which generated code calls the same way.
     pub fn forward(
         &self,
         input: &[f32],
         input_shape: [usize; 4],
         output: &mut [f32],
-        workspace: &mut ConvWorkspace,
+        _workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
-        self.run(input, input_shape, None, output, workspace)
+        self.run(input, input_shape, None, output)
     }
 
     /// `output = activation(conv(input) + residual)`, with `residual` (a skip connection of the
@@ -234,9 +236,9 @@ impl PackedConv2d {
         input_shape: [usize; 4],
         residual: &[f32],
         output: &mut [f32],
-        workspace: &mut ConvWorkspace,
+        _workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
-        self.run(input, input_shape, Some(residual), output, workspace)
+        self.run(input, input_shape, Some(residual), output)
     }
 
     fn run(
@@ -245,7 +247,6 @@ impl PackedConv2d {
         input_shape: [usize; 4],
         residual: Option<&[f32]>,
         output: &mut [f32],
-        workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         let output_shape = self.output_shape(input_shape)?;
         check_buffers(input, input_shape, output, output_shape, residual)?;
@@ -259,8 +260,6 @@ impl PackedConv2d {
                 Ok(())
             }
             Method::Gemm { group_weights } => {
-                // The NCHW path needs no workspace: the GEMM packs from the image itself.
-                let _ = workspace;
                 self.forward_gemm(group_weights, input, residual, output, &geometry)
             }
             Method::Winograd(weights) => weights.forward(
