@@ -353,30 +353,44 @@ fn grid_finish_time(
 
 const PACKS_RHS: GridPacking = GridPacking {
     rhs: true,
-    lhs: false,
+    lhs: LhsAccess::Prepacked,
 };
 const PACKS_NOTHING: GridPacking = GridPacking {
     rhs: false,
-    lhs: false,
+    lhs: LhsAccess::Prepacked,
 };
 
 #[test]
-fn task_grid_cuts_rows_when_each_task_packs_its_rows_of_a() {
+fn task_grid_cuts_rows_when_each_task_reads_its_rows_of_a() {
     // MobileNetV2's projection of 576 to 96 channels on 14x14 pixels in channels-last: A is the
     // 196 x 576 input (33 panels of rows, deeper than a row-major A is read in place), B the
     // packed weights (6 panels). Cutting the columns would pack all of A in every task; cutting
     // the rows packs each row once, and both threads get half the tiles.
     let packs_lhs = GridPacking {
         rhs: false,
-        lhs: true,
+        lhs: LhsAccess::PackedPerTask,
     };
     let grid = task_grid(33, 6, 2, packs_lhs);
     assert_eq!(grid.column_tasks, 1, "{grid:?}");
     assert!(grid.row_tasks >= 2, "{grid:?}");
     assert!(grid_finish_time(grid, 33, 6, 2) <= 17 * 6, "{grid:?}");
-    // Without packing A, the same shape may cut the columns (ties go to fewer row cuts).
-    let in_place = task_grid(33, 6, 2, PACKS_NOTHING);
-    assert_eq!(grid_finish_time(in_place, 33, 6, 2), 33 * 3, "{in_place:?}");
+    // With A packed at load, the same shape may cut the columns (ties go to fewer row cuts).
+    let prepacked = task_grid(33, 6, 2, PACKS_NOTHING);
+    assert_eq!(
+        grid_finish_time(prepacked, 33, 6, 2),
+        33 * 3,
+        "{prepacked:?}"
+    );
+    // MobileNetV2's expansion of 16 to 96 channels on 112x112 pixels: A (12544 x 16) is read in
+    // place. A column cut would stream all of A in both tasks, each writing half of every row of
+    // C; the rows are cut instead.
+    let in_place = GridPacking {
+        rhs: false,
+        lhs: LhsAccess::InPlace,
+    };
+    let grid = task_grid(2091, 6, 2, in_place);
+    assert_eq!(grid.column_tasks, 1, "{grid:?}");
+    assert!(grid.row_tasks >= 2, "{grid:?}");
 }
 
 #[test]
