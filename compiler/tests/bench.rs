@@ -11,6 +11,7 @@ use std::path::Path;
 use nnc_compiler::bench::{self, Measurements, harness, instrument};
 use nnc_compiler::codegen::{self, CodegenOptions, repeat};
 use nnc_compiler::ir::{Graph, Module, Op};
+use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::report::{self, ReportOptions};
 use nnc_compiler::{FrontendOptions, compile_to_ir};
 
@@ -71,7 +72,7 @@ fn every_layer_of_generated_code_gets_a_clock() {
                 continue;
             }
             assert!(
-                remaining.any(|label| names_the_layer(label, layer)),
+                remaining.any(|label| instrument::names_layer(label, layer)),
                 "{name}: no timed block for `{layer}`"
             );
         }
@@ -240,16 +241,96 @@ fn decoders_report_tokens() {
     assert_eq!(bench::tokens_per_inference(&example("resnet18.nn")), None);
 }
 
-/// Whether a timed block's `label` names `layer`: the same name, or a rolled loop's template
-/// with `{index}` standing for a number.
-fn names_the_layer(label: &str, layer: &str) -> bool {
-    match label.split_once("{index}") {
-        None => label == layer,
-        Some((prefix, suffix)) => layer
-            .strip_prefix(prefix)
-            .and_then(|rest| rest.strip_suffix(suffix))
-            .is_some_and(|index| {
-                !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
-            }),
+#[test]
+fn layers_inside_rolled_loops_are_reported_per_iteration() {
+    // What `nnc bench` compiles: MobileNetV2 at -O2, whose inverted residuals are rolled loops.
+    let mut graph = example("mobilenet_v2.nn");
+    passes::optimize(&mut graph, OptLevel::O2, |_, _| {});
+    let runs = repeat::find_runs(&graph);
+    assert!(!runs.is_empty(), "MobileNetV2 has rolled loops");
+    let instrumented = instrument::instrument(&generated(&graph));
+    syn::parse_file(&instrumented.source).expect("instrumented code parses");
+
+    // The blocks as the harness runs them: each rolled loop's body (its consecutive blocks
+    // labelled with `{index}`; MobileNetV2's loops are apart) once per iteration, in order.
+    let mut slots = Vec::new();
+    let mut counts = runs.iter().map(|run| run.count);
+    let mut block = 0;
+    while block < instrumented.labels.len() {
+        let rolled = |label: &String| label.contains("{index}");
+        if !rolled(&instrumented.labels[block]) {
+            slots.push(block);
+            block += 1;
+            continue;
+        }
+        let body_len = instrumented.labels[block..]
+            .iter()
+            .take_while(|label| rolled(label))
+            .count();
+        let count = counts.next().expect("a run per rolled loop");
+        for _ in 0..count {
+            slots.extend(block..block + body_len);
+        }
+        block += body_len;
     }
+    assert_eq!(counts.next(), None, "every run is a rolled loop");
+
+    // The k-th block run took k + 1 µs.
+    let measurements = Measurements {
+        threads: 1,
+        warmup: 1,
+        latencies_ns: vec![1_000_000],
+        profiled_iterations: 3,
+        layer_median_ns: (1..=slots.len() as u64).map(|k| k * 1_000).collect(),
+        labels: bench::labels_of_runs(&instrumented.labels, &slots),
+        layer_slots: slots.clone(),
+        ..Measurements::default()
+    };
+    let report = report::build(&graph, &codegen::plan(&graph), &ReportOptions::default());
+    let bench_report = bench::bench_report(&report, None, &measurements);
+    // Every block run is credited to a layer of its own, so none is lost.
+    let timed: Vec<(&str, u64)> = bench_report
+        .layers
+        .iter()
+        .filter_map(|layer| layer.median_ns.map(|nanos| (layer.name.as_str(), nanos)))
+        .collect();
+    assert_eq!(timed.len(), slots.len(), "{timed:?}");
+    let expected: Vec<u64> = (1..=slots.len() as u64).map(|k| k * 1_000).collect();
+    assert_eq!(
+        timed.iter().map(|&(_, nanos)| nanos).collect::<Vec<_>>(),
+        expected
+    );
+    // The iterations of the first loop (features.5 and features.6) under their own names, and
+    // the layers after the loops too.
+    let time_of = |name: &str| {
+        bench_report
+            .layers
+            .iter()
+            .find(|layer| layer.name == name)
+            .and_then(|layer| layer.median_ns)
+    };
+    for name in [
+        "features.5.conv.0.0",
+        "features.6.conv.0.0",
+        "features.6.conv.2",
+        "features.16.conv.1.0",
+        "features.17.conv.2",
+    ] {
+        assert!(time_of(name).is_some(), "{name} has no time: {timed:?}");
+    }
+    assert!(time_of("features.6.conv.0.0") > time_of("features.5.conv.2"));
+    let text = bench_report.render_text(None);
+    assert!(text.contains("features.15.conv.1.0 (conv2d)"), "{text}");
+    assert!(!text.contains("{index}"), "{text}");
+
+    // The JSON the harness prints carries the block of each run.
+    let output = r#"{"threads":1,"warmup":1,"latencies_ns":[5],"profiled_iterations":1,"layer_median_ns":[1,2,3],"layer_slots":[0,1,1]}"#;
+    let parsed: Measurements = serde_json::from_str(output).unwrap();
+    assert_eq!(parsed.layer_slots, [0, 1, 1]);
+    let labels = ["a".to_string(), "b.{index}".to_string()];
+    assert_eq!(
+        bench::labels_of_runs(&labels, &parsed.layer_slots),
+        ["a", "b.{index}", "b.{index}"]
+    );
+    assert_eq!(bench::labels_of_runs(&labels, &[]), labels);
 }

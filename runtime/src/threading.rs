@@ -151,6 +151,38 @@ pub(crate) fn parallel_width() -> usize {
     num_threads_or_default().max(1)
 }
 
+/// How many of `rows` equal rows of `row_length` elements one task should take: at most about
+/// `target_elements` per task (at least one row), and among those sizes the one that finishes
+/// soonest on [`parallel_width`] threads when tasks go out in rounds (ties to bigger tasks).
+///
+/// Cutting by size alone can leave a thread idle for most of a round: 14 rows two to a task are
+/// 7 tasks, 4 rounds of 2 rows on two threads where one row per task finishes in 7 rows.
+pub(crate) fn balanced_rows_per_task(
+    rows: usize,
+    row_length: usize,
+    target_elements: usize,
+) -> usize {
+    balanced_rows_per_task_on(rows, row_length, target_elements, parallel_width())
+}
+
+/// [`balanced_rows_per_task`] on `threads` threads.
+fn balanced_rows_per_task_on(
+    rows: usize,
+    row_length: usize,
+    target_elements: usize,
+    threads: usize,
+) -> usize {
+    let by_size = (target_elements / row_length.max(1)).clamp(1, rows.max(1));
+    if threads <= 1 {
+        return by_size;
+    }
+    let finish =
+        |rows_per_task: usize| rows.div_ceil(rows_per_task).div_ceil(threads) * rows_per_task;
+    (1..=by_size)
+        .min_by_key(|&rows_per_task| (finish(rows_per_task), std::cmp::Reverse(rows_per_task)))
+        .unwrap_or(1)
+}
+
 /// A pointer to the first element of a slice whose disjoint chunks tasks write.
 struct SharedSlice<T>(*mut T);
 
@@ -444,6 +476,35 @@ mod tests {
         }
         set_num_threads(0);
         assert!(num_threads() >= 1);
+    }
+
+    #[test]
+    fn balanced_rows_keep_every_thread_busy_and_tasks_near_the_target() {
+        // 14 rows of 8064 (MobileNetV2's 14x14x576 depthwise), about 16 Ki elements a task: two
+        // rows a task would be 7 tasks, 4 rounds on two threads; one row a task is 7 rounds of 1.
+        assert_eq!(balanced_rows_per_task_on(14, 8064, 1 << 14, 2), 1);
+        // 7 rows: 2 a task (4 tasks, 2 rounds) finish as soon as 1 a task, in fewer tasks.
+        assert_eq!(balanced_rows_per_task_on(7, 6720, 1 << 14, 2), 2);
+        // One thread: by size only.
+        assert_eq!(balanced_rows_per_task_on(14, 8064, 1 << 14, 1), 2);
+        for rows in 1..40 {
+            for row_length in [1, 7, 100, 5000, 20000] {
+                for threads in 1..5 {
+                    let chosen = balanced_rows_per_task_on(rows, row_length, 1 << 14, threads);
+                    let by_size = ((1 << 14) / row_length).clamp(1, rows);
+                    assert!(
+                        (1..=by_size).contains(&chosen),
+                        "{rows} {row_length} {threads}"
+                    );
+                    let finish =
+                        |per_task: usize| rows.div_ceil(per_task).div_ceil(threads) * per_task;
+                    assert!(
+                        finish(chosen) <= finish(by_size),
+                        "{rows} {row_length} {threads}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

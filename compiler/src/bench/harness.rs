@@ -7,8 +7,12 @@
 //!
 //! ```text
 //! {"threads": 2, "warmup": 10, "latencies_ns": [..], "profiled_iterations": 20,
-//!  "layer_median_ns": [..]}
+//!  "layer_median_ns": [..], "layer_slots": [..]}
 //! ```
+//!
+//! `layer_median_ns` has one entry per timed block run in a forward pass, in the order they ran
+//! (a block inside a rolled loop once per iteration), and `layer_slots` the block of each
+//! entry (its index in [`super::instrument::Instrumented::labels`]).
 
 use std::fmt::Write as _;
 
@@ -85,19 +89,28 @@ pub fn main_source(graph: &Graph, layers: Option<usize>) -> String {
         out,
         r#"
 mod nnc_profile {{
-    use std::sync::atomic::{{AtomicU64, Ordering}};
+    use std::sync::Mutex;
 
+    /// The timed blocks of the instrumented model.
     pub const LAYERS: usize = {layer_count};
-    static NANOS: [AtomicU64; LAYERS] = [const {{ AtomicU64::new(0) }}; LAYERS];
+    /// (block, nanoseconds) of each timed block run since the last `take`, in the order they
+    /// ran: a block inside a rolled loop runs once per iteration, and each run is its own entry,
+    /// so that every iteration is reported under its own layer's name.
+    static RUNS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
 
     #[inline(always)]
     pub fn record(layer: usize, started: std::time::Instant) {{
-        NANOS[layer].fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let nanos = started.elapsed().as_nanos() as u64;
+        RUNS.lock().expect("the profile lock").push((layer, nanos));
     }}
 
-    /// The time of each layer since the last call.
-    pub fn take() -> Vec<u64> {{
-        NANOS.iter().map(|nanos| nanos.swap(0, Ordering::Relaxed)).collect()
+    /// The blocks run since the last call, in order, with their times.
+    pub fn take() -> Vec<(usize, u64)> {{
+        let mut runs = RUNS.lock().expect("the profile lock");
+        let taken = runs.clone();
+        // Clearing keeps the capacity, so that the next pass records without allocating.
+        runs.clear();
+        taken
     }}
 }}
 
@@ -182,6 +195,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
 
     let profile = if layers.is_some() {
         r#"    let mut layer_median_ns = Vec::new();
+    let mut layer_slots: Vec<usize> = Vec::new();
     let mut profiled_iterations = 0;
     if nnc_profile::LAYERS > 0 && options.profile_iterations > 0 {
         let mut network = build_model_profiled(&options);
@@ -189,12 +203,23 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
             run_model_profiled(&mut network, &inputs);
         }
         nnc_profile::take();
-        let mut samples = vec![Vec::new(); nnc_profile::LAYERS];
+        let mut samples: Vec<Vec<u64>> = Vec::new();
         let mut reporter = Reporter::new("profile", options.profile_iterations);
         for iteration in 0..options.profile_iterations {
             run_model_profiled(&mut network, &inputs);
-            for (layer, nanos) in nnc_profile::take().into_iter().enumerate() {
-                samples[layer].push(nanos);
+            let runs = nnc_profile::take();
+            if iteration == 0 {
+                layer_slots = runs.iter().map(|&(layer, _)| layer).collect();
+                samples = vec![Vec::new(); runs.len()];
+            }
+            // Every pass runs the same blocks in the same order (the harness's inputs do not
+            // change), so the k-th run of each pass is the same layer.
+            assert!(
+                runs.iter().map(|&(layer, _)| layer).eq(layer_slots.iter().copied()),
+                "the profiled passes ran different blocks"
+            );
+            for (run, (_, nanos)) in runs.into_iter().enumerate() {
+                samples[run].push(nanos);
             }
             reporter.report(iteration + 1);
         }
@@ -203,7 +228,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
     }
 "#
     } else {
-        "    let layer_median_ns: Vec<u64> = Vec::new();\n    let profiled_iterations = 0;\n"
+        "    let layer_median_ns: Vec<u64> = Vec::new();\n    let layer_slots: Vec<usize> = Vec::new();\n    let profiled_iterations = 0;\n"
     };
 
     let reporter = REPORTER_SOURCE;
@@ -288,12 +313,13 @@ fn main() {{
         values.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
     }};
     println!(
-        "{{{{\"threads\":{{}},\"warmup\":{{}},\"latencies_ns\":[{{}}],\"profiled_iterations\":{{}},\"layer_median_ns\":[{{}}]}}}}",
+        "{{{{\"threads\":{{}},\"warmup\":{{}},\"latencies_ns\":[{{}}],\"profiled_iterations\":{{}},\"layer_median_ns\":[{{}}],\"layer_slots\":[{{}}]}}}}",
         ::nnc_runtime::num_threads(),
         options.warmup,
         list(&latencies_ns),
         profiled_iterations,
         list(&layer_median_ns),
+        list(&layer_slots.iter().map(|&slot| slot as u64).collect::<Vec<_>>()),
     );
 }}
 "#

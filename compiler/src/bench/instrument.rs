@@ -9,9 +9,11 @@
 //!         }
 //! ```
 //!
-//! [`instrument`] starts a clock before each such block and adds the elapsed time to the
-//! layer's slot after it, through `crate::nnc_profile::record(layer, started)`, which the bench
-//! harness defines. The rewrite is textual so that it needs nothing from code generation beyond
+//! [`instrument`] starts a clock before each such block and records the elapsed time after it,
+//! through `crate::nnc_profile::record(block, started)`, which the bench harness defines. A block
+//! inside a rolled loop (its comment names the layer `features.{index}.conv.0`) records once per
+//! iteration; the harness keeps every run in order, and [`names_layer`] matches the template to
+//! each iteration's layer. The rewrite is textual so that it needs nothing from code generation beyond
 //! that layout; a block it does not recognise is left untimed, never broken.
 
 /// Source with timing code, and the comment of each timed block, in order.
@@ -19,7 +21,7 @@
 pub struct Instrumented {
     pub source: String,
     /// The layer comments of the timed blocks (`fc1: linear -> f32[1, 256]`); block `k` records
-    /// into slot `k`.
+    /// as block `k`.
     pub labels: Vec<String>,
 }
 
@@ -77,6 +79,21 @@ pub fn instrument(source: &str) -> Instrumented {
 /// The layer name of a block comment: `fc1` of `fc1: linear -> f32[1, 256]`.
 pub fn layer_name(label: &str) -> &str {
     label.split_once(": ").map_or(label, |(name, _)| name)
+}
+
+/// Whether the layer name of a timed block's label (see [`layer_name`]) names `layer`: the same
+/// name, or a rolled loop's template with `{index}` standing for the iteration's number
+/// (`features.{index}.conv.0` names `features.5.conv.0`).
+pub fn names_layer(label_name: &str, layer: &str) -> bool {
+    match label_name.split_once("{index}") {
+        None => label_name == layer,
+        Some((prefix, suffix)) => layer
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .is_some_and(|index| {
+                !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
+            }),
+    }
 }
 
 /// If line `index` is a layer comment followed by a block at the same indentation, the

@@ -120,9 +120,15 @@ pub struct Measurements {
     /// Forward passes; for a decoder harness, one-token decode steps.
     pub latencies_ns: Vec<u64>,
     pub profiled_iterations: usize,
-    /// The median time of each timed block, in the order of `labels`.
+    /// The median time of each timed block run of a forward pass, in the order they ran: a block
+    /// inside a rolled loop has one entry per iteration.
     pub layer_median_ns: Vec<u64>,
-    /// The comments of the timed blocks (see [`instrument::Instrumented::labels`]).
+    /// The timed block of each entry of `layer_median_ns` (an index into
+    /// [`instrument::Instrumented::labels`]); empty from a harness that ran each block once.
+    #[serde(default)]
+    pub layer_slots: Vec<usize>,
+    /// The comment of the timed block of each entry of `layer_median_ns` (see
+    /// [`instrument::Instrumented::labels`]); a rolled loop's names `{index}` for its iteration.
     #[serde(default)]
     pub labels: Vec<String>,
     /// Decoder harness only: the prompt's length, the decode steps per sequence, and the time
@@ -158,8 +164,21 @@ pub fn run(
         sources.push(("model_profiled.rs", profiled.source.clone()));
     }
     let mut measurements = build_and_run(&graph.name, &sources, &[], options, progress)?;
-    measurements.labels = profiled.map(|p| p.labels).unwrap_or_default();
+    let labels = profiled.map(|p| p.labels).unwrap_or_default();
+    measurements.labels = labels_of_runs(&labels, &measurements.layer_slots);
     Ok(measurements)
+}
+
+/// The label of each timed block run, from the labels of the blocks and the block each run
+/// timed (`slots`); without `slots`, each block ran once, in order.
+pub fn labels_of_runs(labels: &[String], slots: &[usize]) -> Vec<String> {
+    if slots.is_empty() {
+        return labels.to_vec();
+    }
+    slots
+        .iter()
+        .filter_map(|&slot| labels.get(slot).cloned())
+        .collect()
 }
 
 /// Writes, builds and runs the decoder harness of `graph` (`nnc bench --decode`): the time of
@@ -459,7 +478,9 @@ pub struct LayerTime {
 }
 
 /// Merges measurements with the static report. Timed blocks are matched to layers in order,
-/// by layer name, so a block that runs several fused layers is credited to its first.
+/// by layer name, so a block that runs several fused layers is credited to its first; a block
+/// inside a rolled loop, labelled `features.{index}.conv.0`, is credited at each iteration to the
+/// next layer its label names (`features.5.conv.0`, then `features.6.conv.0`).
 pub fn bench_report(
     report: &Report,
     tokens_per_inference: Option<u64>,
@@ -477,7 +498,7 @@ pub fn bench_report(
         let name = instrument::layer_name(label);
         if let Some(offset) = report.layers[next_layer..]
             .iter()
-            .position(|layer| layer.name == name)
+            .position(|layer| instrument::names_layer(name, &layer.name))
         {
             times[next_layer + offset] = Some(nanos);
             next_layer += offset + 1;

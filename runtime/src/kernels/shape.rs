@@ -15,6 +15,7 @@ use crate::error::{
     shape_mismatch,
 };
 use crate::tensor::{Dims, MAX_RANK, TensorRef, check_rank, split_at_axis};
+use crate::threading;
 
 /// The shape after permuting: `output_shape[i] = shape[permutation[i]]`. Fails unless
 /// `permutation` holds each axis exactly once.
@@ -40,7 +41,7 @@ pub fn permute(
 /// Layout changes such as NCHW <-> NHWC (`[0, 2, 3, 1]`, `[0, 3, 1, 2]`) merge into a batch of
 /// 2-D transposes, which run in cache-sized tiles; permutations that keep the last axis copy
 /// whole rows.
-pub fn permute_any_type<T: Copy>(
+pub fn permute_any_type<T: Copy + Send + Sync>(
     input: &[T],
     shape: &[usize],
     permutation: &[usize],
@@ -61,7 +62,7 @@ pub fn permute_any_type<T: Copy>(
             .chunks_exact(rows * cols)
             .zip(output.chunks_exact_mut(rows * cols))
         {
-            transpose_matrix_tiled(input, rows, cols, output);
+            transpose_matrix(input, rows, cols, output);
         }
         return Ok(());
     }
@@ -306,15 +307,49 @@ fn batched_transpose(shape: &[usize], permutation: &[usize]) -> Option<(usize, u
     Some((product(kept..split), product(split..shape.len())))
 }
 
-/// `output[c][r] = input[r][c]` for a row-major `rows x cols` input, in square tiles so that
-/// both sides stream through the cache.
-fn transpose_matrix_tiled<T: Copy>(input: &[T], rows: usize, cols: usize, output: &mut [T]) {
+/// Elements of a transpose below which it runs on one thread: a smaller one moves too little
+/// to pay for starting the others.
+const PARALLEL_TRANSPOSE_MIN_ELEMENTS: usize = 1 << 16;
+
+/// Columns of the input (rows of the output) per parallel task of a transpose, in tiles.
+const PARALLEL_TRANSPOSE_TILES: usize = 8;
+
+/// `output[c][r] = input[r][c]` for a row-major `rows x cols` input; a large one is cut by
+/// columns of the input (rows of the output, contiguous there) into tasks on the thread pool.
+/// MobileNetV2's move of its first activation to channels-last (32 x 112·112) is one of these.
+fn transpose_matrix<T: Copy + Send + Sync>(
+    input: &[T],
+    rows: usize,
+    cols: usize,
+    output: &mut [T],
+) {
+    if rows * cols < PARALLEL_TRANSPOSE_MIN_ELEMENTS || rows == 0 {
+        transpose_columns_tiled(input, rows, cols, 0..cols, output);
+        return;
+    }
+    let cols_per_task = TILE * PARALLEL_TRANSPOSE_TILES;
+    threading::run_chunks_mut(output, cols_per_task * rows, |chunk_index, output_rows| {
+        let first_col = chunk_index * cols_per_task;
+        let columns = first_col..first_col + output_rows.len() / rows;
+        transpose_columns_tiled(input, rows, cols, columns, output_rows);
+    });
+}
+
+/// `output[c - columns.start][r] = input[r][c]` for the `columns` of a row-major `rows x cols`
+/// input, in square tiles so that both sides stream through the cache.
+fn transpose_columns_tiled<T: Copy>(
+    input: &[T],
+    rows: usize,
+    cols: usize,
+    columns: std::ops::Range<usize>,
+    output: &mut [T],
+) {
     for row_start in (0..rows).step_by(TILE) {
         let row_end = (row_start + TILE).min(rows);
-        for col_start in (0..cols).step_by(TILE) {
-            let col_end = (col_start + TILE).min(cols);
+        for col_start in columns.clone().step_by(TILE) {
+            let col_end = (col_start + TILE).min(columns.end);
             for col in col_start..col_end {
-                let output_row = &mut output[col * rows..][..rows];
+                let output_row = &mut output[(col - columns.start) * rows..][..rows];
                 for row in row_start..row_end {
                     output_row[row] = input[row * cols + col];
                 }
@@ -509,6 +544,28 @@ mod tests {
             let mut output = vec![0.0; input.len()];
             permute(TensorRef::new(&input, &shape).unwrap(), &permutation, &mut output).unwrap();
             prop_assert_eq!(output, expected);
+        }
+
+        #[test]
+        fn large_layout_changes_on_the_pool_match_reference(
+            channels in 1..40usize,
+            height in 30..90usize,
+            width in 30..90usize,
+            threads in 1..4usize,
+        ) {
+            // Sizes around the parallel threshold (1 << 16 elements), not multiples of the tile.
+            let shape = [1, channels, height, width];
+            let input = ramp(shape.iter().product());
+            let _guard = crate::test_support::lock_thread_count();
+            crate::set_num_threads(threads);
+            for permutation in [[0, 2, 3, 1], [0, 3, 1, 2]] {
+                let (expected, _) = reference::permute(&input, &shape, &permutation);
+                let mut output = vec![0.0; input.len()];
+                permute(TensorRef::new(&input, &shape).unwrap(), &permutation, &mut output)
+                    .unwrap();
+                prop_assert_eq!(output, expected);
+            }
+            crate::set_num_threads(0);
         }
 
         #[test]

@@ -273,7 +273,11 @@ impl PackedConv2dChannelsLast {
         let channels = self.out_channels;
         let output_row = geometry.out_w * channels;
         let input_image = geometry.in_h * geometry.in_w * channels;
-        let rows_per_task = (PARALLEL_CHUNK / output_row).max(1);
+        let rows_per_task = threading::balanced_rows_per_task(
+            output.len() / output_row.max(1),
+            output_row,
+            PARALLEL_CHUNK,
+        );
         threading::run_chunks_mut(output, rows_per_task * output_row, |chunk_index, rows| {
             for (row_offset, output_row_values) in rows.chunks_exact_mut(output_row).enumerate() {
                 let row = chunk_index * rows_per_task + row_offset;

@@ -356,8 +356,11 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
     }
     let row_panels = product.rows.div_ceil(MR);
     let column_panels = product.cols.div_ceil(NR);
-    let packs_rhs = matches!(product.rhs, RhsPanels::Source(_));
-    let grid = task_grid(row_panels, column_panels, threads, packs_rhs);
+    let packing = GridPacking {
+        rhs: matches!(product.rhs, RhsPanels::Source(_)),
+        lhs: lhs_access(product),
+    };
+    let grid = task_grid(row_panels, column_panels, threads, packing);
     threading::run_tasks(grid.row_tasks * grid.column_tasks, |task| {
         let (row_task, column_task) = (task / grid.column_tasks, task % grid.column_tasks);
         let row_panels = even_share(row_panels, grid.row_tasks, row_task);
@@ -396,24 +399,74 @@ pub(super) struct TaskGrid {
     pub(super) column_tasks: usize,
 }
 
-/// The relative cost of one `MR x NR` tile for one step of the shared dimension, and of packing
-/// one `NR`-wide row of a B panel: a tile step is `2 * MR` FMAs (six cycles at two a cycle), a
-/// packed row two loads and two stores, or a short gather for a convolution.
+/// Which operands each task of a product packs or streams itself (see [`task_grid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct GridPacking {
+    /// B comes as a source, so each task packs the B panels of its own columns.
+    pub(super) rhs: bool,
+    /// How each task gets the A panels of its own rows.
+    pub(super) lhs: LhsAccess,
+}
+
+/// How `run_rectangle` reads A's rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LhsAccess {
+    /// Packed once at load (a convolution's weights).
+    Prepacked,
+    /// A row-major matrix read in place: each task streams its rows from memory.
+    InPlace,
+    /// A matrix each task packs (the rows of its share) before using it.
+    PackedPerTask,
+}
+
+/// How `run_rectangle` reads A: in place when it is a row-major matrix no deeper than
+/// `ROW_MAJOR_LHS_MAX_DEPTH`, else packed by each task, unless it came packed.
+fn lhs_access(product: &Product<'_>) -> LhsAccess {
+    match product.lhs {
+        LhsSource::Matrix(matrix)
+            if matrix.column_stride == 1 && product.depth <= ROW_MAJOR_LHS_MAX_DEPTH =>
+        {
+            LhsAccess::InPlace
+        }
+        LhsSource::Matrix(_) => LhsAccess::PackedPerTask,
+        LhsSource::Packed(_) => LhsAccess::Prepacked,
+    }
+}
+
+/// The relative cost of one `MR x NR` tile for one step of the shared dimension, of packing one
+/// `NR`-wide row of a B panel, of packing one `MR`-tall column of an A panel, and of streaming
+/// one from memory: a tile step is `2 * MR` FMAs (six cycles at two a cycle), a packed B row two
+/// loads and two stores, or a short gather for a convolution, a packed A column a gather of `MR`
+/// values from `MR` rows, and a streamed one `MR` values from `MR` rows into cache.
 const TILE_COST: usize = 4;
 const PANEL_PACKING_COST: usize = 1;
+const LHS_PANEL_PACKING_COST: usize = 2;
+const LHS_PANEL_STREAMING_COST: usize = 1;
 
 /// Picks the grid of tasks that finishes soonest on `threads` threads, counting that every task
-/// packs the B panels of its own columns (so cutting the rows packs B more than once), that a
-/// task is the unit of scheduling (so the slowest round decides), and that panels are shared out
-/// as evenly as whole panels allow. Ties go to fewer row cuts, then to more tasks, which lets
-/// work stealing even out a core that another process holds.
+/// packs the B panels of its own columns when B is packed during the call (so cutting the rows
+/// packs B more than once) and the A panels of its own rows when A is (so cutting the columns
+/// packs A more than once: a 1x1 convolution deeper than `ROW_MAJOR_LHS_MAX_DEPTH` in
+/// channels-last, MobileNetV2's projections, cut into one task per 16 output channels packed
+/// its whole input once per task) or streams them from memory when A is read in place (so a
+/// column cut streams A more than once, and each task writes a strip of every row of C rather
+/// than rows of its own: MobileNetV2's 16 to 96 channel expansion on 112x112 pixels got slower
+/// on two threads cut by columns), that a task is the unit of scheduling (so the slowest round
+/// decides), and that panels are shared out as evenly as whole panels allow. Ties go to fewer
+/// row cuts, then to more tasks, which lets work stealing even out a core that another process
+/// holds.
 pub(super) fn task_grid(
     row_panels: usize,
     column_panels: usize,
     threads: usize,
-    packs_rhs: bool,
+    packing: GridPacking,
 ) -> TaskGrid {
-    let packing_cost = if packs_rhs { PANEL_PACKING_COST } else { 0 };
+    let packing_cost = if packing.rhs { PANEL_PACKING_COST } else { 0 };
+    let lhs_packing_cost = match packing.lhs {
+        LhsAccess::Prepacked => 0,
+        LhsAccess::InPlace => LHS_PANEL_STREAMING_COST,
+        LhsAccess::PackedPerTask => LHS_PANEL_PACKING_COST,
+    };
     let max_tasks = 4 * threads;
     let mut best = TaskGrid {
         row_tasks: 1,
@@ -423,8 +476,10 @@ pub(super) fn task_grid(
     for column_tasks in 1..=column_panels.min(max_tasks) {
         for row_tasks in 1..=row_panels.min(max_tasks / column_tasks) {
             let tasks = row_tasks * column_tasks;
+            let task_rows = row_panels.div_ceil(row_tasks);
             let task_cost = column_panels.div_ceil(column_tasks)
-                * (row_panels.div_ceil(row_tasks) * TILE_COST + packing_cost);
+                * (task_rows * TILE_COST + packing_cost)
+                + task_rows * lhs_packing_cost;
             let finish = tasks.div_ceil(threads) * task_cost;
             let key = (finish, row_tasks, usize::MAX - tasks);
             if key < best_key {

@@ -41,7 +41,7 @@ use driver::{
     Execution, KC, MatrixSource, PackedRhsView, RhsOperand, SOURCE_NC, gemm_with, strided_extent,
 };
 #[cfg(test)]
-use driver::{TaskGrid, even_share, task_grid};
+use driver::{GridPacking, LhsAccess, TaskGrid, even_share, task_grid};
 use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
 use tile::GemmKernels;
 

@@ -351,17 +351,59 @@ fn grid_finish_time(
     tasks.div_ceil(threads) * largest_task
 }
 
+const PACKS_RHS: GridPacking = GridPacking {
+    rhs: true,
+    lhs: LhsAccess::Prepacked,
+};
+const PACKS_NOTHING: GridPacking = GridPacking {
+    rhs: false,
+    lhs: LhsAccess::Prepacked,
+};
+
+#[test]
+fn task_grid_cuts_rows_when_each_task_reads_its_rows_of_a() {
+    // MobileNetV2's projection of 576 to 96 channels on 14x14 pixels in channels-last: A is the
+    // 196 x 576 input (33 panels of rows, deeper than a row-major A is read in place), B the
+    // packed weights (6 panels). Cutting the columns would pack all of A in every task; cutting
+    // the rows packs each row once, and both threads get half the tiles.
+    let packs_lhs = GridPacking {
+        rhs: false,
+        lhs: LhsAccess::PackedPerTask,
+    };
+    let grid = task_grid(33, 6, 2, packs_lhs);
+    assert_eq!(grid.column_tasks, 1, "{grid:?}");
+    assert!(grid.row_tasks >= 2, "{grid:?}");
+    assert!(grid_finish_time(grid, 33, 6, 2) <= 17 * 6, "{grid:?}");
+    // With A packed at load, the same shape may cut the columns (ties go to fewer row cuts).
+    let prepacked = task_grid(33, 6, 2, PACKS_NOTHING);
+    assert_eq!(
+        grid_finish_time(prepacked, 33, 6, 2),
+        33 * 3,
+        "{prepacked:?}"
+    );
+    // MobileNetV2's expansion of 16 to 96 channels on 112x112 pixels: A (12544 x 16) is read in
+    // place. A column cut would stream all of A in both tasks, each writing half of every row of
+    // C; the rows are cut instead.
+    let in_place = GridPacking {
+        rhs: false,
+        lhs: LhsAccess::InPlace,
+    };
+    let grid = task_grid(2091, 6, 2, in_place);
+    assert_eq!(grid.column_tasks, 1, "{grid:?}");
+    assert!(grid.row_tasks >= 2, "{grid:?}");
+}
+
 #[test]
 fn task_grid_gives_every_thread_an_equal_share() {
     // ResNet-18 at batch 1: 56x56x64 (196 pixel panels, 11 channel panels) and 7x7x512 (4 pixel
     // panels, the last of one pixel, and 86 channel panels), at two threads.
-    let wide = task_grid(11, 196, 2, true);
+    let wide = task_grid(11, 196, 2, PACKS_RHS);
     assert_eq!(wide.row_tasks, 1, "{wide:?}: many columns need no row cut");
     assert_eq!(grid_finish_time(wide, 11, 196, 2), 11 * 98);
-    let tall = task_grid(86, 4, 2, true);
+    let tall = task_grid(86, 4, 2, PACKS_RHS);
     assert_eq!(grid_finish_time(tall, 86, 4, 2), 86 * 2, "{tall:?}");
     // Three columns on two threads: only a row cut shares them evenly.
-    let narrow = task_grid(40, 3, 2, true);
+    let narrow = task_grid(40, 3, 2, PACKS_RHS);
     assert!(narrow.row_tasks > 1, "{narrow:?}");
     assert!(
         grid_finish_time(narrow, 40, 3, 2) <= 20 * 3 + 3,
@@ -369,7 +411,7 @@ fn task_grid_gives_every_thread_an_equal_share() {
     );
     // Whatever the shape, no task is empty and nothing is lost.
     for (row_panels, column_panels, threads) in [(1, 1, 2), (1, 200, 3), (300, 1, 2), (7, 5, 4)] {
-        let grid = task_grid(row_panels, column_panels, threads, false);
+        let grid = task_grid(row_panels, column_panels, threads, PACKS_NOTHING);
         assert!(grid.row_tasks <= row_panels && grid.column_tasks <= column_panels);
         let covered: usize = (0..grid.row_tasks)
             .map(|task| even_share(row_panels, grid.row_tasks, task).len())
