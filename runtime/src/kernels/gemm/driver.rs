@@ -57,19 +57,21 @@ pub(super) struct Execution {
 pub(crate) type RowMajorTileKernel =
     unsafe fn(usize, &[f32], usize, &[f32], *mut f32, usize, usize, usize, bool);
 
-/// The fastest micro-kernel with a row-major A that this processor runs.
+/// The fastest micro-kernel with a row-major A that this processor runs, AVX2 at most (flash
+/// attention calls it one tile at a time; the AVX-512 kernel pays on strips), within the cap of
+/// `set_max_isa`.
 pub(crate) fn select_row_major_tile_kernel() -> RowMajorTileKernel {
     #[cfg(target_arch = "x86_64")]
-    if x86_64::is_available() {
+    if super::selected_isa() >= super::GemmIsa::Avx2Fma {
         return x86_64::tile_kernel_row_major_a;
     }
     portable::tile_kernel_row_major_a
 }
 
-/// The fastest micro-kernel this processor runs.
+/// The fastest micro-kernel this processor runs, AVX2 at most, within the cap of `set_max_isa`.
 pub(crate) fn select_tile_kernel() -> TileKernel {
     #[cfg(target_arch = "x86_64")]
-    if x86_64::is_available() {
+    if super::selected_isa() >= super::GemmIsa::Avx2Fma {
         return x86_64::tile_kernel;
     }
     portable::tile_kernel

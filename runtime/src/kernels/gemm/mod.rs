@@ -6,9 +6,11 @@
 //! micro-kernel computes one `6 x 16` tile of C from one panel of each. Weights are packed once,
 //! at load time, into a `PackedMatrix` (the right operand, as in `linear`) or a
 //! `PackedLhsMatrix` (the left operand, as in convolution); a call then packs only the
-//! activations. The micro-kernel is AVX2 + FMA where the processor has them (detected at run
-//! time), else a portable one with the same signature and packing, so packed weights do not
-//! depend on the processor.
+//! activations. The micro-kernel is AVX-512F where the processor has it (`avx512.rs`: tiles of
+//! 12 rows, two A panels, in zmm registers), else AVX2 + FMA (`x86_64.rs`: 6 x 16 tiles in ymm
+//! registers), else a portable one, all detected at run time, with the same signature and the
+//! same packed layouts, so packed weights do not depend on the processor. `set_max_isa` caps the
+//! choice, so one binary can time or test each.
 //!
 //! B that is not packed at load time is packed during the call by the tasks themselves, each
 //! packing only the panels of its own columns, one `KC x SOURCE_NC` block at a time, from a
@@ -24,6 +26,8 @@
 //! over the rows of each 256-column group of a block, while it is still in L2. A row-major A no
 //! deeper than `KC` is not packed: the micro-kernel reads its rows in place.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod driver;
 mod packing;
 mod portable;
@@ -49,6 +53,54 @@ use tile::GemmKernels;
 pub const MR: usize = 6;
 /// Columns of B (and of C) in one micro-kernel tile.
 pub const NR: usize = 16;
+
+/// The instruction sets the GEMM has micro-kernels for, from the slowest to the fastest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GemmIsa {
+    /// Plain Rust, which every processor runs.
+    Portable,
+    /// AVX2 and FMA: a `6 x 16` tile in 12 ymm registers.
+    Avx2Fma,
+    /// AVX-512F: tiles of up to `12 x 16` in zmm registers, reading the same packed panels.
+    Avx512,
+}
+
+impl GemmIsa {
+    /// A short lower-case name (`portable`, `avx2`, `avx512`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmIsa::Portable => "portable",
+            GemmIsa::Avx2Fma => "avx2",
+            GemmIsa::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether the running processor has this instruction set.
+    pub fn is_available(self) -> bool {
+        GemmKernels::for_isa(self).is_some()
+    }
+}
+
+/// The cap `set_max_isa` sets, as a `GemmIsa` discriminant (the fastest by default).
+static MAX_ISA: std::sync::atomic::AtomicU8 =
+    std::sync::atomic::AtomicU8::new(GemmIsa::Avx512 as u8);
+
+/// Caps the instruction set of the GEMM's micro-kernels for the whole process (like oneDNN's
+/// `ONEDNN_MAX_CPU_ISA`), so that one binary can time or test each kernel; the default is the
+/// fastest the processor has. Packed weights do not depend on it.
+pub fn set_max_isa(isa: GemmIsa) {
+    MAX_ISA.store(isa as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The instruction set the GEMM runs with: the fastest this processor has, up to the cap of
+/// `set_max_isa`.
+pub fn selected_isa() -> GemmIsa {
+    let cap = MAX_ISA.load(std::sync::atomic::Ordering::Relaxed);
+    [GemmIsa::Avx512, GemmIsa::Avx2Fma]
+        .into_iter()
+        .find(|isa| *isa as u8 <= cap && isa.is_available())
+        .unwrap_or(GemmIsa::Portable)
+}
 
 /// A read-only matrix in a slice, with arbitrary row and column strides (in elements).
 ///

@@ -199,6 +199,23 @@ fn detected(parallel: bool) -> Execution {
     Execution::detected(parallel)
 }
 
+/// The kernels of every instruction set this processor has (portable, AVX2, AVX-512), so that
+/// each path is tested whatever `detected` picks.
+fn every_available_kernel() -> Vec<(GemmIsa, tile::GemmKernels)> {
+    [GemmIsa::Portable, GemmIsa::Avx2Fma, GemmIsa::Avx512]
+        .into_iter()
+        .filter_map(|isa| Some((isa, tile::GemmKernels::for_isa(isa)?)))
+        .collect()
+}
+
+/// A sequential execution with one instruction set's kernels.
+fn with_kernel(kernel: tile::GemmKernels) -> Execution {
+    Execution {
+        kernel,
+        ..detected(false)
+    }
+}
+
 /// Packs an unpacked B in blocks of 16 or 32 columns, to cross several column blocks.
 fn banded(source_column_block: usize) -> Execution {
     Execution {
@@ -237,8 +254,19 @@ proptest! {
     /// one only; shallower ones take the row-major A path when A is row-major and unpacked.
     #[test]
     fn deep_products_match_reference_with_every_epilogue(case in cases(14, 600, 37)) {
-        assert_close(&case.run(detected(false)), &case.expected(), 1e-4);
-        assert_close(&case.run(portable()), &case.expected(), 1e-4);
+        for (_, kernel) in every_available_kernel() {
+            assert_close(&case.run(with_kernel(kernel)), &case.expected(), 1e-4);
+        }
+    }
+
+    /// Every kernel (AVX2 and AVX-512 forced where the processor has them) on strips of more
+    /// than two tiles, so the AVX-512 kernel's 12-row tiles and each of its shorter last tiles
+    /// (1 to 11 rows) meet every epilogue, deep and shallow, packed and row-major A.
+    #[test]
+    fn every_kernel_matches_reference(case in cases(40, 300, 40)) {
+        for (_, kernel) in every_available_kernel() {
+            assert_close(&case.run(with_kernel(kernel)), &case.expected(), 1e-4);
+        }
     }
 }
 
@@ -711,17 +739,18 @@ fn clamps() -> impl Strategy<Value = tile::Clamp> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Strips of one to four tiles (a last tile of fewer than MR rows, cols < NR included),
-    /// packed and row-major A, both kernels.
+    /// Strips of one to five tiles (a last tile of fewer than MR rows, cols < NR included),
+    /// packed and row-major A, every kernel.
     #[test]
     fn tile_kernels_apply_the_epilogue(
-        shape in (1..=4 * MR, 1..=NR, 1..24usize, any::<bool>()),
+        shape in (1..=5 * MR, 1..=NR, 1..24usize, any::<bool>()),
         clamp in clamps(),
         values in values(89),
     ) {
         for row_major_a in [false, true] {
-            check_tile_epilogue(tile::GemmKernels::detected(), row_major_a, shape, clamp, &values);
-            check_tile_epilogue(tile::GemmKernels::PORTABLE, row_major_a, shape, clamp, &values);
+            for (_, kernels) in every_available_kernel() {
+                check_tile_epilogue(kernels, row_major_a, shape, clamp, &values);
+            }
         }
     }
 }
@@ -729,7 +758,7 @@ proptest! {
 /// The clamps keep NaN, as `relu` and `relu6` do, in registers as in the portable kernel.
 #[test]
 fn clamps_let_nan_through() {
-    for kernels in [tile::GemmKernels::detected(), tile::GemmKernels::PORTABLE] {
+    for (_, kernels) in every_available_kernel() {
         for clamp in [tile::Clamp::Relu, tile::Clamp::Relu6] {
             let a_panel = [f32::NAN; MR];
             let b_panel = [1.0; NR];
@@ -792,4 +821,23 @@ fn prepacked_rhs_matches_packing() {
     .unwrap();
     assert_eq!(actual, expected);
     assert!(PackedRhsRef::new(&packed[1..], depth, cols).is_err());
+}
+
+/// The kernels this machine has are the ones `selected_isa` offers. (`set_max_isa` is tested in
+/// `runtime/tests/gemm_max_isa.rs`, a process of its own: the cap is process-wide, and tests here
+/// that compare two products bit for bit must not see it change between them.)
+#[test]
+fn the_selected_isa_is_available_and_the_fastest() {
+    let available = every_available_kernel();
+    assert_eq!(available[0].0, GemmIsa::Portable);
+    let fastest = available.last().unwrap().0;
+    assert_eq!(selected_isa(), fastest);
+    assert!(selected_isa().is_available());
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert_eq!(
+            GemmIsa::Avx512.is_available(),
+            is_x86_feature_detected!("avx512f")
+        );
+    }
 }

@@ -7,7 +7,7 @@
 //! the residual and the clamp activations); the driver applies the other activations to whole
 //! rows afterwards with the vectorised activation loops.
 
-use super::{MR, NR};
+use super::{GemmIsa, MR, NR};
 use crate::kernels::activation::Activation;
 
 /// An activation that is a clamp of its input, which the micro-kernels apply to their
@@ -116,11 +116,19 @@ impl<'a> TileOutput<'a> {
     /// at most `MR` rows, with the epilogue's slices moved along to it.
     #[inline(always)]
     pub(crate) fn tile(&self, first_row: usize) -> TileOutput<'a> {
+        self.rows_from(first_row, MR.min(self.rows - first_row))
+    }
+
+    /// Rows `first_row..first_row + rows` of this strip (inside it), with the epilogue's slices
+    /// moved along to them.
+    #[inline(always)]
+    pub(crate) fn rows_from(&self, first_row: usize, rows: usize) -> TileOutput<'a> {
+        debug_assert!(first_row + rows <= self.rows);
         let offset = first_row * self.c_row_stride;
         TileOutput {
             c: self.c.wrapping_add(offset),
             c_row_stride: self.c_row_stride,
-            rows: MR.min(self.rows - first_row),
+            rows,
             cols: self.cols,
             accumulate: self.accumulate,
             epilogue: TileEpilogue {
@@ -156,15 +164,27 @@ impl GemmKernels {
         row_major_a: super::portable::tile_kernel_row_major_a_with_epilogue,
     };
 
-    /// The fastest kernels this processor runs.
+    /// The fastest kernels this processor runs, up to the cap of `set_max_isa`.
     pub(crate) fn detected() -> GemmKernels {
-        #[cfg(target_arch = "x86_64")]
-        if super::x86_64::is_available() {
-            return GemmKernels {
+        GemmKernels::for_isa(super::selected_isa())
+            .expect("gemm: the selected instruction set runs on this processor")
+    }
+
+    /// The kernels for one instruction set, or `None` if this processor lacks it.
+    pub(crate) fn for_isa(isa: GemmIsa) -> Option<GemmKernels> {
+        match isa {
+            GemmIsa::Portable => Some(GemmKernels::PORTABLE),
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx2Fma if super::x86_64::is_available() => Some(GemmKernels {
                 packed_a: super::x86_64::tile_kernel_with_epilogue,
                 row_major_a: super::x86_64::tile_kernel_row_major_a_with_epilogue,
-            };
+            }),
+            #[cfg(target_arch = "x86_64")]
+            GemmIsa::Avx512 if super::avx512::is_available() => Some(GemmKernels {
+                packed_a: super::avx512::tile_kernel_with_epilogue,
+                row_major_a: super::avx512::tile_kernel_row_major_a_with_epilogue,
+            }),
+            GemmIsa::Avx2Fma | GemmIsa::Avx512 => None,
         }
-        GemmKernels::PORTABLE
     }
 }
