@@ -228,7 +228,7 @@ fn handmade(
         bytes.extend(type_id.to_le_bytes());
         bytes.extend(offset.to_le_bytes());
     }
-    while bytes.len() % 32 != 0 {
+    while !bytes.len().is_multiple_of(32) {
         bytes.push(0);
     }
     bytes.extend(data);
