@@ -69,6 +69,10 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         select: Select,
+        /// Also check a weights file (safetensors or GGUF) against the list: every tensor
+        /// present, with the right shape, readable, and none left over.
+        #[arg(long, value_name = "FILE")]
+        check: Option<PathBuf>,
     },
     /// Run a model with the reference interpreter on `.npy` inputs.
     Run {
@@ -76,7 +80,9 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         select: Select,
-        /// The weights, a safetensors file with the names `nnc weights` lists.
+        /// The weights: a safetensors file with the names `nnc weights` lists, or a GGUF file
+        /// (llama.cpp's names are mapped to Hugging Face's for llama models; quantized tensors
+        /// are dequantized to f32 at load).
         #[arg(
             long,
             conflicts_with = "random_weights",
@@ -388,7 +394,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => report_cli::report(args),
         Command::Graph(args) => report_cli::graph(args),
         Command::Bench(args) => report_cli::bench(args),
-        Command::Weights { model, select } => {
+        Command::Weights {
+            model,
+            select,
+            check,
+        } => {
             let module = match compile(&model, select.dims)? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
@@ -416,6 +426,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ir::print::group_digits(graph.parameter_count())
             ));
             print(&text)?;
+            if let Some(path) = check {
+                let bytes = std::fs::read(&path)
+                    .with_context(|| format!("cannot read the weights file {}", path.display()))?;
+                interpret::load_weights(&graph, &bytes, &path.display().to_string())?;
+                print(&format!(
+                    "{} holds every weight, with the right shapes\n",
+                    path.display()
+                ))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

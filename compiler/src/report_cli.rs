@@ -77,7 +77,8 @@ pub struct BenchArgs {
     model: PathBuf,
     #[command(flatten)]
     select: Select,
-    /// The weights, a safetensors file; random weights (from --seed) if not given.
+    /// The weights, a safetensors or `.gguf` file (quantized GGUF tensors are dequantized to f32
+    /// at load); random weights (from --seed) if not given.
     #[arg(long)]
     weights: Option<PathBuf>,
     /// The seed of the random weights.

@@ -184,3 +184,74 @@ fn run_reports_bad_weights_files_by_tensor_name() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the weights file"));
     std::fs::remove_dir_all(folder).unwrap();
 }
+
+#[test]
+fn run_and_weights_take_a_gguf_file() {
+    let output = nnc(&[
+        "weights",
+        "tests/fixtures/gguf/tiny_llama.nn",
+        "--check",
+        "tests/fixtures/gguf/tiny_llama.gguf",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("tests/fixtures/gguf/tiny_llama.gguf holds every weight"),
+        "{stdout}"
+    );
+
+    let folder = std::env::temp_dir().join(format!("nnc-cli-gguf-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let tokens = folder.join("tokens.npy");
+    // An i64[1, 4] .npy file: header, then the little-endian ids.
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 4), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    npy.extend((header.len() as u16).to_le_bytes());
+    npy.extend(header.as_bytes());
+    for token in [3i64, 1, 4, 15] {
+        npy.extend(token.to_le_bytes());
+    }
+    std::fs::write(&tokens, npy).unwrap();
+    let output = nnc(&[
+        "run",
+        "tests/fixtures/gguf/tiny_llama.nn",
+        "--weights",
+        "tests/fixtures/gguf/tiny_llama.gguf",
+        "--input",
+        tokens.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("logits: f32[1, 4, 16]"), "{stdout}");
+
+    // A truncated GGUF file is a clear error naming the file.
+    let good = std::fs::read(workspace_root().join("tests/fixtures/gguf/tiny_llama.gguf")).unwrap();
+    let truncated = folder.join("truncated.gguf");
+    std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
+    let output = nnc(&[
+        "weights",
+        "tests/fixtures/gguf/tiny_llama.nn",
+        "--check",
+        truncated.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("truncated.gguf is not a valid GGUF file: tensor `"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(folder).unwrap();
+}

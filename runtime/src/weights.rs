@@ -1,5 +1,5 @@
-//! Weights: loaded from safetensors files by name and checked against what a network expects, or
-//! drawn at random from a seed.
+//! Weights: loaded from safetensors or GGUF files by name and checked against what a network
+//! expects, or drawn at random from a seed.
 //!
 //! A network describes each weight it needs with a [`WeightSpec`]: its state-dict name, shape and
 //! how to initialize it. Loading checks the file against the specs and reports every problem at
@@ -7,6 +7,10 @@
 
 use std::fmt;
 use std::path::Path;
+
+pub mod ggml_types;
+pub mod gguf;
+pub mod llama_names;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -45,6 +49,8 @@ pub enum WeightsError {
     },
     #[error("{path} is not a valid safetensors file: {message}")]
     Corrupt { path: String, message: String },
+    #[error("{path} is not a valid GGUF file: {message}")]
+    CorruptGguf { path: String, message: String },
     #[error("the weights in {path} do not match the network:\n{}", list(.problems))]
     Mismatch {
         path: String,
@@ -67,6 +73,13 @@ pub enum WeightProblem {
     },
     /// The tensor is not floating point.
     DType { name: String, found: String },
+    /// The GGUF tensor is stored in a type nnc cannot read, or its data does not fit its shape.
+    Storage {
+        name: String,
+        /// The tensor's name in the file, when it differs (llama.cpp's name).
+        file_name: Option<String>,
+        message: String,
+    },
 }
 
 impl fmt::Display for WeightProblem {
@@ -97,6 +110,16 @@ impl fmt::Display for WeightProblem {
                     "tensor `{name}` has dtype {found}, but weights must be F32, F16, BF16 or F64"
                 )
             }
+            WeightProblem::Storage {
+                name,
+                file_name,
+                message,
+            } => match file_name {
+                Some(file_name) => {
+                    write!(f, "tensor `{name}` (`{file_name}` in the file): {message}")
+                }
+                None => write!(f, "tensor `{name}`: {message}"),
+            },
         }
     }
 }
@@ -185,6 +208,178 @@ pub fn load_safetensors(
         .map(|(name, view)| WeightProblem::Unexpected {
             name,
             shape: view.shape().to_vec(),
+        })
+        .collect();
+    unexpected.sort_by(|a, b| format!("{a}").cmp(&format!("{b}")));
+    problems.extend(unexpected);
+    if problems.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(WeightsError::Mismatch {
+            path: source_name.to_string(),
+            problems,
+        })
+    }
+}
+
+/// Reads the weights in `specs` from a safetensors or a GGUF file, told apart by the GGUF magic
+/// number at the start of the file.
+pub fn read_weights(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_weights(&bytes, specs, &path.display().to_string())
+}
+
+/// Loads the weights in `specs` from safetensors or GGUF bytes (see [`read_weights`]).
+pub fn load_weights(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+) -> Result<Vec<Vec<f32>>, WeightsError> {
+    if is_gguf(bytes) {
+        load_gguf(bytes, specs, source_name)
+    } else {
+        load_safetensors(bytes, specs, source_name)
+    }
+}
+
+/// Whether `bytes` start with GGUF's magic number.
+pub fn is_gguf(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"GGUF")
+}
+
+/// Reads the weights in `specs` from the GGUF file at `path`, as f32, in spec order.
+pub fn read_gguf(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_gguf(&bytes, specs, &path.display().to_string())
+}
+
+/// Loads the weights in `specs` from GGUF bytes, as f32, in spec order. `source_name` names the
+/// bytes in errors.
+///
+/// Quantized tensors (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) are dequantized to f32 here, at load; F16
+/// and BF16 are converted. When `general.architecture` is `llama`, llama.cpp's tensor names are
+/// mapped to Hugging Face's (`blk.0.attn_q.weight` is `model.layers.0.self_attn.q_proj.weight`,
+/// see [`llama_names`]), the rows of q and k are put back in Hugging Face's order, and a network
+/// that wants `lm_head.weight` from a file without `output.weight` gets the token embeddings, as
+/// llama.cpp does for tied models. Tensors the network does not use are reported as unexpected,
+/// as for safetensors.
+pub fn load_gguf(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let corrupt = |message: String| WeightsError::CorruptGguf {
+        path: source_name.to_string(),
+        message,
+    };
+    let file = gguf::GgufFile::parse(bytes).map_err(|error| corrupt(error.0))?;
+    let is_llama = file
+        .metadata("general.architecture")
+        .and_then(gguf::MetadataValue::as_str)
+        == Some("llama");
+    let head_count = |key: &str| {
+        file.metadata(key)
+            .and_then(gguf::MetadataValue::as_u64)
+            .and_then(|count| usize::try_from(count).ok())
+    };
+    let heads = head_count("llama.attention.head_count");
+    let kv_heads = head_count("llama.attention.head_count_kv").or(heads);
+    // The name each tensor goes by for the network, and its index in the file.
+    let mut tensors_by_name: Vec<(String, usize)> = file
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(index, tensor)| {
+            let name = is_llama
+                .then(|| llama_names::hugging_face_name(&tensor.name))
+                .flatten()
+                .unwrap_or_else(|| tensor.name.clone());
+            (name, index)
+        })
+        .collect();
+    if is_llama
+        && !tensors_by_name
+            .iter()
+            .any(|(name, _)| name == "lm_head.weight")
+        && specs.iter().any(|spec| spec.name == "lm_head.weight")
+        && let Some(&(_, embedding)) = tensors_by_name
+            .iter()
+            .find(|(name, _)| name == "model.embed_tokens.weight")
+    {
+        tensors_by_name.push(("lm_head.weight".to_string(), embedding));
+    }
+
+    let mut problems = Vec::new();
+    let mut loaded = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let Some(&(_, index)) = tensors_by_name.iter().find(|(name, _)| name == spec.name) else {
+            problems.push(WeightProblem::Missing {
+                name: spec.name.to_string(),
+                shape: spec.shape.to_vec(),
+            });
+            loaded.push(Vec::new());
+            continue;
+        };
+        let tensor = &file.tensors[index];
+        let file_name = (tensor.name != spec.name).then(|| tensor.name.clone());
+        if tensor.shape != spec.shape {
+            problems.push(WeightProblem::Shape {
+                name: spec.name.to_string(),
+                expected: spec.shape.to_vec(),
+                found: tensor.shape.clone(),
+            });
+            loaded.push(Vec::new());
+            continue;
+        }
+        let values = file.dequantize(tensor).map_err(|error| error.to_string());
+        let values = match (values, is_llama) {
+            (Ok(values), true) => {
+                match llama_names::permuted_heads(
+                    &tensor.name,
+                    heads.unwrap_or(0),
+                    kv_heads.unwrap_or(0),
+                ) {
+                    None => Ok(values),
+                    Some(permuted_heads) => {
+                        let columns = tensor.shape[1..].iter().product();
+                        llama_names::reverse_permute_rows(&values, permuted_heads, columns).ok_or_else(|| {
+                            format!(
+                                "its {} rows do not split into {permuted_heads} heads of an even size \
+                                 (from llama.attention.head_count{}), so llama.cpp's row order cannot \
+                                 be undone",
+                                tensor.shape.first().copied().unwrap_or(1),
+                                if tensor.name.contains("attn_k") { "_kv" } else { "" }
+                            )
+                        })
+                    }
+                }
+            }
+            (values, _) => values,
+        };
+        match values {
+            Ok(values) => loaded.push(values),
+            Err(message) => {
+                problems.push(WeightProblem::Storage {
+                    name: spec.name.to_string(),
+                    file_name,
+                    message,
+                });
+                loaded.push(Vec::new());
+            }
+        }
+    }
+    let mut unexpected: Vec<WeightProblem> = tensors_by_name
+        .iter()
+        .filter(|(name, _)| !specs.iter().any(|spec| spec.name == name))
+        .map(|(name, index)| WeightProblem::Unexpected {
+            name: name.clone(),
+            shape: file.tensors[*index].shape.clone(),
         })
         .collect();
     unexpected.sort_by(|a, b| format!("{a}").cmp(&format!("{b}")));

@@ -179,6 +179,7 @@ use std::time::{{Duration, Instant}};
             out,
             r#"fn build_{module}(options: &Options) -> {module}::{model} {{
     match &options.weights {{
+        Some(path) if path.ends_with(".gguf") => {module}::{model}::from_gguf(path).expect("cannot load the weights"),
         Some(path) => {module}::{model}::from_safetensors(path).expect("cannot load the weights"),
         None => {module}::{model}::with_random_weights(options.seed),
     }}
@@ -450,6 +451,7 @@ fn main() {{
         ::nnc_runtime::set_num_threads(threads);
     }}
     let mut decoder = match &options.weights {{
+        Some(path) if path.ends_with(".gguf") => model::{decoder}::from_gguf(path).expect("cannot load the weights"),
         Some(path) => model::{decoder}::from_safetensors(path).expect("cannot load the weights"),
         None => model::{decoder}::with_random_weights(options.seed),
     }};

@@ -32,7 +32,7 @@ pub struct BenchOptions {
     pub profile_iterations: usize,
     /// The seed of the random weights, when no weights file is given.
     pub seed: u64,
-    /// A safetensors file with the network's weights.
+    /// A safetensors or GGUF file (told apart by the `.gguf` extension) with the network's weights.
     pub weights: Option<PathBuf>,
     /// Kernel threads; `None` leaves the runtime's default.
     pub threads: Option<usize>,

@@ -385,6 +385,13 @@ impl<'g> Generator<'g> {
                     Self::from_weights(weights)
                 }
 
+                /// Loads the weights from a GGUF file, by name (llama.cpp's names mapped to Hugging
+                /// Face's for llama models); quantized tensors are dequantized to f32.
+                pub fn from_gguf(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
+                    let weights = rt::weights::read_gguf(path.as_ref(), Self::WEIGHTS)?;
+                    Self::from_weights(weights)
+                }
+
                 /// Draws the weights from their initializers, deterministically from `seed`.
                 pub fn with_random_weights(seed: u64) -> Self {
                     Self::from_weights(rt::weights::random_weights(Self::WEIGHTS, seed))

@@ -104,14 +104,15 @@ fn specs(requirements: &[WeightRequirement]) -> Vec<WeightSpec<'_>> {
         .collect()
 }
 
-/// Loads the weights of `graph` from safetensors bytes, in param order.
+/// Loads the weights of `graph` from safetensors or GGUF bytes (told apart by GGUF's magic
+/// number), in param order. Quantized GGUF tensors are dequantized to f32.
 pub fn load_weights(
     graph: &Graph,
     bytes: &[u8],
     source_name: &str,
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
     let requirements = weight_requirements(graph);
-    nnc_runtime::weights::load_safetensors(bytes, &specs(&requirements), source_name)
+    nnc_runtime::weights::load_weights(bytes, &specs(&requirements), source_name)
 }
 
 /// Draws the weights of `graph` from their initializers, deterministically from `seed`.
