@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use nnc_ops::AttentionShape;
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 
+use super::chunk_rows::offset_plus_rows;
 use super::decoding::{Decoding, encoder_results, prefill_chunk_len, step_graph_order};
 use super::network::Generator;
 use super::tokens::{dimension_type, element_type, lit, range_tokens};
@@ -64,7 +65,9 @@ pub fn generate_decoder_tokens(
 /// A decoder's prefill step of several tokens: the code of the chunk graph, using the fields of
 /// the one-token step's generator.
 ///
-/// A chunk shorter than `tokens` (the end of a prompt) runs padded: token 0 fills the positions
+/// When it can ([`super::chunk_rows`]), a chunk runs with its real row count, however short,
+/// and its head only on the last row. Otherwise a chunk shorter than `tokens` (the end of a
+/// prompt) runs padded: token 0 fills the positions
 /// after the real tokens, and the cache drops their keys and values when the step commits
 /// (`DecodeCache::advance_dropping_padding`). That is exact for every decoder that has a chunk
 /// step: its cached attention is causal, so no real token sees a padded one, every other node
@@ -90,6 +93,9 @@ pub(super) struct ChunkStep {
     position_limit: usize,
     /// The `AttentionShape` of each attention node (by index), to size its workspace.
     pub(super) attention_shapes: HashMap<ir::Node, AttentionShape>,
+    /// When the chunk runs with its real row count (`rows` in its code): where the logits of
+    /// its last row start, and whether that depends on `rows`.
+    run_time_rows: Option<(TokenStream, bool)>,
 }
 
 impl ChunkStep {
@@ -156,7 +162,6 @@ impl ChunkStep {
             *layout = None;
         }
         generator.decoding = Some(decoding);
-        let body = generator.body_code();
         let token = chunk_graph.inputs[0].value;
         let output = chunk_graph.outputs[0].value;
         let vocab = chunk_graph.ty(output).last_dim().unwrap_or(1);
@@ -165,6 +170,15 @@ impl ChunkStep {
         let pads = output_shape.len() >= 2
             && output_shape[1] == tokens
             && output_slot.len == tokens * vocab;
+        // Rows at run time need a row of logits per position too, to return the last one.
+        generator.chunk_rows = pads
+            .then(|| generator.chunk_rows(step.graph, tokens))
+            .flatten();
+        let run_time_rows = generator
+            .chunk_rows
+            .as_ref()
+            .map(|rows| rows.logits_start(output, output_slot));
+        let body = generator.body_code();
         let position_limit = chunk_graph
             .nodes
             .iter()
@@ -194,6 +208,7 @@ impl ChunkStep {
             pads,
             position_limit,
             attention_shapes,
+            run_time_rows,
         })
     }
 }
@@ -250,7 +265,36 @@ impl Generator<'_> {
             let tokens = lit(chunk.tokens);
             let token_range = range_tokens(chunk.token_slot..chunk.token_slot + chunk.tokens);
             let body = &chunk.body;
-            let room_check = room_check(chunk.tokens);
+            if let Some((logits_start, uses_rows)) = &chunk.run_time_rows {
+                let room_check = room_check(quote!(rows));
+                let token_start = lit(chunk.token_slot);
+                let token_end = offset_plus_rows(chunk.token_slot, 1, false);
+                let vocab = lit(chunk.vocab);
+                let rows_param = match uses_rows {
+                    true => quote!(rows),
+                    false => quote!(_rows),
+                };
+                return quote! {
+                    /// Runs up to `PREFILL_CHUNK` tokens through the network at once against
+                    /// `cache`, which gains their keys and values: every layer over their rows
+                    /// alone, the head over the last one.
+                    fn step_chunk(&mut self, cache: &mut impl rt::kv_cache::DecodeCache, tokens: &[i64]) -> Result<(), rt::ModelError> {
+                        let rows = tokens.len();
+                        #room_check
+                        self.arena_i64[#token_start..#token_end].copy_from_slice(tokens);
+                        #(#body)*
+                        cache.advance(rows)?;
+                        Ok(())
+                    }
+
+                    /// The logits of the last row of the last `step_chunk`, of `rows` tokens.
+                    fn chunk_logits(&self, #rows_param: usize) -> rt::ndarray::ArrayView1<'_, f32> {
+                        let start = #logits_start;
+                        rt::ndarray::ArrayView1::from(&self.arena[start..start + #vocab])
+                    }
+                };
+            }
+            let room_check = room_check(lit(chunk.tokens).into_token_stream());
             let (first_logits, vocab) = (lit(chunk.first_logits), lit(chunk.vocab));
             // No `0 +` or `* 1` in the offset, which clippy would flag in the generated code.
             let row = match chunk.vocab {
@@ -284,7 +328,7 @@ impl Generator<'_> {
                 }
             }
         });
-        let room_check = room_check(1);
+        let room_check = room_check(quote!(1));
         quote! {
             /// Runs one token through the network against `cache`, which gains its keys and
             /// values; the logits are left in the arena.
@@ -324,7 +368,10 @@ impl Generator<'_> {
                 // A whole chunk runs as one (and reports a full cache as its error); a shorter
                 // one too, padded, when the padding fits; a lone token is cheaper as a one-token
                 // step.
-                let as_chunk = if chunk.pads {
+                let as_chunk = if chunk.run_time_rows.is_some() {
+                    // Any chunk but a lone token runs as one, with its own row count.
+                    quote!(chunk.len() > 1)
+                } else if chunk.pads {
                     quote! {
                         chunk.len() == #tokens
                             || (chunk.len() > 1
@@ -502,8 +549,7 @@ impl Generator<'_> {
 
 /// The start of a decoder step of `tokens` tokens: a full context is the cache's error, before
 /// any layer sees the positions.
-fn room_check(tokens: usize) -> TokenStream {
-    let tokens = lit(tokens);
+fn room_check(tokens: TokenStream) -> TokenStream {
     quote! {
         if cache.position() + #tokens > Self::MAX_CONTEXT {
             return Err(rt::kv_cache::KvCacheError::Full {

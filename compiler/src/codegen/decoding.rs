@@ -138,8 +138,8 @@ pub fn is_decoder_step(graph: &Graph) -> bool {
 /// The most tokens a prefill step of the decoder with one-token graph `step` takes at once, if
 /// it can take several: decoder-only networks prefill in chunks of [`PREFILL_CHUNK`] tokens (fewer
 /// when a rolling window or the context is smaller), compiled as a second graph with the
-/// sequence dimension set to that, the last chunk of a prompt padded to that length
-/// (`decoder::ChunkStep`); encoder–decoders prefill token by token.
+/// sequence dimension set to that; a shorter chunk runs with its real row count, or padded to
+/// that length (`decoder::ChunkStep`); encoder–decoders prefill token by token.
 pub fn prefill_chunk_len(step: &Graph) -> Option<usize> {
     let decoding = Decoding::of(step, 1)?;
     if decoding.has_encoder(step) {

@@ -17,12 +17,13 @@
 //! - [`weights`]: the weight specs and the preparation of each node's weights in `from_weights`;
 //! - [`node`]: the code of one node, printed from its [`KernelCall`](crate::kernel_call::KernelCall);
 //! - [`decoding`] and [`decoder`]: which networks are decoders, and their step, prefill and
-//!   generation API;
+//!   generation API; [`chunk_rows`]: prefill chunks run with their real row count;
 //! - [`tokens`]: small token helpers and [`ToRust`](tokens::ToRust) for runtime values;
 //! - [`memory`]: the arena plan;
 //! - [`repeat`] and [`rolled`]: runs of identical consecutive layers, and their emission as one
 //!   loop over an array of layer structs.
 
+mod chunk_rows;
 mod decoder;
 mod decoding;
 pub mod memory;

@@ -14,6 +14,7 @@ use nnc_ops::AttentionShape;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
+use super::chunk_rows::ChunkRows;
 use super::decoder::ChunkStep;
 use super::decoding::Decoding;
 use super::rolled::{self, LayerItems, Rolling};
@@ -43,6 +44,8 @@ pub(super) struct Generator<'g> {
     pub(super) decoding: Option<Decoding>,
     /// A decoder's prefill step of several tokens, when it has one.
     pub(super) chunk: Option<ChunkStep>,
+    /// Set when generating a decoder's chunk step that runs with its real row count.
+    pub(super) chunk_rows: Option<ChunkRows>,
     /// The runs of identical layers emitted as loops ([`super::rolled`]).
     pub(super) rolling: Option<Rolling>,
     /// The fields that live in a layer struct of a rolled run rather than in the network's.
@@ -72,6 +75,7 @@ impl<'g> Generator<'g> {
             weight_bindings: Vec::new(),
             decoding: None,
             chunk: None,
+            chunk_rows: None,
             rolling,
             layer_fields: HashSet::new(),
             // Names of fields and of `from_weights`'s locals, which share one namespace.

@@ -5,9 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::network::Generator;
-use super::tokens::{
-    ToRust, arena_field, f32_lit, lit, literal_list, option_tokens, pair_tokens, range_tokens,
-};
+use super::tokens::{ToRust, arena_field, f32_lit, lit, literal_list, option_tokens};
 use crate::ir::{self, ValueDef};
 use crate::kernel_call::{
     self, AttentionCall, BinaryForm, ConvLayout, KernelCall, NodeCall, Position,
@@ -54,11 +52,11 @@ impl Generator<'_> {
                 slot.range()
             ));
             if slot.dtype == output_slot.dtype {
-                split_ranges.push(pair_tokens(slot.range()));
+                split_ranges.push(self.value_pair(value, Some(node)));
                 split_names.push(operand.clone());
             } else {
                 let arena = arena_field(slot.dtype);
-                let range = range_tokens(slot.range());
+                let range = self.value_range(value, Some(node));
                 other_bindings.push(quote!(let #operand = &self.#arena[#range];));
             }
         }
@@ -72,7 +70,7 @@ impl Generator<'_> {
             },
             output_slot.range()
         );
-        let output_range = pair_tokens(output_slot.range());
+        let output_range = self.value_pair(data.outputs[0], Some(node));
         let split = quote! {
             let (output, [#(#split_names),*]) = rt::arena::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
         };
@@ -103,7 +101,7 @@ impl Generator<'_> {
         let x = operand(0);
         match call {
             KernelCall::Linear { rows, residual } => {
-                let (prepared, rows) = (prepared(), lit(*rows));
+                let (prepared, rows) = (prepared(), self.rows_tokens(node, *rows));
                 match residual {
                     false => quote!(#prepared.forward(#x, #rows, output)#at;),
                     true => {
@@ -242,23 +240,24 @@ impl Generator<'_> {
                 position: Position::Cached,
             } => {
                 let table = operand(0);
-                let last = match tokens {
-                    1 => quote!(position),
-                    _ => {
+                let last = match (tokens, &self.chunk_rows) {
+                    (_, Some(_)) => quote!(position + rows - 1),
+                    (1, None) => quote!(position),
+                    (_, None) => {
                         let before_last = lit(tokens - 1);
                         quote!(position + #before_last)
                     }
                 };
-                let (dim, tokens) = (lit(*dim), lit(*tokens));
+                let (dim, tokens) = (lit(*dim), self.rows_tokens(node, *tokens));
                 quote! {
                     // The step's positions follow the cached ones.
                     let position = cache.position();
-                    let Some(rows) = #table.get(position * #dim..(position + #tokens) * #dim) else {
+                    let Some(table_rows) = #table.get(position * #dim..(position + #tokens) * #dim) else {
                         return Err(rt::KernelError::IndexOutOfRange {
                             operation: "position_embedding", index: #last, length: #table.len() / #dim,
                         }).map_err(rt::error::at(#layer));
                     };
-                    output.copy_from_slice(rows);
+                    output.copy_from_slice(table_rows);
                 }
             }
             KernelCall::Rope {
@@ -268,7 +267,7 @@ impl Generator<'_> {
                 convention,
                 position,
             } => {
-                let (batch, seq, heads) = (lit(*batch), lit(*seq), lit(*heads));
+                let (batch, seq, heads) = (lit(*batch), self.rows_tokens(node, *seq), lit(*heads));
                 let (convention, table) = (convention.to_rust(), prepared());
                 let offset = match position {
                     Position::Start => quote!(0),
@@ -372,7 +371,25 @@ impl Generator<'_> {
         at: &TokenStream,
     ) -> TokenStream {
         let (q, key, value) = (&operands[0], &operands[1], &operands[2]);
-        let shape = attention.shape.to_rust();
+        let shape = match &self.chunk_rows {
+            // The chunk's real tokens are its queries.
+            Some(_) => {
+                let shape = &attention.shape;
+                let (batch, key_len, n_heads, n_kv_heads, head_dim) = (
+                    lit(shape.batch),
+                    lit(shape.key_len),
+                    lit(shape.n_heads),
+                    lit(shape.n_kv_heads),
+                    lit(shape.head_dim),
+                );
+                let query_len = self.rows_tokens(node, shape.query_len);
+                quote!(k::attention::AttentionShape {
+                    batch: #batch, query_len: #query_len, key_len: #key_len,
+                    n_heads: #n_heads, n_kv_heads: #n_kv_heads, head_dim: #head_dim,
+                })
+            }
+            None => attention.shape.to_rust(),
+        };
         let scale = f32_lit(attention.scale);
         let (workspace, layout) = &self.attention_fields[&node];
         let workspace = self.field(workspace);
@@ -440,7 +457,7 @@ impl Generator<'_> {
         let at = quote!(.map_err(rt::error::at(#layer))?);
         let slot = self.plan.slots[data.outputs[0]].expect("node outputs have slots");
         let arena = arena_field(slot.dtype);
-        let range = range_tokens(slot.range());
+        let range = self.value_range(data.outputs[0], Some(node));
         let comment = format!("{comment} (in place at {arena}[{:?}])", slot.range());
         let call = match call {
             // The same elements in the same order: the output is the input's memory.
@@ -472,7 +489,7 @@ impl Generator<'_> {
                     ),
                 };
                 let other = data.inputs[1];
-                let pair = pair_tokens(slot.range());
+                let pair = self.value_pair(data.outputs[0], Some(node));
                 let bind_other = match self.param_fields.get(&other) {
                     Some(field) => {
                         let field = self.field(field);
@@ -482,11 +499,7 @@ impl Generator<'_> {
                         }
                     }
                     None => {
-                        let other_range = pair_tokens(
-                            self.plan.slots[other]
-                                .expect("activations have slots")
-                                .range(),
-                        );
+                        let other_range = self.value_pair(other, Some(node));
                         quote!(let (values, [other]) = rt::arena::split_mut(&mut self.#arena, #pair, [#other_range]);)
                     }
                 };

@@ -16,7 +16,7 @@ use quote::{format_ident, quote};
 use super::memory::{self, MemoryPlan};
 use super::network::Generator;
 use super::repeat::{self, Run};
-use super::tokens::{arena_field, lit, range_tokens};
+use super::tokens::{arena_field, lit};
 use crate::ir::{self, Graph, Node, Value, ValueDef};
 
 /// The runs a generator rolls, and what their emission needs.
@@ -149,27 +149,6 @@ impl Rolling {
             _ => format_ident!("LAYER_NAMES_{}", run + 1),
         }
     }
-
-    /// The statements ending run `run`'s body: each carried copy.
-    fn copy_statements(&self, plan: &MemoryPlan, run: usize) -> Vec<TokenStream> {
-        self.copies[run]
-            .iter()
-            .map(|&(from, to)| {
-                let (from, to) = (
-                    plan.slots[from].expect("carried values have slots"),
-                    plan.slots[to].expect("carried values have slots"),
-                );
-                let arena = arena_field(from.dtype);
-                let range = range_tokens(from.range());
-                let destination = lit(to.offset);
-                let comment = "the next iteration reads the carried value where the first found it";
-                quote! {
-                    __nnc_comment!(#comment);
-                    self.#arena.copy_within(#range, #destination);
-                }
-            })
-            .collect()
-    }
 }
 
 /// The lengths of the longest common prefix and suffix of two names, not splitting a number.
@@ -241,6 +220,27 @@ pub(super) struct LayerItems {
 /// The generator's side of rolling: where a field lives, how a layer is named, which cache
 /// layer an attention uses, and the layer structs with the loops that build them.
 impl Generator<'_> {
+    /// The statements ending run `run`'s body: each carried copy.
+    fn copy_statements(&self, rolling: &Rolling, run: usize) -> Vec<TokenStream> {
+        rolling.copies[run]
+            .iter()
+            .map(|&(from, to)| {
+                let (from_slot, to) = (
+                    self.plan.slots[from].expect("carried values have slots"),
+                    self.plan.slots[to].expect("carried values have slots"),
+                );
+                let arena = arena_field(from_slot.dtype);
+                let range = self.value_range(from, None);
+                let destination = lit(to.offset);
+                let comment = "the next iteration reads the carried value where the first found it";
+                quote! {
+                    __nnc_comment!(#comment);
+                    self.#arena.copy_within(#range, #destination);
+                }
+            })
+            .collect()
+    }
+
     /// Whether `node` is in a later iteration of a rolled run: its code is the first one's.
     pub(super) fn is_repeat(&self, node: Node) -> bool {
         self.rolling.as_ref().is_some_and(|rolling| {
@@ -367,7 +367,7 @@ impl Generator<'_> {
             let body: Vec<TokenStream> = (run.first_node..run.first_node + run.body_len)
                 .map(|node| std::mem::take(&mut code[node]))
                 .collect();
-            let copies = rolling.copy_statements(&self.plan, index);
+            let copies = self.copy_statements(rolling, index);
             let field = Rolling::layers_field(index);
             let names = self
                 .run_uses_names(index)

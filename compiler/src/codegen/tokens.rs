@@ -175,12 +175,6 @@ pub(super) fn range_tokens(range: std::ops::Range<usize>) -> TokenStream {
     quote!(#start..#end)
 }
 
-/// `(start, end)`, the form `split_mut` takes ranges in.
-pub(super) fn pair_tokens(range: std::ops::Range<usize>) -> TokenStream {
-    let (start, end) = (lit(range.start), lit(range.end));
-    quote!((#start, #end))
-}
-
 /// `Some(value)` or `None`.
 pub(super) fn option_tokens(value: Option<usize>) -> TokenStream {
     match value {

@@ -38,17 +38,21 @@ enum Step<'a> {
     Decode(i64),
 }
 
-/// Prefill of every prompt length from 1 to two chunks and three tokens, against decoding the
-/// same tokens one by one: the prefill's logits equal those of the prompt's last token, the
-/// decoder is at the prompt's length, and the next two decoded tokens (which attend over every
-/// cached position, so a wrong or extra key shows) give the same logits too. `run` performs a
-/// step and returns the logits (empty after a reset) and the position.
+/// Prefill agrees with decoding token by token to this relative error: the same kernels over
+/// the same rows, only the GEMM's blocking differs with the row count.
+const PREFILL_TOLERANCE: f32 = 1e-5;
+
+/// Prefill of every prompt length from 1 to 40 (at least two chunks and three tokens), against
+/// decoding the same tokens one by one: the prefill's logits equal those of the prompt's last
+/// token, the decoder is at the prompt's length, and the next two decoded tokens (which attend
+/// over every cached position, so a wrong or extra key shows) give the same logits too. `run`
+/// performs a step and returns the logits (empty after a reset) and the position.
 fn check_prefill_of_every_length(
     chunk: usize,
     tokens: &[i64],
     mut run: impl FnMut(Step<'_>) -> (Vec<f32>, usize),
 ) {
-    let longest = 2 * chunk + 3;
+    let longest = (2 * chunk + 3).max(40);
     assert!(tokens.len() >= longest + 2);
     run(Step::Reset);
     let one_by_one: Vec<Vec<f32>> = tokens[..longest + 2]
@@ -59,13 +63,16 @@ fn check_prefill_of_every_length(
         run(Step::Reset);
         let (logits, position) = run(Step::Prefill(&tokens[..length]));
         let error = max_error(&logits, &one_by_one[length - 1]);
-        assert!(error <= TOLERANCE, "prompt of {length}: error {error}");
+        assert!(
+            error <= PREFILL_TOLERANCE,
+            "prompt of {length}: error {error}"
+        );
         assert_eq!(position, length, "prompt of {length}");
         for next in length..length + 2 {
             let (logits, position) = run(Step::Decode(tokens[next]));
             let error = max_error(&logits, &one_by_one[next]);
             assert!(
-                error <= TOLERANCE,
+                error <= PREFILL_TOLERANCE,
                 "prompt of {length}, then token {next}: error {error}"
             );
             assert_eq!(position, next + 1);
@@ -101,14 +108,14 @@ fn prefill_of_every_length_equals_decoding_token_by_token() {
     let mut llama = SmallLlamaDecoder::with_random_weights(4);
     assert_eq!(SmallLlamaDecoder::PREFILL_CHUNK, 16);
     check_prefill_of_every_length(SmallLlamaDecoder::PREFILL_CHUNK, &tokens, steps_of!(llama));
-    // The rolling cache of the window of 8: a padded chunk must not push out positions the
+    // The rolling cache of the window of 8: a short chunk must not push out positions the
     // window still needs.
     let mut window = WindowGptDecoder::with_random_weights(4);
     assert_eq!(WindowGptDecoder::PREFILL_CHUNK, 8);
     check_prefill_of_every_length(WindowGptDecoder::PREFILL_CHUNK, &tokens, steps_of!(window));
 
-    // A paged sequence, in a pool of blocks of 4 that is reset by freeing the sequence: padded
-    // chunks return the blocks they took for padding.
+    // A paged sequence, in a pool of blocks of 4 that is reset by freeing the sequence: a short
+    // chunk takes only the blocks of its own positions.
     let mut cache = SmallLlamaDecoder::paged_cache(16, 4);
     let mut seq = cache.add_sequence();
     check_prefill_of_every_length(SmallLlamaDecoder::PREFILL_CHUNK, &tokens, |step| {
@@ -132,7 +139,7 @@ fn prefill_of_every_length_equals_decoding_token_by_token() {
 }
 
 #[test]
-fn a_padded_chunk_that_does_not_fit_falls_back_to_one_token_steps() {
+fn a_short_chunk_takes_only_its_own_positions_in_the_context_and_the_pool() {
     use nnc_codegen_tests::model_small_llama::SmallLlamaDecoder;
     let tokens: Vec<i64> = (0..96).map(|i| (i * 13 + 5) % 256).collect();
     let mut decoder = SmallLlamaDecoder::with_random_weights(7);
@@ -140,8 +147,8 @@ fn a_padded_chunk_that_does_not_fit_falls_back_to_one_token_steps() {
         .iter()
         .map(|&token| decoder.decode(token).unwrap().to_vec())
         .collect();
-    // The context holds 96 positions: after 84, a padded chunk of 16 would run past it, so the
-    // 5 tokens after them run one by one, and so does everything up to the end of the context.
+    // The context holds 96 positions: after 84, a chunk of 5 runs with its 5 rows (a chunk of 16
+    // would run past the context), and the last 7 fill the context exactly.
     decoder.reset();
     decoder.prefill(&tokens[..84]).unwrap();
     let logits = decoder.prefill(&tokens[84..89]).unwrap().to_vec();
@@ -152,8 +159,7 @@ fn a_padded_chunk_that_does_not_fit_falls_back_to_one_token_steps() {
     let error = decoder.prefill(&[1, 2]).unwrap_err().to_string();
     assert!(error.contains("full"), "{error}");
 
-    // Two blocks of 4 positions hold a prompt of 5, but not its chunk padded to 16: the prompt
-    // runs one token at a time instead of failing.
+    // Two blocks of 4 positions hold a prompt of 5, run as one chunk of 5 rows.
     let mut cache = SmallLlamaDecoder::paged_cache(2, 4);
     let seq = cache.add_sequence();
     let logits = decoder
@@ -207,7 +213,7 @@ fn llama_incremental_decoding_equals_the_full_forward() {
     assert!(worst <= TOLERANCE, "worst error {worst}");
 
     // Prefill in chunks: rotary positions and grouped-query heads in a 16-token step; 40
-    // tokens end with a chunk padded from 8, a prompt of 5 is one padded chunk.
+    // tokens end with a chunk of 8 rows, a prompt of 5 is one chunk of 5.
     assert_eq!(LlamaDecoderDecoder::PREFILL_CHUNK, 16);
     for prompt in [40, 5] {
         decoder.reset();
@@ -383,7 +389,7 @@ fn seq2seq_decoding_with_a_cached_encoder_equals_the_full_forward() {
 
 #[test]
 fn chunked_prefill_equals_the_full_forward_and_decoding_continues_from_it() {
-    // 37 tokens: two chunks of 16, then one padded from 5; 32 tokens: whole chunks only.
+    // 37 tokens: two chunks of 16, then one of 5; 32 tokens: whole chunks only.
     assert_eq!(TinyGptDecoder::PREFILL_CHUNK, 16);
     let tokens: Vec<i64> = (0..64).map(|i| (i * 29 + 11) % 512).collect();
     let mut full = TinyGpt::with_random_weights(9);
