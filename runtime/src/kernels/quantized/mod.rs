@@ -26,7 +26,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-pub use blocks::{BLOCK_LENGTH, QuantFormat};
+pub use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat, QuantizedMode};
 
 use std::sync::Arc;
 
@@ -36,16 +36,6 @@ use crate::kernels::gemm::{
     Bias, Epilogue, GemmOptions, Lhs, MatrixRef, RhsSource, gemm_from_source,
 };
 use rows::{ActivationBlocks, RowKernels};
-
-/// How a quantized layer multiplies; see the module documentation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum QuantizedMode {
-    /// f32 activations, weights dequantized in registers.
-    #[default]
-    Exact,
-    /// Activations quantized to 8 bits per block, integer products.
-    Fast,
-}
 
 /// A row-major matrix of `rows x cols` values stored in a block format: each row is
 /// `cols / BLOCK_LENGTH` blocks. Cloning shares the bytes (a tied embedding and head hold one
