@@ -398,10 +398,9 @@ impl RhsSource for QuantizedSource<'_> {
         let matrix = self.0;
         let nr = crate::kernels::gemm::NR;
         let panel = &mut panel[..depth * nr];
-        // The blocks that cover rows `first_row..first_row + depth` of k.
-        let first_block = first_row / BLOCK_LENGTH;
-        let end_block = (first_row + depth).div_ceil(BLOCK_LENGTH);
+        let kernels = RowKernels::detected();
         let block_bytes = matrix.format.block_bytes();
+        let end = first_row + depth;
         let mut values = [0.0f32; BLOCK_LENGTH];
         for j in 0..nr {
             if j >= width {
@@ -411,15 +410,18 @@ impl RhsSource for QuantizedSource<'_> {
                 continue;
             }
             let weight_row = matrix.row(first_column + j);
-            for block_index in first_block..end_block {
+            // The blocks that cover rows `first_row..end` of k, each dequantized whole and its
+            // part inside the window copied down column `j` of the panel.
+            for block_index in first_row / BLOCK_LENGTH..end.div_ceil(BLOCK_LENGTH) {
                 let block = &weight_row[block_index * block_bytes..][..block_bytes];
-                blocks::dequantize_block(matrix.format, block, &mut values);
+                kernels.dequantize_block(matrix.format, block, &mut values);
                 let block_start = block_index * BLOCK_LENGTH;
-                for (offset, &value) in values.iter().enumerate() {
-                    let k = block_start + offset;
-                    if k >= first_row && k < first_row + depth {
-                        panel[(k - first_row) * nr + j] = value;
-                    }
+                let (from, to) = (
+                    block_start.max(first_row),
+                    (block_start + BLOCK_LENGTH).min(end),
+                );
+                for k in from..to {
+                    panel[(k - first_row) * nr + j] = values[k - block_start];
                 }
             }
         }

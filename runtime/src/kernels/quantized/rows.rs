@@ -40,6 +40,19 @@ impl RowKernels {
         }
     }
 
+    /// Writes the values of one block into `output` (`BLOCK_LENGTH` values).
+    #[inline]
+    pub(super) fn dequantize_block(self, format: QuantFormat, block: &[u8], output: &mut [f32]) {
+        assert!(block.len() >= format.block_bytes() && output.len() >= BLOCK_LENGTH);
+        match self {
+            RowKernels::Portable => super::blocks::dequantize_block(format, block, output),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is only chosen when the processor has AVX2, FMA and F16C; the
+            // lengths were checked just above.
+            RowKernels::Avx2 => unsafe { super::x86_64::dequantize_block(format, block, output) },
+        }
+    }
+
     /// `row . x` for a weight row and a quantized input row.
     #[inline]
     fn fast_dot(self, format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
@@ -48,6 +61,34 @@ impl RowKernels {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as for `exact_dot`; `x` holds as many blocks as `row`.
             RowKernels::Avx2 => unsafe { super::x86_64::fast_dot(format, row, x) },
+        }
+    }
+}
+
+impl RowKernels {
+    /// `row . x[i]` for every quantized input row `i` into `outputs[i]`: four rows at a time
+    /// where the kernel can share each weight block's unpacking among them.
+    fn fast_dots(
+        self,
+        format: QuantFormat,
+        row: &[u8],
+        input: &ActivationBlocks,
+        outputs: &mut [f32],
+    ) {
+        let mut first = 0;
+        #[cfg(target_arch = "x86_64")]
+        if self == RowKernels::Avx2 {
+            while first + 4 <= outputs.len() {
+                let x = std::array::from_fn(|offset| input.row(first + offset));
+                // SAFETY: `Avx2` is only chosen when the processor has AVX2, FMA and F16C; each
+                // input row holds as many blocks as `row` (both have the layer's input length).
+                let dots = unsafe { super::x86_64::fast_dot4(format, row, x) };
+                outputs[first..first + 4].copy_from_slice(&dots);
+                first += 4;
+            }
+        }
+        for (index, output) in outputs.iter_mut().enumerate().skip(first) {
+            *output = self.fast_dot(format, row, input.row(index));
         }
     }
 }
@@ -140,13 +181,15 @@ pub(super) fn multiply_exact(
 ) {
     let cols = weight.cols;
     let blocks = cols / BLOCK_LENGTH;
-    multiply(weight, rows, output, |weight_row, input_row| {
-        kernels.exact_dot(
-            weight.format,
-            weight_row,
-            &input[input_row * cols..][..cols],
-            &sums[input_row * blocks..][..blocks],
-        )
+    multiply(weight, rows, output, |weight_row, outputs| {
+        for (input_row, output) in outputs.iter_mut().enumerate() {
+            *output = kernels.exact_dot(
+                weight.format,
+                weight_row,
+                &input[input_row * cols..][..cols],
+                &sums[input_row * blocks..][..blocks],
+            );
+        }
     });
 }
 
@@ -158,18 +201,19 @@ pub(super) fn multiply_fast(
     rows: usize,
     output: &mut [f32],
 ) {
-    multiply(weight, rows, output, |weight_row, input_row| {
-        kernels.fast_dot(weight.format, weight_row, input.row(input_row))
+    multiply(weight, rows, output, |weight_row, outputs| {
+        kernels.fast_dots(weight.format, weight_row, input, outputs)
     });
 }
 
-/// Runs `dot(weight_row_bytes, input_row)` for every weight row and input row into the
-/// row-major `[rows, weight.rows]` output, the weight rows cut among the threads.
+/// Runs `dots(weight_row_bytes, outputs)`, which writes `weight_row . input[i]` into
+/// `outputs[i]` for every input row, for every weight row, into the row-major
+/// `[rows, weight.rows]` output; the weight rows are cut among the threads.
 fn multiply(
     weight: &QuantizedMatrix,
     rows: usize,
     output: &mut [f32],
-    dot: impl Fn(&[u8], usize) -> f32 + Sync,
+    dots: impl Fn(&[u8], &mut [f32]) + Sync,
 ) {
     let out_features = weight.rows;
     let threads = if weight.data.len() >= PARALLEL_MIN_BYTES {
@@ -182,7 +226,7 @@ fn multiply(
         threading::run_chunks_mut(output, rows_per_task, |task, output| {
             let first = task * rows_per_task;
             for (offset, output) in output.iter_mut().enumerate() {
-                *output = dot(weight.row(first + offset), 0);
+                dots(weight.row(first + offset), std::slice::from_mut(output));
             }
         });
         return;
@@ -193,10 +237,7 @@ fn multiply(
     threading::run_chunks_mut(&mut transposed, rows_per_task * rows, |task, chunk| {
         let first = task * rows_per_task;
         for (offset, outputs) in chunk.chunks_exact_mut(rows).enumerate() {
-            let weight_row = weight.row(first + offset);
-            for (input_row, output) in outputs.iter_mut().enumerate() {
-                *output = dot(weight_row, input_row);
-            }
+            dots(weight.row(first + offset), outputs);
         }
     });
     for (weight_row, values) in transposed.chunks_exact(rows).enumerate() {

@@ -20,8 +20,7 @@ fn row_kernels() -> Vec<RowKernels> {
 /// `output[i, r] = sum_c weight[r, c] * input[i, c]` in f64, then bias, residual, activation.
 fn reference_linear(
     weight: &[f32],
-    out_features: usize,
-    in_features: usize,
+    (out_features, in_features): (usize, usize),
     input: &[f32],
     rows: usize,
     bias: Option<&[f32]>,
@@ -146,8 +145,7 @@ proptest! {
         let residual: Vec<f32> = (0..rows * out_features).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
         let residual = with_residual.then_some(residual.as_slice());
         let activation = Some(Activation::Relu);
-        let expected = reference_linear(
-            &dequantized, out_features, in_features, &input, rows, Some(&bias), residual, activation,
+        let expected = reference_linear(&dequantized, (out_features, in_features), &input, rows, Some(&bias), residual, activation,
         );
         let layer = QuantizedLinear::new(matrix.clone(), Some(&bias), QuantizedMode::Exact)
             .unwrap()
@@ -160,7 +158,7 @@ proptest! {
         assert_close_to_scale(&output, &expected, 1e-5);
 
         // Each row kernel alone, without the epilogue.
-        let plain = reference_linear(&dequantized, out_features, in_features, &input, rows, None, None, None);
+        let plain = reference_linear(&dequantized, (out_features, in_features), &input, rows, None, None, None);
         let sums = block_sums(&input);
         for kernels in row_kernels() {
             let mut output = vec![0.0; rows * out_features];
@@ -179,8 +177,7 @@ proptest! {
         let dequantized = matrix.dequantize();
         let activations = ActivationBlocks::quantize(&input, rows, in_features);
         let restored_input = activations.dequantize();
-        let expected = reference_linear(
-            &dequantized, out_features, in_features, &restored_input, rows, None, None, None,
+        let expected = reference_linear(&dequantized, (out_features, in_features), &restored_input, rows, None, None, None,
         );
         for kernels in row_kernels() {
             let mut output = vec![0.0; rows * out_features];
@@ -192,7 +189,7 @@ proptest! {
         let layer = QuantizedLinear::new(matrix, Some(&bias), QuantizedMode::Fast).unwrap();
         let mut fast = vec![0.0; rows * out_features];
         layer.forward(&input, rows, &mut fast).unwrap();
-        let exact = reference_linear(&dequantized, out_features, in_features, &input, rows, Some(&bias), None, None);
+        let exact = reference_linear(&dequantized, (out_features, in_features), &input, rows, Some(&bias), None, None);
         for i in 0..rows {
             let amax = input[i * in_features..][..in_features].iter().fold(0.0f32, |m, v| m.max(v.abs()));
             for r in 0..out_features {
@@ -230,7 +227,37 @@ proptest! {
                 } else {
                     0.0
                 };
-                prop_assert_eq!(panel[row * NR + j], expected);
+                // The vectorised dequantization rounds `q * d + m` once (FMA), the plain one
+                // twice.
+                let value = panel[row * NR + j];
+                prop_assert!((value - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{value} vs {expected}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every row kernel dequantizes a block to the plain twin's values.
+    #[test]
+    fn block_dequantization_matches_the_plain_twin(
+        format in format_strategy(),
+        bytes in proptest::collection::vec(any::<u8>(), 34),
+    ) {
+        // Any bytes are a block, but f16 scales may be NaN or infinite: keep them finite.
+        let mut block = bytes[..format.block_bytes()].to_vec();
+        block[1] &= 0x3B;
+        if format == QuantFormat::Q4_1 {
+            block[3] &= 0x3B;
+        }
+        let mut expected = [0.0f32; BLOCK_LENGTH];
+        dequantize_block(format, &block, &mut expected);
+        for kernels in row_kernels() {
+            let mut actual = [0.0f32; BLOCK_LENGTH];
+            kernels.dequantize_block(format, &block, &mut actual);
+            for (&actual, &expected) in actual.iter().zip(&expected) {
+                prop_assert!((actual - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{kernels:?}: {actual} vs {expected}");
             }
         }
     }

@@ -177,3 +177,93 @@ pub(super) unsafe fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<
     }
     horizontal_sum(_mm256_add_ps(scaled[0], scaled[1])) + (offsets[0] + offsets[1])
 }
+
+/// Writes the 32 values of one block into `output`, as `blocks::dequantize_block` does.
+///
+/// # Safety
+/// The processor has AVX2, FMA and F16C; `block` holds a whole block of `format` and `output`
+/// at least `BLOCK_LENGTH` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_block(format: QuantFormat, block: &[u8], output: &mut [f32]) {
+    debug_assert!(block.len() >= format.block_bytes() && output.len() >= BLOCK_LENGTH);
+    // SAFETY: `block` is a whole block and `output` holds 32 values (the contract); the reads
+    // and writes below stay inside them.
+    unsafe {
+        let (start, d, m) = header(format, block.as_ptr());
+        let values = block.as_ptr().add(start);
+        let integers = match format {
+            QuantFormat::Q8_0 => [
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(16).cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(24).cast())),
+            ],
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+                let bytes = unpack_nibbles(values);
+                let low = _mm256_castsi256_si128(bytes);
+                let high = _mm256_extracti128_si256::<1>(bytes);
+                [
+                    _mm256_cvtepu8_epi32(low),
+                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(low)),
+                    _mm256_cvtepu8_epi32(high),
+                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
+                ]
+            }
+        };
+        let (scale, offset) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+        for (index, integers) in integers.into_iter().enumerate() {
+            let values = _mm256_fmadd_ps(_mm256_cvtepi32_ps(integers), scale, offset);
+            _mm256_storeu_ps(output.as_mut_ptr().add(index * 8), values);
+        }
+    }
+}
+
+/// `row . x[i]` for four quantized input rows at once, each weight block unpacked once.
+///
+/// # Safety
+/// As for `fast_dot`, for each of the four rows of `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fast_dot4(
+    format: QuantFormat,
+    row: &[u8],
+    x: [ActivationRow<'_>; 4],
+) -> [f32; 4] {
+    let blocks = x[0].scales.len();
+    let block_bytes = format.block_bytes();
+    debug_assert!(row.len() >= blocks * block_bytes);
+    debug_assert!(x.iter().all(|x| x.quants.len() >= blocks * BLOCK_LENGTH
+        && x.scales.len() >= blocks
+        && x.sums.len() >= blocks));
+    let ones = _mm256_set1_epi16(1);
+    let mut scaled = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0.0f32; 4];
+    for index in 0..blocks {
+        // SAFETY: Block `index < blocks` lies inside `row`, and its quantized activations inside
+        // each `x[i].quants` (the function's contract); `index` indexes every `scales`, `sums`.
+        unsafe {
+            let block = row.as_ptr().add(index * block_bytes);
+            let (start, d, m) = header(format, block);
+            let values = block.add(start);
+            let (weights, signs) = match format {
+                QuantFormat::Q8_0 => {
+                    let weights = _mm256_loadu_si256(values.cast());
+                    (_mm256_sign_epi8(weights, weights), Some(weights))
+                }
+                QuantFormat::Q4_0 | QuantFormat::Q4_1 => (unpack_nibbles(values), None),
+            };
+            for (input, x) in x.iter().enumerate() {
+                let mut activations =
+                    _mm256_loadu_si256(x.quants.as_ptr().add(index * BLOCK_LENGTH).cast());
+                if let Some(signs) = signs {
+                    activations = _mm256_sign_epi8(activations, signs);
+                }
+                let pairs = _mm256_maddubs_epi16(weights, activations);
+                let products = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                let scale = d * *x.scales.get_unchecked(index);
+                scaled[input] = _mm256_fmadd_ps(products, _mm256_set1_ps(scale), scaled[input]);
+                offsets[input] += m * *x.sums.get_unchecked(index);
+            }
+        }
+    }
+    std::array::from_fn(|input| horizontal_sum(scaled[input]) + offsets[input])
+}
