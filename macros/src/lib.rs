@@ -97,10 +97,7 @@ fn options(input: TokenStream2) -> Result<(Options, TokenStream2), TokenStream2>
     let tokens: Vec<TokenTree> = input.clone().into_iter().collect();
     let mut options = Options::default();
     let mut position = 0;
-    loop {
-        let [TokenTree::Ident(key), TokenTree::Punct(eq), rest @ ..] = &tokens[position..] else {
-            break;
-        };
+    while let [TokenTree::Ident(key), TokenTree::Punct(eq), rest @ ..] = &tokens[position..] {
         if eq.as_char() != '=' {
             break;
         }
