@@ -88,6 +88,7 @@ fn dimension_overrides_replace_where_clauses() {
             .unwrap();
     let options = FrontendOptions {
         dims: vec![("batch".to_string(), 8)],
+        ..Default::default()
     };
     let module = compile_to_ir(&source, &options).unwrap();
     let graph = &module.networks[0];

@@ -24,6 +24,7 @@ fn run_example(name: &str) {
     let model = example(name);
     let options = FrontendOptions {
         dims: model.test_dims(),
+        ..Default::default()
     };
     let module = compile_to_ir(&model.source(), &options).unwrap();
     let graph = &module.networks[0];

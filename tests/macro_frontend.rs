@@ -66,3 +66,60 @@ fn wrong_input_shapes_are_errors() {
         "the input `x` must have shape [1, 784], but it has shape [1, 783]"
     );
 }
+
+mod quantized {
+    nnc::network! {
+        quantize = "q4_1", quantize_mode = "fast";
+        network quantized_mlp(x: f32[1, 64]) -> (y: f32[1, 10]) {
+            h = relu(linear(x, 32)) as fc1
+            y = linear(h, 10) as fc2
+        }
+    }
+
+    mod from_file {
+        nnc::network!(quantize = "q8_0", file = "examples/mlp.nn");
+    }
+
+    /// The options reach the compiler: the generated model equals the interpreter compiled with
+    /// the same quantization.
+    #[test]
+    fn quantize_options_quantize_the_linear_layers() {
+        let source = "network quantized_mlp(x: f32[1, 64]) -> (y: f32[1, 10]) {\n    h = relu(linear(x, 32)) as fc1\n    y = linear(h, 10) as fc2\n}\n";
+        let options = nnc_compiler::FrontendOptions {
+            quantize: Some(nnc_compiler::ir::Quantization {
+                format: nnc_compiler::QuantFormat::Q4_1,
+                mode: nnc_compiler::QuantizedMode::Fast,
+            }),
+            ..Default::default()
+        };
+        let module = nnc_compiler::compile_to_ir(source, &options).unwrap();
+        let graph = &module.networks[0];
+        let weights = nnc_compiler::interpret::random_weights(graph, 5);
+        let input = ndarray::Array2::from_shape_fn((1, 64), |(_, j)| (j % 7) as f32 / 7.0 - 0.4);
+        let expected = nnc_compiler::interpret::Interpreter::new(graph, weights.clone())
+            .unwrap()
+            .run(&[(
+                "x",
+                nnc_compiler::interpret::Tensor::F32(input.clone().into_dyn()),
+            )])
+            .unwrap();
+        let mut model = QuantizedMlp::from_weights(weights).unwrap();
+        let actual = model.forward(input.view()).unwrap();
+        let expected = &expected[0].1;
+        for (a, e) in actual.iter().zip(expected.iter()) {
+            assert!((a - e).abs() <= 1e-5 * e.abs().max(1.0), "{a} vs {e}");
+        }
+        // Both layers have rows of whole blocks (64 and 32 values), so both are quantized.
+        let quantized = graph
+            .params
+            .iter()
+            .filter(|(_, param)| param.storage != nnc_compiler::ir::WeightStorage::F32)
+            .count();
+        assert_eq!(quantized, 2);
+        let mut from_file = from_file::Mlp::with_random_weights(3);
+        let logits = from_file
+            .forward(ndarray::Array2::<f32>::ones((1, 784)).view())
+            .unwrap();
+        assert!(logits.iter().all(|value| value.is_finite()));
+    }
+}

@@ -26,6 +26,7 @@ fn o0_and_o2_agree_on_every_example_and_fixture() {
         let name = format!("{}/{}", model.collection.folder(), model.name);
         let options = FrontendOptions {
             dims: model.test_dims(),
+            ..Default::default()
         };
         let source = model.source();
         let unoptimized = compile_to_ir(&source, &options).unwrap().networks.remove(0);

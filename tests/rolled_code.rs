@@ -14,6 +14,7 @@ fn optimized(source: &str, dims: &[(&str, i64)]) -> Graph {
             .iter()
             .map(|&(name, size)| (name.to_string(), size))
             .collect(),
+        ..Default::default()
     };
     let mut graph = compile_to_ir(source, &options).unwrap().networks.remove(0);
     passes::optimize(&mut graph, OptLevel::O2, |_, _| {});

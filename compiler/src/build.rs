@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use crate::FrontendOptions;
 use crate::codegen::CodegenOptions;
 use crate::diagnostics::render;
+use crate::ir::Quantization;
 use crate::passes::OptLevel;
+use nnc_ops::{QuantFormat, QuantizedMode};
 
 /// Compiles `.nn` files to Rust source files, one per model, named after the model file.
 #[derive(Clone, Debug)]
@@ -26,6 +28,7 @@ pub struct Builder {
     dims: Vec<(String, i64)>,
     emit_rerun_if_changed: bool,
     opt_level: OptLevel,
+    quantize: Option<Quantization>,
 }
 
 /// Why a build failed: the rendered diagnostics, or an I/O error.
@@ -57,6 +60,7 @@ impl Builder {
             dims: Vec::new(),
             emit_rerun_if_changed: true,
             opt_level: OptLevel::default(),
+            quantize: None,
         }
     }
 
@@ -82,6 +86,14 @@ impl Builder {
     /// How hard to optimize (`O2` by default).
     pub fn opt_level(&mut self, level: OptLevel) -> &mut Self {
         self.opt_level = level;
+        self
+    }
+
+    /// Quantizes the weights of the linear layers to `format` when the generated code loads
+    /// them, and runs those layers on the quantized weights in `mode` (as `nnc compile
+    /// --quantize`). Layers whose rows are not whole blocks of 32 keep f32 weights.
+    pub fn quantize(&mut self, format: QuantFormat, mode: QuantizedMode) -> &mut Self {
+        self.quantize = Some(Quantization { format, mode });
         self
     }
 
@@ -136,6 +148,7 @@ impl Builder {
         };
         let frontend = FrontendOptions {
             dims: self.dims.clone(),
+            quantize: self.quantize,
         };
         let code = crate::compile_to_rust(&source, &frontend, self.opt_level, &options)
             .map_err(|errors| render(&errors.0, &file_name, &source))?;

@@ -212,12 +212,14 @@ pub enum KernelCall {
 /// What a node builds from its weights once, at load time.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Preparation {
-    /// A `PackedLinear` of an `[out_features, in_features]` weight.
+    /// A `PackedLinear` of an `[out_features, in_features]` weight, or a `QuantizedLinear`
+    /// when the weight is stored quantized.
     Linear {
         out_features: usize,
         in_features: usize,
         weights: LayerWeights,
         activation: Option<Activation>,
+        storage: ir::WeightStorage,
     },
     Conv1d {
         weight_shape: [usize; 3],
@@ -530,11 +532,16 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
     match &node.op {
         Op::Linear { bias, epilogue } => {
             let [out_features, in_features] = dims(weight_shape(1));
+            let storage = match graph.values[node.inputs[1]].def {
+                ir::ValueDef::Param(param) => graph.params[param].storage,
+                _ => ir::WeightStorage::F32,
+            };
             Some(Preparation::Linear {
                 out_features,
                 in_features,
                 weights: layer_weights(node, *bias, epilogue),
                 activation: epilogue.activation,
+                storage,
             })
         }
         Op::Conv(attrs) => {

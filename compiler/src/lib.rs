@@ -37,6 +37,7 @@ pub mod syntax;
 pub use build::{BuildError, Builder};
 pub use diagnostics::{Diagnostic, Diagnostics, Span};
 pub use lower::LowerOptions;
+pub use nnc_ops::quant::{QuantFormat, QuantizedMode};
 
 /// Options of the front end.
 pub type FrontendOptions = LowerOptions;
@@ -96,7 +97,14 @@ pub fn decoder_steps(
         dims.retain(|(name, _)| name != dim);
         dims.push((dim.to_string(), size));
         // A network that does not compile with these sizes has no decoder; that is not an error.
-        compile_to_ir(source, &FrontendOptions { dims }).map(|module| module.networks)
+        compile_to_ir(
+            source,
+            &FrontendOptions {
+                dims,
+                ..frontend.clone()
+            },
+        )
+        .map(|module| module.networks)
     };
     let mut steps: Vec<codegen::DecoderGraphs> = Vec::new();
     for dim in candidates {

@@ -13,6 +13,7 @@ use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
+use nnc_ops::{QuantFormat, QuantizedMode};
 
 mod report_cli;
 
@@ -56,6 +57,8 @@ enum Command {
         /// Print the IR after this pass (or `all` for after every pass) instead of the code.
         #[arg(long, value_name = "PASS")]
         emit_ir_after: Option<String>,
+        #[command(flatten)]
+        quantize: QuantizeArgs,
     },
     /// Count parameters, MACs, FLOPs and activation memory per layer and in total.
     Report(report_cli::ReportArgs),
@@ -111,6 +114,55 @@ struct Select {
     /// Bind a symbolic dimension, overriding the `where` clause: `--dim seq=512`.
     #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
     dims: Vec<(String, i64)>,
+    #[command(flatten)]
+    quantize: QuantizeArgs,
+}
+
+impl Select {
+    /// The front end's options these arguments ask for.
+    fn frontend(&self) -> FrontendOptions {
+        FrontendOptions {
+            dims: self.dims.clone(),
+            quantize: self.quantize.quantization(),
+        }
+    }
+}
+
+/// Quantized weights for the linear layers.
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct QuantizeArgs {
+    /// Quantize the weights of the linear layers to this block format when they are loaded:
+    /// q8_0, q4_0 or q4_1 (layers whose rows are not whole blocks of 32 keep f32).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_quant_format)]
+    quantize: Option<QuantFormat>,
+    /// How quantized layers multiply: `exact` (f32 activations, weights dequantized in
+    /// registers) or `fast` (activations quantized to 8 bits per block, as llama.cpp does).
+    #[arg(long, value_name = "MODE", default_value = "exact", value_parser = parse_quantized_mode, requires = "quantize")]
+    quantize_mode: QuantizedMode,
+}
+
+impl QuantizeArgs {
+    fn quantization(&self) -> Option<ir::Quantization> {
+        self.quantize.map(|format| ir::Quantization {
+            format,
+            mode: self.quantize_mode,
+        })
+    }
+}
+
+fn parse_quant_format(text: &str) -> Result<QuantFormat, String> {
+    QuantFormat::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = QuantFormat::ALL
+            .iter()
+            .map(|format| format.name())
+            .collect();
+        format!("the formats are {}, not `{text}`", names.join(", "))
+    })
+}
+
+fn parse_quantized_mode(text: &str) -> Result<QuantizedMode, String> {
+    QuantizedMode::from_name(text)
+        .ok_or_else(|| format!("the modes are `exact` and `fast`, not `{text}`"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -173,13 +225,13 @@ fn print(text: &str) -> Result<()> {
 /// Reads and compiles a model, printing diagnostics on failure.
 fn compile(
     model: &PathBuf,
-    dims: Vec<(String, i64)>,
+    frontend: &FrontendOptions,
 ) -> Result<std::result::Result<ir::Module, ExitCode>> {
     let source = std::fs::read_to_string(model)
         .with_context(|| format!("cannot read {}", model.display()))?;
     let file_name = model.display().to_string();
     Ok(
-        nnc_compiler::compile_to_ir(&source, &FrontendOptions { dims }).map_err(|errors| {
+        nnc_compiler::compile_to_ir(&source, frontend).map_err(|errors| {
             eprint!("{}", diagnostics::render(&errors.0, &file_name, &source));
             let count = errors.0.len();
             eprintln!(
@@ -342,8 +394,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dims,
             opt_level,
             emit_ir_after,
+            quantize,
         } => {
-            let mut module = match compile(&model, dims.clone())? {
+            let frontend = FrontendOptions {
+                dims,
+                quantize: quantize.quantization(),
+            };
+            let mut module = match compile(&model, &frontend)? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
@@ -377,13 +434,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             // The source compiled above, so it compiles again: one code path with the Builder.
             let source = std::fs::read_to_string(&model)?;
-            let code = nnc_compiler::compile_to_rust(
-                &source,
-                &FrontendOptions { dims },
-                opt_level,
-                &options,
-            )
-            .map_err(|errors| anyhow::anyhow!("{errors}"))?;
+            let code = nnc_compiler::compile_to_rust(&source, &frontend, opt_level, &options)
+                .map_err(|errors| anyhow::anyhow!("{errors}"))?;
             match output {
                 Some(path) => std::fs::write(&path, code)
                     .with_context(|| format!("cannot write {}", path.display()))?,
@@ -399,7 +451,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             select,
             check,
         } => {
-            let module = match compile(&model, select.dims)? {
+            let module = match compile(&model, &select.frontend())? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
@@ -445,7 +497,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             inputs,
             outputs,
         } => {
-            let module = match compile(&model, select.dims)? {
+            let module = match compile(&model, &select.frontend())? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
@@ -475,7 +527,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     Err(errors) => fail(errors),
                 });
             }
-            let options = FrontendOptions { dims };
+            let options = FrontendOptions {
+                dims,
+                ..Default::default()
+            };
             match nnc_compiler::compile_to_ir(&source, &options) {
                 Ok(module) => {
                     match emit {

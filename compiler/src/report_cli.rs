@@ -139,7 +139,7 @@ fn fusion_groups(graph: &ir::Graph) -> FusionGroups {
 
 /// Compiles, selects and optimizes the network named by `select`.
 fn load(model: &PathBuf, select: Select, level: OptLevel) -> Result<Result<ir::Graph, ExitCode>> {
-    let module = match compile(model, select.dims)? {
+    let module = match compile(model, &select.frontend())? {
         Ok(module) => module,
         Err(code) => return Ok(Err(code)),
     };
@@ -220,7 +220,7 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode> {
-    let dims = args.select.dims.clone();
+    let frontend = args.select.frontend();
     let graph = match load(&args.model, args.select, args.opt_level)? {
         Ok(graph) => graph,
         Err(code) => return Ok(code),
@@ -230,7 +230,12 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
         if args.new_tokens == 0 || args.prompt_tokens == 0 {
             bail!("--prompt-tokens and --new-tokens must be at least 1");
         }
-        Some(decoder_graphs(&args.model, dims, &graph, args.opt_level)?)
+        Some(decoder_graphs(
+            &args.model,
+            &frontend,
+            &graph,
+            args.opt_level,
+        )?)
     } else {
         None
     };
@@ -292,19 +297,18 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
 }
 
 /// The one-token step graphs of the decoder of `graph`, which is the network of `model` compiled
-/// with `dims`, or an error if it has none.
+/// with `frontend`, or an error if it has none.
 fn decoder_graphs(
     model: &Path,
-    dims: Vec<(String, i64)>,
+    frontend: &nnc_compiler::FrontendOptions,
     graph: &ir::Graph,
     level: OptLevel,
 ) -> Result<codegen::DecoderGraphs> {
     let source = std::fs::read_to_string(model)
         .with_context(|| format!("cannot read {}", model.display()))?;
-    let frontend = nnc_compiler::FrontendOptions { dims };
-    let module = nnc_compiler::compile_to_ir(&source, &frontend)
+    let module = nnc_compiler::compile_to_ir(&source, frontend)
         .map_err(|_| anyhow::anyhow!("cannot compile {}", model.display()))?;
-    nnc_compiler::decoder_steps(&source, &frontend, &module, level)
+    nnc_compiler::decoder_steps(&source, frontend, &module, level)
         .into_iter()
         .find(|graphs| graphs.step.name == graph.name)
         .with_context(|| {

@@ -295,3 +295,43 @@ fn tied_weights_are_counted_once() {
     assert_eq!(costs.nodes[head].parameters, 0);
     assert_eq!(costs.nodes[head].tied_parameters, 512 * 128);
 }
+
+/// With `--quantize`, the model size counts quantized linear weights in their block format
+/// (Q4_1: 20 bytes per 32 values), a tied table once quantized for the head and once in f32
+/// for the embedding that reads it, and everything else in f32.
+#[test]
+fn model_size_counts_quantized_weights_in_their_format() {
+    let source = "network tied(ids: i64[1, 4]) -> (logits: f32[1, 4, 100]) {\n\
+        h = embedding(ids, 100, 64) as embed\n\
+        h = linear(h, 64, bias = false) as proj\n\
+        h = linear(h, 48) as narrow\n\
+        h = linear(h, 64) as widen\n\
+        logits = linear(h, 100, bias = false, tied = \"embed\") as head\n\
+    }\n";
+    let graph = |quantize| {
+        compile_to_ir(
+            source,
+            &FrontendOptions {
+                quantize,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .networks
+        .remove(0)
+    };
+    let plain = graph(None);
+    let quantized = graph(Some(nnc_compiler::ir::Quantization {
+        format: nnc_compiler::QuantFormat::Q4_1,
+        mode: nnc_compiler::QuantizedMode::Exact,
+    }));
+    let bytes = |graph: &Graph| cost::analyze(graph).totals(graph).weight_bytes;
+    let f32_bytes = 4 * (100 * 64 + 64 * 64 + 48 * 64 + 48 + 64 * 48 + 64);
+    assert_eq!(bytes(&plain), f32_bytes);
+    // The table twice (f32 for the embedding, Q4_1 for the head); proj and narrow in Q4_1 (rows
+    // of 64); widen in f32 (rows of 48 are not whole blocks); the biases in f32.
+    let q4_1 = |elements: u64| elements / 32 * 20;
+    let expected =
+        4 * 100 * 64 + q4_1(100 * 64) + q4_1(64 * 64) + q4_1(48 * 64) + 4 * 48 + 4 * (64 * 48 + 64);
+    assert_eq!(bytes(&quantized), expected);
+}

@@ -3,6 +3,9 @@
 //! head, 538 MB of weights, so each pass streams them from memory as a real step does), and the
 //! norms at decoding and at prefill sizes (which must not get slower with a second thread).
 //!
+//! The same step with quantized weights (Q8_0, Q4_0, Q4_1, in the exact and the fast mode)
+//! follows, with the bandwidth each reaches in bytes of weights per second.
+//!
 //! `cargo bench -p nnc-runtime --bench decode_kernels`. Prints medians and the 2-thread speed-up.
 
 use std::hint::black_box;
@@ -11,6 +14,9 @@ use std::time::{Duration, Instant};
 use nnc_runtime::kernels::linear::PackedLinear;
 use nnc_runtime::kernels::norm::{
     LayerNormOptions, RmsNormOptions, layer_norm_in_place, rms_norm_in_place,
+};
+use nnc_runtime::kernels::quantized::{
+    QuantFormat, QuantizedLinear, QuantizedMatrix, QuantizedMode,
 };
 
 /// The median of `samples` timed calls, after one untimed call.
@@ -132,6 +138,47 @@ fn main() {
         }),
     );
     drop(stack);
+
+    println!("30 layers of projections and the tied head, quantized (weights streamed per step):");
+    for format in QuantFormat::ALL {
+        let layers: Vec<QuantizedMatrix> = (0..layers)
+            .flat_map(|layer| {
+                layer_shapes
+                    .iter()
+                    .enumerate()
+                    .map(move |(index, &(inputs, outputs))| (layer * 7 + index, inputs, outputs))
+            })
+            .chain(std::iter::once((1, hidden, vocab)))
+            .map(|(seed, inputs, outputs)| {
+                QuantizedMatrix::quantize(format, &values(inputs * outputs, seed), outputs, inputs)
+                    .unwrap()
+            })
+            .collect();
+        let bytes: usize = layers.iter().map(|matrix| matrix.bytes().len()).sum();
+        for mode in [QuantizedMode::Exact, QuantizedMode::Fast] {
+            let stack: Vec<QuantizedLinear> = layers
+                .iter()
+                .map(|matrix| QuantizedLinear::new(matrix.clone(), None, mode).unwrap())
+                .collect();
+            let mut output = vec![0.0; vocab];
+            let times = one_and_two_threads(9, &mut || {
+                for linear in &stack {
+                    let (inputs, outputs) = (linear.in_features(), linear.out_features());
+                    linear
+                        .forward(&input[..inputs], 1, &mut output[..outputs])
+                        .unwrap();
+                }
+                black_box(&output);
+            });
+            report(&format!("{format} {mode:?} ({} MB)", bytes >> 20), times);
+            println!(
+                "  {:<34} {:.1} GB/s at 1 thread, {:.1} GB/s at 2",
+                "",
+                bytes as f64 / times.0.as_secs_f64() / 1e9,
+                bytes as f64 / times.1.as_secs_f64() / 1e9
+            );
+        }
+    }
 
     println!("norms (median of calls):");
     for (rows, width) in [

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use nnc_compiler::{FrontendOptions, compile_to_ir, ir};
+use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, compile_to_ir, ir};
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
@@ -66,6 +66,34 @@ fn main() {
             dir.join(format!("{name}.rs")).display().to_string()
         )
         .unwrap();
+    }
+    // The small Llama with quantized linear layers, in each format and mode that
+    // `tests/quantized.rs` checks: `quantized_<format>_<mode>`.
+    let llama = nnc_test_support::codegen_models()
+        .into_iter()
+        .find(|model| model.name == "small_llama")
+        .expect("tests/codegen/models/small_llama.nn");
+    let source = std::fs::read_to_string(&llama.path).unwrap();
+    for (format, mode) in [
+        (QuantFormat::Q8_0, QuantizedMode::Exact),
+        (QuantFormat::Q4_0, QuantizedMode::Fast),
+        (QuantFormat::Q4_1, QuantizedMode::Exact),
+        (QuantFormat::Q4_1, QuantizedMode::Fast),
+    ] {
+        let module = format!("quantized_{}_{}", format.name(), mode.name());
+        let dir = out_dir.join(&module);
+        std::fs::create_dir_all(&dir).unwrap();
+        nnc_compiler::Builder::new()
+            .out_dir(&dir)
+            .quantize(format, mode)
+            .compile(&[&llama.path])
+            .unwrap_or_else(|error| panic!("{error}"));
+        let options = FrontendOptions {
+            quantize: Some(ir::Quantization { format, mode }),
+            ..Default::default()
+        };
+        let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
+        write_module(&mut modules, &module, &dir.join("small_llama.rs"), &graph);
     }
     std::fs::write(out_dir.join("models.rs"), modules + &table).unwrap();
 }

@@ -257,7 +257,10 @@ fn same_structure(graph: &Graph, a: usize, b: usize, body_len: usize) -> bool {
                     (Role::Weight, Role::Weight) => {
                         let (x, y) = (graph.param_of(x), graph.param_of(y));
                         x.zip(y).is_some_and(|(x, y)| {
-                            x.init == y.init && x.is_buffer == y.is_buffer && x.value != y.value
+                            x.init == y.init
+                                && x.is_buffer == y.is_buffer
+                                && x.storage == y.storage
+                                && x.value != y.value
                         })
                     }
                     (left @ Role::Internal { .. }, right) => left == right,

@@ -14,6 +14,7 @@ use nnc_ops::ElementwiseStep;
 use nnc_ops::RopeConvention;
 use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 use nnc_ops::{Conv1dOptions, Conv2dOptions};
+use nnc_ops::{QuantFormat, QuantizedMode};
 use proc_macro2::{Literal, Spacing, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 
@@ -49,6 +50,8 @@ to_rust_from_debug! {
     Conv1dOptions => quote!(k::conv::);
     Conv2dOptions => quote!(k::conv::);
     AttentionShape => quote!(k::attention::);
+    QuantFormat => quote!(k::quantized::QuantFormat::);
+    QuantizedMode => quote!(k::quantized::QuantizedMode::);
 }
 
 impl ToRust for ElementwiseStep {

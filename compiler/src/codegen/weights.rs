@@ -7,7 +7,7 @@ use quote::quote;
 
 use super::network::Generator;
 use super::tokens::{ToRust, f32_lit, lit, literal_list};
-use crate::ir::{self, ParamInit, ValueDef};
+use crate::ir::{self, ParamInit, ValueDef, WeightStorage};
 use crate::kernel_call::{self, BatchNormWeights, ConvLayout, LayerWeights, Preparation};
 
 /// The pieces of `from_weights` and `WEIGHTS`.
@@ -27,7 +27,14 @@ pub(super) struct WeightsCode {
 /// The type of the field holding what `preparation` builds.
 pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
     match preparation {
-        Preparation::Linear { .. } => quote!(k::linear::PackedLinear),
+        Preparation::Linear {
+            storage: WeightStorage::F32,
+            ..
+        } => quote!(k::linear::PackedLinear),
+        Preparation::Linear {
+            storage: WeightStorage::Quantized(_),
+            ..
+        } => quote!(k::quantized::QuantizedLinear),
         Preparation::Conv1d { .. } => quote!(k::conv::PackedConv1d),
         Preparation::Conv2d {
             layout: ConvLayout::Nchw,
@@ -167,11 +174,26 @@ impl Generator<'_> {
                 in_features,
                 weights,
                 activation,
+                storage,
             } => {
                 let (out_features, in_features) = (lit(*out_features), lit(*in_features));
-                self.packed_layer(weights, *activation, &at, |weight, bias| {
-                    quote!(k::linear::PackedLinear::new(#weight, #out_features, #in_features, #bias))
-                })
+                match storage {
+                    WeightStorage::F32 => {
+                        self.packed_layer(weights, *activation, &at, |weight, bias| {
+                            quote!(k::linear::PackedLinear::new(#weight, #out_features, #in_features, #bias))
+                        })
+                    }
+                    WeightStorage::Quantized(quantization) => {
+                        let (format, mode) = (quantization.format.to_rust(), quantization.mode.to_rust());
+                        self.packed_layer(weights, *activation, &at, |weight, bias| {
+                            quote!(k::quantized::QuantizedLinear::new(
+                                k::quantized::QuantizedMatrix::quantize(#format, #weight, #out_features, #in_features)#at,
+                                #bias,
+                                #mode,
+                            ))
+                        })
+                    }
+                }
             }
             Preparation::Conv1d {
                 weight_shape,

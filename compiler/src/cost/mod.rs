@@ -56,7 +56,9 @@ pub struct CostTotals {
     pub parameters: u64,
     /// Buffer elements, loaded with the weights but not trainable.
     pub buffers: u64,
-    /// Bytes of all weight tensors (parameters and buffers) in their dtype: the model's size.
+    /// Bytes of all weight tensors (parameters and buffers) as the model stores them: f32, or a
+    /// quantized block format for the weights of quantized linear layers (plus their f32 copy
+    /// when another operation, a tied embedding, reads them too). The model's size.
     pub weight_bytes: u64,
     pub macs: u64,
     pub flops: u64,
@@ -82,7 +84,7 @@ impl CostTable {
             weight_bytes: graph
                 .params
                 .iter()
-                .map(|(_, param)| graph.ty(param.value).size_in_bytes())
+                .map(|(_, param)| stored_bytes(graph, param))
                 .fold(0, u64::saturating_add),
             ..CostTotals::default()
         };
@@ -94,6 +96,25 @@ impl CostTable {
             totals.flops = totals.flops.saturating_add(cost.flops);
         }
         totals
+    }
+}
+
+/// The bytes the model keeps of `param`: see [`CostTotals::weight_bytes`].
+fn stored_bytes(graph: &Graph, param: &crate::ir::ParamData) -> u64 {
+    let f32_bytes = graph.ty(param.value).size_in_bytes();
+    let crate::ir::WeightStorage::Quantized(quantization) = param.storage else {
+        return f32_bytes;
+    };
+    let format = quantization.format;
+    let elements = graph.ty(param.value).element_count();
+    let quantized = elements / nnc_ops::quant::BLOCK_LENGTH as u64 * format.block_bytes() as u64;
+    let read_as_f32 = graph.nodes.iter().any(|(_, node)| {
+        !matches!(node.op, crate::ir::Op::Linear { .. }) && node.inputs.contains(&param.value)
+    });
+    if read_as_f32 {
+        quantized.saturating_add(f32_bytes)
+    } else {
+        quantized
     }
 }
 

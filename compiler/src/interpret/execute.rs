@@ -37,6 +37,14 @@ impl Interpreter<'_> {
                     None => linear.forward(x(0), *rows, &mut output)?,
                 }
             }
+            (KernelCall::Linear { rows, residual: r }, Some(Prepared::QuantizedLinear(linear))) => {
+                match residual(*r) {
+                    Some(residual) => {
+                        linear.forward_residual(x(0), *rows, residual, &mut output)?
+                    }
+                    None => linear.forward(x(0), *rows, &mut output)?,
+                }
+            }
             (
                 KernelCall::Conv1d {
                     input_shape,

@@ -2,14 +2,17 @@
 //! [`Preparation`], the same description generated code prints into `from_weights`.
 
 use nnc_runtime::KernelError;
+use nnc_runtime::kernels::quantized::{QuantizedLinear, QuantizedMatrix};
 use nnc_runtime::kernels::{conv, linear::PackedLinear, norm, rope};
 
 use super::Interpreter;
+use crate::ir::WeightStorage;
 use crate::kernel_call::{BatchNormWeights, LayerWeights, Preparation};
 
 /// What [`Interpreter::new`] prepared for a node.
 pub(super) enum Prepared {
     Linear(PackedLinear),
+    QuantizedLinear(QuantizedLinear),
     Conv1d(conv::PackedConv1d),
     /// A 2-D convolution over NCHW images, whatever the node's layout: the interpreter runs a
     /// channels-last convolution through the NCHW kernel between layout changes, so that -O2 is
@@ -28,11 +31,31 @@ impl Interpreter<'_> {
                 in_features,
                 weights,
                 activation,
+                storage,
             } => {
                 let (weight, bias) = self.fold_layer_weights(weights)?;
-                let linear =
-                    PackedLinear::new(&weight, *out_features, *in_features, bias.as_deref())?;
-                Prepared::Linear(linear.with_activation(*activation))
+                match storage {
+                    WeightStorage::F32 => {
+                        let linear = PackedLinear::new(
+                            &weight,
+                            *out_features,
+                            *in_features,
+                            bias.as_deref(),
+                        )?;
+                        Prepared::Linear(linear.with_activation(*activation))
+                    }
+                    WeightStorage::Quantized(quantization) => {
+                        let weight = QuantizedMatrix::quantize(
+                            quantization.format,
+                            &weight,
+                            *out_features,
+                            *in_features,
+                        )?;
+                        let linear =
+                            QuantizedLinear::new(weight, bias.as_deref(), quantization.mode)?;
+                        Prepared::QuantizedLinear(linear.with_activation(*activation))
+                    }
+                }
             }
             Preparation::Conv1d {
                 weight_shape,

@@ -94,6 +94,40 @@ pub enum ParamInit {
     Zeros,
 }
 
+/// How the layers that prepare a weight at load time (linear layers) store it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightStorage {
+    /// 32-bit floats, as loaded.
+    #[default]
+    F32,
+    /// Quantized to a block format at load time (see `nnc_runtime::kernels::quantized`).
+    Quantized(Quantization),
+}
+
+/// A block format and how layers multiply by weights stored in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Quantization {
+    pub format: nnc_ops::quant::QuantFormat,
+    pub mode: nnc_ops::quant::QuantizedMode,
+}
+
+impl std::fmt::Display for WeightStorage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WeightStorage::F32 => formatter.write_str("f32"),
+            WeightStorage::Quantized(quantization) => write!(
+                formatter,
+                "{}{}",
+                quantization.format,
+                match quantization.mode {
+                    nnc_ops::quant::QuantizedMode::Exact => "",
+                    nnc_ops::quant::QuantizedMode::Fast => " fast",
+                }
+            ),
+        }
+    }
+}
+
 /// A weight of the network, loaded from a weights file by name.
 #[derive(Clone, Debug)]
 pub struct ParamData {
@@ -104,6 +138,8 @@ pub struct ParamData {
     /// A buffer (batch norm's running statistics) is loaded like a weight but is not a trainable
     /// parameter, so parameter counts leave it out, as PyTorch's do.
     pub is_buffer: bool,
+    /// How prepared layers store the weight; f32 unless the front end quantized it.
+    pub storage: WeightStorage,
 }
 
 /// A named network input.
@@ -187,6 +223,7 @@ impl Graph {
             value,
             init,
             is_buffer,
+            storage: WeightStorage::F32,
         });
         value
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use super::op::DisplayAttrs;
-use super::{Graph, Module, Value};
+use super::{Graph, Module, Value, WeightStorage};
 
 /// Prints every network of a module, separated by blank lines.
 pub fn print_module(module: &Module) -> String {
@@ -80,13 +80,17 @@ pub fn print_graph(graph: &Graph) -> String {
     for (_, param) in graph.params.iter() {
         let id = number(param.value, &mut numbers);
         let kind = if param.is_buffer { "buffer" } else { "param" };
-        writeln!(
+        write!(
             out,
             "  %{id}: {} = {kind} \"{}\"",
             graph.ty(param.value),
             param.name
         )
         .unwrap();
+        match param.storage {
+            WeightStorage::F32 => writeln!(out).unwrap(),
+            storage => writeln!(out, " stored {storage}").unwrap(),
+        }
     }
     for (_, node) in graph.nodes.iter() {
         let operands: Vec<String> = node

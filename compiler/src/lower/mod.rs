@@ -25,6 +25,7 @@ mod call;
 mod expressions;
 mod naming;
 mod network;
+mod quantize;
 mod scope;
 mod statements;
 mod value;
@@ -43,6 +44,8 @@ pub use builtins::builtin_names;
 pub struct LowerOptions {
     /// Values for symbolic dimensions that replace those of the `where` clauses, e.g. `seq = 512`.
     pub dims: Vec<(String, i64)>,
+    /// Quantize the weights of the linear layers at load time (`--quantize`); see `quantize.rs`.
+    pub quantize: Option<ir::Quantization>,
 }
 
 /// Lowers every network of `file`.
@@ -52,8 +55,11 @@ pub fn lower(file: &ast::File, options: &LowerOptions) -> Result<Module, Diagnos
     let mut module = Module::default();
     for item in &file.items {
         if let ast::Item::Network(network) = item
-            && let Some(graph) = lowerer.lower_network(network, options)
+            && let Some(mut graph) = lowerer.lower_network(network, options)
         {
+            if let Some(quantization) = options.quantize {
+                quantize::quantize_linear_weights(&mut graph, quantization);
+            }
             module.networks.push(graph);
         }
     }

@@ -14,6 +14,7 @@ pub mod matmul;
 pub mod norm;
 pub mod paged_attention;
 pub mod pool;
+pub mod quantized;
 pub mod rope;
 pub mod shape;
 pub mod softmax;

@@ -1,0 +1,35 @@
+//! Marks the weights that `LowerOptions::quantize` quantizes: the weight of every linear layer
+//! whose input rows are whole blocks of the format. Nothing is quantized here; the mark
+//! (`ParamData::storage`) travels through the passes to the layer's preparation, which quantizes
+//! the loaded f32 weight (generated `from_weights`, the interpreter).
+//!
+//! A linear layer with another row length keeps f32 weights: a block format cannot hold a
+//! partial block. A weight that other operations also read as a tensor (a tied embedding table)
+//! is quantized for its linear layers only; those operations keep reading it in f32.
+
+use crate::ir::{Graph, Op, Quantization, ValueDef, WeightStorage};
+use nnc_ops::quant::BLOCK_LENGTH;
+
+/// Marks the weights of `graph`'s linear layers for `quantization`; returns how many it marked.
+pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantization) -> usize {
+    let mut marked = Vec::new();
+    for (_, node) in graph.nodes.iter() {
+        if !matches!(node.op, Op::Linear { .. }) {
+            continue;
+        }
+        let weight = node.inputs[1];
+        let in_features = graph.ty(weight).shape.last().copied().unwrap_or(0);
+        if let ValueDef::Param(param) = graph.values[weight].def
+            && in_features > 0
+            && in_features.is_multiple_of(BLOCK_LENGTH)
+        {
+            marked.push(param);
+        }
+    }
+    marked.sort_unstable();
+    marked.dedup();
+    for &param in &marked {
+        graph.params[param].storage = WeightStorage::Quantized(quantization);
+    }
+    marked.len()
+}

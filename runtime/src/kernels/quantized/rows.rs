@@ -1,0 +1,322 @@
+//! The row kernels: each weight row multiplied by every input row while it is in L1, the
+//! weight rows cut among the threads. Portable versions here; AVX2 ones in `x86_64.rs`.
+
+use super::QuantizedMatrix;
+use super::blocks::{BLOCK_LENGTH, QuantFormat, read_f16};
+use crate::threading;
+
+/// Weight bytes from which a call is split across threads. Streaming 256 KiB from memory takes
+/// tens of microseconds, several times what waking the pool costs (the GEMM uses the same bound).
+const PARALLEL_MIN_BYTES: usize = 1 << 18;
+
+/// Which implementation of the block products runs, chosen once per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RowKernels {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl RowKernels {
+    /// The fastest the processor supports.
+    pub(super) fn detected() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::x86_64::available() {
+            return RowKernels::Avx2;
+        }
+        RowKernels::Portable
+    }
+
+    /// `row . x` for a weight row and an f32 input row; `sums` are `x`'s block sums.
+    #[inline]
+    fn exact_dot(self, format: QuantFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+        match self {
+            RowKernels::Portable => exact_dot(format, row, x, sums),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is only chosen when `x86_64::available()` found AVX2, FMA and F16C;
+            // `row` holds `sums.len()` blocks and `x` as many blocks of values (the callers
+            // slice all three from one layer's shapes).
+            RowKernels::Avx2 => unsafe { super::x86_64::exact_dot(format, row, x, sums) },
+        }
+    }
+
+    /// Writes the values of one block into `output` (`BLOCK_LENGTH` values).
+    #[inline]
+    pub(super) fn dequantize_block(self, format: QuantFormat, block: &[u8], output: &mut [f32]) {
+        assert!(block.len() >= format.block_bytes() && output.len() >= BLOCK_LENGTH);
+        match self {
+            RowKernels::Portable => super::blocks::dequantize_block(format, block, output),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is only chosen when the processor has AVX2, FMA and F16C; the
+            // lengths were checked just above.
+            RowKernels::Avx2 => unsafe { super::x86_64::dequantize_block(format, block, output) },
+        }
+    }
+
+    /// `row . x` for a weight row and a quantized input row.
+    #[inline]
+    fn fast_dot(self, format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
+        match self {
+            RowKernels::Portable => fast_dot(format, row, x),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as for `exact_dot`; `x` holds as many blocks as `row`.
+            RowKernels::Avx2 => unsafe { super::x86_64::fast_dot(format, row, x) },
+        }
+    }
+}
+
+impl RowKernels {
+    /// `row . x[i]` for every quantized input row `i` into `outputs[i]`: four rows at a time
+    /// where the kernel can share each weight block's unpacking among them.
+    fn fast_dots(
+        self,
+        format: QuantFormat,
+        row: &[u8],
+        input: &ActivationBlocks,
+        outputs: &mut [f32],
+    ) {
+        let mut first = 0;
+        #[cfg(target_arch = "x86_64")]
+        if self == RowKernels::Avx2 {
+            while first + 4 <= outputs.len() {
+                let x = std::array::from_fn(|offset| input.row(first + offset));
+                // SAFETY: `Avx2` is only chosen when the processor has AVX2, FMA and F16C; each
+                // input row holds as many blocks as `row` (both have the layer's input length).
+                let dots = unsafe { super::x86_64::fast_dot4(format, row, x) };
+                outputs[first..first + 4].copy_from_slice(&dots);
+                first += 4;
+            }
+        }
+        for (index, output) in outputs.iter_mut().enumerate().skip(first) {
+            *output = self.fast_dot(format, row, input.row(index));
+        }
+    }
+}
+
+/// The sum of each block of `BLOCK_LENGTH` values of `input` (rows of whole blocks).
+pub(super) fn block_sums(input: &[f32]) -> Vec<f32> {
+    input
+        .chunks_exact(BLOCK_LENGTH)
+        .map(|block| block.iter().sum())
+        .collect()
+}
+
+/// Rows of activations quantized for the fast mode: per block of 32 values a scale `d`, the
+/// values `round(x / d)` in `i8` (`d = max |x| / 127`), and `d * sum(q)`, the block's sum as
+/// the integer products see it.
+#[derive(Debug)]
+pub(super) struct ActivationBlocks {
+    pub(super) quants: Vec<i8>,
+    pub(super) scales: Vec<f32>,
+    pub(super) sums: Vec<f32>,
+    cols: usize,
+}
+
+/// One row of [`ActivationBlocks`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ActivationRow<'a> {
+    pub(super) quants: &'a [i8],
+    pub(super) scales: &'a [f32],
+    pub(super) sums: &'a [f32],
+}
+
+impl ActivationBlocks {
+    /// Quantizes `rows` rows of `cols` values (`cols` a whole number of blocks). A non-finite
+    /// value makes its block's scale non-finite, so the outputs it feeds are NaN or infinite
+    /// as in the f32 layer, never silently finite.
+    pub(super) fn quantize(input: &[f32], rows: usize, cols: usize) -> Self {
+        let blocks = rows * (cols / BLOCK_LENGTH);
+        let mut quants = vec![0i8; rows * cols];
+        let mut scales = Vec::with_capacity(blocks);
+        let mut sums = Vec::with_capacity(blocks);
+        for (values, quants) in input
+            .chunks_exact(BLOCK_LENGTH)
+            .zip(quants.chunks_exact_mut(BLOCK_LENGTH))
+        {
+            let amax = values
+                .iter()
+                .fold(0.0f32, |amax, value| amax.max(value.abs()));
+            let amax = if values.iter().all(|value| value.is_finite()) {
+                amax
+            } else {
+                f32::NAN
+            };
+            let d = amax / 127.0;
+            let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+            let mut sum = 0i32;
+            for (q, &value) in quants.iter_mut().zip(values) {
+                // |value * inverse| <= 127; NaN converts to 0 (the scale carries the NaN).
+                *q = (value * inverse).round() as i8;
+                sum += i32::from(*q);
+            }
+            scales.push(d);
+            sums.push(d * sum as f32);
+        }
+        Self {
+            quants,
+            scales,
+            sums,
+            cols,
+        }
+    }
+
+    fn row(&self, index: usize) -> ActivationRow<'_> {
+        let blocks = self.cols / BLOCK_LENGTH;
+        ActivationRow {
+            quants: &self.quants[index * self.cols..][..self.cols],
+            scales: &self.scales[index * blocks..][..blocks],
+            sums: &self.sums[index * blocks..][..blocks],
+        }
+    }
+}
+
+/// `output[i, r] = weight[r] . input[i]` in the exact mode for `rows` input rows.
+pub(super) fn multiply_exact(
+    kernels: &RowKernels,
+    weight: &QuantizedMatrix,
+    input: &[f32],
+    sums: &[f32],
+    rows: usize,
+    output: &mut [f32],
+) {
+    let cols = weight.cols;
+    let blocks = cols / BLOCK_LENGTH;
+    multiply(weight, rows, output, |weight_row, outputs| {
+        for (input_row, output) in outputs.iter_mut().enumerate() {
+            *output = kernels.exact_dot(
+                weight.format,
+                weight_row,
+                &input[input_row * cols..][..cols],
+                &sums[input_row * blocks..][..blocks],
+            );
+        }
+    });
+}
+
+/// `output[i, r] = weight[r] . input[i]` in the fast mode for `rows` quantized input rows.
+pub(super) fn multiply_fast(
+    kernels: &RowKernels,
+    weight: &QuantizedMatrix,
+    input: &ActivationBlocks,
+    rows: usize,
+    output: &mut [f32],
+) {
+    multiply(weight, rows, output, |weight_row, outputs| {
+        kernels.fast_dots(weight.format, weight_row, input, outputs)
+    });
+}
+
+/// Runs `dots(weight_row_bytes, outputs)`, which writes `weight_row . input[i]` into
+/// `outputs[i]` for every input row, for every weight row, into the row-major
+/// `[rows, weight.rows]` output; the weight rows are cut among the threads.
+fn multiply(
+    weight: &QuantizedMatrix,
+    rows: usize,
+    output: &mut [f32],
+    dots: impl Fn(&[u8], &mut [f32]) + Sync,
+) {
+    let out_features = weight.rows;
+    let threads = if weight.data.len() >= PARALLEL_MIN_BYTES {
+        threading::parallel_width()
+    } else {
+        1
+    };
+    let rows_per_task = out_features.div_ceil(threads).next_multiple_of(4);
+    if rows == 1 {
+        threading::run_chunks_mut(output, rows_per_task, |task, output| {
+            let first = task * rows_per_task;
+            for (offset, output) in output.iter_mut().enumerate() {
+                dots(weight.row(first + offset), std::slice::from_mut(output));
+            }
+        });
+        return;
+    }
+    // Several input rows: each task fills the output's columns of its weight rows, which are
+    // not contiguous, so the tasks write a transposed `[weight.rows, rows]` buffer.
+    let mut transposed = vec![0.0f32; out_features * rows];
+    threading::run_chunks_mut(&mut transposed, rows_per_task * rows, |task, chunk| {
+        let first = task * rows_per_task;
+        for (offset, outputs) in chunk.chunks_exact_mut(rows).enumerate() {
+            dots(weight.row(first + offset), outputs);
+        }
+    });
+    for (weight_row, values) in transposed.chunks_exact(rows).enumerate() {
+        for (input_row, &value) in values.iter().enumerate() {
+            output[input_row * out_features + weight_row] = value;
+        }
+    }
+}
+
+/// The four-bit values of a 4-bit block, in order.
+#[inline]
+fn nibbles(values: &[u8]) -> [u8; BLOCK_LENGTH] {
+    let mut output = [0u8; BLOCK_LENGTH];
+    for j in 0..BLOCK_LENGTH / 2 {
+        output[j] = values[j] & 0x0F;
+        output[j + BLOCK_LENGTH / 2] = values[j] >> 4;
+    }
+    output
+}
+
+/// Where a block's values start, its scale `d` and the offset `m` added to every value:
+/// `value = q * d + m` for the 4-bit formats (`m = -8 d` for Q4_0).
+#[inline]
+pub(super) fn block_header(format: QuantFormat, block: &[u8]) -> (usize, f32, f32) {
+    let d = read_f16(block, 0);
+    match format {
+        QuantFormat::Q8_0 => (2, d, 0.0),
+        QuantFormat::Q4_0 => (2, d, -8.0 * d),
+        QuantFormat::Q4_1 => (4, d, read_f16(block, 2)),
+    }
+}
+
+fn exact_dot(format: QuantFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+    let mut total = 0.0f32;
+    for ((block, x), &sum) in row
+        .chunks_exact(format.block_bytes())
+        .zip(x.chunks_exact(BLOCK_LENGTH))
+        .zip(sums)
+    {
+        let (start, d, m) = block_header(format, block);
+        let products: f32 = match format {
+            QuantFormat::Q8_0 => block[start..]
+                .iter()
+                .zip(x)
+                .map(|(&q, &x)| f32::from(q as i8) * x)
+                .sum(),
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => nibbles(&block[start..])
+                .iter()
+                .zip(x)
+                .map(|(&q, &x)| f32::from(q) * x)
+                .sum(),
+        };
+        total += products * d + m * sum;
+    }
+    total
+}
+
+fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
+    let mut total = 0.0f32;
+    for (((block, quants), &scale), &sum) in row
+        .chunks_exact(format.block_bytes())
+        .zip(x.quants.chunks_exact(BLOCK_LENGTH))
+        .zip(x.scales)
+        .zip(x.sums)
+    {
+        let (start, d, m) = block_header(format, block);
+        let products: i32 = match format {
+            QuantFormat::Q8_0 => block[start..]
+                .iter()
+                .zip(quants)
+                .map(|(&q, &x)| i32::from(q as i8) * i32::from(x))
+                .sum(),
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => nibbles(&block[start..])
+                .iter()
+                .zip(quants)
+                .map(|(&q, &x)| i32::from(q) * i32::from(x))
+                .sum(),
+        };
+        total += products as f32 * (d * scale) + m * sum;
+    }
+    total
+}

@@ -1,0 +1,269 @@
+//! AVX2 + FMA + F16C block products. A 4-bit block's 16 bytes become 32 values in one `ymm`
+//! (low nibbles, then high nibbles, the order of the values); the exact mode widens them to
+//! four `ymm` of f32 and multiplies by the f32 activations, the fast mode multiplies bytes by
+//! the quantized activations with `vpmaddubsw` (u8 x i8 pairs summed in i16, at most
+//! 2 * 255 * 127 < 2^15) and `vpmaddwd` (pairs of i16 summed in i32).
+
+use std::arch::x86_64::*;
+
+use super::blocks::{BLOCK_LENGTH, QuantFormat};
+use super::rows::ActivationRow;
+
+/// Whether these kernels can run here.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// Reads a block's `d` and, for Q4_1, `m`, as `exact_dot` and `fast_dot` use them: returns
+/// `(offset of the values, d, m)` with `m = -8 d` for Q4_0 and 0 for Q8_0.
+///
+/// # Safety
+/// The processor has F16C, and `block` points at a whole block of `format`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn header(format: QuantFormat, block: *const u8) -> (usize, f32, f32) {
+    // SAFETY: A block starts with two (Q4_1: four) bytes of f16; reading 4 bytes stays inside
+    // every block (the shortest is 18 bytes).
+    let halves = unsafe { block.cast::<i32>().read_unaligned() };
+    let floats = _mm_cvtph_ps(_mm_cvtsi32_si128(halves));
+    let d = _mm_cvtss_f32(floats);
+    match format {
+        QuantFormat::Q8_0 => (2, d, 0.0),
+        QuantFormat::Q4_0 => (2, d, -8.0 * d),
+        QuantFormat::Q4_1 => (4, d, _mm_cvtss_f32(_mm_movehdup_ps(floats))),
+    }
+}
+
+/// The 32 four-bit values of the 16 bytes at `values`, as bytes in value order.
+///
+/// # Safety
+/// AVX2 is available and 16 bytes can be read at `values`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_nibbles(values: *const u8) -> __m256i {
+    // SAFETY: 16 bytes are readable at `values` (the caller's contract).
+    let packed = unsafe { _mm_loadu_si128(values.cast()) };
+    let mask = _mm_set1_epi8(0x0F);
+    let low = _mm_and_si128(packed, mask);
+    let high = _mm_and_si128(_mm_srli_epi16::<4>(packed), mask);
+    _mm256_set_m128i(high, low)
+}
+
+/// The sum of a vector's eight lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn horizontal_sum(vector: __m256) -> f32 {
+    let quad = _mm_add_ps(
+        _mm256_castps256_ps128(vector),
+        _mm256_extractf128_ps::<1>(vector),
+    );
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)))
+}
+
+/// `row . x` in the exact mode: `sum over blocks of d * (q . x) + m * sum(x)`.
+///
+/// # Safety
+/// The processor has AVX2, FMA and F16C; `row` holds `sums.len()` whole blocks of `format` and
+/// `x` at least `sums.len() * BLOCK_LENGTH` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn exact_dot(format: QuantFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
+    let blocks = sums.len();
+    let block_bytes = format.block_bytes();
+    debug_assert!(row.len() >= blocks * block_bytes && x.len() >= blocks * BLOCK_LENGTH);
+    // Two accumulators each, for even and odd blocks: one chain of additions per block would
+    // wait on the previous block's (four cycles of FMA latency), longer than a block's work.
+    let mut scaled = [_mm256_setzero_ps(); 2];
+    let mut offsets = [0.0f32; 2];
+    for (index, &sum) in sums.iter().enumerate() {
+        // SAFETY: Block `index < blocks` lies inside `row`, and its values inside `x`
+        // (the function's contract); every read below stays inside them.
+        unsafe {
+            let block = row.as_ptr().add(index * block_bytes);
+            let x = x.as_ptr().add(index * BLOCK_LENGTH);
+            let (start, d, m) = header(format, block);
+            let values = block.add(start);
+            let (first, second, third, fourth) = match format {
+                QuantFormat::Q8_0 => (
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(16).cast())),
+                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(24).cast())),
+                ),
+                QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+                    let bytes = unpack_nibbles(values);
+                    let low = _mm256_castsi256_si128(bytes);
+                    let high = _mm256_extracti128_si256::<1>(bytes);
+                    (
+                        _mm256_cvtepu8_epi32(low),
+                        _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(low)),
+                        _mm256_cvtepu8_epi32(high),
+                        _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
+                    )
+                }
+            };
+            let mut products = _mm256_mul_ps(_mm256_cvtepi32_ps(first), _mm256_loadu_ps(x));
+            products = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(second),
+                _mm256_loadu_ps(x.add(8)),
+                products,
+            );
+            products = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(third),
+                _mm256_loadu_ps(x.add(16)),
+                products,
+            );
+            products = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(fourth),
+                _mm256_loadu_ps(x.add(24)),
+                products,
+            );
+            let parity = index % 2;
+            scaled[parity] = _mm256_fmadd_ps(products, _mm256_set1_ps(d), scaled[parity]);
+            offsets[parity] += m * sum;
+        }
+    }
+    horizontal_sum(_mm256_add_ps(scaled[0], scaled[1])) + (offsets[0] + offsets[1])
+}
+
+/// `row . x` in the fast mode: `sum over blocks of d * d_x * (q . q_x) + m * sum_x`.
+///
+/// # Safety
+/// The processor has AVX2, FMA and F16C; `row` holds `x.scales.len()` whole blocks of
+/// `format`, and `x.quants` and `x.sums` as many blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
+    let blocks = x.scales.len();
+    let block_bytes = format.block_bytes();
+    debug_assert!(
+        row.len() >= blocks * block_bytes
+            && x.quants.len() >= blocks * BLOCK_LENGTH
+            && x.sums.len() >= blocks
+    );
+    let ones = _mm256_set1_epi16(1);
+    // Two accumulators each, as in `exact_dot`.
+    let mut scaled = [_mm256_setzero_ps(); 2];
+    let mut offsets = [0.0f32; 2];
+    for index in 0..blocks {
+        // SAFETY: Block `index < blocks` lies inside `row`, and its quantized activations inside
+        // `x.quants` (the function's contract); `index` indexes `x.scales` and `x.sums`.
+        unsafe {
+            let block = row.as_ptr().add(index * block_bytes);
+            let activations =
+                _mm256_loadu_si256(x.quants.as_ptr().add(index * BLOCK_LENGTH).cast());
+            let (start, d, m) = header(format, block);
+            let values = block.add(start);
+            let pairs = match format {
+                QuantFormat::Q8_0 => {
+                    // `vpmaddubsw` needs one unsigned operand: |w| times x with w's sign.
+                    let weights = _mm256_loadu_si256(values.cast());
+                    _mm256_maddubs_epi16(
+                        _mm256_sign_epi8(weights, weights),
+                        _mm256_sign_epi8(activations, weights),
+                    )
+                }
+                QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+                    _mm256_maddubs_epi16(unpack_nibbles(values), activations)
+                }
+            };
+            let products = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            let scale = d * *x.scales.get_unchecked(index);
+            let parity = index % 2;
+            scaled[parity] = _mm256_fmadd_ps(products, _mm256_set1_ps(scale), scaled[parity]);
+            offsets[parity] += m * *x.sums.get_unchecked(index);
+        }
+    }
+    horizontal_sum(_mm256_add_ps(scaled[0], scaled[1])) + (offsets[0] + offsets[1])
+}
+
+/// Writes the 32 values of one block into `output`, as `blocks::dequantize_block` does.
+///
+/// # Safety
+/// The processor has AVX2, FMA and F16C; `block` holds a whole block of `format` and `output`
+/// at least `BLOCK_LENGTH` values.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dequantize_block(format: QuantFormat, block: &[u8], output: &mut [f32]) {
+    debug_assert!(block.len() >= format.block_bytes() && output.len() >= BLOCK_LENGTH);
+    // SAFETY: `block` is a whole block and `output` holds 32 values (the contract); the reads
+    // and writes below stay inside them.
+    unsafe {
+        let (start, d, m) = header(format, block.as_ptr());
+        let values = block.as_ptr().add(start);
+        let integers = match format {
+            QuantFormat::Q8_0 => [
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(16).cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(24).cast())),
+            ],
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+                let bytes = unpack_nibbles(values);
+                let low = _mm256_castsi256_si128(bytes);
+                let high = _mm256_extracti128_si256::<1>(bytes);
+                [
+                    _mm256_cvtepu8_epi32(low),
+                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(low)),
+                    _mm256_cvtepu8_epi32(high),
+                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
+                ]
+            }
+        };
+        let (scale, offset) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+        for (index, integers) in integers.into_iter().enumerate() {
+            let values = _mm256_fmadd_ps(_mm256_cvtepi32_ps(integers), scale, offset);
+            _mm256_storeu_ps(output.as_mut_ptr().add(index * 8), values);
+        }
+    }
+}
+
+/// `row . x[i]` for four quantized input rows at once, each weight block unpacked once.
+///
+/// # Safety
+/// As for `fast_dot`, for each of the four rows of `x`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fast_dot4(
+    format: QuantFormat,
+    row: &[u8],
+    x: [ActivationRow<'_>; 4],
+) -> [f32; 4] {
+    let blocks = x[0].scales.len();
+    let block_bytes = format.block_bytes();
+    debug_assert!(row.len() >= blocks * block_bytes);
+    debug_assert!(x.iter().all(|x| x.quants.len() >= blocks * BLOCK_LENGTH
+        && x.scales.len() >= blocks
+        && x.sums.len() >= blocks));
+    let ones = _mm256_set1_epi16(1);
+    let mut scaled = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0.0f32; 4];
+    for index in 0..blocks {
+        // SAFETY: Block `index < blocks` lies inside `row`, and its quantized activations inside
+        // each `x[i].quants` (the function's contract); `index` indexes every `scales`, `sums`.
+        unsafe {
+            let block = row.as_ptr().add(index * block_bytes);
+            let (start, d, m) = header(format, block);
+            let values = block.add(start);
+            let (weights, signs) = match format {
+                QuantFormat::Q8_0 => {
+                    let weights = _mm256_loadu_si256(values.cast());
+                    (_mm256_sign_epi8(weights, weights), Some(weights))
+                }
+                QuantFormat::Q4_0 | QuantFormat::Q4_1 => (unpack_nibbles(values), None),
+            };
+            for (input, x) in x.iter().enumerate() {
+                let mut activations =
+                    _mm256_loadu_si256(x.quants.as_ptr().add(index * BLOCK_LENGTH).cast());
+                if let Some(signs) = signs {
+                    activations = _mm256_sign_epi8(activations, signs);
+                }
+                let pairs = _mm256_maddubs_epi16(weights, activations);
+                let products = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                let scale = d * *x.scales.get_unchecked(index);
+                scaled[input] = _mm256_fmadd_ps(products, _mm256_set1_ps(scale), scaled[input]);
+                offsets[input] += m * *x.sums.get_unchecked(index);
+            }
+        }
+    }
+    std::array::from_fn(|input| horizontal_sum(scaled[input]) + offsets[input])
+}

@@ -1,0 +1,253 @@
+//! Generated code with quantized linear layers (`Builder::quantize`, as `nnc compile
+//! --quantize`), on the small Llama of `tests/codegen/models` in each format and mode built by
+//! `build.rs`:
+//! - it equals the reference interpreter compiled with the same quantization;
+//! - the exact mode equals the f32 model whose linear weights are the quantized ones,
+//!   dequantized (the weights are rounded once, at load; nothing else is);
+//! - the fast mode stays near the exact mode (its only extra error is rounding activations);
+//! - the quantized decoder's prefill equals decoding the prompt token by token.
+
+use nnc::runtime::kernels::quantized::{QuantFormat, QuantizedMatrix, QuantizedMode};
+use nnc_codegen_tests::{Input, Runner};
+use nnc_compiler::interpret::{Interpreter, Tensor};
+use nnc_compiler::ir::{Graph, Quantization, WeightStorage};
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+use nnc_test_support::inputs::{inputs_for, named, weights_for};
+use nnc_test_support::{TestModel, codegen_models};
+
+/// The quantized builds: module, format, mode and adapter.
+const BUILDS: [(&str, QuantFormat, QuantizedMode, Runner); 4] = [
+    (
+        "q8_0 exact",
+        QuantFormat::Q8_0,
+        QuantizedMode::Exact,
+        nnc_codegen_tests::quantized_q8_0_exact::run,
+    ),
+    (
+        "q4_0 fast",
+        QuantFormat::Q4_0,
+        QuantizedMode::Fast,
+        nnc_codegen_tests::quantized_q4_0_fast::run,
+    ),
+    (
+        "q4_1 exact",
+        QuantFormat::Q4_1,
+        QuantizedMode::Exact,
+        nnc_codegen_tests::quantized_q4_1_exact::run,
+    ),
+    (
+        "q4_1 fast",
+        QuantFormat::Q4_1,
+        QuantizedMode::Fast,
+        nnc_codegen_tests::quantized_q4_1_fast::run,
+    ),
+];
+
+fn small_llama() -> TestModel {
+    codegen_models()
+        .into_iter()
+        .find(|model| model.name == "small_llama")
+        .unwrap()
+}
+
+fn graph(model: &TestModel, quantize: Option<Quantization>) -> Graph {
+    let options = FrontendOptions {
+        quantize,
+        ..Default::default()
+    };
+    compile_to_ir(&model.source(), &options)
+        .unwrap()
+        .networks
+        .remove(0)
+}
+
+/// `max |actual - expected| / max(|expected|, 1)`.
+fn max_error(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len());
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (a - e).abs() / e.abs().max(1.0))
+        .fold(0.0f32, f32::max)
+}
+
+fn run_generated(run: Runner, weights: Vec<Vec<f32>>, inputs: &[(String, Tensor)]) -> Vec<f32> {
+    let dynamic: Vec<Input<'_>> = inputs
+        .iter()
+        .map(|(_, tensor)| match tensor {
+            Tensor::F32(array) => Input::F32(array.view()),
+            Tensor::I64(array) => Input::I64(array.view()),
+        })
+        .collect();
+    let outputs = run(weights, &dynamic).unwrap();
+    outputs[0].iter().copied().collect()
+}
+
+/// The position of the largest logit of each row of `vocab` logits.
+fn greedy_tokens(logits: &[f32], vocab: usize) -> Vec<usize> {
+    logits
+        .chunks_exact(vocab)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |best, (index, &value)| {
+                    if value > best.1 { (index, value) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
+#[test]
+fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
+    let model = small_llama();
+    let f32_graph = graph(&model, None);
+    let weights = weights_for(&model, &f32_graph, 7);
+    let inputs = inputs_for(&model, &f32_graph, 7);
+    let vocab = *f32_graph
+        .ty(f32_graph.outputs[0].value)
+        .shape
+        .last()
+        .unwrap();
+    let mut exact_logits = Vec::new();
+    for (name, format, mode, run) in BUILDS {
+        let quantization = Quantization { format, mode };
+        let graph = graph(&model, Some(quantization));
+        // Every linear layer of the model has rows of whole blocks (64 or 96 values).
+        let quantized: Vec<usize> = graph
+            .params
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, param))| param.storage == WeightStorage::Quantized(quantization))
+            .map(|(index, _)| index)
+            .collect();
+        assert_eq!(
+            quantized.len(),
+            3 * 7 + 1,
+            "{name}: q, k, v, o, gate, up, down and the head"
+        );
+
+        let generated = run_generated(run, weights.clone(), &inputs);
+        let interpreted = Interpreter::new(&graph, weights.clone())
+            .unwrap()
+            .run(&named(&inputs))
+            .unwrap();
+        let interpreted: Vec<f32> = interpreted[0].1.iter().copied().collect();
+        let error = max_error(&generated, &interpreted);
+        println!("{name}: generated vs interpreter {error:.2e}");
+        assert!(error <= 1e-5, "{name}: generated vs interpreter {error:e}");
+
+        // The f32 model on weights that the format holds exactly (quantized and dequantized
+        // once), against the quantized model on the same weights, which quantizes them again
+        // without loss: the weights are then the same, and only the order of additions differs.
+        // (On the original weights the two would differ by the tied table: the quantized head
+        // rounds it, the embedding reads it in f32.)
+        if mode == QuantizedMode::Exact {
+            let mut rounded = weights.clone();
+            for &index in &quantized {
+                let shape = &graph
+                    .ty(graph.params.iter().nth(index).unwrap().1.value)
+                    .shape;
+                let (rows, cols) = (shape[0], shape[1]);
+                let matrix =
+                    QuantizedMatrix::quantize(format, &weights[index], rows, cols).unwrap();
+                rounded[index] = matrix.dequantize();
+            }
+            let f32_run = Interpreter::new(&f32_graph, rounded.clone())
+                .unwrap()
+                .run(&named(&inputs))
+                .unwrap();
+            let f32_logits: Vec<f32> = f32_run[0].1.iter().copied().collect();
+            let on_rounded = run_generated(run, rounded, &inputs);
+            let error = max_error(&on_rounded, &f32_logits);
+            println!("{name}: exact mode vs the f32 model on the dequantized weights {error:.2e}");
+            assert!(
+                error <= 1e-4,
+                "{name}: exact mode vs dequantized f32 {error:e}"
+            );
+            exact_logits.push((format, generated.clone(), error));
+        } else {
+            let (_, exact, _) = exact_logits
+                .iter()
+                .find(|(exact_format, _, _)| *exact_format == format)
+                .cloned()
+                .unwrap_or_else(|| {
+                    let exact = BUILDS
+                        .iter()
+                        .find(|build| build.1 == format && build.2 == QuantizedMode::Exact)
+                        .map(|build| run_generated(build.3, weights.clone(), &inputs))
+                        .unwrap_or_default();
+                    (format, exact, 0.0)
+                });
+            if exact.is_empty() {
+                continue;
+            }
+            // Relative to the logits' scale: rounding the activations moves every logit by a
+            // similar absolute amount, so a logit near zero has a large error of its own.
+            let scale = exact.iter().fold(0.0f32, |max, value| max.max(value.abs()));
+            let drift = generated
+                .iter()
+                .zip(&exact)
+                .fold(0.0f32, |max, (a, b)| max.max((a - b).abs()))
+                / scale;
+            let mean = generated
+                .iter()
+                .zip(&exact)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f32>()
+                / exact.len() as f32;
+            let tokens = greedy_tokens(&generated, vocab);
+            let exact_tokens = greedy_tokens(&exact, vocab);
+            let agreeing = tokens
+                .iter()
+                .zip(&exact_tokens)
+                .filter(|(a, b)| a == b)
+                .count();
+            println!(
+                "{name}: fast vs exact mode: max |difference| / max |logit| {drift:.2e} \
+                 (max |logit| {scale:.1}, mean |difference| {mean:.2e}), greedy tokens {agreeing}/{}",
+                tokens.len()
+            );
+            assert!(
+                drift <= 1e-2,
+                "{name}: fast mode drifts {drift:e} from the exact mode"
+            );
+            assert!(
+                agreeing * 10 >= tokens.len() * 9,
+                "{name}: {agreeing}/{}",
+                tokens.len()
+            );
+        }
+    }
+}
+
+/// The quantized decoders' prefill (chunks of several rows: the GEMM path of the exact mode,
+/// the row kernels of the fast mode) gives the logits of decoding the prompt token by token.
+#[test]
+fn quantized_prefill_equals_decoding_token_by_token() {
+    macro_rules! check {
+        ($module:ident) => {{
+            use nnc_codegen_tests::$module::SmallLlamaDecoder;
+            let tokens: Vec<i64> = (0..40).map(|i| (i * 29 + 11) % 256).collect();
+            let mut decoder = SmallLlamaDecoder::with_random_weights(3);
+            let one_by_one: Vec<Vec<f32>> = tokens
+                .iter()
+                .map(|&token| decoder.decode(token).unwrap().to_vec())
+                .collect();
+            for length in [1, 2, 5, 16, 17, 35] {
+                decoder.reset();
+                let logits = decoder.prefill(&tokens[..length]).unwrap().to_vec();
+                let error = max_error(&logits, &one_by_one[length - 1]);
+                assert!(
+                    error <= 1e-4,
+                    "{}: prefill of {length} tokens: {error:e}",
+                    stringify!($module)
+                );
+            }
+        }};
+    }
+    check!(quantized_q8_0_exact);
+    check!(quantized_q4_0_fast);
+    check!(quantized_q4_1_exact);
+    check!(quantized_q4_1_fast);
+}

@@ -1,0 +1,3 @@
+nnc::network!(quantise = "q8_0", file = "examples/mlp.nn");
+
+fn main() {}
