@@ -19,6 +19,11 @@ with activations quantized to 8 bits, so the two differ by that, not by a loadin
 With --f32-copy it then writes a copy of the file with every tensor dequantized to F32 (same names,
 same metadata, llama.cpp's q/k order kept) and repeats the comparison on it: there llama.cpp
 computes in f32 too, so any difference left is nnc's loading or arithmetic, not quantization.
+
+With --quantize q4_1 [--quantize-mode fast] nnc runs its linear layers on Q4_1 blocks (`nnc run
+--quantize`): re-quantizing the file's Q4_1 weights gives back the same blocks, so in the fast
+mode nnc computes what llama.cpp computes, up to the order of additions (and the tied head, which
+llama.cpp runs on the file's Q8_0 table and nnc on its Q4_1 re-quantization).
 """
 
 from __future__ import annotations
@@ -84,7 +89,7 @@ def compare(gguf_path: Path, args: argparse.Namespace) -> bool:
         command = [
             str(args.nnc), "run", str(ROOT / "examples" / "llama_decoder.nn"),
             "--weights", str(gguf_path), "--dim", f"seq={len(sequence)}",
-            "--input", str(ids), "--output", f"logits={logits_path}",
+            "--input", str(ids), "--output", f"logits={logits_path}", *args.nnc_options,
         ]
         subprocess.run(command, check=True)
         nnc_logits = np.load(logits_path)[0]
@@ -112,7 +117,13 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--nnc", type=Path, default=ROOT / "target" / "release" / "nnc")
     parser.add_argument("--f32-copy", action="store_true", help="also compare on an F32 copy")
+    parser.add_argument("--quantize", metavar="FORMAT",
+                        help="run nnc with its linear layers quantized (`nnc run --quantize`)")
+    parser.add_argument("--quantize-mode", metavar="MODE", default="exact")
     args = parser.parse_args()
+    args.nnc_options = []
+    if args.quantize:
+        args.nnc_options = ["--quantize", args.quantize, "--quantize-mode", args.quantize_mode]
     ok = compare(args.gguf, args)
     if args.f32_copy:
         with tempfile.TemporaryDirectory() as folder:

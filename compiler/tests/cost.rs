@@ -297,8 +297,8 @@ fn tied_weights_are_counted_once() {
 }
 
 /// With `--quantize`, the model size counts quantized linear weights in their block format
-/// (Q4_1: 20 bytes per 32 values), a tied table once quantized for the head and once in f32
-/// for the embedding that reads it, and everything else in f32.
+/// (Q4_1: 20 bytes per 32 values), a tied table once quantized for the head (in Q8_0) and once
+/// in f32 for the embedding that reads it, and everything else in f32.
 #[test]
 fn model_size_counts_quantized_weights_in_their_format() {
     let source = "network tied(ids: i64[1, 4]) -> (logits: f32[1, 4, 100]) {\n\

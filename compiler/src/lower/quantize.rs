@@ -5,10 +5,13 @@
 //!
 //! A linear layer with another row length keeps f32 weights: a block format cannot hold a
 //! partial block. A weight that other operations also read as a tensor (a tied embedding table)
-//! is quantized for its linear layers only; those operations keep reading it in f32.
+//! is quantized for its linear layers only; those operations keep reading it in f32. Such a
+//! table is quantized to Q8_0 whatever the format asked for, as llama.cpp's quantizers keep the
+//! token table of 4-bit models in 8 bits: as the tied head it decides every logit, and 4 bits
+//! there cost far more accuracy than in any one layer (SmolLM2-135M: see docs/weights.md).
 
 use crate::ir::{Graph, Op, Quantization, ValueDef, WeightStorage};
-use nnc_ops::quant::BLOCK_LENGTH;
+use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat};
 
 /// Marks the weights of `graph`'s linear layers for `quantization`; returns how many it marked.
 pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantization) -> usize {
@@ -29,7 +32,19 @@ pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantizat
     marked.sort_unstable();
     marked.dedup();
     for &param in &marked {
-        graph.params[param].storage = WeightStorage::Quantized(quantization);
+        let value = graph.params[param].value;
+        let read_as_tensor = graph.nodes.iter().any(|(_, node)| {
+            !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value)
+        });
+        let format = if read_as_tensor {
+            QuantFormat::Q8_0
+        } else {
+            quantization.format
+        };
+        graph.params[param].storage = WeightStorage::Quantized(Quantization {
+            format,
+            ..quantization
+        });
     }
     marked.len()
 }

@@ -113,18 +113,28 @@ fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
     for (name, format, mode, run) in BUILDS {
         let quantization = Quantization { format, mode };
         let graph = graph(&model, Some(quantization));
-        // Every linear layer of the model has rows of whole blocks (64 or 96 values).
-        let quantized: Vec<usize> = graph
+        // Every linear layer of the model has rows of whole blocks (64 or 96 values); the tied
+        // head's table, which the embedding also reads, is quantized to Q8_0.
+        let quantized: Vec<(usize, QuantFormat)> = graph
             .params
             .iter()
             .enumerate()
-            .filter(|(_, (_, param))| param.storage == WeightStorage::Quantized(quantization))
-            .map(|(index, _)| index)
+            .filter_map(|(index, (_, param))| match param.storage {
+                WeightStorage::Quantized(stored) => {
+                    assert_eq!(stored.mode, mode);
+                    Some((index, stored.format))
+                }
+                WeightStorage::F32 => None,
+            })
             .collect();
-        assert_eq!(
-            quantized.len(),
-            3 * 7 + 1,
-            "{name}: q, k, v, o, gate, up, down and the head"
+        assert_eq!(quantized.len(), 3 * 7 + 1, "{name}: q, k, v, o, gate, up, down and the head");
+        let tied: Vec<_> = quantized
+            .iter()
+            .filter(|(_, stored)| *stored != format)
+            .collect();
+        assert!(
+            tied.len() == 1 && tied[0].1 == QuantFormat::Q8_0 || format == QuantFormat::Q8_0,
+            "{name}: {quantized:?}"
         );
 
         let generated = run_generated(run, weights.clone(), &inputs);
@@ -144,7 +154,7 @@ fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
         // rounds it, the embedding reads it in f32.)
         if mode == QuantizedMode::Exact {
             let mut rounded = weights.clone();
-            for &index in &quantized {
+            for &(index, format) in &quantized {
                 let shape = &graph
                     .ty(graph.params.iter().nth(index).unwrap().1.value)
                     .shape;
