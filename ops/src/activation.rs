@@ -130,14 +130,14 @@ impl Activation {
             Activation::LeakyRelu { negative_slope } => {
                 map.map(move |x| leaky_relu(x, negative_slope))
             }
-            Activation::Sigmoid => map.map(sigmoid),
-            Activation::Tanh => map.map(math::tanh),
-            Activation::Silu => map.map(silu),
+            Activation::Sigmoid => map.map_costly(sigmoid),
+            Activation::Tanh => map.map_costly(math::tanh),
+            Activation::Silu => map.map_costly(silu),
             Activation::HardSwish => map.map(hard_swish),
             Activation::HardSigmoid => map.map(hard_sigmoid),
-            Activation::Gelu => map.map(gelu),
-            Activation::GeluTanh => map.map(gelu_tanh),
-            Activation::Softplus => map.map(softplus),
+            Activation::Gelu => map.map_costly(gelu),
+            Activation::GeluTanh => map.map_costly(gelu_tanh),
+            Activation::Softplus => map.map_costly(softplus),
         }
     }
 
@@ -180,6 +180,16 @@ impl Activation {
 pub trait ScalarMap {
     type Output;
     fn map(self, function: impl Fn(f32) -> f32 + Copy) -> Self::Output;
+
+    /// [`ScalarMap::map`] for a function built on `exp`, `erf` or `tanh`: a long chain of
+    /// dependent multiply-adds, which a loop may want to run on several vectors side by side
+    /// (the runtime's loops do; they must not for cheap functions, which that unrolling spoils).
+    fn map_costly(self, function: impl Fn(f32) -> f32 + Copy) -> Self::Output
+    where
+        Self: Sized,
+    {
+        self.map(function)
+    }
 }
 
 /// `max(x, 0)`, written so that NaN passes through, as in PyTorch.
@@ -235,7 +245,7 @@ pub fn gelu(x: f32) -> f32 {
 /// nor loses the small values of very negative `x`.
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
-    x.max(0.0) + math::exp(-x.abs()).ln_1p()
+    x.max(0.0) + math::ln_1p_unit(math::exp(-x.abs()))
 }
 
 /// GELU's tanh approximation.

@@ -1,7 +1,13 @@
-//! Scalar `exp`, `tanh` and `erf` in `f32`, written without branches or library calls so that
-//! loops over them vectorise.
+//! Scalar `exp`, `tanh`, `erf` and `ln_1p` in `f32`, written without branches or library calls
+//! so that loops over them vectorise.
 //!
-//! `exp` and `tanh` follow the classic Cephes reductions (relative error about 1e-7). `erf`
+//! Every polynomial step is a fused multiply-add (`f32::mul_add`): it is one instruction and one
+//! rounding where the processor has FMA, which halves the latency of the long Horner chains that
+//! bound these functions, and it pins the values down exactly, so that the runtime's loops
+//! compiled with FMA and a scalar call (which `mul_add` turns into a call to `fmaf` without FMA)
+//! give the same bits.
+//!
+//! `exp`, `tanh` and `ln_1p` follow the classic Cephes reductions (relative error about 1e-7). `erf`
 //! uses two Chebyshev fits made for this crate: `x * P(x^2)` below 1 and
 //! `1 - exp(-x^2) * Q(x)` from 1 to 4, where `Q` approximates `erfc(x) * exp(x^2)`; its absolute
 //! error is below 1e-7. Beyond 4, `erf` is 1 in `f32`. NaN inputs give NaN.
@@ -19,17 +25,22 @@ pub fn exp(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
     const ROUNDING_SHIFT: f32 = 12_582_912.0;
     let x = x.clamp(-104.0, 88.8);
-    let shifted = x * LOG2_E + ROUNDING_SHIFT;
+    let shifted = x.mul_add(LOG2_E, ROUNDING_SHIFT);
     let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUNDING_SHIFT.to_bits() as i32);
     let n = shifted - ROUNDING_SHIFT;
-    let r = x - n * LN2_HIGH - n * LN2_LOW;
-    let mut polynomial = 1.987_569_1e-4;
-    polynomial = polynomial * r + 1.398_199_9e-3;
-    polynomial = polynomial * r + 8.333_452e-3;
-    polynomial = polynomial * r + 4.166_579_6e-2;
-    polynomial = polynomial * r + 1.666_666_5e-1;
-    polynomial = polynomial * r + 5e-1;
-    let mantissa = polynomial * (r * r) + r + 1.0;
+    let r = (-n).mul_add(LN2_LOW, (-n).mul_add(LN2_HIGH, x));
+    let polynomial = horner(
+        &[
+            5e-1,
+            1.666_666_5e-1,
+            4.166_579_6e-2,
+            8.333_452e-3,
+            1.398_199_9e-3,
+            1.987_569_1e-4,
+        ],
+        r,
+    );
+    let mantissa = polynomial.mul_add(r * r, r) + 1.0;
     // 2^n as two factors, each a normal float, so that results down to the subnormal range and
     // up to the overflow threshold come out right.
     let half = exponent >> 1;
@@ -43,12 +54,17 @@ pub fn exp(x: f32) -> f32 {
 pub fn tanh(x: f32) -> f32 {
     let magnitude = x.abs();
     let square = x * x;
-    let mut polynomial = -5.704_988_7e-3;
-    polynomial = polynomial * square + 2.063_909e-2;
-    polynomial = polynomial * square - 5.373_971_6e-2;
-    polynomial = polynomial * square + 1.333_144_2e-1;
-    polynomial = polynomial * square - 3.333_328e-1;
-    let small = polynomial * square * x + x;
+    let polynomial = horner(
+        &[
+            -3.333_328e-1,
+            1.333_144_2e-1,
+            -5.373_971_6e-2,
+            2.063_909e-2,
+            -5.704_988_7e-3,
+        ],
+        square,
+    );
+    let small = (polynomial * square).mul_add(x, x);
     let large = (1.0 - 2.0 / (exp(2.0 * magnitude) + 1.0)).copysign(x);
     if magnitude < 0.625 { small } else { large }
 }
@@ -80,22 +96,60 @@ pub fn erf(x: f32) -> f32 {
     ];
     let magnitude = x.abs();
     // Below 1: the fit is in `y = 2 x^2 - 1`, over [-1, 1].
-    let small_argument = 2.0 * (x * x) - 1.0;
+    let small_argument = (2.0 * x).mul_add(x, -1.0);
     let small = x * horner(&SMALL, small_argument);
     // From 1 to 4: the fit is in `y = (2 x - 5) / 3`, over [-1, 1].
     let clamped = magnitude.clamp(1.0, 4.0);
-    let large_argument = clamped * (2.0 / 3.0) - 5.0 / 3.0;
+    let large_argument = clamped.mul_add(2.0 / 3.0, -5.0 / 3.0);
     let complement = exp(-(clamped * clamped)) * horner(&LARGE, large_argument);
     let large = (1.0 - complement).copysign(x);
     if magnitude < 1.0 { small } else { large }
 }
 
-/// Evaluates `coefficients[0] + coefficients[1] y + ...` by Horner's rule.
+/// `ln(1 + y)` for `y` from 0 to 1 (the range softplus needs), with a relative error of about
+/// 1e-7 down to the smallest `y`: `1 + y` is split as `m 2^e` with `m` between `sqrt(1/2)` and
+/// `sqrt(2)`, `ln(m)` follows Cephes' `logf`, and the rounding of `1 + y` is added back as
+/// `(y - (u - 1)) / u`, so that tiny `y` keep their value instead of rounding to `ln(1) = 0`.
+#[inline(always)]
+pub fn ln_1p_unit(y: f32) -> f32 {
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    let u = 1.0 + y;
+    // The rounding error of `1 + y`, exact by Sterbenz's lemma.
+    let rounding = y - (u - 1.0);
+    // `u` is in [1, 2]: above sqrt(2) it is halved (exactly) and `e` is 1.
+    let above = u > std::f32::consts::SQRT_2;
+    let exponent: f32 = if above { 1.0 } else { 0.0 };
+    let mantissa = if above { u * 0.5 } else { u };
+    let m = mantissa - 1.0;
+    let square = m * m;
+    let polynomial = horner(
+        &[
+            3.333_333e-1,
+            -2.499_999_4e-1,
+            2.000_071_4e-1,
+            -1.666_805_7e-1,
+            1.424_932_3e-1,
+            -1.242_014_1e-1,
+            1.167_699_84e-1,
+            -1.151_461e-1,
+            7.037_683_6e-2,
+        ],
+        m,
+    );
+    let mut tail = (polynomial * m).mul_add(square, exponent * LN2_LOW);
+    tail = (-0.5f32).mul_add(square, tail);
+    let logarithm = exponent.mul_add(LN2_HIGH, m + tail);
+    logarithm + rounding / u
+}
+
+/// Evaluates `coefficients[0] + coefficients[1] y + ...` by Horner's rule, one fused
+/// multiply-add per step.
 #[inline(always)]
 fn horner<const N: usize>(coefficients: &[f32; N], y: f32) -> f32 {
     let mut value = coefficients[N - 1];
     for &coefficient in coefficients[..N - 1].iter().rev() {
-        value = value * y + coefficient;
+        value = value.mul_add(y, coefficient);
     }
     value
 }

@@ -2,29 +2,61 @@
 //! picked at run time, so that simple closures vectorise with 8-wide registers where they can.
 //!
 //! The two versions compute the same values: Rust never contracts `a * b + c` into a fused
-//! multiply-add on its own, so enabling FMA changes only which instructions run.
+//! multiply-add on its own, and an explicit `f32::mul_add` is fused in both (an instruction with
+//! FMA, a call to `fmaf` without), so enabling FMA changes only which instructions run.
 
 /// `values[i] = function(values[i])`.
 pub(crate) fn map_in_place(values: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: The processor supports AVX2 and FMA, checked just above.
-        unsafe { map_in_place_avx2(values, function) };
-        return;
-    }
-    map_in_place_body(values, function);
+    map_in_place_with::<false>(values, function)
 }
 
 /// `output[i] = function(input[i])`; the slices must have the same length.
 pub(crate) fn map(input: &[f32], output: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
+    map_with::<false>(input, output, function)
+}
+
+/// [`map_in_place`] for a costly `function` (`exp`, `erf`, `tanh` inside): four vectors per
+/// step, computed side by side (see [`map_body`]). Cheap functions must not use it: unrolled
+/// 32 wide, LLVM turns some of them (`leaky_relu`, `relu6`) into lane-by-lane shuffles.
+pub(crate) fn map_in_place_interleaved(values: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
+    map_in_place_with::<true>(values, function)
+}
+
+/// [`map`] for a costly `function`, as [`map_in_place_interleaved`].
+pub(crate) fn map_interleaved(
+    input: &[f32],
+    output: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
+    map_with::<true>(input, output, function)
+}
+
+fn map_in_place_with<const INTERLEAVE: bool>(
+    values: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: The processor supports AVX2 and FMA, checked just above.
+        unsafe { map_in_place_avx2::<INTERLEAVE>(values, function) };
+        return;
+    }
+    map_in_place_body::<INTERLEAVE>(values, function);
+}
+
+fn map_with<const INTERLEAVE: bool>(
+    input: &[f32],
+    output: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
     debug_assert_eq!(input.len(), output.len());
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: The processor supports AVX2 and FMA, checked just above.
-        unsafe { map_avx2(input, output, function) };
+        unsafe { map_avx2::<INTERLEAVE>(input, output, function) };
         return;
     }
-    map_body(input, output, function);
+    map_body::<INTERLEAVE>(input, output, function);
 }
 
 /// `output[i] = function(left[i], right[i])`; the slices must have the same length.
@@ -66,16 +98,56 @@ pub(crate) fn has_avx2_fma() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
+/// Elements of the stack buffer [`map_in_place_body`] maps through: 256 bytes, in L1.
+const IN_PLACE_BUFFER: usize = 64;
+
+/// Maps each piece of `values` into a small buffer and copies it back. The direct loop
+/// `*value = function(*value)` lets LLVM skip the stores that would write an unchanged value
+/// (`relu` leaves `x >= 0` as it is), and it then stores with `vmaskmovps`, which is slow on
+/// AMD processors; a store of every element from the buffer is plain and cheap.
 #[inline(always)]
-fn map_in_place_body(values: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
-    for value in values.iter_mut() {
-        *value = function(*value);
+fn map_in_place_body<const INTERLEAVE: bool>(
+    values: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
+    let mut buffer = [0.0f32; IN_PLACE_BUFFER];
+    for piece in values.chunks_mut(IN_PLACE_BUFFER) {
+        let buffer = &mut buffer[..piece.len()];
+        map_body::<INTERLEAVE>(piece, buffer, function);
+        piece.copy_from_slice(buffer);
     }
 }
 
+/// Elements [`map_body`] maps per step of its main loop: four 8-wide vectors.
+const INTERLEAVED: usize = 32;
+
+/// With `INTERLEAVE`, maps `INTERLEAVED` elements per step, then the rest one by one: the
+/// fixed-length inner loop compiles to four independent vector computations side by side, so
+/// the long dependency chains of `exp` and `erf` (a dozen fused multiply-adds each, one after
+/// the other) overlap, where one vector per step left the processor waiting on each chain.
+/// Without, one plain loop that LLVM vectorises as it likes.
 #[inline(always)]
-fn map_body(input: &[f32], output: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
-    for (output, &input) in output.iter_mut().zip(input) {
+fn map_body<const INTERLEAVE: bool>(
+    input: &[f32],
+    output: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
+    if !INTERLEAVE {
+        for (output, &input) in output.iter_mut().zip(input) {
+            *output = function(input);
+        }
+        return;
+    }
+    let mut output_pieces = output.chunks_exact_mut(INTERLEAVED);
+    let mut input_pieces = input.chunks_exact(INTERLEAVED);
+    for (output, input) in (&mut output_pieces).zip(&mut input_pieces) {
+        for lane in 0..INTERLEAVED {
+            output[lane] = function(input[lane]);
+        }
+    }
+    let output_tail = output_pieces.into_remainder();
+    let input_tail = input_pieces.remainder();
+    for (output, &input) in output_tail.iter_mut().zip(input_tail) {
         *output = function(input);
     }
 }
@@ -108,8 +180,11 @@ fn zip_map_in_place_body(
 /// The processor must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn map_in_place_avx2(values: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
-    map_in_place_body(values, function);
+unsafe fn map_in_place_avx2<const INTERLEAVE: bool>(
+    values: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
+    map_in_place_body::<INTERLEAVE>(values, function);
 }
 
 /// # Safety
@@ -117,8 +192,12 @@ unsafe fn map_in_place_avx2(values: &mut [f32], function: impl Fn(f32) -> f32 + 
 /// The processor must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn map_avx2(input: &[f32], output: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
-    map_body(input, output, function);
+unsafe fn map_avx2<const INTERLEAVE: bool>(
+    input: &[f32],
+    output: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
+    map_body::<INTERLEAVE>(input, output, function);
 }
 
 /// # Safety

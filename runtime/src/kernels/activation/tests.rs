@@ -47,6 +47,35 @@ proptest! {
         check_against_reference(&inputs, activation);
     }
 
+    /// Long enough for the interleaved loop (32 elements a step) and the in-place buffer (64),
+    /// with every tail length.
+    #[test]
+    fn long_slices_match_reference(
+        inputs in prop::collection::vec(-12.0f32..12.0, 0..300),
+        activation in activations(),
+    ) {
+        check_against_reference(&inputs, activation);
+    }
+
+    /// A one-step elementwise chain (the kernel of fused elementwise nodes) gives the
+    /// activation kernel's values to the bit, in place and out of place.
+    #[test]
+    fn elementwise_chain_gives_the_same_bits(
+        inputs in prop::collection::vec(-12.0f32..12.0, 0..150),
+        activation in activations(),
+    ) {
+        use crate::kernels::elementwise::{elementwise_chain, elementwise_chain_in_place};
+        let steps = [nnc_ops::ElementwiseStep::Activation(activation)];
+        let mut expected = vec![0.0; inputs.len()];
+        apply_activation(&inputs, &mut expected, activation).unwrap();
+        let mut chained = vec![0.0; inputs.len()];
+        elementwise_chain(&inputs, &mut chained, &steps).unwrap();
+        let mut chained_in_place = inputs.clone();
+        elementwise_chain_in_place(&mut chained_in_place, &steps);
+        prop_assert_eq!(&chained, &expected);
+        prop_assert_eq!(&chained_in_place, &expected);
+    }
+
     #[test]
     fn huge_inputs_match_reference(
         inputs in prop::collection::vec(-1.0e4f32..1.0e4, 1..40),
@@ -157,4 +186,33 @@ fn fast_erf_is_accurate_to_about_1e7() {
 fn mismatched_lengths_are_errors() {
     let mut output = [0.0; 3];
     assert!(apply_activation(&[1.0, 2.0], &mut output, Activation::Relu).is_err());
+}
+
+/// Every activation on a fine grid over [-12, 12] (24,001 points), against the `f64`
+/// reference: the absolute error is at most `2e-7 * max(1, |x|)`, and where the value is at least
+/// 1e-3 in magnitude the relative error is at most 1e-6. The GELUs are held to the relative
+/// bound only from `x = -1` up: below, `1 + erf(x / sqrt 2)` cancels, and even `erf` rounded
+/// correctly to `f32` (an ulp of 6e-8 near -1) leaves a relative error of 1e-5 at `x = -3`, as in
+/// PyTorch's and ONNX Runtime's `f32` GELU.
+#[test]
+fn fine_grid_is_accurate() {
+    let inputs: Vec<f32> = (-12_000..=12_000).map(|step| step as f32 * 1e-3).collect();
+    for activation in ALL {
+        let mut output = vec![0.0; inputs.len()];
+        apply_activation(&inputs, &mut output, activation).unwrap();
+        let mut worst_absolute = 0.0f64;
+        let mut worst_relative = 0.0f64;
+        for (&x, &got) in inputs.iter().zip(&output) {
+            let expected = activation.reference(x) as f64;
+            let error = (got as f64 - expected).abs();
+            worst_absolute = worst_absolute.max(error / (x.abs() as f64).max(1.0));
+            let cancels = matches!(activation, Activation::Gelu | Activation::GeluTanh) && x < -1.0;
+            if expected.abs() >= 1e-3 && !cancels {
+                worst_relative = worst_relative.max(error / expected.abs());
+            }
+        }
+        println!("{activation:?}: absolute {worst_absolute:.2e}, relative {worst_relative:.2e}");
+        assert!(worst_absolute <= 2e-7, "{activation:?}: {worst_absolute:e}");
+        assert!(worst_relative <= 1e-6, "{activation:?}: {worst_relative:e}");
+    }
 }
