@@ -210,7 +210,7 @@ fn run_and_weights_take_a_gguf_file() {
     // An i64[1, 4] .npy file: header, then the little-endian ids.
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 4), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

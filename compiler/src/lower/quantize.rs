@@ -33,9 +33,10 @@ pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantizat
     marked.dedup();
     for &param in &marked {
         let value = graph.params[param].value;
-        let read_as_tensor = graph.nodes.iter().any(|(_, node)| {
-            !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value)
-        });
+        let read_as_tensor = graph
+            .nodes
+            .iter()
+            .any(|(_, node)| !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value));
         let format = if read_as_tensor {
             QuantFormat::Q8_0
         } else {
