@@ -127,7 +127,11 @@ fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
                 WeightStorage::F32 => None,
             })
             .collect();
-        assert_eq!(quantized.len(), 3 * 7 + 1, "{name}: q, k, v, o, gate, up, down and the head");
+        assert_eq!(
+            quantized.len(),
+            3 * 7 + 1,
+            "{name}: q, k, v, o, gate, up, down and the head"
+        );
         let tied: Vec<_> = quantized
             .iter()
             .filter(|(_, stored)| *stored != format)
