@@ -313,12 +313,7 @@ impl PackedConv2d {
                 });
                 let channels = group * group_out_channels..(group + 1) * group_out_channels;
                 let bias = self.bias.as_ref().map(|bias| Bias::PerRow(&bias[channels]));
-                let epilogue = match (bias, self.activation) {
-                    (None, None) => Epilogue::None,
-                    (Some(bias), None) => Epilogue::Bias(bias),
-                    (None, Some(activation)) => Epilogue::Activation(activation),
-                    (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
-                };
+                let epilogue = Epilogue::from_parts(bias, self.activation);
                 let options = GemmOptions {
                     accumulate: false,
                     epilogue,

@@ -27,17 +27,7 @@ pub fn embedding(
             operation: "embedding",
         })?;
     check_length("embedding", "output", output_length, output.len())?;
-    if let Some((position, &id)) = ids
-        .iter()
-        .enumerate()
-        .find(|&(_, &id)| usize::try_from(id).map_or(true, |row| row >= num_embeddings))
-    {
-        return Err(KernelError::EmbeddingIdOutOfRange {
-            id,
-            position,
-            num_embeddings,
-        });
-    }
+    check_ids(ids, num_embeddings)?;
     if embedding_dim == 0 {
         return Ok(());
     }
@@ -55,6 +45,23 @@ pub fn embedding(
         },
     );
     Ok(())
+}
+
+/// Fails with `EmbeddingIdOutOfRange` on the first id that is negative or not below
+/// `num_embeddings`.
+pub(crate) fn check_ids(ids: &[i64], num_embeddings: usize) -> KernelResult<()> {
+    match ids
+        .iter()
+        .enumerate()
+        .find(|&(_, &id)| usize::try_from(id).map_or(true, |row| row >= num_embeddings))
+    {
+        Some((position, &id)) => Err(KernelError::EmbeddingIdOutOfRange {
+            id,
+            position,
+            num_embeddings,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Elements per parallel task.

@@ -91,14 +91,8 @@ impl PackedLinear {
         if let Some(residual) = residual {
             check_length("linear", "residual", output.len(), residual.len())?;
         }
-        let epilogue = match (&self.bias, self.activation) {
-            (None, None) => Epilogue::None,
-            (Some(bias), None) => Epilogue::Bias(Bias::PerColumn(bias)),
-            (None, Some(activation)) => Epilogue::Activation(activation),
-            (Some(bias), Some(activation)) => {
-                Epilogue::BiasActivation(Bias::PerColumn(bias), activation)
-            }
-        };
+        let bias = self.bias.as_deref().map(Bias::PerColumn);
+        let epilogue = Epilogue::from_parts(bias, self.activation);
         let input = MatrixRef::row_major(input, rows, self.in_features)?;
         gemm(
             Lhs::Matrix(input),

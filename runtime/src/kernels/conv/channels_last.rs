@@ -212,12 +212,7 @@ impl PackedConv2dChannelsLast {
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         let bias = self.bias.as_deref().map(Bias::PerColumn);
-        let epilogue = match (bias, self.activation) {
-            (None, None) => Epilogue::None,
-            (Some(bias), None) => Epilogue::Bias(bias),
-            (None, Some(activation)) => Epilogue::Activation(activation),
-            (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
-        };
+        let epilogue = Epilogue::from_parts(bias, self.activation);
         let options = GemmOptions {
             accumulate: false,
             epilogue,

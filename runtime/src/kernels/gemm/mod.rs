@@ -338,7 +338,17 @@ pub enum Epilogue<'a> {
     BiasActivation(Bias<'a>, Activation),
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
+    /// The epilogue that adds `bias`, if any, then applies `activation`, if any.
+    pub fn from_parts(bias: Option<Bias<'a>>, activation: Option<Activation>) -> Self {
+        match (bias, activation) {
+            (None, None) => Epilogue::None,
+            (Some(bias), None) => Epilogue::Bias(bias),
+            (None, Some(activation)) => Epilogue::Activation(activation),
+            (Some(bias), Some(activation)) => Epilogue::BiasActivation(bias, activation),
+        }
+    }
+
     fn parts(&self) -> (Option<Bias<'_>>, Option<Activation>) {
         match *self {
             Epilogue::None => (None, None),

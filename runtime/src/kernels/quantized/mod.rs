@@ -187,17 +187,7 @@ pub fn quantized_embedding(
             operation: "embedding",
         })?;
     check_length("embedding", "output", output_length, output.len())?;
-    if let Some((position, &id)) = ids
-        .iter()
-        .enumerate()
-        .find(|&(_, &id)| usize::try_from(id).map_or(true, |row| row >= table.rows))
-    {
-        return Err(KernelError::EmbeddingIdOutOfRange {
-            id,
-            position,
-            num_embeddings: table.rows,
-        });
-    }
+    crate::kernels::embedding::check_ids(ids, table.rows)?;
     for (output, &id) in output.chunks_exact_mut(dim.max(1)).zip(ids) {
         // Every id was checked above.
         blocks::dequantize_row(table.format, table.row(id as usize), output);
@@ -357,14 +347,8 @@ impl QuantizedLinear {
         residual: Option<&[f32]>,
         output: &mut [f32],
     ) -> KernelResult<()> {
-        let epilogue = match (&self.bias, self.activation) {
-            (None, None) => Epilogue::None,
-            (Some(bias), None) => Epilogue::Bias(Bias::PerColumn(bias)),
-            (None, Some(activation)) => Epilogue::Activation(activation),
-            (Some(bias), Some(activation)) => {
-                Epilogue::BiasActivation(Bias::PerColumn(bias), activation)
-            }
-        };
+        let bias = self.bias.as_deref().map(Bias::PerColumn);
+        let epilogue = Epilogue::from_parts(bias, self.activation);
         let input = MatrixRef::row_major(input, rows, self.in_features())?;
         gemm_from_source(
             Lhs::Matrix(input),

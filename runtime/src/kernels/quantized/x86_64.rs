@@ -51,6 +51,39 @@ unsafe fn unpack_nibbles(values: *const u8) -> __m256i {
     _mm256_set_m128i(high, low)
 }
 
+/// The 32 values of a block as four vectors of eight `i32`, in order; `values` points at the
+/// block's values, after its header.
+///
+/// # Safety
+/// AVX2 is available and the block's values (32 bytes for Q8_0, 16 for Q4_0/Q4_1) can be read at
+/// `values`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn widen_block(format: QuantFormat, values: *const u8) -> [__m256i; 4] {
+    // SAFETY: Every read stays inside the block's values (the caller's contract).
+    unsafe {
+        match format {
+            QuantFormat::Q8_0 => [
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(16).cast())),
+                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(24).cast())),
+            ],
+            QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
+                let bytes = unpack_nibbles(values);
+                let low = _mm256_castsi256_si128(bytes);
+                let high = _mm256_extracti128_si256::<1>(bytes);
+                [
+                    _mm256_cvtepu8_epi32(low),
+                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(low)),
+                    _mm256_cvtepu8_epi32(high),
+                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
+                ]
+            }
+        }
+    }
+}
+
 /// The sum of a vector's eight lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -85,25 +118,7 @@ pub(super) unsafe fn exact_dot(format: QuantFormat, row: &[u8], x: &[f32], sums:
             let x = x.as_ptr().add(index * BLOCK_LENGTH);
             let (start, d, m) = header(format, block);
             let values = block.add(start);
-            let (first, second, third, fourth) = match format {
-                QuantFormat::Q8_0 => (
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(16).cast())),
-                    _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(24).cast())),
-                ),
-                QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-                    let bytes = unpack_nibbles(values);
-                    let low = _mm256_castsi256_si128(bytes);
-                    let high = _mm256_extracti128_si256::<1>(bytes);
-                    (
-                        _mm256_cvtepu8_epi32(low),
-                        _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(low)),
-                        _mm256_cvtepu8_epi32(high),
-                        _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
-                    )
-                }
-            };
+            let [first, second, third, fourth] = widen_block(format, values);
             let mut products = _mm256_mul_ps(_mm256_cvtepi32_ps(first), _mm256_loadu_ps(x));
             products = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(second),
@@ -191,25 +206,7 @@ pub(super) unsafe fn dequantize_block(format: QuantFormat, block: &[u8], output:
     unsafe {
         let (start, d, m) = header(format, block.as_ptr());
         let values = block.as_ptr().add(start);
-        let integers = match format {
-            QuantFormat::Q8_0 => [
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(16).cast())),
-                _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(24).cast())),
-            ],
-            QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
-                let bytes = unpack_nibbles(values);
-                let low = _mm256_castsi256_si128(bytes);
-                let high = _mm256_extracti128_si256::<1>(bytes);
-                [
-                    _mm256_cvtepu8_epi32(low),
-                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(low)),
-                    _mm256_cvtepu8_epi32(high),
-                    _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
-                ]
-            }
-        };
+        let integers = widen_block(format, values);
         let (scale, offset) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
         for (index, integers) in integers.into_iter().enumerate() {
             let values = _mm256_fmadd_ps(_mm256_cvtepi32_ps(integers), scale, offset);
