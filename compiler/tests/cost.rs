@@ -328,10 +328,11 @@ fn model_size_counts_quantized_weights_in_their_format() {
     let bytes = |graph: &Graph| cost::analyze(graph).totals(graph).weight_bytes;
     let f32_bytes = 4 * (100 * 64 + 64 * 64 + 48 * 64 + 48 + 64 * 48 + 64);
     assert_eq!(bytes(&plain), f32_bytes);
-    // The table twice (f32 for the embedding, Q4_1 for the head); proj and narrow in Q4_1 (rows
-    // of 64); widen in f32 (rows of 48 are not whole blocks); the biases in f32.
+    // The table twice (f32 for the embedding, Q8_0 for the tied head); proj and narrow in Q4_1
+    // (rows of 64); widen in f32 (rows of 48 are not whole blocks); the biases in f32.
     let q4_1 = |elements: u64| elements / 32 * 20;
+    let q8_0 = |elements: u64| elements / 32 * 34;
     let expected =
-        4 * 100 * 64 + q4_1(100 * 64) + q4_1(64 * 64) + q4_1(48 * 64) + 4 * 48 + 4 * (64 * 48 + 64);
+        4 * 100 * 64 + q8_0(100 * 64) + q4_1(64 * 64) + q4_1(48 * 64) + 4 * 48 + 4 * (64 * 48 + 64);
     assert_eq!(bytes(&quantized), expected);
 }
