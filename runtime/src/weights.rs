@@ -132,16 +132,25 @@ fn list(problems: &[WeightProblem]) -> String {
     lines.join("\n")
 }
 
+/// Reads the file at `path` whole and hands its bytes and its name (for errors) to `load`.
+fn read_with<T>(
+    path: &Path,
+    load: impl FnOnce(&[u8], &str) -> Result<T, WeightsError>,
+) -> Result<T, WeightsError> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    load(&bytes, &name)
+}
+
 /// Reads the weights in `specs` from the safetensors file at `path`, as f32, in spec order.
 pub fn read_safetensors(
     path: &Path,
     specs: &[WeightSpec<'_>],
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_safetensors(&bytes, specs, &path.display().to_string())
+    read_with(path, |bytes, name| load_safetensors(bytes, specs, name))
 }
 
 /// Loads the weights in `specs` from safetensors bytes, as f32, in spec order. `source_name`
@@ -225,11 +234,7 @@ pub fn load_safetensors(
 /// Reads the weights in `specs` from a safetensors or a GGUF file, told apart by the GGUF magic
 /// number at the start of the file.
 pub fn read_weights(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_weights(&bytes, specs, &path.display().to_string())
+    read_with(path, |bytes, name| load_weights(bytes, specs, name))
 }
 
 /// Loads the weights in `specs` from safetensors or GGUF bytes (see [`read_weights`]).
@@ -252,11 +257,7 @@ pub fn is_gguf(bytes: &[u8]) -> bool {
 
 /// Reads the weights in `specs` from the GGUF file at `path`, as f32, in spec order.
 pub fn read_gguf(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    load_gguf(&bytes, specs, &path.display().to_string())
+    read_with(path, |bytes, name| load_gguf(bytes, specs, name))
 }
 
 /// Loads the weights in `specs` from GGUF bytes, as f32, in spec order. `source_name` names the
