@@ -29,5 +29,5 @@ pub use attention::{AttentionShape, SparsePattern};
 pub use conv::{Conv1dOptions, Conv2dOptions};
 pub use elementwise::{BinaryOp, ElementwiseStep};
 pub use pool::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
-pub use quant::{QuantFormat, QuantizedMode};
+pub use quant::{ActivationQuantization, QuantFormat, QuantizedMode};
 pub use rope::{RopeConvention, RopeOptions};

@@ -89,3 +89,84 @@ impl QuantizedMode {
             .find(|mode| mode.name().eq_ignore_ascii_case(name))
     }
 }
+
+/// An affine u8 quantization of activations: `real = scale * (q - zero_point)`, as ONNX
+/// Runtime's static quantization stores activations (`QUInt8`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivationQuantization {
+    /// The real value of one step of `q`.
+    pub scale: f32,
+    /// The `q` that stands for a real zero (padding pixels are this value).
+    pub zero_point: u8,
+}
+
+impl ActivationQuantization {
+    /// ONNX Runtime's MinMax rule: the range is widened to include 0, `scale = (max - min) /
+    /// 255`, `zero_point = round(-min / scale)` clamped to `0..=255`; a zero-width range (or one
+    /// too narrow for a normal `f32` scale) gets scale 1 and zero point 0. Rounding is to the
+    /// nearest, ties to even, as NumPy's `round` that ONNX Runtime's calibration uses.
+    pub fn from_range(min: f32, max: f32) -> Self {
+        let min = min.min(0.0);
+        let max = max.max(0.0);
+        let scale = (max - min) / 255.0;
+        let usable = scale.is_finite() && scale >= f32::MIN_POSITIVE;
+        if !usable {
+            return Self {
+                scale: 1.0,
+                zero_point: 0,
+            };
+        }
+        let zero_point = (-min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+        Self { scale, zero_point }
+    }
+
+    /// `clamp(round_ties_even(x / scale) + zero_point, 0, 255)`, as ONNX Runtime's
+    /// `QuantizeLinear` (a NaN becomes 0).
+    #[inline(always)]
+    pub fn quantize(self, x: f32) -> u8 {
+        ((x / self.scale).round_ties_even() + f32::from(self.zero_point)).clamp(0.0, 255.0) as u8
+    }
+
+    /// The real value `q` stands for.
+    pub fn dequantize(self, q: u8) -> f32 {
+        self.scale * (f32::from(q) - f32::from(self.zero_point))
+    }
+}
+
+#[cfg(test)]
+mod activation_quantization_tests {
+    use super::ActivationQuantization;
+
+    #[test]
+    fn from_range_follows_onnx_runtime_min_max() {
+        let quantization = ActivationQuantization::from_range(-1.0, 3.0);
+        assert_eq!(quantization.scale, 4.0 / 255.0);
+        assert_eq!(quantization.zero_point, 64);
+        // A range above zero is widened to start at zero.
+        let positive = ActivationQuantization::from_range(2.0, 5.1);
+        assert_eq!(positive.zero_point, 0);
+        assert_eq!(positive.scale, 5.1 / 255.0);
+        // A range below zero puts zero at the top.
+        assert_eq!(
+            ActivationQuantization::from_range(-2.0, -1.0).zero_point,
+            255
+        );
+        let empty = ActivationQuantization::from_range(0.0, 0.0);
+        assert_eq!((empty.scale, empty.zero_point), (1.0, 0));
+    }
+
+    #[test]
+    fn quantize_rounds_ties_to_even_and_clamps() {
+        let quantization = ActivationQuantization {
+            scale: 0.5,
+            zero_point: 10,
+        };
+        assert_eq!(quantization.quantize(0.0), 10);
+        assert_eq!(quantization.quantize(0.25), 10); // 0.5 rounds to 0
+        assert_eq!(quantization.quantize(0.75), 12); // 1.5 rounds to 2
+        assert_eq!(quantization.quantize(-100.0), 0);
+        assert_eq!(quantization.quantize(1000.0), 255);
+        assert_eq!(quantization.quantize(f32::NAN), 0);
+        assert_eq!(quantization.dequantize(12), 1.0);
+    }
+}

@@ -20,6 +20,7 @@ use nnc_runtime::kernels::embedding::embedding;
 use nnc_runtime::kernels::flash_attention::{
     BlockSparseLayout, FlashAttentionWorkspace, flash_attention,
 };
+use nnc_runtime::kernels::int8::{ActivationQuantization, PackedConv2dInt8};
 use nnc_runtime::kernels::linear::PackedLinear;
 use nnc_runtime::kernels::matmul::matmul;
 use nnc_runtime::kernels::norm::{
@@ -187,6 +188,65 @@ fn kernels_do_not_allocate_after_warm_up() {
             )
             .unwrap()
     });
+    // Int8 convolutions: a 3x3 layer in both layouts (NCHW with a residual), a 1x1 and a
+    // depthwise one, channels-last.
+    let int8_quantization = ActivationQuantization::from_range(-1.0, 1.0);
+    let mut int8_check = |name: &'static str, weight_shape: [usize; 4], options, channels_last| {
+        let input_shape = if channels_last {
+            [2, 13, 11, 8]
+        } else {
+            [2, 8, 13, 11]
+        };
+        let input = ramp(input_shape.iter().product(), 40);
+        let conv = PackedConv2dInt8::new(
+            &ramp(weight_shape.iter().product(), 41),
+            weight_shape,
+            Some(&ramp(weight_shape[0], 42)),
+            options,
+            channels_last,
+            int8_quantization,
+        )
+        .unwrap()
+        .with_activation(Some(Activation::Relu6));
+        let length = conv.output_shape(input_shape).unwrap().iter().product();
+        let residual = ramp(length, 43);
+        let mut output = vec![0.0; length];
+        check(name, &mut || {
+            conv.forward_residual(&input, input_shape, &residual, &mut output, &mut workspace)
+                .unwrap()
+        });
+    };
+    let padded = Conv2dOptions {
+        padding: [1, 1],
+        ..Conv2dOptions::default()
+    };
+    int8_check(
+        "PackedConv2dInt8::forward_residual (3x3, NHWC)",
+        [20, 8, 3, 3],
+        padded,
+        true,
+    );
+    int8_check(
+        "PackedConv2dInt8::forward_residual (3x3, NCHW)",
+        [20, 8, 3, 3],
+        padded,
+        false,
+    );
+    int8_check(
+        "PackedConv2dInt8::forward_residual (1x1, NHWC)",
+        [20, 8, 1, 1],
+        Conv2dOptions::default(),
+        true,
+    );
+    int8_check(
+        "PackedConv2dInt8::forward_residual (depthwise, NHWC)",
+        [8, 1, 3, 3],
+        Conv2dOptions {
+            groups: 8,
+            ..padded
+        },
+        true,
+    );
     let sequence_shape = [2, 6, 30];
     let sequence = ramp(sequence_shape.iter().product(), 12);
     let conv1d = PackedConv1d::new(

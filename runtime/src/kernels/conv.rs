@@ -37,6 +37,8 @@ pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
 #[derive(Clone, Debug, Default)]
 pub struct ConvWorkspace {
     columns: Vec<f32>,
+    /// The int8 convolutions' quantized images and im2col rows.
+    pub(crate) int8: crate::kernels::int8::Int8Workspace,
 }
 
 impl ConvWorkspace {
@@ -497,7 +499,7 @@ pub fn conv1d(
 
 /// Checks the buffers of one 2-D convolution call: the input, the output and the residual, which
 /// is shaped like the output.
-fn check_buffers(
+pub(crate) fn check_buffers(
     input: &[f32],
     input_shape: [usize; 4],
     output: &[f32],
@@ -522,7 +524,7 @@ const PARALLEL_CHUNK: usize = 1 << 14;
 
 /// `(in + 2 pad - dilation (kernel - 1) - 1) / stride + 1` along `axis`, or an error if the
 /// kernel does not fit.
-fn convolved_size(
+pub(crate) fn convolved_size(
     input: usize,
     kernel: usize,
     options: Conv2dOptions,

@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod flash_attention;
 pub mod gemm;
+pub mod int8;
 pub mod linear;
 pub mod matmul;
 pub mod norm;

@@ -38,6 +38,7 @@ mod x86_64;
 pub(crate) use driver::{
     RhsSource, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
 };
+pub(crate) use tile::Clamp;
 
 use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;

@@ -1,0 +1,395 @@
+//! [`PackedConv2dInt8`]: a 2-D convolution layer with int8 weights, over NCHW or channels-last
+//! images, mirroring `PackedConv2dChannelsLast`.
+//!
+//! A call quantizes its f32 input to u8 once, into a channels-last image (an NCHW input is
+//! transposed on the way), then:
+//! - without groups, multiplies `im2col(x_q)[pixels, kh * kw * in]` by the packed weights on the
+//!   int8 GEMM, image by image; a 1x1 kernel with unit stride and no padding skips im2col (the
+//!   quantized image is the matrix, and the whole batch is one GEMM);
+//! - depthwise, runs the direct int8 depthwise kernel.
+//!
+//! Channels-last calls write the output directly, with the bias, residual and activation fused
+//! into the epilogue. NCHW calls compute a channels-last output into the workspace and transpose
+//! it, adding the residual and applying the activation as they go.
+
+use super::depthwise::{DepthwiseCall, DepthwiseInt8Weights, depthwise_forward};
+use super::gemm::{Int8Epilogue, Int8Lhs, MAX_DEPTH, PackedInt8Weights, int8_gemm};
+use super::quantize::{ConvGeometry, im2col, quantize_rows, quantize_rows_from_planes};
+use super::{ActivationQuantization, Int8Isa, grown, selected_isa};
+use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::kernels::activation::{Activation, apply_activation_sequential};
+use crate::kernels::conv::{Conv2dOptions, ConvWorkspace, check_buffers, convolved_size};
+use crate::threading;
+
+/// A 2-D convolution layer with per-output-channel int8 weights and a calibrated u8 input
+/// quantization, ready to run.
+#[derive(Clone, Debug)]
+pub struct PackedConv2dInt8 {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: [usize; 2],
+    options: Conv2dOptions,
+    channels_last: bool,
+    input_quantization: ActivationQuantization,
+    activation: Option<Activation>,
+    method: Method,
+}
+
+#[derive(Clone, Debug)]
+enum Method {
+    /// The weight as `[kh * kw * in, out]` (rows ordered `(ky, kx, c)`, an NHWC patch), packed.
+    Gemm {
+        weights: PackedInt8Weights,
+    },
+    Depthwise {
+        weights: DepthwiseInt8Weights,
+    },
+}
+
+impl PackedConv2dInt8 {
+    /// Quantizes a weight of shape `[out, in / groups, kh, kw]` (row-major, PyTorch's layout) per
+    /// output channel, symmetrically: `s_w[c] = max |w_c| / 127` (1 if all zero), `q =
+    /// clamp(round(w / s_w[c]), -127, 127)`, rounding ties to even. `groups` must be 1, or equal
+    /// to both channel counts (depthwise). `channels_last` picks the layout of the input and the
+    /// output (`[N, H, W, C]` if true, `[N, C, H, W]` if false), and `input` is the calibrated
+    /// quantization of the input.
+    pub fn new(
+        weight: &[f32],
+        weight_shape: [usize; 4],
+        bias: Option<&[f32]>,
+        options: Conv2dOptions,
+        channels_last: bool,
+        input: ActivationQuantization,
+    ) -> KernelResult<Self> {
+        let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
+        if options.stride.contains(&0) || options.dilation.contains(&0) {
+            return Err(invalid_parameter(
+                "conv",
+                "stride and dilation must be positive",
+            ));
+        }
+        if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || group_in_channels == 0 {
+            return Err(invalid_parameter("conv", "the weight has an empty axis"));
+        }
+        if !(input.scale > 0.0 && input.scale.is_finite()) {
+            return Err(invalid_parameter(
+                "conv",
+                "the input's quantization scale must be positive and finite",
+            ));
+        }
+        let taps = kernel_h * kernel_w;
+        check_length(
+            "conv",
+            "weight",
+            out_channels * group_in_channels * taps,
+            weight.len(),
+        )?;
+        if let Some(bias) = bias {
+            check_length("conv", "bias", out_channels, bias.len())?;
+        }
+        let depthwise = group_in_channels == 1 && options.groups == out_channels;
+        let method = if depthwise {
+            Method::Depthwise {
+                weights: DepthwiseInt8Weights::new(weight, out_channels, taps, bias, input.scale),
+            }
+        } else if options.groups == 1 {
+            let depth = group_in_channels * taps;
+            if depth > MAX_DEPTH {
+                return Err(invalid_parameter(
+                    "conv",
+                    format!(
+                        "an int8 convolution sums at most {MAX_DEPTH} products per output, not {depth}"
+                    ),
+                ));
+            }
+            // [out, in, kh, kw] -> [out, kh, kw, in]: each filter in the order of an NHWC patch.
+            let mut reordered = vec![0.0; out_channels * depth];
+            for (out_channel, filter) in weight.chunks_exact(depth).enumerate() {
+                for (channel, channel_taps) in filter.chunks_exact(taps).enumerate() {
+                    for (tap, &value) in channel_taps.iter().enumerate() {
+                        reordered[out_channel * depth + tap * group_in_channels + channel] = value;
+                    }
+                }
+            }
+            Method::Gemm {
+                weights: PackedInt8Weights::new(
+                    &reordered,
+                    out_channels,
+                    depth,
+                    bias,
+                    input.scale,
+                    input.zero_point,
+                ),
+            }
+        } else {
+            return Err(invalid_parameter(
+                "conv",
+                format!(
+                    "an int8 convolution has groups = 1 or is depthwise, not groups = {}",
+                    options.groups
+                ),
+            ));
+        };
+        Ok(Self {
+            out_channels,
+            in_channels: group_in_channels * options.groups,
+            kernel: [kernel_h, kernel_w],
+            options,
+            channels_last,
+            input_quantization: input,
+            activation: None,
+            method,
+        })
+    }
+
+    /// The same layer with `activation` fused into its output.
+    pub fn with_activation(mut self, activation: Option<Activation>) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// The output shape for an input of `input_shape`, both in the layer's layout.
+    pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
+        let [batch, height, width, channels] = self.as_nhwc(input_shape);
+        if channels != self.in_channels {
+            return Err(shape_mismatch(
+                "conv",
+                format!(
+                    "the input has {channels} channels, the layer expects {}",
+                    self.in_channels
+                ),
+            ));
+        }
+        let out_h = convolved_size(height, self.kernel[0], self.options, 0)?;
+        let out_w = convolved_size(width, self.kernel[1], self.options, 1)?;
+        Ok(self.in_layout([batch, out_h, out_w, self.out_channels]))
+    }
+
+    /// Runs the layer on an input of `input_shape` into an output of `output_shape(..)`: the input
+    /// is quantized to u8, multiplied in integers, and the epilogue computes `y = s_x * s_w[c] *
+    /// sum((x_q - zp) * w_q) + bias[c]`, then the activation.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.run(selected_isa(), input, input_shape, None, output, workspace)
+    }
+
+    /// [`Self::forward`] with a residual shaped like the output, added after the bias and before
+    /// the activation.
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: &[f32],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.run(
+            selected_isa(),
+            input,
+            input_shape,
+            Some(residual),
+            output,
+            workspace,
+        )
+    }
+
+    /// Bytes of the stored weights (int8 values, scales and biases), for the cost report.
+    pub fn weight_bytes(&self) -> usize {
+        match &self.method {
+            Method::Gemm { weights } => weights.bytes(),
+            Method::Depthwise { weights } => weights.bytes(),
+        }
+    }
+
+    /// `shape` in the layer's layout, as `[N, H, W, C]`.
+    fn as_nhwc(&self, [n, a, b, c]: [usize; 4]) -> [usize; 4] {
+        if self.channels_last {
+            [n, a, b, c]
+        } else {
+            [n, b, c, a]
+        }
+    }
+
+    /// `[N, H, W, C]` in the layer's layout.
+    fn in_layout(&self, [n, h, w, c]: [usize; 4]) -> [usize; 4] {
+        if self.channels_last {
+            [n, h, w, c]
+        } else {
+            [n, c, h, w]
+        }
+    }
+
+    /// The whole call, with the instruction set given (tests run each).
+    pub(super) fn run(
+        &self,
+        isa: Int8Isa,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let output_shape = self.output_shape(input_shape)?;
+        check_buffers(input, input_shape, output, output_shape, residual)?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let [batch, in_h, in_w, _] = self.as_nhwc(input_shape);
+        let [_, out_h, out_w, _] = self.as_nhwc(output_shape);
+        let geometry = ConvGeometry {
+            in_h,
+            in_w,
+            out_h,
+            out_w,
+            kernel: self.kernel,
+            stride: self.options.stride,
+            padding: self.options.padding,
+            dilation: self.options.dilation,
+        };
+        let scratch = &mut workspace.int8;
+        // The quantized images, channels-last, each pixel padded to `row_stride` bytes.
+        let pointwise = self.kernel == [1, 1]
+            && self.options.stride == [1, 1]
+            && self.options.padding == [0, 0];
+        let row_stride = match &self.method {
+            Method::Gemm { weights } if pointwise => weights.padded_depth(),
+            _ => self.in_channels,
+        };
+        let pixels = batch * in_h * in_w;
+        let image = grown(&mut scratch.image, pixels * row_stride);
+        self.quantize_input(input, in_h * in_w, row_stride, image);
+        let image = &*image;
+        let (epilogue, destination) = if self.channels_last {
+            let epilogue = Int8Epilogue {
+                residual,
+                activation: self.activation,
+            };
+            (epilogue, &mut *output)
+        } else {
+            // NCHW: a channels-last result in the staging buffer, finished by the transpose.
+            (
+                Int8Epilogue::default(),
+                grown(&mut scratch.staging, output.len()),
+            )
+        };
+        match &self.method {
+            Method::Depthwise { weights } => {
+                let call = DepthwiseCall {
+                    isa,
+                    images: image,
+                    geometry,
+                    zero_point: self.input_quantization.zero_point,
+                    residual: epilogue.residual,
+                    activation: epilogue.activation,
+                };
+                depthwise_forward(weights, &call, destination);
+            }
+            Method::Gemm { weights } if pointwise => {
+                let lhs = Int8Lhs {
+                    data: image,
+                    rows: pixels,
+                    stride: row_stride,
+                };
+                int8_gemm(isa, lhs, weights, epilogue, destination);
+            }
+            Method::Gemm { weights } => {
+                let depth = weights.padded_depth();
+                let output_pixels = out_h * out_w;
+                let columns = grown(&mut scratch.columns, output_pixels * depth);
+                let image_length = in_h * in_w * self.in_channels;
+                let output_length = output_pixels * self.out_channels;
+                for (index, output_image) in destination.chunks_exact_mut(output_length).enumerate()
+                {
+                    im2col(
+                        &image[index * image_length..][..image_length],
+                        self.in_channels,
+                        &geometry,
+                        self.input_quantization.zero_point,
+                        depth,
+                        columns,
+                    );
+                    let lhs = Int8Lhs {
+                        data: columns,
+                        rows: output_pixels,
+                        stride: depth,
+                    };
+                    let epilogue = Int8Epilogue {
+                        residual: epilogue
+                            .residual
+                            .map(|residual| &residual[index * output_length..][..output_length]),
+                        ..epilogue
+                    };
+                    int8_gemm(isa, lhs, weights, epilogue, output_image);
+                }
+            }
+        }
+        if !self.channels_last {
+            let staging = &scratch.staging[..output.len()];
+            self.finish_nchw(staging, out_h * out_w, residual, output);
+        }
+        Ok(())
+    }
+
+    /// Quantizes every image of `input` (of `plane` pixels each) into channels-last rows of
+    /// `row_stride` bytes.
+    fn quantize_input(&self, input: &[f32], plane: usize, row_stride: usize, image: &mut [u8]) {
+        let quantization = self.input_quantization;
+        let channels = self.in_channels;
+        if self.channels_last {
+            // Rows in parallel, in chunks of tens of thousands of values.
+            let pixels = image.len() / row_stride;
+            let rows_per_task = threading::balanced_rows_per_task(pixels, row_stride, 1 << 16);
+            threading::run_chunks_mut(image, rows_per_task * row_stride, |index, rows| {
+                let first = index * rows_per_task * channels;
+                let values = &input[first..][..rows.len() / row_stride * channels];
+                quantize_rows(values, channels, row_stride, quantization, rows);
+            });
+        } else {
+            // One task per image.
+            threading::run_chunks_mut(image, plane * row_stride, |index, rows| {
+                let values = &input[index * plane * channels..][..plane * channels];
+                quantize_rows_from_planes(values, channels, row_stride, quantization, rows);
+            });
+        }
+    }
+
+    /// Transposes the channels-last `staging` result into the NCHW `output`, adding the
+    /// residual and applying the activation.
+    fn finish_nchw(
+        &self,
+        staging: &[f32],
+        plane: usize,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) {
+        let channels = self.out_channels;
+        let activation = self.activation;
+        // Whole output planes (a channel of an image) per task, a few thousand values each.
+        let planes = output.len() / plane;
+        let planes_per_task = threading::balanced_rows_per_task(planes, plane, 1 << 14);
+        threading::run_chunks_mut(output, planes_per_task * plane, |chunk_index, values| {
+            for (offset, plane_values) in values.chunks_exact_mut(plane).enumerate() {
+                let index = chunk_index * planes_per_task + offset;
+                let (image, channel) = (index / channels, index % channels);
+                let source = &staging[image * plane * channels..][..plane * channels];
+                for (pixel, value) in plane_values.iter_mut().enumerate() {
+                    *value = source[pixel * channels + channel];
+                }
+                if let Some(residual) = residual {
+                    let residual = &residual[index * plane..][..plane];
+                    for (value, &skip) in plane_values.iter_mut().zip(residual) {
+                        *value += skip;
+                    }
+                }
+                if let Some(activation) = activation {
+                    apply_activation_sequential(plane_values, activation);
+                }
+            }
+        });
+    }
+}

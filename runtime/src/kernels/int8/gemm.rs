@@ -1,0 +1,361 @@
+//! The u8 x s8 -> i32 GEMM with a fused f32 epilogue: `C = epilogue(A * B)` for a row-major u8
+//! `A` (`rows x k`, rows `a_stride` bytes apart) and int8 weights `B` (`k x cols`) packed once.
+//!
+//! `B` is stored in panels of [`NR`] columns; within a panel, each group of [`K_GROUP`] steps of
+//! k is 64 bytes, four consecutive k of column 0, then of column 1, and so on: one `vpdpbusd`
+//! operand. `k` is padded to a multiple of 4 with zero weights and columns to a multiple of 16
+//! with zero columns, so the micro-kernels never see a tail of either; `A`'s rows must then hold
+//! `k` rounded up to 4 bytes (the extra bytes meet zero weights, so their value does not matter).
+//!
+//! The kernels sum `x_q * w_q`; the zero point comes out in the epilogue with the per-column
+//! sums of the weights: `sum((x_q - zp) * w_q) = sum(x_q * w_q) - zp * sum(w_q)`, all exact in
+//! i32 for `k <= MAX_DEPTH`.
+//!
+//! Work is split into rectangles of C over the shared pool; inside one, columns are cut into
+//! blocks whose packed weights fit in L2, and each block is swept by tiles of [`MR`] rows and
+//! two panels.
+
+use super::Int8Isa;
+use super::kernels::{self, TILE_COLS};
+use crate::kernels::activation::{Activation, apply_activation_sequential};
+use crate::kernels::gemm::Clamp;
+use crate::threading;
+
+/// Columns of one packed panel (one zmm register of i32 sums).
+pub(crate) const NR: usize = 16;
+/// Rows of one micro-kernel tile.
+pub(crate) const MR: usize = 6;
+/// Steps of k that one i32 lane sums per instruction.
+pub(crate) const K_GROUP: usize = 4;
+/// The deepest product whose sums cannot overflow i32: `2 * 255 * 127 * 32768 < 2^31`.
+pub(crate) const MAX_DEPTH: usize = 32768;
+
+/// Int8 weights `B` (`k x cols`), quantized per column and packed, with what the epilogue needs.
+#[derive(Clone, Debug)]
+pub(crate) struct PackedInt8Weights {
+    depth: usize,
+    cols: usize,
+    /// `[panel][group][column in panel][K_GROUP]`.
+    data: Vec<i8>,
+    /// `s_w[c]`, the scale of each column.
+    scales: Vec<f32>,
+    /// `zero_point * sum_k q[k][c]`, taken off each column's sum.
+    zero_point_corrections: Vec<i32>,
+    /// `s_x * s_w[c]`: the real value of one unit of a column's corrected sum.
+    output_scales: Vec<f32>,
+    /// The bias of each column (zeros without one).
+    bias: Vec<f32>,
+}
+
+impl PackedInt8Weights {
+    /// Quantizes and packs `cols` filters of `depth` values each (`filters[c * depth + k]` is
+    /// `B[k][c]`), for inputs quantized with `input_scale` and `input_zero_point`. `depth` must
+    /// be at most `MAX_DEPTH` (the caller checks).
+    pub(crate) fn new(
+        filters: &[f32],
+        cols: usize,
+        depth: usize,
+        bias: Option<&[f32]>,
+        input_scale: f32,
+        input_zero_point: u8,
+    ) -> Self {
+        debug_assert!(depth <= MAX_DEPTH && filters.len() == cols * depth);
+        let groups = depth.div_ceil(K_GROUP);
+        let panels = cols.div_ceil(NR);
+        let mut data = vec![0i8; panels * groups * NR * K_GROUP];
+        let mut scales = Vec::with_capacity(cols);
+        let mut zero_point_corrections = Vec::with_capacity(cols);
+        for (column, filter) in filters.chunks_exact(depth).enumerate() {
+            let (scale, quantized) = quantize_filter(filter);
+            let (panel, lane) = (column / NR, column % NR);
+            for (step, &value) in quantized.iter().enumerate() {
+                let (group, within) = (step / K_GROUP, step % K_GROUP);
+                data[((panel * groups + group) * NR + lane) * K_GROUP + within] = value;
+            }
+            let sum: i32 = quantized.iter().map(|&value| i32::from(value)).sum();
+            scales.push(scale);
+            zero_point_corrections.push(i32::from(input_zero_point) * sum);
+        }
+        let output_scales = scales.iter().map(|&scale| input_scale * scale).collect();
+        Self {
+            depth,
+            cols,
+            data,
+            scales,
+            zero_point_corrections,
+            output_scales,
+            bias: bias.map_or_else(|| vec![0.0; cols], <[f32]>::to_vec),
+        }
+    }
+
+    /// `k` rounded up to a whole group: the bytes each row of A must hold.
+    pub(crate) fn padded_depth(&self) -> usize {
+        self.depth.next_multiple_of(K_GROUP)
+    }
+
+    /// Bytes of the stored weights: the int8 values (padding included), the scales, the zero
+    /// point corrections and the biases.
+    pub(crate) fn bytes(&self) -> usize {
+        self.data.len()
+            + 4 * (self.scales.len()
+                + self.zero_point_corrections.len()
+                + self.output_scales.len()
+                + self.bias.len())
+    }
+
+    fn groups(&self) -> usize {
+        self.depth.div_ceil(K_GROUP)
+    }
+
+    fn panels(&self) -> usize {
+        self.cols.div_ceil(NR)
+    }
+
+    fn panel(&self, panel: usize) -> &[i8] {
+        let length = self.groups() * NR * K_GROUP;
+        &self.data[panel * length..][..length]
+    }
+}
+
+/// Symmetric quantization of one output channel's weights: `scale = max |w| / 127` (1 if all
+/// are zero), `q = clamp(round(w / scale), -127, 127)`, ties to even as NumPy rounds.
+pub(crate) fn quantize_filter(filter: &[f32]) -> (f32, Vec<i8>) {
+    let largest = filter
+        .iter()
+        .fold(0.0f32, |largest, &w| largest.max(w.abs()));
+    let scale = if largest > 0.0 && largest.is_finite() {
+        largest / 127.0
+    } else {
+        1.0
+    };
+    let quantized = filter
+        .iter()
+        .map(|&w| (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (scale, quantized)
+}
+
+/// A row-major u8 left operand: `rows` rows of `PackedInt8Weights::padded_depth` bytes, `stride`
+/// bytes apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Int8Lhs<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) rows: usize,
+    pub(crate) stride: usize,
+}
+
+/// What the epilogue adds after the scale and bias: a residual shaped like C, and an activation.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Int8Epilogue<'a> {
+    pub(crate) residual: Option<&'a [f32]>,
+    pub(crate) activation: Option<Activation>,
+}
+
+/// `output = epilogue(s_x * s_w[c] * (A * B - zp * colsum) + bias)`, `output` row-major `rows x
+/// cols`, on the pool.
+pub(crate) fn int8_gemm(
+    isa: Int8Isa,
+    lhs: Int8Lhs<'_>,
+    weights: &PackedInt8Weights,
+    epilogue: Int8Epilogue<'_>,
+    output: &mut [f32],
+) {
+    assert!(
+        lhs.stride >= weights.padded_depth()
+            && (lhs.rows == 0
+                || lhs.data.len() >= (lhs.rows - 1) * lhs.stride + weights.padded_depth())
+            && output.len() == lhs.rows * weights.cols
+            && epilogue
+                .residual
+                .is_none_or(|residual| residual.len() == output.len()),
+        "int8_gemm: an operand has the wrong size"
+    );
+    let sink = FloatSink {
+        output: SharedOutput(output.as_mut_ptr()),
+        weights,
+        residual: epilogue.residual,
+        clamp: epilogue.activation.and_then(Clamp::of),
+        other_activation: epilogue
+            .activation
+            .filter(|activation| Clamp::of(*activation).is_none()),
+    };
+    run_grid(isa, lhs, weights, &sink);
+}
+
+/// The raw sums `A * B` (no zero point, scale or bias) into `sums`, row-major `rows x cols`: for
+/// tests, which hold them to an exact reference.
+#[cfg(test)]
+pub(crate) fn int8_gemm_sums(
+    isa: Int8Isa,
+    lhs: Int8Lhs<'_>,
+    weights: &PackedInt8Weights,
+    sums: &mut [i32],
+) {
+    assert_eq!(sums.len(), lhs.rows * weights.cols);
+    let sink = SumSink {
+        sums: SharedSums(sums.as_mut_ptr()),
+        cols: weights.cols,
+    };
+    run_grid(isa, lhs, weights, &sink);
+}
+
+/// Where the tiles' sums go.
+trait TileSink: Sync {
+    /// Consumes the sums of `rows` rows from `first_row` and `cols <= TILE_COLS` columns from
+    /// `first_col`, `tile[r * TILE_COLS + j]`. Tiles of different calls never overlap.
+    fn store(&self, first_row: usize, rows: usize, first_col: usize, cols: usize, tile: &Tile);
+}
+
+/// The i32 sums of one tile, `MR x TILE_COLS`.
+pub(crate) type Tile = [i32; MR * TILE_COLS];
+
+/// A pointer to C, which tasks write in disjoint rectangles.
+struct SharedOutput(*mut f32);
+// SAFETY: Tasks write disjoint rectangles of the output through it (see `run_grid`), and the
+// output stays mutably borrowed by `int8_gemm` until every task has finished.
+unsafe impl Sync for SharedOutput {}
+
+#[cfg(test)]
+struct SharedSums(*mut i32);
+// SAFETY: As `SharedOutput`, for `int8_gemm_sums`.
+#[cfg(test)]
+unsafe impl Sync for SharedSums {}
+
+struct FloatSink<'a> {
+    output: SharedOutput,
+    weights: &'a PackedInt8Weights,
+    residual: Option<&'a [f32]>,
+    clamp: Option<Clamp>,
+    other_activation: Option<Activation>,
+}
+
+impl TileSink for FloatSink<'_> {
+    fn store(&self, first_row: usize, rows: usize, first_col: usize, cols: usize, tile: &Tile) {
+        let total_cols = self.weights.cols;
+        let columns = first_col..first_col + cols;
+        let corrections = &self.weights.zero_point_corrections[columns.clone()];
+        let scales = &self.weights.output_scales[columns.clone()];
+        let bias = &self.weights.bias[columns];
+        for row in 0..rows {
+            let offset = (first_row + row) * total_cols + first_col;
+            // SAFETY: `offset..offset + cols` is inside the `rows x cols` output (the driver only
+            // hands out tiles inside it), and no other task touches this tile's rectangle.
+            let output = unsafe { std::slice::from_raw_parts_mut(self.output.0.add(offset), cols) };
+            let sums = &tile[row * TILE_COLS..][..cols];
+            let residual = self.residual.map(|residual| &residual[offset..][..cols]);
+            kernels::epilogue_row(
+                sums,
+                corrections,
+                scales,
+                bias,
+                residual,
+                self.clamp.unwrap_or_default(),
+                output,
+            );
+            if let Some(activation) = self.other_activation {
+                apply_activation_sequential(output, activation);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+struct SumSink {
+    sums: SharedSums,
+    cols: usize,
+}
+
+#[cfg(test)]
+impl TileSink for SumSink {
+    fn store(&self, first_row: usize, rows: usize, first_col: usize, cols: usize, tile: &Tile) {
+        for row in 0..rows {
+            let offset = (first_row + row) * self.cols + first_col;
+            // SAFETY: As in `FloatSink::store`.
+            let sums = unsafe { std::slice::from_raw_parts_mut(self.sums.0.add(offset), cols) };
+            sums.copy_from_slice(&tile[row * TILE_COLS..][..cols]);
+        }
+    }
+}
+
+/// Multiply-adds one task should get at least (about 60 µs of VNNI work).
+const TASK_MACS: usize = 1 << 22;
+/// Bytes of packed weights one column block keeps in L2 while the rows sweep over it.
+const COLUMN_BLOCK_BYTES: usize = 256 << 10;
+
+/// Cuts C into a grid of rectangles, rows first, and runs them on the pool.
+fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &dyn TileSink) {
+    let row_blocks = lhs.rows.div_ceil(MR);
+    let panels = weights.panels();
+    if row_blocks == 0 || panels == 0 {
+        return;
+    }
+    let macs = lhs.rows * weights.padded_depth() * panels * NR;
+    let threads = threading::parallel_width();
+    let wanted_tasks = (macs / TASK_MACS).clamp(1, 4 * threads);
+    let row_tasks = wanted_tasks.min(row_blocks);
+    let panel_pairs = panels.div_ceil(2);
+    let column_tasks = if row_tasks < threads {
+        (wanted_tasks / row_tasks).clamp(1, panel_pairs)
+    } else {
+        1
+    };
+    threading::run_tasks(row_tasks * column_tasks, |task| {
+        let (row_task, column_task) = (task / column_tasks, task % column_tasks);
+        let blocks = share(row_blocks, row_tasks, row_task);
+        let pairs = share(panel_pairs, column_tasks, column_task);
+        let rows = blocks.start * MR..(blocks.end * MR).min(lhs.rows);
+        let panels = 2 * pairs.start..(2 * pairs.end).min(panels);
+        run_rectangle(isa, lhs, weights, rows, panels, sink);
+    });
+}
+
+/// The `index`-th of `count` near-equal consecutive shares of `0..total`.
+fn share(total: usize, count: usize, index: usize) -> std::ops::Range<usize> {
+    (total * index / count)..(total * (index + 1) / count)
+}
+
+fn run_rectangle(
+    isa: Int8Isa,
+    lhs: Int8Lhs<'_>,
+    weights: &PackedInt8Weights,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    sink: &dyn TileSink,
+) {
+    let groups = weights.groups();
+    let panel_bytes = groups * NR * K_GROUP;
+    let block_panels = (COLUMN_BLOCK_BYTES / panel_bytes.max(1)).max(2) & !1;
+    let mut tile: Tile = [0; MR * TILE_COLS];
+    let mut block_start = panels.start;
+    while block_start < panels.end {
+        let block_end = (block_start + block_panels).min(panels.end);
+        let mut first_row = rows.start;
+        while first_row < rows.end {
+            let tile_rows = MR.min(rows.end - first_row);
+            let a = &lhs.data[first_row * lhs.stride..];
+            let mut panel = block_start;
+            while panel < block_end {
+                let pair = block_end - panel >= 2;
+                let second = if pair { weights.panel(panel + 1) } else { &[] };
+                kernels::tile(
+                    isa,
+                    kernels::TileOperands {
+                        a,
+                        a_stride: lhs.stride,
+                        rows: tile_rows,
+                        groups,
+                        first_panel: weights.panel(panel),
+                        second_panel: second,
+                    },
+                    &mut tile,
+                );
+                let first_col = panel * NR;
+                let cols = (if pair { 2 * NR } else { NR }).min(weights.cols - first_col);
+                sink.store(first_row, tile_rows, first_col, cols, &tile);
+                panel += if pair { 2 } else { 1 };
+            }
+            first_row += tile_rows;
+        }
+        block_start = block_end;
+    }
+}

@@ -1,0 +1,344 @@
+//! The int8 micro-kernels: one tile of at most `MR` rows of A times one or two packed panels of
+//! B, summed in i32, in AVX512-VNNI, AVX2 and portable forms with the same contract; and the
+//! epilogue of one row of a tile.
+//!
+//! AVX512-VNNI's `vpdpbusd` multiplies four u8 by four s8 and adds the four products to an i32
+//! lane, exactly. AVX2 has no exact equivalent (`vpmaddubsw` adds pairs into saturating i16,
+//! and 255 * 127 * 2 overflows it), so the AVX2 kernel widens both operands to i16 and uses
+//! `vpmaddwd`, whose pair sums are exact in i32: it keeps the two pair sums of each column in
+//! adjacent lanes and adds them once, when the tile is stored.
+
+use super::Int8Isa;
+use super::gemm::{K_GROUP, MR, NR, Tile};
+use crate::kernels::gemm::Clamp;
+
+/// Columns of one tile: two panels.
+pub(crate) const TILE_COLS: usize = 2 * NR;
+
+/// The operands of one tile.
+pub(crate) struct TileOperands<'a> {
+    /// Row 0 of the tile's A; row `r` starts `r * a_stride` bytes in and holds `4 * groups`
+    /// bytes.
+    pub(crate) a: &'a [u8],
+    pub(crate) a_stride: usize,
+    /// Rows of the tile, `1..=MR`.
+    pub(crate) rows: usize,
+    /// Groups of `K_GROUP` steps of k.
+    pub(crate) groups: usize,
+    /// A packed panel, `groups * NR * K_GROUP` values.
+    pub(crate) first_panel: &'a [i8],
+    /// The next panel, or empty for a tile of one panel.
+    pub(crate) second_panel: &'a [i8],
+}
+
+/// `tile[r * TILE_COLS + j] = sum_k A[r][k] * B[k][j]` for the tile's rows and its one or two
+/// panels' columns (the other entries are left as they are).
+pub(crate) fn tile(isa: Int8Isa, operands: TileOperands<'_>, tile: &mut Tile) {
+    let panel_length = operands.groups * NR * K_GROUP;
+    assert!(
+        (1..=MR).contains(&operands.rows)
+            && operands.first_panel.len() == panel_length
+            && (operands.second_panel.is_empty() || operands.second_panel.len() == panel_length)
+            && operands.a.len()
+                >= (operands.rows - 1) * operands.a_stride + operands.groups * K_GROUP,
+        "int8 tile: an operand has the wrong size"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
+            // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), and the
+            // operands' sizes were checked above.
+            unsafe { x86_64::tile_avx512_vnni(&operands, tile) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx2 | Int8Isa::Avx512Vnni if Int8Isa::Avx2.is_available() => {
+            // SAFETY: The processor has AVX2 (checked just above), and the operands' sizes were
+            // checked above.
+            unsafe { x86_64::tile_avx2(&operands, tile) }
+        }
+        _ => tile_portable(&operands, tile),
+    }
+}
+
+/// The portable tile: plain loops over the packed layout.
+fn tile_portable(operands: &TileOperands<'_>, tile: &mut Tile) {
+    let panels = [operands.first_panel, operands.second_panel];
+    for row in 0..operands.rows {
+        let a = &operands.a[row * operands.a_stride..][..operands.groups * K_GROUP];
+        for (panel_index, panel) in panels.iter().enumerate() {
+            if panel.is_empty() {
+                continue;
+            }
+            let mut sums = [0i32; NR];
+            for (group, a_group) in a.chunks_exact(K_GROUP).enumerate() {
+                let b_group = &panel[group * NR * K_GROUP..][..NR * K_GROUP];
+                for (sum, b_column) in sums.iter_mut().zip(b_group.chunks_exact(K_GROUP)) {
+                    for (&x, &w) in a_group.iter().zip(b_column) {
+                        *sum += i32::from(x) * i32::from(w);
+                    }
+                }
+            }
+            tile[row * TILE_COLS + panel_index * NR..][..NR].copy_from_slice(&sums);
+        }
+    }
+}
+
+/// One row of a tile to f32: `output[j] = clamp((sums[j] - corrections[j]) * scales[j] +
+/// bias[j] (+ residual[j]))`, compiled for AVX-512 or AVX2 where the processor has them (the loop
+/// is then vectorised 16 or 8 wide).
+pub(crate) fn epilogue_row(
+    sums: &[i32],
+    corrections: &[i32],
+    scales: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    clamp: Clamp,
+    output: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if Int8Isa::Avx512Vnni.is_available() {
+            // SAFETY: The processor has AVX512F and BW (checked just above); the body is safe.
+            unsafe {
+                x86_64::epilogue_row_avx512(
+                    sums,
+                    corrections,
+                    scales,
+                    bias,
+                    residual,
+                    clamp,
+                    output,
+                )
+            };
+            return;
+        }
+        if Int8Isa::Avx2.is_available() {
+            // SAFETY: The processor has AVX2 (checked just above); the body is safe.
+            unsafe {
+                x86_64::epilogue_row_avx2(sums, corrections, scales, bias, residual, clamp, output)
+            };
+            return;
+        }
+    }
+    epilogue_row_body(sums, corrections, scales, bias, residual, clamp, output);
+}
+
+#[inline(always)]
+fn epilogue_row_body(
+    sums: &[i32],
+    corrections: &[i32],
+    scales: &[f32],
+    bias: &[f32],
+    residual: Option<&[f32]>,
+    clamp: Clamp,
+    output: &mut [f32],
+) {
+    let columns = output.len();
+    let (sums, corrections) = (&sums[..columns], &corrections[..columns]);
+    let (scales, bias) = (&scales[..columns], &bias[..columns]);
+    let value = |j: usize| (sums[j] - corrections[j]) as f32 * scales[j] + bias[j];
+    match residual {
+        Some(residual) => {
+            let residual = &residual[..columns];
+            for (j, out) in output.iter_mut().enumerate() {
+                *out = clamp.apply(value(j) + residual[j]);
+            }
+        }
+        None => {
+            for (j, out) in output.iter_mut().enumerate() {
+                *out = clamp.apply(value(j));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64 {
+    //! The x86-64 tiles and epilogues; the callers check the processor and the operands.
+
+    use super::{Clamp, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands, epilogue_row_body};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn epilogue_row_avx512(
+        sums: &[i32],
+        corrections: &[i32],
+        scales: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        clamp: Clamp,
+        output: &mut [f32],
+    ) {
+        epilogue_row_body(sums, corrections, scales, bias, residual, clamp, output);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn epilogue_row_avx2(
+        sums: &[i32],
+        corrections: &[i32],
+        scales: &[f32],
+        bias: &[f32],
+        residual: Option<&[f32]>,
+        clamp: Clamp,
+        output: &mut [f32],
+    ) {
+        epilogue_row_body(sums, corrections, scales, bias, residual, clamp, output);
+    }
+
+    /// The VNNI tile.
+    ///
+    /// # Safety
+    /// The processor has AVX512F, BW and VNNI, and the operands are as `super::tile` checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile_avx512_vnni(operands: &TileOperands<'_>, tile: &mut Tile) {
+        // SAFETY: Passed on from the caller.
+        unsafe {
+            match (operands.rows, operands.second_panel.is_empty()) {
+                (6, false) => vnni::<6, 2>(operands, tile),
+                (5, false) => vnni::<5, 2>(operands, tile),
+                (4, false) => vnni::<4, 2>(operands, tile),
+                (3, false) => vnni::<3, 2>(operands, tile),
+                (2, false) => vnni::<2, 2>(operands, tile),
+                (1, false) => vnni::<1, 2>(operands, tile),
+                (6, true) => vnni::<6, 1>(operands, tile),
+                (5, true) => vnni::<5, 1>(operands, tile),
+                (4, true) => vnni::<4, 1>(operands, tile),
+                (3, true) => vnni::<3, 1>(operands, tile),
+                (2, true) => vnni::<2, 1>(operands, tile),
+                _ => vnni::<1, 1>(operands, tile),
+            }
+        }
+    }
+
+    /// `ROWS` rows times `PANELS` panels, one zmm accumulator each: per group of four k, one
+    /// load of each panel, one broadcast of four bytes per row, and `ROWS * PANELS` `vpdpbusd`.
+    ///
+    /// # Safety
+    /// As `tile_avx512_vnni`, with `ROWS == operands.rows` and `PANELS` the panels present.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni<const ROWS: usize, const PANELS: usize>(
+        operands: &TileOperands<'_>,
+        tile: &mut Tile,
+    ) {
+        const { assert!(ROWS <= MR && PANELS <= 2) };
+        let mut sums = [[_mm512_setzero_si512(); PANELS]; ROWS];
+        let a = operands.a.as_ptr();
+        let panels = [
+            operands.first_panel.as_ptr(),
+            operands.second_panel.as_ptr(),
+        ];
+        for group in 0..operands.groups {
+            let mut weights = [_mm512_setzero_si512(); PANELS];
+            for (panel, weight) in weights.iter_mut().enumerate() {
+                // SAFETY: Group `group` of a panel is 64 bytes at `group * 64`, inside the panel
+                // (`groups * NR * K_GROUP` bytes).
+                *weight =
+                    unsafe { _mm512_loadu_si512(panels[panel].add(group * NR * K_GROUP).cast()) };
+            }
+            for (row, row_sums) in sums.iter_mut().enumerate() {
+                // SAFETY: Row `row < rows` holds `groups * K_GROUP` bytes from
+                // `row * a_stride`.
+                let four = unsafe {
+                    std::ptr::read_unaligned(
+                        a.add(row * operands.a_stride + group * K_GROUP)
+                            .cast::<i32>(),
+                    )
+                };
+                let inputs = _mm512_set1_epi32(four);
+                for (sum, &weight) in row_sums.iter_mut().zip(&weights) {
+                    *sum = _mm512_dpbusd_epi32(*sum, inputs, weight);
+                }
+            }
+        }
+        for (row, row_sums) in sums.iter().enumerate() {
+            for (panel, sum) in row_sums.iter().enumerate() {
+                let destination = &mut tile[row * TILE_COLS + panel * NR..][..NR];
+                // SAFETY: `destination` holds 16 i32.
+                unsafe { _mm512_storeu_si512(destination.as_mut_ptr().cast(), *sum) };
+            }
+        }
+    }
+
+    /// The AVX2 tile, two rows and one panel at a time.
+    ///
+    /// # Safety
+    /// The processor has AVX2, and the operands are as `super::tile` checks.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn tile_avx2(operands: &TileOperands<'_>, tile: &mut Tile) {
+        let panels = [operands.first_panel, operands.second_panel];
+        for (panel_index, panel) in panels.iter().enumerate() {
+            if panel.is_empty() {
+                continue;
+            }
+            let mut row = 0;
+            while row < operands.rows {
+                let rows = (operands.rows - row).min(2);
+                let a = &operands.a[row * operands.a_stride..];
+                let offset = row * TILE_COLS + panel_index * NR;
+                // SAFETY: Passed on from the caller: rows `row..row + rows` of A are inside.
+                unsafe {
+                    if rows == 2 {
+                        avx2::<2>(a, operands.a_stride, operands.groups, panel, tile, offset);
+                    } else {
+                        avx2::<1>(a, operands.a_stride, operands.groups, panel, tile, offset);
+                    }
+                }
+                row += rows;
+            }
+        }
+    }
+
+    /// `ROWS` rows of A times one panel: the panel's 64 bytes of a group are four times four
+    /// columns of four k, widened to i16; the row's four bytes, widened and repeated four
+    /// times, meet them in `vpmaddwd`, which leaves for each column the sum of k 0-1 and of k
+    /// 2-3 side by side. Those pairs are added once, at the end.
+    ///
+    /// # Safety
+    /// The processor has AVX2; `ROWS` rows of A (`a_stride` apart) hold `4 * groups` bytes and
+    /// the panel `groups * 64`.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn avx2<const ROWS: usize>(
+        a: &[u8],
+        a_stride: usize,
+        groups: usize,
+        panel: &[i8],
+        tile: &mut Tile,
+        offset: usize,
+    ) {
+        let mut sums = [[_mm256_setzero_si256(); 4]; ROWS];
+        let a = a.as_ptr();
+        let panel = panel.as_ptr();
+        for group in 0..groups {
+            let mut weights = [_mm256_setzero_si256(); 4];
+            for (quarter, weight) in weights.iter_mut().enumerate() {
+                // SAFETY: 16 bytes at `group * 64 + quarter * 16`, inside the panel.
+                *weight = _mm256_cvtepi8_epi16(unsafe {
+                    _mm_loadu_si128(panel.add(group * NR * K_GROUP + quarter * 16).cast())
+                });
+            }
+            for (row, row_sums) in sums.iter_mut().enumerate() {
+                // SAFETY: Row `row` holds `4 * groups` bytes.
+                let four = unsafe {
+                    std::ptr::read_unaligned(a.add(row * a_stride + group * K_GROUP).cast::<i32>())
+                };
+                let inputs = _mm256_cvtepu8_epi16(_mm_set1_epi32(four));
+                for (sum, &weight) in row_sums.iter_mut().zip(&weights) {
+                    *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(inputs, weight));
+                }
+            }
+        }
+        for (row, row_sums) in sums.iter().enumerate() {
+            let mut pairs = [0i32; 2 * NR];
+            for (quarter, sum) in row_sums.iter().enumerate() {
+                // SAFETY: `pairs[quarter * 8..]` holds 8 i32.
+                unsafe { _mm256_storeu_si256(pairs.as_mut_ptr().add(quarter * 8).cast(), *sum) };
+            }
+            let destination = &mut tile[offset + row * TILE_COLS..][..NR];
+            for (column, value) in destination.iter_mut().enumerate() {
+                *value = pairs[2 * column] + pairs[2 * column + 1];
+            }
+        }
+    }
+}

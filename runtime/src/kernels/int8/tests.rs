@@ -1,0 +1,414 @@
+//! The int8 kernels against a plain twin that computes the same formula in i64 and f64, on
+//! random odd shapes, on every instruction set this processor has.
+
+use super::gemm::{Int8Lhs, PackedInt8Weights, int8_gemm_sums, quantize_filter};
+use super::*;
+use crate::kernels::activation::Activation;
+use crate::kernels::conv::{Conv2dOptions, ConvWorkspace};
+use proptest::prelude::*;
+
+/// The instruction sets this processor can run.
+fn available_isas() -> impl Iterator<Item = Int8Isa> {
+    Int8Isa::ALL.into_iter().filter(|isa| isa.is_available())
+}
+
+/// A random u8 x s8 product: A's bytes, the filters (one per column) and the shape.
+fn gemm_cases() -> impl Strategy<Value = (usize, usize, usize, Vec<u8>, Vec<f32>)> {
+    (1..20usize, 1..90usize, 1..70usize).prop_flat_map(|(rows, depth, cols)| {
+        (
+            Just(rows),
+            Just(depth),
+            Just(cols),
+            proptest::collection::vec(any::<u8>(), rows * depth.next_multiple_of(4)),
+            proptest::collection::vec(-3.0f32..3.0, cols * depth),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The raw i32 sums of the GEMM equal the i64 sums of the quantized operands exactly.
+    #[test]
+    fn gemm_sums_are_exact_on_every_isa((rows, depth, cols, a, filters) in gemm_cases()) {
+        let stride = depth.next_multiple_of(4);
+        let weights = PackedInt8Weights::new(&filters, cols, depth, None, 1.0, 0);
+        let quantized: Vec<Vec<i8>> =
+            filters.chunks_exact(depth).map(|filter| quantize_filter(filter).1).collect();
+        let mut expected = vec![0i32; rows * cols];
+        for row in 0..rows {
+            for (column, filter) in quantized.iter().enumerate() {
+                let sum: i64 = (0..depth)
+                    .map(|k| i64::from(a[row * stride + k]) * i64::from(filter[k]))
+                    .sum();
+                expected[row * cols + column] = i32::try_from(sum).unwrap();
+            }
+        }
+        for isa in available_isas() {
+            let mut sums = vec![i32::MIN; rows * cols];
+            let lhs = Int8Lhs { data: &a, rows, stride };
+            int8_gemm_sums(isa, lhs, &weights, &mut sums);
+            prop_assert_eq!(&sums, &expected, "{}", isa.name());
+        }
+    }
+}
+
+/// The largest sums fit: every byte 255 against every weight at +127 or -127, at the deepest
+/// product allowed.
+#[test]
+fn gemm_sums_at_the_extremes_are_exact() {
+    let (rows, depth, cols) = (7, 4099usize, 33);
+    let stride = depth.next_multiple_of(4);
+    let a = vec![255u8; rows * stride];
+    let filters: Vec<f32> = (0..cols * depth)
+        .map(|index| if (index / depth) % 2 == 0 { 1.0 } else { -1.0 })
+        .collect();
+    let weights = PackedInt8Weights::new(&filters, cols, depth, None, 1.0, 0);
+    for isa in available_isas() {
+        let mut sums = vec![0i32; rows * cols];
+        let lhs = Int8Lhs {
+            data: &a,
+            rows,
+            stride,
+        };
+        int8_gemm_sums(isa, lhs, &weights, &mut sums);
+        for (index, &sum) in sums.iter().enumerate() {
+            let sign = if (index % cols) % 2 == 0 { 1 } else { -1 };
+            assert_eq!(sum, sign * 255 * 127 * depth as i32, "{}", isa.name());
+        }
+    }
+}
+
+/// A random int8 convolution.
+#[derive(Clone, Debug)]
+struct ConvCase {
+    /// `[N, C, H, W]`, whatever the layout.
+    input_shape: [usize; 4],
+    weight_shape: [usize; 4],
+    options: Conv2dOptions,
+    channels_last: bool,
+    quantization: ActivationQuantization,
+    input: Vec<f32>,
+    weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    residual: bool,
+    activation: Option<Activation>,
+}
+
+fn conv_cases() -> impl Strategy<Value = ConvCase> {
+    let activations = prop_oneof![
+        Just(None),
+        Just(Some(Activation::Relu)),
+        Just(Some(Activation::Relu6)),
+        Just(Some(Activation::Silu)),
+    ];
+    let zero_points = prop_oneof![Just(0u8), Just(255u8), any::<u8>()];
+    (
+        // batch, in channels, out channels, depthwise
+        (1..3usize, 1..11usize, 1..40usize, any::<bool>()),
+        // kernel, stride, dilation, padding
+        (
+            1..4usize,
+            1..4usize,
+            1..3usize,
+            1..3usize,
+            1..3usize,
+            1..3usize,
+        ),
+        (0..3usize, 0..3usize, 1..10usize, 1..10usize),
+        (any::<bool>(), any::<bool>(), any::<bool>(), activations),
+        (zero_points, 0.004f32..0.05),
+    )
+        .prop_filter_map(
+            "the kernel must fit the padded input",
+            |(
+                (batch, in_channels, out_channels, depthwise),
+                (kh, kw, sh, sw, dh, dw),
+                (ph, pw, h, w),
+                (channels_last, has_bias, residual, activation),
+                (zero_point, scale),
+            )| {
+                let (out_channels, groups) = if depthwise {
+                    (in_channels, in_channels)
+                } else {
+                    (out_channels, 1)
+                };
+                let options = Conv2dOptions {
+                    stride: [sh, sw],
+                    padding: [ph.min(kh), pw.min(kw)],
+                    dilation: [dh, dw],
+                    groups,
+                };
+                let fits = |size: usize, pad: usize, kernel: usize, dilation: usize| {
+                    size + 2 * pad > dilation * (kernel - 1)
+                };
+                if !fits(h, options.padding[0], kh, dh) || !fits(w, options.padding[1], kw, dw) {
+                    return None;
+                }
+                let group_in = if depthwise { 1 } else { in_channels };
+                Some((
+                    [batch, in_channels, h, w],
+                    [out_channels, group_in, kh, kw],
+                    options,
+                    (channels_last, has_bias, residual, activation),
+                    ActivationQuantization { scale, zero_point },
+                ))
+            },
+        )
+        .prop_flat_map(
+            |(input_shape, weight_shape, options, flags, quantization)| {
+                let (channels_last, has_bias, residual, activation) = flags;
+                let input_length: usize = input_shape.iter().product();
+                let weight_length: usize = weight_shape.iter().product();
+                let bias = if has_bias {
+                    proptest::collection::vec(-1.0f32..1.0, weight_shape[0])
+                        .prop_map(Some)
+                        .boxed()
+                } else {
+                    Just(None).boxed()
+                };
+                (
+                    proptest::collection::vec(-2.0f32..2.0, input_length),
+                    proptest::collection::vec(-1.0f32..1.0, weight_length),
+                    bias,
+                )
+                    .prop_map(move |(input, weight, bias)| ConvCase {
+                        input_shape,
+                        weight_shape,
+                        options,
+                        channels_last,
+                        quantization,
+                        input,
+                        weight,
+                        bias,
+                        residual,
+                        activation,
+                    })
+            },
+        )
+}
+
+/// The reference twin: the output `[N, out, out_h, out_w]` (NCHW) and, per element, the size
+/// of the terms it sums (for the tolerance), from the textbook formula in i64 and f64.
+fn reference_conv(case: &ConvCase, residual: Option<&[f64]>) -> (Vec<f64>, Vec<f64>) {
+    let [batch, in_channels, in_h, in_w] = case.input_shape;
+    let [out_channels, group_in, kernel_h, kernel_w] = case.weight_shape;
+    let options = case.options;
+    let out_size = |size: usize, axis: usize, kernel: usize| {
+        (size + 2 * options.padding[axis] - options.dilation[axis] * (kernel - 1) - 1)
+            / options.stride[axis]
+            + 1
+    };
+    let (out_h, out_w) = (out_size(in_h, 0, kernel_h), out_size(in_w, 1, kernel_w));
+    let taps = kernel_h * kernel_w;
+    let filters: Vec<(f32, Vec<i8>)> = case
+        .weight
+        .chunks_exact(group_in * taps)
+        .map(|filter| {
+            let largest = filter.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+            let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+            let q = filter
+                .iter()
+                .map(|w| (w / scale).round_ties_even().clamp(-127.0, 127.0) as i8)
+                .collect();
+            (scale, q)
+        })
+        .collect();
+    let input_at = |n: usize, c: usize, y: usize, x: usize| {
+        let index = if case.channels_last {
+            ((n * in_h + y) * in_w + x) * in_channels + c
+        } else {
+            ((n * in_channels + c) * in_h + y) * in_w + x
+        };
+        case.input[index]
+    };
+    let zero_point = i64::from(case.quantization.zero_point);
+    let mut output = Vec::new();
+    let mut magnitudes = Vec::new();
+    for n in 0..batch {
+        for o in 0..out_channels {
+            let (weight_scale, filter) = &filters[o];
+            let first_channel = if group_in == 1 && options.groups > 1 {
+                o
+            } else {
+                0
+            };
+            for out_y in 0..out_h {
+                for out_x in 0..out_w {
+                    let (mut sum, mut absolute) = (0i64, 0i64);
+                    for c in 0..group_in {
+                        for ky in 0..kernel_h {
+                            for kx in 0..kernel_w {
+                                let y = (out_y * options.stride[0] + ky * options.dilation[0])
+                                    as isize
+                                    - options.padding[0] as isize;
+                                let x = (out_x * options.stride[1] + kx * options.dilation[1])
+                                    as isize
+                                    - options.padding[1] as isize;
+                                let inside = (0..in_h as isize).contains(&y)
+                                    && (0..in_w as isize).contains(&x);
+                                let q = if inside {
+                                    let value =
+                                        input_at(n, first_channel + c, y as usize, x as usize);
+                                    i64::from(case.quantization.quantize(value))
+                                } else {
+                                    zero_point
+                                };
+                                let w = i64::from(filter[(c * kernel_h + ky) * kernel_w + kx]);
+                                sum += (q - zero_point) * w;
+                                absolute += ((q - zero_point) * w).abs();
+                            }
+                        }
+                    }
+                    let scale = f64::from(case.quantization.scale) * f64::from(*weight_scale);
+                    let bias = case.bias.as_ref().map_or(0.0, |bias| f64::from(bias[o]));
+                    output.push(scale * sum as f64 + bias);
+                    magnitudes.push(scale * absolute as f64 + bias.abs());
+                }
+            }
+        }
+    }
+    if let Some(residual) = residual {
+        for ((value, magnitude), skip) in output.iter_mut().zip(&mut magnitudes).zip(residual) {
+            *value += skip;
+            *magnitude += skip.abs();
+        }
+    }
+    (output, magnitudes)
+}
+
+/// `values` (NCHW, `[images, channels, plane]`) in the case's layout.
+fn to_layout(values: &[f64], images: usize, channels: usize, channels_last: bool) -> Vec<f64> {
+    if !channels_last {
+        return values.to_vec();
+    }
+    let plane = values.len() / (images * channels);
+    let mut result = vec![0.0; values.len()];
+    for n in 0..images {
+        for c in 0..channels {
+            for p in 0..plane {
+                result[(n * plane + p) * channels + c] = values[(n * channels + c) * plane + p];
+            }
+        }
+    }
+    result
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Every instruction set, both layouts, depthwise or not, with and without residual and
+    /// activation, against the reference twin: within 1e-5 of the size of the summed terms.
+    #[test]
+    fn conv_matches_the_reference_on_every_isa(case in conv_cases()) {
+        let conv = PackedConv2dInt8::new(
+            &case.weight,
+            case.weight_shape,
+            case.bias.as_deref(),
+            case.options,
+            case.channels_last,
+            case.quantization,
+        )
+        .unwrap()
+        .with_activation(case.activation);
+        let [n, c, h, w] = case.input_shape;
+        let input_shape = if case.channels_last { [n, h, w, c] } else { [n, c, h, w] };
+        let output_shape = conv.output_shape(input_shape).unwrap();
+        let length: usize = output_shape.iter().product();
+        let out_channels = case.weight_shape[0];
+        let residual: Option<Vec<f32>> = case
+            .residual
+            .then(|| (0..length).map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0).collect());
+        // The residual is given in the layer's layout; the reference wants NCHW.
+        let residual_nchw: Option<Vec<f64>> = residual.as_ref().map(|residual| {
+            let mut nchw = vec![0.0; length];
+            let layout_index = to_layout(
+                &(0..length).map(|i| i as f64).collect::<Vec<_>>(),
+                n,
+                out_channels,
+                case.channels_last,
+            );
+            for (position, &nchw_index) in layout_index.iter().enumerate() {
+                nchw[nchw_index as usize] = f64::from(residual[position]);
+            }
+            nchw
+        });
+        let (expected, magnitudes) = reference_conv(&case, residual_nchw.as_deref());
+        let expected = to_layout(&expected, n, out_channels, case.channels_last);
+        let magnitudes = to_layout(&magnitudes, n, out_channels, case.channels_last);
+        for isa in available_isas() {
+            let mut output = vec![f32::NAN; length];
+            let mut workspace = ConvWorkspace::new();
+            conv.run(isa, &case.input, input_shape, residual.as_deref(), &mut output, &mut workspace)
+                .unwrap();
+            for (index, &actual) in output.iter().enumerate() {
+                let pre_activation = expected[index];
+                let wanted = case
+                    .activation
+                    .map_or(pre_activation, |a| f64::from(a.reference(pre_activation as f32)));
+                let bound = 1e-5 * (magnitudes[index] + wanted.abs()) + 1e-6;
+                prop_assert!(
+                    (f64::from(actual) - wanted).abs() <= bound,
+                    "{}: element {} is {}, expected {} (bound {})",
+                    isa.name(), index, actual, wanted, bound
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn forward_uses_the_selected_isa_and_agrees_with_run() {
+    let options = Conv2dOptions {
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let weight: Vec<f32> = (0..8 * 5 * 9)
+        .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let input: Vec<f32> = (0..2 * 6 * 7 * 5)
+        .map(|i| ((i * 5) % 11) as f32 / 5.0 - 1.0)
+        .collect();
+    let quantization = ActivationQuantization::from_range(-1.0, 1.0);
+    let conv =
+        PackedConv2dInt8::new(&weight, [8, 5, 3, 3], None, options, true, quantization).unwrap();
+    let shape = [2, 6, 7, 5];
+    let mut forward = vec![0.0; 2 * 6 * 7 * 8];
+    let mut run = forward.clone();
+    let mut workspace = ConvWorkspace::new();
+    conv.forward(&input, shape, &mut forward, &mut workspace)
+        .unwrap();
+    conv.run(
+        selected_isa(),
+        &input,
+        shape,
+        None,
+        &mut run,
+        &mut workspace,
+    )
+    .unwrap();
+    assert_eq!(forward, run);
+    assert!(conv.weight_bytes() >= 8 * 5 * 9);
+}
+
+#[test]
+fn grouped_convolutions_other_than_depthwise_are_refused() {
+    let options = Conv2dOptions {
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 2,
+    };
+    let quantization = ActivationQuantization::from_range(-1.0, 1.0);
+    let result = PackedConv2dInt8::new(
+        &[0.5; 4 * 2],
+        [4, 2, 1, 1],
+        None,
+        options,
+        true,
+        quantization,
+    );
+    assert!(result.is_err());
+}
