@@ -123,3 +123,58 @@ mod quantized {
         assert!(logits.iter().all(|value| value.is_finite()));
     }
 }
+
+mod int8 {
+    nnc::network!(
+        quantize = "int8",
+        calibration = "tests/codegen/models/small_cnn.calibration.json",
+        file = "tests/codegen/models/small_cnn.nn"
+    );
+
+    /// `quantize = "int8"` with a calibration reaches the compiler: the generated model equals
+    /// the interpreter compiled with the same calibration (within the rounding flips that
+    /// tests/codegen/tests/int8.rs explains).
+    #[test]
+    fn int8_options_run_the_convolutions_in_int8() {
+        let root = nnc_test_support::workspace_root();
+        let source =
+            std::fs::read_to_string(root.join("tests/codegen/models/small_cnn.nn")).unwrap();
+        let calibration = nnc_compiler::calibration::Calibration::from_json(
+            &std::fs::read_to_string(root.join("tests/codegen/models/small_cnn.calibration.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        let options = nnc_compiler::FrontendOptions {
+            int8_convs: Some(calibration),
+            ..Default::default()
+        };
+        let module = nnc_compiler::compile_to_ir(&source, &options).unwrap();
+        let graph = &module.networks[0];
+        let int8 = graph
+            .params
+            .iter()
+            .filter(|(_, param)| matches!(param.storage, nnc_compiler::ir::WeightStorage::Int8(_)))
+            .count();
+        assert_eq!(int8, 8);
+        let weights = nnc_compiler::interpret::random_weights(graph, 5);
+        let input = ndarray::Array4::from_shape_fn((1, 3, 30, 30), |(_, c, y, x)| {
+            ((c * 7 + y * 3 + x) % 11) as f32 / 5.0 - 1.0
+        });
+        let expected = nnc_compiler::interpret::Interpreter::new(graph, weights.clone())
+            .unwrap()
+            .run(&[(
+                "image",
+                nnc_compiler::interpret::Tensor::F32(input.clone().into_dyn()),
+            )])
+            .unwrap();
+        let mut model = SmallCnn::from_weights(weights).unwrap();
+        let actual = model.forward(input.view()).unwrap();
+        let expected = &expected[0].1;
+        let scale = expected
+            .iter()
+            .fold(0.0f32, |max, value| max.max(value.abs()));
+        for (a, e) in actual.iter().zip(expected.iter()) {
+            assert!((a - e).abs() <= 1e-3 * scale, "{a} vs {e}");
+        }
+    }
+}

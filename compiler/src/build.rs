@@ -14,6 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::FrontendOptions;
+use crate::calibration::Calibration;
 use crate::codegen::CodegenOptions;
 use crate::diagnostics::render;
 use crate::ir::Quantization;
@@ -29,6 +30,7 @@ pub struct Builder {
     emit_rerun_if_changed: bool,
     opt_level: OptLevel,
     quantize: Option<Quantization>,
+    int8_convs: Option<Calibration>,
 }
 
 /// Why a build failed: the rendered diagnostics, or an I/O error.
@@ -61,6 +63,7 @@ impl Builder {
             emit_rerun_if_changed: true,
             opt_level: OptLevel::default(),
             quantize: None,
+            int8_convs: None,
         }
     }
 
@@ -94,6 +97,20 @@ impl Builder {
     /// --quantize`). Layers whose rows are not whole blocks of 32 keep f32 weights.
     pub fn quantize(&mut self, format: QuantFormat, mode: QuantizedMode) -> &mut Self {
         self.quantize = Some(Quantization { format, mode });
+        self
+    }
+
+    /// Runs the 2-D convolutions in int8, as `nnc compile --quantize int8 --calibration FILE`
+    /// does: their weights quantized per output channel when the generated code loads them,
+    /// their inputs quantized to u8 with the ranges of `calibration` (written by `nnc
+    /// calibrate`, read with [`Calibration::from_json`]); the linear layers get Q8_0 weights run
+    /// in `mode`. A calibration belongs to one model: compile one model per builder.
+    pub fn quantize_int8(&mut self, calibration: Calibration, mode: QuantizedMode) -> &mut Self {
+        self.quantize = Some(Quantization {
+            format: QuantFormat::Q8_0,
+            mode,
+        });
+        self.int8_convs = Some(calibration);
         self
     }
 
@@ -149,6 +166,7 @@ impl Builder {
         let frontend = FrontendOptions {
             dims: self.dims.clone(),
             quantize: self.quantize,
+            int8_convs: self.int8_convs.clone(),
         };
         let code = crate::compile_to_rust(&source, &frontend, self.opt_level, &options)
             .map_err(|errors| render(&errors.0, &file_name, &source))?;

@@ -227,12 +227,15 @@ pub enum Preparation {
         weights: LayerWeights,
         activation: Option<Activation>,
     },
+    /// A `PackedConv2d` (NCHW) or `PackedConv2dChannelsLast`, or a `PackedConv2dInt8` when the
+    /// weight is stored in int8.
     Conv2d {
         weight_shape: [usize; 4],
         options: Conv2dOptions,
         layout: ConvLayout,
         weights: LayerWeights,
         activation: Option<Activation>,
+        storage: ir::WeightStorage,
     },
     /// A batch norm folded to a scale and shift.
     BatchNorm { parameters: BatchNormWeights },
@@ -532,10 +535,7 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
     match &node.op {
         Op::Linear { bias, epilogue } => {
             let [out_features, in_features] = dims(weight_shape(1));
-            let storage = match graph.values[node.inputs[1]].def {
-                ir::ValueDef::Param(param) => graph.params[param].storage,
-                _ => ir::WeightStorage::F32,
-            };
+            let storage = storage(graph, node.inputs[1]);
             Some(Preparation::Linear {
                 out_features,
                 in_features,
@@ -571,6 +571,7 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                     layout: conv_layout(attrs),
                     weights,
                     activation,
+                    storage: storage(graph, node.inputs[1]),
                 }
             })
         }
@@ -610,6 +611,14 @@ pub fn attention_shape(
         n_heads: attrs.heads,
         n_kv_heads: attrs.kv_heads,
         head_dim: attrs.head_dim,
+    }
+}
+
+/// How a prepared layer stores `weight`: as its param says, f32 for any other value.
+fn storage(graph: &Graph, weight: ir::Value) -> ir::WeightStorage {
+    match graph.values[weight].def {
+        ir::ValueDef::Param(param) => graph.params[param].storage,
+        _ => ir::WeightStorage::F32,
     }
 }
 

@@ -21,6 +21,7 @@
 #[cfg(feature = "cli")]
 pub mod bench;
 mod build;
+pub mod calibration;
 pub mod codegen;
 pub mod cost;
 pub mod diagnostics;

@@ -103,6 +103,35 @@ enum Command {
         #[arg(long = "output", value_name = "[NAME=]FILE")]
         outputs: Vec<String>,
     },
+    /// Record the input range of every 2-D convolution on sample inputs, for `--quantize int8`.
+    Calibrate {
+        /// The `.nn` file.
+        model: PathBuf,
+        /// The network to use, when the file defines several.
+        #[arg(long)]
+        network: Option<String>,
+        /// Bind a symbolic dimension, overriding the `where` clause: `--dim seq=512`.
+        #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+        /// The f32 weights (safetensors or GGUF), as for `nnc run`.
+        #[arg(
+            long,
+            conflicts_with = "random_weights",
+            required_unless_present = "random_weights"
+        )]
+        weights: Option<PathBuf>,
+        /// Use random weights drawn from this seed instead of a file.
+        #[arg(long, value_name = "SEED")]
+        random_weights: Option<u64>,
+        /// Sample inputs, `.npy` files: `--input a.npy b.npy ...` for a network with one input,
+        /// else `--input NAME=a.npy ...` (the k-th file of each input makes the k-th sample). A
+        /// file holding several samples stacked on the first axis counts as that many.
+        #[arg(long = "input", value_name = "[NAME=]FILE", required = true, num_args = 1..)]
+        inputs: Vec<String>,
+        /// Where to write the calibration (JSON); standard output if not given.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Which network of a file, and its dimensions.
@@ -120,44 +149,86 @@ struct Select {
 
 impl Select {
     /// The front end's options these arguments ask for.
-    fn frontend(&self) -> FrontendOptions {
-        FrontendOptions {
-            dims: self.dims.clone(),
-            quantize: self.quantize.quantization(),
-        }
+    fn frontend(&self) -> Result<FrontendOptions> {
+        self.quantize.frontend(self.dims.clone())
     }
 }
 
-/// Quantized weights for the linear layers.
-#[derive(clap::Args, Clone, Copy, Debug)]
+/// Quantized weights.
+#[derive(clap::Args, Clone, Debug)]
 struct QuantizeArgs {
-    /// Quantize the weights of the linear layers to this block format when they are loaded:
-    /// q8_0, q4_0 or q4_1 (layers whose rows are not whole blocks of 32 keep f32).
-    #[arg(long, value_name = "FORMAT", value_parser = parse_quant_format)]
-    quantize: Option<QuantFormat>,
-    /// How quantized layers multiply: `exact` (f32 activations, weights dequantized in
+    /// Quantize weights when they are loaded. q8_0, q4_0, q4_1: the linear layers' weights to
+    /// this block format (layers whose rows are not whole blocks of 32 keep f32). int8: the 2-D
+    /// convolutions run in integers, weights in int8 per output channel and inputs in u8 with
+    /// the ranges of --calibration; the linear layers get q8_0.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_quantize_choice)]
+    quantize: Option<QuantizeChoice>,
+    /// How quantized linear layers multiply: `exact` (f32 activations, weights dequantized in
     /// registers) or `fast` (activations quantized to 8 bits per block, as llama.cpp does).
     #[arg(long, value_name = "MODE", default_value = "exact", value_parser = parse_quantized_mode, requires = "quantize")]
     quantize_mode: QuantizedMode,
+    /// The input ranges of the convolutions for `--quantize int8`, as `nnc calibrate` writes.
+    #[arg(long, value_name = "FILE", alias = "scales", requires = "quantize")]
+    calibration: Option<PathBuf>,
+}
+
+/// What `--quantize` names.
+#[derive(Clone, Copy, Debug)]
+enum QuantizeChoice {
+    Blocks(QuantFormat),
+    Int8,
 }
 
 impl QuantizeArgs {
-    fn quantization(&self) -> Option<ir::Quantization> {
-        self.quantize.map(|format| ir::Quantization {
-            format,
-            mode: self.quantize_mode,
+    /// The front end's options for `dims` and these arguments; reads the calibration file.
+    fn frontend(&self, dims: Vec<(String, i64)>) -> Result<FrontendOptions> {
+        let mode = self.quantize_mode;
+        let (quantize, int8_convs) = match (self.quantize, &self.calibration) {
+            (None, _) => (None, None),
+            (Some(QuantizeChoice::Blocks(format)), None) => {
+                (Some(ir::Quantization { format, mode }), None)
+            }
+            (Some(QuantizeChoice::Blocks(format)), Some(_)) => {
+                bail!("--calibration is for --quantize int8, not --quantize {format}")
+            }
+            (Some(QuantizeChoice::Int8), None) => bail!(
+                "--quantize int8 needs the input ranges of the convolutions: \
+                 `nnc calibrate MODEL --weights W --input SAMPLES.npy -o scales.json`, \
+                 then --calibration scales.json"
+            ),
+            (Some(QuantizeChoice::Int8), Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the calibration {}", path.display()))?;
+                let calibration = nnc_compiler::calibration::Calibration::from_json(&text)
+                    .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+                let linear = ir::Quantization {
+                    format: QuantFormat::Q8_0,
+                    mode,
+                };
+                (Some(linear), Some(calibration))
+            }
+        };
+        Ok(FrontendOptions {
+            dims,
+            quantize,
+            int8_convs,
         })
     }
 }
 
-fn parse_quant_format(text: &str) -> Result<QuantFormat, String> {
-    QuantFormat::from_name(text).ok_or_else(|| {
-        let names: Vec<&str> = QuantFormat::ALL
-            .iter()
-            .map(|format| format.name())
-            .collect();
-        format!("the formats are {}, not `{text}`", names.join(", "))
-    })
+fn parse_quantize_choice(text: &str) -> Result<QuantizeChoice, String> {
+    if text.eq_ignore_ascii_case("int8") {
+        return Ok(QuantizeChoice::Int8);
+    }
+    QuantFormat::from_name(text)
+        .map(QuantizeChoice::Blocks)
+        .ok_or_else(|| {
+            let names: Vec<&str> = QuantFormat::ALL
+                .iter()
+                .map(|format| format.name())
+                .collect();
+            format!("the formats are {}, int8, not `{text}`", names.join(", "))
+        })
 }
 
 fn parse_quantized_mode(text: &str) -> Result<QuantizedMode, String> {
@@ -294,14 +365,35 @@ fn named_paths(arguments: &[String], names: &[&str], what: &str) -> Result<Vec<(
         .collect()
 }
 
-fn run_network(
+/// Reads the `.npy` file at `path` as a value of the input `name` of `graph` (the interpreter
+/// checks its shape).
+fn read_input(graph: &ir::Graph, name: &str, path: &std::path::Path) -> Result<Tensor> {
+    let input = graph
+        .inputs
+        .iter()
+        .find(|input| input.name == name)
+        .expect("named_paths checked the name");
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the input file {}", path.display()))?;
+    Ok(match graph.ty(input.value).dtype {
+        ir::DType::F32 => Tensor::F32(
+            ArrayD::<f32>::read_npy(file)
+                .with_context(|| format!("{} is not an f32 .npy file", path.display()))?,
+        ),
+        ir::DType::I64 => Tensor::I64(
+            ArrayD::<i64>::read_npy(file)
+                .with_context(|| format!("{} is not an i64 .npy file", path.display()))?,
+        ),
+    })
+}
+
+/// The weights `--weights FILE` or `--random-weights SEED` give `graph`.
+fn network_weights(
     graph: &ir::Graph,
     weights: Option<PathBuf>,
     random_weights: Option<u64>,
-    inputs: &[String],
-    outputs: &[String],
-) -> Result<()> {
-    let weights = match (weights, random_weights) {
+) -> Result<Vec<Vec<f32>>> {
+    Ok(match (weights, random_weights) {
         (Some(path), _) => {
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("cannot read the weights file {}", path.display()))?;
@@ -309,8 +401,123 @@ fn run_network(
         }
         (None, Some(seed)) => interpret::random_weights(graph, seed),
         (None, None) => bail!("give --weights FILE or --random-weights SEED"),
+    })
+}
+
+/// Splits a file's tensor into samples of the input's shape: the tensor itself when it has that
+/// shape, else its slices along the first axis when it stacks whole samples there.
+fn split_samples(
+    tensor: Tensor,
+    expected: &[usize],
+    path: &std::path::Path,
+) -> Result<Vec<Tensor>> {
+    fn split<T: Clone>(array: ArrayD<T>, expected: &[usize]) -> Option<Vec<ArrayD<T>>> {
+        if array.shape() == expected {
+            return Some(vec![array]);
+        }
+        let (&first, rest) = expected.split_first()?;
+        if first == 0
+            || array.ndim() != expected.len()
+            || &array.shape()[1..] != rest
+            || !array.shape()[0].is_multiple_of(first)
+        {
+            return None;
+        }
+        let samples = array.shape()[0] / first;
+        Some(
+            (0..samples)
+                .map(|sample| {
+                    array
+                        .slice_axis(
+                            ndarray::Axis(0),
+                            ndarray::Slice::from(sample * first..(sample + 1) * first),
+                        )
+                        .to_owned()
+                })
+                .collect(),
+        )
+    }
+    let shape = match &tensor {
+        Tensor::F32(array) => array.shape().to_vec(),
+        Tensor::I64(array) => array.shape().to_vec(),
     };
-    let interpreter = Interpreter::new(graph, weights)?;
+    let samples = match tensor {
+        Tensor::F32(array) => {
+            split(array, expected).map(|arrays| arrays.into_iter().map(Tensor::F32).collect())
+        }
+        Tensor::I64(array) => {
+            split(array, expected).map(|arrays| arrays.into_iter().map(Tensor::I64).collect())
+        }
+    };
+    samples.with_context(|| {
+        format!(
+            "{} has shape {shape:?}: a sample of this input is {expected:?}, or several stacked on the first axis",
+            path.display()
+        )
+    })
+}
+
+fn calibrate(
+    graph: &ir::Graph,
+    weights: Option<PathBuf>,
+    random_weights: Option<u64>,
+    inputs: &[String],
+) -> Result<nnc_compiler::calibration::Calibration> {
+    let interpreter = Interpreter::new(graph, network_weights(graph, weights, random_weights)?)?;
+    let input_names: Vec<&str> = graph
+        .inputs
+        .iter()
+        .map(|input| input.name.as_str())
+        .collect();
+    let mut per_input: Vec<Vec<Tensor>> = vec![Vec::new(); input_names.len()];
+    for (name, path) in named_paths(inputs, &input_names, "input")? {
+        let index = input_names
+            .iter()
+            .position(|&known| known == name)
+            .expect("named_paths checked the name");
+        let expected = &graph.ty(graph.inputs[index].value).shape;
+        per_input[index].extend(split_samples(
+            read_input(graph, &name, &path)?,
+            expected,
+            &path,
+        )?);
+    }
+    let count = per_input[0].len();
+    if let Some((index, samples)) = per_input
+        .iter()
+        .enumerate()
+        .find(|(_, samples)| samples.len() != count)
+    {
+        bail!(
+            "the input `{}` has {} samples and `{}` has {count}: every input needs one per sample",
+            input_names[index],
+            samples.len(),
+            input_names[0]
+        );
+    }
+    let samples: Vec<Vec<(&str, Tensor)>> = (0..count)
+        .map(|sample| {
+            input_names
+                .iter()
+                .zip(&per_input)
+                .map(|(&name, tensors)| (name, tensors[sample].clone()))
+                .collect()
+        })
+        .collect();
+    Ok(nnc_compiler::calibration::calibrate(
+        &interpreter,
+        &samples,
+    )?)
+}
+
+fn run_network(
+    graph: &ir::Graph,
+    weights: Option<PathBuf>,
+    random_weights: Option<u64>,
+    inputs: &[String],
+    outputs: &[String],
+) -> Result<()> {
+    let interpreter = Interpreter::new(graph, network_weights(graph, weights, random_weights)?)?;
 
     let input_names: Vec<&str> = graph
         .inputs
@@ -319,23 +526,7 @@ fn run_network(
         .collect();
     let mut tensors = Vec::new();
     for (name, path) in named_paths(inputs, &input_names, "input")? {
-        let input = graph
-            .inputs
-            .iter()
-            .find(|input| input.name == name)
-            .expect("named_paths checked the name");
-        let file = std::fs::File::open(&path)
-            .with_context(|| format!("cannot read the input file {}", path.display()))?;
-        let tensor = match graph.ty(input.value).dtype {
-            ir::DType::F32 => Tensor::F32(
-                ArrayD::<f32>::read_npy(file)
-                    .with_context(|| format!("{} is not an f32 .npy file", path.display()))?,
-            ),
-            ir::DType::I64 => Tensor::I64(
-                ArrayD::<i64>::read_npy(file)
-                    .with_context(|| format!("{} is not an i64 .npy file", path.display()))?,
-            ),
-        };
+        let tensor = read_input(graph, &name, &path)?;
         tensors.push((name, tensor));
     }
     let named_inputs: Vec<(&str, Tensor)> = tensors
@@ -396,10 +587,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             emit_ir_after,
             quantize,
         } => {
-            let frontend = FrontendOptions {
-                dims,
-                quantize: quantize.quantization(),
-            };
+            let frontend = quantize.frontend(dims)?;
             let mut module = match compile(&model, &frontend)? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
@@ -451,7 +639,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             select,
             check,
         } => {
-            let module = match compile(&model, &select.frontend())? {
+            let module = match compile(&model, &select.frontend()?)? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
@@ -497,12 +685,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             inputs,
             outputs,
         } => {
-            let module = match compile(&model, &select.frontend())? {
+            let module = match compile(&model, &select.frontend()?)? {
                 Ok(module) => module,
                 Err(code) => return Ok(code),
             };
             let graph = select_network(module, select.network.as_deref())?;
             run_network(&graph, weights, random_weights, &inputs, &outputs)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate {
+            model,
+            network,
+            dims,
+            weights,
+            random_weights,
+            inputs,
+            output,
+        } => {
+            let frontend = FrontendOptions {
+                dims,
+                ..Default::default()
+            };
+            let module = match compile(&model, &frontend)? {
+                Ok(module) => module,
+                Err(code) => return Ok(code),
+            };
+            let graph = select_network(module, network.as_deref())?;
+            let calibration = calibrate(&graph, weights, random_weights, &inputs)?;
+            let json = calibration.to_json() + "\n";
+            let summary = format!(
+                "calibrated {} convolution inputs on {} samples",
+                calibration.layers.len(),
+                calibration.samples
+            );
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, json)
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    print(&format!("{summary}: written to {}\n", path.display()))?;
+                }
+                None => {
+                    print(&json)?;
+                    eprintln!("{summary}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { model, emit, dims } => {

@@ -139,7 +139,7 @@ fn fusion_groups(graph: &ir::Graph) -> FusionGroups {
 
 /// Compiles, selects and optimizes the network named by `select`.
 fn load(model: &PathBuf, select: Select, level: OptLevel) -> Result<Result<ir::Graph, ExitCode>> {
-    let module = match compile(model, &select.frontend())? {
+    let module = match compile(model, &select.frontend()?)? {
         Ok(module) => module,
         Err(code) => return Ok(Err(code)),
     };
@@ -220,7 +220,7 @@ pub fn graph(args: GraphArgs) -> Result<ExitCode> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<ExitCode> {
-    let frontend = args.select.frontend();
+    let frontend = args.select.frontend()?;
     let graph = match load(&args.model, args.select, args.opt_level)? {
         Ok(graph) => graph,
         Err(code) => return Ok(code),

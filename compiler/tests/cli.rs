@@ -255,3 +255,111 @@ fn run_and_weights_take_a_gguf_file() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(folder).unwrap();
 }
+
+#[test]
+fn calibrate_then_run_in_int8() {
+    let folder = std::env::temp_dir().join(format!("nnc-cli-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let scales = folder.join("scales.json");
+    let scales = scales.to_str().unwrap();
+    let model = "tests/fixtures/resnet_block/model.nn";
+    let weights = "tests/fixtures/resnet_block/weights.safetensors";
+    let input = "tests/fixtures/resnet_block/input_x.npy";
+    let output = nnc(&[
+        "calibrate",
+        model,
+        "--weights",
+        weights,
+        "--input",
+        input,
+        input,
+        "-o",
+        scales,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("calibrated 3 convolution inputs on 2 samples"),
+        "{stdout}"
+    );
+    let json = std::fs::read_to_string(scales).unwrap();
+    for layer in ["layer2.0.conv1", "layer2.0.conv2", "layer2.0.downsample.0"] {
+        assert!(json.contains(&format!("\"{layer}\"")), "{json}");
+    }
+
+    // int8 without a calibration, and a calibration without int8: errors that say what to do.
+    let output = nnc(&[
+        "run",
+        model,
+        "--weights",
+        weights,
+        "--input",
+        input,
+        "--quantize",
+        "int8",
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("nnc calibrate"), "{stderr}");
+    let output = nnc(&[
+        "run",
+        model,
+        "--weights",
+        weights,
+        "--input",
+        input,
+        "--quantize",
+        "q8_0",
+        "--calibration",
+        scales,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--calibration is for --quantize int8"),
+        "{stderr}"
+    );
+
+    let output = nnc(&[
+        "run",
+        model,
+        "--weights",
+        weights,
+        "--input",
+        input,
+        "--quantize",
+        "int8",
+        "--calibration",
+        scales,
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.starts_with("y: f32[1, 32, 8, 8]"), "{stdout}");
+
+    // A sample of the wrong shape is named.
+    let output = nnc(&[
+        "calibrate",
+        model,
+        "--weights",
+        weights,
+        "--input",
+        "tests/fixtures/mlp/input_x.npy",
+        "-o",
+        scales,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("input_x.npy has shape [2, 784]"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(folder).unwrap();
+}

@@ -10,6 +10,7 @@ use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
 use quote::{quote, quote_spanned};
 
+use nnc_compiler::calibration::Calibration;
 use nnc_compiler::syntax::tokens::TokenSource;
 use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, codegen, diagnostics, ir};
 
@@ -21,8 +22,11 @@ use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, codegen, diagnos
 ///
 /// Options come first, as `name = "value"` separated by commas: `quantize = "q4_1"` (or `q8_0`,
 /// `q4_0`) and `quantize_mode = "fast"` (or `exact`, the default) quantize the linear layers'
-/// weights as `nnc compile --quantize` does. Inline source follows the options after a `;`:
-/// `network!(quantize = "q8_0", file = "model.nn")`, `network! { quantize = "q8_0"; network … }`.
+/// weights as `nnc compile --quantize` does; `quantize = "int8"` with `calibration =
+/// "scales.json"` (a path relative to the crate's manifest directory, written by `nnc calibrate`)
+/// runs the 2-D convolutions in int8 as `nnc compile --quantize int8 --calibration` does. Inline
+/// source follows the options after a `;`: `network!(quantize = "q8_0", file = "model.nn")`,
+/// `network! { quantize = "q8_0"; network … }`.
 #[proc_macro]
 pub fn network(input: TokenStream) -> TokenStream {
     let input = TokenStream2::from(input);
@@ -47,6 +51,7 @@ struct Options {
     file: Option<(String, Span)>,
     quantize: Option<(String, Span)>,
     quantize_mode: Option<(String, Span)>,
+    calibration: Option<(String, Span)>,
 }
 
 impl Options {
@@ -59,6 +64,16 @@ impl Options {
                 quote_spanned!(*span=> compile_error!(#message);)
             })?,
         };
+        if let (Some((_, span)), false) = (
+            &self.calibration,
+            self.quantize
+                .as_ref()
+                .is_some_and(|(name, _)| name.eq_ignore_ascii_case("int8")),
+        ) {
+            return Err(
+                quote_spanned!(*span=> compile_error!("`calibration` is for `quantize = \"int8\"`");),
+            );
+        }
         let quantize = match &self.quantize {
             None => {
                 if let Some((_, span)) = &self.quantize_mode {
@@ -68,6 +83,31 @@ impl Options {
                 }
                 None
             }
+            Some((name, span)) if name.eq_ignore_ascii_case("int8") => {
+                let Some((path, calibration_span)) = &self.calibration else {
+                    return Err(
+                        quote_spanned!(*span=> compile_error!("`quantize = \"int8\"` needs `calibration = \"scales.json\"`, the file `nnc calibrate` writes");),
+                    );
+                };
+                let manifest_dir =
+                    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".to_string());
+                let full_path = std::path::Path::new(&manifest_dir).join(path);
+                let calibration = std::fs::read_to_string(&full_path)
+                    .map_err(|error| error.to_string())
+                    .and_then(|text| Calibration::from_json(&text))
+                    .map_err(|error| {
+                        let message = format!("{}: {error}", full_path.display());
+                        quote_spanned!(*calibration_span=> compile_error!(#message);)
+                    })?;
+                return Ok(FrontendOptions {
+                    quantize: Some(ir::Quantization {
+                        format: QuantFormat::Q8_0,
+                        mode,
+                    }),
+                    int8_convs: Some(calibration),
+                    ..Default::default()
+                });
+            }
             Some((name, span)) => {
                 let format = QuantFormat::from_name(name).ok_or_else(|| {
                     let names: Vec<String> = QuantFormat::ALL
@@ -75,7 +115,7 @@ impl Options {
                         .map(|format| format!("\"{}\"", format.name()))
                         .collect();
                     let message = format!(
-                        "the quantize formats are {}, not \"{name}\"",
+                        "the quantize formats are {}, \"int8\", not \"{name}\"",
                         names.join(", ")
                     );
                     quote_spanned!(*span=> compile_error!(#message);)
@@ -115,11 +155,12 @@ fn options(input: TokenStream2) -> Result<(Options, TokenStream2), TokenStream2>
             "file" => &mut options.file,
             "quantize" => &mut options.quantize,
             "quantize_mode" => &mut options.quantize_mode,
+            "calibration" => &mut options.calibration,
             // `.nn` source never starts with `name = "…"`, so this is a misspelt option.
             _ if position == 0 && value.is_none() => break,
             other => {
                 let message = format!(
-                    "unknown option `{other}`: the options are `file`, `quantize` and `quantize_mode`"
+                    "unknown option `{other}`: the options are `file`, `quantize`, `quantize_mode` and `calibration`"
                 );
                 let span = key.span();
                 return Err(quote_spanned!(span=> compile_error!(#message);));

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use nnc_compiler::calibration::Calibration;
 use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, compile_to_ir, ir};
 
 fn main() {
@@ -95,6 +96,31 @@ fn main() {
         let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
         write_module(&mut modules, &module, &dir.join("small_llama.rs"), &graph);
     }
+    // The small CNN with its 2-D convolutions in int8, calibrated by the checked-in
+    // `small_cnn.calibration.json` (which `tests/int8.rs` checks is current): `int8_small_cnn`.
+    let cnn = nnc_test_support::codegen_models()
+        .into_iter()
+        .find(|model| model.name == "small_cnn")
+        .expect("tests/codegen/models/small_cnn.nn");
+    let calibration_path = cnn.path.with_extension("calibration.json");
+    println!("cargo:rerun-if-changed={}", calibration_path.display());
+    let calibration = Calibration::from_json(&std::fs::read_to_string(&calibration_path).unwrap())
+        .unwrap_or_else(|error| panic!("{}: {error}", calibration_path.display()));
+    let module = "int8_small_cnn";
+    let dir = out_dir.join(module);
+    std::fs::create_dir_all(&dir).unwrap();
+    nnc_compiler::Builder::new()
+        .out_dir(&dir)
+        .quantize_int8(calibration.clone(), QuantizedMode::Exact)
+        .compile(&[&cnn.path])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let options = FrontendOptions {
+        int8_convs: Some(calibration),
+        ..Default::default()
+    };
+    let source = std::fs::read_to_string(&cnn.path).unwrap();
+    let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
+    write_module(&mut modules, module, &dir.join("small_cnn.rs"), &graph);
     std::fs::write(out_dir.join("models.rs"), modules + &table).unwrap();
 }
 

@@ -12,6 +12,7 @@ use nnc_ops::AttentionShape;
 use nnc_ops::BinaryOp;
 use nnc_ops::ElementwiseStep;
 use nnc_ops::RopeConvention;
+use nnc_ops::quant::ActivationQuantization;
 use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 use nnc_ops::{Conv1dOptions, Conv2dOptions};
 use nnc_ops::{QuantFormat, QuantizedMode};
@@ -52,6 +53,7 @@ to_rust_from_debug! {
     AttentionShape => quote!(k::attention::);
     QuantFormat => quote!(k::quantized::QuantFormat::);
     QuantizedMode => quote!(k::quantized::QuantizedMode::);
+    ActivationQuantization => quote!(k::int8::);
 }
 
 impl ToRust for ElementwiseStep {

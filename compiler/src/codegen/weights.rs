@@ -35,6 +35,14 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
             storage: WeightStorage::Quantized(_),
             ..
         } => quote!(k::quantized::QuantizedLinear),
+        Preparation::Linear {
+            storage: WeightStorage::Int8(_),
+            ..
+        } => unreachable!("prepared_type: linear weights are never stored in int8"),
+        Preparation::Conv2d {
+            storage: WeightStorage::Int8(_),
+            ..
+        } => quote!(k::int8::PackedConv2dInt8),
         Preparation::Conv1d { .. } => quote!(k::conv::PackedConv1d),
         Preparation::Conv2d {
             layout: ConvLayout::Nchw,
@@ -183,6 +191,9 @@ impl Generator<'_> {
                             quote!(k::linear::PackedLinear::new(#weight, #out_features, #in_features, #bias))
                         })
                     }
+                    WeightStorage::Int8(_) => {
+                        unreachable!("preparation_code: linear weights are never stored in int8")
+                    }
                     WeightStorage::Quantized(quantization) => {
                         let (format, mode) = (quantization.format.to_rust(), quantization.mode.to_rust());
                         self.packed_layer(weights, *activation, &at, |weight, bias| {
@@ -212,6 +223,22 @@ impl Generator<'_> {
                 layout,
                 weights,
                 activation,
+                storage: WeightStorage::Int8(int8),
+            } => {
+                let (weight_shape, options) = (literal_list(weight_shape), options.to_rust());
+                let channels_last = *layout == ConvLayout::ChannelsLast;
+                let input = int8.input.to_rust();
+                self.packed_layer(weights, *activation, &at, |weight, bias| {
+                    quote!(k::int8::PackedConv2dInt8::new(#weight, #weight_shape, #bias, #options, #channels_last, #input))
+                })
+            }
+            Preparation::Conv2d {
+                weight_shape,
+                options,
+                layout,
+                weights,
+                activation,
+                storage: _,
             } => {
                 let (weight_shape, options) = (literal_list(weight_shape), options.to_rust());
                 let packed = match layout {

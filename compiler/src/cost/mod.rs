@@ -102,8 +102,18 @@ impl CostTable {
 /// The bytes the model keeps of `param`: see [`CostTotals::weight_bytes`].
 fn stored_bytes(graph: &Graph, param: &crate::ir::ParamData) -> u64 {
     let f32_bytes = graph.ty(param.value).size_in_bytes();
-    let crate::ir::WeightStorage::Quantized(quantization) = param.storage else {
-        return f32_bytes;
+    let quantization = match param.storage {
+        crate::ir::WeightStorage::F32 => return f32_bytes,
+        // One byte a value, and an f32 scale per output channel (the weight's first axis).
+        crate::ir::WeightStorage::Int8(_) => {
+            let shape = &graph.ty(param.value).shape;
+            let channels = shape.first().copied().unwrap_or(1) as u64;
+            return graph
+                .ty(param.value)
+                .element_count()
+                .saturating_add(channels.saturating_mul(4));
+        }
+        crate::ir::WeightStorage::Quantized(quantization) => quantization,
     };
     let format = quantization.format;
     let elements = graph.ty(param.value).element_count();

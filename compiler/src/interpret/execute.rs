@@ -60,31 +60,33 @@ impl Interpreter<'_> {
             (
                 KernelCall::Conv2d {
                     input_shape,
-                    layout: ConvLayout::Nchw,
+                    layout,
                     residual: r,
                 },
-                Some(Prepared::Conv2d(conv)),
-            ) => match residual(*r) {
-                Some(residual) => {
-                    conv.forward_residual(x(0), *input_shape, residual, &mut output, workspace)?
+                Some(prepared),
+            ) if prepared.as_conv2d().is_some() => {
+                let conv = prepared.as_conv2d().expect("checked by the guard");
+                match layout {
+                    ConvLayout::Nchw => match residual(*r) {
+                        Some(residual) => conv.forward_residual(
+                            x(0),
+                            *input_shape,
+                            residual,
+                            &mut output,
+                            workspace,
+                        )?,
+                        None => conv.forward(x(0), *input_shape, &mut output, workspace)?,
+                    },
+                    ConvLayout::ChannelsLast => conv_through_nchw(
+                        conv,
+                        x(0),
+                        *input_shape,
+                        residual(*r),
+                        &mut output,
+                        workspace,
+                    )?,
                 }
-                None => conv.forward(x(0), *input_shape, &mut output, workspace)?,
-            },
-            (
-                KernelCall::Conv2d {
-                    input_shape,
-                    layout: ConvLayout::ChannelsLast,
-                    residual: r,
-                },
-                Some(Prepared::Conv2d(conv)),
-            ) => conv_through_nchw(
-                conv,
-                x(0),
-                *input_shape,
-                residual(*r),
-                &mut output,
-                workspace,
-            )?,
+            }
             (KernelCall::MatMul { a_shape, b_shape }, None) => kernels::matmul::matmul(
                 TensorRef::new(x(0), a_shape)?,
                 TensorRef::new(x(1), b_shape)?,
@@ -415,8 +417,59 @@ fn four_dims(shape: &[usize]) -> [usize; 4] {
         .expect("execute: channels-last inputs are 4-D")
 }
 
+/// A 2-D convolution over NCHW images, f32 or int8.
+pub(super) trait NchwConv2d {
+    fn output_shape(&self, input_shape: [usize; 4]) -> Result<[usize; 4], KernelError>;
+    fn forward(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut conv::ConvWorkspace,
+    ) -> Result<(), KernelError>;
+    fn forward_residual(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: &[f32],
+        output: &mut [f32],
+        workspace: &mut conv::ConvWorkspace,
+    ) -> Result<(), KernelError>;
+}
+
+macro_rules! nchw_conv2d {
+    ($($layer:ty),*) => {$(
+        impl NchwConv2d for $layer {
+            fn output_shape(&self, input_shape: [usize; 4]) -> Result<[usize; 4], KernelError> {
+                <$layer>::output_shape(self, input_shape)
+            }
+            fn forward(
+                &self,
+                input: &[f32],
+                input_shape: [usize; 4],
+                output: &mut [f32],
+                workspace: &mut conv::ConvWorkspace,
+            ) -> Result<(), KernelError> {
+                <$layer>::forward(self, input, input_shape, output, workspace)
+            }
+            fn forward_residual(
+                &self,
+                input: &[f32],
+                input_shape: [usize; 4],
+                residual: &[f32],
+                output: &mut [f32],
+                workspace: &mut conv::ConvWorkspace,
+            ) -> Result<(), KernelError> {
+                <$layer>::forward_residual(self, input, input_shape, residual, output, workspace)
+            }
+        }
+    )*};
+}
+
+nchw_conv2d!(conv::PackedConv2d, kernels::int8::PackedConv2dInt8);
+
 fn conv_through_nchw(
-    conv: &conv::PackedConv2d,
+    conv: &dyn NchwConv2d,
     input: &[f32],
     [batch, height, width, channels]: [usize; 4],
     residual: Option<&[f32]>,

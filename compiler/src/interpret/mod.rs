@@ -178,10 +178,25 @@ impl<'g> Interpreter<'g> {
         }
     }
 
+    /// The graph this interpreter runs.
+    pub fn graph(&self) -> &'g Graph {
+        self.graph
+    }
+
     /// Runs the network on named inputs and returns its named outputs.
     pub fn run(
         &self,
         inputs: &[(&str, Tensor)],
+    ) -> Result<Vec<(String, ArrayD<f32>)>, InterpretError> {
+        self.run_observing(inputs, &mut |_, _| {})
+    }
+
+    /// [`Interpreter::run`], showing `observe` each node with its first input, when that input
+    /// is f32, just before the node runs (calibration records ranges this way).
+    pub fn run_observing(
+        &self,
+        inputs: &[(&str, Tensor)],
+        observe: &mut dyn FnMut(&ir::NodeData, &[f32]),
     ) -> Result<Vec<(String, ArrayD<f32>)>, InterpretError> {
         let graph = self.graph;
         let mut buffers: HashMap<ir::Value, Buffer> = HashMap::new();
@@ -224,6 +239,11 @@ impl<'g> Interpreter<'g> {
         let mut workspace = conv::ConvWorkspace::new();
         for (node, data) in graph.nodes.iter() {
             let (call, prepared) = &self.calls[node.index()];
+            if let Some(Buffer::F32(input)) =
+                data.inputs.first().and_then(|input| buffers.get(input))
+            {
+                observe(data, input);
+            }
             let output = self
                 .execute(data, call, prepared.as_ref(), &buffers, &mut workspace)
                 .map_err(|source| InterpretError::Kernel {

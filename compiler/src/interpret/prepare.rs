@@ -3,7 +3,7 @@
 
 use nnc_runtime::KernelError;
 use nnc_runtime::kernels::quantized::{QuantizedLinear, QuantizedMatrix};
-use nnc_runtime::kernels::{conv, linear::PackedLinear, norm, rope};
+use nnc_runtime::kernels::{conv, int8, linear::PackedLinear, norm, rope};
 
 use super::Interpreter;
 use crate::ir::WeightStorage;
@@ -18,8 +18,21 @@ pub(super) enum Prepared {
     /// channels-last convolution through the NCHW kernel between layout changes, so that -O2 is
     /// checked against a different kernel.
     Conv2d(conv::PackedConv2d),
+    /// An int8 2-D convolution, over NCHW images like [`Prepared::Conv2d`].
+    Conv2dInt8(int8::PackedConv2dInt8),
     BatchNorm(norm::BatchNorm),
     Rope(rope::RopeTable),
+}
+
+impl Prepared {
+    /// The 2-D convolution this is, f32 or int8.
+    pub(super) fn as_conv2d(&self) -> Option<&dyn super::execute::NchwConv2d> {
+        match self {
+            Prepared::Conv2d(conv) => Some(conv),
+            Prepared::Conv2dInt8(conv) => Some(conv),
+            _ => None,
+        }
+    }
 }
 
 impl Interpreter<'_> {
@@ -43,6 +56,9 @@ impl Interpreter<'_> {
                             bias.as_deref(),
                         )?;
                         Prepared::Linear(linear.with_activation(*activation))
+                    }
+                    WeightStorage::Int8(_) => {
+                        unreachable!("prepare: linear weights are never stored in int8")
                     }
                     WeightStorage::Quantized(quantization) => {
                         let weight = QuantizedMatrix::quantize(
@@ -74,11 +90,34 @@ impl Interpreter<'_> {
                 layout: _,
                 weights,
                 activation,
+                storage,
             } => {
                 let (weight, bias) = self.fold_layer_weights(weights)?;
-                let conv =
-                    conv::PackedConv2d::new(&weight, *weight_shape, bias.as_deref(), *options)?;
-                Prepared::Conv2d(conv.with_activation(*activation))
+                match storage {
+                    WeightStorage::F32 => {
+                        let conv = conv::PackedConv2d::new(
+                            &weight,
+                            *weight_shape,
+                            bias.as_deref(),
+                            *options,
+                        )?;
+                        Prepared::Conv2d(conv.with_activation(*activation))
+                    }
+                    WeightStorage::Int8(int8) => {
+                        let conv = int8::PackedConv2dInt8::new(
+                            &weight,
+                            *weight_shape,
+                            bias.as_deref(),
+                            *options,
+                            false,
+                            int8.input,
+                        )?;
+                        Prepared::Conv2dInt8(conv.with_activation(*activation))
+                    }
+                    WeightStorage::Quantized(_) => {
+                        unreachable!("prepare: conv weights are never stored in a block format")
+                    }
+                }
             }
             Preparation::BatchNorm { parameters } => {
                 let params = norm::BatchNormParams {

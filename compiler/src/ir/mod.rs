@@ -94,7 +94,7 @@ pub enum ParamInit {
     Zeros,
 }
 
-/// How the layers that prepare a weight at load time (linear layers) store it.
+/// How the layers that prepare a weight at load time (linear and conv layers) store it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum WeightStorage {
     /// 32-bit floats, as loaded.
@@ -102,6 +102,38 @@ pub enum WeightStorage {
     F32,
     /// Quantized to a block format at load time (see `nnc_runtime::kernels::quantized`).
     Quantized(Quantization),
+    /// A 2-D convolution's weight quantized per output channel to symmetric int8 at load time,
+    /// run in integers on its input quantized to u8 with a calibrated scale (see
+    /// `nnc_runtime::kernels::int8`).
+    Int8(Int8Conv),
+}
+
+/// What an int8 convolution knows at compile time: how its input is quantized, as calibrated.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8Conv {
+    pub input: nnc_ops::quant::ActivationQuantization,
+}
+
+// Equality and hashing by bits: the scale is a calibrated constant, never NaN, and two layers
+// share code (rolled loops) only if their constants are identical.
+impl PartialEq for Int8Conv {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Int8Conv {}
+
+impl std::hash::Hash for Int8Conv {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl Int8Conv {
+    fn key(&self) -> (u32, u8) {
+        (self.input.scale.to_bits(), self.input.zero_point)
+    }
 }
 
 /// A block format and how layers multiply by weights stored in it.
@@ -123,6 +155,11 @@ impl std::fmt::Display for WeightStorage {
                     nnc_ops::quant::QuantizedMode::Exact => "",
                     nnc_ops::quant::QuantizedMode::Fast => " fast",
                 }
+            ),
+            WeightStorage::Int8(int8) => write!(
+                formatter,
+                "int8 (input scale {:e}, zero point {})",
+                int8.input.scale, int8.input.zero_point
             ),
         }
     }

@@ -46,6 +46,9 @@ pub struct LowerOptions {
     pub dims: Vec<(String, i64)>,
     /// Quantize the weights of the linear layers at load time (`--quantize`); see `quantize.rs`.
     pub quantize: Option<ir::Quantization>,
+    /// Run the 2-D convolutions in int8, their inputs quantized with the ranges of this
+    /// calibration (`--quantize int8 --calibration FILE`); see `quantize.rs`.
+    pub int8_convs: Option<crate::calibration::Calibration>,
 }
 
 /// Lowers every network of `file`.
@@ -59,6 +62,31 @@ pub fn lower(file: &ast::File, options: &LowerOptions) -> Result<Module, Diagnos
         {
             if let Some(quantization) = options.quantize {
                 quantize::quantize_linear_weights(&mut graph, quantization);
+            }
+            if let Some(calibration) = &options.int8_convs
+                && let Err(missing) = quantize::quantize_conv_weights(&mut graph, calibration)
+            {
+                let shown: Vec<String> = missing
+                    .iter()
+                    .take(5)
+                    .map(|name| format!("`{name}`"))
+                    .collect();
+                let more = if missing.len() > shown.len() {
+                    format!(" and {} more", missing.len() - shown.len())
+                } else {
+                    String::new()
+                };
+                lowerer.errors.push(
+                    Diagnostic::error(
+                        network.name.span,
+                        format!(
+                            "network `{}`: the calibration has no input range for {}{more}",
+                            graph.name,
+                            shown.join(", ")
+                        ),
+                    )
+                    .with_hint("calibrate this model and these dimensions: `nnc calibrate MODEL --weights W --input SAMPLE.npy -o scales.json`"),
+                );
             }
             module.networks.push(graph);
         }

@@ -10,7 +10,8 @@
 //! token table of 4-bit models in 8 bits: as the tied head it decides every logit, and 4 bits
 //! there cost far more accuracy than in any one layer (SmolLM2-135M: see docs/weights.md).
 
-use crate::ir::{Graph, Op, Quantization, ValueDef, WeightStorage};
+use crate::calibration::{Calibration, is_int8_conv};
+use crate::ir::{Graph, Int8Conv, Op, Quantization, ValueDef, WeightStorage};
 use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat};
 
 /// Marks the weights of `graph`'s linear layers for `quantization`; returns how many it marked.
@@ -48,4 +49,45 @@ pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantizat
         });
     }
     marked.len()
+}
+
+/// Marks the weight of every int8-eligible convolution ([`is_int8_conv`]) of `graph` for int8,
+/// its input quantized as `calibration` says; returns how many it marked, or the layers the
+/// calibration does not know (then nothing is marked).
+///
+/// A weight read by anything but its one convolution stays f32: the int8 kernel owns its copy.
+pub(super) fn quantize_conv_weights(
+    graph: &mut Graph,
+    calibration: &Calibration,
+) -> Result<usize, Vec<String>> {
+    let mut marked = Vec::new();
+    let mut missing = Vec::new();
+    for (_, node) in graph.nodes.iter() {
+        if !is_int8_conv(graph, node) {
+            continue;
+        }
+        let weight = node.inputs[1];
+        let ValueDef::Param(param) = graph.values[weight].def else {
+            continue;
+        };
+        let readers = graph
+            .nodes
+            .iter()
+            .filter(|(_, other)| other.inputs.contains(&weight))
+            .count();
+        if readers != 1 {
+            continue;
+        }
+        match calibration.input_quantization(&node.name) {
+            Some(input) => marked.push((param, input)),
+            None => missing.push(node.name.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    for &(param, input) in &marked {
+        graph.params[param].storage = WeightStorage::Int8(Int8Conv { input });
+    }
+    Ok(marked.len())
 }

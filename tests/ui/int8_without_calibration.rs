@@ -1,0 +1,3 @@
+nnc::network!(quantize = "int8", file = "examples/resnet18.nn");
+
+fn main() {}
