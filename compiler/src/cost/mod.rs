@@ -135,9 +135,11 @@ pub fn storage_name(storage: WeightStorage) -> &'static str {
     }
 }
 
-/// Bytes of `elements` weight elements in `storage`. Quantized rows are whole blocks (the
-/// quantizer only marks such weights), so a tensor is `elements / BLOCK_LENGTH` blocks.
-pub fn storage_bytes(storage: WeightStorage, elements: u64) -> u64 {
+/// Bytes of a weight of `shape` in `storage`. Quantized rows are whole blocks (the quantizer
+/// only marks such weights), so a tensor is `elements / BLOCK_LENGTH` blocks. (A storage with
+/// per-channel scales, the first axis being the channels, adds them here.)
+pub fn storage_bytes(storage: WeightStorage, shape: &[usize]) -> u64 {
+    let elements: u64 = shape.iter().map(|&dim| dim as u64).product();
     match storage {
         WeightStorage::F32 => elements.saturating_mul(DType::F32.size_in_bytes()),
         WeightStorage::Quantized(quantization) => (elements / nnc_ops::quant::BLOCK_LENGTH as u64)
@@ -178,10 +180,9 @@ pub fn resident_copies(graph: &Graph, param: &ParamData) -> Vec<WeightStorage> {
 
 /// The bytes the model keeps of `param`: see [`CostTotals::weight_bytes`].
 fn stored_bytes(graph: &Graph, param: &ParamData) -> u64 {
-    let elements = graph.ty(param.value).element_count();
     resident_copies(graph, param)
         .into_iter()
-        .map(|storage| storage_bytes(storage, elements))
+        .map(|storage| storage_bytes(storage, &graph.ty(param.value).shape))
         .fold(0, u64::saturating_add)
 }
 
@@ -208,7 +209,9 @@ pub fn weight_storage(graph: &Graph) -> Vec<StorageSize> {
             let size = &mut sizes[index];
             size.tensors += 1;
             size.elements = size.elements.saturating_add(elements);
-            size.bytes = size.bytes.saturating_add(storage_bytes(storage, elements));
+            size.bytes = size
+                .bytes
+                .saturating_add(storage_bytes(storage, &graph.ty(param.value).shape));
         }
     }
     sizes.sort_by_key(|size| (size.storage != "f32", size.storage));
@@ -217,37 +220,36 @@ pub fn weight_storage(graph: &Graph) -> Vec<StorageSize> {
 
 /// Bytes of weights one decode step reads, when `is_step` tells the nodes that run in every step
 /// (those that depend on the new token): every weight such a node reads, once, as stored. A
-/// linear layer streams its weight in its storage; an embedding lookup reads one row per token
-/// (`tokens` rows: the step's tokens times the batch); every other op (norms, biases folded
-/// elsewhere, convs) reads its weights whole, in f32. A weight read two ways (a tied table:
+/// linear layer or convolution streams its weight in its storage; an embedding lookup reads one
+/// row per token (`tokens` rows: the step's tokens times the batch); every other op (norms)
+/// reads its weights whole, in f32. A weight read two ways (a tied table:
 /// looked up, and streamed by the head) counts both reads. Weights only an encoder reads (run
 /// once per source) are not counted.
 pub fn weight_bytes_per_step(graph: &Graph, is_step: impl Fn(Node) -> bool, tokens: u64) -> u64 {
     let mut total: u64 = 0;
     for (_, param) in graph.params.iter() {
         let ty = graph.ty(param.value);
-        let elements = ty.element_count();
         let (mut streamed, mut looked_up, mut read_whole) = (false, false, false);
         for (node, data) in graph.nodes.iter() {
             if !is_step(node) || !data.inputs.contains(&param.value) {
                 continue;
             }
             match data.op {
-                Op::Linear { .. } if data.inputs[1] == param.value => streamed = true,
+                Op::Linear { .. } | Op::Conv(_) if data.inputs[1] == param.value => streamed = true,
                 Op::Embedding | Op::PositionEmbedding => looked_up = true,
                 _ => read_whole = true,
             }
         }
         if streamed {
-            total = total.saturating_add(storage_bytes(param.storage, elements));
+            total = total.saturating_add(storage_bytes(param.storage, &ty.shape));
         }
         if looked_up {
             let rows = ty.shape.first().copied().unwrap_or(1).max(1) as u64;
-            let row_bytes = storage_bytes(WeightStorage::F32, elements / rows);
+            let row_bytes = storage_bytes(WeightStorage::F32, ty.shape.get(1..).unwrap_or(&[]));
             total = total.saturating_add(row_bytes.saturating_mul(tokens.min(rows)));
         }
         if read_whole {
-            total = total.saturating_add(storage_bytes(WeightStorage::F32, elements));
+            total = total.saturating_add(storage_bytes(WeightStorage::F32, &ty.shape));
         }
     }
     total
