@@ -160,14 +160,16 @@ pub fn multiplies_in_integers(storage: WeightStorage) -> bool {
 }
 
 /// The storages `param` is resident in once the model is loaded: its own, plus f32 when it is
-/// quantized but some operation other than a linear layer (a tied embedding lookup) reads it as
-/// a tensor, which keeps the f32 table beside the linear layer's quantized copy.
+/// quantized but some operation other than a linear layer or convolution (a tied embedding
+/// lookup) reads it as a tensor, which keeps the f32 table beside the layer's quantized copy.
 pub fn resident_copies(graph: &Graph, param: &ParamData) -> Vec<WeightStorage> {
     match param.storage {
         WeightStorage::F32 => vec![WeightStorage::F32],
         quantized => {
+            // The layers that prepare a weight (linear, conv) keep only their stored copy.
             let read_as_f32 = graph.nodes.iter().any(|(_, node)| {
-                !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&param.value)
+                !matches!(node.op, Op::Linear { .. } | Op::Conv(_))
+                    && node.inputs.contains(&param.value)
             });
             if read_as_f32 {
                 vec![quantized, WeightStorage::F32]
