@@ -50,7 +50,7 @@ fn report_prints_a_table_json_and_markdown() {
         .args(["report", "--format", "json"])
         .arg(example("mlp.nn")));
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(value["schema_version"], 1);
+    assert_eq!(value["schema_version"], 2);
     assert_eq!(value["totals"]["parameters"], 203_530);
 
     let markdown = run(nnc()
@@ -68,6 +68,33 @@ fn report_prints_a_table_json_and_markdown() {
     let value: serde_json::Value = serde_json::from_str(&optimized).unwrap();
     assert!(value["totals"]["layers"].as_u64().unwrap() <= 3);
     assert_eq!(value["totals"]["parameters"], 203_530);
+}
+
+#[test]
+fn report_shows_quantized_sizes_and_integer_macs() {
+    let table = run(nnc().arg("report").arg(example("llama_decoder.nn")).args([
+        "--quantize",
+        "q4_1",
+        "--quantize-mode",
+        "fast",
+    ]));
+    for line in [
+        "Model size:               209,822,976 bytes (200.10 MiB) of mixed weights",
+        "  in q4_1:                66,355,200 bytes (63.28 MiB) in 210 tensors",
+        "  in q8_0:                30,081,024 bytes (28.69 MiB) in 1 tensors",
+        "Weights read per token:   96,579,072 bytes (92.10 MiB)",
+        "OPS (integer):",
+    ] {
+        assert!(table.contains(line), "no `{line}` in:\n{table}");
+    }
+    let json = run(nnc()
+        .args(["report", "--format", "json", "--quantize", "q4_1"])
+        .arg(example("llama_decoder.nn")));
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["totals"]["weight_bytes_per_token"], 96_579_072);
+    assert_eq!(value["totals"]["weight_storage"][1]["storage"], "q4_1");
+    // The exact mode multiplies in f32.
+    assert_eq!(value["totals"]["integer_macs"], 0);
 }
 
 #[test]

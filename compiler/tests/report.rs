@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use nnc_compiler::codegen;
 use nnc_compiler::ir::{Graph, SecondaryMap};
 use nnc_compiler::report::{self, FusionGroups, ReportOptions, chart, graph_view, table};
-use nnc_compiler::{FrontendOptions, compile_to_ir};
+use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, compile_to_ir};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -25,6 +25,142 @@ fn example(name: &str) -> Graph {
 
 fn build(graph: &Graph) -> report::Report {
     report::build(graph, &codegen::plan(graph), &ReportOptions::default())
+}
+
+/// The first network of `source`, with its linear layers quantized as `--quantize` would.
+fn quantized(source: &str, format: QuantFormat, mode: QuantizedMode) -> Graph {
+    let options = FrontendOptions {
+        quantize: Some(nnc_compiler::ir::Quantization { format, mode }),
+        ..FrontendOptions::default()
+    };
+    compile_to_ir(source, &options).unwrap().networks.remove(0)
+}
+
+/// fc1's rows (64) are two blocks of 32, so its weight is quantized; fc2's (48) are not whole
+/// blocks, so it stays f32.
+const SMALL_QUANTIZABLE: &str = "
+network small(x: f32[batch, 64]) -> (y: f32[batch, 10]) where batch = 1 {
+    h = linear(x, 48) as fc1
+    h = relu(h)
+    y = linear(h, 10) as fc2
+}
+";
+
+#[test]
+fn a_small_quantized_model_counted_by_hand() {
+    let graph = quantized(SMALL_QUANTIZABLE, QuantFormat::Q4_1, QuantizedMode::Fast);
+    let totals = build(&graph).totals;
+    // f32: fc1.bias [48], fc2.weight [10, 48], fc2.bias [10]; q4_1: fc1.weight [48, 64], 96
+    // blocks of 20 bytes (two f16 for scale and minimum, 16 bytes of nibbles).
+    let storages: Vec<(&str, usize, u64, u64)> = totals
+        .weight_storage
+        .iter()
+        .map(|size| (size.storage, size.tensors, size.elements, size.bytes))
+        .collect();
+    assert_eq!(
+        storages,
+        [
+            ("f32", 3, 48 + 480 + 10, (48 + 480 + 10) * 4),
+            ("q4_1", 1, 48 * 64, 48 * 64 / 32 * 20),
+        ]
+    );
+    assert_eq!(totals.weight_bytes, 538 * 4 + 1920);
+    assert_eq!(totals.weight_dtype, "mixed");
+    assert_eq!(totals.weight_bytes_per_token, None);
+    // fc1 multiplies in integers (fast mode); fc2 in f32.
+    assert_eq!(totals.integer_macs, 48 * 64);
+    assert_eq!(totals.float_macs, 10 * 48);
+    assert_eq!(totals.macs, 48 * 64 + 10 * 48);
+    assert_eq!(totals.ops, 2 * 48 * 64);
+    // 2 x float MACs, fc1's bias adds, the ReLU, fc2's bias adds.
+    assert_eq!(totals.flops, 2 * 480 + 48 + 48 + 10);
+
+    // The exact mode stores the same bytes but multiplies in f32.
+    let exact = build(&quantized(
+        SMALL_QUANTIZABLE,
+        QuantFormat::Q4_1,
+        QuantizedMode::Exact,
+    ))
+    .totals;
+    assert_eq!(exact.weight_bytes, totals.weight_bytes);
+    assert_eq!((exact.integer_macs, exact.ops), (0, 0));
+    assert_eq!(exact.flops, 2 * (48 * 64 + 480) + 48 + 48 + 10);
+
+    // Q8_0: 34-byte blocks.
+    let q8 = build(&quantized(
+        SMALL_QUANTIZABLE,
+        QuantFormat::Q8_0,
+        QuantizedMode::Exact,
+    ))
+    .totals;
+    assert_eq!(q8.weight_bytes, 538 * 4 + 48 * 64 / 32 * 34);
+    assert_eq!(q8.weight_storage[1].storage, "q8_0");
+
+    // Unquantized: everything f32, one storage, named as before.
+    let f32_totals = build(&example_source(SMALL_QUANTIZABLE)).totals;
+    assert_eq!(f32_totals.weight_dtype, "f32");
+    assert_eq!(f32_totals.weight_storage.len(), 1);
+    assert_eq!(f32_totals.weight_bytes, (538 + 3072) * 4);
+}
+
+fn example_source(source: &str) -> Graph {
+    compile_to_ir(source, &FrontendOptions::default())
+        .unwrap()
+        .networks
+        .remove(0)
+}
+
+#[test]
+fn decoder_weight_bytes_per_token_by_hand() {
+    // SmolLM2-135M's shape: 30 layers, hidden 576, 9 query heads and 3 key/value heads of 64,
+    // FFN 1536, vocabulary 49,152, the head tied to the token table.
+    let (layers, hidden, kv, ffn, vocab) = (30u64, 576u64, 3 * 64u64, 1536u64, 49_152u64);
+    let linear_per_layer = 2 * hidden * hidden + 2 * kv * hidden + 3 * ffn * hidden;
+    let norms = (2 * layers + 1) * hidden;
+    let source = std::fs::read_to_string(workspace().join("examples/llama_decoder.nn")).unwrap();
+
+    // f32: every weight once, and the token's row of the table on top of the head's whole table.
+    let f32_totals = build(&example("llama_decoder.nn")).totals;
+    let all_f32 = (layers * linear_per_layer + norms + vocab * hidden) * 4;
+    assert_eq!(f32_totals.weight_bytes, all_f32);
+    assert_eq!(
+        f32_totals.weight_bytes_per_token,
+        Some(all_f32 + hidden * 4)
+    );
+
+    // Q4_1: the layers' linear weights in 20-byte blocks, the tied head in Q8_0 (34-byte
+    // blocks), the norms in f32, and one f32 row of the table, which stays resident in f32 for
+    // the lookup beside its Q8_0 copy.
+    let totals = build(&quantized(&source, QuantFormat::Q4_1, QuantizedMode::Fast)).totals;
+    let q4_1 = layers * linear_per_layer / 32 * 20;
+    let head_q8_0 = vocab * hidden / 32 * 34;
+    assert_eq!(
+        totals.weight_bytes_per_token,
+        Some(q4_1 + head_q8_0 + norms * 4 + hidden * 4)
+    );
+    assert_eq!(totals.weight_bytes_per_token, Some(96_579_072));
+    assert_eq!(
+        totals.weight_bytes,
+        q4_1 + head_q8_0 + (norms + vocab * hidden) * 4
+    );
+    let storages: Vec<&str> = totals
+        .weight_storage
+        .iter()
+        .map(|size| size.storage)
+        .collect();
+    assert_eq!(storages, ["f32", "q4_1", "q8_0"]);
+    // Every linear layer multiplies in integers; attention's QKᵀ and AV stay float.
+    assert_eq!(totals.float_macs + totals.integer_macs, totals.macs);
+    assert_eq!(
+        totals.integer_macs,
+        64 * (layers * linear_per_layer + vocab * hidden)
+    );
+
+    // Networks without a KV cache have no per-token figure.
+    assert_eq!(
+        build(&example("mlp.nn")).totals.weight_bytes_per_token,
+        None
+    );
 }
 
 #[test]
@@ -115,7 +251,7 @@ fn the_json_schema_is_documented_field_by_field() {
         "fields in the JSON but not in docs/cost-model.md: {undocumented:?}; \
          documented but not in the JSON: {missing:?}"
     );
-    assert_eq!(report::SCHEMA_VERSION, 1);
+    assert_eq!(report::SCHEMA_VERSION, 2);
 }
 
 #[test]

@@ -135,6 +135,28 @@ pub fn is_decoder_step(graph: &Graph) -> bool {
     Decoding::of(graph, 1).is_some()
 }
 
+/// Which nodes of `graph` run in every decode step (they depend on the token), by node index, if
+/// `graph` is a decoder with a KV cache at the sequence length it was built with (batch 1): for
+/// the cost report's weight bytes per generated token. Nodes that do not depend on the token
+/// (an encoder) run once per source.
+pub fn decode_step_nodes(graph: &Graph) -> Option<Vec<bool>> {
+    graph.inputs.iter().find_map(|input| {
+        let ty = graph.ty(input.value);
+        let [1, tokens] = ty.shape[..] else {
+            return None;
+        };
+        let decoding = Decoding::of(graph, tokens)?;
+        let varies = token_dependent(graph, graph.inputs[decoding.token_input].value);
+        Some(
+            graph
+                .nodes
+                .iter()
+                .map(|(_, data)| varies[data.outputs[0].index()])
+                .collect(),
+        )
+    })
+}
+
 /// The most tokens a prefill step of the decoder with one-token graph `step` takes at once, if
 /// it can take several: decoder-only networks prefill in chunks of [`PREFILL_CHUNK`] tokens (fewer
 /// when a rolling window or the context is smaller), compiled as a second graph with the

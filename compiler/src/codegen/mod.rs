@@ -35,7 +35,7 @@ mod tokens;
 mod weights;
 
 pub use decoder::generate_decoder_tokens;
-pub use decoding::{PREFILL_CHUNK, is_decoder_step, prefill_chunk_len};
+pub use decoding::{PREFILL_CHUNK, decode_step_nodes, is_decoder_step, prefill_chunk_len};
 pub use memory::{MemoryPlan, Slot, plan};
 
 use proc_macro2::{TokenStream, TokenTree};

@@ -12,6 +12,11 @@
 //!   Moving data (reshape, transpose, concat, slice, embedding lookups) costs no FLOPs.
 //! - Attention scores only the (query, key) pairs its mask keeps, counted exactly by
 //!   [`attention::kept_pairs`].
+//! - A contraction whose weights are stored so that it multiplies in integers (quantized weights
+//!   in the fast mode) counts integer MACs; its `2 × MACs` are OPS, not FLOPs
+//!   ([`multiplies_in_integers`]).
+//! - Weights count in the storage they are resident in: f32, or a quantized format, or both when
+//!   a quantized linear weight is also read as an f32 tensor ([`resident_copies`]).
 
 pub mod attention;
 pub mod memory;
@@ -23,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ir::{
     Activation, AttentionAttrs, DType, ElementwiseStep, Epilogue, Graph, Node, NodeData, Op,
-    SecondaryMap, Value,
+    ParamData, SecondaryMap, Value, WeightStorage,
 };
 
 /// The cost of one node.
@@ -35,10 +40,14 @@ pub struct NodeCost {
     pub tied_parameters: u64,
     /// Buffer elements (batch norm running statistics) this node is the first to use.
     pub buffers: u64,
-    /// Multiply-accumulates of the node's contractions.
+    /// Multiply-accumulates of the node's contractions, float and integer.
     pub macs: u64,
-    /// Floating-point operations: `2 × macs` plus the node's other arithmetic.
+    /// The part of `macs` done in integers (see [`multiplies_in_integers`]).
+    pub integer_macs: u64,
+    /// Floating-point operations: `2 × (macs - integer_macs)` plus the node's other arithmetic.
     pub flops: u64,
+    /// Integer operations: `2 × integer_macs`.
+    pub ops: u64,
     /// Bytes of the node's outputs.
     pub activation_bytes: u64,
 }
@@ -58,10 +67,26 @@ pub struct CostTotals {
     pub buffers: u64,
     /// Bytes of all weight tensors (parameters and buffers) as the model stores them: f32, or a
     /// quantized block format for the weights of quantized linear layers (plus their f32 copy
-    /// when another operation, a tied embedding, reads them too). The model's size.
+    /// when another operation, a tied embedding, reads them too). The model's size: the sum of
+    /// [`weight_storage`]'s bytes.
     pub weight_bytes: u64,
     pub macs: u64,
+    pub integer_macs: u64,
     pub flops: u64,
+    pub ops: u64,
+}
+
+/// The weights resident in one storage type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageSize {
+    /// The storage, as [`storage_name`] names it: `f32`, `q8_0`, `q4_1`, ...
+    pub storage: &'static str,
+    /// Weight tensors (parameters and buffers) with a copy in this storage.
+    pub tensors: usize,
+    /// Their elements.
+    pub elements: u64,
+    /// Their bytes in this storage.
+    pub bytes: u64,
 }
 
 /// The KV cache of a decoder: what every cached attention keeps per token.
@@ -93,38 +118,159 @@ impl CostTable {
             totals.parameters = totals.parameters.saturating_add(cost.parameters);
             totals.buffers = totals.buffers.saturating_add(cost.buffers);
             totals.macs = totals.macs.saturating_add(cost.macs);
+            totals.integer_macs = totals.integer_macs.saturating_add(cost.integer_macs);
             totals.flops = totals.flops.saturating_add(cost.flops);
+            totals.ops = totals.ops.saturating_add(cost.ops);
         }
         totals
     }
 }
 
-/// The bytes the model keeps of `param`: see [`CostTotals::weight_bytes`].
-fn stored_bytes(graph: &Graph, param: &crate::ir::ParamData) -> u64 {
-    let f32_bytes = graph.ty(param.value).size_in_bytes();
-    let quantization = match param.storage {
-        crate::ir::WeightStorage::F32 => return f32_bytes,
-        // One byte a value, and an f32 scale per output channel (the weight's first axis).
-        crate::ir::WeightStorage::Int8(_) => {
-            let shape = &graph.ty(param.value).shape;
-            let channels = shape.first().copied().unwrap_or(1) as u64;
-            return graph
-                .ty(param.value)
-                .element_count()
-                .saturating_add(channels.saturating_mul(4));
+/// The name of a weight storage in reports: `f32`, or the block format (`q8_0`, `q4_1`, ...);
+/// the multiplication mode does not change what is stored.
+pub fn storage_name(storage: WeightStorage) -> &'static str {
+    match storage {
+        WeightStorage::F32 => "f32",
+        WeightStorage::Quantized(quantization) => quantization.format.name(),
+        WeightStorage::Int8(_) => "int8",
+    }
+}
+
+/// Bytes of a weight of `shape` in `storage`. Quantized rows are whole blocks (the quantizer
+/// only marks such weights), so a tensor is `elements / BLOCK_LENGTH` blocks. int8 weights are a
+/// byte each and an f32 scale per output channel, the first axis.
+pub fn storage_bytes(storage: WeightStorage, shape: &[usize]) -> u64 {
+    let elements: u64 = shape.iter().map(|&dim| dim as u64).product();
+    match storage {
+        WeightStorage::F32 => elements.saturating_mul(DType::F32.size_in_bytes()),
+        WeightStorage::Quantized(quantization) => (elements / nnc_ops::quant::BLOCK_LENGTH as u64)
+            .saturating_mul(quantization.format.block_bytes() as u64),
+        WeightStorage::Int8(_) => {
+            let channels = shape.first().map_or(1, |&dim| dim as u64);
+            elements.saturating_add(channels.saturating_mul(4))
         }
-        crate::ir::WeightStorage::Quantized(quantization) => quantization,
-    };
-    let format = quantization.format;
-    let elements = graph.ty(param.value).element_count();
-    let quantized = elements / nnc_ops::quant::BLOCK_LENGTH as u64 * format.block_bytes() as u64;
-    let read_as_f32 = graph.nodes.iter().any(|(_, node)| {
-        !matches!(node.op, crate::ir::Op::Linear { .. }) && node.inputs.contains(&param.value)
-    });
-    if read_as_f32 {
-        quantized.saturating_add(f32_bytes)
-    } else {
-        quantized
+    }
+}
+
+/// Whether a contraction (linear, conv) on weights stored in `storage` multiplies in integers:
+/// quantized weights in the fast mode, whose activations are quantized to 8 bits per block.
+/// The exact mode dequantizes the weights in registers and multiplies in f32. An int8
+/// convolution always multiplies in integers.
+pub fn multiplies_in_integers(storage: WeightStorage) -> bool {
+    match storage {
+        WeightStorage::F32 => false,
+        WeightStorage::Int8(_) => true,
+        WeightStorage::Quantized(quantization) => {
+            quantization.mode == nnc_ops::quant::QuantizedMode::Fast
+        }
+    }
+}
+
+/// The storages `param` is resident in once the model is loaded: its own, plus f32 when it is
+/// quantized but some operation other than a linear layer or convolution (a tied embedding
+/// lookup) reads it as a tensor, which keeps the f32 table beside the layer's quantized copy.
+pub fn resident_copies(graph: &Graph, param: &ParamData) -> Vec<WeightStorage> {
+    match param.storage {
+        WeightStorage::F32 => vec![WeightStorage::F32],
+        quantized => {
+            // The layers that prepare a weight (linear, conv) keep only their stored copy.
+            let read_as_f32 = graph.nodes.iter().any(|(_, node)| {
+                !matches!(node.op, Op::Linear { .. } | Op::Conv(_))
+                    && node.inputs.contains(&param.value)
+            });
+            if read_as_f32 {
+                vec![quantized, WeightStorage::F32]
+            } else {
+                vec![quantized]
+            }
+        }
+    }
+}
+
+/// The bytes the model keeps of `param`: see [`CostTotals::weight_bytes`].
+fn stored_bytes(graph: &Graph, param: &ParamData) -> u64 {
+    resident_copies(graph, param)
+        .into_iter()
+        .map(|storage| storage_bytes(storage, &graph.ty(param.value).shape))
+        .fold(0, u64::saturating_add)
+}
+
+/// The model's size per storage type, f32 first, then the others by name. A tensor resident in
+/// two storages (a quantized tied table) counts in both.
+pub fn weight_storage(graph: &Graph) -> Vec<StorageSize> {
+    let mut sizes: Vec<StorageSize> = Vec::new();
+    for (_, param) in graph.params.iter() {
+        let elements = graph.ty(param.value).element_count();
+        for storage in resident_copies(graph, param) {
+            let name = storage_name(storage);
+            let index = match sizes.iter().position(|size| size.storage == name) {
+                Some(index) => index,
+                None => {
+                    sizes.push(StorageSize {
+                        storage: name,
+                        tensors: 0,
+                        elements: 0,
+                        bytes: 0,
+                    });
+                    sizes.len() - 1
+                }
+            };
+            let size = &mut sizes[index];
+            size.tensors += 1;
+            size.elements = size.elements.saturating_add(elements);
+            size.bytes = size
+                .bytes
+                .saturating_add(storage_bytes(storage, &graph.ty(param.value).shape));
+        }
+    }
+    sizes.sort_by_key(|size| (size.storage != "f32", size.storage));
+    sizes
+}
+
+/// Bytes of weights one decode step reads, when `is_step` tells the nodes that run in every step
+/// (those that depend on the new token): every weight such a node reads, once, as stored. A
+/// linear layer or convolution streams its weight in its storage; an embedding lookup reads one
+/// row per token (`tokens` rows: the step's tokens times the batch); every other op (norms)
+/// reads its weights whole, in f32. A weight read two ways (a tied table:
+/// looked up, and streamed by the head) counts both reads. Weights only an encoder reads (run
+/// once per source) are not counted.
+pub fn weight_bytes_per_step(graph: &Graph, is_step: impl Fn(Node) -> bool, tokens: u64) -> u64 {
+    let mut total: u64 = 0;
+    for (_, param) in graph.params.iter() {
+        let ty = graph.ty(param.value);
+        let (mut streamed, mut looked_up, mut read_whole) = (false, false, false);
+        for (node, data) in graph.nodes.iter() {
+            if !is_step(node) || !data.inputs.contains(&param.value) {
+                continue;
+            }
+            match data.op {
+                Op::Linear { .. } | Op::Conv(_) if data.inputs[1] == param.value => streamed = true,
+                Op::Embedding | Op::PositionEmbedding => looked_up = true,
+                _ => read_whole = true,
+            }
+        }
+        if streamed {
+            total = total.saturating_add(storage_bytes(param.storage, &ty.shape));
+        }
+        if looked_up {
+            let rows = ty.shape.first().copied().unwrap_or(1).max(1) as u64;
+            let row_bytes = storage_bytes(WeightStorage::F32, ty.shape.get(1..).unwrap_or(&[]));
+            total = total.saturating_add(row_bytes.saturating_mul(tokens.min(rows)));
+        }
+        if read_whole {
+            total = total.saturating_add(storage_bytes(WeightStorage::F32, &ty.shape));
+        }
+    }
+    total
+}
+
+/// The storage of the weight a linear layer or convolution multiplies by, if it is a weight.
+fn contraction_storage(graph: &Graph, data: &NodeData) -> Option<WeightStorage> {
+    match data.op {
+        Op::Linear { .. } | Op::Conv(_) => graph
+            .param_of(*data.inputs.get(1)?)
+            .map(|param| param.storage),
+        _ => None,
     }
 }
 
@@ -157,7 +303,15 @@ pub fn analyze(graph: &Graph) -> CostTable {
         }
         let (macs, other_flops) = arithmetic(graph, data, &mut pair_counts);
         cost.macs = macs;
-        cost.flops = macs.saturating_mul(2).saturating_add(other_flops);
+        cost.integer_macs = if contraction_storage(graph, data).is_some_and(multiplies_in_integers)
+        {
+            macs
+        } else {
+            0
+        };
+        let float_macs = macs - cost.integer_macs;
+        cost.flops = float_macs.saturating_mul(2).saturating_add(other_flops);
+        cost.ops = cost.integer_macs.saturating_mul(2);
         nodes[node] = cost;
     }
     CostTable { nodes }

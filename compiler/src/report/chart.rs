@@ -55,10 +55,21 @@ pub fn macs_bar_chart(report: &Report) -> String {
         LABEL_SIZE,
         "start",
         r##"fill="#555""##,
-        &if omitted > 0 {
-            format!("{omitted} layers without MACs (norms, activations, data movement) not shown")
-        } else {
-            "every layer".to_string()
+        &{
+            let mut subtitle = if omitted > 0 {
+                format!(
+                    "{omitted} layers without MACs (norms, activations, data movement) not shown"
+                )
+            } else {
+                "every layer".to_string()
+            };
+            if report.totals.integer_macs > 0 {
+                subtitle.push_str(&format!(
+                    "; {} of the MACs in integers (quantized weights, fast mode)",
+                    human_count(report.totals.integer_macs)
+                ));
+            }
+            subtitle
         },
     );
     // Grid and axis.
@@ -107,13 +118,24 @@ pub fn macs_bar_chart(report: &Report) -> String {
             length,
             row_height - 4.0,
             &format!(r#"fill="{}""#, category_colour(layer.category)),
-            &format!(
-                "{} ({}): {} MACs, {} FLOPs",
-                layer.name,
-                layer.op,
-                group_digits(layer.macs),
-                group_digits(layer.flops)
-            ),
+            &if layer.integer_macs > 0 {
+                format!(
+                    "{} ({}): {} MACs in integers ({} OPS), {} FLOPs",
+                    layer.name,
+                    layer.op,
+                    group_digits(layer.integer_macs),
+                    group_digits(layer.ops),
+                    group_digits(layer.flops)
+                )
+            } else {
+                format!(
+                    "{} ({}): {} MACs, {} FLOPs",
+                    layer.name,
+                    layer.op,
+                    group_digits(layer.macs),
+                    group_digits(layer.flops)
+                )
+            },
         );
         svg.text(
             chart_left + length + 4.0,

@@ -17,7 +17,7 @@ use crate::cost::{self, CostTable};
 use crate::ir::{Graph, Node, OpCategory, SecondaryMap};
 
 /// The version of the JSON schema of [`Report`].
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Which fused group each node belongs to.
 ///
@@ -137,8 +137,14 @@ pub struct LayerReport {
     pub tied_parameters: u64,
     /// Buffer elements (batch norm statistics) first used by this layer.
     pub buffers: u64,
+    /// Multiply-accumulates, float and integer.
     pub macs: u64,
+    /// The part of `macs` done in integers (quantized weights in the fast mode).
+    pub integer_macs: u64,
+    /// Floating-point operations: `2 × (macs - integer_macs)` plus the rest of the arithmetic.
     pub flops: u64,
+    /// Integer operations: `2 × integer_macs`.
+    pub ops: u64,
     /// Bytes of the layer's outputs.
     pub activation_bytes: u64,
     /// The fused group this layer runs in.
@@ -152,12 +158,38 @@ pub struct TotalsReport {
     pub groups: usize,
     pub parameters: u64,
     pub buffers: u64,
-    /// The element type of the weights.
+    /// The storage of the weights: `f32`, a quantized format when every weight is in it, or
+    /// `mixed` (see `weight_storage`).
     pub weight_dtype: &'static str,
-    /// Bytes of every weight tensor, buffers included: the size of the weights file's data.
+    /// Bytes of every weight tensor, buffers included, as resident once loaded: the model's
+    /// size, the sum of `weight_storage`'s bytes.
     pub weight_bytes: u64,
+    /// The model's size per storage type, f32 first.
+    pub weight_storage: Vec<StorageReport>,
+    /// For a decoder with a KV cache: bytes of weights one generated token reads (each read
+    /// once, as stored). `None` (JSON `null`) for other networks.
+    pub weight_bytes_per_token: Option<u64>,
+    /// Multiply-accumulates, float and integer.
     pub macs: u64,
+    pub float_macs: u64,
+    pub integer_macs: u64,
+    /// Floating-point operations: `2 × float_macs` plus the rest of the arithmetic.
     pub flops: u64,
+    /// Integer operations: `2 × integer_macs`.
+    pub ops: u64,
+}
+
+/// The weights resident in one storage type.
+#[derive(Clone, Debug, Serialize)]
+pub struct StorageReport {
+    /// `f32`, `q8_0`, `q4_0`, `q4_1`, ...
+    pub storage: &'static str,
+    /// Weight tensors with a copy in this storage.
+    pub tensors: usize,
+    /// Their elements.
+    pub elements: u64,
+    /// Their bytes in this storage.
+    pub bytes: u64,
 }
 
 /// Peak activation memory, three ways (see [`cost::memory`]).
@@ -209,7 +241,9 @@ pub fn build(graph: &Graph, plan: &MemoryPlan, options: &ReportOptions) -> Repor
                 tied_parameters: cost.tied_parameters,
                 buffers: cost.buffers,
                 macs: cost.macs,
+                integer_macs: cost.integer_macs,
                 flops: cost.flops,
+                ops: cost.ops,
                 activation_bytes: cost.activation_bytes,
                 group: groups.group_of[node],
             }
@@ -230,6 +264,23 @@ pub fn build(graph: &Graph, plan: &MemoryPlan, options: &ReportOptions) -> Repor
             bytes: ty.size_in_bytes(),
         }
     };
+    let weight_storage: Vec<StorageReport> = cost::weight_storage(graph)
+        .into_iter()
+        .map(|size| StorageReport {
+            storage: size.storage,
+            tensors: size.tensors,
+            elements: size.elements,
+            bytes: size.bytes,
+        })
+        .collect();
+    let weight_dtype = match weight_storage.as_slice() {
+        [only] => only.storage,
+        [] => crate::ir::DType::F32.name(),
+        _ => "mixed",
+    };
+    // One generated token is a one-token step of one sequence.
+    let weight_bytes_per_token = crate::codegen::decode_step_nodes(graph)
+        .map(|is_step| cost::weight_bytes_per_step(graph, |node| is_step[node.index()], 1));
     Report {
         schema_version: SCHEMA_VERSION,
         network: graph.name.clone(),
@@ -256,10 +307,15 @@ pub fn build(graph: &Graph, plan: &MemoryPlan, options: &ReportOptions) -> Repor
             groups: group_count,
             parameters: totals.parameters,
             buffers: totals.buffers,
-            weight_dtype: crate::ir::DType::F32.name(),
+            weight_dtype,
             weight_bytes: totals.weight_bytes,
+            weight_storage,
+            weight_bytes_per_token,
             macs: totals.macs,
+            float_macs: totals.macs - totals.integer_macs,
+            integer_macs: totals.integer_macs,
             flops: totals.flops,
+            ops: totals.ops,
         },
         layers,
         memory: MemoryReport {

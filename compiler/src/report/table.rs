@@ -131,7 +131,7 @@ fn parameter_cell(parameters: u64, tied: u64) -> String {
 }
 
 /// `(label, value)` lines of the totals.
-fn totals(report: &Report) -> Vec<(&'static str, String)> {
+fn totals(report: &Report) -> Vec<(String, String)> {
     let totals = &report.totals;
     let memory = &report.memory;
     let exact_and_human = |value: u64| format!("{} ({})", group_digits(value), human_count(value));
@@ -146,51 +146,104 @@ fn totals(report: &Report) -> Vec<(&'static str, String)> {
     };
     let mut lines = vec![
         (
-            "Layers:",
+            "Layers:".to_string(),
             format!("{} in {} fused groups", totals.layers, totals.groups),
         ),
-        ("Parameters:", exact_and_human(totals.parameters)),
+        (
+            "Parameters:".to_string(),
+            exact_and_human(totals.parameters),
+        ),
     ];
     if totals.buffers > 0 {
         lines.push((
-            "Buffers:",
+            "Buffers:".to_string(),
             format!(
                 "{} (not trainable; in the model size)",
                 group_digits(totals.buffers)
             ),
         ));
     }
+    lines.push((
+        "Model size:".to_string(),
+        format!(
+            "{} of {} weights",
+            bytes(totals.weight_bytes),
+            totals.weight_dtype
+        ),
+    ));
+    if totals.weight_storage.len() > 1 {
+        for storage in &totals.weight_storage {
+            lines.push((
+                format!("  in {}:", storage.storage),
+                format!(
+                    "{} in {} tensors ({} elements)",
+                    bytes(storage.bytes),
+                    storage.tensors,
+                    group_digits(storage.elements)
+                ),
+            ));
+        }
+    }
+    if let Some(per_token) = totals.weight_bytes_per_token {
+        lines.push((
+            "Weights read per token:".to_string(),
+            format!(
+                "{}, each weight once per decode step (time >= this / memory bandwidth)",
+                bytes(per_token)
+            ),
+        ));
+    }
+    if totals.integer_macs > 0 {
+        lines.extend([
+            (
+                "MACs:".to_string(),
+                format!(
+                    "{} = {} float + {} integer",
+                    exact_and_human(totals.macs),
+                    group_digits(totals.float_macs),
+                    group_digits(totals.integer_macs)
+                ),
+            ),
+            (
+                "FLOPs:".to_string(),
+                format!(
+                    "{} = 2 x float MACs + {} other",
+                    exact_and_human(totals.flops),
+                    group_digits(totals.flops.saturating_sub(2 * totals.float_macs))
+                ),
+            ),
+            (
+                "OPS (integer):".to_string(),
+                format!("{} = 2 x integer MACs", exact_and_human(totals.ops)),
+            ),
+        ]);
+    } else {
+        lines.extend([
+            ("MACs:".to_string(), exact_and_human(totals.macs)),
+            (
+                "FLOPs:".to_string(),
+                format!(
+                    "{} = 2 x MACs + {} other",
+                    exact_and_human(totals.flops),
+                    group_digits(totals.flops.saturating_sub(2 * totals.macs))
+                ),
+            ),
+        ]);
+    }
     lines.extend([
         (
-            "Model size:",
-            format!(
-                "{} of {} weights",
-                bytes(totals.weight_bytes),
-                totals.weight_dtype
-            ),
-        ),
-        ("MACs:", exact_and_human(totals.macs)),
-        (
-            "FLOPs:",
-            format!(
-                "{} = 2 x MACs + {} other",
-                exact_and_human(totals.flops),
-                group_digits(totals.flops.saturating_sub(2 * totals.macs))
-            ),
-        ),
-        (
-            "Activations, naive:",
+            "Activations, naive:".to_string(),
             format!("{}, one buffer per tensor", bytes(memory.naive_bytes)),
         ),
         (
-            "Activations, planned:",
+            "Activations, planned:".to_string(),
             format!(
                 "{}, the arenas of generated code",
                 bytes(memory.planned_bytes)
             ),
         ),
         (
-            "Activations, lower bound:",
+            "Activations, lower bound:".to_string(),
             format!(
                 "{}, live at once at step {} ({peak_layer})",
                 bytes(memory.lower_bound_bytes),
@@ -207,7 +260,7 @@ fn totals(report: &Report) -> Vec<(&'static str, String)> {
                 .map(|dim| format!(", batch {}", dim.size))
                 .unwrap_or_default();
             lines.push((
-                "KV cache per token:",
+                "KV cache per token:".to_string(),
                 format!(
                     "{} over {} layers",
                     bytes(cache.bytes_per_token),
@@ -215,7 +268,7 @@ fn totals(report: &Report) -> Vec<(&'static str, String)> {
                 ),
             ));
             lines.push((
-                "KV cache at max context:",
+                "KV cache at max context:".to_string(),
                 format!(
                     "{} at {} tokens{batch}",
                     bytes(cache.bytes_at_max_context),
@@ -223,7 +276,7 @@ fn totals(report: &Report) -> Vec<(&'static str, String)> {
                 ),
             ));
         }
-        None => lines.push(("KV cache:", "none".to_string())),
+        None => lines.push(("KV cache:".to_string(), "none".to_string())),
     }
     lines
 }
