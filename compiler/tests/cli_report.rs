@@ -81,7 +81,7 @@ fn report_shows_quantized_sizes_and_integer_macs() {
     for line in [
         "Model size:               209,822,976 bytes (200.10 MiB) of mixed weights",
         "  in q4_1:                66,355,200 bytes (63.28 MiB) in 210 tensors",
-        "  in q8_0:                30,081,024 bytes (28.69 MiB) in 1 tensors",
+        "  in q8_0:                30,081,024 bytes (28.69 MiB) in 1 tensor",
         "Weights read per token:   96,579,072 bytes (92.10 MiB)",
         "OPS (integer):",
     ] {

@@ -176,9 +176,10 @@ fn totals(report: &Report) -> Vec<(String, String)> {
             lines.push((
                 format!("  in {}:", storage.storage),
                 format!(
-                    "{} in {} tensors ({} elements)",
+                    "{} in {} tensor{} ({} elements)",
                     bytes(storage.bytes),
                     storage.tensors,
+                    if storage.tensors == 1 { "" } else { "s" },
                     group_digits(storage.elements)
                 ),
             ));
