@@ -9,10 +9,14 @@
 //! ```
 //!
 //! One line per shape and thread count: the f32 and int8 medians in microseconds, the ratio
-//! f32 / int8 (above 1: int8 is faster), and the int8 GMAC/s; then the totals per network.
+//! f32 / int8 (above 1: int8 is faster), the NCHW f32 `PackedConv2d` (Winograd for 3x3 stride
+//! 1, what nnc runs ResNet with) and its ratio to int8, and the int8 GMAC/s; then the totals
+//! per network (of the channels-last f32 and the int8 layers).
 
 use nnc_runtime::kernels::activation::Activation;
-use nnc_runtime::kernels::conv::{Conv2dOptions, ConvWorkspace, PackedConv2dChannelsLast};
+use nnc_runtime::kernels::conv::{
+    Conv2dOptions, ConvWorkspace, PackedConv2d, PackedConv2dChannelsLast,
+};
 use nnc_runtime::kernels::int8::{ActivationQuantization, Int8Isa, PackedConv2dInt8, set_max_isa};
 use nnc_runtime::set_num_threads;
 use std::hint::black_box;
@@ -309,10 +313,16 @@ fn main() {
             )
             .unwrap()
             .with_activation(Some(Activation::Relu));
+            // The NCHW f32 layer (Winograd for 3x3 stride 1), which nnc picks for ResNet.
+            let nchw_conv = PackedConv2d::new(&weight, shape.weight, Some(&bias), options)
+                .unwrap()
+                .with_activation(Some(Activation::Relu));
+            let nchw_shape = [1, channels, height, width];
             let output_shape = f32_conv.output_shape(input_shape).unwrap();
             let mut output = vec![0.0; output_shape.iter().product()];
             let mut workspace = ConvWorkspace::new();
-            let (mut f32_times, mut int8_times) = (Vec::new(), Vec::new());
+            let (mut f32_times, mut int8_times, mut nchw_times) =
+                (Vec::new(), Vec::new(), Vec::new());
             for call in 0..calls + 3 {
                 let start = Instant::now();
                 f32_conv
@@ -324,20 +334,29 @@ fn main() {
                     .forward(black_box(&input), input_shape, &mut output, &mut workspace)
                     .unwrap();
                 let int8_time = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                nchw_conv
+                    .forward(black_box(&input), nchw_shape, &mut output, &mut workspace)
+                    .unwrap();
+                let nchw_time = start.elapsed().as_secs_f64();
                 if call >= 3 {
+                    nchw_times.push(nchw_time);
                     f32_times.push(f32_time);
                     int8_times.push(int8_time);
                 }
             }
             let (f32_median, int8_median) = (median(&mut f32_times), median(&mut int8_times));
+            let nchw_median = median(&mut nchw_times);
             let macs = output.len() * group_in * kernel * kernel;
             println!(
-                "threads={thread_count} {:<9} {:<24} f32 {:>8.1} us  int8 {:>8.1} us  f32/int8 {:>5.2}x  int8 {:>6.1} GMAC/s",
+                "threads={thread_count} {:<9} {:<24} f32 {:>8.1} us  int8 {:>8.1} us  f32/int8 {:>5.2}x  f32 nchw {:>8.1} us ({:>5.2}x)  int8 {:>6.1} GMAC/s",
                 shape.network,
                 shape.name,
                 f32_median * 1e6,
                 int8_median * 1e6,
                 f32_median / int8_median,
+                nchw_median * 1e6,
+                nchw_median / int8_median,
                 macs as f64 / int8_median / 1e9,
             );
             match totals

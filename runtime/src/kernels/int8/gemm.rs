@@ -316,7 +316,13 @@ const TASK_MACS: usize = 1 << 22;
 /// Bytes of packed weights one column block keeps in L2 while the rows sweep over it.
 const COLUMN_BLOCK_BYTES: usize = 256 << 10;
 
-/// Cuts C into a grid of rectangles, rows first, and runs them on the pool.
+/// Bytes of packed weights above which the grid cuts columns first: every task of a row split
+/// reads all of B, which then no longer stays in one core's L2.
+const ROW_SPLIT_WEIGHT_BYTES: usize = 512 << 10;
+
+/// Cuts C into a grid of rectangles and runs them on the pool: rows first while the packed
+/// weights fit in L2 (each task then reads all of B), columns first when they do not (each task
+/// reads its share of B, and all of A, which is then the smaller).
 fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &dyn TileSink) {
     let row_blocks = lhs.rows.div_ceil(MR);
     let panels = weights.panels();
@@ -325,13 +331,21 @@ fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &
     }
     let macs = lhs.rows * weights.padded_depth() * panels * NR;
     let threads = threading::parallel_width();
-    let wanted_tasks = (macs / TASK_MACS).clamp(1, 4 * threads);
-    let row_tasks = wanted_tasks.min(row_blocks);
-    let panel_pairs = panels.div_ceil(2);
-    let column_tasks = if row_tasks < threads {
-        (wanted_tasks / row_tasks).clamp(1, panel_pairs)
-    } else {
+    let wanted_tasks = if threads == 1 {
         1
+    } else {
+        (macs / TASK_MACS).clamp(1, 3 * threads)
+    };
+    let panel_pairs = panels.div_ceil(2);
+    let (row_tasks, column_tasks) = if weights.data.len() > ROW_SPLIT_WEIGHT_BYTES {
+        let column_tasks = wanted_tasks.min(panel_pairs);
+        (
+            (wanted_tasks / column_tasks).clamp(1, row_blocks),
+            column_tasks,
+        )
+    } else {
+        let row_tasks = wanted_tasks.min(row_blocks);
+        (row_tasks, (wanted_tasks / row_tasks).clamp(1, panel_pairs))
     };
     threading::run_tasks(row_tasks * column_tasks, |task| {
         let (row_task, column_task) = (task / column_tasks, task % column_tasks);
