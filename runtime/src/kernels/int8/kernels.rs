@@ -1,6 +1,9 @@
 //! The int8 micro-kernels: one tile of at most `MR` rows of A times one or two packed panels of
 //! B, summed in i32, in AVX512-VNNI, AVX2 and portable forms with the same contract; and the
-//! epilogue of one row of a tile.
+//! epilogue that turns a tile's sums into f32 outputs. The VNNI kernel applies the epilogue to
+//! its accumulators in registers and stores each output once (masked for a last panel of fewer
+//! than 16 columns); the others store the sums to a small buffer and run the epilogue row by
+//! row (vectorised by the compiler).
 //!
 //! AVX512-VNNI's `vpdpbusd` multiplies four u8 by four s8 and adds the four products to an i32
 //! lane, exactly. AVX2 has no exact equivalent (`vpmaddubsw` adds pairs into saturating i16,
