@@ -12,7 +12,9 @@
 //! into the epilogue. NCHW calls compute a channels-last output into the workspace and transpose
 //! it, adding the residual and applying the activation as they go.
 
-use super::depthwise::{DepthwiseCall, DepthwiseInt8Weights, depthwise_forward};
+use super::depthwise::{
+    DepthwiseCall, DepthwiseInt8Weights, MAX_DEPTHWISE_TAPS, depthwise_forward,
+};
 use super::gemm::{Int8Epilogue, Int8Lhs, MAX_DEPTH, PackedInt8Weights, int8_gemm};
 use super::quantize::{ConvGeometry, im2col, quantize_rows, quantize_rows_from_planes};
 use super::{ActivationQuantization, Int8Isa, grown, selected_isa};
@@ -89,6 +91,14 @@ impl PackedConv2dInt8 {
         }
         let depthwise = group_in_channels == 1 && options.groups == out_channels;
         let method = if depthwise {
+            if taps > MAX_DEPTHWISE_TAPS {
+                return Err(invalid_parameter(
+                    "conv",
+                    format!(
+                        "an int8 depthwise kernel has at most {MAX_DEPTHWISE_TAPS} taps, not {taps}"
+                    ),
+                ));
+            }
             Method::Depthwise {
                 weights: DepthwiseInt8Weights::new(weight, out_channels, taps, bias, input.scale),
             }

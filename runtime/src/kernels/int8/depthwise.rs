@@ -1,11 +1,11 @@
 //! The int8 depthwise convolution over channels-last images: each output pixel sums, for each
 //! block of channels, `(x_q - zp) * w_q` over the taps inside the image in i32 (padding pixels
-//! are at the zero point, so they add nothing), and the shared epilogue turns the sums to f32.
-//! A product fits in i16 (`255 * 127 < 2^15`), so the vectorised loop is cheap on every ISA.
+//! are at the zero point, so they add nothing), then applies the epilogue to the block while it
+//! is in registers. A product fits in i16 (`255 * 127 < 2^15`), so the loop multiplies 16-bit
+//! lanes and widens only to add; it is compiled for AVX-512, AVX2 and the baseline.
 
 use super::Int8Isa;
 use super::gemm::quantize_filter;
-use super::kernels::epilogue_row;
 use super::quantize::ConvGeometry;
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::kernels::gemm::Clamp;
@@ -15,13 +15,11 @@ use crate::threading;
 #[derive(Clone, Debug)]
 pub(crate) struct DepthwiseInt8Weights {
     channels: usize,
-    /// `[taps][channels]`, widened to i32 for the loop.
-    weights: Vec<i32>,
+    /// `[taps][channels]`, widened to i16 for the loop.
+    weights: Vec<i16>,
     /// `s_x * s_w[c]`.
     output_scales: Vec<f32>,
     bias: Vec<f32>,
-    /// Zeros: the depthwise sums need no zero point correction.
-    no_corrections: Vec<i32>,
     /// Bytes the weights take stored as int8 with their scales and biases.
     stored_bytes: usize,
 }
@@ -35,12 +33,12 @@ impl DepthwiseInt8Weights {
         bias: Option<&[f32]>,
         input_scale: f32,
     ) -> Self {
-        let mut weights = vec![0i32; taps * channels];
+        let mut weights = vec![0i16; taps * channels];
         let mut output_scales = Vec::with_capacity(channels);
         for (channel, filter) in weight.chunks_exact(taps).enumerate() {
             let (scale, quantized) = quantize_filter(filter);
             for (tap, &value) in quantized.iter().enumerate() {
-                weights[tap * channels + channel] = i32::from(value);
+                weights[tap * channels + channel] = i16::from(value);
             }
             output_scales.push(input_scale * scale);
         }
@@ -49,7 +47,6 @@ impl DepthwiseInt8Weights {
             weights,
             output_scales,
             bias: bias.map_or_else(|| vec![0.0; channels], <[f32]>::to_vec),
-            no_corrections: vec![0; channels],
             stored_bytes: taps * channels + 8 * channels,
         }
     }
@@ -71,14 +68,18 @@ pub(crate) struct DepthwiseCall<'a> {
     pub(crate) activation: Option<Activation>,
 }
 
+/// The most taps a depthwise kernel may have: kernels of more than `MAX_TAPS` keep partial sums
+/// in f32, exact while they stay below `2^24` (`512 * 255 * 127 < 2^24`).
+pub(crate) const MAX_DEPTHWISE_TAPS: usize = 512;
 /// Output elements per parallel task.
 const PARALLEL_CHUNK: usize = 1 << 14;
-/// Channels summed in one stack block.
+/// Channels one accumulator block holds in registers (four zmm or eight ymm of i32).
 const CHANNEL_BLOCK: usize = 64;
 /// Taps gathered per round; larger kernels run several rounds.
 const MAX_TAPS: usize = 49;
 
-/// The depthwise convolution of every image into `output`, `[batch, out_h, out_w, channels]`.
+/// The depthwise convolution of every image into `output`, `[batch, out_h, out_w, channels]`,
+/// on the pool, a few output rows per task.
 pub(crate) fn depthwise_forward(
     weights: &DepthwiseInt8Weights,
     call: &DepthwiseCall<'_>,
@@ -87,141 +88,299 @@ pub(crate) fn depthwise_forward(
     let geometry = call.geometry;
     let channels = weights.channels;
     let output_row = geometry.out_w * channels;
-    let image_length = geometry.in_h * geometry.in_w * channels;
     let rows_per_task = threading::balanced_rows_per_task(
         output.len() / output_row.max(1),
         output_row,
         PARALLEL_CHUNK,
     );
-    let clamp = call.activation.and_then(Clamp::of).unwrap_or_default();
     let other_activation = call
         .activation
         .filter(|activation| Clamp::of(*activation).is_none());
     threading::run_chunks_mut(output, rows_per_task * output_row, |chunk_index, rows| {
         for (row_offset, output_values) in rows.chunks_exact_mut(output_row).enumerate() {
             let row = chunk_index * rows_per_task + row_offset;
-            let (image, out_y) = (row / geometry.out_h, row % geometry.out_h);
-            let image_values = &call.images[image * image_length..][..image_length];
-            for (out_x, pixel) in output_values.chunks_exact_mut(channels).enumerate() {
-                let residual = call
-                    .residual
-                    .map(|residual| &residual[row * output_row + out_x * channels..][..channels]);
-                let mut taps = [(0usize, 0usize); MAX_TAPS];
-                let mut count = 0;
-                let mut sums = [0i32; CHANNEL_BLOCK];
-                for start in (0..channels).step_by(CHANNEL_BLOCK) {
-                    let block = CHANNEL_BLOCK.min(channels - start);
-                    sums[..block].fill(0);
-                    for kernel_y in 0..geometry.kernel[0] {
-                        let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
-                            continue;
-                        };
-                        for kernel_x in 0..geometry.kernel[1] {
-                            let Some(input_x) = geometry.input_column(out_x, kernel_x) else {
-                                continue;
-                            };
-                            taps[count] = (
-                                (input_y * geometry.in_w + input_x) * channels + start,
-                                (kernel_y * geometry.kernel[1] + kernel_x) * channels + start,
-                            );
-                            count += 1;
-                            if count == MAX_TAPS {
-                                accumulate(call, weights, &taps, &mut sums[..block], image_values);
-                                count = 0;
-                            }
-                        }
-                    }
-                    accumulate(
-                        call,
-                        weights,
-                        &taps[..count],
-                        &mut sums[..block],
-                        image_values,
-                    );
-                    count = 0;
-                    let columns = start..start + block;
-                    let output_block = &mut pixel[columns.clone()];
-                    epilogue_row(
-                        &sums[..block],
-                        &weights.no_corrections[columns.clone()],
-                        &weights.output_scales[columns.clone()],
-                        &weights.bias[columns.clone()],
-                        residual.map(|residual| &residual[columns.clone()]),
-                        clamp,
-                        output_block,
-                    );
-                }
-                if let Some(activation) = other_activation {
-                    apply_activation_sequential(pixel, activation);
-                }
+            let residual = call
+                .residual
+                .map(|residual| &residual[row * output_row..][..output_row]);
+            depthwise_row(weights, call, row, residual, output_values);
+            if let Some(activation) = other_activation {
+                apply_activation_sequential(output_values, activation);
             }
         }
     });
 }
 
-/// `sums[j] += sum over taps (image[i + j] - zp) * weights[w + j]` for the taps' `(i, w)`.
-fn accumulate(
-    call: &DepthwiseCall<'_>,
+/// Output row `row` (of all images' rows) with the epilogue but not the non-clamp activations,
+/// compiled for AVX-512 or AVX2 when the processor has them.
+fn depthwise_row(
     weights: &DepthwiseInt8Weights,
-    taps: &[(usize, usize)],
-    sums: &mut [i32],
-    image: &[u8],
+    call: &DepthwiseCall<'_>,
+    row: usize,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
 ) {
-    let zero_point = i32::from(call.zero_point);
-    let weights = &weights.weights[..];
     match call.isa {
         #[cfg(target_arch = "x86_64")]
         Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
             // SAFETY: The processor has AVX512F and BW (checked just above); the body is safe.
-            unsafe { accumulate_avx512(taps, sums, image, weights, zero_point) }
+            unsafe { depthwise_row_avx512(weights, call, row, residual, output) }
         }
         #[cfg(target_arch = "x86_64")]
         Int8Isa::Avx2 | Int8Isa::Avx512Vnni if Int8Isa::Avx2.is_available() => {
             // SAFETY: The processor has AVX2 (checked just above); the body is safe.
-            unsafe { accumulate_avx2(taps, sums, image, weights, zero_point) }
+            unsafe { depthwise_row_avx2(weights, call, row, residual, output) }
         }
-        _ => accumulate_body(taps, sums, image, weights, zero_point),
+        _ => depthwise_row_body(weights, call, row, residual, output),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn accumulate_avx512(
-    taps: &[(usize, usize)],
-    sums: &mut [i32],
-    image: &[u8],
-    weights: &[i32],
-    zero_point: i32,
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn depthwise_row_avx512(
+    weights: &DepthwiseInt8Weights,
+    call: &DepthwiseCall<'_>,
+    row: usize,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
 ) {
-    accumulate_body(taps, sums, image, weights, zero_point);
+    depthwise_row_body(weights, call, row, residual, output);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn accumulate_avx2(
-    taps: &[(usize, usize)],
-    sums: &mut [i32],
-    image: &[u8],
-    weights: &[i32],
-    zero_point: i32,
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_row_avx2(
+    weights: &DepthwiseInt8Weights,
+    call: &DepthwiseCall<'_>,
+    row: usize,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
 ) {
-    accumulate_body(taps, sums, image, weights, zero_point);
+    depthwise_row_body(weights, call, row, residual, output);
+}
+
+/// One output row. The taps of an interior pixel (every kernel column inside the image) are the
+/// same offsets shifted by the pixel's position, listed once per row; border pixels list their
+/// own. Each pixel then runs its channels in blocks whose sums stay in registers.
+#[inline(always)]
+fn depthwise_row_body(
+    weights: &DepthwiseInt8Weights,
+    call: &DepthwiseCall<'_>,
+    row: usize,
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+) {
+    let geometry = &call.geometry;
+    let channels = weights.channels;
+    let (image, out_y) = (row / geometry.out_h, row % geometry.out_h);
+    let image_length = geometry.in_h * geometry.in_w * channels;
+    let input = &call.images[image * image_length..][..image_length];
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let clamp = call.activation.and_then(Clamp::of).unwrap_or_default();
+    let pixel_call = PixelCall {
+        weights,
+        zero_point: call.zero_point,
+        clamp,
+    };
+    let interior = if kernel_h * kernel_w <= MAX_TAPS {
+        let first = valid_output_range(geometry, 0);
+        let last = valid_output_range(geometry, kernel_w - 1);
+        first.start.max(last.start)..first.end.min(last.end)
+    } else {
+        0..0
+    };
+    let mut relative_taps = [(0usize, 0usize); MAX_TAPS];
+    let mut count = 0;
+    if !interior.is_empty() {
+        for kernel_y in 0..kernel_h {
+            let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
+                continue;
+            };
+            for kernel_x in 0..kernel_w {
+                relative_taps[count] = (
+                    (input_y * geometry.in_w + kernel_x * geometry.dilation[1]) * channels,
+                    (kernel_y * kernel_w + kernel_x) * channels,
+                );
+                count += 1;
+            }
+        }
+    }
+    let relative_taps = &relative_taps[..count];
+    for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
+        let residual = residual.map(|residual| &residual[out_x * channels..][..channels]);
+        if interior.contains(&out_x) {
+            let base = (out_x * geometry.stride[1] - geometry.padding[1]) * channels;
+            pixel_output(&pixel_call, &input[base..], relative_taps, residual, pixel);
+            continue;
+        }
+        let mut taps = [(0usize, 0usize); MAX_TAPS];
+        let mut count = 0;
+        let mut first_round = true;
+        for kernel_y in 0..kernel_h {
+            let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
+                continue;
+            };
+            for kernel_x in 0..kernel_w {
+                let Some(input_x) = geometry.input_column(out_x, kernel_x) else {
+                    continue;
+                };
+                taps[count] = (
+                    (input_y * geometry.in_w + input_x) * channels,
+                    (kernel_y * kernel_w + kernel_x) * channels,
+                );
+                count += 1;
+                if count == MAX_TAPS {
+                    // A kernel of more than MAX_TAPS taps: the first rounds add into the output,
+                    // which the last round's epilogue then reads back (see `pixel_output`).
+                    pixel_sums_into(&pixel_call, input, &taps, first_round, pixel);
+                    first_round = false;
+                    count = 0;
+                }
+            }
+        }
+        if first_round {
+            pixel_output(&pixel_call, input, &taps[..count], residual, pixel);
+        } else {
+            pixel_sums_into(&pixel_call, input, &taps[..count], false, pixel);
+            finish_from_sums(&pixel_call, residual, pixel);
+        }
+    }
+}
+
+/// What each pixel of a call needs.
+struct PixelCall<'a> {
+    weights: &'a DepthwiseInt8Weights,
+    zero_point: u8,
+    clamp: Clamp,
+}
+
+/// One pixel from its taps `(input offset, weight offset)`, blocks of channels at a time, with
+/// the epilogue.
+#[inline(always)]
+fn pixel_output(
+    call: &PixelCall<'_>,
+    input: &[u8],
+    taps: &[(usize, usize)],
+    residual: Option<&[f32]>,
+    pixel: &mut [f32],
+) {
+    let channels = pixel.len();
+    let mut start = 0;
+    while start + CHANNEL_BLOCK <= channels {
+        block_output::<CHANNEL_BLOCK>(call, input, taps, residual, pixel, start);
+        start += CHANNEL_BLOCK;
+    }
+    while start + 16 <= channels {
+        block_output::<16>(call, input, taps, residual, pixel, start);
+        start += 16;
+    }
+    while start < channels {
+        block_output::<1>(call, input, taps, residual, pixel, start);
+        start += 1;
+    }
+}
+
+/// Channels `start..start + N` of a pixel: i32 sums of `(x - zp) * w`, each product exact in
+/// i16, then `clamp(sum * s_x * s_w[c] + bias[c] (+ residual[c]))`.
+#[inline(always)]
+fn block_output<const N: usize>(
+    call: &PixelCall<'_>,
+    input: &[u8],
+    taps: &[(usize, usize)],
+    residual: Option<&[f32]>,
+    pixel: &mut [f32],
+    start: usize,
+) {
+    let sums = block_sums::<N>(call, input, taps, start);
+    let weights = call.weights;
+    let scales: &[f32; N] = weights.output_scales[start..][..N]
+        .try_into()
+        .expect("the block has N channels");
+    let bias: &[f32; N] = weights.bias[start..][..N]
+        .try_into()
+        .expect("the block has N channels");
+    let output: &mut [f32; N] = (&mut pixel[start..][..N])
+        .try_into()
+        .expect("the block has N channels");
+    match residual {
+        Some(residual) => {
+            let residual: &[f32; N] = residual[start..][..N]
+                .try_into()
+                .expect("the block has N channels");
+            for lane in 0..N {
+                let value = sums[lane] as f32 * scales[lane] + bias[lane];
+                output[lane] = call.clamp.apply(value + residual[lane]);
+            }
+        }
+        None => {
+            for lane in 0..N {
+                output[lane] = call
+                    .clamp
+                    .apply(sums[lane] as f32 * scales[lane] + bias[lane]);
+            }
+        }
+    }
 }
 
 #[inline(always)]
-fn accumulate_body(
+fn block_sums<const N: usize>(
+    call: &PixelCall<'_>,
+    input: &[u8],
     taps: &[(usize, usize)],
-    sums: &mut [i32],
-    image: &[u8],
-    weights: &[i32],
-    zero_point: i32,
-) {
-    let block = sums.len();
+    start: usize,
+) -> [i32; N] {
+    let zero_point = i16::from(call.zero_point);
+    let mut sums = [0i32; N];
     for &(input_offset, weight_offset) in taps {
-        let inputs = &image[input_offset..][..block];
-        let weights = &weights[weight_offset..][..block];
-        for ((sum, &x), &w) in sums.iter_mut().zip(inputs).zip(weights) {
-            *sum += (i32::from(x) - zero_point) * w;
+        let inputs: &[u8; N] = input[input_offset + start..][..N]
+            .try_into()
+            .expect("the block has N channels");
+        let weights: &[i16; N] = call.weights.weights[weight_offset + start..][..N]
+            .try_into()
+            .expect("the block has N channels");
+        for lane in 0..N {
+            // |x - zp| <= 255 and |w| <= 127: the product fits in i16.
+            let product = (i16::from(inputs[lane]) - zero_point).wrapping_mul(weights[lane]);
+            sums[lane] += i32::from(product);
         }
     }
+    sums
+}
+
+/// For kernels of more than `MAX_TAPS` taps: the sums of `taps`, added to (or, on the first
+/// round, stored in) `pixel`, which holds them as f32 (exact: every partial sum of a pixel is
+/// below `2^24` for kernels of at most `MAX_DEPTHWISE_TAPS` taps, which the layer checks).
+fn pixel_sums_into(
+    call: &PixelCall<'_>,
+    input: &[u8],
+    taps: &[(usize, usize)],
+    first_round: bool,
+    pixel: &mut [f32],
+) {
+    for (channel, value) in pixel.iter_mut().enumerate() {
+        let sum = block_sums::<1>(call, input, taps, channel)[0] as f32;
+        *value = if first_round { sum } else { *value + sum };
+    }
+}
+
+/// The epilogue of a pixel whose sums `pixel_sums_into` left in it.
+fn finish_from_sums(call: &PixelCall<'_>, residual: Option<&[f32]>, pixel: &mut [f32]) {
+    let weights = call.weights;
+    for (channel, value) in pixel.iter_mut().enumerate() {
+        let mut result = *value * weights.output_scales[channel] + weights.bias[channel];
+        if let Some(residual) = residual {
+            result += residual[channel];
+        }
+        *value = call.clamp.apply(result);
+    }
+}
+
+/// The output columns whose input column through kernel column `kernel_x` is inside.
+fn valid_output_range(geometry: &ConvGeometry, kernel_x: usize) -> std::ops::Range<usize> {
+    crate::kernels::conv::valid_output_range(
+        geometry.out_w,
+        geometry.stride[1],
+        kernel_x * geometry.dilation[1],
+        geometry.padding[1],
+        geometry.in_w,
+    )
 }

@@ -16,7 +16,7 @@
 //! two panels.
 
 use super::Int8Isa;
-use super::kernels::{self, TILE_COLS};
+use super::kernels::{self, FloatTile, TILE_COLS, TileOperands};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::kernels::gemm::Clamp;
 use crate::threading;
@@ -201,9 +201,18 @@ pub(crate) fn int8_gemm_sums(
 
 /// Where the tiles' sums go.
 trait TileSink: Sync {
-    /// Consumes the sums of `rows` rows from `first_row` and `cols <= TILE_COLS` columns from
-    /// `first_col`, `tile[r * TILE_COLS + j]`. Tiles of different calls never overlap.
-    fn store(&self, first_row: usize, rows: usize, first_col: usize, cols: usize, tile: &Tile);
+    /// Computes the tile of `operands` and consumes its sums: `operands.rows` rows from
+    /// `first_row` and `cols <= TILE_COLS` columns from `first_col`. Tiles of different calls
+    /// never overlap. `tile` is scratch.
+    fn run_tile(
+        &self,
+        isa: Int8Isa,
+        operands: TileOperands<'_>,
+        first_row: usize,
+        first_col: usize,
+        cols: usize,
+        tile: &mut Tile,
+    );
 }
 
 /// The i32 sums of one tile, `MR x TILE_COLS`.
@@ -230,29 +239,44 @@ struct FloatSink<'a> {
 }
 
 impl TileSink for FloatSink<'_> {
-    fn store(&self, first_row: usize, rows: usize, first_col: usize, cols: usize, tile: &Tile) {
+    fn run_tile(
+        &self,
+        isa: Int8Isa,
+        operands: TileOperands<'_>,
+        first_row: usize,
+        first_col: usize,
+        cols: usize,
+        tile: &mut Tile,
+    ) {
         let total_cols = self.weights.cols;
+        let rows = operands.rows;
         let columns = first_col..first_col + cols;
-        let corrections = &self.weights.zero_point_corrections[columns.clone()];
-        let scales = &self.weights.output_scales[columns.clone()];
-        let bias = &self.weights.bias[columns];
-        for row in 0..rows {
-            let offset = (first_row + row) * total_cols + first_col;
-            // SAFETY: `offset..offset + cols` is inside the `rows x cols` output (the driver only
-            // hands out tiles inside it), and no other task touches this tile's rectangle.
-            let output = unsafe { std::slice::from_raw_parts_mut(self.output.0.add(offset), cols) };
-            let sums = &tile[row * TILE_COLS..][..cols];
-            let residual = self.residual.map(|residual| &residual[offset..][..cols]);
-            kernels::epilogue_row(
-                sums,
-                corrections,
-                scales,
-                bias,
-                residual,
-                self.clamp.unwrap_or_default(),
-                output,
-            );
-            if let Some(activation) = self.other_activation {
+        let offset = first_row * total_cols + first_col;
+        let residual = self.residual.map(|residual| {
+            // The tile's rectangle of the residual, which is shaped like the output.
+            &residual[offset..][..(rows - 1) * total_cols + cols]
+        });
+        let float = FloatTile {
+            corrections: &self.weights.zero_point_corrections[columns.clone()],
+            scales: &self.weights.output_scales[columns.clone()],
+            bias: &self.weights.bias[columns],
+            residual,
+            // SAFETY: The tile's rectangle, rows `first_row..first_row + rows` and columns
+            // `first_col..first_col + cols`, lies inside the `rows x cols` output (the driver
+            // hands out tiles inside it), and no other task writes it.
+            output: unsafe { self.output.0.add(offset) },
+            stride: total_cols,
+            clamp: self.clamp.unwrap_or_default(),
+        };
+        // SAFETY: As above: `float.output` is the tile's rectangle, `rows` rows of `cols`
+        // values `stride` apart, written by this task alone.
+        unsafe { kernels::tile_to_output(isa, operands, &float, tile) };
+        if let Some(activation) = self.other_activation {
+            for row in 0..rows {
+                // SAFETY: Row `row` of the tile's rectangle, as above.
+                let output = unsafe {
+                    std::slice::from_raw_parts_mut(float.output.add(row * total_cols), cols)
+                };
                 apply_activation_sequential(output, activation);
             }
         }
@@ -267,10 +291,20 @@ struct SumSink {
 
 #[cfg(test)]
 impl TileSink for SumSink {
-    fn store(&self, first_row: usize, rows: usize, first_col: usize, cols: usize, tile: &Tile) {
+    fn run_tile(
+        &self,
+        isa: Int8Isa,
+        operands: TileOperands<'_>,
+        first_row: usize,
+        first_col: usize,
+        cols: usize,
+        tile: &mut Tile,
+    ) {
+        let rows = operands.rows;
+        kernels::tile(isa, operands, tile);
         for row in 0..rows {
             let offset = (first_row + row) * self.cols + first_col;
-            // SAFETY: As in `FloatSink::store`.
+            // SAFETY: As in `FloatSink::run_tile`.
             let sums = unsafe { std::slice::from_raw_parts_mut(self.sums.0.add(offset), cols) };
             sums.copy_from_slice(&tile[row * TILE_COLS..][..cols]);
         }
@@ -282,7 +316,13 @@ const TASK_MACS: usize = 1 << 22;
 /// Bytes of packed weights one column block keeps in L2 while the rows sweep over it.
 const COLUMN_BLOCK_BYTES: usize = 256 << 10;
 
-/// Cuts C into a grid of rectangles, rows first, and runs them on the pool.
+/// Bytes of packed weights above which the grid cuts columns first: every task of a row split
+/// reads all of B, which then no longer stays in one core's L2.
+const ROW_SPLIT_WEIGHT_BYTES: usize = 512 << 10;
+
+/// Cuts C into a grid of rectangles and runs them on the pool: rows first while the packed
+/// weights fit in L2 (each task then reads all of B), columns first when they do not (each task
+/// reads its share of B, and all of A, which is then the smaller).
 fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &dyn TileSink) {
     let row_blocks = lhs.rows.div_ceil(MR);
     let panels = weights.panels();
@@ -291,13 +331,21 @@ fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &
     }
     let macs = lhs.rows * weights.padded_depth() * panels * NR;
     let threads = threading::parallel_width();
-    let wanted_tasks = (macs / TASK_MACS).clamp(1, 4 * threads);
-    let row_tasks = wanted_tasks.min(row_blocks);
-    let panel_pairs = panels.div_ceil(2);
-    let column_tasks = if row_tasks < threads {
-        (wanted_tasks / row_tasks).clamp(1, panel_pairs)
-    } else {
+    let wanted_tasks = if threads == 1 {
         1
+    } else {
+        (macs / TASK_MACS).clamp(1, 3 * threads)
+    };
+    let panel_pairs = panels.div_ceil(2);
+    let (row_tasks, column_tasks) = if weights.data.len() > ROW_SPLIT_WEIGHT_BYTES {
+        let column_tasks = wanted_tasks.min(panel_pairs);
+        (
+            (wanted_tasks / column_tasks).clamp(1, row_blocks),
+            column_tasks,
+        )
+    } else {
+        let row_tasks = wanted_tasks.min(row_blocks);
+        (row_tasks, (wanted_tasks / row_tasks).clamp(1, panel_pairs))
     };
     threading::run_tasks(row_tasks * column_tasks, |task| {
         let (row_task, column_task) = (task / column_tasks, task % column_tasks);
@@ -337,21 +385,17 @@ fn run_rectangle(
             while panel < block_end {
                 let pair = block_end - panel >= 2;
                 let second = if pair { weights.panel(panel + 1) } else { &[] };
-                kernels::tile(
-                    isa,
-                    kernels::TileOperands {
-                        a,
-                        a_stride: lhs.stride,
-                        rows: tile_rows,
-                        groups,
-                        first_panel: weights.panel(panel),
-                        second_panel: second,
-                    },
-                    &mut tile,
-                );
                 let first_col = panel * NR;
                 let cols = (if pair { 2 * NR } else { NR }).min(weights.cols - first_col);
-                sink.store(first_row, tile_rows, first_col, cols, &tile);
+                let operands = TileOperands {
+                    a,
+                    a_stride: lhs.stride,
+                    rows: tile_rows,
+                    groups,
+                    first_panel: weights.panel(panel),
+                    second_panel: second,
+                };
+                sink.run_tile(isa, operands, first_row, first_col, cols, &mut tile);
                 panel += if pair { 2 } else { 1 };
             }
             first_row += tile_rows;

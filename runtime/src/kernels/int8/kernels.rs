@@ -1,6 +1,9 @@
 //! The int8 micro-kernels: one tile of at most `MR` rows of A times one or two packed panels of
 //! B, summed in i32, in AVX512-VNNI, AVX2 and portable forms with the same contract; and the
-//! epilogue of one row of a tile.
+//! epilogue that turns a tile's sums into f32 outputs. The VNNI kernel applies the epilogue to
+//! its accumulators in registers and stores each output once (masked for a last panel of fewer
+//! than 16 columns); the others store the sums to a small buffer and run the epilogue row by
+//! row (vectorised by the compiler).
 //!
 //! AVX512-VNNI's `vpdpbusd` multiplies four u8 by four s8 and adds the four products to an i32
 //! lane, exactly. AVX2 has no exact equivalent (`vpmaddubsw` adds pairs into saturating i16,
@@ -34,15 +37,7 @@ pub(crate) struct TileOperands<'a> {
 /// `tile[r * TILE_COLS + j] = sum_k A[r][k] * B[k][j]` for the tile's rows and its one or two
 /// panels' columns (the other entries are left as they are).
 pub(crate) fn tile(isa: Int8Isa, operands: TileOperands<'_>, tile: &mut Tile) {
-    let panel_length = operands.groups * NR * K_GROUP;
-    assert!(
-        (1..=MR).contains(&operands.rows)
-            && operands.first_panel.len() == panel_length
-            && (operands.second_panel.is_empty() || operands.second_panel.len() == panel_length)
-            && operands.a.len()
-                >= (operands.rows - 1) * operands.a_stride + operands.groups * K_GROUP,
-        "int8 tile: an operand has the wrong size"
-    );
+    check_operands(&operands);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
@@ -58,6 +53,93 @@ pub(crate) fn tile(isa: Int8Isa, operands: TileOperands<'_>, tile: &mut Tile) {
         }
         _ => tile_portable(&operands, tile),
     }
+}
+
+/// Where one tile's f32 results go, and what the epilogue needs for its columns.
+pub(crate) struct FloatTile<'a> {
+    /// `zero_point * column sum`, `cols` values.
+    pub(crate) corrections: &'a [i32],
+    /// `s_x * s_w[c]`, `cols` values.
+    pub(crate) scales: &'a [f32],
+    /// `cols` values.
+    pub(crate) bias: &'a [f32],
+    /// The residual's rectangle, laid out as the output's (from its first element).
+    pub(crate) residual: Option<&'a [f32]>,
+    /// The output's rectangle: `rows` rows of `cols` values, `stride` apart.
+    pub(crate) output: *mut f32,
+    pub(crate) stride: usize,
+    pub(crate) clamp: Clamp,
+}
+
+/// Computes one tile and writes `clamp((sums - corrections) * scales + bias (+ residual))` to
+/// its rectangle of the output. The VNNI kernel applies the epilogue to its accumulators, in
+/// registers; the others store the sums to `tile` and run the epilogue row by row.
+///
+/// # Safety
+/// `float.output` points at `operands.rows` rows of `float.corrections.len() <= TILE_COLS`
+/// writable values, `float.stride` apart, that nothing else accesses during the call; the
+/// residual (if any) holds the same rectangle.
+pub(crate) unsafe fn tile_to_output(
+    isa: Int8Isa,
+    operands: TileOperands<'_>,
+    float: &FloatTile<'_>,
+    tile: &mut Tile,
+) {
+    let (rows, cols) = (operands.rows, float.corrections.len());
+    assert!(
+        cols <= TILE_COLS
+            && float.scales.len() == cols
+            && float.bias.len() == cols
+            && cols
+                <= NR
+                    * if operands.second_panel.is_empty() {
+                        1
+                    } else {
+                        2
+                    }
+            && float
+                .residual
+                .is_none_or(|residual| residual.len() >= (rows - 1) * float.stride + cols),
+        "int8 tile epilogue: an operand has the wrong size"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa == Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
+        check_operands(&operands);
+        // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), the operands'
+        // sizes were checked, and the caller vouches for the output.
+        unsafe { x86_64::tile_avx512_vnni_to_output(&operands, float) };
+        return;
+    }
+    self::tile(isa, operands, tile);
+    for row in 0..rows {
+        // SAFETY: The caller vouches for row `row` of the rectangle.
+        let output =
+            unsafe { std::slice::from_raw_parts_mut(float.output.add(row * float.stride), cols) };
+        epilogue_row(
+            &tile[row * TILE_COLS..][..cols],
+            float.corrections,
+            float.scales,
+            float.bias,
+            float
+                .residual
+                .map(|residual| &residual[row * float.stride..][..cols]),
+            float.clamp,
+            output,
+        );
+    }
+}
+
+/// Checks the sizes of a tile's operands, which the kernels rely on.
+fn check_operands(operands: &TileOperands<'_>) {
+    let panel_length = operands.groups * NR * K_GROUP;
+    assert!(
+        (1..=MR).contains(&operands.rows)
+            && operands.first_panel.len() == panel_length
+            && (operands.second_panel.is_empty() || operands.second_panel.len() == panel_length)
+            && operands.a.len()
+                >= (operands.rows - 1) * operands.a_stride + operands.groups * K_GROUP,
+        "int8 tile: an operand has the wrong size"
+    );
 }
 
 /// The portable tile: plain loops over the packed layout.
@@ -156,7 +238,9 @@ fn epilogue_row_body(
 mod x86_64 {
     //! The x86-64 tiles and epilogues; the callers check the processor and the operands.
 
-    use super::{Clamp, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands, epilogue_row_body};
+    use super::{
+        Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands, epilogue_row_body,
+    };
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -210,17 +294,45 @@ mod x86_64 {
         }
     }
 
+    /// The VNNI tile with the epilogue applied in registers.
+    ///
+    /// # Safety
+    /// As `tile_avx512_vnni`, and as `super::tile_to_output` requires of `float`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile_avx512_vnni_to_output(
+        operands: &TileOperands<'_>,
+        float: &FloatTile<'_>,
+    ) {
+        // SAFETY: Passed on from the caller.
+        unsafe {
+            match (operands.rows, operands.second_panel.is_empty()) {
+                (6, false) => vnni_to_output::<6, 2>(operands, float),
+                (5, false) => vnni_to_output::<5, 2>(operands, float),
+                (4, false) => vnni_to_output::<4, 2>(operands, float),
+                (3, false) => vnni_to_output::<3, 2>(operands, float),
+                (2, false) => vnni_to_output::<2, 2>(operands, float),
+                (1, false) => vnni_to_output::<1, 2>(operands, float),
+                (6, true) => vnni_to_output::<6, 1>(operands, float),
+                (5, true) => vnni_to_output::<5, 1>(operands, float),
+                (4, true) => vnni_to_output::<4, 1>(operands, float),
+                (3, true) => vnni_to_output::<3, 1>(operands, float),
+                (2, true) => vnni_to_output::<2, 1>(operands, float),
+                _ => vnni_to_output::<1, 1>(operands, float),
+            }
+        }
+    }
+
     /// `ROWS` rows times `PANELS` panels, one zmm accumulator each: per group of four k, one
     /// load of each panel, one broadcast of four bytes per row, and `ROWS * PANELS` `vpdpbusd`.
     ///
     /// # Safety
-    /// As `tile_avx512_vnni`, with `ROWS == operands.rows` and `PANELS` the panels present.
+    /// The processor has AVX512F, BW and VNNI; the operands are as `super::tile` checks, with
+    /// `ROWS == operands.rows` and `PANELS` the panels present.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn vnni<const ROWS: usize, const PANELS: usize>(
+    unsafe fn vnni_sums<const ROWS: usize, const PANELS: usize>(
         operands: &TileOperands<'_>,
-        tile: &mut Tile,
-    ) {
+    ) -> [[__m512i; PANELS]; ROWS] {
         const { assert!(ROWS <= MR && PANELS <= 2) };
         let mut sums = [[_mm512_setzero_si512(); PANELS]; ROWS];
         let a = operands.a.as_ptr();
@@ -251,11 +363,92 @@ mod x86_64 {
                 }
             }
         }
+        sums
+    }
+
+    /// The raw sums of a tile, stored to `tile`.
+    ///
+    /// # Safety
+    /// As `vnni_sums`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni<const ROWS: usize, const PANELS: usize>(
+        operands: &TileOperands<'_>,
+        tile: &mut Tile,
+    ) {
+        // SAFETY: Passed on from the caller.
+        let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
         for (row, row_sums) in sums.iter().enumerate() {
             for (panel, sum) in row_sums.iter().enumerate() {
                 let destination = &mut tile[row * TILE_COLS + panel * NR..][..NR];
                 // SAFETY: `destination` holds 16 i32.
                 unsafe { _mm512_storeu_si512(destination.as_mut_ptr().cast(), *sum) };
+            }
+        }
+    }
+
+    /// The sums of a tile through the epilogue, in registers, into the output: masked loads
+    /// and stores cover a last panel with fewer than 16 columns.
+    ///
+    /// # Safety
+    /// As `vnni_sums`, and as `super::tile_to_output` requires of `float`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn vnni_to_output<const ROWS: usize, const PANELS: usize>(
+        operands: &TileOperands<'_>,
+        float: &FloatTile<'_>,
+    ) {
+        // SAFETY: Passed on from the caller.
+        let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
+        let cols = float.corrections.len();
+        for panel in 0..PANELS {
+            let first = panel * NR;
+            if first >= cols {
+                break;
+            }
+            let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
+            // SAFETY: The column vectors hold `cols` values; the masked loads read only those
+            // from `first`.
+            let (corrections, scales, bias) = unsafe {
+                (
+                    _mm512_maskz_loadu_epi32(mask, float.corrections.as_ptr().add(first)),
+                    _mm512_maskz_loadu_ps(mask, float.scales.as_ptr().add(first)),
+                    _mm512_maskz_loadu_ps(mask, float.bias.as_ptr().add(first)),
+                )
+            };
+            for (row, row_sums) in sums.iter().enumerate() {
+                let corrected = _mm512_sub_epi32(row_sums[panel], corrections);
+                let mut values =
+                    _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(corrected), scales), bias);
+                let offset = row * float.stride + first;
+                if let Some(residual) = float.residual {
+                    // SAFETY: The residual holds the tile's rectangle; the masked load reads
+                    // only its columns.
+                    let skip =
+                        unsafe { _mm512_maskz_loadu_ps(mask, residual.as_ptr().add(offset)) };
+                    values = _mm512_add_ps(values, skip);
+                }
+                values = apply_clamp(values, float.clamp);
+                // SAFETY: The caller vouches for the output rectangle; the masked store writes
+                // only its columns.
+                unsafe { _mm512_mask_storeu_ps(float.output.add(offset), mask, values) };
+            }
+        }
+    }
+
+    /// The clamp activation of sixteen values, with the scalar functions' results: `max_ps` and
+    /// `min_ps` return their second operand when either is NaN, so NaN passes through.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn apply_clamp(values: __m512, clamp: Clamp) -> __m512 {
+        let zero = _mm512_setzero_ps();
+        match clamp {
+            Clamp::None => values,
+            Clamp::Relu => _mm512_max_ps(zero, values),
+            Clamp::Relu6 => _mm512_min_ps(_mm512_set1_ps(6.0), _mm512_max_ps(zero, values)),
+            Clamp::LeakyRelu { negative_slope } => {
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(values, zero);
+                _mm512_mask_mul_ps(values, negative, values, _mm512_set1_ps(negative_slope))
             }
         }
     }

@@ -128,6 +128,12 @@ fn conv_cases() -> impl Strategy<Value = ConvCase> {
                 (channels_last, has_bias, residual, activation),
                 (zero_point, scale),
             )| {
+                // Depthwise layers get up to 70 channels, to reach the 64-channel blocks.
+                let in_channels = if depthwise {
+                    7 * in_channels
+                } else {
+                    in_channels
+                };
                 let (out_channels, groups) = if depthwise {
                     (in_channels, in_channels)
                 } else {
@@ -297,64 +303,118 @@ fn to_layout(values: &[f64], images: usize, channels: usize, channels_last: bool
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
-    /// Every instruction set, both layouts, depthwise or not, with and without residual and
-    /// activation, against the reference twin: within 1e-5 of the size of the summed terms.
     #[test]
     fn conv_matches_the_reference_on_every_isa(case in conv_cases()) {
-        let conv = PackedConv2dInt8::new(
-            &case.weight,
-            case.weight_shape,
-            case.bias.as_deref(),
-            case.options,
+        check_conv_case(&case)?;
+    }
+}
+
+/// Every instruction set, both layouts, depthwise or not, with and without residual and
+/// activation, against the reference twin: within 1e-5 of the size of the summed terms.
+fn check_conv_case(case: &ConvCase) -> Result<(), TestCaseError> {
+    let conv = PackedConv2dInt8::new(
+        &case.weight,
+        case.weight_shape,
+        case.bias.as_deref(),
+        case.options,
+        case.channels_last,
+        case.quantization,
+    )
+    .unwrap()
+    .with_activation(case.activation);
+    let [n, c, h, w] = case.input_shape;
+    let input_shape = if case.channels_last {
+        [n, h, w, c]
+    } else {
+        [n, c, h, w]
+    };
+    let output_shape = conv.output_shape(input_shape).unwrap();
+    let length: usize = output_shape.iter().product();
+    let out_channels = case.weight_shape[0];
+    let residual: Option<Vec<f32>> = case.residual.then(|| {
+        (0..length)
+            .map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0)
+            .collect()
+    });
+    // The residual is given in the layer's layout; the reference wants NCHW.
+    let residual_nchw: Option<Vec<f64>> = residual.as_ref().map(|residual| {
+        let mut nchw = vec![0.0; length];
+        let layout_index = to_layout(
+            &(0..length).map(|i| i as f64).collect::<Vec<_>>(),
+            n,
+            out_channels,
             case.channels_last,
-            case.quantization,
+        );
+        for (position, &nchw_index) in layout_index.iter().enumerate() {
+            nchw[nchw_index as usize] = f64::from(residual[position]);
+        }
+        nchw
+    });
+    let (expected, magnitudes) = reference_conv(case, residual_nchw.as_deref());
+    let expected = to_layout(&expected, n, out_channels, case.channels_last);
+    let magnitudes = to_layout(&magnitudes, n, out_channels, case.channels_last);
+    for isa in available_isas() {
+        let mut output = vec![f32::NAN; length];
+        let mut workspace = ConvWorkspace::new();
+        conv.run(
+            isa,
+            &case.input,
+            input_shape,
+            residual.as_deref(),
+            &mut output,
+            &mut workspace,
         )
-        .unwrap()
-        .with_activation(case.activation);
-        let [n, c, h, w] = case.input_shape;
-        let input_shape = if case.channels_last { [n, h, w, c] } else { [n, c, h, w] };
-        let output_shape = conv.output_shape(input_shape).unwrap();
-        let length: usize = output_shape.iter().product();
-        let out_channels = case.weight_shape[0];
-        let residual: Option<Vec<f32>> = case
-            .residual
-            .then(|| (0..length).map(|i| ((i * 37) % 17) as f32 / 8.0 - 1.0).collect());
-        // The residual is given in the layer's layout; the reference wants NCHW.
-        let residual_nchw: Option<Vec<f64>> = residual.as_ref().map(|residual| {
-            let mut nchw = vec![0.0; length];
-            let layout_index = to_layout(
-                &(0..length).map(|i| i as f64).collect::<Vec<_>>(),
-                n,
-                out_channels,
-                case.channels_last,
+        .unwrap();
+        for (index, &actual) in output.iter().enumerate() {
+            let pre_activation = expected[index];
+            let wanted = case.activation.map_or(pre_activation, |a| {
+                f64::from(a.reference(pre_activation as f32))
+            });
+            let bound = 1e-5 * (magnitudes[index] + wanted.abs()) + 1e-6;
+            prop_assert!(
+                (f64::from(actual) - wanted).abs() <= bound,
+                "{}: element {} is {}, expected {} (bound {})",
+                isa.name(),
+                index,
+                actual,
+                wanted,
+                bound
             );
-            for (position, &nchw_index) in layout_index.iter().enumerate() {
-                nchw[nchw_index as usize] = f64::from(residual[position]);
-            }
-            nchw
-        });
-        let (expected, magnitudes) = reference_conv(&case, residual_nchw.as_deref());
-        let expected = to_layout(&expected, n, out_channels, case.channels_last);
-        let magnitudes = to_layout(&magnitudes, n, out_channels, case.channels_last);
-        for isa in available_isas() {
-            let mut output = vec![f32::NAN; length];
-            let mut workspace = ConvWorkspace::new();
-            conv.run(isa, &case.input, input_shape, residual.as_deref(), &mut output, &mut workspace)
-                .unwrap();
-            for (index, &actual) in output.iter().enumerate() {
-                let pre_activation = expected[index];
-                let wanted = case
-                    .activation
-                    .map_or(pre_activation, |a| f64::from(a.reference(pre_activation as f32)));
-                let bound = 1e-5 * (magnitudes[index] + wanted.abs()) + 1e-6;
-                prop_assert!(
-                    (f64::from(actual) - wanted).abs() <= bound,
-                    "{}: element {} is {}, expected {} (bound {})",
-                    isa.name(), index, actual, wanted, bound
-                );
-            }
         }
     }
+    Ok(())
+}
+
+/// A depthwise kernel of more taps than one round gathers (8 x 7 > 49), with padding, so its
+/// border pixels sum in several rounds.
+#[test]
+fn large_depthwise_kernels_match_the_reference() {
+    let [n, c, h, w] = [1, 19, 9, 10];
+    let case = ConvCase {
+        input_shape: [n, c, h, w],
+        weight_shape: [c, 1, 8, 7],
+        options: Conv2dOptions {
+            stride: [1, 2],
+            padding: [3, 3],
+            dilation: [1, 1],
+            groups: c,
+        },
+        channels_last: true,
+        quantization: ActivationQuantization {
+            scale: 0.02,
+            zero_point: 100,
+        },
+        input: (0..n * c * h * w)
+            .map(|i| ((i * 37) % 29) as f32 / 7.0 - 2.0)
+            .collect(),
+        weight: (0..c * 56)
+            .map(|i| ((i * 11) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        bias: Some((0..c).map(|i| i as f32 / 10.0).collect()),
+        residual: true,
+        activation: Some(Activation::Relu6),
+    };
+    check_conv_case(&case).unwrap();
 }
 
 #[test]
@@ -411,4 +471,31 @@ fn grouped_convolutions_other_than_depthwise_are_refused() {
         quantization,
     );
     assert!(result.is_err());
+}
+
+proptest! {
+    /// The vectorised quantization gives the scalar function's bytes, ties, clamps and NaN
+    /// included.
+    #[test]
+    fn quantize_slice_matches_the_scalar_function(
+        values in proptest::collection::vec(
+            prop_oneof![
+                -300.0f32..300.0,
+                (-600i32..600).prop_map(|half| half as f32 * 0.5),
+                Just(f32::NAN),
+                Just(f32::INFINITY),
+                Just(f32::NEG_INFINITY),
+                Just(1e30f32),
+            ],
+            0..100,
+        ),
+        zero_point in any::<u8>(),
+        scale in prop_oneof![Just(1.0f32), Just(0.5f32), 0.01f32..2.0],
+    ) {
+        let quantization = ActivationQuantization { scale, zero_point };
+        let mut output = vec![0u8; values.len()];
+        super::quantize::quantize_slice(&values, &mut output, quantization);
+        let expected: Vec<u8> = values.iter().map(|&x| quantization.quantize(x)).collect();
+        prop_assert_eq!(output, expected);
+    }
 }
