@@ -348,9 +348,6 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     let geometry = row.geometry;
     let channels = row.channels;
     let [kernel_h, kernel_w] = geometry.kernel;
-    for pixel in output.chunks_exact_mut(channels) {
-        pixel.copy_from_slice(row.bias);
-    }
     let interior = if kernel_h * kernel_w <= MAX_TAPS {
         geometry.valid_columns(0).start..geometry.valid_columns(kernel_w - 1).end
     } else {
@@ -374,11 +371,178 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     }
     let relative_taps = &relative_taps[..count];
     for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
-        if interior.contains(&out_x) {
-            let base = (out_x * geometry.stride[1] - geometry.padding[1]) * channels;
-            accumulate_taps(row.input, base, row.weight, relative_taps, pixel);
-        } else {
+        if !interior.contains(&out_x) {
+            pixel.copy_from_slice(row.bias);
             border_pixel(row, out_x, pixel);
+        }
+    }
+    if !interior.is_empty() {
+        let pixels = InteriorPixels {
+            input: row.input,
+            first_base: (interior.start * geometry.stride[1] - geometry.padding[1]) * channels,
+            pixel_step: geometry.stride[1] * channels,
+            weight: row.weight,
+            bias: row.bias,
+            taps: relative_taps,
+        };
+        let outputs = &mut output[interior.start * channels..interior.end * channels];
+        interior_pixels(&pixels, outputs);
+    }
+}
+
+/// A run of interior pixels of one output row: pixel `p` of the run reads
+/// `input[first_base + p * pixel_step + i + c]` with `weight[w + c]` for each tap `(i, w)`.
+struct InteriorPixels<'a> {
+    /// One image, `[H, W, C]`.
+    input: &'a [f32],
+    first_base: usize,
+    pixel_step: usize,
+    /// `[kh * kw, C]`.
+    weight: &'a [f32],
+    /// `[C]`.
+    bias: &'a [f32],
+    taps: &'a [(usize, usize)],
+}
+
+/// `output[p][c] = bias[c] + sum over taps of weight[w + c] * input[first_base + p * pixel_step
+/// + i + c]` for the run's pixels; `output` is `[pixels, C]`. With AVX2 + FMA, eight pixels of
+/// eight channels at a time: each tap's weights are loaded once for eight pixels and the sums
+/// stay in registers until they are stored, so the loop does about one load per multiply-add
+/// (the per-pixel form loads the weights for every pixel, two loads per multiply-add).
+fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+    let channels = pixels.bias.len();
+    let count = output.len() / channels;
+    assert_eq!(
+        count * channels,
+        output.len(),
+        "interior_pixels: a partial pixel"
+    );
+    if count == 0 {
+        return;
+    }
+    let last_input = pixels
+        .taps
+        .iter()
+        .map(|&(input, _)| input)
+        .max()
+        .unwrap_or(0)
+        + pixels.first_base
+        + (count - 1) * pixels.pixel_step
+        + channels;
+    let last_weight = pixels
+        .taps
+        .iter()
+        .map(|&(_, weight)| weight)
+        .max()
+        .unwrap_or(0)
+        + channels;
+    assert!(
+        last_input <= pixels.input.len() && last_weight <= pixels.weight.len(),
+        "interior_pixels: a tap lies outside the input or the weights"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if channels >= 8 && crate::kernels::vectorize::has_avx2_fma() {
+        // SAFETY: The processor has AVX2 and FMA, checked just above; every tap of every pixel
+        // (through `last_input`) and every tap's weights (through `last_weight`) are inside
+        // their slices, checked above, and `output` holds `count` whole pixels.
+        unsafe { depthwise_x86_64::interior_pixels(pixels, output) };
+        return;
+    }
+    interior_pixels_portable(pixels, output);
+}
+
+/// The plain twin of [`interior_pixels`], one pixel at a time.
+fn interior_pixels_portable(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+    let channels = pixels.bias.len();
+    for (index, pixel) in output.chunks_exact_mut(channels).enumerate() {
+        pixel.copy_from_slice(pixels.bias);
+        let base = pixels.first_base + index * pixels.pixel_step;
+        accumulate_taps(pixels.input, base, pixels.weight, pixels.taps, pixel);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod depthwise_x86_64 {
+    //! The AVX2 + FMA form of [`super::interior_pixels`]; the caller checks the processor and
+    //! the bounds.
+
+    use super::InteriorPixels;
+    use std::arch::x86_64::*;
+
+    /// See [`super::interior_pixels`].
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA; `output` is whole pixels of `bias.len()` channels, and
+    /// every pixel's taps and every tap's weights are inside `input` and `weight`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+        let channels = pixels.bias.len();
+        let count = output.len() / channels;
+        let mut pixel = 0;
+        while pixel + 8 <= count {
+            // SAFETY: Pixels `pixel..pixel + 8` are below `count`; the caller guarantees the rest.
+            unsafe { tile::<8>(pixels, output, pixel) };
+            pixel += 8;
+        }
+        while pixel + 4 <= count {
+            // SAFETY: Pixels `pixel..pixel + 4` are below `count`; the caller guarantees the rest.
+            unsafe { tile::<4>(pixels, output, pixel) };
+            pixel += 4;
+        }
+        while pixel < count {
+            // SAFETY: Pixel `pixel` is below `count`; the caller guarantees the rest.
+            unsafe { tile::<1>(pixels, output, pixel) };
+            pixel += 1;
+        }
+    }
+
+    /// Pixels `first..first + TILE` of the run, every channel: blocks of eight channels in
+    /// `TILE` registers, then the channels past the last whole block one by one.
+    ///
+    /// # Safety
+    /// As [`interior_pixels`], and `first + TILE` is at most the run's pixel count.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const TILE: usize>(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+    ) {
+        let channels = pixels.bias.len();
+        let input = pixels.input.as_ptr();
+        let weight = pixels.weight.as_ptr();
+        let destination = output.as_mut_ptr();
+        let base = pixels.first_base + first * pixels.pixel_step;
+        let mut channel = 0;
+        while channel + 8 <= channels {
+            // SAFETY: `channel + 8 <= channels`, and the caller guarantees every tap of these
+            // pixels, every tap's weights and the pixels' outputs are inside their slices.
+            unsafe {
+                let mut sums = [_mm256_loadu_ps(pixels.bias.as_ptr().add(channel)); TILE];
+                for &(input_offset, weight_offset) in pixels.taps {
+                    let weights = _mm256_loadu_ps(weight.add(weight_offset + channel));
+                    let tap = input.add(base + input_offset + channel);
+                    for (index, sum) in sums.iter_mut().enumerate() {
+                        let values = _mm256_loadu_ps(tap.add(index * pixels.pixel_step));
+                        *sum = _mm256_fmadd_ps(weights, values, *sum);
+                    }
+                }
+                for (index, sum) in sums.into_iter().enumerate() {
+                    _mm256_storeu_ps(destination.add((first + index) * channels + channel), sum);
+                }
+            }
+            channel += 8;
+        }
+        for channel in channel..channels {
+            for index in 0..TILE {
+                let pixel_base = base + index * pixels.pixel_step + channel;
+                let mut sum = pixels.bias[channel];
+                for &(input_offset, weight_offset) in pixels.taps {
+                    sum += pixels.weight[weight_offset + channel]
+                        * pixels.input[pixel_base + input_offset];
+                }
+                output[(first + index) * channels + channel] = sum;
+            }
         }
     }
 }
