@@ -268,6 +268,12 @@ impl PackedConv2dChannelsLast {
         let channels = self.out_channels;
         let output_row = geometry.out_w * channels;
         let input_image = geometry.in_h * geometry.in_w * channels;
+        // A clamp runs in the kernel's registers before the store; other activations, and any
+        // activation after a residual (which is added first), take a pass over each row.
+        let clamp = self
+            .activation
+            .filter(|activation| matches!(activation, Activation::Relu | Activation::Relu6))
+            .filter(|_| residual.is_none());
         let rows_per_task = threading::balanced_rows_per_task(
             output.len() / output_row.max(1),
             output_row,
@@ -285,13 +291,14 @@ impl PackedConv2dChannelsLast {
                     geometry,
                     channels,
                     out_y,
+                    clamp,
                 };
                 depthwise_row(&row_input, output_row_values);
                 if let Some(residual) = residual {
                     let residual_row = &residual[row * output_row..][..output_row];
                     vectorize::zip_map_in_place(output_row_values, residual_row, |y, r| y + r);
                 }
-                if let Some(activation) = self.activation {
+                if let Some(activation) = self.activation.filter(|_| clamp.is_none()) {
                     apply_activation_in_place(output_row_values, activation);
                 }
             }
@@ -313,6 +320,8 @@ struct DepthwiseRow<'a> {
     geometry: &'a Geometry,
     channels: usize,
     out_y: usize,
+    /// `Relu` or `Relu6`, applied to each output as it is stored.
+    clamp: Option<Activation>,
 }
 
 /// One output row `[out_w, C]` of a channels-last depthwise convolution, compiled for AVX2 + FMA
@@ -372,7 +381,6 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     let relative_taps = &relative_taps[..count];
     for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
         if !interior.contains(&out_x) {
-            pixel.copy_from_slice(row.bias);
             border_pixel(row, out_x, pixel);
         }
     }
@@ -384,6 +392,7 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
             weight: row.weight,
             bias: row.bias,
             taps: relative_taps,
+            clamp: row.clamp,
         };
         let outputs = &mut output[interior.start * channels..interior.end * channels];
         interior_pixels(&pixels, outputs);
@@ -402,6 +411,9 @@ struct InteriorPixels<'a> {
     /// `[C]`.
     bias: &'a [f32],
     taps: &'a [(usize, usize)],
+    /// `Relu` or `Relu6` (another activation is applied as `Relu6` would not be: the caller
+    /// passes only these two), applied before the store.
+    clamp: Option<Activation>,
 }
 
 /// `output[p][c] = bias[c] + sum over taps of weight[w + c] * input[first_base + p * pixel_step
@@ -458,6 +470,11 @@ fn interior_pixels_portable(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
         pixel.copy_from_slice(pixels.bias);
         let base = pixels.first_base + index * pixels.pixel_step;
         accumulate_taps(pixels.input, base, pixels.weight, pixels.taps, pixel);
+        if let Some(clamp) = pixels.clamp {
+            pixel
+                .iter_mut()
+                .for_each(|value| *value = clamp.apply(*value));
+        }
     }
 }
 
@@ -467,6 +484,7 @@ mod depthwise_x86_64 {
     //! the bounds.
 
     use super::InteriorPixels;
+    use crate::kernels::activation::Activation;
     use std::arch::x86_64::*;
 
     /// See [`super::interior_pixels`].
@@ -513,6 +531,14 @@ mod depthwise_x86_64 {
         let weight = pixels.weight.as_ptr();
         let destination = output.as_mut_ptr();
         let base = pixels.first_base + first * pixels.pixel_step;
+        // `max_ps(0, x)` and `min_ps(6, x)` return `x` when it is NaN, as `relu` and `relu6` do,
+        // and keep `-0.0`. Without a clamp the bounds are infinite and change nothing.
+        let (low, high) = match pixels.clamp {
+            Some(Activation::Relu) => (0.0, f32::INFINITY),
+            Some(Activation::Relu6) => (0.0, 6.0),
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        let (low, high) = (_mm256_set1_ps(low), _mm256_set1_ps(high));
         let mut channel = 0;
         while channel + 8 <= channels {
             // SAFETY: `channel + 8 <= channels`, and the caller guarantees every tap of these
@@ -528,7 +554,8 @@ mod depthwise_x86_64 {
                     }
                 }
                 for (index, sum) in sums.into_iter().enumerate() {
-                    _mm256_storeu_ps(destination.add((first + index) * channels + channel), sum);
+                    let value = _mm256_min_ps(high, _mm256_max_ps(low, sum));
+                    _mm256_storeu_ps(destination.add((first + index) * channels + channel), value);
                 }
             }
             channel += 8;
@@ -541,19 +568,38 @@ mod depthwise_x86_64 {
                     sum += pixels.weight[weight_offset + channel]
                         * pixels.input[pixel_base + input_offset];
                 }
-                output[(first + index) * channels + channel] = sum;
+                output[(first + index) * channels + channel] =
+                    pixels.clamp.map_or(sum, |clamp| clamp.apply(sum));
             }
         }
     }
 }
 
 /// One output pixel whose kernel hangs over the left or right edge: its taps are checked one by
-/// one.
+/// one. When they fit one round, they run through the interior pixels' kernel as a run of one
+/// pixel (on a 7 x 7 map two pixels of seven are border pixels); more taps are applied round by
+/// round.
 #[inline(always)]
 fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
     let geometry = row.geometry;
     let channels = row.channels;
     let [kernel_h, kernel_w] = geometry.kernel;
+    if kernel_h * kernel_w <= MAX_TAPS {
+        let mut taps = [(0usize, 0usize); MAX_TAPS];
+        let count = border_taps(row, out_x, &mut taps);
+        let pixels = InteriorPixels {
+            input: row.input,
+            first_base: 0,
+            pixel_step: 0,
+            weight: row.weight,
+            bias: row.bias,
+            taps: &taps[..count],
+            clamp: row.clamp,
+        };
+        interior_pixels(&pixels, pixel);
+        return;
+    }
+    pixel.copy_from_slice(row.bias);
     let mut taps = [(0usize, 0usize); MAX_TAPS];
     let mut count = 0;
     for kernel_y in 0..kernel_h {
@@ -579,6 +625,44 @@ fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
         }
     }
     accumulate_taps(row.input, 0, row.weight, &taps[..count], pixel);
+    if let Some(clamp) = row.clamp {
+        pixel
+            .iter_mut()
+            .for_each(|value| *value = clamp.apply(*value));
+    }
+}
+
+/// The taps `(input offset, weight offset)` of a border pixel whose kernel has at most
+/// `MAX_TAPS` taps, in `taps`; returns their count.
+#[inline(always)]
+fn border_taps(
+    row: &DepthwiseRow<'_>,
+    out_x: usize,
+    taps: &mut [(usize, usize); MAX_TAPS],
+) -> usize {
+    let geometry = row.geometry;
+    let channels = row.channels;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let mut count = 0;
+    for kernel_y in 0..kernel_h {
+        let Some(input_y) = geometry.input_row(row.out_y, kernel_y) else {
+            continue;
+        };
+        for kernel_x in 0..kernel_w {
+            let Some(input_x) = (out_x * geometry.stride[1] + kernel_x * geometry.dilation[1])
+                .checked_sub(geometry.padding[1])
+                .filter(|&column| column < geometry.in_w)
+            else {
+                continue;
+            };
+            taps[count] = (
+                (input_y * geometry.in_w + input_x) * channels,
+                (kernel_y * kernel_w + kernel_x) * channels,
+            );
+            count += 1;
+        }
+    }
+    count
 }
 
 /// `pixel[c] += sum over taps of weight[w + c] * input[base + i + c]` for the taps' `(i, w)`,
