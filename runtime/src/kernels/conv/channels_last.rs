@@ -411,16 +411,15 @@ struct InteriorPixels<'a> {
     /// `[C]`.
     bias: &'a [f32],
     taps: &'a [(usize, usize)],
-    /// `Relu` or `Relu6` (another activation is applied as `Relu6` would not be: the caller
-    /// passes only these two), applied before the store.
+    /// `Relu` or `Relu6` (the only activations callers pass here), applied before the store.
     clamp: Option<Activation>,
 }
 
-/// `output[p][c] = bias[c] + sum over taps of weight[w + c] * input[first_base + p * pixel_step
-/// + i + c]` for the run's pixels; `output` is `[pixels, C]`. With AVX2 + FMA, eight pixels of
-/// eight channels at a time: each tap's weights are loaded once for eight pixels and the sums
-/// stay in registers until they are stored, so the loop does about one load per multiply-add
-/// (the per-pixel form loads the weights for every pixel, two loads per multiply-add).
+/// For each pixel `p` of the run and channel `c`: `output[p][c] = clamp(bias[c] + sum over taps
+/// of weight[w + c] * input[first_base + p * pixel_step + i + c])`; `output` is `[pixels, C]`.
+/// With AVX2 + FMA, eight pixels of eight channels at a time: each tap's weights are loaded once
+/// for eight pixels and the sums stay in registers until they are stored, so the loop does about
+/// one load per multiply-add (the per-pixel form loads the weights for every pixel: two).
 fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
     let channels = pixels.bias.len();
     let count = output.len() / channels;
