@@ -268,6 +268,12 @@ impl PackedConv2dChannelsLast {
         let channels = self.out_channels;
         let output_row = geometry.out_w * channels;
         let input_image = geometry.in_h * geometry.in_w * channels;
+        // A clamp runs in the kernel's registers before the store; other activations, and any
+        // activation after a residual (which is added first), take a pass over each row.
+        let clamp = self
+            .activation
+            .filter(|activation| matches!(activation, Activation::Relu | Activation::Relu6))
+            .filter(|_| residual.is_none());
         let rows_per_task = threading::balanced_rows_per_task(
             output.len() / output_row.max(1),
             output_row,
@@ -285,13 +291,14 @@ impl PackedConv2dChannelsLast {
                     geometry,
                     channels,
                     out_y,
+                    clamp,
                 };
                 depthwise_row(&row_input, output_row_values);
                 if let Some(residual) = residual {
                     let residual_row = &residual[row * output_row..][..output_row];
                     vectorize::zip_map_in_place(output_row_values, residual_row, |y, r| y + r);
                 }
-                if let Some(activation) = self.activation {
+                if let Some(activation) = self.activation.filter(|_| clamp.is_none()) {
                     apply_activation_in_place(output_row_values, activation);
                 }
             }
@@ -313,6 +320,8 @@ struct DepthwiseRow<'a> {
     geometry: &'a Geometry,
     channels: usize,
     out_y: usize,
+    /// `Relu` or `Relu6`, applied to each output as it is stored.
+    clamp: Option<Activation>,
 }
 
 /// One output row `[out_w, C]` of a channels-last depthwise convolution, compiled for AVX2 + FMA
@@ -348,9 +357,6 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     let geometry = row.geometry;
     let channels = row.channels;
     let [kernel_h, kernel_w] = geometry.kernel;
-    for pixel in output.chunks_exact_mut(channels) {
-        pixel.copy_from_slice(row.bias);
-    }
     let interior = if kernel_h * kernel_w <= MAX_TAPS {
         geometry.valid_columns(0).start..geometry.valid_columns(kernel_w - 1).end
     } else {
@@ -374,22 +380,225 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     }
     let relative_taps = &relative_taps[..count];
     for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
-        if interior.contains(&out_x) {
-            let base = (out_x * geometry.stride[1] - geometry.padding[1]) * channels;
-            accumulate_taps(row.input, base, row.weight, relative_taps, pixel);
-        } else {
+        if !interior.contains(&out_x) {
             border_pixel(row, out_x, pixel);
+        }
+    }
+    if !interior.is_empty() {
+        let pixels = InteriorPixels {
+            input: row.input,
+            first_base: (interior.start * geometry.stride[1] - geometry.padding[1]) * channels,
+            pixel_step: geometry.stride[1] * channels,
+            weight: row.weight,
+            bias: row.bias,
+            taps: relative_taps,
+            clamp: row.clamp,
+        };
+        let outputs = &mut output[interior.start * channels..interior.end * channels];
+        interior_pixels(&pixels, outputs);
+    }
+}
+
+/// A run of interior pixels of one output row: pixel `p` of the run reads
+/// `input[first_base + p * pixel_step + i + c]` with `weight[w + c]` for each tap `(i, w)`.
+struct InteriorPixels<'a> {
+    /// One image, `[H, W, C]`.
+    input: &'a [f32],
+    first_base: usize,
+    pixel_step: usize,
+    /// `[kh * kw, C]`.
+    weight: &'a [f32],
+    /// `[C]`.
+    bias: &'a [f32],
+    taps: &'a [(usize, usize)],
+    /// `Relu` or `Relu6` (the only activations callers pass here), applied before the store.
+    clamp: Option<Activation>,
+}
+
+/// For each pixel `p` of the run and channel `c`: `output[p][c] = clamp(bias[c] + sum over taps
+/// of weight[w + c] * input[first_base + p * pixel_step + i + c])`; `output` is `[pixels, C]`.
+/// With AVX2 + FMA, eight pixels of eight channels at a time: each tap's weights are loaded once
+/// for eight pixels and the sums stay in registers until they are stored, so the loop does about
+/// one load per multiply-add (the per-pixel form loads the weights for every pixel: two).
+fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+    let channels = pixels.bias.len();
+    let count = output.len() / channels;
+    assert_eq!(
+        count * channels,
+        output.len(),
+        "interior_pixels: a partial pixel"
+    );
+    if count == 0 {
+        return;
+    }
+    let last_input = pixels
+        .taps
+        .iter()
+        .map(|&(input, _)| input)
+        .max()
+        .unwrap_or(0)
+        + pixels.first_base
+        + (count - 1) * pixels.pixel_step
+        + channels;
+    let last_weight = pixels
+        .taps
+        .iter()
+        .map(|&(_, weight)| weight)
+        .max()
+        .unwrap_or(0)
+        + channels;
+    assert!(
+        last_input <= pixels.input.len() && last_weight <= pixels.weight.len(),
+        "interior_pixels: a tap lies outside the input or the weights"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if channels >= 8 && crate::kernels::vectorize::has_avx2_fma() {
+        // SAFETY: The processor has AVX2 and FMA, checked just above; every tap of every pixel
+        // (through `last_input`) and every tap's weights (through `last_weight`) are inside
+        // their slices, checked above, and `output` holds `count` whole pixels.
+        unsafe { depthwise_x86_64::interior_pixels(pixels, output) };
+        return;
+    }
+    interior_pixels_portable(pixels, output);
+}
+
+/// The plain twin of [`interior_pixels`], one pixel at a time.
+fn interior_pixels_portable(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+    let channels = pixels.bias.len();
+    for (index, pixel) in output.chunks_exact_mut(channels).enumerate() {
+        pixel.copy_from_slice(pixels.bias);
+        let base = pixels.first_base + index * pixels.pixel_step;
+        accumulate_taps(pixels.input, base, pixels.weight, pixels.taps, pixel);
+        if let Some(clamp) = pixels.clamp {
+            pixel
+                .iter_mut()
+                .for_each(|value| *value = clamp.apply(*value));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod depthwise_x86_64 {
+    //! The AVX2 + FMA form of [`super::interior_pixels`]; the caller checks the processor and
+    //! the bounds.
+
+    use super::InteriorPixels;
+    use crate::kernels::activation::Activation;
+    use std::arch::x86_64::*;
+
+    /// See [`super::interior_pixels`].
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA; `output` is whole pixels of `bias.len()` channels, and
+    /// every pixel's taps and every tap's weights are inside `input` and `weight`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+        let channels = pixels.bias.len();
+        let count = output.len() / channels;
+        let mut pixel = 0;
+        while pixel + 8 <= count {
+            // SAFETY: Pixels `pixel..pixel + 8` are below `count`; the caller guarantees the rest.
+            unsafe { tile::<8>(pixels, output, pixel) };
+            pixel += 8;
+        }
+        while pixel + 4 <= count {
+            // SAFETY: Pixels `pixel..pixel + 4` are below `count`; the caller guarantees the rest.
+            unsafe { tile::<4>(pixels, output, pixel) };
+            pixel += 4;
+        }
+        while pixel < count {
+            // SAFETY: Pixel `pixel` is below `count`; the caller guarantees the rest.
+            unsafe { tile::<1>(pixels, output, pixel) };
+            pixel += 1;
+        }
+    }
+
+    /// Pixels `first..first + TILE` of the run, every channel: blocks of eight channels in
+    /// `TILE` registers, then the channels past the last whole block one by one.
+    ///
+    /// # Safety
+    /// As [`interior_pixels`], and `first + TILE` is at most the run's pixel count.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const TILE: usize>(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+    ) {
+        let channels = pixels.bias.len();
+        let input = pixels.input.as_ptr();
+        let weight = pixels.weight.as_ptr();
+        let destination = output.as_mut_ptr();
+        let base = pixels.first_base + first * pixels.pixel_step;
+        // `max_ps(0, x)` and `min_ps(6, x)` return `x` when it is NaN, as `relu` and `relu6` do,
+        // and keep `-0.0`. Without a clamp the bounds are infinite and change nothing.
+        let (low, high) = match pixels.clamp {
+            Some(Activation::Relu) => (0.0, f32::INFINITY),
+            Some(Activation::Relu6) => (0.0, 6.0),
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        let (low, high) = (_mm256_set1_ps(low), _mm256_set1_ps(high));
+        let mut channel = 0;
+        while channel + 8 <= channels {
+            // SAFETY: `channel + 8 <= channels`, and the caller guarantees every tap of these
+            // pixels, every tap's weights and the pixels' outputs are inside their slices.
+            unsafe {
+                let mut sums = [_mm256_loadu_ps(pixels.bias.as_ptr().add(channel)); TILE];
+                for &(input_offset, weight_offset) in pixels.taps {
+                    let weights = _mm256_loadu_ps(weight.add(weight_offset + channel));
+                    let tap = input.add(base + input_offset + channel);
+                    for (index, sum) in sums.iter_mut().enumerate() {
+                        let values = _mm256_loadu_ps(tap.add(index * pixels.pixel_step));
+                        *sum = _mm256_fmadd_ps(weights, values, *sum);
+                    }
+                }
+                for (index, sum) in sums.into_iter().enumerate() {
+                    let value = _mm256_min_ps(high, _mm256_max_ps(low, sum));
+                    _mm256_storeu_ps(destination.add((first + index) * channels + channel), value);
+                }
+            }
+            channel += 8;
+        }
+        for channel in channel..channels {
+            for index in 0..TILE {
+                let pixel_base = base + index * pixels.pixel_step + channel;
+                let mut sum = pixels.bias[channel];
+                for &(input_offset, weight_offset) in pixels.taps {
+                    sum += pixels.weight[weight_offset + channel]
+                        * pixels.input[pixel_base + input_offset];
+                }
+                output[(first + index) * channels + channel] =
+                    pixels.clamp.map_or(sum, |clamp| clamp.apply(sum));
+            }
         }
     }
 }
 
 /// One output pixel whose kernel hangs over the left or right edge: its taps are checked one by
-/// one.
+/// one. When they fit one round, they run through the interior pixels' kernel as a run of one
+/// pixel (on a 7 x 7 map two pixels of seven are border pixels); more taps are applied round by
+/// round.
 #[inline(always)]
 fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
     let geometry = row.geometry;
     let channels = row.channels;
     let [kernel_h, kernel_w] = geometry.kernel;
+    if kernel_h * kernel_w <= MAX_TAPS {
+        let mut taps = [(0usize, 0usize); MAX_TAPS];
+        let count = border_taps(row, out_x, &mut taps);
+        let pixels = InteriorPixels {
+            input: row.input,
+            first_base: 0,
+            pixel_step: 0,
+            weight: row.weight,
+            bias: row.bias,
+            taps: &taps[..count],
+            clamp: row.clamp,
+        };
+        interior_pixels(&pixels, pixel);
+        return;
+    }
+    pixel.copy_from_slice(row.bias);
     let mut taps = [(0usize, 0usize); MAX_TAPS];
     let mut count = 0;
     for kernel_y in 0..kernel_h {
@@ -415,6 +624,44 @@ fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
         }
     }
     accumulate_taps(row.input, 0, row.weight, &taps[..count], pixel);
+    if let Some(clamp) = row.clamp {
+        pixel
+            .iter_mut()
+            .for_each(|value| *value = clamp.apply(*value));
+    }
+}
+
+/// The taps `(input offset, weight offset)` of a border pixel whose kernel has at most
+/// `MAX_TAPS` taps, in `taps`; returns their count.
+#[inline(always)]
+fn border_taps(
+    row: &DepthwiseRow<'_>,
+    out_x: usize,
+    taps: &mut [(usize, usize); MAX_TAPS],
+) -> usize {
+    let geometry = row.geometry;
+    let channels = row.channels;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let mut count = 0;
+    for kernel_y in 0..kernel_h {
+        let Some(input_y) = geometry.input_row(row.out_y, kernel_y) else {
+            continue;
+        };
+        for kernel_x in 0..kernel_w {
+            let Some(input_x) = (out_x * geometry.stride[1] + kernel_x * geometry.dilation[1])
+                .checked_sub(geometry.padding[1])
+                .filter(|&column| column < geometry.in_w)
+            else {
+                continue;
+            };
+            taps[count] = (
+                (input_y * geometry.in_w + input_x) * channels,
+                (kernel_y * kernel_w + kernel_x) * channels,
+            );
+            count += 1;
+        }
+    }
+    count
 }
 
 /// `pixel[c] += sum over taps of weight[w + c] * input[base + i + c]` for the taps' `(i, w)`,
@@ -498,6 +745,63 @@ fn im2col_channels_last(input: &[f32], channels: usize, geometry: &Geometry, col
                     None => tap.fill(0.0),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod interior_pixel_tests {
+    use super::*;
+    use crate::test_support::{assert_close, values};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// The dispatched kernel (AVX2 where the machine has it) agrees with its portable twin
+        /// on runs of 0 to 21 pixels (tiles of eight, four and one), channel counts with and
+        /// without a tail past the last block of eight, steps of one and two pixels, up to nine
+        /// taps at arbitrary offsets, and each clamp.
+        #[test]
+        fn interior_pixels_match_portable(
+            (channels, count, pixel_step_pixels, taps, data, weight, bias) in
+                (1..27usize, 0..22usize, 1..3usize, 1..10usize).prop_flat_map(
+                    |(channels, count, step, tap_count)| {
+                        let input_pixels = count * step + 12;
+                        (
+                            Just(channels), Just(count), Just(step),
+                            proptest::collection::vec((0..12usize, 0..9usize), tap_count),
+                            values(input_pixels * channels),
+                            values(9 * channels),
+                            values(channels),
+                        )
+                    },
+                ),
+            first_base_pixels in 0..3usize,
+            clamp in prop_oneof![Just(None), Just(Some(Activation::Relu)), Just(Some(Activation::Relu6))],
+        ) {
+            let taps: Vec<(usize, usize)> = taps
+                .iter()
+                .map(|&(input, weight_tap)| (input * channels, weight_tap * channels))
+                .collect();
+            // The input holds every pixel's farthest tap (offset 11 from a base of at most 2
+            // pixels past `first_base`), padded as `input_pixels` above.
+            let mut data = data;
+            data.resize(data.len() + first_base_pixels * channels, 0.5);
+            let pixels = InteriorPixels {
+                input: &data,
+                first_base: first_base_pixels * channels,
+                pixel_step: pixel_step_pixels * channels,
+                weight: &weight,
+                bias: &bias,
+                taps: &taps,
+                clamp,
+            };
+            let mut expected = vec![f32::NAN; count * channels];
+            interior_pixels_portable(&pixels, &mut expected);
+            let mut output = vec![f32::NAN; count * channels];
+            interior_pixels(&pixels, &mut output);
+            assert_close(&output, &expected, 1e-5);
         }
     }
 }
