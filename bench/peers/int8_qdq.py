@@ -228,27 +228,27 @@ def agreement(logits: np.ndarray, reference: np.ndarray, tests: list[Path]) -> d
     return result
 
 
-def nnc_int8_outputs(nnc: Path, name: str, folder: Path, tests: list[Path]) -> np.ndarray:
-    """nnc's int8 logits on the test inputs (the hook for issue 13's `nnc calibrate` and
-    `nnc run --quantize int8 --scales`, which the lead is adding): calibrates on the same
-    calibration inputs, then runs every test input."""
+def nnc_int8_outputs(nnc: Path, name: str, folder: Path, tests: list[Path],
+                     calib: list[Path], tag: str) -> np.ndarray:
+    """nnc's int8 logits on the test inputs: `nnc calibrate` on the same calibration inputs as
+    ONNX Runtime's model (`calib`), then `nnc run --quantize int8 --calibration` on every test
+    input. `tag` names the calibration set in the files written."""
     commands = subprocess.run([str(nnc), "--help"], capture_output=True, text=True).stdout
     if "calibrate" not in commands:
         raise SystemExit(f"{nnc} has no `calibrate` command yet (issue 13, deliverable 4): run "
                          "without --nnc, or with an nnc that has it")
     nn_file = models.MODELS[name].nn_file
     weights = folder / "weights.safetensors"
-    scales = folder / "nnc_int8_scales.json"
-    calib = sorted((folder / "calib").glob("*.npy"))
+    scales = folder / f"nnc_int8_scales{tag}.json"
     subprocess.run([str(nnc), "calibrate", str(nn_file), "--weights", str(weights), "--input",
                     *map(str, calib), "-o", str(scales)], check=True)
-    out_dir = folder / "nnc_int8_outputs"
+    out_dir = folder / f"nnc_int8_outputs{tag}"
     out_dir.mkdir(exist_ok=True)
     rows = []
     for path in tests:
         output = out_dir / path.name
         subprocess.run([str(nnc), "run", str(nn_file), "--weights", str(weights), "--quantize",
-                        "int8", "--scales", str(scales), "--input", f"{INPUT_NAME}={path}",
+                        "int8", "--calibration", str(scales), "--input", f"{INPUT_NAME}={path}",
                         "--output", f"logits={output}"], check=True, capture_output=True)
         rows.append(np.load(output).reshape(-1))
     return np.stack(rows)
@@ -276,17 +276,56 @@ def time_one(onnx_path: Path, input_path: Path, threads: int, warmup: int, itera
     print(json.dumps(result))
 
 
+NNC_TIMED = ("nnc_f32", "nnc_int8")
+
+
+def nnc_harness_dir(folder: Path, variant: str) -> Path:
+    return folder / f"nnc_bench_{variant.removeprefix('nnc_')}"
+
+
+def build_nnc_harnesses(nnc: Path, name: str, folder: Path) -> None:
+    """`nnc bench` once per variant, each in its own work folder (the harness is named after the
+    model): f32, and int8 calibrated on the mixed calibration set (`nnc_int8_outputs` wrote its
+    scales)."""
+    for variant in NNC_TIMED:
+        cmd = [str(nnc), "bench", str(models.MODELS[name].nn_file), "--weights",
+               str(folder / "weights.safetensors"), "--threads", "1", "--profile-iterations", "0",
+               "--format", "json", "--warmup", "1", "--iterations", "1", "--work-dir",
+               str(nnc_harness_dir(folder, variant))]
+        if variant == "nnc_int8":
+            cmd += ["--quantize", "int8", "--calibration", str(folder / "nnc_int8_scales_mixed.json")]
+        log(f"{name}: building nnc's {variant} harness")
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def time_nnc(name: str, folder: Path, variant: str, threads: int, warmup: int,
+             iterations: int) -> list[float]:
+    """One process of nnc's harness (as peers.py times nnc): its per-inference latencies (ms)."""
+    binary = (nnc_harness_dir(folder, variant) / "target" / "release"
+              / f"nnc-bench-{name.replace('_', '-')}")
+    cmd = [str(binary), f"threads={threads}", "profile_iterations=0",
+           f"weights={folder / 'weights.safetensors'}", f"warmup={warmup}", f"iterations={iterations}"]
+    result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return [value * 1e-6 for value in result["latencies_ns"]]
+
+
 def time_all(folders: dict[str, Path], threads: list[int], rounds: int, warmup: int,
-             iterations: int) -> dict:
+             iterations: int, with_nnc: bool = False) -> dict:
     """results[model][threads][variant] = each process's median latency (ms), in round order."""
     results: dict = {name: {str(t): {} for t in threads} for name in folders}
     shuffle = random.Random(13)
     for round_index in range(rounds):
         for name, folder in folders.items():
             for count in threads:
-                order = list(TIMED)
+                order = list(TIMED) + (list(NNC_TIMED) if with_nnc else [])
                 shuffle.shuffle(order)
                 for variant in order:
+                    if variant in NNC_TIMED:
+                        median = float(np.median(time_nnc(name, folder, variant, count, warmup,
+                                                          iterations)))
+                        results[name][str(count)].setdefault(variant, []).append(median)
+                        log(f"round {round_index + 1}/{rounds} {name} T={count} {variant}: {median:.3f} ms")
+                        continue
                     onnx_path = folder / TIMED[variant]
                     cmd = [sys.executable, str(Path(__file__).resolve()), "--time-one", str(onnx_path),
                            "--input-file", str(folder / "input_image.npy"), "--threads", str(count),
@@ -329,6 +368,20 @@ def timing_table(timings: dict) -> str:
             f32, int8 = np.median(variants["ort_f32"]), np.median(variants["ort_int8_qdq"])
             lines.append(f"| {name} | {count} | {cells['ort_f32']} | {cells['ort_int8_qdq']} | "
                          f"{int8 / f32:.2f} | {0.9 * int8:.2f} | {cells['ort_int8_qdq_no_preprocess']} |")
+    if any("nnc_int8" in variants for per_threads in timings.values()
+           for variants in per_threads.values()):
+        lines += ["", "nnc, timed in the same rounds (its `nnc bench` harness, one process each, as "
+                  "peers.py times it; int8 calibrated on the mixed set):", "",
+                  "| model | threads | nnc f32 (ms) | nnc int8 (ms) | nnc int8 / ORT int8 QDQ | "
+                  "nnc int8 / nnc f32 |", "|---|---:|---:|---:|---:|---:|"]
+        for name, per_threads in timings.items():
+            for count, variants in per_threads.items():
+                cell = lambda v: (f"{np.median(variants[v]):.2f} [{percentile(variants[v], 10):.2f}, "  # noqa: E731
+                                  f"{percentile(variants[v], 90):.2f}]")
+                nnc_int8 = np.median(variants["nnc_int8"])
+                lines.append(f"| {name} | {count} | {cell('nnc_f32')} | {cell('nnc_int8')} | "
+                             f"{nnc_int8 / np.median(variants['ort_int8_qdq']):.2f} | "
+                             f"{nnc_int8 / np.median(variants['nnc_f32']):.2f} |")
     lines += ["", "The calling thread's CPU time per inference at 1 thread (ONNX Runtime computes on the "
               "calling thread then; other processes' load does not inflate it), median over processes:",
               "", "| model | ORT f32 CPU (ms) | ORT int8 QDQ CPU (ms) | int8 / f32 | 0.9 x int8 (ms) "
@@ -413,12 +466,18 @@ def main() -> None:
             "ort_int8_qdq (mixed calib.)": agreement(logits_of(mixed_path, tests), reference, tests),
         }
         if args.nnc:
-            checks[name]["nnc_int8"] = agreement(nnc_int8_outputs(args.nnc, name, folder, tests),
-                                                 reference, tests)
+            checks[name]["nnc_int8"] = agreement(
+                nnc_int8_outputs(args.nnc, name, folder, tests, calib, ""), reference, tests)
+            checks[name]["nnc_int8 (mixed calib.)"] = agreement(
+                nnc_int8_outputs(args.nnc, name, folder, tests, mixed, "_mixed"), reference, tests)
         log(f"{name}: {json.dumps(checks[name])}")
         folders[name] = folder
+    if args.nnc and not args.no_timing:
+        for name, folder in folders.items():
+            build_nnc_harnesses(args.nnc, name, folder)
     timings = {} if args.no_timing else time_all(folders, thread_counts, args.rounds,
-                                                   args.warmup, args.iterations)
+                                                   args.warmup, args.iterations,
+                                                   with_nnc=args.nnc is not None)
     load_after = uptime()
 
     import onnxruntime
