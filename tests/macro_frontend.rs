@@ -87,7 +87,7 @@ mod quantized {
         let source = "network quantized_mlp(x: f32[1, 64]) -> (y: f32[1, 10]) {\n    h = relu(linear(x, 32)) as fc1\n    y = linear(h, 10) as fc2\n}\n";
         let options = nnc_compiler::FrontendOptions {
             quantize: Some(nnc_compiler::ir::Quantization {
-                format: nnc_compiler::QuantFormat::Q4_1,
+                format: nnc_compiler::QuantFormat::Q4_1.into(),
                 mode: nnc_compiler::QuantizedMode::Fast,
             }),
             ..Default::default()

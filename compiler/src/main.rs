@@ -13,7 +13,7 @@ use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
-use nnc_ops::{QuantFormat, QuantizedMode};
+use nnc_ops::QuantizedMode;
 
 mod report_cli;
 
@@ -132,9 +132,11 @@ impl Select {
 #[derive(clap::Args, Clone, Copy, Debug)]
 struct QuantizeArgs {
     /// Quantize the weights of the linear layers to this block format when they are loaded:
-    /// q8_0, q4_0 or q4_1 (layers whose rows are not whole blocks of 32 keep f32).
-    #[arg(long, value_name = "FORMAT", value_parser = parse_quant_format)]
-    quantize: Option<QuantFormat>,
+    /// q8_0, q4_0 or q4_1 (layers whose rows are not whole blocks of 32 keep f32); a GGUF
+    /// tensor already in one of these formats keeps its blocks as they are. `as-stored` keeps
+    /// each GGUF tensor as the file stores it (Q8_0, Q4_0, Q4_1 blocks; anything else f32).
+    #[arg(long, value_name = "FORMAT", value_parser = parse_quant_target)]
+    quantize: Option<ir::QuantTarget>,
     /// How quantized layers multiply: `exact` (f32 activations, weights dequantized in
     /// registers) or `fast` (activations quantized to 8 bits per block, as llama.cpp does).
     #[arg(long, value_name = "MODE", default_value = "exact", value_parser = parse_quantized_mode, requires = "quantize")]
@@ -150,13 +152,12 @@ impl QuantizeArgs {
     }
 }
 
-fn parse_quant_format(text: &str) -> Result<QuantFormat, String> {
-    QuantFormat::from_name(text).ok_or_else(|| {
-        let names: Vec<&str> = QuantFormat::ALL
-            .iter()
-            .map(|format| format.name())
-            .collect();
-        format!("the formats are {}, not `{text}`", names.join(", "))
+fn parse_quant_target(text: &str) -> Result<ir::QuantTarget, String> {
+    ir::QuantTarget::from_name(text).ok_or_else(|| {
+        format!(
+            "the formats are {}, not `{text}`",
+            ir::QuantTarget::names().join(", ")
+        )
     })
 }
 
@@ -305,9 +306,12 @@ fn run_network(
         (Some(path), _) => {
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("cannot read the weights file {}", path.display()))?;
-            interpret::load_weights(graph, &bytes, &path.display().to_string())?
+            interpret::load_stored_weights(graph, &bytes, &path.display().to_string())?
         }
-        (None, Some(seed)) => interpret::random_weights(graph, seed),
+        (None, Some(seed)) => interpret::random_weights(graph, seed)
+            .into_iter()
+            .map(nnc_runtime::weights::Weight::F32)
+            .collect(),
         (None, None) => bail!("give --weights FILE or --random-weights SEED"),
     };
     let interpreter = Interpreter::new(graph, weights)?;

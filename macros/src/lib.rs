@@ -11,7 +11,7 @@ use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
 use quote::{quote, quote_spanned};
 
 use nnc_compiler::syntax::tokens::TokenSource;
-use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, codegen, diagnostics, ir};
+use nnc_compiler::{FrontendOptions, QuantizedMode, codegen, diagnostics, ir};
 
 /// Compiles a network written inline in Rust, or loaded with `network!(file = "model.nn")` from a
 /// path relative to the crate's manifest directory.
@@ -69,10 +69,10 @@ impl Options {
                 None
             }
             Some((name, span)) => {
-                let format = QuantFormat::from_name(name).ok_or_else(|| {
-                    let names: Vec<String> = QuantFormat::ALL
+                let format = ir::QuantTarget::from_name(name).ok_or_else(|| {
+                    let names: Vec<String> = ir::QuantTarget::names()
                         .iter()
-                        .map(|format| format!("\"{}\"", format.name()))
+                        .map(|name| format!("\"{name}\""))
                         .collect();
                     let message = format!(
                         "the quantize formats are {}, not \"{name}\"",

@@ -58,7 +58,9 @@ pub struct CostTotals {
     pub buffers: u64,
     /// Bytes of all weight tensors (parameters and buffers) as the model stores them: f32, or a
     /// quantized block format for the weights of quantized linear layers (plus their f32 copy
-    /// when another operation, a tied embedding, reads them too). The model's size.
+    /// when another operation, a tied embedding, reads them too). A weight kept as the GGUF file
+    /// stores it (`--quantize as-stored`) is counted in f32, the most it can take: the file
+    /// decides at load time. The model's size.
     pub weight_bytes: u64,
     pub macs: u64,
     pub flops: u64,
@@ -105,7 +107,10 @@ fn stored_bytes(graph: &Graph, param: &crate::ir::ParamData) -> u64 {
     let crate::ir::WeightStorage::Quantized(quantization) = param.storage else {
         return f32_bytes;
     };
-    let format = quantization.format;
+    // As stored, the file decides at load time; the f32 size is the most it can be.
+    let crate::ir::QuantTarget::Format(format) = quantization.format else {
+        return f32_bytes;
+    };
     let elements = graph.ty(param.value).element_count();
     let quantized = elements / nnc_ops::quant::BLOCK_LENGTH as u64 * format.block_bytes() as u64;
     let read_as_f32 = graph.nodes.iter().any(|(_, node)| {

@@ -1,7 +1,9 @@
 //! Marks the weights that `LowerOptions::quantize` quantizes: the weight of every linear layer
 //! whose input rows are whole blocks of the format. Nothing is quantized here; the mark
-//! (`ParamData::storage`) travels through the passes to the layer's preparation, which quantizes
-//! the loaded f32 weight (generated `from_weights`, the interpreter).
+//! (`ParamData::storage`) travels through the passes to the layer's preparation (generated
+//! `from_weights`, the interpreter), which takes a GGUF tensor's blocks as they are when the file
+//! stores it in a block format the kernels run, and quantizes any other loaded weight (or, for
+//! `QuantTarget::AsStored`, keeps it in f32).
 //!
 //! A linear layer with another row length keeps f32 weights: a block format cannot hold a
 //! partial block. A weight that other operations also read as a tensor (a tied embedding table)
@@ -10,7 +12,7 @@
 //! token table of 4-bit models in 8 bits: as the tied head it decides every logit, and 4 bits
 //! there cost far more accuracy than in any one layer (SmolLM2-135M: see docs/weights.md).
 
-use crate::ir::{Graph, Op, Quantization, ValueDef, WeightStorage};
+use crate::ir::{Graph, Op, QuantTarget, Quantization, ValueDef, WeightStorage};
 use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat};
 
 /// Marks the weights of `graph`'s linear layers for `quantization`; returns how many it marked.
@@ -37,10 +39,10 @@ pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantizat
             .nodes
             .iter()
             .any(|(_, node)| !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value));
-        let format = if read_as_tensor {
-            QuantFormat::Q8_0
-        } else {
-            quantization.format
+        // As stored, the file decides (SmolLM2's Q4_1 file keeps its table in Q8_0).
+        let format = match quantization.format {
+            QuantTarget::Format(_) if read_as_tensor => QuantTarget::Format(QuantFormat::Q8_0),
+            format => format,
         };
         graph.params[param].storage = WeightStorage::Quantized(Quantization {
             format,
