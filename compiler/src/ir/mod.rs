@@ -179,6 +179,16 @@ impl std::fmt::Display for WeightStorage {
     }
 }
 
+/// What a layer's `quantize =` argument asks for its weight, over the front end's
+/// `--quantize` (see `lower/quantize.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerQuantize {
+    /// `quantize = false`: the weight stays f32.
+    Off,
+    /// `quantize = "q8_0"`: this format, whatever `--quantize` asked, and even without it.
+    Format(nnc_ops::quant::QuantFormat),
+}
+
 /// A weight of the network, loaded from a weights file by name.
 #[derive(Clone, Debug)]
 pub struct ParamData {
@@ -191,6 +201,8 @@ pub struct ParamData {
     pub is_buffer: bool,
     /// How prepared layers store the weight; f32 unless the front end quantized it.
     pub storage: WeightStorage,
+    /// The owning layer's `quantize =` argument, if it has one.
+    pub layer_quantize: Option<LayerQuantize>,
 }
 
 /// A named network input.
@@ -275,6 +287,7 @@ impl Graph {
             init,
             is_buffer,
             storage: WeightStorage::F32,
+            layer_quantize: None,
         });
         value
     }

@@ -5,6 +5,10 @@
 //! stores it in a block format the kernels run, and quantizes any other loaded weight (or, for
 //! `QuantTarget::AsStored`, keeps it in f32).
 //!
+//! A layer's own `quantize =` argument (`ParamData::layer_quantize`, set by the built-ins)
+//! overrides `--quantize` for its weight: `false` keeps it f32, a format picks that format (in
+//! `--quantize-mode`'s mode, exact without it), even when nothing else is quantized.
+//!
 //! A linear layer with another row length keeps f32 weights: a block format cannot hold a
 //! partial block. A weight that other operations also read as a tensor (a tied embedding table)
 //! is quantized for its linear layers only; those operations keep reading it in f32. Such a
@@ -12,11 +16,15 @@
 //! token table of 4-bit models in 8 bits: as the tied head it decides every logit, and 4 bits
 //! there cost far more accuracy than in any one layer (SmolLM2-135M: see docs/weights.md).
 
-use crate::ir::{Graph, Op, QuantTarget, Quantization, ValueDef, WeightStorage};
+use crate::ir::{Graph, LayerQuantize, Op, QuantTarget, Quantization, ValueDef, WeightStorage};
 use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat};
 
-/// Marks the weights of `graph`'s linear layers for `quantization`; returns how many it marked.
-pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantization) -> usize {
+/// Marks the weights of `graph`'s linear layers for `quantization` (`--quantize`, if given) and
+/// for their layers' own `quantize =` arguments; returns how many it marked.
+pub(super) fn quantize_linear_weights(
+    graph: &mut Graph,
+    quantization: Option<Quantization>,
+) -> usize {
     let mut marked = Vec::new();
     for (_, node) in graph.nodes.iter() {
         if !matches!(node.op, Op::Linear { .. }) {
@@ -33,21 +41,35 @@ pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantizat
     }
     marked.sort_unstable();
     marked.dedup();
+    let mut count = 0;
     for &param in &marked {
         let value = graph.params[param].value;
         let read_as_tensor = graph
             .nodes
             .iter()
             .any(|(_, node)| !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value));
-        // As stored, the file decides (SmolLM2's Q4_1 file keeps its table in Q8_0).
-        let format = match quantization.format {
-            QuantTarget::Format(_) if read_as_tensor => QuantTarget::Format(QuantFormat::Q8_0),
-            format => format,
+        let quantization = match (graph.params[param].layer_quantize, quantization) {
+            (Some(LayerQuantize::Off), _) | (None, None) => continue,
+            // The layer's own format wins, in the mode asked for the others.
+            (Some(LayerQuantize::Format(format)), quantization) => Quantization {
+                format: QuantTarget::Format(format),
+                mode: quantization
+                    .map(|quantization| quantization.mode)
+                    .unwrap_or_default(),
+            },
+            (None, Some(quantization)) => Quantization {
+                // As stored, the file decides (SmolLM2's Q4_1 file keeps its table in Q8_0).
+                format: match quantization.format {
+                    QuantTarget::Format(_) if read_as_tensor => {
+                        QuantTarget::Format(QuantFormat::Q8_0)
+                    }
+                    format => format,
+                },
+                ..quantization
+            },
         };
-        graph.params[param].storage = WeightStorage::Quantized(Quantization {
-            format,
-            ..quantization
-        });
+        graph.params[param].storage = WeightStorage::Quantized(quantization);
+        count += 1;
     }
-    marked.len()
+    count
 }
