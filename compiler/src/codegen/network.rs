@@ -292,7 +292,7 @@ impl<'g> Generator<'g> {
         } else {
             quote!(let mut weights: Vec<rt::weights::Weight>)
         };
-        let from_gguf = self.from_gguf();
+        let from_gguf = self.gguf_constructor();
         // A decoder's prefill chunk runs in the same arena, under its own plan.
         let (f32_len, i64_len) = match &self.chunk {
             Some(chunk) => (

@@ -362,7 +362,7 @@ impl Generator<'_> {
 
     /// `from_gguf`: reads the file, keeping the blocks of the weights that quantized layers
     /// store (when the file has them in a block format the kernels run).
-    pub(super) fn from_gguf(&self) -> TokenStream {
+    pub(super) fn gguf_constructor(&self) -> TokenStream {
         let keep_blocks: Vec<usize> = self
             .graph
             .params
