@@ -20,10 +20,10 @@ With --f32-copy it then writes a copy of the file with every tensor dequantized 
 same metadata, llama.cpp's q/k order kept) and repeats the comparison on it: there llama.cpp
 computes in f32 too, so any difference left is nnc's loading or arithmetic, not quantization.
 
-With --quantize q4_1 [--quantize-mode fast] nnc runs its linear layers on Q4_1 blocks (`nnc run
---quantize`): re-quantizing the file's Q4_1 weights gives back the same blocks, so in the fast
-mode nnc computes what llama.cpp computes, up to the order of additions (and the tied head, which
-llama.cpp runs on the file's Q8_0 table and nnc on its Q4_1 re-quantization).
+With --quantize q4_1 (or as-stored) [--quantize-mode fast] nnc runs its linear layers on the
+file's own blocks (`nnc run --quantize`): Q4_1, and the tied head on the Q8_0 table, taken from
+the file as they are, so in the fast mode nnc computes what llama.cpp computes, up to the order
+of additions.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ mod quantized {
         let source = "network quantized_mlp(x: f32[1, 64]) -> (y: f32[1, 10]) {\n    h = relu(linear(x, 32)) as fc1\n    y = linear(h, 10) as fc2\n}\n";
         let options = nnc_compiler::FrontendOptions {
             quantize: Some(nnc_compiler::ir::Quantization {
-                format: nnc_compiler::QuantFormat::Q4_1,
+                format: nnc_compiler::QuantFormat::Q4_1.into(),
                 mode: nnc_compiler::QuantizedMode::Fast,
             }),
             ..Default::default()
@@ -121,6 +121,58 @@ mod quantized {
             .forward(ndarray::Array2::<f32>::ones((1, 784)).view())
             .unwrap();
         assert!(logits.iter().all(|value| value.is_finite()));
+    }
+
+    /// A layer's own `quantize =` argument overrides the macro's `quantize` option: `false`
+    /// keeps fc1 in f32, `"q8_0"` puts fc2 in Q8_0, fc3 follows the option (Q4_1).
+    mod per_layer {
+        nnc::network! {
+            quantize = "q4_1";
+            network per_layer_mlp(x: f32[1, 64]) -> (y: f32[1, 10]) {
+                h = relu(linear(x, 64, quantize = false)) as fc1
+                h = relu(linear(h, 32, quantize = "q8_0")) as fc2
+                y = linear(h, 10) as fc3
+            }
+        }
+
+        #[test]
+        fn a_layer_opts_out_or_picks_its_format() {
+            let source = "network per_layer_mlp(x: f32[1, 64]) -> (y: f32[1, 10]) {\n    h = relu(linear(x, 64, quantize = false)) as fc1\n    h = relu(linear(h, 32, quantize = \"q8_0\")) as fc2\n    y = linear(h, 10) as fc3\n}\n";
+            let options = nnc_compiler::FrontendOptions {
+                quantize: Some(nnc_compiler::ir::Quantization {
+                    format: nnc_compiler::QuantFormat::Q4_1.into(),
+                    mode: nnc_compiler::QuantizedMode::Exact,
+                }),
+                ..Default::default()
+            };
+            let module = nnc_compiler::compile_to_ir(source, &options).unwrap();
+            let graph = &module.networks[0];
+            let printed = nnc_compiler::ir::print::print_graph(graph);
+            let stored: Vec<&str> = printed
+                .lines()
+                .filter(|line| line.contains(".weight\""))
+                .collect();
+            assert_eq!(stored.len(), 3, "{printed}");
+            assert!(!stored[0].contains("stored"), "{}", stored[0]);
+            assert!(stored[1].ends_with("stored q8_0"), "{}", stored[1]);
+            assert!(stored[2].ends_with("stored q4_1"), "{}", stored[2]);
+
+            let weights = nnc_compiler::interpret::random_weights(graph, 9);
+            let input =
+                ndarray::Array2::from_shape_fn((1, 64), |(_, j)| (j % 5) as f32 / 5.0 - 0.3);
+            let expected = nnc_compiler::interpret::Interpreter::new(graph, weights.clone())
+                .unwrap()
+                .run(&[(
+                    "x",
+                    nnc_compiler::interpret::Tensor::F32(input.clone().into_dyn()),
+                )])
+                .unwrap();
+            let mut model = PerLayerMlp::from_weights(weights).unwrap();
+            let actual = model.forward(input.view()).unwrap();
+            for (a, e) in actual.iter().zip(expected[0].1.iter()) {
+                assert!((a - e).abs() <= 1e-5 * e.abs().max(1.0), "{a} vs {e}");
+            }
+        }
     }
 }
 

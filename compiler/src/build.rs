@@ -95,8 +95,23 @@ impl Builder {
     /// Quantizes the weights of the linear layers to `format` when the generated code loads
     /// them, and runs those layers on the quantized weights in `mode` (as `nnc compile
     /// --quantize`). Layers whose rows are not whole blocks of 32 keep f32 weights.
+    /// A GGUF tensor already in one of the block formats keeps its blocks as they are.
     pub fn quantize(&mut self, format: QuantFormat, mode: QuantizedMode) -> &mut Self {
-        self.quantize = Some(Quantization { format, mode });
+        self.quantize = Some(Quantization {
+            format: format.into(),
+            mode,
+        });
+        self
+    }
+
+    /// Keeps the weights of the linear layers as the GGUF file stores them (as `nnc compile
+    /// --quantize as-stored`): Q8_0, Q4_0 and Q4_1 tensors as their blocks, run in `mode`,
+    /// anything else (and every safetensors weight) in f32.
+    pub fn quantize_as_stored(&mut self, mode: QuantizedMode) -> &mut Self {
+        self.quantize = Some(Quantization {
+            format: crate::ir::QuantTarget::AsStored,
+            mode,
+        });
         self
     }
 
@@ -107,7 +122,7 @@ impl Builder {
     /// in `mode`. A calibration belongs to one model: compile one model per builder.
     pub fn quantize_int8(&mut self, calibration: Calibration, mode: QuantizedMode) -> &mut Self {
         self.quantize = Some(Quantization {
-            format: QuantFormat::Q8_0,
+            format: QuantFormat::Q8_0.into(),
             mode,
         });
         self.int8_convs = Some(calibration);

@@ -158,7 +158,9 @@ impl Select {
 #[derive(clap::Args, Clone, Debug)]
 struct QuantizeArgs {
     /// Quantize weights when they are loaded. q8_0, q4_0, q4_1: the linear layers' weights to
-    /// this block format (layers whose rows are not whole blocks of 32 keep f32). int8: the 2-D
+    /// this block format (layers whose rows are not whole blocks of 32 keep f32; a GGUF tensor
+    /// already in one of these formats keeps its blocks as they are). as-stored: each GGUF tensor
+    /// as the file stores it (Q8_0, Q4_0, Q4_1 blocks; anything else f32). int8: the 2-D
     /// convolutions run in integers, weights in int8 per output channel and inputs in u8 with
     /// the ranges of --calibration; the linear layers get q8_0.
     #[arg(long, value_name = "FORMAT", value_parser = parse_quantize_choice)]
@@ -175,7 +177,7 @@ struct QuantizeArgs {
 /// What `--quantize` names.
 #[derive(Clone, Copy, Debug)]
 enum QuantizeChoice {
-    Blocks(QuantFormat),
+    Blocks(ir::QuantTarget),
     Int8,
 }
 
@@ -202,7 +204,7 @@ impl QuantizeArgs {
                 let calibration = nnc_compiler::calibration::Calibration::from_json(&text)
                     .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
                 let linear = ir::Quantization {
-                    format: QuantFormat::Q8_0,
+                    format: QuantFormat::Q8_0.into(),
                     mode,
                 };
                 (Some(linear), Some(calibration))
@@ -220,14 +222,13 @@ fn parse_quantize_choice(text: &str) -> Result<QuantizeChoice, String> {
     if text.eq_ignore_ascii_case("int8") {
         return Ok(QuantizeChoice::Int8);
     }
-    QuantFormat::from_name(text)
+    ir::QuantTarget::from_name(text)
         .map(QuantizeChoice::Blocks)
         .ok_or_else(|| {
-            let names: Vec<&str> = QuantFormat::ALL
-                .iter()
-                .map(|format| format.name())
-                .collect();
-            format!("the formats are {}, int8, not `{text}`", names.join(", "))
+            format!(
+                "the formats are {}, int8, not `{text}`",
+                ir::QuantTarget::names().join(", ")
+            )
         })
 }
 
@@ -392,14 +393,17 @@ fn network_weights(
     graph: &ir::Graph,
     weights: Option<PathBuf>,
     random_weights: Option<u64>,
-) -> Result<Vec<Vec<f32>>> {
+) -> Result<Vec<nnc_runtime::weights::Weight>> {
     Ok(match (weights, random_weights) {
         (Some(path), _) => {
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("cannot read the weights file {}", path.display()))?;
-            interpret::load_weights(graph, &bytes, &path.display().to_string())?
+            interpret::load_stored_weights(graph, &bytes, &path.display().to_string())?
         }
-        (None, Some(seed)) => interpret::random_weights(graph, seed),
+        (None, Some(seed)) => interpret::random_weights(graph, seed)
+            .into_iter()
+            .map(nnc_runtime::weights::Weight::F32)
+            .collect(),
         (None, None) => bail!("give --weights FILE or --random-weights SEED"),
     })
 }

@@ -322,7 +322,7 @@ fn model_size_counts_quantized_weights_in_their_format() {
     };
     let plain = graph(None);
     let quantized = graph(Some(nnc_compiler::ir::Quantization {
-        format: nnc_compiler::QuantFormat::Q4_1,
+        format: nnc_compiler::QuantFormat::Q4_1.into(),
         mode: nnc_compiler::QuantizedMode::Exact,
     }));
     let bytes = |graph: &Graph| cost::analyze(graph).totals(graph).weight_bytes;

@@ -30,7 +30,10 @@ fn build(graph: &Graph) -> report::Report {
 /// The first network of `source`, with its linear layers quantized as `--quantize` would.
 fn quantized(source: &str, format: QuantFormat, mode: QuantizedMode) -> Graph {
     let options = FrontendOptions {
-        quantize: Some(nnc_compiler::ir::Quantization { format, mode }),
+        quantize: Some(nnc_compiler::ir::Quantization {
+            format: format.into(),
+            mode,
+        }),
         ..FrontendOptions::default()
     };
     compile_to_ir(source, &options).unwrap().networks.remove(0)

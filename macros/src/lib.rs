@@ -12,7 +12,7 @@ use quote::{quote, quote_spanned};
 
 use nnc_compiler::calibration::Calibration;
 use nnc_compiler::syntax::tokens::TokenSource;
-use nnc_compiler::{FrontendOptions, QuantFormat, QuantizedMode, codegen, diagnostics, ir};
+use nnc_compiler::{FrontendOptions, QuantizedMode, codegen, diagnostics, ir};
 
 /// Compiles a network written inline in Rust, or loaded with `network!(file = "model.nn")` from a
 /// path relative to the crate's manifest directory.
@@ -101,7 +101,7 @@ impl Options {
                     })?;
                 return Ok(FrontendOptions {
                     quantize: Some(ir::Quantization {
-                        format: QuantFormat::Q8_0,
+                        format: nnc_compiler::QuantFormat::Q8_0.into(),
                         mode,
                     }),
                     int8_convs: Some(calibration),
@@ -109,10 +109,10 @@ impl Options {
                 });
             }
             Some((name, span)) => {
-                let format = QuantFormat::from_name(name).ok_or_else(|| {
-                    let names: Vec<String> = QuantFormat::ALL
+                let format = ir::QuantTarget::from_name(name).ok_or_else(|| {
+                    let names: Vec<String> = ir::QuantTarget::names()
                         .iter()
-                        .map(|format| format!("\"{}\"", format.name()))
+                        .map(|name| format!("\"{name}\""))
                         .collect();
                     let message = format!(
                         "the quantize formats are {}, \"int8\", not \"{name}\"",

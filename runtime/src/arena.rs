@@ -8,7 +8,7 @@
 use ndarray::{ArrayView, Dimension, IntoDimension};
 
 use crate::error::ModelError;
-use crate::weights::{WeightProblem, WeightSpec, WeightsError};
+use crate::weights::{Weight, WeightProblem, WeightSpec, WeightsError};
 
 /// The output range of `arena` mutably and the input ranges immutably, for one kernel call.
 /// Ranges are `(start, end)` element offsets.
@@ -82,7 +82,7 @@ pub fn output_view<T, D: IntoDimension>(data: &[T], shape: D) -> ArrayView<'_, T
 }
 
 /// Checks that `weights` has one tensor of the right size per spec.
-pub fn check_weights(weights: &[Vec<f32>], specs: &[WeightSpec<'_>]) -> Result<(), ModelError> {
+pub fn check_weights(weights: &[Weight], specs: &[WeightSpec<'_>]) -> Result<(), ModelError> {
     let mut problems = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
         let expected: usize = spec.shape.iter().product();

@@ -17,6 +17,12 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::error::{KernelResult, check_length};
+use crate::kernels::linear::PackedLinear;
+use crate::kernels::quantized::{
+    QuantFormat, QuantizedLinear, QuantizedMatrix, QuantizedMode, StoredLinear,
+};
+
 /// How a weight is initialized when no weights file is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Init {
@@ -37,6 +43,99 @@ pub struct WeightSpec<'a> {
     pub name: &'a str,
     pub shape: &'a [usize],
     pub init: Init,
+}
+
+/// A loaded weight: f32 values, or the blocks of a quantized format as the weights file stores
+/// them (see [`load_gguf_keeping_blocks`]). Generated `from_weights` and the interpreter take
+/// either; a `Vec<f32>` converts into one.
+#[derive(Clone, Debug)]
+pub enum Weight {
+    F32(Vec<f32>),
+    Blocks(QuantizedMatrix),
+}
+
+impl Default for Weight {
+    /// No values: what a weight leaves behind when it is taken.
+    fn default() -> Self {
+        Weight::F32(Vec::new())
+    }
+}
+
+impl From<Vec<f32>> for Weight {
+    fn from(values: Vec<f32>) -> Self {
+        Weight::F32(values)
+    }
+}
+
+impl Weight {
+    /// The number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Weight::F32(values) => values.len(),
+            Weight::Blocks(blocks) => blocks.rows() * blocks.cols(),
+        }
+    }
+
+    /// Whether the weight has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as f32; blocks are dequantized.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            Weight::F32(values) => values,
+            Weight::Blocks(blocks) => blocks.dequantize(),
+        }
+    }
+
+    /// Takes the weight out of `self`, leaving it empty.
+    pub fn take(&mut self) -> Weight {
+        std::mem::take(self)
+    }
+
+    /// Takes the weight out of `self` as f32 values (dequantized if they are blocks).
+    pub fn take_f32(&mut self) -> Vec<f32> {
+        self.take().into_f32()
+    }
+
+    /// The weight as a `rows x cols` quantized matrix: its blocks as they are (sharing their
+    /// bytes), in whatever format they have, or its f32 values quantized to `format`.
+    pub fn quantized(
+        &self,
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+    ) -> KernelResult<QuantizedMatrix> {
+        match self {
+            Weight::F32(values) => QuantizedMatrix::quantize(format, values, rows, cols),
+            Weight::Blocks(blocks) => {
+                check_length("quantized weight", "rows", rows, blocks.rows())?;
+                check_length("quantized weight", "columns", cols, blocks.cols())?;
+                Ok(blocks.clone())
+            }
+        }
+    }
+
+    /// A linear layer on this `[out_features, in_features]` weight as it is stored: a
+    /// [`QuantizedLinear`] on its blocks, or a [`PackedLinear`] of its f32 values.
+    pub fn linear_as_stored(
+        &self,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<&[f32]>,
+        mode: QuantizedMode,
+    ) -> KernelResult<StoredLinear> {
+        Ok(match self {
+            Weight::F32(values) => {
+                StoredLinear::F32(PackedLinear::new(values, out_features, in_features, bias)?)
+            }
+            Weight::Blocks(_) => {
+                let blocks = self.quantized(QuantFormat::Q8_0, out_features, in_features)?;
+                StoredLinear::Quantized(QuantizedLinear::new(blocks, bias, mode)?)
+            }
+        })
+    }
 }
 
 /// Why a weights file cannot be used.
@@ -250,6 +349,23 @@ pub fn load_weights(
     }
 }
 
+/// Loads the weights in `specs` from safetensors or GGUF bytes, keeping the blocks of the GGUF
+/// weights at the positions `keep_blocks` lists (see [`load_gguf_keeping_blocks`]); safetensors
+/// weights come as f32.
+pub fn load_weights_keeping_blocks(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    keep_blocks: &[usize],
+    source_name: &str,
+) -> Result<Vec<Weight>, WeightsError> {
+    if is_gguf(bytes) {
+        load_gguf_keeping_blocks(bytes, specs, keep_blocks, source_name)
+    } else {
+        let loaded = load_safetensors(bytes, specs, source_name)?;
+        Ok(loaded.into_iter().map(Weight::F32).collect())
+    }
+}
+
 /// Whether `bytes` start with GGUF's magic number.
 pub fn is_gguf(bytes: &[u8]) -> bool {
     bytes.starts_with(b"GGUF")
@@ -258,6 +374,18 @@ pub fn is_gguf(bytes: &[u8]) -> bool {
 /// Reads the weights in `specs` from the GGUF file at `path`, as f32, in spec order.
 pub fn read_gguf(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
     read_with(path, |bytes, name| load_gguf(bytes, specs, name))
+}
+
+/// Reads the weights in `specs` from the GGUF file at `path`, in spec order, keeping the blocks
+/// of the weights at the positions `keep_blocks` lists (see [`load_gguf_keeping_blocks`]).
+pub fn read_gguf_keeping_blocks(
+    path: &Path,
+    specs: &[WeightSpec<'_>],
+    keep_blocks: &[usize],
+) -> Result<Vec<Weight>, WeightsError> {
+    read_with(path, |bytes, name| {
+        load_gguf_keeping_blocks(bytes, specs, keep_blocks, name)
+    })
 }
 
 /// Loads the weights in `specs` from GGUF bytes, as f32, in spec order. `source_name` names the
@@ -275,6 +403,22 @@ pub fn load_gguf(
     specs: &[WeightSpec<'_>],
     source_name: &str,
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let loaded = load_gguf_keeping_blocks(bytes, specs, &[], source_name)?;
+    Ok(loaded.into_iter().map(Weight::into_f32).collect())
+}
+
+/// Loads the weights in `specs` from GGUF bytes, in spec order, as [`load_gguf`] does, except
+/// that a weight whose position `keep_blocks` lists and that the file stores in a block format
+/// the quantized kernels run (Q8_0, Q4_0, Q4_1: [`QuantFormat`]) comes as those blocks
+/// ([`Weight::Blocks`]), in the file's format, with no f32 copy made. Other weights, and those
+/// of other types (F32, F16, BF16, Q4_K, Q6_K, ...), come as f32. A tensor that two specs read
+/// (a tied head) is one set of blocks that both share.
+pub fn load_gguf_keeping_blocks(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    keep_blocks: &[usize],
+    source_name: &str,
+) -> Result<Vec<Weight>, WeightsError> {
     let corrupt = |message: String| WeightsError::CorruptGguf {
         path: source_name.to_string(),
         message,
@@ -318,13 +462,15 @@ pub fn load_gguf(
 
     let mut problems = Vec::new();
     let mut loaded = Vec::with_capacity(specs.len());
-    for spec in specs {
+    // The blocks already taken, by tensor index: a tied table and head share them.
+    let mut blocks_of_tensor: Vec<(usize, QuantizedMatrix)> = Vec::new();
+    for (position, spec) in specs.iter().enumerate() {
         let Some(&(_, index)) = tensors_by_name.iter().find(|(name, _)| name == spec.name) else {
             problems.push(WeightProblem::Missing {
                 name: spec.name.to_string(),
                 shape: spec.shape.to_vec(),
             });
-            loaded.push(Vec::new());
+            loaded.push(Weight::default());
             continue;
         };
         let tensor = &file.tensors[index];
@@ -335,43 +481,70 @@ pub fn load_gguf(
                 expected: spec.shape.to_vec(),
                 found: tensor.shape.clone(),
             });
-            loaded.push(Vec::new());
+            loaded.push(Weight::default());
             continue;
         }
-        let values = file.dequantize(tensor).map_err(|error| error.to_string());
-        let values = match (values, is_llama) {
-            (Ok(values), true) => {
-                match llama_names::permuted_heads(
-                    &tensor.name,
-                    heads.unwrap_or(0),
-                    kv_heads.unwrap_or(0),
-                ) {
-                    None => Ok(values),
-                    Some(permuted_heads) => {
-                        let columns = tensor.shape[1..].iter().product();
-                        llama_names::reverse_permute_rows(&values, permuted_heads, columns).ok_or_else(|| {
-                            format!(
-                                "its {} rows do not split into {permuted_heads} heads of an even size \
-                                 (from llama.attention.head_count{}), so llama.cpp's row order cannot \
-                                 be undone",
-                                tensor.shape.first().copied().unwrap_or(1),
-                                if tensor.name.contains("attn_k") { "_kv" } else { "" }
-                            )
+        let permuted_heads = if is_llama {
+            llama_names::permuted_heads(&tensor.name, heads.unwrap_or(0), kv_heads.unwrap_or(0))
+        } else {
+            None
+        };
+        let permute_error = || {
+            format!(
+                "its {} rows do not split into {} heads of an even size \
+                 (from llama.attention.head_count{}), so llama.cpp's row order cannot be undone",
+                tensor.shape.first().copied().unwrap_or(1),
+                permuted_heads.unwrap_or(0),
+                if tensor.name.contains("attn_k") {
+                    "_kv"
+                } else {
+                    ""
+                }
+            )
+        };
+        let block_format = keep_blocks
+            .contains(&position)
+            .then(|| block_format(tensor.ty))
+            .flatten();
+        let weight = match block_format {
+            Some(format) => {
+                if let Some((_, blocks)) = blocks_of_tensor.iter().find(|(i, _)| *i == index) {
+                    Ok(Weight::Blocks(blocks.clone()))
+                } else {
+                    let cols = tensor.shape.last().copied().unwrap_or(1);
+                    let rows = tensor.element_count() / cols.max(1);
+                    // The rows are whole blocks: parse checked that the data holds them.
+                    let row_bytes = format.row_bytes(cols).unwrap_or(0);
+                    unpermute_rows(file.data(tensor).to_vec(), permuted_heads, row_bytes)
+                        .ok_or_else(permute_error)
+                        .and_then(|data| {
+                            QuantizedMatrix::from_bytes(format, rows, cols, data)
+                                .map_err(|error| error.to_string())
                         })
-                    }
+                        .map(|blocks| {
+                            blocks_of_tensor.push((index, blocks.clone()));
+                            Weight::Blocks(blocks)
+                        })
                 }
             }
-            (values, _) => values,
+            None => file
+                .dequantize(tensor)
+                .map_err(|error| error.to_string())
+                .and_then(|values| {
+                    let columns = tensor.shape[1..].iter().product();
+                    unpermute_rows(values, permuted_heads, columns).ok_or_else(permute_error)
+                })
+                .map(Weight::F32),
         };
-        match values {
-            Ok(values) => loaded.push(values),
+        match weight {
+            Ok(weight) => loaded.push(weight),
             Err(message) => {
                 problems.push(WeightProblem::Storage {
                     name: spec.name.to_string(),
                     file_name,
                     message,
                 });
-                loaded.push(Vec::new());
+                loaded.push(Weight::default());
             }
         }
     }
@@ -392,6 +565,30 @@ pub fn load_gguf(
             path: source_name.to_string(),
             problems,
         })
+    }
+}
+
+/// The block format of the quantized kernels that stores `ty` as it is, if any.
+fn block_format(ty: ggml_types::GgmlType) -> Option<QuantFormat> {
+    match ty {
+        ggml_types::GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+        ggml_types::GgmlType::Q4_0 => Some(QuantFormat::Q4_0),
+        ggml_types::GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
+        _ => None,
+    }
+}
+
+/// A tensor's rows of `columns` values (or bytes, for blocks), in Hugging Face's row order when
+/// llama.cpp permuted them over `permuted_heads` heads; `None` when the rows do not split into
+/// those heads.
+fn unpermute_rows<T: Copy + Default>(
+    values: Vec<T>,
+    permuted_heads: Option<usize>,
+    columns: usize,
+) -> Option<Vec<T>> {
+    match permuted_heads {
+        None => Some(values),
+        Some(heads) => llama_names::reverse_permute_rows(&values, heads, columns),
     }
 }
 

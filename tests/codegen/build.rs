@@ -90,7 +90,10 @@ fn main() {
             .compile(&[&llama.path])
             .unwrap_or_else(|error| panic!("{error}"));
         let options = FrontendOptions {
-            quantize: Some(ir::Quantization { format, mode }),
+            quantize: Some(ir::Quantization {
+                format: format.into(),
+                mode,
+            }),
             ..Default::default()
         };
         let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
@@ -121,6 +124,42 @@ fn main() {
     let source = std::fs::read_to_string(&cnn.path).unwrap();
     let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
     write_module(&mut modules, module, &dir.join("small_cnn.rs"), &graph);
+    // The tiny Llama of the GGUF fixtures (each tensor in another type), with its linear layers
+    // quantized to Q4_1 and kept as stored, for `from_gguf` in `tests/quantized.rs`.
+    let tiny_llama = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/gguf/tiny_llama.nn")
+        .canonicalize()
+        .unwrap();
+    println!("cargo:rerun-if-changed={}", tiny_llama.display());
+    let source = std::fs::read_to_string(&tiny_llama).unwrap();
+    for (module, format) in [
+        (
+            "gguf_tiny_llama_q4_1",
+            ir::QuantTarget::Format(QuantFormat::Q4_1),
+        ),
+        ("gguf_tiny_llama_as_stored", ir::QuantTarget::AsStored),
+    ] {
+        let dir = out_dir.join(module);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut builder = nnc_compiler::Builder::new();
+        match format {
+            ir::QuantTarget::Format(format) => builder.quantize(format, QuantizedMode::Exact),
+            ir::QuantTarget::AsStored => builder.quantize_as_stored(QuantizedMode::Exact),
+        };
+        builder
+            .out_dir(&dir)
+            .compile(&[&tiny_llama])
+            .unwrap_or_else(|error| panic!("{error}"));
+        let options = FrontendOptions {
+            quantize: Some(ir::Quantization {
+                format,
+                mode: QuantizedMode::Exact,
+            }),
+            ..Default::default()
+        };
+        let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
+        write_module(&mut modules, module, &dir.join("tiny_llama.rs"), &graph);
+    }
     std::fs::write(out_dir.join("models.rs"), modules + &table).unwrap();
 }
 
@@ -129,19 +168,22 @@ fn write_module(out: &mut String, module: &str, generated: &Path, graph: &ir::Gr
     let struct_name = nnc_compiler::codegen::struct_name(&graph.name);
     writeln!(out, "pub mod {module} {{").unwrap();
     writeln!(out, "    include!({:?});", generated.display().to_string()).unwrap();
+    let outputs = "Result<Vec<::ndarray::ArrayD<f32>>, ::nnc::runtime::ModelError>";
     writeln!(
         out,
-        "    /// Builds the model from `weights` and runs it on `inputs`, in declaration order."
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "    pub fn run(weights: Vec<Vec<f32>>, inputs: &[crate::Input<'_>]) -> Result<Vec<::ndarray::ArrayD<f32>>, ::nnc::runtime::ModelError> {{"
-    )
-    .unwrap();
-    writeln!(
-        out,
-        "        let mut model = {struct_name}::from_weights(weights)?;"
+        "    /// Builds the model from `weights` and runs it on `inputs`, in declaration order.
+    pub fn run(weights: Vec<Vec<f32>>, inputs: &[crate::Input<'_>]) -> {outputs} {{
+        run_model({struct_name}::from_weights(weights)?, inputs)
+    }}
+    /// As `run`, with weights as loaded (blocks or f32).
+    pub fn run_stored(weights: Vec<::nnc::runtime::weights::Weight>, inputs: &[crate::Input<'_>]) -> {outputs} {{
+        run_model({struct_name}::from_weights(weights)?, inputs)
+    }}
+    /// As `run`, with the weights of the GGUF file at `path` (`from_gguf`).
+    pub fn run_gguf(path: &::std::path::Path, inputs: &[crate::Input<'_>]) -> {outputs} {{
+        run_model({struct_name}::from_gguf(path)?, inputs)
+    }}
+    fn run_model(mut model: {struct_name}, inputs: &[crate::Input<'_>]) -> {outputs} {{"
     )
     .unwrap();
     let mut arguments = Vec::new();

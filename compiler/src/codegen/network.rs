@@ -208,7 +208,8 @@ impl<'g> Generator<'g> {
             match self.run_of_weight(value) {
                 Some(run) => {
                     layer_fields[run].push(quote!(#field: Vec<f32>));
-                    layer_inits[run].push(quote!(#field,));
+                    let init = self.raw_field_init(value, &field);
+                    layer_inits[run].push(quote!(#init,));
                 }
                 None => fields.push(quote!(#field: Vec<f32>)),
             }
@@ -270,13 +271,8 @@ impl<'g> Generator<'g> {
         // Weights.
         let weights = self.weights_code();
         let spec_helpers = &weights.spec_helpers;
-        let (specs, weight_count, weight_bindings, prepare, raw_fields) = (
-            &weights.specs,
-            lit(graph.params.len()),
-            &self.weight_bindings,
-            &weights.prepare,
-            &weights.raw_field_inits,
-        );
+        let (specs, prepare, raw_fields) =
+            (&weights.specs, &weights.prepare, &weights.raw_field_inits);
         let node_field_inits = graph
             .nodes
             .iter()
@@ -290,13 +286,13 @@ impl<'g> Generator<'g> {
             constants: layer_constants,
         } = self.layer_items(&name, layer_fields, layer_inits);
         // With rolled runs, the layer loops take their layers' weights out of `weights`.
-        let bind_weights = match &self.rolling {
-            None => quote! {
-                let [#(#weight_bindings),*]: [Vec<f32>; #weight_count] =
-                    weights.try_into().expect("check_weights checked the count");
-            },
-            Some(_) => self.bind_weights_outside_runs(),
+        let bind_weights = self.bind_weights_outside_runs();
+        let let_weights = if graph.params.is_empty() {
+            quote!(let weights: Vec<rt::weights::Weight>)
+        } else {
+            quote!(let mut weights: Vec<rt::weights::Weight>)
         };
+        let from_gguf = self.gguf_constructor();
         // A decoder's prefill chunk runs in the same arena, under its own plan.
         let (f32_len, i64_len) = match &self.chunk {
             Some(chunk) => (
@@ -389,12 +385,7 @@ impl<'g> Generator<'g> {
                     Self::from_weights(weights)
                 }
 
-                /// Loads the weights from a GGUF file, by name (llama.cpp's names mapped to Hugging
-                /// Face's for llama models); quantized tensors are dequantized to f32.
-                pub fn from_gguf(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
-                    let weights = rt::weights::read_gguf(path.as_ref(), Self::WEIGHTS)?;
-                    Self::from_weights(weights)
-                }
+                #from_gguf
 
                 /// Draws the weights from their initializers, deterministically from `seed`.
                 pub fn with_random_weights(seed: u64) -> Self {
@@ -404,7 +395,8 @@ impl<'g> Generator<'g> {
 
                 /// Builds the network from weights in the order of [`Self::WEIGHTS`], packing them
                 /// for the kernels.
-                pub fn from_weights(weights: Vec<Vec<f32>>) -> Result<Self, rt::ModelError> {
+                pub fn from_weights<W: Into<rt::weights::Weight>>(weights: Vec<W>) -> Result<Self, rt::ModelError> {
+                    #let_weights = weights.into_iter().map(Into::into).collect();
                     rt::arena::check_weights(&weights, Self::WEIGHTS)?;
                     #bind_weights
                     #(#prepare)*

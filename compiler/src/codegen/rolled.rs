@@ -407,21 +407,18 @@ impl Generator<'_> {
         })
     }
 
-    /// `let binding = take(&mut weights[N]);` for every weight outside the runs.
+    /// `let binding = weights[N].take_f32();` (or `.take()`) for every weight outside the runs.
     pub(super) fn bind_weights_outside_runs(&self) -> TokenStream {
-        let rolling = self.rolling.as_ref().expect("rolling");
         let bindings = self.graph.params.iter().filter_map(|(index, param)| {
-            if rolling.weight(param.value).is_some() {
+            if let Some(rolling) = &self.rolling
+                && rolling.weight(param.value).is_some()
+            {
                 return None;
             }
-            let binding = &self.weight_bindings[index.index()];
             let position = lit(index.index());
-            Some(quote!(let #binding = std::mem::take(&mut weights[#position]);))
+            Some(self.take_weight(index, quote!(#position)))
         });
-        quote! {
-            let mut weights = weights;
-            #(#bindings)*
-        }
+        quote!(#(#bindings)*)
     }
 
     /// The network struct's fields holding each run's layers, and their initializers.
@@ -509,9 +506,8 @@ impl Generator<'_> {
                 }
             });
             let take_weights = run.weights[0].iter().enumerate().map(|(role, &first)| {
-                let binding = &self.weight_bindings[weight_position(self.graph, first)];
-                let position = self.weight_index(run, role);
-                quote!(let #binding = std::mem::take(&mut weights[#position]);)
+                let param = ir::Param::from_index(weight_position(self.graph, first));
+                self.take_weight(param, self.weight_index(run, role))
             });
             let field = Rolling::layers_field(index);
             loops.push(quote! {

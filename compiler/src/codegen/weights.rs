@@ -20,8 +20,8 @@ pub(super) struct WeightsCode {
     /// `let field = ...;` per prepared node outside rolled runs (a run's are in its layer loop).
     pub(super) prepare: Vec<TokenStream>,
     /// The struct's raw weight fields outside rolled runs, each initialized by its same-named
-    /// local.
-    pub(super) raw_field_inits: Vec<syn::Ident>,
+    /// local: `field` or `field: field.into_f32()`.
+    pub(super) raw_field_inits: Vec<TokenStream>,
 }
 
 /// The type of the field holding what `preparation` builds.
@@ -32,9 +32,21 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
             ..
         } => quote!(k::linear::PackedLinear),
         Preparation::Linear {
-            storage: WeightStorage::Quantized(_),
+            storage:
+                WeightStorage::Quantized(ir::Quantization {
+                    format: ir::QuantTarget::Format(_),
+                    ..
+                }),
             ..
         } => quote!(k::quantized::QuantizedLinear),
+        Preparation::Linear {
+            storage:
+                WeightStorage::Quantized(ir::Quantization {
+                    format: ir::QuantTarget::AsStored,
+                    ..
+                }),
+            ..
+        } => quote!(k::quantized::StoredLinear),
         Preparation::Linear {
             storage: WeightStorage::Int8(_),
             ..
@@ -134,7 +146,7 @@ impl Generator<'_> {
             .sorted_param_fields()
             .into_iter()
             .filter(|(value, _)| self.run_of_weight(*value).is_none())
-            .map(|(_, field)| field)
+            .map(|(value, field)| self.raw_field_init(value, &field))
             .collect();
         WeightsCode {
             specs,
@@ -152,6 +164,29 @@ impl Generator<'_> {
             .expect("nodes with fields are prepared");
         let init = self.preparation_code(node, data, &preparation);
         Some(quote!(let #field = #init;))
+    }
+
+    /// The initializer of the raw weight field `field` (f32 values) from its same-named local:
+    /// a weight bound as loaded is dequantized if it came as blocks (an operation other than its
+    /// quantized layer reads it as a tensor: a tied embedding).
+    pub(super) fn raw_field_init(&self, value: ir::Value, field: &syn::Ident) -> TokenStream {
+        if self.binds_loaded_weight(value) {
+            quote!(#field: #field.into_f32())
+        } else {
+            quote!(#field)
+        }
+    }
+
+    /// `let binding = ...;` taking weight `param` out of `from_weights`'s `weights` at
+    /// `position`: as loaded (blocks or f32) for the weights that quantized layers store, as f32
+    /// values for the others.
+    pub(super) fn take_weight(&self, param: ir::Param, position: TokenStream) -> TokenStream {
+        let binding = &self.weight_bindings[param.index()];
+        if self.binds_loaded_weight(self.graph.params[param].value) {
+            quote!(let #binding = weights[#position].take();)
+        } else {
+            quote!(let #binding = weights[#position].take_f32();)
+        }
     }
 
     /// The raw weight fields with their weights, in param order.
@@ -195,14 +230,25 @@ impl Generator<'_> {
                         unreachable!("preparation_code: linear weights are never stored in int8")
                     }
                     WeightStorage::Quantized(quantization) => {
-                        let (format, mode) = (quantization.format.to_rust(), quantization.mode.to_rust());
-                        self.packed_layer(weights, *activation, &at, |weight, bias| {
-                            quote!(k::quantized::QuantizedLinear::new(
-                                k::quantized::QuantizedMatrix::quantize(#format, #weight, #out_features, #in_features)#at,
-                                #bias,
-                                #mode,
-                            ))
-                        })
+                        let mode = quantization.mode.to_rust();
+                        // `weight` is an `rt::weights::Weight`: a GGUF tensor's blocks, or f32.
+                        match quantization.format {
+                            ir::QuantTarget::Format(format) => {
+                                let format = format.to_rust();
+                                self.packed_layer(weights, *activation, &at, |weight, bias| {
+                                    quote!(k::quantized::QuantizedLinear::new(
+                                        #weight.quantized(#format, #out_features, #in_features)#at,
+                                        #bias,
+                                        #mode,
+                                    ))
+                                })
+                            }
+                            ir::QuantTarget::AsStored => {
+                                self.packed_layer(weights, *activation, &at, |weight, bias| {
+                                    quote!(#weight.linear_as_stored(#out_features, #in_features, #bias, #mode))
+                                })
+                            }
+                        }
                     }
                 }
             }
@@ -294,12 +340,28 @@ impl Generator<'_> {
             Some(bias) => quote!(Some(&#bias)),
             None => quote!(None),
         };
+        // A weight bound as loaded is the receiver of a method; f32 values are borrowed.
+        let loaded = self.binds_loaded_weight(weights.weight);
         let layer = match weights.batch_norm {
+            None if loaded => {
+                let new = new(quote!(#weight), bias);
+                quote!(#new #at)
+            }
             None => {
                 let new = new(quote!(&#weight), bias);
                 quote!(#new #at)
             }
             Some(batch_norm) => {
+                // A weight bound as an `rt::weights::Weight` is folded in f32 (blocks are
+                // dequantized) and the layer built from the folded values.
+                let (weight, folded_weight) = if loaded {
+                    (
+                        quote!(#weight.clone().into_f32()),
+                        quote!(rt::weights::Weight::F32(folded.weight)),
+                    )
+                } else {
+                    (quote!(#weight), quote!(&folded.weight))
+                };
                 let (bn_weight, bn_bias, mean, variance) = (
                     self.weight_binding(batch_norm.weight),
                     self.weight_binding(batch_norm.bias),
@@ -307,7 +369,7 @@ impl Generator<'_> {
                     self.weight_binding(batch_norm.variance),
                 );
                 let eps = f32_lit(batch_norm.eps);
-                let new = new(quote!(&folded.weight), quote!(Some(&folded.bias)));
+                let new = new(folded_weight, quote!(Some(&folded.bias)));
                 quote!({
                     let folded = k::norm::fold_batch_norm(&#weight, #bias, &k::norm::BatchNormToFold {
                         weight: &#bn_weight, bias: &#bn_bias, mean: &#mean, variance: &#variance, eps: #eps,
@@ -322,6 +384,53 @@ impl Generator<'_> {
                 let activation = activation.to_rust();
                 quote!(#layer.with_activation(#activation))
             }
+        }
+    }
+
+    /// `from_gguf`: reads the file, keeping the blocks of the weights that quantized layers
+    /// store (when the file has them in a block format the kernels run).
+    pub(super) fn gguf_constructor(&self) -> TokenStream {
+        let keep_blocks: Vec<usize> = self
+            .graph
+            .params
+            .iter()
+            .filter(|(_, param)| self.binds_loaded_weight(param.value))
+            .map(|(index, _)| index.index())
+            .collect();
+        if keep_blocks.is_empty() {
+            return quote! {
+                /// Loads the weights from a GGUF file, by name (llama.cpp's names mapped to Hugging
+                /// Face's for llama models); quantized tensors are dequantized to f32.
+                pub fn from_gguf(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
+                    let weights = rt::weights::read_gguf(path.as_ref(), Self::WEIGHTS)?;
+                    Self::from_weights(weights)
+                }
+            };
+        }
+        let keep_blocks = literal_list(&keep_blocks);
+        quote! {
+            /// Loads the weights from a GGUF file, by name (llama.cpp's names mapped to Hugging
+            /// Face's for llama models). The weights of the quantized layers keep the file's
+            /// blocks as they are when it stores them as Q8_0, Q4_0 or Q4_1; other quantized
+            /// tensors are dequantized to f32.
+            pub fn from_gguf(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
+                let weights = rt::weights::read_gguf_keeping_blocks(path.as_ref(), Self::WEIGHTS, &#keep_blocks)?;
+                Self::from_weights(weights)
+            }
+        }
+    }
+
+    /// Whether `from_weights` binds `value` as an `rt::weights::Weight` (blocks or f32, as
+    /// loaded) rather than as f32 values: the weights that quantized layers store.
+    pub(super) fn binds_loaded_weight(&self, value: ir::Value) -> bool {
+        match self.graph.values[value].def {
+            ValueDef::Param(param) => {
+                matches!(
+                    self.graph.params[param].storage,
+                    WeightStorage::Quantized(_)
+                )
+            }
+            _ => false,
         }
     }
 

@@ -67,8 +67,9 @@ pub struct CostTotals {
     pub buffers: u64,
     /// Bytes of all weight tensors (parameters and buffers) as the model stores them: f32, or a
     /// quantized block format for the weights of quantized linear layers (plus their f32 copy
-    /// when another operation, a tied embedding, reads them too). The model's size: the sum of
-    /// [`weight_storage`]'s bytes.
+    /// when another operation, a tied embedding, reads them too). A weight kept as the GGUF file
+    /// stores it (`--quantize as-stored`) is counted in f32, the most it can take: the file
+    /// decides at load time. The model's size: the sum of [`weight_storage`]'s bytes.
     pub weight_bytes: u64,
     pub macs: u64,
     pub integer_macs: u64,
@@ -131,7 +132,11 @@ impl CostTable {
 pub fn storage_name(storage: WeightStorage) -> &'static str {
     match storage {
         WeightStorage::F32 => "f32",
-        WeightStorage::Quantized(quantization) => quantization.format.name(),
+        WeightStorage::Quantized(quantization) => match quantization.format {
+            crate::ir::QuantTarget::Format(format) => format.name(),
+            // The file decides at load time; counted as the most it can take, f32.
+            crate::ir::QuantTarget::AsStored => "f32",
+        },
         WeightStorage::Int8(_) => "int8",
     }
 }
@@ -143,8 +148,12 @@ pub fn storage_bytes(storage: WeightStorage, shape: &[usize]) -> u64 {
     let elements: u64 = shape.iter().map(|&dim| dim as u64).product();
     match storage {
         WeightStorage::F32 => elements.saturating_mul(DType::F32.size_in_bytes()),
-        WeightStorage::Quantized(quantization) => (elements / nnc_ops::quant::BLOCK_LENGTH as u64)
-            .saturating_mul(quantization.format.block_bytes() as u64),
+        WeightStorage::Quantized(quantization) => match quantization.format {
+            crate::ir::QuantTarget::Format(format) => (elements
+                / nnc_ops::quant::BLOCK_LENGTH as u64)
+                .saturating_mul(format.block_bytes() as u64),
+            crate::ir::QuantTarget::AsStored => elements.saturating_mul(DType::F32.size_in_bytes()),
+        },
         WeightStorage::Int8(_) => {
             let channels = shape.first().map_or(1, |&dim| dim as u64);
             elements.saturating_add(channels.saturating_mul(4))

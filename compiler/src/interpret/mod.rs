@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, IxDyn};
 use nnc_runtime::KernelError;
 use nnc_runtime::kernels::conv;
-use nnc_runtime::weights::{Init, WeightSpec, WeightsError};
+use nnc_runtime::kernels::quantized::QuantizedMatrix;
+use nnc_runtime::weights::{Init, Weight, WeightSpec, WeightsError};
 
 use crate::ir::{self, DType, Graph, ParamInit, ValueDef};
 use crate::kernel_call::{self, NodeCall, Site};
@@ -115,6 +116,30 @@ pub fn load_weights(
     nnc_runtime::weights::load_weights(bytes, &specs(&requirements), source_name)
 }
 
+/// Loads the weights of `graph` as [`load_weights`] does, except that the weights of quantized
+/// layers keep a GGUF file's blocks as they are when it stores them as Q8_0, Q4_0 or Q4_1 (as
+/// generated `from_gguf` does): what `nnc run` loads.
+pub fn load_stored_weights(
+    graph: &Graph,
+    bytes: &[u8],
+    source_name: &str,
+) -> Result<Vec<Weight>, WeightsError> {
+    let requirements = weight_requirements(graph);
+    let keep_blocks: Vec<usize> = graph
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, param))| matches!(param.storage, ir::WeightStorage::Quantized(_)))
+        .map(|(position, _)| position)
+        .collect();
+    nnc_runtime::weights::load_weights_keeping_blocks(
+        bytes,
+        &specs(&requirements),
+        &keep_blocks,
+        source_name,
+    )
+}
+
 /// Draws the weights of `graph` from their initializers, deterministically from `seed`.
 pub fn random_weights(graph: &Graph, seed: u64) -> Vec<Vec<f32>> {
     let requirements = weight_requirements(graph);
@@ -124,11 +149,28 @@ pub fn random_weights(graph: &Graph, seed: u64) -> Vec<Vec<f32>> {
 /// Runs one graph with one set of weights.
 pub struct Interpreter<'g> {
     graph: &'g Graph,
+    /// The f32 values of each weight; empty for a weight that came as blocks and that nothing
+    /// reads in f32.
     weights: Vec<Vec<f32>>,
+    /// The blocks of each weight that came as blocks (a GGUF tensor kept as stored).
+    blocks: Vec<Option<QuantizedMatrix>>,
     /// For each node, by index: its call, and what it prepared from its weights.
     calls: Vec<(NodeCall, Option<Prepared>)>,
     /// For each value, the index of the last node that reads it (`usize::MAX` for outputs).
     last_use: HashMap<ir::Value, usize>,
+}
+
+/// Whether a node reads weight `value` in f32: any node but a linear layer that multiplies by
+/// it as it is (with no batch norm to fold into it).
+fn read_in_f32(graph: &Graph, value: ir::Value) -> bool {
+    graph.nodes.iter().any(|(_, node)| {
+        let multiplies_as_stored = matches!(
+            &node.op,
+            ir::Op::Linear { epilogue, .. } if epilogue.batch_norm.is_none()
+        ) && node.inputs[1] == value
+            && !node.inputs[2..].contains(&value);
+        node.inputs.contains(&value) && !multiplies_as_stored
+    })
 }
 
 /// A tensor during interpretation.
@@ -139,11 +181,29 @@ enum Buffer {
 
 impl<'g> Interpreter<'g> {
     /// Prepares `graph` to run with `weights` (in param order, as [`load_weights`] returns them).
-    pub fn new(graph: &'g Graph, weights: Vec<Vec<f32>>) -> Result<Self, InterpretError> {
+    /// Weights that come as blocks run their quantized layers on those blocks; they are
+    /// dequantized only for the nodes that read them in f32.
+    pub fn new<W: Into<Weight>>(graph: &'g Graph, weights: Vec<W>) -> Result<Self, InterpretError> {
         assert_eq!(weights.len(), graph.params.len(), "one weight per param");
+        let (weights, blocks) = weights
+            .into_iter()
+            .zip(graph.params.iter())
+            .map(|(weight, (_, param))| match weight.into() {
+                Weight::F32(values) => (values, None),
+                Weight::Blocks(blocks) => {
+                    let values = if read_in_f32(graph, param.value) {
+                        blocks.dequantize()
+                    } else {
+                        Vec::new()
+                    };
+                    (values, Some(blocks))
+                }
+            })
+            .unzip();
         let mut interpreter = Interpreter {
             graph,
             weights,
+            blocks,
             calls: Vec::new(),
             last_use: HashMap::new(),
         };
@@ -169,6 +229,14 @@ impl<'g> Interpreter<'g> {
             interpreter.last_use.insert(output.value, usize::MAX);
         }
         Ok(interpreter)
+    }
+
+    /// The blocks of weight `value`, if it came as blocks.
+    fn blocks(&self, value: ir::Value) -> Option<&QuantizedMatrix> {
+        match self.graph.values[value].def {
+            ValueDef::Param(param) => self.blocks[param.index()].as_ref(),
+            _ => None,
+        }
     }
 
     fn weight(&self, value: ir::Value) -> Option<&[f32]> {

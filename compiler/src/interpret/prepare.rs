@@ -6,7 +6,7 @@ use nnc_runtime::kernels::quantized::{QuantizedLinear, QuantizedMatrix};
 use nnc_runtime::kernels::{conv, int8, linear::PackedLinear, norm, rope};
 
 use super::Interpreter;
-use crate::ir::WeightStorage;
+use crate::ir::{QuantTarget, Quantization, WeightStorage};
 use crate::kernel_call::{BatchNormWeights, LayerWeights, Preparation};
 
 /// What [`Interpreter::new`] prepared for a node.
@@ -46,9 +46,36 @@ impl Interpreter<'_> {
                 activation,
                 storage,
             } => {
-                let (weight, bias) = self.fold_layer_weights(weights)?;
-                match storage {
-                    WeightStorage::F32 => {
+                let blocks = self.blocks(weights.weight);
+                match (storage, blocks) {
+                    // A GGUF tensor's blocks, taken as they are (no batch norm to fold).
+                    (WeightStorage::Quantized(quantization), Some(blocks))
+                        if weights.batch_norm.is_none() =>
+                    {
+                        let bias = weights.bias.map(|bias| self.param(bias));
+                        let linear = QuantizedLinear::new(blocks.clone(), bias, quantization.mode)?;
+                        Prepared::QuantizedLinear(linear.with_activation(*activation))
+                    }
+                    (
+                        WeightStorage::Quantized(Quantization {
+                            format: QuantTarget::Format(format),
+                            mode,
+                        }),
+                        _,
+                    ) => {
+                        let (weight, bias) = self.fold_layer_weights(weights)?;
+                        let weight = QuantizedMatrix::quantize(
+                            *format,
+                            &weight,
+                            *out_features,
+                            *in_features,
+                        )?;
+                        let linear = QuantizedLinear::new(weight, bias.as_deref(), *mode)?;
+                        Prepared::QuantizedLinear(linear.with_activation(*activation))
+                    }
+                    // f32 weights, and as-stored weights that the file holds in f32.
+                    _ => {
+                        let (weight, bias) = self.fold_layer_weights(weights)?;
                         let linear = PackedLinear::new(
                             &weight,
                             *out_features,
@@ -56,20 +83,6 @@ impl Interpreter<'_> {
                             bias.as_deref(),
                         )?;
                         Prepared::Linear(linear.with_activation(*activation))
-                    }
-                    WeightStorage::Int8(_) => {
-                        unreachable!("prepare: linear weights are never stored in int8")
-                    }
-                    WeightStorage::Quantized(quantization) => {
-                        let weight = QuantizedMatrix::quantize(
-                            quantization.format,
-                            &weight,
-                            *out_features,
-                            *in_features,
-                        )?;
-                        let linear =
-                            QuantizedLinear::new(weight, bias.as_deref(), quantization.mode)?;
-                        Prepared::QuantizedLinear(linear.with_activation(*activation))
                     }
                 }
             }

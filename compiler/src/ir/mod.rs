@@ -100,7 +100,8 @@ pub enum WeightStorage {
     /// 32-bit floats, as loaded.
     #[default]
     F32,
-    /// Quantized to a block format at load time (see `nnc_runtime::kernels::quantized`).
+    /// In a block format (see `nnc_runtime::kernels::quantized`), decided at load time by
+    /// [`Quantization::format`].
     Quantized(Quantization),
     /// A 2-D convolution's weight quantized per output channel to symmetric int8 at load time,
     /// run in integers on its input quantized to u8 with a calibrated scale (see
@@ -136,11 +137,61 @@ impl Int8Conv {
     }
 }
 
-/// A block format and how layers multiply by weights stored in it.
+/// The block format of a quantized weight and how layers multiply by weights stored in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Quantization {
-    pub format: nnc_ops::quant::QuantFormat,
+    pub format: QuantTarget,
     pub mode: nnc_ops::quant::QuantizedMode,
+}
+
+/// The format a quantized weight is stored in. Either way, a weight that a GGUF file stores in
+/// a block format the kernels run (Q8_0, Q4_0, Q4_1) keeps the file's blocks as they are, in
+/// the file's format; the two differ on the other weights (f32, F16, Q4_K, safetensors...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantTarget {
+    /// Other weights are quantized to this format at load (`--quantize q4_1`).
+    Format(nnc_ops::quant::QuantFormat),
+    /// Other weights stay f32 (`--quantize as-stored`): whether the layer runs on blocks is
+    /// decided when the weight is loaded.
+    AsStored,
+}
+
+impl QuantTarget {
+    /// The name the command line and `network!` use for the as-stored target.
+    pub const AS_STORED: &'static str = "as-stored";
+
+    /// The target named `name`: a format (`q4_1`) or `as-stored`, in any case.
+    pub fn from_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case(Self::AS_STORED) {
+            return Some(QuantTarget::AsStored);
+        }
+        nnc_ops::quant::QuantFormat::from_name(name).map(QuantTarget::Format)
+    }
+
+    /// Every name [`QuantTarget::from_name`] takes, for error messages.
+    pub fn names() -> Vec<&'static str> {
+        let mut names: Vec<&str> = nnc_ops::quant::QuantFormat::ALL
+            .iter()
+            .map(|format| format.name())
+            .collect();
+        names.push(Self::AS_STORED);
+        names
+    }
+}
+
+impl From<nnc_ops::quant::QuantFormat> for QuantTarget {
+    fn from(format: nnc_ops::quant::QuantFormat) -> Self {
+        QuantTarget::Format(format)
+    }
+}
+
+impl std::fmt::Display for QuantTarget {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QuantTarget::Format(format) => write!(formatter, "{format}"),
+            QuantTarget::AsStored => formatter.write_str(Self::AS_STORED),
+        }
+    }
 }
 
 impl std::fmt::Display for WeightStorage {
@@ -165,6 +216,16 @@ impl std::fmt::Display for WeightStorage {
     }
 }
 
+/// What a layer's `quantize =` argument asks for its weight, over the front end's
+/// `--quantize` (see `lower/quantize.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerQuantize {
+    /// `quantize = false`: the weight stays f32.
+    Off,
+    /// `quantize = "q8_0"`: this format, whatever `--quantize` asked, and even without it.
+    Format(nnc_ops::quant::QuantFormat),
+}
+
 /// A weight of the network, loaded from a weights file by name.
 #[derive(Clone, Debug)]
 pub struct ParamData {
@@ -177,6 +238,8 @@ pub struct ParamData {
     pub is_buffer: bool,
     /// How prepared layers store the weight; f32 unless the front end quantized it.
     pub storage: WeightStorage,
+    /// The owning layer's `quantize =` argument, if it has one.
+    pub layer_quantize: Option<LayerQuantize>,
 }
 
 /// A named network input.
@@ -261,6 +324,7 @@ impl Graph {
             init,
             is_buffer,
             storage: WeightStorage::F32,
+            layer_quantize: None,
         });
         value
     }

@@ -6,6 +6,7 @@ use super::call::{CallCx, normalize_axis};
 use super::value::Value;
 use super::{Eval, Stop};
 use crate::ir;
+use nnc_ops::quant::QuantFormat;
 
 impl CallCx<'_, '_> {
     /// The tensor argument `name`.
@@ -41,6 +42,65 @@ impl CallCx<'_, '_> {
             other => {
                 Err(self.wrong_type(name, "a non-empty list of tensors, like `[a, b]`", &other))
             }
+        }
+    }
+
+    /// The `quantize` argument of a layer that owns quantizable weights: `false` keeps its
+    /// weight in f32, a format name (`"q8_0"`) picks that format, `true` (the default) follows
+    /// `--quantize`. A format needs rows of whole blocks: `row_length` is the layer's.
+    pub(super) fn layer_quantize(&mut self, row_length: usize) -> Eval<Option<ir::LayerQuantize>> {
+        let formats = || {
+            let names: Vec<String> = QuantFormat::ALL
+                .iter()
+                .map(|format| format!("\"{format}\""))
+                .collect();
+            names.join(", ")
+        };
+        match self.slot("quantize") {
+            None | Some((Value::Bool(true), _)) => Ok(None),
+            Some((Value::Poison, _)) => Err(Stop),
+            Some((Value::Bool(false), _)) => Ok(Some(ir::LayerQuantize::Off)),
+            Some((Value::Str(name), _)) => {
+                let Some(format) = QuantFormat::from_name(&name) else {
+                    let message = format!(
+                        "`quantize` of `{}` must be `false` or a format, {}, not \"{name}\"",
+                        self.name,
+                        formats()
+                    );
+                    return Err(self.error(
+                        "quantize",
+                        message,
+                        Some("`quantize = false` keeps the layer's weights in f32"),
+                    ));
+                };
+                if !row_length.is_multiple_of(nnc_ops::quant::BLOCK_LENGTH) {
+                    let message = format!(
+                        "a {format} row holds whole blocks of {} values, but the rows of this \
+                         layer's weight have {row_length}",
+                        nnc_ops::quant::BLOCK_LENGTH
+                    );
+                    return Err(self.error("quantize", message, None));
+                }
+                Ok(Some(ir::LayerQuantize::Format(format)))
+            }
+            Some((other, _)) => {
+                let expected = format!("`false` or a format name ({})", formats());
+                Err(self.wrong_type("quantize", &expected, &other))
+            }
+        }
+    }
+
+    /// Records the layer's `quantize` argument on its weight `weight`.
+    pub(super) fn set_layer_quantize(
+        &mut self,
+        weight: ir::Value,
+        layer_quantize: Option<ir::LayerQuantize>,
+    ) {
+        let graph = &mut self.builder.graph;
+        if let (Some(layer_quantize), ir::ValueDef::Param(param)) =
+            (layer_quantize, graph.values[weight].def)
+        {
+            graph.params[param].layer_quantize = Some(layer_quantize);
         }
     }
 

@@ -60,9 +60,7 @@ pub fn lower(file: &ast::File, options: &LowerOptions) -> Result<Module, Diagnos
         if let ast::Item::Network(network) = item
             && let Some(mut graph) = lowerer.lower_network(network, options)
         {
-            if let Some(quantization) = options.quantize {
-                quantize::quantize_linear_weights(&mut graph, quantization);
-            }
+            quantize::quantize_linear_weights(&mut graph, options.quantize);
             if let Some(calibration) = &options.int8_convs
                 && let Err(missing) = quantize::quantize_conv_weights(&mut graph, calibration)
             {

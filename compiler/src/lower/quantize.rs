@@ -1,7 +1,13 @@
 //! Marks the weights that `LowerOptions::quantize` quantizes: the weight of every linear layer
 //! whose input rows are whole blocks of the format. Nothing is quantized here; the mark
-//! (`ParamData::storage`) travels through the passes to the layer's preparation, which quantizes
-//! the loaded f32 weight (generated `from_weights`, the interpreter).
+//! (`ParamData::storage`) travels through the passes to the layer's preparation (generated
+//! `from_weights`, the interpreter), which takes a GGUF tensor's blocks as they are when the file
+//! stores it in a block format the kernels run, and quantizes any other loaded weight (or, for
+//! `QuantTarget::AsStored`, keeps it in f32).
+//!
+//! A layer's own `quantize =` argument (`ParamData::layer_quantize`, set by the built-ins)
+//! overrides `--quantize` for its weight: `false` keeps it f32, a format picks that format (in
+//! `--quantize-mode`'s mode, exact without it), even when nothing else is quantized.
 //!
 //! A linear layer with another row length keeps f32 weights: a block format cannot hold a
 //! partial block. A weight that other operations also read as a tensor (a tied embedding table)
@@ -11,11 +17,17 @@
 //! there cost far more accuracy than in any one layer (SmolLM2-135M: see docs/weights.md).
 
 use crate::calibration::{Calibration, is_int8_conv};
-use crate::ir::{Graph, Int8Conv, Op, Quantization, ValueDef, WeightStorage};
+use crate::ir::{
+    Graph, Int8Conv, LayerQuantize, Op, QuantTarget, Quantization, ValueDef, WeightStorage,
+};
 use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat};
 
-/// Marks the weights of `graph`'s linear layers for `quantization`; returns how many it marked.
-pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantization) -> usize {
+/// Marks the weights of `graph`'s linear layers for `quantization` (`--quantize`, if given) and
+/// for their layers' own `quantize =` arguments; returns how many it marked.
+pub(super) fn quantize_linear_weights(
+    graph: &mut Graph,
+    quantization: Option<Quantization>,
+) -> usize {
     let mut marked = Vec::new();
     for (_, node) in graph.nodes.iter() {
         if !matches!(node.op, Op::Linear { .. }) {
@@ -32,27 +44,42 @@ pub(super) fn quantize_linear_weights(graph: &mut Graph, quantization: Quantizat
     }
     marked.sort_unstable();
     marked.dedup();
+    let mut count = 0;
     for &param in &marked {
         let value = graph.params[param].value;
         let read_as_tensor = graph
             .nodes
             .iter()
             .any(|(_, node)| !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value));
-        let format = if read_as_tensor {
-            QuantFormat::Q8_0
-        } else {
-            quantization.format
+        let quantization = match (graph.params[param].layer_quantize, quantization) {
+            (Some(LayerQuantize::Off), _) | (None, None) => continue,
+            // The layer's own format wins, in the mode asked for the others.
+            (Some(LayerQuantize::Format(format)), quantization) => Quantization {
+                format: QuantTarget::Format(format),
+                mode: quantization
+                    .map(|quantization| quantization.mode)
+                    .unwrap_or_default(),
+            },
+            (None, Some(quantization)) => Quantization {
+                // As stored, the file decides (SmolLM2's Q4_1 file keeps its table in Q8_0).
+                format: match quantization.format {
+                    QuantTarget::Format(_) if read_as_tensor => {
+                        QuantTarget::Format(QuantFormat::Q8_0)
+                    }
+                    format => format,
+                },
+                ..quantization
+            },
         };
-        graph.params[param].storage = WeightStorage::Quantized(Quantization {
-            format,
-            ..quantization
-        });
+        graph.params[param].storage = WeightStorage::Quantized(quantization);
+        count += 1;
     }
-    marked.len()
+    count
 }
 
-/// Marks the weight of every int8-eligible convolution ([`is_int8_conv`]) of `graph` for int8,
-/// its input quantized as `calibration` says; returns how many it marked, or the layers the
+/// Marks the weight of every int8-eligible convolution ([`is_int8_conv`]) of `graph` for int8
+/// (`--quantize int8`), its input quantized as `calibration` says, except the layers whose own
+/// `quantize = false` keeps them in f32; returns how many it marked, or the layers the
 /// calibration does not know (then nothing is marked).
 ///
 /// A weight read by anything but its one convolution stays f32: the int8 kernel owns its copy.
@@ -70,6 +97,10 @@ pub(super) fn quantize_conv_weights(
         let ValueDef::Param(param) = graph.values[weight].def else {
             continue;
         };
+        // `quantize = false` keeps the layer in f32 (it then needs no calibrated range).
+        if graph.params[param].layer_quantize == Some(LayerQuantize::Off) {
+            continue;
+        }
         let readers = graph
             .nodes
             .iter()

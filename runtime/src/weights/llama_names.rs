@@ -56,12 +56,17 @@ pub fn permuted_heads(name: &str, head_count: usize, head_count_kv: usize) -> Op
 }
 
 /// Undoes llama.cpp's permutation of the rows of a q or k projection with `heads` heads:
-/// `values` holds `rows` rows of `columns` values (columns = 1 for a bias).
+/// `values` holds `rows` rows of `columns` values (columns = 1 for a bias), or of `columns`
+/// bytes when the rows are blocks of a quantized format kept as the file stores them.
 ///
 /// llama.cpp stores, within each head of `2 * half` rows, row `2 * i + j` (pair `i`, element `j`)
 /// where Hugging Face has row `j * half + i`. Returns `None` when the rows do not split into
 /// `heads` heads of an even size.
-pub fn reverse_permute_rows(values: &[f32], heads: usize, columns: usize) -> Option<Vec<f32>> {
+pub fn reverse_permute_rows<T: Copy + Default>(
+    values: &[T],
+    heads: usize,
+    columns: usize,
+) -> Option<Vec<T>> {
     if heads == 0 || columns == 0 || !values.len().is_multiple_of(columns) {
         return None;
     }
@@ -70,7 +75,7 @@ pub fn reverse_permute_rows(values: &[f32], heads: usize, columns: usize) -> Opt
         return None;
     }
     let half = rows / heads / 2;
-    let mut output = vec![0.0; values.len()];
+    let mut output = vec![T::default(); values.len()];
     for head in 0..heads {
         for pair in 0..half {
             for element in 0..2 {

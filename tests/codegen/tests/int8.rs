@@ -204,3 +204,38 @@ fn int8_code_equals_the_interpreter_and_stays_near_f32() {
     assert!(worst_f32 <= 0.08, "{worst_f32:e}");
     assert!(same_top1 >= seeds.len() - 2, "{same_top1}/{}", seeds.len());
 }
+
+#[test]
+fn quantize_false_keeps_a_conv_in_f32_and_needs_no_range() {
+    let model = small_cnn();
+    let (_, mut calibration) = checked_in_calibration(&model);
+    calibration.layers.remove("stem.0");
+    let source = model.source().replace(
+        "padding = (kernel - 1) / 2, groups = groups, bias = false) as 0",
+        "padding = (kernel - 1) / 2, groups = groups, bias = false, quantize = kernel != 5) as 0",
+    );
+    assert_ne!(
+        source,
+        model.source(),
+        "the stem's conv call is in the model"
+    );
+    let options = FrontendOptions {
+        int8_convs: Some(calibration),
+        ..Default::default()
+    };
+    let graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
+    let storage = |name: &str| {
+        let param = graph
+            .params
+            .iter()
+            .find(|(_, param)| param.name == name)
+            .unwrap()
+            .1;
+        param.storage
+    };
+    assert_eq!(storage("stem.0.weight"), WeightStorage::F32);
+    assert!(matches!(
+        storage("block1.conv1.0.weight"),
+        WeightStorage::Int8(_)
+    ));
+}

@@ -10,7 +10,7 @@
 use nnc::runtime::kernels::quantized::{QuantFormat, QuantizedMatrix, QuantizedMode};
 use nnc_codegen_tests::{Input, Runner};
 use nnc_compiler::interpret::{Interpreter, Tensor};
-use nnc_compiler::ir::{Graph, Quantization, WeightStorage};
+use nnc_compiler::ir::{Graph, QuantTarget, Quantization, WeightStorage};
 use nnc_compiler::{FrontendOptions, compile_to_ir};
 use nnc_test_support::inputs::{inputs_for, named, weights_for};
 use nnc_test_support::{TestModel, codegen_models};
@@ -111,7 +111,10 @@ fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
         .unwrap();
     let mut exact_logits = Vec::new();
     for (name, format, mode, run) in BUILDS {
-        let quantization = Quantization { format, mode };
+        let quantization = Quantization {
+            format: format.into(),
+            mode,
+        };
         let graph = graph(&model, Some(quantization));
         // Every linear layer of the model has rows of whole blocks (64 or 96 values); the tied
         // head's table, which the embedding also reads, is quantized to Q8_0.
@@ -122,7 +125,10 @@ fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
             .filter_map(|(index, (_, param))| match param.storage {
                 WeightStorage::Quantized(stored) => {
                     assert_eq!(stored.mode, mode);
-                    Some((index, stored.format))
+                    let QuantTarget::Format(stored_format) = stored.format else {
+                        panic!("{name}: param {index} is stored {}", stored.format)
+                    };
+                    Some((index, stored_format))
                 }
                 WeightStorage::F32 | WeightStorage::Int8(_) => None,
             })
@@ -257,4 +263,103 @@ fn quantized_prefill_equals_decoding_token_by_token() {
     check!(quantized_q4_0_fast);
     check!(quantized_q4_1_exact);
     check!(quantized_q4_1_fast);
+}
+
+/// The tiny Llama of the GGUF fixtures, whose tensors the file stores in every type (Q8_0 table
+/// and tied head, f32 q, Q4_1 k with llama.cpp's row order, Q4_0 v, F16 o, Q4_1 gate, BF16 up,
+/// Q8_0 down), loaded by generated `from_gguf` with its linear layers quantized to Q4_1 and
+/// kept as stored:
+/// - generated code equals the interpreter on the same weights (`load_stored_weights`);
+/// - as stored, the exact mode equals the f32 model on the dequantized weights: the blocks
+///   are the file's, and the other tensors stay f32;
+/// - in Q4_1, the exact mode equals the f32 model on weights rounded once: the file's blocks as
+///   they are (Q8_0 stays Q8_0) and the f32, F16 and BF16 tensors quantized to Q4_1.
+#[test]
+fn gguf_blocks_are_taken_as_stored_by_generated_code_and_the_interpreter() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/gguf");
+    let source = std::fs::read_to_string(fixtures.join("tiny_llama.nn")).unwrap();
+    let path = fixtures.join("tiny_llama.gguf");
+    let bytes = std::fs::read(&path).unwrap();
+    let graph_of = |format: Option<QuantTarget>| {
+        let options = FrontendOptions {
+            quantize: format.map(|format| Quantization {
+                format,
+                mode: QuantizedMode::Exact,
+            }),
+            ..Default::default()
+        };
+        compile_to_ir(&source, &options).unwrap().networks.remove(0)
+    };
+    let tokens = ndarray::ArrayD::from_shape_vec(vec![1, 4], vec![3i64, 1, 4, 15]).unwrap();
+    let inputs = [("input_ids".to_string(), Tensor::I64(tokens.clone()))];
+    let interpret = |graph: &Graph, weights: Vec<nnc::runtime::weights::Weight>| -> Vec<f32> {
+        let outputs = Interpreter::new(graph, weights)
+            .unwrap()
+            .run(&named(&inputs))
+            .unwrap();
+        outputs[0].1.iter().copied().collect()
+    };
+    let f32_graph = graph_of(None);
+    let dequantized = nnc_compiler::interpret::load_weights(&f32_graph, &bytes, "tiny").unwrap();
+    let f32_logits = interpret(
+        &f32_graph,
+        dequantized.iter().cloned().map(Into::into).collect(),
+    );
+    let dynamic = [Input::I64(tokens.view())];
+
+    for (name, format, run_gguf) in [
+        (
+            "as stored",
+            QuantTarget::AsStored,
+            nnc_codegen_tests::gguf_tiny_llama_as_stored::run_gguf as fn(_, _) -> _,
+        ),
+        (
+            "q4_1",
+            QuantTarget::Format(QuantFormat::Q4_1),
+            nnc_codegen_tests::gguf_tiny_llama_q4_1::run_gguf,
+        ),
+    ] {
+        let graph = graph_of(Some(format));
+        let stored = nnc_compiler::interpret::load_stored_weights(&graph, &bytes, "tiny").unwrap();
+        let interpreted = interpret(&graph, stored.clone());
+        let generated: Vec<f32> = run_gguf(&path, &dynamic).unwrap()[0]
+            .iter()
+            .copied()
+            .collect();
+        let error = max_error(&generated, &interpreted);
+        println!("{name}: generated from_gguf vs interpreter {error:.2e}");
+        assert!(error <= 1e-5, "{name}: generated vs interpreter {error:e}");
+
+        // The f32 model on the weights the quantized model multiplies by.
+        let rounded: Vec<Vec<f32>> = stored
+            .iter()
+            .zip(graph.params.iter())
+            .map(|(weight, (_, param))| match (weight, param.storage) {
+                (nnc::runtime::weights::Weight::Blocks(blocks), _) => blocks.dequantize(),
+                (
+                    nnc::runtime::weights::Weight::F32(values),
+                    WeightStorage::Quantized(Quantization {
+                        format: QuantTarget::Format(format),
+                        ..
+                    }),
+                ) => {
+                    let shape = &graph.ty(param.value).shape;
+                    QuantizedMatrix::quantize(format, values, shape[0], shape[1])
+                        .unwrap()
+                        .dequantize()
+                }
+                (nnc::runtime::weights::Weight::F32(values), _) => values.clone(),
+            })
+            .collect();
+        if format == QuantTarget::AsStored {
+            assert_eq!(rounded, dequantized, "as stored, nothing is rounded again");
+        }
+        let expected = interpret(&f32_graph, rounded.into_iter().map(Into::into).collect());
+        let error = max_error(&interpreted, &expected);
+        println!("{name}: exact mode vs the f32 model on the same weights {error:.2e}");
+        assert!(error <= 1e-5, "{name}: exact vs f32 {error:e}");
+        if format == QuantTarget::AsStored {
+            assert!(max_error(&interpreted, &f32_logits) <= 1e-5);
+        }
+    }
 }

@@ -61,6 +61,8 @@ pub(super) fn linear(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             )?
         }
     };
+    let layer_quantize = cx.layer_quantize(in_features)?;
+    cx.set_layer_quantize(weight, layer_quantize);
     let mut inputs = vec![
         (x, Some("x")),
         (weight, cx.present("tied").then_some("tied")),
@@ -187,6 +189,17 @@ pub(super) fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<Value> {
         fan_in.saturating_mul(size)
     });
     let weight = cx.param("weight", weight_shape, ParamInit::FanIn { fan_in })?;
+    // Only `quantize = false` applies to a conv: convs are quantized only to int8, by
+    // `--quantize int8` with a calibration, never to a block format.
+    let layer_quantize = cx.layer_quantize(0)?;
+    if let Some(ir::LayerQuantize::Format(format)) = layer_quantize {
+        return Err(cx.error(
+            "quantize",
+            format!("conv layers are not stored in block formats, so not in {format}"),
+            Some("`quantize = false` keeps the layer in f32 under `--quantize int8`"),
+        ));
+    }
+    cx.set_layer_quantize(weight, layer_quantize);
     let mut inputs = vec![(x, Some("x")), (weight, None)];
     if bias {
         inputs.push((
@@ -250,6 +263,8 @@ pub(super) fn embedding(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
             cx.param("weight", vec![count, dim], ParamInit::Normal)?
         }
     };
+    let layer_quantize = cx.layer_quantize(cx.shape(weight).get(1).copied().unwrap_or(0))?;
+    cx.set_layer_quantize(weight, layer_quantize);
     let tied = cx.present("tied").then_some("tied");
     cx.node(Op::Embedding, &[(ids, Some("ids")), (weight, tied)])
         .map(Value::Tensor)

@@ -51,6 +51,7 @@ const CONV_PARAMS: &[&str] = &[
     "groups",
     "bias",
     "in_channels",
+    "quantize",
 ];
 
 const MAX_POOL_PARAMS: &[&str] = &["x", "kernel", "stride", "padding", "dilation", "ceil_mode"];
@@ -87,7 +88,14 @@ const BUILTINS: &[Builtin] = &[
     // Layers with weights, and the plain products.
     Builtin {
         name: "linear",
-        params: &["x", "out_features", "bias", "in_features", "tied"],
+        params: &[
+            "x",
+            "out_features",
+            "bias",
+            "in_features",
+            "tied",
+            "quantize",
+        ],
         aliases: &["dense", "fc", "linear"],
         lower: layers::linear,
     },
@@ -105,7 +113,7 @@ const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "embedding",
-        params: &["ids", "num_embeddings", "embedding_dim", "tied"],
+        params: &["ids", "num_embeddings", "embedding_dim", "tied", "quantize"],
         aliases: &[],
         lower: layers::embedding,
     },

@@ -35,6 +35,7 @@ use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
     Bias, Epilogue, GemmOptions, Lhs, MatrixRef, RhsSource, gemm_from_source,
 };
+use crate::kernels::linear::PackedLinear;
 use rows::{ActivationBlocks, RowKernels};
 
 /// A row-major matrix of `rows x cols` values stored in a block format: each row is
@@ -363,6 +364,51 @@ impl QuantizedLinear {
                 residual,
             },
         )
+    }
+}
+
+/// A linear layer whose weight storage was decided when the weight was loaded (`--quantize
+/// gguf`: each weight as the file stores it): on blocks, or on f32 weights packed for the GEMM.
+/// Both run the same calls.
+#[derive(Clone, Debug)]
+pub enum StoredLinear {
+    F32(PackedLinear),
+    Quantized(QuantizedLinear),
+}
+
+impl StoredLinear {
+    /// The same layer with `activation` applied to its output.
+    pub fn with_activation(self, activation: Option<Activation>) -> Self {
+        match self {
+            StoredLinear::F32(linear) => StoredLinear::F32(linear.with_activation(activation)),
+            StoredLinear::Quantized(linear) => {
+                StoredLinear::Quantized(linear.with_activation(activation))
+            }
+        }
+    }
+
+    /// `output[rows, out] = activation(input[rows, in] * W^T + b)`; both row-major.
+    pub fn forward(&self, input: &[f32], rows: usize, output: &mut [f32]) -> KernelResult<()> {
+        match self {
+            StoredLinear::F32(linear) => linear.forward(input, rows, output),
+            StoredLinear::Quantized(linear) => linear.forward(input, rows, output),
+        }
+    }
+
+    /// `output = activation(input * W^T + b + residual)`, `residual` laid out like `output`.
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        rows: usize,
+        residual: &[f32],
+        output: &mut [f32],
+    ) -> KernelResult<()> {
+        match self {
+            StoredLinear::F32(linear) => linear.forward_residual(input, rows, residual, output),
+            StoredLinear::Quantized(linear) => {
+                linear.forward_residual(input, rows, residual, output)
+            }
+        }
     }
 }
 
