@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use ndarray::{ArrayD, IxDyn};
 use nnc_runtime::KernelError;
 use nnc_runtime::kernels::conv;
-use nnc_runtime::weights::{Init, WeightSpec, WeightsError};
+use nnc_runtime::weights::{Init, LoadOptions, LoadedWeights, WeightSpec, WeightsError};
 
 use crate::ir::{self, DType, Graph, ParamInit, ValueDef};
 use crate::kernel_call::{self, NodeCall, Site};
@@ -113,6 +113,19 @@ pub fn load_weights(
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
     let requirements = weight_requirements(graph);
     nnc_runtime::weights::load_weights(bytes, &specs(&requirements), source_name)
+}
+
+/// Reads the weights of `graph` from `path` with `options`, in param order, and says what loading
+/// ignored: `path` is a safetensors or GGUF file, a sharded checkpoint's
+/// `model.safetensors.index.json`, or a folder holding either (see
+/// [`nnc_runtime::weights::read_weights_with`]).
+pub fn read_weights(
+    graph: &Graph,
+    path: &std::path::Path,
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
+    let requirements = weight_requirements(graph);
+    nnc_runtime::weights::read_weights_with(path, &specs(&requirements), options)
 }
 
 /// Draws the weights of `graph` from their initializers, deterministically from `seed`.

@@ -140,21 +140,27 @@ pub(super) fn match_names(
     for index in file_index.iter().flatten() {
         used[*index] = true;
     }
+    // Sorted by name within each kind, buffers first: the file's order is its writer's.
+    let mut unused: Vec<(&String, &Vec<usize>)> = file_tensors
+        .iter()
+        .zip(used)
+        .filter(|(_, used)| !used)
+        .map(|((name, shape), _)| (name, shape))
+        .collect();
+    unused.sort();
     let mut unexpected = Vec::new();
-    for ((name, shape), used) in file_tensors.iter().zip(used) {
-        if used {
-            continue;
-        }
+    let mut skipped = Vec::new();
+    for (name, shape) in unused {
         let (name, shape) = (name.clone(), shape.clone());
         if is_known_buffer(&name) {
             notes.push(LoadNote::IgnoredBuffer { name, shape });
         } else if options.strict {
             unexpected.push(WeightProblem::Unexpected { name, shape });
         } else {
-            notes.push(LoadNote::IgnoredUnused { name, shape });
+            skipped.push(LoadNote::IgnoredUnused { name, shape });
         }
     }
-    unexpected.sort_by(|a, b| format!("{a}").cmp(&format!("{b}")));
+    notes.extend(skipped);
     Matching {
         file_index,
         notes,
