@@ -221,7 +221,9 @@ def o_split_heads(g: Graph, x: str, b: int, s: int, heads: int, d: int) -> str:
 
 
 def o_attention(g: Graph, q: str, k: str, v: str, b: int, sq: int, sk: int, heads: int,
-                kv_heads: int, d: int, causal: bool) -> str:
+                kv_heads: int, d: int, causal: bool, key_mask: str | None = None) -> str:
+    """`key_mask`, if given, is a [b, sk] input (int64 or float, nonzero keeps), applied as
+    Hugging Face's BERT does: the scores of padded keys get the lowest float added."""
     qh = o_split_heads(g, q, b, sq, heads, d)
     kh = o_split_heads(g, k, b, sk, kv_heads, d)
     vh = o_split_heads(g, v, b, sk, kv_heads, d)
@@ -244,6 +246,10 @@ def o_attention(g: Graph, q: str, k: str, v: str, b: int, sq: int, sk: int, head
         j = g.op("Unsqueeze", g.op("Range", g.const(0, np.int64), g.const(sk, np.int64),
                                    g.const(1, np.int64)), g.ints([0]))
         scores = g.op("Where", g.op("Greater", j, i), g.const(-np.inf), scores)
+    if key_mask is not None:
+        keep = g.op("Cast", g.op("Reshape", key_mask, g.ints([b, 1, 1, sk])), to=TensorProto.FLOAT)
+        bias = g.op("Mul", g.op("Sub", g.const(1.0), keep), g.const(float(np.finfo(np.float32).min)))
+        scores = g.op("Add", scores, bias)
     probs = g.op("Softmax", scores, axis=-1)
     out = g.op("MatMul", probs, vh)                                          # [b, h, sq, d]
     out = g.op("Transpose", out, perm=[0, 2, 1, 3])

@@ -68,6 +68,8 @@ fn examples_have_the_published_parameter_counts() {
         ("mlp.nn", 784 * 256 + 256 + 256 * 10 + 10),
         // sentence-transformers/all-MiniLM-L6-v2 (BertModel, pooler included).
         ("bert_encoder.nn", 22_713_216),
+        // The same without the pooler, which sentence-transformers does not use.
+        ("minilm_embed.nn", 22_713_216 - 384 * 384 - 384),
         // HuggingFaceTB/SmolLM2-135M (tied embeddings).
         ("llama_decoder.nn", 134_515_008),
     ];

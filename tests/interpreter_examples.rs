@@ -9,10 +9,11 @@ use nnc_test_support::inputs::{named, random_inputs};
 use nnc_test_support::{example, examples};
 
 /// The examples that have a test below, one test each so that they run in parallel.
-const TESTED: [&str; 8] = [
+const TESTED: [&str; 9] = [
     "bert_encoder",
     "llama_decoder",
     "longformer",
+    "minilm_embed",
     "mlp",
     "mobilenet_v2",
     "resnet18",
@@ -77,6 +78,11 @@ fn mobilenet_v2() {
 #[test]
 fn bert_encoder() {
     run_example("bert_encoder");
+}
+
+#[test]
+fn minilm_embed() {
+    run_example("minilm_embed");
 }
 
 #[test]

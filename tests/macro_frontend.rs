@@ -56,6 +56,77 @@ fn file_network_matches_the_interpreter() {
     assert_eq!(logits.into_dyn(), expected[0].1.view());
 }
 
+/// A safetensors file of f32 tensors, written by hand: an 8-byte header length, the JSON header,
+/// the data.
+fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|value| value.to_le_bytes()));
+        entries.push(format!(
+            r#""{name}":{{"dtype":"F32","shape":{shape:?},"data_offsets":[{start},{}]}}"#,
+            data.len()
+        ));
+    }
+    let header = format!("{{{}}}", entries.join(","));
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+#[test]
+fn generated_code_loads_checkpoints_like_load_state_dict() {
+    // The checkpoint of a model with a head: every name under `model.`, a stale `position_ids`
+    // buffer, and a head the network does not have.
+    let weights = nnc::runtime::weights::random_weights(InlineMlp::WEIGHTS, 3);
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = InlineMlp::WEIGHTS
+        .iter()
+        .zip(&weights)
+        .map(|(spec, values)| {
+            (
+                format!("model.{}", spec.name),
+                spec.shape.to_vec(),
+                values.clone(),
+            )
+        })
+        .collect();
+    tensors.push((
+        "model.embeddings.position_ids".to_string(),
+        vec![1, 2],
+        vec![0.0, 1.0],
+    ));
+    tensors.push(("classifier.weight".to_string(), vec![1], vec![0.5]));
+    let path = std::env::temp_dir().join(format!("nnc-macro-{}.safetensors", std::process::id()));
+    std::fs::write(&path, safetensors_bytes(&tensors)).unwrap();
+
+    let strict = InlineMlp::from_checkpoint(&path, &Default::default());
+    let message = strict.err().unwrap().to_string();
+    assert!(
+        message.contains("unexpected tensor `classifier.weight`"),
+        "{message}"
+    );
+    let (mut model, notes) =
+        InlineMlp::from_checkpoint(&path, &nnc::runtime::weights::LoadOptions { strict: false })
+            .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let notes: Vec<String> = notes.iter().map(ToString::to_string).collect();
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    assert!(notes[0].contains("prefix `model.`"), "{notes:?}");
+    assert!(
+        notes[1].contains("model.embeddings.position_ids"),
+        "{notes:?}"
+    );
+    assert!(notes[2].contains("classifier.weight"), "{notes:?}");
+    let input = ndarray::Array2::<f32>::ones((2, 784));
+    let mut reference = InlineMlp::from_weights(weights).unwrap();
+    assert_eq!(
+        model.forward(input.view()).unwrap(),
+        reference.forward(input.view()).unwrap()
+    );
+}
+
 #[test]
 fn wrong_input_shapes_are_errors() {
     let mut model = from_file::Mlp::with_random_weights(0);

@@ -284,7 +284,8 @@ def bert_body(g: Graph, i: dict[str, str]) -> dict[str, str]:
         q = o_linear(g, h, f"{a}.self.query")
         k = o_linear(g, h, f"{a}.self.key")
         v = o_linear(g, h, f"{a}.self.value")
-        att = o_attention(g, q, k, v, 1, seq, seq, heads, heads, hidden // heads, causal=False)
+        att = o_attention(g, q, k, v, 1, seq, seq, heads, heads, hidden // heads, causal=False,
+                          key_mask=i["attention_mask"])
         att = o_linear(g, att, f"{a}.output.dense")
         h = o_layer_norm(g, g.op("Add", att, h), f"{a}.output.LayerNorm", hidden, eps=eps)
         f = g.op("Gelu", o_linear(g, h, f"{p}.intermediate.dense"))
@@ -300,7 +301,9 @@ def bert_inputs(rng: np.random.Generator) -> dict[str, np.ndarray]:
     ids = rng.integers(0, BERT["vocab"], (1, seq), dtype=np.int64)
     types = np.zeros((1, seq), dtype=np.int64)
     types[0, seq // 2:] = 1
-    return {"input_ids": ids, "token_type_ids": types}
+    # Hugging Face's attention mask: every token real, so the timed work is the unpadded model's.
+    mask = np.ones((1, seq), dtype=np.int64)
+    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
 
 # --------------------------------------------------------------------------------------------

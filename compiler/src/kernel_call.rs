@@ -150,10 +150,11 @@ pub enum KernelCall {
         eps: f32,
         affine: bool,
     },
-    /// Over rows of `size`, scaled by the second operand.
+    /// Over rows of `size`; with `affine`, scaled by the second operand.
     RmsNorm {
         size: usize,
         eps: f32,
+        affine: bool,
     },
     /// Rows of a `[rows, dim]` table (the second operand) picked by ids (the first).
     Embedding {
@@ -400,10 +401,11 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
             },
             all_operands,
         ),
-        Op::RmsNorm { eps } => (
+        Op::RmsNorm { eps, affine } => (
             KernelCall::RmsNorm {
                 size: last_dim,
                 eps: *eps,
+                affine: *affine,
             },
             all_operands,
         ),

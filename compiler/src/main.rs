@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -14,6 +14,7 @@ use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
 use nnc_ops::{QuantFormat, QuantizedMode};
+use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
 mod report_cli;
 
@@ -72,10 +73,15 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         select: Select,
-        /// Also check a weights file (safetensors or GGUF) against the list: every tensor
-        /// present, with the right shape, readable, and none left over.
+        /// Also check a weights file (safetensors or GGUF, a sharded checkpoint's
+        /// model.safetensors.index.json, or a folder) against the list: every tensor present,
+        /// with the right shape, readable, and none left over but known non-persistent buffers.
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
+        /// With --check: list and skip tensors the network does not use instead of refusing the
+        /// file (PyTorch's `load_state_dict(strict=False)`).
+        #[arg(long, requires = "check")]
+        allow_unused: bool,
     },
     /// Run a model with the reference interpreter on `.npy` inputs.
     Run {
@@ -85,13 +91,18 @@ enum Command {
         select: Select,
         /// The weights: a safetensors file with the names `nnc weights` lists, or a GGUF file
         /// (llama.cpp's names are mapped to Hugging Face's for llama models; quantized tensors
-        /// are dequantized to f32 at load).
+        /// are dequantized to f32 at load), a sharded checkpoint's model.safetensors.index.json,
+        /// or a folder holding one of them.
         #[arg(
             long,
             conflicts_with = "random_weights",
             required_unless_present = "random_weights"
         )]
         weights: Option<PathBuf>,
+        /// List and skip tensors of the weights file the network does not use instead of
+        /// refusing the file (PyTorch's `load_state_dict(strict=False)`).
+        #[arg(long, requires = "weights")]
+        allow_unused: bool,
         /// Use random weights drawn from this seed instead of a file.
         #[arg(long, value_name = "SEED")]
         random_weights: Option<u64>,
@@ -388,17 +399,23 @@ fn read_input(graph: &ir::Graph, name: &str, path: &std::path::Path) -> Result<T
     })
 }
 
-/// The weights `--weights FILE` or `--random-weights SEED` give `graph`.
+/// The weights `--weights FILE` (with `--allow-unused`) or `--random-weights SEED` give
+/// `graph`; the weights of quantized layers keep a GGUF file's blocks as they are.
 fn network_weights(
     graph: &ir::Graph,
     weights: Option<PathBuf>,
+    allow_unused: bool,
     random_weights: Option<u64>,
 ) -> Result<Vec<nnc_runtime::weights::Weight>> {
     Ok(match (weights, random_weights) {
         (Some(path), _) => {
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("cannot read the weights file {}", path.display()))?;
-            interpret::load_stored_weights(graph, &bytes, &path.display().to_string())?
+            let options = LoadOptions {
+                strict: !allow_unused,
+            };
+            let loaded = interpret::read_stored_weights(graph, &path, &options)
+                .map_err(|error| with_unused_hint(error, allow_unused))?;
+            print_notes(&loaded.notes);
+            loaded.weights
         }
         (None, Some(seed)) => interpret::random_weights(graph, seed)
             .into_iter()
@@ -467,7 +484,10 @@ fn calibrate(
     random_weights: Option<u64>,
     inputs: &[String],
 ) -> Result<nnc_compiler::calibration::Calibration> {
-    let interpreter = Interpreter::new(graph, network_weights(graph, weights, random_weights)?)?;
+    let interpreter = Interpreter::new(
+        graph,
+        network_weights(graph, weights, false, random_weights)?,
+    )?;
     let input_names: Vec<&str> = graph
         .inputs
         .iter()
@@ -514,14 +534,50 @@ fn calibrate(
     )?)
 }
 
+/// Reads the weights of `graph` from `path`, printing what loading ignored on standard error.
+fn read_weights(graph: &ir::Graph, path: &Path, allow_unused: bool) -> Result<Vec<Vec<f32>>> {
+    let options = LoadOptions {
+        strict: !allow_unused,
+    };
+    let loaded = interpret::read_weights(graph, path, &options)
+        .map_err(|error| with_unused_hint(error, allow_unused))?;
+    print_notes(&loaded.notes);
+    Ok(loaded.weights)
+}
+
+/// `error`, with a hint to pass `--allow-unused` when the file has tensors the network does not
+/// use and loading was strict.
+fn with_unused_hint(error: WeightsError, allow_unused: bool) -> anyhow::Error {
+    let unused = matches!(&error, WeightsError::Mismatch { problems, .. }
+        if problems.iter().any(|problem| matches!(problem, WeightProblem::Unexpected { .. })));
+    match unused && !allow_unused {
+        true => anyhow::anyhow!(
+            "{error}\nhint: pass --allow-unused to skip the tensors the network does not use, \
+             as load_state_dict(strict=False) does"
+        ),
+        false => error.into(),
+    }
+}
+
+/// Prints what loading ignored or accepted, on standard error.
+fn print_notes(notes: &[nnc_runtime::weights::LoadNote]) {
+    for note in notes {
+        eprintln!("note: {note}");
+    }
+}
+
 fn run_network(
     graph: &ir::Graph,
     weights: Option<PathBuf>,
+    allow_unused: bool,
     random_weights: Option<u64>,
     inputs: &[String],
     outputs: &[String],
 ) -> Result<()> {
-    let interpreter = Interpreter::new(graph, network_weights(graph, weights, random_weights)?)?;
+    let interpreter = Interpreter::new(
+        graph,
+        network_weights(graph, weights, allow_unused, random_weights)?,
+    )?;
 
     let input_names: Vec<&str> = graph
         .inputs
@@ -642,6 +698,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             select,
             check,
+            allow_unused,
         } => {
             let module = match compile(&model, &select.frontend()?)? {
                 Ok(module) => module,
@@ -671,9 +728,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ));
             print(&text)?;
             if let Some(path) = check {
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("cannot read the weights file {}", path.display()))?;
-                interpret::load_weights(&graph, &bytes, &path.display().to_string())?;
+                read_weights(&graph, &path, allow_unused)?;
                 print(&format!(
                     "{} holds every weight, with the right shapes\n",
                     path.display()
@@ -685,6 +740,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             select,
             weights,
+            allow_unused,
             random_weights,
             inputs,
             outputs,
@@ -694,7 +750,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let graph = select_network(module, select.network.as_deref())?;
-            run_network(&graph, weights, random_weights, &inputs, &outputs)?;
+            run_network(
+                &graph,
+                weights,
+                allow_unused,
+                random_weights,
+                &inputs,
+                &outputs,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate {

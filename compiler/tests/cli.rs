@@ -186,6 +186,49 @@ fn run_reports_bad_weights_files_by_tensor_name() {
 }
 
 #[test]
+fn weights_check_refuses_unused_tensors_unless_allowed_and_lists_them() {
+    // The first layer of the mlp fixture: its weights file also holds `fc2`, unused here.
+    let folder = std::env::temp_dir().join(format!("nnc-cli-unused-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let model = folder.join("first_layer.nn");
+    std::fs::write(
+        &model,
+        "network first(x: f32[1, 784]) -> (h: f32[1, 256]) {\n    h = linear(x, 256) as fc1\n}\n",
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "weights",
+            model.to_str().unwrap(),
+            "--check",
+            "tests/fixtures/mlp/weights.safetensors",
+        ];
+        args.extend(extra);
+        nnc(&args)
+    };
+
+    let output = check(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("unexpected tensor `fc2.weight`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("hint: pass --allow-unused"), "{stderr}");
+
+    let output = check(&["--allow-unused"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: ignored `fc2.bias` of shape [10]: the network has no such weight"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("note: ignored `fc2.weight`"), "{stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("holds every weight"));
+    std::fs::remove_dir_all(folder).unwrap();
+}
+
+#[test]
 fn run_and_weights_take_a_gguf_file() {
     let output = nnc(&[
         "weights",

@@ -11,10 +11,15 @@ use std::path::Path;
 pub mod ggml_types;
 pub mod gguf;
 pub mod llama_names;
+mod matching;
+mod sharded;
+
+pub use matching::{LoadNote, LoadOptions, LoadedWeights, is_known_buffer};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{KernelResult, check_length};
@@ -150,6 +155,8 @@ pub enum WeightsError {
     Corrupt { path: String, message: String },
     #[error("{path} is not a valid GGUF file: {message}")]
     CorruptGguf { path: String, message: String },
+    #[error("{path}: {message}")]
+    Checkpoint { path: String, message: String },
     #[error("the weights in {path} do not match the network:\n{}", list(.problems))]
     Mismatch {
         path: String,
@@ -244,41 +251,74 @@ fn read_with<T>(
     load(&bytes, &name)
 }
 
-/// Reads the weights in `specs` from the safetensors file at `path`, as f32, in spec order.
+/// Reads the weights in `specs` from the safetensors file at `path`, as f32, in spec order, with
+/// the default (strict) [`LoadOptions`]. `path` may also be a sharded checkpoint's
+/// `model.safetensors.index.json` or a folder holding one (see [`read_weights_with`]).
 pub fn read_safetensors(
     path: &Path,
     specs: &[WeightSpec<'_>],
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
+    if sharded::is_index_or_folder(path) {
+        return read_weights_with(path, specs, &LoadOptions::default())
+            .map(|loaded| loaded.weights);
+    }
     read_with(path, |bytes, name| load_safetensors(bytes, specs, name))
 }
 
-/// Loads the weights in `specs` from safetensors bytes, as f32, in spec order. `source_name`
+/// Loads the weights in `specs` from safetensors bytes, as f32, in spec order, with the default
+/// (strict) [`LoadOptions`]; the notes of [`load_safetensors_with`] are dropped. `source_name`
 /// names the bytes in errors.
-///
-/// Tensors stored as F16, BF16 or F64 are converted. A `<layer>.num_batches_tracked` tensor, which
-/// PyTorch saves beside batch-norm statistics, is ignored when `<layer>.running_mean` is expected.
 pub fn load_safetensors(
     bytes: &[u8],
     specs: &[WeightSpec<'_>],
     source_name: &str,
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
+    load_safetensors_with(bytes, specs, source_name, &LoadOptions::default())
+        .map(|loaded| loaded.weights)
+}
+
+/// Loads the weights in `specs` from safetensors bytes, as f32, in spec order, and says what it
+/// ignored. `source_name` names the bytes in errors.
+///
+/// Tensors stored as F16, BF16 or F64 are converted. Names are matched as
+/// [`matching`](self::matching) describes: known non-persistent buffers are ignored, a prefix
+/// shared by every name is accepted, and other unused tensors are an error unless
+/// `options.strict` is off.
+pub fn load_safetensors_with(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
     let tensors = SafeTensors::deserialize(bytes).map_err(|error| WeightsError::Corrupt {
         path: source_name.to_string(),
         message: error.to_string(),
     })?;
+    load_safetensor_views(tensors.tensors(), specs, source_name, options)
+}
+
+/// Loads the weights in `specs` from the tensors of one or several safetensors files.
+fn load_safetensor_views(
+    views: Vec<(String, TensorView<'_>)>,
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
+    let names_and_shapes: Vec<(String, Vec<usize>)> = views
+        .iter()
+        .map(|(name, view)| (name.clone(), view.shape().to_vec()))
+        .collect();
+    let matching = matching::match_names(&names_and_shapes, specs, options);
     let mut problems = Vec::new();
     let mut loaded = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let view = match tensors.tensor(spec.name) {
-            Ok(view) => view,
-            Err(_) => {
-                problems.push(WeightProblem::Missing {
-                    name: spec.name.to_string(),
-                    shape: spec.shape.to_vec(),
-                });
-                loaded.push(Vec::new());
-                continue;
-            }
+    for (spec, file_index) in specs.iter().zip(&matching.file_index) {
+        let Some(view) = file_index.map(|index| &views[index].1) else {
+            problems.push(WeightProblem::Missing {
+                name: spec.name.to_string(),
+                shape: spec.shape.to_vec(),
+            });
+            loaded.push(Vec::new());
+            continue;
         };
         if view.shape() != spec.shape {
             problems.push(WeightProblem::Shape {
@@ -300,28 +340,12 @@ pub fn load_safetensors(
             }
         }
     }
-    let mut unexpected: Vec<WeightProblem> = tensors
-        .tensors()
-        .into_iter()
-        .filter(|(name, _)| !specs.iter().any(|spec| spec.name == name))
-        .filter(|(name, _)| {
-            let ignorable = name
-                .strip_suffix(".num_batches_tracked")
-                .is_some_and(|layer| {
-                    let running_mean = format!("{layer}.running_mean");
-                    specs.iter().any(|spec| spec.name == running_mean)
-                });
-            !ignorable
-        })
-        .map(|(name, view)| WeightProblem::Unexpected {
-            name,
-            shape: view.shape().to_vec(),
-        })
-        .collect();
-    unexpected.sort_by(|a, b| format!("{a}").cmp(&format!("{b}")));
-    problems.extend(unexpected);
+    problems.extend(matching.unexpected);
     if problems.is_empty() {
-        Ok(loaded)
+        Ok(LoadedWeights {
+            weights: loaded,
+            notes: matching.notes,
+        })
     } else {
         Err(WeightsError::Mismatch {
             path: source_name.to_string(),
@@ -331,9 +355,54 @@ pub fn load_safetensors(
 }
 
 /// Reads the weights in `specs` from a safetensors or a GGUF file, told apart by the GGUF magic
-/// number at the start of the file.
+/// number at the start of the file, with the default (strict) [`LoadOptions`].
 pub fn read_weights(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
-    read_with(path, |bytes, name| load_weights(bytes, specs, name))
+    read_weights_with(path, specs, &LoadOptions::default()).map(|loaded| loaded.weights)
+}
+
+/// Reads the weights in `specs` from `path`, which is one of:
+/// - a safetensors or a GGUF file (told apart by GGUF's magic number);
+/// - a sharded safetensors checkpoint's index (`model.safetensors.index.json`, whose `weight_map`
+///   names the shard of each tensor);
+/// - a folder holding `model.safetensors.index.json`, `model.safetensors`, or a single
+///   `.safetensors` or `.gguf` file.
+pub fn read_weights_with(
+    path: &Path,
+    specs: &[WeightSpec<'_>],
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
+    match sharded::resolve(path)? {
+        sharded::Checkpoint::File(file) => read_with(&file, |bytes, name| {
+            load_weights_with(bytes, specs, name, options)
+        }),
+        sharded::Checkpoint::Index(index) => {
+            let shards = sharded::read_shards(&index)?;
+            let views = shards.views()?;
+            load_safetensor_views(views, specs, &index.display().to_string(), options)
+        }
+    }
+}
+
+/// [`read_weights_with`], keeping the blocks of the GGUF weights at the positions `keep_blocks`
+/// lists (see [`load_gguf_keeping_blocks_with`]); safetensors weights come as f32.
+pub fn read_weights_keeping_blocks_with(
+    path: &Path,
+    specs: &[WeightSpec<'_>],
+    keep_blocks: &[usize],
+    options: &LoadOptions,
+) -> Result<LoadedWeights<Weight>, WeightsError> {
+    match sharded::resolve(path)? {
+        sharded::Checkpoint::File(file) => read_with(&file, |bytes, name| {
+            load_weights_keeping_blocks_with(bytes, specs, keep_blocks, name, options)
+        }),
+        sharded::Checkpoint::Index(_) => {
+            let loaded = read_weights_with(path, specs, options)?;
+            Ok(LoadedWeights {
+                weights: loaded.weights.into_iter().map(Weight::F32).collect(),
+                notes: loaded.notes,
+            })
+        }
+    }
 }
 
 /// Loads the weights in `specs` from safetensors or GGUF bytes (see [`read_weights`]).
@@ -342,10 +411,22 @@ pub fn load_weights(
     specs: &[WeightSpec<'_>],
     source_name: &str,
 ) -> Result<Vec<Vec<f32>>, WeightsError> {
+    load_weights_with(bytes, specs, source_name, &LoadOptions::default())
+        .map(|loaded| loaded.weights)
+}
+
+/// Loads the weights in `specs` from safetensors or GGUF bytes with `options`, and says what it
+/// ignored.
+pub fn load_weights_with(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
     if is_gguf(bytes) {
-        load_gguf(bytes, specs, source_name)
+        load_gguf_with(bytes, specs, source_name, options)
     } else {
-        load_safetensors(bytes, specs, source_name)
+        load_safetensors_with(bytes, specs, source_name, options)
     }
 }
 
@@ -358,11 +439,32 @@ pub fn load_weights_keeping_blocks(
     keep_blocks: &[usize],
     source_name: &str,
 ) -> Result<Vec<Weight>, WeightsError> {
+    load_weights_keeping_blocks_with(
+        bytes,
+        specs,
+        keep_blocks,
+        source_name,
+        &LoadOptions::default(),
+    )
+    .map(|loaded| loaded.weights)
+}
+
+/// [`load_weights_keeping_blocks`] with `options`, and what it ignored.
+pub fn load_weights_keeping_blocks_with(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    keep_blocks: &[usize],
+    source_name: &str,
+    options: &LoadOptions,
+) -> Result<LoadedWeights<Weight>, WeightsError> {
     if is_gguf(bytes) {
-        load_gguf_keeping_blocks(bytes, specs, keep_blocks, source_name)
+        load_gguf_keeping_blocks_with(bytes, specs, keep_blocks, source_name, options)
     } else {
-        let loaded = load_safetensors(bytes, specs, source_name)?;
-        Ok(loaded.into_iter().map(Weight::F32).collect())
+        let loaded = load_safetensors_with(bytes, specs, source_name, options)?;
+        Ok(LoadedWeights {
+            weights: loaded.weights.into_iter().map(Weight::F32).collect(),
+            notes: loaded.notes,
+        })
     }
 }
 
@@ -371,7 +473,8 @@ pub fn is_gguf(bytes: &[u8]) -> bool {
     bytes.starts_with(b"GGUF")
 }
 
-/// Reads the weights in `specs` from the GGUF file at `path`, as f32, in spec order.
+/// Reads the weights in `specs` from the GGUF file at `path`, as f32, in spec order, with the
+/// default (strict) [`LoadOptions`].
 pub fn read_gguf(path: &Path, specs: &[WeightSpec<'_>]) -> Result<Vec<Vec<f32>>, WeightsError> {
     read_with(path, |bytes, name| load_gguf(bytes, specs, name))
 }
@@ -388,6 +491,16 @@ pub fn read_gguf_keeping_blocks(
     })
 }
 
+/// Loads the weights in `specs` from GGUF bytes with the default (strict) [`LoadOptions`]; see
+/// [`load_gguf_with`].
+pub fn load_gguf(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    source_name: &str,
+) -> Result<Vec<Vec<f32>>, WeightsError> {
+    load_gguf_with(bytes, specs, source_name, &LoadOptions::default()).map(|loaded| loaded.weights)
+}
+
 /// Loads the weights in `specs` from GGUF bytes, as f32, in spec order. `source_name` names the
 /// bytes in errors.
 ///
@@ -396,29 +509,52 @@ pub fn read_gguf_keeping_blocks(
 /// mapped to Hugging Face's (`blk.0.attn_q.weight` is `model.layers.0.self_attn.q_proj.weight`,
 /// see [`llama_names`]), the rows of q and k are put back in Hugging Face's order, and a network
 /// that wants `lm_head.weight` from a file without `output.weight` gets the token embeddings, as
-/// llama.cpp does for tied models. Tensors the network does not use are reported as unexpected,
-/// as for safetensors.
-pub fn load_gguf(
+/// llama.cpp does for tied models. Names are then matched as for safetensors (known buffers
+/// ignored, a common prefix accepted, other unused tensors an error unless `options.strict` is
+/// off).
+pub fn load_gguf_with(
     bytes: &[u8],
     specs: &[WeightSpec<'_>],
     source_name: &str,
-) -> Result<Vec<Vec<f32>>, WeightsError> {
-    let loaded = load_gguf_keeping_blocks(bytes, specs, &[], source_name)?;
-    Ok(loaded.into_iter().map(Weight::into_f32).collect())
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
+    let loaded = load_gguf_keeping_blocks_with(bytes, specs, &[], source_name, options)?;
+    Ok(LoadedWeights {
+        weights: loaded.weights.into_iter().map(Weight::into_f32).collect(),
+        notes: loaded.notes,
+    })
 }
 
-/// Loads the weights in `specs` from GGUF bytes, in spec order, as [`load_gguf`] does, except
-/// that a weight whose position `keep_blocks` lists and that the file stores in a block format
-/// the quantized kernels run (Q8_0, Q4_0, Q4_1: [`QuantFormat`]) comes as those blocks
-/// ([`Weight::Blocks`]), in the file's format, with no f32 copy made. Other weights, and those
-/// of other types (F32, F16, BF16, Q4_K, Q6_K, ...), come as f32. A tensor that two specs read
-/// (a tied head) is one set of blocks that both share.
+/// [`load_gguf_keeping_blocks_with`] with the default (strict) [`LoadOptions`], without the notes.
 pub fn load_gguf_keeping_blocks(
     bytes: &[u8],
     specs: &[WeightSpec<'_>],
     keep_blocks: &[usize],
     source_name: &str,
 ) -> Result<Vec<Weight>, WeightsError> {
+    load_gguf_keeping_blocks_with(
+        bytes,
+        specs,
+        keep_blocks,
+        source_name,
+        &LoadOptions::default(),
+    )
+    .map(|loaded| loaded.weights)
+}
+
+/// Loads the weights in `specs` from GGUF bytes, in spec order, as [`load_gguf_with`] does,
+/// except that a weight whose position `keep_blocks` lists and that the file stores in a block
+/// format the quantized kernels run (Q8_0, Q4_0, Q4_1: [`QuantFormat`]) comes as those blocks
+/// ([`Weight::Blocks`]), in the file's format, with no f32 copy made. Other weights, and those
+/// of other types (F32, F16, BF16, Q4_K, Q6_K, ...), come as f32. A tensor that two specs read
+/// (a tied head) is one set of blocks that both share.
+pub fn load_gguf_keeping_blocks_with(
+    bytes: &[u8],
+    specs: &[WeightSpec<'_>],
+    keep_blocks: &[usize],
+    source_name: &str,
+    options: &LoadOptions,
+) -> Result<LoadedWeights<Weight>, WeightsError> {
     let corrupt = |message: String| WeightsError::CorruptGguf {
         path: source_name.to_string(),
         message,
@@ -460,12 +596,17 @@ pub fn load_gguf_keeping_blocks(
         tensors_by_name.push(("lm_head.weight".to_string(), embedding));
     }
 
+    let names_and_shapes: Vec<(String, Vec<usize>)> = tensors_by_name
+        .iter()
+        .map(|(name, index)| (name.clone(), file.tensors[*index].shape.clone()))
+        .collect();
+    let matching = matching::match_names(&names_and_shapes, specs, options);
     let mut problems = Vec::new();
     let mut loaded = Vec::with_capacity(specs.len());
     // The blocks already taken, by tensor index: a tied table and head share them.
     let mut blocks_of_tensor: Vec<(usize, QuantizedMatrix)> = Vec::new();
-    for (position, spec) in specs.iter().enumerate() {
-        let Some(&(_, index)) = tensors_by_name.iter().find(|(name, _)| name == spec.name) else {
+    for (position, (spec, file_index)) in specs.iter().zip(&matching.file_index).enumerate() {
+        let Some(index) = file_index.map(|position| tensors_by_name[position].1) else {
             problems.push(WeightProblem::Missing {
                 name: spec.name.to_string(),
                 shape: spec.shape.to_vec(),
@@ -548,18 +689,12 @@ pub fn load_gguf_keeping_blocks(
             }
         }
     }
-    let mut unexpected: Vec<WeightProblem> = tensors_by_name
-        .iter()
-        .filter(|(name, _)| !specs.iter().any(|spec| spec.name == name))
-        .map(|(name, index)| WeightProblem::Unexpected {
-            name: name.clone(),
-            shape: file.tensors[*index].shape.clone(),
-        })
-        .collect();
-    unexpected.sort_by(|a, b| format!("{a}").cmp(&format!("{b}")));
-    problems.extend(unexpected);
+    problems.extend(matching.unexpected);
     if problems.is_empty() {
-        Ok(loaded)
+        Ok(LoadedWeights {
+            weights: loaded,
+            notes: matching.notes,
+        })
     } else {
         Err(WeightsError::Mismatch {
             path: source_name.to_string(),
@@ -782,6 +917,276 @@ mod tests {
             load_safetensors(&bytes, &specs, "bn").unwrap(),
             vec![vec![0.5]]
         );
+    }
+
+    fn weight_and_bias(prefix: &str) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+        vec![
+            (
+                format!("{prefix}fc.weight"),
+                Dtype::F32,
+                vec![2, 3],
+                f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            ),
+            (
+                format!("{prefix}fc.bias"),
+                Dtype::F32,
+                vec![2],
+                f32_bytes(&[7.0, 8.0]),
+            ),
+        ]
+    }
+
+    fn owned_file(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+        let borrowed: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| (name.as_str(), *dtype, shape.clone(), data.clone()))
+            .collect();
+        file(&borrowed)
+    }
+
+    const EXPECTED: [[f32; 6]; 1] = [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]];
+
+    fn assert_loaded(loaded: &LoadedWeights) {
+        assert_eq!(loaded.weights, vec![EXPECTED[0].to_vec(), vec![7.0, 8.0]]);
+    }
+
+    #[test]
+    fn known_buffers_are_ignored_with_a_note() {
+        let mut tensors = weight_and_bias("");
+        for name in [
+            "embeddings.position_ids",
+            "layers.0.rotary_emb.inv_freq",
+            "h.0.attn.bias",
+            "h.0.attn.masked_bias",
+        ] {
+            tensors.push((name.to_string(), Dtype::I64, vec![1, 2], vec![0; 16]));
+        }
+        let loaded = load_safetensors_with(
+            &owned_file(&tensors),
+            &SPECS,
+            "bert",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        assert_loaded(&loaded);
+        let ignored: Vec<String> = loaded.notes.iter().map(ToString::to_string).collect();
+        assert_eq!(ignored.len(), 4, "{ignored:?}");
+        assert!(
+            ignored[0].contains("ignored `embeddings.position_ids` of shape [1, 2]")
+                && ignored[0].contains("non-persistent buffer"),
+            "{ignored:?}"
+        );
+        assert!(is_known_buffer("bn.num_batches_tracked"));
+        assert!(!is_known_buffer(
+            "encoder.layer.0.attention.self.query.bias"
+        ));
+        assert!(!is_known_buffer("my_position_ids"));
+    }
+
+    #[test]
+    fn other_unused_tensors_are_an_error_unless_not_strict() {
+        let mut tensors = weight_and_bias("");
+        tensors.push((
+            "cls.weight".to_string(),
+            Dtype::F32,
+            vec![1],
+            f32_bytes(&[0.0]),
+        ));
+        let bytes = owned_file(&tensors);
+        let message = load_safetensors_with(&bytes, &SPECS, "head", &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("unexpected tensor `cls.weight` of shape [1]"),
+            "{message}"
+        );
+        let loaded =
+            load_safetensors_with(&bytes, &SPECS, "head", &LoadOptions { strict: false }).unwrap();
+        assert_loaded(&loaded);
+        assert_eq!(
+            loaded.notes,
+            vec![LoadNote::IgnoredUnused {
+                name: "cls.weight".to_string(),
+                shape: vec![1]
+            }]
+        );
+        // Not strict still reports what the network needs and the file lacks.
+        let message = load_safetensors_with(
+            &owned_file(&tensors[1..]),
+            &SPECS,
+            "head",
+            &LoadOptions { strict: false },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("missing tensor `fc.weight` of shape [2, 3]"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_prefix_on_every_name_is_accepted_either_way() {
+        // The file's names carry `bert.`, as a checkpoint of a model with a head does.
+        let mut tensors = weight_and_bias("bert.");
+        tensors.push((
+            "cls.predictions.bias".to_string(),
+            Dtype::F32,
+            vec![2],
+            f32_bytes(&[0.0; 2]),
+        ));
+        let bytes = owned_file(&tensors);
+        let message = load_safetensors_with(&bytes, &SPECS, "bert", &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("unexpected tensor `cls.predictions.bias`"),
+            "{message}"
+        );
+        let loaded =
+            load_safetensors_with(&bytes, &SPECS, "bert", &LoadOptions { strict: false }).unwrap();
+        assert_loaded(&loaded);
+        assert_eq!(
+            loaded.notes[0],
+            LoadNote::FilePrefix {
+                prefix: "bert.".to_string()
+            }
+        );
+        assert!(loaded.notes[0].to_string().contains("prefix `bert.`"));
+
+        // The network's names carry `model.`, the file's do not.
+        let specs: Vec<WeightSpec<'static>> = vec![
+            WeightSpec {
+                name: "model.fc.weight",
+                ..SPECS[0]
+            },
+            WeightSpec {
+                name: "model.fc.bias",
+                ..SPECS[1]
+            },
+        ];
+        let loaded = load_safetensors_with(
+            &owned_file(&weight_and_bias("")),
+            &specs,
+            "base",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        assert_loaded(&loaded);
+        assert_eq!(
+            loaded.notes,
+            vec![LoadNote::NetworkPrefix {
+                prefix: "model.".to_string()
+            }]
+        );
+
+        // A prefix that finds only some of the names is no match: the missing ones are listed
+        // under the network's names.
+        let mut tensors = weight_and_bias("bert.");
+        tensors.remove(1);
+        let message = load_safetensors_with(
+            &owned_file(&tensors),
+            &SPECS,
+            "partial",
+            &LoadOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("missing tensor `fc.weight`"), "{message}");
+        assert!(message.contains("missing tensor `fc.bias`"), "{message}");
+    }
+
+    /// A fresh folder under the system's temporary folder, for one test.
+    fn scratch_folder(test: &str) -> std::path::PathBuf {
+        let folder =
+            std::env::temp_dir().join(format!("nnc-weights-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).unwrap();
+        folder
+    }
+
+    #[test]
+    fn sharded_checkpoints_load_from_their_index_or_folder() {
+        let folder = scratch_folder("sharded");
+        let tensors = weight_and_bias("");
+        let mut first = vec![tensors[0].clone()];
+        first.push((
+            "embeddings.position_ids".to_string(),
+            Dtype::I64,
+            vec![1, 2],
+            vec![0; 16],
+        ));
+        std::fs::write(
+            folder.join("model-00001-of-00002.safetensors"),
+            owned_file(&first),
+        )
+        .unwrap();
+        std::fs::write(
+            folder.join("model-00002-of-00002.safetensors"),
+            owned_file(&tensors[1..]),
+        )
+        .unwrap();
+        let index = r#"{"metadata": {"total_size": 32}, "weight_map": {
+            "fc.weight": "model-00001-of-00002.safetensors",
+            "embeddings.position_ids": "model-00001-of-00002.safetensors",
+            "fc.bias": "model-00002-of-00002.safetensors"}}"#;
+        let index_path = folder.join("model.safetensors.index.json");
+        std::fs::write(&index_path, index).unwrap();
+        for path in [&index_path, &folder] {
+            let loaded = read_weights_with(path, &SPECS, &LoadOptions::default()).unwrap();
+            assert_loaded(&loaded);
+            assert!(matches!(loaded.notes[0], LoadNote::IgnoredBuffer { .. }));
+        }
+        assert_eq!(
+            read_safetensors(&folder, &SPECS).unwrap(),
+            vec![EXPECTED[0].to_vec(), vec![7.0, 8.0]]
+        );
+
+        // A stale index is an error naming the tensor.
+        std::fs::write(
+            &index_path,
+            index.replace(
+                r#""fc.bias": "model-00002-of-00002.safetensors""#,
+                r#""fc.bias": "model-00001-of-00002.safetensors""#,
+            ),
+        )
+        .unwrap();
+        let message = read_weights_with(&folder, &SPECS, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("the index puts `fc.bias` in model-00001-of-00002.safetensors"),
+            "{message}"
+        );
+        std::fs::write(
+            &index_path,
+            r#"{"weight_map": {"fc.bias": "../x.safetensors"}}"#,
+        )
+        .unwrap();
+        let message = read_weights_with(&index_path, &SPECS, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("not a file beside the index"), "{message}");
+        std::fs::write(&index_path, "{").unwrap();
+        let message = read_weights_with(&index_path, &SPECS, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("not valid JSON"), "{message}");
+
+        // Without an index, a folder with one weights file loads it; with two, it asks which.
+        std::fs::remove_file(&index_path).unwrap();
+        let message = read_weights_with(&folder, &SPECS, &LoadOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("several weights files"), "{message}");
+        std::fs::remove_file(folder.join("model-00002-of-00002.safetensors")).unwrap();
+        std::fs::write(
+            folder.join("model-00001-of-00002.safetensors"),
+            owned_file(&tensors),
+        )
+        .unwrap();
+        assert_loaded(&read_weights_with(&folder, &SPECS, &LoadOptions::default()).unwrap());
+        std::fs::remove_dir_all(&folder).unwrap();
     }
 
     #[test]

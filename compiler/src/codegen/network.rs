@@ -379,13 +379,26 @@ impl<'g> Generator<'g> {
 
                 #layer_constants
 
-                /// Loads the weights from a safetensors file, by name.
+                /// Loads the weights from a safetensors file (or a sharded checkpoint's index), by
+                /// name, strictly but for known non-persistent buffers.
                 pub fn from_safetensors(path: impl AsRef<std::path::Path>) -> Result<Self, rt::ModelError> {
                     let weights = rt::weights::read_safetensors(path.as_ref(), Self::WEIGHTS)?;
                     Self::from_weights(weights)
                 }
 
                 #from_gguf
+
+                /// Loads the weights as PyTorch's `load_state_dict` does, with `options`, from a
+                /// safetensors or GGUF file, a sharded checkpoint's `model.safetensors.index.json`
+                /// or a folder; also returns what loading ignored (non-persistent buffers such as
+                /// `position_ids`, a prefix on every name, unused tensors when not strict).
+                pub fn from_checkpoint(
+                    path: impl AsRef<std::path::Path>,
+                    options: &rt::weights::LoadOptions,
+                ) -> Result<(Self, Vec<rt::weights::LoadNote>), rt::ModelError> {
+                    let loaded = rt::weights::read_weights_with(path.as_ref(), Self::WEIGHTS, options)?;
+                    Ok((Self::from_weights(loaded.weights)?, loaded.notes))
+                }
 
                 /// Draws the weights from their initializers, deterministically from `seed`.
                 pub fn with_random_weights(seed: u64) -> Self {

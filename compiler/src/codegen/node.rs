@@ -219,9 +219,16 @@ impl Generator<'_> {
                     weight: #weight, bias: #bias, eps: #eps,
                 })#at;)
             }
-            KernelCall::RmsNorm { size, eps } => {
-                let (size, eps, weight) = (lit(*size), f32_lit(*eps), operand(1));
-                quote!(k::norm::rms_norm(#x, output, #size, &k::norm::RmsNormOptions { weight: Some(#weight), eps: #eps })#at;)
+            KernelCall::RmsNorm { size, eps, affine } => {
+                let (size, eps) = (lit(*size), f32_lit(*eps));
+                let weight = match affine {
+                    true => {
+                        let weight = operand(1);
+                        quote!(Some(#weight))
+                    }
+                    false => quote!(None),
+                };
+                quote!(k::norm::rms_norm(#x, output, #size, &k::norm::RmsNormOptions { weight: #weight, eps: #eps })#at;)
             }
             KernelCall::Embedding { rows, dim } => {
                 let (ids, table, rows, dim) = (operand(0), operand(1), lit(*rows), lit(*dim));

@@ -380,8 +380,10 @@ pub mod per_element {
     pub const LAYER_NORM: u64 = 5;
     /// Layer norm's `weight` multiply and `bias` add.
     pub const LAYER_NORM_AFFINE: u64 = 2;
-    /// Square, sum, normalize, weight.
-    pub const RMS_NORM: u64 = 4;
+    /// Square, sum, normalize.
+    pub const RMS_NORM: u64 = 3;
+    /// RMS norm's `weight` multiply.
+    pub const RMS_NORM_WEIGHT: u64 = 1;
     /// Max, subtract, exp, sum, divide.
     pub const SOFTMAX: u64 = 5;
     /// `x * cos + rotate(x) * sin`: two multiplies and an add.
@@ -460,7 +462,14 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
                     0
                 },
         ),
-        Op::RmsNorm { .. } => each(per_element::RMS_NORM),
+        Op::RmsNorm { affine, .. } => each(
+            per_element::RMS_NORM
+                + if *affine {
+                    per_element::RMS_NORM_WEIGHT
+                } else {
+                    0
+                },
+        ),
         Op::Embedding | Op::PositionEmbedding => (0, 0),
         Op::Rope { .. } => each(per_element::ROPE),
         Op::Attention(attrs) => {

@@ -178,9 +178,9 @@ impl Interpreter<'_> {
                 };
                 norm::layer_norm(x(0), &mut output, *size, &options)?
             }
-            (KernelCall::RmsNorm { size, eps }, None) => {
+            (KernelCall::RmsNorm { size, eps, affine }, None) => {
                 let options = norm::RmsNormOptions {
-                    weight: Some(x(1)),
+                    weight: affine.then(|| x(1)),
                     eps: *eps,
                 };
                 norm::rms_norm(x(0), &mut output, *size, &options)?

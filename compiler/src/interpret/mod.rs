@@ -14,7 +14,7 @@ use ndarray::{ArrayD, IxDyn};
 use nnc_runtime::KernelError;
 use nnc_runtime::kernels::conv;
 use nnc_runtime::kernels::quantized::QuantizedMatrix;
-use nnc_runtime::weights::{Init, Weight, WeightSpec, WeightsError};
+use nnc_runtime::weights::{Init, LoadOptions, LoadedWeights, Weight, WeightSpec, WeightsError};
 
 use crate::ir::{self, DType, Graph, ParamInit, ValueDef};
 use crate::kernel_call::{self, NodeCall, Site};
@@ -125,18 +125,53 @@ pub fn load_stored_weights(
     source_name: &str,
 ) -> Result<Vec<Weight>, WeightsError> {
     let requirements = weight_requirements(graph);
-    let keep_blocks: Vec<usize> = graph
+    nnc_runtime::weights::load_weights_keeping_blocks(
+        bytes,
+        &specs(&requirements),
+        &quantized_positions(graph),
+        source_name,
+    )
+}
+
+/// Reads the weights of `graph` from `path` with `options`, in param order, and says what loading
+/// ignored: `path` is a safetensors or GGUF file, a sharded checkpoint's
+/// `model.safetensors.index.json`, or a folder holding either (see
+/// [`nnc_runtime::weights::read_weights_with`]).
+pub fn read_weights(
+    graph: &Graph,
+    path: &std::path::Path,
+    options: &LoadOptions,
+) -> Result<LoadedWeights, WeightsError> {
+    let requirements = weight_requirements(graph);
+    nnc_runtime::weights::read_weights_with(path, &specs(&requirements), options)
+}
+
+/// The positions of the params of `graph` whose layers are quantized: those that keep a GGUF
+/// file's blocks as they are.
+fn quantized_positions(graph: &Graph) -> Vec<usize> {
+    graph
         .params
         .iter()
         .enumerate()
         .filter(|(_, (_, param))| matches!(param.storage, ir::WeightStorage::Quantized(_)))
         .map(|(position, _)| position)
-        .collect();
-    nnc_runtime::weights::load_weights_keeping_blocks(
-        bytes,
+        .collect()
+}
+
+/// Reads the weights of `graph` from `path` as [`read_weights`] does, except that the weights of
+/// quantized layers keep a GGUF file's blocks as [`load_stored_weights`] does: what `nnc run`
+/// loads.
+pub fn read_stored_weights(
+    graph: &Graph,
+    path: &std::path::Path,
+    options: &LoadOptions,
+) -> Result<LoadedWeights<Weight>, WeightsError> {
+    let requirements = weight_requirements(graph);
+    nnc_runtime::weights::read_weights_keeping_blocks_with(
+        path,
         &specs(&requirements),
-        &keep_blocks,
-        source_name,
+        &quantized_positions(graph),
+        options,
     )
 }
 

@@ -90,11 +90,13 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             }
             x.clone()
         }
-        Op::RmsNorm { .. } => {
-            arity(inputs, 2)?;
+        Op::RmsNorm { affine, .. } => {
+            arity(inputs, if *affine { 2 } else { 1 })?;
             let x = float_input(inputs, 0)?;
             let last = last_dim(x, 0)?;
-            expect_shape(inputs, 1, &[last], "one entry per feature")?;
+            for position in 1..inputs.len() {
+                expect_shape(inputs, position, &[last], "one entry per feature")?;
+            }
             x.clone()
         }
         Op::Embedding => {

@@ -105,10 +105,14 @@ fn forward_does_not_allocate() {
 
     // Transformers: tiled attention with a workspace, and a block-sparse layout for Longformer.
     let ids = ndarray::Array2::<i64>::from_shape_fn((1, 128), |(_, i)| (i % 2) as i64);
+    // The last 8 positions are padding: the key padding mask is read in place.
+    let attention_mask =
+        ndarray::Array2::<i64>::from_shape_fn((1, 128), |(_, i)| i64::from(i < 120));
     let mut bert = BertEncoder::with_random_weights(0);
     let inputs = || BertEncoderInputs {
         input_ids: ids.view(),
         token_type_ids: ids.view(),
+        attention_mask: attention_mask.view(),
     };
     bert.forward(inputs()).unwrap();
     assert_eq!(

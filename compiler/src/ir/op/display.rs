@@ -44,7 +44,14 @@ impl fmt::Display for DisplayAttrs<'_> {
                     push("layout", "\"nhwc\"".to_string());
                 }
             }
-            Op::BatchNorm { eps } | Op::RmsNorm { eps } => push("eps", float(*eps)),
+            Op::BatchNorm { eps } => push("eps", float(*eps)),
+            // Printed only when off: the weighted form is the usual one.
+            Op::RmsNorm { eps, affine } => {
+                push("eps", float(*eps));
+                if !affine {
+                    push("affine", "false".to_string());
+                }
+            }
             Op::LayerNorm { eps, affine } => {
                 push("eps", float(*eps));
                 push("affine", affine.to_string());

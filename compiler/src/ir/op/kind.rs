@@ -89,7 +89,16 @@ impl OpKind {
                 eps: 1e-5,
                 affine: true,
             }],
-            OpKind::RmsNorm => vec![Op::RmsNorm { eps: 1e-6 }],
+            OpKind::RmsNorm => vec![
+                Op::RmsNorm {
+                    eps: 1e-6,
+                    affine: true,
+                },
+                Op::RmsNorm {
+                    eps: 1e-6,
+                    affine: false,
+                },
+            ],
             OpKind::Embedding => vec![Op::Embedding],
             OpKind::PositionEmbedding => vec![Op::PositionEmbedding],
             OpKind::Rope => vec![Op::Rope {

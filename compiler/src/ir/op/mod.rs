@@ -183,8 +183,8 @@ pub enum Op {
     BatchNorm { eps: f32 },
     /// Normalization over the last dim. Inputs: `x`, then `weight` and `bias` if `affine`.
     LayerNorm { eps: f32, affine: bool },
-    /// Root-mean-square normalization over the last dim. Inputs: `x`, `weight`.
-    RmsNorm { eps: f32 },
+    /// Root-mean-square normalization over the last dim. Inputs: `x`, then `weight` if `affine`.
+    RmsNorm { eps: f32, affine: bool },
     /// Row lookup. Inputs: `ids` (i64), `weight [num_embeddings, dim]`. Output `[ids.., dim]`.
     Embedding,
     /// Learned absolute positions. Inputs: `x` (axis 1 is the sequence), `weight [max, dim]`.

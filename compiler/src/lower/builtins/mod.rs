@@ -177,6 +177,12 @@ const BUILTINS: &[Builtin] = &[
         aliases: &[],
         lower: |cx| pooling::global_pool(cx, Pooling::Max),
     },
+    Builtin {
+        name: "mean_pool",
+        params: &["x", "mask"],
+        aliases: &["mean_pooling"],
+        lower: pooling::mean_pool,
+    },
     // Normalizations.
     Builtin {
         name: "batch_norm",
@@ -192,9 +198,15 @@ const BUILTINS: &[Builtin] = &[
     },
     Builtin {
         name: "rms_norm",
-        params: &["x", "eps"],
+        params: &["x", "eps", "affine"],
         aliases: &["rmsnorm"],
         lower: norms::rms_norm,
+    },
+    Builtin {
+        name: "l2_normalize",
+        params: &["x", "eps"],
+        aliases: &["normalize", "l2_norm"],
+        lower: norms::l2_normalize,
     },
     // Attention and positions.
     Builtin {

@@ -63,12 +63,44 @@ pub(super) fn layer_norm(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
         .map(Value::Tensor)
 }
 
-/// `rms_norm(x, eps)`.
+/// `rms_norm(x, eps, affine)`.
 pub(super) fn rms_norm(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
     let x = cx.tensor("x")?;
     let eps = cx.float("eps", Some(1e-6))? as f32;
+    let affine = cx.bool("affine", Some(true))?;
     let features = cx.last_dim(x, "x")?;
-    let weight = cx.param("weight", vec![features], ParamInit::Ones)?;
-    cx.node(Op::RmsNorm { eps }, &[(x, Some("x")), (weight, None)])
+    let mut inputs = vec![(x, Some("x"))];
+    if affine {
+        inputs.push((cx.param("weight", vec![features], ParamInit::Ones)?, None));
+    }
+    cx.node(Op::RmsNorm { eps, affine }, &inputs)
         .map(Value::Tensor)
+}
+
+/// `l2_normalize(x, eps = 1e-12)`: `x / max(‖x‖, eps)` over the last axis, as PyTorch's
+/// `F.normalize(x, dim=-1)` and sentence-transformers' `Normalize`.
+///
+/// It is an unweighted `rms_norm` scaled by `1 / sqrt(n)`: `x / sqrt(mean(x²) + eps² / n) /
+/// sqrt(n)` is `x / sqrt(Σx² + eps²)`, which equals `x / max(‖x‖, eps)` to rounding unless
+/// `‖x‖` is within a few `eps` of zero, where both are about `x / eps`.
+pub(super) fn l2_normalize(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let eps = cx.float("eps", Some(1e-12))?;
+    let features = cx.last_dim(x, "x")?;
+    let rms_eps = (eps * eps / features as f64) as f32;
+    let unit_rms = cx.node(
+        Op::RmsNorm {
+            eps: rms_eps,
+            affine: false,
+        },
+        &[(x, Some("x"))],
+    )?;
+    cx.node(
+        Op::Affine {
+            scale: (1.0 / (features as f64).sqrt()) as f32,
+            shift: 0.0,
+        },
+        &[(unit_rms, None)],
+    )
+    .map(Value::Tensor)
 }

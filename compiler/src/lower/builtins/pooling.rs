@@ -1,7 +1,8 @@
-//! Pooling: `max_pool1d/2d`, `avg_pool1d/2d` (a window sliding over the spatial axes) and
-//! `global_avg_pool`, `global_max_pool` (over all spatial axes, kept as size 1).
+//! Pooling: `max_pool1d/2d`, `avg_pool1d/2d` (a window sliding over the spatial axes),
+//! `global_avg_pool`, `global_max_pool` (over all spatial axes, kept as size 1), and `mean_pool`
+//! (a masked mean over a sequence, for sentence embeddings).
 
-use crate::ir::{Op, PoolAttrs};
+use crate::ir::{AttentionAttrs, Op, PoolAttrs, SparsePattern};
 use crate::lower::Eval;
 use crate::lower::call::CallCx;
 use crate::lower::value::Value;
@@ -62,4 +63,71 @@ pub(super) fn global_pool(cx: &mut CallCx<'_, '_>, pooling: Pooling) -> Eval<Val
         },
     };
     cx.node(op, &[(x, Some("x"))]).map(Value::Tensor)
+}
+
+/// `mean_pool(x, mask)`: the mean of `x [batch, seq, dim]` over the positions of the sequence where
+/// `mask [batch, seq]` (i64 as for `attention`; the interpreter also reads f32) is nonzero, giving `[batch, dim]`:
+/// sentence-transformers' mean pooling, `Σ x·mask / max(Σ mask, 1e-9)` for a 0/1 mask, zeros
+/// where the mask is all 0.
+///
+/// Built from one existing node: a one-head attention of a single query over the keys the mask
+/// keeps, with all scores 0 (`q` and `k` are `x` times 0), gives each kept position the weight
+/// `1 / count` and each padded one 0, so its output is the masked mean of `v = x`; the attention
+/// kernels already take the mask and give zeros when no key is kept.
+pub(super) fn mean_pool(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let mask = cx.tensor("mask")?;
+    let x_shape = cx.shape(x);
+    let &[batch, seq, dim] = x_shape.as_slice() else {
+        let message =
+            format!("`x` of `mean_pool` must be [batch, seq, dim], but has shape {x_shape:?}");
+        return Err(cx.error("x", message, None));
+    };
+    let mask_shape = cx.shape(mask);
+    if mask_shape != [batch, seq] {
+        let message = format!(
+            "`mask` of `mean_pool` must be [batch, seq] = {:?}, but has shape {mask_shape:?}",
+            [batch, seq],
+        );
+        return Err(cx.error("mask", message, None));
+    }
+    let zero = Op::Affine {
+        scale: 0.0,
+        shift: 0.0,
+    };
+    let keys = cx.node(zero.clone(), &[(x, Some("x"))])?;
+    let first = cx.node(
+        Op::Slice {
+            axis: 1,
+            start: 0,
+            end: 1,
+        },
+        &[(keys, Some("x"))],
+    )?;
+    let attrs = AttentionAttrs {
+        heads: 1,
+        kv_heads: 1,
+        head_dim: dim,
+        causal: false,
+        scale: 1.0,
+        pattern: SparsePattern::default(),
+        kv_cache: None,
+        key_padding_mask: true,
+    };
+    let means = cx.node(
+        Op::Attention(attrs),
+        &[
+            (first, Some("x")),
+            (keys, Some("x")),
+            (x, Some("x")),
+            (mask, Some("mask")),
+        ],
+    )?;
+    cx.node(
+        Op::Reshape {
+            shape: vec![batch, dim],
+        },
+        &[(means, None)],
+    )
+    .map(Value::Tensor)
 }
