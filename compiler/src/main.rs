@@ -16,6 +16,7 @@ use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
 use nnc_ops::{QuantFormat, QuantizedMode};
 use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
+mod generate_cli;
 mod report_cli;
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
@@ -67,6 +68,9 @@ enum Command {
     Graph(report_cli::GraphArgs),
     /// Build the generated code and time it: latency, throughput, GFLOP/s, time per layer.
     Bench(report_cli::BenchArgs),
+    /// Continue a text prompt with a decoder network: tokenizes, builds the generated decoder
+    /// (cached between runs), and prints the new text as it comes.
+    Generate(generate_cli::GenerateArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -694,6 +698,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => report_cli::report(args),
         Command::Graph(args) => report_cli::graph(args),
         Command::Bench(args) => report_cli::bench(args),
+        Command::Generate(args) => generate_cli::generate(args),
         Command::Weights {
             model,
             select,

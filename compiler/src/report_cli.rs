@@ -138,7 +138,11 @@ fn fusion_groups(graph: &ir::Graph) -> FusionGroups {
 }
 
 /// Compiles, selects and optimizes the network named by `select`.
-fn load(model: &PathBuf, select: Select, level: OptLevel) -> Result<Result<ir::Graph, ExitCode>> {
+pub(crate) fn load(
+    model: &PathBuf,
+    select: Select,
+    level: OptLevel,
+) -> Result<Result<ir::Graph, ExitCode>> {
     let module = match compile(model, &select.frontend()?)? {
         Ok(module) => module,
         Err(code) => return Ok(Err(code)),
@@ -298,7 +302,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
 
 /// The one-token step graphs of the decoder of `graph`, which is the network of `model` compiled
 /// with `frontend`, or an error if it has none.
-fn decoder_graphs(
+pub(crate) fn decoder_graphs(
     model: &Path,
     frontend: &nnc_compiler::FrontendOptions,
     graph: &ir::Graph,
@@ -333,7 +337,7 @@ fn which_dot() -> bool {
 }
 
 /// A spinner on standard error (drawn only when it is a terminal).
-fn spinner(message: String) -> ProgressBar {
+pub(crate) fn spinner(message: String) -> ProgressBar {
     let bar = ProgressBar::new_spinner();
     bar.set_style(
         ProgressStyle::with_template("{spinner} {elapsed:>4} {wide_msg}")

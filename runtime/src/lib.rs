@@ -29,6 +29,8 @@ pub mod reference;
 pub mod sampling;
 mod tensor;
 mod threading;
+#[cfg(feature = "tokenizer")]
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{KernelError, KernelResult, KvCacheError, ModelError};

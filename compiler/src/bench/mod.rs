@@ -6,6 +6,7 @@
 //! layer, for the per-layer table. Timing every layer costs two clock reads per layer, which
 //! would distort the latency of small networks; keeping the copies apart keeps it honest.
 
+pub mod generate;
 pub mod harness;
 pub mod instrument;
 
@@ -248,62 +249,9 @@ fn build_and_run(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Measurements, BenchError> {
     let io = |context: String| move |source| BenchError::Io { context, source };
-    let project = options.work_dir.join(project_name);
-    let source_dir = project.join("src");
-    std::fs::create_dir_all(&source_dir)
-        .map_err(io(format!("cannot create {}", source_dir.display())))?;
-    let runtime = runtime_dir();
-    let runtime = runtime.canonicalize().map_err(io(format!(
-        "nnc bench builds against the nnc-runtime sources nnc was built from, but {} is gone",
-        runtime.display()
-    )))?;
-    write_if_changed(
-        &project.join("Cargo.toml"),
-        &harness::manifest(project_name, &runtime.display().to_string()),
-    )?;
-    for (file, text) in sources {
-        write_if_changed(&source_dir.join(file), text)?;
-    }
-    // Pin the harness's dependencies to the versions the workspace uses.
-    let lock = project.join("Cargo.lock");
-    let workspace_lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
-    if !lock.exists() && workspace_lock.exists() {
-        std::fs::copy(&workspace_lock, &lock)
-            .map_err(io(format!("cannot copy {}", workspace_lock.display())))?;
-    }
-
-    // Build.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let target_dir = options.work_dir.join("target");
-    let mut child = Command::new(&cargo)
-        .args(["build", "--release", "--color", "never", "--manifest-path"])
-        .arg(project.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io("cannot run cargo".to_string()))?;
-    let mut log = String::new();
-    if let Some(stderr) = child.stderr.take() {
-        for line in BufReader::new(stderr).lines() {
-            let line = line.map_err(io("cannot read cargo's output".to_string()))?;
-            let status = line.trim_start();
-            if status.starts_with("Compiling") || status.starts_with("Building") {
-                progress(Progress::Building(status.to_string()));
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-    }
-    let status = child
-        .wait()
-        .map_err(io("cannot wait for cargo".to_string()))?;
-    if !status.success() {
-        return Err(BenchError::Build { log });
-    }
+    let binary = build_project(project_name, sources, &options.work_dir, progress)?;
 
     // Run.
-    let binary = harness_binary(&options.work_dir, project_name);
     let mut command = Command::new(&binary);
     command.arg(format!("warmup={}", options.warmup.max(1)));
     command.arg(format!("seconds={}", options.seconds));
@@ -355,6 +303,73 @@ fn build_and_run(
         reason: error.to_string(),
         output: output.clone(),
     })
+}
+
+/// Writes the project `project_name` under `work_dir` (its `Cargo.toml` and `sources` under
+/// `src/`) and builds it in release mode against the nnc-runtime sources nnc was built from;
+/// returns its binary. Cargo rebuilds only what changed, so a second call is quick.
+pub fn build_project(
+    project_name: &str,
+    sources: &[(&str, String)],
+    work_dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<PathBuf, BenchError> {
+    let io = |context: String| move |source| BenchError::Io { context, source };
+    let project = work_dir.join(project_name);
+    let source_dir = project.join("src");
+    std::fs::create_dir_all(&source_dir)
+        .map_err(io(format!("cannot create {}", source_dir.display())))?;
+    let runtime = runtime_dir();
+    let runtime = runtime.canonicalize().map_err(io(format!(
+        "nnc bench builds against the nnc-runtime sources nnc was built from, but {} is gone",
+        runtime.display()
+    )))?;
+    write_if_changed(
+        &project.join("Cargo.toml"),
+        &harness::manifest(project_name, &runtime.display().to_string()),
+    )?;
+    for (file, text) in sources {
+        write_if_changed(&source_dir.join(file), text)?;
+    }
+    // Pin the harness's dependencies to the versions the workspace uses.
+    let lock = project.join("Cargo.lock");
+    let workspace_lock = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.lock");
+    if !lock.exists() && workspace_lock.exists() {
+        std::fs::copy(&workspace_lock, &lock)
+            .map_err(io(format!("cannot copy {}", workspace_lock.display())))?;
+    }
+
+    // Build.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = work_dir.join("target");
+    let mut child = Command::new(&cargo)
+        .args(["build", "--release", "--color", "never", "--manifest-path"])
+        .arg(project.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io("cannot run cargo".to_string()))?;
+    let mut log = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.map_err(io("cannot read cargo's output".to_string()))?;
+            let status = line.trim_start();
+            if status.starts_with("Compiling") || status.starts_with("Building") {
+                progress(Progress::Building(status.to_string()));
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(io("cannot wait for cargo".to_string()))?;
+    if !status.success() {
+        return Err(BenchError::Build { log });
+    }
+
+    Ok(harness_binary(work_dir, project_name))
 }
 
 /// Reads a `nnc-progress PHASE DONE TOTAL` line.
