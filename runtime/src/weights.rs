@@ -396,11 +396,7 @@ pub fn read_weights_keeping_blocks_with(
             load_weights_keeping_blocks_with(bytes, specs, keep_blocks, name, options)
         }),
         sharded::Checkpoint::Index(_) => {
-            let loaded = read_weights_with(path, specs, options)?;
-            Ok(LoadedWeights {
-                weights: loaded.weights.into_iter().map(Weight::F32).collect(),
-                notes: loaded.notes,
-            })
+            read_weights_with(path, specs, options).map(|loaded| loaded.map(Weight::F32))
         }
     }
 }
@@ -460,11 +456,8 @@ pub fn load_weights_keeping_blocks_with(
     if is_gguf(bytes) {
         load_gguf_keeping_blocks_with(bytes, specs, keep_blocks, source_name, options)
     } else {
-        let loaded = load_safetensors_with(bytes, specs, source_name, options)?;
-        Ok(LoadedWeights {
-            weights: loaded.weights.into_iter().map(Weight::F32).collect(),
-            notes: loaded.notes,
-        })
+        load_safetensors_with(bytes, specs, source_name, options)
+            .map(|loaded| loaded.map(Weight::F32))
     }
 }
 
@@ -518,11 +511,8 @@ pub fn load_gguf_with(
     source_name: &str,
     options: &LoadOptions,
 ) -> Result<LoadedWeights, WeightsError> {
-    let loaded = load_gguf_keeping_blocks_with(bytes, specs, &[], source_name, options)?;
-    Ok(LoadedWeights {
-        weights: loaded.weights.into_iter().map(Weight::into_f32).collect(),
-        notes: loaded.notes,
-    })
+    load_gguf_keeping_blocks_with(bytes, specs, &[], source_name, options)
+        .map(|loaded| loaded.map(Weight::into_f32))
 }
 
 /// [`load_gguf_keeping_blocks_with`] with the default (strict) [`LoadOptions`], without the notes.

@@ -519,6 +519,58 @@ pub(crate) fn check_buffers(
     Ok(())
 }
 
+/// Checks what preparing a 2-D convolution layer takes, the same for the f32 channels-last and the
+/// int8 layer: positive stride and dilation, no empty axis in the weight `[out, in / groups, kh,
+/// kw]`, and a weight and bias of those sizes.
+pub(crate) fn check_layer(
+    weight: &[f32],
+    weight_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    options: Conv2dOptions,
+) -> KernelResult<()> {
+    let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
+    if options.stride.contains(&0) || options.dilation.contains(&0) {
+        return Err(invalid_parameter(
+            "conv",
+            "stride and dilation must be positive",
+        ));
+    }
+    if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || group_in_channels == 0 {
+        return Err(invalid_parameter("conv", "the weight has an empty axis"));
+    }
+    check_length(
+        "conv",
+        "weight",
+        out_channels * group_in_channels * kernel_h * kernel_w,
+        weight.len(),
+    )?;
+    if let Some(bias) = bias {
+        check_length("conv", "bias", out_channels, bias.len())?;
+    }
+    Ok(())
+}
+
+/// The output shape `[N, out_h, out_w, out_channels]` of a layer with `in_channels` inputs and a
+/// `kernel` for an input `[N, H, W, C]`, or an error if `C` is not `in_channels` or the kernel
+/// does not fit.
+pub(crate) fn channels_last_output_shape(
+    [batch, height, width, channels]: [usize; 4],
+    in_channels: usize,
+    out_channels: usize,
+    kernel: [usize; 2],
+    options: Conv2dOptions,
+) -> KernelResult<[usize; 4]> {
+    if channels != in_channels {
+        return Err(shape_mismatch(
+            "conv",
+            format!("the input has {channels} channels, the layer expects {in_channels}"),
+        ));
+    }
+    let out_h = convolved_size(height, kernel[0], options, 0)?;
+    let out_w = convolved_size(width, kernel[1], options, 1)?;
+    Ok([batch, out_h, out_w, out_channels])
+}
+
 /// Output planes per parallel task of the depthwise kernel (in elements).
 const PARALLEL_CHUNK: usize = 1 << 14;
 

@@ -41,6 +41,16 @@ pub struct LoadedWeights<W = Vec<f32>> {
     pub notes: Vec<LoadNote>,
 }
 
+impl<W> LoadedWeights<W> {
+    /// The same load with each weight converted by `convert` (f32 to [`super::Weight`], or back).
+    pub fn map<V>(self, convert: impl FnMut(W) -> V) -> LoadedWeights<V> {
+        LoadedWeights {
+            weights: self.weights.into_iter().map(convert).collect(),
+            notes: self.notes,
+        }
+    }
+}
+
 /// Something loading accepted without an error but which the user should be told about.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadNote {

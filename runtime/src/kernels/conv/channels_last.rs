@@ -14,13 +14,15 @@
 //!
 //! Other grouped convolutions are not supported in this layout; the compiler leaves them NCHW.
 
-use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMatrix, Rhs, gemm};
 use crate::kernels::vectorize;
 use crate::threading;
 
-use super::{Conv2dOptions, ConvWorkspace, Geometry, check_buffers, convolved_size};
+use super::{
+    Conv2dOptions, ConvWorkspace, Geometry, channels_last_output_shape, check_buffers, check_layer,
+};
 
 /// A 2-D convolution layer over `[N, H, W, C]` images, ready to run.
 #[derive(Clone, Debug)]
@@ -55,25 +57,8 @@ impl PackedConv2dChannelsLast {
         options: Conv2dOptions,
     ) -> KernelResult<Self> {
         let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
-        if options.stride.contains(&0) || options.dilation.contains(&0) {
-            return Err(invalid_parameter(
-                "conv",
-                "stride and dilation must be positive",
-            ));
-        }
-        if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || group_in_channels == 0 {
-            return Err(invalid_parameter("conv", "the weight has an empty axis"));
-        }
+        check_layer(weight, weight_shape, bias, options)?;
         let taps = kernel_h * kernel_w;
-        check_length(
-            "conv",
-            "weight",
-            out_channels * group_in_channels * taps,
-            weight.len(),
-        )?;
-        if let Some(bias) = bias {
-            check_length("conv", "bias", out_channels, bias.len())?;
-        }
         let depthwise = group_in_channels == 1 && options.groups == out_channels;
         let method = if depthwise {
             let mut transposed = vec![0.0; taps * out_channels];
@@ -128,19 +113,13 @@ impl PackedConv2dChannelsLast {
 
     /// The output shape `[N, out_h, out_w, out_channels]` for an input `[N, H, W, C]`.
     pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
-        let [batch, height, width, channels] = input_shape;
-        if channels != self.in_channels {
-            return Err(shape_mismatch(
-                "conv",
-                format!(
-                    "the input has {channels} channels, the layer expects {}",
-                    self.in_channels
-                ),
-            ));
-        }
-        let out_h = convolved_size(height, self.kernel[0], self.options, 0)?;
-        let out_w = convolved_size(width, self.kernel[1], self.options, 1)?;
-        Ok([batch, out_h, out_w, self.out_channels])
+        channels_last_output_shape(
+            input_shape,
+            self.in_channels,
+            self.out_channels,
+            self.kernel,
+            self.options,
+        )
     }
 
     /// Runs the layer on an `[N, H, W, C]` input into an output of `output_shape(..)`.

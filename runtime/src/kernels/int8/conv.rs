@@ -18,9 +18,11 @@ use super::depthwise::{
 use super::gemm::{Int8Epilogue, Int8Lhs, MAX_DEPTH, PackedInt8Weights, int8_gemm};
 use super::quantize::{ConvGeometry, im2col, quantize_rows, quantize_rows_from_planes};
 use super::{ActivationQuantization, Int8Isa, grown, selected_isa};
-use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
-use crate::kernels::conv::{Conv2dOptions, ConvWorkspace, check_buffers, convolved_size};
+use crate::kernels::conv::{
+    Conv2dOptions, ConvWorkspace, channels_last_output_shape, check_buffers, check_layer,
+};
 use crate::threading;
 
 /// A 2-D convolution layer with per-output-channel int8 weights and a calibrated u8 input
@@ -64,15 +66,7 @@ impl PackedConv2dInt8 {
         input: ActivationQuantization,
     ) -> KernelResult<Self> {
         let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
-        if options.stride.contains(&0) || options.dilation.contains(&0) {
-            return Err(invalid_parameter(
-                "conv",
-                "stride and dilation must be positive",
-            ));
-        }
-        if out_channels == 0 || kernel_h == 0 || kernel_w == 0 || group_in_channels == 0 {
-            return Err(invalid_parameter("conv", "the weight has an empty axis"));
-        }
+        check_layer(weight, weight_shape, bias, options)?;
         if !(input.scale > 0.0 && input.scale.is_finite()) {
             return Err(invalid_parameter(
                 "conv",
@@ -80,15 +74,6 @@ impl PackedConv2dInt8 {
             ));
         }
         let taps = kernel_h * kernel_w;
-        check_length(
-            "conv",
-            "weight",
-            out_channels * group_in_channels * taps,
-            weight.len(),
-        )?;
-        if let Some(bias) = bias {
-            check_length("conv", "bias", out_channels, bias.len())?;
-        }
         let depthwise = group_in_channels == 1 && options.groups == out_channels;
         let method = if depthwise {
             if taps > MAX_DEPTHWISE_TAPS {
@@ -160,19 +145,14 @@ impl PackedConv2dInt8 {
 
     /// The output shape for an input of `input_shape`, both in the layer's layout.
     pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
-        let [batch, height, width, channels] = self.as_nhwc(input_shape);
-        if channels != self.in_channels {
-            return Err(shape_mismatch(
-                "conv",
-                format!(
-                    "the input has {channels} channels, the layer expects {}",
-                    self.in_channels
-                ),
-            ));
-        }
-        let out_h = convolved_size(height, self.kernel[0], self.options, 0)?;
-        let out_w = convolved_size(width, self.kernel[1], self.options, 1)?;
-        Ok(self.in_layout([batch, out_h, out_w, self.out_channels]))
+        let output = channels_last_output_shape(
+            self.as_nhwc(input_shape),
+            self.in_channels,
+            self.out_channels,
+            self.kernel,
+            self.options,
+        )?;
+        Ok(self.in_layout(output))
     }
 
     /// Runs the layer on an input of `input_shape` into an output of `output_shape(..)`: the input
