@@ -30,6 +30,8 @@ pub mod interpret;
 pub mod ir;
 pub mod kernel_call;
 pub mod lower;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod passes;
 #[cfg(feature = "report")]
 pub mod report;
