@@ -52,3 +52,42 @@ fn cli_and_builder_write_the_same_code() {
     };
     assert_eq!(built, generate(&module, &options));
 }
+
+/// A tied embedding table under `--quantize`: one field holding the table as loaded
+/// (`rt::weights::Weight`, quantized to Q8_0 once in `from_weights`), read by the embedding
+/// (`Weight::embedding`, which dequantizes only the rows it looks up) and shared by the head:
+/// no f32 copy of the table.
+#[test]
+fn a_quantized_tied_table_is_stored_once_in_blocks() {
+    use nnc_compiler::ir::{QuantTarget, Quantization};
+    use nnc_compiler::{QuantFormat, QuantizedMode};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("examples/tiny_gpt.nn")).unwrap();
+    for format in [
+        QuantTarget::Format(QuantFormat::Q4_0),
+        QuantTarget::AsStored,
+    ] {
+        let frontend = FrontendOptions {
+            quantize: Some(Quantization {
+                format,
+                mode: QuantizedMode::Exact,
+            }),
+            ..FrontendOptions::default()
+        };
+        let code = nnc_compiler::compile_to_rust(
+            &source,
+            &frontend,
+            OptLevel::default(),
+            &CodegenOptions::default(),
+        )
+        .unwrap();
+        assert!(code.contains(": rt::weights::Weight,"), "{format}: {code}");
+        assert!(code.contains(".embedding("), "{format}: {code}");
+        assert!(!code.contains("into_f32()"), "{format}: {code}");
+        if let QuantTarget::Format(_) = format {
+            assert!(code.contains(".into_quantized("), "{code}");
+            assert!(code.contains("QuantFormat::Q8_0"), "{code}");
+        }
+    }
+}

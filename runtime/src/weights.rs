@@ -122,6 +122,46 @@ impl Weight {
         }
     }
 
+    /// The weight as blocks: itself if it already is, or its f32 values quantized to `format`
+    /// as a `rows x cols` matrix. A tied embedding table takes this form once, so that the
+    /// embedding and the head it is tied to share one quantized copy.
+    pub fn into_quantized(
+        self,
+        format: QuantFormat,
+        rows: usize,
+        cols: usize,
+    ) -> KernelResult<Weight> {
+        Ok(Weight::Blocks(self.quantized(format, rows, cols)?))
+    }
+
+    /// `output[i, :] = table[ids[i], :]` with this weight as the `[num_embeddings,
+    /// embedding_dim]` table: [`crate::kernels::embedding::embedding`] on f32 values, or only
+    /// the looked-up rows dequantized from blocks.
+    pub fn embedding(
+        &self,
+        num_embeddings: usize,
+        embedding_dim: usize,
+        ids: &[i64],
+        output: &mut [f32],
+    ) -> KernelResult<()> {
+        match self {
+            Weight::F32(table) => crate::kernels::embedding::embedding(
+                table,
+                num_embeddings,
+                embedding_dim,
+                ids,
+                output,
+            ),
+            Weight::Blocks(table) => crate::kernels::quantized::quantized_embedding_of_size(
+                table,
+                num_embeddings,
+                embedding_dim,
+                ids,
+                output,
+            ),
+        }
+    }
+
     /// A linear layer on this `[out_features, in_features]` weight as it is stored: a
     /// [`QuantizedLinear`] on its blocks, or a [`PackedLinear`] of its f32 values.
     pub fn linear_as_stored(
@@ -1187,5 +1227,54 @@ mod tests {
         let bound = 1.0 / 3f32.sqrt();
         assert!(first[0].iter().all(|value| value.abs() <= bound));
         assert_eq!(first[1], vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn a_quantized_table_embeds_its_rows_dequantized_and_shares_its_blocks() {
+        let (rows, cols) = (5, 64);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|index| ((index * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
+        let ids = [4, 0, 4, 2];
+        let mut from_f32 = vec![0.0; ids.len() * cols];
+        Weight::F32(values.clone())
+            .embedding(rows, cols, &ids, &mut from_f32)
+            .unwrap();
+        let table = Weight::F32(values)
+            .into_quantized(QuantFormat::Q8_0, rows, cols)
+            .unwrap();
+        let Weight::Blocks(blocks) = &table else {
+            panic!("into_quantized gives blocks");
+        };
+        let head = table.quantized(QuantFormat::Q4_0, rows, cols).unwrap();
+        // Already blocks: the head shares them, whatever format it asks for.
+        assert_eq!(head.format(), QuantFormat::Q8_0);
+        assert!(std::ptr::eq(head.bytes(), blocks.bytes()));
+        let mut from_blocks = vec![0.0; ids.len() * cols];
+        table.embedding(rows, cols, &ids, &mut from_blocks).unwrap();
+        let dequantized = blocks.dequantize();
+        for (index, &id) in ids.iter().enumerate() {
+            let row = &from_blocks[index * cols..][..cols];
+            assert_eq!(row, &dequantized[id as usize * cols..][..cols]);
+            for (quantized, exact) in row.iter().zip(&from_f32[index * cols..][..cols]) {
+                assert!(
+                    (quantized - exact).abs() <= 3.0 / 127.0,
+                    "{quantized} vs {exact}"
+                );
+            }
+        }
+        // Bad ids and sizes are errors.
+        assert!(table.embedding(rows, cols, &[5], &mut [0.0; 64]).is_err());
+        assert!(table.embedding(rows, cols, &[-1], &mut [0.0; 64]).is_err());
+        assert!(
+            table
+                .embedding(rows + 1, cols, &[0], &mut [0.0; 64])
+                .is_err()
+        );
+        assert!(
+            table
+                .embedding(rows, cols, &[0, 1], &mut [0.0; 64])
+                .is_err()
+        );
     }
 }

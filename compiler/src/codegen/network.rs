@@ -205,13 +205,17 @@ impl<'g> Generator<'g> {
             }
         }
         for (value, field) in self.sorted_param_fields() {
+            let ty = match graph.is_stored_table(value) {
+                true => quote!(rt::weights::Weight),
+                false => quote!(Vec<f32>),
+            };
             match self.run_of_weight(value) {
                 Some(run) => {
-                    layer_fields[run].push(quote!(#field: Vec<f32>));
+                    layer_fields[run].push(quote!(#field: #ty));
                     let init = self.raw_field_init(value, &field);
                     layer_inits[run].push(quote!(#init,));
                 }
-                None => fields.push(quote!(#field: Vec<f32>)),
+                None => fields.push(quote!(#field: #ty)),
             }
         }
         let mut attention_inits = Vec::new();

@@ -41,7 +41,11 @@ impl Generator<'_> {
         for (&value, operand) in operands.iter().zip(&names) {
             if let Some(field) = self.param_fields.get(&value) {
                 let field = self.field(field);
-                other_bindings.push(quote!(let #operand: &[f32] = &#field;));
+                other_bindings.push(match graph.is_stored_table(value) {
+                    // An `rt::weights::Weight`: f32 values or blocks (see `Weight::embedding`).
+                    true => quote!(let #operand = &#field;),
+                    false => quote!(let #operand: &[f32] = &#field;),
+                });
                 continue;
             }
             let slot = self.plan.slots[value].expect("activations have slots");
@@ -232,7 +236,10 @@ impl Generator<'_> {
             }
             KernelCall::Embedding { rows, dim } => {
                 let (ids, table, rows, dim) = (operand(0), operand(1), lit(*rows), lit(*dim));
-                quote!(k::embedding::embedding(#table, #rows, #dim, #ids, output)#at;)
+                match self.graph.is_stored_table(data.inputs[1]) {
+                    true => quote!(#table.embedding(#rows, #dim, #ids, output)#at;),
+                    false => quote!(k::embedding::embedding(#table, #rows, #dim, #ids, output)#at;),
+                }
             }
             KernelCall::PositionEmbedding {
                 position: Position::Start,

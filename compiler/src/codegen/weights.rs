@@ -166,11 +166,12 @@ impl Generator<'_> {
         Some(quote!(let #field = #init;))
     }
 
-    /// The initializer of the raw weight field `field` (f32 values) from its same-named local:
-    /// a weight bound as loaded is dequantized if it came as blocks (an operation other than its
-    /// quantized layer reads it as a tensor: a tied embedding).
+    /// The initializer of the raw weight field `field` from its same-named local: a stored
+    /// embedding table ([`ir::Graph::is_stored_table`]) stays as it is bound; another weight
+    /// bound as loaded is dequantized if it came as blocks (an operation other than its quantized
+    /// layer reads it as a tensor).
     pub(super) fn raw_field_init(&self, value: ir::Value, field: &syn::Ident) -> TokenStream {
-        if self.binds_loaded_weight(value) {
+        if self.binds_loaded_weight(value) && !self.graph.is_stored_table(value) {
             quote!(#field: #field.into_f32())
         } else {
             quote!(#field)
@@ -180,12 +181,28 @@ impl Generator<'_> {
     /// `let binding = ...;` taking weight `param` out of `from_weights`'s `weights` at
     /// `position`: as loaded (blocks or f32) for the weights that quantized layers store, as f32
     /// values for the others.
+    ///
+    /// A stored embedding table to be quantized at load is quantized here, once: its embedding
+    /// and the layers tied to it then share its blocks.
     pub(super) fn take_weight(&self, param: ir::Param, position: TokenStream) -> TokenStream {
         let binding = &self.weight_bindings[param.index()];
-        if self.binds_loaded_weight(self.graph.params[param].value) {
-            quote!(let #binding = weights[#position].take();)
-        } else {
-            quote!(let #binding = weights[#position].take_f32();)
+        let data = &self.graph.params[param];
+        match data.storage {
+            WeightStorage::Quantized(ir::Quantization {
+                format: ir::QuantTarget::Format(format),
+                ..
+            }) if self.graph.is_stored_table(data.value) => {
+                let (format, name) = (format.to_rust(), &data.name);
+                let [rows, cols] = match self.graph.ty(data.value).shape[..] {
+                    [rows, cols] => [lit(rows), lit(cols)],
+                    _ => unreachable!("take_weight: an embedding table is a matrix"),
+                };
+                quote!(let #binding = weights[#position].take().into_quantized(#format, #rows, #cols).map_err(rt::error::at(#name))?;)
+            }
+            _ if self.binds_loaded_weight(data.value) => {
+                quote!(let #binding = weights[#position].take();)
+            }
+            _ => quote!(let #binding = weights[#position].take_f32();),
         }
     }
 

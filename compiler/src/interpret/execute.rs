@@ -189,7 +189,19 @@ impl Interpreter<'_> {
                 let Buffer::I64(ids) = &buffers[&operands[0]] else {
                     unreachable!("execute: embedding ids are i64")
                 };
-                kernels::embedding::embedding(x(1), *rows, *dim, ids, &mut output)?
+                match self.blocks(operands[1]) {
+                    // A stored table: only the rows looked up are dequantized.
+                    Some(table) if self.graph.is_stored_table(operands[1]) => {
+                        kernels::quantized::quantized_embedding_of_size(
+                            table,
+                            *rows,
+                            *dim,
+                            ids,
+                            &mut output,
+                        )?
+                    }
+                    _ => kernels::embedding::embedding(x(1), *rows, *dim, ids, &mut output)?,
+                }
             }
             (
                 KernelCall::PositionEmbedding {

@@ -196,8 +196,12 @@ pub struct Interpreter<'g> {
 }
 
 /// Whether a node reads weight `value` in f32: any node but a linear layer that multiplies by
-/// it as it is (with no batch norm to fold into it).
+/// it as it is (with no batch norm to fold into it), or an embedding looking rows up in a stored
+/// table ([`Graph::is_stored_table`]).
 fn read_in_f32(graph: &Graph, value: ir::Value) -> bool {
+    if graph.is_stored_table(value) {
+        return false;
+    }
     graph.nodes.iter().any(|(_, node)| {
         let multiplies_as_stored = matches!(
             &node.op,
@@ -224,16 +228,39 @@ impl<'g> Interpreter<'g> {
             .into_iter()
             .zip(graph.params.iter())
             .map(|(weight, (_, param))| match weight.into() {
-                Weight::F32(values) => (values, None),
+                // A stored table to be quantized at load is quantized once, here, as generated
+                // `from_weights` does: its embedding and the layers tied to it share the blocks.
+                Weight::F32(values) if graph.is_stored_table(param.value) => {
+                    match (param.storage, &graph.ty(param.value).shape[..]) {
+                        (
+                            ir::WeightStorage::Quantized(ir::Quantization {
+                                format: ir::QuantTarget::Format(format),
+                                ..
+                            }),
+                            &[rows, cols],
+                        ) => match QuantizedMatrix::quantize(format, &values, rows, cols) {
+                            Ok(blocks) => Ok((Vec::new(), Some(blocks))),
+                            Err(source) => Err(InterpretError::Kernel {
+                                layer: param.name.clone(),
+                                op: "quantize",
+                                source,
+                            }),
+                        },
+                        _ => Ok((values, None)),
+                    }
+                }
+                Weight::F32(values) => Ok((values, None)),
                 Weight::Blocks(blocks) => {
                     let values = if read_in_f32(graph, param.value) {
                         blocks.dequantize()
                     } else {
                         Vec::new()
                     };
-                    (values, Some(blocks))
+                    Ok((values, Some(blocks)))
                 }
             })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
             .unzip();
         let mut interpreter = Interpreter {
             graph,

@@ -370,6 +370,37 @@ impl Graph {
         }
     }
 
+    /// Whether weight `value` is an embedding table that stays in its quantized layers' storage
+    /// (blocks, when it is loaded or quantized as blocks): its storage is
+    /// [`WeightStorage::Quantized`], an embedding looks rows up in it, and every node reading it
+    /// is either such an embedding or a linear layer multiplying by it as it is. The embedding
+    /// then dequantizes only the rows it looks up, and a tied head shares the table's blocks:
+    /// no f32 copy of the table is made.
+    pub fn is_stored_table(&self, value: Value) -> bool {
+        let quantized = self
+            .param_of(value)
+            .is_some_and(|param| matches!(param.storage, WeightStorage::Quantized(_)));
+        let mut embedded = false;
+        let every_reader_takes_blocks = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.inputs.contains(&value))
+            .all(|(_, node)| match &node.op {
+                Op::Embedding if node.inputs[0] != value => {
+                    embedded = true;
+                    true
+                }
+                Op::Linear { epilogue, .. } => {
+                    epilogue.batch_norm.is_none()
+                        && node.inputs[1] == value
+                        && !node.inputs[2..].contains(&value)
+                        && node.inputs[0] != value
+                }
+                _ => false,
+            });
+        quantized && embedded && every_reader_takes_blocks
+    }
+
     /// The number of trainable parameters, as PyTorch counts them (buffers excluded).
     pub fn parameter_count(&self) -> u64 {
         self.params

@@ -11,7 +11,9 @@
 //!
 //! A linear layer with another row length keeps f32 weights: a block format cannot hold a
 //! partial block. A weight that other operations also read as a tensor (a tied embedding table)
-//! is quantized for its linear layers only; those operations keep reading it in f32. Such a
+//! is quantized for its linear layers; an embedding then looks its rows up in the same blocks,
+//! dequantizing only those rows (`ir::Graph::is_stored_table`), and any other operation keeps
+//! reading it in f32. Such a
 //! table is quantized to Q8_0 whatever the format asked for, as llama.cpp's quantizers keep the
 //! token table of 4-bit models in 8 bits: as the tied head it decides every logit, and 4 bits
 //! there cost far more accuracy than in any one layer (SmolLM2-135M: see docs/weights.md).

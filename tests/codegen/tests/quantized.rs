@@ -160,8 +160,8 @@ fn quantized_code_equals_the_interpreter_and_the_dequantized_model() {
         // The f32 model on weights that the format holds exactly (quantized and dequantized
         // once), against the quantized model on the same weights, which quantizes them again
         // without loss: the weights are then the same, and only the order of additions differs.
-        // (On the original weights the two would differ by the tied table: the quantized head
-        // rounds it, the embedding reads it in f32.)
+        // (The tied table is quantized once, to Q8_0, and both the head and the embedding read
+        // those blocks.)
         if mode == QuantizedMode::Exact {
             let mut rounded = weights.clone();
             for &(index, format) in &quantized {

@@ -196,6 +196,21 @@ pub fn quantized_embedding(
     Ok(())
 }
 
+/// [`quantized_embedding`] with the table's size checked against the `[num_embeddings,
+/// embedding_dim]` the caller expects, as [`crate::kernels::embedding::embedding`] checks an f32
+/// table's length.
+pub fn quantized_embedding_of_size(
+    table: &QuantizedMatrix,
+    num_embeddings: usize,
+    embedding_dim: usize,
+    ids: &[i64],
+    output: &mut [f32],
+) -> KernelResult<()> {
+    check_length("embedding", "table rows", num_embeddings, table.rows)?;
+    check_length("embedding", "table columns", embedding_dim, table.cols)?;
+    quantized_embedding(table, ids, output)
+}
+
 /// A linear layer on a quantized weight of shape `[out_features, in_features]`, with an
 /// optional bias and activation, as [`crate::kernels::PackedLinear`] is for f32 weights.
 #[derive(Clone, Debug)]
