@@ -106,6 +106,37 @@ pub fn erf(x: f32) -> f32 {
     if magnitude < 1.0 { small } else { large }
 }
 
+/// The error function as `x P(x^2) / Q(x^2)` with `x` clamped to [-3.92, 3.92] (beyond, `erf`
+/// is 1 in `f32`) and the result to [-1, 1]: a rational fit made for this crate (degrees 6 and 4 in `x^2`, 4.3e-8 from
+/// `erf` in exact arithmetic), whose absolute error in `f32` is below 3.5e-7, some three times
+/// [`erf`]'s, for a quarter of its cost in a vectorised loop (no `exp`, one branch instead of
+/// two). GELU uses it; every coefficient is positive but two tiny ones, so Horner's rule does
+/// not cancel. NaN inputs give NaN.
+#[inline(always)]
+pub fn erf_rational(x: f32) -> f32 {
+    const NUMERATOR: [f32; 7] = [
+        1.128_378_8,
+        2.060_833_9e-1,
+        5.139_304_3e-2,
+        3.971_421e-3,
+        1.489_392_7e-4,
+        -1.993_874_3e-6,
+        1.991_803_2e-8,
+    ];
+    const DENOMINATOR: [f32; 5] = [
+        1.0,
+        5.159_654e-1,
+        1.175_516_4e-1,
+        1.488_642_2e-2,
+        1.023_725_5e-3,
+    ];
+    let clamped = x.clamp(-3.92, 3.92);
+    let square = clamped * clamped;
+    // The fit overshoots 1 by an ulp near the clamp; erf of a large magnitude must be exactly
+    // ±1, so that GELU of a large negative input is exactly 0.
+    (clamped * horner(&NUMERATOR, square) / horner(&DENOMINATOR, square)).clamp(-1.0, 1.0)
+}
+
 /// `ln(1 + y)` for `y` from 0 to 1 (the range softplus needs), with a relative error of about
 /// 1e-7 down to the smallest `y`: `1 + y` is split as `m 2^e` with `m` between `sqrt(1/2)` and
 /// `sqrt(2)`, `ln(m)` follows Cephes' `logf`, and the rounding of `1 + y` is added back as

@@ -182,6 +182,30 @@ fn fast_erf_is_accurate_to_about_1e7() {
     assert!(worst < 1.2e-7, "worst absolute error of erf: {worst}");
 }
 
+/// The rational `erf` behind GELU: within 3.5e-7 of the exact values on a grid of 1e-5 over
+/// [-6, 6], exactly ±1 from the clamp on (so that GELU of a large negative input is exactly 0),
+/// odd, and NaN for NaN.
+#[test]
+fn rational_erf_is_accurate_to_3_5e7_and_saturates_at_one() {
+    let mut worst = 0.0f64;
+    for step in -600_000..=600_000 {
+        let x = step as f32 * 1e-5;
+        let got = nnc_ops::math::erf_rational(x);
+        worst = worst.max((got as f64 - reference::erf(x as f64)).abs());
+        assert_eq!(got, -nnc_ops::math::erf_rational(-x), "erf is odd at {x}");
+    }
+    assert!(
+        worst < 3.5e-7,
+        "worst absolute error of erf_rational: {worst}"
+    );
+    for x in [3.92f32, 4.0, 10.0, 1e4, f32::INFINITY] {
+        assert_eq!(nnc_ops::math::erf_rational(x), 1.0, "erf({x})");
+        assert_eq!(nnc_ops::math::erf_rational(-x), -1.0, "erf(-{x})");
+    }
+    assert!(nnc_ops::math::erf_rational(f32::NAN).is_nan());
+    assert_eq!(Activation::Gelu.apply(-1e4), 0.0);
+}
+
 #[test]
 fn mismatched_lengths_are_errors() {
     let mut output = [0.0; 3];
@@ -189,7 +213,8 @@ fn mismatched_lengths_are_errors() {
 }
 
 /// Every activation on a fine grid over [-12, 12] (24,001 points), against the `f64`
-/// reference: the absolute error is at most `2e-7 * max(1, |x|)`, and where the value is at least
+/// reference: the absolute error is at most `2e-7 * max(1, |x|)` (`2.5e-7 * max(1, |x|)` for the
+/// exact GELU, whose rational `erf` is two ulps off near `x = 2`), and where the value is at least
 /// 1e-3 in magnitude the relative error is at most 1e-6. The GELUs are held to the relative
 /// bound only from `x = -1` up: below, `1 + erf(x / sqrt 2)` cancels, and even `erf` rounded
 /// correctly to `f32` (an ulp of 6e-8 near -1) leaves a relative error of 1e-5 at `x = -3`, as in
@@ -212,7 +237,15 @@ fn fine_grid_is_accurate() {
             }
         }
         println!("{activation:?}: absolute {worst_absolute:.2e}, relative {worst_relative:.2e}");
-        assert!(worst_absolute <= 2e-7, "{activation:?}: {worst_absolute:e}");
+        let absolute_bound = if activation == Activation::Gelu {
+            2.5e-7
+        } else {
+            2e-7
+        };
+        assert!(
+            worst_absolute <= absolute_bound,
+            "{activation:?}: {worst_absolute:e}"
+        );
         assert!(worst_relative <= 1e-6, "{activation:?}: {worst_relative:e}");
     }
 }
