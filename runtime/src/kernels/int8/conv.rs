@@ -295,13 +295,24 @@ impl PackedConv2dInt8 {
                 let output_length = output_pixels * self.out_channels;
                 for (index, output_image) in destination.chunks_exact_mut(output_length).enumerate()
                 {
-                    im2col(
-                        &image[index * image_length..][..image_length],
-                        self.in_channels,
-                        &geometry,
-                        self.input_quantization.zero_point,
-                        depth,
+                    let image = &image[index * image_length..][..image_length];
+                    // Rows in parallel, in chunks of tens of thousands of bytes.
+                    let rows_per_task =
+                        threading::balanced_rows_per_task(output_pixels, depth, 1 << 16);
+                    threading::run_chunks_mut(
                         columns,
+                        rows_per_task * depth,
+                        |chunk_index, rows| {
+                            im2col(
+                                image,
+                                self.in_channels,
+                                &geometry,
+                                self.input_quantization.zero_point,
+                                depth,
+                                chunk_index * rows_per_task,
+                                rows,
+                            );
+                        },
                     );
                     let lhs = Int8Lhs {
                         data: columns,

@@ -11,9 +11,9 @@
 //! sums of the weights: `sum((x_q - zp) * w_q) = sum(x_q * w_q) - zp * sum(w_q)`, all exact in
 //! i32 for `k <= MAX_DEPTH`.
 //!
-//! Work is split into rectangles of C over the shared pool; inside one, columns are cut into
-//! blocks whose packed weights fit in L2, and each block is swept by tiles of [`MR`] rows and
-//! two panels.
+//! Work is split into rectangles of C over the shared pool, as many as keep every thread busy
+//! ([`task_grid`]); inside one, columns are cut into blocks whose packed weights fit in L2, and
+//! each block is swept by tiles of [`MR`] rows and two panels.
 
 use super::Int8Isa;
 use super::kernels::{self, FloatTile, TILE_COLS, TileOperands};
@@ -311,18 +311,17 @@ impl TileSink for SumSink {
     }
 }
 
-/// Multiply-adds one task should get at least (about 60 µs of VNNI work).
-const TASK_MACS: usize = 1 << 22;
+/// Multiply-adds one task should get at least (about 8 µs of VNNI work): below that, handing
+/// a task to another thread costs more than it saves.
+const MIN_TASK_MACS: usize = 1 << 19;
 /// Bytes of packed weights one column block keeps in L2 while the rows sweep over it.
 const COLUMN_BLOCK_BYTES: usize = 256 << 10;
 
-/// Bytes of packed weights above which the grid cuts columns first: every task of a row split
-/// reads all of B, which then no longer stays in one core's L2.
+/// Bytes of packed weights above which the grid prefers to cut columns: every task of a row
+/// split reads all of B, which then no longer stays in one core's L2.
 const ROW_SPLIT_WEIGHT_BYTES: usize = 512 << 10;
 
-/// Cuts C into a grid of rectangles and runs them on the pool: rows first while the packed
-/// weights fit in L2 (each task then reads all of B), columns first when they do not (each task
-/// reads its share of B, and all of A, which is then the smaller).
+/// Cuts C into a grid of rectangles and runs them on the pool (see [`task_grid`]).
 fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &dyn TileSink) {
     let row_blocks = lhs.rows.div_ceil(MR);
     let panels = weights.panels();
@@ -330,23 +329,15 @@ fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &
         return;
     }
     let macs = lhs.rows * weights.padded_depth() * panels * NR;
-    let threads = threading::parallel_width();
-    let wanted_tasks = if threads == 1 {
-        1
-    } else {
-        (macs / TASK_MACS).clamp(1, 3 * threads)
-    };
     let panel_pairs = panels.div_ceil(2);
-    let (row_tasks, column_tasks) = if weights.data.len() > ROW_SPLIT_WEIGHT_BYTES {
-        let column_tasks = wanted_tasks.min(panel_pairs);
-        (
-            (wanted_tasks / column_tasks).clamp(1, row_blocks),
-            column_tasks,
-        )
-    } else {
-        let row_tasks = wanted_tasks.min(row_blocks);
-        (row_tasks, (wanted_tasks / row_tasks).clamp(1, panel_pairs))
-    };
+    let grid = task_grid(
+        row_blocks,
+        panel_pairs,
+        macs,
+        threading::parallel_width(),
+        weights.data.len() > ROW_SPLIT_WEIGHT_BYTES,
+    );
+    let (row_tasks, column_tasks) = (grid.row_tasks, grid.column_tasks);
     threading::run_tasks(row_tasks * column_tasks, |task| {
         let (row_task, column_task) = (task / column_tasks, task % column_tasks);
         let blocks = share(row_blocks, row_tasks, row_task);
@@ -355,6 +346,62 @@ fn run_grid(isa: Int8Isa, lhs: Int8Lhs<'_>, weights: &PackedInt8Weights, sink: &
         let panels = 2 * pairs.start..(2 * pairs.end).min(panels);
         run_rectangle(isa, lhs, weights, rows, panels, sink);
     });
+}
+
+/// How a GEMM's C is cut into tasks: `row_tasks` near-equal shares of the row blocks times
+/// `column_tasks` of the panel pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Int8TaskGrid {
+    pub(crate) row_tasks: usize,
+    pub(crate) column_tasks: usize,
+}
+
+/// The grid that finishes soonest on `threads` threads when tasks go out in rounds, counting
+/// tiles (`MR` rows by one panel pair): at most `2 * threads` tasks of at least
+/// `MIN_TASK_MACS` each. Ties go to the preferred cut (columns when `wide_weights`, since every
+/// task of a row split then reads more B than one core's L2 holds; rows otherwise, since each
+/// task then reads its share of A and all of a B that stays in L2), then to more tasks, which
+/// lets work stealing even out a core that another process holds.
+///
+/// Cutting by size alone, as this grid did before, left threads idle: 3 tasks on 2 threads
+/// take two rounds, and a 1x1 convolution of 7x7 pixels under 4 M MACs ran on one thread.
+pub(crate) fn task_grid(
+    row_blocks: usize,
+    panel_pairs: usize,
+    macs: usize,
+    threads: usize,
+    wide_weights: bool,
+) -> Int8TaskGrid {
+    let max_tasks = (2 * threads).min(macs / MIN_TASK_MACS).max(1);
+    let mut best = Int8TaskGrid {
+        row_tasks: 1,
+        column_tasks: 1,
+    };
+    if threads <= 1 || max_tasks == 1 {
+        return best;
+    }
+    let mut best_key = (usize::MAX, usize::MAX, 0);
+    for column_tasks in 1..=panel_pairs.min(max_tasks) {
+        for row_tasks in 1..=row_blocks.min(max_tasks / column_tasks) {
+            let tasks = row_tasks * column_tasks;
+            let task_tiles = row_blocks.div_ceil(row_tasks) * panel_pairs.div_ceil(column_tasks);
+            let finish = tasks.div_ceil(threads) * task_tiles;
+            let against_preference = if wide_weights {
+                row_tasks
+            } else {
+                column_tasks
+            };
+            let key = (finish, against_preference, usize::MAX - tasks);
+            if key < best_key {
+                best_key = key;
+                best = Int8TaskGrid {
+                    row_tasks,
+                    column_tasks,
+                };
+            }
+        }
+    }
+    best
 }
 
 /// The `index`-th of `count` near-equal consecutive shares of `0..total`.

@@ -159,24 +159,29 @@ fn quantize_slice_body(input: &[f32], output: &mut [u8], quantization: Activatio
     }
 }
 
-/// The im2col rows of one quantized channels-last image `[in_h, in_w, channels]`: row `p` of
-/// `columns` (`row_stride` bytes) is the patch under output pixel `p`, ordered `(ky, kx, c)`,
-/// with `zero_point` where the patch hangs over the padding and zeros after the patch.
+/// The im2col rows of one quantized channels-last image `[in_h, in_w, channels]` from output
+/// pixel `first_pixel` on: row `p` of `columns` (`row_stride` bytes) is the patch under output
+/// pixel `first_pixel + p`, ordered `(ky, kx, c)`, with `zero_point` where the patch hangs over
+/// the padding and zeros after the patch. Rows run out with `columns` or with the image's
+/// output pixels, whichever comes first, so that tasks can each fill a share of the rows.
 pub(crate) fn im2col(
     image: &[u8],
     channels: usize,
     geometry: &ConvGeometry,
     zero_point: u8,
     row_stride: usize,
+    first_pixel: usize,
     columns: &mut [u8],
 ) {
     let [kernel_h, kernel_w] = geometry.kernel;
     let tap_row = kernel_w * channels;
     let patch = kernel_h * tap_row;
+    let pixels = (geometry.out_h * geometry.out_w).saturating_sub(first_pixel);
     for (pixel, row) in columns
         .chunks_exact_mut(row_stride)
-        .take(geometry.out_h * geometry.out_w)
+        .take(pixels)
         .enumerate()
+        .map(|(offset, row)| (first_pixel + offset, row))
     {
         let (out_y, out_x) = (pixel / geometry.out_w, pixel % geometry.out_w);
         let (patch_values, tail) = row.split_at_mut(patch);

@@ -79,6 +79,136 @@ fn gemm_sums_at_the_extremes_are_exact() {
     }
 }
 
+/// The task grid keeps every thread busy: at most `2 * threads` tasks, none empty, one task on
+/// one thread, and once the work is large enough more than one task, finishing no later than a
+/// plain cut of the rows or of the columns into one share per thread.
+#[test]
+fn task_grid_splits_work_over_every_thread() {
+    use super::gemm::task_grid;
+    let finish = |row_blocks: usize, panel_pairs: usize, rows: usize, columns: usize, threads| {
+        (rows * columns).div_ceil(threads)
+            * row_blocks.div_ceil(rows)
+            * panel_pairs.div_ceil(columns)
+    };
+    for threads in 1..=4usize {
+        for row_blocks in [1usize, 2, 3, 9, 17, 523] {
+            for panel_pairs in [1usize, 2, 3, 5, 30] {
+                for wide_weights in [false, true] {
+                    let macs = row_blocks * panel_pairs * 6 * 32 * 600;
+                    let grid = task_grid(row_blocks, panel_pairs, macs, threads, wide_weights);
+                    let tasks = grid.row_tasks * grid.column_tasks;
+                    let case = format!("{threads} threads, {row_blocks} x {panel_pairs}: {grid:?}");
+                    assert!(grid.row_tasks <= row_blocks && grid.column_tasks <= panel_pairs);
+                    assert!(tasks <= 2 * threads, "{case}");
+                    if threads == 1 {
+                        assert_eq!(tasks, 1, "{case}");
+                        continue;
+                    }
+                    if macs < threads << 19 || row_blocks * panel_pairs < 2 {
+                        continue;
+                    }
+                    assert!(tasks > 1, "{case}");
+                    let got = finish(
+                        row_blocks,
+                        panel_pairs,
+                        grid.row_tasks,
+                        grid.column_tasks,
+                        threads,
+                    );
+                    let by_rows =
+                        finish(row_blocks, panel_pairs, threads.min(row_blocks), 1, threads);
+                    let by_columns = finish(
+                        row_blocks,
+                        panel_pairs,
+                        1,
+                        threads.min(panel_pairs),
+                        threads,
+                    );
+                    assert!(got <= by_rows.min(by_columns), "{case}");
+                }
+            }
+        }
+    }
+    // A 1x1 convolution of 7x7 pixels, 160 to 960 channels (7.5 M MACs): two tasks on two
+    // threads (it ran on one before).
+    let grid = task_grid(9, 30, 49 * 160 * 960, 2, false);
+    assert_eq!(grid.row_tasks * grid.column_tasks % 2, 0, "{grid:?}");
+}
+
+/// A product large enough to be cut into tasks on the pool still sums exactly.
+#[test]
+fn gemm_sums_cut_into_tasks_are_exact() {
+    let (rows, depth, cols) = (301, 293usize, 77);
+    let stride = depth.next_multiple_of(4);
+    let a: Vec<u8> = (0..rows * stride)
+        .map(|index| (index * 7 % 251) as u8)
+        .collect();
+    let filters: Vec<f32> = (0..cols * depth)
+        .map(|index| ((index * 13 % 29) as f32 - 14.0) / 7.0)
+        .collect();
+    let weights = PackedInt8Weights::new(&filters, cols, depth, None, 1.0, 0);
+    let quantized: Vec<Vec<i8>> = filters
+        .chunks_exact(depth)
+        .map(|filter| quantize_filter(filter).1)
+        .collect();
+    for isa in available_isas() {
+        let mut sums = vec![0i32; rows * cols];
+        let lhs = Int8Lhs {
+            data: &a,
+            rows,
+            stride,
+        };
+        int8_gemm_sums(isa, lhs, &weights, &mut sums);
+        for row in 0..rows {
+            for (column, filter) in quantized.iter().enumerate() {
+                let expected: i32 = (0..depth)
+                    .map(|k| i32::from(a[row * stride + k]) * i32::from(filter[k]))
+                    .sum();
+                assert_eq!(sums[row * cols + column], expected, "{}", isa.name());
+            }
+        }
+    }
+}
+
+/// im2col in shares of rows (as the tasks of a call fill it) equals im2col in one piece.
+#[test]
+fn im2col_in_shares_equals_im2col_in_one_piece() {
+    use super::quantize::{ConvGeometry, im2col};
+    let (channels, in_h, in_w) = (5, 11, 9);
+    let geometry = ConvGeometry {
+        in_h,
+        in_w,
+        out_h: 6,
+        out_w: 5,
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1],
+        dilation: [1, 1],
+    };
+    let image: Vec<u8> = (0..in_h * in_w * channels)
+        .map(|index| (index * 37 % 256) as u8)
+        .collect();
+    let row_stride = (9 * channels).next_multiple_of(4);
+    let pixels = geometry.out_h * geometry.out_w;
+    let mut whole = vec![1u8; pixels * row_stride];
+    im2col(&image, channels, &geometry, 7, row_stride, 0, &mut whole);
+    for rows_per_share in [1, 4, 7, pixels] {
+        let mut shares = vec![2u8; pixels * row_stride];
+        for (index, rows) in shares.chunks_mut(rows_per_share * row_stride).enumerate() {
+            im2col(
+                &image,
+                channels,
+                &geometry,
+                7,
+                row_stride,
+                index * rows_per_share,
+                rows,
+            );
+        }
+        assert_eq!(shares, whole, "{rows_per_share} rows per share");
+    }
+}
+
 /// A random int8 convolution.
 #[derive(Clone, Debug)]
 struct ConvCase {
