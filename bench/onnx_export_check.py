@@ -13,7 +13,10 @@ dimensions its header declares (`// test-dims: seq=16`) and at each optimization
    must be below 1e-4; the table also shows max |ort - nnc| / max |nnc| (relative to the output's
    scale, for outputs much smaller than 1).
 
-A model with a KV cache must be refused with an error naming the KV cache (not a crash).
+A model with a KV cache must be refused with an error naming the KV cache (not a crash); its
+full-sequence forward pass, a copy of the file with the `kv_cache = N` arguments removed, is then
+checked as above (row `MODEL (no kv_cache)`), which covers RoPE, grouped-query and causal and
+sliding-window attention.
 
 Usage: python bench/onnx_export_check.py [--nnc target/debug/nnc] [--opt 0 2] [--models mlp ...]
 Needs onnx, onnxruntime and numpy (bench/peers/.venv has them, or
@@ -169,10 +172,17 @@ def main() -> int:
         for path in paths:
             for level in args.opt:
                 outputs, worst, scaled, status = check_model(nnc, path, level, args.seed, Path(folder))
-                failures += status.startswith("FAIL")
-                shown = "-" if worst is None else f"{worst:.2e}"
-                shown_scaled = "-" if scaled is None else f"{scaled:.2e}"
-                print(f"| {path.stem} | {level} | {outputs} | {shown} | {shown_scaled} | {status} |", flush=True)
+                rows = [(path.stem, outputs, worst, scaled, status)]
+                if has_kv_cache(path.read_text()):
+                    stripped = Path(folder) / path.name
+                    stripped.write_text(re.sub(r",\s*kv_cache\s*=\s*\w+", "", path.read_text()))
+                    rows.append((f"{path.stem} (no kv_cache)",
+                                 *check_model(nnc, stripped, level, args.seed, Path(folder))))
+                for name, outputs, worst, scaled, status in rows:
+                    failures += status.startswith("FAIL")
+                    shown = "-" if worst is None else f"{worst:.2e}"
+                    shown_scaled = "-" if scaled is None else f"{scaled:.2e}"
+                    print(f"| {name} | {level} | {outputs} | {shown} | {shown_scaled} | {status} |", flush=True)
     print(f"{failures} failure(s)" if failures else "all checks passed")
     return 1 if failures else 0
 
