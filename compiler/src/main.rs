@@ -17,6 +17,7 @@ use nnc_ops::{QuantFormat, QuantizedMode};
 use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
 mod generate_cli;
+mod import_cli;
 mod report_cli;
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
@@ -71,6 +72,8 @@ enum Command {
     /// Continue a text prompt with a decoder network: tokenizes, builds the generated decoder
     /// (cached between runs), and prints the new text as it comes.
     Generate(generate_cli::GenerateArgs),
+    /// Turn an ONNX model into a `.nn` file and a safetensors file of its weights.
+    Import(import_cli::ImportArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -699,6 +702,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(args) => report_cli::graph(args),
         Command::Bench(args) => report_cli::bench(args),
         Command::Generate(args) => generate_cli::generate(args),
+        Command::Import(args) => import_cli::import(args),
         Command::Weights {
             model,
             select,

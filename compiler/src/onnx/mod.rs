@@ -6,6 +6,8 @@
 
 use prost::Message;
 
+pub mod import;
+
 /// The messages of `onnx.proto` (package `onnx`), as prost generated them.
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod proto {
