@@ -18,6 +18,7 @@ use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
 mod export_cli;
 mod generate_cli;
+mod import_cli;
 mod report_cli;
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
@@ -74,6 +75,8 @@ enum Command {
     Generate(generate_cli::GenerateArgs),
     /// Write a model and its weights as an ONNX file (opset 17), for Netron and ONNX Runtime.
     Export(export_cli::ExportArgs),
+    /// Turn an ONNX model into a `.nn` file and a safetensors file of its weights.
+    Import(import_cli::ImportArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -703,6 +706,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => report_cli::bench(args),
         Command::Generate(args) => generate_cli::generate(args),
         Command::Export(args) => export_cli::export(args),
+        Command::Import(args) => import_cli::import(args),
         Command::Weights {
             model,
             select,

@@ -7,6 +7,7 @@
 use prost::Message;
 
 pub mod export;
+pub mod import;
 
 /// The messages of `onnx.proto` (package `onnx`), as prost generated them.
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]

@@ -1,0 +1,401 @@
+//! `nnc import` against ONNX Runtime: each model of `tests/fixtures/onnx/` (written by
+//! `bench/onnx_import_fixtures.py` with ONNX Runtime's outputs) is imported, its `.nn` text
+//! snapshotted, compiled, run in the interpreter with the imported weights, and compared with ONNX
+//! Runtime within 1e-4 relative. Then the errors: every unsupported node listed at once, and no
+//! panic on mutated files. The test on a real pretrained model (PP-OCR's text-direction
+//! classifier, shipped by the rapidocr-onnxruntime wheel) runs when the wheel is unpacked on this
+//! machine (see [`real_model`]).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::ArrayD;
+use ndarray_npy::ReadNpyExt;
+use nnc_compiler::interpret::{self, Interpreter, Tensor};
+use nnc_compiler::onnx::import::{ImportError, ImportOptions, import_bytes, import_model};
+use nnc_compiler::onnx::proto;
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+use proptest::prelude::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/onnx")
+}
+
+/// The fixture folders that hold a model, sorted.
+fn cases() -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("model.onnx").is_file())
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// Imports `bytes`, compiles the `.nn` text, runs it on `inputs` with the imported weights.
+fn import_and_run(
+    bytes: &[u8],
+    options: &ImportOptions,
+    inputs: &[(String, Tensor)],
+) -> (String, Vec<(String, ArrayD<f32>)>) {
+    let imported = import_bytes(bytes, options).unwrap_or_else(|error| panic!("{error}"));
+    let module = compile_to_ir(&imported.source, &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{errors}\n{}", imported.source));
+    let graph = &module.networks[0];
+    let safetensors = imported.safetensors().unwrap();
+    let weights = interpret::load_weights(graph, &safetensors, "imported").unwrap();
+    let interpreter = Interpreter::new(graph, weights).unwrap();
+    let named: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(name, tensor)| (name.as_str(), tensor.clone()))
+        .collect();
+    let outputs = interpreter.run(&named).unwrap();
+    (imported.source, outputs)
+}
+
+/// The largest difference relative to the reference's largest magnitude.
+fn relative_error(actual: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
+    assert_eq!(actual.shape(), expected.shape());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    worst / scale
+}
+
+fn read_npy_tensor(path: &Path) -> Tensor {
+    let file = || std::fs::File::open(path).unwrap();
+    match ArrayD::<f32>::read_npy(file()) {
+        Ok(array) => Tensor::F32(array),
+        Err(_) => Tensor::I64(ArrayD::<i64>::read_npy(file()).unwrap()),
+    }
+}
+
+#[test]
+fn every_fixture_matches_onnx_runtime() {
+    let cases = cases();
+    assert!(cases.len() >= 10, "{cases:?}");
+    for case in cases {
+        let folder = fixtures().join(&case);
+        let mut inputs = Vec::new();
+        let mut expected = Vec::new();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for path in files {
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if let Some(name) = stem.strip_prefix("input_") {
+                inputs.push((name.to_string(), read_npy_tensor(&path)));
+            } else if let Some(name) = stem.strip_prefix("output_") {
+                let array = ArrayD::<f32>::read_npy(std::fs::File::open(&path).unwrap()).unwrap();
+                expected.push((name.to_string(), array));
+            }
+        }
+        let options = ImportOptions {
+            network_name: Some(case.clone()),
+            source_name: "model.onnx".into(),
+            ..Default::default()
+        };
+        let bytes = std::fs::read(folder.join("model.onnx")).unwrap();
+        let (source, outputs) = import_and_run(&bytes, &options, &inputs);
+        insta::assert_snapshot!(format!("import_{case}"), source);
+        for (name, reference) in &expected {
+            let (_, actual) = outputs
+                .iter()
+                .find(|(output, _)| output == name)
+                .unwrap_or_else(|| panic!("{case}: no output {name}"));
+            let error = relative_error(actual, reference);
+            assert!(
+                error <= 1e-4,
+                "{case}/{name}: relative error {error}\n{source}"
+            );
+        }
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> proto::NodeProto {
+    proto::NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn input(name: &str, dims: &[i64]) -> proto::ValueInfoProto {
+    use proto::tensor_shape_proto::{Dimension, dimension};
+    proto::ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(proto::TypeProto {
+            value: Some(proto::type_proto::Value::TensorType(
+                proto::type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(proto::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(if d > 0 {
+                                    dimension::Value::DimValue(d)
+                                } else {
+                                    dimension::Value::DimParam("?".into())
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn model(
+    opset: i64,
+    nodes: Vec<proto::NodeProto>,
+    initializers: Vec<proto::TensorProto>,
+) -> proto::ModelProto {
+    proto::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(proto::GraphProto {
+            name: Some("g".into()),
+            node: nodes,
+            initializer: initializers,
+            input: vec![input("x", &[1, 3, 8, 8])],
+            output: vec![proto::ValueInfoProto {
+                name: Some("y".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_unsupported_node_is_listed_at_once() {
+    let mut resize = node("Resize", "/up/Resize", &["x", "", "scales"], &["u"]);
+    resize.attribute.push(proto::AttributeProto {
+        name: Some("mode".into()),
+        s: Some(b"nearest".to_vec()),
+        r#type: Some(3),
+        ..Default::default()
+    });
+    let nodes = vec![
+        resize,
+        node("If", "branch", &["cond"], &["b"]),
+        node("NonZero", "nz", &["x"], &["n"]),
+        node("Relu", "after", &["u"], &["y"]),
+        node("Conv", "conv_from_input", &["x", "x"], &["c"]),
+    ];
+    let error = import_model(&model(17, nodes, vec![]), &ImportOptions::default()).unwrap_err();
+    let ImportError::Nodes(problems) = &error else {
+        panic!("{error}");
+    };
+    let listed: Vec<(&str, &str, i64)> = problems
+        .iter()
+        .map(|p| (p.op_type.as_str(), p.node_name.as_str(), p.opset))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("Resize", "/up/Resize", 17),
+            ("If", "branch", 17),
+            ("NonZero", "nz", 17),
+            ("Conv", "conv_from_input", 17),
+        ],
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.starts_with("4 node(s) cannot be imported"),
+        "{message}"
+    );
+    assert!(
+        message.contains("control flow is not supported"),
+        "{message}"
+    );
+}
+
+#[test]
+fn opsets_external_data_and_unnamed_dims_say_what_to_do() {
+    let relu = || vec![node("Relu", "r", &["x"], &["y"])];
+    let error = import_model(&model(9, relu(), vec![]), &ImportOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("version_converter"), "{error}");
+
+    let external = proto::TensorProto {
+        name: Some("w".into()),
+        data_type: Some(1),
+        dims: vec![4],
+        data_location: Some(1),
+        external_data: vec![proto::StringStringEntryProto {
+            key: Some("location".into()),
+            value: Some("model.onnx.data".into()),
+        }],
+        ..Default::default()
+    };
+    let error = import_model(
+        &model(17, relu(), vec![external]),
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("model.onnx.data")
+            && error.to_string().contains("save_as_external_data=False"),
+        "{error}"
+    );
+
+    let mut dynamic = model(17, relu(), vec![]);
+    dynamic.graph.as_mut().unwrap().input = vec![input("x", &[-1, 3, -1, 8])];
+    let error = import_model(&dynamic, &ImportOptions::default()).unwrap_err();
+    assert!(error.to_string().contains("--input-shape x="), "{error}");
+    let fixed = ImportOptions {
+        input_shapes: vec![("x".into(), vec![1, 3, 5, 8])],
+        ..Default::default()
+    };
+    let imported = import_model(&dynamic, &fixed).unwrap();
+    assert!(
+        imported.source.contains("x: f32[1, 3, 5, 8]"),
+        "{}",
+        imported.source
+    );
+}
+
+#[test]
+fn named_dynamic_dims_become_where_bindings() {
+    let bytes = std::fs::read(fixtures().join("conv1d_same_leaky/model.onnx")).unwrap();
+    let imported = import_bytes(&bytes, &ImportOptions::default()).unwrap();
+    assert!(
+        imported.source.contains("x: f32[batch, 3, 10]"),
+        "{}",
+        imported.source
+    );
+    assert!(
+        imported.source.contains("where batch = 1"),
+        "{}",
+        imported.source
+    );
+    let options = ImportOptions {
+        dims: vec![("batch".into(), 4)],
+        ..Default::default()
+    };
+    let imported = import_bytes(&bytes, &options).unwrap();
+    assert!(
+        imported.source.contains("where batch = 4"),
+        "{}",
+        imported.source
+    );
+    compile_to_ir(&imported.source, &FrontendOptions::default()).unwrap();
+}
+
+/// Every fixture's bytes, for the mutation test.
+fn fixture_models() -> Vec<Vec<u8>> {
+    cases()
+        .iter()
+        .map(|case| std::fs::read(fixtures().join(case).join("model.onnx")).unwrap())
+        .collect()
+}
+
+/// A change to the bytes of a file.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip { position: usize, bit: u8 },
+    Set { position: usize, value: u8 },
+    Truncate { length: usize },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(position, bit)| Mutation::Flip { position, bit }),
+        (any::<usize>(), any::<u8>())
+            .prop_map(|(position, value)| Mutation::Set { position, value }),
+        any::<usize>().prop_map(|length| Mutation::Truncate { length }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Import reports errors on damaged files, and never panics.
+    #[test]
+    fn mutated_models_never_panic(which in any::<usize>(), mutations in prop::collection::vec(mutation(), 1..4)) {
+        let models = fixture_models();
+        let mut bytes = models[which % models.len()].clone();
+        for mutation in mutations {
+            if bytes.is_empty() {
+                break;
+            }
+            match mutation {
+                Mutation::Flip { position, bit } => {
+                    let position = position % bytes.len();
+                    bytes[position] ^= 1 << bit;
+                }
+                Mutation::Set { position, value } => {
+                    let position = position % bytes.len();
+                    bytes[position] = value;
+                }
+                Mutation::Truncate { length } => bytes.truncate(length % bytes.len()),
+            }
+        }
+        let _ = import_bytes(&bytes, &ImportOptions::default());
+    }
+}
+
+/// The PP-OCR text-direction classifier of the rapidocr-onnxruntime wheel, if it is unpacked on
+/// this machine: under `$NNC_MODEL_CACHE` or `/tmp/onnximp/rapidocr` (`pip download
+/// rapidocr-onnxruntime --no-deps` and unzip the wheel there).
+fn real_model() -> Option<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(cache) = std::env::var_os("NNC_MODEL_CACHE") {
+        roots.push(PathBuf::from(cache));
+    }
+    roots.push(PathBuf::from("/tmp/onnximp/rapidocr"));
+    let layouts = [
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "rapidocr/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+    ];
+    roots
+        .iter()
+        .flat_map(|root| layouts.iter().map(move |layout| root.join(layout)))
+        .find(|path| path.is_file())
+}
+
+#[test]
+fn a_real_paddle_ocr_classifier_matches_onnx_runtime() {
+    let Some(path) = real_model() else {
+        eprintln!(
+            "skipped: the rapidocr-onnxruntime wheel is not unpacked under $NNC_MODEL_CACHE or /tmp/onnximp/rapidocr"
+        );
+        return;
+    };
+    let shape = vec![1, 3, 48, 192];
+    let options = ImportOptions {
+        network_name: Some("ppocr_cls".into()),
+        input_shapes: vec![("x".into(), shape.clone())],
+        source_name: "ch_ppocr_mobile_v2.0_cls_infer.onnx".into(),
+        ..Default::default()
+    };
+    let count: usize = shape.iter().product();
+    let image: Vec<f32> = (0..count).map(|i| (0.01 * i as f64).sin() as f32).collect();
+    let image = ArrayD::from_shape_vec(shape, image).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let (source, outputs) = import_and_run(&bytes, &options, &[("x".into(), Tensor::F32(image))]);
+    insta::assert_snapshot!("import_ppocr_cls", source);
+    let expected_path = fixtures().join("ppocr_cls/output.npy");
+    let expected = ArrayD::<f32>::read_npy(std::fs::File::open(expected_path).unwrap()).unwrap();
+    let error = relative_error(&outputs[0].1, &expected);
+    eprintln!(
+        "ppocr_cls: nnc {:?} vs ONNX Runtime {:?}: relative error {error:e}",
+        outputs[0].1, expected
+    );
+    assert!(error <= 1e-4, "relative error {error}");
+}
