@@ -16,6 +16,7 @@ use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
 use nnc_ops::{QuantFormat, QuantizedMode};
 use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
+mod embed_cli;
 mod generate_cli;
 mod report_cli;
 
@@ -71,6 +72,9 @@ enum Command {
     /// Continue a text prompt with a decoder network: tokenizes, builds the generated decoder
     /// (cached between runs), and prints the new text as it comes.
     Generate(generate_cli::GenerateArgs),
+    /// Embed sentences with a sentence-transformers network: tokenizes, pads a batch with an
+    /// attention mask, prints the cosine similarities and writes the embeddings as `.npy`.
+    Embed(embed_cli::EmbedArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -699,6 +703,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Graph(args) => report_cli::graph(args),
         Command::Bench(args) => report_cli::bench(args),
         Command::Generate(args) => generate_cli::generate(args),
+        Command::Embed(args) => embed_cli::embed(args),
         Command::Weights {
             model,
             select,
