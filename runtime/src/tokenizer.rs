@@ -214,6 +214,61 @@ impl Tokenizer {
             .collect())
     }
 
+    /// `texts` as an encoder (BERT, a sentence-transformers model) takes them: each text with
+    /// the special tokens of the `tokenizer.json`'s post-processor (`[CLS]`, `[SEP]`), truncated
+    /// as the file says, and padded on the right to the longest text of the batch (not to the
+    /// file's fixed padding length, which would only cost time) with the pad token, where the
+    /// attention mask is 0.
+    pub fn encode_batch(&self, texts: &[&str]) -> Result<EncodedBatch, TokenizerError> {
+        let padding = self.inner.get_padding();
+        let pad_id = i64::from(padding.map_or(0, |padding| padding.pad_id));
+        let pad_type_id = i64::from(padding.map_or(0, |padding| padding.pad_type_id));
+        let mut rows = Vec::with_capacity(texts.len());
+        for text in texts {
+            let encoding = self
+                .inner
+                .encode(*text, self.post_processor_specials)
+                .map_err(|e| error(format!("cannot encode `{text}`: {e}")))?;
+            // Keep the real tokens only: the file's own padding (if any) is redone below.
+            let real: Vec<usize> = (0..encoding.len())
+                .filter(|&position| encoding.get_attention_mask()[position] != 0)
+                .collect();
+            let bos = self.bos.map(i64::from);
+            let ids: Vec<i64> = bos
+                .into_iter()
+                .chain(real.iter().map(|&p| i64::from(encoding.get_ids()[p])))
+                .collect();
+            let type_ids: Vec<i64> = bos
+                .map(|_| 0)
+                .into_iter()
+                .chain(real.iter().map(|&p| i64::from(encoding.get_type_ids()[p])))
+                .collect();
+            rows.push((ids, type_ids));
+        }
+        let seq = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let mut batch = EncodedBatch {
+            texts: texts.len(),
+            seq,
+            ..EncodedBatch::default()
+        };
+        for (ids, type_ids) in rows {
+            let padding = seq - ids.len();
+            batch.lengths.push(ids.len());
+            batch
+                .attention_mask
+                .extend(std::iter::repeat_n(1, ids.len()).chain(std::iter::repeat_n(0, padding)));
+            batch
+                .input_ids
+                .extend(ids.into_iter().chain(std::iter::repeat_n(pad_id, padding)));
+            batch.token_type_ids.extend(
+                type_ids
+                    .into_iter()
+                    .chain(std::iter::repeat_n(pad_type_id, padding)),
+            );
+        }
+        Ok(batch)
+    }
+
     /// The text of `ids`, without special tokens.
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         self.inner
@@ -243,6 +298,24 @@ impl Tokenizer {
             inner: self.inner.decode_stream(true),
         }
     }
+}
+
+/// Texts encoded for an encoder by [`Tokenizer::encode_batch`]: three `[texts, seq]` arrays in
+/// row-major order, as Hugging Face's tokenizers return them with `padding=True`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EncodedBatch {
+    /// How many texts (rows).
+    pub texts: usize,
+    /// The length of the longest text in tokens, to which the others are padded (columns).
+    pub seq: usize,
+    /// The number of real tokens of each text.
+    pub lengths: Vec<usize>,
+    /// The token ids, the pad token after each text's end.
+    pub input_ids: Vec<i64>,
+    /// The token type (segment) ids: 0 for a single text.
+    pub token_type_ids: Vec<i64>,
+    /// 1 on a real token, 0 on padding.
+    pub attention_mask: Vec<i64>,
 }
 
 /// Decodes tokens one at a time; see [`Tokenizer::stream`].
@@ -310,6 +383,52 @@ mod tests {
             pre: "smollm".to_string(),
         })
         .expect("a valid vocabulary")
+    }
+
+    /// The 16-word BERT-style fixture: `[CLS] … [SEP]`, padded to a fixed 12 tokens.
+    fn bert_style() -> Tokenizer {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/embed/tokenizer.json"
+        );
+        Tokenizer::from_file(path).expect("the fixture loads")
+    }
+
+    #[test]
+    fn encode_batch_pads_to_the_longest_text_with_masks() {
+        let tokenizer = bert_style();
+        let batch = tokenizer
+            .encode_batch(&["A man is playing guitar.", "The weather", "unknown words"])
+            .unwrap();
+        assert_eq!((batch.texts, batch.seq), (3, 8));
+        assert_eq!(batch.lengths, vec![8, 4, 4]);
+        #[rustfmt::skip]
+        assert_eq!(batch.input_ids, vec![
+            2, 4, 5, 6, 7, 8, 15, 3,
+            2, 11, 12, 3, 0, 0, 0, 0,
+            2, 1, 1, 3, 0, 0, 0, 0,
+        ]);
+        #[rustfmt::skip]
+        assert_eq!(batch.attention_mask, vec![
+            1, 1, 1, 1, 1, 1, 1, 1,
+            1, 1, 1, 1, 0, 0, 0, 0,
+            1, 1, 1, 1, 0, 0, 0, 0,
+        ]);
+        assert_eq!(batch.token_type_ids, vec![0; 24]);
+    }
+
+    #[test]
+    fn encode_batch_truncates_as_the_file_says_and_takes_an_empty_batch() {
+        let tokenizer = bert_style();
+        let long = ["a"; 20].join(" ");
+        let batch = tokenizer.encode_batch(&[&long, ""]).unwrap();
+        // The file truncates to 12 tokens, [CLS] and [SEP] included.
+        assert_eq!((batch.seq, batch.lengths.clone()), (12, vec![12, 2]));
+        assert_eq!(batch.input_ids[11], 3);
+        assert_eq!(&batch.input_ids[12..15], &[2, 3, 0]);
+        let empty = tokenizer.encode_batch(&[]).unwrap();
+        assert_eq!((empty.texts, empty.seq), (0, 0));
+        assert!(empty.input_ids.is_empty());
     }
 
     #[test]

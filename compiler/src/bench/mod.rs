@@ -56,9 +56,32 @@ impl Default for BenchOptions {
     }
 }
 
-/// `target/nnc-bench` of the workspace nnc was built in.
+/// Where `nnc bench` and `nnc generate` build their crates by default: `bench-<checkout>` in
+/// nnc's cache folder, outside the source tree so that a read-only checkout works. The cache
+/// folder is `$NNC_CACHE_DIR`, else `$XDG_CACHE_HOME/nnc`, else `$HOME/.cache/nnc`, else (no
+/// home) `target/nnc-bench` of the workspace nnc was built in. `<checkout>` is a short hash of the
+/// nnc-runtime path the crates depend on, so that two checkouts do not rebuild each other's.
 pub fn default_work_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nnc-bench")
+    let variable = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    let cache = variable("NNC_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| variable("XDG_CACHE_HOME").map(|cache| PathBuf::from(cache).join("nnc")))
+        .or_else(|| variable("HOME").map(|home| PathBuf::from(home).join(".cache/nnc")));
+    match cache {
+        Some(cache) => cache.join(format!("bench-{:08x}", checkout_hash())),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/nnc-bench"),
+    }
+}
+
+/// FNV-1a of the nnc-runtime path, folded to 32 bits: stable across runs and Rust versions.
+fn checkout_hash() -> u32 {
+    let hash = runtime_dir()
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    (hash ^ (hash >> 32)) as u32
 }
 
 /// The nnc-runtime sources nnc was built with.

@@ -149,12 +149,16 @@ fn network_module(name: &str, items: &TokenStream, options: &CodegenOptions) -> 
         )
     });
     let exports = public_structs(items);
+    // A program that includes the code may use only some of it (the decoder and not the
+    // network, or no paged cache): in a binary crate the rest would warn as dead code.
     quote! {
+        #[allow(dead_code)]
         mod #module {
             use #runtime as rt;
             #kernels_alias
             #items
         }
+        #[allow(unused_imports)]
         pub use #module::{#(#exports),*};
     }
 }
