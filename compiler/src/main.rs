@@ -17,6 +17,7 @@ use nnc_ops::{QuantFormat, QuantizedMode};
 use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
 mod generate_cli;
+mod memory_warning;
 mod report_cli;
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
@@ -421,7 +422,7 @@ fn network_weights(
             print_notes(&loaded.notes);
             loaded.weights
         }
-        (None, Some(seed)) => interpret::random_weights(graph, seed)
+        (None, Some(seed)) => interpret::try_random_weights(graph, seed)?
             .into_iter()
             .map(nnc_runtime::weights::Weight::F32)
             .collect(),
@@ -641,6 +642,8 @@ fn run_network(
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // A bad thread count is an error here, not the kernels' silent fallback.
+    nnc_runtime::num_threads_from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Compile {
             model,
@@ -831,6 +834,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             match nnc_compiler::compile_to_ir(&source, &options) {
                 Ok(module) => {
+                    module
+                        .networks
+                        .iter()
+                        .for_each(memory_warning::warn_if_too_big);
                     match emit {
                         Some(Emit::Ir) => print(&ir::print::print_module(&module))?,
                         _ => {
