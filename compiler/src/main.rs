@@ -20,6 +20,7 @@ mod export_cli;
 mod embed_cli;
 mod generate_cli;
 mod import_cli;
+mod memory_warning;
 mod report_cli;
 
 /// nnc: compile neural networks described in `.nn` files to specialized Rust code.
@@ -431,7 +432,7 @@ fn network_weights(
             print_notes(&loaded.notes);
             loaded.weights
         }
-        (None, Some(seed)) => interpret::random_weights(graph, seed)
+        (None, Some(seed)) => interpret::try_random_weights(graph, seed)?
             .into_iter()
             .map(nnc_runtime::weights::Weight::F32)
             .collect(),
@@ -651,6 +652,8 @@ fn run_network(
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // A bad thread count is an error here, not the kernels' silent fallback.
+    nnc_runtime::num_threads_from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Compile {
             model,
@@ -844,6 +847,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             match nnc_compiler::compile_to_ir(&source, &options) {
                 Ok(module) => {
+                    module
+                        .networks
+                        .iter()
+                        .for_each(memory_warning::warn_if_too_big);
                     match emit {
                         Some(Emit::Ir) => print(&ir::print::print_module(&module))?,
                         _ => {

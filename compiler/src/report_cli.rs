@@ -157,6 +157,7 @@ pub fn report(args: ReportArgs) -> Result<ExitCode> {
         Ok(graph) => graph,
         Err(code) => return Ok(code),
     };
+    crate::memory_warning::warn_if_too_big(&graph);
     let plan = codegen::plan(&graph);
     let options = ReportOptions {
         groups: Some(fusion_groups(&graph)),

@@ -51,6 +51,16 @@ pub fn split_mut<T, const N: usize>(
     (output_slice, input_slices)
 }
 
+/// An arena of `len` zeros, or an error naming it and its bytes when it does not fit in memory
+/// (see [`crate::alloc`]): what generated constructors allocate their arenas with.
+pub fn zeroed<T: Clone + Default>(name: &'static str, len: usize) -> Result<Vec<T>, ModelError> {
+    Ok(crate::alloc::filled(
+        || name.to_string(),
+        len,
+        T::default(),
+    )?)
+}
+
 /// Checks an input's shape and copies it, in row-major order, into its arena range.
 pub fn copy_input<T: Copy, D: Dimension>(
     name: &'static str,

@@ -6,7 +6,7 @@
 //! broadcast or an embedding id out of range all come back as a `KernelError`.
 //!
 //! This module depends on no other module of the crate but `weights` (whose error a model can
-//! return), so that kernels, the arena helpers and the KV caches can all use it.
+//! return) and `alloc` (whose error any of them can), so that kernels, the arena helpers and the KV caches can all use it.
 
 use crate::weights::WeightsError;
 
@@ -93,6 +93,9 @@ pub enum ModelError {
     EmptyPrompt,
     #[error("the decoder has no source: call `encode` before `decode`, `prefill` or `generate`")]
     NotEncoded,
+    /// A buffer (the arena, a weight, a cache) does not fit in memory.
+    #[error(transparent)]
+    OutOfMemory(#[from] crate::alloc::AllocError),
 }
 
 /// Turns a kernel error into a [`ModelError`] naming the layer: `.map_err(at("fc1"))?`.
@@ -141,6 +144,12 @@ pub enum KvCacheError {
     /// The sequence was freed, or belongs to another cache.
     #[error("unknown sequence {0:?}")]
     UnknownSequence(SequenceId),
+    /// A paged cache's blocks must hold at least one position.
+    #[error("the block size of a paged KV cache must be positive")]
+    ZeroBlockSize,
+    /// The cache's buffers do not fit in memory.
+    #[error(transparent)]
+    OutOfMemory(#[from] crate::alloc::AllocError),
 }
 
 /// A handle to one sequence of a `PagedKvCache`. Handles of freed sequences are rejected, even

@@ -20,6 +20,7 @@ pub use ndarray;
 /// The vocabulary shared with the compiler: activations, binary operations, kernel options.
 pub use nnc_ops as ops;
 
+pub mod alloc;
 pub mod arena;
 pub mod arrays;
 pub mod error;
@@ -35,7 +36,7 @@ pub mod weights;
 
 pub use error::{KernelError, KernelResult, KvCacheError, ModelError};
 pub use tensor::TensorRef;
-pub use threading::{num_threads, set_num_threads};
+pub use threading::{num_threads, num_threads_from_env, set_num_threads};
 
 /// Helpers shared by the property tests of every kernel.
 #[cfg(test)]

@@ -64,16 +64,34 @@ fn num_threads_or_default() -> usize {
 fn default_num_threads() -> usize {
     static DEFAULT: OnceLock<usize> = OnceLock::new();
     *DEFAULT.get_or_init(|| {
-        std::env::var("NNC_NUM_THREADS")
-            .ok()
-            .and_then(|value| value.trim().parse::<usize>().ok())
-            .filter(|&threads| threads > 0)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|cores| cores.get())
-                    .unwrap_or(1)
-            })
+        let from_environment = num_threads_from_env().unwrap_or_else(|error| {
+            // Kernels cannot return this error; programs that want it as an error call
+            // `num_threads_from_env` first, as `nnc` does.
+            eprintln!("warning: {error}; using every core");
+            None
+        });
+        from_environment.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|cores| cores.get())
+                .unwrap_or(1)
+        })
     })
+}
+
+/// The thread count `NNC_NUM_THREADS` asks for: `None` when it is not set, an error naming the
+/// value when it is not a positive integer (`0`, `-1`, `four`). The kernels fall back to every
+/// core, with a warning, on such a value; a program calls this first to refuse it instead.
+pub fn num_threads_from_env() -> Result<Option<usize>, String> {
+    let Some(value) = std::env::var_os("NNC_NUM_THREADS") else {
+        return Ok(None);
+    };
+    let value = value.to_string_lossy();
+    match value.trim().parse::<usize>() {
+        Ok(threads) if threads > 0 => Ok(Some(threads)),
+        _ => Err(format!(
+            "NNC_NUM_THREADS={value:?} is not a positive number of threads"
+        )),
+    }
 }
 
 /// Returns the shared pool, building it if needed, or `None` when kernels should run inline

@@ -202,6 +202,9 @@ pub enum WeightsError {
         path: String,
         problems: Vec<WeightProblem>,
     },
+    /// A weight does not fit in memory.
+    #[error(transparent)]
+    OutOfMemory(#[from] crate::alloc::AllocError),
 }
 
 /// One way a weights file disagrees with the network.
@@ -369,7 +372,7 @@ fn load_safetensor_views(
             loaded.push(Vec::new());
             continue;
         }
-        match to_f32(view.dtype(), view.data()) {
+        match to_f32(spec.name, view.dtype(), view.data())? {
             Some(values) => loaded.push(values),
             None => {
                 problems.push(WeightProblem::DType {
@@ -757,53 +760,80 @@ fn unpermute_rows<T: Copy + Default>(
     }
 }
 
-/// Converts little-endian tensor bytes to f32; `None` for integer and boolean dtypes.
-fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
-    let values = match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|bytes| f32::from_le_bytes(bytes.try_into().expect("4 bytes")))
-            .collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|bytes| f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|bytes| half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|bytes| half::bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32())
-            .collect(),
-        _ => return None,
+/// Converts little-endian tensor bytes to f32; `None` for integer and boolean dtypes; an error
+/// naming the weight when its f32 values do not fit in memory.
+fn to_f32(
+    name: &str,
+    dtype: Dtype,
+    data: &[u8],
+) -> Result<Option<Vec<f32>>, crate::alloc::AllocError> {
+    let element_bytes = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+        Dtype::F16 | Dtype::BF16 => 2,
+        _ => return Ok(None),
     };
-    Some(values)
+    let mut values = crate::alloc::with_capacity(
+        || format!("weight `{name}` in f32"),
+        data.len() / element_bytes,
+    )?;
+    let chunks = data.chunks_exact(element_bytes);
+    match dtype {
+        Dtype::F32 => values
+            .extend(chunks.map(|bytes| f32::from_le_bytes(bytes.try_into().expect("4 bytes")))),
+        Dtype::F64 => values.extend(
+            chunks.map(|bytes| f64::from_le_bytes(bytes.try_into().expect("8 bytes")) as f32),
+        ),
+        Dtype::F16 => values
+            .extend(chunks.map(|bytes| half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32())),
+        _ => values
+            .extend(chunks.map(|bytes| half::bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32())),
+    }
+    Ok(Some(values))
 }
 
 /// Draws every weight from its [`Init`], deterministically from `seed`.
 ///
 /// Each weight has its own stream, derived from the seed and the weight's name, so adding a layer
 /// does not change the weights of the others.
+///
+/// Panics when a weight does not fit in memory, as `Vec::with_capacity` does; see
+/// [`try_random_weights`] for an error instead.
 pub fn random_weights(specs: &[WeightSpec<'_>], seed: u64) -> Vec<Vec<f32>> {
+    try_random_weights(specs, seed).unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// [`random_weights`], with an error naming the weight and its bytes when one does not fit in
+/// memory (see [`crate::alloc`]) instead of a panic or an abort.
+pub fn try_random_weights(
+    specs: &[WeightSpec<'_>],
+    seed: u64,
+) -> Result<Vec<Vec<f32>>, WeightsError> {
     specs
         .iter()
         .map(|spec| {
-            let count: usize = spec.shape.iter().product();
+            let count = spec
+                .shape
+                .iter()
+                .try_fold(1usize, |count, &dimension| count.checked_mul(dimension))
+                .unwrap_or(usize::MAX);
+            let name = || format!("weight `{}`", spec.name);
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ name_hash(spec.name));
-            match spec.init {
-                Init::Ones => vec![1.0; count],
-                Init::Zeros => vec![0.0; count],
-                Init::Normal => (0..count)
-                    .map(|_| StandardNormal.sample(&mut rng))
-                    .collect(),
+            Ok(match spec.init {
+                Init::Ones => crate::alloc::filled(name, count, 1.0)?,
+                Init::Zeros => crate::alloc::filled(name, count, 0.0)?,
+                Init::Normal => {
+                    let mut values = crate::alloc::with_capacity(name, count)?;
+                    values.extend((0..count).map(|_| -> f32 { StandardNormal.sample(&mut rng) }));
+                    values
+                }
                 Init::FanIn { fan_in } => {
                     let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-                    (0..count)
-                        .map(|_| rng.random_range(-bound..bound))
-                        .collect()
+                    let mut values = crate::alloc::with_capacity(name, count)?;
+                    values.extend((0..count).map(|_| rng.random_range(-bound..bound)));
+                    values
                 }
-            }
+            })
         })
         .collect()
 }

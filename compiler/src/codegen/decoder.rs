@@ -449,9 +449,19 @@ impl Generator<'_> {
             quote! {
                 /// A pool of `num_blocks` blocks of `block_size` positions for decoding several
                 /// sequences with one decoder ([`Self::decode_paged`]); sequences take blocks as
-                /// they grow and return them when freed.
+                /// they grow and return them when freed. Panics if `block_size` is zero or the pool
+                /// does not fit in memory; see [`Self::try_paged_cache`].
                 pub fn paged_cache(num_blocks: usize, block_size: usize) -> rt::kv_cache::PagedKvCache {
-                    rt::kv_cache::PagedKvCache::new(#layers, num_blocks, block_size, #kv_heads, #head_dim)
+                    Self::try_paged_cache(num_blocks, block_size).unwrap_or_else(|error| panic!("{error}"))
+                }
+
+                /// [`Self::paged_cache`], with an error for a zero `block_size` or a pool that does
+                /// not fit in memory.
+                pub fn try_paged_cache(
+                    num_blocks: usize,
+                    block_size: usize,
+                ) -> Result<rt::kv_cache::PagedKvCache, rt::kv_cache::KvCacheError> {
+                    rt::kv_cache::PagedKvCache::try_new(#layers, num_blocks, block_size, #kv_heads, #head_dim)
                 }
 
                 /// Appends one token to sequence `seq` of `cache` and returns the logits for its
@@ -524,7 +534,8 @@ impl Generator<'_> {
                     sampler: &mut rt::sampling::Sampler,
                 ) -> Result<Vec<i64>, rt::ModelError> {
                     let mut next = sampler.sample(self.prefill(prompt)?.as_slice().expect("contiguous logits"));
-                    let mut generated = Vec::with_capacity(max_new_tokens);
+                    // Reserved up to a bound: `max_new_tokens` may be `usize::MAX` ("until the context is full").
+                    let mut generated = Vec::with_capacity(max_new_tokens.min(Self::MAX_CONTEXT).min(4096));
                     while generated.len() < max_new_tokens {
                         generated.push(next);
                         if generated.len() == max_new_tokens || self.position() == Self::MAX_CONTEXT {

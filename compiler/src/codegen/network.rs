@@ -307,7 +307,7 @@ impl<'g> Generator<'g> {
         };
         let arena_i64_init = (i64_len > 0).then(|| {
             let i64_len = lit(i64_len);
-            quote!(arena_i64: vec![0; #i64_len],)
+            quote!(arena_i64: rt::arena::zeroed("the i64 arena", #i64_len)?,)
         });
         let f32_len = lit(f32_len);
         let workspace_init =
@@ -348,9 +348,9 @@ impl<'g> Generator<'g> {
                 match decoding.rolling_window {
                     Some(window) => {
                         let window = lit(window);
-                        quote!(cache: rt::kv_cache::KvCache::rolling(#layers, #window, #kv_heads, #head_dim),)
+                        quote!(cache: rt::kv_cache::KvCache::try_rolling(#layers, #window, #kv_heads, #head_dim)?,)
                     }
-                    None => quote!(cache: rt::kv_cache::KvCache::new(#layers, #max_context, #kv_heads, #head_dim),),
+                    None => quote!(cache: rt::kv_cache::KvCache::try_new(#layers, #max_context, #kv_heads, #head_dim)?,),
                 },
             )
         });
@@ -405,9 +405,16 @@ impl<'g> Generator<'g> {
                 }
 
                 /// Draws the weights from their initializers, deterministically from `seed`.
+                /// Panics when the weights or the arena do not fit in memory; see
+                /// [`Self::try_with_random_weights`].
                 pub fn with_random_weights(seed: u64) -> Self {
-                    Self::from_weights(rt::weights::random_weights(Self::WEIGHTS, seed))
-                        .expect("random weights have the shapes the network needs")
+                    Self::try_with_random_weights(seed).unwrap_or_else(|error| panic!("{error}"))
+                }
+
+                /// [`Self::with_random_weights`], with an error naming the weight or buffer and
+                /// its bytes when it does not fit in memory.
+                pub fn try_with_random_weights(seed: u64) -> Result<Self, rt::ModelError> {
+                    Self::from_weights(rt::weights::try_random_weights(Self::WEIGHTS, seed)?)
                 }
 
                 /// Builds the network from weights in the order of [`Self::WEIGHTS`], packing them
@@ -422,7 +429,7 @@ impl<'g> Generator<'g> {
                         #(#node_field_inits,)*
                         #(#raw_fields,)*
                         #(#attention_inits)*
-                        arena: vec![0.0; #f32_len],
+                        arena: rt::arena::zeroed("the f32 arena", #f32_len)?,
                         #arena_i64_init
                         #workspace_init
                         #cache_init

@@ -13,7 +13,8 @@ use crate::ir::{self, DType};
 use crate::kernel_call::{ConvLayout, KernelCall, NodeCall, Position};
 
 impl Interpreter<'_> {
-    /// Runs `node`'s call on `buffers` and returns its output.
+    /// Runs `node`'s call on `buffers` and returns its output, computed in `output` (zeros, one
+    /// f32 per element of the node's output, allocated by the caller, which can fail).
     pub(super) fn execute(
         &self,
         node: &ir::NodeData,
@@ -21,9 +22,8 @@ impl Interpreter<'_> {
         prepared: Option<&Prepared>,
         buffers: &HashMap<ir::Value, Buffer>,
         workspace: &mut conv::ConvWorkspace,
+        mut output: Vec<f32>,
     ) -> Result<Buffer, KernelError> {
-        let output_type = self.graph.ty(node.outputs[0]);
-        let mut output = vec![0.0f32; output_type.element_count() as usize];
         let operands = &node_call.operands;
         let x = |position: usize| self.f32_data(operands[position], buffers);
         // A fused residual is a prepared layer's second operand.

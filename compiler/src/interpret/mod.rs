@@ -64,6 +64,11 @@ pub enum InterpretError {
         op: &'static str,
         source: KernelError,
     },
+    #[error("the network has {expected} weights, but {found} were given")]
+    WeightCount { expected: usize, found: usize },
+    /// A weight, or a tensor computed on the way, does not fit in memory.
+    #[error(transparent)]
+    OutOfMemory(#[from] nnc_runtime::alloc::AllocError),
 }
 
 /// One weight a graph needs, owned: its name, shape and initialization.
@@ -175,10 +180,18 @@ pub fn read_stored_weights(
     )
 }
 
-/// Draws the weights of `graph` from their initializers, deterministically from `seed`.
+/// Draws the weights of `graph` from their initializers, deterministically from `seed`. Panics
+/// when a weight does not fit in memory; see [`try_random_weights`].
 pub fn random_weights(graph: &Graph, seed: u64) -> Vec<Vec<f32>> {
     let requirements = weight_requirements(graph);
     nnc_runtime::weights::random_weights(&specs(&requirements), seed)
+}
+
+/// [`random_weights`], with an error naming the weight and its bytes when one does not fit in
+/// memory.
+pub fn try_random_weights(graph: &Graph, seed: u64) -> Result<Vec<Vec<f32>>, WeightsError> {
+    let requirements = weight_requirements(graph);
+    nnc_runtime::weights::try_random_weights(&specs(&requirements), seed)
 }
 
 /// Runs one graph with one set of weights.
@@ -223,7 +236,12 @@ impl<'g> Interpreter<'g> {
     /// Weights that come as blocks run their quantized layers on those blocks; they are
     /// dequantized only for the nodes that read them in f32.
     pub fn new<W: Into<Weight>>(graph: &'g Graph, weights: Vec<W>) -> Result<Self, InterpretError> {
-        assert_eq!(weights.len(), graph.params.len(), "one weight per param");
+        if weights.len() != graph.params.len() {
+            return Err(InterpretError::WeightCount {
+                expected: graph.params.len(),
+                found: weights.len(),
+            });
+        }
         let (weights, blocks) = weights
             .into_iter()
             .zip(graph.params.iter())
@@ -374,8 +392,21 @@ impl<'g> Interpreter<'g> {
             {
                 observe(data, input);
             }
+            let output_type = graph.ty(data.outputs[0]);
+            let output = nnc_runtime::alloc::filled(
+                || format!("the output of layer `{}` ({output_type})", data.name),
+                usize::try_from(output_type.element_count()).unwrap_or(usize::MAX),
+                0.0f32,
+            )?;
             let output = self
-                .execute(data, call, prepared.as_ref(), &buffers, &mut workspace)
+                .execute(
+                    data,
+                    call,
+                    prepared.as_ref(),
+                    &buffers,
+                    &mut workspace,
+                    output,
+                )
                 .map_err(|source| InterpretError::Kernel {
                     layer: data.name.clone(),
                     op: data.op.name(),

@@ -47,12 +47,26 @@ impl KvCache {
     /// `[max_context, kv_heads * head_dim]` buffers (keys and values) per layer. Appends write
     /// after the last row and never move existing rows; an append past `max_context` fails with
     /// `KvCacheError::Full`.
+    ///
+    /// Panics when the buffers do not fit in memory; [`KvCache::try_new`] returns an error.
     pub fn new(layers: usize, max_context: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self::try_new(layers, max_context, kv_heads, head_dim)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`KvCache::new`], with `KvCacheError::OutOfMemory` when the buffers do not fit in memory
+    /// (see [`crate::alloc`]).
+    pub fn try_new(
+        layers: usize,
+        max_context: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self, KvCacheError> {
         Self::with_kind(
             CacheKind::Contiguous { max_context },
             layers,
             max_context,
-            kv_heads * head_dim,
+            kv_heads.saturating_mul(head_dim),
         )
     }
 
@@ -71,32 +85,63 @@ impl KvCache {
     /// pending ones, so the oldest committed key is `window` positions before the first new
     /// token: attention with the window `|i - j| < window` must still mask it (and any other
     /// out-of-window key when a step has several tokens), using `first_cached_position()`.
+    ///
+    /// Panics when the buffers do not fit in memory; [`KvCache::try_rolling`] returns an error.
     pub fn rolling(layers: usize, window: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self::try_rolling(layers, window, kv_heads, head_dim)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`KvCache::rolling`], with `KvCacheError::OutOfMemory` when the buffers do not fit in
+    /// memory.
+    pub fn try_rolling(
+        layers: usize,
+        window: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self, KvCacheError> {
         Self::with_kind(
             CacheKind::Rolling { window },
             layers,
-            2 * window,
-            kv_heads * head_dim,
+            window.saturating_mul(2),
+            kv_heads.saturating_mul(head_dim),
         )
     }
 
-    fn with_kind(kind: CacheKind, layers: usize, capacity_rows: usize, row_length: usize) -> Self {
+    fn with_kind(
+        kind: CacheKind,
+        layers: usize,
+        capacity_rows: usize,
+        row_length: usize,
+    ) -> Result<Self, KvCacheError> {
+        // A saturated size fails the allocation's overflow check with its error.
+        let floats = capacity_rows.saturating_mul(row_length);
         let layers = (0..layers)
-            .map(|_| LayerBuffer {
-                keys: vec![0.0; capacity_rows * row_length],
-                values: vec![0.0; capacity_rows * row_length],
-                start: 0,
-                pending: 0,
+            .map(|layer| {
+                Ok(LayerBuffer {
+                    keys: crate::alloc::filled(
+                        || format!("the KV cache keys of layer {layer}"),
+                        floats,
+                        0.0,
+                    )?,
+                    values: crate::alloc::filled(
+                        || format!("the KV cache values of layer {layer}"),
+                        floats,
+                        0.0,
+                    )?,
+                    start: 0,
+                    pending: 0,
+                })
             })
-            .collect();
-        Self {
+            .collect::<Result<_, KvCacheError>>()?;
+        Ok(Self {
             kind,
             row_length,
             capacity_rows,
             layers,
             len: 0,
             cached: 0,
-        }
+        })
     }
 
     /// Writes `tokens` rows of keys and values (each `[tokens, kv_heads * head_dim]`) after the

@@ -51,7 +51,8 @@ struct Sequence {
 
 impl PagedKvCache {
     /// A pool of `num_blocks` blocks of `block_size` positions for `layers` layers, allocated
-    /// up front. Panics if `block_size` is zero.
+    /// up front. Panics if `block_size` is zero or the pool does not fit in memory;
+    /// [`PagedKvCache::try_new`] returns an error instead.
     pub fn new(
         layers: usize,
         num_blocks: usize,
@@ -63,20 +64,57 @@ impl PagedKvCache {
             block_size > 0,
             "PagedKvCache::new: block_size must be positive"
         );
-        let row_length = kv_heads * head_dim;
-        let floats = num_blocks * block_size * row_length;
-        Self {
+        Self::try_new(layers, num_blocks, block_size, kv_heads, head_dim)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`PagedKvCache::new`], with `KvCacheError::BlockSize` for a zero `block_size` and
+    /// `KvCacheError::OutOfMemory` when the pool does not fit in memory (see [`crate::alloc`]).
+    pub fn try_new(
+        layers: usize,
+        num_blocks: usize,
+        block_size: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<Self, KvCacheError> {
+        if block_size == 0 {
+            return Err(KvCacheError::ZeroBlockSize);
+        }
+        let row_length = kv_heads.saturating_mul(head_dim);
+        // A saturated size fails the allocation's overflow check with its error.
+        let floats = num_blocks
+            .saturating_mul(block_size)
+            .saturating_mul(row_length);
+        let pool = |what: &'static str| {
+            (0..layers)
+                .map(|layer| {
+                    crate::alloc::filled(
+                        || format!("the paged KV cache {what} of layer {layer}"),
+                        floats,
+                        0.0,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let keys = pool("keys")?;
+        let values = pool("values")?;
+        let mut free_blocks = crate::alloc::with_capacity(
+            || "the paged KV cache's free block list".to_string(),
+            num_blocks,
+        )?;
+        // Popped from the end, so blocks are handed out in ascending order at first.
+        free_blocks.extend((0..num_blocks).rev());
+        Ok(Self {
             block_size,
             num_blocks,
             row_length,
-            keys: (0..layers).map(|_| vec![0.0; floats]).collect(),
-            values: (0..layers).map(|_| vec![0.0; floats]).collect(),
-            // Popped from the end, so blocks are handed out in ascending order at first.
-            free_blocks: (0..num_blocks).rev().collect(),
+            keys,
+            values,
+            free_blocks,
             sequences: Vec::new(),
             free_slots: Vec::new(),
             gathered: (Vec::new(), Vec::new()),
-        }
+        })
     }
 
     /// Borrows `seq` for decoding steps (see [`DecodeCache`]).
