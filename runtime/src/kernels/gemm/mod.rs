@@ -35,6 +35,20 @@ mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
+/// Asks for the cache line holding `address` (`prefetcht0`). A hint: it reads nothing the program
+/// sees and never faults, whatever the address, so any pointer will do.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch<T>(address: *const T) {
+    // SAFETY: a prefetch never faults and has no effect the program can observe, on any address;
+    // SSE, which it needs, is part of x86_64. (Rust 1.90 made the intrinsic safe; the block is for
+    // the older compilers `rust-version` admits, hence the allow.)
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast::<i8>())
+    }
+}
+
 pub(crate) use driver::{
     RhsSource, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
 };

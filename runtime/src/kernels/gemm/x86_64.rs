@@ -17,9 +17,9 @@
 use super::tile::{Clamp, TileEpilogue, TileOutput};
 use super::{MR, NR};
 use std::arch::x86_64::{
-    __m256, _CMP_LT_OQ, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_blendv_ps,
-    _mm256_broadcast_ss, _mm256_cmp_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps,
-    _mm256_min_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    __m256, _CMP_LT_OQ, _mm256_add_ps, _mm256_blendv_ps, _mm256_broadcast_ss, _mm256_cmp_ps,
+    _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
 /// Whether the running processor has the features this kernel needs.
@@ -233,13 +233,13 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     for row in 0..ROWS {
         if tile.accumulate {
             let destination = tile.c.wrapping_add(row * tile.c_row_stride);
-            _mm_prefetch::<_MM_HINT_T0>(destination.cast::<i8>());
-            _mm_prefetch::<_MM_HINT_T0>(destination.wrapping_add(NR - 1).cast::<i8>());
+            super::prefetch(destination);
+            super::prefetch(destination.wrapping_add(NR - 1));
         }
         if let Some(residual) = tile.epilogue.residual {
             let source = residual.as_ptr().wrapping_add(row * tile.c_row_stride);
-            _mm_prefetch::<_MM_HINT_T0>(source.cast::<i8>());
-            _mm_prefetch::<_MM_HINT_T0>(source.wrapping_add(NR - 1).cast::<i8>());
+            super::prefetch(source);
+            super::prefetch(source.wrapping_add(NR - 1));
         }
     }
     // The offset of each row's value within one step of A, and the distance between steps.
