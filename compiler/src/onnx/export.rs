@@ -23,7 +23,7 @@ mod lower;
 use std::collections::{HashMap, HashSet};
 
 use super::proto::{self, tensor_proto::DataType};
-use crate::ir::{DType, Graph, Value, ValueDef, verify};
+use crate::ir::{DType, Graph, Value, ValueDef};
 use crate::passes::{self, OptLevel};
 
 /// The ONNX operator set the exporter writes.
@@ -86,22 +86,7 @@ pub fn export_pipeline(level: OptLevel) -> Vec<passes::Pass> {
 /// Optimizes `graph` at `level` for export: every pass of that level but the layout choice.
 /// Returns the names of the passes that changed something.
 pub fn optimize_for_export(graph: &mut Graph, level: OptLevel) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    for (name, pass) in export_pipeline(level) {
-        if pass(graph) {
-            changed.push(name);
-        }
-        if cfg!(debug_assertions)
-            && let Err(errors) = verify::verify(graph)
-        {
-            panic!(
-                "pass `{name}` left an invalid graph for `{}`:\n{}",
-                graph.name,
-                errors.join("\n")
-            );
-        }
-    }
-    changed
+    passes::run_passes(graph, export_pipeline(level), |_, _| {})
 }
 
 /// Exports `graph` with `weights` (the f32 values of each param, in param order, as

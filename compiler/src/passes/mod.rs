@@ -70,10 +70,21 @@ pub fn pass_names() -> Vec<&'static str> {
 pub fn optimize(
     graph: &mut Graph,
     level: OptLevel,
+    after_each: impl FnMut(&str, &Graph),
+) -> Vec<&'static str> {
+    run_passes(graph, pipeline(level), after_each)
+}
+
+/// Runs `passes` on `graph` in order, checking the IR invariants after each in debug builds;
+/// `after_each` sees the graph after every pass. Returns the names of the passes that changed
+/// something. [`optimize`] runs [`pipeline`]; `nnc export` runs it without the layout choice.
+pub fn run_passes(
+    graph: &mut Graph,
+    passes: Vec<Pass>,
     mut after_each: impl FnMut(&str, &Graph),
 ) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    for (name, pass) in pipeline(level) {
+    for (name, pass) in passes {
         if pass(graph) {
             changed.push(name);
         }
