@@ -218,7 +218,7 @@ impl Program {
             if let Some(layer) = &stmt.layer {
                 write!(line, " as {}", layer_path(&layer.name)).unwrap();
                 if let Some(comment) = layer.comment() {
-                    write!(line, "    // {comment}").unwrap();
+                    write!(line, "    // {}", one_line(&comment)).unwrap();
                 }
             }
             body.push_str(&line);
@@ -235,7 +235,7 @@ impl Program {
 
         let mut text = String::new();
         for line in &self.header {
-            writeln!(text, "// {line}").unwrap();
+            writeln!(text, "// {}", one_line(line)).unwrap();
         }
         let inputs: Vec<String> = self
             .inputs
@@ -280,6 +280,20 @@ impl Program {
         text.push_str("}\n");
         text
     }
+}
+
+/// `text` for a `//` comment: control characters (a line break in an ONNX node name, which
+/// would end the comment) written as escapes, `\n`.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Names with a common stem written once: `bn_scale, bn_offset` as `bn_{scale, offset}`.
