@@ -53,7 +53,7 @@ const PARALLEL_CHUNK: usize = 1 << 14;
 /// Softmax of one contiguous row.
 pub(crate) fn softmax_row(row: &mut [f32]) {
     let maximum = maximum(row);
-    vectorize::map_in_place(row, |x| math::exp(x - maximum));
+    vectorize::map_in_place_interleaved(row, |x| math::exp(x - maximum));
     let reciprocal = 1.0 / sum(row);
     vectorize::map_in_place(row, |x| x * reciprocal);
 }
