@@ -14,7 +14,7 @@
 
 use crate::error::{KernelError, KernelResult, check_length, invalid_parameter};
 use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, Rhs, gemm_sequential};
-use crate::kernels::softmax::softmax_row;
+use crate::kernels::softmax::{exponentiate_row, softmax_row};
 use crate::kernels::vectorize;
 use crate::threading;
 use std::marker::PhantomData;
@@ -301,8 +301,14 @@ impl HeadTask<'_> {
                 key_len,
                 &GemmOptions::default(),
             )?;
-            for (row_offset, row) in scores.chunks_exact_mut(key_len).enumerate() {
-                self.mask_and_normalise(first_row + row_offset, row, kept_keys);
+            // Each row's `1 / sum` of its exponentials, applied to its outputs below.
+            let mut factors = [1.0f32; QUERY_BLOCK];
+            for ((row_offset, row), factor) in scores
+                .chunks_exact_mut(key_len)
+                .enumerate()
+                .zip(&mut factors)
+            {
+                *factor = self.mask_and_exponentiate(first_row + row_offset, row, kept_keys);
             }
             let staging = &mut staging[..rows * head_dim];
             gemm_sequential(
@@ -313,22 +319,33 @@ impl HeadTask<'_> {
                 &GemmOptions::default(),
             )?;
             for (row_offset, values) in staging.chunks_exact(head_dim.max(1)).enumerate() {
-                output_row(first_row + row_offset).copy_from_slice(values);
+                let factor = factors[row_offset];
+                vectorize::map(values, output_row(first_row + row_offset), |value| {
+                    value * factor
+                });
             }
         }
         Ok(())
     }
 
-    /// Scales one row of scores, masks it, and turns it into probabilities (all zeros when no
-    /// key is allowed). `kept_keys` holds the key padding mask of this batch as 1/0 flags.
+    /// Scales one row of scores, masks it, and exponentiates it (softmax without the
+    /// division), returning the factor that makes the row's weights sum to 1 (`1 / sum`); a row
+    /// where no key is allowed becomes zeros. `kept_keys` holds the key padding mask of this
+    /// batch as 1/0 flags.
     ///
     /// Without a general mask (`options.mask`), the allowed keys are a prefix (the causal
     /// bound) thinned by the padding flags: that case runs as vector loops; a general mask is
-    /// evaluated per score. Both give the same values.
-    fn mask_and_normalise(&self, query_row: usize, row: &mut [f32], kept_keys: Option<&[f32]>) {
+    /// evaluated per score (and normalises the row itself, returning 1). Both give the same
+    /// probabilities.
+    fn mask_and_exponentiate(
+        &self,
+        query_row: usize,
+        row: &mut [f32],
+        kept_keys: Option<&[f32]>,
+    ) -> f32 {
         if !matches!(self.options.mask, AttentionMask::None) {
             self.mask_and_normalise_general(query_row, row);
-            return;
+            return 1.0;
         }
         let limit = if self.options.causal {
             (self.options.query_position_offset + query_row + 1).min(row.len())
@@ -352,13 +369,15 @@ impl HeadTask<'_> {
         let any_allowed =
             kept_keys.is_none_or(|flags| flags[..limit].iter().any(|&flag| flag != 0.0));
         if any_allowed {
-            softmax_row(kept);
+            exponentiate_row(kept)
         } else {
             kept.fill(0.0);
+            0.0
         }
     }
 
-    /// `mask_and_normalise` with a general mask: every score asks `allowed`.
+    /// `mask_and_exponentiate` with a general mask: every score asks `allowed`, and the row
+    /// becomes probabilities (or zeros).
     fn mask_and_normalise_general(&self, query_row: usize, row: &mut [f32]) {
         let mut any_allowed = false;
         for (key, score) in row.iter_mut().enumerate() {
