@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use ndarray::ArrayD;
-use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use ndarray_npy::WriteNpyExt;
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, diagnostics, ir, syntax};
@@ -381,18 +381,10 @@ fn read_input(graph: &ir::Graph, name: &str, path: &std::path::Path) -> Result<T
         .iter()
         .find(|input| input.name == name)
         .expect("named_paths checked the name");
-    let file = std::fs::File::open(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the input file {}", path.display()))?;
-    Ok(match graph.ty(input.value).dtype {
-        ir::DType::F32 => Tensor::F32(
-            ArrayD::<f32>::read_npy(file)
-                .with_context(|| format!("{} is not an f32 .npy file", path.display()))?,
-        ),
-        ir::DType::I64 => Tensor::I64(
-            ArrayD::<i64>::read_npy(file)
-                .with_context(|| format!("{} is not an i64 .npy file", path.display()))?,
-        ),
-    })
+    interpret::npy::read_npy(&bytes, graph.ty(input.value).dtype)
+        .map_err(|message| anyhow::anyhow!("{}: {message}", path.display()))
 }
 
 /// Where a command's weights come from: `--weights FILE` (with `--allow-unused`) or

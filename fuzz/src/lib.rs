@@ -7,7 +7,6 @@
 //! value or an error. Work per input is capped where noted (node counts, tensor sizes), never
 //! the readers' own checks.
 
-use ndarray_npy::ReadNpyExt;
 use nnc_runtime::weights::gguf::GgufFile;
 use nnc_runtime::weights::{Init, WeightSpec, load_gguf, load_safetensors};
 
@@ -91,9 +90,10 @@ const SAFETENSORS_SPECS: &[WeightSpec<'static>] = &[
 /// Weights and inputs from untrusted files: safetensors bytes loaded against a small network's
 /// weight specs, and the same bytes read as f32 and i64 `.npy` arrays, as `nnc run` does.
 pub fn safetensors_npy(data: &[u8]) {
+    use nnc_compiler::{interpret::npy::read_npy, ir::DType};
     let _ = load_safetensors(data, SAFETENSORS_SPECS, "fuzz.safetensors");
-    let _ = ndarray::ArrayD::<f32>::read_npy(data);
-    let _ = ndarray::ArrayD::<i64>::read_npy(data);
+    let _ = read_npy(data, DType::F32);
+    let _ = read_npy(data, DType::I64);
 }
 
 const GGUF_SPECS: &[WeightSpec<'static>] = &[WeightSpec {

@@ -6,6 +6,7 @@
 //! Each intermediate tensor is freed after its last use.
 
 mod execute;
+pub mod npy;
 mod prepare;
 
 use std::collections::HashMap;

@@ -96,6 +96,8 @@ pub enum ImportError {
     Decode(#[from] super::ProtoError),
     #[error("the model has no graph")]
     NoGraph,
+    #[error("the graph has no outputs: a network must compute something")]
+    NoOutputs,
     #[error(
         "the model uses opset {opset} of the default ONNX domain; nnc imports opsets 11 to 21. Convert it first: `onnx.save(onnx.version_converter.convert_version(onnx.load(path), 17), out)`"
     )]
@@ -144,6 +146,9 @@ pub fn import_bytes(bytes: &[u8], options: &ImportOptions) -> Result<Imported, I
 /// Imports a decoded model.
 pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Imported, ImportError> {
     let graph = model.graph.as_ref().ok_or(ImportError::NoGraph)?;
+    if graph.output.is_empty() {
+        return Err(ImportError::NoOutputs);
+    }
     let opset = model
         .opset_import
         .iter()
