@@ -8,7 +8,8 @@ few operators each, with an input and ONNX Runtime's output, into tests/fixtures
 compiler/tests/onnx_import.rs imports each model, runs it in nnc's interpreter and compares the
 outputs within 1e-4 relative. With --real DIR it also writes the reference output of the PP-OCR
 text-direction classifier that the rapidocr-onnxruntime wheel ships (unpacked under DIR), for the
-input the Rust test builds: x[i] = sin(0.01 i) over a [1, 3, 48, 192] image.
+input the Rust test builds: x[i] = sin(0.01 i) over a [1, 3, 48, 192] image, and of its PP-OCRv4
+text detector over a [1, 3, 64, 96] image of dark bars.
 
 Usage: python bench/onnx_import_fixtures.py [--real /tmp/onnximp/rapidocr]
 (needs onnx, onnxruntime and numpy: bench/peers/.venv has them).
@@ -348,6 +349,21 @@ def real_model(root):
     print(f"ppocr_cls: {path.name} -> {y}")
 
 
+def real_det_model(root):
+    """PP-OCRv4's text detector (DBNet: Resize and ConvTranspose) from the same wheel, on a
+    [1, 3, 64, 96] image of dark bars (-2 where x % 12 < 4 in the rows y with y / 16 even, 2
+    elsewhere), which it finds text in (a smooth image gives a map of zeros)."""
+    path = next(pathlib.Path(root).glob("**/ch_PP-OCRv4_det_infer.onnx"))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dark = (np.arange(96) % 12 < 4)[None, None, None, :] & (np.arange(64) // 16 % 2 == 0)[None, None, :, None]
+    x = np.broadcast_to(np.where(dark, -2.0, 2.0), (1, 3, 64, 96)).astype(np.float32)
+    (y,) = session.run(None, {"x": x})
+    folder = FIXTURES / "ppocr_det"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "output.npy", y.astype(np.float32))
+    print(f"ppocr_det: {path.name} -> {y.shape}, mean {y.mean()}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", help="the unpacked rapidocr-onnxruntime wheel")
@@ -368,6 +384,7 @@ def main():
             case()
     if args.real:
         real_model(args.real)
+        real_det_model(args.real)
 
 
 if __name__ == "__main__":
