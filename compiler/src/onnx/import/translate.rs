@@ -884,7 +884,7 @@ impl<'p> Translator<'p> {
         };
         let channel_axis = match *function {
             "linear" => shape.len() - 1,
-            "conv1d" | "conv2d" => 1,
+            "conv1d" | "conv2d" | "conv_transpose2d" => 1,
             _ => return Ok(false),
         };
         let has_bias = !args.iter().any(
