@@ -176,9 +176,9 @@ fn scatter_columns(
             }
             let out_row = &mut plane[out_y as usize * out_width..][..out_width];
             let input_row = &column[y * width..][..width];
-            for x in first_x..end_x {
+            for (x, &value) in input_row.iter().enumerate().take(end_x).skip(first_x) {
                 let out_x = (x * stride_w) as isize + offset_w;
-                out_row[out_x as usize] += input_row[x];
+                out_row[out_x as usize] += value;
             }
         }
     }

@@ -197,7 +197,7 @@ impl Translator<'_> {
             .into());
         }
         let groups = attr::int(node, "group", 1);
-        if groups < 1 || weight.shape[0] != input[1] || input[1] % groups as usize != 0 {
+        if groups < 1 || weight.shape[0] != input[1] || !input[1].is_multiple_of(groups as usize) {
             return Err(format!(
                 "attribute group = {groups} with input {input:?} and weight {:?}",
                 weight.shape
