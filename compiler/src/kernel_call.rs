@@ -14,7 +14,7 @@ use nnc_ops::BinaryOp;
 use nnc_ops::ElementwiseStep;
 use nnc_ops::RopeConvention;
 use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
-use nnc_ops::{Conv1dOptions, Conv2dOptions};
+use nnc_ops::{Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, PadMode, Resize2dOptions};
 
 use crate::codegen::memory;
 use crate::ir::{self, Graph, Op};
@@ -105,6 +105,27 @@ pub enum KernelCall {
         input_shape: [usize; 4],
         layout: ConvLayout,
         residual: bool,
+    },
+    /// A transposed convolution reading its weight (the second operand) and, with `bias`, its
+    /// bias (the third) on every call.
+    ConvTranspose2d {
+        input_shape: [usize; 4],
+        weight_shape: [usize; 4],
+        options: ConvTranspose2dOptions,
+        bias: bool,
+    },
+    /// Resizing NCHW images.
+    Resize2d {
+        input_shape: [usize; 4],
+        options: Resize2dOptions,
+    },
+    /// Padding every axis.
+    Pad {
+        input_shape: Vec<usize>,
+        before: Vec<usize>,
+        after: Vec<usize>,
+        mode: PadMode,
+        value: f32,
     },
     MatMul {
         a_shape: Vec<usize>,
@@ -311,6 +332,43 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
             };
             (call, prepared_operands(residual))
         }
+        Op::ConvTranspose(attrs) => (
+            KernelCall::ConvTranspose2d {
+                input_shape: dims(input_shape),
+                weight_shape: dims(&graph.ty(node.inputs[1]).shape),
+                options: ConvTranspose2dOptions {
+                    stride: dims(&attrs.stride),
+                    padding: dims(&attrs.padding),
+                    output_padding: dims(&attrs.output_padding),
+                    dilation: dims(&attrs.dilation),
+                    groups: attrs.groups,
+                },
+                bias: attrs.bias,
+            },
+            all_operands,
+        ),
+        Op::Resize(options) => (
+            KernelCall::Resize2d {
+                input_shape: dims(input_shape),
+                options: *options,
+            },
+            all_operands,
+        ),
+        Op::Pad {
+            before,
+            after,
+            mode,
+            value,
+        } => (
+            KernelCall::Pad {
+                input_shape: input_shape.clone(),
+                before: before.clone(),
+                after: after.clone(),
+                mode: *mode,
+                value: *value,
+            },
+            all_operands,
+        ),
         Op::MatMul => (
             KernelCall::MatMul {
                 a_shape: input_shape.clone(),

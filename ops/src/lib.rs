@@ -22,6 +22,7 @@ pub mod elementwise;
 pub mod math;
 pub mod pool;
 pub mod quant;
+pub mod resize;
 pub mod rope;
 
 pub use activation::Activation;
@@ -30,4 +31,8 @@ pub use conv::{Conv1dOptions, Conv2dOptions};
 pub use elementwise::{BinaryOp, ElementwiseStep};
 pub use pool::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 pub use quant::{ActivationQuantization, QuantFormat, QuantizedMode};
+pub use resize::{
+    ConvTranspose2dOptions, CoordinateTransform, NearestRounding, PadMode, Resize2dOptions,
+    ResizeMode,
+};
 pub use rope::{RopeConvention, RopeOptions};

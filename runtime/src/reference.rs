@@ -696,3 +696,170 @@ pub fn avg_pool2d(
     }
     (output, [batch, channels, out_h, out_w])
 }
+
+/// 2-D transposed convolution (PyTorch's `conv_transpose2d`, NCHW, weight
+/// `[c, out / groups, kh, kw]`) as a gather: output pixel `o` sums input pixel `i` with tap `k`
+/// wherever `i * stride - padding + k * dilation == o`.
+pub fn conv_transpose2d(
+    input: &[f32],
+    input_shape: [usize; 4],
+    weight: &[f32],
+    weight_shape: [usize; 4],
+    bias: Option<&[f32]>,
+    options: &crate::kernels::conv::ConvTranspose2dOptions,
+) -> Vec<f32> {
+    let [batch, channels, height, width] = input_shape;
+    let [_, out_per_group, kernel_h, kernel_w] = weight_shape;
+    let groups = options.groups;
+    let in_per_group = channels / groups;
+    let out_channels = out_per_group * groups;
+    let out_h = options
+        .output_size(0, height, kernel_h)
+        .expect("a valid geometry");
+    let out_w = options
+        .output_size(1, width, kernel_w)
+        .expect("a valid geometry");
+    let mut output = vec![0.0; batch * out_channels * out_h * out_w];
+    for n in 0..batch {
+        for oc in 0..out_channels {
+            let group = oc / out_per_group;
+            for oy in 0..out_h {
+                for ox in 0..out_w {
+                    let mut sum = bias.map_or(0.0, |bias| bias[oc] as f64);
+                    for gc in 0..in_per_group {
+                        let c = group * in_per_group + gc;
+                        for ky in 0..kernel_h {
+                            for kx in 0..kernel_w {
+                                let y = oy as isize + options.padding[0] as isize
+                                    - (ky * options.dilation[0]) as isize;
+                                let x = ox as isize + options.padding[1] as isize
+                                    - (kx * options.dilation[1]) as isize;
+                                let (stride_h, stride_w) =
+                                    (options.stride[0] as isize, options.stride[1] as isize);
+                                if y < 0 || x < 0 || y % stride_h != 0 || x % stride_w != 0 {
+                                    continue;
+                                }
+                                let (y, x) = ((y / stride_h) as usize, (x / stride_w) as usize);
+                                if y >= height || x >= width {
+                                    continue;
+                                }
+                                let input_value =
+                                    input[((n * channels + c) * height + y) * width + x];
+                                let weight_value =
+                                    weight[((c * out_per_group + oc % out_per_group) * kernel_h
+                                        + ky)
+                                        * kernel_w
+                                        + kx];
+                                sum += input_value as f64 * weight_value as f64;
+                            }
+                        }
+                    }
+                    output[((n * out_channels + oc) * out_h + oy) * out_w + ox] = sum as f32;
+                }
+            }
+        }
+    }
+    output
+}
+
+/// Resizing `[n, c, h, w]` images, straight from ONNX's definition in `f64`: each output pixel's
+/// source coordinates, then the nearest pixel or the bilinear blend of the four around them.
+pub fn resize2d(
+    input: &[f32],
+    [batch, channels, height, width]: [usize; 4],
+    options: &crate::kernels::resize::Resize2dOptions,
+) -> Vec<f32> {
+    use crate::kernels::resize::{CoordinateTransform, NearestRounding, ResizeMode};
+    let [out_h, out_w] = options.output_size;
+    let source = |x: usize, input: usize, output: usize, scale: f64| -> f64 {
+        let x = x as f64;
+        match options.coordinates {
+            CoordinateTransform::HalfPixel => (x + 0.5) / scale - 0.5,
+            CoordinateTransform::PytorchHalfPixel if output > 1 => (x + 0.5) / scale - 0.5,
+            CoordinateTransform::AlignCorners if output > 1 => {
+                x * (input as f64 - 1.0) / (output as f64 - 1.0)
+            }
+            CoordinateTransform::PytorchHalfPixel | CoordinateTransform::AlignCorners => 0.0,
+            CoordinateTransform::Asymmetric => x / scale,
+        }
+    };
+    let nearest = |x: f64, input: usize| -> usize {
+        let rounded = match options.nearest {
+            NearestRounding::RoundPreferFloor => (x - 0.5).ceil(),
+            NearestRounding::RoundPreferCeil => (x + 0.5).floor(),
+            NearestRounding::Floor => x.floor(),
+            NearestRounding::Ceil => x.ceil(),
+        };
+        rounded.clamp(0.0, input as f64 - 1.0) as usize
+    };
+    let at = |plane: usize, y: usize, x: usize| input[(plane * height + y) * width + x] as f64;
+    let mut output = Vec::with_capacity(batch * channels * out_h * out_w);
+    for plane in 0..batch * channels {
+        for oy in 0..out_h {
+            let sy = source(oy, height, out_h, options.scale[0] as f64);
+            for ox in 0..out_w {
+                let sx = source(ox, width, out_w, options.scale[1] as f64);
+                let value = match options.mode {
+                    ResizeMode::Nearest => at(plane, nearest(sy, height), nearest(sx, width)),
+                    ResizeMode::Linear => {
+                        let sy = sy.clamp(0.0, height as f64 - 1.0);
+                        let sx = sx.clamp(0.0, width as f64 - 1.0);
+                        let (y0, x0) = (sy.floor() as usize, sx.floor() as usize);
+                        let (y1, x1) = ((y0 + 1).min(height - 1), (x0 + 1).min(width - 1));
+                        let (wy, wx) = (sy - y0 as f64, sx - x0 as f64);
+                        (1.0 - wy) * ((1.0 - wx) * at(plane, y0, x0) + wx * at(plane, y0, x1))
+                            + wy * ((1.0 - wx) * at(plane, y1, x0) + wx * at(plane, y1, x1))
+                    }
+                };
+                output.push(value as f32);
+            }
+        }
+    }
+    output
+}
+
+/// Padding by index arithmetic on whole multi-indices: each output element's input index on
+/// every axis (numpy's `pad` with `constant`, `reflect` and `edge`).
+pub fn pad(
+    input: &[f32],
+    shape: &[usize],
+    before: &[usize],
+    after: &[usize],
+    mode: crate::kernels::resize::PadMode,
+    value: f32,
+) -> Vec<f32> {
+    use crate::kernels::resize::PadMode;
+    let output_shape: Vec<usize> = (0..shape.len())
+        .map(|axis| shape[axis] + before[axis] + after[axis])
+        .collect();
+    let count: usize = output_shape.iter().product();
+    let mut output = Vec::with_capacity(count);
+    'elements: for flat in 0..count {
+        let index = unravel_index(flat, &output_shape);
+        let mut source = Vec::with_capacity(shape.len());
+        for axis in 0..shape.len() {
+            let position = index[axis] as i64 - before[axis] as i64;
+            let size = shape[axis] as i64;
+            let mapped = if (0..size).contains(&position) {
+                position
+            } else {
+                match mode {
+                    PadMode::Constant => {
+                        output.push(value);
+                        continue 'elements;
+                    }
+                    PadMode::Edge => position.clamp(0, size - 1),
+                    PadMode::Reflect if position < 0 => -position,
+                    PadMode::Reflect => 2 * (size - 1) - position,
+                }
+            };
+            source.push(mapped as usize);
+        }
+        let mut offset = 0;
+        for axis in 0..shape.len() {
+            offset = offset * shape[axis] + source[axis];
+        }
+        output.push(input[offset]);
+    }
+    output
+}

@@ -267,7 +267,7 @@ impl<'g> Generator<'g> {
         let uses_workspace = graph
             .nodes
             .iter()
-            .any(|(_, data)| matches!(data.op, Op::Conv(_)));
+            .any(|(_, data)| matches!(data.op, Op::Conv(_) | Op::ConvTranspose(_)));
         if uses_workspace {
             fields.push(quote!(workspace: k::conv::ConvWorkspace));
         }

@@ -135,6 +135,49 @@ impl Generator<'_> {
                 residual.then(|| operand(1)),
                 &at,
             ),
+            KernelCall::ConvTranspose2d {
+                input_shape,
+                weight_shape,
+                options,
+                bias,
+            } => {
+                let (weight, options) = (operand(1), options.to_rust());
+                let (input_shape, weight_shape) =
+                    (literal_list(input_shape), literal_list(weight_shape));
+                let bias = match bias {
+                    true => {
+                        let bias = operand(2);
+                        quote!(Some(#bias))
+                    }
+                    false => quote!(None),
+                };
+                quote!(k::conv::conv_transpose2d(
+                    #x, #input_shape, #weight, #weight_shape, #bias, &#options, output,
+                    &mut self.workspace,
+                )#at;)
+            }
+            KernelCall::Resize2d {
+                input_shape,
+                options,
+            } => {
+                let (shape, options) = (literal_list(input_shape), options.to_rust());
+                quote!(k::resize::resize2d(#x, #shape, &#options, output)#at;)
+            }
+            KernelCall::Pad {
+                input_shape,
+                before,
+                after,
+                mode,
+                value,
+            } => {
+                let (shape, before, after) = (
+                    literal_list(input_shape),
+                    literal_list(before),
+                    literal_list(after),
+                );
+                let (mode, value) = (mode.to_rust(), f32_lit(*value));
+                quote!(k::resize::pad(#x, &#shape, &#before, &#after, #mode, #value, output)#at;)
+            }
             KernelCall::MatMul { a_shape, b_shape } => {
                 let (a, b) = (operand(0), operand(1));
                 let (a_shape, b_shape) = (literal_list(a_shape), literal_list(b_shape));

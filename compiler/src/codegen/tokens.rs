@@ -14,7 +14,8 @@ use nnc_ops::ElementwiseStep;
 use nnc_ops::RopeConvention;
 use nnc_ops::quant::ActivationQuantization;
 use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
-use nnc_ops::{Conv1dOptions, Conv2dOptions};
+use nnc_ops::{Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions};
+use nnc_ops::{PadMode, Resize2dOptions};
 use nnc_ops::{QuantFormat, QuantizedMode};
 use proc_macro2::{Literal, Spacing, TokenStream, TokenTree};
 use quote::{format_ident, quote};
@@ -50,10 +51,27 @@ to_rust_from_debug! {
     AvgPool2dOptions => quote!(k::pool::);
     Conv1dOptions => quote!(k::conv::);
     Conv2dOptions => quote!(k::conv::);
+    ConvTranspose2dOptions => quote!(k::conv::);
+    PadMode => quote!(k::resize::PadMode::);
     AttentionShape => quote!(k::attention::);
     QuantFormat => quote!(k::quantized::QuantFormat::);
     QuantizedMode => quote!(k::quantized::QuantizedMode::);
     ActivationQuantization => quote!(k::int8::);
+}
+
+/// Its enums are fields, which `from_debug` would print without their paths.
+impl ToRust for Resize2dOptions {
+    fn to_rust(&self) -> TokenStream {
+        let output_size = literal_list(&self.output_size);
+        let (scale_h, scale_w) = (f32_lit(self.scale[0]), f32_lit(self.scale[1]));
+        let mode = from_debug(quote!(k::resize::ResizeMode::), &self.mode);
+        let coordinates = from_debug(quote!(k::resize::CoordinateTransform::), &self.coordinates);
+        let nearest = from_debug(quote!(k::resize::NearestRounding::), &self.nearest);
+        quote!(k::resize::Resize2dOptions {
+            output_size: #output_size, scale: [#scale_h, #scale_w], mode: #mode,
+            coordinates: #coordinates, nearest: #nearest,
+        })
+    }
 }
 
 impl ToRust for ElementwiseStep {

@@ -446,6 +446,20 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
                 bias_flops.saturating_add(epilogue_flops),
             )
         }
+        Op::ConvTranspose(attrs) => {
+            // Weight [in, out / groups, kernel..]: each input element is multiplied by one
+            // group's output channels times the kernel window, and scattered into the output.
+            let weight = graph.ty(data.inputs[1]);
+            let per_input: u64 = weight.shape[1..].iter().map(|&dim| dim as u64).product();
+            let bias_flops = if attrs.bias { output_elements } else { 0 };
+            (input_elements.saturating_mul(per_input), bias_flops)
+        }
+        // Bilinear: 3 lerps of 3 FLOPs (sub, mul, add) per output element; nearest only copies.
+        Op::Resize(options) => match options.mode {
+            crate::ir::ResizeMode::Linear => each(9),
+            crate::ir::ResizeMode::Nearest => (0, 0),
+        },
+        Op::Pad { .. } => (0, 0),
         Op::MaxPool(attrs) | Op::AvgPool(attrs) => {
             // One comparison (max) or add (average, the last one standing in for the divide) per
             // window element.

@@ -87,6 +87,43 @@ impl Interpreter<'_> {
                     )?,
                 }
             }
+            (
+                KernelCall::ConvTranspose2d {
+                    input_shape,
+                    weight_shape,
+                    options,
+                    bias,
+                },
+                None,
+            ) => conv::conv_transpose2d(
+                x(0),
+                *input_shape,
+                x(1),
+                *weight_shape,
+                bias.then(|| x(2)),
+                options,
+                &mut output,
+                workspace,
+            )?,
+            (
+                KernelCall::Resize2d {
+                    input_shape,
+                    options,
+                },
+                None,
+            ) => kernels::resize::resize2d(x(0), *input_shape, options, &mut output)?,
+            (
+                KernelCall::Pad {
+                    input_shape,
+                    before,
+                    after,
+                    mode,
+                    value,
+                },
+                None,
+            ) => {
+                kernels::resize::pad(x(0), input_shape, before, after, *mode, *value, &mut output)?
+            }
             (KernelCall::MatMul { a_shape, b_shape }, None) => kernels::matmul::matmul(
                 TensorRef::new(x(0), a_shape)?,
                 TensorRef::new(x(1), b_shape)?,

@@ -4,7 +4,10 @@
 //! creates, and the verifier calls it again to check that a pass kept the graph well typed. Errors
 //! say which input or attribute is at fault, so the front end can point at the right argument.
 
-use super::op::{AttentionAttrs, ConvAttrs, Epilogue, Op, PoolAttrs};
+use super::op::{
+    AttentionAttrs, ConvAttrs, ConvTransposeAttrs, Epilogue, Op, PadMode, PoolAttrs,
+    Resize2dOptions,
+};
 use super::types::{DType, TensorType, format_shape};
 
 /// Why an op cannot be applied to inputs of the given types.
@@ -51,6 +54,14 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         Op::Linear { bias, epilogue } => linear(*bias, epilogue, inputs)?,
         Op::MatMul => matmul(inputs)?,
         Op::Conv(conv) => convolution(conv, inputs)?,
+        Op::ConvTranspose(conv) => transposed_convolution(conv, inputs)?,
+        Op::Resize(options) => resize(options, inputs)?,
+        Op::Pad {
+            before,
+            after,
+            mode,
+            ..
+        } => pad(before, after, *mode, inputs)?,
         Op::MaxPool(pool) | Op::AvgPool(pool) => pooling(pool, inputs)?,
         Op::GlobalAvgPool { channels_last } | Op::GlobalMaxPool { channels_last } => {
             arity(inputs, 1)?;
@@ -298,6 +309,162 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
         }
     };
     Ok(vec![output])
+}
+
+/// A 2-D transposed convolution: `x [n, c, h, w]`, `weight [c, out / groups, kh, kw]`, then
+/// `bias [out]`.
+fn transposed_convolution(conv: &ConvTransposeAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
+    arity(inputs, if conv.bias { 3 } else { 2 })?;
+    let x = float_input(inputs, 0)?;
+    if x.rank() != 4 {
+        return Err(rank_error(0, "4 (batch, channels, height, width)", x));
+    }
+    let geometry = [
+        &conv.kernel,
+        &conv.stride,
+        &conv.padding,
+        &conv.output_padding,
+        &conv.dilation,
+    ];
+    if geometry.iter().any(|values| values.len() != 2) {
+        return Err(ShapeError::new(
+            Culprit::Op,
+            "conv_transpose2d takes two values per attribute",
+        ));
+    }
+    let in_channels = x.shape[1];
+    let weight = float_input(inputs, 1)?;
+    if conv.groups == 0 || in_channels % conv.groups != 0 {
+        return Err(ShapeError::new(
+            Culprit::Attr("groups"),
+            format!(
+                "groups = {} does not divide in_channels = {in_channels}",
+                conv.groups
+            ),
+        ));
+    }
+    let out_per_group = weight.shape.get(1).copied().unwrap_or(0);
+    expect_shape(
+        inputs,
+        1,
+        &[in_channels, out_per_group, conv.kernel[0], conv.kernel[1]],
+        "[in_channels, out_channels / groups, kernel_h, kernel_w]",
+    )?;
+    let out_channels = out_per_group * conv.groups;
+    if conv.bias {
+        expect_shape(inputs, 2, &[out_channels], "one entry per output channel")?;
+    }
+    if conv.stride.contains(&0) || conv.dilation.contains(&0) || conv.kernel.contains(&0) {
+        return Err(ShapeError::new(
+            Culprit::Op,
+            "kernel, stride and dilation must be positive",
+        ));
+    }
+    for axis in 0..2 {
+        if conv.output_padding[axis] >= conv.stride[axis].max(conv.dilation[axis]) {
+            return Err(ShapeError::new(
+                Culprit::Attr("output_padding"),
+                format!(
+                    "output_padding = {:?} must be smaller than the stride or the dilation",
+                    conv.output_padding
+                ),
+            ));
+        }
+    }
+    let options = nnc_ops::ConvTranspose2dOptions {
+        stride: [conv.stride[0], conv.stride[1]],
+        padding: [conv.padding[0], conv.padding[1]],
+        output_padding: [conv.output_padding[0], conv.output_padding[1]],
+        dilation: [conv.dilation[0], conv.dilation[1]],
+        groups: conv.groups,
+    };
+    let mut shape = vec![x.shape[0], out_channels];
+    for axis in 0..2 {
+        let size = options
+            .output_size(axis, x.shape[2 + axis], conv.kernel[axis])
+            .ok_or_else(|| {
+                ShapeError::new(
+                    Culprit::Attr("padding"),
+                    format!("padding = {:?} leaves no output of {x}", conv.padding),
+                )
+            })?;
+        shape.push(size);
+    }
+    make(DType::F32, shape)
+}
+
+/// A 2-D resize of `x [n, c, h, w]` to `[n, c, output_size..]`.
+fn resize(options: &Resize2dOptions, inputs: &[&TensorType]) -> Result<TensorType> {
+    arity(inputs, 1)?;
+    let x = float_input(inputs, 0)?;
+    if x.rank() != 4 {
+        return Err(rank_error(0, "4 (batch, channels, height, width)", x));
+    }
+    if options.output_size.contains(&0) || x.shape[2..].contains(&0) {
+        return Err(ShapeError::new(
+            Culprit::Attr("size"),
+            "cannot resize from or to an empty image",
+        ));
+    }
+    if options
+        .scale
+        .iter()
+        .any(|scale| !(scale.is_finite() && *scale > 0.0))
+    {
+        return Err(ShapeError::new(
+            Culprit::Attr("scale"),
+            format!("scale factors must be positive, not {:?}", options.scale),
+        ));
+    }
+    let [height, width] = options.output_size;
+    make(DType::F32, vec![x.shape[0], x.shape[1], height, width])
+}
+
+/// Padding each axis of `x` by `before` and `after` elements.
+fn pad(
+    before: &[usize],
+    after: &[usize],
+    mode: PadMode,
+    inputs: &[&TensorType],
+) -> Result<TensorType> {
+    arity(inputs, 1)?;
+    let x = float_input(inputs, 0)?;
+    if before.len() != x.rank() || after.len() != x.rank() {
+        return Err(ShapeError::new(
+            Culprit::Attr("pads"),
+            format!(
+                "{} pads before and {} after for the {} axes of {x}",
+                before.len(),
+                after.len(),
+                x.rank()
+            ),
+        ));
+    }
+    if mode == PadMode::Reflect
+        && (0..x.rank()).any(|axis| before[axis] >= x.shape[axis] || after[axis] >= x.shape[axis])
+    {
+        return Err(ShapeError::new(
+            Culprit::Attr("pads"),
+            format!(
+                "reflect padding by {before:?} and {after:?} must be smaller than each axis of {x}"
+            ),
+        )
+        .with_hint("reflection does not repeat the edge, so each side pads by at most size - 1"));
+    }
+    let mut shape = Vec::with_capacity(x.rank());
+    for axis in 0..x.rank() {
+        let size = x.shape[axis]
+            .checked_add(before[axis])
+            .and_then(|size| size.checked_add(after[axis]))
+            .ok_or_else(|| {
+                ShapeError::new(
+                    Culprit::Attr("pads"),
+                    "the padded size does not fit in memory",
+                )
+            })?;
+        shape.push(size);
+    }
+    make(DType::F32, shape)
 }
 
 /// The output size of a sliding window (convolution or pooling) along one dimension, as PyTorch

@@ -36,8 +36,9 @@ pub mod verify;
 
 pub use arena::{Arena, Handle, SecondaryMap};
 pub use op::{
-    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, ElementwiseStep, Epilogue,
-    InPlaceRule, Op, OpCategory, OpKind, PoolAttrs, PreparedState, SparsePattern,
+    Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, ConvTransposeAttrs,
+    CoordinateTransform, ElementwiseStep, Epilogue, InPlaceRule, NearestRounding, Op, OpCategory,
+    OpKind, PadMode, PoolAttrs, PreparedState, Resize2dOptions, ResizeMode, SparsePattern,
 };
 pub use types::{DType, TensorType};
 

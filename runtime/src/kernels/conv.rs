@@ -28,10 +28,12 @@ use image_panels::ImagePanels;
 pub mod channels_last;
 mod depthwise_rows;
 mod image_panels;
+mod transpose;
 mod winograd;
 
 pub use channels_last::PackedConv2dChannelsLast;
 pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
+pub use transpose::{ConvTranspose2dOptions, conv_transpose2d, conv_transpose2d_output_shape};
 
 /// Scratch memory for the channels-last im2col, owned by the caller and reused across calls.
 #[derive(Clone, Debug, Default)]

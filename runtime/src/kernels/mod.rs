@@ -16,6 +16,7 @@ pub mod norm;
 pub mod paged_attention;
 pub mod pool;
 pub mod quantized;
+pub mod resize;
 pub mod rope;
 pub mod shape;
 pub mod softmax;

@@ -30,6 +30,39 @@ impl fmt::Display for DisplayAttrs<'_> {
                 }
                 push_epilogue(&mut push, &conv.epilogue);
             }
+            Op::ConvTranspose(conv) => {
+                push("kernel", list(&conv.kernel));
+                push("stride", list(&conv.stride));
+                push("padding", list(&conv.padding));
+                push("output_padding", list(&conv.output_padding));
+                push("dilation", list(&conv.dilation));
+                push("groups", conv.groups.to_string());
+            }
+            Op::Resize(options) => {
+                push("size", list(&options.output_size));
+                push(
+                    "scale",
+                    format!("[{}, {}]", float(options.scale[0]), float(options.scale[1])),
+                );
+                push("mode", format!("\"{}\"", options.mode.name()));
+                push("coordinates", format!("\"{}\"", options.coordinates.name()));
+                if options.mode == super::ResizeMode::Nearest {
+                    push("nearest", format!("\"{}\"", options.nearest.name()));
+                }
+            }
+            Op::Pad {
+                before,
+                after,
+                mode,
+                value,
+            } => {
+                push("before", list(before));
+                push("after", list(after));
+                push("mode", format!("\"{}\"", mode.name()));
+                if *mode == super::PadMode::Constant {
+                    push("value", float(*value));
+                }
+            }
             Op::MaxPool(pool) | Op::AvgPool(pool) => {
                 push("kernel", list(&pool.kernel));
                 push("stride", list(&pool.stride));

@@ -2,8 +2,9 @@
 //! list every op.
 
 use super::{
-    Activation, AttentionAttrs, BinaryOp, ConvAttrs, ElementwiseStep, Epilogue, Op, PoolAttrs,
-    SparsePattern,
+    Activation, AttentionAttrs, BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordinateTransform,
+    ElementwiseStep, Epilogue, NearestRounding, Op, PadMode, PoolAttrs, Resize2dOptions,
+    ResizeMode, SparsePattern,
 };
 
 /// An [`Op`] variant without its attributes.
@@ -12,6 +13,7 @@ pub enum OpKind {
     Linear,
     MatMul,
     Conv,
+    ConvTranspose,
     MaxPool,
     AvgPool,
     GlobalAvgPool,
@@ -33,15 +35,18 @@ pub enum OpKind {
     Concat,
     Slice,
     Select,
+    Resize,
+    Pad,
 }
 
 impl OpKind {
     /// Every kind, in the order of [`Op`]'s declaration. A kind missing here is caught by the
     /// exhaustive match in this file's test.
-    pub const ALL: [OpKind; 24] = [
+    pub const ALL: [OpKind; 27] = [
         OpKind::Linear,
         OpKind::MatMul,
         OpKind::Conv,
+        OpKind::ConvTranspose,
         OpKind::MaxPool,
         OpKind::AvgPool,
         OpKind::GlobalAvgPool,
@@ -63,6 +68,8 @@ impl OpKind {
         OpKind::Concat,
         OpKind::Slice,
         OpKind::Select,
+        OpKind::Resize,
+        OpKind::Pad,
     ];
 
     /// Ops of this kind with typical attributes, one for each name the IR prints for the kind
@@ -76,6 +83,15 @@ impl OpKind {
             }],
             OpKind::MatMul => vec![Op::MatMul],
             OpKind::Conv => vec![Op::Conv(conv_attrs(1)), Op::Conv(conv_attrs(2))],
+            OpKind::ConvTranspose => vec![Op::ConvTranspose(ConvTransposeAttrs {
+                kernel: vec![4, 4],
+                stride: vec![2, 2],
+                padding: vec![1, 1],
+                output_padding: vec![0, 0],
+                dilation: vec![1, 1],
+                groups: 1,
+                bias: true,
+            })],
             OpKind::MaxPool => vec![Op::MaxPool(pool_attrs(1)), Op::MaxPool(pool_attrs(2))],
             OpKind::AvgPool => vec![Op::AvgPool(pool_attrs(1)), Op::AvgPool(pool_attrs(2))],
             OpKind::GlobalAvgPool => vec![Op::GlobalAvgPool {
@@ -139,6 +155,19 @@ impl OpKind {
                 end: 4,
             }],
             OpKind::Select => vec![Op::Select { axis: 0, index: 0 }],
+            OpKind::Resize => vec![Op::Resize(Resize2dOptions {
+                output_size: [8, 8],
+                scale: [2.0, 2.0],
+                mode: ResizeMode::Nearest,
+                coordinates: CoordinateTransform::Asymmetric,
+                nearest: NearestRounding::Floor,
+            })],
+            OpKind::Pad => vec![Op::Pad {
+                before: vec![0, 0, 1, 1],
+                after: vec![0, 0, 1, 1],
+                mode: PadMode::Constant,
+                value: 0.0,
+            }],
         }
     }
 }
@@ -150,6 +179,7 @@ impl Op {
             Op::Linear { .. } => OpKind::Linear,
             Op::MatMul => OpKind::MatMul,
             Op::Conv(_) => OpKind::Conv,
+            Op::ConvTranspose(_) => OpKind::ConvTranspose,
             Op::MaxPool(_) => OpKind::MaxPool,
             Op::AvgPool(_) => OpKind::AvgPool,
             Op::GlobalAvgPool { .. } => OpKind::GlobalAvgPool,
@@ -171,6 +201,8 @@ impl Op {
             Op::Concat { .. } => OpKind::Concat,
             Op::Slice { .. } => OpKind::Slice,
             Op::Select { .. } => OpKind::Select,
+            Op::Resize(_) => OpKind::Resize,
+            Op::Pad { .. } => OpKind::Pad,
         }
     }
 }
@@ -212,6 +244,7 @@ mod tests {
             OpKind::Linear
             | OpKind::MatMul
             | OpKind::Conv
+            | OpKind::ConvTranspose
             | OpKind::MaxPool
             | OpKind::AvgPool
             | OpKind::GlobalAvgPool
@@ -232,7 +265,9 @@ mod tests {
             | OpKind::Transpose
             | OpKind::Concat
             | OpKind::Slice
-            | OpKind::Select => OpKind::ALL.contains(&kind),
+            | OpKind::Select
+            | OpKind::Resize
+            | OpKind::Pad => OpKind::ALL.contains(&kind),
         }
     }
 

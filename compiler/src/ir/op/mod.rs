@@ -18,6 +18,9 @@ pub use kind::OpKind;
 /// The elementwise vocabulary is shared with the runtime: one definition of each activation and
 /// binary operation, with its name and FLOPs, in the `nnc-ops` crate.
 pub use nnc_ops::{Activation, BinaryOp, ElementwiseStep};
+/// Resizing and padding use the runtime's own vocabulary: one definition of each coordinate
+/// transform, rounding and padding mode.
+pub use nnc_ops::{CoordinateTransform, NearestRounding, PadMode, Resize2dOptions, ResizeMode};
 pub use properties::{InPlaceRule, OpCategory, PreparedState};
 
 /// What a conv or linear layer applies to its output before writing it, set by the fusion
@@ -51,6 +54,22 @@ pub struct ConvAttrs {
     /// `[n, out_h, out_w, out]`; the weight keeps its `[out, c / groups, kh, kw]` shape. Only the
     /// layout pass sets it, and only on 2-D convolutions that are depthwise or ungrouped.
     pub channels_last: bool,
+}
+
+/// Attributes of a 2-D transposed convolution (PyTorch's `ConvTranspose2d`): each output axis
+/// is `(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvTransposeAttrs {
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    /// Removed from both sides of each spatial axis of the full output.
+    pub padding: Vec<usize>,
+    /// Added to the end of each spatial axis (to pick one of the sizes a strided convolution
+    /// maps to the same input size).
+    pub output_padding: Vec<usize>,
+    pub dilation: Vec<usize>,
+    pub groups: usize,
+    pub bias: bool,
 }
 
 /// Attributes of max and average pooling over `kernel.len()` (1 or 2) spatial dimensions.
@@ -167,6 +186,9 @@ pub enum Op {
     /// parameters if the epilogue has one, then the residual (the output's type) if the epilogue
     /// adds one.
     Conv(ConvAttrs),
+    /// 2-D transposed convolution. Inputs: `x [n, c, h, w]`, `weight [c, out / groups, kh, kw]`,
+    /// `bias [out]` if `bias`. Always NCHW: the layout pass keeps it out of channels-last regions.
+    ConvTranspose(ConvTransposeAttrs),
     /// Max pooling over the spatial dims of `x [n, c, spatial..]` (`[n, h, w, c]` in and out if
     /// `channels_last`).
     MaxPool(PoolAttrs),
@@ -224,6 +246,17 @@ pub enum Op {
     },
     /// Takes `index` of `axis` and drops the axis.
     Select { axis: usize, index: usize },
+    /// Resizes the images `x [n, c, h, w]` to `[n, c, output_size..]`, nearest or bilinear.
+    /// Always NCHW.
+    Resize(Resize2dOptions),
+    /// Pads each axis of `x` by `before[axis]` and `after[axis]` elements, filled as `mode` says
+    /// (`value` for a constant border).
+    Pad {
+        before: Vec<usize>,
+        after: Vec<usize>,
+        mode: PadMode,
+        value: f32,
+    },
 }
 
 impl Op {
@@ -234,6 +267,7 @@ impl Op {
             Op::MatMul => "matmul",
             Op::Conv(attrs) if attrs.kernel.len() == 1 => "conv1d",
             Op::Conv(_) => "conv2d",
+            Op::ConvTranspose(_) => "conv_transpose2d",
             Op::MaxPool(attrs) if attrs.kernel.len() == 1 => "max_pool1d",
             Op::MaxPool(_) => "max_pool2d",
             Op::AvgPool(attrs) if attrs.kernel.len() == 1 => "avg_pool1d",
@@ -257,6 +291,8 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Slice { .. } => "slice",
             Op::Select { .. } => "select",
+            Op::Resize(_) => "resize",
+            Op::Pad { .. } => "pad",
         }
     }
 }

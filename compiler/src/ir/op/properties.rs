@@ -15,7 +15,7 @@ use crate::ir::{NodeData, Value};
 pub enum OpCategory {
     /// Matrix products: `linear` and `matmul`.
     Dense,
-    /// `conv1d` and `conv2d`.
+    /// `conv1d`, `conv2d` and `conv_transpose2d`.
     Convolution,
     /// Windowed and global max and average pooling.
     Pooling,
@@ -30,7 +30,8 @@ pub enum OpCategory {
     Arithmetic,
     /// Table lookups and position encodings: `embedding`, `position_embedding` and `rope`.
     Embedding,
-    /// Ops that only move data: reshape, transpose, concat, slice and select.
+    /// Ops that move data: reshape, transpose, concat, slice, select and pad, and resize (which
+    /// also blends neighbours when bilinear).
     Shape,
 }
 
@@ -90,7 +91,7 @@ impl Op {
     pub fn category(&self) -> OpCategory {
         match self {
             Op::Linear { .. } | Op::MatMul => OpCategory::Dense,
-            Op::Conv(_) => OpCategory::Convolution,
+            Op::Conv(_) | Op::ConvTranspose(_) => OpCategory::Convolution,
             Op::MaxPool(_)
             | Op::AvgPool(_)
             | Op::GlobalAvgPool { .. }
@@ -107,7 +108,9 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => OpCategory::Shape,
+            | Op::Select { .. }
+            | Op::Resize(_)
+            | Op::Pad { .. } => OpCategory::Shape,
         }
     }
 
@@ -157,7 +160,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => None,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => None,
         }
     }
 
@@ -190,7 +196,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => InPlaceRule::Never,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => InPlaceRule::Never,
         }
     }
 
@@ -223,7 +232,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => false,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => false,
         }
     }
 
@@ -255,7 +267,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => {}
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => {}
         }
     }
 
@@ -288,7 +303,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => None,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => None,
         }
     }
 
@@ -324,7 +342,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => None,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => None,
         }
     }
 
@@ -354,7 +375,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => None,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => None,
         }
     }
 
@@ -388,7 +412,10 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
-            | Op::Select { .. } => None,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => None,
         }
     }
 
@@ -423,7 +450,10 @@ impl Op {
             | Op::Binary(_)
             | Op::ElementwiseChain(_)
             | Op::Concat { .. }
-            | Op::Select { .. } => false,
+            | Op::Select { .. }
+            | Op::ConvTranspose(_)
+            | Op::Resize(_)
+            | Op::Pad { .. } => false,
         }
     }
 }

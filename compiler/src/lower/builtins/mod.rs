@@ -14,6 +14,7 @@ mod layers;
 mod norms;
 mod numbers;
 mod pooling;
+mod resampling;
 mod shape;
 #[cfg(test)]
 mod tests;
@@ -112,6 +113,22 @@ const BUILTINS: &[Builtin] = &[
         lower: |cx| layers::conv(cx, 2),
     },
     Builtin {
+        name: "conv_transpose2d",
+        params: &[
+            "x",
+            "out_channels",
+            "kernel",
+            "stride",
+            "padding",
+            "output_padding",
+            "dilation",
+            "groups",
+            "bias",
+        ],
+        aliases: &["convtranspose2d", "conv_transpose", "deconv", "deconv2d"],
+        lower: resampling::conv_transpose2d,
+    },
+    Builtin {
         name: "embedding",
         params: &["ids", "num_embeddings", "embedding_dim", "tied", "quantize"],
         aliases: &[],
@@ -182,6 +199,25 @@ const BUILTINS: &[Builtin] = &[
         params: &["x", "mask"],
         aliases: &["mean_pooling"],
         lower: pooling::mean_pool,
+    },
+    // Resampling and padding.
+    Builtin {
+        name: "upsample",
+        params: &["x", "scale_factor", "size", "mode", "align_corners"],
+        aliases: &["interpolate", "upsampling2d"],
+        lower: resampling::upsample,
+    },
+    Builtin {
+        name: "resize",
+        params: &["x", "size", "scale", "mode", "coordinates", "nearest"],
+        aliases: &[],
+        lower: resampling::resize,
+    },
+    Builtin {
+        name: "pad",
+        params: &["x", "before", "after", "mode", "value"],
+        aliases: &["zeropad2d", "reflectionpad2d", "replicationpad2d"],
+        lower: resampling::pad,
     },
     // Normalizations.
     Builtin {

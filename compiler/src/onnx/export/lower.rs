@@ -7,8 +7,8 @@
 
 use super::{Exporter, attribute_float, attribute_int, attribute_ints};
 use crate::ir::{
-    Activation, AttentionAttrs, BinaryOp, ConvAttrs, DType, ElementwiseStep, Epilogue, NodeData,
-    Op, PoolAttrs, Value,
+    Activation, AttentionAttrs, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, ElementwiseStep,
+    Epilogue, NodeData, Op, PadMode, PoolAttrs, Resize2dOptions, ResizeMode, Value,
 };
 
 /// The additive mask of a masked-out score: the most negative f32, as Hugging Face's models use
@@ -24,6 +24,32 @@ pub(super) fn lower(exporter: &mut Exporter<'_>, data: &NodeData) -> Result<Stri
     Ok(match &data.op {
         Op::Linear { bias, epilogue } => linear(exporter, inputs, *bias, *epilogue)?,
         Op::Conv(attrs) => conv(exporter, inputs, attrs)?,
+        Op::ConvTranspose(attrs) => conv_transpose(exporter, inputs, attrs),
+        Op::Resize(options) => {
+            let input_shape = shape(inputs[0]);
+            resize(exporter, inputs[0], &input_shape, options)
+        }
+        Op::Pad {
+            before,
+            after,
+            mode,
+            value,
+        } => {
+            let x = exporter.value(inputs[0]);
+            let pads: Vec<i64> = to_i64(before).into_iter().chain(to_i64(after)).collect();
+            let pads = exporter.constant_i64("pads", &pads);
+            let mut operands = vec![x.as_str(), pads.as_str()];
+            let constant_value;
+            if *mode == PadMode::Constant {
+                constant_value = exporter.scalar_f32("pad_value", *value);
+                operands.push(&constant_value);
+            }
+            exporter.node(
+                "Pad",
+                &operands,
+                vec![attribute_string("mode", mode.name())],
+            )
+        }
         Op::MatMul => {
             let (a, b) = (exporter.value(inputs[0]), exporter.value(inputs[1]));
             exporter.node("MatMul", &[&a, &b], vec![])
@@ -185,6 +211,15 @@ fn channels_last_error() -> String {
 
 fn to_i64(values: &[usize]) -> Vec<i64> {
     values.iter().map(|&value| value as i64).collect()
+}
+
+fn attribute_string(name: &str, value: &str) -> crate::onnx::proto::AttributeProto {
+    crate::onnx::proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::onnx::proto::attribute_proto::AttributeType::String as i32),
+        s: Some(value.as_bytes().to_vec()),
+        ..Default::default()
+    }
 }
 
 fn attribute_ints_signed(name: &str, values: &[i64]) -> crate::onnx::proto::AttributeProto {
@@ -428,6 +463,80 @@ fn conv(
         ],
     );
     Ok(epilogue_nodes(exporter, y, inputs, &attrs.epilogue))
+}
+
+/// `ConvTranspose` with symmetric pads; its weight layout is ONNX's own.
+fn conv_transpose(
+    exporter: &mut Exporter<'_>,
+    inputs: &[Value],
+    attrs: &ConvTransposeAttrs,
+) -> String {
+    let names: Vec<String> = inputs.iter().map(|&input| exporter.value(input)).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let pads: Vec<usize> = attrs
+        .padding
+        .iter()
+        .chain(&attrs.padding)
+        .copied()
+        .collect();
+    exporter.node(
+        "ConvTranspose",
+        &names,
+        vec![
+            attribute_ints("dilations", &attrs.dilation),
+            attribute_int("group", attrs.groups as i64),
+            attribute_ints("kernel_shape", &attrs.kernel),
+            attribute_ints("output_padding", &attrs.output_padding),
+            attribute_ints("pads", &pads),
+            attribute_ints("strides", &attrs.stride),
+        ],
+    )
+}
+
+/// `Resize` by `sizes` when the scale is the ratio of the sizes (as ONNX then computes it), by
+/// `scales` otherwise.
+fn resize(
+    exporter: &mut Exporter<'_>,
+    input: Value,
+    input_shape: &[usize],
+    options: &Resize2dOptions,
+) -> String {
+    let x = exporter.value(input);
+    let ratio = |axis: usize| options.output_size[axis] as f32 / input_shape[2 + axis] as f32;
+    let by_sizes = (0..2).all(|axis| options.scale[axis] == ratio(axis));
+    let empty = String::new();
+    let target = if by_sizes {
+        let sizes = [
+            input_shape[0],
+            input_shape[1],
+            options.output_size[0],
+            options.output_size[1],
+        ];
+        exporter.constant_i64("sizes", &to_i64(&sizes))
+    } else {
+        exporter.constant_f32(
+            "scales",
+            &[4],
+            &[1.0, 1.0, options.scale[0], options.scale[1]],
+        )
+    };
+    let operands: Vec<&str> = if by_sizes {
+        vec![&x, &empty, &empty, &target]
+    } else {
+        vec![&x, &empty, &target]
+    };
+    let mode = match options.mode {
+        ResizeMode::Nearest => "nearest",
+        ResizeMode::Linear => "linear",
+    };
+    let mut attributes = vec![
+        attribute_string("coordinate_transformation_mode", options.coordinates.name()),
+        attribute_string("mode", mode),
+    ];
+    if options.mode == ResizeMode::Nearest {
+        attributes.push(attribute_string("nearest_mode", options.nearest.name()));
+    }
+    exporter.node("Resize", &operands, attributes)
 }
 
 fn pool(

@@ -30,6 +30,7 @@ pub enum Arg {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
+    Floats(Vec<f32>),
     Bool(bool),
     Str(&'static str),
     Keyword(&'static str, Box<Arg>),
@@ -387,6 +388,13 @@ fn render_arg(arg: &Arg, value: &dyn Fn(&ValueId) -> String) -> String {
             ns.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
         ),
         Arg::Float(f) => number_literal(*f),
+        Arg::Floats(fs) => format!(
+            "[{}]",
+            fs.iter()
+                .map(|&f| number_literal(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Arg::Bool(b) => b.to_string(),
         Arg::Str(s) => format!("\"{s}\""),
         Arg::Keyword(name, inner) => format!("{name} = {}", render_arg(inner, value)),
@@ -401,6 +409,15 @@ pub fn number_literal(value: f32) -> String {
     } else {
         format!("{text}.0")
     }
+}
+
+/// Whether [`number_literal`] writes `value` so that the `.nn` front end (which reads numbers as
+/// `f64` and narrows them) reads back the same `f32`.
+pub fn number_literal_is_exact(value: f32) -> bool {
+    value.is_finite()
+        && number_literal(value)
+            .parse::<f64>()
+            .is_ok_and(|read| read as f32 == value)
 }
 
 /// A dotted layer name as an `as` path: `layer1.0.conv1` is written `layer1[0].conv1`.

@@ -9,6 +9,8 @@
 //! with the reason, and its outputs are left unknown so that the nodes after it are skipped instead
 //! of reported again.
 
+mod resampling;
+
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
@@ -88,6 +90,10 @@ pub const TRANSLATED: &[&str] = &[
     "Split",
     "Gather",
     "LayerNormalization",
+    "Resize",
+    "Upsample",
+    "ConvTranspose",
+    "Pad",
 ];
 
 /// The state of the translation.
@@ -357,6 +363,9 @@ impl<'p> Translator<'p> {
             "Split" => self.split(&cx),
             "Gather" => self.gather(&cx),
             "LayerNormalization" => self.layer_norm(&cx),
+            "Resize" | "Upsample" => self.resize(&cx, op),
+            "ConvTranspose" => self.conv_transpose(&cx),
+            "Pad" => self.pad(&cx),
             other if fold::FOLDABLE.contains(&other) => {
                 Err(format!("`{other}` is supported on constants only, and an input here is a tensor computed at run time").into())
             }
@@ -875,7 +884,7 @@ impl<'p> Translator<'p> {
         };
         let channel_axis = match *function {
             "linear" => shape.len() - 1,
-            "conv1d" | "conv2d" => 1,
+            "conv1d" | "conv2d" | "conv_transpose2d" => 1,
             _ => return Ok(false),
         };
         let has_bias = !args.iter().any(
