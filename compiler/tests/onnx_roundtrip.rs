@@ -3,7 +3,8 @@
 //! weights, imported back, and both networks run in the interpreter on the same inputs: the
 //! outputs agree within 1e-5 relative. The imported `.nn` must use the layers the original did
 //! (`attention`, `layer_norm`, `rms_norm`, `gelu`, `silu`, `rope`, `position_embedding`), not
-//! their decomposed ONNX nodes. Sizes are the examples' `test-dims`.
+//! their decomposed ONNX nodes, and `block`s where the original did (a few imports are
+//! snapshotted). Sizes are the examples' `test-dims`.
 
 use ndarray::{ArrayD, IxDyn};
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
@@ -22,6 +23,9 @@ const NOT_YET: &[(&str, &str)] = &[
     // the importer recognizes causal masks only, and the .nn language has no constant tensors.
     ("longformer", "constant tensor"),
 ];
+
+/// The examples whose imported `.nn` text is snapshotted, for reviewers to read.
+const SNAPSHOTS: &[&str] = &["bert_encoder", "llama_decoder", "mobilenet_v2", "resnet18"];
 
 /// The `.nn` source the round trip starts from: the example without its KV caches.
 fn source_without_kv_cache(model: &TestModel) -> String {
@@ -216,7 +220,19 @@ fn every_example_survives_export_and_import() {
                     assert!(error.contains(reason), "{}: {error}", model.name);
                 }
                 None => {
-                    result.unwrap_or_else(|error| panic!("{}: import: {error}", model.name));
+                    let source =
+                        result.unwrap_or_else(|error| panic!("{}: import: {error}", model.name));
+                    // Repeated layers come back as blocks where the original wrote blocks.
+                    if model.source().contains("\nblock ") {
+                        assert!(
+                            source.contains("\nblock "),
+                            "{}: no block\n{source}",
+                            model.name
+                        );
+                    }
+                    if SNAPSHOTS.contains(&model.name.as_str()) {
+                        insta::assert_snapshot!(format!("roundtrip_{}", model.name), source);
+                    }
                     checked.push(model.name.clone());
                 }
             }

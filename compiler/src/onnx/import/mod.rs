@@ -7,15 +7,18 @@
 //!    a message saying how to inline it;
 //! 2. the inputs' shapes: fixed sizes, `dim_param`s as `where` bindings (values from
 //!    [`ImportOptions::dims`], else 1), or whole shapes from [`ImportOptions::input_shapes`];
-//! 3. the nodes in order ([`translate`]): constants folded ([`fold`]), layers recognized with
+//! 3. the nodes in order, with decomposed layers recognized first ([`recognize`]), ([`translate`]): constants folded ([`fold`]), layers recognized with
 //!    their weights in nnc's layout, every node that cannot be imported recorded;
-//! 4. the statements rendered with variables chosen by liveness ([`program`]).
+//! 4. repeated instances (a transformer layer, a residual block) folded into `block`s
+//!    ([`blocks`]);
+//! 5. the statements rendered with variables chosen by liveness ([`program`]).
 //!
 //! Every problem of a model is reported at once, in one [`ImportError::Nodes`] listing op type,
 //! node name and opset; nothing in here panics on a malformed file (a property test mutates the
 //! bytes of valid models to check it).
 
 mod attributes;
+mod blocks;
 mod fold;
 mod program;
 mod recognize;
@@ -279,6 +282,7 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         }]));
     }
     program.outputs = outputs;
+    blocks::fold(&mut program);
     Ok(Imported {
         source: program.render(),
         weights: program.weights(),

@@ -36,7 +36,7 @@ pub const DOMAIN: &str = "ai.nnc.recognized";
 pub enum Item<'g> {
     Node(&'g NodeProto),
     Fused {
-        node: NodeProto,
+        node: Box<NodeProto>,
         /// The nodes the layer replaces, in graph order: the fallback when it cannot be translated.
         parts: Vec<&'g NodeProto>,
     },
@@ -79,7 +79,7 @@ pub fn recognize(graph: &GraphProto, opset: i64) -> Vec<Item<'_>> {
     for (index, node) in graph.node.iter().enumerate() {
         if let Some((fused_node, parts)) = fused.remove(&index) {
             items.push(Item::Fused {
-                node: fused_node,
+                node: Box::new(fused_node),
                 parts: parts.iter().map(|&part| &graph.node[part]).collect(),
             });
         } else if !taken[index] {
@@ -267,20 +267,41 @@ pub fn translate(translator: &mut Translator<'_>, node: &NodeProto) -> Result<()
                 .into());
             }
             *shape.last_mut().expect("rank >= 2") = out_features;
-            let layer = translator.layer(
-                node,
-                "fc",
-                vec![(
-                    "weight",
-                    Constant::f32(weight.shape.clone(), weight.to_f32()),
-                )],
-                vec![weight_name],
-            );
-            let args = vec![
+            let mut args = vec![
                 Arg::Value(x),
                 Arg::Int(out_features as i64),
                 Arg::keyword("bias", Arg::Bool(false)),
             ];
+            // A weight an earlier layer owns (an embedding table read again by the output
+            // projection) is tied to it, as the source wrote it, rather than copied.
+            let owner = translator
+                .program
+                .stmts
+                .iter()
+                .filter(|stmt| !stmt.dead)
+                .filter_map(|stmt| stmt.layer.as_ref())
+                .find(|layer| {
+                    layer.sources.first() == Some(&weight_name)
+                        && layer.weights.first().is_some_and(|(suffix, constant)| {
+                            *suffix == "weight" && constant.shape == weight.shape
+                        })
+                })
+                .map(|layer| layer.name.clone());
+            let layer = match owner {
+                Some(owner) => {
+                    args.push(Arg::keyword("tied", Arg::Text(owner)));
+                    translator.layer(node, "fc", vec![], vec![])
+                }
+                None => translator.layer(
+                    node,
+                    "fc",
+                    vec![(
+                        "weight",
+                        Constant::f32(weight.shape.clone(), weight.to_f32()),
+                    )],
+                    vec![weight_name],
+                ),
+            };
             translator.push(&output, call("linear", args), Some(layer), shape, true);
             Ok(())
         }
