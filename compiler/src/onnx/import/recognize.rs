@@ -1384,3 +1384,113 @@ fn transposed_linear(view: &View<'_>, anchor: usize) -> Option<Found> {
         node: fused("Linear", &[x, weight], &view.nodes[anchor], vec![]),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::proto::{TensorProto, ValueInfoProto};
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn scalar(name: &str, value: f32) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            data_type: Some(1),
+            float_data: vec![value],
+            ..Default::default()
+        }
+    }
+
+    /// The erf GELU of `x` as PyTorch exports it, with `extra_output` also a graph output.
+    fn gelu_graph(extra_output: Option<&str>) -> GraphProto {
+        let outputs = std::iter::once("y")
+            .chain(extra_output)
+            .map(|name| ValueInfoProto {
+                name: Some(name.into()),
+                ..Default::default()
+            })
+            .collect();
+        GraphProto {
+            node: vec![
+                node("Div", &["x", "root_two"], "scaled"),
+                node("Erf", &["scaled"], "erf"),
+                node("Add", &["erf", "one"], "shifted"),
+                node("Mul", &["x", "shifted"], "product"),
+                node("Mul", &["product", "half"], "y"),
+            ],
+            initializer: vec![
+                scalar("root_two", std::f32::consts::SQRT_2),
+                scalar("one", 1.0),
+                scalar("half", 0.5),
+            ],
+            output: outputs,
+            ..Default::default()
+        }
+    }
+
+    fn fused_ops(items: &[Item<'_>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Item::Node(node) => node.op_type.clone().unwrap_or_default(),
+                Item::Fused { node, parts } => {
+                    format!("{}[{}]", node.op_type.as_deref().unwrap_or(""), parts.len())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pattern_replaces_its_nodes() {
+        let graph = gelu_graph(None);
+        assert_eq!(fused_ops(&recognize(&graph, 17)), ["Gelu[5]"]);
+    }
+
+    #[test]
+    fn a_pattern_whose_inner_value_is_read_elsewhere_is_left_alone() {
+        let graph = gelu_graph(Some("erf"));
+        assert_eq!(
+            fused_ops(&recognize(&graph, 17)),
+            ["Div", "Erf", "Add", "Mul", "Mul"]
+        );
+    }
+
+    #[test]
+    fn constants_must_be_the_layers() {
+        let mut graph = gelu_graph(None);
+        graph.initializer[2] = scalar("half", 0.25);
+        assert_eq!(
+            fused_ops(&recognize(&graph, 17)),
+            ["Div", "Erf", "Add", "Mul", "Mul"]
+        );
+    }
+
+    #[test]
+    fn rope_tables_give_back_their_theta() {
+        let (positions, head_dim, theta) = (4, 8, 500_000.0f32);
+        let half = head_dim / 2;
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        for position in 0..positions {
+            for column in 0..head_dim {
+                let inverse = 1.0 / theta.powf((2 * (column % half)) as f32 / head_dim as f32);
+                cos.push((position as f32 * inverse).cos());
+                sin.push((position as f32 * inverse).sin());
+            }
+        }
+        let table = |values| Constant::f32(vec![positions, 1, head_dim], values);
+        assert_eq!(
+            rope_theta(&table(cos.clone()), &table(sin.clone()), head_dim),
+            Some((positions, theta))
+        );
+        sin[head_dim + 2] += 0.01;
+        assert_eq!(rope_theta(&table(cos), &table(sin), head_dim), None);
+    }
+}
