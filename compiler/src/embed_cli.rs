@@ -13,7 +13,7 @@ use nnc_compiler::interpret::{Interpreter, Tensor};
 use nnc_compiler::ir;
 use nnc_runtime::tokenizer::{EncodedBatch, Tokenizer};
 
-use crate::{Select, compile, network_weights, print, select_network};
+use crate::{Select, WeightsArgs, compile, print, select_network};
 
 /// Arguments of `nnc embed`.
 #[derive(clap::Args)]
@@ -26,17 +26,8 @@ pub struct EmbedArgs {
     sentences: Vec<String>,
     #[command(flatten)]
     select: Select,
-    /// The weights (safetensors, a sharded checkpoint's index.json, or GGUF). Tensors the
-    /// network does not use, such as BertModel's pooler, are listed and skipped.
-    #[arg(
-        long,
-        conflicts_with = "random_weights",
-        required_unless_present = "random_weights"
-    )]
-    weights: Option<PathBuf>,
-    /// Use random weights drawn from this seed instead of a file (to try a model out).
-    #[arg(long, value_name = "SEED")]
-    random_weights: Option<u64>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// The Hugging Face `tokenizer.json` of the model.
     #[arg(long)]
     tokenizer: PathBuf,
@@ -76,7 +67,11 @@ pub fn embed(args: EmbedArgs) -> Result<ExitCode> {
     let output = embedding_output(&graph)?;
 
     // Not strict: a sentence-transformers checkpoint is a whole BertModel, pooler included.
-    let weights = network_weights(&graph, args.weights, true, args.random_weights)?;
+    let weights = WeightsArgs {
+        allow_unused: true,
+        ..args.weights
+    }
+    .load(&graph)?;
     let interpreter = Interpreter::new(&graph, weights)?;
     let named: Vec<(&str, Tensor)> = inputs
         .iter()

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use nnc_compiler::passes::OptLevel;
-use nnc_compiler::{FrontendOptions, interpret, onnx};
+use nnc_compiler::{FrontendOptions, onnx};
 
-use crate::{compile, parse_dim, parse_opt_level, print, read_weights, select_network};
+use crate::{WeightsArgs, compile, parse_dim, parse_opt_level, print, select_network};
 
 /// Arguments of `nnc export`.
 #[derive(clap::Args)]
@@ -18,20 +18,8 @@ pub struct ExportArgs {
     /// Where to write the ONNX model.
     #[arg(short, long)]
     output: PathBuf,
-    /// The weights (safetensors or GGUF, as for `nnc run`), written as initializers under their
-    /// state-dict names.
-    #[arg(
-        long,
-        conflicts_with = "random_weights",
-        required_unless_present = "random_weights"
-    )]
-    weights: Option<PathBuf>,
-    /// Skip the tensors of the weights file that the network does not use.
-    #[arg(long, requires = "weights")]
-    allow_unused: bool,
-    /// Use random weights drawn from this seed (the same as `nnc run --random-weights SEED`).
-    #[arg(long, value_name = "SEED")]
-    random_weights: Option<u64>,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// The network to export, when the file defines several.
     #[arg(long)]
     network: Option<String>,
@@ -55,11 +43,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let mut graph = select_network(module, args.network.as_deref())?;
-    let weights = match (&args.weights, args.random_weights) {
-        (Some(path), _) => read_weights(&graph, path, args.allow_unused)?,
-        (None, Some(seed)) => interpret::random_weights(&graph, seed),
-        (None, None) => anyhow::bail!("give --weights FILE or --random-weights SEED"),
-    };
+    let weights = args.weights.load_f32(&graph)?;
     onnx::export::optimize_for_export(&mut graph, args.opt_level);
     let model = onnx::export::export(&graph, &weights)?;
     let bytes = onnx::encode_model(&model);

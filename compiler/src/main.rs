@@ -75,12 +75,16 @@ enum Command {
     /// Continue a text prompt with a decoder network: tokenizes, builds the generated decoder
     /// (cached between runs), and prints the new text as it comes.
     Generate(generate_cli::GenerateArgs),
-    /// Write a model and its weights as an ONNX file (opset 17), for Netron and ONNX Runtime.
+    /// Write a model and its weights as an ONNX file (opset 17), for Netron and ONNX Runtime;
+    /// the weights become initializers under their state-dict names (f32; quantized blocks are
+    /// dequantized).
     Export(export_cli::ExportArgs),
     /// Turn an ONNX model into a `.nn` file and a safetensors file of its weights.
     Import(import_cli::ImportArgs),
     /// Embed sentences with a sentence-transformers network: tokenizes, pads a batch with an
     /// attention mask, prints the cosine similarities and writes the embeddings as `.npy`.
+    /// Tensors of the weights file the network does not use (BertModel's pooler) are always
+    /// listed and skipped.
     Embed(embed_cli::EmbedArgs),
     /// List the weights a model expects: names, shapes and dtypes, as a weights file must hold them.
     Weights {
@@ -104,23 +108,8 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         select: Select,
-        /// The weights: a safetensors file with the names `nnc weights` lists, or a GGUF file
-        /// (llama.cpp's names are mapped to Hugging Face's for llama models; quantized tensors
-        /// are dequantized to f32 at load), a sharded checkpoint's model.safetensors.index.json,
-        /// or a folder holding one of them.
-        #[arg(
-            long,
-            conflicts_with = "random_weights",
-            required_unless_present = "random_weights"
-        )]
-        weights: Option<PathBuf>,
-        /// List and skip tensors of the weights file the network does not use instead of
-        /// refusing the file (PyTorch's `load_state_dict(strict=False)`).
-        #[arg(long, requires = "weights")]
-        allow_unused: bool,
-        /// Use random weights drawn from this seed instead of a file.
-        #[arg(long, value_name = "SEED")]
-        random_weights: Option<u64>,
+        #[command(flatten)]
+        weights: WeightsArgs,
         /// An input: `--input x.npy` for a network with one input, else `--input NAME=x.npy`.
         #[arg(long = "input", value_name = "[NAME=]FILE", required = true)]
         inputs: Vec<String>,
@@ -139,16 +128,8 @@ enum Command {
         /// Bind a symbolic dimension, overriding the `where` clause: `--dim seq=512`.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
-        /// The f32 weights (safetensors or GGUF), as for `nnc run`.
-        #[arg(
-            long,
-            conflicts_with = "random_weights",
-            required_unless_present = "random_weights"
-        )]
-        weights: Option<PathBuf>,
-        /// Use random weights drawn from this seed instead of a file.
-        #[arg(long, value_name = "SEED")]
-        random_weights: Option<u64>,
+        #[command(flatten)]
+        weights: WeightsArgs,
         /// Sample inputs, `.npy` files: `--input a.npy b.npy ...` for a network with one input,
         /// else `--input NAME=a.npy ...` (the k-th file of each input makes the k-th sample). A
         /// file holding several samples stacked on the first axis counts as that many.
@@ -414,30 +395,62 @@ fn read_input(graph: &ir::Graph, name: &str, path: &std::path::Path) -> Result<T
     })
 }
 
-/// The weights `--weights FILE` (with `--allow-unused`) or `--random-weights SEED` give
-/// `graph`; the weights of quantized layers keep a GGUF file's blocks as they are.
-fn network_weights(
-    graph: &ir::Graph,
+/// Where a command's weights come from: `--weights FILE` (with `--allow-unused`) or
+/// `--random-weights SEED`; one definition for `run`, `calibrate`, `export` and `embed`.
+#[derive(clap::Args, Clone, Debug)]
+struct WeightsArgs {
+    /// The weights: a safetensors file with the names `nnc weights` lists, a sharded
+    /// checkpoint's model.safetensors.index.json, a folder holding one of them, or a GGUF file
+    /// (llama.cpp's names are mapped to Hugging Face's for llama models).
+    #[arg(
+        long,
+        conflicts_with = "random_weights",
+        required_unless_present = "random_weights"
+    )]
     weights: Option<PathBuf>,
+    /// List and skip tensors of the weights file the network does not use instead of refusing
+    /// the file (PyTorch's `load_state_dict(strict=False)`).
+    #[arg(long, requires = "weights")]
     allow_unused: bool,
+    /// Use random weights drawn from this seed instead of a file (the same seed gives the same
+    /// weights in every command).
+    #[arg(long, value_name = "SEED")]
     random_weights: Option<u64>,
-) -> Result<Vec<nnc_runtime::weights::Weight>> {
-    Ok(match (weights, random_weights) {
-        (Some(path), _) => {
-            let options = LoadOptions {
-                strict: !allow_unused,
-            };
-            let loaded = interpret::read_stored_weights(graph, &path, &options)
-                .map_err(|error| with_unused_hint(error, allow_unused))?;
-            print_notes(&loaded.notes);
-            loaded.weights
+}
+
+impl WeightsArgs {
+    /// The weights of `graph`; the weights of quantized layers keep a GGUF file's blocks as they
+    /// are.
+    fn load(&self, graph: &ir::Graph) -> Result<Vec<nnc_runtime::weights::Weight>> {
+        Ok(match (&self.weights, self.random_weights) {
+            (Some(path), _) => {
+                let loaded = interpret::read_stored_weights(graph, path, &self.load_options())
+                    .map_err(|error| with_unused_hint(error, self.allow_unused))?;
+                print_notes(&loaded.notes);
+                loaded.weights
+            }
+            (None, Some(seed)) => interpret::try_random_weights(graph, seed)?
+                .into_iter()
+                .map(nnc_runtime::weights::Weight::F32)
+                .collect(),
+            (None, None) => bail!("give --weights FILE or --random-weights SEED"),
+        })
+    }
+
+    /// The weights of `graph` as f32 values, quantized blocks dequantized.
+    fn load_f32(&self, graph: &ir::Graph) -> Result<Vec<Vec<f32>>> {
+        Ok(match (&self.weights, self.random_weights) {
+            (Some(path), _) => read_weights(graph, path, self.allow_unused)?,
+            (None, Some(seed)) => interpret::try_random_weights(graph, seed)?,
+            (None, None) => bail!("give --weights FILE or --random-weights SEED"),
+        })
+    }
+
+    fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            strict: !self.allow_unused,
         }
-        (None, Some(seed)) => interpret::try_random_weights(graph, seed)?
-            .into_iter()
-            .map(nnc_runtime::weights::Weight::F32)
-            .collect(),
-        (None, None) => bail!("give --weights FILE or --random-weights SEED"),
-    })
+    }
 }
 
 /// Splits a file's tensor into samples of the input's shape: the tensor itself when it has that
@@ -495,14 +508,10 @@ fn split_samples(
 
 fn calibrate(
     graph: &ir::Graph,
-    weights: Option<PathBuf>,
-    random_weights: Option<u64>,
+    weights: &WeightsArgs,
     inputs: &[String],
 ) -> Result<nnc_compiler::calibration::Calibration> {
-    let interpreter = Interpreter::new(
-        graph,
-        network_weights(graph, weights, false, random_weights)?,
-    )?;
+    let interpreter = Interpreter::new(graph, weights.load(graph)?)?;
     let input_names: Vec<&str> = graph
         .inputs
         .iter()
@@ -583,16 +592,11 @@ fn print_notes(notes: &[nnc_runtime::weights::LoadNote]) {
 
 fn run_network(
     graph: &ir::Graph,
-    weights: Option<PathBuf>,
-    allow_unused: bool,
-    random_weights: Option<u64>,
+    weights: &WeightsArgs,
     inputs: &[String],
     outputs: &[String],
 ) -> Result<()> {
-    let interpreter = Interpreter::new(
-        graph,
-        network_weights(graph, weights, allow_unused, random_weights)?,
-    )?;
+    let interpreter = Interpreter::new(graph, weights.load(graph)?)?;
 
     let input_names: Vec<&str> = graph
         .inputs
@@ -761,8 +765,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             model,
             select,
             weights,
-            allow_unused,
-            random_weights,
             inputs,
             outputs,
         } => {
@@ -771,14 +773,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let graph = select_network(module, select.network.as_deref())?;
-            run_network(
-                &graph,
-                weights,
-                allow_unused,
-                random_weights,
-                &inputs,
-                &outputs,
-            )?;
+            run_network(&graph, &weights, &inputs, &outputs)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate {
@@ -786,7 +781,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             network,
             dims,
             weights,
-            random_weights,
             inputs,
             output,
         } => {
@@ -799,7 +793,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             let graph = select_network(module, network.as_deref())?;
-            let calibration = calibrate(&graph, weights, random_weights, &inputs)?;
+            let calibration = calibrate(&graph, &weights, &inputs)?;
             let json = calibration.to_json() + "\n";
             let summary = format!(
                 "calibrated {} convolution inputs on {} samples",

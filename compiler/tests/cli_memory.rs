@@ -32,11 +32,28 @@ fn scratch(name: &str, source: &str) -> PathBuf {
     folder
 }
 
+/// `nnc run` on the scratch folder's model and input with random weights.
+const RUN: &[&str] = &[
+    "run",
+    "model.nn",
+    "--random-weights",
+    "1",
+    "--input",
+    "x.npy",
+];
+
+/// Runs `nnc args` in `folder` with the 8 GB budget: its exit code and standard error.
 fn nnc(folder: &PathBuf, args: &[&str]) -> (Option<i32>, String) {
+    nnc_with(folder, args, ("NNC_MEMORY_LIMIT", BUDGET))
+}
+
+/// Runs `nnc args` in `folder` with one environment variable set, checking that it did not
+/// panic: its exit code and standard error.
+fn nnc_with(folder: &PathBuf, args: &[&str], (key, value): (&str, &str)) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_nnc"))
         .args(args)
         .current_dir(folder)
-        .env("NNC_MEMORY_LIMIT", BUDGET)
+        .env(key, value)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -47,17 +64,7 @@ fn nnc(folder: &PathBuf, args: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn weights_larger_than_memory_are_an_error_naming_the_weight() {
     let folder = scratch("weights", BIG_WEIGHTS);
-    let (code, stderr) = nnc(
-        &folder,
-        &[
-            "run",
-            "model.nn",
-            "--random-weights",
-            "1",
-            "--input",
-            "x.npy",
-        ],
-    );
+    let (code, stderr) = nnc(&folder, RUN);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(
@@ -71,17 +78,7 @@ fn weights_larger_than_memory_are_an_error_naming_the_weight() {
 #[test]
 fn an_arena_larger_than_memory_is_an_error_naming_the_tensor() {
     let folder = scratch("arena", BIG_ARENA);
-    let (code, stderr) = nnc(
-        &folder,
-        &[
-            "run",
-            "model.nn",
-            "--random-weights",
-            "1",
-            "--input",
-            "x.npy",
-        ],
-    );
+    let (code, stderr) = nnc(&folder, RUN);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("cannot allocate 40,000,000,000 bytes (37.3 GiB) for the output of layer"),
@@ -110,21 +107,8 @@ fn check_and_report_warn_when_a_model_needs_more_than_the_budget() {
 #[test]
 fn a_garbage_memory_limit_is_an_error() {
     let folder = scratch("garbage", BIG_WEIGHTS);
-    let output = Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args([
-            "run",
-            "model.nn",
-            "--random-weights",
-            "1",
-            "--input",
-            "x.npy",
-        ])
-        .current_dir(&folder)
-        .env("NNC_MEMORY_LIMIT", "lots")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = nnc_with(&folder, RUN, ("NNC_MEMORY_LIMIT", "lots"));
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("NNC_MEMORY_LIMIT=\"lots\" is not a number of bytes"),
         "{stderr}"
@@ -136,14 +120,8 @@ fn a_garbage_memory_limit_is_an_error() {
 fn a_bad_thread_count_is_an_error() {
     let folder = scratch("threads", BIG_WEIGHTS);
     for value in ["0", "four", "-1"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_nnc"))
-            .args(["check", "model.nn"])
-            .current_dir(&folder)
-            .env("NNC_NUM_THREADS", value)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{value}: {stderr}");
+        let (code, stderr) = nnc_with(&folder, &["check", "model.nn"], ("NNC_NUM_THREADS", value));
+        assert_eq!(code, Some(1), "{value}: {stderr}");
         assert!(
             stderr.contains(&format!(
                 "NNC_NUM_THREADS=\"{value}\" is not a positive number of threads"

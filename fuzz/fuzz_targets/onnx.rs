@@ -1,8 +1,4 @@
-//! The ONNX protobuf decoder on any bytes: an error, never a panic.
+//! libFuzzer entry of the `onnx` target; what it checks is `nnc_fuzz::onnx` (fuzz/src/lib.rs).
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = nnc_compiler::onnx::decode_model(data, std::path::Path::new("fuzz.onnx"));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nnc_fuzz::onnx(data));

@@ -52,10 +52,17 @@ const PARALLEL_CHUNK: usize = 1 << 14;
 
 /// Softmax of one contiguous row.
 pub(crate) fn softmax_row(row: &mut [f32]) {
-    let maximum = maximum(row);
-    vectorize::map_in_place(row, |x| math::exp(x - maximum));
-    let reciprocal = 1.0 / sum(row);
+    let reciprocal = exponentiate_row(row);
     vectorize::map_in_place(row, |x| x * reciprocal);
+}
+
+/// The first half of [`softmax_row`]: `row[i] = exp(row[i] - max)`, returning the factor,
+/// `1 / sum`, that turns the row into probabilities. Attention applies it to the row's
+/// `head_dim` outputs instead of its `key_len` weights.
+pub(crate) fn exponentiate_row(row: &mut [f32]) -> f32 {
+    let maximum = maximum(row);
+    vectorize::map_in_place_interleaved(row, |x| math::exp(x - maximum));
+    1.0 / sum(row)
 }
 
 /// Columns of a strided block processed together: wide enough to vectorise, small enough for

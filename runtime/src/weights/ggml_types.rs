@@ -216,6 +216,9 @@ pub enum DequantizeError {
         block_size: usize,
         block_bytes: usize,
     },
+    /// The f32 values do not fit in memory (a file's tensor can hold up to 7 values per byte).
+    #[error("{0}")]
+    Alloc(#[from] crate::alloc::AllocError),
 }
 
 /// Dequantizes `data`, stored as `ty`, into `output`: `output.len()` values, which must be a

@@ -249,7 +249,11 @@ impl<'a> GgufFile<'a> {
         if !tensor.ty.can_dequantize() {
             return Err(DequantizeError::Unsupported(tensor.ty));
         }
-        let mut values = vec![0.0; tensor.element_count()];
+        let mut values = crate::alloc::filled(
+            || format!("the f32 values of GGUF tensor `{}`", tensor.name),
+            tensor.element_count(),
+            0.0,
+        )?;
         super::ggml_types::dequantize(tensor.ty, self.data(tensor), &mut values)?;
         Ok(values)
     }

@@ -230,7 +230,7 @@ impl Program {
 
         let mut text = String::new();
         for line in &self.header {
-            writeln!(text, "// {line}").unwrap();
+            writeln!(text, "// {}", one_line(line)).unwrap();
         }
         text.push_str(&blocks);
         let inputs: Vec<String> = self
@@ -404,7 +404,7 @@ impl Program {
             if let Some(layer) = &stmt.layer {
                 write!(line, " as {}", layer_path(&layer.name)).unwrap();
                 if let Some(comment) = layer.comment() {
-                    write!(line, "    // {comment}").unwrap();
+                    write!(line, "    // {}", one_line(&comment)).unwrap();
                 }
             }
             body.push_str(&line);
@@ -475,6 +475,20 @@ fn block_loops(stmts: &[&Stmt]) -> HashMap<usize, usize> {
         index += run;
     }
     loops
+}
+
+/// `text` for a `//` comment: control characters (a line break in an ONNX node name, which
+/// would end the comment) written as escapes, `\n`.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Names with a common stem written once: `bn_scale, bn_offset` as `bn_{scale, offset}`.

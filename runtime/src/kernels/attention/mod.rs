@@ -14,7 +14,8 @@
 
 use crate::error::{KernelError, KernelResult, check_length, invalid_parameter};
 use crate::kernels::gemm::{GemmOptions, Lhs, MatrixRef, Rhs, gemm_sequential};
-use crate::kernels::softmax::softmax_row;
+use crate::kernels::softmax::{exponentiate_row, softmax_row};
+use crate::kernels::vectorize;
 use crate::threading;
 use std::marker::PhantomData;
 use std::sync::Mutex;
@@ -200,7 +201,8 @@ impl<'a> HeadOutputs<'a> {
 const QUERY_BLOCK: usize = 64;
 
 /// How one thread's region of an `AttentionWorkspace` is laid out: the scores of a block of
-/// queries against every key, then the block's `[rows, head_dim]` result.
+/// queries against every key, then the block's `[rows, head_dim]` result, then one flag per key
+/// (1 kept, 0 masked by the key padding mask) of the batch the thread is on.
 struct SlotLayout {
     block_rows: usize,
     key_len: usize,
@@ -217,7 +219,7 @@ impl SlotLayout {
     }
 
     fn region_length(&self) -> usize {
-        self.block_rows * (self.key_len + self.head_dim)
+        self.block_rows * (self.key_len + self.head_dim) + self.key_len
     }
 
     /// The number of regions (threads working at once) for a call of `shape`.
@@ -269,7 +271,17 @@ impl HeadTask<'_> {
             (0..query_len).for_each(|row| output_row(row).fill(0.0));
             return Ok(());
         }
-        let (scores, staging) = region.split_at_mut(layout.block_rows * key_len);
+        let (scores, rest) = region.split_at_mut(layout.block_rows * key_len);
+        let (staging, kept_keys) = rest.split_at_mut(layout.block_rows * head_dim);
+        // The key padding mask as 1/0 flags, once per head rather than once per score.
+        let kept_keys = self.options.key_padding_mask.map(|padding| {
+            let flags = &mut kept_keys[..key_len];
+            let padding = &padding[self.batch_index * key_len..][..key_len];
+            for (flag, &keep) in flags.iter_mut().zip(padding) {
+                *flag = if keep != 0 { 1.0 } else { 0.0 };
+            }
+            &*flags
+        });
         let keys = MatrixRef::new(&self.k[kv_start..], key_len, head_dim, kv_stride, 1)?;
         let values = MatrixRef::new(&self.v[kv_start..], key_len, head_dim, kv_stride, 1)?;
         for first_row in (0..query_len).step_by(QUERY_BLOCK) {
@@ -289,8 +301,14 @@ impl HeadTask<'_> {
                 key_len,
                 &GemmOptions::default(),
             )?;
-            for (row_offset, row) in scores.chunks_exact_mut(key_len).enumerate() {
-                self.mask_and_normalise(first_row + row_offset, row);
+            // Each row's `1 / sum` of its exponentials, applied to its outputs below.
+            let mut factors = [1.0f32; QUERY_BLOCK];
+            for ((row_offset, row), factor) in scores
+                .chunks_exact_mut(key_len)
+                .enumerate()
+                .zip(&mut factors)
+            {
+                *factor = self.mask_and_exponentiate(first_row + row_offset, row, kept_keys);
             }
             let staging = &mut staging[..rows * head_dim];
             gemm_sequential(
@@ -301,15 +319,66 @@ impl HeadTask<'_> {
                 &GemmOptions::default(),
             )?;
             for (row_offset, values) in staging.chunks_exact(head_dim.max(1)).enumerate() {
-                output_row(first_row + row_offset).copy_from_slice(values);
+                let factor = factors[row_offset];
+                vectorize::map(values, output_row(first_row + row_offset), |value| {
+                    value * factor
+                });
             }
         }
         Ok(())
     }
 
-    /// Scales one row of scores, masks it, and turns it into probabilities (all zeros when no
-    /// key is allowed).
-    fn mask_and_normalise(&self, query_row: usize, row: &mut [f32]) {
+    /// Scales one row of scores, masks it, and exponentiates it (softmax without the
+    /// division), returning the factor that makes the row's weights sum to 1 (`1 / sum`); a row
+    /// where no key is allowed becomes zeros. `kept_keys` holds the key padding mask of this
+    /// batch as 1/0 flags.
+    ///
+    /// Without a general mask (`options.mask`), the allowed keys are a prefix (the causal
+    /// bound) thinned by the padding flags: that case runs as vector loops; a general mask is
+    /// evaluated per score (and normalises the row itself, returning 1). Both give the same
+    /// probabilities.
+    fn mask_and_exponentiate(
+        &self,
+        query_row: usize,
+        row: &mut [f32],
+        kept_keys: Option<&[f32]>,
+    ) -> f32 {
+        if !matches!(self.options.mask, AttentionMask::None) {
+            self.mask_and_normalise_general(query_row, row);
+            return 1.0;
+        }
+        let limit = if self.options.causal {
+            (self.options.query_position_offset + query_row + 1).min(row.len())
+        } else {
+            row.len()
+        };
+        let (kept, masked) = row.split_at_mut(limit);
+        masked.fill(0.0);
+        let scale = self.scale;
+        match kept_keys {
+            Some(flags) => vectorize::zip_map_in_place(kept, &flags[..limit], |score, flag| {
+                if flag != 0.0 {
+                    score * scale
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }),
+            None => vectorize::map_in_place(kept, |score| score * scale),
+        }
+        // Padding usually sits at the end: the first kept key is found at once.
+        let any_allowed =
+            kept_keys.is_none_or(|flags| flags[..limit].iter().any(|&flag| flag != 0.0));
+        if any_allowed {
+            exponentiate_row(kept)
+        } else {
+            kept.fill(0.0);
+            0.0
+        }
+    }
+
+    /// `mask_and_exponentiate` with a general mask: every score asks `allowed`, and the row
+    /// becomes probabilities (or zeros).
+    fn mask_and_normalise_general(&self, query_row: usize, row: &mut [f32]) {
         let mut any_allowed = false;
         for (key, score) in row.iter_mut().enumerate() {
             if self.allowed(query_row, key) {
