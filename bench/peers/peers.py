@@ -11,7 +11,9 @@ How (see bench/README.md, "Peers"):
 
 1. Preparation, once per model (kept in bench/peers/work/<model>/ until --refresh): random
    weights with the names and shapes `nnc weights` lists, drawn from a fixed seed (models.py),
-   written as safetensors; the same model as a hand-built ONNX graph; for the decoder a GGUF file.
+   written as safetensors; the same model as ONNX (`nnc export` of the .nn file; the decoder,
+   whose graph needs a KV cache that `nnc export` refuses, as a hand-built graph); for the
+   decoder a GGUF file. `--check-only` stops after the agreement step (no timings).
 2. Agreement, before any timing: nnc's interpreter (`nnc run`, which runs the runtime kernels
    the generated code calls) on the benchmark input against ONNX Runtime and OpenVINO, and for
    the decoder the logits of every prompt position against llama.cpp's (logits_all). The
@@ -47,10 +49,10 @@ import models  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-NNC = ROOT / "target" / "release" / "nnc"
+NNC = Path(os.environ.get("NNC_BINARY", ROOT / "target" / "release" / "nnc"))
 BENCH_WORK_DIR = ROOT / "target" / "nnc-bench"
 TOLERANCE = 1e-3
-PREPARED_VERSION = "2"  # bump when models.py changes what it writes
+PREPARED_VERSION = "3"  # bump when models.py or export_onnx change what they write
 
 
 @dataclass
@@ -97,7 +99,12 @@ def prepare(spec: models.ModelSpec, refresh: bool) -> Path:
         old.unlink()
     for name, value in nnc_inputs(spec, inputs).items():
         np.save(folder / f"input_{name}.npy", value)
-    models.build_onnx(spec, weights, inputs, folder / "model.onnx")
+    if spec.decoder:
+        # ONNX opset 17 has no state between runs: the decoder's graph with its KV cache (past
+        # keys/values in, present out) stays hand-built, as `nnc export` refuses a KV cache.
+        models.build_onnx(spec, weights, inputs, folder / "model.onnx")
+    else:
+        export_onnx(spec, folder)
     if spec.decoder:
         models.write_gguf(weights, folder / "model.gguf")
     stamp.write_text(json.dumps({"version": PREPARED_VERSION, "batch_norm_passes": passes}))
@@ -105,6 +112,14 @@ def prepare(spec: models.ModelSpec, refresh: bool) -> Path:
         f"{f', batch norms calibrated in {passes} passes' if passes else ''}"
         f" ({time.time() - started:.0f} s)")
     return folder
+
+
+def export_onnx(spec: models.ModelSpec, folder: Path) -> None:
+    """The ONNX graph of `spec` as `nnc export` writes it, with the prepared weights."""
+    cmd = [str(NNC), "export", str(spec.nn_file), "--weights", str(folder / "weights.safetensors"),
+           "-o", str(folder / "model.onnx")]
+    cmd += [a for d in spec.dims for a in ("--dim", d)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
 
 
 def nnc_inputs(spec: models.ModelSpec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -347,6 +362,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, help="processes per engine (default 5, quick 2)")
     parser.add_argument("--refresh", action="store_true", help="redraw weights, rebuild graphs")
+    parser.add_argument("--check-only", action="store_true",
+                        help="prepare the models and check the peers agree with nnc; no timings")
     parser.add_argument("--retable", action="store_true",
                         help="only rewrite results.md from results.json (no runs)")
     args = parser.parse_args()
@@ -374,7 +391,12 @@ def main() -> None:
     for spec in specs:
         folder = prepare(spec, args.refresh)
         checks[spec.name] = check(spec, folder, engine_lists[spec.name])
+        if args.check_only:
+            log(f"{spec.name}: agreement {checks[spec.name]}")
+            continue
         build_nnc_harness(spec, folder)
+    if args.check_only:
+        return
     results = time_all(specs, engine_lists, settings)
     loads.append(uptime())
     engine_names = ["nnc", "ort", "openvino"] + (["llama_cpp"] if any(s.decoder for s in specs) else [])

@@ -7,17 +7,21 @@
 //!    a message saying how to inline it;
 //! 2. the inputs' shapes: fixed sizes, `dim_param`s as `where` bindings (values from
 //!    [`ImportOptions::dims`], else 1), or whole shapes from [`ImportOptions::input_shapes`];
-//! 3. the nodes in order ([`translate`]): constants folded ([`fold`]), layers recognized with
+//! 3. the nodes in order, with decomposed layers recognized first ([`recognize`]), ([`translate`]): constants folded ([`fold`]), layers recognized with
 //!    their weights in nnc's layout, every node that cannot be imported recorded;
-//! 4. the statements rendered with variables chosen by liveness ([`program`]).
+//! 4. repeated instances (a transformer layer, a residual block) folded into `block`s
+//!    ([`blocks`]);
+//! 5. the statements rendered with variables chosen by liveness ([`program`]).
 //!
 //! Every problem of a model is reported at once, in one [`ImportError::Nodes`] listing op type,
 //! node name and opset; nothing in here panics on a malformed file (a property test mutates the
 //! bytes of valid models to check it).
 
 mod attributes;
+mod blocks;
 mod fold;
 mod program;
+mod recognize;
 mod tensor;
 mod translate;
 
@@ -228,29 +232,22 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
     }
     read_inputs(graph, options, &mut translator)?;
 
-    for node in &graph.node {
-        let op_type = node.op_type.clone().unwrap_or_default();
-        let domain = node.domain.as_deref().unwrap_or("");
-        let problem = |reason: String| NodeProblem {
-            op_type: op_type.clone(),
-            node_name: node.name.clone().unwrap_or_default(),
-            opset,
-            reason,
-        };
-        if !domain.is_empty() && domain != "ai.onnx" {
-            problems.push(problem(format!("the domain `{domain}` is not supported")));
-            continue;
-        }
-        let known_op = translate::TRANSLATED.contains(&op_type.as_str())
-            || fold::FOLDABLE.contains(&op_type.as_str())
-            || matches!(op_type.as_str(), "If" | "Loop" | "Scan");
-        if !known_op {
-            problems.push(problem("not supported by nnc import".into()));
-            continue;
-        }
-        match translator.node(node) {
-            Ok(()) | Err(NodeError::Skipped) => {}
-            Err(NodeError::Unsupported(reason)) => problems.push(problem(reason)),
+    for item in recognize::recognize(graph, opset) {
+        match item {
+            recognize::Item::Node(node) => {
+                translate_node(&mut translator, node, opset, &mut problems);
+            }
+            recognize::Item::Fused { node, parts } => {
+                match recognize::translate(&mut translator, &node) {
+                    Ok(()) | Err(NodeError::Skipped) => {}
+                    // The shapes do not fit the layer: the nodes it stood for, one by one.
+                    Err(NodeError::Unsupported(_)) => {
+                        for part in parts {
+                            translate_node(&mut translator, part, opset, &mut problems);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -290,10 +287,43 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         }]));
     }
     program.outputs = outputs;
+    blocks::fold(&mut program);
     Ok(Imported {
         source: program.render(),
         weights: program.weights(),
     })
+}
+
+/// Translates one ONNX node, recording why when it cannot be.
+fn translate_node(
+    translator: &mut Translator<'_>,
+    node: &proto::NodeProto,
+    opset: i64,
+    problems: &mut Vec<NodeProblem>,
+) {
+    let op_type = node.op_type.clone().unwrap_or_default();
+    let domain = node.domain.as_deref().unwrap_or("");
+    let problem = |reason: String| NodeProblem {
+        op_type: op_type.clone(),
+        node_name: node.name.clone().unwrap_or_default(),
+        opset,
+        reason,
+    };
+    if !domain.is_empty() && domain != "ai.onnx" {
+        problems.push(problem(format!("the domain `{domain}` is not supported")));
+        return;
+    }
+    let known_op = translate::TRANSLATED.contains(&op_type.as_str())
+        || fold::FOLDABLE.contains(&op_type.as_str())
+        || matches!(op_type.as_str(), "If" | "Loop" | "Scan");
+    if !known_op {
+        problems.push(problem("not supported by nnc import".into()));
+        return;
+    }
+    match translator.node(node) {
+        Ok(()) | Err(NodeError::Skipped) => {}
+        Err(NodeError::Unsupported(reason)) => problems.push(problem(reason)),
+    }
 }
 
 /// Refuses a model whose tensors live in external files, naming them and the files.

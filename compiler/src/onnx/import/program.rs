@@ -33,6 +33,8 @@ pub enum Arg {
     Floats(Vec<f32>),
     Bool(bool),
     Str(&'static str),
+    /// A string made at import time: a layer name (`tied = "wte"`).
+    Text(String),
     Keyword(&'static str, Box<Arg>),
 }
 
@@ -69,6 +71,23 @@ pub enum Expr {
         lhs: Operand,
         rhs: Operand,
     },
+    /// A call of [`Program::blocks`]`[block]`; `inner` holds the statements it stands for, with
+    /// their layers (and weights) under their full names.
+    Block {
+        block: usize,
+        args: Vec<Arg>,
+        inner: Vec<Stmt>,
+    },
+}
+
+/// A `block` definition: parameters, statements (their layer names relative to the call's) and
+/// the value it returns.
+#[derive(Clone, Debug)]
+pub struct BlockDef {
+    pub name: String,
+    pub params: Vec<(String, ValueId)>,
+    pub stmts: Vec<Stmt>,
+    pub output: ValueId,
 }
 
 /// The layer a statement creates, with its weights in nnc's layout.
@@ -137,6 +156,8 @@ pub struct Program {
     pub dims: Vec<(String, usize)>,
     pub tensors: Vec<TensorInfo>,
     pub stmts: Vec<Stmt>,
+    /// The blocks that repeated statements were folded into ([`super::blocks`]).
+    pub blocks: Vec<BlockDef>,
     /// The outputs: name and value.
     pub outputs: Vec<(String, ValueId)>,
 }
@@ -147,14 +168,20 @@ const FRESH_NAMES: &[&str] = &["x", "h", "y", "z"];
 impl Program {
     /// The weights of the live statements under their nnc names, in order.
     pub fn weights(&self) -> Vec<(String, Constant)> {
-        self.live()
-            .filter_map(|stmt| stmt.layer.as_ref())
-            .flat_map(|layer| {
-                layer
-                    .weight_names()
-                    .zip(layer.weights.iter().map(|(_, c)| c.clone()))
-            })
-            .collect()
+        fn collect(stmt: &Stmt, out: &mut Vec<(String, Constant)>) {
+            if let Expr::Block { inner, .. } = &stmt.expr {
+                inner.iter().for_each(|stmt| collect(stmt, out));
+            } else if let Some(layer) = &stmt.layer {
+                out.extend(
+                    layer
+                        .weight_names()
+                        .zip(layer.weights.iter().map(|(_, c)| c.clone())),
+                );
+            }
+        }
+        let mut out = Vec::new();
+        self.live().for_each(|stmt| collect(stmt, &mut out));
+        out
     }
 
     fn live(&self) -> impl Iterator<Item = &Stmt> {
@@ -164,80 +191,49 @@ impl Program {
     /// The `.nn` text.
     pub fn render(&self) -> String {
         let stmts: Vec<&Stmt> = self.live().collect();
-        // The last statement that reads each value; outputs live to the end.
-        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
-        for (index, stmt) in stmts.iter().enumerate() {
-            for value in reads(&stmt.expr) {
-                last_use.insert(value, index);
+        let inputs: Vec<(ValueId, String)> = self
+            .inputs
+            .iter()
+            .map(|input| (input.value, input.name.clone()))
+            .collect();
+        let (mut body, var) = self.render_body(&stmts, &inputs, &self.outputs);
+        let mut named_outputs: HashSet<&str> = HashSet::new();
+        for stmt in &stmts {
+            if let Some((name, _)) = self.outputs.iter().find(|(_, value)| *value == stmt.output) {
+                named_outputs.insert(name);
             }
-        }
-        for (_, value) in &self.outputs {
-            last_use.insert(*value, usize::MAX);
-        }
-        let mut reserved: HashSet<String> = self.inputs.iter().map(|i| i.name.clone()).collect();
-        reserved.extend(self.outputs.iter().map(|(name, _)| name.clone()));
-        let mut var: HashMap<ValueId, String> = HashMap::new();
-        for input in &self.inputs {
-            var.insert(input.value, input.name.clone());
-        }
-        let mut live_vars: HashSet<String> = reserved.clone();
-        let mut named_outputs: HashSet<String> = HashSet::new();
-        let mut body = String::new();
-        let mut alias_lines = Vec::new();
-        for (index, stmt) in stmts.iter().enumerate() {
-            let expr = render_expr(&stmt.expr, &var);
-            // Values read for the last time free their variables for this statement's result.
-            let mut freed = Vec::new();
-            for value in reads(&stmt.expr) {
-                if last_use.get(&value) == Some(&index)
-                    && let Some(name) = var.get(&value)
-                    && !reserved.contains(name)
-                    && !freed.contains(name)
-                {
-                    freed.push(name.clone());
-                    live_vars.remove(name);
-                }
-            }
-            let output_name = self
-                .outputs
-                .iter()
-                .find(|(name, value)| *value == stmt.output && !named_outputs.contains(name))
-                .map(|(name, _)| name.clone());
-            let name = match output_name {
-                Some(name) => {
-                    named_outputs.insert(name.clone());
-                    name
-                }
-                None => freed
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| fresh_name(&live_vars)),
-            };
-            live_vars.insert(name.clone());
-            var.insert(stmt.output, name.clone());
-            let mut line = format!("    {name} = {expr}");
-            if let Some(layer) = &stmt.layer {
-                write!(line, " as {}", layer_path(&layer.name)).unwrap();
-                if let Some(comment) = layer.comment() {
-                    write!(line, "    // {}", one_line(&comment)).unwrap();
-                }
-            }
-            body.push_str(&line);
-            body.push('\n');
         }
         for (name, value) in &self.outputs {
-            if !named_outputs.contains(name) {
+            if named_outputs.insert(name) && var.get(value) != Some(name) {
                 let source = var.get(value).cloned().unwrap_or_else(|| "_".into());
-                alias_lines.push(format!("    {name} = {source}\n"));
-                named_outputs.insert(name.clone());
+                body.push_str(&format!("    {name} = {source}\n"));
             }
         }
-        body.extend(alias_lines);
+        let mut blocks = String::new();
+        for block in &self.blocks {
+            let stmts: Vec<&Stmt> = block.stmts.iter().collect();
+            let params: Vec<(ValueId, String)> = block
+                .params
+                .iter()
+                .map(|(name, value)| (*value, name.clone()))
+                .collect();
+            let (block_body, var) =
+                self.render_body(&stmts, &params, &[(String::new(), block.output)]);
+            let params: Vec<&str> = block.params.iter().map(|(name, _)| name.as_str()).collect();
+            let returned = var
+                .get(&block.output)
+                .cloned()
+                .unwrap_or_else(|| "_".into());
+            writeln!(blocks, "block {}({}) {{", block.name, params.join(", ")).unwrap();
+            blocks.push_str(&block_body);
+            writeln!(blocks, "    return {returned}\n}}\n").unwrap();
+        }
 
         let mut text = String::new();
         for line in &self.header {
             writeln!(text, "// {}", one_line(line)).unwrap();
         }
+        text.push_str(&blocks);
         let inputs: Vec<String> = self
             .inputs
             .iter()
@@ -281,6 +277,205 @@ impl Program {
         text.push_str("}\n");
         text
     }
+}
+
+impl Program {
+    /// The statements as `.nn` lines, with variables chosen by liveness: `inputs` are named
+    /// already, and each of `outputs` is written under its name (an empty name: any variable).
+    /// Consecutive calls of one block along a chain (`layer.0`, `layer.1`, ... each reading the
+    /// previous one's result) are written as a `for` loop. Returns the lines and the variables.
+    fn render_body(
+        &self,
+        stmts: &[&Stmt],
+        inputs: &[(ValueId, String)],
+        outputs: &[(String, ValueId)],
+    ) -> (String, HashMap<ValueId, String>) {
+        // The last statement that reads each value; outputs live to the end.
+        let mut last_use: HashMap<ValueId, usize> = HashMap::new();
+        for (index, stmt) in stmts.iter().enumerate() {
+            for value in reads(&stmt.expr) {
+                last_use.insert(value, index);
+            }
+        }
+        for (_, value) in outputs {
+            last_use.insert(*value, usize::MAX);
+        }
+        let mut reserved: HashSet<String> = inputs.iter().map(|(_, name)| name.clone()).collect();
+        reserved.extend(
+            outputs
+                .iter()
+                .filter(|(name, _)| !name.is_empty())
+                .map(|(name, _)| name.clone()),
+        );
+        let mut var: HashMap<ValueId, String> = HashMap::new();
+        for (value, name) in inputs {
+            var.insert(*value, name.clone());
+        }
+        let mut live_vars: HashSet<String> = reserved.clone();
+        let mut named_outputs: HashSet<String> = HashSet::new();
+        let mut body = String::new();
+        let loops = block_loops(stmts);
+        let mut index = 0;
+        while index < stmts.len() {
+            let stmt = stmts[index];
+            let run = loops.get(&index).copied().unwrap_or(1);
+            // Values read for the last time free their variables for this statement's result.
+            let mut freed = Vec::new();
+            for value in reads(&stmt.expr) {
+                if last_use.get(&value).is_some_and(|&last| last < index + run)
+                    && let Some(name) = var.get(&value)
+                    && !reserved.contains(name)
+                    && !freed.contains(name)
+                {
+                    freed.push(name.clone());
+                    live_vars.remove(name);
+                }
+            }
+            let result = stmts[index + run - 1].output;
+            let output_name = outputs
+                .iter()
+                .find(|(name, value)| {
+                    *value == result && !name.is_empty() && !named_outputs.contains(name)
+                })
+                .map(|(name, _)| name.clone());
+            let name = match output_name {
+                Some(name) => {
+                    named_outputs.insert(name.clone());
+                    name
+                }
+                None => freed
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| fresh_name(&live_vars)),
+            };
+            if run > 1 {
+                // `for i in a..b { x = block(x, ..) as family[i] }`: the chained argument must be
+                // the loop's variable.
+                let chained = first_value(&stmt.expr).and_then(|value| var.get(&value).cloned());
+                let Expr::Block { block, args, .. } = &stmt.expr else {
+                    unreachable!("render_body: a loop of a statement that is not a block call")
+                };
+                let layer = stmt.layer.as_ref().expect("block calls are named");
+                let (family, first) = split_index(&layer.name).expect("loops are indexed");
+                // The loop carries the chained argument's variable when this is its last use
+                // (then a network output is assigned after the loop), else the result's.
+                let loop_var =
+                    chained.filter(|chained| *chained == name || freed.contains(chained));
+                let target = loop_var.clone().unwrap_or_else(|| name.clone());
+                if loop_var.is_none() {
+                    writeln!(
+                        body,
+                        "    {target} = {}",
+                        var[&first_value(&stmt.expr).unwrap()]
+                    )
+                    .unwrap();
+                }
+                let mut loop_var_map = var.clone();
+                if let Some(value) = first_value(&stmt.expr) {
+                    loop_var_map.insert(value, target.clone());
+                }
+                let expr = render_expr(
+                    &Expr::Block {
+                        block: *block,
+                        args: args.clone(),
+                        inner: vec![],
+                    },
+                    &loop_var_map,
+                    &self.blocks,
+                );
+                writeln!(
+                    body,
+                    "    for i in {first}..{} {{\n        {target} = {expr} as {}[i]\n    }}",
+                    first + run,
+                    layer_path(family)
+                )
+                .unwrap();
+                if target != name {
+                    writeln!(body, "    {name} = {target}").unwrap();
+                }
+                live_vars.insert(name.clone());
+                var.insert(result, name);
+                index += run;
+                continue;
+            }
+            let expr = render_expr(&stmt.expr, &var, &self.blocks);
+            live_vars.insert(name.clone());
+            var.insert(stmt.output, name.clone());
+            let mut line = format!("    {name} = {expr}");
+            if let Some(layer) = &stmt.layer {
+                write!(line, " as {}", layer_path(&layer.name)).unwrap();
+                if let Some(comment) = layer.comment() {
+                    write!(line, "    // {}", one_line(&comment)).unwrap();
+                }
+            }
+            body.push_str(&line);
+            body.push('\n');
+            index += 1;
+        }
+        (body, var)
+    }
+}
+
+/// `family.N` as `("family", N)`.
+fn split_index(name: &str) -> Option<(&str, usize)> {
+    let (family, index) = name.rsplit_once('.')?;
+    Some((family, index.parse().ok()?))
+}
+
+/// The first value an expression reads.
+fn first_value(expr: &Expr) -> Option<ValueId> {
+    reads(expr).first().copied()
+}
+
+/// Runs of block calls that can be one loop, by the index of their first statement: the same
+/// block and arguments, layers `family.i`, `family.i+1`, ..., each reading the previous result
+/// as its first argument and nothing else reading the intermediate results.
+fn block_loops(stmts: &[&Stmt]) -> HashMap<usize, usize> {
+    let mut loops = HashMap::new();
+    let mut index = 0;
+    while index < stmts.len() {
+        let mut run = 1;
+        if let Expr::Block { block, args, .. } = &stmts[index].expr
+            && let Some((family, first)) = stmts[index]
+                .layer
+                .as_ref()
+                .and_then(|layer| split_index(&layer.name))
+        {
+            while let Some(next) = stmts.get(index + run)
+                && let Expr::Block {
+                    block: next_block,
+                    args: next_args,
+                    ..
+                } = &next.expr
+                && next_block == block
+                && next
+                    .layer
+                    .as_ref()
+                    .and_then(|layer| split_index(&layer.name))
+                    == Some((family, first + run))
+                && first_value(&next.expr) == Some(stmts[index + run - 1].output)
+                && reads(&next.expr)[1..] == reads(&stmts[index].expr)[1..]
+                && next_args.len() == args.len()
+            {
+                run += 1;
+            }
+            // The intermediate results must be read only by the next call.
+            let intermediate: HashSet<ValueId> =
+                (index..index + run - 1).map(|i| stmts[i].output).collect();
+            let outside = stmts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i <= index || *i >= index + run)
+                .any(|(_, stmt)| reads(&stmt.expr).iter().any(|v| intermediate.contains(v)));
+            if run > 1 && !outside {
+                loops.insert(index, run);
+            } else {
+                run = 1;
+            }
+        }
+        index += run;
+    }
+    loops
 }
 
 /// `text` for a `//` comment: control characters (a line break in an ONNX node name, which
@@ -339,6 +534,7 @@ fn reads(expr: &Expr) -> Vec<ValueId> {
                 }
             }
         }
+        Expr::Block { args, .. } => args.iter().for_each(|arg| arg_values(arg, &mut out)),
     }
     out
 }
@@ -352,12 +548,16 @@ fn fresh_name(live: &HashSet<String>) -> String {
         .expect("an unbounded supply of names")
 }
 
-fn render_expr(expr: &Expr, var: &HashMap<ValueId, String>) -> String {
+fn render_expr(expr: &Expr, var: &HashMap<ValueId, String>, blocks: &[BlockDef]) -> String {
     let value = |id: &ValueId| var.get(id).cloned().unwrap_or_else(|| "_".into());
     match expr {
         Expr::Call { function, args } => {
             let args: Vec<String> = args.iter().map(|arg| render_arg(arg, &value)).collect();
             format!("{function}({})", args.join(", "))
+        }
+        Expr::Block { block, args, .. } => {
+            let args: Vec<String> = args.iter().map(|arg| render_arg(arg, &value)).collect();
+            format!("{}({})", blocks[*block].name, args.join(", "))
         }
         Expr::Binary { op, lhs, rhs } => {
             let operand = |operand: &Operand| match operand {
@@ -397,6 +597,7 @@ fn render_arg(arg: &Arg, value: &dyn Fn(&ValueId) -> String) -> String {
         ),
         Arg::Bool(b) => b.to_string(),
         Arg::Str(s) => format!("\"{s}\""),
+        Arg::Text(s) => format!("\"{s}\""),
         Arg::Keyword(name, inner) => format!("{name} = {}", render_arg(inner, value)),
     }
 }

@@ -145,12 +145,16 @@ impl<'p> Translator<'p> {
         &self.program.tensors[value.0]
     }
 
-    fn shape(&self, value: ValueId) -> Vec<usize> {
+    pub(super) fn shape(&self, value: ValueId) -> Vec<usize> {
         self.info(value).shape.clone()
     }
 
+    pub(super) fn is_float(&self, value: ValueId) -> bool {
+        self.info(value).float
+    }
+
     /// Adds a statement computing a new value named `name`.
-    fn push(
+    pub(super) fn push(
         &mut self,
         name: &str,
         expr: Expr,
@@ -1246,7 +1250,7 @@ impl<'p> Translator<'p> {
     /// The layer for `node`: named after its weights' ONNX names when they carry a module path
     /// (`layer1.0.conv1.weight`), else after the node's scope (`/layer1/layer1.0/conv1/Conv`),
     /// else `kind` and a number; sanitized, and made unique.
-    fn layer(
+    pub(super) fn layer(
         &mut self,
         node: &NodeProto,
         kind: &'static str,

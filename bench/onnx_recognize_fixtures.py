@@ -1,0 +1,157 @@
+"""Writes the ONNX fixtures of the layers `nnc import` recognizes in their decomposed form, as
+PyTorch's exporter writes them (before opset 17 has LayerNormalization and opset 20 has Gelu), into
+tests/fixtures/onnx/<case>/ in the format of bench/onnx_import_fixtures.py (whose helpers it uses):
+
+    pytorch_encoder_layer   a BERT-style layer: linear layers as MatMul by `onnx::MatMul_N`
+                            initializers plus a bias Add, attention split into heads with
+                            Reshape/Transpose, kᵀ as a second Transpose, Div by √d, a causal mask
+                            Add, Softmax, heads merged; LayerNorm as ReduceMean/Sub/Pow/ReduceMean/
+                            Add/Sqrt/Div/Mul/Add; exact GELU as Div/Erf/Add/Mul/Mul (opset 14)
+    pytorch_llama_mlp       a Llama-style RMSNorm (Pow/ReduceMean with axes as an input/Add/Sqrt/
+                            Reciprocal/Mul/Mul), SiLU as x * Sigmoid(x), and the tanh GELU with Pow
+                            (opset 18)
+
+compiler/tests/onnx_import.rs imports each one, checks it against ONNX Runtime within 1e-4
+relative and snapshots the imported `.nn`, which must read `attention`, `layer_norm`, `gelu`,
+`rms_norm` and `silu`.
+
+Usage: python bench/onnx_recognize_fixtures.py (needs onnx, onnxruntime and numpy).
+"""
+
+import pathlib
+import sys
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from onnx_import_fixtures import ints, save, tensor_info, weight  # noqa: E402
+
+RNG = np.random.default_rng(16)
+
+
+def scalar(name, value):
+    return numpy_helper.from_array(np.array(value, dtype=np.float32), name)
+
+
+def linear(nodes, inits, x, out, scope, n_in, n_out, counter):
+    """PyTorch's nn.Linear on a 3-D input: MatMul by the transposed weight, then the bias Add."""
+    weight_name = f"onnx::MatMul_{counter}"
+    inits.append(weight(weight_name, n_in, n_out))
+    inits.append(weight(f"{scope}.bias", n_out))
+    nodes.append(helper.make_node("MatMul", [x, weight_name], [f"{out}_mm"], name=f"/{scope}/MatMul"))
+    nodes.append(helper.make_node("Add", [f"{out}_mm", f"{scope}.bias"], [out], name=f"/{scope}/Add"))
+
+
+def layer_norm(nodes, inits, x, out, scope, features, eps):
+    """torch.nn.LayerNorm exported before opset 17."""
+    p = f"/{scope}"
+    inits += [weight(f"{scope}.weight", features), weight(f"{scope}.bias", features)]
+    nodes += [
+        helper.make_node("ReduceMean", [x], [f"{out}_mean"], name=f"{p}/ReduceMean", axes=[-1]),
+        helper.make_node("Sub", [x, f"{out}_mean"], [f"{out}_centered"], name=f"{p}/Sub"),
+        helper.make_node("Pow", [f"{out}_centered", "two"], [f"{out}_sq"], name=f"{p}/Pow"),
+        helper.make_node("ReduceMean", [f"{out}_sq"], [f"{out}_var"], name=f"{p}/ReduceMean_1", axes=[-1]),
+        helper.make_node("Add", [f"{out}_var", f"{scope}_eps"], [f"{out}_var_eps"], name=f"{p}/Add"),
+        helper.make_node("Sqrt", [f"{out}_var_eps"], [f"{out}_std"], name=f"{p}/Sqrt"),
+        helper.make_node("Div", [f"{out}_centered", f"{out}_std"], [f"{out}_norm"], name=f"{p}/Div"),
+        helper.make_node("Mul", [f"{out}_norm", f"{scope}.weight"], [f"{out}_scaled"], name=f"{p}/Mul"),
+        helper.make_node("Add", [f"{out}_scaled", f"{scope}.bias"], [out], name=f"{p}/Add_1"),
+    ]
+    inits.append(scalar(f"{scope}_eps", eps))
+
+
+def pytorch_encoder_layer():
+    seq, hidden, heads = 5, 8, 2
+    head_dim = hidden // heads
+    nodes, inits = [], [scalar("two", 2.0)]
+    for index, name in enumerate(["query", "key", "value"]):
+        linear(nodes, inits, "x", name, f"attention.self.{name}", hidden, hidden, 100 + index)
+        nodes.append(helper.make_node("Reshape", [name, "heads_shape"], [f"{name}_4d"],
+                                      name=f"/attention/self/{name}/Reshape"))
+        nodes.append(helper.make_node("Transpose", [f"{name}_4d"], [f"{name}_heads"],
+                                      name=f"/attention/self/{name}/Transpose", perm=[0, 2, 1, 3]))
+    causal = np.triu(np.full((seq, seq), np.finfo(np.float32).min, dtype=np.float32), k=1)
+    inits += [
+        ints("heads_shape", [1, seq, heads, head_dim]),
+        ints("merged_shape", [1, seq, hidden]),
+        scalar("sqrt_head_dim", float(np.sqrt(head_dim))),
+        numpy_helper.from_array(causal.reshape(1, 1, seq, seq), "causal_mask"),
+    ]
+    s = "/attention/self"
+    nodes += [
+        helper.make_node("Transpose", ["key_heads"], ["key_t"], name=f"{s}/Transpose_3", perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["query_heads", "key_t"], ["scores"], name=f"{s}/MatMul"),
+        helper.make_node("Div", ["scores", "sqrt_head_dim"], ["scaled"], name=f"{s}/Div"),
+        helper.make_node("Add", ["scaled", "causal_mask"], ["masked"], name=f"{s}/Add"),
+        helper.make_node("Softmax", ["masked"], ["probs"], name=f"{s}/Softmax", axis=-1),
+        helper.make_node("MatMul", ["probs", "value_heads"], ["context"], name=f"{s}/MatMul_1"),
+        helper.make_node("Transpose", ["context"], ["context_t"], name=f"{s}/Transpose_4", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["context_t", "merged_shape"], ["attended"], name=f"{s}/Reshape_3"),
+    ]
+    linear(nodes, inits, "attended", "projected", "attention.output.dense", hidden, hidden, 103)
+    nodes.append(helper.make_node("Add", ["projected", "x"], ["residual"], name="/attention/output/Add_1"))
+    layer_norm(nodes, inits, "residual", "h", "attention.output.LayerNorm", hidden, 1e-12)
+    linear(nodes, inits, "h", "inter", "intermediate.dense", hidden, 16, 104)
+    nodes += [
+        helper.make_node("Div", ["inter", "sqrt_2"], ["gelu_scaled"], name="/intermediate/act/Div"),
+        helper.make_node("Erf", ["gelu_scaled"], ["gelu_erf"], name="/intermediate/act/Erf"),
+        helper.make_node("Add", ["gelu_erf", "one"], ["gelu_shifted"], name="/intermediate/act/Add"),
+        helper.make_node("Mul", ["inter", "gelu_shifted"], ["gelu_product"], name="/intermediate/act/Mul"),
+        helper.make_node("Mul", ["gelu_product", "half"], ["activated"], name="/intermediate/act/Mul_1"),
+    ]
+    inits += [scalar("sqrt_2", 1.4142135), scalar("one", 1.0), scalar("half", 0.5)]
+    linear(nodes, inits, "activated", "out", "output.dense", 16, hidden, 105)
+    nodes.append(helper.make_node("Add", ["out", "h"], ["out_residual"], name="/output/Add_1"))
+    layer_norm(nodes, inits, "out_residual", "y", "output.LayerNorm", hidden, 1e-12)
+    x = RNG.standard_normal((1, seq, hidden)).astype(np.float32)
+    save("pytorch_encoder_layer", nodes, [tensor_info("x", [1, seq, hidden])],
+         [tensor_info("y", [1, seq, hidden])], inits, 14, {"x": x})
+
+
+def pytorch_llama_mlp():
+    seq, hidden, ffn = 3, 8, 12
+    n = "/model/norm"
+    nodes = [
+        helper.make_node("Pow", ["x", "two"], ["sq"], name=f"{n}/Pow"),
+        helper.make_node("ReduceMean", ["sq", "last_axis"], ["variance"], name=f"{n}/ReduceMean"),
+        helper.make_node("Add", ["variance", "eps"], ["variance_eps"], name=f"{n}/Add"),
+        helper.make_node("Sqrt", ["variance_eps"], ["root"], name=f"{n}/Sqrt"),
+        helper.make_node("Reciprocal", ["root"], ["inverse"], name=f"{n}/Reciprocal"),
+        helper.make_node("Mul", ["x", "inverse"], ["normalized"], name=f"{n}/Mul"),
+        helper.make_node("Mul", ["model.norm.weight", "normalized"], ["h"], name=f"{n}/Mul_1"),
+        helper.make_node("MatMul", ["h", "onnx::MatMul_200"], ["gate"], name="/mlp/gate_proj/MatMul"),
+        helper.make_node("MatMul", ["h", "onnx::MatMul_201"], ["up"], name="/mlp/up_proj/MatMul"),
+        helper.make_node("Sigmoid", ["gate"], ["gate_sigmoid"], name="/mlp/act_fn/Sigmoid"),
+        helper.make_node("Mul", ["gate", "gate_sigmoid"], ["gate_silu"], name="/mlp/act_fn/Mul"),
+        helper.make_node("Mul", ["gate_silu", "up"], ["swiglu"], name="/mlp/Mul"),
+        helper.make_node("MatMul", ["swiglu", "onnx::MatMul_202"], ["y"], name="/mlp/down_proj/MatMul"),
+        # The tanh GELU of x, with x³ as Pow.
+        helper.make_node("Mul", ["x", "half"], ["half_x"], name="/act/Mul"),
+        helper.make_node("Pow", ["x", "three"], ["cube"], name="/act/Pow"),
+        helper.make_node("Mul", ["cube", "kappa"], ["cube_term"], name="/act/Mul_1"),
+        helper.make_node("Add", ["x", "cube_term"], ["inner"], name="/act/Add"),
+        helper.make_node("Mul", ["inner", "beta"], ["argument"], name="/act/Mul_2"),
+        helper.make_node("Tanh", ["argument"], ["tanh"], name="/act/Tanh"),
+        helper.make_node("Add", ["tanh", "one"], ["shifted"], name="/act/Add_1"),
+        helper.make_node("Mul", ["half_x", "shifted"], ["z"], name="/act/Mul_3"),
+    ]
+    inits = [
+        scalar("two", 2.0), ints("last_axis", [-1]), scalar("eps", 1e-6),
+        weight("model.norm.weight", hidden), weight("onnx::MatMul_200", hidden, ffn),
+        weight("onnx::MatMul_201", hidden, ffn), weight("onnx::MatMul_202", ffn, hidden),
+        scalar("half", 0.5), scalar("three", 3.0), scalar("kappa", 0.044715),
+        scalar("beta", float(np.sqrt(2.0 / np.pi))), scalar("one", 1.0),
+    ]
+    x = RNG.standard_normal((1, seq, hidden)).astype(np.float32)
+    save("pytorch_llama_mlp", nodes, [tensor_info("x", [1, seq, hidden])],
+         [tensor_info("y", [1, seq, hidden]), tensor_info("z", [1, seq, hidden])], inits, 18, {"x": x})
+
+
+def main():
+    for case in [pytorch_encoder_layer, pytorch_llama_mlp]:
+        case()
+
+
+if __name__ == "__main__":
+    main()

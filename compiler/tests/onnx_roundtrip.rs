@@ -1,0 +1,242 @@
+//! The round trip of issue 15: every example that `nnc export` accepts (a model with a KV cache
+//! as its full-sequence forward pass, the file with `kv_cache = N` removed) is exported with random
+//! weights, imported back, and both networks run in the interpreter on the same inputs: the
+//! outputs agree within 1e-5 relative. The imported `.nn` must use the layers the original did
+//! (`attention`, `layer_norm`, `rms_norm`, `gelu`, `silu`, `rope`, `position_embedding`), not
+//! their decomposed ONNX nodes, and `block`s where the original did (a few imports are
+//! snapshotted). Sizes are the examples' `test-dims`.
+
+use ndarray::{ArrayD, IxDyn};
+use nnc_compiler::interpret::{self, Interpreter, Tensor};
+use nnc_compiler::ir::{self, Activation, DType, Op};
+use nnc_compiler::onnx::encode_model;
+use nnc_compiler::onnx::export;
+use nnc_compiler::onnx::import::{ImportOptions, import_bytes};
+use nnc_compiler::passes::OptLevel;
+use nnc_compiler::{FrontendOptions, compile_to_ir};
+use nnc_test_support::models::{self, TestModel};
+
+/// The examples whose round trip is not yet possible, and why. Each is checked to still fail,
+/// so that the list shrinks when the importer learns more.
+const NOT_YET: &[(&str, &str)] = &[
+    // FIXME: a sliding window with global tokens is one constant [queries, keys] mask in ONNX;
+    // the importer recognizes causal masks only, and the .nn language has no constant tensors.
+    ("longformer", "constant tensor"),
+];
+
+/// The examples whose imported `.nn` text is snapshotted, for reviewers to read.
+const SNAPSHOTS: &[&str] = &["bert_encoder", "llama_decoder", "mobilenet_v2", "resnet18"];
+
+/// The `.nn` source the round trip starts from: the example without its KV caches.
+fn source_without_kv_cache(model: &TestModel) -> String {
+    let source = model.source();
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source.as_str();
+    while let Some(at) = rest.find(", kv_cache") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + ", kv_cache".len()..];
+        let after = after
+            .trim_start()
+            .strip_prefix('=')
+            .unwrap_or(after)
+            .trim_start();
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Inputs for `graph`: token ids below the smallest vocabulary of the embeddings that read an
+/// `i64` input, 0s and 1s for other `i64` inputs (masks; the first position kept), and values in
+/// [-2, 2) for `f32` inputs. (`nnc_test_support::inputs` needs its `interpreter` feature, which
+/// this crate's tests do not enable.)
+fn random_inputs(graph: &ir::Graph, seed: u64) -> Vec<(String, Tensor)> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    graph
+        .inputs
+        .iter()
+        .map(|input| {
+            let ty = graph.ty(input.value);
+            let count: usize = ty.shape.iter().product();
+            let shape = IxDyn(&ty.shape);
+            let vocabulary = graph
+                .nodes
+                .iter()
+                .filter(|(_, node)| {
+                    matches!(node.op, Op::Embedding) && node.inputs[0] == input.value
+                })
+                .map(|(_, node)| graph.ty(node.inputs[1]).shape[0])
+                .min();
+            let tensor = match (ty.dtype, vocabulary) {
+                (DType::I64, Some(vocabulary)) => Tensor::I64(
+                    ArrayD::from_shape_vec(
+                        shape,
+                        (0..count)
+                            .map(|_| (next() * vocabulary as f64) as i64)
+                            .collect(),
+                    )
+                    .unwrap(),
+                ),
+                (DType::I64, None) => Tensor::I64(
+                    ArrayD::from_shape_vec(
+                        shape,
+                        (0..count)
+                            .map(|i| i64::from(i == 0 || next() < 0.7))
+                            .collect(),
+                    )
+                    .unwrap(),
+                ),
+                (DType::F32, _) => Tensor::F32(
+                    ArrayD::from_shape_vec(
+                        shape,
+                        (0..count).map(|_| (next() * 4.0 - 2.0) as f32).collect(),
+                    )
+                    .unwrap(),
+                ),
+            };
+            (input.name.clone(), tensor)
+        })
+        .collect()
+}
+
+fn named(inputs: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
+    inputs
+        .iter()
+        .map(|(name, tensor)| (name.as_str(), tensor.clone()))
+        .collect()
+}
+
+/// The largest difference relative to the reference's largest magnitude.
+fn relative_error(actual: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
+    assert_eq!(actual.shape(), expected.shape());
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let worst = actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    worst / scale
+}
+
+/// The `.nn` layers the imported text must call, from the ops of the original graph.
+fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
+    let mut layers = Vec::new();
+    for (_, node) in graph.nodes.iter() {
+        let layer = match &node.op {
+            Op::Attention(_) => "attention(",
+            Op::LayerNorm { .. } => "layer_norm(",
+            Op::RmsNorm { .. } => "rms_norm(",
+            Op::Rope { .. } => "rope(",
+            Op::PositionEmbedding => "position_embedding(",
+            Op::Activation(Activation::Gelu | Activation::GeluTanh) => "gelu(",
+            Op::Activation(Activation::Silu) => "silu(",
+            _ => continue,
+        };
+        if !layers.contains(&layer) {
+            layers.push(layer);
+        }
+    }
+    layers
+}
+
+/// Exports `graph`, imports it back and compares the two in the interpreter. `Err` is the import's
+/// error.
+fn round_trip(model: &TestModel, graph: &ir::Graph) -> Result<String, String> {
+    let weights = interpret::random_weights(graph, 11);
+    let mut exported = graph.clone();
+    export::optimize_for_export(&mut exported, OptLevel::O0);
+    let onnx = export::export(&exported, &weights)
+        .unwrap_or_else(|error| panic!("{}: export: {error}", model.name));
+    let options = ImportOptions {
+        network_name: Some(graph.name.clone()),
+        source_name: format!("{}.onnx", model.name),
+        ..Default::default()
+    };
+    let imported = import_bytes(&encode_model(&onnx), &options).map_err(|e| e.to_string())?;
+    let module = compile_to_ir(&imported.source, &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{}: {errors}\n{}", model.name, imported.source));
+    let imported_graph = &module.networks[0];
+    let imported_weights =
+        interpret::load_weights(imported_graph, &imported.safetensors().unwrap(), "imported")
+            .unwrap_or_else(|error| panic!("{}: {error}\n{}", model.name, imported.source));
+
+    let inputs = random_inputs(graph, 5);
+    let original = Interpreter::new(graph, weights)
+        .unwrap()
+        .run(&named(&inputs))
+        .unwrap();
+    let renamed: Vec<(String, Tensor)> = inputs
+        .iter()
+        .zip(&imported_graph.inputs)
+        .map(|((_, tensor), input)| (input.name.clone(), tensor.clone()))
+        .collect();
+    let again = Interpreter::new(imported_graph, imported_weights)
+        .unwrap()
+        .run(&named(&renamed))
+        .unwrap_or_else(|error| panic!("{}: {error}\n{}", model.name, imported.source));
+    for ((name, expected), (_, actual)) in original.iter().zip(&again) {
+        let error = relative_error(actual, expected);
+        assert!(
+            error <= 1e-5,
+            "{} / {name}: relative error {error}\n{}",
+            model.name,
+            imported.source
+        );
+    }
+    for layer in expected_layers(graph) {
+        assert!(
+            imported.source.contains(layer),
+            "{}: the import has no `{layer}..)`\n{}",
+            model.name,
+            imported.source
+        );
+    }
+    Ok(imported.source)
+}
+
+#[test]
+fn every_example_survives_export_and_import() {
+    let mut checked = Vec::new();
+    for model in models::examples() {
+        let options = FrontendOptions {
+            dims: model.test_dims(),
+            ..Default::default()
+        };
+        let module = compile_to_ir(&source_without_kv_cache(&model), &options)
+            .unwrap_or_else(|errors| panic!("{}: {errors}", model.name));
+        for graph in &module.networks {
+            let result = round_trip(&model, graph);
+            match NOT_YET.iter().find(|(name, _)| *name == model.name) {
+                Some((_, reason)) => {
+                    let error = result.expect_err("a model listed in NOT_YET now round-trips");
+                    assert!(error.contains(reason), "{}: {error}", model.name);
+                }
+                None => {
+                    let source =
+                        result.unwrap_or_else(|error| panic!("{}: import: {error}", model.name));
+                    // Repeated layers come back as blocks where the original wrote blocks.
+                    if model.source().contains("\nblock ") {
+                        assert!(
+                            source.contains("\nblock "),
+                            "{}: no block\n{source}",
+                            model.name
+                        );
+                    }
+                    if SNAPSHOTS.contains(&model.name.as_str()) {
+                        insta::assert_snapshot!(format!("roundtrip_{}", model.name), source);
+                    }
+                    checked.push(model.name.clone());
+                }
+            }
+        }
+    }
+    assert!(checked.len() >= 8, "{checked:?}");
+}
