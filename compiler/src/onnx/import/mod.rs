@@ -254,8 +254,22 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
     let mut outputs = Vec::new();
     for output in &graph.output {
         let name = output.name.clone().unwrap_or_default();
+        let identifier = sanitize_identifier(&name);
+        if let Some((_, _, first)) = outputs.iter().find(|(known, _, _)| *known == identifier) {
+            problems.push(NodeProblem {
+                op_type: "output".into(),
+                node_name: name.clone(),
+                opset,
+                reason: if *first == name {
+                    "the graph lists this output twice".into()
+                } else {
+                    format!("it and the output `{first}` would both be named `{identifier}`")
+                },
+            });
+            continue;
+        }
         match translator.known.get(&name) {
-            Some(Known::Tensor(value)) => outputs.push((sanitize_identifier(&name), *value)),
+            Some(Known::Tensor(value)) => outputs.push((identifier, *value, name)),
             Some(Known::Const(..)) => problems.push(NodeProblem {
                 op_type: "output".into(),
                 node_name: name,
@@ -275,9 +289,9 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         return Err(ImportError::Nodes(problems));
     }
     let input_values: Vec<_> = program.inputs.iter().map(|input| input.value).collect();
-    if let Some((name, _)) = outputs
+    if let Some((name, _, _)) = outputs
         .iter()
-        .find(|(_, value)| input_values.contains(value))
+        .find(|(_, value, _)| input_values.contains(value))
     {
         return Err(ImportError::Nodes(vec![NodeProblem {
             op_type: "output".into(),
@@ -286,7 +300,10 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             reason: "the output is an input of the network".into(),
         }]));
     }
-    program.outputs = outputs;
+    program.outputs = outputs
+        .into_iter()
+        .map(|(identifier, value, _)| (identifier, value))
+        .collect();
     blocks::fold(&mut program);
     Ok(Imported {
         source: program.render(),
