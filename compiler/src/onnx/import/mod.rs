@@ -121,6 +121,10 @@ pub enum ImportError {
     Nodes(Vec<NodeProblem>),
     #[error("the weights cannot be written: {0}")]
     Weights(String),
+    #[error(
+        "a tensor of the model cannot be represented: {0} (fix the input shapes with --input-shape NAME=D0,D1,...)"
+    )]
+    Shape(crate::ir::types::ShapeOverflow),
 }
 
 fn render_problems(problems: &[NodeProblem]) -> String {
@@ -299,6 +303,17 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
             opset,
             reason: "the output is an input of the network".into(),
         }]));
+    }
+    // Shapes the front end would refuse (a zero or an overflowing size, from a bad attribute or
+    // input shape) are the import's error, not a `.nn` file that does not compile.
+    for tensor in &program.tensors {
+        let dtype = if tensor.float {
+            crate::ir::DType::F32
+        } else {
+            crate::ir::DType::I64
+        };
+        crate::ir::types::TensorType::new(dtype, tensor.shape.clone())
+            .map_err(ImportError::Shape)?;
     }
     program.outputs = outputs
         .into_iter()
