@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
-use super::program::{Arg, BlockDef, Expr, Layer, Operand, Program, Stmt, ValueId};
+use super::program::{Arg, BlockDef, Expr, Layer, Operand, Program, Stmt, ValueId, reads};
 
 /// Folds the program's repeated instances into blocks.
 pub fn fold(program: &mut Program) {
@@ -262,32 +262,6 @@ fn canonical_expr(expr: &Expr, canonical: &dyn Fn(ValueId) -> String) -> String 
             format!("block{block}({})", args.join(","))
         }
     }
-}
-
-/// The values an expression reads.
-fn reads(expr: &Expr) -> Vec<ValueId> {
-    fn arg_values(arg: &Arg, out: &mut Vec<ValueId>) {
-        match arg {
-            Arg::Value(value) => out.push(*value),
-            Arg::Values(values) => out.extend(values),
-            Arg::Keyword(_, inner) => arg_values(inner, out),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    match expr {
-        Expr::Call { args, .. } | Expr::Block { args, .. } => {
-            args.iter().for_each(|arg| arg_values(arg, &mut out))
-        }
-        Expr::Binary { lhs, rhs, .. } => {
-            for operand in [lhs, rhs] {
-                if let Operand::Value(value) = operand {
-                    out.push(*value);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// The block definition of `instance`: its statements with layer names relative to the prefix,

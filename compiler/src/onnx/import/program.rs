@@ -515,7 +515,7 @@ fn compress_names(names: &[String]) -> String {
 }
 
 /// The values an expression reads, in order.
-fn reads(expr: &Expr) -> Vec<ValueId> {
+pub(super) fn reads(expr: &Expr) -> Vec<ValueId> {
     fn arg_values(arg: &Arg, out: &mut Vec<ValueId>) {
         match arg {
             Arg::Value(value) => out.push(*value),
