@@ -125,6 +125,10 @@ pub enum ImportError {
         "a tensor of the model cannot be represented: {0} (fix the input shapes with --input-shape NAME=D0,D1,...)"
     )]
     Shape(crate::ir::types::ShapeOverflow),
+    #[error(
+        "the model uses the constant {0} in arithmetic or as an attribute; the .nn language writes only finite numbers"
+    )]
+    NonFinite(f32),
 }
 
 fn render_problems(problems: &[NodeProblem]) -> String {
@@ -315,6 +319,10 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         crate::ir::types::TensorType::new(dtype, tensor.shape.clone())
             .map_err(ImportError::Shape)?;
     }
+    // Numbers written into the text must be finite: `.nn` has no literal for inf or NaN.
+    if let Some(value) = program.stmts.iter().find_map(non_finite_number) {
+        return Err(ImportError::NonFinite(value));
+    }
     program.outputs = outputs
         .into_iter()
         .map(|(identifier, value, _)| (identifier, value))
@@ -324,6 +332,30 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
         source: program.render(),
         weights: program.weights(),
     })
+}
+
+/// The first number of `stmt` (an operand, an argument) that is not finite.
+fn non_finite_number(stmt: &program::Stmt) -> Option<f32> {
+    use program::{Arg, Expr, Operand};
+    fn in_arg(arg: &Arg) -> Option<f32> {
+        match arg {
+            Arg::Float(value) => (!value.is_finite()).then_some(*value),
+            Arg::Floats(values) => values.iter().copied().find(|value| !value.is_finite()),
+            Arg::Keyword(_, inner) => in_arg(inner),
+            _ => None,
+        }
+    }
+    match &stmt.expr {
+        Expr::Call { args, .. } => args.iter().find_map(in_arg),
+        Expr::Binary { lhs, rhs, .. } => [lhs, rhs].into_iter().find_map(|operand| match operand {
+            Operand::Number(value) if !value.is_finite() => Some(*value),
+            _ => None,
+        }),
+        Expr::Block { args, inner, .. } => args
+            .iter()
+            .find_map(in_arg)
+            .or_else(|| inner.iter().find_map(non_finite_number)),
+    }
 }
 
 /// Translates one ONNX node, recording why when it cannot be.
