@@ -590,19 +590,14 @@ impl<'p> Translator<'p> {
             Arg::keyword("kernel", Arg::spatial(&kernel)),
         ];
         window.push_args(&mut args, &kernel, true);
-        if groups != 1 {
-            args.push(Arg::keyword("groups", Arg::Int(groups)));
-        }
-        let mut weights = vec![("weight", weight.as_ref().clone())];
-        let mut sources = vec![weight_name];
-        match bias {
-            Some((bias, name)) if bias.len() == out_channels => {
-                weights.push(("bias", bias.reshaped(vec![out_channels])));
-                sources.push(name);
-            }
-            Some((bias, _)) => return Err(format!("a Conv bias of shape {:?}", bias.shape).into()),
-            None => args.push(Arg::keyword("bias", Arg::Bool(false))),
-        }
+        let (weights, sources) = conv_weights(
+            "Conv",
+            &mut args,
+            groups,
+            (weight, weight_name),
+            bias,
+            out_channels,
+        )?;
         let function = if spatial == 1 { "conv1d" } else { "conv2d" };
         let layer = self.layer(node, "conv", weights, sources);
         let mut shape = vec![input[0], out_channels];
@@ -1545,6 +1540,36 @@ fn sanitize_layer_name(name: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// A layer's weights by suffix (`weight`, `bias`), and the ONNX names they came from.
+type LayerWeights = (Vec<(&'static str, Constant)>, Vec<String>);
+
+/// The end of a convolution's (`op`: `Conv`, `ConvTranspose`) arguments and its weights: the
+/// `groups` keyword unless 1, and the bias, which must hold `out_channels` values, or
+/// `bias = false` without one. Returns the weights by suffix and their ONNX names.
+pub(super) fn conv_weights(
+    op: &str,
+    args: &mut Vec<Arg>,
+    groups: i64,
+    (weight, weight_name): (Rc<Constant>, String),
+    bias: Option<(Rc<Constant>, String)>,
+    out_channels: usize,
+) -> Result<LayerWeights, NodeError> {
+    if groups != 1 {
+        args.push(Arg::keyword("groups", Arg::Int(groups)));
+    }
+    let mut weights = vec![("weight", weight.as_ref().clone())];
+    let mut sources = vec![weight_name];
+    match bias {
+        Some((bias, name)) if bias.len() == out_channels => {
+            weights.push(("bias", bias.reshaped(vec![out_channels])));
+            sources.push(name);
+        }
+        Some((bias, _)) => return Err(format!("a {op} bias of shape {:?}", bias.shape).into()),
+        None => args.push(Arg::keyword("bias", Arg::Bool(false))),
+    }
+    Ok((weights, sources))
 }
 
 #[cfg(test)]

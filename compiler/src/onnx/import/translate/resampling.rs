@@ -5,7 +5,7 @@
 //! exports (nearest: asymmetric and floor; bilinear: half-pixel or align-corners), and as the
 //! general `resize` otherwise. Every attribute nnc cannot honour is an error naming it.
 
-use super::{Arg, Cx, NodeError, NodeResult, Translator, attr, call};
+use super::{Arg, Cx, NodeError, NodeResult, Translator, attr, call, conv_weights};
 use crate::ir::{CoordinateTransform, NearestRounding, PadMode, ResizeMode};
 use crate::onnx::import::program::number_literal_is_exact;
 use crate::onnx::import::tensor::Constant;
@@ -302,21 +302,14 @@ impl Translator<'_> {
                 args.push(Arg::keyword(name, Arg::spatial(&values)));
             }
         }
-        if groups != 1 {
-            args.push(Arg::keyword("groups", Arg::Int(groups)));
-        }
-        let mut weights = vec![("weight", weight.as_ref().clone())];
-        let mut sources = vec![weight_name];
-        match bias {
-            Some((bias, name)) if bias.len() == out_channels => {
-                weights.push(("bias", bias.reshaped(vec![out_channels])));
-                sources.push(name);
-            }
-            Some((bias, _)) => {
-                return Err(format!("a ConvTranspose bias of shape {:?}", bias.shape).into());
-            }
-            None => args.push(Arg::keyword("bias", Arg::Bool(false))),
-        }
+        let (weights, sources) = conv_weights(
+            "ConvTranspose",
+            &mut args,
+            groups,
+            (weight, weight_name),
+            bias,
+            out_channels,
+        )?;
         let layer = self.layer(node, "deconv", weights, sources);
         let mut shape = vec![input[0], out_channels];
         shape.extend(output_spatial);
