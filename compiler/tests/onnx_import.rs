@@ -8,12 +8,15 @@
 
 use std::path::{Path, PathBuf};
 
+mod onnx_common;
+
 use ndarray::ArrayD;
 use ndarray_npy::ReadNpyExt;
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::onnx::import::{ImportError, ImportOptions, import_bytes, import_model};
 use nnc_compiler::onnx::proto;
 use nnc_compiler::{FrontendOptions, compile_to_ir};
+use onnx_common::relative_error;
 use proptest::prelude::*;
 
 fn fixtures() -> PathBuf {
@@ -51,17 +54,6 @@ fn import_and_run(
         .collect();
     let outputs = interpreter.run(&named).unwrap();
     (imported.source, outputs)
-}
-
-/// The largest difference relative to the reference's largest magnitude.
-fn relative_error(actual: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
-    assert_eq!(actual.shape(), expected.shape());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let worst = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    worst / scale
 }
 
 fn read_npy_tensor(path: &Path) -> Tensor {

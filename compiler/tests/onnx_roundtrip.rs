@@ -6,6 +6,8 @@
 //! their decomposed ONNX nodes, and `block`s where the original did (a few imports are
 //! snapshotted). Sizes are the examples' `test-dims`.
 
+mod onnx_common;
+
 use ndarray::{ArrayD, IxDyn};
 use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::ir::{self, Activation, DType, Op};
@@ -15,6 +17,7 @@ use nnc_compiler::onnx::import::{ImportOptions, import_bytes};
 use nnc_compiler::passes::OptLevel;
 use nnc_compiler::{FrontendOptions, compile_to_ir};
 use nnc_test_support::models::{self, TestModel};
+use onnx_common::relative_error;
 
 /// The examples whose round trip is not yet possible, and why. Each is checked to still fail,
 /// so that the list shrinks when the importer learns more.
@@ -113,17 +116,6 @@ fn named(inputs: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
         .iter()
         .map(|(name, tensor)| (name.as_str(), tensor.clone()))
         .collect()
-}
-
-/// The largest difference relative to the reference's largest magnitude.
-fn relative_error(actual: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
-    assert_eq!(actual.shape(), expected.shape());
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let worst = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    worst / scale
 }
 
 /// The `.nn` layers the imported text must call, from the ops of the original graph.
