@@ -1,4 +1,9 @@
-//! Winograd F(4x4, 3x3) convolution: 3x3 kernels with unit stride and dilation and one group.
+//! Winograd convolution of 3x3 kernels with unit stride and dilation and one group: F(4x4, 3x3)
+//! up to [`MAX_F4X4_CHANNELS`] channels, F(2x2, 3x3) above (see [`Variant`]).
+//!
+//! The description below is of F(4x4, 3x3); F(2x2, 3x3) is the same with 4x4 input tiles, 2x2
+//! output tiles and 16 points (Lavin and Gray's F(2, 3), interpolation points 0, +-1 and
+//! infinity, whose transforms only add and halve).
 //!
 //! A 4x4 tile of outputs needs a 6x6 tile `d` of inputs. With the matrices `B^T` (6x6), `G` (6x3)
 //! and `A^T` (4x6) of Lavin and Gray's F(4, 3) (interpolation points 0, +-1, +-2 and infinity),
@@ -45,12 +50,15 @@ use std::sync::Mutex;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
-/// Outputs per side of one tile.
+/// Outputs per side of one tile of F(4x4, 3x3), the largest tile.
 const OUTPUT_TILE: usize = 4;
-/// Inputs per side of one tile (`OUTPUT_TILE + 3 - 1`).
+/// Inputs per side of one tile of F(4x4, 3x3) (`OUTPUT_TILE + 3 - 1`).
 const INPUT_TILE: usize = 6;
-/// Points of a transformed tile, and so independent matrix products.
+/// Points of a transformed tile of F(4x4, 3x3), and so independent matrix products.
 const POINTS: usize = INPUT_TILE * INPUT_TILE;
+/// Inputs per side, and points, of one tile of F(2x2, 3x3).
+const F2X2_INPUT_TILE: usize = 4;
+const F2X2_POINTS: usize = F2X2_INPUT_TILE * F2X2_INPUT_TILE;
 /// Tiles transformed together, one per lane (one AVX2 register of f32).
 const LANES: usize = 8;
 /// Output channels per chunk: one chunk's `M` (`36 x 64 x tiles`) stays in L2 beside `V`.
@@ -61,9 +69,67 @@ const MAX_BLOCK_TILES: usize = 64;
 /// The bytes of `V` and `M` one block may use, about half of a 1 MiB L2.
 const BLOCK_SCRATCH_BYTES: usize = 512 * 1024;
 
-/// The transformed filters of one layer, `U[p] = (G g G^T)[p]` for each of the 36 points `p`.
+/// Which Winograd algorithm a layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Variant {
+    /// F(4x4, 3x3): 36 products for 16 outputs, four times fewer multiply-adds than direct
+    /// convolution; the transformed filters take four times the weight's memory.
+    F4x4,
+    /// F(2x2, 3x3): 16 products for 4 outputs, 2.25 times fewer multiply-adds; the transformed
+    /// filters take 16/9 of the weight's memory. For the widest layers, which sit at the end of
+    /// a network on small images: a 7x7 image is 16 tiles, one full panel of the GEMM's `NR`
+    /// columns, where F(4x4) has 4 (a quarter of a panel) and direct convolution 49 columns (3
+    /// panels and one column, a fourth panel almost empty); and their filters, 9.4 MB at 512
+    /// channels, grow by 7 MB instead of 28.
+    F2x2,
+}
+
+impl Variant {
+    /// The variant for a layer of these channels: F(4x4, 3x3) up to `MAX_F4X4_CHANNELS`.
+    fn for_channels(in_channels: usize, out_channels: usize) -> Self {
+        if in_channels.max(out_channels) <= MAX_F4X4_CHANNELS {
+            Variant::F4x4
+        } else {
+            Variant::F2x2
+        }
+    }
+
+    /// Outputs per side of one tile.
+    fn output_tile(self) -> usize {
+        match self {
+            Variant::F4x4 => OUTPUT_TILE,
+            Variant::F2x2 => 2,
+        }
+    }
+
+    /// Inputs per side of one tile.
+    fn input_tile(self) -> usize {
+        self.output_tile() + 2
+    }
+
+    /// Points of a transformed tile.
+    fn points(self) -> usize {
+        self.input_tile() * self.input_tile()
+    }
+
+    /// `G g G^T` for one 3x3 filter; the first `points()` values, row-major.
+    fn transform_filter(self, filter: &[f32]) -> [f32; POINTS] {
+        match self {
+            Variant::F4x4 => transform_filter(filter),
+            Variant::F2x2 => {
+                let mut transformed = [0.0; POINTS];
+                transformed[..F2X2_POINTS].copy_from_slice(&transform_filter_f2x2(filter));
+                transformed
+            }
+        }
+    }
+}
+
+/// The transformed filters of one layer, `U[p] = (G g G^T)[p]` for each point `p` of its
+/// variant's tiles.
 #[derive(Clone, Debug)]
 pub(super) struct WinogradWeights {
+    variant: Variant,
     in_channels: usize,
     out_channels: usize,
     chunks: Vec<WeightChunk>,
@@ -93,17 +159,31 @@ pub(super) struct WinogradCall<'a> {
 }
 
 impl WinogradWeights {
-    /// Transforms and packs a `[out_channels, in_channels, 3, 3]` weight.
+    /// Transforms and packs a `[out_channels, in_channels, 3, 3]` weight for the variant its
+    /// channels call for.
     pub(super) fn new(
         weight: &[f32],
         out_channels: usize,
         in_channels: usize,
     ) -> KernelResult<Self> {
+        let variant = Variant::for_channels(in_channels, out_channels);
+        Self::with_variant(weight, out_channels, in_channels, variant)
+    }
+
+    /// `new` with the variant chosen by the caller.
+    fn with_variant(
+        weight: &[f32],
+        out_channels: usize,
+        in_channels: usize,
+        variant: Variant,
+    ) -> KernelResult<Self> {
+        let points = variant.points();
         let matrix_length = out_channels * in_channels;
-        let mut transformed = vec![0.0f32; POINTS * matrix_length];
+        let mut transformed = vec![0.0f32; points * matrix_length];
         // Filter `o * in_channels + i` lands at row `o`, column `i` of every point's matrix.
         for (filter_index, filter) in weight.chunks_exact(9).enumerate() {
-            for (point, value) in transform_filter(filter).into_iter().enumerate() {
+            let values = variant.transform_filter(filter);
+            for (point, &value) in values[..points].iter().enumerate() {
                 transformed[point * matrix_length + filter_index] = value;
             }
         }
@@ -111,7 +191,7 @@ impl WinogradWeights {
             .step_by(OUT_CHUNK_CHANNELS)
             .map(|first_out_channel| {
                 let chunk_channels = OUT_CHUNK_CHANNELS.min(out_channels - first_out_channel);
-                let matrices = (0..POINTS)
+                let matrices = (0..points)
                     .map(|point| {
                         let start = point * matrix_length + first_out_channel * in_channels;
                         MatrixRef::row_major(
@@ -130,6 +210,7 @@ impl WinogradWeights {
             })
             .collect::<KernelResult<Vec<_>>>()?;
         Ok(Self {
+            variant,
             in_channels,
             out_channels,
             chunks,
@@ -138,8 +219,9 @@ impl WinogradWeights {
 
     /// Runs the convolution into `output`, `[batch, out_channels, out_h, out_w]`.
     pub(super) fn forward(&self, call: &WinogradCall<'_>, output: &mut [f32]) -> KernelResult<()> {
-        let tiles_x = call.out_w.div_ceil(OUTPUT_TILE);
-        let tiles_per_image = call.out_h.div_ceil(OUTPUT_TILE) * tiles_x;
+        let output_tile = self.variant.output_tile();
+        let tiles_x = call.out_w.div_ceil(output_tile);
+        let tiles_per_image = call.out_h.div_ceil(output_tile) * tiles_x;
         let total_tiles = call.batch * tiles_per_image;
         if total_tiles == 0 {
             return Ok(());
@@ -160,6 +242,7 @@ impl WinogradWeights {
             .div_ceil(wanted_groups.min(self.chunks.len()));
         let chunk_groups = self.chunks.len().div_ceil(chunks_per_group);
         let layout = TileLayout {
+            variant: self.variant,
             tiles_x,
             tiles_per_image,
             in_channels: self.in_channels,
@@ -190,7 +273,8 @@ impl WinogradWeights {
     /// Tiles per block: as many as keep `V` and one chunk's `M` within `BLOCK_SCRATCH_BYTES`.
     fn block_tiles(&self, total_tiles: usize) -> usize {
         let chunk_channels = OUT_CHUNK_CHANNELS.min(self.out_channels);
-        let bytes_per_tile = POINTS * (self.in_channels + chunk_channels) * size_of::<f32>();
+        let bytes_per_tile =
+            self.variant.points() * (self.in_channels + chunk_channels) * size_of::<f32>();
         let budget = (BLOCK_SCRATCH_BYTES / bytes_per_tile / MIN_BLOCK_TILES * MIN_BLOCK_TILES)
             .clamp(MIN_BLOCK_TILES, MAX_BLOCK_TILES);
         budget.min(total_tiles.div_ceil(LANES) * LANES)
@@ -215,8 +299,9 @@ impl WinogradWeights {
             .map(|chunk| chunk.out_channels)
             .max()
             .unwrap_or(0);
-        let v_length = POINTS * input_length;
-        let m_length = POINTS * chunk_channels * row_stride;
+        let points = self.variant.points();
+        let v_length = points * input_length;
+        let m_length = points * chunk_channels * row_stride;
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             if scratch.len() < v_length + m_length {
@@ -266,7 +351,6 @@ impl PackedConv2d {
         let [out_channels, in_channels, _, _] = weight_shape;
         Self::supports_winograd(weight_shape, options)
             && in_channels.min(out_channels) >= MIN_WINOGRAD_CHANNELS
-            && in_channels.max(out_channels) <= MAX_WINOGRAD_CHANNELS
     }
 
     /// Whether the Winograd method computes a layer of this shape at all (a padding over 2
@@ -286,9 +370,10 @@ impl PackedConv2d {
 
 /// Below this many input or output channels the transforms cost more than they save.
 const MIN_WINOGRAD_CHANNELS: usize = 16;
-/// Above this many channels the transformed filters (four times the weight) stop paying: such
-/// layers sit at the end of a network, on images too small to fill the products.
-const MAX_WINOGRAD_CHANNELS: usize = 256;
+/// Above this many channels F(4x4, 3x3)'s transformed filters (four times the weight) stop
+/// paying: such layers sit at the end of a network, on images too small to fill the products;
+/// they run F(2x2, 3x3).
+const MAX_F4X4_CHANNELS: usize = 256;
 
 thread_local! {
     /// Each thread's `V` and `M`; grown once, then reused.
@@ -297,6 +382,7 @@ thread_local! {
 
 /// Where the tiles are.
 struct TileLayout {
+    variant: Variant,
     tiles_x: usize,
     tiles_per_image: usize,
     in_channels: usize,
@@ -308,7 +394,8 @@ impl TileLayout {
     fn tile_origin(&self, tile: usize) -> (usize, usize, usize) {
         let (image, index) = (tile / self.tiles_per_image, tile % self.tiles_per_image);
         let (tile_y, tile_x) = (index / self.tiles_x, index % self.tiles_x);
-        (image, tile_y * OUTPUT_TILE, tile_x * OUTPUT_TILE)
+        let output_tile = self.variant.output_tile();
+        (image, tile_y * output_tile, tile_x * output_tile)
     }
 }
 
@@ -340,6 +427,14 @@ impl OutputPointer {
                 self.data
                     .add(index)
                     .cast::<[f32; OUTPUT_TILE]>()
+                    .write_unaligned(*row)
+            };
+        } else if let Ok(row) = <&[f32; 2]>::try_from(values) {
+            // SAFETY: As above, for F(2x2, 3x3)'s rows.
+            unsafe {
+                self.data
+                    .add(index)
+                    .cast::<[f32; 2]>()
                     .write_unaligned(*row)
             };
         } else {
@@ -385,7 +480,7 @@ type Lanes = [f32; LANES];
 /// The 4x4 outputs of each lane's tile, row-major.
 type OutputTiles = [[f32; OUTPUT_TILE * OUTPUT_TILE]; LANES];
 
-/// Where one lane's 6x6 input patch is: element `(row, column)` is
+/// Where one lane's input patch (6x6, or 4x4 for F(2x2, 3x3)) is: element `(row, column)` is
 /// `data[offset + row * row_stride + column]`.
 #[derive(Clone, Copy)]
 struct PatchSource<'a> {
@@ -395,10 +490,16 @@ struct PatchSource<'a> {
 }
 
 impl PatchSource<'_> {
-    /// Row `row` of the patch.
+    /// Row `row` of a 6-wide patch.
     #[inline(always)]
     fn row(&self, row: usize) -> &[f32] {
-        &self.data[self.offset + row * self.row_stride..][..INPUT_TILE]
+        self.row_of(row, INPUT_TILE)
+    }
+
+    /// Row `row` of a patch `width` wide.
+    #[inline(always)]
+    fn row_of(&self, row: usize, width: usize) -> &[f32] {
+        &self.data[self.offset + row * self.row_stride..][..width]
     }
 }
 
@@ -414,8 +515,8 @@ fn avx2_available() -> bool {
     }
 }
 
-/// Transforms the inputs of `tiles` into `V`: 36 `[in_channels, tiles]` matrices of
-/// `matrix_length` floats each, in the GEMM's packed layout (`packed_rhs_index`).
+/// Transforms the inputs of `tiles` into `V`: one `[in_channels, tiles]` matrix of
+/// `matrix_length` floats per point, in the GEMM's packed layout (`packed_rhs_index`).
 fn transform_inputs(
     call: &WinogradCall<'_>,
     layout: &TileLayout,
@@ -424,6 +525,8 @@ fn transform_inputs(
     transformed: &mut [f32],
 ) {
     let use_avx2 = avx2_available();
+    let variant = layout.variant;
+    let input_tile = variant.input_tile();
     let input_plane = call.in_h * call.in_w;
     let (height, width) = (call.in_h as isize, call.in_w as isize);
     let zeros = [0.0f32; POINTS];
@@ -440,8 +543,8 @@ fn transform_inputs(
                 let left = out_x as isize - call.padding[1] as isize;
                 let inside = top >= 0
                     && left >= 0
-                    && top + INPUT_TILE as isize <= height
-                    && left + INPUT_TILE as isize <= width;
+                    && top + input_tile as isize <= height
+                    && left + input_tile as isize <= width;
                 (image, top, left, inside)
             })
         });
@@ -451,7 +554,7 @@ fn transform_inputs(
             };
             for (corner, patch) in corners.iter().zip(&mut edge_patches) {
                 if let Some((image, top, left, false)) = *corner {
-                    copy_edge_patch(plane(image), call, top, left, patch);
+                    copy_edge_patch(plane(image), call, input_tile, top, left, patch);
                 }
             }
             let sources: [PatchSource<'_>; LANES] =
@@ -464,12 +567,12 @@ fn transform_inputs(
                     Some((_, _, _, false)) => PatchSource {
                         data: &edge_patches[lane],
                         offset: 0,
-                        row_stride: INPUT_TILE,
+                        row_stride: input_tile,
                     },
                     None => PatchSource {
                         data: &zeros,
                         offset: 0,
-                        row_stride: INPUT_TILE,
+                        row_stride: input_tile,
                     },
                 });
             // The 8 lanes of a group are contiguous: they share a panel of 16 columns.
@@ -478,33 +581,49 @@ fn transform_inputs(
             #[cfg(target_arch = "x86_64")]
             if use_avx2 {
                 // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).
-                unsafe { x86_64::transform_input_group(&sources, destination, matrix_length) };
+                unsafe {
+                    match variant {
+                        Variant::F4x4 => {
+                            x86_64::transform_input_group(&sources, destination, matrix_length)
+                        }
+                        Variant::F2x2 => {
+                            x86_64::transform_input_group_f2x2(&sources, destination, matrix_length)
+                        }
+                    }
+                };
                 continue;
             }
             let _ = use_avx2;
-            transform_input_group(&sources, destination, matrix_length);
+            match variant {
+                Variant::F4x4 => transform_input_group(&sources, destination, matrix_length),
+                Variant::F2x2 => transform_input_group_f2x2(&sources, destination, matrix_length),
+            }
         }
     }
 }
 
-/// Copies the 6x6 input patch whose top-left corner is `(top, left)`, partly outside the
-/// image, into `patch`, with zeros outside.
+/// Copies the `input_tile x input_tile` input patch whose top-left corner is `(top, left)`,
+/// partly outside the image, into the start of `patch`, row-major, with zeros outside.
 fn copy_edge_patch(
     plane: &[f32],
     call: &WinogradCall<'_>,
+    input_tile: usize,
     top: isize,
     left: isize,
     patch: &mut [f32; POINTS],
 ) {
     let height = call.in_h as isize;
     // The patch columns inside the image, the same for every row.
-    let first_column = (-left).clamp(0, INPUT_TILE as isize) as usize;
+    let first_column = (-left).clamp(0, input_tile as isize) as usize;
     let end_column =
-        (call.in_w as isize - left).clamp(first_column as isize, INPUT_TILE as isize) as usize;
+        (call.in_w as isize - left).clamp(first_column as isize, input_tile as isize) as usize;
     // A whole-patch store of known size compiles to a few vector stores, where filling the
     // short pieces outside the image would call `memset` for each.
     *patch = [0.0; POINTS];
-    for (row, patch_row) in patch.chunks_exact_mut(INPUT_TILE).enumerate() {
+    for (row, patch_row) in patch[..input_tile * input_tile]
+        .chunks_exact_mut(input_tile)
+        .enumerate()
+    {
         let y = top + row as isize;
         if y < 0 || y >= height {
             continue;
@@ -588,6 +707,8 @@ fn transform_outputs(
     destination: &OutputPointer,
 ) {
     let use_avx2 = avx2_available();
+    let variant = layout.variant;
+    let output_tile = variant.output_tile();
     let output_plane = call.out_h * call.out_w;
     let matrix_length = chunk.out_channels * row_stride;
     let mut outputs: OutputTiles = [[0.0; OUTPUT_TILE * OUTPUT_TILE]; LANES];
@@ -600,29 +721,20 @@ fn transform_outputs(
             let channel = chunk.first_out_channel + chunk_channel;
             let bias = call.bias.map_or(0.0, |bias| bias[channel]);
             let group_products = &products[chunk_channel * row_stride + column..];
-            #[cfg(target_arch = "x86_64")]
-            if use_avx2 {
-                // SAFETY: The processor supports AVX2 and FMA (`avx2_available`).
-                unsafe {
-                    x86_64::transform_output_group(
-                        group_products,
-                        matrix_length,
-                        bias,
-                        &mut outputs,
-                    )
-                };
-            } else {
-                transform_output_group(group_products, matrix_length, bias, &mut outputs);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            transform_output_group(group_products, matrix_length, bias, &mut outputs);
-            let _ = use_avx2;
+            transform_output_group_of(
+                variant,
+                use_avx2,
+                group_products,
+                matrix_length,
+                bias,
+                &mut outputs,
+            );
             let plane_start = |image: usize| (image * layout.out_channels + channel) * output_plane;
             if let Some(residual) = call.residual {
                 for (tile, &(image, top, left)) in outputs.iter_mut().zip(&origins).take(lane_tiles)
                 {
-                    for_each_output_row(call, top, left, |row, index, columns| {
-                        let values = &mut tile[row * OUTPUT_TILE..][..columns];
+                    for_each_output_row(call, output_tile, top, left, |row, index, columns| {
+                        let values = &mut tile[row * output_tile..][..columns];
                         let skips = &residual[plane_start(image) + index..][..columns];
                         for (value, &skip) in values.iter_mut().zip(skips) {
                             *value += skip;
@@ -638,15 +750,20 @@ fn transform_outputs(
                     }
                 }
                 Some(activation) => {
-                    apply_activation_in_place(outputs.as_flattened_mut(), activation)
+                    for tile in &mut outputs {
+                        apply_activation_in_place(
+                            &mut tile[..output_tile * output_tile],
+                            activation,
+                        );
+                    }
                 }
                 None => {}
             }
             for (tile, &(image, top, left)) in outputs.iter().zip(&origins).take(lane_tiles) {
-                for_each_output_row(call, top, left, |row, index, columns| {
+                for_each_output_row(call, output_tile, top, left, |row, index, columns| {
                     destination.write(
                         plane_start(image) + index,
-                        &tile[row * OUTPUT_TILE..][..columns],
+                        &tile[row * output_tile..][..columns],
                     );
                 });
             }
@@ -654,17 +771,52 @@ fn transform_outputs(
     }
 }
 
+/// `A^T m A + bias` of `variant` for the products of one group of tiles, with the AVX2 code when
+/// `use_avx2` (which `avx2_available` must have said).
+#[inline(always)]
+fn transform_output_group_of(
+    variant: Variant,
+    use_avx2: bool,
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    outputs: &mut OutputTiles,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2 {
+        // SAFETY: The processor supports AVX2 and FMA (the caller checked `avx2_available`).
+        unsafe {
+            match variant {
+                Variant::F4x4 => {
+                    x86_64::transform_output_group(products, matrix_length, bias, outputs)
+                }
+                Variant::F2x2 => {
+                    x86_64::transform_output_group_f2x2(products, matrix_length, bias, outputs)
+                }
+            }
+        };
+        return;
+    }
+    let _ = use_avx2;
+    match variant {
+        Variant::F4x4 => transform_output_group(products, matrix_length, bias, outputs),
+        Variant::F2x2 => transform_output_group_f2x2(products, matrix_length, bias, outputs),
+    }
+}
+
 /// Calls `visit(row, index in the plane of the row's first output, outputs in the row)` for
-/// each row of the tile at `(top, left)` inside the output (edge tiles are clipped).
+/// each row of the `output_tile`-sided tile at `(top, left)` inside the output (edge tiles are
+/// clipped).
 #[inline(always)]
 fn for_each_output_row(
     call: &WinogradCall<'_>,
+    output_tile: usize,
     top: usize,
     left: usize,
     mut visit: impl FnMut(usize, usize, usize),
 ) {
-    let rows = OUTPUT_TILE.min(call.out_h - top);
-    let columns = OUTPUT_TILE.min(call.out_w - left);
+    let rows = output_tile.min(call.out_h - top);
+    let columns = output_tile.min(call.out_w - left);
     for row in 0..rows {
         visit(row, (top + row) * call.out_w + left, columns);
     }
@@ -726,6 +878,113 @@ fn output_points(m: [&Lanes; INPUT_TILE]) -> [Lanes; OUTPUT_TILE] {
         outputs[1][lane] = difference_12 + 2.0 * difference_34;
         outputs[2][lane] = sum_12 + 4.0 * sum_34;
         outputs[3][lane] = difference_12 + 8.0 * difference_34 + m5;
+    }
+    outputs
+}
+
+/// F(2x2, 3x3)'s `G g G^T` for one 3x3 filter, computed in f64; the 4x4 result row-major.
+/// `G` is `[[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]`.
+fn transform_filter_f2x2(filter: &[f32]) -> [f32; F2X2_POINTS] {
+    const G: [[f64; 3]; F2X2_INPUT_TILE] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let mut transformed = [0.0f32; F2X2_POINTS];
+    for (row, g_row) in G.iter().enumerate() {
+        for (column, g_column) in G.iter().enumerate() {
+            let value: f64 = (0..3)
+                .flat_map(|k| (0..3).map(move |l| (k, l)))
+                .map(|(k, l)| g_row[k] * f64::from(filter[k * 3 + l]) * g_column[l])
+                .sum();
+            transformed[row * F2X2_INPUT_TILE + column] = value as f32;
+        }
+    }
+    transformed
+}
+
+/// F(2x2, 3x3)'s `B^T d B` for the 4x4 patches of one group of tiles, written as point `p` of
+/// lane `l` at `destination[p * matrix_length + l]`. Inlined into `x86_64`'s AVX2 build of it.
+#[inline(always)]
+fn transform_input_group_f2x2(
+    sources: &[PatchSource<'_>; LANES],
+    destination: &mut [f32],
+    matrix_length: usize,
+) {
+    const SIDE: usize = F2X2_INPUT_TILE;
+    let patches: [Lanes; F2X2_POINTS] = std::array::from_fn(|point| {
+        std::array::from_fn(|lane| sources[lane].row_of(point / SIDE, SIDE)[point % SIDE])
+    });
+    let mut rows_done = [[0.0f32; LANES]; F2X2_POINTS];
+    for row in 0..SIDE {
+        let points = input_points_f2x2(std::array::from_fn(|column| &patches[row * SIDE + column]));
+        rows_done[row * SIDE..][..SIDE].copy_from_slice(&points);
+    }
+    for column in 0..SIDE {
+        let points = input_points_f2x2(std::array::from_fn(|row| &rows_done[row * SIDE + column]));
+        for (row, values) in points.iter().enumerate() {
+            destination[(row * SIDE + column) * matrix_length..][..LANES].copy_from_slice(values);
+        }
+    }
+}
+
+/// F(2x2, 3x3)'s `B^T x` for four values `x` per lane: `B^T` is `[[1, 0, -1, 0], [0, 1, 1, 0],
+/// [0, -1, 1, 0], [0, 1, 0, -1]]`.
+#[inline(always)]
+fn input_points_f2x2(x: [&Lanes; F2X2_INPUT_TILE]) -> [Lanes; F2X2_INPUT_TILE] {
+    let mut points = [[0.0f32; LANES]; F2X2_INPUT_TILE];
+    for lane in 0..LANES {
+        let [x0, x1, x2, x3] = x.map(|values| values[lane]);
+        points[0][lane] = x0 - x2;
+        points[1][lane] = x1 + x2;
+        points[2][lane] = x2 - x1;
+        points[3][lane] = x1 - x3;
+    }
+    points
+}
+
+/// F(2x2, 3x3)'s `A^T m A + bias` for the products of one group of tiles (point `p` of lane `l`
+/// at `products[p * matrix_length + l]`), into the first four values (2x2, row-major) of each
+/// lane's outputs. Inlined into `x86_64`'s AVX2 build of it.
+#[inline(always)]
+fn transform_output_group_f2x2(
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    outputs: &mut OutputTiles,
+) {
+    const SIDE: usize = F2X2_INPUT_TILE;
+    let points: [Lanes; F2X2_POINTS] = std::array::from_fn(|point| {
+        products[point * matrix_length..][..LANES]
+            .try_into()
+            .expect("LANES values")
+    });
+    let mut rows_done = [[0.0f32; LANES]; SIDE * 2];
+    for row in 0..SIDE {
+        let results =
+            output_points_f2x2(std::array::from_fn(|column| &points[row * SIDE + column]));
+        rows_done[row * 2..][..2].copy_from_slice(&results);
+    }
+    for column in 0..2 {
+        let results = output_points_f2x2(std::array::from_fn(|row| &rows_done[row * 2 + column]));
+        for (row, values) in results.iter().enumerate() {
+            for (tile, &value) in outputs.iter_mut().zip(values) {
+                tile[row * 2 + column] = value + bias;
+            }
+        }
+    }
+}
+
+/// F(2x2, 3x3)'s `A^T m` for four values `m` per lane: `A^T` is `[[1, 1, 1, 0], [0, 1, -1,
+/// -1]]`.
+#[inline(always)]
+fn output_points_f2x2(m: [&Lanes; F2X2_INPUT_TILE]) -> [Lanes; 2] {
+    let mut outputs = [[0.0f32; LANES]; 2];
+    for lane in 0..LANES {
+        let [m0, m1, m2, m3] = m.map(|values| values[lane]);
+        outputs[0][lane] = m0 + m1 + m2;
+        outputs[1][lane] = m1 - m2 - m3;
     }
     outputs
 }

@@ -43,6 +43,47 @@ fn one_dimensional_transforms_compute_a_correlation() {
     }
 }
 
+/// The same identity for F(2x2, 3x3) on four inputs.
+#[test]
+fn one_dimensional_f2x2_transforms_compute_a_correlation() {
+    let filter = [0.5f32, -1.25, 2.0];
+    let inputs = [1.0f32, -2.0, 0.75, 3.0];
+    let mut filter_2d = [0.0f32; 9];
+    for (k, &value) in filter.iter().enumerate() {
+        filter_2d[k * 3] = value;
+    }
+    let transformed_filter = transform_filter_f2x2(&filter_2d);
+    let mut plane = [0.0f32; F2X2_POINTS];
+    for (row, &value) in inputs.iter().enumerate() {
+        plane[row * F2X2_INPUT_TILE] = value;
+    }
+    let zeros = [0.0f32; F2X2_POINTS];
+    let sources: [PatchSource<'_>; LANES] = std::array::from_fn(|lane| PatchSource {
+        data: if lane == 3 { &plane } else { &zeros },
+        offset: 0,
+        row_stride: F2X2_INPUT_TILE,
+    });
+    let mut transformed_input = [0.0f32; F2X2_POINTS * LANES];
+    transform_input_group_f2x2(&sources, &mut transformed_input, LANES);
+    let mut products = [0.0f32; F2X2_POINTS * LANES];
+    for point in 0..F2X2_POINTS {
+        products[point * LANES + 3] =
+            transformed_filter[point] * transformed_input[point * LANES + 3];
+    }
+    let mut outputs: OutputTiles = [[f32::NAN; 16]; LANES];
+    transform_output_group_f2x2(&products, LANES, 0.0, &mut outputs);
+    for row in 0..2 {
+        let expected: f32 = (0..3).map(|k| filter[k] * inputs[row + k]).sum();
+        let actual = outputs[3][row * 2];
+        assert!(
+            (actual - expected).abs() < 1e-5,
+            "row {row}: {actual} vs {expected}"
+        );
+        assert_eq!(outputs[3][row * 2 + 1], 0.0);
+        assert_eq!(outputs[2][row * 2], 0.0);
+    }
+}
+
 /// One Winograd layer and its data.
 #[derive(Debug, Clone)]
 struct Case {
@@ -55,6 +96,7 @@ struct Case {
     residual: Option<Vec<f32>>,
     activation: Option<Activation>,
     threads: usize,
+    variant: Variant,
 }
 
 impl Case {
@@ -104,6 +146,16 @@ impl Case {
         .unwrap()
         .with_activation(self.activation);
         assert!(matches!(conv.method, super::super::Method::Winograd(_)));
+        let mut conv = conv;
+        conv.method = super::super::Method::Winograd(
+            WinogradWeights::with_variant(
+                &self.weight,
+                self.out_channels,
+                self.input_shape[1],
+                self.variant,
+            )
+            .unwrap(),
+        );
         let output_shape = conv.output_shape(self.input_shape).unwrap();
         let mut output = vec![f32::NAN; output_shape.iter().product()];
         let mut workspace = ConvWorkspace::new();
@@ -156,10 +208,11 @@ fn cases() -> impl Strategy<Value = Case> {
             0..=Activation::ALL.len(),
             1..3usize,
         ),
+        prop_oneof![Just(Variant::F4x4), Just(Variant::F2x2)],
     )
         .prop_filter(
             "the kernel must fit the padded input",
-            |&((_, _, _, pad_h, pad_w), (height, width), _)| {
+            |&((_, _, _, pad_h, pad_w), (height, width), _, _)| {
                 height + 2 * pad_h >= 3 && width + 2 * pad_w >= 3
             },
         )
@@ -168,12 +221,13 @@ fn cases() -> impl Strategy<Value = Case> {
                 (batch, in_channels, out_channels, pad_h, pad_w),
                 (height, width),
                 (with_bias, with_residual, activation, threads),
+                variant,
             )| {
                 let input_shape = [batch, in_channels, height, width];
                 let output_length =
                     batch * out_channels * (height + 2 * pad_h - 2) * (width + 2 * pad_w - 2);
                 (
-                    Just((input_shape, out_channels, [pad_h, pad_w], threads)),
+                    Just((input_shape, out_channels, [pad_h, pad_w], threads, variant)),
                     values(input_shape.iter().product()),
                     values(out_channels * in_channels * 9),
                     values(out_channels),
@@ -188,7 +242,7 @@ fn cases() -> impl Strategy<Value = Case> {
         )
         .prop_map(
             |(
-                (input_shape, out_channels, padding, threads),
+                (input_shape, out_channels, padding, threads, variant),
                 input,
                 weight,
                 bias,
@@ -204,6 +258,7 @@ fn cases() -> impl Strategy<Value = Case> {
                 residual: with_residual.then_some(residual),
                 activation,
                 threads,
+                variant,
             },
         )
 }
@@ -212,7 +267,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// Images of 1x1 to 9x9 (mostly not multiples of the tile), batch 1 or 2, paddings 0 to 2,
-    /// with and without bias and residual, every activation, at one and two threads.
+    /// with and without bias and residual, every activation, at one and two threads, both
+    /// variants.
     #[test]
     fn winograd_matches_reference(case in cases()) {
         let error = case.relative_error();
@@ -248,17 +304,30 @@ fn deep_case(channels: usize, size: usize, threads: usize) -> Case {
         residual: Some(pseudo_random(output_length, 4, 1.0)),
         activation: Some(Activation::Relu),
         threads,
+        variant: Variant::for_channels(channels, channels),
     }
 }
 
-/// F(4x4, 3x3) stays within the 1e-4 relative tolerance at 64 to 512 channels; the measured
+/// Both variants stay within the 1e-4 relative tolerance at 64 to 512 channels; the measured
 /// errors (about 1e-6) are in the report of the change that added this method.
 #[test]
 fn winograd_is_accurate_at_resnet_depths() {
-    for (channels, size, threads) in [(64, 19, 2), (128, 13, 1), (256, 9, 2), (512, 7, 1)] {
-        let case = deep_case(channels, size, threads);
+    for (channels, size, threads, variant) in [
+        (64, 19, 2, Variant::F4x4),
+        (128, 13, 1, Variant::F4x4),
+        (256, 9, 2, Variant::F4x4),
+        (512, 7, 1, Variant::F4x4),
+        (512, 7, 2, Variant::F2x2),
+        (64, 19, 1, Variant::F2x2),
+    ] {
+        let case = Case {
+            variant,
+            ..deep_case(channels, size, threads)
+        };
         let error = case.relative_error();
-        println!("winograd relative error at {channels} channels, {size}x{size}: {error:e}");
+        println!(
+            "winograd {variant:?} relative error at {channels} channels, {size}x{size}: {error:e}"
+        );
         assert!(
             error <= 1e-4,
             "{channels} channels, {size}x{size}: relative error {error}"
@@ -276,17 +345,21 @@ fn automatic_choice_takes_winograd_only_where_it_pays() {
         let weight = vec![0.0; out_channels * in_channels * 9];
         let conv =
             PackedConv2d::new(&weight, [out_channels, in_channels, 3, 3], None, options).unwrap();
-        matches!(conv.method, super::super::Method::Winograd(_))
+        match conv.method {
+            super::super::Method::Winograd(weights) => Some(weights.variant),
+            _ => None,
+        }
     };
-    assert!(choose(64, 64, options));
-    assert!(choose(256, 128, options));
-    assert!(!choose(8, 64, options));
-    assert!(!choose(512, 512, options));
+    assert_eq!(choose(64, 64, options), Some(Variant::F4x4));
+    assert_eq!(choose(256, 128, options), Some(Variant::F4x4));
+    assert_eq!(choose(8, 64, options), None);
+    assert_eq!(choose(512, 512, options), Some(Variant::F2x2));
+    assert_eq!(choose(512, 256, options), Some(Variant::F2x2));
     let strided = Conv2dOptions {
         stride: [2, 2],
         ..options
     };
-    assert!(!choose(64, 64, strided));
+    assert_eq!(choose(64, 64, strided), None);
     let forced = PackedConv2d::new_with_method(
         &[0.0; 64 * 64 * 9],
         [64, 64, 3, 3],
@@ -338,6 +411,28 @@ proptest! {
             {
                 prop_assert!((actual - expected).abs() <= 1e-5 * expected.abs().max(1.0));
             }
+            // F(2x2, 3x3): the AVX2 build of the same code.
+            let mut expected = vec![0.0; F2X2_POINTS * matrix_length];
+            let mut actual = expected.clone();
+            transform_input_group_f2x2(&sources, &mut expected, matrix_length);
+            // SAFETY: As above.
+            unsafe { x86_64::transform_input_group_f2x2(&sources, &mut actual, matrix_length) };
+            for (actual, expected) in actual.iter().zip(&expected) {
+                prop_assert!((actual - expected).abs() <= 1e-5 * expected.abs().max(1.0));
+            }
+            let mut expected_outputs: OutputTiles = [[0.0; 16]; LANES];
+            let mut actual_outputs = expected_outputs;
+            transform_output_group_f2x2(&products, matrix_length, bias, &mut expected_outputs);
+            // SAFETY: As above.
+            unsafe {
+                x86_64::transform_output_group_f2x2(
+                    &products,
+                    matrix_length,
+                    bias,
+                    &mut actual_outputs,
+                )
+            };
+            prop_assert_eq!(actual_outputs, expected_outputs);
         }
     }
 }

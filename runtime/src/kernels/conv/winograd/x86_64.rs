@@ -99,6 +99,37 @@ pub(super) unsafe fn transform_output_group(
     }
 }
 
+/// F(2x2, 3x3)'s input transform, the portable code compiled for AVX2 (its lane loops become
+/// vector operations); the same contract as `super::transform_input_group_f2x2`.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn transform_input_group_f2x2(
+    sources: &[PatchSource<'_>; LANES],
+    destination: &mut [f32],
+    matrix_length: usize,
+) {
+    super::transform_input_group_f2x2(sources, destination, matrix_length);
+}
+
+/// F(2x2, 3x3)'s output transform, the portable code compiled for AVX2; the same contract as
+/// `super::transform_output_group_f2x2`.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn transform_output_group_f2x2(
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    outputs: &mut OutputTiles,
+) {
+    super::transform_output_group_f2x2(products, matrix_length, bias, outputs);
+}
+
 /// One vector per column from four columns (one `__m128` per tile) of eight tiles: tile `k`'s
 /// values go to lane `k`.
 #[inline]
