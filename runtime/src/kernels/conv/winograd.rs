@@ -528,53 +528,52 @@ fn transform_inputs(
     let variant = layout.variant;
     let input_tile = variant.input_tile();
     let input_plane = call.in_h * call.in_w;
-    let (height, width) = (call.in_h as isize, call.in_w as isize);
+    let bands = Band::of_block(call, layout, tiles.clone());
+    // Zeros in the padding, for every channel (`Band::copy` writes only inside the image).
+    let mut band_buffer = vec![0.0f32; bands.iter().map(Band::copied_length).sum()];
+    // Per tile of the block: its band and the offset of its patch in the band's data.
+    let patches: Vec<(usize, usize)> = tiles
+        .clone()
+        .map(|tile| {
+            let (image, out_y, out_x) = layout.tile_origin(tile);
+            let band = bands
+                .iter()
+                .position(|band| band.image == image)
+                .expect("every tile's image has a band");
+            (band, bands[band].patch_offset(call, out_y, out_x))
+        })
+        .collect();
     let zeros = [0.0f32; POINTS];
-    // Tiles that reach into the padding are copied here first, with zeros outside the image.
-    let mut edge_patches = [[0.0f32; POINTS]; LANES];
-    for first_tile in tiles.clone().step_by(LANES) {
-        let column = first_tile - tiles.start;
-        let lane_tiles = LANES.min(tiles.end - first_tile);
-        // Per lane: the image, the patch's top-left corner, and whether the patch is inside.
-        let corners: [Option<(usize, isize, isize, bool)>; LANES] = std::array::from_fn(|lane| {
-            (lane < lane_tiles).then(|| {
-                let (image, out_y, out_x) = layout.tile_origin(first_tile + lane);
-                let top = out_y as isize - call.padding[0] as isize;
-                let left = out_x as isize - call.padding[1] as isize;
-                let inside = top >= 0
-                    && left >= 0
-                    && top + input_tile as isize <= height
-                    && left + input_tile as isize <= width;
-                (image, top, left, inside)
-            })
-        });
-        for channel in 0..layout.in_channels {
-            let plane = |image: usize| {
-                &call.input[(image * layout.in_channels + channel) * input_plane..][..input_plane]
-            };
-            for (corner, patch) in corners.iter().zip(&mut edge_patches) {
-                if let Some((image, top, left, false)) = *corner {
-                    copy_edge_patch(plane(image), call, input_tile, top, left, patch);
-                }
+    for channel in 0..layout.in_channels {
+        let plane = |image: usize| {
+            &call.input[(image * layout.in_channels + channel) * input_plane..][..input_plane]
+        };
+        for band in &bands {
+            if let Some(start) = band.copied_at {
+                band.copy(call, plane(band.image), &mut band_buffer[start..]);
             }
-            let sources: [PatchSource<'_>; LANES] =
-                std::array::from_fn(|lane| match corners[lane] {
-                    Some((image, top, left, true)) => PatchSource {
-                        data: plane(image),
-                        offset: top as usize * call.in_w + left as usize,
-                        row_stride: call.in_w,
-                    },
-                    Some((_, _, _, false)) => PatchSource {
-                        data: &edge_patches[lane],
-                        offset: 0,
-                        row_stride: input_tile,
-                    },
-                    None => PatchSource {
+        }
+        for first_tile in tiles.clone().step_by(LANES) {
+            let column = first_tile - tiles.start;
+            let sources: [PatchSource<'_>; LANES] = std::array::from_fn(|lane| {
+                let Some(&(band, offset)) = patches.get(column + lane) else {
+                    return PatchSource {
                         data: &zeros,
                         offset: 0,
                         row_stride: input_tile,
-                    },
-                });
+                    };
+                };
+                let band = &bands[band];
+                let (data, row_stride) = match band.copied_at {
+                    Some(start) => (&band_buffer[start..][..band.copied_length()], band.columns),
+                    None => (plane(band.image), call.in_w),
+                };
+                PatchSource {
+                    data,
+                    offset,
+                    row_stride,
+                }
+            });
             // The 8 lanes of a group are contiguous: they share a panel of 16 columns.
             let start = packed_rhs_index(layout.in_channels, tiles.len(), channel, column);
             let destination = &mut transformed[start..];
@@ -602,39 +601,103 @@ fn transform_inputs(
     }
 }
 
-/// Copies the `input_tile x input_tile` input patch whose top-left corner is `(top, left)`,
-/// partly outside the image, into the start of `patch`, row-major, with zeros outside.
-fn copy_edge_patch(
-    plane: &[f32],
-    call: &WinogradCall<'_>,
-    input_tile: usize,
+/// The rectangle of one image's input that the patches of a block's tiles in that image read
+/// (whole rows of tiles, so all tile columns): read in place when it lies inside the image, else
+/// copied for each channel, with zeros where it reaches into the padding, into a buffer where
+/// every patch is a plain strided read. A tile on the image's edge then costs what any tile
+/// does, instead of a copy of its own patch per channel.
+struct Band {
+    image: usize,
+    /// The input row and column of the rectangle's top-left corner (negative in the padding).
     top: isize,
     left: isize,
-    patch: &mut [f32; POINTS],
-) {
-    let height = call.in_h as isize;
-    // The patch columns inside the image, the same for every row.
-    let first_column = (-left).clamp(0, input_tile as isize) as usize;
-    let end_column =
-        (call.in_w as isize - left).clamp(first_column as isize, input_tile as isize) as usize;
-    // A whole-patch store of known size compiles to a few vector stores, where filling the
-    // short pieces outside the image would call `memset` for each.
-    *patch = [0.0; POINTS];
-    for (row, patch_row) in patch[..input_tile * input_tile]
-        .chunks_exact_mut(input_tile)
-        .enumerate()
-    {
-        let y = top + row as isize;
-        if y < 0 || y >= height {
-            continue;
+    rows: usize,
+    columns: usize,
+    /// Where the rectangle starts in the bands' buffer, when it is copied.
+    copied_at: Option<usize>,
+}
+
+impl Band {
+    /// The bands of the images that `tiles` cover, each placed after the previous in the buffer
+    /// when copied.
+    fn of_block(call: &WinogradCall<'_>, layout: &TileLayout, tiles: Range<usize>) -> Vec<Band> {
+        let output_tile = layout.variant.output_tile();
+        let input_tile = layout.variant.input_tile();
+        let first_image = tiles.start / layout.tiles_per_image;
+        let last_image = (tiles.end - 1) / layout.tiles_per_image;
+        let mut buffer_length = 0;
+        (first_image..=last_image)
+            .map(|image| {
+                let image_tiles =
+                    image * layout.tiles_per_image..(image + 1) * layout.tiles_per_image;
+                let first = tiles.start.max(image_tiles.start) - image_tiles.start;
+                let last = tiles.end.min(image_tiles.end) - 1 - image_tiles.start;
+                let (first_row, last_row) = (first / layout.tiles_x, last / layout.tiles_x);
+                let top = (first_row * output_tile) as isize - call.padding[0] as isize;
+                let left = -(call.padding[1] as isize);
+                let rows = (last_row - first_row) * output_tile + input_tile;
+                let columns = (layout.tiles_x - 1) * output_tile + input_tile;
+                let inside = top >= 0
+                    && left >= 0
+                    && top + rows as isize <= call.in_h as isize
+                    && left + columns as isize <= call.in_w as isize;
+                let copied_at = (!inside).then(|| {
+                    let start = buffer_length;
+                    buffer_length += rows * columns;
+                    start
+                });
+                Band {
+                    image,
+                    top,
+                    left,
+                    rows,
+                    columns,
+                    copied_at,
+                }
+            })
+            .collect()
+    }
+
+    /// The floats the band takes in the buffer.
+    fn copied_length(&self) -> usize {
+        if self.copied_at.is_some() {
+            self.rows * self.columns
+        } else {
+            0
         }
-        let image_row = y as usize * call.in_w;
-        let first_x = (left + first_column as isize) as usize;
-        for (value, &input) in patch_row[first_column..end_column]
-            .iter_mut()
-            .zip(&plane[image_row + first_x..])
+    }
+
+    /// Where the patch of the tile whose top-left output is `(out_y, out_x)` starts in the
+    /// band's data: the buffer when copied, else the image plane.
+    fn patch_offset(&self, call: &WinogradCall<'_>, out_y: usize, out_x: usize) -> usize {
+        let y = out_y as isize - call.padding[0] as isize;
+        let x = out_x as isize - call.padding[1] as isize;
+        match self.copied_at {
+            Some(_) => (y - self.top) as usize * self.columns + (x - self.left) as usize,
+            None => y as usize * call.in_w + x as usize,
+        }
+    }
+
+    /// Copies the part of the band inside the image from one channel's `plane` into
+    /// `destination`. The rest, the padding, is the same in every channel: `destination` holds
+    /// zeros there from the start, and nothing writes them.
+    fn copy(&self, call: &WinogradCall<'_>, plane: &[f32], destination: &mut [f32]) {
+        let width = call.in_w as isize;
+        // The band columns inside the image, the same for every row.
+        let first_column = (-self.left).clamp(0, self.columns as isize) as usize;
+        let end_column =
+            (width - self.left).clamp(first_column as isize, self.columns as isize) as usize;
+        for (row, band_row) in destination[..self.rows * self.columns]
+            .chunks_exact_mut(self.columns)
+            .enumerate()
         {
-            *value = input;
+            let y = self.top + row as isize;
+            if y < 0 || y >= call.in_h as isize {
+                continue;
+            }
+            let first_x = (self.left + first_column as isize) as usize;
+            let source = &plane[y as usize * call.in_w + first_x..][..end_column - first_column];
+            band_row[first_column..end_column].copy_from_slice(source);
         }
     }
 }

@@ -335,6 +335,39 @@ fn winograd_is_accurate_at_resnet_depths() {
     }
 }
 
+/// Blocks that start inside an image and span two images of a batch, on an image that is not
+/// square and reaches into the padding on every side, for both variants.
+#[test]
+fn blocks_across_images_and_edges_match_reference() {
+    for (variant, padding, threads) in [
+        (Variant::F4x4, [1, 2], 1),
+        (Variant::F2x2, [2, 1], 2),
+        (Variant::F2x2, [0, 0], 1),
+    ] {
+        let (channels, height, width) = (48, 23, 17);
+        let input_shape = [2, channels, height, width];
+        let output_length =
+            2 * channels * (height + 2 * padding[0] - 2) * (width + 2 * padding[1] - 2);
+        let case = Case {
+            input_shape,
+            out_channels: channels,
+            padding,
+            input: pseudo_random(input_shape.iter().product(), 5, 1.0),
+            weight: pseudo_random(channels * channels * 9, 6, 0.2),
+            bias: Some(pseudo_random(channels, 7, 0.1)),
+            residual: Some(pseudo_random(output_length, 8, 1.0)),
+            activation: Some(Activation::Relu6),
+            threads,
+            variant,
+        };
+        let error = case.relative_error();
+        assert!(
+            error <= 1e-5,
+            "{variant:?}, padding {padding:?}: relative error {error}"
+        );
+    }
+}
+
 #[test]
 fn automatic_choice_takes_winograd_only_where_it_pays() {
     let options = Conv2dOptions {
