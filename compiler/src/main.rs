@@ -164,10 +164,10 @@ impl Select {
 /// Quantized weights.
 #[derive(clap::Args, Clone, Debug)]
 struct QuantizeArgs {
-    /// Quantize weights when they are loaded. q8_0, q4_0, q4_1: the linear layers' weights to
-    /// this block format (layers whose rows are not whole blocks of 32 keep f32; a GGUF tensor
-    /// already in one of these formats keeps its blocks as they are). as-stored: each GGUF tensor
-    /// as the file stores it (Q8_0, Q4_0, Q4_1 blocks; anything else f32). int8: the 2-D
+    /// Quantize weights when they are loaded. q8_0, q4_0, q4_1, f16: the linear layers' weights
+    /// to this block format, or to half precision (layers whose rows are not whole blocks of 32
+    /// keep f32; a GGUF tensor in Q8_0, Q4_0 or Q4_1 keeps its blocks as they are). as-stored:
+    /// each GGUF tensor as the file stores it (Q8_0, Q4_0, Q4_1 blocks; anything else f32). int8: the 2-D
     /// convolutions run in integers, weights in int8 per output channel and inputs in u8 with
     /// the ranges of --calibration; the linear layers get q8_0.
     #[arg(long, value_name = "FORMAT", value_parser = parse_quantize_choice)]

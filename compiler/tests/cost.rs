@@ -336,3 +336,35 @@ fn model_size_counts_quantized_weights_in_their_format() {
         4 * 100 * 64 + q8_0(100 * 64) + q4_1(64 * 64) + q4_1(48 * 64) + 4 * 48 + 4 * (64 * 48 + 64);
     assert_eq!(bytes(&quantized), expected);
 }
+
+/// F16 weights take two bytes a value and multiply in floats: a layer asked for the fast mode in
+/// F16 is marked exact, so its multiply-adds count as float ones.
+#[test]
+fn f16_weights_are_two_bytes_and_multiply_in_floats() {
+    let source = "network half(x: f32[1, 64]) -> (y: f32[1, 32]) {\n\
+        y = linear(x, 32, bias = false) as fc\n\
+    }\n";
+    let graph = compile_to_ir(
+        source,
+        &FrontendOptions {
+            quantize: Some(nnc_compiler::ir::Quantization {
+                format: nnc_compiler::QuantFormat::F16.into(),
+                mode: nnc_compiler::QuantizedMode::Fast,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .networks
+    .remove(0);
+    let (_, param) = graph.params.iter().next().unwrap();
+    assert_eq!(
+        param.storage,
+        nnc_compiler::ir::WeightStorage::Quantized(nnc_compiler::ir::Quantization {
+            format: nnc_compiler::QuantFormat::F16.into(),
+            mode: nnc_compiler::QuantizedMode::Exact,
+        })
+    );
+    let totals = cost::analyze(&graph).totals(&graph);
+    assert_eq!(totals.weight_bytes, 2 * 64 * 32);
+}

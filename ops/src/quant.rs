@@ -1,6 +1,7 @@
-//! The storage formats of quantized weights: GGUF's block formats, named and sized. The block
-//! layouts and the kernels that read them are the runtime's (`nnc_runtime::kernels::quantized`);
-//! the compiler needs only to name a format and to know which row lengths it can hold.
+//! The storage formats of quantized weights: GGUF's block formats, and half precision, named and
+//! sized. The block layouts and the kernels that read them are the runtime's
+//! (`nnc_runtime::kernels::quantized`); the compiler needs only to name a format and to know
+//! which row lengths it can hold.
 
 /// Values per block, in every format.
 pub const BLOCK_LENGTH: usize = 32;
@@ -14,11 +15,20 @@ pub enum QuantFormat {
     Q4_0,
     /// 4-bit values with a scale and a minimum per block.
     Q4_1,
+    /// IEEE half-precision values (GGUF's `F16`), 32 to a block with no scale: half the bytes of
+    /// f32 and about three decimal digits. It has no integer products, so layers on it always
+    /// multiply in the exact mode.
+    F16,
 }
 
 impl QuantFormat {
     /// Every format, for tests and command-line parsing.
-    pub const ALL: [QuantFormat; 3] = [QuantFormat::Q8_0, QuantFormat::Q4_0, QuantFormat::Q4_1];
+    pub const ALL: [QuantFormat; 4] = [
+        QuantFormat::Q8_0,
+        QuantFormat::Q4_0,
+        QuantFormat::Q4_1,
+        QuantFormat::F16,
+    ];
 
     /// Bytes of one block of `BLOCK_LENGTH` values.
     pub const fn block_bytes(self) -> usize {
@@ -26,15 +36,17 @@ impl QuantFormat {
             QuantFormat::Q8_0 => 2 + BLOCK_LENGTH,
             QuantFormat::Q4_0 => 2 + BLOCK_LENGTH / 2,
             QuantFormat::Q4_1 => 4 + BLOCK_LENGTH / 2,
+            QuantFormat::F16 => 2 * BLOCK_LENGTH,
         }
     }
 
-    /// The name llama.cpp and the command line use: `q8_0`, `q4_0`, `q4_1`.
+    /// The name llama.cpp and the command line use: `q8_0`, `q4_0`, `q4_1`, `f16`.
     pub const fn name(self) -> &'static str {
         match self {
             QuantFormat::Q8_0 => "q8_0",
             QuantFormat::Q4_0 => "q4_0",
             QuantFormat::Q4_1 => "q4_1",
+            QuantFormat::F16 => "f16",
         }
     }
 

@@ -80,6 +80,7 @@ fn main() {
         (QuantFormat::Q4_0, QuantizedMode::Fast),
         (QuantFormat::Q4_1, QuantizedMode::Exact),
         (QuantFormat::Q4_1, QuantizedMode::Fast),
+        (QuantFormat::F16, QuantizedMode::Exact),
     ] {
         let module = format!("quantized_{}_{}", format.name(), mode.name());
         let dir = out_dir.join(&module);

@@ -22,7 +22,7 @@ use crate::calibration::{Calibration, is_int8_conv};
 use crate::ir::{
     Graph, Int8Conv, LayerQuantize, Op, QuantTarget, Quantization, ValueDef, WeightStorage,
 };
-use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat};
+use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat, QuantizedMode};
 
 /// Marks the weights of `graph`'s linear layers for `quantization` (`--quantize`, if given) and
 /// for their layers' own `quantize =` arguments; returns how many it marked.
@@ -72,6 +72,16 @@ pub(super) fn quantize_linear_weights(
                 },
                 ..quantization
             },
+        };
+        // F16 has no integer products: its layers multiply in the exact mode whatever mode was
+        // asked, as `QuantizedLinear::new` does at run time (the cost model's MAC split reads
+        // the mode).
+        let quantization = match quantization.format {
+            QuantTarget::Format(QuantFormat::F16) => Quantization {
+                mode: QuantizedMode::Exact,
+                ..quantization
+            },
+            _ => quantization,
         };
         graph.params[param].storage = WeightStorage::Quantized(quantization);
         count += 1;

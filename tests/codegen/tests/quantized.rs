@@ -16,7 +16,7 @@ use nnc_test_support::inputs::{inputs_for, named, weights_for};
 use nnc_test_support::{TestModel, codegen_models};
 
 /// The quantized builds: module, format, mode and adapter.
-const BUILDS: [(&str, QuantFormat, QuantizedMode, Runner); 4] = [
+const BUILDS: [(&str, QuantFormat, QuantizedMode, Runner); 5] = [
     (
         "q8_0 exact",
         QuantFormat::Q8_0,
@@ -40,6 +40,12 @@ const BUILDS: [(&str, QuantFormat, QuantizedMode, Runner); 4] = [
         QuantFormat::Q4_1,
         QuantizedMode::Fast,
         nnc_codegen_tests::quantized_q4_1_fast::run,
+    ),
+    (
+        "f16 exact",
+        QuantFormat::F16,
+        QuantizedMode::Exact,
+        nnc_codegen_tests::quantized_f16_exact::run,
     ),
 ];
 

@@ -9,10 +9,14 @@
 //! | Q8_0 | 34 | `d: f16, q: [i8; 32]` | `q[j] * d` |
 //! | Q4_0 | 18 | `d: f16, q: [u8; 16]` | `(nibble(j) - 8) * d` |
 //! | Q4_1 | 20 | `d: f16, m: f16, q: [u8; 16]` | `nibble(j) * d + m` |
+//! | F16 | 64 | `v: [f16; 32]` | `v[j]` |
 //!
 //! where `nibble(j)` is the low four bits of `q[j]` for `j < 16` and the high four bits of
 //! `q[j - 16]` for `j >= 16`. The quantizers are llama.cpp's reference ones (`*_ref`), so a row
-//! quantized here is the row llama.cpp would write.
+//! quantized here is the row llama.cpp would write; F16 rounds each value to the nearest half
+//! (ties to even), as llama.cpp's `ggml_fp32_to_fp16` does. F16 is not a block format in GGUF
+//! (a row is plain halves), but 32 halves are a block of it byte for byte, so rows of whole
+//! blocks are GGUF's rows.
 
 use half::f16;
 
@@ -38,6 +42,11 @@ fn nibble(values: &[u8], j: usize) -> u8 {
 pub(super) fn dequantize_block(format: QuantFormat, block: &[u8], output: &mut [f32]) {
     let d = read_f16(block, 0);
     match format {
+        QuantFormat::F16 => {
+            for (j, output) in output.iter_mut().enumerate().take(BLOCK_LENGTH) {
+                *output = read_f16(block, 2 * j);
+            }
+        }
         QuantFormat::Q8_0 => {
             for (output, &q) in output.iter_mut().zip(&block[2..2 + BLOCK_LENGTH]) {
                 *output = f32::from(q as i8) * d;
@@ -69,11 +78,16 @@ pub(super) fn dequantize_row(format: QuantFormat, row: &[u8], output: &mut [f32]
     }
 }
 
-/// Quantizes one block of `BLOCK_LENGTH` finite values into `block` (`block_bytes` bytes), as
-/// llama.cpp's reference quantizers do.
+/// Quantizes one block of `BLOCK_LENGTH` finite values (within the range of `f16` for F16) into
+/// `block` (`block_bytes` bytes), as llama.cpp's reference quantizers do.
 pub(super) fn quantize_block(format: QuantFormat, values: &[f32], block: &mut [u8]) {
     let values = &values[..BLOCK_LENGTH];
     match format {
+        QuantFormat::F16 => {
+            for (half, &value) in block.chunks_exact_mut(2).zip(values) {
+                half.copy_from_slice(&f16::from_f32(value).to_le_bytes());
+            }
+        }
         QuantFormat::Q8_0 => {
             let amax = values
                 .iter()

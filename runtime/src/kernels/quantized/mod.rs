@@ -102,6 +102,23 @@ impl QuantizedMatrix {
                 ),
             ));
         }
+        if format == QuantFormat::F16
+            && let Some(index) = values
+                .iter()
+                .position(|value| value.abs() > f32::from(half::f16::MAX))
+        {
+            return Err(invalid_parameter(
+                "quantize",
+                format!(
+                    "value {index} (row {}, column {}) is {}, beyond the largest f16 ({}); \
+                     keep this layer in f32",
+                    index / cols,
+                    index % cols,
+                    values[index],
+                    half::f16::MAX
+                ),
+            ));
+        }
         let mut data = vec![0u8; rows * row_bytes];
         for (block, values) in data
             .chunks_exact_mut(format.block_bytes())
@@ -228,7 +245,8 @@ const EXACT_GEMM_MIN_ROWS: usize = 4;
 
 impl QuantizedLinear {
     /// A layer on `weight` (`[out_features, in_features]`) with an optional bias of length
-    /// `out_features`.
+    /// `out_features`. A weight in F16 multiplies in the exact mode whatever `mode` asks: its
+    /// values are floats, with no integer product to take.
     pub fn new(
         weight: QuantizedMatrix,
         bias: Option<&[f32]>,
@@ -237,6 +255,11 @@ impl QuantizedLinear {
         if let Some(bias) = bias {
             check_length("quantized linear", "bias", weight.rows, bias.len())?;
         }
+        let mode = if weight.format == QuantFormat::F16 {
+            QuantizedMode::Exact
+        } else {
+            mode
+        };
         Ok(Self {
             weight,
             bias: bias.map(<[f32]>::to_vec),

@@ -259,15 +259,25 @@ fn nibbles(values: &[u8]) -> [u8; BLOCK_LENGTH] {
 }
 
 /// Where a block's values start, its scale `d` and the offset `m` added to every value:
-/// `value = q * d + m` for the 4-bit formats (`m = -8 d` for Q4_0).
+/// `value = q * d + m` for the 4-bit formats (`m = -8 d` for Q4_0); F16 has no header (`d = 1`,
+/// `m = 0`).
 #[inline]
 pub(super) fn block_header(format: QuantFormat, block: &[u8]) -> (usize, f32, f32) {
-    let d = read_f16(block, 0);
     match format {
-        QuantFormat::Q8_0 => (2, d, 0.0),
-        QuantFormat::Q4_0 => (2, d, -8.0 * d),
-        QuantFormat::Q4_1 => (4, d, read_f16(block, 2)),
+        QuantFormat::Q8_0 => (2, read_f16(block, 0), 0.0),
+        QuantFormat::Q4_0 => {
+            let d = read_f16(block, 0);
+            (2, d, -8.0 * d)
+        }
+        QuantFormat::Q4_1 => (4, read_f16(block, 0), read_f16(block, 2)),
+        QuantFormat::F16 => (0, 1.0, 0.0),
     }
+}
+
+/// The 32 halves of an F16 block as f32.
+#[inline]
+fn halves(values: &[u8]) -> [f32; BLOCK_LENGTH] {
+    std::array::from_fn(|j| read_f16(values, 2 * j))
 }
 
 fn exact_dot(format: QuantFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
@@ -289,13 +299,15 @@ fn exact_dot(format: QuantFormat, row: &[u8], x: &[f32], sums: &[f32]) -> f32 {
                 .zip(x)
                 .map(|(&q, &x)| f32::from(q) * x)
                 .sum(),
+            QuantFormat::F16 => halves(block).iter().zip(x).map(|(&w, &x)| w * x).sum(),
         };
         total += products * d + m * sum;
     }
     total
 }
 
-fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
+/// `row . x` in the fast mode, the plain way; the AVX2 kernels' twin, and their F16 code.
+pub(super) fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
     let mut total = 0.0f32;
     for (((block, quants), &scale), &sum) in row
         .chunks_exact(format.block_bytes())
@@ -315,6 +327,18 @@ fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<'_>) -> f32 {
                 .zip(quants)
                 .map(|(&q, &x)| i32::from(q) * i32::from(x))
                 .sum(),
+            QuantFormat::F16 => {
+                // Float weights have no integer product: the halves times the quantized
+                // activations, in f32 (layers on F16 run the exact mode; see
+                // `QuantizedLinear::new`).
+                let products: f32 = halves(block)
+                    .iter()
+                    .zip(quants)
+                    .map(|(&w, &x)| w * f32::from(x))
+                    .sum();
+                total += products * scale;
+                continue;
+            }
         };
         total += products as f32 * (d * scale) + m * sum;
     }

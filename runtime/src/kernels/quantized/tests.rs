@@ -67,7 +67,8 @@ fn format_strategy() -> impl Strategy<Value = QuantFormat> {
     prop_oneof![
         Just(QuantFormat::Q8_0),
         Just(QuantFormat::Q4_0),
-        Just(QuantFormat::Q4_1)
+        Just(QuantFormat::Q4_1),
+        Just(QuantFormat::F16)
     ]
 }
 
@@ -121,6 +122,8 @@ proptest! {
             QuantFormat::Q8_0 => amax / 127.0,
             QuantFormat::Q4_0 => amax / 8.0,
             QuantFormat::Q4_1 => (max - min) / 15.0,
+            // Rounding to the nearest half: within `amax * 2e-3` below.
+            QuantFormat::F16 => 0.0,
         };
         // Half a step, plus the f16 rounding of d (and m) times the largest code. Q4_0's codes
         // reach -8 d but only +7 d, so a value of the opposite sign to the extreme may be
@@ -243,13 +246,19 @@ proptest! {
     #[test]
     fn block_dequantization_matches_the_plain_twin(
         format in format_strategy(),
-        bytes in proptest::collection::vec(any::<u8>(), 34),
+        bytes in proptest::collection::vec(any::<u8>(), 64),
     ) {
-        // Any bytes are a block, but f16 scales may be NaN or infinite: keep them finite.
+        // Any bytes are a block, but f16 scales (and F16's values) may be NaN or infinite: keep
+        // them finite.
         let mut block = bytes[..format.block_bytes()].to_vec();
         block[1] &= 0x3B;
         if format == QuantFormat::Q4_1 {
             block[3] &= 0x3B;
+        }
+        if format == QuantFormat::F16 {
+            for high in block.iter_mut().skip(1).step_by(2) {
+                *high &= 0xBB;
+            }
         }
         let mut expected = [0.0f32; BLOCK_LENGTH];
         dequantize_block(format, &block, &mut expected);
@@ -306,6 +315,23 @@ fn blocks_are_laid_out_as_gguf_stores_them() {
     assert_eq!(&block[2..4], &half::f16::from_f32(1.0).to_le_bytes());
     assert_eq!(block[4] & 0x0F, 0);
     assert_eq!(block[4 + 15] >> 4, 15);
+}
+
+/// F16 blocks are 32 little-endian halves, rounded to nearest; a value beyond the largest half is
+/// an error rather than an infinity; and a layer on F16 runs the exact mode whatever it is asked.
+#[test]
+fn f16_blocks_are_plain_halves() {
+    let values: Vec<f32> = (0..32).map(|j| j as f32 * 0.1 - 1.0).collect();
+    let matrix = QuantizedMatrix::quantize(QuantFormat::F16, &values, 1, 32).unwrap();
+    assert_eq!(matrix.bytes().len(), 64);
+    for (j, half) in matrix.bytes().chunks_exact(2).enumerate() {
+        assert_eq!(half, half::f16::from_f32(values[j]).to_le_bytes());
+    }
+    let error = QuantizedMatrix::quantize(QuantFormat::F16, &[7e4; 32], 1, 32).unwrap_err();
+    assert!(error.to_string().contains("largest f16"), "{error}");
+    assert!(QuantizedMatrix::quantize(QuantFormat::F16, &[65504.0; 32], 1, 32).is_ok());
+    let layer = QuantizedLinear::new(matrix, None, QuantizedMode::Fast).unwrap();
+    assert_eq!(layer.mode(), QuantizedMode::Exact);
 }
 
 #[test]

@@ -24,8 +24,8 @@ pub(super) fn available() -> bool {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn header(format: QuantFormat, block: *const u8) -> (usize, f32, f32) {
-    // SAFETY: A block starts with two (Q4_1: four) bytes of f16; reading 4 bytes stays inside
-    // every block (the shortest is 18 bytes).
+    // SAFETY: A block starts with two (Q4_1: four) bytes of f16, or is 64 bytes of them (F16);
+    // reading 4 bytes stays inside every block (the shortest is 18 bytes).
     let halves = unsafe { block.cast::<i32>().read_unaligned() };
     let floats = _mm_cvtph_ps(_mm_cvtsi32_si128(halves));
     let d = _mm_cvtss_f32(floats);
@@ -33,7 +33,21 @@ unsafe fn header(format: QuantFormat, block: *const u8) -> (usize, f32, f32) {
         QuantFormat::Q8_0 => (2, d, 0.0),
         QuantFormat::Q4_0 => (2, d, -8.0 * d),
         QuantFormat::Q4_1 => (4, d, _mm_cvtss_f32(_mm_movehdup_ps(floats))),
+        QuantFormat::F16 => (0, 1.0, 0.0),
     }
+}
+
+/// The 32 halves of an F16 block as four vectors of eight f32, in order.
+///
+/// # Safety
+/// AVX2 and F16C are available and 64 bytes can be read at `values`.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn widen_halves(values: *const u8) -> [__m256; 4] {
+    // SAFETY: The four 16-byte loads read `values[0..64]` (the caller's contract).
+    std::array::from_fn(|index| unsafe {
+        _mm256_cvtph_ps(_mm_loadu_si128(values.add(16 * index).cast()))
+    })
 }
 
 /// The 32 four-bit values of the 16 bytes at `values`, as bytes in value order.
@@ -51,18 +65,18 @@ unsafe fn unpack_nibbles(values: *const u8) -> __m256i {
     _mm256_set_m128i(high, low)
 }
 
-/// The 32 values of a block as four vectors of eight `i32`, in order; `values` points at the
-/// block's values, after its header.
+/// The 32 stored values of a block (the integers `q`, or F16's halves) as four vectors of eight
+/// f32, in order; `values` points at the block's values, after its header.
 ///
 /// # Safety
-/// AVX2 is available and the block's values (32 bytes for Q8_0, 16 for Q4_0/Q4_1) can be read at
-/// `values`.
+/// AVX2 and F16C are available and the block's values (32 bytes for Q8_0, 16 for Q4_0/Q4_1, 64
+/// for F16) can be read at `values`.
 #[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn widen_block(format: QuantFormat, values: *const u8) -> [__m256i; 4] {
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn widen_block(format: QuantFormat, values: *const u8) -> [__m256; 4] {
     // SAFETY: Every read stays inside the block's values (the caller's contract).
     unsafe {
-        match format {
+        let integers = match format {
             QuantFormat::Q8_0 => [
                 _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.cast())),
                 _mm256_cvtepi8_epi32(_mm_loadl_epi64(values.add(8).cast())),
@@ -80,7 +94,9 @@ unsafe fn widen_block(format: QuantFormat, values: *const u8) -> [__m256i; 4] {
                     _mm256_cvtepu8_epi32(_mm_srli_si128::<8>(high)),
                 ]
             }
-        }
+            QuantFormat::F16 => return widen_halves(values),
+        };
+        integers.map(|integers| _mm256_cvtepi32_ps(integers))
     }
 }
 
@@ -119,22 +135,10 @@ pub(super) unsafe fn exact_dot(format: QuantFormat, row: &[u8], x: &[f32], sums:
             let (start, d, m) = header(format, block);
             let values = block.add(start);
             let [first, second, third, fourth] = widen_block(format, values);
-            let mut products = _mm256_mul_ps(_mm256_cvtepi32_ps(first), _mm256_loadu_ps(x));
-            products = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(second),
-                _mm256_loadu_ps(x.add(8)),
-                products,
-            );
-            products = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(third),
-                _mm256_loadu_ps(x.add(16)),
-                products,
-            );
-            products = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(fourth),
-                _mm256_loadu_ps(x.add(24)),
-                products,
-            );
+            let mut products = _mm256_mul_ps(first, _mm256_loadu_ps(x));
+            products = _mm256_fmadd_ps(second, _mm256_loadu_ps(x.add(8)), products);
+            products = _mm256_fmadd_ps(third, _mm256_loadu_ps(x.add(16)), products);
+            products = _mm256_fmadd_ps(fourth, _mm256_loadu_ps(x.add(24)), products);
             let parity = index % 2;
             scaled[parity] = _mm256_fmadd_ps(products, _mm256_set1_ps(d), scaled[parity]);
             offsets[parity] += m * sum;
@@ -182,6 +186,8 @@ pub(super) unsafe fn fast_dot(format: QuantFormat, row: &[u8], x: ActivationRow<
                 QuantFormat::Q4_0 | QuantFormat::Q4_1 => {
                     _mm256_maddubs_epi16(unpack_nibbles(values), activations)
                 }
+                // Float weights have no integer product: the portable kernel's float one.
+                QuantFormat::F16 => return super::rows::fast_dot(format, row, x),
             };
             let products = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
             let scale = d * *x.scales.get_unchecked(index);
@@ -206,10 +212,10 @@ pub(super) unsafe fn dequantize_block(format: QuantFormat, block: &[u8], output:
     unsafe {
         let (start, d, m) = header(format, block.as_ptr());
         let values = block.as_ptr().add(start);
-        let integers = widen_block(format, values);
+        let stored = widen_block(format, values);
         let (scale, offset) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-        for (index, integers) in integers.into_iter().enumerate() {
-            let values = _mm256_fmadd_ps(_mm256_cvtepi32_ps(integers), scale, offset);
+        for (index, stored) in stored.into_iter().enumerate() {
+            let values = _mm256_fmadd_ps(stored, scale, offset);
             _mm256_storeu_ps(output.as_mut_ptr().add(index * 8), values);
         }
     }
@@ -247,6 +253,8 @@ pub(super) unsafe fn fast_dot4(
                     (_mm256_sign_epi8(weights, weights), Some(weights))
                 }
                 QuantFormat::Q4_0 | QuantFormat::Q4_1 => (unpack_nibbles(values), None),
+                // Float weights have no integer product: the portable kernel's float one.
+                QuantFormat::F16 => return x.map(|x| super::rows::fast_dot(format, row, x)),
             };
             for (input, x) in x.iter().enumerate() {
                 let mut activations =
