@@ -180,11 +180,16 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(inputs, 1)?;
             float_input(inputs, 0)?.clone()
         }
-        Op::Softmax { axis } => {
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             arity(inputs, 1)?;
             let x = float_input(inputs, 0)?;
             check_axis(*axis, x, "dim")?;
             x.clone()
+        }
+        Op::Reduce { axes, keepdims, .. } => {
+            arity(inputs, 1)?;
+            let x = float_input(inputs, 0)?;
+            make(DType::F32, reduced_shape(x, axes, *keepdims)?)?
         }
         Op::Binary(op) => {
             arity(inputs, 2)?;
@@ -920,6 +925,31 @@ fn check_axis(axis: usize, x: &TensorType, attr: &'static str) -> Result<()> {
             format!("dim {axis} is out of range for {x}"),
         ))
     }
+}
+
+/// The shape of a reduction of `x` over `axes`, which must be in range and increasing (so
+/// distinct): the reduced axes as 1 with `keepdims`, dropped without.
+fn reduced_shape(x: &TensorType, axes: &[usize], keepdims: bool) -> Result<Vec<usize>> {
+    for &axis in axes {
+        check_axis(axis, x, "axes")?;
+    }
+    if let Some(pair) = axes.windows(2).find(|pair| pair[0] >= pair[1]) {
+        let problem = if pair[0] == pair[1] {
+            format!("axis {} is reduced twice", pair[0])
+        } else {
+            format!("axes {axes:?} are not in increasing order")
+        };
+        return Err(ShapeError::new(Culprit::Attr("axes"), problem));
+    }
+    Ok(x.shape
+        .iter()
+        .enumerate()
+        .filter_map(|(axis, &size)| match axes.contains(&axis) {
+            true if keepdims => Some(1),
+            true => None,
+            false => Some(size),
+        })
+        .collect())
 }
 
 fn rank_error(position: usize, expected: &str, got: &TensorType) -> ShapeError {
