@@ -962,3 +962,34 @@ fn rank_error(position: usize, expected: &str, got: &TensorType) -> ShapeError {
 fn make(dtype: DType, shape: Vec<usize>) -> Result<TensorType> {
     TensorType::new(dtype, shape).map_err(|error| ShapeError::new(Culprit::Op, error.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ReduceOp;
+
+    fn reduce(axes: Vec<usize>, keepdims: bool) -> Op {
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes,
+            keepdims,
+        }
+    }
+
+    #[test]
+    fn reductions_keep_or_drop_their_axes_and_check_them() {
+        let x = TensorType::f32(vec![2, 3, 4]);
+        let shape = |op: &Op| infer(op, &[&x]).map(|types| types[0].shape.clone());
+        assert_eq!(shape(&reduce(vec![1], true)).unwrap(), [2, 1, 4]);
+        assert_eq!(shape(&reduce(vec![0, 2], false)).unwrap(), [3]);
+        assert!(shape(&reduce(vec![0, 1, 2], false)).unwrap().is_empty());
+        let error = shape(&reduce(vec![3], true)).unwrap_err();
+        assert_eq!(error.culprit, Culprit::Attr("axes"));
+        assert!(error.message.contains("out of range"), "{}", error.message);
+        let error = shape(&reduce(vec![1, 1], true)).unwrap_err();
+        assert!(error.message.contains("reduced twice"), "{}", error.message);
+        let error = shape(&reduce(vec![2, 0], true)).unwrap_err();
+        assert!(error.message.contains("increasing"), "{}", error.message);
+        assert!(infer(&Op::LogSoftmax { axis: 3 }, &[&x]).is_err());
+    }
+}
