@@ -6,13 +6,15 @@
 //! a time, in memory order. When the last run is reduced, each row reduces to one value (in eight
 //! lanes, which vectorise) that is combined into its output element; when it is kept, each row is
 //! combined elementwise into a row of the output (a vectorised zip over contiguous memory). A
-//! counter over the other runs gives each row's output offset. Means divide by the count at the
-//! end. No call allocates.
+//! counter over the other runs gives each row's output offset. When the first run is kept, its
+//! indices are independent blocks of input and output, split across threads. Means divide by the
+//! count at the end. No call allocates.
 
 use crate::error::{KernelError, KernelResult, check_length, checked_element_count};
 use crate::kernels::softmax::{maximum, sum};
 use crate::kernels::vectorize;
 use crate::tensor::{Dims, MAX_RANK, check_rank};
+use crate::threading;
 
 pub use nnc_ops::ReduceOp;
 
@@ -37,7 +39,7 @@ pub fn reduce(
     output.fill(op.initial());
     if length > 0 {
         let runs = Runs::of(shape, &reduced);
-        accumulate(input, output, &runs, op);
+        accumulate_in_parallel(input, output, &runs, op);
     }
     let count: usize = axes.iter().map(|&axis| shape[axis]).product();
     if op == ReduceOp::Mean {
@@ -113,6 +115,47 @@ impl Runs {
             output_strides,
         }
     }
+
+    /// The runs after the first: the shape of one index of the first run.
+    fn without_first(&self) -> Runs {
+        let count = self.sizes.len() - 1;
+        let mut sizes = Dims::empty();
+        let mut reduced = [false; MAX_RANK];
+        let mut output_strides = [0; MAX_RANK];
+        for run in 0..count {
+            sizes.push(self.sizes[run + 1]);
+            reduced[run] = self.reduced[run + 1];
+            output_strides[run] = self.output_strides[run + 1];
+        }
+        Runs {
+            sizes,
+            reduced,
+            output_strides,
+        }
+    }
+}
+
+/// Input elements per parallel task.
+const PARALLEL_CHUNK: usize = 1 << 15;
+
+/// [`accumulate`], split across threads by the indices of the first run when it is kept (and
+/// not the only run): each index owns one block of the input and one of the output.
+fn accumulate_in_parallel(input: &[f32], output: &mut [f32], runs: &Runs, op: ReduceOp) {
+    if runs.reduced[0] || runs.sizes.len() == 1 {
+        accumulate(input, output, runs, op);
+        return;
+    }
+    let blocks = runs.sizes[0];
+    let (input_block, output_block) = (input.len() / blocks, output.len() / blocks);
+    let inner = runs.without_first();
+    let blocks_per_task = (PARALLEL_CHUNK / input_block).max(1);
+    threading::run_chunks_mut(output, blocks_per_task * output_block, |task, chunk| {
+        let first_block = task * blocks_per_task;
+        for (block, output) in chunk.chunks_exact_mut(output_block).enumerate() {
+            let input = &input[(first_block + block) * input_block..][..input_block];
+            accumulate(input, output, &inner, op);
+        }
+    });
 }
 
 /// Combines every contiguous row of `input` (the last run) into `output`, in memory order.
@@ -208,6 +251,26 @@ mod tests {
         let mut all = [0.0; 1];
         reduce(&input, &mut all, &[2, 3, 4], &[0, 1, 2], ReduceOp::Sum).unwrap();
         assert_eq!(all, [276.0]);
+    }
+
+    /// Large enough to split across threads: a kept first axis of 64 blocks, reduced over the
+    /// last axis, a middle axis, and both.
+    #[test]
+    fn large_reductions_split_across_threads_match_reference() {
+        let shape = [64, 30, 50];
+        let input: Vec<f32> = (0..64 * 30 * 50)
+            .map(|i| ((i * 37) % 101) as f32 / 8.0 - 6.0)
+            .collect();
+        for (axes, op) in [
+            (&[2][..], ReduceOp::Sum),
+            (&[1][..], ReduceOp::Max),
+            (&[1, 2][..], ReduceOp::Mean),
+        ] {
+            let expected = reference::reduce(&input, &shape, axes, op);
+            let mut output = vec![f32::NAN; expected.len()];
+            reduce(&input, &mut output, &shape, axes, op).unwrap();
+            assert_close(&output, &expected, 1e-5);
+        }
     }
 
     #[test]
