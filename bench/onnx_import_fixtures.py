@@ -338,6 +338,63 @@ def pad_modes():
          inits, 18, {"x": image(1, 3, 4, 5)})
 
 
+def reductions_opset13():
+    """Reductions before opset 18: ReduceMean and ReduceMax take their axes as an attribute
+    (negative ones included, kept or dropped), ReduceSum (from opset 13) as an input; a
+    ReduceMean without axes reduces every axis."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["mean"], name="/center/ReduceMean", axes=[-1]),
+        helper.make_node("Sub", ["x", "mean"], ["centered"], name="/center/Sub"),
+        helper.make_node("ReduceMax", ["centered"], ["peak"], name="/peak/ReduceMax", axes=[1, -2],
+                         keepdims=0),
+        helper.make_node("ReduceSum", ["x", "sum_axes"], ["total"], name="/total/ReduceSum"),
+        helper.make_node("Mul", ["centered", "centered"], ["scaled"], name="/square/Mul"),
+        helper.make_node("ReduceMean", ["scaled"], ["overall"], name="/overall/ReduceMean"),
+    ]
+    save("reductions_opset13", nodes, [tensor_info("x", [2, 3, 4, 5])],
+         [tensor_info("peak", [2, 5]), tensor_info("total", [2, 1, 4, 1]),
+          tensor_info("overall", [1, 1, 1, 1])],
+         [ints("sum_axes", [-1, 1])], 13, {"x": image(2, 3, 4, 5)})
+
+
+def reductions_opset18():
+    """Reductions from opset 18: every one takes its axes as an input; no axes reduce every axis,
+    or, with noop_with_empty_axes, none (the identity)."""
+    nodes = [
+        helper.make_node("ReduceMean", ["x", "mean_axes"], ["mean"], name="/mean/ReduceMean",
+                         keepdims=0),
+        helper.make_node("ReduceMax", ["mean", "max_axes"], ["peak"], name="/peak/ReduceMax"),
+        helper.make_node("ReduceSum", ["x"], ["same"], name="/same/ReduceSum", noop_with_empty_axes=1),
+        helper.make_node("ReduceSum", ["same"], ["total"], name="/total/ReduceSum", keepdims=0),
+        helper.make_node("Add", ["peak", "total"], ["y"], name="/add/Add"),
+    ]
+    save("reductions_opset18", nodes, [tensor_info("x", [3, 6, 7])], [tensor_info("y", [3, 1])],
+         [ints("mean_axes", [1]), ints("max_axes", [-1])], 18, {"x": image(3, 6, 7)})
+
+
+def log_softmax_math():
+    """LogSoftmax over the last and a middle axis, and the unary math ops on tensors computed
+    at run time: Abs, Sqrt, Exp, Erf, Neg, and Pow by a scalar constant and by a one-element
+    tensor."""
+    nodes = [
+        helper.make_node("LogSoftmax", ["x"], ["logits"], name="/head/LogSoftmax", axis=-1),
+        helper.make_node("LogSoftmax", ["x"], ["middle"], name="/middle/LogSoftmax", axis=1),
+        helper.make_node("Abs", ["x"], ["magnitude"], name="/abs/Abs"),
+        helper.make_node("Sqrt", ["magnitude"], ["root"], name="/sqrt/Sqrt"),
+        helper.make_node("Neg", ["root"], ["negated"], name="/neg/Neg"),
+        helper.make_node("Exp", ["negated"], ["decay"], name="/exp/Exp"),
+        helper.make_node("Erf", ["x"], ["erf"], name="/erf/Erf"),
+        helper.make_node("Pow", ["erf", "two"], ["square"], name="/square/Pow"),
+        helper.make_node("Pow", ["decay", "three"], ["cube"], name="/cube/Pow"),
+        helper.make_node("Add", ["square", "cube"], ["sum"], name="/sum/Add"),
+        helper.make_node("Add", ["sum", "middle"], ["y"], name="/y/Add"),
+    ]
+    save("log_softmax_math", nodes, [tensor_info("x", [2, 5, 9])],
+         [tensor_info("logits", [2, 5, 9]), tensor_info("y", [2, 5, 9])],
+         [numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two"), floats("three", [3.0])],
+         17, {"x": image(2, 5, 9)})
+
+
 def real_model(root):
     path = next(pathlib.Path(root).glob("**/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -375,7 +432,8 @@ def main():
              slice_split_concat, broadcast_binary, paddle_hardswish_se, gather_embedding]
     # Cases added later draw from a generator of their own, so that adding one leaves the data
     # of the others unchanged.
-    later = [resize_pytorch, resize_onnx_modes, conv_transpose, pad_modes]
+    later = [resize_pytorch, resize_onnx_modes, conv_transpose, pad_modes, reductions_opset13,
+             reductions_opset18, log_softmax_math]
     global RNG
     for case in cases + later:
         if case in later:

@@ -30,6 +30,27 @@ fn generated_code_of_every_example() {
     });
 }
 
+/// The generated code of the reductions, log-softmax and unary math functions (no example uses
+/// them): `k::reduce::reduce` over the last axis, a middle axis and two axes, `log_softmax` over
+/// a middle and the last axis, and the math functions as activations, fused into linear layers.
+#[test]
+fn generated_code_of_reductions_and_math_functions() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codegen/models/reductions.nn");
+    let source = std::fs::read_to_string(path).unwrap();
+    let options = CodegenOptions {
+        source_name: Some("reductions.nn".to_string()),
+        ..CodegenOptions::default()
+    };
+    let code = nnc_compiler::compile_to_rust(
+        &source,
+        &FrontendOptions::default(),
+        OptLevel::default(),
+        &options,
+    )
+    .unwrap();
+    insta::assert_snapshot!(code);
+}
+
 #[test]
 fn cli_and_builder_write_the_same_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

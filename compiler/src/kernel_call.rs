@@ -12,6 +12,7 @@ use nnc_ops::Activation;
 use nnc_ops::AttentionShape;
 use nnc_ops::BinaryOp;
 use nnc_ops::ElementwiseStep;
+use nnc_ops::ReduceOp;
 use nnc_ops::RopeConvention;
 use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 use nnc_ops::{Conv1dOptions, Conv2dOptions, ConvTranspose2dOptions, PadMode, Resize2dOptions};
@@ -201,6 +202,17 @@ pub enum KernelCall {
     Softmax {
         shape: Vec<usize>,
         axis: usize,
+    },
+    LogSoftmax {
+        shape: Vec<usize>,
+        axis: usize,
+    },
+    /// A reduction over `axes` of an input of `input_shape`; the output is the same whether the
+    /// axes are kept as 1 or dropped.
+    Reduce {
+        input_shape: Vec<usize>,
+        axes: Vec<usize>,
+        op: ReduceOp,
     },
     Binary {
         op: BinaryOp,
@@ -518,6 +530,21 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
             KernelCall::Softmax {
                 shape: input_shape.clone(),
                 axis: *axis,
+            },
+            all_operands,
+        ),
+        Op::LogSoftmax { axis } => (
+            KernelCall::LogSoftmax {
+                shape: input_shape.clone(),
+                axis: *axis,
+            },
+            all_operands,
+        ),
+        Op::Reduce { op, axes, .. } => (
+            KernelCall::Reduce {
+                input_shape: input_shape.clone(),
+                axes: axes.clone(),
+                op: *op,
             },
             all_operands,
         ),

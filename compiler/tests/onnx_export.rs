@@ -288,6 +288,7 @@ fn onnx_runtime_agrees_with_the_interpreter_on_small_models() {
             "every_activation",
             "handwritten_attention",
             "upsampling_cnn",
+            "reductions",
         ])
         .output()
         .expect("python runs");

@@ -220,6 +220,46 @@ fn every_unsupported_node_is_listed_at_once() {
 }
 
 #[test]
+fn bad_reduction_axes_and_tensor_exponents_are_listed() {
+    // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4
+    // does not exist; Pow's exponent is computed at run time.
+    let axes = |name: &str, values: &[i64]| proto::TensorProto {
+        name: Some(name.into()),
+        data_type: Some(7),
+        dims: vec![values.len() as i64],
+        int64_data: values.to_vec(),
+        ..Default::default()
+    };
+    let nodes = vec![
+        node("ReduceSum", "twice", &["x", "twice_axes"], &["a"]),
+        node("ReduceMean", "outside", &["x", "outside_axes"], &["b"]),
+        node("Pow", "power", &["x", "x"], &["y"]),
+    ];
+    let initializers = vec![axes("twice_axes", &[1, -3]), axes("outside_axes", &[4])];
+    let error =
+        import_model(&model(18, nodes, initializers), &ImportOptions::default()).unwrap_err();
+    let ImportError::Nodes(problems) = &error else {
+        panic!("{error}");
+    };
+    let reasons: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| (p.node_name.as_str(), p.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("twice", "ReduceSum lists axis -3 twice in [1, -3]"),
+            ("outside", "ReduceMean: axis 4 is out of range for rank 4"),
+            (
+                "power",
+                "Pow with an exponent computed at run time: nnc raises a tensor to a constant power"
+            ),
+        ],
+        "{error}"
+    );
+}
+
+#[test]
 fn opsets_external_data_and_unnamed_dims_say_what_to_do() {
     let relu = || vec![node("Relu", "r", &["x"], &["y"])];
     let error = import_model(&model(9, relu(), vec![]), &ImportOptions::default()).unwrap_err();

@@ -118,7 +118,8 @@ fn named(inputs: &[(String, Tensor)]) -> Vec<(&str, Tensor)> {
         .collect()
 }
 
-/// The `.nn` layers the imported text must call, from the ops of the original graph.
+/// The `.nn` layers the imported text must call, from the ops of the original graph: the
+/// recognized layers, and the reductions and math functions ONNX has ops of its own for.
 fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
     let mut layers = Vec::new();
     for (_, node) in graph.nodes.iter() {
@@ -130,6 +131,17 @@ fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
             Op::PositionEmbedding => "position_embedding(",
             Op::Activation(Activation::Gelu | Activation::GeluTanh) => "gelu(",
             Op::Activation(Activation::Silu) => "silu(",
+            Op::Activation(Activation::Sqrt) => "sqrt(",
+            Op::Activation(Activation::Exp) => "exp(",
+            Op::Activation(Activation::Erf) => "erf(",
+            Op::Activation(Activation::Abs) => "abs(",
+            Op::Activation(Activation::Pow { .. }) => "pow(",
+            Op::LogSoftmax { .. } => "log_softmax(",
+            Op::Reduce { op, .. } => match op {
+                ir::ReduceOp::Sum => "reduce_sum(",
+                ir::ReduceOp::Mean => "reduce_mean(",
+                ir::ReduceOp::Max => "reduce_max(",
+            },
             _ => continue,
         };
         if !layers.contains(&layer) {
@@ -192,6 +204,20 @@ fn round_trip(model: &TestModel, graph: &ir::Graph) -> Result<String, String> {
         );
     }
     Ok(imported.source)
+}
+
+/// The reductions, log-softmax and unary math functions (the codegen test model that uses them
+/// all) come back as themselves.
+#[test]
+fn reductions_and_math_functions_survive_export_and_import() {
+    let model = models::codegen_models()
+        .into_iter()
+        .find(|model| model.name == "reductions")
+        .expect("tests/codegen/models/reductions.nn");
+    let module = compile_to_ir(&model.source(), &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let source = round_trip(&model, &module.networks[0]).unwrap_or_else(|error| panic!("{error}"));
+    assert!(source.contains("keepdims = true"), "{source}");
 }
 
 #[test]

@@ -8,11 +8,13 @@ use nnc_compiler::passes::{self, OptLevel};
 use nnc_compiler::{FrontendOptions, compile_to_ir};
 use proptest::prelude::*;
 
-/// A call of every activation of the language on `h`, from `Activation::ALL`, so that a new
-/// activation is in these tests without a change here.
+/// A call of every activation of the language that is finite on finite inputs (random values
+/// are negative and may be large: `sqrt`, `exp` and `pow` are left out) on `h`, from
+/// `Activation::ALL`, so that a new activation is in these tests without a change here.
 static ACTIVATIONS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
     Activation::ALL
         .iter()
+        .filter(|activation| activation.is_finite_on_finite_inputs())
         .map(|activation| match activation {
             Activation::LeakyRelu { negative_slope } => {
                 format!("leaky_relu(h, {negative_slope:?})")

@@ -7,6 +7,12 @@
 //! Every activation is finite wherever PyTorch's is: `sigmoid`, `silu`, `tanh` and both GELUs
 //! saturate cleanly at large magnitudes (±1e4 and beyond) instead of producing NaN or infinity.
 //! GELU uses a rational `erf` accurate to about 3.5e-7 (absolute).
+//!
+//! The unary math functions of ONNX (`sqrt`, `exp`, `erf`, `abs`, `pow` by a constant) are
+//! activations too: elementwise functions of one value, fused, vectorised and counted like the
+//! others. Unlike the rest they are not finite on every finite input (`sqrt` of a negative number
+//! is NaN, `exp` overflows above about 88.7), which
+//! [`Activation::is_finite_on_finite_inputs`] tells tests that feed random values.
 
 use crate::math;
 
@@ -36,13 +42,24 @@ pub enum Activation {
     GeluTanh,
     /// `ln(1 + e^x)`, a smooth ReLU (`torch.nn.Softplus` with `beta = 1`).
     Softplus,
+    /// The square root; NaN for negative `x` (ONNX `Sqrt`).
+    Sqrt,
+    /// `e^x` (ONNX `Exp`).
+    Exp,
+    /// The error function (ONNX `Erf`).
+    Erf,
+    /// `|x|` (ONNX `Abs`).
+    Abs,
+    /// `x^exponent` for a constant exponent (ONNX `Pow` with a scalar constant exponent): NaN for
+    /// a negative `x` and a fractional exponent, as `powf`.
+    Pow { exponent: f32 },
 }
 
 impl Activation {
     /// One activation of every variant (both GELUs: their FLOPs differ), for tests and
     /// documentation checks that must cover every activation. A variant missing here is caught by
     /// the exhaustive match in this file's tests.
-    pub const ALL: [Activation; 11] = [
+    pub const ALL: [Activation; 16] = [
         Activation::Relu,
         Activation::Relu6,
         Activation::LeakyRelu {
@@ -56,6 +73,11 @@ impl Activation {
         Activation::Gelu,
         Activation::GeluTanh,
         Activation::Softplus,
+        Activation::Sqrt,
+        Activation::Exp,
+        Activation::Erf,
+        Activation::Abs,
+        Activation::Pow { exponent: 3.0 },
     ];
 
     /// The name of the activation in `.nn` files. Both GELUs are `gelu`: the tanh approximation
@@ -73,6 +95,33 @@ impl Activation {
             Activation::Gelu => "gelu",
             Activation::GeluTanh => "gelu",
             Activation::Softplus => "softplus",
+            Activation::Sqrt => "sqrt",
+            Activation::Exp => "exp",
+            Activation::Erf => "erf",
+            Activation::Abs => "abs",
+            Activation::Pow { .. } => "pow",
+        }
+    }
+
+    /// Whether the activation is finite on every finite input: false for the math functions
+    /// with a restricted domain (`sqrt`, `pow`) or that overflow (`exp`, `pow`). Tests that run
+    /// activations on random values pick those for which this holds.
+    pub fn is_finite_on_finite_inputs(self) -> bool {
+        match self {
+            Activation::Sqrt | Activation::Exp | Activation::Pow { .. } => false,
+            Activation::Relu
+            | Activation::Relu6
+            | Activation::LeakyRelu { .. }
+            | Activation::Sigmoid
+            | Activation::Tanh
+            | Activation::Silu
+            | Activation::HardSwish
+            | Activation::HardSigmoid
+            | Activation::Gelu
+            | Activation::GeluTanh
+            | Activation::Softplus
+            | Activation::Erf
+            | Activation::Abs => true,
         }
     }
 
@@ -102,6 +151,12 @@ impl Activation {
             Activation::GeluTanh => 9,
             // max(x, 0) + ln(1 + e^-|x|): abs, negate, exp, add 1, ln, max, add
             Activation::Softplus => 7,
+            // One function each; `pow` is one FLOP whatever the exponent, as a transcendental.
+            Activation::Sqrt
+            | Activation::Exp
+            | Activation::Erf
+            | Activation::Abs
+            | Activation::Pow { .. } => 1,
         }
     }
 
@@ -138,6 +193,14 @@ impl Activation {
             Activation::Gelu => map.map_costly(gelu),
             Activation::GeluTanh => map.map_costly(gelu_tanh),
             Activation::Softplus => map.map_costly(softplus),
+            Activation::Sqrt => map.map(f32::sqrt),
+            Activation::Exp => map.map_costly(math::exp),
+            Activation::Erf => map.map_costly(math::erf),
+            Activation::Abs => map.map(f32::abs),
+            // The square (RMS norms, variances) is one multiplication, which vectorises;
+            // other exponents call `powf`.
+            Activation::Pow { exponent: 2.0 } => map.map(|x| x * x),
+            Activation::Pow { exponent } => map.map(move |x| x.powf(exponent)),
         }
     }
 
@@ -170,6 +233,11 @@ impl Activation {
             // e^x overflows f64 only past 709, where ln(1 + e^x) is x to the last bit.
             Activation::Softplus if x > 700.0 => x,
             Activation::Softplus => x.exp().ln_1p(),
+            Activation::Sqrt => x.sqrt(),
+            Activation::Exp => x.exp(),
+            Activation::Erf => math::erf_f64(x),
+            Activation::Abs => x.abs(),
+            Activation::Pow { exponent } => x.powf(exponent as f64),
         };
         value as f32
     }
@@ -269,7 +337,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    const ALL: [Activation; 11] = Activation::ALL;
+    const ALL: [Activation; 16] = Activation::ALL;
 
     // This match fails to compile when a variant is added: a reminder to list it in `ALL`.
     fn is_listed(activation: Activation) -> bool {
@@ -284,7 +352,12 @@ mod tests {
             | Activation::HardSigmoid
             | Activation::Gelu
             | Activation::GeluTanh
-            | Activation::Softplus => ALL.contains(&activation),
+            | Activation::Softplus
+            | Activation::Sqrt
+            | Activation::Exp
+            | Activation::Erf
+            | Activation::Abs => ALL.contains(&activation),
+            Activation::Pow { .. } => ALL.iter().any(|listed| listed.name() == "pow"),
         }
     }
 
@@ -312,7 +385,12 @@ mod tests {
                 "hard_sigmoid",
                 "gelu",
                 "gelu",
-                "softplus"
+                "softplus",
+                "sqrt",
+                "exp",
+                "erf",
+                "abs",
+                "pow"
             ]
         );
     }
@@ -355,9 +433,44 @@ mod tests {
     fn large_magnitudes_saturate_and_nan_propagates() {
         for activation in ALL {
             for x in [-1e4f32, 1e4] {
-                assert!(activation.apply(x).is_finite(), "{activation:?}({x})");
+                let finite = activation.reference(x).is_finite();
+                assert_eq!(
+                    activation.apply(x).is_finite(),
+                    finite,
+                    "{activation:?}({x})"
+                );
+                assert!(
+                    finite || !activation.is_finite_on_finite_inputs(),
+                    "{activation:?}({x})"
+                );
             }
             assert!(activation.apply(f32::NAN).is_nan(), "{activation:?}(NaN)");
         }
+    }
+
+    #[test]
+    fn math_functions_match_their_definitions() {
+        let cases = [
+            (Activation::Sqrt, 2.25, 1.5),
+            (Activation::Exp, 1.0, std::f32::consts::E),
+            (Activation::Exp, -1.0, 1.0 / std::f32::consts::E),
+            (Activation::Erf, 0.5, 0.520_499_9),
+            (Activation::Erf, -1.0, -0.842_700_8),
+            (Activation::Abs, -3.5, 3.5),
+            (Activation::Pow { exponent: 2.0 }, -3.0, 9.0),
+            (Activation::Pow { exponent: 3.0 }, -2.0, -8.0),
+            (Activation::Pow { exponent: 0.5 }, 6.25, 2.5),
+        ];
+        for (activation, x, expected) in cases {
+            let got = activation.apply(x);
+            assert!(
+                (got - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+                "{activation:?}({x}) = {got}, expected {expected}"
+            );
+        }
+        assert!(Activation::Sqrt.apply(-1.0).is_nan());
+        assert!(Activation::Pow { exponent: 0.5 }.apply(-1.0).is_nan());
+        assert_eq!(Activation::Exp.apply(100.0), f32::INFINITY);
+        assert_eq!(Activation::Exp.apply(-200.0), 0.0);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The compiler describes a network with these types and the runtime's kernels take them as
 //! arguments, so there is one definition of each: one [`Activation`] enum, one [`BinaryOp`], one
-//! [`ElementwiseStep`], and the option structs of the kernels whose options are plain numbers
+//! [`ElementwiseStep`], one [`ReduceOp`], and the option structs of the kernels whose options are plain numbers
 //! (convolution, pooling, rotary embedding, the attention shape). Options that borrow tensors
 //! (a layer norm's weight, an attention mask) stay in the runtime, beside the kernels that read
 //! them.
@@ -22,6 +22,7 @@ pub mod elementwise;
 pub mod math;
 pub mod pool;
 pub mod quant;
+pub mod reduce;
 pub mod resize;
 pub mod rope;
 
@@ -31,6 +32,7 @@ pub use conv::{Conv1dOptions, Conv2dOptions};
 pub use elementwise::{BinaryOp, ElementwiseStep};
 pub use pool::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
 pub use quant::{ActivationQuantization, QuantFormat, QuantizedMode};
+pub use reduce::ReduceOp;
 pub use resize::{
     ConvTranspose2dOptions, CoordinateTransform, NearestRounding, PadMode, Resize2dOptions,
     ResizeMode,

@@ -8,6 +8,7 @@ use crate::kernels::conv::Conv2dOptions;
 use crate::kernels::elementwise::BinaryOp;
 use crate::kernels::gemm::MatrixRef;
 use crate::kernels::pool::{AvgPool2dOptions, MaxPool2dOptions};
+use nnc_ops::ReduceOp;
 
 /// `A * B` for an `m x k` A and a `k x n` B, row-major `m x n`.
 pub fn gemm(a: MatrixRef<'_>, b: MatrixRef<'_>) -> Vec<f32> {
@@ -214,6 +215,70 @@ pub fn softmax(input: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
         }
     }
     output
+}
+
+/// Log-softmax along `axis` of `shape`, in `f64`: `x - max - ln(sum(exp(x - max)))`.
+pub fn log_softmax(input: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
+    let outer: usize = shape[..axis].iter().product();
+    let length = shape[axis];
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut output = vec![0.0; input.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * length + j) * inner + i;
+            let maximum = (0..length)
+                .map(|j| input[at(j)] as f64)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let total: f64 = (0..length)
+                .map(|j| (input[at(j)] as f64 - maximum).exp())
+                .sum();
+            for j in 0..length {
+                output[at(j)] = (input[at(j)] as f64 - maximum - total.ln()) as f32;
+            }
+        }
+    }
+    output
+}
+
+/// The sum, mean or maximum of `input` (of `shape`) over `axes`, in `f64`: one output element
+/// per index of the kept axes, in row-major order (the reduced axes dropped; keeping them as 1
+/// changes no element).
+pub fn reduce(input: &[f32], shape: &[usize], axes: &[usize], op: ReduceOp) -> Vec<f32> {
+    let kept: Vec<usize> = (0..shape.len())
+        .filter(|axis| !axes.contains(axis))
+        .collect();
+    let output_length: usize = kept.iter().map(|&axis| shape[axis]).product();
+    let count: usize = axes.iter().map(|&axis| shape[axis]).product();
+    let mut sums = vec![0.0f64; output_length];
+    let mut maxima = vec![f64::NEG_INFINITY; output_length];
+    let mut index = vec![0usize; shape.len()];
+    for &x in input {
+        let position = kept
+            .iter()
+            .fold(0, |position, &axis| position * shape[axis] + index[axis]);
+        sums[position] += x as f64;
+        maxima[position] = if x.is_nan() || maxima[position].is_nan() {
+            f64::NAN
+        } else {
+            maxima[position].max(x as f64)
+        };
+        // The next row-major index.
+        for axis in (0..shape.len()).rev() {
+            index[axis] += 1;
+            if index[axis] < shape[axis] {
+                break;
+            }
+            index[axis] = 0;
+        }
+    }
+    let finish = |position: usize| match op {
+        ReduceOp::Sum => sums[position],
+        ReduceOp::Mean => sums[position] / count as f64,
+        ReduceOp::Max => maxima[position],
+    };
+    (0..output_length)
+        .map(|position| finish(position) as f32)
+        .collect()
 }
 
 /// Inference batch norm over axis 1 of an `[N, C, *]` tensor:

@@ -31,9 +31,10 @@ use nnc_runtime::kernels::pool::{
     AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions, avg_pool1d, avg_pool2d,
     global_avg_pool, global_max_pool, max_pool1d, max_pool2d,
 };
+use nnc_runtime::kernels::reduce::{ReduceOp, reduce};
 use nnc_runtime::kernels::rope::{RopeConvention, RopeOptions, RopeTable, apply_rope_in_place};
 use nnc_runtime::kernels::shape::{concat, permute, select, slice_axis, transpose};
-use nnc_runtime::kernels::softmax::{softmax, softmax_in_place};
+use nnc_runtime::kernels::softmax::{log_softmax, log_softmax_in_place, softmax, softmax_in_place};
 use nnc_runtime::{TensorRef, set_num_threads};
 
 #[global_allocator]
@@ -376,6 +377,38 @@ fn kernels_do_not_allocate_after_warm_up() {
     });
     check("softmax_in_place (first axis)", &mut || {
         softmax_in_place(&mut probabilities, &logits_shape, 0).unwrap()
+    });
+    check("log_softmax (middle axis)", &mut || {
+        log_softmax(&logits, &mut probabilities, &logits_shape, 1).unwrap()
+    });
+    check("log_softmax_in_place (last axis)", &mut || {
+        log_softmax_in_place(&mut probabilities, &logits_shape, 2).unwrap()
+    });
+
+    // Reductions over the last axis, a middle axis and two axes.
+    let mut reduced = vec![0.0; 3 * 70];
+    check("reduce_sum (last axis)", &mut || {
+        reduce(
+            &logits,
+            &mut reduced[..15],
+            &logits_shape,
+            &[2],
+            ReduceOp::Sum,
+        )
+        .unwrap()
+    });
+    check("reduce_max (middle axis)", &mut || {
+        reduce(&logits, &mut reduced, &logits_shape, &[1], ReduceOp::Max).unwrap()
+    });
+    check("reduce_mean (two axes)", &mut || {
+        reduce(
+            &logits,
+            &mut reduced[..5],
+            &logits_shape,
+            &[0, 2],
+            ReduceOp::Mean,
+        )
+        .unwrap()
     });
 
     // Embedding.

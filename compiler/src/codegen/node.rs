@@ -345,6 +345,19 @@ impl Generator<'_> {
                 let (shape, axis) = (literal_list(shape), lit(*axis));
                 quote!(k::softmax::softmax(#x, output, &#shape, #axis)#at;)
             }
+            KernelCall::LogSoftmax { shape, axis } => {
+                let (shape, axis) = (literal_list(shape), lit(*axis));
+                quote!(k::softmax::log_softmax(#x, output, &#shape, #axis)#at;)
+            }
+            KernelCall::Reduce {
+                input_shape,
+                axes,
+                op,
+            } => {
+                let (shape, axes, op) =
+                    (literal_list(input_shape), literal_list(axes), op.to_rust());
+                quote!(k::reduce::reduce(#x, output, &#shape, &#axes, #op)#at;)
+            }
             KernelCall::Binary { op, form } => {
                 let (op, a, b) = (op.to_rust(), operand(0), operand(1));
                 match form {

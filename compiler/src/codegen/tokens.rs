@@ -11,6 +11,7 @@ use nnc_ops::Activation;
 use nnc_ops::AttentionShape;
 use nnc_ops::BinaryOp;
 use nnc_ops::ElementwiseStep;
+use nnc_ops::ReduceOp;
 use nnc_ops::RopeConvention;
 use nnc_ops::quant::ActivationQuantization;
 use nnc_ops::{AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions};
@@ -44,6 +45,7 @@ macro_rules! to_rust_from_debug {
 to_rust_from_debug! {
     Activation => quote!(k::activation::Activation::);
     BinaryOp => quote!(k::elementwise::BinaryOp::);
+    ReduceOp => quote!(k::reduce::ReduceOp::);
     RopeConvention => quote!(k::rope::RopeConvention::);
     MaxPool1dOptions => quote!(k::pool::);
     MaxPool2dOptions => quote!(k::pool::);

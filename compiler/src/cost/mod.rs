@@ -386,6 +386,8 @@ pub mod per_element {
     pub const RMS_NORM_WEIGHT: u64 = 1;
     /// Max, subtract, exp, sum, divide.
     pub const SOFTMAX: u64 = 5;
+    /// Max, subtract, exp, sum, subtract the log of the sum (the log itself is per row).
+    pub const LOG_SOFTMAX: u64 = 5;
     /// `x * cos + rotate(x) * sin`: two multiplies and an add.
     pub const ROPE: u64 = 3;
     /// Attention per kept score: the scale multiply and the softmax.
@@ -498,6 +500,8 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
         }
         Op::Activation(activation) => each(activation.flops_per_element()),
         Op::Softmax { .. } => each(per_element::SOFTMAX),
+        Op::LogSoftmax { .. } => each(per_element::LOG_SOFTMAX),
+        Op::Reduce { op, .. } => (0, op.flops(input_elements, output_elements)),
         Op::Binary(op) => each(op.flops_per_element()),
         Op::Affine { scale, shift } => each(affine_flops_per_element(*scale, *shift)),
         Op::ElementwiseChain(steps) => each(

@@ -318,6 +318,17 @@ impl Interpreter<'_> {
             (KernelCall::Softmax { shape, axis }, None) => {
                 kernels::softmax::softmax(x(0), &mut output, shape, *axis)?
             }
+            (KernelCall::LogSoftmax { shape, axis }, None) => {
+                kernels::softmax::log_softmax(x(0), &mut output, shape, *axis)?
+            }
+            (
+                KernelCall::Reduce {
+                    input_shape,
+                    axes,
+                    op,
+                },
+                None,
+            ) => kernels::reduce::reduce(x(0), &mut output, input_shape, axes, *op)?,
             // The reference runs every form through the general broadcasting kernel.
             (KernelCall::Binary { op, form: _ }, None) => kernels::elementwise::binary(
                 *op,

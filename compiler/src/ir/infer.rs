@@ -180,11 +180,16 @@ pub fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>> {
             arity(inputs, 1)?;
             float_input(inputs, 0)?.clone()
         }
-        Op::Softmax { axis } => {
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             arity(inputs, 1)?;
             let x = float_input(inputs, 0)?;
             check_axis(*axis, x, "dim")?;
             x.clone()
+        }
+        Op::Reduce { axes, keepdims, .. } => {
+            arity(inputs, 1)?;
+            let x = float_input(inputs, 0)?;
+            make(DType::F32, reduced_shape(x, axes, *keepdims)?)?
         }
         Op::Binary(op) => {
             arity(inputs, 2)?;
@@ -922,6 +927,31 @@ fn check_axis(axis: usize, x: &TensorType, attr: &'static str) -> Result<()> {
     }
 }
 
+/// The shape of a reduction of `x` over `axes`, which must be in range and increasing (so
+/// distinct): the reduced axes as 1 with `keepdims`, dropped without.
+fn reduced_shape(x: &TensorType, axes: &[usize], keepdims: bool) -> Result<Vec<usize>> {
+    for &axis in axes {
+        check_axis(axis, x, "axes")?;
+    }
+    if let Some(pair) = axes.windows(2).find(|pair| pair[0] >= pair[1]) {
+        let problem = if pair[0] == pair[1] {
+            format!("axis {} is reduced twice", pair[0])
+        } else {
+            format!("axes {axes:?} are not in increasing order")
+        };
+        return Err(ShapeError::new(Culprit::Attr("axes"), problem));
+    }
+    Ok(x.shape
+        .iter()
+        .enumerate()
+        .filter_map(|(axis, &size)| match axes.contains(&axis) {
+            true if keepdims => Some(1),
+            true => None,
+            false => Some(size),
+        })
+        .collect())
+}
+
 fn rank_error(position: usize, expected: &str, got: &TensorType) -> ShapeError {
     ShapeError::new(
         Culprit::Input(position),
@@ -931,4 +961,35 @@ fn rank_error(position: usize, expected: &str, got: &TensorType) -> ShapeError {
 
 fn make(dtype: DType, shape: Vec<usize>) -> Result<TensorType> {
     TensorType::new(dtype, shape).map_err(|error| ShapeError::new(Culprit::Op, error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ReduceOp;
+
+    fn reduce(axes: Vec<usize>, keepdims: bool) -> Op {
+        Op::Reduce {
+            op: ReduceOp::Sum,
+            axes,
+            keepdims,
+        }
+    }
+
+    #[test]
+    fn reductions_keep_or_drop_their_axes_and_check_them() {
+        let x = TensorType::f32(vec![2, 3, 4]);
+        let shape = |op: &Op| infer(op, &[&x]).map(|types| types[0].shape.clone());
+        assert_eq!(shape(&reduce(vec![1], true)).unwrap(), [2, 1, 4]);
+        assert_eq!(shape(&reduce(vec![0, 2], false)).unwrap(), [3]);
+        assert!(shape(&reduce(vec![0, 1, 2], false)).unwrap().is_empty());
+        let error = shape(&reduce(vec![3], true)).unwrap_err();
+        assert_eq!(error.culprit, Culprit::Attr("axes"));
+        assert!(error.message.contains("out of range"), "{}", error.message);
+        let error = shape(&reduce(vec![1, 1], true)).unwrap_err();
+        assert!(error.message.contains("reduced twice"), "{}", error.message);
+        let error = shape(&reduce(vec![2, 0], true)).unwrap_err();
+        assert!(error.message.contains("increasing"), "{}", error.message);
+        assert!(infer(&Op::LogSoftmax { axis: 3 }, &[&x]).is_err());
+    }
 }

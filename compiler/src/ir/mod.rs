@@ -38,7 +38,8 @@ pub use arena::{Arena, Handle, SecondaryMap};
 pub use op::{
     Activation, AttentionAttrs, BinaryOp, BlockMask, ConvAttrs, ConvTransposeAttrs,
     CoordinateTransform, ElementwiseStep, Epilogue, InPlaceRule, NearestRounding, Op, OpCategory,
-    OpKind, PadMode, PoolAttrs, PreparedState, Resize2dOptions, ResizeMode, SparsePattern,
+    OpKind, PadMode, PoolAttrs, PreparedState, ReduceOp, Resize2dOptions, ResizeMode,
+    SparsePattern,
 };
 pub use types::{DType, TensorType};
 

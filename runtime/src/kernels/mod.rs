@@ -16,6 +16,7 @@ pub mod norm;
 pub mod paged_attention;
 pub mod pool;
 pub mod quantized;
+pub mod reduce;
 pub mod resize;
 pub mod rope;
 pub mod shape;
@@ -49,6 +50,7 @@ pub use pool::{
     AvgPool1dOptions, AvgPool2dOptions, MaxPool1dOptions, MaxPool2dOptions, avg_pool1d, avg_pool2d,
     global_avg_pool, global_max_pool, max_pool1d, max_pool2d,
 };
+pub use reduce::{ReduceOp, reduce};
 pub use rope::{RopeConvention, RopeOptions, RopeTable, apply_rope, apply_rope_in_place};
 pub use shape::{concat, permute, select, slice_axis, transpose};
-pub use softmax::{softmax, softmax_in_place};
+pub use softmax::{log_softmax, log_softmax_in_place, softmax, softmax_in_place};

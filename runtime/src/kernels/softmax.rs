@@ -1,4 +1,6 @@
-//! Softmax along any axis, numerically stable (the maximum is subtracted before `exp`).
+//! Softmax and log-softmax along any axis, numerically stable (the maximum is subtracted before
+//! `exp`; log-softmax is `x - max - ln(sum(exp(x - max)))`, which never takes the log of a
+//! rounded-off probability).
 //!
 //! The tensor is viewed as `[outer, axis, inner]`. With `inner == 1` (the last axis, the usual
 //! case) each row is contiguous; otherwise the kernel sweeps strips of up to `STRIP` columns of
@@ -27,20 +29,72 @@ pub fn softmax(
 
 /// Softmax along `axis` of `shape`, in place.
 pub fn softmax_in_place(values: &mut [f32], shape: &[usize], axis: usize) -> KernelResult<()> {
-    let length = checked_element_count("softmax", shape)?;
-    check_length("softmax", "values", length, values.len())?;
-    let (_, axis_length, inner) = split_at_axis("softmax", shape, axis)?;
+    normalize_in_place(values, shape, axis, Normalization::Softmax)
+}
+
+/// `output = log_softmax(input)` along `axis` of `shape` (row-major).
+pub fn log_softmax(
+    input: &[f32],
+    output: &mut [f32],
+    shape: &[usize],
+    axis: usize,
+) -> KernelResult<()> {
+    let length = checked_element_count("log_softmax", shape)?;
+    check_length("log_softmax", "input", length, input.len())?;
+    check_length("log_softmax", "output", length, output.len())?;
+    output.copy_from_slice(input);
+    log_softmax_in_place(output, shape, axis)
+}
+
+/// Log-softmax along `axis` of `shape`, in place.
+pub fn log_softmax_in_place(values: &mut [f32], shape: &[usize], axis: usize) -> KernelResult<()> {
+    normalize_in_place(values, shape, axis, Normalization::LogSoftmax)
+}
+
+/// Which of the two functions [`normalize_in_place`] computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Normalization {
+    Softmax,
+    LogSoftmax,
+}
+
+/// The driver of both functions: blocks of `[axis, inner]` split across threads, each row
+/// (`inner == 1`) or strided block done by the function's own loop.
+fn normalize_in_place(
+    values: &mut [f32],
+    shape: &[usize],
+    axis: usize,
+    normalization: Normalization,
+) -> KernelResult<()> {
+    let operation = match normalization {
+        Normalization::Softmax => "softmax",
+        Normalization::LogSoftmax => "log_softmax",
+    };
+    let length = checked_element_count(operation, shape)?;
+    check_length(operation, "values", length, values.len())?;
+    let (_, axis_length, inner) = split_at_axis(operation, shape, axis)?;
     if length == 0 {
         return Ok(());
     }
     let block = axis_length * inner;
     let blocks_per_task = (PARALLEL_CHUNK / block.max(1)).max(1);
     threading::run_chunks_mut(values, blocks_per_task * block, |_, chunk| {
-        if inner == 1 {
-            chunk.chunks_exact_mut(axis_length).for_each(softmax_row);
-        } else {
-            for block in chunk.chunks_exact_mut(block) {
-                softmax_strided_block(block, inner);
+        match (normalization, inner) {
+            (Normalization::Softmax, 1) => {
+                chunk.chunks_exact_mut(axis_length).for_each(softmax_row)
+            }
+            (Normalization::LogSoftmax, 1) => chunk
+                .chunks_exact_mut(axis_length)
+                .for_each(log_softmax_row),
+            (Normalization::Softmax, _) => {
+                for block in chunk.chunks_exact_mut(block) {
+                    softmax_strided_block(block, inner);
+                }
+            }
+            (Normalization::LogSoftmax, _) => {
+                for block in chunk.chunks_exact_mut(block) {
+                    log_softmax_strided_block(block, inner);
+                }
             }
         }
     });
@@ -63,6 +117,30 @@ pub(crate) fn exponentiate_row(row: &mut [f32]) -> f32 {
     let maximum = maximum(row);
     vectorize::map_in_place_interleaved(row, |x| math::exp(x - maximum));
     1.0 / sum(row)
+}
+
+/// Log-softmax of one contiguous row: `x - (max + ln(sum(exp(x - max))))`.
+fn log_softmax_row(row: &mut [f32]) {
+    let maximum = maximum(row);
+    let offset = maximum + sum_of_exponentials(row, maximum).ln();
+    vectorize::map_in_place(row, |x| x - offset);
+}
+
+/// `sum(exp(x - maximum))` over a slice, in eight independent lanes, without writing it.
+fn sum_of_exponentials(values: &[f32], maximum: f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += math::exp(x - maximum);
+        }
+    }
+    let tail: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|&x| math::exp(x - maximum))
+        .sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Columns of a strided block processed together: wide enough to vectorise, small enough for
@@ -98,6 +176,46 @@ fn softmax_strided_block(block: &mut [f32], inner: usize) {
         for row in block.chunks_exact_mut(inner) {
             vectorize::zip_map_in_place(&mut row[strip_start..][..width], sums, |x, reciprocal| {
                 x * reciprocal
+            });
+        }
+    }
+}
+
+/// Log-softmax of a `[axis_length, inner]` block along its first axis, a strip of columns at a
+/// time, as [`softmax_strided_block`]: the strip's maxima, then its sums of `exp(x - max)`
+/// (through a strip of differences on the stack), then `x - (max + ln(sum))`.
+fn log_softmax_strided_block(block: &mut [f32], inner: usize) {
+    let mut maxima = [0.0f32; STRIP];
+    let mut sums = [0.0f32; STRIP];
+    let mut differences = [0.0f32; STRIP];
+    for strip_start in (0..inner).step_by(STRIP) {
+        let width = STRIP.min(inner - strip_start);
+        let (maxima, sums) = (&mut maxima[..width], &mut sums[..width]);
+        let differences = &mut differences[..width];
+        maxima.fill(f32::NEG_INFINITY);
+        for row in block.chunks_exact(inner) {
+            vectorize::zip_map_in_place(
+                maxima,
+                &row[strip_start..][..width],
+                nnc_ops::reduce::maximum,
+            );
+        }
+        sums.fill(0.0);
+        for row in block.chunks_exact(inner) {
+            vectorize::zip_map(&row[strip_start..][..width], maxima, differences, |x, m| {
+                x - m
+            });
+            vectorize::zip_map_in_place(sums, differences, |sum, difference| {
+                sum + math::exp(difference)
+            });
+        }
+        // The offsets replace the sums: `max + ln(sum)`, once per column.
+        for (sum, &maximum) in sums.iter_mut().zip(maxima.iter()) {
+            *sum = maximum + sum.ln();
+        }
+        for row in block.chunks_exact_mut(inner) {
+            vectorize::zip_map_in_place(&mut row[strip_start..][..width], sums, |x, offset| {
+                x - offset
             });
         }
     }
@@ -170,6 +288,35 @@ mod tests {
         }
 
         #[test]
+        fn log_softmax_matches_reference((shape, axis, input) in shapes_and_axes()) {
+            let expected = reference::log_softmax(&input, &shape, axis);
+            let mut output = vec![0.0; input.len()];
+            log_softmax(&input, &mut output, &shape, axis).unwrap();
+            assert_close(&output, &expected, 1e-5);
+        }
+
+        #[test]
+        fn long_log_softmax_rows_and_strips_match_reference(
+            input in prop::collection::vec(-5.0f32..5.0, 1..300),
+            split in 1..4usize,
+        ) {
+            // One long row, then the same values as `[split, rest]` reduced over the first axis:
+            // strips of up to 64 columns with every tail width.
+            let shape = [1, input.len()];
+            let expected = reference::log_softmax(&input, &shape, 1);
+            let mut output = input.clone();
+            log_softmax_in_place(&mut output, &shape, 1).unwrap();
+            assert_close(&output, &expected, 1e-5);
+            let rows = split.min(input.len());
+            let input = &input[..input.len() / rows * rows];
+            let shape = [rows, input.len() / rows];
+            let expected = reference::log_softmax(input, &shape, 0);
+            let mut output = input.to_vec();
+            log_softmax_in_place(&mut output, &shape, 0).unwrap();
+            assert_close(&output, &expected, 1e-5);
+        }
+
+        #[test]
         fn long_rows_match_reference(input in prop::collection::vec(-5.0f32..5.0, 1..300)) {
             let shape = [1, input.len()];
             let expected = reference::softmax(&input, &shape, 1);
@@ -197,6 +344,24 @@ mod tests {
         let mut values = [1.0e4, -1.0e4, 1.0e4 - 1.0, 3.0e38];
         softmax_in_place(&mut values, &[2, 2], 1).unwrap();
         assert_close(&values, &[1.0, 0.0, 0.0, 1.0], 1e-6);
+    }
+
+    #[test]
+    fn log_softmax_of_huge_logits_stays_finite() {
+        // exp(-2e4) underflows to 0, but the log-probability is the exact difference.
+        let mut values = [1.0e4, -1.0e4, 0.0, 0.0];
+        log_softmax_in_place(&mut values, &[2, 2], 1).unwrap();
+        assert_close(
+            &values,
+            &[
+                0.0,
+                -2.0e4,
+                -std::f32::consts::LN_2,
+                -std::f32::consts::LN_2,
+            ],
+            1e-6,
+        );
+        assert!(log_softmax_in_place(&mut values, &[2, 2], 2).is_err());
     }
 
     #[test]

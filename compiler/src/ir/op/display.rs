@@ -137,8 +137,13 @@ impl fmt::Display for DisplayAttrs<'_> {
             Op::Activation(Activation::GeluTanh) => {
                 push("approximate", "\"tanh\"".to_string());
             }
+            Op::Activation(Activation::Pow { exponent }) => push("exponent", float(*exponent)),
             Op::Activation(_) => {}
-            Op::Softmax { axis } => push("axis", axis.to_string()),
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => push("axis", axis.to_string()),
+            Op::Reduce { axes, keepdims, .. } => {
+                push("axes", list(axes));
+                push("keepdims", keepdims.to_string());
+            }
             Op::Affine { scale, shift } => {
                 push("scale", float(*scale));
                 push("shift", float(*shift));
@@ -190,6 +195,7 @@ fn activation_text(activation: Activation) -> String {
             format!("leaky_relu({})", float(negative_slope))
         }
         Activation::GeluTanh => "gelu_tanh".to_string(),
+        Activation::Pow { exponent } => format!("pow({})", float(exponent)),
         other => other.name().to_string(),
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{
     Activation, AttentionAttrs, BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordinateTransform,
-    ElementwiseStep, Epilogue, NearestRounding, Op, PadMode, PoolAttrs, Resize2dOptions,
+    ElementwiseStep, Epilogue, NearestRounding, Op, PadMode, PoolAttrs, ReduceOp, Resize2dOptions,
     ResizeMode, SparsePattern,
 };
 
@@ -27,6 +27,8 @@ pub enum OpKind {
     Attention,
     Activation,
     Softmax,
+    LogSoftmax,
+    Reduce,
     Binary,
     Affine,
     ElementwiseChain,
@@ -42,7 +44,7 @@ pub enum OpKind {
 impl OpKind {
     /// Every kind, in the order of [`Op`]'s declaration. A kind missing here is caught by the
     /// exhaustive match in this file's test.
-    pub const ALL: [OpKind; 27] = [
+    pub const ALL: [OpKind; 29] = [
         OpKind::Linear,
         OpKind::MatMul,
         OpKind::Conv,
@@ -60,6 +62,8 @@ impl OpKind {
         OpKind::Attention,
         OpKind::Activation,
         OpKind::Softmax,
+        OpKind::LogSoftmax,
+        OpKind::Reduce,
         OpKind::Binary,
         OpKind::Affine,
         OpKind::ElementwiseChain,
@@ -74,7 +78,7 @@ impl OpKind {
 
     /// Ops of this kind with typical attributes, one for each name the IR prints for the kind
     /// (`conv1d` and `conv2d`; every activation, both forms of GELU included; every binary
-    /// operation), for tests and checks that must cover every op.
+    /// operation; every reduction), for tests and checks that must cover every op.
     pub fn examples(self) -> Vec<Op> {
         match self {
             OpKind::Linear => vec![Op::Linear {
@@ -134,6 +138,15 @@ impl OpKind {
             })],
             OpKind::Activation => Activation::ALL.into_iter().map(Op::Activation).collect(),
             OpKind::Softmax => vec![Op::Softmax { axis: 1 }],
+            OpKind::LogSoftmax => vec![Op::LogSoftmax { axis: 1 }],
+            OpKind::Reduce => ReduceOp::ALL
+                .into_iter()
+                .map(|op| Op::Reduce {
+                    op,
+                    axes: vec![1],
+                    keepdims: true,
+                })
+                .collect(),
             OpKind::Binary => BinaryOp::ALL.into_iter().map(Op::Binary).collect(),
             OpKind::Affine => vec![Op::Affine {
                 scale: 2.0,
@@ -193,6 +206,8 @@ impl Op {
             Op::Attention(_) => OpKind::Attention,
             Op::Activation(_) => OpKind::Activation,
             Op::Softmax { .. } => OpKind::Softmax,
+            Op::LogSoftmax { .. } => OpKind::LogSoftmax,
+            Op::Reduce { .. } => OpKind::Reduce,
             Op::Binary(_) => OpKind::Binary,
             Op::Affine { .. } => OpKind::Affine,
             Op::ElementwiseChain(_) => OpKind::ElementwiseChain,
@@ -258,6 +273,8 @@ mod tests {
             | OpKind::Attention
             | OpKind::Activation
             | OpKind::Softmax
+            | OpKind::LogSoftmax
+            | OpKind::Reduce
             | OpKind::Binary
             | OpKind::Affine
             | OpKind::ElementwiseChain

@@ -17,7 +17,7 @@ pub use display::DisplayAttrs;
 pub use kind::OpKind;
 /// The elementwise vocabulary is shared with the runtime: one definition of each activation and
 /// binary operation, with its name and FLOPs, in the `nnc-ops` crate.
-pub use nnc_ops::{Activation, BinaryOp, ElementwiseStep};
+pub use nnc_ops::{Activation, BinaryOp, ElementwiseStep, ReduceOp};
 /// Resizing and padding use the runtime's own vocabulary: one definition of each coordinate
 /// transform, rounding and padding mode.
 pub use nnc_ops::{CoordinateTransform, NearestRounding, PadMode, Resize2dOptions, ResizeMode};
@@ -226,6 +226,15 @@ pub enum Op {
     Activation(Activation),
     /// Softmax along `axis`.
     Softmax { axis: usize },
+    /// Log-softmax along `axis`: `x - max - ln(sum(exp(x - max)))`.
+    LogSoftmax { axis: usize },
+    /// The sum, mean or maximum of `x` over `axes` (distinct and increasing). With `keepdims`
+    /// the reduced axes stay as size 1, without they are dropped (all of them: a scalar).
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+        keepdims: bool,
+    },
     /// An elementwise binary operation with broadcasting.
     Binary(BinaryOp),
     /// `x * scale + shift`, elementwise.
@@ -283,6 +292,8 @@ impl Op {
             Op::Attention(_) => "attention",
             Op::Activation(activation) => activation.name(),
             Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::Reduce { op, .. } => op.name(),
             Op::Binary(op) => op.name(),
             Op::Affine { .. } => "affine",
             Op::ElementwiseChain(_) => "elementwise",

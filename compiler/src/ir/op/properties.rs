@@ -17,9 +17,10 @@ pub enum OpCategory {
     Dense,
     /// `conv1d`, `conv2d` and `conv_transpose2d`.
     Convolution,
-    /// Windowed and global max and average pooling.
+    /// Windowed and global max and average pooling, and the reductions over axes (sum, mean,
+    /// max).
     Pooling,
-    /// Ops that normalize along an axis: batch, layer and RMS norm, and softmax.
+    /// Ops that normalize along an axis: batch, layer and RMS norm, softmax and log-softmax.
     Normalization,
     /// Unary elementwise functions (activations), and the fused elementwise chains made of them
     /// and of affine maps.
@@ -95,11 +96,13 @@ impl Op {
             Op::MaxPool(_)
             | Op::AvgPool(_)
             | Op::GlobalAvgPool { .. }
-            | Op::GlobalMaxPool { .. } => OpCategory::Pooling,
+            | Op::GlobalMaxPool { .. }
+            | Op::Reduce { .. } => OpCategory::Pooling,
             Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::RmsNorm { .. }
-            | Op::Softmax { .. } => OpCategory::Normalization,
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. } => OpCategory::Normalization,
             Op::Activation(_) | Op::ElementwiseChain(_) => OpCategory::Activation,
             Op::Attention(_) => OpCategory::Attention,
             Op::Binary(_) | Op::Affine { .. } => OpCategory::Arithmetic,
@@ -155,6 +158,8 @@ impl Op {
             | Op::Rope { .. }
             | Op::Attention(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Binary(_)
             | Op::Reshape { .. }
             | Op::Transpose { .. }
@@ -193,6 +198,8 @@ impl Op {
             | Op::Rope { .. }
             | Op::Attention(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Transpose { .. }
             | Op::Concat { .. }
             | Op::Slice { .. }
@@ -228,6 +235,8 @@ impl Op {
             | Op::Rope { .. }
             | Op::Attention(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Concat { .. }
@@ -263,6 +272,8 @@ impl Op {
             | Op::Rope { .. }
             | Op::Attention(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Concat { .. }
@@ -296,6 +307,8 @@ impl Op {
             | Op::Attention(_)
             | Op::Activation(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Binary(_)
             | Op::Affine { .. }
             | Op::ElementwiseChain(_)
@@ -335,6 +348,8 @@ impl Op {
             | Op::Attention(_)
             | Op::Activation(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Binary(_)
             | Op::Affine { .. }
             | Op::ElementwiseChain(_)
@@ -368,6 +383,8 @@ impl Op {
             | Op::Attention(_)
             | Op::Activation(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Binary(_)
             | Op::Affine { .. }
             | Op::ElementwiseChain(_)
@@ -405,6 +422,8 @@ impl Op {
             | Op::Attention(_)
             | Op::Activation(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Binary(_)
             | Op::Affine { .. }
             | Op::ElementwiseChain(_)
@@ -447,6 +466,8 @@ impl Op {
             | Op::Attention(_)
             | Op::Activation(_)
             | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce { .. }
             | Op::Binary(_)
             | Op::ElementwiseChain(_)
             | Op::Concat { .. }

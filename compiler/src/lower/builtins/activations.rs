@@ -1,4 +1,5 @@
-//! Activations, all elementwise (`relu`, `gelu`, `silu`, ...), and `softmax`.
+//! Activations, all elementwise (`relu`, `gelu`, `silu`, ..., and the unary math functions
+//! `sqrt`, `exp`, `erf`, `abs`, `pow`), `softmax` and `log_softmax`.
 //!
 //! An activation without arguments needs only its row in the table, pointing at [`activation`]
 //! with its [`Activation`]; one with arguments reads them in a small function here.
@@ -45,4 +46,26 @@ pub(super) fn softmax(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
     let axis = cx.axis("dim", rank, Some(-1))?;
     cx.node(Op::Softmax { axis }, &[(x, Some("x"))])
         .map(Value::Tensor)
+}
+
+/// `log_softmax(x, dim = -1)`.
+pub(super) fn log_softmax(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let x = cx.tensor("x")?;
+    let rank = cx.rank(x);
+    let axis = cx.axis("dim", rank, Some(-1))?;
+    cx.node(Op::LogSoftmax { axis }, &[(x, Some("x"))])
+        .map(Value::Tensor)
+}
+
+/// `pow(x, exponent)`: a tensor to the power of a number.
+pub(super) fn pow(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    if let Some((Value::Tensor(_), _)) = cx.slot("exponent") {
+        return Err(cx.error(
+            "exponent",
+            "`pow` takes a number as its exponent, not a tensor",
+            Some("the exponent is a constant: `pow(x, 2.0)`"),
+        ));
+    }
+    let exponent = cx.float("exponent", None)? as f32;
+    activation(cx, Activation::Pow { exponent })
 }

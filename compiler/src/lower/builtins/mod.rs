@@ -14,6 +14,7 @@ mod layers;
 mod norms;
 mod numbers;
 mod pooling;
+mod reductions;
 mod resampling;
 mod shape;
 #[cfg(test)]
@@ -22,7 +23,7 @@ mod tests;
 use super::Eval;
 use super::call::CallCx;
 use super::value::Value;
-use crate::ir::Activation;
+use crate::ir::{Activation, ReduceOp};
 use activations::activation;
 use numbers::Extremum;
 use pooling::Pooling;
@@ -335,6 +336,56 @@ const BUILTINS: &[Builtin] = &[
         params: &["x", "dim"],
         aliases: &[],
         lower: activations::softmax,
+    },
+    Builtin {
+        name: "log_softmax",
+        params: &["x", "dim"],
+        aliases: &["logsoftmax"],
+        lower: activations::log_softmax,
+    },
+    // Unary math, elementwise (`sqrt` is below, with the functions on numbers).
+    Builtin {
+        name: "exp",
+        params: X,
+        aliases: &[],
+        lower: |cx| activation(cx, Activation::Exp),
+    },
+    Builtin {
+        name: "erf",
+        params: X,
+        aliases: &[],
+        lower: |cx| activation(cx, Activation::Erf),
+    },
+    Builtin {
+        name: "abs",
+        params: X,
+        aliases: &[],
+        lower: |cx| activation(cx, Activation::Abs),
+    },
+    Builtin {
+        name: "pow",
+        params: &["x", "exponent"],
+        aliases: &[],
+        lower: activations::pow,
+    },
+    // Reductions over axes.
+    Builtin {
+        name: "reduce_sum",
+        params: &["x", "axes", "keepdims"],
+        aliases: &["sum"],
+        lower: |cx| reductions::reduce(cx, ReduceOp::Sum),
+    },
+    Builtin {
+        name: "reduce_mean",
+        params: &["x", "axes", "keepdims"],
+        aliases: &["mean"],
+        lower: |cx| reductions::reduce(cx, ReduceOp::Mean),
+    },
+    Builtin {
+        name: "reduce_max",
+        params: &["x", "axes", "keepdims"],
+        aliases: &["amax"],
+        lower: |cx| reductions::reduce(cx, ReduceOp::Max),
     },
     // Shape operations.
     Builtin {

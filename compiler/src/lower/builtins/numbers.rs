@@ -1,6 +1,8 @@
 //! Built-in functions on compile-time numbers: `dim`, `min`, `max` and `sqrt`. They compute a
-//! value during lowering and emit no node.
+//! value during lowering and emit no node (except `sqrt` of a tensor, the elementwise
+//! activation).
 
+use crate::ir::Activation;
 use crate::lower::Eval;
 use crate::lower::call::CallCx;
 use crate::lower::value::Value;
@@ -45,8 +47,11 @@ pub(super) fn extremum(cx: &mut CallCx<'_, '_>, extremum: Extremum) -> Eval<Valu
     }
 }
 
-/// `sqrt(x)` of a non-negative number.
+/// `sqrt(x)` of a non-negative number, or of a tensor, elementwise.
 pub(super) fn sqrt(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    if let Some((Value::Tensor(_), _)) = cx.slot("x") {
+        return super::activation(cx, Activation::Sqrt);
+    }
     let x = cx.float("x", None)?;
     if x < 0.0 {
         return Err(cx.error("x", format!("cannot take the square root of {x}"), None));

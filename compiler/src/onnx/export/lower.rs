@@ -8,7 +8,7 @@
 use super::{Exporter, attribute_float, attribute_int, attribute_ints};
 use crate::ir::{
     Activation, AttentionAttrs, BinaryOp, ConvAttrs, ConvTransposeAttrs, DType, ElementwiseStep,
-    Epilogue, NodeData, Op, PadMode, PoolAttrs, Resize2dOptions, ResizeMode, Value,
+    Epilogue, NodeData, Op, PadMode, PoolAttrs, ReduceOp, Resize2dOptions, ResizeMode, Value,
 };
 
 /// The additive mask of a masked-out score: the most negative f32, as Hugging Face's models use
@@ -147,6 +147,18 @@ pub(super) fn lower(exporter: &mut Exporter<'_>, data: &NodeData) -> Result<Stri
             let x = exporter.value(inputs[0]);
             exporter.node("Softmax", &[&x], vec![attribute_int("axis", *axis as i64)])
         }
+        Op::LogSoftmax { axis } => {
+            let x = exporter.value(inputs[0]);
+            exporter.node(
+                "LogSoftmax",
+                &[&x],
+                vec![attribute_int("axis", *axis as i64)],
+            )
+        }
+        Op::Reduce { op, axes, keepdims } => {
+            let x = exporter.value(inputs[0]);
+            reduce(exporter, &x, *op, axes, *keepdims)
+        }
         Op::Binary(op) => {
             let (a, b) = (exporter.value(inputs[0]), exporter.value(inputs[1]));
             let op_type = match op {
@@ -242,7 +254,10 @@ fn slice(exporter: &mut Exporter<'_>, x: &str, axis: usize, start: usize, end: u
 /// `x * scale + shift`, leaving out a multiplication by 1 and an addition of 0.
 fn affine(exporter: &mut Exporter<'_>, x: &str, scale: f32, shift: f32) -> String {
     let mut y = x.to_string();
-    if scale != 1.0 {
+    if scale == -1.0 {
+        // `-x`, as ONNX writes it.
+        y = exporter.node("Neg", &[&y], vec![]);
+    } else if scale != 1.0 {
         let scale = exporter.scalar_f32("scale", scale);
         y = exporter.node("Mul", &[&y, &scale], vec![]);
     }
@@ -254,6 +269,32 @@ fn affine(exporter: &mut Exporter<'_>, x: &str, scale: f32, shift: f32) -> Strin
         y = exporter.node("Identity", &[x], vec![]);
     }
     y
+}
+
+/// `ReduceSum`, `ReduceMean` or `ReduceMax` of `x` over `axes`. At opset 17 ReduceSum takes its
+/// axes as an input (since opset 13), the other two as an attribute (until opset 18).
+fn reduce(
+    exporter: &mut Exporter<'_>,
+    x: &str,
+    op: ReduceOp,
+    axes: &[usize],
+    keepdims: bool,
+) -> String {
+    let keepdims = attribute_int("keepdims", i64::from(keepdims));
+    let op_type = match op {
+        ReduceOp::Sum => "ReduceSum",
+        ReduceOp::Mean => "ReduceMean",
+        ReduceOp::Max => "ReduceMax",
+    };
+    match op {
+        ReduceOp::Sum => {
+            let axes = exporter.constant_i64("axes", &to_i64(axes));
+            exporter.node(op_type, &[x, &axes], vec![keepdims])
+        }
+        ReduceOp::Mean | ReduceOp::Max => {
+            exporter.node(op_type, &[x], vec![attribute_ints("axes", axes), keepdims])
+        }
+    }
 }
 
 /// The nodes of one activation applied to `x`.
@@ -314,6 +355,14 @@ fn activation_nodes(exporter: &mut Exporter<'_>, x: &str, activation: Activation
             exporter.node("Mul", &[&product, &half], vec![])
         }
         Activation::Softplus => exporter.node("Softplus", &[x], vec![]),
+        Activation::Sqrt => exporter.node("Sqrt", &[x], vec![]),
+        Activation::Exp => exporter.node("Exp", &[x], vec![]),
+        Activation::Erf => exporter.node("Erf", &[x], vec![]),
+        Activation::Abs => exporter.node("Abs", &[x], vec![]),
+        Activation::Pow { exponent } => {
+            let exponent = exporter.scalar_f32("exponent", exponent);
+            exporter.node("Pow", &[x, &exponent], vec![])
+        }
     }
 }
 

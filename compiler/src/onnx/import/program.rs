@@ -564,8 +564,9 @@ fn render_expr(expr: &Expr, var: &HashMap<ValueId, String>, blocks: &[BlockDef])
                 Operand::Value(id) => value(id),
                 Operand::Number(number) => number_literal(*number),
             };
-            // `x + -3.0` reads better as `x - 3.0`.
+            // `x + -3.0` reads better as `x - 3.0`, and `x * -1.0` (ONNX's `Neg`) as `-x`.
             match (op, rhs) {
+                ('*', Operand::Number(n)) if *n == -1.0 => format!("-{}", operand(lhs)),
                 ('+', Operand::Number(n)) if *n < 0.0 => {
                     format!("{} - {}", operand(lhs), number_literal(-n))
                 }

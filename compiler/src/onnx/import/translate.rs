@@ -2,13 +2,16 @@
 //! topological).
 //!
 //! Nodes whose inputs are all constants are folded ([`super::fold`]); the rest become layer calls
-//! (`Conv` to `conv2d` with its weights), operators (`Add` to `a + b`) or nothing (`Identity`).
+//! (`Conv` to `conv2d` with its weights), operators (`Add` to `a + b`) or nothing (`Identity`);
+//! `resampling.rs` translates the resizing and padding ops, `math.rs` the reductions,
+//! `LogSoftmax` and the unary math ops.
 //! Small fusions read back to what a person writes: a bias `Add` after `MatMul` or `Conv` goes into
 //! the layer, `Gemm`'s transposes and scales go into the weight, and Paddle's hard swish
 //! (`x * relu6(x + 3) / 6`) becomes `hard_swish(x)`. A node that cannot be translated is recorded
 //! with the reason, and its outputs are left unknown so that the nodes after it are skipped instead
 //! of reported again.
 
+mod math;
 mod resampling;
 
 use std::collections::{HashMap, HashSet};
@@ -76,6 +79,16 @@ pub const TRANSLATED: &[&str] = &[
     "Clip",
     "Gelu",
     "Softmax",
+    "LogSoftmax",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceMax",
+    "Sqrt",
+    "Exp",
+    "Erf",
+    "Abs",
+    "Neg",
+    "Pow",
     "MaxPool",
     "AveragePool",
     "GlobalAveragePool",
@@ -289,7 +302,10 @@ impl<'p> Translator<'p> {
                 };
                 self.unary_call(&cx, "gelu", extra)
             }
-            "Softmax" => self.softmax(&cx),
+            "Softmax" | "LogSoftmax" => self.softmax(&cx, op),
+            "ReduceSum" | "ReduceMean" | "ReduceMax" => self.reduce(&cx, op),
+            "Sqrt" | "Exp" | "Erf" | "Abs" | "Neg" => self.unary_math(&cx, op),
+            "Pow" => self.pow(&cx),
             "MaxPool" | "AveragePool" => self.pool(&cx, op == "MaxPool"),
             "GlobalAveragePool" | "GlobalMaxPool" => {
                 let x = cx.tensor(0)?;
@@ -502,7 +518,8 @@ impl<'p> Translator<'p> {
         Ok(())
     }
 
-    fn softmax(&mut self, cx: &Cx<'_>) -> NodeResult {
+    /// `Softmax` or `LogSoftmax` along one axis.
+    fn softmax(&mut self, cx: &Cx<'_>, op: &str) -> NodeResult {
         let x = cx.tensor(0)?;
         let shape = self.shape(x);
         let rank = shape.len();
@@ -511,7 +528,7 @@ impl<'p> Translator<'p> {
         // Before opset 13 Softmax flattened the axes from `axis` on into one.
         if self.opset < 13 && shape[axis + 1..].iter().any(|&d| d != 1) {
             return Err(format!(
-                "Softmax (opset {}) over axes {axis}.. of {shape:?} together",
+                "{op} (opset {}) over axes {axis}.. of {shape:?} together",
                 self.opset
             )
             .into());
@@ -520,7 +537,12 @@ impl<'p> Translator<'p> {
         if axis + 1 != rank {
             args.push(Arg::keyword("dim", Arg::Int(axis as i64)));
         }
-        self.push(cx.output(), call("softmax", args), None, shape, true);
+        let function = if op == "LogSoftmax" {
+            "log_softmax"
+        } else {
+            "softmax"
+        };
+        self.push(cx.output(), call(function, args), None, shape, true);
         Ok(())
     }
 

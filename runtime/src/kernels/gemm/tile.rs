@@ -38,7 +38,12 @@ impl Clamp {
             | Activation::HardSigmoid
             | Activation::Gelu
             | Activation::GeluTanh
-            | Activation::Softplus => None,
+            | Activation::Softplus
+            | Activation::Sqrt
+            | Activation::Exp
+            | Activation::Erf
+            | Activation::Abs
+            | Activation::Pow { .. } => None,
         }
     }
 

@@ -198,6 +198,15 @@ impl Case {
     }
 }
 
+/// The activations finite on every finite input (random outputs may be negative or large);
+/// an index past the end stands for none.
+static FINITE_ACTIVATIONS: std::sync::LazyLock<Vec<Activation>> = std::sync::LazyLock::new(|| {
+    Activation::ALL
+        .into_iter()
+        .filter(|activation| activation.is_finite_on_finite_inputs())
+        .collect()
+});
+
 fn cases() -> impl Strategy<Value = Case> {
     (
         (1..3usize, 1..12usize, 1..12usize, 0..3usize, 0..3usize),
@@ -205,7 +214,7 @@ fn cases() -> impl Strategy<Value = Case> {
         (
             any::<bool>(),
             any::<bool>(),
-            0..=Activation::ALL.len(),
+            0..=FINITE_ACTIVATIONS.len(),
             1..3usize,
         ),
         prop_oneof![Just(Variant::F4x4), Just(Variant::F2x2)],
@@ -235,7 +244,7 @@ fn cases() -> impl Strategy<Value = Case> {
                     Just((
                         with_bias,
                         with_residual,
-                        Activation::ALL.get(activation).copied(),
+                        FINITE_ACTIVATIONS.get(activation).copied(),
                     )),
                 )
             },
