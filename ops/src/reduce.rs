@@ -2,6 +2,20 @@
 //! [`ReduceOp`] both the compiler's IR and the runtime's kernel take, with its name, its FLOPs
 //! and the scalar steps that define its values.
 
+/// The shape of a reduction of `shape` over `axes`: each reduced axis kept as 1 with `keepdims`,
+/// dropped without it.
+pub fn reduced_shape(shape: &[usize], axes: &[usize], keepdims: bool) -> Vec<usize> {
+    shape
+        .iter()
+        .enumerate()
+        .filter_map(|(axis, &size)| match axes.contains(&axis) {
+            true if keepdims => Some(1),
+            true => None,
+            false => Some(size),
+        })
+        .collect()
+}
+
 /// How a reduction combines the elements of each group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReduceOp {

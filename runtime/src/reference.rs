@@ -196,29 +196,26 @@ pub fn binary(
 
 /// Softmax along `axis` of `shape`, in `f64`.
 pub fn softmax(input: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
-    let outer: usize = shape[..axis].iter().product();
-    let length = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
-    let mut output = vec![0.0; input.len()];
-    for o in 0..outer {
-        for i in 0..inner {
-            let at = |j: usize| (o * length + j) * inner + i;
-            let maximum = (0..length)
-                .map(|j| input[at(j)] as f64)
-                .fold(f64::NEG_INFINITY, f64::max);
-            let total: f64 = (0..length)
-                .map(|j| (input[at(j)] as f64 - maximum).exp())
-                .sum();
-            for j in 0..length {
-                output[at(j)] = ((input[at(j)] as f64 - maximum).exp() / total) as f32;
-            }
-        }
-    }
-    output
+    along_axis_with_max_and_total(input, shape, axis, |x, maximum, total| {
+        (x - maximum).exp() / total
+    })
 }
 
 /// Log-softmax along `axis` of `shape`, in `f64`: `x - max - ln(sum(exp(x - max)))`.
 pub fn log_softmax(input: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
+    along_axis_with_max_and_total(input, shape, axis, |x, maximum, total| {
+        x - maximum - total.ln()
+    })
+}
+
+/// `value(x, max, sum(exp(x - max)))` for each `x`, with the maximum and the sum of each line
+/// along `axis` of `shape`, in `f64`.
+fn along_axis_with_max_and_total(
+    input: &[f32],
+    shape: &[usize],
+    axis: usize,
+    value: impl Fn(f64, f64, f64) -> f64,
+) -> Vec<f32> {
     let outer: usize = shape[..axis].iter().product();
     let length = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
@@ -233,7 +230,7 @@ pub fn log_softmax(input: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
                 .map(|j| (input[at(j)] as f64 - maximum).exp())
                 .sum();
             for j in 0..length {
-                output[at(j)] = (input[at(j)] as f64 - maximum - total.ln()) as f32;
+                output[at(j)] = value(input[at(j)] as f64, maximum, total) as f32;
             }
         }
     }

@@ -941,15 +941,7 @@ fn reduced_shape(x: &TensorType, axes: &[usize], keepdims: bool) -> Result<Vec<u
         };
         return Err(ShapeError::new(Culprit::Attr("axes"), problem));
     }
-    Ok(x.shape
-        .iter()
-        .enumerate()
-        .filter_map(|(axis, &size)| match axes.contains(&axis) {
-            true if keepdims => Some(1),
-            true => None,
-            false => Some(size),
-        })
-        .collect())
+    Ok(nnc_ops::reduce::reduced_shape(&x.shape, axes, keepdims))
 }
 
 fn rank_error(position: usize, expected: &str, got: &TensorType) -> ShapeError {

@@ -31,15 +31,7 @@ impl Translator<'_> {
             }
             None => (0..rank).collect(),
         };
-        let shape: Vec<usize> = input_shape
-            .iter()
-            .enumerate()
-            .filter_map(|(axis, &size)| match axes.contains(&axis) {
-                true if keepdims => Some(1),
-                true => None,
-                false => Some(size),
-            })
-            .collect();
+        let shape = nnc_ops::reduce::reduced_shape(&input_shape, &axes, keepdims);
         let function = match op {
             "ReduceSum" => "reduce_sum",
             "ReduceMean" => "reduce_mean",
