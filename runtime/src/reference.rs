@@ -833,17 +833,20 @@ pub fn resize2d(
 ) -> Vec<f32> {
     use crate::kernels::resize::{CoordinateTransform, NearestRounding, ResizeMode};
     let [out_h, out_w] = options.output_size;
-    let source = |x: usize, input: usize, output: usize, scale: f64| -> f64 {
-        let x = x as f64;
-        match options.coordinates {
+    // The source coordinate in `f32`, as ONNX Runtime computes it: the nearest modes round it,
+    // and a coordinate on a tie (2.5 for 9.5 / (19 / 6) - 0.5) lands on either side of the tie
+    // in `f64` and `f32`, so an `f64` coordinate would pick a different pixel than every engine.
+    let source = |x: usize, input: usize, output: usize, scale: f32| -> f64 {
+        let x = x as f32;
+        f64::from(match options.coordinates {
             CoordinateTransform::HalfPixel => (x + 0.5) / scale - 0.5,
             CoordinateTransform::PytorchHalfPixel if output > 1 => (x + 0.5) / scale - 0.5,
             CoordinateTransform::AlignCorners if output > 1 => {
-                x * (input as f64 - 1.0) / (output as f64 - 1.0)
+                x * (input as f32 - 1.0) / (output as f32 - 1.0)
             }
             CoordinateTransform::PytorchHalfPixel | CoordinateTransform::AlignCorners => 0.0,
             CoordinateTransform::Asymmetric => x / scale,
-        }
+        })
     };
     let nearest = |x: f64, input: usize| -> usize {
         let rounded = match options.nearest {
@@ -858,9 +861,9 @@ pub fn resize2d(
     let mut output = Vec::with_capacity(batch * channels * out_h * out_w);
     for plane in 0..batch * channels {
         for oy in 0..out_h {
-            let sy = source(oy, height, out_h, options.scale[0] as f64);
+            let sy = source(oy, height, out_h, options.scale[0]);
             for ox in 0..out_w {
-                let sx = source(ox, width, out_w, options.scale[1] as f64);
+                let sx = source(ox, width, out_w, options.scale[1]);
                 let value = match options.mode {
                     ResizeMode::Nearest => at(plane, nearest(sy, height), nearest(sx, width)),
                     ResizeMode::Linear => {

@@ -162,3 +162,25 @@ fn bad_buffers_and_pads_are_errors() {
     .unwrap();
     assert_eq!(output, [1.0, 1.0, 1.0, 2.0, 2.0]);
 }
+
+/// Output pixel 9 of 6 -> 19 maps to 9.5 / (19 / 6) - 0.5, a tie at 2.5 in exact arithmetic that
+/// `f32` lands on and `f64` misses; the kernel rounds it up, as ONNX Runtime 1.x does (the
+/// expected row is what it printed for this `Resize`).
+#[test]
+fn nearest_ties_round_like_onnx_runtime() {
+    let options = Resize2dOptions {
+        output_size: [1, 19],
+        scale: [1.0, 19.0 / 6.0],
+        mode: ResizeMode::Nearest,
+        coordinates: CoordinateTransform::PytorchHalfPixel,
+        nearest: NearestRounding::RoundPreferCeil,
+    };
+    let input = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+    let mut output = vec![0.0; 19];
+    resize2d(&input, [1, 1, 1, 6], &options, &mut output).unwrap();
+    let onnx_runtime = [
+        0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 5.0, 5.0, 5.0,
+    ];
+    assert_eq!(output, onnx_runtime);
+    assert_eq!(reference::resize2d(&input, [1, 1, 1, 6], &options), onnx_runtime);
+}
