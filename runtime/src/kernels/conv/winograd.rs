@@ -378,6 +378,23 @@ const MAX_F4X4_CHANNELS: usize = 256;
 thread_local! {
     /// Each thread's `V` and `M`; grown once, then reused.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's bands of input (see [`Band`]); grown once, then reused.
+    static BANDS: RefCell<BandScratch> = const {
+        RefCell::new(BandScratch {
+            bands: Vec::new(),
+            buffer: Vec::new(),
+            patches: Vec::new(),
+        })
+    };
+}
+
+/// What `transform_inputs` keeps between blocks, so that a warm call does not allocate.
+struct BandScratch {
+    bands: Vec<Band>,
+    /// The copied bands, one after the other.
+    buffer: Vec<f32>,
+    /// Per tile of the block: its band and the offset of its patch in the band's data.
+    patches: Vec<(usize, usize)>,
 }
 
 /// Where the tiles are.
@@ -524,31 +541,59 @@ fn transform_inputs(
     matrix_length: usize,
     transformed: &mut [f32],
 ) {
-    let use_avx2 = avx2_available();
-    let variant = layout.variant;
-    let input_tile = variant.input_tile();
-    let input_plane = call.in_h * call.in_w;
-    let bands = Band::of_block(call, layout, tiles.clone());
-    // Zeros in the padding, for every channel (`Band::copy` writes only inside the image).
-    let mut band_buffer = vec![0.0f32; bands.iter().map(Band::copied_length).sum()];
-    // Per tile of the block: its band and the offset of its patch in the band's data.
-    let patches: Vec<(usize, usize)> = tiles
-        .clone()
-        .map(|tile| {
+    BANDS.with(|cell| {
+        let scratch = &mut *cell.borrow_mut();
+        Band::of_block(call, layout, tiles.clone(), &mut scratch.bands);
+        let bands = &scratch.bands;
+        // Zeros in the padding, for every channel (`Band::copy` writes only inside the image).
+        let buffer_length = bands.iter().map(Band::copied_length).sum();
+        scratch.buffer.clear();
+        scratch.buffer.resize(buffer_length, 0.0);
+        scratch.patches.clear();
+        scratch.patches.extend(tiles.clone().map(|tile| {
             let (image, out_y, out_x) = layout.tile_origin(tile);
             let band = bands
                 .iter()
                 .position(|band| band.image == image)
                 .expect("every tile's image has a band");
             (band, bands[band].patch_offset(call, out_y, out_x))
-        })
-        .collect();
+        }));
+        transform_input_bands(
+            call,
+            layout,
+            tiles,
+            matrix_length,
+            bands,
+            &mut scratch.buffer,
+            &scratch.patches,
+            transformed,
+        );
+    });
+}
+
+/// `transform_inputs` once the block's bands are laid out: `band_buffer` holds the copied bands
+/// (zeros in the padding) and `patches` each tile's band and patch offset.
+#[allow(clippy::too_many_arguments)]
+fn transform_input_bands(
+    call: &WinogradCall<'_>,
+    layout: &TileLayout,
+    tiles: Range<usize>,
+    matrix_length: usize,
+    bands: &[Band],
+    band_buffer: &mut [f32],
+    patches: &[(usize, usize)],
+    transformed: &mut [f32],
+) {
+    let use_avx2 = avx2_available();
+    let variant = layout.variant;
+    let input_tile = variant.input_tile();
+    let input_plane = call.in_h * call.in_w;
     let zeros = [0.0f32; POINTS];
     for channel in 0..layout.in_channels {
         let plane = |image: usize| {
             &call.input[(image * layout.in_channels + channel) * input_plane..][..input_plane]
         };
-        for band in &bands {
+        for band in bands {
             if let Some(start) = band.copied_at {
                 band.copy(call, plane(band.image), &mut band_buffer[start..]);
             }
@@ -620,42 +665,45 @@ struct Band {
 impl Band {
     /// The bands of the images that `tiles` cover, each placed after the previous in the buffer
     /// when copied.
-    fn of_block(call: &WinogradCall<'_>, layout: &TileLayout, tiles: Range<usize>) -> Vec<Band> {
+    fn of_block(
+        call: &WinogradCall<'_>,
+        layout: &TileLayout,
+        tiles: Range<usize>,
+        bands: &mut Vec<Band>,
+    ) {
         let output_tile = layout.variant.output_tile();
         let input_tile = layout.variant.input_tile();
         let first_image = tiles.start / layout.tiles_per_image;
         let last_image = (tiles.end - 1) / layout.tiles_per_image;
         let mut buffer_length = 0;
-        (first_image..=last_image)
-            .map(|image| {
-                let image_tiles =
-                    image * layout.tiles_per_image..(image + 1) * layout.tiles_per_image;
-                let first = tiles.start.max(image_tiles.start) - image_tiles.start;
-                let last = tiles.end.min(image_tiles.end) - 1 - image_tiles.start;
-                let (first_row, last_row) = (first / layout.tiles_x, last / layout.tiles_x);
-                let top = (first_row * output_tile) as isize - call.padding[0] as isize;
-                let left = -(call.padding[1] as isize);
-                let rows = (last_row - first_row) * output_tile + input_tile;
-                let columns = (layout.tiles_x - 1) * output_tile + input_tile;
-                let inside = top >= 0
-                    && left >= 0
-                    && top + rows as isize <= call.in_h as isize
-                    && left + columns as isize <= call.in_w as isize;
-                let copied_at = (!inside).then(|| {
-                    let start = buffer_length;
-                    buffer_length += rows * columns;
-                    start
-                });
-                Band {
-                    image,
-                    top,
-                    left,
-                    rows,
-                    columns,
-                    copied_at,
-                }
-            })
-            .collect()
+        bands.clear();
+        bands.extend((first_image..=last_image).map(|image| {
+            let image_tiles = image * layout.tiles_per_image..(image + 1) * layout.tiles_per_image;
+            let first = tiles.start.max(image_tiles.start) - image_tiles.start;
+            let last = tiles.end.min(image_tiles.end) - 1 - image_tiles.start;
+            let (first_row, last_row) = (first / layout.tiles_x, last / layout.tiles_x);
+            let top = (first_row * output_tile) as isize - call.padding[0] as isize;
+            let left = -(call.padding[1] as isize);
+            let rows = (last_row - first_row) * output_tile + input_tile;
+            let columns = (layout.tiles_x - 1) * output_tile + input_tile;
+            let inside = top >= 0
+                && left >= 0
+                && top + rows as isize <= call.in_h as isize
+                && left + columns as isize <= call.in_w as isize;
+            let copied_at = (!inside).then(|| {
+                let start = buffer_length;
+                buffer_length += rows * columns;
+                start
+            });
+            Band {
+                image,
+                top,
+                left,
+                rows,
+                columns,
+                copied_at,
+            }
+        }));
     }
 
     /// The floats the band takes in the buffer.
