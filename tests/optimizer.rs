@@ -130,3 +130,53 @@ fn fused_groups_follow_the_fusion_passes() {
             .count()
     );
 }
+
+/// With `--quantize int8`, ResNet-18 (no depthwise layer) runs channels-last from its input to
+/// its global pool: the int8 kernel is channels-last inside, so an NCHW int8 layer would
+/// transpose its input and output on every call. One transpose enters the region, none leaves
+/// (the global pool's `[1, 512, 1, 1]` is the same in both layouts). In f32 it stays NCHW.
+#[test]
+fn int8_convolutions_run_channels_last() {
+    let source = example("resnet18").source();
+    let layouts = |int8: bool| {
+        let mut calibration = nnc_compiler::calibration::Calibration::default();
+        let mut graph = compile_to_ir(&source, &FrontendOptions::default())
+            .unwrap()
+            .networks
+            .remove(0);
+        for (_, data) in graph.nodes.iter() {
+            let range = nnc_compiler::calibration::ActivationRange {
+                min: -1.0,
+                max: 1.0,
+            };
+            calibration.observe(&data.name, range);
+        }
+        let options = FrontendOptions {
+            int8_convs: int8.then_some(calibration),
+            ..Default::default()
+        };
+        graph = compile_to_ir(&source, &options).unwrap().networks.remove(0);
+        passes::optimize(&mut graph, OptLevel::O2, |_, _| {});
+        let convs: Vec<bool> = graph
+            .nodes
+            .iter()
+            .filter_map(|(_, data)| match &data.op {
+                ir::Op::Conv(attrs) => Some(attrs.channels_last),
+                _ => None,
+            })
+            .collect();
+        let transposes = graph
+            .nodes
+            .iter()
+            .filter(|(_, data)| matches!(data.op, ir::Op::Transpose { .. }))
+            .count();
+        (convs, transposes)
+    };
+    let (convs, transposes) = layouts(true);
+    assert_eq!(convs.len(), 20);
+    assert!(convs.iter().all(|&channels_last| channels_last));
+    assert_eq!(transposes, 1);
+    let (convs, transposes) = layouts(false);
+    assert!(convs.iter().all(|&channels_last| !channels_last));
+    assert_eq!(transposes, 0);
+}

@@ -10,8 +10,8 @@
 //! # What it rewrites
 //!
 //! A node can be in a region if it has a fast channels-last form: a 2-D convolution that is
-//! depthwise (`groups` = in = out channels) or pointwise (1×1, unit stride, no padding, no
-//! groups), with its fused residual if it has one, an elementwise op (activation, affine,
+//! depthwise (`groups` = in = out channels), pointwise (1×1, unit stride, no padding, no
+//! groups) or int8 (any kernel), with its fused residual if it has one, an elementwise op (activation, affine,
 //! elementwise chain) on a 4-D value, a binary op whose two operands and output all have the
 //! same 4-D shape (no broadcasting), or a 2-D or global pooling of a 4-D value. Regions are the
 //! connected components of such nodes, joined where one's output feeds another. A global pooling
@@ -19,9 +19,13 @@
 //! the region without a transpose (and does not join the region of a reader). A region switches
 //! to channels-last when it pays by this rule:
 //!
-//! - it contains a depthwise convolution, and
-//! - its depthwise multiply-adds are at least [`MACS_PER_TRANSPOSED_ELEMENT`] times the number of
-//!   elements the transposes at its boundary move.
+//! - it contains a depthwise convolution, and its depthwise multiply-adds are at least
+//!   [`MACS_PER_TRANSPOSED_ELEMENT`] times the number of elements the transposes at its boundary
+//!   move; or
+//! - its int8 convolutions (`--quantize int8`, any kernel: the int8 kernel is channels-last
+//!   inside, and over NCHW images transposes its input and output itself) move more elements in
+//!   those transposes than the region's boundary does. A quantized ResNet-18 becomes one region,
+//!   transposed once at the input.
 //!
 //! A switched region's convolutions and poolings get `channels_last`, and its values (but global
 //! poolings' outputs) become `[n, h, w, c]`. An
@@ -49,7 +53,8 @@ use std::collections::HashMap;
 
 use crate::diagnostics::Span;
 use crate::ir::{
-    Arena, Graph, Node, NodeData, Op, SecondaryMap, TensorType, Value, ValueData, ValueDef, infer,
+    Arena, Graph, Node, NodeData, Op, SecondaryMap, TensorType, Value, ValueData, ValueDef,
+    WeightStorage, infer,
 };
 
 /// The threshold of the cost rule, from `cargo bench -p nnc-runtime --bench conv_layout` on a
@@ -114,7 +119,20 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
     // A fused residual (the last input) has the output's layout, so it is an activation of the
     // region too.
     let residual = data.residual_input().map(|_| data.inputs.len() - 1);
-    (depthwise || pointwise).then(|| std::iter::once(0).chain(residual).collect())
+    (depthwise || pointwise || is_int8_conv(graph, data))
+        .then(|| std::iter::once(0).chain(residual).collect())
+}
+
+/// Whether `data` is a convolution with int8 weights (`--quantize int8`). The int8 kernel
+/// computes channels-last whatever the layout: over NCHW images it transposes its input while
+/// quantizing it and its output after the products, so every such layer saves two transposes
+/// in a channels-last region.
+fn is_int8_conv(graph: &Graph, data: &NodeData) -> bool {
+    matches!(data.op, Op::Conv(_))
+        && matches!(
+            graph.values[data.inputs[1]].def,
+            ValueDef::Param(param) if matches!(graph.params[param].storage, WeightStorage::Int8(_))
+        )
 }
 
 /// Whether a node of a switched region writes a channels-last output: all but global poolings,
@@ -179,6 +197,7 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
         .max()
         .map_or(0, |last| last + 1);
     let mut depthwise_macs = vec![0u64; region_count];
+    let mut int8_transposes_saved = vec![0u64; region_count];
     let mut transposed = vec![0u64; region_count];
     let mut entering: Vec<(usize, Value)> = Vec::new();
     let mut leaving: Vec<(usize, Value)> = Vec::new();
@@ -205,6 +224,10 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
                 .product();
             depthwise_macs[region] += output.element_count().saturating_mul(window);
         }
+        if is_int8_conv(graph, data) {
+            int8_transposes_saved[region] += graph.ty(data.inputs[0]).element_count()
+                + graph.ty(data.outputs[0]).element_count();
+        }
         for position in activation_inputs(graph, data).unwrap_or_default() {
             let input = data.inputs[position];
             if region_of_value(input) != Some(region) {
@@ -226,9 +249,11 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
     }
     (0..region_count)
         .map(|region| {
-            depthwise_macs[region] > 0
+            let depthwise_pays = depthwise_macs[region] > 0
                 && depthwise_macs[region]
-                    >= MACS_PER_TRANSPOSED_ELEMENT.saturating_mul(transposed[region])
+                    >= MACS_PER_TRANSPOSED_ELEMENT.saturating_mul(transposed[region]);
+            let int8_pays = int8_transposes_saved[region] > transposed[region];
+            depthwise_pays || int8_pays
         })
         .collect()
 }

@@ -179,8 +179,12 @@ fn nearest_ties_round_like_onnx_runtime() {
     let mut output = vec![0.0; 19];
     resize2d(&input, [1, 1, 1, 6], &options, &mut output).unwrap();
     let onnx_runtime = [
-        0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 5.0, 5.0, 5.0,
+        0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0, 4.0, 4.0, 4.0, 5.0, 5.0,
+        5.0,
     ];
     assert_eq!(output, onnx_runtime);
-    assert_eq!(reference::resize2d(&input, [1, 1, 1, 6], &options), onnx_runtime);
+    assert_eq!(
+        reference::resize2d(&input, [1, 1, 1, 6], &options),
+        onnx_runtime
+    );
 }
