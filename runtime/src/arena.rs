@@ -125,6 +125,17 @@ pub fn check_weights(weights: &[Weight], specs: &[WeightSpec<'_>]) -> Result<(),
     }
 }
 
+/// The bytes of an arena slot, read: an int8 layer's input that the layer before quantized for
+/// it (see `PackedConv2dInt8::forward_int8`) lives in the f32 slot of the value between them.
+pub fn bytes(values: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(values)
+}
+
+/// The bytes of an arena slot, written (see [`bytes`]).
+pub fn bytes_mut(values: &mut [f32]) -> &mut [u8] {
+    bytemuck::cast_slice_mut(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

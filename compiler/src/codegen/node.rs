@@ -128,13 +128,26 @@ impl Generator<'_> {
                 input_shape,
                 residual,
                 ..
-            } => self.conv_code(
-                prepared(),
-                x,
-                literal_list(input_shape),
-                residual.then(|| operand(1)),
-                &at,
-            ),
+            } => {
+                let successor = self.quantized_successor(node);
+                if successor.is_some() || self.reads_quantized(node) {
+                    return self.int8_link_code(
+                        node,
+                        successor,
+                        x,
+                        literal_list(input_shape),
+                        residual.then(|| operand(1)),
+                        &at,
+                    );
+                }
+                self.conv_code(
+                    prepared(),
+                    x,
+                    literal_list(input_shape),
+                    residual.then(|| operand(1)),
+                    &at,
+                )
+            }
             KernelCall::ConvTranspose2d {
                 input_shape,
                 weight_shape,
@@ -428,6 +441,67 @@ impl Generator<'_> {
                 quote!(#prepared.forward_residual(#x, #shape, #residual, output, #workspace)#at;)
             }
         }
+    }
+
+    /// The int8 layer that `node` writes its output for as bytes (see
+    /// [`ir::Graph::quantized_successor`]), when both are emitted together: outside rolled runs,
+    /// or in the same iteration of one (a reader in the next iteration is another layer struct's),
+    /// and not in a decoder's steps.
+    fn quantized_successor(&self, node: ir::Node) -> Option<ir::Node> {
+        if self.decoding.is_some() || self.chunk.is_some() {
+            return None;
+        }
+        let next = self.graph.quantized_successor(node)?;
+        let same_iteration = self.rolling.as_ref().is_none_or(|rolling| {
+            rolling.runs.iter().all(|run| {
+                match (run.position_of(node.index()), run.position_of(next.index())) {
+                    (Some((first, _)), Some((second, _))) => first == second,
+                    (None, None) => true,
+                    _ => false,
+                }
+            })
+        });
+        same_iteration.then_some(next)
+    }
+
+    /// Whether the int8 layer `node` reads bytes its producer quantized for it.
+    fn reads_quantized(&self, node: ir::Node) -> bool {
+        self.graph
+            .producer(self.graph.nodes[node].inputs[0])
+            .is_some_and(|producer| self.quantized_successor(producer) == Some(node))
+    }
+
+    /// An int8 layer next to another: its input is the bytes its producer wrote for it, or its
+    /// output is bytes for `successor`, in the f32 arena slot of the value between them (a slot of
+    /// `4 * elements` bytes holds the at most `elements + 3` per pixel the reader takes). The
+    /// value is then never stored as f32: the interpreter's f32 path quantizes the same values
+    /// into the same bytes.
+    fn int8_link_code(
+        &self,
+        node: ir::Node,
+        successor: Option<ir::Node>,
+        x: &syn::Ident,
+        shape: TokenStream,
+        residual: Option<&syn::Ident>,
+        at: &TokenStream,
+    ) -> TokenStream {
+        let prepared = self.field(&self.node_fields[&node]);
+        let input = match self.reads_quantized(node) {
+            true => quote!(k::int8::Int8Input::Quantized(rt::arena::bytes(#x))),
+            false => quote!(k::int8::Int8Input::Float(#x)),
+        };
+        let output = match successor {
+            Some(next) => {
+                let next = self.field(&self.node_fields[&next]);
+                quote!(k::int8::Int8Output::QuantizedFor { next: &#next, bytes: rt::arena::bytes_mut(output) })
+            }
+            None => quote!(k::int8::Int8Output::Float(output)),
+        };
+        let residual = match residual {
+            Some(residual) => quote!(Some(#residual)),
+            None => quote!(None),
+        };
+        quote!(#prepared.forward_int8(#input, #shape, #residual, #output, &mut self.workspace)#at;)
     }
 
     /// An attention call: against the decoder's KV cache, or over the whole sequence with the

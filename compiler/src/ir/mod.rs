@@ -403,6 +403,47 @@ impl Graph {
         quantized && embedded && every_reader_takes_blocks
     }
 
+    /// Whether `node` is a convolution with int8 weights (`--quantize int8`).
+    pub fn is_int8_conv(&self, node: &NodeData) -> bool {
+        matches!(node.op, Op::Conv(_))
+            && self
+                .param_of(node.inputs[1])
+                .is_some_and(|param| matches!(param.storage, WeightStorage::Int8(_)))
+    }
+
+    /// The int8 convolution that alone reads the output of the int8 convolution `node`, when
+    /// that value can stay quantized between them: both channels-last, `node` without a
+    /// residual, the value read once, as the reader's image (not its residual), and not a
+    /// network output. The reader then quantizes exactly what `node` computed, so `node` may
+    /// write those bytes instead of f32 values (see `PackedConv2dInt8::forward_int8`).
+    pub fn quantized_successor(&self, node: Node) -> Option<Node> {
+        let data = &self.nodes[node];
+        let channels_last =
+            |data: &NodeData| matches!(&data.op, Op::Conv(attrs) if attrs.channels_last);
+        if !(self.is_int8_conv(data) && channels_last(data) && data.residual_input().is_none()) {
+            return None;
+        }
+        let value = data.outputs[0];
+        if self.outputs.iter().any(|output| output.value == value) {
+            return None;
+        }
+        let mut readers = self
+            .nodes
+            .iter()
+            .filter(|(_, reader)| reader.inputs.contains(&value));
+        let (reader, reader_data) = readers.next()?;
+        let only_reader = readers.next().is_none()
+            && reader_data
+                .inputs
+                .iter()
+                .filter(|&&input| input == value)
+                .count()
+                == 1
+            && reader_data.inputs[0] == value;
+        (only_reader && self.is_int8_conv(reader_data) && channels_last(reader_data))
+            .then_some(reader)
+    }
+
     /// The number of trainable parameters, as PyTorch counts them (buffers excluded).
     pub fn parameter_count(&self) -> u64 {
         self.params

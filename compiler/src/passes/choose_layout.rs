@@ -53,8 +53,7 @@ use std::collections::HashMap;
 
 use crate::diagnostics::Span;
 use crate::ir::{
-    Arena, Graph, Node, NodeData, Op, SecondaryMap, TensorType, Value, ValueData, ValueDef,
-    WeightStorage, infer,
+    Arena, Graph, Node, NodeData, Op, SecondaryMap, TensorType, Value, ValueData, ValueDef, infer,
 };
 
 /// The threshold of the cost rule, from `cargo bench -p nnc-runtime --bench conv_layout` on a
@@ -119,20 +118,8 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
     // A fused residual (the last input) has the output's layout, so it is an activation of the
     // region too.
     let residual = data.residual_input().map(|_| data.inputs.len() - 1);
-    (depthwise || pointwise || is_int8_conv(graph, data))
+    (depthwise || pointwise || graph.is_int8_conv(data))
         .then(|| std::iter::once(0).chain(residual).collect())
-}
-
-/// Whether `data` is a convolution with int8 weights (`--quantize int8`). The int8 kernel
-/// computes channels-last whatever the layout: over NCHW images it transposes its input while
-/// quantizing it and its output after the products, so every such layer saves two transposes
-/// in a channels-last region.
-fn is_int8_conv(graph: &Graph, data: &NodeData) -> bool {
-    matches!(data.op, Op::Conv(_))
-        && matches!(
-            graph.values[data.inputs[1]].def,
-            ValueDef::Param(param) if matches!(graph.params[param].storage, WeightStorage::Int8(_))
-        )
 }
 
 /// Whether a node of a switched region writes a channels-last output: all but global poolings,
@@ -224,7 +211,7 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
                 .product();
             depthwise_macs[region] += output.element_count().saturating_mul(window);
         }
-        if is_int8_conv(graph, data) {
+        if graph.is_int8_conv(data) {
             int8_transposes_saved[region] += graph.ty(data.inputs[0]).element_count()
                 + graph.ty(data.outputs[0]).element_count();
         }

@@ -15,15 +15,65 @@
 use super::depthwise::{
     DepthwiseCall, DepthwiseInt8Weights, MAX_DEPTHWISE_TAPS, depthwise_forward,
 };
-use super::gemm::{Int8Epilogue, Int8Lhs, MAX_DEPTH, PackedInt8Weights, int8_gemm};
+use super::gemm::{GemmOutput, Int8Epilogue, Int8Lhs, MAX_DEPTH, PackedInt8Weights, int8_gemm};
 use super::quantize::{ConvGeometry, im2col, quantize_rows, quantize_rows_from_planes};
 use super::{ActivationQuantization, Int8Isa, grown, selected_isa};
-use crate::error::{KernelResult, invalid_parameter};
+use crate::error::{KernelResult, check_length, checked_element_count, invalid_parameter};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
-use crate::kernels::conv::{
-    Conv2dOptions, ConvWorkspace, channels_last_output_shape, check_buffers, check_layer,
-};
+use crate::kernels::conv::{Conv2dOptions, ConvWorkspace, channels_last_output_shape, check_layer};
 use crate::threading;
+
+/// The input of [`PackedConv2dInt8::forward_int8`].
+pub enum Int8Input<'a> {
+    /// f32 values in the layer's layout, which the layer quantizes.
+    Float(&'a [f32]),
+    /// Bytes already quantized for this layer by the layer before (an
+    /// [`Int8Output::QuantizedFor`] this layer): channels-last pixels laid out as
+    /// [`PackedConv2dInt8::quantized_input_layout`] says.
+    Quantized(&'a [u8]),
+}
+
+/// The output of [`PackedConv2dInt8::forward_int8`].
+pub enum Int8Output<'a> {
+    /// f32 values in the layer's layout.
+    Float(&'a mut [f32]),
+    /// Bytes quantized as `next` quantizes its input, laid out as it reads them.
+    QuantizedFor {
+        next: &'a PackedConv2dInt8,
+        bytes: &'a mut [u8],
+    },
+}
+
+/// Where one call's results go, once checked.
+enum Target<'a> {
+    Float(&'a mut [f32]),
+    Quantized {
+        bytes: &'a mut [u8],
+        quantization: ActivationQuantization,
+        row_stride: usize,
+    },
+}
+
+impl Target<'_> {
+    /// Output pixels `first..first + count` (of all images, channels-last), as a GEMM output
+    /// of `channels` columns.
+    fn rows(&mut self, first: usize, count: usize, channels: usize) -> GemmOutput<'_> {
+        match self {
+            Target::Float(values) => {
+                GemmOutput::Float(&mut values[first * channels..][..count * channels])
+            }
+            Target::Quantized {
+                bytes,
+                quantization,
+                row_stride,
+            } => GemmOutput::Quantized {
+                bytes: &mut bytes[first * *row_stride..][..count * *row_stride],
+                row_stride: *row_stride,
+                quantization: *quantization,
+            },
+        }
+    }
+}
 
 /// A 2-D convolution layer with per-output-channel int8 weights and a calibrated u8 input
 /// quantization, ready to run.
@@ -165,7 +215,14 @@ impl PackedConv2dInt8 {
         output: &mut [f32],
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
-        self.run(selected_isa(), input, input_shape, None, output, workspace)
+        self.run(
+            selected_isa(),
+            Int8Input::Float(input),
+            input_shape,
+            None,
+            Int8Output::Float(output),
+            workspace,
+        )
     }
 
     /// [`Self::forward`] with a residual shaped like the output, added after the bias and before
@@ -180,12 +237,55 @@ impl PackedConv2dInt8 {
     ) -> KernelResult<()> {
         self.run(
             selected_isa(),
-            input,
+            Int8Input::Float(input),
             input_shape,
             Some(residual),
+            Int8Output::Float(output),
+            workspace,
+        )
+    }
+
+    /// [`Self::forward`] or [`Self::forward_residual`] between int8 layers: the input may be
+    /// bytes that the layer before quantized for this one ([`Int8Input::Quantized`]), and the
+    /// output may be bytes quantized for the next layer ([`Int8Output::QuantizedFor`]), so that
+    /// a value read only by an int8 layer never goes through f32 in memory. Both are exactly
+    /// what the f32 path computes: the epilogue's f32 results, quantized as the next layer
+    /// quantizes its input. Quantized inputs and outputs need a channels-last layer; a
+    /// quantized output takes no residual.
+    pub fn forward_int8(
+        &self,
+        input: Int8Input<'_>,
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+        output: Int8Output<'_>,
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.run(
+            selected_isa(),
+            input,
+            input_shape,
+            residual,
             output,
             workspace,
         )
+    }
+
+    /// How this layer reads a quantized input: its quantization, and the bytes from one pixel
+    /// to the next (the channels, or for a 1x1 layer the channels rounded up to a group of the
+    /// GEMM, whose extra bytes meet zero weights).
+    pub fn quantized_input_layout(&self) -> (ActivationQuantization, usize) {
+        (self.input_quantization, self.input_row_stride())
+    }
+
+    fn input_row_stride(&self) -> usize {
+        match &self.method {
+            Method::Gemm { weights } if self.is_pointwise() => weights.padded_depth(),
+            _ => self.in_channels,
+        }
+    }
+
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.options.stride == [1, 1] && self.options.padding == [0, 0]
     }
 
     /// Bytes of the stored weights (int8 values, scales and biases), for the cost report.
@@ -218,19 +318,22 @@ impl PackedConv2dInt8 {
     pub(super) fn run(
         &self,
         isa: Int8Isa,
-        input: &[f32],
+        input: Int8Input<'_>,
         input_shape: [usize; 4],
         residual: Option<&[f32]>,
-        output: &mut [f32],
+        output: Int8Output<'_>,
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         let output_shape = self.output_shape(input_shape)?;
-        check_buffers(input, input_shape, output, output_shape, residual)?;
-        if output.is_empty() {
-            return Ok(());
-        }
         let [batch, in_h, in_w, _] = self.as_nhwc(input_shape);
         let [_, out_h, out_w, _] = self.as_nhwc(output_shape);
+        let row_stride = self.input_row_stride();
+        let target =
+            self.check_int8_buffers(&input, input_shape, residual, output, output_shape)?;
+        let output_pixels = out_h * out_w;
+        if batch * output_pixels * self.out_channels == 0 {
+            return Ok(());
+        }
         let geometry = ConvGeometry {
             in_h,
             in_w,
@@ -242,30 +345,41 @@ impl PackedConv2dInt8 {
             dilation: self.options.dilation,
         };
         let scratch = &mut workspace.int8;
-        // The quantized images, channels-last, each pixel padded to `row_stride` bytes.
-        let pointwise = self.kernel == [1, 1]
-            && self.options.stride == [1, 1]
-            && self.options.padding == [0, 0];
-        let row_stride = match &self.method {
-            Method::Gemm { weights } if pointwise => weights.padded_depth(),
-            _ => self.in_channels,
-        };
+        // The quantized images, channels-last, each pixel `row_stride` bytes.
         let pixels = batch * in_h * in_w;
-        let image = grown(&mut scratch.image, pixels * row_stride);
-        self.quantize_input(input, in_h * in_w, row_stride, image);
-        let image = &*image;
-        let (epilogue, destination) = if self.channels_last {
-            let epilogue = Int8Epilogue {
-                residual,
-                activation: self.activation,
-            };
-            (epilogue, &mut *output)
-        } else {
+        let image: &[u8] = match input {
+            Int8Input::Float(values) => {
+                let image = grown(&mut scratch.image, pixels * row_stride);
+                self.quantize_input(values, in_h * in_w, row_stride, image);
+                image
+            }
+            Int8Input::Quantized(bytes) => &bytes[..pixels * row_stride],
+        };
+        let output_length = batch * output_pixels * self.out_channels;
+        let mut nchw_output = None;
+        let (epilogue, mut destination) = match target {
+            Target::Float(values) if self.channels_last => (
+                Int8Epilogue {
+                    residual,
+                    activation: self.activation,
+                },
+                Target::Float(values),
+            ),
             // NCHW: a channels-last result in the staging buffer, finished by the transpose.
-            (
-                Int8Epilogue::default(),
-                grown(&mut scratch.staging, output.len()),
-            )
+            Target::Float(values) => {
+                nchw_output = Some(values);
+                (
+                    Int8Epilogue::default(),
+                    Target::Float(grown(&mut scratch.staging, output_length)),
+                )
+            }
+            quantized @ Target::Quantized { .. } => (
+                Int8Epilogue {
+                    residual: None,
+                    activation: self.activation,
+                },
+                quantized,
+            ),
         };
         match &self.method {
             Method::Depthwise { weights } => {
@@ -277,24 +391,32 @@ impl PackedConv2dInt8 {
                     residual: epilogue.residual,
                     activation: epilogue.activation,
                 };
-                depthwise_forward(weights, &call, destination);
+                depthwise_forward(
+                    weights,
+                    &call,
+                    destination.rows(0, batch * output_pixels, self.out_channels),
+                );
             }
-            Method::Gemm { weights } if pointwise => {
+            Method::Gemm { weights } if self.is_pointwise() => {
                 let lhs = Int8Lhs {
                     data: image,
                     rows: pixels,
                     stride: row_stride,
                 };
-                int8_gemm(isa, lhs, weights, epilogue, destination);
+                int8_gemm(
+                    isa,
+                    lhs,
+                    weights,
+                    epilogue,
+                    destination.rows(0, pixels, self.out_channels),
+                );
             }
             Method::Gemm { weights } => {
                 let depth = weights.padded_depth();
-                let output_pixels = out_h * out_w;
                 let columns = grown(&mut scratch.columns, output_pixels * depth);
                 let image_length = in_h * in_w * self.in_channels;
-                let output_length = output_pixels * self.out_channels;
-                for (index, output_image) in destination.chunks_exact_mut(output_length).enumerate()
-                {
+                let output_image_length = output_pixels * self.out_channels;
+                for index in 0..batch {
                     let image = &image[index * image_length..][..image_length];
                     // Rows in parallel, in chunks of tens of thousands of bytes.
                     let rows_per_task =
@@ -320,20 +442,105 @@ impl PackedConv2dInt8 {
                         stride: depth,
                     };
                     let epilogue = Int8Epilogue {
-                        residual: epilogue
-                            .residual
-                            .map(|residual| &residual[index * output_length..][..output_length]),
+                        residual: epilogue.residual.map(|residual| {
+                            &residual[index * output_image_length..][..output_image_length]
+                        }),
                         ..epilogue
                     };
-                    int8_gemm(isa, lhs, weights, epilogue, output_image);
+                    let rows =
+                        destination.rows(index * output_pixels, output_pixels, self.out_channels);
+                    int8_gemm(isa, lhs, weights, epilogue, rows);
                 }
             }
         }
-        if !self.channels_last {
-            let staging = &scratch.staging[..output.len()];
-            self.finish_nchw(staging, out_h * out_w, residual, output);
+        if let Some(output) = nchw_output {
+            let staging = &scratch.staging[..output_length];
+            self.finish_nchw(staging, output_pixels, residual, output);
         }
         Ok(())
+    }
+
+    /// Checks the sizes of a call's buffers and what a quantized input or output needs, and
+    /// returns where the results go.
+    fn check_int8_buffers<'a>(
+        &self,
+        input: &Int8Input<'_>,
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+        output: Int8Output<'a>,
+        output_shape: [usize; 4],
+    ) -> KernelResult<Target<'a>> {
+        let quantized = !matches!(
+            (input, &output),
+            (Int8Input::Float(_), Int8Output::Float(_))
+        );
+        if quantized && !self.channels_last {
+            return Err(invalid_parameter(
+                "conv",
+                "quantized inputs and outputs need a channels-last int8 layer",
+            ));
+        }
+        let [batch, in_h, in_w, _] = self.as_nhwc(input_shape);
+        let [_, out_h, out_w, _] = self.as_nhwc(output_shape);
+        let output_elements = checked_element_count("conv", &output_shape)?;
+        let input_values = match input {
+            Int8Input::Float(values) => {
+                check_length(
+                    "conv",
+                    "input",
+                    checked_element_count("conv", &input_shape)?,
+                    values.len(),
+                )?;
+                None
+            }
+            Int8Input::Quantized(bytes) => Some(bytes.len()),
+        };
+        if let Some(length) = input_values {
+            let needed =
+                checked_element_count("conv", &[batch, in_h, in_w, self.input_row_stride()])?;
+            if length < needed {
+                return Err(invalid_parameter(
+                    "conv",
+                    format!("a quantized input of {length} bytes, where the layer reads {needed}"),
+                ));
+            }
+        }
+        if let Some(residual) = residual {
+            check_length("conv", "residual", output_elements, residual.len())?;
+        }
+        match output {
+            Int8Output::Float(values) => {
+                check_length("conv", "output", output_elements, values.len())?;
+                Ok(Target::Float(values))
+            }
+            Int8Output::QuantizedFor { next, bytes } => {
+                let (quantization, row_stride) = next.quantized_input_layout();
+                let needed = checked_element_count("conv", &[batch, out_h, out_w, row_stride])?;
+                if next.in_channels != self.out_channels {
+                    return Err(invalid_parameter(
+                        "conv",
+                        format!(
+                            "a quantized output of {} channels for a layer that reads {}",
+                            self.out_channels, next.in_channels
+                        ),
+                    ));
+                }
+                if bytes.len() < needed || residual.is_some() {
+                    return Err(invalid_parameter(
+                        "conv",
+                        format!(
+                            "a quantized output needs {needed} bytes (not {}) and no residual",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                Ok(Target::Quantized {
+                    bytes,
+                    quantization,
+                    row_stride,
+                })
+            }
+        }
     }
 
     /// Quantizes every image of `input` (of `plane` pixels each) into channels-last rows of

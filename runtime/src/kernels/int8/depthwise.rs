@@ -4,9 +4,9 @@
 //! is in registers. A product fits in i16 (`255 * 127 < 2^15`), so the loop multiplies 16-bit
 //! lanes and widens only to add; it is compiled for AVX-512, AVX2 and the baseline.
 
-use super::Int8Isa;
-use super::gemm::quantize_filter;
-use super::quantize::ConvGeometry;
+use super::gemm::{GemmOutput, quantize_filter};
+use super::quantize::{ConvGeometry, quantize_slice};
+use super::{ActivationQuantization, Int8Isa};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::kernels::gemm::Clamp;
 use crate::threading;
@@ -78,13 +78,28 @@ const CHANNEL_BLOCK: usize = 64;
 /// Taps gathered per round; larger kernels run several rounds.
 const MAX_TAPS: usize = 49;
 
-/// The depthwise convolution of every image into `output`, `[batch, out_h, out_w, channels]`,
-/// on the pool, a few output rows per task.
+thread_local! {
+    /// Each thread's f32 output row of a quantized call; grown once, then reused.
+    static ROW: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The depthwise convolution of every image into `output`, `[batch, out_h, out_w, channels]`:
+/// f32 values, or bytes quantized for the next int8 layer (pixels `row_stride >= channels`
+/// bytes apart; the bytes past `channels` are left as they are), on the pool, a few output rows
+/// per task. A quantized output takes no residual.
 pub(crate) fn depthwise_forward(
     weights: &DepthwiseInt8Weights,
     call: &DepthwiseCall<'_>,
-    output: &mut [f32],
+    output: GemmOutput<'_>,
 ) {
+    let output = match output {
+        GemmOutput::Float(output) => output,
+        GemmOutput::Quantized {
+            bytes,
+            row_stride,
+            quantization,
+        } => return depthwise_quantized(weights, call, bytes, row_stride, quantization),
+    };
     let geometry = call.geometry;
     let channels = weights.channels;
     let output_row = geometry.out_w * channels;
@@ -107,6 +122,55 @@ pub(crate) fn depthwise_forward(
                 apply_activation_sequential(output_values, activation);
             }
         }
+    });
+}
+
+/// [`depthwise_forward`] into bytes: each output row is computed in f32 into the thread's row
+/// buffer, by the same code as a float output's, then quantized pixel by pixel.
+fn depthwise_quantized(
+    weights: &DepthwiseInt8Weights,
+    call: &DepthwiseCall<'_>,
+    bytes: &mut [u8],
+    row_stride: usize,
+    quantization: ActivationQuantization,
+) {
+    let geometry = call.geometry;
+    let channels = weights.channels;
+    let batch_rows =
+        call.images.len() / (geometry.in_h * geometry.in_w * channels).max(1) * geometry.out_h;
+    let byte_row = geometry.out_w * row_stride;
+    assert!(
+        call.residual.is_none() && row_stride >= channels && bytes.len() >= batch_rows * byte_row,
+        "int8 depthwise: the quantized output has the wrong size, or a residual"
+    );
+    let rows_per_task =
+        threading::balanced_rows_per_task(batch_rows, geometry.out_w * channels, PARALLEL_CHUNK);
+    let other_activation = call
+        .activation
+        .filter(|activation| Clamp::of(*activation).is_none());
+    let bytes = &mut bytes[..batch_rows * byte_row];
+    threading::run_chunks_mut(bytes, rows_per_task * byte_row, |chunk_index, rows| {
+        ROW.with(|cell| {
+            let mut buffer = cell.borrow_mut();
+            let values = super::grown(&mut buffer, geometry.out_w * channels);
+            for (row_offset, row_bytes) in rows.chunks_exact_mut(byte_row).enumerate() {
+                let row = chunk_index * rows_per_task + row_offset;
+                depthwise_row(weights, call, row, None, values);
+                if let Some(activation) = other_activation {
+                    apply_activation_sequential(values, activation);
+                }
+                if row_stride == channels {
+                    quantize_slice(values, row_bytes, quantization);
+                    continue;
+                }
+                for (pixel, pixel_bytes) in values
+                    .chunks_exact(channels)
+                    .zip(row_bytes.chunks_exact_mut(row_stride))
+                {
+                    quantize_slice(pixel, &mut pixel_bytes[..channels], quantization);
+                }
+            }
+        });
     });
 }
 
@@ -384,3 +448,4 @@ fn valid_output_range(geometry: &ConvGeometry, kernel_x: usize) -> std::ops::Ran
         geometry.in_w,
     )
 }
+

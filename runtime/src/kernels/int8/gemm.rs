@@ -15,8 +15,9 @@
 //! ([`task_grid`]); inside one, columns are cut into blocks whose packed weights fit in L2, and
 //! each block is swept by tiles of [`MR`] rows and two panels.
 
-use super::Int8Isa;
-use super::kernels::{self, FloatTile, TILE_COLS, TileOperands};
+use super::kernels::{self, ByteTile, FloatTile, TILE_COLS, TileOperands};
+use super::quantize::quantize_slice;
+use super::{ActivationQuantization, Int8Isa};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::kernels::gemm::Clamp;
 use crate::threading;
@@ -151,35 +152,77 @@ pub(crate) struct Int8Epilogue<'a> {
     pub(crate) activation: Option<Activation>,
 }
 
-/// `output = epilogue(s_x * s_w[c] * (A * B - zp * colsum) + bias)`, `output` row-major `rows x
-/// cols`, on the pool.
+/// Where a GEMM's results go: f32 values, row-major `rows x cols`; or bytes quantized for the
+/// next int8 layer, `rows` rows of `row_stride >= cols` bytes (the bytes past `cols` are left as
+/// they are: they meet zero weights in that layer).
+pub(crate) enum GemmOutput<'a> {
+    Float(&'a mut [f32]),
+    Quantized {
+        bytes: &'a mut [u8],
+        row_stride: usize,
+        quantization: ActivationQuantization,
+    },
+}
+
+/// `output = epilogue(s_x * s_w[c] * (A * B - zp * colsum) + bias)`, on the pool. A quantized
+/// output takes no residual.
 pub(crate) fn int8_gemm(
     isa: Int8Isa,
     lhs: Int8Lhs<'_>,
     weights: &PackedInt8Weights,
     epilogue: Int8Epilogue<'_>,
-    output: &mut [f32],
+    output: GemmOutput<'_>,
 ) {
     assert!(
         lhs.stride >= weights.padded_depth()
             && (lhs.rows == 0
-                || lhs.data.len() >= (lhs.rows - 1) * lhs.stride + weights.padded_depth())
-            && output.len() == lhs.rows * weights.cols
-            && epilogue
-                .residual
-                .is_none_or(|residual| residual.len() == output.len()),
-        "int8_gemm: an operand has the wrong size"
+                || lhs.data.len() >= (lhs.rows - 1) * lhs.stride + weights.padded_depth()),
+        "int8_gemm: the left operand has the wrong size"
     );
-    let sink = FloatSink {
-        output: SharedOutput(output.as_mut_ptr()),
-        weights,
-        residual: epilogue.residual,
-        clamp: epilogue.activation.and_then(Clamp::of),
-        other_activation: epilogue
-            .activation
-            .filter(|activation| Clamp::of(*activation).is_none()),
-    };
-    run_grid(isa, lhs, weights, &sink);
+    let clamp = epilogue.activation.and_then(Clamp::of);
+    let other_activation = epilogue
+        .activation
+        .filter(|activation| Clamp::of(*activation).is_none());
+    match output {
+        GemmOutput::Float(output) => {
+            assert!(
+                output.len() == lhs.rows * weights.cols
+                    && epilogue
+                        .residual
+                        .is_none_or(|residual| residual.len() == output.len()),
+                "int8_gemm: the output or the residual has the wrong size"
+            );
+            let sink = FloatSink {
+                output: SharedOutput(output.as_mut_ptr()),
+                weights,
+                residual: epilogue.residual,
+                clamp,
+                other_activation,
+            };
+            run_grid(isa, lhs, weights, &sink);
+        }
+        GemmOutput::Quantized {
+            bytes,
+            row_stride,
+            quantization,
+        } => {
+            assert!(
+                epilogue.residual.is_none()
+                    && row_stride >= weights.cols
+                    && (lhs.rows == 0 || bytes.len() >= (lhs.rows - 1) * row_stride + weights.cols),
+                "int8_gemm: the quantized output has the wrong size, or a residual"
+            );
+            let sink = QuantizedSink {
+                bytes: SharedBytes(bytes.as_mut_ptr()),
+                row_stride,
+                quantization,
+                weights,
+                clamp,
+                other_activation,
+            };
+            run_grid(isa, lhs, weights, &sink);
+        }
+    }
 }
 
 /// The raw sums `A * B` (no zero point, scale or bias) into `sums`, row-major `rows x cols`: for
@@ -224,6 +267,11 @@ struct SharedOutput(*mut f32);
 // output stays mutably borrowed by `int8_gemm` until every task has finished.
 unsafe impl Sync for SharedOutput {}
 
+/// A pointer to a quantized output, which tasks write in disjoint rectangles.
+struct SharedBytes(*mut u8);
+// SAFETY: As `SharedOutput`, for `GemmOutput::Quantized`.
+unsafe impl Sync for SharedBytes {}
+
 #[cfg(test)]
 struct SharedSums(*mut i32);
 // SAFETY: As `SharedOutput`, for `int8_gemm_sums`.
@@ -267,6 +315,7 @@ impl TileSink for FloatSink<'_> {
             output: unsafe { self.output.0.add(offset) },
             stride: total_cols,
             clamp: self.clamp.unwrap_or_default(),
+            bytes: None,
         };
         // SAFETY: As above: `float.output` is the tile's rectangle, `rows` rows of `cols`
         // values `stride` apart, written by this task alone.
@@ -279,6 +328,94 @@ impl TileSink for FloatSink<'_> {
                 };
                 apply_activation_sequential(output, activation);
             }
+        }
+    }
+}
+
+/// The sink of a quantized output: each tile's f32 results, computed by the same epilogue as
+/// `FloatSink`'s into a buffer on the stack, then quantized into the bytes. The bytes are those
+/// the next layer would make of `FloatSink`'s output.
+struct QuantizedSink<'a> {
+    bytes: SharedBytes,
+    row_stride: usize,
+    quantization: ActivationQuantization,
+    weights: &'a PackedInt8Weights,
+    clamp: Option<Clamp>,
+    other_activation: Option<Activation>,
+}
+
+impl TileSink for QuantizedSink<'_> {
+    fn run_tile(
+        &self,
+        isa: Int8Isa,
+        operands: TileOperands<'_>,
+        first_row: usize,
+        first_col: usize,
+        cols: usize,
+        tile: &mut Tile,
+    ) {
+        let rows = operands.rows;
+        let columns = first_col..first_col + cols;
+        let corrections = &self.weights.zero_point_corrections[columns.clone()];
+        let scales = &self.weights.output_scales[columns.clone()];
+        let bias = &self.weights.bias[columns];
+        let clamp = self.clamp.unwrap_or_default();
+        if self.other_activation.is_none() {
+            // The epilogue quantizes in the tile kernel, straight into the bytes.
+            let float = FloatTile {
+                corrections,
+                scales,
+                bias,
+                residual: None,
+                output: std::ptr::null_mut(),
+                stride: 0,
+                clamp,
+                bytes: Some(ByteTile {
+                    // SAFETY: Row `first_row`, column `first_col` of the quantized output,
+                    // inside it (`int8_gemm` checked its size for every row of A, and the
+                    // driver hands out tiles inside `rows x cols`).
+                    output: unsafe { self.bytes.0.add(first_row * self.row_stride + first_col) },
+                    stride: self.row_stride,
+                    quantization: self.quantization,
+                }),
+            };
+            // SAFETY: The tile's rectangle of the bytes, as above, is written by this task
+            // alone.
+            unsafe { kernels::tile_to_output(isa, operands, &float, tile) };
+            return;
+        }
+        // Other activations run on the f32 results, in a buffer on the stack.
+        let mut values = [0.0f32; MR * TILE_COLS];
+        let float = FloatTile {
+            corrections,
+            scales,
+            bias,
+            residual: None,
+            output: values.as_mut_ptr(),
+            stride: TILE_COLS,
+            clamp,
+            bytes: None,
+        };
+        // SAFETY: `values` holds `MR >= rows` rows of `TILE_COLS >= cols` values, and only this
+        // call accesses it.
+        unsafe { kernels::tile_to_output(isa, operands, &float, tile) };
+        for (row, row_values) in values.chunks_exact_mut(TILE_COLS).take(rows).enumerate() {
+            let row_values = &mut row_values[..cols];
+            if let Some(activation) = self.other_activation {
+                apply_activation_sequential(row_values, activation);
+            }
+            // SAFETY: Row `first_row + row`, columns `first_col..first_col + cols`, of the
+            // quantized output: inside it (`int8_gemm` checked its size for every row of A, and
+            // the driver hands out tiles inside `rows x cols`), and written by this task alone.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.bytes
+                        .0
+                        .add((first_row + row) * self.row_stride + first_col),
+                    cols,
+                )
+            };
+            quantize_slice(row_values, bytes, self.quantization);
         }
     }
 }

@@ -11,8 +11,9 @@
 //! `vpmaddwd`, whose pair sums are exact in i32: it keeps the two pair sums of each column in
 //! adjacent lanes and adds them once, when the tile is stored.
 
-use super::Int8Isa;
 use super::gemm::{K_GROUP, MR, NR, Tile};
+use super::quantize::quantize_slice;
+use super::{ActivationQuantization, Int8Isa};
 use crate::kernels::gemm::Clamp;
 
 /// Columns of one tile: two panels.
@@ -65,20 +66,33 @@ pub(crate) struct FloatTile<'a> {
     pub(crate) bias: &'a [f32],
     /// The residual's rectangle, laid out as the output's (from its first element).
     pub(crate) residual: Option<&'a [f32]>,
-    /// The output's rectangle: `rows` rows of `cols` values, `stride` apart.
+    /// The output's rectangle: `rows` rows of `cols` values, `stride` apart (unused, and may be
+    /// null, when `bytes` is set).
     pub(crate) output: *mut f32,
     pub(crate) stride: usize,
     pub(crate) clamp: Clamp,
+    /// Where the results go quantized instead, if they do (then without a residual).
+    pub(crate) bytes: Option<ByteTile>,
+}
+
+/// A tile's quantized destination: `rows` rows of `cols` bytes, `stride` apart, each value
+/// `quantization.quantize`d from the epilogue's f32 result.
+#[derive(Clone, Copy)]
+pub(crate) struct ByteTile {
+    pub(crate) output: *mut u8,
+    pub(crate) stride: usize,
+    pub(crate) quantization: ActivationQuantization,
 }
 
 /// Computes one tile and writes `clamp((sums - corrections) * scales + bias (+ residual))` to
-/// its rectangle of the output. The VNNI kernel applies the epilogue to its accumulators, in
+/// its rectangle of the output, or those values quantized to its rectangle of `float.bytes`.
+/// The VNNI kernel applies the epilogue (and the quantization) to its accumulators, in
 /// registers; the others store the sums to `tile` and run the epilogue row by row.
 ///
 /// # Safety
-/// `float.output` points at `operands.rows` rows of `float.corrections.len() <= TILE_COLS`
-/// writable values, `float.stride` apart, that nothing else accesses during the call; the
-/// residual (if any) holds the same rectangle.
+/// `float.output` (or `float.bytes`' output, when set) points at `operands.rows` rows of
+/// `float.corrections.len() <= TILE_COLS` writable values, `float.stride` (its `stride`) apart,
+/// that nothing else accesses during the call; the residual (if any) holds the same rectangle.
 pub(crate) unsafe fn tile_to_output(
     isa: Int8Isa,
     operands: TileOperands<'_>,
@@ -99,7 +113,8 @@ pub(crate) unsafe fn tile_to_output(
                     }
             && float
                 .residual
-                .is_none_or(|residual| residual.len() >= (rows - 1) * float.stride + cols),
+                .is_none_or(|residual| residual.len() >= (rows - 1) * float.stride + cols)
+            && (float.bytes.is_none() || float.residual.is_none()),
         "int8 tile epilogue: an operand has the wrong size"
     );
     #[cfg(target_arch = "x86_64")]
@@ -111,10 +126,15 @@ pub(crate) unsafe fn tile_to_output(
         return;
     }
     self::tile(isa, operands, tile);
+    let mut row_values = [0.0f32; TILE_COLS];
     for row in 0..rows {
-        // SAFETY: The caller vouches for row `row` of the rectangle.
-        let output =
-            unsafe { std::slice::from_raw_parts_mut(float.output.add(row * float.stride), cols) };
+        let output = match float.bytes {
+            Some(_) => &mut row_values[..cols],
+            // SAFETY: The caller vouches for row `row` of the rectangle.
+            None => unsafe {
+                std::slice::from_raw_parts_mut(float.output.add(row * float.stride), cols)
+            },
+        };
         epilogue_row(
             &tile[row * TILE_COLS..][..cols],
             float.corrections,
@@ -126,6 +146,13 @@ pub(crate) unsafe fn tile_to_output(
             float.clamp,
             output,
         );
+        if let Some(bytes) = float.bytes {
+            // SAFETY: The caller vouches for row `row` of the bytes' rectangle.
+            let destination = unsafe {
+                std::slice::from_raw_parts_mut(bytes.output.add(row * bytes.stride), cols)
+            };
+            quantize_slice(&row_values[..cols], destination, bytes.quantization);
+        }
     }
 }
 
@@ -239,7 +266,8 @@ mod x86_64 {
     //! The x86-64 tiles and epilogues; the callers check the processor and the operands.
 
     use super::{
-        Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands, epilogue_row_body,
+        ActivationQuantization, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands,
+        epilogue_row_body,
     };
     use std::arch::x86_64::*;
 
@@ -401,6 +429,15 @@ mod x86_64 {
         // SAFETY: Passed on from the caller.
         let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
         let cols = float.corrections.len();
+        let quantization = float.bytes.map_or(
+            ActivationQuantization {
+                scale: 1.0,
+                zero_point: 0,
+            },
+            |bytes| bytes.quantization,
+        );
+        let inverse_scale = _mm512_set1_ps(quantization.inverse_scale());
+        let zero_point = _mm512_set1_ps(f32::from(quantization.zero_point));
         for panel in 0..PANELS {
             let first = panel * NR;
             if first >= cols {
@@ -429,6 +466,30 @@ mod x86_64 {
                     values = _mm512_add_ps(values, skip);
                 }
                 values = apply_clamp(values, float.clamp);
+                if let Some(bytes) = &float.bytes {
+                    // `quantize`'s steps: times 1 / scale, rounded to even, plus the zero point,
+                    // `max` with 0 first (NaN becomes 0), `min` with 255, converted exactly.
+                    let scaled = _mm512_mul_ps(values, inverse_scale);
+                    let rounded = _mm512_roundscale_ps::<
+                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+                    >(scaled);
+                    let shifted = _mm512_add_ps(rounded, zero_point);
+                    let clamped = _mm512_min_ps(
+                        _mm512_max_ps(shifted, _mm512_setzero_ps()),
+                        _mm512_set1_ps(255.0),
+                    );
+                    let integers = _mm512_cvttps_epi32(clamped);
+                    // SAFETY: The caller vouches for the bytes' rectangle; the masked store
+                    // writes only its columns of row `row`.
+                    unsafe {
+                        _mm512_mask_cvtusepi32_storeu_epi8(
+                            bytes.output.add(row * bytes.stride + first).cast(),
+                            mask,
+                            integers,
+                        )
+                    };
+                    continue;
+                }
                 // SAFETY: The caller vouches for the output rectangle; the masked store writes
                 // only its columns.
                 unsafe { _mm512_mask_storeu_ps(float.output.add(offset), mask, values) };

@@ -26,7 +26,7 @@ mod quantize;
 #[cfg(test)]
 mod tests;
 
-pub use conv::PackedConv2dInt8;
+pub use conv::{Int8Input, Int8Output, PackedConv2dInt8};
 pub use nnc_ops::ActivationQuantization;
 
 /// The instruction sets the int8 kernels have micro-kernels for, from the slowest to the fastest.

@@ -488,10 +488,10 @@ fn check_conv_case(case: &ConvCase) -> Result<(), TestCaseError> {
         let mut workspace = ConvWorkspace::new();
         conv.run(
             isa,
-            &case.input,
+            Int8Input::Float(&case.input),
             input_shape,
             residual.as_deref(),
-            &mut output,
+            Int8Output::Float(&mut output),
             &mut workspace,
         )
         .unwrap();
@@ -572,10 +572,10 @@ fn forward_uses_the_selected_isa_and_agrees_with_run() {
         .unwrap();
     conv.run(
         selected_isa(),
-        &input,
+        Int8Input::Float(&input),
         shape,
         None,
-        &mut run,
+        Int8Output::Float(&mut run),
         &mut workspace,
     )
     .unwrap();
@@ -628,4 +628,232 @@ proptest! {
         let expected: Vec<u8> = values.iter().map(|&x| quantization.quantize(x)).collect();
         prop_assert_eq!(output, expected);
     }
+}
+
+/// The inlined copy of im2col's runs equals `copy_from_slice` at every length across its three
+/// forms (bytes, two overlapping 8- or 16-byte copies, `memcpy`).
+#[test]
+fn copy_run_copies_every_length() {
+    let source: Vec<u8> = (0..48u8).map(|byte| byte.wrapping_mul(37) ^ 0x5a).collect();
+    for length in 0..=source.len() {
+        let mut copied = vec![0xffu8; length + 2];
+        super::quantize::copy_run(&mut copied[1..][..length], &source[..length]);
+        assert_eq!(&copied[1..][..length], &source[..length], "length {length}");
+        assert_eq!(
+            (copied[0], copied[length + 1]),
+            (0xff, 0xff),
+            "length {length}"
+        );
+    }
+}
+
+/// One layer of a chain for `quantized_chains_equal_the_float_path`: 1x1, 3x3 (padded, maybe
+/// strided: im2col) or 3x3 depthwise.
+#[derive(Clone, Copy, Debug)]
+enum ChainLayer {
+    Pointwise,
+    Full { stride: usize },
+    Depthwise { stride: usize },
+}
+
+fn chain_layer() -> impl Strategy<Value = ChainLayer> {
+    prop_oneof![
+        Just(ChainLayer::Pointwise),
+        (1..3usize).prop_map(|stride| ChainLayer::Full { stride }),
+        (1..3usize).prop_map(|stride| ChainLayer::Depthwise { stride }),
+    ]
+}
+
+/// A channels-last int8 layer of `kind` from `in_channels` (to `out_channels` unless
+/// depthwise), with deterministic weights from `seed`.
+fn chain_conv(
+    kind: ChainLayer,
+    in_channels: usize,
+    out_channels: usize,
+    seed: usize,
+    activation: Option<Activation>,
+) -> PackedConv2dInt8 {
+    let (out_channels, group_in, kernel, stride, groups) = match kind {
+        ChainLayer::Pointwise => (out_channels, in_channels, 1, 1, 1),
+        ChainLayer::Full { stride } => (out_channels, in_channels, 3, stride, 1),
+        ChainLayer::Depthwise { stride } => (in_channels, 1, 3, stride, in_channels),
+    };
+    let options = Conv2dOptions {
+        stride: [stride; 2],
+        padding: [kernel / 2; 2],
+        dilation: [1, 1],
+        groups,
+    };
+    let weight: Vec<f32> = (0..out_channels * group_in * kernel * kernel)
+        .map(|i| (((i + seed) * 37) % 23) as f32 / 11.0 - 1.0)
+        .collect();
+    let bias: Vec<f32> = (0..out_channels)
+        .map(|i| ((i + seed) % 5) as f32 / 4.0 - 0.5)
+        .collect();
+    let quantization = ActivationQuantization::from_range(-1.5 - seed as f32 * 0.1, 2.5);
+    PackedConv2dInt8::new(
+        &weight,
+        [out_channels, group_in, kernel, kernel],
+        Some(&bias),
+        options,
+        true,
+        quantization,
+    )
+    .unwrap()
+    .with_activation(activation)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Three int8 layers whose values between them stay quantized (`forward_int8`: the first
+    /// writes bytes for the second, which reads them and writes bytes for the third) give
+    /// exactly the outputs of three f32 calls, on every instruction set: the bytes are those the
+    /// next layer makes of the f32 values.
+    #[test]
+    fn quantized_chains_equal_the_float_path(
+        kinds in (chain_layer(), chain_layer(), chain_layer()),
+        channels in (1..20usize, 1..40usize, 1..40usize, 1..12usize),
+        (batch, h, w) in (1..3usize, 1..9usize, 1..9usize),
+        activation in prop_oneof![
+            Just(None),
+            Just(Some(Activation::Relu6)),
+            Just(Some(Activation::Silu)),
+        ],
+    ) {
+        let (c0, mut c1, mut c2, c3) = channels;
+        if matches!(kinds.0, ChainLayer::Depthwise { .. }) {
+            c1 = c0;
+        }
+        if matches!(kinds.1, ChainLayer::Depthwise { .. }) {
+            c2 = c1;
+        }
+        let layers = [
+            chain_conv(kinds.0, c0, c1, 1, activation),
+            chain_conv(kinds.1, c1, c2, 2, Some(Activation::Relu)),
+            chain_conv(kinds.2, c2, c3, 3, activation),
+        ];
+        let input: Vec<f32> = (0..batch * h * w * c0)
+            .map(|i| ((i * 29) % 31) as f32 / 8.0 - 1.7)
+            .collect();
+        let mut shapes = vec![[batch, h, w, c0]];
+        for layer in &layers {
+            let next = layer.output_shape(*shapes.last().unwrap()).unwrap();
+            shapes.push(next);
+        }
+        let elements = |shape: [usize; 4]| shape.iter().product::<usize>();
+        for isa in available_isas() {
+            let mut workspace = ConvWorkspace::new();
+            // The float path.
+            let mut values = input.clone();
+            for (layer, pair) in layers.iter().zip(shapes.windows(2)) {
+                let mut output = vec![f32::NAN; elements(pair[1])];
+                layer.run(
+                    isa,
+                    Int8Input::Float(&values),
+                    pair[0],
+                    None,
+                    Int8Output::Float(&mut output),
+                    &mut workspace,
+                )
+                .unwrap();
+                values = output;
+            }
+            // The quantized path: bytes as large as the f32 values' memory, as in an arena slot.
+            let mut first = vec![0xa5u8; 4 * elements(shapes[1])];
+            let mut second = vec![0x5au8; 4 * elements(shapes[2])];
+            let mut last = vec![f32::NAN; elements(shapes[3])];
+            layers[0].run(
+                isa,
+                Int8Input::Float(&input),
+                shapes[0],
+                None,
+                Int8Output::QuantizedFor { next: &layers[1], bytes: &mut first },
+                &mut workspace,
+            ).unwrap();
+            layers[1].run(
+                isa,
+                Int8Input::Quantized(&first),
+                shapes[1],
+                None,
+                Int8Output::QuantizedFor { next: &layers[2], bytes: &mut second },
+                &mut workspace,
+            ).unwrap();
+            layers[2].run(
+                isa,
+                Int8Input::Quantized(&second),
+                shapes[2],
+                None,
+                Int8Output::Float(&mut last),
+                &mut workspace,
+            ).unwrap();
+            let same = values.iter().zip(&last).all(|(a, b)| a.to_bits() == b.to_bits());
+            prop_assert!(same, "{}: {:?} != {:?}", isa.name(), last, values);
+        }
+    }
+}
+
+/// A quantized output for a layer of other channels, too few bytes, a residual, or an NCHW
+/// layer are errors, not panics.
+#[test]
+fn quantized_buffers_are_checked() {
+    let first = chain_conv(ChainLayer::Pointwise, 3, 8, 1, None);
+    let next = chain_conv(ChainLayer::Full { stride: 1 }, 8, 4, 2, None);
+    let other = chain_conv(ChainLayer::Pointwise, 5, 4, 2, None);
+    let input = vec![0.5f32; 4 * 4 * 3];
+    let shape = [1, 4, 4, 3];
+    let mut workspace = ConvWorkspace::new();
+    let mut bytes = vec![0u8; 4 * 4 * 8];
+    let mut call = |next: &PackedConv2dInt8, bytes: &mut [u8], residual: Option<&[f32]>| {
+        first.forward_int8(
+            Int8Input::Float(&input),
+            shape,
+            residual,
+            Int8Output::QuantizedFor { next, bytes },
+            &mut workspace,
+        )
+    };
+    assert!(call(&next, &mut bytes, None).is_ok());
+    assert!(call(&other, &mut bytes, None).is_err());
+    assert!(call(&next, &mut bytes[..100], None).is_err());
+    assert!(call(&next, &mut bytes, Some(&[0.0; 128])).is_err());
+    let short = vec![0u8; 10];
+    let mut output = vec![0.0f32; 4 * 4 * 4];
+    assert!(
+        next.forward_int8(
+            Int8Input::Quantized(&short),
+            [1, 4, 4, 8],
+            None,
+            Int8Output::Float(&mut output),
+            &mut workspace,
+        )
+        .is_err()
+    );
+    let nchw = PackedConv2dInt8::new(
+        &[0.5; 8 * 3],
+        [8, 3, 1, 1],
+        None,
+        Conv2dOptions {
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        },
+        false,
+        ActivationQuantization::from_range(-1.0, 1.0),
+    )
+    .unwrap();
+    assert!(
+        nchw.forward_int8(
+            Int8Input::Float(&input),
+            [1, 3, 4, 4],
+            None,
+            Int8Output::QuantizedFor {
+                next: &next,
+                bytes: &mut bytes,
+            },
+            &mut workspace,
+        )
+        .is_err()
+    );
 }
