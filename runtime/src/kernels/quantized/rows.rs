@@ -1,5 +1,6 @@
 //! The row kernels: each weight row multiplied by every input row while it is in L1, the
-//! weight rows cut among the threads. Portable versions here; AVX2 ones in `x86_64.rs`.
+//! weight rows cut among the threads. Portable versions here; AVX2 ones (and an AVX512-VNNI
+//! one-row fast product) in `x86_64.rs`.
 
 use super::QuantizedMatrix;
 use super::blocks::{BLOCK_LENGTH, QuantFormat, read_f16};
@@ -15,11 +16,18 @@ pub(super) enum RowKernels {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2's kernels, but one-row fast-mode products with AVX512-VNNI (two blocks a step).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl RowKernels {
     /// The fastest the processor supports.
     pub(super) fn detected() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::x86_64::vnni_available() {
+            return RowKernels::Avx512Vnni;
+        }
         #[cfg(target_arch = "x86_64")]
         if super::x86_64::available() {
             return RowKernels::Avx2;
@@ -33,10 +41,13 @@ impl RowKernels {
         match self {
             RowKernels::Portable => exact_dot(format, row, x, sums),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx2` is only chosen when `x86_64::available()` found AVX2, FMA and F16C;
+            // SAFETY: `Avx2` and `Avx512Vnni` are only chosen when `x86_64::available()` found
+            // AVX2, FMA and F16C;
             // `row` holds `sums.len()` blocks and `x` as many blocks of values (the callers
             // slice all three from one layer's shapes).
-            RowKernels::Avx2 => unsafe { super::x86_64::exact_dot(format, row, x, sums) },
+            RowKernels::Avx2 | RowKernels::Avx512Vnni => unsafe {
+                super::x86_64::exact_dot(format, row, x, sums)
+            },
         }
     }
 
@@ -47,9 +58,12 @@ impl RowKernels {
         match self {
             RowKernels::Portable => super::blocks::dequantize_block(format, block, output),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx2` is only chosen when the processor has AVX2, FMA and F16C; the
+            // SAFETY: `Avx2` and `Avx512Vnni` are only chosen when the processor has AVX2, FMA
+            // and F16C; the
             // lengths were checked just above.
-            RowKernels::Avx2 => unsafe { super::x86_64::dequantize_block(format, block, output) },
+            RowKernels::Avx2 | RowKernels::Avx512Vnni => unsafe {
+                super::x86_64::dequantize_block(format, block, output)
+            },
         }
     }
 
@@ -61,6 +75,10 @@ impl RowKernels {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as for `exact_dot`; `x` holds as many blocks as `row`.
             RowKernels::Avx2 => unsafe { super::x86_64::fast_dot(format, row, x) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512Vnni` is only chosen when `x86_64::vnni_available()` found AVX2,
+            // FMA, F16C and AVX512F, BW and VNNI; `x` holds as many blocks as `row`.
+            RowKernels::Avx512Vnni => unsafe { super::x86_64::fast_dot_vnni(format, row, x) },
         }
     }
 }
@@ -77,10 +95,11 @@ impl RowKernels {
     ) {
         let mut first = 0;
         #[cfg(target_arch = "x86_64")]
-        if self == RowKernels::Avx2 {
+        if matches!(self, RowKernels::Avx2 | RowKernels::Avx512Vnni) {
             while first + 4 <= outputs.len() {
                 let x = std::array::from_fn(|offset| input.row(first + offset));
-                // SAFETY: `Avx2` is only chosen when the processor has AVX2, FMA and F16C; each
+                // SAFETY: `Avx2` and `Avx512Vnni` are only chosen when the processor has AVX2,
+                // FMA and F16C; each
                 // input row holds as many blocks as `row` (both have the layer's input length).
                 let dots = unsafe { super::x86_64::fast_dot4(format, row, x) };
                 outputs[first..first + 4].copy_from_slice(&dots);

@@ -14,6 +14,10 @@ fn row_kernels() -> Vec<RowKernels> {
     if super::x86_64::available() {
         kernels.push(RowKernels::Avx2);
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::x86_64::vnni_available() {
+        kernels.push(RowKernels::Avx512Vnni);
+    }
     kernels
 }
 
