@@ -448,4 +448,3 @@ fn valid_output_range(geometry: &ConvGeometry, kernel_x: usize) -> std::ops::Ran
         geometry.in_w,
     )
 }
-
