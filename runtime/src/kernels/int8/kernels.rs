@@ -266,7 +266,7 @@ mod x86_64 {
     //! The x86-64 tiles and epilogues; the callers check the processor and the operands.
 
     use super::{
-        ActivationQuantization, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands,
+        ByteTile, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands,
         epilogue_row_body,
     };
     use std::arch::x86_64::*;
@@ -428,16 +428,12 @@ mod x86_64 {
     ) {
         // SAFETY: Passed on from the caller.
         let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
+        if let Some(bytes) = &float.bytes {
+            // SAFETY: Passed on from the caller.
+            unsafe { store_bytes(&sums, float, bytes) };
+            return;
+        }
         let cols = float.corrections.len();
-        let quantization = float.bytes.map_or(
-            ActivationQuantization {
-                scale: 1.0,
-                zero_point: 0,
-            },
-            |bytes| bytes.quantization,
-        );
-        let inverse_scale = _mm512_set1_ps(quantization.inverse_scale());
-        let zero_point = _mm512_set1_ps(f32::from(quantization.zero_point));
         for panel in 0..PANELS {
             let first = panel * NR;
             if first >= cols {
@@ -455,8 +451,7 @@ mod x86_64 {
             };
             for (row, row_sums) in sums.iter().enumerate() {
                 let corrected = _mm512_sub_epi32(row_sums[panel], corrections);
-                let mut values =
-                    _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(corrected), scales), bias);
+                let mut values = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), scales, bias);
                 let offset = row * float.stride + first;
                 if let Some(residual) = float.residual {
                     // SAFETY: The residual holds the tile's rectangle; the masked load reads
@@ -466,34 +461,78 @@ mod x86_64 {
                     values = _mm512_add_ps(values, skip);
                 }
                 values = apply_clamp(values, float.clamp);
-                if let Some(bytes) = &float.bytes {
-                    // `quantize`'s steps: times 1 / scale, rounded to even, plus the zero point,
-                    // `max` with 0 first (NaN becomes 0), `min` with 255, converted exactly.
-                    let scaled = _mm512_mul_ps(values, inverse_scale);
-                    let rounded = _mm512_roundscale_ps::<
-                        { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-                    >(scaled);
-                    let shifted = _mm512_add_ps(rounded, zero_point);
-                    let clamped = _mm512_min_ps(
-                        _mm512_max_ps(shifted, _mm512_setzero_ps()),
-                        _mm512_set1_ps(255.0),
-                    );
-                    let integers = _mm512_cvttps_epi32(clamped);
-                    // SAFETY: The caller vouches for the bytes' rectangle; the masked store
-                    // writes only its columns of row `row`.
-                    unsafe {
-                        _mm512_mask_cvtusepi32_storeu_epi8(
-                            bytes.output.add(row * bytes.stride + first).cast(),
-                            mask,
-                            integers,
-                        )
-                    };
-                    continue;
-                }
                 // SAFETY: The caller vouches for the output rectangle; the masked store writes
                 // only its columns.
                 unsafe { _mm512_mask_storeu_ps(float.output.add(offset), mask, values) };
             }
+        }
+    }
+
+    /// A tile's sums through the epilogue and quantized, row by row: both panels' sixteen values
+    /// are rounded to i32, packed to bytes with the saturating packs, and stored with one masked
+    /// store. These are `ActivationQuantization::quantize`'s values: `cvtps2dq` rounds to nearest
+    /// even (the default rounding mode), the packs clamp to `0..=255`, a value past `2^16`
+    /// (infinity included) is first capped there so it saturates to 255, and NaN converts to
+    /// `i32::MIN` and saturates to 0.
+    ///
+    /// # Safety
+    /// As `super::tile_to_output` requires of `bytes`' rectangle.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn store_bytes<const ROWS: usize, const PANELS: usize>(
+        sums: &[[__m512i; PANELS]; ROWS],
+        float: &FloatTile<'_>,
+        bytes: &ByteTile,
+    ) {
+        let cols = float.corrections.len();
+        let inverse_scale = _mm512_set1_ps(bytes.quantization.inverse_scale());
+        let zero_point = _mm512_set1_epi32(i32::from(bytes.quantization.zero_point));
+        let cap = _mm512_set1_ps(65536.0);
+        let zero = _mm512_setzero_si512();
+        // The column vectors of each panel, zero past `cols`.
+        let mut columns = [(zero, _mm512_setzero_ps(), _mm512_setzero_ps()); PANELS];
+        for (panel, column) in columns.iter_mut().enumerate() {
+            let first = panel * NR;
+            if first >= cols {
+                break;
+            }
+            let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
+            // SAFETY: The column vectors hold `cols` values; the masked loads read only those
+            // from `first`.
+            *column = unsafe {
+                (
+                    _mm512_maskz_loadu_epi32(mask, float.corrections.as_ptr().add(first)),
+                    _mm512_maskz_loadu_ps(mask, float.scales.as_ptr().add(first)),
+                    _mm512_maskz_loadu_ps(mask, float.bias.as_ptr().add(first)),
+                )
+            };
+        }
+        // After `packs` and `packus`, 128-bit lane `l` holds columns `4 l..4 l + 4` of the first
+        // panel in its first dword and of the second in its second.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+        let store_mask: __mmask64 = (1u64 << cols) - 1;
+        for (row, row_sums) in sums.iter().enumerate() {
+            let mut quantized = [zero; 2];
+            for (panel, &(corrections, scales, bias)) in columns.iter().enumerate() {
+                let corrected = _mm512_sub_epi32(row_sums[panel], corrections);
+                let values = apply_clamp(
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), scales, bias),
+                    float.clamp,
+                );
+                let scaled = _mm512_min_ps(cap, _mm512_mul_ps(values, inverse_scale));
+                quantized[panel] = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), zero_point);
+            }
+            let words = _mm512_packs_epi32(quantized[0], quantized[1]);
+            let packed = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(words, words));
+            // SAFETY: The caller vouches for the bytes' rectangle; the masked store writes only
+            // row `row`'s `cols <= 32` bytes.
+            unsafe {
+                _mm512_mask_storeu_epi8(
+                    bytes.output.add(row * bytes.stride).cast(),
+                    store_mask,
+                    packed,
+                )
+            };
         }
     }
 
