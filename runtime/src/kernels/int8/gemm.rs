@@ -35,7 +35,7 @@ pub(crate) const MAX_DEPTH: usize = 32768;
 #[derive(Clone, Debug)]
 pub(crate) struct PackedInt8Weights {
     depth: usize,
-    cols: usize,
+    pub(crate) cols: usize,
     /// `[panel][group][column in panel][K_GROUP]`.
     data: Vec<i8>,
     /// `s_w[c]`, the scale of each column.

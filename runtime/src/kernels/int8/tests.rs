@@ -857,3 +857,109 @@ fn quantized_buffers_are_checked() {
         .is_err()
     );
 }
+
+/// A layer whose im2col rows exceed `WHOLE_COLUMNS_BYTES` (4270 pixels of 144 bytes, in two
+/// images) builds and multiplies them a chunk at a time: against the reference on every
+/// instruction set, with a residual, and its bytes for a next layer are those the next layer
+/// makes of its f32 values (the next layer's outputs are bit-identical).
+#[test]
+fn large_images_multiply_in_chunks() {
+    let [n, c, h, w] = [2, 16, 61, 70];
+    let case = ConvCase {
+        input_shape: [n, c, h, w],
+        weight_shape: [24, c, 3, 3],
+        options: Conv2dOptions {
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        },
+        channels_last: true,
+        quantization: ActivationQuantization {
+            scale: 0.02,
+            zero_point: 100,
+        },
+        input: (0..n * c * h * w)
+            .map(|i| ((i * 37) % 29) as f32 / 7.0 - 2.0)
+            .collect(),
+        weight: (0..24 * c * 9)
+            .map(|i| ((i * 11) % 17) as f32 / 8.0 - 1.0)
+            .collect(),
+        bias: Some((0..24).map(|i| i as f32 / 10.0).collect()),
+        residual: true,
+        activation: Some(Activation::Relu6),
+    };
+    assert!(h * w * 9 * c > super::conv::WHOLE_COLUMNS_BYTES);
+    check_conv_case(&case).unwrap();
+    let layers = [
+        chain_conv(
+            ChainLayer::Full { stride: 1 },
+            c,
+            24,
+            1,
+            Some(Activation::Relu6),
+        ),
+        chain_conv(ChainLayer::Pointwise, 24, 5, 2, None),
+    ];
+    let input: Vec<f32> = (0..n * h * w * c)
+        .map(|i| ((i * 29) % 31) as f32 / 8.0 - 1.7)
+        .collect();
+    for isa in available_isas() {
+        let mut workspace = ConvWorkspace::new();
+        let mut middle = vec![f32::NAN; n * h * w * 24];
+        let mut expected = vec![f32::NAN; n * h * w * 5];
+        layers[0]
+            .run(
+                isa,
+                Int8Input::Float(&input),
+                [n, h, w, c],
+                None,
+                Int8Output::Float(&mut middle),
+                &mut workspace,
+            )
+            .unwrap();
+        layers[1]
+            .run(
+                isa,
+                Int8Input::Float(&middle),
+                [n, h, w, 24],
+                None,
+                Int8Output::Float(&mut expected),
+                &mut workspace,
+            )
+            .unwrap();
+        let mut bytes = vec![0xa5u8; 4 * middle.len()];
+        let mut actual = vec![f32::NAN; expected.len()];
+        layers[0]
+            .run(
+                isa,
+                Int8Input::Float(&input),
+                [n, h, w, c],
+                None,
+                Int8Output::QuantizedFor {
+                    next: &layers[1],
+                    bytes: &mut bytes,
+                },
+                &mut workspace,
+            )
+            .unwrap();
+        layers[1]
+            .run(
+                isa,
+                Int8Input::Quantized(&bytes),
+                [n, h, w, 24],
+                None,
+                Int8Output::Float(&mut actual),
+                &mut workspace,
+            )
+            .unwrap();
+        assert!(
+            expected
+                .iter()
+                .zip(&actual)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: the chunked layer's bytes differ from its f32 values quantized",
+            isa.name()
+        );
+    }
+}
