@@ -4,8 +4,10 @@
 //! A call quantizes its f32 input to u8 once, into a channels-last image (an NCHW input is
 //! transposed on the way), then:
 //! - without groups, multiplies `im2col(x_q)[pixels, kh * kw * in]` by the packed weights on the
-//!   int8 GEMM, image by image; a 1x1 kernel with unit stride and no padding skips im2col (the
-//!   quantized image is the matrix, and the whole batch is one GEMM);
+//!   int8 GEMM, image by image (an image whose im2col rows pass `WHOLE_COLUMNS_BYTES` a chunk of
+//!   rows at a time, each built and multiplied on one thread while it is in cache); a 1x1 kernel
+//!   with unit stride and no padding skips im2col (the quantized image is the matrix, and the
+//!   whole batch is one GEMM);
 //! - depthwise, runs the direct int8 depthwise kernel.
 //!
 //! Channels-last calls write the output directly, with the bias, residual and activation fused
