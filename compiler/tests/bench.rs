@@ -144,6 +144,9 @@ fn measurements_merge_with_the_report() {
         text.contains("fc1 (linear)") && !text.contains("h (relu)"),
         "{text}"
     );
+    // An f32 model counts no integer operations and shows no column for them.
+    assert_eq!(bench_report.ops, 0);
+    assert!(!text.contains("GOP/s"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&bench_report.to_json()).unwrap();
     assert_eq!(json["layers"][2]["median_ns"], 300);
     assert_eq!(json["tokens_per_second"], serde_json::Value::Null);
@@ -333,4 +336,50 @@ fn layers_inside_rolled_loops_are_reported_per_iteration() {
         ["a", "b.{index}", "b.{index}"]
     );
     assert_eq!(bench::labels_of_runs(&labels, &[]), labels);
+}
+
+/// A layer quantized in the fast mode multiplies in integers: the report counts its integer
+/// operations apart from the FLOPs, and gives their rate, in the summary and per layer.
+#[test]
+fn integer_operations_are_reported_apart() {
+    let source = "network small(x: f32[batch, 64]) -> (y: f32[batch, 10]) where batch = 1 {
+        h = linear(x, 48) as fc1
+        h = relu(h)
+        y = linear(h, 10) as fc2
+    }";
+    let options = FrontendOptions {
+        quantize: Some(nnc_compiler::ir::Quantization {
+            format: nnc_compiler::QuantFormat::Q4_1.into(),
+            mode: nnc_compiler::QuantizedMode::Fast,
+        }),
+        ..FrontendOptions::default()
+    };
+    let graph = compile_to_ir(source, &options).unwrap().networks.remove(0);
+    let report = report::build(&graph, &codegen::plan(&graph), &ReportOptions::default());
+    let measurements = Measurements {
+        threads: 1,
+        warmup: 1,
+        latencies_ns: vec![1_000],
+        profiled_iterations: 1,
+        layer_median_ns: vec![500, 100, 400],
+        labels: vec![
+            "fc1: linear -> f32[1, 48]".to_string(),
+            "h: relu -> f32[1, 48]".to_string(),
+            "fc2: linear -> f32[1, 10]".to_string(),
+        ],
+        ..Measurements::default()
+    };
+    let bench_report = bench::bench_report(&report, None, &measurements);
+    // fc1 (64 -> 48, Q4_1 blocks, fast mode): 48 x 64 integer multiply-adds, two operations each.
+    assert_eq!(bench_report.ops, 2 * 48 * 64);
+    assert!((bench_report.achieved_gops - 6.144).abs() < 1e-9);
+    assert_eq!(bench_report.layers[0].ops, 2 * 48 * 64);
+    assert_eq!(bench_report.layers[0].gops, Some(2.0 * 48.0 * 64.0 / 500.0));
+    let text = bench_report.render_text(None);
+    assert!(
+        text.contains("GOP/s of integer operations achieved")
+            && text.contains("6.14 k integer operations per inference")
+            && text.contains("GOP/s (int)"),
+        "{text}"
+    );
 }

@@ -471,6 +471,11 @@ pub struct BenchReport {
     pub flops: u64,
     /// Counted FLOPs divided by the median latency.
     pub achieved_gflops: f64,
+    /// Counted integer operations (two per integer multiply-add: int8 convolutions, quantized
+    /// layers in the fast mode), which `flops` leaves out.
+    pub ops: u64,
+    /// Integer operations divided by the median latency.
+    pub achieved_gops: f64,
     pub profiled_iterations: usize,
     /// Every layer of the report, with its median time if it was timed.
     pub layers: Vec<LayerTime>,
@@ -508,11 +513,15 @@ pub struct LayerTime {
     pub op: &'static str,
     pub macs: u64,
     pub flops: u64,
+    /// Integer operations.
+    pub ops: u64,
     /// The median time of the layer over the profiled passes; `None` if it was not timed.
     pub median_ns: Option<u64>,
     /// The share of the sum of all layer medians.
     pub share: Option<f64>,
     pub gflops: Option<f64>,
+    /// Integer operations per nanosecond, as `gflops`.
+    pub gops: Option<f64>,
 }
 
 /// Merges measurements with the static report. Timed blocks are matched to layers in order,
@@ -553,11 +562,15 @@ pub fn bench_report(
             op: layer.op,
             macs: layer.macs,
             flops: layer.flops,
+            ops: layer.ops,
             median_ns,
             share: median_ns.map(|nanos| nanos as f64 / total_layer_ns.max(1) as f64),
             gflops: median_ns
                 .filter(|&nanos| nanos > 0)
                 .map(|nanos| layer.flops as f64 / nanos as f64),
+            gops: median_ns
+                .filter(|&nanos| nanos > 0)
+                .map(|nanos| layer.ops as f64 / nanos as f64),
         })
         .collect();
     BenchReport {
@@ -571,6 +584,8 @@ pub fn bench_report(
         tokens_per_second: tokens_per_inference.map(|tokens| tokens as f64 / median_seconds),
         flops: report.totals.flops,
         achieved_gflops: report.totals.flops as f64 / latency.median_ns.max(1) as f64,
+        ops: report.totals.ops,
+        achieved_gops: report.totals.ops as f64 / latency.median_ns.max(1) as f64,
         profiled_iterations: measurements.profiled_iterations,
         layers,
         decode: decode_report(measurements, &latency),
@@ -601,6 +616,29 @@ impl BenchReport {
         let mut text = serde_json::to_string_pretty(self).expect("a bench report serializes");
         text.push('\n');
         text
+    }
+
+    /// The achieved rates: GFLOP/s, and GOP/s of integer operations when there are any.
+    fn achieved(&self) -> String {
+        if self.ops == 0 {
+            return format!("{:.2} GFLOP/s achieved", self.achieved_gflops);
+        }
+        format!(
+            "{:.2} GFLOP/s and {:.2} GOP/s of integer operations achieved",
+            self.achieved_gflops, self.achieved_gops
+        )
+    }
+
+    /// The counted operations of one pass.
+    fn counted(&self) -> String {
+        if self.ops == 0 {
+            return format!("{} FLOPs", human_count(self.flops));
+        }
+        format!(
+            "{} FLOPs and {} integer operations",
+            human_count(self.flops),
+            human_count(self.ops)
+        )
     }
 
     /// The summary and the per-layer table; `top` keeps only the slowest layers.
@@ -634,9 +672,9 @@ impl BenchReport {
         }
         out.push('\n');
         out.push_str(&format!(
-            "compute     {:.2} GFLOP/s achieved ({} FLOPs per inference)\n",
-            self.achieved_gflops,
-            human_count(self.flops)
+            "compute     {} ({} per inference)\n",
+            self.achieved(),
+            self.counted()
         ));
         let timed: Vec<&LayerTime> = self
             .layers
@@ -681,8 +719,30 @@ impl BenchReport {
                 ]
             })
             .collect();
-        let headers = ["Layer (op)", "MACs", "FLOPs", "Time", "Share", "GFLOP/s"];
-        let mut widths = headers.map(str::len);
+        // Integer operations get their own column when a shown layer has any.
+        let integer = rows.iter().any(|layer| layer.ops > 0);
+        let cells: Vec<Vec<String>> = cells
+            .into_iter()
+            .zip(&rows)
+            .map(|(cells, layer)| {
+                let mut cells = cells.to_vec();
+                if integer {
+                    cells.push(
+                        layer
+                            .gops
+                            .filter(|_| layer.ops > 0)
+                            .map(|gops| format!("{gops:.2}"))
+                            .unwrap_or_default(),
+                    );
+                }
+                cells
+            })
+            .collect();
+        let mut headers = vec!["Layer (op)", "MACs", "FLOPs", "Time", "Share", "GFLOP/s"];
+        if integer {
+            headers.push("GOP/s (int)");
+        }
+        let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
         for row in &cells {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
@@ -690,7 +750,7 @@ impl BenchReport {
         }
         let line = |cells: &[String]| {
             let mut text = String::new();
-            for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            for (index, (cell, &width)) in cells.iter().zip(&widths).enumerate() {
                 if index == 0 {
                     text.push_str(&format!("{cell:<width$}"));
                 } else {
@@ -699,7 +759,12 @@ impl BenchReport {
             }
             text.trim_end().to_string() + "\n"
         };
-        out.push_str(&line(&headers.map(String::from)));
+        out.push_str(&line(
+            &headers
+                .iter()
+                .map(|header| header.to_string())
+                .collect::<Vec<_>>(),
+        ));
         out.push_str(&format!(
             "{}\n",
             "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
@@ -718,7 +783,7 @@ fn render_decode(report: &BenchReport, decode: &DecodeReport) -> String {
         "{} decoder: {} timed sequences of a {}-token prompt and {} new tokens after {} warm-up sequences, {} thread{}\n\
          prefill     median {}  p10 {}  p90 {}  ({} tokens)\n\
          decode      median {}  p10 {}  p90 {}  per token ({:.1} tokens/s)\n\
-         compute     {:.2} GFLOP/s achieved by decode ({} FLOPs per one-token step)\n",
+         compute     {} by decode ({} per one-token step)\n",
         report.network,
         group_digits(decode.sequences as u64),
         decode.prompt_tokens,
@@ -734,8 +799,8 @@ fn render_decode(report: &BenchReport, decode: &DecodeReport) -> String {
         duration(step.p10_ns),
         duration(step.p90_ns),
         decode.decode_tokens_per_second,
-        report.achieved_gflops,
-        human_count(report.flops),
+        report.achieved(),
+        report.counted(),
     )
 }
 
