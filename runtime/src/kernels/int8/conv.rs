@@ -514,37 +514,33 @@ impl PackedConv2dInt8 {
                 let depth = weights.padded_depth();
                 let image_length = in_h * in_w * self.in_channels;
                 let output_image_length = output_pixels * self.out_channels;
-                if output_pixels * depth > WHOLE_COLUMNS_BYTES {
-                    for index in 0..batch {
-                        let columns = ChunkedColumns {
+                // An image's im2col rows up to `WHOLE_COLUMNS_BYTES` are built whole, in the
+                // workspace; larger ones a chunk at a time.
+                let mut whole_columns = (output_pixels * depth <= WHOLE_COLUMNS_BYTES)
+                    .then(|| grown(&mut scratch.columns, output_pixels * depth));
+                for index in 0..batch {
+                    let image = &image[index * image_length..][..image_length];
+                    let epilogue = Int8Epilogue {
+                        residual: epilogue.residual.map(|residual| {
+                            &residual[index * output_image_length..][..output_image_length]
+                        }),
+                        ..epilogue
+                    };
+                    let rows =
+                        destination.rows(index * output_pixels, output_pixels, self.out_channels);
+                    let Some(columns) = whole_columns.as_deref_mut() else {
+                        let chunked = ChunkedColumns {
                             isa,
-                            image: &image[index * image_length..][..image_length],
+                            image,
                             channels: self.in_channels,
                             geometry: &geometry,
                             zero_point: self.input_quantization.zero_point,
                             weights,
                             depth,
                         };
-                        let epilogue = Int8Epilogue {
-                            residual: epilogue.residual.map(|residual| {
-                                &residual[index * output_image_length..][..output_image_length]
-                            }),
-                            ..epilogue
-                        };
-                        columns.multiply(
-                            epilogue,
-                            destination.rows(
-                                index * output_pixels,
-                                output_pixels,
-                                self.out_channels,
-                            ),
-                        );
-                    }
-                    return Ok(());
-                }
-                let columns = grown(&mut scratch.columns, output_pixels * depth);
-                for index in 0..batch {
-                    let image = &image[index * image_length..][..image_length];
+                        chunked.multiply(epilogue, rows);
+                        continue;
+                    };
                     // Rows in parallel, in chunks of tens of thousands of bytes.
                     let rows_per_task =
                         threading::balanced_rows_per_task(output_pixels, depth, 1 << 16);
@@ -568,14 +564,6 @@ impl PackedConv2dInt8 {
                         rows: output_pixels,
                         stride: depth,
                     };
-                    let epilogue = Int8Epilogue {
-                        residual: epilogue.residual.map(|residual| {
-                            &residual[index * output_image_length..][..output_image_length]
-                        }),
-                        ..epilogue
-                    };
-                    let rows =
-                        destination.rows(index * output_pixels, output_pixels, self.out_channels);
                     int8_gemm(isa, lhs, weights, epilogue, rows);
                 }
             }

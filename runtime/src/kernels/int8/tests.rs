@@ -860,7 +860,7 @@ fn quantized_buffers_are_checked() {
 
 /// A layer whose im2col rows exceed `WHOLE_COLUMNS_BYTES` (4270 pixels of 144 bytes, in two
 /// images) builds and multiplies them a chunk at a time: against the reference on every
-/// instruction set, with a residual, and its bytes for a next layer are those the next layer
+/// instruction set, in both layouts, with a residual, and its bytes for a next layer are those the next layer
 /// makes of its f32 values (the next layer's outputs are bit-identical).
 #[test]
 fn large_images_multiply_in_chunks() {
@@ -891,6 +891,12 @@ fn large_images_multiply_in_chunks() {
     };
     assert!(h * w * 9 * c > super::conv::WHOLE_COLUMNS_BYTES);
     check_conv_case(&case).unwrap();
+    // The same layer over NCHW images, whose channels-last result is then transposed.
+    check_conv_case(&ConvCase {
+        channels_last: false,
+        ..case
+    })
+    .unwrap();
     let layers = [
         chain_conv(
             ChainLayer::Full { stride: 1 },
