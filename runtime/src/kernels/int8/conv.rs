@@ -46,37 +46,6 @@ pub enum Int8Output<'a> {
     },
 }
 
-/// Where one call's results go, once checked.
-enum Target<'a> {
-    Float(&'a mut [f32]),
-    Quantized {
-        bytes: &'a mut [u8],
-        quantization: ActivationQuantization,
-        row_stride: usize,
-    },
-}
-
-impl Target<'_> {
-    /// Output pixels `first..first + count` (of all images, channels-last), as a GEMM output
-    /// of `channels` columns.
-    fn rows(&mut self, first: usize, count: usize, channels: usize) -> GemmOutput<'_> {
-        match self {
-            Target::Float(values) => {
-                GemmOutput::Float(&mut values[first * channels..][..count * channels])
-            }
-            Target::Quantized {
-                bytes,
-                quantization,
-                row_stride,
-            } => GemmOutput::Quantized {
-                bytes: &mut bytes[first * *row_stride..][..count * *row_stride],
-                row_stride: *row_stride,
-                quantization: *quantization,
-            },
-        }
-    }
-}
-
 /// im2col bytes of one image above which a layer builds its columns a chunk of output pixels at
 /// a time, each chunk multiplied while it is in cache (ResNet-18's 56x56 3x3 layers have 1.8 MB,
 /// which written whole and read back from memory cost a fifth of the layer's time).
@@ -457,22 +426,22 @@ impl PackedConv2dInt8 {
         let output_length = batch * output_pixels * self.out_channels;
         let mut nchw_output = None;
         let (epilogue, mut destination) = match target {
-            Target::Float(values) if self.channels_last => (
+            GemmOutput::Float(values) if self.channels_last => (
                 Int8Epilogue {
                     residual,
                     activation: self.activation,
                 },
-                Target::Float(values),
+                GemmOutput::Float(values),
             ),
             // NCHW: a channels-last result in the staging buffer, finished by the transpose.
-            Target::Float(values) => {
+            GemmOutput::Float(values) => {
                 nchw_output = Some(values);
                 (
                     Int8Epilogue::default(),
-                    Target::Float(grown(&mut scratch.staging, output_length)),
+                    GemmOutput::Float(grown(&mut scratch.staging, output_length)),
                 )
             }
-            quantized @ Target::Quantized { .. } => (
+            quantized @ GemmOutput::Quantized { .. } => (
                 Int8Epilogue {
                     residual: None,
                     activation: self.activation,
@@ -584,7 +553,7 @@ impl PackedConv2dInt8 {
         residual: Option<&[f32]>,
         output: Int8Output<'a>,
         output_shape: [usize; 4],
-    ) -> KernelResult<Target<'a>> {
+    ) -> KernelResult<GemmOutput<'a>> {
         let quantized = !matches!(
             (input, &output),
             (Int8Input::Float(_), Int8Output::Float(_))
@@ -598,26 +567,25 @@ impl PackedConv2dInt8 {
         let [batch, in_h, in_w, _] = self.as_nhwc(input_shape);
         let [_, out_h, out_w, _] = self.as_nhwc(output_shape);
         let output_elements = checked_element_count("conv", &output_shape)?;
-        let input_values = match input {
-            Int8Input::Float(values) => {
-                check_length(
-                    "conv",
-                    "input",
-                    checked_element_count("conv", &input_shape)?,
-                    values.len(),
-                )?;
-                None
-            }
-            Int8Input::Quantized(bytes) => Some(bytes.len()),
-        };
-        if let Some(length) = input_values {
-            let needed =
-                checked_element_count("conv", &[batch, in_h, in_w, self.input_row_stride()])?;
-            if length < needed {
-                return Err(invalid_parameter(
-                    "conv",
-                    format!("a quantized input of {length} bytes, where the layer reads {needed}"),
-                ));
+        match input {
+            Int8Input::Float(values) => check_length(
+                "conv",
+                "input",
+                checked_element_count("conv", &input_shape)?,
+                values.len(),
+            )?,
+            Int8Input::Quantized(bytes) => {
+                let needed =
+                    checked_element_count("conv", &[batch, in_h, in_w, self.input_row_stride()])?;
+                if bytes.len() < needed {
+                    return Err(invalid_parameter(
+                        "conv",
+                        format!(
+                            "a quantized input of {} bytes, where the layer reads {needed}",
+                            bytes.len()
+                        ),
+                    ));
+                }
             }
         }
         if let Some(residual) = residual {
@@ -626,7 +594,7 @@ impl PackedConv2dInt8 {
         match output {
             Int8Output::Float(values) => {
                 check_length("conv", "output", output_elements, values.len())?;
-                Ok(Target::Float(values))
+                Ok(GemmOutput::Float(values))
             }
             Int8Output::QuantizedFor { next, bytes } => {
                 let (quantization, row_stride) = next.quantized_input_layout();
@@ -649,7 +617,7 @@ impl PackedConv2dInt8 {
                         ),
                     ));
                 }
-                Ok(Target::Quantized {
+                Ok(GemmOutput::Quantized {
                     bytes,
                     quantization,
                     row_stride,

@@ -164,6 +164,26 @@ pub(crate) enum GemmOutput<'a> {
     },
 }
 
+impl GemmOutput<'_> {
+    /// Rows `first..first + count` of an output of `cols` columns.
+    pub(crate) fn rows(&mut self, first: usize, count: usize, cols: usize) -> GemmOutput<'_> {
+        match self {
+            GemmOutput::Float(values) => {
+                GemmOutput::Float(&mut values[first * cols..][..count * cols])
+            }
+            GemmOutput::Quantized {
+                bytes,
+                row_stride,
+                quantization,
+            } => GemmOutput::Quantized {
+                bytes: &mut bytes[first * *row_stride..][..count * *row_stride],
+                row_stride: *row_stride,
+                quantization: *quantization,
+            },
+        }
+    }
+}
+
 /// `output = epilogue(s_x * s_w[c] * (A * B - zp * colsum) + bias)`, on the pool. A quantized
 /// output takes no residual.
 pub(crate) fn int8_gemm(
@@ -333,8 +353,9 @@ impl TileSink for FloatSink<'_> {
 }
 
 /// The sink of a quantized output: each tile's f32 results, computed by the same epilogue as
-/// `FloatSink`'s into a buffer on the stack, then quantized into the bytes. The bytes are those
-/// the next layer would make of `FloatSink`'s output.
+/// `FloatSink`'s, quantized into the bytes (in the tile kernel, or through a buffer on the stack
+/// when a non-clamp activation runs on the f32 values first). The bytes are those the next layer
+/// would make of `FloatSink`'s output.
 struct QuantizedSink<'a> {
     bytes: SharedBytes,
     row_stride: usize,

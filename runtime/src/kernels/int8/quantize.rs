@@ -100,8 +100,8 @@ pub(crate) fn quantize_slice(
     quantize_slice_body(input, output, quantization);
 }
 
-/// Thirty-two values at a time: `x * (1 / scale)` rounded to the nearest even (`vroundps`), plus the
-/// zero point, clamped to `0..=255` in f32 (`max` first, with 0 as its second operand, so NaN
+/// Thirty-two values at a time: `x * (1 / scale)` rounded to the nearest even (`vroundps`), plus
+/// the zero point, clamped to `0..=255` in f32 (`max` first, with 0 as its second operand, so NaN
 /// becomes 0 as in the scalar function), converted exactly and packed to bytes. Every step is
 /// the scalar function's, so the bytes are the same.
 #[cfg(target_arch = "x86_64")]
