@@ -699,10 +699,17 @@ impl BenchReport {
                 _ => String::new(),
             }
         ));
-        let cells: Vec<[String; 6]> = rows
+        // Integer operations get their own column when a shown layer has any.
+        let integer = rows.iter().any(|layer| layer.ops > 0);
+        let rate = |rate: Option<f64>, count: u64| {
+            rate.filter(|_| count > 0)
+                .map(|rate| format!("{rate:.2}"))
+                .unwrap_or_default()
+        };
+        let cells: Vec<Vec<String>> = rows
             .iter()
             .map(|layer| {
-                [
+                let mut cells = vec![
                     format!("{} ({})", layer.name, layer.op),
                     group_digits(layer.macs),
                     group_digits(layer.flops),
@@ -711,29 +718,10 @@ impl BenchReport {
                         .share
                         .map(|share| format!("{:.1}%", share * 100.0))
                         .unwrap_or_default(),
-                    layer
-                        .gflops
-                        .filter(|_| layer.flops > 0)
-                        .map(|gflops| format!("{gflops:.2}"))
-                        .unwrap_or_default(),
-                ]
-            })
-            .collect();
-        // Integer operations get their own column when a shown layer has any.
-        let integer = rows.iter().any(|layer| layer.ops > 0);
-        let cells: Vec<Vec<String>> = cells
-            .into_iter()
-            .zip(&rows)
-            .map(|(cells, layer)| {
-                let mut cells = cells.to_vec();
+                    rate(layer.gflops, layer.flops),
+                ];
                 if integer {
-                    cells.push(
-                        layer
-                            .gops
-                            .filter(|_| layer.ops > 0)
-                            .map(|gops| format!("{gops:.2}"))
-                            .unwrap_or_default(),
-                    );
+                    cells.push(rate(layer.gops, layer.ops));
                 }
                 cells
             })
@@ -742,7 +730,8 @@ impl BenchReport {
         if integer {
             headers.push("GOP/s (int)");
         }
-        let mut widths: Vec<usize> = headers.iter().map(|header| header.len()).collect();
+        let headers: Vec<String> = headers.into_iter().map(String::from).collect();
+        let mut widths: Vec<usize> = headers.iter().map(String::len).collect();
         for row in &cells {
             for (width, cell) in widths.iter_mut().zip(row) {
                 *width = (*width).max(cell.chars().count());
@@ -759,12 +748,7 @@ impl BenchReport {
             }
             text.trim_end().to_string() + "\n"
         };
-        out.push_str(&line(
-            &headers
-                .iter()
-                .map(|header| header.to_string())
-                .collect::<Vec<_>>(),
-        ));
+        out.push_str(&line(&headers));
         out.push_str(&format!(
             "{}\n",
             "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1))
