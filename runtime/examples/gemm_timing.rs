@@ -11,8 +11,10 @@
 //! `avx2`, `avx512`, or a comma-separated list) caps the micro-kernel as `set_max_isa` does; with
 //! a list, the caps take turns call after call in this one process, so their figures share the
 //! machine's load. `--weights-left` times the product the way convolution runs it: A (the weight,
-//! `m x k`) packed once and B (`k x n`, the im2col matrix) packed during the call. The output is
-//! one line per cap: `median_seconds=<s> median_cpu_seconds=<s> gflops=<GFLOP/s>
+//! `m x k`) packed once and B (`k x n`, the im2col matrix) packed during the call. `--copies N`
+//! packs N copies of the weight and takes them in turn, so that with enough of them each call
+//! streams its weight from memory as a layer of a whole network does (one weight stays in the
+//! caches from call to call). The output is one line per cap: `median_seconds=<s> median_cpu_seconds=<s> gflops=<GFLOP/s>
 //! cpu_gflops=<GFLOP/s> kernel=<name>`, the CPU time being the calling thread's (the whole call's
 //! on one thread).
 
@@ -75,10 +77,19 @@ fn main() {
         .map(|index| ((index * 11 % 17) as f32 - 8.0) / 17.0)
         .collect();
     let mut c = vec![0.0f32; rows * cols];
+    // `--copies N` packs N copies of the weight and takes them in turn, call after call: with
+    // enough of them they do not fit in the caches, and each call streams its weight from
+    // memory, as a layer of a whole network does.
+    let copies = number("--copies", 1).max(1);
     // Weights on the right (`linear`): B packed once, A packed per call. On the left (a
     // convolution, `W * im2col(x)`): A packed once, B packed per call by the tasks.
-    let packed_b = PackedMatrix::from_matrix(MatrixRef::row_major(&b, depth, cols).unwrap());
-    let packed_a = PackedLhsMatrix::from_matrix(MatrixRef::row_major(&a, rows, depth).unwrap());
+    let packed_bs: Vec<PackedMatrix> = (0..if weights_on_the_left { 1 } else { copies })
+        .map(|_| PackedMatrix::from_matrix(MatrixRef::row_major(&b, depth, cols).unwrap()))
+        .collect();
+    let mut next_copy = 0;
+    let packed_as: Vec<PackedLhsMatrix> = (0..if weights_on_the_left { copies } else { 1 })
+        .map(|_| PackedLhsMatrix::from_matrix(MatrixRef::row_major(&a, rows, depth).unwrap()))
+        .collect();
     let options = match epilogue_name.as_str() {
         "none" => GemmOptions::default(),
         "bias" => GemmOptions {
@@ -100,9 +111,13 @@ fn main() {
     let b_matrix = MatrixRef::row_major(&b, depth, cols).unwrap();
     let mut run = || {
         if weights_on_the_left {
-            gemm((&packed_a).into(), b_matrix.into(), &mut c, cols, &options).unwrap();
+            let packed_a = &packed_as[next_copy % packed_as.len()];
+            next_copy = (next_copy + 1) % copies;
+            gemm(packed_a.into(), b_matrix.into(), &mut c, cols, &options).unwrap();
         } else {
-            gemm(a_matrix.into(), (&packed_b).into(), &mut c, cols, &options).unwrap();
+            let packed_b = &packed_bs[next_copy % packed_bs.len()];
+            next_copy = (next_copy + 1) % copies;
+            gemm(a_matrix.into(), packed_b.into(), &mut c, cols, &options).unwrap();
         }
         black_box(&c);
     };

@@ -49,6 +49,18 @@ fn prefetch<T>(address: *const T) {
     }
 }
 
+/// Fetches the cache line at `address` into L2 (and L3), not L1: for data needed a little
+/// later, which should not push out what L1 holds now. A hint, like `prefetch`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn prefetch_l2<T>(address: *const T) {
+    // SAFETY: As for `prefetch`.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(address.cast::<i8>())
+    }
+}
+
 pub(crate) use driver::{
     RhsSource, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
 };

@@ -193,3 +193,43 @@ impl GemmKernels {
         }
     }
 }
+
+/// Fetches the B panel after a strip's own into L2 while the strip runs, a share of its lines
+/// before each of the strip's tiles. Packed panels lie next to each other (the next one starts
+/// `depth * NR` floats on, in the same block or at the start of the next), so the weights of a
+/// `linear` layer, streamed from memory when a whole network's weights do not fit in the
+/// caches, are on their way before the next strip's first tile needs them: that tile would
+/// otherwise wait for all of its panel, and the prefetcher in hardware does not run ahead
+/// across the panel's pages. Past the last panel the addresses are not B's; a prefetch is only
+/// a hint and never faults, so they cost a few cycles and nothing else.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct NextPanelPrefetch {
+    next_panel: *const f32,
+    /// The panel's lines (one step of `NR = 16` floats is one 64-byte line), `depth` in all.
+    lines: usize,
+    lines_per_tile: usize,
+    next_line: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl NextPanelPrefetch {
+    /// For a strip of `tiles` tiles over the `depth`-step panel at `b`.
+    pub(super) fn new(depth: usize, b: *const f32, tiles: usize) -> Self {
+        Self {
+            next_panel: b.wrapping_add(depth * NR),
+            lines: depth,
+            lines_per_tile: depth.div_ceil(tiles.max(1)),
+            next_line: 0,
+        }
+    }
+
+    /// Requests the next share of the lines.
+    #[inline(always)]
+    pub(super) fn before_tile(&mut self) {
+        let end = (self.next_line + self.lines_per_tile).min(self.lines);
+        for line in self.next_line..end {
+            super::prefetch_l2(self.next_panel.wrapping_add(line * NR));
+        }
+        self.next_line = end;
+    }
+}

@@ -14,7 +14,7 @@
 //! residual, clamp) to the accumulators before the one store of each row, so a tile is written
 //! once. A tile cut short on the right goes through a 16-float buffer on the stack.
 
-use super::tile::{Clamp, TileEpilogue, TileOutput};
+use super::tile::{Clamp, NextPanelPrefetch, TileEpilogue, TileOutput};
 use super::{MR, NR};
 use std::arch::x86_64::{
     __m256, _CMP_LT_OQ, _mm256_add_ps, _mm256_blendv_ps, _mm256_broadcast_ss, _mm256_cmp_ps,
@@ -160,7 +160,9 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     };
     let mut first_row = 0;
     let mut a = a;
+    let mut next_panel = NextPanelPrefetch::new(depth, b, output.rows.div_ceil(MR));
     while first_row + MR <= output.rows {
+        next_panel.before_tile();
         let tile = output.tile(first_row);
         let lhs = LhsPointer { a, a_row_stride };
         // SAFETY: Rows `first_row..first_row + MR` are a tile of the strip the caller vouched
@@ -170,6 +172,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
         a = a.wrapping_add(a_tile_step);
     }
     if first_row < output.rows {
+        next_panel.before_tile();
         let tile = output.tile(first_row);
         // SAFETY: As above, for the last, shorter tile.
         unsafe { dispatch_rows::<ROW_MAJOR_A>(depth, a, a_row_stride, b, &tile) };
@@ -256,9 +259,16 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     let mut right = [_mm256_setzero_ps(); ROWS];
     let mut a = a.a;
     let mut b = b;
+    // The next tile's packed panel of A, fetched into L2 as this one is read (see the AVX-512
+    // kernel).
+    let mut next_a = a.wrapping_add(MR * depth);
     // Unrolling by two halves the loop overhead; the tail step is a plain single step.
     let pairs = depth / 2;
     for _ in 0..pairs {
+        if !ROW_MAJOR_A {
+            super::prefetch_l2(next_a);
+            next_a = next_a.wrapping_add(2 * MR);
+        }
         // SAFETY: Step `p` reads A at `p * a_step + row_offsets[r]` for `r < ROWS` and
         // `b[p * NR..][..NR]`, and `p < depth`, so every read is inside what the caller vouched
         // for.
