@@ -203,17 +203,20 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     let mut accumulators = [_mm512_setzero_ps(); ROWS];
     let mut a = a.a;
     let mut b = b;
-    // The next tile's two packed panels of A are fetched into L2 as this tile reads its own,
-    // 48 bytes of each per pair of steps, so one prefetch per panel and pair covers every line.
-    // When A is a weight packed at load (a convolution), the strip reads each panel once and
-    // from memory, and the hardware's prefetcher does not keep up with the kernel's 48 bytes
-    // per six cycles: a 512 x 512 by 512 x 16 product ran at 60 GFLOP/s without this and 86
-    // with it. When A was packed during the call it is in L2 already, and this costs two
-    // instructions per 24 FMAs.
+    // The packed A that follows a full tile's (the strip's next tile, or after the last the
+    // first of the next block of rows) is fetched into L2 as this tile reads its own, 48 bytes
+    // of each panel per pair of steps, so one prefetch per panel and pair covers every line.
+    // When A is a weight packed at load (a convolution), a strip reads each panel once and from
+    // memory, and the hardware's prefetcher does not keep up with the kernel's 48 bytes per six
+    // cycles: a 512 x 512 by 512 x 16 product ran at 60 GFLOP/s without this and 86 with it.
+    // When A was packed during the call it is in L2 already, and this costs two instructions
+    // per 24 FMAs. A short tile is the last of A: nothing of A follows it. The condition is a
+    // constant: a flag tested in the loop made the kernel 40% slower.
+    let prefetch_next = ROWS == TILE_ROWS && !ROW_MAJOR_A;
     let mut next_a = a.wrapping_add(TILE_ROWS * depth);
     // Unrolling by two halves the loop overhead; the tail step is a plain single step.
     for _ in 0..depth / 2 {
-        if !ROW_MAJOR_A {
+        if prefetch_next {
             super::prefetch_l2(next_a);
             super::prefetch_l2(next_a.wrapping_add(MR * depth));
             next_a = next_a.wrapping_add(2 * MR);

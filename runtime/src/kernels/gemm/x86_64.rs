@@ -259,13 +259,14 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     let mut right = [_mm256_setzero_ps(); ROWS];
     let mut a = a.a;
     let mut b = b;
-    // The next tile's packed panel of A, fetched into L2 as this one is read (see the AVX-512
-    // kernel).
+    // The packed panel of A after a full tile's, fetched into L2 as this one is read (see the
+    // AVX-512 kernel).
+    let prefetch_next = ROWS == MR && !ROW_MAJOR_A;
     let mut next_a = a.wrapping_add(MR * depth);
     // Unrolling by two halves the loop overhead; the tail step is a plain single step.
     let pairs = depth / 2;
     for _ in 0..pairs {
-        if !ROW_MAJOR_A {
+        if prefetch_next {
             super::prefetch_l2(next_a);
             next_a = next_a.wrapping_add(2 * MR);
         }
