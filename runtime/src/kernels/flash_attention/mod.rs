@@ -41,31 +41,69 @@ pub use layout::BlockSparseLayout;
 /// percent of each other here (AVX2, 64 KiB L1, 1 MiB L2 per core); 32 was 15% slower.
 pub const DEFAULT_BLOCK_SIZE: usize = 96;
 
+/// Up to this many keys (and queries), a dense call takes them all as one block: an encoder's
+/// 128 tokens in blocks of 96 cost two key blocks of 96 and 32 per query block, the online
+/// softmax rescaling its state between them (598 µs against 529 µs for one block of 128,
+/// MiniLM's 12 heads of 32, one thread, `cargo bench -p nnc-runtime --bench encoder_attention`).
+pub const SINGLE_BLOCK_MAX_LEN: usize = 128;
+
+/// The block size `FlashAttentionWorkspace::new` gives dense calls (no layout) of `shape`: one
+/// block for short sequences when there are heads enough for every thread, else
+/// `DEFAULT_BLOCK_SIZE`.
+pub fn dense_block_size(shape: &AttentionShape) -> usize {
+    let longest = shape.query_len.max(shape.key_len);
+    let heads = shape.batch * shape.n_heads;
+    if longest <= SINGLE_BLOCK_MAX_LEN && heads >= threading::parallel_width() {
+        longest.max(1)
+    } else {
+        DEFAULT_BLOCK_SIZE
+    }
+}
+
 /// Scratch memory of `flash_attention`, owned by the caller and reused across calls: per
 /// thread, the packed keys and values of one (batch, key/value head) and the tiles of one query
 /// block.
 ///
 /// The constructors size it for one shape, one block size and the current thread count
 /// (`crate::num_threads`); a call with more keys, a larger block size or more threads grows it
-/// once.
+/// once. The block size is also the one dense calls (no layout) through it use, so that the
+/// calls of a KV cache, whose key length changes from step to step, keep the block size of the
+/// largest step the workspace was made for, and never grow it.
 #[derive(Clone, Debug, Default)]
 pub struct FlashAttentionWorkspace {
     slots: Vec<SlotScratch>,
+    /// The block size of dense calls; 0 (a `Default` workspace) means `DEFAULT_BLOCK_SIZE`.
+    dense_block_size: usize,
 }
 
 impl FlashAttentionWorkspace {
-    /// A workspace for dense calls of `shape` (block size `DEFAULT_BLOCK_SIZE`).
+    /// A workspace for dense calls of `shape` (block size `dense_block_size(shape)`) and of
+    /// smaller shapes.
     pub fn new(shape: &AttentionShape) -> Self {
-        Self::with_block_size(shape, DEFAULT_BLOCK_SIZE)
+        Self::with_block_size(shape, dense_block_size(shape))
     }
 
-    /// A workspace for calls of `shape` with layouts of `block_size`.
+    /// A workspace for calls of `shape` with layouts of `block_size`, and dense calls in blocks
+    /// of `block_size`.
     pub fn with_block_size(shape: &AttentionShape, block_size: usize) -> Self {
-        let mut workspace = Self::default();
-        let sizes = SlotSizes::new(shape, block_size.max(1));
-        let plan = WorkPlan::new(shape, block_size.max(1));
+        let block_size = block_size.max(1);
+        let mut workspace = Self {
+            dense_block_size: block_size,
+            ..Self::default()
+        };
+        let sizes = SlotSizes::new(shape, block_size);
+        let plan = WorkPlan::new(shape, block_size);
         workspace.prepare(&sizes, plan.slots);
         workspace
+    }
+
+    /// The block size of dense calls through this workspace.
+    pub fn dense_block_size(&self) -> usize {
+        if self.dense_block_size == 0 {
+            DEFAULT_BLOCK_SIZE
+        } else {
+            self.dense_block_size
+        }
     }
 
     /// The bytes it holds.
@@ -95,7 +133,7 @@ impl FlashAttentionWorkspace {
 /// kept blocks are visited (its block size is used, and it must have been built for
 /// `shape.query_len` queries and `shape.key_len` keys), and `options.mask` is evaluated only
 /// inside its partial blocks; without one, every key block is visited in blocks of
-/// `DEFAULT_BLOCK_SIZE` and `options.mask` is evaluated everywhere.
+/// `workspace.dense_block_size()` and `options.mask` is evaluated everywhere.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention(
     q: &[f32],
@@ -121,7 +159,7 @@ pub fn flash_attention(
             }
             layout.block_size
         }
-        None => DEFAULT_BLOCK_SIZE,
+        None => workspace.dense_block_size(),
     };
     if output.is_empty() {
         return Ok(());
@@ -450,7 +488,9 @@ impl Problem<'_> {
         let options = self.options;
         let block_size = self.block_size;
         let key_start = key_block * block_size;
-        let keys = block_size.min(key_len - key_start);
+        // The keys of the block, and the values' panels' stride (see `pack_keys_and_values`).
+        let block_keys = block_size.min(key_len - key_start);
+        let mut keys = block_keys;
         // The causal mask: query row `i` sees keys `j <= offset + i`.
         let mut causal_partial = false;
         if options.causal {
@@ -461,16 +501,18 @@ impl Problem<'_> {
             }
             causal_partial = key_start + keys - 1 > first_row_limit;
         }
+        // Padded keys at the end of the block (a batch's shorter sequences) are left out of
+        // both products; only padding between kept keys is masked score by score.
         let padding = options
             .key_padding_mask
-            .map(|mask| &mask[block.batch * key_len + key_start..][..keys]);
+            .map(|mask| &mask[block.batch * key_len + key_start..][..block_keys]);
         let padding_partial = match padding {
             Some(padding) => {
-                let kept = padding.iter().filter(|&&keep| keep != 0).count();
-                if kept == 0 {
+                let Some(last_kept) = padding.iter().rposition(|&keep| keep != 0) else {
                     return;
-                }
-                kept < keys
+                };
+                keys = last_kept + 1;
+                padding[..keys].contains(&0)
             }
             None => false,
         };
@@ -514,7 +556,7 @@ impl Problem<'_> {
                 }
             }
             if padding_partial && let Some(padding) = padding {
-                for (score, &keep) in scores.iter_mut().zip(padding) {
+                for (score, &keep) in scores.iter_mut().zip(&padding[..keys]) {
                     if keep == 0 {
                         *score = f32::NEG_INFINITY;
                     }
@@ -542,7 +584,7 @@ impl Problem<'_> {
             for (value_panel, first_column) in (0..head_dim).step_by(NR).enumerate() {
                 let columns = NR.min(head_dim - first_column);
                 let value_panel_data =
-                    &slot.packed_values[value_block_start + value_panel * keys * NR..];
+                    &slot.packed_values[value_block_start + value_panel * block_keys * NR..];
                 let tile = &mut slot.accumulator[row_panel * MR * head_dim + first_column..];
                 run_row_major_tile(
                     self.row_major_kernel,

@@ -321,6 +321,138 @@ fn agrees_with_the_plain_kernel_for_every_thread_count() {
 }
 
 #[test]
+fn short_sequences_are_one_block_and_a_cache_keeps_its_block_size() {
+    let _guard = crate::test_support::lock_thread_count();
+    crate::set_num_threads(2);
+    let encoder = AttentionShape {
+        batch: 1,
+        query_len: 100,
+        key_len: 100,
+        n_heads: 4,
+        n_kv_heads: 4,
+        head_dim: 8,
+    };
+    assert_eq!(
+        FlashAttentionWorkspace::new(&encoder).dense_block_size(),
+        100
+    );
+    // Fewer heads than threads: blocks of the default size, which split between threads.
+    let one_head = AttentionShape {
+        n_heads: 1,
+        n_kv_heads: 1,
+        ..encoder
+    };
+    assert_eq!(
+        FlashAttentionWorkspace::new(&one_head).dense_block_size(),
+        DEFAULT_BLOCK_SIZE
+    );
+    // A KV cache's workspace, made for its largest step, keeps that step's block size for
+    // shorter ones, whose own choice would be one block (and would grow the workspace).
+    let largest = AttentionShape {
+        query_len: 16,
+        key_len: 300,
+        ..encoder
+    };
+    let mut workspace = FlashAttentionWorkspace::new(&largest);
+    assert_eq!(workspace.dense_block_size(), DEFAULT_BLOCK_SIZE);
+    let bytes = workspace.allocated_bytes();
+    for (query_len, key_len) in [(16, 16), (1, 120), (16, 128), (1, 300)] {
+        let shape = AttentionShape {
+            query_len,
+            key_len,
+            ..encoder
+        };
+        let (q, k, v) = ramp_case(shape);
+        let options = AttentionOptions {
+            causal: true,
+            query_position_offset: key_len - query_len,
+            key_padding_mask: None,
+            ..AttentionOptions::default()
+        };
+        let mut expected = vec![0.0; q.len()];
+        crate::kernels::attention::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            &shape,
+            &options,
+            &mut expected,
+        )
+        .unwrap();
+        let mut output = vec![0.0; q.len()];
+        flash_attention(
+            &q,
+            &k,
+            &v,
+            &shape,
+            &options,
+            None,
+            &mut output,
+            &mut workspace,
+        )
+        .unwrap();
+        assert_max_abs_error(&output, &expected, 1e-4);
+        assert_eq!(
+            workspace.allocated_bytes(),
+            bytes,
+            "{query_len} x {key_len}"
+        );
+    }
+    crate::set_num_threads(0);
+}
+
+#[test]
+fn trailing_padding_is_left_out_and_inner_padding_masked() {
+    // Two sequences of a batch: the first padded at its end (the keys left out of both
+    // products), the second with padding inside and at its end; one block of 40 keys, and
+    // blocks of 16 whose last ones are wholly padding.
+    let shape = AttentionShape {
+        batch: 2,
+        query_len: 40,
+        key_len: 40,
+        n_heads: 2,
+        n_kv_heads: 2,
+        head_dim: 16,
+    };
+    let (q, k, v) = ramp_case(shape);
+    let mut padding = vec![1i64; 2 * 40];
+    padding[23..40].fill(0);
+    padding[40 + 5] = 0;
+    padding[40 + 17..40 + 19].fill(0);
+    padding[40 + 30..].fill(0);
+    let options = AttentionOptions {
+        key_padding_mask: Some(&padding),
+        ..AttentionOptions::default()
+    };
+    let mut expected = vec![0.0; q.len()];
+    crate::kernels::attention::scaled_dot_product_attention(
+        &q,
+        &k,
+        &v,
+        &shape,
+        &options,
+        &mut expected,
+    )
+    .unwrap();
+    for block_size in [40, 16] {
+        let mut workspace = FlashAttentionWorkspace::with_block_size(&shape, block_size);
+        let mut output = vec![0.0; q.len()];
+        flash_attention(
+            &q,
+            &k,
+            &v,
+            &shape,
+            &options,
+            None,
+            &mut output,
+            &mut workspace,
+        )
+        .unwrap();
+        assert_max_abs_error(&output, &expected, 1e-5);
+    }
+}
+
+#[test]
 fn only_partial_blocks_of_the_layout_evaluate_the_element_mask() {
     let _guard = crate::test_support::lock_thread_count();
     let shape = AttentionShape {
