@@ -1,4 +1,4 @@
-//! NCHW convolution throughput on ResNet-18's layer shapes at batch 1, at one and two threads,
+//! NCHW convolution throughput on ResNet-18's layer shapes (and MobileNetV2's stem) at batch 1, at one and two threads,
 //! set against the GEMM of the same `m x k x n` with both operands packed beforehand (the speed
 //! a convolution would have if its im2col matrix cost nothing).
 //!
@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 /// A layer: name, channels in, channels out, input size, kernel, stride, padding.
 type Layer = (&'static str, usize, usize, usize, usize, usize, usize);
 
-const LAYERS: [Layer; 7] = [
+const LAYERS: [Layer; 8] = [
     ("stem7x7_s2_c3_c64_224", 3, 64, 224, 7, 2, 3),
+    // MobileNetV2's stem.
+    ("stem3x3_s2_c3_c32_224", 3, 32, 224, 3, 2, 1),
     ("conv3x3_c64_56", 64, 64, 56, 3, 1, 1),
     ("conv3x3_s2_c64_c128_56", 64, 128, 56, 3, 2, 1),
     ("conv1x1_s2_c64_c128_56", 64, 128, 56, 1, 2, 0),

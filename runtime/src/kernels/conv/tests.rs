@@ -386,6 +386,54 @@ proptest! {
     }
 }
 
+/// Every panel of stride-2 convolutions of wide images (the stems of ResNet-18 and MobileNetV2,
+/// whose whole panels of sixteen pixels read every other float of one input row), against the
+/// materialized im2col matrix.
+#[test]
+fn wide_stride_two_panels_match_materialized_im2col() {
+    let (channels, in_h, in_w) = (3, 9, 71);
+    let input: Vec<f32> = (0..channels * in_h * in_w)
+        .map(|i| ((i * 7919) % 1009) as f32 / 100.0 - 5.0)
+        .collect();
+    for (kernel, padding) in [(3, 1), (3, 0), (7, 3), (1, 0)] {
+        let options = Conv2dOptions {
+            stride: [2, 2],
+            padding: [padding, padding],
+            ..Conv2dOptions::default()
+        };
+        let out_h = convolved_size(in_h, kernel, options, 0).unwrap();
+        let out_w = convolved_size(in_w, kernel, options, 1).unwrap();
+        let geometry = Geometry::new(
+            [1, channels, in_h, in_w],
+            [1, 1, out_h, out_w],
+            [kernel, kernel],
+            options,
+        );
+        let source = ImagePanels {
+            input: &input,
+            geometry: &geometry,
+        };
+        let rows = channels * kernel * kernel;
+        let columns = out_h * out_w;
+        for first_column in 0..columns {
+            let width = NR.min(columns - first_column);
+            let mut panel = vec![f32::NAN; rows * NR];
+            source.pack_panel(0, rows, first_column, width, &mut panel);
+            for row in 0..rows {
+                for position in 0..width {
+                    let expected = im2col_element(&input, &geometry, row, first_column + position);
+                    assert_eq!(
+                        panel[row * NR + position].to_bits(),
+                        expected.to_bits(),
+                        "kernel {kernel}, row {row}, column {}",
+                        first_column + position
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn larger_convolutions_match_reference() {
     // Large enough for the GEMM to split across threads and to cross a KC block.
