@@ -3,7 +3,8 @@
 //! become one node of the private domain [`DOMAIN`], which [`translate`] turns into one `.nn` layer.
 //!
 //! - attention: `Reshape`/`Transpose` into heads, `MatMul(q, kᵀ)`, `Mul`/`Div` by the scale,
-//!   `Add` of a causal constant mask and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`),
+//!   `Add` of a constant mask (causal and/or a sparse pattern, read back by [`mask_pattern`])
+//!   and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`),
 //!   `Softmax`, `MatMul(·, v)`, `Transpose`/`Reshape` back (with `Expand` repeating key/value heads
 //!   for grouped queries) is `attention(q, k, v, heads = ...)`;
 //! - `ReduceMean`/`Sub`/`Pow`/`ReduceMean`/`Add(eps)`/`Sqrt`/`Div` [`Mul(weight)`] [`Add(bias)`]
@@ -13,8 +14,8 @@
 //!   a slice of a position table added to the embeddings is `position_embedding`, and a `MatMul`
 //!   by a transposed initializer is a `linear` layer that keeps the initializer's name.
 //!
-//! A pattern matches only when its constants are exactly the layer's (a scalar eps, a causal mask
-//! that is causal, tables of one theta) and nothing outside it reads its intermediate values. The
+//! A pattern matches only when its constants are exactly the layer's (a scalar eps, a constant mask
+//! that some causal and sparse pattern keeps exactly, tables of one theta) and nothing outside it reads its intermediate values. The
 //! patterns are tried from the last node to the first, so that the largest one that ends at a node
 //! wins (a layer norm with its bias, not without). Shapes are known only during the translation:
 //! when they do not fit, the fused node is refused and its original nodes, kept in
@@ -24,9 +25,11 @@ use std::collections::{HashMap, HashSet};
 
 use super::attributes as attr;
 use super::fold;
+use super::mask_pattern::{MaskPattern, mask_pattern};
 use super::program::{Arg, Expr, Operand};
 use super::tensor::{Constant, decode_tensor};
 use super::translate::{Known, NodeError, Translator};
+use crate::ir::SparsePattern;
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
 
 /// The domain of the nodes that stand for recognized layers.
@@ -392,6 +395,7 @@ fn translate_attention(
     if causal != 0 {
         args.push(Arg::keyword("causal", Arg::Bool(true)));
     }
+    args.extend(pattern_arguments(node, queries, keys)?);
     if let Some(mask) = mask {
         args.push(Arg::keyword("mask", Arg::Value(mask)));
     }
@@ -954,8 +958,8 @@ fn root_mean_square(view: &View<'_>, root: &str, x: &str) -> Option<(Vec<usize>,
 #[derive(Default)]
 struct Mask<'g> {
     nodes: Vec<usize>,
-    /// The positions of a causal mask.
-    causal: Option<usize>,
+    /// The constant part: its `[queries, keys]` and the causal mask and sparse pattern it keeps.
+    constant: Option<(usize, usize, MaskPattern)>,
     /// The key padding mask input and the target of the `Reshape` to `[batch, 1, 1, keys]`.
     padding: Option<(&'g str, Vec<i64>)>,
 }
@@ -965,8 +969,9 @@ fn is_masked(value: f32) -> bool {
     value <= -1e4
 }
 
-/// The additive mask `name`: a constant (causal, or all zeros), a key padding mask, or the `Min`
-/// of a causal constant and a padding mask.
+/// The additive mask `name`: a constant (all zeros, or 0 where kept and masked elsewhere in the
+/// pairs of a causal mask and/or a sparse pattern), a key padding mask, or the `Min` of such a
+/// constant and a padding mask.
 fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
     if let Some(constant) = view.constant(name) {
         let shape = &constant.shape;
@@ -978,19 +983,19 @@ fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
         if values.iter().all(|&v| v == 0.0) {
             return Some(Mask::default());
         }
-        let causal = queries == keys
-            && (0..queries).all(|q| {
-                (0..keys).all(|k| {
-                    let value = values[q * keys + k];
-                    if k <= q {
-                        value == 0.0
-                    } else {
-                        is_masked(value)
-                    }
-                })
-            });
-        return causal.then(|| Mask {
-            causal: Some(queries),
+        let keep: Option<Vec<bool>> = values
+            .iter()
+            .map(|&value| {
+                if value == 0.0 {
+                    Some(true)
+                } else {
+                    is_masked(value).then_some(false)
+                }
+            })
+            .collect();
+        let pattern = mask_pattern(&keep?, queries, keys)?;
+        return Some(Mask {
+            constant: Some((queries, keys, pattern)),
             ..Default::default()
         });
     }
@@ -999,13 +1004,13 @@ fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
         return [(a, b), (b, a)].into_iter().find_map(|(first, second)| {
             let constant = additive_mask(view, first)?;
             let padding = padding_mask(view, second)?;
-            constant.causal?;
+            constant.constant.as_ref()?;
             let mut nodes = constant.nodes;
             nodes.extend(padding.nodes);
             nodes.push(minimum);
             Some(Mask {
                 nodes,
-                causal: constant.causal,
+                constant: constant.constant,
                 padding: padding.padding,
             })
         });
@@ -1036,7 +1041,7 @@ fn padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
     }
     Some(Mask {
         nodes: vec![reshape, select, equal],
-        causal: None,
+        constant: None,
         padding: Some((mask, target)),
     })
 }
@@ -1193,8 +1198,11 @@ fn attention(view: &View<'_>, anchor: usize) -> Option<Found> {
         ints_attribute("v_split", v_split),
         ints_attribute("merge", merge_target),
     ];
-    if let Some(positions) = mask.causal {
-        attributes.push(int_attribute("causal", positions as i64));
+    if let Some((queries, keys, constant)) = mask.constant {
+        if constant.causal {
+            attributes.push(int_attribute("causal", queries as i64));
+        }
+        attributes.extend(pattern_attributes(queries, keys, &constant.pattern));
     }
     if let Some((padding, target)) = mask.padding {
         inputs.push(padding);
@@ -1204,6 +1212,75 @@ fn attention(view: &View<'_>, anchor: usize) -> Option<Found> {
         nodes,
         node: fused("Attention", &inputs, &view.nodes[anchor], attributes),
     })
+}
+
+/// The attributes that carry a constant mask's sparse pattern to [`translate_attention`], with the
+/// `[queries, keys]` it was read from.
+fn pattern_attributes(queries: usize, keys: usize, pattern: &SparsePattern) -> Vec<AttributeProto> {
+    if pattern.is_dense() {
+        return Vec::new();
+    }
+    let mut attributes = vec![ints_attribute(
+        "pattern_shape",
+        vec![queries as i64, keys as i64],
+    )];
+    if let Some(window) = pattern.window {
+        attributes.push(int_attribute("window", window as i64));
+        attributes.push(int_attribute("dilation", pattern.dilation as i64));
+    }
+    if !pattern.global_tokens.is_empty() {
+        let tokens = pattern.global_tokens.iter().map(|&t| t as i64).collect();
+        attributes.push(ints_attribute("global_tokens", tokens));
+    }
+    if let Some(stride) = pattern.strided {
+        attributes.push(int_attribute("strided", stride as i64));
+    }
+    if let Some(blocks) = &pattern.block_mask {
+        attributes.push(int_attribute("block_size", blocks.block_size as i64));
+        let cells = blocks.mask.iter().map(|&kept| i64::from(kept)).collect();
+        attributes.push(ints_attribute("block_mask", cells));
+    }
+    attributes
+}
+
+/// The keyword arguments of the sparse pattern that [`pattern_attributes`] wrote, for an attention
+/// of `queries` and `keys`.
+fn pattern_arguments(node: &NodeProto, queries: usize, keys: usize) -> Result<Vec<Arg>, NodeError> {
+    let Some(shape) = attr::ints(node, "pattern_shape") else {
+        return Ok(Vec::new());
+    };
+    if shape != [queries as i64, keys as i64] {
+        return Err(format!(
+            "a sparse attention mask of {shape:?} for {queries} queries and {keys} keys"
+        )
+        .into());
+    }
+    let mut args = Vec::new();
+    let window = attr::int(node, "window", 0);
+    if window > 0 {
+        args.push(Arg::keyword("window", Arg::Int(window)));
+        let dilation = attr::int(node, "dilation", 1);
+        if dilation != 1 {
+            args.push(Arg::keyword("dilation", Arg::Int(dilation)));
+        }
+    }
+    if let Some(tokens) = attr::ints(node, "global_tokens") {
+        args.push(Arg::keyword("global_tokens", Arg::Ints(tokens)));
+    }
+    let stride = attr::int(node, "strided", 0);
+    if stride > 0 {
+        args.push(Arg::keyword("strided", Arg::Int(stride)));
+    }
+    if let Some(cells) = attr::ints(node, "block_mask") {
+        let blocks_per_row = cells.len().isqrt().max(1);
+        let rows = cells.chunks(blocks_per_row).map(<[i64]>::to_vec).collect();
+        args.push(Arg::keyword(
+            "block_size",
+            Arg::Int(attr::int(node, "block_size", 1)),
+        ));
+        args.push(Arg::keyword("block_mask", Arg::IntRows(rows)));
+    }
+    Ok(args)
 }
 
 /// `Slice(x, [start], [end], [axis])` with constant bounds and step 1: the node, `x`, start and end.
