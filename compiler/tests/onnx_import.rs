@@ -219,6 +219,26 @@ fn every_unsupported_node_is_listed_at_once() {
     );
 }
 
+/// Hugging Face's `(1.0 - Cast(mask)) * MIN` key padding mask, made `[batch, 1, 1, keys]` by
+/// `Unsqueeze`s before the `Cast` or by a `Reshape` after the `Mul`, is the attention's `mask`
+/// (the fixture's outputs are checked against ONNX Runtime with the others).
+#[test]
+fn hugging_face_padding_masks_are_the_attentions_mask() {
+    let bytes = std::fs::read(fixtures().join("hugging_face_padding_mask/model.onnx")).unwrap();
+    let imported = import_bytes(&bytes, &ImportOptions::default()).unwrap();
+    let source = &imported.source;
+    // Both layers come back as the same attention, so as one block called twice.
+    assert!(
+        source.contains("attention(h, y, z, heads = 2, mask = attention_mask)")
+            && source.contains("for i in 0..2 {"),
+        "{source}"
+    );
+    assert!(
+        !source.contains(" - ") && !source.contains(" * "),
+        "{source}"
+    );
+}
+
 #[test]
 fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4

@@ -4,7 +4,8 @@
 //!
 //! - attention: `Reshape`/`Transpose` into heads, `MatMul(q, kᵀ)`, `Mul`/`Div` by the scale,
 //!   `Add` of a constant mask (causal and/or a sparse pattern, read back by [`mask_pattern`])
-//!   and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`),
+//!   and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`, or Hugging Face's
+//!   `(1 - Cast(mask)) * MIN`),
 //!   `Softmax`, `MatMul(·, v)`, `Transpose`/`Reshape` back (with `Expand` repeating key/value heads
 //!   for grouped queries) is `attention(q, k, v, heads = ...)`;
 //! - `ReduceMean`/`Sub`/`Pow`/`ReduceMean`/`Add(eps)`/`Sqrt`/`Div` [`Mul(weight)`] [`Add(bias)`]
@@ -30,6 +31,7 @@ use super::program::{Arg, Expr, Operand};
 use super::tensor::{Constant, decode_tensor};
 use super::translate::{Known, NodeError, Translator};
 use crate::ir::SparsePattern;
+use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
 
 /// The domain of the nodes that stand for recognized layers.
@@ -1015,7 +1017,7 @@ fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
             })
         });
     }
-    padding_mask(view, name)
+    padding_mask(view, name).or_else(|| hugging_face_padding_mask(view, name))
 }
 
 /// `Reshape(Where(Equal(mask, 0), MASKED, 0), [batch, 1, 1, keys])`.
@@ -1044,6 +1046,92 @@ fn padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
         constant: None,
         padding: Some((mask, target)),
     })
+}
+
+/// Hugging Face's form, `(1.0 - Cast(mask)) * MIN` (BERT's `get_extended_attention_mask`), with
+/// the mask made `[batch, 1, 1, keys]` by `Unsqueeze` or `Reshape` before the `Cast` or after the
+/// `Mul`. For a mask of 0s and 1s it masks what `Where(Equal(mask, 0), MIN, 0)` masks.
+fn hugging_face_padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
+    let (mut nodes, product, outer_target) = match key_rows(view, name) {
+        Some((nodes, x, target)) => (nodes, x, Some(target)),
+        None => (Vec::new(), name, None),
+    };
+    let multiply = view.producer(product, "Mul")?;
+    let (inverted, minimum) = view.with_scalar(multiply)?;
+    if !is_masked(minimum) {
+        return None;
+    }
+    let subtract = view.producer(inverted, "Sub")?;
+    let (one, mut mask) = view.pair(subtract)?;
+    if view.scalar(one) != Some(1.0) {
+        return None;
+    }
+    nodes.extend([multiply, subtract]);
+    if let Some(cast) = view.producer(mask, "Cast") {
+        if attr::int(&view.nodes[cast], "to", 0) != DataType::Float as i64 {
+            return None;
+        }
+        nodes.push(cast);
+        mask = view.inputs(cast).first()?;
+    }
+    let target = match (outer_target, key_rows(view, mask)) {
+        (Some(target), None) => target,
+        (None, Some((inner_nodes, x, target))) => {
+            nodes.extend(inner_nodes);
+            mask = x;
+            target
+        }
+        _ => return None,
+    };
+    if view.constants.contains_key(mask) {
+        return None;
+    }
+    Some(Mask {
+        nodes,
+        constant: None,
+        padding: Some((mask, target)),
+    })
+}
+
+/// A mask `[batch, keys]` made `[batch, 1, 1, keys]`: `Reshape(x, target)`, or `Unsqueeze`s that
+/// insert axes 1 and 2 (written as the `Reshape` target `[0, 1, 1, -1]`). Returns the nodes, `x`
+/// and the target; the translation checks the shapes.
+fn key_rows<'g>(view: &View<'g>, name: &'g str) -> Option<(Vec<usize>, &'g str, Vec<i64>)> {
+    if let Some((reshape, x, target)) = view.reshape(name) {
+        return Some((vec![reshape], x, target));
+    }
+    // The unsqueezes from the last to the first, then the axes they insert, first to last.
+    let mut nodes = Vec::new();
+    let mut x = name;
+    while let Some(unsqueeze) = view.producer(x, "Unsqueeze") {
+        nodes.push(unsqueeze);
+        x = view.inputs(unsqueeze).first()?;
+    }
+    if nodes.is_empty() {
+        return None;
+    }
+    // Symbolic dimensions: 0 is batch, 1 is keys, None an inserted 1.
+    let mut dims = vec![Some(0), Some(1)];
+    for &unsqueeze in nodes.iter().rev() {
+        let node = &view.nodes[unsqueeze];
+        let axes = match attr::ints(node, "axes") {
+            Some(axes) => axes,
+            None => view.ints(view.inputs(unsqueeze).get(1)?)?,
+        };
+        let rank = (dims.len() + axes.len()) as i64;
+        let mut axes: Vec<i64> = axes
+            .iter()
+            .map(|&axis| if axis < 0 { axis + rank } else { axis })
+            .collect();
+        axes.sort_unstable();
+        for axis in axes {
+            if axis < 0 || axis as usize > dims.len() {
+                return None;
+            }
+            dims.insert(axis as usize, None);
+        }
+    }
+    (dims == [Some(0), None, None, Some(1)]).then(|| (nodes, x, vec![0, 1, 1, -1]))
 }
 
 /// Heads split from `[batch, rows, heads * head_dim]`: `Transpose(Reshape(x, [.., heads,
@@ -1537,6 +1625,53 @@ mod tests {
             fused_ops(&recognize(&graph, 17)),
             ["Div", "Erf", "Add", "Mul", "Mul"]
         );
+    }
+
+    /// Hugging Face's padding mask `(1 - Cast(mask)) * factor` reshaped to `[2, 1, 1, 5]`.
+    fn hugging_face_mask_graph(one: f32, factor: f32, unsqueeze_axes: &[i64]) -> GraphProto {
+        let mut cast = node("Cast", &["rows"], "float");
+        cast.attribute
+            .push(int_attribute("to", DataType::Float as i64));
+        let mut unsqueeze = node("Unsqueeze", &["mask"], "rows");
+        unsqueeze
+            .attribute
+            .push(ints_attribute("axes", unsqueeze_axes.to_vec()));
+        GraphProto {
+            node: vec![
+                unsqueeze,
+                cast,
+                node("Sub", &["one", "float"], "inverted"),
+                node("Mul", &["inverted", "factor"], "additive"),
+            ],
+            initializer: vec![scalar("one", one), scalar("factor", factor)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hugging_face_padding_masks_need_one_minus_the_mask_times_a_masking_value() {
+        let found = |graph: &GraphProto| {
+            let view = View::new(graph, 11);
+            additive_mask(&view, "additive").map(|mask| {
+                let (input, target) = mask.padding.unwrap_or_default();
+                (mask.nodes.len(), input.to_string(), target)
+            })
+        };
+        let graph = hugging_face_mask_graph(1.0, f32::MIN, &[1, 2]);
+        assert_eq!(found(&graph), Some((4, "mask".into(), vec![0, 1, 1, -1])));
+        let graph = hugging_face_mask_graph(1.0, -10000.0, &[-3, -2]);
+        assert_eq!(found(&graph), Some((4, "mask".into(), vec![0, 1, 1, -1])));
+        // A factor that does not mask, 2 - mask, and axes that do not give [batch, 1, 1, keys].
+        assert_eq!(found(&hugging_face_mask_graph(1.0, -0.5, &[1, 2])), None);
+        assert_eq!(
+            found(&hugging_face_mask_graph(2.0, f32::MIN, &[1, 2])),
+            None
+        );
+        assert_eq!(
+            found(&hugging_face_mask_graph(1.0, f32::MIN, &[0, 1])),
+            None
+        );
+        assert_eq!(found(&hugging_face_mask_graph(1.0, f32::MIN, &[1])), None);
     }
 
     #[test]
