@@ -395,6 +395,26 @@ def log_softmax_math():
          17, {"x": image(2, 5, 9)})
 
 
+def pow_tensor_exponent():
+    """Pow with exponents computed at run time, broadcast: positive bases [2, 3, 4] to exponents
+    [3, 1], and bases of both signs to integer exponents [4] (a negative base with a fractional
+    exponent is NaN in both, which the relative error cannot compare)."""
+    nodes = [
+        helper.make_node("Pow", ["a", "b"], ["y"], name="/y/Pow"),
+        helper.make_node("Pow", ["c", "e"], ["z"], name="/z/Pow"),
+    ]
+    feeds = {
+        "a": RNG.uniform(0.2, 2.0, (2, 3, 4)).astype(np.float32),
+        "b": RNG.uniform(-2.0, 2.0, (3, 1)).astype(np.float32),
+        "c": image(2, 3, 4),
+        "e": np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32),
+    }
+    save("pow_tensor_exponent", nodes,
+         [tensor_info("a", [2, 3, 4]), tensor_info("b", [3, 1]), tensor_info("c", [2, 3, 4]),
+          tensor_info("e", [4])],
+         [tensor_info("y", [2, 3, 4]), tensor_info("z", [2, 3, 4])], [], 15, feeds)
+
+
 def real_model(root):
     path = next(pathlib.Path(root).glob("**/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -433,7 +453,7 @@ def main():
     # Cases added later draw from a generator of their own, so that adding one leaves the data
     # of the others unchanged.
     later = [resize_pytorch, resize_onnx_modes, conv_transpose, pad_modes, reductions_opset13,
-             reductions_opset18, log_softmax_math]
+             reductions_opset18, log_softmax_math, pow_tensor_exponent]
     global RNG
     for case in cases + later:
         if case in later:

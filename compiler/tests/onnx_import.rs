@@ -242,7 +242,8 @@ fn hugging_face_padding_masks_are_the_attentions_mask() {
 #[test]
 fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4
-    // does not exist; Pow's exponent is computed at run time.
+    // does not exist; Pow's exponent is a constant tensor of different numbers (a tensor computed
+    // at run time imports, as `pow(x, y)`).
     let axes = |name: &str, values: &[i64]| proto::TensorProto {
         name: Some(name.into()),
         data_type: Some(7),
@@ -253,9 +254,20 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     let nodes = vec![
         node("ReduceSum", "twice", &["x", "twice_axes"], &["a"]),
         node("ReduceMean", "outside", &["x", "outside_axes"], &["b"]),
-        node("Pow", "power", &["x", "x"], &["y"]),
+        node("Pow", "power", &["x", "exponents"], &["y"]),
     ];
-    let initializers = vec![axes("twice_axes", &[1, -3]), axes("outside_axes", &[4])];
+    let exponents = proto::TensorProto {
+        name: Some("exponents".into()),
+        data_type: Some(1),
+        dims: vec![8],
+        float_data: vec![2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0],
+        ..Default::default()
+    };
+    let initializers = vec![
+        axes("twice_axes", &[1, -3]),
+        axes("outside_axes", &[4]),
+        exponents,
+    ];
     let error =
         import_model(&model(18, nodes, initializers), &ImportOptions::default()).unwrap_err();
     let ImportError::Nodes(problems) = &error else {
@@ -272,7 +284,7 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
             ("outside", "ReduceMean: axis 4 is out of range for rank 4"),
             (
                 "power",
-                "Pow with an exponent computed at run time: nnc raises a tensor to a constant power"
+                "Pow with a constant exponent of shape [8] that is not one finite number"
             ),
         ],
         "{error}"

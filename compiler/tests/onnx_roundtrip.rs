@@ -138,7 +138,7 @@ fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
             Op::Activation(Activation::Exp) => "exp(",
             Op::Activation(Activation::Erf) => "erf(",
             Op::Activation(Activation::Abs) => "abs(",
-            Op::Activation(Activation::Pow { .. }) => "pow(",
+            Op::Activation(Activation::Pow { .. }) | Op::Binary(ir::BinaryOp::Pow) => "pow(",
             Op::LogSoftmax { .. } => "log_softmax(",
             Op::Reduce { op, .. } => match op {
                 ir::ReduceOp::Sum => "reduce_sum(",
@@ -222,6 +222,16 @@ fn reductions_and_math_functions_survive_export_and_import() {
     let source =
         round_trip(&model.name, &module.networks[0]).unwrap_or_else(|error| panic!("{error}"));
     assert!(source.contains("keepdims = true"), "{source}");
+    // `pow` by a tensor is a binary operation again, not only `pow` by a number.
+    let imported = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+    let binary_pow = Op::Binary(ir::BinaryOp::Pow);
+    assert!(
+        imported.networks[0]
+            .nodes
+            .iter()
+            .any(|(_, node)| node.op == binary_pow),
+        "{source}"
+    );
 }
 
 /// Each sparse pattern of `attention` (a dilated window, a causal window, strided with global

@@ -188,6 +188,7 @@ pub fn binary(
                 BinaryOp::Sub => left - right,
                 BinaryOp::Mul => left * right,
                 BinaryOp::Div => left / right,
+                BinaryOp::Pow => left.powf(right),
             }
         })
         .collect();

@@ -166,6 +166,7 @@ pub(super) fn lower(exporter: &mut Exporter<'_>, data: &NodeData) -> Result<Stri
                 BinaryOp::Sub => "Sub",
                 BinaryOp::Mul => "Mul",
                 BinaryOp::Div => "Div",
+                BinaryOp::Pow => "Pow",
             };
             exporter.node(op_type, &[&a, &b], vec![])
         }
