@@ -243,7 +243,7 @@ fn hugging_face_padding_masks_are_the_attentions_mask() {
 fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4
     // does not exist; Pow's exponent is a constant tensor of different numbers (a tensor computed
-    // at run time imports, as `pow(x, y)`).
+    // at run time imports, as `pow(x, y)`); ReduceL2 over no axes with noop_with_empty_axes.
     let axes = |name: &str, values: &[i64]| proto::TensorProto {
         name: Some(name.into()),
         data_type: Some(7),
@@ -255,6 +255,16 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
         node("ReduceSum", "twice", &["x", "twice_axes"], &["a"]),
         node("ReduceMean", "outside", &["x", "outside_axes"], &["b"]),
         node("Pow", "power", &["x", "exponents"], &["y"]),
+        {
+            let mut nothing = node("ReduceL2", "nothing", &["x"], &["c"]);
+            nothing.attribute.push(proto::AttributeProto {
+                name: Some("noop_with_empty_axes".into()),
+                r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+                i: Some(1),
+                ..Default::default()
+            });
+            nothing
+        },
     ];
     let exponents = proto::TensorProto {
         name: Some("exponents".into()),
@@ -285,6 +295,10 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
             (
                 "power",
                 "Pow with a constant exponent of shape [8] that is not one finite number"
+            ),
+            (
+                "nothing",
+                "ReduceL2 with noop_with_empty_axes = 1 and no axes (a reduction over nothing)"
             ),
         ],
         "{error}"

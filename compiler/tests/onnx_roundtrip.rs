@@ -144,6 +144,12 @@ fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
                 ir::ReduceOp::Sum => "reduce_sum(",
                 ir::ReduceOp::Mean => "reduce_mean(",
                 ir::ReduceOp::Max => "reduce_max(",
+                ir::ReduceOp::Min => "reduce_min(",
+                ir::ReduceOp::Prod => "reduce_prod(",
+                ir::ReduceOp::L1 => "reduce_l1(",
+                ir::ReduceOp::L2 => "reduce_l2(",
+                ir::ReduceOp::SumSquare => "reduce_sum_square(",
+                ir::ReduceOp::LogSumExp => "reduce_log_sum_exp(",
             },
             _ => continue,
         };

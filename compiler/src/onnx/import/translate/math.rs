@@ -1,4 +1,5 @@
-//! `ReduceSum`, `ReduceMean`, `ReduceMax`, `LogSoftmax` and the unary math ops (`Sqrt`, `Exp`,
+//! The Reduce ops (`ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceProd`, `ReduceL1`,
+//! `ReduceL2`, `ReduceSumSquare`, `ReduceLogSumExp`), `LogSoftmax` and the unary math ops (`Sqrt`, `Exp`,
 //! `Erf`, `Abs`, `Neg`, and `Pow` by a constant number or a tensor) on tensors computed at run
 //! time: `reduce_mean(x, axes = [2, 3], keepdims = true)`, `log_softmax(x)`, `sqrt(x)`, `-x`,
 //! `pow(x, 2.0)`, `pow(x, y)`. On constants these ops fold ([`super::fold`]); inside the layers that
@@ -7,9 +8,11 @@
 use super::{Arg, Cx, Known, NodeResult, Operand, Translator, attr, binary, call, fold};
 
 impl Translator<'_> {
-    /// `ReduceSum`, `ReduceMean` or `ReduceMax`. The axes are an attribute before opset 13
+    /// `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceProd`, `ReduceL1`, `ReduceL2`,
+    /// `ReduceSumSquare` or `ReduceLogSumExp`. The axes are an attribute before opset 13
     /// (`ReduceSum`) or 18 (the others) and an optional second input from then on; without axes
-    /// every axis is reduced, unless `noop_with_empty_axes = 1` makes the node the identity.
+    /// every axis is reduced, unless `noop_with_empty_axes = 1` makes the node the identity (for
+    /// the reductions that are the identity on one element; the others are refused).
     pub(super) fn reduce(&mut self, cx: &Cx<'_>, op: &str) -> NodeResult {
         let x = cx.tensor(0)?;
         if !self.is_float(x) {
@@ -26,6 +29,17 @@ impl Translator<'_> {
         let axes = match listed {
             Some(listed) => reduction_axes(op, &listed, rank)?,
             None if attr::int(cx.node, "noop_with_empty_axes", 0) != 0 => {
+                // ONNX's reference applies the absolute value, the square or nothing to the input
+                // of the others; nnc does not guess.
+                if !matches!(
+                    op,
+                    "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd"
+                ) {
+                    return Err(format!(
+                        "{op} with noop_with_empty_axes = 1 and no axes (a reduction over nothing)"
+                    )
+                    .into());
+                }
                 self.alias(cx.output(), x);
                 return Ok(());
             }
@@ -35,6 +49,12 @@ impl Translator<'_> {
         let function = match op {
             "ReduceSum" => "reduce_sum",
             "ReduceMean" => "reduce_mean",
+            "ReduceMin" => "reduce_min",
+            "ReduceProd" => "reduce_prod",
+            "ReduceL1" => "reduce_l1",
+            "ReduceL2" => "reduce_l2",
+            "ReduceSumSquare" => "reduce_sum_square",
+            "ReduceLogSumExp" => "reduce_log_sum_exp",
             _ => "reduce_max",
         };
         let mut args = vec![Arg::Value(x)];
