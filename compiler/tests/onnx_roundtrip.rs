@@ -268,6 +268,38 @@ network sparse(x: f32[batch, seq, dim], keep: i64[batch, seq]) -> (y: f32[batch,
     }
 }
 
+/// A constant mask that no pattern describes (a sliding window with one more pair kept) is not
+/// taken for an attention: its nodes are translated one by one, and the `Add` of a constant
+/// `[queries, keys]` tensor is reported, not imported as something else.
+#[test]
+fn a_mask_no_pattern_describes_is_reported() {
+    let source = "
+network w(x: f32[1, 6, 8]) -> (y: f32[1, 6, 8]) {
+    y = attention(x, x, x, heads = 2, window = 2)
+}
+";
+    let module = compile_to_ir(source, &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let graph = &module.networks[0];
+    let weights = interpret::random_weights(graph, 11);
+    let mut onnx = export::export(graph, &weights).unwrap();
+    let initializers = &mut onnx.graph.as_mut().unwrap().initializer;
+    let mask = initializers
+        .iter_mut()
+        .find(|tensor| tensor.dims == [6, 6])
+        .expect("the window's constant [queries, keys] mask");
+    // Query 0 also sees key 5.
+    let bytes = mask.raw_data.as_mut().unwrap();
+    bytes[5 * 4..6 * 4].copy_from_slice(&0f32.to_le_bytes());
+    let error = import_bytes(&encode_model(&onnx), &ImportOptions::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("Add with a constant tensor of shape [6, 6]"),
+        "{error}"
+    );
+}
+
 #[test]
 fn every_example_survives_export_and_import() {
     let mut checked = Vec::new();
