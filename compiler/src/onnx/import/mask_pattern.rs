@@ -357,7 +357,11 @@ mod tests {
         ) {
             let queries = if causal { keys } else { 11 };
             let keep = keep_matrix(&written, causal, queries, keys);
-            let components = [written.window.is_some(), written.strided.is_some(), written.block_mask.is_some()];
+            let components = [
+                written.window.is_some(),
+                written.strided.is_some(),
+                written.block_mask.is_some(),
+            ];
             let simple = components.iter().filter(|&&c| c).count() <= 1
                 && (written.block_mask.is_none() || written.global_tokens.is_empty());
             match mask_pattern(&keep, queries, keys) {

@@ -5,9 +5,8 @@
 //! - attention: `Reshape`/`Transpose` into heads, `MatMul(q, kᵀ)`, `Mul`/`Div` by the scale,
 //!   `Add` of a constant mask (causal and/or a sparse pattern, read back by [`mask_pattern`])
 //!   and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`, or Hugging Face's
-//!   `(1 - Cast(mask)) * MIN`),
-//!   `Softmax`, `MatMul(·, v)`, `Transpose`/`Reshape` back (with `Expand` repeating key/value heads
-//!   for grouped queries) is `attention(q, k, v, heads = ...)`;
+//!   `(1 - Cast(mask)) * MIN`), `Softmax`, `MatMul(·, v)`, `Transpose`/`Reshape` back (with
+//!   `Expand` repeating key/value heads for grouped queries) is `attention(q, k, v, heads = ...)`;
 //! - `ReduceMean`/`Sub`/`Pow`/`ReduceMean`/`Add(eps)`/`Sqrt`/`Div` [`Mul(weight)`] [`Add(bias)`]
 //!   is `layer_norm`; the same without the mean is `rms_norm`;
 //! - GELU in its erf and tanh forms is `gelu`, `x * Sigmoid(x)` is `silu`;
@@ -16,11 +15,11 @@
 //!   by a transposed initializer is a `linear` layer that keeps the initializer's name.
 //!
 //! A pattern matches only when its constants are exactly the layer's (a scalar eps, a constant mask
-//! that some causal and sparse pattern keeps exactly, tables of one theta) and nothing outside it reads its intermediate values. The
-//! patterns are tried from the last node to the first, so that the largest one that ends at a node
-//! wins (a layer norm with its bias, not without). Shapes are known only during the translation:
-//! when they do not fit, the fused node is refused and its original nodes, kept in
-//! [`Item::Fused`], are translated one by one instead.
+//! that some causal and sparse pattern keeps exactly, tables of one theta) and nothing outside it
+//! reads its intermediate values. The patterns are tried from the last node to the first, so that
+//! the largest one that ends at a node wins (a layer norm with its bias, not without). Shapes are
+//! known only during the translation: when they do not fit, the fused node is refused and its
+//! original nodes, kept in [`Item::Fused`], are translated one by one instead.
 
 use std::collections::{HashMap, HashSet};
 
