@@ -395,6 +395,65 @@ def log_softmax_math():
          17, {"x": image(2, 5, 9)})
 
 
+def pow_tensor_exponent():
+    """Pow with exponents computed at run time, broadcast: positive bases [2, 3, 4] to exponents
+    [3, 1], and bases of both signs to integer exponents [4] (a negative base with a fractional
+    exponent is NaN in both, which the relative error cannot compare)."""
+    nodes = [
+        helper.make_node("Pow", ["a", "b"], ["y"], name="/y/Pow"),
+        helper.make_node("Pow", ["c", "e"], ["z"], name="/z/Pow"),
+    ]
+    feeds = {
+        "a": RNG.uniform(0.2, 2.0, (2, 3, 4)).astype(np.float32),
+        "b": RNG.uniform(-2.0, 2.0, (3, 1)).astype(np.float32),
+        "c": image(2, 3, 4),
+        "e": np.array([0.0, 1.0, 2.0, 3.0], dtype=np.float32),
+    }
+    save("pow_tensor_exponent", nodes,
+         [tensor_info("a", [2, 3, 4]), tensor_info("b", [3, 1]), tensor_info("c", [2, 3, 4]),
+          tensor_info("e", [4])],
+         [tensor_info("y", [2, 3, 4]), tensor_info("z", [2, 3, 4])], [], 15, feeds)
+
+
+def more_reductions_opset13():
+    """ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare and ReduceLogSumExp before
+    opset 18: axes as an attribute (negative ones included, kept or dropped), and none (every
+    axis)."""
+    nodes = [
+        helper.make_node("ReduceMin", ["x"], ["low"], name="/low/ReduceMin", axes=[-1], keepdims=0),
+        helper.make_node("ReduceProd", ["x"], ["product"], name="/product/ReduceProd", axes=[1, 2]),
+        helper.make_node("ReduceL1", ["x"], ["l1"], name="/l1/ReduceL1", axes=[0, -1], keepdims=0),
+        helper.make_node("ReduceL2", ["x"], ["l2"], name="/l2/ReduceL2", axes=[2]),
+        helper.make_node("ReduceSumSquare", ["x"], ["squares"], name="/squares/ReduceSumSquare"),
+        helper.make_node("ReduceLogSumExp", ["x"], ["lse"], name="/lse/ReduceLogSumExp", axes=[1]),
+    ]
+    save("more_reductions_opset13", nodes, [tensor_info("x", [2, 3, 4, 5])],
+         [tensor_info("low", [2, 3, 4]), tensor_info("product", [2, 1, 1, 5]),
+          tensor_info("l1", [3, 4]), tensor_info("l2", [2, 3, 1, 5]),
+          tensor_info("squares", [1, 1, 1, 1]), tensor_info("lse", [2, 1, 4, 5])],
+         [], 13, {"x": image(2, 3, 4, 5)})
+
+
+def more_reductions_opset18():
+    """The same reductions from opset 18, axes as an input; ReduceLogSumExp of large values (a
+    naive sum of exponentials overflows); ReduceMin with noop_with_empty_axes is the identity."""
+    nodes = [
+        helper.make_node("ReduceMin", ["x", "last"], ["low"], name="/low/ReduceMin"),
+        helper.make_node("ReduceMin", ["low"], ["same"], name="/same/ReduceMin", noop_with_empty_axes=1),
+        helper.make_node("ReduceProd", ["x", "middle"], ["product"], name="/product/ReduceProd", keepdims=0),
+        helper.make_node("ReduceL1", ["x", "middle"], ["l1"], name="/l1/ReduceL1"),
+        helper.make_node("ReduceL2", ["x", "both"], ["l2"], name="/l2/ReduceL2", keepdims=0),
+        helper.make_node("ReduceSumSquare", ["x", "last"], ["squares"], name="/squares/ReduceSumSquare"),
+        helper.make_node("Mul", ["x", "hundred"], ["large"], name="/large/Mul"),
+        helper.make_node("ReduceLogSumExp", ["large", "both"], ["lse"], name="/lse/ReduceLogSumExp"),
+    ]
+    save("more_reductions_opset18", nodes, [tensor_info("x", [3, 6, 7])],
+         [tensor_info("same", [3, 6, 1]), tensor_info("product", [3, 7]), tensor_info("l1", [3, 1, 7]),
+          tensor_info("l2", [6]), tensor_info("squares", [3, 6, 1]), tensor_info("lse", [1, 6, 1])],
+         [ints("last", [-1]), ints("middle", [1]), ints("both", [0, 2]), floats("hundred", 100.0)],
+         18, {"x": image(3, 6, 7)})
+
+
 def real_model(root):
     path = next(pathlib.Path(root).glob("**/ch_ppocr_mobile_v2.0_cls_infer.onnx"))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -433,7 +492,8 @@ def main():
     # Cases added later draw from a generator of their own, so that adding one leaves the data
     # of the others unchanged.
     later = [resize_pytorch, resize_onnx_modes, conv_transpose, pad_modes, reductions_opset13,
-             reductions_opset18, log_softmax_math]
+             reductions_opset18, log_softmax_math, pow_tensor_exponent, more_reductions_opset13,
+             more_reductions_opset18]
     global RNG
     for case in cases + later:
         if case in later:

@@ -10,10 +10,15 @@ tests/fixtures/onnx/<case>/ in the format of bench/onnx_import_fixtures.py (whos
     pytorch_llama_mlp       a Llama-style RMSNorm (Pow/ReduceMean with axes as an input/Add/Sqrt/
                             Reciprocal/Mul/Mul), SiLU as x * Sigmoid(x), and the tanh GELU with Pow
                             (opset 18)
+    hugging_face_padding_mask
+                            two self-attentions with Hugging Face BERT's key padding mask
+                            `(1.0 - Cast(mask)) * MIN`: made [batch, 1, 1, keys] by two Unsqueezes
+                            before the Cast with MIN = finfo(float32).min, then by a Reshape after
+                            the Mul with MIN = -10000.0 (opset 14)
 
 compiler/tests/onnx_import.rs imports each one, checks it against ONNX Runtime within 1e-4
 relative and snapshots the imported `.nn`, which must read `attention`, `layer_norm`, `gelu`,
-`rms_norm` and `silu`.
+`rms_norm` and `silu` (and `attention(.., mask = ..)` for the padding mask).
 
 Usage: python bench/onnx_recognize_fixtures.py (needs onnx, onnxruntime and numpy).
 """
@@ -22,7 +27,7 @@ import pathlib
 import sys
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from onnx_import_fixtures import ints, save, tensor_info, weight  # noqa: E402
@@ -148,8 +153,71 @@ def pytorch_llama_mlp():
          [tensor_info("y", [1, seq, hidden]), tensor_info("z", [1, seq, hidden])], inits, 18, {"x": x})
 
 
+def hugging_face_padding_mask():
+    batch, seq, hidden, heads = 2, 5, 8, 2
+    head_dim = hidden // heads
+    nodes = []
+    inits = [
+        ints("heads_shape", [batch, seq, heads, head_dim]),
+        ints("merged_shape", [batch, seq, hidden]),
+        ints("axis_1", [1]),
+        ints("axis_2", [2]),
+        ints("mask_rows", [batch, 1, 1, seq]),
+        scalar("sqrt_head_dim", float(np.sqrt(head_dim))),
+        scalar("one", 1.0),
+        scalar("finfo_min", float(np.finfo(np.float32).min)),
+        scalar("minus_10000", -10000.0),
+    ]
+    # Layer 0 (BERT's get_extended_attention_mask): mask[:, None, None, :], to(float), (1 - m) * min.
+    nodes += [
+        helper.make_node("Unsqueeze", ["attention_mask", "axis_1"], ["mask_3d"], name="/Unsqueeze"),
+        helper.make_node("Unsqueeze", ["mask_3d", "axis_2"], ["mask_4d"], name="/Unsqueeze_1"),
+        helper.make_node("Cast", ["mask_4d"], ["mask_float"], name="/Cast", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "mask_float"], ["inverted"], name="/Sub"),
+        helper.make_node("Mul", ["inverted", "finfo_min"], ["extended_0"], name="/Mul"),
+        # Layer 1: the same computed on [batch, keys], reshaped after the Mul, MIN = -10000.
+        helper.make_node("Cast", ["attention_mask"], ["mask_float_1"], name="/Cast_1", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "mask_float_1"], ["inverted_1"], name="/Sub_1"),
+        helper.make_node("Mul", ["inverted_1", "minus_10000"], ["additive_1"], name="/Mul_1"),
+        helper.make_node("Reshape", ["additive_1", "mask_rows"], ["extended_1"], name="/Reshape"),
+    ]
+    x = "x"
+    for layer in range(2):
+        scope = f"encoder.layer.{layer}.attention.self"
+        s = f"/{scope.replace('.', '/')}"
+        for index, name in enumerate(["query", "key", "value"]):
+            out = f"{name}_{layer}"
+            linear(nodes, inits, x, out, f"{scope}.{name}", hidden, hidden, 300 + 10 * layer + index)
+            nodes.append(helper.make_node("Reshape", [out, "heads_shape"], [f"{out}_4d"],
+                                          name=f"{s}/{name}/Reshape"))
+            nodes.append(helper.make_node("Transpose", [f"{out}_4d"], [f"{out}_heads"],
+                                          name=f"{s}/{name}/Transpose", perm=[0, 2, 1, 3]))
+        y = "y" if layer == 1 else f"attended_{layer}"
+        nodes += [
+            helper.make_node("Transpose", [f"key_{layer}_heads"], [f"key_t_{layer}"], name=f"{s}/Transpose_3",
+                             perm=[0, 1, 3, 2]),
+            helper.make_node("MatMul", [f"query_{layer}_heads", f"key_t_{layer}"], [f"scores_{layer}"],
+                             name=f"{s}/MatMul"),
+            helper.make_node("Div", [f"scores_{layer}", "sqrt_head_dim"], [f"scaled_{layer}"], name=f"{s}/Div"),
+            helper.make_node("Add", [f"scaled_{layer}", f"extended_{layer}"], [f"masked_{layer}"], name=f"{s}/Add"),
+            helper.make_node("Softmax", [f"masked_{layer}"], [f"probs_{layer}"], name=f"{s}/Softmax", axis=-1),
+            helper.make_node("MatMul", [f"probs_{layer}", f"value_{layer}_heads"], [f"context_{layer}"],
+                             name=f"{s}/MatMul_1"),
+            helper.make_node("Transpose", [f"context_{layer}"], [f"context_t_{layer}"], name=f"{s}/Transpose_4",
+                             perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"context_t_{layer}", "merged_shape"], [y], name=f"{s}/Reshape_3"),
+        ]
+        x = y
+    x_value = RNG.standard_normal((batch, seq, hidden)).astype(np.float32)
+    # The second sequence is padded after 3 tokens; every row keeps at least one key.
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=np.int64)
+    save("hugging_face_padding_mask", nodes,
+         [tensor_info("x", [batch, seq, hidden]), tensor_info("attention_mask", [batch, seq], TensorProto.INT64)],
+         [tensor_info("y", [batch, seq, hidden])], inits, 14, {"x": x_value, "attention_mask": mask})
+
+
 def main():
-    for case in [pytorch_encoder_layer, pytorch_llama_mlp]:
+    for case in [pytorch_encoder_layer, pytorch_llama_mlp, hugging_face_padding_mask]:
         case()
 
 

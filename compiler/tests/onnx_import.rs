@@ -219,10 +219,31 @@ fn every_unsupported_node_is_listed_at_once() {
     );
 }
 
+/// Hugging Face's `(1.0 - Cast(mask)) * MIN` key padding mask, made `[batch, 1, 1, keys]` by
+/// `Unsqueeze`s before the `Cast` or by a `Reshape` after the `Mul`, is the attention's `mask`
+/// (the fixture's outputs are checked against ONNX Runtime with the others).
+#[test]
+fn hugging_face_padding_masks_are_the_attentions_mask() {
+    let bytes = std::fs::read(fixtures().join("hugging_face_padding_mask/model.onnx")).unwrap();
+    let imported = import_bytes(&bytes, &ImportOptions::default()).unwrap();
+    let source = &imported.source;
+    // Both layers come back as the same attention, so as one block called twice.
+    assert!(
+        source.contains("attention(h, y, z, heads = 2, mask = attention_mask)")
+            && source.contains("for i in 0..2 {"),
+        "{source}"
+    );
+    assert!(
+        !source.contains(" - ") && !source.contains(" * "),
+        "{source}"
+    );
+}
+
 #[test]
 fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4
-    // does not exist; Pow's exponent is computed at run time.
+    // does not exist; Pow's exponent is a constant tensor of different numbers (a tensor computed
+    // at run time imports, as `pow(x, y)`); ReduceL2 over no axes with noop_with_empty_axes.
     let axes = |name: &str, values: &[i64]| proto::TensorProto {
         name: Some(name.into()),
         data_type: Some(7),
@@ -233,9 +254,30 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     let nodes = vec![
         node("ReduceSum", "twice", &["x", "twice_axes"], &["a"]),
         node("ReduceMean", "outside", &["x", "outside_axes"], &["b"]),
-        node("Pow", "power", &["x", "x"], &["y"]),
+        node("Pow", "power", &["x", "exponents"], &["y"]),
+        {
+            let mut nothing = node("ReduceL2", "nothing", &["x"], &["c"]);
+            nothing.attribute.push(proto::AttributeProto {
+                name: Some("noop_with_empty_axes".into()),
+                r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+                i: Some(1),
+                ..Default::default()
+            });
+            nothing
+        },
     ];
-    let initializers = vec![axes("twice_axes", &[1, -3]), axes("outside_axes", &[4])];
+    let exponents = proto::TensorProto {
+        name: Some("exponents".into()),
+        data_type: Some(1),
+        dims: vec![8],
+        float_data: vec![2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0],
+        ..Default::default()
+    };
+    let initializers = vec![
+        axes("twice_axes", &[1, -3]),
+        axes("outside_axes", &[4]),
+        exponents,
+    ];
     let error =
         import_model(&model(18, nodes, initializers), &ImportOptions::default()).unwrap_err();
     let ImportError::Nodes(problems) = &error else {
@@ -252,7 +294,11 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
             ("outside", "ReduceMean: axis 4 is out of range for rank 4"),
             (
                 "power",
-                "Pow with an exponent computed at run time: nnc raises a tensor to a constant power"
+                "Pow with a constant exponent of shape [8] that is not one finite number"
+            ),
+            (
+                "nothing",
+                "ReduceL2 with noop_with_empty_axes = 1 and no axes (a reduction over nothing)"
             ),
         ],
         "{error}"

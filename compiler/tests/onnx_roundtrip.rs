@@ -20,15 +20,18 @@ use nnc_test_support::models::{self, TestModel};
 use onnx_common::relative_error;
 
 /// The examples whose round trip is not yet possible, and why. Each is checked to still fail,
-/// so that the list shrinks when the importer learns more.
-const NOT_YET: &[(&str, &str)] = &[
-    // FIXME: a sliding window with global tokens is one constant [queries, keys] mask in ONNX;
-    // the importer recognizes causal masks only, and the .nn language has no constant tensors.
-    ("longformer", "constant tensor"),
-];
+/// so that the list shrinks when the importer learns more. (Empty since longformer's sliding
+/// window with a global token round-trips.)
+const NOT_YET: &[(&str, &str)] = &[];
 
 /// The examples whose imported `.nn` text is snapshotted, for reviewers to read.
-const SNAPSHOTS: &[&str] = &["bert_encoder", "llama_decoder", "mobilenet_v2", "resnet18"];
+const SNAPSHOTS: &[&str] = &[
+    "bert_encoder",
+    "llama_decoder",
+    "longformer",
+    "mobilenet_v2",
+    "resnet18",
+];
 
 /// The `.nn` source the round trip starts from: the example without its KV caches.
 fn source_without_kv_cache(model: &TestModel) -> String {
@@ -135,12 +138,18 @@ fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
             Op::Activation(Activation::Exp) => "exp(",
             Op::Activation(Activation::Erf) => "erf(",
             Op::Activation(Activation::Abs) => "abs(",
-            Op::Activation(Activation::Pow { .. }) => "pow(",
+            Op::Activation(Activation::Pow { .. }) | Op::Binary(ir::BinaryOp::Pow) => "pow(",
             Op::LogSoftmax { .. } => "log_softmax(",
             Op::Reduce { op, .. } => match op {
                 ir::ReduceOp::Sum => "reduce_sum(",
                 ir::ReduceOp::Mean => "reduce_mean(",
                 ir::ReduceOp::Max => "reduce_max(",
+                ir::ReduceOp::Min => "reduce_min(",
+                ir::ReduceOp::Prod => "reduce_prod(",
+                ir::ReduceOp::L1 => "reduce_l1(",
+                ir::ReduceOp::L2 => "reduce_l2(",
+                ir::ReduceOp::SumSquare => "reduce_sum_square(",
+                ir::ReduceOp::LogSumExp => "reduce_log_sum_exp(",
             },
             _ => continue,
         };
@@ -153,24 +162,24 @@ fn expected_layers(graph: &ir::Graph) -> Vec<&'static str> {
 
 /// Exports `graph`, imports it back and compares the two in the interpreter. `Err` is the import's
 /// error.
-fn round_trip(model: &TestModel, graph: &ir::Graph) -> Result<String, String> {
+fn round_trip(name: &str, graph: &ir::Graph) -> Result<String, String> {
     let weights = interpret::random_weights(graph, 11);
     let mut exported = graph.clone();
     export::optimize_for_export(&mut exported, OptLevel::O0);
     let onnx = export::export(&exported, &weights)
-        .unwrap_or_else(|error| panic!("{}: export: {error}", model.name));
+        .unwrap_or_else(|error| panic!("{}: export: {error}", name));
     let options = ImportOptions {
         network_name: Some(graph.name.clone()),
-        source_name: format!("{}.onnx", model.name),
+        source_name: format!("{}.onnx", name),
         ..Default::default()
     };
     let imported = import_bytes(&encode_model(&onnx), &options).map_err(|e| e.to_string())?;
     let module = compile_to_ir(&imported.source, &FrontendOptions::default())
-        .unwrap_or_else(|errors| panic!("{}: {errors}\n{}", model.name, imported.source));
+        .unwrap_or_else(|errors| panic!("{}: {errors}\n{}", name, imported.source));
     let imported_graph = &module.networks[0];
     let imported_weights =
         interpret::load_weights(imported_graph, &imported.safetensors().unwrap(), "imported")
-            .unwrap_or_else(|error| panic!("{}: {error}\n{}", model.name, imported.source));
+            .unwrap_or_else(|error| panic!("{}: {error}\n{}", name, imported.source));
 
     let inputs = random_inputs(graph, 5);
     let original = Interpreter::new(graph, weights)
@@ -185,13 +194,13 @@ fn round_trip(model: &TestModel, graph: &ir::Graph) -> Result<String, String> {
     let again = Interpreter::new(imported_graph, imported_weights)
         .unwrap()
         .run(&named(&renamed))
-        .unwrap_or_else(|error| panic!("{}: {error}\n{}", model.name, imported.source));
+        .unwrap_or_else(|error| panic!("{}: {error}\n{}", name, imported.source));
     for ((name, expected), (_, actual)) in original.iter().zip(&again) {
         let error = relative_error(actual, expected);
         assert!(
             error <= 1e-5,
             "{} / {name}: relative error {error}\n{}",
-            model.name,
+            name,
             imported.source
         );
     }
@@ -199,7 +208,7 @@ fn round_trip(model: &TestModel, graph: &ir::Graph) -> Result<String, String> {
         assert!(
             imported.source.contains(layer),
             "{}: the import has no `{layer}..)`\n{}",
-            model.name,
+            name,
             imported.source
         );
     }
@@ -216,8 +225,79 @@ fn reductions_and_math_functions_survive_export_and_import() {
         .expect("tests/codegen/models/reductions.nn");
     let module = compile_to_ir(&model.source(), &FrontendOptions::default())
         .unwrap_or_else(|errors| panic!("{errors}"));
-    let source = round_trip(&model, &module.networks[0]).unwrap_or_else(|error| panic!("{error}"));
+    let source =
+        round_trip(&model.name, &module.networks[0]).unwrap_or_else(|error| panic!("{error}"));
     assert!(source.contains("keepdims = true"), "{source}");
+    // `pow` by a tensor is a binary operation again, not only `pow` by a number.
+    let imported = compile_to_ir(&source, &FrontendOptions::default()).unwrap();
+    let binary_pow = Op::Binary(ir::BinaryOp::Pow);
+    assert!(
+        imported.networks[0]
+            .nodes
+            .iter()
+            .any(|(_, node)| node.op == binary_pow),
+        "{source}"
+    );
+}
+
+/// Each sparse pattern of `attention` (a dilated window, a causal window, strided with global
+/// tokens, a block mask with a key padding mask) is one constant mask in ONNX, and comes back as
+/// the attention's own arguments.
+#[test]
+fn sparse_attention_patterns_survive_export_and_import() {
+    let source = "
+network sparse(x: f32[batch, seq, dim], keep: i64[batch, seq]) -> (y: f32[batch, seq, dim]) where batch = 2, seq = 12, dim = 16 {
+    a = attention(x, x, x, heads = 2, window = 3, dilation = 2)
+    b = attention(x, x, x, heads = 2, causal = true, window = 4)
+    c = attention(x, x, x, heads = 4, strided = 3, global_tokens = [0, 5])
+    d = attention(x, x, x, heads = 2, block_size = 4, block_mask = [[1, 0, 0], [1, 1, 0], [0, 1, 1]], mask = keep)
+    y = a + b + c + d
+}
+";
+    let module = compile_to_ir(source, &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let imported =
+        round_trip("sparse", &module.networks[0]).unwrap_or_else(|error| panic!("{error}"));
+    for arguments in [
+        "heads = 2, window = 3, dilation = 2)",
+        "heads = 2, causal = true, window = 4)",
+        "heads = 4, global_tokens = [0, 5], strided = 3)",
+        "heads = 2, block_size = 4, block_mask = [[1, 0, 0], [1, 1, 0], [0, 1, 1]], mask = ",
+    ] {
+        assert!(imported.contains(arguments), "no `{arguments}`\n{imported}");
+    }
+}
+
+/// A constant mask that no pattern describes (a sliding window with one more pair kept) is not
+/// taken for an attention: its nodes are translated one by one, and the `Add` of a constant
+/// `[queries, keys]` tensor is reported, not imported as something else.
+#[test]
+fn a_mask_no_pattern_describes_is_reported() {
+    let source = "
+network w(x: f32[1, 6, 8]) -> (y: f32[1, 6, 8]) {
+    y = attention(x, x, x, heads = 2, window = 2)
+}
+";
+    let module = compile_to_ir(source, &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{errors}"));
+    let graph = &module.networks[0];
+    let weights = interpret::random_weights(graph, 11);
+    let mut onnx = export::export(graph, &weights).unwrap();
+    let initializers = &mut onnx.graph.as_mut().unwrap().initializer;
+    let mask = initializers
+        .iter_mut()
+        .find(|tensor| tensor.dims == [6, 6])
+        .expect("the window's constant [queries, keys] mask");
+    // Query 0 also sees key 5.
+    let bytes = mask.raw_data.as_mut().unwrap();
+    bytes[5 * 4..6 * 4].copy_from_slice(&0f32.to_le_bytes());
+    let error = import_bytes(&encode_model(&onnx), &ImportOptions::default()).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("Add with a constant tensor of shape [6, 6]"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -231,7 +311,7 @@ fn every_example_survives_export_and_import() {
         let module = compile_to_ir(&source_without_kv_cache(&model), &options)
             .unwrap_or_else(|errors| panic!("{}: {errors}", model.name));
         for graph in &module.networks {
-            let result = round_trip(&model, graph);
+            let result = round_trip(&model.name, graph);
             match NOT_YET.iter().find(|(name, _)| *name == model.name) {
                 Some((_, reason)) => {
                     let error = result.expect_err("a model listed in NOT_YET now round-trips");

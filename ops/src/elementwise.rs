@@ -10,16 +10,26 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
+    /// `left` to the power `right` (`f32::powf`, as ONNX's `Pow` and NumPy's `power`): NaN for a
+    /// negative base and an exponent that is not an integer.
+    Pow,
 }
 
 impl BinaryOp {
     /// Every binary operation.
-    pub const ALL: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+    pub const ALL: [BinaryOp; 5] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+    ];
 
-    /// FLOPs per output element: one arithmetic operation.
+    /// FLOPs per output element: one arithmetic operation (`Pow` is counted as one, as the
+    /// `pow` activation by a constant is).
     pub fn flops_per_element(self) -> u64 {
         match self {
-            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => 1,
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Pow => 1,
         }
     }
 
@@ -30,6 +40,7 @@ impl BinaryOp {
             BinaryOp::Sub => "sub",
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
         }
     }
 
@@ -41,6 +52,7 @@ impl BinaryOp {
             BinaryOp::Sub => left - right,
             BinaryOp::Mul => left * right,
             BinaryOp::Div => left / right,
+            BinaryOp::Pow => left.powf(right),
         }
     }
 }
@@ -73,14 +85,16 @@ mod tests {
 
     #[test]
     fn binary_operations_have_names_and_values() {
-        let all = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
+        let all = BinaryOp::ALL;
         let names: Vec<&str> = all.iter().map(|operation| operation.name()).collect();
-        assert_eq!(names, ["add", "sub", "mul", "div"]);
+        assert_eq!(names, ["add", "sub", "mul", "div", "pow"]);
         let values: Vec<f32> = all
             .iter()
             .map(|operation| operation.apply(6.0, 3.0))
             .collect();
-        assert_eq!(values, [9.0, 3.0, 18.0, 2.0]);
+        assert_eq!(values, [9.0, 3.0, 18.0, 2.0, 216.0]);
+        assert!(BinaryOp::Pow.apply(-8.0, 1.0 / 3.0).is_nan());
+        assert_eq!(BinaryOp::Pow.apply(-2.0, 3.0), -8.0);
     }
 
     #[test]

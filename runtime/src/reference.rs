@@ -188,6 +188,7 @@ pub fn binary(
                 BinaryOp::Sub => left - right,
                 BinaryOp::Mul => left * right,
                 BinaryOp::Div => left / right,
+                BinaryOp::Pow => left.powf(right),
             }
         })
         .collect();
@@ -237,28 +238,21 @@ fn along_axis_with_max_and_total(
     output
 }
 
-/// The sum, mean or maximum of `input` (of `shape`) over `axes`, in `f64`: one output element
-/// per index of the kept axes, in row-major order (the reduced axes dropped; keeping them as 1
-/// changes no element).
+/// The reduction `op` of `input` (of `shape`) over `axes`, in `f64`: one output element per
+/// index of the kept axes, in row-major order (the reduced axes dropped; keeping them as 1 changes
+/// no element). Each group's elements are gathered, then reduced by the textbook formula.
 pub fn reduce(input: &[f32], shape: &[usize], axes: &[usize], op: ReduceOp) -> Vec<f32> {
     let kept: Vec<usize> = (0..shape.len())
         .filter(|axis| !axes.contains(axis))
         .collect();
     let output_length: usize = kept.iter().map(|&axis| shape[axis]).product();
-    let count: usize = axes.iter().map(|&axis| shape[axis]).product();
-    let mut sums = vec![0.0f64; output_length];
-    let mut maxima = vec![f64::NEG_INFINITY; output_length];
+    let mut groups = vec![Vec::new(); output_length];
     let mut index = vec![0usize; shape.len()];
     for &x in input {
         let position = kept
             .iter()
             .fold(0, |position, &axis| position * shape[axis] + index[axis]);
-        sums[position] += x as f64;
-        maxima[position] = if x.is_nan() || maxima[position].is_nan() {
-            f64::NAN
-        } else {
-            maxima[position].max(x as f64)
-        };
+        groups[position].push(x as f64);
         // The next row-major index.
         for axis in (0..shape.len()).rev() {
             index[axis] += 1;
@@ -268,14 +262,33 @@ pub fn reduce(input: &[f32], shape: &[usize], axes: &[usize], op: ReduceOp) -> V
             index[axis] = 0;
         }
     }
-    let finish = |position: usize| match op {
-        ReduceOp::Sum => sums[position],
-        ReduceOp::Mean => sums[position] / count as f64,
-        ReduceOp::Max => maxima[position],
+    let any_nan = |group: &[f64]| group.iter().any(|x| x.is_nan());
+    let maximum = |group: &[f64]| match any_nan(group) {
+        true => f64::NAN,
+        false => group.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     };
-    (0..output_length)
-        .map(|position| finish(position) as f32)
-        .collect()
+    let finish = |group: &Vec<f64>| match op {
+        ReduceOp::Sum => group.iter().sum(),
+        ReduceOp::Mean => group.iter().sum::<f64>() / group.len() as f64,
+        ReduceOp::Max => maximum(group),
+        ReduceOp::Min => match any_nan(group) {
+            true => f64::NAN,
+            false => group.iter().copied().fold(f64::INFINITY, f64::min),
+        },
+        ReduceOp::Prod => group.iter().product(),
+        ReduceOp::L1 => group.iter().map(|x| x.abs()).sum(),
+        ReduceOp::L2 => group.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        ReduceOp::SumSquare => group.iter().map(|x| x * x).sum(),
+        ReduceOp::LogSumExp => {
+            let largest = maximum(group);
+            if largest.is_finite() {
+                largest + group.iter().map(|x| (x - largest).exp()).sum::<f64>().ln()
+            } else {
+                largest
+            }
+        }
+    };
+    groups.iter().map(|group| finish(group) as f32).collect()
 }
 
 /// Inference batch norm over axis 1 of an `[N, C, *]` tensor:

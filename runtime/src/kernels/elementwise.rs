@@ -1,4 +1,4 @@
-//! Element-wise binary arithmetic (`+ - * /`) with numpy broadcasting, plus fast paths for
+//! Element-wise binary arithmetic (`+ - * /` and `pow`) with numpy broadcasting, plus fast paths for
 //! same-shape operands, a scalar operand and a row vector broadcast over the rows of a matrix.
 //!
 //! The general broadcast keeps its shapes and strides in fixed-size arrays, so no call
@@ -33,6 +33,10 @@ macro_rules! with_op_function {
             }
             BinaryOp::Div => {
                 let $function = |left: f32, right: f32| left / right;
+                $body
+            }
+            BinaryOp::Pow => {
+                let $function = |left: f32, right: f32| left.powf(right);
                 $body
             }
         }

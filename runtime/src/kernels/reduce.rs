@@ -1,4 +1,6 @@
-//! Sums, means and maxima over a set of axes (ONNX's `ReduceSum`, `ReduceMean`, `ReduceMax`).
+//! Reductions over a set of axes: sums, means, maxima, minima, products, L1 and L2 norms, sums of
+//! squares and log-sum-exp (ONNX's `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`,
+//! `ReduceProd`, `ReduceL1`, `ReduceL2`, `ReduceSumSquare`, `ReduceLogSumExp`).
 //!
 //! The shape is first simplified: axes of size 1 are dropped and neighbouring axes that are both
 //! reduced or both kept are merged, so that `[n, c, h, w]` reduced over `[2, 3]` is `[n * c,
@@ -8,7 +10,9 @@
 //! combined elementwise into a row of the output (a vectorised zip over contiguous memory). A
 //! counter over the other runs gives each row's output offset. When the first run is kept, its
 //! indices are independent blocks of input and output, split across threads. Means divide by the
-//! count at the end. No call allocates.
+//! count and L2 takes the square root at the end. Log-sum-exp merges values with
+//! `ln(e^a + e^b)` computed from the larger, and a row with its maximum subtracted, so that it
+//! stays finite where `Σ e^x` would overflow. No call allocates.
 
 use crate::error::{KernelError, KernelResult, check_length, checked_element_count};
 use crate::kernels::softmax::{maximum, sum};
@@ -42,7 +46,7 @@ pub fn reduce(
         accumulate_in_parallel(input, output, &runs, op);
     }
     let count: usize = axes.iter().map(|&axis| shape[axis]).product();
-    if op == ReduceOp::Mean {
+    if op.has_finish() {
         vectorize::map_in_place(output, |x| op.finish(x, count));
     }
     Ok(())
@@ -168,11 +172,7 @@ fn accumulate(input: &[f32], output: &mut [f32], runs: &Runs, op: ReduceOp) {
             .map(|run| index[run] * runs.output_strides[run])
             .sum();
         if runs.reduced[last] {
-            let value = match op {
-                ReduceOp::Sum | ReduceOp::Mean => sum(row),
-                ReduceOp::Max => maximum(row),
-            };
-            output[offset] = op.combine(output[offset], value);
+            output[offset] = op.merge(output[offset], reduce_row(row, op));
         } else {
             combine_rows(&mut output[offset..][..row_length], row, op);
         }
@@ -187,13 +187,42 @@ fn accumulate(input: &[f32], output: &mut [f32], runs: &Runs, op: ReduceOp) {
     }
 }
 
+/// The value of one contiguous row, to merge into its group's: the sums and the maximum in the
+/// vectorised loops of softmax, log-sum-exp as `max + ln Σ e^(x - max)`.
+fn reduce_row(row: &[f32], op: ReduceOp) -> f32 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => sum(row),
+        ReduceOp::Max => maximum(row),
+        ReduceOp::LogSumExp => {
+            let largest = maximum(row);
+            if !largest.is_finite() {
+                // NaN, every element -inf, or an element +inf: that is the result.
+                return largest;
+            }
+            let total: f32 = row.iter().map(|&x| (x - largest).exp()).sum();
+            largest + total.ln()
+        }
+        ReduceOp::Min | ReduceOp::Prod | ReduceOp::L1 | ReduceOp::L2 | ReduceOp::SumSquare => row
+            .iter()
+            .fold(op.initial(), |accumulated, &x| op.combine(accumulated, x)),
+    }
+}
+
 /// `accumulated[i] = op.combine(accumulated[i], row[i])`, one vectorised loop per operation.
 fn combine_rows(accumulated: &mut [f32], row: &[f32], op: ReduceOp) {
+    use nnc_ops::reduce::{log_add_exp, maximum, minimum};
     match op {
         ReduceOp::Sum | ReduceOp::Mean => {
             vectorize::zip_map_in_place(accumulated, row, |total, x| total + x)
         }
-        ReduceOp::Max => vectorize::zip_map_in_place(accumulated, row, nnc_ops::reduce::maximum),
+        ReduceOp::Max => vectorize::zip_map_in_place(accumulated, row, maximum),
+        ReduceOp::Min => vectorize::zip_map_in_place(accumulated, row, minimum),
+        ReduceOp::Prod => vectorize::zip_map_in_place(accumulated, row, |product, x| product * x),
+        ReduceOp::L1 => vectorize::zip_map_in_place(accumulated, row, |total, x| total + x.abs()),
+        ReduceOp::L2 | ReduceOp::SumSquare => {
+            vectorize::zip_map_in_place(accumulated, row, |total, x| total + x * x)
+        }
+        ReduceOp::LogSumExp => vectorize::zip_map_in_place(accumulated, row, log_add_exp),
     }
 }
 
@@ -229,10 +258,26 @@ mod tests {
 
         #[test]
         fn reduce_matches_reference((shape, axes, input, op) in cases()) {
+            let input = match op {
+                // Powers of two near 1 (±0.25 becomes 2 and 0.5, the rest ±1), so that products
+                // of thousands of elements are exact and finite.
+                ReduceOp::Prod => input
+                    .iter()
+                    .map(|&x| match x {
+                        0.25 => 2.0,
+                        -0.25 => 0.5,
+                        x if x < 0.0 => -1.0,
+                        _ => 1.0,
+                    })
+                    .collect(),
+                _ => input,
+            };
             let expected = reference::reduce(&input, &shape, &axes, op);
             let mut output = vec![f32::NAN; expected.len()];
             reduce(&input, &mut output, &shape, &axes, op).unwrap();
-            assert_close(&output, &expected, 1e-5);
+            // Log-sum-exp rounds at every merge (an exponential and a logarithm each).
+            let tolerance = if op == ReduceOp::LogSumExp { 1e-4 } else { 1e-5 };
+            assert_close(&output, &expected, tolerance);
         }
     }
 
@@ -271,6 +316,16 @@ mod tests {
             reduce(&input, &mut output, &shape, axes, op).unwrap();
             assert_close(&output, &expected, 1e-5);
         }
+    }
+
+    #[test]
+    fn log_sum_exp_stays_finite_where_the_exponentials_overflow() {
+        let input = [1000.0, 1000.0, -1000.0, f32::NEG_INFINITY];
+        let mut output = [0.0; 2];
+        reduce(&input, &mut output, &[2, 2], &[1], ReduceOp::LogSumExp).unwrap();
+        assert_eq!(output, [1000.0 + 2f32.ln(), -1000.0]);
+        reduce(&input, &mut output, &[2, 2], &[0], ReduceOp::LogSumExp).unwrap();
+        assert_eq!(output, [1000.0, 1000.0]);
     }
 
     #[test]

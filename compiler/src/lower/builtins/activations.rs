@@ -1,10 +1,11 @@
 //! Activations, all elementwise (`relu`, `gelu`, `silu`, ..., and the unary math functions
-//! `sqrt`, `exp`, `erf`, `abs`, `pow`), `softmax` and `log_softmax`.
+//! `sqrt`, `exp`, `erf`, `abs`, `pow` by a number; `pow` by a tensor is a binary operation),
+//! `softmax` and `log_softmax`.
 //!
 //! An activation without arguments needs only its row in the table, pointing at [`activation`]
 //! with its [`Activation`]; one with arguments reads them in a small function here.
 
-use crate::ir::{Activation, Op};
+use crate::ir::{Activation, BinaryOp, Op};
 use crate::lower::Eval;
 use crate::lower::call::CallCx;
 use crate::lower::value::Value;
@@ -57,15 +58,25 @@ pub(super) fn log_softmax(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
         .map(Value::Tensor)
 }
 
-/// `pow(x, exponent)`: a tensor to the power of a number.
+/// `pow(x, exponent)`: a tensor to the power of a number (the `pow` activation), or of a tensor,
+/// elementwise with broadcasting as `+ - * /` (the binary `pow`).
 pub(super) fn pow(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
-    if let Some((Value::Tensor(_), _)) = cx.slot("exponent") {
-        return Err(cx.error(
-            "exponent",
-            "`pow` takes a number as its exponent, not a tensor",
-            Some("the exponent is a constant: `pow(x, 2.0)`"),
-        ));
+    match cx.slot("exponent") {
+        Some((Value::Tensor(_), _)) => {
+            let x = cx.tensor("x")?;
+            let exponent = cx.tensor("exponent")?;
+            cx.node(
+                Op::Binary(BinaryOp::Pow),
+                &[(x, Some("x")), (exponent, Some("exponent"))],
+            )
+            .map(Value::Tensor)
+        }
+        Some((value, _)) if value.as_float().is_none() => {
+            Err(cx.wrong_type("exponent", "a number or a tensor", &value))
+        }
+        _ => {
+            let exponent = cx.float("exponent", None)? as f32;
+            activation(cx, Activation::Pow { exponent })
+        }
     }
-    let exponent = cx.float("exponent", None)? as f32;
-    activation(cx, Activation::Pow { exponent })
 }

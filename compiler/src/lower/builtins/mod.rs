@@ -387,6 +387,42 @@ const BUILTINS: &[Builtin] = &[
         aliases: &["amax"],
         lower: |cx| reductions::reduce(cx, ReduceOp::Max),
     },
+    Builtin {
+        name: "reduce_min",
+        params: &["x", "axes", "keepdims"],
+        aliases: &["amin"],
+        lower: |cx| reductions::reduce(cx, ReduceOp::Min),
+    },
+    Builtin {
+        name: "reduce_prod",
+        params: &["x", "axes", "keepdims"],
+        aliases: &[],
+        lower: |cx| reductions::reduce(cx, ReduceOp::Prod),
+    },
+    Builtin {
+        name: "reduce_l1",
+        params: &["x", "axes", "keepdims"],
+        aliases: &[],
+        lower: |cx| reductions::reduce(cx, ReduceOp::L1),
+    },
+    Builtin {
+        name: "reduce_l2",
+        params: &["x", "axes", "keepdims"],
+        aliases: &[],
+        lower: |cx| reductions::reduce(cx, ReduceOp::L2),
+    },
+    Builtin {
+        name: "reduce_sum_square",
+        params: &["x", "axes", "keepdims"],
+        aliases: &[],
+        lower: |cx| reductions::reduce(cx, ReduceOp::SumSquare),
+    },
+    Builtin {
+        name: "reduce_log_sum_exp",
+        params: &["x", "axes", "keepdims"],
+        aliases: &["logsumexp"],
+        lower: |cx| reductions::reduce(cx, ReduceOp::LogSumExp),
+    },
     // Shape operations.
     Builtin {
         name: "reshape",

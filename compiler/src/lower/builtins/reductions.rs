@@ -1,4 +1,5 @@
-//! Reductions over axes: `reduce_sum`, `reduce_mean` and `reduce_max`.
+//! Reductions over axes: `reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_min`, `reduce_prod`,
+//! `reduce_l1`, `reduce_l2`, `reduce_sum_square` and `reduce_log_sum_exp`.
 
 use crate::ir::{Op, ReduceOp};
 use crate::lower::Eval;

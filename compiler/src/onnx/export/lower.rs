@@ -166,6 +166,7 @@ pub(super) fn lower(exporter: &mut Exporter<'_>, data: &NodeData) -> Result<Stri
                 BinaryOp::Sub => "Sub",
                 BinaryOp::Mul => "Mul",
                 BinaryOp::Div => "Div",
+                BinaryOp::Pow => "Pow",
             };
             exporter.node(op_type, &[&a, &b], vec![])
         }
@@ -285,15 +286,19 @@ fn reduce(
         ReduceOp::Sum => "ReduceSum",
         ReduceOp::Mean => "ReduceMean",
         ReduceOp::Max => "ReduceMax",
+        ReduceOp::Min => "ReduceMin",
+        ReduceOp::Prod => "ReduceProd",
+        ReduceOp::L1 => "ReduceL1",
+        ReduceOp::L2 => "ReduceL2",
+        ReduceOp::SumSquare => "ReduceSumSquare",
+        ReduceOp::LogSumExp => "ReduceLogSumExp",
     };
-    match op {
-        ReduceOp::Sum => {
-            let axes = exporter.constant_i64("axes", &to_i64(axes));
-            exporter.node(op_type, &[x, &axes], vec![keepdims])
-        }
-        ReduceOp::Mean | ReduceOp::Max => {
-            exporter.node(op_type, &[x], vec![attribute_ints("axes", axes), keepdims])
-        }
+    // Opset 13 made ReduceSum's axes an input; the others have them as an attribute until 18.
+    if op == ReduceOp::Sum {
+        let axes = exporter.constant_i64("axes", &to_i64(axes));
+        exporter.node(op_type, &[x, &axes], vec![keepdims])
+    } else {
+        exporter.node(op_type, &[x], vec![attribute_ints("axes", axes), keepdims])
     }
 }
 

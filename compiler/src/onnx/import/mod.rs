@@ -20,6 +20,7 @@
 mod attributes;
 mod blocks;
 mod fold;
+mod mask_pattern;
 mod program;
 mod recognize;
 mod tensor;

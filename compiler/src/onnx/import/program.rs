@@ -31,6 +31,8 @@ pub enum Arg {
     Ints(Vec<i64>),
     Float(f32),
     Floats(Vec<f32>),
+    /// Rows of integers: a block mask.
+    IntRows(Vec<Vec<i64>>),
     Bool(bool),
     Str(&'static str),
     /// A string made at import time: a layer name (`tied = "wte"`).
@@ -596,6 +598,13 @@ fn render_arg(arg: &Arg, value: &dyn Fn(&ValueId) -> String) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Arg::IntRows(rows) => {
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|row| render_arg(&Arg::Ints(row.clone()), value))
+                .collect();
+            format!("[{}]", rows.join(", "))
+        }
         Arg::Bool(b) => b.to_string(),
         Arg::Str(s) => format!("\"{s}\""),
         Arg::Text(s) => format!("\"{s}\""),

@@ -3,9 +3,10 @@
 //! become one node of the private domain [`DOMAIN`], which [`translate`] turns into one `.nn` layer.
 //!
 //! - attention: `Reshape`/`Transpose` into heads, `MatMul(q, kᵀ)`, `Mul`/`Div` by the scale,
-//!   `Add` of a causal constant mask and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`),
-//!   `Softmax`, `MatMul(·, v)`, `Transpose`/`Reshape` back (with `Expand` repeating key/value heads
-//!   for grouped queries) is `attention(q, k, v, heads = ...)`;
+//!   `Add` of a constant mask (causal and/or a sparse pattern, read back by [`mask_pattern`])
+//!   and/or a key padding mask (`Where(Equal(mask, 0), MIN, 0)`, or Hugging Face's
+//!   `(1 - Cast(mask)) * MIN`), `Softmax`, `MatMul(·, v)`, `Transpose`/`Reshape` back (with
+//!   `Expand` repeating key/value heads for grouped queries) is `attention(q, k, v, heads = ...)`;
 //! - `ReduceMean`/`Sub`/`Pow`/`ReduceMean`/`Add(eps)`/`Sqrt`/`Div` [`Mul(weight)`] [`Add(bias)`]
 //!   is `layer_norm`; the same without the mean is `rms_norm`;
 //! - GELU in its erf and tanh forms is `gelu`, `x * Sigmoid(x)` is `silu`;
@@ -13,20 +14,23 @@
 //!   a slice of a position table added to the embeddings is `position_embedding`, and a `MatMul`
 //!   by a transposed initializer is a `linear` layer that keeps the initializer's name.
 //!
-//! A pattern matches only when its constants are exactly the layer's (a scalar eps, a causal mask
-//! that is causal, tables of one theta) and nothing outside it reads its intermediate values. The
-//! patterns are tried from the last node to the first, so that the largest one that ends at a node
-//! wins (a layer norm with its bias, not without). Shapes are known only during the translation:
-//! when they do not fit, the fused node is refused and its original nodes, kept in
-//! [`Item::Fused`], are translated one by one instead.
+//! A pattern matches only when its constants are exactly the layer's (a scalar eps, a constant mask
+//! that some causal and sparse pattern keeps exactly, tables of one theta) and nothing outside it
+//! reads its intermediate values. The patterns are tried from the last node to the first, so that
+//! the largest one that ends at a node wins (a layer norm with its bias, not without). Shapes are
+//! known only during the translation: when they do not fit, the fused node is refused and its
+//! original nodes, kept in [`Item::Fused`], are translated one by one instead.
 
 use std::collections::{HashMap, HashSet};
 
 use super::attributes as attr;
 use super::fold;
+use super::mask_pattern::{MaskPattern, mask_pattern};
 use super::program::{Arg, Expr, Operand};
 use super::tensor::{Constant, decode_tensor};
 use super::translate::{Known, NodeError, Translator};
+use crate::ir::SparsePattern;
+use crate::onnx::proto::tensor_proto::DataType;
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
 
 /// The domain of the nodes that stand for recognized layers.
@@ -392,6 +396,7 @@ fn translate_attention(
     if causal != 0 {
         args.push(Arg::keyword("causal", Arg::Bool(true)));
     }
+    args.extend(pattern_arguments(node, queries, keys)?);
     if let Some(mask) = mask {
         args.push(Arg::keyword("mask", Arg::Value(mask)));
     }
@@ -954,8 +959,8 @@ fn root_mean_square(view: &View<'_>, root: &str, x: &str) -> Option<(Vec<usize>,
 #[derive(Default)]
 struct Mask<'g> {
     nodes: Vec<usize>,
-    /// The positions of a causal mask.
-    causal: Option<usize>,
+    /// The constant part: its `[queries, keys]` and the causal mask and sparse pattern it keeps.
+    constant: Option<(usize, usize, MaskPattern)>,
     /// The key padding mask input and the target of the `Reshape` to `[batch, 1, 1, keys]`.
     padding: Option<(&'g str, Vec<i64>)>,
 }
@@ -965,8 +970,9 @@ fn is_masked(value: f32) -> bool {
     value <= -1e4
 }
 
-/// The additive mask `name`: a constant (causal, or all zeros), a key padding mask, or the `Min`
-/// of a causal constant and a padding mask.
+/// The additive mask `name`: a constant (all zeros, or 0 where kept and masked elsewhere in the
+/// pairs of a causal mask and/or a sparse pattern), a key padding mask, or the `Min` of such a
+/// constant and a padding mask.
 fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
     if let Some(constant) = view.constant(name) {
         let shape = &constant.shape;
@@ -978,19 +984,19 @@ fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
         if values.iter().all(|&v| v == 0.0) {
             return Some(Mask::default());
         }
-        let causal = queries == keys
-            && (0..queries).all(|q| {
-                (0..keys).all(|k| {
-                    let value = values[q * keys + k];
-                    if k <= q {
-                        value == 0.0
-                    } else {
-                        is_masked(value)
-                    }
-                })
-            });
-        return causal.then(|| Mask {
-            causal: Some(queries),
+        let keep: Option<Vec<bool>> = values
+            .iter()
+            .map(|&value| {
+                if value == 0.0 {
+                    Some(true)
+                } else {
+                    is_masked(value).then_some(false)
+                }
+            })
+            .collect();
+        let pattern = mask_pattern(&keep?, queries, keys)?;
+        return Some(Mask {
+            constant: Some((queries, keys, pattern)),
             ..Default::default()
         });
     }
@@ -999,18 +1005,18 @@ fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
         return [(a, b), (b, a)].into_iter().find_map(|(first, second)| {
             let constant = additive_mask(view, first)?;
             let padding = padding_mask(view, second)?;
-            constant.causal?;
+            constant.constant.as_ref()?;
             let mut nodes = constant.nodes;
             nodes.extend(padding.nodes);
             nodes.push(minimum);
             Some(Mask {
                 nodes,
-                causal: constant.causal,
+                constant: constant.constant,
                 padding: padding.padding,
             })
         });
     }
-    padding_mask(view, name)
+    padding_mask(view, name).or_else(|| hugging_face_padding_mask(view, name))
 }
 
 /// `Reshape(Where(Equal(mask, 0), MASKED, 0), [batch, 1, 1, keys])`.
@@ -1036,9 +1042,95 @@ fn padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
     }
     Some(Mask {
         nodes: vec![reshape, select, equal],
-        causal: None,
+        constant: None,
         padding: Some((mask, target)),
     })
+}
+
+/// Hugging Face's form, `(1.0 - Cast(mask)) * MIN` (BERT's `get_extended_attention_mask`), with
+/// the mask made `[batch, 1, 1, keys]` by `Unsqueeze` or `Reshape` before the `Cast` or after the
+/// `Mul`. For a mask of 0s and 1s it masks what `Where(Equal(mask, 0), MIN, 0)` masks.
+fn hugging_face_padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
+    let (mut nodes, product, outer_target) = match key_rows(view, name) {
+        Some((nodes, x, target)) => (nodes, x, Some(target)),
+        None => (Vec::new(), name, None),
+    };
+    let multiply = view.producer(product, "Mul")?;
+    let (inverted, minimum) = view.with_scalar(multiply)?;
+    if !is_masked(minimum) {
+        return None;
+    }
+    let subtract = view.producer(inverted, "Sub")?;
+    let (one, mut mask) = view.pair(subtract)?;
+    if view.scalar(one) != Some(1.0) {
+        return None;
+    }
+    nodes.extend([multiply, subtract]);
+    if let Some(cast) = view.producer(mask, "Cast") {
+        if attr::int(&view.nodes[cast], "to", 0) != DataType::Float as i64 {
+            return None;
+        }
+        nodes.push(cast);
+        mask = view.inputs(cast).first()?;
+    }
+    let target = match (outer_target, key_rows(view, mask)) {
+        (Some(target), None) => target,
+        (None, Some((inner_nodes, x, target))) => {
+            nodes.extend(inner_nodes);
+            mask = x;
+            target
+        }
+        _ => return None,
+    };
+    if view.constants.contains_key(mask) {
+        return None;
+    }
+    Some(Mask {
+        nodes,
+        constant: None,
+        padding: Some((mask, target)),
+    })
+}
+
+/// A mask `[batch, keys]` made `[batch, 1, 1, keys]`: `Reshape(x, target)`, or `Unsqueeze`s that
+/// insert axes 1 and 2 (written as the `Reshape` target `[0, 1, 1, -1]`). Returns the nodes, `x`
+/// and the target; the translation checks the shapes.
+fn key_rows<'g>(view: &View<'g>, name: &'g str) -> Option<(Vec<usize>, &'g str, Vec<i64>)> {
+    if let Some((reshape, x, target)) = view.reshape(name) {
+        return Some((vec![reshape], x, target));
+    }
+    // The unsqueezes from the last to the first, then the axes they insert, first to last.
+    let mut nodes = Vec::new();
+    let mut x = name;
+    while let Some(unsqueeze) = view.producer(x, "Unsqueeze") {
+        nodes.push(unsqueeze);
+        x = view.inputs(unsqueeze).first()?;
+    }
+    if nodes.is_empty() {
+        return None;
+    }
+    // Symbolic dimensions: 0 is batch, 1 is keys, None an inserted 1.
+    let mut dims = vec![Some(0), Some(1)];
+    for &unsqueeze in nodes.iter().rev() {
+        let node = &view.nodes[unsqueeze];
+        let axes = match attr::ints(node, "axes") {
+            Some(axes) => axes,
+            None => view.ints(view.inputs(unsqueeze).get(1)?)?,
+        };
+        let rank = (dims.len() + axes.len()) as i64;
+        let mut axes: Vec<i64> = axes
+            .iter()
+            .map(|&axis| if axis < 0 { axis + rank } else { axis })
+            .collect();
+        axes.sort_unstable();
+        for axis in axes {
+            if axis < 0 || axis as usize > dims.len() {
+                return None;
+            }
+            dims.insert(axis as usize, None);
+        }
+    }
+    (dims == [Some(0), None, None, Some(1)]).then(|| (nodes, x, vec![0, 1, 1, -1]))
 }
 
 /// Heads split from `[batch, rows, heads * head_dim]`: `Transpose(Reshape(x, [.., heads,
@@ -1193,8 +1285,11 @@ fn attention(view: &View<'_>, anchor: usize) -> Option<Found> {
         ints_attribute("v_split", v_split),
         ints_attribute("merge", merge_target),
     ];
-    if let Some(positions) = mask.causal {
-        attributes.push(int_attribute("causal", positions as i64));
+    if let Some((queries, keys, constant)) = mask.constant {
+        if constant.causal {
+            attributes.push(int_attribute("causal", queries as i64));
+        }
+        attributes.extend(pattern_attributes(queries, keys, &constant.pattern));
     }
     if let Some((padding, target)) = mask.padding {
         inputs.push(padding);
@@ -1204,6 +1299,75 @@ fn attention(view: &View<'_>, anchor: usize) -> Option<Found> {
         nodes,
         node: fused("Attention", &inputs, &view.nodes[anchor], attributes),
     })
+}
+
+/// The attributes that carry a constant mask's sparse pattern to [`translate_attention`], with the
+/// `[queries, keys]` it was read from.
+fn pattern_attributes(queries: usize, keys: usize, pattern: &SparsePattern) -> Vec<AttributeProto> {
+    if pattern.is_dense() {
+        return Vec::new();
+    }
+    let mut attributes = vec![ints_attribute(
+        "pattern_shape",
+        vec![queries as i64, keys as i64],
+    )];
+    if let Some(window) = pattern.window {
+        attributes.push(int_attribute("window", window as i64));
+        attributes.push(int_attribute("dilation", pattern.dilation as i64));
+    }
+    if !pattern.global_tokens.is_empty() {
+        let tokens = pattern.global_tokens.iter().map(|&t| t as i64).collect();
+        attributes.push(ints_attribute("global_tokens", tokens));
+    }
+    if let Some(stride) = pattern.strided {
+        attributes.push(int_attribute("strided", stride as i64));
+    }
+    if let Some(blocks) = &pattern.block_mask {
+        attributes.push(int_attribute("block_size", blocks.block_size as i64));
+        let cells = blocks.mask.iter().map(|&kept| i64::from(kept)).collect();
+        attributes.push(ints_attribute("block_mask", cells));
+    }
+    attributes
+}
+
+/// The keyword arguments of the sparse pattern that [`pattern_attributes`] wrote, for an attention
+/// of `queries` and `keys`.
+fn pattern_arguments(node: &NodeProto, queries: usize, keys: usize) -> Result<Vec<Arg>, NodeError> {
+    let Some(shape) = attr::ints(node, "pattern_shape") else {
+        return Ok(Vec::new());
+    };
+    if shape != [queries as i64, keys as i64] {
+        return Err(format!(
+            "a sparse attention mask of {shape:?} for {queries} queries and {keys} keys"
+        )
+        .into());
+    }
+    let mut args = Vec::new();
+    let window = attr::int(node, "window", 0);
+    if window > 0 {
+        args.push(Arg::keyword("window", Arg::Int(window)));
+        let dilation = attr::int(node, "dilation", 1);
+        if dilation != 1 {
+            args.push(Arg::keyword("dilation", Arg::Int(dilation)));
+        }
+    }
+    if let Some(tokens) = attr::ints(node, "global_tokens") {
+        args.push(Arg::keyword("global_tokens", Arg::Ints(tokens)));
+    }
+    let stride = attr::int(node, "strided", 0);
+    if stride > 0 {
+        args.push(Arg::keyword("strided", Arg::Int(stride)));
+    }
+    if let Some(cells) = attr::ints(node, "block_mask") {
+        let blocks_per_row = cells.len().isqrt().max(1);
+        let rows = cells.chunks(blocks_per_row).map(<[i64]>::to_vec).collect();
+        args.push(Arg::keyword(
+            "block_size",
+            Arg::Int(attr::int(node, "block_size", 1)),
+        ));
+        args.push(Arg::keyword("block_mask", Arg::IntRows(rows)));
+    }
+    Ok(args)
 }
 
 /// `Slice(x, [start], [end], [axis])` with constant bounds and step 1: the node, `x`, start and end.
@@ -1460,6 +1624,53 @@ mod tests {
             fused_ops(&recognize(&graph, 17)),
             ["Div", "Erf", "Add", "Mul", "Mul"]
         );
+    }
+
+    /// Hugging Face's padding mask `(1 - Cast(mask)) * factor` reshaped to `[2, 1, 1, 5]`.
+    fn hugging_face_mask_graph(one: f32, factor: f32, unsqueeze_axes: &[i64]) -> GraphProto {
+        let mut cast = node("Cast", &["rows"], "float");
+        cast.attribute
+            .push(int_attribute("to", DataType::Float as i64));
+        let mut unsqueeze = node("Unsqueeze", &["mask"], "rows");
+        unsqueeze
+            .attribute
+            .push(ints_attribute("axes", unsqueeze_axes.to_vec()));
+        GraphProto {
+            node: vec![
+                unsqueeze,
+                cast,
+                node("Sub", &["one", "float"], "inverted"),
+                node("Mul", &["inverted", "factor"], "additive"),
+            ],
+            initializer: vec![scalar("one", one), scalar("factor", factor)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hugging_face_padding_masks_need_one_minus_the_mask_times_a_masking_value() {
+        let found = |graph: &GraphProto| {
+            let view = View::new(graph, 11);
+            additive_mask(&view, "additive").map(|mask| {
+                let (input, target) = mask.padding.unwrap_or_default();
+                (mask.nodes.len(), input.to_string(), target)
+            })
+        };
+        let graph = hugging_face_mask_graph(1.0, f32::MIN, &[1, 2]);
+        assert_eq!(found(&graph), Some((4, "mask".into(), vec![0, 1, 1, -1])));
+        let graph = hugging_face_mask_graph(1.0, -10000.0, &[-3, -2]);
+        assert_eq!(found(&graph), Some((4, "mask".into(), vec![0, 1, 1, -1])));
+        // A factor that does not mask, 2 - mask, and axes that do not give [batch, 1, 1, keys].
+        assert_eq!(found(&hugging_face_mask_graph(1.0, -0.5, &[1, 2])), None);
+        assert_eq!(
+            found(&hugging_face_mask_graph(2.0, f32::MIN, &[1, 2])),
+            None
+        );
+        assert_eq!(
+            found(&hugging_face_mask_graph(1.0, f32::MIN, &[0, 1])),
+            None
+        );
+        assert_eq!(found(&hugging_face_mask_graph(1.0, f32::MIN, &[1])), None);
     }
 
     #[test]

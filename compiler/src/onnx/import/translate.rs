@@ -83,6 +83,12 @@ pub const TRANSLATED: &[&str] = &[
     "ReduceSum",
     "ReduceMean",
     "ReduceMax",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceSumSquare",
+    "ReduceLogSumExp",
     "Sqrt",
     "Exp",
     "Erf",
@@ -303,7 +309,8 @@ impl<'p> Translator<'p> {
                 self.unary_call(&cx, "gelu", extra)
             }
             "Softmax" | "LogSoftmax" => self.softmax(&cx, op),
-            "ReduceSum" | "ReduceMean" | "ReduceMax" => self.reduce(&cx, op),
+            "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+            | "ReduceL2" | "ReduceSumSquare" | "ReduceLogSumExp" => self.reduce(&cx, op),
             "Sqrt" | "Exp" | "Erf" | "Abs" | "Neg" => self.unary_math(&cx, op),
             "Pow" => self.pow(&cx),
             "MaxPool" | "AveragePool" => self.pool(&cx, op == "MaxPool"),

@@ -9,6 +9,7 @@ fn operations() -> impl Strategy<Value = BinaryOp> {
         Just(BinaryOp::Sub),
         Just(BinaryOp::Mul),
         Just(BinaryOp::Div),
+        Just(BinaryOp::Pow),
     ]
 }
 

@@ -1,15 +1,18 @@
-//! `ReduceSum`, `ReduceMean`, `ReduceMax`, `LogSoftmax` and the unary math ops (`Sqrt`, `Exp`,
-//! `Erf`, `Abs`, `Neg`, and `Pow` by a constant number) on tensors computed at run time:
-//! `reduce_mean(x, axes = [2, 3], keepdims = true)`, `log_softmax(x)`, `sqrt(x)`, `-x`,
-//! `pow(x, 2.0)`. On constants these ops fold ([`super::fold`]); inside the layers that
+//! The Reduce ops (`ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceProd`, `ReduceL1`,
+//! `ReduceL2`, `ReduceSumSquare`, `ReduceLogSumExp`), `LogSoftmax` and the unary math ops (`Sqrt`, `Exp`,
+//! `Erf`, `Abs`, `Neg`, and `Pow` by a constant number or a tensor) on tensors computed at run
+//! time: `reduce_mean(x, axes = [2, 3], keepdims = true)`, `log_softmax(x)`, `sqrt(x)`, `-x`,
+//! `pow(x, 2.0)`, `pow(x, y)`. On constants these ops fold ([`super::fold`]); inside the layers that
 //! `recognize.rs` finds (layer norm, RMS norm, GELU) they are part of those layers.
 
-use super::{Arg, Cx, NodeResult, Operand, Translator, attr, binary, call, fold};
+use super::{Arg, Cx, Known, NodeResult, Operand, Translator, attr, binary, call, fold};
 
 impl Translator<'_> {
-    /// `ReduceSum`, `ReduceMean` or `ReduceMax`. The axes are an attribute before opset 13
+    /// `ReduceSum`, `ReduceMean`, `ReduceMax`, `ReduceMin`, `ReduceProd`, `ReduceL1`, `ReduceL2`,
+    /// `ReduceSumSquare` or `ReduceLogSumExp`. The axes are an attribute before opset 13
     /// (`ReduceSum`) or 18 (the others) and an optional second input from then on; without axes
-    /// every axis is reduced, unless `noop_with_empty_axes = 1` makes the node the identity.
+    /// every axis is reduced, unless `noop_with_empty_axes = 1` makes the node the identity (for
+    /// the reductions that are the identity on one element; the others are refused).
     pub(super) fn reduce(&mut self, cx: &Cx<'_>, op: &str) -> NodeResult {
         let x = cx.tensor(0)?;
         if !self.is_float(x) {
@@ -26,6 +29,17 @@ impl Translator<'_> {
         let axes = match listed {
             Some(listed) => reduction_axes(op, &listed, rank)?,
             None if attr::int(cx.node, "noop_with_empty_axes", 0) != 0 => {
+                // ONNX's reference applies the absolute value, the square or nothing to the input
+                // of the others; nnc does not guess.
+                if !matches!(
+                    op,
+                    "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd"
+                ) {
+                    return Err(format!(
+                        "{op} with noop_with_empty_axes = 1 and no axes (a reduction over nothing)"
+                    )
+                    .into());
+                }
                 self.alias(cx.output(), x);
                 return Ok(());
             }
@@ -35,6 +49,12 @@ impl Translator<'_> {
         let function = match op {
             "ReduceSum" => "reduce_sum",
             "ReduceMean" => "reduce_mean",
+            "ReduceMin" => "reduce_min",
+            "ReduceProd" => "reduce_prod",
+            "ReduceL1" => "reduce_l1",
+            "ReduceL2" => "reduce_l2",
+            "ReduceSumSquare" => "reduce_sum_square",
+            "ReduceLogSumExp" => "reduce_log_sum_exp",
             _ => "reduce_max",
         };
         let mut args = vec![Arg::Value(x)];
@@ -78,15 +98,24 @@ impl Translator<'_> {
     }
 
     /// `Pow(x, p)` with a constant exponent `p` that is one number (any shape that does not
-    /// broadcast `x` to a larger one): `pow(x, p)`.
+    /// broadcast `x` to a larger one): `pow(x, p)`; with an `f32` tensor `y` computed at run time:
+    /// `pow(x, y)`, broadcasting as `+ - * /` do.
     pub(super) fn pow(&mut self, cx: &Cx<'_>) -> NodeResult {
         let x = cx.tensor(0)?;
         if !self.is_float(x) {
             return Err("Pow of an integer tensor".into());
         }
-        let exponent = cx.constant(1).map_err(|_| {
-            "Pow with an exponent computed at run time: nnc raises a tensor to a constant power"
-        })?;
+        if let Ok(Known::Tensor(exponent)) = cx.known(1) {
+            let exponent = *exponent;
+            if !self.is_float(exponent) {
+                return Err("Pow with an integer tensor exponent".into());
+            }
+            let shape = fold::broadcast_shapes(&self.shape(x), &self.shape(exponent))?;
+            let expr = call("pow", vec![Arg::Value(x), Arg::Value(exponent)]);
+            self.push(cx.output(), expr, None, shape, true);
+            return Ok(());
+        }
+        let exponent = cx.constant(1)?;
         let x_shape = self.shape(x);
         let broadcast = fold::broadcast_shapes(&x_shape, &exponent.shape)?;
         let number = exponent
