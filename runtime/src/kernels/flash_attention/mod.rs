@@ -12,10 +12,12 @@
 //! wholly padding, are skipped; blocks absent from the layout are never touched, so the cost is
 //! proportional to the blocks kept.
 //!
-//! Both products run on the GEMM's micro-kernel (AVX2 + FMA where available) over panels this
-//! module packs itself: the keys and values of one (batch, key/value head) once, and per query
-//! block the scaled queries; the probabilities are read in place by the micro-kernel's
-//! row-major variant (packing them cost about a tenth of the time). Everything lives in a caller-owned
+//! Both products run on the GEMM's micro-kernels (AVX-512 or AVX2 + FMA, as the GEMM picks), a
+//! strip of the query block's rows per panel of keys or values, over panels this module packs
+//! itself: the keys and values of one (batch, key/value head) once, and per query block the
+//! scaled queries; the probabilities are read in place by the micro-kernel's row-major variant
+//! (packing them cost about a tenth of the time). The exponentials of the online softmax are
+//! `nnc_ops::math::exp`, sixteen at a time where the processor has AVX-512F. Everything lives in a caller-owned
 //! `FlashAttentionWorkspace` of `O(block^2 + key_len * head_dim)` floats per thread, so a call
 //! allocates nothing. Heads (and, when there are fewer heads than threads, interleaved query
 //! blocks) run in parallel on the shared pool.
@@ -25,7 +27,8 @@ use crate::kernels::attention::{
     AttentionMask, AttentionOptions, AttentionShape, HeadOutputs, check_shapes,
 };
 use crate::kernels::gemm::{
-    MR, NR, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
+    GemmKernels, MR, NR, PackedTileKernel, RowMajorTileKernelWithEpilogue, StripOutput,
+    TileEpilogue,
 };
 use crate::kernels::softmax::{maximum, sum};
 use crate::kernels::vectorize;
@@ -175,8 +178,7 @@ pub fn flash_attention(
         scale: options
             .scale
             .unwrap_or(1.0 / (shape.head_dim as f32).sqrt()),
-        kernel: select_tile_kernel(),
-        row_major_kernel: select_row_major_tile_kernel(),
+        kernels: GemmKernels::detected(),
         sizes: SlotSizes::new(shape, block_size),
     };
     let plan = WorkPlan::new(shape, block_size);
@@ -335,8 +337,7 @@ struct Problem<'a> {
     layout: Option<&'a BlockSparseLayout>,
     block_size: usize,
     scale: f32,
-    kernel: TileKernel,
-    row_major_kernel: RowMajorTileKernel,
+    kernels: GemmKernels,
     sizes: SlotSizes,
 }
 
@@ -517,32 +518,25 @@ impl Problem<'_> {
             None => false,
         };
 
-        // Scores: the scaled query panels against the key panels of this block.
-        let row_panels = block.rows.div_ceil(MR);
+        // Scores: the scaled query panels against each key panel of this block, one strip of
+        // the block's rows per key panel.
         let key_panels = keys.div_ceil(NR);
         let key_block_start = key_block * self.sizes.key_block_stride();
-        for row_panel in 0..row_panels {
-            let rows = MR.min(block.rows - row_panel * MR);
-            let query_panel = &slot.packed_queries[row_panel * MR * head_dim..];
-            for key_panel in 0..key_panels {
-                let columns = NR.min(keys - key_panel * NR);
-                let key_panel_data =
-                    &slot.packed_keys[key_block_start + key_panel * NR * head_dim..];
-                let tile = &mut slot.scores[row_panel * MR * block_size + key_panel * NR..];
-                run_tile(
-                    self.kernel,
-                    head_dim,
-                    query_panel,
-                    key_panel_data,
-                    TileOutput {
-                        c: tile,
-                        row_stride: block_size,
-                        rows,
-                        columns,
-                        accumulate: false,
-                    },
-                );
-            }
+        for key_panel in 0..key_panels {
+            let key_panel_data = &slot.packed_keys[key_block_start + key_panel * NR * head_dim..];
+            run_strip(
+                self.kernels.packed_a,
+                StripLhs::Packed(&slot.packed_queries),
+                head_dim,
+                key_panel_data,
+                Strip {
+                    c: &mut slot.scores[key_panel * NR..],
+                    row_stride: block_size,
+                    rows: block.rows,
+                    columns: NR.min(keys - key_panel * NR),
+                    accumulate: false,
+                },
+            );
         }
 
         // Masks and the online softmax, row by row.
@@ -576,33 +570,28 @@ impl Problem<'_> {
         }
 
         // The accumulator gains the probabilities (read in place, row-major) times the values
-        // of this block.
+        // of this block, one strip of the block's rows per panel of the values.
         let value_block_start = key_block * self.sizes.value_block_stride();
-        for row_panel in 0..row_panels {
-            let rows = MR.min(block.rows - row_panel * MR);
-            let probabilities = &slot.scores[row_panel * MR * block_size..];
-            for (value_panel, first_column) in (0..head_dim).step_by(NR).enumerate() {
-                let columns = NR.min(head_dim - first_column);
-                let value_panel_data =
-                    &slot.packed_values[value_block_start + value_panel * block_keys * NR..];
-                let tile = &mut slot.accumulator[row_panel * MR * head_dim + first_column..];
-                run_row_major_tile(
-                    self.row_major_kernel,
-                    RowMajorLhs {
-                        a: probabilities,
-                        row_stride: block_size,
-                        depth: keys,
-                    },
-                    value_panel_data,
-                    TileOutput {
-                        c: tile,
-                        row_stride: head_dim,
-                        rows,
-                        columns,
-                        accumulate: true,
-                    },
-                );
-            }
+        for (value_panel, first_column) in (0..head_dim).step_by(NR).enumerate() {
+            let value_panel_data =
+                &slot.packed_values[value_block_start + value_panel * block_keys * NR..];
+            run_strip(
+                self.kernels.packed_a,
+                StripLhs::RowMajor {
+                    a: &slot.scores,
+                    row_stride: block_size,
+                    kernel: self.kernels.row_major_a,
+                },
+                keys,
+                value_panel_data,
+                Strip {
+                    c: &mut slot.accumulator[first_column..],
+                    row_stride: head_dim,
+                    rows: block.rows,
+                    columns: NR.min(head_dim - first_column),
+                    accumulate: true,
+                },
+            );
         }
     }
 
@@ -641,6 +630,12 @@ struct RowState<'a> {
 /// the block is allowed), and the sum and accumulator are rescaled to the new maximum.
 fn fold_row(scores: &mut [f32], state: RowState<'_>) {
     #[cfg(target_arch = "x86_64")]
+    if crate::kernels::exp_avx512::is_available() {
+        // SAFETY: The processor supports AVX-512F, checked just above.
+        unsafe { fold_row_avx512(scores, state) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if vectorize::has_avx2_fma() {
         // SAFETY: The processor supports AVX2 and FMA, checked just above.
         unsafe { fold_row_avx2(scores, state) };
@@ -658,8 +653,41 @@ unsafe fn fold_row_avx2(scores: &mut [f32], state: RowState<'_>) {
     fold_row_body(scores, state);
 }
 
+/// `fold_row_body` with the exponentials sixteen at a time (`exp_avx512`, the same values).
+///
+/// # Safety
+///
+/// The processor must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn fold_row_avx512(scores: &mut [f32], state: RowState<'_>) {
+    fold_row_with(scores, state, |scores, maximum| {
+        // SAFETY: The caller vouched for AVX-512F.
+        unsafe { crate::kernels::exp_avx512::exponentiate_masked(scores, maximum) }
+    });
+}
+
 #[inline(always)]
 fn fold_row_body(scores: &mut [f32], state: RowState<'_>) {
+    fold_row_with(scores, state, |scores, maximum| {
+        for score in scores.iter_mut() {
+            *score = if *score == f32::NEG_INFINITY {
+                0.0
+            } else {
+                math::exp(*score - maximum)
+            };
+        }
+    });
+}
+
+/// The fold, with `exponentiate(scores, maximum)` setting each score to `exp(score - maximum)`,
+/// or 0 where it is minus infinity.
+#[inline(always)]
+fn fold_row_with(
+    scores: &mut [f32],
+    state: RowState<'_>,
+    exponentiate: impl FnOnce(&mut [f32], f32),
+) {
     let block_maximum = maximum(scores);
     if block_maximum == f32::NEG_INFINITY {
         // Nothing allowed in this block: the row's state stays as it is.
@@ -672,13 +700,7 @@ fn fold_row_body(scores: &mut [f32], state: RowState<'_>) {
     } else {
         old_maximum
     };
-    for score in scores.iter_mut() {
-        *score = if *score == f32::NEG_INFINITY {
-            0.0
-        } else {
-            math::exp(*score - new_maximum)
-        };
-    }
+    exponentiate(scores, new_maximum);
     let correction = if old_maximum == f32::NEG_INFINITY {
         0.0
     } else {
@@ -693,8 +715,9 @@ fn fold_row_body(scores: &mut [f32], state: RowState<'_>) {
     }
 }
 
-/// Where one micro-kernel tile goes: `rows x columns` elements of `c`, rows `row_stride` apart.
-struct TileOutput<'a> {
+/// Where one strip of the GEMM's micro-kernel goes: `rows x columns` elements of `c`, rows
+/// `row_stride` apart.
+struct Strip<'a> {
     c: &'a mut [f32],
     row_stride: usize,
     rows: usize,
@@ -702,98 +725,68 @@ struct TileOutput<'a> {
     accumulate: bool,
 }
 
-/// Runs the micro-kernel on one tile after checking every bound it relies on.
-fn run_tile(
-    kernel: TileKernel,
+/// The left operand of a strip: consecutive packed panels of `MR` rows, or a row-major matrix
+/// (read with its own kernel).
+enum StripLhs<'a> {
+    Packed(&'a [f32]),
+    RowMajor {
+        a: &'a [f32],
+        row_stride: usize,
+        kernel: RowMajorTileKernelWithEpilogue,
+    },
+}
+
+/// Runs the GEMM's micro-kernel on one strip (`depth` steps, one panel of B) after checking every
+/// bound it relies on.
+fn run_strip(
+    packed_kernel: PackedTileKernel,
+    lhs: StripLhs<'_>,
     depth: usize,
-    a_panel: &[f32],
     b_panel: &[f32],
-    tile: TileOutput<'_>,
+    strip: Strip<'_>,
 ) {
-    let TileOutput {
+    let Strip {
         c,
         row_stride,
         rows,
         columns,
         accumulate,
-    } = tile;
+    } = strip;
     assert!(
-        (1..=MR).contains(&rows)
+        rows >= 1
             && (1..=NR).contains(&columns)
             && columns <= row_stride
-            && a_panel.len() >= depth * MR
             && b_panel.len() >= depth * NR
-            && c.len() >= (rows - 1) * row_stride + columns,
-        "run_tile: a tile or panel is out of bounds"
+            && c.len() >= (rows - 1) * row_stride + columns
+            && match lhs {
+                StripLhs::Packed(a) => a.len() >= rows.div_ceil(MR) * depth * MR,
+                StripLhs::RowMajor { a, row_stride, .. } => {
+                    depth <= row_stride && a.len() >= (rows - 1) * row_stride + depth
+                }
+            },
+        "run_strip: a strip or operand is out of bounds"
     );
-    // SAFETY: The kernel is one that this processor runs (`select_tile_kernel`); the panels hold
-    // `depth` steps and the `rows x columns` tile lies inside `c` (all checked just above), and
-    // `c` is borrowed mutably, so nothing else touches the tile.
-    unsafe {
-        kernel(
-            depth,
-            a_panel,
-            b_panel,
-            c.as_mut_ptr(),
-            row_stride,
-            rows,
-            columns,
-            accumulate,
-        );
-    }
-}
-
-/// A row-major left operand: `depth` columns of rows `row_stride` apart.
-struct RowMajorLhs<'a> {
-    a: &'a [f32],
-    row_stride: usize,
-    depth: usize,
-}
-
-/// Runs the row-major micro-kernel on one tile after checking every bound it relies on.
-fn run_row_major_tile(
-    kernel: RowMajorTileKernel,
-    lhs: RowMajorLhs<'_>,
-    b_panel: &[f32],
-    tile: TileOutput<'_>,
-) {
-    let RowMajorLhs {
-        a,
-        row_stride: a_row_stride,
-        depth,
-    } = lhs;
-    let TileOutput {
-        c,
-        row_stride,
+    let output = StripOutput {
+        c: c.as_mut_ptr(),
+        c_row_stride: row_stride,
         rows,
-        columns,
+        cols: columns,
         accumulate,
-    } = tile;
-    assert!(
-        (1..=MR).contains(&rows)
-            && (1..=NR).contains(&columns)
-            && columns <= row_stride
-            && depth <= a_row_stride
-            && a.len() >= (rows - 1) * a_row_stride + depth
-            && b_panel.len() >= depth * NR
-            && c.len() >= (rows - 1) * row_stride + columns,
-        "run_row_major_tile: a tile or operand is out of bounds"
-    );
-    // SAFETY: The kernel is one that this processor runs (`select_row_major_tile_kernel`); the
-    // rows of A, the panel of B and the `rows x columns` tile lie inside their slices (checked
-    // just above), and `c` is borrowed mutably, so nothing else touches the tile.
+        epilogue: TileEpilogue::default(),
+    };
+    // SAFETY: The kernels are the ones this processor runs (`GemmKernels::detected`); A's rows
+    // or panels, the panel of B and the `rows x columns` strip of C lie inside their slices
+    // (checked just above), the epilogue reads nothing, and `c` is borrowed mutably, so nothing
+    // else touches the strip.
     unsafe {
-        kernel(
-            depth,
-            a,
-            a_row_stride,
-            b_panel,
-            c.as_mut_ptr(),
-            row_stride,
-            rows,
-            columns,
-            accumulate,
-        );
+        match lhs {
+            StripLhs::Packed(a) => packed_kernel(depth, a, b_panel, &output),
+            StripLhs::RowMajor {
+                a,
+                row_stride,
+                kernel,
+            } => kernel(depth, a, row_stride, b_panel, &output),
+        }
     }
 }
 

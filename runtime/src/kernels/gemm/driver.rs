@@ -4,9 +4,7 @@
 
 use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs_panel};
 use super::tile::{Clamp, GemmKernels, TileEpilogue, TileOutput};
-#[cfg(target_arch = "x86_64")]
-use super::x86_64;
-use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix, portable};
+use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix};
 use crate::error::{KernelError, KernelResult, invalid_parameter, shape_mismatch};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::threading;
@@ -38,10 +36,6 @@ pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = KC;
 /// covers 256 values.
 pub(super) const ACTIVATION_GROUP_COLUMNS: usize = 256;
 
-/// The signature shared by the micro-kernels; see `portable::tile_kernel` for the contract.
-/// Flash attention packs its own panels and calls the micro-kernel directly.
-pub(crate) type TileKernel = unsafe fn(usize, &[f32], &[f32], *mut f32, usize, usize, usize, bool);
-
 /// How to run one product.
 #[derive(Clone, Copy)]
 pub(super) struct Execution {
@@ -50,31 +44,6 @@ pub(super) struct Execution {
     /// Columns of B one task packs at once when B is packed during the call (`SOURCE_NC`,
     /// smaller in tests to cross more blocks).
     pub(super) source_column_block: usize,
-}
-
-/// The signature of the micro-kernels that read A row-major: `(depth, a, a_row_stride, b_panel,
-/// c, c_row_stride, rows, cols, accumulate)`; see `portable::tile_kernel_row_major_a`.
-pub(crate) type RowMajorTileKernel =
-    unsafe fn(usize, &[f32], usize, &[f32], *mut f32, usize, usize, usize, bool);
-
-/// The fastest micro-kernel with a row-major A that this processor runs, AVX2 at most (flash
-/// attention calls it one tile at a time; the AVX-512 kernel pays on strips), within the cap of
-/// `set_max_isa`.
-pub(crate) fn select_row_major_tile_kernel() -> RowMajorTileKernel {
-    #[cfg(target_arch = "x86_64")]
-    if super::selected_isa() >= super::GemmIsa::Avx2Fma {
-        return x86_64::tile_kernel_row_major_a;
-    }
-    portable::tile_kernel_row_major_a
-}
-
-/// The fastest micro-kernel this processor runs, AVX2 at most, within the cap of `set_max_isa`.
-pub(crate) fn select_tile_kernel() -> TileKernel {
-    #[cfg(target_arch = "x86_64")]
-    if super::selected_isa() >= super::GemmIsa::Avx2Fma {
-        return x86_64::tile_kernel;
-    }
-    portable::tile_kernel
 }
 
 /// The number of elements from the first to the last element of a strided matrix, plus one.

@@ -61,10 +61,11 @@ pub(super) fn prefetch_l2<T>(address: *const T) {
     }
 }
 
-pub(crate) use driver::{
-    RhsSource, RowMajorTileKernel, TileKernel, select_row_major_tile_kernel, select_tile_kernel,
+pub(crate) use driver::RhsSource;
+pub(crate) use tile::{
+    Clamp, GemmKernels, PackedTileKernel, RowMajorTileKernelWithEpilogue, TileEpilogue,
+    TileOutput as StripOutput,
 };
-pub(crate) use tile::Clamp;
 
 use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;
@@ -74,7 +75,6 @@ use driver::{
 #[cfg(test)]
 use driver::{GridPacking, LhsAccess, TaskGrid, even_share, task_grid};
 use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
-use tile::GemmKernels;
 
 /// Rows of A (and of C) in one micro-kernel tile.
 pub const MR: usize = 6;

@@ -4,39 +4,8 @@
 //! whatever the baseline target offers (SSE2 on x86-64, NEON on AArch64), and applies the
 //! epilogue element by element as it stores the tile.
 
-use super::tile::{TileEpilogue, TileOutput};
+use super::tile::TileOutput;
 use super::{MR, NR};
-
-/// Computes `C[0..rows, 0..cols] (+)= A_panel * B_panel` for one tile, where the panels are in
-/// the packed layouts (`a_panel[p * MR + r]`, `b_panel[p * NR + c]` for `p < depth`), adding to
-/// C when `accumulate` is set and overwriting it otherwise; no epilogue.
-///
-/// # Safety
-///
-/// As for `tile_kernel_with_epilogue`, for a tile at `c` of `rows x cols` with rows
-/// `c_row_stride` apart.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile_kernel(
-    depth: usize,
-    a_panel: &[f32],
-    b_panel: &[f32],
-    c: *mut f32,
-    c_row_stride: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    let output = TileOutput {
-        c,
-        c_row_stride,
-        rows,
-        cols,
-        accumulate,
-        epilogue: TileEpilogue::default(),
-    };
-    // SAFETY: Forwarded from the caller.
-    unsafe { tile_kernel_with_epilogue(depth, a_panel, b_panel, &output) }
-}
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A_panels * B_panel (+ C))`,
 /// where the panels are in the packed layouts (`a_panel[p * MR + r]`, `b_panel[p * NR + c]`
@@ -74,38 +43,6 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
         // SAFETY: The tile is rows `first_row..` of the strip the caller vouched for.
         unsafe { store_tile(&accumulators, &output.tile(first_row)) };
     }
-}
-
-/// Computes `C[0..rows, 0..cols] (+)= A * B_panel` for one tile, where A is row-major with
-/// rows `a_row_stride` apart (`a[r * a_row_stride + p]`); the same contract as
-/// `x86_64::tile_kernel_row_major_a`.
-///
-/// # Safety
-///
-/// As for `tile_kernel_row_major_a_with_epilogue`, for a tile at `c` of `rows x cols` with rows
-/// `c_row_stride` apart.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile_kernel_row_major_a(
-    depth: usize,
-    a: &[f32],
-    a_row_stride: usize,
-    b_panel: &[f32],
-    c: *mut f32,
-    c_row_stride: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    let output = TileOutput {
-        c,
-        c_row_stride,
-        rows,
-        cols,
-        accumulate,
-        epilogue: TileEpilogue::default(),
-    };
-    // SAFETY: Forwarded from the caller.
-    unsafe { tile_kernel_row_major_a_with_epilogue(depth, a, a_row_stride, b_panel, &output) }
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))`, where A

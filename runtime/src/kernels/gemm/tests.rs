@@ -1,3 +1,4 @@
+use super::tile::TileOutput;
 use super::*;
 use crate::reference;
 use crate::test_support::{assert_close, values};
@@ -523,9 +524,10 @@ fn linear_weight_packing_computes_x_times_w_transposed() {
     assert_eq!(y, [6.0, -0.5, -1.0, -2.0]);
 }
 
-/// One tile of a row-major A times a packed B panel, through `kernel`, against a plain sum.
-fn check_row_major_tile_kernel(
-    kernel: RowMajorTileKernel,
+/// One strip of a row-major A times a packed B panel, through `kernel` (a strip of any number
+/// of rows, tiles of `MR` or `2 * MR` and a shorter last one), against a plain sum.
+fn check_row_major_strip_kernel(
+    kernel: RowMajorTileKernelWithEpilogue,
     (rows, cols, depth, stride_padding, accumulate): (usize, usize, usize, usize, bool),
     values: &[f32],
 ) {
@@ -541,21 +543,18 @@ fn check_row_major_tile_kernel(
         .map(|index| values[(index * 5 + 1) % values.len()])
         .collect();
     let mut c = initial.clone();
+    let output = TileOutput {
+        c: c.as_mut_ptr(),
+        c_row_stride,
+        rows,
+        cols,
+        accumulate,
+        epilogue: TileEpilogue::default(),
+    };
     // SAFETY: `a` holds `(rows - 1) * a_row_stride + depth` elements, `b` holds `depth * NR`,
-    // `rows <= MR`, `cols <= NR`, and `c` holds `rows` rows of `c_row_stride >= cols`.
-    unsafe {
-        kernel(
-            depth,
-            &a,
-            a_row_stride,
-            &b,
-            c.as_mut_ptr(),
-            c_row_stride,
-            rows,
-            cols,
-            accumulate,
-        );
-    }
+    // `cols <= NR`, `c` holds `rows` rows of `c_row_stride >= cols`, and the epilogue reads
+    // nothing.
+    unsafe { kernel(depth, &a, a_row_stride, &b, &output) };
     for row in 0..rows {
         for column in 0..c_row_stride {
             let index = row * c_row_stride + column;
@@ -586,13 +585,18 @@ fn check_row_major_tile_kernel(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
+    /// Every instruction set's row-major kernel (flash attention multiplies its probabilities
+    /// with it), on strips up to three tiles of the widest kernel.
     #[test]
-    fn row_major_tile_kernels_match_reference(
-        shape in (1..=MR, 1..=NR, 1..40usize, 0..3usize, any::<bool>()),
+    fn row_major_strip_kernels_match_reference(
+        shape in (1..=3 * 2 * MR + 1, 1..=NR, 1..40usize, 0..3usize, any::<bool>()),
         values in values(97),
     ) {
-        check_row_major_tile_kernel(select_row_major_tile_kernel(), shape, &values);
-        check_row_major_tile_kernel(portable::tile_kernel_row_major_a, shape, &values);
+        for isa in [GemmIsa::Portable, GemmIsa::Avx2Fma, GemmIsa::Avx512] {
+            if let Some(kernels) = GemmKernels::for_isa(isa) {
+                check_row_major_strip_kernel(kernels.row_major_a, shape, &values);
+            }
+        }
     }
 }
 

@@ -5,16 +5,16 @@
 //! FMAs. Each row count has its own monomorphised loop so that short tiles (the last rows of C,
 //! or a matrix-vector product) do no wasted arithmetic.
 //!
-//! A second entry point, `tile_kernel_row_major_a`, reads A straight from a row-major matrix
-//! instead of a packed panel (flash attention multiplies its probabilities this way, without
-//! repacking them, and the GEMM when A is too shallow for packing to pay); it is the same loop,
-//! monomorphised apart.
+//! A second entry point, `tile_kernel_row_major_a_with_epilogue`, reads A straight from a
+//! row-major matrix instead of a packed panel (flash attention multiplies its probabilities this
+//! way, without repacking them, and the GEMM when A is too shallow for packing to pay); it is
+//! the same loop, monomorphised apart.
 //!
-//! The `_with_epilogue` entry points apply the tile's epilogue (`TileEpilogue`: biases,
-//! residual, clamp) to the accumulators before the one store of each row, so a tile is written
-//! once. A tile cut short on the right goes through a 16-float buffer on the stack.
+//! Both entry points take a strip of rows and apply the tile's epilogue (`TileEpilogue`:
+//! biases, residual, clamp) to the accumulators before the one store of each row, so a tile is
+//! written once. A tile cut short on the right goes through a 16-float buffer on the stack.
 
-use super::tile::{Clamp, NextPanelPrefetch, TileEpilogue, TileOutput};
+use super::tile::{Clamp, NextPanelPrefetch, TileOutput};
 use super::{MR, NR};
 use std::arch::x86_64::{
     __m256, _CMP_LT_OQ, _mm256_add_ps, _mm256_blendv_ps, _mm256_broadcast_ss, _mm256_cmp_ps,
@@ -25,38 +25,6 @@ use std::arch::x86_64::{
 /// Whether the running processor has the features this kernel needs.
 pub(super) fn is_available() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-/// Computes `C[0..rows, 0..cols] (+)= A_panel * B_panel` for one tile; the same contract as
-/// `portable::tile_kernel`.
-///
-/// # Safety
-///
-/// The processor must support AVX2 and FMA (`is_available()`), `a_panel` must hold at least
-/// `depth * MR` and `b_panel` at least `depth * NR` elements, `rows <= MR`, `cols <= NR`, and
-/// `c` must be valid for reads and writes of `rows` rows of `cols` elements spaced
-/// `c_row_stride` apart, with no other thread touching them.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile_kernel(
-    depth: usize,
-    a_panel: &[f32],
-    b_panel: &[f32],
-    c: *mut f32,
-    c_row_stride: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    let output = TileOutput {
-        c,
-        c_row_stride,
-        rows,
-        cols,
-        accumulate,
-        epilogue: TileEpilogue::default(),
-    };
-    // SAFETY: Forwarded from the caller; an empty epilogue needs nothing more.
-    unsafe { tile_kernel_with_epilogue(depth, a_panel, b_panel, &output) };
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A_panels * B_panel (+ C))`;
@@ -79,40 +47,6 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
     // destination strip and the epilogue's slices, which is what each tile's kernel needs.
     unsafe { strip_kernel::<false>(depth, a, 0, b, output) };
-}
-
-/// Computes `C[0..rows, 0..cols] (+)= A * B_panel` for one tile, where A is row-major with
-/// rows `a_row_stride` apart (`a[r * a_row_stride + p]` for `r < rows`, `p < depth`) and
-/// `b_panel` is packed as for `tile_kernel`.
-///
-/// # Safety
-///
-/// The processor must support AVX2 and FMA (`is_available()`), `a` must hold at least
-/// `(rows - 1) * a_row_stride + depth` elements and `b_panel` at least `depth * NR`,
-/// `rows <= MR`, `cols <= NR`, and `c` must be valid for reads and writes of `rows` rows of
-/// `cols` elements spaced `c_row_stride` apart, with no other thread touching them.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tile_kernel_row_major_a(
-    depth: usize,
-    a: &[f32],
-    a_row_stride: usize,
-    b_panel: &[f32],
-    c: *mut f32,
-    c_row_stride: usize,
-    rows: usize,
-    cols: usize,
-    accumulate: bool,
-) {
-    let output = TileOutput {
-        c,
-        c_row_stride,
-        rows,
-        cols,
-        accumulate,
-        epilogue: TileEpilogue::default(),
-    };
-    // SAFETY: Forwarded from the caller; an empty epilogue needs nothing more.
-    unsafe { tile_kernel_row_major_a_with_epilogue(depth, a, a_row_stride, b_panel, &output) };
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
@@ -220,7 +154,8 @@ struct LhsPointer {
 ///
 /// # Safety
 ///
-/// As for `tile_kernel` (or `tile_kernel_row_major_a` with `ROW_MAJOR_A`), with `ROWS` rows.
+/// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
+/// `ROW_MAJOR_A`), for a tile of `ROWS <= MR` rows.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
