@@ -436,18 +436,18 @@ fn wide_stride_two_panels_match_materialized_im2col() {
 
 #[test]
 fn larger_convolutions_match_reference() {
-    // Large enough for the GEMM to split across threads and to cross a KC block.
+    // Large enough for the GEMM to split across threads and to cross a KC block (432 deep).
     let case = Case {
-        input_shape: [1, 32, 20, 20],
-        weight_shape: [24, 32, 3, 3],
+        input_shape: [1, 48, 20, 20],
+        weight_shape: [24, 48, 3, 3],
         options: Conv2dOptions {
             padding: [1, 1],
             ..Conv2dOptions::default()
         },
-        input: (0..32 * 400)
+        input: (0..48 * 400)
             .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
             .collect(),
-        weight: (0..24 * 32 * 9)
+        weight: (0..24 * 48 * 9)
             .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
             .collect(),
         bias: Some((0..24).map(|i| i as f32 / 7.0).collect()),

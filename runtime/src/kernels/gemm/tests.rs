@@ -253,7 +253,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Depths past `KC = 256` take several blocks of k, and the epilogue must apply on the last
+    /// Depths past `KC = 384` take several blocks of k, and the epilogue must apply on the last
     /// one only; shallower ones take the row-major A path when A is row-major and unpacked.
     #[test]
     fn deep_products_match_reference_with_every_epilogue(case in cases(14, 600, 37)) {
