@@ -583,6 +583,40 @@ fn channel_counts() -> impl Strategy<Value = usize> {
     ]
 }
 
+/// Stems over channels-last images, large enough for im2col to split rows across threads: each
+/// kernel row of an interior patch is one copy (9 floats for 3x3 over 3 channels, 21 for 7x7),
+/// border patches tap by tap.
+#[test]
+fn channels_last_stems_match_reference() {
+    let _guard = crate::test_support::lock_thread_count();
+    for (kernel, padding, size, out_channels) in [(3, 1, 96, 32), (7, 3, 64, 16), (3, 0, 81, 8)] {
+        let input_shape = [1, 3, size, size];
+        let weight_shape = [out_channels, 3, kernel, kernel];
+        let case = Case {
+            input_shape,
+            weight_shape,
+            options: Conv2dOptions {
+                stride: [2, 2],
+                padding: [padding, padding],
+                ..Conv2dOptions::default()
+            },
+            input: (0..3 * size * size)
+                .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+                .collect(),
+            weight: (0..out_channels * 3 * kernel * kernel)
+                .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+                .collect(),
+            bias: Some((0..out_channels).map(|i| i as f32 / 10.0).collect()),
+            activation: Some(Activation::Relu6),
+        };
+        for threads in [1, 2] {
+            crate::set_num_threads(threads);
+            case.check_channels_last();
+        }
+    }
+    crate::set_num_threads(0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
