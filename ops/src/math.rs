@@ -15,31 +15,38 @@
 //! They live in this crate because the activations are defined with them; the runtime's
 //! softmax and attention kernels use the same `exp`, so that all kernels agree on its values.
 
+/// The constants of [`exp`], for the runtime's vector forms of it, which must give the same bits.
+pub mod exp_constants {
+    /// The clamp of the argument.
+    pub const MIN: f32 = -104.0;
+    pub const MAX: f32 = 88.8;
+    pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    /// ln 2 split in two so that `n * LN2_HIGH` is exact.
+    pub const LN2_HIGH: f32 = 0.693_359_4;
+    pub const LN2_LOW: f32 = -2.121_944_4e-4;
+    /// Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
+    pub const ROUNDING_SHIFT: f32 = 12_582_912.0;
+    /// `P` of `e^r = 1 + r + r^2 P(r)`, lowest degree first.
+    pub const POLYNOMIAL: [f32; 6] = [
+        5e-1,
+        1.666_666_5e-1,
+        4.166_579_6e-2,
+        8.333_452e-3,
+        1.398_199_9e-3,
+        1.987_569_1e-4,
+    ];
+}
+
 /// `e^x`, overflowing to infinity above about 88.72 and underflowing to zero below about -104.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 split in two so that `n * LN2_HIGH` is exact.
-    const LN2_HIGH: f32 = 0.693_359_4;
-    const LN2_LOW: f32 = -2.121_944_4e-4;
-    // Adding 1.5 * 2^23 rounds to the nearest integer and leaves it in the low mantissa bits.
-    const ROUNDING_SHIFT: f32 = 12_582_912.0;
-    let x = x.clamp(-104.0, 88.8);
+    use exp_constants::{LN2_HIGH, LN2_LOW, LOG2_E, MAX, MIN, POLYNOMIAL, ROUNDING_SHIFT};
+    let x = x.clamp(MIN, MAX);
     let shifted = x.mul_add(LOG2_E, ROUNDING_SHIFT);
     let exponent = (shifted.to_bits() as i32).wrapping_sub(ROUNDING_SHIFT.to_bits() as i32);
     let n = shifted - ROUNDING_SHIFT;
     let r = (-n).mul_add(LN2_LOW, (-n).mul_add(LN2_HIGH, x));
-    let polynomial = horner(
-        &[
-            5e-1,
-            1.666_666_5e-1,
-            4.166_579_6e-2,
-            8.333_452e-3,
-            1.398_199_9e-3,
-            1.987_569_1e-4,
-        ],
-        r,
-    );
+    let polynomial = horner(&POLYNOMIAL, r);
     let mantissa = polynomial.mul_add(r * r, r) + 1.0;
     // 2^n as two factors, each a normal float, so that results down to the subnormal range and
     // up to the overflow threshold come out right.

@@ -52,9 +52,7 @@ fn main() {
             key_padding_mask: mask,
             ..AttentionOptions::default()
         };
-        let mut times = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            let start = Instant::now();
+        let median = median_seconds(|| {
             scaled_dot_product_attention_with_workspace(
                 black_box(&q),
                 black_box(&k),
@@ -65,10 +63,7 @@ fn main() {
                 &mut workspace,
             )
             .expect("valid shapes");
-            times.push(start.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
-        let median = times[RUNS / 2];
+        });
         println!(
             "{name:>13}: {:8.1} µs  {:6.1} GFLOP/s",
             median * 1e6,
@@ -86,9 +81,7 @@ fn main() {
                 None => FlashAttentionWorkspace::new(&shape),
             };
             let block_size = block_size.unwrap_or_else(|| dense_block_size(&shape));
-            let mut times = Vec::with_capacity(RUNS);
-            for _ in 0..RUNS {
-                let start = Instant::now();
+            let median = median_seconds(|| {
                 flash_attention(
                     black_box(&q),
                     black_box(&k),
@@ -100,10 +93,7 @@ fn main() {
                     &mut workspace,
                 )
                 .expect("valid shapes");
-                times.push(start.elapsed().as_secs_f64());
-            }
-            times.sort_by(f64::total_cmp);
-            let median = times[RUNS / 2];
+            });
             println!(
                 "{name:>13} flash {block_size:3}: {:8.1} µs  {:6.1} GFLOP/s",
                 median * 1e6,
@@ -111,4 +101,17 @@ fn main() {
             );
         }
     }
+}
+
+/// The median time of `RUNS` calls of `call`, in seconds.
+fn median_seconds(mut call: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            call();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[RUNS / 2]
 }

@@ -20,24 +20,12 @@ pub(crate) fn is_available() -> bool {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(crate) fn exp(x: __m512) -> __m512 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HIGH: f32 = 0.693_359_4;
-    const LN2_LOW: f32 = -2.121_944_4e-4;
-    const ROUNDING_SHIFT: f32 = 12_582_912.0;
-    const COEFFICIENTS: [f32; 6] = [
-        5e-1,
-        1.666_666_5e-1,
-        4.166_579_6e-2,
-        8.333_452e-3,
-        1.398_199_9e-3,
-        1.987_569_1e-4,
-    ];
-    // `x.clamp(-104, 88.8)`: `max_ps` and `min_ps` return their second operand when either
-    // is NaN, so a NaN `x` passes through both.
-    let x = _mm512_min_ps(
-        _mm512_set1_ps(88.8),
-        _mm512_max_ps(_mm512_set1_ps(-104.0), x),
-    );
+    use nnc_ops::math::exp_constants::{
+        LN2_HIGH, LN2_LOW, LOG2_E, MAX, MIN, POLYNOMIAL as COEFFICIENTS, ROUNDING_SHIFT,
+    };
+    // `x.clamp(MIN, MAX)`: `max_ps` and `min_ps` return their second operand when either is
+    // NaN, so a NaN `x` passes through both.
+    let x = _mm512_min_ps(_mm512_set1_ps(MAX), _mm512_max_ps(_mm512_set1_ps(MIN), x));
     let shift = _mm512_set1_ps(ROUNDING_SHIFT);
     let n = _mm512_sub_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(LOG2_E), shift), shift);
     let r = _mm512_fnmadd_ps(

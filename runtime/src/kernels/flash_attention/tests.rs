@@ -271,6 +271,22 @@ fn ramp_case(shape: AttentionShape) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (q, k, v)
 }
 
+/// The plain kernel's output and the tiled kernel's (no layout, through `workspace`) on the same
+/// problem.
+fn plain_and_tiled(
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    shape: &AttentionShape,
+    options: &AttentionOptions<'_>,
+    workspace: &mut FlashAttentionWorkspace,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut expected = vec![0.0; q.len()];
+    crate::kernels::attention::scaled_dot_product_attention(q, k, v, shape, options, &mut expected)
+        .unwrap();
+    let mut output = vec![0.0; q.len()];
+    flash_attention(q, k, v, shape, options, None, &mut output, workspace).unwrap();
+    (expected, output)
+}
+
 #[test]
 fn agrees_with_the_plain_kernel_for_every_thread_count() {
     let _guard = crate::test_support::lock_thread_count();
@@ -290,31 +306,10 @@ fn agrees_with_the_plain_kernel_for_every_thread_count() {
         query_position_offset: 30,
         ..AttentionOptions::default()
     };
-    let mut expected = vec![0.0; q.len()];
-    crate::kernels::attention::scaled_dot_product_attention(
-        &q,
-        &k,
-        &v,
-        &shape,
-        &options,
-        &mut expected,
-    )
-    .unwrap();
     for threads in [1, 3, 4] {
         crate::set_num_threads(threads);
         let mut workspace = FlashAttentionWorkspace::new(&shape);
-        let mut output = vec![0.0; q.len()];
-        flash_attention(
-            &q,
-            &k,
-            &v,
-            &shape,
-            &options,
-            None,
-            &mut output,
-            &mut workspace,
-        )
-        .unwrap();
+        let (expected, output) = plain_and_tiled((&q, &k, &v), &shape, &options, &mut workspace);
         assert_max_abs_error(&output, &expected, 1e-4);
     }
     crate::set_num_threads(0);
@@ -369,28 +364,7 @@ fn short_sequences_are_one_block_and_a_cache_keeps_its_block_size() {
             key_padding_mask: None,
             ..AttentionOptions::default()
         };
-        let mut expected = vec![0.0; q.len()];
-        crate::kernels::attention::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            &shape,
-            &options,
-            &mut expected,
-        )
-        .unwrap();
-        let mut output = vec![0.0; q.len()];
-        flash_attention(
-            &q,
-            &k,
-            &v,
-            &shape,
-            &options,
-            None,
-            &mut output,
-            &mut workspace,
-        )
-        .unwrap();
+        let (expected, output) = plain_and_tiled((&q, &k, &v), &shape, &options, &mut workspace);
         assert_max_abs_error(&output, &expected, 1e-4);
         assert_eq!(
             workspace.allocated_bytes(),
@@ -424,30 +398,9 @@ fn trailing_padding_is_left_out_and_inner_padding_masked() {
         key_padding_mask: Some(&padding),
         ..AttentionOptions::default()
     };
-    let mut expected = vec![0.0; q.len()];
-    crate::kernels::attention::scaled_dot_product_attention(
-        &q,
-        &k,
-        &v,
-        &shape,
-        &options,
-        &mut expected,
-    )
-    .unwrap();
     for block_size in [40, 16] {
         let mut workspace = FlashAttentionWorkspace::with_block_size(&shape, block_size);
-        let mut output = vec![0.0; q.len()];
-        flash_attention(
-            &q,
-            &k,
-            &v,
-            &shape,
-            &options,
-            None,
-            &mut output,
-            &mut workspace,
-        )
-        .unwrap();
+        let (expected, output) = plain_and_tiled((&q, &k, &v), &shape, &options, &mut workspace);
         assert_max_abs_error(&output, &expected, 1e-5);
     }
 }
