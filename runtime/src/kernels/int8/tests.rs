@@ -703,6 +703,60 @@ fn chain_conv(
     .with_activation(activation)
 }
 
+/// The outputs of a chain of int8 layers run on `isa` two ways: each layer from and to f32, and
+/// with the values between layers kept quantized (each layer but the last writes bytes for the
+/// next, in a buffer as large as the f32 values' memory, as in an arena slot).
+fn float_and_quantized_chain(
+    isa: Int8Isa,
+    layers: &[PackedConv2dInt8],
+    input: &[f32],
+    input_shape: [usize; 4],
+) -> (Vec<f32>, Vec<f32>) {
+    let mut shapes = vec![input_shape];
+    for layer in layers {
+        let next = layer.output_shape(*shapes.last().unwrap()).unwrap();
+        shapes.push(next);
+    }
+    let elements = |shape: [usize; 4]| shape.iter().product::<usize>();
+    let mut workspace = ConvWorkspace::new();
+    let mut values = input.to_vec();
+    for (layer, pair) in layers.iter().zip(shapes.windows(2)) {
+        let mut output = vec![f32::NAN; elements(pair[1])];
+        layer
+            .run(
+                isa,
+                Int8Input::Float(&values),
+                pair[0],
+                None,
+                Int8Output::Float(&mut output),
+                &mut workspace,
+            )
+            .unwrap();
+        values = output;
+    }
+    let mut bytes: Option<Vec<u8>> = None;
+    let mut last = vec![f32::NAN; elements(shapes[layers.len()])];
+    for (index, layer) in layers.iter().enumerate() {
+        let input = match &bytes {
+            Some(bytes) => Int8Input::Quantized(bytes),
+            None => Int8Input::Float(input),
+        };
+        let mut next_bytes = vec![0xa5u8; 4 * elements(shapes[index + 1])];
+        let output = match layers.get(index + 1) {
+            Some(next) => Int8Output::QuantizedFor {
+                next,
+                bytes: &mut next_bytes,
+            },
+            None => Int8Output::Float(&mut last),
+        };
+        layer
+            .run(isa, input, shapes[index], None, output, &mut workspace)
+            .unwrap();
+        bytes = Some(next_bytes);
+    }
+    (values, last)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -736,57 +790,8 @@ proptest! {
         let input: Vec<f32> = (0..batch * h * w * c0)
             .map(|i| ((i * 29) % 31) as f32 / 8.0 - 1.7)
             .collect();
-        let mut shapes = vec![[batch, h, w, c0]];
-        for layer in &layers {
-            let next = layer.output_shape(*shapes.last().unwrap()).unwrap();
-            shapes.push(next);
-        }
-        let elements = |shape: [usize; 4]| shape.iter().product::<usize>();
         for isa in available_isas() {
-            let mut workspace = ConvWorkspace::new();
-            // The float path.
-            let mut values = input.clone();
-            for (layer, pair) in layers.iter().zip(shapes.windows(2)) {
-                let mut output = vec![f32::NAN; elements(pair[1])];
-                layer.run(
-                    isa,
-                    Int8Input::Float(&values),
-                    pair[0],
-                    None,
-                    Int8Output::Float(&mut output),
-                    &mut workspace,
-                )
-                .unwrap();
-                values = output;
-            }
-            // The quantized path: bytes as large as the f32 values' memory, as in an arena slot.
-            let mut first = vec![0xa5u8; 4 * elements(shapes[1])];
-            let mut second = vec![0x5au8; 4 * elements(shapes[2])];
-            let mut last = vec![f32::NAN; elements(shapes[3])];
-            layers[0].run(
-                isa,
-                Int8Input::Float(&input),
-                shapes[0],
-                None,
-                Int8Output::QuantizedFor { next: &layers[1], bytes: &mut first },
-                &mut workspace,
-            ).unwrap();
-            layers[1].run(
-                isa,
-                Int8Input::Quantized(&first),
-                shapes[1],
-                None,
-                Int8Output::QuantizedFor { next: &layers[2], bytes: &mut second },
-                &mut workspace,
-            ).unwrap();
-            layers[2].run(
-                isa,
-                Int8Input::Quantized(&second),
-                shapes[2],
-                None,
-                Int8Output::Float(&mut last),
-                &mut workspace,
-            ).unwrap();
+            let (values, last) = float_and_quantized_chain(isa, &layers, &input, [batch, h, w, c0]);
             let same = values.iter().zip(&last).all(|(a, b)| a.to_bits() == b.to_bits());
             prop_assert!(same, "{}: {:?} != {:?}", isa.name(), last, values);
         }
@@ -911,54 +916,7 @@ fn large_images_multiply_in_chunks() {
         .map(|i| ((i * 29) % 31) as f32 / 8.0 - 1.7)
         .collect();
     for isa in available_isas() {
-        let mut workspace = ConvWorkspace::new();
-        let mut middle = vec![f32::NAN; n * h * w * 24];
-        let mut expected = vec![f32::NAN; n * h * w * 5];
-        layers[0]
-            .run(
-                isa,
-                Int8Input::Float(&input),
-                [n, h, w, c],
-                None,
-                Int8Output::Float(&mut middle),
-                &mut workspace,
-            )
-            .unwrap();
-        layers[1]
-            .run(
-                isa,
-                Int8Input::Float(&middle),
-                [n, h, w, 24],
-                None,
-                Int8Output::Float(&mut expected),
-                &mut workspace,
-            )
-            .unwrap();
-        let mut bytes = vec![0xa5u8; 4 * middle.len()];
-        let mut actual = vec![f32::NAN; expected.len()];
-        layers[0]
-            .run(
-                isa,
-                Int8Input::Float(&input),
-                [n, h, w, c],
-                None,
-                Int8Output::QuantizedFor {
-                    next: &layers[1],
-                    bytes: &mut bytes,
-                },
-                &mut workspace,
-            )
-            .unwrap();
-        layers[1]
-            .run(
-                isa,
-                Int8Input::Quantized(&bytes),
-                [n, h, w, 24],
-                None,
-                Int8Output::Float(&mut actual),
-                &mut workspace,
-            )
-            .unwrap();
+        let (expected, actual) = float_and_quantized_chain(isa, &layers, &input, [n, h, w, c]);
         assert!(
             expected
                 .iter()
