@@ -597,6 +597,26 @@ pub(crate) fn convolved_size(
     Ok((padded - extent) / options.stride[axis] + 1)
 }
 
+/// `output.copy_from_slice(source)` for the short runs of im2col (a tap's channels, a kernel
+/// row), in pieces of fixed length (16, 8, 4, 2, 1) that compile to vector moves: a call to
+/// `memcpy` per run of a few floats cost more than the copy.
+#[inline]
+fn copy_short(source: &[f32], output: &mut [f32]) {
+    let length = output.len();
+    let source = &source[..length];
+    let mut done = 0;
+    while length - done >= 16 {
+        output[done..done + 16].copy_from_slice(&source[done..done + 16]);
+        done += 16;
+    }
+    for piece in [8, 4, 2, 1] {
+        if length - done >= piece {
+            output[done..done + piece].copy_from_slice(&source[done..done + piece]);
+            done += piece;
+        }
+    }
+}
+
 /// The sizes and geometry of one call, in one place.
 struct Geometry {
     in_h: usize,

@@ -736,7 +736,7 @@ fn im2col_channels_last(input: &[f32], channels: usize, geometry: &Geometry, col
                                 // a copy of a known length is a few vector moves.
                                 9 => patch_row[..9].copy_from_slice(&source[..9]),
                                 21 => patch_row[..21].copy_from_slice(&source[..21]),
-                                _ => copy_short(source, patch_row),
+                                _ => super::copy_short(source, patch_row),
                             }
                         }
                         _ => {
@@ -747,7 +747,7 @@ fn im2col_channels_last(input: &[f32], channels: usize, geometry: &Geometry, col
                                     .checked_sub(geometry.padding[1])
                                     .filter(|&column| column < geometry.in_w);
                                 match input_x {
-                                    Some(input_x) => copy_short(
+                                    Some(input_x) => super::copy_short(
                                         &input_row[input_x * channels..][..channels],
                                         tap,
                                     ),
@@ -771,26 +771,6 @@ fn im2col_channels_last(input: &[f32], channels: usize, geometry: &Geometry, col
 const IM2COL_ROWS_PER_TASK: usize = 4;
 /// Columns (floats) below which `im2col_channels_last` runs on the calling thread alone.
 const PARALLEL_IM2COL_MIN_FLOATS: usize = 1 << 15;
-
-/// `output.copy_from_slice(source)` for the short runs of im2col (a tap's channels, a kernel
-/// row), in pieces of fixed length (16, 8, 4, 2, 1) that compile to vector moves: a call to
-/// `memcpy` per run of a few floats cost more than the copy.
-#[inline]
-fn copy_short(source: &[f32], output: &mut [f32]) {
-    let length = output.len();
-    let source = &source[..length];
-    let mut done = 0;
-    while length - done >= 16 {
-        output[done..done + 16].copy_from_slice(&source[done..done + 16]);
-        done += 16;
-    }
-    for piece in [8, 4, 2, 1] {
-        if length - done >= piece {
-            output[done..done + piece].copy_from_slice(&source[done..done + piece]);
-            done += piece;
-        }
-    }
-}
 
 #[cfg(test)]
 mod interior_pixel_tests {

@@ -182,8 +182,7 @@ impl RhsSource for ImagePanels<'_> {
 }
 
 /// `output[p] = input[p * stride]` for a run of at most 16 pixels; unit-stride runs are copied
-/// in pieces of fixed length (8, 4, 2, 1), which compile to vector moves rather than a call to
-/// `memcpy` that would cost more than the copy.
+/// by `copy_short`, in pieces of fixed length rather than by a call to `memcpy`.
 #[inline]
 fn copy_run(input: &[f32], stride: usize, output: &mut [f32]) {
     if stride != 1 {
@@ -200,18 +199,7 @@ fn copy_run(input: &[f32], stride: usize, output: &mut [f32]) {
         }
         return;
     }
-    let mut done = 0;
-    let length = output.len();
-    while length - done >= 8 {
-        output[done..done + 8].copy_from_slice(&input[done..done + 8]);
-        done += 8;
-    }
-    for piece in [4, 2, 1] {
-        if length - done >= piece {
-            output[done..done + piece].copy_from_slice(&input[done..done + piece]);
-            done += piece;
-        }
-    }
+    super::copy_short(input, output);
 }
 
 /// `output[p] = input[p * stride]` for sixteen pixels, with a fixed length so that the copy

@@ -26,10 +26,7 @@ use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::attention::{
     AttentionMask, AttentionOptions, AttentionShape, HeadOutputs, check_shapes,
 };
-use crate::kernels::gemm::{
-    GemmKernels, MR, NR, PackedTileKernel, RowMajorTileKernelWithEpilogue, StripOutput,
-    TileEpilogue,
-};
+use crate::kernels::gemm::{GemmKernels, MR, NR, StripOutput, TileEpilogue};
 use crate::kernels::softmax::{maximum, sum};
 use crate::kernels::vectorize;
 use crate::threading;
@@ -525,7 +522,7 @@ impl Problem<'_> {
         for key_panel in 0..key_panels {
             let key_panel_data = &slot.packed_keys[key_block_start + key_panel * NR * head_dim..];
             run_strip(
-                self.kernels.packed_a,
+                self.kernels,
                 StripLhs::Packed(&slot.packed_queries),
                 head_dim,
                 key_panel_data,
@@ -576,11 +573,10 @@ impl Problem<'_> {
             let value_panel_data =
                 &slot.packed_values[value_block_start + value_panel * block_keys * NR..];
             run_strip(
-                self.kernels.packed_a,
+                self.kernels,
                 StripLhs::RowMajor {
                     a: &slot.scores,
                     row_stride: block_size,
-                    kernel: self.kernels.row_major_a,
                 },
                 keys,
                 value_panel_data,
@@ -725,21 +721,16 @@ struct Strip<'a> {
     accumulate: bool,
 }
 
-/// The left operand of a strip: consecutive packed panels of `MR` rows, or a row-major matrix
-/// (read with its own kernel).
+/// The left operand of a strip: consecutive packed panels of `MR` rows, or a row-major matrix.
 enum StripLhs<'a> {
     Packed(&'a [f32]),
-    RowMajor {
-        a: &'a [f32],
-        row_stride: usize,
-        kernel: RowMajorTileKernelWithEpilogue,
-    },
+    RowMajor { a: &'a [f32], row_stride: usize },
 }
 
 /// Runs the GEMM's micro-kernel on one strip (`depth` steps, one panel of B) after checking every
 /// bound it relies on.
 fn run_strip(
-    packed_kernel: PackedTileKernel,
+    kernels: GemmKernels,
     lhs: StripLhs<'_>,
     depth: usize,
     b_panel: &[f32],
@@ -760,7 +751,7 @@ fn run_strip(
             && c.len() >= (rows - 1) * row_stride + columns
             && match lhs {
                 StripLhs::Packed(a) => a.len() >= rows.div_ceil(MR) * depth * MR,
-                StripLhs::RowMajor { a, row_stride, .. } => {
+                StripLhs::RowMajor { a, row_stride } => {
                     depth <= row_stride && a.len() >= (rows - 1) * row_stride + depth
                 }
             },
@@ -780,12 +771,10 @@ fn run_strip(
     // else touches the strip.
     unsafe {
         match lhs {
-            StripLhs::Packed(a) => packed_kernel(depth, a, b_panel, &output),
-            StripLhs::RowMajor {
-                a,
-                row_stride,
-                kernel,
-            } => kernel(depth, a, row_stride, b_panel, &output),
+            StripLhs::Packed(a) => (kernels.packed_a)(depth, a, b_panel, &output),
+            StripLhs::RowMajor { a, row_stride } => {
+                (kernels.row_major_a)(depth, a, row_stride, b_panel, &output)
+            }
         }
     }
 }

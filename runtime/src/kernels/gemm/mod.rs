@@ -62,10 +62,7 @@ pub(super) fn prefetch_l2<T>(address: *const T) {
 }
 
 pub(crate) use driver::RhsSource;
-pub(crate) use tile::{
-    Clamp, GemmKernels, PackedTileKernel, RowMajorTileKernelWithEpilogue, TileEpilogue,
-    TileOutput as StripOutput,
-};
+pub(crate) use tile::{Clamp, GemmKernels, TileEpilogue, TileOutput as StripOutput};
 
 use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;

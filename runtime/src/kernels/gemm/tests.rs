@@ -1,4 +1,4 @@
-use super::tile::TileOutput;
+use super::tile::{RowMajorTileKernelWithEpilogue, TileOutput};
 use super::*;
 use crate::reference;
 use crate::test_support::{assert_close, values};
