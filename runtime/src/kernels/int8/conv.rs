@@ -203,7 +203,14 @@ impl PackedConv2dInt8 {
                 ));
             }
             Method::Depthwise {
-                weights: DepthwiseInt8Weights::new(weight, out_channels, taps, bias, input.scale),
+                weights: DepthwiseInt8Weights::new(
+                    weight,
+                    out_channels,
+                    taps,
+                    bias,
+                    input.scale,
+                    input.zero_point,
+                ),
             }
         } else if options.groups == 1 {
             let depth = group_in_channels * taps;

@@ -4,6 +4,7 @@
 //! is in registers. A product fits in i16 (`255 * 127 < 2^15`), so the loop multiplies 16-bit
 //! lanes and widens only to add; it is compiled for AVX-512, AVX2 and the baseline.
 
+use super::depthwise_vnni::{GroupedWeights, RowOutput};
 use super::gemm::{GemmOutput, quantize_filter};
 use super::quantize::{ConvGeometry, quantize_slice};
 use super::{ActivationQuantization, Int8Isa};
@@ -22,16 +23,20 @@ pub(crate) struct DepthwiseInt8Weights {
     bias: Vec<f32>,
     /// Bytes the weights take stored as int8 with their scales and biases.
     stored_bytes: usize,
+    /// The layout of the AVX512-VNNI kernel, for kernels of up to `MAX_GROUPED_TAPS` taps.
+    grouped: Option<GroupedWeights>,
 }
 
 impl DepthwiseInt8Weights {
-    /// Quantizes `[channels, taps]` weights per channel.
+    /// Quantizes `[channels, taps]` weights per channel, for inputs quantized with `input_scale`
+    /// and `input_zero_point`.
     pub(crate) fn new(
         weight: &[f32],
         channels: usize,
         taps: usize,
         bias: Option<&[f32]>,
         input_scale: f32,
+        input_zero_point: u8,
     ) -> Self {
         let mut weights = vec![0i16; taps * channels];
         let mut output_scales = Vec::with_capacity(channels);
@@ -42,12 +47,22 @@ impl DepthwiseInt8Weights {
             }
             output_scales.push(input_scale * scale);
         }
+        let bias = bias.map_or_else(|| vec![0.0; channels], <[f32]>::to_vec);
+        let grouped = GroupedWeights::new(
+            weight,
+            channels,
+            taps,
+            &output_scales,
+            &bias,
+            input_zero_point,
+        );
         Self {
             channels,
             weights,
             output_scales,
-            bias: bias.map_or_else(|| vec![0.0; channels], <[f32]>::to_vec),
+            bias,
             stored_bytes: taps * channels + 8 * channels,
+            grouped,
         }
     }
 
@@ -155,6 +170,16 @@ fn depthwise_quantized(
             let values = super::grown(&mut buffer, geometry.out_w * channels);
             for (row_offset, row_bytes) in rows.chunks_exact_mut(byte_row).enumerate() {
                 let row = chunk_index * rows_per_task + row_offset;
+                if other_activation.is_none() {
+                    let output = RowOutput::Bytes {
+                        bytes: row_bytes,
+                        pixel_stride: row_stride,
+                        quantization,
+                    };
+                    if grouped_row(weights, call, row, None, output) {
+                        continue;
+                    }
+                }
                 depthwise_row(weights, call, row, None, values);
                 if let Some(activation) = other_activation {
                     apply_activation_sequential(values, activation);
@@ -183,6 +208,9 @@ fn depthwise_row(
     residual: Option<&[f32]>,
     output: &mut [f32],
 ) {
+    if grouped_row(weights, call, row, residual, RowOutput::Float(&mut *output)) {
+        return;
+    }
     match call.isa {
         #[cfg(target_arch = "x86_64")]
         Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
@@ -196,6 +224,41 @@ fn depthwise_row(
         }
         _ => depthwise_row_body(weights, call, row, residual, output),
     }
+}
+
+/// Output row `row` by the AVX512-VNNI grouped kernel, if the call runs on AVX512-VNNI (with
+/// VBMI and VL) and the kernel has at most `MAX_GROUPED_TAPS` taps; `false` (and nothing
+/// written) otherwise.
+fn grouped_row(
+    weights: &DepthwiseInt8Weights,
+    call: &DepthwiseCall<'_>,
+    row: usize,
+    residual: Option<&[f32]>,
+    output: RowOutput<'_>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(grouped) = &weights.grouped
+        && call.isa == Int8Isa::Avx512Vnni
+        && Int8Isa::Avx512Vnni.is_available()
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vbmi")
+    {
+        // SAFETY: The processor has AVX512F, BW, VL, VBMI and VNNI (checked just above); the
+        // kernel checks the sizes.
+        unsafe {
+            super::depthwise_vnni::grouped_row(
+                grouped,
+                weights.channels,
+                call,
+                row,
+                residual,
+                output,
+            )
+        };
+        return true;
+    }
+    let _ = (weights, call, row, residual, output);
+    false
 }
 
 #[cfg(target_arch = "x86_64")]

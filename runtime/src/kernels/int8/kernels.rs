@@ -262,12 +262,15 @@ fn epilogue_row_body(
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(super) use x86_64::{apply_clamp as apply_clamp_avx512, quantize as quantize_avx512};
+
+#[cfg(target_arch = "x86_64")]
 mod x86_64 {
     //! The x86-64 tiles and epilogues; the callers check the processor and the operands.
 
     use super::{
-        ByteTile, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile, TileOperands,
-        epilogue_row_body,
+        ActivationQuantization, ByteTile, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile,
+        TileOperands, epilogue_row_body,
     };
     use std::arch::x86_64::*;
 
@@ -536,11 +539,32 @@ mod x86_64 {
         }
     }
 
+    /// Sixteen values quantized as `ActivationQuantization::quantize` does, as bytes: as in
+    /// `store_bytes`, `cvtps2dq` rounds to nearest even, a value past `2^16` (infinity
+    /// included) is first capped there, NaN and values below `i32::MIN` convert to `i32::MIN`,
+    /// and the narrowing saturates to `0..=255`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(in crate::kernels::int8) fn quantize(
+        values: __m512,
+        quantization: ActivationQuantization,
+    ) -> __m128i {
+        let scaled = _mm512_min_ps(
+            _mm512_set1_ps(65536.0),
+            _mm512_mul_ps(values, _mm512_set1_ps(quantization.inverse_scale())),
+        );
+        let rounded = _mm512_add_epi32(
+            _mm512_cvtps_epi32(scaled),
+            _mm512_set1_epi32(i32::from(quantization.zero_point)),
+        );
+        _mm512_cvtusepi32_epi8(_mm512_max_epi32(rounded, _mm512_setzero_si512()))
+    }
+
     /// The clamp activation of sixteen values, with the scalar functions' results: `max_ps` and
     /// `min_ps` return their second operand when either is NaN, so NaN passes through.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn apply_clamp(values: __m512, clamp: Clamp) -> __m512 {
+    pub(in crate::kernels::int8) fn apply_clamp(values: __m512, clamp: Clamp) -> __m512 {
         let zero = _mm512_setzero_ps();
         match clamp {
             Clamp::None => values,

@@ -15,11 +15,14 @@
 //!   widened to i16 and multiplied with `vpmaddwd`, since `vpmaddubsw` saturates), and portable.
 //!   [`set_max_isa`] caps the choice, as the f32 GEMM's does.
 //! - `depthwise.rs`: the depthwise convolution over channels-last images.
+//! - `depthwise_vnni.rs`: its AVX512-VNNI row, four taps per `vpdpbusd` and the epilogue in
+//!   registers.
 //! - `conv.rs`: [`PackedConv2dInt8`], which quantizes the input (and transposes an NCHW one to
 //!   channels-last as it goes), builds the im2col rows and calls the above.
 
 mod conv;
 mod depthwise;
+mod depthwise_vnni;
 mod gemm;
 mod kernels;
 mod quantize;

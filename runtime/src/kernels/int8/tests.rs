@@ -547,6 +547,59 @@ fn large_depthwise_kernels_match_the_reference() {
     check_conv_case(&case).unwrap();
 }
 
+/// Depthwise kernels of every size the grouped VNNI kernel handles in one piece (1 to 13 groups
+/// of four taps), over whole blocks of sixteen channels and a tail, with padding, strides and
+/// dilation, and outputs past ReLU6's bound: each against the reference on every instruction
+/// set.
+#[test]
+fn depthwise_kernels_of_every_size_match_the_reference() {
+    let kernels = [[1, 1], [2, 3], [3, 3], [1, 7], [5, 5], [7, 7]];
+    let activations = [
+        Some(Activation::Relu6),
+        Some(Activation::LeakyRelu {
+            negative_slope: 0.25,
+        }),
+        None,
+    ];
+    for (index, kernel) in kernels.into_iter().enumerate() {
+        for (channels, stride, dilation) in [(32, 1, 1), (37, 2, 1), (16, 1, 2)] {
+            let [n, h, w] = [1, 9, 11];
+            let [kh, kw] = kernel;
+            let options = Conv2dOptions {
+                stride: [stride, stride],
+                padding: [kh / 2, kw / 2],
+                dilation: [dilation, dilation],
+                groups: channels,
+            };
+            if h + 2 * options.padding[0] <= dilation * (kh - 1)
+                || w + 2 * options.padding[1] <= dilation * (kw - 1)
+            {
+                continue;
+            }
+            let case = ConvCase {
+                input_shape: [n, channels, h, w],
+                weight_shape: [channels, 1, kh, kw],
+                options,
+                channels_last: true,
+                quantization: ActivationQuantization {
+                    scale: 0.05,
+                    zero_point: 90,
+                },
+                input: (0..n * channels * h * w)
+                    .map(|i| ((i * 37) % 29) as f32 / 3.0 - 4.0)
+                    .collect(),
+                weight: (0..channels * kh * kw)
+                    .map(|i| ((i * 11) % 17) as f32 / 8.0 - 0.7)
+                    .collect(),
+                bias: Some((0..channels).map(|i| i as f32 / 10.0 - 1.0).collect()),
+                residual: channels == 37,
+                activation: activations[index % activations.len()],
+            };
+            check_conv_case(&case).unwrap();
+        }
+    }
+}
+
 #[test]
 fn forward_uses_the_selected_isa_and_agrees_with_run() {
     let options = Conv2dOptions {
