@@ -206,7 +206,7 @@ impl PackedConv2dInt8 {
                 weights: DepthwiseInt8Weights::new(
                     weight,
                     out_channels,
-                    taps,
+                    [kernel_h, kernel_w],
                     bias,
                     input.scale,
                     input.zero_point,

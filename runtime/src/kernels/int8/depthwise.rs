@@ -28,16 +28,17 @@ pub(crate) struct DepthwiseInt8Weights {
 }
 
 impl DepthwiseInt8Weights {
-    /// Quantizes `[channels, taps]` weights per channel, for inputs quantized with `input_scale`
-    /// and `input_zero_point`.
+    /// Quantizes `[channels, kernel_h * kernel_w]` weights per channel, for inputs quantized
+    /// with `input_scale` and `input_zero_point`.
     pub(crate) fn new(
         weight: &[f32],
         channels: usize,
-        taps: usize,
+        kernel: [usize; 2],
         bias: Option<&[f32]>,
         input_scale: f32,
         input_zero_point: u8,
     ) -> Self {
+        let taps = kernel[0] * kernel[1];
         let mut weights = vec![0i16; taps * channels];
         let mut output_scales = Vec::with_capacity(channels);
         for (channel, filter) in weight.chunks_exact(taps).enumerate() {
@@ -51,7 +52,7 @@ impl DepthwiseInt8Weights {
         let grouped = GroupedWeights::new(
             weight,
             channels,
-            taps,
+            kernel,
             &output_scales,
             &bias,
             input_zero_point,
