@@ -196,9 +196,27 @@ fn balanced_rows_per_task_on(
     }
     let finish =
         |rows_per_task: usize| rows.div_ceil(rows_per_task).div_ceil(threads) * rows_per_task;
-    (1..=by_size)
-        .min_by_key(|&rows_per_task| (finish(rows_per_task), std::cmp::Reverse(rows_per_task)))
-        .unwrap_or(1)
+    // Only the smallest size for each count of tasks can be best (a larger size with as many
+    // tasks takes as many rounds of longer tasks), and those are the distinct values of
+    // `ceil(rows / tasks)`: about `2 sqrt(rows)` of them, where trying every size up to
+    // `by_size` cost tens of thousands of divisions for a layer of many short rows.
+    let mut best = by_size;
+    let mut tasks = 1;
+    while tasks <= rows {
+        let rows_per_task = rows.div_ceil(tasks);
+        if rows_per_task <= by_size
+            && (finish(rows_per_task), std::cmp::Reverse(rows_per_task))
+                < (finish(best), std::cmp::Reverse(best))
+        {
+            best = rows_per_task;
+        }
+        if rows_per_task == 1 {
+            break;
+        }
+        // The fewest tasks whose size is smaller.
+        tasks = rows.div_ceil(rows_per_task - 1);
+    }
+    best
 }
 
 /// A pointer to the first element of a slice whose disjoint chunks tasks write.
@@ -494,6 +512,41 @@ mod tests {
         }
         set_num_threads(0);
         assert!(num_threads() >= 1);
+    }
+
+    /// The reference twin: every size from 1 to the size by the target.
+    fn balanced_rows_by_trying_every_size(
+        rows: usize,
+        row_length: usize,
+        target_elements: usize,
+        threads: usize,
+    ) -> usize {
+        let by_size = (target_elements / row_length.max(1)).clamp(1, rows.max(1));
+        if threads <= 1 {
+            return by_size;
+        }
+        let finish =
+            |rows_per_task: usize| rows.div_ceil(rows_per_task).div_ceil(threads) * rows_per_task;
+        (1..=by_size)
+            .min_by_key(|&rows_per_task| (finish(rows_per_task), std::cmp::Reverse(rows_per_task)))
+            .unwrap_or(1)
+    }
+
+    #[test]
+    fn balanced_rows_equal_trying_every_size() {
+        for rows in (0..300).chain([1000, 4096, 12544, 50176, 50177]) {
+            for row_length in [1, 3, 4, 7, 100, 5000, 20000] {
+                for threads in 1..6 {
+                    for target in [1 << 14, 1 << 16] {
+                        assert_eq!(
+                            balanced_rows_per_task_on(rows, row_length, target, threads),
+                            balanced_rows_by_trying_every_size(rows, row_length, target, threads),
+                            "{rows} rows of {row_length}, target {target}, {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
