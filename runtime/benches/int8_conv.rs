@@ -1,6 +1,7 @@
 //! The int8 convolution on MobileNetV2's and ResNet-18's shapes, channels-last, reading the
 //! quantized bytes the layer before wrote and writing bytes quantized for the next layer (as
-//! generated code links two int8 layers), ReLU6 fused, at one and two threads.
+//! generated code links two int8 layers), ReLU6 fused, at one and two threads; and MobileNetV2's
+//! stem, which quantizes the network's f32 input.
 //!
 //! Run with `cargo bench -p nnc-runtime --bench int8_conv`; throughput lines read as GMAC/s
 //! (elements are multiply-adds).
@@ -96,6 +97,37 @@ fn main() {
                 })
             });
         }
+    }
+    // The stem: the network's f32 input (channels-last), quantized by the layer.
+    let stem = layer(3, 32, 3, 2, 1);
+    let next = layer(32, 32, 1, 1, 1);
+    let input: Vec<f32> = (0..224 * 224 * 3)
+        .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
+        .collect();
+    let (_, output_stride) = next.quantized_input_layout();
+    let mut output = vec![0u8; 112 * 112 * output_stride];
+    group.throughput(Throughput::Elements((112 * 112 * 32 * 27) as u64));
+    let mut workspace = ConvWorkspace::new();
+    for threads in [1, 2] {
+        nnc_runtime::set_num_threads(threads);
+        group.bench_function(
+            BenchmarkId::new("stem_3_32", format!("t{threads}")),
+            |bencher| {
+                bencher.iter(|| {
+                    stem.forward_int8(
+                        Int8Input::Float(black_box(&input)),
+                        [1, 224, 224, 3],
+                        None,
+                        Int8Output::QuantizedFor {
+                            next: &next,
+                            bytes: &mut output,
+                        },
+                        &mut workspace,
+                    )
+                    .unwrap()
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -51,8 +51,18 @@ pub(crate) fn quantize_rows(
         .zip(output.chunks_exact_mut(row_stride))
     {
         let (values, padding) = output_row.split_at_mut(channels);
-        quantize_slice(row, values, quantization);
-        padding.fill(0);
+        if channels < 8 {
+            // A stem's few channels: inline, where calls of the vector loop (which would do
+            // them one by one) and of `memset` cost more than the values.
+            for (value, &x) in values.iter_mut().zip(row) {
+                *value = quantization.quantize(x);
+            }
+        } else {
+            quantize_slice(row, values, quantization);
+        }
+        for byte in padding {
+            *byte = 0;
+        }
     }
 }
 
@@ -204,6 +214,10 @@ pub(super) fn copy_run(destination: &mut [u8], source: &[u8]) {
     }
 }
 
+/// Kernel rows whose input rows `im2col` finds once per output row (taller kernels find them
+/// per pixel).
+const MAX_IM2COL_KERNEL_ROWS: usize = 16;
+
 /// The im2col rows of one quantized channels-last image `[in_h, in_w, channels]` from output
 /// pixel `first_pixel` on: row `p` of `columns` (`row_stride` bytes) is the patch under output
 /// pixel `first_pixel + p`, ordered `(ky, kx, c)`, with `zero_point` where the patch hangs over
@@ -221,40 +235,82 @@ pub(crate) fn im2col(
     let [kernel_h, kernel_w] = geometry.kernel;
     let tap_row = kernel_w * channels;
     let patch = kernel_h * tap_row;
-    let pixels = (geometry.out_h * geometry.out_w).saturating_sub(first_pixel);
-    for (pixel, row) in columns
-        .chunks_exact_mut(row_stride)
-        .take(pixels)
-        .enumerate()
-        .map(|(offset, row)| (first_pixel + offset, row))
-    {
-        let (out_y, out_x) = (pixel / geometry.out_w, pixel % geometry.out_w);
-        let (patch_values, tail) = row.split_at_mut(patch);
-        tail.fill(0);
-        // With unit dilation, a kernel row's taps inside the image are one contiguous run.
-        let whole_row = geometry.dilation[1] == 1
-            && geometry.input_column(out_x, 0).is_some()
-            && geometry.input_column(out_x, kernel_w - 1).is_some();
-        for (kernel_y, values) in patch_values.chunks_exact_mut(tap_row).enumerate() {
-            let Some(input_y) = geometry.input_row(out_y, kernel_y) else {
-                values.fill(zero_point);
-                continue;
-            };
-            let image_row =
-                &image[input_y * geometry.in_w * channels..][..geometry.in_w * channels];
-            if whole_row {
-                let start = out_x * geometry.stride[1] - geometry.padding[1];
-                copy_run(values, &image_row[start * channels..][..tap_row]);
-                continue;
+    let out_w = geometry.out_w;
+    let pixels = (geometry.out_h * out_w).saturating_sub(first_pixel);
+    // With unit dilation, the kernel rows of the output columns in `whole` read one contiguous
+    // run of the image each.
+    let whole = if geometry.dilation[1] == 1 {
+        let first = crate::kernels::conv::valid_output_range(
+            out_w,
+            geometry.stride[1],
+            0,
+            geometry.padding[1],
+            geometry.in_w,
+        );
+        let last = crate::kernels::conv::valid_output_range(
+            out_w,
+            geometry.stride[1],
+            kernel_w - 1,
+            geometry.padding[1],
+            geometry.in_w,
+        );
+        first.start.max(last.start)..first.end.min(last.end)
+    } else {
+        0..0
+    };
+    let row_length = geometry.in_w * channels;
+    let mut rows = columns.chunks_exact_mut(row_stride).take(pixels);
+    let (mut out_y, mut out_x) = (first_pixel / out_w.max(1), first_pixel % out_w.max(1));
+    while let Some(row) = rows.next() {
+        // The output row's kernel rows, found once for its pixels.
+        let mut image_rows = [None; MAX_IM2COL_KERNEL_ROWS];
+        let cached = kernel_h <= MAX_IM2COL_KERNEL_ROWS;
+        if cached {
+            for (kernel_y, image_row) in image_rows.iter_mut().enumerate().take(kernel_h) {
+                *image_row = geometry
+                    .input_row(out_y, kernel_y)
+                    .map(|input_y| &image[input_y * row_length..][..row_length]);
             }
-            for (kernel_x, tap) in values.chunks_exact_mut(channels).enumerate() {
-                match geometry.input_column(out_x, kernel_x) {
-                    Some(input_x) => {
-                        tap.copy_from_slice(&image_row[input_x * channels..][..channels])
+        }
+        let mut row = Some(row);
+        while let Some(current) = row {
+            let (patch_values, tail) = current.split_at_mut(patch);
+            // A few bytes (the patch rounded up to whole groups of k): no call of `memset`.
+            for byte in tail {
+                *byte = 0;
+            }
+            for (kernel_y, values) in patch_values.chunks_exact_mut(tap_row).enumerate() {
+                let image_row = if cached {
+                    image_rows[kernel_y]
+                } else {
+                    geometry
+                        .input_row(out_y, kernel_y)
+                        .map(|input_y| &image[input_y * row_length..][..row_length])
+                };
+                let Some(image_row) = image_row else {
+                    values.fill(zero_point);
+                    continue;
+                };
+                if whole.contains(&out_x) {
+                    let start = out_x * geometry.stride[1] - geometry.padding[1];
+                    copy_run(values, &image_row[start * channels..][..tap_row]);
+                    continue;
+                }
+                for (kernel_x, tap) in values.chunks_exact_mut(channels).enumerate() {
+                    match geometry.input_column(out_x, kernel_x) {
+                        Some(input_x) => {
+                            tap.copy_from_slice(&image_row[input_x * channels..][..channels])
+                        }
+                        None => tap.fill(zero_point),
                     }
-                    None => tap.fill(zero_point),
                 }
             }
+            out_x += 1;
+            if out_x == out_w {
+                (out_y, out_x) = (out_y + 1, 0);
+                break;
+            }
+            row = rows.next();
         }
     }
 }
