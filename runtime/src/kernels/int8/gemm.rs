@@ -264,9 +264,15 @@ pub(crate) fn int8_gemm_sums(
 
 /// Where the tiles' sums go.
 trait TileSink: Sync {
-    /// Computes the tile of `operands` and consumes its sums: `operands.rows` rows from
-    /// `first_row` and `cols <= TILE_COLS` columns from `first_col`. Tiles of different calls
-    /// never overlap. `tile` is scratch.
+    /// The most rows one `run_tile` call takes: `MR`, or more for a sink that runs a strip of
+    /// tiles in one call.
+    fn strip_rows(&self) -> usize {
+        MR
+    }
+
+    /// Computes the tile (or strip of tiles) of `operands` and consumes its sums:
+    /// `operands.rows <= strip_rows()` rows from `first_row` and `cols <= TILE_COLS` columns
+    /// from `first_col`. Rectangles of different calls never overlap. `tile` is scratch.
     fn run_tile(
         &self,
         isa: Int8Isa,
@@ -307,6 +313,10 @@ struct FloatSink<'a> {
 }
 
 impl TileSink for FloatSink<'_> {
+    fn strip_rows(&self) -> usize {
+        MAX_STRIP_ROWS
+    }
+
     fn run_tile(
         &self,
         isa: Int8Isa,
@@ -339,7 +349,7 @@ impl TileSink for FloatSink<'_> {
         };
         // SAFETY: As above: `float.output` is the tile's rectangle, `rows` rows of `cols`
         // values `stride` apart, written by this task alone.
-        unsafe { kernels::tile_to_output(isa, operands, &float, tile) };
+        unsafe { kernels::strip_to_output(isa, operands, &float, tile) };
         if let Some(activation) = self.other_activation {
             for row in 0..rows {
                 // SAFETY: Row `row` of the tile's rectangle, as above.
@@ -366,6 +376,15 @@ struct QuantizedSink<'a> {
 }
 
 impl TileSink for QuantizedSink<'_> {
+    fn strip_rows(&self) -> usize {
+        // Other activations run tile by tile, through a tile of f32 values.
+        if self.other_activation.is_none() {
+            MAX_STRIP_ROWS
+        } else {
+            MR
+        }
+    }
+
     fn run_tile(
         &self,
         isa: Int8Isa,
@@ -402,7 +421,7 @@ impl TileSink for QuantizedSink<'_> {
             };
             // SAFETY: The tile's rectangle of the bytes, as above, is written by this task
             // alone.
-            unsafe { kernels::tile_to_output(isa, operands, &float, tile) };
+            unsafe { kernels::strip_to_output(isa, operands, &float, tile) };
             return;
         }
         // Other activations run on the f32 results, in a buffer on the stack.
@@ -472,6 +491,11 @@ impl TileSink for SumSink {
 /// Multiply-adds one task should get at least (about 8 µs of VNNI work): below that, handing
 /// a task to another thread costs more than it saves.
 const MIN_TASK_MACS: usize = 1 << 19;
+/// The most rows of one strip: a sink that takes strips runs this many rows against a panel
+/// pair in one call.
+const MAX_STRIP_ROWS: usize = 16 * MR;
+/// Bytes of A one strip reads, kept in L1 while the strip sweeps the block's panel pairs.
+const STRIP_A_BYTES: usize = 16 << 10;
 /// Bytes of packed weights one column block keeps in L2 while the rows sweep over it.
 const COLUMN_BLOCK_BYTES: usize = 256 << 10;
 
@@ -578,13 +602,15 @@ fn run_rectangle(
     let groups = weights.groups();
     let panel_bytes = groups * NR * K_GROUP;
     let block_panels = (COLUMN_BLOCK_BYTES / panel_bytes.max(1)).max(2) & !1;
+    // Strips of rows whose A stays in L1 while they sweep the block's panels.
+    let strip_rows = (STRIP_A_BYTES / lhs.stride.max(1) / MR * MR).clamp(MR, sink.strip_rows());
     let mut tile: Tile = [0; MR * TILE_COLS];
     let mut block_start = panels.start;
     while block_start < panels.end {
         let block_end = (block_start + block_panels).min(panels.end);
         let mut first_row = rows.start;
         while first_row < rows.end {
-            let tile_rows = MR.min(rows.end - first_row);
+            let tile_rows = strip_rows.min(rows.end - first_row);
             let a = &lhs.data[first_row * lhs.stride..];
             let mut panel = block_start;
             while panel < block_end {
