@@ -401,6 +401,29 @@ fn transpose_columns_f32(
         columns.end <= cols && input.len() >= rows * cols && output.len() >= columns.len() * rows,
         "transpose_columns_f32: the columns or the slices do not fit the matrix"
     );
+    if (2..8).contains(&rows) {
+        // A few rows (an RGB image's planes to pixels): blocks of 8 columns, the missing rows
+        // zero, each column stored 8 wide over the start of the next (stored later), while the
+        // last column's 8 fit in the output; the rest by the plain loop.
+        let mut column = columns.start;
+        while column + 8 <= columns.end && (column - columns.start + 7) * rows + 8 <= output.len() {
+            // SAFETY: The processor has AVX2 (the caller checked); rows `0..rows` of columns
+            // `column..column + 8` are inside the input, and the 8 columns' stores of 8 values
+            // from `(column - columns.start) * rows` are inside the output, checked just above.
+            unsafe {
+                transpose_block_few_rows(
+                    input.as_ptr().add(column),
+                    cols,
+                    rows,
+                    output.as_mut_ptr().add((column - columns.start) * rows),
+                );
+            }
+            column += 8;
+        }
+        let tail_output = &mut output[(column - columns.start) * rows..];
+        transpose_columns_tiled_portable(input, rows, cols, column..columns.end, tail_output);
+        return;
+    }
     for row in (0..block_rows).step_by(8) {
         for column in block_columns.clone().step_by(8) {
             // SAFETY: The processor has AVX2 (the caller checked); rows `row..row + 8` and
@@ -431,6 +454,69 @@ fn transpose_columns_f32(
     }
 }
 
+/// `destination[j * rows + i] = source[i * source_stride + j]` for `i < rows < 8` and `j < 8`:
+/// the 8 x 8 transpose with rows `rows..8` zero, each column stored 8 wide (over the start of
+/// the next column, which is stored after it).
+///
+/// # Safety
+/// The processor has AVX2; `rows` rows of eight at `source` are readable, and `7 * rows + 8`
+/// values at `destination` writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_block_few_rows(
+    source: *const f32,
+    source_stride: usize,
+    rows: usize,
+    destination: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let mut loaded = [_mm256_setzero_ps(); 8];
+    for (index, row) in loaded.iter_mut().enumerate().take(rows) {
+        // SAFETY: Row `index < rows` at `source` holds eight values (the caller vouches).
+        *row = unsafe { _mm256_loadu_ps(source.add(index * source_stride)) };
+    }
+    let columns = transpose_registers_8x8(loaded);
+    for (index, column) in columns.into_iter().enumerate() {
+        // SAFETY: Eight values from `index * rows <= 7 * rows` are writable (the caller
+        // vouches).
+        unsafe { _mm256_storeu_ps(destination.add(index * rows), column) };
+    }
+}
+
+/// The columns of eight rows of eight in registers.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose_registers_8x8(rows: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::*;
+    let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
+    // Pairs: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], ...
+    let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+    let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+    let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+    let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+    // Quads: [a0 b0 c0 d0 | a4 b4 c4 d4] (columns 0 and 4 of rows a-d), ...
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    // Whole columns: the low halves give columns 0-3, the high halves columns 4-7.
+    [
+        _mm256_permute2f128_ps::<0x20>(s0, s4),
+        _mm256_permute2f128_ps::<0x20>(s1, s5),
+        _mm256_permute2f128_ps::<0x20>(s2, s6),
+        _mm256_permute2f128_ps::<0x20>(s3, s7),
+        _mm256_permute2f128_ps::<0x31>(s0, s4),
+        _mm256_permute2f128_ps::<0x31>(s1, s5),
+        _mm256_permute2f128_ps::<0x31>(s2, s6),
+        _mm256_permute2f128_ps::<0x31>(s3, s7),
+    ]
+}
+
 /// `destination[j * destination_stride + i] = source[i * source_stride + j]` for `i, j < 8`.
 ///
 /// # Safety
@@ -445,39 +531,14 @@ unsafe fn transpose_block_8x8(
     destination_stride: usize,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: The caller guarantees the eight rows at `source` and `destination`.
-    unsafe {
-        let row = |index: usize| _mm256_loadu_ps(source.add(index * source_stride));
-        let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
-        let (r4, r5, r6, r7) = (row(4), row(5), row(6), row(7));
-        // Pairs: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], ...
-        let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-        let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-        let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-        let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
-        // Quads: [a0 b0 c0 d0 | a4 b4 c4 d4] (columns 0 and 4 of rows a-d), ...
-        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        // Whole columns: the low halves give columns 0-3, the high halves columns 4-7.
-        let columns = [
-            _mm256_permute2f128_ps::<0x20>(s0, s4),
-            _mm256_permute2f128_ps::<0x20>(s1, s5),
-            _mm256_permute2f128_ps::<0x20>(s2, s6),
-            _mm256_permute2f128_ps::<0x20>(s3, s7),
-            _mm256_permute2f128_ps::<0x31>(s0, s4),
-            _mm256_permute2f128_ps::<0x31>(s1, s5),
-            _mm256_permute2f128_ps::<0x31>(s2, s6),
-            _mm256_permute2f128_ps::<0x31>(s3, s7),
-        ];
-        for (index, column) in columns.into_iter().enumerate() {
-            _mm256_storeu_ps(destination.add(index * destination_stride), column);
-        }
+    let mut loaded = [_mm256_setzero_ps(); 8];
+    for (index, row) in loaded.iter_mut().enumerate() {
+        // SAFETY: The caller guarantees the eight rows at `source`.
+        *row = unsafe { _mm256_loadu_ps(source.add(index * source_stride)) };
+    }
+    for (index, column) in transpose_registers_8x8(loaded).into_iter().enumerate() {
+        // SAFETY: The caller guarantees the eight rows at `destination`.
+        unsafe { _mm256_storeu_ps(destination.add(index * destination_stride), column) };
     }
 }
 
