@@ -6,7 +6,8 @@
 //! Run with `cargo bench -p nnc-runtime --bench int8_conv`; throughput lines read as GMAC/s
 //! (elements are multiply-adds).
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use nnc_runtime::kernels::activation::Activation;
 use nnc_runtime::kernels::conv::{Conv2dOptions, ConvWorkspace};
 use nnc_runtime::kernels::int8::{ActivationQuantization, Int8Input, Int8Output, PackedConv2dInt8};
@@ -58,6 +59,54 @@ fn layer(
     .with_activation(Some(Activation::Relu6))
 }
 
+/// A layer's input: the bytes the layer before wrote, or the network's f32 values.
+enum Input {
+    Quantized(Vec<u8>),
+    Float(Vec<f32>),
+}
+
+/// Times `conv` (from `input`, shaped `input_shape`, channels-last) into bytes for a 1x1 layer
+/// after it, at one and two threads.
+fn bench_layer(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    conv: &PackedConv2dInt8,
+    input: &Input,
+    input_shape: [usize; 4],
+    macs: usize,
+) {
+    let output_shape = conv.output_shape(input_shape).unwrap();
+    let out_channels = output_shape[3];
+    // The next layer, which sets how the output bytes are laid out.
+    let next = layer(out_channels, out_channels, 1, 1, 1);
+    let (_, output_stride) = next.quantized_input_layout();
+    let mut output = vec![0u8; output_shape[1] * output_shape[2] * output_stride];
+    group.throughput(Throughput::Elements(macs as u64));
+    let mut workspace = ConvWorkspace::new();
+    for threads in [1, 2] {
+        nnc_runtime::set_num_threads(threads);
+        group.bench_function(BenchmarkId::new(name, format!("t{threads}")), |bencher| {
+            bencher.iter(|| {
+                let input = match input {
+                    Input::Quantized(bytes) => Int8Input::Quantized(black_box(bytes)),
+                    Input::Float(values) => Int8Input::Float(black_box(values)),
+                };
+                conv.forward_int8(
+                    input,
+                    input_shape,
+                    None,
+                    Int8Output::QuantizedFor {
+                        next: &next,
+                        bytes: &mut output,
+                    },
+                    &mut workspace,
+                )
+                .unwrap()
+            })
+        });
+    }
+}
+
 fn main() {
     let mut criterion = Criterion::default()
         .configure_from_args()
@@ -67,67 +116,38 @@ fn main() {
     let mut group = criterion.benchmark_group("int8_conv");
     for (name, in_channels, out_channels, kernel, stride, groups, size) in LAYERS {
         let conv = layer(in_channels, out_channels, kernel, stride, groups);
-        // The next layer, which sets how the output bytes are laid out.
-        let next = layer(out_channels, out_channels, 1, 1, 1);
         let (_, input_stride) = conv.quantized_input_layout();
-        let (_, output_stride) = next.quantized_input_layout();
-        let input: Vec<u8> = (0..size * size * input_stride)
-            .map(|index| (index * 31 % 251) as u8)
-            .collect();
+        let input = Input::Quantized(
+            (0..size * size * input_stride)
+                .map(|index| (index * 31 % 251) as u8)
+                .collect(),
+        );
         let out_size = (size + 2 * (kernel / 2) - kernel) / stride + 1;
-        let mut output = vec![0u8; out_size * out_size * output_stride];
         let macs = out_size * out_size * out_channels * (in_channels / groups) * kernel * kernel;
-        group.throughput(Throughput::Elements(macs as u64));
-        let mut workspace = ConvWorkspace::new();
-        for threads in [1, 2] {
-            nnc_runtime::set_num_threads(threads);
-            group.bench_function(BenchmarkId::new(name, format!("t{threads}")), |bencher| {
-                bencher.iter(|| {
-                    conv.forward_int8(
-                        Int8Input::Quantized(black_box(&input)),
-                        [1, size, size, in_channels],
-                        None,
-                        Int8Output::QuantizedFor {
-                            next: &next,
-                            bytes: &mut output,
-                        },
-                        &mut workspace,
-                    )
-                    .unwrap()
-                })
-            });
-        }
+        bench_layer(
+            &mut group,
+            name,
+            &conv,
+            &input,
+            [1, size, size, in_channels],
+            macs,
+        );
     }
     // The stem: the network's f32 input (channels-last), quantized by the layer.
     let stem = layer(3, 32, 3, 2, 1);
-    let next = layer(32, 32, 1, 1, 1);
-    let input: Vec<f32> = (0..224 * 224 * 3)
-        .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
-        .collect();
-    let (_, output_stride) = next.quantized_input_layout();
-    let mut output = vec![0u8; 112 * 112 * output_stride];
-    group.throughput(Throughput::Elements((112 * 112 * 32 * 27) as u64));
-    let mut workspace = ConvWorkspace::new();
-    for threads in [1, 2] {
-        nnc_runtime::set_num_threads(threads);
-        group.bench_function(
-            BenchmarkId::new("stem_3_32", format!("t{threads}")),
-            |bencher| {
-                bencher.iter(|| {
-                    stem.forward_int8(
-                        Int8Input::Float(black_box(&input)),
-                        [1, 224, 224, 3],
-                        None,
-                        Int8Output::QuantizedFor {
-                            next: &next,
-                            bytes: &mut output,
-                        },
-                        &mut workspace,
-                    )
-                    .unwrap()
-                })
-            },
-        );
-    }
+    let input = Input::Float(
+        (0..224 * 224 * 3)
+            .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
+            .collect(),
+    );
+    let macs = 112 * 112 * 32 * 27;
+    bench_layer(
+        &mut group,
+        "stem_3_32",
+        &stem,
+        &input,
+        [1, 224, 224, 3],
+        macs,
+    );
     group.finish();
 }

@@ -4,7 +4,7 @@
 //! is in registers. A product fits in i16 (`255 * 127 < 2^15`), so the loop multiplies 16-bit
 //! lanes and widens only to add; it is compiled for AVX-512, AVX2 and the baseline.
 
-use super::depthwise_vnni::{GroupedWeights, RowOutput};
+use super::depthwise_vnni::GroupedWeights;
 use super::gemm::{GemmOutput, quantize_filter};
 use super::quantize::{ConvGeometry, quantize_slice};
 use super::{ActivationQuantization, Int8Isa};
@@ -172,9 +172,9 @@ fn depthwise_quantized(
             for (row_offset, row_bytes) in rows.chunks_exact_mut(byte_row).enumerate() {
                 let row = chunk_index * rows_per_task + row_offset;
                 if other_activation.is_none() {
-                    let output = RowOutput::Bytes {
+                    let output = GemmOutput::Quantized {
                         bytes: row_bytes,
-                        pixel_stride: row_stride,
+                        row_stride,
                         quantization,
                     };
                     if grouped_row(weights, call, row, None, output) {
@@ -209,7 +209,13 @@ fn depthwise_row(
     residual: Option<&[f32]>,
     output: &mut [f32],
 ) {
-    if grouped_row(weights, call, row, residual, RowOutput::Float(&mut *output)) {
+    if grouped_row(
+        weights,
+        call,
+        row,
+        residual,
+        GemmOutput::Float(&mut *output),
+    ) {
         return;
     }
     match call.isa {
@@ -235,7 +241,7 @@ fn grouped_row(
     call: &DepthwiseCall<'_>,
     row: usize,
     residual: Option<&[f32]>,
-    output: RowOutput<'_>,
+    output: GemmOutput<'_>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let Some(grouped) = &weights.grouped
@@ -310,9 +316,7 @@ fn depthwise_row_body(
         clamp,
     };
     let interior = if kernel_h * kernel_w <= MAX_TAPS {
-        let first = valid_output_range(geometry, 0);
-        let last = valid_output_range(geometry, kernel_w - 1);
-        first.start.max(last.start)..first.end.min(last.end)
+        geometry.interior_columns()
     } else {
         0..0
     };
@@ -500,15 +504,4 @@ fn finish_from_sums(call: &PixelCall<'_>, residual: Option<&[f32]>, pixel: &mut 
         }
         *value = call.clamp.apply(result);
     }
-}
-
-/// The output columns whose input column through kernel column `kernel_x` is inside.
-fn valid_output_range(geometry: &ConvGeometry, kernel_x: usize) -> std::ops::Range<usize> {
-    crate::kernels::conv::valid_output_range(
-        geometry.out_w,
-        geometry.stride[1],
-        kernel_x * geometry.dilation[1],
-        geometry.padding[1],
-        geometry.in_w,
-    )
 }

@@ -21,9 +21,8 @@
 //! the other instruction sets compute it), the residual, the clamp, and for a quantized output
 //! the next layer's quantization, stored as bytes.
 
-use super::ActivationQuantization;
 use super::depthwise::DepthwiseCall;
-use super::gemm::quantize_filter;
+use super::gemm::{GemmOutput, quantize_filter};
 use super::quantize::ConvGeometry;
 use crate::kernels::gemm::Clamp;
 
@@ -106,19 +105,6 @@ impl GroupedWeights {
     }
 }
 
-/// Where one output row goes.
-pub(super) enum RowOutput<'a> {
-    /// `out_w * channels` f32 values.
-    Float(&'a mut [f32]),
-    /// `out_w` pixels of `pixel_stride >= channels` bytes, the first `channels` of each written
-    /// quantized with `quantization`.
-    Bytes {
-        bytes: &'a mut [u8],
-        pixel_stride: usize,
-        quantization: ActivationQuantization,
-    },
-}
-
 /// Output row `row` (of all images' rows) through the epilogue with the clamp of
 /// `call.activation` (other activations are the caller's), into `output`; `residual` is the
 /// row's residual (f32 outputs only).
@@ -133,7 +119,7 @@ pub(super) unsafe fn grouped_row(
     call: &DepthwiseCall<'_>,
     row: usize,
     residual: Option<&[f32]>,
-    output: RowOutput<'_>,
+    output: GemmOutput<'_>,
 ) {
     use std::arch::x86_64::*;
 
@@ -154,14 +140,14 @@ pub(super) unsafe fn grouped_row(
     );
     let out_w = geometry.out_w;
     match &output {
-        RowOutput::Float(values) => assert!(
+        GemmOutput::Float(values) => assert!(
             values.len() == out_w * channels
                 && residual.is_none_or(|residual| residual.len() == values.len()),
             "int8 depthwise: the output row has the wrong size"
         ),
-        RowOutput::Bytes {
+        GemmOutput::Quantized {
             bytes,
-            pixel_stride,
+            row_stride: pixel_stride,
             ..
         } => assert!(
             *pixel_stride >= channels
@@ -187,9 +173,7 @@ pub(super) unsafe fn grouped_row(
         *input_row = geometry.input_row(out_y, kernel_y);
     }
     let interior = if input_rows[..kernel_h].iter().all(Option::is_some) {
-        let first = valid_output_range(geometry, 0);
-        let last = valid_output_range(geometry, kernel_w - 1);
-        first.start.max(last.start)..first.end.min(last.end)
+        geometry.interior_columns()
     } else {
         0..0
     };
@@ -288,7 +272,7 @@ pub(super) unsafe fn grouped_row(
                     ),
                 };
                 match &output {
-                    RowOutput::Float(row_values) => {
+                    GemmOutput::Float(row_values) => {
                         let destination = row_values.as_ptr().wrapping_add(offset).cast_mut();
                         // SAFETY: The row holds `out_w * channels` values; the store writes
                         // the block's from `offset` (masked stores, slow on some processors,
@@ -302,9 +286,9 @@ pub(super) unsafe fn grouped_row(
                             }
                         }
                     }
-                    RowOutput::Bytes {
+                    GemmOutput::Quantized {
                         bytes,
-                        pixel_stride,
+                        row_stride: pixel_stride,
                         quantization,
                     } => {
                         let quantized = super::kernels::quantize_avx512(values, *quantization);
@@ -418,15 +402,4 @@ pub(super) unsafe fn grouped_row(
             start += LANES;
         }
     }
-}
-
-/// The output columns whose input column through kernel column `kernel_x` is inside.
-fn valid_output_range(geometry: &ConvGeometry, kernel_x: usize) -> std::ops::Range<usize> {
-    crate::kernels::conv::valid_output_range(
-        geometry.out_w,
-        geometry.stride[1],
-        kernel_x * geometry.dilation[1],
-        geometry.padding[1],
-        geometry.in_w,
-    )
 }

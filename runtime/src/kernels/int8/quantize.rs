@@ -24,6 +24,22 @@ impl ConvGeometry {
             .filter(|&row| row < self.in_h)
     }
 
+    /// The output columns whose every kernel column reads inside the image (the first and the
+    /// last kernel column do, so the ones between do too).
+    pub(crate) fn interior_columns(&self) -> std::ops::Range<usize> {
+        let valid = |kernel_x: usize| {
+            crate::kernels::conv::valid_output_range(
+                self.out_w,
+                self.stride[1],
+                kernel_x * self.dilation[1],
+                self.padding[1],
+                self.in_w,
+            )
+        };
+        let (first, last) = (valid(0), valid(self.kernel[1] - 1));
+        first.start.max(last.start)..first.end.min(last.end)
+    }
+
     /// The input column that output column `out_x` reads through kernel column `kernel_x`, if
     /// inside.
     pub(crate) fn input_column(&self, out_x: usize, kernel_x: usize) -> Option<usize> {
@@ -240,21 +256,7 @@ pub(crate) fn im2col(
     // With unit dilation, the kernel rows of the output columns in `whole` read one contiguous
     // run of the image each.
     let whole = if geometry.dilation[1] == 1 {
-        let first = crate::kernels::conv::valid_output_range(
-            out_w,
-            geometry.stride[1],
-            0,
-            geometry.padding[1],
-            geometry.in_w,
-        );
-        let last = crate::kernels::conv::valid_output_range(
-            out_w,
-            geometry.stride[1],
-            kernel_w - 1,
-            geometry.padding[1],
-            geometry.in_w,
-        );
-        first.start.max(last.start)..first.end.min(last.end)
+        geometry.interior_columns()
     } else {
         0..0
     };
