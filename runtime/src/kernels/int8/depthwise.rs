@@ -2,7 +2,9 @@
 //! block of channels, `(x_q - zp) * w_q` over the taps inside the image in i32 (padding pixels
 //! are at the zero point, so they add nothing), then applies the epilogue to the block while it
 //! is in registers. A product fits in i16 (`255 * 127 < 2^15`), so the loop multiplies 16-bit
-//! lanes and widens only to add; it is compiled for AVX-512, AVX2 and the baseline.
+//! lanes and widens only to add; it is compiled for AVX-512, AVX2 and the baseline. On
+//! AVX512-VNNI (with VBMI), kernels of up to 49 taps run `depthwise_vnni`'s row instead, four taps
+//! per instruction.
 
 use super::depthwise_vnni::GroupedWeights;
 use super::gemm::{GemmOutput, quantize_filter};
