@@ -239,6 +239,38 @@ fn hugging_face_padding_masks_are_the_attentions_mask() {
     );
 }
 
+/// A sequence whose every key is masked: nnc's attention gives zeros, where the Hugging Face
+/// graph under ONNX Runtime spreads each query over all keys (with `MIN` = `f32::MIN` the
+/// masked scores are all equal) or, with -10^4, over the keys as if unmasked (docs/onnx.md).
+/// The other sequence is unchanged.
+#[test]
+fn a_sequence_with_every_key_masked_gives_zeros() {
+    let folder = fixtures().join("hugging_face_padding_mask");
+    let bytes = std::fs::read(folder.join("model.onnx")).unwrap();
+    let x = read_npy_tensor(&folder.join("input_x.npy"));
+    let mask = ArrayD::from_shape_vec(vec![2, 5], vec![1i64, 1, 1, 1, 1, 0, 0, 0, 0, 0]).unwrap();
+    let inputs = [
+        ("x".to_string(), x),
+        ("attention_mask".to_string(), Tensor::I64(mask)),
+    ];
+    let (_, outputs) = import_and_run(&bytes, &ImportOptions::default(), &inputs);
+    let y = &outputs[0].1;
+    let expected =
+        ArrayD::<f32>::read_npy(std::fs::File::open(folder.join("output_y.npy")).unwrap()).unwrap();
+    // The fixture's first sequence keeps every key too.
+    let first = y.index_axis(ndarray::Axis(0), 0).to_owned().into_dyn();
+    let reference = expected
+        .index_axis(ndarray::Axis(0), 0)
+        .to_owned()
+        .into_dyn();
+    assert!(relative_error(&first, &reference) <= 1e-4);
+    assert!(
+        y.index_axis(ndarray::Axis(0), 1)
+            .iter()
+            .all(|&value| value == 0.0)
+    );
+}
+
 #[test]
 fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4
