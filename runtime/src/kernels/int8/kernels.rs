@@ -39,7 +39,7 @@ pub(crate) struct TileOperands<'a> {
 /// `tile[r * TILE_COLS + j] = sum_k A[r][k] * B[k][j]` for the tile's rows and its one or two
 /// panels' columns (the other entries are left as they are).
 pub(crate) fn tile(isa: Int8Isa, operands: TileOperands<'_>, tile: &mut Tile) {
-    check_operands(&operands);
+    check_operands(&operands, MR);
     match isa {
         #[cfg(target_arch = "x86_64")]
         Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
@@ -101,26 +101,10 @@ pub(crate) unsafe fn tile_to_output(
     tile: &mut Tile,
 ) {
     let (rows, cols) = (operands.rows, float.corrections.len());
-    assert!(
-        cols <= TILE_COLS
-            && float.scales.len() == cols
-            && float.bias.len() == cols
-            && cols
-                <= NR
-                    * if operands.second_panel.is_empty() {
-                        1
-                    } else {
-                        2
-                    }
-            && float
-                .residual
-                .is_none_or(|residual| residual.len() >= (rows - 1) * float.stride + cols)
-            && (float.bytes.is_none() || float.residual.is_none()),
-        "int8 tile epilogue: an operand has the wrong size"
-    );
+    check_epilogue(&operands, float);
     #[cfg(target_arch = "x86_64")]
     if isa == Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
-        check_operands(&operands);
+        check_operands(&operands, MR);
         // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), the operands'
         // sizes were checked, and the caller vouches for the output.
         unsafe { x86_64::tile_avx512_vnni_to_output(&operands, float) };
@@ -186,33 +170,11 @@ pub(crate) unsafe fn strip_to_output(
     tile: &mut Tile,
 ) {
     let rows = operands.rows;
-    let panel_length = operands.groups * NR * K_GROUP;
-    assert!(
-        rows >= 1
-            && operands.first_panel.len() == panel_length
-            && (operands.second_panel.is_empty() || operands.second_panel.len() == panel_length)
-            && operands.a.len() >= (rows - 1) * operands.a_stride + operands.groups * K_GROUP,
-        "int8 strip: an operand has the wrong size"
-    );
+    check_operands(&operands, usize::MAX);
     #[cfg(target_arch = "x86_64")]
     if isa == Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
         // The tiles' checks of `tile_to_output`, once for the strip.
-        let cols = float.corrections.len();
-        assert!(
-            cols <= NR
-                * if operands.second_panel.is_empty() {
-                    1
-                } else {
-                    2
-                }
-                && float.scales.len() == cols
-                && float.bias.len() == cols
-                && float
-                    .residual
-                    .is_none_or(|residual| residual.len() >= (rows - 1) * float.stride + cols)
-                && (float.bytes.is_none() || float.residual.is_none()),
-            "int8 strip epilogue: an operand has the wrong size"
-        );
+        check_epilogue(&operands, float);
         // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), the operands'
         // sizes were checked, and the caller vouches for the output.
         unsafe { x86_64::strip_avx512_vnni_to_output(&operands, float) };
@@ -232,11 +194,33 @@ pub(crate) unsafe fn strip_to_output(
     }
 }
 
-/// Checks the sizes of a tile's operands, which the kernels rely on.
-fn check_operands(operands: &TileOperands<'_>) {
+/// Checks the sizes of the epilogue's operands for the rows of `operands`: the column vectors,
+/// as many columns as the panels hold, the residual's rectangle, and no residual with bytes.
+fn check_epilogue(operands: &TileOperands<'_>, float: &FloatTile<'_>) {
+    let (rows, cols) = (operands.rows, float.corrections.len());
+    let panels = if operands.second_panel.is_empty() {
+        1
+    } else {
+        2
+    };
+    assert!(
+        cols <= NR * panels
+            && float.scales.len() == cols
+            && float.bias.len() == cols
+            && float
+                .residual
+                .is_none_or(|residual| residual.len() >= (rows - 1) * float.stride + cols)
+            && (float.bytes.is_none() || float.residual.is_none()),
+        "int8 tile epilogue: an operand has the wrong size"
+    );
+}
+
+/// Checks the sizes of a tile's (or a strip's, of at most `max_rows` rows) operands, which the
+/// kernels rely on.
+fn check_operands(operands: &TileOperands<'_>, max_rows: usize) {
     let panel_length = operands.groups * NR * K_GROUP;
     assert!(
-        (1..=MR).contains(&operands.rows)
+        (1..=max_rows).contains(&operands.rows)
             && operands.first_panel.len() == panel_length
             && (operands.second_panel.is_empty() || operands.second_panel.len() == panel_length)
             && operands.a.len()
@@ -611,9 +595,6 @@ mod x86_64 {
         bytes: &ByteTile,
     ) {
         let cols = float.corrections.len();
-        let inverse_scale = _mm512_set1_ps(bytes.quantization.inverse_scale());
-        let zero_point = _mm512_set1_epi32(i32::from(bytes.quantization.zero_point));
-        let cap = _mm512_set1_ps(65536.0);
         let zero = _mm512_setzero_si512();
         // The column vectors of each panel, zero past `cols`.
         let mut columns = [(zero, _mm512_setzero_ps(), _mm512_setzero_ps()); PANELS];
@@ -645,8 +626,7 @@ mod x86_64 {
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), scales, bias),
                     float.clamp,
                 );
-                let scaled = _mm512_min_ps(cap, _mm512_mul_ps(values, inverse_scale));
-                quantized[panel] = _mm512_add_epi32(_mm512_cvtps_epi32(scaled), zero_point);
+                quantized[panel] = quantize_to_i32(values, bytes.quantization);
             }
             let words = _mm512_packs_epi32(quantized[0], quantized[1]);
             let packed = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(words, words));
@@ -664,24 +644,31 @@ mod x86_64 {
         }
     }
 
-    /// Sixteen values quantized as `ActivationQuantization::quantize` does, as bytes: as in
-    /// `store_bytes`, `cvtps2dq` rounds to nearest even, a value past `2^16` (infinity
-    /// included) is first capped there, NaN and values below `i32::MIN` convert to `i32::MIN`,
-    /// and the narrowing saturates to `0..=255`.
+    /// Sixteen values quantized as `ActivationQuantization::quantize` does, before the
+    /// narrowing to bytes: `cvtps2dq` rounds to nearest even, a value past `2^16` (infinity
+    /// included) is first capped there, and NaN and values below `i32::MIN` convert to
+    /// `i32::MIN`; narrowing with saturation to `0..=255` then gives the bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn quantize_to_i32(values: __m512, quantization: ActivationQuantization) -> __m512i {
+        let scaled = _mm512_min_ps(
+            _mm512_set1_ps(65536.0),
+            _mm512_mul_ps(values, _mm512_set1_ps(quantization.inverse_scale())),
+        );
+        _mm512_add_epi32(
+            _mm512_cvtps_epi32(scaled),
+            _mm512_set1_epi32(i32::from(quantization.zero_point)),
+        )
+    }
+
+    /// Sixteen values quantized as `ActivationQuantization::quantize` does, as bytes.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(in crate::kernels::int8) fn quantize(
         values: __m512,
         quantization: ActivationQuantization,
     ) -> __m128i {
-        let scaled = _mm512_min_ps(
-            _mm512_set1_ps(65536.0),
-            _mm512_mul_ps(values, _mm512_set1_ps(quantization.inverse_scale())),
-        );
-        let rounded = _mm512_add_epi32(
-            _mm512_cvtps_epi32(scaled),
-            _mm512_set1_epi32(i32::from(quantization.zero_point)),
-        );
+        let rounded = quantize_to_i32(values, quantization);
         _mm512_cvtusepi32_epi8(_mm512_max_epi32(rounded, _mm512_setzero_si512()))
     }
 
