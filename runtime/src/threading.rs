@@ -190,12 +190,11 @@ fn balanced_rows_per_task_on(
     target_elements: usize,
     threads: usize,
 ) -> usize {
-    let by_size = (target_elements / row_length.max(1)).clamp(1, rows.max(1));
+    let by_size = rows_by_size(rows, row_length, target_elements);
     if threads <= 1 {
         return by_size;
     }
-    let finish =
-        |rows_per_task: usize| rows.div_ceil(rows_per_task).div_ceil(threads) * rows_per_task;
+    let finish = |rows_per_task: usize| finish_in_rounds(rows, rows_per_task, threads);
     // Only the smallest size for each count of tasks can be best (a larger size with as many
     // tasks takes as many rounds of longer tasks), and those are the distinct values of
     // `ceil(rows / tasks)`: about `2 sqrt(rows)` of them, where trying every size up to
@@ -217,6 +216,16 @@ fn balanced_rows_per_task_on(
         tasks = rows.div_ceil(rows_per_task - 1);
     }
     best
+}
+
+/// Rows per task by size alone: about `target_elements`, at least one row and at most all.
+fn rows_by_size(rows: usize, row_length: usize, target_elements: usize) -> usize {
+    (target_elements / row_length.max(1)).clamp(1, rows.max(1))
+}
+
+/// When tasks of `rows_per_task` rows finish, in rows, when they go out in rounds of `threads`.
+fn finish_in_rounds(rows: usize, rows_per_task: usize, threads: usize) -> usize {
+    rows.div_ceil(rows_per_task).div_ceil(threads) * rows_per_task
 }
 
 /// A pointer to the first element of a slice whose disjoint chunks tasks write.
@@ -521,14 +530,17 @@ mod tests {
         target_elements: usize,
         threads: usize,
     ) -> usize {
-        let by_size = (target_elements / row_length.max(1)).clamp(1, rows.max(1));
+        let by_size = rows_by_size(rows, row_length, target_elements);
         if threads <= 1 {
             return by_size;
         }
-        let finish =
-            |rows_per_task: usize| rows.div_ceil(rows_per_task).div_ceil(threads) * rows_per_task;
         (1..=by_size)
-            .min_by_key(|&rows_per_task| (finish(rows_per_task), std::cmp::Reverse(rows_per_task)))
+            .min_by_key(|&size| {
+                (
+                    finish_in_rounds(rows, size, threads),
+                    std::cmp::Reverse(size),
+                )
+            })
             .unwrap_or(1)
     }
 
@@ -567,8 +579,7 @@ mod tests {
                         (1..=by_size).contains(&chosen),
                         "{rows} {row_length} {threads}"
                     );
-                    let finish =
-                        |per_task: usize| rows.div_ceil(per_task).div_ceil(threads) * per_task;
+                    let finish = |per_task: usize| finish_in_rounds(rows, per_task, threads);
                     assert!(
                         finish(chosen) <= finish(by_size),
                         "{rows} {row_length} {threads}"
