@@ -6,11 +6,17 @@
 //! `layer1.0.conv1`, `features.4.conv.0.0`); the prefix is the shortest one that ends in an index.
 //! A statement without weights (`h + x`, `attention(...)`) belongs to the instance before it.
 //! Two instances are the same block when their statements are the same up to the names of their
-//! values: same calls and arguments, same layer names relative to the prefix, same weight
-//! shapes, same input shapes. A block needs exactly one value that its instance computes and the
-//! rest of the network reads (what it returns); its parameters are the values it reads from
-//! outside. Every instance whose statements occur at least twice becomes a call of one block
-//! definition; the rendering ([`super::program`]) writes a chain of calls as a `for` loop.
+//! values and their integer arguments: same calls, same other arguments, same layer names
+//! relative to the prefix, inputs of the same rank and type. A block needs exactly one value that
+//! its instance computes and the rest of the network reads (what it returns); its parameters are
+//! the values it reads from outside, then one integer per set of integer arguments that differ
+//! between the instances (ResNet's widths, MobileNetV2's expansion and output widths): integer
+//! arguments that take the same values in every instance share one parameter
+//! (`conv2d(h, channels, ..., groups = channels)`), and those equal in all instances stay
+//! literals. Each instance's call passes its own values, so it stands for exactly the statements
+//! it replaces; weight shapes follow from the arguments and the inputs. A signature that at least
+//! two instances share becomes one block definition and their calls; the rendering
+//! ([`super::program`]) writes a chain of calls with the same arguments as a `for` loop.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -37,51 +43,72 @@ pub fn fold(program: &mut Program) {
         .map(|input| (input.value, input.name.clone()))
         .collect();
 
-    let mut instances = Vec::new();
-    for segment in segments {
-        if let Some(instance) = describe(program, &stmts, &segment, &readers) {
-            instances.push(instance);
+    // Each segment's candidates, longest first; a segment becomes the longest candidate whose
+    // signature another segment has too (ResNet's last residual block without the pooling after
+    // it, which joined its segment).
+    let candidates: Vec<Vec<Instance>> = segments
+        .iter()
+        .map(|segment| describe(program, &stmts, segment, &readers))
+        .collect();
+    let mut segments_with: HashMap<&str, usize> = HashMap::new();
+    for candidates in &candidates {
+        let signatures: HashSet<&str> = candidates.iter().map(|c| c.signature.as_str()).collect();
+        for signature in signatures {
+            *segments_with.entry(signature).or_insert(0) += 1;
         }
     }
-    let mut counts: HashMap<&str, usize> = HashMap::new();
+    let chosen: Vec<Option<usize>> = candidates
+        .iter()
+        .map(|candidates| {
+            candidates
+                .iter()
+                .position(|c| segments_with[c.signature.as_str()] >= 2)
+        })
+        .collect();
+    let instances: Vec<Instance> = candidates
+        .into_iter()
+        .zip(chosen)
+        .filter_map(|(mut candidates, chosen)| Some(candidates.swap_remove(chosen?)))
+        .collect();
+    // The instances of each signature, in the order the signatures first occur.
+    let mut groups: Vec<Vec<&Instance>> = Vec::new();
+    let mut group_of: HashMap<&str, usize> = HashMap::new();
     for instance in &instances {
-        *counts.entry(instance.signature.as_str()).or_insert(0) += 1;
+        let group = *group_of
+            .entry(instance.signature.as_str())
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[group].push(instance);
     }
-    let mut block_of: HashMap<String, usize> = HashMap::new();
     let mut replaced: HashMap<usize, Stmt> = HashMap::new();
     let mut skipped: HashSet<usize> = HashSet::new();
     let mut taken_names: HashSet<String> = HashSet::new();
-    for instance in &instances {
-        if counts[instance.signature.as_str()] < 2 {
-            continue;
-        }
-        let block = *block_of
-            .entry(instance.signature.clone())
-            .or_insert_with(|| {
-                let definition = define(instance, &stmts, &input_names, &mut taken_names);
-                program.blocks.push(definition);
-                program.blocks.len() - 1
-            });
-        let inner: Vec<Stmt> = instance.range.clone().map(|i| stmts[i].clone()).collect();
-        replaced.insert(
-            instance.range.start,
-            Stmt {
-                output: instance.output,
-                expr: Expr::Block {
-                    block,
-                    args: instance.externals.iter().map(|&v| Arg::Value(v)).collect(),
-                    inner,
+    for group in groups.iter().filter(|group| group.len() >= 2) {
+        let (definition, parameters) = define(group, &stmts, &input_names, &mut taken_names);
+        program.blocks.push(definition);
+        let block = program.blocks.len() - 1;
+        for (index, instance) in group.iter().enumerate() {
+            let inner: Vec<Stmt> = instance.range.clone().map(|i| stmts[i].clone()).collect();
+            let mut args: Vec<Arg> = instance.externals.iter().map(|&v| Arg::Value(v)).collect();
+            args.extend(parameters.arguments(index));
+            replaced.insert(
+                instance.range.start,
+                Stmt {
+                    output: instance.output,
+                    expr: Expr::Block { block, args, inner },
+                    layer: Some(Layer {
+                        name: instance.prefix.clone(),
+                        weights: vec![],
+                        sources: vec![],
+                        node_name: String::new(),
+                    }),
+                    dead: false,
                 },
-                layer: Some(Layer {
-                    name: instance.prefix.clone(),
-                    weights: vec![],
-                    sources: vec![],
-                    node_name: String::new(),
-                }),
-                dead: false,
-            },
-        );
-        skipped.extend(instance.range.clone().skip(1));
+            );
+            skipped.extend(instance.range.clone().skip(1));
+        }
     }
     if replaced.is_empty() {
         return;
@@ -106,6 +133,136 @@ struct Instance {
     output: ValueId,
     /// Equal for instances that are the same block.
     signature: String,
+    /// The integer arguments of its statements, in order ([`visit_ints`]).
+    ints: Vec<i64>,
+}
+
+/// The integer parameters of a block: which integer arguments of its statements they stand for,
+/// and each instance's values.
+struct IntParameters {
+    /// For each integer argument of the statements, in order: the parameter it becomes, or none
+    /// where every instance has the same value.
+    slot_param: Vec<Option<usize>>,
+    /// Each parameter's name, and the keyword calls pass it by (where its name is one).
+    names: Vec<(String, Option<&'static str>)>,
+    /// Each parameter's value, by instance.
+    values: Vec<Vec<i64>>,
+}
+
+impl IntParameters {
+    /// One parameter per distinct column of integer arguments that varies between the
+    /// instances, named after the first argument it stands for: the keyword (`stride`), else
+    /// the call's positional meaning (`channels`). Parameters passed positionally come first.
+    /// `taken` holds names the block uses already (its tensor parameters).
+    fn of(group: &[&Instance], stmts: &[Stmt], taken: &HashSet<String>) -> IntParameters {
+        let slots = group[0].ints.len();
+        let column = |slot: usize| -> Vec<i64> { group.iter().map(|i| i.ints[slot]).collect() };
+        let mut hints = Vec::new();
+        for index in group[0].range.clone() {
+            let mut expr = stmts[index].expr.clone();
+            visit_ints(&mut expr, &mut |_, hint| hints.push(hint));
+        }
+        // Distinct varying columns, in first-occurrence order, with their first hint.
+        let mut columns: Vec<(Vec<i64>, ParamHint)> = Vec::new();
+        let mut slot_column = vec![None; slots];
+        for slot in 0..slots {
+            let values = column(slot);
+            if values.iter().all(|&v| v == values[0]) {
+                continue;
+            }
+            let position = match columns.iter().position(|(seen, _)| *seen == values) {
+                Some(position) => position,
+                None => {
+                    columns.push((values, hints[slot]));
+                    columns.len() - 1
+                }
+            };
+            slot_column[slot] = Some(position);
+        }
+        // Positional parameters first, then keywords; names made unique with `_2`, `_3` ...
+        let mut order: Vec<usize> = (0..columns.len()).collect();
+        order.sort_by_key(|&c| matches!(columns[c].1, ParamHint::Keyword(_)));
+        let mut param_of_column = vec![0; columns.len()];
+        let mut names: Vec<(String, Option<&'static str>)> = Vec::new();
+        let mut values = vec![Vec::new(); group.len()];
+        for (param, &c) in order.iter().enumerate() {
+            param_of_column[c] = param;
+            let stem = columns[c].1.name();
+            let mut name = stem.to_string();
+            let mut suffix = 2;
+            while names.iter().any(|(taken, _)| *taken == name) || taken.contains(&name) {
+                name = format!("{stem}_{suffix}");
+                suffix += 1;
+            }
+            let keyword = match columns[c].1 {
+                ParamHint::Keyword(keyword) if name == keyword => Some(keyword),
+                _ => None,
+            };
+            names.push((name, keyword));
+            for (instance, value) in values.iter_mut().zip(&columns[c].0) {
+                instance.push(*value);
+            }
+        }
+        IntParameters {
+            slot_param: slot_column
+                .into_iter()
+                .map(|c| c.map(|c| param_of_column[c]))
+                .collect(),
+            names,
+            values,
+        }
+    }
+
+    /// The integer arguments of instance `index`'s call, after its tensors.
+    fn arguments(&self, index: usize) -> impl Iterator<Item = Arg> + '_ {
+        self.names
+            .iter()
+            .zip(&self.values[index])
+            .map(|((_, keyword), &value)| match keyword {
+                Some(keyword) => Arg::keyword(keyword, Arg::Int(value)),
+                None => Arg::Int(value),
+            })
+    }
+}
+
+/// What an integer argument is, for naming the parameter that takes its place.
+#[derive(Clone, Copy, Debug)]
+enum ParamHint {
+    /// A keyword argument: `stride = 2`.
+    Keyword(&'static str),
+    /// A positional argument of a call.
+    Positional(&'static str),
+}
+
+impl ParamHint {
+    fn name(self) -> &'static str {
+        match self {
+            ParamHint::Keyword(keyword) => keyword,
+            ParamHint::Positional(function) if function.starts_with("conv") => "channels",
+            ParamHint::Positional("linear") => "features",
+            ParamHint::Positional(_) => "size",
+        }
+    }
+}
+
+/// Visits the [`Arg::Int`]s of an expression in order (keyword arguments' included), with what
+/// each one is.
+fn visit_ints(expr: &mut Expr, visit: &mut dyn FnMut(&mut Arg, ParamHint)) {
+    fn arg(argument: &mut Arg, hint: ParamHint, visit: &mut dyn FnMut(&mut Arg, ParamHint)) {
+        match argument {
+            Arg::Int(_) => visit(argument, hint),
+            Arg::Keyword(name, inner) => arg(inner, ParamHint::Keyword(name), visit),
+            _ => {}
+        }
+    }
+    let (function, args): (&'static str, &mut Vec<Arg>) = match expr {
+        Expr::Call { function, args } => (function, args),
+        Expr::Block { args, .. } => ("block", args),
+        Expr::Binary { .. } => return,
+    };
+    for argument in args {
+        arg(argument, ParamHint::Positional(function), visit);
+    }
 }
 
 /// The shortest prefix of a layer name that ends in an index and has a name before it:
@@ -148,19 +305,25 @@ fn segments(stmts: &[Stmt]) -> Vec<(std::ops::Range<usize>, String)> {
     out
 }
 
-/// The instance of a segment, when exactly one of its values is read after it.
+/// The candidate instances of a segment: those where exactly one of its values is read after it.
 fn describe(
     program: &Program,
     stmts: &[Stmt],
     (range, prefix): &(std::ops::Range<usize>, String),
     readers: &HashMap<ValueId, Vec<usize>>,
-) -> Option<Instance> {
+) -> Vec<Instance> {
     // Statements without a layer at the end may belong to what follows (the pooler's `select`
-    // after the last encoder layer): drop them until one value escapes.
-    let last_layer = range.clone().rev().find(|&i| stmts[i].layer.is_some())?;
-    (last_layer + 1..=range.end).rev().find_map(|end| {
-        describe_range(program, stmts, &(range.start..end, prefix.clone()), readers)
-    })
+    // after the last encoder layer): each way of dropping them where one value escapes is a
+    // candidate, longest first.
+    let Some(last_layer) = range.clone().rev().find(|&i| stmts[i].layer.is_some()) else {
+        return Vec::new();
+    };
+    (last_layer + 1..=range.end)
+        .rev()
+        .filter_map(|end| {
+            describe_range(program, stmts, &(range.start..end, prefix.clone()), readers)
+        })
+        .collect()
 }
 
 fn describe_range(
@@ -205,11 +368,18 @@ fn describe_range(
     let mut signature = String::new();
     for &value in &externals {
         let info = &program.tensors[value.0];
-        write!(signature, "in {:?} {};", info.shape, info.float).unwrap();
+        write!(signature, "in rank {} {};", info.shape.len(), info.float).unwrap();
     }
+    let mut ints = Vec::new();
     for index in range.clone() {
         let stmt = &stmts[index];
         write!(signature, "{}", canonical_expr(&stmt.expr, &canonical)).unwrap();
+        let mut expr = stmt.expr.clone();
+        visit_ints(&mut expr, &mut |argument, _| {
+            if let Arg::Int(value) = argument {
+                ints.push(*value);
+            }
+        });
         if let Some(layer) = &stmt.layer {
             let relative = layer
                 .name
@@ -217,7 +387,7 @@ fn describe_range(
                 .trim_start_matches('.');
             write!(signature, " as {relative}").unwrap();
             for (suffix, constant) in &layer.weights {
-                write!(signature, " {suffix}{:?}", constant.shape).unwrap();
+                write!(signature, " {suffix} rank {}", constant.shape.len()).unwrap();
             }
         }
         signature.push(';');
@@ -229,6 +399,7 @@ fn describe_range(
         externals,
         output,
         signature,
+        ints,
     })
 }
 
@@ -242,6 +413,8 @@ fn canonical_expr(expr: &Expr, canonical: &dyn Fn(ValueId) -> String) -> String 
                 format!("[{}]", values.join(","))
             }
             Arg::Keyword(name, inner) => format!("{name}={}", arg(inner, canonical)),
+            // Integers may differ between instances: they become parameters.
+            Arg::Int(_) => "#".into(),
             other => format!("{other:?}"),
         }
     }
@@ -264,18 +437,39 @@ fn canonical_expr(expr: &Expr, canonical: &dyn Fn(ValueId) -> String) -> String 
     }
 }
 
-/// The block definition of `instance`: its statements with layer names relative to the prefix,
-/// parameters named after the network inputs they are, else `x`, `h`, ...
+/// The block definition of a group of instances: the first one's statements with layer names
+/// relative to the prefix and the varying integers as parameters; tensor parameters named after
+/// the network inputs they are, else `x`, `h`, .... Named after the instances' common family
+/// (`layer_block` for `layer1.0` ... `layer4.1`).
 fn define(
-    instance: &Instance,
+    group: &[&Instance],
     stmts: &[Stmt],
     input_names: &HashMap<ValueId, String>,
     taken_names: &mut HashSet<String>,
-) -> BlockDef {
-    let family = instance
-        .prefix
-        .rsplit_once('.')
-        .map_or(instance.prefix.as_str(), |(family, _)| family);
+) -> (BlockDef, IntParameters) {
+    let instance = group[0];
+    let family = |instance: &Instance| -> String {
+        instance
+            .prefix
+            .rsplit_once('.')
+            .map_or(instance.prefix.clone(), |(family, _)| family.to_string())
+    };
+    let mut common = family(instance);
+    for other in &group[1..] {
+        let other = family(other);
+        let shared = common
+            .char_indices()
+            .zip(other.chars())
+            .find(|((_, a), b)| a != b)
+            .map_or(common.len().min(other.len()), |((at, _), _)| at);
+        common.truncate(shared);
+    }
+    let common = common.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.' || c == '_');
+    let family = if common.is_empty() {
+        family(instance)
+    } else {
+        common.to_string()
+    };
     let stem = format!("{}_block", family.replace('.', "_"));
     let mut name = stem.clone();
     let mut suffix = 2;
@@ -288,7 +482,7 @@ fn define(
         .map(|s| s.to_string())
         .chain((1..).map(|n| format!("x{n}")));
     let mut used: HashSet<String> = HashSet::new();
-    let params = instance
+    let params: Vec<(String, ValueId)> = instance
         .externals
         .iter()
         .map(|value| {
@@ -303,11 +497,19 @@ fn define(
             (param, *value)
         })
         .collect();
+    let parameters = IntParameters::of(group, stmts, &used);
+    let mut slot = 0;
     let stmts = instance
         .range
         .clone()
         .map(|index| {
             let mut stmt = stmts[index].clone();
+            visit_ints(&mut stmt.expr, &mut |argument, _| {
+                if let Some(param) = parameters.slot_param[slot] {
+                    *argument = Arg::Param(parameters.names[param].0.clone());
+                }
+                slot += 1;
+            });
             if let Some(layer) = &mut stmt.layer {
                 // The comment is for weights whose ONNX names differ from nnc's full names.
                 if layer.weight_names().eq(layer.sources.iter().cloned()) {
@@ -320,10 +522,16 @@ fn define(
             stmt
         })
         .collect();
-    BlockDef {
+    let definition = BlockDef {
         name,
         params,
+        int_params: parameters
+            .names
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
         stmts,
         output: instance.output,
-    }
+    };
+    (definition, parameters)
 }

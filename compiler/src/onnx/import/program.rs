@@ -23,7 +23,7 @@ pub struct TensorInfo {
 }
 
 /// One argument of a call.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
     Value(ValueId),
     Values(Vec<ValueId>),
@@ -38,6 +38,9 @@ pub enum Arg {
     /// A string made at import time: a layer name (`tied = "wte"`).
     Text(String),
     Keyword(&'static str, Box<Arg>),
+    /// An integer parameter of the block the statement is in, by name: the `planes` of
+    /// `conv2d(x, planes, ...)`.
+    Param(String),
 }
 
 impl Arg {
@@ -88,6 +91,8 @@ pub enum Expr {
 pub struct BlockDef {
     pub name: String,
     pub params: Vec<(String, ValueId)>,
+    /// The integer parameters, after the tensors: each call passes one integer per entry.
+    pub int_params: Vec<String>,
     pub stmts: Vec<Stmt>,
     pub output: ValueId,
 }
@@ -221,7 +226,12 @@ impl Program {
                 .collect();
             let (block_body, var) =
                 self.render_body(&stmts, &params, &[(String::new(), block.output)]);
-            let params: Vec<&str> = block.params.iter().map(|(name, _)| name.as_str()).collect();
+            let params: Vec<&str> = block
+                .params
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .chain(block.int_params.iter().map(String::as_str))
+                .collect();
             let returned = var
                 .get(&block.output)
                 .cloned()
@@ -458,6 +468,9 @@ fn block_loops(stmts: &[&Stmt]) -> HashMap<usize, usize> {
                 && first_value(&next.expr) == Some(stmts[index + run - 1].output)
                 && reads(&next.expr)[1..] == reads(&stmts[index].expr)[1..]
                 && next_args.len() == args.len()
+                && args.iter().zip(next_args).all(|(arg, next)| {
+                    matches!((arg, next), (Arg::Value(_), Arg::Value(_))) || arg == next
+                })
             {
                 run += 1;
             }
@@ -609,6 +622,7 @@ fn render_arg(arg: &Arg, value: &dyn Fn(&ValueId) -> String) -> String {
         Arg::Str(s) => format!("\"{s}\""),
         Arg::Text(s) => format!("\"{s}\""),
         Arg::Keyword(name, inner) => format!("{name} = {}", render_arg(inner, value)),
+        Arg::Param(name) => name.clone(),
     }
 }
 
