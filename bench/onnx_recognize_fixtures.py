@@ -15,6 +15,12 @@ tests/fixtures/onnx/<case>/ in the format of bench/onnx_import_fixtures.py (whos
                             `(1.0 - Cast(mask)) * MIN`: made [batch, 1, 1, keys] by two Unsqueezes
                             before the Cast with MIN = finfo(float32).min, then by a Reshape after
                             the Mul with MIN = -10000.0 (opset 14)
+    hugging_face_expanded_mask
+                            two self-attentions reading one mask in the form of newer Hugging Face
+                            models (`_prepare_4d_attention_mask`): mask[:, None, None, :] by two
+                            Unsqueezes, Expand to [batch, 1, queries, keys], Cast to float,
+                            `inverted = 1 - m`, `Where(Cast(inverted, bool), MIN, inverted)`
+                            (opset 14)
 
 compiler/tests/onnx_import.rs imports each one, checks it against ONNX Runtime within 1e-4
 relative and snapshots the imported `.nn`, which must read `attention`, `layer_norm`, `gelu`,
@@ -181,8 +187,51 @@ def hugging_face_padding_mask():
         helper.make_node("Mul", ["inverted_1", "minus_10000"], ["additive_1"], name="/Mul_1"),
         helper.make_node("Reshape", ["additive_1", "mask_rows"], ["extended_1"], name="/Reshape"),
     ]
+    attention_layers(nodes, inits, hidden, heads, ["extended_0", "extended_1"])
+    x_value = RNG.standard_normal((batch, seq, hidden)).astype(np.float32)
+    # The second sequence is padded after 3 tokens; every row keeps at least one key.
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=np.int64)
+    save("hugging_face_padding_mask", nodes,
+         [tensor_info("x", [batch, seq, hidden]), tensor_info("attention_mask", [batch, seq], TensorProto.INT64)],
+         [tensor_info("y", [batch, seq, hidden])], inits, 14, {"x": x_value, "attention_mask": mask})
+
+
+def hugging_face_expanded_mask():
+    batch, seq, hidden, heads = 2, 5, 8, 2
+    head_dim = hidden // heads
+    inits = [
+        ints("heads_shape", [batch, seq, heads, head_dim]),
+        ints("merged_shape", [batch, seq, hidden]),
+        ints("axis_1", [1]),
+        ints("axis_2", [2]),
+        ints("expanded_shape", [batch, 1, seq, seq]),
+        scalar("sqrt_head_dim", float(np.sqrt(head_dim))),
+        scalar("one", 1.0),
+        scalar("finfo_min", float(np.finfo(np.float32).min)),
+    ]
+    nodes = [
+        helper.make_node("Unsqueeze", ["attention_mask", "axis_1"], ["mask_3d"], name="/Unsqueeze"),
+        helper.make_node("Unsqueeze", ["mask_3d", "axis_2"], ["mask_4d"], name="/Unsqueeze_1"),
+        helper.make_node("Expand", ["mask_4d", "expanded_shape"], ["expanded"], name="/Expand"),
+        helper.make_node("Cast", ["expanded"], ["mask_float"], name="/Cast", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["one", "mask_float"], ["inverted"], name="/Sub"),
+        helper.make_node("Cast", ["inverted"], ["inverted_bool"], name="/Cast_1", to=TensorProto.BOOL),
+        helper.make_node("Where", ["inverted_bool", "finfo_min", "inverted"], ["extended"], name="/Where"),
+    ]
+    # Both layers read the one mask, as in a Hugging Face model.
+    attention_layers(nodes, inits, hidden, heads, ["extended", "extended"])
+    x_value = RNG.standard_normal((batch, seq, hidden)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=np.int64)
+    save("hugging_face_expanded_mask", nodes,
+         [tensor_info("x", [batch, seq, hidden]), tensor_info("attention_mask", [batch, seq], TensorProto.INT64)],
+         [tensor_info("y", [batch, seq, hidden])], inits, 14, {"x": x_value, "attention_mask": mask})
+
+
+def attention_layers(nodes, inits, hidden, heads, masks):
+    """BERT self-attentions from `x` to `y`, one per additive mask in `masks`, with the
+    `heads_shape`, `merged_shape` and `sqrt_head_dim` initializers of the caller."""
     x = "x"
-    for layer in range(2):
+    for layer, extended in enumerate(masks):
         scope = f"encoder.layer.{layer}.attention.self"
         s = f"/{scope.replace('.', '/')}"
         for index, name in enumerate(["query", "key", "value"]):
@@ -192,14 +241,14 @@ def hugging_face_padding_mask():
                                           name=f"{s}/{name}/Reshape"))
             nodes.append(helper.make_node("Transpose", [f"{out}_4d"], [f"{out}_heads"],
                                           name=f"{s}/{name}/Transpose", perm=[0, 2, 1, 3]))
-        y = "y" if layer == 1 else f"attended_{layer}"
+        y = "y" if layer == len(masks) - 1 else f"attended_{layer}"
         nodes += [
             helper.make_node("Transpose", [f"key_{layer}_heads"], [f"key_t_{layer}"], name=f"{s}/Transpose_3",
                              perm=[0, 1, 3, 2]),
             helper.make_node("MatMul", [f"query_{layer}_heads", f"key_t_{layer}"], [f"scores_{layer}"],
                              name=f"{s}/MatMul"),
             helper.make_node("Div", [f"scores_{layer}", "sqrt_head_dim"], [f"scaled_{layer}"], name=f"{s}/Div"),
-            helper.make_node("Add", [f"scaled_{layer}", f"extended_{layer}"], [f"masked_{layer}"], name=f"{s}/Add"),
+            helper.make_node("Add", [f"scaled_{layer}", extended], [f"masked_{layer}"], name=f"{s}/Add"),
             helper.make_node("Softmax", [f"masked_{layer}"], [f"probs_{layer}"], name=f"{s}/Softmax", axis=-1),
             helper.make_node("MatMul", [f"probs_{layer}", f"value_{layer}_heads"], [f"context_{layer}"],
                              name=f"{s}/MatMul_1"),
@@ -208,16 +257,11 @@ def hugging_face_padding_mask():
             helper.make_node("Reshape", [f"context_t_{layer}", "merged_shape"], [y], name=f"{s}/Reshape_3"),
         ]
         x = y
-    x_value = RNG.standard_normal((batch, seq, hidden)).astype(np.float32)
-    # The second sequence is padded after 3 tokens; every row keeps at least one key.
-    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=np.int64)
-    save("hugging_face_padding_mask", nodes,
-         [tensor_info("x", [batch, seq, hidden]), tensor_info("attention_mask", [batch, seq], TensorProto.INT64)],
-         [tensor_info("y", [batch, seq, hidden])], inits, 14, {"x": x_value, "attention_mask": mask})
 
 
 def main():
-    for case in [pytorch_encoder_layer, pytorch_llama_mlp, hugging_face_padding_mask]:
+    for case in [pytorch_encoder_layer, pytorch_llama_mlp, hugging_face_padding_mask,
+                 hugging_face_expanded_mask]:
         case()
 
 

@@ -239,6 +239,26 @@ fn hugging_face_padding_masks_are_the_attentions_mask() {
     );
 }
 
+/// Newer Hugging Face models' `_prepare_4d_attention_mask` (`Expand`, `Cast`, `1 - m`,
+/// `Where(Cast(inverted, bool), MIN, inverted)`), computed once and read by both layers, is each
+/// attention's `mask`, and the nodes that computed it are gone (the outputs are checked against
+/// ONNX Runtime with the other fixtures).
+#[test]
+fn an_expanded_mask_shared_by_every_layer_is_the_attentions_mask() {
+    let bytes = std::fs::read(fixtures().join("hugging_face_expanded_mask/model.onnx")).unwrap();
+    let imported = import_bytes(&bytes, &ImportOptions::default()).unwrap();
+    let source = &imported.source;
+    assert!(
+        source.contains("attention(h, y, z, heads = 2, mask = attention_mask)")
+            && source.contains("for i in 0..2 {"),
+        "{source}"
+    );
+    assert!(
+        !source.contains(" - ") && !source.contains("where(") && !source.contains("expand("),
+        "{source}"
+    );
+}
+
 /// A sequence whose every key is masked: nnc's attention gives zeros, where the Hugging Face
 /// graph under ONNX Runtime spreads each query over all keys (with `MIN` = `f32::MIN` the
 /// masked scores are all equal) or, with -10^4, over the keys as if unmasked (docs/onnx.md).

@@ -256,7 +256,15 @@ pub fn import_model(model: &ModelProto, options: &ImportOptions) -> Result<Impor
                     // The shapes do not fit the layer: the nodes it stood for, one by one.
                     Err(NodeError::Unsupported(_)) => {
                         for part in parts {
-                            translate_node(&mut translator, part, opset, &mut problems);
+                            // A mask that several attentions share is translated once.
+                            let known = !part.output.is_empty()
+                                && part
+                                    .output
+                                    .iter()
+                                    .all(|output| translator.known.contains_key(output));
+                            if !known {
+                                translate_node(&mut translator, part, opset, &mut problems);
+                            }
                         }
                     }
                 }

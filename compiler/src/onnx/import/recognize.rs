@@ -51,7 +51,9 @@ pub fn recognize(graph: &GraphProto, opset: i64) -> Vec<Item<'_>> {
     let view = View::new(graph, opset);
     let count = graph.node.len();
     let mut taken = vec![false; count];
-    let mut fused: HashMap<usize, (NodeProto, Vec<usize>)> = HashMap::new();
+    // Nodes some match shares with others (an attention's mask): never another match's own.
+    let mut shared = vec![false; count];
+    let mut fused: HashMap<usize, (NodeProto, Vec<usize>, Vec<usize>)> = HashMap::new();
     for anchor in (0..count).rev() {
         if taken[anchor] {
             continue;
@@ -69,24 +71,40 @@ pub fn recognize(graph: &GraphProto, opset: i64) -> Vec<Item<'_>> {
         let found = matchers
             .iter()
             .filter_map(|matcher| matcher(&view, anchor))
-            .find(|found| view.is_closed(found, anchor, &taken));
-        if let Some(Found { mut nodes, node }) = found {
+            .find(|found| view.is_closed(found, anchor, &taken, &shared));
+        if let Some(Found {
+            mut nodes,
+            shared: mut shared_nodes,
+            node,
+        }) = found
+        {
             nodes.sort_unstable();
             nodes.dedup();
+            shared_nodes.retain(|index| !nodes.contains(index));
             for &index in &nodes {
                 taken[index] = true;
             }
-            fused.insert(anchor, (node, nodes));
+            for &index in &shared_nodes {
+                shared[index] = true;
+            }
+            fused.insert(anchor, (node, nodes, shared_nodes));
         }
     }
+    // Shared nodes are dropped where only dropped nodes read them (every attention that reads a
+    // mask was recognized), else kept for their other readers.
+    let dropped = view.droppable(&taken, &shared);
     let mut items = Vec::with_capacity(count);
     for (index, node) in graph.node.iter().enumerate() {
-        if let Some((fused_node, parts)) = fused.remove(&index) {
+        if let Some((fused_node, mut parts, shared_parts)) = fused.remove(&index) {
+            // The fallback computes the dropped shared nodes too (once: the translation skips a
+            // node whose outputs it knows already).
+            parts.extend(shared_parts.into_iter().filter(|&part| dropped[part]));
+            parts.sort_unstable();
             items.push(Item::Fused {
                 node: Box::new(fused_node),
                 parts: parts.iter().map(|&part| &graph.node[part]).collect(),
             });
-        } else if !taken[index] {
+        } else if !taken[index] && !dropped[index] {
             items.push(Item::Node(node));
         }
     }
@@ -412,6 +430,10 @@ fn translate_attention(
 /// A match: the nodes it replaces (the anchor included) and the node that replaces them.
 struct Found {
     nodes: Vec<usize>,
+    /// Nodes it replaces that other matches may read too: an attention's mask, which a Hugging
+    /// Face model computes once for every layer. They are dropped when only replaced nodes read
+    /// them.
+    shared: Vec<usize>,
     node: NodeProto,
 }
 
@@ -625,12 +647,18 @@ impl<'g> View<'g> {
 
     /// Whether `found` may replace its nodes: none taken by a larger pattern, and nothing outside
     /// it reads what its nodes other than the anchor compute.
-    fn is_closed(&self, found: &Found, anchor: usize, taken: &[bool]) -> bool {
-        if found.nodes.iter().any(|&index| taken[index]) || !found.nodes.contains(&anchor) {
+    fn is_closed(&self, found: &Found, anchor: usize, taken: &[bool], shared: &[bool]) -> bool {
+        if found
+            .nodes
+            .iter()
+            .any(|&index| taken[index] || shared[index])
+            || found.shared.iter().any(|&index| taken[index])
+            || !found.nodes.contains(&anchor)
+        {
             return false;
         }
         let mut reads: HashMap<&str, usize> = HashMap::new();
-        for &index in &found.nodes {
+        for &index in found.nodes.iter().chain(&found.shared) {
             for input in self.inputs(index) {
                 *reads.entry(input.as_str()).or_insert(0) += 1;
             }
@@ -645,6 +673,42 @@ impl<'g> View<'g> {
                     uses == reads.get(output.as_str()).copied().unwrap_or(0)
                 })
             })
+    }
+}
+
+impl View<'_> {
+    /// The shared nodes whose outputs only taken or droppable nodes read (none a graph output).
+    fn droppable(&self, taken: &[bool], shared: &[bool]) -> Vec<bool> {
+        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            for input in &node.input {
+                readers.entry(input.as_str()).or_default().push(index);
+            }
+        }
+        let mut dropped = shared.to_vec();
+        // Undrop a node with another reader until nothing changes.
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for index in 0..self.nodes.len() {
+                if !dropped[index] {
+                    continue;
+                }
+                let kept_reader = self.nodes[index].output.iter().any(|output| {
+                    let node_reads = readers.get(output.as_str()).map_or(0, Vec::len);
+                    let uses = self.uses.get(output.as_str()).copied().unwrap_or(0);
+                    uses > node_reads
+                        || readers.get(output.as_str()).is_some_and(|readers| {
+                            readers.iter().any(|&r| !taken[r] && !dropped[r])
+                        })
+                });
+                if kept_reader {
+                    dropped[index] = false;
+                    changed = true;
+                }
+            }
+        }
+        dropped
     }
 }
 
@@ -719,6 +783,7 @@ fn silu(view: &View<'_>, anchor: usize) -> Option<Found> {
     [(a, b), (b, a)].into_iter().find_map(|(x, gate)| {
         let sigmoid = view.producer(gate, "Sigmoid")?;
         (view.inputs(sigmoid).first().map(String::as_str) == Some(x)).then(|| Found {
+            shared: Vec::new(),
             nodes: vec![sigmoid, anchor],
             node: fused("Silu", &[x], &view.nodes[anchor], vec![]),
         })
@@ -759,6 +824,7 @@ fn gelu(view: &View<'_>, anchor: usize) -> Option<Found> {
             _ => vec![],
         };
         Some(Found {
+            shared: Vec::new(),
             nodes,
             node: fused("Gelu", &[x], &view.nodes[anchor], attributes),
         })
@@ -860,6 +926,7 @@ fn layer_norm(view: &View<'_>, anchor: usize) -> Option<Found> {
     nodes.extend(variance_nodes);
     let attributes = vec![float_attribute("epsilon", eps), int_attribute("axis", axis)];
     Some(Found {
+        shared: Vec::new(),
         nodes,
         node: fused(
             "LayerNorm",
@@ -893,6 +960,7 @@ fn rms_norm(view: &View<'_>, anchor: usize) -> Option<Found> {
     nodes.extend(root_nodes);
     let attributes = vec![float_attribute("epsilon", eps), int_attribute("axis", axis)];
     Some(Found {
+        shared: Vec::new(),
         nodes,
         node: fused(
             "RmsNorm",
@@ -1016,7 +1084,9 @@ fn additive_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
             })
         });
     }
-    padding_mask(view, name).or_else(|| hugging_face_padding_mask(view, name))
+    padding_mask(view, name)
+        .or_else(|| hugging_face_padding_mask(view, name))
+        .or_else(|| hugging_face_expanded_mask(view, name))
 }
 
 /// `Reshape(Where(Equal(mask, 0), MASKED, 0), [batch, 1, 1, keys])`.
@@ -1082,6 +1152,67 @@ fn hugging_face_padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<
         }
         _ => return None,
     };
+    if view.constants.contains_key(mask) {
+        return None;
+    }
+    Some(Mask {
+        nodes,
+        constant: None,
+        padding: Some((mask, target)),
+    })
+}
+
+/// Newer Hugging Face models' form (`_prepare_4d_attention_mask`): the mask made `[batch, 1, 1,
+/// keys]` by `Unsqueeze`s or a `Reshape`, `Expand`ed to `[batch, 1, queries, keys]` and `Cast` to
+/// float (in either order), `inverted = 1.0 - m`, then `Where(Cast(inverted, bool), MIN,
+/// inverted)`. For a mask of 0s and 1s it masks what `Where(Equal(mask, 0), MIN, 0)` masks; the
+/// `Expand` only repeats the mask over the queries, as adding it to the scores does.
+fn hugging_face_expanded_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<'g>> {
+    let select = view.producer(name, "Where")?;
+    let [condition, masked, inverted] = view.inputs(select) else {
+        return None;
+    };
+    if !view.scalar(masked).is_some_and(is_masked) {
+        return None;
+    }
+    let to_bool = view.producer(condition, "Cast")?;
+    if attr::int(&view.nodes[to_bool], "to", 0) != DataType::Bool as i64
+        || view.inputs(to_bool).first() != Some(inverted)
+    {
+        return None;
+    }
+    let subtract = view.producer(inverted, "Sub")?;
+    let (one, mut mask) = view.pair(subtract)?;
+    if view.scalar(one) != Some(1.0) {
+        return None;
+    }
+    let mut nodes = vec![select, to_bool, subtract];
+    let (mut cast_seen, mut expand_seen) = (false, false);
+    loop {
+        if let Some(cast) = view.producer(mask, "Cast").filter(|_| !cast_seen) {
+            if attr::int(&view.nodes[cast], "to", 0) != DataType::Float as i64 {
+                return None;
+            }
+            cast_seen = true;
+            nodes.push(cast);
+            mask = view.inputs(cast).first()?;
+        } else if let Some(expand) = view.producer(mask, "Expand").filter(|_| !expand_seen) {
+            let (x, shape) = view.pair(expand)?;
+            if view.ints(shape)?.len() != 4 {
+                return None;
+            }
+            expand_seen = true;
+            nodes.push(expand);
+            mask = x;
+        } else {
+            break;
+        }
+    }
+    if !cast_seen {
+        return None;
+    }
+    let (inner_nodes, mask, target) = key_rows(view, mask)?;
+    nodes.extend(inner_nodes);
     if view.constants.contains_key(mask) {
         return None;
     }
@@ -1224,7 +1355,6 @@ fn attention(view: &View<'_>, anchor: usize) -> Option<Found> {
                 (raw, found)
             })?;
         nodes.push(add);
-        nodes.extend(found.nodes.iter().copied());
         mask = found;
         scores = raw;
     }
@@ -1296,6 +1426,7 @@ fn attention(view: &View<'_>, anchor: usize) -> Option<Found> {
         attributes.push(ints_attribute("mask_split", target));
     }
     Some(Found {
+        shared: mask.nodes,
         nodes,
         node: fused("Attention", &inputs, &view.nodes[anchor], attributes),
     })
@@ -1434,6 +1565,7 @@ fn rope(view: &View<'_>, anchor: usize) -> Option<Found> {
         let (positions, theta) =
             rope_theta(view.constant(cos)?, view.constant(sin)?, head_dim as usize)?;
         Some(Found {
+            shared: Vec::new(),
             nodes: vec![
                 anchor,
                 sum,
@@ -1515,6 +1647,7 @@ fn position_embedding(view: &View<'_>, anchor: usize) -> Option<Found> {
             return None;
         }
         Some(Found {
+            shared: Vec::new(),
             nodes: vec![anchor, reshape, slice_node],
             node: fused(
                 "PositionEmbedding",
@@ -1544,6 +1677,7 @@ fn transposed_linear(view: &View<'_>, anchor: usize) -> Option<Found> {
         return None;
     }
     Some(Found {
+        shared: Vec::new(),
         nodes: vec![transpose, anchor],
         node: fused("Linear", &[x, weight], &view.nodes[anchor], vec![]),
     })
@@ -1671,6 +1805,104 @@ mod tests {
             None
         );
         assert_eq!(found(&hugging_face_mask_graph(1.0, f32::MIN, &[1])), None);
+    }
+
+    /// `_prepare_4d_attention_mask`'s form: `Unsqueeze`s (axes 1, 2), `Expand`, `Cast` to
+    /// float, `inverted = 1 - m`, `Where(Cast(condition, bool), MIN, inverted)`.
+    fn expanded_mask_graph(condition: &str, masked: f32, bool_type: DataType) -> GraphProto {
+        let mut unsqueeze = node("Unsqueeze", &["mask"], "rows");
+        unsqueeze.attribute.push(ints_attribute("axes", vec![1, 2]));
+        let mut cast = node("Cast", &["expanded"], "float");
+        cast.attribute
+            .push(int_attribute("to", DataType::Float as i64));
+        let mut to_bool = node("Cast", &[condition], "condition");
+        to_bool
+            .attribute
+            .push(int_attribute("to", bool_type as i64));
+        let shape = TensorProto {
+            name: Some("shape".into()),
+            data_type: Some(DataType::Int64 as i32),
+            dims: vec![4],
+            int64_data: vec![2, 1, 5, 5],
+            ..Default::default()
+        };
+        GraphProto {
+            node: vec![
+                unsqueeze,
+                node("Expand", &["rows", "shape"], "expanded"),
+                cast,
+                node("Sub", &["one", "float"], "inverted"),
+                to_bool,
+                node("Where", &["condition", "masked", "inverted"], "additive"),
+            ],
+            initializer: vec![scalar("one", 1.0), scalar("masked", masked), shape],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn expanded_masks_need_the_inverted_mask_cast_to_bool_and_a_masking_value() {
+        let found = |graph: &GraphProto| {
+            let view = View::new(graph, 14);
+            additive_mask(&view, "additive").map(|mask| {
+                let (input, target) = mask.padding.unwrap_or_default();
+                (mask.nodes.len(), input.to_string(), target)
+            })
+        };
+        let graph = expanded_mask_graph("inverted", f32::MIN, DataType::Bool);
+        assert_eq!(found(&graph), Some((6, "mask".into(), vec![0, 1, 1, -1])));
+        // The condition of another tensor, a value that does not mask, a cast to float.
+        assert_eq!(
+            found(&expanded_mask_graph("float", f32::MIN, DataType::Bool)),
+            None
+        );
+        assert_eq!(
+            found(&expanded_mask_graph("inverted", -1.0, DataType::Bool)),
+            None
+        );
+        assert_eq!(
+            found(&expanded_mask_graph("inverted", f32::MIN, DataType::Float)),
+            None
+        );
+    }
+
+    #[test]
+    fn shared_nodes_are_dropped_only_when_dropped_nodes_read_them() {
+        // `first` -> `second` (both shared) -> `attention` (taken), and maybe `other` (not
+        // taken) reading `second`'s output, or that output a graph output.
+        let graph = |other_reader: bool, graph_output: bool| {
+            let mut nodes = vec![
+                node("Cast", &["mask"], "a"),
+                node("Sub", &["one", "a"], "b"),
+                node("Add", &["scores", "b"], "attention"),
+            ];
+            if other_reader {
+                nodes.push(node("Relu", &["b"], "other"));
+            }
+            GraphProto {
+                node: nodes,
+                output: graph_output
+                    .then(|| ValueInfoProto {
+                        name: Some("b".into()),
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            }
+        };
+        let dropped = |graph: &GraphProto| {
+            let count = graph.node.len();
+            let mut taken = vec![false; count];
+            taken[2] = true;
+            let mut shared = vec![false; count];
+            shared[0] = true;
+            shared[1] = true;
+            View::new(graph, 14).droppable(&taken, &shared)[..2].to_vec()
+        };
+        assert_eq!(dropped(&graph(false, false)), [true, true]);
+        assert_eq!(dropped(&graph(true, false)), [false, false]);
+        assert_eq!(dropped(&graph(false, true)), [false, false]);
     }
 
     #[test]
