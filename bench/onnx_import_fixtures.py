@@ -415,6 +415,35 @@ def pow_tensor_exponent():
          [tensor_info("y", [2, 3, 4]), tensor_info("z", [2, 3, 4])], [], 15, feeds)
 
 
+def constant_tensors():
+    """Constant tensors in arithmetic, each a `parameter` in the import: a baked-in input
+    normalization ((x - pixel_mean) / pixel_std, per channel), a layer scale over the last axis,
+    a [4, 5] offset, a constant on the left of a Sub, pixel_mean read twice (one parameter), Pow
+    by a constant exponent per column, and a class token concatenated before the rows."""
+    nodes = [
+        helper.make_node("Sub", ["x", "pixel_mean"], ["centered"], name="/Sub"),
+        helper.make_node("Div", ["centered", "pixel_std"], ["normalized"], name="/Div"),
+        helper.make_node("Mul", ["normalized", "blocks.0.gamma"], ["scaled"], name="/blocks.0/Mul"),
+        helper.make_node("Add", ["scaled", "offset"], ["shifted"], name="/Add"),
+        helper.make_node("Sub", ["bias_left", "shifted"], ["flipped"], name="/Sub_1"),
+        helper.make_node("Add", ["flipped", "pixel_mean"], ["summed"], name="/Add_1"),
+        helper.make_node("Pow", ["summed", "exponents"], ["y"], name="/Pow"),
+        helper.make_node("Concat", ["cls_token", "x"], ["z"], name="/Concat", axis=2),
+    ]
+    inits = [
+        weight("pixel_mean", 1, 3, 1, 1),
+        numpy_helper.from_array(RNG.uniform(0.5, 2.0, (3, 1, 1)).astype(np.float32), "pixel_std"),
+        weight("blocks.0.gamma", 5),
+        weight("offset", 4, 5),
+        weight("bias_left", 3, 4, 5),
+        numpy_helper.from_array(np.array([1.0, 2.0, 3.0, 2.0, 1.0], dtype=np.float32), "exponents"),
+        weight("cls_token", 2, 3, 1, 5),
+    ]
+    save("constant_tensors", nodes, [tensor_info("x", [2, 3, 4, 5])],
+         [tensor_info("y", [2, 3, 4, 5]), tensor_info("z", [2, 3, 5, 5])], inits, 14,
+         {"x": image(2, 3, 4, 5)})
+
+
 def more_reductions_opset13():
     """ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceSumSquare and ReduceLogSumExp before
     opset 18: axes as an attribute (negative ones included, kept or dropped), and none (every
@@ -493,7 +522,7 @@ def main():
     # of the others unchanged.
     later = [resize_pytorch, resize_onnx_modes, conv_transpose, pad_modes, reductions_opset13,
              reductions_opset18, log_softmax_math, pow_tensor_exponent, more_reductions_opset13,
-             more_reductions_opset18]
+             more_reductions_opset18, constant_tensors]
     global RNG
     for case in cases + later:
         if case in later:

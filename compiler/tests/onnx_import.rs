@@ -294,8 +294,9 @@ fn a_sequence_with_every_key_masked_gives_zeros() {
 #[test]
 fn bad_reduction_axes_and_tensor_exponents_are_listed() {
     // Opset 18: the axes are an input. -3 is axis 1 of the rank-4 input, listed twice; axis 4
-    // does not exist; Pow's exponent is a constant tensor of different numbers (a tensor computed
-    // at run time imports, as `pow(x, y)`); ReduceL2 over no axes with noop_with_empty_axes.
+    // does not exist; Pow's exponent is an integer constant tensor of different numbers (an f32
+    // one imports as a `parameter`, and a tensor computed at run time as `pow(x, y)`); ReduceL2
+    // over no axes with noop_with_empty_axes.
     let axes = |name: &str, values: &[i64]| proto::TensorProto {
         name: Some(name.into()),
         data_type: Some(7),
@@ -318,13 +319,7 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
             nothing
         },
     ];
-    let exponents = proto::TensorProto {
-        name: Some("exponents".into()),
-        data_type: Some(1),
-        dims: vec![8],
-        float_data: vec![2.0, 3.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0],
-        ..Default::default()
-    };
+    let exponents = axes("exponents", &[2, 3, 2, 3, 2, 3, 2, 3]);
     let initializers = vec![
         axes("twice_axes", &[1, -3]),
         axes("outside_axes", &[4]),
@@ -346,7 +341,7 @@ fn bad_reduction_axes_and_tensor_exponents_are_listed() {
             ("outside", "ReduceMean: axis 4 is out of range for rank 4"),
             (
                 "power",
-                "Pow with a constant exponent of shape [8] that is not one finite number"
+                "Pow with a constant exponent of shape [8] that is not a finite f32 tensor"
             ),
             (
                 "nothing",

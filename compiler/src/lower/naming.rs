@@ -154,7 +154,7 @@ impl CallCx<'_, '_> {
         }
     }
 
-    /// Creates the weight `<layer>.<suffix>`.
+    /// Creates the weight `<layer>.<suffix>`, or `<layer>` for an empty suffix.
     pub(super) fn param(
         &mut self,
         suffix: &str,
@@ -182,7 +182,12 @@ impl CallCx<'_, '_> {
         is_buffer: bool,
     ) -> Eval<ir::Value> {
         let layer = self.weights_layer_name()?;
-        let name = format!("{layer}.{suffix}");
+        // An empty suffix: the layer is the weight (`parameter`, PyTorch's `nn.Parameter`).
+        let name = if suffix.is_empty() {
+            layer
+        } else {
+            format!("{layer}.{suffix}")
+        };
         let naming_span = self.naming.as_ref().map_or(self.span, |naming| naming.span);
         if let Some(&first) = self.builder.param_spans.get(&name) {
             let mut diagnostic =

@@ -280,6 +280,26 @@ pub(super) fn position_embedding(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
         .map(Value::Tensor)
 }
 
+/// `parameter(shape)`: a learned tensor, PyTorch's `nn.Parameter`; the weight is named after the
+/// layer itself (`parameter([1, 3, 1, 1]) as mean` is the weight `mean`).
+pub(super) fn parameter(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
+    let dims = cx.int_list("shape", None)?;
+    let mut shape = Vec::with_capacity(dims.len());
+    for dim in dims {
+        match usize::try_from(dim) {
+            Ok(dim) if dim >= 1 => shape.push(dim),
+            _ => {
+                return Err(cx.error(
+                    "shape",
+                    format!("dimension {dim} is not a valid size"),
+                    Some("sizes are at least 1"),
+                ));
+            }
+        }
+    }
+    cx.param("", shape, ParamInit::Normal).map(Value::Tensor)
+}
+
 /// `matmul(a, b)`: a batched matrix product.
 pub(super) fn matmul(cx: &mut CallCx<'_, '_>) -> Eval<Value> {
     let a = cx.tensor("a")?;

@@ -142,6 +142,12 @@ const BUILTINS: &[Builtin] = &[
         lower: layers::position_embedding,
     },
     Builtin {
+        name: "parameter",
+        params: &["shape"],
+        aliases: &[],
+        lower: layers::parameter,
+    },
+    Builtin {
         name: "matmul",
         params: &["a", "b"],
         aliases: &[],

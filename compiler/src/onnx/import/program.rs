@@ -126,11 +126,13 @@ impl Layer {
         Some(format!("{node}{}", compress_names(&self.sources)))
     }
 
-    /// The nnc names of the weights, in order.
+    /// The nnc names of the weights, in order (an empty suffix: the layer's name, a
+    /// `parameter`'s weight).
     pub fn weight_names(&self) -> impl Iterator<Item = String> + '_ {
-        self.weights
-            .iter()
-            .map(|(suffix, _)| format!("{}.{suffix}", self.name))
+        self.weights.iter().map(|(suffix, _)| match *suffix {
+            "" => self.name.clone(),
+            suffix => format!("{}.{suffix}", self.name),
+        })
     }
 }
 

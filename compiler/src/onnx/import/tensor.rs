@@ -52,6 +52,11 @@ impl Constant {
         self.len() == 0
     }
 
+    /// Whether it holds `f32` values, at least one: what a `parameter` can hold.
+    pub fn is_nonempty_f32(&self) -> bool {
+        matches!(self.data, Data::F32(_)) && !self.is_empty()
+    }
+
     pub fn len(&self) -> usize {
         match &self.data {
             Data::F32(values) => values.len(),

@@ -128,6 +128,8 @@ pub struct Translator<'p> {
     producer: HashMap<ValueId, usize>,
     layer_names: HashSet<String>,
     counters: HashMap<&'static str, usize>,
+    /// The `parameter` statement of each constant tensor used in arithmetic, by ONNX name.
+    parameters: HashMap<String, ValueId>,
 }
 
 impl<'p> Translator<'p> {
@@ -141,6 +143,7 @@ impl<'p> Translator<'p> {
             producer: HashMap::new(),
             layer_names: HashSet::new(),
             counters: HashMap::new(),
+            parameters: HashMap::new(),
         }
     }
 
@@ -863,11 +866,21 @@ impl<'p> Translator<'p> {
                     return Ok(());
                 }
                 let Some(number) = c.uniform_f32().filter(|_| shape == x_shape) else {
-                    return Err(format!(
-                        "{op} with a constant tensor of shape {:?} (the .nn language has no constant tensors; only a bias after a linear or conv layer, or a single number, can be imported)",
-                        c.shape
-                    )
-                    .into());
+                    // A constant tensor: a `parameter` whose weight it is.
+                    if !self.info(x).float || !c.is_nonempty_f32() {
+                        return Err(format!(
+                            "{op} of a tensor and an integer or empty constant of shape {:?}",
+                            c.shape
+                        )
+                        .into());
+                    }
+                    let p = self.parameter(cx.node, c, name);
+                    let (lhs, rhs) = match tensor_first {
+                        true => (Operand::Value(x), Operand::Value(p)),
+                        false => (Operand::Value(p), Operand::Value(x)),
+                    };
+                    self.push(cx.output(), binary(symbol, lhs, rhs), None, shape, true);
+                    return Ok(());
                 };
                 if !number.is_finite() {
                     return Err(format!("{op} with {number}").into());
@@ -892,6 +905,36 @@ impl<'p> Translator<'p> {
                 Err(format!("{op} of constants that cannot be folded").into())
             }
         }
+    }
+
+    /// The value of `parameter(shape) as NAME` holding the constant `name` (its first use writes
+    /// the statement, named after the constant where that is a module path, `pixel_mean` or
+    /// `blocks.0.gamma`).
+    fn parameter(&mut self, node: &NodeProto, constant: &Constant, name: &str) -> ValueId {
+        if let Some(&value) = self.parameters.get(name) {
+            *self.value_uses.entry(value).or_insert(0) += 1;
+            return value;
+        }
+        let candidate = (!name.contains("::") && !name.starts_with('/'))
+            .then(|| sanitize_layer_name(name))
+            .filter(|candidate| !candidate.is_empty());
+        let layer = self.unique_layer(
+            node,
+            candidate,
+            "param",
+            vec![("", constant.clone())],
+            vec![name.to_string()],
+        );
+        let dims = constant.shape.iter().map(|&d| d as i64).collect();
+        let value = self.push(
+            "",
+            call("parameter", vec![Arg::Ints(dims)]),
+            Some(layer),
+            constant.shape.clone(),
+            true,
+        );
+        self.parameters.insert(name.to_string(), value);
+        value
     }
 
     /// `conv(x) + b` or `linear(x) + b` with a per-channel constant `b`: the layer's bias.
@@ -1067,9 +1110,18 @@ impl<'p> Translator<'p> {
     fn concat(&mut self, cx: &Cx<'_>) -> NodeResult {
         let mut values = Vec::new();
         for index in 0..cx.inputs.len() {
-            values.push(cx.tensor(index).map_err(
-                |_| "Concat of a constant with tensors (the .nn language has no constant tensors)",
-            )?);
+            // A constant (a class token) is a `parameter`.
+            let value = match cx.known(index)? {
+                Known::Tensor(value) => *value,
+                Known::Const(constant, name) if constant.is_nonempty_f32() => {
+                    let (constant, name) = (constant.clone(), name.clone());
+                    self.parameter(cx.node, &constant, &name)
+                }
+                Known::Const(..) => {
+                    return Err("Concat of an integer or empty constant with tensors".into());
+                }
+            };
+            values.push(value);
         }
         let first = self.shape(*values.first().ok_or("Concat of nothing")?);
         let axis = fold::axis(attr::int(cx.node, "axis", 0), first.len())?;
@@ -1287,17 +1339,30 @@ impl<'p> Translator<'p> {
             .and_then(|name| name_from_weight(name))
             .or_else(|| name_from_scope(&node_name))
             .map(|name| sanitize_layer_name(&name))
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| {
-                loop {
-                    let counter = self.counters.entry(kind).or_insert(0);
-                    *counter += 1;
-                    let name = format!("{kind}{counter}");
-                    if !self.layer_names.contains(&name) {
-                        break name;
-                    }
+            .filter(|name| !name.is_empty());
+        self.unique_layer(node, candidate, kind, weights, sources)
+    }
+
+    /// The layer named `candidate` (else `kind` and a number), made unique with `_2`, `_3` ...
+    fn unique_layer(
+        &mut self,
+        node: &NodeProto,
+        candidate: Option<String>,
+        kind: &'static str,
+        weights: Vec<(&'static str, Constant)>,
+        sources: Vec<String>,
+    ) -> Layer {
+        let node_name = node.name.clone().unwrap_or_default();
+        let candidate = candidate.unwrap_or_else(|| {
+            loop {
+                let counter = self.counters.entry(kind).or_insert(0);
+                *counter += 1;
+                let name = format!("{kind}{counter}");
+                if !self.layer_names.contains(&name) {
+                    break name;
                 }
-            });
+            }
+        });
         let mut name = candidate.clone();
         let mut suffix = 2;
         while !self.layer_names.insert(name.clone()) {

@@ -98,8 +98,8 @@ impl Translator<'_> {
     }
 
     /// `Pow(x, p)` with a constant exponent `p` that is one number (any shape that does not
-    /// broadcast `x` to a larger one): `pow(x, p)`; with an `f32` tensor `y` computed at run time:
-    /// `pow(x, y)`, broadcasting as `+ - * /` do.
+    /// broadcast `x` to a larger one): `pow(x, p)`; with an `f32` tensor `y` computed at run time,
+    /// or a constant one (a `parameter`): `pow(x, y)`, broadcasting as `+ - * /` do.
     pub(super) fn pow(&mut self, cx: &Cx<'_>) -> NodeResult {
         let x = cx.tensor(0)?;
         if !self.is_float(x) {
@@ -115,19 +115,25 @@ impl Translator<'_> {
             self.push(cx.output(), expr, None, shape, true);
             return Ok(());
         }
-        let exponent = cx.constant(1)?;
+        let (exponent, name) = cx.constant_named(1)?;
         let x_shape = self.shape(x);
         let broadcast = fold::broadcast_shapes(&x_shape, &exponent.shape)?;
-        let number = exponent
-            .uniform_f32()
-            .filter(|number| number.is_finite() && broadcast == x_shape)
-            .ok_or_else(|| {
-                format!(
-                    "Pow with a constant exponent of shape {:?} that is not one finite number",
-                    exponent.shape
-                )
-            })?;
-        self.unary_call(cx, "pow", vec![Arg::Float(number)])
+        match exponent.uniform_f32() {
+            Some(number) if number.is_finite() && broadcast == x_shape => {
+                self.unary_call(cx, "pow", vec![Arg::Float(number)])
+            }
+            Some(_) | None if exponent.is_nonempty_f32() => {
+                let exponent = self.parameter(cx.node, &exponent, &name);
+                let expr = call("pow", vec![Arg::Value(x), Arg::Value(exponent)]);
+                self.push(cx.output(), expr, None, broadcast, true);
+                Ok(())
+            }
+            _ => Err(format!(
+                "Pow with a constant exponent of shape {:?} that is not a finite f32 tensor",
+                exponent.shape
+            )
+            .into()),
+        }
     }
 }
 
