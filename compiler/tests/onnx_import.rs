@@ -524,6 +524,19 @@ fn a_real_paddle_ocr_classifier_matches_onnx_runtime() {
     let bytes = std::fs::read(&path).unwrap();
     let (source, outputs) = import_and_run(&bytes, &options, &[("x".into(), Tensor::F32(image))]);
     insta::assert_snapshot!("import_ppocr_cls", source);
+    // The Rust that `nnc compile` writes for it, reviewed as code like the examples'.
+    let options = nnc_compiler::codegen::CodegenOptions {
+        source_name: Some("ppocr_cls.nn".into()),
+        ..Default::default()
+    };
+    let code = nnc_compiler::compile_to_rust(
+        &source,
+        &FrontendOptions::default(),
+        nnc_compiler::passes::OptLevel::default(),
+        &options,
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    insta::assert_snapshot!("generated_ppocr_cls", code);
     let expected_path = fixtures().join("ppocr_cls/output.npy");
     let expected = ArrayD::<f32>::read_npy(std::fs::File::open(expected_path).unwrap()).unwrap();
     let error = relative_error(&outputs[0].1, &expected);
