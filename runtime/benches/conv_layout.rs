@@ -87,7 +87,8 @@ fn benchmark_layers(criterion: &mut Criterion) {
 
 fn benchmark_transposes(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("layout_change");
-    for (channels, size) in [(32usize, 112usize), (1280, 7)] {
+    // An RGB image (MobileNetV2's int8 input), the first activation, the last one.
+    for (channels, size) in [(3usize, 224usize), (32, 112), (1280, 7)] {
         let shape = [1, channels, size, size];
         let input: Vec<f32> = (0..channels * size * size)
             .map(|index| index as f32)

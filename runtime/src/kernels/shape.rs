@@ -311,8 +311,12 @@ fn batched_transpose(shape: &[usize], permutation: &[usize]) -> Option<(usize, u
 /// to pay for starting the others.
 const PARALLEL_TRANSPOSE_MIN_ELEMENTS: usize = 1 << 16;
 
-/// Columns of the input (rows of the output) per parallel task of a transpose, in tiles.
-const PARALLEL_TRANSPOSE_TILES: usize = 8;
+/// Elements a parallel task of a transpose moves, about: enough that starting it costs little
+/// (an RGB image's 3 x 50,176 in a few tasks, not hundreds).
+const PARALLEL_TRANSPOSE_TASK_ELEMENTS: usize = 1 << 15;
+
+/// Columns of the input (rows of the output) a task transposes at a time, in tiles.
+const TRANSPOSE_STRIP_COLUMNS: usize = TILE * 8;
 
 /// `output[c][r] = input[r][c]` for a row-major `rows x cols` input; a large one is cut by
 /// columns of the input (rows of the output, contiguous there) into tasks on the thread pool.
@@ -327,11 +331,24 @@ fn transpose_matrix<T: Copy + Send + Sync + 'static>(
         transpose_columns_tiled(input, rows, cols, 0..cols, output);
         return;
     }
-    let cols_per_task = TILE * PARALLEL_TRANSPOSE_TILES;
+    // Whole blocks of 8 columns per task, so that only the last task has a partial block.
+    let cols_per_task =
+        threading::balanced_rows_per_task(cols, rows, PARALLEL_TRANSPOSE_TASK_ELEMENTS)
+            .next_multiple_of(8);
+    // Each task in strips of columns, so that the output a strip writes stays in cache (a few
+    // rows stream through it anyway).
+    let strip = if rows < 8 {
+        cols_per_task
+    } else {
+        TRANSPOSE_STRIP_COLUMNS
+    };
     threading::run_chunks_mut(output, cols_per_task * rows, |chunk_index, output_rows| {
         let first_col = chunk_index * cols_per_task;
-        let columns = first_col..first_col + output_rows.len() / rows;
-        transpose_columns_tiled(input, rows, cols, columns, output_rows);
+        for (index, strip_output) in output_rows.chunks_mut(strip * rows).enumerate() {
+            let start = first_col + index * strip;
+            let columns = start..start + strip_output.len() / rows;
+            transpose_columns_tiled(input, rows, cols, columns, strip_output);
+        }
     });
 }
 
@@ -914,6 +931,34 @@ mod tests {
         transpose(TensorRef::new(&input, &shape).unwrap(), 2, 0, &mut output).unwrap();
         let (expected, _) = reference::permute(&input, &shape, &[2, 1, 0]);
         assert_eq!(output, expected);
+    }
+
+    #[test]
+    fn parallel_transposes_match_the_reference() {
+        // Above the size that runs on the thread pool: a few rows (an RGB image, with a tail of
+        // columns), rows in blocks of 8 plus a tail, over several tasks and strips each.
+        for shape in [[1, 3, 50_177], [1, 20, 4_099], [2, 9, 7_283]] {
+            let input = ramp(shape.iter().product());
+            let (expected, _) = reference::permute(&input, &shape, &[0, 2, 1]);
+            let mut output = vec![0.0; input.len()];
+            permute(
+                TensorRef::new(&input, &shape).unwrap(),
+                &[0, 2, 1],
+                &mut output,
+            )
+            .unwrap();
+            assert_eq!(output, expected, "{shape:?}");
+            let integers: Vec<i64> = (0..input.len() as i64).collect();
+            let mut integer_output = vec![0i64; input.len()];
+            permute_any_type(&integers, &shape, &[0, 2, 1], &mut integer_output).unwrap();
+            assert!(
+                integer_output
+                    .iter()
+                    .zip(&expected)
+                    .all(|(&got, &want)| got as f32 == want),
+                "{shape:?}"
+            );
+        }
     }
 
     #[test]
