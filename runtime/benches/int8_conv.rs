@@ -149,5 +149,20 @@ fn main() {
         [1, 224, 224, 3],
         macs,
     );
+    // ResNet-18's first downsampling shortcut: a strided 1x1 layer on the f32 block output.
+    let downsample = layer(64, 128, 1, 2, 1);
+    let input = Input::Float(
+        (0..56 * 56 * 64)
+            .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
+            .collect(),
+    );
+    bench_layer(
+        &mut group,
+        "downsample_64_128",
+        &downsample,
+        &input,
+        [1, 56, 56, 64],
+        28 * 28 * 128 * 64,
+    );
     group.finish();
 }

@@ -363,6 +363,12 @@ impl PackedConv2dInt8 {
         self.kernel == [1, 1] && self.options.stride == [1, 1] && self.options.padding == [0, 0]
     }
 
+    /// A 1x1 layer without padding that skips pixels: a pointwise product of the pixels it
+    /// reads.
+    fn is_strided_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.options.stride != [1, 1] && self.options.padding == [0, 0]
+    }
+
     /// Bytes of the stored weights (int8 values, scales and biases), for the cost report.
     pub fn weight_bytes(&self) -> usize {
         match &self.method {
@@ -420,9 +426,22 @@ impl PackedConv2dInt8 {
             dilation: self.options.dilation,
         };
         let scratch = &mut workspace.int8;
+        // A strided 1x1 layer (ResNet's downsampling shortcut) on an f32 input quantizes only
+        // the pixels it reads, straight into its GEMM rows.
+        let sampled_input = match input {
+            Int8Input::Float(values)
+                if self.is_strided_pointwise()
+                    && self.channels_last
+                    && matches!(self.method, Method::Gemm { .. }) =>
+            {
+                Some(values)
+            }
+            _ => None,
+        };
         // The quantized images, channels-last, each pixel `row_stride` bytes.
         let pixels = batch * in_h * in_w;
         let image: &[u8] = match input {
+            _ if sampled_input.is_some() => &[],
             Int8Input::Float(values) => {
                 let image = grown(&mut scratch.image, pixels * row_stride);
                 self.quantize_input(values, in_h * in_w, row_stride, image);
@@ -456,8 +475,8 @@ impl PackedConv2dInt8 {
                 quantized,
             ),
         };
-        match &self.method {
-            Method::Depthwise { weights } => {
+        match (&self.method, sampled_input) {
+            (Method::Depthwise { weights }, _) => {
                 let call = DepthwiseCall {
                     isa,
                     images: image,
@@ -472,7 +491,25 @@ impl PackedConv2dInt8 {
                     destination.rows(0, batch * output_pixels, self.out_channels),
                 );
             }
-            Method::Gemm { weights } if self.is_pointwise() => {
+            (Method::Gemm { weights }, Some(values)) => {
+                let depth = weights.padded_depth();
+                let rows = batch * output_pixels;
+                let columns = grown(&mut scratch.columns, rows * depth);
+                self.quantize_sampled_pixels(values, &geometry, depth, columns);
+                let lhs = Int8Lhs {
+                    data: columns,
+                    rows,
+                    stride: depth,
+                };
+                int8_gemm(
+                    isa,
+                    lhs,
+                    weights,
+                    epilogue,
+                    destination.rows(0, rows, self.out_channels),
+                );
+            }
+            (Method::Gemm { weights }, None) if self.is_pointwise() => {
                 let lhs = Int8Lhs {
                     data: image,
                     rows: pixels,
@@ -486,7 +523,7 @@ impl PackedConv2dInt8 {
                     destination.rows(0, pixels, self.out_channels),
                 );
             }
-            Method::Gemm { weights } => {
+            (Method::Gemm { weights }, None) => {
                 let depth = weights.padded_depth();
                 let image_length = in_h * in_w * self.in_channels;
                 let output_image_length = output_pixels * self.out_channels;
@@ -654,6 +691,33 @@ impl PackedConv2dInt8 {
                 quantize_rows_from_planes(values, channels, row_stride, quantization, rows);
             });
         }
+    }
+
+    /// Quantizes the pixels a strided 1x1 layer reads from the channels-last f32 `input` into
+    /// `columns`, one row of `depth` bytes (the channels, then zeros) per output pixel.
+    fn quantize_sampled_pixels(
+        &self,
+        input: &[f32],
+        geometry: &ConvGeometry,
+        depth: usize,
+        columns: &mut [u8],
+    ) {
+        let channels = self.in_channels;
+        let quantization = self.input_quantization;
+        let [stride_y, stride_x] = geometry.stride;
+        let output_pixels = geometry.out_h * geometry.out_w;
+        let rows = columns.len() / depth;
+        let rows_per_task = threading::balanced_rows_per_task(rows, depth, 1 << 16);
+        threading::run_chunks_mut(columns, rows_per_task * depth, |index, chunk| {
+            for (offset, row) in chunk.chunks_exact_mut(depth).enumerate() {
+                let pixel = index * rows_per_task + offset;
+                let (image, within) = (pixel / output_pixels, pixel % output_pixels);
+                let (y, x) = (within / geometry.out_w, within % geometry.out_w);
+                let source = (image * geometry.in_h + y * stride_y) * geometry.in_w + x * stride_x;
+                let values = &input[source * channels..][..channels];
+                quantize_rows(values, channels, depth, quantization, row);
+            }
+        });
     }
 
     /// Transposes the channels-last `staging` result into the NCHW `output`, adding the
