@@ -188,12 +188,9 @@ def hugging_face_padding_mask():
         helper.make_node("Reshape", ["additive_1", "mask_rows"], ["extended_1"], name="/Reshape"),
     ]
     attention_layers(nodes, inits, hidden, heads, ["extended_0", "extended_1"])
-    x_value = RNG.standard_normal((batch, seq, hidden)).astype(np.float32)
     # The second sequence is padded after 3 tokens; every row keeps at least one key.
-    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=np.int64)
-    save("hugging_face_padding_mask", nodes,
-         [tensor_info("x", [batch, seq, hidden]), tensor_info("attention_mask", [batch, seq], TensorProto.INT64)],
-         [tensor_info("y", [batch, seq, hidden])], inits, 14, {"x": x_value, "attention_mask": mask})
+    save_masked_attention("hugging_face_padding_mask", nodes, inits, hidden,
+                          [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
 
 
 def hugging_face_expanded_mask():
@@ -220,11 +217,19 @@ def hugging_face_expanded_mask():
     ]
     # Both layers read the one mask, as in a Hugging Face model.
     attention_layers(nodes, inits, hidden, heads, ["extended", "extended"])
+    save_masked_attention("hugging_face_expanded_mask", nodes, inits, hidden,
+                          [[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+
+
+def save_masked_attention(case, nodes, inits, hidden, mask):
+    """Saves attention layers from `x` to `y` with the key padding mask input `attention_mask`,
+    run on a random `x` and `mask` (opset 14)."""
+    batch, seq = len(mask), len(mask[0])
     x_value = RNG.standard_normal((batch, seq, hidden)).astype(np.float32)
-    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=np.int64)
-    save("hugging_face_expanded_mask", nodes,
+    save(case, nodes,
          [tensor_info("x", [batch, seq, hidden]), tensor_info("attention_mask", [batch, seq], TensorProto.INT64)],
-         [tensor_info("y", [batch, seq, hidden])], inits, 14, {"x": x_value, "attention_mask": mask})
+         [tensor_info("y", [batch, seq, hidden])], inits, 14,
+         {"x": x_value, "attention_mask": np.array(mask, dtype=np.int64)})
 
 
 def attention_layers(nodes, inits, hidden, heads, masks):

@@ -224,19 +224,7 @@ fn every_unsupported_node_is_listed_at_once() {
 /// (the fixture's outputs are checked against ONNX Runtime with the others).
 #[test]
 fn hugging_face_padding_masks_are_the_attentions_mask() {
-    let bytes = std::fs::read(fixtures().join("hugging_face_padding_mask/model.onnx")).unwrap();
-    let imported = import_bytes(&bytes, &ImportOptions::default()).unwrap();
-    let source = &imported.source;
-    // Both layers come back as the same attention, so as one block called twice.
-    assert!(
-        source.contains("attention(h, y, z, heads = 2, mask = attention_mask)")
-            && source.contains("for i in 0..2 {"),
-        "{source}"
-    );
-    assert!(
-        !source.contains(" - ") && !source.contains(" * "),
-        "{source}"
-    );
+    assert_mask_is_the_attentions("hugging_face_padding_mask", &[" - ", " * "]);
 }
 
 /// Newer Hugging Face models' `_prepare_4d_attention_mask` (`Expand`, `Cast`, `1 - m`,
@@ -245,18 +233,24 @@ fn hugging_face_padding_masks_are_the_attentions_mask() {
 /// ONNX Runtime with the other fixtures).
 #[test]
 fn an_expanded_mask_shared_by_every_layer_is_the_attentions_mask() {
-    let bytes = std::fs::read(fixtures().join("hugging_face_expanded_mask/model.onnx")).unwrap();
-    let imported = import_bytes(&bytes, &ImportOptions::default()).unwrap();
-    let source = &imported.source;
+    assert_mask_is_the_attentions("hugging_face_expanded_mask", &[" - ", "where(", "expand("]);
+}
+
+/// The two attention layers of fixture `case` come back as one block called twice, with the
+/// key padding mask input as `mask`, and none of `gone` (what computed the additive mask) is left.
+fn assert_mask_is_the_attentions(case: &str, gone: &[&str]) {
+    let bytes = std::fs::read(fixtures().join(case).join("model.onnx")).unwrap();
+    let source = import_bytes(&bytes, &ImportOptions::default())
+        .unwrap()
+        .source;
     assert!(
         source.contains("attention(h, y, z, heads = 2, mask = attention_mask)")
             && source.contains("for i in 0..2 {"),
-        "{source}"
+        "{case}:\n{source}"
     );
-    assert!(
-        !source.contains(" - ") && !source.contains("where(") && !source.contains("expand("),
-        "{source}"
-    );
+    for text in gone {
+        assert!(!source.contains(text), "{case}: `{text}` left\n{source}");
+    }
 }
 
 /// A sequence whose every key is masked: nnc's attention gives zeros, where the Hugging Face

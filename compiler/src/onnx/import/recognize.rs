@@ -1760,6 +1760,16 @@ mod tests {
         );
     }
 
+    /// The key padding mask that computes the value `additive` of `graph`: its node count, mask
+    /// input and `Reshape` target.
+    fn additive_padding_mask(graph: &GraphProto, opset: i64) -> Option<(usize, String, Vec<i64>)> {
+        let view = View::new(graph, opset);
+        additive_mask(&view, "additive").map(|mask| {
+            let (input, target) = mask.padding.unwrap_or_default();
+            (mask.nodes.len(), input.to_string(), target)
+        })
+    }
+
     /// Hugging Face's padding mask `(1 - Cast(mask)) * factor` reshaped to `[2, 1, 1, 5]`.
     fn hugging_face_mask_graph(one: f32, factor: f32, unsqueeze_axes: &[i64]) -> GraphProto {
         let mut cast = node("Cast", &["rows"], "float");
@@ -1783,13 +1793,7 @@ mod tests {
 
     #[test]
     fn hugging_face_padding_masks_need_one_minus_the_mask_times_a_masking_value() {
-        let found = |graph: &GraphProto| {
-            let view = View::new(graph, 11);
-            additive_mask(&view, "additive").map(|mask| {
-                let (input, target) = mask.padding.unwrap_or_default();
-                (mask.nodes.len(), input.to_string(), target)
-            })
-        };
+        let found = |graph: &GraphProto| additive_padding_mask(graph, 11);
         let graph = hugging_face_mask_graph(1.0, f32::MIN, &[1, 2]);
         assert_eq!(found(&graph), Some((4, "mask".into(), vec![0, 1, 1, -1])));
         let graph = hugging_face_mask_graph(1.0, -10000.0, &[-3, -2]);
@@ -1842,13 +1846,7 @@ mod tests {
 
     #[test]
     fn expanded_masks_need_the_inverted_mask_cast_to_bool_and_a_masking_value() {
-        let found = |graph: &GraphProto| {
-            let view = View::new(graph, 14);
-            additive_mask(&view, "additive").map(|mask| {
-                let (input, target) = mask.padding.unwrap_or_default();
-                (mask.nodes.len(), input.to_string(), target)
-            })
-        };
+        let found = |graph: &GraphProto| additive_padding_mask(graph, 14);
         let graph = expanded_mask_graph("inverted", f32::MIN, DataType::Bool);
         assert_eq!(found(&graph), Some((6, "mask".into(), vec![0, 1, 1, -1])));
         // The condition of another tensor, a value that does not mask, a cast to float.
