@@ -1033,6 +1033,23 @@ struct Mask<'g> {
     padding: Option<(&'g str, Vec<i64>)>,
 }
 
+impl<'g> Mask<'g> {
+    /// The key padding mask that `nodes` compute from the tensor `mask` (`Reshape`d by
+    /// `target`); none when `mask` is a constant.
+    fn padding(
+        view: &View<'g>,
+        nodes: Vec<usize>,
+        mask: &'g str,
+        target: Vec<i64>,
+    ) -> Option<Self> {
+        (!view.constants.contains_key(mask)).then_some(Mask {
+            nodes,
+            constant: None,
+            padding: Some((mask, target)),
+        })
+    }
+}
+
 /// A masked-out score: the most negative f32, `-inf`, or anything below -10⁴.
 fn is_masked(value: f32) -> bool {
     value <= -1e4
@@ -1152,14 +1169,7 @@ fn hugging_face_padding_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask<
         }
         _ => return None,
     };
-    if view.constants.contains_key(mask) {
-        return None;
-    }
-    Some(Mask {
-        nodes,
-        constant: None,
-        padding: Some((mask, target)),
-    })
+    Mask::padding(view, nodes, mask, target)
 }
 
 /// Newer Hugging Face models' form (`_prepare_4d_attention_mask`): the mask made `[batch, 1, 1,
@@ -1213,14 +1223,7 @@ fn hugging_face_expanded_mask<'g>(view: &View<'g>, name: &'g str) -> Option<Mask
     }
     let (inner_nodes, mask, target) = key_rows(view, mask)?;
     nodes.extend(inner_nodes);
-    if view.constants.contains_key(mask) {
-        return None;
-    }
-    Some(Mask {
-        nodes,
-        constant: None,
-        padding: Some((mask, target)),
-    })
+    Mask::padding(view, nodes, mask, target)
 }
 
 /// A mask `[batch, keys]` made `[batch, 1, 1, keys]`: `Reshape(x, target)`, or `Unsqueeze`s that
