@@ -329,6 +329,25 @@ network w(x: f32[1, 6, 8]) -> (y: f32[1, 6, 8]) {
     assert!(relative_error(&row(again, 0), &row(original, 0)) > 1e-3);
 }
 
+/// Calls of blocks with integer parameters that an example's import must make.
+const PARAMETERIZED_CALLS: &[(&str, &[&str])] = &[
+    (
+        "resnet18",
+        &[
+            "layer_block(x, 64) as layer1[i]",
+            "layer_block_2(x, 128) as layer2[0]",
+            "layer_block(x, 512) as layer4[1]",
+        ],
+    ),
+    (
+        "mobilenet_v2",
+        &[
+            "features_block(x, 96, 24, stride = 2) as features[2]",
+            "features_block(x, 384, 96, stride = 1) as features[11]",
+        ],
+    ),
+];
+
 #[test]
 fn every_example_survives_export_and_import() {
     let mut checked = Vec::new();
@@ -357,15 +376,13 @@ fn every_example_survives_export_and_import() {
                             model.name
                         );
                     }
-                    // Residual blocks that differ only in their widths are calls of one block
-                    // with integer parameters, as the hand-written file has them.
-                    if model.name == "resnet18" {
-                        for call in [
-                            "layer_block(x, 64) as layer1[i]",
-                            "layer_block_2(x, 128) as layer2[0]",
-                            "layer_block(x, 512) as layer4[1]",
-                        ] {
-                            assert!(source.contains(call), "no `{call}`\n{source}");
+                    // Blocks that differ only in their widths and strides are calls of one block
+                    // with integer parameters, as the hand-written files have them.
+                    for (name, calls) in PARAMETERIZED_CALLS {
+                        if model.name == *name {
+                            for call in *calls {
+                                assert!(source.contains(call), "no `{call}`\n{source}");
+                            }
                         }
                     }
                     if SNAPSHOTS.contains(&model.name.as_str()) {

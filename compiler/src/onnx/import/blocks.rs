@@ -10,7 +10,7 @@
 //! relative to the prefix, inputs of the same rank and type. A block needs exactly one value that
 //! its instance computes and the rest of the network reads (what it returns); its parameters are
 //! the values it reads from outside, then one integer per set of integer arguments that differ
-//! between the instances (ResNet's widths, MobileNetV2's expansion and output widths): integer
+//! between the instances (ResNet's widths, MobileNetV2's widths and strides): integer
 //! arguments that take the same values in every instance share one parameter
 //! (`conv2d(h, channels, ..., groups = channels)`), and those equal in all instances stay
 //! literals. Each instance's call passes its own values, so it stands for exactly the statements
@@ -25,7 +25,8 @@ use super::program::{Arg, BlockDef, Expr, Layer, Operand, Program, Stmt, ValueId
 
 /// Folds the program's repeated instances into blocks.
 pub fn fold(program: &mut Program) {
-    let stmts: Vec<Stmt> = program.stmts.iter().filter(|s| !s.dead).cloned().collect();
+    let mut stmts: Vec<Stmt> = program.stmts.iter().filter(|s| !s.dead).cloned().collect();
+    write_default_strides(&mut stmts);
     let segments = segments(&stmts);
     // What each value is read by: statement indices, and the outputs (usize::MAX).
     let mut readers: HashMap<ValueId, Vec<usize>> = HashMap::new();
@@ -119,6 +120,44 @@ pub fn fold(program: &mut Program) {
         .filter(|(index, _)| !skipped.contains(index))
         .map(|(index, stmt)| replaced.remove(&index).unwrap_or(stmt))
         .collect();
+    drop_default_strides(&mut program.stmts);
+    for block in &mut program.blocks {
+        drop_default_strides(&mut block.stmts);
+    }
+}
+
+/// Writes out the `stride = 1` that the translation leaves out of a convolution, so that
+/// instances that differ only in their stride (MobileNetV2's blocks without a shortcut) compare
+/// equal, with a `stride` parameter.
+fn write_default_strides(stmts: &mut [Stmt]) {
+    for stmt in stmts {
+        if let Expr::Call {
+            function: "conv1d" | "conv2d",
+            args,
+        } = &mut stmt.expr
+            && !args
+                .iter()
+                .any(|arg| matches!(arg, Arg::Keyword("stride", _)))
+            && let Some(kernel) = args
+                .iter()
+                .position(|arg| matches!(arg, Arg::Keyword("kernel", _)))
+        {
+            args.insert(kernel + 1, Arg::keyword("stride", Arg::Int(1)));
+        }
+    }
+}
+
+/// Leaves out the literal `stride = 1`s again, in blocks' statements and calls' inner ones too.
+fn drop_default_strides(stmts: &mut [Stmt]) {
+    for stmt in stmts {
+        match &mut stmt.expr {
+            Expr::Call { args, .. } => args.retain(
+                |arg| !matches!(arg, Arg::Keyword("stride", value) if **value == Arg::Int(1)),
+            ),
+            Expr::Block { inner, .. } => drop_default_strides(inner),
+            Expr::Binary { .. } => {}
+        }
+    }
 }
 
 /// One candidate instance.
