@@ -13,7 +13,7 @@ use nnc_compiler::interpret::{self, Interpreter, Tensor};
 use nnc_compiler::ir::{self, Activation, DType, Op};
 use nnc_compiler::onnx::encode_model;
 use nnc_compiler::onnx::export;
-use nnc_compiler::onnx::import::{ImportOptions, import_bytes};
+use nnc_compiler::onnx::import::{ImportOptions, Imported, import_bytes};
 use nnc_compiler::passes::OptLevel;
 use nnc_compiler::{FrontendOptions, compile_to_ir};
 use nnc_test_support::models::{self, TestModel};
@@ -174,27 +174,12 @@ fn round_trip(name: &str, graph: &ir::Graph) -> Result<String, String> {
         ..Default::default()
     };
     let imported = import_bytes(&encode_model(&onnx), &options).map_err(|e| e.to_string())?;
-    let module = compile_to_ir(&imported.source, &FrontendOptions::default())
-        .unwrap_or_else(|errors| panic!("{}: {errors}\n{}", name, imported.source));
-    let imported_graph = &module.networks[0];
-    let imported_weights =
-        interpret::load_weights(imported_graph, &imported.safetensors().unwrap(), "imported")
-            .unwrap_or_else(|error| panic!("{}: {error}\n{}", name, imported.source));
-
     let inputs = random_inputs(graph, 5);
     let original = Interpreter::new(graph, weights)
         .unwrap()
         .run(&named(&inputs))
         .unwrap();
-    let renamed: Vec<(String, Tensor)> = inputs
-        .iter()
-        .zip(&imported_graph.inputs)
-        .map(|((_, tensor), input)| (input.name.clone(), tensor.clone()))
-        .collect();
-    let again = Interpreter::new(imported_graph, imported_weights)
-        .unwrap()
-        .run(&named(&renamed))
-        .unwrap_or_else(|error| panic!("{}: {error}\n{}", name, imported.source));
+    let again = run_imported(name, &imported, &inputs);
     for ((name, expected), (_, actual)) in original.iter().zip(&again) {
         let error = relative_error(actual, expected);
         assert!(
@@ -213,6 +198,29 @@ fn round_trip(name: &str, graph: &ir::Graph) -> Result<String, String> {
         );
     }
     Ok(imported.source)
+}
+
+/// Compiles an import's `.nn` and runs it in the interpreter with its weights on `inputs`, given
+/// in the order of the original network's inputs (the import may rename them).
+fn run_imported(
+    name: &str,
+    imported: &Imported,
+    inputs: &[(String, Tensor)],
+) -> Vec<(String, ArrayD<f32>)> {
+    let module = compile_to_ir(&imported.source, &FrontendOptions::default())
+        .unwrap_or_else(|errors| panic!("{name}: {errors}\n{}", imported.source));
+    let graph = &module.networks[0];
+    let weights = interpret::load_weights(graph, &imported.safetensors().unwrap(), "imported")
+        .unwrap_or_else(|error| panic!("{name}: {error}\n{}", imported.source));
+    let renamed: Vec<(String, Tensor)> = inputs
+        .iter()
+        .zip(&graph.inputs)
+        .map(|((_, tensor), input)| (input.name.clone(), tensor.clone()))
+        .collect();
+    Interpreter::new(graph, weights)
+        .unwrap()
+        .run(&named(&renamed))
+        .unwrap_or_else(|error| panic!("{name}: {error}\n{}", imported.source))
 }
 
 /// The reductions, log-softmax and unary math functions (the codegen test model that uses them
@@ -300,21 +308,12 @@ network w(x: f32[1, 6, 8]) -> (y: f32[1, 6, 8]) {
         "{}",
         imported.source
     );
-    let module = compile_to_ir(&imported.source, &FrontendOptions::default())
-        .unwrap_or_else(|errors| panic!("{errors}\n{}", imported.source));
-    let imported_graph = &module.networks[0];
-    let imported_weights =
-        interpret::load_weights(imported_graph, &imported.safetensors().unwrap(), "imported")
-            .unwrap();
     let inputs = random_inputs(graph, 5);
     let original = Interpreter::new(graph, weights)
         .unwrap()
         .run(&named(&inputs))
         .unwrap();
-    let again = Interpreter::new(imported_graph, imported_weights)
-        .unwrap()
-        .run(&named(&inputs))
-        .unwrap();
+    let again = run_imported("w", &imported, &inputs);
     let (original, again) = (&original[0].1, &again[0].1);
     let row = |tensor: &ArrayD<f32>, query: usize| {
         tensor

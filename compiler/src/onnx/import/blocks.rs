@@ -172,8 +172,8 @@ struct Instance {
     output: ValueId,
     /// Equal for instances that are the same block.
     signature: String,
-    /// The integer arguments of its statements, in order ([`visit_ints`]).
-    ints: Vec<i64>,
+    /// The integer arguments of its statements, in order ([`visit_ints`]), with what each is.
+    ints: Vec<(i64, ParamHint)>,
 }
 
 /// The integer parameters of a block: which integer arguments of its statements they stand for,
@@ -193,14 +193,9 @@ impl IntParameters {
     /// instances, named after the first argument it stands for: the keyword (`stride`), else
     /// the call's positional meaning (`channels`). Parameters passed positionally come first.
     /// `taken` holds names the block uses already (its tensor parameters).
-    fn of(group: &[&Instance], stmts: &[Stmt], taken: &HashSet<String>) -> IntParameters {
+    fn of(group: &[&Instance], taken: &HashSet<String>) -> IntParameters {
         let slots = group[0].ints.len();
-        let column = |slot: usize| -> Vec<i64> { group.iter().map(|i| i.ints[slot]).collect() };
-        let mut hints = Vec::new();
-        for index in group[0].range.clone() {
-            let mut expr = stmts[index].expr.clone();
-            visit_ints(&mut expr, &mut |_, hint| hints.push(hint));
-        }
+        let column = |slot: usize| -> Vec<i64> { group.iter().map(|i| i.ints[slot].0).collect() };
         // Distinct varying columns, in first-occurrence order, with their first hint.
         let mut columns: Vec<(Vec<i64>, ParamHint)> = Vec::new();
         let mut slot_column = vec![None; slots];
@@ -212,7 +207,7 @@ impl IntParameters {
             let position = match columns.iter().position(|(seen, _)| *seen == values) {
                 Some(position) => position,
                 None => {
-                    columns.push((values, hints[slot]));
+                    columns.push((values, group[0].ints[slot].1));
                     columns.len() - 1
                 }
             };
@@ -414,9 +409,9 @@ fn describe_range(
         let stmt = &stmts[index];
         write!(signature, "{}", canonical_expr(&stmt.expr, &canonical)).unwrap();
         let mut expr = stmt.expr.clone();
-        visit_ints(&mut expr, &mut |argument, _| {
+        visit_ints(&mut expr, &mut |argument, hint| {
             if let Arg::Int(value) = argument {
-                ints.push(*value);
+                ints.push((*value, hint));
             }
         });
         if let Some(layer) = &stmt.layer {
@@ -536,7 +531,7 @@ fn define(
             (param, *value)
         })
         .collect();
-    let parameters = IntParameters::of(group, stmts, &used);
+    let parameters = IntParameters::of(group, &used);
     let mut slot = 0;
     let stmts = instance
         .range

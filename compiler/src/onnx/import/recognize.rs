@@ -674,9 +674,7 @@ impl<'g> View<'g> {
                 })
             })
     }
-}
 
-impl View<'_> {
     /// The shared nodes whose outputs only taken or droppable nodes read (none a graph output).
     fn droppable(&self, taken: &[bool], shared: &[bool]) -> Vec<bool> {
         let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();

@@ -105,35 +105,38 @@ impl Translator<'_> {
         if !self.is_float(x) {
             return Err("Pow of an integer tensor".into());
         }
-        if let Ok(Known::Tensor(exponent)) = cx.known(1) {
-            let exponent = *exponent;
-            if !self.is_float(exponent) {
-                return Err("Pow with an integer tensor exponent".into());
+        // A constant that is not one number is a `parameter`, then a tensor like the others.
+        let exponent = match cx.known(1)? {
+            Known::Tensor(exponent) => {
+                let exponent = *exponent;
+                if !self.is_float(exponent) {
+                    return Err("Pow with an integer tensor exponent".into());
+                }
+                exponent
             }
-            let shape = fold::broadcast_shapes(&self.shape(x), &self.shape(exponent))?;
-            let expr = call("pow", vec![Arg::Value(x), Arg::Value(exponent)]);
-            self.push(cx.output(), expr, None, shape, true);
-            return Ok(());
-        }
-        let (exponent, name) = cx.constant_named(1)?;
-        let x_shape = self.shape(x);
-        let broadcast = fold::broadcast_shapes(&x_shape, &exponent.shape)?;
-        match exponent.uniform_f32() {
-            Some(number) if number.is_finite() && broadcast == x_shape => {
-                self.unary_call(cx, "pow", vec![Arg::Float(number)])
+            Known::Const(exponent, name) => {
+                let (exponent, name) = (exponent.clone(), name.clone());
+                let x_shape = self.shape(x);
+                let broadcast = fold::broadcast_shapes(&x_shape, &exponent.shape)?;
+                match exponent.uniform_f32() {
+                    Some(number) if number.is_finite() && broadcast == x_shape => {
+                        return self.unary_call(cx, "pow", vec![Arg::Float(number)]);
+                    }
+                    _ if exponent.is_nonempty_f32() => self.parameter(cx.node, &exponent, &name),
+                    _ => {
+                        return Err(format!(
+                            "Pow with a constant exponent of shape {:?} that is not a finite f32 tensor",
+                            exponent.shape
+                        )
+                        .into());
+                    }
+                }
             }
-            Some(_) | None if exponent.is_nonempty_f32() => {
-                let exponent = self.parameter(cx.node, &exponent, &name);
-                let expr = call("pow", vec![Arg::Value(x), Arg::Value(exponent)]);
-                self.push(cx.output(), expr, None, broadcast, true);
-                Ok(())
-            }
-            _ => Err(format!(
-                "Pow with a constant exponent of shape {:?} that is not a finite f32 tensor",
-                exponent.shape
-            )
-            .into()),
-        }
+        };
+        let shape = fold::broadcast_shapes(&self.shape(x), &self.shape(exponent))?;
+        let expr = call("pow", vec![Arg::Value(x), Arg::Value(exponent)]);
+        self.push(cx.output(), expr, None, shape, true);
+        Ok(())
     }
 }
 
