@@ -65,6 +65,15 @@ enum Input {
     Float(Vec<f32>),
 }
 
+/// `length` f32 values spread over about [-1.2, 1.3], as a network's activations.
+fn float_input(length: usize) -> Input {
+    Input::Float(
+        (0..length)
+            .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
+            .collect(),
+    )
+}
+
 /// Times `conv` (from `input`, shaped `input_shape`, channels-last) into bytes for a 1x1 layer
 /// after it, at one and two threads.
 fn bench_layer(
@@ -135,11 +144,7 @@ fn main() {
     }
     // The stem: the network's f32 input (channels-last), quantized by the layer.
     let stem = layer(3, 32, 3, 2, 1);
-    let input = Input::Float(
-        (0..224 * 224 * 3)
-            .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
-            .collect(),
-    );
+    let input = float_input(224 * 224 * 3);
     let macs = 112 * 112 * 32 * 27;
     bench_layer(
         &mut group,
@@ -151,11 +156,7 @@ fn main() {
     );
     // ResNet-18's first downsampling shortcut: a strided 1x1 layer on the f32 block output.
     let downsample = layer(64, 128, 1, 2, 1);
-    let input = Input::Float(
-        (0..56 * 56 * 64)
-            .map(|index| (index * 31 % 251) as f32 / 100.0 - 1.2)
-            .collect(),
-    );
+    let input = float_input(56 * 56 * 64);
     bench_layer(
         &mut group,
         "downsample_64_128",
