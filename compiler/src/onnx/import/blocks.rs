@@ -194,25 +194,26 @@ impl IntParameters {
     /// the call's positional meaning (`channels`). Parameters passed positionally come first.
     /// `taken` holds names the block uses already (its tensor parameters).
     fn of(group: &[&Instance], taken: &HashSet<String>) -> IntParameters {
-        let slots = group[0].ints.len();
-        let column = |slot: usize| -> Vec<i64> { group.iter().map(|i| i.ints[slot].0).collect() };
         // Distinct varying columns, in first-occurrence order, with their first hint.
         let mut columns: Vec<(Vec<i64>, ParamHint)> = Vec::new();
-        let mut slot_column = vec![None; slots];
-        for slot in 0..slots {
-            let values = column(slot);
-            if values.iter().all(|&v| v == values[0]) {
-                continue;
-            }
-            let position = match columns.iter().position(|(seen, _)| *seen == values) {
-                Some(position) => position,
-                None => {
-                    columns.push((values, group[0].ints[slot].1));
-                    columns.len() - 1
+        let slot_column: Vec<Option<usize>> = group[0]
+            .ints
+            .iter()
+            .enumerate()
+            .map(|(slot, &(first, hint))| {
+                let values: Vec<i64> = group.iter().map(|i| i.ints[slot].0).collect();
+                if values.iter().all(|&v| v == first) {
+                    return None;
                 }
-            };
-            slot_column[slot] = Some(position);
-        }
+                Some(match columns.iter().position(|(seen, _)| *seen == values) {
+                    Some(position) => position,
+                    None => {
+                        columns.push((values, hint));
+                        columns.len() - 1
+                    }
+                })
+            })
+            .collect();
         // Positional parameters first, then keywords; names made unique with `_2`, `_3` ...
         let mut order: Vec<usize> = (0..columns.len()).collect();
         order.sort_by_key(|&c| matches!(columns[c].1, ParamHint::Keyword(_)));
