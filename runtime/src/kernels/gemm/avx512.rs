@@ -1,13 +1,14 @@
-//! The AVX-512 micro-kernel: a `rows x 16` tile of C, one zmm accumulator per row, for up to
-//! 12 rows (two packed panels of A) at a time.
+//! The AVX-512 micro-kernel: a tile of up to 12 rows (two packed panels of A) by up to 32
+//! columns (two packed panels of B) of C, two zmm accumulators per row.
 //!
 //! It reads the same packed panels as the AVX2 kernel (A in panels of `MR = 6` rows, B in panels
-//! of `NR = 16` columns), so packed weights do not depend on the processor. Each step of the k
-//! loop loads one vector of B and issues one FMA per row, the row's value of A broadcast from
-//! memory (`{1to16}`, folded into the FMA). With 32 registers a tile takes two A panels at
-//! once: twelve accumulators, twelve FMAs per B load instead of six, and half the instructions
-//! of the AVX2 loop for the same arithmetic (Zen 4 runs a zmm FMA as two ymm halves, so the
-//! FLOP per cycle are the same; the saving is in the front end and the loads of B).
+//! of `NR = 16` columns), so packed weights do not depend on the processor; a strip covers two
+//! neighbouring B panels ([`STRIP_PANELS`]). Each step of the k loop loads one vector of each B
+//! panel and issues one FMA per row and panel, the row's value of A broadcast from memory
+//! (`{1to16}`, folded into the FMA): 24 FMAs for 14 loads. A tile of one panel (twelve FMAs for
+//! thirteen loads) is bound by the loads, not the FMAs, on a core with two 512-bit FMA units:
+//! on Sapphire Rapids the encoder's 128 x 384 x 1536 product ran at 130 GFLOP/s on one panel
+//! against MLAS's 161. A strip's last, odd panel runs as a tile of one panel.
 //!
 //! The epilogue (biases, residual, clamp) is applied to the accumulators before the one store of
 //! each row, as in the AVX2 kernel; a tile cut short on the right loads and stores under a lane
@@ -23,6 +24,8 @@ use std::arch::x86_64::{
 
 /// Rows of the widest tile: two packed panels of A.
 const TILE_ROWS: usize = 2 * MR;
+/// B panels a strip covers (see `GemmKernels::strip_panels`).
+pub(super) const STRIP_PANELS: usize = 2;
 
 /// Whether the running processor has the features this kernel needs.
 pub(super) fn is_available() -> bool {
@@ -45,7 +48,7 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     output: &TileOutput<'_>,
 ) {
     debug_assert!(a_panel.len() >= output.rows.div_ceil(MR) * depth * MR);
-    debug_assert!(b_panel.len() >= depth * NR);
+    debug_assert!(b_panel.len() >= output.cols.div_ceil(NR) * depth * NR);
     output.debug_check();
     let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
@@ -68,7 +71,7 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output: &TileOutput<'_>,
 ) {
     debug_assert!(output.rows == 0 || a.len() >= (output.rows - 1) * a_row_stride + depth);
-    debug_assert!(b_panel.len() >= depth * NR);
+    debug_assert!(b_panel.len() >= output.cols.div_ceil(NR) * depth * NR);
     output.debug_check();
     // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
     // inside `a`.
@@ -76,7 +79,7 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
 }
 
 /// Runs the strip's tiles one after the other: tiles of `TILE_ROWS` rows, then the last,
-/// shorter one, each with the loop monomorphised for its rows.
+/// shorter one, each with the loop monomorphised for its rows, over one B panel or two.
 ///
 /// # Safety
 ///
@@ -84,6 +87,30 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
 /// `ROW_MAJOR_A`).
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
+    depth: usize,
+    a: *const f32,
+    a_row_stride: usize,
+    b: *const f32,
+    output: &TileOutput<'_>,
+) {
+    // SAFETY: Forwarded from the caller; the strip's columns span `cols.div_ceil(NR)` panels.
+    unsafe {
+        if output.cols > NR {
+            strip_of_panels::<ROW_MAJOR_A, 2>(depth, a, a_row_stride, b, output);
+        } else {
+            strip_of_panels::<ROW_MAJOR_A, 1>(depth, a, a_row_stride, b, output);
+        }
+    }
+}
+
+/// [`strip_kernel`] for a strip of `PANELS` B panels.
+///
+/// # Safety
+///
+/// As for [`strip_kernel`], with `output.cols` in `(PANELS - 1) * NR + 1..=PANELS * NR`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
@@ -103,13 +130,13 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     };
     let mut first_row = 0;
     let mut a = a;
-    let mut next_panel = NextPanelPrefetch::new(depth, b, output.rows.div_ceil(TILE_ROWS));
+    let mut next_panel = NextPanelPrefetch::new(depth, b, PANELS, output.rows.div_ceil(TILE_ROWS));
     while first_row + TILE_ROWS <= output.rows {
         next_panel.before_tile();
         let tile = output.rows_from(first_row, TILE_ROWS);
         // SAFETY: Rows `first_row..first_row + TILE_ROWS` are part of the strip the caller
         // vouched for, and `a` points at their first packed panel (or first row) of A.
-        unsafe { tile_kernel_rows::<TILE_ROWS, ROW_MAJOR_A>(lhs(a), b, &tile) };
+        unsafe { tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A>(lhs(a), b, &tile) };
         first_row += TILE_ROWS;
         a = a.wrapping_add(a_tile_step);
     }
@@ -117,7 +144,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
         next_panel.before_tile();
         let tile = output.rows_from(first_row, output.rows - first_row);
         // SAFETY: As above, for the last, shorter tile.
-        unsafe { dispatch_rows::<ROW_MAJOR_A>(lhs(a), b, &tile) };
+        unsafe { dispatch_rows::<PANELS, ROW_MAJOR_A>(lhs(a), b, &tile) };
     }
 }
 
@@ -128,7 +155,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
 /// As for `tile_kernel_rows`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
+unsafe fn dispatch_rows<const PANELS: usize, const ROW_MAJOR_A: bool>(
     a: LhsPointer,
     b: *const f32,
     tile: &TileOutput<'_>,
@@ -136,17 +163,17 @@ unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
     // SAFETY: Forwarded from the caller.
     unsafe {
         match tile.rows {
-            11 => tile_kernel_rows::<11, ROW_MAJOR_A>(a, b, tile),
-            10 => tile_kernel_rows::<10, ROW_MAJOR_A>(a, b, tile),
-            9 => tile_kernel_rows::<9, ROW_MAJOR_A>(a, b, tile),
-            8 => tile_kernel_rows::<8, ROW_MAJOR_A>(a, b, tile),
-            7 => tile_kernel_rows::<7, ROW_MAJOR_A>(a, b, tile),
-            6 => tile_kernel_rows::<6, ROW_MAJOR_A>(a, b, tile),
-            5 => tile_kernel_rows::<5, ROW_MAJOR_A>(a, b, tile),
-            4 => tile_kernel_rows::<4, ROW_MAJOR_A>(a, b, tile),
-            3 => tile_kernel_rows::<3, ROW_MAJOR_A>(a, b, tile),
-            2 => tile_kernel_rows::<2, ROW_MAJOR_A>(a, b, tile),
-            1 => tile_kernel_rows::<1, ROW_MAJOR_A>(a, b, tile),
+            11 => tile_kernel_rows::<11, PANELS, ROW_MAJOR_A>(a, b, tile),
+            10 => tile_kernel_rows::<10, PANELS, ROW_MAJOR_A>(a, b, tile),
+            9 => tile_kernel_rows::<9, PANELS, ROW_MAJOR_A>(a, b, tile),
+            8 => tile_kernel_rows::<8, PANELS, ROW_MAJOR_A>(a, b, tile),
+            7 => tile_kernel_rows::<7, PANELS, ROW_MAJOR_A>(a, b, tile),
+            6 => tile_kernel_rows::<6, PANELS, ROW_MAJOR_A>(a, b, tile),
+            5 => tile_kernel_rows::<5, PANELS, ROW_MAJOR_A>(a, b, tile),
+            4 => tile_kernel_rows::<4, PANELS, ROW_MAJOR_A>(a, b, tile),
+            3 => tile_kernel_rows::<3, PANELS, ROW_MAJOR_A>(a, b, tile),
+            2 => tile_kernel_rows::<2, PANELS, ROW_MAJOR_A>(a, b, tile),
+            1 => tile_kernel_rows::<1, PANELS, ROW_MAJOR_A>(a, b, tile),
             _ => {}
         }
     }
@@ -162,15 +189,16 @@ struct LhsPointer {
     depth: usize,
 }
 
-/// The k loop for a tile of `ROWS` rows, followed by the store.
+/// The k loop for a tile of `ROWS` rows and `PANELS` B panels, followed by the store.
 ///
 /// # Safety
 ///
 /// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
-/// `ROW_MAJOR_A`), for a tile of `ROWS` rows whose A starts at `a.a`.
+/// `ROW_MAJOR_A`), for a tile of `ROWS` rows whose A starts at `a.a`, and columns in
+/// `(PANELS - 1) * NR + 1..=PANELS * NR`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
+unsafe fn tile_kernel_rows<const ROWS: usize, const PANELS: usize, const ROW_MAJOR_A: bool>(
     a: LhsPointer,
     b: *const f32,
     tile: &TileOutput<'_>,
@@ -181,12 +209,12 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
         if tile.accumulate {
             let destination = tile.c.wrapping_add(row * tile.c_row_stride);
             super::prefetch(destination);
-            super::prefetch(destination.wrapping_add(NR - 1));
+            super::prefetch(destination.wrapping_add(tile.cols - 1));
         }
         if let Some(residual) = tile.epilogue.residual {
             let source = residual.as_ptr().wrapping_add(row * tile.c_row_stride);
             super::prefetch(source);
-            super::prefetch(source.wrapping_add(NR - 1));
+            super::prefetch(source.wrapping_add(tile.cols - 1));
         }
     }
     // The offset of each row's value within one step of A, and the distance between steps.
@@ -200,7 +228,9 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     }
     let a_step = if ROW_MAJOR_A { 1 } else { MR };
     let depth = a.depth;
-    let mut accumulators = [_mm512_setzero_ps(); ROWS];
+    // Panel `p`'s step `k` is at `b + p * panel_stride + k * NR`.
+    let panel_stride = depth * NR;
+    let mut accumulators = [[_mm512_setzero_ps(); PANELS]; ROWS];
     let mut a = a.a;
     let mut b = b;
     // The packed A that follows a full tile's (the strip's next tile, or after the last the
@@ -214,104 +244,142 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool>(
     // constant: a flag tested in the loop made the kernel 40% slower.
     let prefetch_next = ROWS == TILE_ROWS && !ROW_MAJOR_A;
     let mut next_a = a.wrapping_add(TILE_ROWS * depth);
-    // Unrolling by two halves the loop overhead; the tail step is a plain single step.
-    for _ in 0..depth / 2 {
+    // Unrolling by two halves the loop overhead; the tail step is a plain single step. A
+    // row-major A over two panels is not unrolled: LLVM then hoisted the second step's twelve
+    // broadcasts above the first step's FMAs and spilled them to the stack (69 GFLOP/s instead
+    // of 150 on the encoder's 128 x 384 x 1536).
+    let unrolled_steps = if PANELS == 1 || !ROW_MAJOR_A {
+        depth / 2
+    } else {
+        0
+    };
+    for _ in 0..unrolled_steps {
         if prefetch_next {
             super::prefetch_l2(next_a);
             super::prefetch_l2(next_a.wrapping_add(MR * depth));
             next_a = next_a.wrapping_add(2 * MR);
         }
         // SAFETY: Step `p` reads A at `p * a_step + row_offsets[r]` for `r < ROWS` and
-        // `b[p * NR..][..NR]`, and `p < depth`, so every read is inside what the caller vouched
-        // for.
+        // `b[panel * panel_stride + p * NR..][..NR]` for `panel < PANELS`, and `p < depth`, so
+        // every read is inside what the caller vouched for.
         unsafe {
-            fma_step::<ROWS>(a, &row_offsets, b, &mut accumulators);
-            fma_step::<ROWS>(a.add(a_step), &row_offsets, b.add(NR), &mut accumulators);
+            fma_step(a, &row_offsets, b, panel_stride, &mut accumulators);
+            fma_step(
+                a.add(a_step),
+                &row_offsets,
+                b.add(NR),
+                panel_stride,
+                &mut accumulators,
+            );
             a = a.add(2 * a_step);
             b = b.add(2 * NR);
         }
     }
-    if depth % 2 == 1 {
-        // SAFETY: This is step `depth - 1`, inside the operands as above.
-        unsafe { fma_step::<ROWS>(a, &row_offsets, b, &mut accumulators) };
+    for _ in 2 * unrolled_steps..depth {
+        if prefetch_next {
+            super::prefetch_l2(next_a);
+            super::prefetch_l2(next_a.wrapping_add(MR * depth));
+            next_a = next_a.wrapping_add(MR);
+        }
+        // SAFETY: This is a step below `depth`, inside the operands as above.
+        unsafe { fma_step(a, &row_offsets, b, panel_stride, &mut accumulators) };
+        a = a.wrapping_add(a_step);
+        b = b.wrapping_add(NR);
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
-    unsafe { store_tile::<ROWS>(&accumulators, tile) };
+    unsafe { store_tile(&accumulators, tile) };
 }
 
-/// One step of the k loop: `accumulators[r] += a[row_offsets[r]] * b` for one row of B.
+/// One step of the k loop: `accumulators[r][p] += a[row_offsets[r]] * b[p * panel_stride..]`
+/// for one row of each B panel.
 ///
 /// # Safety
 ///
-/// `a` must be valid for reads at each of `row_offsets` and `b` for `NR` reads.
+/// `a` must be valid for reads at each of `row_offsets`, and `b + p * panel_stride` for `NR`
+/// reads for every `p < PANELS`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn fma_step<const ROWS: usize>(
+unsafe fn fma_step<const ROWS: usize, const PANELS: usize>(
     a: *const f32,
     row_offsets: &[usize; ROWS],
     b: *const f32,
-    accumulators: &mut [__m512; ROWS],
+    panel_stride: usize,
+    accumulators: &mut [[__m512; PANELS]; ROWS],
 ) {
-    // SAFETY: `b` is valid for `NR = 16` reads, one vector; `a` at every row offset.
+    // SAFETY: Each panel's `b` is valid for `NR = 16` reads, one vector; `a` at every row
+    // offset.
     unsafe {
-        let b_row = _mm512_loadu_ps(b);
+        let mut b_rows = [_mm512_setzero_ps(); PANELS];
+        for (panel, b_row) in b_rows.iter_mut().enumerate() {
+            *b_row = _mm512_loadu_ps(b.add(panel * panel_stride));
+        }
         for row in 0..ROWS {
             // A broadcast from memory that LLVM folds into the FMA as `{1to16}`.
             let a_value = _mm512_set1_ps(*a.add(row_offsets[row]));
-            accumulators[row] = _mm512_fmadd_ps(a_value, b_row, accumulators[row]);
+            for panel in 0..PANELS {
+                accumulators[row][panel] =
+                    _mm512_fmadd_ps(a_value, b_rows[panel], accumulators[row][panel]);
+            }
         }
     }
 }
 
-/// Applies the epilogue to the accumulators and writes them into C, one row at a time, under
-/// the mask of the tile's `cols` columns.
+/// Applies the epilogue to the accumulators and writes them into C, one row at a time, each
+/// panel's vector under the mask of its columns (the tile's `cols`, 16 to a panel).
 ///
 /// # Safety
 ///
 /// `tile` must describe `ROWS` rows of `tile.cols` elements at `tile.c`, spaced
-/// `tile.c_row_stride`, valid for reads and writes, and the epilogue's slices must be as long as
+/// `tile.c_row_stride`, valid for reads and writes, with `tile.cols` in
+/// `(PANELS - 1) * NR + 1..=PANELS * NR`, and the epilogue's slices must be as long as
 /// `TileEpilogue` says.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn store_tile<const ROWS: usize>(accumulators: &[__m512; ROWS], tile: &TileOutput<'_>) {
+unsafe fn store_tile<const ROWS: usize, const PANELS: usize>(
+    accumulators: &[[__m512; PANELS]; ROWS],
+    tile: &TileOutput<'_>,
+) {
     let epilogue: &TileEpilogue<'_> = &tile.epilogue;
-    let mask = column_mask(tile.cols);
-    // SAFETY: The column bias holds at least `cols` values, and the masked load reads no others.
-    let column_bias = epilogue
-        .column_bias
-        .map(|bias| unsafe { _mm512_maskz_loadu_ps(mask, bias.as_ptr()) });
-    for (row, &accumulator) in accumulators.iter().enumerate() {
-        let mut values = accumulator;
-        // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds `cols`
-        // elements, in C and in the residual alike, and the masked loads and stores touch no
-        // others; the row bias holds `ROWS` values.
-        unsafe {
-            let destination = tile.c.add(row * tile.c_row_stride);
-            if tile.accumulate {
-                values = _mm512_add_ps(values, _mm512_maskz_loadu_ps(mask, destination));
+    for panel in 0..PANELS {
+        let first_column = panel * NR;
+        let mask = column_mask(tile.cols - first_column);
+        // SAFETY: The column bias holds at least `cols` values, and the masked load reads no
+        // others.
+        let column_bias = epilogue
+            .column_bias
+            .map(|bias| unsafe { _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(first_column)) });
+        for (row, accumulator) in accumulators.iter().enumerate() {
+            let mut values = accumulator[panel];
+            // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds
+            // `cols` elements, in C and in the residual alike, and the masked loads and stores
+            // touch no others; the row bias holds `ROWS` values.
+            unsafe {
+                let offset = row * tile.c_row_stride + first_column;
+                let destination = tile.c.add(offset);
+                if tile.accumulate {
+                    values = _mm512_add_ps(values, _mm512_maskz_loadu_ps(mask, destination));
+                }
+                if let Some(bias) = column_bias {
+                    values = _mm512_add_ps(values, bias);
+                }
+                if let Some(bias) = epilogue.row_bias {
+                    values = _mm512_add_ps(values, _mm512_set1_ps(*bias.get_unchecked(row)));
+                }
+                if let Some(residual) = epilogue.residual {
+                    let skip = _mm512_maskz_loadu_ps(mask, residual.as_ptr().add(offset));
+                    values = _mm512_add_ps(values, skip);
+                }
+                values = apply_clamp(values, epilogue.clamp);
+                _mm512_mask_storeu_ps(destination, mask, values);
             }
-            if let Some(bias) = column_bias {
-                values = _mm512_add_ps(values, bias);
-            }
-            if let Some(bias) = epilogue.row_bias {
-                values = _mm512_add_ps(values, _mm512_set1_ps(*bias.get_unchecked(row)));
-            }
-            if let Some(residual) = epilogue.residual {
-                let skip =
-                    _mm512_maskz_loadu_ps(mask, residual.as_ptr().add(row * tile.c_row_stride));
-                values = _mm512_add_ps(values, skip);
-            }
-            values = apply_clamp(values, epilogue.clamp);
-            _mm512_mask_storeu_ps(destination, mask, values);
         }
     }
 }
 
-/// The lanes of the first `cols <= 16` columns.
+/// The lanes of the first `cols` columns, all 16 from `cols = 16` on.
 #[inline]
 fn column_mask(cols: usize) -> __mmask16 {
-    debug_assert!(cols <= NR);
-    (((1u32 << cols) - 1) & 0xffff) as __mmask16
+    (((1u32 << cols.min(NR)) - 1) & 0xffff) as __mmask16
 }
 
 /// The clamp activation of sixteen values, with the scalar functions' results: `max_ps` and

@@ -614,10 +614,12 @@ pub(super) fn run_block(
     };
     for group_start in column_block.clone().step_by(ACTIVATION_GROUP_COLUMNS) {
         let group = group_start..(group_start + ACTIVATION_GROUP_COLUMNS).min(column_block.end);
-        for first_column in group.clone().step_by(NR) {
-            let width = NR.min(product.cols - first_column);
+        let strip_columns = product.kernel.strip_panels * NR;
+        for first_column in group.clone().step_by(strip_columns) {
+            let width = strip_columns.min(group.end - first_column);
             let panel_index = (first_column - column_block.start) / NR;
-            let rhs_panel = &rhs_block[panel_index * block_depth * NR..][..block_depth * NR];
+            let rhs_panel = &rhs_block[panel_index * block_depth * NR..]
+                [..width.div_ceil(NR) * block_depth * NR];
             // One call computes the whole strip of the row block under this panel of B.
             let offset = row_block.start * product.c_row_stride + first_column;
             let epilogue = if last_block {

@@ -1,4 +1,4 @@
-use super::tile::{RowMajorTileKernelWithEpilogue, TileOutput};
+use super::tile::{MAX_STRIP_PANELS, RowMajorTileKernelWithEpilogue, TileOutput};
 use super::*;
 use crate::reference;
 use crate::test_support::{assert_close, values};
@@ -524,7 +524,18 @@ fn linear_weight_packing_computes_x_times_w_transposed() {
     assert_eq!(y, [6.0, -0.5, -1.0, -2.0]);
 }
 
-/// One strip of a row-major A times a packed B panel, through `kernel` (a strip of any number
+/// The length of the B panels a test strip reads: `MAX_STRIP_PANELS` panels of `depth` steps.
+fn strip_b_length(depth: usize) -> usize {
+    MAX_STRIP_PANELS * depth * NR
+}
+
+/// Where column `column` of step `step` of a strip's B lies: panel `column / NR`, `depth * NR`
+/// floats a panel.
+fn strip_b_index(depth: usize, step: usize, column: usize) -> usize {
+    column / NR * depth * NR + step * NR + column % NR
+}
+
+/// One strip of a row-major A times packed B panels, through `kernel` (a strip of any number
 /// of rows, tiles of `MR` or `2 * MR` and a shorter last one), against a plain sum.
 fn check_row_major_strip_kernel(
     kernel: RowMajorTileKernelWithEpilogue,
@@ -535,7 +546,7 @@ fn check_row_major_strip_kernel(
     let a: Vec<f32> = (0..(rows - 1) * a_row_stride + depth)
         .map(|index| values[index % values.len()])
         .collect();
-    let b: Vec<f32> = (0..depth * NR)
+    let b: Vec<f32> = (0..strip_b_length(depth))
         .map(|index| values[(index * 7 + 3) % values.len()])
         .collect();
     let c_row_stride = cols + 2;
@@ -551,9 +562,9 @@ fn check_row_major_strip_kernel(
         accumulate,
         epilogue: TileEpilogue::default(),
     };
-    // SAFETY: `a` holds `(rows - 1) * a_row_stride + depth` elements, `b` holds `depth * NR`,
-    // `cols <= NR`, `c` holds `rows` rows of `c_row_stride >= cols`, and the epilogue reads
-    // nothing.
+    // SAFETY: `a` holds `(rows - 1) * a_row_stride + depth` elements, `b` holds the panels of
+    // `cols`, which the kernel's strip covers (the caller's bound), `c` holds `rows` rows of
+    // `c_row_stride >= cols`, and the epilogue reads nothing.
     unsafe { kernel(depth, &a, a_row_stride, &b, &output) };
     for row in 0..rows {
         for column in 0..c_row_stride {
@@ -561,7 +572,8 @@ fn check_row_major_strip_kernel(
             let expected = if column < cols {
                 let product: f64 = (0..depth)
                     .map(|step| {
-                        f64::from(a[row * a_row_stride + step]) * f64::from(b[step * NR + column])
+                        f64::from(a[row * a_row_stride + step])
+                            * f64::from(b[strip_b_index(depth, step, column)])
                     })
                     .sum();
                 let base = if accumulate {
@@ -586,14 +598,18 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Every instruction set's row-major kernel (flash attention multiplies its probabilities
-    /// with it), on strips up to three tiles of the widest kernel.
+    /// with it), on strips up to three tiles of the widest kernel, over as many B panels as
+    /// each kernel's strip covers.
     #[test]
     fn row_major_strip_kernels_match_reference(
-        shape in (1..=3 * 2 * MR + 1, 1..=NR, 1..40usize, 0..3usize, any::<bool>()),
+        (rows, cols, depth, padding, accumulate) in
+            (1..=3 * 2 * MR + 1, 1..=MAX_STRIP_PANELS * NR, 1..40usize, 0..3usize, any::<bool>()),
         values in values(97),
     ) {
         for isa in [GemmIsa::Portable, GemmIsa::Avx2Fma, GemmIsa::Avx512] {
             if let Some(kernels) = GemmKernels::for_isa(isa) {
+                let cols = cols.min(kernels.strip_panels * NR);
+                let shape = (rows, cols, depth, padding, accumulate);
                 check_row_major_strip_kernel(kernels.row_major_a, shape, &values);
             }
         }
@@ -665,7 +681,10 @@ fn check_tile_epilogue(
             }
         })
         .collect();
-    let b: Vec<f32> = (0..depth * NR).map(|index| value(index * 7 + 3)).collect();
+    let b: Vec<f32> = (0..strip_b_length(depth))
+        .map(|index| value(index * 7 + 3))
+        .collect();
+    let cols = cols.min(kernels.strip_panels * NR);
     let c_row_stride = cols + 3;
     let initial: Vec<f32> = (0..rows * c_row_stride)
         .map(|index| value(index * 5 + 1))
@@ -705,7 +724,8 @@ fn check_tile_epilogue(
             let expected = if column < cols {
                 let product: f64 = (0..depth)
                     .map(|step| {
-                        f64::from(a[row * a_row_stride + step]) * f64::from(b[step * NR + column])
+                        f64::from(a[row * a_row_stride + step])
+                            * f64::from(b[strip_b_index(depth, step, column)])
                     })
                     .sum();
                 let old = if accumulate {
@@ -745,11 +765,12 @@ fn clamps() -> impl Strategy<Value = tile::Clamp> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Strips of one to five tiles (a last tile of fewer than MR rows, cols < NR included),
-    /// packed and row-major A, every kernel.
+    /// Strips of one to five tiles (a last tile of fewer than MR rows, a last panel of fewer
+    /// than NR columns included), packed and row-major A, every kernel, over as many B panels
+    /// as each kernel's strip covers.
     #[test]
     fn tile_kernels_apply_the_epilogue(
-        shape in (1..=5 * MR, 1..=NR, 1..24usize, any::<bool>()),
+        shape in (1..=5 * MR, 1..=MAX_STRIP_PANELS * NR, 1..24usize, any::<bool>()),
         clamp in clamps(),
         values in values(89),
     ) {

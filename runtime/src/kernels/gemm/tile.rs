@@ -91,7 +91,8 @@ pub(crate) struct TileOutput<'a> {
     pub(crate) c_row_stride: usize,
     /// Any number (`MR` per tile).
     pub(crate) rows: usize,
-    /// At most `NR`.
+    /// At most `NR` times the kernel's `GemmKernels::strip_panels`: a strip covers that many
+    /// neighbouring B panels.
     pub(crate) cols: usize,
     /// Add the product to the old C instead of overwriting it.
     pub(crate) accumulate: bool,
@@ -101,7 +102,7 @@ pub(crate) struct TileOutput<'a> {
 impl TileOutput<'_> {
     /// Checks, in debug builds, the lengths the epilogue's slices must have.
     pub(crate) fn debug_check(&self) {
-        debug_assert!(self.cols <= NR);
+        debug_assert!(self.cols <= MAX_STRIP_PANELS * NR);
         if let Some(bias) = self.epilogue.column_bias {
             debug_assert!(bias.len() >= self.cols);
         }
@@ -155,11 +156,18 @@ pub(crate) type PackedTileKernel = unsafe fn(usize, &[f32], &[f32], &TileOutput<
 pub(crate) type RowMajorTileKernelWithEpilogue =
     unsafe fn(usize, &[f32], usize, &[f32], &TileOutput<'_>);
 
+/// The most B panels any kernel's strip covers.
+pub(crate) const MAX_STRIP_PANELS: usize = 2;
+
 /// The pair of micro-kernels a product runs with, both for the same processor.
 #[derive(Clone, Copy)]
 pub(crate) struct GemmKernels {
     pub(crate) packed_a: PackedTileKernel,
     pub(crate) row_major_a: RowMajorTileKernelWithEpilogue,
+    /// How many neighbouring B panels one call may cover (its `TileOutput::cols` is at most
+    /// `strip_panels * NR`); the B slice then holds them one after the other, `depth * NR`
+    /// floats each. A caller may always pass fewer.
+    pub(crate) strip_panels: usize,
 }
 
 impl GemmKernels {
@@ -167,6 +175,7 @@ impl GemmKernels {
     pub(crate) const PORTABLE: GemmKernels = GemmKernels {
         packed_a: super::portable::tile_kernel_with_epilogue,
         row_major_a: super::portable::tile_kernel_row_major_a_with_epilogue,
+        strip_panels: 1,
     };
 
     /// The fastest kernels this processor runs, up to the cap of `set_max_isa`.
@@ -183,18 +192,20 @@ impl GemmKernels {
             GemmIsa::Avx2Fma if super::x86_64::is_available() => Some(GemmKernels {
                 packed_a: super::x86_64::tile_kernel_with_epilogue,
                 row_major_a: super::x86_64::tile_kernel_row_major_a_with_epilogue,
+                strip_panels: 1,
             }),
             #[cfg(target_arch = "x86_64")]
             GemmIsa::Avx512 if super::avx512::is_available() => Some(GemmKernels {
                 packed_a: super::avx512::tile_kernel_with_epilogue,
                 row_major_a: super::avx512::tile_kernel_row_major_a_with_epilogue,
+                strip_panels: super::avx512::STRIP_PANELS,
             }),
             GemmIsa::Avx2Fma | GemmIsa::Avx512 => None,
         }
     }
 }
 
-/// Fetches the B panel after a strip's own into L2 while the strip runs, a share of its lines
+/// Fetches the B panels after a strip's own into L2 while the strip runs, a share of their lines
 /// before each of the strip's tiles. Packed panels lie next to each other (the next one starts
 /// `depth * NR` floats on, in the same block or at the start of the next), so the weights of a
 /// `linear` layer, streamed from memory when a whole network's weights do not fit in the
@@ -205,7 +216,7 @@ impl GemmKernels {
 #[cfg(target_arch = "x86_64")]
 pub(super) struct NextPanelPrefetch {
     next_panel: *const f32,
-    /// The panel's lines (one step of `NR = 16` floats is one 64-byte line), `depth` in all.
+    /// The panels' lines (one step of `NR = 16` floats is one 64-byte line), `depth` a panel.
     lines: usize,
     lines_per_tile: usize,
     next_line: usize,
@@ -213,15 +224,17 @@ pub(super) struct NextPanelPrefetch {
 
 #[cfg(target_arch = "x86_64")]
 impl NextPanelPrefetch {
-    /// For a strip of `tiles` tiles over the `depth`-step panel at `b`. A strip of one tile
-    /// (a product of a few rows, such as a decoding step's) fetches nothing: it streams its
-    /// panels at the pace of the hardware's prefetcher, and a burst of a whole panel's
-    /// prefetches before each tile made one-row products 15% slower.
-    pub(super) fn new(depth: usize, b: *const f32, tiles: usize) -> Self {
+    /// For a strip of `tiles` tiles over the `panels` panels of `depth` steps at `b`; it
+    /// fetches as many panels after them. A strip of one tile (a product of a few rows, such as
+    /// a decoding step's) fetches nothing: it streams its panels at the pace of the hardware's
+    /// prefetcher, and a burst of a whole panel's prefetches before each tile made one-row
+    /// products 15% slower.
+    pub(super) fn new(depth: usize, b: *const f32, panels: usize, tiles: usize) -> Self {
+        let lines = depth * panels;
         Self {
-            next_panel: b.wrapping_add(depth * NR),
-            lines: if tiles > 1 { depth } else { 0 },
-            lines_per_tile: depth.div_ceil(tiles.max(1)),
+            next_panel: b.wrapping_add(lines * NR),
+            lines: if tiles > 1 { lines } else { 0 },
+            lines_per_tile: lines.div_ceil(tiles.max(1)),
             next_line: 0,
         }
     }

@@ -94,7 +94,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     };
     let mut first_row = 0;
     let mut a = a;
-    let mut next_panel = NextPanelPrefetch::new(depth, b, output.rows.div_ceil(MR));
+    let mut next_panel = NextPanelPrefetch::new(depth, b, 1, output.rows.div_ceil(MR));
     while first_row + MR <= output.rows {
         next_panel.before_tile();
         let tile = output.tile(first_row);
