@@ -22,6 +22,7 @@ use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
     Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedLhsMatrix, Rhs, gemm, gemm_from_source,
+    indirect_strip_kernel,
 };
 use crate::threading;
 use image_panels::ImagePanels;
@@ -29,6 +30,7 @@ use image_panels::ImagePanels;
 pub mod channels_last;
 mod depthwise_rows;
 mod image_panels;
+mod indirect;
 mod transpose;
 mod winograd;
 
@@ -325,6 +327,25 @@ impl PackedConv2d {
                     epilogue,
                     residual: residual_group,
                 };
+                if !direct
+                    && groups == 1
+                    && indirect::suits(geometry)
+                    && let Some(kernel) = indirect_strip_kernel()
+                    && let Some(weights) = group_weights[group].single_block_panels()
+                {
+                    let call = indirect::IndirectCall {
+                        weights,
+                        out_channels: group_out_channels,
+                        input: input_group,
+                        channels: group_in_channels,
+                        geometry,
+                        bias: self.bias.as_deref(),
+                        residual: residual_group,
+                        activation: self.activation,
+                    };
+                    indirect::forward(&call, kernel, output_group);
+                    continue;
+                }
                 let weights = Lhs::Packed(&group_weights[group]);
                 if direct {
                     let image_matrix =
@@ -618,6 +639,7 @@ fn copy_short(source: &[f32], output: &mut [f32]) {
 }
 
 /// The sizes and geometry of one call, in one place.
+#[derive(Debug)]
 struct Geometry {
     in_h: usize,
     in_w: usize,

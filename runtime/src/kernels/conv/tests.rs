@@ -306,6 +306,106 @@ proptest! {
     }
 }
 
+/// Layers the indirect convolution takes where the processor has its kernel (AVX-512): one
+/// group, unit dilation, outputs at least `NR` wide, up to 384 steps (one block of A), strides
+/// 1 to 4 (the phase split) and at most the kernel, kernels up to the 7x7 stem, output widths off the 16- and
+/// 32-column strips, more output channels than one tile of 12 rows, each activation kind
+/// (none, a clamp in the kernel, SiLU after it).
+fn indirect_cases() -> impl Strategy<Value = Case> {
+    (
+        // batch, channels in, channels out
+        (1..3usize, 1..8usize, 1..30usize),
+        // kernel height and width, stride per axis, padding per axis
+        (
+            prop_oneof![1..4usize, Just(7usize)],
+            1..4usize,
+            1..5usize,
+            1..5usize,
+            0..4usize,
+            0..4usize,
+        ),
+        // input height, and the output width the input width is chosen for
+        (1..12usize, NR..70usize),
+        (0..3usize, any::<bool>()),
+    )
+        .prop_filter_map(
+            "the layer must fit the padded input and the kernel's depth",
+            |(
+                (batch, in_channels, out_channels),
+                (kh, kw, sh, sw, ph, pw),
+                (h, out_w),
+                (activation, with_bias),
+            )| {
+                let (ph, pw) = (ph.min(kh), pw.min(kw));
+                let (sh, sw) = (sh.min(kh), sw.min(kw));
+                // The widest input that gives `out_w` columns, less up to `sw - 1`.
+                let w = ((out_w - 1) * sw + kw).checked_sub(2 * pw)?;
+                if h + 2 * ph < kh || w == 0 || in_channels * kh * kw > 384 {
+                    return None;
+                }
+                let options = Conv2dOptions {
+                    stride: [sh, sw],
+                    padding: [ph, pw],
+                    ..Conv2dOptions::default()
+                };
+                let activation =
+                    [None, Some(Activation::Relu6), Some(Activation::Silu)][activation];
+                Some((
+                    [batch, in_channels, h, w],
+                    [out_channels, in_channels, kh, kw],
+                    options,
+                    (activation, with_bias),
+                ))
+            },
+        )
+        .prop_flat_map(|(input_shape, weight_shape, options, flags)| {
+            (
+                Just((input_shape, weight_shape, options, flags)),
+                values(input_shape.iter().product()),
+                values(weight_shape.iter().product()),
+                values(weight_shape[0]),
+            )
+        })
+        .prop_map(
+            |(
+                (input_shape, weight_shape, options, (activation, with_bias)),
+                input,
+                weight,
+                bias,
+            )| {
+                Case {
+                    input_shape,
+                    weight_shape,
+                    options,
+                    input,
+                    weight,
+                    bias: with_bias.then_some(bias),
+                    activation,
+                }
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The indirect convolution (on processors with its kernel; the packed GEMM elsewhere)
+    /// against the reference, with and without a residual, on one and two threads.
+    #[test]
+    fn indirect_convolutions_match_reference(case in indirect_cases(), threads in 1..3usize) {
+        let geometry = Geometry::new(
+            case.input_shape,
+            reference::conv2d(&case.input, case.input_shape, &case.weight, case.weight_shape, None, case.options).1,
+            [case.weight_shape[2], case.weight_shape[3]],
+            case.options,
+        );
+        prop_assert!(indirect::suits(&geometry), "{geometry:?}");
+        crate::set_num_threads(threads);
+        case.check();
+        crate::set_num_threads(0);
+    }
+}
+
 /// Element `(row, column)` of the im2col matrix of a `[channels, in_h, in_w]` image, straight
 /// from its definition.
 fn im2col_element(input: &[f32], geometry: &Geometry, row: usize, column: usize) -> f32 {

@@ -144,7 +144,7 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
         next_panel.before_tile();
         let tile = output.rows_from(first_row, output.rows - first_row);
         // SAFETY: As above, for the last, shorter tile.
-        unsafe { dispatch_rows::<PANELS, ROW_MAJOR_A>(lhs(a), b, &tile) };
+        unsafe { dispatch_rows::<_, PANELS>(lhs(a), PackedB::<ROW_MAJOR_A> { b }, &tile) };
     }
 }
 
@@ -152,30 +152,80 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
 ///
 /// # Safety
 ///
-/// As for `tile_kernel_rows`.
+/// As for `B::tile`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn dispatch_rows<const PANELS: usize, const ROW_MAJOR_A: bool>(
-    a: LhsPointer,
-    b: *const f32,
-    tile: &TileOutput<'_>,
-) {
+unsafe fn dispatch_rows<B: TileB, const PANELS: usize>(a: LhsPointer, b: B, tile: &TileOutput<'_>) {
     // SAFETY: Forwarded from the caller.
     unsafe {
         match tile.rows {
-            11 => tile_kernel_rows::<11, PANELS, ROW_MAJOR_A>(a, b, tile),
-            10 => tile_kernel_rows::<10, PANELS, ROW_MAJOR_A>(a, b, tile),
-            9 => tile_kernel_rows::<9, PANELS, ROW_MAJOR_A>(a, b, tile),
-            8 => tile_kernel_rows::<8, PANELS, ROW_MAJOR_A>(a, b, tile),
-            7 => tile_kernel_rows::<7, PANELS, ROW_MAJOR_A>(a, b, tile),
-            6 => tile_kernel_rows::<6, PANELS, ROW_MAJOR_A>(a, b, tile),
-            5 => tile_kernel_rows::<5, PANELS, ROW_MAJOR_A>(a, b, tile),
-            4 => tile_kernel_rows::<4, PANELS, ROW_MAJOR_A>(a, b, tile),
-            3 => tile_kernel_rows::<3, PANELS, ROW_MAJOR_A>(a, b, tile),
-            2 => tile_kernel_rows::<2, PANELS, ROW_MAJOR_A>(a, b, tile),
-            1 => tile_kernel_rows::<1, PANELS, ROW_MAJOR_A>(a, b, tile),
+            11 => b.tile::<11, PANELS>(a, tile),
+            10 => b.tile::<10, PANELS>(a, tile),
+            9 => b.tile::<9, PANELS>(a, tile),
+            8 => b.tile::<8, PANELS>(a, tile),
+            7 => b.tile::<7, PANELS>(a, tile),
+            6 => b.tile::<6, PANELS>(a, tile),
+            5 => b.tile::<5, PANELS>(a, tile),
+            4 => b.tile::<4, PANELS>(a, tile),
+            3 => b.tile::<3, PANELS>(a, tile),
+            2 => b.tile::<2, PANELS>(a, tile),
+            1 => b.tile::<1, PANELS>(a, tile),
             _ => {}
         }
+    }
+}
+
+/// Where a tile's B comes from, and the tile loop that reads it that way.
+trait TileB: Copy {
+    /// The k loop and the store of a tile of `ROWS` rows over `PANELS` panels of B.
+    ///
+    /// # Safety
+    ///
+    /// The processor has AVX-512F; `a` and `tile` are as `tile_kernel_rows` requires, and B
+    /// is readable as the implementing type says.
+    unsafe fn tile<const ROWS: usize, const PANELS: usize>(
+        self,
+        a: LhsPointer,
+        tile: &TileOutput<'_>,
+    );
+}
+
+/// Packed B panels at `b` (`depth * NR` floats each), under an A in packed panels or, with
+/// `ROW_MAJOR_A`, row-major.
+#[derive(Clone, Copy)]
+struct PackedB<const ROW_MAJOR_A: bool> {
+    b: *const f32,
+}
+
+impl<const ROW_MAJOR_A: bool> TileB for PackedB<ROW_MAJOR_A> {
+    #[inline(always)]
+    unsafe fn tile<const ROWS: usize, const PANELS: usize>(
+        self,
+        a: LhsPointer,
+        tile: &TileOutput<'_>,
+    ) {
+        // SAFETY: Forwarded from the caller.
+        unsafe { tile_kernel_rows::<ROWS, PANELS, ROW_MAJOR_A>(a, self.b, tile) }
+    }
+}
+
+/// B read in place, step `k` being the `PANELS * NR` floats at `b + offsets[k]` (the indirect
+/// convolution's image rows), under an A in packed panels.
+#[derive(Clone, Copy)]
+struct IndirectB<'a> {
+    b: *const f32,
+    offsets: &'a [usize],
+}
+
+impl TileB for IndirectB<'_> {
+    #[inline(always)]
+    unsafe fn tile<const ROWS: usize, const PANELS: usize>(
+        self,
+        a: LhsPointer,
+        tile: &TileOutput<'_>,
+    ) {
+        // SAFETY: Forwarded from the caller.
+        unsafe { indirect_tile_rows::<ROWS, PANELS>(a, self, tile) }
     }
 }
 
@@ -285,6 +335,109 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const PANELS: usize, const ROW_MAJ
         unsafe { fma_step(a, &row_offsets, b, panel_stride, &mut accumulators) };
         a = a.wrapping_add(a_step);
         b = b.wrapping_add(NR);
+    }
+    // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
+    unsafe { store_tile(&accumulators, tile) };
+}
+
+/// Computes one strip, `C[0..rows, 0..cols] = epilogue(A_panels * B)` (up to `STRIP_PANELS *
+/// NR` columns), where A is packed in panels of `MR` rows and `depth` steps (one block: `depth`
+/// at most the GEMM's `KC`) and step `k` of B is the `cols` floats at `b + offsets[k]`: the
+/// indirect convolution, whose B is the image itself, never packed.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F (`is_available()`); `a_panels` must hold the strip's
+/// `rows.div_ceil(MR)` panels; `offsets` must hold `depth` offsets, and `b + offsets[k]` be
+/// valid for reads of `cols.div_ceil(NR) * NR` floats for each; `output` must be as
+/// `portable::tile_kernel_with_epilogue` requires.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn indirect_strip(
+    depth: usize,
+    a_panels: &[f32],
+    b: *const f32,
+    offsets: &[usize],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(a_panels.len() >= output.rows.div_ceil(MR) * depth * MR);
+    debug_assert!(offsets.len() >= depth);
+    output.debug_check();
+    let b = IndirectB { b, offsets };
+    // SAFETY: Forwarded from the caller; the strip's columns span `cols.div_ceil(NR)` panels.
+    unsafe {
+        if output.cols > NR {
+            indirect_strip_of_panels::<2>(depth, a_panels.as_ptr(), b, output);
+        } else {
+            indirect_strip_of_panels::<1>(depth, a_panels.as_ptr(), b, output);
+        }
+    }
+}
+
+/// [`indirect_strip`] for `PANELS` panels' worth of columns: tiles of `TILE_ROWS` rows, then
+/// the last, shorter one.
+///
+/// # Safety
+///
+/// As for [`indirect_strip`], with `output.cols` in `(PANELS - 1) * NR + 1..=PANELS * NR`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn indirect_strip_of_panels<const PANELS: usize>(
+    depth: usize,
+    a: *const f32,
+    b: IndirectB<'_>,
+    output: &TileOutput<'_>,
+) {
+    let lhs = |first_row: usize| LhsPointer {
+        a: a.wrapping_add(first_row * depth),
+        a_row_stride: 0,
+        depth,
+    };
+    let mut first_row = 0;
+    while first_row + TILE_ROWS <= output.rows {
+        let tile = output.rows_from(first_row, TILE_ROWS);
+        // SAFETY: Rows `first_row..first_row + TILE_ROWS` are part of the strip the caller
+        // vouched for, and their panels of A start `first_row * depth` floats in.
+        unsafe { indirect_tile_rows::<TILE_ROWS, PANELS>(lhs(first_row), b, &tile) };
+        first_row += TILE_ROWS;
+    }
+    if first_row < output.rows {
+        let tile = output.rows_from(first_row, output.rows - first_row);
+        // SAFETY: As above, for the last, shorter tile.
+        unsafe { dispatch_rows::<_, PANELS>(lhs(first_row), b, &tile) };
+    }
+}
+
+/// The k loop of an indirect tile of `ROWS` rows (A in packed panels), then the store.
+///
+/// # Safety
+///
+/// As for [`indirect_strip`], for a tile of `ROWS` rows whose A starts at `a.a`, with
+/// `tile.cols` in `(PANELS - 1) * NR + 1..=PANELS * NR`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn indirect_tile_rows<const ROWS: usize, const PANELS: usize>(
+    a: LhsPointer,
+    b: IndirectB<'_>,
+    tile: &TileOutput<'_>,
+) {
+    let mut row_offsets = [0usize; ROWS];
+    for (row, offset) in row_offsets.iter_mut().enumerate() {
+        *offset = (row / MR) * a.depth * MR + row % MR;
+    }
+    let mut accumulators = [[_mm512_setzero_ps(); PANELS]; ROWS];
+    for (step, &offset) in b.offsets[..a.depth].iter().enumerate() {
+        // SAFETY: Step `step < depth` reads A at `step * MR + row_offsets[r]`, inside the
+        // tile's panels, and `PANELS * NR` floats of B at `b + offset`, which the caller
+        // vouched for.
+        unsafe {
+            fma_step(
+                a.a.add(step * MR),
+                &row_offsets,
+                b.b.add(offset),
+                NR,
+                &mut accumulators,
+            );
+        }
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
     unsafe { store_tile(&accumulators, tile) };

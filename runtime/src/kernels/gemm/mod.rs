@@ -299,6 +299,28 @@ impl PackedLhsMatrix {
     pub fn depth(&self) -> usize {
         self.depth
     }
+
+    /// The panels of `MR` rows, `depth` steps each, one after the other, when A is one block of
+    /// the shared dimension (`depth <= KC`); deeper matrices are packed block by block.
+    pub(crate) fn single_block_panels(&self) -> Option<&[f32]> {
+        (self.depth <= KC).then(|| self.data.as_slice())
+    }
+}
+
+/// The micro-kernel of the indirect convolution: `(depth, a_panels, b, offsets, output)`
+/// computes `output = epilogue(A * B)` for a strip of up to `strip_panels * NR` columns, step
+/// `k` of B being the floats at `b + offsets[k]` (see `avx512::indirect_strip` for the contract).
+pub(crate) type IndirectStripKernel =
+    unsafe fn(usize, &[f32], *const f32, &[usize], &StripOutput<'_>);
+
+/// The indirect micro-kernel and the widest strip it takes, when the selected instruction set
+/// has one (AVX-512); other processors run convolutions through the packed GEMM.
+pub(crate) fn indirect_strip_kernel() -> Option<(IndirectStripKernel, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if selected_isa() == GemmIsa::Avx512 {
+        return Some((avx512::indirect_strip, avx512::STRIP_PANELS * NR));
+    }
+    None
 }
 
 /// The left operand of `gemm`: a strided matrix (packed per call) or a packed one.

@@ -1,0 +1,280 @@
+//! NCHW convolution as an indirect GEMM: `W * im2col(x)` where the micro-kernel reads each step
+//! of the im2col matrix straight from the image instead of from packed panels.
+//!
+//! The packed GEMM copies every column of `im2col(x)` into a panel before multiplying it; for a
+//! stem (a 7x7 kernel at stride 2 on three channels: 147 steps of 12,544 pixels) that copy is a
+//! strided gather of 1.8 M floats per image, a third of the layer's time. Here the image is
+//! first rewritten once, padded and, for a stride `s`, split by column into `s` phases (column
+//! `X` of a padded row goes to phase `X % s`, position `X / s`). Output pixels `ox..ox + 32` of
+//! one output row then read, through tap `(c, ky, kx)`, the 32 consecutive floats of channel
+//! `c`'s phase `kx % s`, padded row `oy * s + ky`, from position `ox + kx / s` on: one offset
+//! per step from a base per output row (an indirection table, as in Dukhan's indirect
+//! convolution), no gathers and no zeros to write, and the padding is read as the zeros it is.
+//!
+//! The weights are the GEMM's packed A (one block of the shared dimension), so a layer picks
+//! this path or the packed GEMM at run time; the micro-kernel is the AVX-512 GEMM's tile loop
+//! with B's rows at the offsets ([`crate::kernels::gemm::indirect_strip_kernel`]). Processors
+//! without it run the packed GEMM.
+
+use super::Geometry;
+use crate::kernels::activation::{Activation, apply_activation_in_place};
+use crate::kernels::gemm::{Clamp, IndirectStripKernel, NR, StripOutput, TileEpilogue};
+use crate::threading;
+use std::cell::RefCell;
+
+/// Whether the indirect path computes a layer of this geometry and is worth it: unit dilation;
+/// output rows wide enough to fill a tile's columns (a 7-wide row would leave most of a
+/// 16-column panel empty, where the packed GEMM runs the plane's 49 pixels as whole panels);
+/// and a kernel at least as large as the stride, so that the phase split copies no input the
+/// layer does not read (a 1x1 downsampling layer reads a quarter of its input, and copying all
+/// of it made ResNet's 64 to 128 channel one 2.8 times slower than the packed GEMM).
+pub(super) fn suits(geometry: &Geometry) -> bool {
+    geometry.dilation == [1, 1]
+        && geometry.stride[1] <= MAX_PHASES
+        && geometry.out_w >= NR
+        && geometry.kernel[0] >= geometry.stride[0]
+        && geometry.kernel[1] >= geometry.stride[1]
+}
+
+/// The largest column stride the phase split handles.
+const MAX_PHASES: usize = 4;
+
+/// One image's group of channels through the indirect kernel.
+pub(super) struct IndirectCall<'a> {
+    /// The packed weights: panels of `MR` output channels, `depth` steps each.
+    pub(super) weights: &'a [f32],
+    pub(super) out_channels: usize,
+    /// `[channels, in_h, in_w]`, with `channels * kernel_h * kernel_w = depth`.
+    pub(super) input: &'a [f32],
+    pub(super) channels: usize,
+    pub(super) geometry: &'a Geometry,
+    pub(super) bias: Option<&'a [f32]>,
+    /// Laid out like the output.
+    pub(super) residual: Option<&'a [f32]>,
+    pub(super) activation: Option<Activation>,
+}
+
+thread_local! {
+    /// The calling thread's phase-split image; grown once, then reused.
+    static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How the phase-split image is laid out: `[channels][phases][padded_h][row_stride]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PhaseLayout {
+    phases: usize,
+    padded_h: usize,
+    row_stride: usize,
+}
+
+impl PhaseLayout {
+    fn new(geometry: &Geometry) -> Self {
+        let phases = geometry.stride[1];
+        let padded_w = geometry.in_w + 2 * geometry.padding[1];
+        // A strip of output pixels reads whole panels, past the row's last pixel when the row
+        // is not a multiple of `NR` wide, and tap `kx` reads `kx / phases` further on: every
+        // read stays inside its padded row, on zeros where it passes the image.
+        let widest_read = geometry.out_w.div_ceil(NR) * NR + (geometry.kernel[1] - 1) / phases;
+        Self {
+            phases,
+            padded_h: geometry.in_h + 2 * geometry.padding[0],
+            row_stride: padded_w.div_ceil(phases).max(widest_read),
+        }
+    }
+
+    fn length(&self, channels: usize) -> usize {
+        channels * self.phases * self.padded_h * self.row_stride
+    }
+
+    /// The offset of step `(channel, kernel_y, kernel_x)` from an output row's base.
+    fn step_offset(&self, channel: usize, kernel_y: usize, kernel_x: usize) -> usize {
+        ((channel * self.phases + kernel_x % self.phases) * self.padded_h + kernel_y)
+            * self.row_stride
+            + kernel_x / self.phases
+    }
+
+    /// Writes `input` (`[channels, in_h, in_w]`) padded and split into phases into `phased`,
+    /// which it zeroes first.
+    fn fill(&self, input: &[f32], geometry: &Geometry, phased: &mut [f32]) {
+        phased.fill(0.0);
+        let [padding_y, padding_x] = geometry.padding;
+        let plane = geometry.in_h * geometry.in_w;
+        for (channel, input_plane) in input.chunks_exact(plane).enumerate() {
+            for (y, input_row) in input_plane.chunks_exact(geometry.in_w).enumerate() {
+                for phase in 0..self.phases {
+                    // Input columns `x` with `(x + padding_x) % phases == phase`.
+                    let first_x = (phase + self.phases - padding_x % self.phases) % self.phases;
+                    let row = ((channel * self.phases + phase) * self.padded_h + y + padding_y)
+                        * self.row_stride;
+                    let start = row + (first_x + padding_x) / self.phases;
+                    let count = (geometry.in_w - first_x.min(geometry.in_w)).div_ceil(self.phases);
+                    let slots = &mut phased[start..][..count];
+                    if self.phases == 1 {
+                        slots.copy_from_slice(input_row);
+                    } else {
+                        let values = input_row[first_x..].iter().step_by(self.phases);
+                        for (slot, &value) in slots.iter_mut().zip(values) {
+                            *slot = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output rows of every channel written by parallel tasks, each task its own rows.
+struct OutputRows(*mut f32);
+
+impl OutputRows {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: The tasks of `forward` write disjoint output rows (`out_y` of every channel) through
+// this pointer, and `f32` is `Send`.
+unsafe impl Sync for OutputRows {}
+
+/// Output channels a task computes over all its rows before the next: the rows' image stays in
+/// cache for the next block, and the block's stores go to that many planes at a time.
+const CHANNEL_BLOCK: usize = 24;
+
+/// Output elements per parallel task.
+const PARALLEL_CHUNK: usize = 1 << 15;
+
+/// `output = activation(conv(input) + bias + residual)` for one image's group, `[out_channels,
+/// out_h, out_w]`, through `kernel` (the indirect micro-kernel and the widest strip it takes).
+pub(super) fn forward(
+    call: &IndirectCall<'_>,
+    (kernel, strip_columns): (IndirectStripKernel, usize),
+    output: &mut [f32],
+) {
+    let geometry = call.geometry;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let depth = call.channels * kernel_h * kernel_w;
+    let output_plane = geometry.out_h * geometry.out_w;
+    assert_eq!(output.len(), call.out_channels * output_plane);
+    assert!(call.weights.len() >= call.out_channels.div_ceil(crate::kernels::gemm::MR) * depth);
+    assert_eq!(
+        call.input.len(),
+        call.channels * geometry.in_h * geometry.in_w
+    );
+    if let Some(residual) = call.residual {
+        assert_eq!(residual.len(), output.len());
+    }
+    if let Some(bias) = call.bias {
+        assert_eq!(bias.len(), call.out_channels);
+    }
+    let layout = PhaseLayout::new(geometry);
+    let offsets: Vec<usize> = (0..call.channels)
+        .flat_map(|channel| {
+            (0..kernel_h).flat_map(move |kernel_y| {
+                (0..kernel_w).map(move |kernel_x| layout.step_offset(channel, kernel_y, kernel_x))
+            })
+        })
+        .collect();
+    // The last strip of the last output row reads whole panels from its last step's offset.
+    let last_read = offsets.iter().max().copied().unwrap_or(0)
+        + (geometry.out_h - 1) * geometry.stride[0] * layout.row_stride
+        + geometry.out_w.div_ceil(NR) * NR;
+    assert!(
+        last_read <= layout.length(call.channels),
+        "indirect convolution: a strip would read past the phase-split image"
+    );
+    let (clamp, row_activation) = match call.activation {
+        Some(activation) => match Clamp::of(activation) {
+            Some(clamp) => (clamp, None),
+            None => (Clamp::None, Some(activation)),
+        },
+        None => (Clamp::None, None),
+    };
+    let output_rows = OutputRows(output.as_mut_ptr());
+    let run = |phased: &[f32]| {
+        let rows_per_task = threading::balanced_rows_per_task(
+            geometry.out_h,
+            geometry.out_w * call.out_channels,
+            PARALLEL_CHUNK,
+        );
+        threading::run_tasks(geometry.out_h.div_ceil(rows_per_task), |task| {
+            let first = task * rows_per_task;
+            let rows = first..(first + rows_per_task).min(geometry.out_h);
+            for first_channel in (0..call.out_channels).step_by(CHANNEL_BLOCK) {
+                let channels = CHANNEL_BLOCK.min(call.out_channels - first_channel);
+                for out_y in rows.clone() {
+                    let row_base = out_y * geometry.stride[0] * layout.row_stride;
+                    for first_x in (0..geometry.out_w).step_by(strip_columns) {
+                        let offset =
+                            first_channel * output_plane + out_y * geometry.out_w + first_x;
+                        let strip = StripOutput {
+                            // SAFETY: `offset` is pixel `(out_y, first_x)` of channel
+                            // `first_channel`, inside the output.
+                            c: unsafe { output_rows.get().add(offset) },
+                            c_row_stride: output_plane,
+                            rows: channels,
+                            cols: strip_columns.min(geometry.out_w - first_x),
+                            accumulate: false,
+                            epilogue: TileEpilogue {
+                                column_bias: None,
+                                row_bias: call.bias.map(|bias| &bias[first_channel..]),
+                                residual: call.residual.map(|residual| &residual[offset..]),
+                                clamp,
+                            },
+                        };
+                        // SAFETY: The strip is output row `out_y`'s pixels `first_x..` of
+                        // channels `first_channel..`, which only this task writes; the weights
+                        // hold those channels' panels of `depth` steps from `first_channel *
+                        // depth` on (asserted above; `first_channel` is a multiple of `MR`);
+                        // every step reads whole panels inside its padded row of `phased`
+                        // (`PhaseLayout::new`: padded rows reach `(out_h - 1) * stride +
+                        // kernel_h - 1`, and the row stride the widest read); the bias holds a
+                        // value per channel and the residual, laid out like the output, from
+                        // the strip's first element on; the kernel comes from
+                        // `indirect_strip_kernel`, which checks the processor.
+                        unsafe {
+                            kernel(
+                                depth,
+                                &call.weights[first_channel * depth..],
+                                phased.as_ptr().add(row_base + first_x),
+                                &offsets,
+                                &strip,
+                            );
+                        }
+                    }
+                }
+            }
+            for out_y in rows {
+                if let Some(activation) = row_activation {
+                    for channel in 0..call.out_channels {
+                        let start = channel * output_plane + out_y * geometry.out_w;
+                        // SAFETY: Row `out_y` of `channel`, which only this task writes, and
+                        // no other reference to it lives meanwhile.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                output_rows.get().add(start),
+                                geometry.out_w,
+                            )
+                        };
+                        apply_activation_in_place(row, activation);
+                    }
+                }
+            }
+        });
+    };
+    let length = layout.length(call.channels);
+    PHASES.with(|phases| match phases.try_borrow_mut() {
+        Ok(mut phased) => {
+            if phased.len() < length {
+                phased.resize(length, 0.0);
+            }
+            layout.fill(call.input, geometry, &mut phased[..length]);
+            run(&phased[..length]);
+        }
+        Err(_) => {
+            let mut phased = vec![0.0; length];
+            layout.fill(call.input, geometry, &mut phased);
+            run(&phased);
+        }
+    });
+}
