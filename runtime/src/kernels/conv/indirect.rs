@@ -94,32 +94,31 @@ impl PhaseLayout {
     }
 
     /// Writes `input` (`[channels, in_h, in_w]`) padded and split into phases into `phased`,
-    /// which it zeroes first.
+    /// zeroes included; one task per phase plane of a channel.
     fn fill(&self, input: &[f32], geometry: &Geometry, phased: &mut [f32]) {
-        phased.fill(0.0);
         let [padding_y, padding_x] = geometry.padding;
-        let plane = geometry.in_h * geometry.in_w;
-        for (channel, input_plane) in input.chunks_exact(plane).enumerate() {
-            for (y, input_row) in input_plane.chunks_exact(geometry.in_w).enumerate() {
-                for phase in 0..self.phases {
-                    // Input columns `x` with `(x + padding_x) % phases == phase`.
-                    let first_x = (phase + self.phases - padding_x % self.phases) % self.phases;
-                    let row = ((channel * self.phases + phase) * self.padded_h + y + padding_y)
-                        * self.row_stride;
-                    let start = row + (first_x + padding_x) / self.phases;
-                    let count = (geometry.in_w - first_x.min(geometry.in_w)).div_ceil(self.phases);
-                    let slots = &mut phased[start..][..count];
-                    if self.phases == 1 {
-                        slots.copy_from_slice(input_row);
-                    } else {
-                        let values = input_row[first_x..].iter().step_by(self.phases);
-                        for (slot, &value) in slots.iter_mut().zip(values) {
-                            *slot = value;
-                        }
+        let input_plane = geometry.in_h * geometry.in_w;
+        let phase_plane = self.padded_h * self.row_stride;
+        threading::run_chunks_mut(phased, phase_plane, |index, plane| {
+            let (channel, phase) = (index / self.phases, index % self.phases);
+            plane.fill(0.0);
+            // Input columns `x` with `(x + padding_x) % phases == phase`, from `first_x` on.
+            let first_x = (phase + self.phases - padding_x % self.phases) % self.phases;
+            let start = (first_x + padding_x) / self.phases;
+            let channel_input = &input[channel * input_plane..][..input_plane];
+            let rows = plane[padding_y * self.row_stride..].chunks_exact_mut(self.row_stride);
+            for (input_row, row) in channel_input.chunks_exact(geometry.in_w).zip(rows) {
+                let values = input_row.get(first_x..).unwrap_or_default();
+                let slots = &mut row[start..][..values.len().div_ceil(self.phases)];
+                if self.phases == 1 {
+                    slots.copy_from_slice(values);
+                } else {
+                    for (slot, &value) in slots.iter_mut().zip(values.iter().step_by(self.phases)) {
+                        *slot = value;
                     }
                 }
             }
-        }
+        });
     }
 }
 
