@@ -431,6 +431,13 @@ fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
         "interior_pixels: a tap lies outside the input or the weights"
     );
     #[cfg(target_arch = "x86_64")]
+    if channels >= 16 && depthwise_x86_64::has_avx512() {
+        // SAFETY: The processor has AVX-512F, AVX2 and FMA, checked just above; the bounds as
+        // below.
+        unsafe { depthwise_x86_64::interior_pixels_avx512(pixels, output) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if channels >= 8 && crate::kernels::vectorize::has_avx2_fma() {
         // SAFETY: The processor has AVX2 and FMA, checked just above; every tap of every pixel
         // (through `last_input`) and every tap's weights (through `last_weight`) are inside
@@ -458,8 +465,8 @@ fn interior_pixels_portable(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod depthwise_x86_64 {
-    //! The AVX2 + FMA form of [`super::interior_pixels`]; the caller checks the processor and
-    //! the bounds.
+    //! The AVX2 + FMA and AVX-512 forms of [`super::interior_pixels`]; the caller checks the
+    //! processor and the bounds.
 
     use super::InteriorPixels;
     use crate::kernels::activation::Activation;
@@ -492,6 +499,95 @@ mod depthwise_x86_64 {
         }
     }
 
+    /// Whether the processor runs [`interior_pixels_avx512`], and the GEMM's instruction-set
+    /// cap (`set_max_isa`, which tests and benchmarks use to compare kernels) allows it.
+    pub(super) fn has_avx512() -> bool {
+        crate::kernels::gemm::selected_isa() == crate::kernels::gemm::GemmIsa::Avx512
+    }
+
+    /// [`interior_pixels`] sixteen channels a register: eight pixels of sixteen channels at a
+    /// time, then the channels past the last whole block of sixteen through the AVX2 tile.
+    ///
+    /// # Safety
+    /// As [`interior_pixels`], and the processor has AVX-512F.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn interior_pixels_avx512(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+        let channels = pixels.bias.len();
+        let count = output.len() / channels;
+        let mut pixel = 0;
+        while pixel + 8 <= count {
+            // SAFETY: Pixels `pixel..pixel + 8` are below `count`; the caller guarantees the rest.
+            unsafe { tile_avx512::<8>(pixels, output, pixel) };
+            pixel += 8;
+        }
+        while pixel + 4 <= count {
+            // SAFETY: As above, for four pixels.
+            unsafe { tile_avx512::<4>(pixels, output, pixel) };
+            pixel += 4;
+        }
+        while pixel < count {
+            // SAFETY: As above, for one pixel.
+            unsafe { tile_avx512::<1>(pixels, output, pixel) };
+            pixel += 1;
+        }
+    }
+
+    /// Pixels `first..first + TILE` of the run: blocks of sixteen channels in `TILE` zmm
+    /// registers, then the rest of the channels through the AVX2 tile from the first channel
+    /// past the last whole block.
+    ///
+    /// # Safety
+    /// As [`interior_pixels_avx512`], and `first + TILE` is at most the run's pixel count.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile_avx512<const TILE: usize>(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+    ) {
+        let channels = pixels.bias.len();
+        let input = pixels.input.as_ptr();
+        let weight = pixels.weight.as_ptr();
+        let destination = output.as_mut_ptr();
+        let base = pixels.first_base + first * pixels.pixel_step;
+        let (low, high) = clamp_bounds(pixels.clamp);
+        let (low, high) = (_mm512_set1_ps(low), _mm512_set1_ps(high));
+        let mut channel = 0;
+        while channel + 16 <= channels {
+            // SAFETY: `channel + 16 <= channels`, and the caller guarantees every tap of these
+            // pixels, every tap's weights and the pixels' outputs are inside their slices.
+            unsafe {
+                let mut sums = [_mm512_loadu_ps(pixels.bias.as_ptr().add(channel)); TILE];
+                for &(input_offset, weight_offset) in pixels.taps {
+                    let weights = _mm512_loadu_ps(weight.add(weight_offset + channel));
+                    let tap = input.add(base + input_offset + channel);
+                    for (index, sum) in sums.iter_mut().enumerate() {
+                        let values = _mm512_loadu_ps(tap.add(index * pixels.pixel_step));
+                        *sum = _mm512_fmadd_ps(weights, values, *sum);
+                    }
+                }
+                for (index, sum) in sums.into_iter().enumerate() {
+                    let value = _mm512_min_ps(high, _mm512_max_ps(low, sum));
+                    _mm512_storeu_ps(destination.add((first + index) * channels + channel), value);
+                }
+            }
+            channel += 16;
+        }
+        // SAFETY: As above, for the channels from `channel` on.
+        unsafe { tile_from::<TILE>(pixels, output, first, channel) };
+    }
+
+    /// The bounds of a clamp (`max_ps(low, x)`, then `min_ps(high, x)`): ReLU's and ReLU6's,
+    /// or infinite ones that change nothing. `max_ps(0, x)` and `min_ps(6, x)` return `x` when
+    /// it is NaN, as `relu` and `relu6` do, and keep `-0.0`.
+    fn clamp_bounds(clamp: Option<Activation>) -> (f32, f32) {
+        match clamp {
+            Some(Activation::Relu) => (0.0, f32::INFINITY),
+            Some(Activation::Relu6) => (0.0, 6.0),
+            _ => (f32::NEG_INFINITY, f32::INFINITY),
+        }
+    }
+
     /// Pixels `first..first + TILE` of the run, every channel: blocks of eight channels in
     /// `TILE` registers, then the channels past the last whole block one by one.
     ///
@@ -504,20 +600,30 @@ mod depthwise_x86_64 {
         output: &mut [f32],
         first: usize,
     ) {
+        // SAFETY: Forwarded from the caller.
+        unsafe { tile_from::<TILE>(pixels, output, first, 0) };
+    }
+
+    /// [`tile`] for the channels from `first_channel` on.
+    ///
+    /// # Safety
+    /// As [`tile`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_from<const TILE: usize>(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+        first_channel: usize,
+    ) {
         let channels = pixels.bias.len();
         let input = pixels.input.as_ptr();
         let weight = pixels.weight.as_ptr();
         let destination = output.as_mut_ptr();
         let base = pixels.first_base + first * pixels.pixel_step;
-        // `max_ps(0, x)` and `min_ps(6, x)` return `x` when it is NaN, as `relu` and `relu6` do,
-        // and keep `-0.0`. Without a clamp the bounds are infinite and change nothing.
-        let (low, high) = match pixels.clamp {
-            Some(Activation::Relu) => (0.0, f32::INFINITY),
-            Some(Activation::Relu6) => (0.0, 6.0),
-            _ => (f32::NEG_INFINITY, f32::INFINITY),
-        };
+        let (low, high) = clamp_bounds(pixels.clamp);
         let (low, high) = (_mm256_set1_ps(low), _mm256_set1_ps(high));
-        let mut channel = 0;
+        let mut channel = first_channel;
         while channel + 8 <= channels {
             // SAFETY: `channel + 8 <= channels`, and the caller guarantees every tap of these
             // pixels, every tap's weights and the pixels' outputs are inside their slices.

@@ -850,24 +850,29 @@ fn larger_nchw_depthwise_matches_reference() {
 #[test]
 fn wide_channels_last_depthwise_matches_reference() {
     // Rows wide enough for the kernel's tiles of eight and four pixels and a single one (out_w
-    // 45 at stride 1: 43 interior pixels; 23 at stride 2), and a channel tail (19 = 2 * 8 + 3).
-    for stride in [1, 2] {
+    // 45 at stride 1: 43 interior pixels; 23 at stride 2), and channel tails: 19 = 16 + 3 (one
+    // AVX-512 block, or two AVX2 blocks of 8, then 3 one by one), 27 = 16 + 8 + 3 (an AVX2 block
+    // after the AVX-512 one) and 40 = 2 * 16 + 8.
+    for (stride, channels) in [1, 2]
+        .into_iter()
+        .flat_map(|s| [19, 27, 40].map(|c| (s, c)))
+    {
         let case = Case {
-            input_shape: [1, 19, 5, 45],
-            weight_shape: [19, 1, 3, 3],
+            input_shape: [1, channels, 5, 45],
+            weight_shape: [channels, 1, 3, 3],
             options: Conv2dOptions {
                 stride: [stride, stride],
                 padding: [1, 1],
-                groups: 19,
+                groups: channels,
                 ..Conv2dOptions::default()
             },
-            input: (0..19 * 5 * 45)
+            input: (0..channels * 5 * 45)
                 .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
                 .collect(),
-            weight: (0..19 * 9)
+            weight: (0..channels * 9)
                 .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
                 .collect(),
-            bias: Some((0..19).map(|i| i as f32 / 7.0).collect()),
+            bias: Some((0..channels).map(|i| i as f32 / 7.0).collect()),
             activation: Some(Activation::Relu6),
         };
         case.check_channels_last();
