@@ -36,6 +36,10 @@ pub(super) fn suits(geometry: &Geometry) -> bool {
         && geometry.kernel[1] >= geometry.stride[1]
 }
 
+/// The most steps (input channels times kernel taps) of a layer on this path: one block of the
+/// GEMM's packed A (`PackedLhsMatrix::single_block_panels`).
+pub(super) const MAX_DEPTH: usize = 384;
+
 /// The largest column stride the phase split handles.
 const MAX_PHASES: usize = 4;
 
@@ -167,13 +171,18 @@ pub(super) fn forward(
         assert_eq!(bias.len(), call.out_channels);
     }
     let layout = PhaseLayout::new(geometry);
-    let offsets: Vec<usize> = (0..call.channels)
-        .flat_map(|channel| {
-            (0..kernel_h).flat_map(move |kernel_y| {
-                (0..kernel_w).map(move |kernel_x| layout.step_offset(channel, kernel_y, kernel_x))
-            })
+    // On the stack: a network's forward pass allocates nothing once it has run once.
+    assert!(depth <= MAX_DEPTH, "indirect convolution: {depth} steps");
+    let mut offset_table = [0usize; MAX_DEPTH];
+    let steps = (0..call.channels).flat_map(|channel| {
+        (0..kernel_h).flat_map(move |kernel_y| {
+            (0..kernel_w).map(move |kernel_x| layout.step_offset(channel, kernel_y, kernel_x))
         })
-        .collect();
+    });
+    for (slot, offset) in offset_table.iter_mut().zip(steps) {
+        *slot = offset;
+    }
+    let offsets = &offset_table[..depth];
     // The last strip of the last output row reads whole panels from its last step's offset.
     let last_read = offsets.iter().max().copied().unwrap_or(0)
         + (geometry.out_h - 1) * geometry.stride[0] * layout.row_stride
@@ -236,7 +245,7 @@ pub(super) fn forward(
                                 depth,
                                 &call.weights[first_channel * depth..],
                                 phased.as_ptr().add(row_base + first_x),
-                                &offsets,
+                                offsets,
                                 &strip,
                             );
                         }
