@@ -479,23 +479,34 @@ mod depthwise_x86_64 {
     /// every pixel's taps and every tap's weights are inside `input` and `weight`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
-        let channels = pixels.bias.len();
-        let count = output.len() / channels;
-        let mut pixel = 0;
-        while pixel + 8 <= count {
-            // SAFETY: Pixels `pixel..pixel + 8` are below `count`; the caller guarantees the rest.
-            unsafe { tile::<8>(pixels, output, pixel) };
-            pixel += 8;
-        }
-        while pixel + 4 <= count {
-            // SAFETY: Pixels `pixel..pixel + 4` are below `count`; the caller guarantees the rest.
-            unsafe { tile::<4>(pixels, output, pixel) };
-            pixel += 4;
-        }
-        while pixel < count {
-            // SAFETY: Pixel `pixel` is below `count`; the caller guarantees the rest.
-            unsafe { tile::<1>(pixels, output, pixel) };
-            pixel += 1;
+        for_each_tile(pixels, output, |output, first, tile_pixels| {
+            // SAFETY: `for_each_tile` passes tiles below the run's pixel count; the caller
+            // guarantees the rest.
+            unsafe {
+                match tile_pixels {
+                    8 => tile::<8>(pixels, output, first),
+                    4 => tile::<4>(pixels, output, first),
+                    _ => tile::<1>(pixels, output, first),
+                }
+            }
+        });
+    }
+
+    /// Calls `tile(output, first, pixels)` for tiles of eight pixels, then four, then one, that
+    /// cover the run's pixels.
+    #[inline(always)]
+    fn for_each_tile(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        mut tile: impl FnMut(&mut [f32], usize, usize),
+    ) {
+        let count = output.len() / pixels.bias.len();
+        let mut first = 0;
+        for tile_pixels in [8, 4, 1] {
+            while first + tile_pixels <= count {
+                tile(output, first, tile_pixels);
+                first += tile_pixels;
+            }
         }
     }
 
@@ -512,24 +523,17 @@ mod depthwise_x86_64 {
     /// As [`interior_pixels`], and the processor has AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn interior_pixels_avx512(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
-        let channels = pixels.bias.len();
-        let count = output.len() / channels;
-        let mut pixel = 0;
-        while pixel + 8 <= count {
-            // SAFETY: Pixels `pixel..pixel + 8` are below `count`; the caller guarantees the rest.
-            unsafe { tile_avx512::<8>(pixels, output, pixel) };
-            pixel += 8;
-        }
-        while pixel + 4 <= count {
-            // SAFETY: As above, for four pixels.
-            unsafe { tile_avx512::<4>(pixels, output, pixel) };
-            pixel += 4;
-        }
-        while pixel < count {
-            // SAFETY: As above, for one pixel.
-            unsafe { tile_avx512::<1>(pixels, output, pixel) };
-            pixel += 1;
-        }
+        for_each_tile(pixels, output, |output, first, tile_pixels| {
+            // SAFETY: `for_each_tile` passes tiles below the run's pixel count; the caller
+            // guarantees the rest, AVX-512F included.
+            unsafe {
+                match tile_pixels {
+                    8 => tile_avx512::<8>(pixels, output, first),
+                    4 => tile_avx512::<4>(pixels, output, first),
+                    _ => tile_avx512::<1>(pixels, output, first),
+                }
+            }
+        });
     }
 
     /// Pixels `first..first + TILE` of the run: blocks of sixteen channels in `TILE` zmm

@@ -264,33 +264,44 @@ fn threaded_cases() -> impl Strategy<Value = Case> {
                 if h + 2 * padding < extent || w + 2 * padding < extent {
                     return None;
                 }
-                Some((
-                    [batch, groups * group_in, h, w],
-                    [groups * group_out, group_in, kernel, kernel],
+                Some(Layer {
+                    input_shape: [batch, groups * group_in, h, w],
+                    weight_shape: [groups * group_out, group_in, kernel, kernel],
                     options,
-                    flag,
-                ))
+                    activation: Some(Activation::Relu),
+                    with_bias: flag,
+                })
             },
         )
-        .prop_flat_map(|(input_shape, weight_shape, options, with_bias)| {
-            (
-                Just((input_shape, weight_shape, options, with_bias)),
-                values(input_shape.iter().product()),
-                values(weight_shape.iter().product()),
-                values(weight_shape[0]),
-            )
+        .prop_flat_map(with_random_data)
+}
+
+/// A layer of a random case, before its data.
+#[derive(Debug, Clone)]
+struct Layer {
+    input_shape: [usize; 4],
+    weight_shape: [usize; 4],
+    options: Conv2dOptions,
+    activation: Option<Activation>,
+    with_bias: bool,
+}
+
+/// The case of `layer` with random input, weight and bias.
+fn with_random_data(layer: Layer) -> impl Strategy<Value = Case> {
+    (
+        values(layer.input_shape.iter().product()),
+        values(layer.weight_shape.iter().product()),
+        values(layer.weight_shape[0]),
+    )
+        .prop_map(move |(input, weight, bias)| Case {
+            input_shape: layer.input_shape,
+            weight_shape: layer.weight_shape,
+            options: layer.options,
+            input,
+            weight,
+            bias: layer.with_bias.then_some(bias),
+            activation: layer.activation,
         })
-        .prop_map(
-            |((input_shape, weight_shape, options, with_bias), input, weight, bias)| Case {
-                input_shape,
-                weight_shape,
-                options,
-                input,
-                weight,
-                bias: with_bias.then_some(bias),
-                activation: Some(Activation::Relu),
-            },
-        )
 }
 
 proptest! {
@@ -348,42 +359,16 @@ fn indirect_cases() -> impl Strategy<Value = Case> {
                     padding: [ph, pw],
                     ..Conv2dOptions::default()
                 };
-                let activation =
-                    [None, Some(Activation::Relu6), Some(Activation::Silu)][activation];
-                Some((
-                    [batch, in_channels, h, w],
-                    [out_channels, in_channels, kh, kw],
+                Some(Layer {
+                    input_shape: [batch, in_channels, h, w],
+                    weight_shape: [out_channels, in_channels, kh, kw],
                     options,
-                    (activation, with_bias),
-                ))
+                    activation: [None, Some(Activation::Relu6), Some(Activation::Silu)][activation],
+                    with_bias,
+                })
             },
         )
-        .prop_flat_map(|(input_shape, weight_shape, options, flags)| {
-            (
-                Just((input_shape, weight_shape, options, flags)),
-                values(input_shape.iter().product()),
-                values(weight_shape.iter().product()),
-                values(weight_shape[0]),
-            )
-        })
-        .prop_map(
-            |(
-                (input_shape, weight_shape, options, (activation, with_bias)),
-                input,
-                weight,
-                bias,
-            )| {
-                Case {
-                    input_shape,
-                    weight_shape,
-                    options,
-                    input,
-                    weight,
-                    bias: with_bias.then_some(bias),
-                    activation,
-                }
-            },
-        )
+        .prop_flat_map(with_random_data)
 }
 
 proptest! {
