@@ -334,7 +334,6 @@ impl PackedConv2d {
                 // operands packed beforehand, where the packed GEMM's convolution runs at 77%).
                 if !direct
                     && groups == 1
-                    && group_depth <= indirect::MAX_DEPTH
                     && indirect::suits(geometry)
                     && let Some(kernel) = indirect_strip_kernel()
                     && let Some(weights) = group_weights[group].single_block_panels()

@@ -18,7 +18,9 @@
 
 use super::Geometry;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
-use crate::kernels::gemm::{Clamp, IndirectStripKernel, NR, StripOutput, TileEpilogue};
+use crate::kernels::gemm::{
+    AlignedBuffer, Clamp, IndirectStripKernel, KC, MR, NR, StripOutput, TileEpilogue, with_scratch,
+};
 use crate::threading;
 use std::cell::RefCell;
 
@@ -38,7 +40,7 @@ pub(super) fn suits(geometry: &Geometry) -> bool {
 
 /// The most steps (input channels times kernel taps) of a layer on this path: one block of the
 /// GEMM's packed A (`PackedLhsMatrix::single_block_panels`).
-pub(super) const MAX_DEPTH: usize = 384;
+const MAX_DEPTH: usize = KC;
 
 /// The largest column stride the phase split handles.
 const MAX_PHASES: usize = 4;
@@ -60,7 +62,7 @@ pub(super) struct IndirectCall<'a> {
 
 thread_local! {
     /// The calling thread's phase-split image; grown once, then reused.
-    static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PHASES: RefCell<AlignedBuffer> = RefCell::new(AlignedBuffer::default());
 }
 
 /// How the phase-split image is laid out: `[channels][phases][padded_h][row_stride]`.
@@ -159,7 +161,7 @@ pub(super) fn forward(
     let depth = call.channels * kernel_h * kernel_w;
     let output_plane = geometry.out_h * geometry.out_w;
     assert_eq!(output.len(), call.out_channels * output_plane);
-    assert!(call.weights.len() >= call.out_channels.div_ceil(crate::kernels::gemm::MR) * depth);
+    assert!(call.weights.len() >= call.out_channels.div_ceil(MR) * MR * depth);
     assert_eq!(
         call.input.len(),
         call.channels * geometry.in_h * geometry.in_w
@@ -191,13 +193,7 @@ pub(super) fn forward(
         last_read <= layout.length(call.channels),
         "indirect convolution: a strip would read past the phase-split image"
     );
-    let (clamp, row_activation) = match call.activation {
-        Some(activation) => match Clamp::of(activation) {
-            Some(clamp) => (clamp, None),
-            None => (Clamp::None, Some(activation)),
-        },
-        None => (Clamp::None, None),
-    };
+    let (clamp, row_activation) = Clamp::split(call.activation);
     let output_rows = OutputRows(output.as_mut_ptr());
     let run = |phased: &[f32]| {
         let rows_per_task = threading::balanced_rows_per_task(
@@ -252,37 +248,24 @@ pub(super) fn forward(
                     }
                 }
             }
+            let Some(activation) = row_activation else {
+                return;
+            };
             for out_y in rows {
-                if let Some(activation) = row_activation {
-                    for channel in 0..call.out_channels {
-                        let start = channel * output_plane + out_y * geometry.out_w;
-                        // SAFETY: Row `out_y` of `channel`, which only this task writes, and
-                        // no other reference to it lives meanwhile.
-                        let row = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                output_rows.get().add(start),
-                                geometry.out_w,
-                            )
-                        };
-                        apply_activation_in_place(row, activation);
-                    }
+                for channel in 0..call.out_channels {
+                    let start = channel * output_plane + out_y * geometry.out_w;
+                    // SAFETY: Row `out_y` of `channel`, which only this task writes, and no other
+                    // reference to it lives meanwhile.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(output_rows.get().add(start), geometry.out_w)
+                    };
+                    apply_activation_in_place(row, activation);
                 }
             }
         });
     };
-    let length = layout.length(call.channels);
-    PHASES.with(|phases| match phases.try_borrow_mut() {
-        Ok(mut phased) => {
-            if phased.len() < length {
-                phased.resize(length, 0.0);
-            }
-            layout.fill(call.input, geometry, &mut phased[..length]);
-            run(&phased[..length]);
-        }
-        Err(_) => {
-            let mut phased = vec![0.0; length];
-            layout.fill(call.input, geometry, &mut phased);
-            run(&phased);
-        }
+    with_scratch(&PHASES, layout.length(call.channels), |phased| {
+        layout.fill(call.input, geometry, phased);
+        run(phased);
     });
 }

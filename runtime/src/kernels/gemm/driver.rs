@@ -18,7 +18,7 @@ use std::ops::Range;
 /// 196x384x64 with bias and residual 75 -> 103 (107), 196x576x96 65 -> 79 (65), 128x384x384
 /// 92 -> 96; deep products (128x1536x384), convolutions as GEMMs (64x576x3136, 512x512x16),
 /// one-row products and 12544x16x96 within 1%.
-pub(super) const KC: usize = 384;
+pub(crate) const KC: usize = 384;
 /// Rows of A packed at once: an `MC x KC` block stays in L2.
 pub(super) const MC: usize = 144;
 /// Columns of a packed-at-load B swept per block: a `KC x NC` block stays in L3.
@@ -182,7 +182,7 @@ thread_local! {
 
 /// Runs `task` with a per-thread scratch buffer of `length` elements, or a fresh one if this
 /// thread's buffer is already in use further up the stack.
-pub(super) fn with_scratch<R>(
+pub(crate) fn with_scratch<R>(
     scratch: &'static std::thread::LocalKey<RefCell<AlignedBuffer>>,
     length: usize,
     task: impl FnOnce(&mut [f32]) -> R,
@@ -605,12 +605,10 @@ pub(super) fn run_block(
     let first_block = block_start == 0;
     let last_block = block_start + block_depth == product.depth;
     let accumulate = product.accumulate || !first_block;
-    let (clamp, row_activation) = match product.activation {
-        Some(activation) if last_block => match Clamp::of(activation) {
-            Some(clamp) => (clamp, None),
-            None => (Clamp::None, Some(activation)),
-        },
-        _ => (Clamp::None, None),
+    let (clamp, row_activation) = if last_block {
+        Clamp::split(product.activation)
+    } else {
+        (Clamp::None, None)
     };
     for group_start in column_block.clone().step_by(ACTIVATION_GROUP_COLUMNS) {
         let group = group_start..(group_start + ACTIVATION_GROUP_COLUMNS).min(column_block.end);

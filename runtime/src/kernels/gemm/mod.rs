@@ -61,17 +61,18 @@ pub(super) fn prefetch_l2<T>(address: *const T) {
     }
 }
 
-pub(crate) use driver::RhsSource;
+pub(crate) use driver::{KC, RhsSource, with_scratch};
+pub(crate) use packing::AlignedBuffer;
 pub(crate) use tile::{Clamp, GemmKernels, TileEpilogue, TileOutput as StripOutput};
 
 use crate::error::{KernelError, KernelResult};
 use crate::kernels::activation::Activation;
 use driver::{
-    Execution, KC, MatrixSource, PackedRhsView, RhsOperand, SOURCE_NC, gemm_with, strided_extent,
+    Execution, MatrixSource, PackedRhsView, RhsOperand, SOURCE_NC, gemm_with, strided_extent,
 };
 #[cfg(test)]
 use driver::{GridPacking, LhsAccess, TaskGrid, even_share, task_grid};
-use packing::{AlignedBuffer, pack_lhs_block, pack_rhs, packed_rhs_length};
+use packing::{pack_lhs_block, pack_rhs, packed_rhs_length};
 
 /// Rows of A (and of C) in one micro-kernel tile.
 pub const MR: usize = 6;

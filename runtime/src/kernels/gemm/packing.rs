@@ -13,7 +13,7 @@ pub(super) fn packed_rhs_length(depth: usize, cols: usize) -> usize {
 /// A slice whose first element sits on a 64-byte boundary, so each 16-float panel row of B is
 /// exactly one cache line.
 #[derive(Clone, Debug, Default)]
-pub(super) struct AlignedBuffer {
+pub(crate) struct AlignedBuffer {
     storage: Vec<f32>,
     offset: usize,
     length: usize,
@@ -22,14 +22,14 @@ pub(super) struct AlignedBuffer {
 impl AlignedBuffer {
     pub(super) const SLACK: usize = 64 / std::mem::size_of::<f32>();
 
-    pub(super) fn zeroed(length: usize) -> Self {
+    pub(crate) fn zeroed(length: usize) -> Self {
         let mut buffer = Self::default();
         buffer.resize(length);
         buffer
     }
 
     /// Makes room for `length` elements; the contents are unspecified afterwards.
-    pub(super) fn resize(&mut self, length: usize) {
+    pub(crate) fn resize(&mut self, length: usize) {
         if self.storage.len() < length + Self::SLACK {
             self.storage = vec![0.0; length + Self::SLACK];
         }
@@ -42,7 +42,7 @@ impl AlignedBuffer {
         &self.storage[self.offset..][..self.length]
     }
 
-    pub(super) fn as_mut_slice(&mut self) -> &mut [f32] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.storage[self.offset..][..self.length]
     }
 }

@@ -47,6 +47,18 @@ impl Clamp {
         }
     }
 
+    /// An optional activation split into what a micro-kernel applies in registers (a clamp)
+    /// and what must run over the stored rows afterwards (any other activation).
+    pub(crate) fn split(activation: Option<Activation>) -> (Clamp, Option<Activation>) {
+        match activation {
+            Some(activation) => match Clamp::of(activation) {
+                Some(clamp) => (clamp, None),
+                None => (Clamp::None, Some(activation)),
+            },
+            None => (Clamp::None, None),
+        }
+    }
+
     /// The clamp of one value, as the portable kernel computes it; the same function as the
     /// activation's, so that NaN passes through and `-0.0` stays `-0.0`.
     #[inline(always)]
