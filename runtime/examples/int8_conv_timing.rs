@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p nnc-runtime --example int8_conv_timing -- [--threads 1,2] \
-//!     [--calls 50] [--max-isa avx512vnni|avx2|portable] [--only resnet|mobilenet]
+//!     [--calls 50] [--max-isa amx|avx512vnni|avx2|portable] [--only resnet|mobilenet|NAME]
 //! ```
 //!
 //! One line per shape and thread count: the f32 and int8 medians in microseconds, the ratio
@@ -270,6 +270,7 @@ fn main() {
             "portable" => Int8Isa::Portable,
             "avx2" => Int8Isa::Avx2,
             "avx512vnni" => Int8Isa::Avx512Vnni,
+            "amx" => Int8Isa::Amx,
             other => panic!("--max-isa: unknown {other:?}"),
         });
     }
@@ -281,10 +282,10 @@ fn main() {
     for &thread_count in &threads {
         set_num_threads(thread_count);
         let mut totals: Vec<(&str, f64, f64)> = Vec::new();
-        for shape in SHAPES
-            .iter()
-            .filter(|shape| only.as_deref().is_none_or(|only| only == shape.network))
-        {
+        for shape in SHAPES.iter().filter(|shape| {
+            only.as_deref()
+                .is_none_or(|only| only == shape.network || shape.name.starts_with(only))
+        }) {
             let [out, group_in, kernel, _] = shape.weight;
             let [height, width, channels] = shape.input;
             let groups = channels / group_in;

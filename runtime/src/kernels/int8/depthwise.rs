@@ -222,12 +222,12 @@ fn depthwise_row(
     }
     match call.isa {
         #[cfg(target_arch = "x86_64")]
-        Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
+        Int8Isa::Avx512Vnni | Int8Isa::Amx if Int8Isa::Avx512Vnni.is_available() => {
             // SAFETY: The processor has AVX512F and BW (checked just above); the body is safe.
             unsafe { depthwise_row_avx512(weights, call, row, residual, output) }
         }
         #[cfg(target_arch = "x86_64")]
-        Int8Isa::Avx2 | Int8Isa::Avx512Vnni if Int8Isa::Avx2.is_available() => {
+        Int8Isa::Avx2 | Int8Isa::Avx512Vnni | Int8Isa::Amx if Int8Isa::Avx2.is_available() => {
             // SAFETY: The processor has AVX2 (checked just above); the body is safe.
             unsafe { depthwise_row_avx2(weights, call, row, residual, output) }
         }
@@ -247,7 +247,7 @@ fn grouped_row(
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let Some(grouped) = &weights.grouped
-        && call.isa == Int8Isa::Avx512Vnni
+        && call.isa >= Int8Isa::Avx512Vnni
         && Int8Isa::Avx512Vnni.is_available()
         && is_x86_feature_detected!("avx512vl")
         && is_x86_feature_detected!("avx512vbmi")

@@ -15,7 +15,7 @@
 //! ([`task_grid`]); inside one, columns are cut into blocks whose packed weights fit in L2, and
 //! each block is swept by tiles of [`MR`] rows and two panels.
 
-use super::kernels::{self, ByteTile, FloatTile, TILE_COLS, TileOperands};
+use super::kernels::{self, ByteTile, FloatTile, TILE_COLS, TileOperands, TileScratch};
 use super::quantize::quantize_slice;
 use super::{ActivationQuantization, Int8Isa};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
@@ -272,7 +272,8 @@ trait TileSink: Sync {
 
     /// Computes the tile (or strip of tiles) of `operands` and consumes its sums:
     /// `operands.rows <= strip_rows()` rows from `first_row` and `cols <= TILE_COLS` columns
-    /// from `first_col`. Rectangles of different calls never overlap. `tile` is scratch.
+    /// from `first_col`. Rectangles of different calls never overlap. `scratch` is the task's,
+    /// made for this GEMM (the AMX blocks keep the depth's tail in it from call to call).
     fn run_tile(
         &self,
         isa: Int8Isa,
@@ -280,7 +281,7 @@ trait TileSink: Sync {
         first_row: usize,
         first_col: usize,
         cols: usize,
-        tile: &mut Tile,
+        scratch: &mut TileScratch,
     );
 }
 
@@ -324,7 +325,7 @@ impl TileSink for FloatSink<'_> {
         first_row: usize,
         first_col: usize,
         cols: usize,
-        tile: &mut Tile,
+        scratch: &mut TileScratch,
     ) {
         let total_cols = self.weights.cols;
         let rows = operands.rows;
@@ -349,7 +350,7 @@ impl TileSink for FloatSink<'_> {
         };
         // SAFETY: As above: `float.output` is the tile's rectangle, `rows` rows of `cols`
         // values `stride` apart, written by this task alone.
-        unsafe { kernels::strip_to_output(isa, operands, &float, tile) };
+        unsafe { kernels::strip_to_output(isa, operands, &float, scratch) };
         if let Some(activation) = self.other_activation {
             for row in 0..rows {
                 // SAFETY: Row `row` of the tile's rectangle, as above.
@@ -392,7 +393,7 @@ impl TileSink for QuantizedSink<'_> {
         first_row: usize,
         first_col: usize,
         cols: usize,
-        tile: &mut Tile,
+        scratch: &mut TileScratch,
     ) {
         let rows = operands.rows;
         let columns = first_col..first_col + cols;
@@ -421,7 +422,7 @@ impl TileSink for QuantizedSink<'_> {
             };
             // SAFETY: The tile's rectangle of the bytes, as above, is written by this task
             // alone.
-            unsafe { kernels::strip_to_output(isa, operands, &float, tile) };
+            unsafe { kernels::strip_to_output(isa, operands, &float, scratch) };
             return;
         }
         // Other activations run on the f32 results, in a buffer on the stack.
@@ -438,7 +439,7 @@ impl TileSink for QuantizedSink<'_> {
         };
         // SAFETY: `values` holds `MR >= rows` rows of `TILE_COLS >= cols` values, and only this
         // call accesses it.
-        unsafe { kernels::tile_to_output(isa, operands, &float, tile) };
+        unsafe { kernels::tile_to_output(isa, operands, &float, &mut scratch.tile) };
         for (row, row_values) in values.chunks_exact_mut(TILE_COLS).take(rows).enumerate() {
             let row_values = &mut row_values[..cols];
             if let Some(activation) = self.other_activation {
@@ -475,9 +476,10 @@ impl TileSink for SumSink {
         first_row: usize,
         first_col: usize,
         cols: usize,
-        tile: &mut Tile,
+        scratch: &mut TileScratch,
     ) {
         let rows = operands.rows;
+        let tile = &mut scratch.tile;
         kernels::tile(isa, operands, tile);
         for row in 0..rows {
             let offset = (first_row + row) * self.cols + first_col;
@@ -602,9 +604,17 @@ fn run_rectangle(
     let groups = weights.groups();
     let panel_bytes = groups * NR * K_GROUP;
     let block_panels = (COLUMN_BLOCK_BYTES / panel_bytes.max(1)).max(2) & !1;
-    // Strips of rows whose A stays in L1 while they sweep the block's panels.
-    let strip_rows = (STRIP_A_BYTES / lhs.stride.max(1) / MR * MR).clamp(MR, sink.strip_rows());
-    let mut tile: Tile = [0; MR * TILE_COLS];
+    // Strips of rows whose A stays in L1 while they sweep the block's panels, in whole tiles
+    // (AMX blocks of 32 rows).
+    let unit = match isa {
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Amx => super::amx::BLOCK_ROWS,
+        _ => MR,
+    };
+    let strip_rows = (STRIP_A_BYTES / lhs.stride.max(1) / unit * unit)
+        .max(unit)
+        .min(sink.strip_rows());
+    let mut scratch = TileScratch::new();
     let mut block_start = panels.start;
     while block_start < panels.end {
         let block_end = (block_start + block_panels).min(panels.end);
@@ -626,7 +636,7 @@ fn run_rectangle(
                     first_panel: weights.panel(panel),
                     second_panel: second,
                 };
-                sink.run_tile(isa, operands, first_row, first_col, cols, &mut tile);
+                sink.run_tile(isa, operands, first_row, first_col, cols, &mut scratch);
                 panel += if pair { 2 } else { 1 };
             }
             first_row += tile_rows;

@@ -42,18 +42,46 @@ pub(crate) fn tile(isa: Int8Isa, operands: TileOperands<'_>, tile: &mut Tile) {
     check_operands(&operands, MR);
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Int8Isa::Avx512Vnni if Int8Isa::Avx512Vnni.is_available() => {
+        Int8Isa::Amx if Int8Isa::Amx.is_available() => {
+            // SAFETY: The processor has AMX, AVX512F, BW and VNNI, and the process may use the
+            // tiles (checked just above); the operands' sizes were checked above.
+            unsafe { x86_64::tile_amx(&operands, tile) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Int8Isa::Avx512Vnni | Int8Isa::Amx if Int8Isa::Avx512Vnni.is_available() => {
             // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), and the
             // operands' sizes were checked above.
             unsafe { x86_64::tile_avx512_vnni(&operands, tile) }
         }
         #[cfg(target_arch = "x86_64")]
-        Int8Isa::Avx2 | Int8Isa::Avx512Vnni if Int8Isa::Avx2.is_available() => {
+        Int8Isa::Avx2 | Int8Isa::Avx512Vnni | Int8Isa::Amx if Int8Isa::Avx2.is_available() => {
             // SAFETY: The processor has AVX2 (checked just above), and the operands' sizes were
             // checked above.
             unsafe { x86_64::tile_avx2(&operands, tile) }
         }
         _ => tile_portable(&operands, tile),
+    }
+}
+
+/// The shallowest product the strips run on AMX: one chunk of depth (64 steps of k).
+#[cfg(target_arch = "x86_64")]
+const AMX_MIN_GROUPS: usize = super::amx::CHUNK_GROUPS;
+
+/// Scratch memory of the kernels, made once per task of the GEMM and used by each of its tiles
+/// and strips in turn.
+pub(crate) struct TileScratch {
+    pub(crate) tile: Tile,
+    #[cfg(target_arch = "x86_64")]
+    amx: super::amx::Scratch,
+}
+
+impl TileScratch {
+    pub(crate) fn new() -> Self {
+        TileScratch {
+            tile: [0; MR * TILE_COLS],
+            #[cfg(target_arch = "x86_64")]
+            amx: super::amx::Scratch::new(),
+        }
     }
 }
 
@@ -103,7 +131,8 @@ pub(crate) unsafe fn tile_to_output(
     let (rows, cols) = (operands.rows, float.corrections.len());
     check_epilogue(&operands, float);
     #[cfg(target_arch = "x86_64")]
-    if isa == Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
+    if isa >= Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
+        // One tile of AMX would cost more than the VNNI tile: its sums go through memory.
         check_operands(&operands, MR);
         // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), the operands'
         // sizes were checked, and the caller vouches for the output.
@@ -162,17 +191,30 @@ impl FloatTile<'_> {
 /// a 1x1 convolution of 16 input channels); the others call [`tile_to_output`] per tile.
 ///
 /// # Safety
-/// As [`tile_to_output`], for the strip's rows.
+/// As [`tile_to_output`], for the strip's rows; `scratch` has served only the tiles of this
+/// GEMM (of the same depth) since it was made.
 pub(crate) unsafe fn strip_to_output(
     isa: Int8Isa,
     operands: TileOperands<'_>,
     float: &FloatTile<'_>,
-    tile: &mut Tile,
+    scratch: &mut TileScratch,
 ) {
     let rows = operands.rows;
     check_operands(&operands, usize::MAX);
+    // A depth of less than one AMX chunk runs faster on VNNI: AMX would copy all of it to the
+    // stack, and a short depth leaves the epilogue, which AMX runs through memory, the most work
+    // (MobileNetV2's 1x1 24 -> 144 at 56x56: 128 us on VNNI, 174 us on AMX).
     #[cfg(target_arch = "x86_64")]
-    if isa == Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
+    if isa == Int8Isa::Amx && operands.groups >= AMX_MIN_GROUPS && Int8Isa::Amx.is_available() {
+        check_epilogue(&operands, float);
+        // SAFETY: The processor has AMX, AVX512F, BW and VNNI, and the process may use the
+        // tiles (checked just above); the operands' sizes were checked, and the caller vouches
+        // for the output.
+        unsafe { x86_64::strip_amx_to_output(&operands, float, &mut scratch.amx) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Int8Isa::Avx512Vnni && Int8Isa::Avx512Vnni.is_available() {
         // The tiles' checks of `tile_to_output`, once for the strip.
         check_epilogue(&operands, float);
         // SAFETY: The processor has AVX512F, BW and VNNI (checked just above), the operands'
@@ -189,7 +231,14 @@ pub(crate) unsafe fn strip_to_output(
             ..operands
         };
         // SAFETY: The tile's rows are rows of the strip, which the caller vouches for.
-        unsafe { tile_to_output(isa, tile_operands, &float.rows_from(first), tile) };
+        unsafe {
+            tile_to_output(
+                isa,
+                tile_operands,
+                &float.rows_from(first),
+                &mut scratch.tile,
+            )
+        };
         first += tile_rows;
     }
 }
@@ -328,11 +377,115 @@ pub(super) use x86_64::{apply_clamp as apply_clamp_avx512, quantize as quantize_
 mod x86_64 {
     //! The x86-64 tiles and epilogues; the callers check the processor and the operands.
 
+    use super::super::amx::{self, BLOCK_ROWS, TileConfig};
     use super::{
         ActivationQuantization, ByteTile, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile,
         TileOperands, epilogue_row_body,
     };
     use std::arch::x86_64::*;
+
+    /// The AMX tile: one block's sums, copied into `tile`.
+    ///
+    /// # Safety
+    /// The processor has AMX, AVX512F, BW and VNNI, the process may use the tiles, and the
+    /// operands are as `super::tile` checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn tile_amx(operands: &TileOperands<'_>, tile: &mut Tile) {
+        let mut scratch = amx::Scratch::new();
+        let cols = if operands.second_panel.is_empty() {
+            NR
+        } else {
+            TILE_COLS
+        };
+        // SAFETY: Passed on from the caller; the configuration is the block's.
+        unsafe {
+            TileConfig::for_rows(operands.rows).load();
+            amx::block_sums(operands, 0, operands.rows, &mut scratch);
+            amx::release();
+        }
+        for row in 0..operands.rows {
+            tile[row * TILE_COLS..][..cols]
+                .copy_from_slice(&scratch.sums[row * TILE_COLS..][..cols]);
+        }
+    }
+
+    /// Rows of sums an AMX block's epilogue takes at a time.
+    const EPILOGUE_ROWS: usize = 8;
+
+    /// `ROWS` rows of `PANELS` panels of sums from a block's buffer (rows `TILE_COLS` apart).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load_sums<const ROWS: usize, const PANELS: usize>(
+        sums: &[i32],
+    ) -> [[__m512i; PANELS]; ROWS] {
+        let mut vectors = [[_mm512_setzero_si512(); PANELS]; ROWS];
+        for (row, row_vectors) in vectors.iter_mut().enumerate() {
+            for (panel, vector) in row_vectors.iter_mut().enumerate() {
+                let sixteen = &sums[row * TILE_COLS + panel * NR..][..NR];
+                // SAFETY: `sixteen` holds 16 i32.
+                *vector = unsafe { _mm512_loadu_si512(sixteen.as_ptr().cast()) };
+            }
+        }
+        vectors
+    }
+
+    /// A strip of any number of rows in AMX blocks of 32 rows, each block's sums through the
+    /// epilogue row by row.
+    ///
+    /// # Safety
+    /// As `super::strip_to_output` requires, on a processor with AMX, AVX512F, BW and VNNI
+    /// whose tiles the process may use.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn strip_amx_to_output(
+        operands: &TileOperands<'_>,
+        float: &FloatTile<'_>,
+        scratch: &mut amx::Scratch,
+    ) {
+        let rows = operands.rows;
+        let two_panels = !operands.second_panel.is_empty();
+        let mut configured = 0;
+        let mut first = 0;
+        while first < rows {
+            let block = BLOCK_ROWS.min(rows - first);
+            // SAFETY: Passed on from the caller; the configuration is the block's (the same
+            // for blocks of the same height).
+            unsafe {
+                if block != configured {
+                    TileConfig::for_rows(block).load();
+                    configured = block;
+                }
+                amx::block_sums(operands, first, block, scratch);
+            }
+            // The epilogue eight rows at a time, then row by row.
+            let mut row = 0;
+            while row < block {
+                let float = float.rows_from(first + row);
+                let rows = &scratch.sums[row * TILE_COLS..];
+                // SAFETY: `rows` holds the sums of rows `row..block` (32 i32 each); the caller
+                // vouches for those rows of the output.
+                unsafe {
+                    match (block - row >= EPILOGUE_ROWS, two_panels) {
+                        (true, true) => {
+                            sums_to_output(&load_sums::<EPILOGUE_ROWS, 2>(rows), &float)
+                        }
+                        (true, false) => {
+                            sums_to_output(&load_sums::<EPILOGUE_ROWS, 1>(rows), &float)
+                        }
+                        (false, true) => sums_to_output(&load_sums::<1, 2>(rows), &float),
+                        (false, false) => sums_to_output(&load_sums::<1, 1>(rows), &float),
+                    }
+                }
+                row += if block - row >= EPILOGUE_ROWS {
+                    EPILOGUE_ROWS
+                } else {
+                    1
+                };
+            }
+            first += block;
+        }
+        // SAFETY: The caller vouches for AMX.
+        unsafe { amx::release() };
+    }
 
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn epilogue_row_avx512(
@@ -531,9 +684,26 @@ mod x86_64 {
     ) {
         // SAFETY: Passed on from the caller.
         let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
+        // SAFETY: Passed on from the caller.
+        unsafe { sums_to_output(&sums, float) };
+    }
+
+    /// A tile's sums, `ROWS` rows of `PANELS` vectors, through the epilogue into the output
+    /// (or quantized into its bytes). (Written for arrays of registers: over a row count and a
+    /// function that gives the sums, the VNNI strips ran 8% slower.)
+    ///
+    /// # Safety
+    /// The processor has AVX512F and BW; `float` is as `super::tile_to_output` requires for
+    /// `ROWS` rows.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn sums_to_output<const ROWS: usize, const PANELS: usize>(
+        sums: &[[__m512i; PANELS]; ROWS],
+        float: &FloatTile<'_>,
+    ) {
         if let Some(bytes) = &float.bytes {
             // SAFETY: Passed on from the caller.
-            unsafe { store_bytes(&sums, float, bytes) };
+            unsafe { store_bytes(sums, float, bytes) };
             return;
         }
         let cols = float.corrections.len();
@@ -588,7 +758,7 @@ mod x86_64 {
     /// # Safety
     /// As `super::tile_to_output` requires of `bytes`' rectangle.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn store_bytes<const ROWS: usize, const PANELS: usize>(
         sums: &[[__m512i; PANELS]; ROWS],
         float: &FloatTile<'_>,

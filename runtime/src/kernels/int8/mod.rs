@@ -11,7 +11,8 @@
 //!   itself for a 1x1 stride-1 convolution), B the weights packed once in panels of 16 columns and
 //!   groups of 4 steps of k (the layout of AVX512-VNNI's `vpdpbusd`, 64 MACs per instruction).
 //!   The zero point is taken out afterwards with the per-column sums of the weights.
-//! - `kernels.rs`: the micro-kernels, chosen at run time: AVX512-VNNI, AVX2 (exact: u8 and s8
+//! - `amx.rs`: the GEMM's blocks of 32 rows in AMX tiles, on processors that have AMX-INT8.
+//! - `kernels.rs`: the micro-kernels, chosen at run time: AMX, AVX512-VNNI, AVX2 (exact: u8 and s8
 //!   widened to i16 and multiplied with `vpmaddwd`, since `vpmaddubsw` saturates), and portable.
 //!   [`set_max_isa`] caps the choice, as the f32 GEMM's does.
 //! - `depthwise.rs`: the depthwise convolution over channels-last images.
@@ -20,6 +21,8 @@
 //! - `conv.rs`: [`PackedConv2dInt8`], which quantizes the input (and transposes an NCHW one to
 //!   channels-last as it goes), builds the im2col rows and calls the above.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod conv;
 mod depthwise;
 mod depthwise_vnni;
@@ -41,18 +44,28 @@ pub enum Int8Isa {
     Avx2,
     /// AVX512-VNNI (with AVX512F and BW): `vpdpbusd`, four u8 x s8 products per i32 lane.
     Avx512Vnni,
+    /// AMX-INT8 for the GEMM's strips (`tdpbusd`, a 16 x 64 by 64 x 16 tile product per
+    /// instruction), AVX512-VNNI for the rest; where the operating system lets the process use
+    /// the tiles.
+    Amx,
 }
 
 impl Int8Isa {
     /// Every instruction set, the slowest first.
-    pub const ALL: [Int8Isa; 3] = [Int8Isa::Portable, Int8Isa::Avx2, Int8Isa::Avx512Vnni];
+    pub const ALL: [Int8Isa; 4] = [
+        Int8Isa::Portable,
+        Int8Isa::Avx2,
+        Int8Isa::Avx512Vnni,
+        Int8Isa::Amx,
+    ];
 
-    /// A short lower-case name (`portable`, `avx2`, `avx512vnni`).
+    /// A short lower-case name (`portable`, `avx2`, `avx512vnni`, `amx`).
     pub fn name(self) -> &'static str {
         match self {
             Int8Isa::Portable => "portable",
             Int8Isa::Avx2 => "avx2",
             Int8Isa::Avx512Vnni => "avx512vnni",
+            Int8Isa::Amx => "amx",
         }
     }
 
@@ -68,15 +81,16 @@ impl Int8Isa {
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Int8Isa::Amx => amx::is_available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Int8Isa::Avx2 | Int8Isa::Avx512Vnni => false,
+            Int8Isa::Avx2 | Int8Isa::Avx512Vnni | Int8Isa::Amx => false,
         }
     }
 }
 
 /// The cap `set_max_isa` sets, as an `Int8Isa` discriminant (the fastest by default).
-static MAX_ISA: std::sync::atomic::AtomicU8 =
-    std::sync::atomic::AtomicU8::new(Int8Isa::Avx512Vnni as u8);
+static MAX_ISA: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(Int8Isa::Amx as u8);
 
 /// Caps the instruction set of the int8 kernels for the whole process, so that one binary can
 /// time or test each; the default is the fastest the processor has. Packed weights do not depend
@@ -89,7 +103,7 @@ pub fn set_max_isa(isa: Int8Isa) {
 /// of `set_max_isa`.
 pub fn selected_isa() -> Int8Isa {
     let cap = MAX_ISA.load(std::sync::atomic::Ordering::Relaxed);
-    [Int8Isa::Avx512Vnni, Int8Isa::Avx2]
+    [Int8Isa::Amx, Int8Isa::Avx512Vnni, Int8Isa::Avx2]
         .into_iter()
         .find(|isa| *isa as u8 <= cap && isa.is_available())
         .unwrap_or(Int8Isa::Portable)

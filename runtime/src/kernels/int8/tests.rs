@@ -1,7 +1,10 @@
 //! The int8 kernels against a plain twin that computes the same formula in i64 and f64, on
 //! random odd shapes, on every instruction set this processor has.
 
-use super::gemm::{Int8Lhs, PackedInt8Weights, int8_gemm_sums, quantize_filter};
+use super::gemm::{
+    GemmOutput, Int8Epilogue, Int8Lhs, PackedInt8Weights, int8_gemm, int8_gemm_sums,
+    quantize_filter,
+};
 use super::*;
 use crate::kernels::activation::Activation;
 use crate::kernels::conv::{Conv2dOptions, ConvWorkspace};
@@ -49,6 +52,79 @@ proptest! {
             let lhs = Int8Lhs { data: &a, rows, stride };
             int8_gemm_sums(isa, lhs, &weights, &mut sums);
             prop_assert_eq!(&sums, &expected, "{}", isa.name());
+        }
+    }
+}
+
+/// A product whose epilogue is exact in f32: integer weights with 127 in every column (so each
+/// column's scale is 1), input scale 1 and zero point 0, no bias. `(rows, depth, cols, A,
+/// filters)`; the depth is often a whole number of AMX chunks (64 steps of k).
+fn exact_epilogue_cases() -> impl Strategy<Value = (usize, usize, usize, Vec<u8>, Vec<f32>)> {
+    let depth = prop_oneof![1..300usize, Just(64usize), Just(128), Just(192)];
+    (1..110usize, depth, 1..70usize).prop_flat_map(|(rows, depth, cols)| {
+        (
+            Just(rows),
+            Just(depth),
+            Just(cols),
+            proptest::collection::vec(any::<u8>(), rows * depth.next_multiple_of(4)),
+            proptest::collection::vec(-127i32..=127, cols * depth).prop_map(move |mut filters| {
+                for filter in filters.chunks_exact_mut(depth) {
+                    filter[0] = 127;
+                }
+                filters.into_iter().map(|w| w as f32).collect()
+            }),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The GEMM's strips with their epilogue (the AMX blocks of 32 rows where the processor has
+    /// AMX), into f32 with a residual and into bytes, against the exact sums: with unit scales
+    /// both outputs are exact.
+    #[test]
+    fn gemm_epilogues_are_exact_on_every_isa(
+        (rows, depth, cols, a, filters) in exact_epilogue_cases(),
+    ) {
+        let stride = depth.next_multiple_of(4);
+        let weights = PackedInt8Weights::new(&filters, cols, depth, None, 1.0, 0);
+        let mut sums = vec![0i64; rows * cols];
+        for row in 0..rows {
+            for (column, filter) in filters.chunks_exact(depth).enumerate() {
+                sums[row * cols + column] = (0..depth)
+                    .map(|k| i64::from(a[row * stride + k]) * filter[k] as i64)
+                    .sum();
+            }
+        }
+        let residual: Vec<f32> = (0..rows * cols).map(|index| (index % 7) as f32 - 3.0).collect();
+        let expected_float: Vec<f32> = sums
+            .iter()
+            .zip(&residual)
+            .map(|(&sum, &skip)| (sum as f32 + skip).max(0.0))
+            .collect();
+        let expected_bytes: Vec<u8> = sums.iter().map(|&sum| sum.clamp(0, 255) as u8).collect();
+        let lhs = Int8Lhs { data: &a, rows, stride };
+        let relu = Int8Epilogue { residual: None, activation: Some(Activation::Relu) };
+        for isa in available_isas() {
+            let mut float = vec![f32::NAN; rows * cols];
+            let epilogue = Int8Epilogue { residual: Some(&residual), ..relu };
+            int8_gemm(isa, lhs, &weights, epilogue, GemmOutput::Float(&mut float));
+            prop_assert_eq!(&float, &expected_float, "{}", isa.name());
+            // Rows of the bytes are wider than the output; the byte past it stays as it was.
+            let row_stride = cols + 1;
+            let mut bytes = vec![7u8; rows * row_stride];
+            let quantization = ActivationQuantization { scale: 1.0, zero_point: 0 };
+            let output = GemmOutput::Quantized { bytes: &mut bytes, row_stride, quantization };
+            int8_gemm(isa, lhs, &weights, relu, output);
+            for row in 0..rows {
+                prop_assert_eq!(
+                    &bytes[row * row_stride..][..cols],
+                    &expected_bytes[row * cols..][..cols],
+                    "{} row {}", isa.name(), row
+                );
+                prop_assert_eq!(bytes[row * row_stride + cols], 7);
+            }
         }
     }
 }
