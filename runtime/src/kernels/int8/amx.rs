@@ -140,9 +140,9 @@ pub(crate) struct Scratch {
     tail: TailScratch,
 }
 
-/// Buffers of one block's last, partial chunk: A's rows (64 bytes each) and the two panels'
-/// groups. The bytes past the tail's are zero; within one GEMM every block copies the same
-/// number of bytes into them, so they stay zero.
+/// Buffers of one block's last, partial chunk: A's rows (64 bytes each), for the last rows of A,
+/// and the two panels' groups. The bytes past the tail's are zero; within one GEMM every copy
+/// has the same length, so they stay zero.
 #[repr(C, align(64))]
 struct TailScratch {
     a: [u8; BLOCK_ROWS * TILE_ROW_BYTES],
@@ -161,6 +161,25 @@ impl Scratch {
     }
 }
 
+/// Copies the last, partial chunk of `operands`' panels (if the depth has one) into `scratch`,
+/// where `block_sums` reads it: once for the blocks of a strip, which share their panels.
+pub(crate) fn prepare_tail(operands: &TileOperands<'_>, scratch: &mut Scratch) {
+    let (full_chunks, tail_groups) = (
+        operands.groups / CHUNK_GROUPS,
+        operands.groups % CHUNK_GROUPS,
+    );
+    if tail_groups == 0 {
+        return;
+    }
+    let panels = [operands.first_panel, operands.second_panel];
+    for (panel, destination) in panels.iter().zip(&mut scratch.tail.b) {
+        if !panel.is_empty() {
+            destination[..tail_groups * NR * K_GROUP]
+                .copy_from_slice(&panel[full_chunks * CHUNK_BYTES..][..tail_groups * NR * K_GROUP]);
+        }
+    }
+}
+
 /// `scratch.sums[r * TILE_COLS + j] = sum_k A[first + r][k] * B[k][j]` for the
 /// `rows <= BLOCK_ROWS` rows of `operands` from `first` and its one or two panels' columns. The
 /// entries of rows past `rows` (and of the second panel's columns, for one panel) are left with
@@ -170,7 +189,7 @@ impl Scratch {
 /// The processor has AMX and the process may use it ([`is_available`]); the tiles hold the
 /// configuration `TileConfig::for_rows(rows)`; the operands are as `kernels::check_operands`
 /// checks them, for rows `first..first + rows`; `scratch` has only been used for operands of
-/// the same depth since it was made.
+/// the same depth since it was made, and `prepare_tail` last saw these operands' panels.
 pub(crate) unsafe fn block_sums(
     operands: &TileOperands<'_>,
     first: usize,
@@ -213,31 +232,38 @@ pub(crate) unsafe fn block_sums(
     }
     if tail_groups > 0 {
         let (offset, bytes) = (full_chunks * TILE_ROW_BYTES, tail_groups * K_GROUP);
-        for row in 0..rows {
-            scratch.a[row * TILE_ROW_BYTES..][..bytes]
-                .copy_from_slice(&operands.a[(first + row) * stride + offset..][..bytes]);
-        }
-        let panels = [operands.first_panel, operands.second_panel];
-        for (panel, destination) in panels.iter().zip(&mut scratch.b) {
-            if !panel.is_empty() {
-                destination[..tail_groups * NR * K_GROUP]
-                    .copy_from_slice(&panel[full_chunks * CHUNK_BYTES..]);
-            }
-        }
-        let a = scratch.a.as_ptr();
-        let a_second = if rows > TILE_ROWS {
-            a.wrapping_add(TILE_ROWS * TILE_ROW_BYTES)
-        } else {
-            a
-        };
         let b = [
             scratch.b[0].as_ptr(),
             scratch.b[usize::from(two_panels)].as_ptr(),
         ];
-        // SAFETY: As above, for one chunk of the scratch buffers: 32 rows of 64 bytes, and
-        // 1,024 bytes per panel. What the copies left untouched is zero (`TailScratch::new`)
-        // or an earlier block's copy of the same tail, which covers the same bytes.
-        unsafe { chunks(two_panels, [a, a_second], TILE_ROW_BYTES, b, 1) };
+        // The tail's 64 bytes of each row are read in place when the last row's are inside A:
+        // the bytes past the tail (the row's padding, the next row's first bytes) meet the zero
+        // weights past the tail in `scratch.b`. Only the last rows of A are copied.
+        let in_place = (first + rows - 1) * stride + offset + TILE_ROW_BYTES <= operands.a.len();
+        let (a, a_second, a_stride) = if in_place {
+            (
+                a.wrapping_add(offset),
+                a_second.wrapping_add(offset),
+                stride,
+            )
+        } else {
+            for row in 0..rows {
+                scratch.a[row * TILE_ROW_BYTES..][..bytes]
+                    .copy_from_slice(&operands.a[(first + row) * stride + offset..][..bytes]);
+            }
+            let a = scratch.a.as_ptr();
+            let a_second = if rows > TILE_ROWS {
+                a.wrapping_add(TILE_ROWS * TILE_ROW_BYTES)
+            } else {
+                a
+            };
+            (a, a_second, TILE_ROW_BYTES)
+        };
+        // SAFETY: As above, for one chunk: in place, 64 bytes from `offset` of each of the
+        // block's rows, inside A (checked just above for the last row, the furthest); or the
+        // scratch's 32 rows of 64 bytes. The panels' chunk is 1,024 bytes of `scratch.b`, which
+        // `prepare_tail` filled for these panels, zero past the tail's groups.
+        unsafe { chunks(two_panels, [a, a_second], a_stride, b, 1) };
     }
     // SAFETY: The caller vouches for AMX and the configuration; the stores write at most
     // 16 rows of 64 bytes from rows 0 and 16 of `sums`, 128 bytes apart: inside its 32 rows.

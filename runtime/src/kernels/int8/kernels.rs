@@ -397,6 +397,7 @@ mod x86_64 {
         } else {
             TILE_COLS
         };
+        amx::prepare_tail(operands, &mut scratch);
         // SAFETY: Passed on from the caller; the configuration is the block's.
         unsafe {
             TileConfig::for_rows(operands.rows).load();
@@ -443,6 +444,7 @@ mod x86_64 {
     ) {
         let rows = operands.rows;
         let two_panels = !operands.second_panel.is_empty();
+        amx::prepare_tail(operands, scratch);
         let mut configured = 0;
         let mut first = 0;
         while first < rows {
