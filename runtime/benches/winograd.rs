@@ -1,6 +1,6 @@
-//! Winograd (F(4x4, 3x3) up to 256 channels, F(2x2, 3x3) at 512) against the GEMM (im2col)
-//! method on ResNet-18's 3x3 stride-1 layers (padding 1, bias and ReLU fused), at one and two
-//! threads.
+//! Winograd (F(4x4, 3x3) up to 256 channels, F(2x2, 3x3) at 512, where the automatic choice
+//! takes the GEMM) against the GEMM (im2col) method on ResNet-18's 3x3 stride-1 layers (padding
+//! 1, bias and ReLU fused), at one and two threads.
 //!
 //! Run with `cargo bench -p nnc-runtime --bench winograd`; throughput lines read as effective
 //! GFLOP/s: the FLOPs of direct convolution (each multiply-add counts two) over the time taken,

@@ -8,7 +8,8 @@
 //!   kernel over each output plane;
 //! - 3x3 kernels with unit stride and dilation, one group and enough channels run Winograd's
 //!   F(4x4, 3x3) (in [`winograd`]): four times fewer multiplications than direct convolution;
-//!   above 256 channels, F(2x2, 3x3), 2.25 times fewer;
+//!   up to 256 channels (above, its F(2x2, 3x3) reads more filter bytes than the GEMM's weight,
+//!   and runs only when asked for);
 //! - everything else is `W_g * im2col(x_g)` per image and group on the GEMM, with the weight of
 //!   each group packed as the GEMM's left operand and the bias and activation fused into its
 //!   epilogue. The im2col matrix is never built: it is an implicit GEMM, whose tasks pack their

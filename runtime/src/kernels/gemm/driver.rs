@@ -388,8 +388,12 @@ pub(super) struct GridPacking {
 /// How `run_rectangle` reads A's rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum LhsAccess {
-    /// Packed once at load (a convolution's weights).
+    /// Packed once at load (a convolution's weights), small enough to stay in a core's cache
+    /// from one task to the next.
     Prepacked,
+    /// Packed once at load, but larger than `PREPACKED_CACHED_BYTES`: each task streams its rows'
+    /// panels from memory.
+    PrepackedStreamed,
     /// A row-major matrix read in place: each task streams its rows from memory.
     InPlace,
     /// A matrix each task packs (the rows of its share) before using it.
@@ -406,9 +410,18 @@ fn lhs_access(product: &Product<'_>) -> LhsAccess {
             LhsAccess::InPlace
         }
         LhsSource::Matrix(_) => LhsAccess::PackedPerTask,
+        LhsSource::Packed(matrix) if matrix.rows * matrix.depth * 4 > PREPACKED_CACHED_BYTES => {
+            LhsAccess::PrepackedStreamed
+        }
         LhsSource::Packed(_) => LhsAccess::Prepacked,
     }
 }
+
+/// The largest packed A (bytes) that `task_grid` takes to stay in cache between tasks. A larger
+/// one comes from memory for each task that reads it: ResNet-18's 512-channel 3x3 layers on 7x7
+/// images (9.4 MB of weights, 49 pixels) were cut by columns, so that each of two threads read
+/// all the weights, and ran 1.4 ms on two threads against ONNX Runtime's 0.8.
+const PREPACKED_CACHED_BYTES: usize = 1 << 20;
 
 /// The relative cost of one `MR x NR` tile for one step of the shared dimension, of packing one
 /// `NR`-wide row of a B panel, of packing one `MR`-tall column of an A panel, and of streaming
@@ -441,7 +454,7 @@ pub(super) fn task_grid(
     let packing_cost = if packing.rhs { PANEL_PACKING_COST } else { 0 };
     let lhs_packing_cost = match packing.lhs {
         LhsAccess::Prepacked => 0,
-        LhsAccess::InPlace => LHS_PANEL_STREAMING_COST,
+        LhsAccess::InPlace | LhsAccess::PrepackedStreamed => LHS_PANEL_STREAMING_COST,
         LhsAccess::PackedPerTask => LHS_PANEL_PACKING_COST,
     };
     let max_tasks = 4 * threads;

@@ -425,6 +425,24 @@ fn task_grid_cuts_rows_when_each_task_reads_its_rows_of_a() {
 }
 
 #[test]
+fn task_grid_cuts_the_rows_of_a_large_packed_a() {
+    // ResNet-18's 512-channel 3x3 layers on 7x7 images in NCHW: A is the packed weight (86
+    // panels of rows, 9.4 MB, more than a core's cache), B the 49 pixels' im2col panels packed
+    // during the call (4 panels). A column cut ties with a row cut in tiles but makes both
+    // threads stream all of A from memory; the rows are cut.
+    let streamed = GridPacking {
+        rhs: true,
+        lhs: LhsAccess::PrepackedStreamed,
+    };
+    let grid = task_grid(86, 4, 2, streamed);
+    assert_eq!(grid.column_tasks, 1, "{grid:?}");
+    assert!(grid.row_tasks >= 2, "{grid:?}");
+    // A packed A that stays in cache keeps the tie-break: the columns are cut.
+    let cached = task_grid(86, 4, 2, PACKS_RHS);
+    assert_eq!(cached.row_tasks, 1, "{cached:?}");
+}
+
+#[test]
 fn task_grid_gives_every_thread_an_equal_share() {
     // ResNet-18 at batch 1: 56x56x64 (196 pixel panels, 11 channel panels) and 7x7x512 (4 pixel
     // panels, the last of one pixel, and 86 channel panels), at two threads.

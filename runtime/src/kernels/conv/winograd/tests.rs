@@ -419,8 +419,21 @@ fn automatic_choice_takes_winograd_only_where_it_pays() {
     assert_eq!(choose(64, 64, options), Some(Variant::F4x4));
     assert_eq!(choose(256, 128, options), Some(Variant::F4x4));
     assert_eq!(choose(8, 64, options), None);
-    assert_eq!(choose(512, 512, options), Some(Variant::F2x2));
-    assert_eq!(choose(512, 256, options), Some(Variant::F2x2));
+    // Above 256 channels the GEMM; F(2x2, 3x3) when asked for.
+    assert_eq!(choose(512, 512, options), None);
+    assert_eq!(choose(512, 256, options), None);
+    let asked = PackedConv2d::new_with_method(
+        &[0.0; 512 * 256 * 9],
+        [512, 256, 3, 3],
+        None,
+        options,
+        ConvMethodChoice::Winograd,
+    )
+    .unwrap();
+    assert!(matches!(
+        asked.method,
+        super::super::Method::Winograd(ref weights) if weights.variant == Variant::F2x2
+    ));
     let strided = Conv2dOptions {
         stride: [2, 2],
         ..options
