@@ -307,55 +307,48 @@ unsafe fn chunks(
     count: usize,
 ) {
     debug_assert!(count >= 1);
+    // The loop over chunks, with the second panel's loads, products and step given as
+    // `$second` (its operands after them).
+    macro_rules! chunk_loop {
+        ([$($second:literal),*] $($operands:tt)*) => {
+            asm!(
+                "2:",
+                "tileloadd tmm4, [{a0} + {stride}*1]",
+                "tileloadd tmm6, [{b0} + {row}*1]",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {stride}*1]",
+                "tdpbusd tmm2, tmm5, tmm6",
+                $($second,)*
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b0}, 1024",
+                "dec {count}",
+                "jnz 2b",
+                a0 = inout(reg) a[0] => _,
+                a1 = inout(reg) a[1] => _,
+                b0 = inout(reg) b[0] => _,
+                count = inout(reg) count => _,
+                stride = in(reg) a_stride,
+                row = in(reg) TILE_ROW_BYTES,
+                $($operands)*
+                options(nostack, readonly)
+            )
+        };
+    }
     // SAFETY: Passed on from the caller.
     unsafe {
         if two_panels {
-            asm!(
-                "2:",
-                "tileloadd tmm4, [{a0} + {stride}*1]",
-                "tileloadd tmm6, [{b0} + {row}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tileloadd tmm5, [{a1} + {stride}*1]",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tileloadd tmm7, [{b1} + {row}*1]",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tdpbusd tmm3, tmm5, tmm7",
-                "add {a0}, 64",
-                "add {a1}, 64",
-                "add {b0}, 1024",
-                "add {b1}, 1024",
-                "dec {count}",
-                "jnz 2b",
-                a0 = inout(reg) a[0] => _,
-                a1 = inout(reg) a[1] => _,
-                b0 = inout(reg) b[0] => _,
+            chunk_loop!(
+                [
+                    "tileloadd tmm7, [{b1} + {row}*1]",
+                    "tdpbusd tmm1, tmm4, tmm7",
+                    "tdpbusd tmm3, tmm5, tmm7",
+                    "add {b1}, 1024"
+                ]
                 b1 = inout(reg) b[1] => _,
-                count = inout(reg) count => _,
-                stride = in(reg) a_stride,
-                row = in(reg) TILE_ROW_BYTES,
-                options(nostack, readonly)
             );
         } else {
-            asm!(
-                "2:",
-                "tileloadd tmm4, [{a0} + {stride}*1]",
-                "tileloadd tmm6, [{b0} + {row}*1]",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tileloadd tmm5, [{a1} + {stride}*1]",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "add {a0}, 64",
-                "add {a1}, 64",
-                "add {b0}, 1024",
-                "dec {count}",
-                "jnz 2b",
-                a0 = inout(reg) a[0] => _,
-                a1 = inout(reg) a[1] => _,
-                b0 = inout(reg) b[0] => _,
-                count = inout(reg) count => _,
-                stride = in(reg) a_stride,
-                row = in(reg) TILE_ROW_BYTES,
-                options(nostack, readonly)
-            );
+            chunk_loop!([]);
         }
     }
 }
@@ -370,28 +363,29 @@ unsafe fn store(two_panels: bool, sums: &mut BlockSums) {
     let first = sums.as_mut_ptr();
     let second = sums[TILE_ROWS * TILE_COLS..].as_mut_ptr();
     let stride = TILE_COLS * size_of::<i32>();
+    // The first panel's stores, then the second's (`$second`).
+    macro_rules! store_tiles {
+        ($($second:literal),*) => {
+            asm!(
+                "tilestored [{c0} + {stride}*1], tmm0",
+                "tilestored [{c1} + {stride}*1], tmm2",
+                $($second,)*
+                c0 = in(reg) first,
+                c1 = in(reg) second,
+                stride = in(reg) stride,
+                options(nostack)
+            )
+        };
+    }
     // SAFETY: Passed on from the caller.
     unsafe {
         if two_panels {
-            asm!(
-                "tilestored [{c0} + {stride}*1], tmm0",
+            store_tiles!(
                 "tilestored [{c0} + {stride}*1 + 64], tmm1",
-                "tilestored [{c1} + {stride}*1], tmm2",
-                "tilestored [{c1} + {stride}*1 + 64], tmm3",
-                c0 = in(reg) first,
-                c1 = in(reg) second,
-                stride = in(reg) stride,
-                options(nostack)
+                "tilestored [{c1} + {stride}*1 + 64], tmm3"
             );
         } else {
-            asm!(
-                "tilestored [{c0} + {stride}*1], tmm0",
-                "tilestored [{c1} + {stride}*1], tmm2",
-                c0 = in(reg) first,
-                c1 = in(reg) second,
-                stride = in(reg) stride,
-                options(nostack)
-            );
+            store_tiles!();
         }
     }
 }
