@@ -242,10 +242,10 @@ pub(super) unsafe fn grouped_row(
             }
         }
         let pointers = &pointers[..group_count];
-        // The epilogue of sixteen channels from `start` (`$mask`ed when `$masked`), stored.
-        macro_rules! finish {
-            ($sums:expr, $start:expr, $masked:expr, $mask:expr) => {{
-                let (start, masked, mask): (usize, bool, __mmask16) = ($start, $masked, $mask);
+        // The epilogue's f32 values of sixteen channels from `start` (the residual's `$mask`ed).
+        macro_rules! values {
+            ($sums:expr, $start:expr, $mask:expr) => {{
+                let (start, mask): (usize, __mmask16) = ($start, $mask);
                 // SAFETY: The weight vectors hold `padded_channels >= start + 16` channels.
                 let (scales, bias) = unsafe {
                     (
@@ -262,7 +262,7 @@ pub(super) unsafe fn grouped_row(
                     // load reads the block's from `offset`.
                     values = _mm512_add_ps(values, unsafe { _mm512_maskz_loadu_ps(mask, skip) });
                 }
-                values = match slope {
+                match slope {
                     None => _mm512_min_ps(high, _mm512_max_ps(low, values)),
                     Some(slope) => super::kernels::apply_clamp_avx512(
                         values,
@@ -270,7 +270,15 @@ pub(super) unsafe fn grouped_row(
                             negative_slope: slope,
                         },
                     ),
-                };
+                }
+            }};
+        }
+        // Sixteen channels' values from `start` (`$mask`ed when `$masked`), stored.
+        macro_rules! store {
+            ($values:expr, $start:expr, $masked:expr, $mask:expr) => {{
+                let (values, start, masked, mask): (__m512, usize, bool, __mmask16) =
+                    ($values, $start, $masked, $mask);
+                let offset = out_x * channels + start;
                 match &output {
                     GemmOutput::Float(row_values) => {
                         let destination = row_values.as_ptr().wrapping_add(offset).cast_mut();
@@ -353,8 +361,33 @@ pub(super) unsafe fn grouped_row(
                 sums[0] = _mm512_dpbusd_epi32(sums[0], low_taps, weight[0]);
                 sums[1] = _mm512_dpbusd_epi32(sums[1], high_taps, weight[1]);
             }
-            finish!(sums[0], start, false, 0xffff);
-            finish!(sums[1], start + LANES, false, 0xffff);
+            let first_values = values!(sums[0], start, 0xffff);
+            let second_values = values!(sums[1], start + LANES, 0xffff);
+            match &output {
+                // Both quantized and packed together: one store of 32 bytes.
+                GemmOutput::Quantized {
+                    bytes,
+                    row_stride: pixel_stride,
+                    quantization,
+                } => {
+                    let packed = super::kernels::quantize_pair_avx512(
+                        first_values,
+                        second_values,
+                        *quantization,
+                    );
+                    let destination = bytes
+                        .as_ptr()
+                        .wrapping_add(out_x * pixel_stride + start)
+                        .cast_mut();
+                    // SAFETY: Pixel `out_x` holds `channels >= start + 32` bytes from
+                    // `out_x * pixel_stride` (checked above).
+                    unsafe { _mm256_storeu_si256(destination.cast(), packed) };
+                }
+                GemmOutput::Float(_) => {
+                    store!(first_values, start, false, 0xffff);
+                    store!(second_values, start + LANES, false, 0xffff);
+                }
+            }
             start += 2 * LANES;
         }
         // Sixteen at a time: per group, the four taps' bytes in the lanes of one register.
@@ -398,7 +431,7 @@ pub(super) unsafe fn grouped_row(
                 };
                 sums = _mm512_dpbusd_epi32(sums, interleaved, weight);
             }
-            finish!(sums, start, masked, mask);
+            store!(values!(sums, start, mask), start, masked, mask);
             start += LANES;
         }
     }

@@ -371,7 +371,10 @@ fn epilogue_row_body(
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86_64::{apply_clamp as apply_clamp_avx512, quantize as quantize_avx512};
+pub(super) use x86_64::{
+    apply_clamp as apply_clamp_avx512, quantize as quantize_avx512,
+    quantize_pair as quantize_pair_avx512,
+};
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64 {
@@ -786,22 +789,18 @@ mod x86_64 {
                 )
             };
         }
-        // After `packs` and `packus`, 128-bit lane `l` holds columns `4 l..4 l + 4` of the first
-        // panel in its first dword and of the second in its second.
-        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 3, 6, 7, 10, 11, 14, 15);
         let store_mask: __mmask64 = (1u64 << cols) - 1;
         for (row, row_sums) in sums.iter().enumerate() {
-            let mut quantized = [zero; 2];
+            let mut values = [_mm512_setzero_ps(); 2];
             for (panel, &(corrections, scales, bias)) in columns.iter().enumerate() {
                 let corrected = _mm512_sub_epi32(row_sums[panel], corrections);
-                let values = apply_clamp(
+                values[panel] = apply_clamp(
                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), scales, bias),
                     float.clamp,
                 );
-                quantized[panel] = quantize_to_i32(values, bytes.quantization);
             }
-            let words = _mm512_packs_epi32(quantized[0], quantized[1]);
-            let packed = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(words, words));
+            let packed =
+                _mm512_castsi256_si512(quantize_pair(values[0], values[1], bytes.quantization));
             let destination = bytes.output.wrapping_add(row * bytes.stride);
             // SAFETY: The caller vouches for the bytes' rectangle; the store writes only row
             // `row`'s `cols <= 32` bytes (masked stores, slow on some processors, only for
@@ -831,6 +830,29 @@ mod x86_64 {
             _mm512_cvtps_epi32(scaled),
             _mm512_set1_epi32(i32::from(quantization.zero_point)),
         )
+    }
+
+    /// Thirty-two values, `first` then `second`, quantized as `ActivationQuantization::quantize`
+    /// does, as 32 bytes: both rounded to i32, packed to bytes with the saturating packs (which
+    /// clamp to `0..=255`: NaN, rounded to `i32::MIN`, gives 0) and put back in order.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(in crate::kernels::int8) fn quantize_pair(
+        first: __m512,
+        second: __m512,
+        quantization: ActivationQuantization,
+    ) -> __m256i {
+        let words = _mm512_packs_epi32(
+            quantize_to_i32(first, quantization),
+            quantize_to_i32(second, quantization),
+        );
+        // After `packs` and `packus`, 128-bit lane `l` holds values `4 l..4 l + 4` of `first`
+        // in its first dword and of `second` in its second.
+        let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+        _mm512_castsi512_si256(_mm512_permutexvar_epi32(
+            order,
+            _mm512_packus_epi16(words, words),
+        ))
     }
 
     /// Sixteen values quantized as `ActivationQuantization::quantize` does, as bytes.
