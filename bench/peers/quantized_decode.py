@@ -14,6 +14,18 @@ dequantized at load). Each engine times
 sequences of a 5-token prompt and 32 one-token decode steps, the same tokens as the peer
 benchmark, in its own process; the engines alternate round by round, and the table gives the
 median over rounds of each process's median, and the ratio nnc / llama.cpp.
+
+On a processor with AMX-INT8 (Sapphire Rapids), llama-cpp-python 0.3.36 built with
+`CMAKE_ARGS="-DGGML_NATIVE=ON"` (run.sh's build) crashes with SIGSEGV in its first Q4_1 decode
+step, at 1 and 2 threads (its F32 decoder in the peer benchmark runs). Build a second copy
+without AMX and run this script with that interpreter:
+
+    cp -a bench/peers/.venv /tmp/llvenv
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+        -DGGML_BMI2=ON -DGGML_AVX_VNNI=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON \
+        -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON" /tmp/llvenv/bin/pip install --no-cache-dir \
+        --force-reinstall --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36
+    /tmp/llvenv/bin/python bench/peers/quantized_decode.py SmolLM2-135M-Instruct.Q4_1.gguf
 """
 
 from __future__ import annotations
