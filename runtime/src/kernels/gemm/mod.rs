@@ -39,7 +39,7 @@ mod x86_64;
 /// sees and never faults, whatever the address, so any pointer will do.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch<T>(address: *const T) {
+pub(crate) fn prefetch<T>(address: *const T) {
     // SAFETY: a prefetch never faults and has no effect the program can observe, on any address;
     // SSE, which it needs, is part of x86_64. (Rust 1.90 made the intrinsic safe; the block is for
     // the older compilers `rust-version` admits, hence the allow.)

@@ -235,13 +235,7 @@ const PREFETCH_AHEAD_BYTES: usize = 4096;
 fn prefetch_ahead(row: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     for line in (0..row.len()).step_by(64) {
-        let address = row.as_ptr().wrapping_add(PREFETCH_AHEAD_BYTES + line);
-        // SAFETY: A prefetch has no effect the program can observe, on any address; SSE is part
-        // of x86_64. (Rust 1.90 made the intrinsic safe; the block is for older compilers.)
-        #[allow(unused_unsafe)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast())
-        };
+        crate::kernels::gemm::prefetch(row.as_ptr().wrapping_add(PREFETCH_AHEAD_BYTES + line));
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = row;
