@@ -510,6 +510,48 @@ mod depthwise_x86_64 {
         }
     }
 
+    /// Pixels `first..first + TILE` of the run (`$tile` is `TILE`), the whole blocks of `$lanes`
+    /// channels from channel `$channel` on, in registers of that many lanes (`$load` and the
+    /// other intrinsics of one width): every tap multiply-added into `TILE` sums, clamped and
+    /// stored. Evaluates to the first channel past the last whole block. A macro, expanded in
+    /// each kernel, so that its intrinsics compile with that kernel's target features.
+    ///
+    /// Unsafe to expand: `$channel..channels` and every tap of these pixels, every tap's weights
+    /// and the pixels' outputs are inside their slices.
+    macro_rules! channel_blocks {
+        (
+            $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident, $lanes:literal,
+            $load:ident, $set1:ident, $fmadd:ident, $min:ident, $max:ident, $store:ident
+        ) => {{
+            let pixels: &InteriorPixels<'_> = $pixels;
+            let (first, mut channel): (usize, usize) = ($first, $channel);
+            let channels = pixels.bias.len();
+            let input = pixels.input.as_ptr();
+            let weight = pixels.weight.as_ptr();
+            let destination = $output.as_mut_ptr();
+            let base = pixels.first_base + first * pixels.pixel_step;
+            let (low, high) = clamp_bounds(pixels.clamp);
+            let (low, high) = ($set1(low), $set1(high));
+            while channel + $lanes <= channels {
+                let mut sums = [$load(pixels.bias.as_ptr().add(channel)); $tile];
+                for &(input_offset, weight_offset) in pixels.taps {
+                    let weights = $load(weight.add(weight_offset + channel));
+                    let tap = input.add(base + input_offset + channel);
+                    for (index, sum) in sums.iter_mut().enumerate() {
+                        let values = $load(tap.add(index * pixels.pixel_step));
+                        *sum = $fmadd(weights, values, *sum);
+                    }
+                }
+                for (index, sum) in sums.into_iter().enumerate() {
+                    let value = $min(high, $max(low, sum));
+                    $store(destination.add((first + index) * channels + channel), value);
+                }
+                channel += $lanes;
+            }
+            channel
+        }};
+    }
+
     /// Whether the processor runs [`interior_pixels_avx512`], and the GEMM's instruction-set
     /// cap (`set_max_isa`, which tests and benchmarks use to compare kernels) allows it.
     pub(super) fn has_avx512() -> bool {
@@ -549,34 +591,25 @@ mod depthwise_x86_64 {
         output: &mut [f32],
         first: usize,
     ) {
-        let channels = pixels.bias.len();
-        let input = pixels.input.as_ptr();
-        let weight = pixels.weight.as_ptr();
-        let destination = output.as_mut_ptr();
-        let base = pixels.first_base + first * pixels.pixel_step;
-        let (low, high) = clamp_bounds(pixels.clamp);
-        let (low, high) = (_mm512_set1_ps(low), _mm512_set1_ps(high));
-        let mut channel = 0;
-        while channel + 16 <= channels {
-            // SAFETY: `channel + 16 <= channels`, and the caller guarantees every tap of these
-            // pixels, every tap's weights and the pixels' outputs are inside their slices.
-            unsafe {
-                let mut sums = [_mm512_loadu_ps(pixels.bias.as_ptr().add(channel)); TILE];
-                for &(input_offset, weight_offset) in pixels.taps {
-                    let weights = _mm512_loadu_ps(weight.add(weight_offset + channel));
-                    let tap = input.add(base + input_offset + channel);
-                    for (index, sum) in sums.iter_mut().enumerate() {
-                        let values = _mm512_loadu_ps(tap.add(index * pixels.pixel_step));
-                        *sum = _mm512_fmadd_ps(weights, values, *sum);
-                    }
-                }
-                for (index, sum) in sums.into_iter().enumerate() {
-                    let value = _mm512_min_ps(high, _mm512_max_ps(low, sum));
-                    _mm512_storeu_ps(destination.add((first + index) * channels + channel), value);
-                }
-            }
-            channel += 16;
-        }
+        // SAFETY: The blocks stay below `channels` (the macro's loop bound), and the caller
+        // guarantees every tap of these pixels, every tap's weights and the pixels' outputs are
+        // inside their slices.
+        let channel = unsafe {
+            channel_blocks!(
+                pixels,
+                output,
+                first,
+                0,
+                TILE,
+                16,
+                _mm512_loadu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps,
+                _mm512_min_ps,
+                _mm512_max_ps,
+                _mm512_storeu_ps
+            )
+        };
         // SAFETY: As above, for the channels from `channel` on.
         unsafe { tile_from::<TILE>(pixels, output, first, channel) };
     }
@@ -620,34 +653,27 @@ mod depthwise_x86_64 {
         first: usize,
         first_channel: usize,
     ) {
+        // SAFETY: The blocks stay below `channels` (the macro's loop bound), and the caller
+        // guarantees every tap of these pixels, every tap's weights and the pixels' outputs are
+        // inside their slices.
+        let channel = unsafe {
+            channel_blocks!(
+                pixels,
+                output,
+                first,
+                first_channel,
+                TILE,
+                8,
+                _mm256_loadu_ps,
+                _mm256_set1_ps,
+                _mm256_fmadd_ps,
+                _mm256_min_ps,
+                _mm256_max_ps,
+                _mm256_storeu_ps
+            )
+        };
         let channels = pixels.bias.len();
-        let input = pixels.input.as_ptr();
-        let weight = pixels.weight.as_ptr();
-        let destination = output.as_mut_ptr();
         let base = pixels.first_base + first * pixels.pixel_step;
-        let (low, high) = clamp_bounds(pixels.clamp);
-        let (low, high) = (_mm256_set1_ps(low), _mm256_set1_ps(high));
-        let mut channel = first_channel;
-        while channel + 8 <= channels {
-            // SAFETY: `channel + 8 <= channels`, and the caller guarantees every tap of these
-            // pixels, every tap's weights and the pixels' outputs are inside their slices.
-            unsafe {
-                let mut sums = [_mm256_loadu_ps(pixels.bias.as_ptr().add(channel)); TILE];
-                for &(input_offset, weight_offset) in pixels.taps {
-                    let weights = _mm256_loadu_ps(weight.add(weight_offset + channel));
-                    let tap = input.add(base + input_offset + channel);
-                    for (index, sum) in sums.iter_mut().enumerate() {
-                        let values = _mm256_loadu_ps(tap.add(index * pixels.pixel_step));
-                        *sum = _mm256_fmadd_ps(weights, values, *sum);
-                    }
-                }
-                for (index, sum) in sums.into_iter().enumerate() {
-                    let value = _mm256_min_ps(high, _mm256_max_ps(low, sum));
-                    _mm256_storeu_ps(destination.add((first + index) * channels + channel), value);
-                }
-            }
-            channel += 8;
-        }
         for channel in channel..channels {
             for index in 0..TILE {
                 let pixel_base = base + index * pixels.pixel_step + channel;
