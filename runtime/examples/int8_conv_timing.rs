@@ -5,8 +5,12 @@
 //!
 //! ```text
 //! cargo run --release -p nnc-runtime --example int8_conv_timing -- [--threads 1,2] \
-//!     [--calls 50] [--max-isa amx|avx512vnni|avx2|portable] [--only resnet|mobilenet|NAME]
+//!     [--calls 50] [--max-isa amx|avx512vnni|avx2|portable] [--only resnet|mobilenet|NAME] \
+//!     [--bytes]
 //! ```
+//!
+//! `--bytes` times the int8 layer as it runs between int8 layers in a network: it reads bytes and
+//! writes them quantized for the layer after it.
 //!
 //! One line per shape and thread count: the f32 and int8 medians in microseconds, the ratio
 //! f32 / int8 (above 1: int8 is faster), the NCHW f32 `PackedConv2d` (Winograd for 3x3 stride
@@ -17,7 +21,9 @@ use nnc_runtime::kernels::activation::Activation;
 use nnc_runtime::kernels::conv::{
     Conv2dOptions, ConvWorkspace, PackedConv2d, PackedConv2dChannelsLast,
 };
-use nnc_runtime::kernels::int8::{ActivationQuantization, Int8Isa, PackedConv2dInt8, set_max_isa};
+use nnc_runtime::kernels::int8::{
+    ActivationQuantization, Int8Input, Int8Isa, Int8Output, PackedConv2dInt8, set_max_isa,
+};
 use nnc_runtime::set_num_threads;
 use std::hint::black_box;
 use std::time::Instant;
@@ -131,6 +137,22 @@ const SHAPES: &[Shape] = &[
         [32, 3, 3, 3],
         2,
         1,
+    ),
+    shape(
+        "mobilenet",
+        "dw 3x3 32 @112",
+        [112, 112, 32],
+        [32, 1, 3, 3],
+        1,
+        1,
+    ),
+    shape(
+        "mobilenet",
+        "1x1 16->96 @112",
+        [112, 112, 16],
+        [96, 16, 1, 1],
+        1,
+        0,
     ),
     shape(
         "mobilenet",
@@ -275,6 +297,7 @@ fn main() {
         });
     }
     let only = value_of("--only");
+    let bytes = arguments.iter().any(|argument| argument == "--bytes");
     println!(
         "int8 isa: {}",
         nnc_runtime::kernels::int8::selected_isa().name()
@@ -322,6 +345,28 @@ fn main() {
             let output_shape = f32_conv.output_shape(input_shape).unwrap();
             let mut output = vec![0.0; output_shape.iter().product()];
             let mut workspace = ConvWorkspace::new();
+            // For --bytes: the int8 layer reads bytes and writes them quantized for a 1x1 layer
+            // after it, as between the int8 layers of a network.
+            let next = PackedConv2dInt8::new(
+                &ramp(out * out, 4),
+                [out, out, 1, 1],
+                None,
+                Conv2dOptions {
+                    stride: [1, 1],
+                    padding: [0, 0],
+                    dilation: [1, 1],
+                    groups: 1,
+                },
+                true,
+                ActivationQuantization::from_range(0.0, 6.0),
+            )
+            .unwrap();
+            let input_stride = int8_conv.quantized_input_layout().1;
+            let input_bytes: Vec<u8> = (0..height * width * input_stride)
+                .map(|index| (index * 37 % 251) as u8)
+                .collect();
+            let output_pixels = output_shape[1] * output_shape[2];
+            let mut output_bytes = vec![0u8; output_pixels * next.quantized_input_layout().1];
             let (mut f32_times, mut int8_times, mut nchw_times) =
                 (Vec::new(), Vec::new(), Vec::new());
             for call in 0..calls + 3 {
@@ -331,9 +376,24 @@ fn main() {
                     .unwrap();
                 let f32_time = start.elapsed().as_secs_f64();
                 let start = Instant::now();
-                int8_conv
-                    .forward(black_box(&input), input_shape, &mut output, &mut workspace)
-                    .unwrap();
+                if bytes {
+                    int8_conv
+                        .forward_int8(
+                            Int8Input::Quantized(black_box(&input_bytes)),
+                            input_shape,
+                            None,
+                            Int8Output::QuantizedFor {
+                                next: &next,
+                                bytes: &mut output_bytes,
+                            },
+                            &mut workspace,
+                        )
+                        .unwrap();
+                } else {
+                    int8_conv
+                        .forward(black_box(&input), input_shape, &mut output, &mut workspace)
+                        .unwrap();
+                }
                 let int8_time = start.elapsed().as_secs_f64();
                 let start = Instant::now();
                 nchw_conv

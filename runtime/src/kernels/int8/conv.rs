@@ -185,10 +185,11 @@ impl PackedConv2dInt8 {
     ) -> KernelResult<Self> {
         let [out_channels, group_in_channels, kernel_h, kernel_w] = weight_shape;
         check_layer(weight, weight_shape, bias, options)?;
-        if !(input.scale > 0.0 && input.scale.is_finite()) {
+        // A normal scale has a finite inverse, which the quantizing epilogues rely on.
+        if !(input.scale >= f32::MIN_POSITIVE && input.scale.is_finite()) {
             return Err(invalid_parameter(
                 "conv",
-                "the input's quantization scale must be positive and finite",
+                "the input's quantization scale must be a positive, normal, finite number",
             ));
         }
         let taps = kernel_h * kernel_w;

@@ -19,7 +19,8 @@
 //!
 //! The epilogue runs in registers: `sum * s_x * s_w[c] + bias[c]` (a multiply then an add, as
 //! the other instruction sets compute it), the residual, the clamp, and for a quantized output
-//! the next layer's quantization, stored as bytes.
+//! the next layer's quantization, stored as bytes (with the clamp's steps that change no byte
+//! left out, as `kernels::Quantizer` says).
 
 use super::depthwise::DepthwiseCall;
 use super::gemm::{GemmOutput, quantize_filter};
@@ -121,6 +122,36 @@ pub(super) unsafe fn grouped_row(
     residual: Option<&[f32]>,
     output: GemmOutput<'_>,
 ) {
+    let zero_point = match &output {
+        GemmOutput::Quantized { quantization, .. } => quantization.zero_point != 0,
+        GemmOutput::Float(_) => false,
+    };
+    // SAFETY: Passed on from the caller.
+    unsafe {
+        if zero_point {
+            grouped_row_with::<true>(weights, channels, call, row, residual, output);
+        } else {
+            grouped_row_with::<false>(weights, channels, call, row, residual, output);
+        }
+    }
+}
+
+/// [`grouped_row`], for a quantized output whose zero point is not 0 when `ZERO_POINT` (see
+/// `kernels::Quantizer`).
+///
+/// # Safety
+/// As [`grouped_row`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni")]
+unsafe fn grouped_row_with<const ZERO_POINT: bool>(
+    weights: &GroupedWeights,
+    channels: usize,
+    call: &DepthwiseCall<'_>,
+    row: usize,
+    residual: Option<&[f32]>,
+    output: GemmOutput<'_>,
+) {
     use std::arch::x86_64::*;
 
     let geometry: &ConvGeometry = &call.geometry;
@@ -168,6 +199,18 @@ pub(super) unsafe fn grouped_row(
         }
     };
     let (low, high) = (_mm512_set1_ps(low), _mm512_set1_ps(high));
+    let quantizer = match &output {
+        GemmOutput::Quantized { quantization, .. } => {
+            super::kernels::QuantizerAvx512::new(*quantization, clamp)
+        }
+        GemmOutput::Float(_) => super::kernels::QuantizerAvx512::new(
+            super::ActivationQuantization {
+                scale: 1.0,
+                zero_point: 0,
+            },
+            clamp,
+        ),
+    };
     let mut input_rows = [None; MAX_GROUPS];
     for (kernel_y, input_row) in input_rows.iter_mut().enumerate().take(kernel_h) {
         *input_row = geometry.input_row(out_y, kernel_y);
@@ -242,7 +285,8 @@ pub(super) unsafe fn grouped_row(
             }
         }
         let pointers = &pointers[..group_count];
-        // The epilogue's f32 values of sixteen channels from `start` (the residual's `$mask`ed).
+        // The epilogue's f32 values of sixteen channels from `start` (the residual's `$mask`ed),
+        // before the clamp.
         macro_rules! values {
             ($sums:expr, $start:expr, $mask:expr) => {{
                 let (start, mask): (usize, __mmask16) = ($start, $mask);
@@ -262,15 +306,7 @@ pub(super) unsafe fn grouped_row(
                     // load reads the block's from `offset`.
                     values = _mm512_add_ps(values, unsafe { _mm512_maskz_loadu_ps(mask, skip) });
                 }
-                match slope {
-                    None => _mm512_min_ps(high, _mm512_max_ps(low, values)),
-                    Some(slope) => super::kernels::apply_clamp_avx512(
-                        values,
-                        Clamp::LeakyRelu {
-                            negative_slope: slope,
-                        },
-                    ),
-                }
+                values
             }};
         }
         // Sixteen channels' values from `start` (`$mask`ed when `$masked`), stored.
@@ -281,6 +317,15 @@ pub(super) unsafe fn grouped_row(
                 let offset = out_x * channels + start;
                 match &output {
                     GemmOutput::Float(row_values) => {
+                        let values = match slope {
+                            None => _mm512_min_ps(high, _mm512_max_ps(low, values)),
+                            Some(slope) => super::kernels::apply_clamp_avx512(
+                                values,
+                                Clamp::LeakyRelu {
+                                    negative_slope: slope,
+                                },
+                            ),
+                        };
                         let destination = row_values.as_ptr().wrapping_add(offset).cast_mut();
                         // SAFETY: The row holds `out_w * channels` values; the store writes
                         // the block's from `offset` (masked stores, slow on some processors,
@@ -297,9 +342,11 @@ pub(super) unsafe fn grouped_row(
                     GemmOutput::Quantized {
                         bytes,
                         row_stride: pixel_stride,
-                        quantization,
+                        ..
                     } => {
-                        let quantized = super::kernels::quantize_avx512(values, *quantization);
+                        let quantized = super::kernels::quantize_avx512::<ZERO_POINT>(
+                            values, &quantizer, clamp,
+                        );
                         let destination = bytes
                             .as_ptr()
                             .wrapping_add(out_x * pixel_stride + start)
@@ -368,12 +415,13 @@ pub(super) unsafe fn grouped_row(
                 GemmOutput::Quantized {
                     bytes,
                     row_stride: pixel_stride,
-                    quantization,
+                    ..
                 } => {
-                    let packed = super::kernels::quantize_pair_avx512(
+                    let packed = super::kernels::quantize_pair_avx512::<ZERO_POINT>(
                         first_values,
                         second_values,
-                        *quantization,
+                        &quantizer,
+                        clamp,
                     );
                     let destination = bytes
                         .as_ptr()

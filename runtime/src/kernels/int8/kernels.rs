@@ -372,7 +372,7 @@ fn epilogue_row_body(
 
 #[cfg(target_arch = "x86_64")]
 pub(super) use x86_64::{
-    apply_clamp as apply_clamp_avx512, quantize as quantize_avx512,
+    Quantizer as QuantizerAvx512, apply_clamp as apply_clamp_avx512, quantize as quantize_avx512,
     quantize_pair as quantize_pair_avx512,
 };
 
@@ -416,18 +416,21 @@ mod x86_64 {
     /// Rows of sums an AMX block's epilogue takes at a time.
     const EPILOGUE_ROWS: usize = 8;
 
-    /// `ROWS` rows of `PANELS` panels of sums from a block's buffer (rows `TILE_COLS` apart).
+    /// `ROWS` rows of `PANELS` panels of sums from a block's buffer (rows `TILE_COLS` apart),
+    /// corrected: plus `negated_corrections`.
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn load_sums<const ROWS: usize, const PANELS: usize>(
         sums: &[i32],
+        negated_corrections: &[__m512i; PANELS],
     ) -> [[__m512i; PANELS]; ROWS] {
         let mut vectors = [[_mm512_setzero_si512(); PANELS]; ROWS];
         for (row, row_vectors) in vectors.iter_mut().enumerate() {
             for (panel, vector) in row_vectors.iter_mut().enumerate() {
                 let sixteen = &sums[row * TILE_COLS + panel * NR..][..NR];
                 // SAFETY: `sixteen` holds 16 i32.
-                *vector = unsafe { _mm512_loadu_si512(sixteen.as_ptr().cast()) };
+                let loaded = unsafe { _mm512_loadu_si512(sixteen.as_ptr().cast()) };
+                *vector = _mm512_add_epi32(loaded, negated_corrections[panel]);
             }
         }
         vectors
@@ -447,6 +450,10 @@ mod x86_64 {
     ) {
         let rows = operands.rows;
         let two_panels = !operands.second_panel.is_empty();
+        let (one, two) = (
+            negated_corrections::<1>(float.corrections),
+            negated_corrections::<2>(float.corrections),
+        );
         amx::prepare_tail(operands, scratch);
         let mut configured = 0;
         let mut first = 0;
@@ -471,13 +478,13 @@ mod x86_64 {
                 unsafe {
                     match (block - row >= EPILOGUE_ROWS, two_panels) {
                         (true, true) => {
-                            sums_to_output(&load_sums::<EPILOGUE_ROWS, 2>(rows), &float)
+                            sums_to_output(&load_sums::<EPILOGUE_ROWS, 2>(rows, &two), &float)
                         }
                         (true, false) => {
-                            sums_to_output(&load_sums::<EPILOGUE_ROWS, 1>(rows), &float)
+                            sums_to_output(&load_sums::<EPILOGUE_ROWS, 1>(rows, &one), &float)
                         }
-                        (false, true) => sums_to_output(&load_sums::<1, 2>(rows), &float),
-                        (false, false) => sums_to_output(&load_sums::<1, 1>(rows), &float),
+                        (false, true) => sums_to_output(&load_sums::<1, 2>(rows, &two), &float),
+                        (false, false) => sums_to_output(&load_sums::<1, 1>(rows, &one), &float),
                     }
                 }
                 row += if block - row >= EPILOGUE_ROWS {
@@ -611,8 +618,9 @@ mod x86_64 {
         }
     }
 
-    /// `ROWS` rows times `PANELS` panels, one zmm accumulator each: per group of four k, one
-    /// load of each panel, one broadcast of four bytes per row, and `ROWS * PANELS` `vpdpbusd`.
+    /// `ROWS` rows times `PANELS` panels, one zmm accumulator each, each starting at its panel's
+    /// `start`: per group of four k, one load of each panel, one broadcast of four bytes per row,
+    /// and `ROWS * PANELS` `vpdpbusd`.
     ///
     /// # Safety
     /// The processor has AVX512F, BW and VNNI; the operands are as `super::tile` checks, with
@@ -621,9 +629,10 @@ mod x86_64 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn vnni_sums<const ROWS: usize, const PANELS: usize>(
         operands: &TileOperands<'_>,
+        start: [__m512i; PANELS],
     ) -> [[__m512i; PANELS]; ROWS] {
         const { assert!(ROWS <= MR && PANELS <= 2) };
-        let mut sums = [[_mm512_setzero_si512(); PANELS]; ROWS];
+        let mut sums = [start; ROWS];
         let a = operands.a.as_ptr();
         let panels = [
             operands.first_panel.as_ptr(),
@@ -666,7 +675,7 @@ mod x86_64 {
         tile: &mut Tile,
     ) {
         // SAFETY: Passed on from the caller.
-        let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
+        let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands, [_mm512_setzero_si512(); PANELS]) };
         for (row, row_sums) in sums.iter().enumerate() {
             for (panel, sum) in row_sums.iter().enumerate() {
                 let destination = &mut tile[row * TILE_COLS + panel * NR..][..NR];
@@ -674,6 +683,26 @@ mod x86_64 {
                 unsafe { _mm512_storeu_si512(destination.as_mut_ptr().cast(), *sum) };
             }
         }
+    }
+
+    /// `-corrections`, 16 columns per panel (zero past the last column).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn negated_corrections<const PANELS: usize>(corrections: &[i32]) -> [__m512i; PANELS] {
+        let cols = corrections.len();
+        let mut negated = [_mm512_setzero_si512(); PANELS];
+        for (panel, vector) in negated.iter_mut().enumerate() {
+            let first = panel * NR;
+            if first >= cols {
+                break;
+            }
+            let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
+            // SAFETY: The masked load reads only the columns from `first` that `corrections`
+            // holds.
+            let loaded = unsafe { _mm512_maskz_loadu_epi32(mask, corrections.as_ptr().add(first)) };
+            *vector = _mm512_sub_epi32(_mm512_setzero_si512(), loaded);
+        }
+        negated
     }
 
     /// The sums of a tile through the epilogue, in registers, into the output: masked loads
@@ -687,15 +716,18 @@ mod x86_64 {
         operands: &TileOperands<'_>,
         float: &FloatTile<'_>,
     ) {
+        // The sums start at `-corrections`, which leaves the epilogue the corrected sums.
+        let start = negated_corrections::<PANELS>(float.corrections);
         // SAFETY: Passed on from the caller.
-        let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands) };
+        let sums = unsafe { vnni_sums::<ROWS, PANELS>(operands, start) };
         // SAFETY: Passed on from the caller.
         unsafe { sums_to_output(&sums, float) };
     }
 
-    /// A tile's sums, `ROWS` rows of `PANELS` vectors, through the epilogue into the output
-    /// (or quantized into its bytes). (Written for arrays of registers: over a row count and a
-    /// function that gives the sums, the VNNI strips ran 8% slower.)
+    /// A tile's corrected sums (`sums - corrections`), `ROWS` rows of `PANELS` vectors, through
+    /// the epilogue into the output (or quantized into its bytes). (Written for arrays of
+    /// registers: over a row count and a function that gives the sums, the VNNI strips ran 8%
+    /// slower.)
     ///
     /// # Safety
     /// The processor has AVX512F and BW; `float` is as `super::tile_to_output` requires for
@@ -708,7 +740,13 @@ mod x86_64 {
     ) {
         if let Some(bytes) = &float.bytes {
             // SAFETY: Passed on from the caller.
-            unsafe { store_bytes(sums, float, bytes) };
+            unsafe {
+                if bytes.quantization.zero_point == 0 {
+                    store_bytes::<ROWS, PANELS, false>(sums, float, bytes);
+                } else {
+                    store_bytes::<ROWS, PANELS, true>(sums, float, bytes);
+                }
+            }
             return;
         }
         let cols = float.corrections.len();
@@ -720,16 +758,14 @@ mod x86_64 {
             let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
             // SAFETY: The column vectors hold `cols` values; the masked loads read only those
             // from `first`.
-            let (corrections, scales, bias) = unsafe {
+            let (scales, bias) = unsafe {
                 (
-                    _mm512_maskz_loadu_epi32(mask, float.corrections.as_ptr().add(first)),
                     _mm512_maskz_loadu_ps(mask, float.scales.as_ptr().add(first)),
                     _mm512_maskz_loadu_ps(mask, float.bias.as_ptr().add(first)),
                 )
             };
             for (row, row_sums) in sums.iter().enumerate() {
-                let corrected = _mm512_sub_epi32(row_sums[panel], corrections);
-                let mut values = _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), scales, bias);
+                let mut values = _mm512_fmadd_ps(_mm512_cvtepi32_ps(row_sums[panel]), scales, bias);
                 let offset = row * float.stride + first;
                 if let Some(residual) = float.residual {
                     // SAFETY: The residual holds the tile's rectangle; the masked load reads
@@ -753,26 +789,23 @@ mod x86_64 {
         }
     }
 
-    /// A tile's sums through the epilogue and quantized, row by row: both panels' sixteen values
-    /// are rounded to i32, packed to bytes with the saturating packs, and stored with one masked
-    /// store. These are `ActivationQuantization::quantize`'s values: `cvtps2dq` rounds to nearest
-    /// even (the default rounding mode), the packs clamp to `0..=255`, a value past `2^16`
-    /// (infinity included) is first capped there so it saturates to 255, and NaN converts to
-    /// `i32::MIN` and saturates to 0.
+    /// A tile's corrected sums through the epilogue and quantized, row by row: both panels'
+    /// sixteen values are clamped and quantized by [`quantize_pair`] and stored with one store.
+    /// `ZERO_POINT` is whether the quantization's zero point is not 0 (see [`Quantizer`]).
     ///
     /// # Safety
     /// As `super::tile_to_output` requires of `bytes`' rectangle.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    unsafe fn store_bytes<const ROWS: usize, const PANELS: usize>(
+    unsafe fn store_bytes<const ROWS: usize, const PANELS: usize, const ZERO_POINT: bool>(
         sums: &[[__m512i; PANELS]; ROWS],
         float: &FloatTile<'_>,
         bytes: &ByteTile,
     ) {
         let cols = float.corrections.len();
-        let zero = _mm512_setzero_si512();
+        let quantizer = Quantizer::new(bytes.quantization, float.clamp);
         // The column vectors of each panel, zero past `cols`.
-        let mut columns = [(zero, _mm512_setzero_ps(), _mm512_setzero_ps()); PANELS];
+        let mut columns = [(_mm512_setzero_ps(), _mm512_setzero_ps()); PANELS];
         for (panel, column) in columns.iter_mut().enumerate() {
             let first = panel * NR;
             if first >= cols {
@@ -783,7 +816,6 @@ mod x86_64 {
             // from `first`.
             *column = unsafe {
                 (
-                    _mm512_maskz_loadu_epi32(mask, float.corrections.as_ptr().add(first)),
                     _mm512_maskz_loadu_ps(mask, float.scales.as_ptr().add(first)),
                     _mm512_maskz_loadu_ps(mask, float.bias.as_ptr().add(first)),
                 )
@@ -792,15 +824,15 @@ mod x86_64 {
         let store_mask: __mmask64 = (1u64 << cols) - 1;
         for (row, row_sums) in sums.iter().enumerate() {
             let mut values = [_mm512_setzero_ps(); 2];
-            for (panel, &(corrections, scales, bias)) in columns.iter().enumerate() {
-                let corrected = _mm512_sub_epi32(row_sums[panel], corrections);
-                values[panel] = apply_clamp(
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(corrected), scales, bias),
-                    float.clamp,
-                );
+            for (panel, &(scales, bias)) in columns.iter().enumerate() {
+                values[panel] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(row_sums[panel]), scales, bias);
             }
-            let packed =
-                _mm512_castsi256_si512(quantize_pair(values[0], values[1], bytes.quantization));
+            let packed = _mm512_castsi256_si512(quantize_pair::<ZERO_POINT>(
+                values[0],
+                values[1],
+                &quantizer,
+                float.clamp,
+            ));
             let destination = bytes.output.wrapping_add(row * bytes.stride);
             // SAFETY: The caller vouches for the bytes' rectangle; the store writes only row
             // `row`'s `cols <= 32` bytes (masked stores, slow on some processors, only for
@@ -815,36 +847,99 @@ mod x86_64 {
         }
     }
 
-    /// Sixteen values quantized as `ActivationQuantization::quantize` does, before the
-    /// narrowing to bytes: `cvtps2dq` rounds to nearest even, a value past `2^16` (infinity
-    /// included) is first capped there, and NaN and values below `i32::MIN` convert to
-    /// `i32::MIN`; narrowing with saturation to `0..=255` then gives the bytes.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn quantize_to_i32(values: __m512, quantization: ActivationQuantization) -> __m512i {
-        let scaled = _mm512_min_ps(
-            _mm512_set1_ps(65536.0),
-            _mm512_mul_ps(values, _mm512_set1_ps(quantization.inverse_scale())),
-        );
-        _mm512_add_epi32(
-            _mm512_cvtps_epi32(scaled),
-            _mm512_set1_epi32(i32::from(quantization.zero_point)),
-        )
+    /// The constants that clamp sixteen values and quantize them as
+    /// `ActivationQuantization::quantize` does, with as few instructions as give the same bytes.
+    ///
+    /// `quantize` rounds `x / scale` to the nearest even (`cvtps2dq`, in the default rounding
+    /// mode), adds the zero point and saturates to `0..=255` (the packs, or `vpmovusdb`), and a
+    /// NaN gives 0 (it converts to `i32::MIN`). The clamp before it is `min(high, max(low, x))`
+    /// (or the leaky slope below zero). Two steps of that can go:
+    /// - With a zero point of 0, the lower bound (0, or none) and the leaky slope change no byte:
+    ///   whatever they act on is negative and saturates to 0 as it is.
+    /// - The upper bound and the cap that keeps `cvtps2dq` from overflowing (any value at or
+    ///   past `2^16 * scale` gives 255) are one `min` with the smaller of the two, before the
+    ///   scaling. `min(cap, x)` with the cap first lets NaN through to become 0.
+    #[derive(Clone, Copy)]
+    pub(in crate::kernels::int8) struct Quantizer {
+        inverse_scale: __m512,
+        cap: __m512,
+        zero_point: __m512i,
     }
 
-    /// Thirty-two values, `first` then `second`, quantized as `ActivationQuantization::quantize`
-    /// does, as 32 bytes: both rounded to i32, packed to bytes with the saturating packs (which
-    /// clamp to `0..=255`: NaN, rounded to `i32::MIN`, gives 0) and put back in order.
+    impl Quantizer {
+        /// The constants for `quantization` after `clamp`. The scale is normal, so its inverse
+        /// is finite (`PackedConv2dInt8::new` checks it).
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(in crate::kernels::int8) fn new(
+            quantization: ActivationQuantization,
+            clamp: Clamp,
+        ) -> Self {
+            let high = match clamp {
+                Clamp::Relu6 => 6.0,
+                Clamp::None | Clamp::Relu | Clamp::LeakyRelu { .. } => f32::INFINITY,
+            };
+            let overflow = (65536.0 * quantization.scale).min(f32::MAX);
+            Quantizer {
+                inverse_scale: _mm512_set1_ps(quantization.inverse_scale()),
+                cap: _mm512_set1_ps(high.min(overflow)),
+                zero_point: _mm512_set1_epi32(i32::from(quantization.zero_point)),
+            }
+        }
+    }
+
+    /// The lower side of the clamp: `max(0, x)` for ReLU and ReLU6, the leaky slope below zero.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn clamp_below(values: __m512, clamp: Clamp) -> __m512 {
+        match clamp {
+            Clamp::None => values,
+            Clamp::Relu | Clamp::Relu6 => _mm512_max_ps(_mm512_setzero_ps(), values),
+            Clamp::LeakyRelu { .. } => apply_clamp(values, clamp),
+        }
+    }
+
+    /// Sixteen values clamped and quantized, before the narrowing to bytes (which saturates to
+    /// `0..=255`); `ZERO_POINT` is whether the zero point is not 0.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn quantize_to_i32<const ZERO_POINT: bool>(
+        values: __m512,
+        quantizer: &Quantizer,
+        clamp: Clamp,
+    ) -> __m512i {
+        let values = if ZERO_POINT {
+            clamp_below(values, clamp)
+        } else {
+            values
+        };
+        let scaled = _mm512_mul_ps(
+            _mm512_min_ps(quantizer.cap, values),
+            quantizer.inverse_scale,
+        );
+        let rounded = _mm512_cvtps_epi32(scaled);
+        if ZERO_POINT {
+            _mm512_add_epi32(rounded, quantizer.zero_point)
+        } else {
+            rounded
+        }
+    }
+
+    /// Thirty-two values, `first` then `second`, clamped by `clamp` and quantized as
+    /// `ActivationQuantization::quantize` does (see [`Quantizer`]), as 32 bytes: both rounded
+    /// to i32, packed to bytes with the saturating packs (which clamp to `0..=255`: NaN, rounded
+    /// to `i32::MIN`, gives 0) and put back in order.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub(in crate::kernels::int8) fn quantize_pair(
+    pub(in crate::kernels::int8) fn quantize_pair<const ZERO_POINT: bool>(
         first: __m512,
         second: __m512,
-        quantization: ActivationQuantization,
+        quantizer: &Quantizer,
+        clamp: Clamp,
     ) -> __m256i {
         let words = _mm512_packs_epi32(
-            quantize_to_i32(first, quantization),
-            quantize_to_i32(second, quantization),
+            quantize_to_i32::<ZERO_POINT>(first, quantizer, clamp),
+            quantize_to_i32::<ZERO_POINT>(second, quantizer, clamp),
         );
         // After `packs` and `packus`, 128-bit lane `l` holds values `4 l..4 l + 4` of `first`
         // in its first dword and of `second` in its second.
@@ -855,14 +950,16 @@ mod x86_64 {
         ))
     }
 
-    /// Sixteen values quantized as `ActivationQuantization::quantize` does, as bytes.
+    /// Sixteen values clamped by `clamp` and quantized as `ActivationQuantization::quantize`
+    /// does, as bytes.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(in crate::kernels::int8) fn quantize(
+    pub(in crate::kernels::int8) fn quantize<const ZERO_POINT: bool>(
         values: __m512,
-        quantization: ActivationQuantization,
+        quantizer: &Quantizer,
+        clamp: Clamp,
     ) -> __m128i {
-        let rounded = quantize_to_i32(values, quantization);
+        let rounded = quantize_to_i32::<ZERO_POINT>(values, quantizer, clamp);
         _mm512_cvtusepi32_epi8(_mm512_max_epi32(rounded, _mm512_setzero_si512()))
     }
 

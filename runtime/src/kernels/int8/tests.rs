@@ -785,6 +785,25 @@ enum ChainLayer {
     Depthwise { stride: usize },
 }
 
+/// The range a chain layer's input is quantized for: one with a zero point inside (the
+/// quantizing epilogues add it), one from 0 (zero point 0: they skip the lower clamp), and one
+/// so narrow that `2^16` steps end below ReLU6's 6 (the cap of the conversion is then below the
+/// clamp's).
+#[derive(Clone, Copy, Debug)]
+enum InputRange {
+    Signed,
+    Positive,
+    Tiny,
+}
+
+fn input_range() -> impl Strategy<Value = InputRange> {
+    prop_oneof![
+        Just(InputRange::Signed),
+        Just(InputRange::Positive),
+        Just(InputRange::Tiny),
+    ]
+}
+
 fn chain_layer() -> impl Strategy<Value = ChainLayer> {
     prop_oneof![
         Just(ChainLayer::Pointwise),
@@ -794,13 +813,14 @@ fn chain_layer() -> impl Strategy<Value = ChainLayer> {
 }
 
 /// A channels-last int8 layer of `kind` from `in_channels` (to `out_channels` unless
-/// depthwise), with deterministic weights from `seed`.
+/// depthwise), with deterministic weights from `seed`, whose input is quantized for `range`.
 fn chain_conv(
     kind: ChainLayer,
     in_channels: usize,
     out_channels: usize,
     seed: usize,
     activation: Option<Activation>,
+    range: InputRange,
 ) -> PackedConv2dInt8 {
     let (out_channels, group_in, kernel, stride, groups) = match kind {
         ChainLayer::Pointwise => (out_channels, in_channels, 1, 1, 1),
@@ -819,7 +839,11 @@ fn chain_conv(
     let bias: Vec<f32> = (0..out_channels)
         .map(|i| ((i + seed) % 5) as f32 / 4.0 - 0.5)
         .collect();
-    let quantization = ActivationQuantization::from_range(-1.5 - seed as f32 * 0.1, 2.5);
+    let quantization = match range {
+        InputRange::Signed => ActivationQuantization::from_range(-1.5 - seed as f32 * 0.1, 2.5),
+        InputRange::Positive => ActivationQuantization::from_range(0.0, 2.5),
+        InputRange::Tiny => ActivationQuantization::from_range(0.0, 1e-3),
+    };
     PackedConv2dInt8::new(
         &weight,
         [out_channels, group_in, kernel, kernel],
@@ -902,7 +926,9 @@ proptest! {
             Just(None),
             Just(Some(Activation::Relu6)),
             Just(Some(Activation::Silu)),
+            Just(Some(Activation::LeakyRelu { negative_slope: 0.25 })),
         ],
+        ranges in (input_range(), input_range()),
     ) {
         let (c0, mut c1, mut c2, c3) = channels;
         if matches!(kinds.0, ChainLayer::Depthwise { .. }) {
@@ -912,9 +938,9 @@ proptest! {
             c2 = c1;
         }
         let layers = [
-            chain_conv(kinds.0, c0, c1, 1, activation),
-            chain_conv(kinds.1, c1, c2, 2, Some(Activation::Relu)),
-            chain_conv(kinds.2, c2, c3, 3, activation),
+            chain_conv(kinds.0, c0, c1, 1, activation, InputRange::Signed),
+            chain_conv(kinds.1, c1, c2, 2, Some(Activation::Relu), ranges.0),
+            chain_conv(kinds.2, c2, c3, 3, activation, ranges.1),
         ];
         let input: Vec<f32> = (0..batch * h * w * c0)
             .map(|i| ((i * 29) % 31) as f32 / 8.0 - 1.7)
@@ -931,9 +957,16 @@ proptest! {
 /// layer are errors, not panics.
 #[test]
 fn quantized_buffers_are_checked() {
-    let first = chain_conv(ChainLayer::Pointwise, 3, 8, 1, None);
-    let next = chain_conv(ChainLayer::Full { stride: 1 }, 8, 4, 2, None);
-    let other = chain_conv(ChainLayer::Pointwise, 5, 4, 2, None);
+    let first = chain_conv(ChainLayer::Pointwise, 3, 8, 1, None, InputRange::Signed);
+    let next = chain_conv(
+        ChainLayer::Full { stride: 1 },
+        8,
+        4,
+        2,
+        None,
+        InputRange::Signed,
+    );
+    let other = chain_conv(ChainLayer::Pointwise, 5, 4, 2, None, InputRange::Signed);
     let input = vec![0.5f32; 4 * 4 * 3];
     let shape = [1, 4, 4, 3];
     let mut workspace = ConvWorkspace::new();
@@ -1038,8 +1071,9 @@ fn large_images_multiply_in_chunks() {
             24,
             1,
             Some(Activation::Relu6),
+            InputRange::Signed,
         ),
-        chain_conv(ChainLayer::Pointwise, 24, 5, 2, None),
+        chain_conv(ChainLayer::Pointwise, 24, 5, 2, None, InputRange::Signed),
     ];
     let input: Vec<f32> = (0..n * h * w * c)
         .map(|i| ((i * 29) % 31) as f32 / 8.0 - 1.7)
@@ -1054,5 +1088,120 @@ fn large_images_multiply_in_chunks() {
             "{}: the chunked layer's bytes differ from its f32 values quantized",
             isa.name()
         );
+    }
+}
+
+/// The AVX-512 quantizing epilogue, which leaves out the steps of the clamp that change no byte
+/// and caps values before scaling them, gives `quantize(clamp(x))` on the values where those
+/// shortcuts could go wrong: NaN, infinities, values past `2^31` steps, the clamp's bounds, and
+/// halves of a step; for every clamp, zero points 0 and not 0, and a scale so small that `2^16`
+/// steps end below ReLU6's 6.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn quantizing_epilogue_matches_the_scalar_function_at_the_edges() {
+    use super::kernels::{QuantizerAvx512, quantize_avx512, quantize_pair_avx512};
+    use crate::kernels::gemm::Clamp;
+    use std::arch::x86_64::*;
+    if !Int8Isa::Avx512Vnni.is_available() {
+        return;
+    }
+    let quantizations = [
+        ActivationQuantization::from_range(0.0, 6.0),
+        ActivationQuantization::from_range(-3.0, 5.0),
+        ActivationQuantization::from_range(0.0, 1e-4),
+        ActivationQuantization::from_range(-1e-4, 1e-4),
+        ActivationQuantization {
+            scale: 1e30,
+            zero_point: 3,
+        },
+    ];
+    let clamps = [
+        Clamp::None,
+        Clamp::Relu,
+        Clamp::Relu6,
+        Clamp::LeakyRelu {
+            negative_slope: 0.1,
+        },
+    ];
+    for quantization in quantizations {
+        let step = quantization.scale;
+        let mut values = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            0.0,
+            -0.0,
+            6.0,
+            5.9999995,
+            6.0000005,
+            65536.0 * step,
+            65535.5 * step,
+            3e9 * step,
+            -3e9 * step,
+            0.5 * step,
+            1.5 * step,
+            -0.5 * step,
+            -1.5 * step,
+            254.5 * step,
+            255.5 * step,
+            -1.0,
+        ];
+        values.extend((0..43).map(|i| (i as f32 - 21.0) * 0.37 * step));
+        values.resize(values.len().next_multiple_of(32), 1.0);
+        for clamp in clamps {
+            let expected: Vec<u8> = values
+                .iter()
+                .map(|&x| quantization.quantize(clamp.apply(x)))
+                .collect();
+            let mut pairs = vec![0u8; values.len()];
+            let mut singles = vec![0u8; values.len()];
+            // SAFETY: The processor has AVX512F and BW (checked above); each load reads 16
+            // values inside `values`, each store writes 32 or 16 bytes inside its buffer.
+            unsafe {
+                #[target_feature(enable = "avx512f,avx512bw")]
+                unsafe fn run<const ZERO_POINT: bool>(
+                    values: &[f32],
+                    quantization: ActivationQuantization,
+                    clamp: Clamp,
+                    pairs: &mut [u8],
+                    singles: &mut [u8],
+                ) {
+                    let quantizer = QuantizerAvx512::new(quantization, clamp);
+                    for start in (0..values.len()).step_by(32) {
+                        // SAFETY: As the caller says.
+                        unsafe {
+                            let first = _mm512_loadu_ps(values.as_ptr().add(start));
+                            let second = _mm512_loadu_ps(values.as_ptr().add(start + 16));
+                            let packed = quantize_pair_avx512::<ZERO_POINT>(
+                                first, second, &quantizer, clamp,
+                            );
+                            _mm256_storeu_si256(pairs.as_mut_ptr().add(start).cast(), packed);
+                            for (offset, vector) in [(0, first), (16, second)] {
+                                let bytes =
+                                    quantize_avx512::<ZERO_POINT>(vector, &quantizer, clamp);
+                                _mm_storeu_si128(
+                                    singles.as_mut_ptr().add(start + offset).cast(),
+                                    bytes,
+                                );
+                            }
+                        }
+                    }
+                }
+                if quantization.zero_point == 0 {
+                    run::<false>(&values, quantization, clamp, &mut pairs, &mut singles);
+                } else {
+                    run::<true>(&values, quantization, clamp, &mut pairs, &mut singles);
+                }
+            }
+            for (index, &x) in values.iter().enumerate() {
+                assert_eq!(
+                    (pairs[index], singles[index]),
+                    (expected[index], expected[index]),
+                    "{x:e} with {clamp:?}, {quantization:?}"
+                );
+            }
+        }
     }
 }
