@@ -1205,3 +1205,88 @@ fn quantizing_epilogue_matches_the_scalar_function_at_the_edges() {
         }
     }
 }
+
+/// Depthwise layers writing bytes for the next layer give the bytes the next layer makes of
+/// their f32 outputs, for kernels of one to four columns (whose interior pixels the VNNI kernel
+/// runs a block of 32 channels at a time over the row, 3x3 apart) and wider ones, whole blocks
+/// and a masked last block, strides, dilation, and zero points 0 and not 0.
+#[test]
+fn quantized_depthwise_outputs_equal_the_float_path() {
+    let kernels = [[1, 1], [2, 3], [3, 3], [1, 4], [4, 4], [3, 5], [5, 1]];
+    let activations = [
+        Some(Activation::Relu6),
+        Some(Activation::LeakyRelu {
+            negative_slope: 0.25,
+        }),
+        None,
+        Some(Activation::Relu),
+    ];
+    let mut case = 0;
+    for kernel in kernels {
+        for channels in [16, 32, 37, 64, 75] {
+            for (stride, dilation) in [(1, 1), (2, 1), (1, 2)] {
+                case += 1;
+                let [kh, kw] = kernel;
+                let (h, w) = (7, 13);
+                let options = Conv2dOptions {
+                    stride: [stride, stride],
+                    padding: [kh / 2, kw / 2],
+                    dilation: [dilation, dilation],
+                    groups: channels,
+                };
+                let weight: Vec<f32> = (0..channels * kh * kw)
+                    .map(|i| (((i + case) * 11) % 17) as f32 / 8.0 - 0.7)
+                    .collect();
+                let bias: Vec<f32> = (0..channels).map(|i| i as f32 / 20.0 - 1.0).collect();
+                let depthwise = PackedConv2dInt8::new(
+                    &weight,
+                    [channels, 1, kh, kw],
+                    Some(&bias),
+                    options,
+                    true,
+                    ActivationQuantization::from_range(-4.0, 5.0),
+                )
+                .unwrap()
+                .with_activation(activations[case % activations.len()]);
+                let next_range = if case % 2 == 0 {
+                    (0.0, 6.0)
+                } else {
+                    (-2.0, 7.0)
+                };
+                let next = PackedConv2dInt8::new(
+                    &(0..channels * 5)
+                        .map(|i| ((i * 7) % 9) as f32 / 4.0 - 1.0)
+                        .collect::<Vec<_>>(),
+                    [5, channels, 1, 1],
+                    None,
+                    Conv2dOptions {
+                        stride: [1, 1],
+                        padding: [0, 0],
+                        dilation: [1, 1],
+                        groups: 1,
+                    },
+                    true,
+                    ActivationQuantization::from_range(next_range.0, next_range.1),
+                )
+                .unwrap();
+                let input: Vec<f32> = (0..h * w * channels)
+                    .map(|i| ((i * 37) % 29) as f32 / 3.0 - 4.0)
+                    .collect();
+                let layers = [depthwise, next];
+                for isa in available_isas() {
+                    let (values, last) =
+                        float_and_quantized_chain(isa, &layers, &input, [1, h, w, channels]);
+                    let same = values
+                        .iter()
+                        .zip(&last)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{}: {kernel:?} {channels} channels, stride {stride}, dilation {dilation}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}
