@@ -51,14 +51,14 @@ pub fn split_mut<T, const N: usize>(
     (output_slice, input_slices)
 }
 
+/// An arena of generated code: its first element on a cache line (see
+/// [`crate::alloc::AlignedBuffer`]), read and written as a slice.
+pub type Arena<T> = crate::alloc::AlignedBuffer<T>;
+
 /// An arena of `len` zeros, or an error naming it and its bytes when it does not fit in memory
 /// (see [`crate::alloc`]): what generated constructors allocate their arenas with.
-pub fn zeroed<T: Clone + Default>(name: &'static str, len: usize) -> Result<Vec<T>, ModelError> {
-    Ok(crate::alloc::filled(
-        || name.to_string(),
-        len,
-        T::default(),
-    )?)
+pub fn zeroed<T: Clone + Default>(name: &'static str, len: usize) -> Result<Arena<T>, ModelError> {
+    Ok(Arena::try_zeroed(|| name.to_string(), len)?)
 }
 
 /// Checks an input's shape and copies it, in row-major order, into its arena range.

@@ -48,7 +48,13 @@ fn an_arena_larger_than_memory_is_an_error_naming_it() {
     let error = arena::zeroed::<f32>("the f32 arena", HUGE).unwrap_err();
     assert!(matches!(error, ModelError::OutOfMemory(_)), "{error:?}");
     assert!(error.to_string().contains("for the f32 arena"), "{error}");
-    assert_eq!(arena::zeroed::<i64>("the i64 arena", 3).unwrap(), [0, 0, 0]);
+    let small = arena::zeroed::<i64>("the i64 arena", 3).unwrap();
+    assert_eq!(*small, [0, 0, 0]);
+    assert_eq!(
+        small.as_ptr() as usize % 64,
+        0,
+        "an arena starts on a cache line"
+    );
 }
 
 #[test]

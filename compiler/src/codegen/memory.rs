@@ -9,10 +9,15 @@
 //! reshape is the last reader of its first input, its output takes the input's memory. Groups
 //! whose live ranges intersect get disjoint ranges; offsets are assigned first-fit, largest group
 //! first, which on these graphs lands at or near the lower bound: the most bytes live at any step.
+//! Every offset is a multiple of 64 bytes, so that values start on cache lines.
 //! [`check`] verifies a plan independently of how it was made.
 
 use super::repeat::Run;
 use crate::ir::{DType, Graph, InPlaceRule, Node, Op, SecondaryMap, Value, ValueDef};
+
+/// The alignment of every offset, in bytes: the runtime's `arena::ARENA_ALIGN_BYTES`, which
+/// aligns the arenas' first elements.
+const ALIGN_BYTES: usize = 64;
 
 /// Where a value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +206,11 @@ fn plan_with_ranges(
         let mut offsets: SecondaryMap<Value, usize> =
             SecondaryMap::with_default(graph.values.len(), 0);
         let mut arena_len = 0;
+        // Every offset a multiple of a cache line (`rt::arena::ARENA_ALIGN_BYTES`, from an
+        // aligned arena start): each group takes its length rounded up to one.
+        let line = ALIGN_BYTES / dtype.size_in_bytes() as usize;
         for (root, start, end, len) in groups {
+            let len = len.next_multiple_of(line);
             let mut conflicts: Vec<(usize, usize)> = placed
                 .iter()
                 .filter(|&&(other_start, other_end, _, _)| start <= other_end && other_start <= end)

@@ -260,9 +260,9 @@ impl<'g> Generator<'g> {
         }
         let (layers_fields, layers_inits) = self.layers_fields(&name);
         fields.extend(layers_fields);
-        fields.push(quote!(arena: Vec<f32>));
+        fields.push(quote!(arena: rt::arena::Arena<f32>));
         if self.plan.i64_len > 0 {
-            fields.push(quote!(arena_i64: Vec<i64>));
+            fields.push(quote!(arena_i64: rt::arena::Arena<i64>));
         }
         let uses_workspace = graph
             .nodes

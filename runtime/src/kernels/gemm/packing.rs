@@ -10,42 +10,7 @@ pub(super) fn packed_rhs_length(depth: usize, cols: usize) -> usize {
     depth * cols.div_ceil(NR) * NR
 }
 
-/// A slice whose first element sits on a 64-byte boundary, so each 16-float panel row of B is
-/// exactly one cache line.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct AlignedBuffer {
-    storage: Vec<f32>,
-    offset: usize,
-    length: usize,
-}
-
-impl AlignedBuffer {
-    pub(super) const SLACK: usize = 64 / std::mem::size_of::<f32>();
-
-    pub(crate) fn zeroed(length: usize) -> Self {
-        let mut buffer = Self::default();
-        buffer.resize(length);
-        buffer
-    }
-
-    /// Makes room for `length` elements; the contents are unspecified afterwards.
-    pub(crate) fn resize(&mut self, length: usize) {
-        if self.storage.len() < length + Self::SLACK {
-            self.storage = vec![0.0; length + Self::SLACK];
-        }
-        let offset = self.storage.as_ptr().align_offset(64);
-        self.offset = if offset < Self::SLACK { offset } else { 0 };
-        self.length = length;
-    }
-
-    pub(super) fn as_slice(&self) -> &[f32] {
-        &self.storage[self.offset..][..self.length]
-    }
-
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.storage[self.offset..][..self.length]
-    }
-}
+pub(crate) use crate::alloc::AlignedBuffer;
 
 /// Packs B (`k x n`) into `output`: block by block of `KC` rows, panel by panel of `NR`
 /// columns, each panel row-major with zero padding on the right.
