@@ -14,6 +14,7 @@
 //!
 //! Other grouped convolutions are not supported in this layout; the compiler leaves them NCHW.
 
+use crate::alloc::AlignedBuffer;
 use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMatrix, Rhs, gemm};
@@ -43,7 +44,11 @@ enum Method {
     Gemm { weight: PackedMatrix },
     /// The weight transposed to `[kh * kw, channels]`, so each tap is a contiguous channel row,
     /// and the bias (zeros without one), which starts every output row.
-    Depthwise { weight: Vec<f32>, bias: Vec<f32> },
+    /// `[taps][channels]`, on a cache line (each tap's blocks of sixteen channels are loaded whole).
+    Depthwise {
+        weight: AlignedBuffer,
+        bias: Vec<f32>,
+    },
 }
 
 impl PackedConv2dChannelsLast {
@@ -61,7 +66,7 @@ impl PackedConv2dChannelsLast {
         let taps = kernel_h * kernel_w;
         let depthwise = group_in_channels == 1 && options.groups == out_channels;
         let method = if depthwise {
-            let mut transposed = vec![0.0; taps * out_channels];
+            let mut transposed = AlignedBuffer::zeroed(taps * out_channels);
             for (channel, channel_weight) in weight.chunks_exact(taps).enumerate() {
                 for (tap, &value) in channel_weight.iter().enumerate() {
                     transposed[tap * out_channels + channel] = value;

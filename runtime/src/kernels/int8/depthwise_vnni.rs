@@ -33,6 +33,7 @@
 use super::depthwise::DepthwiseCall;
 use super::gemm::{GemmOutput, quantize_filter};
 use super::quantize::ConvGeometry;
+use crate::alloc::AlignedBuffer;
 use crate::kernels::gemm::Clamp;
 
 /// The most taps the grouped kernel takes (a 7x7 kernel); larger kernels run the generic loop.
@@ -53,8 +54,9 @@ pub(super) struct GroupedWeights {
     /// Kernel columns of the layer.
     kernel_w: usize,
     /// `[kernel row][group of the row][channel][GROUP]`: kernel columns `4 g..4 g + 4` of each
-    /// channel (zero past the last column).
-    groups: Vec<i8>,
+    /// channel (zero past the last column), on a cache line (a group of sixteen channels is 64
+    /// bytes, one line).
+    groups: AlignedBuffer<i8>,
     /// `-zero_point * sum_t w_t[c]`, where each pixel's sums start.
     starts: Vec<i32>,
     /// `s_x * s_w[c]`.
@@ -84,7 +86,7 @@ impl GroupedWeights {
         }
         let padded_channels = channels.next_multiple_of(LANES);
         let row_groups = kernel_w.div_ceil(GROUP);
-        let mut groups = vec![0i8; kernel_h * row_groups * padded_channels * GROUP];
+        let mut groups = AlignedBuffer::zeroed(kernel_h * row_groups * padded_channels * GROUP);
         let mut starts = vec![0i32; padded_channels];
         for (channel, filter) in weight.chunks_exact(taps).enumerate() {
             let (_, quantized) = quantize_filter(filter);

@@ -18,6 +18,7 @@
 use super::kernels::{self, ByteTile, FloatTile, TILE_COLS, TileOperands, TileScratch};
 use super::quantize::quantize_slice;
 use super::{ActivationQuantization, Int8Isa};
+use crate::alloc::AlignedBuffer;
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::kernels::gemm::Clamp;
 use crate::threading;
@@ -36,8 +37,9 @@ pub(crate) const MAX_DEPTH: usize = 32768;
 pub(crate) struct PackedInt8Weights {
     depth: usize,
     pub(crate) cols: usize,
-    /// `[panel][group][column in panel][K_GROUP]`.
-    data: Vec<i8>,
+    /// `[panel][group][column in panel][K_GROUP]`, on a cache line (a group of a panel is 64
+    /// bytes, one line).
+    data: AlignedBuffer<i8>,
     /// `s_w[c]`, the scale of each column.
     scales: Vec<f32>,
     /// `zero_point * sum_k q[k][c]`, taken off each column's sum.
@@ -63,7 +65,7 @@ impl PackedInt8Weights {
         debug_assert!(depth <= MAX_DEPTH && filters.len() == cols * depth);
         let groups = depth.div_ceil(K_GROUP);
         let panels = cols.div_ceil(NR);
-        let mut data = vec![0i8; panels * groups * NR * K_GROUP];
+        let mut data = AlignedBuffer::zeroed(panels * groups * NR * K_GROUP);
         let mut scales = Vec::with_capacity(cols);
         let mut zero_point_corrections = Vec::with_capacity(cols);
         for (column, filter) in filters.chunks_exact(depth).enumerate() {
