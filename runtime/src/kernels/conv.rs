@@ -19,6 +19,7 @@
 //! NCHW convolutions need no caller-owned scratch (the GEMM's packing buffers and Winograd's
 //! transform buffers are per thread); the `ConvWorkspace` serves the channels-last im2col.
 
+use crate::alloc::AlignedBuffer;
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
@@ -42,7 +43,8 @@ pub use transpose::{ConvTranspose2dOptions, conv_transpose2d, conv_transpose2d_o
 /// Scratch memory for the channels-last im2col, owned by the caller and reused across calls.
 #[derive(Clone, Debug, Default)]
 pub struct ConvWorkspace {
-    columns: Vec<f32>,
+    /// On a cache line: the GEMM packs its panels from the columns.
+    columns: AlignedBuffer,
     /// The int8 convolutions' quantized images and im2col rows.
     pub(crate) int8: crate::kernels::int8::Int8Workspace,
 }
@@ -55,7 +57,7 @@ impl ConvWorkspace {
 
     fn columns(&mut self, length: usize) -> &mut [f32] {
         if self.columns.len() < length {
-            self.columns.resize(length, 0.0);
+            self.columns.resize(length);
         }
         &mut self.columns[..length]
     }

@@ -36,6 +36,7 @@
 //! at ResNet depths.
 
 use super::PackedConv2d;
+use crate::alloc::AlignedBuffer;
 use crate::error::KernelResult;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
@@ -306,7 +307,7 @@ impl WinogradWeights {
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             if scratch.len() < v_length + m_length {
-                scratch.resize(v_length + m_length, 0.0);
+                scratch.resize(v_length + m_length);
             }
             let (transformed_input, products) = scratch.split_at_mut(v_length);
             let products = &mut products[..m_length];
@@ -383,8 +384,9 @@ const MIN_WINOGRAD_CHANNELS: usize = 16;
 const MAX_F4X4_CHANNELS: usize = 256;
 
 thread_local! {
-    /// Each thread's `V` and `M`; grown once, then reused.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's `V` and `M`; grown once, then reused. On a cache line: `V` is read as
+    /// packed panels of B.
+    static SCRATCH: RefCell<AlignedBuffer> = RefCell::new(AlignedBuffer::default());
     /// Each thread's bands of input (see [`Band`]); grown once, then reused.
     static BANDS: RefCell<BandScratch> = const {
         RefCell::new(BandScratch {
