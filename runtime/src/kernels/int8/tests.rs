@@ -1248,27 +1248,12 @@ fn quantized_depthwise_outputs_equal_the_float_path() {
                 )
                 .unwrap()
                 .with_activation(activations[case % activations.len()]);
-                let next_range = if case % 2 == 0 {
-                    (0.0, 6.0)
+                let range = if case % 2 == 0 {
+                    InputRange::Positive
                 } else {
-                    (-2.0, 7.0)
+                    InputRange::Signed
                 };
-                let next = PackedConv2dInt8::new(
-                    &(0..channels * 5)
-                        .map(|i| ((i * 7) % 9) as f32 / 4.0 - 1.0)
-                        .collect::<Vec<_>>(),
-                    [5, channels, 1, 1],
-                    None,
-                    Conv2dOptions {
-                        stride: [1, 1],
-                        padding: [0, 0],
-                        dilation: [1, 1],
-                        groups: 1,
-                    },
-                    true,
-                    ActivationQuantization::from_range(next_range.0, next_range.1),
-                )
-                .unwrap();
+                let next = chain_conv(ChainLayer::Pointwise, channels, 5, case, None, range);
                 let input: Vec<f32> = (0..h * w * channels)
                     .map(|i| ((i * 37) % 29) as f32 / 3.0 - 4.0)
                     .collect();
