@@ -84,10 +84,13 @@ def network_weights(checkpoint: Path, destination: Path) -> Path:
 def embed(nnc: Path, weights: Path, ids: list[int], options: list[str], folder: Path) -> np.ndarray:
     """The sentence embedding of `ids`: nnc's last hidden state, mean-pooled, L2-normalized."""
     ids_path, types_path, hidden_path = folder / "ids.npy", folder / "types.npy", folder / "hidden.npy"
+    mask_path = folder / "mask.npy"
     np.save(ids_path, np.array([ids], dtype=np.int64))
     np.save(types_path, np.zeros((1, len(ids)), dtype=np.int64))
+    np.save(mask_path, np.ones((1, len(ids)), dtype=np.int64))  # unpadded: every token is real
     command = [str(nnc), "run", str(MODEL), "--weights", str(weights), "--dim", f"seq={len(ids)}",
                "--input", f"input_ids={ids_path}", "--input", f"token_type_ids={types_path}",
+               "--input", f"attention_mask={mask_path}",
                "--output", f"last_hidden_state={hidden_path}", *options]
     subprocess.run(command, check=True, capture_output=True, text=True)
     hidden = np.load(hidden_path)[0].astype(np.float64)  # [seq, hidden]
