@@ -19,8 +19,9 @@
 //!
 //! The interior pixels of a row written as bytes for the next layer (MobileNetV2's depthwise
 //! layers), for kernels of at most four columns, run block by block instead
-//! ([`interior_blocks`]): each block of 32 channels goes over the whole row with its weights and
-//! epilogue constants in registers, a pixel's taps are its row pointers plus its column, and a
+//! ([`interior_blocks`]): each block of 32 channels goes over the whole row with its epilogue
+//! constants in registers (its weights, 64 bytes a kernel row and half, are read from L1 as
+//! `vpdpbusd`'s memory operand), a pixel's taps are its row pointers plus its column, and a
 //! 3x3 kernel's loop is unrolled for its size (the third column's 32 bytes fill the second
 //! register alone). MobileNetV2's 3x3 layers at 112x112x32 and 56x56x144: 206 and 208 us per
 //! pixel, 110 and 145 us by blocks (`int8_conv_timing --bytes`, one thread).
@@ -213,6 +214,7 @@ unsafe fn grouped_row_with<const ZERO_POINT: bool>(
         GemmOutput::Quantized { quantization, .. } => {
             super::kernels::QuantizerAvx512::new(*quantization, clamp)
         }
+        // Unused: f32 outputs are not quantized.
         GemmOutput::Float(_) => super::kernels::QuantizerAvx512::new(
             super::ActivationQuantization {
                 scale: 1.0,
@@ -256,27 +258,17 @@ unsafe fn grouped_row_with<const ZERO_POINT: bool>(
         10, 57, 41, 25, 9, 56, 40, 24, 8, 55, 39, 23, 7, 54, 38, 22, 6, 53, 37, 21, 5, 52, 36, 20,
         4, 51, 35, 19, 3, 50, 34, 18, 2, 49, 33, 17, 1, 48, 32, 16, 0,
     );
-    // For two registers holding 32 channels of taps 0 and 1 (the first) and of taps 2 and 3 (the
-    // second), byte `4 c + t` picks channel `c` (`c + 16` in the second index) of tap `t`.
-    let pairs_low = _mm512_set_epi8(
-        111, 79, 47, 15, 110, 78, 46, 14, 109, 77, 45, 13, 108, 76, 44, 12, 107, 75, 43, 11, 106,
-        74, 42, 10, 105, 73, 41, 9, 104, 72, 40, 8, 103, 71, 39, 7, 102, 70, 38, 6, 101, 69, 37, 5,
-        100, 68, 36, 4, 99, 67, 35, 3, 98, 66, 34, 2, 97, 65, 33, 1, 96, 64, 32, 0,
-    );
-    let pairs_high = _mm512_add_epi8(pairs_low, _mm512_set1_epi8(16));
+    let [pairs_low, pairs_high] = pair_indices();
     // The interior pixels of a quantized output, for a kernel of at most four columns, run in
     // `interior_blocks`; the others pixel by pixel below.
-    let interior_done =
-        matches!(output, GemmOutput::Quantized { .. }) && row_groups == 1 && !interior.is_empty();
-    if interior_done {
-        let GemmOutput::Quantized {
-            bytes,
-            row_stride: pixel_stride,
-            ..
-        } = &output
-        else {
-            unreachable!("fast_channels is only set for a quantized output")
-        };
+    let interior_bytes = match &output {
+        GemmOutput::Quantized {
+            bytes, row_stride, ..
+        } if row_groups == 1 && !interior.is_empty() => Some((bytes, *row_stride)),
+        _ => None,
+    };
+    let interior_done = interior_bytes.is_some();
+    if let Some((bytes, pixel_stride)) = interior_bytes {
         let mut rows = [image; MAX_GROUPS];
         for (row, input_y) in rows.iter_mut().zip(&input_rows[..kernel_h]) {
             *row = image.wrapping_add(input_y.unwrap_or(0) * geometry.in_w * channels);
@@ -295,7 +287,7 @@ unsafe fn grouped_row_with<const ZERO_POINT: bool>(
                     tap_step: geometry.dilation[1] * channels,
                     kernel_w,
                     output: bytes.as_ptr().cast_mut(),
-                    pixel_stride: *pixel_stride,
+                    pixel_stride,
                 },
                 &quantizer,
                 clamp,
@@ -536,6 +528,22 @@ unsafe fn grouped_row_with<const ZERO_POINT: bool>(
     }
 }
 
+/// The `vpermt2b` indices that interleave 32 channels of four taps: for two registers holding
+/// taps 0 and 1 (the first) and taps 2 and 3 (the second), byte `4 c + t` of the first index
+/// picks channel `c` of tap `t`, and of the second channel `c + 16`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn pair_indices() -> [std::arch::x86_64::__m512i; 2] {
+    use std::arch::x86_64::*;
+    let low = _mm512_set_epi8(
+        111, 79, 47, 15, 110, 78, 46, 14, 109, 77, 45, 13, 108, 76, 44, 12, 107, 75, 43, 11, 106,
+        74, 42, 10, 105, 73, 41, 9, 104, 72, 40, 8, 103, 71, 39, 7, 102, 70, 38, 6, 101, 69, 37, 5,
+        100, 68, 36, 4, 99, 67, 35, 3, 98, 66, 34, 2, 97, 65, 33, 1, 96, 64, 32, 0,
+    );
+    [low, _mm512_add_epi8(low, _mm512_set1_epi8(16))]
+}
+
 /// The interior pixels of one output row, for [`interior_blocks`].
 #[cfg(target_arch = "x86_64")]
 struct InteriorRow<'a> {
@@ -558,8 +566,8 @@ struct InteriorRow<'a> {
 }
 
 /// The quantized outputs of a row's interior pixels, 32 channels at a time for the whole row
-/// (the last block masked): the block's weights and epilogue constants stay in registers, and
-/// each pixel's taps are its row pointers plus its column. A kernel row of three columns leaves
+/// (the last block masked): the block's epilogue constants stay in registers (its weights stay
+/// in L1), and each pixel's taps are its row pointers plus its column. A kernel row of three columns leaves
 /// the fourth slot's bytes zero (its weight is zero), and so do channels past the last.
 ///
 /// # Safety
@@ -627,105 +635,98 @@ unsafe fn interior_block<
     };
     let kernel_w = if KERNEL_W > 0 { KERNEL_W } else { row.kernel_w };
     assert!(kernel_h <= row.rows.len() && kernel_w == row.kernel_w);
-    let pairs_low = _mm512_set_epi8(
-        111, 79, 47, 15, 110, 78, 46, 14, 109, 77, 45, 13, 108, 76, 44, 12, 107, 75, 43, 11, 106,
-        74, 42, 10, 105, 73, 41, 9, 104, 72, 40, 8, 103, 71, 39, 7, 102, 70, 38, 6, 101, 69, 37, 5,
-        100, 68, 36, 4, 99, 67, 35, 3, 98, 66, 34, 2, 97, 65, 33, 1, 96, 64, 32, 0,
-    );
-    let pairs_high = _mm512_add_epi8(pairs_low, _mm512_set1_epi8(16));
+    let [pairs_low, pairs_high] = pair_indices();
     let group_stride = weights.padded_channels * GROUP;
     let tap = row.tap_step;
-    {
-        let count = if WHOLE {
-            2 * LANES
-        } else {
-            (row.channels - start).min(2 * LANES)
-        };
-        // Bytes of the block's channels (all 32 but in a last block).
-        let mask: __mmask32 = if WHOLE { !0 } else { (1u32 << count) - 1 };
-        // The weight vectors hold `padded_channels` (a multiple of 16) channels: the block's
-        // second half only when it has more than sixteen.
-        let halves = if count > LANES { 2 } else { 1 };
-        let (mut sums_start, mut scales, mut bias) = (
-            [_mm512_setzero_si512(); 2],
-            [_mm512_setzero_ps(); 2],
-            [_mm512_setzero_ps(); 2],
-        );
-        for half in 0..halves {
-            let first = start + half * LANES;
-            // SAFETY: The weight vectors hold `padded_channels >= first + 16` channels.
-            unsafe {
-                sums_start[half] = _mm512_loadu_si512(weights.starts.as_ptr().add(first).cast());
-                scales[half] = _mm512_loadu_ps(weights.output_scales.as_ptr().add(first));
-                bias[half] = _mm512_loadu_ps(weights.bias.as_ptr().add(first));
-            }
+    let count = if WHOLE {
+        2 * LANES
+    } else {
+        (row.channels - start).min(2 * LANES)
+    };
+    // Bytes of the block's channels (all 32 but in a last block).
+    let mask: __mmask32 = if WHOLE { !0 } else { (1u32 << count) - 1 };
+    // The weight vectors hold `padded_channels` (a multiple of 16) channels: the block's
+    // second half only when it has more than sixteen.
+    let halves = if count > LANES { 2 } else { 1 };
+    let (mut sums_start, mut scales, mut bias) = (
+        [_mm512_setzero_si512(); 2],
+        [_mm512_setzero_ps(); 2],
+        [_mm512_setzero_ps(); 2],
+    );
+    for half in 0..halves {
+        let first = start + half * LANES;
+        // SAFETY: The weight vectors hold `padded_channels >= first + 16` channels.
+        unsafe {
+            sums_start[half] = _mm512_loadu_si512(weights.starts.as_ptr().add(first).cast());
+            scales[half] = _mm512_loadu_ps(weights.output_scales.as_ptr().add(first));
+            bias[half] = _mm512_loadu_ps(weights.bias.as_ptr().add(first));
         }
-        let mut offset = row.first_column * row.channels + start;
-        for out_x in row.columns.clone() {
-            let mut sums = sums_start;
-            for group in 0..kernel_h {
-                let input_row = row.rows[group];
-                // SAFETY: The group's weights of the block's halves are inside `groups` (one
-                // group of `padded_channels` per kernel row); the kernel row's taps of this pixel
-                // read the block's bytes from `start` of pixels inside the image (the caller's
-                // promise), and only the kernel's columns are read.
-                let (weight, first, second) = unsafe {
-                    let weight = weights
-                        .groups
-                        .as_ptr()
-                        .add(group * group_stride + start * GROUP);
-                    let weight = [
-                        _mm512_loadu_si512(weight.cast()),
-                        if halves == 2 {
-                            _mm512_loadu_si512(weight.add(LANES * GROUP).cast())
-                        } else {
-                            _mm512_setzero_si512()
-                        },
-                    ];
-                    let pixel = input_row.add(offset);
-                    let load = |column: usize| {
-                        if column >= kernel_w {
-                            _mm256_setzero_si256()
-                        } else if WHOLE {
-                            _mm256_loadu_si256(pixel.add(column * tap).cast())
-                        } else {
-                            _mm256_maskz_loadu_epi8(mask, pixel.add(column * tap).cast())
-                        }
-                    };
-                    let first = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load(0)), load(1));
-                    let second = if kernel_w > 3 {
-                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load(2)), load(3))
+    }
+    let mut offset = row.first_column * row.channels + start;
+    for out_x in row.columns.clone() {
+        let mut sums = sums_start;
+        for group in 0..kernel_h {
+            let input_row = row.rows[group];
+            // SAFETY: The group's weights of the block's halves are inside `groups` (one
+            // group of `padded_channels` per kernel row); the kernel row's taps of this pixel
+            // read the block's bytes from `start` of pixels inside the image (the caller's
+            // promise), and only the kernel's columns are read.
+            let (weight, first, second) = unsafe {
+                let weight = weights
+                    .groups
+                    .as_ptr()
+                    .add(group * group_stride + start * GROUP);
+                let weight = [
+                    _mm512_loadu_si512(weight.cast()),
+                    if halves == 2 {
+                        _mm512_loadu_si512(weight.add(LANES * GROUP).cast())
                     } else {
-                        _mm512_zextsi256_si512(load(2))
-                    };
-                    (weight, first, second)
+                        _mm512_setzero_si512()
+                    },
+                ];
+                let pixel = input_row.add(offset);
+                let load = |column: usize| {
+                    if column >= kernel_w {
+                        _mm256_setzero_si256()
+                    } else if WHOLE {
+                        _mm256_loadu_si256(pixel.add(column * tap).cast())
+                    } else {
+                        _mm256_maskz_loadu_epi8(mask, pixel.add(column * tap).cast())
+                    }
                 };
-                let low_taps = _mm512_permutex2var_epi8(first, pairs_low, second);
-                let high_taps = _mm512_permutex2var_epi8(first, pairs_high, second);
-                sums[0] = _mm512_dpbusd_epi32(sums[0], low_taps, weight[0]);
-                sums[1] = _mm512_dpbusd_epi32(sums[1], high_taps, weight[1]);
-            }
-            let mut values = [_mm512_setzero_ps(); 2];
-            for (panel, value) in values.iter_mut().enumerate() {
-                *value = _mm512_add_ps(
-                    _mm512_mul_ps(_mm512_cvtepi32_ps(sums[panel]), scales[panel]),
-                    bias[panel],
-                );
-            }
-            let packed = super::kernels::quantize_pair_avx512::<ZERO_POINT>(
-                values[0], values[1], quantizer, clamp,
-            );
-            // SAFETY: Output pixel `out_x` holds `channels >= start + count` writable bytes
-            // (the caller's promise); the store writes the block's.
-            unsafe {
-                let destination = row.output.add(out_x * row.pixel_stride + start);
-                if WHOLE {
-                    _mm256_storeu_si256(destination.cast(), packed);
+                let first = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load(0)), load(1));
+                let second = if kernel_w > 3 {
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load(2)), load(3))
                 } else {
-                    _mm256_mask_storeu_epi8(destination.cast(), mask, packed);
-                }
+                    _mm512_zextsi256_si512(load(2))
+                };
+                (weight, first, second)
             };
-            offset += row.column_step;
+            let low_taps = _mm512_permutex2var_epi8(first, pairs_low, second);
+            let high_taps = _mm512_permutex2var_epi8(first, pairs_high, second);
+            sums[0] = _mm512_dpbusd_epi32(sums[0], low_taps, weight[0]);
+            sums[1] = _mm512_dpbusd_epi32(sums[1], high_taps, weight[1]);
         }
+        let mut values = [_mm512_setzero_ps(); 2];
+        for (panel, value) in values.iter_mut().enumerate() {
+            *value = _mm512_add_ps(
+                _mm512_mul_ps(_mm512_cvtepi32_ps(sums[panel]), scales[panel]),
+                bias[panel],
+            );
+        }
+        let packed = super::kernels::quantize_pair_avx512::<ZERO_POINT>(
+            values[0], values[1], quantizer, clamp,
+        );
+        // SAFETY: Output pixel `out_x` holds `channels >= start + count` writable bytes
+        // (the caller's promise); the store writes the block's.
+        unsafe {
+            let destination = row.output.add(out_x * row.pixel_stride + start);
+            if WHOLE {
+                _mm256_storeu_si256(destination.cast(), packed);
+            } else {
+                _mm256_mask_storeu_epi8(destination.cast(), mask, packed);
+            }
+        };
+        offset += row.column_step;
     }
 }

@@ -685,6 +685,14 @@ mod x86_64 {
         }
     }
 
+    /// The columns of panel `panel` (16 each) among `cols`, as a mask, or `None` for a panel past
+    /// the last column.
+    #[inline]
+    fn panel_mask(cols: usize, panel: usize) -> Option<__mmask16> {
+        let first = panel * NR;
+        (first < cols).then(|| (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16)
+    }
+
     /// `-corrections`, 16 columns per panel (zero past the last column).
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -692,11 +700,10 @@ mod x86_64 {
         let cols = corrections.len();
         let mut negated = [_mm512_setzero_si512(); PANELS];
         for (panel, vector) in negated.iter_mut().enumerate() {
-            let first = panel * NR;
-            if first >= cols {
+            let Some(mask) = panel_mask(cols, panel) else {
                 break;
-            }
-            let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
+            };
+            let first = panel * NR;
             // SAFETY: The masked load reads only the columns from `first` that `corrections`
             // holds.
             let loaded = unsafe { _mm512_maskz_loadu_epi32(mask, corrections.as_ptr().add(first)) };
@@ -751,11 +758,10 @@ mod x86_64 {
         }
         let cols = float.corrections.len();
         for panel in 0..PANELS {
-            let first = panel * NR;
-            if first >= cols {
+            let Some(mask) = panel_mask(cols, panel) else {
                 break;
-            }
-            let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
+            };
+            let first = panel * NR;
             // SAFETY: The column vectors hold `cols` values; the masked loads read only those
             // from `first`.
             let (scales, bias) = unsafe {
@@ -807,11 +813,10 @@ mod x86_64 {
         // The column vectors of each panel, zero past `cols`.
         let mut columns = [(_mm512_setzero_ps(), _mm512_setzero_ps()); PANELS];
         for (panel, column) in columns.iter_mut().enumerate() {
-            let first = panel * NR;
-            if first >= cols {
+            let Some(mask) = panel_mask(cols, panel) else {
                 break;
-            }
-            let mask: __mmask16 = (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16;
+            };
+            let first = panel * NR;
             // SAFETY: The column vectors hold `cols` values; the masked loads read only those
             // from `first`.
             *column = unsafe {
