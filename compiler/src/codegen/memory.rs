@@ -15,8 +15,9 @@
 use super::repeat::Run;
 use crate::ir::{DType, Graph, InPlaceRule, Node, Op, SecondaryMap, Value, ValueDef};
 
-/// The alignment of every offset, in bytes: the runtime's `arena::ARENA_ALIGN_BYTES`, which
-/// aligns the arenas' first elements.
+/// The alignment of every offset, in bytes: the runtime's `alloc::ALIGN_BYTES`, to which the
+/// arenas' first elements are aligned (the code generator does not depend on the runtime; a test
+/// of the interpreter build checks that the two agree).
 const ALIGN_BYTES: usize = 64;
 
 /// Where a value lives.
@@ -206,8 +207,8 @@ fn plan_with_ranges(
         let mut offsets: SecondaryMap<Value, usize> =
             SecondaryMap::with_default(graph.values.len(), 0);
         let mut arena_len = 0;
-        // Every offset a multiple of a cache line (`rt::arena::ARENA_ALIGN_BYTES`, from an
-        // aligned arena start): each group takes its length rounded up to one.
+        // Every offset a multiple of a cache line (`ALIGN_BYTES`, from an aligned arena start):
+        // each group takes its length rounded up to one.
         let line = ALIGN_BYTES / dtype.size_in_bytes() as usize;
         for (root, start, end, len) in groups {
             let len = len.next_multiple_of(line);
@@ -643,4 +644,13 @@ fn check_intervals(intervals: &[Interval], plan: &MemoryPlan) -> Result<(), Stri
         }
     }
     Ok(())
+}
+
+#[cfg(all(test, feature = "interpreter"))]
+mod tests {
+    /// The plan's offsets are multiples of the alignment the runtime gives the arenas' starts.
+    #[test]
+    fn offsets_are_aligned_as_the_runtime_aligns_arenas() {
+        assert_eq!(super::ALIGN_BYTES, nnc_runtime::alloc::ALIGN_BYTES);
+    }
 }

@@ -17,9 +17,10 @@
 //! without it run the packed GEMM.
 
 use super::Geometry;
+use crate::alloc::AlignedBuffer;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
-    AlignedBuffer, Clamp, IndirectStripKernel, KC, MR, NR, StripOutput, TileEpilogue, with_scratch,
+    Clamp, IndirectStripKernel, KC, MR, NR, StripOutput, TileEpilogue, with_scratch,
 };
 use crate::threading;
 use std::cell::RefCell;

@@ -2,9 +2,10 @@
 //! pool, the packing of B by each task from an `RhsSource` into its per-thread scratch, the
 //! selection of the micro-kernel for this processor and the fused epilogue.
 
-use super::packing::{AlignedBuffer, pack_lhs_block, pack_rhs_panel};
+use super::packing::{pack_lhs_block, pack_rhs_panel};
 use super::tile::{Clamp, GemmKernels, TileEpilogue, TileOutput};
 use super::{Bias, GemmOptions, Lhs, MR, MatrixRef, NR, PackedLhsMatrix};
+use crate::alloc::AlignedBuffer;
 use crate::error::{KernelError, KernelResult, invalid_parameter, shape_mismatch};
 use crate::kernels::activation::{Activation, apply_activation_sequential};
 use crate::threading;

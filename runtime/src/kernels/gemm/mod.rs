@@ -61,8 +61,8 @@ pub(super) fn prefetch_l2<T>(address: *const T) {
     }
 }
 
+use crate::alloc::AlignedBuffer;
 pub(crate) use driver::{KC, RhsSource, with_scratch};
-pub(crate) use packing::AlignedBuffer;
 pub(crate) use tile::{Clamp, GemmKernels, TileEpilogue, TileOutput as StripOutput};
 
 use crate::error::{KernelError, KernelResult};

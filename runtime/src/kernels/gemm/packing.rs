@@ -10,8 +10,6 @@ pub(super) fn packed_rhs_length(depth: usize, cols: usize) -> usize {
     depth * cols.div_ceil(NR) * NR
 }
 
-pub(crate) use crate::alloc::AlignedBuffer;
-
 /// Packs B (`k x n`) into `output`: block by block of `KC` rows, panel by panel of `NR`
 /// columns, each panel row-major with zero padding on the right.
 pub(super) fn pack_rhs(matrix: MatrixRef<'_>, output: &mut [f32]) {
