@@ -14,7 +14,7 @@
 //! each row, as in the AVX2 kernel; a tile cut short on the right loads and stores under a lane
 //! mask instead of going through a buffer.
 
-use super::tile::{Clamp, NextPanelPrefetch, TileEpilogue, TileOutput};
+use super::tile::{Clamp, LineShare, NextPanelPrefetch, TileEpilogue, TileOutput};
 use super::{MR, NR};
 use std::arch::x86_64::{
     __m512, __mmask16, _CMP_LT_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps,
@@ -130,18 +130,23 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
     };
     let mut first_row = 0;
     let mut a = a;
-    let mut next_panel = NextPanelPrefetch::new(depth, b, PANELS, output.rows.div_ceil(TILE_ROWS));
+    let mut next_panel = NextPanelPrefetch::new(depth, b, PANELS, output.rows / TILE_ROWS);
     while first_row + TILE_ROWS <= output.rows {
-        next_panel.before_tile();
+        let next = next_panel.next_share();
         let tile = output.rows_from(first_row, TILE_ROWS);
         // SAFETY: Rows `first_row..first_row + TILE_ROWS` are part of the strip the caller
         // vouched for, and `a` points at their first packed panel (or first row) of A.
-        unsafe { tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A>(lhs(a), b, &tile) };
+        unsafe {
+            if next.lines_per_iteration(k_loop_iterations::<PANELS, ROW_MAJOR_A>(depth)) == 1 {
+                tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 1>(lhs(a), b, next, &tile);
+            } else {
+                tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 2>(lhs(a), b, next, &tile);
+            }
+        };
         first_row += TILE_ROWS;
         a = a.wrapping_add(a_tile_step);
     }
     if first_row < output.rows {
-        next_panel.before_tile();
         let tile = output.rows_from(first_row, output.rows - first_row);
         // SAFETY: As above, for the last, shorter tile.
         unsafe { dispatch_rows::<_, PANELS>(lhs(a), PackedB::<ROW_MAJOR_A> { b }, &tile) };
@@ -205,7 +210,9 @@ impl<const ROW_MAJOR_A: bool> TileB for PackedB<ROW_MAJOR_A> {
         tile: &TileOutput<'_>,
     ) {
         // SAFETY: Forwarded from the caller.
-        unsafe { tile_kernel_rows::<ROWS, PANELS, ROW_MAJOR_A>(a, self.b, tile) }
+        unsafe {
+            tile_kernel_rows::<ROWS, PANELS, ROW_MAJOR_A, 0>(a, self.b, LineShare::NONE, tile)
+        }
     }
 }
 
@@ -239,7 +246,24 @@ struct LhsPointer {
     depth: usize,
 }
 
-/// The k loop for a tile of `ROWS` rows and `PANELS` B panels, followed by the store.
+/// Iterations of `tile_kernel_rows`'s k loop that take two steps.
+const fn unrolled_steps<const PANELS: usize, const ROW_MAJOR_A: bool>(depth: usize) -> usize {
+    if PANELS == 1 || !ROW_MAJOR_A {
+        depth / 2
+    } else {
+        0
+    }
+}
+
+/// Iterations of `tile_kernel_rows`'s k loop: the unrolled ones, then single steps.
+const fn k_loop_iterations<const PANELS: usize, const ROW_MAJOR_A: bool>(depth: usize) -> usize {
+    depth - unrolled_steps::<PANELS, ROW_MAJOR_A>(depth)
+}
+
+/// The k loop for a tile of `ROWS` rows and `PANELS` B panels, followed by the store. A full
+/// tile also fetches `next`, its share of the B panels after its strip's, into L2,
+/// `NEXT_LINES` lines per iteration (see `NextPanelPrefetch`); a shorter one, the last of its
+/// strip, fetches nothing (`NEXT_LINES` 0).
 ///
 /// # Safety
 ///
@@ -248,9 +272,15 @@ struct LhsPointer {
 /// `(PANELS - 1) * NR + 1..=PANELS * NR`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn tile_kernel_rows<const ROWS: usize, const PANELS: usize, const ROW_MAJOR_A: bool>(
+unsafe fn tile_kernel_rows<
+    const ROWS: usize,
+    const PANELS: usize,
+    const ROW_MAJOR_A: bool,
+    const NEXT_LINES: usize,
+>(
     a: LhsPointer,
     b: *const f32,
+    next: LineShare,
     tile: &TileOutput<'_>,
 ) {
     // As in the AVX2 kernel: fetch the rows the store reads (the old C, the residual) now, so
@@ -298,12 +328,10 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const PANELS: usize, const ROW_MAJ
     // row-major A over two panels is not unrolled: LLVM then hoisted the second step's twelve
     // broadcasts above the first step's FMAs and spilled them to the stack (69 GFLOP/s instead
     // of 150 on the encoder's 128 x 384 x 1536).
-    let unrolled_steps = if PANELS == 1 || !ROW_MAJOR_A {
-        depth / 2
-    } else {
-        0
-    };
+    let unrolled_steps = unrolled_steps::<PANELS, ROW_MAJOR_A>(depth);
+    let mut next = next.spread::<NEXT_LINES>(k_loop_iterations::<PANELS, ROW_MAJOR_A>(depth));
     for _ in 0..unrolled_steps {
+        next.step();
         if prefetch_next {
             super::prefetch_l2(next_a);
             super::prefetch_l2(next_a.wrapping_add(MR * depth));
@@ -326,6 +354,7 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const PANELS: usize, const ROW_MAJ
         }
     }
     for _ in 2 * unrolled_steps..depth {
+        next.step();
         if prefetch_next {
             super::prefetch_l2(next_a);
             super::prefetch_l2(next_a.wrapping_add(MR * depth));
