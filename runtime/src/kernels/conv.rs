@@ -150,9 +150,9 @@ impl PackedConv2d {
             check_length("conv", "bias", out_channels, bias.len())?;
         }
         let winograd = match choice {
-            ConvMethodChoice::Automatic => Self::prefers_winograd(weight_shape, &options),
+            ConvMethodChoice::Automatic => options.prefers_winograd(weight_shape),
             ConvMethodChoice::Gemm => false,
-            ConvMethodChoice::Winograd if Self::supports_winograd(weight_shape, &options) => true,
+            ConvMethodChoice::Winograd if options.supports_winograd(weight_shape) => true,
             ConvMethodChoice::Winograd => {
                 return Err(invalid_parameter(
                     "conv",

@@ -1,6 +1,6 @@
 //! Winograd convolution of 3x3 kernels with unit stride and dilation and one group: F(4x4, 3x3)
 //! up to [`MAX_F4X4_CHANNELS`] channels, F(2x2, 3x3) above (see [`Variant`]; the automatic
-//! choice runs such layers on the GEMM instead, see `prefers_winograd`).
+//! choice runs such layers on the GEMM instead, see `Conv2dOptions::prefers_winograd`).
 //!
 //! The description below is of F(4x4, 3x3); F(2x2, 3x3) is the same with 4x4 input tiles, 2x2
 //! output tiles and 16 points (Lavin and Gray's F(2, 3), interpolation points 0, +-1 and
@@ -35,7 +35,6 @@
 //! a few bits over direct convolution; `tests.rs` measures the error against the f64 reference
 //! at ResNet depths.
 
-use super::PackedConv2d;
 use crate::alloc::AlignedBuffer;
 use crate::error::KernelResult;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
@@ -45,6 +44,7 @@ use crate::kernels::gemm::{
 };
 use crate::threading;
 use nnc_ops::activation::relu;
+use nnc_ops::conv::MAX_F4X4_CHANNELS;
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Mutex;
@@ -342,46 +342,6 @@ impl WinogradWeights {
         })
     }
 }
-
-impl PackedConv2d {
-    /// Whether a layer of this shape is worth Winograd: a 3x3 kernel, unit stride and
-    /// dilation, one group, enough channels that the products dominate the transforms, and no
-    /// more than `MAX_F4X4_CHANNELS`. Above, F(2x2, 3x3) (which such layers would run) does not
-    /// pay once their weights come from memory: ResNet-18's 512-channel layers on 7x7 images
-    /// read 16 MB of transformed filters where the GEMM reads the 9.4 MB weight, and in the
-    /// network took 1.40 ms each at two threads against the GEMM's 0.98 (the same at one thread:
-    /// `nnc bench`, 21.64 against 21.68 ms end to end). Asked for by name, they still run it.
-    pub(super) fn prefers_winograd(
-        weight_shape: [usize; 4],
-        options: &nnc_ops::Conv2dOptions,
-    ) -> bool {
-        let [out_channels, in_channels, _, _] = weight_shape;
-        Self::supports_winograd(weight_shape, options)
-            && in_channels.min(out_channels) >= MIN_WINOGRAD_CHANNELS
-            && in_channels.max(out_channels) <= MAX_F4X4_CHANNELS
-    }
-
-    /// Whether the Winograd method computes a layer of this shape at all (a padding over 2
-    /// would give tiles wholly inside the padding, which the input transform does not expect).
-    pub(super) fn supports_winograd(
-        weight_shape: [usize; 4],
-        options: &nnc_ops::Conv2dOptions,
-    ) -> bool {
-        weight_shape[2..] == [3, 3]
-            && options.padding[0] <= 2
-            && options.padding[1] <= 2
-            && options.stride == [1, 1]
-            && options.dilation == [1, 1]
-            && options.groups == 1
-    }
-}
-
-/// Below this many input or output channels the transforms cost more than they save.
-const MIN_WINOGRAD_CHANNELS: usize = 16;
-/// Above this many channels F(4x4, 3x3)'s transformed filters (four times the weight) stop
-/// paying: such layers sit at the end of a network, on images too small to fill the products;
-/// they run F(2x2, 3x3) when Winograd is asked for, the GEMM otherwise.
-const MAX_F4X4_CHANNELS: usize = 256;
 
 thread_local! {
     /// Each thread's `V` and `M`; grown once, then reused. On a cache line: `V` is read as
