@@ -11,7 +11,8 @@
 //!
 //! A node can be in a region if it has a fast channels-last form: a 2-D convolution that is
 //! depthwise (`groups` = in = out channels), pointwise (1×1, unit stride, no padding, no
-//! groups) or int8 (any kernel), with its fused residual if it has one, an elementwise op (activation, affine,
+//! groups), int8 (any kernel) or ungrouped on a small output plane (see below), with its fused
+//! residual if it has one, an elementwise op (activation, affine,
 //! elementwise chain) on a 4-D value, a binary op whose two operands and output all have the
 //! same 4-D shape (no broadcasting), or a 2-D or global pooling of a 4-D value. Regions are the
 //! connected components of such nodes, joined where one's output feeds another. A global pooling
@@ -25,7 +26,12 @@
 //! - its int8 convolutions (`--quantize int8`, any kernel: the int8 kernel is channels-last
 //!   inside, and over NCHW images transposes its input and output itself) move more elements in
 //!   those transposes than the region's boundary does. A quantized ResNet-18 becomes one region,
-//!   transposed once at the input.
+//!   transposed once at the input; or
+//! - its ungrouped convolutions on small planes (at most [`SMALL_PLANE_PIXELS`] output pixels
+//!   per image, and not a layer the NCHW kernel runs as Winograd) have at least
+//!   [`SMALL_PLANE_MACS_PER_TRANSPOSED_ELEMENT`] multiply-adds per element its boundary
+//!   transposes. ResNet-18's last stage (7x7 images, 512 channels) becomes one region, transposed
+//!   once where it starts; its global pooling ends it.
 //!
 //! A switched region's convolutions and poolings get `channels_last`, and its values (but global
 //! poolings' outputs) become `[n, h, w, c]`. An
@@ -47,9 +53,13 @@
 //! Other ungrouped convolutions stay out of regions although the runtime has a channels-last
 //! form for them: its im2col copies one pixel's channels at a time, and on MobileNetV2's stem
 //! (3 input channels) it measured 2.5 ms against 1.4 ms for NCHW, more than the 0.4 ms transpose
-//! it would save.
+//! it would save. On a small plane it is the other way round: NCHW runs the plane's pixels as
+//! the GEMM's columns, in panels of 16, so 49 pixels fill four panels (64 columns), while
+//! channels-last runs them as rows and the channels as columns.
 
 use std::collections::HashMap;
+
+use nnc_ops::Conv2dOptions;
 
 use crate::diagnostics::Span;
 use crate::ir::{
@@ -63,6 +73,19 @@ use crate::ir::{
 /// transposed element; 8 lets regions with strided layers through and keeps a lone depthwise
 /// layer (9 multiply-adds per output against 2 or more transposed elements) NCHW.
 pub const MACS_PER_TRANSPOSED_ELEMENT: u64 = 8;
+
+/// The largest output plane (pixels per image) on which an ungrouped convolution may join a
+/// region: up to four panels of the NCHW GEMM's 16 columns.
+pub const SMALL_PLANE_PIXELS: usize = 64;
+
+/// The threshold of the small-plane rule. On Sapphire Rapids (AVX-512, one thread,
+/// `int8_conv_timing`'s f32 columns) ResNet-18's 3x3 512-channel layer on 7x7 images took
+/// 1627 µs channels-last against 2057 µs NCHW: 3.7 ps saved per multiply-add, against about
+/// 0.9 ns per transposed element, a break-even near 240 multiply-adds per element. Its last
+/// stage has about 9,400 (469 M multiply-adds, 50,176 elements transposed at its start), and
+/// runs 3% faster at one thread and 7% at two (`nnc bench`, 25.26 -> 24.43 ms and 14.53 ->
+/// 13.52 ms).
+pub const SMALL_PLANE_MACS_PER_TRANSPOSED_ELEMENT: u64 = 256;
 
 /// Switches the regions that pay to channels-last; returns whether any was switched.
 pub fn run(graph: &mut Graph) -> bool {
@@ -118,7 +141,7 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
     // A fused residual (the last input) has the output's layout, so it is an activation of the
     // region too.
     let residual = data.residual_input().map(|_| data.inputs.len() - 1);
-    (depthwise || pointwise || graph.is_int8_conv(data))
+    (depthwise || pointwise || graph.is_int8_conv(data) || is_small_plane_conv(graph, data))
         .then(|| std::iter::once(0).chain(residual).collect())
 }
 
@@ -126,6 +149,35 @@ fn activation_inputs(graph: &Graph, data: &NodeData) -> Option<Vec<usize>> {
 /// whose `[n, c, 1, 1]` output is the same memory in both layouts and leaves the region as is.
 fn writes_channels_last(op: &Op) -> bool {
     !matches!(op, Op::GlobalAvgPool { .. } | Op::GlobalMaxPool { .. })
+}
+
+/// Whether `data` is an ungrouped 2-D convolution with at most [`SMALL_PLANE_PIXELS`] output
+/// pixels per image that the NCHW kernel would not run as Winograd (which beats the
+/// channels-last im2col on the planes it takes).
+fn is_small_plane_conv(graph: &Graph, data: &NodeData) -> bool {
+    let Op::Conv(attrs) = &data.op else {
+        return false;
+    };
+    let (weight, output) = (graph.ty(data.inputs[1]), graph.ty(data.outputs[0]));
+    if attrs.groups != 1 || weight.rank() != 4 || output.rank() != 4 {
+        return false;
+    }
+    let pair = |values: &[usize]| [values[0], values[1]];
+    let options = Conv2dOptions {
+        stride: pair(&attrs.stride),
+        padding: pair(&attrs.padding),
+        dilation: pair(&attrs.dilation),
+        groups: attrs.groups,
+    };
+    let weight_shape = [
+        weight.shape[0],
+        weight.shape[1],
+        weight.shape[2],
+        weight.shape[3],
+    ];
+    // An NCHW output's plane is its last two axes.
+    output.shape[2].saturating_mul(output.shape[3]) <= SMALL_PLANE_PIXELS
+        && !options.prefers_winograd(weight_shape)
 }
 
 fn is_depthwise(graph: &Graph, data: &NodeData) -> bool {
@@ -185,6 +237,7 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
         .map_or(0, |last| last + 1);
     let mut depthwise_macs = vec![0u64; region_count];
     let mut int8_transposes_saved = vec![0u64; region_count];
+    let mut small_plane_macs = vec![0u64; region_count];
     let mut transposed = vec![0u64; region_count];
     let mut entering: Vec<(usize, Value)> = Vec::new();
     let mut leaving: Vec<(usize, Value)> = Vec::new();
@@ -210,6 +263,14 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
                 .map(|&dim| dim as u64)
                 .product();
             depthwise_macs[region] += output.element_count().saturating_mul(window);
+        }
+        if is_small_plane_conv(graph, data) {
+            let output = graph.ty(data.outputs[0]);
+            let taps: u64 = graph.ty(data.inputs[1]).shape[1..]
+                .iter()
+                .map(|&dim| dim as u64)
+                .product();
+            small_plane_macs[region] += output.element_count().saturating_mul(taps);
         }
         if graph.is_int8_conv(data) {
             int8_transposes_saved[region] += graph.ty(data.inputs[0]).element_count()
@@ -240,7 +301,10 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
                 && depthwise_macs[region]
                     >= MACS_PER_TRANSPOSED_ELEMENT.saturating_mul(transposed[region]);
             let int8_pays = int8_transposes_saved[region] > transposed[region];
-            depthwise_pays || int8_pays
+            let small_planes_pay = small_plane_macs[region] > 0
+                && small_plane_macs[region]
+                    >= SMALL_PLANE_MACS_PER_TRANSPOSED_ELEMENT.saturating_mul(transposed[region]);
+            depthwise_pays || int8_pays || small_planes_pay
         })
         .collect()
 }
