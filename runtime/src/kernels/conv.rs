@@ -27,6 +27,8 @@ use crate::kernels::gemm::{
     indirect_strip_kernel,
 };
 use crate::threading;
+#[cfg(test)]
+pub(crate) use image_panels::IMAGE_PANEL_ROW_COST;
 use image_panels::ImagePanels;
 
 pub mod channels_last;

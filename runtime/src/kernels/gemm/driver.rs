@@ -109,6 +109,13 @@ pub(crate) trait RhsSource: Sync {
         width: usize,
         panel: &mut [f32],
     );
+
+    /// What packing one `NR`-wide row of a panel costs, in the units of [`task_grid`]'s cost
+    /// model (a tile's step costs `TILE_COST`): the model weighs it against the tiles when it
+    /// decides whether cutting C's rows, which makes every task pack the same panels, pays.
+    fn panel_row_cost(&self) -> usize {
+        PANEL_PACKING_COST
+    }
 }
 
 /// A strided matrix as a source of B's panels.
@@ -335,7 +342,10 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
     let row_panels = product.rows.div_ceil(MR);
     let column_panels = product.cols.div_ceil(NR);
     let packing = GridPacking {
-        rhs: matches!(product.rhs, RhsPanels::Source(_)),
+        rhs_cost: match product.rhs {
+            RhsPanels::Source(source) => source.panel_row_cost(),
+            RhsPanels::Packed(_) => 0,
+        },
         lhs: lhs_access(product),
     };
     let grid = task_grid(row_panels, column_panels, threads, packing);
@@ -380,8 +390,9 @@ pub(super) struct TaskGrid {
 /// Which operands each task of a product packs or streams itself (see [`task_grid`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct GridPacking {
-    /// B comes as a source, so each task packs the B panels of its own columns.
-    pub(super) rhs: bool,
+    /// The cost of packing a row of a B panel (`RhsSource::panel_row_cost`) when B comes as a
+    /// source, so that each task packs the B panels of its own columns; 0 when B came packed.
+    pub(super) rhs_cost: usize,
     /// How each task gets the A panels of its own rows.
     pub(super) lhs: LhsAccess,
 }
@@ -430,7 +441,7 @@ const PREPACKED_CACHED_BYTES: usize = 1 << 20;
 /// loads and two stores, or a short gather for a convolution, a packed A column a gather of `MR`
 /// values from `MR` rows, and a streamed one `MR` values from `MR` rows into cache.
 const TILE_COST: usize = 4;
-const PANEL_PACKING_COST: usize = 1;
+pub(super) const PANEL_PACKING_COST: usize = 1;
 const LHS_PANEL_PACKING_COST: usize = 2;
 const LHS_PANEL_STREAMING_COST: usize = 1;
 
@@ -452,7 +463,7 @@ pub(super) fn task_grid(
     threads: usize,
     packing: GridPacking,
 ) -> TaskGrid {
-    let packing_cost = if packing.rhs { PANEL_PACKING_COST } else { 0 };
+    let packing_cost = packing.rhs_cost;
     let lhs_packing_cost = match packing.lhs {
         LhsAccess::Prepacked => 0,
         LhsAccess::InPlace | LhsAccess::PrepackedStreamed => LHS_PANEL_STREAMING_COST,

@@ -383,11 +383,11 @@ fn grid_finish_time(
 }
 
 const PACKS_RHS: GridPacking = GridPacking {
-    rhs: true,
+    rhs_cost: driver::PANEL_PACKING_COST,
     lhs: LhsAccess::Prepacked,
 };
 const PACKS_NOTHING: GridPacking = GridPacking {
-    rhs: false,
+    rhs_cost: 0,
     lhs: LhsAccess::Prepacked,
 };
 
@@ -398,7 +398,7 @@ fn task_grid_cuts_rows_when_each_task_reads_its_rows_of_a() {
     // packed weights (6 panels). Cutting the columns would pack all of A in every task; cutting
     // the rows packs each row once, and both threads get half the tiles.
     let packs_lhs = GridPacking {
-        rhs: false,
+        rhs_cost: 0,
         lhs: LhsAccess::PackedPerTask,
     };
     let grid = task_grid(33, 6, 2, packs_lhs);
@@ -416,7 +416,7 @@ fn task_grid_cuts_rows_when_each_task_reads_its_rows_of_a() {
     // place. A column cut would stream all of A in both tasks, each writing half of every row of
     // C; the rows are cut instead.
     let in_place = GridPacking {
-        rhs: false,
+        rhs_cost: 0,
         lhs: LhsAccess::InPlace,
     };
     let grid = task_grid(2091, 6, 2, in_place);
@@ -431,7 +431,7 @@ fn task_grid_cuts_the_rows_of_a_large_packed_a() {
     // during the call (4 panels). A column cut ties with a row cut in tiles but makes both
     // threads stream all of A from memory; the rows are cut.
     let streamed = GridPacking {
-        rhs: true,
+        rhs_cost: crate::kernels::conv::IMAGE_PANEL_ROW_COST,
         lhs: LhsAccess::PrepackedStreamed,
     };
     let grid = task_grid(86, 4, 2, streamed);
