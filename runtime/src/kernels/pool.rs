@@ -10,13 +10,16 @@
 //! An NCHW output row is vectorised over its width where every window column lies inside the
 //! input: eight outputs at a time combine all the taps of their windows in a register
 //! ([`rows::reduce_window_row`], with an AVX2 form for strides 1 and 2). The few outputs whose
-//! window hangs over the left or right padding take a scalar path. Nothing is allocated.
+//! window hangs over the left or right padding take a scalar path. Max pooling over windows
+//! wider and taller than one is separable instead (see `max_pool_plane`). Nothing is allocated
+//! once a thread has pooled a row as wide before.
 
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
 use crate::kernels::conv::valid_output_range;
 use crate::kernels::softmax::{maximum, sum};
 use crate::threading;
 use rows::{Isa, Reduction, RowWindow, reduce_window_row};
+use std::cell::RefCell;
 
 pub mod channels_last;
 mod rows;
@@ -286,8 +289,21 @@ fn for_each_plane(
 /// Input elements per parallel task.
 const PARALLEL_CHUNK: usize = 1 << 15;
 
+thread_local! {
+    /// Each thread's row of column maxima for `max_pool_plane`; grown once, then reused.
+    static COLUMN_MAXIMA: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// One output plane of max pooling: minus infinity (the padding) combined with every tap inside
 /// the input.
+///
+/// A window wider and taller than one is separable, the maximum being associative and
+/// commutative (NaN propagates whatever the order): for each output row, first the maximum
+/// down each input column over the window's rows (contiguous loads, whatever the stride), into
+/// a row padded with minus infinity, then the maximum across the window's columns of that row,
+/// which has no border left to treat apart. A ResNet stem's 3x3/s2 pooling reads three
+/// contiguous values per input column and three strided ones per output, where combining the
+/// whole window reads nine strided ones per output (and took 476 µs on 64 planes of 112x112).
 fn max_pool_plane(
     input: &[f32],
     window: &Window,
@@ -297,6 +313,14 @@ fn max_pool_plane(
 ) {
     let [_, _, height, width] = input_shape;
     let out_w = output_shape[3];
+    if window.kernel[0] > 1 && window.kernel[1] > 1 {
+        COLUMN_MAXIMA.with(|row| {
+            let mut row = row.borrow_mut();
+            let sizes = [height, width, out_w];
+            max_pool_plane_separable(input, window, sizes, output, &mut row);
+        });
+        return;
+    }
     let plane = PlaneRows {
         input,
         height,
@@ -314,6 +338,71 @@ fn max_pool_plane(
     let interior = plane.interior(out_w);
     for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
         plane.reduce_row(Reduction::Maximum, out_y, interior.clone(), output_row);
+    }
+}
+
+/// `max_pool_plane` for a separable window, with `column_maxima` as its padded row.
+fn max_pool_plane_separable(
+    input: &[f32],
+    window: &Window,
+    [height, width, out_w]: [usize; 3],
+    output: &mut [f32],
+    column_maxima: &mut Vec<f32>,
+) {
+    let isa = Isa::detect();
+    let [kernel_h, kernel_w] = window.kernel;
+    let [stride_h, stride_w] = window.stride;
+    let [dilation_h, dilation_w] = window.dilation;
+    let [padding_h, padding_w] = window.padding;
+    let across = RowWindow {
+        kernel_w,
+        stride: stride_w,
+        dilation: dilation_w,
+    };
+    let down = RowWindow {
+        kernel_w: 1,
+        stride: 1,
+        dilation: 1,
+    };
+    // The padded row holds input column `x` at `padding_w + x`, minus infinity around; the last
+    // window reads up to `padded - 1`, which ceil mode may put past the right padding.
+    let padded = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1;
+    column_maxima.clear();
+    column_maxima.resize(padded.max(padding_w + width), f32::NEG_INFINITY);
+    for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+        let input_rows = (0..kernel_h).filter_map(|kernel_y| {
+            (out_y * stride_h + kernel_y * dilation_h)
+                .checked_sub(padding_h)
+                .filter(|&y| y < height)
+                .map(|y| &input[y * width..][..width])
+        });
+        let columns = &mut column_maxima[padding_w..][..width];
+        let mut round: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
+        let mut count = 0;
+        let mut accumulate = false;
+        for input_row in input_rows {
+            round[count] = input_row;
+            count += 1;
+            if count == ROWS_PER_ROUND {
+                reduce_window_row(isa, Reduction::Maximum, columns, &round, down, accumulate);
+                accumulate = true;
+                count = 0;
+            }
+        }
+        if count > 0 || !accumulate {
+            // No row at all (a window wholly in the padding, which the shape rules exclude)
+            // leaves the identity, minus infinity.
+            reduce_window_row(
+                isa,
+                Reduction::Maximum,
+                columns,
+                &round[..count],
+                down,
+                accumulate,
+            );
+        }
+        let rows: [&[f32]; 1] = [&column_maxima[..padded]];
+        reduce_window_row(isa, Reduction::Maximum, output_row, &rows, across, false);
     }
 }
 

@@ -414,3 +414,47 @@ fn channels_last_invalid_arguments_are_errors() {
     assert!(global_avg_pool_channels_last(&[0.0; 4], [1, 0, 2, 2], &mut output).is_err());
     assert!(global_max_pool_channels_last(&[0.0; 3], [1, 1, 2, 2], &mut output[..2]).is_err());
 }
+
+/// The separable max pooling on planes wider than its vector loops (several vectors and a
+/// tail): the ResNet stem's 3x3/s2 window, ceil mode, dilation, a window taller than a round of
+/// rows, and NaNs scattered through the input, which must reach every output whose window
+/// holds one.
+#[test]
+fn separable_max_pool_matches_reference_on_wide_planes() {
+    let cases = [
+        ([1, 3, 112, 112], [3, 3], [2, 2], [1, 1], [1, 1], false),
+        ([1, 2, 37, 53], [3, 3], [2, 2], [1, 1], [1, 1], true),
+        ([2, 2, 29, 41], [2, 3], [1, 2], [1, 1], [2, 1], false),
+        ([1, 1, 20, 67], [5, 4], [3, 1], [2, 2], [1, 2], true),
+        ([1, 1, 30, 30], [9, 9], [1, 1], [4, 4], [1, 1], false),
+    ];
+    for (shape, kernel, stride, padding, dilation, ceil_mode) in cases {
+        let options = MaxPool2dOptions {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil_mode,
+        };
+        let length: usize = shape.iter().product();
+        let mut input: Vec<f32> = (0..length)
+            .map(|index| ((index * 7919) % 1013) as f32 / 101.0 - 5.0)
+            .collect();
+        for with_nans in [false, true] {
+            if with_nans {
+                for index in (0..length).step_by(997) {
+                    input[index] = f32::NAN;
+                }
+            }
+            let (expected, _) = reference::max_pool2d(&input, shape, &options);
+            let mut output = vec![0.0; expected.len()];
+            max_pool2d(&input, shape, &options, &mut output).unwrap();
+            for (index, (&actual, &wanted)) in output.iter().zip(&expected).enumerate() {
+                assert!(
+                    actual.is_nan() == wanted.is_nan() && (wanted.is_nan() || actual == wanted),
+                    "{shape:?} {options:?} nans {with_nans}: output {index} is {actual}, not {wanted}"
+                );
+            }
+        }
+    }
+}
