@@ -1,5 +1,7 @@
 //! Element-wise loops compiled twice: for the baseline target and with AVX2 + FMA enabled,
 //! picked at run time, so that simple closures vectorise with 8-wide registers where they can.
+//! The costly functions' loops (`map_in_place_interleaved`, `map_interleaved`) are compiled a
+//! third time with AVX-512F, where the processor has it.
 //!
 //! The two versions compute the same values: Rust never contracts `a * b + c` into a fused
 //! multiply-add on its own, and an explicit `f32::mul_add` is fused in both (an instruction with
@@ -36,6 +38,12 @@ fn map_in_place_with<const INTERLEAVE: bool>(
     function: impl Fn(f32) -> f32 + Copy,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if INTERLEAVE && has_avx512f() {
+        // SAFETY: The processor supports AVX-512F, AVX2 and FMA, checked just above.
+        unsafe { map_in_place_avx512(values, function) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: The processor supports AVX2 and FMA, checked just above.
         unsafe { map_in_place_avx2::<INTERLEAVE>(values, function) };
@@ -50,6 +58,12 @@ fn map_with<const INTERLEAVE: bool>(
     function: impl Fn(f32) -> f32 + Copy,
 ) {
     debug_assert_eq!(input.len(), output.len());
+    #[cfg(target_arch = "x86_64")]
+    if INTERLEAVE && has_avx512f() {
+        // SAFETY: The processor supports AVX-512F, AVX2 and FMA, checked just above.
+        unsafe { map_avx512(input, output, function) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx2_fma() {
         // SAFETY: The processor supports AVX2 and FMA, checked just above.
@@ -98,6 +112,13 @@ pub(crate) fn has_avx2_fma() -> bool {
     is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
 }
 
+/// Whether the processor has AVX-512F besides AVX2 and FMA: the costly functions' loops are
+/// compiled a third time for it, sixteen lanes a vector.
+#[cfg(target_arch = "x86_64")]
+fn has_avx512f() -> bool {
+    is_x86_feature_detected!("avx512f") && has_avx2_fma()
+}
+
 /// Elements of the stack buffer [`map_in_place_body`] maps through: 256 bytes, in L1.
 const IN_PLACE_BUFFER: usize = 64;
 
@@ -110,16 +131,28 @@ fn map_in_place_body<const INTERLEAVE: bool>(
     values: &mut [f32],
     function: impl Fn(f32) -> f32 + Copy,
 ) {
+    map_in_place_lanes::<INTERLEAVE, INTERLEAVED>(values, function)
+}
+
+/// [`map_in_place_body`] with `LANES` elements a step when interleaved.
+#[inline(always)]
+fn map_in_place_lanes<const INTERLEAVE: bool, const LANES: usize>(
+    values: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
     let mut buffer = [0.0f32; IN_PLACE_BUFFER];
     for piece in values.chunks_mut(IN_PLACE_BUFFER) {
         let buffer = &mut buffer[..piece.len()];
-        map_body::<INTERLEAVE>(piece, buffer, function);
+        map_lanes::<INTERLEAVE, LANES>(piece, buffer, function);
         piece.copy_from_slice(buffer);
     }
 }
 
 /// Elements [`map_body`] maps per step of its main loop: four 8-wide vectors.
 const INTERLEAVED: usize = 32;
+
+/// The same for 16-wide vectors (the AVX-512 build); also the in-place buffer's length.
+const INTERLEAVED_AVX512: usize = IN_PLACE_BUFFER;
 
 /// With `INTERLEAVE`, maps `INTERLEAVED` elements per step, then the rest one by one: the
 /// fixed-length inner loop compiles to four independent vector computations side by side, so
@@ -132,16 +165,26 @@ fn map_body<const INTERLEAVE: bool>(
     output: &mut [f32],
     function: impl Fn(f32) -> f32 + Copy,
 ) {
+    map_lanes::<INTERLEAVE, INTERLEAVED>(input, output, function)
+}
+
+/// [`map_body`] with `LANES` elements a step when interleaved.
+#[inline(always)]
+fn map_lanes<const INTERLEAVE: bool, const LANES: usize>(
+    input: &[f32],
+    output: &mut [f32],
+    function: impl Fn(f32) -> f32 + Copy,
+) {
     if !INTERLEAVE {
         for (output, &input) in output.iter_mut().zip(input) {
             *output = function(input);
         }
         return;
     }
-    let mut output_pieces = output.chunks_exact_mut(INTERLEAVED);
-    let mut input_pieces = input.chunks_exact(INTERLEAVED);
+    let mut output_pieces = output.chunks_exact_mut(LANES);
+    let mut input_pieces = input.chunks_exact(LANES);
     for (output, input) in (&mut output_pieces).zip(&mut input_pieces) {
-        for lane in 0..INTERLEAVED {
+        for lane in 0..LANES {
             output[lane] = function(input[lane]);
         }
     }
@@ -173,6 +216,28 @@ fn zip_map_in_place_body(
     for (value, &other) in values.iter_mut().zip(other) {
         *value = function(*value, other);
     }
+}
+
+/// The interleaved [`map_in_place_body`], four 16-wide vectors a step.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn map_in_place_avx512(values: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
+    map_in_place_lanes::<true, INTERLEAVED_AVX512>(values, function);
+}
+
+/// The interleaved [`map_body`], four 16-wide vectors a step.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn map_avx512(input: &[f32], output: &mut [f32], function: impl Fn(f32) -> f32 + Copy) {
+    map_lanes::<true, INTERLEAVED_AVX512>(input, output, function);
 }
 
 /// # Safety
