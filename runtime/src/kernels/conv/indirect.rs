@@ -108,20 +108,43 @@ impl PhaseLayout {
         let phase_plane = self.padded_h * self.row_stride;
         threading::run_chunks_mut(phased, phase_plane, |index, plane| {
             let (channel, phase) = (index / self.phases, index % self.phases);
-            plane.fill(0.0);
             // Input columns `x` with `(x + padding_x) % phases == phase`, from `first_x` on.
             let first_x = (phase + self.phases - padding_x % self.phases) % self.phases;
             let start = (first_x + padding_x) / self.phases;
             let channel_input = &input[channel * input_plane..][..input_plane];
-            let rows = plane[padding_y * self.row_stride..].chunks_exact_mut(self.row_stride);
+            // Only the padding is zeroed: the rows above and below the image, and each image
+            // row's slots before and after its values (zeroing the whole plane first, and a
+            // `step_by` gather, made the fill of a 224x224 stem take a third of the layer).
+            let (top, rest) = plane.split_at_mut(padding_y * self.row_stride);
+            top.fill(0.0);
+            let (image_rows, bottom) = rest.split_at_mut(geometry.in_h * self.row_stride);
+            bottom.fill(0.0);
+            let rows = image_rows.chunks_exact_mut(self.row_stride);
             for (input_row, row) in channel_input.chunks_exact(geometry.in_w).zip(rows) {
                 let values = input_row.get(first_x..).unwrap_or_default();
-                let slots = &mut row[start..][..values.len().div_ceil(self.phases)];
-                if self.phases == 1 {
-                    slots.copy_from_slice(values);
-                } else {
-                    for (slot, &value) in slots.iter_mut().zip(values.iter().step_by(self.phases)) {
-                        *slot = value;
+                let count = values.len().div_ceil(self.phases);
+                let (before, row) = row.split_at_mut(start);
+                before.fill(0.0);
+                let (slots, after) = row.split_at_mut(count);
+                after.fill(0.0);
+                match self.phases {
+                    1 => slots.copy_from_slice(values),
+                    2 => {
+                        let pairs = values.chunks_exact(2);
+                        let last = pairs.remainder().first().copied();
+                        for (slot, pair) in slots.iter_mut().zip(pairs) {
+                            *slot = pair[0];
+                        }
+                        if let Some(last) = last {
+                            slots[count - 1] = last;
+                        }
+                    }
+                    _ => {
+                        for (slot, &value) in
+                            slots.iter_mut().zip(values.iter().step_by(self.phases))
+                        {
+                            *slot = value;
+                        }
                     }
                 }
             }
