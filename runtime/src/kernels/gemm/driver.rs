@@ -36,8 +36,12 @@ pub(super) const PARALLEL_MIN_MULTIPLY_ADDS: usize = 1 << 20;
 /// so the weights of small networks, which may stay in cache between calls, keep one thread.
 pub(super) const PARALLEL_MIN_BYTES: usize = 1 << 18;
 /// Up to this depth, a row-major A is read in place by the micro-kernel instead of being packed
-/// per call: with few steps of k per tile, packing A costs more than it saves.
-pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = KC;
+/// per call, each block of `KC` steps from its offset in the rows. Packing cost more than it
+/// saved up to four blocks deep: `gemm_timing --copies 16`, one thread, packed against in place
+/// (GFLOP/s): MobileNetV2's projections 196x576x96 125 -> 165 and 49x960x160 135 -> 156, the
+/// encoder's 128x1536x384 152 -> 154; AVX2 88 -> 103, 89 -> 97 and 98 -> 101; two threads
+/// 240 -> 305 on 196x576x96. At one block (the limit before) A is read in place anyway.
+pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = 4 * KC;
 /// Columns of C a block finishes before the activations that are not clamps run over its rows:
 /// `MC x 256` floats (144 KiB) are still in L2 then, and each call of the vectorised loop
 /// covers 256 values.
