@@ -515,22 +515,23 @@ impl Problem<'_> {
             None => false,
         };
 
-        // Scores: the scaled query panels against each key panel of this block, one strip of
-        // the block's rows per key panel.
-        let key_panels = keys.div_ceil(NR);
+        // Scores: the scaled query panels against the key panels of this block, one strip of
+        // the block's rows per group of as many neighbouring key panels as the kernel takes
+        // (two with AVX-512: a tile of one panel is bound by its loads, not its FMAs).
+        let strip_keys = self.kernels.strip_panels * NR;
         let key_block_start = key_block * self.sizes.key_block_stride();
-        for key_panel in 0..key_panels {
-            let key_panel_data = &slot.packed_keys[key_block_start + key_panel * NR * head_dim..];
+        for first_key in (0..keys).step_by(strip_keys) {
+            let key_panel_data = &slot.packed_keys[key_block_start + first_key * head_dim..];
             run_strip(
                 self.kernels,
                 StripLhs::Packed(&slot.packed_queries),
                 head_dim,
                 key_panel_data,
                 Strip {
-                    c: &mut slot.scores[key_panel * NR..],
+                    c: &mut slot.scores[first_key..],
                     row_stride: block_size,
                     rows: block.rows,
-                    columns: NR.min(keys - key_panel * NR),
+                    columns: strip_keys.min(keys - first_key),
                     accumulate: false,
                 },
             );
@@ -567,11 +568,18 @@ impl Problem<'_> {
         }
 
         // The accumulator gains the probabilities (read in place, row-major) times the values
-        // of this block, one strip of the block's rows per panel of the values.
+        // of this block, one strip of the block's rows per panel of the values, or per group of
+        // panels when every key of the block is kept: the panels are `block_keys` steps apart,
+        // and the kernel takes them `keys` apart.
         let value_block_start = key_block * self.sizes.value_block_stride();
-        for (value_panel, first_column) in (0..head_dim).step_by(NR).enumerate() {
+        let strip_columns = if keys == block_keys {
+            self.kernels.strip_panels * NR
+        } else {
+            NR
+        };
+        for first_column in (0..head_dim).step_by(strip_columns) {
             let value_panel_data =
-                &slot.packed_values[value_block_start + value_panel * block_keys * NR..];
+                &slot.packed_values[value_block_start + first_column * block_keys..];
             run_strip(
                 self.kernels,
                 StripLhs::RowMajor {
@@ -584,7 +592,7 @@ impl Problem<'_> {
                     c: &mut slot.accumulator[first_column..],
                     row_stride: head_dim,
                     rows: block.rows,
-                    columns: NR.min(head_dim - first_column),
+                    columns: strip_columns.min(head_dim - first_column),
                     accumulate: true,
                 },
             );
@@ -727,8 +735,8 @@ enum StripLhs<'a> {
     RowMajor { a: &'a [f32], row_stride: usize },
 }
 
-/// Runs the GEMM's micro-kernel on one strip (`depth` steps, one panel of B) after checking every
-/// bound it relies on.
+/// Runs the GEMM's micro-kernel on one strip (`depth` steps, up to `kernels.strip_panels`
+/// neighbouring panels of B, `depth * NR` floats apart) after checking every bound it relies on.
 fn run_strip(
     kernels: GemmKernels,
     lhs: StripLhs<'_>,
@@ -745,9 +753,9 @@ fn run_strip(
     } = strip;
     assert!(
         rows >= 1
-            && (1..=NR).contains(&columns)
+            && (1..=kernels.strip_panels * NR).contains(&columns)
             && columns <= row_stride
-            && b_panel.len() >= depth * NR
+            && b_panel.len() >= columns.div_ceil(NR) * depth * NR
             && c.len() >= (rows - 1) * row_stride + columns
             && match lhs {
                 StripLhs::Packed(a) => a.len() >= rows.div_ceil(MR) * depth * MR,
