@@ -13,11 +13,13 @@
 //! proportional to the blocks kept.
 //!
 //! Both products run on the GEMM's micro-kernels (AVX-512 or AVX2 + FMA, as the GEMM picks), a
-//! strip of the query block's rows per panel of keys or values, over panels this module packs
-//! itself: the keys and values of one (batch, key/value head) once, and per query block the
-//! scaled queries; the probabilities are read in place by the micro-kernel's row-major variant
-//! (packing them cost about a tenth of the time). The exponentials of the online softmax are
-//! `nnc_ops::math::exp`, sixteen at a time where the processor has AVX-512F. Everything lives in a caller-owned
+//! strip of the query block's rows per panel (or pair of panels) of keys or values, over panels
+//! this module packs itself once per (batch, key/value head): the keys, times the scale, and the
+//! values. The left operands, the queries and the probabilities, are read in place by the
+//! micro-kernel's row-major variant (packing the scaled queries of each block took about a third
+//! of the packing; packing the probabilities cost about a tenth of the time). The exponentials
+//! of the online softmax are `nnc_ops::math::exp`, sixteen at a time where the processor has
+//! AVX-512F. Everything lives in a caller-owned
 //! `FlashAttentionWorkspace` of `O(block^2 + key_len * head_dim)` floats per thread, so a call
 //! allocates nothing. Heads (and, when there are fewer heads than threads, interleaved query
 //! blocks) run in parallel on the shared pool.
@@ -26,7 +28,7 @@ use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::attention::{
     AttentionMask, AttentionOptions, AttentionShape, HeadOutputs, check_shapes,
 };
-use crate::kernels::gemm::{GemmKernels, MR, NR, StripOutput, TileEpilogue};
+use crate::kernels::gemm::{GemmKernels, NR, StripOutput, TileEpilogue};
 use crate::kernels::softmax::{maximum, sum};
 use crate::kernels::vectorize;
 use crate::threading;
@@ -233,8 +235,6 @@ struct SlotSizes {
     head_dim: usize,
     /// `head_dim` rounded up to a whole number of `NR`-wide panels.
     padded_head_dim: usize,
-    /// Query rows of a block rounded up to whole `MR`-row panels.
-    padded_block_rows: usize,
     /// Keys of a block rounded up to whole `NR`-key panels.
     padded_block_keys: usize,
     key_blocks: usize,
@@ -246,7 +246,6 @@ impl SlotSizes {
             block_size,
             head_dim: shape.head_dim,
             padded_head_dim: shape.head_dim.div_ceil(NR) * NR,
-            padded_block_rows: block_size.div_ceil(MR) * MR,
             padded_block_keys: block_size.div_ceil(NR) * NR,
             key_blocks: shape.key_len.div_ceil(block_size),
         }
@@ -266,14 +265,13 @@ impl SlotSizes {
 /// One thread's scratch.
 #[derive(Clone, Debug, Default)]
 struct SlotScratch {
-    /// The keys of one (batch, key/value head), `[key block][key panel][head_dim][NR]`.
+    /// The keys of one (batch, key/value head) times the scale, `[key block][key panel]
+    /// [head_dim][NR]`.
     packed_keys: Vec<f32>,
     /// Its values, `[key block][value panel][keys in block][NR]`.
     packed_values: Vec<f32>,
     /// The (batch, key/value head) whose keys and values are packed.
     packed_for: Option<(usize, usize)>,
-    /// The scaled queries of one block, `[row panel][head_dim][MR]`.
-    packed_queries: Vec<f32>,
     /// The scores, then probabilities, of one block pair, row-major with stride `block_size`.
     scores: Vec<f32>,
     /// The unnormalised output rows, `[block_size, head_dim]`.
@@ -298,10 +296,6 @@ impl SlotScratch {
             &mut self.packed_values,
             sizes.key_blocks * sizes.value_block_stride(),
         );
-        grow(
-            &mut self.packed_queries,
-            sizes.padded_block_rows * sizes.head_dim,
-        );
         grow(&mut self.scores, sizes.block_size * sizes.block_size);
         grow(&mut self.accumulator, sizes.block_size * sizes.head_dim);
         grow(&mut self.row_maxima, sizes.block_size);
@@ -312,7 +306,6 @@ impl SlotScratch {
         [
             &self.packed_keys,
             &self.packed_values,
-            &self.packed_queries,
             &self.scores,
             &self.accumulator,
             &self.row_maxima,
@@ -403,7 +396,7 @@ impl Problem<'_> {
             let lane = offset % NR;
             let panel = &mut slot.packed_keys[key_panel..][..NR * head_dim];
             for (step, &value) in key_row.iter().enumerate() {
-                panel[step * NR + lane] = value;
+                panel[step * NR + lane] = value * self.scale;
             }
             let value_row = &self.v[source..][..head_dim];
             let value_block = key_block * sizes.value_block_stride();
@@ -431,14 +424,6 @@ impl Problem<'_> {
         } = self.shape;
         let q_stride = n_heads * head_dim;
         let q_first = (block.batch * query_len + block.start) * q_stride + block.head * head_dim;
-        for row in 0..block.rows {
-            let query = &self.q[q_first + row * q_stride..][..head_dim];
-            let panel = &mut slot.packed_queries[(row / MR) * MR * head_dim..][..MR * head_dim];
-            let lane = row % MR;
-            for (step, &value) in query.iter().enumerate() {
-                panel[step * MR + lane] = value * self.scale;
-            }
-        }
         slot.row_maxima[..block.rows].fill(f32::NEG_INFINITY);
         slot.row_sums[..block.rows].fill(0.0);
         slot.accumulator[..block.rows * head_dim].fill(0.0);
@@ -515,16 +500,23 @@ impl Problem<'_> {
             None => false,
         };
 
-        // Scores: the scaled query panels against the key panels of this block, one strip of
-        // the block's rows per group of as many neighbouring key panels as the kernel takes
-        // (two with AVX-512: a tile of one panel is bound by its loads, not its FMAs).
+        // Scores: the block's query rows, read in place, against the scaled key panels of this
+        // block, one strip of the rows per group of as many neighbouring key panels as the
+        // kernel takes (two with AVX-512: a tile of one panel is bound by its loads, not its
+        // FMAs).
+        let q_stride = self.shape.n_heads * head_dim;
+        let q_first =
+            (block.batch * self.shape.query_len + block.start) * q_stride + block.head * head_dim;
         let strip_keys = self.kernels.strip_panels * NR;
         let key_block_start = key_block * self.sizes.key_block_stride();
         for first_key in (0..keys).step_by(strip_keys) {
             let key_panel_data = &slot.packed_keys[key_block_start + first_key * head_dim..];
             run_strip(
                 self.kernels,
-                StripLhs::Packed(&slot.packed_queries),
+                StripLhs {
+                    a: &self.q[q_first..],
+                    row_stride: q_stride,
+                },
                 head_dim,
                 key_panel_data,
                 Strip {
@@ -582,7 +574,7 @@ impl Problem<'_> {
                 &slot.packed_values[value_block_start + first_column * block_keys..];
             run_strip(
                 self.kernels,
-                StripLhs::RowMajor {
+                StripLhs {
                     a: &slot.scores,
                     row_stride: block_size,
                 },
@@ -729,10 +721,11 @@ struct Strip<'a> {
     accumulate: bool,
 }
 
-/// The left operand of a strip: consecutive packed panels of `MR` rows, or a row-major matrix.
-enum StripLhs<'a> {
-    Packed(&'a [f32]),
-    RowMajor { a: &'a [f32], row_stride: usize },
+/// The left operand of a strip, read in place: a row-major matrix, rows `row_stride` apart (the
+/// block's queries, or its probabilities).
+struct StripLhs<'a> {
+    a: &'a [f32],
+    row_stride: usize,
 }
 
 /// Runs the GEMM's micro-kernel on one strip (`depth` steps, up to `kernels.strip_panels`
@@ -757,12 +750,8 @@ fn run_strip(
             && columns <= row_stride
             && b_panel.len() >= columns.div_ceil(NR) * depth * NR
             && c.len() >= (rows - 1) * row_stride + columns
-            && match lhs {
-                StripLhs::Packed(a) => a.len() >= rows.div_ceil(MR) * depth * MR,
-                StripLhs::RowMajor { a, row_stride } => {
-                    depth <= row_stride && a.len() >= (rows - 1) * row_stride + depth
-                }
-            },
+            && depth <= lhs.row_stride
+            && lhs.a.len() >= (rows - 1) * lhs.row_stride + depth,
         "run_strip: a strip or operand is out of bounds"
     );
     let output = StripOutput {
@@ -773,18 +762,11 @@ fn run_strip(
         accumulate,
         epilogue: TileEpilogue::default(),
     };
-    // SAFETY: The kernels are the ones this processor runs (`GemmKernels::detected`); A's rows
-    // or panels, the panel of B and the `rows x columns` strip of C lie inside their slices
-    // (checked just above), the epilogue reads nothing, and `c` is borrowed mutably, so nothing
-    // else touches the strip.
-    unsafe {
-        match lhs {
-            StripLhs::Packed(a) => (kernels.packed_a)(depth, a, b_panel, &output),
-            StripLhs::RowMajor { a, row_stride } => {
-                (kernels.row_major_a)(depth, a, row_stride, b_panel, &output)
-            }
-        }
-    }
+    // SAFETY: The kernels are the ones this processor runs (`GemmKernels::detected`); A's rows,
+    // the panels of B and the `rows x columns` strip of C lie inside their slices (checked just
+    // above), the epilogue reads nothing, and `c` is borrowed mutably, so nothing else touches
+    // the strip.
+    unsafe { (kernels.row_major_a)(depth, lhs.a, lhs.row_stride, b_panel, &output) }
 }
 
 #[cfg(test)]
