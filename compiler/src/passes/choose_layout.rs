@@ -180,6 +180,19 @@ fn is_small_plane_conv(graph: &Graph, data: &NodeData) -> bool {
         && !options.prefers_winograd(weight_shape)
 }
 
+/// A convolution's multiply-adds: each output element takes `in / groups * kh * kw` (the
+/// window, for a depthwise one).
+fn conv_macs(graph: &Graph, data: &NodeData) -> u64 {
+    let taps: u64 = graph.ty(data.inputs[1]).shape[1..]
+        .iter()
+        .map(|&dim| dim as u64)
+        .product();
+    graph
+        .ty(data.outputs[0])
+        .element_count()
+        .saturating_mul(taps)
+}
+
 fn is_depthwise(graph: &Graph, data: &NodeData) -> bool {
     matches!(&data.op, Op::Conv(attrs) if graph.ty(data.inputs[1]).shape[1] == 1 && attrs.groups > 1)
 }
@@ -257,20 +270,10 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
             continue;
         };
         if is_depthwise(graph, data) {
-            let output = graph.ty(data.outputs[0]);
-            let window: u64 = graph.ty(data.inputs[1]).shape[2..]
-                .iter()
-                .map(|&dim| dim as u64)
-                .product();
-            depthwise_macs[region] += output.element_count().saturating_mul(window);
+            depthwise_macs[region] += conv_macs(graph, data);
         }
         if is_small_plane_conv(graph, data) {
-            let output = graph.ty(data.outputs[0]);
-            let taps: u64 = graph.ty(data.inputs[1]).shape[1..]
-                .iter()
-                .map(|&dim| dim as u64)
-                .product();
-            small_plane_macs[region] += output.element_count().saturating_mul(taps);
+            small_plane_macs[region] += conv_macs(graph, data);
         }
         if graph.is_int8_conv(data) {
             int8_transposes_saved[region] += graph.ty(data.inputs[0]).element_count()
