@@ -29,8 +29,8 @@ pub(super) unsafe fn transform_input_group(
     matrix_length: usize,
 ) {
     assert!(destination.len() >= (POINTS - 1) * matrix_length + LANES);
-    let mut rows_done = [[_mm256_setzero_ps(); INPUT_TILE]; INPUT_TILE];
-    for (row, row_done) in rows_done.iter_mut().enumerate() {
+    // Written out, as in `transform_output_group`: the zeroed array was zeroed with a `memset`.
+    let row_done = |row: usize| {
         let mut left = [_mm_setzero_ps(); LANES];
         let mut right = [_mm_setzero_ps(); LANES];
         for lane in 0..LANES {
@@ -43,8 +43,16 @@ pub(super) unsafe fn transform_input_group(
         }
         let [x0, x1, x2, x3] = transpose_rows(&left);
         let [_, _, x4, x5] = transpose_rows(&right);
-        *row_done = input_points([x0, x1, x2, x3, x4, x5]);
-    }
+        input_points([x0, x1, x2, x3, x4, x5])
+    };
+    let rows_done: [[__m256; INPUT_TILE]; INPUT_TILE] = [
+        row_done(0),
+        row_done(1),
+        row_done(2),
+        row_done(3),
+        row_done(4),
+        row_done(5),
+    ];
     for column in 0..INPUT_TILE {
         let points = input_points(std::array::from_fn(|row| rows_done[row][column]));
         for (row, point) in points.into_iter().enumerate() {
@@ -70,16 +78,25 @@ pub(super) unsafe fn transform_output_group(
     outputs: &mut OutputTiles,
 ) {
     assert!(products.len() >= (POINTS - 1) * matrix_length + LANES);
-    let mut rows_done = [[_mm256_setzero_ps(); OUTPUT_TILE]; INPUT_TILE];
-    for (row, row_done) in rows_done.iter_mut().enumerate() {
+    // Written out rather than filled in a loop: a zeroed array overwritten row by row was zeroed
+    // with a call to `memset` (768 bytes) on every call, 1.4% of ResNet-18's time.
+    let row_done = |row: usize| {
         let mut points = [_mm256_setzero_ps(); INPUT_TILE];
         for (column, point) in points.iter_mut().enumerate() {
             let values = &products[(row * INPUT_TILE + column) * matrix_length..][..LANES];
             // SAFETY: `values` holds the 8 floats the load reads.
             *point = unsafe { _mm256_loadu_ps(values.as_ptr()) };
         }
-        *row_done = output_points(points);
-    }
+        output_points(points)
+    };
+    let rows_done: [[__m256; OUTPUT_TILE]; INPUT_TILE] = [
+        row_done(0),
+        row_done(1),
+        row_done(2),
+        row_done(3),
+        row_done(4),
+        row_done(5),
+    ];
     let bias = _mm256_set1_ps(bias);
     let mut columns = [[_mm256_setzero_ps(); OUTPUT_TILE]; OUTPUT_TILE];
     for (column, results) in columns.iter_mut().enumerate() {
