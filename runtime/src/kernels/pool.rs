@@ -313,14 +313,6 @@ fn max_pool_plane(
 ) {
     let [_, _, height, width] = input_shape;
     let out_w = output_shape[3];
-    if window.kernel[0] > 1 && window.kernel[1] > 1 {
-        COLUMN_MAXIMA.with(|row| {
-            let mut row = row.borrow_mut();
-            let sizes = [height, width, out_w];
-            max_pool_plane_separable(input, window, sizes, output, &mut row);
-        });
-        return;
-    }
     let plane = PlaneRows {
         input,
         height,
@@ -335,74 +327,13 @@ fn max_pool_plane(
             dilation: window.dilation[1],
         },
     };
+    if window.kernel[0] > 1 && window.kernel[1] > 1 {
+        COLUMN_MAXIMA.with(|row| plane.max_separable(out_w, output, &mut row.borrow_mut()));
+        return;
+    }
     let interior = plane.interior(out_w);
     for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
         plane.reduce_row(Reduction::Maximum, out_y, interior.clone(), output_row);
-    }
-}
-
-/// `max_pool_plane` for a separable window, with `column_maxima` as its padded row.
-fn max_pool_plane_separable(
-    input: &[f32],
-    window: &Window,
-    [height, width, out_w]: [usize; 3],
-    output: &mut [f32],
-    column_maxima: &mut Vec<f32>,
-) {
-    let isa = Isa::detect();
-    let [kernel_h, kernel_w] = window.kernel;
-    let [stride_h, stride_w] = window.stride;
-    let [dilation_h, dilation_w] = window.dilation;
-    let [padding_h, padding_w] = window.padding;
-    let across = RowWindow {
-        kernel_w,
-        stride: stride_w,
-        dilation: dilation_w,
-    };
-    let down = RowWindow {
-        kernel_w: 1,
-        stride: 1,
-        dilation: 1,
-    };
-    // The padded row holds input column `x` at `padding_w + x`, minus infinity around; the last
-    // window reads up to `padded - 1`, which ceil mode may put past the right padding.
-    let padded = (out_w - 1) * stride_w + (kernel_w - 1) * dilation_w + 1;
-    column_maxima.clear();
-    column_maxima.resize(padded.max(padding_w + width), f32::NEG_INFINITY);
-    for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
-        let input_rows = (0..kernel_h).filter_map(|kernel_y| {
-            (out_y * stride_h + kernel_y * dilation_h)
-                .checked_sub(padding_h)
-                .filter(|&y| y < height)
-                .map(|y| &input[y * width..][..width])
-        });
-        let columns = &mut column_maxima[padding_w..][..width];
-        let mut round: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
-        let mut count = 0;
-        let mut accumulate = false;
-        for input_row in input_rows {
-            round[count] = input_row;
-            count += 1;
-            if count == ROWS_PER_ROUND {
-                reduce_window_row(isa, Reduction::Maximum, columns, &round, down, accumulate);
-                accumulate = true;
-                count = 0;
-            }
-        }
-        if count > 0 || !accumulate {
-            // No row at all (a window wholly in the padding, which the shape rules exclude)
-            // leaves the identity, minus infinity.
-            reduce_window_row(
-                isa,
-                Reduction::Maximum,
-                columns,
-                &round[..count],
-                down,
-                accumulate,
-            );
-        }
-        let rows: [&[f32]; 1] = [&column_maxima[..padded]];
-        reduce_window_row(isa, Reduction::Maximum, output_row, &rows, across, false);
     }
 }
 
@@ -515,34 +446,13 @@ impl PlaneRows<'_> {
         interior: std::ops::Range<usize>,
         output_row: &mut [f32],
     ) {
-        let isa = Isa::detect();
         let window = self.row_window;
-        let input_rows = (0..self.kernel_h).filter_map(|kernel_y| {
-            (out_y * self.stride_h + kernel_y * self.dilation_h)
-                .checked_sub(self.padding[0])
-                .filter(|&y| y < self.height)
-                .map(|y| &self.input[y * self.width..][..self.width])
-        });
+        let input_rows = self.input_rows(out_y);
         if !interior.is_empty() {
             // Each row from the first interior output's first input.
             let first_input = interior.start * window.stride - self.padding[1];
-            let mut round: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
-            let mut count = 0;
-            let mut accumulate = false;
-            for row in input_rows.clone() {
-                round[count] = &row[first_input..];
-                count += 1;
-                if count == ROWS_PER_ROUND {
-                    let outputs = &mut output_row[interior.clone()];
-                    reduce_window_row(isa, reduction, outputs, &round, window, accumulate);
-                    accumulate = true;
-                    count = 0;
-                }
-            }
-            if count > 0 || !accumulate {
-                let outputs = &mut output_row[interior.clone()];
-                reduce_window_row(isa, reduction, outputs, &round[..count], window, accumulate);
-            }
+            let rows = input_rows.clone().map(|row| &row[first_input..]);
+            reduce_rows(reduction, &mut output_row[interior.clone()], rows, window);
         }
         for out_x in border_columns(interior, output_row.len()) {
             let mut total = reduction.identity();
@@ -558,6 +468,69 @@ impl PlaneRows<'_> {
             }
             output_row[out_x] = total;
         }
+    }
+}
+
+impl<'a> PlaneRows<'a> {
+    /// The input rows that output row `out_y`'s windows reach inside the input, top to bottom.
+    fn input_rows(&self, out_y: usize) -> impl Iterator<Item = &'a [f32]> + Clone + use<'a> {
+        let (input, width, height) = (self.input, self.width, self.height);
+        let (stride_h, dilation_h, padding_h) = (self.stride_h, self.dilation_h, self.padding[0]);
+        (0..self.kernel_h).filter_map(move |kernel_y| {
+            (out_y * stride_h + kernel_y * dilation_h)
+                .checked_sub(padding_h)
+                .filter(|&y| y < height)
+                .map(|y| &input[y * width..][..width])
+        })
+    }
+
+    /// Max pooling of the plane into `output` (`out_w` outputs a row) by separable windows
+    /// (see `max_pool_plane`), with `column_maxima` as the padded row of column maxima.
+    fn max_separable(&self, out_w: usize, output: &mut [f32], column_maxima: &mut Vec<f32>) {
+        let across = self.row_window;
+        let down = RowWindow {
+            kernel_w: 1,
+            stride: 1,
+            dilation: 1,
+        };
+        let padding_w = self.padding[1];
+        // The padded row holds input column `x` at `padding_w + x`, minus infinity around; the
+        // last window reads up to `padded - 1`, which ceil mode may put past the right padding.
+        let padded = (out_w - 1) * across.stride + (across.kernel_w - 1) * across.dilation + 1;
+        column_maxima.clear();
+        column_maxima.resize(padded.max(padding_w + self.width), f32::NEG_INFINITY);
+        for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+            let columns = &mut column_maxima[padding_w..][..self.width];
+            reduce_rows(Reduction::Maximum, columns, self.input_rows(out_y), down);
+            let rows = std::iter::once(&column_maxima[..padded]);
+            reduce_rows(Reduction::Maximum, output_row, rows, across);
+        }
+    }
+}
+
+/// `outputs[i] = combine` over `rows` of [`reduce_window_row`]'s taps, the rows handed to it
+/// `ROWS_PER_ROUND` at a time; no row at all leaves the identity.
+fn reduce_rows<'a>(
+    reduction: Reduction,
+    outputs: &mut [f32],
+    rows: impl Iterator<Item = &'a [f32]>,
+    window: RowWindow,
+) {
+    let isa = Isa::detect();
+    let mut round: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
+    let mut count = 0;
+    let mut accumulate = false;
+    for row in rows {
+        round[count] = row;
+        count += 1;
+        if count == ROWS_PER_ROUND {
+            reduce_window_row(isa, reduction, outputs, &round, window, accumulate);
+            accumulate = true;
+            count = 0;
+        }
+    }
+    if count > 0 || !accumulate {
+        reduce_window_row(isa, reduction, outputs, &round[..count], window, accumulate);
     }
 }
 
