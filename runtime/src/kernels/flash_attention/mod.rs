@@ -342,6 +342,20 @@ struct QueryBlock {
 }
 
 impl Problem<'_> {
+    /// Where `block`'s query rows (and its output rows, laid out alike) are: the offset of its
+    /// first row of this head, and the distance between rows.
+    fn query_rows(&self, block: QueryBlock) -> (usize, usize) {
+        let AttentionShape {
+            query_len,
+            n_heads,
+            head_dim,
+            ..
+        } = self.shape;
+        let stride = n_heads * head_dim;
+        let first = (block.batch * query_len + block.start) * stride + block.head * head_dim;
+        (first, stride)
+    }
+
     /// Runs one unit of the plan: one share of one head's query blocks.
     fn run_unit(
         &self,
@@ -416,14 +430,9 @@ impl Problem<'_> {
         output: HeadOutputs<'_>,
     ) {
         let AttentionShape {
-            query_len,
-            key_len,
-            n_heads,
-            head_dim,
-            ..
+            key_len, head_dim, ..
         } = self.shape;
-        let q_stride = n_heads * head_dim;
-        let q_first = (block.batch * query_len + block.start) * q_stride + block.head * head_dim;
+        let (q_first, q_stride) = self.query_rows(block);
         slot.row_maxima[..block.rows].fill(f32::NEG_INFINITY);
         slot.row_sums[..block.rows].fill(0.0);
         slot.accumulator[..block.rows * head_dim].fill(0.0);
@@ -504,9 +513,7 @@ impl Problem<'_> {
         // block, one strip of the rows per group of as many neighbouring key panels as the
         // kernel takes (two with AVX-512: a tile of one panel is bound by its loads, not its
         // FMAs).
-        let q_stride = self.shape.n_heads * head_dim;
-        let q_first =
-            (block.batch * self.shape.query_len + block.start) * q_stride + block.head * head_dim;
+        let (q_first, q_stride) = self.query_rows(block);
         let strip_keys = self.kernels.strip_panels * NR;
         let key_block_start = key_block * self.sizes.key_block_stride();
         for first_key in (0..keys).step_by(strip_keys) {
