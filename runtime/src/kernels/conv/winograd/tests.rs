@@ -401,6 +401,42 @@ fn blocks_across_images_and_edges_match_reference() {
     }
 }
 
+/// Groups of eight whole tiles, which the AVX2 code finishes in registers (bias, residual, ReLU
+/// or no activation), beside a last row of clipped tiles and a second image, which take the
+/// general epilogue; and an activation only the general epilogue applies.
+#[test]
+fn whole_tile_groups_match_reference() {
+    let (in_channels, out_channels, height, width) = (24, 40, 33, 32);
+    let input_shape = [2, in_channels, height, width];
+    let output_length = 2 * out_channels * height * width;
+    for (with_residual, activation, threads) in [
+        (true, Some(Activation::Relu), 1),
+        (true, Some(Activation::Relu), 2),
+        (false, Some(Activation::Relu), 2),
+        (true, None, 1),
+        (false, None, 2),
+        (true, Some(Activation::Relu6), 1),
+    ] {
+        let case = Case {
+            input_shape,
+            out_channels,
+            padding: [1, 1],
+            input: pseudo_random(input_shape.iter().product(), 9, 1.0),
+            weight: pseudo_random(out_channels * in_channels * 9, 10, 0.3),
+            bias: Some(pseudo_random(out_channels, 11, 0.5)),
+            residual: with_residual.then(|| pseudo_random(output_length, 12, 1.0)),
+            activation,
+            threads,
+            variant: Variant::F4x4,
+        };
+        let error = case.relative_error();
+        assert!(
+            error <= 1e-5,
+            "residual {with_residual}, {activation:?}, {threads} threads: relative error {error}"
+        );
+    }
+}
+
 #[test]
 fn automatic_choice_takes_winograd_only_where_it_pays() {
     let options = Conv2dOptions {

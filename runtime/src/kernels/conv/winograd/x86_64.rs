@@ -7,12 +7,12 @@
 //! each tile's 4x4 outputs as 4-float rows. Between the transposes, every step of `B^T d B` and
 //! `A^T m A` is one vector operation for all eight tiles.
 
-use super::{INPUT_TILE, LANES, OUTPUT_TILE, OutputTiles, POINTS, PatchSource};
+use super::{INPUT_TILE, LANES, OUTPUT_TILE, OutputPointer, OutputTiles, POINTS, PatchSource};
 use std::arch::x86_64::{
-    __m128, __m256, _mm_loadu_ps, _mm_setzero_ps, _mm_storeu_ps, _mm256_add_ps,
-    _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_mul_ps,
-    _mm256_set_m128, _mm256_set1_ps, _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_storeu_ps,
-    _mm256_sub_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    __m128, __m256, _mm_add_ps, _mm_loadu_ps, _mm_max_ps, _mm_setzero_ps, _mm_storeu_ps,
+    _mm256_add_ps, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_mul_ps, _mm256_set_m128, _mm256_set1_ps, _mm256_setzero_ps, _mm256_shuffle_ps,
+    _mm256_storeu_ps, _mm256_sub_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
 };
 
 /// `B^T d B` for the patches of one group of tiles, written as point `p` of lane `l` at
@@ -70,6 +70,31 @@ pub(super) unsafe fn transform_output_group(
     bias: f32,
     outputs: &mut OutputTiles,
 ) {
+    let store = |tile: usize, row: usize, values| {
+        let destination = &mut outputs[tile][row * OUTPUT_TILE..][..OUTPUT_TILE];
+        // SAFETY: `destination` holds the 4 floats the store writes.
+        unsafe { _mm_storeu_ps(destination.as_mut_ptr(), values) };
+    };
+    // SAFETY: The caller's contract is this function's.
+    unsafe { transform_output_rows(products, matrix_length, bias, store) }
+}
+
+/// `A^T m A + bias` for the products of one group of tiles, as in `transform_output_group`,
+/// handing each tile's output rows to `emit(tile, row, values)` (rows in order, and in each
+/// row tiles 0 and 4, 1 and 5, ...), so that the caller can finish and store them while they
+/// are in registers.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn transform_output_rows(
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    mut emit: impl FnMut(usize, usize, __m128),
+) {
     assert!(products.len() >= (POINTS - 1) * matrix_length + LANES);
     // Built by `each_row`: a zeroed array overwritten row by row was zeroed with a call to
     // `memset` (768 bytes) on every call, 1.4% of ResNet-18's time.
@@ -89,17 +114,52 @@ pub(super) unsafe fn transform_output_group(
         *results = output_points(std::array::from_fn(|row| rows_done[row][column]));
     }
     for row in 0..OUTPUT_TILE {
-        let [c0, c1, c2, c3] = [0, 1, 2, 3].map(|column| _mm256_add_ps(columns[column][row], bias));
-        let tile_rows = transpose_in_lanes([c0, c1, c2, c3]);
+        let tile_rows = transpose_in_lanes(columns.map(|column| _mm256_add_ps(column[row], bias)));
         for (tile, tile_row) in tile_rows.into_iter().enumerate() {
-            let low = &mut outputs[tile][row * OUTPUT_TILE..][..OUTPUT_TILE];
-            // SAFETY: `low` holds the 4 floats the store writes.
-            unsafe { _mm_storeu_ps(low.as_mut_ptr(), _mm256_castps256_ps128(tile_row)) };
-            let high = &mut outputs[tile + 4][row * OUTPUT_TILE..][..OUTPUT_TILE];
-            // SAFETY: As above.
-            unsafe { _mm_storeu_ps(high.as_mut_ptr(), _mm256_extractf128_ps::<1>(tile_row)) };
+            emit(tile, row, _mm256_castps256_ps128(tile_row));
+            emit(tile + 4, row, _mm256_extractf128_ps::<1>(tile_row));
         }
     }
+}
+
+/// `A^T m A + bias` for the products of one output channel and one group of eight whole tiles
+/// (every output of each lane's 4x4 tile inside the output), finished and stored in place: row
+/// `r` of lane `l`'s tile goes to `destination[starts[l] + r * row_stride..][..4]`, plus the
+/// `residual` at the same index, through ReLU when `relu`. The other cases (edge tiles, other
+/// activations) go through `transform_output_group` and the caller's epilogue.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn transform_output_group_into(
+    products: &[f32],
+    matrix_length: usize,
+    bias: f32,
+    starts: &[usize; LANES],
+    row_stride: usize,
+    residual: Option<&[f32]>,
+    relu: bool,
+    destination: &OutputPointer,
+) {
+    let finish = |tile: usize, row: usize, mut values| {
+        let index = starts[tile] + row * row_stride;
+        if let Some(residual) = residual {
+            let skip = &residual[index..][..OUTPUT_TILE];
+            // SAFETY: `skip` holds the 4 floats the load reads.
+            values = _mm_add_ps(values, unsafe { _mm_loadu_ps(skip.as_ptr()) });
+        }
+        if relu {
+            // `max(0, x)` returns `x` when it is NaN, as `relu` does.
+            values = _mm_max_ps(_mm_setzero_ps(), values);
+        }
+        // SAFETY: Any 128 bits are four valid `f32`s.
+        let values = unsafe { std::mem::transmute::<__m128, [f32; OUTPUT_TILE]>(values) };
+        destination.write(index, &values);
+    };
+    // SAFETY: The caller's contract is this function's.
+    unsafe { transform_output_rows(products, matrix_length, bias, finish) }
 }
 
 /// `[row(0), .., row(5)]`, one result per row of a 6x6 tile, written out: an array zeroed and
