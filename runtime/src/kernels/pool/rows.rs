@@ -3,7 +3,8 @@
 //! - [`reduce_window_row`]: the outputs of one NCHW row whose window lies inside the input,
 //!   eight at a time, every tap of the window combined in a register and the result stored once
 //!   (stride 1 is a contiguous load; stride 2 loads two vectors and keeps their even lanes with a
-//!   shuffle and a permute);
+//!   shuffle and a permute); sixteen at a time with AVX-512, where one two-source permute keeps
+//!   the even lanes;
 //! - [`reduce_taps`]: `output[c] = combine over taps t of input[offset_t + c]`, all the taps of
 //!   one channels-last pixel summed in registers, eight channels at a time.
 //!
@@ -49,13 +50,19 @@ pub(super) enum Isa {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2, with [`reduce_window_row`] sixteen outputs at a time.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Isa {
-    /// AVX2 where the processor has it, else the portable loops.
+    /// AVX-512 or AVX2 where the processor has it, else the portable loops.
     pub(super) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
             return Isa::Avx2;
         }
         Isa::Portable
@@ -68,6 +75,9 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             forms.push(Isa::Avx2);
+            if is_x86_feature_detected!("avx512f") {
+                forms.push(Isa::Avx512);
+            }
         }
         forms
     }
@@ -105,7 +115,13 @@ pub(super) fn reduce_window_row(
         Isa::Avx2 => {
             // SAFETY: `Isa::Avx2` is only made by `detect` (and `available`) after checking the
             // processor has AVX2; the row lengths were checked just above.
-            unsafe { x86_64::reduce_window_row(reduction, output, rows, window, accumulate) }
+            unsafe { x86_64::reduce_window_row(reduction, output, rows, window, 0, accumulate) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: `Isa::Avx512` is only made after checking the processor has AVX2 and
+            // AVX-512F; the row lengths were checked just above.
+            unsafe { x86_64::reduce_window_row_avx512(reduction, output, rows, window, accumulate) }
         }
         Isa::Portable => reduce_window_row_portable(reduction, output, rows, window, accumulate),
     }
@@ -131,8 +147,8 @@ pub(super) fn reduce_taps(
     );
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: `Isa::Avx2` is only made after checking the processor has AVX2; every tap
+        Isa::Avx2 | Isa::Avx512 => {
+            // SAFETY: Both are only made after checking the processor has AVX2; every tap
             // was checked to lie inside `input` just above.
             unsafe { x86_64::reduce_taps(reduction, output, input, offsets, accumulate) }
         }
@@ -243,9 +259,9 @@ mod x86_64 {
         }
     }
 
-    /// See [`super::reduce_window_row`]: blocks of eight outputs; the last, partial block is
-    /// the last eight outputs computed again (the same values stored again), except when summing
-    /// into `output`, where it is finished one output at a time.
+    /// See [`super::reduce_window_row`]: the outputs from `first` on, in blocks of eight; the
+    /// last, partial block is the last eight outputs computed again (the same values stored
+    /// again), except when summing into `output`, where it is finished one output at a time.
     ///
     /// # Safety
     /// The processor has AVX2, and every row holds the inputs of the last output's last tap.
@@ -255,14 +271,19 @@ mod x86_64 {
         output: &mut [f32],
         rows: &[&[f32]],
         window: super::RowWindow,
+        first: usize,
         accumulate: bool,
     ) {
         let length = output.len();
         if window.stride > 2 || length < 8 {
+            debug_assert_eq!(
+                first, 0,
+                "only the AVX-512 form starts past the first output"
+            );
             super::reduce_window_row_portable(reduction, output, rows, window, accumulate);
             return;
         }
-        let mut index = 0;
+        let mut index = first;
         while index + 8 <= length {
             // SAFETY: `index + 8 <= length`, and the rows hold the inputs of every output.
             unsafe { window_block(reduction, output, rows, window, index, accumulate) };
@@ -319,6 +340,96 @@ mod x86_64 {
                 }
             }
             _mm256_storeu_ps(destination.add(index), total);
+        }
+    }
+
+    /// Sixteen lanes of `combine`: as the AVX2 `combine`, the NaN accumulator kept by a masked
+    /// move in registers.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn combine16(reduction: Reduction, accumulator: __m512, value: __m512) -> __m512 {
+        match reduction {
+            Reduction::Maximum => {
+                let maximum = _mm512_max_ps(accumulator, value);
+                let accumulator_is_nan =
+                    _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(accumulator, accumulator);
+                _mm512_mask_mov_ps(maximum, accumulator_is_nan, accumulator)
+            }
+            Reduction::Sum => _mm512_add_ps(accumulator, value),
+        }
+    }
+
+    /// Sixteen inputs for outputs `index..index + 16` at `stride` 1 or 2. At stride 2 the even
+    /// lanes of 31 values: a second load masked to 15 lanes, so that the last block of a row
+    /// reads nothing past its last even element, and one two-source permute.
+    ///
+    /// # Safety
+    /// `input` holds `index * stride + 15 * stride + 1` values at least.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load_inputs16(input: *const f32, index: usize, stride: usize) -> __m512 {
+        // SAFETY: The caller guarantees the last input read, `(index + 15) * stride`, is inside:
+        // at stride 2, lanes 0..16 of the first load and 0..15 of the second.
+        unsafe {
+            if stride == 1 {
+                _mm512_loadu_ps(input.add(index))
+            } else {
+                let pointer = input.add(2 * index);
+                let low = _mm512_loadu_ps(pointer);
+                let high = _mm512_maskz_loadu_ps(0x7fff, pointer.add(16));
+                let even =
+                    _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+                _mm512_permutex2var_ps(low, even, high)
+            }
+        }
+    }
+
+    /// [`reduce_window_row`] in blocks of sixteen outputs; the outputs past the last whole
+    /// block go to the AVX2 form.
+    ///
+    /// # Safety
+    /// The processor has AVX2 and AVX-512F, and every row holds the inputs of the last output's
+    /// last tap.
+    #[target_feature(enable = "avx2,avx512f")]
+    pub(super) unsafe fn reduce_window_row_avx512(
+        reduction: Reduction,
+        output: &mut [f32],
+        rows: &[&[f32]],
+        window: super::RowWindow,
+        accumulate: bool,
+    ) {
+        let length = output.len();
+        let mut index = 0;
+        if window.stride <= 2 {
+            let destination = output.as_mut_ptr();
+            while index + 16 <= length {
+                // SAFETY: `index + 16 <= length`, and the rows hold the inputs of every output.
+                unsafe {
+                    let mut total = if accumulate {
+                        _mm512_loadu_ps(destination.add(index))
+                    } else {
+                        _mm512_set1_ps(reduction.identity())
+                    };
+                    for row in rows {
+                        let source = row.as_ptr();
+                        for kernel_x in 0..window.kernel_w {
+                            let start = source.add(kernel_x * window.dilation);
+                            total = combine16(
+                                reduction,
+                                total,
+                                load_inputs16(start, index, window.stride),
+                            );
+                        }
+                    }
+                    _mm512_storeu_ps(destination.add(index), total);
+                }
+                index += 16;
+            }
+        }
+        if index < length {
+            // SAFETY: The caller's contract; `index` is 0 unless `length >= 16`, so the AVX2 form
+            // starts past the first output only on rows of eight outputs or more.
+            unsafe { reduce_window_row(reduction, output, rows, window, index, accumulate) };
         }
     }
 
