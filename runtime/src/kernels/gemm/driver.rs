@@ -42,6 +42,15 @@ pub(super) const PARALLEL_MIN_BYTES: usize = 1 << 18;
 /// encoder's 128x1536x384 152 -> 154; AVX2 88 -> 103, 89 -> 97 and 98 -> 101; two threads
 /// 240 -> 305 on 196x576x96. At one block (the limit before) A is read in place anyway.
 pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = 4 * KC;
+/// The deepest row-major A that the AVX-512 kernel reads in place when the task grid cuts C's
+/// columns, so that packing would be done by every column task over the same rows: ResNet-18's
+/// deepest layers, twelve blocks. `gemm_timing --copies 8` at two threads, GFLOP/s packed
+/// against in place: 49x4608x512 (its 3x3 512-channel layers, channels-last) 268-273 ->
+/// 293-305, 196x2304x256 214-257 -> 310-318, 784x4608x64 213-215 -> 284-312; `int8_conv_timing`
+/// 3x3 512@7 channels-last 934 -> 850 us. On one thread packing is paid once and pays (the same
+/// layer 1465 -> 1519 us in place), and the AVX2 kernel gains nothing at either count
+/// (49x4608x512: 107-108 -> 98-104 GFLOP/s at one thread, 200 at two).
+pub(super) const ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512: usize = 12 * KC;
 /// Columns of C a block finishes before the activations that are not clamps run over its rows:
 /// `MC x 256` floats (144 KiB) are still in L2 then, and each call of the vectorised loop
 /// covers 256 values.
@@ -185,6 +194,9 @@ pub(super) struct Product<'a> {
     residual: Option<&'a [f32]>,
     activation: Option<Activation>,
     kernel: GemmKernels,
+    /// The deepest row-major A read in place (`ROW_MAJOR_LHS_MAX_DEPTH`, or more when the task
+    /// grid cuts the columns: `run_product`).
+    lhs_in_place_max_depth: usize,
 }
 
 thread_local! {
@@ -327,6 +339,7 @@ pub(super) fn gemm_with(
         residual: options.residual,
         activation,
         kernel: execution.kernel,
+        lhs_in_place_max_depth: ROW_MAJOR_LHS_MAX_DEPTH,
     };
     run_product(&product, execution.parallel);
     Ok(())
@@ -353,6 +366,18 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
         lhs: lhs_access(product),
     };
     let grid = task_grid(row_panels, column_panels, threads, packing);
+    // Each column task would pack the same rows of A: read them in place instead where the
+    // kernel gains from it (which only makes the grid's column tasks cheaper).
+    let product = &Product {
+        lhs_in_place_max_depth: if grid.column_tasks > 1 {
+            product
+                .lhs_in_place_max_depth
+                .max(product.kernel.row_major_a_max_depth_column_cut)
+        } else {
+            product.lhs_in_place_max_depth
+        },
+        ..*product
+    };
     threading::run_tasks(grid.row_tasks * grid.column_tasks, |task| {
         let (row_task, column_task) = (task / grid.column_tasks, task % grid.column_tasks);
         let row_panels = even_share(row_panels, grid.row_tasks, row_task);
@@ -417,11 +442,11 @@ pub(super) enum LhsAccess {
 }
 
 /// How `run_rectangle` reads A: in place when it is a row-major matrix no deeper than
-/// `ROW_MAJOR_LHS_MAX_DEPTH`, else packed by each task, unless it came packed.
+/// `lhs_in_place_max_depth`, else packed by each task, unless it came packed.
 fn lhs_access(product: &Product<'_>) -> LhsAccess {
     match product.lhs {
         LhsSource::Matrix(matrix)
-            if matrix.column_stride == 1 && product.depth <= ROW_MAJOR_LHS_MAX_DEPTH =>
+            if matrix.column_stride == 1 && product.depth <= product.lhs_in_place_max_depth =>
         {
             LhsAccess::InPlace
         }
@@ -508,13 +533,13 @@ pub(super) fn even_share(total: usize, count: usize, index: usize) -> Range<usiz
 /// Computes one rectangle of C: the BLIS loops around the micro-kernel. For each chunk of the
 /// rectangle's columns and each block of the shared dimension, B's panels of those columns are
 /// packed once (unless B came packed) and then swept by every block of A's rows. A row-major A
-/// (column stride 1) no deeper than `ROW_MAJOR_LHS_MAX_DEPTH` is not packed: the micro-kernel
+/// (column stride 1) no deeper than `lhs_in_place_max_depth` is not packed: the micro-kernel
 /// reads its rows in place. `rows.start` is a multiple of `MR` and `cols.start` a multiple of
 /// `NR`.
 pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
     let row_major_lhs = match product.lhs {
         LhsSource::Matrix(matrix)
-            if matrix.column_stride == 1 && product.depth <= ROW_MAJOR_LHS_MAX_DEPTH =>
+            if matrix.column_stride == 1 && product.depth <= product.lhs_in_place_max_depth =>
         {
             Some(matrix)
         }

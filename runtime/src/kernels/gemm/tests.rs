@@ -38,7 +38,16 @@ fn activations() -> impl Strategy<Value = Option<Activation>> {
 }
 
 fn cases(max_rows: usize, max_depth: usize, max_cols: usize) -> impl Strategy<Value = Case> {
-    (1..=max_rows, 1..=max_depth, 1..=max_cols, 0..3usize)
+    cases_of_depths(max_rows, 1..=max_depth, max_cols)
+}
+
+/// [`cases`] with depths drawn from `depths`.
+fn cases_of_depths(
+    max_rows: usize,
+    depths: impl Strategy<Value = usize>,
+    max_cols: usize,
+) -> impl Strategy<Value = Case> {
+    (1..=max_rows, depths, 1..=max_cols, 0..3usize)
         .prop_flat_map(|(rows, depth, cols, row_padding)| {
             let c_length = rows * (cols + row_padding);
             (
@@ -365,6 +374,36 @@ proptest! {
         };
         assert_close(&case.run(execution), &case.expected(), 1e-4);
         crate::set_num_threads(0);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// A row-major A deeper than four blocks of `KC`, which every kernel packs on one thread;
+    /// on two threads with the columns cut, the AVX-512 kernel reads it in place up to twelve
+    /// blocks (`ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512`) and packs it past that.
+    #[test]
+    fn deep_row_major_lhs_matches_reference(
+        case in cases_of_depths(
+            14,
+            prop_oneof![4 * KC + 1..4 * KC + 64, 12 * KC - 2..12 * KC + 3],
+            100,
+        ),
+    ) {
+        let case = Case {
+            a_transposed: false,
+            a_packed: false,
+            ..case
+        };
+        let expected = case.expected();
+        for (_, kernel) in every_available_kernel() {
+            assert_close(&case.run(with_kernel(kernel)), &expected, 1e-4);
+        }
+        crate::set_num_threads(2);
+        let parallel = case.run(detected(true));
+        crate::set_num_threads(0);
+        assert_close(&parallel, &expected, 1e-4);
     }
 }
 

@@ -180,6 +180,9 @@ pub(crate) struct GemmKernels {
     /// `strip_panels * NR`); the B slice then holds them one after the other, `depth * NR`
     /// floats each. A caller may always pass fewer.
     pub(crate) strip_panels: usize,
+    /// The deepest row-major A read in place when the task grid cuts C's columns (see
+    /// `driver::ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512`).
+    pub(crate) row_major_a_max_depth_column_cut: usize,
 }
 
 impl GemmKernels {
@@ -188,6 +191,7 @@ impl GemmKernels {
         packed_a: super::portable::tile_kernel_with_epilogue,
         row_major_a: super::portable::tile_kernel_row_major_a_with_epilogue,
         strip_panels: 1,
+        row_major_a_max_depth_column_cut: super::driver::ROW_MAJOR_LHS_MAX_DEPTH,
     };
 
     /// The fastest kernels this processor runs, up to the cap of `set_max_isa`.
@@ -205,12 +209,15 @@ impl GemmKernels {
                 packed_a: super::x86_64::tile_kernel_with_epilogue,
                 row_major_a: super::x86_64::tile_kernel_row_major_a_with_epilogue,
                 strip_panels: 1,
+                row_major_a_max_depth_column_cut: super::driver::ROW_MAJOR_LHS_MAX_DEPTH,
             }),
             #[cfg(target_arch = "x86_64")]
             GemmIsa::Avx512 if super::avx512::is_available() => Some(GemmKernels {
                 packed_a: super::avx512::tile_kernel_with_epilogue,
                 row_major_a: super::avx512::tile_kernel_row_major_a_with_epilogue,
                 strip_panels: super::avx512::STRIP_PANELS,
+                row_major_a_max_depth_column_cut:
+                    super::driver::ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512,
             }),
             GemmIsa::Avx2Fma | GemmIsa::Avx512 => None,
         }
