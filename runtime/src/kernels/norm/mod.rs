@@ -6,7 +6,6 @@
 //! passes (mean, then the biased variance of the centred values) for accuracy.
 
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
-use crate::kernels::softmax::sum;
 use crate::kernels::vectorize;
 use crate::threading;
 
@@ -159,24 +158,117 @@ pub fn layer_norm_in_place(
     }
     let rows_per_task = rows_per_task(values.len(), normalized_size);
     threading::run_chunks_mut(values, rows_per_task * normalized_size, |_, values| {
-        for row in values.chunks_exact_mut(normalized_size) {
-            let count = normalized_size as f32;
-            let mean = sum(row) / count;
-            vectorize::map_in_place(row, |x| x - mean);
-            let variance = sum_of_squares(row) / count;
-            let inverse_deviation = 1.0 / (variance + options.eps).sqrt();
-            match options.weight {
-                Some(weight) => vectorize::zip_map_in_place(row, weight, |centred, weight| {
-                    centred * inverse_deviation * weight
-                }),
-                None => vectorize::map_in_place(row, |centred| centred * inverse_deviation),
-            }
-            if let Some(bias) = options.bias {
-                vectorize::zip_map_in_place(row, bias, |value, bias| value + bias);
-            }
-        }
+        layer_norm_rows(values, normalized_size, options);
     });
     Ok(())
+}
+
+/// Layer norm of each row of `normalized_size` in `values`, with the loops compiled for the
+/// widest vectors the processor has. The choice is made once per call, not per row: five
+/// dispatched element-wise passes per row (the centring, the scale and the offset written back
+/// separately) took 25 µs for the encoder's 128 rows of 384.
+fn layer_norm_rows(values: &mut [f32], normalized_size: usize, options: &LayerNormOptions<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if vectorize::has_avx512f() {
+            // SAFETY: The processor supports AVX-512F, AVX2 and FMA, checked just above.
+            unsafe { layer_norm_rows_avx512(values, normalized_size, options) };
+            return;
+        }
+        if vectorize::has_avx2_fma() {
+            // SAFETY: The processor supports AVX2 and FMA, checked just above.
+            unsafe { layer_norm_rows_avx2(values, normalized_size, options) };
+            return;
+        }
+    }
+    layer_norm_rows_body(values, normalized_size, options);
+}
+
+/// [`layer_norm_rows_body`] compiled with AVX-512F.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn layer_norm_rows_avx512(
+    values: &mut [f32],
+    normalized_size: usize,
+    options: &LayerNormOptions<'_>,
+) {
+    layer_norm_rows_body(values, normalized_size, options);
+}
+
+/// [`layer_norm_rows_body`] compiled with AVX2 and FMA.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn layer_norm_rows_avx2(
+    values: &mut [f32],
+    normalized_size: usize,
+    options: &LayerNormOptions<'_>,
+) {
+    layer_norm_rows_body(values, normalized_size, options);
+}
+
+/// Three passes per row: the sum, the sum of squares of the centred values (not stored), and
+/// `(x - mean) * inverse_deviation * weight + bias` written back. The sums run in
+/// [`SUM_LANES`] independent lanes: with eight, each pass waited on one register's chain of
+/// additions.
+#[inline(always)]
+fn layer_norm_rows_body(
+    values: &mut [f32],
+    normalized_size: usize,
+    options: &LayerNormOptions<'_>,
+) {
+    let count = normalized_size as f32;
+    for row in values.chunks_exact_mut(normalized_size) {
+        let mean = sum_of(row, |x| x) / count;
+        let variance = sum_of(row, |x| (x - mean) * (x - mean)) / count;
+        let inverse_deviation = 1.0 / (variance + options.eps).sqrt();
+        let scaled = |x: f32| (x - mean) * inverse_deviation;
+        match (options.weight, options.bias) {
+            (Some(weight), Some(bias)) => {
+                for ((x, &weight), &bias) in row.iter_mut().zip(weight).zip(bias) {
+                    *x = scaled(*x) * weight + bias;
+                }
+            }
+            (Some(weight), None) => {
+                for (x, &weight) in row.iter_mut().zip(weight) {
+                    *x = scaled(*x) * weight;
+                }
+            }
+            (None, Some(bias)) => {
+                for (x, &bias) in row.iter_mut().zip(bias) {
+                    *x = scaled(*x) + bias;
+                }
+            }
+            (None, None) => {
+                for x in row.iter_mut() {
+                    *x = scaled(*x);
+                }
+            }
+        }
+    }
+}
+
+/// Independent partial sums of [`sum_of`]: two AVX-512 or four AVX2 registers.
+const SUM_LANES: usize = 32;
+
+/// The sum of `term(x)` over a slice, in [`SUM_LANES`] independent lanes.
+#[inline(always)]
+fn sum_of(values: &[f32], term: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; SUM_LANES];
+    let mut chunks = values.chunks_exact(SUM_LANES);
+    for chunk in &mut chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane += term(x);
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().map(|&x| term(x)).sum::<f32>()
 }
 
 /// Options of `rms_norm`.
@@ -361,6 +453,10 @@ mod tests {
             let plain = LayerNormOptions { weight: None, bias: None, eps: 1e-5 };
             let expected = reference::layer_norm(&input, size, None, None, 1e-5);
             layer_norm(&input, &mut output, size, &plain).unwrap();
+            assert_close(&output, &expected, 1e-4);
+            let offset_only = LayerNormOptions { weight: None, bias: Some(bias), eps: 1e-5 };
+            let expected = reference::layer_norm(&input, size, None, Some(bias), 1e-5);
+            layer_norm(&input, &mut output, size, &offset_only).unwrap();
             assert_close(&output, &expected, 1e-4);
         }
 
