@@ -139,6 +139,8 @@ impl RhsSource for ImagePanels<'_> {
             out_y += 1;
         }
         let segments = &segments[..segment_count];
+        #[cfg(target_arch = "x86_64")]
+        let vector_reads = stride <= 2 && is_x86_feature_detected!("avx512f");
         // The valid output columns of each kernel column take two divisions, so narrow kernels
         // work them out once per panel rather than once per tap (a 7x7 stem has 49 taps of
         // three channels each).
@@ -168,6 +170,19 @@ impl RhsSource for ImagePanels<'_> {
             let channel = first_channel + (first_tap + tap) / taps;
             let rows = panel[tap * NR..].chunks_mut(NR).step_by(taps);
             let channel_inputs = self.input[channel * input_plane..].chunks(input_plane);
+            // A whole contiguous row is one copy already.
+            #[cfg(target_arch = "x86_64")]
+            if vector_reads && !(stride == 1 && plan.is_one_full_read()) {
+                // SAFETY: The processor supports AVX-512F (`vector_reads`).
+                unsafe {
+                    x86_64::pack_tap_rows(
+                        &plan.reads[..plan.read_count],
+                        stride,
+                        rows.zip(channel_inputs),
+                    )
+                };
+                continue;
+            }
             if plan.is_one_full_read() {
                 let source = plan.reads[0].source;
                 for (panel_row, channel_input) in rows.zip(channel_inputs) {
@@ -189,6 +204,100 @@ impl RhsSource for ImagePanels<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The AVX-512 form of a tap's panel rows at stride 1 or 2: each read of the plan is two masked
+/// loads of the floats it uses and a permute that moves them to their panel positions, merged
+/// into one register per row, which is stored once. The plain form zeroed each row, then copied
+/// or gathered each read in pieces of four (on ResNet-18's 3x3/s2 64 to 128 channel layer, a
+/// panel's row cost 22 cycles).
+#[cfg(target_arch = "x86_64")]
+mod x86_64 {
+    use super::{NR, Read};
+    use std::arch::x86_64::{
+        __m512i, __mmask16, _mm512_loadu_si512, _mm512_mask_mov_ps, _mm512_maskz_loadu_ps,
+        _mm512_permutex2var_ps, _mm512_setzero_ps, _mm512_setzero_si512, _mm512_storeu_ps,
+    };
+
+    /// One read as vector operations: the floats it uses from `source` on (`low`: lanes of the
+    /// first 16, `high`: of the next 16), the permute `index` into those 32, and the panel
+    /// `lanes` it fills.
+    #[derive(Clone, Copy)]
+    struct VectorRead {
+        source: usize,
+        low: __mmask16,
+        high: __mmask16,
+        index: __m512i,
+        lanes: __mmask16,
+    }
+
+    /// Packs the rows of one tap, one per channel: `panel_row = reads of input` (zero outside
+    /// the reads), for `stride` 1 or 2.
+    ///
+    /// # Safety
+    ///
+    /// The processor must support AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_tap_rows<'a>(
+        reads: &[Read],
+        stride: usize,
+        rows: impl Iterator<Item = (&'a mut [f32], &'a [f32])>,
+    ) {
+        assert!(stride == 1 || stride == 2, "pack_tap_rows: stride {stride}");
+        let mut vector_reads = [VectorRead {
+            source: 0,
+            low: 0,
+            high: 0,
+            index: _mm512_setzero_si512(),
+            lanes: 0,
+        }; NR];
+        // The floats of an input plane the reads reach, checked against every row's input.
+        let mut needed = 0;
+        for (vector_read, read) in vector_reads.iter_mut().zip(reads) {
+            let span = (read.length - 1) * stride + 1;
+            needed = needed.max(read.source + span);
+            let mut index = [0i32; NR];
+            for (offset, lane) in index[read.position..][..read.length].iter_mut().enumerate() {
+                *lane = (offset * stride) as i32;
+            }
+            let mask = |count: usize| ((1u32 << count.min(NR)) - 1) as __mmask16;
+            *vector_read = VectorRead {
+                source: read.source,
+                low: mask(span),
+                high: mask(span.saturating_sub(NR)),
+                // SAFETY: `index` holds 16 `i32`s, the 64 bytes the load reads.
+                index: unsafe { _mm512_loadu_si512(index.as_ptr().cast()) },
+                lanes: mask(read.length) << read.position,
+            };
+        }
+        let vector_reads = &vector_reads[..reads.len()];
+        for (panel_row, input) in rows {
+            let panel_row: &mut [f32; NR] = panel_row
+                .try_into()
+                .expect("pack_tap_rows: panel rows are NR long");
+            assert!(
+                needed <= input.len(),
+                "pack_tap_rows: a read leaves the plane"
+            );
+            let mut row = _mm512_setzero_ps();
+            for read in vector_reads {
+                let pointer = input.as_ptr().wrapping_add(read.source);
+                // SAFETY: The lanes the masks enable are the floats `source..source + span` of
+                // the read, inside `input` (`needed` was checked); masked-off lanes are not
+                // accessed, so the second pointer may lie past the plane.
+                let (low, high) = unsafe {
+                    (
+                        _mm512_maskz_loadu_ps(read.low, pointer),
+                        _mm512_maskz_loadu_ps(read.high, pointer.wrapping_add(NR)),
+                    )
+                };
+                let values = _mm512_permutex2var_ps(low, read.index, high);
+                row = _mm512_mask_mov_ps(row, read.lanes, values);
+            }
+            // SAFETY: `panel_row` holds the 16 floats the store writes.
+            unsafe { _mm512_storeu_ps(panel_row.as_mut_ptr(), row) };
         }
     }
 }
