@@ -365,8 +365,12 @@ unsafe fn tile_kernel_rows<
         a = a.wrapping_add(a_step);
         b = b.wrapping_add(NR);
     }
+    // A copy for the store: with the accumulators' own address passed, LLVM kept them in a
+    // stack array that it zeroed with a call to `memset` for every tile (1536 bytes; 1.4% of
+    // MobileNetV2's time, whose 1x1 layers are 16 to 160 steps deep).
+    let finished = accumulators;
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
-    unsafe { store_tile(&accumulators, tile) };
+    unsafe { store_tile(&finished, tile) };
 }
 
 /// Computes one strip, `C[0..rows, 0..cols] = epilogue(A_panels * B)` (up to `STRIP_PANELS *
