@@ -115,6 +115,41 @@ impl RhsSource for ImagePanels<'_> {
         width: usize,
         panel: &mut [f32],
     ) {
+        self.pack_panel_with(
+            first_row,
+            depth,
+            first_column,
+            width,
+            panel,
+            avx512_available(),
+        );
+    }
+}
+
+/// Whether the processor has AVX-512F, for the vector form of `pack_panel`.
+pub(super) fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl ImagePanels<'_> {
+    /// `pack_panel`, with the AVX-512 form of the reads at strides 1 and 2 when `avx512`
+    /// (which [`avx512_available`] must have said), so that tests can run both forms.
+    pub(super) fn pack_panel_with(
+        &self,
+        first_row: usize,
+        depth: usize,
+        first_column: usize,
+        width: usize,
+        panel: &mut [f32],
+        avx512: bool,
+    ) {
         let geometry = self.geometry;
         let [kernel_h, kernel_w] = geometry.kernel;
         let taps = kernel_h * kernel_w;
@@ -139,8 +174,7 @@ impl RhsSource for ImagePanels<'_> {
             out_y += 1;
         }
         let segments = &segments[..segment_count];
-        #[cfg(target_arch = "x86_64")]
-        let vector_reads = stride <= 2 && is_x86_feature_detected!("avx512f");
+        let vector_reads = avx512 && stride <= 2;
         // The valid output columns of each kernel column take two divisions, so narrow kernels
         // work them out once per panel rather than once per tap (a 7x7 stem has 49 taps of
         // three channels each).
@@ -173,7 +207,7 @@ impl RhsSource for ImagePanels<'_> {
             // A whole contiguous row is one copy already.
             #[cfg(target_arch = "x86_64")]
             if vector_reads && !(stride == 1 && plan.is_one_full_read()) {
-                // SAFETY: The processor supports AVX-512F (`vector_reads`).
+                // SAFETY: The processor supports AVX-512F (`avx512`, the caller's contract).
                 unsafe {
                     x86_64::pack_tap_rows(
                         &plan.reads[..plan.read_count],

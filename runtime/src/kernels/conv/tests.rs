@@ -1,5 +1,5 @@
 use super::*;
-use crate::kernels::gemm::{NR, RhsSource};
+use crate::kernels::gemm::NR;
 use crate::reference;
 use crate::test_support::{assert_close, values};
 use proptest::prelude::*;
@@ -451,21 +451,24 @@ proptest! {
         let depth = 1 + ((rows - first_row - 1) as f64 * depth_fraction) as usize;
         let first_column = ((columns as f64 * column_fraction) as usize).min(columns - 1);
         let width = width.min(columns - first_column);
-        let mut panel = vec![f32::NAN; depth * NR];
         let source = ImagePanels { input, geometry: &geometry };
-        source.pack_panel(first_row, depth, first_column, width, &mut panel);
-        for step in 0..depth {
-            for position in 0..NR {
-                let expected = if position < width {
-                    im2col_element(input, &geometry, first_row + step, first_column + position)
-                } else {
-                    0.0
-                };
-                prop_assert_eq!(
-                    panel[step * NR + position].to_bits(),
-                    expected.to_bits(),
-                    "row {}, column {}", first_row + step, first_column + position
-                );
+        // The plain form, and the AVX-512 one where the processor has it.
+        for avx512 in [false, image_panels::avx512_available()] {
+            let mut panel = vec![f32::NAN; depth * NR];
+            source.pack_panel_with(first_row, depth, first_column, width, &mut panel, avx512);
+            for step in 0..depth {
+                for position in 0..NR {
+                    let expected = if position < width {
+                        im2col_element(input, &geometry, first_row + step, first_column + position)
+                    } else {
+                        0.0
+                    };
+                    prop_assert_eq!(
+                        panel[step * NR + position].to_bits(),
+                        expected.to_bits(),
+                        "avx512 {}, row {}, column {}", avx512, first_row + step, first_column + position
+                    );
+                }
             }
         }
     }
@@ -500,17 +503,19 @@ fn wide_stride_two_panels_match_materialized_im2col() {
         };
         let rows = channels * kernel * kernel;
         let columns = out_h * out_w;
-        for first_column in 0..columns {
+        for (first_column, avx512) in (0..columns)
+            .flat_map(|column| [(column, false), (column, image_panels::avx512_available())])
+        {
             let width = NR.min(columns - first_column);
             let mut panel = vec![f32::NAN; rows * NR];
-            source.pack_panel(0, rows, first_column, width, &mut panel);
+            source.pack_panel_with(0, rows, first_column, width, &mut panel, avx512);
             for row in 0..rows {
                 for position in 0..width {
                     let expected = im2col_element(&input, &geometry, row, first_column + position);
                     assert_eq!(
                         panel[row * NR + position].to_bits(),
                         expected.to_bits(),
-                        "kernel {kernel}, row {row}, column {}",
+                        "avx512 {avx512}, kernel {kernel}, row {row}, column {}",
                         first_column + position
                     );
                 }
