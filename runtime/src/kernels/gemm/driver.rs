@@ -45,11 +45,11 @@ pub(super) const ROW_MAJOR_LHS_MAX_DEPTH: usize = 4 * KC;
 /// The deepest row-major A that the AVX-512 kernel reads in place when the task grid cuts C's
 /// columns, so that packing would be done by every column task over the same rows: ResNet-18's
 /// deepest layers, twelve blocks. `gemm_timing --copies 8` at two threads, GFLOP/s packed
-/// against in place: 49x4608x512 (its 3x3 512-channel layers, channels-last) 268-273 ->
-/// 293-305, 196x2304x256 214-257 -> 310-318, 784x4608x64 213-215 -> 284-312; `int8_conv_timing`
-/// 3x3 512@7 channels-last 934 -> 850 us. On one thread packing is paid once and pays (the same
-/// layer 1465 -> 1519 us in place), and the AVX2 kernel gains nothing at either count
-/// (49x4608x512: 107-108 -> 98-104 GFLOP/s at one thread, 200 at two).
+/// against in place: 49x4608x512 (its 3x3 512-channel layers, channels-last) 261-263 ->
+/// 270-283, 196x2304x256 254-265 -> 309-315; `int8_conv_timing` 3x3 512@7 channels-last
+/// 884-923 -> 819-850 us. On one thread packing is paid once and pays (the same layer read in
+/// place: 1465 -> 1519 us), and the AVX2 kernel gains nothing at either count (49x4608x512 in
+/// place: 107-108 -> 98-104 GFLOP/s at one thread, 200 at two).
 pub(super) const ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512: usize = 12 * KC;
 /// Columns of C a block finishes before the activations that are not clamps run over its rows:
 /// `MC x 256` floats (144 KiB) are still in L2 then, and each call of the vectorised loop
