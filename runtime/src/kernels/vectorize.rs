@@ -106,6 +106,57 @@ pub(crate) fn zip_map_in_place(
     zip_map_in_place_body(values, other, function);
 }
 
+/// Work made of plain loops that [`with_widest_vectors`] builds for the chosen instructions.
+/// `run` must be `#[inline(always)]`, and so must what it calls: it is inlined into a function
+/// compiled for those instructions, and a closure in its place was not (LLVM tail-called it,
+/// built for the baseline target).
+pub(crate) trait VectorWork {
+    type Output;
+    fn run(self) -> Self::Output;
+}
+
+/// Runs `work` compiled for the widest vectors the processor has (AVX-512F, else AVX2 and FMA,
+/// else the baseline target), chosen once per call. For kernels made of several plain loops
+/// over short slices, such as a norm's passes over each row, where choosing for each loop
+/// apart costs more than the loop.
+#[inline(always)]
+pub(crate) fn with_widest_vectors<W: VectorWork>(work: W) -> W::Output {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512f() {
+            // SAFETY: The processor supports AVX-512F, AVX2 and FMA, checked just above.
+            return unsafe { run_avx512(work) };
+        }
+        if has_avx2_fma() {
+            // SAFETY: The processor supports AVX2 and FMA, checked just above.
+            return unsafe { run_avx2(work) };
+        }
+    }
+    work.run()
+}
+
+/// `work.run()` built with AVX-512F.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn run_avx512<W: VectorWork>(work: W) -> W::Output {
+    work.run()
+}
+
+/// `work.run()` built with AVX2 and FMA.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run_avx2<W: VectorWork>(work: W) -> W::Output {
+    work.run()
+}
+
 /// Whether the processor has AVX2 and FMA (the result is cached by the standard library).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {
@@ -115,7 +166,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 /// Whether the processor has AVX-512F besides AVX2 and FMA: the costly functions' loops are
 /// compiled a third time for it, sixteen lanes a vector.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx512f() -> bool {
+fn has_avx512f() -> bool {
     is_x86_feature_detected!("avx512f") && has_avx2_fma()
 }
 

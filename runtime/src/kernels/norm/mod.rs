@@ -158,60 +158,42 @@ pub fn layer_norm_in_place(
     }
     let rows_per_task = rows_per_task(values.len(), normalized_size);
     threading::run_chunks_mut(values, rows_per_task * normalized_size, |_, values| {
-        layer_norm_rows(values, normalized_size, options);
+        // One choice of instructions per call, not per row: five dispatched element-wise
+        // passes per row (the centring, the scale and the offset written back separately) took
+        // 25 µs for the encoder's 128 rows of 384.
+        vectorize::with_widest_vectors(Rows {
+            values,
+            normalized_size,
+            options,
+        });
     });
     Ok(())
 }
 
-/// Layer norm of each row of `normalized_size` in `values`, with the loops compiled for the
-/// widest vectors the processor has. The choice is made once per call, not per row: five
-/// dispatched element-wise passes per row (the centring, the scale and the offset written back
-/// separately) took 25 µs for the encoder's 128 rows of 384.
-fn layer_norm_rows(values: &mut [f32], normalized_size: usize, options: &LayerNormOptions<'_>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if vectorize::has_avx512f() {
-            // SAFETY: The processor supports AVX-512F, AVX2 and FMA, checked just above.
-            unsafe { layer_norm_rows_avx512(values, normalized_size, options) };
-            return;
-        }
-        if vectorize::has_avx2_fma() {
-            // SAFETY: The processor supports AVX2 and FMA, checked just above.
-            unsafe { layer_norm_rows_avx2(values, normalized_size, options) };
-            return;
-        }
+/// The rows of one task of a row-wise norm, with the norm's options: the work that
+/// `vectorize::with_widest_vectors` builds for the widest vectors.
+struct Rows<'a, Options> {
+    values: &'a mut [f32],
+    normalized_size: usize,
+    options: &'a Options,
+}
+
+impl vectorize::VectorWork for Rows<'_, LayerNormOptions<'_>> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        layer_norm_rows(self.values, self.normalized_size, self.options);
     }
-    layer_norm_rows_body(values, normalized_size, options);
 }
 
-/// [`layer_norm_rows_body`] compiled with AVX-512F.
-///
-/// # Safety
-///
-/// The processor must support AVX-512F, AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn layer_norm_rows_avx512(
-    values: &mut [f32],
-    normalized_size: usize,
-    options: &LayerNormOptions<'_>,
-) {
-    layer_norm_rows_body(values, normalized_size, options);
-}
+impl vectorize::VectorWork for Rows<'_, RmsNormOptions<'_>> {
+    type Output = ();
 
-/// [`layer_norm_rows_body`] compiled with AVX2 and FMA.
-///
-/// # Safety
-///
-/// The processor must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn layer_norm_rows_avx2(
-    values: &mut [f32],
-    normalized_size: usize,
-    options: &LayerNormOptions<'_>,
-) {
-    layer_norm_rows_body(values, normalized_size, options);
+    #[inline(always)]
+    fn run(self) {
+        rms_norm_rows(self.values, self.normalized_size, self.options);
+    }
 }
 
 /// Three passes per row: the sum, the sum of squares of the centred values (not stored), and
@@ -219,11 +201,7 @@ unsafe fn layer_norm_rows_avx2(
 /// [`SUM_LANES`] independent lanes: with eight, each pass waited on one register's chain of
 /// additions.
 #[inline(always)]
-fn layer_norm_rows_body(
-    values: &mut [f32],
-    normalized_size: usize,
-    options: &LayerNormOptions<'_>,
-) {
+fn layer_norm_rows(values: &mut [f32], normalized_size: usize, options: &LayerNormOptions<'_>) {
     let count = normalized_size as f32;
     for row in values.chunks_exact_mut(normalized_size) {
         let mean = sum_of(row, |x| x) / count;
@@ -301,18 +279,35 @@ pub fn rms_norm_in_place(
     check_rows("rms_norm", values.len(), normalized_size, options.weight)?;
     let rows_per_task = rows_per_task(values.len(), normalized_size);
     threading::run_chunks_mut(values, rows_per_task * normalized_size, |_, values| {
-        for row in values.chunks_exact_mut(normalized_size) {
-            let mean_square = sum_of_squares(row) / normalized_size as f32;
-            let inverse_root = 1.0 / (mean_square + options.eps).sqrt();
-            match options.weight {
-                Some(weight) => {
-                    vectorize::zip_map_in_place(row, weight, |x, weight| x * inverse_root * weight)
-                }
-                None => vectorize::map_in_place(row, |x| x * inverse_root),
-            }
-        }
+        // One choice of instructions per call, as for layer norm.
+        vectorize::with_widest_vectors(Rows {
+            values,
+            normalized_size,
+            options,
+        });
     });
     Ok(())
+}
+
+/// Two passes per row: the sum of squares, and `x * inverse_root * weight` written back.
+#[inline(always)]
+fn rms_norm_rows(values: &mut [f32], normalized_size: usize, options: &RmsNormOptions<'_>) {
+    for row in values.chunks_exact_mut(normalized_size) {
+        let mean_square = sum_of_squares(row) / normalized_size as f32;
+        let inverse_root = 1.0 / (mean_square + options.eps).sqrt();
+        match options.weight {
+            Some(weight) => {
+                for (x, &weight) in row.iter_mut().zip(weight) {
+                    *x = *x * inverse_root * weight;
+                }
+            }
+            None => {
+                for x in row.iter_mut() {
+                    *x *= inverse_root;
+                }
+            }
+        }
+    }
 }
 
 /// Elements per parallel task of batch norm.
@@ -385,6 +380,7 @@ fn check_rows(
 }
 
 /// The sum of squares of a slice, in eight independent lanes.
+#[inline(always)]
 fn sum_of_squares(values: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let mut chunks = values.chunks_exact(8);
