@@ -397,13 +397,18 @@ proptest! {
             ..case
         };
         let expected = case.expected();
+        // The f32 sums' rounding grows with the depth: the 1e-4 of the shallower tests (up to
+        // 600 steps) scaled by the square root of the depth over 600. One case 12 blocks deep
+        // was off by 1.07e-4 (kept in proptest-regressions); a wrong block of A or B is off by
+        // the size of the products, about 1.
+        let tolerance = 1e-4 * (case.depth as f32 / 600.0).sqrt();
         for (_, kernel) in every_available_kernel() {
-            assert_close(&case.run(with_kernel(kernel)), &expected, 1e-4);
+            assert_close(&case.run(with_kernel(kernel)), &expected, tolerance);
         }
         crate::set_num_threads(2);
         let parallel = case.run(detected(true));
         crate::set_num_threads(0);
-        assert_close(&parallel, &expected, 1e-4);
+        assert_close(&parallel, &expected, tolerance);
     }
 }
 
