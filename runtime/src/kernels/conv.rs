@@ -368,10 +368,7 @@ impl PackedConv2d {
                         &options,
                     )?;
                 } else {
-                    let source = ImagePanels {
-                        input: input_group,
-                        geometry,
-                    };
+                    let source = ImagePanels::new(input_group, geometry);
                     gemm_from_source(
                         weights,
                         &source,

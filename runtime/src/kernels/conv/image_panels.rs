@@ -17,8 +17,35 @@ use std::ops::Range;
 
 /// The im2col matrix of `input`, `[channels, in_h, in_w]`, under `geometry`.
 pub(super) struct ImagePanels<'a> {
-    pub(super) input: &'a [f32],
-    pub(super) geometry: &'a Geometry,
+    input: &'a [f32],
+    geometry: &'a Geometry,
+    /// Whether the reads at strides 1 and 2 take the AVX-512 form: only where the processor
+    /// has AVX-512F.
+    avx512: bool,
+}
+
+impl<'a> ImagePanels<'a> {
+    /// The panels of `input` under `geometry`, with the AVX-512 form where the processor has it.
+    pub(super) fn new(input: &'a [f32], geometry: &'a Geometry) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        Self {
+            input,
+            geometry,
+            avx512,
+        }
+    }
+
+    /// The same panels through the plain form only, so that tests check it on any processor.
+    #[cfg(test)]
+    pub(super) fn plain(self) -> Self {
+        Self {
+            avx512: false,
+            ..self
+        }
+    }
 }
 
 /// The kernel widths up to which a panel works out each kernel column's valid output columns up
@@ -115,41 +142,6 @@ impl RhsSource for ImagePanels<'_> {
         width: usize,
         panel: &mut [f32],
     ) {
-        self.pack_panel_with(
-            first_row,
-            depth,
-            first_column,
-            width,
-            panel,
-            avx512_available(),
-        );
-    }
-}
-
-/// Whether the processor has AVX-512F, for the vector form of `pack_panel`.
-pub(super) fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-impl ImagePanels<'_> {
-    /// `pack_panel`, with the AVX-512 form of the reads at strides 1 and 2 when `avx512`
-    /// (which [`avx512_available`] must have said), so that tests can run both forms.
-    pub(super) fn pack_panel_with(
-        &self,
-        first_row: usize,
-        depth: usize,
-        first_column: usize,
-        width: usize,
-        panel: &mut [f32],
-        avx512: bool,
-    ) {
         let geometry = self.geometry;
         let [kernel_h, kernel_w] = geometry.kernel;
         let taps = kernel_h * kernel_w;
@@ -174,7 +166,7 @@ impl ImagePanels<'_> {
             out_y += 1;
         }
         let segments = &segments[..segment_count];
-        let vector_reads = avx512 && stride <= 2;
+        let vector_reads = self.avx512 && stride <= 2;
         // The valid output columns of each kernel column take two divisions, so narrow kernels
         // work them out once per panel rather than once per tap (a 7x7 stem has 49 taps of
         // three channels each).
@@ -207,7 +199,7 @@ impl ImagePanels<'_> {
             // A whole contiguous row is one copy already.
             #[cfg(target_arch = "x86_64")]
             if vector_reads && !(stride == 1 && plan.is_one_full_read()) {
-                // SAFETY: The processor supports AVX-512F (`avx512`, the caller's contract).
+                // SAFETY: The processor supports AVX-512F (`self.avx512`, see `new`).
                 unsafe {
                     x86_64::pack_tap_rows(
                         &plan.reads[..plan.read_count],

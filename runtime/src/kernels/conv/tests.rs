@@ -1,5 +1,5 @@
 use super::*;
-use crate::kernels::gemm::NR;
+use crate::kernels::gemm::{NR, RhsSource};
 use crate::reference;
 use crate::test_support::{assert_close, values};
 use proptest::prelude::*;
@@ -451,11 +451,11 @@ proptest! {
         let depth = 1 + ((rows - first_row - 1) as f64 * depth_fraction) as usize;
         let first_column = ((columns as f64 * column_fraction) as usize).min(columns - 1);
         let width = width.min(columns - first_column);
-        let source = ImagePanels { input, geometry: &geometry };
-        // The plain form, and the AVX-512 one where the processor has it.
-        for avx512 in [false, image_panels::avx512_available()] {
+        // The form this processor runs, and the plain one.
+        let forms = [ImagePanels::new(input, &geometry), ImagePanels::new(input, &geometry).plain()];
+        for (form, source) in forms.iter().enumerate() {
             let mut panel = vec![f32::NAN; depth * NR];
-            source.pack_panel_with(first_row, depth, first_column, width, &mut panel, avx512);
+            source.pack_panel(first_row, depth, first_column, width, &mut panel);
             for step in 0..depth {
                 for position in 0..NR {
                     let expected = if position < width {
@@ -466,7 +466,7 @@ proptest! {
                     prop_assert_eq!(
                         panel[step * NR + position].to_bits(),
                         expected.to_bits(),
-                        "avx512 {}, row {}, column {}", avx512, first_row + step, first_column + position
+                        "form {}, row {}, column {}", form, first_row + step, first_column + position
                     );
                 }
             }
@@ -497,25 +497,25 @@ fn wide_stride_two_panels_match_materialized_im2col() {
             [kernel, kernel],
             options,
         );
-        let source = ImagePanels {
-            input: &input,
-            geometry: &geometry,
-        };
+        let forms = [
+            ImagePanels::new(&input, &geometry),
+            ImagePanels::new(&input, &geometry).plain(),
+        ];
         let rows = channels * kernel * kernel;
         let columns = out_h * out_w;
-        for (first_column, avx512) in (0..columns)
-            .flat_map(|column| [(column, false), (column, image_panels::avx512_available())])
+        for (first_column, (form, source)) in
+            (0..columns).flat_map(|column| forms.iter().enumerate().map(move |form| (column, form)))
         {
             let width = NR.min(columns - first_column);
             let mut panel = vec![f32::NAN; rows * NR];
-            source.pack_panel_with(0, rows, first_column, width, &mut panel, avx512);
+            source.pack_panel(0, rows, first_column, width, &mut panel);
             for row in 0..rows {
                 for position in 0..width {
                     let expected = im2col_element(&input, &geometry, row, first_column + position);
                     assert_eq!(
                         panel[row * NR + position].to_bits(),
                         expected.to_bits(),
-                        "avx512 {avx512}, kernel {kernel}, row {row}, column {}",
+                        "form {form}, kernel {kernel}, row {row}, column {}",
                         first_column + position
                     );
                 }
