@@ -515,18 +515,20 @@ mod depthwise_x86_64 {
         }
     }
 
-    /// Pixels `first..first + TILE` of the run (`$tile` is `TILE`), the whole blocks of `$lanes`
-    /// channels from channel `$channel` on, in registers of that many lanes (`$load` and the
-    /// other intrinsics of one width): every tap multiply-added into `TILE` sums, clamped and
-    /// stored. Evaluates to the first channel past the last whole block. A macro, expanded in
-    /// each kernel, so that its intrinsics compile with that kernel's target features.
+    /// Pixels `first..first + TILE` of the run (`$tile` is `TILE`), from channel `$channel` on
+    /// the whole groups of `$blocks` blocks of `$lanes` channels, in registers of that many
+    /// lanes (`$load` and the other intrinsics of one width): every tap multiply-added into
+    /// `TILE * $blocks` sums, clamped and stored. Evaluates to the first channel past the last
+    /// whole group. A macro, expanded in each kernel, so that its intrinsics compile with that
+    /// kernel's target features.
     ///
     /// Unsafe to expand: `$channel..channels` and every tap of these pixels, every tap's weights
     /// and the pixels' outputs are inside their slices.
     macro_rules! channel_blocks {
         (
-            $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident, $lanes:literal,
-            $load:ident, $set1:ident, $fmadd:ident, $min:ident, $max:ident, $store:ident
+            $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident, $blocks:expr,
+            $lanes:literal, $load:ident, $set1:ident, $fmadd:ident, $min:ident, $max:ident,
+            $store:ident
         ) => {{
             let pixels: &InteriorPixels<'_> = $pixels;
             let (first, mut channel): (usize, usize) = ($first, $channel);
@@ -537,21 +539,29 @@ mod depthwise_x86_64 {
             let base = pixels.first_base + first * pixels.pixel_step;
             let (low, high) = clamp_bounds(pixels.clamp);
             let (low, high) = ($set1(low), $set1(high));
-            while channel + $lanes <= channels {
-                let mut sums = [$load(pixels.bias.as_ptr().add(channel)); $tile];
+            while channel + $blocks * $lanes <= channels {
+                let mut bias = [$set1(0.0); $blocks];
+                for (block, value) in bias.iter_mut().enumerate() {
+                    *value = $load(pixels.bias.as_ptr().add(channel + block * $lanes));
+                }
+                let mut sums = [bias; $tile];
                 for &(input_offset, weight_offset) in pixels.taps {
-                    let weights = $load(weight.add(weight_offset + channel));
                     let tap = input.add(base + input_offset + channel);
-                    for (index, sum) in sums.iter_mut().enumerate() {
-                        let values = $load(tap.add(index * pixels.pixel_step));
-                        *sum = $fmadd(weights, values, *sum);
+                    for block in 0..$blocks {
+                        let weights = $load(weight.add(weight_offset + channel + block * $lanes));
+                        for (index, sum) in sums.iter_mut().enumerate() {
+                            let values = $load(tap.add(index * pixels.pixel_step + block * $lanes));
+                            sum[block] = $fmadd(weights, values, sum[block]);
+                        }
                     }
                 }
                 for (index, sum) in sums.into_iter().enumerate() {
-                    let value = $min(high, $max(low, sum));
-                    $store(destination.add((first + index) * channels + channel), value);
+                    let pixel = destination.add((first + index) * channels + channel);
+                    for (block, sum) in sum.into_iter().enumerate() {
+                        $store(pixel.add(block * $lanes), $min(high, $max(low, sum)));
+                    }
                 }
-                channel += $lanes;
+                channel += $blocks * $lanes;
             }
             channel
         }};
@@ -564,7 +574,10 @@ mod depthwise_x86_64 {
     }
 
     /// [`interior_pixels`] sixteen channels a register: eight pixels of sixteen channels at a
-    /// time, then the channels past the last whole block of sixteen through the AVX2 tile.
+    /// time, then the channels past the last whole block of sixteen through the AVX2 tile. The
+    /// tiles of the run's last pixels (four, then one at a time) take two and eight blocks at
+    /// once, so that each still has eight sums in flight: one sum per tap chains the FMAs'
+    /// latency (a 14x14 row is a tile of eight, one of four and two border pixels of one).
     ///
     /// # Safety
     /// As [`interior_pixels`], and the processor has AVX-512F.
@@ -575,23 +588,23 @@ mod depthwise_x86_64 {
             // guarantees the rest, AVX-512F included.
             unsafe {
                 match tile_pixels {
-                    8 => tile_avx512::<8>(pixels, output, first),
-                    4 => tile_avx512::<4>(pixels, output, first),
-                    _ => tile_avx512::<1>(pixels, output, first),
+                    8 => tile_avx512::<8, 1>(pixels, output, first),
+                    4 => tile_avx512::<4, 2>(pixels, output, first),
+                    _ => tile_avx512::<1, 8>(pixels, output, first),
                 }
             }
         });
     }
 
-    /// Pixels `first..first + TILE` of the run: blocks of sixteen channels in `TILE` zmm
-    /// registers, then the rest of the channels through the AVX2 tile from the first channel
-    /// past the last whole block.
+    /// Pixels `first..first + TILE` of the run: groups of `BLOCKS` blocks of sixteen channels in
+    /// `TILE * BLOCKS` zmm registers, then single blocks, then the rest of the channels through
+    /// the AVX2 tile from the first channel past the last whole block.
     ///
     /// # Safety
     /// As [`interior_pixels_avx512`], and `first + TILE` is at most the run's pixel count.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn tile_avx512<const TILE: usize>(
+    unsafe fn tile_avx512<const TILE: usize, const BLOCKS: usize>(
         pixels: &InteriorPixels<'_>,
         output: &mut [f32],
         first: usize,
@@ -606,6 +619,25 @@ mod depthwise_x86_64 {
                 first,
                 0,
                 TILE,
+                BLOCKS,
+                16,
+                _mm512_loadu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps,
+                _mm512_min_ps,
+                _mm512_max_ps,
+                _mm512_storeu_ps
+            )
+        };
+        // SAFETY: As above, for the blocks past the last group of `BLOCKS`.
+        let channel = unsafe {
+            channel_blocks!(
+                pixels,
+                output,
+                first,
+                channel,
+                TILE,
+                1,
                 16,
                 _mm512_loadu_ps,
                 _mm512_set1_ps,
@@ -668,6 +700,7 @@ mod depthwise_x86_64 {
                 first,
                 first_channel,
                 TILE,
+                1,
                 8,
                 _mm256_loadu_ps,
                 _mm256_set1_ps,
@@ -922,14 +955,15 @@ mod interior_pixel_tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
 
-        /// The dispatched kernel (AVX2 where the machine has it) agrees with its portable twin
-        /// on runs of 0 to 21 pixels (tiles of eight, four and one), channel counts with and
-        /// without a tail past the last block of eight, steps of one and two pixels, up to nine
-        /// taps at arbitrary offsets, and each clamp.
+        /// The dispatched kernel (AVX2 or AVX-512 where the machine has it) agrees with its
+        /// portable twin on runs of 0 to 21 pixels (tiles of eight, four and one), channel
+        /// counts with and without a tail past the last block of eight or sixteen, and past the
+        /// groups of two and eight blocks that the AVX-512 tiles of four and one pixel take,
+        /// steps of one and two pixels, up to nine taps at arbitrary offsets, and each clamp.
         #[test]
         fn interior_pixels_match_portable(
             (channels, count, pixel_step_pixels, taps, data, weight, bias) in
-                (1..27usize, 0..22usize, 1..3usize, 1..10usize).prop_flat_map(
+                (prop_oneof![1..27usize, 28..50usize, 120..150usize], 0..22usize, 1..3usize, 1..10usize).prop_flat_map(
                     |(channels, count, step, tap_count)| {
                         let input_pixels = count * step + 12;
                         (
