@@ -28,7 +28,35 @@ pub const MIN_WINOGRAD_CHANNELS: usize = 16;
 /// they run F(2x2, 3x3) when Winograd is asked for, the GEMM otherwise.
 pub const MAX_F4X4_CHANNELS: usize = 256;
 
+/// The most steps (`in_channels * kernel_h * kernel_w`) of a channels-last convolution that
+/// reads an NCHW image in place: one block of the GEMM's packed weights.
+pub const MAX_NCHW_TO_CHANNELS_LAST_DEPTH: usize = 384;
+
+/// The largest column stride of a channels-last convolution that reads an NCHW image in place
+/// (which splits the image into that many phases).
+pub const MAX_NCHW_TO_CHANNELS_LAST_STRIDE: usize = 4;
+
 impl Conv2dOptions {
+    /// Whether the runtime's channels-last convolution reads an NCHW image in place, writing its
+    /// channels-last output in the same pass (on processors with its kernel, AVX-512; elsewhere
+    /// it transposes the image first), for a weight of `weight_shape` (`[out, in / groups, kh,
+    /// kw]`): one group, unit dilation, a stride of at most
+    /// [`MAX_NCHW_TO_CHANNELS_LAST_STRIDE`] and at most the kernel, and at most
+    /// [`MAX_NCHW_TO_CHANNELS_LAST_DEPTH`] steps. A network's stem is such a layer; the
+    /// compiler's layout choice lets one write the channels-last region after it.
+    pub fn reads_nchw_into_channels_last(&self, weight_shape: [usize; 4]) -> bool {
+        let [_, in_channels, kernel_h, kernel_w] = weight_shape;
+        self.groups == 1
+            && self.dilation == [1, 1]
+            && self.stride[1] <= MAX_NCHW_TO_CHANNELS_LAST_STRIDE
+            && self.stride[0] <= kernel_h
+            && self.stride[1] <= kernel_w
+            && in_channels
+                .checked_mul(kernel_h)
+                .and_then(|taps| taps.checked_mul(kernel_w))
+                .is_some_and(|depth| depth <= MAX_NCHW_TO_CHANNELS_LAST_DEPTH)
+    }
+
     /// Whether the runtime's NCHW convolution picks Winograd for a weight of `weight_shape`
     /// (`[out, in / groups, kh, kw]`): a 3x3 kernel, unit stride and dilation, one group,
     /// enough channels that the products dominate the transforms, and no more than

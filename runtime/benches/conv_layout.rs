@@ -1,5 +1,6 @@
 //! The same convolutions over NCHW and channels-last (NHWC) images, on MobileNetV2's shapes:
-//! the stem's 3×3 convolution, depthwise 3×3 at stride 1 and 2, and 1×1 expansions, plus the transposes that change layout.
+//! the stem's 3×3 convolution (also from NCHW to channels-last in one pass), depthwise 3×3 at
+//! stride 1 and 2, and 1×1 expansions, plus the transposes that change layout.
 //!
 //! Run with `cargo bench -p nnc-runtime --bench conv_layout`; throughput lines read as GFLOP/s
 //! (each multiply-add counts two), or as elements per second for the transposes.
@@ -81,6 +82,20 @@ fn benchmark_layers(criterion: &mut Criterion) {
                     .unwrap()
             })
         });
+        if groups == 1 && kernel > 1 {
+            // The layout change in the convolution: NCHW in, channels-last out.
+            group.bench_function(BenchmarkId::new("nchw_to_nhwc", name), |bencher| {
+                bencher.iter(|| {
+                    nhwc.forward_from_nchw(
+                        black_box(&input),
+                        nchw_shape,
+                        &mut output,
+                        &mut workspace,
+                    )
+                    .unwrap()
+                })
+            });
+        }
     }
     group.finish();
 }

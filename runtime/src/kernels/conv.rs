@@ -49,6 +49,9 @@ pub struct ConvWorkspace {
     columns: AlignedBuffer,
     /// The int8 convolutions' quantized images and im2col rows.
     pub(crate) int8: crate::kernels::int8::Int8Workspace,
+    /// An NCHW input rewritten channels-last, where a channels-last layer has no kernel that
+    /// reads NCHW (`PackedConv2dChannelsLast::forward_from_nchw`).
+    image: AlignedBuffer,
 }
 
 impl ConvWorkspace {

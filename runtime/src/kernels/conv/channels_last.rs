@@ -17,7 +17,10 @@
 use crate::alloc::AlignedBuffer;
 use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
-use crate::kernels::gemm::{Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMatrix, Rhs, gemm};
+use crate::kernels::gemm::{
+    Bias, Epilogue, GemmOptions, IndirectLhsStripKernel, Lhs, MatrixRef, PackedMatrix, Rhs, gemm,
+    indirect_lhs_strip_kernel,
+};
 use crate::kernels::vectorize;
 use crate::threading;
 
@@ -149,6 +152,89 @@ impl PackedConv2dChannelsLast {
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
         self.run(input, input_shape, Some(residual), output, workspace)
+    }
+
+    /// Runs the layer on an NCHW input `[N, C, H, W]` into a channels-last output of
+    /// `output_shape([N, H, W, C])`: the convolution and the change of layout in one pass, for a
+    /// network's stem, whose NCHW image would otherwise be transposed before or after it. With
+    /// AVX-512, a layer that `Conv2dOptions::reads_nchw_into_channels_last` admits reads the image
+    /// in place (`indirect::forward_channels_last`); any other layer runs on a channels-last copy
+    /// of the input.
+    pub fn forward_from_nchw(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        let kernel = indirect_lhs_strip_kernel();
+        self.forward_from_nchw_with(input, input_shape, output, workspace, kernel)
+    }
+
+    /// [`Self::forward_from_nchw`] with the micro-kernel that reads the image in place, or
+    /// `None` for the channels-last copy (which tests compare it with).
+    pub(super) fn forward_from_nchw_with(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+        kernel: Option<(IndirectLhsStripKernel, usize)>,
+    ) -> KernelResult<()> {
+        let [batch, channels, in_h, in_w] = input_shape;
+        let channels_last_shape = [batch, in_h, in_w, channels];
+        let output_shape = self.output_shape(channels_last_shape)?;
+        check_buffers(input, input_shape, output, output_shape, None)?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let [_, out_h, out_w, _] = output_shape;
+        let geometry = Geometry::new(
+            input_shape,
+            [batch, self.out_channels, out_h, out_w],
+            self.kernel,
+            self.options,
+        );
+        if let Method::Gemm { weight } = &self.method
+            && let Some(panels) = weight.single_block_panels()
+            && let Some(kernel) = kernel
+            && self.options.reads_nchw_into_channels_last([
+                self.out_channels,
+                channels,
+                self.kernel[0],
+                self.kernel[1],
+            ])
+        {
+            let bias = self.bias.as_deref();
+            let image_len = channels * in_h * in_w;
+            let output_len = out_h * out_w * self.out_channels;
+            for (image, output) in input
+                .chunks_exact(image_len)
+                .zip(output.chunks_exact_mut(output_len))
+            {
+                let call = super::indirect::ChannelsLastCall {
+                    weights: panels,
+                    out_channels: self.out_channels,
+                    input: image,
+                    channels,
+                    geometry: &geometry,
+                    bias,
+                    residual: None,
+                    activation: self.activation,
+                };
+                super::indirect::forward_channels_last(&call, kernel, output);
+            }
+            return Ok(());
+        }
+        let mut image = std::mem::take(&mut workspace.image);
+        if image.len() < input.len() {
+            image.resize(input.len());
+        }
+        let transposed = &mut image.as_mut_slice()[..input.len()];
+        crate::kernels::shape::permute_any_type(input, &input_shape, &[0, 2, 3, 1], transposed)?;
+        let result = self.forward(transposed, channels_last_shape, output, workspace);
+        workspace.image = image;
+        result
     }
 
     fn run(

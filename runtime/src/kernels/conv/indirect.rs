@@ -20,7 +20,8 @@ use super::Geometry;
 use crate::alloc::AlignedBuffer;
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
-    Clamp, IndirectStripKernel, KC, MR, NR, StripOutput, TileEpilogue, with_scratch,
+    Clamp, IndirectLhsStripKernel, IndirectStripKernel, KC, MR, NR, StripOutput, TileEpilogue,
+    with_scratch,
 };
 use crate::threading;
 use std::cell::RefCell;
@@ -45,6 +46,13 @@ const MAX_DEPTH: usize = KC;
 
 /// The largest column stride the phase split handles.
 const MAX_PHASES: usize = 4;
+
+// The layers `Conv2dOptions::reads_nchw_into_channels_last` admits (the rule the compiler's
+// layout choice reads too) are the ones `forward_channels_last` computes.
+const _: () = assert!(
+    nnc_ops::conv::MAX_NCHW_TO_CHANNELS_LAST_DEPTH <= MAX_DEPTH
+        && nnc_ops::conv::MAX_NCHW_TO_CHANNELS_LAST_STRIDE <= MAX_PHASES
+);
 
 /// One image's group of channels through the indirect kernel.
 pub(super) struct IndirectCall<'a> {
@@ -283,6 +291,129 @@ pub(super) fn forward(
                     let row = unsafe {
                         std::slice::from_raw_parts_mut(output_rows.get().add(start), geometry.out_w)
                     };
+                    apply_activation_in_place(row, activation);
+                }
+            }
+        });
+    };
+    with_scratch(&PHASES, layout.length(call.channels), |phased| {
+        layout.fill(call.input, geometry, phased);
+        run(phased);
+    });
+}
+
+/// One image through the channels-last form of the indirect kernel: the input stays NCHW, the
+/// output is `[out_h, out_w, out_channels]`.
+pub(super) struct ChannelsLastCall<'a> {
+    /// The packed weights: the GEMM's B panels of `NR` output channels, `depth` steps each,
+    /// the steps ordered `(kernel_y, kernel_x, channel)` (`PackedConv2dChannelsLast`'s order).
+    pub(super) weights: &'a [f32],
+    pub(super) out_channels: usize,
+    /// `[channels, in_h, in_w]`, with `channels * kernel_h * kernel_w = depth`.
+    pub(super) input: &'a [f32],
+    pub(super) channels: usize,
+    pub(super) geometry: &'a Geometry,
+    pub(super) bias: Option<&'a [f32]>,
+    /// Laid out like the output.
+    pub(super) residual: Option<&'a [f32]>,
+    pub(super) activation: Option<Activation>,
+}
+
+/// `output = activation(conv(input) + bias + residual)` for one NCHW image, into a channels-last
+/// `[out_h, out_w, out_channels]` output, through `kernel` (the micro-kernel that reads A in
+/// place, and the widest strip it takes): the GEMM `im2col(x)^T * W'` whose rows are output
+/// pixels. The image is padded and split into phases as for [`forward`], so that pixels `ox..`
+/// of one output row read tap `(c, ky, kx)` as consecutive floats: row `r` of a strip, step
+/// `k`, is one float at the row's base plus the step's offset plus `r`, broadcast into the
+/// FMA. A stem (three input channels) thus writes its channels-last output at the speed of the
+/// NCHW one, with no transpose after it.
+pub(super) fn forward_channels_last(
+    call: &ChannelsLastCall<'_>,
+    (kernel, strip_columns): (IndirectLhsStripKernel, usize),
+    output: &mut [f32],
+) {
+    let geometry = call.geometry;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let depth = call.channels * kernel_h * kernel_w;
+    let output_row = geometry.out_w * call.out_channels;
+    assert_eq!(output.len(), geometry.out_h * output_row);
+    assert!(call.weights.len() >= call.out_channels.div_ceil(NR) * NR * depth);
+    assert_eq!(
+        call.input.len(),
+        call.channels * geometry.in_h * geometry.in_w
+    );
+    if let Some(residual) = call.residual {
+        assert_eq!(residual.len(), output.len());
+    }
+    if let Some(bias) = call.bias {
+        assert_eq!(bias.len(), call.out_channels);
+    }
+    let layout = PhaseLayout::new(geometry);
+    assert!(depth <= MAX_DEPTH, "indirect convolution: {depth} steps");
+    let mut offset_table = [0usize; MAX_DEPTH];
+    let steps = (0..kernel_h).flat_map(|kernel_y| {
+        (0..kernel_w).flat_map(move |kernel_x| {
+            (0..call.channels).map(move |channel| layout.step_offset(channel, kernel_y, kernel_x))
+        })
+    });
+    for (slot, offset) in offset_table.iter_mut().zip(steps) {
+        *slot = offset;
+    }
+    let offsets = &offset_table[..depth];
+    // The last output row's strip reads `out_w` floats from its last step's offset.
+    let last_read = offsets.iter().max().copied().unwrap_or(0)
+        + (geometry.out_h - 1) * geometry.stride[0] * layout.row_stride
+        + geometry.out_w;
+    assert!(
+        last_read <= layout.length(call.channels),
+        "indirect convolution: a strip would read past the phase-split image"
+    );
+    let (clamp, row_activation) = Clamp::split(call.activation);
+    let mut run = |phased: &[f32]| {
+        let rows_per_task =
+            threading::balanced_rows_per_task(geometry.out_h, output_row, PARALLEL_CHUNK);
+        threading::run_chunks_mut(output, rows_per_task * output_row, |task, rows| {
+            for (row_in_task, row) in rows.chunks_exact_mut(output_row).enumerate() {
+                let out_y = task * rows_per_task + row_in_task;
+                let row_base = out_y * geometry.stride[0] * layout.row_stride;
+                let row_offset = out_y * output_row;
+                for first_channel in (0..call.out_channels).step_by(strip_columns) {
+                    let strip = StripOutput {
+                        c: row[first_channel..].as_mut_ptr(),
+                        c_row_stride: call.out_channels,
+                        rows: geometry.out_w,
+                        cols: strip_columns.min(call.out_channels - first_channel),
+                        accumulate: false,
+                        epilogue: TileEpilogue {
+                            column_bias: call.bias.map(|bias| &bias[first_channel..]),
+                            row_bias: None,
+                            residual: call
+                                .residual
+                                .map(|residual| &residual[row_offset + first_channel..]),
+                            clamp,
+                        },
+                    };
+                    // SAFETY: The strip is output row `out_y`'s pixels, channels
+                    // `first_channel..` (a multiple of `NR`), inside `row`, which only this task
+                    // holds; the weights hold those channels' panels of `depth` steps from
+                    // `first_channel * depth` on (asserted above); every step reads `out_w`
+                    // floats inside its padded row of `phased` (`PhaseLayout::new`: padded rows
+                    // reach `(out_h - 1) * stride + kernel_h - 1`, and the row stride the widest
+                    // read, checked through `last_read`); the bias holds a value per channel and
+                    // the residual, laid out like the output, from the strip's first element
+                    // on; the kernel comes from `indirect_lhs_strip_kernel`, which checks the
+                    // processor.
+                    unsafe {
+                        kernel(
+                            depth,
+                            phased.as_ptr().add(row_base),
+                            offsets,
+                            &call.weights[first_channel * depth..],
+                            &strip,
+                        );
+                    }
+                }
+                if let Some(activation) = row_activation {
                     apply_activation_in_place(row, activation);
                 }
             }

@@ -662,6 +662,143 @@ impl Case {
     }
 }
 
+impl Case {
+    /// The same case through `PackedConv2dChannelsLast::forward_from_nchw` (an NCHW input, a
+    /// channels-last output), with the kernel that reads the image in place where the processor
+    /// has it and with the channels-last copy of the input, against the NCHW reference
+    /// transposed.
+    fn check_from_nchw(&self) {
+        let (nchw, [batch, out_channels, out_h, out_w]) = reference::conv2d(
+            &self.input,
+            self.input_shape,
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        );
+        let mut expected = vec![0.0; nchw.len()];
+        for n in 0..batch {
+            for c in 0..out_channels {
+                for y in 0..out_h {
+                    for x in 0..out_w {
+                        let value = nchw[((n * out_channels + c) * out_h + y) * out_w + x];
+                        expected[((n * out_h + y) * out_w + x) * out_channels + c] = self
+                            .activation
+                            .map_or(value, |activation| reference::activation(value, activation));
+                    }
+                }
+            }
+        }
+        let conv = PackedConv2dChannelsLast::new(
+            &self.weight,
+            self.weight_shape,
+            self.bias.as_deref(),
+            self.options,
+        )
+        .unwrap()
+        .with_activation(self.activation);
+        let mut workspace = ConvWorkspace::new();
+        for kernel in [crate::kernels::gemm::indirect_lhs_strip_kernel(), None] {
+            let mut output = vec![f32::NAN; expected.len()];
+            conv.forward_from_nchw_with(
+                &self.input,
+                self.input_shape,
+                &mut output,
+                &mut workspace,
+                kernel,
+            )
+            .unwrap();
+            assert_close(&output, &expected, 1e-4);
+        }
+    }
+}
+
+/// Layers a stem may be: one group, unit dilation, up to 384 steps, strides 1 to 4 and at most
+/// the kernel, kernels up to 7x7, any output width (tiles of 12 pixels and shorter ones), output
+/// channels past one and two strips of 32, each activation kind (none, a clamp in the kernel,
+/// SiLU after it).
+fn channels_last_from_nchw_cases() -> impl Strategy<Value = Case> {
+    (
+        // batch, channels in, channels out
+        (1..3usize, 1..6usize, 1..70usize),
+        // kernel height and width, stride per axis, padding per axis
+        (
+            prop_oneof![1..4usize, Just(7usize)],
+            1..4usize,
+            1..5usize,
+            1..5usize,
+            0..4usize,
+            0..4usize,
+        ),
+        // input height, and the output width the input width is chosen for
+        (1..10usize, 1..40usize),
+        (0..3usize, any::<bool>()),
+    )
+        .prop_filter_map(
+            "the layer must fit the padded input and the kernel's depth",
+            |(
+                (batch, in_channels, out_channels),
+                (kh, kw, sh, sw, ph, pw),
+                (h, out_w),
+                (activation, with_bias),
+            )| {
+                let (ph, pw) = (ph.min(kh), pw.min(kw));
+                let (sh, sw) = (sh.min(kh), sw.min(kw));
+                let w = ((out_w - 1) * sw + kw).checked_sub(2 * pw)?;
+                if h + 2 * ph < kh || w == 0 || in_channels * kh * kw > 384 {
+                    return None;
+                }
+                let options = Conv2dOptions {
+                    stride: [sh, sw],
+                    padding: [ph, pw],
+                    ..Conv2dOptions::default()
+                };
+                Some(Layer {
+                    input_shape: [batch, in_channels, h, w],
+                    weight_shape: [out_channels, in_channels, kh, kw],
+                    options,
+                    activation: [None, Some(Activation::Relu6), Some(Activation::Silu)][activation],
+                    with_bias,
+                })
+            },
+        )
+        .prop_flat_map(with_random_data)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// NCHW in, channels-last out, on one and two threads.
+    #[test]
+    fn channels_last_from_nchw_matches_reference(
+        case in channels_last_from_nchw_cases(),
+        threads in 1..3usize,
+    ) {
+        let _guard = crate::test_support::lock_thread_count();
+        crate::set_num_threads(threads);
+        case.check_from_nchw();
+        crate::set_num_threads(0);
+    }
+
+    /// Layers the in-place kernel does not take (dilation, depthwise) run on the copy.
+    #[test]
+    fn other_layers_from_nchw_match_reference(case in cases()) {
+        let mut case = case;
+        let [out_channels, group_in, _, _] = case.weight_shape;
+        let depthwise = case.options.groups == case.input_shape[1] && group_in == 1
+            && out_channels == case.options.groups;
+        if case.options.groups != 1 && !depthwise {
+            // Channels-last layers are ungrouped or depthwise.
+            case.options.groups = 1;
+            case.weight_shape[1] = case.input_shape[1];
+            case.weight = (0..case.weight_shape.iter().product::<usize>())
+                .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+                .collect();
+        }
+        case.check_from_nchw();
+    }
+}
+
 /// Channel counts around the 8-lane vector width, so the depthwise kernel's tails are covered.
 fn channel_counts() -> impl Strategy<Value = usize> {
     prop_oneof![

@@ -476,6 +476,136 @@ unsafe fn indirect_tile_rows<const ROWS: usize, const PANELS: usize>(
     unsafe { store_tile(&accumulators, tile) };
 }
 
+/// Computes one strip, `C[0..rows, 0..cols] = epilogue(A * B_panels)` (up to `STRIP_PANELS *
+/// NR` columns), where B is packed in panels of `NR` columns and `depth` steps (one block:
+/// `depth` at most the GEMM's `KC`) and row `r`, step `k` of A is the float `r` places past
+/// `a + offsets[k]`: the channels-last convolution of an NCHW image, whose rows are output
+/// pixels and whose A is the image itself, read in place.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F (`is_available()`); `b_panels` must hold the strip's
+/// `cols.div_ceil(NR)` panels of `depth` steps; `offsets` must hold `depth` offsets, and `a +
+/// offsets[k]` be valid for reads of `rows` floats for each; `output` must be as
+/// `portable::tile_kernel_with_epilogue` requires.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) unsafe fn indirect_lhs_strip(
+    depth: usize,
+    a: *const f32,
+    offsets: &[usize],
+    b_panels: &[f32],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(b_panels.len() >= output.cols.div_ceil(NR) * depth * NR);
+    debug_assert!(offsets.len() >= depth);
+    output.debug_check();
+    let b = IndirectA {
+        b: b_panels.as_ptr(),
+        depth,
+        offsets,
+    };
+    // SAFETY: Forwarded from the caller; the strip's columns span `cols.div_ceil(NR)` panels.
+    unsafe {
+        if output.cols > NR {
+            indirect_lhs_strip_of_panels::<2>(a, b, output);
+        } else {
+            indirect_lhs_strip_of_panels::<1>(a, b, output);
+        }
+    }
+}
+
+/// Packed B panels of `depth` steps at `b`, under an A read in place: row `r`, step `k` at
+/// `a + offsets[k] + r`.
+#[derive(Clone, Copy)]
+struct IndirectA<'a> {
+    b: *const f32,
+    depth: usize,
+    offsets: &'a [usize],
+}
+
+impl TileB for IndirectA<'_> {
+    #[inline(always)]
+    unsafe fn tile<const ROWS: usize, const PANELS: usize>(
+        self,
+        a: LhsPointer,
+        tile: &TileOutput<'_>,
+    ) {
+        // SAFETY: Forwarded from the caller.
+        unsafe { indirect_lhs_tile_rows::<ROWS, PANELS>(a.a, self, tile) }
+    }
+}
+
+/// [`indirect_lhs_strip`] for `PANELS` panels' worth of columns: tiles of `TILE_ROWS` rows,
+/// then the last, shorter one.
+///
+/// # Safety
+///
+/// As for [`indirect_lhs_strip`], with `output.cols` in `(PANELS - 1) * NR + 1..=PANELS * NR`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn indirect_lhs_strip_of_panels<const PANELS: usize>(
+    a: *const f32,
+    b: IndirectA<'_>,
+    output: &TileOutput<'_>,
+) {
+    let mut first_row = 0;
+    while first_row + TILE_ROWS <= output.rows {
+        let tile = output.rows_from(first_row, TILE_ROWS);
+        // SAFETY: Rows `first_row..first_row + TILE_ROWS` are part of the strip the caller
+        // vouched for, and their steps start `first_row` floats past the strip's.
+        unsafe { indirect_lhs_tile_rows::<TILE_ROWS, PANELS>(a.add(first_row), b, &tile) };
+        first_row += TILE_ROWS;
+    }
+    if first_row < output.rows {
+        let tile = output.rows_from(first_row, output.rows - first_row);
+        let lhs = LhsPointer {
+            a: a.wrapping_add(first_row),
+            a_row_stride: 1,
+            depth: b.depth,
+        };
+        // SAFETY: As above, for the last, shorter tile.
+        unsafe { dispatch_rows::<_, PANELS>(lhs, b, &tile) };
+    }
+}
+
+/// The k loop of a tile of `ROWS` rows whose A is read in place from `a` (row `r`, step `k`
+/// at `a + offsets[k] + r`), then the store.
+///
+/// # Safety
+///
+/// As for [`indirect_lhs_strip`], for a tile of `ROWS` rows whose first row reads from `a`,
+/// with `tile.cols` in `(PANELS - 1) * NR + 1..=PANELS * NR`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn indirect_lhs_tile_rows<const ROWS: usize, const PANELS: usize>(
+    a: *const f32,
+    b: IndirectA<'_>,
+    tile: &TileOutput<'_>,
+) {
+    let mut row_offsets = [0usize; ROWS];
+    for (row, offset) in row_offsets.iter_mut().enumerate() {
+        *offset = row;
+    }
+    let mut accumulators = [[_mm512_setzero_ps(); PANELS]; ROWS];
+    for (step, &offset) in b.offsets[..b.depth].iter().enumerate() {
+        // SAFETY: Step `step < depth` reads A at `a + offset + r` for `r < ROWS`, and one
+        // vector of each of the tile's B panels at `step * NR`, which the caller vouched for.
+        unsafe {
+            fma_step(
+                a.add(offset),
+                &row_offsets,
+                b.b.add(step * NR),
+                b.depth * NR,
+                &mut accumulators,
+            );
+        }
+    }
+    // A copy, as in `tile_kernel_rows`.
+    let finished = accumulators;
+    // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
+    unsafe { store_tile(&finished, tile) };
+}
+
 /// One step of the k loop: `accumulators[r][p] += a[row_offsets[r]] * b[p * panel_stride..]`
 /// for one row of each B panel.
 ///

@@ -255,6 +255,12 @@ impl PackedMatrix {
         self.cols
     }
 
+    /// The panels of `NR` columns, `depth` steps each, one after the other, when B is one block
+    /// of the shared dimension (`depth <= KC`); deeper matrices are packed block by block.
+    pub(crate) fn single_block_panels(&self) -> Option<&[f32]> {
+        (self.depth <= KC).then(|| self.data.as_slice())
+    }
+
     fn view(&self) -> PackedRhsView<'_> {
         PackedRhsView {
             data: self.data.as_slice(),
@@ -320,6 +326,23 @@ pub(crate) fn indirect_strip_kernel() -> Option<(IndirectStripKernel, usize)> {
     #[cfg(target_arch = "x86_64")]
     if selected_isa() == GemmIsa::Avx512 {
         return Some((avx512::indirect_strip, avx512::STRIP_PANELS * NR));
+    }
+    None
+}
+
+/// The micro-kernel of the channels-last convolution of an NCHW image: `(depth, a, offsets,
+/// b_panels, output)` computes `output = epilogue(A * B)` for a strip of up to `strip_panels *
+/// NR` columns and any number of rows, row `r` and step `k` of A being the float at `a +
+/// offsets[k] + r` (see `avx512::indirect_lhs_strip` for the contract).
+pub(crate) type IndirectLhsStripKernel =
+    unsafe fn(usize, *const f32, &[usize], &[f32], &StripOutput<'_>);
+
+/// The micro-kernel that reads A in place through offsets and the widest strip it takes, when
+/// the selected instruction set has one (AVX-512).
+pub(crate) fn indirect_lhs_strip_kernel() -> Option<(IndirectLhsStripKernel, usize)> {
+    #[cfg(target_arch = "x86_64")]
+    if selected_isa() == GemmIsa::Avx512 {
+        return Some((avx512::indirect_lhs_strip, avx512::STRIP_PANELS * NR));
     }
     None
 }
