@@ -59,6 +59,17 @@ pub enum ConvLayout {
     ChannelsLast,
 }
 
+/// How a 2-D convolution lays out its input and output images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv2dLayout {
+    /// Both `[batch, channels, height, width]`.
+    Nchw,
+    /// Both `[batch, height, width, channels]`.
+    ChannelsLast,
+    /// An NCHW input and a channels-last output: the convolution changes the layout.
+    NchwToChannelsLast,
+}
+
 /// How the two operands of a binary operation line up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BinaryForm {
@@ -104,7 +115,7 @@ pub enum KernelCall {
     /// The node's [`Preparation::Conv2d`].
     Conv2d {
         input_shape: [usize; 4],
-        layout: ConvLayout,
+        layout: Conv2dLayout,
         residual: bool,
     },
     /// A transposed convolution reading its weight (the second operand) and, with `bias`, its
@@ -266,7 +277,7 @@ pub enum Preparation {
     Conv2d {
         weight_shape: [usize; 4],
         options: Conv2dOptions,
-        layout: ConvLayout,
+        layout: Conv2dLayout,
         weights: LayerWeights,
         activation: Option<Activation>,
         storage: ir::WeightStorage,
@@ -736,8 +747,12 @@ fn batch_norm_weights(values: &[ir::Value], eps: f32) -> BatchNormWeights {
     }
 }
 
-fn conv_layout(attrs: &ir::ConvAttrs) -> ConvLayout {
-    layout(attrs.channels_last)
+fn conv_layout(attrs: &ir::ConvAttrs) -> Conv2dLayout {
+    match (attrs.channels_last, attrs.nchw_input) {
+        (false, _) => Conv2dLayout::Nchw,
+        (true, false) => Conv2dLayout::ChannelsLast,
+        (true, true) => Conv2dLayout::NchwToChannelsLast,
+    }
 }
 
 fn layout(channels_last: bool) -> ConvLayout {

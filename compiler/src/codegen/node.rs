@@ -8,7 +8,7 @@ use super::network::Generator;
 use super::tokens::{ToRust, arena_field, f32_lit, lit, literal_list, option_tokens};
 use crate::ir::{self, ValueDef};
 use crate::kernel_call::{
-    self, AttentionCall, BinaryForm, ConvLayout, KernelCall, NodeCall, Position,
+    self, AttentionCall, BinaryForm, Conv2dLayout, ConvLayout, KernelCall, NodeCall, Position,
 };
 
 impl Generator<'_> {
@@ -124,6 +124,18 @@ impl Generator<'_> {
                 residual.then(|| operand(1)),
                 &at,
             ),
+            KernelCall::Conv2d {
+                input_shape,
+                layout: Conv2dLayout::NchwToChannelsLast,
+                residual,
+            } => {
+                assert!(
+                    !residual,
+                    "the layout pass changes the layout only in convolutions without a residual"
+                );
+                let (prepared, shape) = (prepared(), literal_list(input_shape));
+                quote!(#prepared.forward_from_nchw(#x, #shape, output, &mut self.workspace)#at;)
+            }
             KernelCall::Conv2d {
                 input_shape,
                 residual,

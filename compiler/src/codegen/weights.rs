@@ -8,7 +8,7 @@ use quote::quote;
 use super::network::Generator;
 use super::tokens::{ToRust, f32_lit, lit, literal_list};
 use crate::ir::{self, ParamInit, ValueDef, WeightStorage};
-use crate::kernel_call::{self, BatchNormWeights, ConvLayout, LayerWeights, Preparation};
+use crate::kernel_call::{self, BatchNormWeights, Conv2dLayout, LayerWeights, Preparation};
 
 /// The pieces of `from_weights` and `WEIGHTS`.
 pub(super) struct WeightsCode {
@@ -57,11 +57,11 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
         } => quote!(k::int8::PackedConv2dInt8),
         Preparation::Conv1d { .. } => quote!(k::conv::PackedConv1d),
         Preparation::Conv2d {
-            layout: ConvLayout::Nchw,
+            layout: Conv2dLayout::Nchw,
             ..
         } => quote!(k::conv::PackedConv2d),
         Preparation::Conv2d {
-            layout: ConvLayout::ChannelsLast,
+            layout: Conv2dLayout::ChannelsLast | Conv2dLayout::NchwToChannelsLast,
             ..
         } => quote!(k::conv::PackedConv2dChannelsLast),
         Preparation::BatchNorm { .. } => quote!(k::norm::BatchNorm),
@@ -289,7 +289,7 @@ impl Generator<'_> {
                 storage: WeightStorage::Int8(int8),
             } => {
                 let (weight_shape, options) = (literal_list(weight_shape), options.to_rust());
-                let channels_last = *layout == ConvLayout::ChannelsLast;
+                let channels_last = *layout == Conv2dLayout::ChannelsLast;
                 let input = int8.input.to_rust();
                 self.packed_layer(weights, *activation, &at, |weight, bias| {
                     quote!(k::int8::PackedConv2dInt8::new(#weight, #weight_shape, #bias, #options, #channels_last, #input))
@@ -305,8 +305,10 @@ impl Generator<'_> {
             } => {
                 let (weight_shape, options) = (literal_list(weight_shape), options.to_rust());
                 let packed = match layout {
-                    ConvLayout::Nchw => quote!(PackedConv2d),
-                    ConvLayout::ChannelsLast => quote!(PackedConv2dChannelsLast),
+                    Conv2dLayout::Nchw => quote!(PackedConv2d),
+                    Conv2dLayout::ChannelsLast | Conv2dLayout::NchwToChannelsLast => {
+                        quote!(PackedConv2dChannelsLast)
+                    }
                 };
                 self.packed_layer(weights, *activation, &at, |weight, bias| {
                     quote!(k::conv::#packed::new(#weight, #weight_shape, #bias, #options))

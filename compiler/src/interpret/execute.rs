@@ -10,7 +10,7 @@ use nnc_runtime::{KernelError, TensorRef};
 use super::prepare::Prepared;
 use super::{Buffer, Interpreter};
 use crate::ir::{self, DType};
-use crate::kernel_call::{ConvLayout, KernelCall, NodeCall, Position};
+use crate::kernel_call::{Conv2dLayout, ConvLayout, KernelCall, NodeCall, Position};
 
 impl Interpreter<'_> {
     /// Runs `node`'s call on `buffers` and returns its output, computed in `output` (zeros, one
@@ -67,7 +67,7 @@ impl Interpreter<'_> {
             ) if prepared.as_conv2d().is_some() => {
                 let conv = prepared.as_conv2d().expect("checked by the guard");
                 match layout {
-                    ConvLayout::Nchw => match residual(*r) {
+                    Conv2dLayout::Nchw => match residual(*r) {
                         Some(residual) => conv.forward_residual(
                             x(0),
                             *input_shape,
@@ -77,7 +77,7 @@ impl Interpreter<'_> {
                         )?,
                         None => conv.forward(x(0), *input_shape, &mut output, workspace)?,
                     },
-                    ConvLayout::ChannelsLast => conv_through_nchw(
+                    Conv2dLayout::ChannelsLast => conv_through_nchw(
                         conv,
                         x(0),
                         *input_shape,
@@ -85,6 +85,21 @@ impl Interpreter<'_> {
                         &mut output,
                         workspace,
                     )?,
+                    Conv2dLayout::NchwToChannelsLast => {
+                        // The layout pass changes the layout only in convolutions without a
+                        // residual.
+                        debug_assert!(!*r);
+                        let [batch, out_channels, out_h, out_w] =
+                            conv.output_shape(*input_shape)?;
+                        let mut nchw_output = vec![0.0; output.len()];
+                        conv.forward(x(0), *input_shape, &mut nchw_output, workspace)?;
+                        kernels::shape::permute_any_type(
+                            &nchw_output,
+                            &[batch, out_channels, out_h, out_w],
+                            &[0, 2, 3, 1],
+                            &mut output,
+                        )?;
+                    }
                 }
             }
             (

@@ -609,8 +609,14 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
             "only 2-D convolutions can be channels-last",
         ));
     }
+    if conv.nchw_input && !(conv.channels_last && conv.groups == 1) {
+        return Err(ShapeError::new(
+            Culprit::Attr("layout"),
+            "only an ungrouped channels-last convolution can read an NCHW input",
+        ));
+    }
     // Channels-last images are [n, h, w, c]: the spatial axes start at 1, channels are last.
-    let (channel_axis, first_spatial_axis) = if conv.channels_last {
+    let (channel_axis, first_spatial_axis) = if conv.channels_last && !conv.nchw_input {
         (spatial + 1, 1)
     } else {
         (1, 2)

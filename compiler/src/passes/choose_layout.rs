@@ -40,14 +40,22 @@
 //! `transpose(perm = [0, 3, 1, 2])` before its first reader outside. Each value is transposed at
 //! most once each way.
 //!
+//! A value that enters a region is not transposed where its producer is an ungrouped 2-D
+//! convolution (f32, without a residual) that the runtime computes from its NCHW input straight
+//! into a channels-last output (`Conv2dOptions::reads_nchw_into_channels_last`), and whose every
+//! reader is in a switched region and reads it as an activation: that convolution gets
+//! `channels_last` and `nchw_input` instead. MobileNetV2's stem (3x3 over the 3-channel image)
+//! so writes the first region's input itself; its output was 1.6 MB to transpose.
+//!
 //! # Why it is legal
 //!
 //! A channels-last convolution (or pooling) computes the NCHW convolution of the transposed input,
-//! transposed; a channels-last global pooling computes the NCHW one's very values, since the
-//! transpose of `[n, 1, 1, c]` is a reshape; elementwise and same-shape binary ops commute with
-//! any permutation of the axes. Every edge that
-//! crosses the region boundary gets the transpose that undoes the layout change, so every value
-//! read outside the region, network outputs included, is exactly the value of the original graph.
+//! transposed (one that reads NCHW, the NCHW convolution of its input, transposed); a
+//! channels-last global pooling computes the NCHW one's very values, since the transpose of `[n,
+//! 1, 1, c]` is a reshape; elementwise and same-shape binary ops commute with any permutation of
+//! the axes. Every edge that crosses the region boundary gets the transpose that undoes the
+//! layout change, so every value read outside the region, network outputs included, is exactly
+//! the value of the original graph.
 //! No weight changes: the kernel repacks the weight when the model is built.
 //!
 //! Other ungrouped convolutions stay out of regions although the runtime has a channels-last
@@ -95,8 +103,69 @@ pub fn run(graph: &mut Graph) -> bool {
         return false;
     }
     let in_switched = |node: Node| region_of[node].is_some_and(|region: usize| switched[region]);
-    rewrite(graph, &in_switched);
+    let changes_layout = layout_changing_convs(graph, &in_switched);
+    rewrite(graph, &in_switched, &|node| changes_layout[node]);
     true
+}
+
+/// The convolutions left NCHW that write a channels-last output for their readers instead of
+/// having it transposed: ungrouped 2-D f32 ones, without a residual, that the runtime computes
+/// that way in one pass (`Conv2dOptions::reads_nchw_into_channels_last`), whose every reader is
+/// in a switched region and reads the output as an activation, and whose output is no network
+/// output. MobileNetV2's stem is one: its 3-channel NCHW image in, its 32 channels out
+/// channels-last for the first depthwise layer.
+fn layout_changing_convs(
+    graph: &Graph,
+    in_switched: &dyn Fn(Node) -> bool,
+) -> SecondaryMap<Node, bool> {
+    let mut changes = SecondaryMap::with_default(graph.nodes.len(), false);
+    // Whether each value is read only by switched nodes, as an activation.
+    let mut read_channels_last: HashMap<Value, bool> = HashMap::new();
+    for (node, data) in graph.nodes.iter() {
+        let activations = if in_switched(node) {
+            activation_inputs(graph, data).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        for (position, &input) in data.inputs.iter().enumerate() {
+            let reads = read_channels_last.entry(input).or_insert(true);
+            *reads &= activations.contains(&position);
+        }
+    }
+    for output in &graph.outputs {
+        read_channels_last.insert(output.value, false);
+    }
+    for (node, data) in graph.nodes.iter() {
+        let Op::Conv(attrs) = &data.op else {
+            continue;
+        };
+        let weight = graph.ty(data.inputs[1]);
+        if in_switched(node)
+            || attrs.channels_last
+            || attrs.kernel.len() != 2
+            || data.residual_input().is_some()
+            || graph.is_int8_conv(data)
+            || weight.rank() != 4
+        {
+            continue;
+        }
+        let pair = |values: &[usize]| [values[0], values[1]];
+        let options = Conv2dOptions {
+            stride: pair(&attrs.stride),
+            padding: pair(&attrs.padding),
+            dilation: pair(&attrs.dilation),
+            groups: attrs.groups,
+        };
+        let weight_shape = [
+            weight.shape[0],
+            weight.shape[1],
+            weight.shape[2],
+            weight.shape[3],
+        ];
+        changes[node] = options.reads_nchw_into_channels_last(weight_shape)
+            && read_channels_last.get(&data.outputs[0]) == Some(&true);
+    }
+    changes
 }
 
 /// Whether `node` can join a region (it has a fast channels-last form for its shapes, and is not
@@ -312,8 +381,13 @@ fn regions_that_pay(graph: &Graph, region_of: &SecondaryMap<Node, Option<usize>>
         .collect()
 }
 
-/// Rebuilds the graph with the switched nodes channels-last and transposes on the boundary.
-fn rewrite(graph: &mut Graph, in_switched: &dyn Fn(Node) -> bool) {
+/// Rebuilds the graph with the switched nodes channels-last and transposes on the boundary, but
+/// where a convolution outside writes a channels-last output (`changes_layout`).
+fn rewrite(
+    graph: &mut Graph,
+    in_switched: &dyn Fn(Node) -> bool,
+    changes_layout: &dyn Fn(Node) -> bool,
+) {
     let old = std::mem::take(graph);
     *graph = Graph {
         name: old.name.clone(),
@@ -333,8 +407,9 @@ fn rewrite(graph: &mut Graph, in_switched: &dyn Fn(Node) -> bool) {
         }
     }
     let is_nhwc = |value: Value| {
-        old.producer(value)
-            .is_some_and(|node| in_switched(node) && writes_channels_last(&old.nodes[node].op))
+        old.producer(value).is_some_and(|node| {
+            (in_switched(node) && writes_channels_last(&old.nodes[node].op)) || changes_layout(node)
+        })
     };
     let mut to_nhwc: HashMap<Value, Value> = HashMap::new();
     let mut to_nchw: HashMap<Value, Value> = HashMap::new();
@@ -370,6 +445,13 @@ fn rewrite(graph: &mut Graph, in_switched: &dyn Fn(Node) -> bool) {
         let mut op = data.op.clone();
         if switched {
             op.set_channels_last();
+        }
+        if changes_layout(node) {
+            let Op::Conv(attrs) = &mut op else {
+                unreachable!("choose_layout: only convolutions change the layout")
+            };
+            attrs.channels_last = true;
+            attrs.nchw_input = true;
         }
         let span = old.spans.get(node).copied().unwrap_or_default();
         let outputs = push_node(

@@ -26,7 +26,12 @@ impl fmt::Display for DisplayAttrs<'_> {
                 push("dilation", list(&conv.dilation));
                 push("groups", conv.groups.to_string());
                 if conv.channels_last {
-                    push("layout", "\"nhwc\"".to_string());
+                    let layout = if conv.nchw_input {
+                        "\"nchw_to_nhwc\""
+                    } else {
+                        "\"nhwc\""
+                    };
+                    push("layout", layout.to_string());
                 }
                 push_epilogue(&mut push, &conv.epilogue);
             }

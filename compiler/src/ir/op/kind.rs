@@ -233,6 +233,7 @@ fn conv_attrs(spatial: usize) -> ConvAttrs {
         bias: true,
         epilogue: Epilogue::default(),
         channels_last: false,
+        nchw_input: false,
     }
 }
 

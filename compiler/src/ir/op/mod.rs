@@ -54,6 +54,10 @@ pub struct ConvAttrs {
     /// `[n, out_h, out_w, out]`; the weight keeps its `[out, c / groups, kh, kw]` shape. Only the
     /// layout pass sets it, and only on 2-D convolutions that are depthwise or ungrouped.
     pub channels_last: bool,
+    /// With `channels_last`, only the output is channels-last: `x` stays `[n, c, h, w]`. The
+    /// layout pass sets it on an ungrouped convolution whose every reader is channels-last (a
+    /// stem before a channels-last region), instead of transposing its output.
+    pub nchw_input: bool,
 }
 
 /// Attributes of a 2-D transposed convolution (PyTorch's `ConvTranspose2d`): each output axis

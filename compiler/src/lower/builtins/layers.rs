@@ -217,6 +217,7 @@ pub(super) fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<Value> {
             groups,
             bias,
             channels_last: false,
+            nchw_input: false,
         }),
         &inputs,
     )
