@@ -6,9 +6,11 @@
 //! attention's online softmax spends its time on.
 
 use std::arch::x86_64::{
-    __m512, __mmask16, _CMP_EQ_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps,
-    _mm512_fnmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps,
-    _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps, _mm512_scalef_ps, _mm512_set1_ps, _mm512_sub_ps,
+    __m512, __mmask16, _CMP_EQ_OQ, _CMP_UNORD_Q, _mm512_add_ps, _mm512_cmp_ps_mask,
+    _mm512_fmadd_ps, _mm512_fnmadd_ps, _mm512_mask_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps, _mm512_max_ps, _mm512_min_ps, _mm512_mul_ps,
+    _mm512_reduce_add_ps, _mm512_reduce_max_ps, _mm512_scalef_ps, _mm512_set1_ps,
+    _mm512_setzero_ps, _mm512_sub_ps,
 };
 
 /// Whether the running processor has AVX-512F.
@@ -44,26 +46,58 @@ pub(crate) fn exp(x: __m512) -> __m512 {
     _mm512_scalef_ps(mantissa, n)
 }
 
-/// `values[i] = exp(values[i] - maximum)`, and 0 where `values[i]` is minus infinity (a masked
-/// score), sixteen at a time with a masked last piece.
+/// The largest of `values`, as `softmax::maximum` finds it: NaN if any is NaN, minus infinity
+/// for none. Sixteen lanes at a time, with a masked last piece.
 ///
 /// # Safety
 ///
 /// The processor must support AVX-512F (`is_available`).
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn exponentiate_masked(values: &mut [f32], maximum: f32) {
+pub(crate) unsafe fn maximum(values: &[f32]) -> f32 {
+    let minus_infinity = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut maximum = minus_infinity;
+    let mut nan: __mmask16 = 0;
+    for chunk in values.chunks(16) {
+        let lanes: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
+        // SAFETY: The masked load reads the chunk's `chunk.len() <= 16` floats only; the other
+        // lanes are minus infinity.
+        let x = unsafe { _mm512_mask_loadu_ps(minus_infinity, lanes, chunk.as_ptr()) };
+        // `max_ps` returns its second operand when either is NaN: NaN in `x` is counted here.
+        nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+        maximum = _mm512_max_ps(x, maximum);
+    }
+    if nan != 0 {
+        f32::NAN
+    } else {
+        _mm512_reduce_max_ps(maximum)
+    }
+}
+
+/// `values[i] = exp(values[i] - maximum)`, and 0 where `values[i]` is minus infinity (a masked
+/// score), sixteen at a time with a masked last piece; returns the sum of the new values (in
+/// sixteen lanes, added up at the end): the softmax's exponentials and their sum in one pass.
+///
+/// # Safety
+///
+/// The processor must support AVX-512F (`is_available`).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -> f32 {
     let maximum = _mm512_set1_ps(maximum);
     let minus_infinity = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut sum = _mm512_setzero_ps();
     for chunk in values.chunks_mut(16) {
         let lanes: __mmask16 = ((1u32 << chunk.len()) - 1) as __mmask16;
-        // SAFETY: The masked load and store touch the chunk's `chunk.len() <= 16` floats only.
+        // SAFETY: The masked load and store touch the chunk's `chunk.len() <= 16` floats only;
+        // the other lanes load as zero and add zero.
         unsafe {
             let x = _mm512_maskz_loadu_ps(lanes, chunk.as_ptr());
             let masked = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, minus_infinity);
-            let value = _mm512_maskz_mov_ps(!masked, exp(_mm512_sub_ps(x, maximum)));
+            let value = _mm512_maskz_mov_ps(!masked & lanes, exp(_mm512_sub_ps(x, maximum)));
             _mm512_mask_storeu_ps(chunk.as_mut_ptr(), lanes, value);
+            sum = _mm512_add_ps(sum, value);
         }
     }
+    _mm512_reduce_add_ps(sum)
 }
 
 #[cfg(test)]
@@ -129,6 +163,28 @@ mod tests {
     }
 
     #[test]
+    fn maximum_matches_softmax_maximum() {
+        if !is_available() {
+            return;
+        }
+        for length in [0, 1, 15, 16, 17, 33, 128] {
+            let mut values: Vec<f32> = (0..length).map(|i| ((i * 37) % 23) as f32 - 11.5).collect();
+            // SAFETY: The processor has AVX-512F (checked above).
+            let found = unsafe { maximum(&values) };
+            assert_eq!(found, crate::kernels::softmax::maximum(&values), "{length}");
+            if length > 0 {
+                values[length / 2] = f32::NAN;
+                // SAFETY: As above.
+                assert!(
+                    unsafe { maximum(&values) }.is_nan(),
+                    "a NaN at {}",
+                    length / 2
+                );
+            }
+        }
+    }
+
+    #[test]
     fn masked_scores_become_zero_and_tails_stay_untouched() {
         if !is_available() {
             return;
@@ -147,8 +203,10 @@ mod tests {
                 })
                 .collect();
             // SAFETY: The processor has AVX-512F (checked above).
-            unsafe { exponentiate_masked(&mut values[..length], 0.5) };
+            let total = unsafe { exponentiate_masked_sum(&mut values[..length], 0.5) };
             assert_eq!(&values[..length], &expected[..]);
+            let expected_total: f32 = expected.iter().sum();
+            assert!((total - expected_total).abs() <= 1e-6 * expected_total.abs().max(1.0));
             assert_eq!(
                 values[length],
                 length as f32 * -0.75,
