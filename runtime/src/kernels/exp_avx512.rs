@@ -175,11 +175,8 @@ mod tests {
             if length > 0 {
                 values[length / 2] = f32::NAN;
                 // SAFETY: As above.
-                assert!(
-                    unsafe { maximum(&values) }.is_nan(),
-                    "a NaN at {}",
-                    length / 2
-                );
+                let found = unsafe { maximum(&values) };
+                assert!(found.is_nan(), "a NaN at {}", length / 2);
             }
         }
     }
