@@ -660,12 +660,9 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
             } else {
                 Preparation::Conv2d {
                     weight_shape: dims(weight_shape(1)),
-                    options: Conv2dOptions {
-                        stride: dims(&attrs.stride),
-                        padding: dims(&attrs.padding),
-                        dilation: dims(&attrs.dilation),
-                        groups: attrs.groups,
-                    },
+                    options: attrs.conv2d_options().unwrap_or_else(|| {
+                        unreachable!("kernel_call: the verifier checked the convolution is 2-D")
+                    }),
                     layout: conv_layout(attrs),
                     weights,
                     activation,

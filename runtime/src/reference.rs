@@ -616,18 +616,24 @@ pub fn conv2d_channels_last(
         bias,
         options,
     );
-    let mut nhwc_output = vec![0.0; output.len()];
+    let nhwc_output = nchw_to_nhwc(&output, [batch, out_channels, out_h, out_w]);
+    (nhwc_output, [batch, out_h, out_w, out_channels])
+}
+
+/// An `[N, C, H, W]` tensor as `[N, H, W, C]`.
+pub fn nchw_to_nhwc(input: &[f32], [batch, channels, height, width]: [usize; 4]) -> Vec<f32> {
+    let mut output = vec![0.0; input.len()];
     for n in 0..batch {
-        for c in 0..out_channels {
-            for y in 0..out_h {
-                for x in 0..out_w {
-                    nhwc_output[((n * out_h + y) * out_w + x) * out_channels + c] =
-                        output[((n * out_channels + c) * out_h + y) * out_w + x];
+        for c in 0..channels {
+            for y in 0..height {
+                for x in 0..width {
+                    output[((n * height + y) * width + x) * channels + c] =
+                        input[((n * channels + c) * height + y) * width + x];
                 }
             }
         }
     }
-    (nhwc_output, [batch, out_h, out_w, out_channels])
+    output
 }
 
 /// An `[N, H, W, C]` tensor as `[N, C, H, W]`.

@@ -67,8 +67,6 @@
 
 use std::collections::HashMap;
 
-use nnc_ops::Conv2dOptions;
-
 use crate::diagnostics::Span;
 use crate::ir::{
     Arena, Graph, Node, NodeData, Op, SecondaryMap, TensorType, Value, ValueData, ValueDef, infer,
@@ -139,30 +137,16 @@ fn layout_changing_convs(
         let Op::Conv(attrs) = &data.op else {
             continue;
         };
-        let weight = graph.ty(data.inputs[1]);
-        if in_switched(node)
-            || attrs.channels_last
-            || attrs.kernel.len() != 2
-            || data.residual_input().is_some()
-            || graph.is_int8_conv(data)
-            || weight.rank() != 4
-        {
+        let (Some(options), Some(weight_shape)) =
+            (attrs.conv2d_options(), weight_shape(graph, data))
+        else {
             continue;
-        }
-        let pair = |values: &[usize]| [values[0], values[1]];
-        let options = Conv2dOptions {
-            stride: pair(&attrs.stride),
-            padding: pair(&attrs.padding),
-            dilation: pair(&attrs.dilation),
-            groups: attrs.groups,
         };
-        let weight_shape = [
-            weight.shape[0],
-            weight.shape[1],
-            weight.shape[2],
-            weight.shape[3],
-        ];
-        changes[node] = options.reads_nchw_into_channels_last(weight_shape)
+        changes[node] = !in_switched(node)
+            && !attrs.channels_last
+            && data.residual_input().is_none()
+            && !graph.is_int8_conv(data)
+            && options.reads_nchw_into_channels_last(weight_shape)
             && read_channels_last.get(&data.outputs[0]) == Some(&true);
     }
     changes
@@ -227,26 +211,22 @@ fn is_small_plane_conv(graph: &Graph, data: &NodeData) -> bool {
     let Op::Conv(attrs) = &data.op else {
         return false;
     };
-    let (weight, output) = (graph.ty(data.inputs[1]), graph.ty(data.outputs[0]));
-    if attrs.groups != 1 || weight.rank() != 4 || output.rank() != 4 {
+    let output = graph.ty(data.outputs[0]);
+    let (Some(options), Some(weight_shape)) = (attrs.conv2d_options(), weight_shape(graph, data))
+    else {
+        return false;
+    };
+    if attrs.groups != 1 || output.rank() != 4 {
         return false;
     }
-    let pair = |values: &[usize]| [values[0], values[1]];
-    let options = Conv2dOptions {
-        stride: pair(&attrs.stride),
-        padding: pair(&attrs.padding),
-        dilation: pair(&attrs.dilation),
-        groups: attrs.groups,
-    };
-    let weight_shape = [
-        weight.shape[0],
-        weight.shape[1],
-        weight.shape[2],
-        weight.shape[3],
-    ];
     // An NCHW output's plane is its last two axes.
     output.shape[2].saturating_mul(output.shape[3]) <= SMALL_PLANE_PIXELS
         && !options.prefers_winograd(weight_shape)
+}
+
+/// The `[out, in / groups, kh, kw]` shape of a 2-D convolution's weight.
+fn weight_shape(graph: &Graph, data: &NodeData) -> Option<[usize; 4]> {
+    graph.ty(data.inputs[1]).shape.as_slice().try_into().ok()
 }
 
 /// A convolution's multiply-adds: each output element takes `in / groups * kh * kw` (the

@@ -60,6 +60,19 @@ pub struct ConvAttrs {
     pub nchw_input: bool,
 }
 
+impl ConvAttrs {
+    /// The runtime's options of a 2-D convolution, `None` for a 1-D one.
+    pub fn conv2d_options(&self) -> Option<nnc_ops::Conv2dOptions> {
+        let pair = |values: &[usize]| <[usize; 2]>::try_from(values).ok();
+        Some(nnc_ops::Conv2dOptions {
+            stride: pair(&self.stride)?,
+            padding: pair(&self.padding)?,
+            dilation: pair(&self.dilation)?,
+            groups: self.groups,
+        })
+    }
+}
+
 /// Attributes of a 2-D transposed convolution (PyTorch's `ConvTranspose2d`): each output axis
 /// is `(in - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

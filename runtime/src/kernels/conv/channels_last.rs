@@ -212,7 +212,7 @@ impl PackedConv2dChannelsLast {
                 .chunks_exact(image_len)
                 .zip(output.chunks_exact_mut(output_len))
             {
-                let call = super::indirect::ChannelsLastCall {
+                let call = super::indirect::IndirectCall {
                     weights: panels,
                     out_channels: self.out_channels,
                     input: image,

@@ -54,9 +54,13 @@ const _: () = assert!(
         && nnc_ops::conv::MAX_NCHW_TO_CHANNELS_LAST_STRIDE <= MAX_PHASES
 );
 
-/// One image's group of channels through the indirect kernel.
+/// One image's group of channels through the indirect kernel: [`forward`] (NCHW output) or
+/// [`forward_channels_last`].
 pub(super) struct IndirectCall<'a> {
-    /// The packed weights: panels of `MR` output channels, `depth` steps each.
+    /// The packed weights, one block of `depth` steps: for [`forward`], the GEMM's A panels of
+    /// `MR` output channels, steps ordered `(channel, kernel_y, kernel_x)`; for
+    /// [`forward_channels_last`], its B panels of `NR` output channels, steps ordered
+    /// `(kernel_y, kernel_x, channel)` (`PackedConv2dChannelsLast`'s order).
     pub(super) weights: &'a [f32],
     pub(super) out_channels: usize,
     /// `[channels, in_h, in_w]`, with `channels * kernel_h * kernel_w = depth`.
@@ -67,6 +71,104 @@ pub(super) struct IndirectCall<'a> {
     /// Laid out like the output.
     pub(super) residual: Option<&'a [f32]>,
     pub(super) activation: Option<Activation>,
+}
+
+/// The order of a layer's steps, the rows of its packed weight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepOrder {
+    /// `(channel, kernel_y, kernel_x)`: PyTorch's weight, as [`forward`]'s A.
+    ChannelsFirst,
+    /// `(kernel_y, kernel_x, channel)`: a channels-last weight, as [`forward_channels_last`]'s B.
+    ChannelsLast,
+}
+
+/// A call's steps: the phase split of its image, and each step's offset from an output row's
+/// base (the first `depth` of the table).
+struct Steps {
+    layout: PhaseLayout,
+    offsets: [usize; MAX_DEPTH],
+    depth: usize,
+}
+
+impl Steps {
+    fn offsets(&self) -> &[usize] {
+        &self.offsets[..self.depth]
+    }
+}
+
+impl IndirectCall<'_> {
+    /// Checks the call's slices against an output of `output_len` floats and weights of
+    /// `panel_width`-channel panels, and lays out its steps in `order`, with
+    /// `reads_past_offset` floats read from the last step's offset on the last output row.
+    fn steps(
+        &self,
+        output_len: usize,
+        panel_width: usize,
+        order: StepOrder,
+        reads_past_offset: usize,
+    ) -> Steps {
+        let geometry = self.geometry;
+        let [kernel_h, kernel_w] = geometry.kernel;
+        let depth = self.channels * kernel_h * kernel_w;
+        assert_eq!(
+            output_len,
+            self.out_channels * geometry.out_h * geometry.out_w
+        );
+        assert!(
+            self.weights.len() >= self.out_channels.div_ceil(panel_width) * panel_width * depth
+        );
+        assert_eq!(
+            self.input.len(),
+            self.channels * geometry.in_h * geometry.in_w
+        );
+        if let Some(residual) = self.residual {
+            assert_eq!(residual.len(), output_len);
+        }
+        if let Some(bias) = self.bias {
+            assert_eq!(bias.len(), self.out_channels);
+        }
+        let layout = PhaseLayout::new(geometry);
+        // On the stack: a network's forward pass allocates nothing once it has run once.
+        assert!(depth <= MAX_DEPTH, "indirect convolution: {depth} steps");
+        let mut offsets = [0usize; MAX_DEPTH];
+        let mut steps = 0;
+        let mut push = |channel: usize, kernel_y: usize, kernel_x: usize| {
+            offsets[steps] = layout.step_offset(channel, kernel_y, kernel_x);
+            steps += 1;
+        };
+        match order {
+            StepOrder::ChannelsFirst => {
+                for channel in 0..self.channels {
+                    for kernel_y in 0..kernel_h {
+                        for kernel_x in 0..kernel_w {
+                            push(channel, kernel_y, kernel_x);
+                        }
+                    }
+                }
+            }
+            StepOrder::ChannelsLast => {
+                for kernel_y in 0..kernel_h {
+                    for kernel_x in 0..kernel_w {
+                        for channel in 0..self.channels {
+                            push(channel, kernel_y, kernel_x);
+                        }
+                    }
+                }
+            }
+        }
+        let last_read = offsets[..depth].iter().max().copied().unwrap_or(0)
+            + (geometry.out_h - 1) * geometry.stride[0] * layout.row_stride
+            + reads_past_offset;
+        assert!(
+            last_read <= layout.length(self.channels),
+            "indirect convolution: a strip would read past the phase-split image"
+        );
+        Steps {
+            layout,
+            offsets,
+            depth,
+        }
+    }
 }
 
 thread_local! {
@@ -189,42 +291,15 @@ pub(super) fn forward(
     output: &mut [f32],
 ) {
     let geometry = call.geometry;
-    let [kernel_h, kernel_w] = geometry.kernel;
-    let depth = call.channels * kernel_h * kernel_w;
     let output_plane = geometry.out_h * geometry.out_w;
-    assert_eq!(output.len(), call.out_channels * output_plane);
-    assert!(call.weights.len() >= call.out_channels.div_ceil(MR) * MR * depth);
-    assert_eq!(
-        call.input.len(),
-        call.channels * geometry.in_h * geometry.in_w
-    );
-    if let Some(residual) = call.residual {
-        assert_eq!(residual.len(), output.len());
-    }
-    if let Some(bias) = call.bias {
-        assert_eq!(bias.len(), call.out_channels);
-    }
-    let layout = PhaseLayout::new(geometry);
-    // On the stack: a network's forward pass allocates nothing once it has run once.
-    assert!(depth <= MAX_DEPTH, "indirect convolution: {depth} steps");
-    let mut offset_table = [0usize; MAX_DEPTH];
-    let steps = (0..call.channels).flat_map(|channel| {
-        (0..kernel_h).flat_map(move |kernel_y| {
-            (0..kernel_w).map(move |kernel_x| layout.step_offset(channel, kernel_y, kernel_x))
-        })
-    });
-    for (slot, offset) in offset_table.iter_mut().zip(steps) {
-        *slot = offset;
-    }
-    let offsets = &offset_table[..depth];
     // The last strip of the last output row reads whole panels from its last step's offset.
-    let last_read = offsets.iter().max().copied().unwrap_or(0)
-        + (geometry.out_h - 1) * geometry.stride[0] * layout.row_stride
-        + geometry.out_w.div_ceil(NR) * NR;
-    assert!(
-        last_read <= layout.length(call.channels),
-        "indirect convolution: a strip would read past the phase-split image"
+    let steps = call.steps(
+        output.len(),
+        MR,
+        StepOrder::ChannelsFirst,
+        geometry.out_w.div_ceil(NR) * NR,
     );
+    let (layout, offsets, depth) = (steps.layout, steps.offsets(), steps.depth);
     let (clamp, row_activation) = Clamp::split(call.activation);
     let output_rows = OutputRows(output.as_mut_ptr());
     let run = |phased: &[f32]| {
@@ -302,23 +377,6 @@ pub(super) fn forward(
     });
 }
 
-/// One image through the channels-last form of the indirect kernel: the input stays NCHW, the
-/// output is `[out_h, out_w, out_channels]`.
-pub(super) struct ChannelsLastCall<'a> {
-    /// The packed weights: the GEMM's B panels of `NR` output channels, `depth` steps each,
-    /// the steps ordered `(kernel_y, kernel_x, channel)` (`PackedConv2dChannelsLast`'s order).
-    pub(super) weights: &'a [f32],
-    pub(super) out_channels: usize,
-    /// `[channels, in_h, in_w]`, with `channels * kernel_h * kernel_w = depth`.
-    pub(super) input: &'a [f32],
-    pub(super) channels: usize,
-    pub(super) geometry: &'a Geometry,
-    pub(super) bias: Option<&'a [f32]>,
-    /// Laid out like the output.
-    pub(super) residual: Option<&'a [f32]>,
-    pub(super) activation: Option<Activation>,
-}
-
 /// `output = activation(conv(input) + bias + residual)` for one NCHW image, into a channels-last
 /// `[out_h, out_w, out_channels]` output, through `kernel` (the micro-kernel that reads A in
 /// place, and the widest strip it takes): the GEMM `im2col(x)^T * W'` whose rows are output
@@ -328,46 +386,15 @@ pub(super) struct ChannelsLastCall<'a> {
 /// FMA. A stem (three input channels) thus writes its channels-last output at the speed of the
 /// NCHW one, with no transpose after it.
 pub(super) fn forward_channels_last(
-    call: &ChannelsLastCall<'_>,
+    call: &IndirectCall<'_>,
     (kernel, strip_columns): (IndirectLhsStripKernel, usize),
     output: &mut [f32],
 ) {
     let geometry = call.geometry;
-    let [kernel_h, kernel_w] = geometry.kernel;
-    let depth = call.channels * kernel_h * kernel_w;
     let output_row = geometry.out_w * call.out_channels;
-    assert_eq!(output.len(), geometry.out_h * output_row);
-    assert!(call.weights.len() >= call.out_channels.div_ceil(NR) * NR * depth);
-    assert_eq!(
-        call.input.len(),
-        call.channels * geometry.in_h * geometry.in_w
-    );
-    if let Some(residual) = call.residual {
-        assert_eq!(residual.len(), output.len());
-    }
-    if let Some(bias) = call.bias {
-        assert_eq!(bias.len(), call.out_channels);
-    }
-    let layout = PhaseLayout::new(geometry);
-    assert!(depth <= MAX_DEPTH, "indirect convolution: {depth} steps");
-    let mut offset_table = [0usize; MAX_DEPTH];
-    let steps = (0..kernel_h).flat_map(|kernel_y| {
-        (0..kernel_w).flat_map(move |kernel_x| {
-            (0..call.channels).map(move |channel| layout.step_offset(channel, kernel_y, kernel_x))
-        })
-    });
-    for (slot, offset) in offset_table.iter_mut().zip(steps) {
-        *slot = offset;
-    }
-    let offsets = &offset_table[..depth];
     // The last output row's strip reads `out_w` floats from its last step's offset.
-    let last_read = offsets.iter().max().copied().unwrap_or(0)
-        + (geometry.out_h - 1) * geometry.stride[0] * layout.row_stride
-        + geometry.out_w;
-    assert!(
-        last_read <= layout.length(call.channels),
-        "indirect convolution: a strip would read past the phase-split image"
-    );
+    let steps = call.steps(output.len(), NR, StepOrder::ChannelsLast, geometry.out_w);
+    let (layout, offsets, depth) = (steps.layout, steps.offsets(), steps.depth);
     let (clamp, row_activation) = Clamp::split(call.activation);
     let mut run = |phased: &[f32]| {
         let rows_per_task =

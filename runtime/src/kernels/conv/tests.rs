@@ -323,9 +323,21 @@ proptest! {
 /// 32-column strips, more output channels than one tile of 12 rows, each activation kind
 /// (none, a clamp in the kernel, SiLU after it).
 fn indirect_cases() -> impl Strategy<Value = Case> {
+    phase_split_layers(1..30, NR..70)
+}
+
+/// Layers of one group and unit dilation that the phase split takes: `batch` 1 or 2, 1 to 7
+/// input channels, output channels from `out_channels`, kernels 1 to 3 or 7 per axis, strides 1
+/// to 4 and at most the kernel, paddings up to 3 and at most the kernel, 1 to 11 input rows,
+/// output widths from `out_widths`, up to 384 steps, each activation kind (none, a clamp in
+/// the kernel, SiLU after it), with and without a bias.
+fn phase_split_layers(
+    out_channels: std::ops::Range<usize>,
+    out_widths: std::ops::Range<usize>,
+) -> impl Strategy<Value = Case> {
     (
         // batch, channels in, channels out
-        (1..3usize, 1..8usize, 1..30usize),
+        (1..3usize, 1..8usize, out_channels),
         // kernel height and width, stride per axis, padding per axis
         (
             prop_oneof![1..4usize, Just(7usize)],
@@ -336,7 +348,7 @@ fn indirect_cases() -> impl Strategy<Value = Case> {
             0..4usize,
         ),
         // input height, and the output width the input width is chosen for
-        (1..12usize, NR..70usize),
+        (1..12usize, out_widths),
         (0..3usize, any::<bool>()),
     )
         .prop_filter_map(
@@ -601,30 +613,25 @@ fn invalid_arguments_are_errors() {
 }
 
 impl Case {
-    /// The same case through the channels-last kernel (on the transposed input) against the
-    /// channels-last reference.
-    fn check_channels_last(&self) {
-        let [batch, channels, height, width] = self.input_shape;
-        let mut input = vec![0.0; self.input.len()];
-        for n in 0..batch {
-            for c in 0..channels {
-                for y in 0..height {
-                    for x in 0..width {
-                        input[((n * height + y) * width + x) * channels + c] =
-                            self.input[((n * channels + c) * height + y) * width + x];
-                    }
-                }
-            }
-        }
-        let input_shape = [batch, height, width, channels];
-        let conv = PackedConv2dChannelsLast::new(
+    /// The case's layer, channels-last.
+    fn channels_last_layer(&self) -> PackedConv2dChannelsLast {
+        PackedConv2dChannelsLast::new(
             &self.weight,
             self.weight_shape,
             self.bias.as_deref(),
             self.options,
         )
         .unwrap()
-        .with_activation(self.activation);
+        .with_activation(self.activation)
+    }
+
+    /// The same case through the channels-last kernel (on the transposed input) against the
+    /// channels-last reference.
+    fn check_channels_last(&self) {
+        let [batch, channels, height, width] = self.input_shape;
+        let input = reference::nchw_to_nhwc(&self.input, self.input_shape);
+        let input_shape = [batch, height, width, channels];
+        let conv = self.channels_last_layer();
         let (mut expected, expected_shape) = reference::conv2d_channels_last(
             &input,
             input_shape,
@@ -676,27 +683,13 @@ impl Case {
             self.bias.as_deref(),
             self.options,
         );
-        let mut expected = vec![0.0; nchw.len()];
-        for n in 0..batch {
-            for c in 0..out_channels {
-                for y in 0..out_h {
-                    for x in 0..out_w {
-                        let value = nchw[((n * out_channels + c) * out_h + y) * out_w + x];
-                        expected[((n * out_h + y) * out_w + x) * out_channels + c] = self
-                            .activation
-                            .map_or(value, |activation| reference::activation(value, activation));
-                    }
-                }
+        let mut expected = reference::nchw_to_nhwc(&nchw, [batch, out_channels, out_h, out_w]);
+        if let Some(activation) = self.activation {
+            for value in &mut expected {
+                *value = reference::activation(*value, activation);
             }
         }
-        let conv = PackedConv2dChannelsLast::new(
-            &self.weight,
-            self.weight_shape,
-            self.bias.as_deref(),
-            self.options,
-        )
-        .unwrap()
-        .with_activation(self.activation);
+        let conv = self.channels_last_layer();
         let mut workspace = ConvWorkspace::new();
         for kernel in [crate::kernels::gemm::indirect_lhs_strip_kernel(), None] {
             let mut output = vec![f32::NAN; expected.len()];
@@ -713,56 +706,10 @@ impl Case {
     }
 }
 
-/// Layers a stem may be: one group, unit dilation, up to 384 steps, strides 1 to 4 and at most
-/// the kernel, kernels up to 7x7, any output width (tiles of 12 pixels and shorter ones), output
-/// channels past one and two strips of 32, each activation kind (none, a clamp in the kernel,
-/// SiLU after it).
+/// Layers a stem may be ([`phase_split_layers`]): any output width (tiles of 12 pixels and
+/// shorter ones), and output channels past one and two strips of 32.
 fn channels_last_from_nchw_cases() -> impl Strategy<Value = Case> {
-    (
-        // batch, channels in, channels out
-        (1..3usize, 1..6usize, 1..70usize),
-        // kernel height and width, stride per axis, padding per axis
-        (
-            prop_oneof![1..4usize, Just(7usize)],
-            1..4usize,
-            1..5usize,
-            1..5usize,
-            0..4usize,
-            0..4usize,
-        ),
-        // input height, and the output width the input width is chosen for
-        (1..10usize, 1..40usize),
-        (0..3usize, any::<bool>()),
-    )
-        .prop_filter_map(
-            "the layer must fit the padded input and the kernel's depth",
-            |(
-                (batch, in_channels, out_channels),
-                (kh, kw, sh, sw, ph, pw),
-                (h, out_w),
-                (activation, with_bias),
-            )| {
-                let (ph, pw) = (ph.min(kh), pw.min(kw));
-                let (sh, sw) = (sh.min(kh), sw.min(kw));
-                let w = ((out_w - 1) * sw + kw).checked_sub(2 * pw)?;
-                if h + 2 * ph < kh || w == 0 || in_channels * kh * kw > 384 {
-                    return None;
-                }
-                let options = Conv2dOptions {
-                    stride: [sh, sw],
-                    padding: [ph, pw],
-                    ..Conv2dOptions::default()
-                };
-                Some(Layer {
-                    input_shape: [batch, in_channels, h, w],
-                    weight_shape: [out_channels, in_channels, kh, kw],
-                    options,
-                    activation: [None, Some(Activation::Relu6), Some(Activation::Silu)][activation],
-                    with_bias,
-                })
-            },
-        )
-        .prop_flat_map(with_random_data)
+    phase_split_layers(1..70, 1..40)
 }
 
 proptest! {
