@@ -313,13 +313,17 @@ fn rms_norm_rows(values: &mut [f32], normalized_size: usize, options: &RmsNormOp
 /// Elements per parallel task of batch norm.
 const PARALLEL_CHUNK: usize = 1 << 15;
 
-/// From this many elements (4 MiB) on, layer norm and RMS norm split their rows across threads.
-/// A norm makes two or three cheap passes over rows that the previous layer just wrote, into
-/// one core's cache: a second thread first pulls its half over to its own core, and pays for
-/// waking the pool. With tasks of 32K elements two threads made layer norm slower (0.5x to 0.9x
-/// from 64 to 2048 rows of 768, `benches/decode_kernels.rs`); below 4 MiB one thread keeps
-/// the rows in the caches of the core that wrote them.
-const NORM_PARALLEL_MIN_ELEMENTS: usize = 1 << 20;
+/// From this many elements (64 KiB) on, layer norm and RMS norm split their rows across threads.
+/// A norm makes two or three cheap passes over rows that the previous layer just wrote. Where
+/// one thread wrote them all (`benches/decode_kernels.rs`), a second thread first pulls its
+/// half over to its own core and pays for waking the pool: with tasks of 32K elements two
+/// threads made layer norm slower there (0.5x to 0.9x from 64 to 2048 rows of 768). But in a
+/// network at two threads the rows come from a GEMM whose tasks split the columns, so every
+/// row is half in each core's cache whoever normalizes it: the encoder's layer norms (128 rows
+/// of 384) took 32 µs on one thread and 24 µs on two (`nnc bench` per-layer profile at 2
+/// threads; 25 µs at 1 thread). Below the threshold (a decoder's few rows) the pool's wake-up
+/// would cost more than the rows.
+const NORM_PARALLEL_MIN_ELEMENTS: usize = 1 << 14;
 
 /// Rows per task of a row-wise norm over `length` elements in rows of `normalized_size`: all of
 /// them below `NORM_PARALLEL_MIN_ELEMENTS`, else an even share per thread.
