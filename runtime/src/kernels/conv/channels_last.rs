@@ -18,8 +18,8 @@ use crate::alloc::AlignedBuffer;
 use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
-    Bias, Epilogue, GemmOptions, IndirectLhsStripKernel, Lhs, MatrixRef, PackedMatrix, Rhs, gemm,
-    indirect_lhs_strip_kernel,
+    Bias, Epilogue, GemmOptions, IndirectLhsStripKernel, Lhs, MatrixRef, PackedMatrix, Rhs,
+    gemm_by_rows, indirect_lhs_strip_kernel,
 };
 use crate::kernels::vectorize;
 use crate::threading;
@@ -294,7 +294,7 @@ impl PackedConv2dChannelsLast {
         if pointwise {
             let pixels = batch * geometry.in_h * geometry.in_w;
             let matrix = MatrixRef::row_major(input, pixels, self.in_channels)?;
-            return gemm(
+            return gemm_by_rows(
                 Lhs::Matrix(matrix),
                 Rhs::Packed(weight),
                 output,
@@ -315,7 +315,7 @@ impl PackedConv2dChannelsLast {
                 residual: residual.map(|residual| &residual[image * image_len..][..image_len]),
                 ..options
             };
-            gemm(
+            gemm_by_rows(
                 Lhs::Matrix(matrix),
                 Rhs::Packed(weight),
                 output_image,

@@ -64,6 +64,9 @@ pub(super) struct Execution {
     /// Columns of B one task packs at once when B is packed during the call (`SOURCE_NC`,
     /// smaller in tests to cross more blocks).
     pub(super) source_column_block: usize,
+    /// Cut C by rows only, one share per thread, where B stays in cache (see
+    /// `gemm::gemm_by_rows`).
+    pub(super) rows_only: bool,
 }
 
 /// The number of elements from the first to the last element of a strided matrix, plus one.
@@ -341,12 +344,13 @@ pub(super) fn gemm_with(
         kernel: execution.kernel,
         lhs_in_place_max_depth: ROW_MAJOR_LHS_MAX_DEPTH,
     };
-    run_product(&product, execution.parallel);
+    run_product(&product, execution.parallel, execution.rows_only);
     Ok(())
 }
 
-/// Splits C into a grid of rectangles and runs them, in parallel when that pays.
-pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
+/// Splits C into a grid of rectangles and runs them, in parallel when that pays; with
+/// `rows_only`, into one share of the rows per thread.
+pub(super) fn run_product(product: &Product<'_>, parallel: bool, rows_only: bool) {
     let threads = if parallel {
         threading::parallel_width()
     } else {
@@ -365,7 +369,17 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool) {
         },
         lhs: lhs_access(product),
     };
-    let grid = task_grid(row_panels, column_panels, threads, packing);
+    // Cut by rows, every task reads all of B: only a B that stays in cache (not ResNet-18's
+    // channels-last 512-channel layers, 9.4 MB of weights on 49 pixels).
+    let b_bytes = product.depth * product.cols * std::mem::size_of::<f32>();
+    let grid = if rows_only && row_panels >= threads && b_bytes <= PREPACKED_CACHED_BYTES {
+        TaskGrid {
+            row_tasks: threads,
+            column_tasks: 1,
+        }
+    } else {
+        task_grid(row_panels, column_panels, threads, packing)
+    };
     // Each column task would pack the same rows of A: read them in place instead where the
     // kernel gains from it (which only makes the grid's column tasks cheaper).
     let product = &Product {

@@ -457,6 +457,26 @@ pub fn gemm(
     })
 }
 
+/// Like `gemm`, with C cut by rows only, one share per thread, when B is small enough to stay
+/// in cache (each task reads all of it; up to 1 MB, else as `gemm` cuts): for a
+/// channels-last convolution, whose rows are pixels, so that each thread writes whole pixels
+/// (every channel), which the next layer (a depthwise or 1x1 convolution, split by pixels too)
+/// then finds in its own core's cache. Cut by columns, as `gemm` picks for MobileNetV2's 1x1
+/// layers on small images, every pixel was half in each core's cache.
+pub(crate) fn gemm_by_rows(
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    let execution = Execution {
+        rows_only: true,
+        ..Execution::detected(true)
+    };
+    with_rhs_operand(b, |b| gemm_with(a, b, c, c_row_stride, options, execution))
+}
+
 /// Like `gemm`, but always on the calling thread; for kernels that already run in parallel
 /// at a coarser grain (attention over heads, batched matrix products).
 pub(crate) fn gemm_sequential(
@@ -510,6 +530,7 @@ impl Execution {
             parallel,
             kernel: GemmKernels::detected(),
             source_column_block: SOURCE_NC,
+            rows_only: false,
         }
     }
 }

@@ -204,6 +204,7 @@ fn portable() -> Execution {
         parallel: false,
         kernel: tile::GemmKernels::PORTABLE,
         source_column_block: SOURCE_NC,
+        rows_only: false,
     }
 }
 
@@ -234,6 +235,7 @@ fn banded(source_column_block: usize) -> Execution {
         parallel: false,
         kernel: tile::GemmKernels::detected(),
         source_column_block,
+        rows_only: false,
     }
 }
 
@@ -312,6 +314,32 @@ proptest! {
         };
         assert_close(&case.run(execution), &case.expected(), 1e-4);
         crate::set_num_threads(0);
+    }
+
+    /// Cut by rows only (`gemm_by_rows`, as channels-last convolutions run), a product has the
+    /// very values of the grid `gemm` picks: each element is the same kernel's sum over the same
+    /// steps, whichever task computes it.
+    #[test]
+    fn rows_only_cut_gives_the_same_values(case in cases(90, 300, 120), threads in 1..3usize) {
+        crate::set_num_threads(threads);
+        let packed_b = PackedMatrix::from_matrix(case.b_matrix());
+        let stride = case.cols + case.row_padding;
+        let options = GemmOptions {
+            accumulate: case.accumulate,
+            epilogue: case.epilogue(),
+            residual: case.residual.as_deref(),
+        };
+        let mut by_grid = case.c.clone();
+        gemm(case.a_matrix().into(), (&packed_b).into(), &mut by_grid, stride, &options).unwrap();
+        let mut by_rows = case.c.clone();
+        gemm_by_rows(case.a_matrix().into(), (&packed_b).into(), &mut by_rows, stride, &options)
+            .unwrap();
+        crate::set_num_threads(0);
+        prop_assert_eq!(
+            by_grid.iter().map(|value| value.to_bits()).collect::<Vec<_>>(),
+            by_rows.iter().map(|value| value.to_bits()).collect::<Vec<_>>()
+        );
+        assert_close(&by_rows, &case.expected(), 1e-4);
     }
 
     /// A B packed by the tasks from a source gives exactly the product of the same B packed
