@@ -85,21 +85,14 @@ impl Interpreter<'_> {
                         &mut output,
                         workspace,
                     )?,
-                    Conv2dLayout::NchwToChannelsLast => {
-                        // The layout pass changes the layout only in convolutions without a
-                        // residual.
-                        debug_assert!(!*r);
-                        let [batch, out_channels, out_h, out_w] =
-                            conv.output_shape(*input_shape)?;
-                        let mut nchw_output = vec![0.0; output.len()];
-                        conv.forward(x(0), *input_shape, &mut nchw_output, workspace)?;
-                        kernels::shape::permute_any_type(
-                            &nchw_output,
-                            &[batch, out_channels, out_h, out_w],
-                            &[0, 2, 3, 1],
-                            &mut output,
-                        )?;
-                    }
+                    Conv2dLayout::NchwToChannelsLast => nchw_conv_into_channels_last(
+                        conv,
+                        x(0),
+                        *input_shape,
+                        residual(*r),
+                        &mut output,
+                        workspace,
+                    )?,
                 }
             }
             (
@@ -559,7 +552,20 @@ fn conv_through_nchw(
         &mut nchw_input,
     )?;
     let nchw_shape = [batch, channels, height, width];
-    let [_, out_channels, out_h, out_w] = conv.output_shape(nchw_shape)?;
+    nchw_conv_into_channels_last(conv, &nchw_input, nchw_shape, residual, output, workspace)
+}
+
+/// A channels-last output (and residual) of an NCHW convolution on an NCHW input: the layer
+/// between the transposes of its residual and its output.
+fn nchw_conv_into_channels_last(
+    conv: &dyn NchwConv2d,
+    nchw_input: &[f32],
+    nchw_shape: [usize; 4],
+    residual: Option<&[f32]>,
+    output: &mut [f32],
+    workspace: &mut conv::ConvWorkspace,
+) -> Result<(), KernelError> {
+    let [batch, out_channels, out_h, out_w] = conv.output_shape(nchw_shape)?;
     let mut nchw_output = vec![0.0; output.len()];
     if let Some(residual) = residual {
         let mut nchw_residual = vec![0.0; residual.len()];
@@ -570,14 +576,14 @@ fn conv_through_nchw(
             &mut nchw_residual,
         )?;
         conv.forward_residual(
-            &nchw_input,
+            nchw_input,
             nchw_shape,
             &nchw_residual,
             &mut nchw_output,
             workspace,
         )?;
     } else {
-        conv.forward(&nchw_input, nchw_shape, &mut nchw_output, workspace)?;
+        conv.forward(nchw_input, nchw_shape, &mut nchw_output, workspace)?;
     }
     kernels::shape::permute_any_type(
         &nchw_output,

@@ -188,13 +188,8 @@ impl PackedConv2dChannelsLast {
         if output.is_empty() {
             return Ok(());
         }
+        let geometry = self.geometry(channels_last_shape, output_shape);
         let [_, out_h, out_w, _] = output_shape;
-        let geometry = Geometry::new(
-            input_shape,
-            [batch, self.out_channels, out_h, out_w],
-            self.kernel,
-            self.options,
-        );
         if let Method::Gemm { weight } = &self.method
             && let Some(panels) = weight.single_block_panels()
             && let Some(kernel) = kernel
@@ -237,6 +232,19 @@ impl PackedConv2dChannelsLast {
         result
     }
 
+    /// The layer's `Geometry` between a channels-last input and output shape (`Geometry` speaks
+    /// NCHW; only the spatial sizes matter here).
+    fn geometry(&self, input_shape: [usize; 4], output_shape: [usize; 4]) -> Geometry {
+        let [batch, in_h, in_w, _] = input_shape;
+        let [_, out_h, out_w, _] = output_shape;
+        Geometry::new(
+            [batch, self.in_channels, in_h, in_w],
+            [batch, self.out_channels, out_h, out_w],
+            self.kernel,
+            self.options,
+        )
+    }
+
     fn run(
         &self,
         input: &[f32],
@@ -250,15 +258,8 @@ impl PackedConv2dChannelsLast {
         if output.is_empty() {
             return Ok(());
         }
-        // `Geometry` speaks NCHW; only its spatial sizes matter here.
-        let [batch, in_h, in_w, _] = input_shape;
-        let [_, out_h, out_w, _] = output_shape;
-        let geometry = Geometry::new(
-            [batch, self.in_channels, in_h, in_w],
-            [batch, self.out_channels, out_h, out_w],
-            self.kernel,
-            self.options,
-        );
+        let geometry = self.geometry(input_shape, output_shape);
+        let batch = input_shape[0];
         match &self.method {
             Method::Depthwise { weight, bias } => {
                 self.forward_depthwise(weight, bias, input, residual, output, &geometry);

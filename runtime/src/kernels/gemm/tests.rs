@@ -133,6 +133,15 @@ impl Case {
         }
     }
 
+    /// The case's accumulation, epilogue and residual.
+    fn options(&self) -> GemmOptions<'_> {
+        GemmOptions {
+            accumulate: self.accumulate,
+            epilogue: self.epilogue(),
+            residual: self.residual.as_deref(),
+        }
+    }
+
     /// Runs the fast kernel and returns C.
     fn run(&self, execution: Execution) -> Vec<f32> {
         let packed_a = PackedLhsMatrix::from_matrix(self.a_matrix());
@@ -153,17 +162,12 @@ impl Case {
             }
         };
         let mut c = self.c.clone();
-        let options = GemmOptions {
-            accumulate: self.accumulate,
-            epilogue: self.epilogue(),
-            residual: self.residual.as_deref(),
-        };
         gemm_with(
             a,
             b,
             &mut c,
             self.cols + self.row_padding,
-            &options,
+            &self.options(),
             execution,
         )
         .unwrap();
@@ -324,11 +328,7 @@ proptest! {
         crate::set_num_threads(threads);
         let packed_b = PackedMatrix::from_matrix(case.b_matrix());
         let stride = case.cols + case.row_padding;
-        let options = GemmOptions {
-            accumulate: case.accumulate,
-            epilogue: case.epilogue(),
-            residual: case.residual.as_deref(),
-        };
+        let options = case.options();
         let mut by_grid = case.c.clone();
         gemm(case.a_matrix().into(), (&packed_b).into(), &mut by_grid, stride, &options).unwrap();
         let mut by_rows = case.c.clone();
@@ -350,11 +350,7 @@ proptest! {
         let packed_a = PackedLhsMatrix::from_matrix(case.a_matrix());
         let packed_b = PackedMatrix::from_matrix(case.b_matrix());
         let stride = case.cols + case.row_padding;
-        let options = GemmOptions {
-            accumulate: case.accumulate,
-            epilogue: case.epilogue(),
-            residual: case.residual.as_deref(),
-        };
+        let options = case.options();
         let mut from_packed = case.c.clone();
         gemm((&packed_a).into(), (&packed_b).into(), &mut from_packed, stride, &options).unwrap();
         let mut from_source = case.c.clone();
