@@ -172,6 +172,41 @@ pub(crate) fn run_chunks_mut<T: Send>(
     });
 }
 
+/// Splits `output` into chunks of `chunk_length` elements as [`run_chunks_mut`] does, and
+/// `scratch` into as many chunks of `scratch_length` elements, and runs
+/// `task(chunk_index, chunk, scratch_chunk)` on each pair, in parallel when the pool allows: for
+/// kernels whose tasks each need a buffer of their own.
+///
+/// # Panics
+/// If `scratch` is shorter than one `scratch_length` per chunk of `output`.
+pub(crate) fn run_chunks_with_scratch_mut<T: Send, U: Send>(
+    output: &mut [T],
+    chunk_length: usize,
+    scratch: &mut [U],
+    scratch_length: usize,
+    task: impl Fn(usize, &mut [T], &mut [U]) + Sync,
+) {
+    let chunk_count = output.len().div_ceil(chunk_length.max(1));
+    assert!(
+        scratch.len() >= chunk_count * scratch_length,
+        "run_chunks_with_scratch_mut: {} elements of scratch for {chunk_count} chunks of {scratch_length}",
+        scratch.len()
+    );
+    let scratch = SharedSlice(scratch.as_mut_ptr());
+    run_chunks_mut(output, chunk_length, |chunk_index, chunk| {
+        // SAFETY: `chunk_index < chunk_count`, so the range lies inside `scratch` (checked
+        // above); the ranges of different indices are disjoint and `run_chunks_mut` runs each
+        // index once, and `scratch` stays mutably borrowed until it returns.
+        let scratch = unsafe {
+            std::slice::from_raw_parts_mut(
+                scratch.get().add(chunk_index * scratch_length),
+                scratch_length,
+            )
+        };
+        task(chunk_index, chunk, scratch);
+    });
+}
+
 /// The number of threads that parallel kernels will use, for sizing their task lists.
 pub(crate) fn parallel_width() -> usize {
     num_threads_or_default().max(1)
@@ -246,8 +281,8 @@ impl<T> SharedSlice<T> {
     }
 }
 
-// SAFETY: The tasks of `run_chunks_mut` write disjoint chunks through this pointer, and the
-// slice's elements are `Send`.
+// SAFETY: The tasks of `run_chunks_mut` and `run_chunks_with_scratch_mut` write disjoint chunks
+// through this pointer, and the slice's elements are `Send`.
 unsafe impl<T: Send> Sync for SharedSlice<T> {}
 
 /// A task of the current job, with its lifetime erased; see `Pool::run` for why it stays valid.
@@ -629,6 +664,39 @@ mod tests {
         }
         set_num_threads(0);
         assert!(num_threads() >= 1);
+    }
+
+    /// Each chunk, the last one short included, gets its own slice of the scratch, of the length
+    /// asked for, whatever is left over at the scratch's end.
+    #[test]
+    fn chunks_with_scratch_get_disjoint_scratch() {
+        let _guard = crate::test_support::lock_thread_count();
+        for threads in [1, 2, 3] {
+            set_num_threads(threads);
+            let mut values = vec![0usize; 10];
+            let mut scratch = vec![usize::MAX; 4 * 3 + 1];
+            run_chunks_with_scratch_mut(&mut values, 3, &mut scratch, 3, |index, chunk, own| {
+                assert_eq!(own.len(), 3);
+                assert!(own.iter().all(|&value| value == usize::MAX));
+                own.fill(index);
+                for value in chunk.iter_mut() {
+                    *value = index;
+                }
+            });
+            assert_eq!(values, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]);
+            assert_eq!(scratch, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, usize::MAX]);
+        }
+        set_num_threads(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "elements of scratch")]
+    fn chunks_with_too_little_scratch_panic_before_any_task_runs() {
+        let mut values = vec![0.0f32; 10];
+        let mut scratch = vec![0.0f32; 11];
+        run_chunks_with_scratch_mut(&mut values, 3, &mut scratch, 3, |_, _, _| {
+            unreachable!("no task runs")
+        });
     }
 
     /// The reference twin: every size from 1 to the size by the target.

@@ -38,7 +38,7 @@ mod indirect;
 mod transpose;
 mod winograd;
 
-pub use channels_last::PackedConv2dChannelsLast;
+pub use channels_last::{PackedConv2dChannelsLast, PackedPointwiseDepthwise};
 pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
 pub use transpose::{ConvTranspose2dOptions, conv_transpose2d, conv_transpose2d_output_shape};
 
@@ -60,7 +60,7 @@ impl ConvWorkspace {
         Self::default()
     }
 
-    fn columns(&mut self, length: usize) -> &mut [f32] {
+    pub(crate) fn columns(&mut self, length: usize) -> &mut [f32] {
         if self.columns.len() < length {
             self.columns.resize(length);
         }

@@ -24,6 +24,10 @@ use crate::kernels::gemm::{
 use crate::kernels::vectorize;
 use crate::threading;
 
+mod pointwise_depthwise;
+
+pub use pointwise_depthwise::PackedPointwiseDepthwise;
+
 use super::{
     Conv2dOptions, ConvWorkspace, Geometry, channels_last_output_shape, check_buffers, check_layer,
 };
@@ -289,10 +293,7 @@ impl PackedConv2dChannelsLast {
             epilogue,
             residual,
         };
-        let pointwise = self.kernel == [1, 1]
-            && self.options.stride == [1, 1]
-            && self.options.padding == [0, 0];
-        if pointwise {
+        if self.is_pointwise() {
             let pixels = batch * geometry.in_h * geometry.in_w;
             let matrix = MatrixRef::row_major(input, pixels, self.in_channels)?;
             return gemm_by_rows(
@@ -339,12 +340,7 @@ impl PackedConv2dChannelsLast {
         let channels = self.out_channels;
         let output_row = geometry.out_w * channels;
         let input_image = geometry.in_h * geometry.in_w * channels;
-        // A clamp runs in the kernel's registers before the store; other activations, and any
-        // activation after a residual (which is added first), take a pass over each row.
-        let clamp = self
-            .activation
-            .filter(|activation| matches!(activation, Activation::Relu | Activation::Relu6))
-            .filter(|_| residual.is_none());
+        let clamp = self.depthwise_clamp(residual.is_some());
         let rows_per_task = threading::balanced_rows_per_task(
             output.len() / output_row.max(1),
             output_row,
@@ -357,6 +353,7 @@ impl PackedConv2dChannelsLast {
                 let input_image_values = &input[image * input_image..][..input_image];
                 let row_input = DepthwiseRow {
                     input: input_image_values,
+                    first_row: 0,
                     weight,
                     bias,
                     geometry,
@@ -364,16 +361,42 @@ impl PackedConv2dChannelsLast {
                     out_y,
                     clamp,
                 };
-                depthwise_row(&row_input, output_row_values);
-                if let Some(residual) = residual {
-                    let residual_row = &residual[row * output_row..][..output_row];
-                    vectorize::zip_map_in_place(output_row_values, residual_row, |y, r| y + r);
-                }
-                if let Some(activation) = self.activation.filter(|_| clamp.is_none()) {
-                    apply_activation_in_place(output_row_values, activation);
-                }
+                let residual_row =
+                    residual.map(|residual| &residual[row * output_row..][..output_row]);
+                self.depthwise_output_row(&row_input, residual_row, output_row_values);
             }
         });
+    }
+
+    /// Whether the layer is a 1×1 convolution with unit stride and no padding, whose input
+    /// already is its GEMM's left operand.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == [1, 1] && self.options.stride == [1, 1] && self.options.padding == [0, 0]
+    }
+
+    /// The activation a depthwise row applies in the kernel's registers before the store: a
+    /// clamp (`Relu`, `Relu6`), unless a residual is added first.
+    fn depthwise_clamp(&self, residual: bool) -> Option<Activation> {
+        self.activation
+            .filter(|activation| matches!(activation, Activation::Relu | Activation::Relu6))
+            .filter(|_| !residual)
+    }
+
+    /// One output row of the depthwise layer: the kernel, then the residual row and any
+    /// activation the kernel did not apply (`row.clamp` is `self.depthwise_clamp(..)`).
+    fn depthwise_output_row(
+        &self,
+        row: &DepthwiseRow<'_>,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) {
+        depthwise_row(row, output);
+        if let Some(residual) = residual {
+            vectorize::zip_map_in_place(output, residual, |y, r| y + r);
+        }
+        if let Some(activation) = self.activation.filter(|_| row.clamp.is_none()) {
+            apply_activation_in_place(output, activation);
+        }
     }
 }
 
@@ -382,8 +405,11 @@ const PARALLEL_CHUNK: usize = 1 << 14;
 
 /// What one output row of a channels-last depthwise convolution reads.
 struct DepthwiseRow<'a> {
-    /// One image, `[H, W, C]`.
+    /// One image, `[H, W, C]`, or its rows from `first_row` on.
     input: &'a [f32],
+    /// The image row at the start of `input`: 0 for a whole image, a band's first row where the
+    /// depthwise layer reads the rows a pointwise one just wrote (`pointwise_depthwise`).
+    first_row: usize,
     /// `[kh * kw, C]`.
     weight: &'a [f32],
     /// `[C]`.
@@ -442,7 +468,8 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
             };
             for kernel_x in 0..kernel_w {
                 relative_taps[count] = (
-                    (input_y * geometry.in_w + kernel_x * geometry.dilation[1]) * channels,
+                    ((input_y - row.first_row) * geometry.in_w + kernel_x * geometry.dilation[1])
+                        * channels,
                     (kernel_y * kernel_w + kernel_x) * channels,
                 );
                 count += 1;
@@ -502,22 +529,22 @@ fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
     if count == 0 {
         return;
     }
+    // Without taps (a row whose kernel lies wholly in the padding) nothing is read: a band of
+    // such rows (`pointwise_depthwise`) has no input at all.
     let last_input = pixels
         .taps
         .iter()
         .map(|&(input, _)| input)
         .max()
-        .unwrap_or(0)
-        + pixels.first_base
-        + (count - 1) * pixels.pixel_step
-        + channels;
+        .map_or(0, |last| {
+            last + pixels.first_base + (count - 1) * pixels.pixel_step + channels
+        });
     let last_weight = pixels
         .taps
         .iter()
         .map(|&(_, weight)| weight)
         .max()
-        .unwrap_or(0)
-        + channels;
+        .map_or(0, |last| last + channels);
     assert!(
         last_input <= pixels.input.len() && last_weight <= pixels.weight.len(),
         "interior_pixels: a tap lies outside the input or the weights"
@@ -853,7 +880,7 @@ fn border_pixel(row: &DepthwiseRow<'_>, out_x: usize, pixel: &mut [f32]) {
                 continue;
             };
             taps[count] = (
-                (input_y * geometry.in_w + input_x) * channels,
+                ((input_y - row.first_row) * geometry.in_w + input_x) * channels,
                 (kernel_y * kernel_w + kernel_x) * channels,
             );
             count += 1;
@@ -895,7 +922,7 @@ fn border_taps(
                 continue;
             };
             taps[count] = (
-                (input_y * geometry.in_w + input_x) * channels,
+                ((input_y - row.first_row) * geometry.in_w + input_x) * channels,
                 (kernel_y * kernel_w + kernel_x) * channels,
             );
             count += 1;
@@ -914,10 +941,10 @@ fn accumulate_taps(
     taps: &[(usize, usize)],
     pixel: &mut [f32],
 ) {
-    let input = &input[base..];
     if taps.is_empty() {
         return;
     }
+    let input = &input[base..];
     let channels = pixel.len();
     let mut start = 0;
     while start + CHANNEL_BLOCK <= channels {

@@ -952,3 +952,275 @@ fn wide_channels_last_depthwise_matches_reference() {
         case.check_channels_last();
     }
 }
+
+/// A 1×1 convolution and a depthwise one after it, for `PackedPointwiseDepthwise`.
+#[derive(Debug, Clone)]
+struct PairCase {
+    /// `[N, H, W, C]`.
+    input_shape: [usize; 4],
+    wide: usize,
+    kernel: [usize; 2],
+    options: Conv2dOptions,
+    activations: [Option<Activation>; 2],
+    bias: [bool; 2],
+}
+
+fn pair_cases() -> impl Strategy<Value = PairCase> {
+    let activation = prop_oneof![
+        Just(None),
+        Just(Some(Activation::Relu6)),
+        Just(Some(Activation::HardSwish))
+    ];
+    (
+        // A pair of one channel is two depthwise layers: the 1x1 layer needs two channels.
+        (
+            1..3usize,
+            1..13usize,
+            1..13usize,
+            1..20usize,
+            channel_counts().prop_map(|wide| wide.max(2)),
+        ),
+        (
+            1..4usize,
+            1..4usize,
+            1..3usize,
+            1..3usize,
+            0..2usize,
+            1..3usize,
+        ),
+        (activation.clone(), activation, any::<[bool; 2]>()),
+    )
+        .prop_map(
+            |(
+                (batch, height, width, channels, wide),
+                (kernel_h, kernel_w, stride, dilation, padding, stride_w),
+                (first, second, bias),
+            )| PairCase {
+                input_shape: [batch, height, width, channels],
+                wide,
+                kernel: [kernel_h, kernel_w],
+                options: Conv2dOptions {
+                    stride: [stride, stride_w],
+                    padding: [padding, kernel_w / 2],
+                    dilation: [dilation, 1],
+                    groups: wide,
+                },
+                activations: [first, second],
+                bias,
+            },
+        )
+}
+
+impl PairCase {
+    /// The 1×1 layer's weight `[wide, C, 1, 1]`, the depthwise layer's `[wide, 1, kh, kw]`, and
+    /// the bias either takes.
+    fn weights(&self) -> [Vec<f32>; 3] {
+        let taps = self.kernel[0] * self.kernel[1];
+        [
+            (0..self.wide * self.input_shape[3])
+                .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+                .collect(),
+            (0..self.wide * taps)
+                .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+                .collect(),
+            (0..self.wide).map(|i| i as f32 / 10.0 - 0.5).collect(),
+        ]
+    }
+
+    /// The case's two layers.
+    fn layers(&self) -> (PackedConv2dChannelsLast, PackedConv2dChannelsLast) {
+        let [pointwise_weight, depthwise_weight, bias] = self.weights();
+        let pointwise = PackedConv2dChannelsLast::new(
+            &pointwise_weight,
+            [self.wide, self.input_shape[3], 1, 1],
+            self.bias[0].then_some(&bias[..]),
+            Conv2dOptions::default(),
+        )
+        .unwrap()
+        .with_activation(self.activations[0]);
+        let depthwise = PackedConv2dChannelsLast::new(
+            &depthwise_weight,
+            [self.wide, 1, self.kernel[0], self.kernel[1]],
+            self.bias[1].then_some(&bias[..]),
+            self.options,
+        )
+        .unwrap()
+        .with_activation(self.activations[1]);
+        (pointwise, depthwise)
+    }
+
+    /// The pair in bands of about `band_bytes` gives the same bits as its two layers run one
+    /// after the other, and the values of the reference convolutions.
+    fn check(&self, band_bytes: usize) {
+        let (pointwise, depthwise) = self.layers();
+        let input: Vec<f32> = (0..self.input_shape.iter().product())
+            .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let wide_shape = pointwise.output_shape(self.input_shape).unwrap();
+        let Ok(output_shape) = depthwise.output_shape(wide_shape) else {
+            let pair = PackedPointwiseDepthwise::new(pointwise, depthwise).unwrap();
+            assert!(pair.output_shape(self.input_shape).is_err());
+            return;
+        };
+        let mut workspace = ConvWorkspace::new();
+        let mut wide = vec![f32::NAN; wide_shape.iter().product()];
+        pointwise
+            .forward(&input, self.input_shape, &mut wide, &mut workspace)
+            .unwrap();
+        let mut separate = vec![f32::NAN; output_shape.iter().product()];
+        depthwise
+            .forward(&wide, wide_shape, &mut separate, &mut workspace)
+            .unwrap();
+
+        let pair = PackedPointwiseDepthwise::new(pointwise, depthwise).unwrap();
+        assert_eq!(pair.output_shape(self.input_shape).unwrap(), output_shape);
+        let mut banded = vec![f32::NAN; separate.len()];
+        pair.forward_in_bands(
+            &input,
+            self.input_shape,
+            &mut banded,
+            &mut workspace,
+            band_bytes,
+        )
+        .unwrap();
+        let bits = |values: &[f32]| {
+            values
+                .iter()
+                .map(|value| value.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            bits(&banded),
+            bits(&separate),
+            "bands of {band_bytes} bytes"
+        );
+
+        let [pointwise_weight, depthwise_weight, bias] = self.weights();
+        let activate = |values: &mut Vec<f32>, activation: Option<Activation>| {
+            if let Some(activation) = activation {
+                for value in values.iter_mut() {
+                    *value = reference::activation(*value, activation);
+                }
+            }
+        };
+        let (mut expected_wide, expected_wide_shape) = reference::conv2d_channels_last(
+            &input,
+            self.input_shape,
+            &pointwise_weight,
+            [self.wide, self.input_shape[3], 1, 1],
+            self.bias[0].then_some(&bias[..]),
+            Conv2dOptions::default(),
+        );
+        activate(&mut expected_wide, self.activations[0]);
+        let (mut expected, expected_shape) = reference::conv2d_channels_last(
+            &expected_wide,
+            expected_wide_shape,
+            &depthwise_weight,
+            [self.wide, 1, self.kernel[0], self.kernel[1]],
+            self.bias[1].then_some(&bias[..]),
+            self.options,
+        );
+        activate(&mut expected, self.activations[1]);
+        assert_eq!(expected_shape, output_shape);
+        assert_close(&banded, &expected, 1e-4);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Bands of one output row (each reading the rows its kernel reaches), of a few, and of the
+    /// size the kernel picks (usually the whole image here), on one and two threads.
+    #[test]
+    fn pointwise_depthwise_matches_two_layers_and_reference(
+        case in pair_cases(),
+        band_bytes in prop_oneof![Just(1usize), Just(4096), Just(1 << 18)],
+        threads in 1..3usize,
+    ) {
+        let _guard = crate::test_support::lock_thread_count();
+        crate::set_num_threads(threads);
+        case.check(band_bytes);
+        crate::set_num_threads(0);
+    }
+}
+
+#[test]
+fn pointwise_depthwise_rejects_other_layers() {
+    let case = PairCase {
+        input_shape: [1, 4, 4, 3],
+        wide: 8,
+        kernel: [3, 3],
+        options: Conv2dOptions {
+            padding: [1, 1],
+            groups: 8,
+            ..Conv2dOptions::default()
+        },
+        activations: [None, None],
+        bias: [true, true],
+    };
+    let (pointwise, depthwise) = case.layers();
+    // The layers swapped: a depthwise layer first, a 1x1 one second.
+    assert!(PackedPointwiseDepthwise::new(depthwise.clone(), pointwise.clone()).is_err());
+    // A depthwise layer of other channels.
+    let narrow = PairCase {
+        wide: 4,
+        options: Conv2dOptions {
+            groups: 4,
+            ..case.options
+        },
+        ..case.clone()
+    };
+    assert!(PackedPointwiseDepthwise::new(pointwise.clone(), narrow.layers().1).is_err());
+    // A pointwise layer with padding.
+    let [weight, _, _] = case.weights();
+    let padded = PackedConv2dChannelsLast::new(
+        &weight,
+        [8, 3, 1, 1],
+        None,
+        Conv2dOptions {
+            padding: [1, 1],
+            ..Conv2dOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(PackedPointwiseDepthwise::new(padded, depthwise.clone()).is_err());
+    // Wrong buffer lengths are errors, not panics.
+    let pair = PackedPointwiseDepthwise::new(pointwise, depthwise).unwrap();
+    let mut output = vec![0.0; 4 * 4 * 8];
+    let mut workspace = ConvWorkspace::new();
+    assert!(
+        pair.forward(&[0.0; 47], [1, 4, 4, 3], &mut output, &mut workspace)
+            .is_err()
+    );
+    assert!(
+        pair.forward(&[0.0; 48], [1, 4, 4, 3], &mut output[1..], &mut workspace)
+            .is_err()
+    );
+    assert!(
+        pair.forward(&[0.0; 48], [1, 4, 4, 3], &mut output, &mut workspace)
+            .is_ok()
+    );
+}
+
+/// Output rows whose kernel lies wholly in the padding read no row of the wide tensor: a band
+/// of them is empty, and its rows are the bias alone.
+#[test]
+fn pointwise_depthwise_rows_in_the_padding() {
+    for (height, kernel) in [(1, 1), (3, 1), (2, 3)] {
+        let case = PairCase {
+            input_shape: [2, height, 3, 1],
+            wide: 2,
+            kernel: [kernel, 1],
+            options: Conv2dOptions {
+                padding: [kernel + 1, 0],
+                groups: 2,
+                ..Conv2dOptions::default()
+            },
+            activations: [None, Some(Activation::Relu6)],
+            bias: [false, true],
+        };
+        for band_bytes in [1, 1 << 18] {
+            case.check(band_bytes);
+        }
+    }
+}
