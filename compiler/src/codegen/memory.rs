@@ -201,34 +201,37 @@ fn plan_with_ranges(
                 (value, start, end, len)
             })
             .collect();
-        // Largest first, then in definition order, for a deterministic plan.
-        groups.sort_by_key(|&(value, start, _, len)| (std::cmp::Reverse(len), start, value));
-        let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new();
-        let mut offsets: SecondaryMap<Value, usize> =
-            SecondaryMap::with_default(graph.values.len(), 0);
-        let mut arena_len = 0;
         // Every offset a multiple of a cache line (`ALIGN_BYTES`, from an aligned arena start):
         // each group takes its length rounded up to one.
         let line = ALIGN_BYTES / dtype.size_in_bytes() as usize;
-        for (root, start, end, len) in groups {
-            let len = len.next_multiple_of(line);
-            let mut conflicts: Vec<(usize, usize)> = placed
-                .iter()
-                .filter(|&&(other_start, other_end, _, _)| start <= other_end && other_start <= end)
-                .map(|&(_, _, offset, other_len)| (offset, offset + other_len))
-                .collect();
-            conflicts.sort_unstable();
-            let mut offset = 0;
-            for (busy_start, busy_end) in conflicts {
-                if offset + len <= busy_start {
-                    break;
-                }
-                offset = offset.max(busy_end);
-            }
-            placed.push((start, end, offset, len));
-            offsets[root] = offset;
-            arena_len = arena_len.max(offset + len);
+        for group in &mut groups {
+            group.3 = group.3.next_multiple_of(line);
         }
+        // A few greedy placements, keeping the smallest arena (the first on a tie): first fit
+        // largest first, which lands at or near the lower bound on most graphs, and best fit
+        // breadth first (TFLite's "greedy by breadth": the groups live at the step with the most
+        // bytes live first, largest first, then those of the next fullest step), which does
+        // better where large values are short-lived and meet small ones (a fused layer's input
+        // between two others).
+        groups.sort_by_key(|&(value, start, _, len)| (std::cmp::Reverse(len), start, value));
+        let by_size: Vec<usize> = (0..groups.len()).collect();
+        let placements = [
+            (by_size.clone(), Fit::First),
+            (breadth_first_order(&groups), Fit::Best),
+        ];
+        let mut offsets: SecondaryMap<Value, usize> =
+            SecondaryMap::with_default(graph.values.len(), 0);
+        let mut arena_len = usize::MAX;
+        for (order, fit) in placements {
+            let (order_offsets, order_len) = place_groups(&groups, &order, fit);
+            if order_len < arena_len {
+                arena_len = order_len;
+                for (&index, offset) in order.iter().zip(order_offsets) {
+                    offsets[groups[index].0] = offset;
+                }
+            }
+        }
+        let arena_len = if groups.is_empty() { 0 } else { arena_len };
         for (value, data) in graph.values.iter() {
             if data.ty.dtype == dtype && ranges[value].is_some() {
                 let offset = offsets[group[value]];
@@ -247,6 +250,86 @@ fn plan_with_ranges(
         f32_len: lengths[0],
         i64_len: lengths[1],
     }
+}
+
+/// Where [`place_groups`] puts a group among those already placed that it meets in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fit {
+    /// At the lowest offset where it fits.
+    First,
+    /// In the smallest gap where it fits, else above them all.
+    Best,
+}
+
+/// The groups (root, first step, last step, length; sorted largest first) in the order of the
+/// steps they are live at, the step with the most bytes live first; at each step, the groups not
+/// yet listed, largest first.
+fn breadth_first_order(groups: &[(Value, usize, usize, usize)]) -> Vec<usize> {
+    let steps = groups
+        .iter()
+        .map(|&(_, _, end, _)| end + 1)
+        .max()
+        .unwrap_or(0);
+    let mut breadth = vec![0usize; steps];
+    for &(_, start, end, len) in groups {
+        for live in &mut breadth[start..=end] {
+            *live += len;
+        }
+    }
+    let mut steps: Vec<usize> = (0..steps).collect();
+    steps.sort_by_key(|&step| (std::cmp::Reverse(breadth[step]), step));
+    let mut listed = vec![false; groups.len()];
+    let mut order = Vec::with_capacity(groups.len());
+    for step in steps {
+        for (index, &(_, start, end, _)) in groups.iter().enumerate() {
+            if !listed[index] && start <= step && step <= end {
+                listed[index] = true;
+                order.push(index);
+            }
+        }
+    }
+    order
+}
+
+/// Places `groups` (root, first step, last step, length) in `order`, each where `fit` says
+/// among the groups placed before it whose steps intersect its own; returns their offsets, in
+/// `order`, and the arena length.
+fn place_groups(
+    groups: &[(Value, usize, usize, usize)],
+    order: &[usize],
+    fit: Fit,
+) -> (Vec<usize>, usize) {
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(groups.len());
+    let mut offsets = Vec::with_capacity(groups.len());
+    let mut arena_len = 0;
+    for &index in order {
+        let (_, start, end, len) = groups[index];
+        let mut conflicts: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&(other_start, other_end, _, _)| start <= other_end && other_start <= end)
+            .map(|&(_, _, offset, other_len)| (offset, offset + other_len))
+            .collect();
+        conflicts.sort_unstable();
+        // The gaps below the conflicts, as (size, offset); `top` is where the last one ends.
+        let mut top = 0;
+        let mut best: Option<(usize, usize)> = None;
+        for (busy_start, busy_end) in conflicts {
+            if top + len <= busy_start {
+                let gap = (busy_start - top, top);
+                if fit == Fit::First {
+                    best = Some(gap);
+                    break;
+                }
+                best = Some(best.map_or(gap, |best| best.min(gap)));
+            }
+            top = top.max(busy_end);
+        }
+        let offset = best.map_or(top, |(_, offset)| offset);
+        placed.push((start, end, offset, len));
+        offsets.push(offset);
+        arena_len = arena_len.max(offset + len);
+    }
+    (offsets, arena_len)
 }
 
 /// The naive, planned and lower-bound memory of `graph` under `plan`.
@@ -652,5 +735,35 @@ mod tests {
     #[test]
     fn offsets_are_aligned_as_the_runtime_aligns_arenas() {
         assert_eq!(super::ALIGN_BYTES, nnc_runtime::alloc::ALIGN_BYTES);
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::{Fit, Value, breadth_first_order, place_groups};
+
+    /// MobileNetV2's first layers once the 1x1 layers run inside the depthwise ones: a chain of
+    /// values each live for two steps, `a` and `b` (16 units each) at the peak, `c` (8) between
+    /// `b` and `d` (12), `d` meeting `e` (3), which lives on beside `f` (18). Largest first
+    /// leaves `c` above `b` (40); breadth first with best fit ends one unit above the peak (32),
+    /// since `e`, placed beside `f` before `d`, is in `d`'s way.
+    #[test]
+    fn breadth_first_best_fit_stays_near_the_peak_where_largest_first_does_not() {
+        let value = Value::from_index;
+        // (root, first step, last step, length), largest first as `plan_with_ranges` sorts them.
+        let groups = [
+            (value(5), 6, 7, 18),
+            (value(0), 1, 2, 16),
+            (value(1), 2, 3, 16),
+            (value(3), 4, 5, 12),
+            (value(2), 3, 4, 8),
+            (value(4), 5, 7, 3),
+        ];
+        let by_size: Vec<usize> = (0..groups.len()).collect();
+        let (_, largest_first) = place_groups(&groups, &by_size, Fit::First);
+        let (offsets, breadth_first) =
+            place_groups(&groups, &breadth_first_order(&groups), Fit::Best);
+        assert_eq!(largest_first, 40);
+        assert_eq!(breadth_first, 33, "{offsets:?}");
     }
 }
