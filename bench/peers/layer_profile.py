@@ -58,10 +58,30 @@ def profile_nnc(model: str, work: Path, threads: int, iterations: int):
            "--warmup", "5", "--iterations", str(iterations), "--profile-iterations",
            str(iterations), "--work-dir", str(ROOT / "target" / "nnc-bench")]
     report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-    # median_ns is None for a layer that runs no code of its own (a view).
-    layers = [(layer["name"], layer["op"], layer["median_ns"] / 1e3)
-              for layer in report["layers"] if layer["median_ns"] is not None]
+    inside = weighted_layers_inside(model)
+    layers = []
+    for layer in report["layers"]:
+        # median_ns is None for a layer that runs no code of its own (a view).
+        if layer["median_ns"] is None:
+            continue
+        # A weighted layer that runs inside the next one (a 1x1 convolution inside the depthwise
+        # one that reads it) is a layer with no time, matched with the peers' own node for it;
+        # `table` shows it in one row with the layer it runs in.
+        layers.extend((name, "conv2d", 0.0) for name in inside.get(layer["name"], []))
+        layers.append((layer["name"], layer["op"], layer["median_ns"] / 1e3))
     return layers, report["latency"]["median_ns"] / 1e3
+
+
+def weighted_layers_inside(model: str) -> dict[str, list[str]]:
+    """For each nnc layer that runs other weighted layers inside it, their names: `nnc report`
+    puts the layers that run as one node in one group, named after its last weighted layer."""
+    cmd = [str(NNC), "report", str(ROOT / "examples" / f"{model}.nn"), "--format", "json"]
+    report = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    groups: dict[int, list[str]] = defaultdict(list)
+    for layer in report["layers"]:
+        if layer["op"] in WEIGHTED["nnc"]:
+            groups[layer["group"]].append(layer["name"])
+    return {names[-1]: names[:-1] for names in groups.values() if len(names) > 1}
 
 
 def profile_openvino(onnx_path: Path, inputs, threads: int, iterations: int):
@@ -161,6 +181,13 @@ def table(model: str, threads: int, nnc, ov, ort_) -> list[dict]:
             continue
         row = {"layer": name, "nnc": own[index]}
         row.update({engine: charged.get(index) for engine, charged in peers.items()})
+        # A layer that nnc runs inside the next one (no time of its own) shares its row.
+        if rows and rows[-1]["nnc"] == 0.0:
+            inner = rows.pop()
+            row["layer"] = f"{inner['layer']} + {name}"
+            for engine in peers:
+                if inner[engine] is not None or row[engine] is not None:
+                    row[engine] = (inner[engine] or 0.0) + (row[engine] or 0.0)
         rows.append(row)
     print(f"\n## {model}, {threads} thread{'s' if threads > 1 else ''} (µs; each row holds the weighted "
           "layer and the unweighted layers after it)\n")

@@ -118,6 +118,10 @@ pub enum KernelCall {
         layout: Conv2dLayout,
         residual: bool,
     },
+    /// The node's [`Preparation::PointwiseDepthwise`] on a channels-last image.
+    PointwiseDepthwise {
+        input_shape: [usize; 4],
+    },
     /// A transposed convolution reading its weight (the second operand) and, with `bias`, its
     /// bias (the third) on every call.
     ConvTranspose2d {
@@ -282,6 +286,13 @@ pub enum Preparation {
         activation: Option<Activation>,
         storage: ir::WeightStorage,
     },
+    /// A depthwise convolution that runs the 1×1 convolution it reads band by band
+    /// (`ConvAttrs::pointwise`): a `PackedPointwiseDepthwise` of two channels-last
+    /// [`Preparation::Conv2d`]s.
+    PointwiseDepthwise {
+        pointwise: Box<Preparation>,
+        depthwise: Box<Preparation>,
+    },
     /// A batch norm folded to a scale and shift.
     BatchNorm { parameters: BatchNormWeights },
     /// A rotary-embedding table.
@@ -339,6 +350,12 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
                 prepared_operands(residual),
             )
         }
+        Op::Conv(attrs) if attrs.pointwise.is_some() => (
+            KernelCall::PointwiseDepthwise {
+                input_shape: dims(input_shape),
+            },
+            prepared_operands(false),
+        ),
         Op::Conv(attrs) => {
             let residual = attrs.epilogue.residual;
             let call = if attrs.kernel.len() == 1 {
@@ -642,6 +659,19 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 storage,
             })
         }
+        Op::Conv(attrs) if attrs.pointwise.is_some() => {
+            let pointwise = attrs.pointwise.as_deref().expect("checked by the guard");
+            let pointwise_weights = 1 + attrs.weight_inputs();
+            Some(Preparation::PointwiseDepthwise {
+                pointwise: Box::new(conv2d_preparation(
+                    graph,
+                    node,
+                    pointwise,
+                    pointwise_weights,
+                )),
+                depthwise: Box::new(conv2d_preparation(graph, node, attrs, 1)),
+            })
+        }
         Op::Conv(attrs) => {
             let weights = layer_weights(node, attrs.bias, &attrs.epilogue);
             let activation = attrs.epilogue.activation;
@@ -658,16 +688,7 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                     activation,
                 }
             } else {
-                Preparation::Conv2d {
-                    weight_shape: dims(weight_shape(1)),
-                    options: attrs.conv2d_options().unwrap_or_else(|| {
-                        unreachable!("kernel_call: the verifier checked the convolution is 2-D")
-                    }),
-                    layout: conv_layout(attrs),
-                    weights,
-                    activation,
-                    storage: storage(graph, node.inputs[1]),
-                }
+                conv2d_preparation(graph, node, attrs, 1)
             })
         }
         Op::BatchNorm { eps } => Some(Preparation::BatchNorm {
@@ -720,13 +741,43 @@ fn storage(graph: &Graph, weight: ir::Value) -> ir::WeightStorage {
 /// The weight, bias and folded batch norm of a conv or linear node: inputs 1, 2 (with a bias),
 /// then the batch norm's four.
 fn layer_weights(node: &ir::NodeData, has_bias: bool, epilogue: &ir::Epilogue) -> LayerWeights {
-    let first_batch_norm = if has_bias { 3 } else { 2 };
+    layer_weights_at(node, 1, has_bias, epilogue)
+}
+
+/// [`layer_weights`] from input `first` on: a fused pointwise layer's follow the node's own.
+fn layer_weights_at(
+    node: &ir::NodeData,
+    first: usize,
+    has_bias: bool,
+    epilogue: &ir::Epilogue,
+) -> LayerWeights {
+    let first_batch_norm = first + 1 + usize::from(has_bias);
     LayerWeights {
-        weight: node.inputs[1],
-        bias: has_bias.then(|| node.inputs[2]),
+        weight: node.inputs[first],
+        bias: has_bias.then(|| node.inputs[first + 1]),
         batch_norm: epilogue.batch_norm.map(|eps| {
             batch_norm_weights(&node.inputs[first_batch_norm..first_batch_norm + 4], eps)
         }),
+    }
+}
+
+/// The [`Preparation::Conv2d`] of the 2-D convolution `attrs` whose weights are `node`'s inputs
+/// from `first` on (1 for the node's own layer).
+fn conv2d_preparation(
+    graph: &Graph,
+    node: &ir::NodeData,
+    attrs: &ir::ConvAttrs,
+    first: usize,
+) -> Preparation {
+    Preparation::Conv2d {
+        weight_shape: dims(&graph.ty(node.inputs[first]).shape),
+        options: attrs.conv2d_options().unwrap_or_else(|| {
+            unreachable!("kernel_call: the verifier checked the convolution is 2-D")
+        }),
+        layout: conv_layout(attrs),
+        weights: layer_weights_at(node, first, attrs.bias, &attrs.epilogue),
+        activation: attrs.epilogue.activation,
+        storage: storage(graph, node.inputs[first]),
     }
 }
 

@@ -160,6 +160,9 @@ impl Generator<'_> {
                     &at,
                 )
             }
+            KernelCall::PointwiseDepthwise { input_shape } => {
+                self.conv_code(prepared(), x, literal_list(input_shape), None, &at)
+            }
             KernelCall::ConvTranspose2d {
                 input_shape,
                 weight_shape,
@@ -708,9 +711,10 @@ impl Generator<'_> {
 /// The names of a call's operands in generated code, after what they hold.
 fn operand_names(call: &KernelCall, count: usize) -> Vec<syn::Ident> {
     let roles: &[&str] = match call {
-        KernelCall::Linear { .. } | KernelCall::Conv1d { .. } | KernelCall::Conv2d { .. } => {
-            &["x", "residual"]
-        }
+        KernelCall::Linear { .. }
+        | KernelCall::Conv1d { .. }
+        | KernelCall::Conv2d { .. }
+        | KernelCall::PointwiseDepthwise { .. } => &["x", "residual"],
         KernelCall::MatMul { .. } | KernelCall::Binary { .. } => &["a", "b"],
         KernelCall::LayerNorm { .. } => &["x", "weight", "bias"],
         KernelCall::RmsNorm { .. } => &["x", "weight"],

@@ -64,6 +64,7 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
             layout: Conv2dLayout::ChannelsLast | Conv2dLayout::NchwToChannelsLast,
             ..
         } => quote!(k::conv::PackedConv2dChannelsLast),
+        Preparation::PointwiseDepthwise { .. } => quote!(k::conv::PackedPointwiseDepthwise),
         Preparation::BatchNorm { .. } => quote!(k::norm::BatchNorm),
         Preparation::Rope { .. } => quote!(k::rope::RopeTable),
     }
@@ -313,6 +314,14 @@ impl Generator<'_> {
                 self.packed_layer(weights, *activation, &at, |weight, bias| {
                     quote!(k::conv::#packed::new(#weight, #weight_shape, #bias, #options))
                 })
+            }
+            Preparation::PointwiseDepthwise {
+                pointwise,
+                depthwise,
+            } => {
+                let pointwise = self.preparation_code(node, data, pointwise);
+                let depthwise = self.preparation_code(node, data, depthwise);
+                quote!(k::conv::PackedPointwiseDepthwise::new(#pointwise, #depthwise)#at)
             }
             Preparation::BatchNorm { parameters } => {
                 let BatchNormWeights {

@@ -253,7 +253,14 @@ pub fn weight_bytes_per_step(graph: &Graph, is_step: impl Fn(Node) -> bool, toke
                 continue;
             }
             match data.op {
-                Op::Linear { .. } | Op::Conv(_) if data.inputs[1] == param.value => streamed = true,
+                Op::Linear { .. } if data.inputs[1] == param.value => streamed = true,
+                Op::Conv(ref attrs)
+                    if attrs
+                        .weights_multiplied(&data.inputs)
+                        .contains(&param.value) =>
+                {
+                    streamed = true
+                }
                 Op::Embedding | Op::PositionEmbedding => looked_up = true,
                 _ => read_whole = true,
             }
@@ -443,9 +450,25 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
             let bias_flops = if attrs.bias { output_elements } else { 0 };
             let epilogue_flops =
                 output_elements.saturating_mul(epilogue_flops_per_element(&attrs.epilogue));
-            (
+            let (macs, flops) = (
                 output_elements.saturating_mul(window),
                 bias_flops.saturating_add(epilogue_flops),
+            );
+            let Some(pointwise) = &attrs.pointwise else {
+                return (macs, flops);
+            };
+            // A fused 1×1 layer (`ConvAttrs::pointwise`): one dot product over the input's
+            // channels per element of its output, which has the input's pixels.
+            let pointwise_weight = graph.ty(data.inputs[1 + attrs.weight_inputs()]);
+            let [out_channels, in_channels] =
+                [pointwise_weight.shape[0], pointwise_weight.shape[1]].map(|dim| dim as u64);
+            let wide_elements = input_elements / in_channels.max(1) * out_channels;
+            let wide_flops = if pointwise.bias { wide_elements } else { 0 }.saturating_add(
+                wide_elements.saturating_mul(epilogue_flops_per_element(&pointwise.epilogue)),
+            );
+            (
+                macs.saturating_add(wide_elements.saturating_mul(in_channels)),
+                flops.saturating_add(wide_flops),
             )
         }
         Op::ConvTranspose(attrs) => {

@@ -96,6 +96,33 @@ impl Interpreter<'_> {
                 }
             }
             (
+                KernelCall::PointwiseDepthwise { input_shape },
+                Some(Prepared::PointwiseDepthwise(pointwise, depthwise)),
+            ) => {
+                let (Some(pointwise), Some(depthwise)) =
+                    (pointwise.as_conv2d(), depthwise.as_conv2d())
+                else {
+                    unreachable!("execute: a pointwise-depthwise pair is two 2-D convolutions")
+                };
+                let nchw_shape = nchw(*input_shape);
+                let wide_shape = pointwise.output_shape(nchw_shape)?;
+                let mut wide = vec![0.0; wide_shape.iter().product()];
+                pointwise.forward(
+                    &to_nchw(x(0), *input_shape)?,
+                    nchw_shape,
+                    &mut wide,
+                    workspace,
+                )?;
+                nchw_conv_into_channels_last(
+                    depthwise,
+                    &wide,
+                    wide_shape,
+                    None,
+                    &mut output,
+                    workspace,
+                )?
+            }
+            (
                 KernelCall::ConvTranspose2d {
                     input_shape,
                     weight_shape,

@@ -20,6 +20,9 @@ pub(super) enum Prepared {
     Conv2d(conv::PackedConv2d),
     /// An int8 2-D convolution, over NCHW images like [`Prepared::Conv2d`].
     Conv2dInt8(int8::PackedConv2dInt8),
+    /// A 1×1 convolution and the depthwise one that reads it, two [`Prepared::Conv2d`]s run one
+    /// after the other over NCHW images: the reference for the runtime's banded pair.
+    PointwiseDepthwise(Box<Prepared>, Box<Prepared>),
     BatchNorm(norm::BatchNorm),
     Rope(rope::RopeTable),
 }
@@ -132,6 +135,13 @@ impl Interpreter<'_> {
                     }
                 }
             }
+            Preparation::PointwiseDepthwise {
+                pointwise,
+                depthwise,
+            } => Prepared::PointwiseDepthwise(
+                Box::new(self.prepare(pointwise)?),
+                Box::new(self.prepare(depthwise)?),
+            ),
             Preparation::BatchNorm { parameters } => {
                 let params = norm::BatchNormParams {
                     mean: self.param(parameters.mean),

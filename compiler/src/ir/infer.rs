@@ -591,6 +591,9 @@ fn matmul(inputs: &[&TensorType]) -> Result<TensorType> {
 }
 
 fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
+    if let Some(pointwise) = &conv.pointwise {
+        return pointwise_depthwise(conv, pointwise, inputs);
+    }
     let weights = if conv.bias { 3 } else { 2 };
     arity(inputs, weights + epilogue_inputs(&conv.epilogue))?;
     let spatial = conv.kernel.len();
@@ -675,6 +678,52 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     }
     check_residual(&conv.epilogue, inputs, &shape)?;
     make(DType::F32, shape)
+}
+
+/// A depthwise convolution that runs the 1×1 `pointwise` one it reads (`ConvAttrs::pointwise`):
+/// the pointwise layer's output type from `x` and its weights (after the depthwise layer's own),
+/// then the depthwise layer's from that.
+fn pointwise_depthwise(
+    conv: &ConvAttrs,
+    pointwise: &ConvAttrs,
+    inputs: &[&TensorType],
+) -> Result<TensorType> {
+    let own = 1 + conv.weight_inputs();
+    let pointwise_end = own + pointwise.weight_inputs();
+    arity(inputs, pointwise_end)?;
+    let is_pointwise = pointwise.kernel == [1, 1]
+        && pointwise.stride == [1, 1]
+        && pointwise.padding == [0, 0]
+        && pointwise.groups == 1
+        && pointwise.channels_last
+        && !pointwise.nchw_input
+        && !pointwise.epilogue.residual
+        && pointwise.pointwise.is_none();
+    if !is_pointwise || !conv.channels_last || conv.nchw_input || conv.epilogue.residual {
+        return Err(ShapeError::new(
+            Culprit::Attr("pointwise"),
+            "a fused pointwise layer is a channels-last 1x1 convolution with unit stride, no \
+             padding, no groups and no residual, read by a channels-last convolution without a \
+             residual",
+        ));
+    }
+    let mut pointwise_inputs = vec![inputs[0]];
+    pointwise_inputs.extend(&inputs[own..pointwise_end]);
+    let wide = convolution(pointwise, &pointwise_inputs)?;
+    let mut depthwise_inputs = vec![&wide];
+    depthwise_inputs.extend(&inputs[1..own]);
+    let depthwise = ConvAttrs {
+        pointwise: None,
+        ..conv.clone()
+    };
+    let output = convolution(&depthwise, &depthwise_inputs)?;
+    if conv.groups != wide.shape[3] {
+        return Err(ShapeError::new(
+            Culprit::Attr("pointwise"),
+            "a fused pointwise layer is read by a depthwise convolution",
+        ));
+    }
+    Ok(output)
 }
 
 /// Checks that `groups` divides both channel counts.

@@ -13,6 +13,7 @@ pub mod fold_constants;
 pub mod fuse_attention;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
+pub mod fuse_pointwise_depthwise;
 pub mod fuse_residual;
 
 use crate::ir::{Graph, verify};
@@ -48,6 +49,8 @@ pub fn pipeline(level: OptLevel) -> Vec<Pass> {
         passes.push(("fuse-epilogue", fuse_epilogue::run));
         passes.push(("fuse-elementwise", fuse_elementwise::run));
         passes.push(("choose-layout", choose_layout::run));
+        // After the layout choice: only channels-last layers fuse.
+        passes.push(("fuse-pointwise-depthwise", fuse_pointwise_depthwise::run));
         passes.push(("dce", dce::run));
     }
     passes

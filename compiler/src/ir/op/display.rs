@@ -34,6 +34,10 @@ impl fmt::Display for DisplayAttrs<'_> {
                     push("layout", layout.to_string());
                 }
                 push_epilogue(&mut push, &conv.epilogue);
+                if let Some(pointwise) = &conv.pointwise {
+                    let attrs = DisplayAttrs(&Op::Conv((**pointwise).clone())).to_string();
+                    push("pointwise", format!("{{{attrs}}}"));
+                }
             }
             Op::ConvTranspose(conv) => {
                 push("kernel", list(&conv.kernel));

@@ -234,6 +234,7 @@ fn conv_attrs(spatial: usize) -> ConvAttrs {
         epilogue: Epilogue::default(),
         channels_last: false,
         nchw_input: false,
+        pointwise: None,
     }
 }
 

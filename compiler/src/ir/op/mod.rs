@@ -58,9 +58,37 @@ pub struct ConvAttrs {
     /// layout pass sets it on an ungrouped convolution whose every reader is channels-last (a
     /// stem before a channels-last region), instead of transposing its output.
     pub nchw_input: bool,
+    /// A 1×1 convolution that this one reads, run inside it band by band of rows so that its
+    /// output never goes out to memory whole (an inverted residual block's widening layer before
+    /// its depthwise one). `x` is then the pointwise layer's input, and its weight, bias and batch
+    /// norm follow this layer's own among the inputs. Only the `fuse-pointwise-depthwise` pass
+    /// sets it: on a channels-last depthwise convolution without a residual, with an ungrouped
+    /// channels-last 1×1 convolution of unit stride, no padding and no residual.
+    pub pointwise: Option<Box<ConvAttrs>>,
 }
 
 impl ConvAttrs {
+    /// How many inputs the layer's own weights take: the weight, the bias and a batch norm's
+    /// four parameters (a fused pointwise layer's follow them).
+    pub fn weight_inputs(&self) -> usize {
+        1 + usize::from(self.bias)
+            + if self.epilogue.batch_norm.is_some() {
+                4
+            } else {
+                0
+            }
+    }
+
+    /// The weights the layer multiplies by among its node's `inputs`: its own (the second
+    /// input) and a fused pointwise layer's.
+    pub fn weights_multiplied(&self, inputs: &[super::Value]) -> Vec<super::Value> {
+        let mut weights = vec![inputs[1]];
+        if self.pointwise.is_some() {
+            weights.push(inputs[1 + self.weight_inputs()]);
+        }
+        weights
+    }
+
     /// The runtime's options of a 2-D convolution, `None` for a 1-D one.
     pub fn conv2d_options(&self) -> Option<nnc_ops::Conv2dOptions> {
         let pair = |values: &[usize]| <[usize; 2]>::try_from(values).ok();

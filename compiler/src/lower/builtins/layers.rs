@@ -218,6 +218,7 @@ pub(super) fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<Value> {
             bias,
             channels_last: false,
             nchw_input: false,
+            pointwise: None,
         }),
         &inputs,
     )
