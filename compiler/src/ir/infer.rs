@@ -691,15 +691,11 @@ fn pointwise_depthwise(
     let own = 1 + conv.weight_inputs();
     let pointwise_end = own + pointwise.weight_inputs();
     arity(inputs, pointwise_end)?;
-    let is_pointwise = pointwise.kernel == [1, 1]
-        && pointwise.stride == [1, 1]
-        && pointwise.padding == [0, 0]
-        && pointwise.groups == 1
-        && pointwise.channels_last
-        && !pointwise.nchw_input
-        && !pointwise.epilogue.residual
-        && pointwise.pointwise.is_none();
-    if !is_pointwise || !conv.channels_last || conv.nchw_input || conv.epilogue.residual {
+    if !pointwise.fuses_into_depthwise()
+        || !conv.channels_last
+        || conv.nchw_input
+        || conv.epilogue.residual
+    {
         return Err(ShapeError::new(
             Culprit::Attr("pointwise"),
             "a fused pointwise layer is a channels-last 1x1 convolution with unit stride, no \
@@ -717,7 +713,7 @@ fn pointwise_depthwise(
         ..conv.clone()
     };
     let output = convolution(&depthwise, &depthwise_inputs)?;
-    if conv.groups != wide.shape[3] {
+    if conv.groups < 2 || conv.groups != wide.shape[3] {
         return Err(ShapeError::new(
             Culprit::Attr("pointwise"),
             "a fused pointwise layer is read by a depthwise convolution",

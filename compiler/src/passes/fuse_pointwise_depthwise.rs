@@ -41,7 +41,10 @@ pub fn run(graph: &mut Graph) -> bool {
         let Op::Conv(pointwise_attrs) = &graph.nodes[pointwise].op else {
             continue;
         };
-        if uses[wide] != 1 || !is_pointwise(graph, &graph.nodes[pointwise], pointwise_attrs) {
+        if uses[wide] != 1
+            || !pointwise_attrs.fuses_into_depthwise()
+            || graph.is_int8_conv(&graph.nodes[pointwise])
+        {
             continue;
         }
 
@@ -82,19 +85,5 @@ fn is_depthwise(graph: &Graph, data: &NodeData, attrs: &ConvAttrs) -> bool {
         && attrs.groups > 1
         && Some(attrs.groups) == channels
         && graph.ty(data.inputs[1]).shape.get(1) == Some(&1)
-        && !graph.is_int8_conv(data)
-}
-
-/// Whether `data` is a channels-last 1×1 convolution with unit stride, no padding, no groups, no
-/// residual and f32 weights.
-fn is_pointwise(graph: &Graph, data: &NodeData, attrs: &ConvAttrs) -> bool {
-    attrs.channels_last
-        && !attrs.nchw_input
-        && attrs.pointwise.is_none()
-        && attrs.kernel == [1, 1]
-        && attrs.stride == [1, 1]
-        && attrs.padding == [0, 0]
-        && attrs.groups == 1
-        && !attrs.epilogue.residual
         && !graph.is_int8_conv(data)
 }

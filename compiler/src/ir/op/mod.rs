@@ -79,6 +79,20 @@ impl ConvAttrs {
             }
     }
 
+    /// Whether a depthwise convolution can run this layer inside itself (`pointwise`): a
+    /// channels-last 1×1 convolution reading its input as it is, with unit stride, no padding, no
+    /// groups, no residual and no fused layer of its own.
+    pub fn fuses_into_depthwise(&self) -> bool {
+        self.channels_last
+            && !self.nchw_input
+            && self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.padding == [0, 0]
+            && self.groups == 1
+            && !self.epilogue.residual
+            && self.pointwise.is_none()
+    }
+
     /// The weights the layer multiplies by among its node's `inputs`: its own (the second
     /// input) and a fused pointwise layer's.
     pub fn weights_multiplied(&self, inputs: &[super::Value]) -> Vec<super::Value> {
