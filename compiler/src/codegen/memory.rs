@@ -214,13 +214,13 @@ fn plan_with_ranges(
         // better where large values are short-lived and meet small ones (a fused layer's input
         // between two others).
         groups.sort_by_key(|&(value, start, _, len)| (std::cmp::Reverse(len), start, value));
-        let by_size: Vec<usize> = (0..groups.len()).collect();
         let placements = [
-            (by_size.clone(), Fit::First),
+            ((0..groups.len()).collect::<Vec<usize>>(), Fit::First),
             (breadth_first_order(&groups), Fit::Best),
         ];
         let mut offsets: SecondaryMap<Value, usize> =
             SecondaryMap::with_default(graph.values.len(), 0);
+        // Every placement of no groups is 0 long, so this ends below `usize::MAX`.
         let mut arena_len = usize::MAX;
         for (order, fit) in placements {
             let (order_offsets, order_len) = place_groups(&groups, &order, fit);
@@ -231,7 +231,6 @@ fn plan_with_ranges(
                 }
             }
         }
-        let arena_len = if groups.is_empty() { 0 } else { arena_len };
         for (value, data) in graph.values.iter() {
             if data.ty.dtype == dtype && ranges[value].is_some() {
                 let offset = offsets[group[value]];

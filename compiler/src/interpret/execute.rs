@@ -566,20 +566,20 @@ nchw_conv2d!(conv::PackedConv2d, kernels::int8::PackedConv2dInt8);
 fn conv_through_nchw(
     conv: &dyn NchwConv2d,
     input: &[f32],
-    [batch, height, width, channels]: [usize; 4],
+    input_shape: [usize; 4],
     residual: Option<&[f32]>,
     output: &mut [f32],
     workspace: &mut conv::ConvWorkspace,
 ) -> Result<(), KernelError> {
-    let mut nchw_input = vec![0.0; input.len()];
-    kernels::shape::permute_any_type(
-        input,
-        &[batch, height, width, channels],
-        &[0, 3, 1, 2],
-        &mut nchw_input,
-    )?;
-    let nchw_shape = [batch, channels, height, width];
-    nchw_conv_into_channels_last(conv, &nchw_input, nchw_shape, residual, output, workspace)
+    let nchw_input = to_nchw(input, input_shape)?;
+    nchw_conv_into_channels_last(
+        conv,
+        &nchw_input,
+        nchw(input_shape),
+        residual,
+        output,
+        workspace,
+    )
 }
 
 /// A channels-last output (and residual) of an NCHW convolution on an NCHW input: the layer

@@ -286,13 +286,7 @@ impl PackedConv2dChannelsLast {
         geometry: &Geometry,
         workspace: &mut ConvWorkspace,
     ) -> KernelResult<()> {
-        let bias = self.bias.as_deref().map(Bias::PerColumn);
-        let epilogue = Epilogue::from_parts(bias, self.activation);
-        let options = GemmOptions {
-            accumulate: false,
-            epilogue,
-            residual,
-        };
+        let options = self.gemm_options(residual);
         if self.is_pointwise() {
             let pixels = batch * geometry.in_h * geometry.in_w;
             let matrix = MatrixRef::row_major(input, pixels, self.in_channels)?;
@@ -366,6 +360,19 @@ impl PackedConv2dChannelsLast {
                 self.depthwise_output_row(&row_input, residual_row, output_row_values);
             }
         });
+    }
+
+    /// The options of the layer's GEMM: its bias (one per column) and activation in the
+    /// epilogue, and `residual`.
+    fn gemm_options<'a>(&'a self, residual: Option<&'a [f32]>) -> GemmOptions<'a> {
+        GemmOptions {
+            accumulate: false,
+            epilogue: Epilogue::from_parts(
+                self.bias.as_deref().map(Bias::PerColumn),
+                self.activation,
+            ),
+            residual,
+        }
     }
 
     /// Whether the layer is a 1×1 convolution with unit stride and no padding, whose input

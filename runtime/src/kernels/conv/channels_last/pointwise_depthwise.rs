@@ -17,9 +17,7 @@
 use super::{DepthwiseRow, Method, PARALLEL_CHUNK, PackedConv2dChannelsLast};
 use crate::error::{KernelResult, invalid_parameter};
 use crate::kernels::conv::{ConvWorkspace, check_buffers};
-use crate::kernels::gemm::{
-    Bias, Epilogue, GemmOptions, Lhs, MatrixRef, Rhs, gemm_by_rows, gemm_sequential,
-};
+use crate::kernels::gemm::{Lhs, MatrixRef, Rhs, gemm_by_rows, gemm_sequential};
 use crate::threading;
 
 /// About how many bytes of the wide tensor a band holds: half of a 512 KB L2, which leaves room
@@ -147,14 +145,7 @@ impl PackedPointwiseDepthwise {
         let scratch_length = band_wide_rows * wide_row;
         let scratch = workspace.columns(tasks * scratch_length);
 
-        let gemm_options = GemmOptions {
-            accumulate: false,
-            epilogue: Epilogue::from_parts(
-                pointwise.bias.as_deref().map(Bias::PerColumn),
-                pointwise.activation,
-            ),
-            residual: None,
-        };
+        let gemm_options = pointwise.gemm_options(None);
         // Each of several tasks runs its GEMMs on its own thread.
         let gemm = if tasks > 1 {
             gemm_sequential
