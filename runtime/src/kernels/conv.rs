@@ -35,11 +35,13 @@ pub mod channels_last;
 mod depthwise_rows;
 mod image_panels;
 mod indirect;
+mod pooled;
 mod transpose;
 mod winograd;
 
 pub use channels_last::{PackedConv2dChannelsLast, PackedPointwiseDepthwise};
 pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
+pub use pooled::PackedConv2dMaxPool;
 pub use transpose::{ConvTranspose2dOptions, conv_transpose2d, conv_transpose2d_output_shape};
 
 /// Scratch memory for the channels-last im2col, owned by the caller and reused across calls.
@@ -52,6 +54,9 @@ pub struct ConvWorkspace {
     /// An NCHW input rewritten channels-last, where a channels-last layer has no kernel that
     /// reads NCHW (`PackedConv2dChannelsLast::forward_from_nchw`).
     image: AlignedBuffer,
+    /// A pooled convolution's whole output, where it is not pooled band by band
+    /// (`PackedConv2dMaxPool`).
+    unpooled: AlignedBuffer,
 }
 
 impl ConvWorkspace {
@@ -340,22 +345,9 @@ impl PackedConv2d {
                 // no longer stays in L1 for the strip's tiles (ResNet's 3x3/s2 64 to 128
                 // channel layer, 576 deep, ran at 67% of the speed of the same GEMM on
                 // operands packed beforehand, where the packed GEMM's convolution runs at 77%).
-                if !direct
-                    && groups == 1
-                    && indirect::suits(geometry)
-                    && let Some(kernel) = indirect_strip_kernel()
-                    && let Some(weights) = group_weights[group].single_block_panels()
+                if let Some((kernel, call)) =
+                    self.indirect_call(group_weights, input_group, residual_group, geometry)
                 {
-                    let call = indirect::IndirectCall {
-                        weights,
-                        out_channels: group_out_channels,
-                        input: input_group,
-                        channels: group_in_channels,
-                        geometry,
-                        bias: self.bias.as_deref(),
-                        residual: residual_group,
-                        activation: self.activation,
-                    };
                     indirect::forward(&call, kernel, output_group);
                     continue;
                 }
@@ -385,6 +377,40 @@ impl PackedConv2d {
             }
         }
         Ok(())
+    }
+
+    /// The indirect micro-kernel and the call of an image of this layer, where the indirect path
+    /// computes the layer (an ungrouped one, not a plain 1x1 GEMM, whose geometry it suits and
+    /// whose packed weight is one block deep, on a processor with the kernel).
+    fn indirect_call<'a>(
+        &'a self,
+        group_weights: &'a [PackedLhsMatrix],
+        input: &'a [f32],
+        residual: Option<&'a [f32]>,
+        geometry: &'a Geometry,
+    ) -> Option<(
+        (crate::kernels::gemm::IndirectStripKernel, usize),
+        indirect::IndirectCall<'a>,
+    )> {
+        let direct = self.kernel == [1, 1]
+            && self.options.stride == [1, 1]
+            && self.options.padding == [0, 0];
+        if direct || self.options.groups != 1 || !indirect::suits(geometry) {
+            return None;
+        }
+        let kernel = indirect_strip_kernel()?;
+        let weights = group_weights[0].single_block_panels()?;
+        let call = indirect::IndirectCall {
+            weights,
+            out_channels: self.out_channels,
+            input,
+            channels: self.in_channels,
+            geometry,
+            bias: self.bias.as_deref(),
+            residual,
+            activation: self.activation,
+        };
+        Some((kernel, call))
     }
 
     fn forward_depthwise(

@@ -134,6 +134,72 @@ pub fn max_pool2d(
     )
 }
 
+/// The input rows of a `height`-row plane that max pooling's output rows `out_rows` read (their
+/// windows' rows inside the plane).
+pub(crate) fn max_pool2d_input_rows(
+    out_rows: std::ops::Range<usize>,
+    height: usize,
+    options: &MaxPool2dOptions,
+) -> std::ops::Range<usize> {
+    if out_rows.is_empty() {
+        return 0..0;
+    }
+    let padding = options.padding[0];
+    let first = (out_rows.start * options.stride[0]).saturating_sub(padding);
+    let end = ((out_rows.end - 1) * options.stride[0]
+        + (options.kernel[0] - 1) * options.dilation[0]
+        + 1)
+    .saturating_sub(padding);
+    first.min(height)..end.min(height).max(first.min(height))
+}
+
+/// Max pooling's output rows `out_rows` of one `[height, width]` plane (`size`) into `output`
+/// (those rows, whole), from `input`, which holds the plane's rows `first_row..`: at least
+/// [`max_pool2d_input_rows`] of `out_rows`. A convolution followed by max pooling pools each
+/// band of rows it computes while the band is in cache (`PackedConv2dMaxPool`).
+pub(crate) fn max_pool2d_plane_rows(
+    input: &[f32],
+    first_row: usize,
+    size: [usize; 2],
+    options: &MaxPool2dOptions,
+    out_rows: std::ops::Range<usize>,
+    output: &mut [f32],
+) -> KernelResult<()> {
+    let [_, _, out_h, out_w] = max_pool2d_output_shape([1, 1, size[0], size[1]], options)?;
+    let needed = max_pool2d_input_rows(out_rows.clone(), size[0], options);
+    if out_rows.end > out_h
+        || output.len() != out_rows.len() * out_w
+        || (!needed.is_empty()
+            && (needed.start < first_row || input.len() < (needed.end - first_row) * size[1]))
+    {
+        return Err(invalid_parameter(
+            "max_pool2d",
+            format!(
+                "output rows {out_rows:?} of a {size:?} plane need input rows {needed:?}: \
+                 {} values from row {first_row}, {} outputs",
+                input.len(),
+                output.len()
+            ),
+        ));
+    }
+    let window = Window {
+        kernel: options.kernel,
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    };
+    max_pool_plane_rows(
+        input,
+        first_row,
+        size,
+        &window,
+        out_rows.start,
+        out_w,
+        output,
+    );
+    Ok(())
+}
+
 /// Average pooling of an `[N, C, H, W]` input into `avg_pool2d_output_shape(..)`.
 pub fn avg_pool2d(
     input: &[f32],
@@ -312,9 +378,34 @@ fn max_pool_plane(
     output: &mut [f32],
 ) {
     let [_, _, height, width] = input_shape;
-    let out_w = output_shape[3];
+    max_pool_plane_rows(
+        input,
+        0,
+        [height, width],
+        window,
+        0,
+        output_shape[3],
+        output,
+    );
+}
+
+/// Output rows `first_out_y..` of one plane's max pooling (as many as `output` holds, `out_w`
+/// a row), from `input`, which holds the plane's rows `first_row..` of `width` (`size` is the
+/// whole plane's `[height, width]`): every input row the output rows' windows reach inside the
+/// plane must be there. A convolution followed by a pooling pools each band of rows it computes
+/// ([`max_pool2d_rows`]).
+fn max_pool_plane_rows(
+    input: &[f32],
+    first_row: usize,
+    [height, width]: [usize; 2],
+    window: &Window,
+    first_out_y: usize,
+    out_w: usize,
+    output: &mut [f32],
+) {
     let plane = PlaneRows {
         input,
+        first_row,
         height,
         width,
         kernel_h: window.kernel[0],
@@ -328,12 +419,19 @@ fn max_pool_plane(
         },
     };
     if window.kernel[0] > 1 && window.kernel[1] > 1 {
-        COLUMN_MAXIMA.with(|row| plane.max_separable(out_w, output, &mut row.borrow_mut()));
+        COLUMN_MAXIMA.with(|row| {
+            plane.max_separable(first_out_y, out_w, output, &mut row.borrow_mut());
+        });
         return;
     }
     let interior = plane.interior(out_w);
-    for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
-        plane.reduce_row(Reduction::Maximum, out_y, interior.clone(), output_row);
+    for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+        plane.reduce_row(
+            Reduction::Maximum,
+            first_out_y + row,
+            interior.clone(),
+            output_row,
+        );
     }
 }
 
@@ -351,6 +449,7 @@ fn avg_pool_plane(
     let [kernel_h, kernel_w] = options.kernel;
     let plane = PlaneRows {
         input,
+        first_row: 0,
         height,
         width,
         kernel_h,
@@ -408,7 +507,9 @@ fn avg_pool_plane(
 
 /// The input plane and window of one NCHW pooling, for reducing output rows.
 struct PlaneRows<'a> {
+    /// The plane's rows from `first_row` on (at least those the output rows reduced read).
     input: &'a [f32],
+    first_row: usize,
     height: usize,
     width: usize,
     kernel_h: usize,
@@ -474,19 +575,27 @@ impl PlaneRows<'_> {
 impl<'a> PlaneRows<'a> {
     /// The input rows that output row `out_y`'s windows reach inside the input, top to bottom.
     fn input_rows(&self, out_y: usize) -> impl Iterator<Item = &'a [f32]> + Clone + use<'a> {
-        let (input, width, height) = (self.input, self.width, self.height);
+        let (input, first_row, width, height) =
+            (self.input, self.first_row, self.width, self.height);
         let (stride_h, dilation_h, padding_h) = (self.stride_h, self.dilation_h, self.padding[0]);
         (0..self.kernel_h).filter_map(move |kernel_y| {
             (out_y * stride_h + kernel_y * dilation_h)
                 .checked_sub(padding_h)
                 .filter(|&y| y < height)
-                .map(|y| &input[y * width..][..width])
+                .map(|y| &input[(y - first_row) * width..][..width])
         })
     }
 
-    /// Max pooling of the plane into `output` (`out_w` outputs a row) by separable windows
-    /// (see `max_pool_plane`), with `column_maxima` as the padded row of column maxima.
-    fn max_separable(&self, out_w: usize, output: &mut [f32], column_maxima: &mut Vec<f32>) {
+    /// Max pooling of the plane into `output`, its rows `first_out_y..` (`out_w` outputs a row),
+    /// by separable windows (see `max_pool_plane`), with `column_maxima` as the padded row of
+    /// column maxima.
+    fn max_separable(
+        &self,
+        first_out_y: usize,
+        out_w: usize,
+        output: &mut [f32],
+        column_maxima: &mut Vec<f32>,
+    ) {
         let across = self.row_window;
         let down = RowWindow {
             kernel_w: 1,
@@ -499,9 +608,10 @@ impl<'a> PlaneRows<'a> {
         let padded = (out_w - 1) * across.stride + (across.kernel_w - 1) * across.dilation + 1;
         column_maxima.clear();
         column_maxima.resize(padded.max(padding_w + self.width), f32::NEG_INFINITY);
-        for (out_y, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+        for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
             let columns = &mut column_maxima[padding_w..][..self.width];
-            reduce_rows(Reduction::Maximum, columns, self.input_rows(out_y), down);
+            let input_rows = self.input_rows(first_out_y + row);
+            reduce_rows(Reduction::Maximum, columns, input_rows, down);
             let rows = std::iter::once(&column_maxima[..padded]);
             reduce_rows(Reduction::Maximum, output_row, rows, across);
         }

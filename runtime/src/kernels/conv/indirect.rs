@@ -18,10 +18,14 @@
 
 use super::Geometry;
 use crate::alloc::AlignedBuffer;
+use crate::error::{KernelResult, check_length};
 use crate::kernels::activation::{Activation, apply_activation_in_place};
 use crate::kernels::gemm::{
     Clamp, IndirectLhsStripKernel, IndirectStripKernel, KC, MR, NR, StripOutput, TileEpilogue,
     with_scratch,
+};
+use crate::kernels::pool::{
+    MaxPool2dOptions, max_pool2d_input_rows, max_pool2d_output_shape, max_pool2d_plane_rows,
 };
 use crate::threading;
 use std::cell::RefCell;
@@ -287,7 +291,7 @@ const PARALLEL_CHUNK: usize = 1 << 15;
 /// out_h, out_w]`, through `kernel` (the indirect micro-kernel and the widest strip it takes).
 pub(super) fn forward(
     call: &IndirectCall<'_>,
-    (kernel, strip_columns): (IndirectStripKernel, usize),
+    kernel: (IndirectStripKernel, usize),
     output: &mut [f32],
 ) {
     let geometry = call.geometry;
@@ -299,9 +303,11 @@ pub(super) fn forward(
         StepOrder::ChannelsFirst,
         geometry.out_w.div_ceil(NR) * NR,
     );
-    let (layout, offsets, depth) = (steps.layout, steps.offsets(), steps.depth);
-    let (clamp, row_activation) = Clamp::split(call.activation);
-    let output_rows = OutputRows(output.as_mut_ptr());
+    let target = PlaneRows {
+        values: output.as_mut_ptr(),
+        plane_stride: output_plane,
+        first_row: 0,
+    };
     let run = |phased: &[f32]| {
         let rows_per_task = threading::balanced_rows_per_task(
             geometry.out_h,
@@ -311,70 +317,230 @@ pub(super) fn forward(
         threading::run_tasks(geometry.out_h.div_ceil(rows_per_task), |task| {
             let first = task * rows_per_task;
             let rows = first..(first + rows_per_task).min(geometry.out_h);
-            for first_channel in (0..call.out_channels).step_by(CHANNEL_BLOCK) {
-                let channels = CHANNEL_BLOCK.min(call.out_channels - first_channel);
-                for out_y in rows.clone() {
-                    let row_base = out_y * geometry.stride[0] * layout.row_stride;
-                    for first_x in (0..geometry.out_w).step_by(strip_columns) {
-                        let offset =
-                            first_channel * output_plane + out_y * geometry.out_w + first_x;
-                        let strip = StripOutput {
-                            // SAFETY: `offset` is pixel `(out_y, first_x)` of channel
-                            // `first_channel`, inside the output.
-                            c: unsafe { output_rows.get().add(offset) },
-                            c_row_stride: output_plane,
-                            rows: channels,
-                            cols: strip_columns.min(geometry.out_w - first_x),
-                            accumulate: false,
-                            epilogue: TileEpilogue {
-                                column_bias: None,
-                                row_bias: call.bias.map(|bias| &bias[first_channel..]),
-                                residual: call.residual.map(|residual| &residual[offset..]),
-                                clamp,
-                            },
-                        };
-                        // SAFETY: The strip is output row `out_y`'s pixels `first_x..` of
-                        // channels `first_channel..`, which only this task writes; the weights
-                        // hold those channels' panels of `depth` steps from `first_channel *
-                        // depth` on (asserted above; `first_channel` is a multiple of `MR`);
-                        // every step reads whole panels inside its padded row of `phased`
-                        // (`PhaseLayout::new`: padded rows reach `(out_h - 1) * stride +
-                        // kernel_h - 1`, and the row stride the widest read); the bias holds a
-                        // value per channel and the residual, laid out like the output, from
-                        // the strip's first element on; the kernel comes from
-                        // `indirect_strip_kernel`, which checks the processor.
-                        unsafe {
-                            kernel(
-                                depth,
-                                &call.weights[first_channel * depth..],
-                                phased.as_ptr().add(row_base + first_x),
-                                offsets,
-                                &strip,
-                            );
-                        }
-                    }
-                }
-            }
-            let Some(activation) = row_activation else {
-                return;
-            };
-            for out_y in rows {
-                for channel in 0..call.out_channels {
-                    let start = channel * output_plane + out_y * geometry.out_w;
-                    // SAFETY: Row `out_y` of `channel`, which only this task writes, and no other
-                    // reference to it lives meanwhile.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(output_rows.get().add(start), geometry.out_w)
-                    };
-                    apply_activation_in_place(row, activation);
-                }
-            }
+            // SAFETY: Each task computes its own output rows, of every channel; `target` is the
+            // whole output.
+            unsafe { compute_rows(call, &steps, kernel, phased, rows, &target) };
         });
     };
-    with_scratch(&PHASES, layout.length(call.channels), |phased| {
-        layout.fill(call.input, geometry, phased);
+    with_scratch(&PHASES, steps.layout.length(call.channels), |phased| {
+        steps.layout.fill(call.input, geometry, phased);
         run(phased);
     });
+}
+
+/// Where [`compute_rows`] writes: output row `out_y` of channel `c` at `values + c *
+/// plane_stride + (out_y - first_row) * out_w`, whole output planes or a band of their rows.
+struct PlaneRows {
+    values: *mut f32,
+    plane_stride: usize,
+    first_row: usize,
+}
+
+// SAFETY: The tasks that share a `PlaneRows` write disjoint rows through it (see
+// `compute_rows`), and `f32` is `Send`.
+unsafe impl Sync for PlaneRows {}
+
+/// Output rows `rows` of every channel of `call` (whose steps are `steps`, through `kernel`) into
+/// `target`, from the phase-split image `phased`; a residual is read at the offsets of the
+/// target (only whole planes take one).
+///
+/// # Safety
+///
+/// `target` must hold rows `rows` of `call.out_channels` planes of `out_w` columns, which no one
+/// else reads or writes meanwhile, and `phased` must be the image `steps.layout` filled.
+unsafe fn compute_rows(
+    call: &IndirectCall<'_>,
+    steps: &Steps,
+    (kernel, strip_columns): (IndirectStripKernel, usize),
+    phased: &[f32],
+    rows: std::ops::Range<usize>,
+    target: &PlaneRows,
+) {
+    let geometry = call.geometry;
+    let (layout, offsets, depth) = (steps.layout, steps.offsets(), steps.depth);
+    let (clamp, row_activation) = Clamp::split(call.activation);
+    let row_offset = |channel: usize, out_y: usize| {
+        channel * target.plane_stride + (out_y - target.first_row) * geometry.out_w
+    };
+    for first_channel in (0..call.out_channels).step_by(CHANNEL_BLOCK) {
+        let channels = CHANNEL_BLOCK.min(call.out_channels - first_channel);
+        for out_y in rows.clone() {
+            let row_base = out_y * geometry.stride[0] * layout.row_stride;
+            for first_x in (0..geometry.out_w).step_by(strip_columns) {
+                let offset = row_offset(first_channel, out_y) + first_x;
+                let strip = StripOutput {
+                    // SAFETY: `offset` is pixel `(out_y, first_x)` of channel `first_channel`,
+                    // inside the target (the caller's contract).
+                    c: unsafe { target.values.add(offset) },
+                    c_row_stride: target.plane_stride,
+                    rows: channels,
+                    cols: strip_columns.min(geometry.out_w - first_x),
+                    accumulate: false,
+                    epilogue: TileEpilogue {
+                        column_bias: None,
+                        row_bias: call.bias.map(|bias| &bias[first_channel..]),
+                        residual: call.residual.map(|residual| &residual[offset..]),
+                        clamp,
+                    },
+                };
+                // SAFETY: The strip is row `out_y`'s pixels `first_x..` of channels
+                // `first_channel..`, which only this call writes (the caller's contract); the
+                // weights hold those channels' panels of `depth` steps from `first_channel *
+                // depth` on (asserted by `IndirectCall::steps`; `first_channel` is a multiple of
+                // `MR`); every step reads whole panels inside its padded row of `phased`
+                // (`PhaseLayout::new`: padded rows reach `(out_h - 1) * stride + kernel_h - 1`,
+                // and the row stride the widest read); the bias holds a value per channel and
+                // the residual, laid out like the target, from the strip's first element on; the
+                // kernel comes from `indirect_strip_kernel`, which checks the processor.
+                unsafe {
+                    kernel(
+                        depth,
+                        &call.weights[first_channel * depth..],
+                        phased.as_ptr().add(row_base + first_x),
+                        offsets,
+                        &strip,
+                    );
+                }
+            }
+        }
+    }
+    let Some(activation) = row_activation else {
+        return;
+    };
+    for out_y in rows {
+        for channel in 0..call.out_channels {
+            // SAFETY: Row `out_y` of `channel` in the target, which only this call writes, and
+            // no other reference to it lives meanwhile.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    target.values.add(row_offset(channel, out_y)),
+                    geometry.out_w,
+                )
+            };
+            apply_activation_in_place(row, activation);
+        }
+    }
+}
+
+/// Convolution rows per band of [`forward_max_pool`]: about this many bytes of every channel's
+/// rows, which the pooling reads back from L2 right after they are written.
+pub(super) const POOL_BAND_BYTES: usize = 1 << 19;
+
+thread_local! {
+    /// The calling thread's band of convolution rows for [`forward_max_pool`].
+    static BAND: RefCell<AlignedBuffer> = RefCell::new(AlignedBuffer::default());
+}
+
+/// `output = max_pool(activation(conv(input) + bias))` for one image's group, `[out_channels,
+/// pooled_h, pooled_w]`: the convolution's rows computed band by band (about `band_bytes` of
+/// them, [`POOL_BAND_BYTES`] but in tests) into a per-task buffer, each band pooled while it is
+/// in cache, so that the convolution's output never goes out to memory. Rows that consecutive
+/// bands' windows share are kept (moved to the top of the buffer), not computed again; the tasks
+/// (one per thread, contiguous pooled rows) compute the rows they share with the task before
+/// them once more.
+pub(super) fn forward_max_pool(
+    call: &IndirectCall<'_>,
+    kernel: (IndirectStripKernel, usize),
+    pool: &MaxPool2dOptions,
+    output: &mut [f32],
+    band_bytes: usize,
+) -> KernelResult<()> {
+    assert!(
+        call.residual.is_none(),
+        "a pooled convolution adds no residual"
+    );
+    let geometry = call.geometry;
+    let (out_h, out_w) = (geometry.out_h, geometry.out_w);
+    let [_, _, pooled_h, pooled_w] = max_pool2d_output_shape([1, 1, out_h, out_w], pool)?;
+    let pooled_plane = pooled_h * pooled_w;
+    check_length(
+        "conv_max_pool",
+        "output",
+        call.out_channels * pooled_plane,
+        output.len(),
+    )?;
+    if output.is_empty() {
+        return Ok(());
+    }
+    let steps = call.steps(
+        call.out_channels * out_h * out_w,
+        MR,
+        StepOrder::ChannelsFirst,
+        out_w.div_ceil(NR) * NR,
+    );
+    let row_bytes = call.out_channels * out_w * std::mem::size_of::<f32>();
+    // Pooled rows per band, and the convolution rows a band can need.
+    let pooled_per_band = (band_bytes / row_bytes.max(1) / pool.stride[0].max(1)).max(1);
+    let band_capacity =
+        (pooled_per_band - 1) * pool.stride[0] + (pool.kernel[0] - 1) * pool.dilation[0] + 1;
+    let band_plane = band_capacity * out_w;
+    let pooled_per_task = pooled_h.div_ceil(threading::parallel_width().max(1));
+    let output_rows = OutputRows(output.as_mut_ptr());
+    let run = |phased: &[f32]| {
+        threading::run_tasks(pooled_h.div_ceil(pooled_per_task), |task| {
+            let first = task * pooled_per_task;
+            let pooled = first..(first + pooled_per_task).min(pooled_h);
+            with_scratch(&BAND, call.out_channels * band_plane, |band| {
+                // The convolution rows the band holds.
+                let mut held = 0..0;
+                for band_start in pooled.clone().step_by(pooled_per_band) {
+                    let band_rows = band_start..(band_start + pooled_per_band).min(pooled.end);
+                    let needed = max_pool2d_input_rows(band_rows.clone(), out_h, pool);
+                    let kept = needed.start.max(held.start)..held.end.max(needed.start);
+                    if !kept.is_empty() && kept.start > held.start {
+                        let shift = (kept.start - held.start) * out_w;
+                        for plane in band.chunks_exact_mut(band_plane) {
+                            plane.copy_within(shift..shift + kept.len() * out_w, 0);
+                        }
+                    }
+                    let kept = if kept.is_empty() {
+                        needed.start..needed.start
+                    } else {
+                        kept
+                    };
+                    let target = PlaneRows {
+                        values: band.as_mut_ptr(),
+                        plane_stride: band_plane,
+                        first_row: kept.start,
+                    };
+                    // SAFETY: The band holds rows `kept.start..needed.end` of every channel
+                    // (`band_capacity` rows, the most a band of pooled rows reads), and only this
+                    // task uses it.
+                    unsafe {
+                        compute_rows(call, &steps, kernel, phased, kept.end..needed.end, &target)
+                    };
+                    held = kept.start..needed.end;
+                    for (channel, plane) in band.chunks_exact(band_plane).enumerate() {
+                        let start = channel * pooled_plane + band_rows.start * pooled_w;
+                        // SAFETY: Rows `band_rows` of pooled channel `channel`, inside the output
+                        // (checked above), which only this task writes, and no other reference
+                        // to them lives meanwhile.
+                        let pooled_rows = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                output_rows.get().add(start),
+                                band_rows.len() * pooled_w,
+                            )
+                        };
+                        let rows = &plane[..held.len() * out_w];
+                        max_pool2d_plane_rows(
+                            rows,
+                            held.start,
+                            [out_h, out_w],
+                            pool,
+                            band_rows.clone(),
+                            pooled_rows,
+                        )
+                        .expect("the band holds the rows its pooled rows read");
+                    }
+                }
+            });
+        });
+    };
+    with_scratch(&PHASES, steps.layout.length(call.channels), |phased| {
+        steps.layout.fill(call.input, geometry, phased);
+        run(phased);
+    });
+    Ok(())
 }
 
 /// `output = activation(conv(input) + bias + residual)` for one NCHW image, into a channels-last
