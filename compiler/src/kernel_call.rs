@@ -122,6 +122,10 @@ pub enum KernelCall {
     PointwiseDepthwise {
         input_shape: [usize; 4],
     },
+    /// The node's [`Preparation::ConvMaxPool`] on an NCHW image.
+    ConvMaxPool {
+        input_shape: [usize; 4],
+    },
     /// A transposed convolution reading its weight (the second operand) and, with `bias`, its
     /// bias (the third) on every call.
     ConvTranspose2d {
@@ -293,6 +297,12 @@ pub enum Preparation {
         pointwise: Box<Preparation>,
         depthwise: Box<Preparation>,
     },
+    /// A convolution whose output is max pooled band by band (`ConvAttrs::max_pool`): a
+    /// `PackedConv2dMaxPool` of an NCHW [`Preparation::Conv2d`] and the pooling's options.
+    ConvMaxPool {
+        conv: Box<Preparation>,
+        pool: MaxPool2dOptions,
+    },
     /// A batch norm folded to a scale and shift.
     BatchNorm { parameters: BatchNormWeights },
     /// A rotary-embedding table.
@@ -352,6 +362,12 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
         }
         Op::Conv(attrs) if attrs.pointwise.is_some() => (
             KernelCall::PointwiseDepthwise {
+                input_shape: dims(input_shape),
+            },
+            prepared_operands(false),
+        ),
+        Op::Conv(attrs) if attrs.max_pool.is_some() => (
+            KernelCall::ConvMaxPool {
                 input_shape: dims(input_shape),
             },
             prepared_operands(false),
@@ -431,13 +447,7 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
             } else {
                 KernelCall::MaxPool2d {
                     input_shape: dims(input_shape),
-                    options: MaxPool2dOptions {
-                        kernel: dims(&attrs.kernel),
-                        stride: dims(&attrs.stride),
-                        padding: dims(&attrs.padding),
-                        dilation: dims(&attrs.dilation),
-                        ceil_mode: attrs.ceil_mode,
-                    },
+                    options: max_pool2d_options(attrs),
                     layout: layout(attrs.channels_last),
                 }
             };
@@ -672,6 +682,13 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 depthwise: Box::new(conv2d_preparation(graph, node, attrs, 1)),
             })
         }
+        Op::Conv(attrs) if attrs.max_pool.is_some() => {
+            let pool = attrs.max_pool.as_ref().expect("checked by the guard");
+            Some(Preparation::ConvMaxPool {
+                conv: Box::new(conv2d_preparation(graph, node, attrs, 1)),
+                pool: max_pool2d_options(pool),
+            })
+        }
         Op::Conv(attrs) => {
             let weights = layer_weights(node, attrs.bias, &attrs.epilogue);
             let activation = attrs.epilogue.activation;
@@ -778,6 +795,17 @@ fn conv2d_preparation(
         weights: layer_weights_at(node, first, attrs.bias, &attrs.epilogue),
         activation: attrs.epilogue.activation,
         storage: storage(graph, node.inputs[first]),
+    }
+}
+
+/// The runtime's options of a 2-D max pooling.
+fn max_pool2d_options(attrs: &ir::PoolAttrs) -> MaxPool2dOptions {
+    MaxPool2dOptions {
+        kernel: dims(&attrs.kernel),
+        stride: dims(&attrs.stride),
+        padding: dims(&attrs.padding),
+        dilation: dims(&attrs.dilation),
+        ceil_mode: attrs.ceil_mode,
     }
 }
 

@@ -160,7 +160,8 @@ impl Generator<'_> {
                     &at,
                 )
             }
-            KernelCall::PointwiseDepthwise { input_shape } => {
+            KernelCall::PointwiseDepthwise { input_shape }
+            | KernelCall::ConvMaxPool { input_shape } => {
                 self.conv_code(prepared(), x, literal_list(input_shape), None, &at)
             }
             KernelCall::ConvTranspose2d {
@@ -714,7 +715,8 @@ fn operand_names(call: &KernelCall, count: usize) -> Vec<syn::Ident> {
         KernelCall::Linear { .. }
         | KernelCall::Conv1d { .. }
         | KernelCall::Conv2d { .. }
-        | KernelCall::PointwiseDepthwise { .. } => &["x", "residual"],
+        | KernelCall::PointwiseDepthwise { .. }
+        | KernelCall::ConvMaxPool { .. } => &["x", "residual"],
         KernelCall::MatMul { .. } | KernelCall::Binary { .. } => &["a", "b"],
         KernelCall::LayerNorm { .. } => &["x", "weight", "bias"],
         KernelCall::RmsNorm { .. } => &["x", "weight"],

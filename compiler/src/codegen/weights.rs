@@ -65,6 +65,7 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
             ..
         } => quote!(k::conv::PackedConv2dChannelsLast),
         Preparation::PointwiseDepthwise { .. } => quote!(k::conv::PackedPointwiseDepthwise),
+        Preparation::ConvMaxPool { .. } => quote!(k::conv::PackedConv2dMaxPool),
         Preparation::BatchNorm { .. } => quote!(k::norm::BatchNorm),
         Preparation::Rope { .. } => quote!(k::rope::RopeTable),
     }
@@ -322,6 +323,11 @@ impl Generator<'_> {
                 let pointwise = self.preparation_code(node, data, pointwise);
                 let depthwise = self.preparation_code(node, data, depthwise);
                 quote!(k::conv::PackedPointwiseDepthwise::new(#pointwise, #depthwise)#at)
+            }
+            Preparation::ConvMaxPool { conv, pool } => {
+                let conv = self.preparation_code(node, data, conv);
+                let pool = pool.to_rust();
+                quote!(k::conv::PackedConv2dMaxPool::new(#conv, #pool))
             }
             Preparation::BatchNorm { parameters } => {
                 let BatchNormWeights {

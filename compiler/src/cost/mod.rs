@@ -447,12 +447,30 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
             // group's input channels and the kernel window, padding included.
             let weight = graph.ty(data.inputs[1]);
             let window: u64 = weight.shape[1..].iter().map(|&dim| dim as u64).product();
-            let bias_flops = if attrs.bias { output_elements } else { 0 };
+            // A fused max pooling (`ConvAttrs::max_pool`): the convolution's own output is the
+            // unpooled one, and the pooling compares each of its windows' elements.
+            let (conv_elements, pool_flops) = match &attrs.max_pool {
+                None => (output_elements, 0),
+                Some(pool) => {
+                    let unpooled = Op::Conv(crate::ir::ConvAttrs {
+                        max_pool: None,
+                        ..attrs.clone()
+                    });
+                    let inputs: Vec<_> = data.inputs.iter().map(|&value| graph.ty(value)).collect();
+                    let conv_elements = crate::ir::infer::infer(&unpooled, &inputs)
+                        .map_or(output_elements, |types| types[0].element_count());
+                    let pool_window: u64 = pool.kernel.iter().map(|&dim| dim as u64).product();
+                    (conv_elements, output_elements.saturating_mul(pool_window))
+                }
+            };
+            let bias_flops = if attrs.bias { conv_elements } else { 0 };
             let epilogue_flops =
-                output_elements.saturating_mul(epilogue_flops_per_element(&attrs.epilogue));
+                conv_elements.saturating_mul(epilogue_flops_per_element(&attrs.epilogue));
             let (macs, flops) = (
-                output_elements.saturating_mul(window),
-                bias_flops.saturating_add(epilogue_flops),
+                conv_elements.saturating_mul(window),
+                bias_flops
+                    .saturating_add(epilogue_flops)
+                    .saturating_add(pool_flops),
             );
             let Some(pointwise) = &attrs.pointwise else {
                 return (macs, flops);

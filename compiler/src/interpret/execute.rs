@@ -95,6 +95,15 @@ impl Interpreter<'_> {
                     )?,
                 }
             }
+            (KernelCall::ConvMaxPool { input_shape }, Some(Prepared::ConvMaxPool(conv, pool))) => {
+                let Some(conv) = conv.as_conv2d() else {
+                    unreachable!("execute: a pooled convolution is a 2-D convolution")
+                };
+                let unpooled_shape = conv.output_shape(*input_shape)?;
+                let mut unpooled = vec![0.0; unpooled_shape.iter().product()];
+                conv.forward(x(0), *input_shape, &mut unpooled, workspace)?;
+                pool::max_pool2d(&unpooled, unpooled_shape, pool, &mut output)?
+            }
             (
                 KernelCall::PointwiseDepthwise { input_shape },
                 Some(Prepared::PointwiseDepthwise(pointwise, depthwise)),

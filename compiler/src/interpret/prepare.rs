@@ -23,6 +23,9 @@ pub(super) enum Prepared {
     /// A 1×1 convolution and the depthwise one that reads it, two [`Prepared::Conv2d`]s run one
     /// after the other over NCHW images: the reference for the runtime's banded pair.
     PointwiseDepthwise(Box<Prepared>, Box<Prepared>),
+    /// A convolution and the max pooling of its output, run one after the other: the reference
+    /// for the runtime's banded `PackedConv2dMaxPool`.
+    ConvMaxPool(Box<Prepared>, nnc_ops::MaxPool2dOptions),
     BatchNorm(norm::BatchNorm),
     Rope(rope::RopeTable),
 }
@@ -142,6 +145,9 @@ impl Interpreter<'_> {
                 Box::new(self.prepare(pointwise)?),
                 Box::new(self.prepare(depthwise)?),
             ),
+            Preparation::ConvMaxPool { conv, pool } => {
+                Prepared::ConvMaxPool(Box::new(self.prepare(conv)?), *pool)
+            }
             Preparation::BatchNorm { parameters } => {
                 let params = norm::BatchNormParams {
                     mean: self.param(parameters.mean),

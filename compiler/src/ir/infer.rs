@@ -594,6 +594,9 @@ fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
     if let Some(pointwise) = &conv.pointwise {
         return pointwise_depthwise(conv, pointwise, inputs);
     }
+    if let Some(pool) = &conv.max_pool {
+        return pooled_convolution(conv, pool, inputs);
+    }
     let weights = if conv.bias { 3 } else { 2 };
     arity(inputs, weights + epilogue_inputs(&conv.epilogue))?;
     let spatial = conv.kernel.len();
@@ -720,6 +723,28 @@ fn pointwise_depthwise(
         ));
     }
     Ok(output)
+}
+
+/// A convolution whose output is max pooled inside it (`ConvAttrs::max_pool`): the pooling of
+/// the convolution's output type.
+fn pooled_convolution(
+    conv: &ConvAttrs,
+    pool: &PoolAttrs,
+    inputs: &[&TensorType],
+) -> Result<TensorType> {
+    let unpooled = ConvAttrs {
+        max_pool: None,
+        ..conv.clone()
+    };
+    if !unpooled.takes_max_pool() || !pool.fuses_into_conv() {
+        return Err(ShapeError::new(
+            Culprit::Attr("max_pool"),
+            "a fused max pooling is 2-D and NCHW, after a 2-D NCHW convolution without a \
+             residual",
+        ));
+    }
+    let output = convolution(&unpooled, inputs)?;
+    pooling(pool, &[&output])
 }
 
 /// Checks that `groups` divides both channel counts.

@@ -38,6 +38,10 @@ impl fmt::Display for DisplayAttrs<'_> {
                     let attrs = DisplayAttrs(&Op::Conv((**pointwise).clone())).to_string();
                     push("pointwise", format!("{{{attrs}}}"));
                 }
+                if let Some(pool) = &conv.max_pool {
+                    let attrs = DisplayAttrs(&Op::MaxPool(pool.clone())).to_string();
+                    push("max_pool", format!("{{{attrs}}}"));
+                }
             }
             Op::ConvTranspose(conv) => {
                 push("kernel", list(&conv.kernel));

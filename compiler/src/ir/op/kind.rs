@@ -235,6 +235,7 @@ fn conv_attrs(spatial: usize) -> ConvAttrs {
         channels_last: false,
         nchw_input: false,
         pointwise: None,
+        max_pool: None,
     }
 }
 

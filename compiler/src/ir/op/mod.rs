@@ -65,6 +65,11 @@ pub struct ConvAttrs {
     /// sets it: on a channels-last depthwise convolution without a residual, with an ungrouped
     /// channels-last 1×1 convolution of unit stride, no padding and no residual.
     pub pointwise: Option<Box<ConvAttrs>>,
+    /// A max pooling of the output, run inside the layer band by band of rows, so that the
+    /// unpooled output never goes out to memory whole (a ResNet stem's 3.2 MB). The node's output
+    /// is the pooled one. Only the `fuse-conv-max-pool` pass sets it, on a layer that
+    /// [`ConvAttrs::takes_max_pool`] with a pooling that [`PoolAttrs::fuses_into_conv`].
+    pub max_pool: Option<PoolAttrs>,
 }
 
 impl ConvAttrs {
@@ -91,6 +96,16 @@ impl ConvAttrs {
             && self.groups == 1
             && !self.epilogue.residual
             && self.pointwise.is_none()
+    }
+
+    /// Whether a max pooling of this layer's output can run inside it (`max_pool`): a 2-D NCHW
+    /// convolution with no residual and no fused layer of its own.
+    pub fn takes_max_pool(&self) -> bool {
+        self.kernel.len() == 2
+            && !self.channels_last
+            && !self.epilogue.residual
+            && self.pointwise.is_none()
+            && self.max_pool.is_none()
     }
 
     /// The weights the layer multiplies by among its node's `inputs`: its own (the second
@@ -145,6 +160,14 @@ pub struct PoolAttrs {
     pub count_include_pad: bool,
     /// The input and output are `[n, h, w, c]` (set by the layout pass, 2-D only).
     pub channels_last: bool,
+}
+
+impl PoolAttrs {
+    /// Whether this pooling can run inside the convolution it reads (`ConvAttrs::max_pool`, for
+    /// a max pooling): a 2-D NCHW one.
+    pub fn fuses_into_conv(&self) -> bool {
+        self.kernel.len() == 2 && !self.channels_last
+    }
 }
 
 /// An explicit block-sparsity mask: query block `i` sees key block `j` where

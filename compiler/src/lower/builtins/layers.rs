@@ -219,6 +219,7 @@ pub(super) fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<Value> {
             channels_last: false,
             nchw_input: false,
             pointwise: None,
+            max_pool: None,
         }),
         &inputs,
     )
