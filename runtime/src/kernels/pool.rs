@@ -608,6 +608,41 @@ impl<'a> PlaneRows<'a> {
         let padded = (out_w - 1) * across.stride + (across.kernel_w - 1) * across.dilation + 1;
         column_maxima.clear();
         column_maxima.resize(padded.max(padding_w + self.width), f32::NEG_INFINITY);
+        // The usual 3-wide, stride-2 window with one column of padding (and rows enough to hold
+        // a window's) runs in one pass per row where the processor has a form of it.
+        let common = [across.kernel_w, across.stride, across.dilation, padding_w] == [3, 2, 1, 1]
+            && self.kernel_h <= ROWS_PER_ROUND;
+        if common {
+            column_maxima.resize((2 * out_w + 34).max(self.width + 1), f32::NEG_INFINITY);
+            let isa = Isa::detect();
+            let mut rows: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
+            let mut done = true;
+            for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
+                let mut count = 0;
+                for input_row in self.input_rows(first_out_y + row) {
+                    rows[count] = input_row;
+                    count += 1;
+                }
+                if count == 0 {
+                    output_row.fill(f32::NEG_INFINITY);
+                    continue;
+                }
+                done = rows::max_rows_then_3_wide_stride_2(
+                    isa,
+                    &rows[..count],
+                    column_maxima,
+                    output_row,
+                );
+                if !done {
+                    break;
+                }
+            }
+            if done {
+                return;
+            }
+            column_maxima.clear();
+            column_maxima.resize(padded.max(padding_w + self.width), f32::NEG_INFINITY);
+        }
         for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
             let columns = &mut column_maxima[padding_w..][..self.width];
             let input_rows = self.input_rows(first_out_y + row);

@@ -127,6 +127,40 @@ pub(super) fn reduce_window_row(
     }
 }
 
+/// Max pooling's most common window across a row, 3 wide at stride 2 with one column of
+/// padding (ResNet's stem pooling), after the maximum down `rows`: `output[i]` is the maximum of
+/// `column[2i..2i + 3]`, where `column[1 + x]` is the maximum of `rows[..][x]` and the rest of
+/// `column` is minus infinity, in the order of the general loops (each row, then each tap,
+/// combined into the one before), so the same values. One pass over the rows and one over the
+/// column in AVX-512 registers; `false` (nothing written) without AVX-512, where the general
+/// loops run. `column` holds `2 * output.len() + 34` values at least, and every row as many as
+/// the first.
+pub(super) fn max_rows_then_3_wide_stride_2(
+    isa: Isa,
+    rows: &[&[f32]],
+    column: &mut [f32],
+    output: &mut [f32],
+) -> bool {
+    let Some(width) = rows.first().map(|row| row.len()) else {
+        return false;
+    };
+    assert!(
+        rows.iter().all(|row| row.len() == width)
+            && column.len() >= (2 * output.len() + 34).max(width + 1),
+        "max_rows_then_3_wide_stride_2: rows of unequal widths or too short a column"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: `Isa::Avx512` is only made after checking the processor has AVX-512F; the
+            // rows and the column were checked just above.
+            unsafe { x86_64::max_rows_then_3_wide_stride_2(rows, column, output) };
+            true
+        }
+        _ => false,
+    }
+}
+
 /// `output[c] = combine(start[c], input[offset + c] for offset in offsets)`, where `start` is
 /// `output` itself when `accumulate`, else the reduction's identity. Every `offset + output.len()`
 /// must be within `input`.
@@ -433,6 +467,69 @@ mod x86_64 {
         }
     }
 
+    /// See [`super::max_rows_then_3_wide_stride_2`].
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; every row holds `width` values (the first row's length) and
+    /// `column` at least `max(2 * output.len() + 34, width + 1)`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn max_rows_then_3_wide_stride_2(
+        rows: &[&[f32]],
+        column: &mut [f32],
+        output: &mut [f32],
+    ) {
+        let reduction = Reduction::Maximum;
+        let width = rows[0].len();
+        let destination = column.as_mut_ptr();
+        // The maximum down the rows into `column[1..=width]`, sixteen columns at a time, the
+        // last block masked.
+        let mut x = 0;
+        while x < width {
+            let lanes = (width - x).min(16);
+            let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+            // SAFETY: Lanes `x..x + lanes` of every row (each holds `width` values) and of
+            // `column[1..=width]`.
+            unsafe {
+                let mut total = _mm512_maskz_loadu_ps(mask, rows[0].as_ptr().add(x));
+                for row in &rows[1..] {
+                    let value = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(x));
+                    total = combine16(reduction, total, value);
+                }
+                _mm512_mask_storeu_ps(destination.add(1 + x), mask, total);
+            }
+            x += 16;
+        }
+        column[0] = f32::NEG_INFINITY;
+        let padded_end = 2 * output.len() + 34;
+        column[width + 1..padded_end.max(width + 1)].fill(f32::NEG_INFINITY);
+        // Across: taps `2i`, `2i + 1` and `2i + 2` of the column, the even lanes, odd lanes and
+        // even lanes one further of 32 values.
+        let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+        let source = column.as_ptr();
+        let length = output.len();
+        let mut index = 0;
+        while index < length {
+            let lanes = (length - index).min(16);
+            let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+            // SAFETY: The loads reach `column[2 * index + 34]` at most, inside
+            // (`2 * length + 34`); the store writes outputs `index..index + lanes`.
+            unsafe {
+                let pointer = source.add(2 * index);
+                let low = _mm512_loadu_ps(pointer);
+                let high = _mm512_loadu_ps(pointer.add(16));
+                let low_next = _mm512_loadu_ps(pointer.add(2));
+                let high_next = _mm512_loadu_ps(pointer.add(18));
+                let first = _mm512_permutex2var_ps(low, even, high);
+                let second = _mm512_permutex2var_ps(low, odd, high);
+                let third = _mm512_permutex2var_ps(low_next, even, high_next);
+                let total = combine16(reduction, combine16(reduction, first, second), third);
+                _mm512_mask_storeu_ps(output.as_mut_ptr().add(index), mask, total);
+            }
+            index += 16;
+        }
+    }
+
     /// See [`super::reduce_taps`]: sixteen channels at a time in two registers, then eight,
     /// then one by one.
     ///
@@ -557,6 +654,38 @@ mod tests {
                     a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * b.abs().max(1.0)
                 });
                 prop_assert!(close, "{isa:?}: {output:?} vs {expected:?}");
+            }
+        }
+
+        /// The one-pass form of the 3-wide, stride-2 window against the general loops (the
+        /// maximum down the rows into a padded column, then across it), odd widths, tails and
+        /// NaNs included: the same bits.
+        #[test]
+        fn three_wide_stride_two_matches_the_general_loops(
+            (width, data) in (1..70usize).prop_flat_map(|width| (Just(width), values(3 * width))),
+            row_count in 1..4usize,
+            nan_every in prop::option::of(3..40usize),
+        ) {
+            let data = match nan_every { Some(every) => with_nans(data, every), None => data };
+            let rows: Vec<&[f32]> = data.chunks_exact(width).take(row_count).collect();
+            let out_w = (width + 2 - 3) / 2 + 1;
+            let mut column = vec![f32::NEG_INFINITY; width + 2];
+            reduce_window_row_portable(
+                Reduction::Maximum,
+                &mut column[1..=width],
+                &rows,
+                RowWindow { kernel_w: 1, stride: 1, dilation: 1 },
+                false,
+            );
+            let mut expected = vec![0.0; out_w];
+            let across = RowWindow { kernel_w: 3, stride: 2, dilation: 1 };
+            reduce_window_row_portable(Reduction::Maximum, &mut expected, &[&column], across, false);
+            for isa in Isa::available() {
+                let mut output = vec![0.0; out_w];
+                let mut scratch = vec![0.0; 2 * out_w + 40];
+                if max_rows_then_3_wide_stride_2(isa, &rows, &mut scratch, &mut output) {
+                    prop_assert!(same(&output, &expected), "{isa:?}: {output:?} vs {expected:?}");
+                }
             }
         }
 
