@@ -28,16 +28,10 @@ pub fn run(graph: &mut Graph) -> bool {
             continue;
         }
         let unpooled = graph.nodes[pool_node].inputs[0];
-        let Some(conv_node) = graph.producer(unpooled) else {
+        let Some((conv_node, attrs)) = super::sole_reader_conv(graph, &uses, unpooled) else {
             continue;
         };
-        let Op::Conv(attrs) = &graph.nodes[conv_node].op else {
-            continue;
-        };
-        if uses[unpooled] != 1
-            || !attrs.takes_max_pool()
-            || graph.is_int8_conv(&graph.nodes[conv_node])
-        {
+        if !attrs.takes_max_pool() {
             continue;
         }
 

@@ -35,16 +35,10 @@ pub fn run(graph: &mut Graph) -> bool {
             continue;
         }
         let wide = graph.nodes[depthwise].inputs[0];
-        let Some(pointwise) = graph.producer(wide) else {
+        let Some((pointwise, pointwise_attrs)) = super::sole_reader_conv(graph, &uses, wide) else {
             continue;
         };
-        let Op::Conv(pointwise_attrs) = &graph.nodes[pointwise].op else {
-            continue;
-        };
-        if uses[wide] != 1
-            || !pointwise_attrs.fuses_into_depthwise()
-            || graph.is_int8_conv(&graph.nodes[pointwise])
-        {
+        if !pointwise_attrs.fuses_into_depthwise() {
             continue;
         }
 

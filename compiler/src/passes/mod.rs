@@ -17,7 +17,7 @@ pub mod fuse_epilogue;
 pub mod fuse_pointwise_depthwise;
 pub mod fuse_residual;
 
-use crate::ir::{Graph, verify};
+use crate::ir::{ConvAttrs, Graph, Node, Op, SecondaryMap, Value, verify};
 
 /// How hard to optimize.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -56,6 +56,20 @@ pub fn pipeline(level: OptLevel) -> Vec<Pass> {
         passes.push(("dce", dce::run));
     }
     passes
+}
+
+/// The f32 convolution that defines `value`, where nothing else reads `value` (`uses` counts the
+/// readers, as [`Graph::use_counts`]): a layer whose output the one reading it can take over.
+fn sole_reader_conv<'g>(
+    graph: &'g Graph,
+    uses: &SecondaryMap<Value, usize>,
+    value: Value,
+) -> Option<(Node, &'g ConvAttrs)> {
+    let node = graph.producer(value)?;
+    let Op::Conv(attrs) = &graph.nodes[node].op else {
+        return None;
+    };
+    (uses[value] == 1 && !graph.is_int8_conv(&graph.nodes[node])).then_some((node, attrs))
 }
 
 /// The names of all passes, for command-line validation.

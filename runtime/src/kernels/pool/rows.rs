@@ -8,6 +8,9 @@
 //! - [`reduce_taps`]: `output[c] = combine over taps t of input[offset_t + c]`, all the taps of
 //!   one channels-last pixel summed in registers, eight channels at a time.
 //!
+//! and, for the most common max pooling (3 wide at stride 2 with one column of padding), one
+//! AVX-512 pass down the rows and across them, [`max_rows_then_3_wide_stride_2`].
+//!
 //! The maximum propagates NaN as the reference does (`if x > best || x.is_nan() { x }`): the
 //! result is NaN if any value is. With no NaN both forms give the maximum; sums may differ from a
 //! sequential sum in rounding only.
@@ -467,6 +470,11 @@ mod x86_64 {
         }
     }
 
+    /// The mask of the first `count` of sixteen lanes (all sixteen from 16 on).
+    fn first_lanes(count: usize) -> __mmask16 {
+        if count >= 16 { !0 } else { (1 << count) - 1 }
+    }
+
     /// See [`super::max_rows_then_3_wide_stride_2`].
     ///
     /// # Safety
@@ -485,10 +493,9 @@ mod x86_64 {
         // last block masked.
         let mut x = 0;
         while x < width {
-            let lanes = (width - x).min(16);
-            let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
-            // SAFETY: Lanes `x..x + lanes` of every row (each holds `width` values) and of
-            // `column[1..=width]`.
+            let mask = first_lanes(width - x);
+            // SAFETY: The masked lanes, columns `x..width` at most, of every row (each holds
+            // `width` values) and of `column[1..=width]`.
             unsafe {
                 let mut total = _mm512_maskz_loadu_ps(mask, rows[0].as_ptr().add(x));
                 for row in &rows[1..] {
@@ -510,10 +517,9 @@ mod x86_64 {
         let length = output.len();
         let mut index = 0;
         while index < length {
-            let lanes = (length - index).min(16);
-            let mask: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+            let mask = first_lanes(length - index);
             // SAFETY: The loads reach `column[2 * index + 34]` at most, inside
-            // (`2 * length + 34`); the store writes outputs `index..index + lanes`.
+            // (`2 * length + 34`); the masked store writes outputs `index..length` at most.
             unsafe {
                 let pointer = source.add(2 * index);
                 let low = _mm512_loadu_ps(pointer);
