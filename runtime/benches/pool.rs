@@ -1,5 +1,6 @@
 //! Pooling and depthwise convolution at the shapes of ResNet-18 and MobileNetV2, over NCHW and
-//! channels-last (NHWC) images, with one and two threads.
+//! channels-last (NHWC) images, and ResNet-18's stem with its max pooling (the two layers apart
+//! and `PackedConv2dMaxPool`), with one and two threads.
 //!
 //! Run with `cargo bench -p nnc-runtime --bench pool`. Pooling throughput reads as bytes per
 //! second (input read plus output written); depthwise throughput as FLOP/s (a multiply-add is
@@ -8,7 +9,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput};
 use nnc_runtime::kernels::activation::Activation;
 use nnc_runtime::kernels::conv::{
-    Conv2dOptions, ConvWorkspace, PackedConv2d, PackedConv2dChannelsLast,
+    Conv2dOptions, ConvWorkspace, PackedConv2d, PackedConv2dChannelsLast, PackedConv2dMaxPool,
 };
 use nnc_runtime::kernels::pool::{self, AvgPool2dOptions, MaxPool2dOptions};
 use nnc_runtime::set_num_threads;
@@ -49,6 +50,7 @@ fn main() {
         set_num_threads(threads);
         benchmark_pools(&mut criterion, threads);
         benchmark_depthwise(&mut criterion, threads);
+        benchmark_stem(&mut criterion, threads);
     }
     set_num_threads(0);
     criterion.final_summary();
@@ -169,5 +171,43 @@ fn benchmark_depthwise(criterion: &mut Criterion, threads: usize) {
                 .iter(|| nhwc.forward(black_box(&input), nhwc_shape, &mut output, &mut workspace))
         });
     }
+    group.finish();
+}
+
+/// ResNet-18's stem (7x7/s2, 3 to 64 channels, ReLU) and its 3x3/s2 max pooling on a 224x224
+/// image: the convolution's whole output written and pooled after it, and the two run band by
+/// band (`PackedConv2dMaxPool`). Throughput as the convolution's FLOP/s.
+fn benchmark_stem(criterion: &mut Criterion, threads: usize) {
+    let mut group = criterion.benchmark_group(format!("stem_max_pool_t{threads}"));
+    let options = Conv2dOptions {
+        stride: [2, 2],
+        padding: [3, 3],
+        ..Conv2dOptions::default()
+    };
+    let weight_shape = [64, 3, 7, 7];
+    let conv = PackedConv2d::new(&data(64 * 3 * 49), weight_shape, Some(&data(64)), options)
+        .unwrap()
+        .with_activation(Some(Activation::Relu));
+    let mut pool_options = MaxPool2dOptions::new([3, 3]);
+    pool_options.stride = [2, 2];
+    pool_options.padding = [1, 1];
+    let fused = PackedConv2dMaxPool::new(conv.clone(), pool_options);
+    let shape = [1, 3, 224, 224];
+    let input = data(shape.iter().product());
+    let conv_shape = conv.output_shape(shape).unwrap();
+    let mut unpooled = vec![0.0; conv_shape.iter().product()];
+    let mut output = vec![0.0; fused.output_shape(shape).unwrap().iter().product()];
+    let mut workspace = ConvWorkspace::new();
+    group.throughput(Throughput::Elements(2 * 147 * unpooled.len() as u64));
+    group.bench_function("apart", |bencher| {
+        bencher.iter(|| {
+            conv.forward(black_box(&input), shape, &mut unpooled, &mut workspace)
+                .unwrap();
+            pool::max_pool2d(&unpooled, conv_shape, &pool_options, &mut output)
+        })
+    });
+    group.bench_function("fused", |bencher| {
+        bencher.iter(|| fused.forward(black_box(&input), shape, &mut output, &mut workspace))
+    });
     group.finish();
 }
