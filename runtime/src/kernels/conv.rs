@@ -315,9 +315,8 @@ impl PackedConv2d {
         let input_plane = geometry.in_h * geometry.in_w;
         let output_plane = geometry.out_h * geometry.out_w;
         let group_depth = group_in_channels * self.kernel[0] * self.kernel[1];
-        let direct = self.kernel == [1, 1]
-            && self.options.stride == [1, 1]
-            && self.options.padding == [0, 0];
+        let direct = self.is_direct();
+        let indirect = self.indirect_call(group_weights, geometry);
         let input_images = input.chunks_exact(self.in_channels * input_plane);
         let output_image_length = self.out_channels * output_plane;
         let output_images = output.chunks_exact_mut(output_image_length);
@@ -345,10 +344,13 @@ impl PackedConv2d {
                 // no longer stays in L1 for the strip's tiles (ResNet's 3x3/s2 64 to 128
                 // channel layer, 576 deep, ran at 67% of the speed of the same GEMM on
                 // operands packed beforehand, where the packed GEMM's convolution runs at 77%).
-                if let Some((kernel, call)) =
-                    self.indirect_call(group_weights, input_group, residual_group, geometry)
-                {
-                    indirect::forward(&call, kernel, output_group);
+                if let Some((kernel, layer)) = &indirect {
+                    let call = indirect::IndirectCall {
+                        input: input_group,
+                        residual: residual_group,
+                        ..*layer
+                    };
+                    indirect::forward(&call, *kernel, output_group);
                     continue;
                 }
                 let weights = Lhs::Packed(&group_weights[group]);
@@ -379,23 +381,26 @@ impl PackedConv2d {
         Ok(())
     }
 
-    /// The indirect micro-kernel and the call of an image of this layer, where the indirect path
-    /// computes the layer (an ungrouped one, not a plain 1x1 GEMM, whose geometry it suits and
-    /// whose packed weight is one block deep, on a processor with the kernel).
+    /// Whether the layer is a plain GEMM on its input: a 1x1 kernel with unit stride and no
+    /// padding, whose image already is the im2col matrix.
+    fn is_direct(&self) -> bool {
+        self.kernel == [1, 1] && self.options.stride == [1, 1] && self.options.padding == [0, 0]
+    }
+
+    /// The indirect micro-kernel and this layer's call, with no image yet (each image's call
+    /// sets its `input` and `residual`), where the indirect path computes the layer: an
+    /// ungrouped one, not a plain 1x1 GEMM, whose geometry it suits and whose packed weight is
+    /// one block deep, on a processor with the kernel. It depends on the layer and the geometry
+    /// only, so a call works it out once for all its images.
     fn indirect_call<'a>(
         &'a self,
         group_weights: &'a [PackedLhsMatrix],
-        input: &'a [f32],
-        residual: Option<&'a [f32]>,
         geometry: &'a Geometry,
     ) -> Option<(
         (crate::kernels::gemm::IndirectStripKernel, usize),
         indirect::IndirectCall<'a>,
     )> {
-        let direct = self.kernel == [1, 1]
-            && self.options.stride == [1, 1]
-            && self.options.padding == [0, 0];
-        if direct || self.options.groups != 1 || !indirect::suits(geometry) {
+        if self.is_direct() || self.options.groups != 1 || !indirect::suits(geometry) {
             return None;
         }
         let kernel = indirect_strip_kernel()?;
@@ -403,11 +408,11 @@ impl PackedConv2d {
         let call = indirect::IndirectCall {
             weights,
             out_channels: self.out_channels,
-            input,
+            input: &[],
             channels: self.in_channels,
             geometry,
             bias: self.bias.as_deref(),
-            residual,
+            residual: None,
             activation: self.activation,
         };
         Some((kernel, call))

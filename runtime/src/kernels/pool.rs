@@ -111,12 +111,7 @@ pub fn max_pool2d(
     output: &mut [f32],
 ) -> KernelResult<()> {
     let output_shape = max_pool2d_output_shape(input_shape, options)?;
-    let window = Window {
-        kernel: options.kernel,
-        stride: options.stride,
-        padding: options.padding,
-        dilation: options.dilation,
-    };
+    let window = Window::of(options);
     for_each_plane(
         input,
         input_shape,
@@ -182,12 +177,7 @@ pub(crate) fn max_pool2d_plane_rows(
             ),
         ));
     }
-    let window = Window {
-        kernel: options.kernel,
-        stride: options.stride,
-        padding: options.padding,
-        dilation: options.dilation,
-    };
+    let window = Window::of(options);
     max_pool_plane_rows(
         input,
         first_row,
@@ -312,6 +302,18 @@ struct Window {
     dilation: [usize; 2],
 }
 
+impl Window {
+    /// The window of a 2-D max pooling.
+    fn of(options: &MaxPool2dOptions) -> Self {
+        Self {
+            kernel: options.kernel,
+            stride: options.stride,
+            padding: options.padding,
+            dilation: options.dilation,
+        }
+    }
+}
+
 /// Checks the buffers and runs `pool_plane(input_plane, output_plane)` over every `(n, c)`
 /// plane, in parallel.
 fn for_each_plane(
@@ -393,7 +395,7 @@ fn max_pool_plane(
 /// a row), from `input`, which holds the plane's rows `first_row..` of `width` (`size` is the
 /// whole plane's `[height, width]`): every input row the output rows' windows reach inside the
 /// plane must be there. A convolution followed by a pooling pools each band of rows it computes
-/// ([`max_pool2d_rows`]).
+/// ([`max_pool2d_plane_rows`]).
 fn max_pool_plane_rows(
     input: &[f32],
     first_row: usize,
@@ -616,7 +618,6 @@ impl<'a> PlaneRows<'a> {
             column_maxima.resize((2 * out_w + 34).max(self.width + 1), f32::NEG_INFINITY);
             let isa = Isa::detect();
             let mut rows: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
-            let mut done = true;
             for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
                 let mut count = 0;
                 for input_row in self.input_rows(first_out_y + row) {
@@ -627,21 +628,9 @@ impl<'a> PlaneRows<'a> {
                     output_row.fill(f32::NEG_INFINITY);
                     continue;
                 }
-                done = rows::max_rows_then_3_wide_stride_2(
-                    isa,
-                    &rows[..count],
-                    column_maxima,
-                    output_row,
-                );
-                if !done {
-                    break;
-                }
+                rows::max_rows_then_3_wide_stride_2(isa, &rows[..count], column_maxima, output_row);
             }
-            if done {
-                return;
-            }
-            column_maxima.clear();
-            column_maxima.resize(padded.max(padding_w + self.width), f32::NEG_INFINITY);
+            return;
         }
         for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
             let columns = &mut column_maxima[padding_w..][..self.width];

@@ -486,6 +486,7 @@ pub(super) fn forward_max_pool(
                 for band_start in pooled.clone().step_by(pooled_per_band) {
                     let band_rows = band_start..(band_start + pooled_per_band).min(pooled.end);
                     let needed = max_pool2d_input_rows(band_rows.clone(), out_h, pool);
+                    // The held rows the band needs again (empty, from `needed.start`, if none).
                     let kept = needed.start.max(held.start)..held.end.max(needed.start);
                     if !kept.is_empty() && kept.start > held.start {
                         let shift = (kept.start - held.start) * out_w;
@@ -493,11 +494,6 @@ pub(super) fn forward_max_pool(
                             plane.copy_within(shift..shift + kept.len() * out_w, 0);
                         }
                     }
-                    let kept = if kept.is_empty() {
-                        needed.start..needed.start
-                    } else {
-                        kept
-                    };
                     let target = PlaneRows {
                         values: band.as_mut_ptr(),
                         plane_stride: band_plane,

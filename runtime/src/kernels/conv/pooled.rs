@@ -10,8 +10,8 @@
 //! same arithmetic as the two layers apart, so the same bits. Elsewhere the convolution runs
 //! whole into the workspace and the pooling after it, as two layers would.
 
-use super::{ConvWorkspace, Geometry, Method, PackedConv2d, indirect};
-use crate::error::{KernelResult, check_length};
+use super::{ConvWorkspace, Geometry, Method, PackedConv2d, check_buffers, indirect};
+use crate::error::KernelResult;
 use crate::kernels::pool::{MaxPool2dOptions, max_pool2d, max_pool2d_output_shape};
 
 /// A 2-D NCHW convolution layer and the max pooling of its output, ready to run.
@@ -55,31 +55,20 @@ impl PackedConv2dMaxPool {
     ) -> KernelResult<()> {
         let conv_shape = self.conv.output_shape(input_shape)?;
         let output_shape = max_pool2d_output_shape(conv_shape, &self.pool)?;
-        check_length("conv", "input", input_shape.iter().product(), input.len())?;
-        check_length(
-            "conv_max_pool",
-            "output",
-            output_shape.iter().product(),
-            output.len(),
-        )?;
+        check_buffers(input, input_shape, output, output_shape, None)?;
         if output.is_empty() {
             return Ok(());
         }
         let geometry = Geometry::new(input_shape, conv_shape, self.conv.kernel, self.conv.options);
-        // Whether the indirect path takes the layer depends on the layer and its geometry only,
-        // not on the image (here an empty one).
         if let Method::Gemm { group_weights } = &self.conv.method
-            && let Some((kernel, _)) = self.conv.indirect_call(group_weights, &[], None, &geometry)
+            && let Some((kernel, layer)) = self.conv.indirect_call(group_weights, &geometry)
         {
+            let band_bytes = band_bytes.unwrap_or(indirect::POOL_BAND_BYTES);
             let input_image = input_shape[1..].iter().product();
             let output_image = output_shape[1..].iter().product();
             let images = input.chunks_exact(input_image);
             for (input, output) in images.zip(output.chunks_exact_mut(output_image)) {
-                let (_, call) = self
-                    .conv
-                    .indirect_call(group_weights, input, None, &geometry)
-                    .expect("the same layer and geometry");
-                let band_bytes = band_bytes.unwrap_or(indirect::POOL_BAND_BYTES);
+                let call = indirect::IndirectCall { input, ..layer };
                 indirect::forward_max_pool(&call, kernel, &self.pool, output, band_bytes)?;
             }
             return Ok(());

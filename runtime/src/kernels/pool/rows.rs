@@ -134,23 +134,22 @@ pub(super) fn reduce_window_row(
 /// padding (ResNet's stem pooling), after the maximum down `rows`: `output[i]` is the maximum of
 /// `column[2i..2i + 3]`, where `column[1 + x]` is the maximum of `rows[..][x]` and the rest of
 /// `column` is minus infinity, in the order of the general loops (each row, then each tap,
-/// combined into the one before), so the same values. One pass over the rows and one over the
-/// column in AVX-512 registers; `false` (nothing written) without AVX-512, where the general
-/// loops run. `column` holds `2 * output.len() + 34` values at least, and every row as many as
-/// the first.
+/// combined into the one before), so the same values. With AVX-512, one pass over the rows and
+/// one over the column in registers; other instruction sets run [`reduce_window_row`] down, then
+/// across. `rows` holds at least one row, all of one width; `column` holds `2 * output.len() +
+/// 34` values at least, and one more than a row.
 pub(super) fn max_rows_then_3_wide_stride_2(
     isa: Isa,
     rows: &[&[f32]],
     column: &mut [f32],
     output: &mut [f32],
-) -> bool {
-    let Some(width) = rows.first().map(|row| row.len()) else {
-        return false;
-    };
+) {
+    let width = rows.first().map_or(0, |row| row.len());
     assert!(
-        rows.iter().all(|row| row.len() == width)
+        !rows.is_empty()
+            && rows.iter().all(|row| row.len() == width)
             && column.len() >= (2 * output.len() + 34).max(width + 1),
-        "max_rows_then_3_wide_stride_2: rows of unequal widths or too short a column"
+        "max_rows_then_3_wide_stride_2: no rows, rows of unequal widths or too short a column"
     );
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -158,9 +157,23 @@ pub(super) fn max_rows_then_3_wide_stride_2(
             // SAFETY: `Isa::Avx512` is only made after checking the processor has AVX-512F; the
             // rows and the column were checked just above.
             unsafe { x86_64::max_rows_then_3_wide_stride_2(rows, column, output) };
-            true
         }
-        _ => false,
+        _ => {
+            column.fill(f32::NEG_INFINITY);
+            let down = RowWindow {
+                kernel_w: 1,
+                stride: 1,
+                dilation: 1,
+            };
+            let maximum = Reduction::Maximum;
+            reduce_window_row(isa, maximum, &mut column[1..=width], rows, down, false);
+            let across = RowWindow {
+                kernel_w: 3,
+                stride: 2,
+                dilation: 1,
+            };
+            reduce_window_row(isa, maximum, output, &[&*column], across, false);
+        }
     }
 }
 
@@ -689,9 +702,8 @@ mod tests {
             for isa in Isa::available() {
                 let mut output = vec![0.0; out_w];
                 let mut scratch = vec![0.0; 2 * out_w + 40];
-                if max_rows_then_3_wide_stride_2(isa, &rows, &mut scratch, &mut output) {
-                    prop_assert!(same(&output, &expected), "{isa:?}: {output:?} vs {expected:?}");
-                }
+                max_rows_then_3_wide_stride_2(isa, &rows, &mut scratch, &mut output);
+                prop_assert!(same(&output, &expected), "{isa:?}: {output:?} vs {expected:?}");
             }
         }
 
