@@ -11,7 +11,7 @@
 //! unpooled tensor, and it is no network output); the convolution is 2-D, NCHW (the layout
 //! pass, which runs before, left it so), with f32 weights and no residual; the pooling is a 2-D
 //! NCHW max pooling. The fused node takes the pooling node's place, after the convolution's
-//! inputs, and the convolution's name.
+//! inputs, and the convolution's name and source span.
 
 use crate::ir::{Graph, Node, Op};
 
@@ -44,11 +44,7 @@ pub fn run(graph: &mut Graph) -> bool {
         let data = &mut graph.nodes[pool_node];
         data.op = Op::Conv(attrs);
         data.inputs = conv_data.inputs;
-        // Named after the convolution, the layer that holds the weights.
-        data.name = conv_data.name;
-        let mut origin = conv_data.origin;
-        origin.extend(&data.origin);
-        data.origin = origin;
+        super::take_over_layer(graph, pool_node, conv_node);
         // The convolution node is now dead (the pooling was its only reader); `compact` removes
         // it.
         changed = true;

@@ -27,10 +27,8 @@ pub fn run(graph: &mut Graph) -> bool {
         };
         inner.extend(outer);
         let source = graph.nodes[producer].inputs[0];
-        let mut origin = graph.nodes[producer].origin.clone();
+        super::prepend_origin(graph, node, producer);
         let data = &mut graph.nodes[node];
-        origin.extend(&data.origin);
-        data.origin = origin;
         data.op = Op::ElementwiseChain(inner);
         data.inputs[0] = source;
         changed = true;

@@ -56,9 +56,7 @@ pub fn run(graph: &mut Graph) -> bool {
         inputs.extend(&pointwise_data.inputs[1..]);
         attrs.pointwise = Some(Box::new(pointwise_attrs));
         data.inputs = inputs;
-        let mut origin = pointwise_data.origin;
-        origin.extend(&data.origin);
-        data.origin = origin;
+        super::prepend_origin(graph, depthwise, pointwise);
         // The 1×1 node is now dead (the depthwise one was its only reader); `compact` removes it.
         changed = true;
     }

@@ -62,15 +62,10 @@ pub fn run(graph: &mut Graph) -> bool {
         epilogue.expect("fuse_residual: checked above").residual = true;
         let mut inputs = layer_data.inputs;
         inputs.push(skip);
-        let mut origin = layer_data.origin;
-        origin.extend(&graph.nodes[add].origin);
-        let span = graph.spans.get(layer).copied().unwrap_or_default();
         let data = &mut graph.nodes[add];
         data.op = op;
         data.inputs = inputs;
-        data.name = layer_data.name;
-        data.origin = origin;
-        graph.spans.insert(add, span, Default::default());
+        super::take_over_layer(graph, add, layer);
         // The layer node is now dead (the add was its only reader); `compact` removes it.
         changed = true;
     }

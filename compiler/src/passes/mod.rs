@@ -72,6 +72,24 @@ fn sole_reader_conv<'g>(
     (uses[value] == 1 && !graph.is_int8_conv(&graph.nodes[node])).then_some((node, attrs))
 }
 
+/// Puts `absorbed`'s origin before `node`'s: `node` now also computes what `absorbed` did (a
+/// fusion's reader of a value it runs inside itself).
+fn prepend_origin(graph: &mut Graph, node: Node, absorbed: Node) {
+    let mut origin = graph.nodes[absorbed].origin.clone();
+    origin.extend(&graph.nodes[node].origin);
+    graph.nodes[node].origin = origin;
+}
+
+/// `node` takes over `layer`, whose output it alone reads and which it now runs (a residual add
+/// or a pooling that a layer's node becomes): `layer`'s origin before its own, and `layer`'s name
+/// and source span, since the layer holds the weights.
+fn take_over_layer(graph: &mut Graph, node: Node, layer: Node) {
+    prepend_origin(graph, node, layer);
+    graph.nodes[node].name = graph.nodes[layer].name.clone();
+    let span = graph.spans.get(layer).copied().unwrap_or_default();
+    graph.spans.insert(node, span, Default::default());
+}
+
 /// The names of all passes, for command-line validation.
 pub fn pass_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = pipeline(OptLevel::O2)
