@@ -516,7 +516,12 @@ fn conv(
             attribute_ints("strides", &attrs.stride),
         ],
     );
-    Ok(epilogue_nodes(exporter, y, inputs, &attrs.epilogue))
+    let y = epilogue_nodes(exporter, y, inputs, &attrs.epilogue);
+    // A max pooling fused into the layer (`ConvAttrs::max_pool`) pools its output.
+    match &attrs.max_pool {
+        Some(pool) => pool_of(exporter, y, "MaxPool", pool),
+        None => Ok(y),
+    }
 }
 
 /// `ConvTranspose` with symmetric pads; its weight layout is ONNX's own.
@@ -599,10 +604,20 @@ fn pool(
     op_type: &str,
     attrs: &PoolAttrs,
 ) -> Result<String, String> {
+    let x = exporter.value(input);
+    pool_of(exporter, x, op_type, attrs)
+}
+
+/// [`pool`] of the ONNX value named `x`.
+fn pool_of(
+    exporter: &mut Exporter<'_>,
+    x: String,
+    op_type: &str,
+    attrs: &PoolAttrs,
+) -> Result<String, String> {
     if attrs.channels_last {
         return Err(channels_last_error());
     }
-    let x = exporter.value(input);
     let pads: Vec<usize> = attrs
         .padding
         .iter()
