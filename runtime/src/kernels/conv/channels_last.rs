@@ -605,17 +605,42 @@ mod depthwise_x86_64 {
     /// every pixel's taps and every tap's weights are inside `input` and `weight`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+        let stride = three_wide_stride(pixels);
         for_each_tile(pixels, output, |output, first, tile_pixels| {
             // SAFETY: `for_each_tile` passes tiles below the run's pixel count; the caller
-            // guarantees the rest.
+            // guarantees the rest, and `three_wide_stride` the taps' rows.
             unsafe {
-                match tile_pixels {
-                    8 => tile::<8>(pixels, output, first),
-                    4 => tile::<4>(pixels, output, first),
+                match (tile_pixels, stride) {
+                    (8, Some(1)) => tile_three_wide::<8, 1>(pixels, output, first),
+                    (8, Some(2)) => tile_three_wide::<8, 2>(pixels, output, first),
+                    (4, Some(1)) => tile_three_wide::<4, 1>(pixels, output, first),
+                    (4, Some(2)) => tile_three_wide::<4, 2>(pixels, output, first),
+                    (8, _) => tile::<8>(pixels, output, first),
+                    (4, _) => tile::<4>(pixels, output, first),
                     _ => tile::<1>(pixels, output, first),
                 }
             }
         });
+    }
+
+    /// The pixel step in input columns, 1 or 2, where the run's taps are whole kernel rows of
+    /// three neighbouring columns, in order: `(i, w)`, `(i + C, w + C)`, `(i + 2C, w + 2C)`
+    /// for each row (a 3-wide kernel of unit dilation, as `depthwise_row_body` lists an
+    /// interior pixel's taps). The tiles of [`three_wide_blocks`] then load each input column
+    /// once for the taps of all the pixels that read it; `None` elsewhere.
+    pub(super) fn three_wide_stride(pixels: &InteriorPixels<'_>) -> Option<usize> {
+        let channels = pixels.bias.len();
+        let stride = [1, 2]
+            .into_iter()
+            .find(|&stride| pixels.pixel_step == stride * channels)?;
+        let rows = pixels.taps.chunks_exact(3);
+        let whole_rows = rows.remainder().is_empty()
+            && !pixels.taps.is_empty()
+            && rows.into_iter().all(|row| {
+                let (input, weight) = row[0];
+                (1..3).all(|kx| row[kx] == (input + kx * channels, weight + kx * channels))
+            });
+        whole_rows.then_some(stride)
     }
 
     /// Calls `tile(output, first, pixels)` for tiles of eight pixels, then four, then one, that
@@ -688,6 +713,107 @@ mod depthwise_x86_64 {
         }};
     }
 
+    /// [`channel_blocks`] for runs whose taps are whole kernel rows three columns wide
+    /// (`three_wide_stride` is `Some($stride)`): for each kernel row, the three taps' weights
+    /// stay in registers and each input column the `$tile` pixels read is loaded once and
+    /// multiply-added into every pixel that reads it (three at stride 1), so a row of a tile of
+    /// eight pixels loads ten columns for twenty-four multiply-adds instead of twenty-seven
+    /// vectors. Each pixel still adds its taps in the order of `taps` (a column's taps reach
+    /// the pixels in the order of the columns), so the sums are `channel_blocks`'s, bit for
+    /// bit. Evaluates to the first channel past the last whole group.
+    ///
+    /// Unsafe to expand: as [`channel_blocks`], and the taps are as `three_wide_stride` checks.
+    macro_rules! three_wide_blocks {
+        (
+            $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident, $blocks:expr,
+            $stride:ident, $lanes:literal, $load:ident, $set1:ident, $fmadd:ident, $min:ident,
+            $max:ident, $store:ident
+        ) => {{
+            let pixels: &InteriorPixels<'_> = $pixels;
+            let (first, mut channel): (usize, usize) = ($first, $channel);
+            let channels = pixels.bias.len();
+            let input = pixels.input.as_ptr();
+            let weight = pixels.weight.as_ptr();
+            let destination = $output.as_mut_ptr();
+            let base = pixels.first_base + first * pixels.pixel_step;
+            let (low, high) = clamp_bounds(pixels.clamp);
+            let (low, high) = ($set1(low), $set1(high));
+            while channel + $blocks * $lanes <= channels {
+                let mut bias = [$set1(0.0); $blocks];
+                for (block, value) in bias.iter_mut().enumerate() {
+                    *value = $load(pixels.bias.as_ptr().add(channel + block * $lanes));
+                }
+                let mut sums = [bias; $tile];
+                for row in pixels.taps.chunks_exact(3) {
+                    let (row_input, row_weight) = row[0];
+                    let mut weights = [[$set1(0.0); $blocks]; 3];
+                    for (kx, tap) in weights.iter_mut().enumerate() {
+                        for (block, value) in tap.iter_mut().enumerate() {
+                            *value = $load(
+                                weight.add(row_weight + kx * channels + channel + block * $lanes),
+                            );
+                        }
+                    }
+                    let source = input.add(base + row_input + channel);
+                    let column = |column: usize, block: usize| {
+                        $load(source.add(column * channels + block * $lanes))
+                    };
+                    // Pixel `p` reads column `p * stride + kx` through tap `kx`. The loops run
+                    // a fixed number of times with fixed sums per step, so that they unroll
+                    // and the sums stay in registers.
+                    if $stride == 1 {
+                        // Column `c` is tap 0 of pixel `c`, 1 of `c - 1` and 2 of `c - 2`.
+                        for c in 0..$tile + 2 {
+                            for block in 0..$blocks {
+                                let values = column(c, block);
+                                if c < $tile {
+                                    sums[c][block] =
+                                        $fmadd(weights[0][block], values, sums[c][block]);
+                                }
+                                if c >= 1 && c - 1 < $tile {
+                                    sums[c - 1][block] =
+                                        $fmadd(weights[1][block], values, sums[c - 1][block]);
+                                }
+                                if c >= 2 {
+                                    sums[c - 2][block] =
+                                        $fmadd(weights[2][block], values, sums[c - 2][block]);
+                                }
+                            }
+                        }
+                    } else {
+                        // Column `2p` is tap 0 of pixel `p` and 2 of `p - 1`; `2p + 1` is tap 1
+                        // of `p`; the last, `2 * tile`, tap 2 of the last pixel.
+                        for p in 0..$tile {
+                            for block in 0..$blocks {
+                                let values = column(2 * p, block);
+                                sums[p][block] = $fmadd(weights[0][block], values, sums[p][block]);
+                                if p >= 1 {
+                                    sums[p - 1][block] =
+                                        $fmadd(weights[2][block], values, sums[p - 1][block]);
+                                }
+                                let values = column(2 * p + 1, block);
+                                sums[p][block] = $fmadd(weights[1][block], values, sums[p][block]);
+                            }
+                        }
+                        for block in 0..$blocks {
+                            let values = column(2 * $tile, block);
+                            sums[$tile - 1][block] =
+                                $fmadd(weights[2][block], values, sums[$tile - 1][block]);
+                        }
+                    }
+                }
+                for (index, sum) in sums.into_iter().enumerate() {
+                    let pixel = destination.add((first + index) * channels + channel);
+                    for (block, sum) in sum.into_iter().enumerate() {
+                        $store(pixel.add(block * $lanes), $min(high, $max(low, sum)));
+                    }
+                }
+                channel += $blocks * $lanes;
+            }
+            channel
+        }};
+    }
+
     /// Whether the processor runs [`interior_pixels_avx512`], and the GEMM's instruction-set
     /// cap (`set_max_isa`, which tests and benchmarks use to compare kernels) allows it.
     pub(super) fn has_avx512() -> bool {
@@ -704,13 +830,18 @@ mod depthwise_x86_64 {
     /// As [`interior_pixels`], and the processor has AVX-512F.
     #[target_feature(enable = "avx512f,avx2,fma")]
     pub(super) unsafe fn interior_pixels_avx512(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
+        let stride = three_wide_stride(pixels);
         for_each_tile(pixels, output, |output, first, tile_pixels| {
             // SAFETY: `for_each_tile` passes tiles below the run's pixel count; the caller
-            // guarantees the rest, AVX-512F included.
+            // guarantees the rest, AVX-512F included, and `three_wide_stride` the taps' rows.
             unsafe {
-                match tile_pixels {
-                    8 => tile_avx512::<8, 1>(pixels, output, first),
-                    4 => tile_avx512::<4, 2>(pixels, output, first),
+                match (tile_pixels, stride) {
+                    (8, Some(1)) => tile_three_wide_avx512::<8, 1, 1>(pixels, output, first),
+                    (8, Some(2)) => tile_three_wide_avx512::<8, 1, 2>(pixels, output, first),
+                    (4, Some(1)) => tile_three_wide_avx512::<4, 2, 1>(pixels, output, first),
+                    (4, Some(2)) => tile_three_wide_avx512::<4, 2, 2>(pixels, output, first),
+                    (8, _) => tile_avx512::<8, 1>(pixels, output, first),
+                    (4, _) => tile_avx512::<4, 2>(pixels, output, first),
                     _ => tile_avx512::<1, 8>(pixels, output, first),
                 }
             }
@@ -769,6 +900,118 @@ mod depthwise_x86_64 {
             )
         };
         // SAFETY: As above, for the channels from `channel` on.
+        unsafe { tile_from::<TILE>(pixels, output, first, channel) };
+    }
+
+    /// [`tile_avx512`] for runs of three-wide kernel rows at a pixel step of `STRIDE` columns
+    /// (see [`three_wide_blocks`]): groups of `BLOCKS` blocks of sixteen channels, then single
+    /// blocks, then the rest of the channels through the AVX2 tile.
+    ///
+    /// # Safety
+    /// As [`tile_avx512`], and `three_wide_stride(pixels)` is `Some(STRIDE)`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile_three_wide_avx512<
+        const TILE: usize,
+        const BLOCKS: usize,
+        const STRIDE: usize,
+    >(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+    ) {
+        // SAFETY: The blocks stay below `channels` (the macro's loop bound), each column loaded
+        // is a tap of one of these pixels, and the caller guarantees every tap of these pixels,
+        // every tap's weights and the pixels' outputs are inside their slices.
+        let channel = unsafe {
+            three_wide_blocks!(
+                pixels,
+                output,
+                first,
+                0,
+                TILE,
+                BLOCKS,
+                STRIDE,
+                16,
+                _mm512_loadu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps,
+                _mm512_min_ps,
+                _mm512_max_ps,
+                _mm512_storeu_ps
+            )
+        };
+        // SAFETY: As above, for the blocks past the last group of `BLOCKS`.
+        let channel = unsafe {
+            three_wide_blocks!(
+                pixels,
+                output,
+                first,
+                channel,
+                TILE,
+                1,
+                STRIDE,
+                16,
+                _mm512_loadu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps,
+                _mm512_min_ps,
+                _mm512_max_ps,
+                _mm512_storeu_ps
+            )
+        };
+        // SAFETY: As above, for the channels from `channel` on.
+        unsafe { tile_three_wide_from::<TILE, STRIDE>(pixels, output, first, channel) };
+    }
+
+    /// [`tile`] for runs of three-wide kernel rows at a pixel step of `STRIDE` columns.
+    ///
+    /// # Safety
+    /// As [`tile`], and `three_wide_stride(pixels)` is `Some(STRIDE)`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_three_wide<const TILE: usize, const STRIDE: usize>(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+    ) {
+        // SAFETY: Forwarded from the caller.
+        unsafe { tile_three_wide_from::<TILE, STRIDE>(pixels, output, first, 0) };
+    }
+
+    /// Blocks of eight channels from `first_channel` on through [`three_wide_blocks`], then
+    /// the channels past the last whole block as [`tile_from`] does.
+    ///
+    /// # Safety
+    /// As [`tile_three_wide`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_three_wide_from<const TILE: usize, const STRIDE: usize>(
+        pixels: &InteriorPixels<'_>,
+        output: &mut [f32],
+        first: usize,
+        first_channel: usize,
+    ) {
+        // SAFETY: As in `tile_three_wide_avx512`, eight channels a register.
+        let channel = unsafe {
+            three_wide_blocks!(
+                pixels,
+                output,
+                first,
+                first_channel,
+                TILE,
+                1,
+                STRIDE,
+                8,
+                _mm256_loadu_ps,
+                _mm256_set1_ps,
+                _mm256_fmadd_ps,
+                _mm256_min_ps,
+                _mm256_max_ps,
+                _mm256_storeu_ps
+            )
+        };
+        // SAFETY: Forwarded from the caller; the channels from `channel` on.
         unsafe { tile_from::<TILE>(pixels, output, first, channel) };
     }
 
@@ -1121,6 +1364,107 @@ mod interior_pixel_tests {
             let mut output = vec![f32::NAN; count * channels];
             interior_pixels(&pixels, &mut output);
             assert_close(&output, &expected, 1e-5);
+        }
+
+        /// Taps that are whole kernel rows three columns wide, as `depthwise_row_body` lists an
+        /// interior pixel's, take the kernels that load each column once
+        /// (`three_wide_stride`): they agree with the portable twin on runs of 0 to 21 pixels,
+        /// steps of one and two pixels, one to three kernel rows of any input row and kernel
+        /// row, channel counts with and without tails, and each clamp.
+        #[test]
+        fn three_wide_rows_match_portable(
+            (channels, count, step, rows, data, weight, bias) in
+                (prop_oneof![1..27usize, 28..50usize, 120..150usize], 0..22usize, 1..3usize, 1..4usize).prop_flat_map(
+                    |(channels, count, step, row_count)| {
+                        let input_pixels = 3 * (count * step + 4);
+                        (
+                            Just(channels), Just(count), Just(step),
+                            proptest::collection::vec((0..3usize, 0..3usize), row_count),
+                            values(input_pixels * channels),
+                            values(9 * channels),
+                            values(channels),
+                        )
+                    },
+                ),
+            first_base_pixels in 0..3usize,
+            clamp in prop_oneof![Just(None), Just(Some(Activation::Relu)), Just(Some(Activation::Relu6))],
+        ) {
+            // Input rows of `count * step + 4` pixels; each kernel row `(input row, kernel row)`
+            // lists its three columns.
+            let row_pixels = count * step + 4;
+            let taps: Vec<(usize, usize)> = rows
+                .iter()
+                .flat_map(|&(input_row, kernel_row)| {
+                    (0..3).map(move |column| {
+                        (
+                            (input_row * row_pixels + column) * channels,
+                            (kernel_row * 3 + column) * channels,
+                        )
+                    })
+                })
+                .collect();
+            let mut data = data;
+            data.resize(data.len() + first_base_pixels * channels, 0.5);
+            let pixels = InteriorPixels {
+                input: &data,
+                first_base: first_base_pixels * channels,
+                pixel_step: step * channels,
+                weight: &weight,
+                bias: &bias,
+                taps: &taps,
+                clamp,
+            };
+            #[cfg(target_arch = "x86_64")]
+            prop_assert_eq!(depthwise_x86_64::three_wide_stride(&pixels), Some(step));
+            let mut expected = vec![f32::NAN; count * channels];
+            interior_pixels_portable(&pixels, &mut expected);
+            let mut output = vec![f32::NAN; count * channels];
+            interior_pixels(&pixels, &mut output);
+            assert_close(&output, &expected, 1e-5);
+        }
+    }
+
+    /// Taps that are not whole three-wide rows in order, or a step of three pixels, take the
+    /// general kernels.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn three_wide_stride_needs_whole_rows() {
+        let (data, weight, bias) = (vec![0.0; 64], vec![0.0; 36], vec![0.0; 4]);
+        let pixels = |taps: &'static [(usize, usize)], step: usize| InteriorPixels {
+            input: &data,
+            first_base: 0,
+            pixel_step: step * 4,
+            weight: &weight,
+            bias: &bias,
+            taps,
+            clamp: None,
+        };
+        let row = &[(8, 12), (12, 16), (16, 20)];
+        assert_eq!(
+            depthwise_x86_64::three_wide_stride(&pixels(row, 1)),
+            Some(1)
+        );
+        assert_eq!(
+            depthwise_x86_64::three_wide_stride(&pixels(row, 2)),
+            Some(2)
+        );
+        assert_eq!(depthwise_x86_64::three_wide_stride(&pixels(row, 3)), None);
+        assert_eq!(depthwise_x86_64::three_wide_stride(&pixels(&[], 1)), None);
+        for taps in [
+            &[(8, 12), (12, 16)][..],
+            &[(8, 12), (16, 20), (12, 16)],
+            &[(8, 12), (12, 16), (16, 24)],
+            &[(8, 12), (12, 16), (20, 20)],
+        ] {
+            let pixels = InteriorPixels {
+                taps,
+                ..pixels(row, 1)
+            };
+            assert_eq!(
+                depthwise_x86_64::three_wide_stride(&pixels),
+                None,
+                "{taps:?}"
+            );
         }
     }
 }
