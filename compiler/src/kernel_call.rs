@@ -118,9 +118,11 @@ pub enum KernelCall {
         layout: Conv2dLayout,
         residual: bool,
     },
-    /// The node's [`Preparation::PointwiseDepthwise`] on a channels-last image.
-    PointwiseDepthwise {
+    /// The node's [`Preparation::DepthwiseBlock`] on a channels-last image; with `residual`,
+    /// the second operand is added in the projection's epilogue.
+    DepthwiseBlock {
         input_shape: [usize; 4],
+        residual: bool,
     },
     /// The node's [`Preparation::ConvMaxPool`] on an NCHW image.
     ConvMaxPool {
@@ -290,12 +292,13 @@ pub enum Preparation {
         activation: Option<Activation>,
         storage: ir::WeightStorage,
     },
-    /// A depthwise convolution that runs the 1×1 convolution it reads band by band
-    /// (`ConvAttrs::pointwise`): a `PackedPointwiseDepthwise` of two channels-last
-    /// [`Preparation::Conv2d`]s.
-    PointwiseDepthwise {
-        pointwise: Box<Preparation>,
+    /// A depthwise convolution run band by band with the 1×1 convolution it reads
+    /// (`ConvAttrs::pointwise`), the one that reads it (`ConvAttrs::depthwise`), or both: a
+    /// `PackedDepthwiseBlock` of channels-last [`Preparation::Conv2d`]s.
+    DepthwiseBlock {
+        expand: Option<Box<Preparation>>,
         depthwise: Box<Preparation>,
+        project: Option<Box<Preparation>>,
     },
     /// A convolution whose output is max pooled band by band (`ConvAttrs::max_pool`): a
     /// `PackedConv2dMaxPool` of an NCHW [`Preparation::Conv2d`] and the pooling's options.
@@ -360,12 +363,16 @@ pub fn kernel_call(graph: &Graph, node: &ir::NodeData, site: &Site) -> NodeCall 
                 prepared_operands(residual),
             )
         }
-        Op::Conv(attrs) if attrs.pointwise.is_some() => (
-            KernelCall::PointwiseDepthwise {
-                input_shape: dims(input_shape),
-            },
-            prepared_operands(false),
-        ),
+        Op::Conv(attrs) if attrs.pointwise.is_some() || attrs.depthwise.is_some() => {
+            let residual = attrs.epilogue.residual;
+            (
+                KernelCall::DepthwiseBlock {
+                    input_shape: dims(input_shape),
+                    residual,
+                },
+                prepared_operands(residual),
+            )
+        }
         Op::Conv(attrs) if attrs.max_pool.is_some() => (
             KernelCall::ConvMaxPool {
                 input_shape: dims(input_shape),
@@ -669,17 +676,42 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 storage,
             })
         }
+        Op::Conv(attrs) if attrs.depthwise.is_some() => {
+            let depthwise = attrs.depthwise.as_deref().expect("checked by the guard");
+            let project = ir::ConvAttrs {
+                depthwise: None,
+                ..attrs.clone()
+            };
+            // The depthwise layer's weights follow this layer's own, its expansion's follow
+            // those.
+            let depthwise_weights = 1 + attrs.weight_inputs();
+            let expand = depthwise.pointwise.as_deref().map(|pointwise| {
+                let first = depthwise_weights + depthwise.weight_inputs();
+                Box::new(conv2d_preparation(graph, node, pointwise, first))
+            });
+            Some(Preparation::DepthwiseBlock {
+                expand,
+                depthwise: Box::new(conv2d_preparation(
+                    graph,
+                    node,
+                    depthwise,
+                    depthwise_weights,
+                )),
+                project: Some(Box::new(conv2d_preparation(graph, node, &project, 1))),
+            })
+        }
         Op::Conv(attrs) if attrs.pointwise.is_some() => {
             let pointwise = attrs.pointwise.as_deref().expect("checked by the guard");
             let pointwise_weights = 1 + attrs.weight_inputs();
-            Some(Preparation::PointwiseDepthwise {
-                pointwise: Box::new(conv2d_preparation(
+            Some(Preparation::DepthwiseBlock {
+                expand: Some(Box::new(conv2d_preparation(
                     graph,
                     node,
                     pointwise,
                     pointwise_weights,
-                )),
+                ))),
                 depthwise: Box::new(conv2d_preparation(graph, node, attrs, 1)),
+                project: None,
             })
         }
         Op::Conv(attrs) if attrs.max_pool.is_some() => {

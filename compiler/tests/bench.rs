@@ -312,19 +312,19 @@ fn layers_inside_rolled_loops_are_reported_per_iteration() {
             .find(|layer| layer.name == name)
             .and_then(|layer| layer.median_ns)
     };
-    // (Each block's expanding 1x1 layer runs inside its depthwise one, under the latter's name.)
+    // (Each block's expanding and depthwise layers run inside its projecting 1x1 one, under the
+    // latter's name.)
     for name in [
-        "features.5.conv.1.0",
-        "features.6.conv.1.0",
+        "features.5.conv.2",
         "features.6.conv.2",
-        "features.16.conv.1.0",
+        "features.16.conv.2",
         "features.17.conv.2",
     ] {
         assert!(time_of(name).is_some(), "{name} has no time: {timed:?}");
     }
-    assert!(time_of("features.6.conv.1.0") > time_of("features.5.conv.2"));
+    assert!(time_of("features.6.conv.2") > time_of("features.5.conv.2"));
     let text = bench_report.render_text(None);
-    assert!(text.contains("features.15.conv.1.0 (conv2d)"), "{text}");
+    assert!(text.contains("features.15.conv.2 (conv2d)"), "{text}");
     assert!(!text.contains("{index}"), "{text}");
 
     // The JSON the harness prints carries the block of each run.

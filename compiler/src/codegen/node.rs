@@ -160,8 +160,17 @@ impl Generator<'_> {
                     &at,
                 )
             }
-            KernelCall::PointwiseDepthwise { input_shape }
-            | KernelCall::ConvMaxPool { input_shape } => {
+            KernelCall::DepthwiseBlock {
+                input_shape,
+                residual,
+            } => self.conv_code(
+                prepared(),
+                x,
+                literal_list(input_shape),
+                residual.then(|| operand(1)),
+                &at,
+            ),
+            KernelCall::ConvMaxPool { input_shape } => {
                 self.conv_code(prepared(), x, literal_list(input_shape), None, &at)
             }
             KernelCall::ConvTranspose2d {
@@ -715,7 +724,7 @@ fn operand_names(call: &KernelCall, count: usize) -> Vec<syn::Ident> {
         KernelCall::Linear { .. }
         | KernelCall::Conv1d { .. }
         | KernelCall::Conv2d { .. }
-        | KernelCall::PointwiseDepthwise { .. }
+        | KernelCall::DepthwiseBlock { .. }
         | KernelCall::ConvMaxPool { .. } => &["x", "residual"],
         KernelCall::MatMul { .. } | KernelCall::Binary { .. } => &["a", "b"],
         KernelCall::LayerNorm { .. } => &["x", "weight", "bias"],

@@ -64,7 +64,7 @@ pub(super) fn prepared_type(preparation: &Preparation) -> TokenStream {
             layout: Conv2dLayout::ChannelsLast | Conv2dLayout::NchwToChannelsLast,
             ..
         } => quote!(k::conv::PackedConv2dChannelsLast),
-        Preparation::PointwiseDepthwise { .. } => quote!(k::conv::PackedPointwiseDepthwise),
+        Preparation::DepthwiseBlock { .. } => quote!(k::conv::PackedDepthwiseBlock),
         Preparation::ConvMaxPool { .. } => quote!(k::conv::PackedConv2dMaxPool),
         Preparation::BatchNorm { .. } => quote!(k::norm::BatchNorm),
         Preparation::Rope { .. } => quote!(k::rope::RopeTable),
@@ -316,13 +316,21 @@ impl Generator<'_> {
                     quote!(k::conv::#packed::new(#weight, #weight_shape, #bias, #options))
                 })
             }
-            Preparation::PointwiseDepthwise {
-                pointwise,
+            Preparation::DepthwiseBlock {
+                expand,
                 depthwise,
+                project,
             } => {
-                let pointwise = self.preparation_code(node, data, pointwise);
+                let optional = |layer: &Option<Box<Preparation>>| match layer {
+                    Some(layer) => {
+                        let layer = self.preparation_code(node, data, layer);
+                        quote!(Some(#layer))
+                    }
+                    None => quote!(None),
+                };
+                let (expand, project) = (optional(expand), optional(project));
                 let depthwise = self.preparation_code(node, data, depthwise);
-                quote!(k::conv::PackedPointwiseDepthwise::new(#pointwise, #depthwise)#at)
+                quote!(k::conv::PackedDepthwiseBlock::new(#expand, #depthwise, #project)#at)
             }
             Preparation::ConvMaxPool { conv, pool } => {
                 let conv = self.preparation_code(node, data, conv);

@@ -28,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ir::{
     Activation, AttentionAttrs, DType, ElementwiseStep, Epilogue, Graph, Node, NodeData, Op,
-    ParamData, SecondaryMap, Value, WeightStorage,
+    ParamData, SecondaryMap, TensorType, Value, WeightStorage,
 };
 
 /// The cost of one node.
@@ -401,6 +401,84 @@ pub mod per_element {
     pub const ATTENTION_SCORE: u64 = 1 + SOFTMAX;
 }
 
+/// The MACs and the non-MAC FLOPs of a convolution node `attrs` with input types `inputs` and
+/// output type `output`, the layers fused into it included.
+fn conv_arithmetic(
+    attrs: &crate::ir::ConvAttrs,
+    inputs: &[&TensorType],
+    output: &TensorType,
+) -> (u64, u64) {
+    if let Some(depthwise) = &attrs.depthwise {
+        // A fused depthwise layer (`ConvAttrs::depthwise`): its own cost on its inputs, then this
+        // layer's over its output.
+        let depthwise_inputs = attrs.depthwise_inputs(inputs);
+        let Ok(middle) =
+            crate::ir::infer::infer(&Op::Conv((**depthwise).clone()), &depthwise_inputs)
+        else {
+            return (0, 0);
+        };
+        let (depthwise_macs, depthwise_flops) =
+            conv_arithmetic(depthwise, &depthwise_inputs, &middle[0]);
+        let own = 1 + attrs.weight_inputs();
+        let mut own_inputs = vec![&middle[0]];
+        own_inputs.extend(&inputs[1..own]);
+        let outer = crate::ir::ConvAttrs {
+            depthwise: None,
+            ..attrs.clone()
+        };
+        let (macs, flops) = conv_arithmetic(&outer, &own_inputs, output);
+        return (
+            macs.saturating_add(depthwise_macs),
+            flops.saturating_add(depthwise_flops),
+        );
+    }
+    let output_elements = output.element_count();
+    let input_elements = inputs[0].element_count();
+    // Weight [out, in / groups, kernel..]: each output element is a dot product over one
+    // group's input channels and the kernel window, padding included.
+    let weight = inputs[1];
+    let window: u64 = weight.shape[1..].iter().map(|&dim| dim as u64).product();
+    // A fused max pooling (`ConvAttrs::max_pool`): the convolution's own output is the
+    // unpooled one, and the pooling compares each of its windows' elements.
+    let (conv_elements, pool_flops) = match &attrs.max_pool {
+        None => (output_elements, 0),
+        Some(pool) => {
+            let unpooled = Op::Conv(crate::ir::ConvAttrs {
+                max_pool: None,
+                ..attrs.clone()
+            });
+            let conv_elements = crate::ir::infer::infer(&unpooled, inputs)
+                .map_or(output_elements, |types| types[0].element_count());
+            let pool_window: u64 = pool.kernel.iter().map(|&dim| dim as u64).product();
+            (conv_elements, output_elements.saturating_mul(pool_window))
+        }
+    };
+    let bias_flops = if attrs.bias { conv_elements } else { 0 };
+    let epilogue_flops = conv_elements.saturating_mul(epilogue_flops_per_element(&attrs.epilogue));
+    let (macs, flops) = (
+        conv_elements.saturating_mul(window),
+        bias_flops
+            .saturating_add(epilogue_flops)
+            .saturating_add(pool_flops),
+    );
+    let Some(pointwise) = &attrs.pointwise else {
+        return (macs, flops);
+    };
+    // A fused 1×1 layer (`ConvAttrs::pointwise`): one dot product over the input's
+    // channels per element of its output, which has the input's pixels.
+    let pointwise_weight = inputs[1 + attrs.weight_inputs()];
+    let [out_channels, in_channels] =
+        [pointwise_weight.shape[0], pointwise_weight.shape[1]].map(|dim| dim as u64);
+    let wide_elements = input_elements / in_channels.max(1) * out_channels;
+    let wide_flops = if pointwise.bias { wide_elements } else { 0 }.saturating_add(
+        wide_elements.saturating_mul(epilogue_flops_per_element(&pointwise.epilogue)),
+    );
+    (
+        macs.saturating_add(wide_elements.saturating_mul(in_channels)),
+        flops.saturating_add(wide_flops),
+    )
+}
+
 /// Caches pair counts, since every layer of a transformer has the same attention.
 #[derive(Default)]
 struct PairCounts {
@@ -443,51 +521,8 @@ fn arithmetic(graph: &Graph, data: &NodeData, pair_counts: &mut PairCounts) -> (
             (output_elements.saturating_mul(shared), 0)
         }
         Op::Conv(attrs) => {
-            // Weight [out, in / groups, kernel..]: each output element is a dot product over one
-            // group's input channels and the kernel window, padding included.
-            let weight = graph.ty(data.inputs[1]);
-            let window: u64 = weight.shape[1..].iter().map(|&dim| dim as u64).product();
-            // A fused max pooling (`ConvAttrs::max_pool`): the convolution's own output is the
-            // unpooled one, and the pooling compares each of its windows' elements.
-            let (conv_elements, pool_flops) = match &attrs.max_pool {
-                None => (output_elements, 0),
-                Some(pool) => {
-                    let unpooled = Op::Conv(crate::ir::ConvAttrs {
-                        max_pool: None,
-                        ..attrs.clone()
-                    });
-                    let inputs: Vec<_> = data.inputs.iter().map(|&value| graph.ty(value)).collect();
-                    let conv_elements = crate::ir::infer::infer(&unpooled, &inputs)
-                        .map_or(output_elements, |types| types[0].element_count());
-                    let pool_window: u64 = pool.kernel.iter().map(|&dim| dim as u64).product();
-                    (conv_elements, output_elements.saturating_mul(pool_window))
-                }
-            };
-            let bias_flops = if attrs.bias { conv_elements } else { 0 };
-            let epilogue_flops =
-                conv_elements.saturating_mul(epilogue_flops_per_element(&attrs.epilogue));
-            let (macs, flops) = (
-                conv_elements.saturating_mul(window),
-                bias_flops
-                    .saturating_add(epilogue_flops)
-                    .saturating_add(pool_flops),
-            );
-            let Some(pointwise) = &attrs.pointwise else {
-                return (macs, flops);
-            };
-            // A fused 1×1 layer (`ConvAttrs::pointwise`): one dot product over the input's
-            // channels per element of its output, which has the input's pixels.
-            let pointwise_weight = graph.ty(data.inputs[1 + attrs.weight_inputs()]);
-            let [out_channels, in_channels] =
-                [pointwise_weight.shape[0], pointwise_weight.shape[1]].map(|dim| dim as u64);
-            let wide_elements = input_elements / in_channels.max(1) * out_channels;
-            let wide_flops = if pointwise.bias { wide_elements } else { 0 }.saturating_add(
-                wide_elements.saturating_mul(epilogue_flops_per_element(&pointwise.epilogue)),
-            );
-            (
-                macs.saturating_add(wide_elements.saturating_mul(in_channels)),
-                flops.saturating_add(wide_flops),
-            )
+            let inputs: Vec<_> = data.inputs.iter().map(|&value| graph.ty(value)).collect();
+            conv_arithmetic(attrs, &inputs, output)
         }
         Op::ConvTranspose(attrs) => {
             // Weight [in, out / groups, kernel..]: each input element is multiplied by one

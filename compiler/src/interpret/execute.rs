@@ -105,28 +105,44 @@ impl Interpreter<'_> {
                 pool::max_pool2d(&unpooled, unpooled_shape, pool, &mut output)?
             }
             (
-                KernelCall::PointwiseDepthwise { input_shape },
-                Some(Prepared::PointwiseDepthwise(pointwise, depthwise)),
-            ) => {
-                let (Some(pointwise), Some(depthwise)) =
-                    (pointwise.as_conv2d(), depthwise.as_conv2d())
-                else {
-                    unreachable!("execute: a pointwise-depthwise pair is two 2-D convolutions")
-                };
-                let nchw_shape = nchw(*input_shape);
-                let wide_shape = pointwise.output_shape(nchw_shape)?;
-                let mut wide = vec![0.0; wide_shape.iter().product()];
-                pointwise.forward(
-                    &to_nchw(x(0), *input_shape)?,
-                    nchw_shape,
-                    &mut wide,
-                    workspace,
-                )?;
-                nchw_conv_into_channels_last(
+                KernelCall::DepthwiseBlock {
+                    input_shape,
+                    residual: r,
+                },
+                Some(Prepared::DepthwiseBlock {
+                    expand,
                     depthwise,
-                    &wide,
-                    wide_shape,
-                    None,
+                    project,
+                }),
+            ) => {
+                fn conv2d(layer: &Prepared) -> &dyn NchwConv2d {
+                    layer.as_conv2d().unwrap_or_else(|| {
+                        unreachable!("execute: a depthwise block is of 2-D convolutions")
+                    })
+                }
+                // Each layer over NCHW images, one after the other; the last one's output goes
+                // back to channels-last.
+                let mut shape = nchw(*input_shape);
+                let mut values = to_nchw(x(0), *input_shape)?;
+                let mut layers = vec![conv2d(depthwise)];
+                if let Some(expand) = expand {
+                    layers.insert(0, conv2d(expand));
+                }
+                if let Some(project) = project {
+                    layers.push(conv2d(project));
+                }
+                let (last, inner) = layers.split_last().expect("a block has a depthwise layer");
+                for layer in inner {
+                    let next_shape = layer.output_shape(shape)?;
+                    let mut next = vec![0.0; next_shape.iter().product()];
+                    layer.forward(&values, shape, &mut next, workspace)?;
+                    (values, shape) = (next, next_shape);
+                }
+                nchw_conv_into_channels_last(
+                    *last,
+                    &values,
+                    shape,
+                    residual(*r),
                     &mut output,
                     workspace,
                 )?

@@ -20,9 +20,14 @@ pub(super) enum Prepared {
     Conv2d(conv::PackedConv2d),
     /// An int8 2-D convolution, over NCHW images like [`Prepared::Conv2d`].
     Conv2dInt8(int8::PackedConv2dInt8),
-    /// A 1×1 convolution and the depthwise one that reads it, two [`Prepared::Conv2d`]s run one
-    /// after the other over NCHW images: the reference for the runtime's banded pair.
-    PointwiseDepthwise(Box<Prepared>, Box<Prepared>),
+    /// A depthwise convolution with the 1×1 convolutions before and after it (either may be
+    /// absent), [`Prepared::Conv2d`]s run one after the other over NCHW images: the reference
+    /// for the runtime's banded `PackedDepthwiseBlock`.
+    DepthwiseBlock {
+        expand: Option<Box<Prepared>>,
+        depthwise: Box<Prepared>,
+        project: Option<Box<Prepared>>,
+    },
     /// A convolution and the max pooling of its output, run one after the other: the reference
     /// for the runtime's banded `PackedConv2dMaxPool`.
     ConvMaxPool(Box<Prepared>, nnc_ops::MaxPool2dOptions),
@@ -138,13 +143,23 @@ impl Interpreter<'_> {
                     }
                 }
             }
-            Preparation::PointwiseDepthwise {
-                pointwise,
+            Preparation::DepthwiseBlock {
+                expand,
                 depthwise,
-            } => Prepared::PointwiseDepthwise(
-                Box::new(self.prepare(pointwise)?),
-                Box::new(self.prepare(depthwise)?),
-            ),
+                project,
+            } => {
+                let optional = |layer: &Option<Box<Preparation>>| {
+                    layer
+                        .as_deref()
+                        .map(|layer| self.prepare(layer).map(Box::new))
+                        .transpose()
+                };
+                Prepared::DepthwiseBlock {
+                    expand: optional(expand)?,
+                    depthwise: Box::new(self.prepare(depthwise)?),
+                    project: optional(project)?,
+                }
+            }
             Preparation::ConvMaxPool { conv, pool } => {
                 Prepared::ConvMaxPool(Box::new(self.prepare(conv)?), *pool)
             }

@@ -591,6 +591,9 @@ fn matmul(inputs: &[&TensorType]) -> Result<TensorType> {
 }
 
 fn convolution(conv: &ConvAttrs, inputs: &[&TensorType]) -> Result<TensorType> {
+    if let Some(depthwise) = &conv.depthwise {
+        return depthwise_pointwise(conv, depthwise, inputs);
+    }
     if let Some(pointwise) = &conv.pointwise {
         return pointwise_depthwise(conv, pointwise, inputs);
     }
@@ -723,6 +726,56 @@ fn pointwise_depthwise(
         ));
     }
     Ok(output)
+}
+
+/// A 1×1 convolution that runs the depthwise one it reads (`ConvAttrs::depthwise`): the
+/// depthwise layer's output type from `x` and its weights (after this layer's own, with its
+/// expansion's), then this layer's from that and its own weights and residual.
+fn depthwise_pointwise(
+    conv: &ConvAttrs,
+    depthwise: &ConvAttrs,
+    inputs: &[&TensorType],
+) -> Result<TensorType> {
+    let own = 1 + conv.weight_inputs();
+    let depthwise_count = depthwise.weight_inputs()
+        + depthwise
+            .pointwise
+            .as_ref()
+            .map_or(0, |pointwise| pointwise.weight_inputs());
+    arity(
+        inputs,
+        own + depthwise_count + usize::from(conv.epilogue.residual),
+    )?;
+    let outer = ConvAttrs {
+        depthwise: None,
+        ..conv.clone()
+    };
+    let depthwise_inputs = conv.depthwise_inputs(inputs);
+    let channels = depthwise_inputs
+        .get(1)
+        .and_then(|weight| weight.shape.first())
+        .copied()
+        .unwrap_or(0);
+    let weight_in = depthwise_inputs
+        .get(1)
+        .and_then(|weight| weight.shape.get(1))
+        .copied()
+        .unwrap_or(0);
+    if !outer.takes_depthwise() || !depthwise.fuses_into_pointwise(channels, weight_in) {
+        return Err(ShapeError::new(
+            Culprit::Attr("depthwise"),
+            "a fused depthwise layer is a 2-D channels-last depthwise convolution without a \
+             residual, read by a channels-last 1x1 convolution with unit stride, no padding and \
+             no groups",
+        ));
+    }
+    let middle = convolution(depthwise, &depthwise_inputs)?;
+    let mut outer_inputs = vec![&middle];
+    outer_inputs.extend(&inputs[1..own]);
+    if conv.epilogue.residual {
+        outer_inputs.push(inputs[inputs.len() - 1]);
+    }
+    convolution(&outer, &outer_inputs)
 }
 
 /// A convolution whose output is max pooled inside it (`ConvAttrs::max_pool`): the pooling of

@@ -12,6 +12,7 @@ pub mod fold_batch_norm;
 pub mod fold_constants;
 pub mod fuse_attention;
 pub mod fuse_conv_max_pool;
+pub mod fuse_depthwise_pointwise;
 pub mod fuse_elementwise;
 pub mod fuse_epilogue;
 pub mod fuse_pointwise_depthwise;
@@ -52,6 +53,7 @@ pub fn pipeline(level: OptLevel) -> Vec<Pass> {
         passes.push(("choose-layout", choose_layout::run));
         // After the layout choice: only channels-last layers fuse.
         passes.push(("fuse-pointwise-depthwise", fuse_pointwise_depthwise::run));
+        passes.push(("fuse-depthwise-pointwise", fuse_depthwise_pointwise::run));
         passes.push(("fuse-conv-max-pool", fuse_conv_max_pool::run));
         passes.push(("dce", dce::run));
     }

@@ -39,7 +39,7 @@ mod pooled;
 mod transpose;
 mod winograd;
 
-pub use channels_last::{PackedConv2dChannelsLast, PackedPointwiseDepthwise};
+pub use channels_last::{PackedConv2dChannelsLast, PackedDepthwiseBlock};
 pub use nnc_ops::{Conv1dOptions, Conv2dOptions};
 pub use pooled::PackedConv2dMaxPool;
 pub use transpose::{ConvTranspose2dOptions, conv_transpose2d, conv_transpose2d_output_shape};

@@ -42,6 +42,10 @@ impl fmt::Display for DisplayAttrs<'_> {
                     let attrs = DisplayAttrs(&Op::MaxPool(pool.clone())).to_string();
                     push("max_pool", format!("{{{attrs}}}"));
                 }
+                if let Some(depthwise) = &conv.depthwise {
+                    let attrs = DisplayAttrs(&Op::Conv((**depthwise).clone())).to_string();
+                    push("depthwise", format!("{{{attrs}}}"));
+                }
             }
             Op::ConvTranspose(conv) => {
                 push("kernel", list(&conv.kernel));

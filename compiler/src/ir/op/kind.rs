@@ -236,6 +236,7 @@ fn conv_attrs(spatial: usize) -> ConvAttrs {
         nchw_input: false,
         pointwise: None,
         max_pool: None,
+        depthwise: None,
     }
 }
 

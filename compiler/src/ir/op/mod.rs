@@ -70,6 +70,15 @@ pub struct ConvAttrs {
     /// is the pooled one. Only the `fuse-conv-max-pool` pass sets it, on a layer that
     /// [`ConvAttrs::takes_max_pool`] with a pooling that [`PoolAttrs::fuses_into_conv`].
     pub max_pool: Option<PoolAttrs>,
+    /// A depthwise convolution whose output this 1×1 one reads, run inside it band by band of
+    /// rows so that its output never goes out to memory whole (an inverted residual block's
+    /// depthwise layer before its projection); it may run its own expansion (`pointwise`). `x`
+    /// is then the depthwise layer's input (or its expansion's), and its weights, bias and batch
+    /// norm (then the expansion's) follow this layer's own among the inputs, before any
+    /// residual. Only the `fuse-depthwise-pointwise` pass sets it: on a layer that
+    /// [`ConvAttrs::takes_depthwise`], with a depthwise layer that
+    /// [`ConvAttrs::fuses_into_pointwise`].
+    pub depthwise: Option<Box<ConvAttrs>>,
 }
 
 impl ConvAttrs {
@@ -96,6 +105,39 @@ impl ConvAttrs {
             && self.groups == 1
             && !self.epilogue.residual
             && self.pointwise.is_none()
+            && self.depthwise.is_none()
+            && self.max_pool.is_none()
+    }
+
+    /// Whether this layer can run the depthwise convolution it reads inside itself
+    /// (`depthwise`): a channels-last 1×1 convolution reading its input as it is, with unit
+    /// stride, no padding, no groups and no fused layer of its own (a residual it may add).
+    pub fn takes_depthwise(&self) -> bool {
+        self.channels_last
+            && !self.nchw_input
+            && self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.padding == [0, 0]
+            && self.groups == 1
+            && self.pointwise.is_none()
+            && self.depthwise.is_none()
+            && self.max_pool.is_none()
+    }
+
+    /// Whether a 1×1 convolution can run this layer inside itself (its `depthwise`) where it
+    /// has `channels` output channels and a weight of `weight_in` input channels per group: a
+    /// 2-D channels-last depthwise convolution reading its input as it is, without a residual,
+    /// pooling or projection of its own (an expansion it may run).
+    pub fn fuses_into_pointwise(&self, channels: usize, weight_in: usize) -> bool {
+        self.kernel.len() == 2
+            && self.channels_last
+            && !self.nchw_input
+            && self.groups > 1
+            && self.groups == channels
+            && weight_in == 1
+            && !self.epilogue.residual
+            && self.depthwise.is_none()
+            && self.max_pool.is_none()
     }
 
     /// Whether a max pooling of this layer's output can run inside it (`max_pool`): a 2-D NCHW
@@ -105,17 +147,44 @@ impl ConvAttrs {
             && !self.channels_last
             && !self.epilogue.residual
             && self.pointwise.is_none()
+            && self.depthwise.is_none()
             && self.max_pool.is_none()
     }
 
     /// The weights the layer multiplies by among its node's `inputs`: its own (the second
-    /// input) and a fused pointwise layer's.
+    /// input), a fused depthwise layer's and a fused pointwise layer's.
     pub fn weights_multiplied(&self, inputs: &[super::Value]) -> Vec<super::Value> {
         let mut weights = vec![inputs[1]];
+        let mut next = 1 + self.weight_inputs();
+        if let Some(depthwise) = &self.depthwise {
+            weights.push(inputs[next]);
+            next += depthwise.weight_inputs();
+            if depthwise.pointwise.is_some() {
+                weights.push(inputs[next]);
+            }
+        }
         if self.pointwise.is_some() {
-            weights.push(inputs[1 + self.weight_inputs()]);
+            weights.push(inputs[next]);
         }
         weights
+    }
+
+    /// The inputs of the depthwise layer this one runs (`depthwise`) among its node's
+    /// `inputs`: `x`, then its weights and its expansion's, which follow this layer's own
+    /// (and come before a residual).
+    pub fn depthwise_inputs<T: Copy>(&self, inputs: &[T]) -> Vec<T> {
+        let Some(depthwise) = &self.depthwise else {
+            return Vec::new();
+        };
+        let start = 1 + self.weight_inputs();
+        let count = depthwise.weight_inputs()
+            + depthwise
+                .pointwise
+                .as_ref()
+                .map_or(0, |pointwise| pointwise.weight_inputs());
+        let mut selected = vec![inputs[0]];
+        selected.extend(inputs.iter().skip(start).take(count));
+        selected
     }
 
     /// The runtime's options of a 2-D convolution, `None` for a 1-D one.

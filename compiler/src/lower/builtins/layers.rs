@@ -220,6 +220,7 @@ pub(super) fn conv(cx: &mut CallCx<'_, '_>, spatial: usize) -> Eval<Value> {
             nchw_input: false,
             pointwise: None,
             max_pool: None,
+            depthwise: None,
         }),
         &inputs,
     )

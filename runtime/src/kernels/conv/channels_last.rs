@@ -24,9 +24,9 @@ use crate::kernels::gemm::{
 use crate::kernels::vectorize;
 use crate::threading;
 
-mod pointwise_depthwise;
+mod depthwise_block;
 
-pub use pointwise_depthwise::PackedPointwiseDepthwise;
+pub use depthwise_block::PackedDepthwiseBlock;
 
 use super::{
     Conv2dOptions, ConvWorkspace, Geometry, channels_last_output_shape, check_buffers, check_layer,

@@ -953,26 +953,33 @@ fn wide_channels_last_depthwise_matches_reference() {
     }
 }
 
-/// A 1×1 convolution and a depthwise one after it, for `PackedPointwiseDepthwise`.
+/// A depthwise convolution with a 1×1 one before it, after it, or both, for
+/// `PackedDepthwiseBlock`.
 #[derive(Debug, Clone)]
-struct PairCase {
+struct BlockCase {
     /// `[N, H, W, C]`.
     input_shape: [usize; 4],
+    /// The depthwise layer's channels: the expansion's output, or the input's without one.
     wide: usize,
     kernel: [usize; 2],
     options: Conv2dOptions,
-    activations: [Option<Activation>; 2],
-    bias: [bool; 2],
+    /// Whether a 1×1 layer widens the input to `wide` channels before the depthwise one.
+    expand: bool,
+    /// The channels of a 1×1 layer after the depthwise one, and whether it adds a residual.
+    project: Option<(usize, bool)>,
+    /// The expansion's, the depthwise layer's and the projection's.
+    activations: [Option<Activation>; 3],
+    bias: [bool; 3],
 }
 
-fn pair_cases() -> impl Strategy<Value = PairCase> {
+fn block_cases() -> impl Strategy<Value = BlockCase> {
     let activation = prop_oneof![
         Just(None),
         Just(Some(Activation::Relu6)),
         Just(Some(Activation::HardSwish))
     ];
     (
-        // A pair of one channel is two depthwise layers: the 1x1 layer needs two channels.
+        // A block of one channel is two depthwise layers: the 1x1 layer needs two channels.
         (
             1..3usize,
             1..13usize,
@@ -988,15 +995,24 @@ fn pair_cases() -> impl Strategy<Value = PairCase> {
             0..2usize,
             1..3usize,
         ),
-        (activation.clone(), activation, any::<[bool; 2]>()),
+        (
+            any::<bool>(),
+            prop_oneof![Just(None), (1..40usize, any::<bool>()).prop_map(Some)],
+        ),
+        (
+            [activation.clone(), activation.clone(), activation],
+            any::<[bool; 3]>(),
+        ),
     )
         .prop_map(
             |(
                 (batch, height, width, channels, wide),
                 (kernel_h, kernel_w, stride, dilation, padding, stride_w),
-                (first, second, bias),
-            )| PairCase {
-                input_shape: [batch, height, width, channels],
+                (expand, project),
+                (activations, bias),
+            )| BlockCase {
+                // Without an expansion the depthwise layer reads the input's channels.
+                input_shape: [batch, height, width, if expand { channels } else { wide }],
                 wide,
                 kernel: [kernel_h, kernel_w],
                 options: Conv2dOptions {
@@ -1005,17 +1021,21 @@ fn pair_cases() -> impl Strategy<Value = PairCase> {
                     dilation: [dilation, 1],
                     groups: wide,
                 },
-                activations: [first, second],
+                expand,
+                project,
+                activations,
                 bias,
             },
         )
 }
 
-impl PairCase {
-    /// The 1×1 layer's weight `[wide, C, 1, 1]`, the depthwise layer's `[wide, 1, kh, kw]`, and
-    /// the bias either takes.
-    fn weights(&self) -> [Vec<f32>; 3] {
+impl BlockCase {
+    /// The expansion's weight `[wide, C, 1, 1]`, the depthwise layer's `[wide, 1, kh, kw]`, the
+    /// projection's `[out, wide, 1, 1]`, and the biases (as long as the longest layer's
+    /// output; each takes its first channels).
+    fn weights(&self) -> [Vec<f32>; 4] {
         let taps = self.kernel[0] * self.kernel[1];
+        let out = self.project.map_or(0, |(out, _)| out);
         [
             (0..self.wide * self.input_shape[3])
                 .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
@@ -1023,66 +1043,121 @@ impl PairCase {
             (0..self.wide * taps)
                 .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
                 .collect(),
-            (0..self.wide).map(|i| i as f32 / 10.0 - 0.5).collect(),
+            (0..out * self.wide)
+                .map(|i| ((i * 3) % 13) as f32 / 6.0 - 1.0)
+                .collect(),
+            (0..self.wide.max(out))
+                .map(|i| i as f32 / 10.0 - 0.5)
+                .collect(),
         ]
     }
 
-    /// The case's two layers.
-    fn layers(&self) -> (PackedConv2dChannelsLast, PackedConv2dChannelsLast) {
-        let [pointwise_weight, depthwise_weight, bias] = self.weights();
-        let pointwise = PackedConv2dChannelsLast::new(
-            &pointwise_weight,
-            [self.wide, self.input_shape[3], 1, 1],
-            self.bias[0].then_some(&bias[..]),
-            Conv2dOptions::default(),
-        )
-        .unwrap()
-        .with_activation(self.activations[0]);
+    /// The case's layers: the expansion, the depthwise layer and the projection.
+    fn layers(
+        &self,
+    ) -> (
+        Option<PackedConv2dChannelsLast>,
+        PackedConv2dChannelsLast,
+        Option<PackedConv2dChannelsLast>,
+    ) {
+        let [expand_weight, depthwise_weight, project_weight, bias] = self.weights();
+        let expand = self.expand.then(|| {
+            PackedConv2dChannelsLast::new(
+                &expand_weight,
+                [self.wide, self.input_shape[3], 1, 1],
+                self.bias[0].then_some(&bias[..self.wide]),
+                Conv2dOptions::default(),
+            )
+            .unwrap()
+            .with_activation(self.activations[0])
+        });
         let depthwise = PackedConv2dChannelsLast::new(
             &depthwise_weight,
             [self.wide, 1, self.kernel[0], self.kernel[1]],
-            self.bias[1].then_some(&bias[..]),
+            self.bias[1].then_some(&bias[..self.wide]),
             self.options,
         )
         .unwrap()
         .with_activation(self.activations[1]);
-        (pointwise, depthwise)
+        let project = self.project.map(|(out, _)| {
+            PackedConv2dChannelsLast::new(
+                &project_weight,
+                [out, self.wide, 1, 1],
+                self.bias[2].then_some(&bias[..out]),
+                Conv2dOptions::default(),
+            )
+            .unwrap()
+            .with_activation(self.activations[2])
+        });
+        (expand, depthwise, project)
     }
 
-    /// The pair in bands of about `band_bytes` gives the same bits as its two layers run one
-    /// after the other, and the values of the reference convolutions.
+    /// The block in bands of about `band_bytes` gives the same bits as its layers run one after
+    /// the other, and the values of the reference convolutions.
     fn check(&self, band_bytes: usize) {
-        let (pointwise, depthwise) = self.layers();
+        let (expand, depthwise, project) = self.layers();
         let input: Vec<f32> = (0..self.input_shape.iter().product())
             .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
             .collect();
-        let wide_shape = pointwise.output_shape(self.input_shape).unwrap();
-        let Ok(output_shape) = depthwise.output_shape(wide_shape) else {
-            let pair = PackedPointwiseDepthwise::new(pointwise, depthwise).unwrap();
-            assert!(pair.output_shape(self.input_shape).is_err());
+        let mut workspace = ConvWorkspace::new();
+        let (wide, wide_shape) = match &expand {
+            Some(expand) => {
+                let shape = expand.output_shape(self.input_shape).unwrap();
+                let mut wide = vec![f32::NAN; shape.iter().product()];
+                expand
+                    .forward(&input, self.input_shape, &mut wide, &mut workspace)
+                    .unwrap();
+                (wide, shape)
+            }
+            None => (input.clone(), self.input_shape),
+        };
+        let Ok(depthwise_shape) = depthwise.output_shape(wide_shape) else {
+            let block = PackedDepthwiseBlock::new(expand, depthwise, project).unwrap();
+            assert!(block.output_shape(self.input_shape).is_err());
             return;
         };
-        let mut workspace = ConvWorkspace::new();
-        let mut wide = vec![f32::NAN; wide_shape.iter().product()];
-        pointwise
-            .forward(&input, self.input_shape, &mut wide, &mut workspace)
-            .unwrap();
-        let mut separate = vec![f32::NAN; output_shape.iter().product()];
+        let mut separate = vec![f32::NAN; depthwise_shape.iter().product()];
         depthwise
             .forward(&wide, wide_shape, &mut separate, &mut workspace)
             .unwrap();
+        let mut output_shape = depthwise_shape;
+        let residual: Option<Vec<f32>> = self.project.and_then(|(out, residual)| {
+            output_shape[3] = out;
+            residual.then(|| {
+                (0..output_shape.iter().product())
+                    .map(|i| ((i * 11) % 19) as f32 / 9.0 - 1.0)
+                    .collect()
+            })
+        });
+        if let Some(project) = &project {
+            let mut projected = vec![f32::NAN; output_shape.iter().product()];
+            match &residual {
+                Some(residual) => project.forward_residual(
+                    &separate,
+                    depthwise_shape,
+                    residual,
+                    &mut projected,
+                    &mut workspace,
+                ),
+                None => project.forward(&separate, depthwise_shape, &mut projected, &mut workspace),
+            }
+            .unwrap();
+            separate = projected;
+        }
 
-        let pair = PackedPointwiseDepthwise::new(pointwise, depthwise).unwrap();
-        assert_eq!(pair.output_shape(self.input_shape).unwrap(), output_shape);
+        let block = PackedDepthwiseBlock::new(expand, depthwise, project).unwrap();
+        assert_eq!(block.output_shape(self.input_shape).unwrap(), output_shape);
         let mut banded = vec![f32::NAN; separate.len()];
-        pair.forward_in_bands(
-            &input,
-            self.input_shape,
-            &mut banded,
-            &mut workspace,
-            band_bytes,
-        )
-        .unwrap();
+        block
+            .forward_in_bands(
+                &input,
+                self.input_shape,
+                residual.as_deref(),
+                &mut banded,
+                &mut workspace,
+                band_bytes,
+            )
+            .unwrap();
         let bits = |values: &[f32]| {
             values
                 .iter()
@@ -1095,7 +1170,7 @@ impl PairCase {
             "bands of {band_bytes} bytes"
         );
 
-        let [pointwise_weight, depthwise_weight, bias] = self.weights();
+        let [expand_weight, depthwise_weight, project_weight, bias] = self.weights();
         let activate = |values: &mut Vec<f32>, activation: Option<Activation>| {
             if let Some(activation) = activation {
                 for value in values.iter_mut() {
@@ -1103,24 +1178,43 @@ impl PairCase {
                 }
             }
         };
-        let (mut expected_wide, expected_wide_shape) = reference::conv2d_channels_last(
-            &input,
-            self.input_shape,
-            &pointwise_weight,
-            [self.wide, self.input_shape[3], 1, 1],
-            self.bias[0].then_some(&bias[..]),
-            Conv2dOptions::default(),
-        );
-        activate(&mut expected_wide, self.activations[0]);
-        let (mut expected, expected_shape) = reference::conv2d_channels_last(
-            &expected_wide,
-            expected_wide_shape,
+        let (mut expected, mut expected_shape) = (input.clone(), self.input_shape);
+        if self.expand {
+            (expected, expected_shape) = reference::conv2d_channels_last(
+                &expected,
+                expected_shape,
+                &expand_weight,
+                [self.wide, self.input_shape[3], 1, 1],
+                self.bias[0].then_some(&bias[..self.wide]),
+                Conv2dOptions::default(),
+            );
+            activate(&mut expected, self.activations[0]);
+        }
+        (expected, expected_shape) = reference::conv2d_channels_last(
+            &expected,
+            expected_shape,
             &depthwise_weight,
             [self.wide, 1, self.kernel[0], self.kernel[1]],
-            self.bias[1].then_some(&bias[..]),
+            self.bias[1].then_some(&bias[..self.wide]),
             self.options,
         );
         activate(&mut expected, self.activations[1]);
+        if let Some((out, _)) = self.project {
+            (expected, expected_shape) = reference::conv2d_channels_last(
+                &expected,
+                expected_shape,
+                &project_weight,
+                [out, self.wide, 1, 1],
+                self.bias[2].then_some(&bias[..out]),
+                Conv2dOptions::default(),
+            );
+            if let Some(residual) = &residual {
+                for (value, residual) in expected.iter_mut().zip(residual) {
+                    *value += residual;
+                }
+            }
+            activate(&mut expected, self.activations[2]);
+        }
         assert_eq!(expected_shape, output_shape);
         assert_close(&banded, &expected, 1e-4);
     }
@@ -1132,8 +1226,8 @@ proptest! {
     /// Bands of one output row (each reading the rows its kernel reaches), of a few, and of the
     /// size the kernel picks (usually the whole image here), on one and two threads.
     #[test]
-    fn pointwise_depthwise_matches_two_layers_and_reference(
-        case in pair_cases(),
+    fn depthwise_block_matches_its_layers_and_reference(
+        case in block_cases(),
         band_bytes in prop_oneof![Just(1usize), Just(4096), Just(1 << 18)],
         threads in 1..3usize,
     ) {
@@ -1145,8 +1239,8 @@ proptest! {
 }
 
 #[test]
-fn pointwise_depthwise_rejects_other_layers() {
-    let case = PairCase {
+fn depthwise_block_rejects_other_layers() {
+    let case = BlockCase {
         input_shape: [1, 4, 4, 3],
         wide: 8,
         kernel: [3, 3],
@@ -1155,14 +1249,29 @@ fn pointwise_depthwise_rejects_other_layers() {
             groups: 8,
             ..Conv2dOptions::default()
         },
-        activations: [None, None],
-        bias: [true, true],
+        expand: true,
+        project: Some((5, false)),
+        activations: [None, None, None],
+        bias: [true, true, true],
     };
-    let (pointwise, depthwise) = case.layers();
-    // The layers swapped: a depthwise layer first, a 1x1 one second.
-    assert!(PackedPointwiseDepthwise::new(depthwise.clone(), pointwise.clone()).is_err());
+    let (Some(expand), depthwise, Some(project)) = case.layers() else {
+        unreachable!("the case has every layer")
+    };
+    let block = |expand: &PackedConv2dChannelsLast,
+                 depthwise: &PackedConv2dChannelsLast,
+                 project: &PackedConv2dChannelsLast| {
+        PackedDepthwiseBlock::new(
+            Some(expand.clone()),
+            depthwise.clone(),
+            Some(project.clone()),
+        )
+    };
+    assert!(block(&expand, &depthwise, &project).is_ok());
+    // The layers in the wrong places.
+    assert!(block(&depthwise, &expand, &project).is_err());
+    assert!(block(&expand, &project, &depthwise).is_err());
     // A depthwise layer of other channels.
-    let narrow = PairCase {
+    let narrow = BlockCase {
         wide: 4,
         options: Conv2dOptions {
             groups: 4,
@@ -1170,57 +1279,97 @@ fn pointwise_depthwise_rejects_other_layers() {
         },
         ..case.clone()
     };
-    assert!(PackedPointwiseDepthwise::new(pointwise.clone(), narrow.layers().1).is_err());
-    // A pointwise layer with padding.
-    let [weight, _, _] = case.weights();
-    let padded = PackedConv2dChannelsLast::new(
-        &weight,
-        [8, 3, 1, 1],
-        None,
-        Conv2dOptions {
-            padding: [1, 1],
-            ..Conv2dOptions::default()
-        },
-    )
-    .unwrap();
-    assert!(PackedPointwiseDepthwise::new(padded, depthwise.clone()).is_err());
+    assert!(block(&expand, &narrow.layers().1, &project).is_err());
+    assert!(PackedDepthwiseBlock::new(None, narrow.layers().1, Some(project.clone())).is_err());
+    // 1x1 layers with padding.
+    let [weight, _, project_weight, _] = case.weights();
+    let padding = Conv2dOptions {
+        padding: [1, 1],
+        ..Conv2dOptions::default()
+    };
+    let padded = PackedConv2dChannelsLast::new(&weight, [8, 3, 1, 1], None, padding).unwrap();
+    assert!(block(&padded, &depthwise, &project).is_err());
+    let padded =
+        PackedConv2dChannelsLast::new(&project_weight, [5, 8, 1, 1], None, padding).unwrap();
+    assert!(block(&expand, &depthwise, &padded).is_err());
     // Wrong buffer lengths are errors, not panics.
-    let pair = PackedPointwiseDepthwise::new(pointwise, depthwise).unwrap();
-    let mut output = vec![0.0; 4 * 4 * 8];
+    let full = block(&expand, &depthwise, &project).unwrap();
+    let mut output = vec![0.0; 4 * 4 * 5];
     let mut workspace = ConvWorkspace::new();
     assert!(
-        pair.forward(&[0.0; 47], [1, 4, 4, 3], &mut output, &mut workspace)
+        full.forward(&[0.0; 47], [1, 4, 4, 3], &mut output, &mut workspace)
             .is_err()
     );
     assert!(
-        pair.forward(&[0.0; 48], [1, 4, 4, 3], &mut output[1..], &mut workspace)
+        full.forward(&[0.0; 48], [1, 4, 4, 3], &mut output[1..], &mut workspace)
             .is_err()
     );
     assert!(
-        pair.forward(&[0.0; 48], [1, 4, 4, 3], &mut output, &mut workspace)
+        full.forward_residual(
+            &[0.0; 48],
+            [1, 4, 4, 3],
+            &[0.0; 79],
+            &mut output,
+            &mut workspace
+        )
+        .is_err()
+    );
+    assert!(
+        full.forward(&[0.0; 48], [1, 4, 4, 3], &mut output, &mut workspace)
             .is_ok()
+    );
+    assert!(
+        full.forward_residual(
+            &[0.0; 48],
+            [1, 4, 4, 3],
+            &[0.0; 80],
+            &mut output,
+            &mut workspace
+        )
+        .is_ok()
+    );
+    // Without a projection, no residual.
+    let pair = PackedDepthwiseBlock::new(Some(expand), depthwise, None).unwrap();
+    let mut output = vec![0.0; 4 * 4 * 8];
+    assert!(
+        pair.forward_residual(
+            &[0.0; 48],
+            [1, 4, 4, 3],
+            &[0.0; 128],
+            &mut output,
+            &mut workspace
+        )
+        .is_err()
     );
 }
 
 /// Output rows whose kernel lies wholly in the padding read no row of the wide tensor: a band
 /// of them is empty, and its rows are the bias alone.
 #[test]
-fn pointwise_depthwise_rows_in_the_padding() {
+fn depthwise_block_rows_in_the_padding() {
     for (height, kernel) in [(1, 1), (3, 1), (2, 3)] {
-        let case = PairCase {
-            input_shape: [2, height, 3, 1],
-            wide: 2,
-            kernel: [kernel, 1],
-            options: Conv2dOptions {
-                padding: [kernel + 1, 0],
-                groups: 2,
-                ..Conv2dOptions::default()
-            },
-            activations: [None, Some(Activation::Relu6)],
-            bias: [false, true],
-        };
-        for band_bytes in [1, 1 << 18] {
-            case.check(band_bytes);
+        for (expand, project) in [
+            (true, None),
+            (true, Some((3, true))),
+            (false, Some((3, false))),
+        ] {
+            let case = BlockCase {
+                input_shape: [2, height, 3, if expand { 1 } else { 2 }],
+                wide: 2,
+                kernel: [kernel, 1],
+                options: Conv2dOptions {
+                    padding: [kernel + 1, 0],
+                    groups: 2,
+                    ..Conv2dOptions::default()
+                },
+                expand,
+                project,
+                activations: [None, Some(Activation::Relu6), None],
+                bias: [false, true, true],
+            };
+            for band_bytes in [1, 1 << 18] {
+                case.check(band_bytes);
+            }
         }
     }
 }

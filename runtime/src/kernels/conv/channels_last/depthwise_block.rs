@@ -1,0 +1,397 @@
+//! A channels-last depthwise convolution run together with the 1×1 convolutions around it, band
+//! by band of output rows, so that the tensors between them never leave the cache.
+//!
+//! An inverted residual block (MobileNetV2) widens its input six times in a 1×1 layer (the
+//! expansion), runs a depthwise layer on the result and narrows it again in a second 1×1 layer
+//! (the projection), which adds the block's input where the shapes allow. At 112 × 112 × 96 the
+//! wide tensor is 4.8 MB, the depthwise output of the first block 1.6 MB: run one layer after
+//! the other, each goes out of a core's L2 and comes back. Here each task (a run of output rows,
+//! one per thread) keeps a band of the wide tensor's rows in a buffer of its own: for each band
+//! of output rows it computes, with one GEMM, the rows of the wide tensor that the band reads and
+//! it does not hold yet (the rows shared with the band before are moved to the buffer's start,
+//! not computed again), runs the depthwise kernel on the buffer into a second buffer of the
+//! band's rows, and projects those with a second GEMM into the output rows. Without an
+//! expansion the depthwise kernel reads the input rows themselves; without a projection it
+//! writes the output rows. Each element goes through the same GEMM and depthwise arithmetic as
+//! when the layers run apart, so the output has the same bits.
+//!
+//! On a small image, where neighbouring tasks would compute too many of the same wide rows, one
+//! task runs the bands and spreads each band's GEMMs and depthwise rows over the threads.
+
+use super::{DepthwiseRow, Method, PARALLEL_CHUNK, PackedConv2dChannelsLast};
+use crate::error::{KernelResult, invalid_parameter};
+use crate::kernels::conv::{ConvWorkspace, check_buffers};
+use crate::kernels::gemm::{Lhs, MatrixRef, Rhs, gemm_by_rows, gemm_sequential};
+use crate::threading;
+
+/// About how many bytes of the wide tensor a band holds: half of a 512 KB L2, which leaves room
+/// for the pointwise weights and the input and output rows passing through (`pointwise_depthwise
+/// _timing` on a 2 MB L2 ran 64 KB bands slower and 512 KB ones no faster).
+const BAND_BYTES: usize = 256 << 10;
+
+/// Image rows per wide row that two tasks both compute, at least, for the rows to be cut among
+/// threads (see `forward_in_bands`): at two threads a 3 x 3 kernel of stride 1 shares 2 rows, so
+/// images from 8 rows up are cut; 7 x 7 ones (MobileNetV2's last blocks) run band by band on all
+/// threads. `pointwise_depthwise_timing` at 2 threads, against the layers run apart: 14 x 14 x 384
+/// cut 0.74x, one task 1.11x; 7 x 7 x 960 cut 1.04x, one task 0.94x.
+const MIN_ROWS_PER_SHARED_ROW: usize = 4;
+
+/// A channels-last depthwise convolution with the 1×1 convolution it reads (`expand`) and the
+/// one that reads it (`project`), either or both, ready to run together band by band (see the
+/// module's documentation).
+#[derive(Clone, Debug)]
+pub struct PackedDepthwiseBlock {
+    expand: Option<PackedConv2dChannelsLast>,
+    depthwise: PackedConv2dChannelsLast,
+    project: Option<PackedConv2dChannelsLast>,
+}
+
+/// What one task's bands read and write besides the layers (see `forward_in_bands`).
+struct Bands<'a> {
+    input: &'a [f32],
+    input_shape: [usize; 4],
+    residual: Option<&'a [f32]>,
+    geometry: super::Geometry,
+    /// Output rows per band.
+    band: usize,
+    /// Floats of the wide rows a band reads (without an expansion, 0: it reads the input).
+    wide_length: usize,
+    /// How many tasks run at once: with more than one, each runs its GEMMs on its own thread.
+    tasks: usize,
+    /// Output rows per task (the last task may have fewer).
+    rows_per_task: usize,
+}
+
+impl PackedDepthwiseBlock {
+    /// Puts together a depthwise convolution (`depthwise`, one channel per group) with the 1×1
+    /// convolution of unit stride and no padding whose output it reads (`expand`, as many output
+    /// channels), and the one that reads its output (`project`, as many input channels), either
+    /// of which may be absent.
+    pub fn new(
+        expand: Option<PackedConv2dChannelsLast>,
+        depthwise: PackedConv2dChannelsLast,
+        project: Option<PackedConv2dChannelsLast>,
+    ) -> KernelResult<Self> {
+        let is_pointwise = |layer: &PackedConv2dChannelsLast| {
+            matches!(layer.method, Method::Gemm { .. }) && layer.is_pointwise()
+        };
+        if !matches!(depthwise.method, Method::Depthwise { .. }) {
+            return Err(invalid_parameter(
+                "conv",
+                "the middle layer of a depthwise block is a depthwise convolution",
+            ));
+        }
+        if let Some(expand) = &expand
+            && (!is_pointwise(expand) || expand.out_channels != depthwise.in_channels)
+        {
+            return Err(invalid_parameter(
+                "conv",
+                format!(
+                    "a depthwise block's first layer is a 1x1 convolution with unit stride and no \
+                     padding into the depthwise layer's {} channels",
+                    depthwise.in_channels
+                ),
+            ));
+        }
+        if let Some(project) = &project
+            && (!is_pointwise(project) || project.in_channels != depthwise.out_channels)
+        {
+            return Err(invalid_parameter(
+                "conv",
+                format!(
+                    "a depthwise block's last layer is a 1x1 convolution with unit stride and no \
+                     padding from the depthwise layer's {} channels",
+                    depthwise.out_channels
+                ),
+            ));
+        }
+        Ok(Self {
+            expand,
+            depthwise,
+            project,
+        })
+    }
+
+    /// The output shape `[N, out_h, out_w, channels]` for an input `[N, H, W, C]`.
+    pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
+        let wide_shape = match &self.expand {
+            Some(expand) => expand.output_shape(input_shape)?,
+            None => input_shape,
+        };
+        let shape = self.depthwise.output_shape(wide_shape)?;
+        match &self.project {
+            Some(project) => project.output_shape(shape),
+            None => Ok(shape),
+        }
+    }
+
+    /// Runs the layers on an `[N, H, W, C]` input into an output of `output_shape(..)`.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        self.forward_in_bands(input, input_shape, None, output, workspace, BAND_BYTES)
+    }
+
+    /// [`Self::forward`] with a residual of the output's shape added by the projection (before
+    /// its activation, as `PackedConv2dChannelsLast::forward_residual` adds it). A block
+    /// without a projection takes none.
+    pub fn forward_residual(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: &[f32],
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+    ) -> KernelResult<()> {
+        if self.project.is_none() {
+            return Err(invalid_parameter(
+                "conv",
+                "a depthwise block without a projection adds no residual",
+            ));
+        }
+        self.forward_in_bands(
+            input,
+            input_shape,
+            Some(residual),
+            output,
+            workspace,
+            BAND_BYTES,
+        )
+    }
+
+    /// [`Self::forward`] with bands of about `band_bytes` of the wide tensor (at least the rows
+    /// one output row reads), which tests make small so that an image takes many bands.
+    pub(in crate::kernels::conv) fn forward_in_bands(
+        &self,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+        workspace: &mut ConvWorkspace,
+        band_bytes: usize,
+    ) -> KernelResult<()> {
+        let depthwise = &self.depthwise;
+        let wide_shape = match &self.expand {
+            Some(expand) => expand.output_shape(input_shape)?,
+            None => input_shape,
+        };
+        let depthwise_shape = depthwise.output_shape(wide_shape)?;
+        let output_shape = self.output_shape(input_shape)?;
+        check_buffers(input, input_shape, output, output_shape, residual)?;
+        if output.is_empty() {
+            return Ok(());
+        }
+        let [batch, in_h, in_w, _] = input_shape;
+        let channels = depthwise.out_channels;
+        let geometry = depthwise.geometry(wide_shape, depthwise_shape);
+        let wide_row = in_w * channels;
+        let [kernel_h, _] = geometry.kernel;
+        let reach = (kernel_h - 1) * geometry.dilation[0] + 1;
+        // Output rows per band: as many as keep the wide rows they read within `band_bytes`.
+        let band_rows = (band_bytes / (wide_row * 4).max(1)).max(reach);
+        let band = ((band_rows - reach) / geometry.stride[0] + 1).min(geometry.out_h);
+        let band_wide_rows = ((band - 1) * geometry.stride[0] + reach).min(in_h);
+
+        let rows = batch * geometry.out_h;
+        // One task per thread, each a run of output rows: with an expansion, two neighbouring
+        // tasks both compute the wide rows that their rows' kernels share (`reach - stride` of
+        // them), which is worth it while they are a small part of the image. On a small image
+        // (7 x 7) one task runs the bands instead, and each band's GEMMs and depthwise rows
+        // spread over the threads, as the layers would run apart.
+        let threads = threading::parallel_width().min(rows);
+        let shared_rows = if self.expand.is_some() {
+            reach.saturating_sub(geometry.stride[0])
+        } else {
+            0
+        };
+        let tasks = if (threads - 1) * shared_rows * MIN_ROWS_PER_SHARED_ROW <= in_h {
+            threads
+        } else {
+            1
+        };
+        let rows_per_task = rows.div_ceil(tasks);
+        let tasks = rows.div_ceil(rows_per_task);
+        let wide_length = if self.expand.is_some() {
+            band_wide_rows * wide_row
+        } else {
+            0
+        };
+        let band_output_length = if self.project.is_some() {
+            band * geometry.out_w * channels
+        } else {
+            0
+        };
+        let scratch_length = wide_length + band_output_length;
+        let scratch = workspace.columns(tasks * scratch_length);
+        let bands = Bands {
+            input,
+            input_shape,
+            residual,
+            geometry,
+            band,
+            wide_length,
+            tasks,
+            rows_per_task,
+        };
+        let output_row = output_shape[2] * output_shape[3];
+        let failure = std::sync::Mutex::new(None);
+        threading::run_chunks_with_scratch_mut(
+            output,
+            rows_per_task * output_row,
+            scratch,
+            scratch_length,
+            |task, output, scratch| {
+                if let Err(error) = self.run_task(&bands, task, output, scratch)
+                    && let Ok(mut failure) = failure.lock()
+                {
+                    *failure = Some(error);
+                }
+            },
+        );
+        match failure.into_inner().ok().flatten() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// The bands of task `task`: its output rows (`output`) band by band, with `scratch` for the
+    /// wide rows (`bands.wide_length`) and the depthwise rows of a band.
+    fn run_task(
+        &self,
+        bands: &Bands<'_>,
+        task: usize,
+        output: &mut [f32],
+        scratch: &mut [f32],
+    ) -> KernelResult<()> {
+        let depthwise = &self.depthwise;
+        let Method::Depthwise { weight, bias } = &depthwise.method else {
+            unreachable!("PackedDepthwiseBlock: `new` checked the method")
+        };
+        let geometry = &bands.geometry;
+        let [_, in_h, in_w, in_channels] = bands.input_shape;
+        let channels = depthwise.out_channels;
+        let wide_row = in_w * channels;
+        let depthwise_row = geometry.out_w * channels;
+        let output_row = match &self.project {
+            Some(project) => geometry.out_w * project.out_channels,
+            None => depthwise_row,
+        };
+        let image_len = in_h * in_w * in_channels;
+        let reach = (geometry.kernel[0] - 1) * geometry.dilation[0] + 1;
+        let clamp = depthwise.depthwise_clamp(false);
+        // Each of several tasks runs its GEMMs on its own thread.
+        let gemm = if bands.tasks > 1 {
+            gemm_sequential
+        } else {
+            gemm_by_rows
+        };
+        let (wide, band_output) = scratch.split_at_mut(bands.wide_length);
+        // The wide rows `held` (image, first row, end) at the start of `wide`.
+        let mut held: Option<(usize, usize, usize)> = None;
+        let first_row = task * bands.rows_per_task;
+        let end = first_row + output.len() / output_row;
+        let mut row = first_row;
+        while row < end {
+            let (image, out_y) = (row / geometry.out_h, row % geometry.out_h);
+            let band_end = (out_y + bands.band)
+                .min(geometry.out_h)
+                .min(out_y + end - row);
+            let band_rows = band_end - out_y;
+            // The wide rows the band reads: `first..last`.
+            let last = ((band_end - 1) * geometry.stride[0] + reach)
+                .saturating_sub(geometry.padding[0])
+                .min(in_h);
+            let first = (out_y * geometry.stride[0])
+                .saturating_sub(geometry.padding[0])
+                .min(last);
+            let image_input = &bands.input[image * image_len..][..image_len];
+            // The depthwise layer's input, from image row `band_first_row` on.
+            let (band_input, band_first_row) = match &self.expand {
+                Some(expand) => {
+                    let Method::Gemm { weight } = &expand.method else {
+                        unreachable!("PackedDepthwiseBlock: `new` checked the method")
+                    };
+                    let mut computed = first;
+                    if let Some((held_image, held_first, held_end)) = held
+                        && held_image == image
+                        && held_end > first
+                    {
+                        wide.copy_within(
+                            (first - held_first) * wide_row..(held_end - held_first) * wide_row,
+                            0,
+                        );
+                        computed = held_end;
+                    }
+                    if last > computed {
+                        let pixels =
+                            &image_input[computed * in_w * in_channels..last * in_w * in_channels];
+                        let matrix =
+                            MatrixRef::row_major(pixels, (last - computed) * in_w, in_channels)?;
+                        gemm(
+                            Lhs::Matrix(matrix),
+                            Rhs::Packed(weight),
+                            &mut wide[(computed - first) * wide_row..(last - first) * wide_row],
+                            channels,
+                            &expand.gemm_options(None),
+                        )?;
+                    }
+                    held = Some((image, first, last));
+                    (&wide[..(last - first) * wide_row], first)
+                }
+                None => (image_input, 0),
+            };
+            let local = row - first_row;
+            let band_depthwise = match &self.project {
+                Some(_) => &mut band_output[..band_rows * depthwise_row],
+                None => &mut output[local * output_row..(local + band_rows) * output_row],
+            };
+            let rows_per_chunk =
+                threading::balanced_rows_per_task(band_rows, depthwise_row, PARALLEL_CHUNK);
+            threading::run_chunks_mut(
+                band_depthwise,
+                rows_per_chunk * depthwise_row,
+                |chunk, rows| {
+                    for (offset, values) in rows.chunks_exact_mut(depthwise_row).enumerate() {
+                        let row_input = DepthwiseRow {
+                            input: band_input,
+                            first_row: band_first_row,
+                            weight,
+                            bias,
+                            geometry,
+                            channels,
+                            out_y: out_y + chunk * rows_per_chunk + offset,
+                            clamp,
+                        };
+                        depthwise.depthwise_output_row(&row_input, None, values);
+                    }
+                },
+            );
+            if let Some(project) = &self.project {
+                let Method::Gemm { weight } = &project.method else {
+                    unreachable!("PackedDepthwiseBlock: `new` checked the method")
+                };
+                let matrix = MatrixRef::row_major(
+                    &band_output[..band_rows * depthwise_row],
+                    band_rows * geometry.out_w,
+                    channels,
+                )?;
+                let residual = bands
+                    .residual
+                    .map(|residual| &residual[row * output_row..(row + band_rows) * output_row]);
+                gemm(
+                    Lhs::Matrix(matrix),
+                    Rhs::Packed(weight),
+                    &mut output[local * output_row..(local + band_rows) * output_row],
+                    project.out_channels,
+                    &project.gemm_options(residual),
+                )?;
+            }
+            row = band_end + image * geometry.out_h;
+        }
+        Ok(())
+    }
+}
