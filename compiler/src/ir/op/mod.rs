@@ -97,22 +97,19 @@ impl ConvAttrs {
     /// channels-last 1×1 convolution reading its input as it is, with unit stride, no padding, no
     /// groups, no residual and no fused layer of its own.
     pub fn fuses_into_depthwise(&self) -> bool {
-        self.channels_last
-            && !self.nchw_input
-            && self.kernel == [1, 1]
-            && self.stride == [1, 1]
-            && self.padding == [0, 0]
-            && self.groups == 1
-            && !self.epilogue.residual
-            && self.pointwise.is_none()
-            && self.depthwise.is_none()
-            && self.max_pool.is_none()
+        self.is_plain_pointwise() && !self.epilogue.residual
     }
 
     /// Whether this layer can run the depthwise convolution it reads inside itself
     /// (`depthwise`): a channels-last 1×1 convolution reading its input as it is, with unit
     /// stride, no padding, no groups and no fused layer of its own (a residual it may add).
     pub fn takes_depthwise(&self) -> bool {
+        self.is_plain_pointwise()
+    }
+
+    /// A channels-last 1×1 convolution reading its input as it is, with unit stride, no
+    /// padding, no groups and no fused layer of its own: its input is its GEMM's left operand.
+    fn is_plain_pointwise(&self) -> bool {
         self.channels_last
             && !self.nchw_input
             && self.kernel == [1, 1]

@@ -626,7 +626,7 @@ mod depthwise_x86_64 {
     /// The pixel step in input columns, 1 or 2, where the run's taps are whole kernel rows of
     /// three neighbouring columns, in order: `(i, w)`, `(i + C, w + C)`, `(i + 2C, w + 2C)`
     /// for each row (a 3-wide kernel of unit dilation, as `depthwise_row_body` lists an
-    /// interior pixel's taps). The tiles of [`three_wide_blocks`] then load each input column
+    /// interior pixel's taps). The tiles of [`accumulate_taps`] then load each input column
     /// once for the taps of all the pixels that read it; `None` elsewhere.
     pub(super) fn three_wide_stride(pixels: &InteriorPixels<'_>) -> Option<usize> {
         let channels = pixels.bias.len();
@@ -664,23 +664,21 @@ mod depthwise_x86_64 {
     /// Pixels `first..first + TILE` of the run (`$tile` is `TILE`), from channel `$channel` on
     /// the whole groups of `$blocks` blocks of `$lanes` channels, in registers of that many
     /// lanes (`$load` and the other intrinsics of one width): every tap multiply-added into
-    /// `TILE * $blocks` sums, clamped and stored. Evaluates to the first channel past the last
-    /// whole group. A macro, expanded in each kernel, so that its intrinsics compile with that
-    /// kernel's target features.
+    /// `TILE * $blocks` sums as `$taps` says ([`accumulate_taps`]), clamped and stored.
+    /// Evaluates to the first channel past the last whole group. A macro, expanded in each
+    /// kernel, so that its intrinsics compile with that kernel's target features.
     ///
     /// Unsafe to expand: `$channel..channels` and every tap of these pixels, every tap's weights
-    /// and the pixels' outputs are inside their slices.
+    /// and the pixels' outputs are inside their slices, and the taps are as `$taps` needs.
     macro_rules! channel_blocks {
         (
-            $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident, $blocks:expr,
-            $lanes:literal, $load:ident, $set1:ident, $fmadd:ident, $min:ident, $max:ident,
-            $store:ident
+            $taps:tt, $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident,
+            $blocks:expr, $lanes:literal, $load:ident, $set1:ident, $fmadd:ident, $min:ident,
+            $max:ident, $store:ident
         ) => {{
             let pixels: &InteriorPixels<'_> = $pixels;
             let (first, mut channel): (usize, usize) = ($first, $channel);
             let channels = pixels.bias.len();
-            let input = pixels.input.as_ptr();
-            let weight = pixels.weight.as_ptr();
             let destination = $output.as_mut_ptr();
             let base = pixels.first_base + first * pixels.pixel_step;
             let (low, high) = clamp_bounds(pixels.clamp);
@@ -691,16 +689,10 @@ mod depthwise_x86_64 {
                     *value = $load(pixels.bias.as_ptr().add(channel + block * $lanes));
                 }
                 let mut sums = [bias; $tile];
-                for &(input_offset, weight_offset) in pixels.taps {
-                    let tap = input.add(base + input_offset + channel);
-                    for block in 0..$blocks {
-                        let weights = $load(weight.add(weight_offset + channel + block * $lanes));
-                        for (index, sum) in sums.iter_mut().enumerate() {
-                            let values = $load(tap.add(index * pixels.pixel_step + block * $lanes));
-                            sum[block] = $fmadd(weights, values, sum[block]);
-                        }
-                    }
-                }
+                accumulate_taps!(
+                    $taps, pixels, sums, base, channel, $tile, $blocks, $lanes, $load, $set1,
+                    $fmadd
+                );
                 for (index, sum) in sums.into_iter().enumerate() {
                     let pixel = destination.add((first + index) * channels + channel);
                     for (block, sum) in sum.into_iter().enumerate() {
@@ -713,104 +705,100 @@ mod depthwise_x86_64 {
         }};
     }
 
-    /// [`channel_blocks`] for runs whose taps are whole kernel rows three columns wide
-    /// (`three_wide_stride` is `Some($stride)`): for each kernel row, the three taps' weights
-    /// stay in registers and each input column the `$tile` pixels read is loaded once and
-    /// multiply-added into every pixel that reads it (three at stride 1), so a row of a tile of
-    /// eight pixels loads ten columns for twenty-four multiply-adds instead of twenty-seven
-    /// vectors. Each pixel still adds its taps in the order of `taps` (a column's taps reach
-    /// the pixels in the order of the columns), so the sums are `channel_blocks`'s, bit for
-    /// bit. Evaluates to the first channel past the last whole group.
+    /// The multiply-adds of [`channel_blocks`] into `$sums` (`[[vector; $blocks]; $tile]`) for
+    /// the group of channels from `$channel` on, of the pixels from input offset `$base` on:
     ///
-    /// Unsafe to expand: as [`channel_blocks`], and the taps are as `three_wide_stride` checks.
-    macro_rules! three_wide_blocks {
+    /// - `general`: tap by tap, each tap's weights loaded once and every pixel's input vector
+    ///   loaded for it;
+    /// - `(three_wide $stride)`, for runs whose taps are whole kernel rows three columns wide
+    ///   (`three_wide_stride` is `Some($stride)`): for each kernel row, the three taps' weights
+    ///   stay in registers and each input column the pixels read is loaded once and
+    ///   multiply-added into every pixel that reads it (three at stride 1), so a row of a tile
+    ///   of eight pixels loads ten columns for twenty-four multiply-adds instead of twenty-seven
+    ///   vectors. Each pixel still adds its taps in the order of `taps` (a column's taps reach
+    ///   the pixels in the order of the columns), so the sums are `general`'s, bit for bit.
+    macro_rules! accumulate_taps {
         (
-            $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident, $blocks:expr,
-            $stride:ident, $lanes:literal, $load:ident, $set1:ident, $fmadd:ident, $min:ident,
-            $max:ident, $store:ident
+            general, $pixels:ident, $sums:ident, $base:ident, $channel:ident, $tile:ident,
+            $blocks:expr, $lanes:literal, $load:ident, $set1:ident, $fmadd:ident
         ) => {{
-            let pixels: &InteriorPixels<'_> = $pixels;
-            let (first, mut channel): (usize, usize) = ($first, $channel);
-            let channels = pixels.bias.len();
-            let input = pixels.input.as_ptr();
-            let weight = pixels.weight.as_ptr();
-            let destination = $output.as_mut_ptr();
-            let base = pixels.first_base + first * pixels.pixel_step;
-            let (low, high) = clamp_bounds(pixels.clamp);
-            let (low, high) = ($set1(low), $set1(high));
-            while channel + $blocks * $lanes <= channels {
-                let mut bias = [$set1(0.0); $blocks];
-                for (block, value) in bias.iter_mut().enumerate() {
-                    *value = $load(pixels.bias.as_ptr().add(channel + block * $lanes));
-                }
-                let mut sums = [bias; $tile];
-                for row in pixels.taps.chunks_exact(3) {
-                    let (row_input, row_weight) = row[0];
-                    let mut weights = [[$set1(0.0); $blocks]; 3];
-                    for (kx, tap) in weights.iter_mut().enumerate() {
-                        for (block, value) in tap.iter_mut().enumerate() {
-                            *value = $load(
-                                weight.add(row_weight + kx * channels + channel + block * $lanes),
-                            );
-                        }
-                    }
-                    let source = input.add(base + row_input + channel);
-                    let column = |column: usize, block: usize| {
-                        $load(source.add(column * channels + block * $lanes))
-                    };
-                    // Pixel `p` reads column `p * stride + kx` through tap `kx`. The loops run
-                    // a fixed number of times with fixed sums per step, so that they unroll
-                    // and the sums stay in registers.
-                    if $stride == 1 {
-                        // Column `c` is tap 0 of pixel `c`, 1 of `c - 1` and 2 of `c - 2`.
-                        for c in 0..$tile + 2 {
-                            for block in 0..$blocks {
-                                let values = column(c, block);
-                                if c < $tile {
-                                    sums[c][block] =
-                                        $fmadd(weights[0][block], values, sums[c][block]);
-                                }
-                                if c >= 1 && c - 1 < $tile {
-                                    sums[c - 1][block] =
-                                        $fmadd(weights[1][block], values, sums[c - 1][block]);
-                                }
-                                if c >= 2 {
-                                    sums[c - 2][block] =
-                                        $fmadd(weights[2][block], values, sums[c - 2][block]);
-                                }
-                            }
-                        }
-                    } else {
-                        // Column `2p` is tap 0 of pixel `p` and 2 of `p - 1`; `2p + 1` is tap 1
-                        // of `p`; the last, `2 * tile`, tap 2 of the last pixel.
-                        for p in 0..$tile {
-                            for block in 0..$blocks {
-                                let values = column(2 * p, block);
-                                sums[p][block] = $fmadd(weights[0][block], values, sums[p][block]);
-                                if p >= 1 {
-                                    sums[p - 1][block] =
-                                        $fmadd(weights[2][block], values, sums[p - 1][block]);
-                                }
-                                let values = column(2 * p + 1, block);
-                                sums[p][block] = $fmadd(weights[1][block], values, sums[p][block]);
-                            }
-                        }
-                        for block in 0..$blocks {
-                            let values = column(2 * $tile, block);
-                            sums[$tile - 1][block] =
-                                $fmadd(weights[2][block], values, sums[$tile - 1][block]);
-                        }
+            let (input, weight) = ($pixels.input.as_ptr(), $pixels.weight.as_ptr());
+            for &(input_offset, weight_offset) in $pixels.taps {
+                let tap = input.add($base + input_offset + $channel);
+                for block in 0..$blocks {
+                    let weights = $load(weight.add(weight_offset + $channel + block * $lanes));
+                    for (index, sum) in $sums.iter_mut().enumerate() {
+                        let values = $load(tap.add(index * $pixels.pixel_step + block * $lanes));
+                        sum[block] = $fmadd(weights, values, sum[block]);
                     }
                 }
-                for (index, sum) in sums.into_iter().enumerate() {
-                    let pixel = destination.add((first + index) * channels + channel);
-                    for (block, sum) in sum.into_iter().enumerate() {
-                        $store(pixel.add(block * $lanes), $min(high, $max(low, sum)));
-                    }
-                }
-                channel += $blocks * $lanes;
             }
-            channel
+        }};
+        (
+            (three_wide $stride:ident), $pixels:ident, $sums:ident, $base:ident,
+            $channel:ident, $tile:ident, $blocks:expr, $lanes:literal, $load:ident,
+            $set1:ident, $fmadd:ident
+        ) => {{
+            let (input, weight) = ($pixels.input.as_ptr(), $pixels.weight.as_ptr());
+            let channels = $pixels.bias.len();
+            for row in $pixels.taps.chunks_exact(3) {
+                let (row_input, row_weight) = row[0];
+                let mut weights = [[$set1(0.0); $blocks]; 3];
+                for (kx, tap) in weights.iter_mut().enumerate() {
+                    for (block, value) in tap.iter_mut().enumerate() {
+                        *value = $load(
+                            weight.add(row_weight + kx * channels + $channel + block * $lanes),
+                        );
+                    }
+                }
+                let source = input.add($base + row_input + $channel);
+                let column = |column: usize, block: usize| {
+                    $load(source.add(column * channels + block * $lanes))
+                };
+                // Pixel `p` reads column `p * stride + kx` through tap `kx`. The loops run a
+                // fixed number of times with fixed sums per step, so that they unroll and the
+                // sums stay in registers.
+                if $stride == 1 {
+                    // Column `c` is tap 0 of pixel `c`, 1 of `c - 1` and 2 of `c - 2`.
+                    for c in 0..$tile + 2 {
+                        for block in 0..$blocks {
+                            let values = column(c, block);
+                            if c < $tile {
+                                $sums[c][block] =
+                                    $fmadd(weights[0][block], values, $sums[c][block]);
+                            }
+                            if c >= 1 && c - 1 < $tile {
+                                $sums[c - 1][block] =
+                                    $fmadd(weights[1][block], values, $sums[c - 1][block]);
+                            }
+                            if c >= 2 {
+                                $sums[c - 2][block] =
+                                    $fmadd(weights[2][block], values, $sums[c - 2][block]);
+                            }
+                        }
+                    }
+                } else {
+                    // Column `2p` is tap 0 of pixel `p` and 2 of `p - 1`; `2p + 1` is tap 1 of
+                    // `p`; the last, `2 * tile`, tap 2 of the last pixel.
+                    for p in 0..$tile {
+                        for block in 0..$blocks {
+                            let values = column(2 * p, block);
+                            $sums[p][block] = $fmadd(weights[0][block], values, $sums[p][block]);
+                            if p >= 1 {
+                                $sums[p - 1][block] =
+                                    $fmadd(weights[2][block], values, $sums[p - 1][block]);
+                            }
+                            let values = column(2 * p + 1, block);
+                            $sums[p][block] = $fmadd(weights[1][block], values, $sums[p][block]);
+                        }
+                    }
+                    for block in 0..$blocks {
+                        let values = column(2 * $tile, block);
+                        $sums[$tile - 1][block] =
+                            $fmadd(weights[2][block], values, $sums[$tile - 1][block]);
+                    }
+                }
+            }
         }};
     }
 
@@ -866,6 +854,7 @@ mod depthwise_x86_64 {
         // inside their slices.
         let channel = unsafe {
             channel_blocks!(
+                general,
                 pixels,
                 output,
                 first,
@@ -884,6 +873,7 @@ mod depthwise_x86_64 {
         // SAFETY: As above, for the blocks past the last group of `BLOCKS`.
         let channel = unsafe {
             channel_blocks!(
+                general,
                 pixels,
                 output,
                 first,
@@ -904,7 +894,7 @@ mod depthwise_x86_64 {
     }
 
     /// [`tile_avx512`] for runs of three-wide kernel rows at a pixel step of `STRIDE` columns
-    /// (see [`three_wide_blocks`]): groups of `BLOCKS` blocks of sixteen channels, then single
+    /// (see [`accumulate_taps`]): groups of `BLOCKS` blocks of sixteen channels, then single
     /// blocks, then the rest of the channels through the AVX2 tile.
     ///
     /// # Safety
@@ -924,14 +914,14 @@ mod depthwise_x86_64 {
         // is a tap of one of these pixels, and the caller guarantees every tap of these pixels,
         // every tap's weights and the pixels' outputs are inside their slices.
         let channel = unsafe {
-            three_wide_blocks!(
+            channel_blocks!(
+                (three_wide STRIDE),
                 pixels,
                 output,
                 first,
                 0,
                 TILE,
                 BLOCKS,
-                STRIDE,
                 16,
                 _mm512_loadu_ps,
                 _mm512_set1_ps,
@@ -943,14 +933,14 @@ mod depthwise_x86_64 {
         };
         // SAFETY: As above, for the blocks past the last group of `BLOCKS`.
         let channel = unsafe {
-            three_wide_blocks!(
+            channel_blocks!(
+                (three_wide STRIDE),
                 pixels,
                 output,
                 first,
                 channel,
                 TILE,
                 1,
-                STRIDE,
                 16,
                 _mm512_loadu_ps,
                 _mm512_set1_ps,
@@ -979,7 +969,7 @@ mod depthwise_x86_64 {
         unsafe { tile_three_wide_from::<TILE, STRIDE>(pixels, output, first, 0) };
     }
 
-    /// Blocks of eight channels from `first_channel` on through [`three_wide_blocks`], then
+    /// Blocks of eight channels from `first_channel` on through [`accumulate_taps`], then
     /// the channels past the last whole block as [`tile_from`] does.
     ///
     /// # Safety
@@ -994,14 +984,14 @@ mod depthwise_x86_64 {
     ) {
         // SAFETY: As in `tile_three_wide_avx512`, eight channels a register.
         let channel = unsafe {
-            three_wide_blocks!(
+            channel_blocks!(
+                (three_wide STRIDE),
                 pixels,
                 output,
                 first,
                 first_channel,
                 TILE,
                 1,
-                STRIDE,
                 8,
                 _mm256_loadu_ps,
                 _mm256_set1_ps,
@@ -1059,6 +1049,7 @@ mod depthwise_x86_64 {
         // inside their slices.
         let channel = unsafe {
             channel_blocks!(
+                general,
                 pixels,
                 output,
                 first,
