@@ -705,6 +705,56 @@ mod depthwise_x86_64 {
         }};
     }
 
+    /// [`channel_blocks`] sixteen channels a zmm register (AVX-512F).
+    macro_rules! zmm_blocks {
+        (
+            $taps:tt, $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident,
+            $blocks:expr
+        ) => {
+            channel_blocks!(
+                $taps,
+                $pixels,
+                $output,
+                $first,
+                $channel,
+                $tile,
+                $blocks,
+                16,
+                _mm512_loadu_ps,
+                _mm512_set1_ps,
+                _mm512_fmadd_ps,
+                _mm512_min_ps,
+                _mm512_max_ps,
+                _mm512_storeu_ps
+            )
+        };
+    }
+
+    /// [`channel_blocks`] eight channels a ymm register (AVX2 and FMA).
+    macro_rules! ymm_blocks {
+        (
+            $taps:tt, $pixels:expr, $output:expr, $first:expr, $channel:expr, $tile:ident,
+            $blocks:expr
+        ) => {
+            channel_blocks!(
+                $taps,
+                $pixels,
+                $output,
+                $first,
+                $channel,
+                $tile,
+                $blocks,
+                8,
+                _mm256_loadu_ps,
+                _mm256_set1_ps,
+                _mm256_fmadd_ps,
+                _mm256_min_ps,
+                _mm256_max_ps,
+                _mm256_storeu_ps
+            )
+        };
+    }
+
     /// The multiply-adds of [`channel_blocks`] into `$sums` (`[[vector; $blocks]; $tile]`) for
     /// the group of channels from `$channel` on, of the pixels from input offset `$base` on:
     ///
@@ -852,43 +902,9 @@ mod depthwise_x86_64 {
         // SAFETY: The blocks stay below `channels` (the macro's loop bound), and the caller
         // guarantees every tap of these pixels, every tap's weights and the pixels' outputs are
         // inside their slices.
-        let channel = unsafe {
-            channel_blocks!(
-                general,
-                pixels,
-                output,
-                first,
-                0,
-                TILE,
-                BLOCKS,
-                16,
-                _mm512_loadu_ps,
-                _mm512_set1_ps,
-                _mm512_fmadd_ps,
-                _mm512_min_ps,
-                _mm512_max_ps,
-                _mm512_storeu_ps
-            )
-        };
+        let channel = unsafe { zmm_blocks!(general, pixels, output, first, 0, TILE, BLOCKS) };
         // SAFETY: As above, for the blocks past the last group of `BLOCKS`.
-        let channel = unsafe {
-            channel_blocks!(
-                general,
-                pixels,
-                output,
-                first,
-                channel,
-                TILE,
-                1,
-                16,
-                _mm512_loadu_ps,
-                _mm512_set1_ps,
-                _mm512_fmadd_ps,
-                _mm512_min_ps,
-                _mm512_max_ps,
-                _mm512_storeu_ps
-            )
-        };
+        let channel = unsafe { zmm_blocks!(general, pixels, output, first, channel, TILE, 1) };
         // SAFETY: As above, for the channels from `channel` on.
         unsafe { tile_from::<TILE>(pixels, output, first, channel) };
     }
@@ -914,40 +930,26 @@ mod depthwise_x86_64 {
         // is a tap of one of these pixels, and the caller guarantees every tap of these pixels,
         // every tap's weights and the pixels' outputs are inside their slices.
         let channel = unsafe {
-            channel_blocks!(
+            zmm_blocks!(
                 (three_wide STRIDE),
                 pixels,
                 output,
                 first,
                 0,
                 TILE,
-                BLOCKS,
-                16,
-                _mm512_loadu_ps,
-                _mm512_set1_ps,
-                _mm512_fmadd_ps,
-                _mm512_min_ps,
-                _mm512_max_ps,
-                _mm512_storeu_ps
+                BLOCKS
             )
         };
         // SAFETY: As above, for the blocks past the last group of `BLOCKS`.
         let channel = unsafe {
-            channel_blocks!(
+            zmm_blocks!(
                 (three_wide STRIDE),
                 pixels,
                 output,
                 first,
                 channel,
                 TILE,
-                1,
-                16,
-                _mm512_loadu_ps,
-                _mm512_set1_ps,
-                _mm512_fmadd_ps,
-                _mm512_min_ps,
-                _mm512_max_ps,
-                _mm512_storeu_ps
+                1
             )
         };
         // SAFETY: As above, for the channels from `channel` on.
@@ -984,21 +986,14 @@ mod depthwise_x86_64 {
     ) {
         // SAFETY: As in `tile_three_wide_avx512`, eight channels a register.
         let channel = unsafe {
-            channel_blocks!(
+            ymm_blocks!(
                 (three_wide STRIDE),
                 pixels,
                 output,
                 first,
                 first_channel,
                 TILE,
-                1,
-                8,
-                _mm256_loadu_ps,
-                _mm256_set1_ps,
-                _mm256_fmadd_ps,
-                _mm256_min_ps,
-                _mm256_max_ps,
-                _mm256_storeu_ps
+                1
             )
         };
         // SAFETY: Forwarded from the caller; the channels from `channel` on.
@@ -1047,24 +1042,8 @@ mod depthwise_x86_64 {
         // SAFETY: The blocks stay below `channels` (the macro's loop bound), and the caller
         // guarantees every tap of these pixels, every tap's weights and the pixels' outputs are
         // inside their slices.
-        let channel = unsafe {
-            channel_blocks!(
-                general,
-                pixels,
-                output,
-                first,
-                first_channel,
-                TILE,
-                1,
-                8,
-                _mm256_loadu_ps,
-                _mm256_set1_ps,
-                _mm256_fmadd_ps,
-                _mm256_min_ps,
-                _mm256_max_ps,
-                _mm256_storeu_ps
-            )
-        };
+        let channel =
+            unsafe { ymm_blocks!(general, pixels, output, first, first_channel, TILE, 1) };
         let channels = pixels.bias.len();
         let base = pixels.first_base + first * pixels.pixel_step;
         for channel in channel..channels {
