@@ -676,15 +676,18 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                 storage,
             })
         }
-        Op::Conv(attrs) if attrs.depthwise.is_some() => {
-            let depthwise = attrs.depthwise.as_deref().expect("checked by the guard");
-            let project = ir::ConvAttrs {
-                depthwise: None,
-                ..attrs.clone()
+        Op::Conv(attrs) if attrs.pointwise.is_some() || attrs.depthwise.is_some() => {
+            // The node is a projection running its depthwise layer (whose weights follow the
+            // node's own), or the depthwise layer itself; the depthwise layer's expansion's
+            // weights follow its own.
+            let (depthwise, depthwise_weights, project) = match attrs.depthwise.as_deref() {
+                Some(depthwise) => (
+                    depthwise,
+                    1 + attrs.weight_inputs(),
+                    Some(Box::new(conv2d_preparation(graph, node, attrs, 1))),
+                ),
+                None => (attrs, 1, None),
             };
-            // The depthwise layer's weights follow this layer's own, its expansion's follow
-            // those.
-            let depthwise_weights = 1 + attrs.weight_inputs();
             let expand = depthwise.pointwise.as_deref().map(|pointwise| {
                 let first = depthwise_weights + depthwise.weight_inputs();
                 Box::new(conv2d_preparation(graph, node, pointwise, first))
@@ -697,21 +700,7 @@ pub fn preparation(graph: &Graph, node: &ir::NodeData, site: &Site) -> Option<Pr
                     depthwise,
                     depthwise_weights,
                 )),
-                project: Some(Box::new(conv2d_preparation(graph, node, &project, 1))),
-            })
-        }
-        Op::Conv(attrs) if attrs.pointwise.is_some() => {
-            let pointwise = attrs.pointwise.as_deref().expect("checked by the guard");
-            let pointwise_weights = 1 + attrs.weight_inputs();
-            Some(Preparation::DepthwiseBlock {
-                expand: Some(Box::new(conv2d_preparation(
-                    graph,
-                    node,
-                    pointwise,
-                    pointwise_weights,
-                ))),
-                depthwise: Box::new(conv2d_preparation(graph, node, attrs, 1)),
-                project: None,
+                project,
             })
         }
         Op::Conv(attrs) if attrs.max_pool.is_some() => {

@@ -124,13 +124,12 @@ impl Interpreter<'_> {
                 // back to channels-last.
                 let mut shape = nchw(*input_shape);
                 let mut values = to_nchw(x(0), *input_shape)?;
-                let mut layers = vec![conv2d(depthwise)];
-                if let Some(expand) = expand {
-                    layers.insert(0, conv2d(expand));
-                }
-                if let Some(project) = project {
-                    layers.push(conv2d(project));
-                }
+                let layers: Vec<_> = expand
+                    .iter()
+                    .chain([depthwise])
+                    .chain(project)
+                    .map(|layer| conv2d(layer))
+                    .collect();
                 let (last, inner) = layers.split_last().expect("a block has a depthwise layer");
                 for layer in inner {
                     let next_shape = layer.output_shape(shape)?;

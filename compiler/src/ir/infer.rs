@@ -737,31 +737,16 @@ fn depthwise_pointwise(
     inputs: &[&TensorType],
 ) -> Result<TensorType> {
     let own = 1 + conv.weight_inputs();
-    let depthwise_count = depthwise.weight_inputs()
-        + depthwise
-            .pointwise
-            .as_ref()
-            .map_or(0, |pointwise| pointwise.weight_inputs());
     arity(
         inputs,
-        own + depthwise_count + usize::from(conv.epilogue.residual),
+        own + depthwise.layer_weight_inputs() + usize::from(conv.epilogue.residual),
     )?;
     let outer = ConvAttrs {
         depthwise: None,
         ..conv.clone()
     };
     let depthwise_inputs = conv.depthwise_inputs(inputs);
-    let channels = depthwise_inputs
-        .get(1)
-        .and_then(|weight| weight.shape.first())
-        .copied()
-        .unwrap_or(0);
-    let weight_in = depthwise_inputs
-        .get(1)
-        .and_then(|weight| weight.shape.get(1))
-        .copied()
-        .unwrap_or(0);
-    if !outer.takes_depthwise() || !depthwise.fuses_into_pointwise(channels, weight_in) {
+    if !outer.takes_depthwise() || !depthwise.fuses_into_pointwise(&depthwise_inputs[1].shape) {
         return Err(ShapeError::new(
             Culprit::Attr("depthwise"),
             "a fused depthwise layer is a 2-D channels-last depthwise convolution without a \

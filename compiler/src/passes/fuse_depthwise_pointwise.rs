@@ -42,10 +42,8 @@ pub fn run(graph: &mut Graph) -> bool {
         else {
             continue;
         };
-        let channels = graph.ty(middle).shape.last().copied().unwrap_or(0);
-        let weight = graph.nodes[depthwise].inputs[1];
-        let weight_in = graph.ty(weight).shape.get(1).copied().unwrap_or(0);
-        if !depthwise_attrs.fuses_into_pointwise(channels, weight_in) {
+        let weight = graph.ty(graph.nodes[depthwise].inputs[1]);
+        if !depthwise_attrs.fuses_into_pointwise(&weight.shape) {
             continue;
         }
 

@@ -69,9 +69,7 @@ pub fn run(graph: &mut Graph) -> bool {
 /// Whether `data` is a channels-last depthwise convolution with f32 weights and no residual,
 /// reading its input as it is, without a fused pointwise layer yet.
 fn is_depthwise(graph: &Graph, data: &NodeData, attrs: &ConvAttrs) -> bool {
-    let channels = graph.ty(data.outputs[0]).shape.last().copied().unwrap_or(0);
-    let weight_in = graph.ty(data.inputs[1]).shape.get(1).copied().unwrap_or(0);
-    attrs.fuses_into_pointwise(channels, weight_in)
+    attrs.fuses_into_pointwise(&graph.ty(data.inputs[1]).shape)
         && attrs.pointwise.is_none()
         && !graph.is_int8_conv(data)
 }

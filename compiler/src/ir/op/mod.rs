@@ -82,6 +82,16 @@ pub struct ConvAttrs {
 }
 
 impl ConvAttrs {
+    /// How many inputs the layer's own weights and its fused pointwise layer's take, one
+    /// after the other: those a fused 1×1 layer's node holds for this layer as its `depthwise`.
+    pub fn layer_weight_inputs(&self) -> usize {
+        self.weight_inputs()
+            + self
+                .pointwise
+                .as_ref()
+                .map_or(0, |pointwise| pointwise.weight_inputs())
+    }
+
     /// How many inputs the layer's own weights take: the weight, the bias and a batch norm's
     /// four parameters (a fused pointwise layer's follow them).
     pub fn weight_inputs(&self) -> usize {
@@ -121,17 +131,17 @@ impl ConvAttrs {
             && self.max_pool.is_none()
     }
 
-    /// Whether a 1×1 convolution can run this layer inside itself (its `depthwise`) where it
-    /// has `channels` output channels and a weight of `weight_in` input channels per group: a
-    /// 2-D channels-last depthwise convolution reading its input as it is, without a residual,
-    /// pooling or projection of its own (an expansion it may run).
-    pub fn fuses_into_pointwise(&self, channels: usize, weight_in: usize) -> bool {
+    /// Whether a 1×1 convolution can run this layer, whose weight has `weight_shape`, inside
+    /// itself (its `depthwise`): a 2-D channels-last depthwise convolution (one input and one
+    /// output channel per group) reading its input as it is, without a residual, pooling or
+    /// projection of its own (an expansion it may run).
+    pub fn fuses_into_pointwise(&self, weight_shape: &[usize]) -> bool {
         self.kernel.len() == 2
             && self.channels_last
             && !self.nchw_input
             && self.groups > 1
-            && self.groups == channels
-            && weight_in == 1
+            && weight_shape.first() == Some(&self.groups)
+            && weight_shape.get(1) == Some(&1)
             && !self.epilogue.residual
             && self.depthwise.is_none()
             && self.max_pool.is_none()
@@ -174,13 +184,13 @@ impl ConvAttrs {
             return Vec::new();
         };
         let start = 1 + self.weight_inputs();
-        let count = depthwise.weight_inputs()
-            + depthwise
-                .pointwise
-                .as_ref()
-                .map_or(0, |pointwise| pointwise.weight_inputs());
         let mut selected = vec![inputs[0]];
-        selected.extend(inputs.iter().skip(start).take(count));
+        selected.extend(
+            inputs
+                .iter()
+                .skip(start)
+                .take(depthwise.layer_weight_inputs()),
+        );
         selected
     }
 
