@@ -157,6 +157,14 @@ unsafe fn run_avx2<W: VectorWork>(work: W) -> W::Output {
     work.run()
 }
 
+/// The AVX-512 lane mask of the first `count` of sixteen lanes, all sixteen from 16 on: the
+/// lanes of a vector's tail.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn first_lanes16(count: usize) -> std::arch::x86_64::__mmask16 {
+    ((1u32 << count.min(16)) - 1) as std::arch::x86_64::__mmask16
+}
+
 /// Whether the processor has AVX2 and FMA (the result is cached by the standard library).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn has_avx2_fma() -> bool {

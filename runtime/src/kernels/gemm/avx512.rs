@@ -16,10 +16,11 @@
 
 use super::tile::{Clamp, LineShare, NextPanelPrefetch, TileEpilogue, TileOutput};
 use super::{MR, NR};
+use crate::kernels::vectorize::first_lanes16;
 use std::arch::x86_64::{
-    __m512, __mmask16, _CMP_LT_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps,
-    _mm512_loadu_ps, _mm512_mask_mul_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_max_ps, _mm512_min_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    __m512, _CMP_LT_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_mask_mul_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_min_ps,
+    _mm512_set1_ps, _mm512_setzero_ps,
 };
 
 /// Rows of the widest tile: two packed panels of A.
@@ -658,7 +659,7 @@ unsafe fn store_tile<const ROWS: usize, const PANELS: usize>(
     let epilogue: &TileEpilogue<'_> = &tile.epilogue;
     for panel in 0..PANELS {
         let first_column = panel * NR;
-        let mask = column_mask(tile.cols - first_column);
+        let mask = first_lanes16(tile.cols - first_column);
         // SAFETY: The column bias holds at least `cols` values, and the masked load reads no
         // others.
         let column_bias = epilogue
@@ -690,12 +691,6 @@ unsafe fn store_tile<const ROWS: usize, const PANELS: usize>(
             }
         }
     }
-}
-
-/// The lanes of the first `cols` columns, all 16 from `cols = 16` on.
-#[inline]
-fn column_mask(cols: usize) -> __mmask16 {
-    (((1u32 << cols.min(NR)) - 1) & 0xffff) as __mmask16
 }
 
 /// The clamp activation of sixteen values, with the scalar functions' results: `max_ps` and

@@ -385,6 +385,7 @@ mod x86_64 {
         ActivationQuantization, ByteTile, Clamp, FloatTile, K_GROUP, MR, NR, TILE_COLS, Tile,
         TileOperands, epilogue_row_body,
     };
+    use crate::kernels::vectorize::first_lanes16;
     use std::arch::x86_64::*;
 
     /// The AMX tile: one block's sums, copied into `tile`.
@@ -690,7 +691,7 @@ mod x86_64 {
     #[inline]
     fn panel_mask(cols: usize, panel: usize) -> Option<__mmask16> {
         let first = panel * NR;
-        (first < cols).then(|| (((1u32 << (cols - first).min(NR)) - 1) & 0xffff) as __mmask16)
+        (first < cols).then(|| first_lanes16(cols - first))
     }
 
     /// `-corrections`, 16 columns per panel (zero past the last column).

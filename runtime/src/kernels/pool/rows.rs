@@ -253,6 +253,7 @@ mod x86_64 {
     //! The AVX2 loops; the callers check the processor and the bounds.
 
     use super::Reduction;
+    use crate::kernels::vectorize::first_lanes16;
     use std::arch::x86_64::*;
 
     /// Eight lanes of `combine(accumulator, value)`. `vmaxps` returns its second operand when
@@ -483,11 +484,6 @@ mod x86_64 {
         }
     }
 
-    /// The mask of the first `count` of sixteen lanes (all sixteen from 16 on).
-    fn first_lanes(count: usize) -> __mmask16 {
-        if count >= 16 { !0 } else { (1 << count) - 1 }
-    }
-
     /// See [`super::max_rows_then_3_wide_stride_2`].
     ///
     /// # Safety
@@ -506,7 +502,7 @@ mod x86_64 {
         // last block masked.
         let mut x = 0;
         while x < width {
-            let mask = first_lanes(width - x);
+            let mask = first_lanes16(width - x);
             // SAFETY: The masked lanes, columns `x..width` at most, of every row (each holds
             // `width` values) and of `column[1..=width]`.
             unsafe {
@@ -530,7 +526,7 @@ mod x86_64 {
         let length = output.len();
         let mut index = 0;
         while index < length {
-            let mask = first_lanes(length - index);
+            let mask = first_lanes16(length - index);
             // SAFETY: The loads reach `column[2 * index + 34]` at most, inside
             // (`2 * length + 34`); the masked store writes outputs `index..length` at most.
             unsafe {
