@@ -52,6 +52,10 @@ struct Bands<'a> {
     input_shape: [usize; 4],
     residual: Option<&'a [f32]>,
     geometry: super::Geometry,
+    /// Image rows one output row's kernel spans.
+    reach: usize,
+    /// Floats of an output row.
+    output_row: usize,
     /// Output rows per band.
     band: usize,
     /// Floats of the wide rows a band reads (without an expansion, 0: it reads the input).
@@ -114,15 +118,22 @@ impl PackedDepthwiseBlock {
 
     /// The output shape `[N, out_h, out_w, channels]` for an input `[N, H, W, C]`.
     pub fn output_shape(&self, input_shape: [usize; 4]) -> KernelResult<[usize; 4]> {
+        Ok(self.shapes(input_shape)?[2])
+    }
+
+    /// The shapes of the depthwise layer's input (the expansion's output, or the block's input),
+    /// of its output, and of the block's output, for an input `[N, H, W, C]`.
+    fn shapes(&self, input_shape: [usize; 4]) -> KernelResult<[[usize; 4]; 3]> {
         let wide_shape = match &self.expand {
             Some(expand) => expand.output_shape(input_shape)?,
             None => input_shape,
         };
-        let shape = self.depthwise.output_shape(wide_shape)?;
-        match &self.project {
-            Some(project) => project.output_shape(shape),
-            None => Ok(shape),
-        }
+        let depthwise_shape = self.depthwise.output_shape(wide_shape)?;
+        let output_shape = match &self.project {
+            Some(project) => project.output_shape(depthwise_shape)?,
+            None => depthwise_shape,
+        };
+        Ok([wide_shape, depthwise_shape, output_shape])
     }
 
     /// Runs the layers on an `[N, H, W, C]` input into an output of `output_shape(..)`.
@@ -175,12 +186,7 @@ impl PackedDepthwiseBlock {
         band_bytes: usize,
     ) -> KernelResult<()> {
         let depthwise = &self.depthwise;
-        let wide_shape = match &self.expand {
-            Some(expand) => expand.output_shape(input_shape)?,
-            None => input_shape,
-        };
-        let depthwise_shape = depthwise.output_shape(wide_shape)?;
-        let output_shape = self.output_shape(input_shape)?;
+        let [wide_shape, depthwise_shape, output_shape] = self.shapes(input_shape)?;
         check_buffers(input, input_shape, output, output_shape, residual)?;
         if output.is_empty() {
             return Ok(());
@@ -227,17 +233,19 @@ impl PackedDepthwiseBlock {
         };
         let scratch_length = wide_length + band_output_length;
         let scratch = workspace.columns(tasks * scratch_length);
+        let output_row = output_shape[2] * output_shape[3];
         let bands = Bands {
             input,
             input_shape,
             residual,
             geometry,
+            reach,
+            output_row,
             band,
             wide_length,
             tasks,
             rows_per_task,
         };
-        let output_row = output_shape[2] * output_shape[3];
         let failure = std::sync::Mutex::new(None);
         threading::run_chunks_with_scratch_mut(
             output,
@@ -276,12 +284,8 @@ impl PackedDepthwiseBlock {
         let channels = depthwise.out_channels;
         let wide_row = in_w * channels;
         let depthwise_row = geometry.out_w * channels;
-        let output_row = match &self.project {
-            Some(project) => geometry.out_w * project.out_channels,
-            None => depthwise_row,
-        };
+        let (reach, output_row) = (bands.reach, bands.output_row);
         let image_len = in_h * in_w * in_channels;
-        let reach = (geometry.kernel[0] - 1) * geometry.dilation[0] + 1;
         let clamp = depthwise.depthwise_clamp(false);
         // Each of several tasks runs its GEMMs on its own thread.
         let gemm = if bands.tasks > 1 {
