@@ -608,14 +608,17 @@ impl<'a> PlaneRows<'a> {
         // The padded row holds input column `x` at `padding_w + x`, minus infinity around; the
         // last window reads up to `padded - 1`, which ceil mode may put past the right padding.
         let padded = (out_w - 1) * across.stride + (across.kernel_w - 1) * across.dilation + 1;
-        column_maxima.clear();
-        column_maxima.resize(padded.max(padding_w + self.width), f32::NEG_INFINITY);
         // The usual 3-wide, stride-2 window with one column of padding (and rows enough to hold
         // a window's) runs in one pass per row where the processor has a form of it.
         let common = [across.kernel_w, across.stride, across.dilation, padding_w] == [3, 2, 1, 1]
             && self.kernel_h <= ROWS_PER_ROUND;
+        let column_length = match common {
+            true => rows::three_wide_stride_2_column(out_w, self.width),
+            false => padded.max(padding_w + self.width),
+        };
+        column_maxima.clear();
+        column_maxima.resize(column_length, f32::NEG_INFINITY);
         if common {
-            column_maxima.resize((2 * out_w + 34).max(self.width + 1), f32::NEG_INFINITY);
             let isa = Isa::detect();
             let mut rows: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
             for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {

@@ -148,7 +148,7 @@ pub(super) fn max_rows_then_3_wide_stride_2(
     assert!(
         !rows.is_empty()
             && rows.iter().all(|row| row.len() == width)
-            && column.len() >= (2 * output.len() + 34).max(width + 1),
+            && column.len() >= three_wide_stride_2_column(output.len(), width),
         "max_rows_then_3_wide_stride_2: no rows, rows of unequal widths or too short a column"
     );
     match isa {
@@ -175,6 +175,13 @@ pub(super) fn max_rows_then_3_wide_stride_2(
             reduce_window_row(isa, maximum, output, &[&*column], across, false);
         }
     }
+}
+
+/// The length of the `column` that [`max_rows_then_3_wide_stride_2`] takes for `outputs` outputs
+/// from rows `width` wide: the AVX-512 form reads 32 values plus the two of the third tap from
+/// each output's first tap on, and the maximum down the rows fills one more than a row.
+pub(super) fn three_wide_stride_2_column(outputs: usize, width: usize) -> usize {
+    (2 * outputs + 34).max(width + 1)
 }
 
 /// `output[c] = combine(start[c], input[offset + c] for offset in offsets)`, where `start` is
@@ -488,7 +495,7 @@ mod x86_64 {
     ///
     /// # Safety
     /// The processor has AVX-512F; every row holds `width` values (the first row's length) and
-    /// `column` at least `max(2 * output.len() + 34, width + 1)`.
+    /// `column` at least `three_wide_stride_2_column(output.len(), width)` long.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn max_rows_then_3_wide_stride_2(
         rows: &[&[f32]],
