@@ -23,6 +23,7 @@ pub use nnc_ops as ops;
 pub mod alloc;
 pub mod arena;
 pub mod arrays;
+mod cache;
 pub mod error;
 pub mod kernels;
 pub mod kv_cache;

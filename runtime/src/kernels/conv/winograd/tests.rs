@@ -97,6 +97,8 @@ struct Case {
     activation: Option<Activation>,
     threads: usize,
     variant: Variant,
+    /// The block budget, where not the machine's (`WinogradWeights::block_scratch_bytes`).
+    block_scratch_bytes: Option<usize>,
 }
 
 impl Case {
@@ -147,15 +149,17 @@ impl Case {
         .with_activation(self.activation);
         assert!(matches!(conv.method, super::super::Method::Winograd(_)));
         let mut conv = conv;
-        conv.method = super::super::Method::Winograd(
-            WinogradWeights::with_variant(
-                &self.weight,
-                self.out_channels,
-                self.input_shape[1],
-                self.variant,
-            )
-            .unwrap(),
-        );
+        let mut weights = WinogradWeights::with_variant(
+            &self.weight,
+            self.out_channels,
+            self.input_shape[1],
+            self.variant,
+        )
+        .unwrap();
+        if let Some(bytes) = self.block_scratch_bytes {
+            weights.block_scratch_bytes = bytes;
+        }
+        conv.method = super::super::Method::Winograd(weights);
         let output_shape = conv.output_shape(self.input_shape).unwrap();
         let mut output = vec![f32::NAN; output_shape.iter().product()];
         let mut workspace = ConvWorkspace::new();
@@ -290,6 +294,7 @@ fn cases() -> impl Strategy<Value = Case> {
                 activation,
                 threads,
                 variant,
+                block_scratch_bytes: None,
             },
         )
 }
@@ -338,6 +343,7 @@ fn deep_case(channels: usize, size: usize, threads: usize) -> Case {
         activation: Some(Activation::Relu),
         threads,
         variant: Variant::for_channels(channels, channels),
+        block_scratch_bytes: None,
     }
 }
 
@@ -369,14 +375,19 @@ fn winograd_is_accurate_at_resnet_depths() {
 }
 
 /// Blocks that start inside an image and span two images of a batch, on an image that is not
-/// square and reaches into the padding on every side, for both variants.
+/// square and reaches into the padding on every side, for both variants, under three block
+/// budgets: blocks of 16 tiles, of 32 (F(4x4)) or 64 (F(2x2)), and of 64, which for F(4x4) is
+/// the whole batch's 60 tiles.
 #[test]
 fn blocks_across_images_and_edges_match_reference() {
-    for (variant, padding, threads) in [
+    for ((variant, padding, threads), block_scratch_bytes) in [
         (Variant::F4x4, [1, 2], 1),
         (Variant::F2x2, [2, 1], 2),
         (Variant::F2x2, [0, 0], 1),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|layer| [0, 512 << 10, 1 << 20].map(|bytes| (layer, bytes)))
+    {
         let (channels, height, width) = (48, 23, 17);
         let input_shape = [2, channels, height, width];
         let output_length =
@@ -392,11 +403,13 @@ fn blocks_across_images_and_edges_match_reference() {
             activation: Some(Activation::Relu6),
             threads,
             variant,
+            block_scratch_bytes: Some(block_scratch_bytes),
         };
         let error = case.relative_error();
         assert!(
             error <= 1e-5,
-            "{variant:?}, padding {padding:?}: relative error {error}"
+            "{variant:?}, padding {padding:?}, {block_scratch_bytes} bytes a block: relative \
+             error {error}"
         );
     }
 }
@@ -428,6 +441,7 @@ fn whole_tile_groups_match_reference() {
             activation,
             threads,
             variant: Variant::F4x4,
+            block_scratch_bytes: None,
         };
         let error = case.relative_error();
         assert!(
