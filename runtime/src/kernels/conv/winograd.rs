@@ -309,8 +309,9 @@ impl WinogradWeights {
         destination: &OutputPointer,
     ) -> KernelResult<()> {
         // `V` is 36 `[in_channels, tiles]` matrices already in the GEMM's packed layout for its
-        // right operand, so the products read it without packing it again; `M` is
-        // `[36][chunk_channels][row_stride]`. Tile lanes past `tiles.end` are padding.
+        // right operand, so the products read it without packing it again; `M` is 36
+        // `[chunk_channels][row_stride]` matrices. Each is `point_stride` floats from the next.
+        // Tile lanes past `tiles.end` are padding.
         let row_stride = tiles.len().div_ceil(LANES) * LANES;
         let input_length = packed_rhs_size(self.in_channels, tiles.len());
         let chunk_channels = chunks
@@ -319,8 +320,12 @@ impl WinogradWeights {
             .max()
             .unwrap_or(0);
         let points = self.variant.points();
-        let v_length = points * input_length;
-        let m_length = points * chunk_channels * row_stride;
+        let (v_stride, m_stride) = (
+            point_stride(input_length),
+            point_stride(chunk_channels * row_stride),
+        );
+        let v_length = points * v_stride;
+        let m_length = points * m_stride;
         SCRATCH.with(|cell| {
             let mut scratch = cell.borrow_mut();
             if scratch.len() < v_length + m_length {
@@ -328,19 +333,19 @@ impl WinogradWeights {
             }
             let (transformed_input, products) = scratch.split_at_mut(v_length);
             let products = &mut products[..m_length];
-            transform_inputs(call, layout, tiles.clone(), input_length, transformed_input);
+            transform_inputs(call, layout, tiles.clone(), v_stride, transformed_input);
             for chunk in chunks {
                 let chunk_length = chunk.out_channels * row_stride;
                 for (point, matrix) in chunk.matrices.iter().enumerate() {
                     let rhs = PackedRhsRef::new(
-                        &transformed_input[point * input_length..][..input_length],
+                        &transformed_input[point * v_stride..][..input_length],
                         self.in_channels,
                         tiles.len(),
                     )?;
                     gemm_sequential_prepacked(
                         Lhs::Packed(matrix),
                         rhs,
-                        &mut products[point * chunk_length..][..chunk_length],
+                        &mut products[point * m_stride..][..chunk_length],
                         row_stride,
                         &GemmOptions::default(),
                     )?;
@@ -349,7 +354,7 @@ impl WinogradWeights {
                     call,
                     layout,
                     tiles.clone(),
-                    row_stride,
+                    (row_stride, m_stride),
                     chunk,
                     products,
                     destination,
@@ -358,6 +363,16 @@ impl WinogradWeights {
             Ok(())
         })
     }
+}
+
+/// The floats from one point's matrix to the next in `V` and `M`, for matrices of `length`
+/// floats: whole cache lines, an odd number of them. At a multiple of 4 KiB apart (the usual
+/// case: 64 channels of 16 tiles, or 128 or 256 of 32), the 36 matrices' lines that a group of
+/// tiles writes (input transform) or reads (output transform) all fell into one set of the
+/// L1 cache, which holds 12; an odd number of lines apart they take 36 sets.
+fn point_stride(length: usize) -> usize {
+    const LINE: usize = 64 / size_of::<f32>();
+    (length.div_ceil(LINE) | 1) * LINE
 }
 
 thread_local! {
@@ -518,8 +533,8 @@ fn avx2_available() -> bool {
     }
 }
 
-/// Transforms the inputs of `tiles` into `V`: one `[in_channels, tiles]` matrix of
-/// `matrix_length` floats per point, in the GEMM's packed layout (`packed_rhs_index`).
+/// Transforms the inputs of `tiles` into `V`: one `[in_channels, tiles]` matrix per point, in
+/// the GEMM's packed layout (`packed_rhs_index`), `matrix_length` floats apart.
 fn transform_inputs(
     call: &WinogradCall<'_>,
     layout: &TileLayout,
@@ -793,13 +808,13 @@ fn input_points(x: [&Lanes; INPUT_TILE]) -> [Lanes; INPUT_TILE] {
     points
 }
 
-/// Transforms one chunk's products `M`, `[36][chunk_channels][row_stride]`, back into the
-/// output tiles of `tiles`, with the epilogue.
+/// Transforms one chunk's products `M`, 36 `[chunk_channels][row_stride]` matrices
+/// `matrix_length` floats apart, back into the output tiles of `tiles`, with the epilogue.
 fn transform_outputs(
     call: &WinogradCall<'_>,
     layout: &TileLayout,
     tiles: Range<usize>,
-    row_stride: usize,
+    (row_stride, matrix_length): (usize, usize),
     chunk: &WeightChunk,
     products: &[f32],
     destination: &OutputPointer,
@@ -808,7 +823,6 @@ fn transform_outputs(
     let variant = layout.variant;
     let output_tile = variant.output_tile();
     let output_plane = call.out_h * call.out_w;
-    let matrix_length = chunk.out_channels * row_stride;
     let mut outputs: OutputTiles = [[0.0; OUTPUT_TILE * OUTPUT_TILE]; LANES];
     for first_tile in tiles.clone().step_by(LANES) {
         let column = first_tile - tiles.start;
