@@ -134,10 +134,11 @@ pub(super) fn reduce_window_row(
 /// padding (ResNet's stem pooling), after the maximum down `rows`: `output[i]` is the maximum of
 /// `column[2i..2i + 3]`, where `column[1 + x]` is the maximum of `rows[..][x]` and the rest of
 /// `column` is minus infinity, in the order of the general loops (each row, then each tap,
-/// combined into the one before), so the same values. With AVX-512, one pass over the rows and
-/// one over the column in registers; other instruction sets run [`reduce_window_row`] down, then
-/// across. `rows` holds at least one row, all of one width; `column` holds `2 * output.len() +
-/// 34` values at least, and one more than a row.
+/// combined into the one before), so the same values. With AVX-512, one pass over the rows
+/// with the column in registers (`column` unused); other instruction sets run
+/// [`reduce_window_row`] down into `column`, then across it. `rows` holds at least one row, all
+/// of one width; `column` holds `2 * output.len() + 34` values at least, and one more than a
+/// row.
 pub(super) fn max_rows_then_3_wide_stride_2(
     isa: Isa,
     rows: &[&[f32]],
@@ -155,8 +156,8 @@ pub(super) fn max_rows_then_3_wide_stride_2(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             // SAFETY: `Isa::Avx512` is only made after checking the processor has AVX-512F; the
-            // rows and the column were checked just above.
-            unsafe { x86_64::max_rows_then_3_wide_stride_2(rows, column, output) };
+            // rows were checked just above.
+            unsafe { x86_64::max_rows_then_3_wide_stride_2(rows, output) };
         }
         _ => {
             column.fill(f32::NEG_INFINITY);
@@ -491,63 +492,59 @@ mod x86_64 {
         }
     }
 
-    /// See [`super::max_rows_then_3_wide_stride_2`].
+    /// See [`super::max_rows_then_3_wide_stride_2`]. The column of maxima never goes through
+    /// memory: each block of 16 outputs takes the maxima down the rows of its 32 input columns
+    /// as two vectors, splits them into the even and odd columns, and shifts the odd ones by one
+    /// lane (bringing in the previous block's last) for each window's first tap. (Stored and
+    /// read back at other offsets, the column cost a failed store forward per load: a third of
+    /// a ResNet stem's pooling.)
     ///
     /// # Safety
-    /// The processor has AVX-512F; every row holds `width` values (the first row's length) and
-    /// `column` at least `three_wide_stride_2_column(output.len(), width)` long.
+    /// The processor has AVX-512F, and every row holds `width` values (the first row's length).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn max_rows_then_3_wide_stride_2(
-        rows: &[&[f32]],
-        column: &mut [f32],
-        output: &mut [f32],
-    ) {
+    pub(super) unsafe fn max_rows_then_3_wide_stride_2(rows: &[&[f32]], output: &mut [f32]) {
         let reduction = Reduction::Maximum;
         let width = rows[0].len();
-        let destination = column.as_mut_ptr();
-        // The maximum down the rows into `column[1..=width]`, sixteen columns at a time, the
-        // last block masked.
-        let mut x = 0;
-        while x < width {
+        let minus_infinity = _mm512_set1_ps(f32::NEG_INFINITY);
+        // The maxima down the rows of input columns `x..x + 16`, minus infinity past the row
+        // (as in the padded column of the general loops).
+        let down = |x: usize| {
+            if x >= width {
+                return minus_infinity;
+            }
             let mask = first_lanes16(width - x);
             // SAFETY: The masked lanes, columns `x..width` at most, of every row (each holds
-            // `width` values) and of `column[1..=width]`.
+            // `width` values).
             unsafe {
-                let mut total = _mm512_maskz_loadu_ps(mask, rows[0].as_ptr().add(x));
+                let mut total = _mm512_mask_loadu_ps(minus_infinity, mask, rows[0].as_ptr().add(x));
                 for row in &rows[1..] {
-                    let value = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(x));
+                    let value = _mm512_mask_loadu_ps(minus_infinity, mask, row.as_ptr().add(x));
                     total = combine16(reduction, total, value);
                 }
-                _mm512_mask_storeu_ps(destination.add(1 + x), mask, total);
+                total
             }
-            x += 16;
-        }
-        column[0] = f32::NEG_INFINITY;
-        let padded_end = 2 * output.len() + 34;
-        column[width + 1..padded_end.max(width + 1)].fill(f32::NEG_INFINITY);
-        // Across: taps `2i`, `2i + 1` and `2i + 2` of the column, the even lanes, odd lanes and
-        // even lanes one further of 32 values.
+        };
         let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
         let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-        let source = column.as_ptr();
         let length = output.len();
+        // Input column `2 * index - 1` in the last lane: the left padding at first.
+        let mut previous_odds = minus_infinity;
         let mut index = 0;
         while index < length {
+            // Output `index + l` reads input columns `2 (index + l) - 1 ..= 2 (index + l) + 1`,
+            // taps combined in that order, as the general loops do.
+            let (low, high) = (down(2 * index), down(2 * index + 16));
+            let evens = _mm512_permutex2var_ps(low, even, high);
+            let odds = _mm512_permutex2var_ps(low, odd, high);
+            let lefts = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                _mm512_castps_si512(odds),
+                _mm512_castps_si512(previous_odds),
+            ));
+            let total = combine16(reduction, combine16(reduction, lefts, evens), odds);
             let mask = first_lanes16(length - index);
-            // SAFETY: The loads reach `column[2 * index + 34]` at most, inside
-            // (`2 * length + 34`); the masked store writes outputs `index..length` at most.
-            unsafe {
-                let pointer = source.add(2 * index);
-                let low = _mm512_loadu_ps(pointer);
-                let high = _mm512_loadu_ps(pointer.add(16));
-                let low_next = _mm512_loadu_ps(pointer.add(2));
-                let high_next = _mm512_loadu_ps(pointer.add(18));
-                let first = _mm512_permutex2var_ps(low, even, high);
-                let second = _mm512_permutex2var_ps(low, odd, high);
-                let third = _mm512_permutex2var_ps(low_next, even, high_next);
-                let total = combine16(reduction, combine16(reduction, first, second), third);
-                _mm512_mask_storeu_ps(output.as_mut_ptr().add(index), mask, total);
-            }
+            // SAFETY: The masked store writes outputs `index..length` at most.
+            unsafe { _mm512_mask_storeu_ps(output.as_mut_ptr().add(index), mask, total) };
+            previous_odds = odds;
             index += 16;
         }
     }
