@@ -575,3 +575,25 @@ proptest! {
         }
     }
 }
+
+/// Point matrices are whole cache lines apart, an odd number of them, so that the 36 lines of
+/// one group of tiles fall into 36 different sets of a 64-set cache.
+#[test]
+fn point_strides_spread_the_points_over_cache_sets() {
+    const LINE: usize = 16;
+    for length in (1..20_000)
+        .step_by(7)
+        .chain([1024, 2048, 3072, 4096, 16384])
+    {
+        let stride = super::point_stride(length);
+        assert!(
+            stride >= length && stride < length + 2 * LINE,
+            "{length}: {stride}"
+        );
+        assert_eq!(stride % LINE, 0, "{length}: {stride}");
+        let sets: std::collections::BTreeSet<usize> = (0..POINTS)
+            .map(|point| point * stride / LINE % 64)
+            .collect();
+        assert_eq!(sets.len(), POINTS, "{length}: {stride}");
+    }
+}
