@@ -17,7 +17,7 @@ fn main() {
         .map(|argument| argument.parse().expect("THREADS CALLS"))
         .collect();
     let argument = |index: usize, default: usize| arguments.get(index).copied().unwrap_or(default);
-    let (threads, calls) = (argument(0, 1), argument(1, 200));
+    let (threads, calls) = (argument(0, 1), argument(1, 200).max(1));
     nnc_runtime::set_num_threads(threads);
     let weight: Vec<f32> = (0..64 * 3 * 49)
         .map(|index| (index % 13) as f32 / 130.0 - 0.05)

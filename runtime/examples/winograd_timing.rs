@@ -20,7 +20,11 @@ fn main() {
         .map(|argument| argument.parse().expect("THREADS CALLS [COPIES]"))
         .collect();
     let argument = |index: usize, default: usize| arguments.get(index).copied().unwrap_or(default);
-    let (threads, calls, copies) = (argument(0, 1), argument(1, 200), argument(2, 1).max(1));
+    let (threads, calls, copies) = (
+        argument(0, 1),
+        argument(1, 200).max(1),
+        argument(2, 1).max(1),
+    );
     nnc_runtime::set_num_threads(threads);
     let mut line = Vec::new();
     for (channels, size) in [(64, 56), (128, 28), (256, 14)] {
