@@ -5,6 +5,8 @@
 //! at offsets the compiler planned. [`split_mut`] hands a kernel its output range mutably and its
 //! input ranges immutably; the compiler guarantees they are disjoint, and this checks it.
 
+use std::borrow::Cow;
+
 use ndarray::{ArrayView, Dimension, IntoDimension};
 
 use crate::error::ModelError;
@@ -83,6 +85,33 @@ pub fn copy_input<T: Copy, D: Dimension>(
             .for_each(|(slot, value)| *slot = *value),
     }
     Ok(())
+}
+
+/// Checks an input's shape and returns its elements in row-major order: the caller's memory
+/// itself when the view is contiguous in that order (the usual case), so that the first layer
+/// reads it where it lies; a copy only for other views (a transposed or sliced array).
+///
+/// Generated `forward` functions read an input this way when no layer overwrites it in place.
+/// A 224 x 224 RGB image is 602 KB: [`copy_input`] took 1.1% of MobileNetV2's time at one
+/// thread (`perf record`), on one core at any thread count; reading the image in place, the
+/// network ran 4.46 -> 4.43 ms at one thread and 2.54 -> 2.49 ms at two (medians of 16
+/// alternated runs).
+pub fn input_data<'a, T: Copy, D: Dimension>(
+    name: &'static str,
+    input: ArrayView<'a, T, D>,
+    expected: &'static [usize],
+) -> Result<Cow<'a, [T]>, ModelError> {
+    if input.shape() != expected {
+        return Err(ModelError::InputShape {
+            name,
+            expected,
+            found: input.shape().to_vec(),
+        });
+    }
+    Ok(match input.to_slice() {
+        Some(contiguous) => Cow::Borrowed(contiguous),
+        None => Cow::Owned(input.iter().copied().collect()),
+    })
 }
 
 /// A view of an output in the arena.
@@ -169,6 +198,26 @@ mod tests {
             });
             assert!(result.is_err());
         }
+    }
+
+    #[test]
+    fn input_data_borrows_a_contiguous_view_and_copies_others() {
+        let data = ndarray::Array2::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as f32);
+        let borrowed = input_data("x", data.view(), &[2, 3]).unwrap();
+        assert!(matches!(borrowed, Cow::Borrowed(_)));
+        assert_eq!(borrowed.as_ptr(), data.as_ptr());
+        let transposed = input_data("x", data.t(), &[3, 2]).unwrap();
+        assert!(matches!(transposed, Cow::Owned(_)));
+        assert_eq!(*transposed, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        // Every other row: not contiguous, copied in row-major order.
+        let rows = ndarray::Array2::from_shape_fn((4, 2), |(i, j)| (i * 2 + j) as i64);
+        let sliced = input_data("ids", rows.slice(ndarray::s![..;2, ..]), &[2, 2]).unwrap();
+        assert_eq!(*sliced, [0, 1, 4, 5]);
+        let error = input_data("x", data.view(), &[3, 2]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the input `x` must have shape [3, 2], but it has shape [2, 3]"
+        );
     }
 
     #[test]

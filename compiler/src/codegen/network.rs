@@ -538,6 +538,8 @@ impl<'g> Generator<'g> {
         )
     }
 
+    /// The statements that take the inputs in: each is checked and either bound where the
+    /// caller holds it (see [`Self::borrowed_input`]) or copied into its arena slot.
     pub(super) fn copy_inputs(&self, bindings: &[(ir::Value, TokenStream)]) -> TokenStream {
         let copies = bindings.iter().map(|(value, binding)| {
             let input = self
@@ -549,11 +551,45 @@ impl<'g> Generator<'g> {
             let name = &input.name;
             let ty = self.graph.ty(*value);
             let shape = literal_list(&ty.shape);
+            if let Some(local) = self.borrowed_input(*value) {
+                return quote!(let #local = rt::arena::input_data(#name, #binding, &#shape)?;);
+            }
             let arena = arena_field(ty.dtype);
             let range = range_tokens(self.plan.slots[*value].expect("inputs have slots").range());
             quote!(rt::arena::copy_input(#name, #binding, &#shape, &mut self.#arena[#range])?;)
         });
         quote!(#(#copies)*)
+    }
+
+    /// The local that holds the network input `value` where the caller keeps it (`input_0`,
+    /// `input_1`, ... by the input's position), if `forward` reads it there rather than copying
+    /// it into its arena slot: in a network (a decoder copies its inputs), when no node
+    /// overwrites it in place (a reshape of it included), no rolled run carries a value into
+    /// its slot and it is not an output. Its slot stays in the plan, unused.
+    pub(super) fn borrowed_input(&self, value: ir::Value) -> Option<syn::Ident> {
+        let ir::ValueDef::Input { index } = self.graph.values[value].def else {
+            return None;
+        };
+        let overwritten = self
+            .graph
+            .values
+            .iter()
+            .any(|(other, _)| other != value && self.plan.group[other] == value);
+        let carried_into = self
+            .rolling
+            .as_ref()
+            .is_some_and(|rolling| rolling.copies.iter().flatten().any(|&(_, to)| to == value));
+        let is_output = self
+            .graph
+            .outputs
+            .iter()
+            .any(|output| output.value == value);
+        let borrowed = self.decoding.is_none()
+            && self.chunk_rows.is_none()
+            && !overwritten
+            && !carried_into
+            && !is_output;
+        borrowed.then(|| format_ident!("input_{}", index))
     }
 
     /// Where `node` runs: in a network's `forward`, a decoder's `encode`, or a decoder's step.

@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::network::Generator;
-use super::tokens::{ToRust, arena_field, f32_lit, lit, literal_list, option_tokens};
+use super::tokens::{ToRust, arena_field, element_type, f32_lit, lit, literal_list, option_tokens};
 use crate::ir::{self, ValueDef};
 use crate::kernel_call::{
     self, AttentionCall, BinaryForm, Conv2dLayout, ConvLayout, KernelCall, NodeCall, Position,
@@ -49,6 +49,12 @@ impl Generator<'_> {
                 continue;
             }
             let slot = self.plan.slots[value].expect("activations have slots");
+            if let Some(local) = self.borrowed_input(value) {
+                reads.push(format!("{operand} = {}", self.value_source(value)));
+                let element = element_type(slot.dtype);
+                other_bindings.push(quote!(let #operand: &[#element] = &#local;));
+                continue;
+            }
             reads.push(format!(
                 "{operand} = {} at {}[{:?}]",
                 self.value_source(value),
@@ -74,9 +80,18 @@ impl Generator<'_> {
             },
             output_slot.range()
         );
-        let output_range = self.value_pair(data.outputs[0], Some(node));
-        let split = quote! {
-            let (output, [#(#split_names),*]) = rt::arena::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
+        // Without operands in the output's arena, the output range is borrowed alone.
+        let split = match split_names.is_empty() {
+            true => {
+                let output_range = self.value_range(data.outputs[0], Some(node));
+                quote!(let output = &mut self.#output_arena[#output_range];)
+            }
+            false => {
+                let output_range = self.value_pair(data.outputs[0], Some(node));
+                quote! {
+                    let (output, [#(#split_names),*]) = rt::arena::split_mut(&mut self.#output_arena, #output_range, [#(#split_ranges),*]);
+                }
+            }
         };
         let call = self.call_code(node, data, &call, &names);
         quote! {
@@ -659,15 +674,23 @@ impl Generator<'_> {
                 };
                 let other = data.inputs[1];
                 let pair = self.value_pair(data.outputs[0], Some(node));
-                let bind_other = match self.param_fields.get(&other) {
-                    Some(field) => {
+                let borrowed = self.borrowed_input(other);
+                let bind_other = match (self.param_fields.get(&other), borrowed) {
+                    (Some(field), _) => {
                         let field = self.field(field);
                         quote! {
                             let values = &mut self.#arena[#range];
                             let other: &[f32] = &#field;
                         }
                     }
-                    None => {
+                    (None, Some(local)) => {
+                        let element = element_type(slot.dtype);
+                        quote! {
+                            let values = &mut self.#arena[#range];
+                            let other: &[#element] = &#local;
+                        }
+                    }
+                    (None, None) => {
                         let other_range = self.value_pair(other, Some(node));
                         quote!(let (values, [other]) = rt::arena::split_mut(&mut self.#arena, #pair, [#other_range]);)
                     }
