@@ -215,13 +215,18 @@ def match_self(nnc_layers) -> dict[int, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--model", default="mobilenet_v2",
+                        choices=["resnet18", "mobilenet_v2", "bert_encoder"])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     work = args.work or HERE / "work" / args.model
+    if not (work / "model.onnx").is_file():
+        parser.error(f"{work / 'model.onnx'} is missing: `bash bench/peers/run.sh` prepares it")
+    if not NNC.is_file():
+        parser.error(f"{NNC} is missing: `cargo build --release -p nnc-compiler` builds it")
     inputs = inputs_of(work)
     print(f"load: {os.getloadavg()}", file=sys.stderr)
     results = {}
