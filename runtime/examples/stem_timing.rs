@@ -1,5 +1,6 @@
-//! Times ResNet-18's stem: the 7x7/s2 convolution (3 to 64 channels, bias and ReLU) alone, and
-//! with its 3x3/s2 max pooling fused, and prints the median microseconds per call of each.
+//! Times ResNet-18's stem: the 7x7/s2 convolution (3 to 64 channels, bias and ReLU) alone, with
+//! its 3x3/s2 max pooling fused, and the pooling alone (on the convolution's output, 3.2 MB,
+//! which it reads from L3 or memory), and prints the median microseconds per call of each.
 //!
 //! ```text
 //! cargo run --release -p nnc-runtime --example stem_timing -- THREADS CALLS
@@ -65,5 +66,14 @@ fn main() {
             .forward(black_box(&input), shape, &mut pooled_output, workspace)
             .unwrap()
     });
-    println!("conv {conv_alone:.1}  conv+pool {with_pool:.1}");
+    let pool_alone = time(&mut |_| {
+        nnc_runtime::kernels::pool::max_pool2d(
+            black_box(&conv_output),
+            [1, 64, 112, 112],
+            &pool,
+            &mut pooled_output,
+        )
+        .unwrap()
+    });
+    println!("conv {conv_alone:.1}  conv+pool {with_pool:.1}  pool {pool_alone:.1}");
 }
