@@ -87,6 +87,10 @@ pub struct BenchArgs {
     /// Untimed runs before measuring.
     #[arg(long, default_value_t = 10)]
     warmup: usize,
+    /// The least time to spend on the untimed runs, in seconds: more than --warmup run until it
+    /// has passed.
+    #[arg(long, default_value_t = 0.0, value_parser = finite_seconds)]
+    warmup_seconds: f64,
     /// Timed runs; by default as many as fit in --seconds.
     #[arg(long)]
     iterations: Option<usize>,
@@ -249,6 +253,7 @@ pub fn bench(args: BenchArgs) -> Result<ExitCode> {
     let report = report::build(counted, &plan, &ReportOptions::default());
     let options = BenchOptions {
         warmup: args.warmup,
+        warmup_seconds: args.warmup_seconds,
         iterations: args.iterations,
         seconds: args.seconds,
         profile_iterations: args.profile_iterations,
@@ -353,4 +358,15 @@ fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {elapsed:>4} {msg} [{bar:30}] {pos}/{len}")
         .expect("a valid template")
         .progress_chars("=> ")
+}
+
+/// A duration in seconds for `clap`: a finite number, zero or more.
+fn finite_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(seconds),
+        Ok(_) => Err(format!(
+            "`{text}` is not a finite number of seconds, zero or more"
+        )),
+        Err(error) => Err(format!("`{text}`: {error}")),
+    }
 }

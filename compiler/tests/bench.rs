@@ -95,6 +95,8 @@ fn the_harness_is_valid_rust() {
             let main = harness::main_source(&graph, layers);
             syn::parse_file(&main)
                 .unwrap_or_else(|error| panic!("{name}: harness does not parse: {error}\n{main}"));
+            // `nnc bench --warmup-seconds` reaches it as an argument.
+            assert!(main.contains("\"warmup_seconds\" =>"), "{name}");
         }
         let manifest = harness::manifest(&graph.name, "/path/to/runtime");
         assert!(manifest.contains("[workspace]"));
@@ -183,6 +185,7 @@ fn the_decoder_harness_is_valid_rust_and_names_the_generated_decoder() {
         // It takes the decode arguments, and prints the prefill times as JSON (a key escaped in
         // the format string).
         for key in [
+            "\"warmup_seconds\" =>",
             "\"prompt_tokens\" =>",
             "\"new_tokens\" =>",
             r#"\"prefill_ns\":["#,

@@ -132,6 +132,7 @@ fn bench_explains_itself() {
     for option in [
         "--iterations",
         "--warmup",
+        "--warmup-seconds",
         "--weights",
         "--threads",
         "--top",
@@ -141,6 +142,21 @@ fn bench_explains_itself() {
         "--new-tokens",
     ] {
         assert!(help.contains(option), "{help}");
+    }
+}
+
+#[test]
+fn bench_refuses_a_warmup_time_that_is_not_a_finite_number_of_seconds() {
+    for seconds in ["-1", "inf", "NaN", "soon"] {
+        let output = nnc()
+            .arg("bench")
+            .arg(format!("--warmup-seconds={seconds}"))
+            .arg(example("mlp.nn"))
+            .output()
+            .expect("nnc runs");
+        assert!(!output.status.success(), "{seconds}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--warmup-seconds"), "{seconds}: {stderr}");
     }
 }
 

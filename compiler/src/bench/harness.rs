@@ -237,6 +237,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
         out,
         r#"struct Options {{
     warmup: usize,
+    warmup_seconds: f64,
     iterations: Option<usize>,
     seconds: f64,
     profile_iterations: usize,
@@ -249,6 +250,7 @@ impl Options {{
     fn from_args() -> Self {{
         let mut options = Options {{
             warmup: 10,
+            warmup_seconds: 0.0,
             iterations: None,
             seconds: 2.0,
             profile_iterations: 0,
@@ -260,6 +262,9 @@ impl Options {{
             let (key, value) = argument.split_once('=').expect("arguments are key=value");
             match key {{
                 "warmup" => options.warmup = value.parse().expect("warmup"),
+                "warmup_seconds" => {{
+                    options.warmup_seconds = value.parse().expect("warmup_seconds")
+                }}
                 "iterations" => options.iterations = Some(value.parse().expect("iterations")),
                 "seconds" => options.seconds = value.parse().expect("seconds"),
                 "profile_iterations" => {{
@@ -289,13 +294,20 @@ fn main() {{
     let inputs = make_inputs();
     let mut network = build_model(&options);
 
+    // At least `warmup` passes and `warmup_seconds` of them.
     let mut reporter = Reporter::new("warmup", options.warmup);
     let warmup_started = Instant::now();
-    for iteration in 0..options.warmup {{
+    let mut warmed = 0;
+    while warmed < options.warmup
+        || warmup_started.elapsed().as_secs_f64() < options.warmup_seconds
+    {{
         run_model(&mut network, &inputs);
-        reporter.report(iteration + 1);
+        warmed += 1;
+        if warmed <= options.warmup {{
+            reporter.report(warmed);
+        }}
     }}
-    let per_iteration = warmup_started.elapsed().as_secs_f64() / options.warmup.max(1) as f64;
+    let per_iteration = warmup_started.elapsed().as_secs_f64() / warmed.max(1) as f64;
     let iterations = options.iterations.unwrap_or_else(|| {{
         ((options.seconds / per_iteration.max(1e-9)) as usize).clamp(10, 100_000)
     }});
@@ -316,7 +328,7 @@ fn main() {{
     println!(
         "{{{{\"threads\":{{}},\"warmup\":{{}},\"latencies_ns\":[{{}}],\"profiled_iterations\":{{}},\"layer_median_ns\":[{{}}],\"layer_slots\":[{{}}]}}}}",
         ::nnc_runtime::num_threads(),
-        options.warmup,
+        warmed,
         list(&latencies_ns),
         profiled_iterations,
         list(&layer_median_ns),
@@ -367,6 +379,7 @@ pub fn decoder_main_source(graph: &Graph) -> String {
 
 struct Options {{
     warmup: usize,
+    warmup_seconds: f64,
     iterations: Option<usize>,
     seconds: f64,
     seed: u64,
@@ -380,6 +393,7 @@ impl Options {{
     fn from_args() -> Self {{
         let mut options = Options {{
             warmup: 1,
+            warmup_seconds: 0.0,
             iterations: None,
             seconds: 2.0,
             seed: 0,
@@ -392,6 +406,9 @@ impl Options {{
             let (key, value) = argument.split_once('=').expect("arguments are key=value");
             match key {{
                 "warmup" => options.warmup = value.parse().expect("warmup"),
+                "warmup_seconds" => {{
+                    options.warmup_seconds = value.parse().expect("warmup_seconds")
+                }}
                 "iterations" => options.iterations = Some(value.parse().expect("iterations")),
                 "seconds" => options.seconds = value.parse().expect("seconds"),
                 // The decoder has no per-layer profile; accepted so that the two harnesses
@@ -457,13 +474,20 @@ fn main() {{
     }};
     let prompt = prompt(&options);
 
+    // At least `warmup` sequences and `warmup_seconds` of them.
     let mut reporter = Reporter::new("warmup", options.warmup);
     let warmup_started = Instant::now();
-    for iteration in 0..options.warmup {{
+    let mut warmed = 0;
+    while warmed < options.warmup
+        || warmup_started.elapsed().as_secs_f64() < options.warmup_seconds
+    {{
         run_sequence(&mut decoder, &options, &prompt);
-        reporter.report(iteration + 1);
+        warmed += 1;
+        if warmed <= options.warmup {{
+            reporter.report(warmed);
+        }}
     }}
-    let per_sequence = warmup_started.elapsed().as_secs_f64() / options.warmup.max(1) as f64;
+    let per_sequence = warmup_started.elapsed().as_secs_f64() / warmed.max(1) as f64;
     let iterations = options.iterations.unwrap_or_else(|| {{
         ((options.seconds / per_sequence.max(1e-9)) as usize).clamp(1, 100_000)
     }});
@@ -484,7 +508,7 @@ fn main() {{
     println!(
         "{{{{\"threads\":{{}},\"warmup\":{{}},\"latencies_ns\":[{{}}],\"profiled_iterations\":0,\"layer_median_ns\":[],\"prompt_tokens\":{{}},\"new_tokens\":{{}},\"prefill_ns\":[{{}}]}}}}",
         ::nnc_runtime::num_threads(),
-        options.warmup,
+        warmed,
         list(&latencies_ns),
         options.prompt_tokens,
         options.new_tokens,

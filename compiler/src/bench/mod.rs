@@ -25,6 +25,9 @@ use crate::report::{Report, group_digits, human_count};
 pub struct BenchOptions {
     /// Untimed forward passes before measuring.
     pub warmup: usize,
+    /// The least time, in seconds, to spend on those passes: more than `warmup` run until it
+    /// has passed.
+    pub warmup_seconds: f64,
     /// Timed forward passes; `None` runs as many as fit in `seconds`.
     pub iterations: Option<usize>,
     /// The time to spend measuring when `iterations` is `None`.
@@ -45,6 +48,7 @@ impl Default for BenchOptions {
     fn default() -> Self {
         BenchOptions {
             warmup: 10,
+            warmup_seconds: 0.0,
             iterations: None,
             seconds: 2.0,
             profile_iterations: 20,
@@ -277,6 +281,7 @@ fn build_and_run(
     // Run.
     let mut command = Command::new(&binary);
     command.arg(format!("warmup={}", options.warmup.max(1)));
+    command.arg(format!("warmup_seconds={}", options.warmup_seconds));
     command.arg(format!("seconds={}", options.seconds));
     command.arg(format!("profile_iterations={}", options.profile_iterations));
     command.arg(format!("seed={}", options.seed));
