@@ -19,7 +19,7 @@ graph's past/present tensors, fed back from one step to the next (as an applicat
 
 Run as a script, it times one engine on one model in this (fresh) process and prints JSON:
 
-    engines.py --engine ort --model resnet18 --work DIR --threads 1 --warmup 3 --iterations 20
+    engines.py --engine ort --model resnet18 --work DIR --threads 1 --warmup 3 [--warmup-seconds S] --iterations 20
     -> {"latencies_ms": [...]}                      # forward models
     -> {"prefill_ms": [...], "decode_ms": [...]}    # the decoder (per sequence; per token)
 """
@@ -176,9 +176,12 @@ def new_token(step: int) -> int:
 
 
 def time_forward(forward: Forward, inputs: dict[str, np.ndarray], warmup: int,
-                 iterations: int) -> dict[str, list[float]]:
-    for _ in range(warmup):
+                 warmup_seconds: float, iterations: int) -> dict[str, list[float]]:
+    started = time.perf_counter()
+    warmed = 0
+    while warmed < warmup or time.perf_counter() - started < warmup_seconds:
         forward.run(inputs)
+        warmed += 1
     latencies = []
     for _ in range(iterations):
         started = time.perf_counter()
@@ -187,23 +190,34 @@ def time_forward(forward: Forward, inputs: dict[str, np.ndarray], warmup: int,
     return {"latencies_ms": latencies}
 
 
-def time_decoder(decoder, warmup: int, sequences: int, new_tokens: int) -> dict[str, list[float]]:
+def time_decoder(decoder, warmup: int, warmup_seconds: float, sequences: int,
+                 new_tokens: int) -> dict[str, list[float]]:
     prefill_ms: list[float] = []
     decode_ms: list[float] = []
-    for sequence in range(warmup + sequences):
-        decoder.reset()
-        started = time.perf_counter()
-        decoder.step(models.PROMPT)
-        prefill = (time.perf_counter() - started) * 1e3
-        steps = []
-        for step in range(new_tokens):
-            started = time.perf_counter()
-            decoder.step([new_token(step)])
-            steps.append((time.perf_counter() - started) * 1e3)
-        if sequence >= warmup:
-            prefill_ms.append(prefill)
-            decode_ms.extend(steps)
+    # At least `warmup` sequences and `warmup_seconds` of them, then `sequences` timed ones.
+    started = time.perf_counter()
+    while warmup > 0 or time.perf_counter() - started < warmup_seconds:
+        run_sequence(decoder, new_tokens)
+        warmup -= 1
+    for _ in range(sequences):
+        prefill, steps = run_sequence(decoder, new_tokens)
+        prefill_ms.append(prefill)
+        decode_ms.extend(steps)
     return {"prefill_ms": prefill_ms, "decode_ms": decode_ms}
+
+
+def run_sequence(decoder, new_tokens: int) -> tuple[float, list[float]]:
+    """One sequence from an empty cache: the prompt's prefill time and each decode step's (ms)."""
+    decoder.reset()
+    started = time.perf_counter()
+    decoder.step(models.PROMPT)
+    prefill = (time.perf_counter() - started) * 1e3
+    steps = []
+    for step in range(new_tokens):
+        started = time.perf_counter()
+        decoder.step([new_token(step)])
+        steps.append((time.perf_counter() - started) * 1e3)
+    return prefill, steps
 
 
 def main() -> None:
@@ -213,6 +227,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="the model's prepared files")
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--warmup-seconds", type=float, default=0.0,
+                        help="the least time to warm up for, beyond --warmup")
     parser.add_argument("--iterations", type=int, default=20,
                         help="inferences; for the decoder, sequences")
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -220,12 +236,13 @@ def main() -> None:
     spec = models.MODELS[args.model]
     if spec.decoder:
         decoder = load_decoder(args.engine, args.work, args.threads)
-        result = time_decoder(decoder, max(args.warmup, 1), args.iterations, args.new_tokens)
+        result = time_decoder(decoder, max(args.warmup, 1), args.warmup_seconds, args.iterations,
+                              args.new_tokens)
     else:
         forward = load_forward(args.engine, args.work, args.threads)
         inputs = {p.name[len("input_"):-len(".npy")]: np.load(p)
                   for p in sorted(args.work.glob("input_*.npy"))}
-        result = time_forward(forward, inputs, args.warmup, args.iterations)
+        result = time_forward(forward, inputs, args.warmup, args.warmup_seconds, args.iterations)
     print(json.dumps(result))
 
 

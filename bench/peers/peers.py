@@ -20,8 +20,8 @@ How (see bench/README.md, "Peers"):
    measure is max |engine - nnc| / max(|nnc|, 1) over the elements of every output; it must
    be <= 1e-3.
 3. Timing, interleaved: every round runs, for each model and thread count, every engine once in
-   a fresh process, in a shuffled order; each process warms up, times N inferences (or decode
-   sequences) and reports its median. nnc runs the harness `nnc bench` built (re-run directly
+   a fresh process, in a shuffled order; each process warms up (a few inferences, and at least
+   `WARMUP_SECONDS` of them), times N inferences (or decode sequences) and reports its median. nnc runs the harness `nnc bench` built (re-run directly
    with its key=value arguments, so it is built once); `nnc bench --decode` for the decoder.
 4. The table: per model, thread count and figure, each engine's median over processes with the
    10th and 90th percentiles over processes, and nnc's median divided by the best peer's.
@@ -52,6 +52,13 @@ ROOT = HERE.parent.parent
 NNC = Path(os.environ.get("NNC_BINARY", ROOT / "target" / "release" / "nnc"))
 BENCH_WORK_DIR = ROOT / "target" / "nnc-bench"
 TOLERANCE = 1e-3
+# The least time each timed process warms up for. nnc's two-thread latency on MobileNetV2 was 1.5 to
+# 3 times its steady state for about the first 60 ms after the model was built, on this 2-vCPU
+# VM (time, not passes: 60 ms of sleep or of one busy thread after building removed it; not
+# seen with one thread, on ResNet-18, or in ONNX Runtime): five warm-up passes (12 ms) left
+# most of the twenty timed ones in it.
+WARMUP_SECONDS = 0.3
+
 PREPARED_VERSION = "3"  # bump when models.py or export_onnx change what they write
 
 
@@ -65,6 +72,7 @@ class Settings:
     sequences: int           # decode sequences per process (the decoder)
     new_tokens: int          # decode steps per sequence
     threads: list[int]
+    warmup_seconds: float = 0.0  # the least time each process warms up for
 
 
 def log(message: str) -> None:
@@ -216,10 +224,12 @@ def time_nnc(spec: models.ModelSpec, folder: Path, threads: int, s: Settings) ->
     cmd = [str(harness_binary(spec)), f"threads={threads}", "profile_iterations=0",
            f"weights={folder / 'weights.safetensors'}"]
     if spec.decoder:
-        cmd += [f"warmup={max(1, s.warmup // 2)}", f"iterations={s.sequences}",
+        cmd += [f"warmup={max(1, s.warmup // 2)}", f"warmup_seconds={s.warmup_seconds}",
+                f"iterations={s.sequences}",
                 f"prompt_tokens={len(models.PROMPT)}", f"new_tokens={s.new_tokens}"]
     else:
-        cmd += [f"warmup={s.warmup}", f"iterations={s.iterations}"]
+        cmd += [f"warmup={s.warmup}", f"warmup_seconds={s.warmup_seconds}",
+                f"iterations={s.iterations}"]
     result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     to_ms = lambda values: [v * 1e-6 for v in values]  # noqa: E731
     if spec.decoder:
@@ -232,10 +242,12 @@ def time_peer(spec: models.ModelSpec, engine: str, folder: Path, threads: int,
     cmd = [sys.executable, str(HERE / "engines.py"), "--engine", engine, "--model", spec.name,
            "--work", str(folder), "--threads", str(threads)]
     if spec.decoder:
-        cmd += ["--warmup", str(max(1, s.warmup // 2)), "--iterations", str(s.sequences),
+        cmd += ["--warmup", str(max(1, s.warmup // 2)), "--warmup-seconds", str(s.warmup_seconds),
+                "--iterations", str(s.sequences),
                 "--new-tokens", str(s.new_tokens)]
     else:
-        cmd += ["--warmup", str(s.warmup), "--iterations", str(s.iterations)]
+        cmd += ["--warmup", str(s.warmup), "--warmup-seconds", str(s.warmup_seconds),
+                "--iterations", str(s.iterations)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     result = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -336,7 +348,9 @@ def write_results(results: dict, checks: dict, settings: Settings, engine_names:
         f"Median over {settings.rounds} processes per engine (in brackets: 10th–90th percentile "
         f"over processes) of each process's median: {settings.iterations} inferences per process, "
         f"or for the decoder {settings.sequences} sequences of a {len(models.PROMPT)}-token prompt "
-        f"and {settings.new_tokens} decode steps. Lower is better; the last column is nnc's median "
+        f"and {settings.new_tokens} decode steps, after {settings.warmup} inferences (sequences: "
+        f"{max(1, settings.warmup // 2)}) and at least {settings.warmup_seconds:g} s of warm-up. "
+        "Lower is better; the last column is nnc's median "
         "divided by the best peer's (below 1: nnc is faster).",
         "",
         text,
@@ -382,7 +396,8 @@ def main() -> None:
     settings = Settings(rounds=args.rounds or (2 if args.quick else 5),
                         warmup=2 if args.quick else 5, iterations=5 if args.quick else 20,
                         sequences=1 if args.quick else 3, new_tokens=16 if args.quick else 32,
-                        threads=[int(t) for t in args.threads.split(",")])
+                        threads=[int(t) for t in args.threads.split(",")],
+                        warmup_seconds=0.1 if args.quick else WARMUP_SECONDS)
     loads = [uptime()]
     log(f"load: {loads[0]}")
     specs = [models.MODELS[n] for n in names]
