@@ -791,7 +791,7 @@ mod depthwise_x86_64 {
         ) => {{
             let (input, weight) = ($pixels.input.as_ptr(), $pixels.weight.as_ptr());
             let channels = $pixels.bias.len();
-            for row in $pixels.taps.chunks_exact(3) {
+            let mut row_step = |row: &[(usize, usize)]| {
                 let (row_input, row_weight) = row[0];
                 let mut weights = [[$set1(0.0); $blocks]; 3];
                 for (kx, tap) in weights.iter_mut().enumerate() {
@@ -846,6 +846,23 @@ mod depthwise_x86_64 {
                         let values = column(2 * $tile, block);
                         $sums[$tile - 1][block] =
                             $fmadd(weights[2][block], values, $sums[$tile - 1][block]);
+                    }
+                }
+            };
+            // A 3 x 3 kernel's three rows as straight-line code, so that the compiler schedules
+            // their loads and FMAs together (`depthwise_timing`, one thread, medians of three
+            // runs, against the loop: 28 x 28 x 192 36.0 -> 31.9 us, stride 2 11.5 -> 10.2,
+            // 14 x 14 x 576 27.4 -> 25.4, 14 x 14 x 384 17.9 -> 16.9, 112 x 112 x 32 141.8 ->
+            // 133.6; the others within 3%).
+            match <&[(usize, usize); 9]>::try_from($pixels.taps) {
+                Ok(nine) => {
+                    row_step(&nine[0..3]);
+                    row_step(&nine[3..6]);
+                    row_step(&nine[6..9]);
+                }
+                Err(_) => {
+                    for row in $pixels.taps.chunks_exact(3) {
+                        row_step(row);
                     }
                 }
             }
