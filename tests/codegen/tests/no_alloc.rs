@@ -1,5 +1,6 @@
 //! Generated `forward` does no heap allocation once the model is built and warmed up: every
-//! activation lives in the arena allocated at construction. Checked with a counting allocator,
+//! activation lives in the arena allocated at construction, and a contiguous input is read
+//! where the caller holds it (these inputs are; one with other strides is copied first). Checked with a counting allocator,
 //! with the kernels on one thread (the thread pool's own bookkeeping is not the model's). Only
 //! the measuring thread's allocations count: the test harness's other threads (reporting a
 //! finished test, say) allocate at any time.
