@@ -19,9 +19,10 @@ use std::fmt::Write as _;
 use crate::codegen::struct_name;
 use crate::ir::{DType, Graph, Op};
 
-/// The progress reporter both harnesses print to standard error (`nnc-progress <phase> <done>
-/// <total>`, which [`super::run`] reads), spliced into their sources.
-const REPORTER_SOURCE: &str = r#"/// Progress lines on standard error, at most ten a second.
+/// What both harnesses share, spliced into their sources: the progress reporter they print to
+/// standard error (`nnc-progress <phase> <done> <total>`, which [`super::run`] reads) and the
+/// warm-up loop.
+const SHARED_SOURCE: &str = r#"/// Progress lines on standard error, at most ten a second.
 struct Reporter {
     phase: &'static str,
     total: usize,
@@ -40,6 +41,22 @@ impl Reporter {
             self.last = Instant::now();
         }
     }
+}
+
+/// Runs `run` at least `passes` times and for at least `seconds`, the first `passes` reported as
+/// the warm-up phase; returns how many times it ran and the seconds a run took on average.
+fn warm_up(passes: usize, seconds: f64, mut run: impl FnMut()) -> (usize, f64) {
+    let mut reporter = Reporter::new("warmup", passes);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < passes || started.elapsed().as_secs_f64() < seconds {
+        run();
+        done += 1;
+        if done <= passes {
+            reporter.report(done);
+        }
+    }
+    (done, started.elapsed().as_secs_f64() / done.max(1) as f64)
 }
 "#;
 
@@ -232,7 +249,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
         "    let layer_median_ns: Vec<u64> = Vec::new();\n    let layer_slots: Vec<usize> = Vec::new();\n    let profiled_iterations = 0;\n"
     };
 
-    let reporter = REPORTER_SOURCE;
+    let shared = SHARED_SOURCE;
     let _ = write!(
         out,
         r#"struct Options {{
@@ -280,7 +297,7 @@ impl Options {{
     }}
 }}
 
-{reporter}
+{shared}
 fn median(values: &mut [u64]) -> u64 {{
     values.sort_unstable();
     if values.is_empty() {{ 0 }} else {{ values[values.len() / 2] }}
@@ -294,20 +311,9 @@ fn main() {{
     let inputs = make_inputs();
     let mut network = build_model(&options);
 
-    // At least `warmup` passes and `warmup_seconds` of them.
-    let mut reporter = Reporter::new("warmup", options.warmup);
-    let warmup_started = Instant::now();
-    let mut warmed = 0;
-    while warmed < options.warmup
-        || warmup_started.elapsed().as_secs_f64() < options.warmup_seconds
-    {{
-        run_model(&mut network, &inputs);
-        warmed += 1;
-        if warmed <= options.warmup {{
-            reporter.report(warmed);
-        }}
-    }}
-    let per_iteration = warmup_started.elapsed().as_secs_f64() / warmed.max(1) as f64;
+    let (warmed, per_iteration) = warm_up(options.warmup, options.warmup_seconds, || {{
+        run_model(&mut network, &inputs)
+    }});
     let iterations = options.iterations.unwrap_or_else(|| {{
         ((options.seconds / per_iteration.max(1e-9)) as usize).clamp(10, 100_000)
     }});
@@ -372,7 +378,7 @@ pub fn decoder_main_source(graph: &Graph) -> String {
     out.push_str("#![allow(clippy::all, dead_code, unused_imports)]\n\n");
     out.push_str("mod model {\n    include!(\"model.rs\");\n}\n\n");
     out.push_str("use std::time::{Duration, Instant};\n\n");
-    let reporter = REPORTER_SOURCE;
+    let shared = SHARED_SOURCE;
     let _ = write!(
         out,
         r#"const VOCAB: i64 = {vocab};
@@ -433,7 +439,7 @@ impl Options {{
     }}
 }}
 
-{reporter}
+{shared}
 /// The prompt: fixed, spread over the vocabulary.
 fn prompt(options: &Options) -> Vec<i64> {{
     (0..options.prompt_tokens as i64).map(|i| (i * 7919 + 1) % VOCAB).collect()
@@ -474,20 +480,9 @@ fn main() {{
     }};
     let prompt = prompt(&options);
 
-    // At least `warmup` sequences and `warmup_seconds` of them.
-    let mut reporter = Reporter::new("warmup", options.warmup);
-    let warmup_started = Instant::now();
-    let mut warmed = 0;
-    while warmed < options.warmup
-        || warmup_started.elapsed().as_secs_f64() < options.warmup_seconds
-    {{
+    let (warmed, per_sequence) = warm_up(options.warmup, options.warmup_seconds, || {{
         run_sequence(&mut decoder, &options, &prompt);
-        warmed += 1;
-        if warmed <= options.warmup {{
-            reporter.report(warmed);
-        }}
-    }}
-    let per_sequence = warmup_started.elapsed().as_secs_f64() / warmed.max(1) as f64;
+    }});
     let iterations = options.iterations.unwrap_or_else(|| {{
         ((options.seconds / per_sequence.max(1e-9)) as usize).clamp(1, 100_000)
     }});
