@@ -70,13 +70,7 @@ pub fn copy_input<T: Copy, D: Dimension>(
     expected: &'static [usize],
     destination: &mut [T],
 ) -> Result<(), ModelError> {
-    if input.shape() != expected {
-        return Err(ModelError::InputShape {
-            name,
-            expected,
-            found: input.shape().to_vec(),
-        });
-    }
+    check_input_shape(name, input.shape(), expected)?;
     match input.as_slice() {
         Some(contiguous) => destination.copy_from_slice(contiguous),
         None => destination
@@ -101,17 +95,27 @@ pub fn input_data<'a, T: Copy, D: Dimension>(
     input: ArrayView<'a, T, D>,
     expected: &'static [usize],
 ) -> Result<Cow<'a, [T]>, ModelError> {
-    if input.shape() != expected {
-        return Err(ModelError::InputShape {
-            name,
-            expected,
-            found: input.shape().to_vec(),
-        });
-    }
+    check_input_shape(name, input.shape(), expected)?;
     Ok(match input.to_slice() {
         Some(contiguous) => Cow::Borrowed(contiguous),
         None => Cow::Owned(input.iter().copied().collect()),
     })
+}
+
+/// An error naming input `name` unless its `shape` is `expected`.
+fn check_input_shape(
+    name: &'static str,
+    shape: &[usize],
+    expected: &'static [usize],
+) -> Result<(), ModelError> {
+    if shape != expected {
+        return Err(ModelError::InputShape {
+            name,
+            expected,
+            found: shape.to_vec(),
+        });
+    }
+    Ok(())
 }
 
 /// A view of an output in the arena.
