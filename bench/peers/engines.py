@@ -175,13 +175,18 @@ def new_token(step: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def warm_up(run: Callable[[], object], passes: int, seconds: float) -> None:
+    """Calls `run()` at least `passes` times and for at least `seconds`."""
+    started = time.perf_counter()
+    done = 0
+    while done < passes or time.perf_counter() - started < seconds:
+        run()
+        done += 1
+
+
 def time_forward(forward: Forward, inputs: dict[str, np.ndarray], warmup: int,
                  warmup_seconds: float, iterations: int) -> dict[str, list[float]]:
-    started = time.perf_counter()
-    warmed = 0
-    while warmed < warmup or time.perf_counter() - started < warmup_seconds:
-        forward.run(inputs)
-        warmed += 1
+    warm_up(lambda: forward.run(inputs), warmup, warmup_seconds)
     latencies = []
     for _ in range(iterations):
         started = time.perf_counter()
@@ -194,11 +199,7 @@ def time_decoder(decoder, warmup: int, warmup_seconds: float, sequences: int,
                  new_tokens: int) -> dict[str, list[float]]:
     prefill_ms: list[float] = []
     decode_ms: list[float] = []
-    # At least `warmup` sequences and `warmup_seconds` of them, then `sequences` timed ones.
-    started = time.perf_counter()
-    while warmup > 0 or time.perf_counter() - started < warmup_seconds:
-        run_sequence(decoder, new_tokens)
-        warmup -= 1
+    warm_up(lambda: run_sequence(decoder, new_tokens), warmup, warmup_seconds)
     for _ in range(sequences):
         prefill, steps = run_sequence(decoder, new_tokens)
         prefill_ms.append(prefill)

@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import models  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NNC = ROOT / "target" / "release" / "nnc"
@@ -216,7 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mobilenet_v2",
-                        choices=["resnet18", "mobilenet_v2", "bert_encoder"])
+                        choices=[name for name, spec in models.MODELS.items() if not spec.decoder])
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--work", type=Path, default=None)

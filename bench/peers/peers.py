@@ -21,8 +21,9 @@ How (see bench/README.md, "Peers"):
    be <= 1e-3.
 3. Timing, interleaved: every round runs, for each model and thread count, every engine once in
    a fresh process, in a shuffled order; each process warms up (a few inferences, and at least
-   `WARMUP_SECONDS` of them), times N inferences (or decode sequences) and reports its median. nnc runs the harness `nnc bench` built (re-run directly
-   with its key=value arguments, so it is built once); `nnc bench --decode` for the decoder.
+   `WARMUP_SECONDS` of them), times N inferences (or decode sequences) and reports its median.
+   nnc runs the harness `nnc bench` built (re-run directly with its key=value arguments, so it
+   is built once); `nnc bench --decode` for the decoder.
 4. The table: per model, thread count and figure, each engine's median over processes with the
    10th and 90th percentiles over processes, and nnc's median divided by the best peer's.
    Written to bench/peers/results.md and results.json.
