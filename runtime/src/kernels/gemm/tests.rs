@@ -47,7 +47,15 @@ fn cases_of_depths(
     depths: impl Strategy<Value = usize>,
     max_cols: usize,
 ) -> impl Strategy<Value = Case> {
-    (1..=max_rows, depths, 1..=max_cols, 0..3usize)
+    cases_of_shapes(1..=max_rows, depths, max_cols)
+}
+
+fn cases_of_shapes(
+    rows: impl Strategy<Value = usize>,
+    depths: impl Strategy<Value = usize>,
+    max_cols: usize,
+) -> impl Strategy<Value = Case> {
+    (rows, depths, 1..=max_cols, 0..3usize)
         .prop_flat_map(|(rows, depth, cols, row_padding)| {
             let c_length = rows * (cols + row_padding);
             (
@@ -282,6 +290,21 @@ proptest! {
     /// (1 to 11 rows) meet every epilogue, deep and shallow, packed and row-major A.
     #[test]
     fn every_kernel_matches_reference(case in cases(40, 300, 40)) {
+        for (_, kernel) in every_available_kernel() {
+            assert_close(&case.run(with_kernel(kernel)), &case.expected(), 1e-4);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Strips one row longer than a whole number of the AVX-512 kernel's 12-row tiles end in a
+    /// tile of 13 rows (A over three packed panels), with every epilogue, packed and row-major A.
+    #[test]
+    fn strips_ending_in_a_thirteen_row_tile_match_reference(
+        case in cases_of_shapes(prop::sample::select(vec![13, 25, 37, 49]), 1..=200usize, 40),
+    ) {
         for (_, kernel) in every_available_kernel() {
             assert_close(&case.run(with_kernel(kernel)), &case.expected(), 1e-4);
         }
