@@ -71,7 +71,7 @@ use driver::{
     Execution, MatrixSource, PackedRhsView, RhsOperand, SOURCE_NC, gemm_with, strided_extent,
 };
 #[cfg(test)]
-use driver::{GridPacking, LhsAccess, TaskGrid, even_share, task_grid};
+use driver::{GridPacking, LhsAccess, TaskGrid, even_share, row_share, task_grid};
 use packing::{pack_lhs_block, pack_rhs, packed_rhs_length};
 
 /// Rows of A (and of C) in one micro-kernel tile.

@@ -565,6 +565,40 @@ fn task_grid_gives_every_thread_an_equal_share() {
 }
 
 #[test]
+fn row_shares_cut_at_panels_and_balance_rows() {
+    for rows in 1..200 {
+        for count in 1..6 {
+            let shares: Vec<_> = (0..count)
+                .map(|share| row_share(rows, count, share))
+                .collect();
+            assert_eq!(shares[0].start, 0);
+            assert_eq!(shares[count - 1].end, rows, "{rows} rows, {count} shares");
+            for pair in shares.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "{rows} rows: {shares:?}");
+            }
+            let panels = rows.div_ceil(MR);
+            for share in &shares {
+                assert!(
+                    share.start.is_multiple_of(MR) || share.start == rows,
+                    "{rows} rows: {shares:?}"
+                );
+                // No share is empty while every one can have a panel, and none takes more
+                // than the panel an equal share of rows ends in, plus one.
+                assert!(panels < count || !share.is_empty(), "{rows}: {shares:?}");
+                assert!(
+                    share.len() <= (rows.div_ceil(count).div_ceil(MR) + 1) * MR,
+                    "{rows} rows: {shares:?}"
+                );
+            }
+        }
+    }
+    // MobileNetV2's 7x7 images on two threads: 24 and 25 pixels, not 30 and 19.
+    assert_eq!(row_share(49, 2, 0), 0..24);
+    assert_eq!(row_share(49, 2, 1), 24..49);
+    assert_eq!(row_share(13, 3, 1), 6..12);
+}
+
+#[test]
 fn empty_depth_gives_zero_then_epilogue() {
     let a: [f32; 0] = [];
     let a = MatrixRef::row_major(&a, 2, 0).unwrap();
