@@ -1147,6 +1147,9 @@ impl BlockCase {
 
         let block = PackedDepthwiseBlock::new(expand, depthwise, project).unwrap();
         assert_eq!(block.output_shape(self.input_shape).unwrap(), output_shape);
+        // Each task's scratch further apart than this block needs, and full of NaNs, as a
+        // larger layer run before it leaves it.
+        workspace.task_scratch(3, 5000).0.fill(f32::NAN);
         let mut banded = vec![f32::NAN; separate.len()];
         block
             .forward_in_bands(
@@ -1236,6 +1239,29 @@ proptest! {
         case.check(band_bytes);
         crate::set_num_threads(0);
     }
+}
+
+#[test]
+fn task_scratch_keeps_each_task_where_it_was() {
+    let mut workspace = ConvWorkspace::new();
+    let (scratch, stride) = workspace.task_scratch(2, 100);
+    assert_eq!(
+        (scratch.len(), stride),
+        (2 * 112, 112),
+        "a stride of whole cache lines"
+    );
+    let first = scratch.as_ptr();
+    let (scratch, stride) = workspace.task_scratch(2, 40);
+    assert_eq!(
+        (scratch.len(), stride),
+        (2 * 112, 112),
+        "a shorter length keeps the stride"
+    );
+    assert_eq!(scratch.as_ptr(), first);
+    let (scratch, stride) = workspace.task_scratch(3, 1000);
+    assert_eq!((scratch.len(), stride), (3 * 1008, 1008));
+    assert_eq!(scratch.as_ptr() as usize % crate::alloc::ALIGN_BYTES, 0);
+    assert_eq!(workspace.task_scratch(1, 0).1, 1008);
 }
 
 #[test]

@@ -231,8 +231,8 @@ impl PackedDepthwiseBlock {
         } else {
             0
         };
-        let scratch_length = wide_length + band_output_length;
-        let scratch = workspace.columns(tasks * scratch_length);
+        let (scratch, scratch_stride) =
+            workspace.task_scratch(tasks, wide_length + band_output_length);
         let output_row = output_shape[2] * output_shape[3];
         let bands = Bands {
             input,
@@ -251,7 +251,7 @@ impl PackedDepthwiseBlock {
             output,
             rows_per_task * output_row,
             scratch,
-            scratch_length,
+            scratch_stride,
             |task, output, scratch| {
                 if let Err(error) = self.run_task(&bands, task, output, scratch)
                     && let Ok(mut failure) = failure.lock()
