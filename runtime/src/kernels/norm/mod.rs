@@ -143,19 +143,18 @@ pub fn layer_norm(
 ) -> KernelResult<()> {
     check_length("layer_norm", "output", input.len(), output.len())?;
     check_layer_norm(output.len(), normalized_size, options)?;
-    run_rows(input, output, normalized_size, options);
+    run_rows(Some(input), output, normalized_size, options);
     Ok(())
 }
 
-/// Layer norm in place (through a copy of the input).
+/// Layer norm in place.
 pub fn layer_norm_in_place(
     values: &mut [f32],
     normalized_size: usize,
     options: &LayerNormOptions<'_>,
 ) -> KernelResult<()> {
     check_layer_norm(values.len(), normalized_size, options)?;
-    let input = values.to_vec();
-    run_rows(&input, values, normalized_size, options);
+    run_rows(None, values, normalized_size, options);
     Ok(())
 }
 
@@ -171,10 +170,10 @@ fn check_layer_norm(
     Ok(())
 }
 
-/// Runs a row-wise norm over the rows of `input` into `output` (as long), the rows split among
-/// the threads.
+/// Runs a row-wise norm over the rows of `input` into `output` (as long), or over `output` in
+/// place, the rows split among the threads.
 fn run_rows<Options: Sync>(
-    input: &[f32],
+    input: Option<&[f32]>,
     output: &mut [f32],
     normalized_size: usize,
     options: &Options,
@@ -189,7 +188,7 @@ fn run_rows<Options: Sync>(
         // passes per row (the centring, the scale and the offset written back separately) took
         // 25 µs for the encoder's 128 rows of 384.
         vectorize::with_widest_vectors(Rows {
-            input: &input[task * task_length..][..output.len()],
+            input: input.map(|input| &input[task * task_length..][..output.len()]),
             output,
             normalized_size,
             options,
@@ -201,7 +200,8 @@ fn run_rows<Options: Sync>(
 /// The rows of one task of a row-wise norm, with the norm's options: the work that
 /// `vectorize::with_widest_vectors` builds for the widest vectors.
 struct Rows<'a, Options> {
-    input: &'a [f32],
+    /// The rows to normalize into `output`; `None`: `output`'s own.
+    input: Option<&'a [f32]>,
     output: &'a mut [f32],
     normalized_size: usize,
     options: &'a Options,
@@ -242,42 +242,66 @@ impl vectorize::VectorWork for Rows<'_, RmsNormOptions<'_>> {
 /// `(x - mean) * inverse_deviation * weight + bias` written to the output row.
 #[inline(always)]
 fn layer_norm_rows(
-    input: &[f32],
+    input: Option<&[f32]>,
     output: &mut [f32],
     normalized_size: usize,
     options: &LayerNormOptions<'_>,
     sums: Sums,
 ) {
     let count = normalized_size as f32;
-    let rows = input
-        .chunks_exact(normalized_size)
-        .zip(output.chunks_exact_mut(normalized_size));
-    for (row, out) in rows {
-        let mean = sums.sum(row) / count;
-        let variance = sums.squared_deviations(row, mean) / count;
+    for (index, out) in output.chunks_exact_mut(normalized_size).enumerate() {
+        let row = input.map(|input| &input[index * normalized_size..][..normalized_size]);
+        let (mean, variance) = {
+            let row = row.unwrap_or(out);
+            let mean = sums.sum(row) / count;
+            (mean, sums.squared_deviations(row, mean) / count)
+        };
         let inverse_deviation = 1.0 / (variance + options.eps).sqrt();
-        let scaled = |x: f32| (x - mean) * inverse_deviation;
-        let values = out.iter_mut().zip(row);
-        match (options.weight, options.bias) {
-            (Some(weight), Some(bias)) => {
-                for (((y, &x), &weight), &bias) in values.zip(weight).zip(bias) {
-                    *y = scaled(x) * weight + bias;
-                }
+        let affine =
+            |x: f32, weight: f32, bias: f32| (x - mean) * inverse_deviation * weight + bias;
+        map_row(row, out, options.weight, options.bias, affine);
+    }
+}
+
+/// `out[j] = f(x[j], weight[j], bias[j])` where `x` is `row`, or `out` itself when `row` is
+/// `None`; a missing weight is 1 and a missing bias -0 (which leaves every value, -0 included,
+/// as it is), constants that fold into `f`.
+#[inline(always)]
+fn map_row(
+    row: Option<&[f32]>,
+    out: &mut [f32],
+    weight: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    let (ones, zeros) = (std::iter::repeat(1.0), std::iter::repeat(-0.0));
+    match (weight, bias) {
+        (Some(weight), Some(bias)) => {
+            map_row_with(row, out, weight.iter().copied(), bias.iter().copied(), f)
+        }
+        (Some(weight), None) => map_row_with(row, out, weight.iter().copied(), zeros, f),
+        (None, Some(bias)) => map_row_with(row, out, ones, bias.iter().copied(), f),
+        (None, None) => map_row_with(row, out, ones, zeros, f),
+    }
+}
+
+#[inline(always)]
+fn map_row_with(
+    row: Option<&[f32]>,
+    out: &mut [f32],
+    weights: impl Iterator<Item = f32>,
+    biases: impl Iterator<Item = f32>,
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    match row {
+        Some(row) => {
+            for (((y, &x), weight), bias) in out.iter_mut().zip(row).zip(weights).zip(biases) {
+                *y = f(x, weight, bias);
             }
-            (Some(weight), None) => {
-                for ((y, &x), &weight) in values.zip(weight) {
-                    *y = scaled(x) * weight;
-                }
-            }
-            (None, Some(bias)) => {
-                for ((y, &x), &bias) in values.zip(bias) {
-                    *y = scaled(x) + bias;
-                }
-            }
-            (None, None) => {
-                for (y, &x) in values {
-                    *y = scaled(x);
-                }
+        }
+        None => {
+            for ((y, weight), bias) in out.iter_mut().zip(weights).zip(biases) {
+                *y = f(*y, weight, bias);
             }
         }
     }
@@ -301,49 +325,37 @@ pub fn rms_norm(
 ) -> KernelResult<()> {
     check_length("rms_norm", "output", input.len(), output.len())?;
     check_rows("rms_norm", output.len(), normalized_size, options.weight)?;
-    run_rows(input, output, normalized_size, options);
+    run_rows(Some(input), output, normalized_size, options);
     Ok(())
 }
 
-/// RMS norm in place (through a copy of the input).
+/// RMS norm in place.
 pub fn rms_norm_in_place(
     values: &mut [f32],
     normalized_size: usize,
     options: &RmsNormOptions<'_>,
 ) -> KernelResult<()> {
     check_rows("rms_norm", values.len(), normalized_size, options.weight)?;
-    let input = values.to_vec();
-    run_rows(&input, values, normalized_size, options);
+    run_rows(None, values, normalized_size, options);
     Ok(())
 }
 
 /// Two passes per row: the sum of squares, and `x * inverse_root * weight` written back.
 #[inline(always)]
 fn rms_norm_rows(
-    input: &[f32],
+    input: Option<&[f32]>,
     output: &mut [f32],
     normalized_size: usize,
     options: &RmsNormOptions<'_>,
     sums: Sums,
 ) {
-    let rows = input
-        .chunks_exact(normalized_size)
-        .zip(output.chunks_exact_mut(normalized_size));
-    for (row, out) in rows {
-        let mean_square = sums.squared_deviations(row, 0.0) / normalized_size as f32;
+    for (index, out) in output.chunks_exact_mut(normalized_size).enumerate() {
+        let row = input.map(|input| &input[index * normalized_size..][..normalized_size]);
+        let mean_square = sums.squared_deviations(row.unwrap_or(out), 0.0) / normalized_size as f32;
         let inverse_root = 1.0 / (mean_square + options.eps).sqrt();
-        match options.weight {
-            Some(weight) => {
-                for ((y, &x), &weight) in out.iter_mut().zip(row).zip(weight) {
-                    *y = x * inverse_root * weight;
-                }
-            }
-            None => {
-                for (y, &x) in out.iter_mut().zip(row) {
-                    *y = x * inverse_root;
-                }
-            }
-        }
+        map_row(row, out, options.weight, None, |x, weight, _| {
+            x * inverse_root * weight
+        });
     }
 }
 
