@@ -17,8 +17,9 @@
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
 use crate::kernels::conv::valid_output_range;
 use crate::kernels::softmax::{maximum, sum};
+use crate::kernels::vectorize::Isa;
 use crate::threading;
-use rows::{Isa, Reduction, RowWindow, reduce_window_row};
+use rows::{Reduction, RowWindow, reduce_window_row};
 use std::cell::RefCell;
 
 pub mod channels_last;

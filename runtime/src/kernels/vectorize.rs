@@ -106,6 +106,46 @@ pub(crate) fn zip_map_in_place(
     zip_map_in_place_body(values, other, function);
 }
 
+/// Which instructions a kernel's hand-written vector loops use, decided once per kernel call
+/// (pooling's rows, the norms' row sums): the widest the processor has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512F, with AVX2.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    /// AVX-512 or AVX2 where the processor has it, else the portable loops.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            if is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            return Isa::Avx2;
+        }
+        Isa::Portable
+    }
+
+    /// Every form this machine can run, for tests that compare them.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        let mut forms = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            forms.push(Isa::Avx2);
+            if is_x86_feature_detected!("avx512f") {
+                forms.push(Isa::Avx512);
+            }
+        }
+        forms
+    }
+}
+
 /// Work made of plain loops that [`with_widest_vectors`] builds for the chosen instructions.
 /// `run` must be `#[inline(always)]`, and so must what it calls: it is inlined into a function
 /// compiled for those instructions, and a closure in its place was not (LLVM tail-called it,

@@ -6,7 +6,7 @@
 //! passes (mean, then the biased variance of the centred values) for accuracy.
 
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
-use crate::kernels::vectorize;
+use crate::kernels::vectorize::{self, Isa};
 use crate::threading;
 
 pub mod fold;
@@ -182,7 +182,7 @@ fn run_rows<Options: Sync>(
 {
     let rows_per_task = rows_per_task(output.len(), normalized_size);
     let task_length = rows_per_task * normalized_size;
-    let sums = Sums::detect();
+    let isa = Isa::detect();
     threading::run_chunks_mut(output, task_length, |task, output| {
         // One choice of instructions per call, not per row: five dispatched element-wise
         // passes per row (the centring, the scale and the offset written back separately) took
@@ -192,7 +192,7 @@ fn run_rows<Options: Sync>(
             output,
             normalized_size,
             options,
-            sums,
+            isa,
         });
     });
 }
@@ -205,7 +205,7 @@ struct Rows<'a, Options> {
     output: &'a mut [f32],
     normalized_size: usize,
     options: &'a Options,
-    sums: Sums,
+    isa: Isa,
 }
 
 impl vectorize::VectorWork for Rows<'_, LayerNormOptions<'_>> {
@@ -218,7 +218,7 @@ impl vectorize::VectorWork for Rows<'_, LayerNormOptions<'_>> {
             self.output,
             self.normalized_size,
             self.options,
-            self.sums,
+            self.isa,
         );
     }
 }
@@ -233,7 +233,7 @@ impl vectorize::VectorWork for Rows<'_, RmsNormOptions<'_>> {
             self.output,
             self.normalized_size,
             self.options,
-            self.sums,
+            self.isa,
         );
     }
 }
@@ -246,15 +246,15 @@ fn layer_norm_rows(
     output: &mut [f32],
     normalized_size: usize,
     options: &LayerNormOptions<'_>,
-    sums: Sums,
+    isa: Isa,
 ) {
     let count = normalized_size as f32;
     for (index, out) in output.chunks_exact_mut(normalized_size).enumerate() {
         let row = input.map(|input| &input[index * normalized_size..][..normalized_size]);
         let (mean, variance) = {
             let row = row.unwrap_or(out);
-            let mean = sums.sum(row) / count;
-            (mean, sums.squared_deviations(row, mean) / count)
+            let mean = row_sum(isa, row) / count;
+            (mean, squared_deviations(isa, row, mean) / count)
         };
         let inverse_deviation = 1.0 / (variance + options.eps).sqrt();
         let affine =
@@ -347,11 +347,11 @@ fn rms_norm_rows(
     output: &mut [f32],
     normalized_size: usize,
     options: &RmsNormOptions<'_>,
-    sums: Sums,
+    isa: Isa,
 ) {
     for (index, out) in output.chunks_exact_mut(normalized_size).enumerate() {
         let row = input.map(|input| &input[index * normalized_size..][..normalized_size]);
-        let mean_square = sums.squared_deviations(row.unwrap_or(out), 0.0) / normalized_size as f32;
+        let mean_square = squared_deviations(isa, row.unwrap_or(out), 0.0) / normalized_size as f32;
         let inverse_root = 1.0 / (mean_square + options.eps).sqrt();
         map_row(row, out, options.weight, None, |x, weight, _| {
             x * inverse_root * weight
@@ -432,59 +432,34 @@ fn check_rows(
     Ok(())
 }
 
-/// How a norm sums a row: the sums are reductions, whose additions LLVM keeps in order, so the
-/// vector forms are written out. Autovectorized, a sum of 32 independent lanes came out as
+/// The sum of `row`. A norm's sums are reductions, whose additions LLVM keeps in order, so
+/// their vector forms are written out: autovectorized, a sum of 32 independent lanes came out as
 /// sixteen pairs of floats shuffled through two-float registers, and layer norm over the
 /// encoder's 128 rows of 384 took 18 µs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sums {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
+#[inline(always)]
+fn row_sum(isa: Isa, row: &[f32]) -> f32 {
+    match isa {
+        Isa::Portable => sums_portable(row, |x| x),
+        // SAFETY: `Isa::Avx2` is only made after checking the processor has AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { sums_x86_64::sum_avx2(row) },
+        // SAFETY: `Isa::Avx512` is only made after checking the processor has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { sums_x86_64::sum_avx512::<false>(row, 0.0) },
+    }
 }
 
-impl Sums {
-    fn detect() -> Self {
+/// The sum of `(x - center)^2` over `row`, written out as [`row_sum`] is.
+#[inline(always)]
+fn squared_deviations(isa: Isa, row: &[f32], center: f32) -> f32 {
+    match isa {
+        Isa::Portable => sums_portable(row, |x| (x - center) * (x - center)),
+        // SAFETY: `Isa::Avx2` is only made after checking the processor has AVX2.
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Self::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") {
-                return Self::Avx2;
-            }
-        }
-        Self::Portable
-    }
-
-    /// The sum of `row`.
-    #[inline(always)]
-    fn sum(self, row: &[f32]) -> f32 {
-        match self {
-            Self::Portable => sums_portable(row, |x| x),
-            // SAFETY: `detect` chose the variant where the processor has the instructions.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { sums_x86_64::sum_avx2(row) },
-            // SAFETY: As above.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe { sums_x86_64::sum_avx512::<false>(row, 0.0) },
-        }
-    }
-
-    /// The sum of `(x - center)^2` over `row`.
-    #[inline(always)]
-    fn squared_deviations(self, row: &[f32], center: f32) -> f32 {
-        match self {
-            Self::Portable => sums_portable(row, |x| (x - center) * (x - center)),
-            // SAFETY: `detect` chose the variant where the processor has the instructions.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx2 => unsafe { sums_x86_64::squared_deviations_avx2(row, center) },
-            // SAFETY: As above.
-            #[cfg(target_arch = "x86_64")]
-            Self::Avx512 => unsafe { sums_x86_64::sum_avx512::<true>(row, center) },
-        }
+        Isa::Avx2 => unsafe { sums_x86_64::squared_deviations_avx2(row, center) },
+        // SAFETY: `Isa::Avx512` is only made after checking the processor has AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { sums_x86_64::sum_avx512::<true>(row, center) },
     }
 }
 
@@ -503,7 +478,7 @@ fn sums_portable(values: &[f32], term: impl Fn(f32) -> f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod sums_x86_64 {
-    //! The AVX2 and AVX-512 sums of [`super::Sums`]: 32 floats a step in independent
+    //! The AVX2 and AVX-512 forms of [`super::row_sum`] and [`super::squared_deviations`]: 32 floats a step in independent
     //! accumulators (a single one would wait on its own additions' latency), added together
     //! once at the end.
 
@@ -704,17 +679,8 @@ mod tests {
     /// form's scalar tail), centred and not.
     #[test]
     fn every_form_of_the_row_sums_matches_f64() {
-        let mut forms = vec![Sums::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") {
-                forms.push(Sums::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") {
-                forms.push(Sums::Avx512);
-            }
-        }
-        assert!(forms.contains(&Sums::detect()));
+        let forms = Isa::available();
+        assert!(forms.contains(&Isa::detect()));
         for length in 0..=100 {
             let row: Vec<f32> = (0..length)
                 .map(|i| ((i * 37) % 101) as f32 / 25.0 - 2.0)
@@ -727,10 +693,10 @@ mod tests {
                 .sum();
             for &form in &forms {
                 assert!(
-                    (f64::from(form.sum(&row)) - sum).abs() <= 1e-4 * (1.0 + sum.abs()),
+                    (f64::from(row_sum(form, &row)) - sum).abs() <= 1e-4 * (1.0 + sum.abs()),
                     "{form:?}, {length} values"
                 );
-                let deviations = f64::from(form.squared_deviations(&row, center));
+                let deviations = f64::from(squared_deviations(form, &row, center));
                 assert!(
                     (deviations - squares).abs() <= 1e-4 * (1.0 + squares),
                     "{form:?}, {length} values"

@@ -7,12 +7,13 @@
 //! stride; the taps of a pixel near the border are just fewer. Rows of output pixels are
 //! spread over the threads; global pooling spreads blocks of channels.
 
-use super::rows::{self, Isa, Reduction};
+use super::rows::{self, Reduction};
 use super::{
     AvgPool2dOptions, MaxPool2dOptions, PARALLEL_CHUNK, avg_pool2d_output_shape, clipped_window,
     max_pool2d_output_shape,
 };
 use crate::error::{KernelResult, check_length, invalid_parameter, shape_mismatch};
+use crate::kernels::vectorize::Isa;
 use crate::threading;
 
 /// Max pooling of an `[N, H, W, C]` input into `[N, out_h, out_w, C]`, the sizes of

@@ -15,6 +15,8 @@
 //! result is NaN if any value is. With no NaN both forms give the maximum; sums may differ from a
 //! sequential sum in rounding only.
 
+use crate::kernels::vectorize::Isa;
+
 /// What a pooling window computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Reduction {
@@ -44,45 +46,6 @@ impl Reduction {
             }
             Reduction::Sum => accumulator + value,
         }
-    }
-}
-
-/// Which instructions the loops use, decided once per kernel call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Isa {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// AVX2, with [`reduce_window_row`] sixteen outputs at a time.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    /// AVX-512 or AVX2 where the processor has it, else the portable loops.
-    pub(super) fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            return Isa::Avx2;
-        }
-        Isa::Portable
-    }
-
-    /// Every form this machine can run, for tests that compare them.
-    #[cfg(test)]
-    pub(super) fn available() -> Vec<Self> {
-        let mut forms = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            forms.push(Isa::Avx2);
-            if is_x86_feature_detected!("avx512f") {
-                forms.push(Isa::Avx512);
-            }
-        }
-        forms
     }
 }
 
