@@ -75,6 +75,11 @@ class Settings:
     threads: list[int]
     warmup_seconds: float = 0.0  # the least time each process warms up for
 
+    @property
+    def decoder_warmup(self) -> int:
+        """Warm-up sequences per decoder process: half the inferences, at least one."""
+        return max(1, self.warmup // 2)
+
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
@@ -225,7 +230,7 @@ def time_nnc(spec: models.ModelSpec, folder: Path, threads: int, s: Settings) ->
     cmd = [str(harness_binary(spec)), f"threads={threads}", "profile_iterations=0",
            f"weights={folder / 'weights.safetensors'}"]
     if spec.decoder:
-        cmd += [f"warmup={max(1, s.warmup // 2)}", f"warmup_seconds={s.warmup_seconds}",
+        cmd += [f"warmup={s.decoder_warmup}", f"warmup_seconds={s.warmup_seconds}",
                 f"iterations={s.sequences}",
                 f"prompt_tokens={len(models.PROMPT)}", f"new_tokens={s.new_tokens}"]
     else:
@@ -243,7 +248,7 @@ def time_peer(spec: models.ModelSpec, engine: str, folder: Path, threads: int,
     cmd = [sys.executable, str(HERE / "engines.py"), "--engine", engine, "--model", spec.name,
            "--work", str(folder), "--threads", str(threads)]
     if spec.decoder:
-        cmd += ["--warmup", str(max(1, s.warmup // 2)), "--warmup-seconds", str(s.warmup_seconds),
+        cmd += ["--warmup", str(s.decoder_warmup), "--warmup-seconds", str(s.warmup_seconds),
                 "--iterations", str(s.sequences),
                 "--new-tokens", str(s.new_tokens)]
     else:
@@ -350,7 +355,7 @@ def write_results(results: dict, checks: dict, settings: Settings, engine_names:
         f"over processes) of each process's median: {settings.iterations} inferences per process, "
         f"or for the decoder {settings.sequences} sequences of a {len(models.PROMPT)}-token prompt "
         f"and {settings.new_tokens} decode steps, after {settings.warmup} inferences (sequences: "
-        f"{max(1, settings.warmup // 2)}) and at least {settings.warmup_seconds:g} s of warm-up. "
+        f"{settings.decoder_warmup}) and at least {settings.warmup_seconds:g} s of warm-up. "
         "Lower is better; the last column is nnc's median "
         "divided by the best peer's (below 1: nnc is faster).",
         "",
