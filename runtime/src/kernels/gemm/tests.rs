@@ -553,10 +553,12 @@ fn task_grid_gives_every_thread_an_equal_share() {
     for (row_panels, column_panels, threads) in [(1, 1, 2), (1, 200, 3), (300, 1, 2), (7, 5, 4)] {
         let grid = task_grid(row_panels, column_panels, threads, PACKS_NOTHING);
         assert!(grid.row_tasks <= row_panels && grid.column_tasks <= column_panels);
+        // The driver cuts the rows with `row_share`, the columns with `even_share`.
+        let rows = row_panels * MR;
         let covered: usize = (0..grid.row_tasks)
-            .map(|task| even_share(row_panels, grid.row_tasks, task).len())
+            .map(|task| row_share(rows, grid.row_tasks, task).len())
             .sum();
-        assert_eq!(covered, row_panels);
+        assert_eq!(covered, rows);
         assert!(
             (0..grid.column_tasks)
                 .all(|task| !even_share(column_panels, grid.column_tasks, task).is_empty())
