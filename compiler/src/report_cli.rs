@@ -94,8 +94,9 @@ pub struct BenchArgs {
     /// Timed runs; by default as many as fit in --seconds.
     #[arg(long)]
     iterations: Option<usize>,
-    /// Seconds to spend measuring when --iterations is not given.
-    #[arg(long, default_value_t = 2.0)]
+    /// Seconds to spend measuring when --iterations is not given (at least 10 timed runs, at
+    /// most 100000).
+    #[arg(long, default_value_t = 2.0, value_parser = finite_seconds)]
     seconds: f64,
     /// Runs of the per-layer profile; 0 skips it.
     #[arg(long, default_value_t = 20)]

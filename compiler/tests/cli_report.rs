@@ -161,6 +161,21 @@ fn bench_refuses_a_warmup_time_that_is_not_a_finite_number_of_seconds() {
 }
 
 #[test]
+fn bench_refuses_a_measuring_time_that_is_not_a_finite_number_of_seconds() {
+    for seconds in ["-1", "inf", "NaN", "soon"] {
+        let output = nnc()
+            .arg("bench")
+            .arg(format!("--seconds={seconds}"))
+            .arg(example("mlp.nn"))
+            .output()
+            .expect("nnc runs");
+        assert!(!output.status.success(), "{seconds}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--seconds"), "{seconds}: {stderr}");
+    }
+}
+
+#[test]
 fn bench_decode_refuses_a_network_without_a_decoder_before_building() {
     let work_dir = scratch("bench_decode_refuses");
     let output = nnc()
