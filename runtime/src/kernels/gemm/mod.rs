@@ -63,6 +63,7 @@ pub(super) fn prefetch_l2<T>(address: *const T) {
 
 use crate::alloc::AlignedBuffer;
 pub(crate) use driver::{KC, RhsSource, with_scratch};
+use std::ops::Range;
 pub(crate) use tile::{Clamp, GemmKernels, TileEpilogue, TileOutput as StripOutput};
 
 use crate::error::{KernelError, KernelResult};
@@ -259,6 +260,49 @@ impl PackedMatrix {
     /// of the shared dimension (`depth <= KC`); deeper matrices are packed block by block.
     pub(crate) fn single_block_panels(&self) -> Option<&[f32]> {
         (self.depth <= KC).then(|| self.data.as_slice())
+    }
+
+    /// Rows `rows` of B (a `rows.len() x cols` matrix), packed on their own: one task's share
+    /// of the shared dimension when a product is cut along it (`C = A0 * B0 + A1 * B1`).
+    pub(crate) fn row_range(&self, rows: Range<usize>) -> Self {
+        assert!(
+            rows.end <= self.depth,
+            "PackedMatrix::row_range: rows past the depth"
+        );
+        let cols = self.cols;
+        let data = self.data.as_slice();
+        let values: Vec<f32> = rows
+            .clone()
+            .flat_map(|row| {
+                (0..cols).map(move |column| data[packed_rhs_index(self.depth, cols, row, column)])
+            })
+            .collect();
+        let matrix = MatrixRef::row_major(&values, rows.len(), cols)
+            .expect("PackedMatrix::row_range: a row-major matrix of its own length");
+        Self::from_matrix(matrix)
+    }
+
+    /// Columns `first_column..first_column + width` of B as a packed operand of their own,
+    /// without a copy: possible when B is one block of the shared dimension (`depth <= KC`) and
+    /// the columns start a panel (`first_column` a multiple of `NR`); the last panel may be part
+    /// of the range only as a whole.
+    pub(crate) fn column_range(
+        &self,
+        first_column: usize,
+        width: usize,
+    ) -> Option<PackedRhsRef<'_>> {
+        let end = first_column.checked_add(width)?;
+        let whole_panels = end.is_multiple_of(NR) || end == self.cols;
+        if self.depth > KC || !first_column.is_multiple_of(NR) || end > self.cols || !whole_panels {
+            return None;
+        }
+        let start = first_column * self.depth;
+        let length = packed_rhs_length(self.depth, width);
+        Some(PackedRhsRef {
+            data: &self.data.as_slice()[start..start + length],
+            depth: self.depth,
+            cols: width,
+        })
     }
 
     fn view(&self) -> PackedRhsView<'_> {

@@ -600,6 +600,82 @@ fn row_shares_cut_at_panels_and_balance_rows() {
     assert_eq!(row_share(13, 3, 1), 6..12);
 }
 
+/// A packed B's rows cut out (deeper than one block, ranges inside and across blocks) are those
+/// rows packed on their own, and the column ranges read in place give the product's columns
+/// with their biases, exactly; ranges that do not start a panel or split one are refused.
+#[test]
+fn packed_row_and_column_ranges_are_the_matrix_parts() {
+    let matrix_values = |rows: usize, cols: usize| -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| ((i * 7) % 23) as f32 / 11.0 - 1.0)
+            .collect()
+    };
+    let (depth, cols) = (KC + 100, 37);
+    let values = matrix_values(depth, cols);
+    let packed = PackedMatrix::from_matrix(MatrixRef::row_major(&values, depth, cols).unwrap());
+    for rows in [0..depth, 0..1, 10..KC, KC - 3..KC + 40, KC..depth, 5..5] {
+        let part = &values[rows.start * cols..rows.end * cols];
+        let expected =
+            PackedMatrix::from_matrix(MatrixRef::row_major(part, rows.len(), cols).unwrap());
+        let cut = packed.row_range(rows.clone());
+        assert_eq!((cut.depth(), cut.cols()), (rows.len(), cols));
+        assert_eq!(
+            cut.data.as_slice(),
+            expected.data.as_slice(),
+            "rows {rows:?}"
+        );
+    }
+
+    let (depth, cols, rows) = (20, 3 * NR + 5, 7);
+    let b = matrix_values(depth, cols);
+    let packed = PackedMatrix::from_matrix(MatrixRef::row_major(&b, depth, cols).unwrap());
+    let a: Vec<f32> = (0..rows * depth).map(|i| (i % 5) as f32 - 2.0).collect();
+    let a = MatrixRef::row_major(&a, rows, depth).unwrap();
+    let bias: Vec<f32> = (0..cols).map(|i| i as f32 / 8.0).collect();
+    let mut whole = vec![0.0; rows * cols];
+    let options = GemmOptions {
+        epilogue: Epilogue::BiasActivation(Bias::PerColumn(&bias), Activation::Relu6),
+        ..GemmOptions::default()
+    };
+    gemm_sequential(a.into(), (&packed).into(), &mut whole, cols, &options).unwrap();
+    for (first, width) in [
+        (0, cols),
+        (0, NR),
+        (NR, 2 * NR),
+        (2 * NR, NR + 5),
+        (3 * NR, 5),
+    ] {
+        let columns = packed.column_range(first, width).unwrap();
+        let mut part = vec![f32::NAN; rows * width];
+        let options = GemmOptions {
+            epilogue: Epilogue::BiasActivation(
+                Bias::PerColumn(&bias[first..first + width]),
+                Activation::Relu6,
+            ),
+            ..GemmOptions::default()
+        };
+        gemm_sequential_prepacked(a.into(), columns, &mut part, width, &options).unwrap();
+        for row in 0..rows {
+            assert_eq!(
+                part[row * width..][..width],
+                whole[row * cols + first..][..width],
+                "columns {first}..{}",
+                first + width
+            );
+        }
+    }
+    for (first, width) in [(1, NR), (0, NR + 1), (3 * NR, 3), (0, cols + 1)] {
+        assert!(
+            packed.column_range(first, width).is_none(),
+            "{first}, {width}"
+        );
+    }
+    let deep = PackedMatrix::from_matrix(
+        MatrixRef::row_major(&matrix_values(KC + 1, NR), KC + 1, NR).unwrap(),
+    );
+    assert!(deep.column_range(0, NR).is_none(), "deeper than one block");
+}
+
 #[test]
 fn empty_depth_gives_zero_then_epilogue() {
     let a: [f32; 0] = [];
