@@ -392,9 +392,14 @@ pub(super) fn run_product(product: &Product<'_>, parallel: bool, rows_only: bool
         },
         ..*product
     };
+    // A packed A is cut between its panels; any other at any row.
+    let row_step = match product.lhs {
+        LhsSource::Packed(_) => MR,
+        LhsSource::Matrix(_) => 1,
+    };
     threading::run_tasks(grid.row_tasks * grid.column_tasks, |task| {
         let (row_task, column_task) = (task / grid.column_tasks, task % grid.column_tasks);
-        let rows = row_share(product.rows, grid.row_tasks, row_task);
+        let rows = row_share(product.rows, grid.row_tasks, row_task, row_step);
         let column_panels = even_share(column_panels, grid.column_tasks, column_task);
         let cols = column_panels.start * NR..(column_panels.end * NR).min(product.cols);
         if !rows.is_empty() && !cols.is_empty() {
@@ -545,33 +550,35 @@ pub(super) fn even_share(total: usize, count: usize, index: usize) -> Range<usiz
     total * index / count..total * (index + 1) / count
 }
 
-/// Share `index` of `rows` cut `count` ways at multiples of `MR`: each cut the multiple nearest
-/// to an equal share of the rows, not of the panels, keeping a panel for every share while there
-/// are enough. An even share of the panels gave the one ending in a short panel too little:
-/// MobileNetV2's 7x7 images (49 pixels, 9 panels, the last of one row) went 30 and 19 rows to
-/// two threads, not 24 and 25.
-pub(super) fn row_share(rows: usize, count: usize, index: usize) -> Range<usize> {
-    let panels = rows.div_ceil(MR);
+/// Share `index` of `rows` cut `count` ways at multiples of `step` (`MR` for an A packed in
+/// panels of `MR` rows, 1 for one each task reads or packs from any row): each cut the multiple
+/// nearest to an equal share of the rows, not of the panels, keeping a panel for every share
+/// while there are enough. An even share of the panels gave the one ending in a short panel too
+/// little: MobileNetV2's 7x7 images (49 pixels, 9 panels, the last of one row) went 30 and 19
+/// rows to two threads, not 24 and 25. Cut at multiples of `MR`, the encoder's 128 rows went 66
+/// and 62 to two threads, and the second waited for the first at every product.
+pub(super) fn row_share(rows: usize, count: usize, index: usize, step: usize) -> Range<usize> {
+    let panels = rows.div_ceil(step);
     // The first panel of share `share`.
     let cut = |share: usize| {
         (1..=share.min(count)).fold(0, |previous: usize, share| {
             if share == count {
                 return panels;
             }
-            let nearest = (2 * rows * share + count * MR) / (2 * count * MR);
+            let nearest = (2 * rows * share + count * step) / (2 * count * step);
             let latest = panels.saturating_sub(count - share);
             nearest.min(latest).max(previous + 1).min(panels)
         })
     };
-    (cut(index) * MR).min(rows)..(cut(index + 1) * MR).min(rows)
+    (cut(index) * step).min(rows)..(cut(index + 1) * step).min(rows)
 }
 
 /// Computes one rectangle of C: the BLIS loops around the micro-kernel. For each chunk of the
 /// rectangle's columns and each block of the shared dimension, B's panels of those columns are
 /// packed once (unless B came packed) and then swept by every block of A's rows. A row-major A
 /// (column stride 1) no deeper than `lhs_in_place_max_depth` is not packed: the micro-kernel
-/// reads its rows in place. `rows.start` is a multiple of `MR` and `cols.start` a multiple of
-/// `NR`.
+/// reads its rows in place. `rows.start` is a multiple of `MR` where A came packed, and
+/// `cols.start` a multiple of `NR`.
 pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
     let row_major_lhs = match product.lhs {
         LhsSource::Matrix(matrix)

@@ -556,7 +556,7 @@ fn task_grid_gives_every_thread_an_equal_share() {
         // The driver cuts the rows with `row_share`, the columns with `even_share`.
         let rows = row_panels * MR;
         let covered: usize = (0..grid.row_tasks)
-            .map(|task| row_share(rows, grid.row_tasks, task).len())
+            .map(|task| row_share(rows, grid.row_tasks, task, MR).len())
             .sum();
         assert_eq!(covered, rows);
         assert!(
@@ -568,36 +568,49 @@ fn task_grid_gives_every_thread_an_equal_share() {
 
 #[test]
 fn row_shares_cut_at_panels_and_balance_rows() {
-    for rows in 1..200 {
-        for count in 1..6 {
-            let shares: Vec<_> = (0..count)
-                .map(|share| row_share(rows, count, share))
-                .collect();
-            assert_eq!(shares[0].start, 0);
-            assert_eq!(shares[count - 1].end, rows, "{rows} rows, {count} shares");
-            for pair in shares.windows(2) {
-                assert_eq!(pair[0].end, pair[1].start, "{rows} rows: {shares:?}");
-            }
-            let panels = rows.div_ceil(MR);
-            for share in &shares {
-                assert!(
-                    share.start.is_multiple_of(MR) || share.start == rows,
-                    "{rows} rows: {shares:?}"
-                );
-                // No share is empty while every one can have a panel, and none takes more
-                // than the panel an equal share of rows ends in, plus one.
-                assert!(panels < count || !share.is_empty(), "{rows}: {shares:?}");
-                assert!(
-                    share.len() <= (rows.div_ceil(count).div_ceil(MR) + 1) * MR,
-                    "{rows} rows: {shares:?}"
-                );
+    for step in [1, MR] {
+        for rows in 1..200 {
+            for count in 1..6 {
+                let shares: Vec<_> = (0..count)
+                    .map(|share| row_share(rows, count, share, step))
+                    .collect();
+                assert_eq!(shares[0].start, 0);
+                assert_eq!(shares[count - 1].end, rows, "{rows} rows, {count} shares");
+                for pair in shares.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start, "{rows} rows: {shares:?}");
+                }
+                let panels = rows.div_ceil(step);
+                for share in &shares {
+                    assert!(
+                        share.start.is_multiple_of(step) || share.start == rows,
+                        "{rows} rows: {shares:?}"
+                    );
+                    // No share is empty while every one can have a panel, and none takes more
+                    // than the panel an equal share of rows ends in, plus one.
+                    assert!(panels < count || !share.is_empty(), "{rows}: {shares:?}");
+                    assert!(
+                        share.len() <= (rows.div_ceil(count).div_ceil(step) + 1) * step,
+                        "{rows} rows: {shares:?}"
+                    );
+                }
+                // Cut at any row, shares differ by one row at most.
+                if step == 1 {
+                    let (shortest, longest) = (
+                        shares.iter().map(Range::len).min().unwrap(),
+                        shares.iter().map(Range::len).max().unwrap(),
+                    );
+                    assert!(longest - shortest <= 1, "{rows} rows: {shares:?}");
+                }
             }
         }
     }
-    // MobileNetV2's 7x7 images on two threads: 24 and 25 pixels, not 30 and 19.
-    assert_eq!(row_share(49, 2, 0), 0..24);
-    assert_eq!(row_share(49, 2, 1), 24..49);
-    assert_eq!(row_share(13, 3, 1), 6..12);
+    // MobileNetV2's 7x7 images on two threads, in panels: 24 and 25 pixels, not 30 and 19.
+    assert_eq!(row_share(49, 2, 0, MR), 0..24);
+    assert_eq!(row_share(49, 2, 1, MR), 24..49);
+    assert_eq!(row_share(13, 3, 1, MR), 6..12);
+    // The encoder's 128 rows: 64 each at any row, 66 and 62 in panels.
+    assert_eq!(row_share(128, 2, 0, 1), 0..64);
+    assert_eq!(row_share(128, 2, 0, MR), 0..66);
 }
 
 /// A packed B's rows cut out (deeper than one block, ranges inside and across blocks) are those
