@@ -1455,5 +1455,32 @@ fn depthwise_block_cut_by_channels_matches_its_layers_and_reference() {
             case.check(1 << 18);
         }
     }
+    // Weights cut for two threads, then run on three: the block runs cut by rows then, and
+    // still computes the same values.
+    let case = &cases[0];
+    let (expand, depthwise, project) = case.layers();
+    let block = PackedDepthwiseBlock::new(expand, depthwise, project).unwrap();
+    let input: Vec<f32> = (0..case.input_shape.iter().product())
+        .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+        .collect();
+    let mut workspace = ConvWorkspace::new();
+    let length = block
+        .output_shape(case.input_shape)
+        .unwrap()
+        .iter()
+        .product();
+    let outputs: Vec<Vec<f32>> = [2, 3, 2]
+        .into_iter()
+        .map(|threads| {
+            crate::set_num_threads(threads);
+            let mut output = vec![f32::NAN; length];
+            block
+                .forward(&input, case.input_shape, &mut output, &mut workspace)
+                .unwrap();
+            output
+        })
+        .collect();
     crate::set_num_threads(0);
+    assert_close(&outputs[1], &outputs[0], 1e-4);
+    assert_eq!(outputs[2], outputs[0], "the same cut weights again");
 }
