@@ -8,6 +8,8 @@ pub mod conv;
 pub mod elementwise;
 pub mod embedding;
 #[cfg(target_arch = "x86_64")]
+mod exp_avx2;
+#[cfg(target_arch = "x86_64")]
 mod exp_avx512;
 pub mod flash_attention;
 pub mod gemm;

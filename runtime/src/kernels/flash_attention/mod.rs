@@ -19,7 +19,7 @@
 //! micro-kernel's row-major variant (packing the scaled queries of each block took about a third
 //! of the packing; packing the probabilities cost about a tenth of the time). The exponentials
 //! of the online softmax are `nnc_ops::math::exp`, sixteen at a time where the processor has
-//! AVX-512F. Everything lives in a caller-owned
+//! AVX-512F and eight where it has AVX2 and FMA. Everything lives in a caller-owned
 //! `FlashAttentionWorkspace` of `O(block^2 + key_len * head_dim)` floats per thread, so a call
 //! allocates nothing. Heads (and, when there are fewer heads than threads, interleaved query
 //! blocks) run in parallel on the shared pool.
@@ -739,13 +739,23 @@ fn fold_row(scores: &mut [f32], state: RowState<'_>) {
     fold_row_body(scores, state);
 }
 
+/// `fold_row_body` with the exponentials eight at a time (`exp_avx2`, the same values).
+///
 /// # Safety
 ///
 /// The processor must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fold_row_avx2(scores: &mut [f32], state: RowState<'_>) {
-    fold_row_body(scores, state);
+    use crate::kernels::exp_avx2;
+    fold_row_with(
+        scores,
+        state,
+        // SAFETY: The caller vouched for AVX2 and FMA.
+        |scores| unsafe { exp_avx2::maximum(scores) },
+        // SAFETY: As above.
+        |scores, maximum| unsafe { exp_avx2::exponentiate_masked_sum(scores, maximum) },
+    );
 }
 
 /// `fold_row_body` with the exponentials sixteen at a time (`exp_avx512`, the same values).

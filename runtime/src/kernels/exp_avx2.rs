@@ -1,0 +1,288 @@
+//! `nnc_ops::math::exp` on eight lanes with AVX2 and FMA, bit for bit: the same clamp,
+//! reduction and polynomial, each step the same fused multiply-add, and `2^n` as the same two
+//! factors built from their bits. The twin of `exp_avx512` for processors without AVX-512, where
+//! the attention's online softmax spends its time.
+//!
+//! Why it is written out: a loop over the scalar `math::exp` is only as fast as the target
+//! features of the function it is compiled in. Inside a closure handed to a generic helper it
+//! was compiled without FMA, and every `mul_add` became a call to `fmaf`: on an AVX2 machine
+//! half of the MiniLM encoder's time went to those calls.
+
+use std::arch::x86_64::{
+    __m256, __m256i, _CMP_EQ_OQ, _CMP_UNORD_Q, _mm256_add_epi32, _mm256_add_ps, _mm256_and_ps,
+    _mm256_andnot_ps, _mm256_blendv_ps, _mm256_castps_si256, _mm256_castsi256_ps, _mm256_cmp_ps,
+    _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_fnmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps,
+    _mm256_maskstore_ps, _mm256_max_ps, _mm256_min_ps, _mm256_movemask_ps, _mm256_mul_ps,
+    _mm256_or_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
+    _mm256_slli_epi32, _mm256_srai_epi32, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps,
+};
+
+/// `e^x` in every lane, equal to `nnc_ops::math::exp` lane by lane (NaN stays NaN).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn exp(x: __m256) -> __m256 {
+    use nnc_ops::math::exp_constants::{
+        LN2_HIGH, LN2_LOW, LOG2_E, MAX, MIN, POLYNOMIAL as COEFFICIENTS, ROUNDING_SHIFT,
+    };
+    // `x.clamp(MIN, MAX)`: `max_ps` and `min_ps` return their second operand when either is
+    // NaN, so a NaN `x` passes through both.
+    let x = _mm256_min_ps(_mm256_set1_ps(MAX), _mm256_max_ps(_mm256_set1_ps(MIN), x));
+    let shift = _mm256_set1_ps(ROUNDING_SHIFT);
+    let shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2_E), shift);
+    // The rounded `n` as an integer: the low mantissa bits of `shifted`.
+    let exponent = _mm256_sub_epi32(
+        _mm256_castps_si256(shifted),
+        _mm256_set1_epi32(ROUNDING_SHIFT.to_bits() as i32),
+    );
+    let n = _mm256_sub_ps(shifted, shift);
+    // `(-n) * c + y` rounds as `-(n * c) + y`: negation is exact.
+    let r = _mm256_fnmadd_ps(
+        n,
+        _mm256_set1_ps(LN2_LOW),
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x),
+    );
+    let mut polynomial = _mm256_set1_ps(COEFFICIENTS[5]);
+    for &coefficient in COEFFICIENTS[..5].iter().rev() {
+        polynomial = _mm256_fmadd_ps(polynomial, r, _mm256_set1_ps(coefficient));
+    }
+    let mantissa = _mm256_add_ps(
+        _mm256_fmadd_ps(polynomial, _mm256_mul_ps(r, r), r),
+        _mm256_set1_ps(1.0),
+    );
+    // `2^n` as two normal factors, `2^(n >> 1)` and `2^(n - (n >> 1))`, multiplied in the
+    // scalar function's order.
+    let half = _mm256_srai_epi32::<1>(exponent);
+    let bias = _mm256_set1_epi32(127);
+    let first = power_of_two(_mm256_add_epi32(half, bias));
+    let second = power_of_two(_mm256_add_epi32(_mm256_sub_epi32(exponent, half), bias));
+    _mm256_mul_ps(_mm256_mul_ps(mantissa, first), second)
+}
+
+/// The float whose biased exponent field is `biased` (and mantissa zero).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn power_of_two(biased: __m256i) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(biased))
+}
+
+/// The load mask of the first `length.min(8)` lanes (a lane's sign bit set where it is kept).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn first_lanes(length: usize) -> __m256i {
+    let length = length.min(8) as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(length),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// The largest of `values`, as `softmax::maximum` finds it: NaN if any is NaN, minus infinity
+/// for none. Eight lanes at a time, with a masked last piece.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`vectorize::has_avx2_fma`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn maximum(values: &[f32]) -> f32 {
+    let minus_infinity = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut maximum = minus_infinity;
+    let mut nan = _mm256_setzero_ps();
+    let mut step = |x: __m256| {
+        // `max_ps` returns its second operand when either is NaN: NaN in `x` is counted here.
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x));
+        maximum = _mm256_max_ps(x, maximum);
+    };
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        // SAFETY: The load reads the chunk's eight floats.
+        step(unsafe { _mm256_loadu_ps(chunk.as_ptr()) });
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let lanes = first_lanes(tail.len());
+        // SAFETY: The masked load reads the tail's `tail.len() < 8` floats only; the other
+        // lanes load as zero and are replaced by minus infinity.
+        let loaded = unsafe { _mm256_maskload_ps(tail.as_ptr(), lanes) };
+        step(_mm256_blendv_ps(
+            minus_infinity,
+            loaded,
+            _mm256_castsi256_ps(lanes),
+        ));
+    }
+    if _mm256_movemask_ps(nan) != 0 {
+        return f32::NAN;
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: The store writes the eight floats of `lanes`.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), maximum) };
+    lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `values[i] = exp(values[i] - maximum)`, and 0 where `values[i]` is minus infinity (a masked
+/// score), eight at a time with a masked last piece; returns the sum of the new values (in
+/// eight lanes, added up at the end): the softmax's exponentials and their sum in one pass.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`vectorize::has_avx2_fma`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -> f32 {
+    let maximum = _mm256_set1_ps(maximum);
+    let minus_infinity = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut sum = _mm256_setzero_ps();
+    // The exponentials of `x`'s lanes, +0 where `x` is minus infinity.
+    let exponentiate = |x: __m256| {
+        let masked = _mm256_cmp_ps::<_CMP_EQ_OQ>(x, minus_infinity);
+        _mm256_andnot_ps(masked, exp(_mm256_sub_ps(x, maximum)))
+    };
+    let mut chunks = values.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        // SAFETY: The load and store touch the chunk's eight floats.
+        unsafe {
+            let value = exponentiate(_mm256_loadu_ps(chunk.as_ptr()));
+            _mm256_storeu_ps(chunk.as_mut_ptr(), value);
+            sum = _mm256_add_ps(sum, value);
+        }
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let lanes = first_lanes(tail.len());
+        // SAFETY: The masked load and store touch the tail's `tail.len() < 8` floats only; the
+        // other lanes load as zero, and their values are zeroed before the sum.
+        unsafe {
+            let x = _mm256_maskload_ps(tail.as_ptr(), lanes);
+            let value = _mm256_and_ps(_mm256_castsi256_ps(lanes), exponentiate(x));
+            _mm256_maskstore_ps(tail.as_mut_ptr(), lanes, value);
+            sum = _mm256_add_ps(sum, value);
+        }
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: The store writes the eight floats of `lanes`.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+    lanes.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::vectorize::has_avx2_fma;
+    use nnc_ops::math;
+    use proptest::prelude::*;
+
+    fn exp_lanes(inputs: &[f32; 8]) -> [f32; 8] {
+        let mut outputs = [0.0; 8];
+        // SAFETY: Checked before the call in each test; the load and store cover the two
+        // arrays of eight floats.
+        unsafe { _mm256_storeu_ps(outputs.as_mut_ptr(), exp(_mm256_loadu_ps(inputs.as_ptr()))) };
+        outputs
+    }
+
+    fn assert_same_bits(inputs: &[f32]) {
+        for inputs in inputs.chunks(8) {
+            let mut lanes = [0.0; 8];
+            lanes[..inputs.len()].copy_from_slice(inputs);
+            let outputs = exp_lanes(&lanes);
+            for (&input, &output) in lanes.iter().zip(&outputs) {
+                let expected = math::exp(input);
+                assert!(
+                    output.to_bits() == expected.to_bits()
+                        || (output.is_nan() && expected.is_nan()),
+                    "exp({input:e}): {output:e} against {expected:e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn edges_equal_the_scalar_function() {
+        if !has_avx2_fma() {
+            return;
+        }
+        assert_same_bits(&[
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            -104.0,
+            -103.97,
+            -103.3,
+            -87.33655,
+            -87.4,
+            88.72,
+            88.73,
+            88.8,
+            -0.0,
+            0.0,
+            1e-30,
+            -1e-8,
+            f32::MIN_POSITIVE,
+        ]);
+    }
+
+    proptest! {
+        #[test]
+        fn every_lane_equals_the_scalar_function(
+            inputs in prop::array::uniform8(prop_oneof![-110.0f32..90.0, -1.0f32..1.0]),
+        ) {
+            if has_avx2_fma() {
+                assert_same_bits(&inputs);
+            }
+        }
+    }
+
+    #[test]
+    fn maximum_matches_softmax_maximum() {
+        if !has_avx2_fma() {
+            return;
+        }
+        for length in [0, 1, 7, 8, 9, 17, 33, 128] {
+            let mut values: Vec<f32> = (0..length).map(|i| ((i * 37) % 23) as f32 - 11.5).collect();
+            // SAFETY: The processor has AVX2 and FMA (checked above).
+            let found = unsafe { maximum(&values) };
+            assert_eq!(found, crate::kernels::softmax::maximum(&values), "{length}");
+            if length > 0 {
+                // The largest value in the masked last piece.
+                values[length - 1] = 1e9;
+                // SAFETY: As above.
+                assert_eq!(unsafe { maximum(&values) }, 1e9, "{length}");
+                values[length / 2] = f32::NAN;
+                // SAFETY: As above.
+                let found = unsafe { maximum(&values) };
+                assert!(found.is_nan(), "a NaN at {}", length / 2);
+            }
+        }
+        let all_masked = [f32::NEG_INFINITY; 11];
+        // SAFETY: As above.
+        assert_eq!(unsafe { maximum(&all_masked) }, f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn masked_scores_become_zero_and_tails_stay_untouched() {
+        if !has_avx2_fma() {
+            return;
+        }
+        for length in [1, 7, 8, 9, 15, 16, 17, 33] {
+            let mut values: Vec<f32> = (0..length + 1).map(|i| i as f32 * -0.75).collect();
+            values[length / 2] = f32::NEG_INFINITY;
+            let expected: Vec<f32> = values[..length]
+                .iter()
+                .map(|&x| {
+                    if x == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        math::exp(x - 0.5)
+                    }
+                })
+                .collect();
+            // SAFETY: The processor has AVX2 and FMA (checked above).
+            let total = unsafe { exponentiate_masked_sum(&mut values[..length], 0.5) };
+            assert_eq!(&values[..length], &expected[..]);
+            let expected_total: f32 = expected.iter().sum();
+            assert!((total - expected_total).abs() <= 1e-6 * expected_total.abs().max(1.0));
+            assert_eq!(
+                values[length],
+                length as f32 * -0.75,
+                "the float after the slice"
+            );
+        }
+    }
+}
