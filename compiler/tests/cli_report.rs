@@ -146,32 +146,19 @@ fn bench_explains_itself() {
 }
 
 #[test]
-fn bench_refuses_a_warmup_time_that_is_not_a_finite_number_of_seconds() {
-    for seconds in ["-1", "inf", "NaN", "soon"] {
-        let output = nnc()
-            .arg("bench")
-            .arg(format!("--warmup-seconds={seconds}"))
-            .arg(example("mlp.nn"))
-            .output()
-            .expect("nnc runs");
-        assert!(!output.status.success(), "{seconds}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("--warmup-seconds"), "{seconds}: {stderr}");
-    }
-}
-
-#[test]
-fn bench_refuses_a_measuring_time_that_is_not_a_finite_number_of_seconds() {
-    for seconds in ["-1", "inf", "NaN", "soon"] {
-        let output = nnc()
-            .arg("bench")
-            .arg(format!("--seconds={seconds}"))
-            .arg(example("mlp.nn"))
-            .output()
-            .expect("nnc runs");
-        assert!(!output.status.success(), "{seconds}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("--seconds"), "{seconds}: {stderr}");
+fn bench_refuses_times_that_are_not_a_finite_number_of_seconds() {
+    for option in ["--warmup-seconds", "--seconds"] {
+        for seconds in ["-1", "inf", "NaN", "soon"] {
+            let output = nnc()
+                .arg("bench")
+                .arg(format!("{option}={seconds}"))
+                .arg(example("mlp.nn"))
+                .output()
+                .expect("nnc runs");
+            assert!(!output.status.success(), "{option}={seconds}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(option), "{option}={seconds}: {stderr}");
+        }
     }
 }
 

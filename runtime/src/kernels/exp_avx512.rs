@@ -103,52 +103,25 @@ pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nnc_ops::math;
+    use crate::kernels::exp_checks::{
+        EDGES, assert_exp_bits, check_masked_exponentials, check_maximum,
+    };
     use proptest::prelude::*;
     use std::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
 
-    fn exp_lanes(inputs: &[f32; 16]) -> [f32; 16] {
+    fn assert_same_bits(inputs: &[f32; 16]) {
         let mut outputs = [0.0; 16];
-        // SAFETY: Checked just above the call in each test; the load and store cover the two
+        // SAFETY: Checked before the call in each test; the load and store cover the two
         // arrays of sixteen floats.
         unsafe { _mm512_storeu_ps(outputs.as_mut_ptr(), exp(_mm512_loadu_ps(inputs.as_ptr()))) };
-        outputs
-    }
-
-    fn assert_same_bits(inputs: &[f32; 16]) {
-        let outputs = exp_lanes(inputs);
-        for (&input, &output) in inputs.iter().zip(&outputs) {
-            let expected = math::exp(input);
-            assert!(
-                output.to_bits() == expected.to_bits() || (output.is_nan() && expected.is_nan()),
-                "exp({input:e}): {output:e} against {expected:e}"
-            );
-        }
+        assert_exp_bits(inputs, &outputs);
     }
 
     #[test]
     fn edges_equal_the_scalar_function() {
-        if !is_available() {
-            return;
+        if is_available() {
+            assert_same_bits(&EDGES);
         }
-        assert_same_bits(&[
-            f32::NEG_INFINITY,
-            f32::INFINITY,
-            f32::NAN,
-            -104.0,
-            -103.97,
-            -103.3,
-            -87.33655,
-            -87.4,
-            88.72,
-            88.73,
-            88.8,
-            -0.0,
-            0.0,
-            1e-30,
-            -1e-8,
-            f32::MIN_POSITIVE,
-        ]);
     }
 
     proptest! {
@@ -164,51 +137,19 @@ mod tests {
 
     #[test]
     fn maximum_matches_softmax_maximum() {
-        if !is_available() {
-            return;
-        }
-        for length in [0, 1, 15, 16, 17, 33, 128] {
-            let mut values: Vec<f32> = (0..length).map(|i| ((i * 37) % 23) as f32 - 11.5).collect();
+        if is_available() {
             // SAFETY: The processor has AVX-512F (checked above).
-            let found = unsafe { maximum(&values) };
-            assert_eq!(found, crate::kernels::softmax::maximum(&values), "{length}");
-            if length > 0 {
-                values[length / 2] = f32::NAN;
-                // SAFETY: As above.
-                let found = unsafe { maximum(&values) };
-                assert!(found.is_nan(), "a NaN at {}", length / 2);
-            }
+            check_maximum(16, |values| unsafe { maximum(values) });
         }
     }
 
     #[test]
     fn masked_scores_become_zero_and_tails_stay_untouched() {
-        if !is_available() {
-            return;
-        }
-        for length in [1, 15, 16, 17, 33] {
-            let mut values: Vec<f32> = (0..length + 1).map(|i| i as f32 * -0.75).collect();
-            values[length / 2] = f32::NEG_INFINITY;
-            let expected: Vec<f32> = values[..length]
-                .iter()
-                .map(|&x| {
-                    if x == f32::NEG_INFINITY {
-                        0.0
-                    } else {
-                        math::exp(x - 0.5)
-                    }
-                })
-                .collect();
+        if is_available() {
             // SAFETY: The processor has AVX-512F (checked above).
-            let total = unsafe { exponentiate_masked_sum(&mut values[..length], 0.5) };
-            assert_eq!(&values[..length], &expected[..]);
-            let expected_total: f32 = expected.iter().sum();
-            assert!((total - expected_total).abs() <= 1e-6 * expected_total.abs().max(1.0));
-            assert_eq!(
-                values[length],
-                length as f32 * -0.75,
-                "the float after the slice"
-            );
+            check_masked_exponentials(16, |values, maximum| unsafe {
+                exponentiate_masked_sum(values, maximum)
+            });
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod embedding;
 mod exp_avx2;
 #[cfg(target_arch = "x86_64")]
 mod exp_avx512;
+#[cfg(all(test, target_arch = "x86_64"))]
+mod exp_checks;
 pub mod flash_attention;
 pub mod gemm;
 pub mod int8;
