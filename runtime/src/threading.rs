@@ -207,6 +207,33 @@ pub(crate) fn run_chunks_with_scratch_mut<T: Send, U: Send>(
     });
 }
 
+/// The first error of tasks run in parallel, kept until they have all finished: a task that
+/// fails records its error and returns, the others run on, and the caller returns the error.
+pub(crate) struct FirstError<E>(Mutex<Option<E>>);
+
+impl<E> FirstError<E> {
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    /// Keeps `result`'s error unless one was kept before.
+    pub(crate) fn record(&self, result: Result<(), E>) {
+        if let Err(error) = result
+            && let Ok(mut first) = self.0.lock()
+        {
+            first.get_or_insert(error);
+        }
+    }
+
+    /// The error kept, if any, once the tasks are done.
+    pub(crate) fn into_result(self) -> Result<(), E> {
+        match self.0.into_inner() {
+            Ok(Some(error)) => Err(error),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The number of threads that parallel kernels will use, for sizing their task lists.
 pub(crate) fn parallel_width() -> usize {
     num_threads_or_default().max(1)
@@ -884,6 +911,31 @@ mod tests {
             total.fetch_add(task, Ordering::Relaxed);
         });
         assert_eq!(total.into_inner(), 28);
+        set_num_threads(0);
+    }
+
+    /// The tasks that fail do not stop the others, and the caller gets one of their errors.
+    #[test]
+    fn first_error_keeps_one_failing_task_and_lets_the_rest_run() {
+        let _guard = crate::test_support::lock_thread_count();
+        for threads in [1, 2, 3] {
+            set_num_threads(threads);
+            let ran = AtomicUsize::new(0);
+            let failure = FirstError::new();
+            run_tasks(9, |task| {
+                ran.fetch_add(1, Ordering::Relaxed);
+                failure.record(if task % 4 == 1 { Err(task) } else { Ok(()) });
+            });
+            assert_eq!(ran.into_inner(), 9);
+            let error = failure.into_result().expect_err("tasks 1 and 5 failed");
+            assert!(error == 1 || error == 5, "{error}");
+            if threads == 1 {
+                assert_eq!(error, 1, "in order, the first failure is kept");
+            }
+            let none = FirstError::<usize>::new();
+            run_tasks(4, |_| none.record(Ok(())));
+            assert_eq!(none.into_result(), Ok(()));
+        }
         set_num_threads(0);
     }
 }

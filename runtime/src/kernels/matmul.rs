@@ -81,18 +81,11 @@ pub fn matmul(a: TensorRef<'_>, b: TensorRef<'_>, output: &mut [f32]) -> KernelR
     // Many small products run one per task; few large ones run one after another, each
     // spread over the threads by the GEMM itself.
     if batch_count >= threading::parallel_width() && rows * cols * depth < (1 << 20) {
-        let failure = std::sync::Mutex::new(None);
+        let failure = threading::FirstError::new();
         threading::run_chunks_mut(output, output_matrix_size, |batch, output| {
-            if let Err(error) = run_batch(batch, output, false)
-                && let Ok(mut failure) = failure.lock()
-            {
-                *failure = Some(error);
-            }
+            failure.record(run_batch(batch, output, false));
         });
-        if let Some(error) = failure.into_inner().ok().flatten() {
-            return Err(error);
-        }
-        return Ok(());
+        return failure.into_result();
     }
     for (batch, output) in output.chunks_exact_mut(output_matrix_size).enumerate() {
         run_batch(batch, output, true)?;

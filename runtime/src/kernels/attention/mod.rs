@@ -18,7 +18,6 @@ use crate::kernels::softmax::{exponentiate_row, softmax_row};
 use crate::kernels::vectorize;
 use crate::threading;
 use std::marker::PhantomData;
-use std::sync::Mutex;
 
 pub mod mask;
 
@@ -125,7 +124,7 @@ pub fn scaled_dot_product_attention_with_workspace(
     let region_length = layout.region_length();
     let regions = workspace.regions(&layout, slots);
     let output = HeadOutputs::new(output);
-    let failure = Mutex::new(None);
+    let failure = threading::FirstError::new();
     threading::run_chunks_mut(regions, region_length.max(1), |slot, region| {
         let first_task = slot * tasks_per_slot;
         for task in first_task..(first_task + tasks_per_slot).min(tasks) {
@@ -141,17 +140,10 @@ pub fn scaled_dot_product_attention_with_workspace(
                 head,
                 kv_head: head / heads_per_kv_head,
             };
-            if let Err(error) = head_task.run(output, region, &layout)
-                && let Ok(mut failure) = failure.lock()
-            {
-                *failure = Some(error);
-            }
+            failure.record(head_task.run(output, region, &layout));
         }
     });
-    if let Some(error) = failure.into_inner().ok().flatten() {
-        return Err(error);
-    }
-    Ok(())
+    failure.into_result()
 }
 
 /// The output of an attention call, shared by the tasks that compute its heads. Each task

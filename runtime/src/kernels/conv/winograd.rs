@@ -47,7 +47,6 @@ use nnc_ops::activation::relu;
 use nnc_ops::conv::MAX_F4X4_CHANNELS;
 use std::cell::RefCell;
 use std::ops::Range;
-use std::sync::Mutex;
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -270,22 +269,15 @@ impl WinogradWeights {
             data: output.as_mut_ptr(),
             length: output.len(),
         };
-        let first_error = Mutex::new(None);
+        let first_error = threading::FirstError::new();
         threading::run_tasks(blocks * chunk_groups, |task| {
             let (block, group) = (task / chunk_groups, task % chunk_groups);
             let tiles = block * block_tiles..((block + 1) * block_tiles).min(total_tiles);
             let chunks = &self.chunks[group * chunks_per_group..]
                 [..chunks_per_group.min(self.chunks.len() - group * chunks_per_group)];
-            if let Err(error) = self.run_block(call, &layout, tiles, chunks, &destination)
-                && let Ok(mut slot) = first_error.lock()
-            {
-                slot.get_or_insert(error);
-            }
+            first_error.record(self.run_block(call, &layout, tiles, chunks, &destination));
         });
-        match first_error.into_inner() {
-            Ok(Some(error)) => Err(error),
-            _ => Ok(()),
-        }
+        first_error.into_result()
     }
 
     /// Tiles per block: as many as keep `V` and one chunk's `M` within `block_scratch_bytes`.

@@ -478,9 +478,9 @@ fn sums_portable(values: &[f32], term: impl Fn(f32) -> f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod sums_x86_64 {
-    //! The AVX2 and AVX-512 forms of [`super::row_sum`] and [`super::squared_deviations`]: 32 floats a step in independent
-    //! accumulators (a single one would wait on its own additions' latency), added together
-    //! once at the end.
+    //! The AVX2 and AVX-512 forms of [`super::row_sum`] and [`super::squared_deviations`]: 32
+    //! floats a step in independent accumulators (a single one would wait on its own additions'
+    //! latency), added together once at the end.
 
     use crate::kernels::vectorize::first_lanes16;
     use std::arch::x86_64::*;

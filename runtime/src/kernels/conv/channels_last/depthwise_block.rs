@@ -23,7 +23,7 @@
 //! depthwise rows over the threads.
 
 use std::ops::Range;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use super::{DepthwiseRow, Method, PARALLEL_CHUNK, PackedConv2dChannelsLast};
 use crate::alloc::AlignedBuffer;
@@ -299,24 +299,15 @@ impl PackedDepthwiseBlock {
             tasks,
             rows_per_task,
         };
-        let failure = std::sync::Mutex::new(None);
+        let failure = threading::FirstError::new();
         threading::run_chunks_with_scratch_mut(
             output,
             rows_per_task * output_row,
             scratch,
             scratch_stride,
-            |task, output, scratch| {
-                if let Err(error) = self.run_task(&bands, task, output, scratch)
-                    && let Ok(mut failure) = failure.lock()
-                {
-                    *failure = Some(error);
-                }
-            },
+            |task, output, scratch| failure.record(self.run_task(&bands, task, output, scratch)),
         );
-        match failure.into_inner().ok().flatten() {
-            Some(error) => Err(error),
-            None => Ok(()),
-        }
+        failure.into_result()
     }
 
     /// The bands of task `task`: its output rows (`output`) band by band, with `scratch` for the
@@ -585,7 +576,7 @@ impl PackedDepthwiseBlock {
         let tasks = split.channels.len();
         let (scratch, stride) =
             workspace.task_scratch(tasks, wide_length + depthwise_length + partial_length);
-        let failure = Mutex::new(None);
+        let failure = threading::FirstError::new();
         threading::run_chunks_mut(scratch, stride, |task, scratch| {
             let (wide, rest) = scratch.split_at_mut(wide_length);
             let (depthwise_output, partial) = rest.split_at_mut(depthwise_length);
@@ -595,15 +586,9 @@ impl PackedDepthwiseBlock {
                 partial: &mut partial[..partial_length],
             };
             let shapes = [input_shape, wide_shape, depthwise_shape];
-            if let Err(error) = self.run_channel_task(split, task, input, shapes, buffers)
-                && let Ok(mut failure) = failure.lock()
-            {
-                *failure = Some(error);
-            }
+            failure.record(self.run_channel_task(split, task, input, shapes, buffers));
         });
-        if let Some(error) = failure.into_inner().ok().flatten() {
-            return Err(error);
-        }
+        failure.into_result()?;
 
         let scratch: &[f32] = scratch;
         let partial = |task: usize| {
