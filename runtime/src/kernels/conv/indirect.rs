@@ -12,9 +12,9 @@
 //! convolution), no gathers and no zeros to write, and the padding is read as the zeros it is.
 //!
 //! The weights are the GEMM's packed A (one block of the shared dimension), so a layer picks
-//! this path or the packed GEMM at run time; the micro-kernel is the AVX-512 GEMM's tile loop
-//! with B's rows at the offsets ([`crate::kernels::gemm::indirect_strip_kernel`]). Processors
-//! without it run the packed GEMM.
+//! this path or the packed GEMM at run time; the micro-kernel is the AVX2 or AVX-512 GEMM's tile
+//! loop with B's rows at the offsets ([`crate::kernels::gemm::indirect_strip_kernel`]: strips of
+//! 16 columns on AVX2, 32 on AVX-512). The portable path runs the packed GEMM.
 
 use super::Geometry;
 use crate::alloc::AlignedBuffer;

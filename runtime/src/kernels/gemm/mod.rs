@@ -365,13 +365,9 @@ pub(crate) type IndirectStripKernel =
     unsafe fn(usize, &[f32], *const f32, &[usize], &StripOutput<'_>);
 
 /// The indirect micro-kernel and the widest strip it takes, when the selected instruction set
-/// has one (AVX-512); other processors run convolutions through the packed GEMM.
+/// has one (AVX2 and AVX-512); the portable path runs convolutions through the packed GEMM.
 pub(crate) fn indirect_strip_kernel() -> Option<(IndirectStripKernel, usize)> {
-    #[cfg(target_arch = "x86_64")]
-    if selected_isa() == GemmIsa::Avx512 {
-        return Some((avx512::indirect_strip, avx512::STRIP_PANELS * NR));
-    }
-    None
+    indirect_kernels(selected_isa()).map(|kernels| (kernels.b_in_place, kernels.strip_columns))
 }
 
 /// The micro-kernel of the channels-last convolution of an NCHW image: `(depth, a, offsets,
@@ -382,13 +378,39 @@ pub(crate) type IndirectLhsStripKernel =
     unsafe fn(usize, *const f32, &[usize], &[f32], &StripOutput<'_>);
 
 /// The micro-kernel that reads A in place through offsets and the widest strip it takes, when
-/// the selected instruction set has one (AVX-512).
+/// the selected instruction set has one (AVX2 and AVX-512).
 pub(crate) fn indirect_lhs_strip_kernel() -> Option<(IndirectLhsStripKernel, usize)> {
-    #[cfg(target_arch = "x86_64")]
-    if selected_isa() == GemmIsa::Avx512 {
-        return Some((avx512::indirect_lhs_strip, avx512::STRIP_PANELS * NR));
+    indirect_kernels(selected_isa()).map(|kernels| (kernels.a_in_place, kernels.strip_columns))
+}
+
+/// One instruction set's pair of indirect micro-kernels.
+#[derive(Clone, Copy)]
+pub(crate) struct IndirectKernels {
+    /// B (the image) read in place, A packed: the NCHW convolution.
+    pub(crate) b_in_place: IndirectStripKernel,
+    /// A (the image) read in place, B packed: the channels-last convolution of an NCHW image.
+    pub(crate) a_in_place: IndirectLhsStripKernel,
+    /// The widest strip either takes.
+    pub(crate) strip_columns: usize,
+}
+
+/// The indirect kernels of `isa`, where it has them and this processor runs it.
+pub(crate) fn indirect_kernels(isa: GemmIsa) -> Option<IndirectKernels> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        GemmIsa::Avx512 if avx512::is_available() => Some(IndirectKernels {
+            b_in_place: avx512::indirect_strip,
+            a_in_place: avx512::indirect_lhs_strip,
+            strip_columns: avx512::STRIP_PANELS * NR,
+        }),
+        #[cfg(target_arch = "x86_64")]
+        GemmIsa::Avx2Fma if x86_64::is_available() => Some(IndirectKernels {
+            b_in_place: x86_64::indirect_strip,
+            a_in_place: x86_64::indirect_lhs_strip,
+            strip_columns: NR,
+        }),
+        _ => None,
     }
-    None
 }
 
 /// The left operand of `gemm`: a strided matrix (packed per call) or a packed one.

@@ -1102,3 +1102,143 @@ fn the_selected_isa_is_available_and_the_fastest() {
         );
     }
 }
+
+/// One strip through an instruction set's indirect kernel, against sums computed here in `f64`:
+/// with `a_in_place`, rows read from an image at `offsets[k] + row` and B in packed panels (the
+/// channels-last convolution of an NCHW image); otherwise A in packed panels and B's columns
+/// read from the image at `offsets[k] + column` (the NCHW convolution). Every epilogue term is
+/// on: both biases, a residual, the clamp.
+fn check_indirect_strip(
+    kernels: IndirectKernels,
+    a_in_place: bool,
+    (rows, cols, offsets): (usize, usize, &[usize]),
+    clamp: tile::Clamp,
+    values: &[f32],
+) {
+    let value = |index: usize| values[index % values.len()];
+    let depth = offsets.len();
+    let cols = cols.min(kernels.strip_columns);
+    // The image reaches the farthest read: `rows` floats past an offset (A in place) or whole
+    // panels of the strip's columns (B in place).
+    let reach = if a_in_place {
+        rows
+    } else {
+        cols.div_ceil(NR) * NR
+    };
+    let image_len = offsets.iter().max().copied().unwrap_or(0) + reach;
+    let image: Vec<f32> = (0..image_len).map(|index| value(index * 3 + 1)).collect();
+    let a_panels: Vec<f32> = (0..rows.div_ceil(MR) * depth * MR)
+        .map(|index| value(index * 5 + 2))
+        .collect();
+    let b_panels: Vec<f32> = (0..strip_b_length(depth))
+        .map(|index| value(index * 7 + 3))
+        .collect();
+    let a_at = |row: usize, step: usize| {
+        if a_in_place {
+            image[offsets[step] + row]
+        } else {
+            a_panels[(row / MR) * depth * MR + step * MR + row % MR]
+        }
+    };
+    let b_at = |step: usize, column: usize| {
+        if a_in_place {
+            b_panels[strip_b_index(depth, step, column)]
+        } else {
+            image[offsets[step] + column]
+        }
+    };
+    let c_row_stride = cols + 3;
+    let residual: Vec<f32> = (0..rows * c_row_stride)
+        .map(|index| value(index * 11 + 4))
+        .collect();
+    let column_bias: Vec<f32> = (0..cols).map(|index| value(index * 13 + 5)).collect();
+    let row_bias: Vec<f32> = (0..rows).map(|index| value(index * 17 + 6)).collect();
+    let mut c = vec![f32::NAN; rows * c_row_stride];
+    let output = TileOutput {
+        c: c.as_mut_ptr(),
+        c_row_stride,
+        rows,
+        cols,
+        accumulate: false,
+        epilogue: tile::TileEpilogue {
+            column_bias: Some(&column_bias),
+            row_bias: Some(&row_bias),
+            residual: Some(&residual),
+            clamp,
+        },
+    };
+    // SAFETY: The image reaches every read (`reach` floats past the farthest offset), the
+    // packed operand holds the strip's panels of `depth` steps, `c` and `residual` hold `rows`
+    // rows of `c_row_stride >= cols`, the biases `cols` and `rows` values, and the kernels come
+    // from `indirect_kernels`, which checks the processor.
+    unsafe {
+        if a_in_place {
+            (kernels.a_in_place)(depth, image.as_ptr(), offsets, &b_panels, &output);
+        } else {
+            (kernels.b_in_place)(depth, &a_panels, image.as_ptr(), offsets, &output);
+        }
+    }
+    for row in 0..rows {
+        for column in 0..c_row_stride {
+            let index = row * c_row_stride + column;
+            let got = c[index];
+            if column >= cols {
+                assert!(got.is_nan(), "row {row}, column {column} was written");
+                continue;
+            }
+            let product: f64 = (0..depth)
+                .map(|step| f64::from(a_at(row, step)) * f64::from(b_at(step, column)))
+                .sum();
+            let sum = product
+                + f64::from(column_bias[column])
+                + f64::from(row_bias[row])
+                + f64::from(residual[index]);
+            let expected = clamp.apply(sum as f32);
+            assert!(
+                (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
+                "a in place {a_in_place}, {clamp:?}, row {row}, column {column}: got {got}, \
+                 expected {expected}"
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every instruction set's indirect kernels (AVX2, AVX-512, where the processor has them),
+    /// both operands read in place, on strips of one to three tiles of the widest kernel and a
+    /// shorter one, up to the widest strip's columns, steps at any offsets (repeated ones
+    /// included) and up to one block deep.
+    #[test]
+    fn indirect_strip_kernels_match_reference(
+        (rows, cols) in (1..=3 * 2 * MR + 1, 1..=MAX_STRIP_PANELS * NR),
+        offsets in prop::collection::vec(0..200usize, 1..KC + 1),
+        clamp in clamps(),
+        values in values(83),
+    ) {
+        for isa in [GemmIsa::Portable, GemmIsa::Avx2Fma, GemmIsa::Avx512] {
+            let Some(kernels) = indirect_kernels(isa) else { continue };
+            for a_in_place in [false, true] {
+                check_indirect_strip(kernels, a_in_place, (rows, cols, &offsets), clamp, &values);
+            }
+        }
+    }
+}
+
+/// The indirect kernels exist for the instruction sets with a kernel of their own, and the
+/// selected one's are what the convolutions get.
+#[test]
+fn indirect_kernels_follow_the_selected_isa() {
+    assert!(indirect_kernels(GemmIsa::Portable).is_none());
+    let selected = indirect_kernels(selected_isa());
+    assert_eq!(selected.is_some(), selected_isa() != GemmIsa::Portable);
+    assert_eq!(
+        indirect_strip_kernel().map(|(_, columns)| columns),
+        selected.map(|kernels| kernels.strip_columns)
+    );
+    assert_eq!(
+        indirect_lhs_strip_kernel().map(|(_, columns)| columns),
+        selected.map(|kernels| kernels.strip_columns)
+    );
+}

@@ -234,6 +234,138 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool, const NEX
     unsafe { store_tile::<ROWS>(&left, &right, tile) };
 }
 
+/// Computes one strip, `C[0..rows, 0..cols] = epilogue(A_panels * B)` (at most `NR` columns),
+/// where A is packed in panels of `MR` rows and `depth` steps (one block: `depth` at most the
+/// GEMM's `KC`) and step `k` of B is the `NR` floats at `b + offsets[k]`: the indirect
+/// convolution of an NCHW image, whose B is the image itself, never packed. The contract of
+/// `avx512::indirect_strip`, one B panel wide.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`is_available()`); `a_panels` must hold the strip's
+/// `rows.div_ceil(MR)` panels; `offsets` must hold `depth` offsets, and `b + offsets[k]` be
+/// valid for reads of `NR` floats for each; `output` must be as
+/// `portable::tile_kernel_with_epilogue` requires, with at most `NR` columns.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn indirect_strip(
+    depth: usize,
+    a_panels: &[f32],
+    b: *const f32,
+    offsets: &[usize],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(a_panels.len() >= output.rows.div_ceil(MR) * depth * MR);
+    debug_assert!(offsets.len() >= depth && output.cols <= NR);
+    output.debug_check();
+    let offsets = &offsets[..depth];
+    for first_row in (0..output.rows).step_by(MR) {
+        let tile = output.tile(first_row);
+        let a = a_panels[first_row * depth..].as_ptr();
+        // SAFETY: The tile's rows are part of the strip the caller vouched for, and its packed
+        // panel of A starts `first_row * depth` floats in; B's steps are the caller's.
+        unsafe { dispatch_indirect_rows::<false>(a, b, offsets, &tile) };
+    }
+}
+
+/// Computes one strip, `C[0..rows, 0..cols] = epilogue(A * B_panel)` (at most `NR` columns),
+/// where B is packed in one panel of `NR` columns and `depth` steps (one block: `depth` at most
+/// the GEMM's `KC`) and row `r`, step `k` of A is the float `r` places past `a + offsets[k]`:
+/// the channels-last convolution of an NCHW image, whose rows are output pixels and whose A is
+/// the image itself, read in place. The contract of `avx512::indirect_lhs_strip`, one B panel
+/// wide.
+///
+/// # Safety
+///
+/// The processor must support AVX2 and FMA (`is_available()`); `b_panel` must hold `depth`
+/// steps of `NR` floats; `offsets` must hold `depth` offsets, and `a + offsets[k]` be valid for
+/// reads of `rows` floats for each; `output` must be as `portable::tile_kernel_with_epilogue`
+/// requires, with at most `NR` columns.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn indirect_lhs_strip(
+    depth: usize,
+    a: *const f32,
+    offsets: &[usize],
+    b_panel: &[f32],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(b_panel.len() >= depth * NR);
+    debug_assert!(offsets.len() >= depth && output.cols <= NR);
+    output.debug_check();
+    let offsets = &offsets[..depth];
+    for first_row in (0..output.rows).step_by(MR) {
+        let tile = output.tile(first_row);
+        // SAFETY: The tile's rows are part of the strip the caller vouched for, and their steps
+        // start `first_row` floats past the strip's; B's panel is the caller's.
+        unsafe {
+            dispatch_indirect_rows::<true>(a.add(first_row), b_panel.as_ptr(), offsets, &tile)
+        };
+    }
+}
+
+/// Calls the indirect loop monomorphised for `tile.rows <= MR` rows.
+///
+/// # Safety
+///
+/// As for `indirect_tile_rows`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dispatch_indirect_rows<const A_IN_PLACE: bool>(
+    a: *const f32,
+    b: *const f32,
+    offsets: &[usize],
+    tile: &TileOutput<'_>,
+) {
+    // SAFETY: Forwarded from the caller.
+    unsafe {
+        match tile.rows {
+            6 => indirect_tile_rows::<6, A_IN_PLACE>(a, b, offsets, tile),
+            5 => indirect_tile_rows::<5, A_IN_PLACE>(a, b, offsets, tile),
+            4 => indirect_tile_rows::<4, A_IN_PLACE>(a, b, offsets, tile),
+            3 => indirect_tile_rows::<3, A_IN_PLACE>(a, b, offsets, tile),
+            2 => indirect_tile_rows::<2, A_IN_PLACE>(a, b, offsets, tile),
+            1 => indirect_tile_rows::<1, A_IN_PLACE>(a, b, offsets, tile),
+            _ => {}
+        }
+    }
+}
+
+/// The k loop of a tile of `ROWS` rows, one step per offset, then the store. Step `k` reads
+/// A at `a + k * MR + r` (a packed panel) and B at `b + offsets[k]` (an image row), or, with
+/// `A_IN_PLACE`, A at `a + offsets[k] + r` (an image row) and B at `b + k * NR` (a packed
+/// panel).
+///
+/// # Safety
+///
+/// As for [`indirect_strip`] (or [`indirect_lhs_strip`] with `A_IN_PLACE`), for a tile of
+/// `ROWS <= MR` rows whose operands start at `a` and `b`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn indirect_tile_rows<const ROWS: usize, const A_IN_PLACE: bool>(
+    a: *const f32,
+    b: *const f32,
+    offsets: &[usize],
+    tile: &TileOutput<'_>,
+) {
+    let row_offsets: [usize; ROWS] = std::array::from_fn(|row| row);
+    let mut left = [_mm256_setzero_ps(); ROWS];
+    let mut right = [_mm256_setzero_ps(); ROWS];
+    for (step, &offset) in offsets.iter().enumerate() {
+        // SAFETY: Step `step < depth` reads A at `step * MR + r` of the tile's panel, or `r`
+        // floats past `a + offset`, and `NR` floats of B at `b + offset`, or of its panel at
+        // `step * NR`: all of it inside what the caller vouched for.
+        unsafe {
+            let (a_step, b_step) = if A_IN_PLACE {
+                (a.add(offset), b.add(step * NR))
+            } else {
+                (a.add(step * MR), b.add(offset))
+            };
+            fma_step::<ROWS>(a_step, &row_offsets, b_step, &mut left, &mut right);
+        }
+    }
+    // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
+    unsafe { store_tile::<ROWS>(&left, &right, tile) };
+}
+
 /// One step of the k loop: `acc[r] += a[row_offsets[r]] * b` for the two halves of the B row.
 ///
 /// # Safety
