@@ -92,6 +92,36 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     } else {
         MR * depth
     };
+    // SAFETY: Forwarded from the caller.
+    unsafe {
+        if output.cols <= HALF_NR {
+            strip_of_width::<ROW_MAJOR_A, true>(depth, a, a_row_stride, a_tile_step, b, output);
+        } else {
+            strip_of_width::<ROW_MAJOR_A, false>(depth, a, a_row_stride, a_tile_step, b, output);
+        }
+    }
+}
+
+/// The columns of one ymm register: a panel's left half.
+const HALF_NR: usize = NR / 2;
+
+/// [`strip_kernel`]'s tiles, with `a_tile_step` floats from one tile's A to the next; with
+/// `HALF`, over the left half of the B panel only (a strip of at most [`HALF_NR`] columns, such
+/// as the last panel of a layer of 24 or 40 output channels), half the FMAs of a full tile.
+///
+/// # Safety
+///
+/// As for [`strip_kernel`], with `output.cols <= HALF_NR` under `HALF`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
+    depth: usize,
+    a: *const f32,
+    a_row_stride: usize,
+    a_tile_step: usize,
+    b: *const f32,
+    output: &TileOutput<'_>,
+) {
     let mut first_row = 0;
     let mut a = a;
     let mut next_panel = NextPanelPrefetch::new(depth, b, 1, output.rows / MR);
@@ -103,14 +133,14 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
         // for, and `a` points at that tile's panel (or first row) of A.
         // Two lines an iteration whatever the share: with one, LLVM spilled an accumulator of
         // the row-major loop to the stack (52 GFLOP/s instead of 100 on 128 x 384 x 1536).
-        unsafe { tile_kernel_rows::<MR, ROW_MAJOR_A, 2>(depth, lhs, b, next, &tile) };
+        unsafe { tile_kernel_rows::<MR, ROW_MAJOR_A, 2, HALF>(depth, lhs, b, next, &tile) };
         first_row += MR;
         a = a.wrapping_add(a_tile_step);
     }
     if first_row < output.rows {
         let tile = output.tile(first_row);
         // SAFETY: As above, for the last, shorter tile.
-        unsafe { dispatch_rows::<ROW_MAJOR_A>(depth, a, a_row_stride, b, &tile) };
+        unsafe { dispatch_rows::<ROW_MAJOR_A, HALF>(depth, a, a_row_stride, b, &tile) };
     }
 }
 
@@ -121,7 +151,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
 /// As for `tile_kernel_rows`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
+unsafe fn dispatch_rows<const ROW_MAJOR_A: bool, const HALF: bool>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
@@ -132,12 +162,12 @@ unsafe fn dispatch_rows<const ROW_MAJOR_A: bool>(
     // SAFETY: Forwarded from the caller.
     unsafe {
         match tile.rows {
-            6 => tile_kernel_rows::<6, ROW_MAJOR_A, 0>(depth, a, b, LineShare::NONE, tile),
-            5 => tile_kernel_rows::<5, ROW_MAJOR_A, 0>(depth, a, b, LineShare::NONE, tile),
-            4 => tile_kernel_rows::<4, ROW_MAJOR_A, 0>(depth, a, b, LineShare::NONE, tile),
-            3 => tile_kernel_rows::<3, ROW_MAJOR_A, 0>(depth, a, b, LineShare::NONE, tile),
-            2 => tile_kernel_rows::<2, ROW_MAJOR_A, 0>(depth, a, b, LineShare::NONE, tile),
-            1 => tile_kernel_rows::<1, ROW_MAJOR_A, 0>(depth, a, b, LineShare::NONE, tile),
+            6 => tile_kernel_rows::<6, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
+            5 => tile_kernel_rows::<5, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
+            4 => tile_kernel_rows::<4, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
+            3 => tile_kernel_rows::<3, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
+            2 => tile_kernel_rows::<2, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
+            1 => tile_kernel_rows::<1, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
             _ => {}
         }
     }
@@ -152,15 +182,21 @@ struct LhsPointer {
 }
 
 /// The k loop for a tile of `ROWS` rows, followed by the store; a full tile also fetches `next`
-/// into L2, `NEXT_LINES` lines per iteration, as in the AVX-512 kernel.
+/// into L2, `NEXT_LINES` lines per iteration, as in the AVX-512 kernel. With `HALF`, only the
+/// left half of each B step is read and multiplied (the right accumulators stay zero).
 ///
 /// # Safety
 ///
 /// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
-/// `ROW_MAJOR_A`), for a tile of `ROWS <= MR` rows.
+/// `ROW_MAJOR_A`), for a tile of `ROWS <= MR` rows, and `tile.cols <= HALF_NR` under `HALF`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool, const NEXT_LINES: usize>(
+unsafe fn tile_kernel_rows<
+    const ROWS: usize,
+    const ROW_MAJOR_A: bool,
+    const NEXT_LINES: usize,
+    const HALF: bool,
+>(
     depth: usize,
     a: LhsPointer,
     b: *const f32,
@@ -214,8 +250,8 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool, const NEX
         // `b[p * NR..][..NR]`, and `p < depth`, so every read is inside what the caller vouched
         // for.
         unsafe {
-            fma_step::<ROWS>(a, &row_offsets, b, &mut left, &mut right);
-            fma_step::<ROWS>(
+            fma_step::<ROWS, HALF>(a, &row_offsets, b, &mut left, &mut right);
+            fma_step::<ROWS, HALF>(
                 a.add(a_step),
                 &row_offsets,
                 b.add(NR),
@@ -228,7 +264,7 @@ unsafe fn tile_kernel_rows<const ROWS: usize, const ROW_MAJOR_A: bool, const NEX
     }
     if depth % 2 == 1 {
         // SAFETY: This is step `depth - 1`, inside the operands as above.
-        unsafe { fma_step::<ROWS>(a, &row_offsets, b, &mut left, &mut right) };
+        unsafe { fma_step::<ROWS, HALF>(a, &row_offsets, b, &mut left, &mut right) };
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
     unsafe { store_tile::<ROWS>(&left, &right, tile) };
@@ -359,30 +395,40 @@ unsafe fn indirect_tile_rows<const ROWS: usize, const A_IN_PLACE: bool>(
             } else {
                 (a.add(step * MR), b.add(offset))
             };
-            fma_step::<ROWS>(a_step, &row_offsets, b_step, &mut left, &mut right);
+            fma_step::<ROWS, false>(a_step, &row_offsets, b_step, &mut left, &mut right);
         }
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
     unsafe { store_tile::<ROWS>(&left, &right, tile) };
 }
 
-/// One step of the k loop: `acc[r] += a[row_offsets[r]] * b` for the two halves of the B row.
+/// One step of the k loop: `acc[r] += a[row_offsets[r]] * b` for the two halves of the B row,
+/// or with `HALF` for its left half only.
 ///
 /// # Safety
 ///
-/// `a` must be valid for reads at each of `row_offsets` and `b` for `NR` reads.
+/// `a` must be valid for reads at each of `row_offsets` and `b` for `NR` reads (`HALF_NR` with
+/// `HALF`).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fma_step<const ROWS: usize>(
+unsafe fn fma_step<const ROWS: usize, const HALF: bool>(
     a: *const f32,
     row_offsets: &[usize; ROWS],
     b: *const f32,
     left: &mut [__m256; ROWS],
     right: &mut [__m256; ROWS],
 ) {
-    // SAFETY: `b` is valid for `NR = 16` reads, two vectors of eight; `a` at every row offset.
+    // SAFETY: `b` is valid for `NR = 16` reads, two vectors of eight (the first eight under
+    // `HALF`); `a` at every row offset.
     unsafe {
         let b_left = _mm256_loadu_ps(b);
+        if HALF {
+            for row in 0..ROWS {
+                let a_value = _mm256_broadcast_ss(&*a.add(row_offsets[row]));
+                left[row] = _mm256_fmadd_ps(a_value, b_left, left[row]);
+            }
+            return;
+        }
         let b_right = _mm256_loadu_ps(b.add(8));
         for row in 0..ROWS {
             let a_value = _mm256_broadcast_ss(&*a.add(row_offsets[row]));
