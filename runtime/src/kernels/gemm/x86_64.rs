@@ -402,8 +402,10 @@ unsafe fn indirect_tile_rows<const ROWS: usize, const A_IN_PLACE: bool>(
             fma_step::<ROWS, false>(a_step, &row_offsets, b_step, &mut left, &mut right);
         }
     }
+    // Copies for the store, as in `tile_kernel_rows`.
+    let (finished_left, finished_right) = (left, right);
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
-    unsafe { store_tile::<ROWS>(&left, &right, tile) };
+    unsafe { store_tile::<ROWS>(&finished_left, &finished_right, tile) };
 }
 
 /// One step of the k loop: `acc[r] += a[row_offsets[r]] * b` for the two halves of the B row,
