@@ -161,9 +161,9 @@ impl PackedConv2dChannelsLast {
     /// Runs the layer on an NCHW input `[N, C, H, W]` into a channels-last output of
     /// `output_shape([N, H, W, C])`: the convolution and the change of layout in one pass, for a
     /// network's stem, whose NCHW image would otherwise be transposed before or after it. With
-    /// AVX2 or AVX-512, a layer that `Conv2dOptions::reads_nchw_into_channels_last` admits reads the image
-    /// in place (`indirect::forward_channels_last`); any other layer runs on a channels-last copy
-    /// of the input.
+    /// AVX2 or AVX-512, a layer that `Conv2dOptions::reads_nchw_into_channels_last` admits reads
+    /// the image in place (`indirect::forward_channels_last`); any other layer runs on a
+    /// channels-last copy of the input.
     pub fn forward_from_nchw(
         &self,
         input: &[f32],

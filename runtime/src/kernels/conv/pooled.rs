@@ -4,11 +4,11 @@
 //! Apart, the convolution writes its whole output (3.2 MB for a 224x224 stem, more than a core's
 //! L2) and the pooling reads it back from memory: on a machine whose memory is slow to reach,
 //! both layers wait on it (here the stem took 2.6 ms cold against 1.8 ms with its output in
-//! cache, and the pooling 0.7 ms). Where the convolution runs on the indirect kernel (AVX2, AVX-512),
-//! [`PackedConv2dMaxPool`] computes it band by band of output rows into a per-task buffer and
-//! pools each band right after, so only the pooled quarter goes out. Each output element is the
-//! same arithmetic as the two layers apart, so the same bits. Elsewhere the convolution runs
-//! whole into the workspace and the pooling after it, as two layers would.
+//! cache, and the pooling 0.7 ms). Where the convolution runs on the indirect kernel (AVX2 and
+//! AVX-512), [`PackedConv2dMaxPool`] computes it band by band of output rows into a per-task
+//! buffer and pools each band right after, so only the pooled quarter goes out. Each output
+//! element is the same arithmetic as the two layers apart, so the same bits. Elsewhere the
+//! convolution runs whole into the workspace and the pooling after it, as two layers would.
 
 use super::{ConvWorkspace, Geometry, Method, PackedConv2d, check_buffers, indirect};
 use crate::error::KernelResult;

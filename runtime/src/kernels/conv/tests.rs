@@ -320,8 +320,8 @@ proptest! {
 /// Layers the indirect convolution takes where the processor has its kernel (AVX2, AVX-512):
 /// one group, unit dilation, outputs at least `NR` wide, up to 384 steps (one block of A),
 /// strides 1 to 4 (the phase split) and at most the kernel, kernels up to the 7x7 stem, output
-/// widths off the 16- and 32-column strips, more output channels than one tile of 6 or 12 rows, each activation kind
-/// (none, a clamp in the kernel, SiLU after it).
+/// widths off the 16- and 32-column strips, more output channels than one tile of 6 or 12 rows,
+/// each activation kind (none, a clamp in the kernel, SiLU after it).
 fn indirect_cases() -> impl Strategy<Value = Case> {
     phase_split_layers(1..30, NR..70)
 }
