@@ -499,6 +499,32 @@ unsafe fn store_tile_clamped<const ROWS: usize, const CLAMP: u8>(
     right: &[__m256; ROWS],
     tile: &TileOutput<'_>,
 ) {
+    // SAFETY: Forwarded from the caller; a full-width tile holds `NR` columns.
+    unsafe {
+        if tile.cols == NR && !tile.accumulate {
+            store_rows::<ROWS, CLAMP, true>(left, right, tile);
+        } else {
+            store_rows::<ROWS, CLAMP, false>(left, right, tile);
+        }
+    }
+}
+
+/// The rows of [`store_tile_clamped`]: with `FULL_WIDTH` (a tile of `NR` columns that
+/// overwrites C), straight vector loads and stores and no call in the loop, so that it unrolls;
+/// otherwise the old C added when accumulating, and the rows of fewer than `NR` columns through
+/// `load_row` and `store_row`.
+///
+/// # Safety
+///
+/// As for [`store_tile_clamped`], with `tile.cols == NR` and `!tile.accumulate` under
+/// `FULL_WIDTH`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_rows<const ROWS: usize, const CLAMP: u8, const FULL_WIDTH: bool>(
+    left: &[__m256; ROWS],
+    right: &[__m256; ROWS],
+    tile: &TileOutput<'_>,
+) {
     let epilogue = &tile.epilogue;
     let cols = tile.cols;
     let clamp = |values: __m256| {
@@ -514,40 +540,14 @@ unsafe fn store_tile_clamped<const ROWS: usize, const CLAMP: u8>(
     let column_bias = epilogue
         .column_bias
         .map(|bias| unsafe { load_row(bias.as_ptr(), cols) });
-    if cols == NR && !tile.accumulate {
-        for row in 0..ROWS {
-            let (mut low, mut high) = (left[row], right[row]);
-            // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds
-            // `NR` elements, in C and in the residual alike; the row bias holds `ROWS` values.
-            unsafe {
-                let destination = tile.c.add(row * tile.c_row_stride);
-                if let Some((bias_low, bias_high)) = column_bias {
-                    low = _mm256_add_ps(low, bias_low);
-                    high = _mm256_add_ps(high, bias_high);
-                }
-                if let Some(bias) = epilogue.row_bias {
-                    let bias = _mm256_broadcast_ss(bias.get_unchecked(row));
-                    low = _mm256_add_ps(low, bias);
-                    high = _mm256_add_ps(high, bias);
-                }
-                if let Some(residual) = epilogue.residual {
-                    let source = residual.as_ptr().add(row * tile.c_row_stride);
-                    low = _mm256_add_ps(low, _mm256_loadu_ps(source));
-                    high = _mm256_add_ps(high, _mm256_loadu_ps(source.add(8)));
-                }
-                _mm256_storeu_ps(destination, clamp(low));
-                _mm256_storeu_ps(destination.add(8), clamp(high));
-            }
-        }
-        return;
-    }
     for row in 0..ROWS {
         let (mut low, mut high) = (left[row], right[row]);
         // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds `cols`
-        // elements, in C and in the residual alike; the row bias holds `ROWS` values.
+        // elements (`NR` under `FULL_WIDTH`), in C and in the residual alike; the row bias holds
+        // `ROWS` values.
         unsafe {
             let destination = tile.c.add(row * tile.c_row_stride);
-            if tile.accumulate {
+            if !FULL_WIDTH && tile.accumulate {
                 let (old_low, old_high) = load_row(destination, cols);
                 low = _mm256_add_ps(low, old_low);
                 high = _mm256_add_ps(high, old_high);
@@ -562,12 +562,21 @@ unsafe fn store_tile_clamped<const ROWS: usize, const CLAMP: u8>(
                 high = _mm256_add_ps(high, bias);
             }
             if let Some(residual) = epilogue.residual {
-                let (skip_low, skip_high) =
-                    load_row(residual.as_ptr().add(row * tile.c_row_stride), cols);
+                let source = residual.as_ptr().add(row * tile.c_row_stride);
+                let (skip_low, skip_high) = if FULL_WIDTH {
+                    (_mm256_loadu_ps(source), _mm256_loadu_ps(source.add(8)))
+                } else {
+                    load_row(source, cols)
+                };
                 low = _mm256_add_ps(low, skip_low);
                 high = _mm256_add_ps(high, skip_high);
             }
-            store_row(destination, cols, clamp(low), clamp(high));
+            if FULL_WIDTH {
+                _mm256_storeu_ps(destination, clamp(low));
+                _mm256_storeu_ps(destination.add(8), clamp(high));
+            } else {
+                store_row(destination, cols, clamp(low), clamp(high));
+            }
         }
     }
 }
