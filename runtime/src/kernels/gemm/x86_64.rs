@@ -139,35 +139,83 @@ unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
     }
     if first_row < output.rows {
         let tile = output.tile(first_row);
+        let lhs = LhsPointer { a, a_row_stride };
         // SAFETY: As above, for the last, shorter tile.
-        unsafe { dispatch_rows::<ROW_MAJOR_A, HALF>(depth, a, a_row_stride, b, &tile) };
+        unsafe { dispatch_rows(PackedTile::<ROW_MAJOR_A, HALF> { depth, a: lhs, b }, &tile) };
     }
 }
 
-/// Calls the loop monomorphised for `rows` rows.
+/// A tile's k loop and store, for any number of rows up to `MR`: the packed GEMM's
+/// ([`PackedTile`]) or the indirect convolution's ([`IndirectTile`]), so that one
+/// [`dispatch_rows`] picks the loop monomorphised for a tile's rows (the AVX-512 kernel's
+/// `TileB`).
+trait TileLoop: Copy {
+    /// The k loop and the store of a tile of `ROWS` rows.
+    ///
+    /// # Safety
+    ///
+    /// The processor has AVX2 and FMA; the operands are as the implementing type's loop
+    /// requires for `ROWS` rows, and `tile` holds `ROWS` rows.
+    unsafe fn tile<const ROWS: usize>(self, tile: &TileOutput<'_>);
+}
+
+/// The last, shorter tile of a packed-GEMM strip (`tile_kernel_rows`, fetching nothing ahead).
+#[derive(Clone, Copy)]
+struct PackedTile<const ROW_MAJOR_A: bool, const HALF: bool> {
+    depth: usize,
+    a: LhsPointer,
+    b: *const f32,
+}
+
+impl<const ROW_MAJOR_A: bool, const HALF: bool> TileLoop for PackedTile<ROW_MAJOR_A, HALF> {
+    #[inline(always)]
+    unsafe fn tile<const ROWS: usize>(self, tile: &TileOutput<'_>) {
+        // SAFETY: Forwarded from the caller.
+        unsafe {
+            tile_kernel_rows::<ROWS, ROW_MAJOR_A, 0, HALF>(
+                self.depth,
+                self.a,
+                self.b,
+                LineShare::NONE,
+                tile,
+            )
+        }
+    }
+}
+
+/// A tile of an indirect strip (`indirect_tile_rows`).
+#[derive(Clone, Copy)]
+struct IndirectTile<'a, const A_IN_PLACE: bool> {
+    a: *const f32,
+    b: *const f32,
+    offsets: &'a [usize],
+}
+
+impl<const A_IN_PLACE: bool> TileLoop for IndirectTile<'_, A_IN_PLACE> {
+    #[inline(always)]
+    unsafe fn tile<const ROWS: usize>(self, tile: &TileOutput<'_>) {
+        // SAFETY: Forwarded from the caller.
+        unsafe { indirect_tile_rows::<ROWS, A_IN_PLACE>(self.a, self.b, self.offsets, tile) }
+    }
+}
+
+/// Calls `tile_loop`'s loop monomorphised for `tile.rows <= MR` rows.
 ///
 /// # Safety
 ///
-/// As for `tile_kernel_rows`.
+/// As for `T::tile`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dispatch_rows<const ROW_MAJOR_A: bool, const HALF: bool>(
-    depth: usize,
-    a: *const f32,
-    a_row_stride: usize,
-    b: *const f32,
-    tile: &TileOutput<'_>,
-) {
-    let a = LhsPointer { a, a_row_stride };
+unsafe fn dispatch_rows<T: TileLoop>(tile_loop: T, tile: &TileOutput<'_>) {
     // SAFETY: Forwarded from the caller.
     unsafe {
         match tile.rows {
-            6 => tile_kernel_rows::<6, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
-            5 => tile_kernel_rows::<5, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
-            4 => tile_kernel_rows::<4, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
-            3 => tile_kernel_rows::<3, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
-            2 => tile_kernel_rows::<2, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
-            1 => tile_kernel_rows::<1, ROW_MAJOR_A, 0, HALF>(depth, a, b, LineShare::NONE, tile),
+            6 => tile_loop.tile::<6>(tile),
+            5 => tile_loop.tile::<5>(tile),
+            4 => tile_loop.tile::<4>(tile),
+            3 => tile_loop.tile::<3>(tile),
+            2 => tile_loop.tile::<2>(tile),
+            1 => tile_loop.tile::<1>(tile),
             _ => {}
         }
     }
@@ -303,7 +351,7 @@ pub(crate) unsafe fn indirect_strip(
         let a = a_panels[first_row * depth..].as_ptr();
         // SAFETY: The tile's rows are part of the strip the caller vouched for, and its packed
         // panel of A starts `first_row * depth` floats in; B's steps are the caller's.
-        unsafe { dispatch_indirect_rows::<false>(a, b, offsets, &tile) };
+        unsafe { dispatch_rows(IndirectTile::<false> { a, b, offsets }, &tile) };
     }
 }
 
@@ -337,34 +385,15 @@ pub(crate) unsafe fn indirect_lhs_strip(
         // SAFETY: The tile's rows are part of the strip the caller vouched for, and their steps
         // start `first_row` floats past the strip's; B's panel is the caller's.
         unsafe {
-            dispatch_indirect_rows::<true>(a.add(first_row), b_panel.as_ptr(), offsets, &tile)
-        };
-    }
-}
-
-/// Calls the indirect loop monomorphised for `tile.rows <= MR` rows.
-///
-/// # Safety
-///
-/// As for `indirect_tile_rows`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dispatch_indirect_rows<const A_IN_PLACE: bool>(
-    a: *const f32,
-    b: *const f32,
-    offsets: &[usize],
-    tile: &TileOutput<'_>,
-) {
-    // SAFETY: Forwarded from the caller.
-    unsafe {
-        match tile.rows {
-            6 => indirect_tile_rows::<6, A_IN_PLACE>(a, b, offsets, tile),
-            5 => indirect_tile_rows::<5, A_IN_PLACE>(a, b, offsets, tile),
-            4 => indirect_tile_rows::<4, A_IN_PLACE>(a, b, offsets, tile),
-            3 => indirect_tile_rows::<3, A_IN_PLACE>(a, b, offsets, tile),
-            2 => indirect_tile_rows::<2, A_IN_PLACE>(a, b, offsets, tile),
-            1 => indirect_tile_rows::<1, A_IN_PLACE>(a, b, offsets, tile),
-            _ => {}
+            let a = a.add(first_row);
+            dispatch_rows(
+                IndirectTile::<true> {
+                    a,
+                    b: b_panel.as_ptr(),
+                    offsets,
+                },
+                &tile,
+            );
         }
     }
 }
