@@ -888,6 +888,47 @@ fn one_row_products_with_large_weights_split_by_columns() {
     assert_close(&results[0], &expected, 1e-4);
 }
 
+/// Every term of a strip's epilogue but the clamp: a residual laid out like C (rows
+/// `c_row_stride` apart), a bias per column and one per row, for the strip checks below.
+struct FullEpilogue {
+    residual: Vec<f32>,
+    column_bias: Vec<f32>,
+    row_bias: Vec<f32>,
+    c_row_stride: usize,
+}
+
+impl FullEpilogue {
+    fn new(rows: usize, cols: usize, c_row_stride: usize, value: impl Fn(usize) -> f32) -> Self {
+        Self {
+            residual: (0..rows * c_row_stride)
+                .map(|index| value(index * 3 + 2))
+                .collect(),
+            column_bias: (0..cols).map(|index| value(index * 11 + 5)).collect(),
+            row_bias: (0..rows).map(|index| value(index * 13 + 7)).collect(),
+            c_row_stride,
+        }
+    }
+
+    fn tile(&self, clamp: tile::Clamp) -> tile::TileEpilogue<'_> {
+        tile::TileEpilogue {
+            column_bias: Some(&self.column_bias),
+            row_bias: Some(&self.row_bias),
+            residual: Some(&self.residual),
+            clamp,
+        }
+    }
+
+    /// Element `(row, column)` of the strip: `clamp(sum + column bias + row bias + residual)`,
+    /// `sum` being the product (and the old C where the kernel accumulates), added in `f64`.
+    fn expected(&self, sum: f64, row: usize, column: usize, clamp: tile::Clamp) -> f32 {
+        let total = sum
+            + f64::from(self.column_bias[column])
+            + f64::from(self.row_bias[row])
+            + f64::from(self.residual[row * self.c_row_stride + column]);
+        clamp.apply(total as f32)
+    }
+}
+
 /// One strip of tiles through a micro-kernel with a full epilogue (both biases, a residual, a
 /// clamp), against the same sums computed here in `f64`.
 #[allow(clippy::too_many_arguments)]
@@ -923,11 +964,7 @@ fn check_tile_epilogue(
     let initial: Vec<f32> = (0..rows * c_row_stride)
         .map(|index| value(index * 5 + 1))
         .collect();
-    let residual: Vec<f32> = (0..rows * c_row_stride)
-        .map(|index| value(index * 3 + 2))
-        .collect();
-    let column_bias: Vec<f32> = (0..cols).map(|index| value(index * 11 + 5)).collect();
-    let row_bias: Vec<f32> = (0..rows).map(|index| value(index * 13 + 7)).collect();
+    let epilogue = FullEpilogue::new(rows, cols, c_row_stride, value);
     let mut c = initial.clone();
     let output = tile::TileOutput {
         c: c.as_mut_ptr(),
@@ -935,12 +972,7 @@ fn check_tile_epilogue(
         rows,
         cols,
         accumulate,
-        epilogue: tile::TileEpilogue {
-            column_bias: Some(&column_bias),
-            row_bias: Some(&row_bias),
-            residual: Some(&residual),
-            clamp,
-        },
+        epilogue: epilogue.tile(clamp),
     };
     // SAFETY: `a` holds `MR` rows of `a_row_stride >= depth`, the panels `depth` steps, `c` and
     // `residual` `rows` rows of `c_row_stride >= cols`, the biases `cols` and `rows` values, and
@@ -967,12 +999,7 @@ fn check_tile_epilogue(
                 } else {
                     0.0
                 };
-                let sum = product
-                    + old
-                    + f64::from(column_bias[column])
-                    + f64::from(row_bias[row])
-                    + f64::from(residual[index]);
-                clamp.apply(sum as f32)
+                epilogue.expected(product + old, row, column, clamp)
             } else {
                 initial[index]
             };
@@ -1148,11 +1175,7 @@ fn check_indirect_strip(
         }
     };
     let c_row_stride = cols + 3;
-    let residual: Vec<f32> = (0..rows * c_row_stride)
-        .map(|index| value(index * 11 + 4))
-        .collect();
-    let column_bias: Vec<f32> = (0..cols).map(|index| value(index * 13 + 5)).collect();
-    let row_bias: Vec<f32> = (0..rows).map(|index| value(index * 17 + 6)).collect();
+    let epilogue = FullEpilogue::new(rows, cols, c_row_stride, value);
     let mut c = vec![f32::NAN; rows * c_row_stride];
     let output = TileOutput {
         c: c.as_mut_ptr(),
@@ -1160,12 +1183,7 @@ fn check_indirect_strip(
         rows,
         cols,
         accumulate: false,
-        epilogue: tile::TileEpilogue {
-            column_bias: Some(&column_bias),
-            row_bias: Some(&row_bias),
-            residual: Some(&residual),
-            clamp,
-        },
+        epilogue: epilogue.tile(clamp),
     };
     // SAFETY: The image reaches every read (`reach` floats past the farthest offset), the
     // packed operand holds the strip's panels of `depth` steps, `c` and `residual` hold `rows`
@@ -1178,21 +1196,18 @@ fn check_indirect_strip(
             (kernels.b_in_place)(depth, &a_panels, image.as_ptr(), offsets, &output);
         }
     }
-    for (row, &row_term) in row_bias.iter().enumerate() {
+    for row in 0..rows {
         for column in 0..c_row_stride {
-            let index = row * c_row_stride + column;
-            let got = c[index];
-            // Past the strip's columns (where the column bias ends), C is left alone.
-            let Some(&column_term) = column_bias.get(column) else {
+            let got = c[row * c_row_stride + column];
+            // Past the strip's columns, C is left alone.
+            if column >= cols {
                 assert!(got.is_nan(), "row {row}, column {column} was written");
                 continue;
-            };
+            }
             let product: f64 = (0..depth)
                 .map(|step| f64::from(a_at(row, step)) * f64::from(b_at(step, column)))
                 .sum();
-            let sum =
-                product + f64::from(column_term) + f64::from(row_term) + f64::from(residual[index]);
-            let expected = clamp.apply(sum as f32);
+            let expected = epilogue.expected(product, row, column, clamp);
             assert!(
                 (got - expected).abs() <= 1e-4 * expected.abs().max(1.0),
                 "a in place {a_in_place}, {clamp:?}, row {row}, column {column}: got {got}, \
