@@ -343,16 +343,9 @@ pub(crate) unsafe fn indirect_strip(
     output: &TileOutput<'_>,
 ) {
     debug_assert!(a_panels.len() >= output.rows.div_ceil(MR) * depth * MR);
-    debug_assert!(offsets.len() >= depth && output.cols <= NR);
-    output.debug_check();
-    let offsets = &offsets[..depth];
-    for first_row in (0..output.rows).step_by(MR) {
-        let tile = output.tile(first_row);
-        let a = a_panels[first_row * depth..].as_ptr();
-        // SAFETY: The tile's rows are part of the strip the caller vouched for, and its packed
-        // panel of A starts `first_row * depth` floats in; B's steps are the caller's.
-        unsafe { dispatch_rows(IndirectTile::<false> { a, b, offsets }, &tile) };
-    }
+    // SAFETY: Forwarded from the caller; each tile's packed panel of A starts `MR * depth`
+    // floats after the previous one's.
+    unsafe { indirect_tiles::<false>(a_panels.as_ptr(), MR * depth, b, &offsets[..depth], output) };
 }
 
 /// Computes one strip, `C[0..rows, 0..cols] = epilogue(A * B_panel)` (at most `NR` columns),
@@ -377,24 +370,34 @@ pub(crate) unsafe fn indirect_lhs_strip(
     output: &TileOutput<'_>,
 ) {
     debug_assert!(b_panel.len() >= depth * NR);
-    debug_assert!(offsets.len() >= depth && output.cols <= NR);
+    // SAFETY: Forwarded from the caller; each tile's rows start `MR` floats past the previous
+    // one's, at every step.
+    unsafe { indirect_tiles::<true>(a, MR, b_panel.as_ptr(), &offsets[..depth], output) };
+}
+
+/// The tiles of an indirect strip ([`indirect_strip`], or [`indirect_lhs_strip`] with
+/// `A_IN_PLACE`), tile `t`'s A starting `t * a_tile_step` floats past `a`.
+///
+/// # Safety
+///
+/// As for the strip function, with `offsets` its `depth` offsets.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn indirect_tiles<const A_IN_PLACE: bool>(
+    a: *const f32,
+    a_tile_step: usize,
+    b: *const f32,
+    offsets: &[usize],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(output.cols <= NR);
     output.debug_check();
-    let offsets = &offsets[..depth];
     for first_row in (0..output.rows).step_by(MR) {
         let tile = output.tile(first_row);
-        // SAFETY: The tile's rows are part of the strip the caller vouched for, and their steps
-        // start `first_row` floats past the strip's; B's panel is the caller's.
-        unsafe {
-            let a = a.add(first_row);
-            dispatch_rows(
-                IndirectTile::<true> {
-                    a,
-                    b: b_panel.as_ptr(),
-                    offsets,
-                },
-                &tile,
-            );
-        }
+        let a = a.wrapping_add(first_row / MR * a_tile_step);
+        // SAFETY: The tile's rows are part of the strip the caller vouched for, and its A starts
+        // at `a` (the caller's step from tile to tile); B's steps are the caller's.
+        unsafe { dispatch_rows(IndirectTile::<A_IN_PLACE> { a, b, offsets }, &tile) };
     }
 }
 
