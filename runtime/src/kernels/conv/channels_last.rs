@@ -988,8 +988,9 @@ mod depthwise_x86_64 {
         unsafe { tile_three_wide_from::<TILE, STRIDE>(pixels, output, first, 0) };
     }
 
-    /// Blocks of eight channels from `first_channel` on through [`accumulate_taps`], then
-    /// the channels past the last whole block as [`tile_from`] does.
+    /// Blocks of eight channels from `first_channel` on through [`accumulate_taps`] (a tile of
+    /// four pixels two blocks at once, as [`tile_from`]), then the channels past the last whole
+    /// block as [`tile_from`] does.
     ///
     /// # Safety
     /// As [`tile_three_wide`].
@@ -1001,6 +1002,22 @@ mod depthwise_x86_64 {
         first: usize,
         first_channel: usize,
     ) {
+        let mut channel = first_channel;
+        if TILE == 4 {
+            // SAFETY: As in `tile_three_wide_avx512`, eight channels a register: eight sums,
+            // the three taps' weights of two blocks and a column, fifteen registers.
+            channel = unsafe {
+                ymm_blocks!(
+                    (three_wide STRIDE),
+                    pixels,
+                    output,
+                    first,
+                    channel,
+                    TILE,
+                    2
+                )
+            };
+        }
         // SAFETY: As in `tile_three_wide_avx512`, eight channels a register.
         let channel = unsafe {
             ymm_blocks!(
@@ -1008,7 +1025,7 @@ mod depthwise_x86_64 {
                 pixels,
                 output,
                 first,
-                first_channel,
+                channel,
                 TILE,
                 1
             )
@@ -1029,7 +1046,9 @@ mod depthwise_x86_64 {
     }
 
     /// Pixels `first..first + TILE` of the run, every channel: blocks of eight channels in
-    /// `TILE` registers, then the channels past the last whole block one by one.
+    /// `TILE` registers (a tile of fewer than eight pixels several blocks at once, so that
+    /// eight sums are in flight, as [`interior_pixels_avx512`] does), then the channels past
+    /// the last whole block one by one.
     ///
     /// # Safety
     /// As [`interior_pixels`], and `first + TILE` is at most the run's pixel count.
@@ -1056,11 +1075,23 @@ mod depthwise_x86_64 {
         first: usize,
         first_channel: usize,
     ) {
-        // SAFETY: The blocks stay below `channels` (the macro's loop bound), and the caller
-        // guarantees every tap of these pixels, every tap's weights and the pixels' outputs are
-        // inside their slices.
-        let channel =
-            unsafe { ymm_blocks!(general, pixels, output, first, first_channel, TILE, 1) };
+        // One sum per pixel and block chains each sum's multiply-adds through the FMA's latency:
+        // a tile of one pixel (the border pixels, and the last of a run) with one block ran a
+        // quarter of the FMAs a cycle that a tile of eight does. Groups of as many blocks as
+        // keep eight sums, then of fewer for the channels left (144 is two groups of 64 and
+        // one of 16).
+        let mut channel = first_channel;
+        // SAFETY (each group): The blocks stay below `channels` (the macro's loop bound), and
+        // the caller guarantees every tap of these pixels, every tap's weights and the pixels'
+        // outputs are inside their slices.
+        if TILE == 1 {
+            channel = unsafe { ymm_blocks!(general, pixels, output, first, channel, TILE, 8) };
+            channel = unsafe { ymm_blocks!(general, pixels, output, first, channel, TILE, 4) };
+        }
+        if TILE <= 4 {
+            channel = unsafe { ymm_blocks!(general, pixels, output, first, channel, TILE, 2) };
+        }
+        let channel = unsafe { ymm_blocks!(general, pixels, output, first, channel, TILE, 1) };
         let channels = pixels.bias.len();
         let base = pixels.first_base + first * pixels.pixel_step;
         for channel in channel..channels {

@@ -926,10 +926,12 @@ fn wide_channels_last_depthwise_matches_reference() {
     // Rows wide enough for the kernel's tiles of eight and four pixels and a single one (out_w
     // 45 at stride 1: 43 interior pixels; 23 at stride 2), and channel tails: 19 = 16 + 3 (one
     // AVX-512 block, or two AVX2 blocks of 8, then 3 one by one), 27 = 16 + 8 + 3 (an AVX2 block
-    // after the AVX-512 one) and 40 = 2 * 16 + 8.
+    // after the AVX-512 one), 40 = 2 * 16 + 8, and 123, which the AVX2 tile of one pixel (the
+    // border pixels) takes as groups of 8, 4, 2 and 1 blocks and 3 one by one, and its tile of
+    // four as 7 groups of 2 blocks, 1 block and 3.
     for (stride, channels) in [1, 2]
         .into_iter()
-        .flat_map(|s| [19, 27, 40].map(|c| (s, c)))
+        .flat_map(|s| [19, 27, 40, 123].map(|c| (s, c)))
     {
         let case = Case {
             input_shape: [1, channels, 5, 45],
