@@ -545,3 +545,39 @@ fn invalid_layouts_are_errors() {
     );
     assert!(result.is_err());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The packed key panel, through whichever kernel this processor takes (AVX2's transposes
+    /// of eight by eight, AVX-512's gathers, the portable loop for a short panel), holds every
+    /// key times the scale at `step * NR + lane`, and the lanes past the last key are left as
+    /// they were.
+    #[test]
+    fn packed_key_panels_match_the_transpose(
+        count in prop_oneof![Just(NR), 1..=NR],
+        head_dim in 1..70usize,
+        extra_stride in 0..20usize,
+        scale in 0.05f32..2.0,
+    ) {
+        let key_stride = head_dim + extra_stride;
+        let keys: Vec<f32> = (0..(count - 1) * key_stride + head_dim)
+            .map(|index| ((index * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let mut packed = vec![f32::NAN; head_dim * NR];
+        pack_key_panel(
+            KeyPanel { keys: &keys, key_stride, count, head_dim, scale },
+            &mut packed,
+        );
+        for step in 0..head_dim {
+            for lane in 0..NR {
+                let actual = packed[step * NR + lane];
+                if lane < count {
+                    prop_assert_eq!(actual, keys[lane * key_stride + step] * scale);
+                } else {
+                    prop_assert!(actual.is_nan());
+                }
+            }
+        }
+    }
+}
