@@ -51,6 +51,7 @@ import models  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 NNC = Path(os.environ.get("NNC_BINARY", ROOT / "target" / "release" / "nnc"))
+MACHINE_PROBE = ROOT / "target" / "release" / "examples" / "machine_probe"
 BENCH_WORK_DIR = ROOT / "target" / "nnc-bench"
 TOLERANCE = 1e-3
 # The least time each timed process warms up for. nnc's two-thread latency on MobileNetV2 was 1.5 to
@@ -299,8 +300,20 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
+def paired_ratio(by_engine: dict[str, list[float]]) -> float:
+    """The median over rounds of nnc's process median divided by the best peer's of the same
+    round: the engines of a round run one after the other, within seconds, so a round's ratio
+    is measured at one clock speed, which on a shared machine moves by a quarter from minute
+    to minute (see `machine_probe`)."""
+    peers = [v for e, v in by_engine.items() if e != "nnc"]
+    if "nnc" not in by_engine or not peers:
+        return float("nan")
+    rounds = min(len(by_engine["nnc"]), *(len(v) for v in peers))
+    return float(np.median([by_engine["nnc"][r] / min(v[r] for v in peers) for r in range(rounds)]))
+
+
 def table(results: dict, engine_names: list[str]) -> str:
-    header = ["model", "threads", "figure"] + engine_names + ["nnc / best peer"]
+    header = ["model", "threads", "figure"] + engine_names + ["nnc / best peer", "paired"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model, by_threads in results.items():
         for threads, figures in by_threads.items():
@@ -317,6 +330,7 @@ def table(results: dict, engine_names: list[str]) -> str:
                 peers = [m for e, m in medians.items() if e != "nnc"]
                 ratio = medians["nnc"] / min(peers) if peers and "nnc" in medians else float("nan")
                 cells.append(f"{ratio:.2f}")
+                cells.append(f"{paired_ratio(by_engine):.2f}")
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -341,8 +355,38 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def machine_probe() -> dict | None:
+    """`machine_probe`'s figures (the GEMM's rate in cache at one thread, and the read
+    bandwidth at one and two threads), or None where it was not built or failed."""
+    if not MACHINE_PROBE.exists():
+        return None
+    run = subprocess.run([str(MACHINE_PROBE)], capture_output=True, text=True)
+    if run.returncode != 0:
+        log(f"machine_probe failed: {run.stderr.strip()}")
+        return None
+    return json.loads(run.stdout)
+
+
+def probe_summary(probes: list[dict | None]) -> str:
+    """One sentence on the probes taken at the start and the end of the run."""
+    probes = [p for p in probes if p]
+    if not probes:
+        return "No machine probe (`target/release/examples/machine_probe` not built)."
+    gemm = " / ".join(f"{p['gemm_gflops']:.1f}" for p in probes)
+    reads = "; ".join(
+        f"{threads} thread{'s' if threads != '1' else ''} "
+        + " / ".join(f"{p['read_gb_per_s'].get(threads, float('nan')):.1f}" for p in probes) + " GB/s"
+        for threads in probes[0]["read_gb_per_s"])
+    shape = "x".join(str(d) for d in probes[0]["gemm_shape"])
+    return (f"Machine at the start / end (`machine_probe`): nnc's GEMM {shape} in cache at one "
+            f"thread {gemm} GFLOP/s (the multiply-add bound, which follows the clock); reading "
+            f"{probes[0]['read_mib']} MiB (the bound of a decoding step, which streams every weight "
+            f"once): {reads}.")
+
+
 def write_results(results: dict, checks: dict, settings: Settings, engine_names: list[str],
-                  loads: list[str], quick: bool, env: dict | None = None) -> None:
+                  loads: list[str], quick: bool, env: dict | None = None,
+                  probes: list[dict | None] | None = None) -> None:
     env = env or environment()
     text = table(results, engine_names)
     md = [
@@ -356,8 +400,10 @@ def write_results(results: dict, checks: dict, settings: Settings, engine_names:
         f"or for the decoder {settings.sequences} sequences of a {len(models.PROMPT)}-token prompt "
         f"and {settings.new_tokens} decode steps, after {settings.warmup} inferences (sequences: "
         f"{settings.decoder_warmup}) and at least {settings.warmup_seconds:g} s of warm-up. "
-        "Lower is better; the last column is nnc's median "
-        "divided by the best peer's (below 1: nnc is faster).",
+        "Lower is better; \"nnc / best peer\" is nnc's median "
+        "divided by the best peer's (below 1: nnc is faster), \"paired\" the median over rounds "
+        "of the same ratio within each round (the engines of a round run within seconds of "
+        "each other, at one clock speed).",
         "",
         text,
         "Agreement with nnc's interpreter before timing (max |engine - nnc| / max(|nnc|, 1)): "
@@ -366,11 +412,13 @@ def write_results(results: dict, checks: dict, settings: Settings, engine_names:
         "",
         "Load (`uptime`) at the start and the end: " + " / ".join(f"`{line}`" for line in loads),
         "",
+        probe_summary(probes or []),
+        "",
     ]
     (HERE / "results.md").write_text("\n".join(md))
     (HERE / "results.json").write_text(json.dumps({
         "environment": env, "settings": settings.__dict__, "quick": quick, "load": loads,
-        "agreement": checks, "results": results}, indent=1) + "\n")
+        "machine_probe": probes or [], "agreement": checks, "results": results}, indent=1) + "\n")
     print(text)
 
 
@@ -393,7 +441,8 @@ def main() -> None:
                                for by_e in figs.values() for e in by_e},
                               key=["nnc", *engines.ENGINES].index)
         write_results(saved["results"], saved["agreement"], Settings(**saved["settings"]),
-                      engine_names, saved["load"], saved["quick"], saved["environment"])
+                      engine_names, saved["load"], saved["quick"], saved["environment"],
+                      saved.get("machine_probe"))
         return
     names = [m for m in args.models.split(",") if m]
     unknown = set(names) - set(models.MODELS)
@@ -406,6 +455,8 @@ def main() -> None:
                         warmup_seconds=0.1 if args.quick else WARMUP_SECONDS)
     loads = [uptime()]
     log(f"load: {loads[0]}")
+    probes = [machine_probe()]
+    log(f"machine: {probes[0]}")
     specs = [models.MODELS[n] for n in names]
     engine_lists = {s.name: ["ort", "openvino"] + (["llama_cpp"] if s.decoder else []) for s in specs}
     checks = {}
@@ -420,8 +471,10 @@ def main() -> None:
         return
     results = time_all(specs, engine_lists, settings)
     loads.append(uptime())
+    probes.append(machine_probe())
+    log(f"machine: {probes[-1]}")
     engine_names = ["nnc", "ort", "openvino"] + (["llama_cpp"] if any(s.decoder for s in specs) else [])
-    write_results(results, checks, settings, engine_names, loads, args.quick)
+    write_results(results, checks, settings, engine_names, loads, args.quick, probes=probes)
 
 
 if __name__ == "__main__":

@@ -22,5 +22,6 @@ if [[ ! -x "$venv/bin/python" ]]; then
         -r "$here/requirements.txt"
 fi
 
-(cd "$root" && cargo build --release -q -p nnc-compiler)
+(cd "$root" && cargo build --release -q -p nnc-compiler \
+    && cargo build --release -q -p nnc-runtime --example machine_probe)
 exec "$venv/bin/python" "$here/peers.py" "$@"
