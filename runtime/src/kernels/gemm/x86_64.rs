@@ -482,11 +482,13 @@ unsafe fn fma_step<const ROWS: usize, const HALF: bool>(
 ///
 /// The clamp is matched once per tile, not per row, and a full-width tile that overwrites C
 /// (every tile of a product but the right edge's and the accumulating ones) takes a loop whose
-/// rows LLVM unrolls: the accumulators then go from their registers to C. In one loop for all
-/// cases, the rows were not unrolled (the short tile's buffer copies are calls to `memcpy`), so
-/// the accumulators went through the stack and each row jumped through a table for its clamp:
-/// about a quarter of `perf`'s samples on a 16-deep product (MobileNetV2's 16 to 96 channel
-/// expansion, `gemm_timing` 1568x16x96 58 GFLOP/s then, 65 since).
+/// rows LLVM unrolls, with no call and no jump between the loads of the tile's copies and the
+/// stores to C. In one loop for all cases, the rows were not unrolled (the short tile's buffer
+/// copies are calls to `memcpy`) and each row jumped through a table for its clamp: about a
+/// quarter of `perf`'s samples on a 16-deep product (MobileNetV2's 16 to 96 channel expansion,
+/// `gemm_timing` 1568x16x96 58 GFLOP/s then, 65 since). The function itself stays a call, its
+/// accumulators passed through the stack: inlined into the k loop (`#[inline(always)]`), it
+/// left the profile but not the time (1344x16x96 best of 4 runs 69.3 GFLOP/s either way).
 ///
 /// # Safety
 ///
