@@ -459,8 +459,8 @@ impl Problem<'_> {
             }
             None => {
                 for key_block in 0..key_len.div_ceil(self.block_size) {
-                    let mask = element_mask;
-                    accumulate |= self.visit_key_block(block, key_block, mask, accumulate, slot);
+                    accumulate |=
+                        self.visit_key_block(block, key_block, element_mask, accumulate, slot);
                 }
             }
         }
