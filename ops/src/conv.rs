@@ -39,8 +39,8 @@ pub const MAX_NCHW_TO_CHANNELS_LAST_STRIDE: usize = 4;
 impl Conv2dOptions {
     /// Whether the runtime's channels-last convolution reads an NCHW image in place, writing its
     /// channels-last output in the same pass (on processors with its kernel, AVX2 or AVX-512;
-    /// elsewhere it transposes the image first), for a weight of `weight_shape` (`[out, in / groups, kh,
-    /// kw]`): one group, unit dilation, a stride of at most
+    /// elsewhere it transposes the image first), for a weight of `weight_shape` (`[out, in /
+    /// groups, kh, kw]`): one group, unit dilation, a stride of at most
     /// [`MAX_NCHW_TO_CHANNELS_LAST_STRIDE`] and at most the kernel, and at most
     /// [`MAX_NCHW_TO_CHANNELS_LAST_DEPTH`] steps. A network's stem is such a layer; the
     /// compiler's layout choice lets one write the channels-last region after it.

@@ -58,8 +58,7 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let flops = 4.0 * (shape.n_heads * shape.query_len * shape.key_len * shape.head_dim) as f64;
     let median = times[times.len() / 2];
-    println!(
-        "attention {tokens} tokens, 12 heads x 32, {threads} threads: {median:.1} us, {:.1} GFLOP/s",
-        flops / median / 1e3
-    );
+    let gflops = flops / median / 1e3;
+    let shape = format!("{tokens} tokens, 12 heads x 32, {threads} threads");
+    println!("attention {shape}: {median:.1} us, {gflops:.1} GFLOP/s");
 }
