@@ -380,8 +380,8 @@ def probe_summary(probes: list[dict | None]) -> str:
     shape = "x".join(str(d) for d in probes[0]["gemm_shape"])
     return (f"Machine at the start / end (`machine_probe`): nnc's GEMM {shape} in cache at one "
             f"thread {gemm} GFLOP/s (the multiply-add bound, which follows the clock); reading "
-            f"{probes[0]['read_mib']} MiB (the bound of a decoding step, which streams every weight "
-            f"once): {reads}.")
+            f"{probes[0]['read_mib']} MiB in a plain loop (what a decoding step, which streams "
+            f"every weight once, runs into; a lower bound of the bandwidth): {reads}.")
 
 
 def write_results(results: dict, checks: dict, settings: Settings, engine_names: list[str],
