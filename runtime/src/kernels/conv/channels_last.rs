@@ -58,6 +58,192 @@ enum Method {
     },
 }
 
+#[cfg(test)]
+mod row_pair_tests {
+    use super::*;
+    use crate::test_support::values;
+    use proptest::prelude::*;
+
+    /// Runs `layer` (depthwise) over `input` (`[N, H, W, C]`) with `residual`, once through
+    /// `depthwise_output_rows` (rows paired where it can) and once row by row, and returns both.
+    fn paired_and_one_by_one(
+        layer: &PackedConv2dChannelsLast,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let output_shape = layer.output_shape(input_shape).unwrap();
+        let geometry = layer.geometry(input_shape, output_shape);
+        let Method::Depthwise { weight, bias } = &layer.method else {
+            panic!("not a depthwise layer");
+        };
+        let [_, in_h, in_w, channels] = input_shape;
+        let [batch, out_h, out_w, _] = output_shape;
+        let (image, row_length) = (in_h * in_w * channels, out_w * channels);
+        let clamp = layer.depthwise_clamp(residual.is_some());
+        let row_at = |row: usize| DepthwiseRow {
+            input: &input[row / out_h * image..][..image],
+            first_row: 0,
+            weight: weight.as_slice(),
+            bias,
+            geometry: &geometry,
+            channels,
+            out_y: row % out_h,
+            clamp,
+        };
+        let residual_at =
+            |row: usize| residual.map(|residual| &residual[row * row_length..][..row_length]);
+        let mut paired = vec![f32::NAN; batch * out_h * row_length];
+        layer.depthwise_output_rows(&mut paired, row_length, row_at, residual_at);
+        let mut one_by_one = vec![f32::NAN; paired.len()];
+        for (row, values) in one_by_one.chunks_exact_mut(row_length).enumerate() {
+            layer.depthwise_output_row(&row_at(row), residual_at(row), values);
+        }
+        (paired, one_by_one)
+    }
+
+    fn assert_same_bits(actual: &[f32], expected: &[f32]) {
+        assert_eq!(actual.len(), expected.len());
+        for (index, (actual, expected)) in actual.iter().zip(expected).enumerate() {
+            assert_eq!(
+                actual.to_bits(),
+                expected.to_bits(),
+                "element {index}: {actual} against {expected}"
+            );
+        }
+    }
+
+    fn depthwise_layer(
+        channels: usize,
+        options: Conv2dOptions,
+        activation: Option<Activation>,
+        weight: &[f32],
+        bias: &[f32],
+    ) -> PackedConv2dChannelsLast {
+        PackedConv2dChannelsLast::new(weight, [channels, 1, 3, 3], Some(bias), options)
+            .unwrap()
+            .with_activation(activation)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Rows run two at a time (`depthwise_row_pair`: the AVX2 tiles of four pixels of two
+        /// rows where the kernel is 3 x 3 at unit stride and wholly inside both rows) have the
+        /// bits of rows run one by one: images of 1 to 9 rows (pairs never span two images),
+        /// rows of 1 to 14 pixels (runs shorter than a tile, whole tiles, and a last tile that
+        /// overlaps the one before), channel counts below, at and past blocks of eight, strides,
+        /// paddings and dilations that pair and that do not, clamps, an activation applied after
+        /// the kernel, and a residual.
+        #[test]
+        fn row_pairs_have_the_bits_of_single_rows(
+            (batch, height, width, channels, input, weight, bias, residual) in
+                (1..3usize, 1..10usize, 1..15usize, prop_oneof![1..27usize, 28..42usize])
+                    .prop_flat_map(|(batch, height, width, channels)| {
+                        let length = batch * height * width * channels;
+                        (
+                            Just(batch), Just(height), Just(width), Just(channels),
+                            values(length),
+                            values(9 * channels),
+                            values(channels),
+                            values(length),
+                        )
+                    }),
+            stride in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
+            padding in prop_oneof![3 => Just(1usize), 1 => 0..3usize],
+            dilation in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
+            activation in prop_oneof![
+                Just(None),
+                Just(Some(Activation::Relu)),
+                Just(Some(Activation::Relu6)),
+                Just(Some(Activation::HardSwish)),
+            ],
+            with_residual in any::<bool>(),
+        ) {
+            let options = Conv2dOptions {
+                stride: [stride, stride],
+                padding: [padding, padding],
+                dilation: [dilation, dilation],
+                groups: channels,
+            };
+            let input_shape = [batch, height, width, channels];
+            let layer = depthwise_layer(channels, options, activation, &weight, &bias);
+            // Kernels that do not fit the padded image are refused; nothing to compare.
+            let Ok(output_shape) = layer.output_shape(input_shape) else {
+                return Ok(());
+            };
+            // A residual of the output's length where the input is as long (padding 2 makes the
+            // output longer): its first values.
+            let output_length = output_shape.iter().product::<usize>();
+            let residual = (with_residual && output_length <= residual.len())
+                .then(|| &residual[..output_length]);
+            let (paired, one_by_one) =
+                paired_and_one_by_one(&layer, &input, input_shape, residual);
+            assert_same_bits(&paired, &one_by_one);
+        }
+    }
+
+    /// The shapes whose rows pair on AVX2 (3 x 3, unit stride, padding 1): interior runs of 2,
+    /// 3, 4, 5, 7, 8 and 13 pixels (no tile, one, and one that overlaps the tile before), with
+    /// channel counts of whole blocks, a tail, and MobileNetV2's 144; against the reference
+    /// convolution too, so that a pair kernel and the single-row one cannot agree on a wrong
+    /// result.
+    #[test]
+    fn row_pairs_match_the_reference() {
+        for (width, channels) in [
+            (4, 8),
+            (5, 19),
+            (6, 16),
+            (7, 40),
+            (9, 3),
+            (10, 144),
+            (15, 27),
+        ] {
+            let height = 7;
+            let input_shape = [1, height, width, channels];
+            let input: Vec<f32> = (0..height * width * channels)
+                .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+                .collect();
+            let weight: Vec<f32> = (0..channels * 9)
+                .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+                .collect();
+            let bias: Vec<f32> = (0..channels).map(|i| i as f32 / 7.0).collect();
+            let options = Conv2dOptions {
+                padding: [1, 1],
+                groups: channels,
+                ..Conv2dOptions::default()
+            };
+            let layer = depthwise_layer(channels, options, Some(Activation::Relu6), &weight, &bias);
+            let (paired, one_by_one) = paired_and_one_by_one(&layer, &input, input_shape, None);
+            assert_same_bits(&paired, &one_by_one);
+            // The reference: every output pixel and channel summed tap by tap.
+            for y in 0..height {
+                for x in 0..width {
+                    for c in 0..channels {
+                        let mut sum = f64::from(bias[c]);
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
+                                if iy < height && ix < width {
+                                    sum += f64::from(weight[c * 9 + ky * 3 + kx])
+                                        * f64::from(input[(iy * width + ix) * channels + c]);
+                                }
+                            }
+                        }
+                        let expected = sum.clamp(0.0, 6.0) as f32;
+                        let actual = paired[(y * width + x) * channels + c];
+                        assert!(
+                            (actual - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                            "width {width}, channels {channels}, ({y}, {x}, {c}): {actual} \
+                             against {expected}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl PackedConv2dChannelsLast {
     /// Prepares a weight of shape `[out_channels, in_channels / groups, kernel_h, kernel_w]`
     /// (row-major, PyTorch's layout) with an optional bias of length `out_channels`. `groups`
@@ -341,24 +527,29 @@ impl PackedConv2dChannelsLast {
             PARALLEL_CHUNK,
         );
         threading::run_chunks_mut(output, rows_per_task * output_row, |chunk_index, rows| {
-            for (row_offset, output_row_values) in rows.chunks_exact_mut(output_row).enumerate() {
-                let row = chunk_index * rows_per_task + row_offset;
-                let (image, out_y) = (row / geometry.out_h, row % geometry.out_h);
-                let input_image_values = &input[image * input_image..][..input_image];
-                let row_input = DepthwiseRow {
-                    input: input_image_values,
-                    first_row: 0,
-                    weight,
-                    bias,
-                    geometry,
-                    channels,
-                    out_y,
-                    clamp,
-                };
-                let residual_row =
-                    residual.map(|residual| &residual[row * output_row..][..output_row]);
-                self.depthwise_output_row(&row_input, residual_row, output_row_values);
-            }
+            let first_row = chunk_index * rows_per_task;
+            self.depthwise_output_rows(
+                rows,
+                output_row,
+                |offset| {
+                    let row = first_row + offset;
+                    let (image, out_y) = (row / geometry.out_h, row % geometry.out_h);
+                    DepthwiseRow {
+                        input: &input[image * input_image..][..input_image],
+                        first_row: 0,
+                        weight,
+                        bias,
+                        geometry,
+                        channels,
+                        out_y,
+                        clamp,
+                    }
+                },
+                |offset| {
+                    let row = first_row + offset;
+                    residual.map(|residual| &residual[row * output_row..][..output_row])
+                },
+            );
         });
     }
 
@@ -398,6 +589,52 @@ impl PackedConv2dChannelsLast {
         output: &mut [f32],
     ) {
         depthwise_row(row, output);
+        self.finish_depthwise_row(row, residual, output);
+    }
+
+    /// The output rows of the depthwise layer in `output`, `row_length` floats each, as
+    /// [`Self::depthwise_output_row`] computes them: row `index` reads as `row_at(index)` says,
+    /// with the residual row `residual_at(index)`. Two rows in a row of one image
+    /// (`out_y` and `out_y + 1`) run together ([`depthwise_row_pair`]).
+    fn depthwise_output_rows<'a>(
+        &self,
+        output: &mut [f32],
+        row_length: usize,
+        row_at: impl Fn(usize) -> DepthwiseRow<'a>,
+        residual_at: impl Fn(usize) -> Option<&'a [f32]>,
+    ) {
+        let count = output.len() / row_length.max(1);
+        let mut index = 0;
+        while index < count {
+            let row = row_at(index);
+            let values = &mut output[index * row_length..];
+            if index + 1 < count {
+                let next = row_at(index + 1);
+                if next.out_y == row.out_y + 1
+                    && std::ptr::eq(next.input, row.input)
+                    && next.first_row == row.first_row
+                {
+                    let (upper, lower) = values[..2 * row_length].split_at_mut(row_length);
+                    depthwise_row_pair(&row, &next, upper, lower);
+                    self.finish_depthwise_row(&row, residual_at(index), upper);
+                    self.finish_depthwise_row(&next, residual_at(index + 1), lower);
+                    index += 2;
+                    continue;
+                }
+            }
+            self.depthwise_output_row(&row, residual_at(index), &mut values[..row_length]);
+            index += 1;
+        }
+    }
+
+    /// What follows the kernel on an output row: the residual row, then any activation the
+    /// kernel did not apply.
+    fn finish_depthwise_row(
+        &self,
+        row: &DepthwiseRow<'_>,
+        residual: Option<&[f32]>,
+        output: &mut [f32],
+    ) {
         if let Some(residual) = residual {
             vectorize::zip_map_in_place(output, residual, |y, r| y + r);
         }
@@ -458,6 +695,76 @@ const MAX_TAPS: usize = 32;
 /// shifted by the pixel's position, listed once per row; border pixels list their own.
 #[inline(always)]
 fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
+    let mut taps = [(0usize, 0usize); MAX_TAPS];
+    let (interior, count) = interior_taps(row, &mut taps);
+    border_pixels(row, &interior, output);
+    if !interior.is_empty() {
+        let pixels = interior_run(row, &interior, &taps[..count]);
+        let channels = row.channels;
+        interior_pixels(
+            &pixels,
+            &mut output[interior.start * channels..interior.end * channels],
+        );
+    }
+}
+
+/// Two vertically adjacent output rows of one image (`lower.out_y == upper.out_y + 1`, the same
+/// buffers), as [`depthwise_row`] computes each: with AVX2 + FMA and a 3 x 3 kernel of unit
+/// stride wholly inside both rows, their interior pixels run together, so that each input row
+/// the two share is loaded once for both (see [`interior_pixel_pairs`]).
+fn depthwise_row_pair(
+    upper: &DepthwiseRow<'_>,
+    lower: &DepthwiseRow<'_>,
+    upper_output: &mut [f32],
+    lower_output: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::vectorize::has_avx2_fma() {
+        // SAFETY: The processor supports AVX2 and FMA, checked just above; the function is
+        // otherwise safe Rust.
+        unsafe { depthwise_row_pair_avx2(upper, lower, upper_output, lower_output) };
+        return;
+    }
+    depthwise_row_body(upper, upper_output);
+    depthwise_row_body(lower, lower_output);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn depthwise_row_pair_avx2(
+    upper: &DepthwiseRow<'_>,
+    lower: &DepthwiseRow<'_>,
+    upper_output: &mut [f32],
+    lower_output: &mut [f32],
+) {
+    let mut upper_taps = [(0usize, 0usize); MAX_TAPS];
+    let (interior, upper_count) = interior_taps(upper, &mut upper_taps);
+    let mut lower_taps = [(0usize, 0usize); MAX_TAPS];
+    let (lower_interior, lower_count) = interior_taps(lower, &mut lower_taps);
+    border_pixels(upper, &interior, upper_output);
+    border_pixels(lower, &lower_interior, lower_output);
+    // The interior depends on the columns only: the same run for both rows.
+    if interior.is_empty() || interior != lower_interior {
+        return;
+    }
+    let channels = upper.channels;
+    let range = interior.start * channels..interior.end * channels;
+    interior_pixel_pairs(
+        &interior_run(upper, &interior, &upper_taps[..upper_count]),
+        &interior_run(lower, &interior, &lower_taps[..lower_count]),
+        &mut upper_output[range.clone()],
+        &mut lower_output[range],
+    );
+}
+
+/// The run of interior pixels of `row` (every kernel column inside the row), empty for kernels
+/// of more than [`MAX_TAPS`] taps, and the count of their taps, listed in `taps` relative to a
+/// pixel's first input column: every kernel row inside the image, each of its columns in order.
+#[inline(always)]
+fn interior_taps(
+    row: &DepthwiseRow<'_>,
+    taps: &mut [(usize, usize); MAX_TAPS],
+) -> (std::ops::Range<usize>, usize) {
     let geometry = row.geometry;
     let channels = row.channels;
     let [kernel_h, kernel_w] = geometry.kernel;
@@ -466,7 +773,6 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
     } else {
         0..0
     };
-    let mut relative_taps = [(0usize, 0usize); MAX_TAPS];
     let mut count = 0;
     if !interior.is_empty() {
         for kernel_y in 0..kernel_h {
@@ -474,7 +780,7 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
                 continue;
             };
             for kernel_x in 0..kernel_w {
-                relative_taps[count] = (
+                taps[count] = (
                     ((input_y - row.first_row) * geometry.in_w + kernel_x * geometry.dilation[1])
                         * channels,
                     (kernel_y * kernel_w + kernel_x) * channels,
@@ -483,24 +789,40 @@ fn depthwise_row_body(row: &DepthwiseRow<'_>, output: &mut [f32]) {
             }
         }
     }
-    let relative_taps = &relative_taps[..count];
-    for (out_x, pixel) in output.chunks_exact_mut(channels).enumerate() {
-        if !interior.contains(&out_x) {
-            border_pixel(row, out_x, pixel);
-        }
+    (interior, count)
+}
+
+/// Every pixel of `row` outside `interior`, through [`border_pixel`].
+#[inline(always)]
+fn border_pixels(row: &DepthwiseRow<'_>, interior: &std::ops::Range<usize>, output: &mut [f32]) {
+    let channels = row.channels;
+    let count = output.len() / channels;
+    let (left, right) = if interior.is_empty() {
+        (0..count, count..count)
+    } else {
+        (0..interior.start.min(count), interior.end.min(count)..count)
+    };
+    for out_x in left.chain(right) {
+        border_pixel(row, out_x, &mut output[out_x * channels..][..channels]);
     }
-    if !interior.is_empty() {
-        let pixels = InteriorPixels {
-            input: row.input,
-            first_base: (interior.start * geometry.stride[1] - geometry.padding[1]) * channels,
-            pixel_step: geometry.stride[1] * channels,
-            weight: row.weight,
-            bias: row.bias,
-            taps: relative_taps,
-            clamp: row.clamp,
-        };
-        let outputs = &mut output[interior.start * channels..interior.end * channels];
-        interior_pixels(&pixels, outputs);
+}
+
+/// The interior pixels `interior` (not empty) of `row`, whose taps `interior_taps` listed.
+#[inline(always)]
+fn interior_run<'a>(
+    row: &DepthwiseRow<'a>,
+    interior: &std::ops::Range<usize>,
+    taps: &'a [(usize, usize)],
+) -> InteriorPixels<'a> {
+    let geometry = row.geometry;
+    InteriorPixels {
+        input: row.input,
+        first_base: (interior.start * geometry.stride[1] - geometry.padding[1]) * row.channels,
+        pixel_step: geometry.stride[1] * row.channels,
+        weight: row.weight,
+        bias: row.bias,
+        taps,
+        clamp: row.clamp,
     }
 }
 
@@ -527,6 +849,95 @@ struct InteriorPixels<'a> {
 /// one load per multiply-add (the per-pixel form loads the weights for every pixel: two).
 fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
     let channels = pixels.bias.len();
+    if check_run(pixels, output) == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if channels >= 16 && depthwise_x86_64::has_avx512() {
+        // SAFETY: The processor has AVX-512F, AVX2 and FMA, checked just above; the bounds as
+        // below.
+        unsafe { depthwise_x86_64::interior_pixels_avx512(pixels, output) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if channels >= 8 && crate::kernels::vectorize::has_avx2_fma() {
+        // SAFETY: The processor has AVX2 and FMA, checked just above; every tap of every pixel
+        // and every tap's weights are inside their slices, and `output` holds whole pixels
+        // (`check_run`).
+        unsafe { depthwise_x86_64::interior_pixels(pixels, output) };
+        return;
+    }
+    interior_pixels_portable(pixels, output);
+}
+
+/// [`interior_pixels`] for the same run of two vertically adjacent output rows, `upper` and
+/// `lower`, into `upper_output` and `lower_output`. Where the runs are a 3 x 3 kernel of unit
+/// stride wholly inside both rows (`lower`'s taps are `upper`'s one input row down) and the
+/// processor has AVX2 and FMA but not AVX-512, tiles of four pixels of both rows run together
+/// ([`depthwise_x86_64::interior_pixel_pairs`]): the two rows share two of the four input rows
+/// they read, and each of those is loaded once for both. Each sum takes its taps in the same
+/// order as in [`interior_pixels`], so the outputs have the same bits. Other runs go row by row.
+fn interior_pixel_pairs(
+    upper: &InteriorPixels<'_>,
+    lower: &InteriorPixels<'_>,
+    upper_output: &mut [f32],
+    lower_output: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if upper.bias.len() >= 8
+        && !depthwise_x86_64::has_avx512()
+        && crate::kernels::vectorize::has_avx2_fma()
+        && let Some(row_step) = lower_row_step(upper, lower)
+        && upper_output.len() == lower_output.len()
+        && check_run(upper, upper_output) > 0
+        && check_run(lower, lower_output) > 0
+    {
+        // SAFETY: The processor has AVX2 and FMA, checked just above; both runs' taps and
+        // weights are inside their slices and both outputs hold the same whole pixels
+        // (`check_run`), and `lower`'s taps are `upper`'s `row_step` further on, three-wide at
+        // unit stride (`lower_row_step`).
+        unsafe {
+            depthwise_x86_64::interior_pixel_pairs(upper, row_step, upper_output, lower_output)
+        };
+        return;
+    }
+    interior_pixels(upper, upper_output);
+    interior_pixels(lower, lower_output);
+}
+
+/// The input offset from `upper`'s taps to `lower`'s where both runs are nine taps, three kernel
+/// rows three columns wide at unit stride, one input row apart (`lower` reads `upper`'s last two
+/// kernel rows and the row after them), over the same buffers; `None` otherwise.
+#[cfg(target_arch = "x86_64")]
+fn lower_row_step(upper: &InteriorPixels<'_>, lower: &InteriorPixels<'_>) -> Option<usize> {
+    if depthwise_x86_64::three_wide_stride(upper) != Some(1) {
+        return None;
+    }
+    let (taps, lower_taps) = (upper.taps, lower.taps);
+    if taps.len() != 9 || lower_taps.len() != 9 {
+        return None;
+    }
+    let row_step = taps[3].0.checked_sub(taps[0].0)?;
+    let same_buffers = std::ptr::eq(upper.input, lower.input)
+        && std::ptr::eq(upper.weight, lower.weight)
+        && std::ptr::eq(upper.bias, lower.bias)
+        && upper.clamp == lower.clamp
+        && (upper.first_base, upper.pixel_step) == (lower.first_base, lower.pixel_step);
+    let one_row_apart = taps[6].0 == taps[3].0 + row_step
+        && taps
+            .iter()
+            .zip(lower_taps)
+            .all(|(&(input, weight), &lower)| lower == (input + row_step, weight));
+    (row_step > 0 && same_buffers && one_row_apart).then_some(row_step)
+}
+
+/// Checks that `output` is whole pixels of the run and that every tap of every pixel and every
+/// tap's weights are inside `input` and `weight`, and returns the count of pixels.
+///
+/// # Panics
+/// If they are not.
+fn check_run(pixels: &InteriorPixels<'_>, output: &[f32]) -> usize {
+    let channels = pixels.bias.len();
     let count = output.len() / channels;
     assert_eq!(
         count * channels,
@@ -534,7 +945,7 @@ fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
         "interior_pixels: a partial pixel"
     );
     if count == 0 {
-        return;
+        return 0;
     }
     // Without taps (a row whose kernel lies wholly in the padding) nothing is read: a band of
     // such rows (`pointwise_depthwise`) has no input at all.
@@ -556,22 +967,7 @@ fn interior_pixels(pixels: &InteriorPixels<'_>, output: &mut [f32]) {
         last_input <= pixels.input.len() && last_weight <= pixels.weight.len(),
         "interior_pixels: a tap lies outside the input or the weights"
     );
-    #[cfg(target_arch = "x86_64")]
-    if channels >= 16 && depthwise_x86_64::has_avx512() {
-        // SAFETY: The processor has AVX-512F, AVX2 and FMA, checked just above; the bounds as
-        // below.
-        unsafe { depthwise_x86_64::interior_pixels_avx512(pixels, output) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if channels >= 8 && crate::kernels::vectorize::has_avx2_fma() {
-        // SAFETY: The processor has AVX2 and FMA, checked just above; every tap of every pixel
-        // (through `last_input`) and every tap's weights (through `last_weight`) are inside
-        // their slices, checked above, and `output` holds `count` whole pixels.
-        unsafe { depthwise_x86_64::interior_pixels(pixels, output) };
-        return;
-    }
-    interior_pixels_portable(pixels, output);
+    count
 }
 
 /// The plain twin of [`interior_pixels`], one pixel at a time.
@@ -867,6 +1263,186 @@ mod depthwise_x86_64 {
                 }
             }
         }};
+    }
+
+    /// See [`super::interior_pixel_pairs`]: tiles of four pixels of both rows, one block of
+    /// eight channels at a time, hold eight sums, the three taps' weights of the two kernel rows
+    /// that meet an input row (one for each output row) and a column: fifteen registers. Each
+    /// input row's six columns are loaded once for the four pixels of each output row that read
+    /// them, so the tile loads twenty-four columns for seventy-two multiply-adds where two rows
+    /// of tiles of eight load thirty for each seventy-two. The pixels past the last whole tile
+    /// go in one more tile, the run's last four; the channels past the last whole block go row
+    /// by row as [`interior_pixels`] takes them.
+    ///
+    /// # Safety
+    /// The processor has AVX2 and FMA; both outputs are the same whole pixels of `upper`'s run,
+    /// its taps are three-wide at unit stride (`three_wide_stride` is `Some(1)`), nine of them,
+    /// and every tap of every pixel, every tap moved `row_step` on, and every tap's weights are
+    /// inside `upper.input` and `upper.weight`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn interior_pixel_pairs(
+        upper: &InteriorPixels<'_>,
+        row_step: usize,
+        upper_output: &mut [f32],
+        lower_output: &mut [f32],
+    ) {
+        const TILE: usize = 4;
+        let channels = upper.bias.len();
+        let whole_blocks = channels / 8 * 8;
+        let count = upper_output.len() / channels;
+        let lower = InteriorPixels {
+            first_base: upper.first_base + row_step,
+            ..*upper
+        };
+        // The pixels past the last whole tile go in one more tile, the run's last four: its
+        // first pixels are computed again, to the same bits (every sum is computed the same
+        // way), where a tile of one pixel a row would chain each sum's multiply-adds.
+        let last = (!count.is_multiple_of(TILE) && count >= TILE).then(|| count - TILE);
+        for first in (0..count / TILE).map(|tile| tile * TILE).chain(last) {
+            // SAFETY: The tile's pixels are below `count`, its blocks below `channels`, and the
+            // caller guarantees the rest.
+            unsafe {
+                pair_tile(
+                    upper,
+                    row_step,
+                    upper_output,
+                    lower_output,
+                    first,
+                    whole_blocks,
+                );
+                if whole_blocks < channels {
+                    tile_from::<TILE>(upper, upper_output, first, whole_blocks);
+                    tile_from::<TILE>(&lower, lower_output, first, whole_blocks);
+                }
+            }
+        }
+        if count < TILE {
+            for first in 0..count {
+                // SAFETY: As above, for one pixel of each row.
+                unsafe {
+                    tile::<1>(upper, upper_output, first);
+                    tile::<1>(&lower, lower_output, first);
+                }
+            }
+        }
+    }
+
+    /// Pixels `first..first + 4` of both rows of [`interior_pixel_pairs`], the blocks of eight
+    /// channels below `end`. Input row `r` (0 to 3: the upper row's three kernel rows, then the
+    /// lower row's last) is kernel row `r` of the upper pixels and `r - 1` of the lower ones;
+    /// each sum takes the taps row by row, column by column, as `accumulate_taps` does.
+    ///
+    /// # Safety
+    /// As [`interior_pixel_pairs`], with `first + 4` at most the run's pixel count and `end` a
+    /// multiple of eight at most the channel count.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pair_tile(
+        upper: &InteriorPixels<'_>,
+        row_step: usize,
+        upper_output: &mut [f32],
+        lower_output: &mut [f32],
+        first: usize,
+        end: usize,
+    ) {
+        const TILE: usize = 4;
+        let channels = upper.bias.len();
+        let (input, weight) = (upper.input.as_ptr(), upper.weight.as_ptr());
+        let base = upper.first_base + first * upper.pixel_step;
+        let (low, high) = clamp_bounds(upper.clamp);
+        let (low, high) = (_mm256_set1_ps(low), _mm256_set1_ps(high));
+        // Input row `r`'s first column and kernel row `r`'s weights, from the upper run's taps,
+        // at channel 0; the loop below adds the block's channel.
+        let rows = [
+            input.wrapping_add(base + upper.taps[0].0),
+            input.wrapping_add(base + upper.taps[3].0),
+            input.wrapping_add(base + upper.taps[6].0),
+            input.wrapping_add(base + upper.taps[6].0 + row_step),
+        ];
+        let kernel_rows = [
+            weight.wrapping_add(upper.taps[0].1),
+            weight.wrapping_add(upper.taps[3].1),
+            weight.wrapping_add(upper.taps[6].1),
+        ];
+        let destinations = [
+            upper_output.as_mut_ptr().wrapping_add(first * channels),
+            lower_output.as_mut_ptr().wrapping_add(first * channels),
+        ];
+        let mut channel = 0;
+        while channel + 8 <= end {
+            // SAFETY: Every load is a tap of one of the tile's pixels in one of the two rows, or
+            // a tap's weights, of a block below `end`; the stores are the tile's pixels.
+            unsafe {
+                let bias = _mm256_loadu_ps(upper.bias.as_ptr().add(channel));
+                let mut sums = [[bias; TILE]; 2];
+                let kernel_row = |row: usize| {
+                    let at = kernel_rows[row].add(channel);
+                    [
+                        _mm256_loadu_ps(at),
+                        _mm256_loadu_ps(at.add(channels)),
+                        _mm256_loadu_ps(at.add(2 * channels)),
+                    ]
+                };
+                // Column `c` of an input row into the sums of output row `$out` (0 upper, 1
+                // lower) with a kernel row's `$weights`: it is tap 0 of pixel `c`, 1 of `c - 1`
+                // and 2 of `c - 2`.
+                macro_rules! column {
+                    ($out:literal, $weights:ident, $values:ident, $c:ident) => {{
+                        let row_sums = &mut sums[$out];
+                        if $c < TILE {
+                            row_sums[$c] = _mm256_fmadd_ps($weights[0], $values, row_sums[$c]);
+                        }
+                        if (1..=TILE).contains(&$c) {
+                            row_sums[$c - 1] =
+                                _mm256_fmadd_ps($weights[1], $values, row_sums[$c - 1]);
+                        }
+                        if $c >= 2 {
+                            row_sums[$c - 2] =
+                                _mm256_fmadd_ps($weights[2], $values, row_sums[$c - 2]);
+                        }
+                    }};
+                }
+                // Input row `$r`, column by column, into output row `$out` through kernel row
+                // `$kernel` (and `$out2` through `$kernel2`). The row's pointer goes through
+                // `black_box` once a block: without it LLVM kept a pointer for each of the
+                // twenty-four columns the tile reads, most of them on the stack, and loaded one
+                // before each column (`perf annotate`); with it, one pointer a row and the
+                // columns' offsets in registers.
+                macro_rules! input_row {
+                    ($r:literal, $out:literal, $kernel:literal) => {{
+                        let source = std::hint::black_box(rows[$r]).add(channel);
+                        let weights = kernel_row($kernel);
+                        for c in 0..TILE + 2 {
+                            let values = _mm256_loadu_ps(source.add(c * channels));
+                            column!($out, weights, values, c);
+                        }
+                    }};
+                    (
+                        $r:literal, $out:literal, $kernel:literal, $out2:literal,
+                        $kernel2:literal
+                    ) => {{
+                        let source = std::hint::black_box(rows[$r]).add(channel);
+                        let (weights, weights2) = (kernel_row($kernel), kernel_row($kernel2));
+                        for c in 0..TILE + 2 {
+                            let values = _mm256_loadu_ps(source.add(c * channels));
+                            column!($out, weights, values, c);
+                            column!($out2, weights2, values, c);
+                        }
+                    }};
+                }
+                input_row!(0, 0, 0);
+                input_row!(1, 0, 1, 1, 0);
+                input_row!(2, 0, 2, 1, 1);
+                input_row!(3, 1, 2);
+                for (row, row_sums) in sums.into_iter().enumerate() {
+                    for (index, sum) in row_sums.into_iter().enumerate() {
+                        let pixel = destinations[row].add(index * channels + channel);
+                        _mm256_storeu_ps(pixel, _mm256_min_ps(high, _mm256_max_ps(low, sum)));
+                    }
+                }
+            }
+            channel += 8;
+        }
     }
 
     /// Whether the processor runs [`interior_pixels_avx512`], and the GEMM's instruction-set

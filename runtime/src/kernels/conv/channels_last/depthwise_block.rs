@@ -403,8 +403,10 @@ impl PackedDepthwiseBlock {
                 band_depthwise,
                 rows_per_chunk * depthwise_row,
                 |chunk, rows| {
-                    for (offset, values) in rows.chunks_exact_mut(depthwise_row).enumerate() {
-                        let row_input = DepthwiseRow {
+                    depthwise.depthwise_output_rows(
+                        rows,
+                        depthwise_row,
+                        |offset| DepthwiseRow {
                             input: band_input,
                             first_row: band_first_row,
                             weight,
@@ -413,9 +415,9 @@ impl PackedDepthwiseBlock {
                             channels,
                             out_y: out_y + chunk * rows_per_chunk + offset,
                             clamp,
-                        };
-                        depthwise.depthwise_output_row(&row_input, None, values);
-                    }
+                        },
+                        |_| None,
+                    );
                 },
             );
             if let Some(project) = &self.project {
@@ -680,20 +682,24 @@ impl PackedDepthwiseBlock {
         let clamp = depthwise.depthwise_clamp(false);
         let image_length = in_h * in_w * width;
         let row_length = out_w * width;
-        for (row, values) in depthwise_output.chunks_exact_mut(row_length).enumerate() {
-            let (image, out_y) = (row / out_h, row % out_h);
-            let row_input = DepthwiseRow {
-                input: &wide[image * image_length..][..image_length],
-                first_row: 0,
-                weight: split.depthwise[task].as_slice(),
-                bias: &bias[channels.clone()],
-                geometry: &geometry,
-                channels: width,
-                out_y,
-                clamp,
-            };
-            depthwise.depthwise_output_row(&row_input, None, values);
-        }
+        depthwise.depthwise_output_rows(
+            depthwise_output,
+            row_length,
+            |row| {
+                let (image, out_y) = (row / out_h, row % out_h);
+                DepthwiseRow {
+                    input: &wide[image * image_length..][..image_length],
+                    first_row: 0,
+                    weight: split.depthwise[task].as_slice(),
+                    bias: &bias[channels.clone()],
+                    geometry: &geometry,
+                    channels: width,
+                    out_y,
+                    clamp,
+                }
+            },
+            |_| None,
+        );
 
         let matrix = MatrixRef::row_major(depthwise_output, batch * out_h * out_w, width)?;
         gemm_sequential(
