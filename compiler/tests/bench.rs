@@ -171,6 +171,66 @@ fn measurements_merge_with_the_report() {
 }
 
 #[test]
+fn every_iteration_of_a_rolled_loop_that_starts_with_the_layer_before_is_credited() {
+    let mut graph = example("bert_encoder.nn");
+    passes::optimize(&mut graph, OptLevel::O2, |_, _| {});
+    let report = report::build(&graph, &codegen::plan(&graph), &ReportOptions::default());
+    // What the harness of the rolled encoder times, block by block: the loop's body starts with
+    // the layer norm that ends the layer before it, labelled with its first iteration's name
+    // (`embeddings.LayerNorm`); its other blocks with a `{index}` template. The last layer's
+    // norm runs after the loop, under its own name. The residual adds and GELU run fused into
+    // the products before them and have no block.
+    let blocks: Vec<(usize, String)> = report
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, layer)| {
+            let (name, op) = (layer.name.as_str(), layer.op);
+            let label = match name
+                .strip_prefix("encoder.layer.")
+                .and_then(|rest| rest.split_once('.'))
+            {
+                Some(_) if op == "add" || op == "gelu" => return None,
+                Some((layer, "output.LayerNorm")) if layer != "5" => {
+                    "embeddings.LayerNorm: layer_norm {eps = 1e-12, affine = true} -> f32[1, 128, \
+                     384]"
+                        .to_string()
+                }
+                Some((_, tail)) => {
+                    format!("encoder.layer.{{index}}.{tail}: {op} -> f32[1, 128, 384]")
+                }
+                None => format!("{name}: {op} -> f32[1, 128, 384]"),
+            };
+            Some((index, label))
+        })
+        .collect();
+    let rolled_norms = blocks
+        .iter()
+        .filter(|(_, label)| label.ends_with("affine = true} -> f32[1, 128, 384]"))
+        .count();
+    assert_eq!(rolled_norms, 5, "{blocks:#?}");
+    let measurements = Measurements {
+        threads: 1,
+        latencies_ns: vec![1_000],
+        profiled_iterations: 1,
+        layer_median_ns: (1..=blocks.len() as u64).collect(),
+        labels: blocks.iter().map(|(_, label)| label.clone()).collect(),
+        ..Measurements::default()
+    };
+    let times: Vec<Option<u64>> = bench::bench_report(&report, None, &measurements)
+        .layers
+        .iter()
+        .map(|layer| layer.median_ns)
+        .collect();
+    // Every block's time lands on its layer, the rolled norms' included.
+    let mut expected = vec![None; report.layers.len()];
+    for (nanos, (index, _)) in (1..).zip(&blocks) {
+        expected[*index] = Some(nanos);
+    }
+    assert_eq!(times, expected);
+}
+
+#[test]
 fn the_decoder_harness_is_valid_rust_and_names_the_generated_decoder() {
     for (name, decoder) in [
         ("tiny_gpt.nn", "TinyGptDecoder"),

@@ -81,6 +81,14 @@ pub fn layer_name(label: &str) -> &str {
     label.split_once(": ").map_or(label, |(name, _)| name)
 }
 
+/// The op of a timed block's label, `linear` in `fc1: linear {activation = relu} -> f32[1,
+/// 256]`; empty when the label has none.
+pub fn layer_op(label: &str) -> &str {
+    label
+        .split_once(": ")
+        .map_or("", |(_, rest)| rest.split(' ').next().unwrap_or(""))
+}
+
 /// Whether the layer name of a timed block's label (see [`layer_name`]) names `layer`: the same
 /// name, or a rolled loop's template with `{index}` standing for the iteration's number
 /// (`features.{index}.conv.0` names `features.5.conv.0`).

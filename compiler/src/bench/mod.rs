@@ -532,7 +532,12 @@ pub struct LayerTime {
 /// Merges measurements with the static report. Timed blocks are matched to layers in order,
 /// by layer name, so a block that runs several fused layers is credited to its first; a block
 /// inside a rolled loop, labelled `features.{index}.conv.0`, is credited at each iteration to the
-/// next layer its label names (`features.5.conv.0`, then `features.6.conv.0`).
+/// next layer its label names (`features.5.conv.0`, then `features.6.conv.0`). A rolled block
+/// whose iterations' names share no such template is labelled with its first iteration's name
+/// (MiniLM's loop starts with the layer norm that ends the layer before it:
+/// `embeddings.LayerNorm`, then `encoder.layer.0.output.LayerNorm`, ...): a later iteration's
+/// time, which no later layer's name matches, goes to the next layer when that layer's op is
+/// the label's.
 pub fn bench_report(
     report: &Report,
     tokens_per_inference: Option<u64>,
@@ -548,10 +553,17 @@ pub fn bench_report(
         .zip(&measurements.layer_median_ns)
     {
         let name = instrument::layer_name(label);
-        if let Some(offset) = report.layers[next_layer..]
+        let by_name = report.layers[next_layer..]
             .iter()
-            .position(|layer| instrument::names_layer(name, &layer.name))
-        {
+            .position(|layer| instrument::names_layer(name, &layer.name));
+        let next_by_op = || {
+            report
+                .layers
+                .get(next_layer)
+                .filter(|layer| layer.op == instrument::layer_op(label))
+                .map(|_| 0)
+        };
+        if let Some(offset) = by_name.or_else(next_by_op) {
             times[next_layer + offset] = Some(nanos);
             next_layer += offset + 1;
         }
