@@ -58,192 +58,6 @@ enum Method {
     },
 }
 
-#[cfg(test)]
-mod row_pair_tests {
-    use super::*;
-    use crate::test_support::values;
-    use proptest::prelude::*;
-
-    /// Runs `layer` (depthwise) over `input` (`[N, H, W, C]`) with `residual`, once through
-    /// `depthwise_output_rows` (rows paired where it can) and once row by row, and returns both.
-    fn paired_and_one_by_one(
-        layer: &PackedConv2dChannelsLast,
-        input: &[f32],
-        input_shape: [usize; 4],
-        residual: Option<&[f32]>,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let output_shape = layer.output_shape(input_shape).unwrap();
-        let geometry = layer.geometry(input_shape, output_shape);
-        let Method::Depthwise { weight, bias } = &layer.method else {
-            panic!("not a depthwise layer");
-        };
-        let [_, in_h, in_w, channels] = input_shape;
-        let [batch, out_h, out_w, _] = output_shape;
-        let (image, row_length) = (in_h * in_w * channels, out_w * channels);
-        let clamp = layer.depthwise_clamp(residual.is_some());
-        let row_at = |row: usize| DepthwiseRow {
-            input: &input[row / out_h * image..][..image],
-            first_row: 0,
-            weight: weight.as_slice(),
-            bias,
-            geometry: &geometry,
-            channels,
-            out_y: row % out_h,
-            clamp,
-        };
-        let residual_at =
-            |row: usize| residual.map(|residual| &residual[row * row_length..][..row_length]);
-        let mut paired = vec![f32::NAN; batch * out_h * row_length];
-        layer.depthwise_output_rows(&mut paired, row_length, row_at, residual_at);
-        let mut one_by_one = vec![f32::NAN; paired.len()];
-        for (row, values) in one_by_one.chunks_exact_mut(row_length).enumerate() {
-            layer.depthwise_output_row(&row_at(row), residual_at(row), values);
-        }
-        (paired, one_by_one)
-    }
-
-    fn assert_same_bits(actual: &[f32], expected: &[f32]) {
-        assert_eq!(actual.len(), expected.len());
-        for (index, (actual, expected)) in actual.iter().zip(expected).enumerate() {
-            assert_eq!(
-                actual.to_bits(),
-                expected.to_bits(),
-                "element {index}: {actual} against {expected}"
-            );
-        }
-    }
-
-    fn depthwise_layer(
-        channels: usize,
-        options: Conv2dOptions,
-        activation: Option<Activation>,
-        weight: &[f32],
-        bias: &[f32],
-    ) -> PackedConv2dChannelsLast {
-        PackedConv2dChannelsLast::new(weight, [channels, 1, 3, 3], Some(bias), options)
-            .unwrap()
-            .with_activation(activation)
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(96))]
-
-        /// Rows run two at a time (`depthwise_row_pair`: the AVX2 tiles of four pixels of two
-        /// rows where the kernel is 3 x 3 at unit stride and wholly inside both rows) have the
-        /// bits of rows run one by one: images of 1 to 9 rows (pairs never span two images),
-        /// rows of 1 to 14 pixels (runs shorter than a tile, whole tiles, and a last tile that
-        /// overlaps the one before), channel counts below, at and past blocks of eight, strides,
-        /// paddings and dilations that pair and that do not, clamps, an activation applied after
-        /// the kernel, and a residual.
-        #[test]
-        fn row_pairs_have_the_bits_of_single_rows(
-            (batch, height, width, channels, input, weight, bias, residual) in
-                (1..3usize, 1..10usize, 1..15usize, prop_oneof![1..27usize, 28..42usize])
-                    .prop_flat_map(|(batch, height, width, channels)| {
-                        let length = batch * height * width * channels;
-                        (
-                            Just(batch), Just(height), Just(width), Just(channels),
-                            values(length),
-                            values(9 * channels),
-                            values(channels),
-                            values(length),
-                        )
-                    }),
-            stride in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
-            padding in prop_oneof![3 => Just(1usize), 1 => 0..3usize],
-            dilation in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
-            activation in prop_oneof![
-                Just(None),
-                Just(Some(Activation::Relu)),
-                Just(Some(Activation::Relu6)),
-                Just(Some(Activation::HardSwish)),
-            ],
-            with_residual in any::<bool>(),
-        ) {
-            let options = Conv2dOptions {
-                stride: [stride, stride],
-                padding: [padding, padding],
-                dilation: [dilation, dilation],
-                groups: channels,
-            };
-            let input_shape = [batch, height, width, channels];
-            let layer = depthwise_layer(channels, options, activation, &weight, &bias);
-            // Kernels that do not fit the padded image are refused; nothing to compare.
-            let Ok(output_shape) = layer.output_shape(input_shape) else {
-                return Ok(());
-            };
-            // A residual of the output's length where the input is as long (padding 2 makes the
-            // output longer): its first values.
-            let output_length = output_shape.iter().product::<usize>();
-            let residual = (with_residual && output_length <= residual.len())
-                .then(|| &residual[..output_length]);
-            let (paired, one_by_one) =
-                paired_and_one_by_one(&layer, &input, input_shape, residual);
-            assert_same_bits(&paired, &one_by_one);
-        }
-    }
-
-    /// The shapes whose rows pair on AVX2 (3 x 3, unit stride, padding 1): interior runs of 2,
-    /// 3, 4, 5, 7, 8 and 13 pixels (no tile, one, and one that overlaps the tile before), with
-    /// channel counts of whole blocks, a tail, and MobileNetV2's 144; against the reference
-    /// convolution too, so that a pair kernel and the single-row one cannot agree on a wrong
-    /// result.
-    #[test]
-    fn row_pairs_match_the_reference() {
-        for (width, channels) in [
-            (4, 8),
-            (5, 19),
-            (6, 16),
-            (7, 40),
-            (9, 3),
-            (10, 144),
-            (15, 27),
-        ] {
-            let height = 7;
-            let input_shape = [1, height, width, channels];
-            let input: Vec<f32> = (0..height * width * channels)
-                .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
-                .collect();
-            let weight: Vec<f32> = (0..channels * 9)
-                .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
-                .collect();
-            let bias: Vec<f32> = (0..channels).map(|i| i as f32 / 7.0).collect();
-            let options = Conv2dOptions {
-                padding: [1, 1],
-                groups: channels,
-                ..Conv2dOptions::default()
-            };
-            let layer = depthwise_layer(channels, options, Some(Activation::Relu6), &weight, &bias);
-            let (paired, one_by_one) = paired_and_one_by_one(&layer, &input, input_shape, None);
-            assert_same_bits(&paired, &one_by_one);
-            // The reference: every output pixel and channel summed tap by tap.
-            for y in 0..height {
-                for x in 0..width {
-                    for c in 0..channels {
-                        let mut sum = f64::from(bias[c]);
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
-                                if iy < height && ix < width {
-                                    sum += f64::from(weight[c * 9 + ky * 3 + kx])
-                                        * f64::from(input[(iy * width + ix) * channels + c]);
-                                }
-                            }
-                        }
-                        let expected = sum.clamp(0.0, 6.0) as f32;
-                        let actual = paired[(y * width + x) * channels + c];
-                        assert!(
-                            (actual - expected).abs() <= 1e-5 * expected.abs().max(1.0),
-                            "width {width}, channels {channels}, ({y}, {x}, {c}): {actual} \
-                             against {expected}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl PackedConv2dChannelsLast {
     /// Prepares a weight of shape `[out_channels, in_channels / groups, kernel_h, kernel_w]`
     /// (row-major, PyTorch's layout) with an optional bias of length `out_channels`. `groups`
@@ -2079,6 +1893,192 @@ mod interior_pixel_tests {
                 None,
                 "{taps:?}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod row_pair_tests {
+    use super::*;
+    use crate::test_support::values;
+    use proptest::prelude::*;
+
+    /// Runs `layer` (depthwise) over `input` (`[N, H, W, C]`) with `residual`, once through
+    /// `depthwise_output_rows` (rows paired where it can) and once row by row, and returns both.
+    fn paired_and_one_by_one(
+        layer: &PackedConv2dChannelsLast,
+        input: &[f32],
+        input_shape: [usize; 4],
+        residual: Option<&[f32]>,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let output_shape = layer.output_shape(input_shape).unwrap();
+        let geometry = layer.geometry(input_shape, output_shape);
+        let Method::Depthwise { weight, bias } = &layer.method else {
+            panic!("not a depthwise layer");
+        };
+        let [_, in_h, in_w, channels] = input_shape;
+        let [batch, out_h, out_w, _] = output_shape;
+        let (image, row_length) = (in_h * in_w * channels, out_w * channels);
+        let clamp = layer.depthwise_clamp(residual.is_some());
+        let row_at = |row: usize| DepthwiseRow {
+            input: &input[row / out_h * image..][..image],
+            first_row: 0,
+            weight: weight.as_slice(),
+            bias,
+            geometry: &geometry,
+            channels,
+            out_y: row % out_h,
+            clamp,
+        };
+        let residual_at =
+            |row: usize| residual.map(|residual| &residual[row * row_length..][..row_length]);
+        let mut paired = vec![f32::NAN; batch * out_h * row_length];
+        layer.depthwise_output_rows(&mut paired, row_length, row_at, residual_at);
+        let mut one_by_one = vec![f32::NAN; paired.len()];
+        for (row, values) in one_by_one.chunks_exact_mut(row_length).enumerate() {
+            layer.depthwise_output_row(&row_at(row), residual_at(row), values);
+        }
+        (paired, one_by_one)
+    }
+
+    fn assert_same_bits(actual: &[f32], expected: &[f32]) {
+        assert_eq!(actual.len(), expected.len());
+        for (index, (actual, expected)) in actual.iter().zip(expected).enumerate() {
+            assert_eq!(
+                actual.to_bits(),
+                expected.to_bits(),
+                "element {index}: {actual} against {expected}"
+            );
+        }
+    }
+
+    fn depthwise_layer(
+        channels: usize,
+        options: Conv2dOptions,
+        activation: Option<Activation>,
+        weight: &[f32],
+        bias: &[f32],
+    ) -> PackedConv2dChannelsLast {
+        PackedConv2dChannelsLast::new(weight, [channels, 1, 3, 3], Some(bias), options)
+            .unwrap()
+            .with_activation(activation)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Rows run two at a time (`depthwise_row_pair`: the AVX2 tiles of four pixels of two
+        /// rows where the kernel is 3 x 3 at unit stride and wholly inside both rows) have the
+        /// bits of rows run one by one: images of 1 to 9 rows (pairs never span two images),
+        /// rows of 1 to 14 pixels (runs shorter than a tile, whole tiles, and a last tile that
+        /// overlaps the one before), channel counts below, at and past blocks of eight, strides,
+        /// paddings and dilations that pair and that do not, clamps, an activation applied after
+        /// the kernel, and a residual.
+        #[test]
+        fn row_pairs_have_the_bits_of_single_rows(
+            (batch, height, width, channels, input, weight, bias, residual) in
+                (1..3usize, 1..10usize, 1..15usize, prop_oneof![1..27usize, 28..42usize])
+                    .prop_flat_map(|(batch, height, width, channels)| {
+                        let length = batch * height * width * channels;
+                        (
+                            Just(batch), Just(height), Just(width), Just(channels),
+                            values(length),
+                            values(9 * channels),
+                            values(channels),
+                            values(length),
+                        )
+                    }),
+            stride in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
+            padding in prop_oneof![3 => Just(1usize), 1 => 0..3usize],
+            dilation in prop_oneof![3 => Just(1usize), 1 => Just(2usize)],
+            activation in prop_oneof![
+                Just(None),
+                Just(Some(Activation::Relu)),
+                Just(Some(Activation::Relu6)),
+                Just(Some(Activation::HardSwish)),
+            ],
+            with_residual in any::<bool>(),
+        ) {
+            let options = Conv2dOptions {
+                stride: [stride, stride],
+                padding: [padding, padding],
+                dilation: [dilation, dilation],
+                groups: channels,
+            };
+            let input_shape = [batch, height, width, channels];
+            let layer = depthwise_layer(channels, options, activation, &weight, &bias);
+            // Kernels that do not fit the padded image are refused; nothing to compare.
+            let Ok(output_shape) = layer.output_shape(input_shape) else {
+                return Ok(());
+            };
+            // A residual of the output's length where the input is as long (padding 2 makes the
+            // output longer): its first values.
+            let output_length = output_shape.iter().product::<usize>();
+            let residual = (with_residual && output_length <= residual.len())
+                .then(|| &residual[..output_length]);
+            let (paired, one_by_one) =
+                paired_and_one_by_one(&layer, &input, input_shape, residual);
+            assert_same_bits(&paired, &one_by_one);
+        }
+    }
+
+    /// The shapes whose rows pair on AVX2 (3 x 3, unit stride, padding 1): interior runs of 2,
+    /// 3, 4, 5, 7, 8 and 13 pixels (no tile, one, and one that overlaps the tile before), with
+    /// channel counts of whole blocks, a tail, and MobileNetV2's 144; against the reference
+    /// convolution too, so that a pair kernel and the single-row one cannot agree on a wrong
+    /// result.
+    #[test]
+    fn row_pairs_match_the_reference() {
+        for (width, channels) in [
+            (4, 8),
+            (5, 19),
+            (6, 16),
+            (7, 40),
+            (9, 3),
+            (10, 144),
+            (15, 27),
+        ] {
+            let height = 7;
+            let input_shape = [1, height, width, channels];
+            let input: Vec<f32> = (0..height * width * channels)
+                .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+                .collect();
+            let weight: Vec<f32> = (0..channels * 9)
+                .map(|i| ((i * 5) % 17) as f32 / 8.0 - 1.0)
+                .collect();
+            let bias: Vec<f32> = (0..channels).map(|i| i as f32 / 7.0).collect();
+            let options = Conv2dOptions {
+                padding: [1, 1],
+                groups: channels,
+                ..Conv2dOptions::default()
+            };
+            let layer = depthwise_layer(channels, options, Some(Activation::Relu6), &weight, &bias);
+            let (paired, one_by_one) = paired_and_one_by_one(&layer, &input, input_shape, None);
+            assert_same_bits(&paired, &one_by_one);
+            // The reference: every output pixel and channel summed tap by tap.
+            for y in 0..height {
+                for x in 0..width {
+                    for c in 0..channels {
+                        let mut sum = f64::from(bias[c]);
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let (iy, ix) = ((y + ky).wrapping_sub(1), (x + kx).wrapping_sub(1));
+                                if iy < height && ix < width {
+                                    sum += f64::from(weight[c * 9 + ky * 3 + kx])
+                                        * f64::from(input[(iy * width + ix) * channels + c]);
+                                }
+                            }
+                        }
+                        let expected = sum.clamp(0.0, 6.0) as f32;
+                        let actual = paired[(y * width + x) * channels + c];
+                        assert!(
+                            (actual - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                            "width {width}, channels {channels}, ({y}, {x}, {c}): {actual} \
+                             against {expected}"
+                        );
+                    }
+                }
+            }
         }
     }
 }
