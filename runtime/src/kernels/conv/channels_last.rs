@@ -408,7 +408,7 @@ impl PackedConv2dChannelsLast {
 
     /// The output rows of the depthwise layer in `output`, `row_length` floats each, as
     /// [`Self::depthwise_output_row`] computes them: row `index` reads as `row_at(index)` says,
-    /// with the residual row `residual_at(index)`. Two rows in a row of one image
+    /// with the residual row `residual_at(index)`. Two consecutive rows of one image
     /// (`out_y` and `out_y + 1`) run together ([`depthwise_row_pair`]).
     fn depthwise_output_rows<'a>(
         &self,
