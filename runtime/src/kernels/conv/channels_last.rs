@@ -983,6 +983,25 @@ mod depthwise_x86_64 {
         };
     }
 
+    /// For column `$c` of an input row that a tile of `$tile` pixels reads through a kernel row
+    /// three taps wide at unit stride, runs `$body` with `$tap` and `$pixel` bound to each
+    /// (tap, pixel) pair that reads it: tap 0 of pixel `c`, 1 of `c - 1`, 2 of `c - 2`, those
+    /// of the pixels in the tile, in that order. `$c` runs from 0 to `$tile + 1`; with both
+    /// constant once the loop over columns unrolls, the tests fold away. The one place where
+    /// that order, which makes each pixel take its taps column by column, is written down: the
+    /// tiles of one row (`accumulate_taps`) and of two (`pair_tile`) share it, and so their bits.
+    macro_rules! unit_stride_column {
+        ($tile:expr, $c:expr, |$tap:ident, $pixel:ident| $body:block) => {{
+            let (tile, c): (usize, usize) = ($tile, $c);
+            for $tap in 0..3 {
+                if c >= $tap && c - $tap < tile {
+                    let $pixel = c - $tap;
+                    $body
+                }
+            }
+        }};
+    }
+
     /// The multiply-adds of [`channel_blocks`] into `$sums` (`[[vector; $blocks]; $tile]`) for
     /// the group of channels from `$channel` on, of the pixels from input offset `$base` on:
     ///
@@ -1037,22 +1056,13 @@ mod depthwise_x86_64 {
                 // fixed number of times with fixed sums per step, so that they unroll and the
                 // sums stay in registers.
                 if $stride == 1 {
-                    // Column `c` is tap 0 of pixel `c`, 1 of `c - 1` and 2 of `c - 2`.
                     for c in 0..$tile + 2 {
                         for block in 0..$blocks {
                             let values = column(c, block);
-                            if c < $tile {
-                                $sums[c][block] =
-                                    $fmadd(weights[0][block], values, $sums[c][block]);
-                            }
-                            if c >= 1 && c - 1 < $tile {
-                                $sums[c - 1][block] =
-                                    $fmadd(weights[1][block], values, $sums[c - 1][block]);
-                            }
-                            if c >= 2 {
-                                $sums[c - 2][block] =
-                                    $fmadd(weights[2][block], values, $sums[c - 2][block]);
-                            }
+                            unit_stride_column!($tile, c, |tap, pixel| {
+                                $sums[pixel][block] =
+                                    $fmadd(weights[tap][block], values, $sums[pixel][block]);
+                            });
                         }
                     }
                 } else {
@@ -1216,22 +1226,14 @@ mod depthwise_x86_64 {
                     ]
                 };
                 // Column `c` of an input row into the sums of output row `$out` (0 upper, 1
-                // lower) with a kernel row's `$weights`: it is tap 0 of pixel `c`, 1 of `c - 1`
-                // and 2 of `c - 2`.
+                // lower) with a kernel row's `$weights`.
                 macro_rules! column {
                     ($out:literal, $weights:ident, $values:ident, $c:ident) => {{
                         let row_sums = &mut sums[$out];
-                        if $c < TILE {
-                            row_sums[$c] = _mm256_fmadd_ps($weights[0], $values, row_sums[$c]);
-                        }
-                        if (1..=TILE).contains(&$c) {
-                            row_sums[$c - 1] =
-                                _mm256_fmadd_ps($weights[1], $values, row_sums[$c - 1]);
-                        }
-                        if $c >= 2 {
-                            row_sums[$c - 2] =
-                                _mm256_fmadd_ps($weights[2], $values, row_sums[$c - 2]);
-                        }
+                        unit_stride_column!(TILE, $c, |tap, pixel| {
+                            row_sums[pixel] =
+                                _mm256_fmadd_ps($weights[tap], $values, row_sums[pixel]);
+                        });
                     }};
                 }
                 // Input row `$r`, column by column, into output row `$out` through kernel row
