@@ -230,6 +230,111 @@ fn every_iteration_of_a_rolled_loop_that_starts_with_the_layer_before_is_credite
     assert_eq!(times, expected);
 }
 
+/// The deeper fix of the case above: in the generated code of the rolled encoder, each block
+/// of the loop records under the name of the layer it runs at that iteration (the name it
+/// reports errors under, from the generated `LAYER_NAMES`), so the table needs no label
+/// matching for it.
+#[test]
+fn every_block_of_a_rolled_loop_records_its_iterations_layer() {
+    let mut graph = example("bert_encoder.nn");
+    passes::optimize(&mut graph, OptLevel::O2, |_, _| {});
+    let report = report::build(&graph, &codegen::plan(&graph), &ReportOptions::default());
+    let instrumented = instrument::instrument(&generated(&graph));
+    syn::parse_file(&instrumented.source).expect("instrumented code parses");
+
+    // The layer names of each iteration, as the generated code lists them.
+    let source = &instrumented.source;
+    let table = &source[source.find("const LAYER_NAMES").expect("a rolled loop")..];
+    let table = &table[..table.find("];").unwrap()];
+    let iterations: Vec<Vec<&str>> = table
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(|names| names.split(' ').collect())
+        .collect();
+    assert_eq!(iterations.len(), 6);
+
+    // The record calls in order: a block outside the loop once, the loop's blocks (named by
+    // `names[k]`) once per iteration, in the order the harness runs them.
+    let records: Vec<(usize, Option<usize>)> = source
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("crate::nnc_profile::record_named(") {
+                let (slot, rest) = rest.split_once(", names[").unwrap();
+                let (index, _) = rest.split_once(']').unwrap();
+                Some((slot.parse().unwrap(), Some(index.parse().unwrap())))
+            } else {
+                let rest = line.strip_prefix("crate::nnc_profile::record(")?;
+                Some((rest.split_once(',').unwrap().0.parse().unwrap(), None))
+            }
+        })
+        .collect();
+    assert_eq!(records.len(), instrumented.labels.len());
+    let first_rolled = records.iter().position(|(_, name)| name.is_some()).unwrap();
+    let rolled = records[first_rolled..]
+        .iter()
+        .take_while(|(_, name)| name.is_some())
+        .count();
+    // The loop's first block is its layer norm, labelled with its first iteration's name.
+    assert!(
+        instrumented.labels[first_rolled].starts_with("embeddings.LayerNorm: layer_norm"),
+        "{:?}",
+        instrumented.labels
+    );
+    let mut slots = Vec::new();
+    let mut names = Vec::new();
+    for &(slot, _) in &records[..first_rolled] {
+        slots.push(slot);
+        names.push(None);
+    }
+    for iteration in &iterations {
+        for &(slot, index) in &records[first_rolled..first_rolled + rolled] {
+            slots.push(slot);
+            names.push(Some(iteration[index.unwrap()].to_string()));
+        }
+    }
+    for &(slot, name) in &records[first_rolled + rolled..] {
+        assert_eq!(name, None, "one rolled loop");
+        slots.push(slot);
+        names.push(None);
+    }
+
+    let measurements = Measurements {
+        threads: 1,
+        latencies_ns: vec![1_000],
+        profiled_iterations: 1,
+        layer_median_ns: (1..=slots.len() as u64).collect(),
+        labels: bench::labels_of_runs(&instrumented.labels, &slots, &names),
+        layer_slots: slots.clone(),
+        layer_names: names.clone(),
+        ..Measurements::default()
+    };
+    let layers = bench::bench_report(&report, None, &measurements).layers;
+    // Every run lands on the layer it ran: the named ones on their names, the five rolled norms
+    // (`encoder.layer.0-4.output.LayerNorm`) among them.
+    let timed: Vec<&str> = layers
+        .iter()
+        .filter(|layer| layer.median_ns.is_some())
+        .map(|layer| layer.name.as_str())
+        .collect();
+    assert_eq!(timed.len(), slots.len(), "{timed:?}");
+    // (The embedding sums are named after the layer norm they feed, as is the norm.)
+    for (run, name) in names.iter().enumerate() {
+        if let Some(name) = name {
+            assert!(
+                layers
+                    .iter()
+                    .any(|layer| &layer.name == name && layer.median_ns == Some(run as u64 + 1)),
+                "run {run} of {name}: {timed:?}"
+            );
+        }
+    }
+    for layer in 0..5 {
+        assert!(timed.contains(&format!("encoder.layer.{layer}.output.LayerNorm").as_str()));
+    }
+}
+
 #[test]
 fn the_decoder_harness_is_valid_rust_and_names_the_generated_decoder() {
     for (name, decoder) in [
@@ -348,7 +453,7 @@ fn layers_inside_rolled_loops_are_reported_per_iteration() {
         latencies_ns: vec![1_000_000],
         profiled_iterations: 3,
         layer_median_ns: (1..=slots.len() as u64).map(|k| k * 1_000).collect(),
-        labels: bench::labels_of_runs(&instrumented.labels, &slots),
+        labels: bench::labels_of_runs(&instrumented.labels, &slots, &[]),
         layer_slots: slots.clone(),
         ..Measurements::default()
     };
@@ -390,16 +495,30 @@ fn layers_inside_rolled_loops_are_reported_per_iteration() {
     assert!(text.contains("features.15.conv.2 (conv2d)"), "{text}");
     assert!(!text.contains("{index}"), "{text}");
 
-    // The JSON the harness prints carries the block of each run.
-    let output = r#"{"threads":1,"warmup":1,"latencies_ns":[5],"profiled_iterations":1,"layer_median_ns":[1,2,3],"layer_slots":[0,1,1]}"#;
+    // The JSON the harness prints carries the block of each run, and the layer it ran where the
+    // block named it.
+    let output = r#"{"threads":1,"warmup":1,"latencies_ns":[5],"profiled_iterations":1,"layer_median_ns":[1,2,3,4],"layer_slots":[0,1,1,2],"layer_names":[null,null,null,"c.1"]}"#;
     let parsed: Measurements = serde_json::from_str(output).unwrap();
-    assert_eq!(parsed.layer_slots, [0, 1, 1]);
-    let labels = ["a".to_string(), "b.{index}".to_string()];
+    assert_eq!(parsed.layer_slots, [0, 1, 1, 2]);
+    let labels = [
+        "a: relu -> f32[4]".to_string(),
+        "b.{index}: relu -> f32[4]".to_string(),
+        "c.0: layer_norm -> f32[4]".to_string(),
+    ];
     assert_eq!(
-        bench::labels_of_runs(&labels, &parsed.layer_slots),
-        ["a", "b.{index}", "b.{index}"]
+        bench::labels_of_runs(&labels, &parsed.layer_slots, &parsed.layer_names),
+        [
+            "a: relu -> f32[4]",
+            "b.{index}: relu -> f32[4]",
+            "b.{index}: relu -> f32[4]",
+            "c.1: layer_norm -> f32[4]"
+        ]
     );
-    assert_eq!(bench::labels_of_runs(&labels, &[]), labels);
+    assert_eq!(bench::labels_of_runs(&labels, &[], &[]), labels);
+    // From a harness before names, none.
+    let older = r#"{"threads":1,"warmup":1,"latencies_ns":[5],"profiled_iterations":1,"layer_median_ns":[1],"layer_slots":[0]}"#;
+    let parsed: Measurements = serde_json::from_str(older).unwrap();
+    assert!(parsed.layer_names.is_empty());
 }
 
 /// A layer quantized in the fast mode multiplies in integers: the report counts its integer

@@ -7,12 +7,14 @@
 //!
 //! ```text
 //! {"threads": 2, "warmup": 10, "latencies_ns": [..], "profiled_iterations": 20,
-//!  "layer_median_ns": [..], "layer_slots": [..]}
+//!  "layer_median_ns": [..], "layer_slots": [..], "layer_names": [..]}
 //! ```
 //!
 //! `layer_median_ns` has one entry per timed block run in a forward pass, in the order they ran
-//! (a block inside a rolled loop once per iteration), and `layer_slots` the block of each
-//! entry (its index in [`super::instrument::Instrumented::labels`]).
+//! (a block inside a rolled loop once per iteration), `layer_slots` the block of each entry (its
+//! index in [`super::instrument::Instrumented::labels`]), and `layer_names` the layer each entry
+//! ran, as a string where the block named it (an iteration of a rolled loop, see
+//! [`super::instrument`]) and `null` where its label does.
 
 use std::fmt::Write as _;
 
@@ -110,19 +112,29 @@ mod nnc_profile {{
 
     /// The timed blocks of the instrumented model.
     pub const LAYERS: usize = {layer_count};
-    /// (block, nanoseconds) of each timed block run since the last `take`, in the order they
-    /// ran: a block inside a rolled loop runs once per iteration, and each run is its own entry,
-    /// so that every iteration is reported under its own layer's name.
-    static RUNS: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+    /// One timed block run: the block, the layer it ran where the block names it, and its time.
+    pub type Run = (usize, Option<&'static str>, u64);
+
+    /// Each timed block run since the last `take`, in the order they ran: a block inside a
+    /// rolled loop runs once per iteration, and each run is its own entry, so that every
+    /// iteration is reported under its own layer's name.
+    static RUNS: Mutex<Vec<Run>> = Mutex::new(Vec::new());
 
     #[inline(always)]
     pub fn record(layer: usize, started: std::time::Instant) {{
         let nanos = started.elapsed().as_nanos() as u64;
-        RUNS.lock().expect("the profile lock").push((layer, nanos));
+        RUNS.lock().expect("the profile lock").push((layer, None, nanos));
+    }}
+
+    /// `record` for a block inside a rolled loop that ran the layer `name` this iteration.
+    #[inline(always)]
+    pub fn record_named(layer: usize, name: &'static str, started: std::time::Instant) {{
+        let nanos = started.elapsed().as_nanos() as u64;
+        RUNS.lock().expect("the profile lock").push((layer, Some(name), nanos));
     }}
 
     /// The blocks run since the last call, in order, with their times.
-    pub fn take() -> Vec<(usize, u64)> {{
+    pub fn take() -> Vec<Run> {{
         let mut runs = RUNS.lock().expect("the profile lock");
         let taken = runs.clone();
         // Clearing keeps the capacity, so that the next pass records without allocating.
@@ -214,6 +226,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
     let profile = if layers.is_some() {
         r#"    let mut layer_median_ns = Vec::new();
     let mut layer_slots: Vec<usize> = Vec::new();
+    let mut layer_names: Vec<Option<&'static str>> = Vec::new();
     let mut profiled_iterations = 0;
     if nnc_profile::LAYERS > 0 && options.profile_iterations > 0 {
         let mut network = build_model_profiled(&options);
@@ -227,16 +240,19 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
             run_model_profiled(&mut network, &inputs);
             let runs = nnc_profile::take();
             if iteration == 0 {
-                layer_slots = runs.iter().map(|&(layer, _)| layer).collect();
+                layer_slots = runs.iter().map(|&(layer, _, _)| layer).collect();
+                layer_names = runs.iter().map(|&(_, name, _)| name).collect();
                 samples = vec![Vec::new(); runs.len()];
             }
             // Every pass runs the same blocks in the same order (the harness's inputs do not
             // change), so the k-th run of each pass is the same layer.
             assert!(
-                runs.iter().map(|&(layer, _)| layer).eq(layer_slots.iter().copied()),
+                runs.iter()
+                    .map(|&(layer, name, _)| (layer, name))
+                    .eq(layer_slots.iter().copied().zip(layer_names.iter().copied())),
                 "the profiled passes ran different blocks"
             );
-            for (run, (_, nanos)) in runs.into_iter().enumerate() {
+            for (run, (_, _, nanos)) in runs.into_iter().enumerate() {
                 samples[run].push(nanos);
             }
             reporter.report(iteration + 1);
@@ -246,7 +262,7 @@ fn run_{module}(network: &mut {module}::{model}, inputs: &Inputs) {{
     }
 "#
     } else {
-        "    let layer_median_ns: Vec<u64> = Vec::new();\n    let layer_slots: Vec<usize> = Vec::new();\n    let profiled_iterations = 0;\n"
+        "    let layer_median_ns: Vec<u64> = Vec::new();\n    let layer_slots: Vec<usize> = Vec::new();\n    let layer_names: Vec<Option<&'static str>> = Vec::new();\n    let profiled_iterations = 0;\n"
     };
 
     let shared = SHARED_SOURCE;
@@ -331,14 +347,36 @@ fn main() {{
     let list = |values: &[u64]| {{
         values.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
     }};
+    // A JSON string (`"` and `\\` escaped, control characters as `\\u` escapes) or null.
+    let json_name = |name: &Option<&str>| match name {{
+        None => "null".to_string(),
+        Some(name) => {{
+            let mut quoted = String::from("\"");
+            for character in name.chars() {{
+                match character {{
+                    '"' | '\\' => {{
+                        quoted.push('\\');
+                        quoted.push(character);
+                    }}
+                    control if (control as u32) < 0x20 => {{
+                        quoted.push_str(&format!("\\u{{:04x}}", control as u32));
+                    }}
+                    other => quoted.push(other),
+                }}
+            }}
+            quoted.push('"');
+            quoted
+        }}
+    }};
     println!(
-        "{{{{\"threads\":{{}},\"warmup\":{{}},\"latencies_ns\":[{{}}],\"profiled_iterations\":{{}},\"layer_median_ns\":[{{}}],\"layer_slots\":[{{}}]}}}}",
+        "{{{{\"threads\":{{}},\"warmup\":{{}},\"latencies_ns\":[{{}}],\"profiled_iterations\":{{}},\"layer_median_ns\":[{{}}],\"layer_slots\":[{{}}],\"layer_names\":[{{}}]}}}}",
         ::nnc_runtime::num_threads(),
         warmed,
         list(&latencies_ns),
         profiled_iterations,
         list(&layer_median_ns),
         list(&layer_slots.iter().map(|&slot| slot as u64).collect::<Vec<_>>()),
+        layer_names.iter().map(json_name).collect::<Vec<_>>().join(","),
     );
 }}
 "#

@@ -11,10 +11,14 @@
 //!
 //! [`instrument`] starts a clock before each such block and records the elapsed time after it,
 //! through `crate::nnc_profile::record(block, started)`, which the bench harness defines. A block
-//! inside a rolled loop (its comment names the layer `features.{index}.conv.0`) records once per
-//! iteration; the harness keeps every run in order, and [`names_layer`] matches the template to
-//! each iteration's layer. The rewrite is textual so that it needs nothing from code generation beyond
-//! that layout; a block it does not recognise is left untimed, never broken.
+//! inside a rolled loop records once per iteration, and the harness keeps every run in order.
+//! Its comment names the layer by a template (`features.{index}.conv.0`, which [`names_layer`]
+//! matches to each iteration's layer) or, when the iterations' names share none, by the first
+//! iteration's name; so where the block reports its errors under the iteration's name
+//! (`rt::error::at(names[2])`), it records through `record_named(block, names[2], started)`,
+//! and the harness reports that name with each run. The rewrite is textual so that it needs
+//! nothing from code generation beyond that layout; a block it does not recognise is left
+//! untimed, never broken.
 
 /// Source with timing code, and the comment of each timed block, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub struct Instrumented {
 
 /// The path of the recording function the instrumented code calls.
 pub const RECORD_FUNCTION: &str = "crate::nnc_profile::record";
+/// The path of the one it calls for a block that names its layer at each iteration.
+pub const RECORD_NAMED_FUNCTION: &str = "crate::nnc_profile::record_named";
 
 /// Wraps every commented layer block of every `forward` function of `source` in timing code.
 pub fn instrument(source: &str) -> Instrumented {
@@ -61,13 +67,19 @@ pub fn instrument(source: &str) -> Instrumented {
         out.push_str(&format!(
             "{indent}let __nnc_started = ::std::time::Instant::now();\n"
         ));
-        for block_line in &lines[index + 1..=close] {
+        let block = &lines[index + 1..=close];
+        for block_line in block {
             out.push_str(block_line);
             out.push('\n');
         }
-        out.push_str(&format!(
-            "{indent}{RECORD_FUNCTION}({slot}, __nnc_started);\n"
-        ));
+        match iteration_name(block) {
+            Some(name) => out.push_str(&format!(
+                "{indent}{RECORD_NAMED_FUNCTION}({slot}, {name}, __nnc_started);\n"
+            )),
+            None => out.push_str(&format!(
+                "{indent}{RECORD_FUNCTION}({slot}, __nnc_started);\n"
+            )),
+        }
         index = close + 1;
     }
     Instrumented {
@@ -102,6 +114,21 @@ pub fn names_layer(label_name: &str, layer: &str) -> bool {
                 !index.is_empty() && index.bytes().all(|byte| byte.is_ascii_digit())
             }),
     }
+}
+
+/// The expression a block inside a rolled loop names its iteration's layer by, `names[2]` in
+/// `.map_err(rt::error::at(names[2]))`: the generated code's array of each iteration's layer
+/// names, which reports the block's errors.
+fn iteration_name<'a>(block: &[&'a str]) -> Option<&'a str> {
+    const CALL: &str = "rt::error::at(";
+    block.iter().find_map(|line| {
+        let start = line.find(CALL)? + CALL.len();
+        let rest = &line[start..];
+        let index = rest.strip_prefix("names[")?;
+        let digits = index.bytes().take_while(u8::is_ascii_digit).count();
+        (digits > 0 && index[digits..].starts_with("])"))
+            .then(|| &rest[.."names[".len() + digits + 1])
+    })
 }
 
 /// If line `index` is a layer comment followed by a block at the same indentation, the
@@ -195,5 +222,45 @@ impl Mlp {
 ";
         assert_eq!(instrumented.source, expected);
         assert_eq!(layer_name(&instrumented.labels[0]), "fc1");
+    }
+
+    #[test]
+    fn a_block_that_names_its_iterations_layer_records_the_name() {
+        let source = "\
+    pub fn forward(&mut self) -> Result<(), E> {
+        for layer in self.layers.iter_mut() {
+            let names = &layer.names;
+            // embeddings.LayerNorm: layer_norm -> f32[1, 128, 384]
+            {
+                k::norm::layer_norm(x, output).map_err(rt::error::at(names[12]))?;
+            }
+            // a: relu -> f32[1, 4]
+            {
+                relu().map_err(rt::error::at(\"a\"))?;
+            }
+            // b: relu -> f32[1, 4]
+            {
+                relu().map_err(rt::error::at(names[x]))?;
+            }
+        }
+        Ok(())
+    }
+";
+        let instrumented = instrument(source);
+        assert_eq!(instrumented.labels.len(), 3);
+        let records: Vec<&str> = instrumented
+            .source
+            .lines()
+            .filter(|line| line.contains("crate::nnc_profile::"))
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            records,
+            [
+                "crate::nnc_profile::record_named(0, names[12], __nnc_started);",
+                "crate::nnc_profile::record(1, __nnc_started);",
+                "crate::nnc_profile::record(2, __nnc_started);",
+            ]
+        );
     }
 }

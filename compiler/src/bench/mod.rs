@@ -155,8 +155,14 @@ pub struct Measurements {
     /// [`instrument::Instrumented::labels`]); empty from a harness that ran each block once.
     #[serde(default)]
     pub layer_slots: Vec<usize>,
+    /// The layer each entry of `layer_median_ns` ran where its block named it (an iteration of
+    /// a rolled loop, see [`instrument`]), `None` where the block's label does; empty from a
+    /// harness that names none.
+    #[serde(default)]
+    pub layer_names: Vec<Option<String>>,
     /// The comment of the timed block of each entry of `layer_median_ns` (see
-    /// [`instrument::Instrumented::labels`]); a rolled loop's names `{index}` for its iteration.
+    /// [`instrument::Instrumented::labels`]), with the layer the entry ran where the harness
+    /// named it; a rolled loop's names `{index}` for its iteration.
     #[serde(default)]
     pub labels: Vec<String>,
     /// Decoder harness only: the prompt's length, the decode steps per sequence, and the time
@@ -193,19 +199,35 @@ pub fn run(
     }
     let mut measurements = build_and_run(&graph.name, &sources, &[], options, progress)?;
     let labels = profiled.map(|p| p.labels).unwrap_or_default();
-    measurements.labels = labels_of_runs(&labels, &measurements.layer_slots);
+    measurements.labels = labels_of_runs(
+        &labels,
+        &measurements.layer_slots,
+        &measurements.layer_names,
+    );
     Ok(measurements)
 }
 
-/// The label of each timed block run, from the labels of the blocks and the block each run
-/// timed (`slots`); without `slots`, each block ran once, in order.
-pub fn labels_of_runs(labels: &[String], slots: &[usize]) -> Vec<String> {
+/// The label of each timed block run, from the labels of the blocks, the block each run timed
+/// (`slots`) and the layer it ran where the harness named it (`names`, see
+/// [`Measurements::layer_names`]; empty for none): the block's label, with the named layer in
+/// place of the label's. Without `slots`, each block ran once, in order.
+pub fn labels_of_runs(labels: &[String], slots: &[usize], names: &[Option<String>]) -> Vec<String> {
     if slots.is_empty() {
         return labels.to_vec();
     }
     slots
         .iter()
-        .filter_map(|&slot| labels.get(slot).cloned())
+        .enumerate()
+        .filter_map(|(run, &slot)| {
+            let label = labels.get(slot)?;
+            Some(match names.get(run) {
+                Some(Some(name)) => {
+                    let rest = label.split_once(": ").map_or("", |(_, rest)| rest);
+                    format!("{name}: {rest}")
+                }
+                _ => label.clone(),
+            })
+        })
         .collect()
 }
 
@@ -531,13 +553,14 @@ pub struct LayerTime {
 
 /// Merges measurements with the static report. Timed blocks are matched to layers in order,
 /// by layer name, so a block that runs several fused layers is credited to its first; a block
-/// inside a rolled loop, labelled `features.{index}.conv.0`, is credited at each iteration to the
-/// next layer its label names (`features.5.conv.0`, then `features.6.conv.0`). A rolled block
-/// whose iterations' names share no such template is labelled with its first iteration's name
-/// (MiniLM's loop starts with the layer norm that ends the layer before it:
-/// `embeddings.LayerNorm`, then `encoder.layer.0.output.LayerNorm`, ...): a later iteration's
-/// time, which no later layer's name matches, goes to the next layer when that layer's op is
-/// the label's.
+/// inside a rolled loop is credited at each iteration to the layer the harness named for that
+/// iteration (see [`labels_of_runs`]), or else to the next layer its label names, a template
+/// (`features.{index}.conv.0` names `features.5.conv.0`, then `features.6.conv.0`). A rolled
+/// block whose iterations' names share no template and which the harness did not name is
+/// labelled with its first iteration's name (MiniLM's loop starts with the layer norm that
+/// ends the layer before it: `embeddings.LayerNorm`, then `encoder.layer.0.output.LayerNorm`,
+/// ...): a later iteration's time, which no later layer's name matches, goes to the next layer
+/// when that layer's op is the label's.
 pub fn bench_report(
     report: &Report,
     tokens_per_inference: Option<u64>,
