@@ -563,33 +563,77 @@ impl<'g> Generator<'g> {
 
     /// The local that holds the network input `value` where the caller keeps it (`input_0`,
     /// `input_1`, ... by the input's position), if `forward` reads it there rather than copying
-    /// it into its arena slot: in a network (a decoder copies its inputs), when no node
-    /// overwrites it in place (a reshape of it included), no rolled run carries a value into
-    /// its slot and it is not an output. Its slot stays in the plan, unused.
+    /// it into its arena slot (see [`Self::readable_outside_arena`]). Its slot stays in the
+    /// plan, unused.
     pub(super) fn borrowed_input(&self, value: ir::Value) -> Option<syn::Ident> {
         let ir::ValueDef::Input { index } = self.graph.values[value].def else {
             return None;
         };
+        self.readable_outside_arena(value)
+            .then(|| format_ident!("input_{}", index))
+    }
+
+    /// The rows of its table that a position embedding from position 0 would copy, where
+    /// `forward` reads them in the table instead (`self.<table>[..rows * dim]`, the rows of
+    /// positions 0 to `seq - 1`), and the node runs no code: in a network (a decoder's positions
+    /// follow its cache) whose table is plain f32 values, when `value` can be read outside the
+    /// arena (see [`Self::readable_outside_arena`]). MiniLM's copy of 196 KB took 13–17 µs a
+    /// call, before the add that reads it. Its slot stays in the plan, unused.
+    pub(super) fn borrowed_positions(&self, value: ir::Value) -> Option<TokenStream> {
+        let ir::ValueDef::Node { node, .. } = self.graph.values[value].def else {
+            return None;
+        };
+        let data = &self.graph.nodes[node];
+        if !matches!(data.op, ir::Op::PositionEmbedding) || !self.readable_outside_arena(value) {
+            return None;
+        }
+        let table = data.inputs[1];
+        let field = self.param_fields.get(&table)?;
+        if self.graph.is_stored_table(table) {
+            return None;
+        }
+        let length = lit(usize::try_from(self.graph.ty(value).element_count()).ok()?);
+        let field = self.field(field);
+        Some(quote!(#field[..#length]))
+    }
+
+    /// What `forward` reads in place of `value`'s arena slot, if anything: a network input
+    /// where the caller holds it ([`Self::borrowed_input`]) or a position embedding's rows in
+    /// their table ([`Self::borrowed_positions`]). An expression of a slice.
+    pub(super) fn borrowed(&self, value: ir::Value) -> Option<TokenStream> {
+        match self.borrowed_input(value) {
+            Some(local) => Some(quote!(#local)),
+            None => self.borrowed_positions(value),
+        }
+    }
+
+    /// Whether `forward` may read `value` somewhere other than its arena slot: in a network
+    /// (a decoder copies its inputs and computes its positions), when no node overwrites it in
+    /// place (a reshape of it included), no rolled run carries a value into its slot or out of
+    /// it, and it is not an output (whose view the caller gets is its slot).
+    fn readable_outside_arena(&self, value: ir::Value) -> bool {
         let overwritten = self
             .graph
             .values
             .iter()
             .any(|(other, _)| other != value && self.plan.group[other] == value);
-        let carried_into = self
-            .rolling
-            .as_ref()
-            .is_some_and(|rolling| rolling.copies.iter().flatten().any(|&(_, to)| to == value));
+        let carried = self.rolling.as_ref().is_some_and(|rolling| {
+            rolling
+                .copies
+                .iter()
+                .flatten()
+                .any(|&(from, to)| from == value || to == value)
+        });
         let is_output = self
             .graph
             .outputs
             .iter()
             .any(|output| output.value == value);
-        let borrowed = self.decoding.is_none()
+        self.decoding.is_none()
             && self.chunk_rows.is_none()
             && !overwritten
-            && !carried_into
-            && !is_output;
-        borrowed.then(|| format_ident!("input_{}", index))
+            && !carried
+            && !is_output
     }
 
     /// Where `node` runs: in a network's `forward`, a decoder's `encode`, or a decoder's step.

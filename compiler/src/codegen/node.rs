@@ -27,6 +27,10 @@ impl Generator<'_> {
             }
         });
         let NodeCall { call, operands } = kernel_call::kernel_call(graph, data, &self.site(node));
+        if self.borrowed_positions(data.outputs[0]).is_some() {
+            let comment = format!("{comment} (read in its table)");
+            return quote!(__nnc_comment!(#comment););
+        }
         if self.plan.in_place(data.outputs[0], data.inputs[0]) {
             return self.in_place_code(node, data, &call, &comment);
         }
@@ -49,10 +53,14 @@ impl Generator<'_> {
                 continue;
             }
             let slot = self.plan.slots[value].expect("activations have slots");
-            if let Some(local) = self.borrowed_input(value) {
-                reads.push(format!("{operand} = {}", self.value_source(value)));
+            if let Some(source) = self.borrowed(value) {
+                let place = match self.borrowed_positions(value) {
+                    Some(_) => " in its table",
+                    None => "",
+                };
+                reads.push(format!("{operand} = {}{place}", self.value_source(value)));
                 let element = element_type(slot.dtype);
-                other_bindings.push(quote!(let #operand: &[#element] = &#local;));
+                other_bindings.push(quote!(let #operand: &[#element] = &#source;));
                 continue;
             }
             reads.push(format!(
@@ -674,7 +682,7 @@ impl Generator<'_> {
                 };
                 let other = data.inputs[1];
                 let pair = self.value_pair(data.outputs[0], Some(node));
-                let borrowed = self.borrowed_input(other);
+                let borrowed = self.borrowed(other);
                 let bind_other = match (self.param_fields.get(&other), borrowed) {
                     (Some(field), _) => {
                         let field = self.field(field);
@@ -683,11 +691,11 @@ impl Generator<'_> {
                             let other: &[f32] = &#field;
                         }
                     }
-                    (None, Some(local)) => {
+                    (None, Some(source)) => {
                         let element = element_type(slot.dtype);
                         quote! {
                             let values = &mut self.#arena[#range];
-                            let other: &[#element] = &#local;
+                            let other: &[#element] = &#source;
                         }
                     }
                     (None, None) => {
