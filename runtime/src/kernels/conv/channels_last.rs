@@ -555,38 +555,22 @@ unsafe fn depthwise_row_pair_avx2(
     let (interior, upper_count) = interior_taps(upper, &mut upper_taps);
     let mut lower_taps = [(0usize, 0usize); MAX_TAPS];
     let (lower_interior, lower_count) = interior_taps(lower, &mut lower_taps);
-    border_pixels(upper, &interior, upper_output);
-    border_pixels(lower, &lower_interior, lower_output);
-    let channels = upper.channels;
-    let pixels =
-        |interior: &std::ops::Range<usize>| interior.start * channels..interior.end * channels;
     // The interior depends on the columns only, so the two runs are the same; were they not,
-    // each would go on its own.
-    if !interior.is_empty() && interior == lower_interior {
-        interior_pixel_pairs(
-            &interior_run(upper, &interior, &upper_taps[..upper_count]),
-            &interior_run(lower, &interior, &lower_taps[..lower_count]),
-            &mut upper_output[pixels(&interior)],
-            &mut lower_output[pixels(&interior)],
-        );
+    // or were there none, each row would go alone.
+    if interior.is_empty() || interior != lower_interior {
+        depthwise_row_body(upper, upper_output);
+        depthwise_row_body(lower, lower_output);
         return;
     }
-    for (row, interior, taps, output) in [
-        (upper, &interior, &upper_taps[..upper_count], upper_output),
-        (
-            lower,
-            &lower_interior,
-            &lower_taps[..lower_count],
-            lower_output,
-        ),
-    ] {
-        if !interior.is_empty() {
-            interior_pixels(
-                &interior_run(row, interior, taps),
-                &mut output[pixels(interior)],
-            );
-        }
-    }
+    border_pixels(upper, &interior, upper_output);
+    border_pixels(lower, &interior, lower_output);
+    let pixels = interior.start * upper.channels..interior.end * upper.channels;
+    interior_pixel_pairs(
+        &interior_run(upper, &interior, &upper_taps[..upper_count]),
+        &interior_run(lower, &interior, &lower_taps[..lower_count]),
+        &mut upper_output[pixels.clone()],
+        &mut lower_output[pixels],
+    );
 }
 
 /// The run of interior pixels of `row` (every kernel column inside the row), empty for kernels
