@@ -599,11 +599,14 @@ impl<'g> Generator<'g> {
 
     /// What `forward` reads in place of `value`'s arena slot, if anything: a network input
     /// where the caller holds it ([`Self::borrowed_input`]) or a position embedding's rows in
-    /// their table ([`Self::borrowed_positions`]). An expression of a slice.
-    pub(super) fn borrowed(&self, value: ir::Value) -> Option<TokenStream> {
+    /// their table ([`Self::borrowed_positions`]). An expression of a slice, and where it lies
+    /// for a comment (empty for an input, whose source names it).
+    pub(super) fn borrowed(&self, value: ir::Value) -> Option<(TokenStream, &'static str)> {
         match self.borrowed_input(value) {
-            Some(local) => Some(quote!(#local)),
-            None => self.borrowed_positions(value),
+            Some(local) => Some((quote!(#local), "")),
+            None => self
+                .borrowed_positions(value)
+                .map(|rows| (rows, " in its table")),
         }
     }
 

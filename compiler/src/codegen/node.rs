@@ -26,11 +26,11 @@ impl Generator<'_> {
                 format!(" {{{attrs}}}")
             }
         });
-        let NodeCall { call, operands } = kernel_call::kernel_call(graph, data, &self.site(node));
         if self.borrowed_positions(data.outputs[0]).is_some() {
             let comment = format!("{comment} (read in its table)");
             return quote!(__nnc_comment!(#comment););
         }
+        let NodeCall { call, operands } = kernel_call::kernel_call(graph, data, &self.site(node));
         if self.plan.in_place(data.outputs[0], data.inputs[0]) {
             return self.in_place_code(node, data, &call, &comment);
         }
@@ -53,11 +53,7 @@ impl Generator<'_> {
                 continue;
             }
             let slot = self.plan.slots[value].expect("activations have slots");
-            if let Some(source) = self.borrowed(value) {
-                let place = match self.borrowed_positions(value) {
-                    Some(_) => " in its table",
-                    None => "",
-                };
+            if let Some((source, place)) = self.borrowed(value) {
                 reads.push(format!("{operand} = {}{place}", self.value_source(value)));
                 let element = element_type(slot.dtype);
                 other_bindings.push(quote!(let #operand: &[#element] = &#source;));
@@ -682,7 +678,7 @@ impl Generator<'_> {
                 };
                 let other = data.inputs[1];
                 let pair = self.value_pair(data.outputs[0], Some(node));
-                let borrowed = self.borrowed(other);
+                let borrowed = self.borrowed(other).map(|(source, _)| source);
                 let bind_other = match (self.param_fields.get(&other), borrowed) {
                     (Some(field), _) => {
                         let field = self.field(field);
