@@ -17,45 +17,58 @@ use std::arch::x86_64::{
     _mm256_slli_epi32, _mm256_srai_epi32, _mm256_storeu_ps, _mm256_sub_epi32, _mm256_sub_ps,
 };
 
-/// `e^x` in every lane, equal to `nnc_ops::math::exp` lane by lane (NaN stays NaN).
+/// `e^x` in every lane of `N` vectors, equal to `nnc_ops::math::exp` lane by lane (NaN stays
+/// NaN). Each step is taken for all `N` vectors before the next: one vector's steps are a chain
+/// of about twenty dependent operations, and with two chains interleaved the attention's
+/// exponentials take about a quarter less time than one vector at a time (`attention_timing`).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn exp(x: __m256) -> __m256 {
+pub(crate) fn exp_each<const N: usize>(x: [__m256; N]) -> [__m256; N] {
     use nnc_ops::math::exp_constants::{
         LN2_HIGH, LN2_LOW, LOG2_E, MAX, MIN, POLYNOMIAL as COEFFICIENTS, ROUNDING_SHIFT,
     };
     // `x.clamp(MIN, MAX)`: `max_ps` and `min_ps` return their second operand when either is
     // NaN, so a NaN `x` passes through both.
-    let x = _mm256_min_ps(_mm256_set1_ps(MAX), _mm256_max_ps(_mm256_set1_ps(MIN), x));
+    let x = x.map(|x| _mm256_min_ps(_mm256_set1_ps(MAX), _mm256_max_ps(_mm256_set1_ps(MIN), x)));
     let shift = _mm256_set1_ps(ROUNDING_SHIFT);
-    let shifted = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2_E), shift);
+    let shifted = x.map(|x| _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2_E), shift));
     // The rounded `n` as an integer: the low mantissa bits of `shifted`.
-    let exponent = _mm256_sub_epi32(
-        _mm256_castps_si256(shifted),
-        _mm256_set1_epi32(ROUNDING_SHIFT.to_bits() as i32),
-    );
-    let n = _mm256_sub_ps(shifted, shift);
+    let exponent = shifted.map(|shifted| {
+        _mm256_sub_epi32(
+            _mm256_castps_si256(shifted),
+            _mm256_set1_epi32(ROUNDING_SHIFT.to_bits() as i32),
+        )
+    });
+    let n = shifted.map(|shifted| _mm256_sub_ps(shifted, shift));
     // `(-n) * c + y` rounds as `-(n * c) + y`: negation is exact.
-    let r = _mm256_fnmadd_ps(
-        n,
-        _mm256_set1_ps(LN2_LOW),
-        _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x),
-    );
-    let mut polynomial = _mm256_set1_ps(COEFFICIENTS[5]);
+    let r: [__m256; N] = std::array::from_fn(|i| {
+        _mm256_fnmadd_ps(
+            n[i],
+            _mm256_set1_ps(LN2_LOW),
+            _mm256_fnmadd_ps(n[i], _mm256_set1_ps(LN2_HIGH), x[i]),
+        )
+    });
+    let mut polynomial = [_mm256_set1_ps(COEFFICIENTS[5]); N];
     for &coefficient in COEFFICIENTS[..5].iter().rev() {
-        polynomial = _mm256_fmadd_ps(polynomial, r, _mm256_set1_ps(coefficient));
+        for i in 0..N {
+            polynomial[i] = _mm256_fmadd_ps(polynomial[i], r[i], _mm256_set1_ps(coefficient));
+        }
     }
-    let mantissa = _mm256_add_ps(
-        _mm256_fmadd_ps(polynomial, _mm256_mul_ps(r, r), r),
-        _mm256_set1_ps(1.0),
-    );
+    let mantissa: [__m256; N] = std::array::from_fn(|i| {
+        _mm256_add_ps(
+            _mm256_fmadd_ps(polynomial[i], _mm256_mul_ps(r[i], r[i]), r[i]),
+            _mm256_set1_ps(1.0),
+        )
+    });
     // `2^n` as two normal factors, `2^(n >> 1)` and `2^(n - (n >> 1))`, multiplied in the
     // scalar function's order.
-    let half = _mm256_srai_epi32::<1>(exponent);
     let bias = _mm256_set1_epi32(127);
-    let first = power_of_two(_mm256_add_epi32(half, bias));
-    let second = power_of_two(_mm256_add_epi32(_mm256_sub_epi32(exponent, half), bias));
-    _mm256_mul_ps(_mm256_mul_ps(mantissa, first), second)
+    std::array::from_fn(|i| {
+        let half = _mm256_srai_epi32::<1>(exponent[i]);
+        let first = power_of_two(_mm256_add_epi32(half, bias));
+        let second = power_of_two(_mm256_add_epi32(_mm256_sub_epi32(exponent[i], half), bias));
+        _mm256_mul_ps(_mm256_mul_ps(mantissa[i], first), second)
+    })
 }
 
 /// The float whose biased exponent field is `biased` (and mantissa zero).
@@ -128,18 +141,27 @@ pub(crate) unsafe fn maximum(values: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -> f32 {
     let maximum = _mm256_set1_ps(maximum);
-    let minus_infinity = _mm256_set1_ps(f32::NEG_INFINITY);
     let mut sum = _mm256_setzero_ps();
-    // The exponentials of `x`'s lanes, +0 where `x` is minus infinity.
-    let exponentiate = |x: __m256| {
-        let masked = _mm256_cmp_ps::<_CMP_EQ_OQ>(x, minus_infinity);
-        _mm256_andnot_ps(masked, exp(_mm256_sub_ps(x, maximum)))
-    };
-    let mut chunks = values.chunks_exact_mut(8);
+    // Sixteen at a time, the two vectors' exponentials interleaved (`exp_each`).
+    let mut pairs = values.chunks_exact_mut(16);
+    for pair in &mut pairs {
+        // SAFETY: The loads and stores touch the chunk's sixteen floats.
+        unsafe {
+            let x = [
+                _mm256_loadu_ps(pair.as_ptr()),
+                _mm256_loadu_ps(pair.as_ptr().add(8)),
+            ];
+            let [low, high] = exponentiate_masked(x, maximum);
+            _mm256_storeu_ps(pair.as_mut_ptr(), low);
+            _mm256_storeu_ps(pair.as_mut_ptr().add(8), high);
+            sum = _mm256_add_ps(_mm256_add_ps(sum, low), high);
+        }
+    }
+    let mut chunks = pairs.into_remainder().chunks_exact_mut(8);
     for chunk in &mut chunks {
         // SAFETY: The load and store touch the chunk's eight floats.
         unsafe {
-            let value = exponentiate(_mm256_loadu_ps(chunk.as_ptr()));
+            let [value] = exponentiate_masked([_mm256_loadu_ps(chunk.as_ptr())], maximum);
             _mm256_storeu_ps(chunk.as_mut_ptr(), value);
             sum = _mm256_add_ps(sum, value);
         }
@@ -151,7 +173,8 @@ pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -
         // other lanes load as zero, and their values are zeroed before the sum.
         unsafe {
             let x = _mm256_maskload_ps(tail.as_ptr(), lanes);
-            let value = _mm256_and_ps(_mm256_castsi256_ps(lanes), exponentiate(x));
+            let [value] = exponentiate_masked([x], maximum);
+            let value = _mm256_and_ps(_mm256_castsi256_ps(lanes), value);
             _mm256_maskstore_ps(tail.as_mut_ptr(), lanes, value);
             sum = _mm256_add_ps(sum, value);
         }
@@ -160,6 +183,18 @@ pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -
     // SAFETY: The store writes the eight floats of `lanes`.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
     lanes.iter().sum()
+}
+
+/// The exponentials of `x - maximum` lane by lane, +0 where `x` is minus infinity.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn exponentiate_masked<const N: usize>(x: [__m256; N], maximum: __m256) -> [__m256; N] {
+    let minus_infinity = _mm256_set1_ps(f32::NEG_INFINITY);
+    let exponentials = exp_each(x.map(|x| _mm256_sub_ps(x, maximum)));
+    std::array::from_fn(|i| {
+        let masked = _mm256_cmp_ps::<_CMP_EQ_OQ>(x[i], minus_infinity);
+        _mm256_andnot_ps(masked, exponentials[i])
+    })
 }
 
 #[cfg(test)]
@@ -175,7 +210,10 @@ mod tests {
         let mut outputs = [0.0; 8];
         // SAFETY: Checked before the call in each test; the load and store cover the two
         // arrays of eight floats.
-        unsafe { _mm256_storeu_ps(outputs.as_mut_ptr(), exp(_mm256_loadu_ps(inputs.as_ptr()))) };
+        unsafe {
+            let [output] = exp_each([_mm256_loadu_ps(inputs.as_ptr())]);
+            _mm256_storeu_ps(outputs.as_mut_ptr(), output);
+        }
         assert_exp_bits(inputs, &outputs);
     }
 
@@ -195,6 +233,27 @@ mod tests {
         ) {
             if has_avx2_fma() {
                 assert_same_bits(&inputs);
+            }
+        }
+
+        #[test]
+        fn two_interleaved_vectors_equal_the_scalar_function(
+            inputs in prop::array::uniform16(prop_oneof![-110.0f32..90.0, -1.0f32..1.0]),
+        ) {
+            if has_avx2_fma() {
+                let mut outputs = [0.0; 16];
+                // SAFETY: The processor has AVX2 and FMA (checked above); the loads and stores
+                // cover the two arrays of sixteen floats.
+                unsafe {
+                    let x = [
+                        _mm256_loadu_ps(inputs.as_ptr()),
+                        _mm256_loadu_ps(inputs.as_ptr().add(8)),
+                    ];
+                    let [low, high] = exp_each(x);
+                    _mm256_storeu_ps(outputs.as_mut_ptr(), low);
+                    _mm256_storeu_ps(outputs.as_mut_ptr().add(8), high);
+                }
+                assert_exp_bits(&inputs, &outputs);
             }
         }
     }

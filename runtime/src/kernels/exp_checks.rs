@@ -71,6 +71,9 @@ pub(crate) fn check_masked_exponentials(
         2 * lanes - 1,
         2 * lanes,
         2 * lanes + 1,
+        3 * lanes - 1,
+        3 * lanes + 1,
+        4 * lanes + 3,
     ] {
         let mut values: Vec<f32> = (0..length + 1).map(|i| i as f32 * -0.75).collect();
         values[length / 2] = f32::NEG_INFINITY;
