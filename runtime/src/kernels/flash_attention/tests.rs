@@ -316,6 +316,54 @@ fn agrees_with_the_plain_kernel_for_every_thread_count() {
 }
 
 #[test]
+fn units_claimed_by_any_number_of_threads_give_the_same_bits() {
+    let _guard = crate::test_support::lock_thread_count();
+    // Two sequences of eight heads on two key/value heads (claims of the four units that share
+    // one at two threads, of one unit at three), of six heads each with its own, and one of
+    // nine heads on three (SmolLM2's: three claims of three units would leave a slot one, so
+    // single units).
+    for (batch, n_heads, n_kv_heads, claim_at_two) in [(2, 8, 2, 4), (2, 6, 6, 1), (1, 9, 3, 1)] {
+        let shape = AttentionShape {
+            batch,
+            query_len: 40,
+            key_len: 40,
+            n_heads,
+            n_kv_heads,
+            head_dim: 16,
+        };
+        let (q, k, v) = ramp_case(shape);
+        let options = AttentionOptions {
+            causal: true,
+            ..AttentionOptions::default()
+        };
+        let mut outputs = Vec::new();
+        for threads in [1, 2, 3] {
+            crate::set_num_threads(threads);
+            if threads == 2 {
+                assert_eq!(
+                    WorkPlan::new(&shape, 40).claim,
+                    claim_at_two,
+                    "{n_heads} heads"
+                );
+            }
+            let mut workspace = FlashAttentionWorkspace::new(&shape);
+            let (expected, output) =
+                plain_and_tiled((&q, &k, &v), &shape, &options, &mut workspace);
+            assert_max_abs_error(&output, &expected, 1e-4);
+            outputs.push(
+                output
+                    .iter()
+                    .map(|value| value.to_bits())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(outputs[0], outputs[1], "{n_heads} heads, two threads");
+        assert_eq!(outputs[0], outputs[2], "{n_heads} heads, three threads");
+    }
+    crate::set_num_threads(0);
+}
+
+#[test]
 fn short_sequences_are_one_block_and_a_cache_keeps_its_block_size() {
     let _guard = crate::test_support::lock_thread_count();
     crate::set_num_threads(2);
