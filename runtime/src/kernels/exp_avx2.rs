@@ -208,13 +208,18 @@ mod tests {
     use crate::kernels::vectorize::has_avx2_fma;
     use proptest::prelude::*;
 
-    fn assert_same_bits(inputs: &[f32; 8]) {
-        let mut outputs = [0.0; 8];
-        // SAFETY: Checked before the call in each test; the load and store cover the two
-        // arrays of eight floats.
+    /// Checks `exp_each` on `N` vectors, `inputs` holding their `8 * N` lanes, against the
+    /// scalar function bit for bit.
+    fn assert_same_bits<const N: usize>(inputs: &[f32]) {
+        assert_eq!(inputs.len(), 8 * N);
+        let mut outputs = vec![0.0; 8 * N];
+        // SAFETY: Checked before the call in each test; the loads and stores cover the `8 * N`
+        // floats of `inputs` and `outputs`.
         unsafe {
-            let [output] = exp_each([_mm256_loadu_ps(inputs.as_ptr())]);
-            _mm256_storeu_ps(outputs.as_mut_ptr(), output);
+            let x = std::array::from_fn(|i| _mm256_loadu_ps(inputs.as_ptr().add(8 * i)));
+            for (i, output) in exp_each::<N>(x).into_iter().enumerate() {
+                _mm256_storeu_ps(outputs.as_mut_ptr().add(8 * i), output);
+            }
         }
         assert_exp_bits(inputs, &outputs);
     }
@@ -223,7 +228,7 @@ mod tests {
     fn edges_equal_the_scalar_function() {
         if has_avx2_fma() {
             for edges in EDGES.chunks_exact(8) {
-                assert_same_bits(edges.try_into().expect("eight edges"));
+                assert_same_bits::<1>(edges);
             }
         }
     }
@@ -234,7 +239,7 @@ mod tests {
             inputs in prop::array::uniform8(prop_oneof![-110.0f32..90.0, -1.0f32..1.0]),
         ) {
             if has_avx2_fma() {
-                assert_same_bits(&inputs);
+                assert_same_bits::<1>(&inputs);
             }
         }
 
@@ -243,19 +248,7 @@ mod tests {
             inputs in prop::array::uniform16(prop_oneof![-110.0f32..90.0, -1.0f32..1.0]),
         ) {
             if has_avx2_fma() {
-                let mut outputs = [0.0; 16];
-                // SAFETY: The processor has AVX2 and FMA (checked above); the loads and stores
-                // cover the two arrays of sixteen floats.
-                unsafe {
-                    let x = [
-                        _mm256_loadu_ps(inputs.as_ptr()),
-                        _mm256_loadu_ps(inputs.as_ptr().add(8)),
-                    ];
-                    let [low, high] = exp_each(x);
-                    _mm256_storeu_ps(outputs.as_mut_ptr(), low);
-                    _mm256_storeu_ps(outputs.as_mut_ptr().add(8), high);
-                }
-                assert_exp_bits(&inputs, &outputs);
+                assert_same_bits::<2>(&inputs);
             }
         }
     }
