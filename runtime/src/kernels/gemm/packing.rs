@@ -61,6 +61,11 @@ pub(super) fn pack_rhs_panel(
 
 /// Packs rows `rows` of A, columns `first_column..first_column + depth`, into consecutive
 /// panels of `MR` rows, each column-major (`panel[p * MR + r]`) with zero padding below.
+///
+/// Where the rows are contiguous (column stride 1) and the processor has AVX2, a whole panel
+/// goes eight steps at a time through a transpose in registers ([`x86_64::pack_lhs_panel`]);
+/// element by element, the stores `MR` floats apart made the packing of ResNet-18's deepest
+/// layers (49 x 4608, channels-last) about 6% of a `gemm_timing` call's samples.
 pub(super) fn pack_lhs_block(
     matrix: MatrixRef<'_>,
     rows: Range<usize>,
@@ -68,25 +73,165 @@ pub(super) fn pack_lhs_block(
     depth: usize,
     output: &mut [f32],
 ) {
-    let MatrixRef {
-        data,
-        row_stride,
-        column_stride,
-        ..
-    } = matrix;
+    #[cfg(target_arch = "x86_64")]
+    let transpose = matrix.column_stride == 1 && crate::kernels::vectorize::has_avx2_fma();
     for (panel_index, panel) in output.chunks_exact_mut(depth * MR).enumerate() {
         let first_row = rows.start + panel_index * MR;
         if first_row >= rows.end {
             break;
         }
         let height = MR.min(rows.end - first_row);
-        if height < MR {
-            panel.fill(0.0);
+        #[cfg(target_arch = "x86_64")]
+        if transpose && height == MR {
+            let rows = &matrix.data[first_row * matrix.row_stride + first_column..];
+            // SAFETY: The processor has AVX2 (checked above).
+            unsafe { x86_64::pack_lhs_panel(rows, matrix.row_stride, panel) };
+            continue;
         }
-        for row in 0..height {
-            let base = (first_row + row) * row_stride + first_column * column_stride;
-            for (step, panel_column) in panel.chunks_exact_mut(MR).enumerate() {
-                panel_column[row] = data[base + step * column_stride];
+        pack_lhs_panel_portable(matrix, first_row, height, first_column, panel);
+    }
+}
+
+/// One panel of [`pack_lhs_block`], element by element: rows `first_row..first_row + height`
+/// (`height <= MR`), the panel's length in steps from `first_column`.
+fn pack_lhs_panel_portable(
+    matrix: MatrixRef<'_>,
+    first_row: usize,
+    height: usize,
+    first_column: usize,
+    panel: &mut [f32],
+) {
+    let MatrixRef {
+        data,
+        row_stride,
+        column_stride,
+        ..
+    } = matrix;
+    if height < MR {
+        panel.fill(0.0);
+    }
+    for row in 0..height {
+        let base = (first_row + row) * row_stride + first_column * column_stride;
+        for (step, panel_column) in panel.chunks_exact_mut(MR).enumerate() {
+            panel_column[row] = data[base + step * column_stride];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64 {
+    use super::MR;
+    use std::arch::x86_64::*;
+
+    /// One full panel of `MR` rows: `panel[p * MR + r] = rows[r * row_stride + p]` for every
+    /// step `p < panel.len() / MR`. Eight steps at a time the six rows are loaded, transposed
+    /// as an 8 x 8 block (two rows of zeros), and each step's column stored as eight floats at
+    /// `p * MR`, the two past its six overwritten by the next step's; the last step of the panel
+    /// stores only its six, and the steps past the last multiple of eight go one by one.
+    ///
+    /// # Safety
+    /// The processor has AVX2. (A `rows` shorter than `(MR - 1) * row_stride + panel.len() /
+    /// MR` values panics.)
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pack_lhs_panel(rows: &[f32], row_stride: usize, panel: &mut [f32]) {
+        const { assert!(MR == 6, "the transpose loads six rows") };
+        let depth = panel.len() / MR;
+        let zero = _mm256_setzero_ps();
+        let mut step = 0;
+        while step + 8 <= depth {
+            let [r0, r1, r2, r3, r4, r5] = std::array::from_fn(|row| {
+                let values = &rows[row * row_stride + step..][..8];
+                // SAFETY: `values` holds eight floats.
+                unsafe { _mm256_loadu_ps(values.as_ptr()) }
+            });
+            // The classic 8 x 8 transpose: pairs of rows interleaved, then pairs of pairs,
+            // then the 128-bit halves; rows 6 and 7 are zeros.
+            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, zero);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, zero);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, zero);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, zero);
+            let columns = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (offset, column) in columns.into_iter().enumerate() {
+                let at = (step + offset) * MR;
+                if let Some(values) = panel.get_mut(at..at + 8) {
+                    // SAFETY: `values` holds eight floats.
+                    unsafe { _mm256_storeu_ps(values.as_mut_ptr(), column) };
+                } else {
+                    let mut lanes = [0.0; 8];
+                    // SAFETY: `lanes` holds eight floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), column) };
+                    panel[at..at + MR].copy_from_slice(&lanes[..MR]);
+                }
+            }
+            step += 8;
+        }
+        for step in step..depth {
+            for row in 0..MR {
+                panel[step * MR + row] = rows[row * row_stride + step];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Every panel of a block packed, against the definition: full panels of contiguous rows
+        /// through the transpose where the processor has AVX2 (depths on both sides of a
+        /// multiple of eight, the last step's store cut short), partial panels and strided
+        /// columns element by element.
+        #[test]
+        fn packed_panels_hold_the_block_column_by_column(
+            (rows, cols) in (1..20usize, 1..50usize),
+            spare in 0..3usize,
+            transposed in any::<bool>(),
+            first_row in 0..20usize,
+            first_column in 0..50usize,
+            depth in 1..50usize,
+        ) {
+            let (first_row, first_column) = (first_row % rows, first_column % cols);
+            let depth = depth.min(cols - first_column);
+            let data: Vec<f32> = (0..rows * (cols + spare)).map(|i| i as f32 + 0.5).collect();
+            let (row_stride, column_stride) = if transposed {
+                (1, rows)
+            } else {
+                (cols + spare, 1)
+            };
+            let matrix = MatrixRef::new(&data, rows, cols, row_stride, column_stride).unwrap();
+            let panels = (rows - first_row).div_ceil(MR);
+            let mut output = vec![f32::NAN; panels * MR * depth];
+            pack_lhs_block(matrix, first_row..rows, first_column, depth, &mut output);
+            for (index, &value) in output.iter().enumerate() {
+                let (panel, within) = (index / (MR * depth), index % (MR * depth));
+                let (step, row) = (within / MR, within % MR);
+                let row = first_row + panel * MR + row;
+                let expected = if row < rows {
+                    data[row * row_stride + (first_column + step) * column_stride]
+                } else {
+                    0.0
+                };
+                prop_assert_eq!(value.to_bits(), expected.to_bits(), "element {}", index);
             }
         }
     }
