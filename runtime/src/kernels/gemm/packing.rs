@@ -46,15 +46,36 @@ pub(super) fn pack_rhs_panel(
         }
         return;
     }
-    if width < NR {
-        panel.fill(0.0);
-    }
     // Walking down each source column keeps the reads sequential when B is a transposed
     // row-major matrix (`row_stride == 1`).
-    for column in 0..width {
-        let base = (first_column + column) * column_stride + first_row * row_stride;
-        for (step, panel_row) in panel.chunks_exact_mut(NR).enumerate() {
-            panel_row[column] = data[base + step * row_stride];
+    gather_lanes(
+        data,
+        NR,
+        width,
+        |column| (first_column + column) * column_stride + first_row * row_stride,
+        row_stride,
+        panel,
+    );
+}
+
+/// `panel[step * lanes_per_step + lane] = data[base(lane) + step * step_stride]` for the first
+/// `lanes` lanes of every step, the panel's other lanes zero: a strided operand gathered into a
+/// panel lane by lane (a column of B, a row of A), each lane's reads in order.
+fn gather_lanes(
+    data: &[f32],
+    lanes_per_step: usize,
+    lanes: usize,
+    base: impl Fn(usize) -> usize,
+    step_stride: usize,
+    panel: &mut [f32],
+) {
+    if lanes < lanes_per_step {
+        panel.fill(0.0);
+    }
+    for lane in 0..lanes {
+        let base = base(lane);
+        for (step, lanes) in panel.chunks_exact_mut(lanes_per_step).enumerate() {
+            lanes[lane] = data[base + step * step_stride];
         }
     }
 }
@@ -107,15 +128,14 @@ fn pack_lhs_panel_portable(
         column_stride,
         ..
     } = matrix;
-    if height < MR {
-        panel.fill(0.0);
-    }
-    for row in 0..height {
-        let base = (first_row + row) * row_stride + first_column * column_stride;
-        for (step, panel_column) in panel.chunks_exact_mut(MR).enumerate() {
-            panel_column[row] = data[base + step * column_stride];
-        }
-    }
+    gather_lanes(
+        data,
+        MR,
+        height,
+        |row| (first_row + row) * row_stride + first_column * column_stride,
+        column_stride,
+        panel,
+    );
 }
 
 #[cfg(target_arch = "x86_64")]
