@@ -500,11 +500,13 @@ unsafe fn transpose_block_few_rows(
     }
 }
 
-/// The columns of eight rows of eight in registers.
+/// The columns of eight rows of eight in registers (also the GEMM's packing of A).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2")]
-fn transpose_registers_8x8(rows: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+pub(crate) fn transpose_registers_8x8(
+    rows: [std::arch::x86_64::__m256; 8],
+) -> [std::arch::x86_64::__m256; 8] {
     use std::arch::x86_64::*;
     let [r0, r1, r2, r3, r4, r5, r6, r7] = rows;
     // Pairs: [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], ...

@@ -141,13 +141,15 @@ fn pack_lhs_panel_portable(
 #[cfg(target_arch = "x86_64")]
 mod x86_64 {
     use super::MR;
+    use crate::kernels::shape::transpose_registers_8x8;
     use std::arch::x86_64::*;
 
     /// One full panel of `MR` rows: `panel[p * MR + r] = rows[r * row_stride + p]` for every
     /// step `p < panel.len() / MR`. Eight steps at a time the six rows are loaded, transposed
-    /// as an 8 x 8 block (two rows of zeros), and each step's column stored as eight floats at
-    /// `p * MR`, the two past its six overwritten by the next step's; the last step of the panel
-    /// stores only its six, and the steps past the last multiple of eight go one by one.
+    /// as an 8 x 8 block with two rows of zeros (`transpose_registers_8x8`, as the layout
+    /// kernels do), and each step's column stored as eight floats at `p * MR`, the two past its
+    /// six overwritten by the next step's; the last step of the panel stores only its six, and
+    /// the steps past the last multiple of eight go one by one.
     ///
     /// # Safety
     /// The processor has AVX2. (A `rows` shorter than `(MR - 1) * row_stride + panel.len() /
@@ -164,29 +166,7 @@ mod x86_64 {
                 // SAFETY: `values` holds eight floats.
                 unsafe { _mm256_loadu_ps(values.as_ptr()) }
             });
-            // The classic 8 x 8 transpose: pairs of rows interleaved, then pairs of pairs,
-            // then the 128-bit halves; rows 6 and 7 are zeros.
-            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
-            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
-            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, zero);
-            let u5 = _mm256_shuffle_ps::<0xEE>(t4, zero);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, zero);
-            let u7 = _mm256_shuffle_ps::<0xEE>(t5, zero);
-            let columns = [
-                _mm256_permute2f128_ps::<0x20>(u0, u4),
-                _mm256_permute2f128_ps::<0x20>(u1, u5),
-                _mm256_permute2f128_ps::<0x20>(u2, u6),
-                _mm256_permute2f128_ps::<0x20>(u3, u7),
-                _mm256_permute2f128_ps::<0x31>(u0, u4),
-                _mm256_permute2f128_ps::<0x31>(u1, u5),
-                _mm256_permute2f128_ps::<0x31>(u2, u6),
-                _mm256_permute2f128_ps::<0x31>(u3, u7),
-            ];
+            let columns = transpose_registers_8x8([r0, r1, r2, r3, r4, r5, zero, zero]);
             for (offset, column) in columns.into_iter().enumerate() {
                 let at = (step + offset) * MR;
                 if let Some(values) = panel.get_mut(at..at + 8) {
