@@ -181,11 +181,8 @@ mod x86_64 {
             }
             step += 8;
         }
-        for step in step..depth {
-            for row in 0..MR {
-                panel[step * MR + row] = rows[row * row_stride + step];
-            }
-        }
+        let tail = &mut panel[step * MR..];
+        super::gather_lanes(rows, MR, MR, |row| row * row_stride + step, 1, tail);
     }
 }
 
