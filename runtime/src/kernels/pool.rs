@@ -617,9 +617,12 @@ impl<'a> PlaneRows<'a> {
             true => rows::three_wide_stride_2_column(out_w, self.width),
             false => padded.max(padding_w + self.width),
         };
-        column_maxima.clear();
-        column_maxima.resize(column_length, f32::NEG_INFINITY);
         if common {
+            // Scratch for the portable form only, which fills it itself (the AVX2 and AVX-512
+            // forms keep the column in registers): it need only be long enough.
+            if column_maxima.len() < column_length {
+                column_maxima.resize(column_length, f32::NEG_INFINITY);
+            }
             let isa = Isa::detect();
             let mut rows: [&[f32]; ROWS_PER_ROUND] = [&[]; ROWS_PER_ROUND];
             for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
@@ -636,6 +639,8 @@ impl<'a> PlaneRows<'a> {
             }
             return;
         }
+        column_maxima.clear();
+        column_maxima.resize(column_length, f32::NEG_INFINITY);
         for (row, output_row) in output.chunks_exact_mut(out_w).enumerate() {
             let columns = &mut column_maxima[padding_w..][..self.width];
             let input_rows = self.input_rows(first_out_y + row);
