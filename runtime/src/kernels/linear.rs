@@ -2,7 +2,9 @@
 
 use crate::error::{KernelResult, check_length, invalid_parameter};
 use crate::kernels::activation::Activation;
-use crate::kernels::gemm::{Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMatrix, Rhs, gemm};
+use crate::kernels::gemm::{
+    Bias, Epilogue, GemmOptions, Lhs, MatrixRef, PackedMatrix, Rhs, gemm_of_weights,
+};
 
 /// A linear layer ready to run: `W^T` packed for the GEMM, the bias, and an optional activation
 /// fused into the GEMM's epilogue.
@@ -94,7 +96,7 @@ impl PackedLinear {
         let bias = self.bias.as_deref().map(Bias::PerColumn);
         let epilogue = Epilogue::from_parts(bias, self.activation);
         let input = MatrixRef::row_major(input, rows, self.in_features)?;
-        gemm(
+        gemm_of_weights(
             Lhs::Matrix(input),
             Rhs::Packed(&self.weight),
             output,

@@ -523,6 +523,27 @@ pub fn gemm(
     })
 }
 
+/// Like `gemm`, for a linear layer's weights: a product of one row (a decoding step's projection,
+/// whose weights stream from memory) runs `GemmKernels::for_one_row`'s kernels, which round
+/// otherwise than the same row in a product of several.
+pub(crate) fn gemm_of_weights(
+    a: Lhs<'_>,
+    b: Rhs<'_>,
+    c: &mut [f32],
+    c_row_stride: usize,
+    options: &GemmOptions<'_>,
+) -> KernelResult<()> {
+    let rows = match a {
+        Lhs::Matrix(matrix) => matrix.rows,
+        Lhs::Packed(matrix) => matrix.rows,
+    };
+    let mut execution = Execution::detected(true);
+    if rows == 1 {
+        execution.kernel = execution.kernel.for_one_row();
+    }
+    with_rhs_operand(b, |b| gemm_with(a, b, c, c_row_stride, options, execution))
+}
+
 /// Like `gemm`, with C cut by rows only, one share per thread, when B is small enough to stay
 /// in cache (each task reads all of it; up to 1 MB, else as `gemm` cuts): for a
 /// channels-last convolution, whose rows are pixels, so that each thread writes whole pixels

@@ -274,6 +274,23 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Products of one row through `GemmKernels::for_one_row` (a decoding step's projections;
+    /// AVX2 reads each strip's steps in two parts side by side): depths of one step, odd and
+    /// even ones, across blocks of `KC`; strips of a left half only; every epilogue, packed and
+    /// row-major A, every kernel.
+    #[test]
+    fn one_row_products_match_reference(
+        case in cases_of_shapes(Just(1), prop_oneof![1..=9usize, 10..=2 * KC + 5], 40),
+    ) {
+        for (_, kernel) in every_available_kernel() {
+            assert_close(&case.run(with_kernel(kernel.for_one_row())), &case.expected(), 1e-4);
+        }
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Depths past `KC = 384` take several blocks of k, and the epilogue must apply on the last

@@ -183,6 +183,16 @@ pub(crate) struct GemmKernels {
     /// The deepest row-major A read in place when the task grid cuts C's columns (see
     /// `driver::ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512`).
     pub(crate) row_major_a_max_depth_column_cut: usize,
+    /// Kernels for a product of one row whose B streams from memory, where the instruction set
+    /// has ones that read it faster than `packed_a` and `row_major_a` (see `for_one_row`).
+    pub(crate) one_row: Option<OneRowKernels>,
+}
+
+/// The micro-kernels of [`GemmKernels::for_one_row`]: strips of at most one row.
+#[derive(Clone, Copy)]
+pub(crate) struct OneRowKernels {
+    pub(crate) packed_a: PackedTileKernel,
+    pub(crate) row_major_a: RowMajorTileKernelWithEpilogue,
 }
 
 impl GemmKernels {
@@ -192,12 +202,28 @@ impl GemmKernels {
         row_major_a: super::portable::tile_kernel_row_major_a_with_epilogue,
         strip_panels: 1,
         row_major_a_max_depth_column_cut: super::driver::ROW_MAJOR_LHS_MAX_DEPTH,
+        one_row: None,
     };
 
     /// The fastest kernels this processor runs, up to the cap of `set_max_isa`.
     pub(crate) fn detected() -> GemmKernels {
         GemmKernels::for_isa(super::selected_isa())
             .expect("gemm: the selected instruction set runs on this processor")
+    }
+
+    /// The kernels for a product of one row whose B streams from memory (a linear layer's
+    /// weights in a decoding step): `one_row`'s where the instruction set has them, else these.
+    /// They round otherwise than the same row in a larger product, so only callers that never
+    /// compare the two use them.
+    pub(crate) fn for_one_row(self) -> GemmKernels {
+        match self.one_row {
+            Some(one_row) => GemmKernels {
+                packed_a: one_row.packed_a,
+                row_major_a: one_row.row_major_a,
+                ..self
+            },
+            None => self,
+        }
     }
 
     /// The kernels for one instruction set, or `None` if this processor lacks it.
@@ -210,6 +236,10 @@ impl GemmKernels {
                 row_major_a: super::x86_64::tile_kernel_row_major_a_with_epilogue,
                 strip_panels: 1,
                 row_major_a_max_depth_column_cut: super::driver::ROW_MAJOR_LHS_MAX_DEPTH,
+                one_row: Some(OneRowKernels {
+                    packed_a: super::x86_64::one_row_kernel_with_epilogue,
+                    row_major_a: super::x86_64::one_row_kernel_row_major_a_with_epilogue,
+                }),
             }),
             #[cfg(target_arch = "x86_64")]
             GemmIsa::Avx512 if super::avx512::is_available() => Some(GemmKernels {
@@ -218,6 +248,7 @@ impl GemmKernels {
                 strip_panels: super::avx512::STRIP_PANELS,
                 row_major_a_max_depth_column_cut:
                     super::driver::ROW_MAJOR_LHS_MAX_DEPTH_COLUMN_CUT_AVX512,
+                one_row: None,
             }),
             GemmIsa::Avx2Fma | GemmIsa::Avx512 => None,
         }

@@ -71,6 +71,80 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel.as_ptr(), output) };
 }
 
+/// [`tile_kernel_with_epilogue`] for a strip of at most one row, read as [`row_kernel`] reads
+/// it: the kernel of a product of one row whose weights stream from memory
+/// (`GemmKernels::for_one_row`).
+///
+/// # Safety
+///
+/// As for [`tile_kernel_with_epilogue`], with `output.rows <= 1`.
+pub(super) unsafe fn one_row_kernel_with_epilogue(
+    depth: usize,
+    a_panel: &[f32],
+    b_panel: &[f32],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(output.rows <= 1 && a_panel.len() >= output.rows * depth * MR);
+    debug_assert!(b_panel.len() >= depth * NR);
+    output.debug_check();
+    let a = LhsPointer {
+        a: a_panel.as_ptr(),
+        a_row_stride: 0,
+    };
+    // SAFETY: As for `tile_kernel_with_epilogue`, for the one row (or none).
+    unsafe { one_row_strip::<false>(depth, a, b_panel.as_ptr(), output) };
+}
+
+/// [`tile_kernel_row_major_a_with_epilogue`] for a strip of at most one row, read as
+/// [`row_kernel`] reads it (see [`one_row_kernel_with_epilogue`]).
+///
+/// # Safety
+///
+/// As for [`tile_kernel_row_major_a_with_epilogue`], with `output.rows <= 1`.
+pub(super) unsafe fn one_row_kernel_row_major_a_with_epilogue(
+    depth: usize,
+    a: &[f32],
+    a_row_stride: usize,
+    b_panel: &[f32],
+    output: &TileOutput<'_>,
+) {
+    debug_assert!(output.rows <= 1 && a.len() >= output.rows * depth);
+    debug_assert!(b_panel.len() >= depth * NR);
+    output.debug_check();
+    let a = LhsPointer {
+        a: a.as_ptr(),
+        a_row_stride,
+    };
+    // SAFETY: As for `tile_kernel_row_major_a_with_epilogue`, for the one row (or none).
+    unsafe { one_row_strip::<true>(depth, a, b_panel.as_ptr(), output) };
+}
+
+/// A strip of at most one row through [`row_kernel`], over a whole panel or its left half.
+///
+/// # Safety
+///
+/// As for [`strip_kernel`], with `output.rows <= 1`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn one_row_strip<const ROW_MAJOR_A: bool>(
+    depth: usize,
+    a: LhsPointer,
+    b: *const f32,
+    output: &TileOutput<'_>,
+) {
+    if output.rows == 0 {
+        return;
+    }
+    let tile = output.tile(0);
+    // SAFETY: Forwarded from the caller, for the strip's one row.
+    unsafe {
+        if output.cols <= HALF_NR {
+            row_kernel::<ROW_MAJOR_A, true>(depth, a, b, &tile);
+        } else {
+            row_kernel::<ROW_MAJOR_A, false>(depth, a, b, &tile);
+        }
+    }
+}
+
 /// Runs the strip's tiles one after the other, each with the loop monomorphised for its rows:
 /// full tiles of `MR` rows, then the last, shorter one.
 ///
@@ -321,6 +395,82 @@ unsafe fn tile_kernel_rows<
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
     unsafe { store_tile::<ROWS>(&finished_left, &finished_right, tile) };
 }
+
+/// The k loop and store of a strip of one row (a decoding step's projections, which stream their
+/// weights from memory): the panel's steps cut into [`ROW_STREAMS`] consecutive parts, read side
+/// by side into accumulators of their own, which are added at the end. The sums round otherwise
+/// than the same row's in a tile of [`tile_kernel_rows`].
+///
+/// Streams a few kilobytes apart keep more of memory's bandwidth busy than one: a plain loop
+/// over 538 MB read 19-20 GB/s at one thread on this machine's Zen 3, 23-25 GB/s with each
+/// 24 KB block's halves read side by side. SmolLM2-135M's f32 decoding step (`nnc bench
+/// --decode`'s harness alternated six times with the one-part loop, median of the paired
+/// ratios, two such runs): 0.93x and 0.96x the time at one thread, 0.98x and 0.92x at two; four
+/// parts gave 1.00x and 1.02x.
+///
+/// # Safety
+///
+/// As for [`tile_kernel_rows`] with `ROWS = 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_kernel<const ROW_MAJOR_A: bool, const HALF: bool>(
+    depth: usize,
+    a: LhsPointer,
+    b: *const f32,
+    tile: &TileOutput<'_>,
+) {
+    if tile.accumulate {
+        super::prefetch(tile.c);
+        super::prefetch(tile.c.wrapping_add(NR - 1));
+    }
+    if let Some(residual) = tile.epilogue.residual {
+        super::prefetch(residual.as_ptr());
+        super::prefetch(residual.as_ptr().wrapping_add(NR - 1));
+    }
+    let a_step = if ROW_MAJOR_A { 1 } else { MR };
+    // Steps per part; the last part also takes the `depth % ROW_STREAMS` steps left over.
+    let part = depth / ROW_STREAMS;
+    let mut left = [[_mm256_setzero_ps(); 1]; ROW_STREAMS];
+    let mut right = [[_mm256_setzero_ps(); 1]; ROW_STREAMS];
+    let mut a_at: [*const f32; ROW_STREAMS] =
+        std::array::from_fn(|stream| a.a.wrapping_add(stream * part * a_step));
+    let mut b_at: [*const f32; ROW_STREAMS] =
+        std::array::from_fn(|stream| b.wrapping_add(stream * part * NR));
+    let mut step = |stream: usize| {
+        // SAFETY: Each part's pointers start at its first step and move one step per call, and
+        // the calls below take part `s` through steps `s * part..(s + 1) * part` (the last on
+        // to `depth`): every step is below `depth`, with A at the step times `a_step` and B's
+        // `NR` floats of it, inside what the caller vouched for.
+        unsafe {
+            fma_step::<1, HALF>(
+                a_at[stream],
+                &[0],
+                b_at[stream],
+                &mut left[stream],
+                &mut right[stream],
+            );
+            a_at[stream] = a_at[stream].add(a_step);
+            b_at[stream] = b_at[stream].add(NR);
+        }
+    };
+    for _ in 0..part {
+        (0..ROW_STREAMS).for_each(&mut step);
+    }
+    for _ in part * ROW_STREAMS..depth {
+        step(ROW_STREAMS - 1);
+    }
+    let sum = |parts: &[[__m256; 1]; ROW_STREAMS]| {
+        [parts[1..]
+            .iter()
+            .fold(parts[0][0], |total, part| _mm256_add_ps(total, part[0]))]
+    };
+    let (finished_left, finished_right) = (sum(&left), sum(&right));
+    // SAFETY: The caller vouched for one row of `tile.cols` elements at `tile.c`.
+    unsafe { store_tile::<1>(&finished_left, &finished_right, tile) };
+}
+
+/// The parts of a one-row strip's steps that [`row_kernel`] reads side by side.
+const ROW_STREAMS: usize = 2;
 
 /// Computes one strip, `C[0..rows, 0..cols] = epilogue(A_panels * B)` (at most `NR` columns),
 /// where A is packed in panels of `MR` rows and `depth` steps (one block: `depth` at most the
