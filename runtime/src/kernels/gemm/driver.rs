@@ -67,6 +67,9 @@ pub(super) struct Execution {
     /// Cut C by rows only, one share per thread, where B stays in cache (see
     /// `gemm::gemm_by_rows`).
     pub(super) rows_only: bool,
+    /// Run a product of one row on `GemmKernels::for_one_row`'s kernels (see
+    /// `gemm::gemm_of_weights`).
+    pub(super) one_row_kernels: bool,
 }
 
 /// The number of elements from the first to the last element of a strided matrix, plus one.
@@ -341,7 +344,11 @@ pub(super) fn gemm_with(
         bias,
         residual: options.residual,
         activation,
-        kernel: execution.kernel,
+        kernel: if execution.one_row_kernels && rows == 1 {
+            execution.kernel.for_one_row()
+        } else {
+            execution.kernel
+        },
         lhs_in_place_max_depth: ROW_MAJOR_LHS_MAX_DEPTH,
     };
     run_product(&product, execution.parallel, execution.rows_only);

@@ -533,14 +533,10 @@ pub(crate) fn gemm_of_weights(
     c_row_stride: usize,
     options: &GemmOptions<'_>,
 ) -> KernelResult<()> {
-    let rows = match a {
-        Lhs::Matrix(matrix) => matrix.rows,
-        Lhs::Packed(matrix) => matrix.rows,
+    let execution = Execution {
+        one_row_kernels: true,
+        ..Execution::detected(true)
     };
-    let mut execution = Execution::detected(true);
-    if rows == 1 {
-        execution.kernel = execution.kernel.for_one_row();
-    }
     with_rhs_operand(b, |b| gemm_with(a, b, c, c_row_stride, options, execution))
 }
 
@@ -618,6 +614,7 @@ impl Execution {
             kernel: GemmKernels::detected(),
             source_column_block: SOURCE_NC,
             rows_only: false,
+            one_row_kernels: false,
         }
     }
 }

@@ -217,6 +217,7 @@ fn portable() -> Execution {
         kernel: tile::GemmKernels::PORTABLE,
         source_column_block: SOURCE_NC,
         rows_only: false,
+        one_row_kernels: false,
     }
 }
 
@@ -248,6 +249,7 @@ fn banded(source_column_block: usize) -> Execution {
         kernel: tile::GemmKernels::detected(),
         source_column_block,
         rows_only: false,
+        one_row_kernels: false,
     }
 }
 
