@@ -290,6 +290,39 @@ proptest! {
             assert_close(&case.run(with_kernel(kernel.for_one_row())), &case.expected(), 1e-4);
         }
     }
+
+    /// `gemm_of_weights` (a linear layer's product) runs a row alone on the one-row kernels and
+    /// several rows on the usual ones: the same bits as those kernels run sequentially (a
+    /// thread's share of columns changes no sum). The two round differently on AVX2, whose
+    /// one-row kernel adds two parts of the steps, so the wrong choice shows in the bits.
+    #[test]
+    fn weights_products_pick_the_one_row_kernels_for_one_row(
+        case in cases_of_shapes(prop_oneof![Just(1), 2..=8usize], 2..=2 * KC + 5, 70),
+    ) {
+        let kernel = tile::GemmKernels::detected();
+        let expected_kernel = if case.rows == 1 { kernel.for_one_row() } else { kernel };
+        let packed_b = PackedMatrix::from_matrix(case.b_matrix());
+        let mut c = case.c.clone();
+        gemm_of_weights(
+            Lhs::Matrix(case.a_matrix()),
+            Rhs::Packed(&packed_b),
+            &mut c,
+            case.cols + case.row_padding,
+            &case.options(),
+        )
+        .unwrap();
+        let sequential = Case {
+            a_packed: false,
+            b_packed: true,
+            ..case.clone()
+        }
+        .run(with_kernel(expected_kernel));
+        prop_assert_eq!(bits(&c), bits(&sequential));
+    }
+}
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|value| value.to_bits()).collect()
 }
 
 proptest! {
