@@ -372,8 +372,12 @@ def cpu_description() -> str:
         details.insert(0, core)
     if "avx512f" not in fields.get("flags", "").split():
         details.append("no AVX-512")
-    caches = subprocess.run(["lscpu", "-C=NAME,ONE-SIZE"], capture_output=True, text=True)
-    sizes = dict(line.split()[:2] for line in caches.stdout.splitlines()[1:] if len(line.split()) >= 2)
+    try:
+        caches = subprocess.run(["lscpu", "-C=NAME,ONE-SIZE"], capture_output=True,
+                                text=True).stdout
+    except OSError:  # no lscpu
+        caches = ""
+    sizes = dict(line.split()[:2] for line in caches.splitlines()[1:] if len(line.split()) >= 2)
     details += [f"{level} {sizes[level]}" for level in ("L2", "L3") if level in sizes]
     return f"{name} ({', '.join(details)})" if details else name
 
@@ -389,7 +393,11 @@ def amd_core(fields: dict[str, str]) -> str | None:
     if family == 23:
         return "Zen 2" if model >= 0x30 else "Zen or Zen+"
     if family == 25:
-        return "Zen 4" if 0x10 <= model <= 0x1F or 0x60 <= model <= 0xAF else "Zen 3"
+        if model <= 0x0F or 0x20 <= model <= 0x5F:
+            return "Zen 3"
+        if 0x10 <= model <= 0x1F or 0x60 <= model <= 0x7F or 0xA0 <= model <= 0xAF:
+            return "Zen 4"
+        return None
     if family == 26:
         return "Zen 5"
     return None
