@@ -321,6 +321,7 @@ proptest! {
     }
 }
 
+/// The bit patterns of `values`, for results that must agree exactly (not within a tolerance).
 fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|value| value.to_bits()).collect()
 }
@@ -410,10 +411,7 @@ proptest! {
         gemm_by_rows(case.a_matrix().into(), (&packed_b).into(), &mut by_rows, stride, &options)
             .unwrap();
         crate::set_num_threads(0);
-        prop_assert_eq!(
-            by_grid.iter().map(|value| value.to_bits()).collect::<Vec<_>>(),
-            by_rows.iter().map(|value| value.to_bits()).collect::<Vec<_>>()
-        );
+        prop_assert_eq!(bits(&by_grid), bits(&by_rows));
         assert_close(&by_rows, &case.expected(), 1e-4);
     }
 
@@ -441,10 +439,7 @@ proptest! {
         )
         .unwrap();
         crate::set_num_threads(0);
-        prop_assert_eq!(
-            from_packed.iter().map(|value| value.to_bits()).collect::<Vec<_>>(),
-            from_source.iter().map(|value| value.to_bits()).collect::<Vec<_>>()
-        );
+        prop_assert_eq!(bits(&from_packed), bits(&from_source));
     }
 }
 
