@@ -411,7 +411,8 @@ fn prefetch_stored_rows<const ROWS: usize>(tile: &TileOutput<'_>) {
 /// 24 KB block's halves read side by side. SmolLM2-135M's f32 decoding step (`nnc bench
 /// --decode`'s harness alternated six times with the one-part loop, median of the paired
 /// ratios, two such runs): 0.93x and 0.96x the time at one thread, 0.98x and 0.92x at two; four
-/// parts gave 1.00x and 1.02x.
+/// parts gave 1.00x and 1.02x. On a first-generation Zen, four parts against two: 1.03x at one
+/// thread, 1.01x at two.
 ///
 /// # Safety
 ///
