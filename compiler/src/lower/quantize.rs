@@ -20,7 +20,8 @@
 
 use crate::calibration::{Calibration, is_int8_conv};
 use crate::ir::{
-    Graph, Int8Conv, LayerQuantize, Op, QuantTarget, Quantization, ValueDef, WeightStorage,
+    Graph, Int8Conv, LayerQuantize, Op, QuantTarget, Quantization, SecondaryMap, ValueDef,
+    WeightStorage,
 };
 use nnc_ops::quant::{BLOCK_LENGTH, QuantFormat, QuantizedMode};
 
@@ -46,13 +47,18 @@ pub(super) fn quantize_linear_weights(
     }
     marked.sort_unstable();
     marked.dedup();
+    // One pass over the nodes, not one per weight: a network of a million nodes stays linear.
+    let mut read_as_tensor = SecondaryMap::with_default(graph.values.len(), false);
+    for (_, node) in graph.nodes.iter() {
+        if !matches!(node.op, Op::Linear { .. }) {
+            for &input in &node.inputs {
+                read_as_tensor[input] = true;
+            }
+        }
+    }
     let mut count = 0;
     for &param in &marked {
-        let value = graph.params[param].value;
-        let read_as_tensor = graph
-            .nodes
-            .iter()
-            .any(|(_, node)| !matches!(node.op, Op::Linear { .. }) && node.inputs.contains(&value));
+        let read_as_tensor = read_as_tensor[graph.params[param].value];
         let quantization = match (graph.params[param].layer_quantize, quantization) {
             (Some(LayerQuantize::Off), _) | (None, None) => continue,
             // The layer's own format wins, in the mode asked for the others.
@@ -99,6 +105,15 @@ pub(super) fn quantize_conv_weights(
     graph: &mut Graph,
     calibration: &Calibration,
 ) -> Result<usize, Vec<String>> {
+    // How many nodes read each value, counted once for all convolutions.
+    let mut readers = SecondaryMap::with_default(graph.values.len(), 0usize);
+    for (_, node) in graph.nodes.iter() {
+        for (position, &input) in node.inputs.iter().enumerate() {
+            if !node.inputs[..position].contains(&input) {
+                readers[input] += 1;
+            }
+        }
+    }
     let mut marked = Vec::new();
     let mut missing = Vec::new();
     for (_, node) in graph.nodes.iter() {
@@ -113,12 +128,7 @@ pub(super) fn quantize_conv_weights(
         if graph.params[param].layer_quantize == Some(LayerQuantize::Off) {
             continue;
         }
-        let readers = graph
-            .nodes
-            .iter()
-            .filter(|(_, other)| other.inputs.contains(&weight))
-            .count();
-        if readers != 1 {
+        if readers[weight] != 1 {
             continue;
         }
         match calibration.input_quantization(&node.name) {
