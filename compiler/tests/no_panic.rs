@@ -5,6 +5,7 @@
 //! fail with diagnostics whose spans lie inside the source. `compile_to_ir` itself runs the
 //! verifier in debug builds, so an invalid graph would fail here as a panic.
 
+use nnc_compiler::codegen::memory;
 use nnc_compiler::{FrontendOptions, compile_to_ir, diagnostics};
 use proptest::prelude::*;
 
@@ -27,6 +28,23 @@ fn check_does_not_panic(source: &str) {
         // Rendering must not panic either.
         let _ = diagnostics::render(&errors.0, "fuzz.nn", source);
     }
+}
+
+/// Text cut out or repeated can turn a layer count into another constant's value: CI once drew
+/// Longformer with `layers = 50265` (its vocabulary), about 600,000 nodes, under the 1,000,000
+/// allowed. Lowering compared every linear weight with every node, and memory planning every
+/// value with every other, so that network took hours; each is one pass over the graph now.
+#[test]
+fn a_layer_count_drawn_from_the_vocabulary_lowers_and_plans_in_one_pass_each() {
+    let source = nnc_test_support::example("longformer")
+        .source()
+        .replace("const layers = 4\n", "const layers = 50265\n");
+    assert!(source.contains("const layers = 50265"));
+    let module = compile_to_ir(&source, &FrontendOptions::default()).expect("valid network");
+    let graph = &module.networks[0];
+    assert!(graph.nodes.len() > 500_000, "{} nodes", graph.nodes.len());
+    let plan = memory::plan(graph);
+    memory::check(graph, &plan).expect("a valid memory plan");
 }
 
 /// Values that stress shape arithmetic.

@@ -179,6 +179,13 @@ fn plan_with_ranges(
         group_range[root] = Some((start, end));
     }
 
+    // The length of each group: its largest member.
+    let mut group_len: SecondaryMap<Value, usize> =
+        SecondaryMap::with_default(graph.values.len(), 0);
+    for (member, data) in graph.values.iter() {
+        let len = &mut group_len[group[member]];
+        *len = (*len).max(data.ty.element_count() as usize);
+    }
     let mut slots = SecondaryMap::with_default(graph.values.len(), None);
     let mut lengths = [0usize; 2];
     for dtype in [DType::F32, DType::I64] {
@@ -191,14 +198,7 @@ fn plan_with_ranges(
             })
             .map(|(value, _)| {
                 let (start, end) = group_range[value].expect("activations have ranges");
-                let len = graph
-                    .values
-                    .iter()
-                    .filter(|(member, _)| group[*member] == value)
-                    .map(|(member, _)| graph.ty(member).element_count() as usize)
-                    .max()
-                    .unwrap_or(0);
-                (value, start, end, len)
+                (value, start, end, group_len[value])
             })
             .collect();
         // Every offset a multiple of a cache line (`ALIGN_BYTES`, from an aligned arena start):
@@ -263,31 +263,79 @@ enum Fit {
 /// The groups (root, first step, last step, length; sorted largest first) in the order of the
 /// steps they are live at, the step with the most bytes live first; at each step, the groups not
 /// yet listed, largest first.
+///
+/// A group is listed at the first of its steps in that order, so it sorts by that step's rank
+/// (a range minimum over its steps), then by its own position: O((groups + steps) log steps), not
+/// a scan of every group at every step, which a network of a million nodes could not wait for.
 fn breadth_first_order(groups: &[(Value, usize, usize, usize)]) -> Vec<usize> {
     let steps = groups
         .iter()
         .map(|&(_, _, end, _)| end + 1)
         .max()
         .unwrap_or(0);
-    let mut breadth = vec![0usize; steps];
+    // Bytes live at each step, from the differences at each group's ends.
+    let mut change = vec![0isize; steps + 1];
     for &(_, start, end, len) in groups {
-        for live in &mut breadth[start..=end] {
-            *live += len;
-        }
+        change[start] += len as isize;
+        change[end + 1] -= len as isize;
     }
-    let mut steps: Vec<usize> = (0..steps).collect();
-    steps.sort_by_key(|&step| (std::cmp::Reverse(breadth[step]), step));
-    let mut listed = vec![false; groups.len()];
-    let mut order = Vec::with_capacity(groups.len());
-    for step in steps {
-        for (index, &(_, start, end, _)) in groups.iter().enumerate() {
-            if !listed[index] && start <= step && step <= end {
-                listed[index] = true;
-                order.push(index);
-            }
-        }
+    let mut breadth = Vec::with_capacity(steps);
+    let mut live = 0isize;
+    for &delta in &change[..steps] {
+        live += delta;
+        breadth.push(live as usize);
     }
+    let mut by_breadth: Vec<usize> = (0..steps).collect();
+    by_breadth.sort_by_key(|&step| (std::cmp::Reverse(breadth[step]), step));
+    let mut rank = vec![0usize; steps];
+    for (position, &step) in by_breadth.iter().enumerate() {
+        rank[step] = position;
+    }
+    let ranks = RangeMin::new(&rank);
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_cached_key(|&index| {
+        let (_, start, end, _) = groups[index];
+        (ranks.min(start, end), index)
+    });
     order
+}
+
+/// Minimums of ranges of a fixed list, in a segment tree.
+struct RangeMin {
+    /// Leaves from `size` on (padded with `usize::MAX`), each inner node the minimum of its two.
+    tree: Vec<usize>,
+    size: usize,
+}
+
+impl RangeMin {
+    fn new(values: &[usize]) -> Self {
+        let size = values.len().next_power_of_two();
+        let mut tree = vec![usize::MAX; 2 * size];
+        tree[size..size + values.len()].copy_from_slice(values);
+        for node in (1..size).rev() {
+            tree[node] = tree[2 * node].min(tree[2 * node + 1]);
+        }
+        RangeMin { tree, size }
+    }
+
+    /// The minimum of `values[first..=last]`.
+    fn min(&self, first: usize, last: usize) -> usize {
+        let (mut low, mut high) = (first + self.size, last + self.size + 1);
+        let mut min = usize::MAX;
+        while low < high {
+            if low % 2 == 1 {
+                min = min.min(self.tree[low]);
+                low += 1;
+            }
+            if high % 2 == 1 {
+                high -= 1;
+                min = min.min(self.tree[high]);
+            }
+            low /= 2;
+            high /= 2;
+        }
+        min
+    }
 }
 
 /// Places `groups` (root, first step, last step, length) in `order`, each where `fit` says
@@ -298,21 +346,26 @@ fn place_groups(
     order: &[usize],
     fit: Fit,
 ) -> (Vec<usize>, usize) {
-    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(groups.len());
+    let steps = groups
+        .iter()
+        .map(|&(_, _, end, _)| end + 1)
+        .max()
+        .unwrap_or(0);
+    // The placed groups as (offset, end of their range), found by the steps they are live at.
+    let mut placed = LiveIndex::new(steps, groups.len());
+    let mut placed_ranges: Vec<(usize, usize)> = Vec::with_capacity(groups.len());
     let mut offsets = Vec::with_capacity(groups.len());
     let mut arena_len = 0;
+    let mut conflicts: Vec<(usize, usize)> = Vec::new();
     for &index in order {
         let (_, start, end, len) = groups[index];
-        let mut conflicts: Vec<(usize, usize)> = placed
-            .iter()
-            .filter(|&&(other_start, other_end, _, _)| start <= other_end && other_start <= end)
-            .map(|&(_, _, offset, other_len)| (offset, offset + other_len))
-            .collect();
+        conflicts.clear();
+        placed.for_each_meeting(start, end, |other| conflicts.push(placed_ranges[other]));
         conflicts.sort_unstable();
         // The gaps below the conflicts, as (size, offset); `top` is where the last one ends.
         let mut top = 0;
         let mut best: Option<(usize, usize)> = None;
-        for (busy_start, busy_end) in conflicts {
+        for &(busy_start, busy_end) in &conflicts {
             if top + len <= busy_start {
                 let gap = (busy_start - top, top);
                 if fit == Fit::First {
@@ -324,11 +377,90 @@ fn place_groups(
             top = top.max(busy_end);
         }
         let offset = best.map_or(top, |(_, offset)| offset);
-        placed.push((start, end, offset, len));
+        placed.insert(placed_ranges.len(), start, end);
+        placed_ranges.push((offset, offset + len));
         offsets.push(offset);
         arena_len = arena_len.max(offset + len);
     }
     (offsets, arena_len)
+}
+
+/// Items (numbered in the order they are inserted) live over ranges of steps, found by the
+/// steps they meet: a segment tree over the steps in which each item sits at the O(log steps)
+/// nodes that cover its range exactly. A query visits only nodes whose subtrees hold items, so
+/// a chain of layers, where few values are live at once, costs O(log steps) per item, where
+/// comparing with every item placed before would make a long network quadratic.
+struct LiveIndex {
+    size: usize,
+    /// The items that cover each node's steps entirely.
+    items: Vec<Vec<usize>>,
+    /// How many items sit in each node's subtree.
+    below: Vec<usize>,
+    /// The last query that reported each item, so that one spanning several nodes is reported
+    /// once.
+    reported: Vec<usize>,
+    queries: usize,
+}
+
+impl LiveIndex {
+    fn new(steps: usize, items: usize) -> Self {
+        let size = steps.max(1).next_power_of_two();
+        LiveIndex {
+            size,
+            items: vec![Vec::new(); 2 * size],
+            below: vec![0; 2 * size],
+            reported: vec![0; items],
+            queries: 0,
+        }
+    }
+
+    /// Adds `item`, live from step `start` to step `end` (inclusive).
+    fn insert(&mut self, item: usize, start: usize, end: usize) {
+        let (mut low, mut high) = (start + self.size, end + self.size + 1);
+        while low < high {
+            if low % 2 == 1 {
+                self.add_at(low, item);
+                low += 1;
+            }
+            if high % 2 == 1 {
+                high -= 1;
+                self.add_at(high, item);
+            }
+            low /= 2;
+            high /= 2;
+        }
+    }
+
+    fn add_at(&mut self, node: usize, item: usize) {
+        self.items[node].push(item);
+        let mut node = node;
+        while node > 0 {
+            self.below[node] += 1;
+            node /= 2;
+        }
+    }
+
+    /// Calls `found` once for each item live at some step from `start` to `end` (inclusive).
+    fn for_each_meeting(&mut self, start: usize, end: usize, mut found: impl FnMut(usize)) {
+        self.queries += 1;
+        let mut pending = vec![(1, 0, self.size)];
+        while let Some((node, first, past)) = pending.pop() {
+            if self.below[node] == 0 || past <= start || end < first {
+                continue;
+            }
+            for &item in &self.items[node] {
+                if self.reported[item] != self.queries {
+                    self.reported[item] = self.queries;
+                    found(item);
+                }
+            }
+            if past - first > 1 {
+                let middle = first + (past - first) / 2;
+                pending.push((2 * node, first, middle));
+                pending.push((2 * node + 1, middle, past));
+            }
+        }
+    }
 }
 
 /// The naive, planned and lower-bound memory of `graph` under `plan`.
@@ -704,8 +836,14 @@ fn check_intervals(intervals: &[Interval], plan: &MemoryPlan) -> Result<(), Stri
             ));
         }
     }
-    for (index, a) in intervals.iter().enumerate() {
-        for b in &intervals[index + 1..] {
+    // A sweep in order of first step: each interval meets the earlier ones still live, not all
+    // of them, so a long chain of layers is checked in linear time.
+    let mut by_start: Vec<&Interval> = intervals.iter().collect();
+    by_start.sort_by_key(|interval| interval.start);
+    let mut live: Vec<&Interval> = Vec::new();
+    for &b in &by_start {
+        live.retain(|a| a.end >= b.start);
+        for &a in &live {
             let (a_slot, b_slot) = (a.slot, b.slot);
             let share_memory = a_slot.dtype == b_slot.dtype
                 && a_slot.offset < b_slot.offset + b_slot.len
@@ -724,6 +862,7 @@ fn check_intervals(intervals: &[Interval], plan: &MemoryPlan) -> Result<(), Stri
                 ));
             }
         }
+        live.push(b);
     }
     Ok(())
 }
@@ -739,7 +878,167 @@ mod tests {
 
 #[cfg(test)]
 mod placement_tests {
-    use super::{Fit, Value, breadth_first_order, place_groups};
+    use super::{
+        DType, Fit, Interval, MemoryPlan, SecondaryMap, Slot, Value, breadth_first_order,
+        check_intervals, place_groups,
+    };
+    use proptest::prelude::*;
+
+    /// [`breadth_first_order`] as its doc states it: every step, fullest first, lists the groups
+    /// live at it not yet listed, in their order.
+    fn breadth_first_order_reference(groups: &[(Value, usize, usize, usize)]) -> Vec<usize> {
+        let steps = groups.iter().map(|group| group.2 + 1).max().unwrap_or(0);
+        let mut breadth = vec![0usize; steps];
+        for &(_, start, end, len) in groups {
+            for live in &mut breadth[start..=end] {
+                *live += len;
+            }
+        }
+        let mut by_breadth: Vec<usize> = (0..steps).collect();
+        by_breadth.sort_by_key(|&step| (std::cmp::Reverse(breadth[step]), step));
+        let mut listed = vec![false; groups.len()];
+        let mut order = Vec::new();
+        for step in by_breadth {
+            for (index, &(_, start, end, _)) in groups.iter().enumerate() {
+                if !listed[index] && start <= step && step <= end {
+                    listed[index] = true;
+                    order.push(index);
+                }
+            }
+        }
+        order
+    }
+
+    /// [`place_groups`] comparing each group with every group placed before it.
+    fn place_groups_reference(
+        groups: &[(Value, usize, usize, usize)],
+        order: &[usize],
+        fit: Fit,
+    ) -> (Vec<usize>, usize) {
+        let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let mut offsets = Vec::new();
+        let mut arena_len = 0;
+        for &index in order {
+            let (_, start, end, len) = groups[index];
+            let mut conflicts: Vec<(usize, usize)> = placed
+                .iter()
+                .filter(|&&(other_start, other_end, _, _)| start <= other_end && other_start <= end)
+                .map(|&(_, _, offset, other_len)| (offset, offset + other_len))
+                .collect();
+            conflicts.sort_unstable();
+            let mut top = 0;
+            let mut best: Option<(usize, usize)> = None;
+            for (busy_start, busy_end) in conflicts {
+                if top + len <= busy_start {
+                    let gap = (busy_start - top, top);
+                    if fit == Fit::First {
+                        best = Some(gap);
+                        break;
+                    }
+                    best = Some(best.map_or(gap, |best| best.min(gap)));
+                }
+                top = top.max(busy_end);
+            }
+            let offset = best.map_or(top, |(_, offset)| offset);
+            placed.push((start, end, offset, len));
+            offsets.push(offset);
+            arena_len = arena_len.max(offset + len);
+        }
+        (offsets, arena_len)
+    }
+
+    /// Groups as `plan_with_ranges` makes them: live ranges within `steps`, largest first.
+    fn groups(steps: usize) -> impl Strategy<Value = Vec<(Value, usize, usize, usize)>> {
+        proptest::collection::vec((0..steps, 0..steps.min(12), 1usize..40), 0..60).prop_map(
+            move |ranges| {
+                let mut groups: Vec<_> = ranges
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, (start, length, len))| {
+                        (
+                            Value::from_index(index),
+                            start,
+                            (start + length).min(steps - 1),
+                            len * 16,
+                        )
+                    })
+                    .collect();
+                groups
+                    .sort_by_key(|&(value, start, _, len)| (std::cmp::Reverse(len), start, value));
+                groups
+            },
+        )
+    }
+
+    /// [`check_intervals`]'s overlap test on every pair.
+    fn overlaps_reference(intervals: &[Interval]) -> bool {
+        intervals.iter().enumerate().any(|(index, a)| {
+            intervals[index + 1..].iter().any(|b| {
+                let share_memory = a.slot.dtype == b.slot.dtype
+                    && a.slot.offset < b.slot.offset + b.slot.len
+                    && b.slot.offset < a.slot.offset + a.slot.len;
+                let live_together = a.start <= b.end && b.start <= a.end;
+                let in_place = a.group.is_some()
+                    && a.group == b.group
+                    && (a.end == b.start || b.end == a.start);
+                share_memory && live_together && !in_place
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_sweep_finds_an_overlap_exactly_when_some_pair_overlaps(
+            raw in proptest::collection::vec(
+                (0usize..30, 0usize..6, 0usize..8, 1usize..4, any::<bool>(), 0usize..3, any::<bool>()),
+                0..40,
+            )
+        ) {
+            let intervals: Vec<Interval> = raw
+                .iter()
+                .map(|&(start, length, offset, len, i64, group, in_group)| Interval {
+                    name: format!("v{start}"),
+                    start,
+                    end: start + length,
+                    slot: Slot {
+                        dtype: if i64 { DType::I64 } else { DType::F32 },
+                        offset,
+                        len,
+                    },
+                    expected_len: len,
+                    group: in_group.then(|| Value::from_index(group)),
+                })
+                .collect();
+            let plan = MemoryPlan {
+                slots: SecondaryMap::with_default(0, None),
+                group: SecondaryMap::with_default(0, Value::from_index(0)),
+                f32_len: 16,
+                i64_len: 16,
+            };
+            prop_assert_eq!(check_intervals(&intervals, &plan).is_err(), overlaps_reference(&intervals));
+        }
+
+        #[test]
+        fn breadth_first_order_lists_groups_as_the_step_scan_does(
+            groups in (1usize..50).prop_flat_map(groups)
+        ) {
+            prop_assert_eq!(breadth_first_order(&groups), breadth_first_order_reference(&groups));
+        }
+
+        #[test]
+        fn placement_puts_groups_where_comparing_with_every_placed_group_does(
+            groups in (1usize..50).prop_flat_map(groups),
+            best in any::<bool>(),
+        ) {
+            let fit = if best { Fit::Best } else { Fit::First };
+            for order in [(0..groups.len()).collect(), breadth_first_order(&groups)] {
+                prop_assert_eq!(
+                    place_groups(&groups, &order, fit),
+                    place_groups_reference(&groups, &order, fit)
+                );
+            }
+        }
+    }
 
     /// MobileNetV2's first layers once the 1x1 layers run inside the depthwise ones: a chain of
     /// values each live for two steps, `a` and `b` (16 units each) at the peak, `c` (8) between
