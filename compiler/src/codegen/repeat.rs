@@ -87,6 +87,14 @@ pub fn find_runs(graph: &Graph) -> Vec<Run> {
     while start < node_count {
         let mut best: Option<Run> = None;
         for body_len in 1..=(node_count - start) / 2 {
+            // A longer body replaces the best run only by covering more nodes, and covers at
+            // most the whole segments that fit: a network of `n` identical layers skips the
+            // bodies of 2, 3, ... layers without building their runs, each a pass over the graph.
+            if best.as_ref().is_some_and(|best| {
+                (node_count - start) / body_len * body_len <= best.body_len * best.count
+            }) {
+                continue;
+            }
             let Some(run) = run_at(graph, start, body_len) else {
                 continue;
             };
@@ -360,4 +368,113 @@ fn escapes_only_from_last(
             }
             _ => true,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Run, find_runs, run_at};
+    use crate::passes::{self, OptLevel};
+    use crate::{FrontendOptions, compile_to_ir};
+
+    /// [`find_runs`] trying every body length at every start.
+    fn find_runs_reference(graph: &crate::ir::Graph) -> Vec<Run> {
+        let node_count = graph.nodes.len();
+        let mut runs = Vec::new();
+        let mut start = 0;
+        while start < node_count {
+            let mut best: Option<Run> = None;
+            for body_len in 1..=(node_count - start) / 2 {
+                if let Some(run) = run_at(graph, start, body_len)
+                    && best
+                        .as_ref()
+                        .is_none_or(|best| run.body_len * run.count > best.body_len * best.count)
+                {
+                    best = Some(run);
+                }
+            }
+            match best {
+                Some(run) => {
+                    start = run.end();
+                    runs.push(run);
+                }
+                None => start += 1,
+            }
+        }
+        runs
+    }
+
+    /// Every example (those with a layer count with it set to 1, 2, 3, 5 and 8), as written
+    /// and optimized: the runs found skipping bodies that cannot cover more nodes are
+    /// those found trying every body.
+    #[test]
+    fn skipping_bodies_that_cannot_cover_more_finds_the_same_runs() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut compared = 0;
+        for entry in std::fs::read_dir(examples).expect("the examples folder") {
+            let path = entry.expect("an example").path();
+            if path.extension().is_none_or(|extension| extension != "nn") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("an example's text");
+            let variants: Vec<String> = match source
+                .lines()
+                .find(|line| line.starts_with("const layers = "))
+            {
+                Some(line) => [1, 2, 3, 5, 8]
+                    .iter()
+                    .map(|layers| source.replace(line, &format!("const layers = {layers}")))
+                    .collect(),
+                None => vec![source.clone()],
+            };
+            for varied in variants {
+                let module = compile_to_ir(&varied, &FrontendOptions::default())
+                    .unwrap_or_else(|errors| panic!("{}: {errors:?}", path.display()));
+                for mut graph in module.networks {
+                    assert_eq!(
+                        find_runs(&graph),
+                        find_runs_reference(&graph),
+                        "{}",
+                        path.display()
+                    );
+                    passes::optimize(&mut graph, OptLevel::O2, |_, _| {});
+                    assert_eq!(
+                        find_runs(&graph),
+                        find_runs_reference(&graph),
+                        "{}",
+                        path.display()
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert!(compared >= 29, "{compared} graphs compared");
+    }
+
+    /// Two ReLUs repeat from the first node, but the three-node body (with the linear layer)
+    /// covers more: the longer body must still be tried after a shorter one is found.
+    #[test]
+    fn a_longer_body_covering_more_replaces_a_shorter_run() {
+        let source = "
+            block unit(x) {
+                x = relu(x)
+                x = relu(x)
+                return linear(x, 8) as fc
+            }
+            network n(x: f32[1, 8]) -> (y) {
+                h = x
+                for i in 0..4 {
+                    h = unit(h) as units[i]
+                }
+                y = h
+            }";
+        let module = compile_to_ir(source, &FrontendOptions::default()).expect("a valid network");
+        let runs = find_runs(&module.networks[0]);
+        assert_eq!(runs, find_runs_reference(&module.networks[0]));
+        assert_eq!(
+            runs.iter()
+                .map(|run| (run.first_node, run.body_len, run.count))
+                .collect::<Vec<_>>(),
+            [(0, 3, 4)]
+        );
+    }
 }
