@@ -508,6 +508,13 @@ impl Graph {
         }
     }
 
+    /// Starts deferred replacements for a pass that walks the nodes in order: see [`Forwarding`].
+    pub fn forwarding(&self) -> Forwarding {
+        Forwarding {
+            replaced: SecondaryMap::with_default(self.values.len(), None),
+        }
+    }
+
     /// Removes the nodes whose outputs nothing reads, and the values they defined, renumbering the
     /// rest densely in the same order (like naga's `compact`). Inputs and params are kept, so the
     /// weights a graph needs do not depend on optimization. Returns whether anything was removed.
@@ -615,4 +622,117 @@ impl Graph {
 #[derive(Clone, Debug, Default)]
 pub struct Module {
     pub networks: Vec<Graph>,
+}
+
+/// [`Graph::replace_all_uses`] for a pass that walks the nodes in order, which replaces the output
+/// of the node it is at: each replacement is recorded, and a node's inputs are brought up to date
+/// when the pass reaches it ([`Forwarding::update_inputs`], before it reads them), the network's
+/// outputs when it ends ([`Forwarding::finish`]). Only later nodes read a node's output, so this
+/// is what replacing at once gives; replacing at once scans every node each time, which makes a
+/// pass quadratic in the length of the network.
+#[derive(Debug)]
+#[must_use = "the replacements reach the network's outputs only through `finish`"]
+pub struct Forwarding {
+    replaced: SecondaryMap<Value, Option<Value>>,
+}
+
+impl Forwarding {
+    /// Makes every later reader of `old` read `new`, which must have the same type.
+    pub fn replace(&mut self, graph: &Graph, old: Value, new: Value) {
+        debug_assert_eq!(graph.ty(old), graph.ty(new), "a replacement changes a type");
+        let new = self.resolve(new);
+        self.replaced.insert(old, Some(new), None);
+    }
+
+    /// The value that stands for `value` after the replacements so far.
+    fn resolve(&self, mut value: Value) -> Value {
+        while let Some(&Some(replacement)) = self.replaced.get(value) {
+            value = replacement;
+        }
+        value
+    }
+
+    /// Brings `node`'s inputs up to date with the replacements recorded before it.
+    pub fn update_inputs(&self, graph: &mut Graph, node: Node) {
+        for index in 0..graph.nodes[node].inputs.len() {
+            let input = graph.nodes[node].inputs[index];
+            graph.nodes[node].inputs[index] = self.resolve(input);
+        }
+    }
+
+    /// Brings the network's outputs up to date; every node must have been updated before.
+    pub fn finish(self, graph: &mut Graph) {
+        for index in 0..graph.outputs.len() {
+            graph.outputs[index].value = self.resolve(graph.outputs[index].value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod forwarding_tests {
+    use super::{Graph, Node};
+    use crate::{FrontendOptions, compile_to_ir};
+
+    /// The wiring of `graph`: every node's inputs, then the network's outputs.
+    fn wiring(graph: &Graph) -> Vec<Vec<usize>> {
+        let mut wiring: Vec<Vec<usize>> = graph
+            .nodes
+            .iter()
+            .map(|(_, data)| data.inputs.iter().map(|input| input.index()).collect())
+            .collect();
+        wiring.push(
+            graph
+                .outputs
+                .iter()
+                .map(|output| output.value.index())
+                .collect(),
+        );
+        wiring
+    }
+
+    /// On every example, each node whose first input has its output's type is bypassed (its
+    /// readers read that input), walking in order: recorded with `Forwarding` as a pass records
+    /// them, the graph is wired as with `replace_all_uses` at once, chains of bypassed nodes
+    /// included.
+    #[test]
+    fn forwarding_wires_the_graph_as_replacing_at_once_does() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut bypassed = 0;
+        for entry in std::fs::read_dir(examples).expect("the examples folder") {
+            let path = entry.expect("an example").path();
+            if path.extension().is_none_or(|extension| extension != "nn") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).expect("an example's text");
+            let module = compile_to_ir(&source, &FrontendOptions::default())
+                .unwrap_or_else(|errors| panic!("{}: {errors:?}", path.display()));
+            for graph in module.networks {
+                let bypass = |graph: &Graph, node: Node| {
+                    let data = &graph.nodes[node];
+                    let input = *data.inputs.first()?;
+                    (data.outputs.len() == 1 && graph.ty(input) == graph.ty(data.outputs[0]))
+                        .then_some((data.outputs[0], input))
+                };
+                let mut at_once = graph.clone();
+                for index in 0..at_once.nodes.len() {
+                    if let Some((old, new)) = bypass(&at_once, Node::from_index(index)) {
+                        at_once.replace_all_uses(old, new);
+                        bypassed += 1;
+                    }
+                }
+                let mut forwarded = graph.clone();
+                let mut forwarding = forwarded.forwarding();
+                for index in 0..forwarded.nodes.len() {
+                    let node = Node::from_index(index);
+                    forwarding.update_inputs(&mut forwarded, node);
+                    if let Some((old, new)) = bypass(&forwarded, node) {
+                        forwarding.replace(&forwarded, old, new);
+                    }
+                }
+                forwarding.finish(&mut forwarded);
+                assert_eq!(wiring(&forwarded), wiring(&at_once), "{}", path.display());
+            }
+        }
+        assert!(bypassed > 100, "{bypassed} nodes bypassed");
+    }
 }

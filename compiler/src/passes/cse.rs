@@ -12,8 +12,10 @@ use crate::ir::{Graph, Node, Value};
 pub fn run(graph: &mut Graph) -> bool {
     let mut seen: HashMap<(String, Vec<Value>), Node> = HashMap::new();
     let mut changed = false;
+    let mut forwarding = graph.forwarding();
     for index in 0..graph.nodes.len() {
         let node = Node::from_index(index);
+        forwarding.update_inputs(graph, node);
         let data = &graph.nodes[node];
         // The op's debug text is a complete, exact description of it (floats print exactly).
         let key = (format!("{:?}", data.op), data.inputs.clone());
@@ -26,7 +28,7 @@ pub fn run(graph: &mut Graph) -> bool {
                     .zip(graph.nodes[earlier].outputs.iter().copied())
                     .collect();
                 for (duplicate, original) in pairs {
-                    graph.replace_all_uses(duplicate, original);
+                    forwarding.replace(graph, duplicate, original);
                 }
                 let origin = graph.nodes[node].origin.clone();
                 graph.nodes[earlier].origin.extend(origin);
@@ -37,6 +39,7 @@ pub fn run(graph: &mut Graph) -> bool {
             }
         }
     }
+    forwarding.finish(graph);
     changed && {
         graph.compact();
         true

@@ -14,8 +14,10 @@ use crate::ir::{Epilogue, Graph, Node, Op};
 pub fn run(graph: &mut Graph) -> bool {
     let uses = graph.use_counts();
     let mut changed = false;
+    let mut forwarding = graph.forwarding();
     for index in 0..graph.nodes.len() {
         let node = Node::from_index(index);
+        forwarding.update_inputs(graph, node);
         let Op::BatchNorm { eps } = graph.nodes[node].op else {
             continue;
         };
@@ -42,9 +44,10 @@ pub fn run(graph: &mut Graph) -> bool {
         let epilogue = data.op.epilogue_mut();
         epilogue.expect("fold_batch_norm: checked above").batch_norm = Some(eps);
         data.inputs.extend(batch_norm_parameters);
-        graph.replace_all_uses(output, input);
+        forwarding.replace(graph, output, input);
         changed = true;
     }
+    forwarding.finish(graph);
     changed && {
         graph.compact();
         true

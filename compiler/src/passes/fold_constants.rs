@@ -29,8 +29,10 @@ pub fn run(graph: &mut Graph) -> bool {
 /// One sweep over the nodes.
 fn fold_once(graph: &mut Graph) -> bool {
     let mut changed = false;
+    let mut forwarding = graph.forwarding();
     for index in 0..graph.nodes.len() {
         let node = Node::from_index(index);
+        forwarding.update_inputs(graph, node);
         let input = graph.nodes[node].inputs.first().copied();
         let output = graph.nodes[node].outputs[0];
         let Some(input) = input else { continue };
@@ -43,7 +45,7 @@ fn fold_once(graph: &mut Graph) -> bool {
 
         // Operations that do nothing.
         if graph.nodes[node].op.is_identity_on(&graph.ty(input).shape) {
-            graph.replace_all_uses(output, input);
+            forwarding.replace(graph, output, input);
             changed = true;
             continue;
         }
@@ -85,6 +87,7 @@ fn fold_once(graph: &mut Graph) -> bool {
             changed = true;
         }
     }
+    forwarding.finish(graph);
     changed && {
         graph.compact();
         true

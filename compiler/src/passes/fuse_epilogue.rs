@@ -14,8 +14,10 @@ use crate::ir::{Graph, Node, Op};
 pub fn run(graph: &mut Graph) -> bool {
     let uses = graph.use_counts();
     let mut changed = false;
+    let mut forwarding = graph.forwarding();
     for index in 0..graph.nodes.len() {
         let node = Node::from_index(index);
+        forwarding.update_inputs(graph, node);
         let Op::Activation(activation) = graph.nodes[node].op else {
             continue;
         };
@@ -36,9 +38,10 @@ pub fn run(graph: &mut Graph) -> bool {
         let origin = graph.nodes[node].origin.clone();
         graph.nodes[layer].origin.extend(origin);
         let output = graph.nodes[node].outputs[0];
-        graph.replace_all_uses(output, input);
+        forwarding.replace(graph, output, input);
         changed = true;
     }
+    forwarding.finish(graph);
     changed && {
         graph.compact();
         true
