@@ -10,6 +10,8 @@
 //! carried values that do not land back where they entered are copied there at the end of the
 //! body.
 
+use std::collections::HashMap;
+
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -25,6 +27,10 @@ pub(super) struct Rolling {
     pub(super) runs: Vec<Run>,
     /// For each run, the carried copies at the end of the body: (from, to).
     pub(super) copies: Vec<Vec<(Value, Value)>>,
+    /// The run, iteration and role of every weight a run reads (the first, should one be read
+    /// twice), looked up once per weight input: scanning every run's weights each time made code
+    /// generation quadratic in the number of layers.
+    weights: HashMap<Value, (usize, usize, usize)>,
 }
 
 /// The memory plan of `graph` with its runs rolled, keeping `pinned` values live to the end, and
@@ -52,11 +58,20 @@ pub(super) fn plan(
     if memory::check_rolled(graph, &rolled, pinned).is_err() {
         return (memory::plan_pinned(graph, pinned), None);
     }
+    let mut weights = HashMap::new();
+    for (index, run) in rolled.runs.iter().enumerate() {
+        for (iteration, iteration_weights) in run.weights.iter().enumerate() {
+            for (role, &weight) in iteration_weights.iter().enumerate() {
+                weights.entry(weight).or_insert((index, iteration, role));
+            }
+        }
+    }
     (
         rolled.plan,
         Some(Rolling {
             runs: rolled.runs,
             copies: rolled.copies,
+            weights,
         }),
     )
 }
@@ -79,17 +94,7 @@ impl Rolling {
 
     /// The run, iteration and role of a weight read by a run.
     pub(super) fn weight(&self, value: Value) -> Option<(usize, usize, usize)> {
-        self.runs.iter().enumerate().find_map(|(index, run)| {
-            run.weights
-                .iter()
-                .enumerate()
-                .find_map(|(iteration, weights)| {
-                    weights
-                        .iter()
-                        .position(|&weight| weight == value)
-                        .map(|role| (index, iteration, role))
-                })
-        })
+        self.weights.get(&value).copied()
     }
 
     /// The name of a body node's field: its layer name with everything up to the layer index
