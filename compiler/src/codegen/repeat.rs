@@ -408,14 +408,9 @@ mod tests {
     /// those found trying every body.
     #[test]
     fn skipping_bodies_that_cannot_cover_more_finds_the_same_runs() {
-        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut compared = 0;
-        for entry in std::fs::read_dir(examples).expect("the examples folder") {
-            let path = entry.expect("an example").path();
-            if path.extension().is_none_or(|extension| extension != "nn") {
-                continue;
-            }
-            let source = std::fs::read_to_string(&path).expect("an example's text");
+        for example in nnc_test_support::examples() {
+            let (path, source) = (&example.path, example.source());
             let variants: Vec<String> = match source
                 .lines()
                 .find(|line| line.starts_with("const layers = "))

@@ -696,14 +696,9 @@ mod forwarding_tests {
     /// included.
     #[test]
     fn forwarding_wires_the_graph_as_replacing_at_once_does() {
-        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
         let mut bypassed = 0;
-        for entry in std::fs::read_dir(examples).expect("the examples folder") {
-            let path = entry.expect("an example").path();
-            if path.extension().is_none_or(|extension| extension != "nn") {
-                continue;
-            }
-            let source = std::fs::read_to_string(&path).expect("an example's text");
+        for example in nnc_test_support::examples() {
+            let (path, source) = (&example.path, example.source());
             let module = compile_to_ir(&source, &FrontendOptions::default())
                 .unwrap_or_else(|errors| panic!("{}: {errors:?}", path.display()));
             for graph in module.networks {
