@@ -320,21 +320,30 @@ impl RangeMin {
 
     /// The minimum of `values[first..=last]`.
     fn min(&self, first: usize, last: usize) -> usize {
-        let (mut low, mut high) = (first + self.size, last + self.size + 1);
         let mut min = usize::MAX;
-        while low < high {
-            if low % 2 == 1 {
-                min = min.min(self.tree[low]);
-                low += 1;
-            }
-            if high % 2 == 1 {
-                high -= 1;
-                min = min.min(self.tree[high]);
-            }
-            low /= 2;
-            high /= 2;
-        }
+        for_each_cover(self.size, first, last, |node| {
+            min = min.min(self.tree[node])
+        });
         min
+    }
+}
+
+/// Calls `visit` with each node of a segment tree over `size` leaves (a power of two; node 1 the
+/// root, node `n`'s children `2n` and `2n + 1`) among the O(log size) whose leaves together are
+/// exactly `first..=last`.
+fn for_each_cover(size: usize, first: usize, last: usize, mut visit: impl FnMut(usize)) {
+    let (mut low, mut high) = (first + size, last + size + 1);
+    while low < high {
+        if low % 2 == 1 {
+            visit(low);
+            low += 1;
+        }
+        if high % 2 == 1 {
+            high -= 1;
+            visit(high);
+        }
+        low /= 2;
+        high /= 2;
     }
 }
 
@@ -387,9 +396,10 @@ fn place_groups(
 
 /// Items (numbered in the order they are inserted) live over ranges of steps, found by the
 /// steps they meet: a segment tree over the steps in which each item sits at the O(log steps)
-/// nodes that cover its range exactly. A query visits only nodes whose subtrees hold items, so
-/// a chain of layers, where few values are live at once, costs O(log steps) per item, where
-/// comparing with every item placed before would make a long network quadratic.
+/// nodes that cover its range exactly. A query visits only the nodes that meet its range and
+/// hold items below them, O(log steps) plus the steps it spans, and reports the items it meets:
+/// on a chain of layers, where few values are live at once, that is short, where comparing with
+/// every item placed before would make a long network quadratic.
 struct LiveIndex {
     size: usize,
     /// The items that cover each node's steps entirely.
@@ -416,28 +426,14 @@ impl LiveIndex {
 
     /// Adds `item`, live from step `start` to step `end` (inclusive).
     fn insert(&mut self, item: usize, start: usize, end: usize) {
-        let (mut low, mut high) = (start + self.size, end + self.size + 1);
-        while low < high {
-            if low % 2 == 1 {
-                self.add_at(low, item);
-                low += 1;
+        for_each_cover(self.size, start, end, |node| {
+            self.items[node].push(item);
+            let mut node = node;
+            while node > 0 {
+                self.below[node] += 1;
+                node /= 2;
             }
-            if high % 2 == 1 {
-                high -= 1;
-                self.add_at(high, item);
-            }
-            low /= 2;
-            high /= 2;
-        }
-    }
-
-    fn add_at(&mut self, node: usize, item: usize) {
-        self.items[node].push(item);
-        let mut node = node;
-        while node > 0 {
-            self.below[node] += 1;
-            node /= 2;
-        }
+        });
     }
 
     /// Calls `found` once for each item live at some step from `start` to `end` (inclusive).
