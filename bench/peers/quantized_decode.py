@@ -59,7 +59,7 @@ import engines
 from llama_cpp import GGML_TYPE_F32, Llama
 llm = Llama(model_path={str(gguf)!r}, n_ctx=engines.LLAMA_CONTEXT, n_batch=64, n_threads={threads},
             n_threads_batch={threads}, type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32, verbose=False)
-print(json.dumps(engines.time_decoder(engines.LlamaCppDecoder(llm, False), 3, {sequences}, 32)))
+print(json.dumps(engines.time_decoder(engines.LlamaCppDecoder(llm, False), 3, 0.0, {sequences}, 32)))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     times = json.loads(result.stdout.strip().splitlines()[-1])
