@@ -131,6 +131,20 @@ pub(super) struct ActivationBlocks {
     cols: usize,
 }
 
+/// `x.round() as i8` (halves away from zero, saturating, NaN to 0) in operations that LLVM
+/// vectorises: `f32::round` is a call to `roundf` per value, which took as long as the rest of
+/// the quantization of a decoding step's activations. `|x|` plus the largest float below a
+/// half, truncated, is `|x|` rounded half away from zero (a half rounds up to the next integer
+/// in the addition; anything less stays below it); the same as `round` for every float (checked
+/// exhaustively up to 512, and by `round_to_i8_is_round` on halves and their neighbours).
+#[inline]
+pub(super) fn round_to_i8(x: f32) -> i8 {
+    const BELOW_HALF: f32 = f32::from_bits(0x3EFF_FFFF);
+    let magnitude = (x.abs() + BELOW_HALF) as i32;
+    let rounded = if x < 0.0 { -magnitude } else { magnitude };
+    rounded.clamp(i32::from(i8::MIN), i32::from(i8::MAX)) as i8
+}
+
 /// One row of [`ActivationBlocks`].
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ActivationRow<'a> {
@@ -165,7 +179,7 @@ impl ActivationBlocks {
             let mut sum = 0i32;
             for (q, &value) in quants.iter_mut().zip(values) {
                 // |value * inverse| <= 127; NaN converts to 0 (the scale carries the NaN).
-                *q = (value * inverse).round() as i8;
+                *q = round_to_i8(value * inverse);
                 sum += i32::from(*q);
             }
             scales.push(d);
@@ -220,9 +234,17 @@ pub(super) fn multiply_fast(
     rows: usize,
     output: &mut [f32],
 ) {
-    multiply(weight, rows, output, |weight_row, outputs| {
-        kernels.fast_dots(weight.format, weight_row, input, outputs)
-    });
+    if rows == 1 {
+        // A decoding step: the input row's slices taken once, not once per weight row.
+        let x = input.row(0);
+        multiply(weight, rows, output, |weight_row, outputs| {
+            outputs[0] = kernels.fast_dot(weight.format, weight_row, x)
+        });
+    } else {
+        multiply(weight, rows, output, |weight_row, outputs| {
+            kernels.fast_dots(weight.format, weight_row, input, outputs)
+        });
+    }
 }
 
 /// How far ahead of the row being multiplied a one-row product prefetches the weight, in bytes.

@@ -1,7 +1,9 @@
 //! The quantized kernels against plain twins: dequantize with `blocks`, multiply in f64.
 
 use super::blocks::{dequantize_block, quantize_block};
-use super::rows::{ActivationBlocks, RowKernels, block_sums, multiply_exact, multiply_fast};
+use super::rows::{
+    ActivationBlocks, RowKernels, block_sums, multiply_exact, multiply_fast, round_to_i8,
+};
 use super::*;
 use crate::kernels::gemm::NR;
 use crate::test_support::lock_thread_count;
@@ -422,4 +424,28 @@ fn fast_mode_propagates_non_finite_inputs() {
     let mut output = vec![0.0; 2];
     layer.forward(&input, 1, &mut output).unwrap();
     assert!(output.iter().all(|value| !value.is_finite()), "{output:?}");
+}
+
+/// `round_to_i8` is `round() as i8` on every half from -600 to 600, on the floats next to
+/// each (above and below), on whole numbers, out of range, at the extremes and on NaN.
+#[test]
+fn round_to_i8_is_round() {
+    let mut cases = vec![
+        0.0f32,
+        -0.0,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::from_bits(0x3EFF_FFFF),
+    ];
+    for twice in -1200i32..=1200 {
+        let x = twice as f32 / 2.0;
+        cases.extend([x, x.next_up(), x.next_down()]);
+    }
+    for x in cases {
+        assert_eq!(round_to_i8(x), x.round() as i8, "{x:e}");
+    }
 }
