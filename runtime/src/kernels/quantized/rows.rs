@@ -84,6 +84,45 @@ impl RowKernels {
 }
 
 impl RowKernels {
+    /// `row . x[i]` in the exact mode for every f32 input row `i` of `input` (`cols` values each,
+    /// `sums` their block sums) into `outputs[i]`: four rows at a time where the kernel can
+    /// share each weight block's widening among them.
+    fn exact_dots(
+        self,
+        format: QuantFormat,
+        row: &[u8],
+        input: &[f32],
+        sums: &[f32],
+        outputs: &mut [f32],
+    ) {
+        let cols = row.len() / format.block_bytes() * BLOCK_LENGTH;
+        let blocks = cols / BLOCK_LENGTH;
+        let x = |index: usize| &input[index * cols..][..cols];
+        let sums_of = |index: usize| &sums[index * blocks..][..blocks];
+        let mut first = 0;
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self, RowKernels::Avx2 | RowKernels::Avx512Vnni) {
+            while first + 4 <= outputs.len() {
+                // SAFETY: `Avx2` and `Avx512Vnni` are only chosen when the processor has AVX2,
+                // FMA and F16C; each input row holds as many blocks as `row` (both have the
+                // layer's input length), and its sums one per block.
+                let dots = unsafe {
+                    super::x86_64::exact_dot4(
+                        format,
+                        row,
+                        std::array::from_fn(|offset| x(first + offset)),
+                        std::array::from_fn(|offset| sums_of(first + offset)),
+                    )
+                };
+                outputs[first..first + 4].copy_from_slice(&dots);
+                first += 4;
+            }
+        }
+        for (index, output) in outputs.iter_mut().enumerate().skip(first) {
+            *output = self.exact_dot(format, row, x(index), sums_of(index));
+        }
+    }
+
     /// `row . x[i]` for every quantized input row `i` into `outputs[i]`: four rows at a time
     /// where the kernel can share each weight block's unpacking among them.
     fn fast_dots(
@@ -214,16 +253,17 @@ pub(super) fn multiply_exact(
 ) {
     let cols = weight.cols;
     let blocks = cols / BLOCK_LENGTH;
-    multiply(weight, rows, output, |weight_row, outputs| {
-        for (input_row, output) in outputs.iter_mut().enumerate() {
-            *output = kernels.exact_dot(
-                weight.format,
-                weight_row,
-                &input[input_row * cols..][..cols],
-                &sums[input_row * blocks..][..blocks],
-            );
-        }
-    });
+    if rows == 1 {
+        // A decoding step: one call per weight row.
+        multiply(weight, rows, output, |weight_row, outputs| {
+            outputs[0] =
+                kernels.exact_dot(weight.format, weight_row, &input[..cols], &sums[..blocks])
+        });
+    } else {
+        multiply(weight, rows, output, |weight_row, outputs| {
+            kernels.exact_dots(weight.format, weight_row, input, sums, outputs)
+        });
+    }
 }
 
 /// `output[i, r] = weight[r] . input[i]` in the fast mode for `rows` quantized input rows.

@@ -142,8 +142,9 @@ proptest! {
     }
 
     /// The exact mode equals the f32 layer on the dequantized weights, for every row kernel,
-    /// every number of input rows (the GEMM path from `EXACT_GEMM_MIN_ROWS` on), with a bias,
-    /// a residual and an activation.
+    /// up to 8 input rows (one-row and four-row kernels; the GEMM path, from
+    /// `EXACT_GEMM_MIN_ROWS` rows on, is `exact_mode_as_a_gemm_matches_its_plain_twin`), with a
+    /// bias, a residual and an activation.
     #[test]
     fn exact_mode_matches_the_dequantized_layer(
         (format, in_features, out_features, rows, weight, input, bias) in layer_cases(),
@@ -447,5 +448,50 @@ fn round_to_i8_is_round() {
     }
     for x in cases {
         assert_eq!(round_to_i8(x), x.round() as i8, "{x:e}");
+    }
+}
+
+/// From `EXACT_GEMM_MIN_ROWS` input rows on, the exact mode runs as a GEMM on panels packed
+/// from the blocks (the proptests above stay below it, on the row kernels): both sides of the
+/// threshold, with every format, a bias, a residual and an activation, against the plain twin.
+#[test]
+fn exact_mode_as_a_gemm_matches_its_plain_twin() {
+    let (in_features, out_features) = (3 * BLOCK_LENGTH, 37);
+    let weight: Vec<f32> = (0..out_features * in_features)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
+        .collect();
+    let bias: Vec<f32> = (0..out_features).map(|i| i as f32 * 0.125 - 2.0).collect();
+    for format in QuantFormat::ALL {
+        let matrix = QuantizedMatrix::quantize(format, &weight, out_features, in_features).unwrap();
+        let dequantized = matrix.dequantize();
+        let layer = QuantizedLinear::new(matrix, Some(&bias), QuantizedMode::Exact)
+            .unwrap()
+            .with_activation(Some(Activation::Relu));
+        for rows in [
+            EXACT_GEMM_MIN_ROWS - 1,
+            EXACT_GEMM_MIN_ROWS,
+            EXACT_GEMM_MIN_ROWS + 5,
+        ] {
+            let input: Vec<f32> = (0..rows * in_features)
+                .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
+                .collect();
+            let residual: Vec<f32> = (0..rows * out_features)
+                .map(|i| (i % 5) as f32 - 2.0)
+                .collect();
+            let expected = reference_linear(
+                &dequantized,
+                (out_features, in_features),
+                &input,
+                rows,
+                Some(&bias),
+                Some(&residual),
+                Some(Activation::Relu),
+            );
+            let mut output = vec![0.0; rows * out_features];
+            layer
+                .forward_residual(&input, rows, &residual, &mut output)
+                .unwrap();
+            assert_close_to_scale(&output, &expected, 1e-5);
+        }
     }
 }

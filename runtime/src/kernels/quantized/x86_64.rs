@@ -203,6 +203,71 @@ unsafe fn exact_dot_of<const FORMAT: u8>(row: &[u8], x: &[f32], sums: &[f32]) ->
     horizontal_sum(_mm256_add_ps(even, odd)) + (even_offset + odd_offset)
 }
 
+/// `row . x[i]` in the exact mode for four f32 input rows at once (`sums[i]` their block
+/// sums), each weight block widened to f32 once for the four.
+///
+/// # Safety
+/// As for [`exact_dot`], for each of the four rows of `x` and `sums`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn exact_dot4(
+    format: QuantFormat,
+    row: &[u8],
+    x: [&[f32]; 4],
+    sums: [&[f32]; 4],
+) -> [f32; 4] {
+    // SAFETY: Passed on from the caller.
+    unsafe {
+        match format {
+            QuantFormat::Q8_0 => exact_dot4_of::<Q8_0>(row, x, sums),
+            QuantFormat::Q4_0 => exact_dot4_of::<Q4_0>(row, x, sums),
+            QuantFormat::Q4_1 => exact_dot4_of::<Q4_1>(row, x, sums),
+            QuantFormat::F16 => exact_dot4_of::<F16>(row, x, sums),
+        }
+    }
+}
+
+/// [`exact_dot4`] for one format.
+///
+/// # Safety
+/// As for [`exact_dot4`], with `row` in `FORMAT`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exact_dot4_of<const FORMAT: u8>(
+    row: &[u8],
+    x: [&[f32]; 4],
+    sums: [&[f32]; 4],
+) -> [f32; 4] {
+    let format = format_of(FORMAT);
+    let blocks = sums[0].len();
+    let block_bytes = format.block_bytes();
+    assert!(
+        row.len() >= blocks * block_bytes
+            && x.iter().all(|x| x.len() >= blocks * BLOCK_LENGTH)
+            && sums.iter().all(|sums| sums.len() >= blocks),
+        "exact_dot4: the row or the activations are shorter than their blocks"
+    );
+    let mut scaled = [_mm256_setzero_ps(); 4];
+    let mut offsets = [0.0f32; 4];
+    for index in 0..blocks {
+        // SAFETY: Block `index < blocks` lies inside `row`, its values inside every `x[i]`,
+        // and `index` indexes every `sums[i]` (checked above).
+        unsafe {
+            let block = row.as_ptr().add(index * block_bytes);
+            let (start, d, m) = header(format, block);
+            let [first, second, third, fourth] = widen_block(format, block.add(start));
+            for input in 0..4 {
+                let x = x[input].as_ptr().add(index * BLOCK_LENGTH);
+                let mut products = _mm256_mul_ps(first, _mm256_loadu_ps(x));
+                products = _mm256_fmadd_ps(second, _mm256_loadu_ps(x.add(8)), products);
+                products = _mm256_fmadd_ps(third, _mm256_loadu_ps(x.add(16)), products);
+                products = _mm256_fmadd_ps(fourth, _mm256_loadu_ps(x.add(24)), products);
+                scaled[input] = _mm256_fmadd_ps(products, _mm256_set1_ps(d), scaled[input]);
+                offsets[input] += m * *sums[input].get_unchecked(index);
+            }
+        }
+    }
+    std::array::from_fn(|input| horizontal_sum(scaled[input]) + offsets[input])
+}
+
 /// `row . x` in the fast mode: `sum over blocks of d * d_x * (q . q_x) + m * sum_x`.
 ///
 /// # Safety
