@@ -91,11 +91,10 @@ impl RowKernels {
         self,
         format: QuantFormat,
         row: &[u8],
-        input: &[f32],
+        (input, cols): (&[f32], usize),
         sums: &[f32],
         outputs: &mut [f32],
     ) {
-        let cols = row.len() / format.block_bytes() * BLOCK_LENGTH;
         let blocks = cols / BLOCK_LENGTH;
         let x = |index: usize| &input[index * cols..][..cols];
         let sums_of = |index: usize| &sums[index * blocks..][..blocks];
@@ -254,14 +253,14 @@ pub(super) fn multiply_exact(
     let cols = weight.cols;
     let blocks = cols / BLOCK_LENGTH;
     if rows == 1 {
-        // A decoding step: one call per weight row.
+        // A decoding step: the input row's slices taken once, not once per weight row.
+        let (x, sums) = (&input[..cols], &sums[..blocks]);
         multiply(weight, rows, output, |weight_row, outputs| {
-            outputs[0] =
-                kernels.exact_dot(weight.format, weight_row, &input[..cols], &sums[..blocks])
+            outputs[0] = kernels.exact_dot(weight.format, weight_row, x, sums)
         });
     } else {
         multiply(weight, rows, output, |weight_row, outputs| {
-            kernels.exact_dots(weight.format, weight_row, input, sums, outputs)
+            kernels.exact_dots(weight.format, weight_row, (input, cols), sums, outputs)
         });
     }
 }
