@@ -13,8 +13,10 @@
 //! Decoding one token is bound by streaming the weights from memory, so the row kernels read
 //! every weight byte once per call: the weight rows are cut among the threads, and each task
 //! multiplies its rows by every input row while a row is in L1. For the exact mode with several
-//! input rows (a prompt), the GEMM packs its panels straight from the blocks
-//! (`QuantizedSource`) and runs the f32 micro-kernel on them, so a prompt runs at GEMM speed.
+//! input rows (a prompt's chunk), each task dequantizes a few weight rows at a time into f32 and
+//! runs the GEMM's micro-kernel on them against the input rows, and for long inputs the GEMM
+//! packs its panels straight from the blocks (`QuantizedSource`), so a prompt runs at GEMM
+//! speed.
 //!
 //! Every kernel has a plain twin in `tests.rs`: dequantize with `blocks::dequantize_row`, then
 //! multiply in `f64`.
@@ -238,12 +240,20 @@ pub struct QuantizedLinear {
     mode: QuantizedMode,
 }
 
+/// From this many input rows on, the exact mode dequantizes groups of weight rows into f32 and
+/// runs the GEMM's micro-kernel on them (`rows::multiply_exact_tiled`); below it, each weight
+/// block is widened in registers once per four input rows (`x86_64::exact_dot4`), which costs
+/// less than a tile whose panel of 16 input rows is mostly empty. A Q4_1 layer of 1536 x 576,
+/// one thread, first-generation Zen, row kernels against tiles: 8 rows 842 / 854 us, 9 rows
+/// 1030 / 1119, 12 rows 1259 / 1140, 16 rows 1663 / 1122, 32 rows 3488 / 2120.
+const EXACT_TILED_MIN_ROWS: usize = 11;
+
 /// From this many input rows on, the exact mode runs as a GEMM whose panels are dequantized
-/// from the blocks; below it, each weight block is widened in registers once per four input
-/// rows (`x86_64::exact_dot4`), which costs less than packing panels for a prompt's chunk. A
-/// Q4_1 layer of 576 x 1536, one thread, first-generation Zen, rows path against GEMM: 4 rows
-/// 421 / 1241 us, 16 rows 1638 / 1952, 32 rows 3433 / 3604, 48 rows 5150 / 4718.
-const EXACT_GEMM_MIN_ROWS: usize = 32;
+/// from the blocks (`QuantizedSource`): for long inputs the GEMM's cache blocking keeps the
+/// tiles' input panels in cache, where the tiled path streams them once per group of weight
+/// rows. The same layer, one thread, tiles against GEMM: 96 rows 6254 / 8530 us, 128 rows 8246 /
+/// 7170, 192 rows 12312 / 10195.
+const EXACT_GEMM_MIN_ROWS: usize = 128;
 
 impl QuantizedLinear {
     /// A layer on `weight` (`[out_features, in_features]`) with an optional bias of length
@@ -348,6 +358,9 @@ impl QuantizedLinear {
         }
         let kernels = RowKernels::detected();
         match self.mode {
+            QuantizedMode::Exact if rows >= EXACT_TILED_MIN_ROWS => {
+                rows::multiply_exact_tiled(&kernels, &self.weight, input, rows, output);
+            }
             QuantizedMode::Exact => {
                 let sums = rows::block_sums(input);
                 rows::multiply_exact(&kernels, &self.weight, input, &sums, rows, output);

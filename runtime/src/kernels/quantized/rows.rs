@@ -4,6 +4,7 @@
 
 use super::QuantizedMatrix;
 use super::blocks::{BLOCK_LENGTH, QuantFormat, read_f16};
+use crate::kernels::gemm::{GemmKernels, MR, NR, StripOutput, TileEpilogue};
 use crate::threading;
 
 /// Weight bytes from which a call is split across threads. Streaming 256 KiB from memory takes
@@ -286,6 +287,80 @@ pub(super) fn multiply_fast(
     }
 }
 
+/// `output[i, r] = weight[r] . input[i]` in the exact mode for `rows` input rows (a prompt's
+/// chunk), on the f32 GEMM's micro-kernel: the input rows, transposed once into panels of `NR`
+/// rows, are B, and each group of `MR` weight rows, dequantized into a row-major scratch of f32,
+/// is A, read in place; the tiles are `MR` weight rows by up to `NR` input rows of the
+/// transposed output. The weights are read once per call and dequantized with contiguous stores,
+/// where packing them as B panels scattered each value `NR` floats from the last.
+pub(super) fn multiply_exact_tiled(
+    kernels: &RowKernels,
+    weight: &QuantizedMatrix,
+    input: &[f32],
+    rows: usize,
+    output: &mut [f32],
+) {
+    let cols = weight.cols;
+    let gemm = GemmKernels::detected();
+    let panels = rows.div_ceil(NR);
+    // One panel more than the rows need: a full tile fetches the panel after its own into L2
+    // (`NextPanelPrefetch`), and past the end of the buffer that address may be unmapped, which
+    // cost a page walk per prefetch (two rows took 13.4 ms instead of 0.85 on 1536 x 576 Q4_1,
+    // depending on where the allocator had put the buffer).
+    let mut packed = vec![0.0f32; (panels + 1) * cols * NR];
+    for (panel_index, panel) in packed.chunks_exact_mut(cols * NR).take(panels).enumerate() {
+        let first = panel_index * NR;
+        for lane in 0..NR.min(rows - first) {
+            let x = &input[(first + lane) * cols..][..cols];
+            for (step, &value) in panel.chunks_exact_mut(NR).zip(x) {
+                step[lane] = value;
+            }
+        }
+    }
+    let block_bytes = weight.format.block_bytes();
+    multiply_transposed(weight, rows, MR, output, |first_row, chunk| {
+        let weight_rows = chunk.len() / rows;
+        let mut dequantized = vec![0.0f32; MR * cols];
+        for group in (0..weight_rows).step_by(MR) {
+            let count = MR.min(weight_rows - group);
+            for (offset, values) in dequantized.chunks_exact_mut(cols).take(count).enumerate() {
+                let row = weight.row(first_row + group + offset);
+                prefetch_ahead(row);
+                for (block, values) in row
+                    .chunks_exact(block_bytes)
+                    .zip(values.chunks_exact_mut(BLOCK_LENGTH))
+                {
+                    kernels.dequantize_block(weight.format, block, values);
+                }
+            }
+            let c = &mut chunk[group * rows..][..count * rows];
+            for (panel_index, panel) in packed.chunks_exact(cols * NR).take(panels).enumerate() {
+                let first = panel_index * NR;
+                let tile = StripOutput {
+                    c: c[first..].as_mut_ptr(),
+                    c_row_stride: rows,
+                    rows: count,
+                    cols: NR.min(rows - first),
+                    accumulate: false,
+                    epilogue: TileEpilogue::default(),
+                };
+                assert!(
+                    dequantized.len() >= (count - 1) * cols + cols
+                        && panel.len() >= cols * NR
+                        && c.len() >= first + (count - 1) * rows + tile.cols,
+                    "multiply_exact_tiled: a tile or operand is out of bounds"
+                );
+                // SAFETY: The kernel is the one this processor runs (`GemmKernels::detected`);
+                // A's `count` rows of `cols` values, the panel's `cols * NR` values and the
+                // tile's `count` rows of `tile.cols <= NR` values, `rows` apart, lie inside
+                // their slices (checked just above); the epilogue reads nothing, and `c` is
+                // borrowed mutably, so nothing else touches the tile.
+                unsafe { (gemm.row_major_a)(cols, &dequantized, cols, panel, &tile) };
+            }
+        }
+    });
+}
+
 /// How far ahead of the row being multiplied a one-row product prefetches the weight, in bytes.
 /// The row kernels read a row faster than the hardware's prefetcher brings the next ones in from
 /// memory (on a 2-vCPU Sapphire Rapids, SmolLM2's Q4_1 decode stalled on the weights' loads).
@@ -311,14 +386,8 @@ fn multiply(
     output: &mut [f32],
     dots: impl Fn(&[u8], &mut [f32]) + Sync,
 ) {
-    let out_features = weight.rows;
-    let threads = if weight.data.len() >= PARALLEL_MIN_BYTES {
-        threading::parallel_width()
-    } else {
-        1
-    };
-    let rows_per_task = out_features.div_ceil(threads).next_multiple_of(4);
     if rows == 1 {
+        let rows_per_task = rows_per_task(weight, 4);
         threading::run_chunks_mut(output, rows_per_task, |task, output| {
             let first = task * rows_per_task;
             for (offset, output) in output.iter_mut().enumerate() {
@@ -329,16 +398,43 @@ fn multiply(
         });
         return;
     }
-    // Several input rows: each task fills the output's columns of its weight rows, which are
-    // not contiguous, so the tasks write a transposed `[weight.rows, rows]` buffer.
-    let mut transposed = vec![0.0f32; out_features * rows];
-    threading::run_chunks_mut(&mut transposed, rows_per_task * rows, |task, chunk| {
-        let first = task * rows_per_task;
+    multiply_transposed(weight, rows, 4, output, |first_row, chunk| {
         for (offset, outputs) in chunk.chunks_exact_mut(rows).enumerate() {
-            let row = weight.row(first + offset);
+            let row = weight.row(first_row + offset);
             prefetch_ahead(row);
             dots(row, outputs);
         }
+    });
+}
+
+/// The weight rows of one task: the layer's rows cut evenly among the threads (one task for a
+/// small layer), rounded up to a multiple of `multiple`.
+fn rows_per_task(weight: &QuantizedMatrix, multiple: usize) -> usize {
+    let threads = if weight.data.len() >= PARALLEL_MIN_BYTES {
+        threading::parallel_width()
+    } else {
+        1
+    };
+    weight.rows.div_ceil(threads).next_multiple_of(multiple)
+}
+
+/// Several input rows: each task fills the output's columns of its weight rows, which are not
+/// contiguous, so the tasks write a transposed `[weight.rows, rows]` buffer, which is then
+/// copied into the row-major `[rows, weight.rows]` output. `task(first_weight_row, chunk)`
+/// fills the rows of the buffer of a run of weight rows (a multiple of `multiple` of them but
+/// the last).
+fn multiply_transposed(
+    weight: &QuantizedMatrix,
+    rows: usize,
+    multiple: usize,
+    output: &mut [f32],
+    task: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let out_features = weight.rows;
+    let rows_per_task = rows_per_task(weight, multiple);
+    let mut transposed = vec![0.0f32; out_features * rows];
+    threading::run_chunks_mut(&mut transposed, rows_per_task * rows, |index, chunk| {
+        task(index * rows_per_task, chunk)
     });
     for (weight_row, values) in transposed.chunks_exact(rows).enumerate() {
         for (input_row, &value) in values.iter().enumerate() {

@@ -2,7 +2,8 @@
 
 use super::blocks::{dequantize_block, quantize_block};
 use super::rows::{
-    ActivationBlocks, RowKernels, block_sums, multiply_exact, multiply_fast, round_to_i8,
+    ActivationBlocks, RowKernels, block_sums, multiply_exact, multiply_exact_tiled, multiply_fast,
+    round_to_i8,
 };
 use super::*;
 use crate::kernels::gemm::NR;
@@ -92,7 +93,25 @@ fn layer_cases() -> impl Strategy<
         Vec<f32>,
     ),
 > {
-    (format_strategy(), 1..6usize, 1..40usize, 1..9usize).prop_flat_map(
+    layer_cases_of(1..9)
+}
+
+/// [`layer_cases`] with `rows` input rows.
+#[allow(clippy::type_complexity)]
+fn layer_cases_of(
+    rows: std::ops::Range<usize>,
+) -> impl Strategy<
+    Value = (
+        QuantFormat,
+        usize,
+        usize,
+        usize,
+        Vec<f32>,
+        Vec<f32>,
+        Vec<f32>,
+    ),
+> {
+    (format_strategy(), 1..6usize, 1..40usize, rows).prop_flat_map(
         |(format, blocks, out_features, rows)| {
             let in_features = blocks * BLOCK_LENGTH;
             (
@@ -142,9 +161,9 @@ proptest! {
     }
 
     /// The exact mode equals the f32 layer on the dequantized weights, for every row kernel,
-    /// up to 8 input rows (one-row and four-row kernels; the GEMM path, from
-    /// `EXACT_GEMM_MIN_ROWS` rows on, is `exact_mode_as_a_gemm_matches_its_plain_twin`), with a
-    /// bias, a residual and an activation.
+    /// up to 8 input rows (one-row and four-row kernels; the tiles and the GEMM, from
+    /// `EXACT_TILED_MIN_ROWS` rows on, are `exact_mode_on_tiles_and_as_a_gemm_matches_its_plain_twin`
+    /// and `exact_tiles_match_the_dequantized_layer`), with a bias, a residual and an activation.
     #[test]
     fn exact_mode_matches_the_dequantized_layer(
         (format, in_features, out_features, rows, weight, input, bias) in layer_cases(),
@@ -173,6 +192,23 @@ proptest! {
         for kernels in row_kernels() {
             let mut output = vec![0.0; rows * out_features];
             multiply_exact(&kernels, &matrix, &input, &sums, rows, &mut output);
+            assert_close_to_scale(&output, &plain, 1e-5);
+        }
+    }
+
+    /// The exact mode's tiles (weight rows dequantized into f32, the GEMM's micro-kernel against
+    /// panels of the input rows) equal the plain product at any number of rows, whole panels of
+    /// `NR` input rows and tails, and any number of weight rows, whole groups of `MR` and tails,
+    /// with every row kernel's dequantization.
+    #[test]
+    fn exact_tiles_match_the_dequantized_layer(
+        (format, in_features, out_features, rows, weight, input, _bias) in layer_cases_of(1..40),
+    ) {
+        let matrix = QuantizedMatrix::quantize(format, &weight, out_features, in_features).unwrap();
+        let plain = reference_linear(&matrix.dequantize(), (out_features, in_features), &input, rows, None, None, None);
+        for kernels in row_kernels() {
+            let mut output = vec![f32::NAN; rows * out_features];
+            multiply_exact_tiled(&kernels, &matrix, &input, rows, &mut output);
             assert_close_to_scale(&output, &plain, 1e-5);
         }
     }
@@ -379,7 +415,8 @@ fn embedding_rows_are_the_dequantized_rows() {
 }
 
 /// A layer big enough to be split across threads gives the same bits on one and two threads
-/// (the split is by whole weight rows, and each dot product is computed the same way).
+/// (the split is by whole weight rows, at multiples of the tiles' rows, and each dot product is
+/// computed the same way); 1031 weight rows leave a short last tile.
 #[test]
 fn threads_do_not_change_the_result() {
     let _guard = lock_thread_count();
@@ -387,7 +424,7 @@ fn threads_do_not_change_the_result() {
     let weight: Vec<f32> = (0..out_features * in_features)
         .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
         .collect();
-    let input: Vec<f32> = (0..3 * in_features)
+    let input: Vec<f32> = (0..17 * in_features)
         .map(|i| (i as f32 * 0.01).cos())
         .collect();
     for format in QuantFormat::ALL {
@@ -398,7 +435,8 @@ fn threads_do_not_change_the_result() {
         );
         for mode in [QuantizedMode::Exact, QuantizedMode::Fast] {
             let layer = QuantizedLinear::new(matrix.clone(), None, mode).unwrap();
-            for rows in [1, 3] {
+            // One row, the row kernels, and the exact mode's tiles (the fast mode's rows).
+            for rows in [1, 3, 17] {
                 let mut results = Vec::new();
                 for threads in [1, 2] {
                     crate::set_num_threads(threads);
@@ -451,11 +489,12 @@ fn round_to_i8_is_round() {
     }
 }
 
-/// From `EXACT_GEMM_MIN_ROWS` input rows on, the exact mode runs as a GEMM on panels packed
-/// from the blocks (the proptests above stay below it, on the row kernels): both sides of the
-/// threshold, with every format, a bias, a residual and an activation, against the plain twin.
+/// From `EXACT_TILED_MIN_ROWS` input rows on, the exact mode runs on tiles of dequantized
+/// weight rows, and from `EXACT_GEMM_MIN_ROWS` on as a GEMM on panels packed from the blocks
+/// (the layer proptests stay below both, on the row kernels): both sides of each threshold, with
+/// every format, a bias, a residual and an activation, against the plain twin.
 #[test]
-fn exact_mode_as_a_gemm_matches_its_plain_twin() {
+fn exact_mode_on_tiles_and_as_a_gemm_matches_its_plain_twin() {
     let (in_features, out_features) = (3 * BLOCK_LENGTH, 37);
     let weight: Vec<f32> = (0..out_features * in_features)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
@@ -468,6 +507,10 @@ fn exact_mode_as_a_gemm_matches_its_plain_twin() {
             .unwrap()
             .with_activation(Some(Activation::Relu));
         for rows in [
+            EXACT_TILED_MIN_ROWS - 1,
+            EXACT_TILED_MIN_ROWS,
+            NR,
+            NR + 1,
             EXACT_GEMM_MIN_ROWS - 1,
             EXACT_GEMM_MIN_ROWS,
             EXACT_GEMM_MIN_ROWS + 5,
