@@ -8,12 +8,15 @@
 //! - **Fast**: each row of activations is first quantized to 8 bits per 32-value block (a scale
 //!   and the block's sum kept in `f32`), and blocks are multiplied in integers (`i8 x u4` or
 //!   `i8 x i8` products summed in `i32`), then scaled. This is what llama.cpp does for Q4/Q8
-//!   weights: it reads less and computes less, at the cost of rounding the activations.
+//!   weights: it reads less and computes less, at the cost of rounding the activations. A
+//!   prompt's chunk of `TILED_MIN_ROWS` rows or more multiplies the same rounded activations in
+//!   f32, on the exact mode's tiles, which the integer kernels cannot match without 8-bit
+//!   dot-product instructions: the same values, up to the order of the additions.
 //!
 //! Decoding one token is bound by streaming the weights from memory, so the row kernels read
 //! every weight byte once per call: the weight rows are cut among the threads, and each task
-//! multiplies its rows by every input row while a row is in L1. For the exact mode with several
-//! input rows (a prompt's chunk), each task dequantizes a few weight rows at a time into f32 and
+//! multiplies its rows by every input row while a row is in L1. For a prompt's chunk of several
+//! input rows, each task dequantizes a few weight rows at a time into f32 and
 //! runs the GEMM's micro-kernel on them against the input rows, and for long inputs the GEMM
 //! packs its panels straight from the blocks (`QuantizedSource`), so a prompt runs at GEMM
 //! speed.
@@ -240,20 +243,21 @@ pub struct QuantizedLinear {
     mode: QuantizedMode,
 }
 
-/// From this many input rows on, the exact mode dequantizes groups of weight rows into f32 and
-/// runs the GEMM's micro-kernel on them (`rows::multiply_exact_tiled`); below it, each weight
-/// block is widened in registers once per four input rows (`x86_64::exact_dot4`), which costs
-/// less than a tile whose panel of 16 input rows is mostly empty. A Q4_1 layer of 1536 x 576,
-/// one thread, first-generation Zen, row kernels against tiles: 8 rows 842 / 854 us, 9 rows
-/// 1030 / 1119, 12 rows 1259 / 1140, 16 rows 1663 / 1122, 32 rows 3488 / 2120.
-const EXACT_TILED_MIN_ROWS: usize = 11;
+/// From this many input rows on, both modes dequantize groups of weight rows into f32 and run
+/// the GEMM's micro-kernel on them (`rows::multiply_exact_tiled`), the fast mode on its rounded
+/// activations; below it, each weight block is widened in registers once per four input rows
+/// (`x86_64::exact_dot4`, `fast_dot4`), which costs less than a tile whose panel of 16 input rows
+/// is mostly empty. A Q4_1 layer of 1536 x 576, one thread, first-generation Zen, row kernels
+/// against tiles, exact mode: 8 rows 842 / 854 us, 9 rows 1030 / 1119, 12 rows 1259 / 1140, 16
+/// rows 1663 / 1122, 32 rows 3488 / 2120; the fast mode's row kernels, 16 rows: 1711 us.
+const TILED_MIN_ROWS: usize = 11;
 
-/// From this many input rows on, the exact mode runs as a GEMM whose panels are dequantized
-/// from the blocks (`QuantizedSource`): for long inputs the GEMM's cache blocking keeps the
-/// tiles' input panels in cache, where the tiled path streams them once per group of weight
-/// rows. The same layer, one thread, tiles against GEMM: 96 rows 6254 / 8530 us, 128 rows 8246 /
-/// 7170, 192 rows 12312 / 10195.
-const EXACT_GEMM_MIN_ROWS: usize = 128;
+/// From this many input rows on, the layer runs as a GEMM whose panels are dequantized from the
+/// blocks (`QuantizedSource`): for long inputs the GEMM's cache blocking keeps the tiles' input
+/// panels in cache, where the tiled path streams them once per group of weight rows. The same
+/// layer, one thread, tiles against GEMM: 96 rows 6254 / 8530 us, 128 rows 8246 / 7170, 192 rows
+/// 12312 / 10195.
+const GEMM_MIN_ROWS: usize = 128;
 
 impl QuantizedLinear {
     /// A layer on `weight` (`[out_features, in_features]`) with an optional bias of length
@@ -353,14 +357,27 @@ impl QuantizedLinear {
         if rows == 0 || out_features == 0 {
             return Ok(());
         }
-        if self.mode == QuantizedMode::Exact && rows >= EXACT_GEMM_MIN_ROWS {
-            return self.run_gemm(input, rows, residual, output);
-        }
         let kernels = RowKernels::detected();
-        match self.mode {
-            QuantizedMode::Exact if rows >= EXACT_TILED_MIN_ROWS => {
-                rows::multiply_exact_tiled(&kernels, &self.weight, input, rows, output);
+        if rows >= TILED_MIN_ROWS {
+            // The fast mode's activations, rounded as its integer products see them and restored
+            // to f32: the f32 tiles then compute the same products (up to the order of the
+            // additions), faster than the integer row kernels on a prompt's chunk.
+            let restored;
+            let input = match self.mode {
+                QuantizedMode::Exact => input,
+                QuantizedMode::Fast => {
+                    restored = ActivationBlocks::quantize(input, rows, in_features).dequantize();
+                    &restored
+                }
+            };
+            if rows >= GEMM_MIN_ROWS {
+                return self.run_gemm(input, rows, residual, output);
             }
+            rows::multiply_exact_tiled(&kernels, &self.weight, input, rows, output);
+            self.finish(output, residual);
+            return Ok(());
+        }
+        match self.mode {
             QuantizedMode::Exact => {
                 let sums = rows::block_sums(input);
                 rows::multiply_exact(&kernels, &self.weight, input, &sums, rows, output);

@@ -232,6 +232,15 @@ impl ActivationBlocks {
         }
     }
 
+    /// The values the quantized activations stand for, row-major: `q * d`.
+    pub(super) fn dequantize(&self) -> Vec<f32> {
+        self.quants
+            .chunks_exact(BLOCK_LENGTH)
+            .zip(&self.scales)
+            .flat_map(|(quants, &scale)| quants.iter().map(move |&q| f32::from(q) * scale))
+            .collect()
+    }
+
     fn row(&self, index: usize) -> ActivationRow<'_> {
         let blocks = self.cols / BLOCK_LENGTH;
         ActivationRow {

@@ -162,8 +162,8 @@ proptest! {
 
     /// The exact mode equals the f32 layer on the dequantized weights, for every row kernel,
     /// up to 8 input rows (one-row and four-row kernels; the tiles and the GEMM, from
-    /// `EXACT_TILED_MIN_ROWS` rows on, are `exact_mode_on_tiles_and_as_a_gemm_matches_its_plain_twin`
-    /// and `exact_tiles_match_the_dequantized_layer`), with a bias, a residual and an activation.
+    /// `TILED_MIN_ROWS` rows on, are `modes_on_tiles_and_as_a_gemm_match_their_plain_twins` and
+    /// `exact_tiles_match_the_dequantized_layer`), with a bias, a residual and an activation.
     #[test]
     fn exact_mode_matches_the_dequantized_layer(
         (format, in_features, out_features, rows, weight, input, bias) in layer_cases(),
@@ -312,17 +312,6 @@ proptest! {
                 prop_assert!((actual - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{kernels:?}: {actual} vs {expected}");
             }
         }
-    }
-}
-
-impl ActivationBlocks {
-    /// The values the quantized activations stand for, row-major.
-    fn dequantize(&self) -> Vec<f32> {
-        self.quants
-            .chunks_exact(BLOCK_LENGTH)
-            .zip(&self.scales)
-            .flat_map(|(quants, &scale)| quants.iter().map(move |&q| f32::from(q) * scale))
-            .collect()
     }
 }
 
@@ -489,31 +478,37 @@ fn round_to_i8_is_round() {
     }
 }
 
-/// From `EXACT_TILED_MIN_ROWS` input rows on, the exact mode runs on tiles of dequantized
-/// weight rows, and from `EXACT_GEMM_MIN_ROWS` on as a GEMM on panels packed from the blocks
-/// (the layer proptests stay below both, on the row kernels): both sides of each threshold, with
-/// every format, a bias, a residual and an activation, against the plain twin.
+/// From `TILED_MIN_ROWS` input rows on, both modes run on tiles of dequantized weight rows (the
+/// fast mode on its rounded activations), and from `GEMM_MIN_ROWS` on as a GEMM on panels
+/// packed from the blocks (the layer proptests stay below both, on the row kernels): both sides
+/// of each threshold, with every format, a bias, a residual and an activation, against the plain
+/// twin, which for the fast mode multiplies the activations as it rounds them.
 #[test]
-fn exact_mode_on_tiles_and_as_a_gemm_matches_its_plain_twin() {
+fn modes_on_tiles_and_as_a_gemm_match_their_plain_twins() {
     let (in_features, out_features) = (3 * BLOCK_LENGTH, 37);
     let weight: Vec<f32> = (0..out_features * in_features)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
         .collect();
     let bias: Vec<f32> = (0..out_features).map(|i| i as f32 * 0.125 - 2.0).collect();
-    for format in QuantFormat::ALL {
+    for (format, mode) in QuantFormat::ALL.into_iter().flat_map(|format| {
+        [
+            (format, QuantizedMode::Exact),
+            (format, QuantizedMode::Fast),
+        ]
+    }) {
         let matrix = QuantizedMatrix::quantize(format, &weight, out_features, in_features).unwrap();
         let dequantized = matrix.dequantize();
-        let layer = QuantizedLinear::new(matrix, Some(&bias), QuantizedMode::Exact)
+        let layer = QuantizedLinear::new(matrix, Some(&bias), mode)
             .unwrap()
             .with_activation(Some(Activation::Relu));
         for rows in [
-            EXACT_TILED_MIN_ROWS - 1,
-            EXACT_TILED_MIN_ROWS,
+            TILED_MIN_ROWS - 1,
+            TILED_MIN_ROWS,
             NR,
             NR + 1,
-            EXACT_GEMM_MIN_ROWS - 1,
-            EXACT_GEMM_MIN_ROWS,
-            EXACT_GEMM_MIN_ROWS + 5,
+            GEMM_MIN_ROWS - 1,
+            GEMM_MIN_ROWS,
+            GEMM_MIN_ROWS + 5,
         ] {
             let input: Vec<f32> = (0..rows * in_features)
                 .map(|i| ((i * 31 % 17) as f32 - 8.0) / 8.0)
@@ -521,10 +516,16 @@ fn exact_mode_on_tiles_and_as_a_gemm_matches_its_plain_twin() {
             let residual: Vec<f32> = (0..rows * out_features)
                 .map(|i| (i % 5) as f32 - 2.0)
                 .collect();
+            let multiplied = match layer.mode() {
+                QuantizedMode::Exact => input.clone(),
+                QuantizedMode::Fast => {
+                    ActivationBlocks::quantize(&input, rows, in_features).dequantize()
+                }
+            };
             let expected = reference_linear(
                 &dequantized,
                 (out_features, in_features),
-                &input,
+                &multiplied,
                 rows,
                 Some(&bias),
                 Some(&residual),
@@ -534,6 +535,20 @@ fn exact_mode_on_tiles_and_as_a_gemm_matches_its_plain_twin() {
             layer
                 .forward_residual(&input, rows, &residual, &mut output)
                 .unwrap();
+            assert_close_to_scale(&output, &expected, 1e-5);
+            if layer.mode() == QuantizedMode::Fast {
+                // The rounding of the activations shows: the twin on the unrounded input is off.
+                let unrounded = reference_linear(
+                    &dequantized,
+                    (out_features, in_features),
+                    &input,
+                    rows,
+                    Some(&bias),
+                    Some(&residual),
+                    Some(Activation::Relu),
+                );
+                assert_ne!(expected, unrounded, "{format} rows {rows}");
+            }
             assert_close_to_scale(&output, &expected, 1e-5);
         }
     }
