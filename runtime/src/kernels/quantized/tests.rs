@@ -223,6 +223,9 @@ proptest! {
         let dequantized = matrix.dequantize();
         let activations = ActivationBlocks::quantize(&input, rows, in_features);
         let restored_input = activations.dequantize();
+        // What the tiles multiply in the fast mode: the same values, bit for bit.
+        let rounded = ActivationBlocks::rounded(&input);
+        prop_assert!(rounded.iter().zip(&restored_input).all(|(a, b)| a.to_bits() == b.to_bits()));
         let expected = reference_linear(&dequantized, (out_features, in_features), &restored_input, rows, None, None, None,
         );
         for kernels in row_kernels() {
@@ -285,7 +288,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
-    /// Every row kernel dequantizes a block to the plain twin's values.
+    /// Every row kernel dequantizes a block, and a row of blocks, to the plain twin's values.
     #[test]
     fn block_dequantization_matches_the_plain_twin(
         format in format_strategy(),
@@ -311,6 +314,15 @@ proptest! {
             for (&actual, &expected) in actual.iter().zip(&expected) {
                 prop_assert!((actual - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{kernels:?}: {actual} vs {expected}");
             }
+            // A row of three copies of the block, whole: each copy's values in its place.
+            let row = block.repeat(3);
+            let mut values = [f32::NAN; 3 * BLOCK_LENGTH + 1];
+            kernels.dequantize_row(format, &row, &mut values);
+            for (index, &actual) in values[..3 * BLOCK_LENGTH].iter().enumerate() {
+                let expected = expected[index % BLOCK_LENGTH];
+                prop_assert!((actual - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{kernels:?} row: {actual} vs {expected}");
+            }
+            prop_assert!(values[3 * BLOCK_LENGTH].is_nan(), "{kernels:?}: wrote past the row");
         }
     }
 }
@@ -452,6 +464,19 @@ fn fast_mode_propagates_non_finite_inputs() {
     let mut output = vec![0.0; 2];
     layer.forward(&input, 1, &mut output).unwrap();
     assert!(output.iter().all(|value| !value.is_finite()), "{output:?}");
+    // A prompt's chunk, on the tiles: the row with the infinity, and only it, is not finite.
+    let rows = TILED_MIN_ROWS;
+    let mut chunk = vec![1.0; rows * 32];
+    chunk[3 * 32..4 * 32].copy_from_slice(&input);
+    let mut output = vec![0.0; rows * 2];
+    layer.forward(&chunk, rows, &mut output).unwrap();
+    for (row, values) in output.chunks_exact(2).enumerate() {
+        assert_eq!(
+            values.iter().all(|value| value.is_finite()),
+            row != 3,
+            "row {row}: {values:?}"
+        );
+    }
 }
 
 /// `round_to_i8` is `round() as i8` on every half from -600 to 600, on the floats next to
@@ -485,7 +510,8 @@ fn round_to_i8_is_round() {
 /// twin, which for the fast mode multiplies the activations as it rounds them.
 #[test]
 fn modes_on_tiles_and_as_a_gemm_match_their_plain_twins() {
-    let (in_features, out_features) = (3 * BLOCK_LENGTH, 37);
+    // More weight rows than one block of the transposed copy (64), not a multiple of the tiles.
+    let (in_features, out_features) = (3 * BLOCK_LENGTH, 67);
     let weight: Vec<f32> = (0..out_features * in_features)
         .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0)
         .collect();
