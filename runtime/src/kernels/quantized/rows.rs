@@ -351,8 +351,8 @@ pub(super) fn multiply_fast(
     }
 }
 
-/// `output[i, r] = weight[r] . input[i]` in the exact mode for `rows` input rows (a prompt's
-/// chunk), on the f32 GEMM's micro-kernel: the input rows, transposed once into panels of `NR`
+/// `output[i, r] = weight[r] . input[i]` for `rows` f32 input rows (a prompt's chunk: the exact
+/// mode's, or the fast mode's rounded activations), on the f32 GEMM's micro-kernel: the input rows, transposed once into panels of `NR`
 /// rows, are B, and each group of `MR` weight rows, dequantized into a row-major scratch of f32,
 /// is A, read in place; the tiles are `MR` weight rows by up to `NR` input rows of the
 /// transposed output. The weights are read once per call and dequantized with contiguous stores,
@@ -367,11 +367,19 @@ pub(super) fn multiply_exact_tiled(
     let cols = weight.cols;
     let gemm = GemmKernels::detected();
     let panels = rows.div_ceil(NR);
-    // One panel more than the rows need: a full tile fetches the panel after its own into L2
-    // (`NextPanelPrefetch`), and past the end of the buffer that address may be unmapped, which
-    // cost a page walk per prefetch (two rows took 13.4 ms instead of 0.85 on 1536 x 576 Q4_1,
-    // depending on where the allocator had put the buffer).
-    let mut packed = vec![0.0f32; (panels + 1) * cols * NR];
+    // Spare panels after the rows' own, written: a full tile fetches the strip's worth of
+    // panels after its own into L2 (`NextPanelPrefetch`; two panels on, and two of them, for
+    // the AVX-512 kernel's strips), and past the end of the buffer, or on a page not yet
+    // touched, the address may have no page, which costs a page walk per prefetch (two rows
+    // took 13.4 ms instead of 0.85 on 1536 x 576 Q4_1, depending on where the allocator had put
+    // the buffer).
+    let spare = 2 * gemm.strip_panels - 1;
+    let mut packed = vec![0.0f32; (panels + spare) * cols * NR];
+    // A zeroed allocation may come as pages not yet mapped: one store per page maps them (a
+    // value the compiler cannot see is the zero already there).
+    for value in packed[panels * cols * NR..].iter_mut().step_by(1024) {
+        *value = std::hint::black_box(0.0);
+    }
     for (panel_index, panel) in packed.chunks_exact_mut(cols * NR).take(panels).enumerate() {
         let first = panel_index * NR;
         for lane in 0..NR.min(rows - first) {
@@ -496,7 +504,7 @@ fn multiply_transposed(
     });
     // Copied back by blocks of weight rows, each in L1 while it is read with a stride and
     // written row by row: element by element, every store went to another line of the output
-    // (5% of a prompt's time with 16 rows).
+    // (1536 x 576 Q4_1 on the tiles, 16 rows, one thread: 1003 us a call, 837 by blocks).
     const BLOCK_WEIGHT_ROWS: usize = 64;
     for (index, block) in transposed.chunks(BLOCK_WEIGHT_ROWS * rows).enumerate() {
         let first = index * BLOCK_WEIGHT_ROWS;
