@@ -79,38 +79,26 @@ fn format_strategy() -> impl Strategy<Value = QuantFormat> {
     ]
 }
 
-/// A format, a layer's shape (`in_features` a whole number of blocks, odd counts included),
-/// weights, input rows and a bias.
-#[allow(clippy::type_complexity)]
-fn layer_cases() -> impl Strategy<
-    Value = (
-        QuantFormat,
-        usize,
-        usize,
-        usize,
-        Vec<f32>,
-        Vec<f32>,
-        Vec<f32>,
-    ),
-> {
+/// A format, a layer's shape (`in_features`, `out_features`), the input rows, the weights, the
+/// input and a bias.
+type LayerCase = (
+    QuantFormat,
+    usize,
+    usize,
+    usize,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+);
+
+/// A layer case (`in_features` a whole number of blocks, odd counts included) of 1 to 8 input
+/// rows.
+fn layer_cases() -> impl Strategy<Value = LayerCase> {
     layer_cases_of(1..9)
 }
 
 /// [`layer_cases`] with `rows` input rows.
-#[allow(clippy::type_complexity)]
-fn layer_cases_of(
-    rows: std::ops::Range<usize>,
-) -> impl Strategy<
-    Value = (
-        QuantFormat,
-        usize,
-        usize,
-        usize,
-        Vec<f32>,
-        Vec<f32>,
-        Vec<f32>,
-    ),
-> {
+fn layer_cases_of(rows: std::ops::Range<usize>) -> impl Strategy<Value = LayerCase> {
     (format_strategy(), 1..6usize, 1..40usize, rows).prop_flat_map(
         |(format, blocks, out_features, rows)| {
             let in_features = blocks * BLOCK_LENGTH;
