@@ -16,10 +16,9 @@
 //! Decoding one token is bound by streaming the weights from memory, so the row kernels read
 //! every weight byte once per call: the weight rows are cut among the threads, and each task
 //! multiplies its rows by every input row while a row is in L1. For a prompt's chunk of several
-//! input rows, each task dequantizes a few weight rows at a time into f32 and
-//! runs the GEMM's micro-kernel on them against the input rows, and for long inputs the GEMM
-//! packs its panels straight from the blocks (`QuantizedSource`), so a prompt runs at GEMM
-//! speed.
+//! input rows, each task dequantizes a few weight rows at a time into f32 and runs the GEMM's
+//! micro-kernel on them against the input rows, and for long inputs the GEMM packs its panels
+//! straight from the blocks (`QuantizedSource`), so a prompt runs at GEMM speed.
 //!
 //! Every kernel has a plain twin in `tests.rs`: dequantize with `blocks::dequantize_row`, then
 //! multiply in `f64`.
@@ -246,11 +245,12 @@ pub struct QuantizedLinear {
 /// From this many input rows on, both modes dequantize groups of weight rows into f32 and run
 /// the GEMM's micro-kernel on them (`rows::multiply_exact_tiled`), the fast mode on its rounded
 /// activations; below it, each weight block is widened in registers once per four input rows
-/// (`x86_64::exact_dot4`, `fast_dot4`), which costs less than a tile whose panel of 16 input rows
-/// is mostly empty. A Q4_1 layer of 1536 x 576, one thread, first-generation Zen, row kernels
-/// against tiles, exact mode: 8 rows 842 / 854 us, 9 rows 1030 / 1119, 12 rows 1259 / 1140, 16
-/// rows 1663 / 1122, 32 rows 3488 / 2120; the fast mode's row kernels, 16 rows: 1711 us.
-const TILED_MIN_ROWS: usize = 11;
+/// (`x86_64::exact_dot4`, `fast_dot4`, the rest one by one), which costs less than a tile whose
+/// panel of 16 input rows is mostly empty. A Q4_1 layer of 1536 x 576, one thread,
+/// first-generation Zen, row kernels against tiles, exact mode: 5 rows 530 / 617 us, 6 rows 686
+/// / 619, 7 rows 841 / 622, 8 rows 724 / 613, 11 rows 1183 / 839; fast mode: 5 rows 538 / 697,
+/// 6 rows 562 / 623, 7 rows 652 / 639, 8 rows 846 / 649.
+const TILED_MIN_ROWS: usize = 7;
 
 /// From this many input rows on, the layer runs as a GEMM whose panels are dequantized from the
 /// blocks (`QuantizedSource`): for long inputs the GEMM's cache blocking keeps the tiles' input

@@ -148,10 +148,12 @@ proptest! {
         }
     }
 
-    /// The exact mode equals the f32 layer on the dequantized weights, for every row kernel,
-    /// up to 8 input rows (one-row and four-row kernels; the tiles and the GEMM, from
-    /// `TILED_MIN_ROWS` rows on, are `modes_on_tiles_and_as_a_gemm_match_their_plain_twins` and
-    /// `exact_tiles_match_the_dequantized_layer`), with a bias, a residual and an activation.
+    /// The exact mode equals the f32 layer on the dequantized weights, up to 8 input rows, with
+    /// a bias, a residual and an activation (the layer runs its row kernels below
+    /// `TILED_MIN_ROWS` rows and its tiles from there, also checked on their own by
+    /// `exact_tiles_match_the_dequantized_layer` and at the thresholds by
+    /// `modes_on_tiles_and_as_a_gemm_match_their_plain_twins`), and so does every row kernel
+    /// alone, one-row and four-row, at any of those row counts.
     #[test]
     fn exact_mode_matches_the_dequantized_layer(
         (format, in_features, out_features, rows, weight, input, bias) in layer_cases(),
