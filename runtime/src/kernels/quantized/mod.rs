@@ -501,7 +501,11 @@ impl RhsSource for QuantizedSource<'_> {
         let kernels = RowKernels::detected();
         let block_bytes = matrix.format.block_bytes();
         let end = first_row + depth;
-        let mut values = [0.0f32; BLOCK_LENGTH];
+        // The blocks that cover rows `first_row..end` of k, dequantized whole for each column,
+        // and their part inside the window copied down column `j` of the panel.
+        let (first_block, end_block) = (first_row / BLOCK_LENGTH, end.div_ceil(BLOCK_LENGTH));
+        let mut values = vec![0.0f32; (end_block - first_block) * BLOCK_LENGTH];
+        let offset = first_row - first_block * BLOCK_LENGTH;
         for j in 0..nr {
             if j >= width {
                 for row in 0..depth {
@@ -510,19 +514,10 @@ impl RhsSource for QuantizedSource<'_> {
                 continue;
             }
             let weight_row = matrix.row(first_column + j);
-            // The blocks that cover rows `first_row..end` of k, each dequantized whole and its
-            // part inside the window copied down column `j` of the panel.
-            for block_index in first_row / BLOCK_LENGTH..end.div_ceil(BLOCK_LENGTH) {
-                let block = &weight_row[block_index * block_bytes..][..block_bytes];
-                kernels.dequantize_block(matrix.format, block, &mut values);
-                let block_start = block_index * BLOCK_LENGTH;
-                let (from, to) = (
-                    block_start.max(first_row),
-                    (block_start + BLOCK_LENGTH).min(end),
-                );
-                for k in from..to {
-                    panel[(k - first_row) * nr + j] = values[k - block_start];
-                }
+            let blocks = &weight_row[first_block * block_bytes..end_block * block_bytes];
+            kernels.dequantize_row(matrix.format, blocks, &mut values);
+            for (k, &value) in values[offset..][..depth].iter().enumerate() {
+                panel[k * nr + j] = value;
             }
         }
     }

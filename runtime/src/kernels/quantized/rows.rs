@@ -52,22 +52,6 @@ impl RowKernels {
         }
     }
 
-    /// Writes the values of one block into `output` (`BLOCK_LENGTH` values).
-    #[inline]
-    pub(super) fn dequantize_block(self, format: QuantFormat, block: &[u8], output: &mut [f32]) {
-        assert!(block.len() >= format.block_bytes() && output.len() >= BLOCK_LENGTH);
-        match self {
-            RowKernels::Portable => super::blocks::dequantize_block(format, block, output),
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Avx2` and `Avx512Vnni` are only chosen when the processor has AVX2, FMA
-            // and F16C; the
-            // lengths were checked just above.
-            RowKernels::Avx2 | RowKernels::Avx512Vnni => unsafe {
-                super::x86_64::dequantize_block(format, block, output)
-            },
-        }
-    }
-
     /// Writes the values of the whole weight row `row` into `output` (`BLOCK_LENGTH` values per
     /// block).
     pub(super) fn dequantize_row(self, format: QuantFormat, row: &[u8], output: &mut [f32]) {

@@ -300,7 +300,7 @@ proptest! {
         dequantize_block(format, &block, &mut expected);
         for kernels in row_kernels() {
             let mut actual = [0.0f32; BLOCK_LENGTH];
-            kernels.dequantize_block(format, &block, &mut actual);
+            kernels.dequantize_row(format, &block, &mut actual);
             for (&actual, &expected) in actual.iter().zip(&expected) {
                 prop_assert!((actual - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{kernels:?}: {actual} vs {expected}");
             }

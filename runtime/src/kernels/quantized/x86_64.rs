@@ -503,31 +503,9 @@ pub(super) unsafe fn fast_dot_vnni(format: QuantFormat, row: &[u8], x: Activatio
     total
 }
 
-/// Writes the 32 values of one block into `output`, as `blocks::dequantize_block` does.
-///
-/// # Safety
-/// The processor has AVX2, FMA and F16C; `block` holds a whole block of `format` and `output`
-/// at least `BLOCK_LENGTH` values.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dequantize_block(format: QuantFormat, block: &[u8], output: &mut [f32]) {
-    debug_assert!(block.len() >= format.block_bytes() && output.len() >= BLOCK_LENGTH);
-    // SAFETY: `block` is a whole block and `output` holds 32 values (the contract); the reads
-    // and writes below stay inside them.
-    unsafe {
-        let (start, d, m) = header(format, block.as_ptr());
-        let values = block.as_ptr().add(start);
-        let stored = widen_block(format, values);
-        let (scale, offset) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-        for (index, stored) in stored.into_iter().enumerate() {
-            let values = _mm256_fmadd_ps(stored, scale, offset);
-            _mm256_storeu_ps(output.as_mut_ptr().add(index * 8), values);
-        }
-    }
-}
-
-/// Writes the values of the whole blocks of `row` into `output`, as [`dequantize_block`] does
-/// block by block, in one loop for the format: a call and a match per block took a third of the
-/// time of the tiles that multiply the values (`rows::multiply_exact_tiled`).
+/// Writes the values of the whole blocks of `row` into `output`, as `blocks::dequantize_row`
+/// does, in one loop for the format: a call and a match per block took a third of the time of
+/// the tiles that multiply the values (`rows::multiply_exact_tiled`).
 ///
 /// # Safety
 /// The processor has AVX2, FMA and F16C; `row` holds whole blocks of `format` and `output` at
