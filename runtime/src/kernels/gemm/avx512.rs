@@ -51,10 +51,9 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     debug_assert!(a_panel.len() >= output.rows.div_ceil(MR) * depth * MR);
     debug_assert!(b_panel.len() >= output.cols.div_ceil(NR) * depth * NR);
     output.debug_check();
-    let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
     // destination strip and the epilogue's slices, which is what each tile's kernel needs.
-    unsafe { strip_kernel::<false>(depth, a, 0, b, output) };
+    unsafe { strip_kernel::<false>(depth, a_panel.as_ptr(), 0, b_panel, output) };
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
@@ -76,7 +75,7 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output.debug_check();
     // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
     // inside `a`.
-    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel.as_ptr(), output) };
+    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel, output) };
 }
 
 /// Runs the strip's tiles one after the other: tiles of `TILE_ROWS` rows, then the last,
@@ -91,7 +90,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
-    b: *const f32,
+    b: &[f32],
     output: &TileOutput<'_>,
 ) {
     // SAFETY: Forwarded from the caller; the strip's columns span `cols.div_ceil(NR)` panels.
@@ -115,7 +114,7 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
-    b: *const f32,
+    b: &[f32],
     output: &TileOutput<'_>,
 ) {
     // The distance from one tile's A to the next: two packed panels, or `TILE_ROWS` rows.
@@ -141,16 +140,17 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
     };
     let full_tiles = (output.rows - last_tile_rows) / TILE_ROWS;
     let mut next_panel = NextPanelPrefetch::new(depth, b, PANELS, full_tiles);
+    let b = b.as_ptr();
     while first_row < full_tiles * TILE_ROWS {
         let next = next_panel.next_share();
         let tile = output.rows_from(first_row, TILE_ROWS);
         // SAFETY: Rows `first_row..first_row + TILE_ROWS` are part of the strip the caller
         // vouched for, and `a` points at their first packed panel (or first row) of A.
         unsafe {
-            if next.lines_per_iteration(k_loop_iterations::<PANELS, ROW_MAJOR_A>(depth)) == 1 {
-                tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 1>(lhs(a), b, next, &tile);
-            } else {
-                tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 2>(lhs(a), b, next, &tile);
+            match next.lines_per_iteration(k_loop_iterations::<PANELS, ROW_MAJOR_A>(depth)) {
+                0 => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 0>(lhs(a), b, next, &tile),
+                1 => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 1>(lhs(a), b, next, &tile),
+                _ => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 2>(lhs(a), b, next, &tile),
             }
         };
         first_row += TILE_ROWS;

@@ -98,7 +98,8 @@ pub(super) struct PackedRhsView<'a> {
 
 impl<'a> PackedRhsView<'a> {
     /// Panels `first_panel..first_panel + panel_count` of the block starting at row
-    /// `block_start`, which lie next to each other.
+    /// `block_start`, which lie next to each other, followed by the rest of the packed B (the
+    /// panels a micro-kernel fetches ahead: the block's next panels, then the next block's).
     pub(super) fn panels(
         self,
         block_start: usize,
@@ -109,7 +110,8 @@ impl<'a> PackedRhsView<'a> {
         debug_assert!(first_panel + panel_count <= self.panels);
         debug_assert!(block_start + block_depth <= self.depth);
         let start = block_start * self.panels * NR + first_panel * block_depth * NR;
-        &self.data[start..start + panel_count * block_depth * NR]
+        debug_assert!(start + panel_count * block_depth * NR <= self.data.len());
+        &self.data[start..]
     }
 }
 
@@ -689,7 +691,8 @@ pub(super) enum LhsBlock<'a> {
 }
 
 /// The two innermost loops: every tile of one block of A against every panel of one packed B
-/// block (the panels of `column_block`). On the last block of k the micro-kernel applies the
+/// block (the panels of `column_block`, at the start of `rhs_block`; the panels after them in
+/// `rhs_block` are only fetched ahead). On the last block of k the micro-kernel applies the
 /// biases, the residual and a clamp activation as it stores each tile; any other activation
 /// runs afterwards over the rows of each group of `ACTIVATION_GROUP_COLUMNS` columns, while they
 /// are still in cache.
@@ -702,10 +705,7 @@ pub(super) fn run_block(
     block_start: usize,
     block_depth: usize,
 ) {
-    debug_assert_eq!(
-        rhs_block.len(),
-        column_block.len().div_ceil(NR) * block_depth * NR
-    );
+    debug_assert!(rhs_block.len() >= column_block.len().div_ceil(NR) * block_depth * NR);
     let first_block = block_start == 0;
     let last_block = block_start + block_depth == product.depth;
     let accumulate = product.accumulate || !first_block;
@@ -720,8 +720,8 @@ pub(super) fn run_block(
         for first_column in group.clone().step_by(strip_columns) {
             let width = strip_columns.min(group.end - first_column);
             let panel_index = (first_column - column_block.start) / NR;
-            let rhs_panel = &rhs_block[panel_index * block_depth * NR..]
-                [..width.div_ceil(NR) * block_depth * NR];
+            // The strip's panels and those after them, which its kernel fetches ahead.
+            let rhs_panel = &rhs_block[panel_index * block_depth * NR..];
             // One call computes the whole strip of the row block under this panel of B.
             let offset = row_block.start * product.c_row_stride + first_column;
             let epilogue = if last_block {

@@ -43,10 +43,9 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     debug_assert!(a_panel.len() >= output.rows.div_ceil(MR) * depth * MR);
     debug_assert!(b_panel.len() >= depth * NR);
     output.debug_check();
-    let (a, b) = (a_panel.as_ptr(), b_panel.as_ptr());
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
     // destination strip and the epilogue's slices, which is what each tile's kernel needs.
-    unsafe { strip_kernel::<false>(depth, a, 0, b, output) };
+    unsafe { strip_kernel::<false>(depth, a_panel.as_ptr(), 0, b_panel, output) };
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
@@ -68,7 +67,7 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output.debug_check();
     // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
     // inside `a`.
-    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel.as_ptr(), output) };
+    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel, output) };
 }
 
 /// [`tile_kernel_with_epilogue`] for a strip of at most one row, read as [`row_kernel`] reads
@@ -157,7 +156,7 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
-    b: *const f32,
+    b: &[f32],
     output: &TileOutput<'_>,
 ) {
     // The distance from one tile's A to the next: one packed panel, or `MR` rows.
@@ -181,7 +180,8 @@ const HALF_NR: usize = NR / 2;
 
 /// [`strip_kernel`]'s tiles, with `a_tile_step` floats from one tile's A to the next; with
 /// `HALF`, over the left half of the B panel only (a strip of at most [`HALF_NR`] columns, such
-/// as the last panel of a layer of 24 or 40 output channels), half the FMAs of a full tile.
+/// as the last panel of a layer of 24 or 40 output channels), half the FMAs of a full tile. The
+/// strip's panel starts `b`; the full tiles fetch the panels after it that `b` holds.
 ///
 /// # Safety
 ///
@@ -193,12 +193,13 @@ unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
     a: *const f32,
     a_row_stride: usize,
     a_tile_step: usize,
-    b: *const f32,
+    b: &[f32],
     output: &TileOutput<'_>,
 ) {
     let mut first_row = 0;
     let mut a = a;
     let mut next_panel = NextPanelPrefetch::new(depth, b, 1, output.rows / MR);
+    let b = b.as_ptr();
     while first_row + MR <= output.rows {
         let next = next_panel.next_share();
         let tile = output.tile(first_row);
@@ -207,7 +208,13 @@ unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
         // for, and `a` points at that tile's panel (or first row) of A.
         // Two lines an iteration whatever the share: with one, LLVM spilled an accumulator of
         // the row-major loop to the stack (52 GFLOP/s instead of 100 on 128 x 384 x 1536).
-        unsafe { tile_kernel_rows::<MR, ROW_MAJOR_A, 2, HALF>(depth, lhs, b, next, &tile) };
+        unsafe {
+            if next.is_empty() {
+                tile_kernel_rows::<MR, ROW_MAJOR_A, 0, HALF>(depth, lhs, b, next, &tile);
+            } else {
+                tile_kernel_rows::<MR, ROW_MAJOR_A, 2, HALF>(depth, lhs, b, next, &tile);
+            }
+        };
         first_row += MR;
         a = a.wrapping_add(a_tile_step);
     }

@@ -351,20 +351,8 @@ pub(super) fn multiply_exact_tiled(
     let cols = weight.cols;
     let gemm = GemmKernels::detected();
     let panels = rows.div_ceil(NR);
-    // Spare panels after the rows' own, written: a full tile fetches the strip's worth of
-    // panels after its own into L2 (`NextPanelPrefetch`; two panels on, and two of them, for
-    // the AVX-512 kernel's strips), and past the end of the buffer, or on a page not yet
-    // touched, the address may have no page, which costs a page walk per prefetch (two rows
-    // took 13.4 ms instead of 0.85 on 1536 x 576 Q4_1, depending on where the allocator had put
-    // the buffer).
-    let spare = 2 * gemm.strip_panels - 1;
-    let mut packed = vec![0.0f32; (panels + spare) * cols * NR];
-    // A zeroed allocation may come as pages not yet mapped: one store per page maps them (a
-    // value the compiler cannot see is the zero already there).
-    for value in packed[panels * cols * NR..].iter_mut().step_by(1024) {
-        *value = std::hint::black_box(0.0);
-    }
-    for (panel_index, panel) in packed.chunks_exact_mut(cols * NR).take(panels).enumerate() {
+    let mut packed = vec![0.0f32; panels * cols * NR];
+    for (panel_index, panel) in packed.chunks_exact_mut(cols * NR).enumerate() {
         let first = panel_index * NR;
         for lane in 0..NR.min(rows - first) {
             let x = &input[(first + lane) * cols..][..cols];
@@ -384,7 +372,9 @@ pub(super) fn multiply_exact_tiled(
                 kernels.dequantize_row(weight.format, row, values);
             }
             let c = &mut chunk[group * rows..][..count * rows];
-            for (panel_index, panel) in packed.chunks_exact(cols * NR).take(panels).enumerate() {
+            for panel_index in 0..panels {
+                // The tile's panel and the ones after it, which a full tile fetches ahead.
+                let panel = &packed[panel_index * cols * NR..];
                 let first = panel_index * NR;
                 let tile = StripOutput {
                     c: c[first..].as_mut_ptr(),
