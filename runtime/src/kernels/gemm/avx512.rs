@@ -14,7 +14,7 @@
 //! each row, as in the AVX2 kernel; a tile cut short on the right loads and stores under a lane
 //! mask instead of going through a buffer.
 
-use super::tile::{Clamp, LineShare, NextPanelPrefetch, TileEpilogue, TileOutput};
+use super::tile::{Clamp, LineShare, NextPanelPrefetch, TileEpilogue, TileOutput, ahead_offset};
 use super::{MR, NR};
 use crate::kernels::vectorize::first_lanes16;
 use std::arch::x86_64::{
@@ -53,7 +53,7 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     output.debug_check();
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
     // destination strip and the epilogue's slices, which is what each tile's kernel needs.
-    unsafe { strip_kernel::<false>(depth, a_panel.as_ptr(), 0, b_panel, output) };
+    unsafe { strip_kernel::<false>(depth, a_panel.as_ptr(), 0, a_panel.len(), b_panel, output) };
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
@@ -75,7 +75,7 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output.debug_check();
     // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
     // inside `a`.
-    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel, output) };
+    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, 0, b_panel, output) };
 }
 
 /// Runs the strip's tiles one after the other: tiles of `TILE_ROWS` rows, then the last,
@@ -84,21 +84,23 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
 /// # Safety
 ///
 /// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
-/// `ROW_MAJOR_A`).
+/// `ROW_MAJOR_A`); a packed A has `a_len` floats from `a` (its strip's panels and any after
+/// them, which the full tiles fetch ahead).
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
+    a_len: usize,
     b: &[f32],
     output: &TileOutput<'_>,
 ) {
     // SAFETY: Forwarded from the caller; the strip's columns span `cols.div_ceil(NR)` panels.
     unsafe {
         if output.cols > NR {
-            strip_of_panels::<ROW_MAJOR_A, 2>(depth, a, a_row_stride, b, output);
+            strip_of_panels::<ROW_MAJOR_A, 2>(depth, a, a_row_stride, a_len, b, output);
         } else {
-            strip_of_panels::<ROW_MAJOR_A, 1>(depth, a, a_row_stride, b, output);
+            strip_of_panels::<ROW_MAJOR_A, 1>(depth, a, a_row_stride, a_len, b, output);
         }
     }
 }
@@ -114,6 +116,7 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
+    a_len: usize,
     b: &[f32],
     output: &TileOutput<'_>,
 ) {
@@ -123,13 +126,15 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
     } else {
         TILE_ROWS * depth
     };
-    let lhs = |a| LhsPointer {
-        a,
+    // The tile whose A starts `a_offset` floats in (see `ahead_offset`).
+    let lhs = |a_offset: usize| LhsPointer {
+        a: a.wrapping_add(a_offset),
         a_row_stride,
         depth,
+        ahead: a.wrapping_add(ahead_offset(a_offset, a_tile_step, a_len)),
     };
     let mut first_row = 0;
-    let mut a = a;
+    let mut a_offset = 0;
     // A strip that would end in a tile of one row ends in one of `TILE_ROWS + 1` instead (26
     // accumulators and two B vectors still fit the 32 registers): a lone row streams the
     // strip's B panels for one FMA per load, and MobileNetV2's 7x7 images (49 pixels: four
@@ -148,18 +153,33 @@ unsafe fn strip_of_panels<const ROW_MAJOR_A: bool, const PANELS: usize>(
         // vouched for, and `a` points at their first packed panel (or first row) of A.
         unsafe {
             match next.lines_per_iteration(k_loop_iterations::<PANELS, ROW_MAJOR_A>(depth)) {
-                0 => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 0>(lhs(a), b, next, &tile),
-                1 => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 1>(lhs(a), b, next, &tile),
-                _ => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 2>(lhs(a), b, next, &tile),
+                0 => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 0>(
+                    lhs(a_offset),
+                    b,
+                    next,
+                    &tile,
+                ),
+                1 => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 1>(
+                    lhs(a_offset),
+                    b,
+                    next,
+                    &tile,
+                ),
+                _ => tile_kernel_rows::<TILE_ROWS, PANELS, ROW_MAJOR_A, 2>(
+                    lhs(a_offset),
+                    b,
+                    next,
+                    &tile,
+                ),
             }
         };
         first_row += TILE_ROWS;
-        a = a.wrapping_add(a_tile_step);
+        a_offset += a_tile_step;
     }
     if first_row < output.rows {
         let tile = output.rows_from(first_row, output.rows - first_row);
         // SAFETY: As above, for the last tile, shorter than a full one or one row longer.
-        unsafe { dispatch_rows::<_, PANELS>(lhs(a), PackedB::<ROW_MAJOR_A> { b }, &tile) };
+        unsafe { dispatch_rows::<_, PANELS>(lhs(a_offset), PackedB::<ROW_MAJOR_A> { b }, &tile) };
     }
 }
 
@@ -250,12 +270,14 @@ impl TileB for IndirectB<'_> {
 
 /// Where a tile's values of A are: consecutive packed panels (row `r` of the tile at
 /// `a[(r / MR) * depth * MR + p * MR + r % MR]`) or, with `ROW_MAJOR_A`, a row-major matrix
-/// (`a[r * a_row_stride + p]`).
+/// (`a[r * a_row_stride + p]`); and the packed panels a full tile of the packed GEMM fetches
+/// into L2 as it runs (see `ahead_offset`).
 #[derive(Clone, Copy)]
 struct LhsPointer {
     a: *const f32,
     a_row_stride: usize,
     depth: usize,
+    ahead: *const f32,
 }
 
 /// Iterations of `tile_kernel_rows`'s k loop that take two steps.
@@ -323,10 +345,12 @@ unsafe fn tile_kernel_rows<
     // Panel `p`'s step `k` is at `b + p * panel_stride + k * NR`.
     let panel_stride = depth * NR;
     let mut accumulators = [[_mm512_setzero_ps(); PANELS]; ROWS];
+    let ahead = a.ahead;
     let mut a = a.a;
     let mut b = b;
     // The packed A that follows a full tile's (the strip's next tile, or after the last the
-    // first of the next block of rows) is fetched into L2 as this tile reads its own, 48 bytes
+    // first of the next block of rows, where A holds them: `ahead_offset`; else the tile's own
+    // panels) is fetched into L2 as this tile reads its own, 48 bytes
     // of each panel per pair of steps, so one prefetch per panel and pair covers every line.
     // When A is a weight packed at load (a convolution), a strip reads each panel once and from
     // memory, and the hardware's prefetcher does not keep up with the kernel's 48 bytes per six
@@ -335,7 +359,7 @@ unsafe fn tile_kernel_rows<
     // per 24 FMAs. A short tile is the last of A: nothing of A follows it. The condition is a
     // constant: a flag tested in the loop made the kernel 40% slower.
     let prefetch_next = ROWS == TILE_ROWS && !ROW_MAJOR_A;
-    let mut next_a = a.wrapping_add(TILE_ROWS * depth);
+    let mut next_a = ahead;
     // Unrolling by two halves the loop overhead; the tail step is a plain single step. A
     // row-major A over two panels is not unrolled: LLVM then hoisted the second step's twelve
     // broadcasts above the first step's FMAs and spilled them to the stack (69 GFLOP/s instead
@@ -436,6 +460,7 @@ unsafe fn indirect_strip_of_panels<const PANELS: usize>(
         a: a.wrapping_add(first_row * depth),
         a_row_stride: 0,
         depth,
+        ahead: a.wrapping_add(first_row * depth),
     };
     let mut first_row = 0;
     while first_row + TILE_ROWS <= output.rows {
@@ -574,6 +599,7 @@ unsafe fn indirect_lhs_strip_of_panels<const PANELS: usize>(
             a: a.wrapping_add(first_row),
             a_row_stride: 1,
             depth: b.depth,
+            ahead: a.wrapping_add(first_row),
         };
         // SAFETY: As above, for the last tile, shorter than a full one or one row longer.
         unsafe { dispatch_rows::<_, PANELS>(lhs, b, &tile) };

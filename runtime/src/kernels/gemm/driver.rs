@@ -662,7 +662,10 @@ pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Ran
                                 let start =
                                     block_start * panels * MR + row_block.start * block_depth;
                                 let length = row_block.len().div_ceil(MR) * MR * block_depth;
-                                LhsBlock::Packed(&matrix.data.as_slice()[start..start + length])
+                                debug_assert!(start + length <= matrix.data.as_slice().len());
+                                // With the panels after the block's, which its last tiles
+                                // fetch ahead (the next block of rows).
+                                LhsBlock::Packed(&matrix.data.as_slice()[start..])
                             }
                         };
                         run_block(
@@ -684,7 +687,8 @@ pub(super) fn run_rectangle(product: &Product<'_>, rows: Range<usize>, cols: Ran
 /// Where `run_block` reads the rows of A.
 #[derive(Clone, Copy)]
 pub(super) enum LhsBlock<'a> {
-    /// The block's rows packed into panels of `MR` rows and `block_depth` steps each.
+    /// The block's rows packed into panels of `MR` rows and `block_depth` steps each, followed
+    /// by any panels the micro-kernel may fetch ahead.
     Packed(&'a [f32]),
     /// A row-major A itself (column stride 1), read in place from column `block_start`.
     RowMajor(MatrixRef<'a>),

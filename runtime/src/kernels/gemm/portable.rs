@@ -15,9 +15,9 @@ use super::{MR, NR};
 /// # Safety
 ///
 /// `a_panel` must hold at least `rows.div_ceil(MR) * depth * MR` and `b_panel` at least
-/// `depth * NR` elements (the strip's panel; the kernels of other processors may fetch what
-/// follows it in `b_panel` ahead, the next strips' panels, and read nothing past it),
-/// `output.cols <= NR`, the epilogue's slices must be as long as
+/// `depth * NR` elements (the strip's panels; the kernels of other processors may fetch what
+/// follows them in either slice ahead, the panels the next tiles and strips read, and fetch
+/// nothing past the slices), `output.cols <= NR`, the epilogue's slices must be as long as
 /// `TileEpilogue` says, and `output.c` must be valid for reads and writes of `output.rows` rows
 /// of `output.cols` elements spaced `output.c_row_stride` apart, with no other thread touching
 /// them.

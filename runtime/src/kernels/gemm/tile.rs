@@ -333,6 +333,22 @@ impl NextPanelPrefetch {
     }
 }
 
+/// The offset, from the start of a strip's packed A (`a_len` floats, its own panels and any
+/// after them), of the A that a full tile at `tile_offset` fetches into L2 as it runs: the
+/// next tile's, `step` floats on (the strip's next tile, or after its last the first of the
+/// next block of rows), when all of it lies inside A; else the tile's own, which it reads
+/// anyway (a request that finds its line in L1 costs an issue slot). As for B (see
+/// [`NextPanelPrefetch`]), a request past the end of A may cost a page walk each time.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn ahead_offset(tile_offset: usize, step: usize, a_len: usize) -> usize {
+    if tile_offset + 2 * step <= a_len {
+        tile_offset + step
+    } else {
+        tile_offset
+    }
+}
+
 /// Lines of B panels, `lines` 64-byte lines from `first`, that a tile's k loop fetches into L2
 /// for the tiles after it.
 #[cfg(target_arch = "x86_64")]
@@ -459,6 +475,22 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A full tile fetches the next tile's A where all of it lies inside A, and its own
+        /// A otherwise: never anything past A's end.
+        #[test]
+        fn a_ahead_stays_inside_a(
+            step in 1usize..5000,
+            tile in 0usize..20,
+            extra in prop_oneof![0usize..16, 0usize..20_000],
+        ) {
+            let tile_offset = tile * step;
+            let a_len = tile_offset + step + extra;
+            let ahead = ahead_offset(tile_offset, step, a_len);
+            prop_assert!(ahead + step <= a_len);
+            let next_fits = tile_offset + 2 * step <= a_len;
+            prop_assert_eq!(ahead, if next_fits { tile_offset + step } else { tile_offset });
+        }
 
         /// Every line requested lies inside `b`, after the strip's panels or among the idle
         /// share's first two lines, however much of the next panels `b` holds (none, a part,

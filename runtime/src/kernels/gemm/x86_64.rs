@@ -14,7 +14,7 @@
 //! biases, residual, clamp) to the accumulators before the one store of each row, so a tile is
 //! written once. A tile cut short on the right goes through a 16-float buffer on the stack.
 
-use super::tile::{Clamp, LineShare, NextPanelPrefetch, TileOutput};
+use super::tile::{Clamp, LineShare, NextPanelPrefetch, TileOutput, ahead_offset};
 use super::{MR, NR};
 use std::arch::x86_64::{
     __m256, _CMP_LT_OQ, _mm256_add_ps, _mm256_blendv_ps, _mm256_broadcast_ss, _mm256_cmp_ps,
@@ -45,7 +45,7 @@ pub(super) unsafe fn tile_kernel_with_epilogue(
     output.debug_check();
     // SAFETY: The caller guarantees the CPU features, the panel lengths and the validity of the
     // destination strip and the epilogue's slices, which is what each tile's kernel needs.
-    unsafe { strip_kernel::<false>(depth, a_panel.as_ptr(), 0, b_panel, output) };
+    unsafe { strip_kernel::<false>(depth, a_panel.as_ptr(), 0, a_panel.len(), b_panel, output) };
 }
 
 /// Computes one strip of tiles, `C[0..rows, 0..cols] = epilogue(A * B_panel (+ C))` with a
@@ -67,7 +67,7 @@ pub(super) unsafe fn tile_kernel_row_major_a_with_epilogue(
     output.debug_check();
     // SAFETY: As for `tile_kernel_with_epilogue`, with A's reads `a[r * a_row_stride + p]`
     // inside `a`.
-    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, b_panel, output) };
+    unsafe { strip_kernel::<true>(depth, a.as_ptr(), a_row_stride, 0, b_panel, output) };
 }
 
 /// [`tile_kernel_with_epilogue`] for a strip of at most one row, read as [`row_kernel`] reads
@@ -89,6 +89,7 @@ pub(super) unsafe fn one_row_kernel_with_epilogue(
     let a = LhsPointer {
         a: a_panel.as_ptr(),
         a_row_stride: 0,
+        ahead: a_panel.as_ptr(),
     };
     // SAFETY: As for `tile_kernel_with_epilogue`, for the one row (or none).
     unsafe { one_row_strip::<false>(depth, a, b_panel.as_ptr(), output) };
@@ -113,6 +114,7 @@ pub(super) unsafe fn one_row_kernel_row_major_a_with_epilogue(
     let a = LhsPointer {
         a: a.as_ptr(),
         a_row_stride,
+        ahead: a.as_ptr(),
     };
     // SAFETY: As for `tile_kernel_row_major_a_with_epilogue`, for the one row (or none).
     unsafe { one_row_strip::<true>(depth, a, b_panel.as_ptr(), output) };
@@ -150,12 +152,14 @@ unsafe fn one_row_strip<const ROW_MAJOR_A: bool>(
 /// # Safety
 ///
 /// As for `tile_kernel_with_epilogue` (or `tile_kernel_row_major_a_with_epilogue` with
-/// `ROW_MAJOR_A`).
+/// `ROW_MAJOR_A`); a packed A has `a_len` floats from `a` (its strip's panels and any after
+/// them, which the full tiles fetch ahead).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
+    a_len: usize,
     b: &[f32],
     output: &TileOutput<'_>,
 ) {
@@ -168,9 +172,25 @@ unsafe fn strip_kernel<const ROW_MAJOR_A: bool>(
     // SAFETY: Forwarded from the caller.
     unsafe {
         if output.cols <= HALF_NR {
-            strip_of_width::<ROW_MAJOR_A, true>(depth, a, a_row_stride, a_tile_step, b, output);
+            strip_of_width::<ROW_MAJOR_A, true>(
+                depth,
+                a,
+                a_row_stride,
+                a_len,
+                a_tile_step,
+                b,
+                output,
+            );
         } else {
-            strip_of_width::<ROW_MAJOR_A, false>(depth, a, a_row_stride, a_tile_step, b, output);
+            strip_of_width::<ROW_MAJOR_A, false>(
+                depth,
+                a,
+                a_row_stride,
+                a_len,
+                a_tile_step,
+                b,
+                output,
+            );
         }
     }
 }
@@ -181,7 +201,8 @@ const HALF_NR: usize = NR / 2;
 /// [`strip_kernel`]'s tiles, with `a_tile_step` floats from one tile's A to the next; with
 /// `HALF`, over the left half of the B panel only (a strip of at most [`HALF_NR`] columns, such
 /// as the last panel of a layer of 24 or 40 output channels), half the FMAs of a full tile. The
-/// strip's panel starts `b`; the full tiles fetch the panels after it that `b` holds.
+/// strip's panel starts `b`; the full tiles fetch the panels after it that `b` holds, and, of a
+/// packed A of `a_len` floats, the panel after their own.
 ///
 /// # Safety
 ///
@@ -192,18 +213,23 @@ unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
     depth: usize,
     a: *const f32,
     a_row_stride: usize,
+    a_len: usize,
     a_tile_step: usize,
     b: &[f32],
     output: &TileOutput<'_>,
 ) {
     let mut first_row = 0;
-    let mut a = a;
+    let mut a_offset = 0;
     let mut next_panel = NextPanelPrefetch::new(depth, b, 1, output.rows / MR);
     let b = b.as_ptr();
     while first_row + MR <= output.rows {
         let next = next_panel.next_share();
         let tile = output.tile(first_row);
-        let lhs = LhsPointer { a, a_row_stride };
+        let lhs = LhsPointer {
+            a: a.wrapping_add(a_offset),
+            a_row_stride,
+            ahead: a.wrapping_add(ahead_offset(a_offset, a_tile_step, a_len)),
+        };
         // SAFETY: Rows `first_row..first_row + MR` are a tile of the strip the caller vouched
         // for, and `a` points at that tile's panel (or first row) of A.
         // Two lines an iteration whatever the share: with one, LLVM spilled an accumulator of
@@ -216,11 +242,16 @@ unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
             }
         };
         first_row += MR;
-        a = a.wrapping_add(a_tile_step);
+        a_offset += a_tile_step;
     }
     if first_row < output.rows {
         let tile = output.tile(first_row);
-        let lhs = LhsPointer { a, a_row_stride };
+        let a = a.wrapping_add(a_offset);
+        let lhs = LhsPointer {
+            a,
+            a_row_stride,
+            ahead: a,
+        };
         // SAFETY: As above, for the last, shorter tile.
         unsafe { dispatch_rows(PackedTile::<ROW_MAJOR_A, HALF> { depth, a: lhs, b }, &tile) };
     }
@@ -303,11 +334,13 @@ unsafe fn dispatch_rows<T: TileLoop>(tile_loop: T, tile: &TileOutput<'_>) {
 }
 
 /// Where A's values are: a packed panel (`a[p * MR + r]`) or, with `ROW_MAJOR_A`, a row-major
-/// matrix (`a[r * a_row_stride + p]`).
+/// matrix (`a[r * a_row_stride + p]`); and the packed panel a full tile fetches into L2 as it
+/// runs (see [`ahead_offset`]).
 #[derive(Clone, Copy)]
 struct LhsPointer {
     a: *const f32,
     a_row_stride: usize,
+    ahead: *const f32,
 }
 
 /// The k loop for a tile of `ROWS` rows, followed by the store; a full tile also fetches `next`
@@ -345,12 +378,12 @@ unsafe fn tile_kernel_rows<
     let a_step = if ROW_MAJOR_A { 1 } else { MR };
     let mut left = [_mm256_setzero_ps(); ROWS];
     let mut right = [_mm256_setzero_ps(); ROWS];
-    let mut a = a.a;
-    let mut b = b;
     // The packed panel of A after a full tile's, fetched into L2 as this one is read (see the
     // AVX-512 kernel).
     let prefetch_next = ROWS == MR && !ROW_MAJOR_A;
-    let mut next_a = a.wrapping_add(MR * depth);
+    let mut next_a = a.ahead;
+    let mut a = a.a;
+    let mut b = b;
     // Unrolling by two halves the loop overhead; the tail step is a plain single step.
     let pairs = depth / 2;
     let mut next = next.spread::<NEXT_LINES>(pairs);
