@@ -45,8 +45,9 @@ fn plans_are_valid_and_near_the_lower_bound() {
 
 /// The rolled plan of every example (one set of slots per run of identical layers, reused by
 /// every iteration) is sound over the fully unrolled graph, copies of carried values included,
-/// and costs little more arena than the unrolled plan (shared inputs stay live to the end of the
-/// body, which costs up to a third more on BERT and Longformer at -O0).
+/// copies none of the transformers' carried values, and costs little more arena than the
+/// unrolled plan (shared inputs stay live to the end of the body, which costs up to a sixth more
+/// on BERT and Longformer at -O0).
 #[test]
 fn rolled_plans_are_valid_over_the_unrolled_graph() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -75,11 +76,25 @@ fn rolled_plans_are_valid_over_the_unrolled_graph() {
                 .iter()
                 .map(|run| format!("{}x{}", run.count, run.body_len))
                 .collect();
+            let copies: usize = rolled.copies.iter().map(Vec::len).sum();
             println!(
-                "{:>14} {level:?}: runs [{}], arena unrolled {unrolled:>11} B, rolled {rolled_bytes:>11} B",
+                "{:>14} {level:?}: runs [{}], arena unrolled {unrolled:>11} B, rolled {rolled_bytes:>11} B, carried copies {copies}",
                 graph.name,
                 layers.join(", ")
             );
+            // A transformer layer's output is written long after its input was last read: it
+            // takes the input's slot, and the loop copies nothing.
+            let transformers = [
+                "bert_encoder",
+                "llama_decoder",
+                "longformer",
+                "minilm_embed",
+                "seq2seq",
+                "tiny_gpt",
+            ];
+            if transformers.contains(&graph.name.as_str()) {
+                assert_eq!(copies, 0, "{} {level:?}: carried values copied", graph.name);
+            }
             if rolled_bytes as f64 > unrolled as f64 * 1.4 {
                 grew.push(format!(
                     "{} {level:?}: {unrolled} -> {rolled_bytes}",

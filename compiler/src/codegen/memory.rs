@@ -144,7 +144,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
 /// decoder's step reads its encoder's results (computed once, at the front of the graph) at
 /// every call.
 pub fn plan_pinned(graph: &Graph, pinned: &[Value]) -> MemoryPlan {
-    plan_with_ranges(graph, &live_ranges_pinned(graph, pinned), |_| false)
+    plan_with_ranges(graph, &live_ranges_pinned(graph, pinned), |_| false, &[])
 }
 
 /// Plans the values of `graph` that have a range in `ranges` (node `i` runs at step `i + 1`),
@@ -153,6 +153,7 @@ fn plan_with_ranges(
     graph: &Graph,
     ranges: &SecondaryMap<Value, Option<(usize, usize)>>,
     skipped: impl Fn(usize) -> bool,
+    shared: &[(Value, Value)],
 ) -> MemoryPlan {
     let mut group: SecondaryMap<Value, Value> =
         SecondaryMap::with_default(graph.values.len(), Value::from_index(0));
@@ -177,6 +178,28 @@ fn plan_with_ranges(
         let (start, _) = group_range[root].expect("activations have ranges");
         let (_, end) = ranges[output].expect("activations have ranges");
         group_range[root] = Some((start, end));
+    }
+    // Pairs asked to share a slot (a rolled loop's carried value, entering and produced), where
+    // the first's group is dead before the second's is written: one group.
+    for &(first, second) in shared {
+        let (first_root, second_root) = (group[first], group[second]);
+        let (Some((first_start, first_end)), Some((second_start, second_end))) =
+            (group_range[first_root], group_range[second_root])
+        else {
+            continue;
+        };
+        if first_root == second_root
+            || first_end >= second_start
+            || graph.values[first].ty.dtype != graph.values[second].ty.dtype
+        {
+            continue;
+        }
+        for (member, _) in graph.values.iter() {
+            if group[member] == second_root {
+                group[member] = first_root;
+            }
+        }
+        group_range[first_root] = Some((first_start, first_end.max(second_end)));
     }
 
     // The length of each group: its largest member.
@@ -560,22 +583,33 @@ pub fn plan_rolled(graph: &Graph, pinned: &[Value], runs: &[Run]) -> RolledPlan 
                 .is_some_and(|(iteration, _)| iteration > 0)
         })
     };
-    // A carried value lands in the slot it entered in when the body overwrites it in place
-    // (a residual added in place); the others keep the entering slot free to the end of the
-    // body and are copied there. Keeping one free can stop an in-place chain, so repeat until
-    // no new copy is needed.
+    // A carried value lands in the slot it entered in when the body overwrites it in place (a
+    // residual added in place), or when the entering value is dead before the body writes the
+    // produced one, which then takes its slot (an encoder layer's output, written long after its
+    // first node read the input: copied, it cost a 196 KB copy per layer, and the next layer's
+    // norm at two threads found half its rows in the other core's cache, 16 -> 32 us); the
+    // others keep the entering slot free to the end of the body and are copied there. Keeping
+    // one free can stop an in-place chain, so repeat until no new copy is needed.
+    let entering_slot = |entering: Value| {
+        runs.iter()
+            .fold(entering, |value, run| run.representative(graph, value))
+    };
     let mut copied: Vec<Value> = Vec::new();
     loop {
         let ranges = rolled_ranges(graph, pinned, runs, &copied);
-        let mut plan = plan_with_ranges(graph, &ranges, later_segment);
+        let shared: Vec<(Value, Value)> = runs
+            .iter()
+            .flat_map(|run| run.carried.iter())
+            .filter(|(entering, _)| !copied.contains(entering))
+            .map(|&(entering, produced)| (entering_slot(entering), produced))
+            .collect();
+        let mut plan = plan_with_ranges(graph, &ranges, later_segment, &shared);
         let missing: Vec<Value> = runs
             .iter()
             .flat_map(|run| run.carried.iter())
             .filter(|(entering, produced)| {
-                let entering_slot = runs
-                    .iter()
-                    .fold(*entering, |value, run| run.representative(graph, value));
-                plan.group[entering_slot] != plan.group[*produced] && !copied.contains(entering)
+                plan.group[entering_slot(*entering)] != plan.group[*produced]
+                    && !copied.contains(entering)
             })
             .map(|(entering, _)| *entering)
             .collect();
