@@ -233,7 +233,8 @@ unsafe fn strip_of_width<const ROW_MAJOR_A: bool, const HALF: bool>(
         // SAFETY: Rows `first_row..first_row + MR` are a tile of the strip the caller vouched
         // for, and `a` points at that tile's panel (or first row) of A.
         // Two lines an iteration whatever the share: with one, LLVM spilled an accumulator of
-        // the row-major loop to the stack (52 GFLOP/s instead of 100 on 128 x 384 x 1536).
+        // the row-major loop to the stack (52 GFLOP/s instead of 100 on 128 x 384 x 1536). None
+        // only for a B of fewer than two lines, where even the idle share would reach past it.
         unsafe {
             if next.is_empty() {
                 tile_kernel_rows::<MR, ROW_MAJOR_A, 0, HALF>(depth, lhs, b, next, &tile);
