@@ -590,10 +590,7 @@ pub fn plan_rolled(graph: &Graph, pinned: &[Value], runs: &[Run]) -> RolledPlan 
     // norm at two threads found half its rows in the other core's cache, 16 -> 32 us); the
     // others keep the entering slot free to the end of the body and are copied there. Keeping
     // one free can stop an in-place chain, so repeat until no new copy is needed.
-    let entering_slot = |entering: Value| {
-        runs.iter()
-            .fold(entering, |value, run| run.representative(graph, value))
-    };
+    let entering_slot = |entering: Value| representative_in_runs(graph, runs, entering);
     let mut copied: Vec<Value> = Vec::new();
     loop {
         let ranges = rolled_ranges(graph, pinned, runs, &copied);
@@ -644,6 +641,14 @@ pub fn plan_rolled(graph: &Graph, pinned: &[Value], runs: &[Run]) -> RolledPlan 
     }
 }
 
+/// The value of a first segment that `value` stands for in the rolled plan: its own, or, for a
+/// later segment's value (of any of `runs`, an earlier run's included), the first segment's
+/// value it repeats.
+fn representative_in_runs(graph: &Graph, runs: &[Run], value: Value) -> Value {
+    runs.iter()
+        .fold(value, |value, run| run.representative(graph, value))
+}
+
 /// The live ranges of the rolled graph: a later segment's values have none (they take the first
 /// segment's slots), reads after a run of its last segment's values count as reads of the first
 /// segment's, and the first segment's inputs from before the run (bar carried values that need
@@ -656,10 +661,7 @@ fn rolled_ranges(
     copied: &[Value],
 ) -> SecondaryMap<Value, Option<(usize, usize)>> {
     let steps = graph.nodes.len();
-    let representative = |value: Value| {
-        runs.iter()
-            .fold(value, |value, run| run.representative(graph, value))
-    };
+    let representative = |value: Value| representative_in_runs(graph, runs, value);
     let mut last_use: SecondaryMap<Value, usize> =
         SecondaryMap::with_default(graph.values.len(), 0);
     for (node, data) in graph.nodes.iter() {
