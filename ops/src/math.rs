@@ -121,7 +121,21 @@ pub fn erf(x: f32) -> f32 {
 /// not cancel. NaN inputs give NaN.
 #[inline(always)]
 pub fn erf_rational(x: f32) -> f32 {
-    const NUMERATOR: [f32; 7] = [
+    use erf_rational_constants::{CLAMP, DENOMINATOR, NUMERATOR};
+    let clamped = x.clamp(-CLAMP, CLAMP);
+    let square = clamped * clamped;
+    // The fit overshoots 1 by an ulp near the clamp; erf of a large magnitude must be exactly
+    // ±1, so that GELU of a large negative input is exactly 0.
+    (clamped * horner(&NUMERATOR, square) / horner(&DENOMINATOR, square)).clamp(-1.0, 1.0)
+}
+
+/// The constants of [`erf_rational`], for the runtime's vector form of GELU, which must give
+/// the same bits.
+pub mod erf_rational_constants {
+    /// The clamp of the argument: beyond it, `erf` is ±1 in `f32`.
+    pub const CLAMP: f32 = 3.92;
+    /// `P` of `x P(x^2) / Q(x^2)`, lowest degree first.
+    pub const NUMERATOR: [f32; 7] = [
         1.128_378_8,
         2.060_833_9e-1,
         5.139_304_3e-2,
@@ -130,18 +144,14 @@ pub fn erf_rational(x: f32) -> f32 {
         -1.993_874_3e-6,
         1.991_803_2e-8,
     ];
-    const DENOMINATOR: [f32; 5] = [
+    /// `Q`, lowest degree first.
+    pub const DENOMINATOR: [f32; 5] = [
         1.0,
         5.159_654e-1,
         1.175_516_4e-1,
         1.488_642_2e-2,
         1.023_725_5e-3,
     ];
-    let clamped = x.clamp(-3.92, 3.92);
-    let square = clamped * clamped;
-    // The fit overshoots 1 by an ulp near the clamp; erf of a large magnitude must be exactly
-    // ±1, so that GELU of a large negative input is exactly 0.
-    (clamped * horner(&NUMERATOR, square) / horner(&DENOMINATOR, square)).clamp(-1.0, 1.0)
 }
 
 /// `ln(1 + y)` for `y` from 0 to 1 (the range softplus needs), with a relative error of about

@@ -46,11 +46,30 @@ pub(crate) fn apply_activation_sequential(values: &mut [f32], activation: Activa
 const PARALLEL_CHUNK: usize = 1 << 15;
 
 fn apply_sequential(values: &mut [f32], activation: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    if activation == Activation::Gelu && gelu_by_hand() {
+        // SAFETY: `gelu_by_hand` checked that the processor has AVX2 and FMA.
+        unsafe { gelu_avx2::gelu_in_place(values) };
+        return;
+    }
     activation.with_scalar_function(InPlace(values))
 }
 
 fn map_sequential(input: &[f32], output: &mut [f32], activation: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    if activation == Activation::Gelu && gelu_by_hand() {
+        // SAFETY: `gelu_by_hand` checked that the processor has AVX2 and FMA.
+        unsafe { gelu_avx2::gelu_map(input, output) };
+        return;
+    }
     activation.with_scalar_function(OutOfPlace(input, output))
+}
+
+/// Whether GELU runs `gelu_avx2`'s loop: with AVX2 and FMA but not AVX-512F, where the generic
+/// loop runs sixteen lanes a vector (the written-out loop was timed on AVX2 only).
+#[cfg(target_arch = "x86_64")]
+fn gelu_by_hand() -> bool {
+    vectorize::has_avx2_fma() && !vectorize::has_avx512f()
 }
 
 /// The vectorised loop over a slice in place, compiled once per activation; costly functions
@@ -81,5 +100,7 @@ impl ScalarMap for OutOfPlace<'_> {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod gelu_avx2;
 #[cfg(test)]
 mod tests;

@@ -214,7 +214,7 @@ pub(crate) fn has_avx2_fma() -> bool {
 /// Whether the processor has AVX-512F besides AVX2 and FMA: the costly functions' loops are
 /// compiled a third time for it, sixteen lanes a vector.
 #[cfg(target_arch = "x86_64")]
-fn has_avx512f() -> bool {
+pub(crate) fn has_avx512f() -> bool {
     is_x86_feature_detected!("avx512f") && has_avx2_fma()
 }
 
