@@ -74,6 +74,8 @@ pub(crate) fn check_masked_exponentials(
         3 * lanes - 1,
         3 * lanes + 1,
         4 * lanes + 3,
+        7 * lanes + 3,
+        8 * lanes - 1,
     ] {
         let mut values: Vec<f32> = (0..length + 1).map(|i| i as f32 * -0.75).collect();
         values[length / 2] = f32::NEG_INFINITY;
