@@ -415,7 +415,7 @@ unsafe fn tile_kernel_rows<
         unsafe { fma_step::<ROWS, HALF>(a, &row_offsets, b, &mut left, &mut right) };
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
-    unsafe { store_accumulators::<ROWS>(left, right, tile) };
+    unsafe { store_accumulators::<ROWS, HALF>(left, right, tile) };
 }
 
 /// Fetches the rows of `ROWS` that the store of `tile` reads (the old C when accumulating, the
@@ -621,7 +621,7 @@ unsafe fn indirect_tile_rows<const ROWS: usize, const A_IN_PLACE: bool>(
         }
     }
     // SAFETY: The caller vouched for `ROWS` rows of `tile.cols` elements at `tile.c`.
-    unsafe { store_accumulators::<ROWS>(left, right, tile) };
+    unsafe { store_accumulators::<ROWS, false>(left, right, tile) };
 }
 
 /// One step of the k loop: `acc[r] += a[row_offsets[r]] * b` for the two halves of the B row,
@@ -661,32 +661,40 @@ unsafe fn fma_step<const ROWS: usize, const HALF: bool>(
 }
 
 /// Writes a tile's accumulators, still in registers, into C as [`store_tile`] does. A tile of
-/// `NR` columns that overwrites C with no clamp, ReLU or ReLU6 (every tile of a layer but the
-/// right edge's, and the accumulating ones of a product deeper than one block) is stored here, in the k loop's
-/// own code; any other goes through `store_tile`.
+/// `NR` or [`HALF_NR`] columns that overwrites C with no clamp, ReLU or ReLU6 (every tile of a
+/// layer but those of a right edge of another width, and the accumulating ones of a product
+/// deeper than one block) is stored here, in the k loop's own code; any other goes through
+/// `store_tile`.
 ///
 /// Passed to `store_tile`, the accumulators go through the stack (twelve stores and twelve
 /// loads a tile, inlined or not), and on a first-generation Zen, whose one store unit writes
 /// 128 bits a cycle, that was a quarter of a shallow product's time: `gemm_timing --m 384 --k 16
-/// --n 96 --epilogue bias` 31.8 GFLOP/s through `store_tile`, 35.8 stored here (k = 24: 35.8 and
-/// 39.1; k = 384: 45.5 either way).
+/// --n 96 --epilogue bias` 31.8 GFLOP/s through `store_tile`, 36.2 stored here (k = 24: 35.8
+/// and 39.1; k = 384: 45.4 either way).
 ///
 /// # Safety
 ///
 /// As for [`store_tile`]; the caller is compiled with AVX2 and FMA.
 #[inline(always)]
-unsafe fn store_accumulators<const ROWS: usize>(
+unsafe fn store_accumulators<const ROWS: usize, const HALF: bool>(
     left: [__m256; ROWS],
     right: [__m256; ROWS],
     tile: &TileOutput<'_>,
 ) {
-    if tile.cols == NR && !tile.accumulate {
-        // SAFETY: Forwarded from the caller: the tile is `NR` columns wide and overwrites C.
+    let width = if HALF { HALF_NR } else { NR };
+    if !tile.accumulate && tile.cols == width {
+        // SAFETY: Forwarded from the caller: the tile is `width` columns wide and overwrites C.
         unsafe {
             match tile.epilogue.clamp {
-                Clamp::None => return store_full_width::<ROWS, CLAMP_NONE>(left, right, tile),
-                Clamp::Relu => return store_full_width::<ROWS, CLAMP_RELU>(left, right, tile),
-                Clamp::Relu6 => return store_full_width::<ROWS, CLAMP_RELU6>(left, right, tile),
+                Clamp::None => {
+                    return store_whole_rows::<ROWS, CLAMP_NONE, HALF>(left, right, tile);
+                }
+                Clamp::Relu => {
+                    return store_whole_rows::<ROWS, CLAMP_RELU, HALF>(left, right, tile);
+                }
+                Clamp::Relu6 => {
+                    return store_whole_rows::<ROWS, CLAMP_RELU6, HALF>(left, right, tile);
+                }
                 Clamp::LeakyRelu { .. } => {}
             }
         }
@@ -699,38 +707,50 @@ unsafe fn store_accumulators<const ROWS: usize>(
     unsafe { store_tile::<ROWS>(&finished_left, &finished_right, tile) };
 }
 
-/// [`store_accumulators`]' store of a tile of `NR` columns that overwrites C, with the clamp
-/// `CLAMP` (none, ReLU or ReLU6): each row through [`epilogue_row`], as `store_rows` does.
+/// [`store_accumulators`]' store of a tile that overwrites C, `NR` columns wide, or with `HALF`
+/// [`HALF_NR`] (the left accumulators only), with the clamp `CLAMP` (none, ReLU or ReLU6): each
+/// row through [`epilogue_row`], as `store_rows` does.
 ///
 /// # Safety
 ///
-/// As for [`store_tile_clamped`], with `tile.cols == NR` and `!tile.accumulate`; the caller is
-/// compiled with AVX2 and FMA.
+/// As for [`store_tile_clamped`], with `tile.cols` `NR` (`HALF_NR` under `HALF`) and
+/// `!tile.accumulate`; the caller is compiled with AVX2 and FMA.
 #[inline(always)]
-unsafe fn store_full_width<const ROWS: usize, const CLAMP: u8>(
+unsafe fn store_whole_rows<const ROWS: usize, const CLAMP: u8, const HALF: bool>(
     left: [__m256; ROWS],
     right: [__m256; ROWS],
     tile: &TileOutput<'_>,
 ) {
-    // SAFETY: The column bias holds at least `cols = NR` values; row `row < ROWS` of the tile
-    // starts at `row * c_row_stride` and holds `NR` elements, in C and in the residual alike.
-    unsafe {
-        let column_bias = tile.epilogue.column_bias.map(|bias| {
-            (
-                _mm256_loadu_ps(bias.as_ptr()),
-                _mm256_loadu_ps(bias.as_ptr().add(8)),
-            )
-        });
-        for row in 0..ROWS {
-            let residual = tile.epilogue.residual.map(|residual| {
-                let source = residual.as_ptr().add(row * tile.c_row_stride);
-                (_mm256_loadu_ps(source), _mm256_loadu_ps(source.add(8)))
-            });
+    // Both vectors of a row at `source`, or under `HALF` the first and zeros.
+    let load = |source: *const f32| {
+        // SAFETY: The calls below pass the column bias or a row of the residual, each valid for
+        // `tile.cols` reads (`NR`, or `HALF_NR` under `HALF`); the processor has AVX (the
+        // caller's promise).
+        unsafe {
+            let low = _mm256_loadu_ps(source);
+            if HALF {
+                (low, _mm256_setzero_ps())
+            } else {
+                (low, _mm256_loadu_ps(source.add(8)))
+            }
+        }
+    };
+    let column_bias = tile.epilogue.column_bias.map(|bias| load(bias.as_ptr()));
+    for row in 0..ROWS {
+        // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds
+        // `tile.cols` elements, in C and in the residual alike; the row bias holds `ROWS` values.
+        unsafe {
+            let residual = tile
+                .epilogue
+                .residual
+                .map(|residual| load(residual.as_ptr().add(row * tile.c_row_stride)));
             let (low, high) =
                 epilogue_row::<CLAMP>((left[row], right[row]), row, column_bias, residual, tile);
             let destination = tile.c.add(row * tile.c_row_stride);
             _mm256_storeu_ps(destination, low);
-            _mm256_storeu_ps(destination.add(8), high);
+            if !HALF {
+                _mm256_storeu_ps(destination.add(8), high);
+            }
         }
     }
 }
