@@ -709,7 +709,8 @@ unsafe fn store_accumulators<const ROWS: usize, const HALF: bool>(
 
 /// [`store_accumulators`]' store of a tile that overwrites C, `NR` columns wide, or with `HALF`
 /// [`HALF_NR`] (the left accumulators only), with the clamp `CLAMP` (none, ReLU or ReLU6): each
-/// row through [`epilogue_row`], as `store_rows` does.
+/// row through [`epilogue_row`], as `store_rows` does. `store_tile` takes it for such tiles too
+/// (a LeakyReLU clamp, a one-row strip).
 ///
 /// # Safety
 ///
@@ -857,25 +858,23 @@ unsafe fn store_tile_clamped<const ROWS: usize, const CLAMP: u8>(
     // SAFETY: Forwarded from the caller; a full-width tile holds `NR` columns.
     unsafe {
         if tile.cols == NR && !tile.accumulate {
-            store_rows::<ROWS, CLAMP, true>(left, right, tile);
+            store_whole_rows::<ROWS, CLAMP, false>(*left, *right, tile);
         } else {
-            store_rows::<ROWS, CLAMP, false>(left, right, tile);
+            store_rows::<ROWS, CLAMP>(left, right, tile);
         }
     }
 }
 
-/// The rows of [`store_tile_clamped`]: with `FULL_WIDTH` (a tile of `NR` columns that
-/// overwrites C), straight vector loads and stores and no call in the loop, so that it unrolls;
-/// otherwise the old C added when accumulating, and the rows of fewer than `NR` columns through
-/// `load_row` and `store_row`.
+/// The rows of [`store_tile_clamped`] that are not a whole-width overwrite
+/// ([`store_whole_rows`]): the old C added when accumulating, and the rows of fewer than `NR`
+/// columns through `load_row` and `store_row`.
 ///
 /// # Safety
 ///
-/// As for [`store_tile_clamped`], with `tile.cols == NR` and `!tile.accumulate` under
-/// `FULL_WIDTH`.
+/// As for [`store_tile_clamped`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store_rows<const ROWS: usize, const CLAMP: u8, const FULL_WIDTH: bool>(
+unsafe fn store_rows<const ROWS: usize, const CLAMP: u8>(
     left: &[__m256; ROWS],
     right: &[__m256; ROWS],
     tile: &TileOutput<'_>,
@@ -889,30 +888,20 @@ unsafe fn store_rows<const ROWS: usize, const CLAMP: u8, const FULL_WIDTH: bool>
     for row in 0..ROWS {
         let (mut low, mut high) = (left[row], right[row]);
         // SAFETY: Row `row < ROWS` of the tile starts at `row * c_row_stride` and holds `cols`
-        // elements (`NR` under `FULL_WIDTH`), in C and in the residual alike; the row bias holds
-        // `ROWS` values.
+        // elements, in C and in the residual alike; the row bias holds `ROWS` values.
         unsafe {
             let destination = tile.c.add(row * tile.c_row_stride);
-            if !FULL_WIDTH && tile.accumulate {
+            if tile.accumulate {
                 let (old_low, old_high) = load_row(destination, cols);
                 low = _mm256_add_ps(low, old_low);
                 high = _mm256_add_ps(high, old_high);
             }
-            let residual = tile.epilogue.residual.map(|residual| {
-                let source = residual.as_ptr().add(row * tile.c_row_stride);
-                if FULL_WIDTH {
-                    (_mm256_loadu_ps(source), _mm256_loadu_ps(source.add(8)))
-                } else {
-                    load_row(source, cols)
-                }
-            });
+            let residual = tile
+                .epilogue
+                .residual
+                .map(|residual| load_row(residual.as_ptr().add(row * tile.c_row_stride), cols));
             let (low, high) = epilogue_row::<CLAMP>((low, high), row, column_bias, residual, tile);
-            if FULL_WIDTH {
-                _mm256_storeu_ps(destination, low);
-                _mm256_storeu_ps(destination.add(8), high);
-            } else {
-                store_row(destination, cols, low, high);
-            }
+            store_row(destination, cols, low, high);
         }
     }
 }
