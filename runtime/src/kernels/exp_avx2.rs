@@ -151,43 +151,25 @@ pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -
     // Thirty-two at a time, the four vectors' exponentials interleaved (`exp_each`).
     let mut quads = values.chunks_exact_mut(32);
     for quad in &mut quads {
-        // SAFETY: The loads and stores touch the chunk's thirty-two floats.
-        unsafe {
-            let x: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(quad.as_ptr().add(8 * i)));
-            let exponentials = exponentiate_masked(x, maximum);
-            for (i, &value) in exponentials.iter().enumerate() {
-                _mm256_storeu_ps(quad.as_mut_ptr().add(8 * i), value);
-            }
-            let [first, second, third, fourth] = exponentials;
-            sum = _mm256_add_ps(
-                _mm256_add_ps(sum, _mm256_add_ps(first, second)),
-                _mm256_add_ps(third, fourth),
-            );
-        }
+        // SAFETY: The chunk holds thirty-two floats.
+        let [first, second, third, fourth] = unsafe { exponentiate_in_place::<4>(quad, maximum) };
+        sum = _mm256_add_ps(
+            _mm256_add_ps(sum, _mm256_add_ps(first, second)),
+            _mm256_add_ps(third, fourth),
+        );
     }
     // Then sixteen, two vectors interleaved.
     let mut pairs = quads.into_remainder().chunks_exact_mut(16);
     for pair in &mut pairs {
-        // SAFETY: The loads and stores touch the chunk's sixteen floats.
-        unsafe {
-            let x = [
-                _mm256_loadu_ps(pair.as_ptr()),
-                _mm256_loadu_ps(pair.as_ptr().add(8)),
-            ];
-            let [low, high] = exponentiate_masked(x, maximum);
-            _mm256_storeu_ps(pair.as_mut_ptr(), low);
-            _mm256_storeu_ps(pair.as_mut_ptr().add(8), high);
-            sum = _mm256_add_ps(_mm256_add_ps(sum, low), high);
-        }
+        // SAFETY: The chunk holds sixteen floats.
+        let [low, high] = unsafe { exponentiate_in_place::<2>(pair, maximum) };
+        sum = _mm256_add_ps(_mm256_add_ps(sum, low), high);
     }
     let mut chunks = pairs.into_remainder().chunks_exact_mut(8);
     for chunk in &mut chunks {
-        // SAFETY: The load and store touch the chunk's eight floats.
-        unsafe {
-            let [value] = exponentiate_masked([_mm256_loadu_ps(chunk.as_ptr())], maximum);
-            _mm256_storeu_ps(chunk.as_mut_ptr(), value);
-            sum = _mm256_add_ps(sum, value);
-        }
+        // SAFETY: The chunk holds eight floats.
+        let [value] = unsafe { exponentiate_in_place::<1>(chunk, maximum) };
+        sum = _mm256_add_ps(sum, value);
     }
     let tail = chunks.into_remainder();
     if !tail.is_empty() {
@@ -206,6 +188,27 @@ pub(crate) unsafe fn exponentiate_masked_sum(values: &mut [f32], maximum: f32) -
     // SAFETY: The store writes the eight floats of `lanes`.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
     lanes.iter().sum()
+}
+
+/// `exponentiate_masked` of the first `8 * N` floats of `chunk`, written back in place and
+/// returned (for the sum).
+///
+/// # Safety
+///
+/// `chunk` holds at least `8 * N` floats.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exponentiate_in_place<const N: usize>(chunk: &mut [f32], maximum: __m256) -> [__m256; N] {
+    debug_assert!(chunk.len() >= 8 * N);
+    // SAFETY: The loads and stores touch the chunk's first `8 * N` floats (the caller's promise).
+    unsafe {
+        let x: [__m256; N] = std::array::from_fn(|i| _mm256_loadu_ps(chunk.as_ptr().add(8 * i)));
+        let exponentials = exponentiate_masked(x, maximum);
+        for (i, &value) in exponentials.iter().enumerate() {
+            _mm256_storeu_ps(chunk.as_mut_ptr().add(8 * i), value);
+        }
+        exponentials
+    }
 }
 
 /// The exponentials of `x - maximum` lane by lane, +0 where `x` is minus infinity.
