@@ -105,12 +105,13 @@ pub(super) unsafe fn gelu_in_place(values: &mut [f32]) {
     unsafe { gelu_lanes(values.as_ptr(), values.as_mut_ptr(), values.len()) }
 }
 
-/// `output[i] = gelu(input[i])`, over the shorter of the two slices.
+/// `output[i] = gelu(input[i])`; the slices have the same length (as for `vectorize::map`).
 ///
 /// # Safety
 ///
 /// The processor must support AVX2 and FMA (`vectorize::has_avx2_fma`).
 pub(super) unsafe fn gelu_map(input: &[f32], output: &mut [f32]) {
+    debug_assert_eq!(input.len(), output.len());
     let length = input.len().min(output.len());
     // SAFETY: The processor's support is the caller's promise; both slices hold `length` floats
     // and, one shared and one exclusive, do not overlap.
